@@ -1,0 +1,40 @@
+"""DICOMPlus engine: database, network, loading, export and Data Bundle, in plain Python.
+
+This package never imports slicer, qt, ctk or vtk: it runs in plain Python, inside Slicer and
+behind the ``dicomplus`` command line.
+"""
+
+import logging
+
+from DICOMPlusLib.errors import (
+    AssociationError,
+    BundleError,
+    CancelledError,
+    DatabaseError,
+    DICOMPlusError,
+    ExportError,
+    LoadError,
+    NetworkError,
+    QueryError,
+    RetrieveError,
+    SendError,
+)
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "AssociationError",
+    "BundleError",
+    "CancelledError",
+    "DICOMPlusError",
+    "DatabaseError",
+    "ExportError",
+    "LoadError",
+    "NetworkError",
+    "QueryError",
+    "RetrieveError",
+    "SendError",
+    "__version__",
+]

@@ -1,0 +1,158 @@
+"""Progress, cancel and thread-safe notifications shared by import, send, query and retrieve.
+
+A :class:`CancelToken` is checked by workers between units of work; a :class:`Progress`
+callback receives ``(done, total, current)``. :class:`Job` runs a function in a background
+thread and keeps state, progress, log and result so that a GUI can poll it from its own thread
+(the Slicer widget drains :meth:`Job.poll` from a QTimer; nothing here touches Qt).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from DICOMPlusLib.errors import CancelledError
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+class CancelToken:
+    """A flag a caller sets and a worker checks; cheap, thread-safe."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise CancelledError("Cancelled by the user; completed work was kept.")
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; return True early when cancelled."""
+        return self._event.wait(timeout)
+
+
+class JobState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class JobSnapshot:
+    """What a GUI needs to draw one row of the activity list."""
+
+    name: str
+    state: JobState
+    done: int
+    total: int
+    current: str
+    elapsed: float
+    error: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+class Job:
+    """Run ``func(progress, cancel_token)`` in a background thread.
+
+    ``func`` reports progress through the callback it receives and checks the token. Its return
+    value becomes :attr:`result`; an exception becomes :attr:`error` (``CancelledError`` sets
+    the CANCELLED state instead).
+    """
+
+    def __init__(self, name: str, func: Callable[[ProgressCallback, CancelToken], Any]) -> None:
+        self.name = name
+        self._func = func
+        self.token = CancelToken()
+        self._lock = threading.Lock()
+        self._state = JobState.PENDING
+        self._done = 0
+        self._total = 0
+        self._current = ""
+        self._log: list[str] = []
+        self._started = 0.0
+        self._finished = 0.0
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._finished_event = threading.Event()
+
+    # -- worker side -------------------------------------------------------------------------
+    def _progress(self, done: int, total: int, current: str = "") -> None:
+        with self._lock:
+            self._done, self._total, self._current = done, total, current
+
+    def log(self, message: str) -> None:
+        with self._lock:
+            self._log.append(message)
+
+    def _run(self) -> None:
+        with self._lock:
+            self._state = JobState.RUNNING
+            self._started = time.monotonic()
+        try:
+            result = self._func(self._progress, self.token)
+        except CancelledError as exc:
+            state, self.error = JobState.CANCELLED, exc
+        except BaseException as exc:
+            logger.exception("job %s failed", self.name)
+            state, self.error = JobState.FAILED, exc
+        else:
+            state, self.result = JobState.DONE, result
+            if self.token.cancelled:
+                state = JobState.CANCELLED
+        with self._lock:
+            self._state = state
+            self._finished = time.monotonic()
+        self._finished_event.set()
+
+    # -- caller side -------------------------------------------------------------------------
+    def start(self) -> Job:
+        self._thread = threading.Thread(target=self._run, name=f"dicomplus-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends; return False on timeout."""
+        return self._finished_event.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished_event.is_set()
+
+    @property
+    def state(self) -> JobState:
+        with self._lock:
+            return self._state
+
+    def poll(self) -> JobSnapshot:
+        with self._lock:
+            end = self._finished or time.monotonic()
+            return JobSnapshot(
+                name=self.name,
+                state=self._state,
+                done=self._done,
+                total=self._total,
+                current=self._current,
+                elapsed=(end - self._started) if self._started else 0.0,
+                error=str(self.error) if self.error else "",
+                log=list(self._log),
+            )

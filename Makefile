@@ -1,0 +1,49 @@
+# DICOMPlus developer commands. `make test` and `make demo` install what a fresh Debian machine lacks.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools hyperfine cmake \
+	libgl1 libegl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core
+
+.PHONY: test demo deps system-deps venv lint format bench clean
+
+test: deps lint
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest Testing $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+demo: deps
+	$(VENV)/bin/dicomplus demo --out demo-output
+
+deps: system-deps venv
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: $$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages: $$missing"; echo "run as root: apt-get install $$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check DICOMPlusLib DICOMPlus Testing bench
+	$(VENV)/bin/ruff format --check DICOMPlusLib DICOMPlus Testing bench
+
+format: venv
+	$(VENV)/bin/ruff format DICOMPlusLib DICOMPlus Testing bench
+	$(VENV)/bin/ruff check --fix DICOMPlusLib DICOMPlus Testing bench
+
+bench: deps
+	$(PY) -m bench all
+
+clean:
+	rm -rf $(VENV) Testing/output bench/_work

@@ -1,0 +1,1 @@
+"""Test fixtures and helpers for DICOMPlus (not installed; used by Testing/)."""

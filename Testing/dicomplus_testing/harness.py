@@ -1,0 +1,1 @@
+"""The slicer-testing stubs as pytest fixtures (filled in below)."""

@@ -1,0 +1,1 @@
+"""Fixtures for real DICOM peers on loopback (filled in below)."""
