@@ -9,7 +9,9 @@ from DICOMPlusLib import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dicomplus", description="DICOMPlus: DICOM database, network and loading.")
+    parser = argparse.ArgumentParser(
+        prog="dicomplus", description="DICOMPlus: DICOM database, network and loading."
+    )
     parser.add_argument("--version", action="version", version=f"dicomplus {__version__}")
     parser.add_subparsers(dest="command")
     return parser

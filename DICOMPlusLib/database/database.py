@@ -1,0 +1,587 @@
+"""The local DICOM database: SQLite index + managed file store.
+
+Concurrency model: WAL journal, one writer at a time (a lock in this process, SQLite's own lock
+across processes, with a generous busy timeout), any number of readers that never wait for the
+writer. Every logical batch (a chunk of imported files, one received instance, one delete) is
+one transaction, so a crash leaves only complete, committed records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+
+from DICOMPlusLib.database import schema
+from DICOMPlusLib.database.matching import normalize_pn
+from DICOMPlusLib.database.parsing import ParsedFile, parse_bytes
+from DICOMPlusLib.database.store import FileStore
+from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.models import DeleteReport, InstanceRecord
+
+logger = logging.getLogger(__name__)
+
+DB_FILE_NAME = "dicomplus.sqlite"
+BUSY_TIMEOUT_S = 60.0
+
+
+def default_database_path() -> Path:
+    """``$DICOMPLUS_DB``, else ``$XDG_DATA_HOME/dicomplus/dicomplus.sqlite``
+    (``~/.local/share/dicomplus/dicomplus.sqlite``)."""
+    env = os.environ.get("DICOMPLUS_DB")
+    if env:
+        return Path(env).expanduser()
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "dicomplus" / DB_FILE_NAME
+
+
+class DuplicatePolicy:
+    """What happens when a SOPInstanceUID that is already stored arrives again.
+
+    ``keep`` (default): the stored instance stays; the newcomer is reported as a duplicate and its
+    file is not stored. The one exception is a file imported again from the *same source path*
+    after it changed (size or mtime): that replaces the stored copy. ``replace``: the newcomer
+    always replaces the stored instance (what a listener receiving a corrected object wants).
+    """
+
+    KEEP = "keep"
+    REPLACE = "replace"
+
+
+class Database:
+    """Open (or create) the database at ``path``; files are stored in ``store_dir``
+    (default: ``store/`` beside the database file)."""
+
+    #: Whether imports link files in place instead of copying them, when not told otherwise.
+    default_link: bool = False
+
+    def __init__(self, path: str | os.PathLike | None = None, *, store_dir: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else default_database_path()
+        if self.path.is_dir() or self.path.suffix == "":
+            self.path = self.path / DB_FILE_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = FileStore(Path(store_dir) if store_dir else self.path.parent / "store")
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                logger.warning("database %s could not switch to WAL (mode %s)", self.path, mode)
+            schema.migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+        self._writer = conn
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        conn.row_factory = sqlite3.Row
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (readers never block on the writer in WAL)."""
+        if self._closed:
+            raise DatabaseError("the database is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, serialised with every other writer of this process."""
+        if self._closed:
+            raise DatabaseError("the database is closed")
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- facts ---------------------------------------------------------------------------------
+    def info(self) -> dict[str, int]:
+        conn = self.reader()
+        out = {}
+        for key, table in (
+            ("patients", "patients"),
+            ("studies", "studies"),
+            ("series", "series"),
+            ("instances", "instances"),
+        ):
+            out[key] = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return out
+
+    def schema_version(self) -> int:
+        return self.reader().execute("PRAGMA user_version").fetchone()[0]
+
+    # -- writing -------------------------------------------------------------------------------
+    def commit_parsed(
+        self,
+        items: Sequence[ParsedFile],
+        *,
+        link: bool = False,
+        on_duplicate: str = DuplicatePolicy.KEEP,
+    ) -> dict[str, list]:
+        """Store and index a batch in one transaction.
+
+        Returns lists of SOPInstanceUIDs under ``added``, ``replaced`` and ``duplicates``.
+        Files are moved into the store before the commit; a crash in between leaves at most an
+        unreferenced file in the store, never a row without its file.
+        """
+        result: dict[str, list] = {"added": [], "replaced": [], "duplicates": []}
+        if not items:
+            return result
+        now = time.time()
+        touched_series: set[str] = set()
+        touched_studies: set[str] = set()
+        leftovers: list[str] = []
+        with self.write() as conn:
+            for item in items:
+                v = item.values
+                sop = str(v["SOPInstanceUID"])
+                existing = conn.execute(
+                    "SELECT path, linked, source, SeriesInstanceUID FROM instances WHERE SOPInstanceUID=?",
+                    (sop,),
+                ).fetchone()
+                replace = False
+                if existing is not None:
+                    same_source = bool(item.source) and existing["source"] == item.source
+                    if on_duplicate != DuplicatePolicy.REPLACE and not same_source:
+                        result["duplicates"].append(sop)
+                        if item.stored_tmp:
+                            leftovers.append(item.stored_tmp)
+                        self._record_source(conn, item, sop, "duplicate SOPInstanceUID (already stored)")
+                        continue
+                    replace = True
+                    touched_series.add(existing["SeriesInstanceUID"])
+                path, linked = self._place_file(item, sop, link)
+                patient = self._upsert_patient(conn, v)
+                study = str(v["StudyInstanceUID"])
+                series = str(v["SeriesInstanceUID"])
+                conn.execute(
+                    "INSERT OR IGNORE INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
+                    " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        study,
+                        patient,
+                        v["StudyDate"],
+                        v["StudyTime"],
+                        v["StudyDescription"],
+                        v["AccessionNumber"],
+                        v["StudyID"],
+                        v["ReferringPhysicianName"],
+                        normalize_pn(str(v["ReferringPhysicianName"])),
+                        now,
+                    ),
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
+                    " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        series,
+                        study,
+                        v["Modality"],
+                        v["SeriesNumber"],
+                        v["SeriesDescription"],
+                        v["SeriesDate"],
+                        v["SeriesTime"],
+                        v["BodyPartExamined"],
+                        now,
+                    ),
+                )
+                if replace and existing["path"] != path and not existing["linked"]:
+                    leftovers.append(existing["path"])
+                conn.execute(
+                    "INSERT OR REPLACE INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID,"
+                    " TransferSyntaxUID, InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime,"
+                    " pixel_offset, pixel_length, header, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        sop,
+                        series,
+                        v["SOPClassUID"],
+                        item.transfer_syntax,
+                        v["InstanceNumber"],
+                        v["NumberOfFrames"],
+                        v["Rows"],
+                        v["Columns"],
+                        path,
+                        int(linked),
+                        item.size,
+                        item.mtime,
+                        item.pixel_offset,
+                        item.pixel_length,
+                        item.header,
+                        item.source,
+                        now,
+                    ),
+                )
+                self._record_source(conn, item, sop, "")
+                touched_series.add(series)
+                touched_studies.add(study)
+                result["replaced" if replace else "added"].append(sop)
+            self._refresh_counts(conn, touched_series, touched_studies)
+        for path in leftovers:
+            if path and self.store.contains(path):
+                self.store.remove(path)
+        return result
+
+    def _place_file(self, item: ParsedFile, sop: str, link: bool) -> tuple[str, bool]:
+        if link:
+            return os.path.abspath(item.source), True
+        if item.stored_tmp:
+            return str(self.store.adopt(sop, item.stored_tmp)), False
+        if item.data is not None:
+            return str(self.store.write_bytes(sop, item.data)), False
+        if item.source:
+            fd, tmp = self.store.temporary_file()
+            os.close(fd)
+            try:
+                shutil.copyfile(item.source, tmp)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            return str(self.store.adopt(sop, tmp)), False
+        raise DatabaseError(f"instance {sop} has neither data nor a source file")
+
+    @staticmethod
+    def _record_source(conn: sqlite3.Connection, item: ParsedFile, sop: str | None, reason: str) -> None:
+        if item.source:
+            conn.execute(
+                "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
+                (os.path.abspath(item.source), item.size, item.mtime, sop, reason),
+            )
+
+    @staticmethod
+    def _upsert_patient(conn: sqlite3.Connection, v: dict) -> int:
+        key = (str(v["PatientID"]), str(v["PatientName"]))
+        row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
+        if row is not None:
+            return row[0]
+        cur = conn.execute(
+            "INSERT INTO patients (PatientID, PatientName, PatientNameNorm, PatientBirthDate, PatientSex)"
+            " VALUES (?,?,?,?,?)",
+            (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
+        )
+        return int(cur.lastrowid)
+
+    @staticmethod
+    def _refresh_counts(conn: sqlite3.Connection, series: Iterable[str], studies: Iterable[str]) -> None:
+        series, studies = list(series), set(studies)
+        for uid in series:
+            conn.execute(
+                "UPDATE series SET NumberOfSeriesRelatedInstances="
+                "(SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?) WHERE SeriesInstanceUID=?",
+                (uid, uid),
+            )
+            row = conn.execute(
+                "SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", (uid,)
+            ).fetchone()
+            if row is not None:
+                studies.add(row[0])
+        for uid in studies:
+            conn.execute(
+                "UPDATE studies SET"
+                " NumberOfStudyRelatedSeries=(SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?),"
+                " NumberOfStudyRelatedInstances=(SELECT COALESCE(SUM(NumberOfSeriesRelatedInstances),0)"
+                "   FROM series WHERE StudyInstanceUID=?),"
+                " ModalitiesInStudy=(SELECT COALESCE(group_concat(Modality, '\\'),'') FROM"
+                "   (SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID=? AND Modality!='' ORDER BY Modality))"
+                " WHERE StudyInstanceUID=?",
+                (uid, uid, uid, uid),
+            )
+
+    def add_bytes(self, data: bytes, *, on_duplicate: str = DuplicatePolicy.REPLACE) -> InstanceRecord:
+        """Store and index one instance received as bytes (a whole Part 10 file).
+
+        Used by the listener and retrieve: the record is committed before this returns.
+        """
+        parsed = parse_bytes(data)
+        self.commit_parsed([parsed], on_duplicate=on_duplicate)
+        return self.instance(str(parsed.values["SOPInstanceUID"]))
+
+    # -- reading -------------------------------------------------------------------------------
+    def instance(self, sop_instance_uid: str) -> InstanceRecord:
+        row = (
+            self.reader()
+            .execute(
+                "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
+                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                " JOIN patients p ON p.id=st.patient WHERE i.SOPInstanceUID=?",
+                (sop_instance_uid,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise DatabaseError(f"no instance {sop_instance_uid} in the database")
+        return _instance_record(row)
+
+    def instances(self, series_instance_uid: str) -> list[InstanceRecord]:
+        rows = (
+            self.reader()
+            .execute(
+                "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
+                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                " JOIN patients p ON p.id=st.patient WHERE i.SeriesInstanceUID=?"
+                " ORDER BY i.InstanceNumber, i.SOPInstanceUID",
+                (series_instance_uid,),
+            )
+            .fetchall()
+        )
+        return [_instance_record(r) for r in rows]
+
+    def header(self, sop_instance_uid: str) -> pydicom.Dataset:
+        """The stored header of an instance as a pydicom Dataset (every element but pixel data)."""
+        row = (
+            self.reader()
+            .execute("SELECT header FROM instances WHERE SOPInstanceUID=?", (sop_instance_uid,))
+            .fetchone()
+        )
+        if row is None:
+            raise DatabaseError(f"no instance {sop_instance_uid} in the database")
+        return pydicom.dcmread(BytesIO(row[0]), force=True)
+
+    def search(self, level="study", criteria=None, *, text=None, limit=None, offset=0):
+        """Search the database; see :func:`DICOMPlusLib.database.search.search`."""
+        from DICOMPlusLib.database.search import search
+
+        return search(self, level, criteria or {}, text=text, limit=limit, offset=offset)
+
+    def import_paths(self, paths, **kwargs):
+        """Import files and folders; see :func:`DICOMPlusLib.database.indexer.import_paths`."""
+        from DICOMPlusLib.database.indexer import import_paths
+
+        return import_paths(self, paths, **kwargs)
+
+    # -- deleting ------------------------------------------------------------------------------
+    def delete(
+        self,
+        *,
+        patient: str | None = None,
+        study: str | None = None,
+        series: str | None = None,
+        instance: str | None = None,
+        files: bool = True,
+        linked_files: bool = False,
+        dry_run: bool = False,
+    ) -> DeleteReport:
+        """Delete a patient (by PatientID), a study, a series or an instance.
+
+        ``files`` removes the files DICOMPlus copied into its store (default); ``linked_files``
+        also removes files that were imported in place (never by default: they are the user's).
+        ``dry_run`` reports what would go and changes nothing.
+        """
+        given = [x for x in (patient, study, series, instance) if x is not None]
+        if len(given) != 1:
+            raise DatabaseError("delete needs exactly one of patient, study, series or instance")
+        report = DeleteReport(dry_run=dry_run)
+        with contextlib.ExitStack() as stack:
+            conn = self.reader() if dry_run else stack.enter_context(self.write())
+            # Decide everything first, from the state before the delete; then apply it.
+            where, params = _delete_scope(patient, study, series, instance)
+            rows = conn.execute(
+                "SELECT i.SOPInstanceUID, i.path, i.linked, i.SeriesInstanceUID FROM instances i"
+                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                f" JOIN patients p ON p.id=st.patient WHERE {where}",
+                params,
+            ).fetchall()
+            one = lambda sql, *args: conn.execute(sql, args).fetchone()  # noqa: E731
+            series_uids = {r["SeriesInstanceUID"] for r in rows}
+            if series is not None:
+                series_uids.add(series)
+            if study is not None:
+                series_uids |= {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT SeriesInstanceUID FROM series WHERE StudyInstanceUID=?", (study,)
+                    )
+                }
+            if patient is not None:
+                series_uids |= {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT se.SeriesInstanceUID FROM series se JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                        " JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
+                        (patient,),
+                    )
+                }
+            deleted_in = Counter(r["SeriesInstanceUID"] for r in rows)
+            gone_series = sorted(
+                uid
+                for uid in series_uids
+                if one("SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?", uid)[0] == deleted_in[uid]
+            )
+            study_of = {
+                uid: (one("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", uid) or [None])[0]
+                for uid in series_uids
+            }
+            study_uids = {s for s in study_of.values() if s}
+            if study is not None:
+                study_uids.add(study)
+            if patient is not None:
+                study_uids |= {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT st.StudyInstanceUID FROM studies st JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
+                        (patient,),
+                    )
+                }
+            gone_in = Counter(study_of[uid] for uid in gone_series)
+            gone_studies = sorted(
+                uid
+                for uid in study_uids
+                if one("SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?", uid)[0] == gone_in[uid]
+            )
+            patient_of = {
+                uid: (one("SELECT patient FROM studies WHERE StudyInstanceUID=?", uid) or [None])[0]
+                for uid in study_uids
+            }
+            patient_rows = {p for p in patient_of.values() if p is not None}
+            if patient is not None:
+                patient_rows |= {
+                    r[0] for r in conn.execute("SELECT id FROM patients WHERE PatientID=?", (patient,))
+                }
+            gone_in_patient = Counter(patient_of[uid] for uid in gone_studies)
+            gone_patients = sorted(
+                pid
+                for pid in patient_rows
+                if one("SELECT COUNT(*) FROM studies WHERE patient=?", pid)[0] == gone_in_patient[pid]
+            )
+            report.instances = len(rows)
+            report.series = gone_series
+            report.studies = gone_studies
+            report.patients = [
+                one("SELECT PatientID FROM patients WHERE id=?", pid)[0] for pid in gone_patients
+            ]
+            to_remove = [
+                r["path"] for r in rows if (r["linked"] and linked_files) or (not r["linked"] and files)
+            ]
+            removing = set(to_remove)
+            report.files_kept = [r["path"] for r in rows if r["path"] not in removing]
+            if dry_run:
+                report.files_removed = to_remove
+                return report
+            sops = [r["SOPInstanceUID"] for r in rows]
+            for chunk in _chunks(sops, 500):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM instances WHERE SOPInstanceUID IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM sources WHERE SOPInstanceUID IN ({marks})", chunk)
+            for uid in gone_series:
+                conn.execute("DELETE FROM series WHERE SeriesInstanceUID=?", (uid,))
+            for uid in gone_studies:
+                conn.execute("DELETE FROM studies WHERE StudyInstanceUID=?", (uid,))
+            for pid in gone_patients:
+                conn.execute("DELETE FROM patients WHERE id=?", (pid,))
+            self._refresh_counts(conn, series_uids - set(gone_series), study_uids - set(gone_studies))
+        for path in to_remove:
+            removed = self.store.remove(path) if self.store.contains(path) else _remove_user_file(path)
+            (report.files_removed if removed else report.files_kept).append(path)
+        return report
+
+
+def _remove_user_file(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))  # only succeeds when the folder is now empty
+    return True
+
+
+def _delete_scope(patient, study, series, instance) -> tuple[str, tuple]:
+    if patient is not None:
+        return "p.PatientID=?", (patient,)
+    if study is not None:
+        return "se.StudyInstanceUID=?", (study,)
+    if series is not None:
+        return "i.SeriesInstanceUID=?", (series,)
+    return "i.SOPInstanceUID=?", (instance,)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _instance_record(row: sqlite3.Row) -> InstanceRecord:
+    return InstanceRecord(
+        SOPInstanceUID=row["SOPInstanceUID"],
+        SeriesInstanceUID=row["SeriesInstanceUID"],
+        StudyInstanceUID=row["StudyInstanceUID"],
+        PatientID=row["PatientID"],
+        SOPClassUID=row["SOPClassUID"],
+        TransferSyntaxUID=row["TransferSyntaxUID"],
+        InstanceNumber=row["InstanceNumber"],
+        NumberOfFrames=row["NumberOfFrames"],
+        Rows=row["Rows"],
+        Columns=row["Columns"],
+        path=row["path"],
+        size=row["size"],
+        pixel_offset=row["pixel_offset"],
+        pixel_length=row["pixel_length"],
+    )
+
+
+@contextlib.contextmanager
+def TemporaryDatabase(*, link: bool = True) -> Iterator[Database]:
+    """A throw-away database in a temporary folder, for "open this folder without touching my
+    database". Imports link files in place by default; everything is removed on exit."""
+    folder = tempfile.mkdtemp(prefix="dicomplus-tmpdb-")
+    db = Database(Path(folder) / DB_FILE_NAME)
+    db.default_link = link
+    try:
+        yield db
+    finally:
+        db.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,240 @@
+"""A fast, read-only scanner for DICOM Part 10 headers.
+
+Import spends its time parsing headers. pydicom builds an element object for every element
+(~0.7 ms for a 10 KB header); this scanner walks the encoded bytes with ``struct`` and decodes only
+the elements it is asked for, skips sequences by their length or by walking their items
+(PS3.5 7.5), and stops at the pixel data, whose offset and length it reports so that loading can
+read pixels without parsing again.
+
+It handles the file meta group (always explicit VR little endian, PS3.10 7.1), and datasets in
+explicit or implicit VR little endian, explicit VR big endian and encapsulated (compressed)
+transfer syntaxes. Deflated datasets, files without the ``DICM`` prefix and anything it cannot
+walk raise :class:`ScanError`; the caller then falls back to pydicom.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass, field
+
+from pydicom.charset import decode_bytes
+from pydicom.datadict import dictionary_VR
+
+# VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_DELIM = 0xFFFEE00D
+_SEQ_DELIM = 0xFFFEE0DD
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_TEXT_VRS = frozenset({b"SH", b"LO", b"ST", b"LT", b"UT", b"UC", b"PN"})
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+
+
+class ScanError(ValueError):
+    """The bytes cannot be walked by the fast scanner (not necessarily invalid DICOM)."""
+
+
+class NeedMoreData(ScanError):
+    """The buffer ends before the scan is complete; read more of the file and try again."""
+
+
+@dataclass
+class ScanResult:
+    """What the scanner found.
+
+    ``values`` maps a wanted tag (int) to its decoded value: ``str`` for text VRs (multiple
+    values keep their backslashes), ``int``/``float`` (or a tuple for several) for binary numbers.
+    """
+
+    transfer_syntax: str
+    media_sop_class: str
+    values: dict[int, object] = field(default_factory=dict)
+    header_end: int = 0  # offset of the pixel data element (or end of data when there is none)
+    pixel_tag: int = 0
+    pixel_offset: int = -1  # offset of the pixel data value in the file
+    pixel_length: int = -1  # its length; -1 when encapsulated (undefined length)
+
+
+def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
+    if vr in (b"US", b"SS", b"UL", b"SL", b"FL", b"FD", b"AT"):
+        code = {b"US": "H", b"SS": "h", b"UL": "I", b"SL": "i", b"FL": "f", b"FD": "d", b"AT": "I"}[vr]
+        size = struct.calcsize(code)
+        count = len(raw) // size
+        if count == 0:
+            return None
+        nums = struct.unpack(("<" if little else ">") + code * count, raw[: count * size])
+        return nums[0] if count == 1 else nums
+    if vr in _TEXT_VRS:
+        if charsets:
+            with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
+                warnings.simplefilter("ignore")
+                text = decode_bytes(raw, charsets, {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C})
+        else:
+            text = raw.decode("latin-1")
+    else:
+        text = raw.decode("latin-1")
+    text = text.rstrip("\x00 ")
+    if vr not in (b"ST", b"LT", b"UT"):
+        text = text.lstrip(" ") if vr != b"PN" else text
+    return text
+
+
+def _skip_undefined(buf: bytes, pos: int, implicit: bool, little: bool) -> int:
+    """Return the offset just after the sequence delimiter of an undefined-length value."""
+    end = len(buf)
+    fmt_tag = "<HH" if little else ">HH"
+    while True:
+        if pos + 8 > end:
+            raise NeedMoreData("sequence runs past the end of the buffer")
+        group, elem = struct.unpack_from(fmt_tag, buf, pos)
+        tag = (group << 16) | elem
+        (length,) = struct.unpack_from("<I" if little else ">I", buf, pos + 4)
+        if tag == _SEQ_DELIM:
+            return pos + 8
+        if tag != _ITEM:
+            raise ScanError(f"expected an item at offset {pos}, found {tag:08X}")
+        pos += 8
+        if length != _UNDEFINED:
+            pos += length
+            continue
+        # An item of undefined length: walk its elements until the item delimiter.
+        while True:
+            if pos + 8 > end:
+                raise NeedMoreData("item runs past the end of the buffer")
+            group, elem = struct.unpack_from(fmt_tag, buf, pos)
+            tag = (group << 16) | elem
+            if tag == _ITEM_DELIM:
+                pos += 8
+                break
+            pos, vr, length, value_pos = _element_header(buf, pos, implicit, little)
+            if length == _UNDEFINED:
+                # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
+                pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
+            else:
+                pos = value_pos + length
+
+
+def _element_header(buf: bytes, pos: int, implicit: bool, little: bool) -> tuple[int, bytes, int, int]:
+    """Parse one element header at ``pos``: (pos, vr, length, value_offset)."""
+    if implicit:
+        if pos + 8 > len(buf):
+            raise NeedMoreData("element header past the end of the buffer")
+        (length,) = struct.unpack_from("<I", buf, pos + 4)
+        return pos, b"", length, pos + 8
+    if pos + 8 > len(buf):
+        raise NeedMoreData("element header past the end of the buffer")
+    vr = buf[pos + 4 : pos + 6]
+    if vr in _LONG_VRS:
+        if pos + 12 > len(buf):
+            raise NeedMoreData("element header past the end of the buffer")
+        (length,) = struct.unpack_from("<I" if little else ">I", buf, pos + 8)
+        return pos, vr, length, pos + 12
+    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        raise ScanError(f"invalid VR {vr!r} at offset {pos}")
+    (length,) = struct.unpack_from("<H" if little else ">H", buf, pos + 6)
+    return pos, vr, length, pos + 8
+
+
+def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = False) -> ScanResult:
+    """Scan a whole Part 10 file (or at least its header) held in ``buf``.
+
+    ``complete`` says that ``buf`` is the whole file; otherwise running out of bytes before the
+    pixel data raises :class:`NeedMoreData` (read more and call again).
+    """
+    if len(buf) < 132:
+        if complete:
+            raise ScanError("file is shorter than the 132-byte DICOM preamble and prefix")
+        raise NeedMoreData("short buffer")
+    if buf[128:132] != b"DICM":
+        raise ScanError("no 'DICM' prefix at offset 128")
+    pos = 132
+    meta_end = None
+    ts = ""
+    media_class = ""
+    values: dict[int, object] = {}
+    end = len(buf)
+    # File meta information: explicit VR little endian.
+    while pos + 8 <= end:
+        group = struct.unpack_from("<H", buf, pos)[0]
+        if group != 0x0002:
+            break
+        _p, vr, length, value_pos = _element_header(buf, pos, False, True)
+        if length == _UNDEFINED or value_pos + length > end:
+            if complete and value_pos + length > end and length != _UNDEFINED:
+                raise ScanError("file meta element runs past the end of the file")
+            raise (
+                ScanError("undefined length in file meta information")
+                if length == _UNDEFINED
+                else NeedMoreData("meta")
+            )
+        (elem,) = struct.unpack_from("<H", buf, pos + 2)
+        raw = buf[value_pos : value_pos + length]
+        if elem == 0x0010:
+            ts = raw.decode("ascii", "replace").rstrip("\x00 ")
+        elif elem == 0x0002:
+            media_class = raw.decode("ascii", "replace").rstrip("\x00 ")
+        elif elem == 0x0000:
+            meta_end = value_pos + length + struct.unpack_from("<I", raw)[0] if length == 4 else None
+        tag = (0x0002 << 16) | elem
+        if tag in wanted:
+            values[tag] = _decode(raw, vr, True, [])
+        pos = value_pos + length
+    if meta_end is not None and meta_end != pos and meta_end <= end:
+        pos = meta_end  # trust the group length when the walk and it disagree
+    if not ts:
+        raise ScanError("no TransferSyntaxUID in the file meta information")
+    if ts == DEFLATED_LE:
+        raise ScanError("deflated transfer syntax")
+    implicit = ts == IMPLICIT_LE
+    little = ts != EXPLICIT_BE
+    result = ScanResult(transfer_syntax=ts, media_sop_class=media_class, values=values)
+    charsets: list[str] = []
+    tag_fmt = "<HH" if little else ">HH"
+    while pos < end:
+        if pos + 8 > end:
+            if complete:
+                raise ScanError(f"truncated element header at offset {pos}")
+            raise NeedMoreData("element header")
+        group, elem = struct.unpack_from(tag_fmt, buf, pos)
+        tag = (group << 16) | elem
+        start, vr, length, value_pos = _element_header(buf, pos, implicit, little)
+        if tag in _PIXEL_TAGS:
+            result.header_end = start
+            result.pixel_tag = tag
+            result.pixel_offset = value_pos
+            result.pixel_length = -1 if length == _UNDEFINED else length
+            if length != _UNDEFINED and complete and value_pos + length > end:
+                raise ScanError("pixel data is truncated")
+            return result
+        if length == _UNDEFINED:
+            pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
+            continue
+        if value_pos + length > end:
+            if complete:
+                raise ScanError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
+            raise NeedMoreData("element value")
+        if tag == 0x00080005:
+            charsets = [
+                c.strip() for c in buf[value_pos : value_pos + length].decode("ascii", "replace").split("\\")
+            ]
+            charsets = [c for c in charsets if c] or []
+        if tag in wanted:
+            if implicit:
+                try:
+                    vr = dictionary_VR(tag).split(" or ")[0].encode()
+                except KeyError:
+                    vr = b"UN"
+            result.values[tag] = _decode(buf[value_pos : value_pos + length], vr, little, charsets)
+        pos = value_pos + length
+    if not complete:
+        raise NeedMoreData("no pixel data yet")
+    result.header_end = end
+    return result

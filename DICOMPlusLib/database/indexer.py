@@ -1,0 +1,297 @@
+"""Import files, folders and DICOMDIRs into the database: parallel, batched, cancellable.
+
+Pipeline: walk the paths (sorted, so the first of two files with the same SOPInstanceUID is the
+same every time) -> skip files whose size and mtime match the last import -> parse headers in
+worker processes (or in this thread for small imports), which also write each file to a
+temporary name in the store -> commit batches of entries in one transaction each, moving files
+into place just before the commit. Cancel is checked between chunks (each a few tens of
+milliseconds), so it stops within a second and leaves only complete, committed records.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.database.parsing import ParsedFile, parse_path
+from DICOMPlusLib.errors import CancelledError, ImportFileError
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback
+from DICOMPlusLib.models import ImportReport, SkippedFile
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database.database import Database
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 48  # files per worker task
+BATCH = 480  # entries per database transaction
+PARALLEL_THRESHOLD = 400  # below this many files, worker start-up costs more than it saves
+
+
+def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Every file under ``paths`` (recursively, sorted, hidden files skipped). A DICOMDIR given
+    explicitly expands to the files it references, as well as its folder's other files."""
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield os.path.join(root, name)
+        elif path.name.upper() == "DICOMDIR" and path.is_file():
+            yield from _dicomdir_files(path)
+        else:
+            yield str(path)
+
+
+def _dicomdir_files(path: Path) -> Iterator[str]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        yield str(path)
+        return
+    yield str(path)  # reported as a media storage directory
+    for record in ds.get("DirectoryRecordSequence", []):
+        ref = record.get("ReferencedFileID")
+        if ref:
+            parts = [ref] if isinstance(ref, str) else list(ref)
+            yield str(path.parent.joinpath(*parts))
+
+
+def _work(paths: list[str], link: bool, tmp_dir: str) -> list[ParsedFile | SkippedFile]:
+    """Worker body: parse each file and, when copying, write it to a temporary file in the store."""
+    out: list[ParsedFile | SkippedFile] = []
+    for path in paths:
+        try:
+            parsed = parse_path(path, keep_data=not link)
+        except ImportFileError as exc:
+            out.append(SkippedFile(path, str(exc)))
+            continue
+        except Exception as exc:  # a parser bug on one file must not lose the others
+            logger.exception("unexpected error parsing %s", path)
+            out.append(SkippedFile(path, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
+        if parsed.data is not None:
+            try:
+                parsed.stored_tmp = _write_tmp(tmp_dir, parsed.data)
+            except OSError as exc:
+                out.append(SkippedFile(path, f"cannot store: {exc.strerror or exc}"))
+                continue
+            parsed.data = None
+        out.append(parsed)
+    return out
+
+
+def _write_tmp(tmp_dir: str, data: bytes) -> str:
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """fork is cheapest and safe while this process has one thread; otherwise forkserver."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def import_paths(
+    db: Database,
+    paths: Iterable[str | os.PathLike],
+    *,
+    link: bool | None = None,
+    jobs: int | None = None,
+    processes: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    on_duplicate: str = "keep",
+    force: bool = False,
+) -> ImportReport:
+    """Import files and folders into ``db``.
+
+    ``link`` indexes files where they are instead of copying them into the store (default:
+    ``db.default_link``). ``jobs`` worker processes parse headers (default: the CPU count);
+    ``processes=False`` uses threads instead (for hosts that cannot start processes, such as an
+    embedded interpreter). ``force`` re-reads files even when size and mtime are unchanged.
+    ``progress(done, total, current)`` is called from this thread. ``cancel`` stops the import
+    between chunks; what was committed stays. Raises nothing for bad files: they are listed in
+    ``report.skipped`` with a reason.
+    """
+    link = db.default_link if link is None else link
+    cancel = cancel or CancelToken()
+    started = time.monotonic()
+    report = ImportReport()
+    files = list(iter_files(paths))
+    report.files_seen = len(files)
+    total = len(files)
+    done = 0
+    if progress:
+        progress(0, total, "")
+    todo = files if force else _changed_files(db, files, report)
+    done = total - len(todo)
+    if progress and done:
+        progress(done, total, "")
+    tmp_dir = db.store.root / ".incoming"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    pending: list[ParsedFile] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        result = db.commit_parsed(pending, link=link, on_duplicate=on_duplicate)
+        report.added += len(result["added"])
+        report.replaced += len(result["replaced"])
+        report.duplicates += len(result["duplicates"])
+        for item in pending:
+            if item.values["SOPInstanceUID"] in result["duplicates"]:
+                report.skipped.append(SkippedFile(item.source, "duplicate SOPInstanceUID (already stored)"))
+        pending.clear()
+
+    def consume(results: list[ParsedFile | SkippedFile]) -> None:
+        nonlocal done
+        for item in results:
+            if isinstance(item, SkippedFile):
+                report.skipped.append(item)
+                _remember_skipped(db, item)
+            else:
+                pending.append(item)
+        done += len(results)
+        if len(pending) >= BATCH:
+            flush()
+        if progress and results:
+            last = results[-1]
+            progress(done, total, last.path if isinstance(last, SkippedFile) else last.source)
+
+    executor: cf.Executor | None = None
+    futures: list[cf.Future] = []
+    if jobs > 1 and len(todo) >= PARALLEL_THRESHOLD:
+        if processes:
+            executor = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context())
+        else:
+            executor = cf.ThreadPoolExecutor(max_workers=jobs)
+    try:
+        if executor is None:
+            for chunk in chunks:
+                if cancel.cancelled:
+                    raise CancelledError("import cancelled")
+                consume(_work(chunk, link, str(tmp_dir)))
+        else:
+            ahead = jobs * 3
+            index = 0
+            while index < len(chunks) or futures:
+                while index < len(chunks) and len(futures) < ahead and not cancel.cancelled:
+                    futures.append(executor.submit(_work, chunks[index], link, str(tmp_dir)))
+                    index += 1
+                if cancel.cancelled:
+                    raise CancelledError("import cancelled")
+                future = futures.pop(0)
+                while True:
+                    try:
+                        results = future.result(timeout=0.2)
+                        break
+                    except cf.TimeoutError:
+                        if cancel.cancelled:
+                            futures.insert(0, future)
+                            raise CancelledError("import cancelled") from None
+                consume(results)
+        flush()
+    except CancelledError:
+        report.cancelled = True
+        flush()  # what was parsed completely is committed; nothing half-done is
+        if executor is not None:
+            _drain(executor, futures)
+            executor = None
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+        for item in pending:  # only on an unexpected error
+            if item.stored_tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.stored_tmp)
+    report.seconds = time.monotonic() - started
+    if progress:
+        progress(done, total, "")
+    return report
+
+
+def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
+    """Stop workers after a cancel and delete the temporary files of chunks nobody will commit."""
+    for future in futures:
+        future.cancel()
+    executor.shutdown(wait=True, cancel_futures=True)
+    for future in futures:
+        if future.cancelled() or future.exception() is not None:
+            continue
+        for item in future.result():
+            if isinstance(item, ParsedFile) and item.stored_tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.stored_tmp)
+
+
+def _changed_files(db: Database, files: list[str], report: ImportReport) -> list[str]:
+    """Files whose (size, mtime) differ from the last import of the same path."""
+    conn = db.reader()
+    todo: list[str] = []
+    for start in range(0, len(files), 500):
+        chunk = files[start : start + 500]
+        absolute = [os.path.abspath(f) for f in chunk]
+        known = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                f"SELECT path, size, mtime FROM sources WHERE path IN ({','.join('?' * len(absolute))})",
+                absolute,
+            )
+        }
+        for original, path in zip(chunk, absolute, strict=True):
+            seen = known.get(path)
+            if seen is not None:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    todo.append(original)
+                    continue
+                if st.st_size == seen[0] and st.st_mtime == seen[1]:
+                    report.unchanged += 1
+                    continue
+            todo.append(original)
+    return todo
+
+
+def _remember_skipped(db: Database, item: SkippedFile) -> None:
+    """Files skipped for what they are (not DICOM, a DICOMDIR) are not read again next time;
+    files skipped for a passing reason (cannot read, cannot store) are."""
+    if item.reason.startswith(("cannot", "unreadable")):
+        return
+    try:
+        st = os.stat(item.path)
+    except OSError:
+        return
+    with db.write() as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
+            (os.path.abspath(item.path), st.st_size, st.st_mtime, None, item.reason),
+        )

@@ -1,0 +1,231 @@
+"""Turn one file (or received bytes) into an index entry: the columns plus the stored header.
+
+Runs in import worker processes, so it is a plain function of picklable arguments. The header is
+kept as the file's own bytes up to the pixel data (every element, private ones and sequences
+included, exactly as encoded): it rebuilds a valid header with ``pydicom.dcmread`` and is
+searched on any tag with the fast scanner. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.errors import InvalidDicomError
+
+from DICOMPlusLib.database.headerscan import NeedMoreData, ScanError, scan
+from DICOMPlusLib.errors import ImportFileError
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+PATIENT_KEYS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
+STUDY_KEYS = (
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+SERIES_KEYS = (
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "BodyPartExamined",
+)
+INSTANCE_KEYS = ("SOPClassUID", "InstanceNumber", "NumberOfFrames", "Rows", "Columns")
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+INDEX_KEYWORDS = PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS + UID_KEYS
+INDEX_TAGS = {tag_for_keyword(k): k for k in INDEX_KEYWORDS}
+_WANTED = frozenset(INDEX_TAGS)
+_INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
+_FIRST_READ = 64 * 1024
+
+
+@dataclass
+class ParsedFile:
+    """One file ready to be indexed."""
+
+    values: dict[str, object]  # keyword -> value for INDEX_KEYWORDS (str or int or None)
+    transfer_syntax: str
+    header: bytes
+    pixel_offset: int
+    pixel_length: int
+    size: int
+    mtime: float
+    source: str  # the path it came from ("" for received data)
+    data: bytes | None = None  # the whole file, when it is to be copied into the store
+    stored_tmp: str = ""  # a temporary file in the store holding the data, when written by a worker
+
+
+def _as_int(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, tuple):
+        value = value[0]
+    try:
+        return int(float(str(value).split("\\")[0]))
+    except ValueError:
+        return None
+
+
+def _finish(values: dict[int, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for tag, keyword in INDEX_TAGS.items():
+        value = values.get(tag)
+        if keyword in _INT_KEYS:
+            out[keyword] = _as_int(value)
+        else:
+            out[keyword] = "" if value is None else str(value).strip()
+    return out
+
+
+def _check(values: dict[str, object], media_class: str, path: str) -> None:
+    if media_class == MEDIA_STORAGE_DIRECTORY or values.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+        raise ImportFileError(
+            "media storage directory object (DICOMDIR or DIRFILE), not an image or document"
+        )
+    for key in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+        if not values.get(key):
+            raise ImportFileError(f"no {key}: not a composite instance that can be indexed")
+
+
+def parse_bytes(data: bytes, *, source: str = "", size: int | None = None, mtime: float = 0.0) -> ParsedFile:
+    """Index entry for a whole file held in memory. Raises ImportFileError with a reason."""
+    try:
+        result = scan(data, _WANTED, complete=True)
+        values = _finish(result.values)
+        _check(values, result.media_sop_class, source)
+        return ParsedFile(
+            values=values,
+            transfer_syntax=result.transfer_syntax,
+            header=bytes(data[: result.header_end]),
+            pixel_offset=result.pixel_offset,
+            pixel_length=result.pixel_length,
+            size=len(data) if size is None else size,
+            mtime=mtime,
+            source=source,
+            data=data,
+        )
+    except ScanError:
+        return _parse_with_pydicom(data, source=source, size=size, mtime=mtime)
+
+
+def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: float) -> ParsedFile:
+    """The slow, forgiving path: files without a preamble, deflated, or oddly encoded."""
+    has_prefix = data[128:132] == b"DICM"
+    if not has_prefix and not _looks_like_raw_dataset(data):
+        raise ImportFileError("not a DICOM file (no 'DICM' prefix and no DICOM data set)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(BytesIO(data), force=not has_prefix, defer_size=256)
+            ds.get("SOPInstanceUID")  # force parsing up to there
+        if "PixelData" in ds:
+            element = ds.get_item("PixelData")
+            offset = getattr(element, "value_tell", -1)
+            length = element.length if element.length != 0xFFFFFFFF else -1
+            if length >= 0 and offset + length > len(data):
+                raise ImportFileError("truncated: pixel data runs past the end of the file")
+        else:
+            offset, length = -1, -1
+    except ImportFileError:
+        raise
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ImportFileError(f"unreadable DICOM: {exc}") from exc
+    values = {}
+    for keyword in INDEX_KEYWORDS:
+        try:
+            value = ds.get(keyword)
+        except Exception:  # a malformed value in one element should not lose the file
+            value = None
+        if keyword in _INT_KEYS:
+            values[keyword] = _as_int(value)
+        else:
+            values[keyword] = "" if value is None else str(value).strip()
+    media = str(getattr(ds.get("file_meta", None) or {}, "MediaStorageSOPClassUID", "") or "")
+    _check(values, media, source)
+    if not values["SOPInstanceUID"]:
+        raise ImportFileError("no SOPInstanceUID")
+    ts = ""
+    if getattr(ds, "file_meta", None) is not None:
+        ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if not ts:
+        ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
+    header_end = offset - (12 if offset > 0 and not ds.is_implicit_VR else 8) if offset > 0 else len(data)
+    return ParsedFile(
+        values=values,
+        transfer_syntax=ts,
+        header=bytes(data[: max(0, header_end)]),
+        pixel_offset=offset,
+        pixel_length=length,
+        size=len(data) if size is None else size,
+        mtime=mtime,
+        source=source,
+        data=data,
+    )
+
+
+def _looks_like_raw_dataset(data: bytes) -> bool:
+    """A preamble-less data set starts with a group 0008 (or 0002) element, little endian."""
+    return len(data) >= 8 and data[1] == 0 and data[0] in (0x02, 0x08) and data[3] in (0x00, 0x01)
+
+
+def parse_path(path: str, *, keep_data: bool) -> ParsedFile:
+    """Index entry for a file on disk. ``keep_data`` reads the whole file (to copy it);
+    otherwise only the header is read, in growing chunks."""
+    try:
+        st = os.stat(path)
+        if st.st_size == 0:
+            raise ImportFileError("empty file")
+        with open(path, "rb") as f:
+            if keep_data:
+                return parse_bytes(f.read(), source=path, size=st.st_size, mtime=st.st_mtime)
+            data = f.read(_FIRST_READ)
+            while True:
+                try:
+                    return _scan_prefix(data, st, path)
+                except NeedMoreData:
+                    more = f.read(max(len(data), _FIRST_READ))
+                    if not more:
+                        parsed = parse_bytes(data, source=path, size=st.st_size, mtime=st.st_mtime)
+                        parsed.data = None
+                        return parsed
+                    data += more
+    except OSError as exc:
+        raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _scan_prefix(data: bytes, st: os.stat_result, path: str) -> ParsedFile:
+    size = st.st_size
+    try:
+        result = scan(data, _WANTED, complete=len(data) >= size)
+    except NeedMoreData:
+        if len(data) >= size:
+            raise ImportFileError("truncated: the file ends inside its header") from None
+        raise
+    except ScanError:
+        with open(path, "rb") as f:
+            parsed = parse_bytes(f.read(), source=path, size=size, mtime=st.st_mtime)
+        parsed.data = None
+        return parsed
+    if result.pixel_length >= 0 and result.pixel_offset + result.pixel_length > size:
+        raise ImportFileError("truncated: pixel data runs past the end of the file")
+    values = _finish(result.values)
+    _check(values, result.media_sop_class, path)
+    return ParsedFile(
+        values=values,
+        transfer_syntax=result.transfer_syntax,
+        header=bytes(data[: result.header_end]),
+        pixel_offset=result.pixel_offset,
+        pixel_length=result.pixel_length,
+        size=size,
+        mtime=st.st_mtime,
+        source=path,
+    )

@@ -1,0 +1,117 @@
+"""The SQLite schema and its in-place migrations (``PRAGMA user_version``).
+
+Columns are named by DICOM keyword. A new schema version appends a migration to
+:data:`MIGRATIONS`; opening an older database runs the missing ones in one transaction. Nothing
+ever forces a re-index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from DICOMPlusLib.errors import DatabaseError
+
+_V1 = """
+CREATE TABLE patients (
+    id INTEGER PRIMARY KEY,
+    PatientID TEXT NOT NULL DEFAULT '',
+    PatientName TEXT NOT NULL DEFAULT '',
+    PatientNameNorm TEXT NOT NULL DEFAULT '',
+    PatientBirthDate TEXT NOT NULL DEFAULT '',
+    PatientSex TEXT NOT NULL DEFAULT '',
+    UNIQUE (PatientID, PatientName)
+);
+CREATE INDEX patients_name ON patients (PatientNameNorm);
+
+CREATE TABLE studies (
+    StudyInstanceUID TEXT PRIMARY KEY,
+    patient INTEGER NOT NULL REFERENCES patients (id),
+    StudyDate TEXT NOT NULL DEFAULT '',
+    StudyTime TEXT NOT NULL DEFAULT '',
+    StudyDescription TEXT NOT NULL DEFAULT '',
+    AccessionNumber TEXT NOT NULL DEFAULT '',
+    StudyID TEXT NOT NULL DEFAULT '',
+    ReferringPhysicianName TEXT NOT NULL DEFAULT '',
+    ReferringPhysicianNameNorm TEXT NOT NULL DEFAULT '',
+    ModalitiesInStudy TEXT NOT NULL DEFAULT '',
+    NumberOfStudyRelatedSeries INTEGER NOT NULL DEFAULT 0,
+    NumberOfStudyRelatedInstances INTEGER NOT NULL DEFAULT 0,
+    inserted REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX studies_patient ON studies (patient);
+CREATE INDEX studies_date ON studies (StudyDate);
+CREATE INDEX studies_accession ON studies (AccessionNumber);
+
+CREATE TABLE series (
+    SeriesInstanceUID TEXT PRIMARY KEY,
+    StudyInstanceUID TEXT NOT NULL REFERENCES studies (StudyInstanceUID),
+    Modality TEXT NOT NULL DEFAULT '',
+    SeriesNumber INTEGER,
+    SeriesDescription TEXT NOT NULL DEFAULT '',
+    SeriesDate TEXT NOT NULL DEFAULT '',
+    SeriesTime TEXT NOT NULL DEFAULT '',
+    BodyPartExamined TEXT NOT NULL DEFAULT '',
+    NumberOfSeriesRelatedInstances INTEGER NOT NULL DEFAULT 0,
+    inserted REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX series_study ON series (StudyInstanceUID);
+CREATE INDEX series_modality ON series (Modality, StudyInstanceUID);
+
+CREATE TABLE instances (
+    SOPInstanceUID TEXT PRIMARY KEY,
+    SeriesInstanceUID TEXT NOT NULL REFERENCES series (SeriesInstanceUID),
+    SOPClassUID TEXT NOT NULL DEFAULT '',
+    TransferSyntaxUID TEXT NOT NULL DEFAULT '',
+    InstanceNumber INTEGER,
+    NumberOfFrames INTEGER,
+    Rows INTEGER,
+    Columns INTEGER,
+    path TEXT NOT NULL,
+    linked INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime REAL NOT NULL DEFAULT 0,
+    pixel_offset INTEGER NOT NULL DEFAULT -1,
+    pixel_length INTEGER NOT NULL DEFAULT -1,
+    header BLOB NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    inserted REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX instances_series ON instances (SeriesInstanceUID);
+
+-- Files seen by an import, so that unchanged files are skipped without reading them.
+CREATE TABLE sources (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    SOPInstanceUID TEXT,
+    reason TEXT NOT NULL DEFAULT ''
+);
+"""
+
+MIGRATIONS: list[str] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION` in place; return the version found."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"this database has schema version {found}, newer than this DICOMPlus ({SCHEMA_VERSION}): "
+            "upgrade DICOMPlus or use another database"
+        )
+    if found == SCHEMA_VERSION:
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (found,) = conn.execute("PRAGMA user_version").fetchone()  # another process may have won
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
