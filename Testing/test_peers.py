@@ -324,11 +324,6 @@ def test_storescu_to_storescp(dcmtk, storescp, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="synthetic.make_series CT lacks AcquisitionNumber (Type 2, CT Image module); "
-    "remove this xfail when synthetic.py is fixed",
-)
 def test_dciodvfy_make_series_ct_is_clean(dciodvfy_tool, tmp_path):
     series = make_series(tmp_path / "ct", n=2)
     result = dciodvfy_tool(series.files[0])
@@ -338,8 +333,6 @@ def test_dciodvfy_make_series_ct_is_clean(dciodvfy_tool, tmp_path):
 def test_dciodvfy_well_formed_ct(dciodvfy_tool, tmp_path):
     series = make_series(tmp_path / "ct", n=2)
     ds = pydicom.dcmread(series.files[0])
-    if "AcquisitionNumber" not in ds:  # the known synthetic.py gap (see the xfail above)
-        ds.AcquisitionNumber = 1
     path = tmp_path / "good.dcm"
     ds.save_as(path, enforce_file_format=True)
     result = dciodvfy_tool(path)

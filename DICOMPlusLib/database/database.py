@@ -93,11 +93,13 @@ class Database:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            raise DatabaseError(
+                f"cannot open database {self.path}: {exc} (choose another file with --db or DICOMPLUS_DB)"
+            ) from exc
         conn.row_factory = sqlite3.Row
         with self._connections_lock:
             self._connections.append(conn)
@@ -166,16 +168,16 @@ class Database:
         *,
         link: bool = False,
         on_duplicate: str = DuplicatePolicy.KEEP,
-    ) -> dict[str, list]:
+    ) -> list[str]:
         """Store and index a batch in one transaction.
 
-        Returns lists of SOPInstanceUIDs under ``added``, ``replaced`` and ``duplicates``.
+        Returns one status per item: ``added``, ``replaced`` or ``duplicate``.
         Files are moved into the store before the commit; a crash in between leaves at most an
         unreferenced file in the store, never a row without its file.
         """
-        result: dict[str, list] = {"added": [], "replaced": [], "duplicates": []}
+        statuses: list[str] = []
         if not items:
-            return result
+            return statuses
         now = time.time()
         touched_series: set[str] = set()
         touched_studies: set[str] = set()
@@ -192,7 +194,7 @@ class Database:
                 if existing is not None:
                     same_source = bool(item.source) and existing["source"] == item.source
                     if on_duplicate != DuplicatePolicy.REPLACE and not same_source:
-                        result["duplicates"].append(sop)
+                        statuses.append("duplicate")
                         if item.stored_tmp:
                             leftovers.append(item.stored_tmp)
                         self._record_source(conn, item, sop, "duplicate SOPInstanceUID (already stored)")
@@ -265,12 +267,12 @@ class Database:
                 self._record_source(conn, item, sop, "")
                 touched_series.add(series)
                 touched_studies.add(study)
-                result["replaced" if replace else "added"].append(sop)
+                statuses.append("replaced" if replace else "added")
             self._refresh_counts(conn, touched_series, touched_studies)
         for path in leftovers:
             if path and self.store.contains(path):
                 self.store.remove(path)
-        return result
+        return statuses
 
     def _place_file(self, item: ParsedFile, sop: str, link: bool) -> tuple[str, bool]:
         if link:

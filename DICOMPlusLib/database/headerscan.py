@@ -42,6 +42,10 @@ class ScanError(ValueError):
     """The bytes cannot be walked by the fast scanner (not necessarily invalid DICOM)."""
 
 
+class TruncatedError(ScanError):
+    """The whole file was given and it ends before its data does."""
+
+
 class NeedMoreData(ScanError):
     """The buffer ends before the scan is complete; read more of the file and try again."""
 
@@ -201,7 +205,7 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     while pos < end:
         if pos + 8 > end:
             if complete:
-                raise ScanError(f"truncated element header at offset {pos}")
+                raise TruncatedError(f"the file ends inside an element header at offset {pos}")
             raise NeedMoreData("element header")
         group, elem = struct.unpack_from(tag_fmt, buf, pos)
         tag = (group << 16) | elem
@@ -212,14 +216,14 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             result.pixel_offset = value_pos
             result.pixel_length = -1 if length == _UNDEFINED else length
             if length != _UNDEFINED and complete and value_pos + length > end:
-                raise ScanError("pixel data is truncated")
+                raise TruncatedError("pixel data runs past the end of the file")
             return result
         if length == _UNDEFINED:
             pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
             continue
         if value_pos + length > end:
             if complete:
-                raise ScanError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
+                raise TruncatedError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
             raise NeedMoreData("element value")
         if tag == 0x00080005:
             charsets = [

@@ -162,12 +162,12 @@ def import_paths(
     def flush() -> None:
         if not pending:
             return
-        result = db.commit_parsed(pending, link=link, on_duplicate=on_duplicate)
-        report.added += len(result["added"])
-        report.replaced += len(result["replaced"])
-        report.duplicates += len(result["duplicates"])
-        for item in pending:
-            if item.values["SOPInstanceUID"] in result["duplicates"]:
+        statuses = db.commit_parsed(pending, link=link, on_duplicate=on_duplicate)
+        report.added += statuses.count("added")
+        report.replaced += statuses.count("replaced")
+        report.duplicates += statuses.count("duplicate")
+        for item, status in zip(pending, statuses, strict=True):
+            if status == "duplicate":
                 report.skipped.append(SkippedFile(item.source, "duplicate SOPInstanceUID (already stored)"))
         pending.clear()
 

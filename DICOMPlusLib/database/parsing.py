@@ -17,7 +17,7 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
-from DICOMPlusLib.database.headerscan import NeedMoreData, ScanError, scan
+from DICOMPlusLib.database.headerscan import NeedMoreData, ScanError, TruncatedError, scan
 from DICOMPlusLib.errors import ImportFileError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -113,6 +113,8 @@ def parse_bytes(data: bytes, *, source: str = "", size: int | None = None, mtime
             source=source,
             data=data,
         )
+    except TruncatedError as exc:
+        raise ImportFileError(f"truncated: {exc}") from exc
     except ScanError:
         return _parse_with_pydicom(data, source=source, size=size, mtime=mtime)
 
@@ -130,7 +132,10 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         if "PixelData" in ds:
             element = ds.get_item("PixelData")
             offset = getattr(element, "value_tell", -1)
-            length = element.length if element.length != 0xFFFFFFFF else -1
+            length = getattr(element, "length", None)
+            if length is None:
+                length = len(element.value or b"")
+            length = -1 if length == 0xFFFFFFFF else length
             if length >= 0 and offset + length > len(data):
                 raise ImportFileError("truncated: pixel data runs past the end of the file")
         else:

@@ -142,6 +142,7 @@ def make_series(
             ds.RescaleSlope = "1"
             ds.RescaleType = "HU"
             ds.KVP = "120"
+            ds.AcquisitionNumber = 1
             ds.WindowCenter = "40"
             ds.WindowWidth = "400"
         else:
