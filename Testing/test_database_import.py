@@ -12,11 +12,10 @@ import pydicom
 import pytest
 from pydicom.errors import InvalidDicomError
 
-from DICOMPlusLib.database import Database, TemporaryDatabase
-from DICOMPlusLib.database import parsing
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database import Database, TemporaryDatabase, parsing
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.jobs import CancelToken
-from dicomplus_testing.synthetic import make_series
 
 
 def pydicom_counts(root: Path) -> dict[str, int]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Criterion, Database, MatchKind
 from DICOMPlusLib.errors import DatabaseError
-from dicomplus_testing.synthetic import make_series
 
 
 @pytest.fixture(scope="module")
