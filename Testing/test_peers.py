@@ -13,6 +13,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
 from dicomplus_testing.peers import (
     DCMTK,
     LOOPBACK,
@@ -28,14 +37,6 @@ from dicomplus_testing.peers import (
 )
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
-from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
 
 pytestmark = pytest.mark.peers
 
