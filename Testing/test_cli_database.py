@@ -1,0 +1,73 @@
+"""The CLI shapes others rely on: import, info --json, search --json, delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from DICOMPlusLib.cli import main
+from dicomplus_testing.synthetic import make_series
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_import_info_search_delete(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    a = make_series(tmp_path / "a", n=3, patient_id="DOE1", patient_name="Doe^John", study_date="20200301")
+    b = make_series(
+        tmp_path / "b", n=2, patient_id="ROE1", patient_name="Roe^Ann", modality="MR", study_date="20210101"
+    )
+    code, out, err = run(capsys, "--db", db, "import", str(a.folder), str(b.folder), "--json")
+    assert code == 0 and err == ""  # no progress noise in JSON mode
+    assert json.loads(out)["added"] == 5
+
+    code, out, _ = run(capsys, "--db", db, "info", "--json")
+    assert json.loads(out) == {"patients": 2, "studies": 2, "series": 2, "instances": 5}
+
+    code, out, _ = run(
+        capsys, "--db", db, "search", "PatientName=DOE*", "StudyDate=20200101-20201231", "--json"
+    )
+    rows = json.loads(out)
+    assert [r["PatientID"] for r in rows] == ["DOE1"]
+    assert rows[0]["StudyInstanceUID"] == a.study_uid and rows[0]["ModalitiesInStudy"] == "CT"
+
+    code, out, _ = run(capsys, "--db", db, "search", "--level", "series", "RepetitionTime=500", "--json")
+    rows = json.loads(out)
+    assert [r["SeriesInstanceUID"] for r in rows] == [b.series_uid]
+    assert rows[0]["Modality"] == "MR" and rows[0]["RepetitionTime"] == "500"
+
+    code, out, _ = run(
+        capsys, "--db", db, "search", "--level", "instance", f"SeriesInstanceUID={a.series_uid}", "--json"
+    )
+    assert sorted(r["SOPInstanceUID"] for r in json.loads(out)) == sorted(a.sop_uids)
+
+    code, out, _ = run(capsys, "--db", db, "delete", "--study", a.study_uid, "--dry-run")
+    assert code == 0 and "would delete: 1 patients, 1 studies, 1 series, 3 instances" in out
+    code, out, _ = run(capsys, "--db", db, "delete", "--patient", "DOE1")
+    assert "deleted: 1 patients" in out
+    code, out, _ = run(capsys, "--db", db, "info", "--json")
+    assert json.loads(out)["instances"] == 2
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    code, _, err = run(capsys, "--db", db, "search", "NoSuchKeyword=1")
+    assert code == 1 and err.startswith("dicomplus: error: unknown DICOM keyword")
+    code, _, err = run(capsys, "--db", db, "search", "PatientName")
+    assert code == 1 and "expected KEYWORD=VALUE" in err
+
+
+def test_console_script_and_env_database(tmp_path):
+    series = make_series(tmp_path / "s", n=2)
+    env = dict(os.environ, DICOMPLUS_DB=str(tmp_path / "envdb"))
+    exe = os.path.join(os.path.dirname(sys.executable), "dicomplus")
+    subprocess.run([exe, "import", str(series.folder)], check=True, env=env, capture_output=True)
+    out = subprocess.run([exe, "info", "--json"], check=True, env=env, capture_output=True, text=True).stdout
+    assert json.loads(out)["instances"] == 2
+    assert (tmp_path / "envdb" / "dicomplus.sqlite").is_file()
