@@ -1,0 +1,43 @@
+# FakeSlicer's test registration macros (Slicer's CMake/SlicerMacroPythonTesting.cmake and
+# SlicerMacroConfigureGenericPythonModuleTests.cmake). Without a Slicer executable nothing can
+# run, so they only check their arguments the same way and record the test in the manifest.
+
+function(_fake_slicer_record_test kind name script)
+  file(APPEND "${FakeSlicer_MANIFEST}" "TEST\t${kind}\t${name}\t${script}\n")
+endfunction()
+
+macro(slicer_add_python_unittest)
+  set(options)
+  set(oneValueArgs TESTNAME_PREFIX SCRIPT)
+  set(multiValueArgs SLICER_ARGS)
+  cmake_parse_arguments(MY "${options}" "${oneValueArgs}" "${multiValueArgs}" ${ARGN})
+  if(MY_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "Unknown keywords given to slicer_add_python_unittest(): \"${MY_UNPARSED_ARGUMENTS}\"")
+  endif()
+  get_filename_component(_test_name ${MY_SCRIPT} NAME_WE)
+  if(NOT IS_ABSOLUTE ${MY_SCRIPT})
+    set(MY_SCRIPT "${CMAKE_CURRENT_SOURCE_DIR}/${MY_SCRIPT}")
+  endif()
+  if(NOT EXISTS "${MY_SCRIPT}")
+    message(FATAL_ERROR "slicer_add_python_unittest(SCRIPT) given nonexistent file '${MY_SCRIPT}'")
+  endif()
+  _fake_slicer_record_test(unittest "py_${MY_TESTNAME_PREFIX}${_test_name}" "${MY_SCRIPT}")
+endmacro()
+
+macro(slicer_add_python_test)
+  set(options)
+  set(oneValueArgs TESTNAME_PREFIX SCRIPT)
+  set(multiValueArgs SCRIPT_ARGS SLICER_ARGS)
+  cmake_parse_arguments(MY "${options}" "${oneValueArgs}" "${multiValueArgs}" ${ARGN})
+  get_filename_component(_test_name ${MY_SCRIPT} NAME_WE)
+  _fake_slicer_record_test(script "py_${MY_TESTNAME_PREFIX}${_test_name}" "${CMAKE_CURRENT_SOURCE_DIR}/${MY_SCRIPT}")
+endmacro()
+
+macro(SlicerMacroConfigureGenericPythonModuleTests MODULENAMES TEST_SCRIPTS_OUTPUT_VAR)
+  set(${TEST_SCRIPTS_OUTPUT_VAR})
+  foreach(_module_name ${MODULENAMES})
+    set(_script "${CMAKE_CURRENT_BINARY_DIR}/qSlicer${_module_name}ModuleGenericTest.py")
+    file(WRITE "${_script}" "# FakeSlicer: generic module test of ${_module_name} (runs only in Slicer)\n")
+    list(APPEND ${TEST_SCRIPTS_OUTPUT_VAR} "${_script}")
+  endforeach()
+endmacro()
