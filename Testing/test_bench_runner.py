@@ -1,0 +1,138 @@
+"""The benchmark runner (bench/runner.py): alternation, ratio direction, report shape, records,
+and peak memory that is the child's own. Timings are checked for direction, not value."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dicomplus_testing.util import REPO_ROOT
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    return importlib.import_module("bench.runner")
+
+
+def _sleeper(seconds: float, name: str, log: list[str]):
+    def sleep() -> None:
+        log.append(name)
+        time.sleep(seconds)
+
+    return sleep
+
+
+def _fast_and_slow(runner, log: list[str]):
+    return runner.Benchmark(
+        name="sleep",
+        description="sleep 1 ms vs 20 ms",
+        candidates=[
+            runner.Candidate("fast", function=_sleeper(0.001, "fast", log)),
+            runner.Candidate("slow", function=_sleeper(0.020, "slow", log)),
+        ],
+        reference="fast",
+        work={"naps": 1},
+    )
+
+
+def test_alternates_and_compares_with_the_reference(runner):
+    log: list[str] = []
+    result = runner.run(_fast_and_slow(runner, log), repeat=5, warmup=1, command_line="test")
+
+    # One warm-up round then five kept rounds, A B A B ...
+    assert log == ["fast", "slow"] * 6
+    fast, slow = result.timings["fast"], result.timings["slow"]
+    assert len(fast.seconds) == len(slow.seconds) == 5
+    assert fast.minimum <= fast.median <= fast.maximum
+    assert slow.median > fast.median
+    comparison = result.comparison("slow")
+    assert comparison.reference == "fast"
+    assert comparison.time_ratio > 5  # ~20x; slower than the reference
+    assert comparison.throughput_ratio < 0.2
+    assert 1 < comparison.paired_min <= comparison.paired_max
+
+
+def test_ratio_direction_follows_the_reference(runner):
+    result = runner.run(_fast_and_slow(runner, []), repeat=5, reference="slow")
+    comparison = result.comparison("fast")
+    assert comparison.time_ratio < 0.2
+    assert comparison.throughput_ratio > 5
+    assert comparison.sentence().startswith("fast / slow = ")
+
+
+def test_report_and_dict_shape(runner):
+    result = runner.run(_fast_and_slow(runner, []), repeat=5, command_line="python -m bench sleep")
+    text = result.report()
+    lines = text.splitlines()
+    assert lines[0] == "sleep: sleep 1 ms vs 20 ms"
+    assert lines[1].startswith("machine: ") and "CPUs" in lines[1]
+    assert "5 rounds alternating fast slow" in lines[2]
+    assert lines[3].split()[:3] == ["candidate", "median", "s"]
+    assert lines[4].startswith("fast (ref)") and lines[5].startswith("slow ")
+    assert lines[-1].startswith("slow / fast = ") and "x throughput" in lines[-1]
+
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["reference"] == "fast"
+    assert data["method"] == {"warmup_rounds": 1, "rounds": 5, "order": "alternating"}
+    assert set(data["candidates"]) == {"fast", "slow"}
+    assert set(data["candidates"]["slow"]) >= {"median_s", "min_s", "max_s", "cpu_median_s", "peak_rss_kib"}
+    assert data["ratios"]["slow"]["time_ratio"] > 5
+    assert data["machine"]["nproc"] >= 1 and data["machine"]["cpu_model"]
+    assert data["command_line"] == "python -m bench sleep"
+
+
+def test_record_appends_rows(runner, tmp_path):
+    result = runner.run(_fast_and_slow(runner, []), repeat=5, command_line="python -m bench sleep")
+    table = tmp_path / "results.md"
+    table.write_text(f"| date | benchmark |\n|---|---|\n{runner.RECORD_MARKER}\n\nAfter.\n")
+    runner.record(result, table)
+    runner.record(result, table)
+    lines = table.read_text().splitlines()
+    assert lines[2].startswith("| ") and "| sleep |" in lines[2] and "`python -m bench sleep`" in lines[2]
+    assert lines[3] == lines[2]
+    assert lines[4] == runner.RECORD_MARKER and lines[-1] == "After."
+
+    jsonl = tmp_path / "results.jsonl"
+    runner.record(result, jsonl)
+    runner.record(result, jsonl)
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [row["benchmark"] for row in rows] == ["sleep", "sleep"]
+
+
+def test_rejects_too_few_rounds_and_bad_candidates(runner):
+    with pytest.raises(runner.BenchError, match="at least 5"):
+        runner.run(_fast_and_slow(runner, []), repeat=4)
+    with pytest.raises(runner.BenchError, match="exactly one"):
+        runner.Candidate("both", command=["true"], function=lambda: None)
+    with pytest.raises(runner.BenchError, match="reference"):
+        runner.run(_fast_and_slow(runner, []), reference="nobody")
+
+
+def test_command_candidates_report_the_childs_own_peak_memory(runner):
+    # Make this process big first: a child spawned directly would inherit this peak in ru_maxrss.
+    ballast = bytearray(150 * 1024 * 1024)
+    ballast[::4096] = b"\1" * len(ballast[::4096])
+    small = runner.measure_command(["true"])
+    big = runner.measure_command(
+        runner.python_command("x = bytearray(80 * 1024 * 1024); x[::4096] = b'\\1' * len(x[::4096])")
+    )
+    del ballast
+    assert small.returncode == 0 and small.seconds > 0
+    assert small.max_rss_kib < 50 * 1024, small
+    assert big.max_rss_kib > 80 * 1024, big
+    with pytest.raises(runner.BenchError, match="exited with 3"):
+        runner.measure_command(runner.python_command("raise SystemExit(3)"))
+
+
+def test_cli_lists_the_floor_benchmark():
+    listing = subprocess.run(
+        [sys.executable, "-m", "bench", "--list"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert any(line.split()[0] == "floor" for line in listing.stdout.splitlines())
