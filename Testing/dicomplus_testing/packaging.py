@@ -12,7 +12,7 @@ what each macro call was given) and compares three sets:
 * the files present, byte for byte, in the installed ``qt-scripted-modules`` tree.
 
 Standard library only, so it also runs as a script:
-``python Testing/dicomplus_testing/packaging.py [--cmake-lists]``.
+``python Testing/dicomplus_testing/packaging.py [--cmake-lists | --update-cmake-lists]``.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ class PackagingReport:
         if missing_lib:
             lines.append(f"Add to MODULE_PYTHON_SCRIPTS/RESOURCES in {LIBRARY_DIR}/CMakeLists.txt:")
             lines += [f"  {path.removeprefix(LIBRARY_DIR + '/')}" for path in missing_lib]
+            lines.append(
+                "(for .py files: python Testing/dicomplus_testing/packaging.py --update-cmake-lists)"
+            )
         return "\n".join(lines)
 
 
@@ -141,6 +144,21 @@ def library_scripts(source_dir: Path = REPO_ROOT) -> list[str]:
     ]
     # Package by package, each package's __init__.py first.
     return sorted(paths, key=lambda p: (p.rpartition("/")[0], not p.endswith("__init__.py"), p))
+
+
+def update_library_cmake_lists(source_dir: Path = REPO_ROOT) -> bool:
+    """Rewrite the MODULE_PYTHON_SCRIPTS list in DICOMPlusLib/CMakeLists.txt to every
+    ``DICOMPlusLib/**/*.py`` now in the tree; True if the file changed."""
+    path = Path(source_dir) / LIBRARY_DIR / "CMakeLists.txt"
+    text = path.read_text(encoding="utf-8")
+    start_marker, end_marker = "set(MODULE_PYTHON_SCRIPTS\n", "\n  )\n"
+    start = text.index(start_marker) + len(start_marker)
+    end = text.index(end_marker, start)
+    listing = "\n".join(f"  {script}" for script in library_scripts(source_dir))
+    updated = text[:start] + listing + text[end:]
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
 
 
 def read_manifest(build_dir: Path) -> Manifest:
@@ -286,7 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"print the MODULE_PYTHON_SCRIPTS lines for {LIBRARY_DIR}/CMakeLists.txt and exit",
     )
+    parser.add_argument(
+        "--update-cmake-lists",
+        action="store_true",
+        help=f"rewrite MODULE_PYTHON_SCRIPTS in {LIBRARY_DIR}/CMakeLists.txt from the tree and exit",
+    )
     args = parser.parse_args(argv)
+    if args.update_cmake_lists:
+        changed = update_library_cmake_lists(args.source)
+        print(f"{LIBRARY_DIR}/CMakeLists.txt {'updated' if changed else 'already up to date'}")
+        return 0
     if args.cmake_lists:
         print("\n".join(f"  {path}" for path in library_scripts(args.source)))
         return 0
