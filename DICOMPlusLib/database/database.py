@@ -20,8 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-
-import pydicom
+from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database import schema
 from DICOMPlusLib.database.matching import normalize_pn
@@ -29,6 +28,9 @@ from DICOMPlusLib.database.parsing import ParsedFile, parse_bytes
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import DeleteReport, InstanceRecord
+
+if TYPE_CHECKING:
+    import pydicom
 
 logger = logging.getLogger(__name__)
 
@@ -383,6 +385,8 @@ class Database:
 
     def header(self, sop_instance_uid: str) -> pydicom.Dataset:
         """The stored header of an instance as a pydicom Dataset (every element but pixel data)."""
+        import pydicom
+
         row = (
             self.reader()
             .execute("SELECT header FROM instances WHERE SOPInstanceUID=?", (sop_instance_uid,))

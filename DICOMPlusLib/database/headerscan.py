@@ -18,9 +18,6 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 
-from pydicom.charset import decode_bytes
-from pydicom.datadict import dictionary_VR
-
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -78,6 +75,8 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
         return nums[0] if count == 1 else nums
     if vr in _TEXT_VRS:
         if charsets:
+            from pydicom.charset import decode_bytes
+
             with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
                 warnings.simplefilter("ignore")
                 text = decode_bytes(raw, charsets, {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C})
@@ -232,6 +231,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             charsets = [c for c in charsets if c] or []
         if tag in wanted:
             if implicit:
+                from pydicom.datadict import dictionary_VR
+
                 try:
                     vr = dictionary_VR(tag).split(" or ")[0].encode()
                 except KeyError:

@@ -20,8 +20,6 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
 from DICOMPlusLib.errors import DatabaseError
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
@@ -37,6 +35,8 @@ class MatchKind(enum.Enum):
 
 def keyword_vr(keyword: str) -> str:
     """The VR of a DICOM keyword; raises DatabaseError for an unknown keyword."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise DatabaseError(

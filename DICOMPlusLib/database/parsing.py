@@ -13,10 +13,6 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
-import pydicom
-from pydicom.datadict import tag_for_keyword
-from pydicom.errors import InvalidDicomError
-
 from DICOMPlusLib.database.headerscan import NeedMoreData, ScanError, TruncatedError, scan
 from DICOMPlusLib.errors import ImportFileError
 
@@ -42,7 +38,35 @@ SERIES_KEYS = (
 INSTANCE_KEYS = ("SOPClassUID", "InstanceNumber", "NumberOfFrames", "Rows", "Columns")
 UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 INDEX_KEYWORDS = PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS + UID_KEYS
-INDEX_TAGS = {tag_for_keyword(k): k for k in INDEX_KEYWORDS}
+# Tags written out (PS3.6) so that importing this module does not import pydicom: a re-import of
+# unchanged files, or a CLI call that only reads the database, never needs it.
+_TAG_OF = {
+    "PatientID": 0x00100020,
+    "PatientName": 0x00100010,
+    "PatientBirthDate": 0x00100030,
+    "PatientSex": 0x00100040,
+    "StudyDate": 0x00080020,
+    "StudyTime": 0x00080030,
+    "StudyDescription": 0x00081030,
+    "AccessionNumber": 0x00080050,
+    "StudyID": 0x00200010,
+    "ReferringPhysicianName": 0x00080090,
+    "Modality": 0x00080060,
+    "SeriesNumber": 0x00200011,
+    "SeriesDescription": 0x0008103E,
+    "SeriesDate": 0x00080021,
+    "SeriesTime": 0x00080031,
+    "BodyPartExamined": 0x00180015,
+    "SOPClassUID": 0x00080016,
+    "InstanceNumber": 0x00200013,
+    "NumberOfFrames": 0x00280008,
+    "Rows": 0x00280010,
+    "Columns": 0x00280011,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+    "SOPInstanceUID": 0x00080018,
+}
+INDEX_TAGS = {_TAG_OF[k]: k for k in INDEX_KEYWORDS}
 _WANTED = frozenset(INDEX_TAGS)
 _INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
 _FIRST_READ = 64 * 1024
@@ -121,6 +145,9 @@ def parse_bytes(data: bytes, *, source: str = "", size: int | None = None, mtime
 
 def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: float) -> ParsedFile:
     """The slow, forgiving path: files without a preamble, deflated, or oddly encoded."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     has_prefix = data[128:132] == b"DICM"
     if not has_prefix and not _looks_like_raw_dataset(data):
         raise ImportFileError("not a DICOM file (no 'DICM' prefix and no DICOM data set)")

@@ -12,8 +12,6 @@ import dataclasses
 import sqlite3
 from typing import TYPE_CHECKING
 
-from pydicom.datadict import tag_for_keyword
-
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, parse_criteria
 from DICOMPlusLib.errors import DatabaseError
@@ -195,6 +193,8 @@ def _header_matches(
     conn: sqlite3.Connection, lv: str, row: sqlite3.Row, header: list[Criterion]
 ) -> dict[str, object] | None:
     """The header keys' values of the first instance under ``row`` that matches them all."""
+    from pydicom.datadict import tag_for_keyword
+
     wanted = frozenset(tag_for_keyword(c.keyword) for c in header)
     source, link = _DOWN[lv]
     key = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}[lv]

@@ -191,6 +191,6 @@ def _fatten(ds: Dataset) -> None:
         item = Dataset()
         item.CodeValue = f"C{i:04d}"
         item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = f"Synthetic code meaning number {i} " + "y" * 60
+        item.CodeMeaning = f"Synthetic code meaning number {i:02d} " + "y" * 30
         items.append(item)
     ds.ProcedureCodeSequence = Sequence(items)

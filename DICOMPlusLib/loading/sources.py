@@ -1,0 +1,424 @@
+"""Where slices come from: the database's stored headers, or a folder scanned directly.
+
+Both give the same :class:`InstanceSource` (the header bytes up to the pixel data, the pixel
+data's offset and length, the transfer syntax), so loading from the database and from a folder
+run the same code and give the same result. Geometry is read from the stored header bytes with
+the fast header scanner (no pydicom parse, no second read of the file); only multi-frame
+objects, whose geometry lives in functional group sequences, are parsed with pydicom.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+
+from DICOMPlusLib.database.headerscan import ScanError, scan
+from DICOMPlusLib.errors import ImportFileError, LoadError
+from DICOMPlusLib.loading import multiframe
+from DICOMPlusLib.loading.models import Frame, LoadWarning
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstanceSource:
+    """One stored instance: enough to build its frames without opening the file."""
+
+    sop_uid: str
+    series_uid: str
+    path: str
+    transfer_syntax: str
+    pixel_offset: int
+    pixel_length: int
+    header: bytes
+    number_of_frames: int = 1
+    sop_class: str = ""
+    instance_number: int | None = None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+_KEYWORDS = (
+    "SOPClassUID",
+    "Modality",
+    "ImageType",
+    "AcquisitionNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "WindowCenter",
+    "WindowWidth",
+    "NumberOfFrames",
+    "GantryDetectorTilt",
+    "TemporalPositionIdentifier",
+    "NumberOfTemporalPositions",
+    "TriggerTime",
+    "AcquisitionTime",
+    "AcquisitionDateTime",
+    "ContentTime",
+    "EchoNumbers",
+    "EchoTime",
+    "RepetitionTime",
+    "FrameOfReferenceUID",
+    "StackID",
+    "InStackPositionNumber",
+)
+_TAGS = {tag_for_keyword(k): k for k in _KEYWORDS}
+_WANTED = frozenset(_TAGS)
+
+#: Multi-frame SOP classes whose geometry is in functional groups (PS3.4 B.5): parse with pydicom.
+ENHANCED_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+        "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
+        "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+        "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA
+        "1.2.840.10008.5.1.4.1.1.12.2.1",  # Enhanced XRF
+        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    }
+)
+
+
+# -- value normalisation (scanner values are str/int/float/tuple; pydicom values are elements) --
+def _floats(value: Any) -> tuple[float, ...] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split("\\")]
+    elif isinstance(value, int | float):
+        parts = [value]
+    else:
+        try:
+            parts = list(value)
+        except TypeError:
+            parts = [value]
+    out = []
+    for p in parts:
+        if p == "" or p is None:
+            continue
+        try:
+            out.append(float(p))
+        except (TypeError, ValueError):
+            return None
+    return tuple(out) or None
+
+
+def _float(value: Any) -> float | None:
+    values = _floats(value)
+    return values[0] if values else None
+
+
+def _int(value: Any) -> int | None:
+    number = _float(value)
+    return None if number is None else int(number)
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split("\\"))
+    try:
+        return tuple(str(p).strip() for p in value)
+    except TypeError:
+        return (str(value).strip(),)
+
+
+def _str(value: Any) -> str:
+    parts = _strs(value)
+    return parts[0] if parts else ""
+
+
+def seconds_of_day(value: Any) -> float | None:
+    """TM 'HHMMSS.FFFFFF' (or DT 'YYYYMMDDHHMMSS.F', date folded in) to seconds (PS3.5 6.2)."""
+    text = _str(value).split("+")[0].split("-")[0].replace(":", "")
+    if not text:
+        return None
+    days = 0.0
+    if len(text) >= 14 and "." not in text[:8]:  # DT
+        try:
+            import datetime
+
+            days = datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8])).toordinal()
+        except ValueError:
+            return None
+        text = text[8:]
+    try:
+        hours = int(text[0:2]) if len(text) >= 2 else 0
+        minutes = int(text[2:4]) if len(text) >= 4 else 0
+        seconds = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return days * 86400.0 + hours * 3600.0 + minutes * 60.0 + seconds
+
+
+def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, count: int) -> Frame:
+    orientation = _floats(get("ImageOrientationPatient"))
+    position = _floats(get("ImagePositionPatient"))
+    spacing = _floats(get("PixelSpacing"))
+    echo = _float(get("EchoNumbers"))
+    if echo is None:
+        echo = _float(get("EchoTime"))
+    acquired = seconds_of_day(get("AcquisitionDateTime"))
+    if acquired is None:
+        acquired = seconds_of_day(get("AcquisitionTime"))
+    return Frame(
+        sop_uid=source.sop_uid,
+        path=source.path,
+        transfer_syntax=source.transfer_syntax,
+        pixel_offset=source.pixel_offset,
+        pixel_length=source.pixel_length,
+        frame=index,
+        number_of_frames=count,
+        series_uid=source.series_uid,
+        sop_class=_str(get("SOPClassUID")) or source.sop_class,
+        modality=_str(get("Modality")),
+        rows=_int(get("Rows")),
+        columns=_int(get("Columns")),
+        position=position[:3] if position and len(position) >= 3 else None,  # type: ignore[arg-type]
+        orientation=orientation[:6] if orientation and len(orientation) >= 6 else None,  # type: ignore[arg-type]
+        pixel_spacing=spacing[:2] if spacing and len(spacing) >= 2 else None,  # type: ignore[arg-type]
+        slice_thickness=_float(get("SliceThickness")),
+        spacing_between_slices=_float(get("SpacingBetweenSlices")),
+        samples_per_pixel=_int(get("SamplesPerPixel")) or 1,
+        photometric=_str(get("PhotometricInterpretation")) or "MONOCHROME2",
+        planar_configuration=_int(get("PlanarConfiguration")) or 0,
+        bits_allocated=_int(get("BitsAllocated")) or 16,
+        bits_stored=_int(get("BitsStored")) or _int(get("BitsAllocated")) or 16,
+        pixel_representation=_int(get("PixelRepresentation")) or 0,
+        rescale_slope=_float(get("RescaleSlope")) or 1.0,
+        rescale_intercept=_float(get("RescaleIntercept")) or 0.0,
+        window_center=_float(get("WindowCenter")),
+        window_width=_float(get("WindowWidth")),
+        image_type=tuple(s.upper() for s in _strs(get("ImageType"))),
+        acquisition_number=_int(get("AcquisitionNumber")),
+        instance_number=_int(get("InstanceNumber")),
+        echo=echo,
+        temporal_position=_int(get("TemporalPositionIdentifier")),
+        number_of_temporal_positions=_int(get("NumberOfTemporalPositions")),
+        trigger_time=_float(get("TriggerTime")),
+        acquisition_time=acquired,
+        content_time=seconds_of_day(get("ContentTime")),
+        repetition_time=_float(get("RepetitionTime")),
+        gantry_tilt=_float(get("GantryDetectorTilt")),
+        stack_id=_str(get("StackID")),
+        in_stack_position=_int(get("InStackPositionNumber")),
+        frame_of_reference=_str(get("FrameOfReferenceUID")),
+    )
+
+
+def _dataset(header: bytes) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(BytesIO(header), force=True)
+
+
+def _dataset_getter(ds: pydicom.Dataset) -> Callable[[str], Any]:
+    def get(keyword: str) -> Any:
+        try:
+            return ds.get(keyword)
+        except Exception:
+            return None
+
+    return get
+
+
+def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
+    """The frames of one instance, from its stored header bytes."""
+    multi = source.number_of_frames > 1 or source.sop_class in ENHANCED_CLASSES
+    if not multi:
+        try:
+            values = scan(source.header, _WANTED, complete=True).values
+        except ScanError:
+            values = None
+        if values is not None:
+            by_keyword = {_TAGS[t]: v for t, v in values.items()}
+            if _int(by_keyword.get("NumberOfFrames")) in (None, 0, 1):
+                return [_make_frame(source, by_keyword.get, 0, 1)], []
+    ds = _dataset(source.header)
+    count = int(_int(ds.get("NumberOfFrames")) or 1)
+    if count <= 1 and not multiframe.is_enhanced(ds):
+        return [_make_frame(source, _dataset_getter(ds), 0, 1)], []
+    if multiframe.is_enhanced(ds):
+        getters = multiframe.frame_attributes(ds)
+        return [_make_frame(source, get, i, count) for i, get in enumerate(getters)], []
+    return _legacy_multiframe(source, ds, count)
+
+
+def _legacy_multiframe(source: InstanceSource, ds: pydicom.Dataset, count: int):
+    """A multi-frame object without functional groups (NM, US, SC...): frames are stacked along
+    the normal at SpacingBetweenSlices (else SliceThickness) from the top-level position."""
+    import numpy as np
+
+    base = _make_frame(source, _dataset_getter(ds), 0, count)
+    frames = []
+    step = base.spacing_between_slices or base.slice_thickness
+    warn = []
+    if base.has_geometry and step:
+        r = np.asarray(base.orientation[:3])  # type: ignore[index]
+        c = np.asarray(base.orientation[3:])  # type: ignore[index]
+        n = np.cross(r, c)
+        p0 = np.asarray(base.position)
+        for i in range(count):
+            p = tuple(float(x) for x in p0 + i * step * n)
+            frames.append(_replace(base, frame=i, position=p))
+        warn.append(
+            LoadWarning(
+                "multiframe_geometry_assumed",
+                f"multi-frame object without per-frame positions: {count} frames assumed stacked along "
+                f"the normal every {step:g} mm (SpacingBetweenSlices/SliceThickness)",
+                (source.path,),
+            )
+        )
+    else:
+        frames = [_replace(base, frame=i, position=None) for i in range(count)]
+    return frames, warn
+
+
+def _replace(frame: Frame, **changes) -> Frame:
+    import dataclasses
+
+    return dataclasses.replace(frame, **changes)
+
+
+# -- the two origins ---------------------------------------------------------------------------
+def _header_blobs(db, series_uid: str) -> dict[str, bytes]:
+    """The stored header bytes of every instance of a series, in one query.
+
+    Uses ``Database.header_bytes(series_uid)`` when the database offers it; until then reads the
+    ``header`` column directly (the same bytes ``Database.header()`` parses).
+    """
+    method = getattr(db, "header_bytes", None)
+    if callable(method):
+        return dict(method(series_uid))
+    try:
+        rows = (
+            db.reader()
+            .execute("SELECT SOPInstanceUID, header FROM instances WHERE SeriesInstanceUID=?", (series_uid,))
+            .fetchall()
+        )
+        return {row[0]: bytes(row[1]) for row in rows}
+    except (sqlite3.Error, AttributeError):
+        return {}
+
+
+def sources_from_database(db, series_uid: str) -> list[InstanceSource]:
+    records = db.instances(series_uid)
+    if not records:
+        raise LoadError(f"series {series_uid} is not in the database {getattr(db, 'path', '')}")
+    blobs = _header_blobs(db, series_uid)
+    out = []
+    for record in records:
+        header = blobs.get(record.SOPInstanceUID)
+        if header is None:  # fall back on the public API, re-encoding the parsed header
+            buffer = BytesIO()
+            ds = db.header(record.SOPInstanceUID)
+            pydicom.dcmwrite(buffer, ds, enforce_file_format=False)
+            header = buffer.getvalue()
+        out.append(
+            InstanceSource(
+                sop_uid=record.SOPInstanceUID,
+                series_uid=record.SeriesInstanceUID,
+                path=record.path,
+                transfer_syntax=record.TransferSyntaxUID,
+                pixel_offset=-1 if record.pixel_offset is None else int(record.pixel_offset),
+                pixel_length=-1 if record.pixel_length is None else int(record.pixel_length),
+                header=header,
+                number_of_frames=record.NumberOfFrames or 1,
+                sop_class=record.SOPClassUID,
+                instance_number=record.InstanceNumber,
+            )
+        )
+    return out
+
+
+def _walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield os.path.join(root, name)
+        elif path.exists():
+            yield str(path)
+        else:
+            raise LoadError(f"{path} does not exist")
+
+
+def sources_from_paths(
+    paths: Iterable[str | os.PathLike],
+) -> tuple[dict[str, list[InstanceSource]], list[SkippedFile]]:
+    """Scan files and folders directly (headers only, the same scan as a database import):
+    ``({series_uid: [sources]}, skipped files)``. Duplicate SOPInstanceUIDs keep the first file."""
+    from DICOMPlusLib.database.parsing import parse_path
+
+    series: dict[str, list[InstanceSource]] = {}
+    skipped: list[SkippedFile] = []
+    seen: set[str] = set()
+    for path in _walk(paths):
+        try:
+            parsed = parse_path(path, keep_data=False)
+        except ImportFileError as exc:
+            skipped.append(SkippedFile(path, str(exc)))
+            continue
+        v = parsed.values
+        sop = str(v["SOPInstanceUID"])
+        if sop in seen:
+            skipped.append(SkippedFile(path, "duplicate SOPInstanceUID"))
+            continue
+        seen.add(sop)
+        uid = str(v["SeriesInstanceUID"])
+        series.setdefault(uid, []).append(
+            InstanceSource(
+                sop_uid=sop,
+                series_uid=uid,
+                path=os.path.abspath(path),
+                transfer_syntax=parsed.transfer_syntax,
+                pixel_offset=parsed.pixel_offset,
+                pixel_length=parsed.pixel_length,
+                header=parsed.header,
+                number_of_frames=int(v["NumberOfFrames"] or 1),  # type: ignore[call-overload]
+                sop_class=str(v["SOPClassUID"]),
+                instance_number=v["InstanceNumber"],  # type: ignore[arg-type]
+            )
+        )
+    # the order the database uses, so both origins see the same order
+    for uid in series:
+        series[uid].sort(key=lambda s: (s.instance_number is None, s.instance_number or 0, s.sop_uid))
+    return series, skipped
