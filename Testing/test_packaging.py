@@ -9,6 +9,7 @@ fails here, with the lines to add.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -80,7 +81,8 @@ def packaged(tmp_path_factory) -> PackagingReport:
 
 
 def test_every_file_is_listed_and_installed(packaged: PackagingReport):
-    assert not packaged.problems, packaged.format()
+    if packaged.problems:
+        pytest.fail(packaged.format(), pytrace=False)
     # The walk found the files it is meant to guard (not an empty tree by accident).
     expected = packaged.expected
     assert f"{LIBRARY_DIR}/__init__.py" in expected
@@ -242,3 +244,49 @@ def _dotted(relative: str) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+def _library_modules() -> dict[str, object]:
+    return {n: m for n, m in sys.modules.items() if n == LIBRARY_DIR or n.startswith(LIBRARY_DIR + ".")}
+
+
+def test_installed_module_loads_in_the_harness(packaged: PackagingReport, request, monkeypatch):
+    """The installed DICOMPlus.py loads as Slicer would load it, finds its .ui, icon and
+    requirements.txt beside it, and imports the installed DICOMPlusLib (the source tree's copy
+    is taken out of sys.modules for the test and put back after)."""
+    harness = importlib.import_module("dicomplus_testing.harness")
+    if not all(hasattr(harness, name) for name in ("load_module", "unload_module")):
+        pytest.skip("the slicer-testing harness (dicomplus_testing.harness.load_module) is not there yet")
+    try:
+        request.getfixturevalue("clean_scene")
+        qtbot = request.getfixturevalue("qtbot")
+    except pytest.FixtureLookupError as error:
+        pytest.skip(f"the slicer-testing harness fixture is missing: {error}")
+    installed = packaged.scripted_modules_dir
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_module prepends the module folder
+    source_library = _library_modules()
+    for name in source_library:
+        del sys.modules[name]
+    try:
+        module = harness.load_module(installed)
+        assert Path(module.__file__) == installed / "DICOMPlus.py"
+        library = _library_modules()
+        assert LIBRARY_DIR in library
+        outside = {
+            name: getattr(m, "__file__", None)
+            for name, m in library.items()
+            if not Path(getattr(m, "__file__", "") or "/").resolve().is_relative_to(installed.resolve())
+        }
+        assert not outside, f"imported from outside {installed}: {outside}"
+
+        widget = module.DICOMPlusWidget()
+        qtbot.addWidget(widget.parent)
+        for resource in ("UI/DICOMPlus.ui", "Icons/DICOMPlus.png", "requirements.txt"):
+            path = Path(widget.resourcePath(resource))
+            assert path == installed / "Resources" / resource
+            assert path.is_file(), path
+    finally:
+        harness.unload_module()
+        for name in _library_modules():
+            del sys.modules[name]
+        sys.modules.update(source_library)

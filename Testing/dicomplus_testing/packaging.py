@@ -86,8 +86,12 @@ class PackagingReport:
     def format(self) -> str:
         if not self.problems:
             return f"packaging OK: {len(self.expected)} files listed and installed"
-        lines = [f"{len(self.problems)} packaging problem(s) in {self.source_dir}:"]
-        lines += [f"  - {p}" for p in self.problems]
+        # A file that is not listed is not installed either: say it once.
+        unlisted = set(_paths(self.not_listed))
+        shown = self.not_listed + self.wrong_destination
+        shown += [p for p in self.not_installed if p.split(":", 1)[0] not in unlisted]
+        lines = [f"{len(shown)} file(s) not packaged right from {self.source_dir}:"]
+        lines += [f"  - {p}" for p in shown]
         missing_lib = [path for path in _paths(self.not_listed) if path.startswith(LIBRARY_DIR + "/")]
         if missing_lib:
             lines.append(f"Add to MODULE_PYTHON_SCRIPTS/RESOURCES in {LIBRARY_DIR}/CMakeLists.txt:")
