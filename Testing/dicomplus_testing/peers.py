@@ -482,8 +482,9 @@ class OrthancServer(PeerProcess):
 
     def _ready(self) -> bool:
         # Orthanc opens its DICOM port before its HTTP server: /system answering means both are up
+        # (401 counts: a server started with AuthenticationEnabled answers so to anonymous calls)
         try:
-            return self.request("GET", "/system", timeout=1.0, check=False).status_code == 200
+            return self.request("GET", "/system", timeout=1.0, check=False).status_code in (200, 401)
         except Exception:
             return False
 

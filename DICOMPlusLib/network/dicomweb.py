@@ -1,0 +1,626 @@
+"""DICOMweb client: QIDO-RS query, WADO-RS retrieve into the database, STOW-RS send (PS3.18).
+
+Plain ``requests`` (bundled with Slicer), no parsing of whole responses in memory: WADO-RS
+multipart responses are split as they stream in, and each part (one whole Part 10 instance) is
+stored and indexed through the same path as a received C-STORE before the next one is read, so a
+cancel or a broken connection leaves only complete instances. Query results are the same frozen
+records as local search and C-FIND.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback
+from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+
+if TYPE_CHECKING:
+    import requests
+
+    from DICOMPlusLib.database import Database
+
+logger = logging.getLogger(__name__)
+
+# DICOM JSON model (PS3.18 F.2) tag -> keyword, for the attributes records carry.
+_KEYWORDS = {
+    "00100020": "PatientID",
+    "00100010": "PatientName",
+    "00100030": "PatientBirthDate",
+    "00100040": "PatientSex",
+    "0020000D": "StudyInstanceUID",
+    "00080020": "StudyDate",
+    "00080030": "StudyTime",
+    "00081030": "StudyDescription",
+    "00080050": "AccessionNumber",
+    "00200010": "StudyID",
+    "00080090": "ReferringPhysicianName",
+    "00080061": "ModalitiesInStudy",
+    "00201206": "NumberOfStudyRelatedSeries",
+    "00201208": "NumberOfStudyRelatedInstances",
+    "0020000E": "SeriesInstanceUID",
+    "00080060": "Modality",
+    "00200011": "SeriesNumber",
+    "0008103E": "SeriesDescription",
+    "00080021": "SeriesDate",
+    "00080031": "SeriesTime",
+    "00180015": "BodyPartExamined",
+    "00201209": "NumberOfSeriesRelatedInstances",
+    "00080018": "SOPInstanceUID",
+    "00080016": "SOPClassUID",
+    "00200013": "InstanceNumber",
+    "00280008": "NumberOfFrames",
+    "00280010": "Rows",
+    "00280011": "Columns",
+}
+_TAGS = {v: k for k, v in _KEYWORDS.items()}
+_INT_KEYWORDS = {
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+    "SeriesNumber",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+}
+_FIELDS = {
+    QueryLevel.STUDY: [
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "StudyDescription",
+        "AccessionNumber",
+        "StudyID",
+        "ReferringPhysicianName",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ],
+    QueryLevel.SERIES: [
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+        "NumberOfSeriesRelatedInstances",
+        "PatientID",
+        "PatientName",
+    ],
+    QueryLevel.INSTANCE: [
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "InstanceNumber",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+    ],
+}
+RETRYABLE = frozenset({408, 429, 502, 503, 504})
+DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
+
+
+@dataclass(frozen=True)
+class DicomwebEndpoint:
+    """Where a DICOMweb service lives and how to authenticate.
+
+    ``url`` is the service root (e.g. ``http://127.0.0.1:8042/dicom-web``). ``token`` is sent as
+    ``Authorization: Bearer``; ``username``/``password`` as HTTP basic. ``verify`` is TLS
+    certificate verification (on by default; a path to a CA bundle also works).
+    """
+
+    url: str
+    token: str = ""
+    username: str = ""
+    password: str = ""
+    verify: bool | str = True
+    timeout: float = 30.0
+
+
+@dataclass
+class TransferReport:
+    """Per-instance outcome of a retrieve or a send."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already present (resume)
+    failed: dict[str, str] = field(default_factory=dict)  # SOPInstanceUID (or file) -> reason
+    expected: int = 0
+    cancelled: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return not self.cancelled and not self.failed and len(self.done) + len(self.skipped) >= self.expected
+
+    def to_dict(self) -> dict:
+        return {
+            "done": len(self.done),
+            "skipped": len(self.skipped),
+            "failed": self.failed,
+            "expected": self.expected,
+            "cancelled": self.cancelled,
+            "complete": self.complete,
+        }
+
+
+def _value(item: dict, keyword: str):
+    element = item.get(_TAGS[keyword])
+    if not element or "Value" not in element or not element["Value"]:
+        return None
+    values = element["Value"]
+    if element.get("vr") == "PN":
+        values = [v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values]
+    if keyword in _INT_KEYWORDS:
+        try:
+            return int(float(values[0]))
+        except (TypeError, ValueError):
+            return None
+    return "\\".join(str(v) for v in values)
+
+
+def record_from_json(level: QueryLevel, item: dict):
+    """A DICOM JSON object (one QIDO-RS result) as the record of ``level``."""
+
+    def get(keyword: str, default=""):
+        value = _value(item, keyword)
+        return default if value is None else value
+
+    if level is QueryLevel.PATIENT:
+        return PatientRecord(
+            PatientID=get("PatientID"),
+            PatientName=get("PatientName"),
+            PatientBirthDate=get("PatientBirthDate"),
+            PatientSex=get("PatientSex"),
+        )
+    if level is QueryLevel.STUDY:
+        return StudyRecord(
+            StudyInstanceUID=get("StudyInstanceUID"),
+            **{
+                k: get(k)
+                for k in (
+                    "PatientID",
+                    "PatientName",
+                    "PatientBirthDate",
+                    "PatientSex",
+                    "StudyDate",
+                    "StudyTime",
+                    "StudyDescription",
+                    "AccessionNumber",
+                    "StudyID",
+                    "ReferringPhysicianName",
+                    "ModalitiesInStudy",
+                )
+            },
+            NumberOfStudyRelatedSeries=get("NumberOfStudyRelatedSeries", None),
+            NumberOfStudyRelatedInstances=get("NumberOfStudyRelatedInstances", None),
+        )
+    if level is QueryLevel.SERIES:
+        return SeriesRecord(
+            SeriesInstanceUID=get("SeriesInstanceUID"),
+            StudyInstanceUID=get("StudyInstanceUID"),
+            PatientID=get("PatientID"),
+            PatientName=get("PatientName"),
+            Modality=get("Modality"),
+            SeriesNumber=get("SeriesNumber", None),
+            SeriesDescription=get("SeriesDescription"),
+            SeriesDate=get("SeriesDate"),
+            SeriesTime=get("SeriesTime"),
+            BodyPartExamined=get("BodyPartExamined"),
+            NumberOfSeriesRelatedInstances=get("NumberOfSeriesRelatedInstances", None),
+        )
+    return InstanceRecord(
+        SOPInstanceUID=get("SOPInstanceUID"),
+        SeriesInstanceUID=get("SeriesInstanceUID"),
+        StudyInstanceUID=get("StudyInstanceUID"),
+        PatientID=get("PatientID"),
+        SOPClassUID=get("SOPClassUID"),
+        InstanceNumber=get("InstanceNumber", None),
+        NumberOfFrames=get("NumberOfFrames", None),
+        Rows=get("Rows", None),
+        Columns=get("Columns", None),
+    )
+
+
+def iter_multipart(response: requests.Response, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yield the bodies of a multipart/related response as they arrive (RFC 2046)."""
+    content_type = response.headers.get("Content-Type", "")
+    boundary = None
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        raise RetrieveError(f"the server answered {content_type!r}, not a multipart response with a boundary")
+    delimiter = b"--" + boundary.encode()
+    buffer = bytearray()
+    started = False
+    scan_from = 0
+    for chunk in response.iter_content(chunk_size=chunk_size):
+        buffer += chunk
+        while True:
+            if not started:
+                start = buffer.find(delimiter)
+                if start < 0:
+                    break
+                del buffer[: start + len(delimiter)]
+                started = True
+                scan_from = 0
+            if buffer[:2] == b"--":
+                return  # closing delimiter
+            end = buffer.find(b"\r\n" + delimiter, scan_from)
+            if end < 0:
+                scan_from = max(0, len(buffer) - len(delimiter) - 2)
+                break
+            part = bytes(buffer[:end])
+            del buffer[: end + 2 + len(delimiter)]
+            scan_from = 0
+            header_end = part.find(b"\r\n\r\n")
+            yield part[header_end + 4 :] if header_end >= 0 else part
+    if started and buffer.strip() not in (b"", b"--", b"--\r\n"):
+        raise _StreamCut("the server closed the connection in the middle of an instance")
+
+
+class _StreamCut(RetrieveError):
+    """The multipart stream ended inside a part."""
+
+
+class DicomwebClient:
+    """QIDO-RS, WADO-RS and STOW-RS against one endpoint, with retry on 408/429/5xx."""
+
+    def __init__(
+        self,
+        endpoint: DicomwebEndpoint | str,
+        *,
+        retries: int = 4,
+        backoff: float = 0.5,
+        session: requests.Session | None = None,
+    ) -> None:
+        import requests
+
+        self.endpoint = DicomwebEndpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        self.base = self.endpoint.url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # loopback and hospital networks: no proxy surprises
+        if self.endpoint.token:
+            self.session.headers["Authorization"] = f"Bearer {self.endpoint.token}"
+        elif self.endpoint.username:
+            self.session.auth = (self.endpoint.username, self.endpoint.password)
+        self.session.verify = self.endpoint.verify
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, error: type[Exception], **kwargs) -> requests.Response:
+        import requests
+
+        url = self.base + path
+        kwargs.setdefault("timeout", self.endpoint.timeout)
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                raise error(f"TLS verification failed for {self.base}: {exc}") from exc
+            except requests.exceptions.ConnectionError as exc:
+                raise error(
+                    f"cannot connect to {self.base}: is the server running and the URL right? ({exc})"
+                ) from exc
+            except requests.exceptions.Timeout as exc:
+                raise error(f"{self.base} did not answer within {self.endpoint.timeout} s") from exc
+            if response.status_code in RETRYABLE and attempt < self.retries:
+                wait = _retry_after(response) or delay
+                logger.info("%s %s: HTTP %s, retrying in %.1f s", method, url, response.status_code, wait)
+                response.close()
+                time.sleep(wait)
+                delay *= 2
+                continue
+            if response.status_code >= 400:
+                raise error(_http_error_message(response, self.base))
+            return response
+        raise AssertionError("unreachable")
+
+    # -- QIDO-RS -----------------------------------------------------------------------------
+    def search(
+        self,
+        level: QueryLevel | str = QueryLevel.STUDY,
+        criteria: dict[str, str] | None = None,
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        limit: int | None = None,
+        page_size: int = 200,
+    ) -> Iterator:
+        """Yield records matching ``criteria`` (DICOM matching values, as in local search).
+
+        Pages with ``limit``/``offset``; a server that ignores ``offset`` (returns the same page
+        again) is detected and paging stops instead of looping.
+        """
+        level = QueryLevel.parse(level)
+        if level is QueryLevel.PATIENT:
+            raise QueryError("QIDO-RS has no patient level: search studies and group them by PatientID")
+        path = {
+            QueryLevel.STUDY: "/studies",
+            QueryLevel.SERIES: "/series",
+            QueryLevel.INSTANCE: "/instances",
+        }[level]
+        criteria = dict(criteria or {})
+        study_uid = study_uid or criteria.pop("StudyInstanceUID", None)
+        if level is not QueryLevel.STUDY and study_uid and "\\" not in study_uid:
+            prefix = f"/studies/{quote(study_uid)}"
+            if level is QueryLevel.INSTANCE:
+                series_uid = series_uid or criteria.pop("SeriesInstanceUID", None)
+                if series_uid and "\\" not in series_uid:
+                    prefix += f"/series/{quote(series_uid)}"
+            path = prefix + path
+        elif study_uid:
+            criteria["StudyInstanceUID"] = study_uid
+        params: dict[str, object] = {k: v for k, v in criteria.items() if v not in (None, "")}
+        params["includefield"] = ",".join(_FIELDS[level])
+        offset = 0
+        yielded = 0
+        previous_first = None
+        while True:
+            size = page_size if limit is None else min(page_size, limit - yielded)
+            if size <= 0:
+                return
+            response = self._request(
+                "GET",
+                path + "?" + _query_string({**params, "limit": size, "offset": offset}),
+                error=QueryError,
+                headers={"Accept": "application/dicom+json"},
+            )
+            items = response.json() if response.content.strip() else []
+            if not items:
+                return
+            first = json.dumps(items[0], sort_keys=True)
+            if first == previous_first:
+                logger.warning("%s ignores 'offset': stopping after %d results", self.base, yielded)
+                return
+            previous_first = first
+            for item in items:
+                yield record_from_json(level, item)
+                yielded += 1
+                if limit is not None and yielded >= limit:
+                    return
+            if len(items) < size:
+                return
+            offset += len(items)
+
+    # -- WADO-RS -----------------------------------------------------------------------------
+    def retrieve(
+        self,
+        db: Database,
+        study_uid: str,
+        series_uid: str | None = None,
+        *,
+        resume: bool = True,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> TransferReport:
+        """Retrieve a study or one series into ``db``, instance by instance.
+
+        With ``resume``, instances already in the database are not fetched again. Raises
+        RetrieveError when the server fails; what arrived complete before that is kept.
+        """
+        cancel = cancel or CancelToken()
+        report = TransferReport()
+        series_list = (
+            [series_uid]
+            if series_uid
+            else [s.SeriesInstanceUID for s in self.search(QueryLevel.SERIES, study_uid=study_uid)]
+        )
+        plan: list[tuple[str, list[str] | None]] = []
+        for uid in series_list:
+            remote = [
+                r.SOPInstanceUID
+                for r in self.search(QueryLevel.INSTANCE, study_uid=study_uid, series_uid=uid)
+            ]
+            report.expected += len(remote)
+            local = {r.SOPInstanceUID for r in db.instances(uid)} if resume else set()
+            present = [sop for sop in remote if sop in local]
+            report.skipped.extend(present)
+            missing = [sop for sop in remote if sop not in local]
+            if not missing:
+                continue
+            plan.append((uid, None if not present else missing))
+        if progress:
+            progress(len(report.skipped), report.expected, "")
+        for uid, only in plan:
+            if only is None:
+                paths = [f"/studies/{quote(study_uid)}/series/{quote(uid)}"]
+            else:
+                paths = [
+                    f"/studies/{quote(study_uid)}/series/{quote(uid)}/instances/{quote(sop)}" for sop in only
+                ]
+            for path in paths:
+                self._fetch(db, path, report, progress, cancel)
+                if report.cancelled:
+                    return report
+        return report
+
+    def _fetch(self, db, path, report, progress, cancel) -> None:
+        import requests
+
+        response = None
+        for accept in (f"{DICOM_MULTIPART}; transfer-syntax=*", DICOM_MULTIPART):
+            try:
+                response = self._request(
+                    "GET", path, error=RetrieveError, stream=True, headers={"Accept": accept}
+                )
+                break
+            except RetrieveError as exc:
+                if "HTTP 406" not in str(exc) and "HTTP 400" not in str(exc):
+                    raise
+        if response is None:
+            raise RetrieveError(
+                f"{self.base}{path}: the server accepts none of the DICOM media types offered"
+            )
+        with contextlib.closing(response):
+            try:
+                for body in iter_multipart(response):
+                    record = db.add_bytes(body, on_duplicate="keep")
+                    report.done.append(record.SOPInstanceUID)
+                    if progress:
+                        progress(
+                            len(report.done) + len(report.skipped), report.expected, record.SOPInstanceUID
+                        )
+                    if cancel.cancelled:
+                        report.cancelled = True
+                        return
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ConnectionError,
+                _StreamCut,
+            ) as exc:
+                raise RetrieveError(
+                    f"{self.base} closed the connection after {len(report.done)} of {report.expected} instances; "
+                    "those are stored: retrieve again to fetch the rest"
+                ) from exc
+
+    # -- STOW-RS -----------------------------------------------------------------------------
+    def store(
+        self,
+        files: Iterable[str | Path],
+        *,
+        study_uid: str | None = None,
+        batch_bytes: int = 32 << 20,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> TransferReport:
+        """Send Part 10 files with STOW-RS, in batches, and report the outcome of each instance."""
+        cancel = cancel or CancelToken()
+        files = [Path(f) for f in files]
+        report = TransferReport(expected=len(files))
+        path = "/studies" + (f"/{quote(study_uid)}" if study_uid else "")
+        batch: list[tuple[Path, bytes]] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal size
+            if not batch:
+                return
+            self._stow(path, batch, report)
+            batch.clear()
+            size = 0
+            if progress:
+                progress(len(report.done) + len(report.failed), report.expected, "")
+
+        for f in files:
+            if cancel.cancelled:
+                report.cancelled = True
+                break
+            try:
+                data = f.read_bytes()
+            except OSError as exc:
+                report.failed[str(f)] = f"cannot read: {exc.strerror or exc}"
+                continue
+            batch.append((f, data))
+            size += len(data)
+            if size >= batch_bytes:
+                flush()
+        if not report.cancelled:
+            flush()
+        return report
+
+    def _stow(self, path: str, batch: list[tuple[Path, bytes]], report: TransferReport) -> None:
+        from DICOMPlusLib.database.parsing import parse_bytes
+
+        boundary = uuid.uuid4().hex
+        sops = {}
+        body = bytearray()
+        for f, data in batch:
+            try:
+                sops[str(parse_bytes(data, source=str(f)).values["SOPInstanceUID"])] = f
+            except Exception as exc:  # not DICOM: report, do not send
+                report.failed[str(f)] = f"not sent: {exc}"
+                continue
+            body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            body += data
+            body += b"\r\n"
+        if not sops:
+            return
+        body += f"--{boundary}--\r\n".encode()
+        try:
+            response = self._request(
+                "POST",
+                path,
+                error=SendError,
+                data=bytes(body),
+                headers={
+                    "Content-Type": f'{DICOM_MULTIPART}; boundary="{boundary}"',
+                    "Accept": "application/dicom+json",
+                },
+            )
+        except SendError as exc:
+            for sop in sops:
+                report.failed[sop] = str(exc)
+            return
+        try:
+            answer = response.json() if response.content.strip() else {}
+        except ValueError:
+            answer = {}
+        failed = {}
+        for item in (answer.get("00081198") or {}).get("Value", []):
+            sop = ((item.get("00081155") or {}).get("Value") or [""])[0]
+            reason = ((item.get("00081197") or {}).get("Value") or [0])[0]
+            failed[sop] = f"failure reason 0x{int(reason):04X}" if reason else "failed"
+        for sop in sops:
+            if sop in failed:
+                report.failed[sop] = failed[sop]
+            else:
+                report.done.append(sop)
+
+
+def _query_string(params: dict[str, object]) -> str:
+    """Encode QIDO parameters, leaving the wildcards ``*`` and ``?`` and the list separator ``,``
+    as they are (RFC 3986 allows them in a query; some servers, Orthanc 1.10 among them, do not
+    decode ``%2A`` back into a wildcard)."""
+    return "&".join(f"{quote(str(k), safe='')}={quote(str(v), safe='*?,')}" for k, v in params.items())
+
+
+def _retry_after(response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return min(float(value), 30.0) if value else None
+    except ValueError:
+        return None
+
+
+def _http_error_message(response, base: str) -> str:
+    code = response.status_code
+    hint = {
+        401: "authentication required: give the node a token or a user name and password",
+        403: "forbidden: the credentials are not allowed to do this",
+        404: f"not found: check the URL (the DICOMweb root, e.g. {base.split('/dicom-web')[0]}/dicom-web) and the UIDs",
+        406: "the server cannot return the requested media type",
+    }.get(code, "")
+    detail = response.text[:200].strip().replace("\n", " ")
+    return (
+        f"HTTP {code} from {response.url}"
+        + (f": {hint}" if hint else "")
+        + (f" ({detail})" if detail else "")
+    )
+
+
+__all__ = [
+    "CancelledError",
+    "DicomwebClient",
+    "DicomwebEndpoint",
+    "TransferReport",
+    "iter_multipart",
+    "record_from_json",
+]
