@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socketserver
 import threading
 
@@ -148,7 +149,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ):
             body = (
                 "["
-                + ",".join('{"00080018": {"vr": "UI", "Value": ["%s"]}}' % sop for sop in self.server.sops)
+                + ",".join(json.dumps({"00080018": {"vr": "UI", "Value": [sop]}}) for sop in self.server.sops)
                 + "]"
             ).encode()
             self.send_response(200)
