@@ -22,6 +22,7 @@ from DICOMPlusLib.errors import DICOMPlusError
 #: ``func`` (a callable taking the parsed arguments and returning the exit code).
 COMMAND_MODULES = [
     "DICOMPlusLib.database.commands",
+    "DICOMPlusLib.loading.commands",
 ]
 
 

@@ -159,6 +159,7 @@ class VolumeInfo:
     label: str = ""
     modality: str = ""
     window: tuple[float, float] | None = None  # (center, width) of the middle slice
+    components: int = 1  # samples per voxel (3 for RGB: the array gets a last axis)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -245,7 +246,7 @@ class Volume:
 
     def time_points(self) -> list[Volume]:
         """One 3D volume per time point (views, no copies); ``[self]`` for a 3D volume."""
-        if self.array.ndim != 4:
+        if len(self.info.shape) != 4:
             return [self]
         t, k = self.info.shape[0], self.info.shape[1]
         out = []
@@ -267,6 +268,7 @@ class Volume:
                 label=f"{self.info.label} t={index}".strip(),
                 modality=self.info.modality,
                 window=self.info.window,
+                components=self.info.components,
             )
             out.append(Volume(self.array[index], info))
         return out

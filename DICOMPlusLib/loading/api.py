@@ -1,0 +1,98 @@
+"""Entry points: describe (``plan_*``) or load (``load_*``) the volumes of a series or a folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from DICOMPlusLib.errors import LoadError
+from DICOMPlusLib.loading.grouping import build_volumes
+from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
+from DICOMPlusLib.loading.pixels import read_pixels
+from DICOMPlusLib.loading.sources import (
+    InstanceSource,
+    SkippedFile,
+    frames_of,
+    sources_from_database,
+    sources_from_paths,
+)
+
+
+def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[VolumeInfo]:
+    """The volumes of one series from its instances' stored headers (no pixel read)."""
+    frames: list[Frame] = []
+    warnings: list[LoadWarning] = []
+    for source in sources:
+        try:
+            f, w = frames_of(source)
+        except Exception as exc:  # a header pydicom cannot parse: report it, load the rest
+            warnings.append(LoadWarning("unreadable_header", f"header cannot be read: {exc}", (source.path,)))
+            continue
+        frames += f
+        warnings += w
+    try:
+        return build_volumes(series_uid, frames, warnings)
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None
+
+
+def plan_series(db, series_uid: str) -> list[VolumeInfo]:
+    """The volumes of a series in the database, from the stored headers (no file is opened)."""
+    return plan_sources(series_uid, sources_from_database(db, series_uid))
+
+
+def plan_paths(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+) -> tuple[list[VolumeInfo], list[SkippedFile]]:
+    """The volumes of every series found in files/folders, and the files that are not images
+    of a series (DICOMDIR, non-DICOM...). Series are ordered by UID."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    series, skipped = sources_from_paths(paths)
+    if not series:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
+        raise LoadError(f"no DICOM instances found{': ' + reasons if reasons else ''}")
+    volumes: list[VolumeInfo] = []
+    errors = []
+    for uid in sorted(series):
+        try:
+            volumes += plan_sources(uid, series[uid])
+        except LoadError as exc:
+            errors.append(str(exc))
+    if not volumes:
+        raise LoadError("; ".join(errors))
+    return volumes, skipped
+
+
+def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
+    return plan_paths(path)[0]
+
+
+def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
+    """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
+    volume = Volume(read_pixels(info, progress=progress, cancel=cancel), info)
+    if resample:
+        from DICOMPlusLib.loading.resample import resample_regular
+
+        volume = resample_regular(volume)
+    return volume
+
+
+def load_series(db, series_uid: str, *, resample: bool = False, progress=None, cancel=None) -> list[Volume]:
+    """Every volume of a series in the database (see :mod:`DICOMPlusLib.loading.grouping`)."""
+    return [
+        load(info, resample=resample, progress=progress, cancel=cancel)
+        for info in plan_series(db, series_uid)
+    ]
+
+
+def load_folder(
+    path: str | os.PathLike, *, resample: bool = False, progress=None, cancel=None
+) -> list[Volume]:
+    """Every volume of every series in a folder, read directly (no database)."""
+    return [load(info, resample=resample, progress=progress, cancel=cancel) for info in plan_folder(path)]
+
+
+def inspect(items: Sequence[VolumeInfo | Volume]) -> dict:
+    """The ``dicomplus inspect --json`` document."""
+    return {"volumes": [item.to_dict() for item in items]}

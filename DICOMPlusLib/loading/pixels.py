@@ -1,0 +1,364 @@
+"""Pixel data into one preallocated array, in geometric order, with the modality rescale.
+
+Native (uncompressed) pixel data is read with ``readinto`` at the offset stored at import time,
+straight into the volume's own memory: no per-slice arrays, no stacking, no second copy. Stored
+values become output values in place (PS3.3 C.7.6.3.1.1 / C.11.1.1.2): unused high bits are
+masked or sign-extended (PS3.5 8.1.1), then ``value * RescaleSlope + RescaleIntercept`` is
+computed modulo 2**16 in the output's own bytes, which is exact whenever the result fits int16.
+
+dtype policy: int16 when every rescaled value is an integer that fits int16 (integer slope and
+intercept, and the bit depth or the data prove the range), float32 otherwise. RGB data keeps its
+stored type and gets a last axis of 3.
+
+Compressed frames are decoded one at a time by pydicom's decoders, choosing the permissively
+licensed plugins: GDCM for JPEG (lossless and baseline), pyjpegls (CharLS) for JPEG-LS,
+pylibjpeg-openjpeg for JPEG 2000, pylibjpeg-rle (or pydicom) for RLE. pylibjpeg-libjpeg (GPL) is
+never needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import numpy as np
+
+from DICOMPlusLib.errors import CancelledError, LoadError
+from DICOMPlusLib.loading.models import Frame, VolumeInfo
+
+logger = logging.getLogger(__name__)
+
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE})
+
+#: Decoder plugins in order of preference per transfer syntax (first available wins).
+PLUGINS: dict[str, tuple[str, ...]] = {
+    "1.2.840.10008.1.2.4.50": ("gdcm", "pillow"),  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": ("gdcm", "pillow"),  # JPEG extended
+    "1.2.840.10008.1.2.4.57": ("gdcm",),  # JPEG lossless
+    "1.2.840.10008.1.2.4.70": ("gdcm",),  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": ("pyjpegls", "gdcm"),  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": ("pyjpegls", "gdcm"),  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": ("pylibjpeg",),  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": ("pylibjpeg",),  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": ("pylibjpeg",),  # HTJ2K
+    "1.2.840.10008.1.2.5": ("pylibjpeg", "pydicom"),  # RLE lossless
+}
+
+_INT16_MIN, _INT16_MAX = -32768, 32767
+_BLOCK = 24  # frames per unit of work
+
+
+class _Overflow(Exception):
+    """The data do not fit the int16 chosen from the headers: read again as float32."""
+
+
+def _is_integer(x: float) -> bool:
+    return float(x).is_integer()
+
+
+def stored_range(f: Frame) -> tuple[int, int]:
+    bits = max(1, min(f.bits_stored, f.bits_allocated))
+    if f.pixel_representation:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def choose_dtype(frames: Sequence[Frame]) -> tuple[np.dtype, bool]:
+    """(output dtype, whether the int16 range must be checked on the data)."""
+    f0 = frames[0]
+    if f0.samples_per_pixel > 1:
+        return np.dtype(np.uint8 if f0.bits_allocated <= 8 else np.uint16), False
+    check = False
+    for f in frames:
+        slope, intercept = f.rescale_slope, f.rescale_intercept
+        if f.bits_allocated > 16 or not (_is_integer(slope) and _is_integer(intercept)) or slope == 0:
+            return np.dtype(np.float32), False
+        lo, hi = stored_range(f)
+        ends = (slope * lo + intercept, slope * hi + intercept)
+        if min(ends) < _INT16_MIN or max(ends) > _INT16_MAX:
+            check = True
+    return np.dtype(np.int16), check
+
+
+def frame_bytes(f: Frame) -> int:
+    return f.rows * f.columns * f.samples_per_pixel * (f.bits_allocated // 8)  # type: ignore[operator]
+
+
+def _stored_dtype(f: Frame) -> np.dtype:
+    if f.bits_allocated not in (8, 16, 32):
+        raise LoadError(
+            f"{f.path}: BitsAllocated {f.bits_allocated} is not supported for volumes (8, 16 or 32 are)"
+        )
+    kind = "i" if f.pixel_representation else "u"
+    order = ">" if f.transfer_syntax == EXPLICIT_BE else "<"
+    return np.dtype(f"{order}{kind}{f.bits_allocated // 8}")
+
+
+def _fix_bits(values: np.ndarray, f: Frame) -> None:
+    """Clear (unsigned) or sign-extend (signed) the bits above BitsStored, in place."""
+    width = values.dtype.itemsize * 8
+    bits = f.bits_stored
+    if not 0 < bits < width:
+        return
+    if f.pixel_representation:
+        shift = width - bits
+        np.left_shift(values, shift, out=values)
+        np.right_shift(values, shift, out=values)
+    else:
+        np.bitwise_and(values, (1 << bits) - 1, out=values)
+
+
+class _Reader:
+    """Reads frames into ``flat`` (frames x rows x columns[, samples]); one per worker thread."""
+
+    def __init__(self, flat: np.ndarray, check: bool):
+        self.flat = flat
+        self.check = check
+        self._scratch: dict[tuple, np.ndarray] = {}
+
+    def scratch(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        key = (shape, dtype.str)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = np.empty(shape, dtype)
+        return buf
+
+    def read(self, items: Sequence[tuple[int, Frame]]) -> None:
+        native = [(i, f) for i, f in items if f.transfer_syntax in NATIVE]
+        encoded = [(i, f) for i, f in items if f.transfer_syntax not in NATIVE]
+        if native:
+            self._read_native(native)
+        if encoded:
+            self._read_encoded(encoded)
+
+    # -- native --------------------------------------------------------------------------------
+    def _read_native(self, items: Sequence[tuple[int, Frame]]) -> None:
+        handle = None
+        current = None
+        try:
+            for index, f in items:
+                if f.path != current:
+                    if handle is not None:
+                        handle.close()
+                    try:
+                        handle = open(f.path, "rb", buffering=0)
+                    except OSError as exc:
+                        raise LoadError(f"cannot read {f.path}: {exc.strerror or exc}") from exc
+                    current = f.path
+                size = frame_bytes(f)
+                if f.pixel_length >= 0 and (f.frame + 1) * size > f.pixel_length:
+                    raise LoadError(
+                        f"{f.label}: pixel data holds {f.pixel_length} bytes, frame {f.frame + 1} needs "
+                        f"{(f.frame + 1) * size} ({f.rows}x{f.columns}, {f.bits_allocated} bits): file is inconsistent"
+                    )
+                handle.seek(f.pixel_offset + f.frame * size)  # type: ignore[union-attr]
+                self._native_frame(handle, index, f, size)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    def _native_frame(self, handle, index: int, f: Frame, size: int) -> None:
+        dst = self.flat[index]
+        stored = _stored_dtype(f)
+        direct = dst.dtype.itemsize == stored.itemsize and dst.dtype.kind in "iu" and f.samples_per_pixel == 1
+        shape = dst.shape
+        if f.samples_per_pixel > 1 and f.planar_configuration == 1:
+            shape = (f.samples_per_pixel, f.rows, f.columns)
+        target = dst if direct else self.scratch(shape, stored)
+        view = memoryview(target).cast("B")
+        got = handle.readinto(view)
+        if got != size:
+            raise LoadError(f"{f.label}: truncated pixel data ({got} of {size} bytes)")
+        if direct:
+            if stored.byteorder == ">":
+                dst.byteswap(inplace=True)
+            self._rescale_in_place(dst, f)
+        else:
+            values = target.astype(stored.newbyteorder("=")) if stored.byteorder == ">" else target
+            self._convert(values, dst, f)
+
+    # -- encapsulated -------------------------------------------------------------------------
+    def _read_encoded(self, items: Sequence[tuple[int, Frame]]) -> None:
+        from pydicom.pixels import get_decoder, iter_pixels
+
+        by_path: dict[str, list[tuple[int, Frame]]] = {}
+        for index, f in items:
+            by_path.setdefault(f.path, []).append((index, f))
+        for path, members in by_path.items():
+            ts = members[0][1].transfer_syntax
+            plugin = ""
+            try:
+                decoder = get_decoder(ts)
+                available = decoder.available_plugins
+            except (NotImplementedError, ValueError, AttributeError):
+                available = ()
+            for name in PLUGINS.get(ts, ()):
+                if name in available:
+                    plugin = name
+                    break
+            indices = [f.frame for _, f in members]
+            try:
+                arrays = iter_pixels(path, indices=indices, raw=True, decoding_plugin=plugin)
+                for (index, f), array in zip(members, arrays, strict=True):
+                    values = np.asarray(array)
+                    if values.dtype.byteorder == ">":
+                        values = values.astype(values.dtype.newbyteorder("="))
+                    if values.shape != self.flat[index].shape:
+                        values = values.reshape(self.flat[index].shape)
+                    self._convert(values, self.flat[index], f)
+            except LoadError:
+                raise
+            except Exception as exc:  # decoders raise anything from RuntimeError to ValueError
+                raise LoadError(
+                    f"cannot decode {path} (transfer syntax {ts}, plugin {plugin or 'pydicom default'}): {exc}"
+                ) from exc
+
+    # -- values ----------------------------------------------------------------------------------
+    def _rescale_in_place(self, dst: np.ndarray, f: Frame) -> None:
+        """dst holds stored values in the output's bytes; make them output values."""
+        if dst.dtype.kind == "f" or f.samples_per_pixel > 1:
+            return
+        signed_view = (
+            dst if f.pixel_representation else dst.view(np.uint16 if dst.itemsize == 2 else np.uint8)
+        )
+        _fix_bits(signed_view, f)
+        slope, intercept = int(f.rescale_slope), int(f.rescale_intercept)
+        if self.check:
+            _check_range(signed_view, slope, intercept, f)
+        if slope == 1 and intercept == 0:
+            return
+        u = dst.view(np.uint16)
+        if slope != 1:
+            np.multiply(u, np.uint16(slope % 65536), out=u)
+        if intercept:
+            np.add(u, np.uint16(intercept % 65536), out=u)
+
+    def _convert(self, values: np.ndarray, dst: np.ndarray, f: Frame) -> None:
+        """Stored values in their own array -> output values in dst."""
+        if f.samples_per_pixel > 1:
+            if f.planar_configuration == 1 and values.ndim == 3 and values.shape[0] == f.samples_per_pixel:
+                values = np.moveaxis(values, 0, -1)
+            np.copyto(dst, values.reshape(dst.shape), casting="unsafe")
+            return
+        if values.dtype.kind in "iu" and values.flags.writeable:
+            _fix_bits(values, f)
+        elif values.dtype.kind in "iu":
+            values = values.copy()
+            _fix_bits(values, f)
+        if dst.dtype == np.int16:
+            if self.check:
+                _check_range(values, int(f.rescale_slope), int(f.rescale_intercept), f)
+            u = dst.view(np.uint16)
+            np.copyto(u, values, casting="unsafe")  # modulo 2**16
+            self._rescale_in_place_modular(u, f)
+        else:
+            np.copyto(
+                dst, values * np.float64(f.rescale_slope) + np.float64(f.rescale_intercept), casting="unsafe"
+            )
+
+    @staticmethod
+    def _rescale_in_place_modular(u: np.ndarray, f: Frame) -> None:
+        slope, intercept = int(f.rescale_slope), int(f.rescale_intercept)
+        if slope != 1:
+            np.multiply(u, np.uint16(slope % 65536), out=u)
+        if intercept:
+            np.add(u, np.uint16(intercept % 65536), out=u)
+
+
+def _check_range(values: np.ndarray, slope: int, intercept: int, f: Frame) -> None:
+    lo = int(values.min())
+    hi = int(values.max())
+    ends = (slope * lo + intercept, slope * hi + intercept)
+    if min(ends) < _INT16_MIN or max(ends) > _INT16_MAX:
+        raise _Overflow(f.label)
+
+
+def read_pixels(
+    info: VolumeInfo,
+    *,
+    workers: int | None = None,
+    progress=None,
+    cancel=None,
+) -> np.ndarray:
+    """The voxels of ``info`` as one array of ``info.shape`` (+ samples), in its frame order."""
+    frames = info.frames
+    dtype, check = choose_dtype(frames)
+    try:
+        return _read_all(info, dtype, check, workers, progress, cancel)
+    except _Overflow as exc:
+        logger.info("%s: values exceed int16, reading again as float32", exc)
+        return _read_all(info, np.dtype(np.float32), False, workers, progress, cancel)
+
+
+def _read_all(info: VolumeInfo, dtype: np.dtype, check: bool, workers, progress, cancel) -> np.ndarray:
+    frames = info.frames
+    shape = tuple(info.shape) + ((info.components,) if info.components > 1 else ())
+    out = np.empty(shape, dtype)
+    per_frame = out.shape[-3:] if info.components > 1 else out.shape[-2:]
+    flat = out.reshape((len(frames), *per_frame))
+    items = list(enumerate(frames))
+    blocks = [items[i : i + _BLOCK] for i in range(0, len(items), _BLOCK)]
+    if workers is None:
+        total_bytes = out.nbytes
+        workers = min(2, os.cpu_count() or 1) if total_bytes > 8 * 1024 * 1024 and len(blocks) > 1 else 1
+    done = 0
+    if workers <= 1:
+        reader = _Reader(flat, check)
+        for block in blocks:
+            if cancel is not None and getattr(cancel, "cancelled", False):
+                raise CancelledError("Cancelled by the user while reading pixels.")
+            reader.read(block)
+            done += len(block)
+            if progress is not None:
+                progress(done, len(frames), block[-1][1].path)
+        return out
+    local = threading.local()
+
+    def work(block):
+        reader = getattr(local, "reader", None)
+        if reader is None:
+            reader = local.reader = _Reader(flat, check)
+        reader.read(block)
+        return block
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomplus-pixels") as pool:
+        pending = set()
+        queue = list(blocks)
+        try:
+            while queue or pending:
+                while queue and len(pending) < workers * 2:
+                    if cancel is not None and getattr(cancel, "cancelled", False):
+                        raise CancelledError("Cancelled by the user while reading pixels.")
+                    pending.add(pool.submit(work, queue.pop(0)))
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    block = fut.result()
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, len(frames), block[-1][1].path)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return out
+
+
+def read_frame(f: Frame, dtype: np.dtype | None = None) -> np.ndarray:
+    """One frame's output values (for previews): rows x columns[, samples]."""
+    dtype = dtype or choose_dtype([f])[0]
+    shape = (1, f.rows, f.columns) + ((f.samples_per_pixel,) if f.samples_per_pixel > 1 else ())
+    out = np.empty(shape, dtype)
+    try:
+        _Reader(out, dtype == np.int16 and choose_dtype([f])[1]).read([(0, f)])
+    except _Overflow:
+        out = np.empty(shape, np.float32)
+        _Reader(out, False).read([(0, f)])
+    return out[0]
