@@ -23,6 +23,7 @@ from DICOMPlusLib.errors import DICOMPlusError
 COMMAND_MODULES = [
     "DICOMPlusLib.database.commands",
     "DICOMPlusLib.loading.commands",
+    "DICOMPlusLib.export.commands",
 ]
 
 

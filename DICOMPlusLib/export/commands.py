@@ -1,0 +1,163 @@
+"""``dicomplus export``: a NRRD/NIfTI volume becomes a new DICOM series in a chosen study.
+
+    dicomplus export VOLUME.nrrd --study UID [--modality CT|MR|OT] (--out DIR | --send NODE)
+
+The study must be in the database (its stored header gives the patient and study modules).
+The volume is read with SimpleITK, whose physical space is LPS like the library's.
+Also registers the ``bundle`` commands (:mod:`DICOMPlusLib.bundle.commands`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from DICOMPlusLib.cli import ProgressBar, open_database, print_json
+from DICOMPlusLib.errors import DICOMPlusError, ExportError
+
+
+def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(array [k, j, i], ijk_to_lps)`` of a NRRD, NIfTI or MetaImage file (SimpleITK)."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ExportError(f"cannot read {path}: {str(exc).strip().splitlines()[-1]}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ExportError(
+            f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; export a scalar volume"
+        )
+    dimension = image.GetDimension()
+    if dimension not in (2, 3):
+        raise ExportError(f"{path} is {dimension}D; export a 3D (or 2D) volume")
+    array = sitk.GetArrayFromImage(image)
+    spacing = np.array(image.GetSpacing(), float)
+    direction = np.array(image.GetDirection(), float).reshape(dimension, dimension)
+    origin = np.array(image.GetOrigin(), float)
+    matrix = np.eye(4)
+    matrix[:dimension, :dimension] = direction @ np.diag(spacing)
+    matrix[:dimension, 3] = origin
+    if dimension == 2:
+        array = array[None]
+    return array, matrix
+
+
+def _send(args, files: list[Path]) -> dict:
+    try:
+        from DICOMPlusLib.network import send as network_send
+    except ImportError:
+        raise DICOMPlusError(
+            "--send is not available yet: this build has no DICOMPlusLib.network.send; "
+            "export with --out DIR and send the folder (e.g. dicomplus send, when available)"
+        ) from None
+    sender = getattr(network_send, "send_files", None)
+    if sender is None:
+        raise DICOMPlusError("--send is not available yet: DICOMPlusLib.network.send has no send_files()")
+    report = sender(args.send, [str(f) for f in files])
+    return report.to_dict() if hasattr(report, "to_dict") else {"report": str(report)}
+
+
+def cmd_export(args) -> int:
+    from DICOMPlusLib.export.series import SeriesMetadata, export_volume_to_study
+    from DICOMPlusLib.export.uids import UIDGenerator
+
+    array, matrix = read_volume(args.volume)
+    db = open_database(args)
+    uids = UIDGenerator(args.uid_root or os.environ.get("DICOMPLUS_UID_ROOT") or None)
+    metadata = SeriesMetadata(
+        modality=args.modality,
+        series_description=args.description
+        if args.description is not None
+        else Path(args.volume).name.split(".")[0][:64],
+        series_number=args.series_number,
+        series_instance_uid=args.series_uid,
+        frame_of_reference=args.frame_of_reference,
+    )
+    temporary = None
+    out_dir = args.out
+    if out_dir is None:
+        temporary = tempfile.mkdtemp(prefix="dicomplus-export-")
+        out_dir = temporary
+    bar = ProgressBar("export", not args.json)
+    try:
+        result = export_volume_to_study(
+            db,
+            args.study,
+            array,
+            matrix,
+            metadata,
+            out_dir=out_dir,
+            index=args.index,
+            uids=uids,
+            progress=bar,
+        )
+        bar.close()
+        sent = _send(args, list(result.files)) if args.send else None
+    finally:
+        bar.close()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    output = result.to_dict()
+    if temporary is not None and not result.indexed:
+        output["files"] = []
+    if sent is not None:
+        output["sent"] = sent
+    if args.json:
+        print_json(output)
+    else:
+        where = f"to {args.send}" if args.send else f"into {args.out}"
+        print(
+            f"exported {len(result.sop_uids)} {result.modality} instance(s) {where}: series "
+            f"{result.series_uid} (number {result.series_number}) in study {result.study_uid}"
+        )
+        if not result.encoding.exact:
+            print(
+                f"  values rescaled: slope {result.encoding.slope}, intercept {result.encoding.intercept}, "
+                f"largest error {result.encoding.max_error:.3g}"
+            )
+        if result.tilt_deg > 1e-3:
+            print(f"  slices are sheared by {result.tilt_deg:.3f} degrees (written position by position)")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("export", help="write a NRRD/NIfTI volume as a new DICOM series in a study")
+    p.set_defaults(func=cmd_export)
+    p.add_argument("volume", metavar="VOLUME", help="a .nrrd, .nhdr, .nii, .nii.gz, .mha or .mhd file")
+    p.add_argument(
+        "--study", required=True, metavar="UID", help="StudyInstanceUID of a study in the database"
+    )
+    p.add_argument(
+        "--modality",
+        type=str.upper,
+        default=None,
+        help="CT or MR: CT/MR Image Storage; anything else (default OT): a multi-frame secondary capture",
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="DIR", help="write the files into this folder")
+    target.add_argument("--send", metavar="NODE", help="send the series to this configured node")
+    p.add_argument("--index", action="store_true", help="also import the new series into the database")
+    p.add_argument("--description", default=None, help="SeriesDescription (default: the file name)")
+    p.add_argument("--series-number", type=int, default=None, help="default: after the study's last series")
+    p.add_argument("--series-uid", default=None, help="SeriesInstanceUID (default: a new one)")
+    p.add_argument(
+        "--frame-of-reference",
+        default="reuse",
+        metavar="reuse|new|UID",
+        help="reuse the study's frame of reference (default), make a new one, or use this UID",
+    )
+    p.add_argument(
+        "--uid-root",
+        default=None,
+        help="organisation UID root (default $DICOMPLUS_UID_ROOT, else 2.25 UUIDs)",
+    )
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+    from DICOMPlusLib.bundle.commands import add_commands as add_bundle_commands
+
+    add_bundle_commands(sub)
