@@ -7,6 +7,8 @@ attributes, ``connect("signal(args)", slot)``) so it runs in Slicer and in the t
 (Testing/slicer_stubs); Testing/test_guards.py checks that.
 """
 
+import os
+
 import qt
 import slicer
 from slicer.i18n import tr as _
@@ -66,6 +68,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = DICOMPlusLogic()
+        self.activeJob = None
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
@@ -76,18 +79,95 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
         self.ui.searchBox.connect("textChanged(QString)", self.onSearchTextChanged)
         self.ui.browserTable.connect("itemSelectionChanged()", self.updateButtonStates)
+        self.ui.importButton.connect("clicked(bool)", self.onImportButton)
+        self.ui.deleteButton.connect("clicked(bool)", self.onDeleteButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+
+        # Worker threads never touch Qt: this timer, on the main thread, reads their progress.
+        self.jobTimer = qt.QTimer()
+        self.jobTimer.setInterval(100)
+        self.jobTimer.connect("timeout()", self.pollJobs)
 
         self.ui.activityLabel.text = _("Idle (DICOMPlusLib {version})").format(
             version=self.logic.libraryVersion()
         )
+        self.ui.cancelButton.enabled = False
+        self.refreshBrowser()
         self.updateButtonStates()
 
     def cleanup(self):
         """Called when the module is unloaded or the application exits."""
         self.removeObservers()
+        if self.ui is not None:
+            self.jobTimer.stop()
+        if self.logic is not None:
+            for job in self.logic.jobs:
+                job.cancel()
+            for job in self.logic.jobs:
+                job.wait(5)
+            self.logic.closeDatabase()
 
     def onSceneEndClose(self, caller, event):
         self.updateButtonStates()
+
+    # -- browser ------------------------------------------------------------------------------
+    def refreshBrowser(self):
+        """Fill the tree: patients, their studies, their series (from the local database)."""
+        table = self.ui.browserTable
+        table.clear()
+        logic = self.logic
+        try:
+            patients = logic.search("patient")
+        except DICOMPlusLib.DICOMPlusError as error:
+            self.ui.activityLabel.text = str(error)
+            return
+        for patient in patients:
+            patientItem = qt.QTreeWidgetItem(
+                table,
+                [
+                    patient.PatientName or patient.PatientID,
+                    "",
+                    "",
+                    str(patient.NumberOfPatientRelatedInstances),
+                ],
+            )
+            patientItem.setData(0, qt.Qt.UserRole, "patient:" + patient.PatientID)
+            patientItem.setToolTip(0, _("Patient ID: {id}").format(id=patient.PatientID))
+            for study in logic.search("study", {"PatientID": patient.PatientID}):
+                studyItem = qt.QTreeWidgetItem(
+                    patientItem,
+                    [
+                        study.StudyDescription or _("(no description)"),
+                        _formatDate(study.StudyDate),
+                        study.ModalitiesInStudy,
+                        str(study.NumberOfStudyRelatedInstances),
+                    ],
+                )
+                studyItem.setData(0, qt.Qt.UserRole, "study:" + study.StudyInstanceUID)
+                for series in logic.search("series", {"StudyInstanceUID": study.StudyInstanceUID}):
+                    label = series.SeriesDescription or _("Series {number}").format(
+                        number=series.SeriesNumber
+                    )
+                    seriesItem = qt.QTreeWidgetItem(
+                        studyItem,
+                        [
+                            label,
+                            _formatDate(series.SeriesDate),
+                            series.Modality,
+                            str(series.NumberOfSeriesRelatedInstances),
+                        ],
+                    )
+                    seriesItem.setData(0, qt.Qt.UserRole, "series:" + series.SeriesInstanceUID)
+            patientItem.setExpanded(True)
+        self.onSearchTextChanged(self.ui.searchBox.text)
+
+    def selectedEntries(self):
+        """[(level, key)] of the selected browser rows, e.g. [("series", "1.2.3")]."""
+        entries = []
+        for item in self.ui.browserTable.selectedItems():
+            level, _sep, key = str(item.data(0, qt.Qt.UserRole)).partition(":")
+            entries.append((level, key))
+        return entries
 
     def onSearchTextChanged(self, text):
         """Show only the top-level browser rows with ``text`` in any column of their subtree."""
@@ -99,8 +179,98 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateButtonStates(self, *args):
         hasSelection = bool(self.ui.browserTable.selectedItems())
-        self.ui.loadButton.enabled = hasSelection
-        self.ui.deleteButton.enabled = hasSelection
+        busy = self.activeJob is not None
+        self.ui.loadButton.enabled = hasSelection and not busy
+        self.ui.deleteButton.enabled = hasSelection and not busy
+        self.ui.importButton.enabled = not busy
+
+    # -- import -------------------------------------------------------------------------------
+    def onImportButton(self, *args):
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(),
+            _("Import DICOM folder"),
+            qt.QSettings().value("DICOMPlus/LastImportFolder", ""),
+        )
+        if folder:
+            qt.QSettings().setValue("DICOMPlus/LastImportFolder", folder)
+            self.importPaths([folder])
+
+    def importPaths(self, paths, link=False):
+        """Start importing ``paths`` in the background; progress shows in the Activity panel."""
+        self.activeJob = self.logic.importFolder(paths, link=link, wait=False)
+        self.ui.cancelButton.enabled = True
+        self.ui.progressBar.value = 0
+        self.ui.activityLabel.text = _("Importing...")
+        self.updateButtonStates()
+        self.jobTimer.start()
+        return self.activeJob
+
+    def pollJobs(self):
+        """Timer slot: show the active job's progress; finish up when it ends."""
+        job = self.activeJob
+        if job is None:
+            self.jobTimer.stop()
+            return
+        snap = job.poll()
+        if snap.total:
+            self.ui.progressBar.maximum = snap.total
+            self.ui.progressBar.value = snap.done
+        if not job.finished:
+            self.ui.activityLabel.text = _("{name}: {done} of {total}").format(
+                name=job.name, done=snap.done, total=snap.total
+            )
+            return
+        self.jobTimer.stop()
+        self.activeJob = None
+        self.ui.cancelButton.enabled = False
+        if job.error is not None and not isinstance(job.error, DICOMPlusLib.CancelledError):
+            self.ui.activityLabel.text = _("{name} failed: {error}").format(name=job.name, error=job.error)
+            slicer.util.errorDisplay(str(job.error), windowTitle=job.name)
+        elif job.result is not None:
+            report = job.result
+            message = _("Imported {added} instance(s); {skipped} skipped, {unchanged} unchanged").format(
+                added=report.added, skipped=len(report.skipped), unchanged=report.unchanged
+            )
+            if report.cancelled:
+                message = _("Cancelled. ") + message
+            self.ui.activityLabel.text = message
+        else:
+            self.ui.activityLabel.text = _("{name}: cancelled").format(name=job.name)
+        self.refreshBrowser()
+        self.updateButtonStates()
+
+    def onCancelButton(self, *args):
+        if self.activeJob is not None:
+            self.activeJob.cancel()
+            self.ui.activityLabel.text = _("Cancelling...")
+
+    # -- delete -------------------------------------------------------------------------------
+    def onDeleteButton(self, *args):
+        entries = self.selectedEntries()
+        if not entries:
+            return
+        if not slicer.util.confirmYesNoDisplay(
+            _(
+                "Delete {count} selected item(s) from the DICOMPlus database, with the files it copied?"
+            ).format(count=len(entries))
+        ):
+            return
+        self.deleteEntries(entries)
+
+    def deleteEntries(self, entries):
+        """Delete [(level, key)] entries (as from selectedEntries) and refresh the browser."""
+        for level, key in entries:
+            self.logic.delete(**{level: key})
+        self.refreshBrowser()
+        self.updateButtonStates()
+
+
+def _formatDate(value):
+    """YYYYMMDD -> YYYY-MM-DD for display; anything else unchanged."""
+    value = value or ""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
 
 
 def _subtreeContains(item, needle, columnCount):
@@ -121,15 +291,97 @@ def _subtreeContains(item, needle, columnCount):
 class DICOMPlusLogic(ScriptedLoadableModuleLogic):
     """Slicer-side logic: the bridge from DICOMPlusLib to MRML, usable without the widget.
 
-    Everything that does not need the scene belongs in DICOMPlusLib, not here.
+    Everything that does not need the scene belongs in DICOMPlusLib, not here. Every method
+    works from the Python console::
+
+        logic = slicer.util.getModuleLogic("DICOMPlus")   # or DICOMPlusLogic()
+        logic.importFolder(["/data/dicom"])                 # blocks; wait=False returns a Job
+        studies = logic.search("study", {"PatientName": "DOE*"})
+
+    Long work runs in a DICOMPlusLib Job (a worker thread) when ``wait=False``; the widget polls
+    the jobs from a QTimer on the main thread. Workers never touch MRML or Qt.
     """
 
-    def __init__(self):
+    def __init__(self, databasePath=None):
         ScriptedLoadableModuleLogic.__init__(self)
+        self._databasePath = databasePath
+        self._database = None
+        self.jobs = []
 
     def libraryVersion(self):
         """Version of the DICOMPlusLib engine in use."""
         return DICOMPlusLib.__version__
+
+    # -- database ---------------------------------------------------------------------------
+    def databasePath(self):
+        """The database file: the path given, else the ``DICOMPlus/DatabasePath`` setting, else
+        DICOMPlusLib's default (``$DICOMPLUS_DB`` or ~/.local/share/dicomplus)."""
+        if self._databasePath:
+            return str(self._databasePath)
+        configured = qt.QSettings().value("DICOMPlus/DatabasePath", "")
+        if configured:
+            return str(configured)
+        if slicer.app.testingEnabled():
+            # tests never touch the user's database
+            return os.path.join(slicer.app.temporaryPath, "DICOMPlusTestDatabase", "dicomplus.sqlite")
+        from DICOMPlusLib.database import default_database_path
+
+        return str(default_database_path())
+
+    def setDatabasePath(self, path):
+        """Use another database (closes the current one); remembered in the settings."""
+        self.closeDatabase()
+        self._databasePath = str(path)
+        qt.QSettings().setValue("DICOMPlus/DatabasePath", str(path))
+
+    @property
+    def database(self):
+        """The open DICOMPlusLib Database (opened on first use)."""
+        if self._database is None:
+            from DICOMPlusLib.database import Database
+
+            self._database = Database(self.databasePath())
+        return self._database
+
+    def closeDatabase(self):
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+
+    def startJob(self, name, func):
+        """Run ``func(progress, cancelToken)`` in a worker thread; the Job is kept in ``jobs``."""
+        from DICOMPlusLib.jobs import Job
+
+        job = Job(name, func)
+        self.jobs.append(job)
+        return job.start()
+
+    def importFolder(self, paths, link=False, wait=True):
+        """Import files or folders. Returns the ImportReport, or a running Job when not ``wait``.
+
+        Parsing runs in threads, not processes: forking Slicer is not safe.
+        """
+        if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
+            paths = [paths]
+        paths = [str(p) for p in paths]
+        database = self.database
+
+        def work(progress, cancel):
+            return database.import_paths(paths, link=link, processes=False, progress=progress, cancel=cancel)
+
+        if wait:
+            from DICOMPlusLib.jobs import CancelToken
+
+            return work(None, CancelToken())
+        return self.startJob(_("Import {count} item(s)").format(count=len(paths)), work)
+
+    def search(self, level="study", criteria=None, text=None, limit=None):
+        """Search the local database with DICOM matching; returns frozen records."""
+        return self.database.search(level, criteria or {}, text=text, limit=limit)
+
+    def delete(self, patient=None, study=None, series=None, files=True):
+        """Delete a patient (PatientID), study or series, and the files DICOMPlus copied."""
+        return self.database.delete(patient=patient, study=study, series=series, files=files)
 
 
 #

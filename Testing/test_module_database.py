@@ -1,0 +1,101 @@
+"""The module's database panel under the harness: import in the background, browse, delete, and
+the Qt event loop keeps answering while a large import runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+
+
+@pytest.fixture
+def widget(dicomplus_module, qtbot, tmp_path):
+    w = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(w.parent)
+    w.logic.setDatabasePath(tmp_path / "db" / "dicomplus.sqlite")
+    yield w
+    w.cleanup()
+
+
+def wait_for_job(widget, qtbot, timeout=60_000):
+    qtbot.waitUntil(lambda: widget.activeJob is None, timeout=timeout)
+
+
+def test_import_shared_series_through_the_widget(widget, qtbot, shared_series, screenshot):
+    ui = widget.ui
+    job = widget.importPaths([shared_series])
+    assert ui.cancelButton.enabled and not ui.importButton.enabled
+    wait_for_job(widget, qtbot)
+    assert job.result.added == widget.logic.database.info()["instances"] > 0
+    assert "Imported" in ui.activityLabel.text
+    table = ui.browserTable
+    patients = table.topLevelItemCount
+    assert patients == widget.logic.database.info()["patients"]
+    studies = sum(table.topLevelItem(i).childCount() for i in range(patients))
+    assert studies == widget.logic.database.info()["studies"]
+    assert ui.progressBar.value == ui.progressBar.maximum
+    screenshot(widget.parent, "DICOMPlus_database_panel")
+    ui.searchBox.text = "dicom2nifti"
+    visible = [table.topLevelItem(i) for i in range(patients) if not table.topLevelItem(i).isHidden()]
+    assert len(visible) == 1
+
+
+def test_select_and_delete_a_series(widget, qtbot, tmp_path):
+    a = make_series(tmp_path / "a", n=3, patient_id="DEL1", patient_name="Delete^Me")
+    b = make_series(tmp_path / "b", n=2, patient_id="DEL1", patient_name="Delete^Me", study_uid=a.study_uid)
+    widget.importPaths([a.folder, b.folder])
+    wait_for_job(widget, qtbot)
+    study = widget.ui.browserTable.topLevelItem(0).child(0)
+    assert study.childCount() == 2
+    study.child(0).setSelected(True)
+    assert widget.ui.deleteButton.enabled and widget.ui.loadButton.enabled
+    [(level, uid)] = widget.selectedEntries()
+    assert level == "series" and uid in (a.series_uid, b.series_uid)
+    widget.deleteEntries(widget.selectedEntries())
+    assert widget.logic.database.info()["series"] == 1
+    assert widget.ui.browserTable.topLevelItem(0).child(0).childCount() == 1
+
+
+def test_event_loop_answers_while_1000_files_import(widget, qtbot, tmp_path, dicomplus_module):
+    import qt
+
+    folders = [make_series(tmp_path / f"s{i}", n=250, rows=16, cols=16, seed=i).folder for i in range(4)]
+    gaps = []
+    last = [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = qt.QTimer()
+    timer.setInterval(10)
+    timer.connect("timeout()", tick)
+    timer.start()
+    job = widget.importPaths(folders)
+    wait_for_job(widget, qtbot)
+    timer.stop()
+    assert job.result.added == 1000
+    gaps.sort()
+    p95 = gaps[int(len(gaps) * 0.95)]
+    print(
+        f"event loop during import: {len(gaps)} ticks, median {gaps[len(gaps) // 2] * 1e3:.1f} ms, "
+        f"p95 {p95 * 1e3:.1f} ms, max {gaps[-1] * 1e3:.1f} ms"
+    )
+    assert len(gaps) > 20
+    assert p95 < 0.100
+
+
+def test_cancel_button_stops_the_import(widget, qtbot, tmp_path):
+    import qt
+
+    folder = make_series(tmp_path / "big", n=800, rows=16, cols=16).folder
+    widget.importPaths([folder])
+    qtbot.waitUntil(lambda: widget.activeJob is None or widget.activeJob.poll().done > 0, timeout=30_000)
+    qtbot.mouseClick(widget.ui.cancelButton, qt.Qt.LeftButton)
+    wait_for_job(widget, qtbot)
+    count = widget.logic.database.info()["instances"]
+    assert count < 800
+    assert "Cancelled" in widget.ui.activityLabel.text or "cancelled" in widget.ui.activityLabel.text
