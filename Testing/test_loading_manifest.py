@@ -201,8 +201,13 @@ def test_4d_time_points_follow_instance_order(manifest, folder_volumes):
     assert list(v.dims) == entry["expected"]["dims"]
     datasets = [pydicom.dcmread(f) for f in sorted(entry["folder"].iterdir())]
     z = sorted({round(float(ds.ImagePositionPatient[2]), 2) for ds in datasets})
-    by_z = {p: sorted((ds for ds in datasets if round(float(ds.ImagePositionPatient[2]), 2) == p),
-                      key=lambda ds: int(ds.InstanceNumber)) for p in z}  # fmt: skip
+    by_z = {
+        p: sorted(
+            (ds for ds in datasets if round(float(ds.ImagePositionPatient[2]), 2) == p),
+            key=lambda ds: int(ds.InstanceNumber),
+        )
+        for p in z
+    }
     for t in (0, 4, 9):
         for k in (0, 7, 14):
             assert np.array_equal(v.array[t, k], by_z[z[k]][t].pixel_array)

@@ -63,9 +63,7 @@ def to_big_endian(files) -> None:
         values = ds.pixel_array
         ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
         ds.PixelData = values.astype(values.dtype.newbyteorder(">")).tobytes()
-        pydicom.dcmwrite(
-            path, ds, implicit_vr=False, little_endian=False, force_encoding=True, enforce_file_format=True
-        )
+        pydicom.dcmwrite(path, ds, implicit_vr=False, little_endian=False, force_encoding=True)
 
 
 def database_with(tmp_path: Path, *folders, link: bool = False) -> Database:

@@ -33,9 +33,9 @@ def _plan(args):
     return volumes
 
 
-def _print_warnings(warnings, stream=sys.stderr, prefix="  ") -> None:
+def _print_warnings(warnings, stream=None, prefix="  ") -> None:
     for w in warnings:
-        print(f"{prefix}warning [{w.code}] {w.message}", file=stream)
+        print(f"{prefix}warning [{w.code}] {w.message}", file=stream or sys.stderr)
 
 
 def cmd_inspect(args) -> int:

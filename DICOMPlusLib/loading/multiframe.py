@@ -11,9 +11,10 @@ grouping and geometry code is the same for both and an enhanced object equals it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydicom.dataset import Dataset
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 # functional group sequence -> [(attribute inside it, classic keyword it stands for)]
 _MACROS: dict[str, list[tuple[str, str]]] = {

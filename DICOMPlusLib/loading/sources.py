@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
-
-import pydicom
-from pydicom.datadict import tag_for_keyword
+from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import multiframe
 from DICOMPlusLib.loading.models import Frame, LoadWarning
+
+if TYPE_CHECKING:
+    import pydicom
 
 logger = logging.getLogger(__name__)
 
@@ -52,45 +52,47 @@ class SkippedFile:
     reason: str
 
 
-_KEYWORDS = (
-    "SOPClassUID",
-    "Modality",
-    "ImageType",
-    "AcquisitionNumber",
-    "InstanceNumber",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "Rows",
-    "Columns",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "PlanarConfiguration",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "WindowCenter",
-    "WindowWidth",
-    "NumberOfFrames",
-    "GantryDetectorTilt",
-    "TemporalPositionIdentifier",
-    "NumberOfTemporalPositions",
-    "TriggerTime",
-    "AcquisitionTime",
-    "AcquisitionDateTime",
-    "ContentTime",
-    "EchoNumbers",
-    "EchoTime",
-    "RepetitionTime",
-    "FrameOfReferenceUID",
-    "StackID",
-    "InStackPositionNumber",
-)
-_TAGS = {tag_for_keyword(k): k for k in _KEYWORDS}
+#: The attributes read from each classic header, with their tags (PS3.6) written out so that
+#: the classic path never imports pydicom (its data dictionary alone costs ~40 MB and 0.13 s).
+TAGS: dict[str, int] = {
+    "SOPClassUID": 0x00080016,
+    "Modality": 0x00080060,
+    "ImageType": 0x00080008,
+    "AcquisitionNumber": 0x00200012,
+    "InstanceNumber": 0x00200013,
+    "ImagePositionPatient": 0x00200032,
+    "ImageOrientationPatient": 0x00200037,
+    "PixelSpacing": 0x00280030,
+    "SliceThickness": 0x00180050,
+    "SpacingBetweenSlices": 0x00180088,
+    "Rows": 0x00280010,
+    "Columns": 0x00280011,
+    "SamplesPerPixel": 0x00280002,
+    "PhotometricInterpretation": 0x00280004,
+    "PlanarConfiguration": 0x00280006,
+    "BitsAllocated": 0x00280100,
+    "BitsStored": 0x00280101,
+    "PixelRepresentation": 0x00280103,
+    "RescaleSlope": 0x00281053,
+    "RescaleIntercept": 0x00281052,
+    "WindowCenter": 0x00281050,
+    "WindowWidth": 0x00281051,
+    "NumberOfFrames": 0x00280008,
+    "GantryDetectorTilt": 0x00181120,
+    "TemporalPositionIdentifier": 0x00200100,
+    "NumberOfTemporalPositions": 0x00200105,
+    "TriggerTime": 0x00181060,
+    "AcquisitionTime": 0x00080032,
+    "AcquisitionDateTime": 0x0008002A,
+    "ContentTime": 0x00080033,
+    "EchoNumbers": 0x00180086,
+    "EchoTime": 0x00180081,
+    "RepetitionTime": 0x00180080,
+    "FrameOfReferenceUID": 0x00200052,
+    "StackID": 0x00209056,
+    "InStackPositionNumber": 0x00209057,
+}
+_TAGS = {tag: keyword for keyword, tag in TAGS.items()}
 _WANTED = frozenset(_TAGS)
 
 #: Multi-frame SOP classes whose geometry is in functional groups (PS3.4 B.5): parse with pydicom.
@@ -243,6 +245,8 @@ def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, c
 
 
 def _dataset(header: bytes) -> pydicom.Dataset:
+    import pydicom
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pydicom.dcmread(BytesIO(header), force=True)
@@ -310,10 +314,10 @@ def _legacy_multiframe(source: InstanceSource, ds: pydicom.Dataset, count: int):
     return frames, warn
 
 
-def _replace(frame: Frame, **changes) -> Frame:
+def _replace(base: Frame, /, **changes) -> Frame:
     import dataclasses
 
-    return dataclasses.replace(frame, **changes)
+    return dataclasses.replace(base, **changes)
 
 
 # -- the two origins ---------------------------------------------------------------------------
@@ -346,6 +350,8 @@ def sources_from_database(db, series_uid: str) -> list[InstanceSource]:
     for record in records:
         header = blobs.get(record.SOPInstanceUID)
         if header is None:  # fall back on the public API, re-encoding the parsed header
+            import pydicom
+
             buffer = BytesIO()
             ds = db.header(record.SOPInstanceUID)
             pydicom.dcmwrite(buffer, ds, enforce_file_format=False)
