@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools hyperfine cmake \
+APT_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools hyperfine cmake g++ \
 	libgl1 libegl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core
 
 .PHONY: test demo deps system-deps venv lint format bench clean
