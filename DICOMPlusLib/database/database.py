@@ -366,7 +366,7 @@ class Database:
         )
         if row is None:
             raise DatabaseError(f"no instance {sop_instance_uid} in the database")
-        return _instance_record(row)
+        return instance_record(row)
 
     def instances(self, series_instance_uid: str) -> list[InstanceRecord]:
         rows = (
@@ -381,7 +381,7 @@ class Database:
             )
             .fetchall()
         )
-        return [_instance_record(r) for r in rows]
+        return [instance_record(r) for r in rows]
 
     def header(self, sop_instance_uid: str) -> pydicom.Dataset:
         """The stored header of an instance as a pydicom Dataset (every element but pixel data)."""
@@ -560,7 +560,8 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def _instance_record(row: sqlite3.Row) -> InstanceRecord:
+def instance_record(row: sqlite3.Row) -> InstanceRecord:
+    """An instances row (joined with its series and patient) as a record."""
     return InstanceRecord(
         SOPInstanceUID=row["SOPInstanceUID"],
         SeriesInstanceUID=row["SeriesInstanceUID"],

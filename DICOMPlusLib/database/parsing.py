@@ -40,7 +40,7 @@ UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 INDEX_KEYWORDS = PATIENT_KEYS + STUDY_KEYS + SERIES_KEYS + INSTANCE_KEYS + UID_KEYS
 # Tags written out (PS3.6) so that importing this module does not import pydicom: a re-import of
 # unchanged files, or a CLI call that only reads the database, never needs it.
-_TAG_OF = {
+TAG_OF = {
     "PatientID": 0x00100020,
     "PatientName": 0x00100010,
     "PatientBirthDate": 0x00100030,
@@ -66,7 +66,7 @@ _TAG_OF = {
     "SeriesInstanceUID": 0x0020000E,
     "SOPInstanceUID": 0x00080018,
 }
-INDEX_TAGS = {_TAG_OF[k]: k for k in INDEX_KEYWORDS}
+INDEX_TAGS = {TAG_OF[k]: k for k in INDEX_KEYWORDS}
 _WANTED = frozenset(INDEX_TAGS)
 _INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
 _FIRST_READ = 64 * 1024

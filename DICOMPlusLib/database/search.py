@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, parse_criteria
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.models import PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database.database import Database
@@ -255,22 +255,9 @@ def _record(lv: str, row: sqlite3.Row):
             BodyPartExamined=row["BodyPartExamined"],
             NumberOfSeriesRelatedInstances=row["NumberOfSeriesRelatedInstances"],
         )
-    return InstanceRecord(
-        SOPInstanceUID=row["SOPInstanceUID"],
-        SeriesInstanceUID=row["SeriesInstanceUID"],
-        StudyInstanceUID=row["StudyInstanceUID"],
-        PatientID=row["PatientID"],
-        SOPClassUID=row["SOPClassUID"],
-        TransferSyntaxUID=row["TransferSyntaxUID"],
-        InstanceNumber=row["InstanceNumber"],
-        NumberOfFrames=row["NumberOfFrames"],
-        Rows=row["Rows"],
-        Columns=row["Columns"],
-        path=row["path"],
-        size=row["size"],
-        pixel_offset=row["pixel_offset"],
-        pixel_length=row["pixel_length"],
-    )
+    from DICOMPlusLib.database.database import instance_record
+
+    return instance_record(row)
 
 
 def search(

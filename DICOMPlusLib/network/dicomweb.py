@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
@@ -31,38 +32,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# DICOM JSON model (PS3.18 F.2) tag -> keyword, for the attributes records carry.
-_KEYWORDS = {
-    "00100020": "PatientID",
-    "00100010": "PatientName",
-    "00100030": "PatientBirthDate",
-    "00100040": "PatientSex",
-    "0020000D": "StudyInstanceUID",
-    "00080020": "StudyDate",
-    "00080030": "StudyTime",
-    "00081030": "StudyDescription",
-    "00080050": "AccessionNumber",
-    "00200010": "StudyID",
-    "00080090": "ReferringPhysicianName",
-    "00080061": "ModalitiesInStudy",
-    "00201206": "NumberOfStudyRelatedSeries",
-    "00201208": "NumberOfStudyRelatedInstances",
-    "0020000E": "SeriesInstanceUID",
-    "00080060": "Modality",
-    "00200011": "SeriesNumber",
-    "0008103E": "SeriesDescription",
-    "00080021": "SeriesDate",
-    "00080031": "SeriesTime",
-    "00180015": "BodyPartExamined",
-    "00201209": "NumberOfSeriesRelatedInstances",
-    "00080018": "SOPInstanceUID",
-    "00080016": "SOPClassUID",
-    "00200013": "InstanceNumber",
-    "00280008": "NumberOfFrames",
-    "00280010": "Rows",
-    "00280011": "Columns",
+# DICOM JSON model (PS3.18 F.2) keys are the tags as 8 hex digits: the indexed attributes plus the
+# query-only ones a QIDO-RS answer carries.
+_TAGS = {keyword: f"{tag:08X}" for keyword, tag in TAG_OF.items()} | {
+    "ModalitiesInStudy": "00080061",
+    "NumberOfStudyRelatedSeries": "00201206",
+    "NumberOfStudyRelatedInstances": "00201208",
+    "NumberOfSeriesRelatedInstances": "00201209",
 }
-_TAGS = {v: k for k, v in _KEYWORDS.items()}
+
 _INT_KEYWORDS = {
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
