@@ -60,9 +60,17 @@ class BundleInfo:
 
 
 def is_bundle_dataset(ds: Dataset) -> bool:
-    """True if ``ds`` (a header is enough) carries the Data Bundle private creator."""
+    """True if ``ds`` carries a Data Bundle private creator: stock Slicer's ``(CADB,0010)``, or
+    ours in group 0CAD. Ours precedes Pixel Data, so a header stored without what follows Pixel
+    Data (the database's) still shows a DICOMPlus bundle; a stock bundle needs its file."""
     creator = ds.get((fmt.BUNDLE_GROUP, fmt.STOCK_BLOCK))
-    return creator is not None and str(creator.value or "").startswith(fmt.STOCK_CREATOR_PREFIX)
+    if creator is not None and str(creator.value or "").startswith(fmt.STOCK_CREATOR_PREFIX):
+        return True
+    for element in range(0x10, 0x100):
+        ours = ds.get((fmt.OUR_GROUP, element))
+        if ours is not None and str(ours.value or "").strip() == fmt.OUR_CREATOR:
+            return True
+    return False
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -96,9 +104,10 @@ def read_bundle_info(path: str | os.PathLike) -> BundleInfo:
         ds = pydicom.dcmread(path, defer_size=1024, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise BundleError(f"{path} cannot be read as DICOM: {exc}") from exc
-    if not is_bundle_dataset(ds):
+    stock_creator = ds.get((fmt.BUNDLE_GROUP, fmt.STOCK_BLOCK))
+    creator = str(stock_creator.value or "").strip() if stock_creator is not None else ""
+    if not creator.startswith(fmt.STOCK_CREATOR_PREFIX):
         raise BundleError(f"{path} is not a Slicer Data Bundle (no (CADB,0010) '3D Slicer' private creator)")
-    creator = str(ds[fmt.BUNDLE_GROUP, fmt.STOCK_BLOCK].value).strip()
     raw = ds.get_item(fmt.ZIP_DATA_TAG, keep_deferred=True)
     if raw is None:
         raise BundleError(f"{path} has the bundle creator but no zip element (CADB,1010)")

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import copy
 import datetime
+import logging
 
+from pydicom import config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import PersonName, validate_value
 
 from DICOMPlusLib.errors import ExportError
 from DICOMPlusLib.export.uids import UIDGenerator, new_uid, validate_uid
+
+logger = logging.getLogger(__name__)
 
 #: What we write: UTF-8 (PS3.3 C.12.1.1.2).
 CHARACTER_SET = "ISO_IR 192"
@@ -103,6 +107,18 @@ TYPE2_DEFAULTS = (
 )
 
 
+def _valid(vr: str, value) -> bool:
+    if vr == "SQ" or value is None or value == "":
+        return True
+    values = value if isinstance(value, list) else [value]
+    try:
+        for item in values:
+            validate_value(vr, item, config.RAISE)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _decoded(value, vr: str):
     """A copy of an element value with text decoded (no raw bytes in the old character set)."""
     if vr == "SQ":
@@ -135,14 +151,23 @@ def copy_patient_and_study(
     """
     target.SpecificCharacterSet = CHARACTER_SET
     if reference is not None:
-        for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS):
-            if keyword not in reference:
-                continue
-            elem = reference[keyword]
-            vr = elem.VR if elem.VR not in ("UN", "") else dictionary_VR(elem.tag)
-            target.add_new(elem.tag, vr, _decoded(elem.value, vr))
         study_uid = str(reference.get("StudyInstanceUID") or "")
         validate_uid(study_uid, "StudyInstanceUID of the reference study")
+        # Identifying (Type 2) attributes are copied as they are, even slightly malformed: the
+        # new series must file under the same patient and study. Any other copied attribute
+        # whose value is invalid for its VR (e.g. PatientAge "0Y") is left out rather than
+        # propagated into a new object.
+        with config.disable_value_validation():
+            for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS):
+                if keyword not in reference:
+                    continue
+                elem = reference[keyword]
+                vr = elem.VR if elem.VR not in ("UN", "") else dictionary_VR(elem.tag)
+                value = _decoded(elem.value, vr)
+                if keyword not in TYPE2_DEFAULTS and not _valid(vr, value):
+                    logger.debug("not copying %s %r: invalid for VR %s", keyword, value, vr)
+                    continue
+                target.add_new(elem.tag, vr, value)
     else:
         study_uid = new_uid(uids)
         target.StudyInstanceUID = study_uid

@@ -1,0 +1,198 @@
+"""``dicomplus export VOLUME --study UID [--modality] (--out DIR | --send NODE)``.
+
+The volumes are written with SimpleITK from a known array and geometry; the exported files are
+read back with the pydicom oracle of test_export_series.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from test_export_series import oracle_read, rotation
+
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.cli import main as cli_main
+
+sitk = pytest.importorskip("SimpleITK")
+
+
+def write_image(path, array: np.ndarray, direction: np.ndarray, spacing, origin) -> np.ndarray:
+    """Write ``array`` [k, j, i] with SimpleITK; return its IJK->LPS matrix."""
+    image = sitk.GetImageFromArray(array)
+    image.SetDirection(direction.flatten().tolist())
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin])
+    sitk.WriteImage(image, str(path))
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction @ np.diag(spacing)
+    matrix[:3, 3] = origin
+    return matrix
+
+
+@pytest.fixture
+def env(tmp_path):
+    series = make_series(tmp_path / "src", n=2, rows=8, cols=8)
+    db = str(tmp_path / "db")
+    assert cli_main(["--db", db, "import", str(series.folder)]) == 0
+    return db, series
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+@pytest.mark.parametrize("modality", ["CT", "MR", "OT"])
+def test_export_nrrd_and_nifti(tmp_path, env, capsys, suffix, modality):
+    db, series = env
+    rng = np.random.default_rng(4)
+    array = (rng.random((5, 7, 9)) * 300 - 50).astype(np.float32)
+    matrix = write_image(
+        tmp_path / f"vol{suffix}", array, rotation(0.1, 0.2, 0.3), (0.5, 0.75, 2.0), (3.0, -4.0, 5.0)
+    )
+    capsys.readouterr()
+    code = cli_main(
+        [
+            "--db",
+            db,
+            "export",
+            str(tmp_path / f"vol{suffix}"),
+            "--study",
+            series.study_uid,
+            "--modality",
+            modality,
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["StudyInstanceUID"] == series.study_uid
+    assert report["Modality"] == modality and report["SeriesNumber"] == 2
+    values, read_matrix, dss = oracle_read(sorted((tmp_path / "out").iterdir()))
+    assert np.abs(read_matrix - matrix).max() < 1e-4
+    assert np.abs(values - array).max() <= report["rescale"]["max_error"] + 1e-9
+    assert report["rescale"]["max_error"] <= 350 / 65535
+    assert dss[0].SeriesDescription == "vol"
+    assert {d.SeriesInstanceUID for d in dss} == {report["SeriesInstanceUID"]}
+
+
+def test_export_index_and_options(tmp_path, env, capsys):
+    db, series = env
+    matrix = write_image(
+        tmp_path / "v.nrrd", np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(3), (1, 1, 1), (0, 0, 0)
+    )
+    uid = "1.2.826.0.1.3680043.10.999.1"
+    code = cli_main(
+        [
+            "--db",
+            db,
+            "export",
+            str(tmp_path / "v.nrrd"),
+            "--study",
+            series.study_uid,
+            "--modality",
+            "ct",
+            "--out",
+            str(tmp_path / "out"),
+            "--index",
+            "--series-uid",
+            uid,
+            "--series-number",
+            "77",
+            "--description",
+            "from the CLI",
+            "--frame-of-reference",
+            "new",
+            "--json",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["SeriesInstanceUID"] == uid and report["SeriesNumber"] == 77 and report["indexed"]
+    values, read_matrix, dss = oracle_read(sorted((tmp_path / "out").iterdir()))
+    assert np.array_equal(values, np.arange(24).reshape(2, 3, 4)) and np.allclose(read_matrix, matrix)
+    assert dss[0].FrameOfReferenceUID != pydicom.dcmread(series.files[0]).FrameOfReferenceUID
+    assert dss[0].SeriesDescription == "from the CLI"
+    assert cli_main(["--db", db, "search", "--level", "series", f"SeriesInstanceUID={uid}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["SeriesNumber"] == 77
+    # the same series UID again is refused
+    code = cli_main(
+        [
+            "--db",
+            db,
+            "export",
+            str(tmp_path / "v.nrrd"),
+            "--study",
+            series.study_uid,
+            "--out",
+            str(tmp_path / "out2"),
+            "--series-uid",
+            uid,
+        ]
+    )
+    assert code == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_export_errors_are_one_line(tmp_path, env, capsys):
+    db, series = env
+    write_image(tmp_path / "v.nrrd", np.zeros((2, 3, 4), np.int16), np.eye(3), (1, 1, 1), (0, 0, 0))
+    cases = [
+        (
+            ["export", str(tmp_path / "v.nrrd"), "--study", "1.2.3.4", "--out", str(tmp_path / "a")],
+            "not in the database",
+        ),
+        (
+            [
+                "export",
+                str(tmp_path / "missing.nrrd"),
+                "--study",
+                series.study_uid,
+                "--out",
+                str(tmp_path / "b"),
+            ],
+            "cannot read",
+        ),
+        (
+            ["export", str(tmp_path / "v.nrrd"), "--study", "../etc", "--out", str(tmp_path / "c")],
+            "not a valid DICOM UID",
+        ),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert cli_main(["--db", db, *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("dicomplus: error:") and message in err, err
+    with pytest.raises(SystemExit):  # --out and --send together: usage error
+        cli_main(
+            [
+                "--db",
+                db,
+                "export",
+                str(tmp_path / "v.nrrd"),
+                "--study",
+                series.study_uid,
+                "--out",
+                "x",
+                "--send",
+                "y",
+            ]
+        )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("DICOMPlusLib.network.send") is not None,
+    reason="network send exists: see the send test",
+)
+def test_send_says_not_available_yet(tmp_path, env, capsys):
+    db, series = env
+    write_image(tmp_path / "v.nrrd", np.zeros((2, 3, 4), np.int16), np.eye(3), (1, 1, 1), (0, 0, 0))
+    assert (
+        cli_main(
+            ["--db", db, "export", str(tmp_path / "v.nrrd"), "--study", series.study_uid, "--send", "PACS"]
+        )
+        == 1
+    )
+    assert "not available yet" in capsys.readouterr().err
