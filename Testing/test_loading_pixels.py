@@ -164,3 +164,20 @@ def test_truncated_stored_file_is_a_clear_error(tmp_path):
     with pytest.raises(LoadError, match="truncated pixel data"):
         load_series(db, series.series_uid)
     db.close()
+
+
+@pytest.mark.parametrize("planar", [0, 1])
+def test_rgb_slices_get_a_last_axis(tmp_path, planar):
+    series = make(tmp_path / "s", n=3, modality="MR")
+    files = geometric_files(series)
+    rgb = np.random.default_rng(4).integers(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
+
+    def color(ds, k):
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", planar
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = (np.moveaxis(rgb[k], -1, 0) if planar else rgb[k]).tobytes()
+
+    edit(files, color)
+    (v,) = load_folder(series.folder)
+    assert v.dims == (32, 32, 3) and v.array.shape == (3, 32, 32, 3) and v.array.dtype == np.uint8
+    assert np.array_equal(v.array, rgb)

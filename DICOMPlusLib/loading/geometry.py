@@ -110,11 +110,14 @@ def spacing_report(distances: Sequence[float]) -> SpacingReport:
     if len(real) == 0:
         return SpacingReport("duplicates", rounded, None, 0.0, 0.0, hist, (), duplicates)
     clusters: list[list[float]] = []
-    for g in sorted(real):
-        if clusters and abs(g - float(np.median(clusters[-1]))) <= _gap_tolerance(g):
-            clusters[-1].append(float(g))
+    total = 0.0  # running sum of the last cluster
+    for g in sorted(real.tolist()):
+        if clusters and abs(g - total / len(clusters[-1])) <= _gap_tolerance(g):
+            clusters[-1].append(g)
+            total += g
         else:
-            clusters.append([float(g)])
+            clusters.append([g])
+            total = g
     best = max(clusters, key=lambda c: (len(c), -c[0]))
     nominal = float(np.median(best))
     tol = _gap_tolerance(nominal)

@@ -1,0 +1,184 @@
+"""Load a 512x512x300 int16 CT series into a volume: DICOMPlus vs SimpleITK vs dcm2niix vs the floor.
+
+Candidates, alternating in one run (reference: SimpleITK's ImageSeriesReader):
+
+* ``simpleitk``: GetGDCMSeriesFileNames + ImageSeriesReader.Execute, in this process;
+* ``dicomplus``: ``load_series(db, uid)``: geometry from the database's stored headers, pixels read
+  at the stored offsets into one int16 array (rescale applied), in this process;
+* ``dicomplus-folder``: ``load_folder(folder)``: the same without a database (headers scanned);
+* ``dcm2niix``: ``dcm2niix -z n -b n`` to an uncompressed NIfTI (its "time to a volume" includes
+  writing it), a child process;
+* ``floor``: read every byte of the 300 files (page cache), in this process;
+* ``dicomplus-process`` / ``simpleitk-process``: the same loads in a fresh interpreter, for their
+  peak resident memory (``ru_maxrss``) next to the volume's size.
+
+Before timing, it checks that DICOMPlus and SimpleITK give the same voxels and geometry, and
+prints the memory figures (peak RSS of a child that loads the volume, of a child that only
+imports the same modules, and the volume's bytes) to stderr.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from bench.floor import read_all
+from bench.runner import Benchmark, Candidate, measure_command, python_command
+
+REPO = Path(__file__).resolve().parents[1]
+N, ROWS, COLS = 300, 512, 512
+
+DICOMPLUS_CHILD = """
+import sys
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.loading import load_series
+db = Database(sys.argv[1])
+{body}
+"""
+LOAD_BODY = "(v,) = load_series(db, sys.argv[2]); assert v.array.shape == (300, 512, 512), v.array.shape"
+SITK_CHILD = """
+import sys
+import SimpleITK as sitk
+{body}
+"""
+SITK_BODY = (
+    "r = sitk.ImageSeriesReader(); r.SetFileNames(r.GetGDCMSeriesFileNames(sys.argv[1])); "
+    "image = r.Execute(); assert image.GetSize() == (512, 512, 300)"
+)
+
+
+def _series(work_dir: Path) -> tuple[Path, str]:
+    folder = work_dir / "ct300"
+    marker = folder / ".series_uid"
+    if marker.is_file() and len(list(folder.glob("*.dcm"))) == N:
+        return folder, marker.read_text().strip()
+    shutil.rmtree(folder, ignore_errors=True)
+    sys.path.insert(0, str(REPO / "Testing"))
+    from dicomplus_testing.synthetic import make_series
+
+    series = make_series(folder, n=N, rows=ROWS, cols=COLS)
+    marker.write_text(series.series_uid)
+    return folder, series.series_uid
+
+
+def _database(work_dir: Path, folder: Path, uid: str):
+    from DICOMPlusLib.database import Database
+
+    db = Database(work_dir / "db")
+    if len(db.instances(uid)) != N:
+        db.import_paths([str(folder)], link=True)
+    return db
+
+
+def _check(db, uid: str, folder: Path) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from DICOMPlusLib.loading import load_series
+
+    (v,) = load_series(db, uid)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    image = reader.Execute()
+    same_voxels = np.array_equal(sitk.GetArrayViewFromImage(image), v.array)
+    direction = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    same_geometry = np.allclose(direction, v.ijk_to_lps[:3, :3], atol=1e-6) and np.allclose(
+        image.GetOrigin(), v.ijk_to_lps[:3, 3], atol=1e-6
+    )
+    print(
+        f"load: check vs SimpleITK: voxels {'identical' if same_voxels else 'DIFFERENT'}, geometry "
+        f"{'identical' if same_geometry else 'DIFFERENT'}; DICOMPlus dtype {v.array.dtype}, SimpleITK "
+        f"{image.GetPixelIDTypeAsString()}",
+        file=sys.stderr,
+    )
+
+
+def _memory(db_path: Path, uid: str, folder: Path, volume_bytes: int) -> None:
+    def peak(code: str, *args: str) -> float:
+        runs = [measure_command(python_command(code, *args), cwd=REPO).max_rss_kib for _ in range(3)]
+        return sorted(runs)[1] * 1024.0
+
+    loaded = peak(DICOMPLUS_CHILD.format(body=LOAD_BODY), str(db_path), uid)
+    imported = peak(DICOMPLUS_CHILD.format(body="pass"), str(db_path), uid)
+    sitk_loaded = peak(SITK_CHILD.format(body=SITK_BODY), str(folder))
+    sitk_imported = peak(SITK_CHILD.format(body="pass"), str(folder))
+    mib = 1024.0 * 1024.0
+    print(
+        f"load: memory (median of 3 children): volume {volume_bytes / mib:.1f} MiB; DICOMPlus peak RSS "
+        f"{loaded / mib:.1f} MiB = {loaded / volume_bytes:.2f}x the volume (imports alone {imported / mib:.1f} MiB; "
+        f"above them {(loaded - imported) / volume_bytes:.2f}x); SimpleITK peak {sitk_loaded / mib:.1f} MiB = "
+        f"{sitk_loaded / volume_bytes:.2f}x (imports alone {sitk_imported / mib:.1f} MiB; above them "
+        f"{(sitk_loaded - sitk_imported) / volume_bytes:.2f}x)",
+        file=sys.stderr,
+    )
+
+
+def benchmark(work_dir: Path) -> Benchmark:
+    import SimpleITK as sitk
+
+    from DICOMPlusLib.loading import load_folder, load_series
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    folder, uid = _series(work_dir)
+    db = _database(work_dir, folder, uid)
+    files = sorted(folder.glob("*.dcm"))
+    total = sum(p.stat().st_size for p in files)
+    volume_bytes = N * ROWS * COLS * 2
+    _check(db, uid, folder)
+    _memory(db.path, uid, folder, volume_bytes)
+    dcm2niix = str(Path(sys.executable).parent / "dcm2niix")
+    out = work_dir / "dcm2niix_out"
+
+    def empty_out() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+
+    def simpleitk() -> None:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+        image = reader.Execute()
+        assert image.GetSize() == (COLS, ROWS, N)
+
+    def dicomplus() -> None:
+        (v,) = load_series(db, uid)
+        assert v.array.shape == (N, ROWS, COLS)
+
+    def dicomplus_folder() -> None:
+        (v,) = load_folder(folder)
+        assert v.array.shape == (N, ROWS, COLS)
+
+    def floor() -> None:
+        assert read_all(files) == total
+
+    return Benchmark(
+        name="load",
+        description=f"{N} CT slices {ROWS}x{COLS} int16 ({total / 1e6:.1f} MB of files) to one volume",
+        candidates=[
+            Candidate("simpleitk", function=simpleitk, label="SimpleITK ImageSeriesReader, in process"),
+            Candidate("dicomplus", function=dicomplus, label="load_series(db, uid), in process"),
+            Candidate("dicomplus-folder", function=dicomplus_folder, label="load_folder(folder), in process"),
+            Candidate(
+                "dcm2niix",
+                command=[dcm2niix, "-z", "n", "-b", "n", "-o", str(out), str(folder)],
+                before=empty_out,
+                label="dcm2niix -z n -b n (writes NIfTI), child process",
+            ),
+            Candidate("floor", function=floor, label="read the files' bytes (page cache), in process"),
+            Candidate(
+                "dicomplus-process",
+                command=python_command(DICOMPLUS_CHILD.format(body=LOAD_BODY), str(db.path), uid),
+                cwd=REPO,
+                label="load_series in a fresh python (start-up, imports, load)",
+            ),
+            Candidate(
+                "simpleitk-process",
+                command=python_command(SITK_CHILD.format(body=SITK_BODY), str(folder)),
+                cwd=REPO,
+                label="SimpleITK in a fresh python (start-up, imports, load)",
+            ),
+        ],
+        reference="simpleitk",
+        work={"files": N, "MB": total / 1e6},
+        cleanup=db.close,
+    )
