@@ -383,6 +383,17 @@ class Database:
         )
         return [instance_record(r) for r in rows]
 
+    def header_bytes(self, series_instance_uid: str) -> dict[str, bytes]:
+        """{SOPInstanceUID: stored header bytes} of every instance of a series, in one query.
+
+        The bytes are the file's own encoding up to the pixel data (a Part 10 prefix), which the
+        fast scanner reads without pydicom.
+        """
+        rows = self.reader().execute(
+            "SELECT SOPInstanceUID, header FROM instances WHERE SeriesInstanceUID=?", (series_instance_uid,)
+        )
+        return {sop: bytes(blob) for sop, blob in rows}
+
     def header(self, sop_instance_uid: str) -> pydicom.Dataset:
         """The stored header of an instance as a pydicom Dataset (every element but pixel data)."""
         import pydicom

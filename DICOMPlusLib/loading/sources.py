@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -321,41 +320,14 @@ def _replace(base: Frame, /, **changes) -> Frame:
 
 
 # -- the two origins ---------------------------------------------------------------------------
-def _header_blobs(db, series_uid: str) -> dict[str, bytes]:
-    """The stored header bytes of every instance of a series, in one query.
-
-    Uses ``Database.header_bytes(series_uid)`` when the database offers it; until then reads the
-    ``header`` column directly (the same bytes ``Database.header()`` parses).
-    """
-    method = getattr(db, "header_bytes", None)
-    if callable(method):
-        return dict(method(series_uid))
-    try:
-        rows = (
-            db.reader()
-            .execute("SELECT SOPInstanceUID, header FROM instances WHERE SeriesInstanceUID=?", (series_uid,))
-            .fetchall()
-        )
-        return {row[0]: bytes(row[1]) for row in rows}
-    except (sqlite3.Error, AttributeError):
-        return {}
-
-
 def sources_from_database(db, series_uid: str) -> list[InstanceSource]:
     records = db.instances(series_uid)
     if not records:
         raise LoadError(f"series {series_uid} is not in the database {getattr(db, 'path', '')}")
-    blobs = _header_blobs(db, series_uid)
+    blobs = db.header_bytes(series_uid)
     out = []
     for record in records:
-        header = blobs.get(record.SOPInstanceUID)
-        if header is None:  # fall back on the public API, re-encoding the parsed header
-            import pydicom
-
-            buffer = BytesIO()
-            ds = db.header(record.SOPInstanceUID)
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=False)
-            header = buffer.getvalue()
+        header = blobs[record.SOPInstanceUID]
         out.append(
             InstanceSource(
                 sop_uid=record.SOPInstanceUID,
