@@ -10,7 +10,8 @@ series gets the same numbers.
 * Anything else (fractions, wider ranges) is quantised onto 0..65535 with a slope of
   (max - min) / 65535: the error is at most half a slope (plus the DS rounding of slope and
   intercept, which the encoder uses as written, so the error bound holds for what a reader
-  decodes). :attr:`PixelEncoding.max_error` is measured, not estimated.
+  decodes). The writer measures the error slice by slice as it encodes
+  (:meth:`PixelEncoding.encode_measured`) and reports it in the export result.
 * NaN or infinite voxels cannot be stored: :class:`ExportError`.
 
 The plan is made in one pass over the volume and applied slice by slice, so exporting never
@@ -40,7 +41,7 @@ class PixelEncoding:
     exact: bool  # True: stored x slope + intercept gives every input value back exactly
     minimum: float  # of the input values
     maximum: float
-    max_error: float = 0.0  # largest |decoded - input| (0 when exact)
+    max_error: float = 0.0  # largest |decoded - input|, measured by the writer (0 in a plan)
 
     @property
     def dtype(self) -> np.dtype:
@@ -76,6 +77,14 @@ class PixelEncoding:
             return (wide - int(self.intercept_value)).astype(self.dtype)
         scaled = (np.asarray(values, dtype=np.float64) - self.intercept_value) / self.slope_value
         return np.clip(np.rint(scaled), *limits).astype(self.dtype)
+
+    def encode_measured(self, values: np.ndarray) -> tuple[np.ndarray, float]:
+        """Stored values and the largest |decoded - input| among them (0 when exact)."""
+        stored = self.encode(values)
+        if self.exact:
+            return stored, 0.0
+        error = np.abs(self.decode(stored) - np.asarray(values, dtype=np.float64))
+        return stored, float(error.max()) if error.size else 0.0
 
     def decode(self, stored: np.ndarray) -> np.ndarray:
         return stored.astype(np.float64) * self.slope_value + self.intercept_value
@@ -131,9 +140,4 @@ def _quantised(array: np.ndarray, lo: float, hi: float) -> PixelEncoding:
         s = s * (1 + 1e-12) + 1e-300
         slope = ds(s * (1 + 1e-9))
         s = float(slope)
-    plan = PixelEncoding(False, slope, intercept, False, lo, hi)
-    error = 0.0
-    for plane in array.reshape(-1, *array.shape[-2:]) if array.ndim > 2 else [array]:
-        decoded = plan.decode(plan.encode(plane))
-        error = max(error, float(np.max(np.abs(decoded - plane.astype(np.float64)))))
-    return PixelEncoding(False, slope, intercept, False, lo, hi, max_error=error)
+    return PixelEncoding(False, slope, intercept, False, lo, hi)

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,10 +41,10 @@ from DICOMPlusLib.export.geometry import SliceGeometry, slice_geometry
 from DICOMPlusLib.export.pixels import PixelEncoding, plan_encoding
 from DICOMPlusLib.export.reference import next_series_number, series_laterality, study_reference
 from DICOMPlusLib.export.uids import UIDGenerator, ensure_series_is_new, new_uid, validate_uid
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int, str], None]
 
 #: PS3.3 C.7.3.1.1.2 Patient Position defined terms.
 PATIENT_POSITIONS = frozenset(
@@ -173,7 +172,9 @@ def _context(
         body_part = _check_cs(meta.body_part_examined.upper(), "BodyPartExamined")
     position = meta.patient_position
     if position is None:
-        position = str(reference.get("PatientPosition") or "") if reuse and reference else ""
+        position = str(reference.get("PatientPosition") or "").strip() if reuse and reference else ""
+        if position not in PATIENT_POSITIONS:
+            position = ""  # unknown or malformed in the reference: Type 2, so empty
     if position and position not in PATIENT_POSITIONS:
         raise ExportError(
             f"PatientPosition {position!r} is not a defined term (PS3.3 C.7.3.1.1.2: "
@@ -252,7 +253,7 @@ def export_volume(
     uids: UIDGenerator | None = None,
     db=None,
     progress: ProgressCallback | None = None,
-    cancel=None,
+    cancel: CancelToken | None = None,
 ) -> ExportResult:
     """Write ``array`` (``[k, j, i]``) with geometry ``ijk_to_lps`` as a new series in
     ``out_dir``, in the study of ``reference`` (a header of an instance of that study; None: a
@@ -275,14 +276,10 @@ def export_volume(
     writer = _Writer(folder)
     order = range(volume.shape[0] - 1, -1, -1) if geometry.flipped else range(volume.shape[0])
     try:
-        if ctx.kind == "SC":
-            sop_uids, files = _write_multi_frame(
-                writer, base, geometry, volume, order, encoding, uids, progress
-            )
-        else:
-            sop_uids, files = _write_slices(
-                writer, base, geometry, volume, order, encoding, uids, progress, cancel
-            )
+        write = _write_multi_frame if ctx.kind == "SC" else _write_slices
+        sop_uids, files, error = write(
+            writer, base, geometry, volume, order, encoding, uids, progress, cancel
+        )
     except BaseException:
         writer.discard()
         raise
@@ -297,37 +294,46 @@ def export_volume(
         sop_uids=tuple(sop_uids),
         files=tuple(files),
         ijk_to_lps=geometry.ijk_to_lps(),
-        encoding=encoding,
+        encoding=replace(encoding, max_error=error),
         tilt_deg=geometry.tilt_deg,
         flipped=geometry.flipped,
     )
 
 
 def _write_slices(writer, base, geometry: SliceGeometry, volume, order, encoding, uids, progress, cancel):
-    sop_uids, files = [], []
+    sop_uids, files, error = [], [], 0.0
     total = volume.shape[0]
     for written, k in enumerate(order):
         if cancel is not None:
             cancel.raise_if_cancelled()
         sop_uid = new_uid(uids)
-        dataset = iods.single_frame(base, geometry, written, sop_uid, encoding.encode(volume[k]))
+        stored, slice_error = encoding.encode_measured(volume[k])
+        error = max(error, slice_error)
+        dataset = iods.single_frame(base, geometry, written, sop_uid, stored)
         files.append(writer.write(f"IMG{written + 1:05d}.dcm", dataset))
         sop_uids.append(sop_uid)
         if progress is not None:
             progress(written + 1, total, files[-1].name)
-    return sop_uids, files
+    return sop_uids, files, error
 
 
-def _write_multi_frame(writer, base, geometry: SliceGeometry, volume, order, encoding, uids, progress):
-    pixels = bytearray()
-    for k in order:
-        pixels += encoding.encode(volume[k]).tobytes()
+def _write_multi_frame(
+    writer, base, geometry: SliceGeometry, volume, order, encoding, uids, progress, cancel
+):
+    stored = np.empty(volume.shape, dtype=encoding.dtype)
+    error = 0.0
+    for written, k in enumerate(order):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        stored[written], slice_error = encoding.encode_measured(volume[k])
+        error = max(error, slice_error)
     sop_uid = new_uid(uids)
-    dataset = iods.multi_frame(base, geometry, sop_uid, bytes(pixels))
+    dataset = iods.multi_frame(base, geometry, sop_uid, stored.tobytes())
+    del stored
     path = writer.write("IMG00001.dcm", dataset)
     if progress is not None:
         progress(1, 1, path.name)
-    return [sop_uid], [path]
+    return [sop_uid], [path], error
 
 
 def export_volume_to_study(
@@ -341,7 +347,7 @@ def export_volume_to_study(
     index: bool = True,
     uids: UIDGenerator | None = None,
     progress: ProgressCallback | None = None,
-    cancel=None,
+    cancel: CancelToken | None = None,
 ) -> ExportResult:
     """Export into the study ``study_uid`` of ``db`` (its stored header is the reference).
 
