@@ -69,6 +69,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = DICOMPlusLogic()
         self.activeJob = None
+        self.activeJobDone = None
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
@@ -80,6 +81,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.searchBox.connect("textChanged(QString)", self.onSearchTextChanged)
         self.ui.browserTable.connect("itemSelectionChanged()", self.updateButtonStates)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
+        self.ui.loadButton.connect("clicked(bool)", self.onLoadButton)
         self.ui.deleteButton.connect("clicked(bool)", self.onDeleteButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
 
@@ -197,13 +199,19 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def importPaths(self, paths, link=False):
         """Start importing ``paths`` in the background; progress shows in the Activity panel."""
-        self.activeJob = self.logic.importFolder(paths, link=link, wait=False)
+        return self.runJob(self.logic.importFolder(paths, link=link, wait=False), self.onImportDone)
+
+    def runJob(self, job, onDone):
+        """Show ``job`` (already started) in the Activity panel; call ``onDone(job)`` on the main
+        thread when it ends (also after a failure or cancel)."""
+        self.activeJob = job
+        self.activeJobDone = onDone
         self.ui.cancelButton.enabled = True
         self.ui.progressBar.value = 0
-        self.ui.activityLabel.text = _("Importing...")
+        self.ui.activityLabel.text = job.name + "..."
         self.updateButtonStates()
         self.jobTimer.start()
-        return self.activeJob
+        return job
 
     def pollJobs(self):
         """Timer slot: show the active job's progress; finish up when it ends."""
@@ -223,21 +231,60 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.jobTimer.stop()
         self.activeJob = None
         self.ui.cancelButton.enabled = False
+        onDone, self.activeJobDone = self.activeJobDone, None
         if job.error is not None and not isinstance(job.error, DICOMPlusLib.CancelledError):
             self.ui.activityLabel.text = _("{name} failed: {error}").format(name=job.name, error=job.error)
-            slicer.util.errorDisplay(str(job.error), windowTitle=job.name)
-        elif job.result is not None:
-            report = job.result
-            message = _("Imported {added} instance(s); {skipped} skipped, {unchanged} unchanged").format(
-                added=report.added, skipped=len(report.skipped), unchanged=report.unchanged
-            )
-            if report.cancelled:
-                message = _("Cancelled. ") + message
-            self.ui.activityLabel.text = message
-        else:
+            self.showMessages([str(job.error)])
+        elif job.error is not None:
             self.ui.activityLabel.text = _("{name}: cancelled").format(name=job.name)
-        self.refreshBrowser()
+        if onDone is not None and job.error is None:
+            onDone(job)
         self.updateButtonStates()
+
+    def onImportDone(self, job):
+        report = job.result
+        message = _("Imported {added} instance(s); {skipped} skipped, {unchanged} unchanged").format(
+            added=report.added, skipped=len(report.skipped), unchanged=report.unchanged
+        )
+        if report.cancelled:
+            message = _("Cancelled. ") + message
+        self.ui.activityLabel.text = message
+        self.showMessages([f"{s.path}: {s.reason}" for s in report.skipped[:50]])
+        self.refreshBrowser()
+
+    def showMessages(self, lines):
+        self.ui.messagesText.setPlainText("\n".join(lines))
+
+    # -- load ---------------------------------------------------------------------------------
+    def onLoadButton(self, *args):
+        self.loadEntries(self.selectedEntries())
+
+    def loadEntries(self, entries):
+        """Load [(level, key)] in the background: voxels are read in a worker thread, nodes are
+        created here on the main thread when it is done."""
+        seriesUIDs = []
+        for level, key in entries:
+            if level == "series":
+                seriesUIDs.append(key)
+            elif level == "study":
+                seriesUIDs += [
+                    s.SeriesInstanceUID for s in self.logic.search("series", {"StudyInstanceUID": key})
+                ]
+            elif level == "patient":
+                for study in self.logic.search("study", {"PatientID": key}):
+                    seriesUIDs += [
+                        s.SeriesInstanceUID
+                        for s in self.logic.search("series", {"StudyInstanceUID": study.StudyInstanceUID})
+                    ]
+        job = self.logic.readSeries(seriesUIDs, wait=False)
+        return self.runJob(job, self.onLoadDone)
+
+    def onLoadDone(self, job):
+        nodes, warnings = self.logic.addLoadedSeries(job.result)
+        self.ui.activityLabel.text = _("Loaded {count} volume(s)").format(count=len(nodes))
+        self.showMessages([f"{name}: {getattr(w, 'message', w)}" for name, w in warnings])
+        if nodes and nodes[0].IsA("vtkMRMLScalarVolumeNode") and slicer.app.layoutManager() is not None:
+            slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
 
     def onCancelButton(self, *args):
         if self.activeJob is not None:
@@ -307,6 +354,7 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
         self._databasePath = databasePath
         self._database = None
         self.jobs = []
+        self.lastWarnings = []
 
     def libraryVersion(self):
         """Version of the DICOMPlusLib engine in use."""
@@ -382,6 +430,190 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
     def delete(self, patient=None, study=None, series=None, files=True):
         """Delete a patient (PatientID), study or series, and the files DICOMPlus copied."""
         return self.database.delete(patient=patient, study=study, series=series, files=files)
+
+    # -- loading ------------------------------------------------------------------------------
+    def loadSeries(self, seriesUID, resample=False):
+        """Load one series into the scene; returns the new volume (or sequence) nodes.
+
+        Geometry comes from the library in LPS and is converted to RAS here, once. The load
+        warnings are kept on each node (attribute ``DICOMPlus.Warnings``) and in
+        ``self.lastWarnings`` as (node name, LoadWarning).
+        """
+        loaded = self.readSeries([seriesUID], resample=resample)
+        if isinstance(loaded[0][1], Exception):
+            raise loaded[0][1]
+        nodes, self.lastWarnings = self.addLoadedSeries(loaded)
+        return nodes
+
+    def readSeries(self, seriesUIDs, resample=False, wait=True):
+        """Read the volumes of series (no MRML: safe in a worker thread).
+
+        Returns [(seriesUID, volumes or LoadError)], or a running Job when not ``wait``.
+        """
+        from DICOMPlusLib.loading import load_series
+
+        database = self.database
+
+        def work(progress, cancel):
+            out = []
+            for done, uid in enumerate(seriesUIDs):
+                cancel.raise_if_cancelled()
+                progress(done, len(seriesUIDs), uid)
+                try:
+                    out.append((uid, load_series(database, uid, resample=resample, cancel=cancel)))
+                except DICOMPlusLib.LoadError as error:
+                    out.append((uid, error))
+            progress(len(seriesUIDs), len(seriesUIDs), "")
+            return out
+
+        if wait:
+            from DICOMPlusLib.jobs import CancelToken
+
+            return work(lambda *a: None, CancelToken())
+        return self.startJob(_("Load {count} series").format(count=len(seriesUIDs)), work)
+
+    def addLoadedSeries(self, loaded):
+        """Create nodes for what :meth:`readSeries` returned (main thread).
+
+        Returns (nodes, [(name, LoadWarning or LoadError)]). A series that failed to load is
+        reported, not raised, so the rest still loads.
+        """
+        nodes, warnings = [], []
+        for seriesUID, volumes in loaded:
+            [series] = self.search("series", {"SeriesInstanceUID": seriesUID}) or [None]
+            [study] = (
+                self.search("study", {"StudyInstanceUID": series.StudyInstanceUID}) if series else [None]
+            )
+            if isinstance(volumes, Exception):
+                warnings.append((series.SeriesDescription if series else seriesUID, volumes))
+                continue
+            for index, volume in enumerate(volumes):
+                name = self._volumeName(series, volume, index, len(volumes))
+                node = self._addVolumeNode(volume, name)
+                self._placeInSubjectHierarchy(node, volume, study, series)
+                warnings += [(name, warning) for warning in volume.warnings]
+                nodes.append(node)
+        return nodes, warnings
+
+    def loadStudy(self, studyUID, resample=False):
+        """Load every series of a study (non-image series are skipped with a warning)."""
+        nodes = []
+        warnings = []
+        for series in self.search("series", {"StudyInstanceUID": studyUID}):
+            try:
+                nodes += self.loadSeries(series.SeriesInstanceUID, resample=resample)
+                warnings += self.lastWarnings
+            except DICOMPlusLib.LoadError as error:
+                warnings.append((series.SeriesDescription or series.SeriesInstanceUID, error))
+        self.lastWarnings = warnings
+        return nodes
+
+    def loadPatient(self, patientID, resample=False):
+        """Load every study of a patient (by PatientID)."""
+        nodes = []
+        warnings = []
+        for study in self.search("study", {"PatientID": patientID}):
+            nodes += self.loadStudy(study.StudyInstanceUID, resample=resample)
+            warnings += self.lastWarnings
+        self.lastWarnings = warnings
+        return nodes
+
+    @staticmethod
+    def _volumeName(series, volume, index, count):
+        if series is None:
+            base = volume.info.label or volume.series_uid
+        else:
+            number = "" if series.SeriesNumber is None else f"{series.SeriesNumber}: "
+            base = number + (series.SeriesDescription or series.Modality or _("Series"))
+        if volume.info.localizer:
+            base += " " + _("(localizer)")
+        return base if count == 1 else f"{base} [{index + 1}]"
+
+    def _addVolumeNode(self, volume, name):
+        """A scalar volume node (or a sequence of them for 4D) holding ``volume``."""
+        ijkToRAS = slicer.util.vtkMatrixFromArray(volume.ijk_to_ras)
+        warningsText = "\n".join(f"{w.code}: {w.message}" for w in volume.warnings)
+        if not volume.info.is_4d:
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+            slicer.util.updateVolumeFromArray(node, volume.array)
+            node.SetIJKToRASMatrix(ijkToRAS)
+            self._setDisplay(node, volume)
+        else:
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+            node.SetIndexName(volume.info.time_source or "time")
+            node.SetIndexUnit(volume.info.time_unit or "")
+            times = volume.time_axis or tuple(range(volume.array.shape[0]))
+            for t, timePoint in enumerate(volume.time_points()):
+                item = slicer.vtkMRMLScalarVolumeNode()
+                item.SetName(f"{name} t={times[t]:g}")
+                slicer.util.updateVolumeFromArray(item, timePoint.array)
+                item.SetIJKToRASMatrix(ijkToRAS)
+                node.SetDataNodeAtValue(item, f"{times[t]:g}")
+            # created directly: a bare MRML scene has no factory for it until the Sequences module
+            # registers one (Slicer does at start-up)
+            browser = slicer.vtkMRMLSequenceBrowserNode()
+            browser.SetName(name + " browser")
+            slicer.mrmlScene.AddNode(browser)
+            browser.SetAndObserveMasterSequenceNodeID(node.GetID())
+        node.SetAttribute("DICOMPlus.Warnings", warningsText)
+        node.SetAttribute("DICOM.instanceUIDs", " ".join(volume.sop_uids))
+        node.SetAttribute("DICOMPlus.SeriesInstanceUID", volume.series_uid)
+        return node
+
+    @staticmethod
+    def _setDisplay(node, volume):
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        if display is None or volume.info.window is None:
+            return
+        center, width = volume.info.window
+        display.AutoWindowLevelOff()
+        display.SetWindowLevel(width, center)
+
+    def _placeInSubjectHierarchy(self, node, volume, study, series):
+        """Patient -> study -> series items with Slicer's own DICOM UID names and attributes, so
+        Slicer's DICOM export and other extensions recognise the loaded data."""
+        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        C = slicer.vtkMRMLSubjectHierarchyConstants
+        uidName = C.GetDICOMUIDName()
+        parent = sh.GetSceneItemID()
+        if study is not None:
+            patientItem = sh.GetItemByUID(uidName, study.PatientID)
+            if not patientItem:
+                patientItem = sh.CreateSubjectItem(sh.GetSceneItemID(), study.PatientName or study.PatientID)
+                sh.SetItemUID(patientItem, uidName, study.PatientID)
+                for attribute, value in (
+                    (C.GetDICOMPatientIDAttributeName(), study.PatientID),
+                    (C.GetDICOMPatientNameAttributeName(), study.PatientName),
+                    (C.GetDICOMPatientBirthDateAttributeName(), study.PatientBirthDate),
+                    (C.GetDICOMPatientSexAttributeName(), study.PatientSex),
+                ):
+                    sh.SetItemAttribute(patientItem, attribute, value or "")
+            studyItem = sh.GetItemByUID(uidName, study.StudyInstanceUID)
+            if not studyItem:
+                studyItem = sh.CreateStudyItem(patientItem, study.StudyDescription or _("Study"))
+                sh.SetItemUID(studyItem, uidName, study.StudyInstanceUID)
+                for attribute, value in (
+                    (C.GetDICOMStudyInstanceUIDAttributeName(), study.StudyInstanceUID),
+                    (C.GetDICOMStudyIDAttributeName(), study.StudyID),
+                    (C.GetDICOMStudyDateAttributeName(), study.StudyDate),
+                    (C.GetDICOMStudyTimeAttributeName(), study.StudyTime),
+                    (C.GetDICOMStudyDescriptionAttributeName(), study.StudyDescription),
+                ):
+                    sh.SetItemAttribute(studyItem, attribute, value or "")
+            parent = studyItem
+        seriesItem = sh.GetItemByDataNode(node) or sh.CreateItem(parent, node)
+        sh.SetItemParent(seriesItem, parent)
+        sh.SetItemUID(seriesItem, uidName, volume.series_uid)
+        sh.SetItemUID(seriesItem, C.GetDICOMInstanceUIDName(), " ".join(volume.sop_uids))
+        if series is not None:
+            sh.SetItemAttribute(seriesItem, C.GetDICOMSeriesModalityAttributeName(), series.Modality or "")
+            sh.SetItemAttribute(
+                seriesItem,
+                C.GetDICOMSeriesNumberAttributeName(),
+                "" if series.SeriesNumber is None else str(series.SeriesNumber),
+            )
+        return seriesItem
 
 
 #

@@ -99,3 +99,21 @@ def test_cancel_button_stops_the_import(widget, qtbot, tmp_path):
     count = widget.logic.database.info()["instances"]
     assert count < 800
     assert "Cancelled" in widget.ui.activityLabel.text or "cancelled" in widget.ui.activityLabel.text
+
+
+def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_path):
+    import slicer
+
+    a = make_series(tmp_path / "a", n=6, rows=16, cols=16, patient_id="LOAD1", series_description="Axial")
+    widget.importPaths([a.folder])
+    wait_for_job(widget, qtbot)
+    series_item = widget.ui.browserTable.topLevelItem(0).child(0).child(0)
+    series_item.setSelected(True)
+    before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    qtbot.mouseClick(widget.ui.loadButton, __import__("qt").Qt.LeftButton)
+    wait_for_job(widget, qtbot)
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before + 1
+    node = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetItemAsObject(before)
+    assert node.GetName() == "1: Axial"
+    assert slicer.util.arrayFromVolume(node).shape == (6, 16, 16)
+    assert "Loaded 1 volume" in widget.ui.activityLabel.text
