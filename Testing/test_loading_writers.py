@@ -122,3 +122,23 @@ def test_nifti_affine_matches_dcm2niix(manifest, tmp_path, sid):
     assert np.allclose(
         ours_img[ijk[2], ijk[1], ijk[0]], theirs_img[mapped[2], mapped[1], mapped[0]], atol=1e-3
     )
+
+
+def test_contact_sheet_tiles_thumbnails(manifest):
+    import zlib
+
+    from DICOMPlusLib.loading import plan_folder
+    from DICOMPlusLib.loading.preview import contact_sheet, thumbnail_image
+
+    images = [
+        thumbnail_image(plan_folder(manifest[name]["folder"])[0], size=64)
+        for name in ("dev_ct_axial_plain", "dev_mr_oblique", "dev_mr_rle")
+    ]
+    png = contact_sheet(images, columns=2, cell=64, gap=2)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (2 * 66 + 2, 2 * 66 + 2)
+    idat = png[png.index(b"IDAT") + 4 :]
+    raw = zlib.decompress(idat[: idat.index(b"IEND") - 8])
+    assert len(raw) == height * (width + 1)
+    assert any(raw)  # not all black: thumbnails were drawn

@@ -97,6 +97,11 @@ def middle_frame(info: VolumeInfo):
 
 def thumbnail(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> bytes:
     """PNG bytes of the middle slice of ``info`` (geometric order), at most size x size."""
+    return png_bytes(thumbnail_image(info, size=size))
+
+
+def thumbnail_image(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """The thumbnail as an 8-bit array (rows x columns, or rows x columns x 3 for colour)."""
     frame = middle_frame(info)
     values = read_frame(frame)
     dy, dx = frame.pixel_spacing or (1.0, 1.0)
@@ -105,13 +110,35 @@ def thumbnail(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> bytes:
         image = _resize(values.astype(np.float64), height, width)
         if values.dtype.itemsize > 1:
             image = image / max(float(values.max()), 1.0) * 255.0
-        return png_bytes(np.clip(image, 0, 255).astype(np.uint8))
+        return np.clip(image, 0, 255).astype(np.uint8)
     image = _resize(values.astype(np.float64), height, width)
     low, high = window_of(values, frame.window_center, frame.window_width)
     scaled = np.clip((image - low) / (high - low), 0.0, 1.0) * 255.0
     if frame.photometric == "MONOCHROME1":
         scaled = 255.0 - scaled
-    return png_bytes(np.rint(scaled).astype(np.uint8))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def contact_sheet(
+    images: list[np.ndarray], *, columns: int = 4, cell: int = DEFAULT_SIZE, gap: int = 4
+) -> bytes:
+    """PNG bytes of thumbnails tiled in a grid (each centred in a ``cell`` x ``cell`` square,
+    on black), colour when any of them is colour."""
+    if not images:
+        raise ValueError("a contact sheet needs at least one image")
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    colour = any(image.ndim == 3 for image in images)
+    shape = (rows * (cell + gap) + gap, columns * (cell + gap) + gap) + ((3,) if colour else ())
+    sheet = np.zeros(shape, np.uint8)
+    for index, image in enumerate(images):
+        if colour and image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        image = image[:cell, :cell]
+        top = gap + (index // columns) * (cell + gap) + (cell - image.shape[0]) // 2
+        left = gap + (index % columns) * (cell + gap) + (cell - image.shape[1]) // 2
+        sheet[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return png_bytes(sheet)
 
 
 class ThumbnailCache:
