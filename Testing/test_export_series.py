@@ -208,9 +208,10 @@ def test_constant_and_single_slice_volumes(tmp_path):
     assert float(dss[0].SliceThickness) == 3.0
 
 
-def test_nan_is_refused(tmp_path):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_is_refused(tmp_path, bad):
     volume = np.zeros((2, 3, 3), np.float32)
-    volume[1, 1, 1] = np.nan
+    volume[1, 1, 1] = bad
     with pytest.raises(ExportError, match="NaN"):
         export_volume(volume, np.eye(4), tmp_path / "out", metadata=SeriesMetadata(modality="CT"))
     assert not any((tmp_path / "out").glob("*"))

@@ -80,11 +80,12 @@ class PixelEncoding:
 
     def encode_measured(self, values: np.ndarray) -> tuple[np.ndarray, float]:
         """Stored values and the largest |decoded - input| among them (0 when exact)."""
-        stored = self.encode(values)
         if self.exact:
-            return stored, 0.0
-        error = np.abs(self.decode(stored) - np.asarray(values, dtype=np.float64))
-        return stored, float(error.max()) if error.size else 0.0
+            return self.encode(values), 0.0
+        scaled = (np.asarray(values, dtype=np.float64) - self.intercept_value) / self.slope_value
+        rounded = np.clip(np.rint(scaled), *UINT16)
+        error = float(np.max(np.abs(rounded - scaled))) * self.slope_value if scaled.size else 0.0
+        return rounded.astype(self.dtype), error
 
     def decode(self, stored: np.ndarray) -> np.ndarray:
         return stored.astype(np.float64) * self.slope_value + self.intercept_value
@@ -102,10 +103,10 @@ def _range_and_integrality(array: np.ndarray) -> tuple[float, float, bool]:
         raise ExportError(f"cannot export voxels of type {array.dtype} (use integers or floats)")
     lo, hi, whole = np.inf, -np.inf, True
     for plane in array.reshape(-1, *array.shape[-2:]) if array.ndim > 2 else [array]:
-        if not np.all(np.isfinite(plane)):
+        plane_lo, plane_hi = float(plane.min()), float(plane.max())  # NaN propagates into both
+        if not (np.isfinite(plane_lo) and np.isfinite(plane_hi)):
             raise ExportError("the volume has NaN or infinite voxels; replace them before exporting")
-        lo = min(lo, float(plane.min()))
-        hi = max(hi, float(plane.max()))
+        lo, hi = min(lo, plane_lo), max(hi, plane_hi)
         if whole and not np.array_equal(plane, np.rint(plane)):
             whole = False
     return lo, hi, whole
