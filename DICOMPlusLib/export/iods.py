@@ -4,8 +4,9 @@
   Frame of Reference, General Equipment, General Image, Image Plane, Image Pixel, CT Image,
   VOI LUT, SOP Common.
 * MR Image Storage (one file per slice): the same with MR Image instead of CT Image. The MR IOD
-  has no Modality LUT, so a rescale is written only when the values need one (floats); readers
-  (DICOMPlus, ITK, pydicom) apply it, and dciodvfy accepts it.
+  has no Modality LUT, so a rescale is written only when the values need one (fractions, wide
+  ranges), as many scanners do; readers (DICOMPlus, ITK, pydicom) apply it, and dciodvfy warns
+  ("not expected in standard MR IOD", a Standard Extended SOP Class) but finds no error.
 * Multi-frame Grayscale Word Secondary Capture (one file for the volume) for any other modality:
   the SC IOD has no Image Plane module, but this multi-frame one takes the Frame of Reference
   and Multi-frame Functional Groups modules (PS3.3 A.8.5.4), whose Pixel Measures, Plane
