@@ -1,0 +1,48 @@
+"""DICOM networking: server nodes, echo, the C-STORE listener, send, and the sample PACS (DIMSE);
+DICOMweb lives in :mod:`dicomweb`.
+
+Names are imported lazily so that ``import DICOMPlusLib.network.dicomweb`` (or the CLI) does not
+pay for pynetdicom. Bulk C-STORE traffic (listener, send, echo) uses a direct, blocking
+implementation of the Upper Layer protocol (:mod:`ul`, :mod:`scu`, :mod:`acceptor`); the
+Query/Retrieve SCP of the sample PACS uses pynetdicom (:mod:`qrscp`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "RemoteNode": "nodes",
+    "NodeStore": "nodes",
+    "RetrieveMethod": "nodes",
+    "TLSSettings": "nodes",
+    "default_nodes_path": "nodes",
+    "echo": "echo",
+    "EchoResult": "echo",
+    "EchoProblem": "echo",
+    "Listener": "listener",
+    "ListenerConfig": "listener",
+    "ReceivedInstance": "storage",
+    "SeriesComplete": "storage",
+    "Subscription": "storage",
+    "send": "send",
+    "send_paths": "send",
+    "send_from_database": "send",
+    "SendItem": "send",
+    "SendReport": "send",
+    "FileResult": "send",
+    "QueryRetrieveSCP": "qrscp",
+    "QRConfig": "qrscp",
+    "make_sample_data": "sample",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,335 @@
+"""The storage SCP side of the direct data path: association negotiation and one association's
+life (PS3.8 9.2 state machine, acceptor half; PS3.4 Annex A verification and Annex B storage).
+
+:func:`negotiate` is a pure function of the A-ASSOCIATE-RQ and the policy. :class:`StorageAssociation`
+runs one accepted association on its own thread, blocking on its socket: C-STORE data fragments
+are written to the store's temporary file as they arrive (memory stays bounded by one PDU,
+whatever the size of the object), and the response is sent only once the instance is committed.
+Anything the protocol does not allow ends the association with A-ABORT and never affects other
+associations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+from DICOMPlusLib.network import dimse, ul
+from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, valid_uid_text
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _known_storage_classes() -> frozenset[str]:
+    from pydicom._uid_dict import UID_dictionary
+
+    out = set()
+    for uid, entry in UID_dictionary.items():
+        name, kind = entry[0], entry[1]
+        if kind == "SOP Class" and "Storage" in name and "Commitment" not in name:
+            if not uid.startswith(("1.2.840.10008.1.3.", "1.2.840.10008.5.1.1.")):  # DICOMDIR, print
+                out.add(uid)
+    with contextlib.suppress(ImportError):
+        from pynetdicom.presentation import AllStoragePresentationContexts
+
+        out.update(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+    return frozenset(out)
+
+
+@lru_cache(maxsize=1)
+def known_transfer_syntaxes() -> frozenset[str]:
+    """Every transfer syntax of PS3.6 Table A-1 (uncompressed, deflated, compressed, video)."""
+    from pydicom._uid_dict import UID_dictionary
+
+    return frozenset(uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax")
+
+
+def is_storage_class(uid: str, accept_unknown: bool = True) -> bool:
+    """A storage SOP class (PS3.4 B.5), any future one in the storage arc
+    1.2.840.10008.5.1.4.1.1, and (when ``accept_unknown``) any private, non-DICOM-rooted UID."""
+    if uid in _known_storage_classes() or uid.startswith("1.2.840.10008.5.1.4.1.1."):
+        return True
+    return accept_unknown and not uid.startswith("1.2.840.10008.")
+
+
+@dataclass(frozen=True)
+class AcceptorPolicy:
+    ae_title: str
+    allowed_calling_aets: frozenset[str] = frozenset()  # empty: anyone
+    require_called_ae: bool = False
+    accept_unknown_sop_classes: bool = True
+    max_pdu: int = 256 * 1024
+    acse_timeout: float = 30.0
+    network_timeout: float = 60.0
+
+
+@dataclass
+class Negotiated:
+    ac: ul.AssociateAC | None
+    reject: tuple[int, int, int] | None = None
+    contexts: dict[int, tuple[str, str]] | None = None  # id -> (abstract syntax, transfer syntax)
+
+
+def negotiate(rq: ul.AssociateRQ, policy: AcceptorPolicy) -> Negotiated:
+    """Accept or reject an association request (PS3.8 7.1.1.9, PS3.7 D.3.3).
+
+    Order of the checks follows PS3.8 Table 9-21: protocol version and application context
+    (service-user/provider), called AE title, calling AE title. A presentation context is
+    accepted when its abstract syntax is Verification or a storage SOP class, with the first of
+    its proposed transfer syntaxes that is a standard one (the requestor's preference)."""
+    if not rq.protocol_version & 0x01:
+        return Negotiated(None, (ul.RJ_PERMANENT, ul.RJ_SOURCE_ACSE, ul.RJ_PROTOCOL_VERSION_NOT_SUPPORTED))
+    if rq.application_context != ul.APPLICATION_CONTEXT:
+        return Negotiated(None, (ul.RJ_PERMANENT, ul.RJ_SOURCE_USER, ul.RJ_APPLICATION_CONTEXT_NOT_SUPPORTED))
+    if policy.require_called_ae and rq.called_ae != policy.ae_title:
+        return Negotiated(None, (ul.RJ_PERMANENT, ul.RJ_SOURCE_USER, ul.RJ_CALLED_AE_NOT_RECOGNIZED))
+    if policy.allowed_calling_aets and rq.calling_ae not in policy.allowed_calling_aets:
+        return Negotiated(None, (ul.RJ_PERMANENT, ul.RJ_SOURCE_USER, ul.RJ_CALLING_AE_NOT_RECOGNIZED))
+    known = known_transfer_syntaxes()
+    results, accepted = [], {}
+    seen: set[int] = set()
+    for cx in rq.contexts:
+        if cx.id in seen or not cx.id % 2:
+            results.append(ul.ContextAC(cx.id, ul.PC_NO_REASON))
+            continue
+        seen.add(cx.id)
+        if not (
+            cx.abstract_syntax == ul.VERIFICATION
+            or is_storage_class(cx.abstract_syntax, policy.accept_unknown_sop_classes)
+        ):
+            results.append(ul.ContextAC(cx.id, ul.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED))
+            continue
+        ts = next((t for t in cx.transfer_syntaxes if t in known), "")
+        if not ts:
+            results.append(ul.ContextAC(cx.id, ul.PC_TRANSFER_SYNTAXES_NOT_SUPPORTED))
+            continue
+        results.append(ul.ContextAC(cx.id, ul.PC_ACCEPTANCE, ts))
+        accepted[cx.id] = (cx.abstract_syntax, ts)
+    ac = ul.AssociateAC(
+        called_ae=rq.called_ae,
+        calling_ae=rq.calling_ae,
+        contexts=results,
+        max_length=policy.max_pdu,
+    )
+    return Negotiated(ac, None, accepted)
+
+
+class _Discard:
+    """Stands in for an IncomingFile when a data set must be read and thrown away."""
+
+    error = None
+
+    def write_safely(self, data) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class StorageAssociation:
+    """One association with a storage SCU, run by :meth:`run` on the calling thread."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        policy: AcceptorPolicy,
+        sink: DatabaseSink,
+        *,
+        too_many: bool = False,
+        on_close=None,
+    ) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.policy = policy
+        self.sink = sink
+        self.too_many = too_many
+        self.on_close = on_close
+        self.stream = ul.PDUStream(sock, max_receive=policy.max_pdu, timeout=policy.network_timeout)
+        self.calling_ae = ""
+        self.called_ae = ""
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.stored = 0
+        self.failed = 0
+        self._incoming: IncomingFile | _Discard | None = None
+        self._pending_status: tuple[int, str] | None = None
+        self._peer_max = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            if self._establish():
+                self._serve()
+        except TimeoutError:
+            logger.info("%s: no PDU within %s s; aborting", self.peer, self.policy.network_timeout)
+            self.stream.abort(ul.ABORT_SERVICE_PROVIDER, 0)
+        except ul.ProtocolError as exc:
+            logger.info("%s: protocol error (%s); aborting", self.peer, exc)
+            self.stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_UNRECOGNIZED_PDU)
+        except (ul.ConnectionClosed, ul.PeerAborted) as exc:
+            logger.info("%s: %s", self.peer, exc)
+        except dimse.CommandError as exc:
+            logger.info("%s: bad command set (%s); aborting", self.peer, exc)
+            self.stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
+        except Exception:
+            logger.exception("%s: association failed", self.peer)
+            self.stream.abort(ul.ABORT_SERVICE_PROVIDER, 0)
+        finally:
+            if self._incoming is not None:
+                self._incoming.discard()
+                self._incoming = None
+            self.stream.close()
+            if self.on_close is not None:
+                self.on_close(self)
+
+    def kill(self) -> None:
+        """From another thread: abort the association now (listener stopping)."""
+        self.stream.abort(ul.ABORT_SERVICE_PROVIDER, 0)
+
+    def _establish(self) -> bool:
+        pdu_type, body = self.stream.read_pdu(self.policy.acse_timeout)
+        if pdu_type != ul.A_ASSOCIATE_RQ:
+            raise ul.ProtocolError(f"{ul.PDU_NAMES[pdu_type]} before A-ASSOCIATE-RQ")
+        rq = ul.AssociateRQ.decode(body)
+        self.calling_ae, self.called_ae = rq.calling_ae, rq.called_ae
+        self._peer_max = rq.max_length
+        if self.too_many:
+            self.stream.send(
+                ul.encode_reject(ul.RJ_TRANSIENT, ul.RJ_SOURCE_PRESENTATION, ul.RJ_LOCAL_LIMIT_EXCEEDED)
+            )
+            logger.info("%s: rejected %s (too many associations)", self.peer, rq.calling_ae)
+            return False
+        result = negotiate(rq, self.policy)
+        if result.reject is not None:
+            self.stream.send(ul.encode_reject(*result.reject))
+            logger.info("%s: rejected calling AE %r -> %r: %s", self.peer, rq.calling_ae, rq.called_ae,
+                        ul.rejection_text(*result.reject))  # fmt: skip
+            # give the peer a moment to read the rejection before the connection closes
+            with contextlib.suppress(OSError, TimeoutError, ul.NetworkError):
+                self.stream.read_pdu(1.0)
+            return False
+        self.contexts = result.contexts or {}
+        self.stream.send(result.ac.encode())
+        logger.info(
+            "%s: association from %r accepted (%d contexts)", self.peer, rq.calling_ae, len(self.contexts)
+        )
+        return True
+
+    # -- established ---------------------------------------------------------------------------
+    def _serve(self) -> None:
+        command_buf = bytearray()
+        command_ctx = -1
+        current: tuple[int, dimse.Command] | None = None  # the request whose data set we receive
+        while True:
+            pdu_type, body = self.stream.read_pdu()
+            if pdu_type == ul.P_DATA_TF:
+                for ctx, control, data in ul.iter_pdvs(body):
+                    if ctx not in self.contexts:
+                        raise ul.ProtocolError(
+                            f"P-DATA on presentation context {ctx}, which was not accepted"
+                        )
+                    if control & 0x01:  # command fragment
+                        if current is not None:
+                            raise ul.ProtocolError("a command arrived inside a data set")
+                        if command_buf and ctx != command_ctx:
+                            raise ul.ProtocolError("command fragments on two presentation contexts")
+                        command_ctx = ctx
+                        command_buf += data
+                        if control & 0x02:
+                            command = dimse.decode_command(command_buf)
+                            command_buf.clear()
+                            current = self._on_command(ctx, command)
+                    else:  # data set fragment
+                        if current is None or ctx != current[0]:
+                            raise ul.ProtocolError("a data set fragment without its command")
+                        self._incoming.write_safely(data)
+                        if control & 0x02:
+                            self._on_data_set_end(*current)
+                            current = None
+            elif pdu_type == ul.A_RELEASE_RQ:
+                self.stream.send(ul.RELEASE_RP)
+                logger.info("%s: released (%d stored, %d failed)", self.peer, self.stored, self.failed)
+                return
+            elif pdu_type == ul.A_ABORT:
+                logger.info("%s: the peer aborted the association", self.peer)
+                return
+            else:
+                raise ul.ProtocolError(f"unexpected {ul.PDU_NAMES[pdu_type]} on an established association")
+
+    def _on_command(self, ctx: int, command: dimse.Command) -> tuple[int, dimse.Command] | None:
+        field = command.field
+        abstract = self.contexts[ctx][0]
+        if field == dimse.C_ECHO_RQ:
+            if command.has_data_set:
+                raise ul.ProtocolError("C-ECHO-RQ with a data set")
+            self._respond(ctx, dimse.echo_response(command))
+            return None
+        if field == dimse.C_CANCEL_RQ:
+            return None
+        if field == dimse.C_STORE_RQ and command.has_data_set:
+            sop_class = str(command.get(dimse.AFFECTED_SOP_CLASS_UID, ""))
+            sop_instance = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
+            if abstract == ul.VERIFICATION:
+                self._incoming = _Discard()
+                self._pending_status = (dimse.SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
+            elif not valid_uid_text(sop_instance) or not valid_uid_text(sop_class):
+                self._incoming = _Discard()
+                self._pending_status = (dimse.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
+            else:
+                meta = ReceiveMeta(
+                    sop_class_uid=sop_class,
+                    sop_instance_uid=sop_instance,
+                    transfer_syntax=self.contexts[ctx][1],
+                    calling_ae=self.calling_ae,
+                    called_ae=self.called_ae,
+                    peer=self.peer,
+                    move_originator_aet=str(command.get(dimse.MOVE_ORIGINATOR_AET, "")),
+                    move_originator_message_id=command.get(dimse.MOVE_ORIGINATOR_MESSAGE_ID),
+                )
+                try:
+                    self._incoming = self.sink.begin(meta)
+                    self._pending_status = None
+                except OSError as exc:
+                    self._incoming = _Discard()
+                    outcome = self.sink.refuse(exc)
+                    self._pending_status = (outcome.status, outcome.comment)
+            return ctx, command
+        # anything else: read its data set (if any) and answer "unrecognized operation"
+        if command.has_data_set:
+            self._incoming = _Discard()
+            self._pending_status = (dimse.UNRECOGNIZED_OPERATION, "")
+            return ctx, command
+        self._respond(ctx, dimse.generic_response(command, dimse.UNRECOGNIZED_OPERATION))
+        return None
+
+    def _on_data_set_end(self, ctx: int, command: dimse.Command) -> None:
+        incoming, self._incoming = self._incoming, None
+        if self._pending_status is not None:
+            status, comment = self._pending_status
+            incoming.discard()
+        else:
+            outcome = incoming.finish()
+            status, comment = outcome.status, outcome.comment
+        if status == dimse.SUCCESS:
+            self.stored += 1
+        else:
+            self.failed += 1
+            logger.info("%s: C-STORE of %s answered 0x%04X %s", self.peer,
+                        command.get(dimse.AFFECTED_SOP_INSTANCE_UID), status, comment)  # fmt: skip
+        if command.field == dimse.C_STORE_RQ:
+            self._respond(ctx, dimse.store_response(command, status, comment))
+        else:
+            self._respond(ctx, dimse.generic_response(command, status))
+
+    def _respond(self, ctx: int, command: bytes) -> None:
+        size = self._peer_max - 6 if self._peer_max > 6 else len(command)
+        parts: list[bytes] = []
+        for start in range(0, len(command), size):
+            chunk = command[start : start + size]
+            last = start + size >= len(command)
+            parts += [ul.pdata_header(ctx, 0x03 if last else 0x01, len(chunk)), chunk]
+        self.stream.send(*parts)

@@ -1,0 +1,260 @@
+"""DIMSE command sets (PS3.7 6.3, 9.3, Annex E) and status codes, for the direct data path.
+
+A command set is group 0000 encoded in Implicit VR Little Endian (PS3.7 6.3.1), whatever the
+transfer syntax of the presentation context. Only the elements the C-ECHO and C-STORE services
+use are known by name here; anything else in a received command is kept as raw bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+# Command Field values (PS3.7 E.1-1)
+C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
+C_GET_RQ = 0x0010
+C_FIND_RQ = 0x0020
+C_MOVE_RQ = 0x0021
+C_ECHO_RQ = 0x0030
+C_ECHO_RSP = 0x8030
+C_CANCEL_RQ = 0x0FFF
+NO_DATA_SET = 0x0101  # CommandDataSetType "no data set present" (any other value: present)
+
+# Group 0000 tags (PS3.7 E.1-1, E.2-1)
+AFFECTED_SOP_CLASS_UID = 0x00000002
+COMMAND_FIELD = 0x00000100
+MESSAGE_ID = 0x00000110
+MESSAGE_ID_BEING_RESPONDED_TO = 0x00000120
+PRIORITY = 0x00000700
+COMMAND_DATA_SET_TYPE = 0x00000800
+STATUS = 0x00000900
+OFFENDING_ELEMENT = 0x00000901
+ERROR_COMMENT = 0x00000902
+AFFECTED_SOP_INSTANCE_UID = 0x00001000
+MOVE_ORIGINATOR_AET = 0x00001030
+MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
+
+_US = {COMMAND_FIELD, MESSAGE_ID, MESSAGE_ID_BEING_RESPONDED_TO, PRIORITY, COMMAND_DATA_SET_TYPE,
+       STATUS, MOVE_ORIGINATOR_MESSAGE_ID}  # fmt: skip
+_TEXT = {AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID, MOVE_ORIGINATOR_AET, ERROR_COMMENT}
+
+# Status codes used by the storage and verification services (PS3.4 B.2.3, PS3.7 C)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATA_SET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+CANNOT_UNDERSTAND_DECODE = 0xC210
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+NOT_AUTHORIZED = 0x0124
+UNRECOGNIZED_OPERATION = 0x0211
+PROCESSING_FAILURE = 0x0110
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+_WARNINGS = {0xB000, 0xB006, 0xB007, 0x0107, 0x0116}
+
+
+class CommandError(ValueError):
+    """A received command set cannot be decoded."""
+
+
+def status_category(status: int | None) -> str:
+    """``success``, ``warning``, ``failure``, ``pending`` or ``cancel`` (PS3.7 C.1-C.6,
+    PS3.4 B.2.3: 0xB000/0xB006/0xB007 are warnings; 0xA7xx, 0xA9xx, 0xCxxx failures)."""
+    if status is None:
+        return "failure"
+    if status == SUCCESS:
+        return "success"
+    if status in _WARNINGS or (status & 0xF000) == 0xB000:
+        return "warning"
+    if status in (0xFF00, 0xFF01):
+        return "pending"
+    if status == 0xFE00:
+        return "cancel"
+    return "failure"
+
+
+def status_text(status: int | None) -> str:
+    """A short English meaning of a status code, for reports."""
+    if status is None:
+        return "no response"
+    known = {
+        SUCCESS: "success",
+        0xB000: "warning: coercion of data elements",
+        0xB006: "warning: elements discarded",
+        0xB007: "warning: data set does not match SOP class",
+        SOP_CLASS_NOT_SUPPORTED: "refused: SOP class not supported",
+        NOT_AUTHORIZED: "refused: not authorized",
+        UNRECOGNIZED_OPERATION: "unrecognized operation",
+        PROCESSING_FAILURE: "processing failure",
+        MOVE_DESTINATION_UNKNOWN: "refused: move destination unknown",
+    }
+    if status in known:
+        return known[status]
+    high = status & 0xFF00
+    if high == 0xA700:
+        return "refused: out of resources"
+    if high == 0xA900:
+        return "error: data set does not match SOP class"
+    if (status & 0xF000) == 0xC000:
+        return "error: cannot understand"
+    return f"status 0x{status:04X}"
+
+
+def _text_value(value: str) -> bytes:
+    data = value.encode("ascii", "replace")
+    return data + b"\0" if len(data) % 2 else data
+
+
+def _text_value_padded_space(value: str) -> bytes:
+    data = value.encode("ascii", "replace")
+    return data + b" " if len(data) % 2 else data
+
+
+def encode_command(elements: dict[int, int | str]) -> bytes:
+    """Encode a command set (Implicit VR LE) with its (0000,0000) group length first."""
+    body = bytearray()
+    for tag in sorted(elements):
+        value = elements[tag]
+        if tag in _US:
+            data = struct.pack("<H", int(value))
+        elif tag in (AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID):
+            data = _text_value(str(value))
+        else:  # AE, LO: space padded
+            data = _text_value_padded_space(str(value))
+        body += struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(data)) + data
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + bytes(body)
+
+
+@dataclass
+class Command:
+    """A decoded command set: known elements by tag, as int (US/UL) or str (UI/AE/LO)."""
+
+    elements: dict[int, int | str] = field(default_factory=dict)
+
+    def get(self, tag: int, default=None):
+        return self.elements.get(tag, default)
+
+    @property
+    def field(self) -> int:
+        return int(self.elements.get(COMMAND_FIELD, -1))
+
+    @property
+    def has_data_set(self) -> bool:
+        return int(self.elements.get(COMMAND_DATA_SET_TYPE, NO_DATA_SET)) != NO_DATA_SET
+
+    @property
+    def message_id(self) -> int:
+        return int(self.elements.get(MESSAGE_ID, 0))
+
+
+def decode_command(data: bytes | bytearray | memoryview) -> Command:
+    """Decode an Implicit VR LE group 0000 command set."""
+    data = memoryview(data)
+    out: dict[int, int | str] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 8:
+            raise CommandError("command set ends inside an element header")
+        group, element, length = struct.unpack_from("<HHI", data, pos)
+        pos += 8
+        if group != 0:
+            raise CommandError(f"element ({group:04X},{element:04X}) in a command set")
+        if length > end - pos:
+            raise CommandError("command element runs past the end of the command set")
+        value = data[pos : pos + length]
+        pos += length
+        tag = element
+        if tag in _US:
+            if length != 2:
+                raise CommandError(f"(0000,{element:04X}) should be 2 bytes, is {length}")
+            out[tag] = struct.unpack("<H", value)[0]
+        elif tag == 0x0000:
+            continue
+        elif tag in _TEXT:
+            out[tag] = bytes(value).decode("ascii", "replace").rstrip("\0 ")
+        elif length == 4:
+            out[tag] = struct.unpack("<I", value)[0]
+        else:
+            out[tag] = bytes(value).decode("ascii", "replace").rstrip("\0 ")
+    if COMMAND_FIELD not in out:
+        raise CommandError("command set without (0000,0100) Command Field")
+    return Command(out)
+
+
+def store_request(
+    message_id: int,
+    sop_class: str,
+    sop_instance: str,
+    *,
+    priority: int = 0,
+    move_originator_aet: str = "",
+    move_originator_id: int | None = None,
+) -> bytes:
+    """C-STORE-RQ (PS3.7 9.3.1.1)."""
+    elements: dict[int, int | str] = {
+        AFFECTED_SOP_CLASS_UID: sop_class,
+        COMMAND_FIELD: C_STORE_RQ,
+        MESSAGE_ID: message_id,
+        PRIORITY: priority,
+        COMMAND_DATA_SET_TYPE: 0x0000,
+        AFFECTED_SOP_INSTANCE_UID: sop_instance,
+    }
+    if move_originator_aet:
+        elements[MOVE_ORIGINATOR_AET] = move_originator_aet
+    if move_originator_id is not None:
+        elements[MOVE_ORIGINATOR_MESSAGE_ID] = move_originator_id
+    return encode_command(elements)
+
+
+def store_response(request: Command, status: int, comment: str = "") -> bytes:
+    """C-STORE-RSP (PS3.7 9.3.1.2)."""
+    elements: dict[int, int | str] = {
+        AFFECTED_SOP_CLASS_UID: str(request.get(AFFECTED_SOP_CLASS_UID, "")),
+        COMMAND_FIELD: C_STORE_RSP,
+        MESSAGE_ID_BEING_RESPONDED_TO: request.message_id,
+        COMMAND_DATA_SET_TYPE: NO_DATA_SET,
+        STATUS: status,
+        AFFECTED_SOP_INSTANCE_UID: str(request.get(AFFECTED_SOP_INSTANCE_UID, "")),
+    }
+    if comment and status != SUCCESS:
+        elements[ERROR_COMMENT] = comment[:64]
+    return encode_command(elements)
+
+
+def echo_request(message_id: int) -> bytes:
+    """C-ECHO-RQ (PS3.7 9.3.5.1)."""
+    return encode_command(
+        {
+            AFFECTED_SOP_CLASS_UID: "1.2.840.10008.1.1",
+            COMMAND_FIELD: C_ECHO_RQ,
+            MESSAGE_ID: message_id,
+            COMMAND_DATA_SET_TYPE: NO_DATA_SET,
+        }
+    )
+
+
+def echo_response(request: Command, status: int = SUCCESS) -> bytes:
+    """C-ECHO-RSP (PS3.7 9.3.5.2)."""
+    return encode_command(
+        {
+            AFFECTED_SOP_CLASS_UID: str(request.get(AFFECTED_SOP_CLASS_UID, "1.2.840.10008.1.1")),
+            COMMAND_FIELD: C_ECHO_RSP,
+            MESSAGE_ID_BEING_RESPONDED_TO: request.message_id,
+            COMMAND_DATA_SET_TYPE: NO_DATA_SET,
+            STATUS: status,
+        }
+    )
+
+
+def generic_response(request: Command, status: int) -> bytes:
+    """A response to a request this node does not perform (status e.g. 0x0211)."""
+    return encode_command(
+        {
+            AFFECTED_SOP_CLASS_UID: str(request.get(AFFECTED_SOP_CLASS_UID, "")),
+            COMMAND_FIELD: (request.field | 0x8000) & 0xFFFF,
+            MESSAGE_ID_BEING_RESPONDED_TO: request.message_id,
+            COMMAND_DATA_SET_TYPE: NO_DATA_SET,
+            STATUS: status,
+        }
+    )

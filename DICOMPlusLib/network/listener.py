@@ -1,0 +1,311 @@
+"""The C-STORE listener: receives instances pushed by other nodes into the local database.
+
+``Listener(db, ListenerConfig(...)).start()`` binds the port (a clear error if it is taken) and
+serves associations on background threads until :meth:`Listener.stop`. Each instance is stored
+and indexed before its C-STORE response goes out (see :mod:`storage`); callbacks registered
+with :meth:`Listener.subscribe` hear about each stored instance and about series that went idle,
+on a notifier thread of their own. Retrieves reuse a running listener: a C-MOVE to our AE title
+lands here, and a subscription with ``match=`` on the move originator picks out its instances.
+
+Two engines serve the same storage path: ``direct`` (default) blocks on each association's socket
+and streams data fragments to disk (:mod:`acceptor`); ``pynetdicom`` is pynetdicom's
+``start_server`` with an ``EVT_C_STORE`` handler (each data set held in memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network import ul
+from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT, TLSSettings, check_ae_title
+from DICOMPlusLib.network.storage import DatabaseSink, Notifier, Subscription
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database import Database
+
+logger = logging.getLogger(__name__)
+
+STALE_TEMPORARY_AGE = 3600.0  # seconds; older ".incoming-*" files are leftovers of a crash
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """How the listener presents itself and whom it accepts.
+
+    ``host`` is the address to bind ("" or "0.0.0.0": every interface; "127.0.0.1": this machine
+    only). ``port`` 0 lets the system choose (read :attr:`Listener.port`). An empty
+    ``allowed_calling_aets`` accepts any calling AE title (promiscuous); otherwise others are
+    rejected with "calling AE title not recognized" (PS3.8 Table 9-21). ``require_called_ae``
+    rejects associations addressed to another AE title. ``series_idle`` is the quiet time after
+    which a series is reported complete. ``tls`` (with a certificate) makes it a TLS listener
+    (PS3.15 B.1). ``fsync`` flushes each file to the disk before answering (slower; protects
+    against power loss, not needed against crashes).
+    """
+
+    ae_title: str = DEFAULT_AE_TITLE
+    port: int = DEFAULT_PORT
+    host: str = ""
+    allowed_calling_aets: tuple[str, ...] = ()
+    require_called_ae: bool = False
+    accept_unknown_sop_classes: bool = True
+    series_idle: float = 5.0
+    max_associations: int = 32
+    max_pdu: int = 256 * 1024
+    acse_timeout: float = 30.0
+    network_timeout: float = 60.0
+    tls: TLSSettings | None = None
+    require_client_certificate: bool = False
+    fsync: bool = False
+    engine: str = "direct"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "listener AE title"))
+        object.__setattr__(
+            self,
+            "allowed_calling_aets",
+            tuple(check_ae_title(a, "allowed calling AE title") for a in self.allowed_calling_aets),
+        )
+        if self.engine not in ("direct", "pynetdicom"):
+            raise NetworkError(f"unknown listener engine {self.engine!r}: use direct or pynetdicom")
+        if not 0 <= int(self.port) < 65536:
+            raise NetworkError(f"invalid port {self.port}")
+
+
+def sweep_stale_temporaries(store_root: Path, max_age: float = STALE_TEMPORARY_AGE) -> int:
+    """Remove temporary files a crash left in the store (never a file in use: they are old)."""
+    removed = 0
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(store_root):
+            if entry.name.startswith(".incoming-") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > max_age:
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
+
+
+class Listener:
+    """A C-STORE SCP over a database. Use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self, db: Database, config: ListenerConfig | None = None, *, notifier: Notifier | None = None
+    ) -> None:
+        self.db = db
+        self.config = config or ListenerConfig()
+        self.notifier = notifier or Notifier(self.config.series_idle)
+        self.sink = DatabaseSink(db, self.notifier, fsync=self.config.fsync)
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._active: set = set()
+        self._threads: set[threading.Thread] = set()
+        self._server = None  # pynetdicom engine
+        self._port = 0
+        self.associations = 0
+
+    # -- public ------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None or self._server is not None
+
+    def subscribe(self, on_instance=None, on_series_complete=None, *, match=None) -> Subscription:
+        """See :meth:`Notifier.subscribe`; callbacks run on the notifier thread."""
+        return self.notifier.subscribe(on_instance, on_series_complete, match=match)
+
+    def start(self) -> Listener:
+        if self.running:
+            return self
+        sweep_stale_temporaries(self.db.store.root)
+        self._stopping.clear()
+        self.notifier.start()
+        try:
+            if self.config.engine == "pynetdicom":
+                self._start_pynetdicom()
+            else:
+                self._start_direct()
+        except BaseException:
+            self.notifier.stop()
+            raise
+        logger.info("listening as %s on %s:%d (%s engine)", self.config.ae_title, self.config.host or "*",
+                    self._port, self.config.engine)  # fmt: skip
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let running associations finish for up to ``timeout`` seconds, abort
+        the rest (their partial files are removed), then deliver the last notifications."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.shutdown()
+        if self._thread is not None:
+            self._stopping.set()
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
+            self._thread.join(timeout)
+            self._thread = None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with self._lock:
+                    threads = list(self._threads)
+                if not threads:
+                    break
+                threads[0].join(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                leftover = list(self._active)
+            for association in leftover:
+                association.kill()
+            with self._lock:
+                threads = list(self._threads)
+            for t in threads:
+                t.join(5.0)
+            for s in (self._sock, self._wake_r, self._wake_w):
+                if s is not None:
+                    with contextlib.suppress(OSError):
+                        s.close()
+            self._sock = self._wake_r = self._wake_w = None
+        self.notifier.stop()
+
+    def __enter__(self) -> Listener:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def describe(self) -> dict:
+        """What a peer must configure to send here."""
+        return {
+            "ae_title": self.config.ae_title,
+            "host": self.config.host or socket.gethostname(),
+            "port": self._port,
+            "tls": self.config.tls is not None,
+            "allowed_calling_aets": list(self.config.allowed_calling_aets),
+            "engine": self.config.engine,
+        }
+
+    # -- direct engine -----------------------------------------------------------------------
+    def _start_direct(self) -> None:
+        from DICOMPlusLib.network.pynetdicom_glue import bind_error
+
+        cfg = self.config
+        try:
+            sock = socket.create_server((cfg.host, cfg.port), backlog=64, reuse_port=False)
+        except OSError as exc:
+            raise bind_error(cfg.host, cfg.port, exc) from exc
+        self._sock = sock
+        self._port = sock.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._ssl = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
+        from DICOMPlusLib.network.acceptor import AcceptorPolicy
+
+        self._policy = AcceptorPolicy(
+            ae_title=cfg.ae_title,
+            allowed_calling_aets=frozenset(cfg.allowed_calling_aets),
+            require_called_ae=cfg.require_called_ae,
+            accept_unknown_sop_classes=cfg.accept_unknown_sop_classes,
+            max_pdu=cfg.max_pdu,
+            acse_timeout=cfg.acse_timeout,
+            network_timeout=cfg.network_timeout,
+        )
+        self._thread = threading.Thread(target=self._accept_loop, name="dicomplus-listener", daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._sock, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r or self._stopping.is_set():
+                        return
+                    try:
+                        conn, addr = self._sock.accept()
+                    except OSError:
+                        continue
+                    self._spawn(conn, addr)
+        finally:
+            selector.close()
+
+    def _spawn(self, conn: socket.socket, addr) -> None:
+        self.associations += 1
+        thread = threading.Thread(
+            target=self._run_association,
+            args=(conn, f"{addr[0]}:{addr[1]}"),
+            name=f"dicomplus-assoc-{self.associations}",
+            daemon=True,
+        )
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _run_association(self, conn: socket.socket, peer: str) -> None:
+        from DICOMPlusLib.network.acceptor import StorageAssociation
+
+        try:
+            ul.set_nodelay(conn)
+            if self._ssl is not None:
+                conn.settimeout(self.config.acse_timeout)
+                try:
+                    conn = self._ssl.wrap_socket(conn, server_side=True)
+                except OSError as exc:
+                    logger.info("%s: TLS handshake failed: %s", peer, exc)
+                    with contextlib.suppress(OSError):
+                        conn.close()
+                    return
+            with self._lock:
+                too_many = len(self._active) >= self.config.max_associations
+                association = StorageAssociation(conn, peer, self._policy, self.sink, too_many=too_many)
+                self._active.add(association)
+            try:
+                association.run()
+            finally:
+                with self._lock:
+                    self._active.discard(association)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    # -- pynetdicom engine -------------------------------------------------------------------
+    def _start_pynetdicom(self) -> None:
+        from pynetdicom import AE, evt
+
+        from DICOMPlusLib.network.pynetdicom_glue import (
+            add_storage_contexts,
+            nodelay_handler,
+            start_server,
+            store_handler,
+        )
+
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.maximum_associations = cfg.max_associations
+        ae.acse_timeout = cfg.acse_timeout
+        ae.network_timeout = cfg.network_timeout
+        ae.dimse_timeout = cfg.network_timeout
+        ae.require_called_aet = cfg.require_called_ae
+        if cfg.allowed_calling_aets:
+            ae.require_calling_aet = list(cfg.allowed_calling_aets)
+        add_storage_contexts(ae)
+        handlers = [(evt.EVT_CONN_OPEN, nodelay_handler), (evt.EVT_C_STORE, store_handler(self.sink))]
+        ssl_context = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
+        self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
+        self._port = self._server.server_address[1]

@@ -1,0 +1,115 @@
+"""What every pynetdicom AE of DICOMPlus shares: TCP_NODELAY, the C-STORE handler over the
+storage sink, supported storage contexts, and a clear error when the port is taken.
+
+pynetdicom never disables Nagle's algorithm; against DCMTK peers (and Orthanc, which uses DCMTK)
+each small response then waits for a delayed ACK: ~40 ms per C-STORE. The handler below sets
+TCP_NODELAY as soon as a connection opens (``evt.EVT_CONN_OPEN``), for the server side; clients
+call :func:`nodelay_association` after ``associate()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterable
+
+from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network import ul
+from DICOMPlusLib.network.storage import DatabaseSink, ReceiveMeta
+
+logger = logging.getLogger(__name__)
+
+_UNCOMPRESSED_LAST = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+)
+
+
+def transfer_syntaxes_preferred() -> list[str]:
+    """Every standard transfer syntax, compressed ones first: pynetdicom picks the acceptor's
+    first match, and a compressed original is kept as it is rather than decompressed by the
+    sender."""
+    from DICOMPlusLib.network.acceptor import known_transfer_syntaxes
+
+    compressed = sorted(t for t in known_transfer_syntaxes() if t not in _UNCOMPRESSED_LAST)
+    return compressed + list(_UNCOMPRESSED_LAST)
+
+
+def storage_sop_classes() -> list[str]:
+    from DICOMPlusLib.network.acceptor import _known_storage_classes
+
+    return sorted(_known_storage_classes())
+
+
+def add_storage_contexts(ae, sop_classes: Iterable[str] | None = None) -> None:
+    """Verification plus every storage SOP class, each with every transfer syntax."""
+    syntaxes = transfer_syntaxes_preferred()
+    ae.add_supported_context(ul.VERIFICATION, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    for uid in sop_classes if sop_classes is not None else storage_sop_classes():
+        ae.add_supported_context(uid, syntaxes)
+
+
+def nodelay_handler(event) -> None:
+    ul.set_nodelay(event.assoc.dul.socket.socket)
+
+
+def nodelay_association(assoc) -> None:
+    """TCP_NODELAY on a requestor association's socket (after ``ae.associate``)."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        ul.set_nodelay(sock)
+
+
+def store_handler(sink: DatabaseSink):
+    """An ``evt.EVT_C_STORE`` handler storing the received bytes as they are (no decoding)."""
+
+    def handle(event):
+        from pydicom import Dataset
+
+        req = event.request
+        assoc = event.assoc
+        meta = ReceiveMeta(
+            sop_class_uid=str(req.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
+            transfer_syntax=str(event.context.transfer_syntax),
+            calling_ae=str(assoc.requestor.ae_title or "").strip(),
+            called_ae=str(assoc.acceptor.ae_title or "").strip(),
+            peer=f"{assoc.requestor.address}:{assoc.requestor.port}",
+            move_originator_aet=str(req.MoveOriginatorApplicationEntityTitle or "").strip(),
+            move_originator_message_id=req.MoveOriginatorMessageID,
+        )
+        outcome = sink.store_bytes(meta, req.DataSet.getbuffer())
+        if outcome.status == 0:
+            return 0x0000
+        status = Dataset()
+        status.Status = outcome.status
+        if outcome.comment:
+            status.ErrorComment = outcome.comment[:64]
+        return status
+
+    return handle
+
+
+def start_server(ae, host: str, port: int, handlers: list, ssl_context=None):
+    """``ae.start_server(block=False)`` with a clear message when the port cannot be bound."""
+    try:
+        return ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=ssl_context)
+    except OSError as exc:
+        raise bind_error(host, port, exc) from exc
+
+
+def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
+    if exc.errno == errno.EADDRINUSE:
+        return NetworkError(
+            f"port {port} is already in use on {host or 'all interfaces'} (another DICOM listener, or a "
+            f"previous one still running?); choose another port with --port, or stop that program"
+        )
+    if exc.errno == errno.EACCES:
+        return NetworkError(
+            f"no permission to listen on port {port} (ports below 1024 need root); use e.g. 11112"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return NetworkError(f"cannot listen on {host}: not an address of this machine")
+    return NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

@@ -1,0 +1,367 @@
+"""A blocking association requestor for C-ECHO and C-STORE (the direct data path).
+
+:func:`associate` opens the TCP (optionally TLS) connection, negotiates (PS3.8 7.1, PS3.7 D.3)
+and returns a :class:`ClientAssociation`; every failure to get there raises
+:class:`AssociationFailed` whose ``kind`` says which step failed, so that callers (echo, send, the
+GUI) can tell "nothing listens there" from "the peer does not know our AE title".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from DICOMPlusLib.errors import AssociationError
+from DICOMPlusLib.network import dimse, ul
+
+#: Our Maximum Length Received for P-DATA-TF PDUs (PS3.8 D.1): large PDUs cost fewer headers.
+DEFAULT_MAX_PDU = 256 * 1024
+#: Bytes gathered before one sendmsg call (several PDUs per system call).
+_SEND_BATCH = 256 * 1024
+_READ_BLOCK = 1 << 20
+
+
+class AssociationFailed(AssociationError):
+    """No association. ``kind``: ``refused`` (nothing listens), ``unreachable`` (no route, no
+    such host), ``timeout`` (no answer), ``closed`` (connection dropped without an answer),
+    ``tls`` (TLS handshake failed), ``rejected`` (A-ASSOCIATE-RJ; ``result``, ``source``,
+    ``reason`` as in PS3.8 Table 9-21), ``aborted`` (A-ABORT), ``protocol`` (not DICOM)."""
+
+    def __init__(self, kind: str, message: str, *, result: int = 0, source: int = 0, reason: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.result, self.source, self.reason = result, source, reason
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+def connect_socket(host: str, port: int, timeout: float, tls: ssl.SSLContext | None) -> socket.socket:
+    where = f"{host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise AssociationFailed(
+            "refused",
+            f"connection refused by {where}: nothing listens there (is the server running? is the port right?)",
+        ) from None
+    except TimeoutError:
+        raise AssociationFailed(
+            "timeout",
+            f"no answer from {where} within {timeout:g} s (host down, or a firewall drops the connection)",
+        ) from None
+    except socket.gaierror as exc:
+        raise AssociationFailed(
+            "unreachable", f"cannot resolve host {host!r}: {exc.strerror or exc}"
+        ) from None
+    except OSError as exc:
+        raise AssociationFailed("unreachable", f"cannot connect to {where}: {exc.strerror or exc}") from None
+    ul.set_nodelay(sock)
+    if tls is not None:
+        try:
+            sock.settimeout(timeout)
+            sock = tls.wrap_socket(sock, server_hostname=host if tls.check_hostname else None)
+        except (ssl.SSLError, OSError) as exc:
+            with contextlib.suppress(OSError):
+                sock.close()
+            raise AssociationFailed("tls", f"TLS handshake with {where} failed: {exc}") from None
+    return sock
+
+
+class ClientAssociation:
+    """An established association on which we are the requestor."""
+
+    def __init__(
+        self, stream: ul.PDUStream, rq: ul.AssociateRQ, ac: ul.AssociateAC, *, dimse_timeout: float
+    ) -> None:
+        self.stream = stream
+        self.rq, self.ac = rq, ac
+        self.dimse_timeout = dimse_timeout
+        proposed = {cx.id: cx.abstract_syntax for cx in rq.contexts}
+        self.contexts: dict[int, AcceptedContext] = {}
+        self.rejected: dict[int, int] = {}
+        for cx in ac.contexts:
+            if cx.id not in proposed:
+                continue
+            if cx.result == ul.PC_ACCEPTANCE and cx.transfer_syntax:
+                self.contexts[cx.id] = AcceptedContext(cx.id, proposed[cx.id], cx.transfer_syntax)
+            else:
+                self.rejected[cx.id] = cx.result
+        self.peer_max = ac.max_length
+        self._message_id = 0
+        self.established = True
+
+    # -- contexts ----------------------------------------------------------------------------
+    def find_context(self, abstract_syntax: str, transfer_syntaxes: Sequence[str]) -> AcceptedContext | None:
+        """The accepted context for ``abstract_syntax`` whose transfer syntax comes first in
+        ``transfer_syntaxes``."""
+        for ts in transfer_syntaxes:
+            for cx in self.contexts.values():
+                if cx.abstract_syntax == abstract_syntax and cx.transfer_syntax == ts:
+                    return cx
+        return None
+
+    def _next_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    # -- DIMSE -------------------------------------------------------------------------------
+    def _fragment_size(self) -> int:
+        return (self.peer_max - 6) if self.peer_max and self.peer_max > 6 else _READ_BLOCK
+
+    def _command_parts(self, ctx: int, command: bytes) -> list[bytes | memoryview]:
+        size = self._fragment_size()
+        parts: list[bytes | memoryview] = []
+        for start in range(0, len(command), size):
+            chunk = command[start : start + size]
+            last = start + size >= len(command)
+            parts += [ul.pdata_header(ctx, 0x03 if last else 0x01, len(chunk)), chunk]
+        return parts
+
+    def _wait_response(self, message_id: int) -> dimse.Command:
+        buf = bytearray()
+        while True:
+            try:
+                pdu_type, body = self.stream.read_pdu(self.dimse_timeout)
+            except TimeoutError:
+                self.abort()
+                raise AssociationError(
+                    f"no response within {self.dimse_timeout:g} s; association aborted"
+                ) from None
+            except ul.NetworkError:
+                self.established = False
+                self.stream.close()
+                raise
+            if pdu_type == ul.P_DATA_TF:
+                for _ctx, control, data in ul.iter_pdvs(body):
+                    if not control & 0x01:
+                        continue  # a data set fragment of a response we do not expect: ignore
+                    buf += data
+                    if control & 0x02:
+                        command = dimse.decode_command(buf)
+                        buf.clear()
+                        if command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == message_id:
+                            return command
+            elif pdu_type == ul.A_ABORT:
+                self.established = False
+                self.stream.close()
+                raise ul.PeerAborted(body[2] if len(body) > 2 else 0, body[3] if len(body) > 3 else 0)
+            elif pdu_type == ul.A_RELEASE_RQ:
+                with contextlib.suppress(ul.NetworkError):
+                    self.stream.send(ul.RELEASE_RP)
+                self.established = False
+                self.stream.close()
+                raise ul.ConnectionClosed("the peer released the association while we waited for a response")
+            else:
+                self.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_UNEXPECTED_PDU)
+                raise ul.ProtocolError(f"unexpected {ul.PDU_NAMES[pdu_type]} while waiting for a response")
+
+    def echo(self) -> int:
+        """C-ECHO (PS3.7 9.1.5); returns the status."""
+        cx = next((c for c in self.contexts.values() if c.abstract_syntax == ul.VERIFICATION), None)
+        if cx is None:
+            raise AssociationError(
+                "the peer did not accept the Verification SOP Class (C-ECHO not supported)"
+            )
+        mid = self._next_id()
+        self.stream.send(*self._command_parts(cx.id, dimse.echo_request(mid)))
+        return int(self._wait_response(mid).get(dimse.STATUS, -1))
+
+    def store(
+        self,
+        cx: AcceptedContext,
+        sop_instance: str,
+        data: bytes | memoryview | BinaryIO,
+        length: int | None = None,
+        *,
+        move_originator_aet: str = "",
+        move_originator_id: int | None = None,
+    ) -> dimse.Command:
+        """C-STORE (PS3.7 9.1.1) of an encoded data set: ``data`` bytes, or a binary file
+        positioned at the data set's first byte with ``length`` bytes to send. The bytes go on
+        the wire as they are. Returns the response command (``.get(dimse.STATUS)``)."""
+        mid = self._next_id()
+        command = dimse.store_request(
+            mid,
+            cx.abstract_syntax,
+            sop_instance,
+            move_originator_aet=move_originator_aet,
+            move_originator_id=move_originator_id,
+        )
+        size = self._fragment_size()
+        pending = self._command_parts(cx.id, command)
+        if isinstance(data, bytes | bytearray | memoryview):
+            batches = _batches(cx.id, memoryview(data), size, final=True)
+        else:
+            if length is None:
+                raise ValueError("length is needed when data is a file")
+            batches = _file_batches(cx.id, data, length, size)
+        for parts in batches:
+            self.stream.send(*pending, *parts)  # the command shares the first system call
+            pending = []
+        if pending:
+            self.stream.send(*pending)
+        return self._wait_response(mid)
+
+    # -- ending ------------------------------------------------------------------------------
+    def release(self, timeout: float = 10.0) -> None:
+        """A-RELEASE (PS3.8 7.2); aborts if the peer does not answer in time."""
+        if not self.established:
+            return
+        self.established = False
+        try:
+            self.stream.send(ul.RELEASE_RQ)
+            while True:
+                pdu_type, _ = self.stream.read_pdu(timeout)
+                if pdu_type in (ul.A_RELEASE_RP, ul.A_ABORT):
+                    break
+                if pdu_type == ul.A_RELEASE_RQ:  # release collision (PS3.8 7.2.1.2)
+                    self.stream.send(ul.RELEASE_RP)
+        except (TimeoutError, ul.NetworkError, OSError):
+            self.stream.abort()
+            return
+        self.stream.close()
+
+    def abort(self, source: int = ul.ABORT_SERVICE_USER, reason: int = 0) -> None:
+        self.established = False
+        self.stream.abort(source, reason)
+
+    def __enter__(self) -> ClientAssociation:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.release()
+        else:
+            self.abort()
+
+
+def associate(
+    host: str,
+    port: int,
+    *,
+    called_ae: str,
+    calling_ae: str,
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    roles: dict[str, tuple[bool, bool]] | None = None,
+    tls: ssl.SSLContext | None = None,
+    connect_timeout: float = 10.0,
+    acse_timeout: float = 30.0,
+    dimse_timeout: float = 60.0,
+    max_pdu: int = DEFAULT_MAX_PDU,
+) -> ClientAssociation:
+    """Open an association proposing ``contexts`` [(abstract syntax, [transfer syntaxes])]
+    (at most 128, PS3.8 9.3.2.2: context IDs are the odd numbers 1-255)."""
+    if not contexts:
+        raise ValueError("propose at least one presentation context")
+    if len(contexts) > 128:
+        raise ValueError(f"{len(contexts)} presentation contexts: at most 128 fit in one association")
+    rq = ul.AssociateRQ(
+        called_ae=called_ae,
+        calling_ae=calling_ae,
+        contexts=[ul.ContextRQ(2 * i + 1, a, list(t)) for i, (a, t) in enumerate(contexts)],
+        max_length=max_pdu,
+        roles=dict(roles or {}),
+    )
+    sock = connect_socket(host, port, connect_timeout, tls)
+    stream = ul.PDUStream(sock, max_receive=max_pdu, timeout=dimse_timeout)
+    where = f"{called_ae}@{host}:{port}"
+    try:
+        stream.send(rq.encode())
+        pdu_type, body = stream.read_pdu(acse_timeout)
+    except TimeoutError:
+        stream.abort()
+        raise AssociationFailed(
+            "timeout",
+            f"{host}:{port} accepted the connection but did not answer the association request within "
+            f"{acse_timeout:g} s (not a DICOM server, busy, or it ignores unknown AE titles)",
+        ) from None
+    except ul.ConnectionClosed:
+        stream.close()
+        raise AssociationFailed(
+            "closed",
+            f"{host}:{port} closed the connection without answering the association request "
+            "(not a DICOM server, or it expects TLS)",
+        ) from None
+    except ul.ProtocolError as exc:
+        stream.abort()
+        raise AssociationFailed(
+            "protocol", f"{host}:{port} does not answer like a DICOM server: {exc}"
+        ) from None
+    if pdu_type == ul.A_ASSOCIATE_AC:
+        try:
+            ac = ul.AssociateAC.decode(body)
+        except ul.ProtocolError as exc:
+            stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
+            raise AssociationFailed("protocol", f"malformed A-ASSOCIATE-AC from {where}: {exc}") from None
+        return ClientAssociation(stream, rq, ac, dimse_timeout=dimse_timeout)
+    if pdu_type == ul.A_ASSOCIATE_RJ and len(body) >= 4:
+        stream.close()
+        result, source, reason = body[1], body[2], body[3]
+        raise AssociationFailed(
+            "rejected",
+            f"{where}: {ul.rejection_text(result, source, reason)}",
+            result=result,
+            source=source,
+            reason=reason,
+        )
+    if pdu_type == ul.A_ABORT:
+        stream.close()
+        raise AssociationFailed("aborted", f"{where} aborted the association request")
+    stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_UNEXPECTED_PDU)
+    raise AssociationFailed(
+        "protocol", f"{where} answered the association request with {ul.PDU_NAMES[pdu_type]}"
+    )
+
+
+def _batches(ctx: int, view: memoryview, size: int, *, final: bool):
+    """Lists of (PDU header, fragment) parts of about _SEND_BATCH bytes covering ``view``; the
+    last fragment is flagged last when ``final`` (PS3.8 E.2 message control header)."""
+    total = len(view)
+    if total == 0:
+        if final:
+            yield [ul.pdata_header(ctx, 0x02, 0)]
+        return
+    per_batch = max(size, _SEND_BATCH // size * size)
+    for start in range(0, total, per_batch):
+        stop = min(total, start + per_batch)
+        parts: list[bytes | memoryview] = []
+        for pos in range(start, stop, size):
+            chunk = view[pos : min(pos + size, stop)]
+            last = final and pos + len(chunk) >= total
+            parts += [ul.pdata_header(ctx, 0x02 if last else 0x00, len(chunk)), chunk]
+        yield parts
+
+
+def _file_batches(ctx: int, f: BinaryIO, length: int, size: int):
+    """Like :func:`_batches` for ``length`` bytes read from ``f`` into one reused buffer."""
+    if length == 0:
+        yield [ul.pdata_header(ctx, 0x02, 0)]
+        return
+    block = max(size, _READ_BLOCK // size * size)
+    buf = bytearray(min(block, length))
+    done = 0
+    while done < length:
+        want = min(len(buf), length - done)
+        view = memoryview(buf)[:want]
+        got = 0
+        while got < want:
+            n = f.readinto(view[got:])
+            if not n:
+                raise OSError(f"the file ended {length - done - got} bytes early")
+            got += n
+        done += want
+        yield from _batches(ctx, view, size, final=done >= length)
+
+
+def file_length(f: BinaryIO) -> int:
+    return os.fstat(f.fileno()).st_size

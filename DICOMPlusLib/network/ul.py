@@ -1,0 +1,436 @@
+"""The DICOM Upper Layer protocol (PS3.8 9) for the direct data path: PDU encoding and decoding
+and a blocking PDU stream over a socket.
+
+Why a second implementation next to pynetdicom: for bulk C-STORE traffic pynetdicom spends most
+of its time in polling sleeps and queue hand-offs between threads (see
+docs of ``network/__init__``). Here one thread per association blocks on its own socket: reads
+go straight into a reusable buffer, data fragments are handed out as memoryviews, and sends put
+P-DATA-TF headers and file bytes on the wire with one ``sendmsg`` call. Only the PDUs needed by
+the storage and verification services and by association negotiation are implemented; the
+query/retrieve SCP keeps using pynetdicom.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from DICOMPlusLib import __version__
+from DICOMPlusLib.errors import NetworkError
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1 DICOM Application Context Name
+#: Implementation Class UID of DICOMPlus (a UUID-derived UID, PS3.5 B.2).
+IMPLEMENTATION_CLASS_UID = "2.25.46723555173053157896672213210748166122"
+IMPLEMENTATION_VERSION_NAME = ("DICOMPLUS_" + __version__.replace(".", ""))[:16]
+VERIFICATION = "1.2.840.10008.1.1"
+
+A_ASSOCIATE_RQ = 0x01
+A_ASSOCIATE_AC = 0x02
+A_ASSOCIATE_RJ = 0x03
+P_DATA_TF = 0x04
+A_RELEASE_RQ = 0x05
+A_RELEASE_RP = 0x06
+A_ABORT = 0x07
+PDU_NAMES = {1: "A-ASSOCIATE-RQ", 2: "A-ASSOCIATE-AC", 3: "A-ASSOCIATE-RJ", 4: "P-DATA-TF",
+             5: "A-RELEASE-RQ", 6: "A-RELEASE-RP", 7: "A-ABORT"}  # fmt: skip
+
+# Presentation context results (PS3.8 Table 9-18)
+PC_ACCEPTANCE = 0
+PC_USER_REJECTION = 1
+PC_NO_REASON = 2
+PC_ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+PC_TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+PC_RESULTS = {0: "acceptance", 1: "user rejection", 2: "no reason (provider rejection)",
+              3: "abstract syntax not supported", 4: "transfer syntaxes not supported"}  # fmt: skip
+
+# A-ABORT sources and reasons (PS3.8 Table 9-26)
+ABORT_SERVICE_USER = 0
+ABORT_SERVICE_PROVIDER = 2
+ABORT_UNRECOGNIZED_PDU = 1
+ABORT_UNEXPECTED_PDU = 2
+ABORT_INVALID_PARAMETER = 6
+_ABORT_REASONS = {0: "reason not specified", 1: "unrecognized PDU", 2: "unexpected PDU",
+                  4: "unrecognized PDU parameter", 5: "unexpected PDU parameter",
+                  6: "invalid PDU parameter value"}  # fmt: skip
+
+# A-ASSOCIATE-RJ (PS3.8 Table 9-21)
+RJ_PERMANENT = 1
+RJ_TRANSIENT = 2
+RJ_SOURCE_USER = 1
+RJ_SOURCE_ACSE = 2
+RJ_SOURCE_PRESENTATION = 3
+RJ_NO_REASON = 1
+RJ_APPLICATION_CONTEXT_NOT_SUPPORTED = 2
+RJ_CALLING_AE_NOT_RECOGNIZED = 3
+RJ_CALLED_AE_NOT_RECOGNIZED = 7
+RJ_PROTOCOL_VERSION_NOT_SUPPORTED = 2  # source 2
+RJ_TEMPORARY_CONGESTION = 1  # source 3
+RJ_LOCAL_LIMIT_EXCEEDED = 2  # source 3
+
+
+class ProtocolError(NetworkError):
+    """The peer sent something the Upper Layer protocol does not allow."""
+
+
+class ConnectionClosed(NetworkError):
+    """The TCP connection closed (or failed) while a PDU was expected."""
+
+
+class PeerAborted(NetworkError):
+    """The peer sent A-ABORT."""
+
+    def __init__(self, source: int, reason: int) -> None:
+        who = "the peer" if source == ABORT_SERVICE_USER else "the peer's DICOM stack"
+        super().__init__(f"{who} aborted the association ({_ABORT_REASONS.get(reason, f'reason {reason}')})")
+        self.source, self.reason = source, reason
+
+
+def rejection_text(result: int, source: int, reason: int) -> str:
+    """The meaning of an A-ASSOCIATE-RJ in words a user can act on."""
+    kind = "permanently" if result == RJ_PERMANENT else "for now (transient)"
+    if source == RJ_SOURCE_USER:
+        why = {
+            RJ_NO_REASON: "no reason given",
+            RJ_APPLICATION_CONTEXT_NOT_SUPPORTED: "application context name not supported",
+            RJ_CALLING_AE_NOT_RECOGNIZED: "calling AE title not recognized: the peer does not know (or does "
+            "not allow) our AE title; add it to the peer's configuration",
+            RJ_CALLED_AE_NOT_RECOGNIZED: "called AE title not recognized: check the AE title configured for "
+            "the node",
+        }.get(reason, f"reason {reason}")
+    elif source == RJ_SOURCE_ACSE:
+        why = {1: "no reason given", 2: "protocol version not supported"}.get(reason, f"reason {reason}")
+    else:
+        why = {1: "temporary congestion", 2: "local limit exceeded (too many associations)"}.get(
+            reason, f"reason {reason}"
+        )
+    return f"association rejected {kind}: {why}"
+
+
+# --------------------------------------------------------------------------------------------
+# A-ASSOCIATE PDUs
+# --------------------------------------------------------------------------------------------
+
+
+def _uid_bytes(uid: str) -> bytes:
+    return uid.encode("ascii")
+
+
+def _item(item_type: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", item_type, 0, len(payload)) + payload
+
+
+def _ae_field(title: str) -> bytes:
+    data = title.encode("ascii", "replace")[:16]
+    return data.ljust(16, b" ")
+
+
+def _text(data: bytes | memoryview) -> str:
+    return bytes(data).decode("ascii", "replace").strip("\0 ")
+
+
+@dataclass
+class ContextRQ:
+    """A proposed presentation context (PS3.8 9.3.2.2)."""
+
+    id: int
+    abstract_syntax: str
+    transfer_syntaxes: list[str]
+
+
+@dataclass
+class ContextAC:
+    """The acceptor's answer for one presentation context (PS3.8 9.3.3.2)."""
+
+    id: int
+    result: int
+    transfer_syntax: str = ""
+    abstract_syntax: str = ""  # filled in by the requestor from its proposal
+
+
+@dataclass
+class AssociateRQ:
+    called_ae: str
+    calling_ae: str
+    contexts: list[ContextRQ]
+    max_length: int = 0
+    implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
+    implementation_version: str = IMPLEMENTATION_VERSION_NAME
+    roles: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # SOP class -> (SCU, SCP)
+    user_identity: bool = False  # a User Identity sub-item was present
+    protocol_version: int = 1
+    application_context: str = APPLICATION_CONTEXT
+
+    def encode(self) -> bytes:
+        items = [_item(0x10, _uid_bytes(self.application_context))]
+        for cx in self.contexts:
+            sub = _item(0x30, _uid_bytes(cx.abstract_syntax))
+            sub += b"".join(_item(0x40, _uid_bytes(ts)) for ts in cx.transfer_syntaxes)
+            items.append(_item(0x20, struct.pack(">BBBB", cx.id, 0, 0, 0) + sub))
+        user = struct.pack(">BBHI", 0x51, 0, 4, self.max_length)
+        user += _item(0x52, _uid_bytes(self.implementation_class_uid))
+        for uid, (scu, scp) in self.roles.items():
+            raw = _uid_bytes(uid)
+            user += _item(0x54, struct.pack(">H", len(raw)) + raw + bytes([int(scu), int(scp)]))
+        if self.implementation_version:
+            user += _item(0x55, self.implementation_version.encode("ascii")[:16])
+        items.append(_item(0x50, user))
+        body = (
+            struct.pack(">HH", self.protocol_version, 0)
+            + _ae_field(self.called_ae)
+            + _ae_field(self.calling_ae)
+            + bytes(32)
+            + b"".join(items)
+        )
+        return struct.pack(">BBI", A_ASSOCIATE_RQ, 0, len(body)) + body
+
+    @classmethod
+    def decode(cls, body: bytes | memoryview) -> AssociateRQ:
+        body = memoryview(body)
+        if len(body) < 68:
+            raise ProtocolError("A-ASSOCIATE-RQ shorter than its fixed fields")
+        rq = cls(
+            called_ae=_text(body[4:20]),
+            calling_ae=_text(body[20:36]),
+            contexts=[],
+            implementation_class_uid="",
+            implementation_version="",
+            protocol_version=struct.unpack_from(">H", body, 0)[0],
+            application_context="",
+        )
+        for item_type, payload in _items(body[68:]):
+            if item_type == 0x10:
+                rq.application_context = _text(payload)
+            elif item_type == 0x20:
+                if len(payload) < 4:
+                    raise ProtocolError("presentation context item too short")
+                abstract, syntaxes = "", []
+                for sub_type, sub in _items(payload[4:]):
+                    if sub_type == 0x30:
+                        abstract = _text(sub)
+                    elif sub_type == 0x40:
+                        syntaxes.append(_text(sub))
+                rq.contexts.append(ContextRQ(payload[0], abstract, syntaxes))
+            elif item_type == 0x50:
+                _decode_user_info(payload, rq)
+        return rq
+
+
+def _decode_user_info(payload: memoryview, target) -> None:
+    for sub_type, sub in _items(payload):
+        if sub_type == 0x51 and len(sub) == 4:
+            target.max_length = struct.unpack(">I", sub)[0]
+        elif sub_type == 0x52:
+            target.implementation_class_uid = _text(sub)
+        elif sub_type == 0x55:
+            target.implementation_version = _text(sub)
+        elif sub_type == 0x54 and len(sub) >= 4:
+            n = struct.unpack_from(">H", sub, 0)[0]
+            if 2 + n + 2 <= len(sub):
+                uid = _text(sub[2 : 2 + n])
+                target.roles[uid] = (bool(sub[2 + n]), bool(sub[3 + n]))
+        elif sub_type == 0x58 and hasattr(target, "user_identity"):
+            target.user_identity = True
+
+
+def _items(data: memoryview):
+    """(type, payload) of the items in a variable field (PS3.8 9.3.2: 1 type, 1 reserved,
+    2 length, payload)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 4:
+            raise ProtocolError("item header cut short")
+        item_type = data[pos]
+        length = struct.unpack_from(">H", data, pos + 2)[0]
+        pos += 4
+        if length > end - pos:
+            raise ProtocolError(f"item 0x{item_type:02X} runs past the end of its PDU")
+        yield item_type, data[pos : pos + length]
+        pos += length
+
+
+@dataclass
+class AssociateAC:
+    called_ae: str
+    calling_ae: str
+    contexts: list[ContextAC]
+    max_length: int = 0
+    implementation_class_uid: str = IMPLEMENTATION_CLASS_UID
+    implementation_version: str = IMPLEMENTATION_VERSION_NAME
+    roles: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        items = [_item(0x10, _uid_bytes(APPLICATION_CONTEXT))]
+        for cx in self.contexts:
+            ts = _item(0x40, _uid_bytes(cx.transfer_syntax)) if cx.transfer_syntax else b""
+            items.append(_item(0x21, struct.pack(">BBBB", cx.id, 0, cx.result, 0) + ts))
+        user = struct.pack(">BBHI", 0x51, 0, 4, self.max_length)
+        user += _item(0x52, _uid_bytes(self.implementation_class_uid))
+        for uid, (scu, scp) in self.roles.items():
+            raw = _uid_bytes(uid)
+            user += _item(0x54, struct.pack(">H", len(raw)) + raw + bytes([int(scu), int(scp)]))
+        user += _item(0x55, self.implementation_version.encode("ascii")[:16])
+        items.append(_item(0x50, user))
+        body = (
+            struct.pack(">HH", 1, 0)
+            + _ae_field(self.called_ae)
+            + _ae_field(self.calling_ae)
+            + bytes(32)
+            + b"".join(items)
+        )
+        return struct.pack(">BBI", A_ASSOCIATE_AC, 0, len(body)) + body
+
+    @classmethod
+    def decode(cls, body: bytes | memoryview) -> AssociateAC:
+        body = memoryview(body)
+        if len(body) < 68:
+            raise ProtocolError("A-ASSOCIATE-AC shorter than its fixed fields")
+        ac = cls(_text(body[4:20]), _text(body[20:36]), [], 0, "", "")
+        for item_type, payload in _items(body[68:]):
+            if item_type == 0x21:
+                if len(payload) < 4:
+                    raise ProtocolError("presentation context item too short")
+                ts = ""
+                for sub_type, sub in _items(payload[4:]):
+                    if sub_type == 0x40:
+                        ts = _text(sub)
+                ac.contexts.append(ContextAC(payload[0], payload[2], ts))
+            elif item_type == 0x50:
+                _decode_user_info(payload, ac)
+        return ac
+
+
+def encode_reject(result: int, source: int, reason: int) -> bytes:
+    return struct.pack(">BBIBBBB", A_ASSOCIATE_RJ, 0, 4, 0, result, source, reason)
+
+
+def encode_abort(source: int = ABORT_SERVICE_USER, reason: int = 0) -> bytes:
+    return struct.pack(">BBIBBBB", A_ABORT, 0, 4, 0, 0, source, reason)
+
+
+RELEASE_RQ = struct.pack(">BBII", A_RELEASE_RQ, 0, 4, 0)
+RELEASE_RP = struct.pack(">BBII", A_RELEASE_RP, 0, 4, 0)
+
+
+def pdata_header(ctx: int, control: int, length: int) -> bytes:
+    """Header of a P-DATA-TF PDU holding one PDV of ``length`` bytes (PS3.8 9.3.5, E.2).
+    ``control``: bit 0 set for a command fragment, bit 1 set for the last fragment."""
+    return struct.pack(">BBIIBB", P_DATA_TF, 0, length + 6, length + 2, ctx, control)
+
+
+def iter_pdvs(body: memoryview):
+    """(context id, control header, data) for every PDV item of a P-DATA-TF body."""
+    pos, end = 0, len(body)
+    if end == 0:
+        raise ProtocolError("P-DATA-TF without a presentation data value")
+    while pos < end:
+        if end - pos < 6:
+            raise ProtocolError("PDV item header cut short")
+        length = struct.unpack_from(">I", body, pos)[0]
+        if length < 2 or length > end - pos - 4:
+            raise ProtocolError("PDV item length does not fit its PDU")
+        yield body[pos + 4], body[pos + 5], body[pos + 6 : pos + 4 + length]
+        pos += 4 + length
+
+
+# --------------------------------------------------------------------------------------------
+# A blocking PDU stream
+# --------------------------------------------------------------------------------------------
+
+
+class PDUStream:
+    """Reads whole PDUs into one reusable buffer; sends byte strings and memoryviews.
+
+    ``max_receive`` is our Maximum Length Received (0 = no limit announced); a PDU larger than
+    ``limit`` (a generous multiple of it, at least 4 MiB) is refused so that a hostile peer
+    cannot make us allocate gigabytes from a 4-byte length field.
+    """
+
+    def __init__(self, sock: socket.socket, *, max_receive: int = 0, timeout: float | None = 60.0) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
+        self._buf = bytearray(64 * 1024)
+        self._header = bytearray(6)
+        self._can_sendmsg = hasattr(sock, "sendmsg") and not _is_ssl(sock)
+        self.closed = False
+
+    def _fill(self, view: memoryview) -> None:
+        got, need = 0, len(view)
+        recv_into = self.sock.recv_into
+        while got < need:
+            try:
+                n = recv_into(view[got:], need - got)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from exc
+            if n == 0:
+                raise ConnectionClosed("the peer closed the connection")
+            got += n
+
+    def read_pdu(self, timeout: float | None = -1.0) -> tuple[int, memoryview]:
+        """(PDU type, body). The body is valid until the next call. Raises TimeoutError when
+        nothing complete arrives in time, ConnectionClosed, ProtocolError."""
+        self.sock.settimeout(self.timeout if timeout == -1.0 else timeout)
+        header = memoryview(self._header)
+        self._fill(header)
+        pdu_type, _, length = struct.unpack(">BBI", header)
+        if pdu_type not in PDU_NAMES:
+            raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
+        if length > self.limit:
+            raise ProtocolError(f"{PDU_NAMES[pdu_type]} of {length} bytes exceeds the limit of {self.limit}")
+        if len(self._buf) < length:
+            self._buf = bytearray(max(length, 2 * len(self._buf)))
+        body = memoryview(self._buf)[:length]
+        self._fill(body)
+        return pdu_type, body
+
+    def send(self, *parts: bytes | memoryview) -> None:
+        try:
+            if self._can_sendmsg and len(parts) > 1:
+                total = sum(len(p) for p in parts)
+                sent = self.sock.sendmsg(parts)
+                if sent < total:  # rare on blocking sockets: finish the rest
+                    rest = b"".join(bytes(p) for p in parts)[sent:]
+                    self.sock.sendall(rest)
+            elif len(parts) == 1:
+                self.sock.sendall(parts[0])
+            else:
+                self.sock.sendall(b"".join(parts))
+        except TimeoutError:
+            raise ConnectionClosed("the peer stopped reading (send timed out)") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"connection lost while sending: {exc.strerror or exc}") from exc
+
+    def abort(self, source: int = ABORT_SERVICE_USER, reason: int = 0) -> None:
+        """Send A-ABORT (best effort) and close."""
+        with contextlib.suppress(OSError, NetworkError):
+            self.sock.settimeout(1.0)
+            self.sock.sendall(encode_abort(source, reason))
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _is_ssl(sock) -> bool:
+    try:
+        import ssl
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(sock, ssl.SSLSocket)
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Disable Nagle's algorithm: without it, each small DIMSE response waits ~40 ms for the
+    delayed ACK of the peer (measured: 23 s instead of 0.56 s for 500 C-STOREs)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
