@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "DICOMPlusLib.database.commands",
     "DICOMPlusLib.loading.commands",
     "DICOMPlusLib.export.commands",
+    "DICOMPlusLib.network.commands",
 ]
 
 

@@ -1,0 +1,342 @@
+"""The sample PACS: a Query/Retrieve SCP (PS3.4 Annex C) over a DICOMPlus database.
+
+Services: Verification (C-ECHO), Storage (C-STORE, through the same persist-then-respond path
+as the listener), C-FIND in the Patient Root and Study Root information models at every level
+they define (C.6.1, C.6.2), C-MOVE to configured destinations (an unknown destination answers
+0xA801, C.4.2.1.4.1) and C-GET (C.4.3). Matching is the database's own (PS3.4 C.2.2.2:
+universal, single value, wildcard, UID list, date/time range), on any attribute the database
+stores; return keys the database has no column for are read from the stored headers.
+
+Built on pynetdicom (``start_server(block=False)``, event handlers); the retrieve sub-operations
+send what pynetdicom encodes from each stored file.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network.nodes import TLSSettings, check_ae_title, check_port
+from DICOMPlusLib.network.storage import DatabaseSink, Notifier
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database import Database
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_AE_TITLE = "DICOMPLUSPACS"
+SAMPLE_PORT = 11113
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+_PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
+_LEVELS = {"PATIENT": QueryLevel.PATIENT, "STUDY": QueryLevel.STUDY, "SERIES": QueryLevel.SERIES,
+           "IMAGE": QueryLevel.INSTANCE}  # fmt: skip
+# Unique keys per level (C.6.1.1, C.6.2.1): what identifies the entities to retrieve.
+_UNIQUE = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+           "IMAGE": "SOPInstanceUID"}  # fmt: skip
+_SKIP = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability",
+         "TimezoneOffsetFromUTC"}  # fmt: skip
+
+# Status codes of the Query/Retrieve service (PS3.4 C.4.1.1.4, C.4.2.1.5)
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A C-MOVE destination: the AE title a C-MOVE names, and where it listens."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, spec: str) -> Destination:
+        from DICOMPlusLib.network.nodes import RemoteNode
+
+        node = RemoteNode.parse(spec)
+        return cls(node.ae_title, node.host, node.port)
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class QRConfig:
+    ae_title: str = SAMPLE_AE_TITLE
+    port: int = SAMPLE_PORT
+    host: str = ""
+    destinations: tuple[Destination, ...] = ()
+    allowed_calling_aets: tuple[str, ...] = ()
+    max_associations: int = 16
+    max_pdu: int = 256 * 1024
+    timeout: float = 60.0
+    tls: TLSSettings | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "server AE title"))
+        if self.port:
+            check_port(self.port)
+
+
+def _retrieve_criteria(identifier, level: str, patient_root: bool) -> list[tuple[str, str]]:
+    """Unique keys at and above ``level`` (C.4.2.2.1: a retrieve names entities by unique keys)."""
+    order = ["PATIENT", "STUDY", "SERIES", "IMAGE"] if patient_root else ["STUDY", "SERIES", "IMAGE"]
+    keys = []
+    for lv in order[: order.index(level) + 1]:
+        keyword = _UNIQUE[lv]
+        value = identifier.get(keyword)
+        if value not in (None, ""):
+            keys.append((keyword, _text(value)))
+    return keys
+
+
+class QueryRetrieveSCP:
+    """The sample PACS as an object: ``start()``, ``stop()``, ``describe()``."""
+
+    def __init__(
+        self, db: Database, config: QRConfig | None = None, *, notifier: Notifier | None = None
+    ) -> None:
+        self.db = db
+        self.config = config or QRConfig()
+        self.notifier = notifier or Notifier()
+        self.sink = DatabaseSink(db, self.notifier)
+        self._server = None
+        self._ae = None
+        self._destinations = {d.ae_title: d for d in self.config.destinations}
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else 0
+
+    def start(self) -> QueryRetrieveSCP:
+        from pynetdicom import AE, build_context, evt
+
+        from DICOMPlusLib.network.pynetdicom_glue import (
+            nodelay_handler,
+            start_server,
+            storage_sop_classes,
+            store_handler,
+            transfer_syntaxes_preferred,
+        )
+
+        cfg = self.config
+        ae = AE(ae_title=cfg.ae_title)
+        ae.maximum_pdu_size = cfg.max_pdu
+        ae.maximum_associations = cfg.max_associations
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout
+        if cfg.allowed_calling_aets:
+            ae.require_calling_aet = list(cfg.allowed_calling_aets)
+        uncompressed = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+        ae.add_supported_context("1.2.840.10008.1.1", uncompressed)
+        for uid in (
+            PATIENT_ROOT_FIND,
+            PATIENT_ROOT_MOVE,
+            PATIENT_ROOT_GET,
+            STUDY_ROOT_FIND,
+            STUDY_ROOT_MOVE,
+            STUDY_ROOT_GET,
+        ):
+            ae.add_supported_context(uid, uncompressed)
+        syntaxes = transfer_syntaxes_preferred()
+        for uid in storage_sop_classes():
+            # both roles: SCP for C-STORE pushed to us, SCU for C-GET sub-operations (PS3.7 D.3.3.4)
+            ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
+        self._build_context = build_context
+        handlers = [
+            (evt.EVT_CONN_OPEN, nodelay_handler),
+            (evt.EVT_C_STORE, store_handler(self.sink)),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_C_GET, self._on_get),
+        ]
+        ssl_context = cfg.tls.server_context() if cfg.tls else None
+        self.notifier.start()
+        try:
+            self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
+        except BaseException:
+            self.notifier.stop()
+            raise
+        self._ae = ae
+        logger.info("Q/R SCP %s listening on port %d", cfg.ae_title, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.shutdown()
+        self.notifier.stop()
+
+    def __enter__(self) -> QueryRetrieveSCP:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def add_destination(self, destination: Destination) -> None:
+        self._destinations[destination.ae_title] = destination
+
+    @property
+    def destinations(self) -> list[Destination]:
+        return list(self._destinations.values())
+
+    def describe(self) -> dict:
+        return {
+            "ae_title": self.config.ae_title,
+            "host": self.config.host or "127.0.0.1",
+            "hostname": socket.gethostname(),
+            "port": self.port,
+            "tls": self.config.tls is not None,
+            "calling_ae_titles": list(self.config.allowed_calling_aets) or "any",
+            "destinations": [str(d) for d in self.destinations],
+            "database": str(self.db.path),
+            "contents": self.db.info(),
+        }
+
+    # -- C-FIND --------------------------------------------------------------------------------
+    def _on_find(self, event):
+        from pydicom import Dataset
+
+        identifier = event.identifier
+        model = str(event.request.AffectedSOPClassUID)
+        level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        if level not in _LEVELS or (level == "PATIENT" and model not in _PATIENT_ROOT):
+            yield IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        criteria, wanted = [], []
+        for elem in identifier:
+            keyword = elem.keyword
+            if not keyword or elem.tag.group in (0x0000, 0x0002) or keyword in _SKIP:
+                continue
+            wanted.append(elem)
+            if elem.VR == "SQ" or elem.value in (None, "", b""):
+                continue
+            text = _text(elem.value)
+            if text and text != "*":
+                criteria.append((keyword, text))
+        try:
+            records = self.db.search(_LEVELS[level], criteria)
+        except DICOMPlusError as exc:
+            logger.info("C-FIND refused: %s", exc)
+            yield UNABLE_TO_PROCESS, None
+            return
+        for record in records:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            values = record.to_dict()
+            answer = Dataset()
+            answer.QueryRetrieveLevel = level
+            header = None
+            for elem in wanted:
+                keyword = elem.keyword
+                value = values.get(keyword)
+                if value is None and elem.VR != "SQ":
+                    if header is None:
+                        header = self._representative_header(level, values)
+                    if header is not None and keyword in header:
+                        value = header[keyword].value
+                if elem.VR == "SQ":
+                    value = []
+                setattr(answer, keyword, "" if value is None else value)
+            if any(isinstance(v, str) and not v.isascii() for v in values.values()):
+                answer.SpecificCharacterSet = "ISO_IR 192"
+            answer.RetrieveAETitle = self.config.ae_title
+            yield PENDING, answer
+
+    def _representative_header(self, level: str, values: dict):
+        """The stored header of one instance under the matched entity (for return keys the
+        database keeps no column for)."""
+        key = _UNIQUE[level]
+        uid = values.get(key)
+        if not uid:
+            return None
+        try:
+            if level == "IMAGE":
+                return self.db.header(uid)
+            found = self.db.search(QueryLevel.INSTANCE, {key: uid}, limit=1)
+            return self.db.header(found[0].SOPInstanceUID) if found else None
+        except DICOMPlusError:
+            return None
+
+    # -- C-MOVE / C-GET --------------------------------------------------------------------------
+    def _matches(self, event) -> list:
+        identifier = event.identifier
+        level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        if level not in _LEVELS:
+            return []
+        patient_root = str(event.request.AffectedSOPClassUID) in _PATIENT_ROOT
+        criteria = _retrieve_criteria(identifier, level, patient_root)
+        if not criteria:
+            return []
+        return self.db.search(QueryLevel.INSTANCE, criteria)
+
+    def _contexts_for(self, records) -> list:
+        pairs = []
+        for r in records:
+            pair = (r.SOPClassUID, r.TransferSyntaxUID or "1.2.840.10008.1.2")
+            if pair not in pairs:
+                pairs.append(pair)
+        contexts, uncompressed = [], ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+        for sop_class, ts in pairs:
+            syntaxes = [ts] + [t for t in uncompressed if t != ts]
+            contexts.append(self._build_context(sop_class, syntaxes))
+        if len(contexts) > 128:
+            logger.warning(
+                "C-MOVE needs %d presentation contexts; only the first 128 are proposed", len(contexts)
+            )
+        return contexts[:128]
+
+    def _on_move(self, event):
+        destination = self._destinations.get(str(event.move_destination or "").strip())
+        if destination is None:
+            logger.info("C-MOVE to unknown destination %r refused (0xA801)", event.move_destination)
+            yield None, None
+            return
+        records = self._matches(event)
+        yield destination.host, destination.port, {"contexts": self._contexts_for(records) or None}
+        yield len(records)
+        yield from self._sub_operations(event, records)
+
+    def _on_get(self, event):
+        records = self._matches(event)
+        yield len(records)
+        yield from self._sub_operations(event, records)
+
+    def _sub_operations(self, event, records):
+        import pydicom
+
+        for record in records:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            try:
+                ds = pydicom.dcmread(record.path)
+            except (OSError, pydicom.errors.InvalidDicomError) as exc:
+                logger.warning("cannot read %s for a retrieve: %s", record.path, exc)
+                failed = pydicom.Dataset()
+                failed.FailedSOPInstanceUIDList = record.SOPInstanceUID
+                yield UNABLE_TO_PROCESS, failed
+                return
+            yield PENDING, ds
+
+
+def _text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
