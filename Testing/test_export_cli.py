@@ -6,7 +6,6 @@ read back with the pydicom oracle of test_export_series.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -182,17 +181,64 @@ def test_export_errors_are_one_line(tmp_path, env, capsys):
         )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("DICOMPlusLib.network.send") is not None,
-    reason="network send exists: see the send test",
-)
-def test_send_says_not_available_yet(tmp_path, env, capsys):
+@pytest.mark.peers
+def test_export_and_send_to_orthanc(tmp_path, env, capsys, orthanc_session):
+    """--send NODE: the series goes over C-STORE (DICOMPlusLib.network.send) and Orthanc files it
+    under the chosen study."""
+    db, series = env
+    array = np.arange(3 * 4 * 5, dtype=np.int16).reshape(3, 4, 5)
+    write_image(tmp_path / "v.nrrd", array, np.eye(3), (1, 1, 2), (0, 0, 0))
+    node = f"{orthanc_session.aet}@127.0.0.1:{orthanc_session.dicom_port}"
+    capsys.readouterr()
+    code = cli_main(
+        [
+            "--db",
+            db,
+            "export",
+            str(tmp_path / "v.nrrd"),
+            "--study",
+            series.study_uid,
+            "--modality",
+            "MR",
+            "--send",
+            node,
+            "--nodes",
+            str(tmp_path / "nodes.json"),
+            "--json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["sent"]["sent"] == 3 and report["sent"]["failed"] == 0
+    found = orthanc_session.post(
+        "/tools/find",
+        {"Level": "Series", "Query": {"SeriesInstanceUID": report["SeriesInstanceUID"]}, "Expand": True},
+    )
+    assert len(found) == 1 and len(found[0]["Instances"]) == 3
+    study = orthanc_session.get(f"/studies/{found[0]['ParentStudy']}")
+    assert study["MainDicomTags"]["StudyInstanceUID"] == series.study_uid
+
+
+def test_send_failure_is_reported(tmp_path, env, capsys):
+    from dicomplus_testing.util import free_port
+
     db, series = env
     write_image(tmp_path / "v.nrrd", np.zeros((2, 3, 4), np.int16), np.eye(3), (1, 1, 1), (0, 0, 0))
-    assert (
-        cli_main(
-            ["--db", db, "export", str(tmp_path / "v.nrrd"), "--study", series.study_uid, "--send", "PACS"]
-        )
-        == 1
+    node = f"NOBODY@127.0.0.1:{free_port()}"  # nothing listens there
+    code = cli_main(
+        [
+            "--db",
+            db,
+            "export",
+            str(tmp_path / "v.nrrd"),
+            "--study",
+            series.study_uid,
+            "--send",
+            node,
+            "--nodes",
+            str(tmp_path / "nodes.json"),
+        ]
     )
-    assert "not available yet" in capsys.readouterr().err
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dicomplus: error:") and "failed" in err, err

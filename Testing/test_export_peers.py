@@ -96,7 +96,8 @@ def test_dciodvfy_on_real_studies(tmp_path, manifest, dciodvfy_tool, dcentvfy_to
     assert dcentvfy_tool(result.files).errors == []
 
 
-def test_exported_series_queried_back_from_orthanc(study, tmp_path, orthanc_session):
+@pytest.mark.parametrize("transport", ["c-store", "rest"])
+def test_exported_series_queried_back_from_orthanc(study, tmp_path, orthanc_session, transport):
     db, source = study
     result = export_volume_to_study(
         db,
@@ -107,7 +108,15 @@ def test_exported_series_queried_back_from_orthanc(study, tmp_path, orthanc_sess
         out_dir=tmp_path / "out",
         index=False,
     )
-    orthanc_session.upload(result.files)
+    if transport == "rest":
+        orthanc_session.upload(result.files)
+    else:
+        from DICOMPlusLib.network.nodes import RemoteNode
+        from DICOMPlusLib.network.send import send_paths
+
+        node = RemoteNode.parse(f"{orthanc_session.aet}@127.0.0.1:{orthanc_session.dicom_port}")
+        report = send_paths(node, result.files)
+        assert report.ok and report.sent == len(result.files), report.to_dict()
     found = orthanc_session.post(
         "/tools/find",
         {"Level": "Series", "Query": {"SeriesInstanceUID": result.series_uid}, "Expand": True},

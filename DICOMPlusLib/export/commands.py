@@ -48,18 +48,29 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _send(args, files: list[Path]) -> dict:
+    """C-STORE the exported files to ``--send NODE`` (a configured name or AE@HOST:PORT)."""
     try:
-        from DICOMPlusLib.network import send as network_send
-    except ImportError:
+        from DICOMPlusLib.network.nodes import NodeStore
+        from DICOMPlusLib.network.send import send_paths
+    except ImportError:  # pragma: no cover - a build without the network package
         raise DICOMPlusError(
-            "--send is not available yet: this build has no DICOMPlusLib.network.send; "
-            "export with --out DIR and send the folder (e.g. dicomplus send, when available)"
+            "--send is not available in this build (no DICOMPlusLib.network); use --out DIR"
         ) from None
-    sender = getattr(network_send, "send_files", None)
-    if sender is None:
-        raise DICOMPlusError("--send is not available yet: DICOMPlusLib.network.send has no send_files()")
-    report = sender(args.send, [str(f) for f in files])
-    return report.to_dict() if hasattr(report, "to_dict") else {"report": str(report)}
+    node = NodeStore(args.nodes).resolve(args.send)
+    bar = ProgressBar("send", not args.json)
+    try:
+        report = send_paths(node, [str(f) for f in files], calling_ae_title=args.calling_ae, progress=bar)
+    finally:
+        bar.close()
+    if not report.ok:
+        failed = report.failed
+        first = f"{failed[0].path}: {failed[0].message}" if failed else "cancelled"
+        raise DICOMPlusError(
+            f"sending to {node.address} failed for {len(failed)} of {len(report.results)} file(s) "
+            f"({first}); the series is {'in the database' if args.index else 'not kept'}: "
+            "export with --out DIR (or --index) to keep it and send it again"
+        )
+    return report.to_dict()
 
 
 def cmd_export(args) -> int:
@@ -142,6 +153,10 @@ def add_commands(sub) -> None:
     target.add_argument("--out", metavar="DIR", help="write the files into this folder")
     target.add_argument("--send", metavar="NODE", help="send the series to this configured node")
     p.add_argument("--index", action="store_true", help="also import the new series into the database")
+    p.add_argument(
+        "--nodes", default=None, help="node list for --send (default: $DICOMPLUS_NODES or ~/.config)"
+    )
+    p.add_argument("--calling-ae", default="DICOMPLUS", help="our AE title when sending (default DICOMPLUS)")
     p.add_argument("--description", default=None, help="SeriesDescription (default: the file name)")
     p.add_argument("--series-number", type=int, default=None, help="default: after the study's last series")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID (default: a new one)")
