@@ -9,10 +9,13 @@ Registered by :mod:`DICOMPlusLib.export.commands`.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from DICOMPlusLib.cli import open_database, print_json
 from DICOMPlusLib.errors import BundleError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def read_thumbnail(path: str) -> np.ndarray:

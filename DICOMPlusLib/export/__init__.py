@@ -1,36 +1,40 @@
 """Export: UIDs, scalar volumes as DICOM series in a chosen study, labelmaps as DICOM SEG.
 
-The SEG writer (:mod:`.seg`) needs highdicom and is imported on demand.
+Names are imported on first use (PEP 562), so that ``dicomplus`` builds its command line
+without importing pydicom. The SEG writer (:mod:`.seg`) also needs highdicom.
 """
 
-from DICOMPlusLib.export.geometry import SliceGeometry, slice_geometry
-from DICOMPlusLib.export.pixels import PixelEncoding, plan_encoding
-from DICOMPlusLib.export.reference import copy_patient_and_study, study_reference
-from DICOMPlusLib.export.series import ExportResult, SeriesMetadata, export_volume, export_volume_to_study
-from DICOMPlusLib.export.uids import (
-    UIDGenerator,
-    ensure_series_is_new,
-    is_valid_uid,
-    new_uid,
-    validate_root,
-    validate_uid,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ExportResult",
-    "PixelEncoding",
-    "SeriesMetadata",
-    "SliceGeometry",
-    "UIDGenerator",
-    "copy_patient_and_study",
-    "ensure_series_is_new",
-    "export_volume",
-    "export_volume_to_study",
-    "is_valid_uid",
-    "new_uid",
-    "plan_encoding",
-    "slice_geometry",
-    "study_reference",
-    "validate_root",
-    "validate_uid",
-]
+import importlib
+
+_EXPORTS = {
+    "SliceGeometry": "geometry",
+    "slice_geometry": "geometry",
+    "PixelEncoding": "pixels",
+    "plan_encoding": "pixels",
+    "copy_patient_and_study": "reference",
+    "study_reference": "reference",
+    "ExportResult": "series",
+    "SeriesMetadata": "series",
+    "export_volume": "series",
+    "export_volume_to_study": "series",
+    "UIDGenerator": "uids",
+    "ensure_series_is_new": "uids",
+    "is_valid_uid": "uids",
+    "new_uid": "uids",
+    "validate_root": "uids",
+    "validate_uid": "uids",
+    "SegmentInfo": "seg",
+    "export_segmentation": "seg",
+    "export_segmentation_for_series": "seg",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

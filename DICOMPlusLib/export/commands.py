@@ -13,15 +13,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from DICOMPlusLib.cli import ProgressBar, open_database, print_json
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """``(array [k, j, i], ijk_to_lps)`` of a NRRD, NIfTI or MetaImage file (SimpleITK)."""
+    import numpy as np
     import SimpleITK as sitk
 
     try:
