@@ -518,6 +518,86 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
         self.lastWarnings = warnings
         return nodes
 
+    # -- export and Data Bundle ----------------------------------------------------------------
+    @staticmethod
+    def volumeGeometry(volumeNode):
+        """(array [k, j, i], IJK->LPS 4x4) of a scalar volume node: RAS to LPS, here, once."""
+        import numpy as np
+        import vtk
+
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        ijkToLPS = np.diag([-1.0, -1.0, 1.0, 1.0]) @ slicer.util.arrayFromVTKMatrix(matrix)
+        parent = volumeNode.GetParentTransformNode()
+        if parent is not None and not parent.IsTransformToWorldLinear():
+            raise DICOMPlusLib.ExportError(
+                _("{name} is under a non-linear transform: harden it before exporting").format(
+                    name=volumeNode.GetName()
+                )
+            )
+        if parent is not None:
+            toWorld = vtk.vtkMatrix4x4()
+            parent.GetMatrixTransformToWorld(toWorld)
+            ras = slicer.util.arrayFromVTKMatrix(toWorld) @ slicer.util.arrayFromVTKMatrix(matrix)
+            ijkToLPS = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
+        return slicer.util.arrayFromVolume(volumeNode), ijkToLPS
+
+    def exportVolume(self, volumeNode, studyUID, modality=None, seriesDescription=None, outputFolder=None):
+        """Write a scalar volume node as a new DICOM series in the local study ``studyUID`` (its
+        stored header supplies the patient and study), index it, and return the ExportResult."""
+        from DICOMPlusLib.export import SeriesMetadata, export_volume_to_study
+
+        array, ijkToLPS = self.volumeGeometry(volumeNode)
+        metadata = SeriesMetadata(
+            modality=modality,
+            series_description=seriesDescription or volumeNode.GetName() or "DICOMPlus export",
+        )
+        return export_volume_to_study(
+            self.database, studyUID, array, ijkToLPS, metadata, out_dir=outputFolder
+        )
+
+    def saveDataBundle(self, studyUID, description="Slicer Data Bundle"):
+        """Save the whole scene (as an MRB, by the scene's own writer) into a Data Bundle in the
+        local study ``studyUID``; returns the BundleInfo of the indexed bundle."""
+        import tempfile
+
+        from DICOMPlusLib.bundle import save_bundle_to_study
+
+        folder = tempfile.mkdtemp(prefix="DICOMPlusBundle-", dir=slicer.app.temporaryPath)
+        mrb = os.path.join(folder, "scene.mrb")
+        try:
+            if not slicer.mrmlScene.WriteToMRB(mrb):
+                raise DICOMPlusLib.BundleError(
+                    _("the scene could not be written as an MRB ({path})").format(path=mrb)
+                )
+            return save_bundle_to_study(self.database, studyUID, mrb, series_description=description)
+        finally:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def loadDataBundle(self, bundle, replace=False):
+        """Load a Data Bundle (a file path, or the SOPInstanceUID of a stored one) into the scene:
+        added to it, or replacing it with ``replace``. Returns True on success."""
+        import tempfile
+
+        from DICOMPlusLib.bundle import extract_bundle
+
+        path = str(bundle)
+        if not os.path.exists(path):
+            path = self.database.instance(path).path
+        folder = tempfile.mkdtemp(prefix="DICOMPlusBundle-", dir=slicer.app.temporaryPath)
+        mrb = os.path.join(folder, "scene.mrb")
+        try:
+            extract_bundle(path, mrb)
+            if not slicer.mrmlScene.ReadFromMRB(mrb, replace):
+                raise DICOMPlusLib.BundleError(_("the scene in {path} could not be read").format(path=path))
+            return True
+        finally:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+
     @staticmethod
     def _volumeName(series, volume, index, count):
         if series is None:

@@ -147,7 +147,7 @@ def test_listing_a_file_that_does_not_exist_fails_configure(tmp_path: Path):
 def test_requirements_match_pyproject():
     """Resources/requirements.txt holds exactly the dependencies Slicer does not bundle."""
     tomllib = pytest.importorskip("tomllib")
-    bundled_by_slicer = {"pydicom", "numpy", "simpleitk"}
+    bundled_by_slicer = {"pydicom", "numpy", "simpleitk", "highdicom", "requests"}
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     declared = {_requirement_name(r): r.replace(" ", "") for r in pyproject["project"]["dependencies"]}
     lines = (REPO_ROOT / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()
