@@ -556,6 +556,47 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
             self.database, studyUID, array, ijkToLPS, metadata, out_dir=outputFolder
         )
 
+    def exportSegmentation(self, segmentationNode, referenceVolumeNode, seriesDescription=None):
+        """Write a segmentation as DICOM SEG referencing the series ``referenceVolumeNode`` was
+        loaded from (labels, colours), index it, and return the SegExportResult."""
+        import vtk
+
+        from DICOMPlusLib.export import SegmentInfo, export_segmentation_for_series
+
+        sourceUID = referenceVolumeNode.GetAttribute("DICOMPlus.SeriesInstanceUID")
+        if not sourceUID:
+            raise DICOMPlusLib.ExportError(
+                _("{name} was not loaded from the DICOMPlus database: a SEG needs its source series").format(
+                    name=referenceVolumeNode.GetName()
+                )
+            )
+        segmentation = segmentationNode.GetSegmentation()
+        segmentIDs = vtk.vtkStringArray()
+        segments = []
+        for index in range(segmentation.GetNumberOfSegments()):
+            segmentID = segmentation.GetNthSegmentID(index)
+            segment = segmentation.GetSegment(segmentID)
+            segmentIDs.InsertNextValue(segmentID)
+            color = tuple(round(255 * c) for c in segment.GetColor())
+            segments.append(SegmentInfo(value=index + 1, label=segment.GetName(), color=color))
+        labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "DICOMPlusSegExport")
+        try:
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentationNode, segmentIDs, labelmapNode, referenceVolumeNode
+            ):
+                raise DICOMPlusLib.ExportError(_("the segments could not be turned into a labelmap"))
+            labelmap, ijkToLPS = self.volumeGeometry(labelmapNode)
+            return export_segmentation_for_series(
+                self.database,
+                sourceUID,
+                labelmap,
+                ijkToLPS,
+                segments,
+                series_description=seriesDescription or segmentationNode.GetName() or "Segmentation",
+            )
+        finally:
+            slicer.mrmlScene.RemoveNode(labelmapNode)
+
     def saveDataBundle(self, studyUID, description="Slicer Data Bundle"):
         """Save the whole scene (as an MRB, by the scene's own writer) into a Data Bundle in the
         local study ``studyUID``; returns the BundleInfo of the indexed bundle."""

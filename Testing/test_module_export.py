@@ -63,3 +63,40 @@ def test_data_bundle_save_and_load_back(logic, tmp_path):
     # added to (not replacing) the scene: a second copy appears
     assert logic.loadDataBundle(sop, replace=False)
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 2
+
+
+def test_export_segmentation_as_dicom_seg(logic, tmp_path):
+    import highdicom
+    import slicer
+
+    source = make_series(tmp_path / "src", n=6, rows=16, cols=16, patient_id="SEG1")
+    logic.importFolder([source.folder])
+    [volume] = logic.loadSeries(source.series_uid)
+    labels = np.zeros((6, 16, 16), np.uint8)
+    labels[1:4, 2:8, 2:8] = 1
+    labels[2:5, 9:14, 9:14] = 2
+    labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(labelmapNode, labels)
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(m)
+    labelmapNode.SetIJKToRASMatrix(m)
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Tumours")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+        labelmapNode, segmentation
+    )
+    seg = segmentation.GetSegmentation()
+    seg.GetNthSegment(0).SetName("lesion A")
+    seg.GetNthSegment(1).SetName("lesion B")
+    seg.GetNthSegment(1).SetColor(1.0, 0.0, 0.0)
+    result = logic.exportSegmentation(segmentation, volume)
+    [record] = logic.search("series", {"SeriesInstanceUID": result.series_uid})
+    assert record.Modality == "SEG"
+    path = logic.database.instances(result.series_uid)[0].path
+    read = highdicom.seg.segread(path)
+    assert [read.get_segment_description(i).SegmentLabel for i in (1, 2)] == ["lesion A", "lesion B"]
+    pixels = read.get_volume(combine_segments=True).array
+    assert int((pixels == 1).sum()) == int((labels == 1).sum())
+    assert int((pixels == 2).sum()) == int((labels == 2).sum())
+    assert slicer.mrmlScene.GetFirstNodeByName("DICOMPlusSegExport") is None
