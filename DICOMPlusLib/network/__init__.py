@@ -1,7 +1,8 @@
 """DICOM networking: server nodes, echo, the C-STORE listener, send, and the sample PACS (DIMSE);
 DICOMweb lives in :mod:`dicomweb`.
 
-Names are imported lazily so that ``import DICOMPlusLib.network.dicomweb`` (or the CLI) does not
+The functions ``echo.echo`` and ``send.send`` share their modules' names and are imported from
+there. Names are imported lazily so that ``import DICOMPlusLib.network.dicomweb`` (or the CLI) does not
 pay for pynetdicom. Bulk C-STORE traffic (listener, send, echo) uses a direct, blocking
 implementation of the Upper Layer protocol (:mod:`ul`, :mod:`scu`, :mod:`acceptor`); the
 Query/Retrieve SCP of the sample PACS uses pynetdicom (:mod:`qrscp`).
@@ -17,7 +18,6 @@ _EXPORTS = {
     "RetrieveMethod": "nodes",
     "TLSSettings": "nodes",
     "default_nodes_path": "nodes",
-    "echo": "echo",
     "EchoResult": "echo",
     "EchoProblem": "echo",
     "Listener": "listener",
@@ -25,7 +25,6 @@ _EXPORTS = {
     "ReceivedInstance": "storage",
     "SeriesComplete": "storage",
     "Subscription": "storage",
-    "send": "send",
     "send_paths": "send",
     "send_from_database": "send",
     "SendItem": "send",

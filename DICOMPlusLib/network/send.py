@@ -26,6 +26,7 @@ from DICOMPlusLib.errors import DICOMPlusError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network import dimse, scu
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
+from DICOMPlusLib.network.storage import valid_uid_text
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
@@ -295,7 +296,7 @@ class _Worker:
 
     def run(self, items: Sequence[SendItem], attempt: int) -> None:
         pending = list(items)
-        reconnects = 0
+        fruitless = 0  # associations in a row that broke before storing anything
         while pending:
             if self.cancel.cancelled:
                 return
@@ -307,13 +308,13 @@ class _Worker:
                         FileResult(item.path, item.sop_instance_uid, "failure", None, str(exc), attempt)
                     )
                 return
-            broken = False
+            broken, stored = False, 0
             try:
                 while pending and not self.cancel.cancelled:
-                    item = pending[0]
+                    item = pending.pop(0)
                     result, alive = self._send_one(assoc, item, attempt)
-                    pending.pop(0)
                     self.record(result)
+                    stored += result.category != "failure"
                     if not alive:
                         broken = True
                         break
@@ -322,13 +323,12 @@ class _Worker:
                     assoc.release(self.options["timeout"])
             if not broken:
                 return
-            reconnects += 1
-            if reconnects > self.options["reconnects"]:
+            fruitless = 0 if stored else fruitless + 1
+            if fruitless > self.options["reconnects"]:
                 for item in pending:
+                    message = "not sent: the peer ended every association without storing anything"
                     self.record(
-                        FileResult(
-                            item.path, item.sop_instance_uid, "failure", None, "association lost", attempt
-                        )
+                        FileResult(item.path, item.sop_instance_uid, "failure", None, message, attempt)
                     )
                 return
 
@@ -338,6 +338,10 @@ class _Worker:
         def result(category, status=None, message="", converted=False) -> FileResult:
             return FileResult(item.path, item.sop_instance_uid, category, status, message, attempt, converted)
 
+        if not valid_uid_text(item.sop_instance_uid) or not valid_uid_text(item.sop_class_uid):
+            return result(
+                "failure", None, "not sent: invalid SOP Class or Instance UID (more than 64 characters?)"
+            ), True
         cx = assoc.find_context(item.sop_class_uid, [item.transfer_syntax])
         converted = False
         try:
