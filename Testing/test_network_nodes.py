@@ -1,0 +1,257 @@
+"""Nodes and their JSON file; the direct path's PDU and command codecs checked against independent
+decoders (pynetdicom's PDU classes, pydicom); association negotiation rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from io import BytesIO
+
+import pytest
+
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network import dimse, ul
+from DICOMPlusLib.network.acceptor import AcceptorPolicy, is_storage_class, negotiate
+from DICOMPlusLib.network.nodes import NodeStore, RemoteNode, RetrieveMethod, TLSSettings, default_nodes_path
+from DICOMPlusLib.network.storage import ReceiveMeta, file_meta_bytes
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+J2K = "1.2.840.10008.1.2.4.90"
+
+
+# -- nodes -------------------------------------------------------------------------------------
+def test_parse_node_addresses():
+    node = RemoteNode.parse("ORTHANC@127.0.0.1:4242")
+    assert (node.ae_title, node.host, node.port) == ("ORTHANC", "127.0.0.1", 4242)
+    assert RemoteNode.parse("PACS@[::1]:104").host == "::1"
+    assert RemoteNode.parse("A B@pacs.example.org:11112").ae_title == "A B"
+    for bad in (
+        "ORTHANC",
+        "ORTHANC@host",
+        "@host:1",
+        "WAYTOOLONGAETITLE17@h:1",
+        "A@h:0",
+        "A@h:70000",
+        "A\\B@h:1",
+    ):
+        with pytest.raises(NetworkError):
+            RemoteNode.parse(bad)
+    with pytest.raises(NetworkError, match="DICOMweb URL"):
+        RemoteNode("web", "X", "h", 1, retrieve_method=RetrieveMethod.DICOMWEB)
+
+
+def test_retrieve_method_names():
+    assert RetrieveMethod.parse("c-move") is RetrieveMethod.C_MOVE
+    assert RetrieveMethod.parse("C_GET") is RetrieveMethod.C_GET
+    assert RetrieveMethod.parse("dicomweb") is RetrieveMethod.DICOMWEB
+    with pytest.raises(NetworkError):
+        RetrieveMethod.parse("ftp")
+
+
+def test_node_store_round_trip(tmp_path):
+    store = NodeStore(tmp_path / "cfg" / "nodes.json")
+    assert store.list() == []
+    pacs = RemoteNode("pacs", "PACS", "10.0.0.5", 104, retrieve_method="C-MOVE", description="main archive")
+    web = RemoteNode("web", "ORTHANC", "127.0.0.1", 4242, tls=True, retrieve_method=RetrieveMethod.DICOMWEB,
+                     dicomweb_url="http://127.0.0.1:8042/dicom-web", tls_settings=TLSSettings(ca_file="/ca.pem"))  # fmt: skip
+    store.add(pacs)
+    store.add(web)
+    with pytest.raises(NetworkError, match="exists"):
+        store.add(pacs)
+    again = NodeStore(store.path)
+    assert again.list() == [pacs, web]
+    assert again.get("web").tls_settings.ca_file == "/ca.pem"
+    data = json.loads(store.path.read_text())
+    assert data["version"] == 1 and data["nodes"][0]["retrieve_method"] == "C-MOVE"
+    assert again.resolve("pacs") == pacs
+    assert again.resolve("X@h:1").ae_title == "X"
+    with pytest.raises(NetworkError, match="nodes add"):
+        again.resolve("nosuch")
+    store.add(RemoteNode("pacs", "PACS2", "10.0.0.6", 104), replace_existing=True)
+    assert again.get("pacs").ae_title == "PACS2"
+    assert again.remove("pacs").ae_title == "PACS2"
+    assert [n.name for n in again.list()] == ["web"]
+    assert not list(store.path.parent.glob(".nodes-*"))  # no temporary file left
+
+
+def test_default_nodes_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "n.json"))
+    assert default_nodes_path() == tmp_path / "n.json"
+    monkeypatch.delenv("DICOMPLUS_NODES")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert default_nodes_path() == tmp_path / "xdg" / "dicomplus" / "nodes.json"
+
+
+def test_corrupt_node_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "nodes.json"
+    path.write_text("{not json")
+    with pytest.raises(NetworkError, match="not valid JSON"):
+        NodeStore(path).list()
+
+
+def test_cli_nodes(tmp_path):
+    nodes = tmp_path / "nodes.json"
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "DICOMPlusLib.cli", "nodes", *map(str, args), "--nodes", nodes],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert cli("add", "pacs", "PACS@10.1.2.3:104", "--retrieve", "C-MOVE").returncode == 0
+    assert cli("add", "web", "ORTHANC@127.0.0.1:4242", "--dicomweb-url", "http://x/dicom-web").returncode == 0
+    duplicate = cli("add", "pacs", "PACS@10.1.2.3:104")
+    assert duplicate.returncode == 1 and "exists" in duplicate.stderr
+    listed = json.loads(cli("list", "--json").stdout)
+    assert [(n["name"], n["ae_title"], n["port"], n["retrieve_method"]) for n in listed] == [
+        ("pacs", "PACS", 104, "C-MOVE"),
+        ("web", "ORTHANC", 4242, "C-GET"),
+    ]
+    assert "PACS@10.1.2.3:104" in cli("list").stdout
+    assert cli("remove", "pacs").returncode == 0
+    assert cli("remove", "pacs").returncode == 1
+    assert [n["name"] for n in json.loads(cli("list", "--json").stdout)] == ["web"]
+
+
+# -- codecs against independent decoders ---------------------------------------------------------
+def test_associate_rq_decodes_with_pynetdicom():
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+    rq = ul.AssociateRQ(
+        "CALLEDAE",
+        "CALLINGAE",
+        [ul.ContextRQ(1, CT, [EXPLICIT, IMPLICIT]), ul.ContextRQ(3, ul.VERIFICATION, [IMPLICIT])],
+        max_length=65536,
+        roles={CT: (False, True)},
+    )
+    encoded = rq.encode()
+    pdu = A_ASSOCIATE_RQ()
+    pdu.decode(encoded)
+    assert pdu.called_ae_title == "CALLEDAE" and pdu.calling_ae_title == "CALLINGAE"
+    assert [(c.context_id, c.abstract_syntax, c.transfer_syntax) for c in pdu.presentation_context] == [
+        (1, CT, [EXPLICIT, IMPLICIT]),
+        (3, ul.VERIFICATION, [IMPLICIT]),
+    ]
+    user = pdu.user_information
+    assert user.maximum_length == 65536
+    assert user.implementation_class_uid == ul.IMPLEMENTATION_CLASS_UID
+    assert user.implementation_version_name == ul.IMPLEMENTATION_VERSION_NAME
+    assert (user.role_selection[CT].scu_role, user.role_selection[CT].scp_role) == (False, True)
+    # and ours decodes what pynetdicom encodes
+    back = ul.AssociateRQ.decode(pdu.encode()[6:])
+    assert back.contexts[0].transfer_syntaxes == [EXPLICIT, IMPLICIT]
+    assert back.roles == {CT: (False, True)} and back.max_length == 65536
+
+
+def test_associate_ac_against_pynetdicom():
+    from pynetdicom.pdu import A_ASSOCIATE_AC
+
+    ac = ul.AssociateAC(
+        "CALLEDAE", "CALLINGAE", [ul.ContextAC(1, 0, EXPLICIT), ul.ContextAC(3, 3)], max_length=16384
+    )
+    pdu = A_ASSOCIATE_AC()
+    pdu.decode(ac.encode())
+    results = {c.context_id: (c.result, c.transfer_syntax) for c in pdu.presentation_context}
+    assert results[1] == (0, EXPLICIT) and results[3][0] == 3
+    assert pdu.user_information.maximum_length == 16384
+    decoded = ul.AssociateAC.decode(pdu.encode()[6:])
+    first = decoded.contexts[0]
+    assert (first.id, first.result, first.transfer_syntax) == (1, 0, EXPLICIT)
+
+
+def test_commands_decode_with_pydicom():
+    from pydicom.filereader import read_dataset
+
+    raw = dimse.store_request(7, CT, "1.2.3.4.5", move_originator_aet="MOVER", move_originator_id=3)
+    ds = read_dataset(BytesIO(raw), is_implicit_VR=True, is_little_endian=True)
+    assert ds.CommandGroupLength == len(raw) - 12
+    assert (ds.CommandField, ds.MessageID, ds.CommandDataSetType) == (0x0001, 7, 0)
+    assert (ds.AffectedSOPClassUID, ds.AffectedSOPInstanceUID) == (CT, "1.2.3.4.5")
+    assert ds.MoveOriginatorApplicationEntityTitle.strip() == "MOVER" and ds.MoveOriginatorMessageID == 3
+    request = dimse.decode_command(raw)
+    response = read_dataset(
+        BytesIO(dimse.store_response(request, 0xA700, "disk full")),
+        is_implicit_VR=True,
+        is_little_endian=True,
+    )
+    assert (response.CommandField, response.MessageIDBeingRespondedTo, response.Status) == (0x8001, 7, 0xA700)
+    assert response.ErrorComment == "disk full" and response.CommandDataSetType == 0x0101
+
+
+def test_file_meta_reads_with_pydicom():
+    import pydicom
+
+    meta = ReceiveMeta(CT, "1.2.3.4.5", EXPLICIT, calling_ae="SENDER")
+    ds = pydicom.dcmread(BytesIO(file_meta_bytes(meta) + b"\x08\x00\x18\x00UI\x0a\x001.2.3.4.5\x00"))
+    assert ds.file_meta.MediaStorageSOPClassUID == CT
+    assert ds.file_meta.TransferSyntaxUID == EXPLICIT
+    assert ds.file_meta.SourceApplicationEntityTitle.strip() == "SENDER"
+    assert ds.SOPInstanceUID == "1.2.3.4.5"
+
+
+def test_status_categories():
+    assert dimse.status_category(0) == "success"
+    assert dimse.status_category(0xB000) == "warning"
+    assert dimse.status_category(0xA700) == dimse.status_category(0xC000) == "failure"
+    assert dimse.status_category(None) == "failure"
+    assert "out of resources" in dimse.status_text(0xA701)
+
+
+# -- negotiation -------------------------------------------------------------------------------
+def _rq(**kwargs):
+    defaults = {"called_ae": "DICOMPLUS", "calling_ae": "SENDER", "contexts": []}
+    defaults.update(kwargs)
+    return ul.AssociateRQ(**defaults)
+
+
+def test_negotiation_of_presentation_contexts():
+    policy = AcceptorPolicy("DICOMPLUS")
+    contexts = [
+        ul.ContextRQ(1, CT, [J2K, EXPLICIT]),  # the requestor's first choice wins
+        ul.ContextRQ(3, "1.2.840.10008.5.1.4.1.2.2.1", [EXPLICIT]),  # a FIND model: not storage
+        ul.ContextRQ(5, CT, ["1.2.3.999"]),  # unknown transfer syntax
+        ul.ContextRQ(7, "1.3.12.2.1107.5.9.1", [EXPLICIT]),  # private SOP class: accepted
+        ul.ContextRQ(9, ul.VERIFICATION, [IMPLICIT]),
+        ul.ContextRQ(9, CT, [EXPLICIT]),  # duplicate ID
+    ]
+    result = negotiate(_rq(contexts=contexts), policy)
+    got = {(c.id, c.result, c.transfer_syntax) for c in result.ac.contexts}
+    assert (1, ul.PC_ACCEPTANCE, J2K) in got
+    assert (3, ul.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, "") in got
+    assert (5, ul.PC_TRANSFER_SYNTAXES_NOT_SUPPORTED, "") in got
+    assert (7, ul.PC_ACCEPTANCE, EXPLICIT) in got
+    assert result.contexts == {
+        1: (CT, J2K),
+        7: ("1.3.12.2.1107.5.9.1", EXPLICIT),
+        9: (ul.VERIFICATION, IMPLICIT),
+    }
+    strict = negotiate(
+        _rq(contexts=contexts[3:4]), AcceptorPolicy("DICOMPLUS", accept_unknown_sop_classes=False)
+    )
+    assert strict.contexts == {}
+
+
+def test_negotiation_rejections():
+    policy = AcceptorPolicy("DICOMPLUS", allowed_calling_aets=frozenset({"GOOD"}), require_called_ae=True)
+    assert negotiate(_rq(calling_ae="BAD"), policy).reject == (1, 1, ul.RJ_CALLING_AE_NOT_RECOGNIZED)
+    assert negotiate(_rq(calling_ae="GOOD", called_ae="OTHER"), policy).reject == (
+        1,
+        1,
+        ul.RJ_CALLED_AE_NOT_RECOGNIZED,
+    )
+    assert negotiate(_rq(calling_ae="GOOD", application_context="1.2.3"), policy).reject == (1, 1, 2)
+    assert negotiate(_rq(calling_ae="GOOD", protocol_version=2), policy).reject == (1, 2, 2)
+    assert negotiate(_rq(calling_ae="GOOD"), policy).reject is None
+
+
+def test_storage_classes():
+    assert is_storage_class(CT)
+    assert is_storage_class("1.2.840.10008.5.1.4.1.1.66.4")  # Segmentation
+    assert is_storage_class("1.2.840.10008.5.1.4.1.1.999.1")  # a future class in the storage arc
+    assert not is_storage_class("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root FIND
+    assert not is_storage_class("1.2.840.10008.1.20.1")  # Storage Commitment
+    assert not is_storage_class("1.2.840.10008.1.3.10")  # DICOMDIR
