@@ -1,0 +1,220 @@
+"""The sample PACS (``dicomplus serve``) against DCMTK findscu/movescu/getscu/storescu, Orthanc and
+pynetdicom. Expected answers are computed from the sample files themselves with pydicom, not
+from the database."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+from io import BytesIO
+
+import pydicom
+import pytest
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT, free_port
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.network.echo import echo
+from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.sample import make_sample_data, sample_files
+
+AET = "DICOMPLUSPACS"
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """The sample instances as read by pydicom (the reference for every expected answer)."""
+    return [pydicom.dcmread(BytesIO(data), stop_before_pixels=True) for data in sample_files()]
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    db = Database(tmp_path_factory.mktemp("pacs") / "db")
+    make_sample_data(db)
+    server = QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK)).start()
+    yield server
+    server.stop()
+    db.close()
+
+
+def find(dcmtk, pacs, tmp_path, model: str, *keys: str) -> list[pydicom.Dataset]:
+    out = tmp_path / f"find{len(list(tmp_path.iterdir()))}"
+    out.mkdir()
+    args = [model, "-X", "-aec", AET]
+    for key in keys:
+        args += ["-k", key]
+    dcmtk.run("findscu", *args, LOOPBACK, pacs.port, cwd=out)
+    return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_find_study_root_every_level(dcmtk, pacs, samples, tmp_path):
+    studies = collections.Counter(str(s.StudyInstanceUID) for s in samples)
+    found = find(dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=STUDY", "StudyInstanceUID",
+                 "NumberOfStudyRelatedInstances", "PatientName")  # fmt: skip
+    assert {str(d.StudyInstanceUID): int(d.NumberOfStudyRelatedInstances) for d in found} == dict(studies)
+    study = next(iter(studies))
+    series = collections.Counter(str(s.SeriesInstanceUID) for s in samples if s.StudyInstanceUID == study)
+    found = find(dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={study}",
+                 "SeriesInstanceUID", "Modality", "NumberOfSeriesRelatedInstances")  # fmt: skip
+    assert {str(d.SeriesInstanceUID): int(d.NumberOfSeriesRelatedInstances) for d in found} == dict(series)
+    one = next(iter(series))
+    found = find(dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=IMAGE", f"StudyInstanceUID={study}",
+                 f"SeriesInstanceUID={one}", "SOPInstanceUID", "InstanceNumber")  # fmt: skip
+    expected = {str(s.SOPInstanceUID): int(s.InstanceNumber) for s in samples if s.SeriesInstanceUID == one}
+    assert {str(d.SOPInstanceUID): int(d.InstanceNumber) for d in found} == expected
+
+
+def test_find_patient_root(dcmtk, pacs, samples, tmp_path):
+    per_patient = collections.defaultdict(set)
+    for s in samples:
+        per_patient[str(s.PatientID)].add(str(s.StudyInstanceUID))
+    found = find(dcmtk, pacs, tmp_path, "-P", "QueryRetrieveLevel=PATIENT", "PatientID", "PatientName",
+                 "NumberOfPatientRelatedStudies")  # fmt: skip
+    assert {str(d.PatientID): int(d.NumberOfPatientRelatedStudies) for d in found} == {
+        p: len(s) for p, s in per_patient.items()
+    }
+    patient = sorted(per_patient)[0]
+    found = find(
+        dcmtk, pacs, tmp_path, "-P", "QueryRetrieveLevel=STUDY", f"PatientID={patient}", "StudyInstanceUID"
+    )
+    assert {str(d.StudyInstanceUID) for d in found} == per_patient[patient]
+
+
+def test_find_matching_rules_and_header_keys(dcmtk, pacs, samples, tmp_path):
+    doe = {str(s.StudyInstanceUID) for s in samples if str(s.PatientName).lower().startswith("doe")}
+    found = find(
+        dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=STUDY", "PatientName=doe*", "StudyInstanceUID"
+    )
+    assert {str(d.StudyInstanceUID) for d in found} == doe
+    in_2024 = {str(s.StudyInstanceUID) for s in samples if "20240101" <= s.StudyDate <= "20241231"}
+    found = find(dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=STUDY", "StudyDate=20240101-20241231",
+                 "StudyInstanceUID")  # fmt: skip
+    assert {str(d.StudyInstanceUID) for d in found} == in_2024
+    mr = {str(s.StudyInstanceUID) for s in samples if s.Modality == "MR"}
+    found = find(
+        dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=STUDY", "ModalitiesInStudy=MR", "StudyInstanceUID"
+    )
+    assert {str(d.StudyInstanceUID) for d in found} == mr
+    # a return key the database keeps no column for comes from the stored header
+    found = find(dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=SERIES", "SeriesInstanceUID", "Manufacturer",
+                 "SeriesDescription")  # fmt: skip
+    expected = {(str(s.SeriesInstanceUID), s.Manufacturer, s.SeriesDescription) for s in samples}
+    assert {(str(d.SeriesInstanceUID), d.Manufacturer, d.SeriesDescription) for d in found} == expected
+    # and a key on such an attribute matches too
+    found = find(
+        dcmtk, pacs, tmp_path, "-S", "QueryRetrieveLevel=SERIES", "RepetitionTime=500", "SeriesInstanceUID"
+    )
+    assert {str(d.SeriesInstanceUID) for d in found} == {
+        str(s.SeriesInstanceUID) for s in samples if s.get("RepetitionTime") == 500
+    }
+
+
+def test_move_to_storescp_and_unknown_destination(dcmtk, pacs, samples, storescp, tmp_path):
+    from pynetdicom import AE
+
+    pacs.add_destination(Destination(storescp.aet, LOOPBACK, storescp.port))
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if s.StudyInstanceUID == study}
+    dcmtk.run("movescu", "-S", "-aec", AET, "-aem", storescp.aet, "-k", "QueryRetrieveLevel=STUDY",
+              "-k", f"StudyInstanceUID={study}", LOOPBACK, pacs.port)  # fmt: skip
+    received = storescp.wait_for(len(expected))
+    assert {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in received} == expected
+    # an unknown destination: 0xA801 (checked with pynetdicom as a second, independent client)
+    unknown = dcmtk.run("movescu", "-v", "-S", "-aec", AET, "-aem", "NOBODY", "-k", "QueryRetrieveLevel=STUDY",
+                        "-k", f"StudyInstanceUID={study}", LOOPBACK, pacs.port, check=False)  # fmt: skip
+    assert "MoveDestinationUnknown" in unknown.stdout + unknown.stderr
+    ae = AE(ae_title="CHECKER")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")
+    assoc = ae.associate(LOOPBACK, pacs.port, ae_title=AET)
+    assert assoc.is_established
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study
+    statuses = [s.Status for s, _ in assoc.send_c_move(query, "NOBODY", "1.2.840.10008.5.1.4.1.2.2.2") if s]
+    assoc.release()
+    assert statuses[-1] == 0xA801
+
+
+def test_get(dcmtk, pacs, samples, tmp_path):
+    series = str(samples[-1].SeriesInstanceUID)
+    study = str(samples[-1].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if s.SeriesInstanceUID == series}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={study}",
+              "-k", f"SeriesInstanceUID={series}", "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    assert {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
+    } == expected
+
+
+def test_orthanc_queries_and_retrieves(orthanc_factory, pacs, samples):
+    orthanc = orthanc_factory(modalities={"dplus": (AET, pacs.port)})
+    pacs.add_destination(Destination(orthanc.aet, LOOPBACK, orthanc.dicom_port))
+    patient = str(samples[0].PatientID)
+    expected = {str(s.StudyInstanceUID) for s in samples if s.PatientID == patient}
+    query = orthanc.post("/modalities/dplus/query", {"Level": "Study", "Query": {"PatientID": patient}})
+    answers = orthanc.get(f"/queries/{query['ID']}/answers", expand="")
+    assert {a["0020,000d"]["Value"].strip() for a in answers} == expected
+    # and C-MOVE to Orthanc itself
+    orthanc.post(f"/queries/{query['ID']}/retrieve", {"TargetAet": orthanc.aet, "Synchronous": True})
+    assert orthanc.counts()["instances"] == sum(1 for s in samples if s.PatientID == patient)
+
+
+def test_storescu_into_serve(dcmtk, pacs, tmp_path):
+    before = pacs.db.info()["instances"]
+    series = make_series(tmp_path / "s", n=5, rows=16, cols=16, patient_id="PUSHED", seed=41)
+    dcmtk.run("storescu", "-aec", AET, LOOPBACK, pacs.port, *series.files)
+    assert pacs.db.info()["instances"] == before + 5
+    assert {r.SOPInstanceUID for r in pacs.db.instances(series.series_uid)} == set(series.sop_uids)
+
+
+def test_sample_data_is_valid_dicom(dciodvfy_tool, samples, tmp_path):
+    files = sample_files()
+    for name, index in (("ct", 0), ("mr", next(i for i, s in enumerate(samples) if s.Modality == "MR"))):
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(files[index])
+        result = dciodvfy_tool(path)
+        assert result.ok, result.output
+    assert len({str(s.PatientID) for s in samples}) == 2
+    assert {s.Modality for s in samples} == {"CT", "MR"}
+
+
+def test_sample_data_is_added_once(tmp_path):
+    db = Database(tmp_path / "db")
+    try:
+        first = make_sample_data(db)
+        second = make_sample_data(db)
+        assert first["added"] == len(sample_files()) and second == {
+            "added": 0,
+            "already there": first["added"],
+        }
+    finally:
+        db.close()
+
+
+def test_cli_serve_prints_what_to_configure(tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "serve", "--db", str(tmp_path / "db"), "--port", str(port),
+           "--host", LOOPBACK, "--sample", "--destination", "VIEWER@127.0.0.1:11119"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "dicomplus-pacs" in line:
+                break
+        text = "".join(lines)
+        assert f"AE title (called AE): {AET}" in text
+        assert f"Port:                 {port}" in text
+        assert "VIEWER -> 127.0.0.1:11119" in text and "DICOMPLUS -> 127.0.0.1:11112" in text
+        assert "2 patients" in text and "0xA801" in text
+        assert echo(RemoteNode("pacs", AET, LOOPBACK, port)).ok
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
