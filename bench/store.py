@@ -1,0 +1,204 @@
+"""Store: 500 x 512 KiB CT instances over C-STORE on loopback, DICOMPlus listener and send vs DCMTK.
+
+Reference: DCMTK ``storescu`` -> DCMTK ``storescp``, one association (both with TCP_NODELAY=1,
+Nagle off as DICOMPlus does). Candidates:
+
+* ``listen``: storescu -> ``dicomplus listen`` (a separate process), each instance written,
+  moved into the store and indexed in the database before its response (receive with indexing);
+* ``listen-4``: four storescu processes at once (125 files each) -> the same listener;
+* ``listen-pynetdicom``: storescu -> the listener on pynetdicom's ``start_server`` (engine
+  ``pynetdicom``, documented settings: raw bytes written, TCP_NODELAY, 256 KiB PDUs);
+* ``send``, ``send-2``, ``send-4``: ``send_paths`` in this process (the library already imported,
+  as in Slicer) -> storescp with 1, 2 and 4 associations (storescp serves them one after the other);
+* ``send-cli``: ``dicomplus send`` as a fresh process (includes starting Python);
+* ``send-pynetdicom``: plain pynetdicom in this process with its documented settings
+  (``STORE_SEND_CHUNKED_DATASET``, TCP_NODELAY, one association) -> storescp.
+
+Untimed before each run: the receiving folder or database is emptied. Targets (issue 4): one
+association >= 0.25x DCMTK's throughput for send and for receive-with-indexing, parallel send and
+receive >= 0.4x; then >= 0.5x per association.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.runner import Benchmark, Candidate
+
+FILES = 500
+ROWS = COLS = 512
+STORESCU = "/usr/bin/storescu"
+STORESCP = "/usr/bin/storescp"
+LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
+
+PYNETDICOM_SEND = (
+    "pynetdicom: send_c_store(path) with STORE_SEND_CHUNKED_DATASET, TCP_NODELAY, one association"
+)
+
+
+def make_source(folder: Path) -> list[Path]:
+    marker = folder.with_name(folder.name + ".complete")
+    if not marker.exists():
+        sys.path.insert(0, str(REPO / "Testing"))
+        from dicomplus_testing.synthetic import make_series
+
+        shutil.rmtree(folder, ignore_errors=True)
+        make_series(folder, n=FILES, rows=ROWS, cols=COLS, seed=2024, patient_id="BENCHSTORE")
+        marker.write_text("ok")
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def _pynetdicom_send(files: list[Path], port: int) -> None:
+    import socket as _socket
+
+    from pynetdicom import AE, _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    ae = AE(ae_title="DICOMPLUS")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])
+    assoc = ae.associate(LOOPBACK, port, ae_title="STORESCP")
+    assert assoc.is_established
+    assoc.dul.socket.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    for path in files:
+        status = assoc.send_c_store(path)
+        assert status.Status == 0, status
+    assoc.release()
+
+
+def benchmark(work_dir: Path) -> Benchmark:
+    sys.path.insert(0, str(REPO))
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.network.nodes import RemoteNode
+    from DICOMPlusLib.network.send import send_paths
+
+    files = make_source(work_dir / "ct500")
+    names = [str(f) for f in files]
+    megabytes = sum(f.stat().st_size for f in files) / 1e6
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    received = work_dir / "storescp-out"
+    dbs = {"direct": work_dir / "db-direct", "pynetdicom": work_dir / "db-pynetdicom"}
+    for path in (received, *dbs.values()):
+        shutil.rmtree(path, ignore_errors=True)
+    received.mkdir(parents=True)
+
+    scp_port, ports = _free_port(), {"direct": _free_port(), "pynetdicom": _free_port()}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scp_argv = [STORESCP, "-aet", "STORESCP", "-od", str(received), str(scp_port)]
+    servers = [subprocess.Popen(scp_argv, env=env, **quiet)]
+    for engine, port in ports.items():
+        argv = [
+            sys.executable,
+            "-m",
+            "DICOMPlusLib.cli",
+            "--db",
+            str(dbs[engine]),
+            "listen",
+            "--port",
+            str(port),
+        ]
+        argv += ["--host", LOOPBACK, "--engine", engine, "--idle", "3600"]
+        servers.append(subprocess.Popen(argv, cwd=REPO, **quiet))
+    try:
+        _wait_port(scp_port, servers[0])
+        _wait_port(ports["direct"], servers[1])
+        _wait_port(ports["pynetdicom"], servers[2])
+    except BaseException:
+        for proc in servers:
+            proc.kill()
+        raise
+
+    def empty_received() -> None:
+        for entry in os.scandir(received):
+            os.unlink(entry.path)
+
+    def empty_db(engine: str):
+        def run() -> None:
+            db = Database(dbs[engine])
+            try:
+                for study in {r.StudyInstanceUID for r in db.search("study")}:
+                    db.delete(study=study)
+            finally:
+                db.close()
+
+        return run
+
+    storescp = RemoteNode("storescp", "STORESCP", LOOPBACK, scp_port)
+
+    def send(parallel: int):
+        def run() -> None:
+            report = send_paths(storescp, names, parallel=parallel)
+            assert report.ok and report.sent == FILES, report.to_dict()["failed"]
+
+        return run
+
+    def storescu(port: int, aec: str, chunk: list[str]) -> list[str]:
+        return [STORESCU, "-aec", aec, LOOPBACK, str(port), *chunk]
+
+    four = " & ".join(
+        " ".join(storescu(ports["direct"], "DICOMPLUS", [f"'{n}'" for n in names[k::4]])) for k in range(4)
+    )
+
+    def cleanup() -> None:
+        for proc in servers:
+            proc.terminate()
+        for proc in servers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for path in (received, *dbs.values()):
+            shutil.rmtree(path, ignore_errors=True)
+
+    candidates = [
+        Candidate("dcmtk", command=storescu(scp_port, "STORESCP", names), env=env, before=empty_received,
+                  label="storescu -> storescp (DCMTK, one association)"),
+        Candidate("listen", command=storescu(ports["direct"], "DICOMPLUS", names), env=env,
+                  before=empty_db("direct"), label="storescu -> dicomplus listen (stored + indexed)"),
+        Candidate("listen-4", command=f"{four} & wait", shell=True, env=env, before=empty_db("direct"),
+                  label="4 storescu at once (125 files each) -> dicomplus listen"),
+        Candidate("listen-pynetdicom", command=storescu(ports["pynetdicom"], "DICOMPLUS", names), env=env,
+                  before=empty_db("pynetdicom"), label="storescu -> dicomplus listen --engine pynetdicom"),
+        Candidate("send", function=send(1), before=empty_received, label="send_paths -> storescp, 1 association"),
+        Candidate("send-2", function=send(2), before=empty_received, label="send_paths parallel=2 -> storescp"),
+        Candidate("send-4", function=send(4), before=empty_received, label="send_paths parallel=4 -> storescp"),
+        Candidate("send-cli", command=[sys.executable, "-m", "DICOMPlusLib.cli", "send",
+                                       f"STORESCP@{LOOPBACK}:{scp_port}", str(files[0].parent)],
+                  cwd=REPO, before=empty_received, label="dicomplus send (fresh process) -> storescp"),
+        Candidate("send-pynetdicom", function=lambda: _pynetdicom_send(files, scp_port), before=empty_received,
+                  label=PYNETDICOM_SEND),
+    ]  # fmt: skip
+    return Benchmark(
+        name="store",
+        description=f"C-STORE of {FILES} CT instances {ROWS}x{COLS} ({megabytes / FILES * 1e3:.0f} kB each, "
+        f"{megabytes:.0f} MB) on loopback, {os.cpu_count()} cores",
+        candidates=candidates,
+        reference="dcmtk",
+        work={"files": FILES, "MB": megabytes},
+        cleanup=cleanup,
+    )
