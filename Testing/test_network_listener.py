@@ -230,13 +230,13 @@ def test_unknown_calling_ae_is_rejected_with_the_allow_list(db, dcmtk, engine, t
         assert db.info()["instances"] == 2
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_hostile_sop_instance_uid_is_stored_safely(listener, db, dcmtk, tmp_path):
     series = make_series(tmp_path / "deep" / "er" / "s", n=1, rows=8, cols=8, seed=10)
     ds = pydicom.dcmread(series.files[0])
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "../../x"
     evil = tmp_path / "evil.dcm"
-    with pytest.warns(UserWarning):
-        ds.save_as(evil)
+    ds.save_as(evil)
     before = set(db.path.parent.parent.rglob("*"))
     storescu(dcmtk, listener.port, [evil])
     record = db.instance("../../x")
@@ -493,3 +493,30 @@ def test_stop_aborts_a_stuck_association_and_removes_its_partial_file(db, tmp_pa
     assert not list(db.store.root.glob(".incoming-*"))
     assert db.info()["instances"] == 0
     assoc.stream.close()
+
+
+def test_notifications_run_on_their_own_thread_and_survive_bad_callbacks(db, dcmtk, tmp_path):
+    a = make_series(tmp_path / "a", n=3, rows=16, cols=16, seed=16)
+    b = make_series(tmp_path / "b", n=2, rows=16, cols=16, seed=17)
+    threads, mine, completes, everything = set(), [], [], []
+
+    def broken(instance):
+        raise RuntimeError("a buggy subscriber")
+
+    with start_listener(db, series_idle=0.2) as lst:
+        lst.subscribe(broken)
+        lst.subscribe(lambda i: threads.add(threading.current_thread().name))
+        lst.subscribe(everything.append)
+        # a retrieve would subscribe like this: only the instances of its own series
+        sub = lst.subscribe(
+            mine.append, completes.append, match=lambda i: i.series_instance_uid == b.series_uid
+        )
+        storescu(dcmtk, lst.port, a.files + b.files)
+        assert wait_until(lambda: len(completes) == 2)
+        sub.close()
+        storescu(dcmtk, lst.port, b.files)  # after close(): not delivered to it
+        assert wait_until(lambda: len(everything) == 7)
+    assert db.info()["instances"] == 5
+    assert threads == {"dicomplus-notifier"}
+    assert sorted(i.sop_instance_uid for i in mine) == sorted(b.sop_uids)
+    assert {c.series_instance_uid: c.count for c in completes} == {a.series_uid: 3, b.series_uid: 2}

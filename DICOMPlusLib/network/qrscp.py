@@ -13,6 +13,7 @@ send what pynetdicom encodes from each stored file.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import socket
 from dataclasses import dataclass
@@ -115,6 +116,14 @@ class QueryRetrieveSCP:
         self._server = None
         self._ae = None
         self._destinations = {d.ae_title: d for d in self.config.destinations}
+        # Database reads run on two threads of our own: pynetdicom serves each association on a
+        # new thread, and every thread that reads the database keeps a connection open.
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _read(self, func, *args, **kwargs):
+        if self._readers is None:
+            return func(*args, **kwargs)
+        return self._readers.submit(func, *args, **kwargs).result()
 
     @property
     def port(self) -> int:
@@ -163,10 +172,11 @@ class QueryRetrieveSCP:
         ]
         ssl_context = cfg.tls.server_context() if cfg.tls else None
         self.notifier.start()
+        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dicomplus-qr-db")
         try:
             self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
         except BaseException:
-            self.notifier.stop()
+            self.stop()
             raise
         self._ae = ae
         logger.info("Q/R SCP %s listening on port %d", cfg.ae_title, self.port)
@@ -176,6 +186,9 @@ class QueryRetrieveSCP:
         if self._server is not None:
             server, self._server = self._server, None
             server.shutdown()
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
         self.notifier.stop()
 
     def __enter__(self) -> QueryRetrieveSCP:
@@ -201,7 +214,7 @@ class QueryRetrieveSCP:
             "calling_ae_titles": list(self.config.allowed_calling_aets) or "any",
             "destinations": [str(d) for d in self.destinations],
             "database": str(self.db.path),
-            "contents": self.db.info(),
+            "contents": self._read(self.db.info),
         }
 
     # -- C-FIND --------------------------------------------------------------------------------
@@ -226,7 +239,7 @@ class QueryRetrieveSCP:
             if text and text != "*":
                 criteria.append((keyword, text))
         try:
-            records = self.db.search(_LEVELS[level], criteria)
+            records = self._read(self.db.search, _LEVELS[level], criteria)
         except DICOMPlusError as exc:
             logger.info("C-FIND refused: %s", exc)
             yield UNABLE_TO_PROCESS, None
@@ -264,9 +277,9 @@ class QueryRetrieveSCP:
             return None
         try:
             if level == "IMAGE":
-                return self.db.header(uid)
-            found = self.db.search(QueryLevel.INSTANCE, {key: uid}, limit=1)
-            return self.db.header(found[0].SOPInstanceUID) if found else None
+                return self._read(self.db.header, uid)
+            found = self._read(self.db.search, QueryLevel.INSTANCE, {key: uid}, limit=1)
+            return self._read(self.db.header, found[0].SOPInstanceUID) if found else None
         except DICOMPlusError:
             return None
 
@@ -280,7 +293,7 @@ class QueryRetrieveSCP:
         criteria = _retrieve_criteria(identifier, level, patient_root)
         if not criteria:
             return []
-        return self.db.search(QueryLevel.INSTANCE, criteria)
+        return self._read(self.db.search, QueryLevel.INSTANCE, criteria)
 
     def _contexts_for(self, records) -> list:
         pairs = []
