@@ -520,3 +520,15 @@ def test_notifications_run_on_their_own_thread_and_survive_bad_callbacks(db, dcm
     assert threads == {"dicomplus-notifier"}
     assert sorted(i.sop_instance_uid for i in mine) == sorted(b.sop_uids)
     assert {c.series_instance_uid: c.count for c in completes} == {a.series_uid: 3, b.series_uid: 2}
+
+
+def test_too_many_associations_are_rejected_for_now(db):
+    with start_listener(db, max_associations=1) as lst:
+        first = _assoc_rq(lst.port)
+        try:
+            result = echo(RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port))
+            assert result.problem is EchoProblem.REJECTED
+            assert "transient" in result.message and "too many associations" in result.message
+        finally:
+            first.release()
+        assert wait_until(lambda: echo(RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port)).ok, timeout=10)
