@@ -293,3 +293,33 @@ def test_send_runs_in_a_job_thread(listener, db, tmp_path):
     assert job.state is JobState.DONE and job.result.sent == 8
     assert job.poll().done == 8
     assert threading.active_count() >= 1
+
+
+def test_a_lost_association_is_reopened_and_its_file_retried(db, tmp_path, monkeypatch):
+    """The receiver aborts the association while storing the 4th file (once): the sender opens a
+    new association for the rest, and the retry sends the 4th again."""
+    from DICOMPlusLib.network import acceptor, ul
+
+    series = make_series(tmp_path / "s", n=8, rows=16, cols=16, seed=36)
+    victim = sorted(series.files)[3]
+    victim_sop = sop_of(victim)
+    real = acceptor.StorageAssociation._on_data_set_end
+    aborted = []
+
+    def on_data_set_end(self, ctx, command):
+        if command.get(dimse.AFFECTED_SOP_INSTANCE_UID) == victim_sop and not aborted:
+            aborted.append(victim_sop)
+            raise ul.ProtocolError("simulated failure")
+        return real(self, ctx, command)
+
+    monkeypatch.setattr(acceptor.StorageAssociation, "_on_data_set_end", on_data_set_end)
+    with Listener(db, ListenerConfig(port=0, host=LOOPBACK)) as lst:
+        report = send_paths(
+            RemoteNode("us", "DICOMPLUS", LOOPBACK, lst.port), sorted(series.files), retry_delay=0.05
+        )
+    assert aborted == [victim_sop]
+    assert report.ok and report.sent == 8
+    attempts = {r.sop_instance_uid: r.attempts for r in report.results}
+    assert attempts[victim_sop] == 2 and sum(attempts.values()) == 9
+    assert report.associations == 3  # the first, its replacement, and the retry
+    assert db.info()["instances"] == 8

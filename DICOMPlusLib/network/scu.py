@@ -142,15 +142,19 @@ class ClientAssociation:
                 self.stream.close()
                 raise
             if pdu_type == ul.P_DATA_TF:
-                for _ctx, control, data in ul.iter_pdvs(body):
-                    if not control & 0x01:
-                        continue  # a data set fragment of a response we do not expect: ignore
-                    buf += data
-                    if control & 0x02:
-                        command = dimse.decode_command(buf)
-                        buf.clear()
-                        if command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == message_id:
-                            return command
+                try:
+                    for _ctx, control, data in ul.iter_pdvs(body):
+                        if not control & 0x01:
+                            continue  # a data set fragment of a response we do not expect: ignore
+                        buf += data
+                        if control & 0x02:
+                            command = dimse.decode_command(buf)
+                            buf.clear()
+                            if command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == message_id:
+                                return command
+                except (ul.ProtocolError, dimse.CommandError) as exc:
+                    self.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
+                    raise ul.ProtocolError(f"malformed response: {exc}") from None
             elif pdu_type == ul.A_ABORT:
                 self.established = False
                 self.stream.close()
@@ -205,11 +209,16 @@ class ClientAssociation:
             if length is None:
                 raise ValueError("length is needed when data is a file")
             batches = _file_batches(cx.id, data, length, size)
-        for parts in batches:
-            self.stream.send(*pending, *parts)  # the command shares the first system call
-            pending = []
-        if pending:
-            self.stream.send(*pending)
+        try:
+            for parts in batches:
+                self.stream.send(*pending, *parts)  # the command shares the first system call
+                pending = []
+            if pending:
+                self.stream.send(*pending)
+        except ul.NetworkError:
+            self.established = False
+            self.stream.close()
+            raise
         return self._wait_response(mid)
 
     # -- ending ------------------------------------------------------------------------------

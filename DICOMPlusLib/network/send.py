@@ -274,8 +274,27 @@ class _Worker:
         self.node = node
         self.options = options
         self.cancel = cancel
-        self.record = record  # callback(FileResult)
+        self._record = record  # callback(FileResult)
+        self._recorded: set[tuple[str, str]] = set()
         self.associations = 0
+
+    def record(self, result: FileResult) -> None:
+        self._recorded.add((result.path, result.sop_instance_uid))
+        self._record(result)
+
+    def run_safely(self, items: Sequence[SendItem], attempt: int) -> None:
+        """:meth:`run`, turning an unexpected error into failures of the files not done."""
+        try:
+            self.run(items, attempt)
+        except Exception as exc:
+            logger.exception("send worker failed")
+            for item in items:
+                if (item.path, item.sop_instance_uid) not in self._recorded:
+                    self.record(
+                        FileResult(
+                            item.path, item.sop_instance_uid, "failure", None, f"error: {exc}", attempt
+                        )
+                    )
 
     def _associate(self, items: Sequence[SendItem]) -> scu.ClientAssociation:
         node, o = self.node, self.options
@@ -454,10 +473,12 @@ def send(
         workers = [_Worker(node, options, cancel, record) for _ in chunks]
         if len(chunks) == 1 or parallel <= 1:
             for worker, chunk in zip(workers, chunks, strict=True):
-                worker.run(chunk, attempt)
+                worker.run_safely(chunk, attempt)
         else:
             threads = [
-                threading.Thread(target=w.run, args=(c, attempt), name=f"dicomplus-send-{k}", daemon=True)
+                threading.Thread(
+                    target=w.run_safely, args=(c, attempt), name=f"dicomplus-send-{k}", daemon=True
+                )
                 for k, (w, c) in enumerate(zip(workers, chunks, strict=True))
             ]
             for t in threads:
