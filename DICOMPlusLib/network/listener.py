@@ -161,6 +161,8 @@ class Listener:
                 self._wake_w.send(b"x")
             self._thread.join(timeout)
             self._thread = None
+            with contextlib.suppress(OSError):
+                self._sock.close()  # connections still queued are refused, not left hanging
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 with self._lock:
