@@ -8,8 +8,11 @@ Nagle off as DICOMPlus does). Candidates:
 * ``listen-4``: four storescu processes at once (125 files each) -> the same listener;
 * ``listen-pynetdicom``: storescu -> the listener on pynetdicom's ``start_server`` (engine
   ``pynetdicom``, documented settings: raw bytes written, TCP_NODELAY, 256 KiB PDUs);
-* ``send``, ``send-2``, ``send-4``: ``send_paths`` in this process (the library already imported,
-  as in Slicer) -> storescp with 1, 2 and 4 associations (storescp serves them one after the other);
+* ``send``: ``send_paths`` in this process (the library already imported, as in Slicer) ->
+  storescp, one association;
+* ``send-2``, ``send-4``: the same with 2 and 4 associations at once, to ``storescp --fork`` (a
+  process per association: the single-process storescp would serve them one after the other);
+  ``dcmtk-fork`` is storescu -> that forking storescp, for comparison;
 * ``send-cli``: ``dicomplus send`` as a fresh process (includes starting Python);
 * ``send-pynetdicom``: plain pynetdicom in this process with its documented settings
   (``STORE_SEND_CHUNKED_DATASET``, TCP_NODELAY, one association) -> storescp.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -102,15 +106,22 @@ def benchmark(work_dir: Path) -> Benchmark:
     megabytes = sum(f.stat().st_size for f in files) / 1e6
     env = {**os.environ, "TCP_NODELAY": "1"}
     received = work_dir / "storescp-out"
+    received_fork = work_dir / "storescp-fork-out"
     dbs = {"direct": work_dir / "db-direct", "pynetdicom": work_dir / "db-pynetdicom"}
-    for path in (received, *dbs.values()):
+    for path in (received, received_fork, *dbs.values()):
         shutil.rmtree(path, ignore_errors=True)
     received.mkdir(parents=True)
+    received_fork.mkdir(parents=True)
 
-    scp_port, ports = _free_port(), {"direct": _free_port(), "pynetdicom": _free_port()}
+    scp_port, fork_port = _free_port(), _free_port()
+    ports = {"direct": _free_port(), "pynetdicom": _free_port()}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     scp_argv = [STORESCP, "-aet", "STORESCP", "-od", str(received), str(scp_port)]
-    servers = [subprocess.Popen(scp_argv, env=env, **quiet)]
+    fork_argv = [STORESCP, "--fork", "-aet", "STORESCP", "-od", str(received_fork), str(fork_port)]
+    servers = [
+        subprocess.Popen(scp_argv, env=env, **quiet),
+        subprocess.Popen(fork_argv, env=env, start_new_session=True, **quiet),  # stopped as a group
+    ]
     for engine, port in ports.items():
         argv = [
             sys.executable,
@@ -126,16 +137,22 @@ def benchmark(work_dir: Path) -> Benchmark:
         servers.append(subprocess.Popen(argv, cwd=REPO, **quiet))
     try:
         _wait_port(scp_port, servers[0])
-        _wait_port(ports["direct"], servers[1])
-        _wait_port(ports["pynetdicom"], servers[2])
+        _wait_port(fork_port, servers[1])
+        _wait_port(ports["direct"], servers[2])
+        _wait_port(ports["pynetdicom"], servers[3])
     except BaseException:
         for proc in servers:
             proc.kill()
         raise
 
-    def empty_received() -> None:
-        for entry in os.scandir(received):
-            os.unlink(entry.path)
+    def empty(folder: Path):
+        def run() -> None:
+            for entry in os.scandir(folder):
+                os.unlink(entry.path)
+
+        return run
+
+    empty_received = empty(received)
 
     def empty_db(engine: str):
         def run() -> None:
@@ -148,11 +165,11 @@ def benchmark(work_dir: Path) -> Benchmark:
 
         return run
 
-    storescp = RemoteNode("storescp", "STORESCP", LOOPBACK, scp_port)
+    def send(parallel: int, port: int):
+        node = RemoteNode("storescp", "STORESCP", LOOPBACK, port)
 
-    def send(parallel: int):
         def run() -> None:
-            report = send_paths(storescp, names, parallel=parallel)
+            report = send_paths(node, names, parallel=parallel)
             assert report.ok and report.sent == FILES, report.to_dict()["failed"]
 
         return run
@@ -165,6 +182,7 @@ def benchmark(work_dir: Path) -> Benchmark:
     )
 
     def cleanup() -> None:
+        os.killpg(servers[1].pid, signal.SIGTERM)
         for proc in servers:
             proc.terminate()
         for proc in servers:
@@ -172,7 +190,7 @@ def benchmark(work_dir: Path) -> Benchmark:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for path in (received, *dbs.values()):
+        for path in (received, received_fork, *dbs.values()):
             shutil.rmtree(path, ignore_errors=True)
 
     candidates = [
@@ -184,9 +202,14 @@ def benchmark(work_dir: Path) -> Benchmark:
                   label="4 storescu at once (125 files each) -> dicomplus listen"),
         Candidate("listen-pynetdicom", command=storescu(ports["pynetdicom"], "DICOMPLUS", names), env=env,
                   before=empty_db("pynetdicom"), label="storescu -> dicomplus listen --engine pynetdicom"),
-        Candidate("send", function=send(1), before=empty_received, label="send_paths -> storescp, 1 association"),
-        Candidate("send-2", function=send(2), before=empty_received, label="send_paths parallel=2 -> storescp"),
-        Candidate("send-4", function=send(4), before=empty_received, label="send_paths parallel=4 -> storescp"),
+        Candidate("send", function=send(1, scp_port), before=empty_received,
+                  label="send_paths -> storescp, 1 association"),
+        Candidate("dcmtk-fork", command=storescu(fork_port, "STORESCP", names), env=env, before=empty(received_fork),
+                  label="storescu -> storescp --fork"),
+        Candidate("send-2", function=send(2, fork_port), before=empty(received_fork),
+                  label="send_paths parallel=2 -> storescp --fork"),
+        Candidate("send-4", function=send(4, fork_port), before=empty(received_fork),
+                  label="send_paths parallel=4 -> storescp --fork"),
         Candidate("send-cli", command=[sys.executable, "-m", "DICOMPlusLib.cli", "send",
                                        f"STORESCP@{LOOPBACK}:{scp_port}", str(files[0].parent)],
                   cwd=REPO, before=empty_received, label="dicomplus send (fresh process) -> storescp"),
