@@ -117,6 +117,17 @@ class Database:
             self._local.conn = conn
         return conn
 
+    def release_reader(self) -> None:
+        """Close this thread's read connection (for threads that end, e.g. network handlers)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._connections_lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, serialised with every other writer of this process."""
@@ -203,7 +214,8 @@ class Database:
                         continue
                     replace = True
                     touched_series.add(existing["SeriesInstanceUID"])
-                path, linked = self._place_file(item, sop, link)
+                # A replacement goes to a new name: the current file stays valid until the commit.
+                path, linked = self._place_file(item, sop, link, unique=replace)
                 patient = self._upsert_patient(conn, v)
                 study = str(v["StudyInstanceUID"])
                 series = str(v["SeriesInstanceUID"])
@@ -276,13 +288,15 @@ class Database:
                 self.store.remove(path)
         return statuses
 
-    def _place_file(self, item: ParsedFile, sop: str, link: bool) -> tuple[str, bool]:
+    def _place_file(
+        self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False
+    ) -> tuple[str, bool]:
         if link:
             return os.path.abspath(item.source), True
         if item.stored_tmp:
-            return str(self.store.adopt(sop, item.stored_tmp)), False
+            return str(self.store.adopt(sop, item.stored_tmp, unique=unique)), False
         if item.data is not None:
-            return str(self.store.write_bytes(sop, item.data)), False
+            return str(self.store.write_bytes(sop, item.data, unique=unique)), False
         if item.source:
             fd, tmp = self.store.temporary_file()
             os.close(fd)
@@ -292,7 +306,7 @@ class Database:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            return str(self.store.adopt(sop, tmp)), False
+            return str(self.store.adopt(sop, tmp, unique=unique)), False
         raise DatabaseError(f"instance {sop} has neither data nor a source file")
 
     @staticmethod

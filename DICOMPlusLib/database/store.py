@@ -19,12 +19,15 @@ class FileStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def relative_path_for(self, sop_instance_uid: str) -> str:
+    def relative_path_for(self, sop_instance_uid: str, *, unique: bool = False) -> str:
+        """``hh/<sha256>.dcm``; ``unique`` adds a random suffix (for a replacement written while
+        the instance's current file must stay valid until the database commit)."""
         digest = hashlib.sha256(sop_instance_uid.encode("utf-8", "surrogateescape")).hexdigest()
-        return f"{digest[:2]}/{digest[2:4]}/{digest}.dcm"
+        suffix = f"-{os.urandom(4).hex()}" if unique else ""
+        return f"{digest[:2]}/{digest}{suffix}.dcm"
 
-    def path_for(self, sop_instance_uid: str) -> Path:
-        return self.root / self.relative_path_for(sop_instance_uid)
+    def path_for(self, sop_instance_uid: str, *, unique: bool = False) -> Path:
+        return self.root / self.relative_path_for(sop_instance_uid, unique=unique)
 
     def contains(self, path: str | Path) -> bool:
         """True when ``path`` resolves to a place inside the store."""
@@ -34,12 +37,12 @@ class FileStore:
             return False
         return True
 
-    def write_bytes(self, sop_instance_uid: str, data: bytes | memoryview) -> Path:
+    def write_bytes(self, sop_instance_uid: str, data: bytes | memoryview, *, unique: bool = False) -> Path:
         """Write ``data`` atomically to the store; return the final path.
 
         Raises OSError (e.g. ENOSPC) with no partial file left behind.
         """
-        final = self.path_for(sop_instance_uid)
+        final = self.path_for(sop_instance_uid, unique=unique)
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=final.parent)
         try:
@@ -59,9 +62,9 @@ class FileStore:
         self.root.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix=".incoming-", dir=self.root)
 
-    def adopt(self, sop_instance_uid: str, tmp_path: str | Path) -> Path:
+    def adopt(self, sop_instance_uid: str, tmp_path: str | Path, *, unique: bool = False) -> Path:
         """Move a finished temporary file into its final place."""
-        final = self.path_for(sop_instance_uid)
+        final = self.path_for(sop_instance_uid, unique=unique)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_path, final)
         return final
@@ -75,9 +78,9 @@ class FileStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        for parent in (path.parent, path.parent.parent):
+        if path.parent.parent == self.root and len(path.parent.name) == 2:  # a fan-out folder
             try:
-                parent.rmdir()
+                path.parent.rmdir()  # only when it is now empty
             except OSError:
-                break
+                pass
         return True
