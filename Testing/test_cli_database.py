@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from DICOMPlusLib.cli import main
 from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.cli import main
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from DICOMPlusLib.database import Database
 from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database import Database
 
 
 def assert_consistent(db_path: Path) -> None:
@@ -45,7 +45,8 @@ def assert_consistent(db_path: Path) -> None:
 
 
 def test_kill_9_during_import_leaves_a_consistent_database(tmp_path):
-    folders = [make_series(tmp_path / "in" / f"s{i}", n=250, rows=8, cols=8, seed=i).folder for i in range(8)]
+    for i in range(8):
+        make_series(tmp_path / "in" / f"s{i}", n=250, rows=8, cols=8, seed=i)
     db_path = tmp_path / "db" / "dicomplus.sqlite"
     proc = subprocess.Popen(
         [
@@ -108,7 +109,7 @@ def test_import_search_delete_and_receive_at_once(tmp_path):
         def run():
             try:
                 results[name] = func()
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         return threading.Thread(target=run, name=name)
@@ -167,7 +168,7 @@ def store_files(db):
 
 
 def test_delete_series_then_study_removes_rows_files_and_empty_folders(three_patients):
-    db, a1, a2, b, c = three_patients
+    db, a1, a2, _b, _c = three_patients
     assert len(store_files(db)) == 7
     report = db.delete(series=a2.series_uid)
     assert report.series == [a2.series_uid] and report.studies == [] and report.patients == []
