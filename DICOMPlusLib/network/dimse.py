@@ -1,8 +1,9 @@
 """DIMSE command sets (PS3.7 6.3, 9.3, Annex E) and status codes, for the direct data path.
 
 A command set is group 0000 encoded in Implicit VR Little Endian (PS3.7 6.3.1), whatever the
-transfer syntax of the presentation context. Only the elements the C-ECHO and C-STORE services
-use are known by name here; anything else in a received command is kept as raw bytes.
+transfer syntax of the presentation context. Only the elements the C-ECHO, C-STORE and
+Query/Retrieve (C-FIND, C-GET, C-MOVE, C-CANCEL) services use are known by name here; anything else
+in a received command is kept as raw bytes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from dataclasses import dataclass, field
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
 C_GET_RQ = 0x0010
+C_GET_RSP = 0x8010
 C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
 C_MOVE_RQ = 0x0021
+C_MOVE_RSP = 0x8021
 C_ECHO_RQ = 0x0030
 C_ECHO_RSP = 0x8030
 C_CANCEL_RQ = 0x0FFF
@@ -26,6 +30,7 @@ AFFECTED_SOP_CLASS_UID = 0x00000002
 COMMAND_FIELD = 0x00000100
 MESSAGE_ID = 0x00000110
 MESSAGE_ID_BEING_RESPONDED_TO = 0x00000120
+MOVE_DESTINATION = 0x00000600
 PRIORITY = 0x00000700
 COMMAND_DATA_SET_TYPE = 0x00000800
 STATUS = 0x00000900
@@ -33,11 +38,18 @@ OFFENDING_ELEMENT = 0x00000901
 ERROR_COMMENT = 0x00000902
 AFFECTED_SOP_INSTANCE_UID = 0x00001000
 MOVE_ORIGINATOR_AET = 0x00001030
+NUMBER_OF_REMAINING_SUBOPERATIONS = 0x00001020
+NUMBER_OF_COMPLETED_SUBOPERATIONS = 0x00001021
+NUMBER_OF_FAILED_SUBOPERATIONS = 0x00001022
+NUMBER_OF_WARNING_SUBOPERATIONS = 0x00001023
 MOVE_ORIGINATOR_MESSAGE_ID = 0x00001031
 
 _US = {COMMAND_FIELD, MESSAGE_ID, MESSAGE_ID_BEING_RESPONDED_TO, PRIORITY, COMMAND_DATA_SET_TYPE,
-       STATUS, MOVE_ORIGINATOR_MESSAGE_ID}  # fmt: skip
-_TEXT = {AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID, MOVE_ORIGINATOR_AET, ERROR_COMMENT}
+       STATUS, MOVE_ORIGINATOR_MESSAGE_ID, NUMBER_OF_REMAINING_SUBOPERATIONS,
+       NUMBER_OF_COMPLETED_SUBOPERATIONS, NUMBER_OF_FAILED_SUBOPERATIONS,
+       NUMBER_OF_WARNING_SUBOPERATIONS}  # fmt: skip
+_TEXT = {AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID, MOVE_ORIGINATOR_AET, ERROR_COMMENT,
+         MOVE_DESTINATION}  # fmt: skip
 
 # Status codes used by the storage and verification services (PS3.4 B.2.3, PS3.7 C)
 SUCCESS = 0x0000
@@ -220,6 +232,38 @@ def store_response(request: Command, status: int, comment: str = "") -> bytes:
     if comment and status != SUCCESS:
         elements[ERROR_COMMENT] = comment[:64]
     return encode_command(elements)
+
+
+def query_request(
+    field: int, message_id: int, sop_class: str, *, priority: int = 0, move_destination: str = ""
+) -> bytes:
+    """C-FIND-RQ, C-GET-RQ or C-MOVE-RQ (PS3.7 9.3.2.1, 9.3.3.1, 9.3.4.1); an identifier (a data
+    set) always follows."""
+    if field not in (C_FIND_RQ, C_GET_RQ, C_MOVE_RQ):
+        raise ValueError(f"not a query/retrieve request: 0x{field:04X}")
+    elements: dict[int, int | str] = {
+        AFFECTED_SOP_CLASS_UID: sop_class,
+        COMMAND_FIELD: field,
+        MESSAGE_ID: message_id,
+        PRIORITY: priority,
+        COMMAND_DATA_SET_TYPE: 0x0000,
+    }
+    if field == C_MOVE_RQ:
+        if not move_destination:
+            raise ValueError("C-MOVE-RQ needs a move destination")
+        elements[MOVE_DESTINATION] = move_destination
+    return encode_command(elements)
+
+
+def cancel_request(message_id_being_responded_to: int) -> bytes:
+    """C-CANCEL-RQ (PS3.7 9.3.2.3): asks the SCP to stop the operation with that Message ID."""
+    return encode_command(
+        {
+            COMMAND_FIELD: C_CANCEL_RQ,
+            MESSAGE_ID_BEING_RESPONDED_TO: message_id_being_responded_to,
+            COMMAND_DATA_SET_TYPE: NO_DATA_SET,
+        }
+    )
 
 
 def echo_request(message_id: int) -> bytes:

@@ -1,0 +1,597 @@
+"""Query/Retrieve SCU on the direct Upper Layer: C-FIND, C-GET, C-MOVE and C-CANCEL.
+
+One :class:`QRAssociation` wraps an association we requested (:func:`scu.associate`) and runs one
+operation at a time on the calling thread, blocking on its own socket (PS3.7 9.1.2-9.1.4, the
+messages of 9.3.2-9.3.4). A C-GET receives its C-STORE sub-operations on the same association
+(PS3.4 C.4.3): their data set fragments are written to the store's temporary file as they arrive
+and each instance is stored and indexed, through the listener's own path (:mod:`storage`), before
+its C-STORE response goes out.
+
+Cancel (PS3.7 9.3.2.3): when the :class:`CancelToken` is set, a C-CANCEL-RQ goes out at once;
+the operation then has ``grace`` seconds to end with its final response, after which the
+association is aborted (some SCPs ignore C-CANCEL, pynetdicom#553). An instance whose data set
+was not complete when the association ended is discarded, never indexed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network import dimse, scu, ul
+from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, StoreOutcome, valid_uid_text
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from DICOMPlusLib.jobs import CancelToken
+
+logger = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+UNCOMPRESSED = [EXPLICIT_LE, IMPLICIT_LE]
+
+# Query/Retrieve information models (PS3.4 C.6.1, C.6.2)
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+MODELS = {
+    ("patient", "find"): PATIENT_ROOT_FIND,
+    ("patient", "move"): PATIENT_ROOT_MOVE,
+    ("patient", "get"): PATIENT_ROOT_GET,
+    ("study", "find"): STUDY_ROOT_FIND,
+    ("study", "move"): STUDY_ROOT_MOVE,
+    ("study", "get"): STUDY_ROOT_GET,
+}
+
+PENDING = (0xFF00, 0xFF01)
+CANCELLED = 0xFE00
+_FIELDS = {dimse.C_FIND_RQ: "C-FIND", dimse.C_GET_RQ: "C-GET", dimse.C_MOVE_RQ: "C-MOVE"}
+_RESPONSE = {
+    dimse.C_FIND_RQ: dimse.C_FIND_RSP,
+    dimse.C_GET_RQ: dimse.C_GET_RSP,
+    dimse.C_MOVE_RQ: dimse.C_MOVE_RSP,
+}
+
+
+def status_text(status: int | None) -> str:
+    """The meaning of a Query/Retrieve status (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4)."""
+    if status is None:
+        return "no response"
+    known = {
+        0x0000: "success",
+        0xFF00: "pending",
+        0xFF01: "pending (optional keys not supported)",
+        0xFE00: "cancelled",
+        0xA700: "refused: out of resources",
+        0xA701: "refused: out of resources (unable to calculate the number of matches)",
+        0xA702: "refused: out of resources (unable to perform sub-operations)",
+        0xA801: "refused: move destination unknown",
+        0xA900: "error: identifier does not match SOP class",
+        0xB000: "warning: sub-operations complete, one or more failures or warnings",
+        0x0122: "refused: SOP class not supported",
+        0x0124: "refused: not authorized",
+    }
+    if status in known:
+        return known[status]
+    if (status & 0xF000) == 0xC000:
+        return f"error: unable to process (0x{status:04X})"
+    return dimse.status_text(status)
+
+
+@dataclass(frozen=True)
+class SubOperations:
+    """Sub-operation counts of a C-GET or C-MOVE response (PS3.4 C.4.2.1.4)."""
+
+    remaining: int | None = None
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+
+    @property
+    def total(self) -> int | None:
+        if self.remaining is None:
+            return None
+        return self.remaining + self.completed + self.failed + self.warning
+
+
+@dataclass(frozen=True)
+class Response:
+    """One C-FIND/C-GET/C-MOVE response: status, command, and identifier when one came with it."""
+
+    status: int
+    command: dimse.Command
+    identifier: Dataset | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.status in PENDING
+
+    @property
+    def category(self) -> str:
+        return dimse.status_category(self.status)
+
+    @property
+    def comment(self) -> str:
+        return str(self.command.get(dimse.ERROR_COMMENT, "") or "")
+
+    @property
+    def suboperations(self) -> SubOperations:
+        get = self.command.get
+        remaining = get(dimse.NUMBER_OF_REMAINING_SUBOPERATIONS)
+        return SubOperations(
+            remaining=int(remaining) if remaining is not None else None,
+            completed=int(get(dimse.NUMBER_OF_COMPLETED_SUBOPERATIONS, 0) or 0),
+            failed=int(get(dimse.NUMBER_OF_FAILED_SUBOPERATIONS, 0) or 0),
+            warning=int(get(dimse.NUMBER_OF_WARNING_SUBOPERATIONS, 0) or 0),
+        )
+
+    @property
+    def failed_sop_instances(self) -> list[str]:
+        """FailedSOPInstanceUIDList (0008,0058) of the identifier, if any."""
+        if self.identifier is None:
+            return []
+        value = self.identifier.get("FailedSOPInstanceUIDList")
+        if not value:
+            return []
+        if isinstance(value, str):
+            return [v for v in value.split("\\") if v]
+        return [str(v) for v in value]
+
+
+class OperationAborted(NetworkError):
+    """The association ended before the final response (cancel grace expired, peer abort,
+    timeout, lost connection). ``cancelled`` tells a cancel apart from a failure."""
+
+    def __init__(self, message: str, *, cancelled: bool = False) -> None:
+        super().__init__(message)
+        self.cancelled = cancelled
+
+
+# --------------------------------------------------------------------------------------------
+# Identifiers
+# --------------------------------------------------------------------------------------------
+
+
+def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
+    """A query/retrieve identifier in the context's transfer syntax (PS3.7 9.3.2.1)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buf = DicomBytesIO()
+    buf.is_little_endian = True
+    buf.is_implicit_VR = transfer_syntax == IMPLICIT_LE
+    write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "PN"}
+
+
+def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
+    """A response identifier. Its text is decoded with its own Specific Character Set (PS3.5
+    6.1.2.5); an SCP that sends 8-bit text without declaring it (non-conformant, but seen) gets
+    UTF-8 when the bytes are valid UTF-8, else ISO 8859-1."""
+    from pydicom.filereader import read_dataset
+
+    ds = read_dataset(BytesIO(data), transfer_syntax == IMPLICIT_LE, True)
+    if "SpecificCharacterSet" not in ds:
+        eight_bit = []
+        for elem in ds.elements():
+            value = getattr(elem, "value", None)
+            if getattr(elem, "VR", None) in _TEXT_VRS and isinstance(value, bytes) and not value.isascii():
+                eight_bit.append(value)
+        if eight_bit:
+            try:
+                for value in eight_bit:
+                    value.decode("utf-8")
+                ds.SpecificCharacterSet = "ISO_IR 192"
+            except UnicodeDecodeError:
+                ds.SpecificCharacterSet = "ISO_IR 100"
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# The association
+# --------------------------------------------------------------------------------------------
+
+
+class QRAssociation:
+    """An association on which we run C-FIND, C-GET and C-MOVE (one operation at a time)."""
+
+    def __init__(self, assoc: scu.ClientAssociation, *, calling_ae: str = "", peer: str = "") -> None:
+        self.assoc = assoc
+        self.stream = assoc.stream
+        self.calling_ae = calling_ae
+        self.called_ae = assoc.rq.called_ae
+        self.peer = peer
+        self.poll = 0.05  # seconds between checks of the cancel token while waiting
+        self._drain_deadline: float | None = None
+        self.stored = 0
+
+    # -- contexts and roles ------------------------------------------------------------------
+    def context_for(self, abstract_syntax: str) -> scu.AcceptedContext | None:
+        for cx in self.assoc.contexts.values():
+            if cx.abstract_syntax == abstract_syntax:
+                return cx
+        return None
+
+    def scp_role_accepted(self, sop_class: str) -> bool:
+        """True when the acceptor agreed that we act as SCP for ``sop_class`` (PS3.7 D.3.3.4)."""
+        role = self.assoc.ac.roles.get(sop_class)
+        return bool(role and role[1])
+
+    @property
+    def local_address(self) -> str:
+        """Our address as the peer sees it on this connection (the host to configure there)."""
+        with contextlib.suppress(OSError):
+            return self.stream.sock.getsockname()[0]
+        return ""
+
+    # -- operations --------------------------------------------------------------------------
+    def find(self, sop_class: str, identifier: Dataset, *, cancel: CancelToken | None = None,
+             grace: float = 1.0) -> Iterator[Dataset]:  # fmt: skip
+        """Yield the identifier of every pending C-FIND response. Closing the generator early
+        (``limit``, a ``break``) cancels the query: C-CANCEL, then the final response is awaited
+        for ``grace`` seconds (else the association is aborted)."""
+        mid, cx = self._request(dimse.C_FIND_RQ, sop_class, identifier)
+        events = self._events(dimse.C_FIND_RQ, mid, cx, cancel=cancel, grace=grace)
+        finished = False
+        try:
+            for kind, item in events:
+                if kind == "final":
+                    finished = True
+                    self._raise_for_final(item, "C-FIND")
+                    return
+                if item.identifier is not None:
+                    yield item.identifier
+        finally:
+            if not finished and self.assoc.established:
+                self._cancel_and_drain(events, mid, cx, grace)
+            events.close()
+
+    def get(self, sop_class: str, identifier: Dataset, *, sink: DatabaseSink, on_pending=None,
+            on_stored=None, cancel: CancelToken | None = None, grace: float = 1.0) -> Response:  # fmt: skip
+        """C-GET: store every C-STORE sub-operation through ``sink``; returns the final
+        response. ``on_pending(Response)`` hears each pending response, ``on_stored(sop_uid,
+        StoreOutcome)`` each instance (stored or refused)."""
+        mid, cx = self._request(dimse.C_GET_RQ, sop_class, identifier)
+        for kind, item in self._events(dimse.C_GET_RQ, mid, cx, sink=sink, cancel=cancel, grace=grace):
+            if kind == "final":
+                return item
+            if kind == "pending" and on_pending is not None:
+                on_pending(item)
+            elif kind == "stored" and on_stored is not None:
+                on_stored(*item)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def move(self, sop_class: str, identifier: Dataset, destination: str, *, on_pending=None,
+             cancel: CancelToken | None = None, grace: float = 1.0) -> Response:  # fmt: skip
+        """C-MOVE to ``destination`` (an AE title the SCP knows); returns the final response."""
+        mid, cx = self._request(dimse.C_MOVE_RQ, sop_class, identifier, destination)
+        for kind, item in self._events(dimse.C_MOVE_RQ, mid, cx, cancel=cancel, grace=grace):
+            if kind == "final":
+                return item
+            if kind == "pending" and on_pending is not None:
+                on_pending(item)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def next_message_id(self) -> int:
+        """The Message ID the next request will carry (a C-MOVE's sub-operations quote it as
+        Move Originator Message ID, PS3.7 9.3.1.1)."""
+        return self.assoc._message_id % 0xFFFF + 1
+
+    # -- ending ------------------------------------------------------------------------------
+    def release(self, timeout: float = 5.0) -> None:
+        self.assoc.release(timeout)
+
+    def abort(self) -> None:
+        self.assoc.abort()
+
+    def __enter__(self) -> QRAssociation:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.release()
+        else:
+            self.abort()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _request(self, field: int, sop_class: str, identifier: Dataset, destination: str = ""):
+        cx = self.context_for(sop_class)
+        if cx is None:
+            raise NetworkError(
+                f"{self.called_ae} did not accept the {_FIELDS[field]} information model {sop_class}"
+            )
+        mid = self.assoc._next_id()
+        command = dimse.query_request(field, mid, sop_class, move_destination=destination)
+        data = encode_identifier(identifier, cx.transfer_syntax)
+        parts = self.assoc._command_parts(cx.id, command)
+        try:
+            for batch in scu._batches(cx.id, memoryview(data), self.assoc._fragment_size(), final=True):
+                self.stream.send(*parts, *batch)
+                parts = []
+        except ul.NetworkError:
+            self.assoc.established = False
+            self.stream.close()
+            raise
+        return mid, cx
+
+    def _send_cancel(self, mid: int, cx: scu.AcceptedContext) -> None:
+        with contextlib.suppress(ul.NetworkError):
+            self.stream.send(*self.assoc._command_parts(cx.id, dimse.cancel_request(mid)))
+
+    def _cancel_and_drain(self, events, mid: int, cx: scu.AcceptedContext, grace: float) -> None:
+        """After a caller stopped reading: C-CANCEL, then read on (``events``) until the final
+        response, for at most ``grace`` seconds; else abort."""
+        self._send_cancel(mid, cx)
+        self._drain_deadline = time.monotonic() + grace
+        try:
+            for kind, _ in events:
+                if kind == "final":
+                    return
+        except (NetworkError, OSError):
+            self.assoc.established = False
+            self.stream.close()
+        finally:
+            self._drain_deadline = None
+
+    def _readable(self, timeout: float) -> bool:
+        sock = self.stream.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
+        except (OSError, ValueError):
+            return True  # let the read report the problem
+        return bool(ready)
+
+    def _raise_for_final(self, response: Response, what: str) -> None:
+        if response.status in (0x0000, CANCELLED):
+            return
+        comment = f" ({response.comment})" if response.comment else ""
+        raise _FinalStatus(
+            f"{what} failed with status 0x{response.status:04X}: {status_text(response.status)}{comment}",
+            response,
+        )
+
+    def _events(self, field: int, mid: int, cx: scu.AcceptedContext, *, sink: DatabaseSink | None = None,
+                cancel: CancelToken | None = None, grace: float = 1.0):  # fmt: skip
+        """Yield ("pending", Response), ("stored", (SOP UID, StoreOutcome)) and ("final", Response)
+        for the operation with Message ID ``mid``. Raises OperationAborted when the association
+        ends first (then it is closed)."""
+        expected_field = _RESPONSE[field]
+        timeout = self.assoc.dimse_timeout
+        command_buf = bytearray()
+        current = None  # (kind, ctx id, command, IncomingFile | bytearray | None)
+        cancel_sent_at: float | None = None
+        last_activity = time.monotonic()
+        what = _FIELDS[field]
+        try:
+            while True:
+                now = time.monotonic()
+                if cancel is not None and cancel_sent_at is None and cancel.cancelled:
+                    self._send_cancel(mid, cx)
+                    cancel_sent_at = now
+                    logger.info("%s: C-CANCEL sent for message %d", self.peer, mid)
+                if cancel_sent_at is not None and now - cancel_sent_at > grace:
+                    self.abort()
+                    raise OperationAborted(
+                        f"{what} cancelled: no final response within {grace:g} s of C-CANCEL; "
+                        "association aborted", cancelled=True,
+                    )  # fmt: skip
+                deadline = self._drain_deadline
+                if deadline is not None and now > deadline:
+                    self.abort()
+                    raise OperationAborted(f"{what}: no final response in time; association aborted")
+                wait = self.poll if (cancel is not None or deadline is not None) else 1.0
+                if not self._readable(wait):
+                    if time.monotonic() - last_activity > timeout:
+                        self.abort()
+                        raise OperationAborted(
+                            f"no {what} response from {self.called_ae}@{self.peer} within {timeout:g} s; "
+                            "association aborted"
+                        )
+                    continue
+                try:
+                    pdu_type, body = self.stream.read_pdu(timeout)
+                except TimeoutError:
+                    self.abort()
+                    raise OperationAborted(f"{what}: the peer stopped in the middle of a message") from None
+                last_activity = time.monotonic()
+                if pdu_type == ul.A_ABORT:
+                    self.assoc.established = False
+                    self.stream.close()
+                    raise OperationAborted(
+                        str(ul.PeerAborted(body[2] if len(body) > 2 else 0, body[3] if len(body) > 3 else 0)),
+                        cancelled=cancel_sent_at is not None,
+                    )
+                if pdu_type == ul.A_RELEASE_RQ:
+                    with contextlib.suppress(ul.NetworkError):
+                        self.stream.send(ul.RELEASE_RP)
+                    self.assoc.established = False
+                    self.stream.close()
+                    raise OperationAborted(f"the peer released the association during the {what}")
+                if pdu_type != ul.P_DATA_TF:
+                    self.assoc.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_UNEXPECTED_PDU)
+                    raise OperationAborted(f"unexpected {ul.PDU_NAMES[pdu_type]} during the {what}")
+                for ctx, control, data in ul.iter_pdvs(body):
+                    if control & 0x01:  # a command fragment
+                        if current is not None:
+                            raise ul.ProtocolError("a command arrived inside a data set")
+                        command_buf += data
+                        if not control & 0x02:
+                            continue
+                        command = dimse.decode_command(command_buf)
+                        command_buf.clear()
+                        if command.field == dimse.C_STORE_RQ and command.has_data_set:
+                            current = ("store", ctx, command, self._begin_store(ctx, command, sink))
+                        elif (
+                            command.field == expected_field
+                            and command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == mid
+                        ):
+                            if command.has_data_set:
+                                current = ("response", ctx, command, bytearray())
+                            else:
+                                event = self._response(command, None, cx)
+                                yield event
+                                if event[0] == "final":
+                                    return
+                        elif command.has_data_set:
+                            current = ("ignore", ctx, command, None)
+                        else:
+                            logger.info("%s: ignoring command 0x%04X", self.peer, command.field)
+                    else:  # a data set fragment
+                        if current is None or ctx != current[1]:
+                            raise ul.ProtocolError("a data set fragment without its command")
+                        kind, _, command, target = current
+                        if kind == "store":
+                            target.write_safely(data)
+                        elif kind == "response":
+                            target += data
+                        if control & 0x02:
+                            current = None
+                            if kind == "store":
+                                sop = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
+                                yield "stored", (sop, self._finish_store(ctx, command, target))
+                            elif kind == "response":
+                                event = self._response(command, bytes(target), cx)
+                                yield event
+                                if event[0] == "final":
+                                    return
+                            else:
+                                self._reply(
+                                    ctx, dimse.generic_response(command, dimse.UNRECOGNIZED_OPERATION)
+                                )
+        except (ul.ProtocolError, dimse.CommandError) as exc:
+            self.assoc.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
+            raise OperationAborted(
+                f"{what}: the peer broke the protocol ({exc}); association aborted"
+            ) from None
+        except ul.ConnectionClosed as exc:
+            self.assoc.established = False
+            self.stream.close()
+            raise OperationAborted(f"{what}: {exc}", cancelled=cancel_sent_at is not None) from None
+        finally:
+            if current is not None and current[0] == "store" and current[3] is not None:
+                current[3].discard()  # an incomplete instance never reaches the database
+
+    def _response(self, command: dimse.Command, data: bytes | None, cx: scu.AcceptedContext):
+        status = int(command.get(dimse.STATUS, -1))
+        identifier = None
+        if data:
+            try:
+                identifier = decode_identifier(data, cx.transfer_syntax)
+            except Exception as exc:  # a broken identifier: keep the status, report it
+                logger.info("%s: cannot decode a response identifier: %s", self.peer, exc)
+        response = Response(status, command, identifier)
+        return ("pending" if response.pending else "final"), response
+
+    # -- C-STORE sub-operations (C-GET) ------------------------------------------------------
+    def _begin_store(self, ctx: int, command: dimse.Command, sink: DatabaseSink | None):
+        sop_class = str(command.get(dimse.AFFECTED_SOP_CLASS_UID, ""))
+        sop_instance = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
+        accepted = self.assoc.contexts.get(ctx)
+        if sink is None or accepted is None:
+            return _Refused(dimse.UNRECOGNIZED_OPERATION, "C-STORE not expected here")
+        if not valid_uid_text(sop_instance) or not valid_uid_text(sop_class):
+            return _Refused(dimse.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
+        meta = ReceiveMeta(
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            transfer_syntax=accepted.transfer_syntax,
+            calling_ae=self.called_ae,  # the peer sends: it is the "calling" side of this C-STORE
+            called_ae=self.calling_ae,
+            peer=self.peer,
+            move_originator_aet=str(command.get(dimse.MOVE_ORIGINATOR_AET, "")),
+            move_originator_message_id=command.get(dimse.MOVE_ORIGINATOR_MESSAGE_ID),
+        )
+        try:
+            return sink.begin(meta)
+        except OSError as exc:
+            outcome = sink.refuse(exc)
+            return _Refused(outcome.status, outcome.comment)
+
+    def _finish_store(self, ctx: int, command: dimse.Command, incoming) -> StoreOutcome:
+        outcome = incoming.finish() if isinstance(incoming, IncomingFile) else incoming.outcome()
+        if outcome.status == dimse.SUCCESS:
+            self.stored += 1
+        else:
+            logger.info("%s: C-STORE sub-operation %s answered 0x%04X %s", self.peer,
+                        command.get(dimse.AFFECTED_SOP_INSTANCE_UID), outcome.status, outcome.comment)  # fmt: skip
+        self._reply(ctx, dimse.store_response(command, outcome.status, outcome.comment))
+        return outcome
+
+    def _reply(self, ctx: int, command: bytes) -> None:
+        self.stream.send(*self.assoc._command_parts(ctx, command))
+
+
+class _Refused:
+    """Stands in for an IncomingFile when a sub-operation's data set is read and thrown away."""
+
+    error = None
+
+    def __init__(self, status: int, comment: str) -> None:
+        self.status, self.comment = status, comment
+
+    def write_safely(self, data) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+    def outcome(self) -> StoreOutcome:
+        return StoreOutcome(self.status, self.comment)
+
+
+class _FinalStatus(NetworkError):
+    """A C-FIND ended with a failure status."""
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+FinalStatusError = _FinalStatus
+
+
+def open_association(
+    host: str,
+    port: int,
+    *,
+    called_ae: str,
+    calling_ae: str,
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    roles: dict[str, tuple[bool, bool]] | None = None,
+    tls=None,
+    timeout: float = 30.0,
+    max_pdu: int = scu.DEFAULT_MAX_PDU,
+) -> QRAssociation:
+    """Associate (raises :class:`scu.AssociationFailed` with a diagnosis when it fails)."""
+    assoc = scu.associate(
+        host,
+        port,
+        called_ae=called_ae,
+        calling_ae=calling_ae,
+        contexts=contexts,
+        roles=roles,
+        tls=tls,
+        connect_timeout=timeout,
+        acse_timeout=timeout,
+        dimse_timeout=timeout,
+        max_pdu=max_pdu,
+    )
+    return QRAssociation(assoc, calling_ae=calling_ae, peer=f"{host}:{port}")

@@ -1,0 +1,489 @@
+"""The DIMSE side of retrieve: C-GET presentation contexts, C-GET and C-MOVE workers, the C-MOVE
+destination (our own listener) and what to say when the PACS does not know it.
+
+C-GET (PS3.4 C.4.3) brings the instances back on the association we opened, as C-STORE
+sub-operations for which we act as Storage SCP: every storage SOP class involved is proposed
+with an SCP/SCU Role Selection item (PS3.7 D.3.3.4) and, so that compressed instances travel as
+they are stored, with one presentation context per transfer syntax (the SCP picks the context
+whose transfer syntax is the instance's own). At most 128 contexts fit in one association
+(PS3.8 9.3.2.2); the number of transfer syntaxes per class shrinks as the number of classes
+grows, and past that the classes are split over several associations.
+
+C-MOVE (PS3.4 C.4.2) asks the PACS to open its own association to a destination it knows by AE
+title: our listener, started for the retrieve when none is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.errors import NetworkError, RetrieveError
+from DICOMPlusLib.network import qrscu, ul
+from DICOMPlusLib.network.nodes import DEFAULT_PORT, RemoteNode
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.network.listener import Listener, ListenerConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTEXTS = 128
+EXPLICIT_LE, IMPLICIT_LE = qrscu.EXPLICIT_LE, qrscu.IMPLICIT_LE
+#: Transfer syntaxes proposed per storage class, richest first (PS3.5 Table A-1 / PS3.6 A-1).
+RICH_SYNTAXES = (
+    EXPLICIT_LE, IMPLICIT_LE,
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000 lossless, JPEG 2000
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS lossless, near-lossless
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57",  # JPEG lossless SV1, JPEG lossless
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",  # JPEG baseline, extended
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",  # RLE lossless, deflated
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
+)  # fmt: skip
+CORE_SYNTAXES = (*RICH_SYNTAXES[:4], "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.70",
+                 "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5")  # fmt: skip
+BASIC_SYNTAXES = (EXPLICIT_LE, IMPLICIT_LE, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90")
+# When the PACS does not say which SOP classes are involved (dcmqrscp returns no SOPClassUID at
+# the image level): the common image classes with the common syntaxes, the rest uncompressed.
+_DEFAULT_IMAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1",  # CT, Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",  # MR, Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",  # CR, DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.6.1",  # MG for presentation, US
+    "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.7",  # US multi-frame, SC
+    "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.12.1",  # MF grayscale word SC, XA
+    "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128",  # NM, PET
+    "1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.481.2",  # RT image, RT dose
+)  # fmt: skip
+_DEFAULT_IMAGE_SYNTAXES = (EXPLICIT_LE, IMPLICIT_LE, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90",
+                           "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.50")  # fmt: skip
+_DEFAULT_OTHER_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3",  # SEG, RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.88.11",  # RT plan, basic text SR
+    "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",  # enhanced, comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.5.1.4.1.1.11.1",  # key objects, GSPS
+    "1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.5.1.4.1.1.66",  # encapsulated PDF, raw data
+    "1.2.840.10008.5.1.4.1.1.66.1",  # spatial registration
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ContextGroup:
+    """Storage contexts for the classes of one C-GET association."""
+
+    sop_classes: frozenset[str]
+    contexts: tuple[tuple[str, tuple[str, ...]], ...]  # (abstract syntax, (one transfer syntax,))
+    default: bool = False  # the classes were guessed (the PACS did not say)
+
+
+def storage_context_groups(sop_classes: Iterable[str], reserved: int = 2) -> list[ContextGroup]:
+    """Groups of storage classes whose contexts fit with ``reserved`` others (the C-GET model,
+    Verification) in one association; one context per (class, transfer syntax)."""
+    classes = sorted({c for c in sop_classes if c})
+    room = MAX_CONTEXTS - reserved
+    if not classes:
+        contexts = [(c, (ts,)) for c in _DEFAULT_IMAGE_CLASSES for ts in _DEFAULT_IMAGE_SYNTAXES]
+        contexts += [(c, (ts,)) for c in _DEFAULT_OTHER_CLASSES for ts in (EXPLICIT_LE, IMPLICIT_LE)]
+        if len(contexts) > room:  # pragma: no cover - the lists above are sized to fit
+            raise AssertionError("default storage contexts do not fit")
+        return [
+            ContextGroup(frozenset(_DEFAULT_IMAGE_CLASSES + _DEFAULT_OTHER_CLASSES), tuple(contexts), True)
+        ]
+    for syntaxes in (RICH_SYNTAXES, CORE_SYNTAXES, BASIC_SYNTAXES):
+        if len(classes) * len(syntaxes) <= room:
+            return [_group(classes, syntaxes)]
+    per = room // len(BASIC_SYNTAXES)
+    return [_group(classes[i : i + per], BASIC_SYNTAXES) for i in range(0, len(classes), per)]
+
+
+def _group(classes: Sequence[str], syntaxes: Sequence[str]) -> ContextGroup:
+    return ContextGroup(frozenset(classes), tuple((c, (ts,)) for c in classes for ts in syntaxes))
+
+
+# --------------------------------------------------------------------------------------------
+# Units of work
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One C-GET or C-MOVE request: a study, series (one or a list) or instances of a series."""
+
+    level: str  # STUDY, SERIES or IMAGE
+    study: str
+    series: tuple[str, ...] = ()
+    sops: tuple[str, ...] = ()
+    expected: tuple[str, ...] = ()  # the SOP instances it should bring (empty: not known)
+    sop_classes: frozenset[str] = frozenset()
+
+    def identifier(self):
+        """The retrieve identifier: unique keys of the level and above, a list of UIDs at the
+        level itself (PS3.4 C.4.2.2.1, C.4.3.2.1)."""
+        from pydicom import Dataset
+
+        ds = Dataset()
+        ds.QueryRetrieveLevel = self.level
+        ds.StudyInstanceUID = self.study
+        if self.level in ("SERIES", "IMAGE"):
+            ds.SeriesInstanceUID = "\\".join(self.series)
+        if self.level == "IMAGE":
+            ds.SOPInstanceUID = "\\".join(self.sops)
+        return ds
+
+    def describe(self) -> str:
+        if self.level == "STUDY":
+            return f"study {self.study}"
+        if self.level == "SERIES":
+            return f"series {', '.join(self.series)}"
+        return f"{len(self.sops)} instance(s) of series {self.series[0]}"
+
+
+@dataclass
+class WorkerOutcome:
+    """What one association's worth of units did: ``error`` ends the worker early."""
+
+    error: BaseException | None = None
+    units_done: int = 0
+    suboperation_failures: int = 0
+    associations: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# C-MOVE destination
+# --------------------------------------------------------------------------------------------
+
+
+class MoveDestinationUnknown(RetrieveError):
+    """The PACS does not know (or cannot reach) our listener as a C-MOVE destination."""
+
+
+def move_setup_hint(node: RemoteNode, ae_title: str, host: str, port: int) -> str:
+    """What to configure on the PACS so that it can send to our listener, in words a user can
+    paste (Orthanc ``DicomModalities``, DCMTK ``HostTable``)."""
+    return (
+        f"Configure {node.name} ({node.address}) with a DICOM node (modality) for us: AE title {ae_title}, "
+        f"host {host}, port {port}, allowed to receive C-STORE. "
+        f'Orthanc: add "dicomplus": ["{ae_title}", "{host}", {port}] to DicomModalities and restart it; '
+        f"DCMTK dcmqrscp: add 'dicomplus = ({ae_title}, {host}, {port})' to its HostTable. "
+        "Or retrieve with C-GET (--method get), which needs nothing configured on the PACS."
+    )
+
+
+_LISTENERS: dict[tuple, list] = {}  # key -> [Listener, users]
+_LISTENERS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def move_listener(db: Database, listener: Listener | None, config: ListenerConfig | None, ae_title: str):
+    """The listener a C-MOVE sends to: the one given (started if needed), else one started for
+    the retrieve on ``config`` (default: our AE title on port 11112) and shared by the retrieves
+    of this process that need the same one; stopped when the last of them ends."""
+    from DICOMPlusLib.network.listener import Listener, ListenerConfig
+
+    if listener is not None:
+        mine = Path(listener.db.path).resolve()
+        if mine != Path(db.path).resolve():
+            raise RetrieveError(
+                f"the listener given stores into {listener.db.path}, not into {db.path}: give a listener of "
+                "the same database"
+            )
+        started = not listener.running
+        if started:
+            listener.start()
+        try:
+            yield listener
+        finally:
+            if started:
+                listener.stop(timeout=1.0)
+        return
+    cfg = config or ListenerConfig(ae_title=ae_title, port=DEFAULT_PORT)
+    key = (str(Path(db.path).resolve()), cfg.host, cfg.port, cfg.ae_title)
+    with _LISTENERS_LOCK:
+        entry = _LISTENERS.get(key)
+        if entry is None:
+            try:
+                entry = [Listener(db, cfg).start(), 0]
+            except NetworkError as exc:
+                raise RetrieveError(
+                    f"cannot start our C-MOVE destination (listener {cfg.ae_title} on port {cfg.port}): {exc}"
+                ) from None
+            if not cfg.port:
+                key = (*key[:2], entry[0].port, key[3])
+            _LISTENERS[key] = entry
+        entry[1] += 1
+    try:
+        yield entry[0]
+    finally:
+        with _LISTENERS_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                _LISTENERS.pop(key, None)
+                entry[0].stop(timeout=1.0)
+
+
+def advertised_host(listener: Listener, assoc: qrscu.QRAssociation | None) -> str:
+    """The host the PACS must use for our listener: its bound address, else the address we
+    reach the PACS from."""
+    host = listener.config.host
+    if host and host not in ("0.0.0.0", "::"):
+        return host
+    local = assoc.local_address if assoc is not None else ""
+    return local or "127.0.0.1"
+
+
+def check_listener(listener: Listener, calling_ae: str, timeout: float = 5.0) -> None:
+    """Pre-flight: our listener answers C-ECHO (the direction the PACS will use)."""
+    from DICOMPlusLib.network.echo import echo
+
+    host = listener.config.host if listener.config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    me = RemoteNode("listener", listener.config.ae_title, host, listener.port)
+    result = echo(me, calling_ae_title=calling_ae, timeout=timeout)
+    if not result.ok:
+        raise RetrieveError(f"our C-MOVE destination {me.address} does not answer C-ECHO: {result.message}")
+
+
+def echo_on(assoc: qrscu.QRAssociation) -> str:
+    """Pre-flight: C-ECHO on the retrieve association when the PACS accepted Verification; an
+    empty string when it answered (or offers no Verification), else the problem."""
+    if assoc.context_for(ul.VERIFICATION) is None:
+        return ""
+    try:
+        status = assoc.assoc.echo()
+    except (NetworkError, OSError) as exc:
+        return f"C-ECHO failed: {exc}"
+    return "" if status == 0 else f"C-ECHO answered 0x{status:04X}"
+
+
+# --------------------------------------------------------------------------------------------
+# Shared state of one retrieve, and the workers
+# --------------------------------------------------------------------------------------------
+
+
+def present_in_db(db: Database, sops: Iterable[str]) -> set[str]:
+    """The SOP instances of ``sops`` the database holds (one query per 500)."""
+    sops = list(dict.fromkeys(sops))
+    found: set[str] = set()
+    conn = db.reader()
+    for i in range(0, len(sops), 500):
+        chunk = sops[i : i + 500]
+        rows = conn.execute(
+            f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update(r[0] for r in rows)
+    return found
+
+
+class RunState:
+    """What the workers of one retrieve share: the report (under a lock), progress, cancel."""
+
+    def __init__(self, node: RemoteNode, db: Database, report, *, calling_ae: str, progress, cancel,
+                 timeout: float, grace: float, present_before: set[str], expected: set[str]) -> None:  # fmt: skip
+        self.node = node
+        self.db = db
+        self.report = report
+        self.calling_ae = calling_ae
+        self.progress = progress
+        self.cancel = cancel
+        self.timeout = timeout
+        self.grace = grace
+        self.present_before = present_before
+        self.expected = expected
+        self.lock = threading.Lock()
+        self.done: set[str] = set()
+        self.message_ids: set[int] = set()
+        self.total_hint = 0  # from sub-operation counts when the plan is unknown
+        self.preflight_done = False
+        self.move_host = ""
+        self.plan = None  # the retrieve's Plan
+
+    # -- accounting ----------------------------------------------------------------------------
+    def stored(self, sop: str, ok: bool = True, reason: str = "") -> None:
+        with self.lock:
+            if ok:
+                if sop in self.done:
+                    return
+                self.done.add(sop)
+                self.report.done.append(sop)
+                self.report.failed.pop(sop, None)
+            elif sop not in self.done:
+                self.report.failed[sop] = reason
+            count = len(self.report.done) + len(self.report.skipped)
+            total = max(self.report.expected, self.total_hint, count)
+        if self.progress is not None:
+            self.progress(count, total, sop)
+
+    def on_stored(self, sop: str, outcome) -> None:
+        if outcome.status == 0 and outcome.instance is not None:
+            self.stored(outcome.instance.sop_instance_uid)
+        else:
+            self.stored(sop, False, f"refused here: 0x{outcome.status:04X} {outcome.comment}".strip())
+
+    def on_pending(self, response: qrscu.Response) -> None:
+        total = response.suboperations.total
+        if total and not self.report.expected:
+            with self.lock:
+                self.total_hint = max(self.total_hint, len(self.report.done) + total)
+
+    def matches_arrival(self, instance) -> bool:
+        if instance.sop_instance_uid in self.expected:
+            return True
+        return (
+            instance.move_originator_aet == self.calling_ae
+            and instance.move_originator_message_id in self.message_ids
+        )
+
+    def on_arrival(self, instance) -> None:
+        self.stored(instance.sop_instance_uid)
+
+    def collect_from_db(self, unit: Unit) -> int:
+        """After a C-MOVE's final response: every instance of the unit that is now in the
+        database (our listener stores before it answers) and was not there before."""
+        candidates = [s for s in unit.expected if s not in self.present_before and s not in self.done]
+        found = present_in_db(self.db, candidates) if candidates else set()
+        for sop in unit.expected:
+            if sop in found:
+                self.stored(sop)
+        with self.lock:
+            return sum(1 for s in unit.expected if s in self.done)
+
+    def record_final(self, what: str, unit: Unit, response: qrscu.Response, out: WorkerOutcome) -> None:
+        """Sub-operation failures and warnings of a final response into the report."""
+        status = response.status
+        subs = response.suboperations
+        if status == qrscu.CANCELLED or status == 0:
+            return
+        reason = f"{what} sub-operation failed (final status 0x{status:04X}: {qrscu.status_text(status)})"
+        failed = response.failed_sop_instances
+        out.suboperation_failures += subs.failed + subs.warning or len(failed) or 1
+        for sop in failed:
+            self.stored(sop, False, reason)
+        if response.comment:
+            out.warnings.append(f"{what} of {unit.describe()}: {response.comment}")
+
+
+def _open(state: RunState, contexts, roles=None) -> qrscu.QRAssociation:
+    node = state.node
+    tls = node.tls_settings.client_context(node.host) if node.tls else None
+    return qrscu.open_association(node.host, node.port, called_ae=node.ae_title, calling_ae=state.calling_ae,
+                                  contexts=contexts, roles=roles, tls=tls, timeout=state.timeout)  # fmt: skip
+
+
+def _failed_without_data(state: RunState, what: str, unit: Unit, response: qrscu.Response) -> str:
+    comment = f" ({response.comment})" if response.comment else ""
+    return (
+        f"{state.node.name} ({state.node.address}) answered the {what} of {unit.describe()} with "
+        f"0x{response.status:04X}: {qrscu.status_text(response.status)}{comment}"
+    )
+
+
+def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -> WorkerOutcome:
+    """C-GET ``units`` over one association whose storage contexts are ``group``'s."""
+    out = WorkerOutcome()
+    contexts = [(qrscu.STUDY_ROOT_GET, qrscu.UNCOMPRESSED), (ul.VERIFICATION, qrscu.UNCOMPRESSED)]
+    contexts += [(c, list(ts)) for c, ts in group.contexts]
+    roles = {c: (False, True) for c in group.sop_classes}
+    from DICOMPlusLib.network.storage import DatabaseSink
+
+    sink = DatabaseSink(state.db)
+    try:
+        with slot:
+            qa = _open(state, contexts, roles)
+            out.associations += 1
+            try:
+                if qa.context_for(qrscu.STUDY_ROOT_GET) is None:
+                    raise RetrieveError(
+                        f"{state.node.address} does not offer C-GET (Study Root) to us: retrieve with C-MOVE"
+                    )
+                if not any(qa.scp_role_accepted(c) for c in group.sop_classes):
+                    raise RetrieveError(
+                        f"{state.node.address} refused to let us act as Storage SCP (SCP/SCU role selection), "
+                        "which C-GET needs: retrieve with C-MOVE instead"
+                    )
+                for unit in units:
+                    if state.cancel.cancelled:
+                        break
+                    response = qa.get(qrscu.STUDY_ROOT_GET, unit.identifier(), sink=sink,
+                                      on_pending=state.on_pending, on_stored=state.on_stored,
+                                      cancel=state.cancel, grace=state.grace)  # fmt: skip
+                    if (
+                        response.category == "failure"
+                        and not response.suboperations.completed
+                        and not any(s in state.done for s in unit.expected)
+                    ):
+                        raise RetrieveError(_failed_without_data(state, "C-GET", unit, response))
+                    state.record_final("C-GET", unit, response, out)
+                    out.units_done += 1
+            finally:
+                if qa.assoc.established:
+                    qa.release(state.timeout)
+    except (NetworkError, OSError) as exc:
+        out.error = exc
+    return out
+
+
+def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -> WorkerOutcome:
+    """C-MOVE ``units`` to ``listener`` over one association."""
+    out = WorkerOutcome()
+    destination = listener.config.ae_title
+    contexts = [(qrscu.STUDY_ROOT_MOVE, qrscu.UNCOMPRESSED), (ul.VERIFICATION, qrscu.UNCOMPRESSED)]
+    try:
+        with slot:
+            qa = _open(state, contexts)
+            out.associations += 1
+            try:
+                if qa.context_for(qrscu.STUDY_ROOT_MOVE) is None:
+                    raise RetrieveError(
+                        f"{state.node.address} does not offer C-MOVE (Study Root) to us: retrieve with C-GET"
+                    )
+                with state.lock:
+                    first = not state.preflight_done
+                    state.preflight_done = True
+                    if not state.move_host:
+                        state.move_host = advertised_host(listener, qa)
+                if first:
+                    problem = echo_on(qa)
+                    if problem:
+                        raise RetrieveError(f"pre-flight check of {state.node.address} failed: {problem}")
+                    check_listener(listener, state.calling_ae)
+                hint = move_setup_hint(state.node, destination, state.move_host, listener.port)
+                for unit in units:
+                    if state.cancel.cancelled:
+                        break
+                    mid = qa.next_message_id()
+                    with state.lock:
+                        state.message_ids.add(mid)
+                    response = qa.move(qrscu.STUDY_ROOT_MOVE, unit.identifier(), destination,
+                                       on_pending=state.on_pending, cancel=state.cancel, grace=state.grace)  # fmt: skip
+                    arrived = state.collect_from_db(unit)
+                    if response.status == 0xA801:
+                        raise MoveDestinationUnknown(
+                            f"{state.node.name} ({state.node.address}) does not know the move destination "
+                            f"{destination} (status 0xA801). {hint}"
+                        )
+                    if (
+                        response.category == "failure"
+                        and not arrived
+                        and not response.suboperations.completed
+                    ):
+                        raise MoveDestinationUnknown(
+                            _failed_without_data(state, "C-MOVE", unit, response)
+                            + f", and nothing arrived at our listener {destination} on port {listener.port}. "
+                            "The most likely cause: the PACS does not know our AE title as a move destination "
+                            "(Orthanc answers 0xC000 then), or cannot connect to us (firewall, wrong host or "
+                            f"port in its configuration). {hint}"
+                        )
+                    state.record_final("C-MOVE", unit, response, out)
+                    out.units_done += 1
+            finally:
+                if qa.assoc.established:
+                    qa.release(state.timeout)
+    except (NetworkError, OSError) as exc:
+        out.error = exc
+    return out

@@ -1,0 +1,58 @@
+"""Retrieve through DICOMweb WADO-RS (PS3.18 10.4) for nodes whose preferred method is DICOMweb:
+the same selection and report as the DIMSE retrieve, done by
+:meth:`DICOMPlusLib.network.dicomweb.DicomwebClient.retrieve` series by series."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.errors import QueryError, RetrieveError
+from DICOMPlusLib.models import QueryLevel
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.jobs import CancelToken, ProgressCallback
+    from DICOMPlusLib.network.nodes import RemoteNode
+    from DICOMPlusLib.network.retrieve import RetrieveReport
+
+
+def retrieve_dicomweb(node: RemoteNode, db: Database, report: RetrieveReport, *, study_uid: str | None,
+                      series_uids: list[str], sop_uids: list[str], resume: bool,
+                      progress: ProgressCallback | None, cancel: CancelToken, timeout: float) -> None:  # fmt: skip
+    """Fill ``report`` with a WADO-RS retrieve of the study or of each series."""
+    from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint
+
+    if not node.dicomweb_url:
+        raise RetrieveError(f"node {node.name!r} has no DICOMweb URL: add one, or retrieve with get or move")
+    if sop_uids:
+        raise RetrieveError(
+            "DICOMweb retrieve of single instances is not supported here: retrieve their series"
+        )
+    client = DicomwebClient(DicomwebEndpoint(node.dicomweb_url, timeout=timeout))
+    targets: list[tuple[str, str | None]] = []
+    try:
+        for series in series_uids:
+            study = study_uid
+            if not study:
+                found = list(client.search(QueryLevel.SERIES, {"SeriesInstanceUID": series}, limit=1))
+                if not found or not found[0].StudyInstanceUID:
+                    raise RetrieveError(f"{node.dicomweb_url} has no series {series}")
+                study = found[0].StudyInstanceUID
+            targets.append((study, series))
+    except QueryError as exc:
+        raise RetrieveError(f"cannot find the series on {node.name}: {exc}") from None
+    if not targets:
+        targets = [(study_uid, None)]
+    report.attempts = 1
+    for study, series in targets:
+        base_done, base_expected = len(report.done) + len(report.skipped), report.expected
+
+        def shifted(done: int, expected: int, current: str, _d=base_done, _e=base_expected) -> None:
+            if progress is not None:
+                progress(_d + done, _e + expected, current)
+
+        part = client.retrieve(db, study, series, resume=resume, progress=shifted, cancel=cancel)
+        report.merge(part)
+        if part.cancelled:
+            break
+    report.cancelled = report.cancelled or cancel.cancelled
