@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "DICOMPlusLib.loading.commands",
     "DICOMPlusLib.export.commands",
     "DICOMPlusLib.network.commands",
+    "DICOMPlusLib.network.qr_commands",
 ]
 
 
