@@ -2,8 +2,11 @@
 
 This file is the Slicer shell only: module description, the panel (Widget) and a thin Logic.
 The engine (database, network, loading, export) is the plain-Python package DICOMPlusLib, which
-never imports slicer, qt, ctk or vtk. Code here uses PythonQt idioms only (properties as
-attributes, ``connect("signal(args)", slot)``) so it runs in Slicer and in the test harness
+never imports slicer, qt, ctk or vtk. Beside this file, two packages (packages, so that Slicer
+does not take them for modules): DICOMPlusWidgets, the browser, preview and activity widgets the
+panel is made of and that other modules can embed, and DICOMPlusMRML, volumes to scene nodes and
+back. Code here uses PythonQt idioms only (properties as attributes,
+``connect("signal(args)", slot)``) so it runs in Slicer and in the test harness
 (Testing/slicer_stubs); Testing/test_guards.py checks that.
 """
 
@@ -17,6 +20,39 @@ from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
 import DICOMPlusLib
+
+
+def _importPackage(name):
+    """Import the package ``name`` that sits beside this file (DICOMPlusWidgets, DICOMPlusMRML).
+
+    Slicer puts the module folder on sys.path, so a plain import works; but if another copy was
+    imported before (the module loaded from another folder, e.g. an installed tree next to the
+    sources), that copy is dropped so the package always matches this file.
+    """
+    import importlib.util
+    import sys
+
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    loaded = sys.modules.get(name)
+    if loaded is not None and os.path.dirname(os.path.abspath(loaded.__file__)) == folder:
+        return loaded
+    for stale in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
+        del sys.modules[stale]
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+DICOMPlusWidgets = _importPackage("DICOMPlusWidgets")
+DICOMPlusMRML = _importPackage("DICOMPlusMRML")
 
 #
 # DICOMPlus
@@ -49,7 +85,9 @@ class DICOMPlus(ScriptedLoadableModule):
 
 
 class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel, loaded from Resources/UI/DICOMPlus.ui."""
+    """The module panel (Resources/UI/DICOMPlus.ui), composed of the embeddable widgets of
+    DICOMPlusWidgets: the browser, the preview and the activity list. This class only wires
+    them to each other, to the buttons of the .ui and to the Logic."""
 
     def __init__(self, parent=None):
         # Set attributes before the base constructor: with parent=None it calls setup() itself.
@@ -57,6 +95,10 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # calling it again here would forget the observers that setup() added.
         self.logic = None
         self.ui = None
+        self.browser = None
+        self.preview = None
+        self.activity = None
+        self.activeJob = None
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self):
@@ -69,39 +111,37 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = DICOMPlusLogic()
         self.activeJob = None
-        self.activeJobDone = None
+
+        self.browser = DICOMPlusWidgets.DICOMPlusBrowserWidget(self.logic, self.ui.browserFrame)
+        self.ui.browserFrameLayout.addWidget(self.browser)
+        self.preview = DICOMPlusWidgets.DICOMPlusPreviewWidget(self.logic, self.ui.previewFrame)
+        self.ui.previewFrameLayout.addWidget(self.preview)
+        self.activity = DICOMPlusWidgets.DICOMPlusActivityWidget(self.ui.activityFrame)
+        self.ui.activityFrameLayout.addWidget(self.activity)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        header = self.ui.browserTable.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, qt.QHeaderView.Stretch)
-        for column in range(1, self.ui.browserTable.columnCount):
-            header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
-        self.ui.searchBox.connect("textChanged(QString)", self.onSearchTextChanged)
-        self.ui.browserTable.connect("itemSelectionChanged()", self.updateButtonStates)
+        self.browser.selectionChanged.connect(self.updateButtonStates)
+        self.browser.seriesSelected.connect(self.onSeriesSelected)
+        self.browser.loadRequested.connect(self.loadEntries)
+        self.preview.loadRequested.connect(self.loadEntries)
+        self.ui.previewCollapsibleButton.connect("contentsCollapsed(bool)", self.onPreviewCollapsed)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.loadButton.connect("clicked(bool)", self.onLoadButton)
         self.ui.deleteButton.connect("clicked(bool)", self.onDeleteButton)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
 
-        # Worker threads never touch Qt: this timer, on the main thread, reads their progress.
-        self.jobTimer = qt.QTimer()
-        self.jobTimer.setInterval(100)
-        self.jobTimer.connect("timeout()", self.pollJobs)
-
-        self.ui.activityLabel.text = _("Idle (DICOMPlusLib {version})").format(
-            version=self.logic.libraryVersion()
+        self.activity.setStatus(
+            _("Idle (DICOMPlusLib {version})").format(version=self.logic.libraryVersion())
         )
-        self.ui.cancelButton.enabled = False
         self.refreshBrowser()
         self.updateButtonStates()
 
     def cleanup(self):
         """Called when the module is unloaded or the application exits."""
         self.removeObservers()
-        if self.ui is not None:
-            self.jobTimer.stop()
+        for widget in (self.browser, self.preview, self.activity):
+            if widget is not None:
+                widget.cleanup()
         if self.logic is not None:
             for job in self.logic.jobs:
                 job.cancel()
@@ -109,78 +149,41 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 job.wait(5)
             self.logic.closeDatabase()
 
+    def setLogic(self, logic):
+        """Use another DICOMPlusLogic (e.g. on another database); the current one is closed."""
+        previous, self.logic = self.logic, logic
+        self.browser.setDatabase(logic)
+        self.preview.setDatabase(logic)
+        if previous is not None and previous is not logic:
+            previous.closeDatabase()
+        self.updateButtonStates()
+
     def onSceneEndClose(self, caller, event):
         self.updateButtonStates()
 
-    # -- browser ------------------------------------------------------------------------------
+    # -- browser and preview ------------------------------------------------------------------
     def refreshBrowser(self):
-        """Fill the tree: patients, their studies, their series (from the local database)."""
-        table = self.ui.browserTable
-        table.clear()
-        logic = self.logic
-        try:
-            patients = logic.search("patient")
-        except DICOMPlusLib.DICOMPlusError as error:
-            self.ui.activityLabel.text = str(error)
-            return
-        for patient in patients:
-            patientItem = qt.QTreeWidgetItem(
-                table,
-                [
-                    patient.PatientName or patient.PatientID,
-                    "",
-                    "",
-                    str(patient.NumberOfPatientRelatedInstances),
-                ],
-            )
-            patientItem.setData(0, qt.Qt.UserRole, "patient:" + patient.PatientID)
-            patientItem.setToolTip(0, _("Patient ID: {id}").format(id=patient.PatientID))
-            for study in logic.search("study", {"PatientID": patient.PatientID}):
-                studyItem = qt.QTreeWidgetItem(
-                    patientItem,
-                    [
-                        study.StudyDescription or _("(no description)"),
-                        _formatDate(study.StudyDate),
-                        study.ModalitiesInStudy,
-                        str(study.NumberOfStudyRelatedInstances),
-                    ],
-                )
-                studyItem.setData(0, qt.Qt.UserRole, "study:" + study.StudyInstanceUID)
-                for series in logic.search("series", {"StudyInstanceUID": study.StudyInstanceUID}):
-                    label = series.SeriesDescription or _("Series {number}").format(
-                        number=series.SeriesNumber
-                    )
-                    seriesItem = qt.QTreeWidgetItem(
-                        studyItem,
-                        [
-                            label,
-                            _formatDate(series.SeriesDate),
-                            series.Modality,
-                            str(series.NumberOfSeriesRelatedInstances),
-                        ],
-                    )
-                    seriesItem.setData(0, qt.Qt.UserRole, "series:" + series.SeriesInstanceUID)
-            patientItem.setExpanded(True)
-        self.onSearchTextChanged(self.ui.searchBox.text)
+        """Re-read the local database into the browser."""
+        self.browser.refresh()
 
     def selectedEntries(self):
         """[(level, key)] of the selected browser rows, e.g. [("series", "1.2.3")]."""
-        entries = []
-        for item in self.ui.browserTable.selectedItems():
-            level, _sep, key = str(item.data(0, qt.Qt.UserRole)).partition(":")
-            entries.append((level, key))
-        return entries
+        return self.browser.selectedEntries()
 
-    def onSearchTextChanged(self, text):
-        """Show only the top-level browser rows with ``text`` in any column of their subtree."""
-        table = self.ui.browserTable
-        needle = text.strip().lower()
-        for row in range(table.topLevelItemCount):
-            item = table.topLevelItem(row)
-            item.setHidden(bool(needle) and not _subtreeContains(item, needle, table.columnCount))
+    def onSeriesSelected(self, seriesUID):
+        if not self.ui.previewCollapsibleButton.collapsed:
+            self.preview.setSeries(seriesUID)
+
+    def onPreviewCollapsed(self, collapsed):
+        if collapsed:
+            self.preview.pause()
+            return
+        entries = self.selectedEntries()
+        if len(entries) == 1 and entries[0][0] == "series":
+            self.preview.setSeries(entries[0][1])
 
     def updateButtonStates(self, *args):
-        hasSelection = bool(self.ui.browserTable.selectedItems())
+        hasSelection = bool(self.selectedEntries())
         busy = self.activeJob is not None
         self.ui.loadButton.enabled = hasSelection and not busy
         self.ui.deleteButton.enabled = hasSelection and not busy
@@ -202,42 +205,23 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.runJob(self.logic.importFolder(paths, link=link, wait=False), self.onImportDone)
 
     def runJob(self, job, onDone):
-        """Show ``job`` (already started) in the Activity panel; call ``onDone(job)`` on the main
-        thread when it ends (also after a failure or cancel)."""
+        """Show ``job`` (already started) in the Activity panel; ``onDone(job)`` runs on the main
+        thread when it succeeds (a failure or a cancel is reported in the panel instead)."""
         self.activeJob = job
-        self.activeJobDone = onDone
-        self.ui.cancelButton.enabled = True
-        self.ui.progressBar.value = 0
-        self.ui.activityLabel.text = job.name + "..."
+        self.activity.addJob(job, lambda ended: self._onJobEnded(ended, onDone))
+        self.activity.setStatus(job.name + "...")
         self.updateButtonStates()
-        self.jobTimer.start()
         return job
 
-    def pollJobs(self):
-        """Timer slot: show the active job's progress; finish up when it ends."""
-        job = self.activeJob
-        if job is None:
-            self.jobTimer.stop()
-            return
-        snap = job.poll()
-        if snap.total:
-            self.ui.progressBar.maximum = snap.total
-            self.ui.progressBar.value = snap.done
-        if not job.finished:
-            self.ui.activityLabel.text = _("{name}: {done} of {total}").format(
-                name=job.name, done=snap.done, total=snap.total
-            )
-            return
-        self.jobTimer.stop()
-        self.activeJob = None
-        self.ui.cancelButton.enabled = False
-        onDone, self.activeJobDone = self.activeJobDone, None
+    def _onJobEnded(self, job, onDone):
+        if job is self.activeJob:
+            self.activeJob = None
         if job.error is not None and not isinstance(job.error, DICOMPlusLib.CancelledError):
-            self.ui.activityLabel.text = _("{name} failed: {error}").format(name=job.name, error=job.error)
+            self.activity.setStatus(_("{name} failed: {error}").format(name=job.name, error=job.error))
             self.showMessages([str(job.error)])
         elif job.error is not None:
-            self.ui.activityLabel.text = _("{name}: cancelled").format(name=job.name)
-        if onDone is not None and job.error is None:
+            self.activity.setStatus(_("{name}: cancelled").format(name=job.name))
+        elif onDone is not None:
             onDone(job)
         self.updateButtonStates()
 
@@ -248,7 +232,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         if report.cancelled:
             message = _("Cancelled. ") + message
-        self.ui.activityLabel.text = message
+        self.activity.setStatus(message)
         self.showMessages([f"{s.path}: {s.reason}" for s in report.skipped[:50]])
         self.refreshBrowser()
 
@@ -281,15 +265,10 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLoadDone(self, job):
         nodes, warnings = self.logic.addLoadedSeries(job.result)
-        self.ui.activityLabel.text = _("Loaded {count} volume(s)").format(count=len(nodes))
+        self.activity.setStatus(_("Loaded {count} volume(s)").format(count=len(nodes)))
         self.showMessages([f"{name}: {getattr(w, 'message', w)}" for name, w in warnings])
         if nodes and nodes[0].IsA("vtkMRMLScalarVolumeNode") and slicer.app.layoutManager() is not None:
             slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
-
-    def onCancelButton(self, *args):
-        if self.activeJob is not None:
-            self.activeJob.cancel()
-            self.ui.activityLabel.text = _("Cancelling...")
 
     # -- delete -------------------------------------------------------------------------------
     def onDeleteButton(self, *args):
@@ -308,26 +287,9 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Delete [(level, key)] entries (as from selectedEntries) and refresh the browser."""
         for level, key in entries:
             self.logic.delete(**{level: key})
+        self.preview.clear()
         self.refreshBrowser()
         self.updateButtonStates()
-
-
-def _formatDate(value):
-    """YYYYMMDD -> YYYY-MM-DD for display; anything else unchanged."""
-    value = value or ""
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
-
-
-def _subtreeContains(item, needle, columnCount):
-    """True if ``needle`` (lower case) is in a column of ``item`` or of one of its descendants.
-
-    ``item`` is a QTreeWidgetItem, not a QObject: its ``text(column)`` is a method.
-    """
-    if any(needle in item.text(column).lower() for column in range(columnCount)):
-        return True
-    return any(_subtreeContains(item.child(i), needle, columnCount) for i in range(item.childCount()))
 
 
 #
@@ -355,6 +317,8 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
         self._database = None
         self.jobs = []
         self.lastWarnings = []
+        # Emitted (main thread) before the database closes: the widgets' workers stop using it.
+        self.databaseAboutToClose = DICOMPlusWidgets.Signal(name="databaseAboutToClose")
 
     def libraryVersion(self):
         """Version of the DICOMPlusLib engine in use."""
@@ -392,7 +356,10 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
         return self._database
 
     def closeDatabase(self):
+        """Close the database (the next use opens it again); ``databaseAboutToClose`` is emitted
+        first so that background readers (thumbnails, previews) stop using it."""
         if self._database is not None:
+            self.databaseAboutToClose.emit()
             self._database.close()
             self._database = None
 
@@ -488,9 +455,9 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
                 warnings.append((series.SeriesDescription if series else seriesUID, volumes))
                 continue
             for index, volume in enumerate(volumes):
-                name = self._volumeName(series, volume, index, len(volumes))
-                node = self._addVolumeNode(volume, name)
-                self._placeInSubjectHierarchy(node, volume, study, series)
+                name = DICOMPlusMRML.volumeName(series, volume, index, len(volumes))
+                node = DICOMPlusMRML.addVolumeNode(volume, name)
+                DICOMPlusMRML.placeInSubjectHierarchy(node, volume, study, series)
                 warnings += [(name, warning) for warning in volume.warnings]
                 nodes.append(node)
         return nodes, warnings
@@ -522,25 +489,7 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def volumeGeometry(volumeNode):
         """(array [k, j, i], IJK->LPS 4x4) of a scalar volume node: RAS to LPS, here, once."""
-        import numpy as np
-        import vtk
-
-        matrix = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(matrix)
-        ijkToLPS = np.diag([-1.0, -1.0, 1.0, 1.0]) @ slicer.util.arrayFromVTKMatrix(matrix)
-        parent = volumeNode.GetParentTransformNode()
-        if parent is not None and not parent.IsTransformToWorldLinear():
-            raise DICOMPlusLib.ExportError(
-                _("{name} is under a non-linear transform: harden it before exporting").format(
-                    name=volumeNode.GetName()
-                )
-            )
-        if parent is not None:
-            toWorld = vtk.vtkMatrix4x4()
-            parent.GetMatrixTransformToWorld(toWorld)
-            ras = slicer.util.arrayFromVTKMatrix(toWorld) @ slicer.util.arrayFromVTKMatrix(matrix)
-            ijkToLPS = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
-        return slicer.util.arrayFromVolume(volumeNode), ijkToLPS
+        return DICOMPlusMRML.volumeGeometry(volumeNode)
 
     def exportVolume(self, volumeNode, studyUID, modality=None, seriesDescription=None, outputFolder=None):
         """Write a scalar volume node as a new DICOM series in the local study ``studyUID`` (its
@@ -559,9 +508,7 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
     def exportSegmentation(self, segmentationNode, referenceVolumeNode, seriesDescription=None):
         """Write a segmentation as DICOM SEG referencing the series ``referenceVolumeNode`` was
         loaded from (labels, colours), index it, and return the SegExportResult."""
-        import vtk
-
-        from DICOMPlusLib.export import SegmentInfo, export_segmentation_for_series
+        from DICOMPlusLib.export import export_segmentation_for_series
 
         sourceUID = referenceVolumeNode.GetAttribute("DICOMPlus.SeriesInstanceUID")
         if not sourceUID:
@@ -570,32 +517,17 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
                     name=referenceVolumeNode.GetName()
                 )
             )
-        segmentation = segmentationNode.GetSegmentation()
-        segmentIDs = vtk.vtkStringArray()
-        segments = []
-        for index in range(segmentation.GetNumberOfSegments()):
-            segmentID = segmentation.GetNthSegmentID(index)
-            segment = segmentation.GetSegment(segmentID)
-            segmentIDs.InsertNextValue(segmentID)
-            color = tuple(round(255 * c) for c in segment.GetColor())
-            segments.append(SegmentInfo(value=index + 1, label=segment.GetName(), color=color))
-        labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "DICOMPlusSegExport")
-        try:
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentationNode, segmentIDs, labelmapNode, referenceVolumeNode
-            ):
-                raise DICOMPlusLib.ExportError(_("the segments could not be turned into a labelmap"))
-            labelmap, ijkToLPS = self.volumeGeometry(labelmapNode)
-            return export_segmentation_for_series(
-                self.database,
-                sourceUID,
-                labelmap,
-                ijkToLPS,
-                segments,
-                series_description=seriesDescription or segmentationNode.GetName() or "Segmentation",
-            )
-        finally:
-            slicer.mrmlScene.RemoveNode(labelmapNode)
+        labelmap, ijkToLPS, segments = DICOMPlusMRML.segmentationLabelmap(
+            segmentationNode, referenceVolumeNode
+        )
+        return export_segmentation_for_series(
+            self.database,
+            sourceUID,
+            labelmap,
+            ijkToLPS,
+            segments,
+            series_description=seriesDescription or segmentationNode.GetName() or "Segmentation",
+        )
 
     def saveDataBundle(self, studyUID, description="Slicer Data Bundle"):
         """Save the whole scene (as an MRB, by the scene's own writer) into a Data Bundle in the
@@ -639,103 +571,6 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
 
             shutil.rmtree(folder, ignore_errors=True)
 
-    @staticmethod
-    def _volumeName(series, volume, index, count):
-        if series is None:
-            base = volume.info.label or volume.series_uid
-        else:
-            number = "" if series.SeriesNumber is None else f"{series.SeriesNumber}: "
-            base = number + (series.SeriesDescription or series.Modality or _("Series"))
-        if volume.info.localizer:
-            base += " " + _("(localizer)")
-        return base if count == 1 else f"{base} [{index + 1}]"
-
-    def _addVolumeNode(self, volume, name):
-        """A scalar volume node (or a sequence of them for 4D) holding ``volume``."""
-        ijkToRAS = slicer.util.vtkMatrixFromArray(volume.ijk_to_ras)
-        warningsText = "\n".join(f"{w.code}: {w.message}" for w in volume.warnings)
-        if not volume.info.is_4d:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-            slicer.util.updateVolumeFromArray(node, volume.array)
-            node.SetIJKToRASMatrix(ijkToRAS)
-            self._setDisplay(node, volume)
-        else:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
-            node.SetIndexName(volume.info.time_source or "time")
-            node.SetIndexUnit(volume.info.time_unit or "")
-            times = volume.time_axis or tuple(range(volume.array.shape[0]))
-            for t, timePoint in enumerate(volume.time_points()):
-                item = slicer.vtkMRMLScalarVolumeNode()
-                item.SetName(f"{name} t={times[t]:g}")
-                slicer.util.updateVolumeFromArray(item, timePoint.array)
-                item.SetIJKToRASMatrix(ijkToRAS)
-                node.SetDataNodeAtValue(item, f"{times[t]:g}")
-            # created directly: a bare MRML scene has no factory for it until the Sequences module
-            # registers one (Slicer does at start-up)
-            browser = slicer.vtkMRMLSequenceBrowserNode()
-            browser.SetName(name + " browser")
-            slicer.mrmlScene.AddNode(browser)
-            browser.SetAndObserveMasterSequenceNodeID(node.GetID())
-        node.SetAttribute("DICOMPlus.Warnings", warningsText)
-        node.SetAttribute("DICOM.instanceUIDs", " ".join(volume.sop_uids))
-        node.SetAttribute("DICOMPlus.SeriesInstanceUID", volume.series_uid)
-        return node
-
-    @staticmethod
-    def _setDisplay(node, volume):
-        node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-        if display is None or volume.info.window is None:
-            return
-        center, width = volume.info.window
-        display.AutoWindowLevelOff()
-        display.SetWindowLevel(width, center)
-
-    def _placeInSubjectHierarchy(self, node, volume, study, series):
-        """Patient -> study -> series items with Slicer's own DICOM UID names and attributes, so
-        Slicer's DICOM export and other extensions recognise the loaded data."""
-        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        C = slicer.vtkMRMLSubjectHierarchyConstants
-        uidName = C.GetDICOMUIDName()
-        parent = sh.GetSceneItemID()
-        if study is not None:
-            patientItem = sh.GetItemByUID(uidName, study.PatientID)
-            if not patientItem:
-                patientItem = sh.CreateSubjectItem(sh.GetSceneItemID(), study.PatientName or study.PatientID)
-                sh.SetItemUID(patientItem, uidName, study.PatientID)
-                for attribute, value in (
-                    (C.GetDICOMPatientIDAttributeName(), study.PatientID),
-                    (C.GetDICOMPatientNameAttributeName(), study.PatientName),
-                    (C.GetDICOMPatientBirthDateAttributeName(), study.PatientBirthDate),
-                    (C.GetDICOMPatientSexAttributeName(), study.PatientSex),
-                ):
-                    sh.SetItemAttribute(patientItem, attribute, value or "")
-            studyItem = sh.GetItemByUID(uidName, study.StudyInstanceUID)
-            if not studyItem:
-                studyItem = sh.CreateStudyItem(patientItem, study.StudyDescription or _("Study"))
-                sh.SetItemUID(studyItem, uidName, study.StudyInstanceUID)
-                for attribute, value in (
-                    (C.GetDICOMStudyInstanceUIDAttributeName(), study.StudyInstanceUID),
-                    (C.GetDICOMStudyIDAttributeName(), study.StudyID),
-                    (C.GetDICOMStudyDateAttributeName(), study.StudyDate),
-                    (C.GetDICOMStudyTimeAttributeName(), study.StudyTime),
-                    (C.GetDICOMStudyDescriptionAttributeName(), study.StudyDescription),
-                ):
-                    sh.SetItemAttribute(studyItem, attribute, value or "")
-            parent = studyItem
-        seriesItem = sh.GetItemByDataNode(node) or sh.CreateItem(parent, node)
-        sh.SetItemParent(seriesItem, parent)
-        sh.SetItemUID(seriesItem, uidName, volume.series_uid)
-        sh.SetItemUID(seriesItem, C.GetDICOMInstanceUIDName(), " ".join(volume.sop_uids))
-        if series is not None:
-            sh.SetItemAttribute(seriesItem, C.GetDICOMSeriesModalityAttributeName(), series.Modality or "")
-            sh.SetItemAttribute(
-                seriesItem,
-                C.GetDICOMSeriesNumberAttributeName(),
-                "" if series.SeriesNumber is None else str(series.SeriesNumber),
-            )
-        return seriesItem
-
 
 #
 # DICOMPlusTest
@@ -765,28 +600,92 @@ class DICOMPlusTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Logic test passed")
 
     def test_Widget(self):
+        """The panel end to end: import a small series, browse, search, preview, load."""
+        import shutil
+        import tempfile
+
         self.delayDisplay("Widget")
-        widget = DICOMPlusWidget()
+        folder = tempfile.mkdtemp(prefix="DICOMPlusSelfTest-", dir=slicer.app.temporaryPath)
+        widget = None
         try:
-            ui = widget.ui
-            self.assertFalse(ui.loadButton.enabled)
-            self.assertFalse(ui.deleteButton.enabled)
-            patient = self._addBrowserRow(ui.browserTable, "Anonymous^Alpha", "CT chest")
-            self._addBrowserRow(ui.browserTable, "Anonymous^Beta", "MR brain")
-            patient.setSelected(True)
-            self.assertTrue(ui.loadButton.enabled)
-            ui.searchBox.text = "brain"
-            self.assertTrue(patient.isHidden())
-            ui.searchBox.text = ""
-            self.assertFalse(patient.isHidden())
-            self.assertIn(DICOMPlusLib.__version__, ui.activityLabel.text)
+            seriesUID, values = self._writeSeries(os.path.join(folder, "series"), count=4)
+            logic = DICOMPlusLogic(databasePath=os.path.join(folder, "db", "dicomplus.sqlite"))
+            logic.importFolder([os.path.join(folder, "series")])
+            widget = DICOMPlusWidget()
+            widget.setLogic(logic)
+            self.assertIn(DICOMPlusLib.__version__, widget.activity.status())
+            self.assertEqual(widget.browser.entries("series"), [("series", seriesUID)])
+            self.assertFalse(widget.ui.loadButton.enabled)
+            shown = []
+            widget.preview.seriesShown.connect(shown.append)
+            self.assertTrue(widget.browser.selectSeries(seriesUID))
+            self.assertTrue(widget.ui.loadButton.enabled and widget.ui.deleteButton.enabled)
+            self._waitFor(widget.preview.isSliceReady, "the first slice of the preview")
+            self.assertEqual((shown, widget.preview.sliceCount()), ([seriesUID], 4))
+            for k in range(4):  # geometric order, although the files were written top slice first
+                widget.preview.setCurrentSlice(k)
+                self._waitFor(widget.preview.isSliceReady, f"slice {k} of the preview")
+                self.assertAlmostEqual(widget.preview.currentFrame().position[2], 2.5 * k, places=3)
+                self.assertEqual(int(widget.preview.currentSliceArray()[0, 0]), values[k])
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 0)
+            widget.browser.setSearchText("no such patient")
+            self.assertEqual(widget.browser.entries("series"), [])
+            widget.browser.setSearchText("selftest")
+            self.assertEqual(widget.browser.entries("series"), [("series", seriesUID)])
+            widget.loadEntries([("series", seriesUID)])
+            self._waitFor(lambda: widget.activeJob is None, "loading the series")
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 1)
         finally:
-            widget.cleanup()
-            widget.parent.deleteLater()
+            if widget is not None:
+                widget.cleanup()
+                widget.parent.deleteLater()
+            shutil.rmtree(folder, ignore_errors=True)
         self.delayDisplay("Widget test passed")
 
+    def _waitFor(self, condition, what, timeout=30.0):
+        """Let the event loop run (timers, workers' results) until ``condition()`` (tests only)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            slicer.app.processEvents()
+            time.sleep(0.01)
+
     @staticmethod
-    def _addBrowserRow(table, patientName, studyDescription):
-        patient = qt.QTreeWidgetItem(table, [patientName, "", "", ""])
-        qt.QTreeWidgetItem(patient, [studyDescription, "20240101", "CT", "3"])
-        return patient
+    def _writeSeries(folder, count):
+        """``count`` 16 x 16 CT slices written with pydicom (Slicer bundles it), the top slice first;
+        returns (SeriesInstanceUID, value of each slice in geometric order)."""
+        import numpy as np
+        import pydicom
+        from pydicom.dataset import FileDataset, FileMetaDataset
+        from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+        os.makedirs(folder, exist_ok=True)
+        studyUID, seriesUID, frameUID = generate_uid(), generate_uid(), generate_uid()
+        legacy = int(pydicom.__version__.split(".")[0]) < 3
+        for written in range(count):
+            k = count - 1 - written
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = CTImageStorage
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+            if legacy:
+                ds.is_little_endian, ds.is_implicit_VR = True, False
+            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+            ds.PatientName, ds.PatientID = "DICOMPlus^SelfTest", "DICOMPLUS-SELFTEST"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = studyUID, seriesUID, frameUID
+            ds.StudyDescription, ds.SeriesDescription = "DICOMPlus self test", "Axial"
+            ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, written + 1
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [0.0, 0.0, 2.5 * k]
+            ds.PixelSpacing, ds.SliceThickness = [0.5, 0.5], 2.5
+            ds.Rows = ds.Columns = 16
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+            ds.PixelData = np.full((16, 16), 100 * k, np.int16).tobytes()
+            pydicom.dcmwrite(os.path.join(folder, f"slice{written:03d}.dcm"), ds)
+        return seriesUID, [100 * k for k in range(count)]

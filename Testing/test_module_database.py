@@ -26,20 +26,21 @@ def wait_for_job(widget, qtbot, timeout=60_000):
 def test_import_shared_series_through_the_widget(widget, qtbot, shared_series, screenshot):
     ui = widget.ui
     job = widget.importPaths([shared_series])
-    assert ui.cancelButton.enabled and not ui.importButton.enabled
+    assert widget.activity.cancelButtonFor(job).enabled and not ui.importButton.enabled
     wait_for_job(widget, qtbot)
     assert job.result.added == widget.logic.database.info()["instances"] > 0
-    assert "Imported" in ui.activityLabel.text
-    table = ui.browserTable
-    patients = table.topLevelItemCount
-    assert patients == widget.logic.database.info()["patients"]
-    studies = sum(table.topLevelItem(i).childCount() for i in range(patients))
-    assert studies == widget.logic.database.info()["studies"]
-    assert ui.progressBar.value == ui.progressBar.maximum
+    assert "Imported" in widget.activity.status()
+    browser = widget.browser
+    assert len(browser.entries("patient")) == widget.logic.database.info()["patients"]
+    assert len(browser.entries("study")) == widget.logic.database.info()["studies"]
+    assert len(browser.entries("series")) == widget.logic.database.info()["series"]
+    value, maximum = widget.activity.progressOf(job)
+    assert value == maximum > 0
+    assert not widget.activity.cancelButtonFor(job).enabled
+    widget.parent.resize(420, widget.parent.sizeHint.height())
     screenshot(widget.parent, "DICOMPlus_database_panel")
-    ui.searchBox.text = "dicom2nifti"
-    visible = [table.topLevelItem(i) for i in range(patients) if not table.topLevelItem(i).isHidden()]
-    assert len(visible) == 1
+    browser.setSearchText("dicom2nifti")
+    assert len(browser.entries("patient")) == 1
 
 
 def test_select_and_delete_a_series(widget, qtbot, tmp_path):
@@ -47,15 +48,17 @@ def test_select_and_delete_a_series(widget, qtbot, tmp_path):
     b = make_series(tmp_path / "b", n=2, patient_id="DEL1", patient_name="Delete^Me", study_uid=a.study_uid)
     widget.importPaths([a.folder, b.folder])
     wait_for_job(widget, qtbot)
-    study = widget.ui.browserTable.topLevelItem(0).child(0)
-    assert study.childCount() == 2
-    study.child(0).setSelected(True)
+    assert widget.browser.entries("study") == [("study", a.study_uid)]
+    assert sorted(widget.browser.entries("series")) == sorted(
+        [("series", a.series_uid), ("series", b.series_uid)]
+    )
+    widget.browser.selectSeries(a.series_uid)
     assert widget.ui.deleteButton.enabled and widget.ui.loadButton.enabled
-    [(level, uid)] = widget.selectedEntries()
-    assert level == "series" and uid in (a.series_uid, b.series_uid)
+    assert widget.selectedEntries() == [("series", a.series_uid)]
     widget.deleteEntries(widget.selectedEntries())
     assert widget.logic.database.info()["series"] == 1
-    assert widget.ui.browserTable.topLevelItem(0).child(0).childCount() == 1
+    assert widget.browser.entries("series") == [("series", b.series_uid)]
+    assert widget.preview.seriesUID() == ""
 
 
 def test_event_loop_answers_while_1000_files_import(widget, qtbot, tmp_path, dicomplus_module):
@@ -92,13 +95,14 @@ def test_cancel_button_stops_the_import(widget, qtbot, tmp_path):
     import qt
 
     folder = make_series(tmp_path / "big", n=800, rows=16, cols=16).folder
-    widget.importPaths([folder])
+    job = widget.importPaths([folder])
     qtbot.waitUntil(lambda: widget.activeJob is None or widget.activeJob.poll().done > 0, timeout=30_000)
-    qtbot.mouseClick(widget.ui.cancelButton, qt.Qt.LeftButton)
+    qtbot.mouseClick(widget.activity.cancelButtonFor(job), qt.Qt.LeftButton)
     wait_for_job(widget, qtbot)
     count = widget.logic.database.info()["instances"]
     assert count < 800
-    assert "Cancelled" in widget.ui.activityLabel.text or "cancelled" in widget.ui.activityLabel.text
+    assert "cancelled" in widget.activity.status().lower()
+    assert "cancelled" in widget.activity.rowText(job).lower() or "done" in widget.activity.rowText(job)
 
 
 def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_path):
@@ -107,8 +111,7 @@ def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_
     a = make_series(tmp_path / "a", n=6, rows=16, cols=16, patient_id="LOAD1", series_description="Axial")
     widget.importPaths([a.folder])
     wait_for_job(widget, qtbot)
-    series_item = widget.ui.browserTable.topLevelItem(0).child(0).child(0)
-    series_item.setSelected(True)
+    assert widget.browser.selectSeries(a.series_uid)
     before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     qtbot.mouseClick(widget.ui.loadButton, __import__("qt").Qt.LeftButton)
     wait_for_job(widget, qtbot)
@@ -116,4 +119,4 @@ def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_
     node = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetItemAsObject(before)
     assert node.GetName() == "1: Axial"
     assert slicer.util.arrayFromVolume(node).shape == (6, 16, 16)
-    assert "Loaded 1 volume" in widget.ui.activityLabel.text
+    assert "Loaded 1 volume" in widget.activity.status()

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from dicomplus_testing.harness import MODULE_DIR, load_module, unload_module
+from dicomplus_testing.synthetic import make_series
 
 
 @pytest.fixture
@@ -48,14 +49,23 @@ def test_logic_instantiates_without_a_widget(dicomplus_module, slicer):
 
 
 def test_widget_shows_and_accepts_a_scene(dicomplus_module, slicer, qtbot, screenshot):
+    import DICOMPlusWidgets
+
     widget = dicomplus_module.DICOMPlusWidget()
     qtbot.addWidget(widget.parent)
     assert widget.parent.visible is True
     ui = widget.ui
-    for name in ("searchBox", "browserTable", "importButton", "loadButton", "deleteButton"):
+    for name in ("importButton", "loadButton", "deleteButton", "messagesText", "networkPlaceholderLabel"):
         assert hasattr(ui, name), name
-    for name in ("progressBar", "cancelButton", "networkPlaceholderLabel", "activityLabel"):
-        assert hasattr(ui, name), name
+    # the panel is composed of the embeddable widgets, each in its frame of the .ui
+    for attribute, cls, frame in (
+        ("browser", DICOMPlusWidgets.DICOMPlusBrowserWidget, ui.browserFrame),
+        ("preview", DICOMPlusWidgets.DICOMPlusPreviewWidget, ui.previewFrame),
+        ("activity", DICOMPlusWidgets.DICOMPlusActivityWidget, ui.activityFrame),
+    ):
+        child = getattr(widget, attribute)
+        assert isinstance(child, cls) and child.parentWidget() is frame, attribute
+    assert DICOMPlusWidgets.__file__.startswith(str(MODULE_DIR))
     assert ui.DICOMPlus.mrmlScene() is slicer.mrmlScene
 
     otherScene = slicer.vtkMRMLScene()
@@ -65,35 +75,43 @@ def test_widget_shows_and_accepts_a_scene(dicomplus_module, slicer, qtbot, scree
     ui.DICOMPlus.setMRMLScene(slicer.mrmlScene)
     widget.parent.setMRMLScene(slicer.mrmlScene)
 
-    widget.parent.resize(420, 560)
+    # as in Slicer's module panel: a scroll area gives the panel its preferred height
+    height = widget.parent.sizeHint.height()
+    widget.parent.resize(420, height)
     path = screenshot(widget, "DICOMPlus_widget")
     assert path.is_file() and path.stat().st_size > 10_000
     import qt
 
     image = qt.QImage(str(path))
-    assert (image.width(), image.height()) == (420, 560)
-    colors = {image.pixel(x, y) for x in range(0, 420, 3) for y in range(0, 560, 3)}
+    assert (image.width(), image.height()) == (420, height)
+    colors = {image.pixel(x, y) for x in range(0, 420, 3) for y in range(0, height, 3)}
     assert len(colors) > 20  # text and frames, not a blank window
 
 
-def test_widget_buttons_follow_the_selection(dicomplus_module, qtbot):
-    import qt
-
+def test_widget_buttons_follow_the_selection(dicomplus_module, qtbot, tmp_path):
     widget = dicomplus_module.DICOMPlusWidget()
     qtbot.addWidget(widget.parent)
-    table = widget.ui.browserTable
+    logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
+    alpha = make_series(tmp_path / "a", n=2, rows=8, cols=8, patient_id="ALPHA", patient_name="Anonymous^Alpha",
+                        study_description="CT chest")  # fmt: skip
+    beta = make_series(tmp_path / "b", n=2, rows=8, cols=8, patient_id="BETA", patient_name="Anonymous^Beta",
+                       modality="MR", study_description="MR brain")  # fmt: skip
+    logic.importFolder([alpha.folder, beta.folder])
+    widget.setLogic(logic)
+    browser = widget.browser
+    assert browser.entries("patient") == [("patient", "ALPHA"), ("patient", "BETA")]
     assert widget.ui.loadButton.enabled is False
-    alpha = qt.QTreeWidgetItem(table, ["Anonymous^Alpha", "", "", ""])
-    qt.QTreeWidgetItem(alpha, ["CT chest", "20240101", "CT", "120"])
-    beta = qt.QTreeWidgetItem(table, ["Anonymous^Beta", "", "", ""])
-    qt.QTreeWidgetItem(beta, ["MR brain", "20240202", "MR", "30"])
-    alpha.setSelected(True)
+    browser.selectEntry("patient", "ALPHA")
     assert widget.ui.loadButton.enabled is True and widget.ui.deleteButton.enabled is True
-    qtbot.keyClicks(widget.ui.searchBox, "brain")
-    assert alpha.isHidden() and not beta.isHidden()
-    widget.ui.searchBox.clear()
-    assert not alpha.isHidden()
-    table.clearSelection()
+    qtbot.keyClicks(browser.searchBox(), "brain")  # a database search, once typing stops
+    qtbot.waitUntil(lambda: browser.entries("patient") == [("patient", "BETA")])
+    assert browser.entries("series") == [("series", beta.series_uid)]
+    assert widget.ui.loadButton.enabled is False  # the selected patient is no longer shown
+    browser.searchBox().clear()
+    qtbot.waitUntil(lambda: len(browser.entries("patient")) == 2)
+    browser.selectEntry("study", alpha.study_uid)
+    assert widget.ui.loadButton.enabled is True
+    browser.clearSelection()
     assert widget.ui.loadButton.enabled is False
 
 

@@ -1,0 +1,49 @@
+"""DICOMPlus widgets that any Slicer module can create and place in its own layout.
+
+The DICOMPlus panel is made of these; another module embeds them the same way::
+
+    # in MyModule.py, with self.parent.dependencies = ["DICOMPlus"]
+    from DICOMPlusWidgets import DICOMPlusBrowserWidget, DICOMPlusPreviewWidget
+
+    logic = slicer.util.getModuleLogic("DICOMPlus")   # or DICOMPlus.DICOMPlusLogic(databasePath=...)
+    self.browser = DICOMPlusBrowserWidget(logic)
+    self.preview = DICOMPlusPreviewWidget(logic)
+    self.layout.addWidget(self.browser)
+    self.layout.addWidget(self.preview)
+    self.browser.seriesSelected.connect(self.preview.setSeries)
+    self.browser.loadRequested.connect(lambda entries: ...)    # [("series", uid), ...]
+    self.browser.refresh()
+
+* :class:`DICOMPlusBrowserWidget`: patients -> studies -> series of the local database, search,
+  thumbnails. Signals selectionChanged, seriesSelected, studySelected, patientSelected,
+  loadRequested, refreshed.
+* :class:`DICOMPlusPreviewWidget`: a series slice by slice in the loader's geometric order,
+  autoplay, window/level, pan and zoom, load warnings; never touches the scene. Signals
+  seriesShown, sliceChanged, timePointChanged, windowLevelChanged, loadRequested, failed.
+* :class:`DICOMPlusActivityWidget`: DICOMPlusLib jobs with progress bars and Cancel. Signals
+  jobStarted, jobFinished, jobEnded.
+* :class:`DICOMPlusSliceView`: the preview's canvas (an image with pan, zoom and overlays).
+
+Signals are :class:`Signal` objects (plain Python, because PythonQt cannot add Qt signals to a
+Python class): ``widget.signalName.connect(slot)``. Everything is driven from the Qt main thread;
+work (headers, pixels, thumbnails) runs in worker threads that never touch Qt or MRML, and the
+widgets collect the results with QTimers. Call ``cleanup()`` on a widget when its host goes away
+to stop its timers and workers.
+
+This package sits in the DICOMPlus module folder, which Slicer puts on sys.path; it is a package,
+not a top-level .py file, so Slicer does not take it for a module of its own.
+"""
+
+from .activity import DICOMPlusActivityWidget
+from .browser import DICOMPlusBrowserWidget
+from .preview import DICOMPlusPreviewWidget
+from .signals import Signal
+from .sliceview import DICOMPlusSliceView
+
+__all__ = [
+    "DICOMPlusActivityWidget",
+    "DICOMPlusBrowserWidget",
+    "DICOMPlusPreviewWidget",
+    "DICOMPlusSliceView",
+    "Signal",
+]

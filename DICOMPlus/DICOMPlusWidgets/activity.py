@@ -1,0 +1,215 @@
+"""DICOMPlusActivityWidget: background jobs with progress bars and Cancel buttons.
+
+Jobs are DICOMPlusLib ``Job`` objects (a function running in a worker thread that reports
+progress and checks a cancel token). The widget never waits for them: a QTimer on the main
+thread polls ``job.poll()`` while any job runs, updates the rows, and calls the job's
+``onDone`` and the ``jobFinished`` signal on the main thread when it ends.
+"""
+
+from __future__ import annotations
+
+import qt
+
+from .signals import Signal
+from .tasks import stopTimer
+
+
+class _JobRow:
+    """The widgets of one job (plain Python holder; the frame is the Qt parent)."""
+
+    def __init__(self, parent, job, onDone):
+        self.job = job
+        self.onDone = onDone
+        self.reported = False
+        self.frame = qt.QFrame(parent)
+        self.frame.frameShape = qt.QFrame.StyledPanel
+        grid = qt.QGridLayout(self.frame)
+        grid.setContentsMargins(6, 4, 6, 4)
+        grid.setVerticalSpacing(2)
+        grid.setColumnStretch(0, 1)
+        self.label = qt.QLabel(job.name, self.frame)
+        self.label.wordWrap = True
+        grid.addWidget(self.label, 0, 0)
+        self.cancelButton = qt.QPushButton("Cancel", self.frame)
+        self.cancelButton.toolTip = "Stop this task; the work already done is kept"
+        self.cancelButton.connect("clicked(bool)", lambda *args: job.cancel())
+        grid.addWidget(self.cancelButton, 0, 1)
+        self.progressBar = qt.QProgressBar(self.frame)
+        self.progressBar.minimum = 0
+        self.progressBar.maximum = 0  # busy until the job reports a total
+        self.progressBar.value = 0
+        grid.addWidget(self.progressBar, 1, 0, 1, 2)
+
+
+class DICOMPlusActivityWidget(qt.QWidget):
+    """A list of background jobs: name and state, a progress bar, a Cancel button each.
+
+    Signals (:class:`~DICOMPlusWidgets.signals.Signal`): ``jobStarted(str name)``,
+    ``jobFinished(str name)`` (the job ended: done, failed or cancelled; its ``onDone`` has run),
+    ``jobEnded(object job)`` (the same, with the Job, for hosts that want its result or error).
+
+    Public methods: addJob, jobs, runningJobs, cancelAll, clearFinished, progressOf, rowText,
+    cancelButtonFor, status, setStatus, cleanup.
+    """
+
+    POLL_MS = 100
+    KEEP_FINISHED = 8  # rows of finished jobs kept (the newest)
+
+    def __init__(self, parent=None):
+        qt.QWidget.__init__(self, parent)
+        self.jobStarted = Signal(str, name="jobStarted")
+        self.jobFinished = Signal(str, name="jobFinished")
+        self.jobEnded = Signal(object, name="jobEnded")
+        self._rows = []
+        self._status = ""
+        layout = qt.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        header = qt.QHBoxLayout()
+        self._statusLabel = qt.QLabel("Idle", self)
+        self._statusLabel.wordWrap = True
+        header.addWidget(self._statusLabel, 1)
+        self._clearButton = qt.QPushButton("Clear finished", self)
+        self._clearButton.toolTip = "Remove the rows of the tasks that have ended"
+        self._clearButton.connect("clicked(bool)", self.clearFinished)
+        header.addWidget(self._clearButton)
+        layout.addLayout(header)
+        self._rowsLayout = qt.QVBoxLayout()
+        self._rowsLayout.setSpacing(4)
+        layout.addLayout(self._rowsLayout)
+        self._timer = qt.QTimer(self)
+        self._timer.setInterval(self.POLL_MS)
+        self._timer.connect("timeout()", self._poll)
+        self._updateClearButton()
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def addJob(self, job, onDone=None):
+        """Show ``job`` (a started DICOMPlusLib Job); ``onDone(job)`` runs on the main thread when
+        it ends, whatever the outcome (check ``job.error``). Returns the job."""
+        row = _JobRow(self, job, onDone)
+        self._rowsLayout.insertWidget(0, row.frame)
+        self._rows.insert(0, row)
+        self._updateRow(row)
+        self._updateClearButton()
+        self._updateStatus()
+        self.jobStarted.emit(job.name)
+        if not self._timer.isActive():
+            self._timer.start()
+        return job
+
+    def jobs(self):
+        """Jobs shown, newest first."""
+        return [row.job for row in self._rows]
+
+    def runningJobs(self):
+        return [row.job for row in self._rows if not row.reported]
+
+    def cancelAll(self):
+        for job in self.runningJobs():
+            job.cancel()
+
+    def clearFinished(self, *args):
+        for row in [r for r in self._rows if r.reported]:
+            self._removeRow(row)
+        self._updateClearButton()
+
+    def _row(self, job):
+        for row in self._rows:
+            if row.job is job:
+                return row
+        raise KeyError(f"job {job.name!r} is not shown in the activity list")
+
+    def progressOf(self, job):
+        """(value, maximum) of the job's progress bar."""
+        bar = self._row(job).progressBar
+        return bar.value, bar.maximum
+
+    def rowText(self, job):
+        return self._row(job).label.text
+
+    def cancelButtonFor(self, job):
+        """The Cancel QPushButton of the job's row (to click it from a test or a host)."""
+        return self._row(job).cancelButton
+
+    def status(self):
+        return self._statusLabel.text
+
+    def setStatus(self, text):
+        """The line above the jobs: a host puts its own message there ("" gives back the count
+        of running tasks, or "Idle")."""
+        self._status = text or ""
+        self._updateStatus()
+
+    def _updateStatus(self):
+        running = len(self.runningJobs())
+        if self._status:
+            self._statusLabel.text = self._status
+        elif running:
+            self._statusLabel.text = f"{running} task(s) running"
+        else:
+            self._statusLabel.text = "Idle"
+
+    # -- polling ----------------------------------------------------------------------------------
+    def _poll(self):
+        ended = []
+        for row in list(self._rows):
+            if row.reported:
+                continue
+            self._updateRow(row)
+            if row.job.finished:
+                row.reported = True
+                ended.append(row)
+        if not self.runningJobs():
+            self._timer.stop()
+        for row in ended:
+            onDone, row.onDone = row.onDone, None  # a host's callback is not kept past its use
+            if onDone is not None:
+                onDone(row.job)
+            self.jobFinished.emit(row.job.name)
+            self.jobEnded.emit(row.job)
+        if ended:
+            for row in [r for r in self._rows if r.reported][self.KEEP_FINISHED :]:
+                self._removeRow(row)
+            self._updateClearButton()
+            self._updateStatus()
+
+    def _updateRow(self, row):
+        job = row.job
+        snap = job.poll()
+        bar = row.progressBar
+        if snap.total:
+            bar.maximum = snap.total
+            bar.value = min(snap.done, snap.total)
+        if not job.finished:
+            if snap.total:
+                row.label.text = f"{job.name}: {snap.done} of {snap.total}"
+            else:
+                row.label.text = f"{job.name}..."
+            return
+        row.cancelButton.enabled = False
+        state = snap.state.value
+        if state == "done":
+            row.label.text = f"{job.name}: done in {snap.elapsed:.1f} s"
+            if not snap.total:
+                bar.maximum = 1
+                bar.value = 1
+        elif state == "cancelled":
+            row.label.text = f"{job.name}: cancelled"
+            if not snap.total:
+                bar.maximum = 1
+        else:
+            row.label.text = f"{job.name}: failed: {snap.error}"
+            if not snap.total:
+                bar.maximum = 1
+
+    def _removeRow(self, row):
+        self._rows.remove(row)
+        self._rowsLayout.removeWidget(row.frame)
+        row.frame.hide()
+        row.frame.deleteLater()
+
+    def _updateClearButton(self):
+        self._clearButton.enabled = any(row.reported for row in self._rows)
+
+    def cleanup(self):
+        """Stop polling (running jobs go on; cancel them first with cancelAll if they must stop)."""
+        stopTimer(self._timer)

@@ -1,0 +1,285 @@
+"""The state behind the preview, without Qt: which series, volume, slice and time point are
+shown, the decoded slices, the window, what to decode next and what to write on the image.
+
+DICOMPlusPreviewWidget owns one :class:`PreviewModel` and draws it. The worker thread that
+decodes slices only calls :func:`planSeries` / :func:`decodeFrame` and reads
+:meth:`PreviewModel.distance` (two ints and a dict), never the widget.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from .imaging import CT_PRESETS, autoWindow, colorToUint8, orientationLetters, windowToUint8
+
+AUTOMATIC = "Automatic (1st to 99th percentile)"
+FROM_TAGS = "From the DICOM tags"
+CUSTOM = "Custom"
+
+
+def planSeries(database, seriesUID):
+    """(SeriesRecord or None, [VolumeInfo], [[(name, center, width)]]) of a database series: the
+    loader's plan (frames in array order) and, per volume, the windows in the tags of its middle
+    slice (worker thread)."""
+    from DICOMPlusLib.loading import plan_series
+
+    records = database.search("series", {"SeriesInstanceUID": seriesUID})
+    infos = plan_series(database, seriesUID)
+    return (records[0] if records else None), infos, [tagWindows(database, info) for info in infos]
+
+
+def tagWindows(database, info):
+    """[(name, center, width)]: every distinct WindowCenter/WindowWidth pair of the stored header
+    of the middle slice (PS3.3 C.11.2.1.2: several pairs are alternative views, named by
+    WindowCenterWidthExplanation), else the loader's ``VolumeInfo.window``."""
+    windows = []
+    try:
+        header = database.header(info.frames[info.shape[-3] // 2].sop_uid)
+        centers = _values(header.get("WindowCenter"))
+        widths = _values(header.get("WindowWidth"))
+        names = _values(header.get("WindowCenterWidthExplanation"))
+    except Exception:  # no stored header, or a damaged element: the plan's window below
+        centers = widths = names = []
+    for index, (center, width) in enumerate(zip(centers, widths, strict=False)):
+        try:
+            center, width = float(center), float(width)
+        except (TypeError, ValueError):
+            continue
+        if width <= 0 or any((center, width) == known[1:] for known in windows):
+            continue
+        name = FROM_TAGS if not windows else f"{FROM_TAGS} ({len(windows) + 1})"
+        if index < len(names) and str(names[index]).strip():
+            name = f"{FROM_TAGS}: {str(names[index]).strip()}"
+        windows.append((name, center, width))
+    if not windows and info.window:
+        windows.append((FROM_TAGS, float(info.window[0]), float(info.window[1])))
+    return windows
+
+
+def _values(value):
+    """A DICOM value as a list (single values and pydicom MultiValue alike)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    return list(value)
+
+
+def decodeFrame(frame):
+    """The output values (modality rescale applied) of one frame (worker thread)."""
+    from DICOMPlusLib.loading.pixels import read_frame
+
+    return read_frame(frame)
+
+
+def frameKey(frame):
+    return ("frame", frame.path, frame.frame)
+
+
+class SliceCache:
+    """Decoded slices by key, least recently used first out beyond ``maxBytes``."""
+
+    def __init__(self, maxBytes=256 * 1024 * 1024):
+        self.maxBytes = maxBytes
+        self._items = collections.OrderedDict()
+        self.nbytes = 0
+
+    def __contains__(self, key):
+        return key in self._items
+
+    def __len__(self):
+        return len(self._items)
+
+    def get(self, key):
+        array = self._items.get(key)
+        if array is not None:
+            self._items.move_to_end(key)
+        return array
+
+    def put(self, key, array):
+        if key in self._items:
+            self.nbytes -= self._items.pop(key).nbytes
+        self._items[key] = array
+        self.nbytes += array.nbytes
+        while self.nbytes > self.maxBytes and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self.nbytes -= dropped.nbytes
+
+    def clear(self):
+        self._items.clear()
+        self.nbytes = 0
+
+
+class PreviewModel:
+    """What the preview shows; see the module docstring."""
+
+    def __init__(self, cacheBytes=256 * 1024 * 1024):
+        self.cache = SliceCache(cacheBytes)
+        self.playAxis = "slices"
+        self.reset()
+
+    def reset(self, seriesUID=""):
+        """Forget the series (the cache of decoded slices is kept)."""
+        self.seriesUID = seriesUID
+        self.record = None
+        self.infos = []
+        self.volume = 0
+        self.slice = 0
+        self.time = 0
+        self.index = {}  # frame key -> (t, k)
+        self.windowCW = None  # (center, width) in output values
+        self.presets = []
+        self.tagWindows = []
+        self.errors = {}  # frame key -> message
+
+    # -- volumes and frames ----------------------------------------------------------------------
+    def setPlan(self, record, infos, windows=None):
+        """Take the plan; returns the volume to show first (the first that is not a localizer)."""
+        self.record, self.infos = record, list(infos)
+        self.tagWindows = list(windows) if windows is not None else [[] for _ in self.infos]
+        return next((i for i, info in enumerate(self.infos) if not info.localizer), 0)
+
+    def setVolume(self, index):
+        """Show volume ``index``: slice 0, time 0, its presets and the window of its tags."""
+        self.volume = index
+        info = self.infos[index]
+        slices = info.shape[-3]
+        self.slice = self.time = 0
+        self.index = {frameKey(frame): divmod(position, slices) for position, frame in enumerate(info.frames)}
+        self.presets = list(self.tagWindows[index])
+        if not self.presets and info.window:
+            self.presets.append((FROM_TAGS, float(info.window[0]), float(info.window[1])))
+        self.presets.append((AUTOMATIC, None, None))
+        if (info.modality or "").upper() == "CT":
+            self.presets += list(CT_PRESETS)
+        first = self.presets[0]
+        self.windowCW = (first[1], first[2]) if first[1] is not None else None
+
+    @property
+    def info(self):
+        return self.infos[self.volume] if self.infos else None
+
+    def sliceCount(self):
+        return self.info.shape[-3] if self.info is not None else 0
+
+    def timePointCount(self):
+        info = self.info
+        return (info.shape[0] if info.is_4d else 1) if info is not None else 0
+
+    def frame(self, t=None, k=None):
+        """The Frame at time ``t`` and slice ``k`` (default: the current ones), or None."""
+        info = self.info
+        t = self.time if t is None else t
+        k = self.slice if k is None else k
+        if info is None or not (0 <= k < self.sliceCount() and 0 <= t < self.timePointCount()):
+            return None
+        return info.frames[t * self.sliceCount() + k]
+
+    def values(self, t=None, k=None):
+        frame = self.frame(t, k)
+        return self.cache.get(frameKey(frame)) if frame is not None else None
+
+    def isReady(self, t=None, k=None):
+        frame = self.frame(t, k)
+        return frame is not None and frameKey(frame) in self.cache
+
+    def distance(self, key):
+        """The decoding order: the plan first, then frames by distance to the one shown."""
+        if key[0] == "plan":
+            return -1
+        t, k = self.index.get(key, (0, 0))
+        return abs(k - self.slice) + abs(t - self.time)
+
+    def framesToDecode(self):
+        """[(frame, first)]: the current frame first, then the current time point's slices (or,
+        when autoplay runs through time, the current slice at every time point)."""
+        current = self.frame()
+        if current is None:
+            return []
+        out = [(current, True)]
+        if self.playAxis == "time" and self.timePointCount() > 1:
+            others = [self.frame(t, self.slice) for t in range(self.timePointCount())]
+        else:
+            others = [self.frame(self.time, k) for k in range(self.sliceCount())]
+        out += [(frame, False) for frame in others if frame is not None and frame is not current]
+        return [
+            (f, first) for f, first in out if frameKey(f) not in self.cache and frameKey(f) not in self.errors
+        ]
+
+    # -- window ----------------------------------------------------------------------------------
+    def presetWindow(self, index):
+        """(center, width) of preset ``index``, None for "Custom" or before anything is decoded."""
+        name, center, width = self.presets[index]
+        if name == CUSTOM:
+            return None
+        if center is None:
+            values = self.values()
+            if values is None:
+                return None
+            center, width = autoWindow(values)
+        return center, width
+
+    def draggedWindow(self, dx, dy):
+        """(center, width) after a drag of (dx, dy) screen pixels: right widens, down lowers the
+        level (brighter), with a step proportional to the width."""
+        center, width = self.windowCW
+        step = max(width, 10.0) / 200.0
+        return center - dy * step, max(width + dx * step, 1.0)
+
+    def addCustomPreset(self):
+        """Index of the "Custom" preset, added at the end if missing."""
+        if not self.presets or self.presets[-1][0] != CUSTOM:
+            self.presets.append((CUSTOM, None, None))
+        return len(self.presets) - 1
+
+    def image(self):
+        """The current slice as uint8 (gray, or RGB) for the screen, or None until decoded."""
+        values = self.values()
+        if values is None:
+            return None
+        if values.ndim == 3:
+            return colorToUint8(values)
+        if self.windowCW is None:
+            self.windowCW = autoWindow(values)
+        center, width = self.windowCW
+        return windowToUint8(values, center, width, invert=self.frame().photometric == "MONOCHROME1")
+
+    # -- text on the image -----------------------------------------------------------------------
+    def orientation(self):
+        """(left, right, top, bottom) patient-orientation letters of the current volume."""
+        frame = self.frame()
+        if frame is None or frame.orientation is None:
+            return ("", "", "", "")
+        row, column = frame.orientation[:3], frame.orientation[3:]
+        negative = lambda v: tuple(-x for x in v)  # noqa: E731
+        return (
+            orientationLetters(negative(row)),
+            orientationLetters(row),
+            orientationLetters(negative(column)),
+            orientationLetters(column),
+        )
+
+    def cornerTexts(self, zoom):
+        """{corner: [lines]} for the view."""
+        info, frame = self.info, self.frame()
+        if info is None or frame is None:
+            return {"topLeft": [], "topRight": [], "bottomLeft": [], "bottomRight": []}
+        title = (self.record.SeriesDescription if self.record is not None else "") or info.label or "Series"
+        if len(title) > 30:
+            title = title[:29] + "\u2026"
+        where = f"Slice {self.slice + 1} of {self.sliceCount()}"
+        if self.timePointCount() > 1:
+            where += f", time {self.time + 1} of {self.timePointCount()}"
+        window = f"W {self.windowCW[1]:.6g}  L {self.windowCW[0]:.6g}" if self.windowCW else ""
+        position = "LPS " + ", ".join(f"{x:.1f}" for x in frame.position) if frame.position else ""
+        return {
+            "topLeft": [title, where],
+            "topRight": [info.modality, f"{frame.columns} x {frame.rows}"],
+            "bottomLeft": [window],
+            "bottomRight": [f"Zoom {zoom * 100:.0f}%", position],
+        }
+
+    @staticmethod
+    def volumeTitle(index, info):
+        dims = " x ".join(str(d) for d in info.dims)
+        return f"Volume {index + 1}: {dims}" + (" (localizer)" if info.localizer else "")
