@@ -1,0 +1,198 @@
+"""The plumbing under the DICOMPlus widgets: plain-Python signals, the worker queue, pixels to
+screen. Most of it needs no Qt; the widgets' behaviour is tested in test_module_preview.py and
+test_module_embed.py."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def widgets(dicomplus_module):
+    import DICOMPlusWidgets
+
+    return DICOMPlusWidgets
+
+
+# -- Signal ---------------------------------------------------------------------------------------
+
+
+def test_signal_calls_slots_in_order_and_disconnects(widgets):
+    signal = widgets.Signal(str, name="seriesSelected")
+    calls = []
+    first = lambda uid: calls.append(("first", uid))  # noqa: E731
+    signal.connect(first)
+    signal.connect(calls.append)
+    signal.emit("1.2.3")
+    assert calls == [("first", "1.2.3"), "1.2.3"]
+    assert signal.disconnect(first) is True and signal.disconnect(first) is False
+    signal.emit("4")
+    assert calls[-1] == "4" and len(calls) == 3
+    with pytest.raises(TypeError):
+        signal.connect("not callable")
+
+
+def test_signal_does_not_keep_the_receiver_alive(widgets):
+    class Receiver:
+        def __init__(self):
+            self.got = []
+
+        def slot(self, value):
+            self.got.append(value)
+
+    signal = widgets.Signal(int)
+    receiver = Receiver()
+    signal.connect(receiver.slot)
+    signal.emit(1)
+    assert receiver.got == [1] and signal.receivers() == 1
+    del receiver
+    gc.collect()
+    signal.emit(2)  # no error: the dead slot is dropped
+    assert signal.receivers() == 0
+
+
+def test_a_failing_slot_goes_to_excepthook_and_the_others_run(widgets, monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(kind))
+    signal = widgets.Signal()
+    calls = []
+    signal.connect(lambda: 1 / 0)
+    signal.connect(lambda: calls.append("ran"))
+    signal.emit()
+    assert seen == [ZeroDivisionError] and calls == ["ran"]
+
+
+# -- WorkQueue ------------------------------------------------------------------------------------
+
+
+def test_work_queue_runs_in_a_worker_and_ends_when_idle(widgets):
+    from DICOMPlusWidgets.tasks import WorkQueue
+
+    queue = WorkQueue("test")
+    main = threading.get_ident()
+    queue.put("a", threading.get_ident)
+    queue.put("b", lambda: 1 / 0)
+    queue.wait(10)
+    results = {key: (value, type(error)) for key, value, error in queue.take()}
+    assert results["a"][0] != main and results["a"][1] is type(None)
+    assert results["b"] == (None, ZeroDivisionError)
+    assert queue.idle and queue.take() == []
+
+
+def test_work_queue_order_and_discard(widgets):
+    from DICOMPlusWidgets.tasks import WorkQueue
+
+    queue = WorkQueue("test")
+    gate = threading.Event()
+    started = threading.Event()
+    order = []
+
+    def blocker():
+        started.set()
+        gate.wait(10)
+        return "stale"
+
+    queue.put("block", blocker)
+    started.wait(10)
+    queue.setOrder(lambda key: abs(key - 5) if isinstance(key, int) else -1)
+    for k in (0, 9, 4, 6, 5):
+        queue.put(k, lambda k=k: order.append(k))
+    assert queue.isPending(5) and queue.isPending("block")
+    queue.discard()  # drops 0..9 and the blocker's coming result
+    assert not queue.isPending(5)
+    for k in (0, 9, 4, 6, 5):
+        queue.put(k, lambda k=k: order.append(k))
+    gate.set()
+    queue.wait(10)
+    taken = [key for key, _value, _error in queue.take()]
+    assert "block" not in taken
+    assert order == [5, 4, 6, 9, 0]  # nearest to 5 first (ties in insertion order)
+
+
+def test_quiesce_waits_for_the_running_call(widgets):
+    from DICOMPlusWidgets.tasks import WorkQueue
+
+    queue = WorkQueue("test")
+    started, finished = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        threading.Event().wait(0.2)
+        finished.set()
+
+    queue.put("slow", slow)
+    queue.put("never", lambda: pytest.fail("discarded work ran"))
+    started.wait(10)
+    queue.quiesce()
+    assert finished.is_set() and queue.idle
+    queue.close()
+    queue.put("late", lambda: pytest.fail("work after close ran"))
+    assert queue.idle
+
+
+def test_logic_closing_its_database_quiesces_the_widgets(dicomplus_module, widgets, tmp_path, qtbot):
+    logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
+    before = logic.databaseAboutToClose.receivers()
+    browser = widgets.DICOMPlusBrowserWidget(logic)
+    preview = widgets.DICOMPlusPreviewWidget(logic)
+    qtbot.addWidget(browser)
+    qtbot.addWidget(preview)
+    assert logic.databaseAboutToClose.receivers() == before + 2
+    assert logic.database is not None  # opens it
+    logic.closeDatabase()  # emits; the widgets' queues quiesce (nothing running here)
+    browser.refresh()  # and the database opens again on use
+    assert browser.statusText().startswith("0 patient(s)")
+    browser.cleanup()
+    preview.cleanup()
+    assert logic.databaseAboutToClose.receivers() == before
+    logic.closeDatabase()
+
+
+# -- pixels to screen -----------------------------------------------------------------------------
+
+
+def voi_lut_linear(x, center, width):
+    """PS3.3 C.11.2.1.2.1, written out from the Standard, to 0..255."""
+    if x <= center - 0.5 - (width - 1) / 2:
+        return 0.0
+    if x > center - 0.5 + (width - 1) / 2:
+        return 255.0
+    return ((x - (center - 0.5)) / (width - 1) + 0.5) * 255.0
+
+
+def test_window_to_uint8_follows_the_standard(widgets):
+    from DICOMPlusWidgets.imaging import windowToUint8
+
+    values = np.arange(-20, 101, dtype=np.int16).reshape(11, 11)
+    out = windowToUint8(values, 40, 80)
+    expected = np.rint([voi_lut_linear(float(x), 40, 80) for x in values.ravel()]).reshape(11, 11)
+    assert np.array_equal(out, expected.astype(np.uint8))
+    assert np.array_equal(windowToUint8(values, 40, 80, invert=True), 255 - out)
+
+
+@pytest.mark.parametrize(
+    ("direction", "letters"),
+    [((1, 0, 0), "L"), ((-1, 0, 0), "R"), ((0, 1, 0), "P"), ((0, 0, 1), "H"), ((0, 0.94, -0.34), "PF")],
+)
+def test_orientation_letters(widgets, direction, letters):
+    from DICOMPlusWidgets.imaging import orientationLetters
+
+    assert orientationLetters(direction) == letters
+
+
+def test_images_reach_qt_unchanged(widgets):
+    import qt
+    from DICOMPlusWidgets.imaging import toQImage
+
+    gray = (np.arange(7 * 5) * 7 % 256).astype(np.uint8).reshape(5, 7)
+    image = toQImage(gray)
+    assert (image.width(), image.height()) == (7, 5)
+    assert [qt.QColor(image.pixel(x, 3)).red() for x in range(7)] == list(gray[3])
+    rgb = np.stack([gray, 255 - gray, np.full_like(gray, 9)], axis=2)
+    color = qt.QColor(toQImage(rgb).pixel(2, 4))
+    assert (color.red(), color.green(), color.blue()) == tuple(int(v) for v in rgb[4, 2])
