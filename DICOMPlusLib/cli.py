@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "DICOMPlusLib.export.commands",
     "DICOMPlusLib.network.commands",
     "DICOMPlusLib.network.qr_commands",
+    "DICOMPlusLib.demo",
 ]
 
 
