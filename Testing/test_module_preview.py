@@ -365,3 +365,19 @@ def test_module_panel_previews_the_selected_series(dicomplus_module, logic, qtbo
     qtbot.mouseClick(widget.preview.loadButton(), __import__("qt").Qt.LeftButton)
     qtbot.waitUntil(lambda: widget.activeJob is None, timeout=60_000)
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSequenceNode") == 1
+
+
+def test_decoding_stays_near_the_slice_shown(dicomplus_module, logic, qtbot, manifest):
+    """A small cache: the decoder fetches the neighbours of the slice shown, not the whole series
+    (the cache would evict the near slices to keep the far ones)."""
+    import DICOMPlusWidgets
+
+    preview = DICOMPlusWidgets.DICOMPlusPreviewWidget(logic, cacheBytes=16 * 1024 * 1024)
+    qtbot.addWidget(preview)
+    show(preview, qtbot, series_uid_of(manifest["dev_ct_gantry_tilt"]))
+    near = range(5)  # 512 x 512: reach = 16 MiB / (4 x 1 MiB) = 4 slices on each side
+    qtbot.waitUntil(lambda: all(preview.isSliceReady(k) for k in near), timeout=30_000)
+    preview.setCurrentSlice(40)
+    qtbot.waitUntil(lambda: all(preview.isSliceReady(k) for k in range(36, 45)), timeout=30_000)
+    assert not any(preview.isSliceReady(k) for k in range(10, 30))  # never asked for
+    preview.cleanup()

@@ -192,15 +192,22 @@ class PreviewModel:
 
     def framesToDecode(self):
         """[(frame, first)]: the current frame first, then the current time point's slices (or,
-        when autoplay runs through time, the current slice at every time point)."""
+        when autoplay runs through time, the current slice at every time point), as far on each
+        side as a quarter of the cache holds."""
         current = self.frame()
         if current is None:
             return []
         out = [(current, True)]
+        # no further than half of what the cache holds, or the decoder would evict the slices
+        # nearest to the one shown to make room for far ones
+        frameBytes = 4 * (current.rows or 512) * (current.columns or 512) * max(current.samples_per_pixel, 1)
+        reach = max(4, self.cache.maxBytes // (4 * frameBytes))
         if self.playAxis == "time" and self.timePointCount() > 1:
-            others = [self.frame(t, self.slice) for t in range(self.timePointCount())]
+            near = range(max(0, self.time - reach), min(self.timePointCount(), self.time + reach + 1))
+            others = [self.frame(t, self.slice) for t in near]
         else:
-            others = [self.frame(self.time, k) for k in range(self.sliceCount())]
+            near = range(max(0, self.slice - reach), min(self.sliceCount(), self.slice + reach + 1))
+            others = [self.frame(self.time, k) for k in near]
         out += [(frame, False) for frame in others if frame is not None and frame is not current]
         return [
             (f, first) for f, first in out if frameKey(f) not in self.cache and frameKey(f) not in self.errors
