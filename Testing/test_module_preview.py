@@ -381,3 +381,27 @@ def test_decoding_stays_near_the_slice_shown(dicomplus_module, logic, qtbot, man
     qtbot.waitUntil(lambda: all(preview.isSliceReady(k) for k in range(36, 45)), timeout=30_000)
     assert not any(preview.isSliceReady(k) for k in range(10, 30))  # never asked for
     preview.cleanup()
+
+
+@pytest.mark.parametrize(
+    "series_id",
+    ["dev_mr_enhanced_multiframe", "dev_mr_jpeg2000", "dev_mr_jpegls", "dev_mr_rle", "dev_mr_oblique"],
+)
+def test_preview_shows_what_loading_gives(dicomplus_module, qtbot, tmp_path, manifest, series_id):
+    """Multi-frame and compressed series: every slice of the preview is the loaded slice."""
+    import DICOMPlusWidgets
+
+    logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
+    logic.importFolder([manifest[series_id]["folder"]])
+    uid = series_uid_of(manifest[series_id])
+    preview = DICOMPlusWidgets.DICOMPlusPreviewWidget(logic)
+    qtbot.addWidget(preview)
+    show(preview, qtbot, uid)
+    [(_, [volume])] = logic.readSeries([uid])
+    assert preview.sliceCount() == manifest[series_id]["expected"]["dims"][2]
+    for k in range(preview.sliceCount()):
+        preview.setCurrentSlice(k)
+        qtbot.waitUntil(preview.isSliceReady, timeout=30_000)
+        assert np.array_equal(preview.currentSliceArray(), volume.array[k]), k
+    preview.cleanup()
+    logic.closeDatabase()
