@@ -119,7 +119,8 @@ def expected_files(source_dir: Path) -> dict[str, str]:
     """Files the extension must ship, as {source path relative to the tree: installed path
     relative to qt-scripted-modules}.
 
-    * ``DICOMPlus/*.py`` and everything under ``DICOMPlus/Resources/`` -> beside the module;
+    * ``DICOMPlus/**/*.py`` (the module and its helper packages) and everything under
+      ``DICOMPlus/Resources/`` -> beside the module, with their relative paths;
     * everything under ``DICOMPlusLib/`` (every ``.py``, and any data file a module reads) ->
       ``DICOMPlusLib/`` (the library is installed WITH_SUBDIR, like Slicer's DICOMLib);
     * ``Resources/requirements.txt`` -> ``Resources/requirements.txt``, where the module's
@@ -128,8 +129,10 @@ def expected_files(source_dir: Path) -> dict[str, str]:
     source_dir = Path(source_dir)
     expected: dict[str, str] = {}
     module = source_dir / MODULE_DIR
-    for path in sorted(module.glob("*.py")):
-        expected[path.relative_to(source_dir).as_posix()] = path.name
+    for path in sorted(module.rglob("*.py")):  # the module and its helper packages
+        if "__pycache__" in path.parts:
+            continue
+        expected[path.relative_to(source_dir).as_posix()] = path.relative_to(module).as_posix()
     for root in (module / "Resources", source_dir / LIBRARY_DIR):
         for path in sorted(root.rglob("*")):
             if path.is_file() and _shipped(path.relative_to(source_dir)):
