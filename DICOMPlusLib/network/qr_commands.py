@@ -7,6 +7,7 @@ DICOM keyword. ``retrieve --json`` prints the retrieve report.
 
 from __future__ import annotations
 
+import argparse
 import threading
 
 from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json
@@ -22,6 +23,20 @@ _COLUMNS = {
                "SeriesInstanceUID"],
     "instance": ["SeriesInstanceUID", "InstanceNumber", "SOPClassUID", "SOPInstanceUID"],
 }  # fmt: skip
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets matching keys follow options (``query NODE --level series K=V``): argparse alone
+    stops filling positionals once an option came between them."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_intermixing", False):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _node(args):
@@ -137,6 +152,7 @@ def add_commands(sub) -> None:
     nodes_help = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
 
     p = sub.add_parser("query", help="query a node (C-FIND, or QIDO-RS for a DICOMweb node)")
+    p.__class__ = _IntermixedParser
     p.add_argument("node", help="configured node name or AE@HOST:PORT")
     p.add_argument("--level", choices=["patient", "study", "series", "instance"], default="study")
     p.add_argument("keys", nargs="*", metavar="KEYWORD=VALUE",

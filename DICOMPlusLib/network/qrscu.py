@@ -186,21 +186,26 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     UTF-8 when the bytes are valid UTF-8, else ISO 8859-1."""
     from pydicom.filereader import read_dataset
 
-    ds = read_dataset(BytesIO(data), transfer_syntax == IMPLICIT_LE, True)
-    if "SpecificCharacterSet" not in ds:
-        eight_bit = []
-        for elem in ds.elements():
-            value = getattr(elem, "value", None)
-            if getattr(elem, "VR", None) in _TEXT_VRS and isinstance(value, bytes) and not value.isascii():
-                eight_bit.append(value)
-        if eight_bit:
-            try:
-                for value in eight_bit:
-                    value.decode("utf-8")
-                ds.SpecificCharacterSet = "ISO_IR 192"
-            except UnicodeDecodeError:
-                ds.SpecificCharacterSet = "ISO_IR 100"
-    return ds
+    implicit = transfer_syntax == IMPLICIT_LE
+    ds = read_dataset(BytesIO(data), implicit, True)
+    if "SpecificCharacterSet" in ds:
+        return ds
+    eight_bit = [
+        elem.value
+        for elem in ds.elements()
+        if getattr(elem, "VR", None) in _TEXT_VRS
+        and isinstance(elem.value, bytes)
+        and not elem.value.isascii()
+    ]
+    if not eight_bit:
+        return ds
+    try:
+        for value in eight_bit:
+            value.decode("utf-8")
+        encoding = "utf_8"
+    except UnicodeDecodeError:
+        encoding = "latin_1"
+    return read_dataset(BytesIO(data), implicit, True, parent_encoding=encoding)
 
 
 # --------------------------------------------------------------------------------------------

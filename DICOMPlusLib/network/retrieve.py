@@ -174,9 +174,12 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
     from DICOMPlusLib.network.query import query
 
     def ask(level, criteria, **kw):
-        return list(
+        found = list(
             query(node, level, criteria, calling_ae_title=calling_ae, timeout=timeout, cancel=cancel, **kw)
         )
+        if cancel.cancelled:  # a cancelled C-FIND says nothing about what the node holds
+            raise _Cancelled("cancelled while finding the selection")
+        return found
 
     plan = Plan(requested_sops=list(sop_uids))
     try:
@@ -382,8 +385,15 @@ def retrieve(
                           resume=resume, progress=progress, cancel=cancel, timeout=timeout)  # fmt: skip
         report.seconds = time.monotonic() - started
         return report
-    plan = make_plan(node, study_uid=study_uid, series_uids=series_uids, sop_uids=sop_uids, calling_ae=calling,
-                     timeout=timeout, cancel=cancel)  # fmt: skip
+    try:
+        if cancel.cancelled:
+            raise _Cancelled("cancelled before it started")
+        plan = make_plan(node, study_uid=study_uid, series_uids=series_uids, sop_uids=sop_uids,
+                         calling_ae=calling, timeout=timeout, cancel=cancel)  # fmt: skip
+    except _Cancelled:
+        report.cancelled = True
+        report.seconds = time.monotonic() - started
+        return report
     report.warnings += plan.warnings
     expected = [i.sop for i in plan.instances] if plan.instances is not None else []
     if plan.instances is not None:
@@ -430,10 +440,9 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         for o in outcomes:
             report.warnings += o.warnings
         errors = [o.error for o in outcomes if o.error is not None]
-        if state.cancel.cancelled or any(isinstance(e, _Cancelled) for e in errors):
-            report.cancelled = True
-            return
-        if any(isinstance(e, qrscu.OperationAborted) and e.cancelled for e in errors):
+        aborted = [e for e in errors if isinstance(e, qrscu.OperationAborted) and e.cancelled]
+        report.warnings += [str(e) for e in aborted]
+        if aborted or state.cancel.cancelled or any(isinstance(e, _Cancelled) for e in errors):
             report.cancelled = True
             return
         fatal = next((e for e in errors if not _transient(e)), None)

@@ -401,11 +401,21 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                     raise RetrieveError(
                         f"{state.node.address} does not offer C-GET (Study Root) to us: retrieve with C-MOVE"
                     )
-                if not any(qa.scp_role_accepted(c) for c in group.sop_classes):
-                    raise RetrieveError(
-                        f"{state.node.address} refused to let us act as Storage SCP (SCP/SCU role selection), "
-                        "which C-GET needs: retrieve with C-MOVE instead"
+                if not any(qa.scp_role_accepted(c) and qa.context_for(c) for c in group.sop_classes):
+                    if not state.done:
+                        raise RetrieveError(
+                            f"{state.node.address} refused to let us act as Storage SCP (SCP/SCU role "
+                            "selection), which C-GET needs: retrieve with C-MOVE instead"
+                        )
+                    # it sends other classes: these ones it cannot (or will not) send by C-GET
+                    reason = f"{state.node.name} accepts none of its SOP classes for C-GET (role or context refused)"
+                    for unit in units:
+                        for sop in unit.expected:
+                            state.stored(sop, False, reason)
+                    out.warnings.append(
+                        reason.replace("its SOP classes", ", ".join(sorted(group.sop_classes)))
                     )
+                    return out
                 for unit in units:
                     if state.cancel.cancelled:
                         break

@@ -1,0 +1,164 @@
+"""Cancel, resume, jobs and parallel associations.
+
+Cancel must stop a retrieve of a large study within about a second (C-CANCEL, then A-ABORT after
+the grace period when the PACS keeps sending) and leave only complete instances; how long it took
+is printed (never asserted: the machine is shared), what is asserted is that the transfer stopped
+and that every stored file is whole. A resumed retrieve then fetches only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pydicom
+import pytest
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.jobs import CancelToken, JobState
+from DICOMPlusLib.network.listener import ListenerConfig
+from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.retrieve import retrieve, retrieve_job, set_node_limit
+
+BIG = 320
+ROWS = 128
+
+
+@pytest.fixture(scope="module")
+def big_study(tmp_path_factory, orthanc_session):
+    root = tmp_path_factory.mktemp("qr-cancel-big")
+    series = make_series(
+        root / "big", n=BIG, rows=ROWS, cols=ROWS, patient_id=f"QRX{uuid.uuid4().hex[:8]}", seed=51
+    )
+    orthanc_session.upload(series.files)
+    return series
+
+
+def _stored(db):
+    return {r.SOPInstanceUID for r in db.search("instance", {})}
+
+
+def _whole(db, rows: int) -> None:
+    for record in db.search("instance", {}):
+        ds = pydicom.dcmread(record.path)
+        assert len(ds.PixelData) == rows * rows * 2, record.path
+
+
+def _cancel_after(count: int):
+    token, marks = CancelToken(), {}
+
+    def progress(done: int, total: int, current: str) -> None:
+        if done >= count and not token.cancelled:
+            marks["cancel"] = time.monotonic()
+            token.cancel()
+
+    return token, marks, progress
+
+
+@pytest.mark.parametrize("method", ["get", "move"])
+def test_cancel_a_large_study_then_resume(big_study, orthanc_session, tmp_path, method):
+    node = RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)
+    listener = ListenerConfig(port=orthanc_session.dicomplus_port, host=LOOPBACK)
+    db = Database(tmp_path / "db")
+    token, marks, progress = _cancel_after(40)
+    report = retrieve(node, db, study_uid=big_study.study_uid, method=method, cancel=token, progress=progress,
+                      listener_config=listener)  # fmt: skip
+    stopped = time.monotonic() - marks["cancel"]
+    print(
+        f"\n{method}: retrieve returned {stopped * 1000:.0f} ms after the cancel, {len(report.done)} of {BIG} stored"
+    )
+    assert report.cancelled and not report.complete
+    stored = _stored(db)
+    assert set(report.done) == stored and 40 <= len(stored) < BIG
+    assert len(report.failed) == BIG - len(stored)
+    _whole(db, ROWS)
+    time.sleep(1.0)  # the transfer has stopped: nothing more arrives
+    assert _stored(db) == stored
+    resumed = retrieve(node, db, study_uid=big_study.study_uid, method=method, listener_config=listener)
+    assert resumed.complete and set(resumed.skipped) == stored
+    assert set(resumed.done) == set(big_study.sop_uids) - stored
+    db.close()
+
+
+class StubbornSCP(QueryRetrieveSCP):
+    """A PACS that ignores C-CANCEL and sends slowly (as in pynetdicom#553)."""
+
+    def _sub_operations(self, event, records):
+        for record in records:
+            time.sleep(0.02)
+            yield 0xFF00, pydicom.dcmread(record.path)
+
+
+def test_cancel_aborts_when_the_pacs_ignores_c_cancel(tmp_path):
+    series = make_series(tmp_path / "s", n=120, rows=16, cols=16, patient_id="QRSTUBBORN", seed=52)
+    pacs = Database(tmp_path / "pacs")
+    pacs.import_paths([str(f) for f in series.files])
+    with StubbornSCP(pacs, QRConfig(ae_title="STUBBORN", port=0, host=LOOPBACK)) as server:
+        node = RemoteNode("stubborn", "STUBBORN", LOOPBACK, server.port)
+        db = Database(tmp_path / "db")
+        token, marks, progress = _cancel_after(10)
+        report = retrieve(node, db, study_uid=series.study_uid, method="get", cancel=token, progress=progress,
+                          grace=0.5)  # fmt: skip
+        print(
+            f"\nstubborn PACS: returned {(time.monotonic() - marks['cancel']) * 1000:.0f} ms after the cancel"
+        )
+        assert report.cancelled and any("aborted" in w for w in report.warnings), report.warnings
+        stored = _stored(db)
+        assert set(report.done) == stored and 10 <= len(stored) < 120
+        _whole(db, 16)
+        time.sleep(0.5)
+        assert _stored(db) == stored
+        db.close()
+    pacs.close()
+
+
+@pytest.fixture
+def two_series_pacs(tmp_path, request):
+    ct = make_series(tmp_path / "ct", n=6, rows=16, cols=16, patient_id="QRJOB", seed=53)
+    mr = make_series(tmp_path / "mr", n=4, rows=16, cols=16, modality="MR", patient_id="QRJOB",
+                     study_uid=ct.study_uid, seed=54)  # fmt: skip
+    pacs = Database(tmp_path / "pacs")
+    pacs.import_paths([str(f) for f in [*ct.files, *mr.files]])
+    server = QueryRetrieveSCP(pacs, QRConfig(ae_title="QRJOBS", port=0, host=LOOPBACK)).start()
+    request.addfinalizer(pacs.close)
+    request.addfinalizer(server.stop)
+    return RemoteNode("jobs", "QRJOBS", LOOPBACK, server.port), ct, mr
+
+
+def test_retrieve_as_a_job(two_series_pacs, tmp_path):
+    node, ct, mr = two_series_pacs
+    db = Database(tmp_path / "db")
+    job = retrieve_job(node, db, study_uid=ct.study_uid, method="get").start()
+    assert job.wait(120)
+    snapshot = job.poll()
+    assert snapshot.state is JobState.DONE and job.result.complete
+    assert (snapshot.done, snapshot.total) == (10, 10)
+    assert _stored(db) == set(ct.sop_uids) | set(mr.sop_uids)
+    db.close()
+
+
+def test_parallel_associations_share_the_work_within_the_node_cap(two_series_pacs, tmp_path):
+    node, ct, mr = two_series_pacs
+    db = Database(tmp_path / "db")
+    report = retrieve(node, db, study_uid=ct.study_uid, method="get", parallel=2)
+    assert report.complete and report.associations == 2
+    set_node_limit(node, 1)  # two workers, one slot: they take turns
+    db2 = Database(tmp_path / "db2")
+    report = retrieve(node, db2, study_uid=ct.study_uid, method="get", parallel=2)
+    assert report.complete and report.associations == 2
+    assert _stored(db2) == set(ct.sop_uids) | set(mr.sop_uids)
+    db.close()
+    db2.close()
+
+
+def test_cancel_before_start_does_nothing(two_series_pacs, tmp_path):
+    node, ct, _ = two_series_pacs
+    db = Database(tmp_path / "db")
+    token = CancelToken()
+    token.cancel()
+    report = retrieve(node, db, study_uid=ct.study_uid, method="get", cancel=token)
+    assert report.cancelled and not report.done and not _stored(db)
+    db.close()
