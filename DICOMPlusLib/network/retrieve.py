@@ -210,12 +210,14 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
     except QueryError as exc:
         raise RetrieveError(f"cannot find the selection on {node.name}: {exc}") from None
     wanted = set(sop_uids)
-    instances: list[PlannedInstance] = []
     try:
-        for series, study in plan.series.items():
-            for r in ask(QueryLevel.INSTANCE, {"StudyInstanceUID": study, "SeriesInstanceUID": series}):
-                if not wanted or r.SOPInstanceUID in wanted:
-                    instances.append(PlannedInstance(study, series, r.SOPInstanceUID, r.SOPClassUID))
+        instances = [
+            i
+            for i in _list_instances(node, plan.series, calling_ae, timeout, cancel)
+            if not wanted or i.sop in wanted
+        ]
+        if cancel.cancelled:
+            raise _Cancelled("cancelled while listing the instances")
     except QueryError as exc:
         plan.warnings.append(
             f"{node.name} could not list the instances ({exc}): nothing is skipped and completeness is taken "
@@ -226,6 +228,38 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
     if not instances and not wanted:
         raise RetrieveError(f"{node.name} ({node.address}) holds no instance of the selection")
     return plan
+
+
+def _list_instances(node: RemoteNode, series: dict[str, str], calling_ae: str, timeout: float,
+                    cancel: CancelToken) -> list[PlannedInstance]:  # fmt: skip
+    """Image-level C-FIND of each series on one association, asking only what the plan needs
+    (SOP Instance UID and SOP Class UID, C.6.2.1.5)."""
+    from pydicom import Dataset
+
+    from DICOMPlusLib.network.query import open_for_query
+
+    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
+    out: list[PlannedInstance] = []
+    try:
+        for series_uid, study_uid in series.items():
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "IMAGE"
+            identifier.StudyInstanceUID = study_uid
+            identifier.SeriesInstanceUID = series_uid
+            identifier.SOPInstanceUID = ""
+            identifier.SOPClassUID = ""
+            for ds in assoc.find(qrscu.STUDY_ROOT_FIND, identifier, cancel=cancel):
+                sop = str(ds.get("SOPInstanceUID") or "").strip()
+                if sop:
+                    out.append(
+                        PlannedInstance(study_uid, series_uid, sop, str(ds.get("SOPClassUID") or "").strip())
+                    )
+    except NetworkError as exc:  # a failure status, an aborted or timed out association
+        raise QueryError(f"{node.address}: {exc}") from None
+    finally:
+        if assoc.assoc.established:
+            assoc.release(timeout)
+    return out
 
 
 def _study_of_series(ask, node: RemoteNode, series_uid: str) -> str:
