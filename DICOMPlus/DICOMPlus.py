@@ -98,6 +98,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.browser = None
         self.preview = None
         self.activity = None
+        self.network = None
         self.activeJob = None
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -118,6 +119,13 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.previewFrameLayout.addWidget(self.preview)
         self.activity = DICOMPlusWidgets.DICOMPlusActivityWidget(self.ui.activityFrame)
         self.ui.activityFrameLayout.addWidget(self.activity)
+        self.network = DICOMPlusWidgets.DICOMPlusNetworkWidget(
+            self.logic, self.ui.networkFrame, activity=self.activity
+        )
+        self.ui.networkFrameLayout.addWidget(self.network)
+        self.network.setLocalSelectionProvider(self.selectedEntries)
+        self.network.retrieveFinished.connect(self.onRetrieveFinished)
+        self.network.loadRequested.connect(self.loadEntries)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
@@ -139,7 +147,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         """Called when the module is unloaded or the application exits."""
         self.removeObservers()
-        for widget in (self.browser, self.preview, self.activity):
+        for widget in (self.browser, self.preview, self.network, self.activity):
             if widget is not None:
                 widget.cleanup()
         if self.logic is not None:
@@ -154,9 +162,14 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         previous, self.logic = self.logic, logic
         self.browser.setDatabase(logic)
         self.preview.setDatabase(logic)
+        self.network.setLogic(logic)
         if previous is not None and previous is not logic:
             previous.closeDatabase()
         self.updateButtonStates()
+
+    def onRetrieveFinished(self, studyUID):
+        """A retrieve from the network panel ended: show what arrived in the local browser."""
+        self.refreshBrowser()
 
     def onSceneEndClose(self, caller, event):
         self.updateButtonStates()
@@ -311,9 +324,17 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
     the jobs from a QTimer on the main thread. Workers never touch MRML or Qt.
     """
 
-    def __init__(self, databasePath=None):
+    def __init__(self, databasePath=None, nodesPath=None):
         ScriptedLoadableModuleLogic.__init__(self)
         self._databasePath = databasePath
+        self._nodesPath = nodesPath
+        self._networkReady = False
+        self._listener = None
+        self._listenerSubscription = None
+        self.aeTitle = "DICOMPLUS"  # our calling AE title (and the listener's by default)
+        self.autoLoad = False
+        self.completedSeries = []  # SeriesComplete events the listener reported (any thread)
+        self.autoLoadQueue = None  # queue.Queue of series UIDs to load, drained by the widget
         self._database = None
         self.jobs = []
         self.lastWarnings = []
@@ -358,6 +379,7 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
     def closeDatabase(self):
         """Close the database (the next use opens it again); ``databaseAboutToClose`` is emitted
         first so that background readers (thumbnails, previews) stop using it."""
+        self.stopListener()  # it stores into the database
         if self._database is not None:
             self.databaseAboutToClose.emit()
             self._database.close()
@@ -484,6 +506,180 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
             warnings += self.lastWarnings
         self.lastWarnings = warnings
         return nodes
+
+    # -- network ------------------------------------------------------------------------------
+    def requirementsPath(self):
+        """Resources/requirements.txt of the module, or of the source tree's top level."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        for candidate in (
+            os.path.join(here, "Resources", "requirements.txt"),
+            os.path.join(os.path.dirname(here), "Resources", "requirements.txt"),
+        ):
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    def ensureNetworkDependencies(self):
+        """Install what the network needs (pynetdicom, ...) on first use, with Slicer's
+        ``slicer.packaging.pip_ensure`` (it asks the user before installing)."""
+        if self._networkReady:
+            return
+        path = self.requirementsPath()
+        if path is not None:
+            import slicer.packaging
+
+            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(path), requester="DICOMPlus")
+        self._networkReady = True
+
+    def nodesPath(self):
+        """The server node list file: the path given, else DICOMPlusLib's default
+        (``$DICOMPLUS_NODES`` or ~/.config/dicomplus/nodes.json)."""
+        if self._nodesPath:
+            return str(self._nodesPath)
+        from DICOMPlusLib.network.nodes import default_nodes_path
+
+        return str(default_nodes_path())
+
+    def nodeStore(self):
+        from DICOMPlusLib.network.nodes import NodeStore
+
+        return NodeStore(self.nodesPath())
+
+    def nodes(self):
+        """The configured server nodes (RemoteNode), as the ``dicomplus nodes`` CLI sees them."""
+        return self.nodeStore().list()
+
+    def node(self, nodeName):
+        """A configured node by name, or ``AE@HOST:PORT``."""
+        return self.nodeStore().resolve(nodeName)
+
+    def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET", dicomwebURL="", replace=True):
+        """Add (or with ``replace`` update) a server node; returns the RemoteNode."""
+        from DICOMPlusLib.network.nodes import RemoteNode
+
+        node = RemoteNode(
+            name=str(name),
+            ae_title=str(aeTitle),
+            host=str(host),
+            port=int(port),
+            retrieve_method=retrieveMethod,
+            dicomweb_url=dicomwebURL or "",
+        )
+        return self.nodeStore().add(node, replace_existing=replace)
+
+    def removeNode(self, name):
+        """Forget a server node; returns it."""
+        return self.nodeStore().remove(name)
+
+    def echo(self, nodeName, timeout=10.0):
+        """C-ECHO a node (PS3.7 9.1.5); returns an EchoResult (``ok``, ``message``), never raises
+        for a network problem."""
+        self.ensureNetworkDependencies()
+        from DICOMPlusLib.network.echo import echo
+
+        return echo(self.node(nodeName), calling_ae_title=self.aeTitle, timeout=timeout)
+
+    def query(self, nodeName, level="study", criteria=None, limit=None, cancel=None):
+        """C-FIND (or QIDO-RS) on a node: a list of Study/Series/... records. Raises QueryError
+        with what to check when it fails."""
+        self.ensureNetworkDependencies()
+        from DICOMPlusLib.network.query import query
+
+        return list(
+            query(
+                self.node(nodeName),
+                level,
+                criteria or {},
+                calling_ae_title=self.aeTitle,
+                limit=limit,
+                cancel=cancel,
+            )
+        )
+
+    def retrieve(self, nodeName, studyUID=None, seriesUIDs=(), method=None, wait=True):
+        """Retrieve a study or series into the local database (C-GET, C-MOVE to our listener, or
+        DICOMweb; None: the node's preferred). Returns the RetrieveReport, or a running Job."""
+        self.ensureNetworkDependencies()
+        from DICOMPlusLib.jobs import CancelToken
+        from DICOMPlusLib.network.retrieve import retrieve
+
+        node = self.node(nodeName)
+        database = self.database
+        seriesUIDs = [seriesUIDs] if isinstance(seriesUIDs, str) else list(seriesUIDs)
+        listener = self._listener if self.listenerRunning() else None
+
+        def work(progress, cancel):
+            return retrieve(node, database, study_uid=studyUID, series_uids=seriesUIDs, method=method,
+                            listener=listener, calling_ae_title=self.aeTitle, progress=progress,
+                            cancel=cancel)  # fmt: skip
+
+        if wait:
+            return work(None, CancelToken())
+        what = _("{count} series").format(count=len(seriesUIDs)) if seriesUIDs else _("a study")
+        return self.startJob(_("Retrieve {what} from {node}").format(what=what, node=node.name), work)
+
+    def send(self, nodeName, study=None, series=None, wait=True):
+        """C-STORE a local study or series (a UID, or a list of series UIDs) to a node. Returns the
+        SendReport (``sent``, ``failed``), or a running Job."""
+        self.ensureNetworkDependencies()
+        from DICOMPlusLib.jobs import CancelToken
+        from DICOMPlusLib.network.send import SendReport, send_from_database
+
+        node = self.node(nodeName)
+        database = self.database
+        seriesList = [series] if isinstance(series, str) or series is None else list(series)
+
+        def work(progress, cancel):
+            report = None
+            for uid in seriesList:
+                part = send_from_database(database, node, study=study if uid is None else None, series=uid,
+                                          calling_ae_title=self.aeTitle, progress=progress, cancel=cancel)  # fmt: skip
+                if report is None:
+                    report = part
+                else:
+                    report.results += part.results
+            return report or SendReport(node=node.name)
+
+        if wait:
+            return work(None, CancelToken())
+        return self.startJob(_("Send to {node}").format(node=node.name), work)
+
+    def startListener(self, port=11112, aeTitle="DICOMPLUS", autoLoad=False, host=""):
+        """Start the C-STORE listener into the local database. With ``autoLoad``, each completed
+        series is put in ``autoLoadQueue`` for the widget to load (main thread); every completed
+        series is recorded in ``completedSeries``. Returns the bound port."""
+        import queue
+
+        self.ensureNetworkDependencies()
+        from DICOMPlusLib.network.listener import Listener, ListenerConfig
+
+        self.stopListener()
+        self.autoLoad = bool(autoLoad)
+        if self.autoLoadQueue is None:
+            self.autoLoadQueue = queue.Queue()
+        listener = Listener(self.database, ListenerConfig(ae_title=aeTitle, port=int(port), host=host))
+        self._listenerSubscription = listener.subscribe(on_series_complete=self._onSeriesComplete)
+        listener.start()
+        self._listener = listener
+        return listener.port
+
+    def _onSeriesComplete(self, event):
+        # notifier thread: record only (no Qt, no MRML)
+        self.completedSeries.append(event)
+        if self.autoLoad and self.autoLoadQueue is not None:
+            self.autoLoadQueue.put(event.series_instance_uid)
+
+    def stopListener(self):
+        """Stop the listener (running associations finish first)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+
+    def listenerRunning(self):
+        return self._listener is not None and self._listener.running
+
+    def listenerPort(self):
+        return self._listener.port if self.listenerRunning() else 0
 
     # -- export and Data Bundle ----------------------------------------------------------------
     @staticmethod

@@ -22,6 +22,9 @@ The DICOMPlus panel is made of these; another module embeds them the same way::
   seriesShown, sliceChanged, timePointChanged, windowLevelChanged, loadRequested, failed.
 * :class:`DICOMPlusActivityWidget`: DICOMPlusLib jobs with progress bars and Cancel. Signals
   jobStarted, jobFinished, jobEnded.
+* :class:`DICOMPlusNetworkWidget`: server nodes with echo, query form and results, Retrieve and
+  Send selected, the listener. Signals nodeChanged, echoFinished, queryFinished, retrieveFinished,
+  sendFinished, listenerChanged, loadRequested.
 * :class:`DICOMPlusSliceView`: the preview's canvas (an image with pan, zoom and overlays).
 
 Signals are :class:`Signal` objects (plain Python, because PythonQt cannot add Qt signals to a
@@ -36,6 +39,7 @@ not a top-level .py file, so Slicer does not take it for a module of its own.
 
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
+from .network import DICOMPlusNetworkWidget
 from .preview import DICOMPlusPreviewWidget
 from .signals import Signal
 from .sliceview import DICOMPlusSliceView
@@ -43,6 +47,7 @@ from .sliceview import DICOMPlusSliceView
 __all__ = [
     "DICOMPlusActivityWidget",
     "DICOMPlusBrowserWidget",
+    "DICOMPlusNetworkWidget",
     "DICOMPlusPreviewWidget",
     "DICOMPlusSliceView",
     "Signal",

@@ -1,0 +1,696 @@
+"""DICOMPlusNetworkWidget: server nodes, echo, query, retrieve, send and the listener.
+
+Everything that talks to the network runs off the main thread: echo, query and the lazy series
+query of an expanded study run in a :class:`~DICOMPlusWidgets.tasks.WorkQueue` drained by a
+QTimer; retrieve and send are DICOMPlusLib Jobs shown in an activity widget (with progress and
+Cancel). The listener runs in its own threads; series it completes reach the main thread through
+the Logic's ``autoLoadQueue``, drained by a QTimer here.
+
+The widget works on a DICOMPlusLogic (``nodes``, ``addNode``, ``removeNode``, ``echo``,
+``query``, ``retrieve``, ``send``, ``startListener``, ``stopListener``) and never on Qt-free
+library objects directly, so that what a user does here is what the console does.
+"""
+
+from __future__ import annotations
+
+import qt
+
+from .activity import DICOMPlusActivityWidget
+from .signals import Signal
+from .tasks import QueuePump, WorkQueue, stopTimer
+
+SETTINGS = "DICOMPlus/Network/"
+RESULT_COLUMNS = ("Patient / description", "Date", "Modality", "Instances")
+
+
+def _text(value):
+    return "" if value is None else str(value)
+
+
+def _formatDate(value):
+    value = _text(value)
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
+def _wildcard(value):
+    """A name or description typed without wildcards matches as a prefix (PS3.4 C.2.2.2.4)."""
+    value = value.strip()
+    if value and "*" not in value and "?" not in value:
+        return value + "*"
+    return value
+
+
+class DICOMPlusNetworkWidget(qt.QWidget):
+    """Server nodes with an echo test, a query form, query results, Retrieve/Send selected, and
+    the listener.
+
+    Signals (:class:`~DICOMPlusWidgets.signals.Signal`): ``nodeChanged(str name)``,
+    ``echoFinished(bool ok, str message)``, ``queryFinished(int studies)``,
+    ``retrieveFinished(str studyUID)`` (the retrieved instances are in the local database),
+    ``sendFinished(str node)``, ``listenerChanged(bool running)``,
+    ``loadRequested(list entries)`` (series the listener completed, with auto-load on).
+
+    The host gives the activity widget where jobs are shown (else the widget shows its own) and,
+    for Send selected, a callable returning the local selection as [(level, key)]
+    (:meth:`setLocalSelectionProvider`).
+    """
+
+    AUTOLOAD_MS = 250
+
+    def __init__(self, logic, parent=None, activity=None):
+        qt.QWidget.__init__(self, parent)
+        self.nodeChanged = Signal(str, name="nodeChanged")
+        self.echoFinished = Signal(bool, str, name="echoFinished")
+        self.queryFinished = Signal(int, name="queryFinished")
+        self.retrieveFinished = Signal(str, name="retrieveFinished")
+        self.sendFinished = Signal(str, name="sendFinished")
+        self.listenerChanged = Signal(bool, name="listenerChanged")
+        self.loadRequested = Signal(list, name="loadRequested")
+        self._logic = logic
+        self._localSelection = None
+        self._studyItems = {}  # study UID -> item
+        self._seriesItems = {}  # series UID -> item
+        self._queryNode = ""
+        self._queryGeneration = 0
+        self._querying = False
+        self._jobs = []
+        self._queue = WorkQueue("dicomplus-network")
+        self._pump = QueuePump(self._queue, self._onWorkDone, self)
+        self._autoLoadTimer = qt.QTimer(self)
+        self._autoLoadTimer.setInterval(self.AUTOLOAD_MS)
+        self._autoLoadTimer.connect("timeout()", self._drainAutoLoad)
+        self._setupUi(activity)
+        self._readSettings()
+        self.refreshNodes()
+        self._updateButtons()
+
+    # -- UI -------------------------------------------------------------------------------------
+    def _setupUi(self, activity):
+        layout = qt.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+
+        server = qt.QGroupBox("Server", self)
+        serverLayout = qt.QVBoxLayout(server)
+        row = qt.QHBoxLayout()
+        self.nodeCombo = qt.QComboBox(server)
+        self.nodeCombo.toolTip = "The remote DICOM node (PACS) to query, retrieve from and send to"
+        self.nodeCombo.connect("currentIndexChanged(int)", self._onNodeChanged)
+        row.addWidget(self.nodeCombo, 1)
+        serverLayout.addLayout(row)
+        row = qt.QHBoxLayout()
+        self.echoButton = qt.QPushButton("Echo", server)
+        self.echoButton.toolTip = "Test the connection with a C-ECHO (DICOM ping)"
+        self.echoButton.connect("clicked(bool)", self.onEcho)
+        row.addWidget(self.echoButton)
+        self.addButton = qt.QPushButton("Add...", server)
+        self.addButton.toolTip = "Add a server node (or edit the one shown)"
+        self.addButton.connect("clicked(bool)", self.showNodeForm)
+        row.addWidget(self.addButton)
+        self.removeButton = qt.QPushButton("Remove", server)
+        self.removeButton.toolTip = "Forget the server node shown"
+        self.removeButton.connect("clicked(bool)", self.onRemoveNode)
+        row.addWidget(self.removeButton)
+        serverLayout.addLayout(row)
+
+        self.nodeForm = qt.QFrame(server)
+        self.nodeForm.frameShape = qt.QFrame.StyledPanel
+        form = qt.QFormLayout(self.nodeForm)
+        self.nodeNameEdit = qt.QLineEdit(self.nodeForm)
+        self.nodeNameEdit.placeholderText = "e.g. Hospital PACS"
+        form.addRow("Name:", self.nodeNameEdit)
+        self.nodeAETitleEdit = qt.QLineEdit(self.nodeForm)
+        self.nodeAETitleEdit.placeholderText = "called AE title, e.g. ORTHANC"
+        self.nodeAETitleEdit.maxLength = 16
+        form.addRow("AE title:", self.nodeAETitleEdit)
+        self.nodeHostEdit = qt.QLineEdit(self.nodeForm)
+        self.nodeHostEdit.placeholderText = "host name or address"
+        form.addRow("Host:", self.nodeHostEdit)
+        self.nodePortSpinBox = qt.QSpinBox(self.nodeForm)
+        self.nodePortSpinBox.minimum = 1
+        self.nodePortSpinBox.maximum = 65535
+        self.nodePortSpinBox.value = 104
+        form.addRow("Port:", self.nodePortSpinBox)
+        formButtons = qt.QHBoxLayout()
+        self.saveNodeButton = qt.QPushButton("Save node", self.nodeForm)
+        self.saveNodeButton.connect("clicked(bool)", self.onSaveNode)
+        formButtons.addWidget(self.saveNodeButton)
+        self.cancelNodeButton = qt.QPushButton("Cancel", self.nodeForm)
+        self.cancelNodeButton.connect("clicked(bool)", lambda *args: self.nodeForm.hide())
+        formButtons.addWidget(self.cancelNodeButton)
+        form.addRow(formButtons)
+        serverLayout.addWidget(self.nodeForm)
+        self.nodeForm.hide()
+
+        self.echoLabel = qt.QLabel("", server)
+        self.echoLabel.wordWrap = True
+        self.echoLabel.textInteractionFlags = qt.Qt.TextSelectableByMouse
+        serverLayout.addWidget(self.echoLabel)
+        layout.addWidget(server)
+
+        queryBox = qt.QGroupBox("Query", self)
+        queryForm = qt.QFormLayout(queryBox)
+        self.patientNameEdit = qt.QLineEdit(queryBox)
+        self.patientNameEdit.placeholderText = "DOE^JOHN, or DOE* (a prefix matches)"
+        queryForm.addRow("Patient name:", self.patientNameEdit)
+        self.patientIDEdit = qt.QLineEdit(queryBox)
+        queryForm.addRow("Patient ID:", self.patientIDEdit)
+        dates = qt.QHBoxLayout()
+        self.dateFromEdit = qt.QLineEdit(queryBox)
+        self.dateFromEdit.placeholderText = "from YYYYMMDD"
+        self.dateToEdit = qt.QLineEdit(queryBox)
+        self.dateToEdit.placeholderText = "to YYYYMMDD"
+        dates.addWidget(self.dateFromEdit)
+        dates.addWidget(self.dateToEdit)
+        queryForm.addRow("Study date:", dates)
+        self.modalityEdit = qt.QLineEdit(queryBox)
+        self.modalityEdit.placeholderText = "CT, MR, ..."
+        queryForm.addRow("Modality:", self.modalityEdit)
+        self.descriptionEdit = qt.QLineEdit(queryBox)
+        queryForm.addRow("Description:", self.descriptionEdit)
+        self.accessionEdit = qt.QLineEdit(queryBox)
+        queryForm.addRow("Accession:", self.accessionEdit)
+        for edit in (self.patientNameEdit, self.patientIDEdit, self.dateFromEdit, self.dateToEdit,
+                     self.modalityEdit, self.descriptionEdit, self.accessionEdit):  # fmt: skip
+            edit.clearButtonEnabled = True
+            edit.connect("returnPressed()", self.onQuery)
+        self.queryButton = qt.QPushButton("Query", queryBox)
+        self.queryButton.toolTip = "Find the studies matching the form on the server (C-FIND)"
+        self.queryButton.connect("clicked(bool)", self.onQuery)
+        queryForm.addRow(self.queryButton)
+        layout.addWidget(queryBox)
+
+        tree = qt.QTreeWidget(self)
+        tree.columnCount = len(RESULT_COLUMNS)
+        tree.setHeaderLabels(list(RESULT_COLUMNS))
+        tree.selectionMode = qt.QAbstractItemView.ExtendedSelection
+        tree.alternatingRowColors = True
+        tree.indentation = 14
+        tree.minimumHeight = 160
+        tree.toolTip = "Studies found on the server; expand a study to see its series"
+        header = tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, qt.QHeaderView.Stretch)
+        for column in range(1, len(RESULT_COLUMNS)):
+            header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
+        tree.connect("itemExpanded(QTreeWidgetItem*)", self._onItemExpanded)
+        tree.connect("itemSelectionChanged()", self._updateButtons)
+        layout.addWidget(tree, 1)
+        self.resultsTree = tree
+
+        buttons = qt.QHBoxLayout()
+        self.retrieveButton = qt.QPushButton("Retrieve selected", self)
+        self.retrieveButton.toolTip = "Copy the selected studies or series into the local database"
+        self.retrieveButton.connect("clicked(bool)", self.onRetrieve)
+        buttons.addWidget(self.retrieveButton)
+        self.sendButton = qt.QPushButton("Send selected", self)
+        self.sendButton.toolTip = "Send the series selected in the local database to the server"
+        self.sendButton.connect("clicked(bool)", self.onSend)
+        buttons.addWidget(self.sendButton)
+        layout.addLayout(buttons)
+        self.statusLabel = qt.QLabel("", self)
+        self.statusLabel.wordWrap = True
+        layout.addWidget(self.statusLabel)
+
+        listenerBox = qt.QGroupBox("Listener (receive from other nodes)", self)
+        listenerLayout = qt.QGridLayout(listenerBox)
+        self.listenerButton = qt.QPushButton("Start listener", listenerBox)
+        self.listenerButton.checkable = True
+        self.listenerButton.toolTip = "Accept C-STORE from other nodes into the local database"
+        self.listenerButton.connect("toggled(bool)", self.setListenerRunning)
+        listenerLayout.addWidget(self.listenerButton, 0, 0, 1, 2)
+        self.autoLoadCheckBox = qt.QCheckBox("Auto-load", listenerBox)
+        self.autoLoadCheckBox.toolTip = "Load each series into the scene when it has arrived"
+        listenerLayout.addWidget(self.autoLoadCheckBox, 0, 2, 1, 2)
+        listenerLayout.addWidget(qt.QLabel("AE title:", listenerBox), 1, 0)
+        self.listenerAETitleEdit = qt.QLineEdit(listenerBox)
+        self.listenerAETitleEdit.maxLength = 16
+        listenerLayout.addWidget(self.listenerAETitleEdit, 1, 1)
+        listenerLayout.addWidget(qt.QLabel("Port:", listenerBox), 1, 2)
+        self.listenerPortSpinBox = qt.QSpinBox(listenerBox)
+        self.listenerPortSpinBox.minimum = 1
+        self.listenerPortSpinBox.maximum = 65535
+        listenerLayout.addWidget(self.listenerPortSpinBox, 1, 3)
+        listenerLayout.setColumnStretch(1, 1)
+        layout.addWidget(listenerBox)
+        self.listenerStatusLabel = qt.QLabel("Listener stopped", self)
+        self.listenerStatusLabel.wordWrap = True
+        layout.addWidget(self.listenerStatusLabel)
+
+        if activity is None:
+            activity = DICOMPlusActivityWidget(self)
+            layout.addWidget(activity)
+            self._ownActivity = True
+        else:
+            self._ownActivity = False
+        self.activity = activity
+
+    # -- settings -------------------------------------------------------------------------------
+    def _readSettings(self):
+        settings = qt.QSettings()
+        self.listenerAETitleEdit.text = str(
+            settings.value(SETTINGS + "ListenerAETitle", "DICOMPLUS") or "DICOMPLUS"
+        )
+        try:
+            port = int(settings.value(SETTINGS + "ListenerPort", 11112))
+        except (TypeError, ValueError):
+            port = 11112
+        self.listenerPortSpinBox.value = port
+        self.autoLoadCheckBox.checked = str(settings.value(SETTINGS + "AutoLoad", "false")).lower() in (
+            "1",
+            "true",
+        )
+
+    def _writeListenerSettings(self):
+        settings = qt.QSettings()
+        settings.setValue(SETTINGS + "ListenerAETitle", str(self.listenerAETitleEdit.text))
+        settings.setValue(SETTINGS + "ListenerPort", int(self.listenerPortSpinBox.value))
+        settings.setValue(SETTINGS + "AutoLoad", "true" if self.autoLoadCheckBox.checked else "false")
+
+    # -- nodes ----------------------------------------------------------------------------------
+    def setLogic(self, logic):
+        self._logic = logic
+        self.refreshNodes()
+
+    def setLocalSelectionProvider(self, provider):
+        """``provider() -> [(level, key)]``: what Send selected sends (the local browser's
+        selection)."""
+        self._localSelection = provider
+
+    def nodeNames(self):
+        return [self.nodeCombo.itemText(i) for i in range(self.nodeCombo.count)]
+
+    def currentNode(self):
+        return str(self.nodeCombo.currentText or "")
+
+    def setCurrentNode(self, name):
+        index = self.nodeCombo.findText(name)
+        if index >= 0:
+            self.nodeCombo.currentIndex = index
+        return index >= 0
+
+    def refreshNodes(self):
+        """Re-read the node list; keeps the current node (else the one in the settings)."""
+        current = self.currentNode() or str(qt.QSettings().value(SETTINGS + "CurrentNode", "") or "")
+        try:
+            names = [node.name for node in self._logic.nodes()]
+            error = ""
+        except Exception as exc:  # an unreadable node file is shown, not raised
+            names, error = [], str(exc)
+        self.nodeCombo.blockSignals(True)
+        self.nodeCombo.clear()
+        for name in names:
+            self.nodeCombo.addItem(name)
+        index = self.nodeCombo.findText(current)
+        self.nodeCombo.currentIndex = index if index >= 0 else (0 if names else -1)
+        self.nodeCombo.blockSignals(False)
+        if error:
+            self.echoLabel.text = error
+        self._onNodeChanged()
+
+    def _onNodeChanged(self, *args):
+        name = self.currentNode()
+        if name:
+            qt.QSettings().setValue(SETTINGS + "CurrentNode", name)
+            try:
+                self.echoLabel.text = f"{name}: {self._logic.node(name).address}"
+            except Exception as exc:
+                self.echoLabel.text = str(exc)
+        else:
+            self.echoLabel.text = "No server node yet: Add... one (name, AE title, host, port)."
+        self._updateButtons()
+        self.nodeChanged.emit(name)
+
+    def showNodeForm(self, *args):
+        """Show the node form, filled with the current node (edit) or empty (add)."""
+        node = None
+        if self.currentNode():
+            try:
+                node = self._logic.node(self.currentNode())
+            except Exception:
+                node = None
+        self.nodeNameEdit.text = node.name if node else ""
+        self.nodeAETitleEdit.text = node.ae_title if node else ""
+        self.nodeHostEdit.text = node.host if node else "127.0.0.1"
+        self.nodePortSpinBox.value = node.port if node else 104
+        self.nodeForm.show()
+
+    def onSaveNode(self, *args):
+        name = str(self.nodeNameEdit.text).strip()
+        try:
+            self.addNode(name, str(self.nodeAETitleEdit.text).strip(), str(self.nodeHostEdit.text).strip(),
+                         int(self.nodePortSpinBox.value))  # fmt: skip
+        except Exception as exc:
+            self.echoLabel.text = f"Cannot save the node: {exc}"
+            return
+        self.nodeForm.hide()
+
+    def addNode(self, name, aeTitle, host, port):
+        """Add (or update) a node through the Logic and make it current."""
+        if not name:
+            raise ValueError("give the node a name")
+        self._logic.addNode(name, aeTitle, host, port)
+        self.refreshNodes()
+        self.setCurrentNode(name)
+
+    def onRemoveNode(self, *args):
+        name = self.currentNode()
+        if not name:
+            return
+        try:
+            self._logic.removeNode(name)
+        except Exception as exc:
+            self.echoLabel.text = str(exc)
+        self.refreshNodes()
+
+    # -- echo and query (WorkQueue) -------------------------------------------------------------
+    def onEcho(self, *args):
+        name = self.currentNode()
+        if not name:
+            return
+        self.echoLabel.text = f"Echo {name}..."
+        logic = self._logic
+        self._queue.put(("echo", name), lambda: logic.echo(name))
+        self._pump.kick()
+
+    def echoText(self):
+        return self.echoLabel.text
+
+    def criteria(self):
+        """The query form as DICOM matching criteria at study level."""
+        crit = {}
+        values = {
+            "PatientName": _wildcard(self.patientNameEdit.text),
+            "PatientID": str(self.patientIDEdit.text).strip(),
+            "ModalitiesInStudy": str(self.modalityEdit.text).strip().upper(),
+            "StudyDescription": _wildcard(self.descriptionEdit.text),
+            "AccessionNumber": str(self.accessionEdit.text).strip(),
+        }
+        first, last = str(self.dateFromEdit.text).strip(), str(self.dateToEdit.text).strip()
+        if first or last:
+            values["StudyDate"] = first if first == last else f"{first}-{last}"
+        for key, value in values.items():
+            if value:
+                crit[key] = value
+        return crit
+
+    def onQuery(self, *args):
+        name = self.currentNode()
+        if not name:
+            self.statusLabel.text = "Choose or add a server node first."
+            return
+        criteria = self.criteria()
+        self._queryGeneration += 1
+        self._queryNode = name
+        self.resultsTree.clear()
+        self._studyItems, self._seriesItems = {}, {}
+        self.statusLabel.text = f"Querying {name}..."
+        self._querying = True
+        self._updateButtons()
+        logic = self._logic
+        self._queue.put(("query", self._queryGeneration), lambda: logic.query(name, "study", criteria))
+        self._pump.kick()
+
+    def _onItemExpanded(self, item):
+        entry = self._entry(item)
+        if entry is None or entry[0] != "study" or item.data(1, qt.Qt.UserRole) == "asked":
+            return
+        item.setData(1, qt.Qt.UserRole, "asked")
+        self.expandStudy(entry[1])
+
+    def expandStudy(self, studyUID):
+        """Query the series of a study in the results (lazily, on first expansion)."""
+        item = self._studyItems.get(studyUID)
+        if item is None:
+            return False
+        placeholder = qt.QTreeWidgetItem(item)
+        placeholder.setText(0, "Querying series...")
+        name, logic = self._queryNode, self._logic
+        work = lambda: logic.query(name, "series", {"StudyInstanceUID": studyUID})  # noqa: E731
+        self._queue.put(("series", self._queryGeneration, studyUID), work)
+        self._pump.kick()
+        if not item.isExpanded():
+            item.setData(1, qt.Qt.UserRole, "asked")
+            item.setExpanded(True)
+        return True
+
+    def _onWorkDone(self, key, value, error):
+        kind = key[0]
+        if kind == "echo":
+            if error is not None:
+                ok, message = False, f"Echo {key[1]} failed: {error}"
+            elif value.ok:
+                ok, message = (
+                    True,
+                    f"Echo {key[1]} ({value.node.address}): OK in {value.seconds * 1000:.0f} ms",
+                )
+            else:
+                ok, message = False, f"Echo {key[1]} ({value.node.address}) failed: {value.message}"
+            self.echoLabel.text = message
+            self.echoFinished.emit(ok, message)
+        elif kind == "query":
+            if key[1] != self._queryGeneration:
+                return
+            self._querying = False
+            if error is not None:
+                self.statusLabel.text = f"Query failed: {error}"
+                self.queryFinished.emit(-1)
+                return
+            for study in value:
+                self._addStudy(study)
+            self.statusLabel.text = f"{len(value)} study(ies) on {self._queryNode}"
+            self.queryFinished.emit(len(value))
+        elif kind == "series":
+            item = self._studyItems.get(key[2])
+            if key[1] != self._queryGeneration or item is None:
+                return
+            item.takeChildren()
+            if error is not None:
+                failed = qt.QTreeWidgetItem(item)
+                failed.setText(0, f"Series query failed: {error}")
+                item.setData(1, qt.Qt.UserRole, "")
+                return
+            for series in value:
+                self._addSeries(item, series)
+        self._updateButtons()
+
+    def _addStudy(self, study):
+        item = qt.QTreeWidgetItem(self.resultsTree)
+        description = _text(study.StudyDescription) or "(no description)"
+        item.setText(0, f"{_text(study.PatientName)} ({_text(study.PatientID)}): {description}")
+        item.setText(1, _formatDate(study.StudyDate))
+        item.setText(2, _text(getattr(study, "ModalitiesInStudy", "")))
+        item.setText(3, _text(getattr(study, "NumberOfStudyRelatedInstances", "")))
+        item.setToolTip(0, f"Study {study.StudyInstanceUID}")
+        item.setData(0, qt.Qt.UserRole, "study:" + study.StudyInstanceUID)
+        item.setChildIndicatorPolicy(qt.QTreeWidgetItem.ShowIndicator)
+        self._studyItems[study.StudyInstanceUID] = item
+
+    def _addSeries(self, parentItem, series):
+        item = qt.QTreeWidgetItem(parentItem)
+        number = _text(series.SeriesNumber)
+        description = _text(series.SeriesDescription) or "(no description)"
+        item.setText(0, f"{number}: {description}" if number else description)
+        item.setText(1, _formatDate(getattr(series, "SeriesDate", "")))
+        item.setText(2, _text(series.Modality))
+        item.setText(3, _text(getattr(series, "NumberOfSeriesRelatedInstances", "")))
+        item.setToolTip(0, f"Series {series.SeriesInstanceUID}")
+        item.setData(0, qt.Qt.UserRole, "series:" + series.SeriesInstanceUID)
+        self._seriesItems[series.SeriesInstanceUID] = item
+
+    @staticmethod
+    def _entry(item):
+        data = item.data(0, qt.Qt.UserRole)
+        if not data or ":" not in str(data):
+            return None
+        level, key = str(data).split(":", 1)
+        return level, key
+
+    def results(self, level="study"):
+        """[(level, UID)] in the results tree (series only once their study was expanded)."""
+        items = self._studyItems if level == "study" else self._seriesItems
+        return [(level, uid) for uid in items]
+
+    def selectResult(self, level, uid, exclusive=True):
+        items = self._studyItems if level == "study" else self._seriesItems
+        item = items.get(uid)
+        if item is None:
+            return False
+        if exclusive:
+            self.resultsTree.clearSelection()
+        item.setSelected(True)
+        return True
+
+    def selectedResults(self):
+        """[(level, UID)] of the selected results."""
+        return [e for e in (self._entry(item) for item in self.resultsTree.selectedItems()) if e]
+
+    def statusText(self):
+        return self.statusLabel.text
+
+    # -- retrieve and send (Jobs in the activity widget) ----------------------------------------
+    def onRetrieve(self, *args):
+        return self.retrieveSelected()
+
+    def retrieveSelected(self):
+        """One background job per study: whole studies, or the series selected in them."""
+        groups = {}  # study UID -> [series UIDs] ([] = the whole study)
+        for level, uid in self.selectedResults():
+            if level == "study":
+                groups[uid] = []
+        for level, uid in self.selectedResults():
+            if level == "series":
+                study = self._entry(self._seriesItems[uid].parent())[1]
+                if groups.get(study, None) != []:
+                    groups.setdefault(study, []).append(uid)
+        jobs = []
+        for studyUID, seriesUIDs in groups.items():
+            try:
+                job = self._logic.retrieve(
+                    self._queryNode, studyUID=studyUID, seriesUIDs=seriesUIDs, wait=False
+                )
+            except Exception as exc:
+                self.statusLabel.text = f"Retrieve failed: {exc}"
+                continue
+            jobs.append(job)
+            self._track(job, lambda ended, uid=studyUID: self._onRetrieved(ended, uid))
+        if jobs:
+            self.statusLabel.text = f"Retrieving {len(jobs)} study(ies) from {self._queryNode}..."
+        return jobs
+
+    def _onRetrieved(self, job, studyUID):
+        if job.error is not None:
+            self.statusLabel.text = f"Retrieve failed: {job.error}"
+            return
+        report = job.result
+        failed = len(getattr(report, "failed", {}) or {})
+        done = len(getattr(report, "done", []) or [])
+        skipped = len(getattr(report, "skipped", []) or [])
+        text = f"Retrieved {done} instance(s)"
+        if skipped:
+            text += f", {skipped} already here"
+        if failed:
+            text += f", {failed} failed"
+        self.statusLabel.text = text
+        self.retrieveFinished.emit(studyUID)
+
+    def onSend(self, *args):
+        return self.sendSelected()
+
+    def sendSelected(self, entries=None):
+        """Send local entries [(level, key)] (default: the host's local selection) to the current
+        node: one background job for the series, one per study or patient."""
+        name = self.currentNode()
+        if entries is None:
+            entries = self._localSelection() if self._localSelection is not None else []
+        if not name or not entries:
+            self.statusLabel.text = "Select series in the local database and a server node to send to."
+            return []
+        series = [key for level, key in entries if level == "series"]
+        studies = [key for level, key in entries if level == "study"]
+        for level, key in entries:
+            if level == "patient":
+                studies += [s.StudyInstanceUID for s in self._logic.search("study", {"PatientID": key})]
+        calls = ([{"series": series}] if series else []) + [{"study": s} for s in studies]
+        jobs = []
+        for call in calls:
+            try:
+                job = self._logic.send(name, wait=False, **call)
+            except Exception as exc:
+                self.statusLabel.text = f"Send failed: {exc}"
+                continue
+            jobs.append(job)
+            self._track(job, lambda ended: self._onSent(ended, name))
+        if jobs:
+            self.statusLabel.text = f"Sending to {name}..."
+        return jobs
+
+    def _onSent(self, job, name):
+        if job.error is not None:
+            self.statusLabel.text = f"Send failed: {job.error}"
+            return
+        report = job.result
+        failed = report.failed
+        text = f"Sent {report.sent} instance(s) to {name}"
+        if failed:
+            text += (
+                f"; {len(failed)} failed: {failed[0].message if hasattr(failed[0], 'message') else failed[0]}"
+            )
+        self.statusLabel.text = text
+        self.sendFinished.emit(name)
+
+    def _track(self, job, onDone):
+        self._jobs.append(job)
+
+        def ended(finished):
+            if finished in self._jobs:
+                self._jobs.remove(finished)
+            onDone(finished)
+            self._updateButtons()
+
+        self.activity.addJob(job, ended)
+        self._updateButtons()
+
+    def runningJobs(self):
+        return list(self._jobs)
+
+    # -- listener -------------------------------------------------------------------------------
+    def setListenerRunning(self, running):
+        """Start or stop the listener with the AE title, port and auto-load of the form."""
+        running = bool(running)
+        if running and not self._logic.listenerRunning():
+            self._writeListenerSettings()
+            try:
+                port = self._logic.startListener(
+                    port=int(self.listenerPortSpinBox.value),
+                    aeTitle=str(self.listenerAETitleEdit.text).strip() or "DICOMPLUS",
+                    autoLoad=bool(self.autoLoadCheckBox.checked),
+                )
+            except Exception as exc:
+                self.listenerStatusLabel.text = f"Listener could not start: {exc}"
+                running = False
+            else:
+                self.listenerStatusLabel.text = f"Listening as {self.listenerAETitleEdit.text} on port {port}"
+                self._autoLoadTimer.start()
+        elif not running and self._logic.listenerRunning():
+            self._logic.stopListener()
+            self._autoLoadTimer.stop()
+            self.listenerStatusLabel.text = "Listener stopped"
+        self.listenerButton.blockSignals(True)
+        self.listenerButton.checked = running
+        self.listenerButton.text = "Stop listener" if running else "Start listener"
+        self.listenerButton.blockSignals(False)
+        for widget in (self.listenerPortSpinBox, self.listenerAETitleEdit, self.autoLoadCheckBox):
+            widget.enabled = not running
+        self.listenerChanged.emit(running)
+
+    def _drainAutoLoad(self):
+        queue = getattr(self._logic, "autoLoadQueue", None)
+        if queue is None:
+            return
+        uids = []
+        while not queue.empty():
+            uids.append(queue.get_nowait())
+        if uids:
+            self.loadRequested.emit([("series", uid) for uid in uids])
+
+    # -- state ----------------------------------------------------------------------------------
+    def _updateButtons(self, *args):
+        hasNode = bool(self.currentNode())
+        self.echoButton.enabled = hasNode
+        self.removeButton.enabled = hasNode
+        self.queryButton.enabled = hasNode and not self._querying
+        self.retrieveButton.enabled = bool(self._queryNode) and bool(self.resultsTree.selectedItems())
+        self.sendButton.enabled = hasNode
+
+    def cleanup(self):
+        """Stop the timers and the worker; stops the listener too."""
+        self._pump.stop()
+        stopTimer(self._autoLoadTimer)
+        if self._ownActivity:
+            self.activity.cleanup()
+        try:
+            self._logic.stopListener()
+        except Exception:
+            pass
