@@ -1,0 +1,280 @@
+"""The module's network panel under the harness, against a sample PACS started in this process
+(DICOMPlusLib's QueryRetrieveSCP over its own database) and against Orthanc: add a node, echo,
+query, expand a study, retrieve one series, load it, send, the listener on and off."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import free_port
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    """The sample PACS (C-FIND, C-GET, C-STORE) on a free port, with its database."""
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.sample import make_sample_data
+
+    db = Database(tmp_path / "pacs" / "pacs.sqlite")
+    make_sample_data(db)
+    scp = QueryRetrieveSCP(db, QRConfig(ae_title="SAMPLEPACS", port=0, host="127.0.0.1")).start()
+    yield scp
+    scp.stop()
+    db.close()
+
+
+@pytest.fixture
+def panel(dicomplus_module, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "default-nodes.json"))  # never the user's
+    w = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(w.parent)
+    logic = dicomplus_module.DICOMPlusLogic(
+        databasePath=tmp_path / "db" / "dicomplus.sqlite", nodesPath=tmp_path / "nodes.json"
+    )
+    w.setLogic(logic)
+    yield w
+    w.cleanup()
+
+
+def click(qtbot, button):
+    """Click as a user would (a button of the node form just shown may not be laid out yet, so
+    fall back to QAbstractButton.click when the mouse misses it)."""
+    import qt
+
+    seen = []
+    button.connect("clicked(bool)", lambda *args: seen.append(1))
+    qtbot.mouseClick(button, qt.Qt.LeftButton)
+    if not seen:
+        button.click()
+
+
+def add_node_through_form(qtbot, network, name, ae, port):
+    click(qtbot, network.addButton)
+    assert network.nodeForm.visible
+    network.nodeNameEdit.text = name
+    network.nodeAETitleEdit.text = ae
+    network.nodeHostEdit.text = "127.0.0.1"
+    network.nodePortSpinBox.value = port
+    click(qtbot, network.saveNodeButton)
+    assert not network.nodeForm.visible, network.echoText()
+    assert network.currentNode() == name
+
+
+def echo(qtbot, network):
+    results = []
+    network.echoFinished.connect(lambda ok, message: results.append((ok, message)))
+    click(qtbot, network.echoButton)
+    qtbot.waitUntil(lambda: bool(results), timeout=TIMEOUT)
+    return results[0]
+
+
+def query(qtbot, network):
+    counts = []
+    network.queryFinished.connect(counts.append)
+    click(qtbot, network.queryButton)
+    qtbot.waitUntil(lambda: bool(counts), timeout=TIMEOUT)
+    return counts[0]
+
+
+def expand(qtbot, network, studyUID, expected):
+    assert network.expandStudy(studyUID)
+    qtbot.waitUntil(lambda: {uid for _, uid in network.results("series")} >= set(expected), timeout=TIMEOUT)
+
+
+def wait_for_jobs(qtbot, network):
+    qtbot.waitUntil(lambda: not network.runningJobs(), timeout=TIMEOUT)
+
+
+def test_query_retrieve_load_send_and_listen(panel, pacs, qtbot, tmp_path, screenshot, dicomplus_module):
+    import slicer
+
+    network = panel.network
+    assert network.nodeNames() == [] and not network.echoButton.enabled
+    add_node_through_form(qtbot, network, "Sample PACS", "SAMPLEPACS", pacs.port)
+    assert [n.name for n in panel.logic.nodes()] == ["Sample PACS"]
+    assert panel.logic.node("Sample PACS").address == f"SAMPLEPACS@127.0.0.1:{pacs.port}"
+
+    ok, message = echo(qtbot, network)
+    assert ok and "OK" in network.echoText() and "SAMPLEPACS" in message
+
+    # every study of the PACS, as its own database lists them
+    studies = {s.StudyInstanceUID: s for s in pacs.db.search("study", {})}
+    assert query(qtbot, network) == len(studies) == 3
+    assert {uid for _, uid in network.results("study")} == set(studies)
+
+    # the query form narrows the search (a name typed without wildcard matches as a prefix)
+    network.patientNameEdit.text = "Roe"
+    assert query(qtbot, network) == 1
+    [(_, roeStudy)] = network.results("study")
+    assert studies[roeStudy].PatientName == "Roe^Richard"
+    network.patientNameEdit.text = ""
+    network.modalityEdit.text = "MR"
+    assert query(qtbot, network) == 1
+    network.modalityEdit.text = ""
+    assert query(qtbot, network) == 3
+
+    # expand the CT chest study (two studies of Doe^Jane: pick the CT by its description)
+    [chest] = [s for s in studies.values() if s.StudyDescription == "CT Chest"]
+    seriesOnPacs = pacs.db.search("series", {"StudyInstanceUID": chest.StudyInstanceUID})
+    assert len(seriesOnPacs) == 1
+    series = seriesOnPacs[0]
+    expand(qtbot, network, chest.StudyInstanceUID, [series.SeriesInstanceUID])
+    network.resize(420, network.sizeHint.height())
+    assert network.selectResult("series", series.SeriesInstanceUID)
+    assert network.selectedResults() == [("series", series.SeriesInstanceUID)]
+    assert network.retrieveButton.enabled
+    path = screenshot(network, "DICOMPlus_network_panel")
+    assert path.exists()
+
+    retrieved = []
+    network.retrieveFinished.connect(retrieved.append)
+    click(qtbot, network.retrieveButton)
+    assert network.runningJobs() and panel.activity.runningJobs()
+    wait_for_jobs(qtbot, network)
+    assert retrieved == [chest.StudyInstanceUID], network.statusText()
+    assert "Retrieved 24 instance(s)" in network.statusText()
+    assert panel.browser.entries("series") == [("series", series.SeriesInstanceUID)]
+    assert len(panel.logic.database.instances(series.SeriesInstanceUID)) == len(
+        pacs.db.instances(series.SeriesInstanceUID)
+    )
+
+    panel.loadEntries([("series", series.SeriesInstanceUID)])
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=TIMEOUT)
+    [volume] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+    assert volume.GetImageData().GetDimensions()[2] == len(pacs.db.instances(series.SeriesInstanceUID))
+
+    # send a local series (imported here, not on the PACS) to the node
+    local = make_series(tmp_path / "local", n=3, patient_id="SEND1", patient_name="Send^Me")
+    panel.importPaths([local.folder])
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=TIMEOUT)
+    assert panel.browser.selectSeries(local.series_uid)
+    before = pacs.db.info()["instances"]
+    sent = []
+    network.sendFinished.connect(sent.append)
+    click(qtbot, network.sendButton)
+    wait_for_jobs(qtbot, network)
+    assert sent == ["Sample PACS"], network.statusText()
+    assert pacs.db.info()["instances"] == before + 3
+    assert {i.SOPInstanceUID for i in pacs.db.instances(local.series_uid)} == set(local.sop_uids)
+
+
+def port_open(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
+    network = panel.network
+    port = free_port()
+    network.listenerPortSpinBox.value = port
+    network.listenerAETitleEdit.text = "PANELTEST"
+    states = []
+    network.listenerChanged.connect(states.append)
+    click(qtbot, network.listenerButton)
+    assert states == [True], network.listenerStatusLabel.text
+    assert panel.logic.listenerRunning() and panel.logic.listenerPort() == port
+    assert network.listenerButton.checked and not network.listenerPortSpinBox.enabled
+    assert port_open(port)
+    assert str(port) in network.listenerStatusLabel.text
+
+    # something sent to it lands in the local database and is reported complete
+    import qt
+
+    from DICOMPlusLib.network.send import send_paths
+
+    series = make_series(tmp_path / "incoming", n=2, patient_id="LISTEN1")
+    report = send_paths(panel.logic.node(f"PANELTEST@127.0.0.1:{port}"), series.files)
+    assert report.sent == 2
+    assert {i.SOPInstanceUID for i in panel.logic.database.instances(series.series_uid)} == set(
+        series.sop_uids
+    )
+    assert qt.QSettings().value("DICOMPlus/Network/ListenerPort") in (port, str(port))
+
+    click(qtbot, network.listenerButton)
+    assert states == [True, False]
+    assert not panel.logic.listenerRunning() and not network.listenerButton.checked
+    assert not port_open(port)
+    assert [e.series_instance_uid for e in panel.logic.completedSeries] == [series.series_uid]
+
+
+def test_failing_echo_says_why(panel, qtbot):
+    network = panel.network
+    port = free_port()  # nothing listens there
+    network.addNode("Nowhere", "NOWHERE", "127.0.0.1", port)
+    ok, message = echo(qtbot, network)
+    text = network.echoText()
+    assert not ok and text == message
+    assert "failed" in text and f"127.0.0.1:{port}" in text
+    assert "refused" in text.lower(), text
+    # the node can be removed again
+    click(qtbot, network.removeButton)
+    assert network.nodeNames() == [] and panel.logic.nodes() == []
+
+
+def test_logic_network_calls_from_the_console(dicomplus_module, pacs, tmp_path, monkeypatch):
+    import slicer.packaging
+
+    asked = []
+    real = slicer.packaging.pip_ensure
+    monkeypatch.setattr(
+        slicer.packaging, "pip_ensure", lambda reqs, **kw: asked.append(reqs) or real(reqs, **kw)
+    )
+    logic = dicomplus_module.DICOMPlusLogic(
+        databasePath=tmp_path / "db.sqlite", nodesPath=tmp_path / "n.json"
+    )
+    try:
+        logic.addNode("pacs", "SAMPLEPACS", "127.0.0.1", pacs.port)
+        assert logic.echo("pacs").ok
+        assert len(asked) == 1 and any("pynetdicom" in str(r) for r in asked[0])
+        studies = logic.query("pacs", "study", {"PatientID": "DPLUS-001"})
+        assert {s.StudyInstanceUID for s in studies} == {
+            s.StudyInstanceUID for s in pacs.db.search("study", {"PatientID": "DPLUS-001"})
+        }
+        [mr] = [s for s in studies if s.StudyDescription == "MR Brain"]
+        report = logic.retrieve("pacs", studyUID=mr.StudyInstanceUID)
+        onPacs = [
+            i.SOPInstanceUID
+            for s in pacs.db.search("series", {"StudyInstanceUID": mr.StudyInstanceUID})
+            for i in pacs.db.instances(s.SeriesInstanceUID)
+        ]
+        assert sorted(report.done) == sorted(onPacs) and not report.failed
+        job = logic.retrieve("pacs", studyUID=mr.StudyInstanceUID, wait=False)
+        job.wait(60)
+        assert job.result.skipped and not job.result.done  # already here: resumed, nothing again
+        assert len(asked) == 1  # installed once
+    finally:
+        logic.closeDatabase()
+
+
+def test_orthanc_query_retrieve_load(panel, orthanc_session, qtbot, tmp_path):
+    """The acceptance: query Orthanc from the network panel, select one series, retrieve, load."""
+    import slicer
+
+    series = make_series(
+        tmp_path / "orthanc", n=5, rows=12, cols=10, modality="MR", patient_id="ORTH-NET-1"
+    )  # no rescale
+    orthanc_session.upload(series.folder)
+    network = panel.network
+    add_node_through_form(qtbot, network, "Orthanc", orthanc_session.aet, orthanc_session.dicom_port)
+    assert echo(qtbot, network)[0]
+    network.patientIDEdit.text = "ORTH-NET-1"
+    assert query(qtbot, network) == 1
+    assert network.results("study") == [("study", series.study_uid)]
+    expand(qtbot, network, series.study_uid, [series.series_uid])
+    assert network.selectResult("series", series.series_uid)
+    click(qtbot, network.retrieveButton)
+    wait_for_jobs(qtbot, network)
+    assert panel.browser.entries("series") == [("series", series.series_uid)], network.statusText()
+    panel.loadEntries([("series", series.series_uid)])
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=TIMEOUT)
+    [volume] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+    voxels = slicer.util.arrayFromVolume(volume)
+    np.testing.assert_array_equal(voxels, series.pixels)
