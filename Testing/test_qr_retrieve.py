@@ -283,3 +283,25 @@ def test_instances_the_pacs_cannot_send_are_reported_not_raised(tmp_path, reques
     assert _stored(db) == set(series.sop_uids) - {str(ds.SOPInstanceUID)}
     assert report.attempts == 2 and report.warnings
     db.close()
+
+
+def test_move_to_a_listener_given_that_accepts_only_the_pacs(orthanc_peer, data, db):
+    from DICOMPlusLib.network.listener import Listener
+
+    config = ListenerConfig(port=orthanc_peer.listener_port, host=LOOPBACK,
+                            allowed_calling_aets=(orthanc_peer.node.ae_title,))  # fmt: skip
+    with Listener(db, config) as listener:
+        arrived = []
+        listener.subscribe(lambda i: arrived.append(i.sop_instance_uid))
+        report = retrieve(orthanc_peer.node, db, study_uid=data.mr.study_uid, series_uids=[data.mr.series_uid],
+                          method="move", listener=listener)  # fmt: skip
+        assert listener.running  # given, so left running
+    assert report.complete and _stored(db) == set(data.mr.sop_uids)
+    assert set(arrived) == set(data.mr.sop_uids)  # the application's own subscribers heard them too
+
+
+def test_a_pacs_that_does_not_know_our_calling_ae(orthanc_peer, data, db):
+    with pytest.raises(RetrieveError, match=r"STRANGER.*DicomModalities"):
+        retrieve(orthanc_peer.node, db, study_uid=data.ct.study_uid, method="get", calling_ae_title="STRANGER",
+                 timeout=5)  # fmt: skip
+    assert not _stored(db)

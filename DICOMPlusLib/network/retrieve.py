@@ -500,9 +500,15 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
             report.cancelled = True
             return
     if last_error is not None and not report.done:
+        hint = ""
+        if "aborted the association" in str(last_error):
+            hint = (
+                f". A server aborts like this when it does not allow retrieves from our AE title "
+                f"{state.calling_ae} (Orthanc: the AE title must be in its DicomModalities)"
+            )
         raise RetrieveError(
             f"retrieve from {state.node.name} ({state.node.address}) failed after {report.attempts} attempt(s): "
-            f"{last_error}"
+            f"{last_error}{hint}"
         ) from last_error
     if last_error is not None:
         for i in plan.instances or []:

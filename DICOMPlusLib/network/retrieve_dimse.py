@@ -239,12 +239,12 @@ def advertised_host(listener: Listener, assoc: qrscu.QRAssociation | None) -> st
 
 def check_listener(listener: Listener, calling_ae: str, timeout: float = 5.0) -> None:
     """Pre-flight: our listener answers C-ECHO (the direction the PACS will use)."""
-    from DICOMPlusLib.network.echo import echo
+    from DICOMPlusLib.network.echo import EchoProblem, echo
 
     host = listener.config.host if listener.config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     me = RemoteNode("listener", listener.config.ae_title, host, listener.port)
     result = echo(me, calling_ae_title=calling_ae, timeout=timeout)
-    if not result.ok:
+    if not result.ok and result.problem is not EchoProblem.REJECTED_CALLING_AE:  # that one answers: alive
         raise RetrieveError(f"our C-MOVE destination {me.address} does not answer C-ECHO: {result.message}")
 
 
@@ -325,11 +325,22 @@ class RunState:
         else:
             self.stored(sop, False, f"refused here: 0x{outcome.status:04X} {outcome.comment}".strip())
 
-    def on_pending(self, response: qrscu.Response) -> None:
-        total = response.suboperations.total
-        if total and not self.report.expected:
-            with self.lock:
-                self.total_hint = max(self.total_hint, len(self.report.done) + total)
+    def on_pending(self, response: qrscu.Response, base: int | None = None) -> None:
+        """A pending C-GET/C-MOVE response: its counts set the total when the plan is unknown,
+        and (C-MOVE, ``base`` = instances done before the request) move the progress on before
+        our listener's notifications do."""
+        subs = response.suboperations
+        with self.lock:
+            if subs.total and not self.report.expected:
+                self.total_hint = max(self.total_hint, len(self.report.done) + subs.total)
+            if base is None:
+                return
+            count = max(len(self.report.done), base + subs.completed + subs.warning) + len(
+                self.report.skipped
+            )
+            total = max(self.report.expected, self.total_hint, count)
+        if self.progress is not None:
+            self.progress(count, total, "")
 
     def matches_arrival(self, instance) -> bool:
         if instance.sop_instance_uid in self.expected:
@@ -469,8 +480,10 @@ def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -
                     mid = qa.next_message_id()
                     with state.lock:
                         state.message_ids.add(mid)
+                        base = len(state.report.done)
                     response = qa.move(qrscu.STUDY_ROOT_MOVE, unit.identifier(), destination,
-                                       on_pending=state.on_pending, cancel=state.cancel, grace=state.grace)  # fmt: skip
+                                       on_pending=lambda r, b=base: state.on_pending(r, b),
+                                       cancel=state.cancel, grace=state.grace)  # fmt: skip
                     arrived = state.collect_from_db(unit)
                     if response.status == 0xA801:
                         raise MoveDestinationUnknown(
