@@ -172,10 +172,13 @@ def port_open(port):
 
 
 def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
+    import slicer
+
     network = panel.network
     port = free_port()
     network.listenerPortSpinBox.value = port
     network.listenerAETitleEdit.text = "PANELTEST"
+    network.autoLoadCheckBox.checked = True
     states = []
     network.listenerChanged.connect(states.append)
     click(qtbot, network.listenerButton)
@@ -203,6 +206,11 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
     assert not panel.logic.listenerRunning() and not network.listenerButton.checked
     assert not port_open(port)
     assert [e.series_instance_uid for e in panel.logic.completedSeries] == [series.series_uid]
+    # auto-load: the completed series is loaded into the scene (main thread, from the queue)
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=TIMEOUT)
+    [volume] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+    assert volume.GetImageData().GetDimensions()[2] == 2
+    assert qt.QSettings().value("DICOMPlus/Network/AutoLoad") == "true"
 
 
 def test_failing_echo_says_why(panel, qtbot):

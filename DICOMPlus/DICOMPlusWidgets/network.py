@@ -482,7 +482,9 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         item.setText(1, _formatDate(study.StudyDate))
         item.setText(2, _text(getattr(study, "ModalitiesInStudy", "")))
         item.setText(3, _text(getattr(study, "NumberOfStudyRelatedInstances", "")))
-        item.setToolTip(0, f"Study {study.StudyInstanceUID}")
+        item.setToolTip(
+            0, f"{item.text(0)}\nAccession {_text(study.AccessionNumber)}\nStudy {study.StudyInstanceUID}"
+        )
         item.setData(0, qt.Qt.UserRole, "study:" + study.StudyInstanceUID)
         item.setChildIndicatorPolicy(qt.QTreeWidgetItem.ShowIndicator)
         self._studyItems[study.StudyInstanceUID] = item
@@ -654,8 +656,9 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 self.listenerStatusLabel.text = f"Listening as {self.listenerAETitleEdit.text} on port {port}"
                 self._autoLoadTimer.start()
         elif not running and self._logic.listenerRunning():
-            self._logic.stopListener()
+            self._logic.stopListener()  # series still arriving are reported complete now
             self._autoLoadTimer.stop()
+            self._drainAutoLoad()
             self.listenerStatusLabel.text = "Listener stopped"
         self.listenerButton.blockSignals(True)
         self.listenerButton.checked = running
