@@ -24,13 +24,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.errors import NetworkError, QueryError, RetrieveError
+from DICOMPlusLib.errors import NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, Job, ProgressCallback
-from DICOMPlusLib.models import QueryLevel
 from DICOMPlusLib.network import qrscu, scu
 from DICOMPlusLib.network.dicomweb import TransferReport
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, RetrieveMethod, check_ae_title
@@ -43,6 +42,15 @@ from DICOMPlusLib.network.retrieve_dimse import (
     run_move,
     storage_context_groups,
 )
+from DICOMPlusLib.network.retrieve_plan import (
+    IMAGE_CHUNK,
+    Plan,
+    PlannedInstance,
+    _Cancelled,
+    _distribute,
+    make_plan,
+    make_units,
+)
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
@@ -51,7 +59,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-IMAGE_CHUNK = 200  # SOP Instance UIDs per image-level request (a UI list stays well under 64 KiB)
+__all__ = [
+    "Plan",
+    "PlannedInstance",
+    "RetrieveReport",
+    "make_plan",
+    "make_units",
+    "node_limit",
+    "node_slot",
+    "resolve_method",
+    "retrieve",
+    "retrieve_job",
+    "retrieve_selection",
+    "set_node_limit",
+]
+
 DEFAULT_NODE_LIMIT = 4
 
 
@@ -136,212 +158,6 @@ def node_slot(node: RemoteNode, cancel: CancelToken):
         yield
     finally:
         semaphore.release()
-
-
-class _Cancelled(NetworkError):
-    pass
-
-
-# --------------------------------------------------------------------------------------------
-# Plan
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlannedInstance:
-    study: str
-    series: str
-    sop: str
-    sop_class: str = ""
-
-
-@dataclass
-class Plan:
-    """What the selection holds on the node. ``instances`` is None when the node could not be
-    asked at the image level (then nothing can be skipped or checked)."""
-
-    series: dict[str, str] = field(default_factory=dict)  # series -> study, selection order
-    whole_series: set[str] = field(default_factory=set)
-    whole_study: str | None = None
-    instances: list[PlannedInstance] | None = None
-    requested_sops: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[str], sop_uids: Sequence[str],
-              calling_ae: str, timeout: float, cancel: CancelToken) -> Plan:  # fmt: skip
-    """Find the series (and study) of the selection, then its instances (image-level C-FIND)."""
-    from DICOMPlusLib.network.query import query
-
-    def ask(level, criteria, **kw):
-        found = list(
-            query(node, level, criteria, calling_ae_title=calling_ae, timeout=timeout, cancel=cancel, **kw)
-        )
-        if cancel.cancelled:  # a cancelled C-FIND says nothing about what the node holds
-            raise _Cancelled("cancelled while finding the selection")
-        return found
-
-    plan = Plan(requested_sops=list(sop_uids))
-    try:
-        if series_uids:
-            for uid in series_uids:
-                plan.series[uid] = study_uid or _study_of_series(ask, node, uid)
-            if not sop_uids:
-                plan.whole_series = set(series_uids)
-        elif study_uid:
-            found = ask(QueryLevel.SERIES, {"StudyInstanceUID": study_uid})
-            if not found:
-                raise RetrieveError(f"{node.name} ({node.address}) has no study {study_uid}")
-            plan.series = {s.SeriesInstanceUID: study_uid for s in found}
-            if not sop_uids:
-                plan.whole_series = set(plan.series)
-                plan.whole_study = study_uid
-        else:
-            found = ask(QueryLevel.INSTANCE, {"SOPInstanceUID": "\\".join(sop_uids)})
-            for r in found:
-                if not (r.StudyInstanceUID and r.SeriesInstanceUID):
-                    raise RetrieveError(
-                        f"{node.address} does not say which series the instances belong to: give their study "
-                        "and series too"
-                    )
-                plan.series.setdefault(r.SeriesInstanceUID, r.StudyInstanceUID)
-            if not plan.series:
-                raise RetrieveError(f"{node.name} ({node.address}) has none of the instances asked for")
-    except QueryError as exc:
-        raise RetrieveError(f"cannot find the selection on {node.name}: {exc}") from None
-    wanted = set(sop_uids)
-    try:
-        instances = [
-            i
-            for i in _list_instances(node, plan.series, calling_ae, timeout, cancel)
-            if not wanted or i.sop in wanted
-        ]
-        if cancel.cancelled:
-            raise _Cancelled("cancelled while listing the instances")
-    except QueryError as exc:
-        plan.warnings.append(
-            f"{node.name} could not list the instances ({exc}): nothing is skipped and completeness is taken "
-            "from the sub-operation counts"
-        )
-        return plan
-    plan.instances = instances
-    if not instances and not wanted:
-        raise RetrieveError(f"{node.name} ({node.address}) holds no instance of the selection")
-    return plan
-
-
-def _list_instances(node: RemoteNode, series: dict[str, str], calling_ae: str, timeout: float,
-                    cancel: CancelToken) -> list[PlannedInstance]:  # fmt: skip
-    """Image-level C-FIND of each series on one association, asking only what the plan needs
-    (SOP Instance UID and SOP Class UID, C.6.2.1.5)."""
-    from pydicom import Dataset
-
-    from DICOMPlusLib.network.query import open_for_query
-
-    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
-    out: list[PlannedInstance] = []
-    try:
-        for series_uid, study_uid in series.items():
-            identifier = Dataset()
-            identifier.QueryRetrieveLevel = "IMAGE"
-            identifier.StudyInstanceUID = study_uid
-            identifier.SeriesInstanceUID = series_uid
-            identifier.SOPInstanceUID = ""
-            identifier.SOPClassUID = ""
-            for ds in assoc.find(qrscu.STUDY_ROOT_FIND, identifier, cancel=cancel):
-                sop = str(ds.get("SOPInstanceUID") or "").strip()
-                if sop:
-                    out.append(
-                        PlannedInstance(study_uid, series_uid, sop, str(ds.get("SOPClassUID") or "").strip())
-                    )
-    except NetworkError as exc:  # a failure status, an aborted or timed out association
-        raise QueryError(f"{node.address}: {exc}") from None
-    finally:
-        if assoc.assoc.established:
-            assoc.release(timeout)
-    return out
-
-
-def _study_of_series(ask, node: RemoteNode, series_uid: str) -> str:
-    found = ask(QueryLevel.SERIES, {"SeriesInstanceUID": series_uid, "StudyInstanceUID": ""})
-    study = next((s.StudyInstanceUID for s in found if s.StudyInstanceUID), "")
-    if not study:
-        raise RetrieveError(
-            f"{node.name} ({node.address}) does not find series {series_uid} without its study: give the "
-            "study too (--study UID)"
-        )
-    return study
-
-
-def make_units(plan: Plan, have: set[str], *, parallel: int = 1) -> list[Unit]:
-    """Requests for what is still missing: the whole study or series when nothing of it is here,
-    else lists of the missing instances."""
-    if plan.instances is None:
-        if plan.requested_sops:
-            (series, study), *_ = plan.series.items()
-            return [Unit("IMAGE", study, (series,), tuple(plan.requested_sops), tuple(plan.requested_sops))]
-        if plan.whole_study and parallel <= 1:
-            return [Unit("STUDY", plan.whole_study)]
-        return [Unit("SERIES", study, (series,)) for series, study in plan.series.items()]
-    by_series: dict[str, list[PlannedInstance]] = {}
-    for inst in plan.instances:
-        by_series.setdefault(inst.series, []).append(inst)
-    units: list[Unit] = []
-    untouched = True
-    for series, members in by_series.items():
-        missing = [i for i in members if i.sop not in have]
-        if not missing:
-            untouched = False
-            continue
-        classes = frozenset(i.sop_class for i in missing if i.sop_class)
-        study = members[0].study
-        if series in plan.whole_series and len(missing) == len(members):
-            units.append(Unit("SERIES", study, (series,), (), tuple(i.sop for i in members), classes))
-            continue
-        untouched = False
-        for k in range(0, len(missing), IMAGE_CHUNK):
-            chunk = missing[k : k + IMAGE_CHUNK]
-            sops = tuple(i.sop for i in chunk)
-            units.append(
-                Unit(
-                    "IMAGE",
-                    study,
-                    (series,),
-                    sops,
-                    sops,
-                    frozenset(i.sop_class for i in chunk if i.sop_class),
-                )
-            )
-    if plan.whole_study and untouched and len(units) == len(plan.series) and parallel <= 1:
-        expected = tuple(s for u in units for s in u.expected)
-        classes = frozenset(c for u in units for c in u.sop_classes)
-        return [Unit("STUDY", plan.whole_study, (), (), expected, classes)]
-    return _balance(units, parallel)
-
-
-def _balance(units: list[Unit], parallel: int) -> list[Unit]:
-    """With more associations than units, split the biggest series into image-level chunks."""
-    if parallel <= 1 or len(units) >= parallel:
-        return units
-    units = sorted(units, key=lambda u: -len(u.expected))
-    while len(units) < parallel and units and len(units[0].expected) > 1:
-        big = units.pop(0)
-        half = (len(big.expected) + 1) // 2
-        for part in (big.expected[:half], big.expected[half:]):
-            units.append(Unit("IMAGE", big.study, big.series, part, part, big.sop_classes))
-        units.sort(key=lambda u: -len(u.expected))
-    return units
-
-
-def _distribute(units: Sequence[Unit], workers: int) -> list[list[Unit]]:
-    """Units over ``workers`` lists, biggest first onto the least loaded."""
-    lists: list[list[Unit]] = [[] for _ in range(max(1, min(workers, len(units))))]
-    loads = [0] * len(lists)
-    for unit in sorted(units, key=lambda u: -max(1, len(u.expected))):
-        k = loads.index(min(loads))
-        lists[k].append(unit)
-        loads[k] += max(1, len(unit.expected))
-    return lists
 
 
 # --------------------------------------------------------------------------------------------
