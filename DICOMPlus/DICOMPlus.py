@@ -784,6 +784,8 @@ class DICOMPlusTest(ScriptedLoadableModuleTest):
         self.test_Logic()
         self.setUp()
         self.test_Widget()
+        self.setUp()
+        self.test_Network()
 
     def test_Logic(self):
         self.delayDisplay("Logic")
@@ -837,6 +839,66 @@ class DICOMPlusTest(ScriptedLoadableModuleTest):
                 widget.parent.deleteLater()
             shutil.rmtree(folder, ignore_errors=True)
         self.delayDisplay("Widget test passed")
+
+    def test_Network(self):
+        """The network panel against a sample PACS started here (127.0.0.1 only): add a node,
+        echo, query, expand a study, retrieve one series, load it."""
+        import shutil
+        import tempfile
+
+        self.delayDisplay("Network")
+        folder = tempfile.mkdtemp(prefix="DICOMPlusSelfTest-", dir=slicer.app.temporaryPath)
+        widget = pacs = pacsDatabase = None
+        try:
+            logic = DICOMPlusLogic(
+                databasePath=os.path.join(folder, "db", "dicomplus.sqlite"),
+                nodesPath=os.path.join(folder, "nodes.json"),
+            )
+            logic.ensureNetworkDependencies()
+            from DICOMPlusLib.database import Database
+            from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+            from DICOMPlusLib.network.sample import make_sample_data
+
+            pacsDatabase = Database(os.path.join(folder, "pacs", "pacs.sqlite"))
+            make_sample_data(pacsDatabase)
+            pacs = QueryRetrieveSCP(pacsDatabase, QRConfig(ae_title="SELFTESTPACS", port=0, host="127.0.0.1"))
+            pacs.start()
+            widget = DICOMPlusWidget()
+            widget.setLogic(logic)
+            network = widget.network
+            network.addNode("Self-test PACS", "SELFTESTPACS", "127.0.0.1", pacs.port)
+            echoes = []
+            network.echoFinished.connect(lambda ok, message: echoes.append(ok))
+            network.onEcho()
+            self._waitFor(lambda: echoes, "the echo")
+            self.assertEqual(echoes, [True], network.echoText())
+            counts = []
+            network.queryFinished.connect(counts.append)
+            network.patientIDEdit.text = "DPLUS-002"
+            network.onQuery()
+            self._waitFor(lambda: counts, "the query")
+            self.assertEqual(counts, [1], network.statusText())
+            [(_, studyUID)] = network.results("study")
+            [series] = pacsDatabase.search("series", {"StudyInstanceUID": studyUID})
+            network.expandStudy(studyUID)
+            self._waitFor(lambda: network.results("series"), "the series of the study")
+            self.assertTrue(network.selectResult("series", series.SeriesInstanceUID))
+            network.retrieveSelected()
+            self._waitFor(lambda: not network.runningJobs(), "the retrieve")
+            self.assertEqual(widget.browser.entries("series"), [("series", series.SeriesInstanceUID)])
+            widget.loadEntries([("series", series.SeriesInstanceUID)])
+            self._waitFor(lambda: widget.activeJob is None, "loading the series")
+            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 1)
+        finally:
+            if widget is not None:
+                widget.cleanup()
+                widget.parent.deleteLater()
+            if pacs is not None:
+                pacs.stop()
+            if pacsDatabase is not None:
+                pacsDatabase.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("Network test passed")
 
     def _waitFor(self, condition, what, timeout=30.0):
         """Let the event loop run (timers, workers' results) until ``condition()`` (tests only)."""
