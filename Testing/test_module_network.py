@@ -55,13 +55,14 @@ def click(qtbot, button):
         button.click()
 
 
-def add_node_through_form(qtbot, network, name, ae, port):
+def add_node_through_form(qtbot, network, name, ae, port, method="C-GET"):
     click(qtbot, network.addButton)
     assert network.nodeForm.visible
     network.nodeNameEdit.text = name
     network.nodeAETitleEdit.text = ae
     network.nodeHostEdit.text = "127.0.0.1"
     network.nodePortSpinBox.value = port
+    network.nodeMethodCombo.currentIndex = network.nodeMethodCombo.findText(method)
     click(qtbot, network.saveNodeButton)
     assert not network.nodeForm.visible, network.echoText()
     assert network.currentNode() == name
@@ -211,6 +212,45 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
     [volume] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
     assert volume.GetImageData().GetDimensions()[2] == 2
     assert qt.QSettings().value("DICOMPlus/Network/AutoLoad") == "true"
+
+
+def test_retrieve_with_c_move_to_the_panel_listener(panel, qtbot, tmp_path):
+    """A node set to C-MOVE sends to the listener started in the panel (its AE title is the move
+    destination the sample PACS knows)."""
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.sample import make_sample_data
+
+    port = free_port()
+    db = Database(tmp_path / "pacs" / "pacs.sqlite")
+    make_sample_data(db)
+    config = QRConfig(ae_title="MOVEPACS", port=0, host="127.0.0.1",
+                      destinations=(Destination.parse(f"PANELMOVE@127.0.0.1:{port}"),))  # fmt: skip
+    scp = QueryRetrieveSCP(db, config).start()
+    try:
+        network = panel.network
+        add_node_through_form(qtbot, network, "Move PACS", "MOVEPACS", scp.port, method="C-MOVE")
+        assert panel.logic.node("Move PACS").retrieve_method.value == "C-MOVE"
+        network.listenerPortSpinBox.value = port
+        network.listenerAETitleEdit.text = "PANELMOVE"
+        click(qtbot, network.listenerButton)
+        assert panel.logic.listenerRunning()
+        network.patientIDEdit.text = "DPLUS-002"
+        assert query(qtbot, network) == 1
+        [(_, studyUID)] = network.results("study")
+        assert network.selectResult("study", studyUID)
+        click(qtbot, network.retrieveButton)
+        wait_for_jobs(qtbot, network)
+        expected = {i.SOPInstanceUID for s in db.search("series", {"StudyInstanceUID": studyUID})
+                    for i in db.instances(s.SeriesInstanceUID)}  # fmt: skip
+        got = {i.SOPInstanceUID for s in panel.logic.search("series", {"StudyInstanceUID": studyUID})
+               for i in panel.logic.database.instances(s.SeriesInstanceUID)}  # fmt: skip
+        assert got == expected and expected, network.statusText()
+        assert panel.browser.entries("study") == [("study", studyUID)]
+    finally:
+        panel.network.setListenerRunning(False)
+        scp.stop()
+        db.close()
 
 
 def test_failing_echo_says_why(panel, qtbot):

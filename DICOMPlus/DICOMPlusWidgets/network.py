@@ -132,6 +132,14 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.nodePortSpinBox.maximum = 65535
         self.nodePortSpinBox.value = 104
         form.addRow("Port:", self.nodePortSpinBox)
+        self.nodeMethodCombo = qt.QComboBox(self.nodeForm)
+        for method in ("C-GET", "C-MOVE"):
+            self.nodeMethodCombo.addItem(method)
+        self.nodeMethodCombo.toolTip = (
+            "C-GET brings the data back on the same connection; C-MOVE has the server send it to "
+            "our listener (start it below, and register its AE title, host and port on the server)"
+        )
+        form.addRow("Retrieve with:", self.nodeMethodCombo)
         formButtons = qt.QHBoxLayout()
         self.saveNodeButton = qt.QPushButton("Save node", self.nodeForm)
         self.saveNodeButton.connect("clicked(bool)", self.onSaveNode)
@@ -334,23 +342,25 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.nodeAETitleEdit.text = node.ae_title if node else ""
         self.nodeHostEdit.text = node.host if node else "127.0.0.1"
         self.nodePortSpinBox.value = node.port if node else 104
+        method = node.retrieve_method.value if node else "C-GET"
+        self.nodeMethodCombo.currentIndex = max(0, self.nodeMethodCombo.findText(method))
         self.nodeForm.show()
 
     def onSaveNode(self, *args):
         name = str(self.nodeNameEdit.text).strip()
         try:
             self.addNode(name, str(self.nodeAETitleEdit.text).strip(), str(self.nodeHostEdit.text).strip(),
-                         int(self.nodePortSpinBox.value))  # fmt: skip
+                         int(self.nodePortSpinBox.value), str(self.nodeMethodCombo.currentText))  # fmt: skip
         except Exception as exc:
             self.echoLabel.text = f"Cannot save the node: {exc}"
             return
         self.nodeForm.hide()
 
-    def addNode(self, name, aeTitle, host, port):
+    def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET"):
         """Add (or update) a node through the Logic and make it current."""
         if not name:
             raise ValueError("give the node a name")
-        self._logic.addNode(name, aeTitle, host, port)
+        self._logic.addNode(name, aeTitle, host, port, retrieveMethod=retrieveMethod)
         self.refreshNodes()
         self.setCurrentNode(name)
 
