@@ -319,6 +319,12 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
         logic = slicer.util.getModuleLogic("DICOMPlus")   # or DICOMPlusLogic()
         logic.importFolder(["/data/dicom"])                 # blocks; wait=False returns a Job
         studies = logic.search("study", {"PatientName": "DOE*"})
+        logic.addNode("pacs", "ORTHANC", "127.0.0.1", 4242)   # server nodes (nodes.json)
+        logic.echo("pacs").ok
+        found = logic.query("pacs", "study", {"PatientID": "123"})
+        logic.retrieve("pacs", studyUID=found[0].StudyInstanceUID)   # into the local database
+        logic.send("pacs", series="1.2.3")
+        logic.startListener(port=11112, aeTitle="DICOMPLUS")
 
     Long work runs in a DICOMPlusLib Job (a worker thread) when ``wait=False``; the widget polls
     the jobs from a QTimer on the main thread. Workers never touch MRML or Qt.

@@ -326,3 +326,17 @@ def test_orthanc_query_retrieve_load(panel, orthanc_session, qtbot, tmp_path):
     [volume] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
     voxels = slicer.util.arrayFromVolume(volume)
     np.testing.assert_array_equal(voxels, series.pixels)
+
+
+def test_query_shows_at_most_the_limit_and_says_so(panel, pacs, qtbot):
+    network = panel.network
+    network.addNode("Sample PACS", "SAMPLEPACS", "127.0.0.1", pacs.port)
+    network.QUERY_LIMIT = 2  # the sample PACS has 3 studies
+    assert query(qtbot, network) == 2
+    assert len(network.results("study")) == 2
+    assert "the first 2" in network.statusText()
+    # a query error (nothing listens on that port) is reported, not raised
+    network.addNode("Nowhere", "NOWHERE", "127.0.0.1", free_port())
+    assert query(qtbot, network) == -1
+    assert network.results("study") == []
+    assert network.statusText().startswith("Query failed"), network.statusText()

@@ -58,6 +58,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
     """
 
     AUTOLOAD_MS = 250
+    QUERY_LIMIT = 500  # studies shown at most; narrow the form to see others
 
     def __init__(self, logic, parent=None, activity=None):
         qt.QWidget.__init__(self, parent)
@@ -75,6 +76,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._queryNode = ""
         self._queryGeneration = 0
         self._querying = False
+        self._queryCancel = None
         self._jobs = []
         self._queue = WorkQueue("dicomplus-network")
         self._pump = QueuePump(self._queue, self._onWorkDone, self)
@@ -410,7 +412,13 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if not name:
             self.statusLabel.text = "Choose or add a server node first."
             return
+        from DICOMPlusLib.jobs import CancelToken
+
         criteria = self.criteria()
+        if self._queryCancel is not None:
+            self._queryCancel.cancel()  # a new query replaces the one running
+        cancel = self._queryCancel = CancelToken()
+        limit = self.QUERY_LIMIT
         self._queryGeneration += 1
         self._queryNode = name
         self.resultsTree.clear()
@@ -419,7 +427,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._querying = True
         self._updateButtons()
         logic = self._logic
-        self._queue.put(("query", self._queryGeneration), lambda: logic.query(name, "study", criteria))
+        work = lambda: logic.query(name, "study", criteria, limit=limit, cancel=cancel)  # noqa: E731
+        self._queue.put(("query", self._queryGeneration), work)
         self._pump.kick()
 
     def _onItemExpanded(self, item):
@@ -469,7 +478,10 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 return
             for study in value:
                 self._addStudy(study)
-            self.statusLabel.text = f"{len(value)} study(ies) on {self._queryNode}"
+            text = f"{len(value)} study(ies) on {self._queryNode}"
+            if len(value) >= self.QUERY_LIMIT:
+                text += f" (the first {self.QUERY_LIMIT}: narrow the query to see others)"
+            self.statusLabel.text = text
             self.queryFinished.emit(len(value))
         elif kind == "series":
             item = self._studyItems.get(key[2])
@@ -699,6 +711,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     def cleanup(self):
         """Stop the timers and the worker; stops the listener too."""
+        if self._queryCancel is not None:
+            self._queryCancel.cancel()
         self._pump.stop()
         stopTimer(self._autoLoadTimer)
         if self._ownActivity:
