@@ -239,7 +239,7 @@ def retrieve(
         if cancel.cancelled:
             raise _Cancelled("cancelled before it started")
         plan = make_plan(node, study_uid=study_uid, series_uids=series_uids, sop_uids=sop_uids,
-                         calling_ae=calling, timeout=timeout, cancel=cancel)  # fmt: skip
+                         calling_ae=calling, timeout=timeout, cancel=cancel, parallel=parallel)  # fmt: skip
     except _Cancelled:
         report.cancelled = True
         report.seconds = time.monotonic() - started

@@ -52,8 +52,9 @@ class Plan:
 
 
 def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[str], sop_uids: Sequence[str],
-              calling_ae: str, timeout: float, cancel: CancelToken) -> Plan:  # fmt: skip
-    """Find the series (and study) of the selection, then its instances (image-level C-FIND)."""
+              calling_ae: str, timeout: float, cancel: CancelToken, parallel: int = 1) -> Plan:  # fmt: skip
+    """Find the series (and study) of the selection, then its instances (image-level C-FIND;
+    the series are listed over up to ``parallel`` associations at once)."""
     from DICOMPlusLib.network.query import query
 
     def ask(level, criteria, **kw):
@@ -96,7 +97,7 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
     try:
         instances = [
             i
-            for i in _list_instances(node, plan.series, calling_ae, timeout, cancel)
+            for i in _list_all(node, plan.series, calling_ae, timeout, cancel, parallel)
             if not wanted or i.sop in wanted
         ]
         if cancel.cancelled:
@@ -111,6 +112,23 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
     if not instances and not wanted:
         raise RetrieveError(f"{node.name} ({node.address}) holds no instance of the selection")
     return plan
+
+
+def _list_all(node: RemoteNode, series: dict[str, str], calling_ae: str, timeout: float, cancel: CancelToken,
+              parallel: int) -> list[PlannedInstance]:  # fmt: skip
+    """The instances of every series, in selection order; several series are listed at once
+    when ``parallel`` allows (the PACS answers each C-FIND response by response: the waits add up)."""
+    workers = max(1, min(parallel, len(series)))
+    if workers == 1:
+        return _list_instances(node, series, calling_ae, timeout, cancel)
+    import concurrent.futures
+
+    items = list(series.items())
+    parts = [dict(items[k::workers]) for k in range(workers)]
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="dicomplus-plan") as pool:
+        found = list(pool.map(lambda part: _list_instances(node, part, calling_ae, timeout, cancel), parts))
+    order = {uid: k for k, uid in enumerate(series)}
+    return sorted((i for part in found for i in part), key=lambda i: order[i.series])
 
 
 def _list_instances(node: RemoteNode, series: dict[str, str], calling_ae: str, timeout: float,
