@@ -349,3 +349,24 @@ def test_query_shows_at_most_the_limit_and_says_so(panel, pacs, qtbot):
     assert query(qtbot, network) == -1
     assert network.results("study") == []
     assert network.statusText().startswith("Query failed"), network.statusText()
+
+
+def test_missing_network_packages_are_reported_on_the_main_thread(panel, qtbot, monkeypatch):
+    import threading
+
+    import slicer.packaging
+
+    calls = []
+
+    def refuse(requirements, **kwargs):
+        calls.append(threading.current_thread() is threading.main_thread())
+        raise RuntimeError("pynetdicom>=3 is not installed")
+
+    monkeypatch.setattr(slicer.packaging, "pip_ensure", refuse)
+    network = panel.network
+    network.addNode("Somewhere", "SOMEWHERE", "127.0.0.1", free_port())
+    click(qtbot, network.echoButton)
+    assert calls == [True]
+    assert "not installed" in network.echoText()
+    click(qtbot, network.queryButton)
+    assert calls == [True, True] and "not installed" in network.statusText()

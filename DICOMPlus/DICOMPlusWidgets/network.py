@@ -381,10 +381,22 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         name = self.currentNode()
         if not name:
             return
+        if not self._ensureDependencies(self.echoLabel):
+            return
         self.echoLabel.text = f"Echo {name}..."
         logic = self._logic
         self._queue.put(("echo", name), lambda: logic.echo(name))
         self._pump.kick()
+
+    def _ensureDependencies(self, label):
+        """Install the network packages on first use, here on the main thread (Slicer asks the
+        user in a dialog), never in a worker. False, with the reason in ``label``, if missing."""
+        try:
+            self._logic.ensureNetworkDependencies()
+        except Exception as exc:
+            label.text = f"The network needs packages that are not installed: {exc}"
+            return False
+        return True
 
     def echoText(self):
         return self.echoLabel.text
@@ -414,6 +426,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             return
         from DICOMPlusLib.jobs import CancelToken
 
+        if not self._ensureDependencies(self.statusLabel):
+            return
         criteria = self.criteria()
         if self._queryCancel is not None:
             self._queryCancel.cancel()  # a new query replaces the one running
