@@ -236,12 +236,6 @@ def test_latin1_answers_of_a_default_orthanc_are_decoded(orthanc_session, utf8_f
     assert study.PatientName == name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="database bug: database/headerscan._decode passes DICOM terms ('ISO_IR 192') to "
-    "pydicom.charset.decode_bytes, which wants Python codecs (convert_encodings first): "
-    "UTF-8 names are indexed as Latin-1",
-)
 def test_utf8_names_sample_pacs(tmp_path, utf8_files):
     db = Database(tmp_path / "db")
     db.import_paths([str(f) for _, f in utf8_files.values()])

@@ -14,6 +14,7 @@ walk raise :class:`ScanError`; the caller then falls back to pydicom.
 
 from __future__ import annotations
 
+import functools
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -79,7 +80,9 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
 
             with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
                 warnings.simplefilter("ignore")
-                text = decode_bytes(raw, charsets, {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C})
+                text = decode_bytes(
+                    raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
+                )
         else:
             text = raw.decode("latin-1")
     else:
@@ -88,6 +91,16 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     if vr not in (b"ST", b"LT", b"UT"):
         text = text.lstrip(" ") if vr != b"PN" else text
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _python_codecs(terms: tuple[str, ...]) -> list[str]:
+    """SpecificCharacterSet defined terms (PS3.3 C.12.1.1.2) -> Python codec names."""
+    from pydicom.charset import convert_encodings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_encodings(list(terms))
 
 
 def _skip_undefined(buf: bytes, pos: int, implicit: bool, little: bool) -> int:
