@@ -22,3 +22,28 @@ def test_links_and_images_in_docs_exist():
             if target.startswith(("http://", "https://")):
                 continue
             assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_benchmark_commands_in_performance_md_run(tmp_path):
+    """The commands docs/performance.md shows: --list names every benchmark it reports, and one
+    benchmark runs and records (the long `all` is the same loop over the listed names)."""
+    import subprocess
+    import sys
+
+    doc = (REPO_ROOT / "docs" / "performance.md").read_text()
+    listed = subprocess.run(
+        [sys.executable, "-m", "bench", "--list"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    names = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    for name in set(re.findall(r"python -m bench (\w+)", doc)) - {"all"}:
+        assert name in names, f"performance.md runs {name}, which --list does not know"
+    record = tmp_path / "floor.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "bench", "floor", "-r", "5", "--record", str(record)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert "floor" in record.read_text()
