@@ -137,6 +137,9 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.loadButton.connect("clicked(bool)", self.onLoadButton)
         self.ui.deleteButton.connect("clicked(bool)", self.onDeleteButton)
+        self.ui.exportVolumeSelector.setMRMLScene(slicer.mrmlScene)
+        self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
+        self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundleButton)
 
         self.activity.setStatus(
             _("Idle (DICOMPlusLib {version})").format(version=self.logic.libraryVersion())
@@ -201,6 +204,9 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadButton.enabled = hasSelection and not busy
         self.ui.deleteButton.enabled = hasSelection and not busy
         self.ui.importButton.enabled = not busy
+        hasStudy = self.selectedStudyUID() is not None
+        self.ui.exportButton.enabled = hasStudy and not busy
+        self.ui.saveBundleButton.enabled = hasStudy and not busy
 
     # -- import -------------------------------------------------------------------------------
     def onImportButton(self, *args):
@@ -273,6 +279,14 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         s.SeriesInstanceUID
                         for s in self.logic.search("series", {"StudyInstanceUID": study.StudyInstanceUID})
                     ]
+        bundles = [uid for uid in seriesUIDs if self.logic.isDataBundleSeries(uid)]
+        for uid in bundles:  # a Data Bundle is a scene: it is added to the scene, not read as voxels
+            self.logic.loadDataBundle(self.logic.database.instances(uid)[0].SOPInstanceUID, replace=False)
+        seriesUIDs = [uid for uid in seriesUIDs if uid not in bundles]
+        if bundles:
+            self.activity.setStatus(_("Loaded {count} Data Bundle(s)").format(count=len(bundles)))
+        if not seriesUIDs:
+            return None
         job = self.logic.readSeries(seriesUIDs, wait=False)
         return self.runJob(job, self.onLoadDone)
 
@@ -282,6 +296,55 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.showMessages([f"{name}: {getattr(w, 'message', w)}" for name, w in warnings])
         if nodes and nodes[0].IsA("vtkMRMLScalarVolumeNode") and slicer.app.layoutManager() is not None:
             slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
+
+    # -- export and Data Bundle ------------------------------------------------------------------
+    def selectedStudyUID(self):
+        """The study of the browser selection (a study, or the study of a series), else None."""
+        for level, key in self.selectedEntries():
+            if level == "study":
+                return key
+            if level == "series":
+                found = self.logic.search("series", {"SeriesInstanceUID": key})
+                if found:
+                    return found[0].StudyInstanceUID
+        return None
+
+    def onExportButton(self, *args):
+        """Export the chosen volume as a new series of the selected study (the browser refreshes)."""
+        node = self.ui.exportVolumeSelector.currentNode()
+        studyUID = self.selectedStudyUID()
+        if node is None or studyUID is None:
+            self.showMessages(
+                [_("Choose a volume, and select a study (or one of its series) in the browser.")]
+            )
+            return None
+        try:
+            result = self.logic.exportVolume(node, studyUID, modality=self.ui.exportModalityCombo.currentText)
+        except DICOMPlusLib.DICOMPlusError as error:
+            self.showMessages([str(error)])
+            return None
+        self.activity.setStatus(
+            _("Exported {name} as {count} file(s) into the study").format(
+                name=node.GetName(), count=len(result.files)
+            )
+        )
+        self.refreshBrowser()
+        return result
+
+    def onSaveBundleButton(self, *args):
+        """Save the scene as a Data Bundle into the selected study."""
+        studyUID = self.selectedStudyUID()
+        if studyUID is None:
+            self.showMessages([_("Select a study (or one of its series) in the browser first.")])
+            return None
+        try:
+            info = self.logic.saveDataBundle(studyUID)
+        except DICOMPlusLib.DICOMPlusError as error:
+            self.showMessages([str(error)])
+            return None
+        self.activity.setStatus(_("Saved the scene as a Data Bundle into the study"))
+        self.refreshBrowser()
+        return info
 
     # -- delete -------------------------------------------------------------------------------
     def onDeleteButton(self, *args):
@@ -750,6 +813,13 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic):
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
+
+    def isDataBundleSeries(self, seriesUID):
+        """True when the series holds a Slicer Data Bundle (ours or stock Slicer's)."""
+        from DICOMPlusLib.bundle import is_bundle
+
+        instances = self.database.instances(seriesUID)
+        return len(instances) == 1 and is_bundle(instances[0].path)
 
     def loadDataBundle(self, bundle, replace=False):
         """Load a Data Bundle (a file path, or the SOPInstanceUID of a stored one) into the scene:

@@ -100,3 +100,40 @@ def test_export_segmentation_as_dicom_seg(logic, tmp_path):
     assert int((pixels == 1).sum()) == int((labels == 1).sum())
     assert int((pixels == 2).sum()) == int((labels == 2).sum())
     assert slicer.mrmlScene.GetFirstNodeByName("DICOMPlusSegExport") is None
+
+
+def test_export_and_bundle_buttons_in_the_panel(dicomplus_module, qtbot, tmp_path, screenshot):
+    import qt
+    import slicer
+
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.logic.setDatabasePath(tmp_path / "wdb" / "dicomplus.sqlite")
+    try:
+        source = make_series(tmp_path / "src", n=4, rows=8, cols=8, patient_id="BTN1")
+        widget.importPaths([source.folder])
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=30_000)
+        assert not widget.ui.exportButton.enabled  # nothing selected yet
+        [node] = widget.logic.loadSeries(source.series_uid)
+        widget.browser.selectSeries(source.series_uid)
+        assert widget.ui.exportButton.enabled and widget.ui.saveBundleButton.enabled
+        widget.ui.exportVolumeSelector.setCurrentNode(node)
+        widget.ui.exportModalityCombo.currentIndex = 0  # CT
+        qtbot.mouseClick(widget.ui.exportButton, qt.Qt.LeftButton)
+        series = widget.logic.search("series", {"StudyInstanceUID": source.study_uid})
+        assert len(series) == 2 and "Exported" in widget.activity.status()
+        qtbot.mouseClick(widget.ui.saveBundleButton, qt.Qt.LeftButton)
+        series = widget.logic.search("series", {"StudyInstanceUID": source.study_uid})
+        bundle = next(s for s in series if s.Modality == "OT")
+        assert widget.logic.isDataBundleSeries(bundle.SeriesInstanceUID)
+        assert not widget.logic.isDataBundleSeries(source.series_uid)
+        widget.ui.networkCollapsibleButton.collapsed = True
+        widget.ui.previewCollapsibleButton.collapsed = True
+        widget.parent.resize(440, 900)
+        screenshot(widget.parent, "panel_export")
+        # loading the bundle series adds the scene back (one more copy of the volume)
+        before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        widget.loadEntries([("series", bundle.SeriesInstanceUID)])
+        assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before + 1
+    finally:
+        widget.cleanup()
