@@ -211,3 +211,39 @@ def test_retry_with_backoff_on_503(broken_server):
     with pytest.raises(QueryError, match="HTTP 503"):
         list(DicomwebClient(url, retries=2, backoff=0.01).search("instance", study_uid=s.study_uid))
     _Handler.busy_left = 0
+
+
+def test_dicomweb_node_in_the_cli(orthanc_factory, tmp_path, capsys, monkeypatch):
+    """`nodes add NAME --dicomweb URL` (with credentials), then query, retrieve and send through it."""
+    import os
+    import stat
+
+    from DICOMPlusLib.cli import main
+
+    secured = orthanc_factory(config={"AuthenticationEnabled": True, "RegisteredUsers": {"alice": "secret"}})
+    s = make_series(tmp_path / "s", n=3, rows=8, cols=8, patient_id="WEBCLI", seed=21)
+    nodes = str(tmp_path / "nodes.json")
+    db = str(tmp_path / "db")
+
+    def run(*argv):
+        code = main(list(argv))
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return out
+
+    run("nodes", "add", "web", "--dicomweb", secured.dicomweb_url, "--user", "alice", "--password", "secret",
+        "--nodes", nodes)  # fmt: skip
+    assert stat.S_IMODE(os.stat(nodes).st_mode) == 0o600  # credentials: owner only
+    os.environ["DICOMPLUS_NODES"] = nodes
+    try:
+        run("--db", db, "send", "web", str(s.folder))  # STOW-RS
+        studies = json.loads(run("query", "web", "PatientID=WEBCLI", "--json"))
+        assert [x["StudyInstanceUID"] for x in studies] == [s.study_uid]
+        report = json.loads(
+            run("--db", db, "retrieve", "web", "--series", s.series_uid, "--study", s.study_uid, "--json")
+        )
+        assert report["complete"] and report["done"] == 3
+        info = json.loads(run("--db", db, "info", "--json"))
+        assert info["instances"] == 3
+    finally:
+        del os.environ["DICOMPLUS_NODES"]

@@ -116,6 +116,34 @@ def cmd_listen(args) -> int:
 
 
 # -- send --------------------------------------------------------------------------------------
+def _send_stow(args, node, bar, token) -> int:
+    """Send to a DICOMweb node with STOW-RS."""
+    from DICOMPlusLib.database.indexer import iter_files
+    from DICOMPlusLib.network.dicomweb import client_for
+
+    if args.paths:
+        files = list(iter_files(args.paths))
+    else:
+        db = open_database(args)
+        series = (
+            [args.series]
+            if args.series
+            else [s.SeriesInstanceUID for s in db.search("series", {"StudyInstanceUID": args.study})]
+        )
+        files = [r.path for uid in series for r in db.instances(uid)]
+    try:
+        report = client_for(node).store(files, progress=bar, cancel=token)
+    finally:
+        bar.close()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(f"STOW-RS to {node.name}: {len(report.done)} stored, {len(report.failed)} failed")
+        for what, reason in report.failed.items():
+            print(f"  failed {what}: {reason}")
+    return 0 if not report.failed and not report.cancelled else 1
+
+
 def cmd_send(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network import send as sending
@@ -132,6 +160,8 @@ def cmd_send(args) -> int:
         progress=bar,
         cancel=token,
     )
+    if node.retrieve_method.value == "DICOMweb":
+        return _send_stow(args, node, bar, token)
     try:
         if args.paths:
             report = sending.send_paths(node, args.paths, **options)
@@ -201,6 +231,20 @@ def cmd_serve(args) -> int:
 def cmd_nodes_add(args) -> int:
     from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
 
+    if args.address is None:
+        if not args.dicomweb_url:
+            raise DICOMPlusError("give AE@HOST:PORT, or --dicomweb URL for a DICOMweb node")
+        node = RemoteNode.dicomweb(
+            args.name,
+            args.dicomweb_url,
+            token=args.token or "",
+            user=args.user or "",
+            password=args.password or "",
+        )
+        store = _nodes(args)
+        store.add(node, replace_existing=args.replace)
+        print(f"added {node.name}: DICOMweb {node.dicomweb_url} ({store.path})")
+        return 0
     parsed = RemoteNode.parse(args.address)
     node = RemoteNode(
         name=args.name,
@@ -211,6 +255,9 @@ def cmd_nodes_add(args) -> int:
         retrieve_method=RetrieveMethod.parse(args.retrieve),
         dicomweb_url=args.dicomweb_url or "",
         description=args.description or "",
+        dicomweb_token=args.token or "",
+        dicomweb_user=args.user or "",
+        dicomweb_password=args.password or "",
     )
     store = _nodes(args)
     store.add(node, replace_existing=args.replace)
@@ -301,10 +348,20 @@ def add_commands(sub) -> None:
     nodes_sub = p.add_subparsers(dest="nodes_command", metavar="ACTION", required=True)
     a = nodes_sub.add_parser("add", help="add a node")
     a.add_argument("name")
-    a.add_argument("address", metavar="AE@HOST:PORT")
+    a.add_argument(
+        "address", metavar="AE@HOST:PORT", nargs="?", help="omit for a DICOMweb-only node (--dicomweb)"
+    )
     a.add_argument("--tls", action="store_true", help="connect with TLS")
     a.add_argument("--retrieve", default="C-GET", help="C-GET (default), C-MOVE or DICOMweb")
-    a.add_argument("--dicomweb-url", help="DICOMweb service root, e.g. http://host:8042/dicom-web")
+    a.add_argument(
+        "--dicomweb",
+        "--dicomweb-url",
+        dest="dicomweb_url",
+        help="DICOMweb service root, e.g. http://host:8042/dicom-web",
+    )
+    a.add_argument("--token", help="DICOMweb bearer token")
+    a.add_argument("--user", help="DICOMweb user name (HTTP basic)")
+    a.add_argument("--password", help="DICOMweb password (HTTP basic)")
     a.add_argument("--description")
     a.add_argument("--replace", action="store_true", help="replace a node of the same name")
     a.add_argument("--nodes", help=nodes_help)

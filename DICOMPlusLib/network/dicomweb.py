@@ -563,6 +563,21 @@ class DicomwebClient:
                 report.done.append(sop)
 
 
+def client_for(node, *, timeout: float = 30.0) -> DicomwebClient:
+    """The DicomwebClient of a RemoteNode (its URL and credentials)."""
+    if not getattr(node, "dicomweb_url", ""):
+        raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
+    return DicomwebClient(
+        DicomwebEndpoint(
+            node.dicomweb_url,
+            token=node.dicomweb_token,
+            username=node.dicomweb_user,
+            password=node.dicomweb_password,
+            timeout=timeout,
+        )
+    )
+
+
 def _query_string(params: dict[str, object]) -> str:
     """Encode QIDO parameters, leaving the wildcards ``*`` and ``?`` and the list separator ``,``
     as they are (RFC 3986 allows them in a query; some servers, Orthanc 1.10 among them, do not
@@ -599,6 +614,7 @@ __all__ = [
     "DicomwebClient",
     "DicomwebEndpoint",
     "TransferReport",
+    "client_for",
     "iter_multipart",
     "record_from_json",
 ]

@@ -126,6 +126,11 @@ class RemoteNode:
     dicomweb_url: str = ""
     tls_settings: TLSSettings = field(default_factory=TLSSettings)
     description: str = ""
+    #: DICOMweb credentials: a bearer token, or a user name and password (HTTP basic). They are
+    #: stored in the node file, which is written readable by its owner only.
+    dicomweb_token: str = field(default="", repr=False)
+    dicomweb_user: str = ""
+    dicomweb_password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "called AE title"))
@@ -170,7 +175,34 @@ class RemoteNode:
             }
         if self.description:
             out["description"] = self.description
+        for key in ("dicomweb_token", "dicomweb_user", "dicomweb_password"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
         return out
+
+    @classmethod
+    def dicomweb(
+        cls, name: str, url: str, *, token: str = "", user: str = "", password: str = ""
+    ) -> RemoteNode:
+        """A DICOMweb-only node: queried with QIDO-RS, retrieved with WADO-RS, sent to with
+        STOW-RS. Its AE title, host and port are only placeholders derived from the URL."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise NetworkError(f"not a DICOMweb URL: {url!r} (expected http(s)://host[:port]/path)")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(
+            name=name,
+            ae_title="DICOMWEB",
+            host=parts.hostname,
+            port=port,
+            retrieve_method=RetrieveMethod.DICOMWEB,
+            dicomweb_url=url,
+            dicomweb_token=token,
+            dicomweb_user=user,
+            dicomweb_password=password,
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> RemoteNode:
@@ -185,6 +217,9 @@ class RemoteNode:
                 dicomweb_url=str(data.get("dicomweb_url", "")),
                 tls_settings=TLSSettings(**data.get("tls_settings", {})),
                 description=str(data.get("description", "")),
+                dicomweb_token=str(data.get("dicomweb_token", "")),
+                dicomweb_user=str(data.get("dicomweb_user", "")),
+                dicomweb_password=str(data.get("dicomweb_password", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise NetworkError(f"invalid node entry {data!r}: {exc}") from exc

@@ -20,7 +20,7 @@ def retrieve_dicomweb(node: RemoteNode, db: Database, report: RetrieveReport, *,
                       series_uids: list[str], sop_uids: list[str], resume: bool,
                       progress: ProgressCallback | None, cancel: CancelToken, timeout: float) -> None:  # fmt: skip
     """Fill ``report`` with a WADO-RS retrieve of the study or of each series."""
-    from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint
+    from DICOMPlusLib.network.dicomweb import client_for
 
     if not node.dicomweb_url:
         raise RetrieveError(f"node {node.name!r} has no DICOMweb URL: add one, or retrieve with get or move")
@@ -28,7 +28,7 @@ def retrieve_dicomweb(node: RemoteNode, db: Database, report: RetrieveReport, *,
         raise RetrieveError(
             "DICOMweb retrieve of single instances is not supported here: retrieve their series"
         )
-    client = DicomwebClient(DicomwebEndpoint(node.dicomweb_url, timeout=timeout))
+    client = client_for(node, timeout=timeout)
     targets: list[tuple[str, str | None]] = []
     try:
         for series in series_uids:

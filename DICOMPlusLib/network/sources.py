@@ -65,13 +65,14 @@ class DicomwebSource:
     are the distinct patients of the matching studies."""
 
     def __init__(self, node: RemoteNode | str, *, timeout: float = 30.0) -> None:
-        from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint
+        from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint, client_for
 
-        url = node if isinstance(node, str) else node.dicomweb_url
-        if not url:
-            raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
-        self.name = url if isinstance(node, str) else node.name
-        self.client = DicomwebClient(DicomwebEndpoint(url, timeout=timeout))
+        if isinstance(node, str):
+            self.name = node
+            self.client = DicomwebClient(DicomwebEndpoint(node, timeout=timeout))
+        else:
+            self.name = node.name
+            self.client = client_for(node, timeout=timeout)
 
     def search(self, level, criteria=None, *, limit=None) -> Iterator:
         level = QueryLevel.parse(level)
