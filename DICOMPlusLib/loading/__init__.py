@@ -1,27 +1,35 @@
-"""Series to correctly oriented volumes: grouping, geometry (LPS), pixels, previews, writers."""
+"""Series to correctly oriented volumes: grouping, geometry (LPS), pixels, previews, writers.
 
-from DICOMPlusLib.loading.api import (
-    inspect,
-    load,
-    load_folder,
-    load_series,
-    plan_folder,
-    plan_paths,
-    plan_series,
-)
-from DICOMPlusLib.loading.models import Frame, LoadWarning, SpacingReport, Volume, VolumeInfo
+Names are imported on first use, so that the command line (which imports every command module
+to build its parser) does not pay for numpy when it only reads the database.
+"""
 
-__all__ = [
-    "Frame",
-    "LoadWarning",
-    "SpacingReport",
-    "Volume",
-    "VolumeInfo",
-    "inspect",
-    "load",
-    "load_folder",
-    "load_series",
-    "plan_folder",
-    "plan_paths",
-    "plan_series",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "inspect": "api",
+    "load": "api",
+    "load_folder": "api",
+    "load_series": "api",
+    "plan_folder": "api",
+    "plan_paths": "api",
+    "plan_series": "api",
+    "Frame": "models",
+    "LoadWarning": "models",
+    "SpacingReport": "models",
+    "Volume": "models",
+    "VolumeInfo": "models",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
