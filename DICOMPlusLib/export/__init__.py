@@ -6,7 +6,7 @@ without importing pydicom. The SEG writer (:mod:`.seg`) also needs highdicom.
 
 from __future__ import annotations
 
-import importlib
+from DICOMPlusLib._lazy import lazy_getattr
 
 _EXPORTS = {
     "SliceGeometry": "geometry",
@@ -33,8 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ to build its parser) does not pay for numpy when it only reads the database.
 
 from __future__ import annotations
 
-import importlib
+from DICOMPlusLib._lazy import lazy_getattr
 
 _EXPORTS = {
     "inspect": "api",
@@ -26,10 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
