@@ -11,6 +11,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+# Query/Retrieve information models (PS3.4 C.6.1, C.6.2)
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
 # Command Field values (PS3.7 E.1-1)
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001

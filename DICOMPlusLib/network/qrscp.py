@@ -21,6 +21,14 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network.dimse import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
+    PATIENT_ROOT_FIND,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+)
 from DICOMPlusLib.network.nodes import TLSSettings, check_ae_title, check_port
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier
 
@@ -32,12 +40,6 @@ logger = logging.getLogger(__name__)
 SAMPLE_AE_TITLE = "DICOMPLUSPACS"
 SAMPLE_PORT = 11113
 
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 _PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
 _LEVELS = {"PATIENT": QueryLevel.PATIENT, "STUDY": QueryLevel.STUDY, "SERIES": QueryLevel.SERIES,
            "IMAGE": QueryLevel.INSTANCE}  # fmt: skip
