@@ -75,6 +75,17 @@ def _json_default(value):
     return str(value)
 
 
+def print_table(rows: list[dict], columns: list[str], keys: list[tuple[str, str]] = ()) -> None:
+    """Records as tab-separated columns, plus the columns of the query keys they carry."""
+    if not rows:
+        print("no match")
+        return
+    columns = columns + [k for k, _ in keys if k not in columns and k in rows[0]]
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(str(row.get(c, "")) for c in columns))
+
+
 def parse_keys(items: list[str]) -> list[tuple[str, str]]:
     keys = []
     for item in items:

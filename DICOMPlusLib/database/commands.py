@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json
+from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json, print_table
 
 
 def cmd_import(args) -> int:
@@ -53,9 +53,6 @@ def cmd_search(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    if not rows:
-        print("no match")
-        return 0
     columns = {
         "patient": ["PatientID", "PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies"],
         "study": [
@@ -76,11 +73,7 @@ def cmd_search(args) -> int:
         ],
         "instance": ["SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID", "path"],
     }[args.level]
-    extra = [k for k, _ in parse_keys(args.keys) if k not in columns and rows and k in rows[0]]
-    columns = columns + extra
-    print("\t".join(columns))
-    for row in rows:
-        print("\t".join(str(row.get(c, "")) for c in columns))
+    print_table(rows, columns, parse_keys(args.keys))
     return 0
 
 

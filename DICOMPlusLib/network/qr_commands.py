@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json
+from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json, print_table
 from DICOMPlusLib.errors import DICOMPlusError
 
 EXIT_FAILED = 1
@@ -63,14 +63,7 @@ def cmd_query(args) -> int:
     if args.json:
         print_json(rows)
         return 0
-    if not rows:
-        print("no match")
-        return 0
-    columns = _COLUMNS[args.level]
-    columns = columns + [k for k, _ in keys if k not in columns and k in rows[0]]
-    print("\t".join(columns))
-    for row in rows:
-        print("\t".join(str(row.get(c, "")) for c in columns))
+    print_table(rows, _COLUMNS[args.level], keys)
     if args.limit is not None and len(rows) >= args.limit:
         print(f"(stopped at --limit {args.limit})")
     return 0
