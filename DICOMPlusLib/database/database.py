@@ -312,10 +312,13 @@ class Database:
     @staticmethod
     def _record_source(conn: sqlite3.Connection, item: ParsedFile, sop: str | None, reason: str) -> None:
         if item.source:
-            conn.execute(
-                "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
-                (os.path.abspath(item.source), item.size, item.mtime, sop, reason),
-            )
+            record_source(conn, item.source, item.size, item.mtime, sop, reason)
+
+    def remember_source(self, path: str, size: int, mtime: float, reason: str) -> None:
+        """Remember a file that was seen and skipped (``reason``), so an unchanged copy of it is
+        not read again by the next import."""
+        with self.write() as conn:
+            record_source(conn, path, size, mtime, None, reason)
 
     @staticmethod
     def _upsert_patient(conn: sqlite3.Connection, v: dict) -> int:
@@ -558,6 +561,16 @@ class Database:
             removed = self.store.remove(path) if self.store.contains(path) else _remove_user_file(path)
             (report.files_removed if removed else report.files_kept).append(path)
         return report
+
+
+def record_source(
+    conn: sqlite3.Connection, path: str, size: int, mtime: float, sop: str | None, reason: str
+) -> None:
+    """What an import saw at ``path`` (size and mtime decide "unchanged" next time)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
+        (os.path.abspath(path), size, mtime, sop, reason),
+    )
 
 
 def _remove_user_file(path: str) -> bool:

@@ -290,8 +290,4 @@ def _remember_skipped(db: Database, item: SkippedFile) -> None:
         st = os.stat(item.path)
     except OSError:
         return
-    with db.write() as conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
-            (os.path.abspath(item.path), st.st_size, st.st_mtime, None, item.reason),
-        )
+    db.remember_source(item.path, st.st_size, st.st_mtime, item.reason)
