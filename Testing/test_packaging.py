@@ -87,7 +87,8 @@ def test_every_file_is_listed_and_installed(packaged: PackagingReport):
     expected = packaged.expected
     assert f"{LIBRARY_DIR}/__init__.py" in expected
     assert all(name in expected for name in MODULE_FILES)
-    assert expected["Resources/requirements.txt"] == "Resources/requirements.txt"
+    for name in ("requirements-network.txt", "requirements-decoders.txt"):
+        assert expected[f"Resources/{name}"] == f"Resources/{name}"
 
 
 def test_modules_are_built_the_slicer_way(packaged: PackagingReport):
@@ -145,12 +146,18 @@ def test_listing_a_file_that_does_not_exist_fails_configure(tmp_path: Path):
 
 
 def test_requirements_match_pyproject():
-    """Resources/requirements.txt holds exactly the dependencies Slicer does not bundle."""
+    """Resources/requirements-*.txt hold exactly the dependencies Slicer does not bundle."""
     tomllib = pytest.importorskip("tomllib")
     bundled_by_slicer = {"pydicom", "numpy", "simpleitk", "highdicom", "requests"}
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     declared = {_requirement_name(r): r.replace(" ", "") for r in pyproject["project"]["dependencies"]}
-    lines = (REPO_ROOT / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    lines = [
+        line
+        for purpose in ("network", "decoders")
+        for line in (REPO_ROOT / "Resources" / f"requirements-{purpose}.txt")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    ]
     required = {
         _requirement_name(line): line.replace(" ", "")
         for line in (raw.strip() for raw in lines)
@@ -281,7 +288,7 @@ def test_installed_module_loads_in_the_harness(packaged: PackagingReport, reques
 
         widget = module.DICOMPlusWidget()
         qtbot.addWidget(widget.parent)
-        for resource in ("UI/DICOMPlus.ui", "Icons/DICOMPlus.png", "requirements.txt"):
+        for resource in ("UI/DICOMPlus.ui", "Icons/DICOMPlus.png", "requirements-network.txt"):
             path = Path(widget.resourcePath(resource))
             assert path == installed / "Resources" / resource
             assert path.is_file(), path

@@ -16,6 +16,11 @@ import DICOMPlusLib
 
 __all__ = [
     "addVolumeNode",
+    "exportSegmentation",
+    "exportVolume",
+    "isDataBundleSeries",
+    "loadDataBundle",
+    "saveDataBundle",
     "placeInSubjectHierarchy",
     "segmentationLabelmap",
     "setDisplay",
@@ -170,3 +175,13 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
         return labelmap.copy(), ijkToLPS, segments
     finally:
         slicer.mrmlScene.RemoveNode(labelmapNode)
+
+
+# Scene <-> database exchange (export, Data Bundle): after the names it uses are defined.
+from .exchange import (  # noqa: E402
+    exportSegmentation,
+    exportVolume,
+    isDataBundleSeries,
+    loadDataBundle,
+    saveDataBundle,
+)

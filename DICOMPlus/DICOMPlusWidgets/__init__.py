@@ -37,8 +37,10 @@ This package sits in the DICOMPlus module folder, which Slicer puts on sys.path;
 not a top-level .py file, so Slicer does not take it for a module of its own.
 """
 
+from . import engine
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
+from .logic import EngineLogic
 from .network import DICOMPlusNetworkWidget
 from .preview import DICOMPlusPreviewWidget
 from .signals import Signal
@@ -50,5 +52,6 @@ __all__ = [
     "DICOMPlusNetworkWidget",
     "DICOMPlusPreviewWidget",
     "DICOMPlusSliceView",
+    "EngineLogic",
     "Signal",
 ]
