@@ -13,8 +13,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from DICOMPlusLib.loading import load_series
 from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.loading import load_series
 
 SERIES = ("dev_ct_gantry_tilt", "dev_mr_4d_fmri")
 

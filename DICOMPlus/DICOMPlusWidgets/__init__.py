@@ -54,4 +54,5 @@ __all__ = [
     "DICOMPlusSliceView",
     "EngineLogic",
     "Signal",
+    "engine",
 ]
