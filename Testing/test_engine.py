@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.engine import protocol
 from DICOMPlusLib.engine.client import SubprocessEngine, engine_environment
 from DICOMPlusLib.errors import CancelledError, DICOMPlusError, EngineError, LoadError
 from DICOMPlusLib.jobs import JobState
 from DICOMPlusLib.network.listener import ListenerConfig
-from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT
 
 
 @pytest.fixture
