@@ -180,7 +180,9 @@ def test_killing_the_slicer_side_leaves_no_engine(tmp_path):
         [
             sys.executable,
             "-c",
-            HOST.format(stubs=str(REPO_ROOT / "Testing" / "slicer_stubs"), module=str(REPO_ROOT / "DICOMPlus")),
+            HOST.format(
+                stubs=str(REPO_ROOT / "Testing" / "slicer_stubs"), module=str(REPO_ROOT / "DICOMPlus")
+            ),
         ],
         stdout=subprocess.PIPE,
         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},

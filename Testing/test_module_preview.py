@@ -261,6 +261,7 @@ def test_pan_and_zoom_change_the_view_transform(preview, qtbot, manifest):
     assert preview.currentSlice() == 0
     wheel(view, 120)
     assert preview.currentSlice() == 1
+    qtbot.waitUntil(preview.isSliceReady, timeout=30_000)  # decoded in the engine
     qtbot.mouseDClick(view, qt.Qt.LeftButton, pos=start)
     reset = view.viewTransform()
     assert (reset.m11(), reset.dx(), reset.dy()) == pytest.approx((fitted.m11(), fitted.dx(), fitted.dy()))

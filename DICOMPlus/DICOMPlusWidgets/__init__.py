@@ -29,7 +29,7 @@ The DICOMPlus panel is made of these; another module embeds them the same way::
 
 Signals are :class:`Signal` objects (plain Python, because PythonQt cannot add Qt signals to a
 Python class): ``widget.signalName.connect(slot)``. Everything is driven from the Qt main thread;
-work (headers, pixels, thumbnails) runs in worker threads that never touch Qt or MRML, and the
+work (headers, pixels, thumbnails, import, network) runs in the DICOMPlus engine process, and the
 widgets collect the results with QTimers. Call ``cleanup()`` on a widget when its host goes away
 to stop its timers and workers.
 

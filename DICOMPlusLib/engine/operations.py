@@ -68,6 +68,32 @@ def load(task: Task) -> list[tuple[str, list[VolumeFile] | LoadError]]:
     return out
 
 
+@operation("preview_plan")
+def preview_plan(task: Task):
+    """What the preview shows first: (SeriesRecord, [VolumeInfo], windows) of ``series``."""
+    from DICOMPlusLib.loading.preview import plan_preview
+
+    return plan_preview(task.database(), task.args["series"])
+
+
+@operation("frame")
+def frame(task: Task):
+    """The output values of one ``frame`` (a loading Frame): a 2D (or RGB) array."""
+    from DICOMPlusLib.loading.pixels import read_frame
+
+    return read_frame(task.args["frame"])
+
+
+@operation("thumbnail")
+def thumbnail(task: Task) -> bytes:
+    """The PNG thumbnail of ``series`` of ``db`` (``size`` pixels; cached beside the database)."""
+    from DICOMPlusLib.loading.preview import DEFAULT_SIZE, series_thumbnail
+
+    return series_thumbnail(
+        task.database(), task.args["series"], size=int(task.args.get("size", DEFAULT_SIZE))
+    )
+
+
 @operation("echo")
 def echo(task: Task):
     """C-ECHO ``node`` (a RemoteNode): EchoResult."""
