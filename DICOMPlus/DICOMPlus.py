@@ -543,21 +543,18 @@ class DICOMPlusTest(ScriptedLoadableModuleTest):
         import shutil
 
         folder = self._folder()
-        pacs = pacsDatabase = None
+        logic = DICOMPlusLogic(
+            os.path.join(folder, "db", "dicomplus.sqlite"), os.path.join(folder, "nodes.json")
+        )
         try:
-            logic = DICOMPlusLogic(
-                os.path.join(folder, "db", "dicomplus.sqlite"), os.path.join(folder, "nodes.json")
-            )
             logic.ensureNetworkDependencies()
-            from DICOMPlusLib.database import Database
-            from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
-            from DICOMPlusLib.network.sample import make_sample_data
+            from DICOMPlusLib.network.qrscp import QRConfig
 
-            pacsDatabase = Database(os.path.join(folder, "pacs", "pacs.sqlite"))
-            make_sample_data(pacsDatabase)
-            pacs = QueryRetrieveSCP(pacsDatabase, QRConfig(ae_title="SELFTESTPACS", port=0, host="127.0.0.1"))
-            pacs.start()
-            logic.addNode("Self-test PACS", "SELFTESTPACS", "127.0.0.1", pacs.port)
+            # the sample PACS runs in the engine too: a Python thread here would starve
+            config = QRConfig(ae_title="SELFTESTPACS", port=0, host="127.0.0.1")
+            pacsDB = os.path.join(folder, "pacs", "pacs.sqlite")
+            port = logic.engine.call("pacs", {"db": pacsDB, "config": config, "sample": True}, timeout=60)
+            logic.addNode("Self-test PACS", "SELFTESTPACS", "127.0.0.1", port)
             self.assertTrue(logic.echo("Self-test PACS").get(30).ok)
             [study] = logic.query("Self-test PACS", "study", {"PatientID": "DPLUS-002"}).get(30)
             [series] = logic.query(
@@ -566,12 +563,9 @@ class DICOMPlusTest(ScriptedLoadableModuleTest):
             logic.retrieve("Self-test PACS", study.StudyInstanceUID, [series.SeriesInstanceUID]).get(60)
             self.assertEqual(len(logic.database.instances(series.SeriesInstanceUID)), 20)
             self.assertEqual(len(logic.loadSeries(series.SeriesInstanceUID)), 1)
-            logic.close()
         finally:
-            if pacs is not None:
-                pacs.stop()
-            if pacsDatabase is not None:
-                pacsDatabase.close()
+            logic.engine.call("pacs_stop")
+            logic.close()
             shutil.rmtree(folder, ignore_errors=True)
 
     def _waitFor(self, condition, what, timeout=60.0):

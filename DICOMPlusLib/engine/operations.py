@@ -205,6 +205,30 @@ def listener_state(task: Task) -> dict:
     return {"running": running, "port": listener.port if running else 0}
 
 
+@operation("pacs")
+def pacs(task: Task) -> int:
+    """Start a Query/Retrieve SCP over ``db`` (``config``: a QRConfig; ``sample``: add the sample
+    patients first), the sample PACS of the panel and of the module's self-test; returns its
+    port. One per engine: a second call replaces the first."""
+    from DICOMPlusLib.network.qrscp import QueryRetrieveSCP
+    from DICOMPlusLib.network.sample import make_sample_data
+
+    engine = task.engine
+    engine.stop_pacs()
+    db = task.database()
+    if task.args.get("sample"):
+        make_sample_data(db)
+    server = QueryRetrieveSCP(db, task.args["config"])
+    server.start()
+    engine.pacs = server
+    return server.port
+
+
+@operation("pacs_stop")
+def pacs_stop(task: Task) -> None:
+    task.engine.stop_pacs()
+
+
 @operation("fail")
 def fail(task: Task) -> None:
     """Raise the DICOMPlus error ``message`` (hosts test their error path with it)."""

@@ -124,6 +124,7 @@ class Engine:
         self._databases: dict[str, Any] = {}
         self.listener = None
         self._listener_subscription = None
+        self.pacs = None
 
     # -- output ------------------------------------------------------------------------------
     def send(self, message: dict) -> None:
@@ -205,6 +206,7 @@ class Engine:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.stop_listener()
+        self.stop_pacs()
         with self._lock:
             databases, self._databases = list(self._databases.values()), {}
         for db in databases:
@@ -219,6 +221,11 @@ class Engine:
             listener.stop()
         if subscription is not None:
             subscription.close()
+
+    def stop_pacs(self) -> None:
+        server, self.pacs = self.pacs, None
+        if server is not None:
+            server.stop()
 
 
 def die_with_parent() -> None:
