@@ -33,6 +33,7 @@ import types as _types
 _os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import ctk as _ctk  # registers the ctk stand-ins for .ui loading
+import pythonqt_gil as _pythonqt_gil
 import qt as _qt
 import slicer_core as _core
 
@@ -75,7 +76,8 @@ class qSlicerApplication(_qt.QApplication):
     Provides ``testingEnabled()`` (True), ``temporaryPath``, ``applicationLogic()``,
     ``mrmlScene()``, ``moduleManager()``, ``settings()``/``userSettings()`` (a QSettings in the
     temporary INI), ``layoutManager()``/``mainWindow()``/``pythonConsole()`` (None), signals
-    ``startupCompleted()`` and ``urlReceived(QString)``.
+    ``startupCompleted()`` and ``urlReceived(QString)``. ``processEvents()`` keeps the GIL while
+    the PythonQt GIL mode is on (pythonqt_gil.py beside this folder), as PythonQt does.
     """
 
     startupCompleted = _qt.Signal()
@@ -94,6 +96,12 @@ class qSlicerApplication(_qt.QApplication):
         return self._temporaryPath
 
     temporaryPath = _qt.Property(str, _getTemporaryPath)
+
+    def processEvents(self, *args):
+        if _pythonqt_gil.enabled():
+            _pythonqt_gil.process_events(*args)
+        else:
+            _qt.QApplication.processEvents(*args)
 
     def testingEnabled(self):
         return self._testingEnabled
