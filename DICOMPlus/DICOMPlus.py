@@ -117,6 +117,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundleButton)
         self.activity.setStatus(_("Idle (DICOMPlusLib {version})").format(version=DICOMPlusLib.__version__))
+        self.logic.engine.start()  # returns at once; warm for the first task
         self.refreshBrowser()
         self.updateButtonStates()
 
@@ -431,7 +432,8 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic, DICOMPlusWidgets.EngineLogic):
                 volume = volumeFile.open()
                 name = DICOMPlusMRML.volumeName(series, volume, index, len(volumes))
                 node = DICOMPlusMRML.addVolumeNode(volume, name)
-                DICOMPlusMRML.placeInSubjectHierarchy(node, volume, study, series)
+                header = self.database.header(volume.sop_uids[0])  # stored bytes: no file read
+                DICOMPlusMRML.placeInSubjectHierarchy(node, volume, study, series, header=header)
                 warnings += [(name, warning) for warning in volume.warnings]
                 nodes.append(node)
         for folder in folders:

@@ -44,7 +44,9 @@ def load(task: Task) -> list[tuple[str, list[VolumeFile] | LoadError]]:
     import numpy as np
 
     from DICOMPlusLib.loading import load_many
+    from DICOMPlusLib.loading.decoders import refresh_plugins
 
+    refresh_plugins()  # decoders the host installed since this engine started
     db = task.database()
     folder = task.args.get("folder") or tempfile.mkdtemp(prefix="dicomplus-load-")
     os.makedirs(folder, exist_ok=True)
@@ -79,16 +81,20 @@ def preview_plan(task: Task):
 @operation("frame")
 def frame(task: Task):
     """The output values of one ``frame`` (a loading Frame): a 2D (or RGB) array."""
+    from DICOMPlusLib.loading.decoders import refresh_plugins
     from DICOMPlusLib.loading.pixels import read_frame
 
+    refresh_plugins()
     return read_frame(task.args["frame"])
 
 
 @operation("thumbnail")
 def thumbnail(task: Task) -> bytes:
     """The PNG thumbnail of ``series`` of ``db`` (``size`` pixels; cached beside the database)."""
+    from DICOMPlusLib.loading.decoders import refresh_plugins
     from DICOMPlusLib.loading.preview import DEFAULT_SIZE, series_thumbnail
 
+    refresh_plugins()
     return series_thumbnail(
         task.database(), task.args["series"], size=int(task.args.get("size", DEFAULT_SIZE))
     )
