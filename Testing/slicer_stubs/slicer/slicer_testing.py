@@ -72,7 +72,8 @@ class qSlicerModuleManager(_qt.QObject):
 class qSlicerApplication(_qt.QApplication):
     """``slicer.app``: a QApplication in testing mode.
 
-    Provides ``testingEnabled()`` (True), ``temporaryPath``, ``applicationLogic()``,
+    Provides ``testingEnabled()`` (True), ``temporaryPath``, ``majorVersion``/``minorVersion``
+    (5.12), ``applicationLogic()``,
     ``mrmlScene()``, ``moduleManager()``, ``settings()``/``userSettings()`` (a QSettings in the
     temporary INI), ``layoutManager()``/``mainWindow()``/``pythonConsole()`` (None), signals
     ``startupCompleted()`` and ``urlReceived(QString)``.
@@ -94,6 +95,9 @@ class qSlicerApplication(_qt.QApplication):
         return self._temporaryPath
 
     temporaryPath = _qt.Property(str, _getTemporaryPath)
+    # The Slicer these stubs stand for (qSlicerCoreApplication's majorVersion/minorVersion).
+    majorVersion = _qt.Property(int, lambda self: 5)
+    minorVersion = _qt.Property(int, lambda self: 12)
 
     def testingEnabled(self):
         return self._testingEnabled
