@@ -19,7 +19,18 @@ from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import *
 from slicer.util import VTKObservationMixin
 
-import DICOMPlusLib
+try:
+    import DICOMPlusLib
+except ModuleNotFoundError as _error:
+    # From a clone (Slicer --additional-module-paths <clone>/DICOMPlus) Slicer appends only this
+    # folder to sys.path; the library is its sibling <clone>/DICOMPlusLib. Installed, it is here.
+    _clone = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if _error.name != "DICOMPlusLib" or not os.path.isdir(os.path.join(_clone, "DICOMPlusLib")):
+        raise
+    import sys
+
+    sys.path.append(_clone)
+    import DICOMPlusLib
 
 
 def _importPackage(name):
