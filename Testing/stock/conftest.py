@@ -36,7 +36,7 @@ from stock_support import NOT_IN_STOCK_SLICER, REPO_ROOT, forget_path_entries, p
 sys.path[:] = [entry for entry in sys.path if not provides_library(entry)]
 
 # The harness first: it sets Qt's platform and puts the slicer stubs on sys.path.
-pytest_plugins = ["dicomplus_testing.harness", "dicomplus_testing.data"]
+pytest_plugins = ["dicomplus_testing.harness", "dicomplus_testing.data", "dicomplus_testing.peers"]
 
 from dicomplus_testing.packaging import PackagingError, check_packaging, cmake_executable  # noqa: E402
 from dicomplus_testing.util import missing  # noqa: E402
