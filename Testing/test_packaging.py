@@ -180,29 +180,6 @@ def _requirement_name(requirement: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def test_catalog_entry_follows_the_extensions_index_schema():
-    """Resources/DICOMPlus.json: keys of Slicer's slicer-extension-catalog-entry-schema v1.0.2."""
-    entry = json.loads((REPO_ROOT / "Resources" / "DICOMPlus.json").read_text(encoding="utf-8"))
-    allowed = {
-        "$schema",
-        "category",
-        "scm_url",
-        "scm_revision",
-        "scm_type",
-        "build_dependencies",
-        "dicom_support_rule",
-        "build_subdirectory",
-        "enabled",
-        "tier",
-    }
-    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
-    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
-    assert entry["category"] == "Informatics"
-    assert entry["scm_type"] in ("git", "local")
-    assert isinstance(entry["build_dependencies"], list)
-    assert 1 <= entry["tier"] <= 5
-
-
 def test_installed_library_imports_from_the_install_tree(packaged: PackagingReport, tmp_path: Path):
     """Every DICOMPlusLib module imports from qt-scripted-modules, not from the source tree.
 
