@@ -83,9 +83,12 @@ def stock_packaging(slicer_app, tmp_path_factory):
     _stock_packaging.configure(stub, wheelhouse, tmp_path_factory.mktemp("site-overlay"))
     sys.modules["slicer.packaging"] = _stock_packaging
     slicer.packaging = _stock_packaging
-    yield _stock_packaging
-    sys.modules["slicer.packaging"] = stub
-    slicer.packaging = stub
+    try:
+        yield _stock_packaging
+    finally:
+        _stock_packaging.release()
+        sys.modules["slicer.packaging"] = stub
+        slicer.packaging = stub
 
 
 class User:

@@ -7,9 +7,11 @@ both at the edge:
 
 * the download: pip runs with ``--no-index --find-links <wheelhouse>``, the wheels that
   Testing/stock/setup_venv.sh downloaded for Resources/requirements-*.txt;
-* the destination: ``--prefix <overlay>``, a throwaway folder added to sys.path with
-  ``site.addsitedir`` (as if it were Slicer's site-packages), so the stock venv stays stock for
+* the destination: ``--prefix <overlay>``, a throwaway folder, so the stock venv stays stock for
   the next run. pip resolves against the stock venv, so what is there is not installed again.
+  As if it were Slicer's site-packages, the overlay is added to this process's sys.path with
+  ``site.addsitedir`` and, for child processes (the engine runs Slicer's Python), named in a
+  ``.pth`` file of the venv's site-packages for the session (:func:`configure`/:func:`release`).
 
 Slicer's testing mode would skip ``pip_ensure`` (log and return None); the tier is a user's
 Slicer, so it asks through ``slicer.util.confirmOkCancelDisplay``, which the tests answer.
@@ -36,12 +38,23 @@ installs: list[list[str]] = []
 _stub = None  # the harness's slicer.packaging, for load_requirements and pip_check
 
 
+# In the venv's site-packages while a session runs: every Python of the venv sees the overlay.
+OVERLAY_PTH = Path(sysconfig.get_path("purelib")) / "_dicomplus_stock_overlay.pth"
+
+
 def configure(stub, wheelhouse_dir: Path, overlay_dir: Path) -> None:
     """Take over from the harness stub ``stub``: install from ``wheelhouse_dir`` into ``overlay_dir``."""
     global _stub, wheelhouse, overlay
     _stub, wheelhouse, overlay = stub, Path(wheelhouse_dir), Path(overlay_dir)
     if not any(wheelhouse.glob("*.whl")):
         raise RuntimeError(f"no wheels in {wheelhouse}: run Testing/stock/setup_venv.sh")
+    # site.py skips a .pth line naming a folder that does not exist (yet, or any more).
+    OVERLAY_PTH.write_text(f"{site_packages()}\n", encoding="utf-8")
+
+
+def release() -> None:
+    """Forget the overlay for child processes (end of the session)."""
+    OVERLAY_PTH.unlink(missing_ok=True)
 
 
 def site_packages() -> Path:

@@ -10,6 +10,8 @@ the network, then the module's own self-test, which needs the network packages.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -103,6 +105,9 @@ def test_network_panel_asks_before_installing_pynetdicom_and_works_after(
         assert len(user.asked) == 2
         assert any("pynetdicom" in line for lines in stock_packaging.installs for line in lines)
         assert importlib.util.find_spec("pynetdicom") is not None
+        # A child process of the venv's Python (the engine runs Slicer's) sees it too.
+        child = subprocess.run([sys.executable, "-c", "import pynetdicom"], capture_output=True, text=True)
+        assert child.returncode == 0, child.stderr
         qtbot.waitUntil(lambda: bool(echoes), timeout=30000)
         assert echoes[0][0] is True, echoes
         network.onEcho()  # installed now: not asked again
