@@ -22,8 +22,15 @@ from slicer.util import VTKObservationMixin
 
 try:
     import DICOMPlusLib
-except ImportError:  # a source checkout: the library is the module folder's sibling
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+except ModuleNotFoundError as _error:
+    # From a clone (Slicer --additional-module-paths <clone>/DICOMPlus) Slicer appends only this
+    # folder to sys.path; the library is its sibling <clone>/DICOMPlusLib. Installed, it is here.
+    _clone = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if _error.name != "DICOMPlusLib" or not os.path.isdir(os.path.join(_clone, "DICOMPlusLib")):
+        raise
+    import sys
+
+    sys.path.append(_clone)
     import DICOMPlusLib
 
 
@@ -87,6 +94,9 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        if not DICOMPlusWidgets.compat.checkSlicerVersion():  # one clear message on Slicer < 5.12
+            self.layout.addWidget(qt.QLabel(DICOMPlusWidgets.compat.unsupportedSlicerMessage()))
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/DICOMPlus.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)

@@ -69,7 +69,7 @@ def load_module(module_dir: str | os.PathLike | None = None, name: str = MODULE_
 
     ``module_dir`` defaults to the source tree (DICOMPlus/); a packaging test passes the folder
     of an installed tree instead. The module is registered as ``slicer.modules.<name lowercase>``
-    and its folder is put first on sys.path (as Slicer does for module paths).
+    and its folder is appended to sys.path (as Slicer does when it registers a module file).
     """
     slicer = import_slicer()
     path = Path(module_dir if module_dir is not None else MODULE_DIR) / f"{name}.py"

@@ -32,8 +32,12 @@ MANIFEST_NAME = "FakeSlicerManifest.tsv"
 
 MODULE_DIR = "DICOMPlus"
 LIBRARY_DIR = "DICOMPlusLib"
-# Installed by an explicit install(FILES) in DICOMPlus/CMakeLists.txt, not by the macro.
-REQUIREMENTS = ("Resources/requirements-network.txt", "Resources/requirements-decoders.txt")
+# Installed by an explicit install(FILES) in DICOMPlus/CMakeLists.txt, not by the macro: what
+# the module asks slicer.packaging.pip_ensure for, one file per purpose.
+REQUIREMENTS = (
+    "Resources/requirements-network.txt",
+    "Resources/requirements-decoders.txt",
+)
 # What a copy of the tree needs for CMake (see copy_source_tree).
 SOURCE_ENTRIES = ("CMakeLists.txt", MODULE_DIR, LIBRARY_DIR, "Resources", "README.md")
 
@@ -123,8 +127,8 @@ def expected_files(source_dir: Path) -> dict[str, str]:
       ``DICOMPlus/Resources/`` -> beside the module, with their relative paths;
     * everything under ``DICOMPlusLib/`` (every ``.py``, and any data file a module reads) ->
       ``DICOMPlusLib/`` (the library is installed WITH_SUBDIR, like Slicer's DICOMLib);
-    * ``Resources/requirements-<purpose>.txt`` -> ``Resources/requirements-<purpose>.txt``,
-      where the module's ``resourcePath(...)`` looks.
+    * ``Resources/requirements*.txt`` (:data:`REQUIREMENTS`) -> the same path, where the
+      module's ``resourcePath("requirements-network.txt")`` looks.
     """
     source_dir = Path(source_dir)
     expected: dict[str, str] = {}
