@@ -185,37 +185,3 @@ def test_a_python_thread_job_starves_in_the_mode(pythonqt_gil):
     held = unitsInOneSecond(True)
     print(f"Job units in 1 s of idle: normal {normal}, PythonQt GIL {held} ({normal / max(held, 1):.0f}x)")
     assert normal >= MIN_SLOWDOWN * held
-
-
-def test_a_timer_pump_only_softens_it(pythonqt_gil, slicer_app):
-    """The widgets' WorkQueue (preview decoding, thumbnails) drained by its 25 ms QueuePump, as
-    the widgets run it: the pump's Python slot hands the worker a slice at every tick, so the
-    queue still runs at least twice slower in the mode (about 3x measured; the note measured 3x
-    for a 20 ms timer). Keeping a Python timer running is no substitute for a child process."""
-    import sys
-
-    sys.path.insert(0, str(harness.MODULE_DIR))
-    try:
-        from DICOMPlusWidgets.tasks import QueuePump, WorkQueue
-    finally:
-        sys.path.remove(str(harness.MODULE_DIR))
-
-    def finishedInOneSecond(on):
-        previous = pythonqt_gil.enable(on)
-        finished = []
-        queue = WorkQueue("starvation-probe")
-        pump = QueuePump(queue, lambda key, value, error: finished.append(key))
-        try:
-            for key in range(100_000):
-                queue.put(key, lambda: sum(i * i for i in range(2_000)))
-            pump.kick()
-            harness.idle(1000)
-            return len(finished)
-        finally:
-            pump.stop()
-            pythonqt_gil.enable(previous)
-
-    normal = finishedInOneSecond(False)
-    held = finishedInOneSecond(True)
-    print(f"WorkQueue calls in 1 s: normal {normal}, PythonQt GIL {held} ({normal / max(held, 1):.1f}x)")
-    assert normal >= 2 * held
