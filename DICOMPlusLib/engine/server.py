@@ -50,6 +50,25 @@ def operation(name: str) -> Callable[[Operation], Operation]:
     return register
 
 
+_site_stamp: tuple = ()
+
+
+def refresh_import_paths() -> None:
+    """Make packages the host installed since this engine started importable: forget the import
+    system's directory caches and, when a site folder changed (a new .pth file, as ``pip install
+    --prefix`` setups and some installers write), read its .pth files again."""
+    global _site_stamp
+    import site
+
+    importlib.invalidate_caches()
+    folders = [f for f in site.getsitepackages() if os.path.isdir(f)]
+    stamp = tuple(os.stat(f).st_mtime_ns for f in folders)
+    if stamp != _site_stamp:
+        _site_stamp = stamp
+        for folder in folders:
+            site.addsitedir(folder)
+
+
 class Task:
     """One request being served: its arguments, a throttled progress callback, a cancel token."""
 
@@ -87,7 +106,7 @@ class Task:
         try:
             if func is None:
                 raise DICOMPlusError(f"the DICOMPlus engine has no operation {self.op!r}")
-            importlib.invalidate_caches()  # packages installed since the engine started are found
+            refresh_import_paths()  # packages installed since the engine started are found
             result = func(self)
         except CancelledError as exc:
             self.engine.send({"id": self.id, "event": "cancelled", "message": str(exc)})

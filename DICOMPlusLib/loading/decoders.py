@@ -62,6 +62,20 @@ _PLUGIN_PACKAGES = {"gdcm": "gdcm", "pylibjpeg": "pylibjpeg"}
 _seen_packages: frozenset[str] = frozenset()
 
 
+def _findable(package: str) -> bool:
+    """True if ``package`` can be imported now; site folders are read again first when it is
+    not (a .pth file written by an install since this interpreter started)."""
+    import importlib.util
+    import site
+
+    importlib.invalidate_caches()
+    if importlib.util.find_spec(package) is not None:
+        return True
+    for folder in site.getsitepackages():
+        site.addsitedir(folder)
+    return importlib.util.find_spec(package) is not None
+
+
 def refresh_plugins() -> bool:
     """Let pydicom use decoders installed since it was imported (returns True if it looked).
 
@@ -73,11 +87,8 @@ def refresh_plugins() -> bool:
     """
     global _seen_packages
     import importlib
-    import importlib.util
 
-    present = frozenset(
-        label for label, package in _PLUGIN_PACKAGES.items() if importlib.util.find_spec(package)
-    )
+    present = frozenset(label for label, package in _PLUGIN_PACKAGES.items() if _findable(package))
     if present == _seen_packages:
         return False
     _seen_packages = present

@@ -35,7 +35,7 @@ def test_module_loads_from_the_install_tree(installed_module, install_tree):
 def load_through_the_panel(module, qtbot, tmp_path, folder):
     """Import ``folder`` with the Logic, find its series in the panel's browser, load it."""
     logic = module.DICOMPlusLogic(databasePath=str(tmp_path / "db" / "dicomplus.sqlite"))
-    logic.importFolder([str(folder)])
+    logic.importFolder([str(folder)]).get(120)
     widget = module.DICOMPlusWidget()
     qtbot.addWidget(widget.parent)
     widget.setLogic(logic)

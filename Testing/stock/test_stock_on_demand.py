@@ -31,7 +31,7 @@ def import_series(module, tmp_path, folder):
     logic = module.DICOMPlusLogic(
         databasePath=str(tmp_path / "db" / "dicomplus.sqlite"), nodesPath=str(tmp_path / "nodes.json")
     )
-    logic.importFolder([str(folder)])
+    logic.importFolder([str(folder)]).get(120)
     [series] = logic.search("series")
     return logic, series.SeriesInstanceUID
 
