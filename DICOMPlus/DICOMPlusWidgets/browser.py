@@ -341,6 +341,10 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             uid = str(child.data(0, qt.Qt.UserRole)).partition(":")[2]
             if uid in self._icons:
                 continue
+            canDecode = getattr(self._source, "ensureDecoders", None)
+            if canDecode is not None and not canDecode([uid], ask=False):
+                self._icons[uid] = None  # its decoder is not installed: loading or preview offers it
+                continue
             database = database or self._database()
             self._queue.put(
                 uid, ("thumbnail", {"db": str(database.path), "series": uid, "size": THUMBNAIL_SIZE})

@@ -24,6 +24,7 @@ class EngineLogic:
     def _initEngineLogic(self, nodesPath=None):
         self._nodesPath = nodesPath
         self._readyPurposes = set()
+        self._declinedDecoders = set()
         self._listenerPort = 0
         self.aeTitle = "DICOMPLUS"  # our calling AE title (and the listener's by default)
         self.autoLoad = False
@@ -61,14 +62,26 @@ class EngineLogic:
                 return path
         return None
 
-    def ensureDecoders(self, seriesUIDs):
-        """Offer to install the pixel decoders these series need (GDCM, pylibjpeg...)."""
+    def ensureDecoders(self, seriesUIDs, ask=True):
+        """Make sure the pixel decoders these series need (GDCM, pylibjpeg...) are installed.
+        ``ask=True`` (loading) offers to install them (``pip_ensure`` asks the user, raises if
+        declined); ``ask="once"`` (the preview) does not ask again for what was declined in this
+        session; ``ask=False`` (thumbnails, while browsing) never asks. Returns False when a
+        decoder is missing and nothing was asked."""
         from DICOMPlusLib.loading.decoders import missing_decoders
 
         syntaxes = {r.TransferSyntaxUID for uid in seriesUIDs for r in self.database.instances(uid)}
         missing = missing_decoders(syntaxes)
-        if missing:
+        if not missing:
+            return True
+        if not ask or (ask == "once" and set(missing) & self._declinedDecoders):
+            return False
+        try:
             self.ensurePackages("decoders", missing)
+        except Exception:
+            self._declinedDecoders.update(missing)
+            raise
+        return True
 
     # -- import ----------------------------------------------------------------------------
     def importFolder(self, paths, link=False):

@@ -172,6 +172,20 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         if not seriesUID:
             return
         self._model.seriesUID = seriesUID
+        ensureDecoders = getattr(self._source, "ensureDecoders", None)  # a Logic offers to install
+        if ensureDecoders is not None:
+            try:
+                ready = ensureDecoders([seriesUID], ask="once")
+            except Exception as error:
+                ready, reason = False, str(error)
+            else:
+                reason = "declined earlier in this session"
+            if not ready:
+                message = f"Cannot preview this series: the decoder it needs is not installed ({reason})"
+                self._view.setMessage(message)
+                self._showWarnings([message])
+                self.failed.emit(message)
+                return
         self._view.setMessage("Reading the headers...")
         self._loadButton.enabled = True
         database = self._database()

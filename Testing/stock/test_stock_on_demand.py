@@ -36,6 +36,35 @@ def import_series(module, tmp_path, folder):
     return logic, series.SeriesInstanceUID
 
 
+def test_preview_and_thumbnails_of_a_compressed_series_before_its_decoder_is_installed(
+    installed_module, manifest, user, stock_packaging, qtbot, tmp_path
+):
+    """Browsing never asks (no thumbnail); the preview asks once, and says why it shows nothing
+    when the user declines; it does not ask again for the same decoder in the session."""
+    assert importlib.util.find_spec("gdcm") is None, "python-gdcm must not be installed yet"
+    logic, seriesUID = import_series(installed_module, tmp_path, manifest["dev_mr_jpeg_lossless"]["folder"])
+    widget = installed_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(logic)
+    try:
+        widget.browser.setThumbnailsEnabled(True)
+        widget.browser.refresh()
+        assert user.asked == [] and not widget.browser.hasThumbnail(seriesUID)  # browsing never asks
+        failures = []
+        widget.preview.failed.connect(failures.append)
+        assert widget.browser.selectSeries(seriesUID)  # the panel previews the selected series
+        [question] = user.asked
+        assert "python-gdcm" in question
+        [message] = failures
+        assert "decoder it needs is not installed" in message
+        widget.preview.setSeries("")
+        widget.preview.setSeries(seriesUID)
+        assert len(user.asked) == 1 and len(failures) == 2  # declined once: not asked again
+        assert stock_packaging.installs == []
+    finally:
+        widget.cleanup()
+
+
 def test_compressed_series_says_which_decoder_it_needs_then_loads_after_install(
     installed_module, manifest, user, stock_packaging, tmp_path
 ):
