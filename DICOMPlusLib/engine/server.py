@@ -82,7 +82,8 @@ class Task:
 
     def progress(self, done: int, total: int, current: str = "") -> None:
         now = time.monotonic()
-        if done < total and now - self._last_progress < PROGRESS_INTERVAL:
+        last = bool(total) and done >= total
+        if not last and now - self._last_progress < PROGRESS_INTERVAL:
             return
         self._last_progress = now
         self.engine.send(
