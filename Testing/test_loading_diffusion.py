@@ -1,0 +1,165 @@
+"""Diffusion series: volumes formed by the acquisition's identity, each homogeneous in b-value
+and gradient; b-values and gradients in LPS from standard and vendor tags.
+
+Expected values come from the files themselves, read here with pydicom (never from the loader),
+or from how the synthetic series were written.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
+from dicomplus_testing.data import shared_series_dir
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.loading import load, plan_folder, plan_series
+from DICOMPlusLib.loading.diffusion import homogeneity_warnings
+from DICOMPlusLib.loading.models import Frame
+
+SERIES2 = shared_series_dir().parent / "series2"
+
+
+def _series2(name: str):
+    folder = SERIES2 / name
+    if not folder.is_dir():
+        pytest.skip(f"shared data {folder} missing")
+    return folder
+
+
+def _tags(path) -> tuple[float, tuple[float, ...] | None]:
+    """(b, gradient) of a classic file from its standard tags, read with pydicom."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    b = float(ds.DiffusionBValue)
+    g = tuple(float(x) for x in ds.DiffusionGradientOrientation) if b > 5 else None
+    return b, g
+
+
+def test_philips_dwi_volumes_are_homogeneous():
+    """The developer DWI (Philips, InstanceNumbers interleaved, AcquisitionNumber unrelated):
+    every slice of every volume carries the volume's own b-value and gradient, read back from
+    the file of that slice."""
+    (info,) = plan_folder(_series2("dev_mr_dwi_philips_classic"))
+    t, k = info.shape[:2]
+    assert (t, k) == (17, 32)
+    for volume in range(t):
+        frames = info.frames[volume * k : (volume + 1) * k]
+        encodings = {_tags(f.path) for f in frames}
+        assert len(encodings) == 1, (volume, encodings)
+        (b, g) = encodings.pop()
+        assert info.bvals[volume] == pytest.approx(b)
+        if g is not None:
+            assert np.allclose(info.gradients_lps[volume], g, atol=1e-6)
+        else:
+            assert info.gradients_lps[volume] == (0.0, 0.0, 0.0)
+    assert not [w for w in info.warnings if w.code == "diffusion_mixed"]
+
+
+def _synthetic_dwi(folder, *, volumes=5, slices=6, scramble=True, seed=3):
+    """A classic DWI series written here: ``volumes`` x ``slices`` MR images with the standard
+    diffusion tags; InstanceNumber interleaved (slice-major, like Philips) and AcquisitionNumber
+    random when ``scramble``. Returns (files by [volume][slice], bvals, gradients)."""
+    rng = random.Random(seed)
+    series = make_series(folder, n=volumes * slices, modality="MR", slice_step=0.0, shuffle=False)
+    bvals = [0.0] + [1000.0] * (volumes - 1)
+    gradients = [None] + [
+        tuple(v / np.linalg.norm(v)) for v in np.random.default_rng(seed).normal(size=(volumes - 1, 3))
+    ]
+    files = [[None] * slices for _ in range(volumes)]
+    paths = sorted(series.files)
+    for index, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        volume, k = index // slices, index % slices
+        ds.ImagePositionPatient = ["-100", "-120", f"{-50 + 3.0 * k:g}"]
+        ds.InstanceNumber = k * volumes + volume + 1
+        ds.AcquisitionNumber = rng.randint(1, 9) if scramble else volume + 1
+        ds.DiffusionBValue = bvals[volume]
+        ds.DiffusionGradientOrientation = list(gradients[volume] or (0.0, 0.0, 0.0))
+        ds.save_as(path, enforce_file_format=True)
+        files[volume][k] = path
+    return files, bvals, gradients
+
+
+def test_scrambled_acquisition_number_keeps_volumes_homogeneous(tmp_path):
+    files, bvals, gradients = _synthetic_dwi(tmp_path / "dwi")
+    (info,) = plan_folder(tmp_path / "dwi")
+    t, k = info.shape[:2]
+    assert (t, k) == (len(bvals), 6)
+    by_path = {str(p): (v, s) for v, row in enumerate(files) for s, p in enumerate(row)}
+    for volume in range(t):
+        members = info.frames[volume * k : (volume + 1) * k]
+        assert {by_path[f.path][0] for f in members} == {volume}  # one written volume, in order
+        assert [by_path[f.path][1] for f in members] == list(range(k))  # slices along the normal
+    assert info.bvals == pytest.approx(bvals)
+    for got, want in zip(info.gradients_lps, gradients, strict=True):
+        assert np.allclose(got, want if want is not None else (0, 0, 0), atol=1e-6)
+    assert not [w for w in info.warnings if w.code == "diffusion_mixed"]
+    volume = load(info)
+    assert volume.array.shape == (len(bvals), 6, 32, 32)
+
+
+def test_homogeneity_check_reports_a_mixed_volume():
+    def frame(b, g, n):
+        return Frame(
+            sop_uid=str(n),
+            path=f"f{n}",
+            transfer_syntax="",
+            pixel_offset=0,
+            pixel_length=0,
+            diffusion_b=b,
+            diffusion_gradient=g,
+        )
+
+    good = [frame(1000.0, (1.0, 0.0, 0.0), i) for i in range(3)]
+    mixed = [frame(1000.0, (0.0, 1.0, 0.0), 3), frame(0.0, None, 4), frame(1000.0, (0.0, 1.0, 0.0), 5)]
+    warnings = homogeneity_warnings([good, mixed])
+    assert [w.code for w in warnings] == ["diffusion_mixed"]
+    assert "volume 2" in warnings[0].message and warnings[0].files == ("f4",)
+    assert homogeneity_warnings([good, good]) == []
+
+
+def _implicit_copy(src, dst):
+    dst.mkdir()
+    for path in sorted(src.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(dst / path.name, implicit_vr=True, little_endian=True, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("name", ["dev_mr_dwi_siemens_classic", "dev_mr_dwi_ge_classic"])
+def test_vendor_tags_in_implicit_vr_files(tmp_path, name):
+    """Private diffusion tags read from implicit VR files (no VR in the file) give the same
+    b-values and gradients as the explicit VR originals."""
+    src = _series2(name)
+    _implicit_copy(src, tmp_path / "implicit")
+    (a,) = plan_folder(src)
+    (b,) = plan_folder(tmp_path / "implicit")
+    assert a.bvals == b.bvals and max(a.bvals) > 5
+    assert np.allclose(a.gradients_lps, b.gradients_lps, atol=1e-9)
+
+
+def test_diffusion_from_the_database(tmp_path):
+    """The stored headers of the database carry the private tags too."""
+    from test_loading_support import database_with, series_uid_of
+
+    folder = _series2("dev_mr_dwi_siemens_classic")
+    db = database_with(tmp_path, folder)
+    (info,) = plan_series(db, series_uid_of(folder))
+    (direct,) = plan_folder(folder)
+    assert info.bvals == direct.bvals
+    assert np.allclose(info.gradients_lps, direct.gradients_lps)
+
+
+def test_not_diffusion_when_every_b_is_zero(tmp_path):
+    files, _, _ = _synthetic_dwi(tmp_path / "dwi", volumes=2, scramble=False)
+    for row in files:
+        for path in row:
+            ds = pydicom.dcmread(path)
+            ds.DiffusionBValue = 0.0
+            ds.TemporalPositionIdentifier = 1 + files.index(row)
+            ds.save_as(path, enforce_file_format=True)
+    (info,) = plan_folder(tmp_path / "dwi")
+    assert info.bvals is None and "bvals" not in info.to_dict()
