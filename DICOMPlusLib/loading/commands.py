@@ -177,7 +177,7 @@ def _convert(args) -> int:
             raise
         finally:
             bar.close()
-        notes = write_volume(volume, path)
+        notes = write_volume(volume, path, compression=args.gz_level)
         warnings = list(volume.warnings) + notes
         stem, _ext = _split_suffix(path.name) or (path.stem, path.suffix)
         entry = {"path": str(path), **volume.to_dict(), "warnings": [w.to_dict() for w in warnings]}
@@ -235,6 +235,14 @@ def add_commands(sub) -> None:
                 choices=FORMATS,
                 default="nii.gz",
                 help="file type in --out FOLDER (default nii.gz)",
+            )
+            p.add_argument(
+                "--gz-level",
+                type=int,
+                choices=range(1, 10),
+                default=1,
+                metavar="1-9",
+                help="gzip level of .nii.gz (1 fastest, default; 9 smallest; dcm2niix -z y uses 6)",
             )
             p.add_argument(
                 "--no-sidecar",

@@ -43,6 +43,7 @@ class InstanceSource:
     number_of_frames: int = 1
     sop_class: str = ""
     instance_number: int | None = None
+    scanned: dict[int, Any] | None = None  # the header's values for TAGS, when already scanned
 
 
 @dataclass(frozen=True)
@@ -279,12 +280,14 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
     """The frames of one instance, from its stored header bytes."""
     multi = source.number_of_frames > 1 or source.sop_class in ENHANCED_CLASSES
     if not multi:
-        try:
-            values = scan(source.header, _WANTED, complete=True).values
-        except ScanError:
-            values = None
+        values = source.scanned
+        if values is None:
+            try:
+                values = scan(source.header, _WANTED, complete=True).values
+            except ScanError:
+                values = None
         if values is not None:
-            by_keyword = {_TAGS[t]: v for t, v in values.items()}
+            by_keyword = {_TAGS[t]: v for t, v in values.items() if t in _TAGS}
             if _int(by_keyword.get("NumberOfFrames")) in (None, 0, 1):
                 frame = _make_frame(source, by_keyword.get, 0, 1)
                 if not mosaic.is_mosaic(frame):
@@ -393,7 +396,7 @@ def sources_from_paths(
     seen: set[str] = set()
     for path in _walk(paths):
         try:
-            parsed = parse_path(path, keep_data=False)
+            parsed = parse_path(path, keep_data=False, also=_WANTED)
         except ImportFileError as exc:
             skipped.append(SkippedFile(path, str(exc)))
             continue
@@ -416,6 +419,7 @@ def sources_from_paths(
                 number_of_frames=int(v["NumberOfFrames"] or 1),  # type: ignore[call-overload]
                 sop_class=str(v["SOPClassUID"]),
                 instance_number=v["InstanceNumber"],  # type: ignore[arg-type]
+                scanned=parsed.scanned,
             )
         )
     # the order the database uses, so both origins see the same order
