@@ -152,3 +152,35 @@ def test_several_volumes_get_readable_distinct_names(manifest, tmp_path, capsys)
     names = [w["path"].split("/")[-1] for w in json.loads(text)["written"]]
     assert names == ["scan_1.nii.gz", "scan_2.nii.gz"]
     assert all((tmp_path / name).is_file() for name in names)
+
+
+def test_rescaled_voxels_are_stored_as_integers_with_scl_slope(tmp_path, capsys):
+    """Like dcm2niix: the stored integers and the rescale in scl_slope/scl_inter (PS3.3
+    C.11.1.1.2 values), read back equal to the loaded volume; --gz-level changes only the size."""
+    import struct
+    import zlib
+
+    from DICOMPlusLib.loading import load, plan_folder
+
+    folder = _folder("dev_mr_dwi_philips_classic")
+    sizes = {}
+    for level in ("1", "9"):
+        out = tmp_path / f"l{level}.nii.gz"
+        code, _, err = run(
+            capsys, "convert", str(folder), "--out", str(out), "--gz-level", level, "--no-sidecar"
+        )
+        assert code == 0, err
+        sizes[level] = out.stat().st_size
+    raw = zlib.decompress((tmp_path / "l9.nii.gz").read_bytes(), 31)
+    datatype, bitpix = struct.unpack_from("<hh", raw, 70)
+    slope, intercept = struct.unpack_from("<ff", raw, 112)
+    ds = pydicom.dcmread(
+        next(p for p in sorted(folder.iterdir()) if p.name.startswith("IM_")), stop_before_pixels=True
+    )
+    assert (datatype, bitpix) in ((4, 16), (512, 16))
+    assert slope == pytest.approx(float(ds.RescaleSlope), rel=1e-6)
+    assert intercept == pytest.approx(float(ds.RescaleIntercept), abs=1e-6)
+    (info,) = plan_folder(folder)
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "l1.nii.gz")))
+    assert np.allclose(image, load(info).array, rtol=1e-6, atol=1e-5)
+    assert sizes["9"] < sizes["1"]

@@ -99,3 +99,21 @@ def test_unsplittable_mosaic_is_reported(mosaic):
     codes = [w.code for w in info.warnings]
     assert "mosaic_unsplit" in codes
     assert list(info.dims[:2]) == [216, 216] and not info.mosaic
+
+
+@pytest.mark.parametrize("name", [NAME, "dev_mr_mosaic_uih_dwi"])
+def test_mosaic_from_the_database(tmp_path, name):
+    """The database's stored headers split the mosaic the same way as the files."""
+    from test_loading_support import database_with, series_uid_of
+
+    from DICOMPlusLib.loading import plan_series
+
+    folder = SERIES2 / name
+    if not folder.is_dir():
+        pytest.skip(f"shared data {folder} missing")
+    db = database_with(tmp_path, folder)
+    (stored,) = plan_series(db, series_uid_of(folder))
+    (direct,) = plan_folder(folder)
+    assert stored.mosaic and stored.dims == direct.dims
+    assert np.allclose(stored.ijk_to_lps, direct.ijk_to_lps)
+    assert np.array_equal(load(stored).array, load(direct).array)
