@@ -184,3 +184,16 @@ def test_rescaled_voxels_are_stored_as_integers_with_scl_slope(tmp_path, capsys)
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "l1.nii.gz")))
     assert np.allclose(image, load(info).array, rtol=1e-6, atol=1e-5)
     assert sizes["9"] < sizes["1"]
+
+
+def test_inspect_contract_for_a_diffusion_series(capsys):
+    folder = _folder("dev_mr_dwi_siemens_classic")
+    expected = ENTRIES["dev_mr_dwi_siemens_classic"]["expected"]
+    code, text, err = run(capsys, "inspect", str(folder), "--json")
+    assert code == 0, err
+    (volume,) = json.loads(text)["volumes"]
+    assert volume["dims"] == expected["dims"]
+    assert volume["bvals"] == pytest.approx(expected["bvals"])
+    assert np.allclose(volume["gradients_lps"], expected["gradients_lps"], atol=2e-3)
+    code, text, _ = run(capsys, "inspect", str(folder))
+    assert code == 0 and "diffusion: 2 volumes, b-values 0, 1000 s/mm2" in text

@@ -61,6 +61,13 @@ def cmd_inspect(args) -> int:
             print(
                 f"  time axis ({info.time_source}, {info.time_unit}): {', '.join(f'{t:g}' for t in info.time_axis)}"
             )
+        if info.bvals is not None:
+            shells = sorted({round(b) for b in info.bvals})
+            print(
+                f"  diffusion: {len(info.bvals)} volumes, b-values {', '.join(str(b) for b in shells)} s/mm2"
+            )
+        if info.mosaic:
+            print("  mosaic: slices split from their mosaic images")
         if info.tilt_deg > 0.1:
             print(f"  stack tilt {info.tilt_deg:.2f} deg")
         for row in info.ijk_to_lps[:3]:
