@@ -58,23 +58,27 @@ def test_philips_dwi_volumes_are_homogeneous():
     assert not [w for w in info.warnings if w.code == "diffusion_mixed"]
 
 
-def _synthetic_dwi(folder, *, volumes=5, slices=6, scramble=True, seed=3):
+def _synthetic_dwi(folder, *, volumes=5, slices=6, scramble=True, seed=3, b0=(0,), shuffle_instances=False):
     """A classic DWI series written here: ``volumes`` x ``slices`` MR images with the standard
     diffusion tags; InstanceNumber interleaved (slice-major, like Philips) and AcquisitionNumber
     random when ``scramble``. Returns (files by [volume][slice], bvals, gradients)."""
     rng = random.Random(seed)
     series = make_series(folder, n=volumes * slices, modality="MR", slice_step=0.0, shuffle=False)
-    bvals = [0.0] + [1000.0] * (volumes - 1)
-    gradients = [None] + [
-        tuple(v / np.linalg.norm(v)) for v in np.random.default_rng(seed).normal(size=(volumes - 1, 3))
+    directions = np.random.default_rng(seed).normal(size=(volumes, 3))
+    bvals = [0.0 if v in b0 else 1000.0 for v in range(volumes)]
+    gradients = [
+        None if v in b0 else tuple(directions[v] / np.linalg.norm(directions[v])) for v in range(volumes)
     ]
+    numbers = list(range(1, volumes * slices + 1))
+    if shuffle_instances:
+        rng.shuffle(numbers)
     files = [[None] * slices for _ in range(volumes)]
     paths = sorted(series.files)
     for index, path in enumerate(paths):
         ds = pydicom.dcmread(path)
         volume, k = index // slices, index % slices
         ds.ImagePositionPatient = ["-100", "-120", f"{-50 + 3.0 * k:g}"]
-        ds.InstanceNumber = k * volumes + volume + 1
+        ds.InstanceNumber = numbers[k * volumes + volume]
         ds.AcquisitionNumber = rng.randint(1, 9) if scramble else volume + 1
         ds.DiffusionBValue = bvals[volume]
         ds.DiffusionGradientOrientation = list(gradients[volume] or (0.0, 0.0, 0.0))
@@ -83,8 +87,11 @@ def _synthetic_dwi(folder, *, volumes=5, slices=6, scramble=True, seed=3):
     return files, bvals, gradients
 
 
-def test_scrambled_acquisition_number_keeps_volumes_homogeneous(tmp_path):
-    files, bvals, gradients = _synthetic_dwi(tmp_path / "dwi")
+@pytest.mark.parametrize("b0", [(0,), (0, 3, 6)])
+def test_scrambled_acquisition_number_keeps_volumes_homogeneous(tmp_path, b0):
+    """AcquisitionNumber random, InstanceNumber interleaved; with one or several b=0 volumes
+    (several: the same encoding acquired at different times is still one volume each)."""
+    files, bvals, gradients = _synthetic_dwi(tmp_path / "dwi", volumes=8, b0=b0)
     (info,) = plan_folder(tmp_path / "dwi")
     t, k = info.shape[:2]
     assert (t, k) == (len(bvals), 6)
@@ -163,3 +170,21 @@ def test_not_diffusion_when_every_b_is_zero(tmp_path):
             ds.save_as(path, enforce_file_format=True)
     (info,) = plan_folder(tmp_path / "dwi")
     assert info.bvals is None and "bvals" not in info.to_dict()
+
+
+def test_random_instance_numbers_still_give_homogeneous_volumes(tmp_path):
+    """InstanceNumber a random permutation, AcquisitionNumber random, three b=0 volumes: every
+    diffusion-weighted volume is exactly one written volume, and the b=0 volumes hold only b=0
+    slices (which b=0 repetition a slice came from cannot be told without times)."""
+    files, bvals, _ = _synthetic_dwi(tmp_path / "dwi", volumes=8, b0=(0, 3, 6), shuffle_instances=True)
+    (info,) = plan_folder(tmp_path / "dwi")
+    t, k = info.shape[:2]
+    assert (t, k) == (8, 6)
+    by_path = {str(p): v for v, row in enumerate(files) for p in row}
+    written = [{by_path[f.path] for f in info.frames[v * k : (v + 1) * k]} for v in range(t)]
+    weighted = [w for w in written if not w & {0, 3, 6}]
+    assert sorted(len(w) for w in weighted) == [1] * 5
+    assert {next(iter(w)) for w in weighted} == {1, 2, 4, 5, 7}
+    assert all(w <= {0, 3, 6} for w in written if w & {0, 3, 6})
+    assert sorted(info.bvals) == sorted(bvals)
+    assert not [w for w in info.warnings if w.code == "diffusion_mixed"]

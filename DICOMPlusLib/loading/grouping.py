@@ -346,8 +346,9 @@ _IDENTITY = (
 
 def _volumes_by_identity(frames: list[Frame], clusters: list[list[Frame]]) -> list[list[Frame]] | None:
     """The volumes named by the acquisition itself: frames grouped by the identity attributes
-    present on every frame and not constant, when that gives exactly as many volumes as a
-    position repeats and never two frames of one volume at one position. None otherwise."""
+    present on every frame and not constant (an identity repeated at one position, like several
+    b=0 volumes, is split in time order), when that gives exactly as many volumes as a position
+    repeats. None otherwise."""
     parts = []
     for _name, get in _IDENTITY:
         values = [get(f) for f in frames]
@@ -359,13 +360,19 @@ def _volumes_by_identity(frames: list[Frame], clusters: list[list[Frame]]) -> li
     groups: dict[tuple, list[Frame]] = {}
     for f in frames:
         groups.setdefault(tuple(get(f) for get in parts), []).append(f)
-    repeats = max(len(c) for c in clusters)
-    if len(groups) != repeats:
-        return None
+    volumes: list[list[Frame]] = []
     for members in groups.values():
-        seen = [position_of[id(f)] for f in members]
-        if len(seen) != len(set(seen)):
-            return None
+        # one identity acquired several times (several b=0 volumes): the n-th frame of each
+        # position, in time order, belongs to its n-th volume
+        at: dict[int, list[Frame]] = {}
+        for f in members:
+            at.setdefault(position_of[id(f)], []).append(f)
+        ranked = [sorted(fs, key=time_order) for fs in at.values()]
+        for rank in range(max(len(fs) for fs in ranked)):
+            volumes.append([fs[rank] for fs in ranked if len(fs) > rank])
+    repeats = max(len(c) for c in clusters)
+    if len(volumes) != repeats:
+        return None
 
     def order(members: list[Frame]) -> tuple:
         first = min(members, key=time_order)
@@ -377,7 +384,7 @@ def _volumes_by_identity(frames: list[Frame], clusters: list[list[Frame]]) -> li
             min((_key(f.instance_number) for f in members), default=(True, 0)),
         )
 
-    return sorted(groups.values(), key=order)
+    return sorted(volumes, key=order)
 
 
 def _complete_volumes(volumes: list[list[Frame]], positions: int, warnings, localizer, label) -> _Stack:
