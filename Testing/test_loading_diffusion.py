@@ -188,3 +188,54 @@ def test_random_instance_numbers_still_give_homogeneous_volumes(tmp_path):
     assert all(w <= {0, 3, 6} for w in written if w & {0, 3, 6})
     assert sorted(info.bvals) == sorted(bvals)
     assert not [w for w in info.warnings if w.code == "diffusion_mixed"]
+
+
+def _csa(elements: dict[str, list[str]]) -> bytes:
+    """A Siemens CSA2 ("SV10") header (layout as nibabel's csareader documents it)."""
+    import struct
+
+    out = b"SV10\x04\x03\x02\x01" + struct.pack("<II", len(elements), 77)
+    for name, values in elements.items():
+        out += name.encode().ljust(64, b"\x00") + struct.pack(
+            "<i4sii i", 1, b"FD\x00\x00", 4, len(values), 77
+        )
+        for value in values:
+            data = value.encode() + b"\x00"
+            out += struct.pack("<4i", len(data), len(data), 77, len(data)) + data.ljust(
+                (len(data) + 3) // 4 * 4, b"\x00"
+            )
+    return out
+
+
+def test_siemens_csa_header_when_the_0019_tags_are_gone(tmp_path):
+    """Siemens DWI whose (0019,100C/100E) were removed: b-value and gradient from the CSA image
+    header (B_value, DiffusionGradientDirection) give the same volumes."""
+    src = _series2("dev_mr_dwi_siemens_classic")
+    (original,) = plan_folder(src)
+    dst = tmp_path / "csa"
+    dst.mkdir()
+    for path in sorted(src.iterdir()):
+        ds = pydicom.dcmread(path)
+        b = float(ds[0x0019100C].value)
+        gradient = [f"{x:.8f}" for x in ds[0x0019100E].value] if 0x0019100E in ds else []
+        del ds[0x0019100C]
+        if 0x0019100E in ds:
+            del ds[0x0019100E]
+        block = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+        block.add_new(0x10, "OB", _csa({"B_value": [f"{b:g}"], "DiffusionGradientDirection": gradient}))
+        ds.save_as(dst / path.name)
+    (info,) = plan_folder(dst)
+    assert info.bvals == original.bvals and max(info.bvals) > 5
+    assert np.allclose(info.gradients_lps, original.gradients_lps, atol=1e-6)
+
+
+def test_diffusion_weighted_volume_without_direction_is_reported(tmp_path):
+    files, _, _ = _synthetic_dwi(tmp_path / "dwi", volumes=3, scramble=False)
+    for path in files[2]:
+        ds = pydicom.dcmread(path)
+        ds.DiffusionGradientOrientation = [0.0, 0.0, 0.0]  # a trace image
+        ds.save_as(path, enforce_file_format=True)
+    (info,) = plan_folder(tmp_path / "dwi")
+    assert info.bvals == (0.0, 1000.0, 1000.0) and info.gradients_lps[2] == (0.0, 0.0, 0.0)
+    (warning,) = [w for w in info.warnings if w.code == "diffusion_without_direction"]
+    assert "volume(s) 3" in warning.message

@@ -63,6 +63,7 @@ STANDARD_TAGS: dict[str, int] = {
     "DiffusionBValue": 0x00189087,
     "DiffusionGradientOrientation": 0x00189089,
     "DiffusionDirectionality": 0x00189075,
+    "SequenceName": 0x00180024,
 }
 
 _STRUCT = {"FD": "d", "FL": "f", "SS": "h", "US": "H", "SL": "i", "UL": "I"}
@@ -172,7 +173,9 @@ def _vendor(get, orientation) -> tuple[float | None, np.ndarray | None, str]:
 
     if "SIEMENS" in maker:
         b = _first(private("SiemensDiffusionBValue"))
-        return b, _unit(private("SiemensDiffusionGradient")), "siemens"
+        if b is not None:
+            return b, _unit(private("SiemensDiffusionGradient")), "siemens"
+        return _siemens_csa(get)
     if "PHILIPS" in maker:
         b = _first(private("PhilipsDiffusionBValue"))
         parts = [private(k) for k in ("PhilipsDiffusionRL", "PhilipsDiffusionAP", "PhilipsDiffusionFH")]
@@ -193,6 +196,23 @@ def _vendor(get, orientation) -> tuple[float | None, np.ndarray | None, str]:
         g = _unit(private("UIHDiffusionGradient"))
         return b, (frame @ g if frame is not None and g is not None else None), "uih"
     return None, None, ""
+
+
+def _siemens_csa(get) -> tuple[float | None, np.ndarray | None, str]:
+    """B_value and DiffusionGradientDirection (LPS) of the CSA image header (0029,1010), read
+    only for images that say they are diffusion weighted (ImageType DIFFUSION or a ``*ep_b``
+    sequence), where the (0019,100C/100E) copies are missing."""
+    image_type = _text(get("ImageType"))
+    sequence = _text(get("SequenceName"))
+    if "DIFFUSION" not in image_type and "EP_B" not in sequence:
+        return None, None, ""
+    from DICOMPlusLib.loading.mosaic import csa_values
+
+    raw = get("SiemensCSAImageHeader")
+    csa = csa_values(raw.encode("latin-1") if isinstance(raw, str) else raw)
+    b = _first(decode("\\".join(csa.get("B_value", [])), "DS"))
+    gradient = _unit(decode("\\".join(csa.get("DiffusionGradientDirection", [])), "FD"))
+    return b, gradient, "siemens-csa" if b is not None else ""
 
 
 def _ge_to_lps(v: list[float], get, orientation) -> np.ndarray | None:
@@ -271,6 +291,25 @@ def homogeneity_warnings(time_points: Sequence[Sequence[Frame]]) -> list[LoadWar
 
 def _fmt(g) -> str:
     return "none" if g is None else "[" + ", ".join(f"{x:.4f}" for x in g) + "]"
+
+
+def direction_warnings(bvals, gradients) -> list[LoadWarning]:
+    """Diffusion-weighted volumes without a direction are derived images (trace, isotropic, ADC)
+    that tensor fitting must leave out (dcm2niix warns the same)."""
+    odd = [
+        t + 1
+        for t, (b, g) in enumerate(zip(bvals, gradients, strict=True))
+        if b > B0_THRESHOLD and not any(g)
+    ]
+    if not odd:
+        return []
+    return [
+        LoadWarning(
+            "diffusion_without_direction",
+            f"volume(s) {', '.join(str(t) for t in odd)} have b > {B0_THRESHOLD:g} but no gradient direction: "
+            "probably derived (trace/isotropic/ADC) images; leave them out of tensor or model fitting",
+        )
+    ]
 
 
 def volume_encoding(

@@ -464,6 +464,7 @@ def _describe(series_uid: str, stack: _Stack, common: list[LoadWarning]) -> Volu
         encoding = None  # b=0 everywhere: an ordinary image that happens to carry the tag
     if encoding is not None:
         warnings += diffusion.homogeneity_warnings(points)
+        warnings += diffusion.direction_warnings(*encoding)
     time_axis = time_unit = time_source = None
     if len(points) > 1 and encoding is not None:
         time_axis, time_unit, time_source = tuple(float(t) for t in range(len(points))), "index", "diffusion"
