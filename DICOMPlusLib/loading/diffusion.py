@@ -139,7 +139,6 @@ def read(get: Callable[[str], Any], orientation) -> tuple[float | None, tuple[fl
     STANDARD_TAGS, PRIVATE_TAGS and, for enhanced frames, ``DiffusionGradientDirectionSequence``."""
     b = _first(decode(get("DiffusionBValue"), "FD"))
     gradient = None
-    source = "standard"
     if b is not None:
         gradient = _unit(decode(get("DiffusionGradientOrientation"), "FD"))
         if gradient is None:
@@ -152,10 +151,10 @@ def read(get: Callable[[str], Any], orientation) -> tuple[float | None, tuple[fl
         if _text(get("DiffusionDirectionality")) in ("ISOTROPIC", "NONE"):
             gradient = None
     else:
-        b, gradient, source = _vendor(get, orientation)
+        b, gradient = _vendor(get, orientation)
     if b is None:
         return None, None
-    if b <= B0_THRESHOLD or gradient is None or source == "":
+    if b <= B0_THRESHOLD or gradient is None:
         return float(b), None
     return float(b), tuple(float(x) for x in gradient)  # type: ignore[return-value]
 
@@ -164,7 +163,7 @@ def _first(values) -> float | None:
     return float(values[0]) if values else None
 
 
-def _vendor(get, orientation) -> tuple[float | None, np.ndarray | None, str]:
+def _vendor(get, orientation) -> tuple[float | None, np.ndarray | None]:
     maker = _text(get("Manufacturer"))
 
     def private(keyword: str):
@@ -174,45 +173,45 @@ def _vendor(get, orientation) -> tuple[float | None, np.ndarray | None, str]:
     if "SIEMENS" in maker:
         b = _first(private("SiemensDiffusionBValue"))
         if b is not None:
-            return b, _unit(private("SiemensDiffusionGradient")), "siemens"
+            return b, _unit(private("SiemensDiffusionGradient"))
         return _siemens_csa(get)
     if "PHILIPS" in maker:
         b = _first(private("PhilipsDiffusionBValue"))
         parts = [private(k) for k in ("PhilipsDiffusionRL", "PhilipsDiffusionAP", "PhilipsDiffusionFH")]
         vector = [p[0] for p in parts if p] if all(parts) else None
-        return b, _unit(vector), "philips"
+        return b, _unit(vector)
     if maker.startswith("GE") or "GENERAL ELECTRIC" in maker:
         values = private("GEDiffusionBValue")
         if not values:
-            return None, None, ""
+            return None, None
         b = values[0] % 1e9 if values[0] >= 1e9 else values[0]  # some versions add 1e9
         parts = [private(k) for k in ("GEDiffusionX", "GEDiffusionY", "GEDiffusionZ")]
         if not all(parts):
-            return b, None, "ge"
-        return b, _ge_to_lps([p[0] for p in parts], get, orientation), "ge"
+            return b, None
+        return b, _ge_to_lps([p[0] for p in parts], get, orientation)
     if maker.startswith("UIH") or "UNITED IMAGING" in maker:
         b = _first(private("UIHDiffusionBValue"))
         frame = _image_frame(orientation)
         g = _unit(private("UIHDiffusionGradient"))
-        return b, (frame @ g if frame is not None and g is not None else None), "uih"
-    return None, None, ""
+        return b, (frame @ g if frame is not None and g is not None else None)
+    return None, None
 
 
-def _siemens_csa(get) -> tuple[float | None, np.ndarray | None, str]:
+def _siemens_csa(get) -> tuple[float | None, np.ndarray | None]:
     """B_value and DiffusionGradientDirection (LPS) of the CSA image header (0029,1010), read
     only for images that say they are diffusion weighted (ImageType DIFFUSION or a ``*ep_b``
     sequence), where the (0019,100C/100E) copies are missing."""
     image_type = _text(get("ImageType"))
     sequence = _text(get("SequenceName"))
     if "DIFFUSION" not in image_type and "EP_B" not in sequence:
-        return None, None, ""
+        return None, None
     from DICOMPlusLib.loading.mosaic import csa_values
 
     raw = get("SiemensCSAImageHeader")
     csa = csa_values(raw.encode("latin-1") if isinstance(raw, str) else raw)
     b = _first(decode("\\".join(csa.get("B_value", [])), "DS"))
     gradient = _unit(decode("\\".join(csa.get("DiffusionGradientDirection", [])), "FD"))
-    return b, gradient, "siemens-csa" if b is not None else ""
+    return b, gradient
 
 
 def _ge_to_lps(v: list[float], get, orientation) -> np.ndarray | None:
