@@ -58,7 +58,17 @@ def test_philips_dwi_volumes_are_homogeneous():
     assert not [w for w in info.warnings if w.code == "diffusion_mixed"]
 
 
-def _synthetic_dwi(folder, *, volumes=5, slices=6, scramble=True, seed=3, b0=(0,), shuffle_instances=False):
+def _synthetic_dwi(
+    folder,
+    *,
+    volumes=5,
+    slices=6,
+    scramble=True,
+    seed=3,
+    b0=(0,),
+    shuffle_instances=False,
+    trigger_per_slice=False,
+):
     """A classic DWI series written here: ``volumes`` x ``slices`` MR images with the standard
     diffusion tags; InstanceNumber interleaved (slice-major, like Philips) and AcquisitionNumber
     random when ``scramble``. Returns (files by [volume][slice], bvals, gradients)."""
@@ -79,6 +89,8 @@ def _synthetic_dwi(folder, *, volumes=5, slices=6, scramble=True, seed=3, b0=(0,
         volume, k = index // slices, index % slices
         ds.ImagePositionPatient = ["-100", "-120", f"{-50 + 3.0 * k:g}"]
         ds.InstanceNumber = numbers[k * volumes + volume]
+        if trigger_per_slice:  # slice timing, as some scanners put it in TriggerTime
+            ds.TriggerTime = f"{k * 95.0:g}"
         ds.AcquisitionNumber = rng.randint(1, 9) if scramble else volume + 1
         ds.DiffusionBValue = bvals[volume]
         ds.DiffusionGradientOrientation = list(gradients[volume] or (0.0, 0.0, 0.0))
@@ -239,3 +251,16 @@ def test_diffusion_weighted_volume_without_direction_is_reported(tmp_path):
     assert info.bvals == (0.0, 1000.0, 1000.0) and info.gradients_lps[2] == (0.0, 0.0, 0.0)
     (warning,) = [w for w in info.warnings if w.code == "diffusion_without_direction"]
     assert "volume(s) 3" in warning.message
+
+
+def test_trigger_time_per_slice_does_not_split_diffusion_volumes(tmp_path):
+    files, _bvals, _ = _synthetic_dwi(
+        tmp_path / "dwi", volumes=6, shuffle_instances=True, trigger_per_slice=True
+    )
+    (info,) = plan_folder(tmp_path / "dwi")
+    t, k = info.shape[:2]
+    assert (t, k) == (6, 6)
+    by_path = {str(p): v for v, row in enumerate(files) for p in row}
+    written = [{by_path[f.path] for f in info.frames[v * k : (v + 1) * k]} for v in range(t)]
+    assert sorted(next(iter(w)) for w in written if len(w) == 1) == list(range(6))
+    assert not [w for w in info.warnings if w.code == "diffusion_mixed"]

@@ -27,33 +27,10 @@ import numpy as np
 
 from DICOMPlusLib.loading import diffusion
 from DICOMPlusLib.loading import geometry as geo
+from DICOMPlusLib.loading.identity import frame_order, time_order, volumes_by_identity
 from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo
 
 LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "SURVEY"})
-
-
-def frame_order(f: Frame) -> tuple:
-    """A deterministic order independent of where the frames came from."""
-    return (f.instance_number is None, f.instance_number or 0, f.sop_uid, f.frame)
-
-
-def _key(x) -> tuple:
-    return (x is None, x if x is not None else 0)
-
-
-def time_order(f: Frame) -> tuple:
-    """When a frame was acquired; InstanceNumber (then AcquisitionNumber) only breaks ties:
-    AcquisitionNumber does not follow the volumes in every vendor's series (Philips DWI)."""
-    return (
-        _key(f.temporal_position),
-        _key(f.trigger_time),
-        _key(f.acquisition_time),
-        _key(f.content_time),
-        _key(f.instance_number),
-        _key(f.acquisition_number),
-        f.sop_uid,
-        f.frame,
-    )
 
 
 def _files(frames: Sequence[Frame]) -> tuple[str, ...]:
@@ -288,7 +265,7 @@ def _resolve(frames, normal, warnings, localizer, label, depth) -> list[_Stack]:
     clusters = _position_clusters(frames, normal)
     if all(len(c) == 1 for c in clusters):
         return [_Stack([[c[0] for c in clusters]], list(warnings), localizer, label)]
-    by_identity = _volumes_by_identity(frames, clusters)
+    by_identity = volumes_by_identity(frames, clusters)
     if by_identity is not None:
         return [_complete_volumes(by_identity, len(clusters), warnings, localizer, label)]
     for name, key in (("ImageType", lambda f: f.image_type), ("echo", lambda f: f.echo)):
@@ -334,57 +311,6 @@ def _resolve(frames, normal, warnings, localizer, label, depth) -> list[_Stack]:
                 )
             return out
     return [_time_series(clusters, warnings, localizer, label)]
-
-
-#: The attributes that name the volume a frame belongs to, in the order they are tried together.
-_IDENTITY = (
-    ("diffusion", diffusion.identity),
-    ("TemporalPositionIdentifier", lambda f: f.temporal_position),
-    ("TriggerTime", lambda f: f.trigger_time),
-)
-
-
-def _volumes_by_identity(frames: list[Frame], clusters: list[list[Frame]]) -> list[list[Frame]] | None:
-    """The volumes named by the acquisition itself: frames grouped by the identity attributes
-    present on every frame and not constant (an identity repeated at one position, like several
-    b=0 volumes, is split in time order), when that gives exactly as many volumes as a position
-    repeats. None otherwise."""
-    parts = []
-    for _name, get in _IDENTITY:
-        values = [get(f) for f in frames]
-        if all(v is not None for v in values) and len(set(values)) > 1:
-            parts.append(get)
-    if not parts:
-        return None
-    position_of = {id(f): index for index, c in enumerate(clusters) for f in c}
-    groups: dict[tuple, list[Frame]] = {}
-    for f in frames:
-        groups.setdefault(tuple(get(f) for get in parts), []).append(f)
-    volumes: list[list[Frame]] = []
-    for members in groups.values():
-        # one identity acquired several times (several b=0 volumes): the n-th frame of each
-        # position, in time order, belongs to its n-th volume
-        at: dict[int, list[Frame]] = {}
-        for f in members:
-            at.setdefault(position_of[id(f)], []).append(f)
-        ranked = [sorted(fs, key=time_order) for fs in at.values()]
-        for rank in range(max(len(fs) for fs in ranked)):
-            volumes.append([fs[rank] for fs in ranked if len(fs) > rank])
-    repeats = max(len(c) for c in clusters)
-    if len(volumes) != repeats:
-        return None
-
-    def order(members: list[Frame]) -> tuple:
-        first = min(members, key=time_order)
-        return (
-            _key(first.temporal_position),
-            _key(first.trigger_time),
-            _key(first.acquisition_time),
-            _key(first.content_time),
-            min((_key(f.instance_number) for f in members), default=(True, 0)),
-        )
-
-    return sorted(volumes, key=order)
 
 
 def _complete_volumes(volumes: list[list[Frame]], positions: int, warnings, localizer, label) -> _Stack:
