@@ -90,10 +90,14 @@ def _group_by(frames: list[Frame], parts, position_of: dict[int, int]) -> list[l
 
 
 def _volume_order(members: list[Frame]) -> tuple:
-    """Volumes in acquisition order: the time of their first frame, then their smallest
-    InstanceNumber."""
+    """Volumes in acquisition order: for enhanced frames their DimensionIndexValues, the last
+    index most significant (as dcm2niix orders them); then the time of their first frame, then
+    their smallest InstanceNumber."""
     first = min(members, key=time_order)
+    indices = [f.dimension_index for f in members]
+    dimension = min(tuple(reversed(i)) for i in indices) if all(indices) else ()
     return (
+        dimension,
         _key(first.temporal_position),
         _key(first.trigger_time),
         _key(first.acquisition_time),

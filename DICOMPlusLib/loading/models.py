@@ -88,6 +88,8 @@ class Frame:
     #: One tile of a mosaic image (see :mod:`DICOMPlusLib.loading.mosaic`): (rows, columns of the
     #: stored image, tile index in row-major order); ``rows``/``columns`` are the tile's.
     mosaic: tuple[int, int, int] | None = None
+    #: DimensionIndexValues (0020,9157) of an enhanced frame (PS3.3 C.7.6.17.1)
+    dimension_index: tuple[int, ...] | None = None
 
     @property
     def has_geometry(self) -> bool:

@@ -29,7 +29,7 @@ FIELDS: dict[str, tuple[str, Callable[[Any, VolumeInfo], str]]] = {
     "p": ("protocol name", lambda ds, v: _s(ds, "ProtocolName")),
     "r": ("instance number of the first image", lambda ds, v: _s(ds, "InstanceNumber")),
     "s": ("series number", lambda ds, v: _s(ds, "SeriesNumber")),
-    "t": ("study date and time", lambda ds, v: (_s(ds, "StudyDate") + _s(ds, "StudyTime").split(".")[0])),
+    "t": ("study date and time", lambda ds, v: _s(ds, "StudyDate") + _s(ds, "StudyTime").split(".")[0]),
     "u": ("acquisition number", lambda ds, v: _s(ds, "AcquisitionNumber")),
     "v": ("vendor", lambda ds, v: _s(ds, "Manufacturer").split(" ")[0]),
     "x": ("study ID", lambda ds, v: _s(ds, "StudyID")),

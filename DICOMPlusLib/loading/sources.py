@@ -252,7 +252,13 @@ def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, c
         frame_of_reference=_str(get("FrameOfReferenceUID")),
         diffusion_b=b_value,
         diffusion_gradient=gradient,
+        dimension_index=_dimension_index(get("DimensionIndexValues")),
     )
+
+
+def _dimension_index(value: Any) -> tuple[int, ...] | None:
+    values = _floats(value)
+    return tuple(int(v) for v in values) if values else None
 
 
 def _dataset(header: bytes) -> pydicom.Dataset:
