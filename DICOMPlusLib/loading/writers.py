@@ -91,6 +91,11 @@ def write_volume(
             write_nifti(volume, path, compression=compression)
         except OSError as exc:
             raise LoadError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    elif suffix == ".nrrd" and volume.info.is_diffusion and volume.info.is_4d and volume.info.components == 1:
+        try:
+            write_dwi_nrrd(volume, path, compression=compression)
+        except OSError as exc:
+            raise LoadError(f"cannot write {path}: {exc.strerror or exc}") from exc
     else:
         import SimpleITK as sitk
 
@@ -254,6 +259,54 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, compression: int = 6
         else:
             f.write(header)
             f.write(array.tobytes())
+    os.replace(tmp, path)
+
+
+def write_dwi_nrrd(volume: Volume, path: str | os.PathLike, *, compression: int = 6) -> None:
+    """A diffusion series as the NRRD that Slicer, DTI-TK and teem read as DWI: the volumes on a
+    first "list" axis, ``DWMRI_b-value`` (the largest b) and one ``DWMRI_gradient_NNNN`` per
+    volume scaled by sqrt(b / largest b), in LPS (space left-posterior-superior, identity
+    measurement frame)."""
+    import zlib
+
+    path = Path(path)
+    info = volume.info
+    bvals, gradients = info.bvals or (), info.gradients_lps or ()
+    bmax = max(bvals)
+    array = np.ascontiguousarray(np.moveaxis(volume.array, 0, -1))  # [k, j, i, t]: t fastest
+    types = {"int16": "short", "uint16": "ushort", "int32": "int", "uint8": "uchar", "float32": "float"}
+    if array.dtype.name not in types:
+        array = array.astype(np.float32)
+    m = np.asarray(volume.ijk_to_lps, float)
+    vector = lambda v: "(" + ",".join(repr(float(x)) for x in v) + ")"  # noqa: E731
+    lines = [
+        "NRRD0005",
+        "# written by DICOMPlus",
+        f"type: {types[array.dtype.name]}",
+        "dimension: 4",
+        "space: left-posterior-superior",
+        f"sizes: {len(bvals)} {' '.join(str(d) for d in volume.dims[:3])}",
+        f"space directions: none {vector(m[:3, 0])} {vector(m[:3, 1])} {vector(m[:3, 2])}",
+        "kinds: list domain domain domain",
+        "endian: little",
+        "encoding: gzip",
+        f"space origin: {vector(m[:3, 3])}",
+        "measurement frame: (1,0,0) (0,1,0) (0,0,1)",
+        "modality:=DWMRI",
+        f"DWMRI_b-value:={bmax:g}",
+    ]
+    for index, (b, g) in enumerate(zip(bvals, gradients, strict=True)):
+        scale = float(np.sqrt(b / bmax)) if bmax > 0 and any(g) else 0.0
+        lines.append(f"DWMRI_gradient_{index:04d}:={' '.join(f'{x * scale:.8f}' for x in g)}")
+    header = ("\n".join(lines) + "\n\n").encode()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header)
+        packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
+        data = memoryview(array.reshape(-1).view(np.uint8))
+        for start in range(0, len(data), 1 << 22):
+            f.write(packer.compress(data[start : start + (1 << 22)]))
+        f.write(packer.flush())
     os.replace(tmp, path)
 
 
