@@ -14,8 +14,11 @@ from slicer.i18n import tr as _
 
 import DICOMPlusLib
 
+from . import diffusion  # DWI series as diffusion-weighted volume nodes
+
 __all__ = [
     "addVolumeNode",
+    "diffusion",
     "exportSegmentation",
     "exportVolume",
     "fileValue",

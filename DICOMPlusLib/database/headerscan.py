@@ -53,7 +53,8 @@ class ScanResult:
     """What the scanner found.
 
     ``values`` maps a wanted tag (int) to its decoded value: ``str`` for text VRs (multiple
-    values keep their backslashes), ``int``/``float`` (or a tuple for several) for binary numbers.
+    values keep their backslashes), ``int``/``float`` (or a tuple for several) for binary numbers,
+    ``bytes`` for a private element whose VR is OB/OW/UN or unknown (implicit VR).
     """
 
     transfer_syntax: str
@@ -250,7 +251,11 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
                     vr = dictionary_VR(tag).split(" or ")[0].encode()
                 except KeyError:
                     vr = b"UN"
-            result.values[tag] = _decode(buf[value_pos : value_pos + length], vr, little, charsets)
+            if group & 1 and vr in (b"UN", b"OB", b"OW"):
+                # a private element whose VR the file does not say: its bytes, for the caller to decode
+                result.values[tag] = bytes(buf[value_pos : value_pos + length])
+            else:
+                result.values[tag] = _decode(buf[value_pos : value_pos + length], vr, little, charsets)
         pos = value_pos + length
     if not complete:
         raise NeedMoreData("no pixel data yet")

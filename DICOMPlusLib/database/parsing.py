@@ -86,6 +86,7 @@ class ParsedFile:
     source: str  # the path it came from ("" for received data)
     data: bytes | None = None  # the whole file, when it is to be copied into the store
     stored_tmp: str = ""  # a temporary file in the store holding the data, when written by a worker
+    scanned: dict[int, object] | None = None  # tag -> value of the scan, with the ``also`` tags
 
 
 def _as_int(value: object) -> int | None:
@@ -209,9 +210,10 @@ def _looks_like_raw_dataset(data: bytes) -> bool:
     return len(data) >= 8 and data[1] == 0 and data[0] in (0x02, 0x08) and data[3] in (0x00, 0x01)
 
 
-def parse_path(path: str, *, keep_data: bool) -> ParsedFile:
+def parse_path(path: str, *, keep_data: bool, also: frozenset[int] = frozenset()) -> ParsedFile:
     """Index entry for a file on disk. ``keep_data`` reads the whole file (to copy it);
-    otherwise only the header is read, in growing chunks."""
+    otherwise only the header is read, in growing chunks. Tags in ``also`` are decoded in the
+    same walk of the header and returned in ``scanned`` (the loader's, so it walks each header once)."""
     try:
         st = os.stat(path)
         if st.st_size == 0:
@@ -222,7 +224,7 @@ def parse_path(path: str, *, keep_data: bool) -> ParsedFile:
             data = f.read(_FIRST_READ)
             while True:
                 try:
-                    return _scan_prefix(data, st, path)
+                    return _scan_prefix(data, st, path, also)
                 except NeedMoreData:
                     more = f.read(max(len(data), _FIRST_READ))
                     if not more:
@@ -234,10 +236,12 @@ def parse_path(path: str, *, keep_data: bool) -> ParsedFile:
         raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
 
 
-def _scan_prefix(data: bytes, st: os.stat_result, path: str) -> ParsedFile:
+def _scan_prefix(
+    data: bytes, st: os.stat_result, path: str, also: frozenset[int] = frozenset()
+) -> ParsedFile:
     size = st.st_size
     try:
-        result = scan(data, _WANTED, complete=len(data) >= size)
+        result = scan(data, _WANTED | also if also else _WANTED, complete=len(data) >= size)
     except NeedMoreData:
         if len(data) >= size:
             raise ImportFileError("truncated: the file ends inside its header") from None
@@ -260,4 +264,5 @@ def _scan_prefix(data: bytes, st: os.stat_result, path: str) -> ParsedFile:
         size=size,
         mtime=st.st_mtime,
         source=path,
+        scanned=result.values if also else None,
     )

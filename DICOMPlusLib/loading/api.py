@@ -70,7 +70,13 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
 
 def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
     """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
-    volume = Volume(read_pixels(info, progress=progress, cancel=cancel), info)
+    if info.mosaic:
+        from DICOMPlusLib.loading.mosaic import read_tiles
+
+        array = read_tiles(info, read_pixels, progress=progress, cancel=cancel)
+    else:
+        array = read_pixels(info, progress=progress, cancel=cancel)
+    volume = Volume(array, info)
     if resample:
         from DICOMPlusLib.loading.resample import resample_regular
 

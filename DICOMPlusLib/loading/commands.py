@@ -4,17 +4,21 @@
 or [i, j, k, t]), "spacing", "ijk_to_ras", "ijk_to_lps", "warnings": [{"code", "message"}]}]}``
 (the manifest convention: i along the row direction, j along the column direction, k by
 increasing position along the normal, origin at the first slice, exact sheared matrices).
-``convert (PATH... | --series UID) --out FILE.nrrd|FILE.nii.gz [--resample]`` writes every volume;
-several volumes get ``_2``, ``_3``... before the suffix.
+``convert (PATH... | --series UID) --out FILE.nii.gz|FILE.nrrd|FOLDER [--name TEMPLATE] [--resample]``
+writes every volume: to FILE (the others beside it with a readable suffix: ``_e2``, ``_localizer``,
+``_2``...) or into FOLDER with names from a dcm2niix-like template (``%s_%d``); each with a BIDS-style
+JSON sidecar and, for a diffusion series written as NIfTI, ``.bval``/``.bvec`` in FSL's convention.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from DICOMPlusLib.cli import ProgressBar, open_database, print_json
 from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.loading.naming import DEFAULT_TEMPLATE
 
 
 def _plan(args):
@@ -57,6 +61,13 @@ def cmd_inspect(args) -> int:
             print(
                 f"  time axis ({info.time_source}, {info.time_unit}): {', '.join(f'{t:g}' for t in info.time_axis)}"
             )
+        if info.bvals is not None:
+            shells = sorted({round(b) for b in info.bvals})
+            print(
+                f"  diffusion: {len(info.bvals)} volumes, b-values {', '.join(str(b) for b in shells)} s/mm2"
+            )
+        if info.mosaic:
+            print("  mosaic: slices split from their mosaic images")
         if info.tilt_deg > 0.1:
             print(f"  stack tilt {info.tilt_deg:.2f} deg")
         for row in info.ijk_to_lps[:3]:
@@ -65,31 +76,106 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _outputs(out: Path, count: int) -> list[Path]:
-    if count == 1:
-        return [out]
-    name = out.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+FORMATS = ("nii.gz", "nii", "nrrd", "nhdr", "mha", "mhd")
+
+
+def _split_suffix(name: str) -> tuple[str, str] | None:
+    for suffix in SUFFIXES:
         if name.lower().endswith(suffix):
-            stem, ext = name[: -len(suffix)], name[-len(suffix) :]
-            break
-    else:
-        stem, ext = out.stem, out.suffix
-    return [out] + [out.with_name(f"{stem}_{i}{ext}") for i in range(2, count + 1)]
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return None
+
+
+def _header(info):
+    """The first image's header (for names and sidecars), None when it cannot be read."""
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(info.frames[0].path, stop_before_pixels=True, force=True)
+    except Exception:  # a missing or unreadable file only costs the names and the sidecar
+        return None
+
+
+def _outputs(args, infos, headers) -> list[Path]:
+    """One path per volume: ``--out FILE`` for the first and readable suffixes for the others,
+    or ``--out FOLDER`` with names from the ``--name`` template."""
+    from DICOMPlusLib.loading.naming import clean, expand, volume_suffix
+
+    out = Path(args.out)
+    split = _split_suffix(out.name)
+    if split is not None and not out.is_dir():
+        if args.name:
+            raise _Usage("--name names files in a folder: give --out FOLDER, or drop --name")
+        stem, ext = split
+        paths = [out]
+        for index, info in enumerate(infos[1:], 2):
+            paths.append(out.with_name(f"{stem}_{volume_suffix(info, index)}{ext}"))
+        return _unique(paths)
+    ext = "." + args.format
+    stems = [expand(args.name or DEFAULT_TEMPLATE, ds, info) for ds, info in zip(headers, infos, strict=True)]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    seen: dict[str, int] = {}
+    paths = []
+    for stem, info in zip(stems, infos, strict=True):
+        if counts[stem] > 1:
+            seen[stem] = seen.get(stem, 0) + 1
+            stem = f"{stem}_{volume_suffix(info, seen[stem])}"
+        paths.append(out / f"{clean(stem) or 'volume'}{ext}")
+    return _unique(paths)
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        candidate, n = path, 2
+        while candidate in out:
+            stem, ext = _split_suffix(path.name) or (path.stem, path.suffix)
+            candidate = path.with_name(f"{stem}_{n}{ext}")
+            n += 1
+        out.append(candidate)
+    return out
+
+
+class _Usage(DICOMPlusError):
+    """A combination of options that cannot work (exit 2)."""
 
 
 def cmd_convert(args) -> int:
+    try:
+        return _convert(args)
+    except _Usage as exc:
+        print(f"dicomplus: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _convert(args) -> int:
+    from DICOMPlusLib import __version__
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.loading.api import load
-    from DICOMPlusLib.loading.writers import write_volume
+    from DICOMPlusLib.loading.diffusion import write_fsl
+    from DICOMPlusLib.loading.naming import check_template, sidecar
+    from DICOMPlusLib.loading.writers import NIFTI_SUFFIXES, write_volume
 
+    if args.name:
+        try:
+            check_template(args.name)
+        except DICOMPlusError as exc:
+            raise _Usage(str(exc)) from None
     infos = _plan(args)
     if args.skip_localizers:
         infos = [i for i in infos if not i.localizer] or infos
-    outputs = _outputs(Path(args.out), len(infos))
+    headers = [_header(info) for info in infos]
+    outputs = _outputs(args, infos, headers)
     token = CancelToken()
     written = []
-    for info, path in zip(infos, outputs, strict=True):
+    for info, ds, path in zip(infos, headers, outputs, strict=True):
         bar = ProgressBar(f"load {path.name}", not args.json)
         try:
             volume = load(info, resample=args.resample, progress=bar, cancel=token)
@@ -98,18 +184,26 @@ def cmd_convert(args) -> int:
             raise
         finally:
             bar.close()
-        notes = write_volume(volume, path)
+        notes = write_volume(volume, path, compression=args.gz_level)
         warnings = list(volume.warnings) + notes
-        written.append(
-            {
-                "path": str(path),
-                **volume.to_dict(),
-                "warnings": [w.to_dict() for w in warnings],
-            }
-        )
+        stem, _ext = _split_suffix(path.name) or (path.stem, path.suffix)
+        entry = {"path": str(path), **volume.to_dict(), "warnings": [w.to_dict() for w in warnings]}
+        extra = []
+        if info.bvals is not None and info.gradients_lps is not None and _ext.lower() in NIFTI_SUFFIXES:
+            entry["bval"], entry["bvec"] = write_fsl(
+                info.bvals, info.gradients_lps, volume.ijk_to_lps, path.with_name(stem)
+            )
+            extra += [entry["bval"], entry["bvec"]]
+        if not args.no_sidecar:
+            side = path.with_name(stem + ".json")
+            side.write_text(json.dumps(sidecar(ds, volume.info, __version__), indent=2) + "\n")
+            entry["sidecar"] = str(side)
+            extra.append(str(side))
+        written.append(entry)
         if not args.json:
             dims = "x".join(str(d) for d in volume.dims)
-            print(f"wrote {path} ({dims}, {volume.array.dtype})")
+            also = f" + {', '.join(Path(p).suffix for p in extra)}" if extra else ""
+            print(f"wrote {path} ({dims}, {volume.array.dtype}){also}")
             _print_warnings(warnings)
     if args.json:
         print_json({"written": written})
@@ -126,7 +220,42 @@ def add_commands(sub) -> None:
         p.add_argument("--series", metavar="UID", help="a series in the database (see --db)")
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "convert":
-            p.add_argument("--out", required=True, metavar="FILE", help="FILE.nrrd, FILE.nii or FILE.nii.gz")
+            from DICOMPlusLib.loading.naming import template_help
+
+            p.add_argument(
+                "--out",
+                required=True,
+                metavar="FILE|FOLDER",
+                help="FILE.nii.gz (.nii, .nrrd, .nhdr, .mha, .mhd): the first volume there, others beside it with "
+                "a readable suffix; or a FOLDER: files named by --name",
+            )
+            p.add_argument(
+                "-f",
+                "--name",
+                metavar="TEMPLATE",
+                help=f"file names in --out FOLDER, like dcm2niix -f (default {DEFAULT_TEMPLATE}): {template_help()}".replace(
+                    "%", "%%"
+                ),
+            )
+            p.add_argument(
+                "--format",
+                choices=FORMATS,
+                default="nii.gz",
+                help="file type in --out FOLDER (default nii.gz)",
+            )
+            p.add_argument(
+                "--gz-level",
+                type=int,
+                choices=range(1, 10),
+                default=1,
+                metavar="1-9",
+                help="gzip level of .nii.gz (1 fastest, default; 9 smallest; dcm2niix -z y uses 6)",
+            )
+            p.add_argument(
+                "--no-sidecar",
+                action="store_true",
+                help="do not write the BIDS-style NAME.json beside each volume",
+            )
             p.add_argument(
                 "--resample",
                 action="store_true",

@@ -7,10 +7,14 @@ A series (one SeriesInstanceUID) is not always one volume. In this order:
    set aside with a warning (if no frame can be placed, they load as a plain stack).
 3. Frames are split by size and pixel format, by orientation (like Slicer's sub-series and
    dcm2niix's "orientation varies") and by pixel spacing; localizers are separated and flagged.
-4. Where positions repeat: frames that differ by ImageType or echo are split; acquisitions
-   covering different positions are split; the same positions repeated in time make one 4D
-   volume (one 3D volume per time point, ordered by TemporalPositionIdentifier/Index, trigger
-   time, acquisition time, InstanceNumber), with its time axis.
+4. Where positions repeat, the volumes of a 4D series are formed by the acquisition's own
+   identity: the diffusion encoding (b-value + gradient), TemporalPositionIdentifier/Index and
+   TriggerTime, whichever are present and give one frame per position per volume (volumes
+   ordered by time, then by their smallest InstanceNumber). Otherwise frames that differ by
+   ImageType or echo are split; acquisitions covering different positions are split; the same
+   positions repeated in time make one 4D volume, the n-th frame of each position (by time, then
+   InstanceNumber, then AcquisitionNumber) in the n-th volume. Every diffusion volume is then
+   checked to hold one b-value and gradient.
 5. Each volume's geometry comes from :mod:`DICOMPlusLib.loading.geometry`; everything unusual
    becomes a :class:`LoadWarning`.
 """
@@ -21,29 +25,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from DICOMPlusLib.loading import diffusion
 from DICOMPlusLib.loading import geometry as geo
+from DICOMPlusLib.loading.identity import frame_order, time_order, volumes_by_identity
 from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo
 
 LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "SURVEY"})
-
-
-def frame_order(f: Frame) -> tuple:
-    """A deterministic order independent of where the frames came from."""
-    return (f.instance_number is None, f.instance_number or 0, f.sop_uid, f.frame)
-
-
-def time_order(f: Frame) -> tuple:
-    def key(x):
-        return (x is None, x if x is not None else 0)
-
-    return (
-        key(f.temporal_position),
-        key(f.trigger_time),
-        key(f.acquisition_time),
-        key(f.acquisition_number),
-        key(f.content_time),
-        *frame_order(f),
-    )
 
 
 def _files(frames: Sequence[Frame]) -> tuple[str, ...]:
@@ -278,6 +265,9 @@ def _resolve(frames, normal, warnings, localizer, label, depth) -> list[_Stack]:
     clusters = _position_clusters(frames, normal)
     if all(len(c) == 1 for c in clusters):
         return [_Stack([[c[0] for c in clusters]], list(warnings), localizer, label)]
+    by_identity = volumes_by_identity(frames, clusters)
+    if by_identity is not None:
+        return [_complete_volumes(by_identity, len(clusters), warnings, localizer, label)]
     for name, key in (("ImageType", lambda f: f.image_type), ("echo", lambda f: f.echo)):
         parts = _split(frames, key)
         if len(parts) > 1:
@@ -321,6 +311,22 @@ def _resolve(frames, normal, warnings, localizer, label, depth) -> list[_Stack]:
                 )
             return out
     return [_time_series(clusters, warnings, localizer, label)]
+
+
+def _complete_volumes(volumes: list[list[Frame]], positions: int, warnings, localizer, label) -> _Stack:
+    warnings = list(warnings)
+    complete = [v for v in volumes if len(v) == positions]
+    if len(complete) < len(volumes):
+        dropped = [f for v in volumes if len(v) != positions for f in v]
+        warnings.append(
+            LoadWarning(
+                "incomplete_time_points",
+                f"{len(volumes) - len(complete)} of {len(volumes)} volumes do not cover all {positions} slice "
+                f"positions and were left out ({_plural(len(dropped), 'image')})",
+                _files(dropped),
+            )
+        )
+    return _Stack([sorted(v, key=time_order) for v in complete], warnings, localizer, label)
 
 
 def _position_signature(frames: list[Frame], normal: np.ndarray) -> tuple:
@@ -379,8 +385,16 @@ def _describe(series_uid: str, stack: _Stack, common: list[LoadWarning]) -> Volu
     tilt = geo.tilt_deg(positions, n)
     warnings = list(common) + list(stack.warnings)
     warnings += _geometry_warnings(sorted_first, report, tilt, matrix)
+    encoding = diffusion.volume_encoding(points)
+    if encoding is not None and max(encoding[0]) <= diffusion.B0_THRESHOLD:
+        encoding = None  # b=0 everywhere: an ordinary image that happens to carry the tag
+    if encoding is not None:
+        warnings += diffusion.homogeneity_warnings(points)
+        warnings += diffusion.direction_warnings(*encoding)
     time_axis = time_unit = time_source = None
-    if len(points) > 1:
+    if len(points) > 1 and encoding is not None:
+        time_axis, time_unit, time_source = tuple(float(t) for t in range(len(points))), "index", "diffusion"
+    elif len(points) > 1:
         time_axis, time_unit, time_source, w = _time_axis(points)
         warnings += w
     mid = sorted_first[len(sorted_first) // 2]
@@ -409,6 +423,9 @@ def _describe(series_uid: str, stack: _Stack, common: list[LoadWarning]) -> Volu
         modality=f0.modality,
         window=window,
         components=f0.samples_per_pixel,
+        bvals=encoding[0] if encoding else None,
+        gradients_lps=encoding[1] if encoding else None,
+        mosaic=any(f.mosaic is not None for f in frames),
     )
 
 

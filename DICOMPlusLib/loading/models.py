@@ -81,6 +81,15 @@ class Frame:
     stack_id: str = ""
     in_stack_position: int | None = None
     frame_of_reference: str = ""
+    #: Diffusion encoding (see :mod:`DICOMPlusLib.loading.diffusion`): b-value in s/mm2 and the
+    #: gradient as a unit vector in LPS (None when the image is not directional, e.g. b=0 or trace).
+    diffusion_b: float | None = None
+    diffusion_gradient: tuple[float, float, float] | None = None
+    #: One tile of a mosaic image (see :mod:`DICOMPlusLib.loading.mosaic`): (rows, columns of the
+    #: stored image, tile index in row-major order); ``rows``/``columns`` are the tile's.
+    mosaic: tuple[int, int, int] | None = None
+    #: DimensionIndexValues (0020,9157) of an enhanced frame (PS3.3 C.7.6.17.1)
+    dimension_index: tuple[int, ...] | None = None
 
     @property
     def has_geometry(self) -> bool:
@@ -161,6 +170,11 @@ class VolumeInfo:
     window: tuple[float, float] | None = None  # (center, width) of the middle slice
     components: int = 1  # samples per voxel (3 for RGB: the array gets a last axis)
     extra: dict = field(default_factory=dict)
+    #: Diffusion-weighted series: one b-value (s/mm2) and one LPS unit gradient per volume (t),
+    #: zeros where the volume has no direction (b <= 5 or not directional).
+    bvals: tuple[float, ...] | None = None
+    gradients_lps: tuple[tuple[float, float, float], ...] | None = None
+    mosaic: bool = False
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -187,9 +201,13 @@ class VolumeInfo:
     def files(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f.path for f in self.frames))
 
+    @property
+    def is_diffusion(self) -> bool:
+        return self.bvals is not None
+
     def to_dict(self) -> dict:
         """The ``inspect --json`` shape of one volume."""
-        return {
+        out = {
             "series_uid": self.series_uid,
             "dims": list(self.dims),
             "spacing": [float(s) for s in self.spacing],
@@ -197,6 +215,12 @@ class VolumeInfo:
             "ijk_to_lps": _matrix(self.ijk_to_lps),
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        if self.mosaic:
+            out["mosaic"] = True
+        if self.bvals is not None and self.gradients_lps is not None:
+            out["bvals"] = [float(round(b, 6)) for b in self.bvals]
+            out["gradients_lps"] = [[float(round(x, 6)) + 0.0 for x in g] for g in self.gradients_lps]
+        return out
 
 
 @dataclass(frozen=True, eq=False)

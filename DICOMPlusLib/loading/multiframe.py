@@ -43,6 +43,12 @@ _MACROS: dict[str, list[tuple[str, str]]] = {
     "MRTimingAndRelatedParametersSequence": [("RepetitionTime", "RepetitionTime")],
     "CTAcquisitionDetailsSequence": [("GantryDetectorTilt", "GantryDetectorTilt")],
     "MRImageFrameTypeSequence": [("FrameType", "ImageType")],
+    # MR Diffusion Macro (PS3.3 C.8.13.5.9); the orientation is one level deeper, read by diffusion.read
+    "MRDiffusionSequence": [
+        ("DiffusionBValue", "DiffusionBValue"),
+        ("DiffusionDirectionality", "DiffusionDirectionality"),
+        ("DiffusionGradientDirectionSequence", "DiffusionGradientDirectionSequence"),
+    ],
     "CTImageFrameTypeSequence": [("FrameType", "ImageType")],
     "PETFrameTypeSequence": [("FrameType", "ImageType")],
     "XAXRFFrameCharacteristicsSequence": [],

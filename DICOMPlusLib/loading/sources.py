@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
-from DICOMPlusLib.loading import multiframe
+from DICOMPlusLib.loading import diffusion, mosaic, multiframe
 from DICOMPlusLib.loading.models import Frame, LoadWarning
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ class InstanceSource:
     number_of_frames: int = 1
     sop_class: str = ""
     instance_number: int | None = None
+    scanned: dict[int, Any] | None = None  # the header's values for TAGS, when already scanned
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,12 @@ TAGS: dict[str, int] = {
     "FrameOfReferenceUID": 0x00200052,
     "StackID": 0x00209056,
     "InStackPositionNumber": 0x00209057,
+    **diffusion.STANDARD_TAGS,
+    **{keyword: tag for keyword, (tag, _vr) in diffusion.PRIVATE_TAGS.items()},
+    **mosaic.TAGS,
 }
+#: Pseudo-keywords of private attributes, for getters over pydicom data sets.
+_PRIVATE = {keyword: tag for keyword, (tag, _vr) in diffusion.PRIVATE_TAGS.items()} | mosaic.PRIVATE
 _TAGS = {tag: keyword for keyword, tag in TAGS.items()}
 _WANTED = frozenset(_TAGS)
 
@@ -198,6 +204,10 @@ def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, c
     acquired = seconds_of_day(get("AcquisitionDateTime"))
     if acquired is None:
         acquired = seconds_of_day(get("AcquisitionTime"))
+    modality = _str(get("Modality"))
+    b_value = gradient = None
+    if modality == "MR":
+        b_value, gradient = diffusion.read(get, orientation)
     return Frame(
         sop_uid=source.sop_uid,
         path=source.path,
@@ -208,7 +218,7 @@ def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, c
         number_of_frames=count,
         series_uid=source.series_uid,
         sop_class=_str(get("SOPClassUID")) or source.sop_class,
-        modality=_str(get("Modality")),
+        modality=modality,
         rows=_int(get("Rows")),
         columns=_int(get("Columns")),
         position=position[:3] if position and len(position) >= 3 else None,  # type: ignore[arg-type]
@@ -240,7 +250,15 @@ def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, c
         stack_id=_str(get("StackID")),
         in_stack_position=_int(get("InStackPositionNumber")),
         frame_of_reference=_str(get("FrameOfReferenceUID")),
+        diffusion_b=b_value,
+        diffusion_gradient=gradient,
+        dimension_index=_dimension_index(get("DimensionIndexValues")),
     )
+
+
+def _dimension_index(value: Any) -> tuple[int, ...] | None:
+    values = _floats(value)
+    return tuple(int(v) for v in values) if values else None
 
 
 def _dataset(header: bytes) -> pydicom.Dataset:
@@ -254,6 +272,9 @@ def _dataset(header: bytes) -> pydicom.Dataset:
 def _dataset_getter(ds: pydicom.Dataset) -> Callable[[str], Any]:
     def get(keyword: str) -> Any:
         try:
+            if keyword in _PRIVATE:
+                element = ds.get(_PRIVATE[keyword])
+                return None if element is None else element.value
             return ds.get(keyword)
         except Exception:
             return None
@@ -265,18 +286,28 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
     """The frames of one instance, from its stored header bytes."""
     multi = source.number_of_frames > 1 or source.sop_class in ENHANCED_CLASSES
     if not multi:
-        try:
-            values = scan(source.header, _WANTED, complete=True).values
-        except ScanError:
-            values = None
+        values = source.scanned
+        if values is None:
+            try:
+                values = scan(source.header, _WANTED, complete=True).values
+            except ScanError:
+                values = None
         if values is not None:
-            by_keyword = {_TAGS[t]: v for t, v in values.items()}
+            by_keyword = {_TAGS[t]: v for t, v in values.items() if t in _TAGS}
             if _int(by_keyword.get("NumberOfFrames")) in (None, 0, 1):
-                return [_make_frame(source, by_keyword.get, 0, 1)], []
+                frame = _make_frame(source, by_keyword.get, 0, 1)
+                if not mosaic.is_mosaic(frame):
+                    return [frame], []
+                if not mosaic.needs_dataset(frame):
+                    return mosaic.expand(frame, by_keyword.get)
     ds = _dataset(source.header)
     count = int(_int(ds.get("NumberOfFrames")) or 1)
     if count <= 1 and not multiframe.is_enhanced(ds):
-        return [_make_frame(source, _dataset_getter(ds), 0, 1)], []
+        get = _dataset_getter(ds)
+        frame = _make_frame(source, get, 0, 1)
+        if mosaic.is_mosaic(frame):
+            return mosaic.expand(frame, get, ds)
+        return [frame], []
     if multiframe.is_enhanced(ds):
         getters = multiframe.frame_attributes(ds)
         return [_make_frame(source, get, i, count) for i, get in enumerate(getters)], []
@@ -371,7 +402,7 @@ def sources_from_paths(
     seen: set[str] = set()
     for path in _walk(paths):
         try:
-            parsed = parse_path(path, keep_data=False)
+            parsed = parse_path(path, keep_data=False, also=_WANTED)
         except ImportFileError as exc:
             skipped.append(SkippedFile(path, str(exc)))
             continue
@@ -394,6 +425,7 @@ def sources_from_paths(
                 number_of_frames=int(v["NumberOfFrames"] or 1),  # type: ignore[call-overload]
                 sop_class=str(v["SOPClassUID"]),
                 instance_number=v["InstanceNumber"],  # type: ignore[arg-type]
+                scanned=parsed.scanned,
             )
         )
     # the order the database uses, so both origins see the same order

@@ -71,10 +71,11 @@ def to_sitk(volume: Volume, matrix: np.ndarray | None = None):
     return image
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, *, resample: bool = False) -> list[LoadWarning]:
-    """Write ``volume`` as NRRD/NIfTI (by suffix); returns what a user should know about the file."""
-    import SimpleITK as sitk
-
+def write_volume(
+    volume: Volume, path: str | os.PathLike, *, resample: bool = False, compression: int = 6
+) -> list[LoadWarning]:
+    """Write ``volume`` as NRRD/NIfTI (by suffix); returns what a user should know about the file.
+    ``compression`` is the gzip level of .nii.gz (1 fastest .. 9 smallest; dcm2niix's default is 6)."""
     path = Path(path)
     suffix = _suffix(path)
     notes: list[LoadWarning] = []
@@ -85,13 +86,27 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, resample: bool = Fa
     sheared = not geo.is_orthogonal(volume.ijk_to_lps)
     path.parent.mkdir(parents=True, exist_ok=True)
     nifti = suffix in NIFTI_SUFFIXES
-    image = to_sitk(volume, orthogonal_approximation(volume.ijk_to_lps) if nifti and sheared else None)
-    try:
-        sitk.WriteImage(image, str(path), useCompression=suffix in (".nrrd", ".mha"))
-    except RuntimeError as exc:
-        raise LoadError(f"cannot write {path}: {exc}") from exc
+    if nifti and volume.info.components == 1:
+        try:
+            write_nifti(volume, path, compression=compression)
+        except OSError as exc:
+            raise LoadError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    elif suffix == ".nrrd" and volume.info.is_diffusion and volume.info.is_4d and volume.info.components == 1:
+        try:
+            write_dwi_nrrd(volume, path, compression=compression)
+        except OSError as exc:
+            raise LoadError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    else:
+        import SimpleITK as sitk
+
+        image = to_sitk(volume, orthogonal_approximation(volume.ijk_to_lps) if nifti and sheared else None)
+        try:
+            sitk.WriteImage(image, str(path), useCompression=suffix in (".nrrd", ".mha"))
+        except RuntimeError as exc:
+            raise LoadError(f"cannot write {path}: {exc}") from exc
+        if nifti and sheared:
+            set_nifti_sform(path, volume.ijk_to_lps)
     if nifti and sheared:
-        set_nifti_sform(path, volume.ijk_to_lps)
         notes.append(
             LoadWarning(
                 "nifti_sheared",
@@ -101,6 +116,198 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, resample: bool = Fa
             )
         )
     return notes
+
+
+# -- NIfTI-1 written directly (scalar volumes): no SimpleITK import, stored integers + scl_slope -------
+_NIFTI_TYPES = {  # numpy dtype -> (NIfTI datatype code, bitpix)
+    np.dtype(np.uint8): (2, 8),
+    np.dtype(np.int16): (4, 16),
+    np.dtype(np.int32): (8, 32),
+    np.dtype(np.float32): (16, 32),
+    np.dtype(np.float64): (64, 64),
+    np.dtype(np.int8): (256, 8),
+    np.dtype(np.uint16): (512, 16),
+    np.dtype(np.uint32): (768, 32),
+}
+
+
+def _stored_integers(volume: Volume) -> tuple[np.ndarray, float, float] | None:
+    """(integer array, slope, intercept) when the float voxels are one rescale of integers that fit
+    16 bits, as dcm2niix writes them (scl_slope/scl_inter); None otherwise."""
+    array = volume.array
+    if array.dtype.kind != "f":
+        return None
+    pairs = {(f.rescale_slope, f.rescale_intercept) for f in volume.info.frames}
+    if len(pairs) != 1:
+        return None
+    slope, intercept = pairs.pop()
+    if slope == 0 or (slope == 1 and intercept == 0):
+        return None
+    # the loader computed float(stored * slope + intercept): the integers come back exactly
+    lo = (float(array.min()) - intercept) / slope
+    hi = (float(array.max()) - intercept) / slope
+    lo, hi = min(lo, hi), max(lo, hi)
+    dtype = (
+        np.int16 if lo >= -32768.5 and hi <= 32767.5 else np.uint16 if lo >= -0.5 and hi <= 65535.5 else None
+    )
+    if dtype is None:
+        return None
+    work = np.subtract(array, np.float32(intercept), dtype=np.float32)
+    np.multiply(work, np.float32(1.0 / slope), out=work)
+    np.rint(work, out=work)
+    stored = work.astype(dtype)
+    sample = slice(None, None, 7919)  # a prime stride: every row and column is sampled
+    flat_stored, flat = stored.reshape(-1)[sample], array.reshape(-1)[sample]
+    if not np.array_equal((flat_stored * np.float64(slope) + intercept).astype(array.dtype), flat):
+        return None
+    return stored, float(slope), float(intercept)
+
+
+def _quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """(qb, qc, qd, qfac) of a rotation (columns: unit axes, RAS), as nifti_mat44_to_quatern."""
+    r = np.array(rotation, float)
+    qfac = 1.0
+    if np.linalg.det(r) < 0:
+        r[:, 2] = -r[:, 2]
+        qfac = -1.0
+    a = r[0, 0] + r[1, 1] + r[2, 2] + 1.0
+    if a > 0.5:
+        a = 0.5 * np.sqrt(a)
+        b = 0.25 * (r[2, 1] - r[1, 2]) / a
+        c = 0.25 * (r[0, 2] - r[2, 0]) / a
+        d = 0.25 * (r[1, 0] - r[0, 1]) / a
+    else:
+        xd, yd, zd = (
+            1.0 + r[0, 0] - (r[1, 1] + r[2, 2]),
+            1.0 + r[1, 1] - (r[0, 0] + r[2, 2]),
+            1.0 + r[2, 2] - (r[0, 0] + r[1, 1]),
+        )
+        if xd > 1.0:
+            b = 0.5 * np.sqrt(xd)
+            c = 0.25 * (r[0, 1] + r[1, 0]) / b
+            d = 0.25 * (r[0, 2] + r[2, 0]) / b
+            a = 0.25 * (r[2, 1] - r[1, 2]) / b
+        elif yd > 1.0:
+            c = 0.5 * np.sqrt(yd)
+            b = 0.25 * (r[0, 1] + r[1, 0]) / c
+            d = 0.25 * (r[1, 2] + r[2, 1]) / c
+            a = 0.25 * (r[0, 2] - r[2, 0]) / c
+        else:
+            d = 0.5 * np.sqrt(zd)
+            b = 0.25 * (r[0, 2] + r[2, 0]) / d
+            c = 0.25 * (r[1, 2] + r[2, 1]) / d
+            a = 0.25 * (r[1, 0] - r[0, 1]) / d
+        if a < 0:
+            b, c, d = -b, -c, -d
+    return float(b), float(c), float(d), qfac
+
+
+def nifti_header(volume: Volume, dtype: np.dtype, slope: float = 1.0, intercept: float = 0.0) -> bytes:
+    """A NIfTI-1 header (348 bytes + an empty extension flag): qform = the nearest orthogonal grid
+    (what ITK reads), sform = the exact IJK->RAS matrix (sheared for a tilted stack), both scanner
+    anatomical; units mm and s."""
+    exact = LPS_TO_RAS @ np.asarray(volume.ijk_to_lps, float)
+    ortho = LPS_TO_RAS @ orthogonal_approximation(volume.ijk_to_lps)
+    spacing = np.linalg.norm(ortho[:3, :3], axis=0)
+    b, c, d, qfac = _quaternion(ortho[:3, :3] / spacing)
+    dims = list(volume.dims)
+    code, bitpix = _NIFTI_TYPES[np.dtype(dtype)]
+    header = bytearray(352)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, len(dims), *dims, *([1] * (7 - len(dims))))
+    struct.pack_into("<hh", header, 70, code, bitpix)
+    times = volume.time_axis or ()
+    step = float(np.mean(np.diff(times))) if len(times) > 1 and volume.info.time_unit == "s" else 1.0
+    struct.pack_into("<8f", header, 76, qfac, *spacing, step if step > 0 else 1.0, 1.0, 1.0, 1.0)
+    struct.pack_into("<f", header, 108, 352.0)  # vox_offset
+    struct.pack_into("<ff", header, 112, slope, intercept)
+    header[123] = 2 | 8  # xyzt_units: mm, s
+    struct.pack_into("<hh", header, 252, 1, 1)  # qform_code, sform_code: scanner anatomical
+    struct.pack_into("<6f", header, 256, b, c, d, *ortho[:3, 3])
+    struct.pack_into("<12f", header, 280, *exact[:3].flatten())
+    header[344:348] = b"n+1\0"
+    return bytes(header)
+
+
+def write_nifti(volume: Volume, path: str | os.PathLike, *, compression: int = 6) -> None:
+    """A scalar volume as NIfTI-1 (.nii or .nii.gz), integers with scl_slope/scl_inter where the
+    voxels are one rescale of 16-bit integers (as dcm2niix writes them), else as they are."""
+    import zlib
+
+    path = Path(path)
+    packed = _stored_integers(volume)
+    if packed is not None:
+        array, slope, intercept = packed
+    else:
+        array, slope, intercept = volume.array, 1.0, 0.0
+    if array.dtype not in _NIFTI_TYPES:
+        array = array.astype(np.float32)
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    header = nifti_header(volume, array.dtype, slope, intercept)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        if path.name.lower().endswith(".gz"):
+            # a gzip member written chunk by chunk (RFC 1952), like gzip.GzipFile but without its copies
+            packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
+            f.write(packer.compress(header))
+            data = memoryview(array.reshape(-1).view(np.uint8))
+            for start in range(0, len(data), 1 << 22):
+                f.write(packer.compress(data[start : start + (1 << 22)]))
+            f.write(packer.flush())
+        else:
+            f.write(header)
+            f.write(array.tobytes())
+    os.replace(tmp, path)
+
+
+def write_dwi_nrrd(volume: Volume, path: str | os.PathLike, *, compression: int = 6) -> None:
+    """A diffusion series as the NRRD that Slicer, DTI-TK and teem read as DWI: the volumes on a
+    first "list" axis, ``DWMRI_b-value`` (the largest b) and one ``DWMRI_gradient_NNNN`` per
+    volume scaled by sqrt(b / largest b), in LPS (space left-posterior-superior, identity
+    measurement frame)."""
+    import zlib
+
+    path = Path(path)
+    info = volume.info
+    bvals, gradients = info.bvals or (), info.gradients_lps or ()
+    bmax = max(bvals)
+    array = np.ascontiguousarray(np.moveaxis(volume.array, 0, -1))  # [k, j, i, t]: t fastest
+    types = {"int16": "short", "uint16": "ushort", "int32": "int", "uint8": "uchar", "float32": "float"}
+    if array.dtype.name not in types:
+        array = array.astype(np.float32)
+    m = np.asarray(volume.ijk_to_lps, float)
+    vector = lambda v: "(" + ",".join(repr(float(x)) for x in v) + ")"  # noqa: E731
+    lines = [
+        "NRRD0005",
+        "# written by DICOMPlus",
+        f"type: {types[array.dtype.name]}",
+        "dimension: 4",
+        "space: left-posterior-superior",
+        f"sizes: {len(bvals)} {' '.join(str(d) for d in volume.dims[:3])}",
+        f"space directions: none {vector(m[:3, 0])} {vector(m[:3, 1])} {vector(m[:3, 2])}",
+        "kinds: list domain domain domain",
+        "endian: little",
+        "encoding: gzip",
+        f"space origin: {vector(m[:3, 3])}",
+        "measurement frame: (1,0,0) (0,1,0) (0,0,1)",
+        "modality:=DWMRI",
+        f"DWMRI_b-value:={bmax:g}",
+    ]
+    for index, (b, g) in enumerate(zip(bvals, gradients, strict=True)):
+        scale = float(np.sqrt(b / bmax)) if bmax > 0 and any(g) else 0.0
+        lines.append(f"DWMRI_gradient_{index:04d}:={' '.join(f'{x * scale:.8f}' for x in g)}")
+    header = ("\n".join(lines) + "\n\n").encode()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header)
+        packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
+        data = memoryview(array.reshape(-1).view(np.uint8))
+        for start in range(0, len(data), 1 << 22):
+            f.write(packer.compress(data[start : start + (1 << 22)]))
+        f.write(packer.flush())
+    os.replace(tmp, path)
 
 
 def set_nifti_sform(path: str | os.PathLike, ijk_to_lps: np.ndarray) -> None:
