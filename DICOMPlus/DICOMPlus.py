@@ -429,6 +429,7 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic, DICOMPlusWidgets.EngineLogic):
         import shutil
 
         nodes, warnings, folders = [], [], set()
+        asDWI = str(qt.QSettings().value("DICOMPlus/LoadDiffusionAsDWI", "true")).lower() == "true"
         for seriesUID, volumes in loaded:
             [series] = self.search("series", {"SeriesInstanceUID": seriesUID}) or [None]
             [study] = (
@@ -441,7 +442,10 @@ class DICOMPlusLogic(ScriptedLoadableModuleLogic, DICOMPlusWidgets.EngineLogic):
                 folders.add(os.path.dirname(volumeFile.path))
                 volume = volumeFile.open()
                 name = DICOMPlusMRML.volumeName(series, volume, index, len(volumes))
-                node = DICOMPlusMRML.addVolumeNode(volume, name)
+                if asDWI and DICOMPlusMRML.diffusion.isDiffusion(volume):
+                    node = DICOMPlusMRML.diffusion.addDiffusionWeightedVolumeNode(volume, name)
+                else:
+                    node = DICOMPlusMRML.addVolumeNode(volume, name)
                 header = self.database.header(volume.sop_uids[0])  # stored bytes: no file read
                 DICOMPlusMRML.placeInSubjectHierarchy(node, volume, study, series, header=header)
                 warnings += [(name, warning) for warning in volume.warnings]

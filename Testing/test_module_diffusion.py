@@ -92,3 +92,23 @@ def test_convert_nrrd_reads_as_a_dwi_in_slicer(dicomplus_module, tmp_path):
     assert np.allclose(slicer.util.arrayFromVTKMatrix(matrix), expected["ijk_to_ras"], atol=1e-3)
     voxels = slicer.util.arrayFromVolume(node)  # [k, j, i, t]
     assert np.allclose(voxels[..., 5], volume.array[5], rtol=1e-5, atol=1e-3)
+
+
+def test_the_panel_loads_a_dwi_series_as_a_dwi_node_unless_told_otherwise(dicomplus_module, tmp_path):
+    """Through the Logic and the engine, as a user loads it; the setting
+    DICOMPlus/LoadDiffusionAsDWI=false gives the plain 4D sequence instead."""
+    import qt
+
+    entry = ENTRIES["dev_mr_dwi_siemens_classic"]
+    logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
+    assert logic.importFolder([str(SERIES2 / entry["folder"])]).get(120).added > 0
+    [series] = logic.search("series")
+    [node] = logic.loadSeries(series.SeriesInstanceUID)
+    assert node.IsA("vtkMRMLDiffusionWeightedVolumeNode")
+    assert node.GetNumberOfGradients() == entry["expected"]["dims"][3]
+    qt.QSettings().setValue("DICOMPlus/LoadDiffusionAsDWI", False)
+    try:
+        [plain] = logic.loadSeries(series.SeriesInstanceUID)
+        assert plain.IsA("vtkMRMLSequenceNode")
+    finally:
+        qt.QSettings().remove("DICOMPlus/LoadDiffusionAsDWI")
