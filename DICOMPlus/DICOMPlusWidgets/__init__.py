@@ -40,7 +40,7 @@ not a top-level .py file, so Slicer does not take it for a module of its own.
 from . import compat, engine
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
-from .logic import EngineLogic
+from .logic import DatabaseLogic, EngineLogic
 from .network import DICOMPlusNetworkWidget
 from .preview import DICOMPlusPreviewWidget
 from .signals import Signal
@@ -52,6 +52,7 @@ __all__ = [
     "DICOMPlusNetworkWidget",
     "DICOMPlusPreviewWidget",
     "DICOMPlusSliceView",
+    "DatabaseLogic",
     "EngineLogic",
     "Signal",
     "compat",

@@ -1,6 +1,7 @@
-"""The engine side of DICOMPlusLogic: packages on demand, import, the network, the listener.
+"""The parts of DICOMPlusLogic that need no MRML: the database it reads (DatabaseLogic) and the
+engine side (EngineLogic): packages on demand, import, the network, the listener.
 
-DICOMPlusLogic (DICOMPlus.py) inherits this mixin; what is here needs no MRML. Long work is handed
+DICOMPlusLogic (DICOMPlus.py) inherits both mixins and adds what touches the scene. Long work is handed
 to the DICOMPlus engine process (:mod:`.engine`) and returns a job at once
 (:class:`DICOMPlusLib.engine.protocol.RemoteJob`: ``job.get()`` waits for the result; the panel
 shows the job in its activity list instead). Packages stock Slicer does not bundle are installed
@@ -11,10 +12,78 @@ the pixel decoders a series needs (GDCM, pylibjpeg), from Resources/requirements
 import os
 import queue
 
+import qt
+import slicer
 from slicer.i18n import tr as _
 
 from . import engine as _engine
 from .signals import Signal
+
+
+class DatabaseLogic:
+    """Mixin for DICOMPlusLogic: which database (argument, setting, default), reads and delete.
+    The host sets ``_databasePath`` and ``_database`` and emits ``databaseAboutToClose``."""
+
+    # -- database ---------------------------------------------------------------------------
+    def databasePath(self):
+        """The path given, else the ``DICOMPlus/DatabasePath`` setting, else a test database in
+        testing mode, else DICOMPlusLib's default (``$DICOMPLUS_DB`` or ~/.local/share/dicomplus)."""
+        configured = self._databasePath or qt.QSettings().value("DICOMPlus/DatabasePath", "")
+        if configured:
+            return str(configured)
+        if slicer.app.testingEnabled():  # tests never touch the user's database
+            return os.path.join(slicer.app.temporaryPath, "DICOMPlusTestDatabase", "dicomplus.sqlite")
+        from DICOMPlusLib.database import default_database_path
+
+        return str(default_database_path())
+
+    def setDatabasePath(self, path):
+        """Use another database (closes the current one); remembered in the settings."""
+        self.closeDatabase()
+        self._databasePath = str(path)
+        qt.QSettings().setValue("DICOMPlus/DatabasePath", str(path))
+
+    @property
+    def database(self):
+        """The open DICOMPlusLib Database, for reads (opened on first use)."""
+        if self._database is None:
+            from DICOMPlusLib.database import Database
+
+            self._database = Database(self.databasePath())
+        return self._database
+
+    def closeDatabase(self):
+        """Close the database (the next use opens it again); ``databaseAboutToClose`` first."""
+        self.stopListener()  # it stores into the database
+        if self._database is not None:
+            self.databaseAboutToClose.emit()
+            self._database.close()
+            self._database = None
+
+    def close(self):
+        """Cancel this logic's running jobs and close its database (the engine stays)."""
+        for job in self.engine.pending():
+            job.cancel()
+        self.closeDatabase()
+
+    def search(self, level="study", criteria=None, text=None, limit=None):
+        """Search the local database with DICOM matching; returns frozen records."""
+        return self.database.search(level, criteria or {}, text=text, limit=limit)
+
+    def studyOf(self, entries):
+        """The study of the first study or series in [(level, key)], else None."""
+        for level, key in entries:
+            if level == "study":
+                return key
+            if level == "series":
+                found = self.search("series", {"SeriesInstanceUID": key})
+                if found:
+                    return found[0].StudyInstanceUID
+        return None
+
+    def delete(self, patient=None, study=None, series=None, files=True):
+        """Delete a patient (PatientID), study or series, and the files DICOMPlus copied."""
+        return self.database.delete(patient=patient, study=study, series=series, files=files)
 
 
 class EngineLogic:
