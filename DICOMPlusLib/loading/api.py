@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from DICOMPlusLib.errors import LoadError
+from DICOMPlusLib.loading import seg
 from DICOMPlusLib.loading.grouping import build_volumes
 from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
 from DICOMPlusLib.loading.pixels import read_pixels
@@ -19,9 +20,15 @@ from DICOMPlusLib.loading.sources import (
 
 
 def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[VolumeInfo]:
-    """The volumes of one series from its instances' stored headers (no pixel read)."""
+    """The volumes of one series from its instances' stored headers (no pixel read; a DICOM SEG
+    is read whole, to count its segments' voxels)."""
     frames: list[Frame] = []
     warnings: list[LoadWarning] = []
+    special = [s for s in sources if seg.is_segmentation(s)]
+    volumes = [seg.plan_segmentation(s) for s in special]
+    sources = [s for s in sources if not seg.is_segmentation(s)]
+    if volumes and not sources:
+        return volumes
     for source in sources:
         try:
             f, w = frames_of(source)
@@ -31,7 +38,7 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
         frames += f
         warnings += w
     try:
-        return build_volumes(series_uid, frames, warnings)
+        return volumes + build_volumes(series_uid, frames, warnings)
     except ValueError as exc:
         raise LoadError(str(exc)) from None
 
@@ -70,6 +77,8 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
 
 def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
     """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
+    if seg.layout_of(info) is not None:
+        return Volume(seg.read_labelmap(info, progress=progress, cancel=cancel), info)
     volume = Volume(read_pixels(info, progress=progress, cancel=cancel), info)
     if resample:
         from DICOMPlusLib.loading.resample import resample_regular

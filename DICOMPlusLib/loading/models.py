@@ -188,8 +188,9 @@ class VolumeInfo:
         return tuple(dict.fromkeys(f.path for f in self.frames))
 
     def to_dict(self) -> dict:
-        """The ``inspect --json`` shape of one volume."""
-        return {
+        """The ``inspect --json`` shape of one volume (plus what ``extra`` records add through
+        their ``inspect_fields()``, e.g. a segmentation's segments)."""
+        out = {
             "series_uid": self.series_uid,
             "dims": list(self.dims),
             "spacing": [float(s) for s in self.spacing],
@@ -197,6 +198,10 @@ class VolumeInfo:
             "ijk_to_lps": _matrix(self.ijk_to_lps),
             "warnings": [w.to_dict() for w in self.warnings],
         }
+        for value in self.extra.values():
+            if hasattr(value, "inspect_fields"):
+                out.update(value.inspect_fields())
+        return out
 
 
 @dataclass(frozen=True, eq=False)
