@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 
@@ -9,7 +10,7 @@ from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import seg
 from DICOMPlusLib.loading.grouping import build_volumes
 from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
-from DICOMPlusLib.loading.pixels import read_pixels
+from DICOMPlusLib.loading.pixels import output_components, read_pixels
 from DICOMPlusLib.loading.sources import (
     InstanceSource,
     SkippedFile,
@@ -38,9 +39,16 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
         frames += f
         warnings += w
     try:
-        return volumes + build_volumes(series_uid, frames, warnings)
+        built = build_volumes(series_uid, frames, warnings)
     except ValueError as exc:
         raise LoadError(str(exc)) from None
+    return volumes + [_with_output_components(info) for info in built]
+
+
+def _with_output_components(info: VolumeInfo) -> VolumeInfo:
+    """PALETTE COLOR images have one stored sample but load as RGB."""
+    components = output_components(info.frames[0])
+    return info if components == info.components else dataclasses.replace(info, components=components)
 
 
 def plan_series(db, series_uid: str) -> list[VolumeInfo]:
