@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
-from DICOMPlusLib.loading import multiframe
+from DICOMPlusLib.loading import multiframe, rtdose
 from DICOMPlusLib.loading.models import Frame, LoadWarning
 
 if TYPE_CHECKING:
@@ -263,7 +263,11 @@ def _dataset_getter(ds: pydicom.Dataset) -> Callable[[str], Any]:
 
 def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
     """The frames of one instance, from its stored header bytes."""
-    multi = source.number_of_frames > 1 or source.sop_class in ENHANCED_CLASSES
+    multi = (
+        source.number_of_frames > 1
+        or source.sop_class in ENHANCED_CLASSES
+        or source.sop_class == rtdose.RT_DOSE_STORAGE  # even one frame: DoseGridScaling
+    )
     if not multi:
         try:
             values = scan(source.header, _WANTED, complete=True).values
@@ -275,6 +279,8 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
                 return [_make_frame(source, by_keyword.get, 0, 1)], []
     ds = _dataset(source.header)
     count = int(_int(ds.get("NumberOfFrames")) or 1)
+    if rtdose.is_dose_grid(ds) and not multiframe.is_enhanced(ds):
+        return rtdose.dose_frames(_make_frame(source, _dataset_getter(ds), 0, count), ds, count)
     if count <= 1 and not multiframe.is_enhanced(ds):
         return [_make_frame(source, _dataset_getter(ds), 0, 1)], []
     if multiframe.is_enhanced(ds):
