@@ -55,6 +55,7 @@ class Segment:
     number: int
     label: str
     voxels: int  # voxels in the segment (FRACTIONAL: fraction >= 0.5), overlaps counted
+    voxels_nonzero: int = 0  # voxels with any value above 0 (FRACTIONAL: more than voxels)
     color: tuple[int, int, int] | None = None  # RGB 0..255 from RecommendedDisplayCIELabValue
     category: tuple[str, str, str] | None = None  # (code value, scheme, meaning)
     property_type: tuple[str, str, str] | None = None
@@ -66,6 +67,7 @@ class Segment:
             "number": self.number,
             "label": self.label,
             "voxels": self.voxels,
+            "voxels_nonzero": self.voxels_nonzero,
             "color": list(self.color) if self.color else None,
             "category": self.category[2] if self.category else None,
             "type": self.property_type[2] if self.property_type else None,
@@ -276,7 +278,8 @@ def plan_segmentation(source: InstanceSource) -> VolumeInfo:
             Segment(
                 number=number,
                 label=str(item.get("SegmentLabel", "")) if item is not None else f"segment {number}",
-                voxels=int(counts.get(number, 0)),
+                voxels=counts.get(number, (0, 0))[0],
+                voxels_nonzero=counts.get(number, (0, 0))[1],
                 color=lab_to_rgb(item.get("RecommendedDisplayCIELabValue")) if item is not None else None,
                 category=_code(item, "SegmentedPropertyCategoryCodeSequence") if item is not None else None,
                 property_type=_code(item, "SegmentedPropertyTypeCodeSequence") if item is not None else None,
@@ -370,30 +373,34 @@ def _frames_pixels(frames: list[Frame]) -> Iterator[np.ndarray]:
         ) from exc
 
 
-def _masks(frames, layout: SegmentationLayout) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(k, segment number, boolean mask) per frame; LABELMAP frames give one mask per value."""
+def _masks(frames, layout: SegmentationLayout) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(k, segment number, mask, nonzero) per frame: ``mask`` is membership (FRACTIONAL:
+    fraction >= 0.5), ``nonzero`` any value above 0; LABELMAP frames give one pair per value."""
     threshold = layout.maximum_fractional / 2.0
-    for f, number, k, values in zip(
-        frames, layout.frame_segment, layout.frame_slice, _frames_pixels(list(frames)), strict=True
+    for number, k, values in zip(
+        layout.frame_segment, layout.frame_slice, _frames_pixels(list(frames)), strict=True
     ):
-        del f
         if layout.segmentation_type == "LABELMAP":
             for value in np.unique(values):
                 if value:
-                    yield k, int(value), values == value
+                    mask = values == value
+                    yield k, int(value), mask, mask
         elif layout.segmentation_type == "FRACTIONAL":
-            yield k, number, values >= threshold
+            yield k, number, values >= threshold, values > 0
         else:
-            yield k, number, values.astype(bool, copy=False)
+            mask = values.astype(bool, copy=False)
+            yield k, number, mask, mask
 
 
-def _count(frames, layout: SegmentationLayout) -> tuple[dict[int, int], int]:
-    """Voxels per segment and voxels claimed by more than one segment (frames sorted by k)."""
-    counts: dict[int, int] = {}
+def _count(frames, layout: SegmentationLayout) -> tuple[dict[int, tuple[int, int]], int]:
+    """(member voxels, nonzero voxels) per segment, and voxels claimed by more than one segment
+    (frames sorted by k)."""
+    counts: dict[int, tuple[int, int]] = {}
     overlap = 0
     current_k, union = None, None
-    for k, number, mask in _masks(frames, layout):
-        counts[number] = counts.get(number, 0) + int(np.count_nonzero(mask))
+    for k, number, mask, nonzero in _masks(frames, layout):
+        members, touched = counts.get(number, (0, 0))
+        counts[number] = (members + int(np.count_nonzero(mask)), touched + int(np.count_nonzero(nonzero)))
         if k != current_k:
             current_k, union = k, mask.copy()
         else:
@@ -409,7 +416,7 @@ def read_labelmap(info: VolumeInfo, *, progress=None, cancel=None) -> np.ndarray
         raise LoadError("not a segmentation")
     out = np.zeros(info.shape, layout.labelmap_dtype)
     total = len(info.frames)
-    for done, (k, number, mask) in enumerate(_masks(info.frames, layout), 1):
+    for done, (k, number, mask, _) in enumerate(_masks(info.frames, layout), 1):
         if cancel is not None and getattr(cancel, "cancelled", False):
             from DICOMPlusLib.errors import CancelledError
 
@@ -427,7 +434,7 @@ def read_segment_masks(info: VolumeInfo) -> dict[int, np.ndarray]:
     if layout is None:
         raise LoadError("not a segmentation")
     masks: dict[int, np.ndarray] = {s.number: np.zeros(info.shape, bool) for s in layout.segments}
-    for k, number, mask in _masks(info.frames, layout):
+    for k, number, mask, _ in _masks(info.frames, layout):
         target = masks.setdefault(number, np.zeros(info.shape, bool))
         target[k] |= mask
     return masks
