@@ -197,26 +197,21 @@ def _grid(frames: list[Frame], spacing_between: float | None) -> tuple[np.ndarra
         )
     r, c, n = geo.row_col_normal(f0.orientation)  # type: ignore[arg-type]
     positions = np.array([f.position for f in frames], float)
-    d = positions @ n
-    lowest = int(np.argmin(d))
-    origin = positions[lowest]
-    inplane = np.abs((positions - origin) @ np.stack([r, c], axis=1))
     dy, dx = f0.pixel_spacing  # type: ignore[misc]
-    if inplane.size and float(inplane.max()) > 0.01 * min(dx, dy) + 1e-3:
+    d = positions @ n
+    lowest, highest = int(np.argmin(d)), int(np.argmax(d))
+    origin = positions[lowest]
+    gaps = np.diff(np.unique(np.round(d - d[lowest], 3)))
+    candidates = [float(spacing_between)] if spacing_between and spacing_between > 0 else []
+    candidates += [float(gaps.min())] if gaps.size else [float(f0.slice_thickness or 1.0)]
+    for step in candidates:
+        k_float = (d - d[lowest]) / step
+        k = np.rint(k_float).astype(int)
+        if float(np.max(np.abs(k_float - k))) * step <= max(geo.GAP_TOLERANCE_MM, 0.01 * step):
+            break
+    else:
         raise LoadError(
-            "the SEG's frames are shifted within the image plane (cropped or tiled frames): "
-            "only full-plane frames can be loaded as a labelmap"
-        )
-    levels = np.unique(np.round(d - d[lowest], 3))
-    gaps = np.diff(levels)
-    step = float(spacing_between) if spacing_between and spacing_between > 0 else None
-    if step is None:
-        step = float(gaps.min()) if gaps.size else float(f0.slice_thickness or 1.0)
-    k_float = (d - d[lowest]) / step
-    k = np.rint(k_float).astype(int)
-    if gaps.size and float(np.max(np.abs(k_float - k))) * step > max(geo.GAP_TOLERANCE_MM, 0.01 * step):
-        raise LoadError(
-            f"the SEG's frame positions are not on a grid of {step:g} mm slices "
+            f"the SEG's frame positions are not on a grid of {candidates[0]:g} mm slices "
             "(SpacingBetweenSlices or the smallest gap): cannot build a labelmap"
         )
     slices = int(k.max()) + 1
@@ -225,9 +220,14 @@ def _grid(frames: list[Frame], spacing_between: float | None) -> tuple[np.ndarra
     matrix[:3, 1] = c * dy
     matrix[:3, 2] = n * step
     if slices > 1:  # follow the frames' own stack direction (sheared when the source was tilted)
-        highest = int(np.argmax(d))
         matrix[:3, 2] = (positions[highest] - origin) / k[highest]
     matrix[:3, 3] = origin
+    residual = positions - (origin + k[:, None] * matrix[:3, 2])
+    if float(np.abs(residual).max()) > 0.01 * min(dx, dy) + 1e-3:
+        raise LoadError(
+            "the SEG's frames are not on one grid (cropped or tiled frames, or a stack that bends): "
+            "only full-plane frames along one straight stack can be loaded as a labelmap"
+        )
     return matrix, [int(x) for x in k], slices
 
 
@@ -308,8 +308,17 @@ def plan_segmentation(source: InstanceSource) -> VolumeInfo:
         warnings=tuple(notes),
         label=str(ds.get("SeriesDescription") or ds.get("ContentLabel") or "Segmentation"),
         modality="SEG",
+        tilt_deg=_tilt_deg(matrix),
         extra={EXTRA_KEY: layout},
     )
+
+
+def _tilt_deg(matrix: np.ndarray) -> float:
+    """Angle between the stack direction and the slice normal (0 for an orthogonal grid)."""
+    normal = np.cross(matrix[:3, 0], matrix[:3, 1])
+    step = matrix[:3, 2]
+    cosine = abs(float(step @ normal)) / float(np.linalg.norm(step) * np.linalg.norm(normal))
+    return float(np.degrees(np.arccos(min(1.0, cosine))))
 
 
 def _referenced_series(ds) -> str:
