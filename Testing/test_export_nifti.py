@@ -136,7 +136,7 @@ def test_tilted_series_survives_convert_then_export(tmp_path, manifest, capsys):
     )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["tilt_deg"] > 1.0 and any("sheared" in n for n in result["notes"])
+    assert result["tilt_deg"] > 1.0 and "nifti_sheared_sform" in {n["code"] for n in result["notes"]}
     db = Database(db_path)
     try:
         (info,) = plan_series(db, result["SeriesInstanceUID"])

@@ -138,8 +138,7 @@ def cmd_export(args) -> int:
         output["files"] = []
     if sent is not None:
         output["sent"] = sent
-    if notes:
-        output["notes"] = notes
+    output["notes"] = [{"code": "nifti_sheared_sform", "message": n} for n in notes] + output["notes"]
     if args.json:
         print_json(output)
     else:
@@ -155,8 +154,8 @@ def cmd_export(args) -> int:
             )
         if result.tilt_deg > 1e-3:
             print(f"  slices are sheared by {result.tilt_deg:.3f} degrees (written position by position)")
-        for note in notes:
-            print(f"  note: {note}")
+        for note in output["notes"]:
+            print(f"  note: {note['message']}")
     return 0
 
 
