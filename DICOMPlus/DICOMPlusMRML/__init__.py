@@ -170,3 +170,9 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
         return labelmap.copy(), ijkToLPS, segments
     finally:
         slicer.mrmlScene.RemoveNode(labelmapNode)
+
+
+from DICOMPlusMRML.plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
+from DICOMPlusMRML.segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
+
+__all__ += ["addSegmentationNode", "examineWithSlicerPlugins", "findSeriesNode", "loadWithSlicerPlugins"]

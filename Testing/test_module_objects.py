@@ -1,0 +1,228 @@
+"""Under the harness (real MRML from slicer-core): a loaded SEG becomes a segmentation node
+referencing its source volume, with segment names, colours, codes and voxels; objects DICOMPlus
+does not load are handed to Slicer's DICOM plugins (``slicer.modules.dicomPlugins``)."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dicomplus_testing.series2 import series2_entry
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.export.seg import SegmentInfo, export_segmentation
+from DICOMPlusLib.loading import load, plan_folder
+
+
+@pytest.fixture
+def mrml(dicomplus_module):
+    """The DICOMPlusMRML package the module imported (beside DICOMPlus.py)."""
+    return sys.modules["DICOMPlusMRML"]
+
+
+@pytest.fixture
+def logic(dicomplus_module, tmp_path):
+    logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
+    yield logic
+    logic.closeDatabase()
+
+
+def _segment_array(node, segment_id, reference):
+    """A segment's voxels on the reference volume's grid (Slicer's own export)."""
+    import slicer
+    import vtk
+
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__segment__")
+    try:
+        assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            node, ids, labelmap, reference
+        )
+        return slicer.util.arrayFromVolume(labelmap).copy()
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap)
+
+
+def test_seg_becomes_a_segmentation_node_on_its_source(logic, mrml, tmp_path):
+    import slicer
+
+    source = make_series(tmp_path / "src", n=6, rows=16, cols=14, patient_id="SEGN")
+    logic.importFolder([source.folder])
+    [volume_node] = logic.loadSeries(source.series_uid)
+    labels = np.zeros((6, 16, 14), np.uint8)
+    labels[1:4, 2:8, 2:8] = 2
+    labels[2:5, 9:14, 6:12] = 5
+    segments = [
+        SegmentInfo(2, "liver", (200, 30, 40), property_type=("10200004", "SCT", "Liver")),
+        SegmentInfo(5, "kidney", (20, 180, 60)),
+    ]
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in source.files]
+    export_segmentation(labels, source.ijk_to_lps, headers, segments, tmp_path / "seg" / "SEG.dcm")
+    (info,) = plan_folder(tmp_path / "seg")
+    seg_volume = load(info)
+    node = mrml.addSegmentationNode(seg_volume, "Organs")
+    assert node.IsA("vtkMRMLSegmentationNode")
+    # the source volume found by its series UID and referenced
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert node.GetNodeReference(role) is volume_node
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    for number, (value, segment) in enumerate(zip((2, 5), segments, strict=True), start=1):
+        added = segmentation.GetSegment(f"segment_{number}")
+        assert added.GetName() == segment.label
+        assert tuple(round(c * 255) for c in added.GetColor()) == segment.color
+        voxels = _segment_array(node, f"segment_{number}", volume_node)
+        assert np.array_equal(voxels > 0, labels == value)
+    import vtk
+
+    first = segmentation.GetSegment("segment_1")
+    tag = vtk.reference("")
+    assert first.GetTag(first.GetTerminologyEntryTagName(), tag)
+    assert "SCT^10200004^Liver" in str(tag)
+    assert node.GetAttribute("DICOMPlus.ReferencedSeriesInstanceUID") == source.series_uid
+
+
+def test_series2_seg_segments_keep_their_voxels(mrml, clean_scene):
+    import slicer
+
+    entry = series2_entry("dev_seg_binary")
+    (info,) = plan_folder(entry["folder"])
+    node = mrml.addSegmentationNode(load(info), "binary")  # source not loaded: own geometry
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == ["sphere", "box"]
+    for i, segment in enumerate(entry["expected"]["segments"]):
+        voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, segmentation.GetNthSegmentID(i))
+        assert int(np.count_nonzero(voxels)) == segment["voxels"]
+
+
+def _object(path, modality: str, text: str) -> str:
+    """A DICOM object without pixel data (what DICOMPlus leaves to Slicer's plugins)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.ContentDescription = text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
+class _Loadable(SimpleNamespace):
+    pass
+
+
+class TextReportPlugin:
+    """A plugin of Slicer's interface: SR files become text nodes (confidence 0.9)."""
+
+    def examineForImport(self, fileLists):
+        out = []
+        for files in fileLists:
+            for path in files:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                if ds.Modality == "SR":
+                    out.append(
+                        _Loadable(
+                            files=[path],
+                            name=f"report {ds.ContentDescription}",
+                            confidence=0.9,
+                            selected=True,
+                            warning="",
+                        )
+                    )
+        return out
+
+    def load(self, loadable):
+        import slicer
+
+        ds = pydicom.dcmread(loadable.files[0], stop_before_pixels=True)
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTextNode", loadable.name)
+        node.SetText(str(ds.ContentDescription))
+        return True
+
+
+class GuessEverythingPlugin:
+    """Offers every file at low confidence (chosen only where nothing better is offered) and
+    fails to load."""
+
+    def examineForImport(self, fileLists):
+        return [
+            _Loadable(files=list(f), name=f"guess {f[0]}", confidence=0.1, selected=True, warning="")
+            for f in fileLists
+        ]
+
+    def load(self, loadable):
+        raise RuntimeError("cannot really load this")
+
+
+class BrokenPlugin:
+    def examineForImport(self, fileLists):
+        raise RuntimeError("this plugin is broken")
+
+    def load(self, loadable):
+        raise AssertionError("never")
+
+
+@pytest.fixture
+def dicom_plugins(slicer_app):
+    import slicer
+
+    saved = getattr(slicer.modules, "dicomPlugins", None)
+    slicer.modules.dicomPlugins = {
+        "TextReportPlugin": TextReportPlugin,
+        "GuessEverythingPlugin": GuessEverythingPlugin,
+        "BrokenPlugin": BrokenPlugin,
+    }
+    yield slicer.modules.dicomPlugins
+    if saved is None:
+        del slicer.modules.dicomPlugins
+    else:
+        slicer.modules.dicomPlugins = saved
+
+
+def test_objects_dicomplus_does_not_load_go_to_slicer_plugins(
+    mrml, dicom_plugins, clean_scene, tmp_path, logic
+):
+    import slicer
+
+    sr = _object(tmp_path / "sr" / "report.dcm", "SR", "all clear")
+    rtstruct = _object(tmp_path / "rt" / "struct.dcm", "RTSTRUCT", "contours")
+    logic.importFolder([tmp_path / "sr", tmp_path / "rt"])
+    for path in (sr, rtstruct):  # DICOMPlus itself refuses them
+        with pytest.raises(Exception, match="nothing to load"):
+            plan_folder(path)
+    loaded, problems = mrml.loadWithSlicerPlugins([[sr], [rtstruct]])
+    assert loaded == [("TextReportPlugin", "report all clear")]
+    node = slicer.mrmlScene.GetFirstNodeByName("report all clear")
+    assert node is not None and node.GetText() == "all clear"
+    messages = dict(problems)
+    assert "examine failed: this plugin is broken" in messages["BrokenPlugin"]
+    # the SR's low-confidence guess is not loaded; the RTSTRUCT's is (the only offer) and fails
+    assert messages[f"guess {rtstruct}"] == "GuessEverythingPlugin failed to load it: cannot really load this"
+    assert f"guess {sr}" not in messages
+
+
+def test_no_plugins_no_crash(mrml, clean_scene, tmp_path, slicer_app):
+    import slicer
+
+    saved = getattr(slicer.modules, "dicomPlugins", None)
+    if saved is not None:
+        del slicer.modules.dicomPlugins
+    try:
+        sr = _object(tmp_path / "sr" / "report.dcm", "SR", "x")
+        loaded, problems = mrml.loadWithSlicerPlugins([[sr]])
+        assert loaded == [] and "no Slicer DICOM plugin" in problems[0][1]
+    finally:
+        if saved is not None:
+            slicer.modules.dicomPlugins = saved
