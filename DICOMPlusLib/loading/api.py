@@ -18,6 +18,7 @@ from DICOMPlusLib.loading.sources import (
     sources_from_database,
     sources_from_paths,
 )
+from DICOMPlusLib.loading.unindexed import generated_series_warning
 
 
 def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[VolumeInfo]:
@@ -25,6 +26,9 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
     is read whole, to count its segments' voxels)."""
     frames: list[Frame] = []
     warnings: list[LoadWarning] = []
+    generated = [s.path for s in sources if s.generated_series_uid]
+    if generated:
+        warnings.append(generated_series_warning(series_uid, generated))
     special = [s for s in sources if seg.is_segmentation(s)]
     volumes = [seg.plan_segmentation(s) for s in special]
     sources = [s for s in sources if not seg.is_segmentation(s)]

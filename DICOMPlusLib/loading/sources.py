@@ -22,6 +22,7 @@ from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import multiframe, rtdose
 from DICOMPlusLib.loading.models import Frame, LoadWarning
+from DICOMPlusLib.loading.unindexed import image_without_series
 
 if TYPE_CHECKING:
     import pydicom
@@ -43,6 +44,7 @@ class InstanceSource:
     number_of_frames: int = 1
     sop_class: str = ""
     instance_number: int | None = None
+    generated_series_uid: bool = False  # the file has none (see :mod:`unindexed`)
 
 
 @dataclass(frozen=True)
@@ -379,7 +381,13 @@ def sources_from_paths(
         try:
             parsed = parse_path(path, keep_data=False)
         except ImportFileError as exc:
-            skipped.append(SkippedFile(path, str(exc)))
+            image = image_without_series(path)
+            if image is None or image.sop_uid in seen:
+                skipped.append(SkippedFile(path, str(exc)))
+                continue
+            seen.add(image.sop_uid)
+            fields = {**image.__dict__, "path": os.path.abspath(path), "generated_series_uid": True}
+            series.setdefault(image.series_uid, []).append(InstanceSource(**fields))
             continue
         v = parsed.values
         sop = str(v["SOPInstanceUID"])
