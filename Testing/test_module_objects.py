@@ -226,3 +226,18 @@ def test_no_plugins_no_crash(mrml, clean_scene, tmp_path, slicer_app):
     finally:
         if saved is not None:
             slicer.modules.dicomPlugins = saved
+
+
+def test_colour_volume_becomes_a_vector_volume(mrml, clean_scene):
+    import slicer
+
+    entry = series2_entry("dev_color_ybr_jpeg")
+    (info,) = plan_folder(entry["folder"])
+    volume = load(info)
+    node = mrml.addColourVolumeNode(volume, "us")
+    assert node.IsA("vtkMRMLVectorVolumeNode")
+    assert node.GetImageData().GetNumberOfScalarComponents() == 3
+    assert np.array_equal(slicer.util.arrayFromVolume(node), volume.array)
+    probe = entry["expected"]["rgb_probes"][3]
+    got = slicer.util.arrayFromVolume(node)[probe["frame"], probe["row"], probe["col"]].astype(int)
+    assert np.abs(got - probe["rgb"]).max() <= entry["expected"]["rgb_tolerance"]

@@ -172,7 +172,14 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
         slicer.mrmlScene.RemoveNode(labelmapNode)
 
 
+from DICOMPlusMRML.colour import addColourVolumeNode  # noqa: E402
 from DICOMPlusMRML.plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
 from DICOMPlusMRML.segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
 
-__all__ += ["addSegmentationNode", "examineWithSlicerPlugins", "findSeriesNode", "loadWithSlicerPlugins"]
+__all__ += [
+    "addColourVolumeNode",
+    "addSegmentationNode",
+    "examineWithSlicerPlugins",
+    "findSeriesNode",
+    "loadWithSlicerPlugins",
+]
