@@ -145,3 +145,13 @@ def test_tilted_series_survives_convert_then_export(tmp_path, manifest, capsys):
     # every corner where the original series puts it (the qform alone misplaces slices by ~40 mm)
     assert np.abs(info.ijk_to_lps - expected).max() < 1e-3
     assert info.tilt_deg == pytest.approx(result["tilt_deg"], abs=1e-3)
+
+
+def test_a_nifti2_header_is_left_to_simpleitk(tmp_path):
+    """A NIfTI-2 header (sizeof_hdr 540) is not parsed here: no refusal, SimpleITK decides."""
+    header = bytearray(540)
+    struct.pack_into("<i", header, 0, 540)
+    (tmp_path / "v2.nii").write_bytes(bytes(header) + bytes(64))
+    assert read_header(tmp_path / "v2.nii") is None
+    (tmp_path / "short.nii").write_bytes(b"x" * 100)
+    assert read_header(tmp_path / "short.nii") is None

@@ -229,3 +229,15 @@ def test_series2_seg_inspect_and_convert(sid, tmp_path, capsys):
     if float(volume.affine[:3, 0] @ normal) < 0:
         reference = reference[::-1]
     assert np.array_equal(written, reference)
+
+
+def test_tiled_slide_seg_is_refused_clearly(tmp_path):
+    series = make_series(tmp_path / "ct", n=2, rows=8, cols=8)
+    masks = np.zeros((2, 8, 8, 1), bool)
+    masks[1, 2:5, 2:5, 0] = True
+    path = _hd_seg(series, masks, hd.seg.SegmentationTypeValues.BINARY, tmp_path / "seg" / "S.dcm")
+    ds = pydicom.dcmread(path)
+    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.save_as(path)
+    with pytest.raises(LoadError, match="tiled"):
+        plan_folder(tmp_path / "seg")

@@ -97,8 +97,12 @@ def test_series2_seg_segments_keep_their_voxels(mrml, clean_scene):
     segmentation = node.GetSegmentation()
     assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == ["sphere", "box"]
     for i, segment in enumerate(entry["expected"]["segments"]):
-        voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, segmentation.GetNthSegmentID(i))
-        assert int(np.count_nonzero(voxels)) == segment["voxels"]
+        segment_id = segmentation.GetNthSegmentID(i)
+        voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, segment_id)
+        # non-overlapping segments share one labelmap layer, each with its own label value
+        label = segmentation.GetSegment(segment_id).GetLabelValue()
+        assert int(np.count_nonzero(voxels == label)) == segment["voxels"]
+    assert segmentation.GetNumberOfLayers() == 1
 
 
 def _object(path, modality: str, text: str) -> str:

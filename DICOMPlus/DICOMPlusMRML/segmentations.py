@@ -69,30 +69,36 @@ def _terminology(segment):
 
 
 def _orientedImage(mask, ijkToRAS):
-    """A vtkOrientedImageData holding ``mask`` ([k, j, i], 0/1) on the grid ``ijkToRAS``."""
-    k, j, i = mask.shape
+    """A vtkOrientedImageData holding ``mask`` ([k, j, i], bool) on the grid ``ijkToRAS``,
+    cropped to the mask's bounding box (its extent, same grid): a small segment of a large SEG
+    costs what it covers."""
     image = slicer.vtkOrientedImageData()
-    image.SetDimensions(i, j, k)
-    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(k, j, i)
-    voxels[:] = mask
-    image.Modified()
     image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(ijkToRAS))
+    filled = np.argwhere(mask)
+    if filled.size:
+        (k0, j0, i0), (k1, j1, i1) = filled.min(axis=0), filled.max(axis=0)
+    else:
+        k0 = j0 = i0 = k1 = j1 = i1 = 0
+    image.SetExtent(int(i0), int(i1), int(j0), int(j1), int(k0), int(k1))
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    shape = (k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1)
+    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
+    voxels[:] = mask[k0 : k1 + 1, j0 : j1 + 1, i0 : i1 + 1]
+    image.Modified()
     return image
 
 
-def addSegmentationNode(volume, name, sourceVolumeNode=None, masks=None):
+def addSegmentationNode(volume, name, sourceVolumeNode=None):
     """A vtkMRMLSegmentationNode for a loaded SEG ``volume`` (``DICOMPlusLib.loading.load`` of a
     SEG): segments numbered, named and coloured as in the SEG, DICOM codes as terminology tags,
     geometry referencing ``sourceVolumeNode`` (by default the loaded node of the SEG's referenced
-    series, when there is one). ``masks``: ``read_segment_masks(volume.info)`` if already read."""
-    from DICOMPlusLib.loading.seg import layout_of, read_segment_masks
+    series, when there is one). Segments are read one at a time and kept cropped; those that do
+    not overlap then share labelmap layers, as Slicer's own segmentations do."""
+    from DICOMPlusLib.loading.seg import iter_segment_masks, layout_of
 
     layout = layout_of(volume.info)
     if layout is None:
         raise ValueError(f"{name}: not a segmentation")
-    if masks is None:
-        masks = read_segment_masks(volume.info)
     if sourceVolumeNode is None:
         sourceVolumeNode = findSeriesNode(layout.referenced_series_uid)
     node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
@@ -101,21 +107,19 @@ def addSegmentationNode(volume, name, sourceVolumeNode=None, masks=None):
         node.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
     ijkToRAS = volume.ijk_to_ras
     segmentation = node.GetSegmentation()
-    for index, segment in enumerate(layout.segments):
+    for index, (segment, mask) in enumerate(iter_segment_masks(volume.info)):
         rgb = segment.color or DEFAULT_COLORS[index % len(DEFAULT_COLORS)]
         color = [c / 255.0 for c in rgb]
-        mask = masks.get(segment.number)
-        if mask is None:
-            mask = np.zeros(volume.info.shape, bool)
         segmentID = f"segment_{segment.number}"
         node.AddSegmentFromBinaryLabelmapRepresentation(
-            _orientedImage(mask.astype(np.uint8), ijkToRAS), segment.label or segmentID, color, segmentID
+            _orientedImage(mask, ijkToRAS), segment.label or segmentID, color, segmentID
         )
         added = segmentation.GetSegment(segmentID)
         added.SetTag("DICOMPlus.SegmentNumber", str(segment.number))
         terminology = _terminology(segment)
         if terminology:
             added.SetTag(added.GetTerminologyEntryTagName(), terminology)
+    segmentation.CollapseBinaryLabelmaps(False)
     node.SetAttribute("DICOMPlus.SeriesInstanceUID", volume.series_uid)
     node.SetAttribute("DICOMPlus.ReferencedSeriesInstanceUID", layout.referenced_series_uid)
     node.SetAttribute("DICOM.instanceUIDs", " ".join(dict.fromkeys(volume.sop_uids)))

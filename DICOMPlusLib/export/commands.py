@@ -59,7 +59,7 @@ def read_volume_with_notes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     notes: list[str] = []
     if nifti.is_nifti(path):
         header = nifti.read_header(path)
-        chosen, note = nifti.choose_ijk_to_lps(header, path)
+        chosen, note = nifti.choose_ijk_to_lps(header, path) if header is not None else (None, "")
         if chosen is not None:
             matrix = chosen
         if note:

@@ -51,8 +51,9 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def read_header(path: str | os.PathLike) -> NiftiGeometry:
-    """Both matrices of a NIfTI-1 file (either byte order), from its 348-byte header."""
+def read_header(path: str | os.PathLike) -> NiftiGeometry | None:
+    """Both matrices of a NIfTI-1 file (either byte order), from its 348-byte header; None
+    for anything else (NIfTI-2 headers are left to SimpleITK)."""
     path = Path(path)
     try:
         if path.name.lower().endswith(".gz"):
@@ -64,12 +65,12 @@ def read_header(path: str | os.PathLike) -> NiftiGeometry:
     except (OSError, EOFError) as exc:
         raise ExportError(f"cannot read {path}: {exc}") from None
     if len(raw) < 348:
-        raise ExportError(f"{path}: too short for a NIfTI-1 header")
+        return None
     for order in "<>":
         if struct.unpack_from(order + "i", raw, 0)[0] == 348:
             break
     else:
-        raise ExportError(f"{path}: not a NIfTI-1 file (sizeof_hdr is not 348)")
+        return None  # NIfTI-2 (540) or not NIfTI: SimpleITK's own reading stands
     dim = struct.unpack_from(order + "8h", raw, 40)
     pixdim = struct.unpack_from(order + "8f", raw, 76)
     qform_code, sform_code = struct.unpack_from(order + "2h", raw, 252)

@@ -239,6 +239,11 @@ def plan_segmentation(source: InstanceSource) -> VolumeInfo:
     kind = str(ds.get("SegmentationType") or "BINARY").upper()
     if kind not in ("BINARY", "FRACTIONAL", "LABELMAP"):
         raise LoadError(f"{source.path}: SegmentationType {kind!r} is not BINARY, FRACTIONAL or LABELMAP")
+    if str(ds.get("DimensionOrganizationType") or "").upper() == "TILED_FULL":
+        raise LoadError(
+            f"{source.path}: a tiled (slide microscopy) SEG, whose frames are tiles of one plane, is not a "
+            "volume; open it with a slide viewer"
+        )
     frames, frame_warnings = frames_of(source)
     if not frames or source.pixel_offset < 0:
         raise LoadError(f"{source.path}: the SEG has no frames")
@@ -437,13 +442,30 @@ def read_labelmap(info: VolumeInfo, *, progress=None, cancel=None) -> np.ndarray
     return out
 
 
-def read_segment_masks(info: VolumeInfo) -> dict[int, np.ndarray]:
-    """Every segment as its own boolean volume ``[k, j, i]`` (overlaps kept), by segment number."""
+def iter_segment_masks(info: VolumeInfo) -> Iterator[tuple[Segment, np.ndarray]]:
+    """Each segment as its own boolean volume ``[k, j, i]`` (overlaps kept), one at a time, so
+    a SEG of a hundred segments never holds a hundred volumes at once."""
     layout = layout_of(info)
     if layout is None:
         raise LoadError("not a segmentation")
-    masks: dict[int, np.ndarray] = {s.number: np.zeros(info.shape, bool) for s in layout.segments}
-    for k, number, mask, _ in _masks(info.frames, layout):
-        target = masks.setdefault(number, np.zeros(info.shape, bool))
-        target[k] |= mask
-    return masks
+    if layout.segmentation_type == "LABELMAP":
+        labels = read_labelmap(info)
+        for segment in layout.segments:
+            yield segment, labels == segment.number
+        return
+    for segment in layout.segments:
+        chosen = [i for i, n in enumerate(layout.frame_segment) if n == segment.number]
+        subset = dataclasses.replace(
+            layout,
+            frame_segment=tuple(layout.frame_segment[i] for i in chosen),
+            frame_slice=tuple(layout.frame_slice[i] for i in chosen),
+        )
+        mask = np.zeros(info.shape, bool)
+        for k, _, plane, _ in _masks([info.frames[i] for i in chosen], subset):
+            mask[k] |= plane
+        yield segment, mask
+
+
+def read_segment_masks(info: VolumeInfo) -> dict[int, np.ndarray]:
+    """Every segment as its own boolean volume ``[k, j, i]`` (overlaps kept), by segment number."""
+    return {segment.number: mask for segment, mask in iter_segment_masks(info)}
