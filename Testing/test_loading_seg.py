@@ -136,16 +136,27 @@ def test_highdicom_binary_seg_with_unaligned_frames_and_overlap(tmp_path):
         assert np.array_equal(placed, masks[..., n])
 
 
-def test_highdicom_fractional_seg_uses_half(tmp_path):
-    series = make_series(tmp_path / "ct", n=4, rows=16, cols=12)
-    fractions = np.linspace(0.0, 1.0, 4 * 16 * 12).reshape(4, 16, 12)
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        "1.2.840.10008.1.2.1",  # explicit VR little endian
+        "1.2.840.10008.1.2.5",  # RLE lossless
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    ],
+)
+def test_highdicom_fractional_seg_uses_half(tmp_path, syntax):
+    series = make_series(tmp_path / "ct", n=4, rows=40, cols=36)
+    fractions = np.linspace(0.0, 1.0, 4 * 40 * 36).reshape(4, 40, 36)
     _hd_seg(
         series,
         fractions[..., None],
         hd.seg.SegmentationTypeValues.FRACTIONAL,
         tmp_path / "seg" / "S.dcm",
         max_fractional_value=200,
+        transfer_syntax_uid=syntax,
     )
+    assert pydicom.dcmread(tmp_path / "seg" / "S.dcm").file_meta.TransferSyntaxUID == syntax
     info = _only(tmp_path / "seg")
     stored = np.rint(fractions * 200)
     expected = (stored >= 100).astype(np.uint8)
