@@ -252,3 +252,20 @@ def test_tiled_slide_seg_is_refused_clearly(tmp_path):
     ds.save_as(path)
     with pytest.raises(LoadError, match="tiled"):
         plan_folder(tmp_path / "seg")
+
+
+def test_seg_thumbnail_shows_the_middle_slice_in_segment_colours(tmp_path):
+    from DICOMPlusLib.loading.preview import thumbnail_image
+
+    series = make_series(tmp_path / "ct", n=5, rows=32, cols=32)
+    labels = np.zeros((5, 32, 32), np.uint8)
+    labels[1:4, 4:20, 4:20] = 1
+    labels[2, 22:30, 22:30] = 2
+    segments = [SegmentInfo(1, "a", (250, 10, 10)), SegmentInfo(2, "b", (10, 250, 10))]
+    export_segmentation(labels, series.ijk_to_lps, _sources(series), segments, tmp_path / "seg" / "S.dcm")
+    info = _only(tmp_path / "seg")
+    image = thumbnail_image(info, size=32)
+    assert image.shape == (28, 32, 3) and image.dtype == np.uint8  # rows 0.7 mm, columns 0.8 mm apart
+    colours = {tuple(int(c) for c in p) for p in image.reshape(-1, 3)}
+    assert colours == {(0, 0, 0), (250, 10, 10), (10, 250, 10)}  # slice 2 holds both segments
+    assert tuple(image[0, 0]) == (0, 0, 0) and tuple(image[10, 10]) == (250, 10, 10)

@@ -469,3 +469,31 @@ def iter_segment_masks(info: VolumeInfo) -> Iterator[tuple[Segment, np.ndarray]]
 def read_segment_masks(info: VolumeInfo) -> dict[int, np.ndarray]:
     """Every segment as its own boolean volume ``[k, j, i]`` (overlaps kept), by segment number."""
     return {segment.number: mask for segment, mask in iter_segment_masks(info)}
+
+
+def labelmap_slice(info: VolumeInfo, k: int) -> np.ndarray:
+    """Slice ``k`` of the labelmap (``[j, i]``), reading only that slice's frames (previews)."""
+    layout = layout_of(info)
+    if layout is None:
+        raise LoadError("not a segmentation")
+    chosen = [i for i, kk in enumerate(layout.frame_slice) if kk == k]
+    subset = dataclasses.replace(
+        layout,
+        frame_segment=tuple(layout.frame_segment[i] for i in chosen),
+        frame_slice=tuple(layout.frame_slice[i] for i in chosen),
+    )
+    out = np.zeros(info.shape[1:], layout.labelmap_dtype)
+    if chosen:
+        for _, number, mask, _ in _masks([info.frames[i] for i in chosen], subset):
+            np.maximum(out, np.where(mask, number, 0).astype(out.dtype), out=out)
+    return out
+
+
+def segment_colours(info: VolumeInfo) -> dict[int, tuple[int, int, int]]:
+    """Segment number -> RGB: the SEG's recommended colours, else a fixed palette."""
+    layout = layout_of(info)
+    palette = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 210), (216, 101, 79))
+    return {
+        s.number: s.color or palette[index % len(palette)]
+        for index, s in enumerate(layout.segments if layout else ())
+    }
