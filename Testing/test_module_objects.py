@@ -245,3 +245,33 @@ def test_colour_volume_becomes_a_vector_volume(mrml, clean_scene):
     probe = entry["expected"]["rgb_probes"][3]
     got = slicer.util.arrayFromVolume(node)[probe["frame"], probe["row"], probe["col"]].astype(int)
     assert np.abs(got - probe["rgb"]).max() <= entry["expected"]["rgb_tolerance"]
+
+
+def test_one_entry_point_picks_the_node_kind(logic, mrml, tmp_path):
+    """What the Logic calls for every loaded volume: scalar, colour or segmentation node."""
+    source = make_series(tmp_path / "src", n=4, rows=12, cols=12, patient_id="DISP")
+    logic.importFolder([source.folder])
+    [ct] = logic.loadSeries(source.series_uid)
+    labels = np.zeros((4, 12, 12), np.uint8)
+    labels[1:3, 2:6, 2:6] = 1
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in source.files]
+    export_segmentation(labels, source.ijk_to_lps, headers, [SegmentInfo(1, "x")], tmp_path / "seg" / "S.dcm")
+    scalar_calls = []
+
+    def scalar(volume, name):
+        scalar_calls.append(name)
+        return mrml.addVolumeNode(volume, name)
+
+    (seg_info,) = plan_folder(tmp_path / "seg")
+    seg_node = mrml.addNodeForVolume(load(seg_info), "seg", scalar)
+    (colour_info,) = plan_folder(series2_entry("dev_color_rgb_planar")["folder"])
+    colour_node = mrml.addNodeForVolume(load(colour_info), "rgb", scalar)
+    (ct_info,) = plan_folder(source.folder)
+    ct_node = mrml.addNodeForVolume(load(ct_info), "ct", scalar)
+    assert seg_node.IsA("vtkMRMLSegmentationNode") and colour_node.IsA("vtkMRMLVectorVolumeNode")
+    assert ct_node.IsA("vtkMRMLScalarVolumeNode") and not ct_node.IsA("vtkMRMLVectorVolumeNode")
+    assert scalar_calls == ["ct"]
+    import slicer
+
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert seg_node.GetNodeReference(role) is ct  # the first loaded node of the source series

@@ -173,11 +173,13 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
 
 
 from DICOMPlusMRML.colour import addColourVolumeNode  # noqa: E402
+from DICOMPlusMRML.dispatch import addNodeForVolume  # noqa: E402
 from DICOMPlusMRML.plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
 from DICOMPlusMRML.segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
 
 __all__ += [
     "addColourVolumeNode",
+    "addNodeForVolume",
     "addSegmentationNode",
     "examineWithSlicerPlugins",
     "findSeriesNode",
