@@ -187,3 +187,50 @@ def test_convert_writes_an_rgb_nifti(tmp_path, capsys):
     truth = pydicom.dcmread(next(entry["folder"].glob("*"))).pixel_array
     assert written.shape == truth.shape
     assert int(np.abs(written.astype(int) - truth.astype(int)).max()) <= entry["expected"]["rgb_tolerance"]
+
+
+def _jpeg_baseline(rgb: np.ndarray) -> bytes:
+    """One RGB frame as a JFIF baseline JPEG (YCbCr 4:2:2 inside), written by Pillow."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(out, "JPEG", quality=95, subsampling=1)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("codec", ["jpeg-baseline", "jpeg-labelled-rgb", "rle"])
+def test_compressed_colour_equals_pydicom(tmp_path, codec):
+    """Compressed colour: a baseline JPEG (YBR_FULL_422, YCbCr inside the JPEG), the same JPEG
+    labelled RGB (a common mislabelling: decoders' raw output is then YCbCr) and RLE (RGB): the
+    loaded voxels are pydicom's RGB pixels, JPEG within 3 levels."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, RLELossless
+
+    rgb = _rgb(2, 16, 24)
+    rgb[:, :8] = (200, 30, 30)  # flat areas survive JPEG within a few levels
+
+    def plain(ds, k):
+        ds.PhotometricInterpretation = "RGB"
+        ds.PixelData = rgb[k].tobytes()
+
+    series, files = _colour_series(tmp_path, rgb, plain)
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        if codec == "rle":
+            ds.compress(RLELossless)
+        else:
+            ds.PhotometricInterpretation = "YBR_FULL_422" if codec == "jpeg-baseline" else "RGB"
+            ds.PixelData = encapsulate([_jpeg_baseline(rgb[k])])
+            ds["PixelData"].VR = "OB"
+            ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+            ds.LossyImageCompression = "01"
+        ds.save_as(path)
+    (volume,) = load_folder(series.folder)
+    truth = np.stack([pydicom.dcmread(f).pixel_array for f in files])
+    assert volume.array.shape == truth.shape == (2, 16, 24, 3)
+    tolerance = 0 if codec == "rle" else 3
+    assert int(np.abs(volume.array.astype(int) - truth.astype(int)).max()) <= tolerance
+    if codec != "jpeg-labelled-rgb":  # pydicom trusts the label there
+        assert int(np.abs(volume.array[:, 2:6, 1:6].astype(int) - [200, 30, 30]).max()) <= 12

@@ -85,8 +85,11 @@ def output_components(f: Frame) -> int:
 
 def needs_pydicom(f: Frame) -> bool:
     """Frames that cannot be read in place: YBR colour (chroma subsampling, conversion to RGB),
-    palette colour (lookup tables) and 8-bit big-endian data (word-swapped bytes)."""
+    palette colour (lookup tables), 8-bit big-endian data (word-swapped bytes), and compressed
+    colour, which pydicom presents as RGB whatever the codec stored (JPEG's own YCbCr)."""
     if f.photometric.startswith("YBR") or f.photometric == PALETTE:
+        return True
+    if f.samples_per_pixel > 1 and f.transfer_syntax not in NATIVE:
         return True
     return f.transfer_syntax == EXPLICIT_BE and f.bits_allocated == 8
 
