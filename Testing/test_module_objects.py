@@ -275,3 +275,40 @@ def test_one_entry_point_picks_the_node_kind(logic, mrml, tmp_path):
 
     role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
     assert seg_node.GetNodeReference(role) is ct  # the first loaded node of the source series
+
+
+def test_segmentation_node_round_trips_through_our_seg(logic, mrml, tmp_path):
+    """Slicer segmentation -> Logic.exportSegmentation (DICOM SEG) -> load -> segmentation node:
+    the same segments, names, colours and voxels on the source volume's grid."""
+    import slicer
+    import vtk
+
+    source = make_series(tmp_path / "src", n=6, rows=16, cols=14, patient_id="RT1")
+    logic.importFolder([source.folder])
+    [volume_node] = logic.loadSeries(source.series_uid)
+    labels = np.zeros((6, 16, 14), np.uint8)
+    labels[1:4, 2:8, 2:8] = 1
+    labels[2:6, 9:15, 5:12] = 2
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(labelmap, labels)
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    labelmap.SetIJKToRASMatrix(matrix)
+    original = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "original")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, original)
+    original.GetSegmentation().GetNthSegment(0).SetName("liver")
+    original.GetSegmentation().GetNthSegment(1).SetName("lesion")
+    original.GetSegmentation().GetNthSegment(1).SetColor(0.9, 0.1, 0.2)
+    result = logic.exportSegmentation(original, volume_node)
+    (info,) = plan_folder(result.path)
+    back = mrml.addSegmentationNode(load(info), "back")
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert back.GetNodeReference(role) is volume_node
+    for index in range(2):
+        a = original.GetSegmentation().GetNthSegment(index)
+        b = back.GetSegmentation().GetNthSegment(index)
+        assert b.GetName() == a.GetName()
+        assert np.allclose(b.GetColor(), a.GetColor(), atol=1.5 / 255)
+        before = _segment_array(original, original.GetSegmentation().GetNthSegmentID(index), volume_node)
+        after = _segment_array(back, back.GetSegmentation().GetNthSegmentID(index), volume_node)
+        assert np.array_equal(after > 0, before > 0) and np.array_equal(before > 0, labels == index + 1)
