@@ -1,15 +1,27 @@
 # DICOMPlus developer commands. `make test` and `make demo` install what a fresh Debian machine lacks.
+# `make test-stock` runs the stock-Slicer tier (Testing/stock) in its own venv, .venv-stock.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+STOCK_VENV ?= .venv-stock
 APT_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools hyperfine cmake g++ \
 	libgl1 libegl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core
 
-.PHONY: test demo deps system-deps venv lint format bench clean
+.PHONY: test test-stock stock-venv demo deps system-deps venv lint format bench clean
 
 test: deps lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest Testing $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+# The stock-Slicer tier: Slicer 5.12.3's Python packages only (Testing/stock/setup_venv.sh), the
+# extension installed with CMake, the module loaded from the install tree. --confcutdir keeps the
+# main suite's Testing/conftest.py (and what it imports) out.
+test-stock: system-deps stock-venv
+	QT_QPA_PLATFORM=offscreen $(STOCK_VENV)/bin/python -m pytest Testing/stock --confcutdir=Testing/stock $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc = 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+stock-venv:
+	Testing/stock/setup_venv.sh $(STOCK_VENV)
 
 demo: deps
 	$(VENV)/bin/dicomplus demo --out demo-output
@@ -46,4 +58,4 @@ bench: deps
 	$(PY) -m bench all
 
 clean:
-	rm -rf $(VENV) Testing/output bench/_work
+	rm -rf $(VENV) $(STOCK_VENV) Testing/output bench/_work

@@ -53,3 +53,8 @@ class BundleError(DICOMPlusError):
 
 class CancelledError(DICOMPlusError):
     """The user cancelled the operation. Work committed before the cancel is kept."""
+
+
+class EngineError(DICOMPlusError):
+    """The DICOMPlus engine process could not be started, stopped unexpectedly, or answered
+    something this side does not understand."""

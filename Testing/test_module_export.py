@@ -19,7 +19,7 @@ def test_export_volume_node_into_a_study_round_trips(logic, tmp_path, dciodvfy_t
     import slicer
 
     source = make_series(tmp_path / "src", n=5, rows=12, cols=10, patient_id="EXP1", slice_step=3.0)
-    logic.importFolder([source.folder])
+    logic.importFolder([source.folder]).get()
     [node] = logic.loadSeries(source.series_uid)
     result = logic.exportVolume(node, source.study_uid, modality="CT", seriesDescription="Exported")
     assert result.study_uid == source.study_uid and result.indexed and len(result.files) == 5
@@ -44,7 +44,7 @@ def test_data_bundle_save_and_load_back(logic, tmp_path):
     import slicer
 
     source = make_series(tmp_path / "src", n=4, rows=8, cols=8, patient_id="MRB1")
-    logic.importFolder([source.folder])
+    logic.importFolder([source.folder]).get()
     [node] = logic.loadSeries(source.series_uid)
     node.SetName("bundle me")
     voxels = slicer.util.arrayFromVolume(node).copy()
@@ -70,7 +70,7 @@ def test_export_segmentation_as_dicom_seg(logic, tmp_path):
     import slicer
 
     source = make_series(tmp_path / "src", n=6, rows=16, cols=16, patient_id="SEG1")
-    logic.importFolder([source.folder])
+    logic.importFolder([source.folder]).get()
     [volume] = logic.loadSeries(source.series_uid)
     labels = np.zeros((6, 16, 16), np.uint8)
     labels[1:4, 2:8, 2:8] = 1
@@ -125,8 +125,10 @@ def test_export_and_bundle_buttons_in_the_panel(dicomplus_module, qtbot, tmp_pat
         qtbot.mouseClick(widget.ui.saveBundleButton, qt.Qt.LeftButton)
         series = widget.logic.search("series", {"StudyInstanceUID": source.study_uid})
         bundle = next(s for s in series if s.Modality == "OT")
-        assert widget.logic.isDataBundleSeries(bundle.SeriesInstanceUID)
-        assert not widget.logic.isDataBundleSeries(source.series_uid)
+        assert dicomplus_module.DICOMPlusMRML.isDataBundleSeries(
+            widget.logic.database, bundle.SeriesInstanceUID
+        )
+        assert not dicomplus_module.DICOMPlusMRML.isDataBundleSeries(widget.logic.database, source.series_uid)
         widget.ui.networkCollapsibleButton.collapsed = True
         widget.ui.previewCollapsibleButton.collapsed = True
         widget.parent.resize(440, 900)

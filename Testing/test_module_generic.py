@@ -96,7 +96,7 @@ def test_widget_buttons_follow_the_selection(dicomplus_module, qtbot, tmp_path):
                         study_description="CT chest")  # fmt: skip
     beta = make_series(tmp_path / "b", n=2, rows=8, cols=8, patient_id="BETA", patient_name="Anonymous^Beta",
                        modality="MR", study_description="MR brain")  # fmt: skip
-    logic.importFolder([alpha.folder, beta.folder])
+    logic.importFolder([alpha.folder, beta.folder]).get()
     widget.setLogic(logic)
     browser = widget.browser
     assert browser.entries("patient") == [("patient", "ALPHA"), ("patient", "BETA")]

@@ -93,10 +93,10 @@ def test_load_study_and_patient(logic, manifest):
     import slicer
 
     _series, study_uid, patient_id = series_uid_of(manifest["dev_mr_mixed_orientation"])
-    nodes = logic.loadStudy(study_uid)
+    nodes, _warnings = logic.load([("study", study_uid)])
     assert len(nodes) == manifest["dev_mr_mixed_orientation"]["expected"]["n_orientations"]
     before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    more = logic.loadPatient(patient_id)
+    more, _warnings = logic.load([("patient", patient_id)])
     assert len(more) >= len(nodes)
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before + len(
         [n for n in more if n.IsA("vtkMRMLScalarVolumeNode")]

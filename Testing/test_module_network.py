@@ -289,21 +289,21 @@ def test_logic_network_calls_from_the_console(dicomplus_module, pacs, tmp_path, 
     )
     try:
         logic.addNode("pacs", "SAMPLEPACS", "127.0.0.1", pacs.port)
-        assert logic.echo("pacs").ok
+        assert logic.echo("pacs").get(30).ok
         assert len(asked) == 1 and any("pynetdicom" in str(r) for r in asked[0])
-        studies = logic.query("pacs", "study", {"PatientID": "DPLUS-001"})
+        studies = logic.query("pacs", "study", {"PatientID": "DPLUS-001"}).get(30)
         assert {s.StudyInstanceUID for s in studies} == {
             s.StudyInstanceUID for s in pacs.db.search("study", {"PatientID": "DPLUS-001"})
         }
         [mr] = [s for s in studies if s.StudyDescription == "MR Brain"]
-        report = logic.retrieve("pacs", studyUID=mr.StudyInstanceUID)
+        report = logic.retrieve("pacs", studyUID=mr.StudyInstanceUID).get(60)
         onPacs = [
             i.SOPInstanceUID
             for s in pacs.db.search("series", {"StudyInstanceUID": mr.StudyInstanceUID})
             for i in pacs.db.instances(s.SeriesInstanceUID)
         ]
         assert sorted(report.done) == sorted(onPacs) and not report.failed
-        job = logic.retrieve("pacs", studyUID=mr.StudyInstanceUID, wait=False)
+        job = logic.retrieve("pacs", studyUID=mr.StudyInstanceUID)
         job.wait(60)
         assert job.result.skipped and not job.result.done  # already here: resumed, nothing again
         assert len(asked) == 1  # installed once

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 
 from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.loading import load_series
 
 SERIES = ("dev_ct_gantry_tilt", "dev_mr_4d_fmri")
 
@@ -69,7 +70,7 @@ def rendered(widget):
 def logic(dicomplus_module, tmp_path, manifest):
     logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
     folders = [manifest[name]["folder"] for name in (*SERIES, "dev_mr_mixed_orientation")]
-    assert logic.importFolder(folders).added > 0
+    assert logic.importFolder(folders).get().added > 0
     yield logic
     logic.closeDatabase()
 
@@ -107,7 +108,7 @@ def test_preview_steps_through_slices_in_the_loaders_order(
     assert preview.sliceCount() == dims[2]
     assert preview.timePointCount() == (dims[3] if len(dims) == 4 else 1)
     assert preview.currentSlice() == 0 and preview.currentTimePoint() == 0
-    [(_, [volume])] = logic.readSeries([uid])  # what loadSeries would put in the scene
+    [volume] = load_series(logic.database, uid)  # what loadSeries would put in the scene
     first_time_point = volume.array[0] if volume.info.is_4d else volume.array
     changes = []
     preview.sliceChanged.connect(changes.append)
@@ -260,6 +261,7 @@ def test_pan_and_zoom_change_the_view_transform(preview, qtbot, manifest):
     assert preview.currentSlice() == 0
     wheel(view, 120)
     assert preview.currentSlice() == 1
+    qtbot.waitUntil(preview.isSliceReady, timeout=30_000)  # decoded in the engine
     qtbot.mouseDClick(view, qt.Qt.LeftButton, pos=start)
     reset = view.viewTransform()
     assert (reset.m11(), reset.dx(), reset.dy()) == pytest.approx((fitted.m11(), fitted.dx(), fitted.dy()))
@@ -288,7 +290,7 @@ def wheel(widget, delta, modifiers=None):
 def test_load_warnings_are_shown_beside_the_preview(preview, qtbot, logic, manifest, series_id, code):
     uid = series_uid_of(manifest[series_id])
     show(preview, qtbot, uid)
-    [(_, [volume])] = logic.readSeries([uid])
+    [volume] = load_series(logic.database, uid)
     assert [w.code for w in preview.loadWarnings()] == [w.code for w in volume.warnings]
     assert code in [w.code for w in preview.loadWarnings()]
     assert code in preview.warningsText()
@@ -298,7 +300,7 @@ def test_clean_series_shows_no_warnings_and_adds_no_nodes(preview, qtbot, logic,
     import slicer
 
     clean = make_series(tmp_path / "clean", n=5, rows=16, cols=16, patient_id="CLEAN")
-    logic.importFolder([clean.folder])
+    logic.importFolder([clean.folder]).get()
     nodes = slicer.mrmlScene.GetNumberOfNodes()
     show(preview, qtbot, clean.series_uid)
     assert preview.loadWarnings() == () and preview.warningsText() == ""
@@ -392,12 +394,12 @@ def test_preview_shows_what_loading_gives(dicomplus_module, qtbot, tmp_path, man
     import DICOMPlusWidgets
 
     logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
-    logic.importFolder([manifest[series_id]["folder"]])
+    logic.importFolder([manifest[series_id]["folder"]]).get()
     uid = series_uid_of(manifest[series_id])
     preview = DICOMPlusWidgets.DICOMPlusPreviewWidget(logic)
     qtbot.addWidget(preview)
     show(preview, qtbot, uid)
-    [(_, [volume])] = logic.readSeries([uid])
+    [volume] = load_series(logic.database, uid)
     assert preview.sliceCount() == manifest[series_id]["expected"]["dims"][2]
     for k in range(preview.sliceCount()):
         preview.setCurrentSlice(k)

@@ -5,8 +5,8 @@ test_module_embed.py."""
 from __future__ import annotations
 
 import gc
+import os
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -67,71 +67,57 @@ def test_a_failing_slot_goes_to_excepthook_and_the_others_run(widgets, monkeypat
     assert seen == [ZeroDivisionError] and calls == ["ran"]
 
 
-# -- WorkQueue ------------------------------------------------------------------------------------
+# -- EngineQueue ----------------------------------------------------------------------------------
 
 
-def test_work_queue_runs_in_a_worker_and_ends_when_idle(widgets):
-    from DICOMPlusWidgets.tasks import WorkQueue
+def drain(qtbot, queue, timeout=30_000):
+    """Let the engine's answers arrive (QProcess signals) until the queue has none to wait for."""
+    qtbot.waitUntil(lambda: not queue._running and not queue._pending, timeout=timeout)
+    return queue.take()
 
-    queue = WorkQueue("test")
-    main = threading.get_ident()
-    queue.put("a", threading.get_ident)
-    queue.put("b", lambda: 1 / 0)
-    queue.wait(10)
-    results = {key: (value, type(error)) for key, value, error in queue.take()}
-    assert results["a"][0] != main and results["a"][1] is type(None)
-    assert results["b"] == (None, ZeroDivisionError)
+
+def test_engine_queue_runs_requests_in_the_engine(widgets, qtbot):
+    from DICOMPlusWidgets.tasks import EngineQueue
+
+    from DICOMPlusLib.errors import DICOMPlusError
+
+    queue = EngineQueue()
+    queue.put("a", ("ping", {}))
+    queue.put("b", ("fail", {"message": "on purpose"}))
+    results = {key: (value, error) for key, value, error in drain(qtbot, queue)}
+    assert results["a"][0]["pid"] != os.getpid() and results["a"][1] is None
+    assert isinstance(results["b"][1], DICOMPlusError) and "on purpose" in str(results["b"][1])
     assert queue.idle and queue.take() == []
 
 
-def test_work_queue_order_and_discard(widgets):
-    from DICOMPlusWidgets.tasks import WorkQueue
+def test_engine_queue_order_depth_and_discard(widgets, qtbot):
+    from DICOMPlusWidgets.tasks import EngineQueue
 
-    queue = WorkQueue("test")
-    gate = threading.Event()
-    started = threading.Event()
-    order = []
-
-    def blocker():
-        started.set()
-        gate.wait(10)
-        return "stale"
-
-    queue.put("block", blocker)
-    started.wait(10)
+    queue = EngineQueue(depth=1)
+    queue.put("first", ("ping", {}))  # sent at once; its answer is read only when events run
     queue.setOrder(lambda key: abs(key - 5) if isinstance(key, int) else -1)
     for k in (0, 9, 4, 6, 5):
-        queue.put(k, lambda k=k: order.append(k))
-    assert queue.isPending(5) and queue.isPending("block")
-    queue.discard()  # drops 0..9 and the blocker's coming result
+        queue.put(k, ("ping", {}))
+    assert queue.isPending(5) and queue.isPending("first") and len(queue._running) == 1
+    queue.discard()  # drops 0..9 and the coming answer to "first"
     assert not queue.isPending(5)
     for k in (0, 9, 4, 6, 5):
-        queue.put(k, lambda k=k: order.append(k))
-    gate.set()
-    queue.wait(10)
-    taken = [key for key, _value, _error in queue.take()]
-    assert "block" not in taken
-    assert order == [5, 4, 6, 9, 0]  # nearest to 5 first (ties in insertion order)
+        queue.put(k, ("ping", {}))
+    taken = [key for key, _value, _error in drain(qtbot, queue)]
+    assert "first" not in taken
+    assert taken == [5, 4, 6, 9, 0]  # nearest to 5 first (ties in insertion order), one at a time
 
 
-def test_quiesce_waits_for_the_running_call(widgets):
-    from DICOMPlusWidgets.tasks import WorkQueue
+def test_engine_queue_quiesce_and_close(widgets, qtbot):
+    from DICOMPlusWidgets.tasks import EngineQueue
 
-    queue = WorkQueue("test")
-    started, finished = threading.Event(), threading.Event()
-
-    def slow():
-        started.set()
-        threading.Event().wait(0.2)
-        finished.set()
-
-    queue.put("slow", slow)
-    queue.put("never", lambda: pytest.fail("discarded work ran"))
-    started.wait(10)
+    queue = EngineQueue(depth=1)
+    queue.put("running", ("ping", {}))
+    queue.put("never", ("fail", {"message": "discarded work ran"}))
     queue.quiesce()
-    assert finished.is_set() and queue.idle
+    assert drain(qtbot, queue) == [] and queue.idle
     queue.close()
-    queue.put("late", lambda: pytest.fail("work after close ran"))
+    queue.put("late", ("fail", {"message": "work after close ran"}))
     assert queue.idle
 
 

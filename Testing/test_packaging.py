@@ -23,6 +23,7 @@ from dicomplus_testing.packaging import (
     LIBRARY_DIR,
     MODULE_DIR,
     REPO_ROOT,
+    REQUIREMENTS,
     PackagingError,
     PackagingReport,
     check_packaging,
@@ -87,7 +88,8 @@ def test_every_file_is_listed_and_installed(packaged: PackagingReport):
     expected = packaged.expected
     assert f"{LIBRARY_DIR}/__init__.py" in expected
     assert all(name in expected for name in MODULE_FILES)
-    assert expected["Resources/requirements.txt"] == "Resources/requirements.txt"
+    for requirements in REQUIREMENTS:
+        assert expected[requirements] == requirements
 
 
 def test_modules_are_built_the_slicer_way(packaged: PackagingReport):
@@ -144,21 +146,30 @@ def test_listing_a_file_that_does_not_exist_fails_configure(tmp_path: Path):
         check_packaging(source, tmp_path / "work")
 
 
-def test_requirements_match_pyproject():
-    """Resources/requirements.txt holds exactly the dependencies Slicer does not bundle."""
-    tomllib = pytest.importorskip("tomllib")
-    bundled_by_slicer = {"pydicom", "numpy", "simpleitk", "highdicom", "requests"}
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    declared = {_requirement_name(r): r.replace(" ", "") for r in pyproject["project"]["dependencies"]}
-    lines = (REPO_ROOT / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    required = {
+def _requirement_lines(name: str) -> dict[str, str]:
+    lines = (REPO_ROOT / "Resources" / name).read_text(encoding="utf-8").splitlines()
+    return {
         _requirement_name(line): line.replace(" ", "")
         for line in (raw.strip() for raw in lines)
         if line and not line.startswith(("#", "-"))
     }
-    assert set(required) == set(declared) - bundled_by_slicer
-    for name, requirement in required.items():
-        assert requirement == declared[name], f"{name}: requirements.txt and pyproject.toml disagree"
+
+
+def test_requirements_match_pyproject():
+    """Resources/requirements-network.txt and -decoders.txt hold, between them, exactly the
+    dependencies Slicer does not bundle (pyjpegls is bundled from 5.12 on, and still the JPEG-LS
+    decoder), each in one file."""
+    tomllib = pytest.importorskip("tomllib")
+    bundled_by_slicer = {"pydicom", "numpy", "simpleitk", "highdicom", "requests"}
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {_requirement_name(r): r.replace(" ", "") for r in pyproject["project"]["dependencies"]}
+    network = _requirement_lines("requirements-network.txt")
+    decoders = _requirement_lines("requirements-decoders.txt")
+    assert "pynetdicom" in network and "python-gdcm" in decoders
+    assert not set(network) & set(decoders), "a requirement is in both files"
+    assert set(network) | set(decoders) == set(declared) - bundled_by_slicer
+    for name, requirement in {**network, **decoders}.items():
+        assert requirement == declared[name], f"{name}: Resources/ and pyproject.toml disagree"
 
 
 def _requirement_name(requirement: str) -> str:
@@ -166,29 +177,6 @@ def _requirement_name(requirement: str) -> str:
     for separator in "<>=!~;[ ":
         name = name.split(separator, 1)[0]
     return name.strip().lower().replace("_", "-")
-
-
-def test_catalog_entry_follows_the_extensions_index_schema():
-    """Resources/DICOMPlus.json: keys of Slicer's slicer-extension-catalog-entry-schema v1.0.2."""
-    entry = json.loads((REPO_ROOT / "Resources" / "DICOMPlus.json").read_text(encoding="utf-8"))
-    allowed = {
-        "$schema",
-        "category",
-        "scm_url",
-        "scm_revision",
-        "scm_type",
-        "build_dependencies",
-        "dicom_support_rule",
-        "build_subdirectory",
-        "enabled",
-        "tier",
-    }
-    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
-    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
-    assert entry["category"] == "Informatics"
-    assert entry["scm_type"] in ("git", "local")
-    assert isinstance(entry["build_dependencies"], list)
-    assert 1 <= entry["tier"] <= 5
 
 
 def test_installed_library_imports_from_the_install_tree(packaged: PackagingReport, tmp_path: Path):
@@ -246,13 +234,21 @@ def _dotted(relative: str) -> str:
     return ".".join(parts)
 
 
+def _provides_library(path_entry: str) -> bool:
+    return (Path(path_entry or os.getcwd()) / LIBRARY_DIR / "__init__.py").is_file()
+
+
+def _module_of(finder: object) -> str:
+    return getattr(finder, "__module__", "") or ""
+
+
 def _library_modules() -> dict[str, object]:
     return {n: m for n, m in sys.modules.items() if n == LIBRARY_DIR or n.startswith(LIBRARY_DIR + ".")}
 
 
 def test_installed_module_loads_in_the_harness(packaged: PackagingReport, request, monkeypatch):
     """The installed DICOMPlus.py loads as Slicer would load it, finds its .ui, icon and
-    requirements.txt beside it, and imports the installed DICOMPlusLib (the source tree's copy
+    requirement files beside it, and imports the installed DICOMPlusLib (the source tree's copy
     is taken out of sys.modules for the test and put back after)."""
     harness = importlib.import_module("dicomplus_testing.harness")
     if not all(hasattr(harness, name) for name in ("load_module", "unload_module")):
@@ -263,7 +259,13 @@ def test_installed_module_loads_in_the_harness(packaged: PackagingReport, reques
     except pytest.FixtureLookupError as error:
         pytest.skip(f"the slicer-testing harness fixture is missing: {error}")
     installed = packaged.scripted_modules_dir
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_module prepends the module folder
+    # Slicer appends the module folder to sys.path, so only a Slicer without DICOMPlusLib
+    # elsewhere shows that the installed tree is enough: take out the source tree (PYTHONPATH,
+    # the working directory) and the editable install's finder for the test.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not _provides_library(p)])
+    monkeypatch.setattr(
+        sys, "meta_path", [f for f in sys.meta_path if not _module_of(f).startswith("__editable__")]
+    )
     source_library = _library_modules()
     for name in source_library:
         del sys.modules[name]
@@ -281,7 +283,9 @@ def test_installed_module_loads_in_the_harness(packaged: PackagingReport, reques
 
         widget = module.DICOMPlusWidget()
         qtbot.addWidget(widget.parent)
-        for resource in ("UI/DICOMPlus.ui", "Icons/DICOMPlus.png", "requirements.txt"):
+        resources = ["UI/DICOMPlus.ui", "Icons/DICOMPlus.png"]
+        resources += [Path(r).name for r in REQUIREMENTS]
+        for resource in resources:
             path = Path(widget.resourcePath(resource))
             assert path == installed / "Resources" / resource
             assert path.is_file(), path

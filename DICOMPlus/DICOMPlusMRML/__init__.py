@@ -16,7 +16,13 @@ import DICOMPlusLib
 
 __all__ = [
     "addVolumeNode",
+    "exportSegmentation",
+    "exportVolume",
+    "fileValue",
+    "isDataBundleSeries",
+    "loadDataBundle",
     "placeInSubjectHierarchy",
+    "saveDataBundle",
     "segmentationLabelmap",
     "setDisplay",
     "volumeGeometry",
@@ -99,49 +105,149 @@ def setDisplay(node, volume):
     display.SetWindowLevel(width, center)
 
 
-def placeInSubjectHierarchy(node, volume, study, series):
-    """Patient -> study -> series items with Slicer's own DICOM UID names and attributes, so
-    Slicer's DICOM export and other extensions recognise the loaded data."""
+# Series attributes stock Slicer's DICOMPlugin.addSeriesInSubjectHierarchy writes ("DICOM." +
+# keyword), read from the first file of the series (Slicer 5.12 DICOMLib/DICOMPlugin.py).
+SERIES_ATTRIBUTE_KEYWORDS = (
+    "Modality",
+    "SeriesNumber",
+    "FrameOfReferenceUID",
+    "SeriesDescription",
+    "SeriesDate",
+    "SeriesTime",
+    "ContentDate",
+    "ContentTime",
+    "Manufacturer",
+    "Model",
+)
+# Slicer's keyword for ManufacturerModelName (0008,1090)
+_KEYWORD_OF_ATTRIBUTE = {"Model": "ManufacturerModelName"}
+# qSlicerSubjectHierarchyPluginHandler's defaults for what goes into patient and study item names
+# (patient ID, patient birth date, study ID, study date), used where that class is absent.
+_DEFAULT_NAME_FLAGS = (True, False, False, True)
+
+
+def fileValue(dataset, keyword):
+    """The value of ``keyword`` in a header as Slicer's ``dicomDatabase.fileValue`` gives it: the
+    stored text (backslash-joined when multi-valued), "" when absent or empty."""
+    element = dataset.data_element(keyword) if dataset is not None and keyword in dataset else None
+    if element is None or element.value is None or element.value == "":
+        return ""
+    if element.VM > 1:
+        return "\\".join(str(v) for v in element.value)
+    return str(element.value)
+
+
+def _firstHeader(volume):
+    """The header of the volume's first file (Slicer reads ``loadable.files[0]``), or None."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(volume.info.frames[0].path, stop_before_pixels=True)
+    except (OSError, IndexError, pydicom.errors.InvalidDicomError):
+        return None
+
+
+def _recordsAsHeader(study, series):
+    """A stand-in header from the database records, when no file can be read."""
+    import pydicom
+
+    dataset = pydicom.Dataset()
+    for record in (study, series):
+        if record is None:
+            continue
+        for keyword, value in record.to_dict().items():
+            if keyword in pydicom.datadict.keyword_dict and value not in (None, ""):
+                setattr(dataset, keyword, value)
+    return dataset
+
+
+def _itemNameFlags():
+    handlerClass = getattr(slicer, "qSlicerSubjectHierarchyPluginHandler", None)
+    if handlerClass is None:
+        return _DEFAULT_NAME_FLAGS
+    handler = handlerClass.instance()
+    return tuple(
+        bool(getattr(handler, f"display{what}InSubjectHierarchyItemName"))
+        for what in ("PatientID", "PatientBirthDate", "StudyID", "StudyDate")
+    )
+
+
+def placeInSubjectHierarchy(node, volume, study=None, series=None, header=None):
+    """Patient -> study -> series items exactly as stock Slicer's DICOM plugins make them
+    (``DICOMPlugin.addSeriesInSubjectHierarchy``): the same UIDs, attributes and item names, so
+    Slicer's "Export to DICOM" keeps the series description, the study and the Frame of Reference.
+
+    ``header`` is the stored header (a pydicom Dataset) of the volume's first instance, e.g.
+    ``database.header(volume.sop_uids[0])``; without it the first file is read, and if that
+    fails the ``study`` and ``series`` records stand in (no Frame of Reference then). As in
+    Slicer, patient and study attributes are written only when this call creates those items.
+    """
+    if header is None:
+        header = _firstHeader(volume)
+    if header is None:
+        header = _recordsAsHeader(study, series)
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     C = slicer.vtkMRMLSubjectHierarchyConstants
     uidName = C.GetDICOMUIDName()
-    parent = sh.GetSceneItemID()
-    if study is not None:
-        patientItem = sh.GetItemByUID(uidName, study.PatientID)
-        if not patientItem:
-            patientItem = sh.CreateSubjectItem(sh.GetSceneItemID(), study.PatientName or study.PatientID)
-            sh.SetItemUID(patientItem, uidName, study.PatientID)
-            for attribute, value in (
-                (C.GetDICOMPatientIDAttributeName(), study.PatientID),
-                (C.GetDICOMPatientNameAttributeName(), study.PatientName),
-                (C.GetDICOMPatientBirthDateAttributeName(), study.PatientBirthDate),
-                (C.GetDICOMPatientSexAttributeName(), study.PatientSex),
-            ):
-                sh.SetItemAttribute(patientItem, attribute, value or "")
-        studyItem = sh.GetItemByUID(uidName, study.StudyInstanceUID)
-        if not studyItem:
-            studyItem = sh.CreateStudyItem(patientItem, study.StudyDescription or _("Study"))
-            sh.SetItemUID(studyItem, uidName, study.StudyInstanceUID)
-            for attribute, value in (
-                (C.GetDICOMStudyInstanceUIDAttributeName(), study.StudyInstanceUID),
-                (C.GetDICOMStudyIDAttributeName(), study.StudyID),
-                (C.GetDICOMStudyDateAttributeName(), study.StudyDate),
-                (C.GetDICOMStudyTimeAttributeName(), study.StudyTime),
-                (C.GetDICOMStudyDescriptionAttributeName(), study.StudyDescription),
-            ):
-                sh.SetItemAttribute(studyItem, attribute, value or "")
-        parent = studyItem
-    seriesItem = sh.GetItemByDataNode(node) or sh.CreateItem(parent, node)
-    sh.SetItemParent(seriesItem, parent)
-    sh.SetItemUID(seriesItem, uidName, volume.series_uid)
-    sh.SetItemUID(seriesItem, C.GetDICOMInstanceUIDName(), " ".join(volume.sop_uids))
-    if series is not None:
-        sh.SetItemAttribute(seriesItem, C.GetDICOMSeriesModalityAttributeName(), series.Modality or "")
-        sh.SetItemAttribute(
-            seriesItem,
-            C.GetDICOMSeriesNumberAttributeName(),
-            "" if series.SeriesNumber is None else str(series.SeriesNumber),
-        )
+    prefix = C.GetDICOMAttributePrefix()
+
+    seriesItem = sh.GetItemByDataNode(node) or sh.CreateItem(sh.GetSceneItemID(), node)
+    seriesUID = fileValue(header, "SeriesInstanceUID") or volume.series_uid
+    sh.SetItemUID(seriesItem, uidName, seriesUID)
+    for attribute in SERIES_ATTRIBUTE_KEYWORDS:
+        value = fileValue(header, _KEYWORD_OF_ATTRIBUTE.get(attribute, attribute))
+        sh.SetItemAttribute(seriesItem, prefix + attribute, value)
+    # one UID per file, in the order of the volume's slices (multi-frame: one file, one UID)
+    instanceUIDs = dict.fromkeys(uid or "Unknown" for uid in volume.sop_uids)
+    sh.SetItemUID(seriesItem, C.GetDICOMInstanceUIDName(), " ".join(instanceUIDs))
+    sh.SetItemAttribute(seriesItem, C.GetDICOMReferencedInstanceUIDsAttributeName(), "")
+
+    studyUID = fileValue(header, "StudyInstanceUID")
+    patientID = fileValue(header, "PatientID") or "Patient-" + studyUID
+    newPatient = not sh.GetItemByUID(uidName, patientID)
+    newStudy = not sh.GetItemByUID(uidName, studyUID)
+    slicer.vtkSlicerSubjectHierarchyModuleLogic.InsertDicomSeriesInHierarchy(
+        sh, patientID, studyUID, seriesUID
+    )
+    showPatientID, showBirthDate, showStudyID, showStudyDate = _itemNameFlags()
+
+    patientItem = sh.GetItemByUID(uidName, patientID)
+    if newPatient and patientItem:
+        name = fileValue(header, "PatientName") or "No name"
+        birthDate = fileValue(header, "PatientBirthDate")
+        for attribute, value in (
+            (C.GetDICOMPatientNameAttributeName(), name),
+            (C.GetDICOMPatientIDAttributeName(), patientID),
+            (C.GetDICOMPatientSexAttributeName(), fileValue(header, "PatientSex")),
+            (C.GetDICOMPatientBirthDateAttributeName(), birthDate),
+            (C.GetDICOMPatientCommentsAttributeName(), fileValue(header, "PatientComments")),
+        ):
+            sh.SetItemAttribute(patientItem, attribute, value)
+        if showPatientID:
+            name += f" ({patientID})"
+        if showBirthDate and birthDate:
+            name += f" ({birthDate})"
+        sh.SetItemName(patientItem, name)
+
+    studyItem = sh.GetItemByUID(uidName, studyUID)
+    if newStudy and studyItem:
+        description = fileValue(header, "StudyDescription") or "No study description"
+        studyID = fileValue(header, "StudyID")
+        studyDate = fileValue(header, "StudyDate")
+        for attribute, value in (
+            (C.GetDICOMStudyDescriptionAttributeName(), description),
+            (C.GetDICOMStudyInstanceUIDAttributeName(), studyUID),
+            (C.GetDICOMStudyIDAttributeName(), studyID),
+            (C.GetDICOMStudyDateAttributeName(), studyDate),
+            (C.GetDICOMStudyTimeAttributeName(), fileValue(header, "StudyTime")),
+        ):
+            sh.SetItemAttribute(studyItem, attribute, value)
+        name = description
+        if showStudyID:
+            name += f" ({studyID})"
+        if showStudyDate and studyDate:
+            name += f" ({studyDate})"
+        sh.SetItemName(studyItem, name)
     return seriesItem
 
 
@@ -172,10 +278,18 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
         slicer.mrmlScene.RemoveNode(labelmapNode)
 
 
-from DICOMPlusMRML.colour import addColourVolumeNode  # noqa: E402
-from DICOMPlusMRML.dispatch import addNodeForVolume  # noqa: E402
-from DICOMPlusMRML.plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
-from DICOMPlusMRML.segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
+# Scene <-> database exchange (export, Data Bundle): after the names it uses are defined.
+from .colour import addColourVolumeNode  # noqa: E402
+from .dispatch import addNodeForVolume  # noqa: E402
+from .exchange import (  # noqa: E402
+    exportSegmentation,
+    exportVolume,
+    isDataBundleSeries,
+    loadDataBundle,
+    saveDataBundle,
+)
+from .plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
+from .segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
 
 __all__ += [
     "addColourVolumeNode",

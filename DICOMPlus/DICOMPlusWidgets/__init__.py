@@ -29,7 +29,7 @@ The DICOMPlus panel is made of these; another module embeds them the same way::
 
 Signals are :class:`Signal` objects (plain Python, because PythonQt cannot add Qt signals to a
 Python class): ``widget.signalName.connect(slot)``. Everything is driven from the Qt main thread;
-work (headers, pixels, thumbnails) runs in worker threads that never touch Qt or MRML, and the
+work (headers, pixels, thumbnails, import, network) runs in the DICOMPlus engine process, and the
 widgets collect the results with QTimers. Call ``cleanup()`` on a widget when its host goes away
 to stop its timers and workers.
 
@@ -37,8 +37,10 @@ This package sits in the DICOMPlus module folder, which Slicer puts on sys.path;
 not a top-level .py file, so Slicer does not take it for a module of its own.
 """
 
+from . import compat, engine
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
+from .logic import EngineLogic
 from .network import DICOMPlusNetworkWidget
 from .preview import DICOMPlusPreviewWidget
 from .signals import Signal
@@ -50,5 +52,8 @@ __all__ = [
     "DICOMPlusNetworkWidget",
     "DICOMPlusPreviewWidget",
     "DICOMPlusSliceView",
+    "EngineLogic",
     "Signal",
+    "compat",
+    "engine",
 ]

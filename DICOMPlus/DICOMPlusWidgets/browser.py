@@ -4,18 +4,16 @@ series thumbnails.
 The search box runs a database search (``Database.search(..., text=)``: names, IDs,
 descriptions, accession numbers) a moment after typing stops. Thumbnails
 (``DICOMPlusLib.loading.preview.series_thumbnail``: the middle slice in geometric order, cached
-on disk beside the database) are made in a worker thread for the series of expanded studies and
+on disk beside the database) are made in the DICOMPlus engine process for the series of expanded studies and
 set as item icons when they are ready; the tree is usable before that.
 """
 
 from __future__ import annotations
 
-import functools
-
 import qt
 
 from .signals import Signal
-from .tasks import QueuePump, WorkQueue, followDatabaseClosing, stopTimer
+from .tasks import EngineQueue, QueuePump, followDatabaseClosing, stopTimer
 
 THUMBNAIL_SIZE = 64  # pixels of the cached PNG; shown at ICON_SIZE
 ICON_SIZE = 40
@@ -28,12 +26,6 @@ def _formatDate(value):
     if len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     return value
-
-
-def _thumbnail(database, seriesUID):
-    from DICOMPlusLib.loading.preview import series_thumbnail
-
-    return series_thumbnail(database, seriesUID, size=THUMBNAIL_SIZE)
 
 
 class DICOMPlusBrowserWidget(qt.QWidget):
@@ -67,7 +59,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._icons = {}  # series UID -> QIcon, or None when it has no thumbnail
         self._lastSelection = []
         self._thumbnailsEnabled = bool(thumbnails)
-        self._queue = WorkQueue("dicomplus-thumbnails")
+        self._queue = EngineQueue()
         self._pump = QueuePump(self._queue, self._onThumbnail, self)
         followDatabaseClosing(self._queue, None, source)
         self._searchTimer = qt.QTimer(self)
@@ -350,7 +342,9 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             if uid in self._icons:
                 continue
             database = database or self._database()
-            self._queue.put(uid, functools.partial(_thumbnail, database, uid))
+            self._queue.put(
+                uid, ("thumbnail", {"db": str(database.path), "series": uid, "size": THUMBNAIL_SIZE})
+            )
         if database is not None:
             self._pump.kick()
 
@@ -366,7 +360,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             item.setIcon(0, icon)
 
     def cleanup(self):
-        """Stop the thumbnail worker and the search timer; call when the host goes away."""
+        """Stop asking for thumbnails and the search timer; call when the host goes away."""
         self._pump.stop()
         followDatabaseClosing(self._queue, self._source, None)
         stopTimer(self._searchTimer)

@@ -1,10 +1,10 @@
 """DICOMPlusNetworkWidget: server nodes, echo, query, retrieve, send and the listener.
 
-Everything that talks to the network runs off the main thread: echo, query and the lazy series
-query of an expanded study run in a :class:`~DICOMPlusWidgets.tasks.WorkQueue` drained by a
-QTimer; retrieve and send are DICOMPlusLib Jobs shown in an activity widget (with progress and
-Cancel). The listener runs in its own threads; series it completes reach the main thread through
-the Logic's ``autoLoadQueue``, drained by a QTimer here.
+Everything that talks to the network runs in the DICOMPlus engine process (DICOMPlusWidgets.engine):
+echo, query and the lazy series query of an expanded study are engine jobs whose results arrive
+on the main thread; retrieve and send are engine jobs shown in an activity widget (with progress
+and Cancel). The listener runs in the engine too; series it completes reach the Logic's
+``autoLoadQueue`` as notifications, drained by a QTimer here.
 
 The widget works on a DICOMPlusLogic (``nodes``, ``addNode``, ``removeNode``, ``echo``,
 ``query``, ``retrieve``, ``send``, ``startListener``, ``stopListener``) and never on Qt-free
@@ -17,7 +17,7 @@ import qt
 
 from .activity import DICOMPlusActivityWidget
 from .signals import Signal
-from .tasks import QueuePump, WorkQueue, stopTimer
+from .tasks import stopTimer
 
 SETTINGS = "DICOMPlus/Network/"
 RESULT_COLUMNS = ("Patient / description", "Date", "Modality", "Instances")
@@ -76,10 +76,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._queryNode = ""
         self._queryGeneration = 0
         self._querying = False
-        self._queryCancel = None
+        self._queryJob = None
         self._jobs = []
-        self._queue = WorkQueue("dicomplus-network")
-        self._pump = QueuePump(self._queue, self._onWorkDone, self)
         self._autoLoadTimer = qt.QTimer(self)
         self._autoLoadTimer.setInterval(self.AUTOLOAD_MS)
         self._autoLoadTimer.connect("timeout()", self._drainAutoLoad)
@@ -376,7 +374,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             self.echoLabel.text = str(exc)
         self.refreshNodes()
 
-    # -- echo and query (WorkQueue) -------------------------------------------------------------
+    # -- echo and query (engine jobs) ----------------------------------------------------------
     def onEcho(self, *args):
         name = self.currentNode()
         if not name:
@@ -384,9 +382,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if not self._ensureDependencies(self.echoLabel):
             return
         self.echoLabel.text = f"Echo {name}..."
-        logic = self._logic
-        self._queue.put(("echo", name), lambda: logic.echo(name))
-        self._pump.kick()
+        self._run(("echo", name), lambda: self._logic.echo(name))
 
     def _ensureDependencies(self, label):
         """Install the network packages on first use, here on the main thread (Slicer asks the
@@ -424,14 +420,11 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if not name:
             self.statusLabel.text = "Choose or add a server node first."
             return
-        from DICOMPlusLib.jobs import CancelToken
-
         if not self._ensureDependencies(self.statusLabel):
             return
         criteria = self.criteria()
-        if self._queryCancel is not None:
-            self._queryCancel.cancel()  # a new query replaces the one running
-        cancel = self._queryCancel = CancelToken()
+        if self._queryJob is not None:
+            self._queryJob.cancel()  # a new query replaces the one running
         limit = self.QUERY_LIMIT
         self._queryGeneration += 1
         self._queryNode = name
@@ -440,10 +433,9 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.statusLabel.text = f"Querying {name}..."
         self._querying = True
         self._updateButtons()
-        logic = self._logic
-        work = lambda: logic.query(name, "study", criteria, limit=limit, cancel=cancel)  # noqa: E731
-        self._queue.put(("query", self._queryGeneration), work)
-        self._pump.kick()
+        self._queryJob = self._run(
+            ("query", self._queryGeneration), lambda: self._logic.query(name, "study", criteria, limit=limit)
+        )
 
     def _onItemExpanded(self, item):
         entry = self._entry(item)
@@ -459,14 +451,26 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             return False
         placeholder = qt.QTreeWidgetItem(item)
         placeholder.setText(0, "Querying series...")
-        name, logic = self._queryNode, self._logic
-        work = lambda: logic.query(name, "series", {"StudyInstanceUID": studyUID})  # noqa: E731
-        self._queue.put(("series", self._queryGeneration, studyUID), work)
-        self._pump.kick()
+        name = self._queryNode
+        self._run(
+            ("series", self._queryGeneration, studyUID),
+            lambda: self._logic.query(name, "series", {"StudyInstanceUID": studyUID}),
+        )
         if not item.isExpanded():
             item.setData(1, qt.Qt.UserRole, "asked")
             item.setExpanded(True)
         return True
+
+    def _run(self, key, start):
+        """Start an engine job with ``start()``; ``_onWorkDone(key, result, error)`` when it ends
+        (on the main thread: the engine's output arrives through QProcess signals)."""
+        try:
+            job = start()
+        except Exception as exc:
+            self._onWorkDone(key, None, exc)
+            return None
+        job.on_finished(lambda ended: self._onWorkDone(key, ended.result, ended.error))
+        return job
 
     def _onWorkDone(self, key, value, error):
         kind = key[0]
@@ -585,9 +589,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         jobs = []
         for studyUID, seriesUIDs in groups.items():
             try:
-                job = self._logic.retrieve(
-                    self._queryNode, studyUID=studyUID, seriesUIDs=seriesUIDs, wait=False
-                )
+                job = self._logic.retrieve(self._queryNode, studyUID=studyUID, seriesUIDs=seriesUIDs)
             except Exception as exc:
                 self.statusLabel.text = f"Retrieve failed: {exc}"
                 continue
@@ -618,7 +620,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     def sendSelected(self, entries=None):
         """Send local entries [(level, key)] (default: the host's local selection) to the current
-        node: one background job for the series, one per study or patient."""
+        node, as one background job with one report."""
         name = self.currentNode()
         if entries is None:
             entries = self._localSelection() if self._localSelection is not None else []
@@ -630,11 +632,11 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         for level, key in entries:
             if level == "patient":
                 studies += [s.StudyInstanceUID for s in self._logic.search("study", {"PatientID": key})]
-        calls = ([{"series": series}] if series else []) + [{"study": s} for s in studies]
+        calls = [{"study": studies, "series": series}]
         jobs = []
         for call in calls:
             try:
-                job = self._logic.send(name, wait=False, **call)
+                job = self._logic.send(name, **call)
             except Exception as exc:
                 self.statusLabel.text = f"Send failed: {exc}"
                 continue
@@ -725,9 +727,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     def cleanup(self):
         """Stop the timers and the worker; stops the listener too."""
-        if self._queryCancel is not None:
-            self._queryCancel.cancel()
-        self._pump.stop()
+        if self._queryJob is not None:
+            self._queryJob.cancel()
         stopTimer(self._autoLoadTimer)
         if self._ownActivity:
             self.activity.cleanup()

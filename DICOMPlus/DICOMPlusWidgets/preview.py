@@ -4,7 +4,7 @@ The slices are shown in the loader's geometric order: ``DICOMPlusLib.loading.pla
 the volumes of the series with their frames in array order (time major, then k by increasing
 position along the slice normal), exactly what ``loadSeries`` would put in the scene, so what
 the preview shows as slice k is slice k of the loaded volume. Headers are planned and pixels
-decoded (``DICOMPlusLib.loading.pixels.read_frame``) in a worker thread, the slice asked for
+decoded (``DICOMPlusLib.loading.pixels.read_frame``) in the DICOMPlus engine process, the slice asked for
 first and then its neighbours; decoded slices are kept in an LRU cache. Nothing is added to the
 MRML scene: the "Load" button only emits ``loadRequested``. The state lives in
 :class:`~DICOMPlusWidgets.previewmodel.PreviewModel`; this file is the Qt side.
@@ -12,15 +12,13 @@ MRML scene: the "Load" button only emits ``loadRequested``. The state lives in
 
 from __future__ import annotations
 
-import functools
-
 import qt
 
 from .imaging import toQImage
-from .previewmodel import CUSTOM, PreviewModel, decodeFrame, frameKey, planSeries
+from .previewmodel import CUSTOM, PreviewModel, frameKey
 from .signals import Signal
 from .sliceview import DICOMPlusSliceView
-from .tasks import QueuePump, WorkQueue, followDatabaseClosing, stopTimer
+from .tasks import EngineQueue, QueuePump, followDatabaseClosing, stopTimer
 
 
 class DICOMPlusPreviewWidget(qt.QWidget):
@@ -51,7 +49,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self.failed = Signal(str, name="failed")
         self._source = source
         self._model = PreviewModel(cacheBytes)
-        self._queue = WorkQueue("dicomplus-preview")
+        self._queue = EngineQueue()
         self._queue.setOrder(self._model.distance)
         self._pump = QueuePump(self._queue, self._onResult, self)
         followDatabaseClosing(self._queue, None, source)
@@ -166,7 +164,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
 
     def setSeries(self, seriesUID):
         """Show the series ``seriesUID`` of the database ("" or None: nothing). Returns at once:
-        headers are read and slices decoded in a worker; ``seriesShown`` tells when it is up."""
+        headers are read and slices decoded in the engine; ``seriesShown`` tells when it is up."""
         seriesUID = seriesUID or ""
         if seriesUID == self._model.seriesUID:
             return
@@ -177,7 +175,9 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._view.setMessage("Reading the headers...")
         self._loadButton.enabled = True
         database = self._database()
-        self._queue.put(("plan", seriesUID), functools.partial(planSeries, database, seriesUID), first=True)
+        self._queue.put(
+            ("plan", seriesUID), ("preview_plan", {"db": str(database.path), "series": seriesUID}), first=True
+        )
         self._pump.kick()
 
     def clear(self):
@@ -433,7 +433,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._warningsLabel.text = "\n".join(lines)
         self._warningsLabel.visible = bool(lines)
 
-    # -- results from the worker (main thread, from the pump's timer) -----------------------------
+    # -- results from the engine (main thread, from the pump's timer) -----------------------------
     def _onResult(self, key, value, error):
         model = self._model
         if key[0] == "plan":
@@ -484,7 +484,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
     def _prefetch(self):
         """Queue what is not decoded yet, nearest first (the queue's order reads the model)."""
         for frame, first in self._model.framesToDecode():
-            self._queue.put(frameKey(frame), functools.partial(decodeFrame, frame), first=first)
+            self._queue.put(frameKey(frame), ("frame", {"frame": frame}), first=first)
         self._pump.kick()
 
     # -- drawing ---------------------------------------------------------------------------------
@@ -542,7 +542,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             self.loadRequested.emit([("series", self._model.seriesUID)])
 
     def cleanup(self):
-        """Stop autoplay and the worker, drop the decoded slices; call when the host goes away."""
+        """Stop autoplay and the engine requests, drop the decoded slices; call when the host goes away."""
         self._pump.stop()
         followDatabaseClosing(self._queue, self._source, None)
         self._model.cache.clear()

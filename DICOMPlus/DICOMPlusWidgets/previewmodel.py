@@ -1,75 +1,21 @@
 """The state behind the preview, without Qt: which series, volume, slice and time point are
 shown, the decoded slices, the window, what to decode next and what to write on the image.
 
-DICOMPlusPreviewWidget owns one :class:`PreviewModel` and draws it. The worker thread that
-decodes slices only calls :func:`planSeries` / :func:`decodeFrame` and reads
-:meth:`PreviewModel.distance` (two ints and a dict), never the widget.
+DICOMPlusPreviewWidget owns one :class:`PreviewModel` and draws it. The plan and the decoded
+slices come from the DICOMPlus engine (operations "preview_plan" and "frame"), in the order
+:meth:`PreviewModel.distance` gives.
 """
 
 from __future__ import annotations
 
 import collections
 
+from DICOMPlusLib.loading.preview import FROM_TAGS
+
 from .imaging import CT_PRESETS, autoWindow, colorToUint8, orientationLetters, windowToUint8
 
 AUTOMATIC = "Automatic (1st to 99th percentile)"
-FROM_TAGS = "From the DICOM tags"
 CUSTOM = "Custom"
-
-
-def planSeries(database, seriesUID):
-    """(SeriesRecord or None, [VolumeInfo], [[(name, center, width)]]) of a database series: the
-    loader's plan (frames in array order) and, per volume, the windows in the tags of its middle
-    slice (worker thread)."""
-    from DICOMPlusLib.loading import plan_series
-
-    records = database.search("series", {"SeriesInstanceUID": seriesUID})
-    infos = plan_series(database, seriesUID)
-    return (records[0] if records else None), infos, [tagWindows(database, info) for info in infos]
-
-
-def tagWindows(database, info):
-    """[(name, center, width)]: every distinct WindowCenter/WindowWidth pair of the stored header
-    of the middle slice (PS3.3 C.11.2.1.2: several pairs are alternative views, named by
-    WindowCenterWidthExplanation), else the loader's ``VolumeInfo.window``."""
-    windows = []
-    try:
-        header = database.header(info.frames[info.shape[-3] // 2].sop_uid)
-        centers = _values(header.get("WindowCenter"))
-        widths = _values(header.get("WindowWidth"))
-        names = _values(header.get("WindowCenterWidthExplanation"))
-    except Exception:  # no stored header, or a damaged element: the plan's window below
-        centers = widths = names = []
-    for index, (center, width) in enumerate(zip(centers, widths, strict=False)):
-        try:
-            center, width = float(center), float(width)
-        except (TypeError, ValueError):
-            continue
-        if width <= 0 or any((center, width) == known[1:] for known in windows):
-            continue
-        name = FROM_TAGS if not windows else f"{FROM_TAGS} ({len(windows) + 1})"
-        if index < len(names) and str(names[index]).strip():
-            name = f"{FROM_TAGS}: {str(names[index]).strip()}"
-        windows.append((name, center, width))
-    if not windows and info.window:
-        windows.append((FROM_TAGS, float(info.window[0]), float(info.window[1])))
-    return windows
-
-
-def _values(value):
-    """A DICOM value as a list (single values and pydicom MultiValue alike)."""
-    if value is None:
-        return []
-    if isinstance(value, (str, bytes, int, float)):
-        return [value]
-    return list(value)
-
-
-def decodeFrame(frame):
-    """The output values (modality rescale applied) of one frame (worker thread)."""
-    from DICOMPlusLib.loading.pixels import read_frame
-
-    return read_frame(frame)
 
 
 def frameKey(frame):

@@ -1,129 +1,119 @@
-"""Background work for the widgets: worker threads compute, the Qt main thread collects.
+"""Background work for the widgets: the engine process computes, the Qt main thread collects.
 
-:class:`WorkQueue` is plain Python (threads, no Qt): one worker thread, started when work arrives
-and ended when there is none, runs keyed callables and keeps their results. :class:`QueuePump`
-is the Qt side: a QTimer on the main thread takes the results and hands them to the widget, so
-workers never touch Qt or MRML and the main thread never waits for a worker (no
-``processEvents`` loop anywhere).
+:class:`EngineQueue` hands keyed requests to the DICOMPlus engine (a child process: Python
+threads starve in Slicer's process, see DICOMPlusWidgets.engine) a few at a time, in the order
+the widget wants, and keeps their results. :class:`QueuePump` is the Qt side: a QTimer on the
+main thread takes the results and hands them to the widget. Nothing here blocks the main thread
+and no Python thread is started.
 """
 
 from __future__ import annotations
 
 import collections
-import threading
 import types
 import weakref
 
 import qt
 
 
-class WorkQueue:
-    """Run ``func()`` for each key in a worker thread; :meth:`take` returns what finished.
+class EngineQueue:
+    """Run ``(op, args)`` requests in the engine for keys; :meth:`take` returns what finished.
 
-    Keys are unique: putting a key that is pending replaces its function (and can move it to the
-    front). The next key run is the first pending one in insertion order, or the one with the
-    smallest ``order(key)`` when an order function is set (the preview decodes the slices
-    nearest to the one shown first). :meth:`discard` drops pending work and the result of the
-    one running, so a widget that changes its subject never sees stale results.
+    Keys are unique: putting a key that is pending replaces its request (and can move it to the
+    front). At most ``depth`` requests are in the engine at once (so a widget that changes its
+    subject does not wait behind a long queue); the next one sent is the first pending in
+    insertion order, or the one with the smallest ``order(key)`` when an order function is set
+    (the preview decodes the slices nearest to the one shown first). :meth:`discard` drops pending
+    work and the results of the requests running, so a widget never sees stale results.
     """
 
-    def __init__(self, name="dicomplus-widgets"):
-        self.name = name
-        self._lock = threading.Lock()
+    def __init__(self, engine=None, depth=2):
+        self._engine = engine
+        self.depth = depth
         self._pending = {}
+        self._running = {}  # key -> (job, generation)
         self._results = collections.deque()
-        self._running = None
         self._generation = 0
-        self._thread = None
         self._order = None
         self._closed = False
 
-    def put(self, key, func, first=False):
-        """Queue ``func`` under ``key``; ``first`` runs it before the other pending keys."""
-        with self._lock:
-            if self._closed:
-                return
-            if first:
-                self._pending.pop(key, None)
-                self._pending = {key: func, **self._pending}
-            else:
-                self._pending[key] = func
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-                self._thread.start()
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .engine import engine
+
+            self._engine = engine()
+        return self._engine
+
+    def put(self, key, request, first=False):
+        """Queue ``request`` = (op, args) under ``key``; ``first`` sends it before the others."""
+        if self._closed:
+            return
+        if first:
+            self._pending.pop(key, None)
+            self._pending = {key: request, **self._pending}
+        else:
+            self._pending[key] = request
+        self._send()
 
     def setOrder(self, order):
         """``order(key) -> sortable`` chooses the next key (None: insertion order)."""
-        with self._lock:
-            self._order = order
+        self._order = order
 
     def isPending(self, key):
-        with self._lock:
-            return key in self._pending or (self._running is not None and self._running[0] == key)
+        return key in self._pending or key in self._running
 
     def discard(self):
-        """Drop pending work; the result of the call running now is dropped too."""
-        with self._lock:
-            self._pending.clear()
-            self._results.clear()
-            self._generation += 1
+        """Drop pending work and the results of what runs now (their jobs are cancelled)."""
+        self._pending.clear()
+        self._results.clear()
+        self._generation += 1
+        for job, _generation in self._running.values():
+            job.cancel()
 
     def take(self):
-        """[(key, value, error)] of the calls finished since the last take (main thread)."""
-        with self._lock:
-            out = list(self._results)
-            self._results.clear()
+        """[(key, value, error)] of the requests finished since the last take."""
+        out = list(self._results)
+        self._results.clear()
         return out
 
     @property
     def idle(self):
         """Nothing pending, nothing running, nothing to take."""
-        with self._lock:
-            return not self._pending and self._running is None and not self._results
+        return not self._pending and not self._running and not self._results
 
     def close(self):
-        """Discard everything and accept no more work; the worker ends after its current call."""
+        """Discard everything and accept no more work."""
         self.discard()
-        with self._lock:
-            self._closed = True
-
-    def wait(self, timeout=None):
-        """Block until the worker thread has ended (shutdown only: it ends when nothing is left)."""
-        with self._lock:
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._closed = True
 
     def quiesce(self, timeout=30.0):
-        """Drop pending work and wait for the call running now to return: after this no worker
-        uses what the calls were given (a database about to be closed, say)."""
+        """Drop pending work (a database is about to close: the engine has its own connection,
+        so nothing here is using it)."""
         self.discard()
-        self.wait(timeout)
 
-    def _next(self):
-        if self._order is None:
-            return next(iter(self._pending))
-        return min(self._pending, key=self._order)
+    def wait(self, timeout=None):
+        """Nothing to wait for: no thread of ours runs (kept for callers of the old queue)."""
 
-    def _work(self):
-        while True:
-            with self._lock:
-                if not self._pending or self._closed:
-                    self._thread = None
-                    self._running = None
-                    return
-                key = self._next()
-                func = self._pending.pop(key)
-                generation = self._generation
-                self._running = (key, generation)
-            try:
-                value, error = func(), None
-            except BaseException as exc:  # handed to the main thread, which decides
-                value, error = None, exc
-            with self._lock:
-                self._running = None
-                if generation == self._generation:
-                    self._results.append((key, value, error))
+    def _send(self):
+        while len(self._running) < self.depth and not self._closed:
+            ready = [key for key in self._pending if key not in self._running]  # one per key at a time
+            if not ready:
+                return
+            key = ready[0] if self._order is None else min(ready, key=self._order)
+            op, args = self._pending.pop(key)
+            job = self.engine.submit(op, args)
+            self._running[key] = (job, self._generation)
+            job.on_finished(lambda ended, key=key: self._finished(key, ended))
+
+    def _finished(self, key, job):
+        running = self._running.get(key)
+        if running is None or running[0] is not job:
+            return
+        del self._running[key]
+        if running[1] == self._generation:
+            self._results.append((key, job.result, job.error))
+        self._send()
 
 
 def followDatabaseClosing(queue, oldSource, newSource):
@@ -140,7 +130,7 @@ def followDatabaseClosing(queue, oldSource, newSource):
 
 
 class QueuePump:
-    """Drain a :class:`WorkQueue` from a QTimer on the main thread.
+    """Drain an :class:`EngineQueue` from a QTimer on the main thread.
 
     ``handler(key, value, error)`` is called on the main thread for each finished call. The timer
     runs only while the queue has work (:meth:`kick` after putting work starts it).
@@ -171,9 +161,8 @@ class QueuePump:
             self.timer.stop()
 
     def stop(self):
-        """Stop for good: no more work; waits for the call running now to return."""
+        """Stop for good: no more work."""
         self.queue.close()
-        self.queue.wait(30.0)
         stopTimer(self.timer)
 
 

@@ -12,6 +12,7 @@ _EXPORTS = {
     "inspect": "api",
     "load": "api",
     "load_folder": "api",
+    "load_many": "api",
     "load_series": "api",
     "plan_folder": "api",
     "plan_paths": "api",

@@ -117,3 +117,26 @@ def load_folder(
 def inspect(items: Sequence[VolumeInfo | Volume]) -> dict:
     """The ``dicomplus inspect --json`` document."""
     return {"volumes": [item.to_dict() for item in items]}
+
+
+def load_many(
+    db, series_uids: Sequence[str], *, resample: bool = False, progress=None, cancel=None
+) -> list[tuple[str, list[Volume] | LoadError]]:
+    """Load several series; each gets its volumes or the LoadError that stopped it, so one bad
+    series does not keep the others from loading. ``progress(done, total, uid)`` counts series;
+    ``cancel`` stops between series (what was loaded is returned by the CancelledError's caller
+    only if it catches it: a cancelled load keeps nothing)."""
+    out: list[tuple[str, list[Volume] | LoadError]] = []
+    total = len(series_uids)
+    for done, uid in enumerate(series_uids):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        if progress is not None:
+            progress(done, total, uid)
+        try:
+            out.append((uid, load_series(db, uid, resample=resample, cancel=cancel)))
+        except LoadError as error:
+            out.append((uid, error))
+    if progress is not None:
+        progress(total, total, "")
+    return out

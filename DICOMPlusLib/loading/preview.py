@@ -222,3 +222,55 @@ def series_thumbnail(
         folder = Path(db.path).parent / "thumbnails"
         cache = _caches.setdefault(str(folder), ThumbnailCache(folder))
     return cache.get(main, size=size)
+
+
+#: Name of the window the DICOM tags give (a preset of the preview).
+FROM_TAGS = "From the DICOM tags"
+
+
+def plan_preview(database, series_uid: str):
+    """(SeriesRecord or None, [VolumeInfo], [[(name, center, width)]]) of a database series: the
+    loader's plan (frames in array order) and, per volume, the windows in the tags of its middle
+    slice. What the preview widget shows before it decodes a slice."""
+    from DICOMPlusLib.loading.api import plan_series
+
+    records = database.search("series", {"SeriesInstanceUID": series_uid})
+    infos = plan_series(database, series_uid)
+    return (records[0] if records else None), infos, [tag_windows(database, info) for info in infos]
+
+
+def tag_windows(database, info):
+    """[(name, center, width)]: every distinct WindowCenter/WindowWidth pair of the stored header
+    of the middle slice (PS3.3 C.11.2.1.2: several pairs are alternative views, named by
+    WindowCenterWidthExplanation), else the loader's ``VolumeInfo.window``."""
+    windows = []
+    try:
+        header = database.header(info.frames[info.shape[-3] // 2].sop_uid)
+        centers = _values(header.get("WindowCenter"))
+        widths = _values(header.get("WindowWidth"))
+        names = _values(header.get("WindowCenterWidthExplanation"))
+    except Exception:  # no stored header, or a damaged element: the plan's window below
+        centers = widths = names = []
+    for index, (center, width) in enumerate(zip(centers, widths, strict=False)):
+        try:
+            center, width = float(center), float(width)
+        except (TypeError, ValueError):
+            continue
+        if width <= 0 or any((center, width) == known[1:] for known in windows):
+            continue
+        name = FROM_TAGS if not windows else f"{FROM_TAGS} ({len(windows) + 1})"
+        if index < len(names) and str(names[index]).strip():
+            name = f"{FROM_TAGS}: {str(names[index]).strip()}"
+        windows.append((name, center, width))
+    if not windows and info.window:
+        windows.append((FROM_TAGS, float(info.window[0]), float(info.window[1])))
+    return windows
+
+
+def _values(value):
+    """A DICOM value as a list (single values and pydicom MultiValue alike)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    return list(value)

@@ -525,3 +525,25 @@ def send_from_database(
     """Send stored instances of a study, a series or a list of SOP instances."""
     items = items_from_database(db, study=study, series=series, sop_instances=sop_instances)
     return send(node, items, **kwargs)
+
+
+def send_selection(
+    db: Database,
+    node: RemoteNode,
+    *,
+    studies: Sequence[str] = (),
+    series: Sequence[str] = (),
+    **kwargs,
+) -> SendReport:
+    """Send whole studies and single series of ``db`` to ``node`` as one send (one report)."""
+    items: list[SendItem] = []
+    seen: set[str] = set()
+    for what, uids in (("study", studies), ("series", series)):
+        for uid in uids:
+            for item in items_from_database(db, **{what: uid}):
+                if item.sop_instance_uid not in seen:
+                    seen.add(item.sop_instance_uid)
+                    items.append(item)
+    if not items:
+        raise SendError("nothing to send: choose a study or a series")
+    return send(node, items, **kwargs)

@@ -10,8 +10,25 @@ fixtures, so tests that use neither pay nothing. It must be imported before anyt
   ``slicer/`` namespace additions (``slicer.app``, ``slicer.mrmlScene``...) are the stubs.
 
 Fixtures: ``slicer_app`` (session), ``qapp`` (pytest-qt's, made to be ``slicer.app``),
-``clean_scene``, ``dicomplus_module`` and ``screenshot``. Functions for code outside fixtures:
-``load_module(module_dir=None)``, ``unload_module(name)`` and ``screenshot(widget, name)``.
+``clean_scene``, ``dicomplus_module``, ``screenshot``, ``pythonqt_gil`` and ``latency_probe``. Functions for code
+outside fixtures: ``load_module(module_dir=None)``, ``unload_module(name)``,
+``screenshot(widget, name)``, ``wait_until(condition, timeout)`` and ``idle(ms)``.
+
+The PythonQt GIL mode (Testing/slicer_stubs/pythonqt_gil.py). In Slicer the main thread keeps
+the GIL while the Qt event loop idles, so Python worker threads starve unless Python runs on the
+main thread; PySide6 releases it, so by default these tests cannot see that. Under the mode the
+main thread keeps the GIL wherever a test or the module idles: ``slicer.app.processEvents()``,
+``qtbot.wait``/``waitUntil``/``waitSignal`` and ``wait_until``/``idle``. Turn it on for one test
+with the ``pythonqt_gil`` fixture, or for the whole run with ``DICOMPLUS_PYTHONQT_GIL=1``::
+
+    DICOMPLUS_PYTHONQT_GIL=1 python -m pytest Testing/test_module_database.py
+
+In the mode ``qtbot.waitUntil`` and ``wait_until`` check their condition every 200 ms instead of
+10 ms: each check is Python on the main thread and hands workers a slice (up to 5 ms), so a
+tighter poll would feed the threads the mode is meant to starve. The ``latency_probe`` fixture
+(a 20 ms QTimer with a Python slot that keeps the worst gap between ticks; ``probe.start()``,
+``probe.stop()``, ``probe.worst_ms``) measures how responsive the GUI stays while work runs. Anything else that waits inside a PySide call (``QThread.msleep``, a
+dialog's ``exec()`` called from Python) still releases the GIL.
 """
 
 from __future__ import annotations
@@ -52,7 +69,7 @@ def load_module(module_dir: str | os.PathLike | None = None, name: str = MODULE_
 
     ``module_dir`` defaults to the source tree (DICOMPlus/); a packaging test passes the folder
     of an installed tree instead. The module is registered as ``slicer.modules.<name lowercase>``
-    and its folder is put first on sys.path (as Slicer does for module paths).
+    and its folder is appended to sys.path (as Slicer does when it registers a module file).
     """
     slicer = import_slicer()
     path = Path(module_dir if module_dir is not None else MODULE_DIR) / f"{name}.py"
@@ -84,6 +101,90 @@ def screenshot(widget, name: str) -> Path:
     if not qwidget.grab().save(str(path)):
         raise OSError(f"could not write {path}")
     return path
+
+
+def idle(ms: float) -> None:
+    """Let the Qt event loop idle for ``ms`` milliseconds, as Slicer's main thread does (the GIL
+    stays with the main thread while the PythonQt GIL mode is on)."""
+    import_slicer()
+    import pythonqt_gil
+
+    pythonqt_gil.idle(ms)
+
+
+def wait_until(condition, timeout: float = 5.0, interval: float | None = None) -> None:
+    """Idle the event loop until ``condition()`` is true (or None, for an ``assert`` function);
+    ``TimeoutError`` after ``timeout`` seconds. See the module docstring for the check interval."""
+    import_slicer()
+    import pythonqt_gil
+
+    pythonqt_gil.wait_until(condition, timeout, interval)
+
+
+def _install_pytest_qt_hooks() -> None:
+    """Make pytest-qt's waits keep the GIL while the mode is on (no change otherwise).
+
+    ``qtbot.wait`` and ``waitSignal`` run a QEventLoop through ``qt_api.exec``; ``waitUntil``
+    polls every 10 ms, replaced by :func:`wait_until`'s 200 ms in the mode.
+    """
+    from pytestqt import exceptions, qt_compat, qtbot
+
+    originalExec = qt_compat._QtApi.exec
+    originalWaitUntil = qtbot.QtBot.waitUntil
+
+    def exec_(self, obj, *args, **kwargs):
+        import pythonqt_gil
+
+        if pythonqt_gil.enabled() and type(obj).__name__ == "QEventLoop":
+            return pythonqt_gil.exec_event_loop(obj, *args)
+        return originalExec(self, obj, *args, **kwargs)
+
+    def waitUntil(self, callback, *, timeout=5000):
+        __tracebackhide__ = True
+        import pythonqt_gil
+
+        if not pythonqt_gil.enabled():
+            return originalWaitUntil(self, callback, timeout=timeout)
+
+        def condition():
+            result = callback()
+            if result not in (None, True, False):
+                raise ValueError(f"waitUntil() callback must return None, True or False, returned {result!r}")
+            return result
+
+        try:
+            pythonqt_gil.wait_until(condition, timeout / 1000)
+        except TimeoutError as error:
+            raise exceptions.TimeoutError(f"waitUntil timed out in {timeout} milliseconds") from error
+
+    qt_compat._QtApi.exec = exec_
+    qtbot.QtBot.waitUntil = waitUntil
+
+
+_install_pytest_qt_hooks()
+
+
+@pytest.fixture
+def pythonqt_gil(slicer_app):
+    """The PythonQt GIL mode, on for this test (and restored after); yields the
+    ``pythonqt_gil`` module (``idle``, ``wait_until``, ``LatencyProbe``, ``enable``)."""
+    import pythonqt_gil as mode
+
+    previous = mode.enable(True)
+    try:
+        yield mode
+    finally:
+        mode.enable(previous)
+
+
+@pytest.fixture
+def latency_probe(slicer_app):
+    """A :class:`pythonqt_gil.LatencyProbe` (20 ms), not started; stopped at teardown."""
+    import pythonqt_gil as mode
+
+    probe = mode.LatencyProbe()
+    yield probe
+    probe.stop()
 
 
 @pytest.fixture(scope="session")

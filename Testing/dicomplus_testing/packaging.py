@@ -32,8 +32,12 @@ MANIFEST_NAME = "FakeSlicerManifest.tsv"
 
 MODULE_DIR = "DICOMPlus"
 LIBRARY_DIR = "DICOMPlusLib"
-# Installed by an explicit install(FILES) in DICOMPlus/CMakeLists.txt, not by the macro.
-REQUIREMENTS = "Resources/requirements.txt"
+# Installed by an explicit install(FILES) in DICOMPlus/CMakeLists.txt, not by the macro: what
+# the module asks slicer.packaging.pip_ensure for, one file per purpose.
+REQUIREMENTS = (
+    "Resources/requirements-network.txt",
+    "Resources/requirements-decoders.txt",
+)
 # What a copy of the tree needs for CMake (see copy_source_tree).
 SOURCE_ENTRIES = ("CMakeLists.txt", MODULE_DIR, LIBRARY_DIR, "Resources", "README.md")
 
@@ -123,8 +127,8 @@ def expected_files(source_dir: Path) -> dict[str, str]:
       ``DICOMPlus/Resources/`` -> beside the module, with their relative paths;
     * everything under ``DICOMPlusLib/`` (every ``.py``, and any data file a module reads) ->
       ``DICOMPlusLib/`` (the library is installed WITH_SUBDIR, like Slicer's DICOMLib);
-    * ``Resources/requirements.txt`` -> ``Resources/requirements.txt``, where the module's
-      ``resourcePath("requirements.txt")`` looks.
+    * ``Resources/requirements*.txt`` (:data:`REQUIREMENTS`) -> the same path, where the
+      module's ``resourcePath("requirements-network.txt")`` looks.
     """
     source_dir = Path(source_dir)
     expected: dict[str, str] = {}
@@ -139,7 +143,8 @@ def expected_files(source_dir: Path) -> dict[str, str]:
                 relative = path.relative_to(source_dir).as_posix()
                 destination = relative.removeprefix(MODULE_DIR + "/")
                 expected[relative] = destination
-    expected[REQUIREMENTS] = REQUIREMENTS
+    for requirements in REQUIREMENTS:
+        expected[requirements] = requirements
     return expected
 
 
@@ -261,7 +266,7 @@ def compare(source_dir: Path, build_dir: Path, install_dir: Path) -> PackagingRe
             continue  # a file from outside the tree; not ours to judge
     for relative, destination in report.expected.items():
         entry = listed.get(relative)
-        if relative != REQUIREMENTS:
+        if relative not in REQUIREMENTS:
             if entry is None:
                 cmake_file = (LIBRARY_DIR if relative.startswith(LIBRARY_DIR + "/") else MODULE_DIR) + (
                     "/CMakeLists.txt"

@@ -250,6 +250,31 @@ def _qobject_getattribute(self, name):
 
 _QObject.__getattribute__ = _qobject_getattribute
 
+
+def _own_getattribute(cls):
+    original = cls.__dict__["__getattribute__"]
+
+    def getattribute(self, name):
+        if name == "connect":
+            return _MethodType(_connect, self)
+        if name == "disconnect":
+            return _MethodType(_disconnect, self)
+        return original(self, name)
+
+    return getattribute
+
+
+# A few more classes have a getattro of their own (QIODevice, hence QProcess): same override.
+for _value in list(globals().values()):
+    if (
+        isinstance(_value, type)
+        and issubclass(_value, _QObject)
+        and _value is not _QObject
+        and "__getattribute__" in _value.__dict__
+    ):
+        _value.__getattribute__ = _own_getattribute(_value)
+del _value
+
 # ---------------------------------------------------------------------------------------------
 # Stand-in registry and .ui loading
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import types as _types
 _os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import ctk as _ctk  # registers the ctk stand-ins for .ui loading
+import pythonqt_gil as _pythonqt_gil
 import qt as _qt
 import slicer_core as _core
 
@@ -72,10 +73,12 @@ class qSlicerModuleManager(_qt.QObject):
 class qSlicerApplication(_qt.QApplication):
     """``slicer.app``: a QApplication in testing mode.
 
-    Provides ``testingEnabled()`` (True), ``temporaryPath``, ``applicationLogic()``,
+    Provides ``testingEnabled()`` (True), ``temporaryPath``, ``majorVersion``/``minorVersion``
+    (5.12), ``applicationLogic()``,
     ``mrmlScene()``, ``moduleManager()``, ``settings()``/``userSettings()`` (a QSettings in the
     temporary INI), ``layoutManager()``/``mainWindow()``/``pythonConsole()`` (None), signals
-    ``startupCompleted()`` and ``urlReceived(QString)``.
+    ``startupCompleted()`` and ``urlReceived(QString)``. ``processEvents()`` keeps the GIL while
+    the PythonQt GIL mode is on (pythonqt_gil.py beside this folder), as PythonQt does.
     """
 
     startupCompleted = _qt.Signal()
@@ -94,6 +97,15 @@ class qSlicerApplication(_qt.QApplication):
         return self._temporaryPath
 
     temporaryPath = _qt.Property(str, _getTemporaryPath)
+    # The Slicer these stubs stand for (qSlicerCoreApplication's majorVersion/minorVersion).
+    majorVersion = _qt.Property(int, lambda self: 5)
+    minorVersion = _qt.Property(int, lambda self: 12)
+
+    def processEvents(self, *args):
+        if _pythonqt_gil.enabled():
+            _pythonqt_gil.process_events(*args)
+        else:
+            _qt.QApplication.processEvents(*args)
 
     def testingEnabled(self):
         return self._testingEnabled
@@ -237,14 +249,16 @@ def loadScriptedModule(path):
     """Load a scripted module file as Slicer does and return ``(pythonModule, moduleName)``.
 
     Imports ``<Name>.py`` as module ``<Name>`` (replacing one of that name from another path),
-    puts its folder on sys.path (as Slicer does for module paths), instantiates ``<Name>(parent)``,
+    appends its folder to sys.path if absent (as Slicer does when it registers a module file), instantiates ``<Name>(parent)``,
     and registers ``slicer.modules.<name lowercase>`` and ``slicer.modules.<Name>Instance``.
     """
     path = _os.path.abspath(_os.fspath(path))
     directory, filename = _os.path.split(path)
     name = _os.path.splitext(filename)[0]
+    # Slicer's rule (qSlicerCorePythonManager::appendPythonPath, at registration, before the file
+    # runs): the module's folder is APPENDED, so anything earlier on sys.path wins.
     if directory not in _sys.path:
-        _sys.path.insert(0, directory)
+        _sys.path.append(directory)
     spec = _importlib_util.spec_from_file_location(name, path)
     if spec is None:
         raise ImportError(f"cannot load a scripted module from {path}")

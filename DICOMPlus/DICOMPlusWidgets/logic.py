@@ -1,0 +1,178 @@
+"""The engine side of DICOMPlusLogic: packages on demand, import, the network, the listener.
+
+DICOMPlusLogic (DICOMPlus.py) inherits this mixin; what is here needs no MRML. Long work is handed
+to the DICOMPlus engine process (:mod:`.engine`) and returns a job at once
+(:class:`DICOMPlusLib.engine.protocol.RemoteJob`: ``job.get()`` waits for the result; the panel
+shows the job in its activity list instead). Packages stock Slicer does not bundle are installed
+on first use with Slicer's ``pip_ensure``, which asks the user: the network's (pynetdicom), and
+the pixel decoders a series needs (GDCM, pylibjpeg), from Resources/requirements-<purpose>.txt.
+"""
+
+import os
+import queue
+
+from slicer.i18n import tr as _
+
+from . import engine as _engine
+from .signals import Signal
+
+
+class EngineLogic:
+    """Mixin for DICOMPlusLogic; call :meth:`_initEngineLogic` from its constructor. The host
+    provides ``databasePath()`` and ``database``."""
+
+    def _initEngineLogic(self, nodesPath=None):
+        self._nodesPath = nodesPath
+        self._readyPurposes = set()
+        self._listenerPort = 0
+        self.aeTitle = "DICOMPLUS"  # our calling AE title (and the listener's by default)
+        self.autoLoad = False
+        self.completedSeries = []  # SeriesComplete events of the listener
+        self.autoLoadQueue = queue.Queue()  # series UIDs to load, drained by the network widget
+        self.listenerStopped = Signal(str, name="listenerStopped")
+        self.engine = _engine.engine()
+        self.engine.subscribe("series_complete", self._onSeriesComplete)
+        self.engine.exited.connect(self._onEngineExited)
+
+    # -- packages ---------------------------------------------------------------------------
+    def ensurePackages(self, purpose, names=None):
+        """Install the packages of Resources/requirements-<purpose>.txt that are missing (only
+        those of ``names`` when given) with Slicer's pip_ensure, which asks the user first."""
+        if names is None and purpose in self._readyPurposes:
+            return
+        path = self.requirementsPath(purpose)
+        if path is not None:
+            import slicer.packaging
+
+            requirements = slicer.packaging.load_requirements(path)
+            if names is not None:
+                requirements = [r for r in requirements if r.name in set(names)]
+            if requirements:
+                slicer.packaging.pip_ensure(requirements, requester="DICOMPlus")
+        if names is None:
+            self._readyPurposes.add(purpose)
+
+    def requirementsPath(self, purpose):
+        """Resources/requirements-<purpose>.txt of the installed module or of a source tree."""
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for folder in (os.path.join(here, "Resources"), os.path.join(os.path.dirname(here), "Resources")):
+            path = os.path.join(folder, f"requirements-{purpose}.txt")
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def ensureDecoders(self, seriesUIDs):
+        """Offer to install the pixel decoders these series need (GDCM, pylibjpeg...)."""
+        from DICOMPlusLib.loading.decoders import missing_decoders
+
+        syntaxes = {r.TransferSyntaxUID for uid in seriesUIDs for r in self.database.instances(uid)}
+        missing = missing_decoders(syntaxes)
+        if missing:
+            self.ensurePackages("decoders", missing)
+
+    # -- import ----------------------------------------------------------------------------
+    def importFolder(self, paths, link=False):
+        """Import files or folders in the engine; returns the job (result: ImportReport)."""
+        paths = [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        name = _("Import {count} item(s)").format(count=len(paths))
+        return self.engine.submit("import", {"db": self.databasePath(), "paths": paths, "link": link}, name)
+
+    # -- network ------------------------------------------------------------------------------
+    def ensureNetworkDependencies(self):
+        """Install what the network needs (pynetdicom) on first use; Slicer asks the user."""
+        self.ensurePackages("network")
+
+    def nodesPath(self):
+        """The server node file: the path given, else ``$DICOMPLUS_NODES`` or the default."""
+        from DICOMPlusLib.network.nodes import default_nodes_path
+
+        return str(self._nodesPath or default_nodes_path())
+
+    def nodeStore(self):
+        from DICOMPlusLib.network.nodes import NodeStore
+
+        return NodeStore(self.nodesPath())
+
+    def nodes(self):
+        return self.nodeStore().list()
+
+    def node(self, nodeName):
+        """A configured node by name, or ``AE@HOST:PORT``."""
+        return self.nodeStore().resolve(nodeName)
+
+    def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET", dicomwebURL="", replace=True):
+        """Add (or with ``replace`` update) a server node; returns the RemoteNode."""
+        from DICOMPlusLib.network.nodes import RemoteNode
+
+        node = RemoteNode(name=str(name), ae_title=str(aeTitle), host=str(host), port=int(port),
+                          retrieve_method=retrieveMethod, dicomweb_url=dicomwebURL or "")  # fmt: skip
+        return self.nodeStore().add(node, replace_existing=replace)
+
+    def removeNode(self, name):
+        return self.nodeStore().remove(name)
+
+    def _network(self, op, nodeName, name, **args):
+        self.ensureNetworkDependencies()
+        node = self.node(nodeName)
+        args.update(node=node, calling_ae_title=self.aeTitle)
+        return self.engine.submit(op, args, name.format(node=node.name))
+
+    def echo(self, nodeName, timeout=10.0):
+        """C-ECHO (PS3.7 9.1.5) in the engine; the job's result is an EchoResult."""
+        return self._network("echo", nodeName, _("Echo {node}"), timeout=timeout)
+
+    def query(self, nodeName, level="study", criteria=None, limit=None):
+        """C-FIND (or QIDO-RS) in the engine; the job's result is a list of records."""
+        return self._network(
+            "query", nodeName, _("Query {node}"), level=level, criteria=criteria or {}, limit=limit
+        )
+
+    def retrieve(self, nodeName, studyUID=None, seriesUIDs=(), method=None):
+        """Retrieve a study or series into the local database (C-GET, C-MOVE to the listener,
+        DICOMweb; None: the node's own). The job's result is a RetrieveReport."""
+        seriesUIDs = [seriesUIDs] if isinstance(seriesUIDs, str) else list(seriesUIDs)
+        what = _("{count} series").format(count=len(seriesUIDs)) if seriesUIDs else _("a study")
+        return self._network("retrieve", nodeName, _("Retrieve {what} from {{node}}").format(what=what),
+                             db=self.databasePath(), study=studyUID, series=seriesUIDs, method=method)  # fmt: skip
+
+    def send(self, nodeName, study=None, series=None):
+        """Send a local study (UID or list) and/or series (UID or list) as one job (SendReport)."""
+        studies = [study] if isinstance(study, str) else list(study or ())
+        seriesList = [series] if isinstance(series, str) else list(series or ())
+        return self._network("send", nodeName, _("Send to {node}"), db=self.databasePath(),
+                             studies=studies, series=seriesList)  # fmt: skip
+
+    def startListener(self, port=11112, aeTitle="DICOMPLUS", autoLoad=False, host=""):
+        """Start the C-STORE listener (in the engine) into the local database; returns the
+        bound port. Completed series go to ``completedSeries`` and, with ``autoLoad``, to
+        ``autoLoadQueue`` for the widget to load."""
+        self.ensureNetworkDependencies()
+        from DICOMPlusLib.network.listener import ListenerConfig
+
+        self.autoLoad = bool(autoLoad)
+        config = ListenerConfig(ae_title=aeTitle, port=int(port), host=host)
+        self._listenerPort = self.engine.call("listen", {"db": self.databasePath(), "config": config})
+        return self._listenerPort
+
+    def _onSeriesComplete(self, data):
+        self.completedSeries.append(data)
+        if self.autoLoad and self.autoLoadQueue is not None:
+            self.autoLoadQueue.put(data.series_instance_uid)
+
+    def _onEngineExited(self, reason):
+        if self._listenerPort:
+            self._listenerPort = 0
+            self.listenerStopped.emit(reason)
+
+    def stopListener(self):
+        """Stop the listener (running associations finish first)."""
+        if self._listenerPort:
+            self._listenerPort = 0
+            self.engine.call("unlisten", timeout=60)
+            self.listenerStopped.emit("")
+
+    def listenerRunning(self):
+        return bool(self._listenerPort)
+
+    def listenerPort(self):
+        return self._listenerPort

@@ -1,0 +1,241 @@
+"""What the engine can do: one function per operation, each a thin call into the library.
+
+Arguments arrive decoded (``task.args``); databases are named by path and opened once per engine
+(``task.database()``). Results are the library's own report and record types; the host gets them
+back as objects (:mod:`DICOMPlusLib.engine.protocol`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import DICOMPlusLib
+from DICOMPlusLib.engine.protocol import VolumeFile
+from DICOMPlusLib.engine.server import Task, operation
+from DICOMPlusLib.errors import DICOMPlusError, LoadError
+
+
+@operation("ping")
+def ping(task: Task) -> dict:
+    """Who is there: the engine's pid, version and Python."""
+    import sys
+
+    return {"pid": os.getpid(), "version": DICOMPlusLib.__version__, "python": sys.version.split()[0]}
+
+
+@operation("import")
+def import_paths(task: Task):
+    """Import files and folders (``paths``, ``link``) into the database ``db``: ImportReport."""
+    db = task.database()
+    return db.import_paths(
+        list(task.args["paths"]),
+        link=task.args.get("link"),
+        progress=task.progress,
+        cancel=task.cancel,
+    )
+
+
+@operation("load")
+def load(task: Task) -> list[tuple[str, list[VolumeFile] | LoadError]]:
+    """Decode ``series`` of ``db`` (``resample``); each volume's voxels go to a .npy file in
+    ``folder`` (a new temporary folder when not given) for the host to memory-map. Returns
+    [(series UID, [VolumeFile] or LoadError)]; the host removes the files when it is done."""
+    import numpy as np
+
+    from DICOMPlusLib.loading import load_many
+    from DICOMPlusLib.loading.decoders import refresh_plugins
+
+    refresh_plugins()  # decoders the host installed since this engine started
+    db = task.database()
+    folder = task.args.get("folder") or tempfile.mkdtemp(prefix="dicomplus-load-")
+    os.makedirs(folder, exist_ok=True)
+    loaded = load_many(
+        db, list(task.args["series"]), resample=bool(task.args.get("resample")),
+        progress=task.progress, cancel=task.cancel,
+    )  # fmt: skip
+    out: list[tuple[str, list[VolumeFile] | LoadError]] = []
+    count = 0
+    for uid, volumes in loaded:
+        if isinstance(volumes, LoadError):
+            out.append((uid, volumes))
+            continue
+        files = []
+        for volume in volumes:
+            path = os.path.join(folder, f"volume-{count}.npy")
+            count += 1
+            np.save(path, np.ascontiguousarray(volume.array), allow_pickle=False)
+            files.append(VolumeFile(path, volume.info))
+        out.append((uid, files))
+    return out
+
+
+@operation("preview_plan")
+def preview_plan(task: Task):
+    """What the preview shows first: (SeriesRecord, [VolumeInfo], windows) of ``series``."""
+    from DICOMPlusLib.loading.preview import plan_preview
+
+    return plan_preview(task.database(), task.args["series"])
+
+
+@operation("frame")
+def frame(task: Task):
+    """The output values of one ``frame`` (a loading Frame): a 2D (or RGB) array."""
+    from DICOMPlusLib.loading.decoders import refresh_plugins
+    from DICOMPlusLib.loading.pixels import read_frame
+
+    refresh_plugins()
+    return read_frame(task.args["frame"])
+
+
+@operation("thumbnail")
+def thumbnail(task: Task) -> bytes:
+    """The PNG thumbnail of ``series`` of ``db`` (``size`` pixels; cached beside the database)."""
+    from DICOMPlusLib.loading.decoders import refresh_plugins
+    from DICOMPlusLib.loading.preview import DEFAULT_SIZE, series_thumbnail
+
+    refresh_plugins()
+    return series_thumbnail(
+        task.database(), task.args["series"], size=int(task.args.get("size", DEFAULT_SIZE))
+    )
+
+
+@operation("echo")
+def echo(task: Task):
+    """C-ECHO ``node`` (a RemoteNode): EchoResult."""
+    from DICOMPlusLib.network.echo import echo as run_echo
+
+    return run_echo(
+        task.args["node"],
+        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        timeout=float(task.args.get("timeout", 10.0)),
+    )
+
+
+@operation("query")
+def query(task: Task) -> list:
+    """C-FIND (or QIDO-RS) ``node`` at ``level`` with ``criteria``: the records."""
+    from DICOMPlusLib.network.query import query as run_query
+
+    out = []
+    for record in run_query(
+        task.args["node"],
+        task.args.get("level", "study"),
+        task.args.get("criteria") or {},
+        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        limit=task.args.get("limit"),
+        cancel=task.cancel,
+    ):
+        out.append(record)
+        task.progress(len(out), 0, "")
+    return out
+
+
+@operation("retrieve")
+def retrieve(task: Task):
+    """Retrieve ``study``/``series`` from ``node`` into ``db`` (``method``: get, move, dicomweb or
+    the node's own); C-MOVE goes to the engine's running listener. RetrieveReport."""
+    from DICOMPlusLib.network.retrieve import retrieve as run_retrieve
+
+    listener = task.engine.listener
+    return run_retrieve(
+        task.args["node"],
+        task.database(),
+        study_uid=task.args.get("study"),
+        series_uids=list(task.args.get("series") or ()),
+        method=task.args.get("method"),
+        listener=listener if listener is not None and listener.running else None,
+        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        progress=task.progress,
+        cancel=task.cancel,
+    )
+
+
+@operation("send")
+def send(task: Task):
+    """Send ``studies`` and ``series`` of ``db`` to ``node`` (DIMSE C-STORE, or STOW-RS for a
+    DICOMweb node): SendReport (or the DICOMweb TransferReport)."""
+    from DICOMPlusLib.network.send import send_selection
+
+    node = task.args["node"]
+    db = task.database()
+    studies, series = list(task.args.get("studies") or ()), list(task.args.get("series") or ())
+    if node.retrieve_method.value == "DICOMweb":
+        from DICOMPlusLib.database.selection import series_of
+        from DICOMPlusLib.network.dicomweb import client_for
+
+        uids = series_of(db, [("study", s) for s in studies] + [("series", s) for s in series])
+        files = [r.path for uid in uids for r in db.instances(uid)]
+        return client_for(node).store(files, progress=task.progress, cancel=task.cancel)
+    return send_selection(
+        db, node, studies=studies, series=series,
+        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        progress=task.progress, cancel=task.cancel,
+    )  # fmt: skip
+
+
+@operation("listen")
+def listen(task: Task) -> int:
+    """Start the listener (``config``: a ListenerConfig) into ``db``; returns the bound port.
+    Each completed series is announced as a ``series_complete`` notification."""
+    from DICOMPlusLib.network.listener import Listener
+
+    engine = task.engine
+    engine.stop_listener()
+    listener = Listener(task.database(), task.args["config"])
+
+    def on_series_complete(event) -> None:
+        engine.notify("series_complete", event)
+
+    subscription = listener.subscribe(on_series_complete=on_series_complete)
+    try:
+        listener.start()
+    except BaseException:
+        subscription.close()
+        raise
+    engine.listener, engine._listener_subscription = listener, subscription
+    return listener.port
+
+
+@operation("unlisten")
+def unlisten(task: Task) -> None:
+    """Stop the listener (associations in progress finish; their series are announced)."""
+    task.engine.stop_listener()
+
+
+@operation("listener")
+def listener_state(task: Task) -> dict:
+    """{"running": bool, "port": int} of the engine's listener."""
+    listener = task.engine.listener
+    running = listener is not None and listener.running
+    return {"running": running, "port": listener.port if running else 0}
+
+
+@operation("pacs")
+def pacs(task: Task) -> int:
+    """Start a Query/Retrieve SCP over ``db`` (``config``: a QRConfig; ``sample``: add the sample
+    patients first), the sample PACS of the panel and of the module's self-test; returns its
+    port. One per engine: a second call replaces the first."""
+    from DICOMPlusLib.network.qrscp import QueryRetrieveSCP
+    from DICOMPlusLib.network.sample import make_sample_data
+
+    engine = task.engine
+    engine.stop_pacs()
+    db = task.database()
+    if task.args.get("sample"):
+        make_sample_data(db)
+    server = QueryRetrieveSCP(db, task.args["config"])
+    server.start()
+    engine.pacs = server
+    return server.port
+
+
+@operation("pacs_stop")
+def pacs_stop(task: Task) -> None:
+    task.engine.stop_pacs()
+
+
+@operation("fail")
+def fail(task: Task) -> None:
+    """Raise the DICOMPlus error ``message`` (hosts test their error path with it)."""
+    raise DICOMPlusError(str(task.args.get("message", "failed on request")))

@@ -1,0 +1,268 @@
+"""The engine process: long DICOMPlus work outside the host's process, driven over stdin/stdout.
+
+Slicer's PythonQt keeps the GIL while Slicer's main thread idles, so Python threads inside
+Slicer barely run (../docs/architecture.md). Import, retrieve, send, the listener and pixel
+decoding therefore run here, in a child process that Slicer starts with ``qt.QProcess`` on its own
+Python (``PythonSlicer -m DICOMPlusLib.engine``). Inside the engine, threads and worker
+processes are fine: it is an ordinary Python process.
+
+The engine never outlives its host: it stops when its stdin closes (the host quit or crashed)
+and, on Linux, when its parent dies (``PR_SET_PDEATHSIG``). Everything it writes on stdout is
+protocol (:mod:`DICOMPlusLib.engine.protocol`); stray prints and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import DICOMPlusLib
+from DICOMPlusLib.engine import protocol
+from DICOMPlusLib.errors import CancelledError, DICOMPlusError
+from DICOMPlusLib.jobs import CancelToken
+
+logger = logging.getLogger(__name__)
+
+#: Progress events per task are sent at most this often (seconds); the last one always is.
+PROGRESS_INTERVAL = 0.05
+#: On stdin EOF, how long running tasks get to notice the cancel before the engine exits.
+SHUTDOWN_GRACE = 5.0
+
+Operation = Callable[["Task"], Any]
+OPERATIONS: dict[str, Operation] = {}
+
+
+def operation(name: str) -> Callable[[Operation], Operation]:
+    """Register ``func(task) -> result`` as the engine operation ``name``."""
+
+    def register(func: Operation) -> Operation:
+        OPERATIONS[name] = func
+        return func
+
+    return register
+
+
+class Task:
+    """One request being served: its arguments, a throttled progress callback, a cancel token."""
+
+    def __init__(self, engine: Engine, ident: int, op: str, args: dict) -> None:
+        self.engine = engine
+        self.id = ident
+        self.op = op
+        self.args = {key: protocol.decode_value(value) for key, value in args.items()}
+        self.cancel = CancelToken()
+        self._last_progress = 0.0
+
+    def progress(self, done: int, total: int, current: str = "") -> None:
+        now = time.monotonic()
+        if done < total and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        self.engine.send(
+            {
+                "id": self.id,
+                "event": "progress",
+                "done": int(done),
+                "total": int(total),
+                "current": str(current),
+            }
+        )
+
+    def log(self, message: str) -> None:
+        self.engine.send({"id": self.id, "event": "log", "message": str(message)})
+
+    def database(self, key: str = "db"):
+        return self.engine.database(self.args[key])
+
+    def run(self) -> None:
+        func = OPERATIONS.get(self.op)
+        try:
+            if func is None:
+                raise DICOMPlusError(f"the DICOMPlus engine has no operation {self.op!r}")
+            importlib.invalidate_caches()  # packages installed since the engine started are found
+            result = func(self)
+        except CancelledError as exc:
+            self.engine.send({"id": self.id, "event": "cancelled", "message": str(exc)})
+        except BaseException as exc:
+            if not isinstance(exc, DICOMPlusError):
+                logger.exception("engine operation %s failed", self.op)
+            self.engine.send({"id": self.id, "event": "failed", "error": protocol.encode_error(exc)})
+        else:
+            if self.cancel.cancelled and getattr(result, "cancelled", False):
+                self.engine.send(
+                    {
+                        "id": self.id,
+                        "event": "cancelled",
+                        "message": "Cancelled by the user; completed work was kept.",
+                        "result": protocol.encode_value(result),
+                    }
+                )
+            else:
+                self.engine.send({"id": self.id, "event": "done", "result": protocol.encode_value(result)})
+        finally:
+            self.engine.finished(self)
+
+
+class Engine:
+    """Reads requests from ``inp``, runs each in a thread, writes events to ``out``."""
+
+    def __init__(self, inp: IO[bytes], out: IO[bytes]) -> None:
+        self._in = inp
+        self._out = out
+        self._write_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._tasks: dict[int, Task] = {}
+        self._threads: dict[int, threading.Thread] = {}
+        self._databases: dict[str, Any] = {}
+        self.listener = None
+        self._listener_subscription = None
+        self.pacs = None
+
+    # -- output ------------------------------------------------------------------------------
+    def send(self, message: dict) -> None:
+        data = protocol.dumps(message)
+        with self._write_lock:
+            try:
+                self._out.write(data)
+                self._out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the host is gone; stdin EOF ends the engine
+
+    def notify(self, topic: str, value: Any) -> None:
+        self.send({"event": "notify", "topic": topic, "data": protocol.encode_value(value)})
+
+    # -- shared state ----------------------------------------------------------------------------
+    def database(self, path: str):
+        """The database at ``path``, opened once per engine (a writer; SQLite WAL lets the host
+        read at the same time)."""
+        from DICOMPlusLib.database import Database
+
+        key = os.path.abspath(str(path))
+        with self._lock:
+            if key not in self._databases:
+                self._databases[key] = Database(key)
+            return self._databases[key]
+
+    def finished(self, task: Task) -> None:
+        with self._lock:
+            self._tasks.pop(task.id, None)
+            self._threads.pop(task.id, None)
+
+    # -- loop --------------------------------------------------------------------------------
+    def handle(self, message: dict) -> None:
+        op = message.get("op")
+        ident = message.get("id")
+        if op == "cancel":
+            with self._lock:
+                task = self._tasks.get(ident)  # type: ignore[arg-type]
+            if task is not None:
+                task.cancel.cancel()
+            return
+        if not isinstance(ident, int) or not isinstance(op, str):
+            logger.warning("engine request without id or op: %r", message)
+            return
+        task = Task(self, ident, op, message.get("args") or {})
+        thread = threading.Thread(target=task.run, name=f"engine-{op}-{ident}", daemon=True)
+        with self._lock:
+            self._tasks[ident] = task
+            self._threads[ident] = thread
+        thread.start()
+
+    def serve(self) -> int:
+        """Serve until stdin closes; returns the exit code."""
+        self.send({"event": "ready", "pid": os.getpid(), "version": DICOMPlusLib.__version__})
+        try:
+            for line in iter(self._in.readline, b""):
+                if not line.strip():
+                    continue
+                try:
+                    message = protocol.loads(line)
+                except ValueError:
+                    logger.warning("engine ignored a line that is not JSON: %r", line[:200])
+                    continue
+                self.handle(message)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        """Cancel running tasks, stop the listener, close the databases."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+            threads = list(self._threads.values())
+        for task in tasks:
+            task.cancel.cancel()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.stop_listener()
+        self.stop_pacs()
+        with self._lock:
+            databases, self._databases = list(self._databases.values()), {}
+        for db in databases:
+            with contextlib.suppress(Exception):
+                db.close()
+
+    def stop_listener(self) -> None:
+        """Stop the listener; the series it reports complete while stopping are announced."""
+        listener, self.listener = self.listener, None
+        subscription, self._listener_subscription = self._listener_subscription, None
+        if listener is not None:
+            listener.stop()
+        if subscription is not None:
+            subscription.close()
+
+    def stop_pacs(self) -> None:
+        server, self.pacs = self.pacs, None
+        if server is not None:
+            server.stop()
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the parent process dies, even if the pipe stays open elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    parent = os.environ.get("DICOMPLUS_ENGINE_PARENT")
+    if parent and parent.isdigit() and os.getppid() != int(parent):
+        raise SystemExit(0)  # the parent died before prctl took effect
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m DICOMPlusLib.engine``: serve requests on stdin/stdout until stdin closes."""
+    # Protocol on a private copy of stdout; fd 1 (print, C libraries) goes to stderr.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    logging.basicConfig(
+        level=logging.INFO if os.environ.get("DICOMPLUS_ENGINE_VERBOSE") else logging.WARNING,
+        stream=sys.stderr,
+        format="dicomplus-engine %(levelname)s %(name)s: %(message)s",
+    )
+
+    def on_term(signum, frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    if os.environ.get("DICOMPLUS_ENGINE_PARENT"):
+        # Started by a host: Ctrl-C in the host's terminal is the host's to handle; the engine
+        # ends with it (stdin EOF or parent death).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    from DICOMPlusLib.engine import operations  # noqa: F401  (registers the operations)
+
+    return Engine(sys.stdin.buffer, out).serve()
