@@ -53,7 +53,7 @@ def test_seg_becomes_a_segmentation_node_on_its_source(logic, mrml, tmp_path):
     import slicer
 
     source = make_series(tmp_path / "src", n=6, rows=16, cols=14, patient_id="SEGN")
-    logic.importFolder([source.folder])
+    logic.importFolder([source.folder]).get()
     [volume_node] = logic.loadSeries(source.series_uid)
     labels = np.zeros((6, 16, 14), np.uint8)
     labels[1:4, 2:8, 2:8] = 2
@@ -202,7 +202,7 @@ def test_objects_dicomplus_does_not_load_go_to_slicer_plugins(
 
     sr = _object(tmp_path / "sr" / "report.dcm", "SR", "all clear")
     rtstruct = _object(tmp_path / "rt" / "struct.dcm", "RTSTRUCT", "contours")
-    logic.importFolder([tmp_path / "sr", tmp_path / "rt"])
+    logic.importFolder([tmp_path / "sr", tmp_path / "rt"]).get()
     for path in (sr, rtstruct):  # DICOMPlus itself refuses them
         with pytest.raises(Exception, match="nothing to load"):
             plan_folder(path)
@@ -250,7 +250,7 @@ def test_colour_volume_becomes_a_vector_volume(mrml, clean_scene):
 def test_one_entry_point_picks_the_node_kind(logic, mrml, tmp_path):
     """What the Logic calls for every loaded volume: scalar, colour or segmentation node."""
     source = make_series(tmp_path / "src", n=4, rows=12, cols=12, patient_id="DISP")
-    logic.importFolder([source.folder])
+    logic.importFolder([source.folder]).get()
     [ct] = logic.loadSeries(source.series_uid)
     labels = np.zeros((4, 12, 12), np.uint8)
     labels[1:3, 2:6, 2:6] = 1
@@ -284,7 +284,7 @@ def test_segmentation_node_round_trips_through_our_seg(logic, mrml, tmp_path):
     import vtk
 
     source = make_series(tmp_path / "src", n=6, rows=16, cols=14, patient_id="RT1")
-    logic.importFolder([source.folder])
+    logic.importFolder([source.folder]).get()
     [volume_node] = logic.loadSeries(source.series_uid)
     labels = np.zeros((6, 16, 14), np.uint8)
     labels[1:4, 2:8, 2:8] = 1
@@ -312,3 +312,55 @@ def test_segmentation_node_round_trips_through_our_seg(logic, mrml, tmp_path):
         before = _segment_array(original, original.GetSegmentation().GetNthSegmentID(index), volume_node)
         after = _segment_array(back, back.GetSegmentation().GetNthSegmentID(index), volume_node)
         assert np.array_equal(after > 0, before > 0) and np.array_equal(before > 0, labels == index + 1)
+
+
+def test_overlapping_segments_stay_whole(mrml, clean_scene, tmp_path):
+    """Where segments overlap the labelmap keeps one number, so the node reads the SEG itself."""
+    import highdicom as hd
+    import slicer
+
+    series = make_series(tmp_path / "ct", n=4, rows=10, cols=12)
+    normal = series.ijk_to_lps[:3, 2]
+    sources = sorted(
+        (pydicom.dcmread(f) for f in series.files),
+        key=lambda ds: float(np.asarray(ds.ImagePositionPatient, float) @ normal),
+    )
+    masks = np.zeros((4, 10, 12, 2), bool)
+    masks[0:3, 1:7, 1:8, 0] = True
+    masks[1:4, 4:9, 5:11, 1] = True  # overlaps the first
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n,
+            segment_label=f"part {n}",
+            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+            segmented_property_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
+            algorithm_type="MANUAL",
+        )
+        for n in (1, 2)
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=masks,
+        segmentation_type="BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=3,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    (tmp_path / "seg").mkdir()
+    seg.save_as(tmp_path / "seg" / "S.dcm")
+    (info,) = plan_folder(tmp_path / "seg")
+    volume = load(info)
+    assert int((volume.array == 1).sum()) < int(masks[..., 0].sum())  # the labelmap lost some
+    node = mrml.addSegmentationNode(volume, "overlap")
+    segmentation = node.GetSegmentation()
+    for index in range(2):
+        segment_id = segmentation.GetNthSegmentID(index)
+        voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, segment_id)
+        label = segmentation.GetSegment(segment_id).GetLabelValue()
+        assert int(np.count_nonzero(voxels == label)) == int(masks[..., index].sum())

@@ -278,7 +278,8 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
         slicer.mrmlScene.RemoveNode(labelmapNode)
 
 
-# Scene <-> database exchange (export, Data Bundle): after the names it uses are defined.
+# After the names they use are defined: scene <-> database exchange (export, Data Bundle), and
+# the nodes for SEG, colour and objects left to Slicer's plugins.
 from .colour import addColourVolumeNode  # noqa: E402
 from .dispatch import addNodeForVolume  # noqa: E402
 from .exchange import (  # noqa: E402

@@ -88,12 +88,24 @@ def _orientedImage(mask, ijkToRAS):
     return image
 
 
+def _segmentMasks(volume, layout, readFromFiles):
+    """Each segment's mask: from the loaded labelmap when no voxel belongs to two segments (no
+    file is read in Slicer's process), else read whole from the SEG (overlaps kept)."""
+    if layout.overlap_voxels:
+        yield from readFromFiles(volume.info)
+        return
+    labels = np.asarray(volume.array)
+    for segment in layout.segments:
+        yield segment, labels == segment.number
+
+
 def addSegmentationNode(volume, name, sourceVolumeNode=None):
     """A vtkMRMLSegmentationNode for a loaded SEG ``volume`` (``DICOMPlusLib.loading.load`` of a
     SEG): segments numbered, named and coloured as in the SEG, DICOM codes as terminology tags,
     geometry referencing ``sourceVolumeNode`` (by default the loaded node of the SEG's referenced
-    series, when there is one). Segments are read one at a time and kept cropped; those that do
-    not overlap then share labelmap layers, as Slicer's own segmentations do."""
+    series, when there is one). Segments are taken one at a time from the labelmap (from the SEG
+    file when they overlap) and kept cropped; those that do not overlap then share labelmap
+    layers, as Slicer's own segmentations do."""
     from DICOMPlusLib.loading.seg import iter_segment_masks, layout_of
 
     layout = layout_of(volume.info)
@@ -107,7 +119,7 @@ def addSegmentationNode(volume, name, sourceVolumeNode=None):
         node.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
     ijkToRAS = volume.ijk_to_ras
     segmentation = node.GetSegmentation()
-    for index, (segment, mask) in enumerate(iter_segment_masks(volume.info)):
+    for index, (segment, mask) in enumerate(_segmentMasks(volume, layout, iter_segment_masks)):
         rgb = segment.color or DEFAULT_COLORS[index % len(DEFAULT_COLORS)]
         color = [c / 255.0 for c in rgb]
         segmentID = f"segment_{segment.number}"
