@@ -155,3 +155,12 @@ def test_a_nifti2_header_is_left_to_simpleitk(tmp_path):
     assert read_header(tmp_path / "v2.nii") is None
     (tmp_path / "short.nii").write_bytes(b"x" * 100)
     assert read_header(tmp_path / "short.nii") is None
+
+
+def test_a_sheared_nrrd_reads_back_exact(tmp_path, manifest, capsys):
+    """NRRD space directions hold the sheared grid as it is (no qform/sform question)."""
+    entry = manifest["dev_ct_gantry_tilt"]
+    assert main(["convert", str(entry["folder"]), "--out", str(tmp_path / "tilt.nrrd")]) == 0
+    capsys.readouterr()
+    _, matrix = read_volume(tmp_path / "tilt.nrrd")
+    assert np.abs(matrix - np.array(entry["expected"]["ijk_to_lps"], float)).max() < 1e-3
