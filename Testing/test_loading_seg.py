@@ -269,3 +269,17 @@ def test_seg_thumbnail_shows_the_middle_slice_in_segment_colours(tmp_path):
     colours = {tuple(int(c) for c in p) for p in image.reshape(-1, 3)}
     assert colours == {(0, 0, 0), (250, 10, 10), (10, 250, 10)}  # slice 2 holds both segments
     assert tuple(image[0, 0]) == (0, 0, 0) and tuple(image[10, 10]) == (250, 10, 10)
+
+
+def test_preview_reads_a_binary_frame(tmp_path):
+    """The browser's preview decodes frames one by one: a 1-bit SEG frame gives 0/1."""
+    from DICOMPlusLib.loading.pixels import read_frame
+
+    series = make_series(tmp_path / "ct", n=3, rows=5, cols=7)  # 35 bits per frame: unaligned
+    masks = np.zeros((3, 5, 7, 1), bool)
+    masks[1, 1:4, 2:6, 0] = True
+    masks[2, 0, 0, 0] = True
+    _hd_seg(series, masks, hd.seg.SegmentationTypeValues.BINARY, tmp_path / "seg" / "S.dcm")
+    info = _only(tmp_path / "seg")
+    assert [int(read_frame(f).sum()) for f in info.frames] == [12, 1]
+    assert np.array_equal(read_frame(info.frames[0]), masks[1, ..., 0].astype(np.int16))

@@ -387,6 +387,11 @@ def _frames_pixels(frames: list[Frame]) -> Iterator[np.ndarray]:
         ) from exc
 
 
+def frame_values(frame: Frame) -> np.ndarray:
+    """The stored values of one SEG frame (rows x columns; 0/1 for BINARY), e.g. for previews."""
+    return next(_frames_pixels([frame]))
+
+
 def _masks(frames, layout: SegmentationLayout) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """(k, segment number, mask, nonzero) per frame: ``mask`` is membership (FRACTIONAL:
     fraction >= 0.5), ``nonzero`` any value above 0; LABELMAP frames give one pair per value."""
