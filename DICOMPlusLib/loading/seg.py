@@ -274,24 +274,9 @@ def plan_segmentation(source: InstanceSource) -> VolumeInfo:
         referenced_sop_uids=_referenced_instances(ds),
     )
     counts, overlap = _count(frames, layout)
-    segments = []
-    for number in sorted(set(described) | set(counts)):
-        if number == 0:  # a LABELMAP SEG may describe its background (value 0): not a segment
-            continue
-        item = described.get(number)
-        segments.append(
-            Segment(
-                number=number,
-                label=str(item.get("SegmentLabel", "")) if item is not None else f"segment {number}",
-                voxels=counts.get(number, (0, 0))[0],
-                voxels_nonzero=counts.get(number, (0, 0))[1],
-                color=lab_to_rgb(item.get("RecommendedDisplayCIELabValue")) if item is not None else None,
-                category=_code(item, "SegmentedPropertyCategoryCodeSequence") if item is not None else None,
-                property_type=_code(item, "SegmentedPropertyTypeCodeSequence") if item is not None else None,
-                algorithm_type=str(item.get("SegmentAlgorithmType", "")) if item is not None else "",
-                description=str(item.get("SegmentDescription", "")) if item is not None else "",
-            )
-        )
+    # value 0 of a LABELMAP SEG is its background, not a segment, even when it is described
+    numbers_seen = sorted((set(described) | set(counts)) - {0})
+    segments = [_segment(n, described.get(n), *counts.get(n, (0, 0))) for n in numbers_seen]
     layout = dataclasses.replace(layout, segments=tuple(segments), overlap_voxels=overlap)
     notes = list(frame_warnings)
     if overlap:
@@ -315,6 +300,23 @@ def plan_segmentation(source: InstanceSource) -> VolumeInfo:
         modality="SEG",
         tilt_deg=_tilt_deg(matrix),
         extra={EXTRA_KEY: layout},
+    )
+
+
+def _segment(number: int, item, voxels: int, nonzero: int) -> Segment:
+    """A Segment from its Segment Sequence item (PS3.3 C.8.20.2; None: not described)."""
+    if item is None:
+        return Segment(number, f"segment {number}", voxels, nonzero)
+    return Segment(
+        number=number,
+        label=str(item.get("SegmentLabel", "")),
+        voxels=voxels,
+        voxels_nonzero=nonzero,
+        color=lab_to_rgb(item.get("RecommendedDisplayCIELabValue")),
+        category=_code(item, "SegmentedPropertyCategoryCodeSequence"),
+        property_type=_code(item, "SegmentedPropertyTypeCodeSequence"),
+        algorithm_type=str(item.get("SegmentAlgorithmType", "")),
+        description=str(item.get("SegmentDescription", "")),
     )
 
 
