@@ -364,3 +364,35 @@ def test_overlapping_segments_stay_whole(mrml, clean_scene, tmp_path):
         voxels = slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, segment_id)
         label = segmentation.GetSegment(segment_id).GetLabelValue()
         assert int(np.count_nonzero(voxels == label)) == int(masks[..., index].sum())
+
+
+class _SlicerDatabase:
+    """The part of ctkDICOMDatabase the hand-off uses: which files it knows, and insert."""
+
+    isOpen = True
+
+    def __init__(self, known):
+        self.known = set(known)
+        self.inserted = []
+
+    def seriesForFile(self, path):
+        return "1.2.3" if path in self.known else ""
+
+    def insert(self, path, storeFile, generateThumbnail):
+        self.inserted.append((path, storeFile, generateThumbnail))
+        self.known.add(path)
+
+
+def test_files_are_indexed_in_slicers_database_first(mrml, dicom_plugins, clean_scene, tmp_path):
+    import slicer
+
+    sr = _object(tmp_path / "sr" / "report.dcm", "SR", "indexed")
+    known = _object(tmp_path / "sr" / "known.dcm", "SR", "already")
+    saved = slicer.dicomDatabase
+    slicer.dicomDatabase = database = _SlicerDatabase([known])
+    try:
+        loaded, _ = mrml.loadWithSlicerPlugins([[sr, known]])
+    finally:
+        slicer.dicomDatabase = saved
+    assert database.inserted == [(sr, False, False)]  # linked, not copied; the known one left alone
+    assert sorted(name for _, name in loaded) == ["report already", "report indexed"]

@@ -36,7 +36,7 @@ def _indexInSlicerDatabase(fileLists):
     for files in fileLists:
         for path in files:
             try:
-                if not database.fileValue(path, "0008,0018"):
+                if not database.seriesForFile(path):  # not indexed there yet
                     database.insert(path, False, False)
             except Exception as error:  # an indexing problem must not stop the hand-off
                 logger.warning("could not index %s in Slicer's DICOM database: %s", path, error)
