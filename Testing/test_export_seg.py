@@ -234,6 +234,10 @@ def test_tilted_source_is_written_frame_by_frame(tmp_path, dciodvfy_tool):
     assert np.array_equal(back, np.select([labels == 3, labels == 7], [1, 2], 0))
     report = dciodvfy_tool(result.path)
     assert report.errors == [], report.output
+    # --resample would interpolate labels: the SEG keeps its grid and says so
+    kept = load(info, resample=True)
+    assert np.array_equal(kept.ijk_to_lps, info.ijk_to_lps)
+    assert "segmentation_not_resampled" in {w.code for w in kept.warnings}
 
 
 def test_invalid_copied_values_are_cleaned_and_reported(source, tmp_path, dciodvfy_tool):

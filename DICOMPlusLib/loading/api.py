@@ -90,6 +90,14 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
 def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
     """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
     if seg.layout_of(info) is not None:
+        if resample and info.tilt_deg > 0.1:
+            note = LoadWarning(
+                "segmentation_not_resampled",
+                "a segmentation is not resampled (its labels cannot be interpolated): its sheared grid is "
+                "kept as it is",
+                info.files,
+            )
+            info = dataclasses.replace(info, warnings=(*info.warnings, note))
         return Volume(seg.read_labelmap(info, progress=progress, cancel=cancel), info)
     volume = Volume(read_pixels(info, progress=progress, cancel=cancel), info)
     if resample:
