@@ -68,3 +68,12 @@ def test_the_database_still_refuses_them(tmp_path):
         db.close()
     assert report.added == 0
     assert all("SeriesInstanceUID" in s.reason for s in report.skipped) and len(report.skipped) == 3
+
+
+def test_other_refused_files_stay_skipped(tmp_path):
+    _without_series_uid(tmp_path / "a")
+    (tmp_path / "a" / "notes.txt").write_text("not DICOM")
+    (tmp_path / "a" / "volume.nii").write_bytes(b"\0" * 4096)
+    (info,), skipped = plan_paths(tmp_path / "a")
+    assert sorted(s.path.rsplit("/", 1)[-1] for s in skipped) == ["notes.txt", "volume.nii"]
+    assert len(info.frames) == 3

@@ -55,6 +55,9 @@ def image_without_series(path: str) -> UnindexedImage | None:
     }
     try:
         with open(path, "rb") as handle:
+            if handle.read(132)[128:] != b"DICM":  # only Part 10 files; never read a large non-DICOM file
+                return None
+            handle.seek(0)
             data = handle.read()
         result = scan(data, frozenset(wanted), complete=True)
     except (OSError, ScanError, ValueError):
