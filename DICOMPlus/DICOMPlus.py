@@ -371,22 +371,27 @@ class DICOMPlusLogic(
 
         nodes, warnings, folders = [], [], set()
         asDWI = str(qt.QSettings().value("DICOMPlus/LoadDiffusionAsDWI", "true")).lower() == "true"
-        for seriesUID, volumes in loaded:
+        from DICOMPlusLib.loading.seg import layout_of
+
+        # a segmentation after the series it segments, so that it can reference that node
+        isSeg = lambda item: not isinstance(item[1], Exception) and any(layout_of(v.info) for v in item[1])  # noqa: E731
+        for seriesUID, volumes in sorted(loaded, key=isSeg):
             [series] = self.search("series", {"SeriesInstanceUID": seriesUID}) or [None]
             [study] = (
                 self.search("study", {"StudyInstanceUID": series.StudyInstanceUID}) if series else [None]
             )
-            if isinstance(volumes, Exception):
-                warnings.append((series.SeriesDescription if series else seriesUID, volumes))
+            if isinstance(volumes, Exception):  # maybe an object Slicer's own DICOM plugins load
+                files = [[r.path for r in self.database.instances(seriesUID)]]
+                handed, problems = DICOMPlusMRML.loadWithSlicerPlugins(files) if files[0] else ([], [])
+                if not handed:
+                    warnings.append((series.SeriesDescription if series else seriesUID, volumes))
+                warnings += [(what or seriesUID, message) for what, message in problems if handed]
                 continue
             for index, volumeFile in enumerate(volumes):
                 folders.add(os.path.dirname(volumeFile.path))
                 volume = volumeFile.open()
                 name = DICOMPlusMRML.volumeName(series, volume, index, len(volumes))
-                if asDWI and DICOMPlusMRML.diffusion.isDiffusion(volume):
-                    node = DICOMPlusMRML.diffusion.addDiffusionWeightedVolumeNode(volume, name)
-                else:
-                    node = DICOMPlusMRML.addVolumeNode(volume, name)
+                node = DICOMPlusMRML.addNodeForVolume(volume, name, DICOMPlusMRML.addVolumeNode, asDWI)
                 header = self.database.header(volume.sop_uids[0])  # stored bytes: no file read
                 DICOMPlusMRML.placeInSubjectHierarchy(node, volume, study, series, header=header)
                 warnings += [(name, warning) for warning in volume.warnings]

@@ -203,3 +203,60 @@ def test_float_labelmap_and_existing_series_are_refused(source, tmp_path):
         export_segmentation(
             labels, series.ijk_to_lps, headers, SEGMENTS[:1], tmp_path / "c.dcm", series_uid="1.2.x"
         )
+
+
+def test_tilted_source_is_written_frame_by_frame(tmp_path, dciodvfy_tool):
+    """A gantry-tilted source (sheared grid): no highdicom Volume can hold it, so every frame
+    gets its own position; our reader gives the same sheared grid and labelmap back."""
+    from test_loading_support import tilt_series
+
+    from DICOMPlusLib.loading import load, plan_folder
+
+    series = make_series(tmp_path / "src", n=6, rows=20, cols=24)
+    sheared = tilt_series(series, 15.0, tag=True)
+    labels = _labelmap(series.pixels.shape)
+    result = export_segmentation(
+        labels,
+        sheared,
+        [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files],
+        SEGMENTS[:2],
+        tmp_path / "seg" / "SEG.dcm",
+    )
+    assert "sheared_grid" in {n.code for n in result.notes}
+    (info,) = plan_folder(tmp_path / "seg")
+    step = sheared[:3, 2]
+    k0 = round(float((info.ijk_to_lps[:3, 3] - sheared[:3, 3]) @ step / (step @ step)))
+    assert np.abs(info.ijk_to_lps[:3, :3] - sheared[:3, :3]).max() < 1e-3  # positions are DS text
+    assert info.tilt_deg == pytest.approx(15.0, abs=0.01)
+    assert np.abs(info.ijk_to_lps[:3, 3] - (sheared[:3, 3] + k0 * sheared[:3, 2])).max() < 1e-3
+    back = np.zeros_like(labels, dtype=np.uint8)
+    back[k0 : k0 + info.shape[0]] = load(info).array
+    assert np.array_equal(back, np.select([labels == 3, labels == 7], [1, 2], 0))
+    report = dciodvfy_tool(result.path)
+    assert report.errors == [], report.output
+    # --resample would interpolate labels: the SEG keeps its grid and says so
+    kept = load(info, resample=True)
+    assert np.array_equal(kept.ijk_to_lps, info.ijk_to_lps)
+    assert "segmentation_not_resampled" in {w.code for w in kept.warnings}
+
+
+def test_invalid_copied_values_are_cleaned_and_reported(source, tmp_path, dciodvfy_tool):
+    db, series = source
+    headers = source_headers(db, series.series_uid)
+    for header in headers:
+        header.StudyDate = "***"  # Type 2: written empty
+        header.PatientAge = "0Y"  # Type 3: left out
+    result = export_segmentation(
+        _labelmap(series.pixels.shape), series.ijk_to_lps, headers, SEGMENTS[:2], tmp_path / "SEG.dcm"
+    )
+    notes = {n.message.split(" ")[0]: n for n in result.notes}
+    assert {"StudyDate", "PatientAge"} <= set(notes)
+    assert all(n.code == "invalid_value_cleaned" for n in result.notes if n.message.split(" ")[0] in notes)
+    assert "written empty" in notes["StudyDate"].message and "left out" in notes["PatientAge"].message
+    assert [n["code"] for n in result.to_dict()["notes"]].count("invalid_value_cleaned") == 2
+    written = pydicom.dcmread(result.path, stop_before_pixels=True)
+    assert written.StudyDate == "" and "PatientAge" not in written
+    assert written.StudyInstanceUID == series.study_uid
+    assert headers[0].StudyDate == "***"  # the caller's datasets are not changed
+    report = dciodvfy_tool(result.path)
+    assert report.errors == [], report.output

@@ -405,3 +405,19 @@ def test_unknown_study_is_refused(study):
     db, _ = study
     with pytest.raises(ExportError, match="not in the database"):
         export_volume_to_study(db, "1.2.3.999", np.zeros((1, 2, 2), np.int16), np.eye(4))
+
+
+def test_invalid_reference_values_are_cleaned_and_reported(tmp_path):
+    """StudyDate ``***`` (Type 2) is written empty and PatientAge ``0Y`` (Type 3) left out, each
+    reported, instead of being copied into a new, invalid series."""
+    series = make_series(tmp_path / "src", n=2, rows=6, cols=6)
+    reference = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    reference.StudyDate, reference.StudyTime, reference.PatientAge = "***", "ab", "0Y"
+    result = export_volume(series.pixels, series.ijk_to_lps, tmp_path / "out", reference=reference)
+    changed = {
+        n["message"].split(" ")[0] for n in result.to_dict()["notes"] if n["code"] == "invalid_value_cleaned"
+    }
+    assert changed == {"StudyDate", "StudyTime", "PatientAge"}
+    written = pydicom.dcmread(result.files[0], stop_before_pixels=True)
+    assert (written.StudyDate, written.StudyTime, "PatientAge" in written) == ("", "", False)
+    assert written.StudyInstanceUID == series.study_uid and written.PatientID == reference.PatientID

@@ -41,17 +41,20 @@ def write_object(path, series, sop_class: str, modality: str) -> str:
 
 
 @pytest.mark.parametrize("attribute", ["ImagePositionPatient", "ImageOrientationPatient"])
-def test_missing_position_or_orientation_leaves_the_file_out(tmp_path, attribute):
+def test_missing_position_or_orientation_loads_the_file_apart(tmp_path, attribute):
     series = make(tmp_path / "s", n=6)
     files = geometric_files(series)
     edit([files[2]], lambda ds, k: delattr(ds, attribute))
-    (v,) = load_folder(series.folder)
+    v, apart = load_folder(series.folder)
     assert v.dims == (32, 32, 5)
     w = warning(v, "missing_geometry")
-    assert attribute in w.message and w.files == (str(files[2]),)
+    assert attribute in w.message and w.files == (str(files[2]),) and "loaded apart" in w.message
     assert "missing_slices" in codes(v)  # and the hole it leaves is reported where it is
     kept = [k for k in range(6) if k != 2]
     assert np.array_equal(v.array, series.pixels[kept] - 1024)
+    # the image that cannot be placed is not dropped: its own volume, without geometry
+    assert apart.dims == (32, 32, 1) and "no_geometry" in codes(apart)
+    assert np.array_equal(apart.array[0], series.pixels[2] - 1024)
 
 
 def test_no_geometry_at_all_loads_as_a_plain_stack(tmp_path):

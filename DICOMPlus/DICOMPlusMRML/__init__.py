@@ -281,7 +281,10 @@ def segmentationLabelmap(segmentationNode, referenceVolumeNode):
         slicer.mrmlScene.RemoveNode(labelmapNode)
 
 
-# Scene <-> database exchange (export, Data Bundle): after the names it uses are defined.
+# After the names they use are defined: scene <-> database exchange (export, Data Bundle), and
+# the nodes for SEG, colour and objects left to Slicer's plugins.
+from .colour import addColourVolumeNode  # noqa: E402
+from .dispatch import addNodeForVolume  # noqa: E402
 from .exchange import (  # noqa: E402
     exportSegmentation,
     exportVolume,
@@ -289,3 +292,14 @@ from .exchange import (  # noqa: E402
     loadDataBundle,
     saveDataBundle,
 )
+from .plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
+from .segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
+
+__all__ += [
+    "addColourVolumeNode",
+    "addNodeForVolume",
+    "addSegmentationNode",
+    "examineWithSlicerPlugins",
+    "findSeriesNode",
+    "loadWithSlicerPlugins",
+]

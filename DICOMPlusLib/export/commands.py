@@ -23,9 +23,18 @@ if TYPE_CHECKING:
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``(array [k, j, i], ijk_to_lps)`` of a NRRD, NIfTI or MetaImage file (SimpleITK)."""
+    """``(array [k, j, i], ijk_to_lps)`` of a NRRD, NIfTI or MetaImage file (SimpleITK), with a
+    NIfTI's geometry taken from its header (the sform when it is the exact, sheared grid:
+    :mod:`DICOMPlusLib.export.nifti`)."""
+    return read_volume_with_notes(path)[:2]
+
+
+def read_volume_with_notes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`read_volume` plus what the user should know about the geometry read."""
     import numpy as np
     import SimpleITK as sitk
+
+    from DICOMPlusLib.export import nifti
 
     try:
         image = sitk.ReadImage(str(path))
@@ -47,7 +56,15 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     matrix[:dimension, 3] = origin
     if dimension == 2:
         array = array[None]
-    return array, matrix
+    notes: list[str] = []
+    if nifti.is_nifti(path):
+        header = nifti.read_header(path)
+        chosen, note = nifti.choose_ijk_to_lps(header, path) if header is not None else (None, "")
+        if chosen is not None:
+            matrix = chosen
+        if note:
+            notes.append(note)
+    return array, matrix, notes
 
 
 def _send(args, files: list[Path]) -> dict:
@@ -80,7 +97,7 @@ def cmd_export(args) -> int:
     from DICOMPlusLib.export.series import SeriesMetadata, export_volume_to_study
     from DICOMPlusLib.export.uids import UIDGenerator
 
-    array, matrix = read_volume(args.volume)
+    array, matrix, notes = read_volume_with_notes(args.volume)
     db = open_database(args)
     uids = UIDGenerator(args.uid_root or os.environ.get("DICOMPLUS_UID_ROOT") or None)
     metadata = SeriesMetadata(
@@ -121,6 +138,7 @@ def cmd_export(args) -> int:
         output["files"] = []
     if sent is not None:
         output["sent"] = sent
+    output["notes"] = [{"code": "nifti_sheared_sform", "message": n} for n in notes] + output["notes"]
     if args.json:
         print_json(output)
     else:
@@ -136,6 +154,8 @@ def cmd_export(args) -> int:
             )
         if result.tilt_deg > 1e-3:
             print(f"  slices are sheared by {result.tilt_deg:.3f} degrees (written position by position)")
+        for note in output["notes"]:
+            print(f"  note: {note['message']}")
     return 0
 
 

@@ -24,6 +24,8 @@ from pydicom.dataset import Dataset
 
 from DICOMPlusLib import __version__
 from DICOMPlusLib.errors import ExportError
+from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
+from DICOMPlusLib.export.geometry import slice_geometry
 from DICOMPlusLib.export.reference import next_series_number
 from DICOMPlusLib.export.uids import UIDGenerator, ensure_series_is_new, new_uid, validate_uid
 
@@ -55,9 +57,11 @@ class SegExportResult:
     segment_numbers: dict[int, int]  # label value -> segment number
     frames: int
     indexed: bool = False
+    notes: tuple[ExportNote, ...] = ()
 
     def to_dict(self) -> dict:
         return {
+            "notes": [n.to_dict() for n in self.notes],
             "StudyInstanceUID": self.study_uid,
             "SeriesInstanceUID": self.series_uid,
             "SOPInstanceUID": self.sop_uid,
@@ -174,15 +178,16 @@ def export_segmentation(
     sop_uid = new_uid(uids)
     if not isinstance(series_description, str) or len(series_description) > 64 or "\\" in series_description:
         raise ExportError(f"SeriesDescription {series_description!r}: at most 64 characters, no backslash")
-    # highdicom's Volume indexes (slice, row, column) = our (k, j, i): reorder the columns.
-    affine = matrix[:, [2, 1, 0, 3]]
+    sources, notes = clean_copied_values(source_images)
     try:
-        hd_volume = hd.Volume(pixels, affine, coordinate_system="PATIENT", frame_of_reference_uid=frame_uid)
+        placement, note = _placement(hd, pixels, matrix, frame_uid)
+        if note is not None:
+            notes.append(note)
         descriptions = [_description(hd, numbers[s.value], s) for s in segments]
         now = datetime.datetime.now()
         seg = hd.seg.Segmentation(
-            source_images=list(source_images),
-            pixel_array=hd_volume,
+            source_images=sources,
+            **placement,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
             series_instance_uid=series_uid,
@@ -224,7 +229,48 @@ def export_segmentation(
         path=path,
         segment_numbers=numbers,
         frames=int(seg.NumberOfFrames),
+        notes=tuple(notes),
     )
+
+
+def _placement(hd, pixels: np.ndarray, matrix: np.ndarray, frame_uid: str) -> tuple[dict, ExportNote | None]:
+    """highdicom arguments placing the frames. An orthogonal grid goes as a highdicom Volume
+    (its axes reordered: highdicom indexes (slice, row, column) = our (k, j, i)). A sheared grid
+    (a gantry-tilted source) cannot be a Volume; its frames are given their own positions, as
+    the scalar export writes them (PS3.3 C.7.6.16.2.3: every frame has its own Plane Position),
+    so readers that follow positions get the exact grid back."""
+    if _orthogonal(matrix):
+        volume = hd.Volume(
+            pixels, matrix[:, [2, 1, 0, 3]], coordinate_system="PATIENT", frame_of_reference_uid=frame_uid
+        )
+        return {"pixel_array": volume}, None
+    geometry = slice_geometry(matrix, pixels.shape[0])
+    frames = pixels[::-1] if geometry.flipped else pixels
+    patient = hd.CoordinateSystemNames.PATIENT
+    placement = {
+        "pixel_array": np.ascontiguousarray(frames),
+        "plane_positions": [
+            hd.PlanePositionSequence(patient, [float(x) for x in p]) for p in geometry.positions
+        ],
+        "plane_orientation": hd.PlaneOrientationSequence(patient, [float(x) for x in geometry.orientation]),
+        "pixel_measures": hd.PixelMeasuresSequence(
+            pixel_spacing=[float(x) for x in geometry.pixel_spacing],
+            slice_thickness=float(geometry.spacing_along_normal),
+            spacing_between_slices=float(geometry.spacing_along_normal),
+        ),
+    }
+    note = ExportNote(
+        "sheared_grid",
+        f"the labelmap's grid is sheared by {geometry.tilt_deg:.2f} deg (a tilted source): every frame is written "
+        "with its own position, exact for readers that follow positions; readers that assume an orthogonal "
+        "grid see the tilt",
+    )
+    return placement, note
+
+
+def _orthogonal(matrix: np.ndarray, tolerance: float = 1e-4) -> bool:
+    columns = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)
+    return bool(np.max(np.abs(columns.T @ columns - np.eye(3))) <= tolerance)
 
 
 def source_headers(db, series_uid: str) -> list[Dataset]:

@@ -7,7 +7,8 @@ browser and can be sent like any other series).
 
 What is written (see :mod:`iods` for the modules and :mod:`geometry` for the geometry rules):
 
-* the patient and study modules of the destination study, copied (never invented);
+* the patient and study modules of the destination study, copied (never invented); values
+  invalid for their VR are written empty (Type 2) or left out, and reported (:mod:`clean`);
 * a new series (new SeriesInstanceUID; a given one is validated and refused if the database
   already has it), numbered after the study's last series unless told;
 * the frame of reference of the destination study reused by default (the volume's coordinates
@@ -37,6 +38,7 @@ from pydicom.dataset import Dataset
 
 from DICOMPlusLib.errors import ExportError
 from DICOMPlusLib.export import iods
+from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
 from DICOMPlusLib.export.geometry import SliceGeometry, slice_geometry
 from DICOMPlusLib.export.pixels import PixelEncoding, plan_encoding
 from DICOMPlusLib.export.reference import next_series_number, series_laterality, study_reference
@@ -101,6 +103,7 @@ class ExportResult:
     tilt_deg: float = 0.0
     flipped: bool = False
     indexed: bool = False
+    notes: tuple[ExportNote, ...] = ()  # values of the reference cleaned (see :mod:`clean`)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -122,6 +125,7 @@ class ExportResult:
             "tilt_deg": round(self.tilt_deg, 6),
             "flipped": self.flipped,
             "indexed": self.indexed,
+            "notes": [n.to_dict() for n in self.notes],
         }
 
 
@@ -265,6 +269,9 @@ def export_volume(
     meta = metadata or SeriesMetadata()
     volume = _as_volume(array)
     geometry = slice_geometry(ijk_to_lps, volume.shape[0])
+    notes: list[ExportNote] = []
+    if reference is not None:
+        (reference,), notes = clean_copied_values([reference])
     encoding = plan_encoding(volume, allow_signed=meta.kind != "SC")
     ctx = _context(
         meta, reference, encoding, meta.series_number if meta.series_number is not None else 1, uids
@@ -297,6 +304,7 @@ def export_volume(
         encoding=replace(encoding, max_error=error),
         tilt_deg=geometry.tilt_deg,
         flipped=geometry.flipped,
+        notes=tuple(notes),
     )
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 
 from DICOMPlusLib.errors import LoadError
+from DICOMPlusLib.loading import seg
 from DICOMPlusLib.loading.grouping import build_volumes
 from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
-from DICOMPlusLib.loading.pixels import read_pixels
+from DICOMPlusLib.loading.pixels import output_components, read_pixels
 from DICOMPlusLib.loading.sources import (
     InstanceSource,
     SkippedFile,
@@ -16,12 +18,22 @@ from DICOMPlusLib.loading.sources import (
     sources_from_database,
     sources_from_paths,
 )
+from DICOMPlusLib.loading.unindexed import generated_series_warning
 
 
 def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[VolumeInfo]:
-    """The volumes of one series from its instances' stored headers (no pixel read)."""
+    """The volumes of one series from its instances' stored headers (no pixel read; a DICOM SEG
+    is read whole, to count its segments' voxels)."""
     frames: list[Frame] = []
     warnings: list[LoadWarning] = []
+    generated = [s.path for s in sources if s.generated_series_uid]
+    if generated:
+        warnings.append(generated_series_warning(series_uid, generated))
+    special = [s for s in sources if seg.is_segmentation(s)]
+    volumes = [seg.plan_segmentation(s) for s in special]
+    sources = [s for s in sources if not seg.is_segmentation(s)]
+    if volumes and not sources:
+        return volumes
     for source in sources:
         try:
             f, w = frames_of(source)
@@ -31,9 +43,16 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
         frames += f
         warnings += w
     try:
-        return build_volumes(series_uid, frames, warnings)
+        built = build_volumes(series_uid, frames, warnings)
     except ValueError as exc:
         raise LoadError(str(exc)) from None
+    return volumes + [_with_output_components(info) for info in built]
+
+
+def _with_output_components(info: VolumeInfo) -> VolumeInfo:
+    """PALETTE COLOR images have one stored sample but load as RGB."""
+    components = output_components(info.frames[0])
+    return info if components == info.components else dataclasses.replace(info, components=components)
 
 
 def plan_series(db, series_uid: str) -> list[VolumeInfo]:
@@ -70,6 +89,16 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
 
 def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
     """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
+    if seg.layout_of(info) is not None:
+        if resample and info.tilt_deg > 0.1:
+            note = LoadWarning(
+                "segmentation_not_resampled",
+                "a segmentation is not resampled (its labels cannot be interpolated): its sheared grid is "
+                "kept as it is",
+                info.files,
+            )
+            info = dataclasses.replace(info, warnings=(*info.warnings, note))
+        return Volume(seg.read_labelmap(info, progress=progress, cancel=cancel), info)
     if info.mosaic:
         from DICOMPlusLib.loading.mosaic import read_tiles
 

@@ -4,7 +4,8 @@ A series (one SeriesInstanceUID) is not always one volume. In this order:
 
 1. Objects without pixel data (SR, PR, KO...) and empty pixel data are set aside, with warnings.
 2. Frames without ImagePositionPatient / ImageOrientationPatient / PixelSpacing cannot be placed:
-   set aside with a warning (if no frame can be placed, they load as a plain stack).
+   they load apart, as plain stacks without geometry (e.g. secondary captures in a CT series),
+   and the placed volumes say so.
 3. Frames are split by size and pixel format, by orientation (like Slicer's sub-series and
    dcm2niix's "orientation varies") and by pixel spacing; localizers are separated and flagged.
 4. Where positions repeat, the volumes of a 4D series are formed by the acquisition's own
@@ -121,11 +122,12 @@ def build_volumes(
                 if not ok
             }
         )
+        apart = [_stack_without_geometry(series_uid, g, common) for g in _split(unplaced, _size_key)]
         common.append(
             LoadWarning(
                 "missing_geometry",
-                f"{_plural(len(unplaced), 'image')} without {' / '.join(missing)} cannot be placed and "
-                "were left out",
+                f"{_plural(len(unplaced), 'image')} without {' / '.join(missing)} cannot be placed beside the "
+                f"others: loaded apart, as {_plural(len(apart), 'volume')} without geometry",
                 _files(unplaced),
             )
         )
@@ -135,7 +137,7 @@ def build_volumes(
         for stack in _stacks(group):
             volumes.append(_describe(series_uid, stack, common))
     volumes.sort(key=lambda v: (v.localizer, frame_order(min(v.frames, key=frame_order))))
-    return volumes
+    return volumes + (apart if unplaced else [])
 
 
 def _size_key(f: Frame) -> tuple:

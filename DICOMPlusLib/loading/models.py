@@ -206,7 +206,8 @@ class VolumeInfo:
         return self.bvals is not None
 
     def to_dict(self) -> dict:
-        """The ``inspect --json`` shape of one volume."""
+        """The ``inspect --json`` shape of one volume (plus what ``extra`` records add through
+        their ``inspect_fields()``, e.g. a segmentation's segments)."""
         out = {
             "series_uid": self.series_uid,
             "dims": list(self.dims),
@@ -220,6 +221,9 @@ class VolumeInfo:
         if self.bvals is not None and self.gradients_lps is not None:
             out["bvals"] = [float(round(b, 6)) for b in self.bvals]
             out["gradients_lps"] = [[float(round(x, 6)) + 0.0 for x in g] for g in self.gradients_lps]
+        for value in self.extra.values():
+            if hasattr(value, "inspect_fields"):
+                out.update(value.inspect_fields())
         return out
 
 

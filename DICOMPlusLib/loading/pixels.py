@@ -7,8 +7,12 @@ masked or sign-extended (PS3.5 8.1.1), then ``value * RescaleSlope + RescaleInte
 computed modulo 2**16 in the output's own bytes, which is exact whenever the result fits int16.
 
 dtype policy: int16 when every rescaled value is an integer that fits int16 (integer slope and
-intercept, and the bit depth or the data prove the range), float32 otherwise. RGB data keeps its
-stored type and gets a last axis of 3.
+intercept, and the bit depth or the data prove the range), float32 otherwise. Colour data gets a
+last axis of 3 and is always RGB, equal to pydicom's converted pixels (PS3.3 C.7.6.3.1.2):
+RGB keeps its stored type; YBR_FULL / YBR_FULL_422 (native or JPEG) are converted to RGB;
+PALETTE COLOR goes through its lookup tables (uint16, the tables' 16-bit range). Those, and
+8-bit data of big-endian files (whose OW pixel data is byte-swapped in words, PS3.5 A.3), are
+decoded by pydicom rather than read in place.
 
 Compressed frames are decoded one at a time by pydicom's decoders, choosing the permissively
 licensed plugins: GDCM for JPEG (lossless and baseline), pyjpegls (CharLS) for JPEG-LS,
@@ -71,9 +75,30 @@ def stored_range(f: Frame) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
+PALETTE = "PALETTE COLOR"
+
+
+def output_components(f: Frame) -> int:
+    """Samples per output voxel: 3 for colour (PALETTE COLOR becomes RGB), else 1."""
+    return 3 if f.photometric == PALETTE or f.samples_per_pixel > 1 else 1
+
+
+def needs_pydicom(f: Frame) -> bool:
+    """Frames that cannot be read in place: YBR colour (chroma subsampling, conversion to RGB),
+    palette colour (lookup tables), 8-bit big-endian data (word-swapped bytes), and compressed
+    colour, which pydicom presents as RGB whatever the codec stored (JPEG's own YCbCr)."""
+    if f.photometric.startswith("YBR") or f.photometric == PALETTE:
+        return True
+    if f.samples_per_pixel > 1 and f.transfer_syntax not in NATIVE:
+        return True
+    return f.transfer_syntax == EXPLICIT_BE and f.bits_allocated == 8
+
+
 def choose_dtype(frames: Sequence[Frame]) -> tuple[np.dtype, bool]:
     """(output dtype, whether the int16 range must be checked on the data)."""
     f0 = frames[0]
+    if f0.photometric == PALETTE:
+        return np.dtype(np.uint16), False
     if f0.samples_per_pixel > 1:
         return np.dtype(np.uint8 if f0.bits_allocated <= 8 else np.uint16), False
     check = False
@@ -132,12 +157,15 @@ class _Reader:
         return buf
 
     def read(self, items: Sequence[tuple[int, Frame]]) -> None:
-        native = [(i, f) for i, f in items if f.transfer_syntax in NATIVE]
-        encoded = [(i, f) for i, f in items if f.transfer_syntax not in NATIVE]
+        converted = [(i, f) for i, f in items if needs_pydicom(f)]
+        native = [(i, f) for i, f in items if f.transfer_syntax in NATIVE and not needs_pydicom(f)]
+        encoded = [(i, f) for i, f in items if f.transfer_syntax not in NATIVE and not needs_pydicom(f)]
         if native:
             self._read_native(native)
         if encoded:
             self._read_encoded(encoded)
+        if converted:
+            self._read_encoded(converted, convert=True)
 
     # -- native --------------------------------------------------------------------------------
     def _read_native(self, items: Sequence[tuple[int, Frame]]) -> None:
@@ -186,8 +214,10 @@ class _Reader:
             self._convert(values, dst, f)
 
     # -- encapsulated -------------------------------------------------------------------------
-    def _read_encoded(self, items: Sequence[tuple[int, Frame]]) -> None:
-        from pydicom.pixels import get_decoder, iter_pixels
+    def _read_encoded(self, items: Sequence[tuple[int, Frame]], convert: bool = False) -> None:
+        """Frames decoded by pydicom; ``convert``: as pydicom presents them (YBR as RGB,
+        big-endian words swapped, palette indices through the colour lookup tables)."""
+        from pydicom.pixels import get_decoder, iter_pixels, pixel_array
 
         by_path: dict[str, list[tuple[int, Frame]]] = {}
         for index, f in items:
@@ -205,10 +235,18 @@ class _Reader:
                     plugin = name
                     break
             indices = [f.frame for _, f in members]
+            palette = _palette_header(path) if members[0][1].photometric == PALETTE else None
             try:
-                arrays = iter_pixels(path, indices=indices, raw=True, decoding_plugin=plugin)
+                if convert and ts in NATIVE:  # pydicom 3.0's iter_pixels mis-sizes native YBR_FULL_422
+                    arrays = (pixel_array(path, index=i, raw=False) for i in indices)
+                else:
+                    arrays = iter_pixels(path, indices=indices, raw=not convert, decoding_plugin=plugin)
                 for (index, f), array in zip(members, arrays, strict=True):
                     values = np.asarray(array)
+                    if palette is not None:
+                        from pydicom.pixels import apply_color_lut
+
+                        values = apply_color_lut(values, palette)
                     if values.dtype.byteorder == ">":
                         values = values.astype(values.dtype.newbyteorder("="))
                     if values.shape != self.flat[index].shape:
@@ -243,8 +281,12 @@ class _Reader:
 
     def _convert(self, values: np.ndarray, dst: np.ndarray, f: Frame) -> None:
         """Stored values in their own array -> output values in dst."""
-        if f.samples_per_pixel > 1:
-            if f.planar_configuration == 1 and values.ndim == 3 and values.shape[0] == f.samples_per_pixel:
+        if dst.ndim == 3:  # colour: RGB values as they are
+            if (
+                f.planar_configuration == 1
+                and values.shape[0] == f.samples_per_pixel
+                and values.shape[-1] != dst.shape[-1]
+            ):
                 values = np.moveaxis(values, 0, -1)
             np.copyto(dst, values.reshape(dst.shape), casting="unsafe")
             return
@@ -271,6 +313,16 @@ class _Reader:
             np.multiply(u, np.uint16(slope % 65536), out=u)
         if intercept:
             np.add(u, np.uint16(intercept % 65536), out=u)
+
+
+def _palette_header(path: str):
+    """The header of a PALETTE COLOR file (its lookup tables come before the pixel data)."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:
+        raise LoadError(f"cannot read the colour lookup tables of {path}: {exc}") from exc
 
 
 def _check_range(values: np.ndarray, slope: int, intercept: int, f: Frame) -> None:
@@ -352,9 +404,15 @@ def _read_all(info: VolumeInfo, dtype: np.dtype, check: bool, workers, progress,
 
 
 def read_frame(f: Frame, dtype: np.dtype | None = None) -> np.ndarray:
-    """One frame's output values (for previews): rows x columns[, samples]."""
+    """One frame's output values (for previews): rows x columns[, samples]. A 1-bit frame (a
+    binary SEG's) gives 0 and 1."""
+    if f.bits_allocated == 1:
+        from DICOMPlusLib.loading.seg import frame_values
+
+        return frame_values(f).astype(dtype or np.int16)
     dtype = dtype or choose_dtype([f])[0]
-    shape = (1, f.rows, f.columns) + ((f.samples_per_pixel,) if f.samples_per_pixel > 1 else ())
+    components = output_components(f)
+    shape = (1, f.rows, f.columns) + ((components,) if components > 1 else ())
     out = np.empty(shape, dtype)
     try:
         _Reader(out, dtype == np.int16 and choose_dtype([f])[1]).read([(0, f)])

@@ -101,12 +101,17 @@ def thumbnail(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> bytes:
 
 
 def thumbnail_image(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """The thumbnail as an 8-bit array (rows x columns, or rows x columns x 3 for colour)."""
+    """The thumbnail as an 8-bit array (rows x columns, or rows x columns x 3 for colour; a
+    segmentation's middle slice in its segments' colours)."""
+    from DICOMPlusLib.loading import seg
+
+    if seg.layout_of(info) is not None:
+        return _segmentation_thumbnail(info, size)
     frame = middle_frame(info)
     values = read_frame(frame)
     dy, dx = frame.pixel_spacing or (1.0, 1.0)
     height, width = _fit(frame.rows, frame.columns, float(dy), float(dx), size)  # type: ignore[arg-type]
-    if frame.samples_per_pixel > 1:
+    if values.ndim == 3:  # colour (RGB, YBR converted, palette applied)
         image = _resize(values.astype(np.float64), height, width)
         if values.dtype.itemsize > 1:
             image = image / max(float(values.max()), 1.0) * 255.0
@@ -117,6 +122,19 @@ def thumbnail_image(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> np.ndarray
     if frame.photometric == "MONOCHROME1":
         scaled = 255.0 - scaled
     return np.rint(scaled).astype(np.uint8)
+
+
+def _segmentation_thumbnail(info: VolumeInfo, size: int) -> np.ndarray:
+    from DICOMPlusLib.loading import seg
+
+    k = info.shape[0] // 2
+    labels = seg.labelmap_slice(info, k)
+    rgb = np.zeros((*labels.shape, 3), np.uint8)
+    for number, colour in seg.segment_colours(info).items():
+        rgb[labels == number] = colour
+    dy, dx = float(info.spacing[1]), float(info.spacing[0])
+    height, width = _fit(labels.shape[0], labels.shape[1], dy, dx, size)
+    return _resize(rgb, height, width).astype(np.uint8)
 
 
 def contact_sheet(

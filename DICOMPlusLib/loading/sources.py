@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
-from DICOMPlusLib.loading import diffusion, mosaic, multiframe
+from DICOMPlusLib.loading import diffusion, mosaic, multiframe, rtdose
 from DICOMPlusLib.loading.models import Frame, LoadWarning
+from DICOMPlusLib.loading.unindexed import image_without_series
 
 if TYPE_CHECKING:
     import pydicom
@@ -44,6 +45,7 @@ class InstanceSource:
     sop_class: str = ""
     instance_number: int | None = None
     scanned: dict[int, Any] | None = None  # the header's values for TAGS, when already scanned
+    generated_series_uid: bool = False  # the file has none (see :mod:`unindexed`)
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,11 @@ def _dataset_getter(ds: pydicom.Dataset) -> Callable[[str], Any]:
 
 def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
     """The frames of one instance, from its stored header bytes."""
-    multi = source.number_of_frames > 1 or source.sop_class in ENHANCED_CLASSES
+    multi = (
+        source.number_of_frames > 1
+        or source.sop_class in ENHANCED_CLASSES
+        or source.sop_class == rtdose.RT_DOSE_STORAGE  # even one frame: DoseGridScaling
+    )
     if not multi:
         values = source.scanned
         if values is None:
@@ -302,6 +308,8 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
                     return mosaic.expand(frame, by_keyword.get)
     ds = _dataset(source.header)
     count = int(_int(ds.get("NumberOfFrames")) or 1)
+    if rtdose.is_dose_grid(ds) and not multiframe.is_enhanced(ds):
+        return rtdose.dose_frames(_make_frame(source, _dataset_getter(ds), 0, count), ds, count)
     if count <= 1 and not multiframe.is_enhanced(ds):
         get = _dataset_getter(ds)
         frame = _make_frame(source, get, 0, 1)
@@ -404,7 +412,13 @@ def sources_from_paths(
         try:
             parsed = parse_path(path, keep_data=False, also=_WANTED)
         except ImportFileError as exc:
-            skipped.append(SkippedFile(path, str(exc)))
+            image = image_without_series(path)
+            if image is None or image.sop_uid in seen:
+                skipped.append(SkippedFile(path, str(exc)))
+                continue
+            seen.add(image.sop_uid)
+            fields = {**image.__dict__, "path": os.path.abspath(path), "generated_series_uid": True}
+            series.setdefault(image.series_uid, []).append(InstanceSource(**fields))
             continue
         v = parsed.values
         sop = str(v["SOPInstanceUID"])
