@@ -396,3 +396,23 @@ def test_files_are_indexed_in_slicers_database_first(mrml, dicom_plugins, clean_
         slicer.dicomDatabase = saved
     assert database.inserted == [(sr, False, False)]  # linked, not copied; the known one left alone
     assert sorted(name for _, name in loaded) == ["report already", "report indexed"]
+
+
+def test_the_logic_loads_a_study_with_its_segmentation(dicomplus_module, manifest, tmp_path):
+    """As a user loads a study: the engine decodes the CT and the SEG, the Logic builds the
+    volume first and the segmentation node referencing it, whatever order the series come in."""
+    import slicer
+
+    logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
+    seg = series2_entry("dev_seg_binary")
+    logic.importFolder([seg["folder"], manifest["dev_ct_axial_plain"]["folder"]]).get(120)
+    [segSeries] = logic.search("series", {"Modality": "SEG"})
+    [ctSeries] = logic.search("series", {"Modality": "CT"})
+    nodes, _warnings = logic.load(
+        [("series", segSeries.SeriesInstanceUID), ("series", ctSeries.SeriesInstanceUID)]
+    )
+    [ct] = [n for n in nodes if n.IsA("vtkMRMLScalarVolumeNode")]
+    [segmentation] = [n for n in nodes if n.IsA("vtkMRMLSegmentationNode")]
+    role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert segmentation.GetNodeReference(role) is ct
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == len(seg["expected"]["segments"])
