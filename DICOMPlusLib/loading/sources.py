@@ -121,28 +121,8 @@ ENHANCED_CLASSES = frozenset(
 
 # -- value normalisation (scanner values are str/int/float/tuple; pydicom values are elements) --
 def _floats(value: Any) -> tuple[float, ...] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split("\\")]
-    elif isinstance(value, int | float):
-        parts = [value]
-    else:
-        try:
-            parts = list(value)
-        except TypeError:
-            parts = [value]
-    out = []
-    for p in parts:
-        if p == "" or p is None:
-            continue
-        try:
-            out.append(float(p))
-        except (TypeError, ValueError):
-            return None
-    return tuple(out) or None
+    """Numbers of a DS/IS value (text, numbers, or a sequence of them); None when there are none."""
+    return diffusion.decode(value, "DS")
 
 
 def _float(value: Any) -> float | None:
