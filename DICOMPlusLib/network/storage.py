@@ -233,6 +233,15 @@ class DatabaseSink:
         except DICOMPlusError as exc:
             incoming.discard()
             return StoreOutcome(dimse.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
+        except RecursionError:
+            incoming.discard()
+            logger.info("%s: data set of %s nested too deeply; answered 0xC000", incoming.meta.peer,
+                        incoming.meta.sop_instance_uid)  # fmt: skip
+            return StoreOutcome(dimse.CANNOT_UNDERSTAND, "data set nested too deeply")
+        except Exception as exc:  # a parser bug on one data set must not end the association
+            incoming.discard()
+            logger.exception("%s: cannot parse %s", incoming.meta.peer, incoming.meta.sop_instance_uid)
+            return StoreOutcome(dimse.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
         parsed.source = ""  # not an import: no source path to remember
         parsed.data = None
         parsed.stored_tmp = tmp
