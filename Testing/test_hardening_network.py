@@ -7,14 +7,19 @@ slow or idle connections.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
 import struct
+import threading
+import time
 
 import pytest
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network import dimse, scu
+from DICOMPlusLib.network import dimse, scu, ul
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -93,3 +98,122 @@ def test_deeply_nested_data_set_is_refused_and_the_association_goes_on(db, dcmtk
     assert db.info()["instances"] == 3
     stored = {r[0] for r in db.reader().execute("SELECT SOPInstanceUID FROM instances")}
     assert "1.2.826.0.1.3680043.10.1137.3" not in stored
+
+
+# --------------------------------------------------------------------------------------------
+# Denial of service by slow and idle connections
+# --------------------------------------------------------------------------------------------
+
+
+class Trickler:
+    """Connections that each send the 6-byte header of an A-ASSOCIATE-RQ, then one byte every
+    ``every`` seconds (each receive sees data just in time), plus connections that send nothing."""
+
+    def __init__(self, port: int, trickling: int, idle: int, every: float = 1.0) -> None:
+        self.socks: list[socket.socket] = []
+        self.idle: list[socket.socket] = []
+        for _ in range(trickling):
+            s = socket.create_connection((LOOPBACK, port), timeout=5)
+            s.sendall(struct.pack(">BBI", 0x01, 0, 400))
+            self.socks.append(s)
+        for _ in range(idle):
+            self.idle.append(socket.create_connection((LOOPBACK, port), timeout=5))
+        self.every = every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            for s in self.socks:
+                with contextlib.suppress(OSError):
+                    s.send(b"\x00")
+
+    def closed_by_listener(self) -> int:
+        """How many of the connections the listener has closed (EOF or reset on read)."""
+        closed = 0
+        for s in self.socks + self.idle:
+            s.setblocking(False)
+            try:
+                closed += s.recv(64) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed += 1
+        return closed
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for s in self.socks + self.idle:
+            s.close()
+
+
+def test_trickling_and_idle_sockets_do_not_stop_a_real_sender(db, dcmtk, tmp_path):
+    series = make_series(tmp_path / "s", n=100, rows=16, cols=16, seed=162)
+    with start_listener(db) as lst:  # the default limits
+        hostile = Trickler(lst.port, trickling=40, idle=40)
+        try:
+            time.sleep(1.5)  # every hostile connection is in place and has trickled
+            started = time.monotonic()
+            storescu(dcmtk, lst.port, series.files, timeout=60)
+            elapsed = time.monotonic() - started
+        finally:
+            hostile.close()
+    assert elapsed < 15, elapsed
+    assert db.info()["instances"] == 100
+
+
+def test_deadlines_end_slow_and_idle_peers(db, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    with start_listener(db, acse_timeout=1.5, pdu_timeout=1.5, network_timeout=2.5) as lst:
+        # a trickled A-ASSOCIATE-RQ: one byte every 0.3 s is never a timeout of one receive
+        hostile = Trickler(lst.port, trickling=3, idle=3, every=0.3)
+        try:
+            assert wait_until(lambda: hostile.closed_by_listener() == 6, timeout=6)
+        finally:
+            hostile.close()
+        # an established association that trickles a P-DATA-TF
+        assoc = _client(lst.port)
+        assoc.stream.send(struct.pack(">BBI", ul.P_DATA_TF, 0, 1000))
+        started = time.monotonic()
+        for _ in range(20):
+            with contextlib.suppress(OSError):
+                assoc.stream.sock.send(b"\x00")
+            time.sleep(0.2)
+            if _ended(assoc):
+                break
+        assert 1.0 < time.monotonic() - started < 4
+        # an established association that goes idle
+        assoc = _client(lst.port)
+        started = time.monotonic()
+        assert wait_until(lambda: _ended(assoc), timeout=6)
+        assert 2.0 < time.monotonic() - started < 5
+    text = caplog.text
+    assert "no complete A-ASSOCIATE-RQ within 1.5 s" in text
+    assert "a PDU took longer than 1.5 s to arrive" in text
+    assert "idle for 2.5 s" in text
+
+
+def _ended(assoc) -> bool:
+    """The listener has aborted or closed the association (non-blocking look)."""
+    sock = assoc.stream.sock
+    sock.setblocking(False)
+    try:
+        data = sock.recv(16)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+    return data == b"" or data[:1] == bytes([ul.A_ABORT])
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
