@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, port_accepts
 from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network import dimse, scu, ul
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
@@ -217,3 +221,66 @@ def wait_until(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+# --------------------------------------------------------------------------------------------
+# Called AE title
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["direct", "pynetdicom"])
+def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path, caplog, engine):
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=163)
+    with start_listener(db, engine=engine) as lst:  # off by default, like DCMTK and Orthanc
+        storescu(dcmtk, lst.port, series.files[:1], aec="ANYTHING")
+    assert db.info()["instances"] == 1
+    with start_listener(db, engine=engine, require_called_ae=True) as lst:
+        refused = storescu(dcmtk, lst.port, series.files[1:], aec="WRONG", check=False)
+        assert refused.returncode != 0 and "Called AE Title Not Recognized" in refused.stderr
+        assert db.info()["instances"] == 1
+        storescu(dcmtk, lst.port, series.files[1:], aec="DICOMPLUS")
+    assert db.info()["instances"] == 2
+    assert "called AE title not recognized" in caplog.text
+    assert (
+        "configure the peer with called AE 'DICOMPLUS', or listen without --require-called-ae" in caplog.text
+    )
+    caplog.clear()
+    with start_listener(db, engine=engine, allowed_calling_aets=("FRIEND",)) as lst:
+        storescu(dcmtk, lst.port, series.files[:1], check=False)
+    assert "calling AE title not recognized" in caplog.text and "(--allow PUSHER)" in caplog.text
+
+
+def _serve_cli(tmp_path, command: str, port: int, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(tmp_path / "db"), command, "--port", str(port),
+           "--host", LOOPBACK, "--json", *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: port_accepts(port) or proc.poll() is not None, timeout=30)
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.mark.parametrize(("command", "title"), [("listen", "DICOMPLUS"), ("serve", "DICOMPLUSPACS")])
+def test_require_called_ae_option_of_listen_and_serve(dcmtk, tmp_path, command, title):
+    port = free_port()
+    proc = _serve_cli(tmp_path, command, port, "--require-called-ae")
+    try:
+        refused = dcmtk.run("echoscu", "-aec", "WRONG", LOOPBACK, port, check=False)
+        assert refused.returncode != 0
+        dcmtk.run("echoscu", "-aec", title, LOOPBACK, port)
+    finally:
+        err = _stop(proc)
+    assert "rejected association from calling AE 'ECHOSCU' to called AE 'WRONG'" in err
+    assert "called AE title not recognized" in err and "--require-called-ae" in err
+    proc = _serve_cli(tmp_path, command, port)  # without the option, any called AE title
+    try:
+        dcmtk.run("echoscu", "-aec", "WRONG", LOOPBACK, port)
+    finally:
+        _stop(proc)

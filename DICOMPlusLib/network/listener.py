@@ -384,6 +384,7 @@ class Listener:
         from DICOMPlusLib.network.pynetdicom_glue import (
             add_storage_contexts,
             nodelay_handler,
+            rejection_handler,
             start_server,
             store_handler,
         )
@@ -399,7 +400,14 @@ class Listener:
         if cfg.allowed_calling_aets:
             ae.require_calling_aet = list(cfg.allowed_calling_aets)
         add_storage_contexts(ae)
-        handlers = [(evt.EVT_CONN_OPEN, nodelay_handler), (evt.EVT_C_STORE, store_handler(self.sink))]
+        handlers = [
+            (evt.EVT_CONN_OPEN, nodelay_handler),
+            (evt.EVT_C_STORE, store_handler(self.sink)),
+            (
+                evt.EVT_REJECTED,
+                rejection_handler(cfg.ae_title, cfg.allowed_calling_aets, cfg.require_called_ae),
+            ),
+        ]
         ssl_context = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
         self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
         self._port = self._server.server_address[1]
