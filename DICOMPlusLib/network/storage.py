@@ -249,11 +249,11 @@ class DatabaseSink:
         try:
             statuses = self.db.commit_parsed([parsed], on_duplicate=DuplicatePolicy.REPLACE)
         except (OSError, sqlite3.Error, DatabaseError) as exc:
-            self._cleanup_after_failed_commit(tmp, sop)
+            self.cleanup_after_failed_commit(tmp, sop)
             logger.warning("cannot store received instance %s: %s", sop, exc)
             return self.refuse(exc)
         except BaseException:
-            self._cleanup_after_failed_commit(tmp, sop)
+            self.cleanup_after_failed_commit(tmp, sop)
             raise
         meta = incoming.meta
         values = parsed.values
@@ -277,7 +277,7 @@ class DatabaseSink:
             self.notifier.publish(instance)
         return StoreOutcome(dimse.SUCCESS, "", instance)
 
-    def _cleanup_after_failed_commit(self, tmp: str, sop: str) -> None:
+    def cleanup_after_failed_commit(self, tmp: str, sop: str) -> None:
         """Remove the temporary file, or the file already moved into place when no committed
         row points to it: a failed commit leaves nothing behind."""
         with contextlib.suppress(OSError):
