@@ -12,7 +12,9 @@ Bounded for CI: a fixed seed (``derandomize``), no example database, about 3,000
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import socket
 import struct
 
@@ -164,4 +166,53 @@ def test_acceptor_never_reaches_its_catch_all_handler(sink, raw):
         a.close()
         b.close()
     assert not failures.records, failures.records[0].exc_info
+    assert not list(sink.db.store.root.glob(".incoming-*"))
+
+
+# --------------------------------------------------------------------------------------------
+# The multipart splitter of the DICOMweb client: parts come out whole, wherever chunks split
+# --------------------------------------------------------------------------------------------
+
+
+class _Chunks:
+    """What spool_multipart reads of a requests.Response: headers, status, url, iter_content."""
+
+    def __init__(self, content_type: str, chunks: list[bytes]) -> None:
+        self.headers = {"Content-Type": content_type}
+        self.status_code = 200
+        self.url = "http://127.0.0.1:1/dicom-web/studies/1"
+        self._chunks = chunks
+
+    def iter_content(self, chunk_size: int):
+        yield from self._chunks
+
+
+@settings(FUZZ, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=5),
+    boundary=st.text("abcXYZ0123456789'()+_,-./:=?", min_size=1, max_size=40),
+    cuts=st.lists(st.integers(0, 2000), max_size=12),
+)
+def test_multipart_parts_come_out_whole_wherever_the_chunks_split(sink, parts, boundary, cuts):
+    from DICOMPlusLib.errors import RetrieveError
+    from DICOMPlusLib.network.web_response import spool_multipart
+
+    delimiter = b"--" + boundary.encode()
+    if any(delimiter in p or p.endswith(b"\r") for p in parts):
+        return  # a body may not contain its own delimiter (RFC 2046 5.1.1)
+    body = (
+        b"preamble\r\n"
+        + b"".join(delimiter + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts)
+        + delimiter
+        + b"--\r\nepilogue"
+    )
+    points = sorted({c % (len(body) + 1) for c in cuts} | {0, len(body)})
+    chunks = [body[a:b] for a, b in itertools.pairwise(points)]
+    response = _Chunks(f'multipart/related; type="application/dicom"; boundary="{boundary}"', chunks)
+    got = []
+    for path in spool_multipart(response, sink.db, "http://127.0.0.1:1/dicom-web", RetrieveError):
+        with open(path, "rb") as f:
+            got.append(f.read())
+        os.unlink(path)
+    assert got == parts
     assert not list(sink.db.store.root.glob(".incoming-*"))
