@@ -242,6 +242,10 @@ def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path
         storescu(dcmtk, lst.port, series.files[1:], aec="DICOMPLUS")
     assert db.info()["instances"] == 2
     assert "called AE title not recognized" in caplog.text
+    # the same, as data for a front end
+    rejections = [r.rejection for r in caplog.records if hasattr(r, "rejection")]
+    assert [(r.calling_ae, r.called_ae) for r in rejections] == [("PUSHER", "WRONG")]
+    assert rejections[0].reject == (1, 1, 7) and "--require-called-ae" in rejections[0].remedy
     assert (
         "configure the peer with called AE 'DICOMPLUS', or listen without --require-called-ae" in caplog.text
     )

@@ -120,6 +120,28 @@ def negotiate(rq: ul.AssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     return Negotiated(ac, None, accepted)
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """An association we rejected: carried by its log record as ``record.rejection`` so that a
+    front end (the CLI, the Slicer panel) can show it without parsing text."""
+
+    peer: str
+    calling_ae: str
+    called_ae: str
+    reject: tuple[int, int, int]  # result, source, reason (PS3.8 Table 9-21)
+    remedy: str  # what to change on our side to accept it
+
+    @property
+    def reason(self) -> str:
+        return ul.rejection_text(*self.reject)
+
+
+def log_rejection(rejection: Rejection) -> None:
+    logger.warning("%s: rejected association from calling AE %r to called AE %r: %s; %s", rejection.peer,
+                   rejection.calling_ae, rejection.called_ae, rejection.reason, rejection.remedy,
+                   extra={"rejection": rejection})  # fmt: skip
+
+
 def rejection_remedy(rq: ul.AssociateRQ, reject: tuple[int, int, int], policy: AcceptorPolicy) -> str:
     """What to change on our side to accept an association that :func:`negotiate` rejected."""
     reason = reject[2] if reject[1] == ul.RJ_SOURCE_USER else None
@@ -246,8 +268,7 @@ class StorageAssociation:
 
     def _reject(self, rq: ul.AssociateRQ, reject: tuple[int, int, int], remedy: str) -> None:
         self.stream.send(ul.encode_reject(*reject))
-        logger.warning("%s: rejected association from calling AE %r to called AE %r: %s; %s", self.peer,
-                       rq.calling_ae, rq.called_ae, ul.rejection_text(*reject), remedy)  # fmt: skip
+        log_rejection(Rejection(self.peer, rq.calling_ae, rq.called_ae, reject, remedy))
         # give the peer a moment to read the rejection before the connection closes
         with contextlib.suppress(OSError, TimeoutError, ul.NetworkError):
             self.stream.read_pdu(1.0)

@@ -118,7 +118,7 @@ def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
 def rejection_handler(ae_title: str, allowed_calling_aets, require_called_ae: bool):
     """An ``evt.EVT_REJECTED`` handler that logs each rejected association with its reason and
     what to change on our side (the same words as the direct engine)."""
-    from DICOMPlusLib.network.acceptor import AcceptorPolicy, rejection_remedy
+    from DICOMPlusLib.network.acceptor import AcceptorPolicy, Rejection, log_rejection, rejection_remedy
 
     policy = AcceptorPolicy(ae_title, frozenset(allowed_calling_aets), require_called_ae)
 
@@ -136,8 +136,7 @@ def rejection_handler(ae_title: str, allowed_calling_aets, require_called_ae: bo
             remedy = "too many associations are open; retry later"
         else:
             remedy = rejection_remedy(rq, reject, policy)
-        logger.warning("%s:%s: rejected association from calling AE %r to called AE %r: %s; %s",
-                       assoc.requestor.address, assoc.requestor.port, rq.calling_ae, rq.called_ae,
-                       ul.rejection_text(*reject), remedy)  # fmt: skip
+        peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
+        log_rejection(Rejection(peer, rq.calling_ae, rq.called_ae, reject, remedy))
 
     return handle
