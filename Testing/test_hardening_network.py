@@ -288,3 +288,73 @@ def test_require_called_ae_option_of_listen_and_serve(dcmtk, tmp_path, command, 
         dcmtk.run("echoscu", "-aec", "WRONG", LOOPBACK, port)
     finally:
         _stop(proc)
+
+
+def _associate_from(source: str, port: int) -> tuple[ul.PDUStream, int, bytes]:
+    """Send an A-ASSOCIATE-RQ from ``source`` (any 127.x.y.z address is this machine)."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0))
+    stream = ul.PDUStream(sock, timeout=5)
+    rq = ul.AssociateRQ(
+        "DICOMPLUS", "ANYONE", [ul.ContextRQ(1, ul.VERIFICATION, [EXPLICIT])], max_length=16384
+    )
+    stream.send(rq.encode())
+    pdu_type, body = stream.read_pdu()
+    return stream, pdu_type, bytes(body)
+
+
+def test_per_address_limit_leaves_room_for_other_addresses(db, caplog):
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    with start_listener(db, max_per_address=2) as lst:
+        held = [_associate_from("127.0.0.1", lst.port) for _ in range(2)]
+        assert [pdu_type for _, pdu_type, _ in held] == [ul.A_ASSOCIATE_AC] * 2
+        third, pdu_type, body = _associate_from("127.0.0.1", lst.port)
+        assert pdu_type == ul.A_ASSOCIATE_RJ and body[1:] == bytes([2, 3, 2])  # transient, local limit
+        third.close()
+        other, pdu_type, _ = _associate_from("127.0.0.2", lst.port)
+        assert pdu_type == ul.A_ASSOCIATE_AC
+        for stream in [other] + [s for s, _, _ in held]:
+            stream.send(ul.RELEASE_RQ)
+            stream.close()
+    assert "too many associations from 127.0.0.1: 2 are open (max_per_address)" in caplog.text
+
+
+def test_a_tls_handshake_fed_byte_by_byte_ends_at_the_negotiation_deadline(db, tmp_path):
+    import ssl
+
+    from DICOMPlusLib.network.nodes import TLSSettings
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=localhost"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.wrap_bio(incoming, outgoing).do_handshake()
+    hello = outgoing.read()
+    tls = TLSSettings(cert_file=str(cert), key_file=str(key))
+    with start_listener(db, tls=tls, acse_timeout=1.5) as lst:
+        sock = socket.create_connection((LOOPBACK, lst.port), timeout=5)
+        started = time.monotonic()
+        ended = False
+        for byte in hello:  # each receive sees a byte well before a per-receive timeout
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                ended = True
+            time.sleep(0.2)
+            sock.setblocking(False)
+            try:
+                ended = ended or sock.recv(16) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                ended = True
+            sock.setblocking(True)
+            if ended or time.monotonic() - started > 10:
+                break
+        sock.close()
+    assert ended and time.monotonic() - started < 5

@@ -266,7 +266,7 @@ class Listener:
         selector.register(self._wake_r, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
-                for key, _ in selector.select():
+                for key, _ in selector.select(timeout=1.0):
                     if key.fileobj is self._wake_r or self._stopping.is_set():
                         return
                     try:
@@ -274,8 +274,21 @@ class Listener:
                     except OSError:
                         continue
                     self._spawn(conn, addr)
+                self._drop_overdue()
         finally:
             selector.close()
+
+    def _drop_overdue(self) -> None:
+        """End connections still negotiating past ``acse_timeout`` (plus a second). A backstop:
+        their threads already enforce the deadline on every read, and Python's TLS handshake
+        keeps one deadline for the whole handshake."""
+        limit = time.monotonic() - self.config.acse_timeout - 1.0
+        with self._lock:
+            overdue = [c for c in self._pending if c.since < limit]
+            for connection in overdue:
+                logger.warning("%s: no association after %.0f s; dropped", connection.peer,
+                               self.config.acse_timeout)  # fmt: skip
+                self._drop(connection)
 
     def _spawn(self, conn: socket.socket, addr) -> None:
         self.associations += 1
@@ -347,16 +360,14 @@ class Listener:
             if self._ssl is not None:
                 conn.settimeout(max(deadline - time.monotonic(), 0.001))
                 try:
-                    conn = self._ssl.wrap_socket(conn, server_side=True)
+                    conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                    with self._lock:  # from here on, _drop reaches the TLS socket
+                        connection.sock = conn
+                        if connection.dropped:
+                            raise ConnectionAbortedError("dropped before the TLS handshake")
+                    conn.do_handshake()
                 except OSError as exc:
                     logger.info("%s: TLS handshake failed: %s", connection.peer, exc)
-                    with contextlib.suppress(OSError):
-                        conn.close()
-                    return
-                with self._lock:
-                    connection.sock = conn
-                    dropped = connection.dropped
-                if dropped:
                     with contextlib.suppress(OSError):
                         conn.close()
                     return
