@@ -358,3 +358,27 @@ def test_query_error_type_is_kept(server):
     server.behave(_json(b"nope"))
     with pytest.raises(QueryError, match="malformed JSON"):
         list(DicomwebClient(server.url).search("study"))
+
+
+# --------------------------------------------------------------------------------------------
+# STOW-RS
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code", "message"),
+    [
+        (_json(b""), 0, "1 stored, 0 failed"),
+        (lambda h: h.answer(200, "text/html", b"<html>login</html>"), 1, "answered an HTML page"),
+        (_json(b'{"00081198": "oops"}'), 1, "JSON of the wrong shape (not a Store Instances Response)"),
+        (_json(b'{"00081198": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["X"]}}'), 1,
+         "malformed JSON"),
+    ],
+    ids=["empty 200", "html", "wrong shape", "malformed"],
+)  # fmt: skip
+def test_send_to_a_hostile_server_reports_what_it_cannot_confirm(server, cli, two, behaviour, code, message):
+    s, _ = two
+    server.behave(behaviour)
+    status, out = cli("send", "web", str(s.files[0]))
+    assert status == code, out
+    assert message in out and "Traceback" not in out

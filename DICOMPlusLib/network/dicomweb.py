@@ -521,16 +521,11 @@ class DicomwebClient:
             return
         try:
             answer = web_response.read_json(response, self.base, SendError, limit=self.max_json_bytes)
-        except SendError as exc:  # stored (HTTP 2xx) but the details are unreadable
-            logger.warning("%s", exc)
-            answer = {}
-        if not isinstance(answer, dict):
-            answer = {}
-        failed = {}
-        for item in (answer.get("00081198") or {}).get("Value", []):
-            sop = ((item.get("00081155") or {}).get("Value") or [""])[0]
-            reason = ((item.get("00081197") or {}).get("Value") or [0])[0]
-            failed[sop] = f"failure reason 0x{int(reason):04X}" if reason else "failed"
+            failed = web_response.stow_failures(answer, web_response.who(response, self.base), SendError)
+        except SendError as exc:  # an HTML page or garbage: nothing says the instances were stored
+            for sop in sops:
+                report.failed[sop] = str(exc)
+            return
         for sop in sops:
             if sop in failed:
                 report.failed[sop] = failed[sop]

@@ -95,6 +95,27 @@ def dicom_json_list(value, server: str, error: type[Exception]) -> list[dict]:
     return value
 
 
+def stow_failures(answer, server: str, error: type[Exception]) -> dict[str, str]:
+    """{SOP Instance UID: reason} from a STOW-RS answer's Failed SOP Sequence (PS3.18 10.5.3);
+    an empty answer (HTTP 200 with no body) means every instance was stored."""
+    if answer == []:
+        return {}
+    wrong = error(
+        f"{server} answered the STOW-RS request with JSON of the wrong shape (not a Store Instances Response)"
+    )
+    if not isinstance(answer, dict):
+        raise wrong
+    failed: dict[str, str] = {}
+    try:
+        for item in (answer.get("00081198") or {}).get("Value", []):
+            sop = ((item.get("00081155") or {}).get("Value") or [""])[0]
+            reason = ((item.get("00081197") or {}).get("Value") or [0])[0]
+            failed[str(sop)] = f"failure reason 0x{int(reason):04X}" if reason else "failed"
+    except (AttributeError, TypeError, ValueError, IndexError):
+        raise wrong from None
+    return failed
+
+
 class StreamCut(Exception):
     """The multipart body ended inside a part (a connection closed mid-instance)."""
 
