@@ -406,13 +406,8 @@ class PDUStream:
         self._fill(header[:1], None)
         end = deadline
         if self.pdu_timeout is not None:
-            end = (
-                time.monotonic() + self.pdu_timeout
-                if end is None
-                else min(end, time.monotonic() + self.pdu_timeout)
-            )
-        elif end is None:
-            self.sock.settimeout(self.timeout if timeout == -1.0 else timeout)
+            whole = time.monotonic() + self.pdu_timeout
+            end = whole if end is None else min(end, whole)
         self._fill(header[1:], end)
         pdu_type, _, length = struct.unpack(">BBI", header)
         if pdu_type not in PDU_NAMES:
@@ -423,6 +418,8 @@ class PDUStream:
             self._buf = bytearray(max(length, 2 * len(self._buf)))
         body = memoryview(self._buf)[:length]
         self._fill(body, end)
+        if end is not None:
+            self.sock.settimeout(self.timeout)  # sends that follow get the usual time, not what was left
         return pdu_type, body
 
     def send(self, *parts: bytes | memoryview) -> None:
