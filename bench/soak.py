@@ -200,7 +200,11 @@ def soak(work: Path, *, total: int, senders: int, kill_every: float, rows: int, 
                 listener.start()
 
     started = time.monotonic()
-    results = _send_all(listener.port, senders, total, rows, "DICOMPLUS", work, killer)
+    try:
+        results = _send_all(listener.port, senders, total, rows, "DICOMPLUS", work, killer)
+    except BaseException:
+        listener.kill()  # never leave it running
+        raise
     seconds = time.monotonic() - started
     listener.stop()
     acked = {sop for r in results for sop in r["acked"]}
