@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,8 +64,9 @@ class AcceptorPolicy:
     require_called_ae: bool = False
     accept_unknown_sop_classes: bool = True
     max_pdu: int = 256 * 1024
-    acse_timeout: float = 30.0
-    network_timeout: float = 60.0
+    acse_timeout: float = 10.0  # from the TCP connection to a complete A-ASSOCIATE-RQ
+    network_timeout: float = 60.0  # idle: no PDU begins within it
+    pdu_timeout: float = 10.0  # from the first byte of a PDU to its last
 
 
 @dataclass
@@ -118,6 +120,43 @@ def negotiate(rq: ul.AssociateRQ, policy: AcceptorPolicy) -> Negotiated:
     return Negotiated(ac, None, accepted)
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """An association we rejected: carried by its log record as ``record.rejection`` so that a
+    front end (the CLI, the Slicer panel) can show it without parsing text."""
+
+    peer: str
+    calling_ae: str
+    called_ae: str
+    reject: tuple[int, int, int]  # result, source, reason (PS3.8 Table 9-21)
+    remedy: str  # what to change on our side to accept it
+
+    @property
+    def reason(self) -> str:
+        return ul.rejection_text(*self.reject)
+
+
+def log_rejection(rejection: Rejection) -> None:
+    logger.warning("%s: rejected association from calling AE %r to called AE %r: %s; %s", rejection.peer,
+                   rejection.calling_ae, rejection.called_ae, rejection.reason, rejection.remedy,
+                   extra={"rejection": rejection})  # fmt: skip
+
+
+def rejection_remedy(rq: ul.AssociateRQ, reject: tuple[int, int, int], policy: AcceptorPolicy) -> str:
+    """What to change on our side to accept an association that :func:`negotiate` rejected."""
+    reason = reject[2] if reject[1] == ul.RJ_SOURCE_USER else None
+    if reason == ul.RJ_CALLED_AE_NOT_RECOGNIZED:
+        return (
+            f"the peer addressed {rq.called_ae!r} but we are {policy.ae_title!r}: configure the peer with "
+            f"called AE {policy.ae_title!r}, or listen without --require-called-ae"
+        )
+    if reason == ul.RJ_CALLING_AE_NOT_RECOGNIZED:
+        return f"to accept it, add it to the allow list (--allow {rq.calling_ae})"
+    if reason == ul.RJ_APPLICATION_CONTEXT_NOT_SUPPORTED:
+        return "the peer is not speaking DICOM (application context); nothing to change here"
+    return "the peer's DICOM stack is incompatible; nothing to change here"
+
+
 class _Discard:
     """Stands in for an IncomingFile when a data set must be read and thrown away."""
 
@@ -140,16 +179,21 @@ class StorageAssociation:
         policy: AcceptorPolicy,
         sink: DatabaseSink,
         *,
-        too_many: bool = False,
+        admit=None,
+        deadline: float | None = None,
         on_close=None,
     ) -> None:
         self.sock = sock
         self.peer = peer
         self.policy = policy
         self.sink = sink
-        self.too_many = too_many
+        # admit(self) -> None, or why the listener cannot take one more association now
+        self.admit = admit
+        self.deadline = deadline if deadline is not None else time.monotonic() + policy.acse_timeout
         self.on_close = on_close
-        self.stream = ul.PDUStream(sock, max_receive=policy.max_pdu, timeout=policy.network_timeout)
+        self.stream = ul.PDUStream(
+            sock, max_receive=policy.max_pdu, timeout=policy.network_timeout, pdu_timeout=policy.pdu_timeout
+        )
         self.calling_ae = ""
         self.called_ae = ""
         self.contexts: dict[int, tuple[str, str]] = {}
@@ -158,14 +202,21 @@ class StorageAssociation:
         self._incoming: IncomingFile | _Discard | None = None
         self._pending_status: tuple[int, str] | None = None
         self._peer_max = 0
+        self.established = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def run(self) -> None:
         try:
             if self._establish():
                 self._serve()
-        except TimeoutError:
-            logger.info("%s: no PDU within %s s; aborting", self.peer, self.policy.network_timeout)
+        except TimeoutError as exc:
+            if not self.established:
+                why = f"no complete A-ASSOCIATE-RQ within {self.policy.acse_timeout:g} s"
+            elif "too slowly" in str(exc):
+                why = f"a PDU took longer than {self.policy.pdu_timeout:g} s to arrive"
+            else:
+                why = f"idle for {self.policy.network_timeout:g} s"
+            logger.info("%s: %s; aborting", self.peer, why)
             self.stream.abort(ul.ABORT_SERVICE_PROVIDER, 0)
         except ul.ProtocolError as exc:
             logger.info("%s: protocol error (%s); aborting", self.peer, exc)
@@ -191,33 +242,36 @@ class StorageAssociation:
         self.stream.abort(ul.ABORT_SERVICE_PROVIDER, 0)
 
     def _establish(self) -> bool:
-        pdu_type, body = self.stream.read_pdu(self.policy.acse_timeout)
+        pdu_type, body = self.stream.read_pdu(deadline=self.deadline)
         if pdu_type != ul.A_ASSOCIATE_RQ:
             raise ul.ProtocolError(f"{ul.PDU_NAMES[pdu_type]} before A-ASSOCIATE-RQ")
         rq = ul.AssociateRQ.decode(body)
         self.calling_ae, self.called_ae = rq.calling_ae, rq.called_ae
         self._peer_max = rq.max_length
-        if self.too_many:
-            self.stream.send(
-                ul.encode_reject(ul.RJ_TRANSIENT, ul.RJ_SOURCE_PRESENTATION, ul.RJ_LOCAL_LIMIT_EXCEEDED)
-            )
-            logger.info("%s: rejected %s (too many associations)", self.peer, rq.calling_ae)
-            return False
         result = negotiate(rq, self.policy)
         if result.reject is not None:
-            self.stream.send(ul.encode_reject(*result.reject))
-            logger.info("%s: rejected calling AE %r -> %r: %s", self.peer, rq.calling_ae, rq.called_ae,
-                        ul.rejection_text(*result.reject))  # fmt: skip
-            # give the peer a moment to read the rejection before the connection closes
-            with contextlib.suppress(OSError, TimeoutError, ul.NetworkError):
-                self.stream.read_pdu(1.0)
+            self._reject(rq, result.reject, rejection_remedy(rq, result.reject, self.policy))
+            return False
+        refusal = self.admit(self) if self.admit is not None else None
+        if refusal is not None:
+            self._reject(
+                rq, (ul.RJ_TRANSIENT, ul.RJ_SOURCE_PRESENTATION, ul.RJ_LOCAL_LIMIT_EXCEEDED), refusal
+            )
             return False
         self.contexts = result.contexts or {}
+        self.established = True
         self.stream.send(result.ac.encode())
         logger.info(
             "%s: association from %r accepted (%d contexts)", self.peer, rq.calling_ae, len(self.contexts)
         )
         return True
+
+    def _reject(self, rq: ul.AssociateRQ, reject: tuple[int, int, int], remedy: str) -> None:
+        self.stream.send(ul.encode_reject(*reject))
+        log_rejection(Rejection(self.peer, rq.calling_ae, rq.called_ae, reject, remedy))
+        # give the peer a moment to read the rejection before the connection closes
+        with contextlib.suppress(OSError, TimeoutError, ul.NetworkError):
+            self.stream.read_pdu(1.0)
 
     # -- established ---------------------------------------------------------------------------
     def _serve(self) -> None:

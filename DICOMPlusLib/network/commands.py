@@ -44,6 +44,21 @@ def _until_stopped():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _log_warnings_to_stderr() -> None:
+    """A server run from the command line shows what it refuses (rejected associations, dropped
+    connections) even without --verbose, which logs everything."""
+    import logging
+
+    network = logging.getLogger("DICOMPlusLib.network")
+    if logging.getLogger().handlers or any(getattr(h, "dicomplus_cli", False) for h in network.handlers):
+        return  # --verbose (already shown) or already added
+    handler = logging.StreamHandler(sys.stderr)
+    handler.dicomplus_cli = True
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("dicomplus: %(message)s"))
+    network.addHandler(handler)
+
+
 # -- echo --------------------------------------------------------------------------------------
 def cmd_echo(args) -> int:
     from DICOMPlusLib.network.echo import echo
@@ -73,6 +88,7 @@ def cmd_listen(args) -> int:
         port=args.port,
         host=args.host,
         allowed_calling_aets=_split_aes(args.allow),
+        require_called_ae=args.require_called_ae,
         series_idle=args.idle,
         engine=args.engine,
     )
@@ -95,10 +111,13 @@ def cmd_listen(args) -> int:
         )  # fmt: skip
 
     listener.subscribe(on_instance, on_series)
+    _log_warnings_to_stderr()
     with _until_stopped() as stop:
         listener.start()
         info = listener.describe()
         allow = ", ".join(config.allowed_calling_aets) or "any calling AE title"
+        if config.require_called_ae:
+            allow += f", called AE title {config.ae_title} only"
         _emit(
             args,
             f"listening as {info['ae_title']} on {args.host or 'all interfaces'} port {info['port']} "
@@ -210,7 +229,9 @@ def cmd_serve(args) -> int:
         host=args.host,
         destinations=[Destination.parse(d) for d in args.destination or []],
         allowed_calling_aets=_split_aes(args.allow),
+        require_called_ae=args.require_called_ae,
     )
+    _log_warnings_to_stderr()
     with _until_stopped() as stop:
         server.start()
         if args.json:
@@ -292,6 +313,10 @@ def add_commands(sub) -> None:
     from DICOMPlusLib.network.qrscp import SAMPLE_AE_TITLE, SAMPLE_PORT
 
     nodes_help = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
+    require_called_help = (
+        "reject associations whose called AE title is not --ae-title (default: accept any, like DCMTK and "
+        "Orthanc); each rejection is logged with its reason"
+    )
 
     p = sub.add_parser("echo", help="C-ECHO a node and diagnose what fails")
     p.add_argument("node", help="configured node name or AE@HOST:PORT")
@@ -310,6 +335,7 @@ def add_commands(sub) -> None:
     p.add_argument("--ae-title", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})")
     p.add_argument("--host", default="", help="address to listen on (default: all interfaces)")
     p.add_argument("--allow", metavar="AE,...", help="accept only these calling AE titles (default: any)")
+    p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument("--idle", type=float, default=5.0, help="seconds without data before a series is complete")
     p.add_argument("--engine", choices=("direct", "pynetdicom"), default="direct", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
@@ -341,6 +367,7 @@ def add_commands(sub) -> None:
         "--destination", action="append", metavar="AE@HOST:PORT", help="a C-MOVE destination (repeat)"
     )
     p.add_argument("--allow", metavar="AE,...", help="accept only these calling AE titles (default: any)")
+    p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument("--json", action="store_true", help="print the configuration as JSON")
     p.set_defaults(func=cmd_serve)
 

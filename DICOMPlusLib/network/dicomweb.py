@@ -1,10 +1,12 @@
 """DICOMweb client: QIDO-RS query, WADO-RS retrieve into the database, STOW-RS send (PS3.18).
 
 Plain ``requests`` (bundled with Slicer), no parsing of whole responses in memory: WADO-RS
-multipart responses are split as they stream in, and each part (one whole Part 10 instance) is
-stored and indexed through the same path as a received C-STORE before the next one is read, so a
-cancel or a broken connection leaves only complete instances. Query results are the same frozen
-records as local search and C-FIND.
+multipart responses are split as they stream in, each part (one whole Part 10 instance) spooled
+to a temporary file in the store, then stored and indexed before the next one is read, so a
+cancel, a broken connection or a part that is not DICOM leaves only complete instances. JSON
+answers are read up to a size cap and checked for shape (:mod:`web_response`): whatever the
+server sends, the outcome is a QueryError/RetrieveError naming it. Query results are the same
+frozen records as local search and C-FIND.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.network import web_response
 
 if TYPE_CHECKING:
     import requests
@@ -213,49 +216,6 @@ def record_from_json(level: QueryLevel, item: dict):
     )
 
 
-def iter_multipart(response: requests.Response, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Yield the bodies of a multipart/related response as they arrive (RFC 2046)."""
-    content_type = response.headers.get("Content-Type", "")
-    boundary = None
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "boundary":
-            boundary = value.strip().strip('"')
-    if not boundary:
-        raise RetrieveError(f"the server answered {content_type!r}, not a multipart response with a boundary")
-    delimiter = b"--" + boundary.encode()
-    buffer = bytearray()
-    started = False
-    scan_from = 0
-    for chunk in response.iter_content(chunk_size=chunk_size):
-        buffer += chunk
-        while True:
-            if not started:
-                start = buffer.find(delimiter)
-                if start < 0:
-                    break
-                del buffer[: start + len(delimiter)]
-                started = True
-                scan_from = 0
-            if buffer[:2] == b"--":
-                return  # closing delimiter
-            end = buffer.find(b"\r\n" + delimiter, scan_from)
-            if end < 0:
-                scan_from = max(0, len(buffer) - len(delimiter) - 2)
-                break
-            part = bytes(buffer[:end])
-            del buffer[: end + 2 + len(delimiter)]
-            scan_from = 0
-            header_end = part.find(b"\r\n\r\n")
-            yield part[header_end + 4 :] if header_end >= 0 else part
-    if started and buffer.strip() not in (b"", b"--", b"--\r\n"):
-        raise _StreamCut("the server closed the connection in the middle of an instance")
-
-
-class _StreamCut(RetrieveError):
-    """The multipart stream ended inside a part."""
-
-
 class DicomwebClient:
     """QIDO-RS, WADO-RS and STOW-RS against one endpoint, with retry on 408/429/5xx."""
 
@@ -273,6 +233,7 @@ class DicomwebClient:
         self.base = self.endpoint.url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.max_json_bytes = web_response.MAX_JSON_BYTES
         self.session = session or requests.Session()
         self.session.trust_env = False  # loopback and hospital networks: no proxy surprises
         if self.endpoint.token:
@@ -294,11 +255,19 @@ class DicomwebClient:
             except requests.exceptions.SSLError as exc:
                 raise error(f"TLS verification failed for {self.base}: {exc}") from exc
             except requests.exceptions.ConnectionError as exc:
+                if _never_connected(exc):
+                    raise error(
+                        f"cannot connect to {self.base}: is the server running and the URL right? ({exc})"
+                    ) from exc
                 raise error(
-                    f"cannot connect to {self.base}: is the server running and the URL right? ({exc})"
+                    f"{self.base} closed the connection or answered something that is not HTTP ({exc})"
                 ) from exc
             except requests.exceptions.Timeout as exc:
                 raise error(f"{self.base} did not answer within {self.endpoint.timeout} s") from exc
+            except requests.exceptions.TooManyRedirects as exc:
+                raise error(f"{self.base} redirects in a loop ({exc})") from exc
+            except requests.exceptions.RequestException as exc:
+                raise error(f"{self.base}: cannot follow its answer ({exc})") from exc
             if response.status_code in RETRYABLE and attempt < self.retries:
                 wait = _retry_after(response) or delay
                 logger.info("%s %s: HTTP %s, retrying in %.1f s", method, url, response.status_code, wait)
@@ -359,9 +328,12 @@ class DicomwebClient:
                 "GET",
                 path + "?" + _query_string({**params, "limit": size, "offset": offset}),
                 error=QueryError,
+                stream=True,
                 headers={"Accept": "application/dicom+json"},
             )
-            items = response.json() if response.content.strip() else []
+            server = web_response.who(response, self.base)
+            answer = web_response.read_json(response, self.base, QueryError, limit=self.max_json_bytes)
+            items = web_response.dicom_json_list(answer, server, QueryError)
             if not items:
                 return
             first = json.dumps(items[0], sort_keys=True)
@@ -447,22 +419,21 @@ class DicomwebClient:
             raise RetrieveError(
                 f"{self.base}{path}: the server accepts none of the DICOM media types offered"
             )
-        with contextlib.closing(response):
+        server = web_response.who(response, self.base)
+        parts = web_response.spool_multipart(response, db, self.base, RetrieveError)
+        with contextlib.closing(response), contextlib.closing(parts):
             try:
-                for body in iter_multipart(response):
-                    record = db.add_bytes(body, on_duplicate="keep")
-                    report.done.append(record.SOPInstanceUID)
+                for n, spooled in enumerate(parts, 1):
+                    sop = web_response.store_spooled(db, spooled, n, server, RetrieveError)
+                    report.done.append(sop)
                     if progress:
-                        progress(
-                            len(report.done) + len(report.skipped), report.expected, record.SOPInstanceUID
-                        )
+                        progress(len(report.done) + len(report.skipped), report.expected, sop)
                     if cancel.cancelled:
                         report.cancelled = True
                         return
             except (
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ConnectionError,
-                _StreamCut,
+                requests.exceptions.RequestException,
+                web_response.StreamCut,
             ) as exc:
                 raise RetrieveError(
                     f"{self.base} closed the connection after {len(report.done)} of {report.expected} instances; "
@@ -538,6 +509,7 @@ class DicomwebClient:
                 path,
                 error=SendError,
                 data=bytes(body),
+                stream=True,
                 headers={
                     "Content-Type": f'{DICOM_MULTIPART}; boundary="{boundary}"',
                     "Accept": "application/dicom+json",
@@ -548,14 +520,12 @@ class DicomwebClient:
                 report.failed[sop] = str(exc)
             return
         try:
-            answer = response.json() if response.content.strip() else {}
-        except ValueError:
-            answer = {}
-        failed = {}
-        for item in (answer.get("00081198") or {}).get("Value", []):
-            sop = ((item.get("00081155") or {}).get("Value") or [""])[0]
-            reason = ((item.get("00081197") or {}).get("Value") or [0])[0]
-            failed[sop] = f"failure reason 0x{int(reason):04X}" if reason else "failed"
+            answer = web_response.read_json(response, self.base, SendError, limit=self.max_json_bytes)
+            failed = web_response.stow_failures(answer, web_response.who(response, self.base), SendError)
+        except SendError as exc:  # an HTML page or garbage: nothing says the instances were stored
+            for sop in sops:
+                report.failed[sop] = str(exc)
+            return
         for sop in sops:
             if sop in failed:
                 report.failed[sop] = failed[sop]
@@ -585,6 +555,25 @@ def _query_string(params: dict[str, object]) -> str:
     return "&".join(f"{quote(str(k), safe='')}={quote(str(v), safe='*?,')}" for k, v in params.items())
 
 
+def _never_connected(exc: BaseException) -> bool:
+    """True when no TCP connection was made (refused, unknown host): as opposed to a server
+    that connected and then closed or answered garbage."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    seen = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, NewConnectionError | ConnectTimeoutError):
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    return False
+
+
 def _retry_after(response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
@@ -601,7 +590,13 @@ def _http_error_message(response, base: str) -> str:
         404: f"not found: check the URL (the DICOMweb root, e.g. {base.split('/dicom-web')[0]}/dicom-web) and the UIDs",
         406: "the server cannot return the requested media type",
     }.get(code, "")
-    detail = response.text[:200].strip().replace("\n", " ")
+    try:  # at most a few KiB of the body (it may be endless)
+        head = next(response.iter_content(2048), b"")
+    except Exception:  # the body is only a detail of the message
+        head = b""
+    finally:
+        response.close()
+    detail = head.decode(response.encoding or "utf-8", "replace")[:200].strip().replace("\n", " ")
     return (
         f"HTTP {code} from {response.url}"
         + (f": {hint}" if hint else "")
@@ -615,6 +610,5 @@ __all__ = [
     "DicomwebEndpoint",
     "TransferReport",
     "client_for",
-    "iter_multipart",
     "record_from_json",
 ]

@@ -50,6 +50,17 @@ class ListenerConfig:
     which a series is reported complete. ``tls`` (with a certificate) makes it a TLS listener
     (PS3.15 B.1). ``fsync`` flushes each file to the disk before answering (slower; protects
     against power loss, not needed against crashes).
+
+    Limits that keep slow or hostile peers from shutting others out (direct engine):
+    ``acse_timeout`` bounds the time from the TCP connection to a complete A-ASSOCIATE-RQ (TLS
+    handshake included); ``pdu_timeout`` the time from the first to the last byte of any PDU;
+    ``network_timeout`` how long an association may stay idle. Connections that have not yet
+    been accepted by association negotiation (calling/called AE title checks) have their own
+    budget, ``max_pending``, apart from the ``max_associations`` established ones; when it is
+    full, the one waiting longest is dropped to make room (a real peer negotiates in
+    milliseconds). ``max_per_address`` applies to each remote address, separately for waiting
+    connections (its oldest is dropped) and for established associations (the next is rejected
+    as transient).
     """
 
     ae_title: str = DEFAULT_AE_TITLE
@@ -60,8 +71,11 @@ class ListenerConfig:
     accept_unknown_sop_classes: bool = True
     series_idle: float = 5.0
     max_associations: int = 32
+    max_pending: int = 32
+    max_per_address: int = 16
     max_pdu: int = 256 * 1024
-    acse_timeout: float = 30.0
+    acse_timeout: float = 10.0
+    pdu_timeout: float = 10.0
     network_timeout: float = 60.0
     tls: TLSSettings | None = None
     require_client_certificate: bool = False
@@ -95,6 +109,18 @@ def sweep_stale_temporaries(store_root: Path, max_age: float = STALE_TEMPORARY_A
     return removed
 
 
+@dataclass(eq=False)
+class _Connection:
+    """A TCP connection of the direct engine, before and after association negotiation."""
+
+    sock: socket.socket
+    host: str
+    peer: str
+    since: float
+    association: object = None  # the StorageAssociation serving it
+    dropped: bool = False
+
+
 class Listener:
     """A C-STORE SCP over a database. Use as a context manager or call start()/stop()."""
 
@@ -111,7 +137,8 @@ class Listener:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._stopping = threading.Event()
-        self._active: set = set()
+        self._pending: set[_Connection] = set()  # not yet accepted by association negotiation
+        self._established: set[_Connection] = set()
         self._threads: set[threading.Thread] = set()
         self._server = None  # pynetdicom engine
         self._port = 0
@@ -163,6 +190,9 @@ class Listener:
             self._thread = None
             with contextlib.suppress(OSError):
                 self._sock.close()  # connections still queued are refused, not left hanging
+            with self._lock:
+                for connection in list(self._pending):  # nothing accepted on them yet
+                    self._drop(connection)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 with self._lock:
@@ -171,7 +201,7 @@ class Listener:
                     break
                 threads[0].join(max(0.0, deadline - time.monotonic()))
             with self._lock:
-                leftover = list(self._active)
+                leftover = [c.association for c in self._established if c.association is not None]
             for association in leftover:
                 association.kill()
             with self._lock:
@@ -225,6 +255,7 @@ class Listener:
             max_pdu=cfg.max_pdu,
             acse_timeout=cfg.acse_timeout,
             network_timeout=cfg.network_timeout,
+            pdu_timeout=cfg.pdu_timeout,
         )
         self._thread = threading.Thread(target=self._accept_loop, name="dicomplus-listener", daemon=True)
         self._thread.start()
@@ -235,7 +266,7 @@ class Listener:
         selector.register(self._wake_r, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
-                for key, _ in selector.select():
+                for key, _ in selector.select(timeout=1.0):
                     if key.fileobj is self._wake_r or self._stopping.is_set():
                         return
                     try:
@@ -243,14 +274,31 @@ class Listener:
                     except OSError:
                         continue
                     self._spawn(conn, addr)
+                self._drop_overdue()
         finally:
             selector.close()
 
+    def _drop_overdue(self) -> None:
+        """End connections still negotiating past ``acse_timeout`` (plus a second). A backstop:
+        their threads already enforce the deadline on every read, and Python's TLS handshake
+        keeps one deadline for the whole handshake."""
+        limit = time.monotonic() - self.config.acse_timeout - 1.0
+        with self._lock:
+            overdue = [c for c in self._pending if c.since < limit]
+            for connection in overdue:
+                logger.warning("%s: no association after %.0f s; dropped", connection.peer,
+                               self.config.acse_timeout)  # fmt: skip
+                self._drop(connection)
+
     def _spawn(self, conn: socket.socket, addr) -> None:
         self.associations += 1
+        connection = _Connection(conn, addr[0], f"{addr[0]}:{addr[1]}", time.monotonic())
+        with self._lock:
+            self._make_room(connection.host)
+            self._pending.add(connection)
         thread = threading.Thread(
             target=self._run_association,
-            args=(conn, f"{addr[0]}:{addr[1]}"),
+            args=(connection,),
             name=f"dicomplus-assoc-{self.associations}",
             daemon=True,
         )
@@ -258,31 +306,86 @@ class Listener:
             self._threads.add(thread)
         thread.start()
 
-    def _run_association(self, conn: socket.socket, peer: str) -> None:
+    def _make_room(self, host: str) -> None:
+        """Under the lock: drop the connection waiting longest for negotiation when the
+        address's or the listener's budget of waiting connections is full."""
+        cfg = self.config
+        same = [c for c in self._pending if c.host == host]
+        if len(same) >= cfg.max_per_address:
+            victim, budget = min(same, key=lambda c: c.since), f"{cfg.max_per_address} from {host}"
+        elif len(self._pending) >= cfg.max_pending:
+            victim, budget = min(self._pending, key=lambda c: c.since), str(cfg.max_pending)
+        else:
+            return
+        logger.warning("%s: dropped after %.1f s without a complete association request: a newer connection "
+                       "needed its place (%s connections may wait)", victim.peer,
+                       time.monotonic() - victim.since, budget)  # fmt: skip
+        self._drop(victim)
+
+    def _drop(self, connection: _Connection) -> None:
+        """Under the lock: end a connection that is still negotiating (its thread wakes up)."""
+        connection.dropped = True
+        self._pending.discard(connection)
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)
+
+    def _admit(self, connection: _Connection) -> str | None:
+        """Called by the association once negotiation succeeded: None when it may go on, else
+        why it is rejected for now (and what would change that)."""
+        cfg = self.config
+        with self._lock:
+            self._pending.discard(connection)
+            if connection.dropped:
+                return "dropped to make room for newer connections"
+            if len(self._established) >= cfg.max_associations:
+                return (
+                    f"too many associations: {cfg.max_associations} are open (max_associations); retry later"
+                )
+            same = sum(1 for c in self._established if c.host == connection.host)
+            if same >= cfg.max_per_address:
+                return (
+                    f"too many associations from {connection.host}: {same} are open (max_per_address); "
+                    "retry later"
+                )
+            self._established.add(connection)
+        return None
+
+    def _run_association(self, connection: _Connection) -> None:
         from DICOMPlusLib.network.acceptor import StorageAssociation
 
+        conn = connection.sock
+        deadline = connection.since + self.config.acse_timeout
         try:
             ul.set_nodelay(conn)
             if self._ssl is not None:
-                conn.settimeout(self.config.acse_timeout)
+                conn.settimeout(max(deadline - time.monotonic(), 0.001))
                 try:
-                    conn = self._ssl.wrap_socket(conn, server_side=True)
+                    conn = self._ssl.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                    with self._lock:  # from here on, _drop reaches the TLS socket
+                        connection.sock = conn
+                        if connection.dropped:
+                            raise ConnectionAbortedError("dropped before the TLS handshake")
+                    conn.do_handshake()
                 except OSError as exc:
-                    logger.info("%s: TLS handshake failed: %s", peer, exc)
+                    logger.info("%s: TLS handshake failed: %s", connection.peer, exc)
                     with contextlib.suppress(OSError):
                         conn.close()
                     return
+            association = StorageAssociation(
+                conn,
+                connection.peer,
+                self._policy,
+                self.sink,
+                admit=lambda _association: self._admit(connection),
+                deadline=deadline,
+            )
             with self._lock:
-                too_many = len(self._active) >= self.config.max_associations
-                association = StorageAssociation(conn, peer, self._policy, self.sink, too_many=too_many)
-                self._active.add(association)
-            try:
-                association.run()
-            finally:
-                with self._lock:
-                    self._active.discard(association)
+                connection.association = association
+            association.run()
         finally:
             with self._lock:
+                self._pending.discard(connection)
+                self._established.discard(connection)
                 self._threads.discard(threading.current_thread())
 
     # -- pynetdicom engine -------------------------------------------------------------------
@@ -292,6 +395,7 @@ class Listener:
         from DICOMPlusLib.network.pynetdicom_glue import (
             add_storage_contexts,
             nodelay_handler,
+            rejection_handler,
             start_server,
             store_handler,
         )
@@ -307,7 +411,14 @@ class Listener:
         if cfg.allowed_calling_aets:
             ae.require_calling_aet = list(cfg.allowed_calling_aets)
         add_storage_contexts(ae)
-        handlers = [(evt.EVT_CONN_OPEN, nodelay_handler), (evt.EVT_C_STORE, store_handler(self.sink))]
+        handlers = [
+            (evt.EVT_CONN_OPEN, nodelay_handler),
+            (evt.EVT_C_STORE, store_handler(self.sink)),
+            (
+                evt.EVT_REJECTED,
+                rejection_handler(cfg.ae_title, cfg.allowed_calling_aets, cfg.require_called_ae),
+            ),
+        ]
         ssl_context = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
         self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
         self._port = self._server.server_address[1]

@@ -113,3 +113,30 @@ def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
     if exc.errno == errno.EADDRNOTAVAIL:
         return NetworkError(f"cannot listen on {host}: not an address of this machine")
     return NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def rejection_handler(ae_title: str, allowed_calling_aets, require_called_ae: bool):
+    """An ``evt.EVT_REJECTED`` handler that logs each rejected association with its reason and
+    what to change on our side (the same words as the direct engine)."""
+    from DICOMPlusLib.network.acceptor import AcceptorPolicy, Rejection, log_rejection, rejection_remedy
+
+    policy = AcceptorPolicy(ae_title, frozenset(allowed_calling_aets), require_called_ae)
+
+    def handle(event) -> None:
+        assoc = event.assoc
+        answer = assoc.acceptor.primitive
+        request = assoc.requestor.primitive
+        reject = (int(answer.result or 0), int(answer.result_source or 0), int(answer.diagnostic or 0))
+        rq = ul.AssociateRQ(
+            called_ae=str(getattr(request, "called_ae_title", "") or "").strip(),
+            calling_ae=str(getattr(request, "calling_ae_title", "") or "").strip(),
+            contexts=[],
+        )
+        if reject[1] == ul.RJ_SOURCE_PRESENTATION:
+            remedy = "too many associations are open; retry later"
+        else:
+            remedy = rejection_remedy(rq, reject, policy)
+        peer = f"{assoc.requestor.address}:{assoc.requestor.port}"
+        log_rejection(Rejection(peer, rq.calling_ae, rq.called_ae, reject, remedy))
+
+    return handle

@@ -82,6 +82,7 @@ class QRConfig:
     host: str = ""
     destinations: tuple[Destination, ...] = ()
     allowed_calling_aets: tuple[str, ...] = ()
+    require_called_ae: bool = False  # reject associations addressed to another AE title
     max_associations: int = 16
     max_pdu: int = 256 * 1024
     timeout: float = 60.0
@@ -136,6 +137,7 @@ class QueryRetrieveSCP:
 
         from DICOMPlusLib.network.pynetdicom_glue import (
             nodelay_handler,
+            rejection_handler,
             start_server,
             storage_sop_classes,
             store_handler,
@@ -149,6 +151,7 @@ class QueryRetrieveSCP:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = cfg.timeout
         if cfg.allowed_calling_aets:
             ae.require_calling_aet = list(cfg.allowed_calling_aets)
+        ae.require_called_aet = cfg.require_called_ae
         uncompressed = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
         ae.add_supported_context("1.2.840.10008.1.1", uncompressed)
         for uid in (
@@ -171,6 +174,10 @@ class QueryRetrieveSCP:
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_C_GET, self._on_get),
+            (
+                evt.EVT_REJECTED,
+                rejection_handler(cfg.ae_title, cfg.allowed_calling_aets, cfg.require_called_ae),
+            ),
         ]
         ssl_context = cfg.tls.server_context() if cfg.tls else None
         self.notifier.start()

@@ -37,6 +37,7 @@ def instructions(server: QueryRetrieveSCP) -> str:
     others = "" if cfg.host not in ("", "0.0.0.0") else f" (from other computers: {socket.gethostname()})"
     contents = info["contents"]
     calling = "any" if not cfg.allowed_calling_aets else ", ".join(cfg.allowed_calling_aets)
+    called = f"{cfg.ae_title} only" if cfg.require_called_ae else "any (use --require-called-ae to check it)"
     lines = [
         "DICOMPlus sample PACS is running. Configure your DICOM client with:",
         f"  AE title (called AE): {cfg.ae_title}",
@@ -44,6 +45,7 @@ def instructions(server: QueryRetrieveSCP) -> str:
         f"  Port:                 {server.port}",
         f"  TLS:                  {'yes' if cfg.tls else 'no'}",
         f"  Calling AE titles:    {calling}",
+        f"  Called AE titles:     {called}",
         "  Services:             C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET (Patient Root and Study Root)",
         f"Database: {info['database']} ({contents['patients']} patients, {contents['studies']} studies, "
         f"{contents['series']} series, {contents['instances']} instances)",
@@ -70,6 +72,7 @@ def make_server(
     host: str = "",
     destinations: list[Destination] | None = None,
     allowed_calling_aets: tuple[str, ...] = (),
+    require_called_ae: bool = False,
 ) -> QueryRetrieveSCP:
     config = QRConfig(
         ae_title=ae_title,
@@ -77,5 +80,6 @@ def make_server(
         host=host,
         destinations=destinations_with_default(list(destinations or [])),
         allowed_calling_aets=allowed_calling_aets,
+        require_called_ae=require_called_ae,
     )
     return QueryRetrieveSCP(db, config)

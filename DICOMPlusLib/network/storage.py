@@ -233,6 +233,15 @@ class DatabaseSink:
         except DICOMPlusError as exc:
             incoming.discard()
             return StoreOutcome(dimse.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
+        except RecursionError:
+            incoming.discard()
+            logger.info("%s: data set of %s nested too deeply; answered 0xC000", incoming.meta.peer,
+                        incoming.meta.sop_instance_uid)  # fmt: skip
+            return StoreOutcome(dimse.CANNOT_UNDERSTAND, "data set nested too deeply")
+        except Exception as exc:  # a parser bug on one data set must not end the association
+            incoming.discard()
+            logger.exception("%s: cannot parse %s", incoming.meta.peer, incoming.meta.sop_instance_uid)
+            return StoreOutcome(dimse.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
         parsed.source = ""  # not an import: no source path to remember
         parsed.data = None
         parsed.stored_tmp = tmp
@@ -240,11 +249,11 @@ class DatabaseSink:
         try:
             statuses = self.db.commit_parsed([parsed], on_duplicate=DuplicatePolicy.REPLACE)
         except (OSError, sqlite3.Error, DatabaseError) as exc:
-            self._cleanup_after_failed_commit(tmp, sop)
+            self.cleanup_after_failed_commit(tmp, sop)
             logger.warning("cannot store received instance %s: %s", sop, exc)
             return self.refuse(exc)
         except BaseException:
-            self._cleanup_after_failed_commit(tmp, sop)
+            self.cleanup_after_failed_commit(tmp, sop)
             raise
         meta = incoming.meta
         values = parsed.values
@@ -268,7 +277,7 @@ class DatabaseSink:
             self.notifier.publish(instance)
         return StoreOutcome(dimse.SUCCESS, "", instance)
 
-    def _cleanup_after_failed_commit(self, tmp: str, sop: str) -> None:
+    def cleanup_after_failed_commit(self, tmp: str, sop: str) -> None:
         """Remove the temporary file, or the file already moved into place when no committed
         row points to it: a failed commit leaves nothing behind."""
         with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 from DICOMPlusLib import __version__
@@ -345,24 +346,43 @@ class PDUStream:
     ``max_receive`` is our Maximum Length Received (0 = no limit announced); a PDU larger than
     ``limit`` (a generous multiple of it, at least 4 MiB) is refused so that a hostile peer
     cannot make us allocate gigabytes from a 4-byte length field.
+
+    ``timeout`` is how long to wait for a PDU to *begin* (an idle peer); ``pdu_timeout`` is how
+    long a PDU may take from its first byte to its last. Without the second, a peer sending one
+    byte just before each receive times out would hold the connection forever.
     """
 
-    def __init__(self, sock: socket.socket, *, max_receive: int = 0, timeout: float | None = 60.0) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_receive: int = 0,
+        timeout: float | None = 60.0,
+        pdu_timeout: float | None = None,
+    ) -> None:
         self.sock = sock
         self.timeout = timeout
+        self.pdu_timeout = pdu_timeout
         self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
         self._buf = bytearray(64 * 1024)
         self._header = bytearray(6)
         self._can_sendmsg = hasattr(sock, "sendmsg") and not _is_ssl(sock)
         self.closed = False
 
-    def _fill(self, view: memoryview) -> None:
+    def _fill(self, view: memoryview, deadline: float | None) -> None:
         got, need = 0, len(view)
         recv_into = self.sock.recv_into
         while got < need:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("a PDU arrived too slowly (deadline for a whole PDU passed)")
+                self.sock.settimeout(left)
             try:
                 n = recv_into(view[got:], need - got)
             except TimeoutError:
+                if deadline is not None:
+                    raise TimeoutError("a PDU arrived too slowly (deadline for a whole PDU passed)") from None
                 raise
             except OSError as exc:
                 raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from exc
@@ -370,12 +390,25 @@ class PDUStream:
                 raise ConnectionClosed("the peer closed the connection")
             got += n
 
-    def read_pdu(self, timeout: float | None = -1.0) -> tuple[int, memoryview]:
-        """(PDU type, body). The body is valid until the next call. Raises TimeoutError when
-        nothing complete arrives in time, ConnectionClosed, ProtocolError."""
-        self.sock.settimeout(self.timeout if timeout == -1.0 else timeout)
+    def read_pdu(
+        self, timeout: float | None = -1.0, *, deadline: float | None = None
+    ) -> tuple[int, memoryview]:
+        """(PDU type, body). The body is valid until the next call. ``timeout`` is the wait for
+        the first byte (-1: the stream's idle timeout); ``deadline`` (a ``time.monotonic()``
+        value) bounds the whole read. Raises TimeoutError when nothing complete arrives in
+        time, ConnectionClosed, ProtocolError."""
+        wait = self.timeout if timeout == -1.0 else timeout
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            wait = left if wait is None else min(wait, left)
+        self.sock.settimeout(wait)
         header = memoryview(self._header)
-        self._fill(header)
+        self._fill(header[:1], None)
+        end = deadline
+        if self.pdu_timeout is not None:
+            whole = time.monotonic() + self.pdu_timeout
+            end = whole if end is None else min(end, whole)
+        self._fill(header[1:], end)
         pdu_type, _, length = struct.unpack(">BBI", header)
         if pdu_type not in PDU_NAMES:
             raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
@@ -384,7 +417,9 @@ class PDUStream:
         if len(self._buf) < length:
             self._buf = bytearray(max(length, 2 * len(self._buf)))
         body = memoryview(self._buf)[:length]
-        self._fill(body)
+        self._fill(body, end)
+        if end is not None:
+            self.sock.settimeout(self.timeout)  # sends that follow get the usual time, not what was left
         return pdu_type, body
 
     def send(self, *parts: bytes | memoryview) -> None:

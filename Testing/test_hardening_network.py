@@ -1,0 +1,360 @@
+"""Hardening of the C-STORE listener against hostile peers (issue 16, network items).
+
+Real sockets on loopback, a real DCMTK storescu as the legitimate sender: hostile data sets
+answered with a status and no file left behind, the called-AE check, and denial of service by
+slow or idle connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from dicomplus_testing.peers import LOOPBACK, port_accepts
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT, free_port
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.network import dimse, scu, ul
+from DICOMPlusLib.network.listener import Listener, ListenerConfig
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(tmp_path / "db")
+    yield database
+    database.close()
+
+
+def start_listener(db, **kwargs) -> Listener:
+    kwargs.setdefault("port", 0)
+    kwargs.setdefault("host", LOOPBACK)
+    kwargs.setdefault("series_idle", 0.3)
+    return Listener(db, ListenerConfig(**kwargs)).start()
+
+
+def storescu(dcmtk, port: int, files, *, aec: str = "DICOMPLUS", check: bool = True, timeout: float = 300):
+    return dcmtk.run("storescu", "-aet", "PUSHER", "-aec", aec, LOOPBACK, port, *files, check=check,
+                     timeout=timeout)  # fmt: skip
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def nested_data_set(levels: int, sop_instance_uid: str) -> bytes:
+    """An Explicit VR Little Endian data set whose Content Sequence nests ``levels`` deep, every
+    sequence and item of undefined length (PS3.5 7.5.2)."""
+    opening = struct.pack("<HH2s2xI", 0x0040, 0xA730, b"SQ", 0xFFFFFFFF) + struct.pack(
+        "<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF
+    )
+    closing = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    return (
+        _element(0x00080016, b"UI", CT.encode())
+        + _element(0x00080018, b"UI", sop_instance_uid.encode())
+        + _element(0x0020000D, b"UI", b"1.2.826.0.1.3680043.10.1137.1")
+        + _element(0x0020000E, b"UI", b"1.2.826.0.1.3680043.10.1137.2")
+        + opening * levels
+        + closing * levels
+    )
+
+
+def _client(port: int, calling: str = "HOSTILE", called: str = "DICOMPLUS") -> scu.ClientAssociation:
+    return scu.associate(LOOPBACK, port, called_ae=called, calling_ae=calling, contexts=[(CT, [EXPLICIT])])
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile data sets
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["direct", "pynetdicom"])
+def test_deeply_nested_data_set_is_refused_and_the_association_goes_on(db, dcmtk, tmp_path, engine):
+    good = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=161)
+    with start_listener(db, engine=engine) as lst:
+        assoc = _client(lst.port)
+        cx = next(iter(assoc.contexts.values()))
+        answer = assoc.store(
+            cx, "1.2.826.0.1.3680043.10.1137.3", nested_data_set(2000, "1.2.826.0.1.3680043.10.1137.3")
+        )
+        assert answer.get(dimse.STATUS) == dimse.CANNOT_UNDERSTAND
+        # the same association still works: a shallow nesting is stored
+        answer = assoc.store(
+            cx, "1.2.826.0.1.3680043.10.1137.4", nested_data_set(3, "1.2.826.0.1.3680043.10.1137.4")
+        )
+        assert answer.get(dimse.STATUS) == dimse.SUCCESS
+        assoc.release()
+        assert not list(db.store.root.rglob(".incoming-*"))
+        storescu(dcmtk, lst.port, good.files)  # and the listener serves the next sender
+    assert db.info()["instances"] == 3
+    stored = {r[0] for r in db.reader().execute("SELECT SOPInstanceUID FROM instances")}
+    assert "1.2.826.0.1.3680043.10.1137.3" not in stored
+
+
+# --------------------------------------------------------------------------------------------
+# Denial of service by slow and idle connections
+# --------------------------------------------------------------------------------------------
+
+
+class Trickler:
+    """Connections that each send the 6-byte header of an A-ASSOCIATE-RQ, then one byte every
+    ``every`` seconds (each receive sees data just in time), plus connections that send nothing."""
+
+    def __init__(self, port: int, trickling: int, idle: int, every: float = 1.0) -> None:
+        self.socks: list[socket.socket] = []
+        self.idle: list[socket.socket] = []
+        for _ in range(trickling):
+            s = socket.create_connection((LOOPBACK, port), timeout=5)
+            s.sendall(struct.pack(">BBI", 0x01, 0, 400))
+            self.socks.append(s)
+        for _ in range(idle):
+            self.idle.append(socket.create_connection((LOOPBACK, port), timeout=5))
+        self.every = every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            for s in self.socks:
+                with contextlib.suppress(OSError):
+                    s.send(b"\x00")
+
+    def closed_by_listener(self) -> int:
+        """How many of the connections the listener has closed (EOF or reset on read)."""
+        closed = 0
+        for s in self.socks + self.idle:
+            s.setblocking(False)
+            try:
+                closed += s.recv(64) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed += 1
+        return closed
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for s in self.socks + self.idle:
+            s.close()
+
+
+def test_trickling_and_idle_sockets_do_not_stop_a_real_sender(db, dcmtk, tmp_path):
+    series = make_series(tmp_path / "s", n=100, rows=16, cols=16, seed=162)
+    with start_listener(db) as lst:  # the default limits
+        hostile = Trickler(lst.port, trickling=40, idle=40)
+        try:
+            time.sleep(1.5)  # every hostile connection is in place and has trickled
+            started = time.monotonic()
+            storescu(dcmtk, lst.port, series.files, timeout=60)
+            elapsed = time.monotonic() - started
+        finally:
+            hostile.close()
+    assert elapsed < 15, elapsed
+    assert db.info()["instances"] == 100
+
+
+def test_deadlines_end_slow_and_idle_peers(db, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    with start_listener(db, acse_timeout=1.5, pdu_timeout=1.5, network_timeout=2.5) as lst:
+        # a trickled A-ASSOCIATE-RQ: one byte every 0.3 s is never a timeout of one receive
+        hostile = Trickler(lst.port, trickling=3, idle=3, every=0.3)
+        try:
+            assert wait_until(lambda: hostile.closed_by_listener() == 6, timeout=6)
+        finally:
+            hostile.close()
+        # an established association that trickles a P-DATA-TF
+        assoc = _client(lst.port)
+        assoc.stream.send(struct.pack(">BBI", ul.P_DATA_TF, 0, 1000))
+        started = time.monotonic()
+        for _ in range(20):
+            with contextlib.suppress(OSError):
+                assoc.stream.sock.send(b"\x00")
+            time.sleep(0.2)
+            if _ended(assoc):
+                break
+        assert 1.0 < time.monotonic() - started < 4
+        # an established association that goes idle
+        assoc = _client(lst.port)
+        started = time.monotonic()
+        assert wait_until(lambda: _ended(assoc), timeout=6)
+        assert 2.0 < time.monotonic() - started < 5
+    text = caplog.text
+    assert "no complete A-ASSOCIATE-RQ within 1.5 s" in text
+    assert "a PDU took longer than 1.5 s to arrive" in text
+    assert "idle for 2.5 s" in text
+
+
+def _ended(assoc) -> bool:
+    """The listener has aborted or closed the association (non-blocking look)."""
+    sock = assoc.stream.sock
+    sock.setblocking(False)
+    try:
+        data = sock.recv(16)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+    return data == b"" or data[:1] == bytes([ul.A_ABORT])
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+# --------------------------------------------------------------------------------------------
+# Called AE title
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["direct", "pynetdicom"])
+def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path, caplog, engine):
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=163)
+    with start_listener(db, engine=engine) as lst:  # off by default, like DCMTK and Orthanc
+        storescu(dcmtk, lst.port, series.files[:1], aec="ANYTHING")
+    assert db.info()["instances"] == 1
+    with start_listener(db, engine=engine, require_called_ae=True) as lst:
+        refused = storescu(dcmtk, lst.port, series.files[1:], aec="WRONG", check=False)
+        assert refused.returncode != 0 and "Called AE Title Not Recognized" in refused.stderr
+        assert db.info()["instances"] == 1
+        storescu(dcmtk, lst.port, series.files[1:], aec="DICOMPLUS")
+    assert db.info()["instances"] == 2
+    assert "called AE title not recognized" in caplog.text
+    # the same, as data for a front end
+    rejections = [r.rejection for r in caplog.records if hasattr(r, "rejection")]
+    assert [(r.calling_ae, r.called_ae) for r in rejections] == [("PUSHER", "WRONG")]
+    assert rejections[0].reject == (1, 1, 7) and "--require-called-ae" in rejections[0].remedy
+    assert (
+        "configure the peer with called AE 'DICOMPLUS', or listen without --require-called-ae" in caplog.text
+    )
+    caplog.clear()
+    with start_listener(db, engine=engine, allowed_calling_aets=("FRIEND",)) as lst:
+        storescu(dcmtk, lst.port, series.files[:1], check=False)
+    assert "calling AE title not recognized" in caplog.text and "(--allow PUSHER)" in caplog.text
+
+
+def _serve_cli(tmp_path, command: str, port: int, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(tmp_path / "db"), command, "--port", str(port),
+           "--host", LOOPBACK, "--json", *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: port_accepts(port) or proc.poll() is not None, timeout=30)
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.mark.parametrize(("command", "title"), [("listen", "DICOMPLUS"), ("serve", "DICOMPLUSPACS")])
+def test_require_called_ae_option_of_listen_and_serve(dcmtk, tmp_path, command, title):
+    port = free_port()
+    proc = _serve_cli(tmp_path, command, port, "--require-called-ae")
+    try:
+        refused = dcmtk.run("echoscu", "-aec", "WRONG", LOOPBACK, port, check=False)
+        assert refused.returncode != 0
+        dcmtk.run("echoscu", "-aec", title, LOOPBACK, port)
+    finally:
+        err = _stop(proc)
+    assert "rejected association from calling AE 'ECHOSCU' to called AE 'WRONG'" in err
+    assert "called AE title not recognized" in err and "--require-called-ae" in err
+    proc = _serve_cli(tmp_path, command, port)  # without the option, any called AE title
+    try:
+        dcmtk.run("echoscu", "-aec", "WRONG", LOOPBACK, port)
+    finally:
+        _stop(proc)
+
+
+def _associate_from(source: str, port: int) -> tuple[ul.PDUStream, int, bytes]:
+    """Send an A-ASSOCIATE-RQ from ``source`` (any 127.x.y.z address is this machine)."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0))
+    stream = ul.PDUStream(sock, timeout=5)
+    rq = ul.AssociateRQ(
+        "DICOMPLUS", "ANYONE", [ul.ContextRQ(1, ul.VERIFICATION, [EXPLICIT])], max_length=16384
+    )
+    stream.send(rq.encode())
+    pdu_type, body = stream.read_pdu()
+    return stream, pdu_type, bytes(body)
+
+
+def test_per_address_limit_leaves_room_for_other_addresses(db, caplog):
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    with start_listener(db, max_per_address=2) as lst:
+        held = [_associate_from("127.0.0.1", lst.port) for _ in range(2)]
+        assert [pdu_type for _, pdu_type, _ in held] == [ul.A_ASSOCIATE_AC] * 2
+        third, pdu_type, body = _associate_from("127.0.0.1", lst.port)
+        assert pdu_type == ul.A_ASSOCIATE_RJ and body[1:] == bytes([2, 3, 2])  # transient, local limit
+        third.close()
+        other, pdu_type, _ = _associate_from("127.0.0.2", lst.port)
+        assert pdu_type == ul.A_ASSOCIATE_AC
+        for stream in [other] + [s for s, _, _ in held]:
+            stream.send(ul.RELEASE_RQ)
+            stream.close()
+    assert "too many associations from 127.0.0.1: 2 are open (max_per_address)" in caplog.text
+
+
+def test_a_tls_handshake_fed_byte_by_byte_ends_at_the_negotiation_deadline(db, tmp_path):
+    import ssl
+
+    from DICOMPlusLib.network.nodes import TLSSettings
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=localhost"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.wrap_bio(incoming, outgoing).do_handshake()
+    hello = outgoing.read()
+    tls = TLSSettings(cert_file=str(cert), key_file=str(key))
+    with start_listener(db, tls=tls, acse_timeout=1.5) as lst:
+        sock = socket.create_connection((LOOPBACK, lst.port), timeout=5)
+        started = time.monotonic()
+        ended = False
+        for byte in hello:  # each receive sees a byte well before a per-receive timeout
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                ended = True
+            time.sleep(0.2)
+            sock.setblocking(False)
+            try:
+                ended = ended or sock.recv(16) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                ended = True
+            sock.setblocking(True)
+            if ended or time.monotonic() - started > 10:
+                break
+        sock.close()
+    assert ended and time.monotonic() - started < 5
