@@ -226,13 +226,19 @@ class EngineLogic:
 
     def startListener(self, port=11112, aeTitle="DICOMPLUS", autoLoad=False, host=""):
         """Start the C-STORE listener (in the engine) into the local database; returns the
-        bound port. Completed series go to ``completedSeries`` and, with ``autoLoad``, to
+        bound port. ``DICOMPlus/ListenerRequireCalledAE`` (default off, as DCMTK and Orthanc) rejects
+        associations addressed to another AE title. Completed series go to ``completedSeries`` and, with ``autoLoad``, to
         ``autoLoadQueue`` for the widget to load."""
         self.ensureNetworkDependencies()
         from DICOMPlusLib.network.listener import ListenerConfig
 
         self.autoLoad = bool(autoLoad)
-        config = ListenerConfig(ae_title=aeTitle, port=int(port), host=host)
+        requireCalledAE = (
+            str(qt.QSettings().value("DICOMPlus/ListenerRequireCalledAE", "false")).lower() == "true"
+        )
+        config = ListenerConfig(
+            ae_title=aeTitle, port=int(port), host=host, require_called_ae=requireCalledAE
+        )
         self._listenerPort = self.engine.call("listen", {"db": self.databasePath(), "config": config})
         return self._listenerPort
 
