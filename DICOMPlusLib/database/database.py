@@ -91,6 +91,7 @@ class Database:
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         self._writer = conn
+        self.store.sweep()  # temporary files of writers that died (kill -9, power loss)
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -149,6 +150,7 @@ class Database:
 
     def close(self) -> None:
         self._closed = True
+        self.store.release()
         with self._connections_lock:
             for conn in self._connections:
                 with contextlib.suppress(sqlite3.Error):
@@ -301,8 +303,7 @@ class Database:
         if item.data is not None:
             return str(self.store.write_bytes(sop, item.data, unique=unique)), False
         if item.source:
-            fd, tmp = self.store.temporary_file()
-            os.close(fd)
+            tmp = self.store.temporary_name()
             try:
                 shutil.copyfile(item.source, tmp)
             except BaseException:

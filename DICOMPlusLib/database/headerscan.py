@@ -8,8 +8,10 @@ read pixels without parsing again.
 
 It handles the file meta group (always explicit VR little endian, PS3.10 7.1), and datasets in
 explicit or implicit VR little endian, explicit VR big endian and encapsulated (compressed)
-transfer syntaxes. Deflated datasets, files without the ``DICM`` prefix and anything it cannot
-walk raise :class:`ScanError`; the caller then falls back to pydicom.
+transfer syntaxes; a deflated data set is scanned after :func:`inflate_header` has inflated as much
+of it as the header needs. Files without the ``DICM`` prefix and anything it cannot walk raise
+:class:`ScanError` (the only exception it raises, whatever the bytes); the caller then falls back
+to pydicom.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
@@ -48,6 +51,10 @@ class NeedMoreData(ScanError):
     """The buffer ends before the scan is complete; read more of the file and try again."""
 
 
+class DeflatedError(ScanError):
+    """The data set is deflated (PS3.5 A.5): inflate it with :func:`inflate_header` first."""
+
+
 @dataclass
 class ScanResult:
     """What the scanner found.
@@ -63,6 +70,7 @@ class ScanResult:
     pixel_tag: int = 0
     pixel_offset: int = -1  # offset of the pixel data value in the file
     pixel_length: int = -1  # its length; -1 when encapsulated (undefined length)
+    last_tag: int = 0  # the last top-level element walked
 
 
 def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
@@ -208,7 +216,7 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     if not ts:
         raise ScanError("no TransferSyntaxUID in the file meta information")
     if ts == DEFLATED_LE:
-        raise ScanError("deflated transfer syntax")
+        raise DeflatedError("deflated transfer syntax")
     implicit = ts == IMPLICIT_LE
     little = ts != EXPLICIT_BE
     result = ScanResult(transfer_syntax=ts, media_sop_class=media_class, values=values)
@@ -222,6 +230,7 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         group, elem = struct.unpack_from(tag_fmt, buf, pos)
         tag = (group << 16) | elem
         start, vr, length, value_pos = _element_header(buf, pos, implicit, little)
+        result.last_tag = tag
         if tag in _PIXEL_TAGS:
             result.header_end = start
             result.pixel_tag = tag
@@ -256,3 +265,54 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         raise NeedMoreData("no pixel data yet")
     result.header_end = end
     return result
+
+
+#: How much of a deflated data set is inflated, at most, to find the end of its header.
+MAX_INFLATED_HEADER = 64 << 20
+_EXPLICIT_LE_VALUE = b"1.2.840.10008.1.2.1\x00"
+
+
+def inflate_header(buf: bytes, wanted: frozenset[int] | set[int]) -> tuple[bytes, ScanResult]:
+    """Scan a whole Deflated Explicit VR Little Endian file (PS3.5 A.5).
+
+    Returns ``(prefix, result)``: ``prefix`` is an equivalent Explicit VR Little Endian Part 10
+    header (its TransferSyntaxUID and group length rewritten, the data set inflated up to the
+    pixel data), which ``result`` describes; ``result.transfer_syntax`` stays the deflated one and
+    its pixel offsets are -1 (the pixels are not at a fixed place in the file). Only as much is
+    inflated as the header needs (at most :data:`MAX_INFLATED_HEADER`).
+    """
+    pos, meta = 132, []
+    while pos + 8 <= len(buf) and struct.unpack_from("<H", buf, pos)[0] == 0x0002:
+        _p, _vr, length, value_pos = _element_header(buf, pos, False, True)
+        if length == _UNDEFINED or value_pos + length > len(buf):
+            raise TruncatedError("the file meta information runs past the end of the file")
+        elem = struct.unpack_from("<H", buf, pos + 2)[0]
+        if elem == 0x0010:
+            meta.append(b"\x02\x00\x10\x00UI" + struct.pack("<H", 20) + _EXPLICIT_LE_VALUE)
+        elif elem != 0x0000:
+            meta.append(buf[pos : value_pos + length])
+        pos = value_pos + length
+    body = b"".join(meta)
+    prefix = bytearray(buf[:132] + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(body)) + body)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = buf[pos:]
+    while True:
+        try:
+            prefix += inflater.decompress(pending, 1 << 20)
+        except zlib.error as exc:
+            raise ScanError(f"the deflated data set cannot be inflated: {exc}") from None
+        pending = inflater.unconsumed_tail
+        finished = inflater.eof or not pending
+        try:
+            result = scan(bytes(prefix), wanted, complete=finished)
+        except NeedMoreData:
+            if finished:
+                raise TruncatedError("the deflated data set ends before its data does") from None
+            if len(prefix) > MAX_INFLATED_HEADER:
+                raise ScanError("the deflated header inflates past 64 MiB") from None
+            continue
+        if finished and not inflater.eof and not result.pixel_tag:
+            raise TruncatedError("the deflated data set is cut short")
+        result.transfer_syntax = DEFLATED_LE
+        result.pixel_offset = result.pixel_length = -1
+        return bytes(prefix[: result.header_end]), result
