@@ -86,11 +86,14 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
         if charsets:
             from pydicom.charset import decode_bytes
 
-            with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
-                warnings.simplefilter("ignore")
-                text = decode_bytes(
-                    raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
-                )
+            try:
+                with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
+                    warnings.simplefilter("ignore")
+                    text = decode_bytes(
+                        raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
+                    )
+            except (LookupError, ValueError):  # a malformed SpecificCharacterSet (e.g. a NUL in a term)
+                text = raw.decode("latin-1")
         else:
             text = raw.decode("latin-1")
     else:
@@ -112,38 +115,46 @@ def _python_codecs(terms: tuple[str, ...]) -> list[str]:
 
 
 def _skip_undefined(buf: bytes, pos: int, implicit: bool, little: bool) -> int:
-    """Return the offset just after the sequence delimiter of an undefined-length value."""
+    """Return the offset just after the sequence delimiter of an undefined-length value.
+
+    Walked with an explicit stack of open sequences and items, so any depth of nesting costs
+    memory in proportion to the data, never Python's recursion limit."""
     end = len(buf)
     fmt_tag = "<HH" if little else ">HH"
-    while True:
+    fmt_len = "<I" if little else ">I"
+    stack: list[tuple[bool, bool]] = [(True, implicit)]  # (a sequence? else an item, implicit)
+    while stack:
+        in_sequence, imp = stack[-1]
         if pos + 8 > end:
             raise NeedMoreData("sequence runs past the end of the buffer")
         group, elem = struct.unpack_from(fmt_tag, buf, pos)
         tag = (group << 16) | elem
-        (length,) = struct.unpack_from("<I" if little else ">I", buf, pos + 4)
-        if tag == _SEQ_DELIM:
-            return pos + 8
-        if tag != _ITEM:
-            raise ScanError(f"expected an item at offset {pos}, found {tag:08X}")
-        pos += 8
-        if length != _UNDEFINED:
-            pos += length
-            continue
-        # An item of undefined length: walk its elements until the item delimiter.
-        while True:
-            if pos + 8 > end:
-                raise NeedMoreData("item runs past the end of the buffer")
-            group, elem = struct.unpack_from(fmt_tag, buf, pos)
-            tag = (group << 16) | elem
-            if tag == _ITEM_DELIM:
+        if in_sequence:
+            if tag == _SEQ_DELIM:
                 pos += 8
-                break
-            pos, vr, length, value_pos = _element_header(buf, pos, implicit, little)
+                stack.pop()
+                continue
+            if tag != _ITEM:
+                raise ScanError(f"expected an item at offset {pos}, found {tag:08X}")
+            (length,) = struct.unpack_from(fmt_len, buf, pos + 4)
+            pos += 8
             if length == _UNDEFINED:
-                # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
-                pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
+                stack.append((False, imp))  # an item of undefined length: walk its elements
             else:
-                pos = value_pos + length
+                pos += length
+            continue
+        if tag == _ITEM_DELIM:
+            pos += 8
+            stack.pop()
+            continue
+        pos, vr, length, value_pos = _element_header(buf, pos, imp, little)
+        if length == _UNDEFINED:
+            # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
+            stack.append((True, imp or vr == b"UN"))
+            pos = value_pos
+        else:
+            pos = value_pos + length
+    return pos
 
 
 def _element_header(buf: bytes, pos: int, implicit: bool, little: bool) -> tuple[int, bytes, int, int]:

@@ -222,8 +222,11 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         raise
     except RecursionError:
         raise ImportFileError("unreadable DICOM: sequences nested too deeply") from None
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ImportFileError(f"unreadable DICOM: {exc}") from exc
+    except Exception as exc:  # pydicom on hostile bytes raises many kinds (NotImplementedError for an
+        # unknown VR, struct.error, IndexError...): each means this file cannot be read
+        if isinstance(exc, InvalidDicomError):
+            raise ImportFileError(f"unreadable DICOM: {exc}") from exc
+        raise ImportFileError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
     values = {}
     for keyword in INDEX_KEYWORDS:
         try:
@@ -234,13 +237,10 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
             values[keyword] = _as_int(value)
         else:
             values[keyword] = "" if value is None else str(value).strip()
-    media = str(getattr(ds.get("file_meta", None) or {}, "MediaStorageSOPClassUID", "") or "")
-    _check(values, media, source)
+    _check(values, _meta_value(ds, "MediaStorageSOPClassUID"), source)
     if not values["SOPInstanceUID"]:
         raise ImportFileError("no SOPInstanceUID")
-    ts = ""
-    if getattr(ds, "file_meta", None) is not None:
-        ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    ts = _meta_value(ds, "TransferSyntaxUID")
     if not ts:
         ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
     header_end = offset - (12 if offset > 0 and not ds.is_implicit_VR else 8) if offset > 0 else len(data)
@@ -255,6 +255,15 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         source=source,
         data=data,
     )
+
+
+def _meta_value(ds, keyword: str) -> str:
+    """A file meta value as text, "" when absent or malformed (e.g. a VR that is not one)."""
+    meta = getattr(ds, "file_meta", None)
+    try:
+        return str(meta.get(keyword, "") or "") if meta is not None else ""
+    except Exception:  # pydicom raises NotImplementedError, ValueError... on hostile values
+        return ""
 
 
 def _looks_like_raw_dataset(data: bytes) -> bool:
