@@ -73,6 +73,13 @@ class ScanResult:
     last_tag: int = 0  # the last top-level element walked
 
 
+_IMPLICIT_HEAD = struct.Struct("<HHI")
+_EXPLICIT_HEAD_LE = struct.Struct("<HH2sH")
+_EXPLICIT_HEAD_BE = struct.Struct(">HH2sH")
+_LENGTH_LE = struct.Struct("<I")
+_LENGTH_BE = struct.Struct(">I")
+
+
 def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     if vr in (b"US", b"SS", b"UL", b"SL", b"FL", b"FD", b"AT"):
         code = {b"US": "H", b"SS": "h", b"UL": "I", b"SL": "i", b"FL": "f", b"FD": "d", b"AT": "I"}[vr]
@@ -84,16 +91,11 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
         return nums[0] if count == 1 else nums
     if vr in _TEXT_VRS:
         if charsets:
-            from pydicom.charset import decode_bytes
-
-            try:
-                with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
-                    warnings.simplefilter("ignore")
-                    text = decode_bytes(
-                        raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
-                    )
-            except (LookupError, ValueError):  # a malformed SpecificCharacterSet (e.g. a NUL in a term)
-                text = raw.decode("latin-1")
+            single = _PLAIN_CODECS.get(charsets[0]) if len(charsets) == 1 else None
+            if single is not None and 0x1B not in raw:  # no code extensions: the codec alone
+                text = raw.decode(single, "replace")
+            else:
+                text = _decode_extended(raw, vr, charsets)
         else:
             text = raw.decode("latin-1")
     else:
@@ -102,6 +104,40 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     if vr not in (b"ST", b"LT", b"UT"):
         text = text.lstrip(" ") if vr != b"PN" else text
     return text
+
+
+# Defined terms of SpecificCharacterSet without code extensions (PS3.3 C.12.1.1.2) that decode
+# with one Python codec; the others go through pydicom (ISO 2022 escapes, several terms).
+_PLAIN_CODECS = {
+    "ISO_IR 6": "latin_1",  # ASCII; latin-1 keeps stray 8-bit bytes as pydicom's fallback does
+    "ISO_IR 100": "latin_1",
+    "ISO_IR 101": "iso8859_2",
+    "ISO_IR 109": "iso8859_3",
+    "ISO_IR 110": "iso8859_4",
+    "ISO_IR 144": "iso8859_5",
+    "ISO_IR 127": "iso8859_6",
+    "ISO_IR 126": "iso8859_7",
+    "ISO_IR 138": "iso8859_8",
+    "ISO_IR 148": "iso8859_9",
+    "ISO_IR 203": "iso8859_15",
+    "ISO_IR 166": "iso8859_11",
+    "ISO_IR 192": "utf_8",
+    "GB18030": "gb18030",
+    "GBK": "gbk",
+}
+
+
+def _decode_extended(raw: bytes, vr: bytes, charsets: list[str]) -> str:
+    from pydicom.charset import decode_bytes
+
+    try:
+        with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
+            warnings.simplefilter("ignore")
+            return decode_bytes(
+                raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
+            )
+    except (LookupError, ValueError):  # a malformed SpecificCharacterSet (e.g. a NUL in a term)
+        return raw.decode("latin-1")
 
 
 @functools.lru_cache(maxsize=64)
@@ -232,18 +268,33 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     little = ts != EXPLICIT_BE
     result = ScanResult(transfer_syntax=ts, media_sop_class=media_class, values=values)
     charsets: list[str] = []
-    tag_fmt = "<HH" if little else ">HH"
+    # One unpack per element header (this loop is most of an import's CPU time).
+    head = _IMPLICIT_HEAD if implicit else _EXPLICIT_HEAD_LE if little else _EXPLICIT_HEAD_BE
+    long_length = _LENGTH_LE if little else _LENGTH_BE
+    vr = b""
     while pos < end:
         if pos + 8 > end:
             if complete:
                 raise TruncatedError(f"the file ends inside an element header at offset {pos}")
             raise NeedMoreData("element header")
-        group, elem = struct.unpack_from(tag_fmt, buf, pos)
+        if implicit:
+            group, elem, length = head.unpack_from(buf, pos)
+            value_pos = pos + 8
+        else:
+            group, elem, vr, length = head.unpack_from(buf, pos)
+            if vr in _LONG_VRS:
+                if pos + 12 > end:
+                    raise NeedMoreData("element header past the end of the buffer")
+                (length,) = long_length.unpack_from(buf, pos + 8)
+                value_pos = pos + 12
+            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
+                value_pos = pos + 8
+            else:
+                raise ScanError(f"invalid VR {vr!r} at offset {pos}")
         tag = (group << 16) | elem
-        start, vr, length, value_pos = _element_header(buf, pos, implicit, little)
         result.last_tag = tag
         if tag in _PIXEL_TAGS:
-            result.header_end = start
+            result.header_end = pos
             result.pixel_tag = tag
             result.pixel_offset = value_pos
             result.pixel_length = -1 if length == _UNDEFINED else length

@@ -79,7 +79,7 @@ TAG_OF = {
 INDEX_TAGS = {TAG_OF[k]: k for k in INDEX_KEYWORDS}
 _WANTED = frozenset(INDEX_TAGS)
 _INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
-_FIRST_READ = 64 * 1024
+_FIRST_READ = 16 * 1024  # most headers are 2-12 KiB; a longer one is read on
 
 
 @dataclass
