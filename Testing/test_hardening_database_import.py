@@ -248,3 +248,29 @@ def test_import_leaves_no_temporaries_and_parse_path_still_reads_whole_files(tmp
     assert parsed.data == series.files[0].read_bytes()
     db.close()
     shutil.rmtree(tmp_path / "db")
+
+
+@pytest.mark.parametrize("without", ["none", "copy_file_range", "copy_file_range+sendfile"])
+def test_kernel_copy_falls_back_to_what_the_platform_has(tmp_path, monkeypatch, without):
+    from DICOMPlusLib.database import store
+
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(3 << 20) + b"tail")
+    if "copy_file_range" in without:
+        monkeypatch.delattr(os, "copy_file_range")
+    if "sendfile" in without:
+
+        def no_sendfile(*args):
+            raise OSError(38, "sendfile not available")
+
+        monkeypatch.setattr(os, "sendfile", no_sendfile)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        store.copy_into(fd, source.stat().st_size, str(tmp_path / "copy"))
+        assert (tmp_path / "copy").read_bytes() == source.read_bytes()
+        assert (tmp_path / "copy").stat().st_mode & 0o077 == 0
+        with pytest.raises(OSError):  # a source shorter than announced: nothing left behind
+            store.copy_into(fd, source.stat().st_size + 10, str(tmp_path / "short"))
+        assert not (tmp_path / "short").exists()
+    finally:
+        os.close(fd)
