@@ -116,6 +116,9 @@ def test_database_wal_and_shm_are_owner_only(tmp_path):
         os.chmod(db.path, 0o644)
         Database(db.path).close()
         assert stat.S_IMODE(db.path.stat().st_mode) == 0o600
+        os.chmod(db.path, 0o660)  # shared with a group on purpose: left as it is
+        Database(db.path).close()
+        assert stat.S_IMODE(db.path.stat().st_mode) == 0o660
     finally:
         os.umask(old)
 

@@ -588,14 +588,16 @@ def _create_owner_only(path: Path) -> None:
     """The database holds every header (patient data): create it readable by its owner only.
 
     SQLite gives the WAL and shared-memory files the mode of the database file, so they follow.
-    An existing database is tightened too, when this user owns it.
+    An existing database that anyone may read (as earlier versions created it, 0644) is tightened
+    too, when this user owns it; one shared with a group only (e.g. 0660) was set so on purpose
+    and is left alone.
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         with contextlib.suppress(OSError):
             st = os.stat(path)
-            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            if st.st_mode & 0o007 and st.st_uid == os.geteuid():
                 for suffix in ("", "-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         os.chmod(f"{path}{suffix}", 0o600)
