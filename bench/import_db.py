@@ -1,14 +1,27 @@
-"""Import: `dicomplus import` of 2,000 files with ~10 KB headers vs dcmdump and a pydicom loop.
+"""Import: `dicomplus import` of real 512x512 CT files, as a user runs it, vs dcmdump and cp + dcmdump.
 
-The files are 256x256 int16 CT slices with a realistic ~9.6 KB header (a private block and a
-20-item sequence, as scanners write), generated once into bench/_work/import_db/src. Candidates:
-``dcmdump`` scanning every file (the DCMTK reference), a one-process pydicom loop reading every
-header (``stop_before_pixels``), ``dicomplus import`` into an empty database (files copied into the
-store, the default), ``--link`` (indexed in place), and importing the same folder again into a full
-database (unchanged files are skipped by size and mtime). Before each import into an empty
-database the previous one is removed and dirty pages are flushed (untimed), so runs do not pay
-for each other's disk writes. Target: import throughput >= 0.5x
-dcmdump's, i.e. a time ratio <= 2.0; importing again >= 10x faster than importing.
+The source is 1,008 files (36 series of 28) made from the real CT series
+``/work/shared/data/series/dev_ct_axial_plain`` (or ``$DICOMPLUS_BENCH_CT``): every file's bytes
+as scanned (532 KB, 512x512 int16), with only its Study/Series/SOP Instance UIDs rewritten so that
+each copy is a distinct instance. Generated once into ``bench/_work/import_db/src`` (git-ignored).
+
+Candidates, each a whole process as typed at a shell unless said otherwise:
+
+- ``dcmdump``: DCMTK parsing every file (``-M``: large values not loaded). It copies nothing.
+- ``cp+dcmdump``: ``cp -r`` of the folder then ``dcmdump`` of the copy: the same work as an import
+  that copies (files copied and every header parsed), by the reference tools.
+- ``dicomplus``: ``dicomplus import DIR`` into an empty database (files copied into the store).
+- ``in-process``: the same import called from Python in this (already started) process.
+- ``link``: ``dicomplus import --link DIR`` (indexed in place, nothing copied).
+- ``reimport``: ``dicomplus import DIR`` again into the full database (unchanged files skipped);
+  ``reimport-in-process`` the same from Python (without the interpreter's start-up).
+- ``dicomplus-cold`` and ``dcmdump-cold``: as above after the source files' pages were evicted
+  from the page cache (``posix_fadvise(DONTNEED)`` on each file: no root needed and nothing else
+  on the machine is disturbed); every other candidate reads a warm cache.
+
+Before each import into an empty database the previous one is removed and dirty pages are
+flushed (untimed), so that no run pays for another's writes. Goals (issue 19): copy >= 0.8x
+dcmdump's throughput, link >= 1.5x, importing again >= 20x faster than the first import.
 """
 
 from __future__ import annotations
@@ -19,81 +32,124 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.runner import Benchmark, Candidate, python_command
+from bench.runner import BenchError, Benchmark, Candidate
 
-FILES = 2000
-PER_SERIES = 200
+SERIES = 36
 DCMDUMP = "/usr/bin/dcmdump"
-
-PYDICOM_LOOP = """
-import os, sys, pydicom
-n = 0
-for root, _, files in os.walk(sys.argv[1]):
-    for name in files:
-        ds = pydicom.dcmread(os.path.join(root, name), stop_before_pixels=True)
-        n += bool(ds.SOPInstanceUID)
-assert n == int(sys.argv[2]), n
-"""
+DEFAULT_CT = "/work/shared/data/series/dev_ct_axial_plain"
 
 
-def make_source(folder: Path) -> Path:
+def make_source(folder: Path) -> int:
+    """Write the source files once; return how many there are."""
     marker = folder.with_name(folder.name + ".complete")
     if marker.exists():
-        return folder
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
-    from dicomplus_testing.synthetic import make_series
+        return int(marker.read_text())
+    import pydicom
+    from pydicom.uid import generate_uid
 
+    real = Path(os.environ.get("DICOMPLUS_BENCH_CT", DEFAULT_CT))
+    originals = []
+    for path in sorted(real.iterdir()) if real.is_dir() else []:
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception:  # the folder's DIRFILE and anything else that is not an image
+            continue
+        if "PixelData" in ds and ds.get("Rows") == 512 and ds.get("Columns") == 512:
+            originals.append(ds)
+    if not originals:  # no real data on this machine: synthetic slices with a scanner-like header
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
+        from dicomplus_testing.synthetic import make_series
+
+        made = make_series(folder.with_name("synthetic"), n=28, rows=512, cols=512, fat_header=True)
+        originals = [pydicom.dcmread(p) for p in made.files]
+        (folder.with_name("SYNTHETIC")).write_text(f"no 512x512 CT in {real}\n")
     shutil.rmtree(folder, ignore_errors=True)
-    for i in range(FILES // PER_SERIES):
-        make_series(
-            folder / f"series{i:02d}",
-            n=PER_SERIES,
-            rows=256,
-            cols=256,
-            fat_header=True,
-            seed=i,
-            patient_id=f"BENCH{i % 3}",
-        )
-    marker.write_text("ok")
-    return folder
+    count = 0
+    for s in range(SERIES):
+        out = folder / f"series{s:02d}"
+        out.mkdir(parents=True)
+        study, series = generate_uid(), generate_uid()
+        for i, ds in enumerate(originals):
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.save_as(out / f"IM{i:04d}.dcm", enforce_file_format=True)
+            count += 1
+    marker.write_text(str(count))
+    return count
+
+
+def _evict(folder: Path) -> None:
+    """Drop the files' clean pages from the page cache (the next read comes from the disk)."""
+    os.sync()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def benchmark(work_dir: Path) -> Benchmark:
-    src = make_source(work_dir / "src")
+    src = work_dir / "src"
+    files = make_source(src)
+    kind = "synthetic" if (work_dir / "SYNTHETIC").exists() else "real"
+    megabytes = sum(p.stat().st_size for p in src.rglob("*.dcm")) / 1e6
     dicomplus = str(Path(sys.executable).with_name("dicomplus"))
-    fresh = work_dir / "fresh"
-    linked = work_dir / "linked"
-    full = work_dir / "full"
+    fresh, linked, full, inproc, copied = (
+        work_dir / n for n in ("fresh", "linked", "full", "inproc", "copied")
+    )
 
-    def empty(path: Path):
-        # Untimed: remove the previous run's database and store, and flush the page cache's dirty
-        # pages (os.sync) so that one run's 276 MB of writes is not paid for by the next run (the
-        # kernel throttles a writer while earlier dirty pages are written back).
+    def empty(*paths: Path, cold: bool = False):
+        # Untimed: remove the previous run's output and flush dirty pages (os.sync), so that one
+        # run's writes are not paid for by the next (the kernel throttles a writer while earlier
+        # dirty pages are written back).
         def before() -> None:
-            shutil.rmtree(path, ignore_errors=True)
+            for path in paths:
+                shutil.rmtree(path, ignore_errors=True)
             os.sync()
+            if cold:
+                _evict(src)
 
         return before
+
+    def import_in_process() -> None:
+        from DICOMPlusLib.database import Database
+
+        with Database(inproc) as db:
+            report = db.import_paths([src])
+        if report.added != files:
+            raise BenchError(f"in-process import added {report.added} of {files}")
+
+    def reimport_in_process() -> None:
+        from DICOMPlusLib.database import Database
+
+        with Database(full) as db:
+            report = db.import_paths([src])
+        if report.unchanged != files:
+            raise BenchError(f"in-process import again: {report.unchanged} of {files} unchanged")
 
     shutil.rmtree(full, ignore_errors=True)
     subprocess.run(
         [dicomplus, "--db", str(full), "import", str(src), "--json"], check=True, capture_output=True
     )
-    header = (src / "series00").iterdir().__next__().stat().st_size
+    dump = f"{DCMDUMP} -q -M +sd +r"
     return Benchmark(
         name="import_db",
-        description=f"{FILES} CT files 256x256 with ~10 KB headers ({header / 1024:.0f} KiB each), {os.cpu_count()} cores",
+        description=(
+            f"{files} {kind} CT files 512x512 ({megabytes / files * 1000:.0f} KB each, {megabytes:.0f} MB), "
+            f"{os.cpu_count()} cores; page cache warm except the -cold candidates"
+        ),
         candidates=[
             Candidate(
-                "dcmdump",
-                command=f"{DCMDUMP} -q -M +sd +r {src} > /dev/null",
-                shell=True,
-                label="dcmdump -q -M +sd +r DIR > /dev/null",
+                "dcmdump", command=f"{dump} {src} > /dev/null", shell=True, label="dcmdump -q -M +sd +r DIR"
             ),
             Candidate(
-                "pydicom",
-                command=python_command(PYDICOM_LOOP, str(src), str(FILES)),
-                label="pydicom dcmread(stop_before_pixels) loop, one process",
+                "cp+dcmdump",
+                command=f"cp -r {src} {copied} && {dump} {copied} > /dev/null",
+                shell=True,
+                before=empty(copied),
+                label="cp -r DIR COPY && dcmdump -q -M +sd +r COPY",
             ),
             Candidate(
                 "dicomplus",
@@ -102,7 +158,13 @@ def benchmark(work_dir: Path) -> Benchmark:
                 label="dicomplus import DIR (copy into the store)",
             ),
             Candidate(
-                "dicomplus-link",
+                "in-process",
+                function=import_in_process,
+                before=empty(inproc),
+                label="Database.import_paths([DIR]) in the benchmark's process",
+            ),
+            Candidate(
+                "link",
                 command=[dicomplus, "--db", str(linked), "import", "--link", str(src), "--json"],
                 before=empty(linked),
                 label="dicomplus import --link DIR",
@@ -112,8 +174,26 @@ def benchmark(work_dir: Path) -> Benchmark:
                 command=[dicomplus, "--db", str(full), "import", str(src), "--json"],
                 label="dicomplus import DIR again (unchanged files)",
             ),
+            Candidate(
+                "reimport-in-process",
+                function=reimport_in_process,
+                label="Database.import_paths([DIR]) again, in the benchmark's process",
+            ),
+            Candidate(
+                "dcmdump-cold",
+                command=f"{dump} {src} > /dev/null",
+                shell=True,
+                before=empty(cold=True),
+                label="dcmdump, source evicted from the page cache",
+            ),
+            Candidate(
+                "dicomplus-cold",
+                command=[dicomplus, "--db", str(fresh), "import", str(src), "--json"],
+                before=empty(fresh, cold=True),
+                label="dicomplus import DIR, source evicted from the page cache",
+            ),
         ],
         reference="dcmdump",
-        work={"files": FILES},
-        cleanup=lambda: [shutil.rmtree(p, ignore_errors=True) for p in (fresh, linked, full)],
+        work={"files": files, "MB": round(megabytes, 1)},
+        cleanup=lambda: [shutil.rmtree(p, ignore_errors=True) for p in (fresh, linked, full, inproc, copied)],
     )

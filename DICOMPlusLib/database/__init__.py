@@ -1,13 +1,26 @@
-"""The local DICOM database: import, search, delete, stored headers and files."""
+"""The local DICOM database: import, search, delete, stored headers and files.
 
-from DICOMPlusLib.database.database import (
-    Database,
-    DuplicatePolicy,
-    TemporaryDatabase,
-    default_database_path,
-)
-from DICOMPlusLib.database.indexer import import_paths, iter_files
-from DICOMPlusLib.database.matching import Criterion, MatchKind
+Names are imported lazily (PEP 562, :mod:`DICOMPlusLib._lazy`): the command line imports
+``database.commands`` to build its parser, and that must not cost the database, the indexer and
+the scanner for a command that uses none of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib._lazy import lazy_getattr
+
+_EXPORTS = {
+    "Database": "database",
+    "DuplicatePolicy": "database",
+    "TemporaryDatabase": "database",
+    "default_database_path": "database",
+    "import_paths": "indexer",
+    "iter_files": "indexer",
+    "Criterion": "matching",
+    "MatchKind": "matching",
+}
 
 __all__ = [
     "Criterion",
@@ -19,3 +32,14 @@ __all__ = [
     "import_paths",
     "iter_files",
 ]
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database.database import (
+        Database,
+        DuplicatePolicy,
+        TemporaryDatabase,
+        default_database_path,
+    )
+    from DICOMPlusLib.database.indexer import import_paths, iter_files
+    from DICOMPlusLib.database.matching import Criterion, MatchKind

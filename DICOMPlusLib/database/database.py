@@ -69,11 +69,14 @@ class Database:
     default_link: bool = False
 
     def __init__(self, path: str | os.PathLike | None = None, *, store_dir: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else default_database_path()
+        # Absolute from here on: a relative --db must not make stored paths depend on the folder
+        # the command happened to run in.
+        self.path = Path(os.path.abspath(path if path is not None else default_database_path()))
         if self.path.is_dir() or self.path.suffix == "":
             self.path = self.path / DB_FILE_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = FileStore(Path(store_dir) if store_dir else self.path.parent / "store")
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store = FileStore(os.path.abspath(store_dir) if store_dir else self.path.parent / "store")
+        _create_owner_only(self.path)
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._connections: list[sqlite3.Connection] = []
@@ -84,10 +87,11 @@ class Database:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 logger.warning("database %s could not switch to WAL (mode %s)", self.path, mode)
-            schema.migrate(conn)
+            schema.migrate(conn, store_root=self.store.root)
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         self._writer = conn
+        self.store.sweep()  # temporary files of writers that died (kill -9, power loss)
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -146,6 +150,7 @@ class Database:
 
     def close(self) -> None:
         self._closed = True
+        self.store.release()
         with self._connections_lock:
             for conn in self._connections:
                 with contextlib.suppress(sqlite3.Error):
@@ -298,8 +303,7 @@ class Database:
         if item.data is not None:
             return str(self.store.write_bytes(sop, item.data, unique=unique)), False
         if item.source:
-            fd, tmp = self.store.temporary_file()
-            os.close(fd)
+            tmp = self.store.temporary_name()
             try:
                 shutil.copyfile(item.source, tmp)
             except BaseException:
@@ -538,7 +542,10 @@ class Database:
                 one("SELECT PatientID FROM patients WHERE id=?", pid)[0] for pid in gone_patients
             ]
             to_remove = [
-                r["path"] for r in rows if (r["linked"] and linked_files) or (not r["linked"] and files)
+                r["path"]
+                for r in rows
+                if (r["linked"] and linked_files)
+                or (not r["linked"] and files and self.store.contains(r["path"]))
             ]
             removing = set(to_remove)
             report.files_kept = [r["path"] for r in rows if r["path"] not in removing]
@@ -557,8 +564,12 @@ class Database:
             for pid in gone_patients:
                 conn.execute("DELETE FROM patients WHERE id=?", (pid,))
             self._refresh_counts(conn, series_uids - set(gone_series), study_uids - set(gone_studies))
+        linked_paths = {r["path"] for r in rows if r["linked"]}
         for path in to_remove:
-            removed = self.store.remove(path) if self.store.contains(path) else _remove_user_file(path)
+            if path in linked_paths:  # the user asked for their own files to go (--files)
+                removed = _remove_user_file(path)
+            else:  # a copy DICOMPlus made: removed only from inside the store, never elsewhere
+                removed = self.store.remove(path)
             (report.files_removed if removed else report.files_kept).append(path)
         return report
 
@@ -571,6 +582,29 @@ def record_source(
         "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
         (os.path.abspath(path), size, mtime, sop, reason),
     )
+
+
+def _create_owner_only(path: Path) -> None:
+    """The database holds every header (patient data): create it readable by its owner only.
+
+    SQLite gives the WAL and shared-memory files the mode of the database file, so they follow.
+    An existing database that anyone may read (as earlier versions created it, 0644) is tightened
+    too, when this user owns it; one shared with a group only (e.g. 0660) was set so on purpose
+    and is left alone.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if st.st_mode & 0o007 and st.st_uid == os.geteuid():
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(f"{path}{suffix}", 0o600)
+        return
+    except OSError:
+        return  # a read-only folder: sqlite3 reports it with the path
+    os.close(fd)
 
 
 def _remove_user_file(path: str) -> bool:

@@ -8,8 +8,10 @@ read pixels without parsing again.
 
 It handles the file meta group (always explicit VR little endian, PS3.10 7.1), and datasets in
 explicit or implicit VR little endian, explicit VR big endian and encapsulated (compressed)
-transfer syntaxes. Deflated datasets, files without the ``DICM`` prefix and anything it cannot
-walk raise :class:`ScanError`; the caller then falls back to pydicom.
+transfer syntaxes; a deflated data set is scanned after :func:`inflate_header` has inflated as much
+of it as the header needs. Files without the ``DICM`` prefix and anything it cannot walk raise
+:class:`ScanError` (the only exception it raises, whatever the bytes); the caller then falls back
+to pydicom.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
@@ -48,6 +51,10 @@ class NeedMoreData(ScanError):
     """The buffer ends before the scan is complete; read more of the file and try again."""
 
 
+class DeflatedError(ScanError):
+    """The data set is deflated (PS3.5 A.5): inflate it with :func:`inflate_header` first."""
+
+
 @dataclass
 class ScanResult:
     """What the scanner found.
@@ -64,6 +71,14 @@ class ScanResult:
     pixel_tag: int = 0
     pixel_offset: int = -1  # offset of the pixel data value in the file
     pixel_length: int = -1  # its length; -1 when encapsulated (undefined length)
+    last_tag: int = 0  # the last top-level element walked
+
+
+_IMPLICIT_HEAD = struct.Struct("<HHI")
+_EXPLICIT_HEAD_LE = struct.Struct("<HH2sH")
+_EXPLICIT_HEAD_BE = struct.Struct(">HH2sH")
+_LENGTH_LE = struct.Struct("<I")
+_LENGTH_BE = struct.Struct(">I")
 
 
 def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
@@ -77,13 +92,11 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
         return nums[0] if count == 1 else nums
     if vr in _TEXT_VRS:
         if charsets:
-            from pydicom.charset import decode_bytes
-
-            with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
-                warnings.simplefilter("ignore")
-                text = decode_bytes(
-                    raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
-                )
+            single = _PLAIN_CODECS.get(charsets[0]) if len(charsets) == 1 else None
+            if single is not None and 0x1B not in raw:  # no code extensions: the codec alone
+                text = raw.decode(single, "replace")
+            else:
+                text = _decode_extended(raw, vr, charsets)
         else:
             text = raw.decode("latin-1")
     else:
@@ -92,6 +105,40 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     if vr not in (b"ST", b"LT", b"UT"):
         text = text.lstrip(" ") if vr != b"PN" else text
     return text
+
+
+# Defined terms of SpecificCharacterSet without code extensions (PS3.3 C.12.1.1.2) that decode
+# with one Python codec; the others go through pydicom (ISO 2022 escapes, several terms).
+_PLAIN_CODECS = {
+    "ISO_IR 6": "latin_1",  # ASCII; latin-1 keeps stray 8-bit bytes as pydicom's fallback does
+    "ISO_IR 100": "latin_1",
+    "ISO_IR 101": "iso8859_2",
+    "ISO_IR 109": "iso8859_3",
+    "ISO_IR 110": "iso8859_4",
+    "ISO_IR 144": "iso8859_5",
+    "ISO_IR 127": "iso8859_6",
+    "ISO_IR 126": "iso8859_7",
+    "ISO_IR 138": "iso8859_8",
+    "ISO_IR 148": "iso8859_9",
+    "ISO_IR 203": "iso8859_15",
+    "ISO_IR 166": "iso8859_11",
+    "ISO_IR 192": "utf_8",
+    "GB18030": "gb18030",
+    "GBK": "gbk",
+}
+
+
+def _decode_extended(raw: bytes, vr: bytes, charsets: list[str]) -> str:
+    from pydicom.charset import decode_bytes
+
+    try:
+        with warnings.catch_warnings():  # pydicom warns about unknown terms and falls back
+            warnings.simplefilter("ignore")
+            return decode_bytes(
+                raw, _python_codecs(tuple(charsets)), {0x5C, 0x3D, 0x5E} if vr == b"PN" else {0x5C}
+            )
+    except (LookupError, ValueError):  # a malformed SpecificCharacterSet (e.g. a NUL in a term)
+        return raw.decode("latin-1")
 
 
 @functools.lru_cache(maxsize=64)
@@ -105,38 +152,46 @@ def _python_codecs(terms: tuple[str, ...]) -> list[str]:
 
 
 def _skip_undefined(buf: bytes, pos: int, implicit: bool, little: bool) -> int:
-    """Return the offset just after the sequence delimiter of an undefined-length value."""
+    """Return the offset just after the sequence delimiter of an undefined-length value.
+
+    Walked with an explicit stack of open sequences and items, so any depth of nesting costs
+    memory in proportion to the data, never Python's recursion limit."""
     end = len(buf)
     fmt_tag = "<HH" if little else ">HH"
-    while True:
+    fmt_len = "<I" if little else ">I"
+    stack: list[tuple[bool, bool]] = [(True, implicit)]  # (a sequence? else an item, implicit)
+    while stack:
+        in_sequence, imp = stack[-1]
         if pos + 8 > end:
             raise NeedMoreData("sequence runs past the end of the buffer")
         group, elem = struct.unpack_from(fmt_tag, buf, pos)
         tag = (group << 16) | elem
-        (length,) = struct.unpack_from("<I" if little else ">I", buf, pos + 4)
-        if tag == _SEQ_DELIM:
-            return pos + 8
-        if tag != _ITEM:
-            raise ScanError(f"expected an item at offset {pos}, found {tag:08X}")
-        pos += 8
-        if length != _UNDEFINED:
-            pos += length
-            continue
-        # An item of undefined length: walk its elements until the item delimiter.
-        while True:
-            if pos + 8 > end:
-                raise NeedMoreData("item runs past the end of the buffer")
-            group, elem = struct.unpack_from(fmt_tag, buf, pos)
-            tag = (group << 16) | elem
-            if tag == _ITEM_DELIM:
+        if in_sequence:
+            if tag == _SEQ_DELIM:
                 pos += 8
-                break
-            pos, vr, length, value_pos = _element_header(buf, pos, implicit, little)
+                stack.pop()
+                continue
+            if tag != _ITEM:
+                raise ScanError(f"expected an item at offset {pos}, found {tag:08X}")
+            (length,) = struct.unpack_from(fmt_len, buf, pos + 4)
+            pos += 8
             if length == _UNDEFINED:
-                # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
-                pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
+                stack.append((False, imp))  # an item of undefined length: walk its elements
             else:
-                pos = value_pos + length
+                pos += length
+            continue
+        if tag == _ITEM_DELIM:
+            pos += 8
+            stack.pop()
+            continue
+        pos, vr, length, value_pos = _element_header(buf, pos, imp, little)
+        if length == _UNDEFINED:
+            # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
+            stack.append((True, imp or vr == b"UN"))
+            pos = value_pos
+        else:
+            pos = value_pos + length
+    return pos
 
 
 def _element_header(buf: bytes, pos: int, implicit: bool, little: bool) -> tuple[int, bytes, int, int]:
@@ -209,22 +264,38 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     if not ts:
         raise ScanError("no TransferSyntaxUID in the file meta information")
     if ts == DEFLATED_LE:
-        raise ScanError("deflated transfer syntax")
+        raise DeflatedError("deflated transfer syntax")
     implicit = ts == IMPLICIT_LE
     little = ts != EXPLICIT_BE
     result = ScanResult(transfer_syntax=ts, media_sop_class=media_class, values=values)
     charsets: list[str] = []
-    tag_fmt = "<HH" if little else ">HH"
+    # One unpack per element header (this loop is most of an import's CPU time).
+    head = _IMPLICIT_HEAD if implicit else _EXPLICIT_HEAD_LE if little else _EXPLICIT_HEAD_BE
+    long_length = _LENGTH_LE if little else _LENGTH_BE
+    vr = b""
     while pos < end:
         if pos + 8 > end:
             if complete:
                 raise TruncatedError(f"the file ends inside an element header at offset {pos}")
             raise NeedMoreData("element header")
-        group, elem = struct.unpack_from(tag_fmt, buf, pos)
+        if implicit:
+            group, elem, length = head.unpack_from(buf, pos)
+            value_pos = pos + 8
+        else:
+            group, elem, vr, length = head.unpack_from(buf, pos)
+            if vr in _LONG_VRS:
+                if pos + 12 > end:
+                    raise NeedMoreData("element header past the end of the buffer")
+                (length,) = long_length.unpack_from(buf, pos + 8)
+                value_pos = pos + 12
+            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
+                value_pos = pos + 8
+            else:
+                raise ScanError(f"invalid VR {vr!r} at offset {pos}")
         tag = (group << 16) | elem
-        start, vr, length, value_pos = _element_header(buf, pos, implicit, little)
+        result.last_tag = tag
         if tag in _PIXEL_TAGS:
-            result.header_end = start
+            result.header_end = pos
             result.pixel_tag = tag
             result.pixel_offset = value_pos
             result.pixel_length = -1 if length == _UNDEFINED else length
@@ -261,3 +332,54 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         raise NeedMoreData("no pixel data yet")
     result.header_end = end
     return result
+
+
+#: How much of a deflated data set is inflated, at most, to find the end of its header.
+MAX_INFLATED_HEADER = 64 << 20
+_EXPLICIT_LE_VALUE = b"1.2.840.10008.1.2.1\x00"
+
+
+def inflate_header(buf: bytes, wanted: frozenset[int] | set[int]) -> tuple[bytes, ScanResult]:
+    """Scan a whole Deflated Explicit VR Little Endian file (PS3.5 A.5).
+
+    Returns ``(prefix, result)``: ``prefix`` is an equivalent Explicit VR Little Endian Part 10
+    header (its TransferSyntaxUID and group length rewritten, the data set inflated up to the
+    pixel data), which ``result`` describes; ``result.transfer_syntax`` stays the deflated one and
+    its pixel offsets are -1 (the pixels are not at a fixed place in the file). Only as much is
+    inflated as the header needs (at most :data:`MAX_INFLATED_HEADER`).
+    """
+    pos, meta = 132, []
+    while pos + 8 <= len(buf) and struct.unpack_from("<H", buf, pos)[0] == 0x0002:
+        _p, _vr, length, value_pos = _element_header(buf, pos, False, True)
+        if length == _UNDEFINED or value_pos + length > len(buf):
+            raise TruncatedError("the file meta information runs past the end of the file")
+        elem = struct.unpack_from("<H", buf, pos + 2)[0]
+        if elem == 0x0010:
+            meta.append(b"\x02\x00\x10\x00UI" + struct.pack("<H", 20) + _EXPLICIT_LE_VALUE)
+        elif elem != 0x0000:
+            meta.append(buf[pos : value_pos + length])
+        pos = value_pos + length
+    body = b"".join(meta)
+    prefix = bytearray(buf[:132] + b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(body)) + body)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = buf[pos:]
+    while True:
+        try:
+            prefix += inflater.decompress(pending, 1 << 20)
+        except zlib.error as exc:
+            raise ScanError(f"the deflated data set cannot be inflated: {exc}") from None
+        pending = inflater.unconsumed_tail
+        finished = inflater.eof or not pending
+        try:
+            result = scan(bytes(prefix), wanted, complete=finished)
+        except NeedMoreData:
+            if finished:
+                raise TruncatedError("the deflated data set ends before its data does") from None
+            if len(prefix) > MAX_INFLATED_HEADER:
+                raise ScanError("the deflated header inflates past 64 MiB") from None
+            continue
+        if finished and not inflater.eof and not result.pixel_tag:
+            raise TruncatedError("the deflated data set is cut short")
+        result.transfer_syntax = DEFLATED_LE
+        result.pixel_offset = result.pixel_length = -1
+        return bytes(prefix[: result.header_end]), result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -21,7 +22,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.database.parsing import ParsedFile, parse_path
+from DICOMPlusLib.database.parsing import ParsedFile, parse_fd
+from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
 from DICOMPlusLib.errors import CancelledError, ImportFileError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
@@ -36,13 +38,21 @@ BATCH = 480  # entries per database transaction
 PARALLEL_THRESHOLD = 400  # below this many files, worker start-up costs more than it saves
 
 
-def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+def iter_files(
+    paths: Iterable[str | os.PathLike], *, unreadable: list[SkippedFile] | None = None
+) -> Iterator[str]:
     """Every file under ``paths`` (recursively, sorted, hidden files skipped). A DICOMDIR given
-    explicitly expands to the files it references, as well as its folder's other files."""
+    explicitly expands to the files it references, as well as its folder's other files. Folders
+    that cannot be listed are appended to ``unreadable`` (with the reason) when it is given."""
+
+    def on_error(exc: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append(SkippedFile(str(exc.filename), f"cannot read folder: {exc.strerror or exc}"))
+
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
+            for root, dirs, files in os.walk(path, onerror=on_error):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if not name.startswith("."):
@@ -69,42 +79,79 @@ def _dicomdir_files(path: Path) -> Iterator[str]:
             yield str(path.parent.joinpath(*parts))
 
 
-def _work(paths: list[str], link: bool, tmp_dir: str) -> list[ParsedFile | SkippedFile]:
-    """Worker body: parse each file and, when copying, write it to a temporary file in the store."""
+def _work(paths: list[str], link: bool, tmp_base: str) -> list[ParsedFile | SkippedFile]:
+    """Worker body: parse each file's header and, when copying, copy it by the kernel into a
+    temporary file of the store named ``<tmp_base>-<pid>-<n>``."""
     out: list[ParsedFile | SkippedFile] = []
     for path in paths:
         try:
-            parsed = parse_path(path, keep_data=not link)
+            out.append(_import_one(path, link, tmp_base))
         except ImportFileError as exc:
             out.append(SkippedFile(path, str(exc)))
-            continue
         except Exception as exc:  # a parser bug on one file must not lose the others
             logger.exception("unexpected error parsing %s", path)
             out.append(SkippedFile(path, f"unreadable: {type(exc).__name__}: {exc}"))
-            continue
-        if parsed.data is not None:
-            try:
-                parsed.stored_tmp = _write_tmp(tmp_dir, parsed.data)
-            except OSError as exc:
-                out.append(SkippedFile(path, f"cannot store: {exc.strerror or exc}"))
-                continue
-            parsed.data = None
-        out.append(parsed)
     return out
 
 
-def _write_tmp(tmp_dir: str, data: bytes) -> str:
-    import tempfile
+_names = itertools.count()
+CHANGE_RETRIES = 3
 
-    fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
+
+def _import_one(path: str, link: bool, tmp_base: str) -> ParsedFile:
+    """One file, read consistently: its identity, size and times are taken before and after
+    the header is parsed and the copy made; a file rewritten meanwhile (a torn copy, a header
+    from another version than the pixels) is tried again, then reported.
+
+    Not detectable this way: an in-place overwrite of the same size by one write that was
+    already running when the copy began (the kernel sets the mtime as a write starts)."""
+    for _attempt in range(CHANGE_RETRIES):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
+        tmp = ""
+        try:
+            before = os.fstat(fd)
+            try:
+                parsed = parse_fd(fd, before, path)
+            except ImportFileError:
+                if _unchanged(before, os.fstat(fd)) and _unchanged(before, os.stat(path)):
+                    raise
+                continue  # read while it was being written: look again
+            if not link:
+                tmp = f"{tmp_base}-{os.getpid()}-{next(_names)}"
+                try:
+                    copy_into(fd, before.st_size, tmp)
+                except OSError as exc:
+                    tmp = ""
+                    if _unchanged(before, os.fstat(fd)):
+                        raise ImportFileError(f"cannot store: {exc.strerror or exc}") from exc
+                    continue
+            if not (_unchanged(before, os.fstat(fd)) and _unchanged(before, os.stat(path))):
+                continue
+            parsed.stored_tmp, tmp = tmp, ""
+            return parsed
+        except OSError as exc:
+            raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+    raise ImportFileError(
+        f"changed while being read ({CHANGE_RETRIES} times): import it again once it is complete"
+    )
+
+
+def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -143,7 +190,9 @@ def import_paths(
     cancel = cancel or CancelToken()
     started = time.monotonic()
     report = ImportReport()
-    files = list(iter_files(paths))
+    unreadable: list[SkippedFile] = []
+    files = list(iter_files(paths, unreadable=unreadable))
+    report.skipped.extend(unreadable)
     report.files_seen = len(files)
     total = len(files)
     done = 0
@@ -153,8 +202,7 @@ def import_paths(
     done = total - len(todo)
     if progress and done:
         progress(done, total, "")
-    tmp_dir = db.store.root / ".incoming"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp_base = os.path.join(db.store.incoming_dir(), f"{TMP_PREFIX}{db.store.owner_token()}")
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     jobs = max(1, jobs or os.cpu_count() or 1)
     pending: list[ParsedFile] = []
@@ -198,13 +246,13 @@ def import_paths(
             for chunk in chunks:
                 if cancel.cancelled:
                     raise CancelledError("import cancelled")
-                consume(_work(chunk, link, str(tmp_dir)))
+                consume(_work(chunk, link, tmp_base))
         else:
             ahead = jobs * 3
             index = 0
             while index < len(chunks) or futures:
                 while index < len(chunks) and len(futures) < ahead and not cancel.cancelled:
-                    futures.append(executor.submit(_work, chunks[index], link, str(tmp_dir)))
+                    futures.append(executor.submit(_work, chunks[index], link, tmp_base))
                     index += 1
                 if cancel.cancelled:
                     raise CancelledError("import cancelled")

@@ -13,10 +13,20 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
-from DICOMPlusLib.database.headerscan import NeedMoreData, ScanError, TruncatedError, scan
+from DICOMPlusLib.database.headerscan import (
+    DeflatedError,
+    NeedMoreData,
+    ScanError,
+    TruncatedError,
+    inflate_header,
+    scan,
+)
 from DICOMPlusLib.errors import ImportFileError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+MR_SPECTROSCOPY = "1.2.840.10008.5.1.4.1.1.4.2"
+SPECTROSCOPY_DATA = 0x56000020
 
 PATIENT_KEYS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
 STUDY_KEYS = (
@@ -69,7 +79,7 @@ TAG_OF = {
 INDEX_TAGS = {TAG_OF[k]: k for k in INDEX_KEYWORDS}
 _WANTED = frozenset(INDEX_TAGS)
 _INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
-_FIRST_READ = 64 * 1024
+_FIRST_READ = 16 * 1024  # most headers are 2-12 KiB; a longer one is read on
 
 
 @dataclass
@@ -121,16 +131,49 @@ def _check(values: dict[str, object], media_class: str, path: str) -> None:
             raise ImportFileError(f"no {key}: not a composite instance that can be indexed")
 
 
+def _check_pixels(values: dict[str, object], pixel_tag: int, last_tag: int) -> None:
+    """A standard image (a Storage SOP Class of PS3.4 B.5, Rows and Columns at the top level)
+    whose data set ends before the place of Pixel Data (7FE0,0010; elements come in ascending tag
+    order, PS3.5 7.1) was cut short, even when the cut fell exactly on an element boundary.
+
+    Not judged: MR Spectroscopy (Rows/Columns with Spectroscopy Data, 5600,0020) and private SOP
+    classes, which may legitimately carry Rows/Columns without pixels (e.g. Philips' private MR
+    series data)."""
+    if pixel_tag or values.get("Rows") is None or values.get("Columns") is None:
+        return
+    sop_class = str(values.get("SOPClassUID") or "")
+    if (
+        not sop_class.startswith(STORAGE_ROOT)
+        or sop_class == MR_SPECTROSCOPY
+        or last_tag == SPECTROSCOPY_DATA
+    ):
+        return
+    if last_tag < 0x7FE00010:
+        raise ImportFileError(
+            "truncated: an image (Rows and Columns present) without Pixel Data; the file ends before it"
+        )
+
+
 def parse_bytes(data: bytes, *, source: str = "", size: int | None = None, mtime: float = 0.0) -> ParsedFile:
     """Index entry for a whole file held in memory. Raises ImportFileError with a reason."""
     try:
-        result = scan(data, _WANTED, complete=True)
+        try:
+            header = b""
+            result = scan(data, _WANTED, complete=True)
+        except DeflatedError:
+            try:
+                header, result = inflate_header(data, _WANTED)
+            except TruncatedError:
+                raise
+            except ScanError as exc:
+                raise ImportFileError(f"unreadable DICOM: {exc}") from None
         values = _finish(result.values)
         _check(values, result.media_sop_class, source)
+        _check_pixels(values, result.pixel_tag, result.last_tag)
         return ParsedFile(
             values=values,
             transfer_syntax=result.transfer_syntax,
-            header=bytes(data[: result.header_end]),
+            header=header or bytes(data[: result.header_end]),
             pixel_offset=result.pixel_offset,
             pixel_length=result.pixel_length,
             size=len(data) if size is None else size,
@@ -157,6 +200,14 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(BytesIO(data), force=not has_prefix, defer_size=256)
             ds.get("SOPInstanceUID")  # force parsing up to there
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            tags = [int(t) for t in ds.keys()]
+            rows_cols = {
+                "Rows": ds.get("Rows"),
+                "Columns": ds.get("Columns"),
+                "SOPClassUID": ds.get("SOPClassUID"),
+            }
+            _check_pixels(rows_cols, 0, max(tags) if tags else 0)
         if "PixelData" in ds:
             element = ds.get_item("PixelData")
             offset = getattr(element, "value_tell", -1)
@@ -170,8 +221,13 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
             offset, length = -1, -1
     except ImportFileError:
         raise
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ImportFileError(f"unreadable DICOM: {exc}") from exc
+    except RecursionError:
+        raise ImportFileError("unreadable DICOM: sequences nested too deeply") from None
+    except Exception as exc:  # pydicom on hostile bytes raises many kinds (NotImplementedError for an
+        # unknown VR, struct.error, IndexError...): each means this file cannot be read
+        if isinstance(exc, InvalidDicomError):
+            raise ImportFileError(f"unreadable DICOM: {exc}") from exc
+        raise ImportFileError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
     values = {}
     for keyword in INDEX_KEYWORDS:
         try:
@@ -182,13 +238,10 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
             values[keyword] = _as_int(value)
         else:
             values[keyword] = "" if value is None else str(value).strip()
-    media = str(getattr(ds.get("file_meta", None) or {}, "MediaStorageSOPClassUID", "") or "")
-    _check(values, media, source)
+    _check(values, _meta_value(ds, "MediaStorageSOPClassUID"), source)
     if not values["SOPInstanceUID"]:
         raise ImportFileError("no SOPInstanceUID")
-    ts = ""
-    if getattr(ds, "file_meta", None) is not None:
-        ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    ts = _meta_value(ds, "TransferSyntaxUID")
     if not ts:
         ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
     header_end = offset - (12 if offset > 0 and not ds.is_implicit_VR else 8) if offset > 0 else len(data)
@@ -205,39 +258,72 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
     )
 
 
+def _meta_value(ds, keyword: str) -> str:
+    """A file meta value as text, "" when absent or malformed (e.g. a VR that is not one)."""
+    meta = getattr(ds, "file_meta", None)
+    try:
+        return str(meta.get(keyword, "") or "") if meta is not None else ""
+    except Exception:  # pydicom raises NotImplementedError, ValueError... on hostile values
+        return ""
+
+
 def _looks_like_raw_dataset(data: bytes) -> bool:
     """A preamble-less data set starts with a group 0008 (or 0002) element, little endian."""
     return len(data) >= 8 and data[1] == 0 and data[0] in (0x02, 0x08) and data[3] in (0x00, 0x01)
 
 
 def parse_path(path: str, *, keep_data: bool, also: frozenset[int] = frozenset()) -> ParsedFile:
-    """Index entry for a file on disk. ``keep_data`` reads the whole file (to copy it);
+    """Index entry for a file on disk. ``keep_data`` also keeps the whole file's bytes;
     otherwise only the header is read, in growing chunks. Tags in ``also`` are decoded in the
     same walk of the header and returned in ``scanned`` (the loader's, so it walks each header once)."""
     try:
-        st = os.stat(path)
-        if st.st_size == 0:
-            raise ImportFileError("empty file")
-        with open(path, "rb") as f:
-            if keep_data:
-                return parse_bytes(f.read(), source=path, size=st.st_size, mtime=st.st_mtime)
-            data = f.read(_FIRST_READ)
-            while True:
-                try:
-                    return _scan_prefix(data, st, path, also)
-                except NeedMoreData:
-                    more = f.read(max(len(data), _FIRST_READ))
-                    if not more:
-                        parsed = parse_bytes(data, source=path, size=st.st_size, mtime=st.st_mtime)
-                        parsed.data = None
-                        return parsed
-                    data += more
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        parsed = parse_fd(fd, st, path, also)
+        if keep_data:
+            parsed.data = _read_all(fd, st.st_size)
+        return parsed
+    except OSError as exc:
+        raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = os.pread(fd, size, 0)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def parse_fd(fd: int, st: os.stat_result, path: str, also: frozenset[int] = frozenset()) -> ParsedFile:
+    """Index entry for an open file whose ``fstat`` is ``st``, reading only its header (the
+    first 64 KiB, more only when the header is longer). Raises ImportFileError with a reason,
+    OSError when the file cannot be read."""
+    size = st.st_size
+    if size == 0:
+        raise ImportFileError("empty file")
+    data = os.pread(fd, min(size, _FIRST_READ), 0)
+    while True:
+        try:
+            return _scan_prefix(data, fd, st, path, also)
+        except NeedMoreData:
+            more = os.pread(fd, max(len(data), _FIRST_READ), len(data))
+            if not more:
+                parsed = parse_bytes(data, source=path, size=size, mtime=st.st_mtime)
+                parsed.data = None
+                return parsed
+            data += more
 
 
 def _scan_prefix(
-    data: bytes, st: os.stat_result, path: str, also: frozenset[int] = frozenset()
+    data: bytes, fd: int, st: os.stat_result, path: str, also: frozenset[int] = frozenset()
 ) -> ParsedFile:
     size = st.st_size
     try:
@@ -246,15 +332,15 @@ def _scan_prefix(
         if len(data) >= size:
             raise ImportFileError("truncated: the file ends inside its header") from None
         raise
-    except ScanError:
-        with open(path, "rb") as f:
-            parsed = parse_bytes(f.read(), source=path, size=size, mtime=st.st_mtime)
+    except ScanError:  # deflated, no preamble, oddly encoded: the whole file, the slow way
+        parsed = parse_bytes(_read_all(fd, size), source=path, size=size, mtime=st.st_mtime)
         parsed.data = None
         return parsed
     if result.pixel_length >= 0 and result.pixel_offset + result.pixel_length > size:
         raise ImportFileError("truncated: pixel data runs past the end of the file")
     values = _finish(result.values)
     _check(values, result.media_sop_class, path)
+    _check_pixels(values, result.pixel_tag, result.last_tag)
     return ParsedFile(
         values=values,
         transfer_syntax=result.transfer_syntax,

@@ -7,7 +7,10 @@ ever forces a re-index.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
 from DICOMPlusLib.errors import DatabaseError
 
@@ -88,12 +91,34 @@ CREATE TABLE sources (
 );
 """
 
-MIGRATIONS: list[str] = [_V1]
+
+def _v2_absolute_store_paths(conn: sqlite3.Connection, store_root: Path) -> None:
+    """Version 1 stored a copied file's path as the store path joined to a possibly relative
+    database path, so it was relative to whatever folder the import ran in (and ``delete`` run
+    from another folder could reach files outside the store). A copied file's place in the store
+    is always ``hh/<name>.dcm``: rebuild it under the store's absolute root. Linked files were
+    always stored absolute and are left alone."""
+    rows = conn.execute("SELECT SOPInstanceUID, path FROM instances WHERE linked=0").fetchall()
+    for sop, path in rows:
+        if os.path.isabs(path):
+            continue
+        parts = Path(path).parts
+        if len(parts) >= 2 and len(parts[-2]) == 2 and parts[-1].startswith(parts[-2]):
+            fixed = str(store_root / parts[-2] / parts[-1])
+        else:  # not the store's layout: keep it, but never relative to the current folder
+            fixed = os.path.abspath(path)
+        conn.execute("UPDATE instances SET path=? WHERE SOPInstanceUID=?", (fixed, sop))
+
+
+Migration = str | Callable[[sqlite3.Connection, Path], None]
+MIGRATIONS: list[Migration] = [_V1, _v2_absolute_store_paths]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema to :data:`SCHEMA_VERSION` in place; return the version found."""
+def migrate(conn: sqlite3.Connection, *, store_root: str | os.PathLike = "store") -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION` in place; return the version found.
+
+    ``store_root`` is the managed store's absolute folder (data migrations use it)."""
     (found,) = conn.execute("PRAGMA user_version").fetchone()
     if found > SCHEMA_VERSION:
         raise DatabaseError(
@@ -106,7 +131,11 @@ def migrate(conn: sqlite3.Connection) -> int:
     try:
         (found,) = conn.execute("PRAGMA user_version").fetchone()  # another process may have won
         for version in range(found, SCHEMA_VERSION):
-            for statement in MIGRATIONS[version].split(";"):
+            step = MIGRATIONS[version]
+            if callable(step):
+                step(conn, Path(store_root))
+                continue
+            for statement in step.split(";"):
                 if statement.strip():
                     conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

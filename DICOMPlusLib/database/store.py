@@ -5,19 +5,52 @@ SOPInstanceUID, under two levels of fan-out folders, so a hostile UID such as ``
 leave the store and no folder grows too large. Files are written to a temporary name in the
 store and renamed into place (atomic on POSIX), so a crash never leaves a half-written file
 under a final name.
+
+Temporary files and crashes: every writer (a :class:`FileStore` that creates a temporary file)
+first claims an owner token and holds an exclusive ``flock`` on ``.writer-<token>.lock`` for as
+long as it lives; its temporary files are named ``.incoming-<token>-...``. The kernel drops the
+lock when the process dies, however it dies, so :meth:`FileStore.sweep` (run on every open of the
+database) removes exactly the temporary files whose writer is gone, at once, and never one that a
+running writer (this process or another) still owns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import itertools
 import os
-import tempfile
+import re
+import threading
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the sweep then only removes old files
+    fcntl = None  # type: ignore[assignment]
+
+TMP_PREFIX = ".incoming-"
+LOCK_PREFIX = ".writer-"
+INCOMING_DIR = ".incoming"
+#: Temporary files without an owner token (written by DICOMPlus before tokens existed) are
+#: removed once they have not changed for this long.
+UNOWNED_AGE_S = 600.0
+_TOKEN = re.compile(r"^\d+x[0-9a-f]{8}$")
+_FICLONE = 0x40049409  # ioctl(dst, FICLONE, src): share the source's blocks (btrfs, XFS)
+_COPY_CHUNK = 1 << 30
 
 
 class FileStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._lock = threading.Lock()
+        self._token = ""
+        self._token_pid = 0
+        self._lock_fd = -1
+        self._counter = itertools.count()
+        self._dirs: set[Path] = set()
 
     def relative_path_for(self, sop_instance_uid: str, *, unique: bool = False) -> str:
         """``hh/<sha256>.dcm``; ``unique`` adds a random suffix (for a replacement written while
@@ -37,36 +70,145 @@ class FileStore:
             return False
         return True
 
+    # -- temporary files -----------------------------------------------------------------------
+    def owner_token(self) -> str:
+        """This writer's token, claimed (and its lock taken) on first use."""
+        with self._lock:
+            if not self._token:
+                self._claim()
+            return self._token
+
+    def _claim(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            token = f"{os.getpid()}x{os.urandom(4).hex()}"
+            lock_path = self.root / f"{LOCK_PREFIX}{token}.lock"
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            if fcntl is None:
+                break
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # a sweeper may have taken the fresh file for a dead writer's and removed it
+                if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self._token, self._token_pid, self._lock_fd = token, os.getpid(), fd
+
+    def temporary_name(self, folder: Path | None = None) -> str:
+        """A fresh temporary path (not created) owned by this writer, in ``folder`` (default: the
+        store's root; the same file system, so ``os.replace`` into place is atomic)."""
+        token = self.owner_token()
+        return os.path.join(folder or self.root, f"{TMP_PREFIX}{token}-{os.getpid()}-{next(self._counter)}")
+
+    def incoming_dir(self) -> Path:
+        """The folder import workers write their temporary files in."""
+        folder = self.root / INCOMING_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def temporary_file(self) -> tuple[int, str]:
+        """A new temporary file inside the store, opened for writing: (fd, path)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.temporary_name()
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+
+    def sweep(self) -> int:
+        """Remove the temporary files of writers that are gone; return how many were removed."""
+        removed = 0
+        alive: dict[str, bool] = {}
+        now = time.time()
+        for folder in (self.root, self.root / INCOMING_DIR):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(TMP_PREFIX):
+                    continue
+                token = entry.name[len(TMP_PREFIX) :].split("-", 1)[0]
+                with contextlib.suppress(OSError):
+                    if _TOKEN.match(token):
+                        if token not in alive:
+                            alive[token] = self._writer_alive(token)
+                        if alive[token]:
+                            continue
+                    elif now - entry.stat(follow_symlinks=False).st_mtime < UNOWNED_AGE_S:
+                        continue
+                    os.unlink(entry.path)
+                    removed += 1
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.root):  # locks of writers that died without temporaries
+                if entry.name.startswith(LOCK_PREFIX) and entry.name.endswith(".lock"):
+                    token = entry.name[len(LOCK_PREFIX) : -len(".lock")]
+                    if token not in alive:
+                        self._writer_alive(token)
+        return removed
+
+    def _writer_alive(self, token: str) -> bool:
+        """Whether the writer owning ``token`` still holds its lock (a dead one's lock is removed)."""
+        if token == self._token:
+            return True
+        lock_path = self.root / f"{LOCK_PREFIX}{token}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            if fcntl is None:
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return True
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+            return False
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Give up this writer's token (its leftover temporaries, if any, go with the next sweep)."""
+        with self._lock:
+            if not self._token or self._token_pid != os.getpid():
+                return
+            with contextlib.suppress(OSError):
+                os.unlink(self.root / f"{LOCK_PREFIX}{self._token}.lock")
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._token, self._lock_fd = "", -1
+
+    # -- writing ---------------------------------------------------------------------------------
     def write_bytes(self, sop_instance_uid: str, data: bytes | memoryview, *, unique: bool = False) -> Path:
         """Write ``data`` atomically to the store; return the final path.
 
         Raises OSError (e.g. ENOSPC) with no partial file left behind.
         """
-        final = self.path_for(sop_instance_uid, unique=unique)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=final.parent)
+        fd, tmp = self.temporary_file()
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, final)
+            return self.adopt(sop_instance_uid, tmp, unique=unique)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
-        return final
-
-    def temporary_file(self) -> tuple[int, str]:
-        """A temporary file inside the store (same file system, so os.replace is atomic)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=".incoming-", dir=self.root)
 
     def adopt(self, sop_instance_uid: str, tmp_path: str | Path, *, unique: bool = False) -> Path:
         """Move a finished temporary file into its final place."""
         final = self.path_for(sop_instance_uid, unique=unique)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_path, final)
+        if final.parent not in self._dirs:  # one mkdir per fan-out folder, not one per file
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(final.parent)
+        try:
+            os.replace(tmp_path, final)
+        except FileNotFoundError:  # a delete removed the (then empty) fan-out folder meanwhile
+            if not os.path.exists(tmp_path):
+                raise
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_path, final)
         return final
 
     def remove(self, path: str | Path) -> bool:
@@ -81,6 +223,72 @@ class FileStore:
         if path.parent.parent == self.root and len(path.parent.name) == 2:  # a fan-out folder
             try:
                 path.parent.rmdir()  # only when it is now empty
+                self._dirs.discard(path.parent)
             except OSError:
                 pass
         return True
+
+
+def copy_into(src_fd: int, size: int, tmp_path: str) -> None:
+    """Copy the first ``size`` bytes of an open file into a new file ``tmp_path`` (owner-only),
+    by the kernel: a reflink where the file system shares blocks (btrfs, XFS), else
+    ``copy_file_range`` or ``sendfile``; the bytes never pass through Python. Raises OSError,
+    with nothing left behind, also when the source is shorter than ``size`` (it changed)."""
+    dst = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        copied = _kernel_copy(src_fd, dst, size)
+        if copied != size:
+            raise OSError(errno.EIO, f"the file changed while being copied ({copied} of {size} bytes)")
+    except BaseException:
+        os.close(dst)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
+    os.close(dst)
+
+
+_reflink = [fcntl is not None]  # until a file system says it cannot
+
+
+def _kernel_copy(src: int, dst: int, size: int) -> int:
+    """Copy ``size`` bytes from offset 0 of ``src`` to ``dst``; return the bytes copied."""
+    if _reflink[0] and size:
+        try:
+            fcntl.ioctl(dst, _FICLONE, src)
+            return min(os.fstat(dst).st_size, size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.ENOSYS):
+                _reflink[0] = False  # this file system never will; stop asking
+    done = 0
+    copy_range = getattr(os, "copy_file_range", None)
+    while done < size and copy_range is not None:
+        try:
+            n = copy_range(src, dst, min(size - done, _COPY_CHUNK), done, done)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) or done:
+                raise
+            copy_range = None
+            break
+        if n == 0:
+            return done
+        done += n
+    if done >= size:
+        return done
+    while done < size:  # sendfile, then plain reads and writes
+        try:
+            n = os.sendfile(dst, src, done, min(size - done, _COPY_CHUNK))
+        except OSError:
+            break
+        if n == 0:
+            return done
+        done += n
+    if done >= size:
+        return done
+    os.lseek(dst, done, os.SEEK_SET)
+    while done < size:
+        chunk = os.pread(src, min(size - done, 1 << 20), done)
+        if not chunk:
+            break
+        os.write(dst, chunk)
+        done += len(chunk)
+    return done

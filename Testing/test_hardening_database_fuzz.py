@@ -1,0 +1,130 @@
+"""Issue 16 item 9, the header-scanner half: mutated real headers (flipped bytes, hostile lengths,
+cuts, insertions) fed to the scanner and to the import parser. Whatever the bytes, the only
+exceptions allowed are the documented ones: :class:`ScanError` from the scanner and
+:class:`ImportFileError` from the parser. Bounded: a few thousand cases, derandomized (the same
+cases on every run, so CI is repeatable), well under a minute."""
+
+from __future__ import annotations
+
+import struct
+from io import BytesIO
+
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database.headerscan import ScanError, scan
+from DICOMPlusLib.database.parsing import _WANTED, parse_bytes
+from DICOMPlusLib.errors import ImportFileError
+
+INTERESTING = [0, 1, 2, 7, 8, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF]
+DELIMITERS = [b"\xfe\xff\x00\xe0", b"\xfe\xff\x0d\xe0", b"\xfe\xff\xdd\xe0", b"\xe0\x7f\x10\x00"]
+
+
+def _encodings(path) -> list[bytes]:
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:64]  # keep the cases small: the header is what is fuzzed
+    out = []
+    for ts in (None, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+        copy = ds.copy()
+        if ts is not None:
+            copy.file_meta.TransferSyntaxUID = ts
+        buf = BytesIO()
+        if ts in (ImplicitVRLittleEndian, ExplicitVRBigEndian):
+            pydicom.dcmwrite(buf, copy, little_endian=ts != ExplicitVRBigEndian,
+                             implicit_vr=ts == ImplicitVRLittleEndian, force_encoding=True)  # fmt: skip
+        else:
+            copy.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> list[bytes]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    series = make_series(folder, n=1, rows=8, cols=8, fat_header=True, seed=16)
+    return _encodings(series.files[0])
+
+
+@st.composite
+def mutated(draw, seeds: list[bytes]) -> bytes:
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 6))):
+        if not data:
+            break
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        op = draw(st.sampled_from(["flip", "length", "cut", "insert", "delimiter", "repeat"]))
+        if op == "flip":
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "length":  # a hostile 16- or 32-bit length anywhere
+            value = draw(st.sampled_from(INTERESTING))
+            packed = struct.pack("<I", value) if draw(st.booleans()) else struct.pack("<H", value & 0xFFFF)
+            data[at : at + len(packed)] = packed
+        elif op == "cut":
+            del data[at:]
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "delimiter":
+            data[at : at + 4] = draw(st.sampled_from(DELIMITERS))
+        else:
+            size = draw(st.integers(1, 64))
+            data[at:at] = data[at : at + size] * draw(st.integers(2, 8))
+    return bytes(data)
+
+
+def test_seeds_are_readable(seeds):
+    for data in seeds:
+        assert parse_bytes(data).values["SOPInstanceUID"]
+
+
+FUZZ = settings(
+    max_examples=1500, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore")  # pydicom warns about every malformed value it meets
+@FUZZ
+@given(data=st.data())
+def test_scanner_raises_only_scan_error(seeds, data):
+    buf = data.draw(mutated(seeds))
+    for complete in (True, False):
+        try:
+            scan(buf, _WANTED, complete=complete)
+        except ScanError:
+            pass
+
+
+@pytest.mark.filterwarnings("ignore")
+@FUZZ
+@given(data=st.data())
+def test_import_parser_raises_only_import_file_error(seeds, data):
+    buf = data.draw(mutated(seeds))
+    try:
+        parse_bytes(buf)
+    except ImportFileError:
+        pass
+
+
+def _nested(depth: int) -> bytes:
+    """A data set with ``depth`` levels of undefined-length sequences (explicit VR LE)."""
+    open_seq = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    close_seq = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    meta_ts = b"1.2.840.10008.1.2.1\x00"
+    meta = b"\x02\x00\x10\x00UI" + struct.pack("<H", len(meta_ts)) + meta_ts
+    return b"\x00" * 128 + b"DICM" + meta + open_seq * depth + close_seq * depth
+
+
+@pytest.mark.parametrize("depth", [10, 2000, 20000])
+def test_deep_nesting_is_walked_or_a_scan_error(depth):
+    try:
+        result = scan(_nested(depth), _WANTED, complete=True)
+    except ScanError:
+        pass
+    else:
+        assert result.pixel_tag == 0 and result.last_tag == 0x00081115
+    with pytest.raises(ImportFileError):
+        parse_bytes(_nested(depth))  # no UIDs at any depth: reported, never a crash
