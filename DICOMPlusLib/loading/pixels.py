@@ -39,6 +39,7 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE})
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the data set is zlib-deflated
 
 #: Decoder plugins in order of preference per transfer syntax (first available wins).
 PLUGINS: dict[str, tuple[str, ...]] = {
@@ -239,6 +240,8 @@ class _Reader:
             try:
                 if convert and ts in NATIVE:  # pydicom 3.0's iter_pixels mis-sizes native YBR_FULL_422
                     arrays = (pixel_array(path, index=i, raw=False) for i in indices)
+                elif ts == DEFLATED:  # iter_pixels cannot read a deflated file: inflate it whole
+                    arrays = _deflated_frames(path, indices, raw=not convert)
                 else:
                     arrays = iter_pixels(path, indices=indices, raw=not convert, decoding_plugin=plugin)
                 for (index, f), array in zip(members, arrays, strict=True):
@@ -420,3 +423,14 @@ def read_frame(f: Frame, dtype: np.dtype | None = None) -> np.ndarray:
         out = np.empty(shape, np.float32)
         _Reader(out, False).read([(0, f)])
     return out[0]
+
+
+def _deflated_frames(path: str, indices: Sequence[int], *, raw: bool):
+    """The frames ``indices`` of a Deflated Explicit VR Little Endian file (PS3.5 A.5): pydicom
+    inflates the data set on reading; its pixel data are then native."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    ds = pydicom.dcmread(path)
+    for index in indices:
+        yield pixel_array(ds, index=index, raw=raw)

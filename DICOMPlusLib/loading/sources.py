@@ -22,6 +22,7 @@ from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import diffusion, mosaic, multiframe, rtdose
 from DICOMPlusLib.loading.models import Frame, LoadWarning
+from DICOMPlusLib.loading.pixels import DEFLATED
 from DICOMPlusLib.loading.unindexed import image_without_series
 
 if TYPE_CHECKING:
@@ -194,8 +195,11 @@ def _make_frame(source: InstanceSource, get: Callable[[str], Any], index: int, c
         sop_uid=source.sop_uid,
         path=source.path,
         transfer_syntax=source.transfer_syntax,
-        pixel_offset=source.pixel_offset,
-        pixel_length=source.pixel_length,
+        # A deflated file's pixel data sit inside the deflated stream: no offset, decoded whole.
+        pixel_offset=0
+        if source.transfer_syntax == DEFLATED and source.pixel_offset < 0
+        else source.pixel_offset,
+        pixel_length=-1 if source.transfer_syntax == DEFLATED else source.pixel_length,
         frame=index,
         number_of_frames=count,
         series_uid=source.series_uid,
