@@ -110,7 +110,9 @@ class Criterion:
                 # an open upper bound on a date also takes times within that date (DT)
                 parts.append(f"{column} <= ?")
                 params.append(self.high + ("\uffff" if self.vr == "DT" else ""))
-            parts.append(f"{column} != ''")
+            # only values that are dates/times at all: a malformed stored value ('***', 'unknown')
+            # sorts before digits and would fall into every open lower range
+            parts.append(f"{column} GLOB '[0-9]*'")
             return "(" + " AND ".join(parts) + ")", params
         value = normalize_pn(self.value) if self.vr == "PN" else self.value
         if k is MatchKind.SINGLE:
@@ -139,7 +141,7 @@ class Criterion:
         if k is MatchKind.RANGE:
             if self.vr == "TM":
                 text = _normalize_time(text)
-            if not text:
+            if not text[:1].isdigit():
                 return False
             if self.low and text < self.low:
                 return False

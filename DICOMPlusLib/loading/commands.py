@@ -13,19 +13,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from DICOMPlusLib.cli import ProgressBar, open_database, print_json
-from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.cli import ProgressBar, UsageError, open_database, print_json
 
 
 def _plan(args):
     from DICOMPlusLib.loading.api import plan_paths, plan_series
 
     if args.series and args.paths:
-        raise DICOMPlusError("give PATH or --series, not both")
+        raise UsageError("give PATH or --series, not both")
     if args.series:
         return plan_series(open_database(args), args.series)
     if not args.paths:
-        raise DICOMPlusError("give a PATH (file or folder) or --series UID")
+        raise UsageError("give a PATH (file or folder) or --series UID")
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     volumes, skipped = plan_paths(args.paths)
     if args.verbose:
         for s in skipped:
