@@ -122,6 +122,13 @@ def open_database(args, *, create: bool = False):
     return Database(path)
 
 
+def require_paths(*paths) -> None:
+    """A path the user named that does not exist is a usage error (exit 2), said before any work."""
+    missing = [str(p) for p in paths if p is not None and not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+
+
 # -- output ------------------------------------------------------------------------------------------
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
@@ -308,9 +315,8 @@ def cancel_on_interrupt(token):
     def handler(signum, frame):
         if token.cancelled:
             raise KeyboardInterrupt
-        token.cancel()
-        sys.stderr.write("\ncancelling (Ctrl-C again to stop at once)...\n")
-        sys.stderr.flush()
+        token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
+        os.write(sys.stderr.fileno(), b"\ncancelling (Ctrl-C again to stop at once)...\n")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

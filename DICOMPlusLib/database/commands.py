@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from DICOMPlusLib.cli import (
     Exit,
     ProgressBar,
-    UsageError,
     cancel_on_interrupt,
     cancelled_message,
     not_dicom,
@@ -17,6 +15,7 @@ from DICOMPlusLib.cli import (
     parse_keys,
     print_json,
     print_table,
+    require_paths,
     stdout_is_terminal,
 )
 
@@ -27,9 +26,7 @@ TERMINAL_PAGE = 20
 def cmd_import(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
 
-    missing = [p for p in args.paths if not os.path.exists(p)]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    require_paths(*args.paths)
     db = open_database(args, create=True)
     bar = ProgressBar("import", not args.json)
     with cancel_on_interrupt(CancelToken()) as token:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from DICOMPlusLib.cli import ProgressBar, UsageError, open_database, print_json
+from DICOMPlusLib.cli import ProgressBar, UsageError, open_database, print_json, require_paths
 
 
 def _plan(args):
@@ -25,9 +25,7 @@ def _plan(args):
         return plan_series(open_database(args), args.series)
     if not args.paths:
         raise UsageError("give a PATH (file or folder) or --series UID")
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    require_paths(*args.paths)
     volumes, skipped = plan_paths(args.paths)
     if args.verbose:
         for s in skipped:

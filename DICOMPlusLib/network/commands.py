@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from DICOMPlusLib.cli import (
@@ -25,6 +25,7 @@ from DICOMPlusLib.cli import (
     not_dicom,
     open_database,
     print_json,
+    require_paths,
 )
 
 
@@ -43,11 +44,23 @@ def _emit(args, text: str, data: dict) -> None:
         print(text, flush=True)
 
 
+class _StopRequest:
+    """Set by SIGTERM (SIGINT raises KeyboardInterrupt as usual). A plain flag polled by
+    :meth:`wait`: a signal handler must take no lock (an Event's could be held by the very code
+    it interrupts, and that deadlocks)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def wait(self) -> None:
+        while not self.requested:
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def _until_stopped():
-    """Yields an Event set by SIGTERM (SIGINT raises KeyboardInterrupt as usual)."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _StopRequest()
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "requested", True))
     try:
         yield stop
     finally:
@@ -254,9 +267,7 @@ def cmd_send(args) -> int:
 
     if bool(args.paths) == bool(args.study or args.series):
         raise UsageError("give either --study UID, --series UID, or files and folders to send")
-    missing = [p for p in args.paths if not os.path.exists(p)]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    require_paths(*args.paths)
     node = _nodes(args).resolve(args.node)
     bar = ProgressBar("send", not args.json)
     token = CancelToken()
