@@ -61,10 +61,10 @@ def parse_typed_keys(items: list[str]) -> list[tuple[str, str]]:
 
 def typed_key(keyword: str, value: str) -> tuple[str, str]:
     """One key: the keyword as in PS3.6 and the value in DICOM form."""
-    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from DICOMPlusLib.database.keywords import vr_of
 
     keyword = canonical_keyword(keyword)
-    vr = dictionary_VR(tag_for_keyword(keyword)).split(" or ")[0]
+    vr = vr_of(keyword)
     text = value.strip()
     if text in ("", "*"):
         return keyword, text
@@ -96,11 +96,16 @@ def typed_key(keyword: str, value: str) -> tuple[str, str]:
 
 def canonical_keyword(keyword: str) -> str:
     """``studydate`` -> ``StudyDate``; an unknown keyword names the nearest one."""
-    global _keywords
-    if _keywords is None:
-        from pydicom.datadict import keyword_dict
+    from DICOMPlusLib.database.keywords import common_keyword
 
-        _keywords = {k.lower(): k for k in keyword_dict if k}
+    global _keywords
+    common = common_keyword(keyword.strip())
+    if common:
+        return common
+    if _keywords is None:
+        from DICOMPlusLib.database.keywords import all_keywords
+
+        _keywords = {k.lower(): k for k in all_keywords()}
     word = keyword.strip()
     found = _keywords.get(word.lower())
     if found:

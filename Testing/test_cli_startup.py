@@ -1,0 +1,74 @@
+"""Start-up of the command line (issue 19): ``dicomplus --version`` and ``dicomplus search`` import
+no pixel decoder, no GDCM and not even pydicom or numpy. Asserted on the modules that
+``python -X importtime`` lists, not on the time (docs/performance.md has the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.database import Database
+
+#: Top-level packages a start-up must not import: pixel decoders and GDCM, and what pulls them
+#: (pydicom imports every decoder plugin it finds), the network stack, the terminal libraries
+#: (only for a terminal; these runs are piped) and shell completion (only when completing).
+HEAVY = ("pydicom", "numpy", "gdcm", "pylibjpeg", "openjpeg", "rle", "jpeg_ls", "libjpeg", "pynetdicom",
+         "SimpleITK", "highdicom", "rich", "argcomplete")  # fmt: skip
+
+
+def imported(*args: str) -> set[str]:
+    """Top-level packages imported by ``python -m DICOMPlusLib.cli ARGS``."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env.pop("_ARGCOMPLETE", None)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "DICOMPlusLib.cli", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    assert "DICOMPlusLib" in names  # the listing is there
+    return names
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    root = tmp_path_factory.mktemp("startup")
+    series = make_series(root / "s", n=2, rows=4, cols=4, patient_name="Doe^Peter", study_date="20200301")
+    path = root / "db"
+    with Database(path) as database:
+        database.import_paths([series.folder], jobs=1)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--version",),
+        ("search",),
+        ("search", "PatientName=doe*", "StudyDate=2020", "modality=ct", "--level", "series"),
+        ("search", "--text", "doe", "--json"),
+        ("info", "--json"),
+    ],
+    ids=["version", "search", "search-keys", "search-text", "info"],
+)
+def test_start_up_imports_nothing_heavy(db, args):
+    full = args if args == ("--version",) else ("--db", db, *args)
+    assert imported(*full) & set(HEAVY) == set()
+
+
+def test_common_keywords_agree_with_the_dictionary():
+    """The keywords looked up without loading the dictionary have PS3.6's tag and VR."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    from DICOMPlusLib.database.keywords import COMMON, _entries
+
+    for keyword, (tag, vr) in COMMON.items():
+        assert tag_for_keyword(keyword) == tag and dictionary_VR(tag).split(" or ")[0] == vr, keyword
+    assert _entries()["RepetitionTime"] == (0x00180080, "DS")
