@@ -115,8 +115,7 @@ def instances(tmp_path_factory):
     return many_instances(tmp_path_factory.mktemp("tty"), COUNT)
 
 
-def test_search_table_in_a_terminal(instances, tmp_path):
-    folder, _ = instances
+def test_search_table_in_a_terminal(tmp_path):
     db = tmp_path / "db"
     for i in range(23):  # 23 studies: more than a terminal page of 20
         make_series(tmp_path / f"s{i}", n=1, rows=4, cols=4, patient_id=f"P{i:02d}", seed=200 + i,

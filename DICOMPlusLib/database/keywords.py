@@ -14,7 +14,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-
 #: The keywords people search by most (the database's columns), so that the common search does
 #: not load the whole dictionary. Values from PS3.6; a test checks them against pydicom's.
 COMMON: dict[str, tuple[int, str]] = {
