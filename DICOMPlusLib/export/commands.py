@@ -81,8 +81,8 @@ def cmd_export(args) -> int:
     from DICOMPlusLib.export.uids import UIDGenerator
 
     require_paths(args.volume)
-    array, matrix = read_volume(args.volume)
     db = open_database(args)
+    array, matrix = read_volume(args.volume)
     uids = UIDGenerator(args.uid_root or os.environ.get("DICOMPLUS_UID_ROOT") or None)
     metadata = SeriesMetadata(
         modality=args.modality,
