@@ -447,9 +447,14 @@ def cmd_nodes_add(args) -> int:
     return Exit.OK
 
 
+def _web_only(node) -> bool:
+    return method_word(node.retrieve_method) == "dicomweb" and bool(node.dicomweb_url)
+
+
 def node_location(node) -> str:
-    """``AE@HOST:PORT``, or the URL of a DICOMweb-only node."""
-    return node.address if node.host else node.dicomweb_url
+    """``AE@HOST:PORT``, or the URL of a node reached by DICOMweb (its AE title and port are
+    placeholders)."""
+    return node.dicomweb_url if _web_only(node) else node.address
 
 
 def public_node(node) -> dict:
@@ -473,7 +478,7 @@ def cmd_nodes_list(args) -> int:
         return Exit.OK
     for n in nodes:
         extra = " tls" if n.tls else ""
-        web = f" {n.dicomweb_url}" if n.dicomweb_url and n.host else ""
+        web = f" {n.dicomweb_url}" if n.dicomweb_url and not _web_only(n) else ""
         auth = (
             " (token)" if n.dicomweb_token else " (user " + n.dicomweb_user + ")" if n.dicomweb_user else ""
         )
