@@ -41,20 +41,23 @@ COMMAND_MODULES = [
 
 
 class Exit(enum.IntEnum):
-    """Exit codes of every ``dicomplus`` command (documented in ``dicomplus --help``)."""
+    """Exit codes of every ``dicomplus`` command (:data:`EXIT_MEANINGS` says what each means;
+    ``dicomplus --help`` and docs/cli.md show it)."""
 
     OK = 0
-    #: the command failed, or did only part of its work (some files not stored, not sent...)
     FAILED = 1
-    #: the command line is wrong: unknown option, bad value, missing database or path
     USAGE = 2
-    #: stopped by Ctrl-C (SIGINT); completed work is kept
     INTERRUPTED = 130
 
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 ok; 1 failed or partial (some items not done); 2 usage (bad option or value,\n"
-    "no such database or path); 130 interrupted by Ctrl-C (completed work is kept)"
+EXIT_MEANINGS = {
+    Exit.OK: "ok",
+    Exit.FAILED: "failed, or did only part of the work (some files not stored, sent or retrieved)",
+    Exit.USAGE: "usage: a bad option or value, or a database or path that does not exist",
+    Exit.INTERRUPTED: "interrupted by Ctrl-C; completed work is kept (run the same command again to resume)",
+}
+EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
+    f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items()
 )
 
 

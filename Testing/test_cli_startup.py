@@ -72,3 +72,17 @@ def test_common_keywords_agree_with_the_dictionary():
     for keyword, (tag, vr) in COMMON.items():
         assert tag_for_keyword(keyword) == tag and dictionary_VR(tag).split(" or ")[0] == vr, keyword
     assert _entries()["RepetitionTime"] == (0x00180080, "DS")
+
+
+def test_shell_completion(tmp_path):
+    """argcomplete answers the shell's completion request (and only then is it imported)."""
+    answer_file = tmp_path / "completions"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), _ARGCOMPLETE="1", _ARGCOMPLETE_IFS="\n",
+               _ARGCOMPLETE_STDOUT_FILENAME=str(answer_file))  # fmt: skip
+    for line, expected in (("dicomplus sea", {"search"}), ("dicomplus search --le", {"--level"}),
+                           ("dicomplus nodes ", {"add", "list", "remove"})):  # fmt: skip
+        env.update(COMP_LINE=line, COMP_POINT=str(len(line)))
+        proc = subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert set(answer_file.read_text().split()) >= expected
