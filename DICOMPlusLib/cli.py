@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import enum
 import importlib
-import json
 import logging
 import os
 import signal
@@ -29,15 +28,16 @@ from DICOMPlusLib import __version__
 from DICOMPlusLib.errors import DICOMPlusError
 
 #: Each module adds its subcommands with ``add_commands(subparsers)``; a subparser sets
-#: ``func`` (a callable taking the parsed arguments and returning the exit code).
-COMMAND_MODULES = [
-    "DICOMPlusLib.database.commands",
-    "DICOMPlusLib.loading.commands",
-    "DICOMPlusLib.export.commands",
-    "DICOMPlusLib.network.commands",
-    "DICOMPlusLib.network.qr_commands",
-    "DICOMPlusLib.demo",
-]
+#: ``func`` (a callable taking the parsed arguments and returning the exit code). Only the
+#: module of the command being run is imported (start-up time); ``--help`` imports them all.
+COMMAND_MODULES = {
+    "DICOMPlusLib.database.commands": ("import", "info", "search", "delete"),
+    "DICOMPlusLib.loading.commands": ("inspect", "convert"),
+    "DICOMPlusLib.export.commands": ("export", "bundle"),
+    "DICOMPlusLib.network.commands": ("echo", "listen", "send", "serve", "nodes"),
+    "DICOMPlusLib.network.qr_commands": ("query", "retrieve"),
+    "DICOMPlusLib.demo": ("demo",),
+}
 
 
 class Exit(enum.IntEnum):
@@ -144,6 +144,8 @@ def _console(stream=None):
 
 
 def print_json(value) -> None:
+    import json
+
     json.dump(value, sys.stdout, indent=1, ensure_ascii=False, default=_json_default)
     sys.stdout.write("\n")
 
@@ -361,7 +363,25 @@ def parse_keys(items: list[str]) -> list[tuple[str, str]]:
 
 
 # -- the parser ----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: list[str]) -> list[str]:
+    """The command modules a command line needs: the one of its command, none for a bare
+    ``--version``, all of them otherwise (help, completion, an unknown command)."""
+    takes_value = {flags[0] for flags, kwargs in GLOBAL_OPTIONS if kwargs.get("action") != "store_true"}
+    tokens = iter(argv)
+    for token in tokens:
+        if token in takes_value:
+            next(tokens, None)
+        elif token in ("-h", "--help"):
+            break
+        elif token == "--version":
+            return []
+        elif not token.startswith("-"):
+            return [m for m, names in COMMAND_MODULES.items() if token in names] or list(COMMAND_MODULES)
+    return list(COMMAND_MODULES)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the part that command line needs."""
     parser = argparse.ArgumentParser(
         prog="dicomplus",
         description="DICOMPlus: a DICOM database, network node and volume loader.",
@@ -374,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(**_GLOBAL_DEFAULTS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for module in COMMAND_MODULES:
+    modules = list(COMMAND_MODULES) if argv is None or "_ARGCOMPLETE" in os.environ else _modules_for(argv)
+    for module in modules:
         importlib.import_module(module).add_commands(sub)
     for child in sub.choices.values():
         _add_global_options(child)
@@ -400,7 +421,8 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     _complete(parser)
     args = parser.parse_args(argv)  # a usage error exits 2 (SystemExit), --help and --version 0
     if args.verbose:

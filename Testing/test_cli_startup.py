@@ -86,3 +86,17 @@ def test_shell_completion(tmp_path):
                               capture_output=True, timeout=60)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert set(answer_file.read_text().split()) >= expected
+
+
+def test_command_table_names_what_each_module_registers():
+    """cli.COMMAND_MODULES (which module to import for a command) matches the parsers built."""
+    import argparse
+
+    from DICOMPlusLib.cli import COMMAND_MODULES, build_parser
+
+    for module, names in COMMAND_MODULES.items():
+        parser = build_parser([names[0]])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert tuple(sub.choices) == names, module
+    full = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(full.choices) == [n for names in COMMAND_MODULES.values() for n in names]

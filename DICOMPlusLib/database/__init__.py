@@ -1,21 +1,24 @@
-"""The local DICOM database: import, search, delete, stored headers and files."""
+"""The local DICOM database: import, search, delete, stored headers and files.
 
-from DICOMPlusLib.database.database import (
-    Database,
-    DuplicatePolicy,
-    TemporaryDatabase,
-    default_database_path,
-)
-from DICOMPlusLib.database.indexer import import_paths, iter_files
-from DICOMPlusLib.database.matching import Criterion, MatchKind
+Names are imported lazily (:mod:`DICOMPlusLib._lazy`): a search does not pay for the importer's
+worker pool (multiprocessing, concurrent.futures).
+"""
 
-__all__ = [
-    "Criterion",
-    "Database",
-    "DuplicatePolicy",
-    "MatchKind",
-    "TemporaryDatabase",
-    "default_database_path",
-    "import_paths",
-    "iter_files",
-]
+from __future__ import annotations
+
+from DICOMPlusLib._lazy import lazy_getattr
+
+_EXPORTS = {
+    "Database": "database",
+    "DuplicatePolicy": "database",
+    "TemporaryDatabase": "database",
+    "default_database_path": "database",
+    "import_paths": "indexer",
+    "iter_files": "indexer",
+    "Criterion": "matching",
+    "MatchKind": "matching",
+}
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

@@ -21,9 +21,7 @@ An empty value or ``*`` is universal matching (C.2.2.2.3) for every VR.
 
 from __future__ import annotations
 
-import calendar
 import datetime
-import difflib
 import re
 
 from DICOMPlusLib.errors import DatabaseError
@@ -110,6 +108,8 @@ def canonical_keyword(keyword: str) -> str:
     found = _keywords.get(word.lower())
     if found:
         return found
+    import difflib
+
     near = difflib.get_close_matches(word.lower(), list(_keywords), n=1, cutoff=0.75)
     hint = f"; did you mean {_keywords[near[0]]}?" if near else " (use a keyword of PS3.6, e.g. PatientName)"
     raise SearchKeyError(f"unknown DICOM keyword {word!r}{hint}")
@@ -156,6 +156,8 @@ def _date_span(keyword: str, text: str) -> tuple[str, str]:
         day = datetime.date.today() - datetime.timedelta(days=word == "yesterday")
         stamp = day.strftime("%Y%m%d")
         return stamp, stamp
+    import calendar
+
     digits = text.replace("-", "") if re.fullmatch(rf"{_ISO_DAY}|\d{{4}}-\d{{2}}", text) else text
     try:
         if re.fullmatch(r"\d{8}", digits):
