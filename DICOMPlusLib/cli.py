@@ -317,7 +317,11 @@ def cancel_on_interrupt(token):
         yield token
         return
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:  # a worker forked by the command: the command decides
+            return
         if token.cancelled:
             raise KeyboardInterrupt
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one

@@ -157,6 +157,7 @@ def test_global_options_after_the_subcommand(capsys, db, tmp_path):
 
 def test_piped_output_is_tab_separated_with_columns(capsys, db):
     code, out, _ = run(capsys, "--db", db, "search", "--level", "series", "Modality=MR")
+    assert "\x1b" not in out  # no colour or styling unless on a terminal
     lines = out.splitlines()
     header = lines[0].split("\t")
     assert header[:4] == ["PatientID", "PatientName", "StudyDate", "StudyDescription"]  # series with study

@@ -136,8 +136,10 @@ def test_search_table_in_a_terminal(tmp_path):
 def test_import_progress_and_ctrl_c(instances, tmp_path):
     folder, _ = instances
     db = tmp_path / "db"
-    code, text = run_in_terminal(["--db", str(db), "import", str(folder), "--jobs", "1"], interrupt_at=100)
+    # two worker processes: the terminal's SIGINT reaches them too; only the command answers it
+    code, text = run_in_terminal(["--db", str(db), "import", str(folder), "--jobs", "2"], interrupt_at=100)
     assert "import" in text and "━" in text  # the progress bar was drawn
+    assert text.count("cancelling (Ctrl-C again to stop at once)") == 1, text
     _, total, kept = assert_cancelled(code, text, "files")
     assert total == COUNT
     with Database(db) as database:
