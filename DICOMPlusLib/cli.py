@@ -56,8 +56,12 @@ EXIT_MEANINGS = {
     Exit.USAGE: "usage: a bad option or value, or a database or path that does not exist",
     Exit.INTERRUPTED: "interrupted by Ctrl-C; completed work is kept (run the same command again to resume)",
 }
-EXIT_CODES_HELP = "exit codes:\n" + "\n".join(
-    f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items()
+#: ``listen`` and ``serve`` run until stopped: Ctrl-C or SIGTERM is their normal end.
+SERVERS_NOTE = "listen and serve run until stopped: Ctrl-C or SIGTERM ends them normally (0)"
+EXIT_CODES_HELP = (
+    "exit codes:\n"
+    + "\n".join(f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items())
+    + f"\n  ({SERVERS_NOTE})"
 )
 
 

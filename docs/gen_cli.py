@@ -21,7 +21,7 @@ Generated from `dicomplus --help` and `dicomplus COMMAND --help` by `python docs
 
 def render() -> str:
     os.environ["COLUMNS"] = "100"  # stable wrapping
-    from DICOMPlusLib.cli import EXIT_MEANINGS, build_parser
+    from DICOMPlusLib.cli import EXIT_MEANINGS, SERVERS_NOTE, build_parser
 
     parser = build_parser()
     parser.prog = "dicomplus"
@@ -29,6 +29,7 @@ def render() -> str:
     out += ["\n## Exit codes\n\nEvery command exits with one of these (`DICOMPlusLib.cli.Exit`):\n\n"]
     out += ["| code | meaning |\n|---|---|\n"]
     out += [f"| {int(code)} | {text} |\n" for code, text in EXIT_MEANINGS.items()]
+    out += [f"\n{SERVERS_NOTE[0].upper()}{SERVERS_NOTE[1:]}.\n"]
     out += [
         "\nThe global options `--db`, `-v` and `--json` are accepted before or after the command. "
         "Tables are aligned columns on a terminal and tab-separated (with a header line) when piped; "
