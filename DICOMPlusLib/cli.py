@@ -34,7 +34,8 @@ COMMAND_MODULES = {
     "DICOMPlusLib.database.commands": ("import", "info", "search", "delete"),
     "DICOMPlusLib.loading.commands": ("inspect", "convert"),
     "DICOMPlusLib.export.commands": ("export", "bundle"),
-    "DICOMPlusLib.network.commands": ("echo", "listen", "send", "serve", "nodes"),
+    "DICOMPlusLib.network.commands": ("echo", "listen", "send", "serve"),
+    "DICOMPlusLib.network.node_commands": ("nodes",),
     "DICOMPlusLib.network.qr_commands": ("query", "retrieve"),
     "DICOMPlusLib.demo": ("demo",),
 }

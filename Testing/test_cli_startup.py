@@ -100,3 +100,20 @@ def test_command_table_names_what_each_module_registers():
         assert tuple(sub.choices) == names, module
     full = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert list(full.choices) == [n for names in COMMAND_MODULES.values() for n in names]
+
+
+def test_only_command_line_code_imports_rich_and_argcomplete():
+    """Stock Slicer bundles neither: the library and the Slicer module must not import them."""
+    import ast
+
+    for path in [
+        *sorted((REPO_ROOT / "DICOMPlusLib").rglob("*.py")),
+        *sorted((REPO_ROOT / "DICOMPlus").rglob("*.py")),
+    ]:
+        if path.name == "cli.py" or path.name.endswith("commands.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not {n.split(".")[0] for n in names} & {"rich", "argcomplete"}, path
