@@ -192,6 +192,32 @@ HEADINGS = {
 }
 
 
+_TEXT_COLUMNS = ("Name", "Description", "path")
+_TEXT_WIDTH = 32
+#: Which columns a narrow terminal hides first (UIDs never: they are what people copy).
+DROP_FIRST = ("StudyDescription", "PatientBirthDate", "PatientName", "StudyDate", "SeriesNumber",
+              "ModalitiesInStudy", "InstanceNumber", "SeriesDescription", "PatientID")  # fmt: skip
+
+
+def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) -> tuple[list[str], list[str]]:
+    """The columns that fit ``width`` (text columns cut to _TEXT_WIDTH), and those left out."""
+
+    def need(c: str) -> int:
+        cells = max(len(_cell(row.get(c))) for row in rows)
+        cells = min(cells, _TEXT_WIDTH) if c.endswith(_TEXT_COLUMNS) else cells
+        return max(cells, len(HEADINGS.get(c, c)) if not c.endswith(_TEXT_COLUMNS) else 4) + 2
+
+    shown = list(columns)
+    hidden: list[str] = []
+    for c in DROP_FIRST:
+        if keep_all or sum(need(x) for x in shown) <= width:
+            break
+        if c in shown and len(shown) > 1:
+            shown.remove(c)
+            hidden.append(c)
+    return shown, hidden
+
+
 def print_table(
     rows: list[dict],
     columns: list[str],
@@ -216,22 +242,22 @@ def print_table(
         return
     from rich.table import Table
 
+    console = _console()
+    shown, hidden = _fit(rows, columns, console.width, keep_all=bool(chosen))
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    for c in columns:
-        text = c.endswith(("Name", "Description"))
+    for c in shown:
         # UIDs are copied from here: never cut them; names and descriptions give way first.
         whole = max(len(_cell(row.get(c))) for row in rows) + 1 if c.endswith("UID") else None
-        table.add_column(
-            HEADINGS.get(c, c),
-            no_wrap=True,
-            overflow="ellipsis",
-            min_width=whole,
-            max_width=40 if text else None,
-        )
+        table.add_column(HEADINGS.get(c, c), no_wrap=True, overflow="ellipsis", min_width=whole,
+                         max_width=_TEXT_WIDTH if c.endswith(_TEXT_COLUMNS) else None)  # fmt: skip
+    columns = shown
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
-    console = _console()
     console.print(table)
+    if hidden:
+        console.print(
+            f"(too narrow for {', '.join(hidden)}: --columns chooses, --json shows all)", style="dim"
+        )
     if total is not None and total > len(rows):
         first = offset + 1
         console.print(

@@ -51,8 +51,10 @@ def many_instances(folder: Path, count: int) -> tuple[Path, str]:
     return out, template.study_uid
 
 
-def run_in_terminal(args: list[str], *, interrupt_at: int | None, timeout: float = 180) -> tuple[int, str]:
-    """Run ``dicomplus ARGS`` on a pseudo-terminal (160 columns); type Ctrl-C once the progress
+def run_in_terminal(
+    args: list[str], *, interrupt_at: int | None, timeout: float = 180, columns: int = 160
+) -> tuple[int, str]:
+    """Run ``dicomplus ARGS`` on a pseudo-terminal (``columns`` wide); type Ctrl-C once the progress
     bar shows ``interrupt_at`` or more done. Returns (exit code, everything the terminal showed)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("NO_COLOR", None)
@@ -60,7 +62,7 @@ def run_in_terminal(args: list[str], *, interrupt_at: int | None, timeout: float
     if pid == 0:  # the child: a session of its own with the pty as controlling terminal
         os.chdir(REPO_ROOT)
         os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     shown, typed = b"", False
     deadline = time.monotonic() + timeout
     try:
@@ -129,6 +131,13 @@ def test_search_table_in_a_terminal(tmp_path):
     assert len({line.index("Study number") for line in lines}) == 1
     assert "showing 20 of 23" in text
     assert "Instances" in text and "Series" in text  # the counts have columns
+    # a narrow terminal hides columns, never cuts a UID, and says so
+    series = json.loads(cli("--db", str(db), "search", "--level", "series", "--json").stdout)
+    code, text = run_in_terminal(
+        ["--db", str(db), "search", "--level", "series"], interrupt_at=None, columns=90
+    )
+    assert code == 0 and all(s["SeriesInstanceUID"] in text for s in series[:20]), text
+    assert "too narrow for StudyDescription" in text
     piped = cli("--db", str(db), "search", "--columns", "patientid,StudyDescription").stdout.splitlines()
     assert piped[0] == "PatientID\tStudyDescription" and len(piped) == 24  # header + every match
 
