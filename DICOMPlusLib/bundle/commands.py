@@ -50,7 +50,7 @@ def cmd_save(args) -> int:
 
     require_paths(args.zip, args.thumbnail)
     if Path(args.out).exists():
-        raise BundleError(f"{args.out} exists already: choose another --out")
+        raise BundleError(f"{args.out} already exists: choose another --out")
     db = open_database(args)
     thumbnail = read_thumbnail(args.thumbnail) if args.thumbnail else None
     info = save_bundle_to_study(
@@ -77,7 +77,7 @@ def cmd_extract(args) -> int:
 
     require_paths(args.file)
     if Path(args.out).exists() and not args.force:
-        raise BundleError(f"{args.out} exists already: choose another --out, or add --force to overwrite it")
+        raise BundleError(f"{args.out} already exists: choose another --out, or add --force to overwrite it")
     max_size = None if args.max_size == "none" else _size(args.max_size)
     info = extract_bundle(
         args.file, args.out, max_size=max_size, verify=not args.no_verify, overwrite=args.force

@@ -99,13 +99,12 @@ def cmd_retrieve(args) -> int:
     bar = ProgressBar("retrieve", not args.json)
     token = CancelToken()
     outcome: dict = {}
-    method = None if args.method is None else {"get": "C-GET", "move": "C-MOVE"}.get(args.method, "DICOMweb")
 
     def run() -> None:
         try:
             outcome["report"] = retrieve(
                 node, db, study_uid=args.study, series_uids=args.series or (), sop_instance_uids=args.instance or (),
-                method=method, listener_config=listener_config, calling_ae_title=args.calling_ae,
+                method=args.method, listener_config=listener_config, calling_ae_title=args.calling_ae,
                 resume=not args.no_resume, progress=bar, cancel=token, timeout=args.timeout,
                 retries=args.retries, parallel=args.parallel,
             )  # fmt: skip
