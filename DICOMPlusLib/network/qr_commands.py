@@ -164,7 +164,13 @@ def add_commands(sub) -> None:
 
     nodes_help = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
 
-    p = sub.add_parser("query", help="query a node (C-FIND, or QIDO-RS for a DICOMweb node)")
+    p = sub.add_parser(
+        "query",
+        help="query a node (C-FIND, or QIDO-RS for a DICOMweb node)",
+        epilog="KEYWORD=VALUE is read as by 'dicomplus search' (see its --help): keywords in any case, "
+        "dates as 2020, 2020-03-15 or 2020-01-01..2020-12-31, names as FAMILY^GIVEN; values in another "
+        "form are refused with the form expected, before anything is sent.",
+    )
     p.__class__ = _IntermixedParser
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument(
