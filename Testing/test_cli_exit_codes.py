@@ -217,8 +217,13 @@ def test_long_running_commands(world, command, tmp_path, capsys):
     for stop in (signal.SIGTERM, signal.SIGINT):  # both are a server's normal end
         port = free_port()
         proc = _serving(["--db", db, command, "--port", str(port), "--host", LOOPBACK], port)
-        proc.send_signal(stop)
-        assert proc.wait(30) == Exit.OK, proc.communicate()
+        try:
+            proc.send_signal(stop)
+            assert proc.wait(30) == Exit.OK, proc.communicate()
+        finally:
+            if proc.poll() is None:  # it did not stop: do not leave it running
+                proc.kill()
+                proc.wait()
     with socket.socket() as busy:
         busy.bind((LOOPBACK, 0))
         busy.listen()

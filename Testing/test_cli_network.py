@@ -59,7 +59,12 @@ class Running:
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(30) == 0
+        try:
+            assert self.proc.wait(30) == 0
+        finally:
+            if self.proc.poll() is None:  # it did not stop: do not leave it running
+                self.proc.kill()
+                self.proc.wait()
         time.sleep(0.1)
         while not self.lines.empty():
             self.seen.append(self.lines.get())
