@@ -229,7 +229,8 @@ def print_table(
 ) -> None:
     """Records as aligned columns on a terminal, tab-separated (with a header line) when piped.
 
-    ``total`` (all matches, when known) adds a "showing N of M" line on a terminal.
+    ``total`` (all matches, when known; -1: more may match) adds a "showing N of M" line on a
+    terminal.
     """
     if not rows:
         print("no match", file=sys.stderr if not stdout_is_terminal() else sys.stdout)
@@ -265,6 +266,8 @@ def print_table(
             "--limit N, --offset N or --limit 0 for all)",
             style="dim",
         )
+    elif total == -1:  # a page is full and counting all would read every header
+        console.print(f"showing the first {len(rows)}; more may match (--limit 0 for all)", style="dim")
 
 
 def _cell(value) -> str:

@@ -112,15 +112,15 @@ COLUMNS = {
 }
 
 
-def _count(db, level: str, keys, text) -> int | None:
-    """How many records match in all (None when header keys make counting a full scan)."""
+def _count(db, level: str, keys, text) -> int:
+    """How many records match in all (-1 when header keys would make counting a full scan)."""
     from DICOMPlusLib.database.matching import parse_criteria
     from DICOMPlusLib.database.search import build_query
     from DICOMPlusLib.models import QueryLevel
 
     sql, params, header = build_query(QueryLevel.parse(level), parse_criteria(keys), text)
     if header:
-        return None
+        return -1
     return db.reader().execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
 
 
