@@ -121,11 +121,15 @@ def open_database(args, *, create: bool = False):
     path = getattr(args, "db", None)
     if not create:
         target = database_file(path)
-        if not target.is_file():
-            shown = path if path is not None else target
+        if not target.is_file() and path is None:
             raise UsageError(
-                f"no database at {shown}; check --db (or $DICOMPLUS_DB), or create one with "
-                f"dicomplus --db {shown} import PATH"
+                f"no database at {target} yet: import files first (dicomplus import PATH), "
+                "or choose a database with --db or $DICOMPLUS_DB"
+            )
+        if not target.is_file():
+            raise UsageError(
+                f"no database at {path}; check --db (or $DICOMPLUS_DB), or create one with "
+                f"dicomplus --db {path} import PATH"
             )
     return Database(path)
 

@@ -125,6 +125,15 @@ def test_search_help_states_the_matching_rules(capsys):
         assert rule in out
 
 
+def test_no_default_database_yet(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("DICOMPLUS_DB", raising=False)
+    code, _, err = run(capsys, "search")
+    assert code == Exit.USAGE and "yet: import files first (dicomplus import PATH)" in err
+    assert not (tmp_path / "home").exists()
+
+
 def test_read_only_commands_never_create_a_database(capsys, tmp_path, db):
     typo = tmp_path / "typo" / "nested"
     for args in (
