@@ -60,9 +60,10 @@ def run_in_terminal(
     env.pop("NO_COLOR", None)
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session of its own with the pty as controlling terminal
+        # its size is set here, before the command starts and asks for it
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         os.chdir(REPO_ROOT)
         os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     shown, typed = b"", False
     deadline = time.monotonic() + timeout
     try:
