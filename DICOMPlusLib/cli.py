@@ -1,68 +1,160 @@
+# PYTHON_ARGCOMPLETE_OK
 """The ``dicomplus`` command line.
 
 Shapes relied on by users and checks (see README): ``import``, ``info --json``, ``search
 [--level L] [KEYWORD=VALUE ...] --json`` (a list of objects keyed by DICOM keyword), ``delete``.
 ``--db PATH`` or ``$DICOMPLUS_DB`` choose the database; see :func:`default_database_path`.
-Errors print one line ``dicomplus: error: ...`` and exit 2 (usage) or 1 (failure).
+Errors print one line ``dicomplus: error: ...``; the exit codes are :class:`Exit`.
+
+Only this module and the ``*commands.py`` modules may import ``rich`` and ``argcomplete``
+(lazily, so that start-up stays fast); the library proper never does: stock Slicer lacks them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import enum
 import importlib
-import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
+from pathlib import Path
 
 from DICOMPlusLib import __version__
 from DICOMPlusLib.errors import DICOMPlusError
 
 #: Each module adds its subcommands with ``add_commands(subparsers)``; a subparser sets
-#: ``func`` (a callable taking the parsed arguments and returning the exit code).
-COMMAND_MODULES = [
-    "DICOMPlusLib.database.commands",
-    "DICOMPlusLib.loading.commands",
-    "DICOMPlusLib.export.commands",
-    "DICOMPlusLib.network.commands",
-    "DICOMPlusLib.network.qr_commands",
-    "DICOMPlusLib.demo",
-]
+#: ``func`` (a callable taking the parsed arguments and returning the exit code). Only the
+#: module of the command being run is imported (start-up time); ``--help`` imports them all.
+COMMAND_MODULES = {
+    "DICOMPlusLib.database.commands": ("import", "info", "search", "delete"),
+    "DICOMPlusLib.loading.commands": ("inspect", "convert"),
+    "DICOMPlusLib.export.commands": ("export", "bundle"),
+    "DICOMPlusLib.network.commands": ("echo", "listen", "send", "serve"),
+    "DICOMPlusLib.network.node_commands": ("nodes",),
+    "DICOMPlusLib.network.qr_commands": ("query", "retrieve"),
+    "DICOMPlusLib.demo": ("demo",),
+}
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr, shown only on a terminal."""
+class Exit(enum.IntEnum):
+    """Exit codes of every ``dicomplus`` command (:data:`EXIT_MEANINGS` says what each means;
+    ``dicomplus --help`` and docs/cli.md show it)."""
 
-    def __init__(self, label: str, enabled: bool) -> None:
-        self.label = label
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: int, current: str = "") -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * done / total) if total else width
-        name = current[-40:] if current else ""
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name:<40}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INTERRUPTED = 130
 
 
-def open_database(args):
+EXIT_MEANINGS = {
+    Exit.OK: "ok",
+    Exit.FAILED: "failed, or did only part of the work (some files not stored, sent or retrieved)",
+    Exit.USAGE: "usage: a bad option or value, or a database or path that does not exist",
+    Exit.INTERRUPTED: "interrupted by Ctrl-C; completed work is kept (run the same command again to resume)",
+}
+#: ``listen`` and ``serve`` run until stopped: Ctrl-C or SIGTERM is their normal end.
+SERVERS_NOTE = "listen and serve run until stopped: Ctrl-C or SIGTERM ends them normally (0)"
+EXIT_CODES_HELP = (
+    "exit codes:\n"
+    + "\n".join(f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items())
+    + f"\n  ({SERVERS_NOTE})"
+)
+
+
+class UsageError(DICOMPlusError):
+    """The command line asks for something that cannot be (exit code 2)."""
+
+
+# -- global options ------------------------------------------------------------------------------
+#: Options accepted before and after the subcommand: (flags, argparse keyword arguments).
+GLOBAL_OPTIONS = (
+    (
+        ("--db",),
+        dict(
+            metavar="PATH",
+            help="database file or folder (default: $DICOMPLUS_DB, else "
+            "~/.local/share/dicomplus/dicomplus.sqlite)",
+        ),
+    ),
+    (("-v", "--verbose"), dict(action="store_true", help="say more (and log to stderr)")),
+    (("--json",), dict(action="store_true", help="print JSON instead of text")),
+)
+_GLOBAL_DEFAULTS = {"db": None, "verbose": False, "json": False}
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Let every subcommand (nested ones too) take the global options: they default to
+    SUPPRESS there so that a value given before the subcommand is not overwritten."""
+    for flags, kwargs in GLOBAL_OPTIONS:
+        existing = [parser._option_string_actions[f] for f in flags if f in parser._option_string_actions]
+        if existing:
+            existing[0].default = argparse.SUPPRESS
+        else:
+            parser.add_argument(*flags, **{**kwargs, "default": argparse.SUPPRESS})
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_global_options(child)
+
+
+# -- databases -------------------------------------------------------------------------------------
+def database_file(path: str | os.PathLike | None) -> Path:
+    """The sqlite file ``--db`` names (a folder or a suffix-less name holds ``dicomplus.sqlite``)."""
+    from DICOMPlusLib.database.database import DB_FILE_NAME, default_database_path
+
+    target = Path(path).expanduser() if path is not None else default_database_path()
+    if target.is_dir() or target.suffix == "":
+        target = target / DB_FILE_NAME
+    return target
+
+
+def open_database(args, *, create: bool = False):
+    """The database of ``--db``. Only commands that store something (``create=True``) may
+    create it: a typo in ``--db`` must not silently make an empty database."""
     from DICOMPlusLib.database import Database
 
-    return Database(args.db)
+    path = getattr(args, "db", None)
+    if not create:
+        target = database_file(path)
+        if not target.is_file() and path is None:
+            raise UsageError(
+                f"no database at {target} yet: import files first (dicomplus import PATH), "
+                "or choose a database with --db or $DICOMPLUS_DB"
+            )
+        if not target.is_file():
+            raise UsageError(
+                f"no database at {path}; check --db (or $DICOMPLUS_DB), or create one with "
+                f"dicomplus --db {path} import PATH"
+            )
+    return Database(path)
+
+
+def require_paths(*paths) -> None:
+    """A path the user named that does not exist is a usage error (exit 2), said before any work."""
+    missing = [str(p) for p in paths if p is not None and not os.path.exists(p)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+
+
+# -- output ------------------------------------------------------------------------------------------
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _console(stream=None):
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=False)
 
 
 def print_json(value) -> None:
+    import json
+
     json.dump(value, sys.stdout, indent=1, ensure_ascii=False, default=_json_default)
     sys.stdout.write("\n")
 
@@ -75,65 +167,332 @@ def _json_default(value):
     return str(value)
 
 
-def print_table(rows: list[dict], columns: list[str], keys: list[tuple[str, str]] = ()) -> None:
-    """Records as tab-separated columns, plus the columns of the query keys they carry."""
+def table_columns(rows: list[dict], columns: list[str], keys=(), chosen: str | None = None) -> list[str]:
+    """The columns to print: ``chosen`` (``--columns A,B``, keywords in any case) or ``columns``
+    plus those of the query keys the records carry."""
+    if chosen:
+        known = {c.lower(): c for row in rows[:1] for c in row} | {c.lower(): c for c in columns}
+        out = []
+        for name in (c.strip() for c in chosen.split(",") if c.strip()):
+            if name.lower() not in known:
+                raise UsageError(
+                    f"--columns: no column {name!r}; choose from {', '.join(sorted(known.values()))}"
+                )
+            out.append(known[name.lower()])
+        return out
+    return columns + [k for k, _ in keys if k not in columns and rows and k in rows[0]]
+
+
+#: Short headings for wide keywords in a terminal table (piped output keeps the keywords).
+HEADINGS = {
+    "NumberOfPatientRelatedStudies": "Studies",
+    "NumberOfPatientRelatedSeries": "Series",
+    "NumberOfPatientRelatedInstances": "Instances",
+    "NumberOfStudyRelatedSeries": "Series",
+    "NumberOfStudyRelatedInstances": "Instances",
+    "NumberOfSeriesRelatedInstances": "Instances",
+    "ModalitiesInStudy": "Modalities",
+    "PatientBirthDate": "BirthDate",
+}
+
+
+_TEXT_COLUMNS = ("Name", "Description", "path")
+_TEXT_WIDTH = 32
+#: Which columns a narrow terminal hides first (UIDs never: they are what people copy).
+DROP_FIRST = ("StudyDescription", "PatientBirthDate", "PatientName", "StudyDate", "SeriesNumber",
+              "ModalitiesInStudy", "InstanceNumber", "SeriesDescription", "PatientID")  # fmt: skip
+
+
+def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) -> tuple[list[str], list[str]]:
+    """The columns that fit ``width`` (text columns cut to _TEXT_WIDTH), and those left out."""
+
+    def need(c: str) -> int:
+        cells = max(len(_cell(row.get(c))) for row in rows)
+        cells = min(cells, _TEXT_WIDTH) if c.endswith(_TEXT_COLUMNS) else cells
+        return max(cells, len(HEADINGS.get(c, c)) if not c.endswith(_TEXT_COLUMNS) else 4) + 2
+
+    shown = list(columns)
+    hidden: list[str] = []
+    for c in DROP_FIRST:
+        if keep_all or sum(need(x) for x in shown) <= width:
+            break
+        if c in shown and len(shown) > 1:
+            shown.remove(c)
+            hidden.append(c)
+    return shown, hidden
+
+
+def print_table(
+    rows: list[dict],
+    columns: list[str],
+    keys: list[tuple[str, str]] = (),
+    *,
+    chosen: str | None = None,
+    total: int | None = None,
+    offset: int = 0,
+) -> None:
+    """Records as aligned columns on a terminal, tab-separated (with a header line) when piped.
+
+    ``total`` (all matches, when known; -1: more may match) adds a "showing N of M" line on a
+    terminal.
+    """
     if not rows:
-        print("no match")
+        print("no match", file=sys.stderr if not stdout_is_terminal() else sys.stdout)
         return
-    columns = columns + [k for k, _ in keys if k not in columns and k in rows[0]]
-    print("\t".join(columns))
+    columns = table_columns(rows, columns, keys, chosen)
+    if not stdout_is_terminal():
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(_cell(row.get(c)) for c in columns))
+        return
+    from rich.table import Table
+
+    console = _console()
+    shown, hidden = _fit(rows, columns, console.width, keep_all=bool(chosen))
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
+    for c in shown:
+        # UIDs are copied from here: never cut them; names and descriptions give way first.
+        whole = max(len(_cell(row.get(c))) for row in rows) + 1 if c.endswith("UID") else None
+        table.add_column(HEADINGS.get(c, c), no_wrap=True, overflow="ellipsis", min_width=whole,
+                         max_width=_TEXT_WIDTH if c.endswith(_TEXT_COLUMNS) else None)  # fmt: skip
+    columns = shown
     for row in rows:
-        print("\t".join(str(row.get(c, "")) for c in columns))
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    console.print(table)
+    if hidden:
+        console.print(
+            f"(too narrow for {', '.join(hidden)}: --columns chooses, --json shows all)", style="dim"
+        )
+    if total is not None and total > len(rows):
+        first = offset + 1
+        console.print(
+            f"showing {len(rows)} of {total} (rows {first}-{offset + len(rows)}; "
+            "--limit N, --offset N or --limit 0 for all)",
+            style="dim",
+        )
+    elif total == -1:  # a page is full and counting all would read every header
+        console.print(f"showing the first {len(rows)}; more may match (--limit 0 for all)", style="dim")
 
 
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value).replace("\t", " ").replace("\n", " ")
+
+
+class ProgressBar:
+    """A progress bar on stderr (``rich``), shown only on a terminal. Also the callback
+    ``(done, total, current)`` the library's long operations take; it remembers the last
+    ``done``/``total`` so that a cancelled command can say how far it got."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.done = 0
+        self.total = 0
+        self._last = 0.0
+        self._progress = None
+        self._task = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        # auto_refresh=False: no refresh thread (the importer forks its workers only while the
+        # process has a single thread); the callback refreshes at most 10 times a second.
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}", style="dim"),
+            console=_console(sys.stderr),
+            auto_refresh=False,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(self.label, total=None, current="")
+
+    def __call__(self, done: int, total: int, current: str = "") -> None:
+        self.done, self.total = done, total
+        if not self.enabled:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < 0.1 and done < total:
+                return
+            self._last = now
+            if self._progress is None:
+                self._start()
+            name = Path(current).name[-40:] if current else ""
+            self._progress.update(self._task, completed=done, total=total or None, current=name)
+            self._progress.refresh()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.refresh()
+                self._progress.stop()
+                self._progress = None
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def cancel_on_interrupt(token):
+    """The first Ctrl-C cancels ``token`` (the work stops at its next safe point, keeps what is
+    complete and the command reports it); a second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield token
+        return
+
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:  # a worker forked by the command: the command decides
+            return
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
+        os.write(sys.stderr.fileno(), b"\ncancelling (Ctrl-C again to stop at once)...\n")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield token
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+#: What import and send call a file that is not a DICOM instance: importing a CD or a folder with
+#: a viewer, a README or a DICOMDIR beside the images is not a partial failure.
+NOT_DICOM_REASONS = (
+    "not a DICOM file",
+    "no SOPInstanceUID",
+    "no SOP Class UID",
+    "not a composite instance",
+    "media storage directory",
+)
+
+
+def not_dicom(reason: str) -> bool:
+    return any(r in reason for r in NOT_DICOM_REASONS)
+
+
+def cancelled_message(done: int, total: int, kept: int, unit: str, resume: str) -> str:
+    """The one account a cancelled command prints."""
+    return f"cancelled after {done}/{total} {unit}; {kept} kept; {resume}"
+
+
+# -- search keys -------------------------------------------------------------------------------------
 def parse_keys(items: list[str]) -> list[tuple[str, str]]:
-    keys = []
-    for item in items:
-        keyword, sep, value = item.partition("=")
-        if not sep or not keyword:
-            raise DICOMPlusError(
-                f"expected KEYWORD=VALUE, got {item!r} (e.g. PatientName=DOE* or StudyDate=2020-)"
-            )
-        keys.append((keyword.strip(), value))
-    return keys
+    """``KEYWORD=VALUE`` arguments checked and put in DICOM form (see
+    :mod:`DICOMPlusLib.database.typed_keys`); a bad one is a usage error."""
+    from DICOMPlusLib.database.typed_keys import SearchKeyError, parse_typed_keys
+
+    try:
+        return parse_typed_keys(items)
+    except SearchKeyError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+# -- the parser ----------------------------------------------------------------------------------------
+def _modules_for(argv: list[str]) -> list[str]:
+    """The command modules a command line needs: the one of its command, none for a bare
+    ``--version``, all of them otherwise (help, completion, an unknown command)."""
+    takes_value = {flags[0] for flags, kwargs in GLOBAL_OPTIONS if kwargs.get("action") != "store_true"}
+    tokens = iter(argv)
+    for token in tokens:
+        if token in takes_value:
+            next(tokens, None)
+        elif token in ("-h", "--help"):
+            break
+        elif token == "--version":
+            return []
+        elif not token.startswith("-"):
+            return [m for m, names in COMMAND_MODULES.items() if token in names] or list(COMMAND_MODULES)
+    return list(COMMAND_MODULES)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the part that command line needs."""
     parser = argparse.ArgumentParser(
         prog="dicomplus",
         description="DICOMPlus: a DICOM database, network node and volume loader.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dicomplus {__version__}")
-    parser.add_argument(
-        "--db",
-        default=None,
-        help="database file or folder (default: $DICOMPLUS_DB, else ~/.local/share/dicomplus/dicomplus.sqlite)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="say more (and log to stderr)")
+    for flags, kwargs in GLOBAL_OPTIONS:
+        parser.add_argument(*flags, **kwargs)
+    parser.set_defaults(**_GLOBAL_DEFAULTS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for module in COMMAND_MODULES:
+    modules = list(COMMAND_MODULES) if argv is None or "_ARGCOMPLETE" in os.environ else _modules_for(argv)
+    for module in modules:
         importlib.import_module(module).add_commands(sub)
+    for child in sub.choices.values():
+        _add_global_options(child)
     return parser
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion (``eval "$(register-python-argcomplete dicomplus)"``); argcomplete is
+    imported only when the shell asks for completions."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    with contextlib.suppress(ImportError):
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe (``dicomplus search | head``): drop further output, no traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    _complete(parser)
+    args = parser.parse_args(argv)  # a usage error exits 2 (SystemExit), --help and --version 0
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
         parser.print_help()
-        return 0
+        return Exit.OK
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return int(code)
+    except UsageError as exc:
+        print(f"dicomplus: error: {exc}", file=sys.stderr)
+        return Exit.USAGE
     except DICOMPlusError as exc:
         print(f"dicomplus: error: {exc}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return Exit.OK
     except KeyboardInterrupt:
-        print("dicomplus: interrupted", file=sys.stderr)
-        return 130
+        print("\ndicomplus: interrupted", file=sys.stderr)
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m DICOMPlusLib.cli``: run the imported module's main, whose exception classes are
+    # the ones the command modules raise (this file also runs as ``__main__``).
+    from DICOMPlusLib.cli import main as _main
+
+    sys.exit(_main())

@@ -28,21 +28,35 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._requested = False  # set by a signal handler, which must take no lock
 
     def cancel(self) -> None:
+        self._requested = True
         self._event.set()
+
+    def cancel_from_signal(self) -> None:
+        """Cancel from a signal handler: no lock is taken (the interrupted thread may hold the
+        event's), so :attr:`cancelled` is true at once and :meth:`wait` notices within its poll."""
+        self._requested = True
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._requested or self._event.is_set()
 
     def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
+        if self.cancelled:
             raise CancelledError("Cancelled by the user; completed work was kept.")
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds; return True early when cancelled."""
-        return self._event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self.cancelled:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._event.wait(min(left, 0.2)):
+                return True
+        return True
 
 
 class JobState(enum.Enum):

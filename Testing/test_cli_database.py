@@ -58,9 +58,9 @@ def test_import_info_search_delete(tmp_path, capsys):
 def test_errors_are_one_clear_line(tmp_path, capsys):
     db = str(tmp_path / "db")
     code, _, err = run(capsys, "--db", db, "search", "NoSuchKeyword=1")
-    assert code == 1 and err.startswith("dicomplus: error: unknown DICOM keyword")
+    assert code == 2 and err.startswith("dicomplus: error: unknown DICOM keyword")
     code, _, err = run(capsys, "--db", db, "search", "PatientName")
-    assert code == 1 and "expected KEYWORD=VALUE" in err
+    assert code == 2 and "expected KEYWORD=VALUE" in err
 
 
 def test_console_script_and_env_database(tmp_path):

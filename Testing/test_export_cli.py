@@ -142,6 +142,7 @@ def test_export_errors_are_one_line(tmp_path, env, capsys):
         (
             ["export", str(tmp_path / "v.nrrd"), "--study", "1.2.3.4", "--out", str(tmp_path / "a")],
             "not in the database",
+            1,
         ),
         (
             [
@@ -152,16 +153,18 @@ def test_export_errors_are_one_line(tmp_path, env, capsys):
                 "--out",
                 str(tmp_path / "b"),
             ],
-            "cannot read",
+            "no such file or folder",
+            2,  # a usage error
         ),
         (
             ["export", str(tmp_path / "v.nrrd"), "--study", "../etc", "--out", str(tmp_path / "c")],
             "not a valid DICOM UID",
+            1,
         ),
     ]
-    for argv, message in cases:
+    for argv, message, code in cases:
         capsys.readouterr()
-        assert cli_main(["--db", db, *argv]) == 1
+        assert cli_main(["--db", db, *argv]) == code
         err = capsys.readouterr().err
         assert err.startswith("dicomplus: error:") and message in err, err
     with pytest.raises(SystemExit):  # --out and --send together: usage error

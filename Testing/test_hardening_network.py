@@ -246,16 +246,19 @@ def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path
     rejections = [r.rejection for r in caplog.records if hasattr(r, "rejection")]
     assert [(r.calling_ae, r.called_ae) for r in rejections] == [("PUSHER", "WRONG")]
     assert rejections[0].reject == (1, 1, 7) and "--require-called-ae" in rejections[0].remedy
-    assert (
-        "configure the peer with called AE 'DICOMPLUS', or listen without --require-called-ae" in caplog.text
-    )
+    assert "restart with --ae-title WRONG, or without --require-called-ae" in caplog.text
     caplog.clear()
     with start_listener(db, engine=engine, allowed_calling_aets=("FRIEND",)) as lst:
         storescu(dcmtk, lst.port, series.files[:1], check=False)
-    assert "calling AE title not recognized" in caplog.text and "(--allow PUSHER)" in caplog.text
+    assert (
+        "calling AE title not recognized" in caplog.text
+        and "restart with --allow FRIEND,PUSHER" in caplog.text
+    )
 
 
 def _serve_cli(tmp_path, command: str, port: int, *extra: str) -> subprocess.Popen:
+    if command == "serve":  # serve reads a database that exists: the sample one, made here
+        extra = ("--sample", *extra)
     cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(tmp_path / "db"), command, "--port", str(port),
            "--host", LOOPBACK, "--json", *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

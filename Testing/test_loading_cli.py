@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from test_loading_support import assert_matrix, database_with, edit, geometric_files, make
 
 from DICOMPlusLib.cli import main
+from DICOMPlusLib.database import Database
 from DICOMPlusLib.loading.preview import ThumbnailCache, series_thumbnail
 
 VOLUME_KEYS = {"series_uid", "dims", "spacing", "ijk_to_ras", "ijk_to_lps", "warnings"}
@@ -59,7 +60,10 @@ def test_inspect_series_from_the_database_equals_the_folder(tmp_path, capsys):
 
 def test_inspect_needs_exactly_one_source(tmp_path, capsys):
     code, _, err = run(capsys, "--db", str(tmp_path / "db"), "inspect", str(tmp_path), "--series", "1.2.3")
-    assert code == 1 and "not both" in err
+    assert code == 2 and "not both" in err  # a usage error
+    code, _, err = run(capsys, "--db", str(tmp_path / "db"), "inspect", "--series", "1.2.3")
+    assert code == 2 and "no database at" in err and not (tmp_path / "db").exists()
+    Database(tmp_path / "db").close()
     code, _, err = run(capsys, "--db", str(tmp_path / "db"), "inspect", "--series", "1.2.3")
     assert code == 1 and "not in the database" in err
 

@@ -105,11 +105,11 @@ def test_cli_nodes(tmp_path):
     assert cli("add", "pacs", "PACS@10.1.2.3:104", "--retrieve", "C-MOVE").returncode == 0
     assert cli("add", "web", "ORTHANC@127.0.0.1:4242", "--dicomweb-url", "http://x/dicom-web").returncode == 0
     duplicate = cli("add", "pacs", "PACS@10.1.2.3:104")
-    assert duplicate.returncode == 1 and "exists" in duplicate.stderr
+    assert duplicate.returncode == 2 and "exists" in duplicate.stderr and "--replace" in duplicate.stderr
     listed = json.loads(cli("list", "--json").stdout)
     assert [(n["name"], n["ae_title"], n["port"], n["retrieve_method"]) for n in listed] == [
-        ("pacs", "PACS", 104, "C-MOVE"),
-        ("web", "ORTHANC", 4242, "C-GET"),
+        ("pacs", "PACS", 104, "move"),
+        ("web", "ORTHANC", 4242, "get"),
     ]
     assert "PACS@10.1.2.3:104" in cli("list").stdout
     assert cli("remove", "pacs").returncode == 0

@@ -276,7 +276,7 @@ def test_cli_send(storescp, db, tmp_path):
     refused = _cli("send", f"NOBODY@{LOOPBACK}:{free_port()}", series.folder)
     assert refused.returncode == 1 and "connection refused" in refused.stdout
     both = _cli("send", f"X@{LOOPBACK}:1", series.folder, "--series", "1.2")
-    assert both.returncode == 1 and "either" in both.stderr
+    assert both.returncode == 2 and "either" in both.stderr  # a usage error
 
 
 def test_send_runs_in_a_job_thread(listener, db, tmp_path):

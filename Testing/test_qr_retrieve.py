@@ -249,7 +249,7 @@ def test_cli_retrieve(sample_peer, data, tmp_path):
                 "--listener-host", LOOPBACK, "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["complete"] and report["done"] == len(data.mr.sop_uids) and report["method"] == "C-MOVE"
+    assert report["complete"] and report["done"] == len(data.mr.sop_uids) and report["method"] == "move"
     with Database(path) as db:
         assert _stored(db) == set(data.mr.sop_uids)
     proc = _cli("--db", str(path), "retrieve", address, "--study", data.ct.study_uid, "--method", "get")
@@ -262,7 +262,7 @@ def test_cli_retrieve(sample_peer, data, tmp_path):
                 "--listener-ae", "NOWHERE", "--listener-port", str(free_port()), "--no-resume")  # fmt: skip
     assert proc.returncode == 1 and "NOWHERE" in proc.stderr and "HostTable" in proc.stderr
     proc = _cli("--db", str(path), "retrieve", address)
-    assert proc.returncode == 1 and "--study" in proc.stderr
+    assert proc.returncode == 2 and "--study" in proc.stderr  # a usage error
 
 
 def test_instances_the_pacs_cannot_send_are_reported_not_raised(tmp_path, request):

@@ -21,11 +21,21 @@ Generated from `dicomplus --help` and `dicomplus COMMAND --help` by `python docs
 
 def render() -> str:
     os.environ["COLUMNS"] = "100"  # stable wrapping
-    from DICOMPlusLib.cli import build_parser
+    from DICOMPlusLib.cli import EXIT_MEANINGS, SERVERS_NOTE, build_parser
 
     parser = build_parser()
     parser.prog = "dicomplus"
     out = [HEADER, "```text\n", parser.format_help(), "```\n"]
+    out += ["\n## Exit codes\n\nEvery command exits with one of these (`DICOMPlusLib.cli.Exit`):\n\n"]
+    out += ["| code | meaning |\n|---|---|\n"]
+    out += [f"| {int(code)} | {text} |\n" for code, text in EXIT_MEANINGS.items()]
+    out += [f"\n{SERVERS_NOTE[0].upper()}{SERVERS_NOTE[1:]}.\n"]
+    out += [
+        "\nThe global options `--db`, `-v` and `--json` are accepted before or after the command. "
+        "Tables are aligned columns on a terminal and tab-separated (with a header line) when piped; "
+        "colour and progress bars only on a terminal.\n\n"
+        'Shell completion (bash, zsh): `eval "$(register-python-argcomplete dicomplus)"`.\n'
+    ]
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in sub.choices.items():
         out += [f"\n## dicomplus {name}\n\n```text\n", command.format_help()]

@@ -9,9 +9,10 @@ Registered by :mod:`DICOMPlusLib.export.commands`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli import open_database, print_json
+from DICOMPlusLib.cli import open_database, print_json, require_paths
 from DICOMPlusLib.errors import BundleError
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ def cmd_save(args) -> int:
     from DICOMPlusLib.bundle.write import save_bundle_to_study
     from DICOMPlusLib.export.uids import UIDGenerator
 
+    require_paths(args.zip, args.thumbnail)
+    if Path(args.out).exists():
+        raise BundleError(f"{args.out} already exists: choose another --out")
     db = open_database(args)
     thumbnail = read_thumbnail(args.thumbnail) if args.thumbnail else None
     info = save_bundle_to_study(
@@ -71,6 +75,9 @@ def cmd_save(args) -> int:
 def cmd_extract(args) -> int:
     from DICOMPlusLib.bundle.read import extract_bundle
 
+    require_paths(args.file)
+    if Path(args.out).exists() and not args.force:
+        raise BundleError(f"{args.out} already exists: choose another --out, or add --force to overwrite it")
     max_size = None if args.max_size == "none" else _size(args.max_size)
     info = extract_bundle(
         args.file, args.out, max_size=max_size, verify=not args.no_verify, overwrite=args.force
@@ -88,6 +95,7 @@ def cmd_extract(args) -> int:
 def cmd_info(args) -> int:
     from DICOMPlusLib.bundle.read import read_bundle_info
 
+    require_paths(args.file)
     info = read_bundle_info(args.file)
     if args.json:
         print_json(info.to_dict())

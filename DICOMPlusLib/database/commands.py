@@ -2,33 +2,67 @@
 
 from __future__ import annotations
 
-from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json, print_table
+import argparse
+import sys
+
+from DICOMPlusLib.cli import (
+    Exit,
+    ProgressBar,
+    cancel_on_interrupt,
+    cancelled_message,
+    not_dicom,
+    open_database,
+    parse_keys,
+    print_json,
+    print_table,
+    require_paths,
+    stdout_is_terminal,
+)
+
+#: The page a terminal shows when --limit is not given.
+TERMINAL_PAGE = 20
 
 
 def cmd_import(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
 
-    db = open_database(args)
+    require_paths(*args.paths)
+    db = open_database(args, create=True)
     bar = ProgressBar("import", not args.json)
-    token = CancelToken()
-    try:
-        report = db.import_paths(args.paths, link=args.link, jobs=args.jobs, progress=bar, cancel=token)
-    except KeyboardInterrupt:
-        token.cancel()
-        raise
-    finally:
-        bar.close()
+    with cancel_on_interrupt(CancelToken()) as token:
+        try:
+            report = db.import_paths(args.paths, link=args.link, jobs=args.jobs, progress=bar, cancel=token)
+        finally:
+            bar.close()
+    duplicates = [s for s in report.skipped if s.reason.startswith("duplicate")]
+    others = [s for s in report.skipped if not s.reason.startswith("duplicate")]
+    ignored = [s for s in others if not_dicom(s.reason)]
+    failed = [s for s in others if not not_dicom(s.reason)]
     if args.json:
         print_json(report.to_dict())
     else:
         print(
-            f"added {report.added}, unchanged {report.unchanged}, duplicates {report.duplicates}, "
-            f"skipped {len(report.skipped) - report.duplicates} in {report.seconds:.2f} s ({db.path})"
+            f"added {report.added}, unchanged {report.unchanged}, duplicates {len(duplicates)}, "
+            f"not DICOM {len(ignored)}, failed {len(failed)} in {report.seconds:.2f} s ({db.path})"
         )
-        for skipped in report.skipped:
-            if args.verbose or not skipped.reason.startswith("duplicate"):
+        for skipped in failed + ignored + duplicates:
+            if skipped in failed or args.verbose:
                 print(f"  skipped {skipped.path}: {skipped.reason}")
-    return 1 if report.cancelled else 0
+        if (ignored or duplicates) and not args.verbose:
+            print("  (-v lists the files that are not DICOM and the duplicates by name)")
+    if report.cancelled:
+        kept = report.added + report.unchanged + report.replaced
+        print(
+            cancelled_message(bar.done, bar.total, kept, "files", "run the same command again to resume"),
+            file=sys.stderr,
+        )
+        return Exit.INTERRUPTED
+    if failed:
+        return Exit.FAILED
+    if report.files_seen == 0 or report.added + report.unchanged + report.replaced + len(duplicates) == 0:
+        print(f"dicomplus: error: no DICOM instance found in {', '.join(args.paths)}", file=sys.stderr)
+        return Exit.FAILED
+    return Exit.OK
 
 
 def cmd_info(args) -> int:
@@ -41,44 +75,111 @@ def cmd_info(args) -> int:
         print(f"store:    {db.store.root}")
         for key, value in info.items():
             print(f"{key:10s}{value}")
-    return 0
+    return Exit.OK
+
+
+COLUMNS = {
+    "patient": [
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedSeries",
+        "NumberOfPatientRelatedInstances",
+    ],
+    "study": [
+        "PatientID",
+        "PatientName",
+        "StudyDate",
+        "ModalitiesInStudy",
+        "StudyDescription",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "StudyInstanceUID",
+    ],
+    "series": [
+        "PatientID",
+        "PatientName",
+        "StudyDate",
+        "StudyDescription",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "NumberOfSeriesRelatedInstances",
+        "SeriesInstanceUID",
+    ],
+    "instance": ["SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID", "path"],
+}
+
+
+def _count(db, level: str, keys, text) -> int:
+    """How many records match in all (-1 when header keys would make counting a full scan)."""
+    from DICOMPlusLib.database.matching import parse_criteria
+    from DICOMPlusLib.database.search import build_query
+    from DICOMPlusLib.models import QueryLevel
+
+    sql, params, header = build_query(QueryLevel.parse(level), parse_criteria(keys), text)
+    if header:
+        return -1
+    return db.reader().execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+
+
+def _with_study(db, rows: list[dict]) -> None:
+    """Series rows get their study's date and description (a terminal table shows them)."""
+    studies: dict[str, dict] = {}
+    for row in rows:
+        uid = row.get("StudyInstanceUID")
+        if uid and uid not in studies:
+            found = db.search("study", {"StudyInstanceUID": uid})
+            studies[uid] = found[0].to_dict() if found else {}
+        for key in ("StudyDate", "StudyDescription"):
+            row.setdefault(key, studies.get(uid, {}).get(key, ""))
 
 
 def cmd_search(args) -> int:
+    keys = parse_keys(args.keys)
     db = open_database(args)
-    records = db.search(
-        args.level, parse_keys(args.keys), text=args.text, limit=args.limit, offset=args.offset
-    )
+    table = not args.json
+    limit = args.limit
+    if limit is None and table and stdout_is_terminal():
+        limit = TERMINAL_PAGE
+    if limit == 0:
+        limit = None
+    records = db.search(args.level, keys, text=args.text, limit=limit, offset=args.offset)
     rows = [r.to_dict() for r in records]
     if args.json:
         print_json(rows)
-        return 0
-    columns = {
-        "patient": ["PatientID", "PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies"],
-        "study": [
-            "PatientID",
-            "PatientName",
-            "StudyDate",
-            "ModalitiesInStudy",
-            "StudyDescription",
-            "StudyInstanceUID",
-        ],
-        "series": [
-            "PatientID",
-            "Modality",
-            "SeriesNumber",
-            "SeriesDescription",
-            "NumberOfSeriesRelatedInstances",
-            "SeriesInstanceUID",
-        ],
-        "instance": ["SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID", "path"],
-    }[args.level]
-    print_table(rows, columns, parse_keys(args.keys))
-    return 0
+        return Exit.OK
+    if args.level == "series":
+        _with_study(db, rows)
+    total = _count(db, args.level, keys, args.text) if limit is not None and len(rows) == limit else None
+    print_table(rows, COLUMNS[args.level], keys, chosen=args.columns, total=total, offset=args.offset)
+    return Exit.OK
+
+
+def _exists(db, args) -> bool:
+    if args.patient is not None:
+        return bool(db.search("patient", {"PatientID": args.patient}, limit=1))
+    if args.study is not None:
+        return bool(db.search("study", {"StudyInstanceUID": args.study}, limit=1))
+    return bool(db.search("series", {"SeriesInstanceUID": args.series}, limit=1))
 
 
 def cmd_delete(args) -> int:
     db = open_database(args)
+    if not _exists(db, args):
+        what = (
+            f"patient {args.patient}"
+            if args.patient is not None
+            else f"study {args.study}"
+            if args.study is not None
+            else f"series {args.series}"
+        )
+        raise_nothing = f"nothing to delete: no {what} in {db.path} (dicomplus search finds what is there)"
+        if args.json:
+            print_json({"error": raise_nothing})
+        print(f"dicomplus: error: {raise_nothing}", file=sys.stderr)
+        return Exit.FAILED
     report = db.delete(
         patient=args.patient,
         study=args.study,
@@ -89,7 +190,7 @@ def cmd_delete(args) -> int:
     )
     if args.json:
         print_json(report.to_dict())
-        return 0
+        return Exit.OK
     verb = "would delete" if args.dry_run else "deleted"
     print(
         f"{verb}: {len(report.patients)} patients, {len(report.studies)} studies, {len(report.series)} series, "
@@ -97,7 +198,24 @@ def cmd_delete(args) -> int:
     )
     if report.files_kept:
         print(f"files kept (imported in place; add --files to remove them): {len(report.files_kept)}")
-    return 0
+    return Exit.OK
+
+
+SEARCH_HELP = """\
+Matching (PS3.4 C.2.2.2), one KEYWORD=VALUE per attribute, all must match:
+  keywords     any DICOM keyword, in any case (PatientName, studydate); columns or any stored tag
+  exact        Modality=CT (code strings are upper case: ct is read as CT), SeriesNumber=3
+  wildcards    PatientName='DOE*' (* any run, ? one character); names are FAMILY^GIVEN,
+               case-insensitive: PatientName='Doe^Peter' or 'doe*'
+  dates        StudyDate=20200315 or 2020-03-15; 2020 (the year); 2020-03 (the month);
+               today; yesterday
+  date ranges  20200101-20201231, 2020-01-01..2020-12-31, 2020- (from), -2020 (until)
+  times        StudyTime=0800-1200 (HHMMSS or HH:MM:SS)
+  UID lists    SeriesInstanceUID='1.2.3\\1.2.4' (no wildcards in UIDs)
+  universal    an empty value or * matches everything (and shows that column)
+Values in another form are refused with the form expected.
+On a terminal the first 20 matches are shown as a table (--limit 0 for all); piped, every match
+is printed tab-separated with a header line; --json prints a list of objects keyed by keyword."""
 
 
 def add_commands(sub) -> None:
@@ -112,15 +230,29 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_info)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("search", help="search the local database with DICOM matching")
+    p = sub.add_parser(
+        "search",
+        help="search the local database with DICOM matching",
+        description="Search the local database.",
+        epilog=SEARCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=cmd_search)
-    p.add_argument("--level", choices=["patient", "study", "series", "instance"], default="study")
     p.add_argument(
-        "keys", nargs="*", metavar="KEYWORD=VALUE", help="e.g. PatientName=DOE* StudyDate=20200101-"
+        "--level", type=str.lower, choices=["patient", "study", "series", "instance"], default="study"
+    )
+    p.add_argument(
+        "keys", nargs="*", metavar="KEYWORD=VALUE", help="e.g. PatientName=DOE* StudyDate=2020 Modality=CT"
     )
     p.add_argument("--text", default=None, help="free text in names, IDs, descriptions, accession numbers")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="at most N results (default: 20 on a terminal, else all; 0: all)",
+    )
+    p.add_argument("--offset", type=int, default=0, help="skip the first N results")
+    p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("delete", help="delete a patient, study or series (and the files DICOMPlus copied)")

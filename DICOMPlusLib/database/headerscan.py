@@ -151,11 +151,17 @@ def _python_codecs(terms: tuple[str, ...]) -> list[str]:
         return convert_encodings(list(terms))
 
 
+#: Sequences nested deeper than this are refused: real objects stay far below (an RT plan or a
+#: structured report reaches about 10), and pydicom, which later reads the stored header,
+#: recurses once per level.
+MAX_NESTING = 64
+
+
 def _skip_undefined(buf: bytes, pos: int, implicit: bool, little: bool) -> int:
     """Return the offset just after the sequence delimiter of an undefined-length value.
 
-    Walked with an explicit stack of open sequences and items, so any depth of nesting costs
-    memory in proportion to the data, never Python's recursion limit."""
+    Walked with an explicit stack of open sequences and items, so the walk itself never hits
+    Python's recursion limit; nesting past :data:`MAX_NESTING` sequences is a ScanError."""
     end = len(buf)
     fmt_tag = "<HH" if little else ">HH"
     fmt_len = "<I" if little else ">I"
@@ -188,6 +194,8 @@ def _skip_undefined(buf: bytes, pos: int, implicit: bool, little: bool) -> int:
         if length == _UNDEFINED:
             # UN of undefined length holds implicit VR little endian (PS3.5 6.2.2)
             stack.append((True, imp or vr == b"UN"))
+            if len(stack) > 2 * MAX_NESTING:  # a sequence and an item per level
+                raise ScanError(f"sequences nested more than {MAX_NESTING} levels deep (at offset {pos})")
             pos = value_pos
         else:
             pos = value_pos + length

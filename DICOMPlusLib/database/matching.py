@@ -35,14 +35,14 @@ class MatchKind(enum.Enum):
 
 def keyword_vr(keyword: str) -> str:
     """The VR of a DICOM keyword; raises DatabaseError for an unknown keyword."""
-    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from DICOMPlusLib.database.keywords import vr_of  # not pydicom: a search starts faster
 
-    tag = tag_for_keyword(keyword)
-    if tag is None:
+    vr = vr_of(keyword)
+    if vr is None:
         raise DatabaseError(
             f"unknown DICOM keyword {keyword!r}: use the keyword from PS3.6, e.g. PatientName"
         )
-    return dictionary_VR(tag).split(" or ")[0]
+    return vr
 
 
 def normalize_pn(value: str) -> str:
@@ -110,7 +110,9 @@ class Criterion:
                 # an open upper bound on a date also takes times within that date (DT)
                 parts.append(f"{column} <= ?")
                 params.append(self.high + ("\uffff" if self.vr == "DT" else ""))
-            parts.append(f"{column} != ''")
+            # only values that are dates/times at all: a malformed stored value ('***', 'unknown')
+            # sorts before digits and would fall into every open lower range
+            parts.append(f"{column} GLOB '[0-9]*'")
             return "(" + " AND ".join(parts) + ")", params
         value = normalize_pn(self.value) if self.vr == "PN" else self.value
         if k is MatchKind.SINGLE:
@@ -139,7 +141,7 @@ class Criterion:
         if k is MatchKind.RANGE:
             if self.vr == "TM":
                 text = _normalize_time(text)
-            if not text:
+            if not text[:1].isdigit():
                 return False
             if self.low and text < self.low:
                 return False

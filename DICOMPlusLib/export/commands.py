@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli import ProgressBar, open_database, print_json
+from DICOMPlusLib.cli import ProgressBar, open_database, print_json, require_paths
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 
 if TYPE_CHECKING:
@@ -97,8 +97,9 @@ def cmd_export(args) -> int:
     from DICOMPlusLib.export.series import SeriesMetadata, export_volume_to_study
     from DICOMPlusLib.export.uids import UIDGenerator
 
+    require_paths(args.volume)
+    db = open_database(args)  # the database is checked before the volume is read
     array, matrix, notes = read_volume_with_notes(args.volume)
-    db = open_database(args)
     uids = UIDGenerator(args.uid_root or os.environ.get("DICOMPLUS_UID_ROOT") or None)
     metadata = SeriesMetadata(
         modality=args.modality,

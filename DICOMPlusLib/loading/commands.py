@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from DICOMPlusLib.cli import ProgressBar, open_database, print_json
+from DICOMPlusLib.cli import ProgressBar, UsageError, open_database, print_json, require_paths
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.loading.naming import DEFAULT_TEMPLATE
 
@@ -25,11 +25,12 @@ def _plan(args):
     from DICOMPlusLib.loading.api import plan_paths, plan_series
 
     if args.series and args.paths:
-        raise DICOMPlusError("give PATH or --series, not both")
+        raise UsageError("give PATH or --series, not both")
     if args.series:
         return plan_series(open_database(args), args.series)
     if not args.paths:
-        raise DICOMPlusError("give a PATH (file or folder) or --series UID")
+        raise UsageError("give a PATH (file or folder) or --series UID")
+    require_paths(*args.paths)
     volumes, skipped = plan_paths(args.paths)
     if args.verbose:
         for s in skipped:

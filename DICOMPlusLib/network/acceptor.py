@@ -147,11 +147,12 @@ def rejection_remedy(rq: ul.AssociateRQ, reject: tuple[int, int, int], policy: A
     reason = reject[2] if reject[1] == ul.RJ_SOURCE_USER else None
     if reason == ul.RJ_CALLED_AE_NOT_RECOGNIZED:
         return (
-            f"the peer addressed {rq.called_ae!r} but we are {policy.ae_title!r}: configure the peer with "
-            f"called AE {policy.ae_title!r}, or listen without --require-called-ae"
+            f"it called {rq.called_ae!r} but we are {policy.ae_title!r}: to accept it, restart with "
+            f"--ae-title {rq.called_ae}, or without --require-called-ae"
         )
     if reason == ul.RJ_CALLING_AE_NOT_RECOGNIZED:
-        return f"to accept it, add it to the allow list (--allow {rq.calling_ae})"
+        allowed = ",".join(sorted({*policy.allowed_calling_aets, rq.calling_ae}))
+        return f"to accept it, restart with --allow {allowed}"
     if reason == ul.RJ_APPLICATION_CONTEXT_NOT_SUPPORTED:
         return "the peer is not speaking DICOM (application context); nothing to change here"
     return "the peer's DICOM stack is incompatible; nothing to change here"

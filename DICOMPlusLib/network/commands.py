@@ -1,4 +1,5 @@
-"""``dicomplus`` subcommands for DIMSE networking: echo, listen, send, serve, nodes.
+"""``dicomplus`` subcommands for DIMSE networking: echo, listen, send, serve (``nodes`` is in
+:mod:`node_commands`, ``query`` and ``retrieve`` in :mod:`qr_commands`).
 
 NODE is a configured node name (``dicomplus nodes add``) or ``AE@HOST:PORT``. The node list is
 ``--nodes FILE``, else ``$DICOMPLUS_NODES``, else ``~/.config/dicomplus/nodes.json``.
@@ -8,17 +9,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import signal
 import sys
-import threading
+import time
+from pathlib import Path
 
-from DICOMPlusLib.cli import ProgressBar, open_database, print_json
-from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.cli import (
+    Exit,
+    ProgressBar,
+    UsageError,
+    cancel_on_interrupt,
+    cancelled_message,
+    not_dicom,
+    open_database,
+    print_json,
+    require_paths,
+)
 
-EXIT_FAILED = 1
+NODES_HELP = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
 
 
-def _nodes(args):
+def node_store(args):
     from DICOMPlusLib.network.nodes import NodeStore
 
     return NodeStore(args.nodes)
@@ -33,11 +46,23 @@ def _emit(args, text: str, data: dict) -> None:
         print(text, flush=True)
 
 
+class _StopRequest:
+    """Set by SIGTERM (SIGINT raises KeyboardInterrupt as usual). A plain flag polled by
+    :meth:`wait`: a signal handler must take no lock (an Event's could be held by the very code
+    it interrupts, and that deadlocks)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def wait(self) -> None:
+        while not self.requested:
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def _until_stopped():
-    """Yields an Event set by SIGTERM (SIGINT raises KeyboardInterrupt as usual)."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _StopRequest()
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "requested", True))
     try:
         yield stop
     finally:
@@ -63,7 +88,7 @@ def _log_warnings_to_stderr() -> None:
 def cmd_echo(args) -> int:
     from DICOMPlusLib.network.echo import echo
 
-    node = _nodes(args).resolve(args.node)
+    node = node_store(args).resolve(args.node)
     result = echo(node, calling_ae_title=args.calling_ae, timeout=args.timeout)
     if args.json:
         print_json(result.to_dict())
@@ -71,7 +96,34 @@ def cmd_echo(args) -> int:
         print(f"ok: {node.address} answered C-ECHO in {result.seconds * 1000:.0f} ms")
     else:
         print(f"failed ({result.problem.value}): {result.message}")
-    return 0 if result.ok else EXIT_FAILED
+    return Exit.OK if result.ok else Exit.FAILED
+
+
+def ae_title(value: str) -> str:
+    """argparse type of an AE title option (PS3.5 6.2: at most 16 characters)."""
+    text = value.strip()
+    if len(text) > 16:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has {len(text)} characters; an AE title has at most 16 (PS3.5 6.2)"
+        )
+    if not text or "\\" in text or any(ord(c) < 32 or ord(c) > 126 for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: an AE title is 1-16 printable ASCII characters, no backslash"
+        )
+    return text
+
+
+def node_spec(value: str) -> str:
+    """argparse type of NODE (a configured name or ``AE@HOST:PORT``): checks the AE title part."""
+    ae, sep, _ = value.partition("@")
+    if sep:
+        ae_title(ae)
+    return value
+
+
+def ae_titles(value: str) -> str:
+    """argparse type of ``--allow AE,AE``."""
+    return ",".join(ae_title(a) for a in value.split(",") if a.strip())
 
 
 # -- listen ------------------------------------------------------------------------------------
@@ -79,10 +131,57 @@ def _split_aes(text: str | None) -> tuple[str, ...]:
     return tuple(a.strip() for a in (text or "").split(",") if a.strip())
 
 
+class _RejectionReporter(logging.Handler):
+    """Says, for each association the listener rejects, what to change on our side.
+
+    It reads the acceptor's log records (their arguments, not their text):
+    ``(peer, calling AE, called AE, reason)``.
+    """
+
+    def __init__(self, args, config) -> None:
+        super().__init__(logging.INFO)
+        self.args, self.config = args, config
+
+    def emit(self, record: logging.LogRecord) -> None:
+        rejection = getattr(record, "rejection", None)  # the acceptor's Rejection, as data
+        if rejection is None or not getattr(self.args, "json", False):
+            return  # in text mode the acceptor's own warning (reason and remedy) is on stderr
+        peer, calling, called = rejection.peer, rejection.calling_ae, rejection.called_ae
+        allowed = self.config.allowed_calling_aets
+        if allowed and calling not in allowed:
+            fix = f"to accept it, restart with --allow {','.join((*allowed, calling))}"
+        elif called != self.config.ae_title:
+            fix = (
+                f"it called {called!r} but we are {self.config.ae_title!r}: restart with --ae-title {called}"
+            )
+        else:
+            fix = rejection.remedy or rejection.reason
+        _emit(
+            self.args,
+            f"rejected an association from {calling!r} at {peer}: {fix}",
+            {"event": "rejected", "peer": peer, "calling_ae": calling, "called_ae": called, "fix": fix},
+        )
+
+
+@contextlib.contextmanager
+def _report_rejections(args, config):
+    log = logging.getLogger("DICOMPlusLib.network.acceptor")
+    handler = _RejectionReporter(args, config)
+    level = log.level
+    log.addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def cmd_listen(args) -> int:
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
-    db = open_database(args)
+    db = open_database(args, create=True)
     config = ListenerConfig(
         ae_title=args.ae_title,
         port=args.port,
@@ -95,6 +194,8 @@ def cmd_listen(args) -> int:
     listener = Listener(db, config)
 
     def on_instance(i) -> None:
+        if not (args.verbose or args.json):  # one line per series unless -v
+            return
         _emit(
             args,
             f"stored {i.sop_instance_uid} (series {i.series_instance_uid}) from {i.calling_ae or i.peer}",
@@ -105,14 +206,15 @@ def cmd_listen(args) -> int:
     def on_series(s) -> None:
         _emit(
             args,
-            f"series complete: {s.series_instance_uid} ({s.count} instances from {s.calling_ae})",
+            f"received series {s.series_instance_uid}: {s.count} instance{'s' if s.count != 1 else ''} "
+            f"of patient {s.patient_id or '(no ID)'} from {s.calling_ae}",
             {"event": "series_complete", "SeriesInstanceUID": s.series_instance_uid,
              "StudyInstanceUID": s.study_instance_uid, "count": s.count, "reason": s.reason},
         )  # fmt: skip
 
     listener.subscribe(on_instance, on_series)
     _log_warnings_to_stderr()
-    with _until_stopped() as stop:
+    with _until_stopped() as stop, _report_rejections(args, config):
         listener.start()
         info = listener.describe()
         allow = ", ".join(config.allowed_calling_aets) or "any calling AE title"
@@ -121,7 +223,8 @@ def cmd_listen(args) -> int:
         _emit(
             args,
             f"listening as {info['ae_title']} on {args.host or 'all interfaces'} port {info['port']} "
-            f"(accepting {allow}); storing into {db.path}; Ctrl-C to stop",
+            f"(accepting {allow}); storing into {db.path}; one line per series (-v: per instance); "
+            "Ctrl-C to stop",
             {"event": "listening", **info, "database": str(db.path)},
         )
         try:
@@ -131,10 +234,17 @@ def cmd_listen(args) -> int:
         finally:
             listener.stop()
     _emit(args, "stopped", {"event": "stopped"})
-    return 0
+    return Exit.OK
 
 
 # -- send --------------------------------------------------------------------------------------
+def _cancelled(done: int, total: int, sent: int) -> int:
+    """A cancelled send says how far it got (on stderr) and exits 130."""
+    resume = "run the same command again to send the rest (the node gets the first ones again)"
+    print(cancelled_message(done, total, sent, "files", resume), file=sys.stderr)
+    return Exit.INTERRUPTED
+
+
 def _send_stow(args, node, bar, token) -> int:
     """Send to a DICOMweb node with STOW-RS."""
     from DICOMPlusLib.database.indexer import iter_files
@@ -150,26 +260,37 @@ def _send_stow(args, node, bar, token) -> int:
             else [s.SeriesInstanceUID for s in db.search("series", {"StudyInstanceUID": args.study})]
         )
         files = [r.path for uid in series for r in db.instances(uid)]
-    try:
-        report = client_for(node).store(files, progress=bar, cancel=token)
-    finally:
-        bar.close()
+    with cancel_on_interrupt(token):
+        try:
+            report = client_for(node).store(files, progress=bar, cancel=token)
+        finally:
+            bar.close()
+    failed = {what: reason for what, reason in report.failed.items() if not not_dicom(reason)}
+    ignored = {what: reason for what, reason in report.failed.items() if not_dicom(reason)}
     if args.json:
         print_json(report.to_dict())
     else:
-        print(f"STOW-RS to {node.name}: {len(report.done)} stored, {len(report.failed)} failed")
-        for what, reason in report.failed.items():
+        print(
+            f"STOW-RS to {node.name}: {len(report.done)} stored, not DICOM {len(ignored)}, failed {len(failed)}"
+        )
+        for what, reason in failed.items():
             print(f"  failed {what}: {reason}")
-    return 0 if not report.failed and not report.cancelled else 1
+        if args.verbose:
+            for what, reason in ignored.items():
+                print(f"  skipped {what}: {reason}")
+    if report.cancelled:
+        return _cancelled(bar.done, bar.total or len(files), len(report.done))
+    return Exit.FAILED if failed else Exit.OK
 
 
 def cmd_send(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network import send as sending
 
-    node = _nodes(args).resolve(args.node)
     if bool(args.paths) == bool(args.study or args.series):
-        raise DICOMPlusError("give either --study UID, --series UID, or files and folders to send")
+        raise UsageError("give either --study UID, --series UID, or files and folders to send")
+    require_paths(*args.paths)
+    node = node_store(args).resolve(args.node)
     bar = ProgressBar("send", not args.json)
     token = CancelToken()
     options = dict(
@@ -181,47 +302,89 @@ def cmd_send(args) -> int:
     )
     if node.retrieve_method.value == "DICOMweb":
         return _send_stow(args, node, bar, token)
-    try:
-        if args.paths:
-            report = sending.send_paths(node, args.paths, **options)
-        else:
-            db = open_database(args)
-            report = sending.send_from_database(db, node, study=args.study, series=args.series, **options)
-    except KeyboardInterrupt:
-        token.cancel()
-        raise
-    finally:
-        bar.close()
+    db = None if args.paths else open_database(args)
+    with cancel_on_interrupt(token):
+        try:
+            if args.paths:
+                report = sending.send_paths(node, args.paths, **options)
+            else:
+                report = sending.send_from_database(db, node, study=args.study, series=args.series, **options)
+        finally:
+            bar.close()
+    failed = [r for r in report.failed if not not_dicom(r.message)]
+    ignored = [r for r in report.failed if not_dicom(r.message)]
     if args.json:
         print_json(report.to_dict())
     else:
-        total = len(report.results)
+        total = len(report.results) - len(ignored)
         print(
             f"sent {report.sent} of {total} to {node.address} in {report.seconds:.2f} s "
             f"({report.associations} association{'s' if report.associations != 1 else ''})"
             + (f", {report.warnings} with warnings" if report.warnings else "")
+            + (f", not DICOM {len(ignored)}" if ignored else "")
             + (", cancelled" if report.cancelled else "")
         )
-        for r in report.failed[:20]:
+        for r in failed[:20]:
             print(f"  failed {r.path}: {r.message}")
-        if len(report.failed) > 20:
-            print(f"  ... and {len(report.failed) - 20} more failures (use --json for all)")
-    return 0 if report.ok else EXIT_FAILED
+        if len(failed) > 20:
+            print(f"  ... and {len(failed) - 20} more failures (use --json for all)")
+        for r in ignored if args.verbose else ():
+            print(f"  skipped {r.path}: {r.message}")
+    if report.cancelled:
+        return _cancelled(bar.done, bar.total or len(report.results), report.sent)
+    if failed:
+        return Exit.FAILED
+    if report.sent == 0:
+        print("dicomplus: error: nothing to send (no DICOM instance found)", file=sys.stderr)
+        return Exit.FAILED
+    return Exit.OK
+
+
+# -- retrieve methods: one vocabulary ------------------------------------------------------------
+#: The words the CLI takes and prints for retrieve methods (case-insensitive on input).
+METHOD_WORDS = ("get", "move", "dicomweb")
+
+
+def retrieve_method(value: str) -> str:
+    """argparse type: ``get``, ``move`` or ``dicomweb`` in any case (``C-GET``... also read)."""
+    word = value.strip().lower().replace("_", "-").removeprefix("c-")
+    if word not in METHOD_WORDS:
+        raise argparse.ArgumentTypeError(f"{value!r}: use get, move or dicomweb")
+    return word
+
+
+def method_word(method) -> str:
+    """``RetrieveMethod.C_GET`` (or its value ``C-GET``) as the CLI says it: ``get``."""
+    text = str(getattr(method, "value", method)).lower()
+    return text.removeprefix("c-")
 
 
 # -- serve -------------------------------------------------------------------------------------
+def default_sample_database() -> Path:
+    """Where ``serve --sample`` keeps its sample patients when ``--db`` is not given: a folder
+    of its own, never the user's database."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "dicomplus" / "sample-pacs"
+
+
 def cmd_serve(args) -> int:
     from DICOMPlusLib.network.qrscp import Destination
     from DICOMPlusLib.network.sample import make_sample_data
     from DICOMPlusLib.network.serve import instructions, make_server
 
-    db = open_database(args)
     if args.sample:
+        if args.db is None:
+            args.db = str(default_sample_database())
+        db = open_database(args, create=True)
         added = make_sample_data(db)
-        print(
-            f"sample data: {added['added']} instances added, {added['already there']} already there",
-            flush=True,
-        )
+        if not args.json:
+            print(
+                f"sample data in {db.path}: {added['added']} instances added, "
+                f"{added['already there']} already there (a database of its own; --db chooses another)",
+                flush=True,
+            )
+    else:
+        db = open_database(args)
     server = make_server(
         db,
         ae_title=args.ae_title,
@@ -235,93 +398,36 @@ def cmd_serve(args) -> int:
     with _until_stopped() as stop:
         server.start()
         if args.json:
-            print_json(server.describe())
+            print_json({**server.describe(), "sample": args.sample})
             sys.stdout.flush()
         else:
-            print(instructions(server), flush=True)
+            print(instructions(server, sample=args.sample), flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:
             pass
         finally:
             server.stop()
-    return 0
-
-
-# -- nodes -------------------------------------------------------------------------------------
-def cmd_nodes_add(args) -> int:
-    from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
-
-    if args.address is None:
-        if not args.dicomweb_url:
-            raise DICOMPlusError("give AE@HOST:PORT, or --dicomweb URL for a DICOMweb node")
-        node = RemoteNode.dicomweb(
-            args.name,
-            args.dicomweb_url,
-            token=args.token or "",
-            user=args.user or "",
-            password=args.password or "",
-        )
-        store = _nodes(args)
-        store.add(node, replace_existing=args.replace)
-        print(f"added {node.name}: DICOMweb {node.dicomweb_url} ({store.path})")
-        return 0
-    parsed = RemoteNode.parse(args.address)
-    node = RemoteNode(
-        name=args.name,
-        ae_title=parsed.ae_title,
-        host=parsed.host,
-        port=parsed.port,
-        tls=args.tls,
-        retrieve_method=RetrieveMethod.parse(args.retrieve),
-        dicomweb_url=args.dicomweb_url or "",
-        description=args.description or "",
-        dicomweb_token=args.token or "",
-        dicomweb_user=args.user or "",
-        dicomweb_password=args.password or "",
-    )
-    store = _nodes(args)
-    store.add(node, replace_existing=args.replace)
-    print(f"added {node.name}: {node.address} ({store.path})")
-    return 0
-
-
-def cmd_nodes_list(args) -> int:
-    store = _nodes(args)
-    nodes = store.list()
-    if args.json:
-        print_json([n.to_dict() for n in nodes])
-        return 0
-    if not nodes:
-        print(f"no nodes configured ({store.path}); add one with: dicomplus nodes add NAME AE@HOST:PORT")
-        return 0
-    for n in nodes:
-        extra = " tls" if n.tls else ""
-        web = f" {n.dicomweb_url}" if n.dicomweb_url else ""
-        print(f"{n.name:16s} {n.address:40s} {n.retrieve_method.value}{extra}{web}")
-    return 0
-
-
-def cmd_nodes_remove(args) -> int:
-    node = _nodes(args).remove(args.name)
-    print(f"removed {node.name} ({node.address})")
-    return 0
+    return Exit.OK
 
 
 def add_commands(sub) -> None:
     from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
     from DICOMPlusLib.network.qrscp import SAMPLE_AE_TITLE, SAMPLE_PORT
 
-    nodes_help = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
+    nodes_help = NODES_HELP
     require_called_help = (
         "reject associations whose called AE title is not --ae-title (default: accept any, like DCMTK and "
         "Orthanc); each rejection is logged with its reason"
     )
 
     p = sub.add_parser("echo", help="C-ECHO a node and diagnose what fails")
-    p.add_argument("node", help="configured node name or AE@HOST:PORT")
+    p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument(
-        "--calling-ae", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})"
+        "--calling-ae",
+        type=ae_title,
+        default=DEFAULT_AE_TITLE,
+        help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait at each step (default 10)")
     p.add_argument("--nodes", help=nodes_help)
@@ -332,9 +438,16 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)"
     )
-    p.add_argument("--ae-title", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})")
+    p.add_argument(
+        "--ae-title",
+        type=ae_title,
+        default=DEFAULT_AE_TITLE,
+        help=f"our AE title (default {DEFAULT_AE_TITLE})",
+    )
     p.add_argument("--host", default="", help="address to listen on (default: all interfaces)")
-    p.add_argument("--allow", metavar="AE,...", help="accept only these calling AE titles (default: any)")
+    p.add_argument(
+        "--allow", type=ae_titles, metavar="AE,...", help="accept only these calling AE titles (default: any)"
+    )
     p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument("--idle", type=float, default=5.0, help="seconds without data before a series is complete")
     p.add_argument("--engine", choices=("direct", "pynetdicom"), default="direct", help=argparse.SUPPRESS)
@@ -342,62 +455,49 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("send", help="send files or stored studies/series to a node (C-STORE)")
-    p.add_argument("node", help="configured node name or AE@HOST:PORT")
+    p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
     p.add_argument("--study", help="send this stored study (StudyInstanceUID)")
     p.add_argument("--series", help="send this stored series (SeriesInstanceUID)")
     p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
     p.add_argument("--retries", type=int, default=1, help="retries of transient failures (default 1)")
     p.add_argument(
-        "--calling-ae", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})"
+        "--calling-ae",
+        type=ae_title,
+        default=DEFAULT_AE_TITLE,
+        help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("serve", help="run the sample PACS (Query/Retrieve SCP) over a database")
+    p = sub.add_parser(
+        "serve", help="serve a database as a PACS (Query/Retrieve SCP); --sample: the sample PACS"
+    )
     p.add_argument(
         "--port", type=int, default=SAMPLE_PORT, help=f"port (default {SAMPLE_PORT}; 0: any free port)"
     )
-    p.add_argument("--ae-title", default=SAMPLE_AE_TITLE, help=f"its AE title (default {SAMPLE_AE_TITLE})")
-    p.add_argument("--host", default="", help="address to listen on (default: all interfaces)")
+    p.add_argument(
+        "--ae-title", type=ae_title, default=SAMPLE_AE_TITLE, help=f"its AE title (default {SAMPLE_AE_TITLE})"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every interface)",
+    )
     p.add_argument("--db", default=argparse.SUPPRESS, help="database to serve (default: the global --db)")
-    p.add_argument("--sample", action="store_true", help="add two sample patients (CT and MR) first")
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="serve two sample patients (CT and MR) from a database of their own "
+        "(~/.local/share/dicomplus/sample-pacs; --db chooses another)",
+    )
     p.add_argument(
         "--destination", action="append", metavar="AE@HOST:PORT", help="a C-MOVE destination (repeat)"
     )
-    p.add_argument("--allow", metavar="AE,...", help="accept only these calling AE titles (default: any)")
+    p.add_argument(
+        "--allow", type=ae_titles, metavar="AE,...", help="accept only these calling AE titles (default: any)"
+    )
     p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument("--json", action="store_true", help="print the configuration as JSON")
     p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("nodes", help="configured DICOM nodes: add, list, remove")
-    nodes_sub = p.add_subparsers(dest="nodes_command", metavar="ACTION", required=True)
-    a = nodes_sub.add_parser("add", help="add a node")
-    a.add_argument("name")
-    a.add_argument(
-        "address", metavar="AE@HOST:PORT", nargs="?", help="omit for a DICOMweb-only node (--dicomweb)"
-    )
-    a.add_argument("--tls", action="store_true", help="connect with TLS")
-    a.add_argument("--retrieve", default="C-GET", help="C-GET (default), C-MOVE or DICOMweb")
-    a.add_argument(
-        "--dicomweb",
-        "--dicomweb-url",
-        dest="dicomweb_url",
-        help="DICOMweb service root, e.g. http://host:8042/dicom-web",
-    )
-    a.add_argument("--token", help="DICOMweb bearer token")
-    a.add_argument("--user", help="DICOMweb user name (HTTP basic)")
-    a.add_argument("--password", help="DICOMweb password (HTTP basic)")
-    a.add_argument("--description")
-    a.add_argument("--replace", action="store_true", help="replace a node of the same name")
-    a.add_argument("--nodes", help=nodes_help)
-    a.set_defaults(func=cmd_nodes_add)
-    a = nodes_sub.add_parser("list", help="list the nodes")
-    a.add_argument("--json", action="store_true")
-    a.add_argument("--nodes", help=nodes_help)
-    a.set_defaults(func=cmd_nodes_list)
-    a = nodes_sub.add_parser("remove", help="remove a node")
-    a.add_argument("name")
-    a.add_argument("--nodes", help=nodes_help)
-    a.set_defaults(func=cmd_nodes_remove)

@@ -8,13 +8,22 @@ DICOM keyword. ``retrieve --json`` prints the retrieve report.
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 
-from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json, print_table
-from DICOMPlusLib.errors import DICOMPlusError
-
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+from DICOMPlusLib.cli import (
+    Exit,
+    ProgressBar,
+    UsageError,
+    cancel_on_interrupt,
+    cancelled_message,
+    open_database,
+    parse_keys,
+    print_json,
+    print_table,
+)
+from DICOMPlusLib.errors import CancelledError, RetrieveError
+from DICOMPlusLib.network.commands import ae_title, method_word, node_spec, retrieve_method
 
 _COLUMNS = {
     "patient": ["PatientID", "PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies"],
@@ -49,24 +58,26 @@ def cmd_query(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network.query import query
 
-    node = _node(args)
     keys = parse_keys(args.keys)
-    token = CancelToken()
+    node = _node(args)
     rows = []
-    try:
-        for record in query(node, args.level, keys, model=args.model, calling_ae_title=args.calling_ae,
-                            limit=args.limit, cancel=token, timeout=args.timeout):  # fmt: skip
-            rows.append(record.to_dict())
-    except KeyboardInterrupt:
-        token.cancel()
-        raise
+    with cancel_on_interrupt(CancelToken()) as token:
+        try:
+            for record in query(node, args.level, keys, model=args.model, calling_ae_title=args.calling_ae,
+                                limit=args.limit, cancel=token, timeout=args.timeout):  # fmt: skip
+                rows.append(record.to_dict())
+        except CancelledError:
+            pass
     if args.json:
         print_json(rows)
-        return 0
-    print_table(rows, _COLUMNS[args.level], keys)
-    if args.limit is not None and len(rows) >= args.limit:
-        print(f"(stopped at --limit {args.limit})")
-    return 0
+    else:
+        print_table(rows, _COLUMNS[args.level], keys, chosen=args.columns)
+        if args.limit is not None and len(rows) >= args.limit:
+            print(f"(stopped at --limit {args.limit})")
+    if token.cancelled:
+        print(f"cancelled after {len(rows)} results", file=sys.stderr)
+        return Exit.INTERRUPTED
+    return Exit.OK
 
 
 def cmd_retrieve(args) -> int:
@@ -75,9 +86,9 @@ def cmd_retrieve(args) -> int:
     from DICOMPlusLib.network.retrieve import retrieve
 
     if not (args.study or args.series or args.instance):
-        raise DICOMPlusError("give what to retrieve: --study UID, --series UID ... or --instance UID ...")
+        raise UsageError("give what to retrieve: --study UID, --series UID ... or --instance UID ...")
     node = _node(args)
-    db = open_database(args)
+    db = open_database(args, create=True)
     listener_config = None
     if args.listener_port is not None or args.listener_ae or args.listener_host:
         listener_config = ListenerConfig(
@@ -102,27 +113,30 @@ def cmd_retrieve(args) -> int:
         finally:
             db.release_reader()
 
+    # The retrieve runs in a thread so that the main thread keeps receiving Ctrl-C: the first one
+    # cancels cleanly (C-CANCEL, then an abort after the grace period), a second one stops at once.
     worker = threading.Thread(target=run, name="dicomplus-retrieve", daemon=True)
-    worker.start()
-    interrupted = False
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:  # cancel cleanly: C-CANCEL, then abort after the grace period
-        interrupted = True
-        token.cancel()
-        worker.join()
-    finally:
-        bar.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    report = outcome["report"]
+    with cancel_on_interrupt(token):
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        finally:
+            bar.close()
+    error = outcome.get("error")
+    report = outcome.get("report")
+    if isinstance(error, CancelledError) or (report is None and token.cancelled):
+        return _cancelled(bar, bar.done)
+    if isinstance(error, RetrieveError) and "C-MOVE destination" in str(error):
+        raise RetrieveError(f"{error}; choose another port with --listener-port N") from None
+    if error is not None:
+        raise error
     if args.json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "method": method_word(report.method)})
     else:
         total = report.expected or len(report.done) + len(report.skipped)
         print(
-            f"retrieved {len(report.done)} of {total} instance(s) from {node.name} by {report.method} in "
+            f"retrieved {len(report.done)} of {total} instance(s) from {node.name} by {method_word(report.method)} in "
             f"{report.seconds:.2f} s"
             + (f" ({len(report.skipped)} already here)" if report.skipped else "")
             + (", cancelled" if report.cancelled else "")
@@ -134,9 +148,15 @@ def cmd_retrieve(args) -> int:
             print(f"  ... and {len(report.failed) - 20} more (use --json for all)")
         for warning in report.warnings:
             print(f"  warning: {warning}")
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return 0 if report.complete else EXIT_FAILED
+    if report.cancelled or token.cancelled:
+        return _cancelled(bar, len(report.done) + len(report.skipped))
+    return Exit.OK if report.complete else Exit.FAILED
+
+
+def _cancelled(bar: ProgressBar, kept: int) -> int:
+    resume = "run the same command again to resume (instances already here are not fetched again)"
+    print(cancelled_message(bar.done, bar.total, kept, "instances", resume), file=sys.stderr)
+    return Exit.INTERRUPTED
 
 
 def add_commands(sub) -> None:
@@ -144,17 +164,29 @@ def add_commands(sub) -> None:
 
     nodes_help = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
 
-    p = sub.add_parser("query", help="query a node (C-FIND, or QIDO-RS for a DICOMweb node)")
+    p = sub.add_parser(
+        "query",
+        help="query a node (C-FIND, or QIDO-RS for a DICOMweb node)",
+        epilog="KEYWORD=VALUE is read as by 'dicomplus search' (see its --help): keywords in any case, "
+        "dates as 2020, 2020-03-15 or 2020-01-01..2020-12-31, names as FAMILY^GIVEN; values in another "
+        "form are refused with the form expected, before anything is sent.",
+    )
     p.__class__ = _IntermixedParser
-    p.add_argument("node", help="configured node name or AE@HOST:PORT")
-    p.add_argument("--level", choices=["patient", "study", "series", "instance"], default="study")
+    p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
+    p.add_argument(
+        "--level", type=str.lower, choices=["patient", "study", "series", "instance"], default="study"
+    )
     p.add_argument("keys", nargs="*", metavar="KEYWORD=VALUE",
                    help="matching keys, e.g. PatientName=DOE* StudyDate=20240101-20241231 Modality=CT")  # fmt: skip
     p.add_argument("--model", choices=["study", "patient"], default="study",
                    help="information model (default study root; the patient level uses patient root)")  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="stop after N results (the rest is cancelled)")
+    p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument(
-        "--calling-ae", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})"
+        "--calling-ae",
+        type=ae_title,
+        default=DEFAULT_AE_TITLE,
+        help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--nodes", help=nodes_help)
@@ -162,7 +194,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("retrieve", help="retrieve a study, series or instances from a node into the database")
-    p.add_argument("node", help="configured node name or AE@HOST:PORT")
+    p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument(
         "--study", metavar="UID", help="the study (alone: all of it; with --series/--instance: their study)"
     )
@@ -170,8 +202,8 @@ def add_commands(sub) -> None:
         "--series", metavar="UID", nargs="+", action="extend", help="series to retrieve (only these)"
     )
     p.add_argument("--instance", metavar="UID", nargs="+", action="extend", help="SOP instances to retrieve")
-    p.add_argument("--method", choices=["get", "move", "dicomweb"], default=None,
-                   help="C-GET, C-MOVE to our listener, or DICOMweb (default: the node's own)")  # fmt: skip
+    p.add_argument("--method", type=retrieve_method, default=None,
+                   help="get (C-GET), move (C-MOVE to our listener) or dicomweb (default: the node's own)")  # fmt: skip
     p.add_argument("--no-resume", action="store_true", help="fetch instances already in the database again")
     p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
     p.add_argument("--retries", type=int, default=2, help="retries after a transient failure (default 2)")
@@ -179,11 +211,17 @@ def add_commands(sub) -> None:
         "--listener-port", type=int, default=None, help="C-MOVE: port of our listener (default 11112)"
     )
     p.add_argument(
-        "--listener-ae", default=None, help="C-MOVE: AE title of our listener (default: --calling-ae)"
+        "--listener-ae",
+        type=ae_title,
+        default=None,
+        help="C-MOVE: AE title of our listener (default: --calling-ae)",
     )
     p.add_argument("--listener-host", default=None, help="C-MOVE: address our listener binds (default: all)")
     p.add_argument(
-        "--calling-ae", default=DEFAULT_AE_TITLE, help=f"our AE title (default {DEFAULT_AE_TITLE})"
+        "--calling-ae",
+        type=ae_title,
+        default=DEFAULT_AE_TITLE,
+        help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait at each step (default 30)")
     p.add_argument("--nodes", help=nodes_help)

@@ -1,7 +1,8 @@
 """Run the sample PACS and say exactly how to reach it.
 
 ``dicomplus serve`` is the seed's "sample server that works so a typical user can test": it
-serves a DICOMPlus database (optionally filled with sample patients) as a Query/Retrieve SCP,
+serves a DICOMPlus database as a Query/Retrieve SCP (``--sample``: sample patients in a database
+of their own, never the user's; only this computer can reach it unless ``--host`` says otherwise),
 and prints the AE title, host and port a client must configure, the C-MOVE destinations it
 knows, and ready-to-paste commands for DCMTK and an Orthanc ``DicomModalities`` entry.
 """
@@ -29,17 +30,24 @@ def destinations_with_default(destinations: list[Destination]) -> tuple[Destinat
     return (*destinations, LOCAL_LISTENER)
 
 
-def instructions(server: QueryRetrieveSCP) -> str:
-    """What a client must configure, in plain text."""
+def instructions(server: QueryRetrieveSCP, *, sample: bool = False) -> str:
+    """What a client must configure, in plain text. ``sample``: the database holds the sample
+    patients (only then is it called the sample PACS)."""
     info = server.describe()
     cfg = server.config
-    host = cfg.host if cfg.host not in ("", "0.0.0.0") else "127.0.0.1"
-    others = "" if cfg.host not in ("", "0.0.0.0") else f" (from other computers: {socket.gethostname()})"
+    everywhere = cfg.host in ("", "0.0.0.0", "::")
+    host = "127.0.0.1" if everywhere else cfg.host
+    if everywhere:
+        others = f" (from other computers: {socket.gethostname()})"
+    elif cfg.host.startswith("127.") or cfg.host == "::1":
+        others = " (this computer only; --host 0.0.0.0 lets other computers in)"
+    else:
+        others = ""
     contents = info["contents"]
     calling = "any" if not cfg.allowed_calling_aets else ", ".join(cfg.allowed_calling_aets)
     called = f"{cfg.ae_title} only" if cfg.require_called_ae else "any (use --require-called-ae to check it)"
     lines = [
-        "DICOMPlus sample PACS is running. Configure your DICOM client with:",
+        f"DICOMPlus {'sample PACS' if sample else 'PACS'} is running. Configure your DICOM client with:",
         f"  AE title (called AE): {cfg.ae_title}",
         f"  Host:                 {host}{others}",
         f"  Port:                 {server.port}",
@@ -47,7 +55,7 @@ def instructions(server: QueryRetrieveSCP) -> str:
         f"  Calling AE titles:    {calling}",
         f"  Called AE titles:     {called}",
         "  Services:             C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET (Patient Root and Study Root)",
-        f"Database: {info['database']} ({contents['patients']} patients, {contents['studies']} studies, "
+        f"{'Sample database (not yours)' if sample else 'Database'}: {info['database']} ({contents['patients']} patients, {contents['studies']} studies, "
         f"{contents['series']} series, {contents['instances']} instances)",
         "C-MOVE destinations it knows (AE title -> host:port); any other destination is refused with 0xA801:",
     ]

@@ -1,0 +1,235 @@
+"""Exit codes of every command (DICOMPlusLib.cli.Exit): 0 ok, 1 failed or partial, 2 usage, 130
+interrupted (130 is exercised under a pseudo-terminal in test_cli_terminal.py).
+
+Each command is run for real: against a database built from synthetic files, DCMTK's storescp
+and the sample PACS on loopback ports, and refused ports for the failures.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT, free_port
+from DICOMPlusLib.cli import Exit, main
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+
+
+def code_of(capsys, *args) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return int(code), out, err
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exit-codes")
+    ct = make_series(root / "ct", n=4, rows=16, cols=16, patient_id="EXIT1", seed=81)
+    db_path = root / "db"
+    with Database(db_path) as db:
+        db.import_paths([ct.folder], jobs=1)
+    junk = root / "junk"
+    junk.mkdir()
+    (junk / "README.txt").write_text("not DICOM")
+    truncated = root / "truncated"
+    truncated.mkdir()
+    data = ct.files[0].read_bytes()
+    (truncated / "cut.dcm").write_bytes(data[: len(data) // 2])
+    volume = root / "vol.nrrd"
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)), str(volume)
+    )
+    scene = root / "scene.mrb"
+    with zipfile.ZipFile(scene, "w") as z:
+        z.writestr("scene/scene.mrml", "<MRML></MRML>")
+    return {"root": root, "ct": ct, "db": str(db_path), "junk": junk, "truncated": truncated,
+            "volume": volume, "scene": scene, "nodes": root / "nodes.json"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pacs(world):
+    """The sample PACS (our own Q/R SCP) over a copy of the world's series, on a free port."""
+    db = Database(world["root"] / "pacs-db")
+    db.import_paths([world["ct"].folder], jobs=1)
+    server = QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK)).start()
+    yield f"{server.config.ae_title}@{LOOPBACK}:{server.port}"
+    server.stop()
+    db.close()
+
+
+def refused() -> str:
+    return f"NOBODY@{LOOPBACK}:{free_port()}"
+
+
+def test_database_commands(world, capsys, tmp_path):
+    w, missing_db = world, str(tmp_path / "no" / "such")
+    new_db = str(tmp_path / "new")
+    assert code_of(capsys, "--db", new_db, "import", w["ct"].folder)[0] == Exit.OK
+    assert code_of(capsys, "--db", new_db, "import", tmp_path / "nothere")[0] == Exit.USAGE
+    code, out, err = code_of(capsys, "--db", new_db, "import", w["junk"])
+    assert code == Exit.FAILED and "no DICOM instance found" in err and "not DICOM 1" in out
+    code, out, _ = code_of(capsys, "--db", new_db, "import", w["truncated"], w["ct"].folder)
+    assert code == Exit.FAILED and "failed 1" in out and "cut.dcm" in out  # partial
+    assert code_of(capsys, "--db", new_db, "import")[0] == Exit.USAGE
+
+    assert code_of(capsys, "--db", w["db"], "info")[0] == Exit.OK
+    assert code_of(capsys, "--db", missing_db, "info")[0] == Exit.USAGE
+
+    assert code_of(capsys, "--db", w["db"], "search", "PatientID=EXIT1")[0] == Exit.OK
+    assert (
+        code_of(capsys, "--db", w["db"], "search", "PatientID=NOBODY")[0] == Exit.OK
+    )  # no match is no error
+    assert code_of(capsys, "--db", w["db"], "search", "StudyDate=soon")[0] == Exit.USAGE
+    assert code_of(capsys, "--db", w["db"], "search", "--level", "nothing")[0] == Exit.USAGE
+    assert code_of(capsys, "--db", missing_db, "search")[0] == Exit.USAGE
+
+    code, out, _ = code_of(capsys, "--db", w["db"], "delete", "--study", w["ct"].study_uid, "--dry-run")
+    assert code == Exit.OK and "would delete: 1 patients, 1 studies, 1 series, 4 instances" in out
+    for scope in (("--study", "1.2.3.4"), ("--series", "1.2.3.4"), ("--patient", "NOBODY")):
+        code, out, err = code_of(capsys, "--db", w["db"], "delete", *scope, "--dry-run")
+        assert code == Exit.FAILED and "nothing to delete" in err and "would delete" not in out
+        code, out, err = code_of(capsys, "--db", w["db"], "delete", *scope)
+        assert code == Exit.FAILED and "nothing to delete" in err and "deleted" not in out
+    assert code_of(capsys, "--db", w["db"], "delete")[0] == Exit.USAGE
+    assert code_of(capsys, "--db", missing_db, "delete", "--study", "1.2")[0] == Exit.USAGE
+    assert not (tmp_path / "no").exists()
+
+
+def test_loading_commands(world, capsys, tmp_path):
+    w = world
+    assert code_of(capsys, "inspect", w["ct"].folder)[0] == Exit.OK
+    assert code_of(capsys, "inspect", tmp_path / "nothere")[0] == Exit.USAGE
+    assert code_of(capsys, "inspect", w["junk"])[0] == Exit.FAILED  # no DICOM series in it
+    assert code_of(capsys, "--db", w["db"], "inspect", "--series", "1.2.3")[0] == Exit.FAILED
+    out = tmp_path / "ct.nrrd"
+    assert code_of(capsys, "--db", w["db"], "convert", "--series", w["ct"].series_uid, "--out", out)[0] == 0
+    assert out.is_file()
+    assert code_of(capsys, "convert", w["ct"].folder)[0] == Exit.USAGE  # --out is required
+    assert code_of(capsys, "--db", tmp_path / "none", "convert", "--series", "1.2", "--out", out)[0] == 2
+
+
+def test_export_and_bundle_commands(world, capsys, tmp_path):
+    w = world
+    study = w["ct"].study_uid
+    args = ("--db", w["db"], "export", w["volume"], "--study", study, "--modality", "CT")
+    assert code_of(capsys, *args, "--out", tmp_path / "exported")[0] == Exit.OK
+    assert code_of(capsys, "--db", w["db"], "export", tmp_path / "no.nrrd", "--study", study, "--out",
+                   tmp_path / "e2")[0] == Exit.USAGE  # fmt: skip
+    assert code_of(capsys, "--db", w["db"], "export", w["volume"], "--study", "1.2.3", "--out",
+                   tmp_path / "e3")[0] == Exit.FAILED  # fmt: skip
+    assert code_of(capsys, *args)[0] == Exit.USAGE  # neither --out nor --send
+
+    bundle = tmp_path / "bundle.dcm"
+    assert (
+        code_of(capsys, "--db", w["db"], "bundle", "save", w["scene"], "--study", study, "--out", bundle)[0]
+        == 0
+    )
+    code, _, err = code_of(
+        capsys, "--db", w["db"], "bundle", "save", w["scene"], "--study", study, "--out", bundle
+    )
+    assert code == Exit.FAILED and "--out" in err
+    assert code_of(capsys, "--db", w["db"], "bundle", "save", tmp_path / "no.mrb", "--study", study, "--out",
+                   tmp_path / "b2.dcm")[0] == Exit.USAGE  # fmt: skip
+    assert code_of(capsys, "bundle", "info", bundle)[0] == Exit.OK
+    assert code_of(capsys, "bundle", "info", w["ct"].files[0])[0] == Exit.FAILED  # not a bundle
+    assert code_of(capsys, "bundle", "info", tmp_path / "none.dcm")[0] == Exit.USAGE
+    zipped = tmp_path / "out.mrb"
+    assert code_of(capsys, "bundle", "extract", bundle, "--out", zipped)[0] == Exit.OK
+    code, _, err = code_of(capsys, "bundle", "extract", bundle, "--out", zipped)
+    assert code == Exit.FAILED and "--force" in err
+    assert code_of(capsys, "bundle", "extract", bundle, "--out", zipped, "--force")[0] == Exit.OK
+    assert code_of(capsys, "bundle", "extract", tmp_path / "none.dcm", "--out", tmp_path / "x.mrb")[0] == 2
+
+
+@pytest.mark.peers
+def test_network_client_commands(world, pacs, storescp, capsys, tmp_path):
+    w = world
+    store = f"{storescp.aet}@{LOOPBACK}:{storescp.port}"
+    assert code_of(capsys, "echo", store)[0] == Exit.OK
+    assert code_of(capsys, "echo", refused(), "--timeout", "3")[0] == Exit.FAILED
+    assert code_of(capsys, "echo", "SEVENTEEN_CHARS_X@127.0.0.1:104")[0] == Exit.USAGE
+
+    assert code_of(capsys, "send", store, w["ct"].folder)[0] == Exit.OK
+    assert code_of(capsys, "send", refused(), w["ct"].folder, "--retries", "0")[0] == 1
+    assert code_of(capsys, "send", store)[0] == Exit.USAGE  # nothing to send
+    assert code_of(capsys, "send", store, tmp_path / "nothere")[0] == Exit.USAGE
+    code, out, _ = code_of(capsys, "send", store, w["junk"])
+    assert code == Exit.FAILED and "not DICOM 1" in out  # nothing sent
+
+    assert code_of(capsys, "query", pacs, "PatientID=EXIT1")[0] == Exit.OK
+    assert code_of(capsys, "query", refused(), "--timeout", "3")[0] == Exit.FAILED
+    assert code_of(capsys, "query", pacs, "StudyDate=soon")[0] == Exit.USAGE
+
+    db = str(tmp_path / "retrieved")
+    code, out, _ = code_of(
+        capsys, "--db", db, "retrieve", pacs, "--study", w["ct"].study_uid, "--method", "GET"
+    )
+    assert code == Exit.OK and "by get" in out
+    assert code_of(capsys, "--db", db, "retrieve", refused(), "--study", "1.2.3", "--retries", "0")[0] == 1
+    assert code_of(capsys, "--db", db, "retrieve", pacs)[0] == Exit.USAGE
+    assert code_of(capsys, "--db", db, "retrieve", pacs, "--study", "1.2", "--method", "ftp")[0] == 2
+
+
+def test_nodes_commands(world, capsys):
+    nodes = ("--nodes", world["nodes"])
+    assert code_of(capsys, "nodes", "add", "pacs", "PACS@10.1.2.3:104", *nodes)[0] == Exit.OK
+    code, _, err = code_of(capsys, "nodes", "add", "pacs", "PACS@10.1.2.3:104", *nodes)
+    assert code == Exit.USAGE and "--replace" in err
+    assert code_of(capsys, "nodes", "add", "pacs", "PACS@10.1.2.3:105", "--replace", *nodes)[0] == Exit.OK
+    assert code_of(capsys, "nodes", "list", *nodes)[0] == Exit.OK
+    assert code_of(capsys, "nodes", "remove", "pacs", *nodes)[0] == Exit.OK
+    assert code_of(capsys, "nodes", "remove", "pacs", *nodes)[0] == Exit.FAILED
+    assert code_of(capsys, "nodes", "frobnicate", *nodes)[0] == Exit.USAGE
+    assert code_of(capsys, "demo", "--no-such-option")[0] == Exit.USAGE
+
+
+def _serving(args: list[str], port: int):
+    """Start a long-running command; the caller stops it with SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex((LOOPBACK, port)) == 0:
+                return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"{args} did not listen: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("command", ["listen", "serve"])
+def test_long_running_commands(world, command, tmp_path, capsys):
+    db = str(tmp_path / "db") if command == "listen" else world["db"]
+    for stop in (signal.SIGTERM, signal.SIGINT):  # both are a server's normal end
+        port = free_port()
+        proc = _serving(["--db", db, command, "--port", str(port), "--host", LOOPBACK], port)
+        try:
+            proc.send_signal(stop)
+            assert proc.wait(30) == Exit.OK, proc.communicate()
+        finally:
+            if proc.poll() is None:  # it did not stop: do not leave it running
+                proc.kill()
+                proc.wait()
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        code, _, err = code_of(capsys, "--db", db, command, "--port", taken, "--host", LOOPBACK)
+        assert code == Exit.FAILED and str(taken) in err
+    assert code_of(capsys, "--db", db, command, "--allow", "A" * 17)[0] == Exit.USAGE
+    if command == "serve":  # serving a database that does not exist
+        assert code_of(capsys, "--db", tmp_path / "none", "serve", "--port", "0")[0] == Exit.USAGE

@@ -1,0 +1,119 @@
+"""Start-up of the command line (issue 19): ``dicomplus --version`` and ``dicomplus search`` import
+no pixel decoder, no GDCM and not even pydicom or numpy. Asserted on the modules that
+``python -X importtime`` lists, not on the time (docs/performance.md has the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.database import Database
+
+#: Top-level packages a start-up must not import: pixel decoders and GDCM, and what pulls them
+#: (pydicom imports every decoder plugin it finds), the network stack, the terminal libraries
+#: (only for a terminal; these runs are piped) and shell completion (only when completing).
+HEAVY = ("pydicom", "numpy", "gdcm", "pylibjpeg", "openjpeg", "rle", "jpeg_ls", "libjpeg", "pynetdicom",
+         "SimpleITK", "highdicom", "rich", "argcomplete")  # fmt: skip
+
+
+def imported(*args: str) -> set[str]:
+    """Top-level packages imported by ``python -m DICOMPlusLib.cli ARGS``."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env.pop("_ARGCOMPLETE", None)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "DICOMPlusLib.cli", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    assert "DICOMPlusLib" in names  # the listing is there
+    return names
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    root = tmp_path_factory.mktemp("startup")
+    series = make_series(root / "s", n=2, rows=4, cols=4, patient_name="Doe^Peter", study_date="20200301")
+    path = root / "db"
+    with Database(path) as database:
+        database.import_paths([series.folder], jobs=1)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--version",),
+        ("search",),
+        ("search", "PatientName=doe*", "StudyDate=2020", "modality=ct", "--level", "series"),
+        ("search", "--text", "doe", "--json"),
+        ("info", "--json"),
+    ],
+    ids=["version", "search", "search-keys", "search-text", "info"],
+)
+def test_start_up_imports_nothing_heavy(db, args):
+    full = args if args == ("--version",) else ("--db", db, *args)
+    assert imported(*full) & set(HEAVY) == set()
+
+
+def test_common_keywords_agree_with_the_dictionary():
+    """The keywords looked up without loading the dictionary have PS3.6's tag and VR."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    from DICOMPlusLib.database.keywords import COMMON, _entries
+
+    for keyword, (tag, vr) in COMMON.items():
+        assert tag_for_keyword(keyword) == tag and dictionary_VR(tag).split(" or ")[0] == vr, keyword
+    assert _entries()["RepetitionTime"] == (0x00180080, "DS")
+
+
+def test_shell_completion(tmp_path):
+    """argcomplete answers the shell's completion request (and only then is it imported)."""
+    answer_file = tmp_path / "completions"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), _ARGCOMPLETE="1", _ARGCOMPLETE_IFS="\n",
+               _ARGCOMPLETE_STDOUT_FILENAME=str(answer_file))  # fmt: skip
+    for line, expected in (("dicomplus sea", {"search"}), ("dicomplus search --le", {"--level"}),
+                           ("dicomplus nodes ", {"add", "list", "remove"})):  # fmt: skip
+        env.update(COMP_LINE=line, COMP_POINT=str(len(line)))
+        proc = subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli"], cwd=REPO_ROOT, env=env,
+                              capture_output=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert set(answer_file.read_text().split()) >= expected
+
+
+def test_command_table_names_what_each_module_registers():
+    """cli.COMMAND_MODULES (which module to import for a command) matches the parsers built."""
+    import argparse
+
+    from DICOMPlusLib.cli import COMMAND_MODULES, build_parser
+
+    for module, names in COMMAND_MODULES.items():
+        parser = build_parser([names[0]])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert tuple(sub.choices) == names, module
+    full = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(full.choices) == [n for names in COMMAND_MODULES.values() for n in names]
+
+
+def test_only_command_line_code_imports_rich_and_argcomplete():
+    """Stock Slicer bundles neither: the library and the Slicer module must not import them."""
+    import ast
+
+    for path in [
+        *sorted((REPO_ROOT / "DICOMPlusLib").rglob("*.py")),
+        *sorted((REPO_ROOT / "DICOMPlus").rglob("*.py")),
+    ]:
+        if path.name == "cli.py" or path.name.endswith("commands.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not {n.split(".")[0] for n in names} & {"rich", "argcomplete"}, path

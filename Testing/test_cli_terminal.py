@@ -1,0 +1,202 @@
+"""The CLI in a real terminal: a pseudo-terminal (``pty.fork``) whose line discipline turns a
+typed Ctrl-C (``\\x03``) into SIGINT for the command's whole process group, as a shell's terminal
+does. Checks the progress bar, and that Ctrl-C during ``import``, ``send`` and ``retrieve`` ends
+with one account ("cancelled after A/B ...; K kept; run the same command again ..."), exit code
+130, no traceback, no temporary file left, and that running the command again finishes the work.
+
+The series are many small instances made by copying one synthetic file with a new
+SOPInstanceUID of the same length (writing thousands with pydicom would take longer than the
+test), so that each command runs long enough to be interrupted in the middle.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+
+COUNT = 2000
+RETRIEVED = 600
+CANCELLED = re.compile(r"cancelled after (\d+)/(\d+) (\w+); (\d+) kept; run the same command again")
+
+
+def many_instances(folder: Path, count: int) -> tuple[Path, str]:
+    """``count`` instances of one series (copies of one file, each with its own SOPInstanceUID)."""
+    template = make_series(folder / "template", n=1, rows=16, cols=16, patient_id="TTY1", seed=90)
+    data = template.files[0].read_bytes()
+    uid = template.sop_uids[0].encode()
+    prefix = uid[: len(uid) - 7]
+    out = folder / "many"
+    out.mkdir()
+    for i in range(count):
+        (out / f"IM{i:05d}.dcm").write_bytes(data.replace(uid, prefix + b".1%05d" % i))
+    return out, template.study_uid
+
+
+def run_in_terminal(
+    args: list[str], *, interrupt_at: int | None, timeout: float = 180, columns: int = 160
+) -> tuple[int, str]:
+    """Run ``dicomplus ARGS`` on a pseudo-terminal (``columns`` wide); type Ctrl-C once the progress
+    bar shows ``interrupt_at`` or more done. Returns (exit code, everything the terminal showed)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("NO_COLOR", None)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session of its own with the pty as controlling terminal
+        # its size is set here, before the command starts and asks for it
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+        os.chdir(REPO_ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
+    shown, typed = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            if interrupt_at is not None and not typed:
+                done = [int(a) for a, b in re.findall(rb"(\d+)/(\d+)", shown) if 0 < int(a) < int(b)]
+                if done and max(done) >= interrupt_at:
+                    os.write(fd, b"\x03")  # Ctrl-C, as typed
+                    typed = True
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"{args} did not end in {timeout} s:\n{shown.decode(errors='replace')}")
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = shown.decode(errors="replace")
+    if interrupt_at is not None:
+        assert typed, f"the command ended before it could be interrupted:\n{text}"
+    return os.waitstatus_to_exitcode(status), text
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def assert_cancelled(code: int, text: str, unit: str) -> tuple[int, int, int]:
+    assert code == 130, text
+    assert "Traceback" not in text and "KeyError" not in text, text
+    found = CANCELLED.search(text)
+    assert found, text
+    done, total, kept = int(found[1]), int(found[2]), int(found[4])
+    assert found[3] == unit and 0 < done < total and kept <= done, text
+    return done, total, kept
+
+
+def leftovers(store: Path) -> list[Path]:
+    return [p for p in store.rglob("*") if p.is_file() and p.name.startswith(".incoming")]
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory):
+    return many_instances(tmp_path_factory.mktemp("tty"), COUNT)
+
+
+def test_search_table_in_a_terminal(tmp_path):
+    db = tmp_path / "db"
+    for i in range(23):  # 23 studies: more than a terminal page of 20
+        make_series(tmp_path / f"s{i}", n=1, rows=4, cols=4, patient_id=f"P{i:02d}", seed=200 + i,
+                    study_description=f"Study number {i}")  # fmt: skip
+    assert cli("--db", str(db), "import", *[str(tmp_path / f"s{i}") for i in range(23)]).returncode == 0
+    code, text = run_in_terminal(["search", "--db", str(db)], interrupt_at=None)
+    assert code == 0, text
+    lines = [line for line in text.splitlines() if "Study number" in line]
+    assert len(lines) == 20
+    # aligned columns: every row has its description at the same column
+    assert len({line.index("Study number") for line in lines}) == 1
+    assert "showing 20 of 23" in text
+    assert "Instances" in text and "Series" in text  # the counts have columns
+    # a key on a tag that is not a column: counting every match would read every header
+    code, text = run_in_terminal(
+        ["search", "--db", str(db), "--limit", "5", "BitsStored=16"], interrupt_at=None
+    )
+    assert code == 0 and "showing the first 5; more may match" in text, text
+    # a narrow terminal hides columns, never cuts a UID, and says so
+    series = json.loads(cli("--db", str(db), "search", "--level", "series", "--json").stdout)
+    code, text = run_in_terminal(
+        ["--db", str(db), "search", "--level", "series"], interrupt_at=None, columns=90
+    )
+    assert code == 0 and all(s["SeriesInstanceUID"] in text for s in series[:20]), text
+    assert "too narrow for StudyDescription" in text
+    piped = cli("--db", str(db), "search", "--columns", "patientid,StudyDescription").stdout.splitlines()
+    assert piped[0] == "PatientID\tStudyDescription" and len(piped) == 24  # header + every match
+
+
+def test_import_progress_and_ctrl_c(instances, tmp_path):
+    folder, _ = instances
+    db = tmp_path / "db"
+    # two worker processes: the terminal's SIGINT reaches them too; only the command answers it
+    code, text = run_in_terminal(["--db", str(db), "import", str(folder), "--jobs", "2"], interrupt_at=100)
+    assert "import" in text and "━" in text  # the progress bar was drawn
+    assert text.count("cancelling (Ctrl-C again to stop at once)") == 1, text
+    _, total, kept = assert_cancelled(code, text, "files")
+    assert total == COUNT
+    with Database(db) as database:
+        assert database.info()["instances"] == kept
+        store = database.store.root
+    assert leftovers(store) == []
+    again = cli("--db", str(db), "import", str(folder), "--json")  # resumes: only the rest is read
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["added"] == COUNT - kept and report["unchanged"] == kept
+
+
+@pytest.mark.peers
+def test_send_ctrl_c(instances, storescp):
+    folder, _ = instances
+    node = f"{storescp.aet}@{LOOPBACK}:{storescp.port}"
+    code, text = run_in_terminal(["send", node, str(folder)], interrupt_at=100)
+    assert "send" in text and "━" in text
+    _, total, kept = assert_cancelled(code, text, "files")
+    assert total == COUNT and kept == len(list(Path(storescp.out_dir).rglob("*.*")))
+
+
+def test_retrieve_ctrl_c(instances, tmp_path):
+    folder, study = instances
+    pacs_db = Database(tmp_path / "pacs")
+    pacs_db.import_paths([str(p) for p in sorted(folder.iterdir())[:RETRIEVED]])  # C-GET is slower
+    server = QueryRetrieveSCP(pacs_db, QRConfig(port=0, host=LOOPBACK)).start()
+    try:
+        node = f"{server.config.ae_title}@{LOOPBACK}:{server.port}"
+        db = tmp_path / "db"
+        args = ["--db", str(db), "retrieve", node, "--study", study, "--method", "get"]
+        code, text = run_in_terminal(args, interrupt_at=50)
+        _, total, kept = assert_cancelled(code, text, "instances")
+        assert total == RETRIEVED
+        with Database(db) as database:
+            assert database.info()["instances"] == kept
+            store = database.store.root
+        assert leftovers(store) == []
+        again = cli(*args, "--json")
+        assert again.returncode == 0, again.stderr
+        report = json.loads(again.stdout)
+        assert report["complete"] and report["skipped"] == kept and report["done"] == RETRIEVED - kept
+    finally:
+        server.stop()
+        pacs_db.close()
