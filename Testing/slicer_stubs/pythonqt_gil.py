@@ -53,7 +53,8 @@ _WAIT_FOR_MORE_EVENTS = 0x04  # QEventLoop::WaitForMoreEvents
 _PROCESS_EVENTS = "_ZN16QCoreApplication13processEventsE6QFlagsIN10QEventLoop17ProcessEventsFlagEE"
 _PROCESS_EVENTS_MAXTIME = "_ZN16QCoreApplication13processEventsE6QFlagsIN10QEventLoop17ProcessEventsFlagEEi"
 _EVENT_LOOP_EXEC = "_ZN10QEventLoop4execE6QFlagsINS_17ProcessEventsFlagEE"
-_TIMER_START = "_ZN6QTimer5startEi"
+_SINGLE_SHOT = "_ZN6QTimer10singleShotEiPK7QObjectPKc"  # (int, const QObject*, const char*)
+_QUIT_SLOT = b"1quit()"  # what SLOT(quit()) expands to
 
 _enabled = os.environ.get(ENVIRONMENT_VARIABLE, "") not in ("", "0", "false")
 _functions = None
@@ -78,9 +79,9 @@ def _load():
         processEventsMaxTime.argtypes, processEventsMaxTime.restype = [ctypes.c_int, ctypes.c_int], None
         loopExec = library[_EVENT_LOOP_EXEC]
         loopExec.argtypes, loopExec.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
-        timerStart = library[_TIMER_START]
-        timerStart.argtypes, timerStart.restype = [ctypes.c_void_p, ctypes.c_int], None
-        _functions = (processEvents, processEventsMaxTime, loopExec, timerStart)
+        singleShot = library[_SINGLE_SHOT]
+        singleShot.argtypes, singleShot.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p], None
+        _functions = (processEvents, processEventsMaxTime, loopExec, singleShot)
     return _functions
 
 
@@ -113,7 +114,7 @@ def _flags(flags) -> int:
 
 def process_events(flags=0, maxtime=None) -> None:
     """``QCoreApplication::processEvents(flags[, maxtime])`` with the GIL kept by the caller."""
-    processEvents, processEventsMaxTime, _, _ = _load()
+    processEvents, processEventsMaxTime = _load()[:2]
     if maxtime is None:
         processEvents(_flags(flags))
     else:
@@ -128,35 +129,35 @@ def exec_event_loop(loop, flags=0) -> int:
 
 
 def _idler():
-    """A QEventLoop and a single-shot QTimer wired to its ``quit()`` in C++, made once and reused:
-    every PySide call releases the GIL, so the GIL-holding path must not make any."""
+    """A QEventLoop (and its C++ address), made once and reused: every PySide call releases the
+    GIL, so the GIL-holding path must not make any."""
     if _idlers:
         return _idlers.pop()
     loop = QtCore.QEventLoop()
-    timer = QtCore.QTimer()
-    timer.setSingleShot(True)
-    QtCore.QObject.connect(timer, QtCore.SIGNAL("timeout()"), loop, QtCore.SLOT("quit()"))
-    return loop, timer, shiboken6.getCppPointer(loop)[0], shiboken6.getCppPointer(timer)[0]
+    return loop, shiboken6.getCppPointer(loop)[0]
 
 
 def idle(ms: float) -> None:
     """Let the event loop idle for ``ms`` milliseconds, as Slicer's main thread does.
 
-    In the mode the GIL stays with the main thread (no Python runs there unless the code under
-    test scheduled it); otherwise PySide releases it (normal mode).
+    A ``QTimer::singleShot`` wired in C++ to the loop's ``quit()`` ends it: a timer created from
+    Python would look up Python overrides of its virtual methods when it fires (Python code, in
+    the test stubs) and so hand worker threads a slice. In the mode the GIL stays with the main
+    thread (no Python runs there unless the code under test scheduled it); otherwise PySide
+    releases it (normal mode).
     """
     idler = _idler()
-    loop, timer, loopPointer, timerPointer = idler
+    loop, loopPointer = idler
+    ms = max(0, round(ms))
     try:
         if _enabled:
-            _, _, loopExec, timerStart = _load()
-            timerStart(timerPointer, max(0, round(ms)))
+            _, _, loopExec, singleShot = _load()
+            singleShot(ms, loopPointer, _QUIT_SLOT)
             loopExec(loopPointer, 0)
         else:
-            timer.start(max(0, round(ms)))
+            QtCore.QTimer.singleShot(ms, loop, QtCore.SLOT("quit()"))
             loop.exec()
     finally:
-        timer.stop()
         _idlers.append(idler)
 
 
