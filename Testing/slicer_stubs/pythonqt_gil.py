@@ -17,9 +17,10 @@ processEvents), nor does the two-argument ``processEvents(flags, maxtime)`` (it 
 
 * :func:`process_events` is ``QCoreApplication::processEvents(flags)`` with the GIL kept;
   ``slicer.app.processEvents()`` uses it while the mode is on.
-* :func:`idle` runs a ``QEventLoop::exec()`` for ``ms`` milliseconds, ended by a QTimer wired in
-  C++ to ``QEventLoop::quit()``: no Python runs on the main thread unless the code under test
-  scheduled it (its own timers and slots), as in Slicer's idle ``exec()``.
+* :func:`idle` runs a ``QEventLoop::exec()`` for ``ms`` milliseconds, ended by a
+  ``QTimer::singleShot`` wired in C++ to ``QEventLoop::quit()``: no Python runs on the main
+  thread unless the code under test scheduled it (its own timers and slots), as in Slicer's idle
+  ``exec()``. ``qtbot.wait``/``waitSignal`` run their loops through :func:`exec_event_loop`.
 * :func:`wait_until` idles until a condition holds or a deadline passes. Checking the condition
   is Python on the main thread, so it hands workers a slice too (up to a switch interval, 5 ms):
   it is checked every :data:`GIL_CHECK_INTERVAL` (200 ms, so the checks feed workers only a few
@@ -29,6 +30,13 @@ processEvents), nor does the two-argument ``processEvents(flags, maxtime)`` (it 
 
 The mode is on when :func:`enable` says so, or by default when the environment variable
 ``DICOMPLUS_PYTHONQT_GIL=1`` is set (read at import). Normal mode behaves as PySide does.
+
+What stays less strict than Slicer: every other PySide call (``QThread.msleep``, a dialog's
+``exec()`` called from Python, any getter) still releases the GIL, and a QObject created from
+Python runs the stubs' Python attribute lookup whenever Qt looks for a Python override of one of
+its virtual methods (events, painting). Both hand worker threads slices that PythonQt would not,
+so starvation measured here is a lower bound on Slicer's.
+
 Linux and macOS builds of PySide6 (the symbols are the Itanium C++ ABI names); elsewhere
 :func:`available` is False.
 """
