@@ -285,7 +285,8 @@ def test_panel_import_keeps_pace_with_the_cli_in_the_mode(
     0.8x the throughput of ``dicomplus import`` on the same files. No Python timer of the test
     runs meanwhile: one would feed the import thread a slice at every tick (a 20 ms probe took
     this from about 0.4x to 1.5x), which an idle Slicer does not do."""
-    cliSeconds = cliImportSeconds(thousand_files, tmp_path / "cli" / "dicomplus.sqlite")
+    # the CLI's best of two runs: a loaded machine slows its worker processes more than the panel
+    cliSeconds = min(cliImportSeconds(thousand_files, tmp_path / f"cli{run}" / "db.sqlite") for run in (1, 2))
     panelSeconds = panelImportSeconds(
         dicomplus_module, qtbot, thousand_files, tmp_path / "panel" / "db.sqlite"
     )
@@ -307,3 +308,50 @@ def test_gui_timer_stays_on_time_during_a_panel_import_in_the_mode(
     )
     print(f"20 ms timer during a 1,000-file panel import: {latency_probe!r}")
     assert latency_probe.worst_ms < 100
+
+
+def test_listener_receives_500_instances_while_the_gui_stays_on_time_in_the_mode(
+    pythonqt_gil, dicomplus_module, dcmtk, tmp_path, latency_probe
+):
+    """Issue 14 acceptance: in the mode, the module's listener receives 500 instances pushed by
+    DCMTK storescu (one association) while a 20 ms QTimer's worst latency stays under 100 ms.
+    storescu runs as a child process; the main thread only idles until it is done."""
+    import subprocess
+
+    from dicomplus_testing.peers import tool_env
+    from dicomplus_testing.synthetic import make_series
+    from dicomplus_testing.util import free_port
+
+    series = make_series(tmp_path / "push", n=500, rows=16, cols=16, patient_id="LISTEN500")
+    logic = dicomplus_module.DICOMPlusLogic(
+        databasePath=tmp_path / "db.sqlite", nodesPath=tmp_path / "n.json"
+    )
+    try:
+        port = logic.startListener(port=free_port(), aeTitle="GILTEST")
+        argv = [dcmtk.path("storescu"), "-aet", "STORESCU", "-aec", "GILTEST", "127.0.0.1", str(port)]
+        with latency_probe:
+            started = time.perf_counter()
+            push = subprocess.Popen(
+                [*argv, *map(str, series.files)],
+                env=tool_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                harness.wait_until(lambda: push.poll() is not None, timeout=300)
+            finally:
+                if push.poll() is None:
+                    push.kill()
+                output = push.communicate()[0].decode(errors="replace")
+            seconds = time.perf_counter() - started
+        received = len(logic.database.instances(series.series_uid))
+        print(
+            f"listener in the mode: {received}/500 instances in {seconds:.1f} s; 20 ms timer: {latency_probe!r}"
+        )
+        assert push.returncode == 0, output[-2000:]
+        assert received == 500
+        assert latency_probe.worst_ms < 100
+    finally:
+        logic.stopListener()
+        logic.closeDatabase()
