@@ -9,6 +9,8 @@ GIL-holding idle loop; Slicer's WorkQueue 11-26x).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
 import time
@@ -229,6 +231,20 @@ def test_a_python_thread_job_starves_in_the_mode(pythonqt_gil):
 # -- the acceptance figures of issue 14, measured in the mode ----------------------------------
 
 
+@contextlib.contextmanager
+def quietHeap():
+    """Collect, then freeze what the test session has allocated so far (gc.freeze) for the
+    block: a full collection over every earlier test's objects takes 100-200 ms on the main
+    thread here, a pause of the test process rather than of the design being measured. Objects
+    made inside the block are collected as usual."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def cliImportSeconds(folders, database):
     import subprocess
     import sys
@@ -303,9 +319,10 @@ def test_gui_timer_stays_on_time_during_a_panel_import_in_the_mode(
 ):
     """Issue 14 acceptance: a 20 ms QTimer's worst latency stays under 100 ms while the panel
     imports 1,000 files, in the mode."""
-    panelImportSeconds(
-        dicomplus_module, qtbot, thousand_files, tmp_path / "panel" / "db.sqlite", latency_probe
-    )
+    with quietHeap():
+        panelImportSeconds(
+            dicomplus_module, qtbot, thousand_files, tmp_path / "panel" / "db.sqlite", latency_probe
+        )
     print(f"20 ms timer during a 1,000-file panel import: {latency_probe!r}")
     assert latency_probe.worst_ms < 100
 
@@ -329,7 +346,7 @@ def test_listener_receives_500_instances_while_the_gui_stays_on_time_in_the_mode
     try:
         port = logic.startListener(port=free_port(), aeTitle="GILTEST")
         argv = [dcmtk.path("storescu"), "-aet", "STORESCU", "-aec", "GILTEST", "127.0.0.1", str(port)]
-        with latency_probe:
+        with quietHeap(), latency_probe:
             started = time.perf_counter()
             push = subprocess.Popen(
                 [*argv, *map(str, series.files)],
@@ -377,7 +394,7 @@ def test_retrieve_from_orthanc_while_the_gui_stays_on_time_in_the_mode(
         assert logic.echo("orthanc").ok
         import DICOMPlusLib.network.retrieve  # noqa: F401
 
-        with latency_probe:
+        with quietHeap(), latency_probe:
             started = time.perf_counter()
             job = logic.retrieve("orthanc", studyUID=series.study_uid, wait=False)
             harness.wait_until(lambda: job.finished, timeout=300)

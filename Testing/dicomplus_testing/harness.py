@@ -128,7 +128,10 @@ def _install_pytest_qt_hooks() -> None:
     ``qtbot.wait`` and ``waitSignal`` run a QEventLoop through ``qt_api.exec``; ``waitUntil``
     polls every 10 ms, replaced by :func:`wait_until`'s 200 ms in the mode.
     """
-    from pytestqt import exceptions, qt_compat, qtbot
+    try:
+        from pytestqt import exceptions, qt_compat, qtbot
+    except ImportError:  # no pytest-qt: nothing of it to adapt
+        return
 
     originalExec = qt_compat._QtApi.exec
     originalWaitUntil = qtbot.QtBot.waitUntil
