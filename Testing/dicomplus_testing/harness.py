@@ -10,8 +10,8 @@ fixtures, so tests that use neither pay nothing. It must be imported before anyt
   ``slicer/`` namespace additions (``slicer.app``, ``slicer.mrmlScene``...) are the stubs.
 
 Fixtures: ``slicer_app`` (session), ``qapp`` (pytest-qt's, made to be ``slicer.app``),
-``clean_scene``, ``dicomplus_module``, ``screenshot``, ``pythonqt_gil`` and ``latency_probe``. Functions for code
-outside fixtures: ``load_module(module_dir=None)``, ``unload_module(name)``,
+``clean_scene``, ``dicomplus_module``, ``screenshot``, ``pythonqt_gil`` and ``latency_probe``.
+Functions for code outside fixtures: ``load_module(module_dir=None)``, ``unload_module(name)``,
 ``screenshot(widget, name)``, ``wait_until(condition, timeout)`` and ``idle(ms)``.
 
 The PythonQt GIL mode (Testing/slicer_stubs/pythonqt_gil.py). In Slicer the main thread keeps
@@ -27,8 +27,9 @@ In the mode ``qtbot.waitUntil`` and ``wait_until`` check their condition every 2
 10 ms: each check is Python on the main thread and hands workers a slice (up to 5 ms), so a
 tighter poll would feed the threads the mode is meant to starve. The ``latency_probe`` fixture
 (a 20 ms QTimer with a Python slot that keeps the worst gap between ticks; ``probe.start()``,
-``probe.stop()``, ``probe.worst_ms``) measures how responsive the GUI stays while work runs. Anything else that waits inside a PySide call (``QThread.msleep``, a
-dialog's ``exec()`` called from Python) still releases the GIL.
+``probe.stop()``, ``probe.worst_ms``) measures how responsive the GUI stays while work runs.
+Anything else that waits inside a PySide call (``QThread.msleep``, a dialog's ``exec()`` called
+from Python) still releases the GIL: see pythonqt_gil.py for what stays less strict than Slicer.
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def _install_pytest_qt_hooks() -> None:
     ``qtbot.wait`` and ``waitSignal`` run a QEventLoop through ``qt_api.exec``; ``waitUntil``
     polls every 10 ms, replaced by :func:`wait_until`'s 200 ms in the mode.
     """
-    from pytestqt import exceptions, qt_compat, qtbot
+    try:
+        from pytestqt import exceptions, qt_compat, qtbot
+    except ImportError:  # no pytest-qt: nothing of it to adapt
+        return
 
     originalExec = qt_compat._QtApi.exec
     originalWaitUntil = qtbot.QtBot.waitUntil

@@ -17,9 +17,10 @@ processEvents), nor does the two-argument ``processEvents(flags, maxtime)`` (it 
 
 * :func:`process_events` is ``QCoreApplication::processEvents(flags)`` with the GIL kept;
   ``slicer.app.processEvents()`` uses it while the mode is on.
-* :func:`idle` runs a ``QEventLoop::exec()`` for ``ms`` milliseconds, ended by a QTimer wired in
-  C++ to ``QEventLoop::quit()``: no Python runs on the main thread unless the code under test
-  scheduled it (its own timers and slots), as in Slicer's idle ``exec()``.
+* :func:`idle` runs a ``QEventLoop::exec()`` for ``ms`` milliseconds, ended by a
+  ``QTimer::singleShot`` wired in C++ to ``QEventLoop::quit()``: no Python runs on the main
+  thread unless the code under test scheduled it (its own timers and slots), as in Slicer's idle
+  ``exec()``. ``qtbot.wait``/``waitSignal`` run their loops through :func:`exec_event_loop`.
 * :func:`wait_until` idles until a condition holds or a deadline passes. Checking the condition
   is Python on the main thread, so it hands workers a slice too (up to a switch interval, 5 ms):
   it is checked every :data:`GIL_CHECK_INTERVAL` (200 ms, so the checks feed workers only a few
@@ -29,6 +30,13 @@ processEvents), nor does the two-argument ``processEvents(flags, maxtime)`` (it 
 
 The mode is on when :func:`enable` says so, or by default when the environment variable
 ``DICOMPLUS_PYTHONQT_GIL=1`` is set (read at import). Normal mode behaves as PySide does.
+
+What stays less strict than Slicer: every other PySide call (``QThread.msleep``, a dialog's
+``exec()`` called from Python, any getter) still releases the GIL, and a QObject created from
+Python runs the stubs' Python attribute lookup whenever Qt looks for a Python override of one of
+its virtual methods (events, painting). Both hand worker threads slices that PythonQt would not,
+so starvation measured here is a lower bound on Slicer's.
+
 Linux and macOS builds of PySide6 (the symbols are the Itanium C++ ABI names); elsewhere
 :func:`available` is False.
 """
@@ -53,7 +61,8 @@ _WAIT_FOR_MORE_EVENTS = 0x04  # QEventLoop::WaitForMoreEvents
 _PROCESS_EVENTS = "_ZN16QCoreApplication13processEventsE6QFlagsIN10QEventLoop17ProcessEventsFlagEE"
 _PROCESS_EVENTS_MAXTIME = "_ZN16QCoreApplication13processEventsE6QFlagsIN10QEventLoop17ProcessEventsFlagEEi"
 _EVENT_LOOP_EXEC = "_ZN10QEventLoop4execE6QFlagsINS_17ProcessEventsFlagEE"
-_TIMER_START = "_ZN6QTimer5startEi"
+_SINGLE_SHOT = "_ZN6QTimer10singleShotEiPK7QObjectPKc"  # (int, const QObject*, const char*)
+_QUIT_SLOT = b"1quit()"  # what SLOT(quit()) expands to
 
 _enabled = os.environ.get(ENVIRONMENT_VARIABLE, "") not in ("", "0", "false")
 _functions = None
@@ -78,9 +87,9 @@ def _load():
         processEventsMaxTime.argtypes, processEventsMaxTime.restype = [ctypes.c_int, ctypes.c_int], None
         loopExec = library[_EVENT_LOOP_EXEC]
         loopExec.argtypes, loopExec.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
-        timerStart = library[_TIMER_START]
-        timerStart.argtypes, timerStart.restype = [ctypes.c_void_p, ctypes.c_int], None
-        _functions = (processEvents, processEventsMaxTime, loopExec, timerStart)
+        singleShot = library[_SINGLE_SHOT]
+        singleShot.argtypes, singleShot.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p], None
+        _functions = (processEvents, processEventsMaxTime, loopExec, singleShot)
     return _functions
 
 
@@ -113,7 +122,7 @@ def _flags(flags) -> int:
 
 def process_events(flags=0, maxtime=None) -> None:
     """``QCoreApplication::processEvents(flags[, maxtime])`` with the GIL kept by the caller."""
-    processEvents, processEventsMaxTime, _, _ = _load()
+    processEvents, processEventsMaxTime = _load()[:2]
     if maxtime is None:
         processEvents(_flags(flags))
     else:
@@ -128,35 +137,35 @@ def exec_event_loop(loop, flags=0) -> int:
 
 
 def _idler():
-    """A QEventLoop and a single-shot QTimer wired to its ``quit()`` in C++, made once and reused:
-    every PySide call releases the GIL, so the GIL-holding path must not make any."""
+    """A QEventLoop (and its C++ address), made once and reused: every PySide call releases the
+    GIL, so the GIL-holding path must not make any."""
     if _idlers:
         return _idlers.pop()
     loop = QtCore.QEventLoop()
-    timer = QtCore.QTimer()
-    timer.setSingleShot(True)
-    QtCore.QObject.connect(timer, QtCore.SIGNAL("timeout()"), loop, QtCore.SLOT("quit()"))
-    return loop, timer, shiboken6.getCppPointer(loop)[0], shiboken6.getCppPointer(timer)[0]
+    return loop, shiboken6.getCppPointer(loop)[0]
 
 
 def idle(ms: float) -> None:
     """Let the event loop idle for ``ms`` milliseconds, as Slicer's main thread does.
 
-    In the mode the GIL stays with the main thread (no Python runs there unless the code under
-    test scheduled it); otherwise PySide releases it (normal mode).
+    A ``QTimer::singleShot`` wired in C++ to the loop's ``quit()`` ends it: a timer created from
+    Python would look up Python overrides of its virtual methods when it fires (Python code, in
+    the test stubs) and so hand worker threads a slice. In the mode the GIL stays with the main
+    thread (no Python runs there unless the code under test scheduled it); otherwise PySide
+    releases it (normal mode).
     """
     idler = _idler()
-    loop, timer, loopPointer, timerPointer = idler
+    loop, loopPointer = idler
+    ms = max(0, round(ms))
     try:
         if _enabled:
-            _, _, loopExec, timerStart = _load()
-            timerStart(timerPointer, max(0, round(ms)))
+            _, _, loopExec, singleShot = _load()
+            singleShot(ms, loopPointer, _QUIT_SLOT)
             loopExec(loopPointer, 0)
         else:
-            timer.start(max(0, round(ms)))
+            QtCore.QTimer.singleShot(ms, loop, QtCore.SLOT("quit()"))
             loop.exec()
     finally:
-        timer.stop()
         _idlers.append(idler)
 
 
