@@ -11,6 +11,12 @@ the levels above the query level are single values. Matching values follow PS3.4
 local search (``PatientName=DOE*``, ``StudyDate=20240101-20241231``, ``Modality=CT``...). The
 request declares Specific Character Set ISO_IR 192 (UTF-8, PS3.5 6.1.2.5); responses are decoded
 with the character set they declare.
+
+Every answer is re-checked against the criteria with the matching rules of local search
+(:mod:`DICOMPlusLib.database.matching`): peers ignore keys they do not index (dcmqrscp answers a
+``SeriesDescription=*T1*`` query with every series), and a DICOMweb query may ask a superset
+(see :func:`DICOMPlusLib.network.dicomweb.qido_split`). What was left out is counted in a
+:class:`QueryReport` and logged.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import NetworkError, QueryError
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 from DICOMPlusLib.network import qrscu
@@ -121,7 +128,7 @@ def build_identifier(
             except ValueError:
                 raise QueryError(f"{keyword} needs a number, not {text!r}") from None
         else:
-            value = text
+            value = explicit_upper_bound(vr, text)  # peers that compare "-0930" as written miss 093000
         ds.add(DataElement(tag_for_keyword(keyword), vr, value, validation_mode=pydicom_config.IGNORE))
     return ds
 
@@ -168,6 +175,90 @@ def record_from_identifier(level: QueryLevel, ds: Dataset, extra_keys: Iterable[
     return cls(**values, extra=extra)
 
 
+@dataclass
+class QueryReport:
+    """How many answers a query received, and how many of them were left out because they do
+    not match the criteria (the peer ignored a key, or the request asked a superset)."""
+
+    received: int = 0
+    filtered: int = 0
+    filtered_keys: dict[str, int] = field(default_factory=dict)
+
+    def message(self) -> str:
+        keys = ", ".join(f"{k} ({n})" for k, n in sorted(self.filtered_keys.items()))
+        return f"{self.filtered} of {self.received} answers did not match the criteria and were left out" + (
+            f": {keys}" if keys else ""
+        )
+
+
+def _answer_value(record: Record, keyword: str):
+    value = getattr(record, keyword, None) if keyword[0].isupper() else None
+    if value is None:
+        value = record.extra.get(keyword)
+    return value
+
+
+def mismatched_key(record: Record, criteria: Mapping[str, str]) -> str | None:
+    """The first criterion ``record`` does not meet (PS3.4 C.2.2.2, as local search), or None.
+    A key the answer does not carry cannot be checked and is taken as met."""
+    from DICOMPlusLib.database.matching import Criterion, MatchKind
+
+    for keyword, value in criteria.items():
+        stored = _answer_value(record, keyword)
+        if stored in (None, ""):
+            continue
+        try:
+            criterion = Criterion.parse(keyword, value)
+        except Exception:  # an unknown keyword was refused before the query was sent
+            continue
+        if criterion.kind is MatchKind.UNIVERSAL:
+            continue
+        if not criterion.matches(stored):
+            return keyword
+    return None
+
+
+def _checked(records: Iterable[Record], criteria: Mapping[str, str], report: QueryReport,
+             limit: int | None) -> Iterator[Record]:  # fmt: skip
+    count = 0
+    for record in records:
+        report.received += 1
+        key = mismatched_key(record, criteria)
+        if key is not None:
+            report.filtered += 1
+            report.filtered_keys[key] = report.filtered_keys.get(key, 0) + 1
+            continue
+        yield record
+        count += 1
+        if limit is not None and count >= limit:
+            return
+
+
+def _dicomweb_answers(node: RemoteNode, level: QueryLevel, criteria: dict[str, str]) -> Iterator[Record]:
+    """QIDO-RS answers to ``criteria``, in as many requests as it takes to ask them
+    (:func:`~DICOMPlusLib.network.dicomweb.qido_split`), each entity once."""
+    from DICOMPlusLib.network.dicomweb import qido_split
+    from DICOMPlusLib.network.sources import DicomwebSource
+
+    source = DicomwebSource(node)
+    variants = qido_split(criteria)
+    seen: set[str] = set()
+    for variant in variants:
+        for record in source.search(level, variant):
+            key = getattr(record, next(iter(_unique_fields(level))))
+            if len(variants) > 1:
+                if key in seen:
+                    continue
+                seen.add(key)
+            yield record
+
+
+def _unique_fields(level: QueryLevel) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(_RECORD[level]) if f.name[0].isupper()]
+
+
 def uses_dicomweb(node: RemoteNode) -> bool:
     """A node whose preferred retrieve is DICOMweb is queried with QIDO-RS too."""
     return node.retrieve_method is RetrieveMethod.DICOMWEB
@@ -184,13 +275,26 @@ def query(
     cancel: CancelToken | None = None,
     timeout: float = 30.0,
     return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
 ) -> Iterator[Record]:
     """Yield the records matching ``criteria`` at ``level`` on ``node`` as they arrive.
 
     Stops after ``limit`` records (the rest of the C-FIND is cancelled, PS3.7 9.3.2.3) or when
     ``cancel`` is set. Raises :class:`QueryError` with what to check when the node cannot be
     reached, rejects us, does not answer within ``timeout`` seconds, or fails the query.
+    Answers that do not match ``criteria`` are left out and counted in ``report``.
     """
+    report = report if report is not None else QueryReport()
+    try:
+        yield from _query(node, level, criteria, model=model, calling_ae_title=calling_ae_title, limit=limit,
+                          cancel=cancel, timeout=timeout, return_keys=return_keys, report=report)  # fmt: skip
+    finally:
+        if report.filtered:
+            logger.info("query to %s: %s", node.name, report.message())
+
+
+def _query(node, level, criteria, *, model, calling_ae_title, limit, cancel, timeout, return_keys,
+           report: QueryReport) -> Iterator[Record]:  # fmt: skip
     level = _level(level)
     if model not in ("study", "patient"):
         raise QueryError(f"unknown information model {model!r}: use study or patient")
@@ -200,9 +304,8 @@ def query(
     if limit is not None and limit <= 0:
         return
     if uses_dicomweb(node):
-        from DICOMPlusLib.network.sources import DicomwebSource
-
-        yield from DicomwebSource(node).search(level, crit, limit=limit)
+        answers = _dicomweb_answers(node, level, crit)
+        yield from _checked(answers, crit, report, limit)
         return
     calling = check_ae_title(calling_ae_title, "calling AE title")
     identifier = build_identifier(level, crit, model=model, return_keys=return_keys)
@@ -214,7 +317,10 @@ def query(
         results = assoc.find(sop_class, identifier, cancel=cancel)
         try:
             for ds in results:
-                yield record_from_identifier(level, ds, extra_keys)
+                record = record_from_identifier(level, ds, extra_keys)
+                if not any(True for _ in _checked([record], crit, report, None)):
+                    continue
+                yield record
                 count += 1
                 if limit is not None and count >= limit:
                     break
