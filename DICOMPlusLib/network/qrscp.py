@@ -7,8 +7,9 @@ they define (C.6.1, C.6.2), C-MOVE to configured destinations (an unknown destin
 universal, single value, wildcard, UID list, date/time range), on any attribute the database
 stores; return keys the database has no column for are read from the stored headers.
 
-Built on pynetdicom (``start_server(block=False)``, event handlers); the retrieve sub-operations
-send what pynetdicom encodes from each stored file.
+Built on pynetdicom (``start_server(block=False)``, event handlers). The retrieve
+sub-operations send the stored bytes, or decode a losslessly compressed instance for a requester
+that accepts only uncompressed syntaxes (:mod:`~DICOMPlusLib.network.qrscp_send`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network import qrscp_send
 from DICOMPlusLib.network.dimse import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -121,6 +123,9 @@ class QueryRetrieveSCP:
         # Database reads run on two threads of our own: pynetdicom serves each association on a
         # new thread, and every thread that reads the database keeps a connection open.
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._stored_bytes = False
+        # the association carrying each running retrieve's C-STORE sub-operations, by id(event)
+        self._store_associations: dict[int, object] = {}
 
     def _read(self, func, *args, **kwargs):
         if self._readers is None:
@@ -161,7 +166,7 @@ class QueryRetrieveSCP:
         ):
             ae.add_supported_context(uid, uncompressed)
         syntaxes = transfer_syntaxes_preferred()
-        for uid in storage_sop_classes():
+        for uid in sorted(set(storage_sop_classes()) | self._stored_sop_classes()):
             # both roles: SCP for C-STORE pushed to us, SCU for C-GET sub-operations (PS3.7 D.3.3.4)
             ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
         self._build_context = build_context
@@ -173,6 +178,8 @@ class QueryRetrieveSCP:
             (evt.EVT_C_GET, self._on_get),
         ]
         ssl_context = cfg.tls.server_context() if cfg.tls else None
+        qrscp_send.use_stored_bytes(True)
+        self._stored_bytes = True
         self.notifier.start()
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dicomplus-qr-db")
         try:
@@ -184,6 +191,16 @@ class QueryRetrieveSCP:
         logger.info("Q/R SCP %s listening on port %d", cfg.ae_title, self.port)
         return self
 
+    def _stored_sop_classes(self) -> set[str]:
+        """The private SOP classes of the stored instances (a vendor's, e.g. Philips
+        1.3.46.670589.11.0.0.12.2), so that a C-GET requester proposing them is accepted;
+        standard classes are those pynetdicom knows as storage classes."""
+        from pydicom.uid import UID
+
+        sql = "SELECT DISTINCT SOPClassUID FROM instances"
+        rows = self._read(lambda: self.db.reader().execute(sql).fetchall())
+        return {str(uid) for (uid,) in rows if uid and UID(uid).is_private}
+
     def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
@@ -191,6 +208,9 @@ class QueryRetrieveSCP:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
+        if self._stored_bytes:
+            self._stored_bytes = False
+            qrscp_send.use_stored_bytes(False)
         self.notifier.stop()
 
     def __enter__(self) -> QueryRetrieveSCP:
@@ -314,37 +334,79 @@ class QueryRetrieveSCP:
         return contexts[:128]
 
     def _on_move(self, event):
+        from pynetdicom import evt
+
         destination = self._destinations.get(str(event.move_destination or "").strip())
         if destination is None:
             logger.info("C-MOVE to unknown destination %r refused (0xA801)", event.move_destination)
             yield None, None
             return
         records = self._matches(event)
-        yield destination.host, destination.port, {"contexts": self._contexts_for(records) or None}
+
+        def established(store_event) -> None:
+            qrscp_send.install_sender(store_event.assoc)
+            self._store_associations[id(event)] = store_event.assoc
+
+        yield (
+            destination.host,
+            destination.port,
+            {
+                "contexts": self._contexts_for(records) or None,
+                "evt_handlers": [(evt.EVT_ESTABLISHED, established)],
+            },
+        )
         yield len(records)
-        yield from self._sub_operations(event, records)
+        try:
+            yield from self._sub_operations(event, records)
+        finally:
+            self._store_associations.pop(id(event), None)
 
     def _on_get(self, event):
         records = self._matches(event)
+        qrscp_send.install_sender(event.assoc)
+        self._store_associations[id(event)] = event.assoc
         yield len(records)
-        yield from self._sub_operations(event, records)
+        try:
+            yield from self._sub_operations(event, records)
+        finally:
+            self._store_associations.pop(id(event), None)
 
     def _sub_operations(self, event, records):
+        """(status, dataset) per matched instance; the dataset is resolved into the stored bytes
+        or a decoded copy by the sender installed on the association that carries them."""
         import pydicom
 
+        commented = False
         for record in records:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            try:
-                ds = pydicom.dcmread(record.path)
-            except (OSError, pydicom.errors.InvalidDicomError) as exc:
-                logger.warning("cannot read %s for a retrieve: %s", record.path, exc)
-                failed = pydicom.Dataset()
-                failed.FailedSOPInstanceUIDList = record.SOPInstanceUID
-                yield UNABLE_TO_PROCESS, failed
-                return
-            yield PENDING, ds
+            assoc = self._store_associations.get(id(event))
+            if assoc is None or not getattr(assoc, "_dicomplus_sender", False):
+                try:  # no sender on that association: pynetdicom encodes the dataset
+                    yield PENDING, pydicom.dcmread(record.path)
+                except (OSError, pydicom.errors.InvalidDicomError) as exc:
+                    logger.warning("cannot read %s for a retrieve: %s", record.path, exc)
+                    failed = pydicom.Dataset()
+                    failed.FailedSOPInstanceUIDList = record.SOPInstanceUID
+                    yield UNABLE_TO_PROCESS, failed
+                    return
+                continue
+            status = PENDING
+            if not commented and qrscp_send.needs_decoding(
+                assoc, record.SOPClassUID, record.TransferSyntaxUID
+            ):
+                # the comment stays on this and every later response of the operation, the final one included
+                status = pydicom.Dataset()
+                status.Status = PENDING
+                status.ErrorComment = qrscp_send.DECOMPRESSED_COMMENT
+                commented = True
+            yield (
+                status,
+                qrscp_send.stored_instance(
+                    record.path, record.SOPClassUID, record.SOPInstanceUID, record.TransferSyntaxUID
+                ),
+            )
 
 
 def _text(value) -> str:
