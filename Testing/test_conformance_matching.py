@@ -156,7 +156,7 @@ def _findscu(dcmtk, out: Path, called: str, port: int, keys: dict[str, str], ext
     args = ["-S", "-X", "-aet", OUR_AET, "-aec", called, "-k", "QueryRetrieveLevel=STUDY",
             "-k", "SpecificCharacterSet=ISO_IR 192", "-k", "PatientID", "-k", "StudyInstanceUID"]  # fmt: skip
     for keyword, value in keys.items():
-        args += ["-k", f"{keyword}={value}"]
+        args += ["-k", f"{keyword.replace('.', '[0].')}={value}"]  # DCMTK path: Sequence[0].Keyword
     for key in extra:
         args += ["-k", key]
     dcmtk.run("findscu", *args, LOOPBACK, port, cwd=out)
@@ -220,6 +220,10 @@ def ids(*names: str) -> frozenset[str]:
 # Ideographic group of Yamada^Tarou=山田^太郎=やまだ^たろう comes back as "^", Люкceмбypг as
 # "ceyp"): the superset QIDO request finds the study, but no answer can be confirmed.
 QIDO_DROPS_NON_ASCII = "Orthanc's QIDO answers drop non-ASCII characters from names"
+# Orthanc takes a sequence matching key (C.2.2.2.6) as universal, in C-FIND and in QIDO-RS
+# (``ProcedureCodeSequence.CodeValue=``); the QIDO answers carry no sequence to re-check.
+IGNORES_SEQUENCES = {"orthanc": ALL, "qido": ALL}
+SEQUENCES_WHY = "Orthanc ignores sequence matching keys"
 
 
 CASES = [
@@ -300,6 +304,30 @@ CASES = [
     Case("description-list", {"StudyDescription": "Knee\\Head"}, ids("C5", "C6")),
     Case("accession-wildcard", {"AccessionNumber": "ACC-C?"}, ALL),
     Case("combined", {"PatientName": "Doe*", "ModalitiesInStudy": "MR"}, ids("C1")),
+    Case(
+        "sequence-item-key",
+        {"ProcedureCodeSequence.CodeValue": "CTCHEST"},
+        ids("C1"),
+        IGNORES_SEQUENCES,
+        SEQUENCES_WHY,
+    ),
+    Case(
+        "sequence-item-wildcard",
+        {"ProcedureCodeSequence.CodeValue": "CT*"},
+        ids("C1", "C2"),
+        IGNORES_SEQUENCES,
+        SEQUENCES_WHY,
+    ),
+    Case(
+        "sequence-keys-in-one-item",
+        {
+            "ProcedureCodeSequence.CodeValue": "MRKNEE",
+            "ProcedureCodeSequence.CodingSchemeDesignator": "99DPLUS",
+        },
+        ids("C5"),
+        IGNORES_SEQUENCES,
+        SEQUENCES_WHY,
+    ),
 ]
 
 
@@ -308,3 +336,17 @@ def test_matching_case_on_every_answerer(ask, case):
     got = ask.answers(case.keys)
     wrong = {name: sorted(ans) for name, ans in got.items() if ans != case.peers.get(name, case.expected)}
     assert not wrong, f"expected {sorted(case.expected)}, peers {case.peers}; got {wrong}"
+
+
+def test_sequence_and_private_return_keys(ask):
+    """A sequence asked as a return key comes back with the stored items; private return keys
+    come back (with the stored value when the block's creator is the one asked for)."""
+    keys = {"PatientID": "C1"}
+    extra = ["ProcedureCodeSequence", f"(0019,0010)={PRIVATE_CREATOR}", "(0019,1010)"]
+    for answers in (ask.serve(keys, extra), ask.orthanc_find(keys, extra)):
+        assert len(answers) == 1
+        codes = [str(item.CodeValue) for item in answers[0].ProcedureCodeSequence]
+        assert codes == ["CTCHEST"]
+        assert 0x00190010 in answers[0] and 0x00191010 in answers[0]
+    (ours,) = ask.serve(keys, extra)
+    assert ours[0x00191010].value in (b"private C1", "private C1")

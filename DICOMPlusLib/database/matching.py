@@ -14,7 +14,10 @@ on a tag that only lives in the stored header (``RepetitionTime``) follow the sa
   fewer digits than the stored value covers the whole unit it names (``-0930`` takes
   ``093000`` and ``093059``), as for DT;
 - multiple value matching (C.2.2.2.8): ``CT\\MR`` matches when any of the values matches, on
-  every VR whose values may be multiple (not ST, LT, UT, UR, where ``\\`` is a character).
+  every VR whose values may be multiple (not ST, LT, UT, UR, where ``\\`` is a character);
+- sequence matching (C.2.2.2.6): a key written ``Sequence.Keyword`` (``ProcedureCodeSequence.
+  CodeValue=CTCHEST``; deeper paths nest) matches when one item of the stored sequence matches
+  every key given for that sequence (:class:`SequenceCriterion`).
 
 Person names (PN) compare after :func:`normalize_pn`, on every path (SQL column, stored header,
 network key), so ``Wang^XiaoDong=王^小東=`` and ``Wang^XiaoDong=王^小東`` are the same name.
@@ -225,6 +228,67 @@ def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
-def parse_criteria(items: dict[str, str] | list[tuple[str, str]]) -> list[Criterion]:
+@dataclass(frozen=True)
+class SequenceCriterion:
+    """Sequence matching (PS3.4 C.2.2.2.6): the key of a sequence attribute is one item of item
+    keys; an entity matches when one of the items of its stored sequence matches every item key
+    (an item without keys matches any sequence, as universal matching)."""
+
+    keyword: str
+    items: tuple[Criterion | SequenceCriterion, ...]
+    vr: str = "SQ"
+
+    @property
+    def kind(self) -> MatchKind:
+        return MatchKind.UNIVERSAL if not self.items else MatchKind.SINGLE
+
+    def matches(self, stored) -> bool:
+        if not self.items:
+            return True
+        for item in stored or ():
+            if all(key.matches(_item_value(item, key)) for key in self.items):
+                return True
+        return False
+
+
+def _item_value(item, key: Criterion | SequenceCriterion):
+    """The value of ``key`` in a pydicom item, as :meth:`Criterion.matches` takes it."""
+    elem = item.get(key.keyword)
+    if elem is None:
+        return None
+    value = item[key.keyword].value
+    if isinstance(key, SequenceCriterion):
+        return value
+    if value is None:
+        return None
+    if isinstance(value, str | bytes | int | float):
+        return value
+    if type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return str(value)
+
+
+def _sequence_criterion(path: list[str], value: str) -> Criterion | SequenceCriterion:
+    if len(path) == 1:
+        return Criterion.parse(path[0], value)
+    if keyword_vr(path[0]) != "SQ":
+        raise DatabaseError(f"{path[0]} is not a sequence: {'.'.join(path)} cannot be matched")
+    return SequenceCriterion(path[0], (_sequence_criterion(path[1:], value),))
+
+
+def _merge(criteria: list) -> list:
+    """Keys into one sequence make one item key: ``S.A=x`` and ``S.B=y`` match one item."""
+    out: list = []
+    for c in criteria:
+        same = next((o for o in out if isinstance(o, SequenceCriterion) and o.keyword == c.keyword), None)
+        if isinstance(c, SequenceCriterion) and same is not None:
+            out[out.index(same)] = SequenceCriterion(c.keyword, tuple(_merge([*same.items, *c.items])))
+        else:
+            out.append(c)
+    return out
+
+
+def parse_criteria(items: dict[str, str] | list[tuple[str, str]]) -> list[Criterion | SequenceCriterion]:
     pairs = items.items() if isinstance(items, dict) else items
-    return [Criterion.parse(k, v) for k, v in pairs]
+    parsed = [_sequence_criterion(k.split("."), v) if "." in k else Criterion.parse(k, v) for k, v in pairs]
+    return _merge(parsed)

@@ -252,10 +252,17 @@ class QueryRetrieveSCP:
         criteria, wanted = [], []
         for elem in identifier:
             keyword = elem.keyword
-            if not keyword or elem.tag.group in (0x0000, 0x0002) or keyword in _SKIP:
+            if elem.tag.group in (0x0000, 0x0002) or keyword in _SKIP:
+                continue
+            if not keyword:
+                if elem.tag.is_private:  # returned (empty when unknown), never matched
+                    wanted.append(elem)
                 continue
             wanted.append(elem)
-            if elem.VR == "SQ" or elem.value in (None, "", b""):
+            if elem.VR == "SQ":
+                criteria += _sequence_keys(keyword, elem.value)
+                continue
+            if elem.value in (None, "", b""):
                 continue
             text = _text(elem.value)
             if text and text != "*":
@@ -276,16 +283,21 @@ class QueryRetrieveSCP:
             header = None
             for elem in wanted:
                 keyword = elem.keyword
-                value = values.get(keyword)
-                if value is None and elem.VR != "SQ":
+                value = values.get(keyword) if keyword else None
+                if value is None:
                     if header is None:
-                        header = self._representative_header(level, values)
-                    if header is not None and keyword in header:
-                        value = header[keyword].value
-                if elem.VR == "SQ":
-                    value = []
-                setattr(answer, keyword, "" if value is None else value)
-            if any(isinstance(v, str) and not v.isascii() for v in values.values()):
+                        header = self._representative_header(level, values) or Dataset()
+                    if elem.tag in header and _same_private_block(elem.tag, identifier, header):
+                        value = header[elem.tag].value
+                if not keyword:
+                    answer.add_new(elem.tag, header[elem.tag].VR if value is not None else elem.VR, value)
+                elif elem.VR == "SQ":
+                    setattr(answer, keyword, value or [])
+                else:
+                    setattr(answer, keyword, "" if value is None else value)
+            if any(isinstance(v, str) and not v.isascii() for v in values.values()) or (
+                header is not None and "SpecificCharacterSet" in header
+            ):
                 answer.SpecificCharacterSet = "ISO_IR 192"
             answer.RetrieveAETitle = self.config.ae_title
             yield PENDING, answer
@@ -407,6 +419,38 @@ class QueryRetrieveSCP:
                     record.path, record.SOPClassUID, record.SOPInstanceUID, record.TransferSyntaxUID
                 ),
             )
+
+
+def _sequence_keys(keyword: str, items) -> list[tuple[str, str]]:
+    """The item keys of a sequence matching key (PS3.4 C.2.2.2.6: one item) as dotted search
+    keys ``Sequence.Keyword``; an empty item (or none) asks for the sequence only."""
+    keys = []
+    for item in list(items or [])[:1]:
+        for elem in item:
+            if (
+                not elem.keyword
+                or elem.tag.group in (0x0000, 0x0002)
+                or elem.keyword == "SpecificCharacterSet"
+            ):
+                continue
+            if elem.VR == "SQ":
+                keys += _sequence_keys(f"{keyword}.{elem.keyword}", elem.value)
+            elif elem.value not in (None, "", b""):
+                text = _text(elem.value)
+                if text and text != "*":
+                    keys.append((f"{keyword}.{elem.keyword}", text))
+    return keys
+
+
+def _same_private_block(tag, identifier, header) -> bool:
+    """A private data element is the one asked for only if its block has the same creator
+    (PS3.5 7.8.1); creator elements and public tags always are."""
+    if not tag.is_private or tag.element < 0x1000:
+        return True
+    creator = (tag.group << 16) | (tag.element >> 8)
+    if creator not in identifier or not identifier[creator].value:
+        return True
+    return creator in header and str(header[creator].value).strip() == str(identifier[creator].value).strip()
 
 
 def _text(value) -> str:

@@ -86,7 +86,8 @@ def normalize_criteria(
         keyword = str(keyword).strip()
         if level is QueryLevel.STUDY and keyword == "Modality":
             keyword = "ModalitiesInStudy"
-        _keyword_vr(keyword)
+        for part in keyword.split("."):  # Sequence.Keyword keys (C.2.2.2.6)
+            _keyword_vr(part)
         out[keyword] = "" if value is None else str(value)
     return out
 
@@ -116,7 +117,15 @@ def build_identifier(
     keys += [k for k in return_keys if k not in keys]
     keys += [k for k in criteria if k not in keys]
     for keyword in keys:
-        vr = _keyword_vr(keyword)
+        *sequences, leaf = keyword.split(".")
+        target = ds
+        for name in sequences:  # Sequence.Keyword: a key inside the sequence's one item (C.2.2.2.6)
+            if name not in target or not target[name].value:
+                target.add(DataElement(tag_for_keyword(name), "SQ", [Dataset()]))
+            target = target[name].value[0]
+        if leaf in target:
+            continue
+        vr = _keyword_vr(leaf)
         text = criteria.get(keyword, "")
         if vr == "SQ":
             value = []
@@ -129,7 +138,7 @@ def build_identifier(
                 raise QueryError(f"{keyword} needs a number, not {text!r}") from None
         else:
             value = explicit_upper_bound(vr, text)  # peers that compare "-0930" as written miss 093000
-        ds.add(DataElement(tag_for_keyword(keyword), vr, value, validation_mode=pydicom_config.IGNORE))
+        target.add(DataElement(tag_for_keyword(leaf), vr, value, validation_mode=pydicom_config.IGNORE))
     return ds
 
 
