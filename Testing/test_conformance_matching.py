@@ -30,7 +30,7 @@ from dicomplus_testing.peers import LOOPBACK, OUR_AET, OrthancServer, PeerFactor
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
 from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
-from DICOMPlusLib.network.query import query
+from DICOMPlusLib.network.query import QueryReport, query
 from DICOMPlusLib.network.sample import sample_uid
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -47,19 +47,19 @@ class Patient:
     study_date: str
     modalities: tuple[str, ...]
     description: str
-    procedure_code: str = ""
+    procedure_code: str
 
 
 CORPUS = (
     Patient("C1", "Doe^Peter", "ISO_IR 100", "093000", "20240315", ("CT", "MR"), "Chest CT", "CTCHEST"),
     Patient("C2", "Doe^Petra", "ISO_IR 100", "093059", "20240316", ("CT",), "Abdomen", "CTABD"),
-    Patient("C3", "Wang^XiaoDong=王^小東=", "ISO_IR 192", "100000", "20230101", ("MR",), "Brain"),
+    Patient("C3", "Wang^XiaoDong=王^小東=", "ISO_IR 192", "100000", "20230101", ("MR",), "Brain", "MRBRAIN"),
     Patient("C4", "Yamada^Tarou=山田^太郎=やまだ^たろう", ["", "ISO 2022 IR 87"], "101500", "20221231",
-            ("US",), "Liver"),
+            ("US",), "Liver", "USLIVER"),
     Patient("C5", "Люкceмбypг", "ISO_IR 144", "113000", "20200601", ("MR",), "Knee", "MRKNEE"),
-    Patient("C6", "Müller^Jörg", "ISO_IR 100", "0930", "20240101", ("CT",), "Head"),
-    Patient("C7", "Doe^Jane^^", "ISO_IR 100", "160000", "20190101", ("OT",), "Chest X"),
-    Patient("C8", "Buc^Jérôme", "ISO_IR 100", "170000", "20190102", ("MR", "SR"), "Spine"),
+    Patient("C6", "Müller^Jörg", "ISO_IR 100", "0930", "20240101", ("CT",), "Head", "CTHEAD"),
+    Patient("C7", "Doe^Jane^^", "ISO_IR 100", "160000", "20190101", ("OT",), "Chest X", "XRCHEST"),
+    Patient("C8", "Buc^Jérôme", "ISO_IR 100", "170000", "20190102", ("MR", "SR"), "Spine", "MRSPINE"),
 )  # fmt: skip
 ALL = frozenset(p.patient_id for p in CORPUS)
 
@@ -89,12 +89,11 @@ def _instance(patient: Patient, index: int, modality: str) -> Dataset:
     ds.SeriesNumber = index + 1
     ds.InstanceNumber = 1
     ds.ConversionType = "WSD"
-    if patient.procedure_code:
-        code = Dataset()
-        code.CodeValue = patient.procedure_code
-        code.CodingSchemeDesignator = "99DPLUS"
-        code.CodeMeaning = patient.description
-        ds.ProcedureCodeSequence = [code]
+    code = Dataset()
+    code.CodeValue = patient.procedure_code
+    code.CodingSchemeDesignator = "99DPLUS"
+    code.CodeMeaning = patient.description
+    ds.ProcedureCodeSequence = [code]
     block = ds.private_block(0x0019, PRIVATE_CREATOR, create=True)
     block.add_new(0x10, "LO", f"private {patient.patient_id}")
     ds.SamplesPerPixel = 1
@@ -314,7 +313,7 @@ CASES = [
     Case(
         "sequence-item-wildcard",
         {"ProcedureCodeSequence.CodeValue": "CT*"},
-        ids("C1", "C2"),
+        ids("C1", "C2", "C6"),
         IGNORES_SEQUENCES,
         SEQUENCES_WHY,
     ),
@@ -350,3 +349,17 @@ def test_sequence_and_private_return_keys(ask):
         assert 0x00190010 in answers[0] and 0x00191010 in answers[0]
     (ours,) = ask.serve(keys, extra)
     assert ours[0x00191010].value in (b"private C1", "private C1")
+
+
+def test_query_leaves_out_answers_that_do_not_match_and_counts_them(orthanc_peer):
+    """Orthanc answers a sequence matching key with every study; ``query`` re-checks the
+    sequence it returns and keeps the one study that matches."""
+    node = RemoteNode("orthanc", orthanc_peer.aet, LOOPBACK, orthanc_peer.dicom_port)
+    report = QueryReport()
+    found = {
+        r.PatientID
+        for r in query(node, "study", {"ProcedureCodeSequence.CodeValue": "CTCHEST"}, report=report)
+    }
+    assert found == {"C1"}
+    assert report.received == len(CORPUS) and report.filtered == len(CORPUS) - 1
+    assert report.filtered_keys == {"ProcedureCodeSequence.CodeValue": len(CORPUS) - 1}

@@ -8,6 +8,7 @@ DICOM keyword. ``retrieve --json`` prints the retrieve report.
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 
 from DICOMPlusLib.cli import ProgressBar, open_database, parse_keys, print_json, print_table
@@ -47,19 +48,22 @@ def _node(args):
 
 def cmd_query(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
-    from DICOMPlusLib.network.query import query
+    from DICOMPlusLib.network.query import QueryReport, query
 
     node = _node(args)
     keys = parse_keys(args.keys)
     token = CancelToken()
     rows = []
+    report = QueryReport()
     try:
         for record in query(node, args.level, keys, model=args.model, calling_ae_title=args.calling_ae,
-                            limit=args.limit, cancel=token, timeout=args.timeout):  # fmt: skip
+                            limit=args.limit, cancel=token, timeout=args.timeout, report=report):  # fmt: skip
             rows.append(record.to_dict())
     except KeyboardInterrupt:
         token.cancel()
         raise
+    if report.filtered or report.unchecked_keys:
+        print(f"{node.name}: {report.message()}", file=sys.stderr)
     if args.json:
         print_json(rows)
         return 0

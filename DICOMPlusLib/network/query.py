@@ -179,25 +179,33 @@ def record_from_identifier(level: QueryLevel, ds: Dataset, extra_keys: Iterable[
     values.setdefault(key, "")
     extra = {}
     for keyword in extra_keys:
-        if keyword not in fields and keyword not in _SKIP_EXTRA and keyword in ds:
+        if keyword not in fields and keyword not in _SKIP_EXTRA and "." not in keyword and keyword in ds:
             extra[keyword] = _text(ds.get(keyword))
     return cls(**values, extra=extra)
 
 
 @dataclass
 class QueryReport:
-    """How many answers a query received, and how many of them were left out because they do
-    not match the criteria (the peer ignored a key, or the request asked a superset)."""
+    """How many answers a query received, how many were left out because they do not match the
+    criteria (the peer ignored a key, or the request asked a superset), and which keys could
+    not be checked because the peer did not return them (dcmqrscp omits the keys it does not
+    support: its answers are then not filtered by them)."""
 
     received: int = 0
     filtered: int = 0
     filtered_keys: dict[str, int] = field(default_factory=dict)
+    unchecked_keys: dict[str, int] = field(default_factory=dict)
 
     def message(self) -> str:
-        keys = ", ".join(f"{k} ({n})" for k, n in sorted(self.filtered_keys.items()))
-        return f"{self.filtered} of {self.received} answers did not match the criteria and were left out" + (
-            f": {keys}" if keys else ""
-        )
+        parts = []
+        if self.filtered:
+            keys = ", ".join(f"{k} ({n})" for k, n in sorted(self.filtered_keys.items()))
+            parts.append(
+                f"{self.filtered} of {self.received} answers did not match the criteria and were left out: {keys}"
+            )
+        for key, n in sorted(self.unchecked_keys.items()):
+            parts.append(f"the peer did not return {key} in {n} answers, which are not checked against it")
+        return "; ".join(parts)
 
 
 def _answer_value(record: Record, keyword: str):
@@ -207,32 +215,48 @@ def _answer_value(record: Record, keyword: str):
     return value
 
 
-def mismatched_key(record: Record, criteria: Mapping[str, str]) -> str | None:
-    """The first criterion ``record`` does not meet (PS3.4 C.2.2.2, as local search), or None.
-    A key the answer does not carry cannot be checked and is taken as met."""
-    from DICOMPlusLib.database.matching import Criterion, MatchKind
+def check_answer(
+    record: Record, criteria: Mapping[str, str], ds: Dataset | None = None
+) -> tuple[str | None, list[str]]:
+    """(the first key ``record`` does not meet, or None; the keys that could not be checked).
 
-    for keyword, value in criteria.items():
-        stored = _answer_value(record, keyword)
-        if stored in (None, ""):
-            continue
-        try:
-            criterion = Criterion.parse(keyword, value)
-        except Exception:  # an unknown keyword was refused before the query was sent
-            continue
+    Matching is local search's (PS3.4 C.2.2.2, :mod:`DICOMPlusLib.database.matching`).
+    ``ds``, the answer as received (C-FIND), tells an absent attribute from an empty one and
+    holds the sequences a ``Sequence.Keyword`` key is checked against; without it (QIDO-RS
+    records) an empty value cannot be checked."""
+    from DICOMPlusLib.database.matching import MatchKind, SequenceCriterion, parse_criteria
+
+    try:
+        parsed = parse_criteria(dict(criteria))
+    except Exception:  # an unknown keyword was refused before the query was sent
+        return None, []
+    unchecked = []
+    for criterion in parsed:
         if criterion.kind is MatchKind.UNIVERSAL:
             continue
-        if not criterion.matches(stored):
-            return keyword
-    return None
+        if isinstance(criterion, SequenceCriterion):
+            present = ds is not None and criterion.keyword in ds
+            stored = ds[criterion.keyword].value if present else None
+            label = next(k for k in criteria if k.split(".")[0] == criterion.keyword)
+        else:
+            stored = _answer_value(record, criterion.keyword)
+            present = stored not in (None, "") or (ds is not None and criterion.keyword in ds)
+            label = next((k for k in criteria if k == criterion.keyword), criterion.keyword)
+        if not present:
+            unchecked.append(label)
+        elif not criterion.matches(stored):
+            return label, unchecked
+    return None, unchecked
 
 
-def _checked(records: Iterable[Record], criteria: Mapping[str, str], report: QueryReport,
+def _checked(answers: Iterable[tuple[Record, Dataset | None]], criteria: Mapping[str, str], report: QueryReport,
              limit: int | None) -> Iterator[Record]:  # fmt: skip
     count = 0
-    for record in records:
+    for record, ds in answers:
         report.received += 1
-        key = mismatched_key(record, criteria)
+        key, unchecked = check_answer(record, criteria, ds)
+        for k in unchecked:
+            report.unchecked_keys[k] = report.unchecked_keys.get(k, 0) + 1
         if key is not None:
             report.filtered += 1
             report.filtered_keys[key] = report.filtered_keys.get(key, 0) + 1
@@ -259,7 +283,7 @@ def _dicomweb_answers(node: RemoteNode, level: QueryLevel, criteria: dict[str, s
                 if key in seen:
                     continue
                 seen.add(key)
-            yield record
+            yield record, None
 
 
 def _unique_fields(level: QueryLevel) -> list[str]:
@@ -298,7 +322,7 @@ def query(
         yield from _query(node, level, criteria, model=model, calling_ae_title=calling_ae_title, limit=limit,
                           cancel=cancel, timeout=timeout, return_keys=return_keys, report=report)  # fmt: skip
     finally:
-        if report.filtered:
+        if report.filtered or report.unchecked_keys:
             logger.info("query to %s: %s", node.name, report.message())
 
 
@@ -327,7 +351,7 @@ def _query(node, level, criteria, *, model, calling_ae_title, limit, cancel, tim
         try:
             for ds in results:
                 record = record_from_identifier(level, ds, extra_keys)
-                if not any(True for _ in _checked([record], crit, report, None)):
+                if not any(True for _ in _checked([(record, ds)], crit, report, None)):
                     continue
                 yield record
                 count += 1
