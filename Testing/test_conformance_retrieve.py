@@ -15,6 +15,7 @@ served from separate databases, so every file is sent once.
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,41 @@ def test_get_without_compressed_syntaxes_decompresses_losslessly(dcmtk, shared_s
         got = received[str(header.SOPInstanceUID)]
         assert not got.file_meta.TransferSyntaxUID.is_compressed
         assert np.array_equal(got.pixel_array, pydicom.dcmread(path).pixel_array), path
+
+
+def test_move_to_a_known_but_unreachable_destination_says_so(tmp_path):
+    """0xA702 (sub-operations failed) with the reason, not 0xA801 "destination unknown": the
+    destination is configured, it just does not answer (as dcmqrscp answers)."""
+    from pynetdicom import AE
+
+    from dicomplus_testing.util import free_port
+    from DICOMPlusLib.network.qrscp import Destination
+    from DICOMPlusLib.network.sample import make_sample_data, sample_files
+
+    db = Database(tmp_path / "db")
+    make_sample_data(db)
+    study = str(pydicom.dcmread(BytesIO(sample_files()[0])).StudyInstanceUID)
+    nobody = Destination("GONE", LOOPBACK, free_port())  # nothing listens there
+    try:
+        with QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK, destinations=(nobody,))) as pacs:
+            ae = AE(ae_title="CHECKER")
+            ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")  # Study Root C-MOVE
+            assoc = ae.associate(LOOPBACK, pacs.port, ae_title=PACS_AET)
+            assert assoc.is_established
+            query = pydicom.Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.StudyInstanceUID = study
+            final = [s for s, _ in assoc.send_c_move(query, "GONE", "1.2.840.10008.5.1.4.1.2.2.2") if s][-1]
+            assoc.release()
+            # and the unknown destination still answers 0xA801
+            assoc = ae.associate(LOOPBACK, pacs.port, ae_title=PACS_AET)
+            unknown = [s for s, _ in assoc.send_c_move(query, "NOBODY", "1.2.840.10008.5.1.4.1.2.2.2") if s][
+                -1
+            ]
+            assoc.release()
+    finally:
+        db.close()
+    assert final.Status == 0xA702, final
+    assert "GONE unreachable" in final.ErrorComment and "refused" in final.ErrorComment.lower()
+    assert final.NumberOfFailedSuboperations > 0 and final.NumberOfCompletedSuboperations == 0
+    assert unknown.Status == 0xA801

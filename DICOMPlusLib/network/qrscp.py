@@ -3,7 +3,8 @@
 Services: Verification (C-ECHO), Storage (C-STORE, through the same persist-then-respond path
 as the listener), C-FIND in the Patient Root and Study Root information models at every level
 they define (C.6.1, C.6.2), C-MOVE to configured destinations (an unknown destination answers
-0xA801, C.4.2.1.4.1) and C-GET (C.4.3). Matching is the database's own (PS3.4 C.2.2.2:
+0xA801, C.4.2.1.4.1; a known one that cannot be reached 0xA702 with the reason) and C-GET
+(C.4.3). Matching is the database's own (PS3.4 C.2.2.2:
 universal, single value, wildcard, UID list, date/time range), on any attribute the database
 stores; return keys the database has no column for are read from the stored headers.
 
@@ -367,10 +368,12 @@ class QueryRetrieveSCP:
                 "evt_handlers": [(evt.EVT_ESTABLISHED, established)],
             },
         )
-        yield len(records)
+        restore = _explain_unreachable(event, destination, len(records), self.config.timeout)
         try:
+            yield len(records)
             yield from self._sub_operations(event, records)
         finally:
+            restore()
             self._store_associations.pop(id(event), None)
 
     def _on_get(self, event):
@@ -419,6 +422,60 @@ class QueryRetrieveSCP:
                     record.path, record.SOPClassUID, record.SOPInstanceUID, record.TransferSyntaxUID
                 ),
             )
+
+
+SUB_OPERATIONS_FAILED = 0xA702
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+
+def _explain_unreachable(event, destination: Destination, count: int, timeout: float):
+    """Make the answer to a C-MOVE whose (known) destination cannot be reached say so.
+
+    pynetdicom answers 0xA801 "Move Destination unknown" whenever the association to the
+    destination fails, which sends the user looking for a configuration error. The destination
+    is known here: the answer becomes 0xA702 (sub-operations failed, PS3.4 C.4.2.1.5) with every
+    sub-operation counted as failed and an Error Comment that says why, as dcmqrscp does.
+    Returns the function that undoes the change (when the C-MOVE is over)."""
+    from pynetdicom.dimse_primitives import C_MOVE
+
+    dimse = event.assoc.dimse
+    original = dimse.send_msg
+    message_id = event.request.MessageID
+
+    def send_msg(primitive, context_id):
+        if (
+            isinstance(primitive, C_MOVE)
+            and primitive.Status == MOVE_DESTINATION_UNKNOWN
+            and primitive.MessageIDBeingRespondedTo == message_id
+        ):
+            reason = _why_unreachable(destination, min(timeout, 5.0))
+            logger.info("C-MOVE to %s failed: %s", destination, reason)
+            primitive.Status = SUB_OPERATIONS_FAILED
+            primitive.ErrorComment = reason[:64]
+            primitive.NumberOfRemainingSuboperations = None
+            primitive.NumberOfFailedSuboperations = count
+            primitive.NumberOfWarningSuboperations = 0
+            primitive.NumberOfCompletedSuboperations = 0
+        return original(primitive, context_id)
+
+    dimse.send_msg = send_msg
+
+    def restore() -> None:
+        if dimse.send_msg is send_msg:
+            del dimse.send_msg  # back to the class's method
+
+    return restore
+
+
+def _why_unreachable(destination: Destination, timeout: float) -> str:
+    try:
+        with socket.create_connection((destination.host, destination.port), timeout=timeout):
+            pass
+    except TimeoutError:
+        return f"{destination.ae_title} unreachable: no answer from {destination.host}:{destination.port}"
+    except OSError as exc:
+        return f"{destination.ae_title} unreachable at {destination.host}:{destination.port}: {exc.strerror or exc}"
+    return f"{destination.ae_title} at {destination.host}:{destination.port} refused the association"
 
 
 def _sequence_keys(keyword: str, items) -> list[tuple[str, str]]:
