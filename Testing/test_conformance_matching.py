@@ -229,6 +229,7 @@ CASES = [
     Case("universal", {"PatientName": "*"}, ALL),
     Case("single-pn", {"PatientName": "Doe^Peter"}, ids("C1")),
     Case("pn-ignores-case", {"PatientName": "doe^peter"}, ids("C1")),
+    Case("pn-prefix-is-not-a-match", {"PatientName": "Doe^Pete"}, ids()),
     Case("wildcard-star", {"PatientName": "Doe*"}, ids("C1", "C2", "C7")),
     Case("wildcard-question", {"PatientName": "Doe^Pet?a"}, ids("C2")),
     Case(
@@ -363,3 +364,14 @@ def test_query_leaves_out_answers_that_do_not_match_and_counts_them(orthanc_peer
     assert found == {"C1"}
     assert report.received == len(CORPUS) and report.filtered == len(CORPUS) - 1
     assert report.filtered_keys == {"ProcedureCodeSequence.CodeValue": len(CORPUS) - 1}
+
+
+def test_the_browser_source_of_a_dicomweb_node_rechecks_too(ask):
+    """QueryResults asks a DICOMweb node through DicomwebSource: the same requests and re-check
+    as ``query`` (``Doe^Pete`` is sent as ``Doe*Pete*``, which Orthanc answers with Doe^Peter)."""
+    from DICOMPlusLib.network.sources import source_for
+
+    source = source_for(ask.web_node)
+    assert [r.PatientID for r in source.search("study", {"PatientName": "Doe^Pete"})] == []
+    assert [r.PatientID for r in source.search("study", {"PatientName": "Doe^Peter"})] == ["C1"]
+    assert [r.PatientID for r in source.search("patient", {"PatientName": "Doe^Peter"})] == ["C1"]

@@ -267,23 +267,32 @@ def _checked(answers: Iterable[tuple[Record, Dataset | None]], criteria: Mapping
             return
 
 
-def _dicomweb_answers(node: RemoteNode, level: QueryLevel, criteria: dict[str, str]) -> Iterator[Record]:
-    """QIDO-RS answers to ``criteria``, in as many requests as it takes to ask them
-    (:func:`~DICOMPlusLib.network.dicomweb.qido_split`), each entity once."""
+def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str] | None = None, *,
+                    limit: int | None = None, report: QueryReport | None = None) -> Iterator[Record]:  # fmt: skip
+    """QIDO-RS records matching ``criteria`` exactly: asked in as many requests as it takes
+    (:func:`~DICOMPlusLib.network.dicomweb.qido_split`), each entity once, every answer
+    re-checked (the requests may ask a superset, see
+    :func:`~DICOMPlusLib.network.dicomweb.qido_split`); ``client`` is a
+    :class:`~DICOMPlusLib.network.dicomweb.DicomwebClient`."""
     from DICOMPlusLib.network.dicomweb import qido_split
-    from DICOMPlusLib.network.sources import DicomwebSource
 
-    source = DicomwebSource(node)
-    variants = qido_split(criteria)
-    seen: set[str] = set()
-    for variant in variants:
-        for record in source.search(level, variant):
-            key = getattr(record, next(iter(_unique_fields(level))))
-            if len(variants) > 1:
-                if key in seen:
-                    continue
-                seen.add(key)
-            yield record, None
+    level = _level(level)
+    criteria = dict(criteria or {})
+    report = report if report is not None else QueryReport()
+
+    def answers():
+        variants = qido_split(criteria)
+        seen: set[str] = set()
+        for variant in variants:
+            for record in client.search(level, variant):
+                key = getattr(record, _unique_fields(level)[0])
+                if len(variants) > 1:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                yield record, None
+
+    yield from _checked(answers(), criteria, report, limit)
 
 
 def _unique_fields(level: QueryLevel) -> list[str]:
@@ -337,8 +346,13 @@ def _query(node, level, criteria, *, model, calling_ae_title, limit, cancel, tim
     if limit is not None and limit <= 0:
         return
     if uses_dicomweb(node):
-        answers = _dicomweb_answers(node, level, crit)
-        yield from _checked(answers, crit, report, limit)
+        from DICOMPlusLib.network.sources import DicomwebSource
+
+        source = DicomwebSource(node, timeout=timeout)
+        if level is QueryLevel.PATIENT:  # QIDO-RS has none: the patients of the matching studies
+            yield from source.search(level, crit, limit=limit)
+        else:
+            yield from dicomweb_search(source.client, level, crit, limit=limit, report=report)
         return
     calling = check_ae_title(calling_ae_title, "calling AE title")
     identifier = build_identifier(level, crit, model=model, return_keys=return_keys)
