@@ -9,6 +9,10 @@ then asked of
 - ``orthanc``: Orthanc's C-FIND through DCMTK findscu,
 - ``qido``: Orthanc's DICOMweb plugin through :func:`query.query` (QIDO-RS, as ``dicomplus
   query`` asks a DICOMweb node: the request may ask a superset, the answers are re-checked),
+- ``query-orthanc``: Orthanc's C-FIND through :func:`query.query` (what ``dicomplus query`` asks
+  of a DIMSE node: names without trailing delimiters and as patterns, lists with wildcards split
+  into several C-FINDs, full time bounds, every answer re-checked): where Orthanc alone is wrong,
+  DICOMPlus querying Orthanc is right,
 
 and every answer set (the PatientIDs of the matched studies) is asserted. ``expected`` is what
 PS3.4 asks for; where a peer answers otherwise, ``peers`` records that peer's answer, so a test
@@ -166,6 +170,7 @@ class Answerers:
     def __init__(self, database, pacs, orthanc, dcmtk, tmp_path: Path) -> None:
         self.database, self.pacs, self.orthanc, self.dcmtk = database, pacs, orthanc, dcmtk
         self.tmp_path = tmp_path
+        self.dimse_node = RemoteNode("orthanc", orthanc.aet, LOOPBACK, orthanc.dicom_port)
         self.web_node = RemoteNode("orthanc-web", orthanc.aet, LOOPBACK, orthanc.dicom_port,
                                    retrieve_method=RetrieveMethod.DICOMWEB, dicomweb_url=orthanc.dicomweb_url)  # fmt: skip
         self._n = 0
@@ -189,6 +194,7 @@ class Answerers:
             "serve": {str(d.PatientID) for d in self.serve(keys)},
             "orthanc": {str(d.PatientID) for d in self.orthanc_find(keys)},
             "qido": {r.PatientID for r in query(self.web_node, "study", keys)},
+            "query-orthanc": {r.PatientID for r in query(self.dimse_node, "study", keys)},
         }
 
 

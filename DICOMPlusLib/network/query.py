@@ -136,10 +136,41 @@ def build_identifier(
                 value = int(text)
             except ValueError:
                 raise QueryError(f"{keyword} needs a number, not {text!r}") from None
+        elif vr == "PN":
+            value = _person_name_key(text)
         else:
             value = explicit_upper_bound(vr, text)  # peers that compare "-0930" as written miss 093000
         target.add(DataElement(tag_for_keyword(leaf), vr, value, validation_mode=pydicom_config.IGNORE))
     return ds
+
+
+def split_wildcard_lists(criteria: Mapping[str, str]) -> list[dict[str, str]]:
+    """The criteria as the C-FINDs that together ask them: one, unless a list of values has
+    wildcards (``ModalitiesInStudy=S?\\O*``), which peers (Orthanc 1.10) do not apply inside a
+    list (C.2.2.2.8); such a list becomes one C-FIND per value."""
+    variants: list[dict[str, str]] = [{}]
+    for key, value in criteria.items():
+        parts = [p for p in str(value).split("\\") if p]
+        vr = _keyword_vr(key.split(".")[-1])
+        if len(parts) > 1 and vr not in ("ST", "LT", "UT", "UR") and any("*" in p or "?" in p for p in parts):
+            variants = [{**v, key: p} for v in variants for p in dict.fromkeys(parts)]
+        else:
+            variants = [{**v, key: value} for v in variants]
+    return variants
+
+
+def _person_name_key(text: str) -> str:
+    """A PN matching value as sent: without trailing empty components and groups, and, for one
+    name, as a pattern that also finds the name stored with trailing delimiters (``Doe^Jane`` ->
+    ``Doe^Jane*``) and whose ``?`` is ``*`` (a peer's ``?`` may match one byte of an accented
+    letter): peers that compare delimiters or bytes (Orthanc 1.10) then answer a superset, which
+    :func:`check_answer` narrows to what matches. A list is sent as it is, normalised (peers do
+    not apply wildcards inside a list)."""
+    names = ["=".join(g.rstrip("^ ") for g in v.split("=")).rstrip("=") for v in text.split("\\")]
+    if len(names) > 1:
+        return "\\".join(names)
+    name = names[0].replace("?", "*")
+    return name if not name or name.endswith("*") else name + "*"
 
 
 def _text(value) -> str:
@@ -242,11 +273,31 @@ def check_answer(
             stored = _answer_value(record, criterion.keyword)
             present = stored not in (None, "") or (ds is not None and criterion.keyword in ds)
             label = next((k for k in criteria if k == criterion.keyword), criterion.keyword)
-        if not present:
+        if not present or (ds is not None and not _representable(str(criteria[label]), ds)):
             unchecked.append(label)
         elif not criterion.matches(stored):
             return label, unchecked
     return None, unchecked
+
+
+def _representable(text: str, ds: Dataset) -> bool:
+    """Whether the answer's character set (PS3.3 C.12.1.1.2) can hold ``text``: a peer that
+    answers in Latin-1 (Orthanc's default) replaces the characters it cannot encode, so such an
+    answer cannot be checked against a Japanese or Cyrillic key."""
+    if text.isascii():
+        return True
+    from pydicom.charset import python_encoding
+
+    charsets = ds.get("SpecificCharacterSet") or ""
+    charsets = [charsets] if isinstance(charsets, str) else list(charsets)
+    if any("2022" in c for c in charsets):
+        return True  # code extensions: several repertoires, assume the name fits
+    codec = python_encoding.get(str(charsets[0]).strip() if charsets else "", "ascii")
+    try:
+        text.encode(codec)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _checked(answers: Iterable[tuple[Record, Dataset | None]], criteria: Mapping[str, str], report: QueryReport,
@@ -355,24 +406,32 @@ def _query(node, level, criteria, *, model, calling_ae_title, limit, cancel, tim
             yield from dicomweb_search(source.client, level, crit, limit=limit, report=report)
         return
     calling = check_ae_title(calling_ae_title, "calling AE title")
-    identifier = build_identifier(level, crit, model=model, return_keys=return_keys)
+    variants = split_wildcard_lists(crit)
+    identifiers = [build_identifier(level, v, model=model, return_keys=return_keys) for v in variants]
     extra_keys = list(crit) + [k for k in return_keys if k not in crit]
     sop_class = qrscu.MODELS[(model, "find")]
     assoc = open_for_query(node, calling, [sop_class], timeout)
     count = 0
+    seen: set[str] = set()
+    unique = _unique_fields(level)[0]
     try:
-        results = assoc.find(sop_class, identifier, cancel=cancel)
-        try:
-            for ds in results:
-                record = record_from_identifier(level, ds, extra_keys)
-                if not any(True for _ in _checked([(record, ds)], crit, report, None)):
-                    continue
-                yield record
-                count += 1
-                if limit is not None and count >= limit:
-                    break
-        finally:
-            results.close()
+        for identifier in identifiers:
+            results = assoc.find(sop_class, identifier, cancel=cancel)
+            try:
+                for ds in results:
+                    record = record_from_identifier(level, ds, extra_keys)
+                    if len(identifiers) > 1:
+                        if getattr(record, unique) in seen:
+                            continue
+                        seen.add(getattr(record, unique))
+                    if not any(True for _ in _checked([(record, ds)], crit, report, None)):
+                        continue
+                    yield record
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+            finally:
+                results.close()
     except qrscu.FinalStatusError as exc:
         raise QueryError(f"{node.address}: {exc}") from None
     except qrscu.OperationAborted as exc:
