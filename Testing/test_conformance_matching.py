@@ -1,4 +1,4 @@
-"""Network conformance of matching (PS3.4 C.2.2.2): the same cases against four answerers.
+"""Network conformance of matching (PS3.4 C.2.2.2): the same cases against five answerers.
 
 The corpus below (made here with pydicom, one study per patient) is loaded into a DICOMPlus
 database, served by the sample PACS (``dicomplus serve``) and uploaded to Orthanc. Each case is
