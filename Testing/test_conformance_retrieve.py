@@ -25,7 +25,7 @@ import pytest
 from dicomplus_testing.peers import LOOPBACK
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.nodes import RemoteNode
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve
 
 PACS_AET = "DICOMPLUSPACS"
@@ -174,7 +174,6 @@ def test_move_to_a_known_but_unreachable_destination_says_so(tmp_path):
     from pynetdicom import AE
 
     from dicomplus_testing.util import free_port
-    from DICOMPlusLib.network.qrscp import Destination
     from DICOMPlusLib.network.sample import make_sample_data, sample_files
 
     db = Database(tmp_path / "db")
@@ -204,3 +203,28 @@ def test_move_to_a_known_but_unreachable_destination_says_so(tmp_path):
     assert "GONE unreachable" in final.ErrorComment and "refused" in final.ErrorComment.lower()
     assert final.NumberOfFailedSuboperations > 0 and final.NumberOfCompletedSuboperations == 0
     assert unknown.Status == 0xA801
+
+
+@pytest.mark.parametrize("folder", ["dev_mr_4d_fmri", "dev_mr_jpeg2000"])
+def test_move_sends_the_stored_bytes(dcmtk, shared_series, storescp_factory, folder, tmp_path):
+    """C-MOVE sub-operations to DCMTK storescp (bit-preserving, every syntax accepted) carry the
+    stored data sets byte for byte: group lengths (the fMRI files have them) and compressed
+    pixel data as stored."""
+    storescp = storescp_factory(extra_args=["+B"])
+    originals = instances([shared_series / folder])
+    db = Database(tmp_path / "db")
+    try:
+        db.import_paths([shared_series / folder])
+        config = QRConfig(
+            port=0, host=LOOPBACK, destinations=(Destination(storescp.aet, LOOPBACK, storescp.port),)
+        )
+        with QueryRetrieveSCP(db, config) as pacs:
+            study = str(next(iter(originals.values())).StudyInstanceUID)
+            dcmtk.run("movescu", "-S", "-aec", PACS_AET, "-aem", storescp.aet, "-k", "QueryRetrieveLevel=STUDY",
+                      "-k", f"StudyInstanceUID={study}", LOOPBACK, pacs.port)  # fmt: skip
+            received = storescp.wait_for(len(originals))
+    finally:
+        db.close()
+    by_uid = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in received}
+    for path, header in originals.items():
+        assert data_set_bytes(by_uid[str(header.SOPInstanceUID)]) == data_set_bytes(path), path
