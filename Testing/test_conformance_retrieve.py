@@ -15,6 +15,7 @@ served from separate databases, so every file is sent once.
 
 from __future__ import annotations
 
+import re
 from io import BytesIO
 from pathlib import Path
 
@@ -228,3 +229,26 @@ def test_move_sends_the_stored_bytes(dcmtk, shared_series, storescp_factory, fol
     by_uid = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in received}
     for path, header in originals.items():
         assert data_set_bytes(by_uid[str(header.SOPInstanceUID)]) == data_set_bytes(path), path
+
+
+def test_lossy_instances_are_not_decompressed(dcmtk, shared_series, tmp_path):
+    """A JPEG Baseline (lossy) instance is not decoded for a requester that accepts only
+    uncompressed syntaxes: the sub-operation fails (the receiver could not tell from the transfer
+    syntax that the pixels went through lossy compression)."""
+    folder = shared_series.parent / "series2" / "dev_color_ybr_jpeg"
+    originals = instances([folder])
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in originals.values()} == {"1.2.840.10008.1.2.4.50"}
+    db = Database(tmp_path / "db")
+    try:
+        db.import_paths([folder])
+        with QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK)) as pacs:
+            study = str(next(iter(originals.values())).StudyInstanceUID)
+            keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}
+            out = tmp_path / "out"
+            result = getscu(dcmtk, pacs.port, out, keys)
+    finally:
+        db.close()
+    assert list(out.iterdir()) == []
+    final = (result.stdout + result.stderr).rsplit("C-GET Response", 1)[-1]
+    assert "OutOfResourcesSubOperations" in final, final  # 0xA702: every sub-operation failed
+    assert re.search(r"Number of Failed Suboperations\s*: 1", final), final
