@@ -381,3 +381,30 @@ def test_the_browser_source_of_a_dicomweb_node_rechecks_too(ask):
     assert [r.PatientID for r in source.search("study", {"PatientName": "Doe^Pete"})] == []
     assert [r.PatientID for r in source.search("study", {"PatientName": "Doe^Peter"})] == ["C1"]
     assert [r.PatientID for r in source.search("patient", {"PatientName": "Doe^Peter"})] == ["C1"]
+
+
+def test_qido_query_strings_are_rfc3986_and_readable_by_orthanc():
+    """The forms the QIDO cases above send (checked against Orthanc 1.10 there): lists with
+    commas, no percent-escape in matching values, full time bounds, lists with wildcards split."""
+    import re
+
+    from DICOMPlusLib.network.dicomweb import _query_string, qido_split
+
+    sent = _query_string({
+        "PatientName": "Wang^XiaoDong=王^小東=",
+        "ModalitiesInStudy": "CT\\MR",
+        "StudyInstanceUID": "1.2.3\\1.2.4",
+        "StudyDescription": "Chest CT",
+        "StudyTime": "-0930",
+        "includefield": "00100010,00100020",
+    })  # fmt: skip
+    assert sent == (
+        "PatientName=Wang*XiaoDong=*&ModalitiesInStudy=CT,MR&StudyInstanceUID=1.2.3,1.2.4"
+        "&StudyDescription=Chest*CT&StudyTime=-093059.999999&includefield=00100010,00100020"
+    )
+    assert re.fullmatch(r"[A-Za-z0-9\-._~*?,=&%]*", sent)  # RFC 3986 query characters only
+    assert qido_split({"ModalitiesInStudy": "S?\\O*", "PatientID": "C1"}) == [
+        {"ModalitiesInStudy": "S?", "PatientID": "C1"},
+        {"ModalitiesInStudy": "O*", "PatientID": "C1"},
+    ]
+    assert qido_split({"ModalitiesInStudy": "CT\\MR"}) == [{"ModalitiesInStudy": "CT\\MR"}]
