@@ -348,12 +348,13 @@ def test_sequence_and_private_return_keys(ask):
     """A sequence asked as a return key comes back with the stored items; private return keys
     come back (with the stored value when the block's creator is the one asked for)."""
     keys = {"PatientID": "C1"}
-    extra = ["ProcedureCodeSequence", f"(0019,0010)={PRIVATE_CREATOR}", "(0019,1010)"]
+    extra = ["ProcedureCodeSequence", f"(0019,0010)={PRIVATE_CREATOR}", "(0019,1010)", "(0029,0010)"]
     for answers in (ask.serve(keys, extra), ask.orthanc_find(keys, extra)):
         assert len(answers) == 1
         codes = [str(item.CodeValue) for item in answers[0].ProcedureCodeSequence]
         assert codes == ["CTCHEST"]
         assert 0x00190010 in answers[0] and 0x00191010 in answers[0]
+        assert 0x00290010 in answers[0] and not answers[0][0x00290010].value  # not stored: empty
     (ours,) = ask.serve(keys, extra)
     assert ours[0x00191010].value in (b"private C1", "private C1")
 
