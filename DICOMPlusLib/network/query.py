@@ -252,9 +252,9 @@ def check_answer(
     """(the first key ``record`` does not meet, or None; the keys that could not be checked).
 
     Matching is local search's (PS3.4 C.2.2.2, :mod:`DICOMPlusLib.database.matching`).
-    ``ds``, the answer as received (C-FIND), tells an absent attribute from an empty one and
-    holds the sequences a ``Sequence.Keyword`` key is checked against; without it (QIDO-RS
-    records) an empty value cannot be checked."""
+    ``ds``, the answer as received (C-FIND), holds the sequences a ``Sequence.Keyword`` key is
+    checked against. A key the answer carries no value for is not checked: a peer that ignores
+    a key omits it (dcmqrscp) or returns it empty, and a peer that matched it returns a value."""
     from DICOMPlusLib.database.matching import MatchKind, SequenceCriterion, parse_criteria
 
     try:
@@ -266,12 +266,12 @@ def check_answer(
         if criterion.kind is MatchKind.UNIVERSAL:
             continue
         if isinstance(criterion, SequenceCriterion):
-            present = ds is not None and criterion.keyword in ds
-            stored = ds[criterion.keyword].value if present else None
+            stored = ds[criterion.keyword].value if ds is not None and criterion.keyword in ds else None
+            present = bool(stored)
             label = next(k for k in criteria if k.split(".")[0] == criterion.keyword)
         else:
             stored = _answer_value(record, criterion.keyword)
-            present = stored not in (None, "") or (ds is not None and criterion.keyword in ds)
+            present = stored not in (None, "")
             label = next((k for k in criteria if k == criterion.keyword), criterion.keyword)
         if not present or (ds is not None and not _representable(str(criteria[label]), ds)):
             unchecked.append(label)
