@@ -252,3 +252,24 @@ def test_lossy_instances_are_not_decompressed(dcmtk, shared_series, tmp_path):
     final = (result.stdout + result.stderr).rsplit("C-GET Response", 1)[-1]
     assert "OutOfResourcesSubOperations" in final, final  # 0xA702: every sub-operation failed
     assert re.search(r"Number of Failed Suboperations\s*: 1", final), final
+
+
+def test_get_sends_an_instance_stored_without_file_meta(dcmtk, tmp_path):
+    """A bare data set (no preamble or File Meta Information, as some archives write) is sent too."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "2.25.901", "2.25.902", "2.25.903"
+    ds.PatientName, ds.PatientID, ds.Modality = "Bare^Data^Set", "BARE", "OT"
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "bare", implicit_vr=True, little_endian=True)
+    assert (tmp_path / "in" / "bare").read_bytes()[128:132] != b"DICM"
+    db = Database(tmp_path / "db")
+    try:
+        db.import_paths([tmp_path / "in"])
+        with QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK)) as pacs:
+            out = tmp_path / "out"
+            getscu(dcmtk, pacs.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "2.25.902"})
+    finally:
+        db.close()
+    (received,) = [pydicom.dcmread(p) for p in out.iterdir()]
+    assert received.SOPInstanceUID == "2.25.901" and received.PatientName == "Bare^Data^Set"

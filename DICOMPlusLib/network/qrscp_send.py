@@ -98,6 +98,17 @@ def _accepted(assoc, sop_class: str) -> set[str]:
     }
 
 
+def _read(path: str, stored: str):
+    """The stored instance as pydicom reads it; a bare data set (no File Meta Information, as
+    some archives write) gets the transfer syntax the database recorded for it."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, force=True)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = stored
+    return ds
+
+
 def _decoded(path: str, stored: str, accepted: set[str]):
     """The instance decoded into an accepted uncompressed syntax."""
     import pydicom
@@ -109,7 +120,7 @@ def _decoded(path: str, stored: str, accepted: set[str]):
         )
     if stored not in LOSSLESS:
         raise DecodeRefused(f"stored in lossy {pydicom.uid.UID(stored).name}: not decompressed")
-    ds = pydicom.dcmread(path)
+    ds = _read(path, stored)
     if ds.file_meta.TransferSyntaxUID.is_compressed and "PixelData" in ds:
         try:
             ds.decompress(as_rgb=False, generate_instance_uid=False)
@@ -149,8 +160,9 @@ def install_sender(assoc) -> None:
         if stored in accepted:
             try:
                 return original(Path(path), **kwargs)
-            except AttributeError:  # no File Meta Information to stream after (a bare data set)
-                return original(pydicom.dcmread(path, force=True), **kwargs)
+            except (AttributeError, pydicom.errors.InvalidDicomError):
+                # no File Meta Information to stream after (a bare data set): pynetdicom encodes it
+                return original(_read(path, stored), **kwargs)
         if pydicom.uid.UID(stored).is_compressed or stored not in (
             EXPLICIT_LE,
             IMPLICIT_LE,
@@ -162,7 +174,7 @@ def install_sender(assoc) -> None:
                 logger.warning("cannot send %s: %s", dataset.SOPInstanceUID, exc)
                 raise
             return original(decoded, **kwargs)
-        return original(pydicom.dcmread(path), **kwargs)
+        return original(_read(path, stored), **kwargs)
 
     assoc.send_c_store = send_c_store
     assoc._dicomplus_sender = True
