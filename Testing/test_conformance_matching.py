@@ -389,9 +389,9 @@ def test_qido_query_strings_are_rfc3986_and_readable_by_orthanc():
     commas, no percent-escape in matching values, full time bounds, lists with wildcards split."""
     import re
 
-    from DICOMPlusLib.network.dicomweb import _query_string, qido_split
+    from DICOMPlusLib.network.qido import qido_split, query_string
 
-    sent = _query_string({
+    sent = query_string({
         "PatientName": "Wang^XiaoDong=王^小東=",
         "ModalitiesInStudy": "CT\\MR",
         "StudyInstanceUID": "1.2.3\\1.2.4",

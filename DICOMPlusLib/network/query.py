@@ -15,8 +15,8 @@ with the character set they declare.
 Every answer is re-checked against the criteria with the matching rules of local search
 (:mod:`DICOMPlusLib.database.matching`): peers ignore keys they do not index (dcmqrscp answers a
 ``SeriesDescription=*T1*`` query with every series), and a DICOMweb query may ask a superset
-(see :func:`DICOMPlusLib.network.dicomweb.qido_split`). What was left out is counted in a
-:class:`QueryReport` and logged.
+(see :func:`DICOMPlusLib.network.qido.qido_split`). What was left out is counted in a
+:class:`~DICOMPlusLib.network.answers.QueryReport` and logged.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import NetworkError, QueryError
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 from DICOMPlusLib.network import qrscu
+from DICOMPlusLib.network.answers import QueryReport, checked
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, RetrieveMethod, check_ae_title
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def _person_name_key(text: str) -> str:
     name, as a pattern that also finds the name stored with trailing delimiters (``Doe^Jane`` ->
     ``Doe^Jane*``) and whose ``?`` is ``*`` (a peer's ``?`` may match one byte of an accented
     letter): peers that compare delimiters or bytes (Orthanc 1.10) then answer a superset, which
-    :func:`check_answer` narrows to what matches. A list is sent as it is, normalised (peers do
+    :func:`~DICOMPlusLib.network.answers.check_answer` narrows to what matches. A list is sent as it is, normalised (peers do
     not apply wildcards inside a list)."""
     names = ["=".join(g.rstrip("^ ") for g in v.split("=")).rstrip("=") for v in text.split("\\")]
     if len(names) > 1:
@@ -215,117 +216,14 @@ def record_from_identifier(level: QueryLevel, ds: Dataset, extra_keys: Iterable[
     return cls(**values, extra=extra)
 
 
-@dataclass
-class QueryReport:
-    """How many answers a query received, how many were left out because they do not match the
-    criteria (the peer ignored a key, or the request asked a superset), and which keys could
-    not be checked because the peer did not return them (dcmqrscp omits the keys it does not
-    support: its answers are then not filtered by them)."""
-
-    received: int = 0
-    filtered: int = 0
-    filtered_keys: dict[str, int] = field(default_factory=dict)
-    unchecked_keys: dict[str, int] = field(default_factory=dict)
-
-    def message(self) -> str:
-        parts = []
-        if self.filtered:
-            keys = ", ".join(f"{k} ({n})" for k, n in sorted(self.filtered_keys.items()))
-            parts.append(
-                f"{self.filtered} of {self.received} answers did not match the criteria and were left out: {keys}"
-            )
-        for key, n in sorted(self.unchecked_keys.items()):
-            parts.append(f"the peer did not return {key} in {n} answers, which are not checked against it")
-        return "; ".join(parts)
-
-
-def _answer_value(record: Record, keyword: str):
-    value = getattr(record, keyword, None) if keyword[0].isupper() else None
-    if value is None:
-        value = record.extra.get(keyword)
-    return value
-
-
-def check_answer(
-    record: Record, criteria: Mapping[str, str], ds: Dataset | None = None
-) -> tuple[str | None, list[str]]:
-    """(the first key ``record`` does not meet, or None; the keys that could not be checked).
-
-    Matching is local search's (PS3.4 C.2.2.2, :mod:`DICOMPlusLib.database.matching`).
-    ``ds``, the answer as received (C-FIND), holds the sequences a ``Sequence.Keyword`` key is
-    checked against. A key the answer carries no value for is not checked: a peer that ignores
-    a key omits it (dcmqrscp) or returns it empty, and a peer that matched it returns a value."""
-    from DICOMPlusLib.database.matching import MatchKind, SequenceCriterion, parse_criteria
-
-    try:
-        parsed = parse_criteria(dict(criteria))
-    except Exception:  # an unknown keyword was refused before the query was sent
-        return None, []
-    unchecked = []
-    for criterion in parsed:
-        if criterion.kind is MatchKind.UNIVERSAL:
-            continue
-        if isinstance(criterion, SequenceCriterion):
-            stored = ds[criterion.keyword].value if ds is not None and criterion.keyword in ds else None
-            present = bool(stored)
-            label = next(k for k in criteria if k.split(".")[0] == criterion.keyword)
-        else:
-            stored = _answer_value(record, criterion.keyword)
-            present = stored not in (None, "")
-            label = next((k for k in criteria if k == criterion.keyword), criterion.keyword)
-        if not present or (ds is not None and not _representable(str(criteria[label]), ds)):
-            unchecked.append(label)
-        elif not criterion.matches(stored):
-            return label, unchecked
-    return None, unchecked
-
-
-def _representable(text: str, ds: Dataset) -> bool:
-    """Whether the answer's character set (PS3.3 C.12.1.1.2) can hold ``text``: a peer that
-    answers in Latin-1 (Orthanc's default) replaces the characters it cannot encode, so such an
-    answer cannot be checked against a Japanese or Cyrillic key."""
-    if text.isascii():
-        return True
-    from pydicom.charset import python_encoding
-
-    charsets = ds.get("SpecificCharacterSet") or ""
-    charsets = [charsets] if isinstance(charsets, str) else list(charsets)
-    if any("2022" in c for c in charsets):
-        return True  # code extensions: several repertoires, assume the name fits
-    codec = python_encoding.get(str(charsets[0]).strip() if charsets else "", "ascii")
-    try:
-        text.encode(codec)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-def _checked(answers: Iterable[tuple[Record, Dataset | None]], criteria: Mapping[str, str], report: QueryReport,
-             limit: int | None) -> Iterator[Record]:  # fmt: skip
-    count = 0
-    for record, ds in answers:
-        report.received += 1
-        key, unchecked = check_answer(record, criteria, ds)
-        for k in unchecked:
-            report.unchecked_keys[k] = report.unchecked_keys.get(k, 0) + 1
-        if key is not None:
-            report.filtered += 1
-            report.filtered_keys[key] = report.filtered_keys.get(key, 0) + 1
-            continue
-        yield record
-        count += 1
-        if limit is not None and count >= limit:
-            return
-
-
 def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str] | None = None, *,
                     limit: int | None = None, report: QueryReport | None = None) -> Iterator[Record]:  # fmt: skip
     """QIDO-RS records matching ``criteria`` exactly: asked in as many requests as it takes
-    (:func:`~DICOMPlusLib.network.dicomweb.qido_split`), each entity once, every answer
+    (:func:`~DICOMPlusLib.network.qido.qido_split`), each entity once, every answer
     re-checked (the requests may ask a superset, see
-    :func:`~DICOMPlusLib.network.dicomweb.qido_split`); ``client`` is a
+    :func:`~DICOMPlusLib.network.qido.qido_split`); ``client`` is a
     :class:`~DICOMPlusLib.network.dicomweb.DicomwebClient`."""
-    from DICOMPlusLib.network.dicomweb import qido_split
+    from DICOMPlusLib.network.qido import qido_split
 
     level = _level(level)
     criteria = dict(criteria or {})
@@ -343,7 +241,7 @@ def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str]
                     seen.add(key)
                 yield record, None
 
-    yield from _checked(answers(), criteria, report, limit)
+    yield from checked(answers(), criteria, report, limit)
 
 
 def _unique_fields(level: QueryLevel) -> list[str]:
@@ -424,7 +322,7 @@ def _query(node, level, criteria, *, model, calling_ae_title, limit, cancel, tim
                         if getattr(record, unique) in seen:
                             continue
                         seen.add(getattr(record, unique))
-                    if not any(True for _ in _checked([(record, ds)], crit, report, None)):
+                    if not any(True for _ in checked([(record, ds)], crit, report, None)):
                         continue
                     yield record
                     count += 1
