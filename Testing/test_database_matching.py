@@ -165,3 +165,48 @@ def test_unknown_keyword_is_a_clear_error(db):
     database, _ = db
     with pytest.raises(DatabaseError, match="unknown DICOM keyword"):
         database.search("study", {"PatientsNickname": "x"})
+
+
+def test_multiple_values_on_any_multi_valued_vr(db):
+    """C.2.2.2.8: each value of a list may be a single value or a wildcard (SQL and Python)."""
+    database, _ = db
+    assert ids(database.search("study", {"ModalitiesInStudy": "MR\\CT"})) == ["P1", "P2", "P3", "P_4"]
+    assert ids(database.search("study", {"StudyDescription": "Knee\\Abd*"})) == ["P3", "P_4"]
+    assert ids(database.search("patient", {"PatientName": "doe^john\\Smith*"})) == ["P1", "P3"]
+    assert Criterion.parse("StudyDescription", "Knee\\Abd*").kind is MatchKind.MULTIPLE
+    assert Criterion.parse("ImageType", "SECONDARY\\AX*").matches("ORIGINAL\\PRIMARY\\AXIAL")
+    # a backslash is a character in ST/LT/UT: no list there
+    assert Criterion.parse("ImageComments", "a\\b").kind is MatchKind.SINGLE
+
+
+def test_short_time_bounds_cover_their_unit_and_names_normalise():
+    assert Criterion.parse("StudyTime", "-0930").matches("093059.5")
+    assert not Criterion.parse("StudyTime", "-0930").matches("093100")
+    assert Criterion.parse("StudyTime", "0930-10").matches("105959")
+    for stored in ("Wang^XiaoDong=王^小東=", "Wang^XiaoDong=王^小東", "wang^xiaodong^^=王^小東^="):
+        assert Criterion.parse("PatientName", "Wang^XiaoDong=王^小東").matches(stored), stored
+        assert Criterion.parse("PatientName", "Wang^XiaoDong=王^小東=").matches(stored), stored
+
+
+def test_sequence_keys_match_one_item_with_every_key():
+    from pydicom import Dataset
+
+    from DICOMPlusLib.database.matching import SequenceCriterion, parse_criteria
+
+    def item(value, scheme):
+        ds = Dataset()
+        ds.CodeValue, ds.CodingSchemeDesignator = value, scheme
+        return ds
+
+    stored = [item("A1", "X"), item("B2", "Y")]
+    (one,) = parse_criteria(
+        {"ProcedureCodeSequence.CodeValue": "A*", "ProcedureCodeSequence.CodingSchemeDesignator": "X"}
+    )
+    assert isinstance(one, SequenceCriterion) and one.matches(stored)
+    (mixed,) = parse_criteria(
+        {"ProcedureCodeSequence.CodeValue": "A1", "ProcedureCodeSequence.CodingSchemeDesignator": "Y"}
+    )
+    assert not mixed.matches(stored)  # both keys must hold in the same item
+    assert not one.matches(None) and not one.matches([])
+    with pytest.raises(DatabaseError, match="not a sequence"):
+        parse_criteria({"PatientName.CodeValue": "x"})

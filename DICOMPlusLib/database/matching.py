@@ -10,7 +10,17 @@ on a tag that only lives in the stored header (``RepetitionTime``) follow the sa
 - wildcard matching (C.2.2.2.4): ``*`` any run of characters, ``?`` one character; SQL's own
   wildcard characters ``%`` and ``_`` in the value are matched literally;
 - list of UID matching (C.2.2.2.2): ``uid1\\uid2`` for UI attributes;
-- range matching (C.2.2.2.5): ``a-b``, ``-b``, ``a-`` for DA, TM and DT.
+- range matching (C.2.2.2.5): ``a-b``, ``-b``, ``a-`` for DA, TM and DT; an upper bound with
+  fewer digits than the stored value covers the whole unit it names (``-0930`` takes
+  ``093000`` and ``093059``), as for DT;
+- multiple value matching (C.2.2.2.8): ``CT\\MR`` matches when any of the values matches, on
+  every VR whose values may be multiple (not ST, LT, UT, UR, where ``\\`` is a character);
+- sequence matching (C.2.2.2.6): a key written ``Sequence.Keyword`` (``ProcedureCodeSequence.
+  CodeValue=CTCHEST``; deeper paths nest) matches when one item of the stored sequence matches
+  every key given for that sequence (:class:`SequenceCriterion`).
+
+Person names (PN) compare after :func:`normalize_pn`, on every path (SQL column, stored header,
+network key), so ``Wang^XiaoDong=王^小東=`` and ``Wang^XiaoDong=王^小東`` are the same name.
 """
 
 from __future__ import annotations
@@ -23,6 +33,9 @@ from dataclasses import dataclass
 from DICOMPlusLib.errors import DatabaseError
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
+# VRs whose value is one text in which a backslash is an ordinary character (PS3.5 6.2)
+_SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UR", "OB", "OW", "OD", "OF", "OL", "OV", "UN", "SQ"})
+_NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
 
 
 class MatchKind(enum.Enum):
@@ -31,6 +44,7 @@ class MatchKind(enum.Enum):
     WILDCARD = "wildcard"
     UID_LIST = "uid_list"
     RANGE = "range"
+    MULTIPLE = "multiple"
 
 
 def keyword_vr(keyword: str) -> str:
@@ -46,8 +60,24 @@ def keyword_vr(keyword: str) -> str:
 
 
 def normalize_pn(value: str) -> str:
-    """PN values compare without case and without trailing empty components."""
-    return value.casefold()
+    """A person name as it compares: without case, without trailing empty components in each
+    component group and without trailing empty groups (PS3.5 6.2.1.1 lets a writer omit them,
+    so ``Doe^John^^=`` and ``Doe^John`` are one name)."""
+    groups = [g.rstrip("^ ") for g in str(value).split("=")]
+    return "=".join(groups).rstrip("=").casefold()
+
+
+def explicit_upper_bound(vr: str, value: str) -> str:
+    """A TM range with its upper bound written to the full precision it implies (``-0930`` ->
+    ``-093059.999999``), for peers that compare the bound as it is written and so miss
+    ``093000`` (Orthanc 1.10). Other values are returned unchanged."""
+    if vr != "TM" or "-" not in value or "\\" in value:
+        return value
+    low, _, high = value.partition("-")
+    digits = high.strip().replace(":", "")
+    if not digits or not digits.isdigit() or len(digits) not in (2, 4, 6):
+        return value
+    return f"{low}-{digits}{'5959'[: 6 - len(digits)] if len(digits) < 6 else ''}.999999"
 
 
 def _normalize_time(value: str) -> str:
@@ -63,13 +93,26 @@ class Criterion:
     low: str = ""
     high: str = ""
     values: tuple[str, ...] = ()
+    alternatives: tuple[Criterion, ...] = ()
 
     @classmethod
     def parse(cls, keyword: str, value: str | None) -> Criterion:
         vr = keyword_vr(keyword)
         text = "" if value is None else str(value)
+        if "\\" in text and vr not in _SINGLE_TEXT_VRS and vr != "UI":
+            parts = tuple(dict.fromkeys(p for p in text.split("\\") if p.strip()))
+            alternatives = tuple(cls._parse_one(keyword, vr, p) for p in parts)
+            if not alternatives or any(a.kind is MatchKind.UNIVERSAL for a in alternatives):
+                return cls(keyword, vr, MatchKind.UNIVERSAL)
+            if len(alternatives) == 1:
+                return alternatives[0]
+            return cls(keyword, vr, MatchKind.MULTIPLE, value=text, alternatives=alternatives)
+        return cls._parse_one(keyword, vr, text)
+
+    @classmethod
+    def _parse_one(cls, keyword: str, vr: str, text: str) -> Criterion:
         if vr == "PN":
-            text = text.rstrip("^ ")
+            text = normalize_pn(text)
         if text in ("", "*"):
             return cls(keyword, vr, MatchKind.UNIVERSAL)
         if vr in _RANGE_VRS and "-" in text:
@@ -99,6 +142,13 @@ class Criterion:
         k = self.kind
         if k is MatchKind.UNIVERSAL:
             return "1", []
+        if k is MatchKind.MULTIPLE:
+            parts, params = [], []
+            for alternative in self.alternatives:
+                sql, p = alternative.sql(column)
+                parts.append(sql)
+                params.extend(p)
+            return "(" + " OR ".join(parts) + ")", params
         if k is MatchKind.UID_LIST:
             return f"{column} IN ({','.join('?' * len(self.values))})", list(self.values)
         if k is MatchKind.RANGE:
@@ -107,17 +157,16 @@ class Criterion:
                 parts.append(f"{column} >= ?")
                 params.append(self.low)
             if self.high:
-                # an open upper bound on a date also takes times within that date (DT)
                 parts.append(f"{column} <= ?")
-                params.append(self.high + ("\uffff" if self.vr == "DT" else ""))
+                params.append(self._upper())
             # only values that are dates/times at all: a malformed stored value ('***', 'unknown')
             # sorts before digits and would fall into every open lower range
             parts.append(f"{column} GLOB '[0-9]*'")
             return "(" + " AND ".join(parts) + ")", params
-        value = normalize_pn(self.value) if self.vr == "PN" else self.value
+        value = self.value
         if k is MatchKind.SINGLE:
             if self.vr in ("IS", "DS"):
-                return f"CAST({column} AS REAL) = ?", [float(value)]
+                return f"CAST({column} AS REAL) = ?", [_number(self.keyword, value)]
             return f"{column} = ?", [value]
         # Wildcards: GLOB is case-sensitive and treats only * ? [ specially; escape '['.
         pattern = value.replace("[", "[[]")
@@ -131,10 +180,12 @@ class Criterion:
             return True
         if stored is None:
             return False
+        if k is MatchKind.MULTIPLE:
+            return any(a.matches(stored) for a in self.alternatives)
         if isinstance(stored, tuple | list):
             return any(self.matches(v) for v in stored)
         text = str(stored).strip()
-        if "\\" in text and self.vr not in ("ST", "LT", "UT"):
+        if "\\" in text and self.vr not in _SINGLE_TEXT_VRS:
             return any(self.matches(part) for part in text.split("\\"))
         if k is MatchKind.UID_LIST:
             return text in self.values
@@ -145,12 +196,12 @@ class Criterion:
                 return False
             if self.low and text < self.low:
                 return False
-            return not (self.high and text > self.high + ("\uffff" if self.vr == "DT" else ""))
+            return not (self.high and text > self._upper())
         value = self.value
         if self.vr == "PN":
-            text, value = normalize_pn(text), normalize_pn(value)
+            text = normalize_pn(text)
         if k is MatchKind.SINGLE:
-            if self.vr in ("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD"):
+            if self.vr in _NUMERIC_VRS:
                 try:
                     return float(text) == float(value)
                 except ValueError:
@@ -158,6 +209,18 @@ class Criterion:
             return text == value
         regex = _wildcard_regex(value)
         return regex.fullmatch(text) is not None
+
+    def _upper(self) -> str:
+        """The upper bound of a range as it compares with stored text: a time or date-time
+        bound covers every value that starts with it (``0930`` takes ``093059.5``)."""
+        return self.high + ("\uffff" if self.vr in ("DT", "TM") else "")
+
+
+def _number(keyword: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise DatabaseError(f"{keyword} needs a number, not {value!r}") from None
 
 
 def _wildcard_regex(pattern: str) -> re.Pattern[str]:
@@ -167,6 +230,67 @@ def _wildcard_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
-def parse_criteria(items: dict[str, str] | list[tuple[str, str]]) -> list[Criterion]:
+@dataclass(frozen=True)
+class SequenceCriterion:
+    """Sequence matching (PS3.4 C.2.2.2.6): the key of a sequence attribute is one item of item
+    keys; an entity matches when one of the items of its stored sequence matches every item key
+    (an item without keys matches any sequence, as universal matching)."""
+
+    keyword: str
+    items: tuple[Criterion | SequenceCriterion, ...]
+    vr: str = "SQ"
+
+    @property
+    def kind(self) -> MatchKind:
+        return MatchKind.UNIVERSAL if not self.items else MatchKind.SINGLE
+
+    def matches(self, stored) -> bool:
+        if not self.items:
+            return True
+        for item in stored or ():
+            if all(key.matches(_item_value(item, key)) for key in self.items):
+                return True
+        return False
+
+
+def _item_value(item, key: Criterion | SequenceCriterion):
+    """The value of ``key`` in a pydicom item, as :meth:`Criterion.matches` takes it."""
+    elem = item.get(key.keyword)
+    if elem is None:
+        return None
+    value = item[key.keyword].value
+    if isinstance(key, SequenceCriterion):
+        return value
+    if value is None:
+        return None
+    if isinstance(value, str | bytes | int | float):
+        return value
+    if type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return str(value)
+
+
+def _sequence_criterion(path: list[str], value: str) -> Criterion | SequenceCriterion:
+    if len(path) == 1:
+        return Criterion.parse(path[0], value)
+    if keyword_vr(path[0]) != "SQ":
+        raise DatabaseError(f"{path[0]} is not a sequence: {'.'.join(path)} cannot be matched")
+    return SequenceCriterion(path[0], (_sequence_criterion(path[1:], value),))
+
+
+def _merge(criteria: list) -> list:
+    """Keys into one sequence make one item key: ``S.A=x`` and ``S.B=y`` match one item."""
+    out: list = []
+    for c in criteria:
+        same = next((o for o in out if isinstance(o, SequenceCriterion) and o.keyword == c.keyword), None)
+        if isinstance(c, SequenceCriterion) and same is not None:
+            out[out.index(same)] = SequenceCriterion(c.keyword, tuple(_merge([*same.items, *c.items])))
+        else:
+            out.append(c)
+    return out
+
+
+def parse_criteria(items: dict[str, str] | list[tuple[str, str]]) -> list[Criterion | SequenceCriterion]:
     pairs = items.items() if isinstance(items, dict) else items
-    return [Criterion.parse(k, v) for k, v in pairs]
+    parsed = [_sequence_criterion(k.split("."), v) if "." in k else Criterion.parse(k, v) for k, v in pairs]
+    return _merge(parsed)

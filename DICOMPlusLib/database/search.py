@@ -13,7 +13,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database.headerscan import ScanError, scan
-from DICOMPlusLib.database.matching import Criterion, MatchKind, parse_criteria
+from DICOMPlusLib.database.matching import Criterion, MatchKind, SequenceCriterion, parse_criteria
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 
@@ -192,9 +192,15 @@ def build_query(
 def _header_matches(
     conn: sqlite3.Connection, lv: str, row: sqlite3.Row, header: list[Criterion]
 ) -> dict[str, object] | None:
-    """The header keys' values of the first instance under ``row`` that matches them all."""
+    """The header keys' values of the first instance under ``row`` that matches them all.
+    Sequence keys (C.2.2.2.6) are matched on the header as pydicom reads it."""
+    from io import BytesIO
+
+    import pydicom
     from pydicom.datadict import tag_for_keyword
 
+    sequences = [c for c in header if isinstance(c, SequenceCriterion)]
+    header = [c for c in header if not isinstance(c, SequenceCriterion)]
     wanted = frozenset(tag_for_keyword(c.keyword) for c in header)
     source, link = _DOWN[lv]
     key = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}[lv]
@@ -208,8 +214,16 @@ def _header_matches(
         except ScanError:
             continue
         found = {c.keyword: values.get(tag_for_keyword(c.keyword)) for c in header}
-        if all(c.matches(found[c.keyword]) for c in header):
-            return found
+        if not all(c.matches(found[c.keyword]) for c in header):
+            continue
+        if sequences:
+            try:
+                ds = pydicom.dcmread(BytesIO(blob), force=True, stop_before_pixels=True)
+            except Exception:  # an unreadable header matches no key
+                continue
+            if not all(c.matches(ds[c.keyword].value if c.keyword in ds else None) for c in sequences):
+                continue
+        return found
     return None
 
 

@@ -93,7 +93,7 @@ def cmd_echo(args) -> int:
     if args.json:
         print_json(result.to_dict())
     elif result.ok:
-        print(f"ok: {node.address} answered C-ECHO in {result.seconds * 1000:.0f} ms")
+        print(f"ok: {result.message} in {result.seconds * 1000:.0f} ms")
     else:
         print(f"failed ({result.problem.value}): {result.message}")
     return Exit.OK if result.ok else Exit.FAILED

@@ -27,6 +27,7 @@ from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendE
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 from DICOMPlusLib.network import web_response
+from DICOMPlusLib.network.qido import query_string as _query_string
 
 if TYPE_CHECKING:
     import requests
@@ -143,14 +144,21 @@ def _value(item: dict, keyword: str):
     if not element or "Value" not in element or not element["Value"]:
         return None
     values = element["Value"]
-    if element.get("vr") == "PN":
-        values = [v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values]
+    if element.get("vr") == "PN":  # all component groups, as local search and C-FIND keep them
+        values = [_person_name(v) for v in values]
     if keyword in _INT_KEYWORDS:
         try:
             return int(float(values[0]))
         except (TypeError, ValueError):
             return None
     return "\\".join(str(v) for v in values)
+
+
+def _person_name(value) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    groups = [str(value.get(k, "")) for k in ("Alphabetic", "Ideographic", "Phonetic")]
+    return "=".join(groups).rstrip("=")
 
 
 def record_from_json(level: QueryLevel, item: dict):
@@ -546,13 +554,6 @@ def client_for(node, *, timeout: float = 30.0) -> DicomwebClient:
             timeout=timeout,
         )
     )
-
-
-def _query_string(params: dict[str, object]) -> str:
-    """Encode QIDO parameters, leaving the wildcards ``*`` and ``?`` and the list separator ``,``
-    as they are (RFC 3986 allows them in a query; some servers, Orthanc 1.10 among them, do not
-    decode ``%2A`` back into a wildcard)."""
-    return "&".join(f"{quote(str(k), safe='')}={quote(str(v), safe='*?,')}" for k, v in params.items())
 
 
 def _never_connected(exc: BaseException) -> bool:

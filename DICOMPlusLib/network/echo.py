@@ -3,6 +3,10 @@
 ``echo(node)`` never raises for network problems: it returns an :class:`EchoResult` whose
 ``problem`` says what went wrong (nothing listens, the peer rejected us and why, no answer) and
 whose ``message`` says what to check.
+
+A DICOMweb node (its retrieve method is DICOMweb) has no C-ECHO: :func:`echo_dicomweb` asks
+its QIDO-RS service for one study (PS3.18 10.6) and diagnoses the answer (nothing listens, TLS,
+credentials refused, the URL is not a DICOMweb service root, the server fails).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class EchoProblem(enum.Enum):
     NO_VERIFICATION = "verification not supported"
     FAILED = "C-ECHO failed"
     PROTOCOL = "not a DICOM peer"
+    UNAUTHORIZED = "credentials refused"
+    NOT_DICOMWEB = "not a DICOMweb service"
+    SERVER_ERROR = "server error"
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,12 @@ def echo(
     calling_ae_title: str = DEFAULT_AE_TITLE,
     timeout: float = 10.0,
 ) -> EchoResult:
-    """Associate with ``node`` proposing Verification, send C-ECHO, release."""
+    """Associate with ``node`` proposing Verification, send C-ECHO, release; for a DICOMweb node,
+    :func:`echo_dicomweb`."""
+    from DICOMPlusLib.network.query import uses_dicomweb
+
+    if uses_dicomweb(node):
+        return echo_dicomweb(node, timeout=timeout)
     calling = check_ae_title(calling_ae_title, "calling AE title")
     tls = node.tls_settings.client_context(node.host) if node.tls else None
     start = time.monotonic()
@@ -122,3 +134,69 @@ def echo(
             False, status=status, problem=EchoProblem.FAILED, message=f"C-ECHO status 0x{status:04X}"
         )
     return result(True, status=0, message=f"{node.address} answered C-ECHO")
+
+
+def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
+    """A QIDO-RS probe (``GET {url}/studies?limit=1``) with the node's credentials, diagnosed."""
+    import requests
+
+    from DICOMPlusLib.network.dicomweb import client_for
+
+    url = node.dicomweb_url.rstrip("/")
+    start = time.monotonic()
+
+    def result(ok: bool, **kw) -> EchoResult:
+        return EchoResult(node=node, ok=ok, seconds=time.monotonic() - start, **kw)
+
+    client = client_for(node, timeout=timeout)
+    try:
+        response = client.session.get(
+            client.base + "/studies",
+            params={"limit": 1},
+            headers={"Accept": "application/dicom+json"},
+            timeout=timeout,
+        )
+    except requests.exceptions.SSLError as exc:
+        return result(False, problem=EchoProblem.TLS, message=f"TLS with {url} failed: {exc}")
+    except requests.exceptions.Timeout:
+        return result(
+            False, problem=EchoProblem.TIMEOUT, message=f"{url} did not answer within {timeout:g} s"
+        )
+    except requests.exceptions.ConnectionError as exc:
+        text = str(exc)
+        if "refused" in text.lower():
+            return result(
+                False, problem=EchoProblem.REFUSED, message=f"nothing listens at {url} (connection refused)"
+            )
+        return result(False, problem=EchoProblem.UNREACHABLE, message=f"cannot reach {url}: {text}")
+    finally:
+        client.session.close()
+    code = response.status_code
+    if code in (401, 403):
+        how = "no credentials given" if not (node.dicomweb_token or node.dicomweb_user) else "check them"
+        return result(False, problem=EchoProblem.UNAUTHORIZED, message=f"{url} answered HTTP {code}: {how}")
+    if code == 404:
+        return result(
+            False,
+            problem=EchoProblem.NOT_DICOMWEB,
+            message=f"{url}/studies is not found (HTTP 404): give the DICOMweb root (Orthanc: .../dicom-web)",
+        )
+    if code >= 500:
+        return result(False, problem=EchoProblem.SERVER_ERROR, message=f"{url} answered HTTP {code}")
+    if code >= 400:
+        return result(
+            False, problem=EchoProblem.FAILED, message=f"{url} answered HTTP {code} to a QIDO-RS query"
+        )
+    kind = response.headers.get("Content-Type", "")
+    try:
+        answer = response.json() if response.content.strip() else []
+    except ValueError:
+        answer = None
+    if not isinstance(answer, list) or ("json" not in kind and response.content.strip()):
+        return result(
+            False,
+            problem=EchoProblem.NOT_DICOMWEB,
+            message=f"{url} answered HTTP {code} with {kind or 'no content type'}, not DICOM JSON: "
+            "is it the DICOMweb root?",
+        )
+    return result(True, message=f"{url} answered a QIDO-RS query (HTTP {code})")

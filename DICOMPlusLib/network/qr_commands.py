@@ -56,18 +56,21 @@ def _node(args):
 
 def cmd_query(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
-    from DICOMPlusLib.network.query import query
+    from DICOMPlusLib.network.query import QueryReport, query
 
     keys = parse_keys(args.keys)
     node = _node(args)
     rows = []
+    report = QueryReport()
     with cancel_on_interrupt(CancelToken()) as token:
         try:
             for record in query(node, args.level, keys, model=args.model, calling_ae_title=args.calling_ae,
-                                limit=args.limit, cancel=token, timeout=args.timeout):  # fmt: skip
+                                limit=args.limit, cancel=token, timeout=args.timeout, report=report):  # fmt: skip
                 rows.append(record.to_dict())
         except CancelledError:
             pass
+    if report.filtered or report.unchecked_keys:
+        print(f"{node.name}: {report.message()}", file=sys.stderr)
     if args.json:
         print_json(rows)
     else:

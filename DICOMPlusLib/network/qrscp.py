@@ -3,12 +3,14 @@
 Services: Verification (C-ECHO), Storage (C-STORE, through the same persist-then-respond path
 as the listener), C-FIND in the Patient Root and Study Root information models at every level
 they define (C.6.1, C.6.2), C-MOVE to configured destinations (an unknown destination answers
-0xA801, C.4.2.1.4.1) and C-GET (C.4.3). Matching is the database's own (PS3.4 C.2.2.2:
+0xA801, C.4.2.1.4.1; a known one that cannot be reached 0xA702 with the reason) and C-GET
+(C.4.3). Matching is the database's own (PS3.4 C.2.2.2:
 universal, single value, wildcard, UID list, date/time range), on any attribute the database
 stores; return keys the database has no column for are read from the stored headers.
 
-Built on pynetdicom (``start_server(block=False)``, event handlers); the retrieve sub-operations
-send what pynetdicom encodes from each stored file.
+Built on pynetdicom (``start_server(block=False)``, event handlers). The retrieve
+sub-operations send the stored bytes, or decode a losslessly compressed instance for a requester
+that accepts only uncompressed syntaxes (:mod:`~DICOMPlusLib.network.qrscp_send`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network import qrscp_send
 from DICOMPlusLib.network.dimse import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -122,6 +125,9 @@ class QueryRetrieveSCP:
         # Database reads run on two threads of our own: pynetdicom serves each association on a
         # new thread, and every thread that reads the database keeps a connection open.
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._stored_bytes = False
+        # the association carrying each running retrieve's C-STORE sub-operations, by id(event)
+        self._store_associations: dict[int, object] = {}
 
     def _read(self, func, *args, **kwargs):
         if self._readers is None:
@@ -164,7 +170,7 @@ class QueryRetrieveSCP:
         ):
             ae.add_supported_context(uid, uncompressed)
         syntaxes = transfer_syntaxes_preferred()
-        for uid in storage_sop_classes():
+        for uid in sorted(set(storage_sop_classes()) | self._stored_sop_classes()):
             # both roles: SCP for C-STORE pushed to us, SCU for C-GET sub-operations (PS3.7 D.3.3.4)
             ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
         self._build_context = build_context
@@ -180,6 +186,8 @@ class QueryRetrieveSCP:
             ),
         ]
         ssl_context = cfg.tls.server_context() if cfg.tls else None
+        qrscp_send.use_stored_bytes(True)
+        self._stored_bytes = True
         self.notifier.start()
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dicomplus-qr-db")
         try:
@@ -191,6 +199,16 @@ class QueryRetrieveSCP:
         logger.info("Q/R SCP %s listening on port %d", cfg.ae_title, self.port)
         return self
 
+    def _stored_sop_classes(self) -> set[str]:
+        """The private SOP classes of the stored instances (a vendor's, e.g. Philips
+        1.3.46.670589.11.0.0.12.2), so that a C-GET requester proposing them is accepted;
+        standard classes are those pynetdicom knows as storage classes."""
+        from pydicom.uid import UID
+
+        sql = "SELECT DISTINCT SOPClassUID FROM instances"
+        rows = self._read(lambda: self.db.reader().execute(sql).fetchall())
+        return {str(uid) for (uid,) in rows if uid and UID(uid).is_private}
+
     def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
@@ -198,6 +216,9 @@ class QueryRetrieveSCP:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
+        if self._stored_bytes:
+            self._stored_bytes = False
+            qrscp_send.use_stored_bytes(False)
         self.notifier.stop()
 
     def __enter__(self) -> QueryRetrieveSCP:
@@ -239,10 +260,17 @@ class QueryRetrieveSCP:
         criteria, wanted = [], []
         for elem in identifier:
             keyword = elem.keyword
-            if not keyword or elem.tag.group in (0x0000, 0x0002) or keyword in _SKIP:
+            if elem.tag.group in (0x0000, 0x0002) or keyword in _SKIP:
+                continue
+            if not keyword:
+                if elem.tag.is_private:  # returned (empty when unknown), never matched
+                    wanted.append(elem)
                 continue
             wanted.append(elem)
-            if elem.VR == "SQ" or elem.value in (None, "", b""):
+            if elem.VR == "SQ":
+                criteria += _sequence_keys(keyword, elem.value)
+                continue
+            if elem.value in (None, "", b""):
                 continue
             text = _text(elem.value)
             if text and text != "*":
@@ -263,16 +291,21 @@ class QueryRetrieveSCP:
             header = None
             for elem in wanted:
                 keyword = elem.keyword
-                value = values.get(keyword)
-                if value is None and elem.VR != "SQ":
+                value = values.get(keyword) if keyword else None
+                if value is None:
                     if header is None:
-                        header = self._representative_header(level, values)
-                    if header is not None and keyword in header:
-                        value = header[keyword].value
-                if elem.VR == "SQ":
-                    value = []
-                setattr(answer, keyword, "" if value is None else value)
-            if any(isinstance(v, str) and not v.isascii() for v in values.values()):
+                        header = self._representative_header(level, values) or Dataset()
+                    if elem.tag in header and _same_private_block(elem.tag, identifier, header):
+                        value = header[elem.tag].value
+                if not keyword:
+                    answer.add_new(elem.tag, header[elem.tag].VR if value is not None else elem.VR, value)
+                elif elem.VR == "SQ":
+                    setattr(answer, keyword, value or [])
+                else:
+                    setattr(answer, keyword, "" if value is None else value)
+            if any(isinstance(v, str) and not v.isascii() for v in values.values()) or (
+                header is not None and "SpecificCharacterSet" in header
+            ):
                 answer.SpecificCharacterSet = "ISO_IR 192"
             answer.RetrieveAETitle = self.config.ae_title
             yield PENDING, answer
@@ -321,37 +354,167 @@ class QueryRetrieveSCP:
         return contexts[:128]
 
     def _on_move(self, event):
+        from pynetdicom import evt
+
         destination = self._destinations.get(str(event.move_destination or "").strip())
         if destination is None:
             logger.info("C-MOVE to unknown destination %r refused (0xA801)", event.move_destination)
             yield None, None
             return
         records = self._matches(event)
-        yield destination.host, destination.port, {"contexts": self._contexts_for(records) or None}
-        yield len(records)
-        yield from self._sub_operations(event, records)
+
+        def established(store_event) -> None:
+            qrscp_send.install_sender(store_event.assoc)
+            self._store_associations[id(event)] = store_event.assoc
+
+        yield (
+            destination.host,
+            destination.port,
+            {
+                "contexts": self._contexts_for(records) or None,
+                "evt_handlers": [(evt.EVT_ESTABLISHED, established)],
+            },
+        )
+        restore = _explain_unreachable(event, destination, len(records), self.config.timeout)
+        try:
+            yield len(records)
+            yield from self._sub_operations(event, records)
+        finally:
+            restore()
+            self._store_associations.pop(id(event), None)
 
     def _on_get(self, event):
         records = self._matches(event)
+        qrscp_send.install_sender(event.assoc)
+        self._store_associations[id(event)] = event.assoc
         yield len(records)
-        yield from self._sub_operations(event, records)
+        try:
+            yield from self._sub_operations(event, records)
+        finally:
+            self._store_associations.pop(id(event), None)
 
     def _sub_operations(self, event, records):
+        """(status, dataset) per matched instance; the dataset is resolved into the stored bytes
+        or a decoded copy by the sender installed on the association that carries them."""
         import pydicom
 
+        commented = False
         for record in records:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            try:
-                ds = pydicom.dcmread(record.path)
-            except (OSError, pydicom.errors.InvalidDicomError) as exc:
-                logger.warning("cannot read %s for a retrieve: %s", record.path, exc)
-                failed = pydicom.Dataset()
-                failed.FailedSOPInstanceUIDList = record.SOPInstanceUID
-                yield UNABLE_TO_PROCESS, failed
-                return
-            yield PENDING, ds
+            assoc = self._store_associations.get(id(event))
+            if assoc is None or not getattr(assoc, "_dicomplus_sender", False):
+                try:  # no sender on that association: pynetdicom encodes the dataset
+                    yield PENDING, pydicom.dcmread(record.path)
+                except (OSError, pydicom.errors.InvalidDicomError) as exc:
+                    logger.warning("cannot read %s for a retrieve: %s", record.path, exc)
+                    failed = pydicom.Dataset()
+                    failed.FailedSOPInstanceUIDList = record.SOPInstanceUID
+                    yield UNABLE_TO_PROCESS, failed
+                    return
+                continue
+            status = PENDING
+            if not commented and qrscp_send.needs_decoding(
+                assoc, record.SOPClassUID, record.TransferSyntaxUID
+            ):
+                # the comment stays on this and every later response of the operation, the final one included
+                status = pydicom.Dataset()
+                status.Status = PENDING
+                status.ErrorComment = qrscp_send.DECOMPRESSED_COMMENT
+                commented = True
+            yield (
+                status,
+                qrscp_send.stored_instance(
+                    record.path, record.SOPClassUID, record.SOPInstanceUID, record.TransferSyntaxUID
+                ),
+            )
+
+
+SUB_OPERATIONS_FAILED = 0xA702
+MOVE_DESTINATION_UNKNOWN = 0xA801
+
+
+def _explain_unreachable(event, destination: Destination, count: int, timeout: float):
+    """Make the answer to a C-MOVE whose (known) destination cannot be reached say so.
+
+    pynetdicom answers 0xA801 "Move Destination unknown" whenever the association to the
+    destination fails, which sends the user looking for a configuration error. The destination
+    is known here: the answer becomes 0xA702 (sub-operations failed, PS3.4 C.4.2.1.5) with every
+    sub-operation counted as failed and an Error Comment that says why, as dcmqrscp does.
+    Returns the function that undoes the change (when the C-MOVE is over)."""
+    from pynetdicom.dimse_primitives import C_MOVE
+
+    dimse = event.assoc.dimse
+    original = dimse.send_msg
+    message_id = event.request.MessageID
+
+    def send_msg(primitive, context_id):
+        if (
+            isinstance(primitive, C_MOVE)
+            and primitive.Status == MOVE_DESTINATION_UNKNOWN
+            and primitive.MessageIDBeingRespondedTo == message_id
+        ):
+            reason = _why_unreachable(destination, min(timeout, 5.0))
+            logger.info("C-MOVE to %s failed: %s", destination, reason)
+            primitive.Status = SUB_OPERATIONS_FAILED
+            primitive.ErrorComment = reason[:64]
+            primitive.NumberOfRemainingSuboperations = None
+            primitive.NumberOfFailedSuboperations = count
+            primitive.NumberOfWarningSuboperations = 0
+            primitive.NumberOfCompletedSuboperations = 0
+        return original(primitive, context_id)
+
+    dimse.send_msg = send_msg
+
+    def restore() -> None:
+        if dimse.send_msg is send_msg:
+            del dimse.send_msg  # back to the class's method
+
+    return restore
+
+
+def _why_unreachable(destination: Destination, timeout: float) -> str:
+    try:
+        with socket.create_connection((destination.host, destination.port), timeout=timeout):
+            pass
+    except TimeoutError:
+        return f"{destination.ae_title} unreachable: no answer from {destination.host}:{destination.port}"
+    except OSError as exc:
+        return f"{destination.ae_title} unreachable at {destination.host}:{destination.port}: {exc.strerror or exc}"
+    return f"{destination.ae_title} at {destination.host}:{destination.port} refused the association"
+
+
+def _sequence_keys(keyword: str, items) -> list[tuple[str, str]]:
+    """The item keys of a sequence matching key (PS3.4 C.2.2.2.6: one item) as dotted search
+    keys ``Sequence.Keyword``; an empty item (or none) asks for the sequence only."""
+    keys = []
+    for item in list(items or [])[:1]:
+        for elem in item:
+            if (
+                not elem.keyword
+                or elem.tag.group in (0x0000, 0x0002)
+                or elem.keyword == "SpecificCharacterSet"
+            ):
+                continue
+            if elem.VR == "SQ":
+                keys += _sequence_keys(f"{keyword}.{elem.keyword}", elem.value)
+            elif elem.value not in (None, "", b""):
+                text = _text(elem.value)
+                if text and text != "*":
+                    keys.append((f"{keyword}.{elem.keyword}", text))
+    return keys
+
+
+def _same_private_block(tag, identifier, header) -> bool:
+    """A private data element is the one asked for only if its block has the same creator
+    (PS3.5 7.8.1); creator elements and public tags always are."""
+    if not tag.is_private or tag.element < 0x1000:
+        return True
+    creator = (tag.group << 16) | (tag.element >> 8)
+    if creator not in identifier or not identifier[creator].value:
+        return True
+    return creator in header and str(header[creator].value).strip() == str(identifier[creator].value).strip()
 
 
 def _text(value) -> str:

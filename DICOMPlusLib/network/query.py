@@ -11,6 +11,12 @@ the levels above the query level are single values. Matching values follow PS3.4
 local search (``PatientName=DOE*``, ``StudyDate=20240101-20241231``, ``Modality=CT``...). The
 request declares Specific Character Set ISO_IR 192 (UTF-8, PS3.5 6.1.2.5); responses are decoded
 with the character set they declare.
+
+Every answer is re-checked against the criteria with the matching rules of local search
+(:mod:`DICOMPlusLib.database.matching`): peers ignore keys they do not index (dcmqrscp answers a
+``SeriesDescription=*T1*`` query with every series), and a DICOMweb query may ask a superset
+(see :func:`DICOMPlusLib.network.qido.qido_split`). What was left out is counted in a
+:class:`~DICOMPlusLib.network.answers.QueryReport` and logged.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import NetworkError, QueryError
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 from DICOMPlusLib.network import qrscu
+from DICOMPlusLib.network.answers import QueryReport, checked
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, RetrieveMethod, check_ae_title
 
 if TYPE_CHECKING:
@@ -79,7 +87,8 @@ def normalize_criteria(
         keyword = str(keyword).strip()
         if level is QueryLevel.STUDY and keyword == "Modality":
             keyword = "ModalitiesInStudy"
-        _keyword_vr(keyword)
+        for part in keyword.split("."):  # Sequence.Keyword keys (C.2.2.2.6)
+            _keyword_vr(part)
         out[keyword] = "" if value is None else str(value)
     return out
 
@@ -109,7 +118,15 @@ def build_identifier(
     keys += [k for k in return_keys if k not in keys]
     keys += [k for k in criteria if k not in keys]
     for keyword in keys:
-        vr = _keyword_vr(keyword)
+        *sequences, leaf = keyword.split(".")
+        target = ds
+        for name in sequences:  # Sequence.Keyword: a key inside the sequence's one item (C.2.2.2.6)
+            if name not in target or not target[name].value:
+                target.add(DataElement(tag_for_keyword(name), "SQ", [Dataset()]))
+            target = target[name].value[0]
+        if leaf in target:
+            continue
+        vr = _keyword_vr(leaf)
         text = criteria.get(keyword, "")
         if vr == "SQ":
             value = []
@@ -120,10 +137,41 @@ def build_identifier(
                 value = int(text)
             except ValueError:
                 raise QueryError(f"{keyword} needs a number, not {text!r}") from None
+        elif vr == "PN":
+            value = _person_name_key(text)
         else:
-            value = text
-        ds.add(DataElement(tag_for_keyword(keyword), vr, value, validation_mode=pydicom_config.IGNORE))
+            value = explicit_upper_bound(vr, text)  # peers that compare "-0930" as written miss 093000
+        target.add(DataElement(tag_for_keyword(leaf), vr, value, validation_mode=pydicom_config.IGNORE))
     return ds
+
+
+def split_wildcard_lists(criteria: Mapping[str, str]) -> list[dict[str, str]]:
+    """The criteria as the C-FINDs that together ask them: one, unless a list of values has
+    wildcards (``ModalitiesInStudy=S?\\O*``), which peers (Orthanc 1.10) do not apply inside a
+    list (C.2.2.2.8); such a list becomes one C-FIND per value."""
+    variants: list[dict[str, str]] = [{}]
+    for key, value in criteria.items():
+        parts = [p for p in str(value).split("\\") if p]
+        vr = _keyword_vr(key.split(".")[-1])
+        if len(parts) > 1 and vr not in ("ST", "LT", "UT", "UR") and any("*" in p or "?" in p for p in parts):
+            variants = [{**v, key: p} for v in variants for p in dict.fromkeys(parts)]
+        else:
+            variants = [{**v, key: value} for v in variants]
+    return variants
+
+
+def _person_name_key(text: str) -> str:
+    """A PN matching value as sent: without trailing empty components and groups, and, for one
+    name, as a pattern that also finds the name stored with trailing delimiters (``Doe^Jane`` ->
+    ``Doe^Jane*``) and whose ``?`` is ``*`` (a peer's ``?`` may match one byte of an accented
+    letter): peers that compare delimiters or bytes (Orthanc 1.10) then answer a superset, which
+    :func:`~DICOMPlusLib.network.answers.check_answer` narrows to what matches. A list is sent as it is, normalised (peers do
+    not apply wildcards inside a list)."""
+    names = ["=".join(g.rstrip("^ ") for g in v.split("=")).rstrip("=") for v in text.split("\\")]
+    if len(names) > 1:
+        return "\\".join(names)
+    name = names[0].replace("?", "*")
+    return name if not name or name.endswith("*") else name + "*"
 
 
 def _text(value) -> str:
@@ -163,9 +211,43 @@ def record_from_identifier(level: QueryLevel, ds: Dataset, extra_keys: Iterable[
     values.setdefault(key, "")
     extra = {}
     for keyword in extra_keys:
-        if keyword not in fields and keyword not in _SKIP_EXTRA and keyword in ds:
+        if keyword not in fields and keyword not in _SKIP_EXTRA and "." not in keyword and keyword in ds:
             extra[keyword] = _text(ds.get(keyword))
     return cls(**values, extra=extra)
+
+
+def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str] | None = None, *,
+                    limit: int | None = None, report: QueryReport | None = None) -> Iterator[Record]:  # fmt: skip
+    """QIDO-RS records matching ``criteria`` exactly: asked in as many requests as it takes
+    (:func:`~DICOMPlusLib.network.qido.qido_split`), each entity once, every answer
+    re-checked (the requests may ask a superset, see
+    :func:`~DICOMPlusLib.network.qido.qido_split`); ``client`` is a
+    :class:`~DICOMPlusLib.network.dicomweb.DicomwebClient`."""
+    from DICOMPlusLib.network.qido import qido_split
+
+    level = _level(level)
+    criteria = dict(criteria or {})
+    report = report if report is not None else QueryReport()
+
+    def answers():
+        variants = qido_split(criteria)
+        seen: set[str] = set()
+        for variant in variants:
+            for record in client.search(level, variant):
+                key = getattr(record, _unique_fields(level)[0])
+                if len(variants) > 1:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                yield record, None
+
+    yield from checked(answers(), criteria, report, limit)
+
+
+def _unique_fields(level: QueryLevel) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(_RECORD[level]) if f.name[0].isupper()]
 
 
 def uses_dicomweb(node: RemoteNode) -> bool:
@@ -184,13 +266,26 @@ def query(
     cancel: CancelToken | None = None,
     timeout: float = 30.0,
     return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
 ) -> Iterator[Record]:
     """Yield the records matching ``criteria`` at ``level`` on ``node`` as they arrive.
 
     Stops after ``limit`` records (the rest of the C-FIND is cancelled, PS3.7 9.3.2.3) or when
     ``cancel`` is set. Raises :class:`QueryError` with what to check when the node cannot be
     reached, rejects us, does not answer within ``timeout`` seconds, or fails the query.
+    Answers that do not match ``criteria`` are left out and counted in ``report``.
     """
+    report = report if report is not None else QueryReport()
+    try:
+        yield from _query(node, level, criteria, model=model, calling_ae_title=calling_ae_title, limit=limit,
+                          cancel=cancel, timeout=timeout, return_keys=return_keys, report=report)  # fmt: skip
+    finally:
+        if report.filtered or report.unchecked_keys:
+            logger.info("query to %s: %s", node.name, report.message())
+
+
+def _query(node, level, criteria, *, model, calling_ae_title, limit, cancel, timeout, return_keys,
+           report: QueryReport) -> Iterator[Record]:  # fmt: skip
     level = _level(level)
     if model not in ("study", "patient"):
         raise QueryError(f"unknown information model {model!r}: use study or patient")
@@ -202,24 +297,39 @@ def query(
     if uses_dicomweb(node):
         from DICOMPlusLib.network.sources import DicomwebSource
 
-        yield from DicomwebSource(node).search(level, crit, limit=limit)
+        source = DicomwebSource(node, timeout=timeout)
+        if level is QueryLevel.PATIENT:  # QIDO-RS has none: the patients of the matching studies
+            yield from source.search(level, crit, limit=limit)
+        else:
+            yield from dicomweb_search(source.client, level, crit, limit=limit, report=report)
         return
     calling = check_ae_title(calling_ae_title, "calling AE title")
-    identifier = build_identifier(level, crit, model=model, return_keys=return_keys)
+    variants = split_wildcard_lists(crit)
+    identifiers = [build_identifier(level, v, model=model, return_keys=return_keys) for v in variants]
     extra_keys = list(crit) + [k for k in return_keys if k not in crit]
     sop_class = qrscu.MODELS[(model, "find")]
     assoc = open_for_query(node, calling, [sop_class], timeout)
     count = 0
+    seen: set[str] = set()
+    unique = _unique_fields(level)[0]
     try:
-        results = assoc.find(sop_class, identifier, cancel=cancel)
-        try:
-            for ds in results:
-                yield record_from_identifier(level, ds, extra_keys)
-                count += 1
-                if limit is not None and count >= limit:
-                    break
-        finally:
-            results.close()
+        for identifier in identifiers:
+            results = assoc.find(sop_class, identifier, cancel=cancel)
+            try:
+                for ds in results:
+                    record = record_from_identifier(level, ds, extra_keys)
+                    if len(identifiers) > 1:
+                        if getattr(record, unique) in seen:
+                            continue
+                        seen.add(getattr(record, unique))
+                    if not any(True for _ in checked([(record, ds)], crit, report, None)):
+                        continue
+                    yield record
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+            finally:
+                results.close()
     except qrscu.FinalStatusError as exc:
         raise QueryError(f"{node.address}: {exc}") from None
     except qrscu.OperationAborted as exc:

@@ -75,13 +75,15 @@ class DicomwebSource:
             self.client = client_for(node, timeout=timeout)
 
     def search(self, level, criteria=None, *, limit=None) -> Iterator:
+        from DICOMPlusLib.network.query import dicomweb_search
+
         level = QueryLevel.parse(level)
         criteria = dict(criteria or {})
         if level is not QueryLevel.PATIENT:
-            yield from self.client.search(level, criteria, limit=limit)
+            yield from dicomweb_search(self.client, level, criteria, limit=limit)
             return
         seen: set[str] = set()
-        for study in self.client.search(QueryLevel.STUDY, criteria):
+        for study in dicomweb_search(self.client, QueryLevel.STUDY, criteria):
             if study.PatientID in seen:
                 continue
             seen.add(study.PatientID)
