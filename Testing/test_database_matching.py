@@ -210,3 +210,28 @@ def test_sequence_keys_match_one_item_with_every_key():
     assert not one.matches(None) and not one.matches([])
     with pytest.raises(DatabaseError, match="not a sequence"):
         parse_criteria({"PatientName.CodeValue": "x"})
+
+
+def test_version_2_person_names_are_normalised_again_on_open(tmp_path):
+    """A database written before one PN normalisation served every path gets its normalised
+    name columns redone (schema v3), so names stored with trailing delimiters match."""
+    import sqlite3
+
+    from dicomplus_testing.synthetic import make_series
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database.matching import normalize_pn
+
+    series = make_series(tmp_path / "s", n=1, rows=4, cols=4, patient_name="Doe^John^^^=")
+    with Database(tmp_path / "db") as db:
+        db.import_paths([series.folder])
+        path = db.path
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE patients SET PatientNameNorm='doe^john^^^='")  # as version 2 kept it
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Database(tmp_path / "db") as db:
+        assert db.schema_version() == 3
+        (norm,) = db.reader().execute("SELECT PatientNameNorm FROM patients").fetchone()
+        assert norm == normalize_pn("Doe^John^^^=") != "doe^john^^^="
+        assert len(db.search("patient", {"PatientName": "Doe^John"})) == 1

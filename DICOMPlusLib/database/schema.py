@@ -110,8 +110,26 @@ def _v2_absolute_store_paths(conn: sqlite3.Connection, store_root: Path) -> None
         conn.execute("UPDATE instances SET path=? WHERE SOPInstanceUID=?", (fixed, sop))
 
 
+def _v3_person_names_normalised_again(conn: sqlite3.Connection, store_root: Path) -> None:
+    """Version 2 kept a name's trailing component and group delimiters (``Wang^XiaoDong=王^小東=``)
+    in the normalised column that person-name matching reads, so it could not match the same name
+    written without them. Every path now normalises alike (matching.normalize_pn): redo the
+    stored column from the names themselves."""
+    from DICOMPlusLib.database.matching import normalize_pn
+
+    for table, key, column in (
+        ("patients", "id", "PatientName"),
+        ("studies", "StudyInstanceUID", "ReferringPhysicianName"),
+    ):
+        rows = conn.execute(f"SELECT {key}, {column} FROM {table}").fetchall()
+        conn.executemany(
+            f"UPDATE {table} SET {column}Norm=? WHERE {key}=?",
+            [(normalize_pn(name or ""), rowkey) for rowkey, name in rows],
+        )
+
+
 Migration = str | Callable[[sqlite3.Connection, Path], None]
-MIGRATIONS: list[Migration] = [_V1, _v2_absolute_store_paths]
+MIGRATIONS: list[Migration] = [_V1, _v2_absolute_store_paths, _v3_person_names_normalised_again]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
