@@ -215,19 +215,19 @@ def cmd_listen(args) -> int:
     listener.subscribe(on_instance, on_series)
     _log_warnings_to_stderr()
     with _until_stopped() as stop, _report_rejections(args, config):
-        listener.start()
-        info = listener.describe()
-        allow = ", ".join(config.allowed_calling_aets) or "any calling AE title"
-        if config.require_called_ae:
-            allow += f", called AE title {config.ae_title} only"
-        _emit(
-            args,
-            f"listening as {info['ae_title']} on {args.host or 'all interfaces'} port {info['port']} "
-            f"(accepting {allow}); storing into {db.path}; one line per series (-v: per instance); "
-            "Ctrl-C to stop",
-            {"event": "listening", **info, "database": str(db.path)},
-        )
-        try:
+        try:  # Ctrl-C once the port is open (even during the banner) is the normal end
+            listener.start()
+            info = listener.describe()
+            allow = ", ".join(config.allowed_calling_aets) or "any calling AE title"
+            if config.require_called_ae:
+                allow += f", called AE title {config.ae_title} only"
+            _emit(
+                args,
+                f"listening as {info['ae_title']} on {args.host or 'all interfaces'} port {info['port']} "
+                f"(accepting {allow}); storing into {db.path}; one line per series (-v: per instance); "
+                "Ctrl-C to stop",
+                {"event": "listening", **info, "database": str(db.path)},
+            )
             stop.wait()
         except KeyboardInterrupt:
             pass
@@ -396,13 +396,13 @@ def cmd_serve(args) -> int:
     )
     _log_warnings_to_stderr()
     with _until_stopped() as stop:
-        server.start()
-        if args.json:
-            print_json({**server.describe(), "sample": args.sample})
-            sys.stdout.flush()
-        else:
-            print(instructions(server, sample=args.sample), flush=True)
-        try:
+        try:  # Ctrl-C once the port is open (even during the banner) is the normal end
+            server.start()
+            if args.json:
+                print_json({**server.describe(), "sample": args.sample})
+                sys.stdout.flush()
+            else:
+                print(instructions(server, sample=args.sample), flush=True)
             stop.wait()
         except KeyboardInterrupt:
             pass
