@@ -73,9 +73,11 @@ def host(widgets, database, qtbot):
 
 
 def item_of(browser, level, key):
-    """The tree item of an entry, found by walking the public tree (as a host could)."""
+    """The tree item of an entry, found by walking the public tree of the compact mode (as a host
+    could; the grid mode has its own accessors, see test_module_browser.py)."""
     import qt
 
+    browser.setViewMode("tree")
     tree = browser.treeWidget()
     tree.expandAll()
     pending = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount)]

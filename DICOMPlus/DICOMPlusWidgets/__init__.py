@@ -37,7 +37,7 @@ This package sits in the DICOMPlus module folder, which Slicer puts on sys.path;
 not a top-level .py file, so Slicer does not take it for a module of its own.
 """
 
-from . import compat, engine
+from . import compat, engine, text
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
 from .logic import EngineLogic
@@ -56,4 +56,5 @@ __all__ = [
     "Signal",
     "compat",
     "engine",
+    "text",
 ]

@@ -13,7 +13,9 @@ MRML scene: the "Load" button only emits ``loadRequested``. The state lives in
 from __future__ import annotations
 
 import qt
+from slicer.i18n import tr as _
 
+from . import text as T
 from .imaging import toQImage
 from .previewmodel import CUSTOM, PreviewModel, frameKey
 from .signals import Signal
@@ -29,7 +31,8 @@ class DICOMPlusPreviewWidget(qt.QWidget):
     Signals (:class:`~DICOMPlusWidgets.signals.Signal`): ``seriesShown(str uid)`` (headers read,
     first slice on its way), ``sliceChanged(int k)``, ``timePointChanged(int t)``,
     ``windowLevelChanged(float width, float center)``, ``loadRequested(list entries)`` (the
-    Load button: ``[("series", uid)]``), ``failed(str message)``.
+    Load button: ``[("series", uid)]``), ``resampledLoadRequested(list entries)`` (the Load
+    resampled button, shown for a tilted or irregular series), ``failed(str message)``.
 
     Public methods: setDatabase, setSeries, seriesUID, clear, volumeCount, currentVolume,
     setCurrentVolume, volumeInfo, sliceCount, currentSlice, setCurrentSlice, timePointCount,
@@ -46,6 +49,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self.timePointChanged = Signal(int, name="timePointChanged")
         self.windowLevelChanged = Signal(float, float, name="windowLevelChanged")
         self.loadRequested = Signal(list, name="loadRequested")
+        self.resampledLoadRequested = Signal(list, name="resampledLoadRequested")
         self.failed = Signal(str, name="failed")
         self._source = source
         self._model = PreviewModel(cacheBytes)
@@ -126,6 +130,13 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             " border-radius: 3px; padding: 4px; }"
         )
         layout.addWidget(self._warningsLabel)
+        self._resampleButton = qt.QPushButton(_("Load resampled"), self)
+        self._resampleButton.toolTip = _(
+            "Load this series resampled onto a regular grid, for tools that need one"
+        )
+        self._resampleButton.connect("clicked(bool)", self._onLoadResampledClicked)
+        self._resampleButton.visible = False
+        layout.addWidget(self._resampleButton)
         self._updatePlayButton()
 
     def _sliderRow(self, layout, leading, slot):
@@ -474,7 +485,8 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._timeRow.visible = model.timePointCount() > 1
         self._playAxisBox.visible = model.timePointCount() > 1
         self._setPresetItems()
-        self._showWarnings([f"{w.code}: {w.message}" for w in model.info.warnings])
+        self._showWarnings([T.warningText(w) for w in model.info.warnings])
+        self._resampleButton.visible = T.offersResample(model.info.warnings)
         self._view.setOrientationLetters(*model.orientation())
         self._view.resetView()
         self._updateEnabled()
@@ -540,6 +552,14 @@ class DICOMPlusPreviewWidget(qt.QWidget):
     def _onLoadClicked(self, *args):
         if self._model.seriesUID:
             self.loadRequested.emit([("series", self._model.seriesUID)])
+
+    def _onLoadResampledClicked(self, *args):
+        if self._model.seriesUID:
+            self.resampledLoadRequested.emit([("series", self._model.seriesUID)])
+
+    def resampleButton(self):
+        """The "Load resampled" button, shown when a warning says resampling gives a better volume."""
+        return self._resampleButton
 
     def cleanup(self):
         """Stop autoplay and the engine requests, drop the decoded slices; call when the host goes away."""
