@@ -269,3 +269,27 @@ def test_export_fields_name_and_number_the_new_series(panel, qtbot, tmp_path, sc
     assert made == [("Smoothed", 40), ("Synthetic series", 1), ("Synthetic series", 2)]
     texts = visible_texts(panel.browser)
     assert not [t for t in texts if "2: 1:" in t or ": 1: " in t], texts
+
+
+def test_a_wrong_server_form_is_shown_and_stays_open(panel, qtbot, caplog, screenshot):
+    """Saving the Add-server form goes through slicer.util.tryWithErrorDisplay: the error is
+    shown (logged in testing mode), the form stays open with the reason under it."""
+    import logging
+
+    network = panel.network
+    panel.ui.networkCollapsibleButton.collapsed = False
+    network.showNodeForm()
+    network.nodeNameEdit.text = ""
+    network.nodeAETitleEdit.text = "PACS"
+    with caplog.at_level(logging.ERROR), pytest.raises(ValueError, match="name"):
+        network.onSaveNode()
+    assert network.nodeForm.visible and "Cannot save the node" in network.echoText()
+    assert network.nodeNames() == []
+    network.nodeNameEdit.text = "Hospital PACS"
+    network.nodeHostEdit.text = "pacs.example.org"
+    network.nodePortSpinBox.value = 11112
+    panel.ui.previewCollapsibleButton.collapsed = True
+    panel.parent.resize(440, panel.parent.sizeHint.height())  # Slicer's panel scrolls: all of it
+    screenshot(network, "network_add_server")
+    network.onSaveNode()
+    assert not network.nodeForm.visible and network.nodeNames() == ["Hospital PACS"]

@@ -48,6 +48,7 @@ def panel(dicomplus_module, qtbot, tmp_path, monkeypatch):
         databasePath=tmp_path / "db" / "dicomplus.sqlite", nodesPath=tmp_path / "nodes.json"
     )
     w.setLogic(logic)
+    w.ui.networkCollapsibleButton.collapsed = False  # folded by default: the user opens it
     yield w
     w.cleanup()
 

@@ -75,13 +75,15 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._playButton = qt.QToolButton(self)
         self._playButton.checkable = True
         self._playButton.setToolButtonStyle(qt.Qt.ToolButtonTextBesideIcon)
-        self._playButton.toolTip = "Play through the slices (autoplay), or pause"
+        self._playButton.toolTip = _("Play through the slices (autoplay), or pause")
         self._playButton.connect("toggled(bool)", self._onPlayToggled)
         self._sliceSlider, self._sliceLabel = self._sliderRow(layout, self._playButton, self.setCurrentSlice)
-        self._sliceSlider.toolTip = "Slice, in geometric order (as loaded); the mouse wheel in the view too"
-        timeTitle = qt.QLabel("Time", self)
+        self._sliceSlider.toolTip = _(
+            "Slice, in geometric order (as loaded); the mouse wheel in the view too"
+        )
+        timeTitle = qt.QLabel(_("Time"), self)
         self._timeSlider, self._timeLabel = self._sliderRow(layout, timeTitle, self.setCurrentTimePoint)
-        self._timeSlider.toolTip = "Time point (4D series)"
+        self._timeSlider.toolTip = _("Time point (4D series)")
         self._timeRow = self._timeSlider.parentWidget()
 
         controls = qt.QHBoxLayout()
@@ -90,34 +92,34 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._speedBox.maximum = 60
         self._speedBox.value = 8
         self._speedBox.suffix = " fps"
-        self._speedBox.toolTip = "Autoplay speed, frames per second"
+        self._speedBox.toolTip = _("Autoplay speed, frames per second")
         self._speedBox.connect("valueChanged(int)", self.setSpeed)
         controls.addWidget(self._speedBox)
         self._playAxisBox = qt.QComboBox(self)
-        self._playAxisBox.addItem("Slices")
-        self._playAxisBox.addItem("Time")
-        self._playAxisBox.toolTip = "Autoplay through the slices or through the time points"
+        self._playAxisBox.addItem(_("Slices"))
+        self._playAxisBox.addItem(_("Time"))
+        self._playAxisBox.toolTip = _("Autoplay through the slices or through the time points")
         self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
         controls.addWidget(self._playAxisBox)
         self._presetBox = qt.QComboBox(self)
-        self._presetBox.toolTip = "Window/level preset (drag with the left button in the view to adjust)"
+        self._presetBox.toolTip = _("Window/level preset (drag with the left button in the view to adjust)")
         self._presetBox.setSizeAdjustPolicy(qt.QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self._presetBox.minimumContentsLength = 8
         self._presetBox.connect("currentIndexChanged(int)", self._onPresetChosen)
         controls.addWidget(self._presetBox, 1)
         self._fitButton = qt.QToolButton(self)
-        self._fitButton.text = "Fit"
-        self._fitButton.toolTip = "Fit the image to the view (double-click in the view does too)"
+        self._fitButton.text = _("Fit")
+        self._fitButton.toolTip = _("Fit the image to the view (double-click in the view does too)")
         self._fitButton.connect("clicked(bool)", self.resetView)
         controls.addWidget(self._fitButton)
-        self._loadButton = qt.QPushButton("Load series", self)
-        self._loadButton.toolTip = "Load this series into the scene"
+        self._loadButton = qt.QPushButton(_("Load series"), self)
+        self._loadButton.toolTip = _("Load this series into the scene")
         self._loadButton.connect("clicked(bool)", self._onLoadClicked)
         controls.addWidget(self._loadButton)
         layout.addLayout(controls)
 
         self._volumeBox = qt.QComboBox(self)
-        self._volumeBox.toolTip = "This series holds several volumes (orientations, localizers...)"
+        self._volumeBox.toolTip = _("This series holds several volumes (orientations, localizers...)")
         self._volumeBox.connect("currentIndexChanged(int)", self.setCurrentVolume)
         layout.addWidget(self._volumeBox)
 
@@ -150,7 +152,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         slider.maximum = 0
         slider.connect("valueChanged(int)", slot)
         rowLayout.addWidget(slider, 1)
-        label = qt.QLabel("-", row)
+        label = qt.QLabel(_("-"), row)
         label.minimumWidth = qt.QFontMetrics(label.font).horizontalAdvance("0000 / 0000")
         label.alignment = qt.Qt.AlignRight | qt.Qt.AlignVCenter
         rowLayout.addWidget(label)
@@ -183,7 +185,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         if not seriesUID:
             return
         self._model.seriesUID = seriesUID
-        self._view.setMessage("Reading the headers...")
+        self._view.setMessage(_("Reading the headers..."))
         self._loadButton.enabled = True
         database = self._database()
         self._queue.put(
@@ -197,13 +199,13 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._queue.discard()
         self._model.reset()
         self._view.setImage(None)
-        self._view.setMessage("Select a series to preview")
+        self._view.setMessage(_("Select a series to preview"))
         self._view.setOrientationLetters("", "", "", "")
         self._view.resetView()
         self._updateCorners()
         self._setRange(self._sliceSlider, 0)
         self._setRange(self._timeSlider, 0)
-        self._sliceLabel.text = "-"
+        self._sliceLabel.text = _("-")
         self._timeRow.visible = False
         self._volumeBox.visible = False
         self._playAxisBox.visible = False
@@ -349,7 +351,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._playButton.blockSignals(blocked)
         icon = qt.QStyle.SP_MediaPause if playing else qt.QStyle.SP_MediaPlay
         self._playButton.setIcon(self.style().standardIcon(icon))
-        self._playButton.text = "Pause" if playing else "Play"
+        self._playButton.text = _("Pause") if playing else _("Play")
 
     # -- window/level ----------------------------------------------------------------------------
     def windowLevel(self):
@@ -451,7 +453,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             if key[1] != model.seriesUID:
                 return
             if error is not None:
-                message = f"Cannot preview this series: {error}"
+                message = _("Cannot preview this series: {error}").format(error=error)
                 self._view.setMessage(message)
                 self._showWarnings([message])
                 self.failed.emit(message)
@@ -511,7 +513,9 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         if image is None:
             error = model.errors.get(frameKey(frame))
             self._view.setImage(None)
-            self._view.setMessage(f"Cannot decode this slice: {error}" if error else "Decoding...")
+            self._view.setMessage(
+                _("Cannot decode this slice: {error}").format(error=error) if error else _("Decoding...")
+            )
         else:
             dy, dx = frame.pixel_spacing or (1.0, 1.0)
             self._view.setMessage("")

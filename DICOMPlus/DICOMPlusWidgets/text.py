@@ -42,18 +42,24 @@ def patientTitle(patient):
 
 def studyTitle(study):
     """The study description, else what it holds ("CT study", "CT/PT study"), else "Study"."""
-    if study.StudyDescription:
-        return study.StudyDescription
-    modalities = "/".join(m for m in str(study.ModalitiesInStudy or "").replace("\\", " ").split() if m)
+    description = getattr(study, "StudyDescription", None)
+    if description:
+        return str(description)
+    found = getattr(study, "ModalitiesInStudy", None) or ""
+    if not isinstance(found, str):  # a multi-valued attribute from a query
+        found = " ".join(str(m) for m in found)
+    modalities = "/".join(m for m in found.replace("\\", " ").replace(",", " ").split() if m)
     return _("{modalities} study").format(modalities=modalities) if modalities else _("Study")
 
 
 def seriesTitle(series):
     """The series description, else "CT series", else "Series" (the number is shown apart)."""
-    if series.SeriesDescription:
-        return series.SeriesDescription
-    if series.Modality:
-        return _("{modality} series").format(modality=series.Modality)
+    description = getattr(series, "SeriesDescription", None)
+    if description:
+        return str(description)
+    modality = getattr(series, "Modality", None)
+    if modality:
+        return _("{modality} series").format(modality=modality)
     return _("Series")
 
 
