@@ -200,7 +200,9 @@ def series_uid_of(folder):
     raise AssertionError(f"no series in {folder}")
 
 
-def test_tilted_series_offers_load_resampled_in_the_panel(dicomplus_module, qtbot, shared_db, manifest):
+def test_tilted_series_offers_load_resampled_in_the_panel(
+    dicomplus_module, qtbot, shared_db, manifest, screenshot
+):
     import slicer
 
     widget = dicomplus_module.DICOMPlusWidget()
@@ -215,6 +217,11 @@ def test_tilted_series_offers_load_resampled_in_the_panel(dicomplus_module, qtbo
         assert "tilted" in messages and "Load resampled" in messages, messages
         assert "gantry_tilt" not in messages and "convert --resample" not in messages, messages
         assert widget.ui.loadResampledButton.visible
+        widget.ui.previewCollapsibleButton.collapsed = True
+        widget.parent.resize(440, 860)
+        assert widget.browser.selectSeries(uid)  # the grid shows the tilted series' tile
+        qtbot.waitUntil(lambda: widget.browser.hasThumbnail(uid), timeout=TIMEOUT)
+        screenshot(widget, "panel_load_resampled")
         [sheared] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
         widget.ui.loadResampledButton.click()
         qtbot.waitUntil(lambda: widget.activeJob is None, timeout=TIMEOUT)
@@ -260,7 +267,7 @@ def test_export_fields_name_and_number_the_new_series(panel, qtbot, tmp_path, sc
         qtbot.waitUntil(lambda uid=uid: panel.browser.hasThumbnail(uid), timeout=TIMEOUT)
     # the Export section is never squeezed: its fields keep their height
     assert panel.ui.exportDescriptionEdit.height >= panel.ui.exportDescriptionEdit.minimumSizeHint.height()
-    screenshot(panel, "panel_export")
+    screenshot(panel, "panel_export_fields")
     qtbot.mouseClick(panel.ui.exportButton, qt.Qt.LeftButton)
     made = sorted(
         (s.SeriesDescription, s.SeriesNumber)

@@ -182,7 +182,7 @@ def port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
+def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screenshot):
     import slicer
 
     network = panel.network
@@ -198,6 +198,9 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
     assert network.listenerButton.checked and not network.listenerPortSpinBox.enabled
     assert port_open(port)
     assert str(port) in network.listenerStatusLabel.text
+    panel.ui.previewCollapsibleButton.collapsed = True
+    panel.parent.resize(440, panel.parent.sizeHint.height())
+    screenshot(network, "network_listener")
 
     # something sent to it lands in the local database and is reported complete
     import qt
