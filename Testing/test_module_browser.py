@@ -300,3 +300,42 @@ def test_a_wrong_server_form_is_shown_and_stays_open(panel, qtbot, caplog, scree
     screenshot(network, "network_add_server")
     network.onSaveNode()
     assert not network.nodeForm.visible and network.nodeNames() == ["Hospital PACS"]
+
+
+def test_a_large_database_opens_folded_and_pages(dicomplus_module, qtbot, tmp_path):
+    """Many studies: the grid opens with studies folded, builds them a page at a time ("Show
+    more"), and selecting a study further down builds what is needed; the refresh stays short."""
+    import time
+
+    import DICOMPlusWidgets
+
+    from DICOMPlusLib.database import Database
+
+    db = Database(tmp_path / "db" / "dicomplus.sqlite")
+    count = DICOMPlusWidgets.grid.SeriesGrid.PAGE_STUDIES + 25
+    made = [make_series(tmp_path / f"s{i}", n=1, rows=8, cols=8, patient_id=f"PAGE{i // 5:02d}",
+                        study_description=f"Study {i:03d}") for i in range(count)]  # fmt: skip
+    db.import_paths([m.folder for m in made])
+    browser = DICOMPlusWidgets.DICOMPlusBrowserWidget(db, thumbnails=False)
+    qtbot.addWidget(browser)
+    try:
+        browser.resize(420, 500)
+        browser.show()
+        start = time.perf_counter()
+        browser.refresh()
+        assert time.perf_counter() - start < 0.5  # ~20 ms here for 300 studies; generous on a busy CI
+        grid = browser.gridView()
+        studies = browser.entries("study")
+        assert len(studies) == count and f"{count} studies" in browser.statusText()
+        assert not any(grid.isStudyExpanded(uid) for _level, uid in studies)  # folded: no tiles made
+        built = [uid for _level, uid in studies if grid.headerOf("study", uid) is not None]
+        assert len(built) == grid.PAGE_STUDIES
+        assert grid.moreButton().visible and "25 more" in grid.moreButton().text
+        last = made[-1]
+        assert browser.selectSeries(last.series_uid)  # further down: built and unfolded on demand
+        assert grid.isStudyExpanded(last.study_uid) and grid.tileOf(last.series_uid) is not None
+        assert browser.selectedEntries() == [("series", last.series_uid)]
+        assert not grid.showMore() and not grid.moreButton().visible
+    finally:
+        browser.cleanup()
+        db.close()

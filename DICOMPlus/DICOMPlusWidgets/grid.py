@@ -67,6 +67,9 @@ class SeriesGrid(qt.QScrollArea):
     tiles of a study become visible (the browser then asks for their thumbnails).
     """
 
+    #: Studies built at once; "Show more" builds the next ones (a refresh stays well under 100 ms).
+    PAGE_STUDIES = 40
+
     def __init__(self, parent, onSelectionChanged, onActivated, onStudyExpanded):
         qt.QScrollArea.__init__(self, parent)
         self.widgetResizable = True
@@ -74,51 +77,119 @@ class SeriesGrid(qt.QScrollArea):
         self._onSelectionChanged = onSelectionChanged
         self._onActivated = onActivated
         self._onStudyExpanded = onStudyExpanded
+        self._placeholders = {}
+        self._reset()
+
+    def _reset(self):
         self._headers = {}  # ("patient"|"study", key) -> checkable QPushButton
-        self._lists = {}  # study UID -> _SeriesTiles
+        self._lists = {}  # study UID -> _SeriesTiles (made when the study is first unfolded)
         self._arrows = {}  # study UID -> QToolButton
         self._tiles = {}  # series UID -> (list, item)
-        self._placeholders = {}
-        self._content = None
+        self._series = {}  # study UID -> [SeriesRecord]
+        self._studyOfSeries = {}  # series UID -> study UID
+        self._boxes = {}  # study UID -> the QWidget holding its row (and tiles)
+        self._expanded = set()
+        self._icons = {}
+        self._todo = []  # [(patient, studies)] not built yet, in order
+        self._layout = self._moreButton = None
 
     # -- building ----------------------------------------------------------------------------------
     def build(self, groups, icons, expanded):
         """Show ``groups`` = [(PatientRecord, [(StudyRecord, [SeriesRecord])])]; ``icons`` maps
-        series UIDs to QIcons (None: no thumbnail); studies in ``expanded`` show their tiles."""
-        self._headers, self._lists, self._arrows, self._tiles = {}, {}, {}, {}
+        series UIDs to QIcons (None: no thumbnail); studies in ``expanded`` show their tiles.
+        The first :attr:`PAGE_STUDIES` studies are built now, the others on "Show more" (or when
+        one of them is selected)."""
+        self._reset()
+        self._icons = icons
+        self._expanded = set(expanded)
+        for _patient, studies in groups:
+            for study, series in studies:
+                self._series[study.StudyInstanceUID] = series
+                for record in series:
+                    self._studyOfSeries[record.SeriesInstanceUID] = study.StudyInstanceUID
+        self._todo = [(patient, list(studies)) for patient, studies in groups]
         content = qt.QWidget()
         layout = qt.QVBoxLayout(content)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
-        for patient, studies in groups:
-            header = self._header(content, ("patient", patient.PatientID))
-            parts = [T.patientTitle(patient)]
-            if patient.PatientID and patient.PatientID != parts[0]:
-                parts.append(_("ID {id}").format(id=patient.PatientID))
-            parts.append(T.count(len(studies), _("study"), _("studies")))
-            header.text = "   ·   ".join(parts)
-            font = header.font
-            font.setBold(True)
-            header.font = font
-            header.toolTip = _("Patient ID: {id}\nBirth date: {date}").format(
-                id=patient.PatientID, date=T.formatDate(getattr(patient, "PatientBirthDate", "")) or "-"
-            )
-            layout.addWidget(header)
-            for study, series in studies:
-                layout.addLayout(self._studyRow(content, study, series, study.StudyInstanceUID in expanded))
-                tiles = _SeriesTiles(content)
-                tiles.connect("itemSelectionChanged()", lambda tiles=tiles: self._onTilesSelection(tiles))
-                tiles.connect("itemDoubleClicked(QListWidgetItem*)", self._onTileActivated)
-                for record in series:
-                    self._addTile(tiles, record, icons.get(record.SeriesInstanceUID))
-                tiles.visible = study.StudyInstanceUID in expanded
-                self._lists[study.StudyInstanceUID] = tiles
-                layout.addWidget(tiles)
+        self._moreButton = qt.QPushButton(content)
+        self._moreButton.connect("clicked(bool)", lambda *args: self.showMore())
+        layout.addWidget(self._moreButton)
         layout.addStretch(1)
+        self._layout = layout
         self.setWidget(content)  # the previous content is deleted with the scroll area's old widget
-        self._content = content
-        for tiles in self._lists.values():
-            tiles.fitHeight()
+        self.showMore()
+
+    def showMore(self):
+        """Build the next :attr:`PAGE_STUDIES` studies; False when everything is shown."""
+        built = 0
+        while self._todo and built < self.PAGE_STUDIES:
+            patient, studies = self._todo[0]
+            if ("patient", patient.PatientID) not in self._headers:
+                self._insert(self._patientHeader(patient, len(studies)))
+            while studies and built < self.PAGE_STUDIES:
+                study, series = studies.pop(0)
+                self._insert(self._studyBox(study, series))
+                built += 1
+            if not studies:
+                self._todo.pop(0)
+        left = sum(len(studies) for _patient, studies in self._todo)
+        self._moreButton.text = _("Show {count} more {what}").format(
+            count=left, what=_("study") if left == 1 else _("studies")
+        )
+        self._moreButton.visible = bool(left)
+        return bool(left)
+
+    def _insert(self, widget):
+        self._layout.insertWidget(self._layout.count() - 2, widget)  # before "Show more" and the stretch
+
+    def _patientHeader(self, patient, studyCount):
+        header = self._header(self.widget(), ("patient", patient.PatientID))
+        parts = [T.patientTitle(patient)]
+        if patient.PatientID and patient.PatientID != parts[0]:
+            parts.append(_("ID {id}").format(id=patient.PatientID))
+        parts.append(T.count(studyCount, _("study"), _("studies")))
+        header.text = "   ·   ".join(parts)
+        font = header.font
+        font.setBold(True)
+        header.font = font
+        header.toolTip = _("Patient ID: {id}\nBirth date: {date}").format(
+            id=patient.PatientID, date=T.formatDate(getattr(patient, "PatientBirthDate", "")) or "-"
+        )
+        return header
+
+    def _studyBox(self, study, series):
+        uid = study.StudyInstanceUID
+        box = qt.QWidget(self.widget())
+        layout = qt.QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(self._studyRow(box, study, series, uid in self._expanded))
+        self._boxes[uid] = box
+        if uid in self._expanded:
+            self._makeTiles(uid).fitHeight()
+        return box
+
+    def _makeTiles(self, studyUID):
+        tiles = self._lists.get(studyUID)
+        if tiles is None:
+            box = self._boxes[studyUID]
+            tiles = _SeriesTiles(box)
+            tiles.connect("itemSelectionChanged()", lambda tiles=tiles: self._onTilesSelection(tiles))
+            tiles.connect("itemDoubleClicked(QListWidgetItem*)", self._onTileActivated)
+            for record in self._series.get(studyUID, []):
+                self._addTile(tiles, record, self._icons.get(record.SeriesInstanceUID))
+            self._lists[studyUID] = tiles
+            box.layout().addWidget(tiles)
+        return tiles
+
+    def _ensureBuilt(self, studyUID):
+        """Build pages until ``studyUID`` is shown; False if it is not in the grid."""
+        while studyUID not in self._boxes:
+            if not self._todo:
+                return False
+            self.showMore()
+        return True
 
     def _header(self, parent, entry):
         button = qt.QPushButton(parent)
@@ -196,42 +267,49 @@ class SeriesGrid(qt.QScrollArea):
 
     # -- state ---------------------------------------------------------------------------------------
     def setIcon(self, seriesUID, icon):
+        if icon is not None:
+            self._icons[seriesUID] = icon
         tile = self._tiles.get(seriesUID)
         if tile is not None and icon is not None:
             tile[1].setIcon(icon)
 
     def isStudyExpanded(self, studyUID):
-        tiles = self._lists.get(studyUID)
-        return tiles is not None and not tiles.isHidden()
+        return studyUID in self._expanded and studyUID in self._boxes
 
     def expandedStudies(self):
-        return {uid for uid in self._lists if self.isStudyExpanded(uid)}
+        return {uid for uid in self._expanded if uid in self._series}
 
     def setStudyExpanded(self, studyUID, expanded=True):
         """Show (True), hide (False) or toggle (None) the tiles of a study."""
-        tiles = self._lists.get(studyUID)
-        if tiles is None:
+        if studyUID not in self._series or not self._ensureBuilt(studyUID):
             return
-        expanded = tiles.isHidden() if expanded is None else bool(expanded)
-        tiles.visible = expanded
+        expanded = studyUID not in self._expanded if expanded is None else bool(expanded)
         self._arrows[studyUID].arrowType = qt.Qt.DownArrow if expanded else qt.Qt.RightArrow
         if expanded:
+            self._expanded.add(studyUID)
+            tiles = self._makeTiles(studyUID)
+            tiles.visible = True
             tiles.fitHeight()
             self._onStudyExpanded(studyUID)
+        else:
+            self._expanded.discard(studyUID)
+            if studyUID in self._lists:
+                self._lists[studyUID].visible = False
 
     def seriesOfStudy(self, studyUID):
-        tiles = self._lists.get(studyUID)
-        if tiles is None:
-            return []
-        return [str(tiles.item(i).data(qt.Qt.UserRole)).partition(":")[2] for i in range(tiles.count)]
+        return [record.SeriesInstanceUID for record in self._series.get(studyUID, [])]
 
     def tileOf(self, seriesUID):
-        """(QListWidget, QListWidgetItem) of a series tile, or None (for hosts and tests)."""
+        """(QListWidget, QListWidgetItem) of a series tile (None until its study is unfolded)."""
         return self._tiles.get(seriesUID)
 
     def headerOf(self, level, key):
-        """The checkable header button of a patient or study, or None."""
+        """The checkable header button of a patient or study (None until it is built)."""
         return self._headers.get((level, key))
+
+    def moreButton(self):
+        """The "Show N more studies" button (hidden when everything is shown)."""
+        return self._moreButton
 
     # -- selection ------------------------------------------------------------------------------------
     def selectedEntries(self):
@@ -258,19 +336,22 @@ class SeriesGrid(qt.QScrollArea):
         if exclusive:
             self.clearSelection(notify=False)
         if level == "series":
-            tile = self._tiles.get(key)
-            if tile is None:
+            studyUID = self._studyOfSeries.get(key)
+            if studyUID is None:
                 return False
-            tiles, item = tile
-            for studyUID, other in self._lists.items():
-                if other is tiles:
-                    self.setStudyExpanded(studyUID, True)
+            self.setStudyExpanded(studyUID, True)
+            tiles, item = self._tiles[key]
             blocked = tiles.blockSignals(True)
             item.setSelected(True)
             tiles.setCurrentItem(item)
             tiles.blockSignals(blocked)
             self.ensureWidgetVisible(tiles)
         else:
+            if level == "study":
+                self._ensureBuilt(key)
+            elif level == "patient":
+                while ("patient", key) not in self._headers and self._todo:
+                    self.showMore()
             button = self._headers.get((level, key))
             if button is None:
                 return False
