@@ -127,10 +127,15 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadResampledButton.hide()
         self.ui.messagesText.hide()  # shown with the first message: the browser gets the room
         ui = self.ui
-        for section in (ui.previewCollapsibleButton, ui.networkCollapsibleButton, ui.exportCollapsibleButton,
-                        ui.activityCollapsibleButton):  # fmt: skip
+        for section in (
+            ui.networkCollapsibleButton,
+            ui.exportCollapsibleButton,
+            ui.activityCollapsibleButton,
+        ):
             # as tall as their contents (collapsed: the header); the browser takes the free height
             section.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Fixed)
+        # the preview may shrink to its minimum (a smaller slice) before the browser does
+        ui.previewCollapsibleButton.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Preferred)
         self.ui.loadResampledButton.connect("clicked(bool)", self.onLoadResampledButton)
         self.ui.previewCollapsibleButton.connect("contentsCollapsed(bool)", self.onPreviewCollapsed)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)

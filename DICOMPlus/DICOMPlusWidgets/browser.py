@@ -95,10 +95,14 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         layout.addLayout(top)
 
         self._stack = qt.QStackedWidget(self)
+        # its height is what is left once the host's other widgets have theirs (its contents
+        # scroll): a long list must not push a preview below the screen
+        self._stack.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Ignored)
+        self._stack.minimumHeight = 170
         self._grid = SeriesGrid(
             self._stack, self._onSelectionChanged, self._onGridActivated, self._onStudyExpanded
         )
-        self._grid.minimumHeight = 200
+        self._grid.minimumHeight = 170
         self._grid.toolTip = _("Double-click a series to load it. Ctrl+click selects several.")
         self._stack.addWidget(self._grid)
 
@@ -110,7 +114,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         tree.alternatingRowColors = True
         tree.uniformRowHeights = False
         tree.iconSize = qt.QSize(ICON_SIZE, ICON_SIZE)
-        tree.minimumHeight = 200
+        tree.minimumHeight = 170
         tree.indentation = 14
         tree.headerItem().setToolTip(2, _("Modality (modalities in the study)"))
         tree.headerItem().setToolTip(3, _("Number of images"))
@@ -216,7 +220,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             expanded = {
                 key[1] for key, item in self._items.items() if key[0] == "study" and item.isExpanded()
             }
-        firstBuild = not self._entries
+        known = {key for level, key in self._entries if level == "study"}
         try:
             database = self._database()
             patients = database.search("patient", {})
@@ -251,9 +255,11 @@ class DICOMPlusBrowserWidget(qt.QWidget):
                 self._entries.append(("study", study.StudyInstanceUID))
                 self._entries += [("series", s.SeriesInstanceUID) for s in seriesList]
         shownStudies = sum(len(g[1]) for g in groups)
-        if (firstBuild or text) and shownStudies <= self.EXPAND_STUDIES:
-            # a small database, or a search result, opens with the series of every study shown
-            expanded |= {uid for level, uid in self._entries if level == "study"}
+        if shownStudies <= self.EXPAND_STUDIES:
+            # a small database (or search result) shows the series of its studies: all of them the
+            # first time, then the new ones (a study the user folded stays folded)
+            studyUIDs = {uid for level, uid in self._entries if level == "study"}
+            expanded |= studyUIDs if text or not known else studyUIDs - known
 
         if self._viewMode == "grid":
             self._grid.build(groups, self._icons, expanded)
