@@ -120,6 +120,11 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.network.loadRequested.connect(self.loadEntries)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.updateButtonStates)
         self.browser.selectionChanged.connect(self.updateButtonStates)
+        mode = str(qt.QSettings().value("DICOMPlus/BrowserViewMode", "grid") or "grid")
+        self.browser.setViewMode(mode if mode in ("grid", "tree") else "grid")  # as the user left it
+        self.browser.viewModeChanged.connect(
+            lambda mode: qt.QSettings().setValue("DICOMPlus/BrowserViewMode", mode)
+        )
         self.browser.seriesSelected.connect(self.onSeriesSelected)
         self.browser.loadRequested.connect(self.loadEntries)
         self.preview.loadRequested.connect(self.loadEntries)

@@ -361,3 +361,28 @@ def test_a_large_database_opens_folded_and_pages(dicomplus_module, qtbot, tmp_pa
     finally:
         browser.cleanup()
         db.close()
+
+
+def test_the_panel_opens_in_the_mode_the_user_left(dicomplus_module, qtbot, tmp_path):
+    import qt
+
+    settings = qt.QSettings()
+    saved = settings.value("DICOMPlus/BrowserViewMode")
+    try:
+        settings.setValue("DICOMPlus/BrowserViewMode", "tree")
+        widget = dicomplus_module.DICOMPlusWidget()
+        qtbot.addWidget(widget.parent)
+        assert widget.browser.viewMode() == "tree"
+        widget.browser.setViewMode("grid")  # the Grid button does this
+        assert settings.value("DICOMPlus/BrowserViewMode") == "grid"
+        widget.cleanup()
+        settings.setValue("DICOMPlus/BrowserViewMode", "icons")  # not a mode: the grid
+        widget = dicomplus_module.DICOMPlusWidget()
+        qtbot.addWidget(widget.parent)
+        assert widget.browser.viewMode() == "grid"
+        widget.cleanup()
+    finally:
+        if saved is None:
+            settings.remove("DICOMPlus/BrowserViewMode")
+        else:
+            settings.setValue("DICOMPlus/BrowserViewMode", saved)

@@ -33,7 +33,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     * ``seriesSelected(str uid)``, ``studySelected(str uid)``, ``patientSelected(str id)``: one
       item of that level became the only selection;
     * ``loadRequested(list entries)``: double-click on a series, or :meth:`requestLoad`;
-    * ``refreshed()``: the tree was rebuilt from the database.
+    * ``refreshed()``: the view was rebuilt from the database;
+    * ``viewModeChanged(str mode)``: "grid" or "tree" (:meth:`setViewMode`, or the Grid/List buttons).
 
     Public methods: setDatabase, refresh, searchText, setSearchText, selectedEntries, selectEntry,
     selectSeries, clearSelection, entries, requestLoad, setThumbnailsEnabled, thumbnailsEnabled,
@@ -51,6 +52,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self.patientSelected = Signal(str, name="patientSelected")
         self.loadRequested = Signal(list, name="loadRequested")
         self.refreshed = Signal(name="refreshed")
+        self.viewModeChanged = Signal(str, name="viewModeChanged")
         self._source = source
         self._items = {}  # (level, key) -> QTreeWidgetItem (tree mode)
         self._entries = []  # [(level, key)] shown, in display order
@@ -202,6 +204,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         for button, name in ((self._gridButton, "grid"), (self._treeButton, "tree")):
             button.checked = name == mode
         self.refresh(selection=selected)
+        self.viewModeChanged.emit(mode)
 
     def gridView(self):
         """The grid (a :class:`~DICOMPlusWidgets.grid.SeriesGrid`), to read or style it."""
