@@ -386,3 +386,29 @@ def test_the_panel_opens_in_the_mode_the_user_left(dicomplus_module, qtbot, tmp_
             settings.remove("DICOMPlus/BrowserViewMode")
         else:
             settings.setValue("DICOMPlus/BrowserViewMode", saved)
+
+
+def test_dicom_values_read_as_people_write_them(dicomplus_module):
+    """The rules of DICOMPlusWidgets.text on values the shared data and PACS send (PS3.5 6.2)."""
+    from types import SimpleNamespace as Record
+
+    from DICOMPlusWidgets import text as T
+
+    from DICOMPlusLib.loading.models import LoadWarning
+
+    assert T.formatPersonName("DOE^JANE") == "DOE, JANE"
+    assert T.formatPersonName("Doe^John^Q^Dr^Jr") == "Doe, Dr John Q, Jr"
+    assert T.formatPersonName("Yamada^Tarou=山田^太郎=やまだ^たろう") == "Yamada, Tarou"
+    assert T.formatPersonName("^^^^") == "" and T.formatPersonName(None) == ""
+    assert T.formatPersonName("ANONYMOUS") == "ANONYMOUS"
+    study = Record(StudyDescription="", ModalitiesInStudy="CT\\PT")
+    assert T.studyTitle(study) == "CT/PT study"
+    assert T.studyTitle(Record(StudyDescription=None, ModalitiesInStudy=["MR", "SR"])) == "MR/SR study"
+    assert T.studyTitle(Record()) == "Study"
+    assert T.seriesTitle(Record(SeriesDescription="", Modality="SEG")) == "SEG series"
+    assert T.count(1, "study", "studies") == "1 study" and T.count(0, "study", "studies") == "0 studies"
+    tilt = LoadWarning("gantry_tilt", "the stack runs 12.00 deg off ... (convert --resample)")
+    other = LoadWarning("orientation_varies", "slice orientations differ by up to 0.2 deg")
+    assert "gantry_tilt" not in T.warningText(tilt) and "convert" not in T.warningText(tilt)
+    assert T.warningText(other) == "Slice orientations differ by up to 0.2 deg"
+    assert T.offersResample([other, tilt]) and not T.offersResample([other])
