@@ -341,7 +341,7 @@ def test_a_large_database_opens_folded_and_pages(dicomplus_module, qtbot, tmp_pa
     browser = DICOMPlusWidgets.DICOMPlusBrowserWidget(db, thumbnails=False)
     qtbot.addWidget(browser)
     try:
-        browser.resize(420, 500)
+        browser.resize(300, 500)
         browser.show()
         start = time.perf_counter()
         browser.refresh()
@@ -358,6 +358,19 @@ def test_a_large_database_opens_folded_and_pages(dicomplus_module, qtbot, tmp_pa
         assert grid.isStudyExpanded(last.study_uid) and grid.tileOf(last.series_uid) is not None
         assert browser.selectedEntries() == [("series", last.series_uid)]
         assert not grid.showMore() and not grid.moreButton().visible
+        # tiles wrap to the width: five series of one study take more rows in a narrower grid
+        five = [make_series(tmp_path / f"w{i}", n=1, rows=8, cols=8, patient_id="WRAP", study_uid=made[0].study_uid,
+                            series_number=i + 2) for i in range(5)]  # fmt: skip
+        db.import_paths([m.folder for m in five])
+        browser.refresh()
+        grid.setStudyExpanded(made[0].study_uid, True)
+        tiles = grid.tileOf(made[0].series_uid)[0]
+        qtbot.waitUntil(lambda: tiles.count == 6)
+        browser.resize(300, 500)
+        qtbot.wait(100)
+        narrow = tiles.height
+        browser.resize(900, 500)
+        qtbot.waitUntil(lambda: tiles.height < narrow)
     finally:
         browser.cleanup()
         db.close()

@@ -55,7 +55,10 @@ class _SeriesTiles(qt.QListWidget):
             self.setFixedHeight(height)
 
     def resizeEvent(self, event):
-        qt.QListWidget.resizeEvent(self, event)
+        try:  # the base class lays the tiles out for the new width (resizeMode Adjust)
+            qt.QListWidget.resizeEvent(self, event)
+        except (AttributeError, TypeError):  # a binding that does not expose the protected base
+            self.doItemsLayout()
         self.fitHeight()
 
 
