@@ -90,6 +90,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Set before the base constructor: with parent=None it calls setup() itself.
         self.logic = self.ui = self.browser = self.preview = self.activity = self.network = None
         self.activeJob = None
+        self._resampleEntries = []  # what "Load resampled" loads: the last load that offered it
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self):
@@ -112,18 +113,41 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.network = W.DICOMPlusNetworkWidget(self.logic, self.ui.networkFrame, activity=self.activity)
         self.ui.networkFrameLayout.addWidget(self.network)
         self.network.setLocalSelectionProvider(self.selectedEntries)
+        # "Send to <server>" sits with the local selection it sends; the server is the Network's
+        self.ui.databaseButtonsLayout.addWidget(self.network.sendButton)
+        self.network.nodeChanged.connect(self.updateButtonStates)
         self.network.retrieveFinished.connect(lambda studyUID: self.refreshBrowser())
         self.network.loadRequested.connect(self.loadEntries)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.updateButtonStates)
         self.browser.selectionChanged.connect(self.updateButtonStates)
+        mode = str(qt.QSettings().value("DICOMPlus/BrowserViewMode", "grid") or "grid")
+        self.browser.setViewMode(mode if mode in ("grid", "tree") else "grid")  # as the user left it
+        self.browser.viewModeChanged.connect(
+            lambda mode: qt.QSettings().setValue("DICOMPlus/BrowserViewMode", mode)
+        )
         self.browser.seriesSelected.connect(self.onSeriesSelected)
         self.browser.loadRequested.connect(self.loadEntries)
         self.preview.loadRequested.connect(self.loadEntries)
+        self.preview.resampledLoadRequested.connect(lambda entries: self.loadEntries(entries, resample=True))
+        self.ui.loadResampledButton.hide()
+        self.ui.messagesText.hide()  # shown with the first message: the browser gets the room
+        ui = self.ui
+        for section in (
+            ui.networkCollapsibleButton,
+            ui.exportCollapsibleButton,
+            ui.activityCollapsibleButton,
+        ):
+            # as tall as their contents (collapsed: the header); the browser takes the free height
+            section.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Fixed)
+        # the preview may shrink to its minimum (a smaller slice) before the browser does
+        ui.previewCollapsibleButton.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Preferred)
+        self.ui.loadResampledButton.connect("clicked(bool)", self.onLoadResampledButton)
         self.ui.previewCollapsibleButton.connect("contentsCollapsed(bool)", self.onPreviewCollapsed)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.loadButton.connect("clicked(bool)", lambda: self.loadEntries(self.selectedEntries()))
         self.ui.deleteButton.connect("clicked(bool)", self.onDeleteButton)
         self.ui.exportVolumeSelector.setMRMLScene(slicer.mrmlScene)
+        self.ui.exportVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onExportVolumeChanged)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundleButton)
         self.activity.setStatus(_("Idle (DICOMPlusLib {version})").format(version=DICOMPlusLib.__version__))
@@ -180,6 +204,14 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadButton.enabled = self.ui.deleteButton.enabled = hasSelection and idle
         self.ui.importButton.enabled = idle
         self.ui.exportButton.enabled = self.ui.saveBundleButton.enabled = hasStudy and idle
+        node = self.network.currentNode()
+        self.network.sendButton.text = _("Send to {node}").format(node=node) if node else _("Send...")
+        self.network.sendButton.enabled = hasSelection and bool(node)
+        self.network.sendButton.toolTip = (
+            _("Send the selected patients, studies or series to {node} (chosen in Network)").format(node=node)
+            if node
+            else _("Add a server in the Network section to send to it")
+        )
 
     # -- jobs -------------------------------------------------------------------------------------
     def runJob(self, job, onDone):
@@ -204,7 +236,9 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtonStates()
 
     def showMessages(self, lines):
+        """Warnings and messages under the Activity list; the box takes room only when it has some."""
         self.ui.messagesText.setPlainText("\n".join(lines))
+        self.ui.messagesText.visible = bool(lines)
 
     # -- import, load, delete -------------------------------------------------------------------
     def onImportButton(self, *args):
@@ -233,22 +267,33 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.showMessages([f"{s.path}: {s.reason}" for s in report.skipped[:50]])
         self.refreshBrowser()
 
-    def loadEntries(self, entries):
+    def loadEntries(self, entries, resample=False):
         """Load [(level, key)]: Data Bundles into the scene at once, the rest decoded in the
-        engine; nodes are created here when it is done. Returns the job, or None."""
+        engine (``resample``: onto a regular grid); nodes are created here when it is done.
+        Returns the job, or None."""
         job = None
         with slicer.util.tryWithErrorDisplay(_("DICOMPlus could not start loading.")):
-            job = self.logic.loadEntries(entries)
+            job = self.logic.loadEntries(entries, resample=resample)
         if job is None:
             return None
-        return self.runJob(job, self.onLoadDone)
+        self.ui.loadResampledButton.hide()
+        return self.runJob(job, lambda ended: self.onLoadDone(ended, entries, resample))
 
-    def onLoadDone(self, job):
+    def onLoadDone(self, job, entries=(), resample=False):
+        """Nodes for the decoded series; warnings in the user's words, and "Load resampled" when
+        it gives a better volume."""
         nodes, warnings = self.logic.addLoadedSeries(job.result)
         self.activity.setStatus(_("Loaded {count} volume(s)").format(count=len(nodes)))
-        self.showMessages([f"{name}: {getattr(w, 'message', w)}" for name, w in warnings])
+        text = DICOMPlusWidgets.text
+        self.showMessages([f"{name}: {text.warningText(w)}" for name, w in warnings])
+        self._resampleEntries = list(entries)
+        offer = not resample and text.offersResample([w for _name, w in warnings])
+        self.ui.loadResampledButton.visible = offer
         if nodes and nodes[0].IsA("vtkMRMLScalarVolumeNode") and slicer.app.layoutManager() is not None:
             slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
+
+    def onLoadResampledButton(self, *args):
+        return self.loadEntries(self._resampleEntries, resample=True)
 
     def onDeleteButton(self, *args):
         entries = self.selectedEntries()
@@ -277,7 +322,13 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             return None
         modality = self.ui.exportModalityCombo.currentText
-        result = self._tryLibrary(lambda: self.logic.exportVolume(node, studyUID, modality=modality))
+        description = self.ui.exportDescriptionEdit.text.strip() or self._defaultExportDescription(node)
+        number = self.ui.exportSeriesNumberSpinBox.value or None  # 0 shows "Next"
+        result = self._tryLibrary(
+            lambda: self.logic.exportVolume(
+                node, studyUID, modality=modality, seriesDescription=description, seriesNumber=number
+            )
+        )
         if result is not None:
             self.activity.setStatus(
                 _("Exported {name} as {count} file(s) into the study").format(
@@ -286,6 +337,18 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             self.refreshBrowser()
         return result
+
+    def onExportVolumeChanged(self, node):
+        self.ui.exportDescriptionEdit.text = self._defaultExportDescription(node) if node else ""
+
+    def _defaultExportDescription(self, node):
+        """The description of the series the volume was loaded from (not its node name, which
+        starts with the old series number), else the node name."""
+        uid = node.GetAttribute("DICOMPlus.SeriesInstanceUID")
+        records = self.logic.search("series", {"SeriesInstanceUID": uid}) if uid else []
+        if records and records[0].SeriesDescription:
+            return records[0].SeriesDescription
+        return node.GetName() or _("Exported volume")
 
     def onSaveBundleButton(self, *args):
         """Save the scene as a Data Bundle into the selected study."""
@@ -416,9 +479,17 @@ class DICOMPlusLogic(
         return self.addLoadedSeries(loaded)[0]
 
     # -- export and Data Bundle (DICOMPlusMRML) ------------------------------------------------
-    def exportVolume(self, volumeNode, studyUID, modality=None, seriesDescription=None, outputFolder=None):
+    def exportVolume(
+        self,
+        volumeNode,
+        studyUID,
+        modality=None,
+        seriesDescription=None,
+        outputFolder=None,
+        seriesNumber=None,
+    ):
         return DICOMPlusMRML.exportVolume(
-            self.database, volumeNode, studyUID, modality, seriesDescription, outputFolder
+            self.database, volumeNode, studyUID, modality, seriesDescription, outputFolder, seriesNumber
         )
 
     def exportSegmentation(self, segmentationNode, referenceVolumeNode, seriesDescription=None):

@@ -73,9 +73,11 @@ def host(widgets, database, qtbot):
 
 
 def item_of(browser, level, key):
-    """The tree item of an entry, found by walking the public tree (as a host could)."""
+    """The tree item of an entry, found by walking the public tree of the compact mode (as a host
+    could; the grid mode has its own accessors, see test_module_browser.py)."""
     import qt
 
+    browser.setViewMode("tree")
     tree = browser.treeWidget()
     tree.expandAll()
     pending = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount)]
@@ -171,7 +173,7 @@ def test_activity_widget_runs_and_cancels_jobs(host, qtbot, screenshot):
     qtbot.waitUntil(lambda: host.activity.progressOf(slow)[0] >= 10)
     assert host.activity.progressOf(slow)[1] == 100 and "of 100" in host.activity.rowText(slow)
     assert host.activity.runningJobs() == [slow]
-    assert host.activity.status() == "1 task(s) running"
+    assert host.activity.status() == "1 task running"
     screenshot(host.activity, "embed_activity_running")
     qtbot.mouseClick(host.activity.cancelButtonFor(slow), qt.Qt.LeftButton)
     qtbot.waitUntil(lambda: host.finished == ["Quick job", "Slow job"])

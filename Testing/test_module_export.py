@@ -117,6 +117,7 @@ def test_export_and_bundle_buttons_in_the_panel(dicomplus_module, qtbot, tmp_pat
         [node] = widget.logic.loadSeries(source.series_uid)
         widget.browser.selectSeries(source.series_uid)
         assert widget.ui.exportButton.enabled and widget.ui.saveBundleButton.enabled
+        widget.ui.exportCollapsibleButton.collapsed = False  # folded by default: the user opens it
         widget.ui.exportVolumeSelector.setCurrentNode(node)
         widget.ui.exportModalityCombo.currentIndex = 0  # CT
         qtbot.mouseClick(widget.ui.exportButton, qt.Qt.LeftButton)

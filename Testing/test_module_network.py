@@ -48,6 +48,7 @@ def panel(dicomplus_module, qtbot, tmp_path, monkeypatch):
         databasePath=tmp_path / "db" / "dicomplus.sqlite", nodesPath=tmp_path / "nodes.json"
     )
     w.setLogic(logic)
+    w.ui.networkCollapsibleButton.collapsed = False  # folded by default: the user opens it
     yield w
     w.cleanup()
 
@@ -181,7 +182,7 @@ def port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
+def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screenshot):
     import slicer
 
     network = panel.network
@@ -197,6 +198,9 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module):
     assert network.listenerButton.checked and not network.listenerPortSpinBox.enabled
     assert port_open(port)
     assert str(port) in network.listenerStatusLabel.text
+    panel.ui.previewCollapsibleButton.collapsed = True
+    panel.parent.resize(440, panel.parent.sizeHint.height())
+    screenshot(network, "network_listener")
 
     # something sent to it lands in the local database and is reported complete
     import qt

@@ -293,7 +293,16 @@ def test_load_warnings_are_shown_beside_the_preview(preview, qtbot, logic, manif
     [volume] = load_series(logic.database, uid)
     assert [w.code for w in preview.loadWarnings()] == [w.code for w in volume.warnings]
     assert code in [w.code for w in preview.loadWarnings()]
-    assert code in preview.warningsText()
+    # in the user's words: no internal code, no CLI advice; a tilted stack offers Load resampled
+    text = preview.warningsText()
+    assert text and code not in text and "convert --resample" not in text, text
+    assert preview.resampleButton().visible == (code == "gantry_tilt")
+    if code == "gantry_tilt":
+        assert "Load resampled" in text
+        requests = []
+        preview.resampledLoadRequested.connect(requests.append)
+        qtbot.mouseClick(preview.resampleButton(), __import__("qt").Qt.LeftButton)
+        assert requests == [[("series", uid)]]
 
 
 def test_clean_series_shows_no_warnings_and_adds_no_nodes(preview, qtbot, logic, tmp_path, manifest):

@@ -17,15 +17,25 @@ import DICOMPlusLib
 from . import segmentationLabelmap, volumeGeometry
 
 
-def exportVolume(database, volumeNode, studyUID, modality=None, seriesDescription=None, outputFolder=None):
+def exportVolume(
+    database,
+    volumeNode,
+    studyUID,
+    modality=None,
+    seriesDescription=None,
+    outputFolder=None,
+    seriesNumber=None,
+):
     """Write a scalar volume node as a new DICOM series in the local study ``studyUID`` (its
-    stored header supplies the patient and study), index it; returns the ExportResult."""
+    stored header supplies the patient and study), index it; returns the ExportResult.
+    ``seriesNumber`` None: one more than the study's largest."""
     from DICOMPlusLib.export import SeriesMetadata, export_volume_to_study
 
     array, ijkToLPS = volumeGeometry(volumeNode)
     metadata = SeriesMetadata(
         modality=modality,
         series_description=seriesDescription or volumeNode.GetName() or "DICOMPlus export",
+        series_number=seriesNumber,
     )
     return export_volume_to_study(database, studyUID, array, ijkToLPS, metadata, out_dir=outputFolder)
 

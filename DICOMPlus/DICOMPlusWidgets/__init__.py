@@ -15,17 +15,21 @@ The DICOMPlus panel is made of these; another module embeds them the same way::
     self.browser.refresh()
 
 * :class:`DICOMPlusBrowserWidget`: patients -> studies -> series of the local database, search,
-  thumbnails. Signals selectionChanged, seriesSelected, studySelected, patientSelected,
-  loadRequested, refreshed.
+  thumbnails: series as a thumbnail grid under each study (``grid``), or a compact tree
+  (``setViewMode("tree")``). Signals selectionChanged, seriesSelected, studySelected,
+  patientSelected, loadRequested, refreshed, viewModeChanged.
 * :class:`DICOMPlusPreviewWidget`: a series slice by slice in the loader's geometric order,
   autoplay, window/level, pan and zoom, load warnings; never touches the scene. Signals
-  seriesShown, sliceChanged, timePointChanged, windowLevelChanged, loadRequested, failed.
+  seriesShown, sliceChanged, timePointChanged, windowLevelChanged, loadRequested,
+  resampledLoadRequested, failed.
 * :class:`DICOMPlusActivityWidget`: DICOMPlusLib jobs with progress bars and Cancel. Signals
   jobStarted, jobFinished, jobEnded.
 * :class:`DICOMPlusNetworkWidget`: server nodes with echo, query form and results, Retrieve and
   Send selected, the listener. Signals nodeChanged, echoFinished, queryFinished, retrieveFinished,
   sendFinished, listenerChanged, loadRequested.
 * :class:`DICOMPlusSliceView`: the preview's canvas (an image with pan, zoom and overlays).
+* :mod:`text`: DICOM values for people (names without carets, titles for empty descriptions,
+  plurals) and load warnings in the user's words (``warningText``, ``offersResample``).
 
 Signals are :class:`Signal` objects (plain Python, because PythonQt cannot add Qt signals to a
 Python class): ``widget.signalName.connect(slot)``. Everything is driven from the Qt main thread;
@@ -37,7 +41,7 @@ This package sits in the DICOMPlus module folder, which Slicer puts on sys.path;
 not a top-level .py file, so Slicer does not take it for a module of its own.
 """
 
-from . import compat, engine
+from . import compat, engine, text
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
 from .logic import DatabaseLogic, EngineLogic
@@ -57,4 +61,5 @@ __all__ = [
     "Signal",
     "compat",
     "engine",
+    "text",
 ]

@@ -9,7 +9,9 @@ thread polls ``job.poll()`` while any job runs, updates the rows, and calls the 
 from __future__ import annotations
 
 import qt
+from slicer.i18n import tr as _
 
+from . import text as T
 from .signals import Signal
 from .tasks import stopTimer
 
@@ -30,8 +32,8 @@ class _JobRow:
         self.label = qt.QLabel(job.name, self.frame)
         self.label.wordWrap = True
         grid.addWidget(self.label, 0, 0)
-        self.cancelButton = qt.QPushButton("Cancel", self.frame)
-        self.cancelButton.toolTip = "Stop this task; the work already done is kept"
+        self.cancelButton = qt.QPushButton(_("Cancel"), self.frame)
+        self.cancelButton.toolTip = _("Stop this task; the work already done is kept")
         self.cancelButton.connect("clicked(bool)", lambda *args: job.cancel())
         grid.addWidget(self.cancelButton, 0, 1)
         self.progressBar = qt.QProgressBar(self.frame)
@@ -65,11 +67,11 @@ class DICOMPlusActivityWidget(qt.QWidget):
         layout = qt.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         header = qt.QHBoxLayout()
-        self._statusLabel = qt.QLabel("Idle", self)
+        self._statusLabel = qt.QLabel(_("Idle"), self)
         self._statusLabel.wordWrap = True
         header.addWidget(self._statusLabel, 1)
-        self._clearButton = qt.QPushButton("Clear finished", self)
-        self._clearButton.toolTip = "Remove the rows of the tasks that have ended"
+        self._clearButton = qt.QPushButton(_("Clear finished"), self)
+        self._clearButton.toolTip = _("Remove the rows of the tasks that have ended")
         self._clearButton.connect("clicked(bool)", self.clearFinished)
         header.addWidget(self._clearButton)
         layout.addLayout(header)
@@ -144,9 +146,11 @@ class DICOMPlusActivityWidget(qt.QWidget):
         if self._status:
             self._statusLabel.text = self._status
         elif running:
-            self._statusLabel.text = f"{running} task(s) running"
+            self._statusLabel.text = _("{tasks} running").format(
+                tasks=T.count(running, _("task"), _("tasks"))
+            )
         else:
-            self._statusLabel.text = "Idle"
+            self._statusLabel.text = _("Idle")
 
     # -- polling ----------------------------------------------------------------------------------
     def _poll(self):
@@ -181,23 +185,27 @@ class DICOMPlusActivityWidget(qt.QWidget):
             bar.value = min(snap.done, snap.total)
         if not job.finished:
             if snap.total:
-                row.label.text = f"{job.name}: {snap.done} of {snap.total}"
+                row.label.text = _("{name}: {done} of {total}").format(
+                    name=job.name, done=snap.done, total=snap.total
+                )
             else:
                 row.label.text = f"{job.name}..."
             return
         row.cancelButton.enabled = False
         state = snap.state.value
         if state == "done":
-            row.label.text = f"{job.name}: done in {snap.elapsed:.1f} s"
+            row.label.text = _("{name}: done in {seconds} s").format(
+                name=job.name, seconds=f"{snap.elapsed:.1f}"
+            )
             if not snap.total:
                 bar.maximum = 1
                 bar.value = 1
         elif state == "cancelled":
-            row.label.text = f"{job.name}: cancelled"
+            row.label.text = _("{name}: cancelled").format(name=job.name)
             if not snap.total:
                 bar.maximum = 1
         else:
-            row.label.text = f"{job.name}: failed: {snap.error}"
+            row.label.text = _("{name}: failed: {error}").format(name=job.name, error=snap.error)
             if not snap.total:
                 bar.maximum = 1
 

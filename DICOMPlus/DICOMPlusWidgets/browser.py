@@ -1,5 +1,5 @@
 """DICOMPlusBrowserWidget: the local database as patients -> studies -> series, with search and
-series thumbnails.
+series thumbnails: a grid of thumbnails under each study (the default), or a compact tree.
 
 The search box runs a database search (``Database.search(..., text=)``: names, IDs,
 descriptions, accession numbers) a moment after typing stops. Thumbnails
@@ -11,21 +11,15 @@ set as item icons when they are ready; the tree is usable before that.
 from __future__ import annotations
 
 import qt
+from slicer.i18n import tr as _
 
+from . import text as T
+from .grid import SeriesGrid
 from .signals import Signal
 from .tasks import EngineQueue, QueuePump, followDatabaseClosing, stopTimer
 
-THUMBNAIL_SIZE = 64  # pixels of the cached PNG; shown at ICON_SIZE
+THUMBNAIL_SIZE = 64  # pixels of the cached PNG; shown at ICON_SIZE in the tree, full in the grid
 ICON_SIZE = 40
-COLUMNS = ("Patient / study / series", "Date", "Mod.", "Images")
-
-
-def _formatDate(value):
-    """YYYYMMDD -> YYYY-MM-DD for display; anything else unchanged."""
-    value = value or ""
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
 
 
 class DICOMPlusBrowserWidget(qt.QWidget):
@@ -39,14 +33,18 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     * ``seriesSelected(str uid)``, ``studySelected(str uid)``, ``patientSelected(str id)``: one
       item of that level became the only selection;
     * ``loadRequested(list entries)``: double-click on a series, or :meth:`requestLoad`;
-    * ``refreshed()``: the tree was rebuilt from the database.
+    * ``refreshed()``: the view was rebuilt from the database;
+    * ``viewModeChanged(str mode)``: "grid" or "tree" (:meth:`setViewMode`, or the Grid/List buttons).
 
     Public methods: setDatabase, refresh, searchText, setSearchText, selectedEntries, selectEntry,
     selectSeries, clearSelection, entries, requestLoad, setThumbnailsEnabled, thumbnailsEnabled,
-    hasThumbnail, treeWidget, searchBox, cleanup.
+    hasThumbnail, viewMode, setViewMode, gridView, treeWidget, searchBox, statusText, cleanup.
     """
 
-    def __init__(self, source=None, parent=None, thumbnails=True):
+    #: Studies shown expanded when the view is first filled, if there are at most this many.
+    EXPAND_STUDIES = 12
+
+    def __init__(self, source=None, parent=None, thumbnails=True, viewMode="grid"):
         qt.QWidget.__init__(self, parent)
         self.selectionChanged = Signal(list, name="selectionChanged")
         self.seriesSelected = Signal(str, name="seriesSelected")
@@ -54,8 +52,11 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self.patientSelected = Signal(str, name="patientSelected")
         self.loadRequested = Signal(list, name="loadRequested")
         self.refreshed = Signal(name="refreshed")
+        self.viewModeChanged = Signal(str, name="viewModeChanged")
         self._source = source
-        self._items = {}  # (level, key) -> QTreeWidgetItem
+        self._items = {}  # (level, key) -> QTreeWidgetItem (tree mode)
+        self._entries = []  # [(level, key)] shown, in display order
+        self._viewMode = viewMode if viewMode in ("grid", "tree") else "grid"
         self._icons = {}  # series UID -> QIcon, or None when it has no thumbnail
         self._lastSelection = []
         self._thumbnailsEnabled = bool(thumbnails)
@@ -71,38 +72,68 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     def _setupUi(self):
         layout = qt.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        top = qt.QHBoxLayout()
         self._searchBox = qt.QLineEdit(self)
-        self._searchBox.placeholderText = "Search names, IDs, descriptions, accession numbers"
+        self._searchBox.placeholderText = _("Search names, IDs, descriptions, accession numbers")
         self._searchBox.clearButtonEnabled = True
-        self._searchBox.toolTip = (
+        self._searchBox.toolTip = _(
             "Search the local database: patients, studies and series whose name, ID, description "
             "or accession number contains this text"
         )
         self._searchBox.connect("textChanged(QString)", self._onSearchTextChanged)
         self._searchBox.connect("returnPressed()", self.refresh)
-        layout.addWidget(self._searchBox)
+        top.addWidget(self._searchBox, 1)
+        self._gridButton = qt.QToolButton(self)
+        self._gridButton.text = _("Grid")
+        self._gridButton.toolTip = _("Series as thumbnails under each study")
+        self._treeButton = qt.QToolButton(self)
+        self._treeButton.text = _("List")
+        self._treeButton.toolTip = _("A compact list: patients, studies and series in rows")
+        for button, mode in ((self._gridButton, "grid"), (self._treeButton, "tree")):
+            button.checkable = True
+            button.checked = mode == self._viewMode
+            button.connect("clicked(bool)", lambda *args, mode=mode: self.setViewMode(mode))
+            top.addWidget(button)
+        layout.addLayout(top)
 
-        tree = qt.QTreeWidget(self)
-        tree.columnCount = len(COLUMNS)
-        tree.setHeaderLabels(list(COLUMNS))
+        self._stack = qt.QStackedWidget(self)
+        # its height is what is left once the host's other widgets have theirs (its contents
+        # scroll): a long list must not push a preview below the screen
+        self._stack.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Ignored)
+        self._stack.minimumHeight = 170
+        self._grid = SeriesGrid(
+            self._stack, self._onSelectionChanged, self._onGridActivated, self._onStudyExpanded
+        )
+        self._grid.minimumHeight = 170
+        self._grid.toolTip = _("Double-click a series to load it. Ctrl+click selects several.")
+        self._stack.addWidget(self._grid)
+
+        tree = qt.QTreeWidget(self._stack)
+        columns = (_("Patient / study / series"), _("Date"), _("Mod."), _("Images"))
+        tree.columnCount = len(columns)
+        tree.setHeaderLabels(list(columns))
         tree.selectionMode = qt.QAbstractItemView.ExtendedSelection
         tree.alternatingRowColors = True
         tree.uniformRowHeights = False
         tree.iconSize = qt.QSize(ICON_SIZE, ICON_SIZE)
-        tree.minimumHeight = 200
+        tree.minimumHeight = 170
         tree.indentation = 14
-        tree.headerItem().setToolTip(2, "Modality (modalities in the study)")
-        tree.headerItem().setToolTip(3, "Number of instances")
-        tree.toolTip = "Patients, studies and series in the local database. Double-click a series to load it."
+        tree.headerItem().setToolTip(2, _("Modality (modalities in the study)"))
+        tree.headerItem().setToolTip(3, _("Number of images"))
+        tree.toolTip = _(
+            "Patients, studies and series in the local database. Double-click a series to load it."
+        )
         header = tree.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, qt.QHeaderView.Stretch)
-        for column in range(1, len(COLUMNS)):
+        for column in range(1, len(columns)):
             header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
         tree.connect("itemSelectionChanged()", self._onSelectionChanged)
         tree.connect("itemExpanded(QTreeWidgetItem*)", self._onItemExpanded)
         tree.connect("itemDoubleClicked(QTreeWidgetItem*,int)", self._onItemDoubleClicked)
-        layout.addWidget(tree, 1)
+        self._stack.addWidget(tree)
+        self._stack.currentIndex = 0 if self._viewMode == "grid" else 1
+        layout.addWidget(self._stack, 1)
         self._tree = tree
 
         self._statusLabel = qt.QLabel(self)
@@ -111,7 +142,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
 
     # -- accessors for hosts that style or test the widget --------------------------------------
     def treeWidget(self):
-        """The QTreeWidget (read it, style it; do not add or remove items)."""
+        """The QTreeWidget of the compact mode (read it, style it; do not add or remove items);
+        it is filled while :meth:`viewMode` is "tree"."""
         return self._tree
 
     def searchBox(self):
@@ -129,11 +161,12 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         followDatabaseClosing(self._queue, self._source, source)
         self._source = source
         self._icons = {}
-        self.refresh()
+        self._entries = []  # a new database opens as a first view does
+        self.refresh(selection=[])
 
     def _database(self):
         if self._source is None:
-            raise RuntimeError("DICOMPlusBrowserWidget has no database: call setDatabase(logic)")
+            raise RuntimeError(_("DICOMPlusBrowserWidget has no database: call setDatabase(logic)"))
         return getattr(self._source, "database", self._source)
 
     # -- search -----------------------------------------------------------------------------------
@@ -154,21 +187,50 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     def _onSearchTextChanged(self, *args):
         self._searchTimer.start()  # restarts: the search runs 300 ms after the last key
 
-    # -- tree -------------------------------------------------------------------------------------
-    def refresh(self, *args):
-        """Rebuild the tree from the database (and the search text); keeps the selection and the
+    # -- views ------------------------------------------------------------------------------------
+    def viewMode(self):
+        """ "grid" (series as thumbnails under each study) or "tree" (the compact list)."""
+        return self._viewMode
+
+    def setViewMode(self, mode):
+        """Show the thumbnail grid ("grid") or the compact tree ("tree"); keeps the selection."""
+        if mode not in ("grid", "tree"):
+            raise ValueError(f'view mode is "grid" or "tree", not {mode!r}')
+        if mode == self._viewMode:
+            return
+        selected = self.selectedEntries()
+        self._viewMode = mode
+        self._stack.currentIndex = 0 if mode == "grid" else 1
+        for button, name in ((self._gridButton, "grid"), (self._treeButton, "tree")):
+            button.checked = name == mode
+        self.refresh(selection=selected)
+        self.viewModeChanged.emit(mode)
+
+    def gridView(self):
+        """The grid (a :class:`~DICOMPlusWidgets.grid.SeriesGrid`), to read or style it."""
+        return self._grid
+
+    # -- refresh ----------------------------------------------------------------------------------
+    def refresh(self, *args, selection=None):
+        """Rebuild the view from the database (and the search text); keeps the selection and the
         expanded studies where they still exist."""
         self._searchTimer.stop()
         text = self.searchText()
-        selected = self.selectedEntries()
-        expanded = {key for key, item in self._items.items() if item.isExpanded()}
+        selected = self.selectedEntries() if selection is None else selection
+        if self._viewMode == "grid":
+            expanded = self._grid.expandedStudies()
+        else:
+            expanded = {
+                key[1] for key, item in self._items.items() if key[0] == "study" and item.isExpanded()
+            }
+        known = {key for level, key in self._entries if level == "study"}
         try:
             database = self._database()
             patients = database.search("patient", {})
             studies = database.search("study", {})
             series = database.search("series", {}, text=text or None)
         except Exception as error:  # a missing or locked database: say so, keep the widget usable
-            self._statusLabel.text = f"Cannot read the database: {error}"
+            self._statusLabel.text = _("Cannot read the database: {error}").format(error=error)
             return
         seriesByStudy = {}
         for record in series:
@@ -178,74 +240,114 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             if text and record.StudyInstanceUID not in seriesByStudy:
                 continue
             studiesByPatient.setdefault(record.PatientID, []).append(record)
+        groups = [
+            (
+                patient,
+                [
+                    (study, seriesByStudy.get(study.StudyInstanceUID, []))
+                    for study in studiesByPatient.get(patient.PatientID, [])
+                ],
+            )
+            for patient in patients
+            if not text or patient.PatientID in studiesByPatient
+        ]
+        self._entries = []
+        for patient, studyGroups in groups:
+            self._entries.append(("patient", patient.PatientID))
+            for study, seriesList in studyGroups:
+                self._entries.append(("study", study.StudyInstanceUID))
+                self._entries += [("series", s.SeriesInstanceUID) for s in seriesList]
+        shownStudies = sum(len(g[1]) for g in groups)
+        if shownStudies <= self.EXPAND_STUDIES:
+            # a small database (or search result) shows the series of its studies: all of them the
+            # first time, then the new ones (a study the user folded stays folded)
+            studyUIDs = {uid for level, uid in self._entries if level == "study"}
+            expanded |= studyUIDs if text or not known else studyUIDs - known
 
+        if self._viewMode == "grid":
+            self._grid.build(groups, self._icons, expanded)
+            self._items = {}
+        else:
+            self._grid.build([], {}, set())
+            self._buildTree(groups, expanded)
+        for entry in selected:
+            self._select(entry, exclusive=False, notify=False)
+
+        counts = "   ·   ".join(
+            (
+                T.count(len(groups), _("patient"), _("patients")),
+                T.count(shownStudies, _("study"), _("studies")),
+                T.count(len(series), _("series"), _("series")),
+            )
+        )
+        if text:
+            self._statusLabel.text = _('{counts} match "{text}"').format(counts=counts, text=text)
+        else:
+            self._statusLabel.text = counts
+        for level, key in self._entries:
+            if level == "study" and key in expanded:
+                self._queueThumbnails(self._seriesOfStudy(key))
+        if self.selectedEntries() != selected:
+            self._onSelectionChanged()
+        self.refreshed.emit()
+
+    def _buildTree(self, groups, expanded):
         tree = self._tree
         blocked = tree.blockSignals(True)
         tree.clear()
         self._items = {}
-        for patient in patients:
-            if text and patient.PatientID not in studiesByPatient:
-                continue
+        for patient, studyGroups in groups:
             patientItem = self._addItem(
                 tree,
                 ("patient", patient.PatientID),
-                [
-                    patient.PatientName or patient.PatientID,
-                    "",
-                    "",
-                    _count(patient.NumberOfPatientRelatedInstances),
-                ],
-                f"Patient ID: {patient.PatientID}",
+                [T.patientTitle(patient), "", "", _count(patient.NumberOfPatientRelatedInstances)],
+                _("Patient ID: {id}").format(id=patient.PatientID),
             )
-            for study in studiesByPatient.get(patient.PatientID, []):
+            for study, seriesList in studyGroups:
                 studyItem = self._addItem(
                     patientItem,
                     ("study", study.StudyInstanceUID),
                     [
-                        study.StudyDescription or "(no description)",
-                        _formatDate(study.StudyDate),
+                        T.studyTitle(study),
+                        T.formatDate(study.StudyDate),
                         study.ModalitiesInStudy,
                         _count(study.NumberOfStudyRelatedInstances),
                     ],
-                    f"Accession number: {study.AccessionNumber or '-'}\nStudy UID: {study.StudyInstanceUID}",
+                    _("Accession number: {accession}\nStudy UID: {uid}").format(
+                        accession=study.AccessionNumber or "-", uid=study.StudyInstanceUID
+                    ),
                 )
-                for record in seriesByStudy.get(study.StudyInstanceUID, []):
+                for record in seriesList:
                     number = "" if record.SeriesNumber is None else f"{record.SeriesNumber}: "
                     seriesItem = self._addItem(
                         studyItem,
                         ("series", record.SeriesInstanceUID),
                         [
-                            number + (record.SeriesDescription or record.Modality or "Series"),
-                            _formatDate(record.SeriesDate),
+                            number + T.seriesTitle(record),
+                            T.formatDate(record.SeriesDate),
                             record.Modality,
                             _count(record.NumberOfSeriesRelatedInstances),
                         ],
-                        f"{record.SeriesDescription or record.Modality}\nSeries UID: {record.SeriesInstanceUID}",
+                        _("{title}\nSeries UID: {uid}").format(
+                            title=T.seriesTitle(record), uid=record.SeriesInstanceUID
+                        ),
                     )
                     icon = self._icons.get(record.SeriesInstanceUID)
                     if icon is not None:
                         seriesItem.setIcon(0, icon)
-                studyItem.setExpanded(bool(text) or ("study", study.StudyInstanceUID) in expanded)
+                studyItem.setExpanded(study.StudyInstanceUID in expanded)
             patientItem.setExpanded(True)
-        for entry in selected:
-            item = self._items.get(entry)
-            if item is not None:
-                item.setSelected(True)
         tree.blockSignals(blocked)
 
-        shownStudies = sum(len(v) for v in studiesByPatient.values())
-        if text:
-            self._statusLabel.text = f'{len(series)} series match "{text}"'
-        else:
-            self._statusLabel.text = (
-                f"{tree.topLevelItemCount} patient(s), {shownStudies} study(ies), {len(series)} series"
-            )
-        for key, item in self._items.items():
-            if key[0] == "study" and item.isExpanded():
-                self._queueThumbnails(item)
-        if self.selectedEntries() != selected:
-            self._onSelectionChanged()
-        self.refreshed.emit()
+    def _seriesOfStudy(self, studyUID):
+        if self._viewMode == "grid":
+            return self._grid.seriesOfStudy(studyUID)
+        item = self._items.get(("study", studyUID))
+        if item is None:
+            return []
+        return [
+            str(item.child(i).data(0, qt.Qt.UserRole)).partition(":")[2] for i in range(item.childCount())
+        ]
 
     def _addItem(self, parent, entry, columns, toolTip):
         item = qt.QTreeWidgetItem(parent, columns)
@@ -255,11 +357,13 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         return item
 
     def entries(self, level=None):
-        """[(level, key)] of the items in the tree (of one level), in display order."""
-        return [entry for entry in self._items if level is None or entry[0] == level]
+        """[(level, key)] of the items shown (of one level), in display order."""
+        return [entry for entry in self._entries if level is None or entry[0] == level]
 
     def selectedEntries(self):
         """[(level, key)] of the selected items, e.g. [("series", "1.2.3")]."""
+        if self._viewMode == "grid":
+            return self._grid.selectedEntries()
         entries = []
         for item in self._tree.selectedItems():
             level, _sep, key = str(item.data(0, qt.Qt.UserRole)).partition(":")
@@ -267,10 +371,16 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         return entries
 
     def selectEntry(self, level, key, exclusive=True):
-        """Select an item (its parents are expanded); False if it is not in the tree."""
-        item = self._items.get((level, key))
+        """Select an item (its parents are expanded); False if it is not shown."""
+        return self._select((level, key), exclusive=exclusive, notify=True)
+
+    def _select(self, entry, exclusive, notify):
+        if self._viewMode == "grid":
+            return self._grid.selectEntry(*entry, exclusive=exclusive, notify=notify)
+        item = self._items.get(entry)
         if item is None:
             return False
+        blocked = self._tree.blockSignals(not notify)
         if exclusive:
             self._tree.clearSelection()
         parent = item.parent()
@@ -280,13 +390,17 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         item.setSelected(True)
         self._tree.setCurrentItem(item)
         self._tree.scrollToItem(item)
+        self._tree.blockSignals(blocked)
         return True
 
     def selectSeries(self, seriesUID):
         return self.selectEntry("series", seriesUID)
 
     def clearSelection(self):
-        self._tree.clearSelection()
+        if self._viewMode == "grid":
+            self._grid.clearSelection()
+        else:
+            self._tree.clearSelection()
 
     def requestLoad(self, entries=None):
         """Emit ``loadRequested`` for ``entries`` (default: the selection)."""
@@ -301,16 +415,24 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         if len(entries) == 1:
             level, key = entries[0]
             if level == "series":
-                self._queueThumbnails(self._items.get(entries[0]))
+                self._queueThumbnails([key])
                 self.seriesSelected.emit(key)
             elif level == "study":
                 self.studySelected.emit(key)
             elif level == "patient":
                 self.patientSelected.emit(key)
 
+    def _onGridActivated(self, entry):
+        if entry[0] == "series":
+            self.loadRequested.emit([entry])
+
+    def _onStudyExpanded(self, studyUID):
+        self._queueThumbnails(self._seriesOfStudy(studyUID))
+
     def _onItemExpanded(self, item):
-        if str(item.data(0, qt.Qt.UserRole)).startswith("study:"):
-            self._queueThumbnails(item)
+        level, _sep, key = str(item.data(0, qt.Qt.UserRole)).partition(":")
+        if level == "study":
+            self._queueThumbnails(self._seriesOfStudy(key))
 
     def _onItemDoubleClicked(self, item, column=0):
         level, _sep, key = str(item.data(0, qt.Qt.UserRole)).partition(":")
@@ -330,16 +452,13 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         """True once the series item shows its thumbnail."""
         return self._icons.get(seriesUID) is not None
 
-    def _queueThumbnails(self, item):
-        """Make thumbnails for a series item, or for the series of a study item."""
-        if item is None or not self._thumbnailsEnabled:
+    def _queueThumbnails(self, seriesUIDs):
+        """Ask the engine for the thumbnails of ``seriesUIDs`` not asked for yet."""
+        if not self._thumbnailsEnabled:
             return
-        level = str(item.data(0, qt.Qt.UserRole)).partition(":")[0]
-        children = [item] if level == "series" else [item.child(i) for i in range(item.childCount())]
         database = None
-        for child in children:
-            uid = str(child.data(0, qt.Qt.UserRole)).partition(":")[2]
-            if uid in self._icons:
+        for uid in seriesUIDs:
+            if uid in self._icons or self._queue.isPending(uid):
                 continue
             canDecode = getattr(self._source, "ensureDecoders", None)
             if canDecode is not None and not canDecode([uid], ask=False):
@@ -362,6 +481,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         item = self._items.get(("series", seriesUID))
         if item is not None and icon is not None:
             item.setIcon(0, icon)
+        self._grid.setIcon(seriesUID, icon)
 
     def cleanup(self):
         """Stop asking for thumbnails and the search timer; call when the host goes away."""

@@ -14,7 +14,10 @@ library objects directly, so that what a user does here is what the console does
 from __future__ import annotations
 
 import qt
+import slicer.util
+from slicer.i18n import tr as _
 
+from . import text as T
 from .activity import DICOMPlusActivityWidget
 from .signals import Signal
 from .tasks import stopTimer
@@ -91,25 +94,25 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         layout = qt.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
 
-        server = qt.QGroupBox("Server", self)
+        server = qt.QGroupBox(_("Server"), self)
         serverLayout = qt.QVBoxLayout(server)
         row = qt.QHBoxLayout()
         self.nodeCombo = qt.QComboBox(server)
-        self.nodeCombo.toolTip = "The remote DICOM node (PACS) to query, retrieve from and send to"
+        self.nodeCombo.toolTip = _("The remote DICOM node (PACS) to query, retrieve from and send to")
         self.nodeCombo.connect("currentIndexChanged(int)", self._onNodeChanged)
         row.addWidget(self.nodeCombo, 1)
         serverLayout.addLayout(row)
         row = qt.QHBoxLayout()
-        self.echoButton = qt.QPushButton("Echo", server)
-        self.echoButton.toolTip = "Test the connection with a C-ECHO (DICOM ping)"
+        self.echoButton = qt.QPushButton(_("Echo"), server)
+        self.echoButton.toolTip = _("Test the connection with a C-ECHO (DICOM ping)")
         self.echoButton.connect("clicked(bool)", self.onEcho)
         row.addWidget(self.echoButton)
-        self.addButton = qt.QPushButton("Add...", server)
-        self.addButton.toolTip = "Add a server node (or edit the one shown)"
+        self.addButton = qt.QPushButton(_("Add..."), server)
+        self.addButton.toolTip = _("Add a server node (or edit the one shown)")
         self.addButton.connect("clicked(bool)", self.showNodeForm)
         row.addWidget(self.addButton)
-        self.removeButton = qt.QPushButton("Remove", server)
-        self.removeButton.toolTip = "Forget the server node shown"
+        self.removeButton = qt.QPushButton(_("Remove"), server)
+        self.removeButton.toolTip = _("Forget the server node shown")
         self.removeButton.connect("clicked(bool)", self.onRemoveNode)
         row.addWidget(self.removeButton)
         serverLayout.addLayout(row)
@@ -118,33 +121,33 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.nodeForm.frameShape = qt.QFrame.StyledPanel
         form = qt.QFormLayout(self.nodeForm)
         self.nodeNameEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeNameEdit.placeholderText = "e.g. Hospital PACS"
-        form.addRow("Name:", self.nodeNameEdit)
+        self.nodeNameEdit.placeholderText = _("e.g. Hospital PACS")
+        form.addRow(_("Name:"), self.nodeNameEdit)
         self.nodeAETitleEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeAETitleEdit.placeholderText = "called AE title, e.g. ORTHANC"
+        self.nodeAETitleEdit.placeholderText = _("called AE title, e.g. ORTHANC")
         self.nodeAETitleEdit.maxLength = 16
-        form.addRow("AE title:", self.nodeAETitleEdit)
+        form.addRow(_("AE title:"), self.nodeAETitleEdit)
         self.nodeHostEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeHostEdit.placeholderText = "host name or address"
-        form.addRow("Host:", self.nodeHostEdit)
+        self.nodeHostEdit.placeholderText = _("host name or address")
+        form.addRow(_("Host:"), self.nodeHostEdit)
         self.nodePortSpinBox = qt.QSpinBox(self.nodeForm)
         self.nodePortSpinBox.minimum = 1
         self.nodePortSpinBox.maximum = 65535
         self.nodePortSpinBox.value = 104
-        form.addRow("Port:", self.nodePortSpinBox)
+        form.addRow(_("Port:"), self.nodePortSpinBox)
         self.nodeMethodCombo = qt.QComboBox(self.nodeForm)
         for method in ("C-GET", "C-MOVE"):
             self.nodeMethodCombo.addItem(method)
-        self.nodeMethodCombo.toolTip = (
+        self.nodeMethodCombo.toolTip = _(
             "C-GET brings the data back on the same connection; C-MOVE has the server send it to "
             "our listener (start it below, and register its AE title, host and port on the server)"
         )
-        form.addRow("Retrieve with:", self.nodeMethodCombo)
+        form.addRow(_("Retrieve with:"), self.nodeMethodCombo)
         formButtons = qt.QHBoxLayout()
-        self.saveNodeButton = qt.QPushButton("Save node", self.nodeForm)
+        self.saveNodeButton = qt.QPushButton(_("Save node"), self.nodeForm)
         self.saveNodeButton.connect("clicked(bool)", self.onSaveNode)
         formButtons.addWidget(self.saveNodeButton)
-        self.cancelNodeButton = qt.QPushButton("Cancel", self.nodeForm)
+        self.cancelNodeButton = qt.QPushButton(_("Cancel"), self.nodeForm)
         self.cancelNodeButton.connect("clicked(bool)", lambda *args: self.nodeForm.hide())
         formButtons.addWidget(self.cancelNodeButton)
         form.addRow(formButtons)
@@ -157,46 +160,46 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         serverLayout.addWidget(self.echoLabel)
         layout.addWidget(server)
 
-        queryBox = qt.QGroupBox("Query", self)
+        queryBox = qt.QGroupBox(_("Query"), self)
         queryForm = qt.QFormLayout(queryBox)
         self.patientNameEdit = qt.QLineEdit(queryBox)
-        self.patientNameEdit.placeholderText = "DOE^JOHN, or DOE* (a prefix matches)"
-        queryForm.addRow("Patient name:", self.patientNameEdit)
+        self.patientNameEdit.placeholderText = _("DOE^JOHN, or DOE* (a prefix matches)")
+        queryForm.addRow(_("Patient name:"), self.patientNameEdit)
         self.patientIDEdit = qt.QLineEdit(queryBox)
-        queryForm.addRow("Patient ID:", self.patientIDEdit)
+        queryForm.addRow(_("Patient ID:"), self.patientIDEdit)
         dates = qt.QHBoxLayout()
         self.dateFromEdit = qt.QLineEdit(queryBox)
-        self.dateFromEdit.placeholderText = "from YYYYMMDD"
+        self.dateFromEdit.placeholderText = _("from YYYYMMDD")
         self.dateToEdit = qt.QLineEdit(queryBox)
-        self.dateToEdit.placeholderText = "to YYYYMMDD"
+        self.dateToEdit.placeholderText = _("to YYYYMMDD")
         dates.addWidget(self.dateFromEdit)
         dates.addWidget(self.dateToEdit)
-        queryForm.addRow("Study date:", dates)
+        queryForm.addRow(_("Study date:"), dates)
         self.modalityEdit = qt.QLineEdit(queryBox)
-        self.modalityEdit.placeholderText = "CT, MR, ..."
-        queryForm.addRow("Modality:", self.modalityEdit)
+        self.modalityEdit.placeholderText = _("CT, MR, ...")
+        queryForm.addRow(_("Modality:"), self.modalityEdit)
         self.descriptionEdit = qt.QLineEdit(queryBox)
-        queryForm.addRow("Description:", self.descriptionEdit)
+        queryForm.addRow(_("Description:"), self.descriptionEdit)
         self.accessionEdit = qt.QLineEdit(queryBox)
-        queryForm.addRow("Accession:", self.accessionEdit)
+        queryForm.addRow(_("Accession:"), self.accessionEdit)
         for edit in (self.patientNameEdit, self.patientIDEdit, self.dateFromEdit, self.dateToEdit,
                      self.modalityEdit, self.descriptionEdit, self.accessionEdit):  # fmt: skip
             edit.clearButtonEnabled = True
             edit.connect("returnPressed()", self.onQuery)
-        self.queryButton = qt.QPushButton("Query", queryBox)
-        self.queryButton.toolTip = "Find the studies matching the form on the server (C-FIND)"
+        self.queryButton = qt.QPushButton(_("Query"), queryBox)
+        self.queryButton.toolTip = _("Find the studies matching the form on the server (C-FIND)")
         self.queryButton.connect("clicked(bool)", self.onQuery)
         queryForm.addRow(self.queryButton)
         layout.addWidget(queryBox)
 
         tree = qt.QTreeWidget(self)
         tree.columnCount = len(RESULT_COLUMNS)
-        tree.setHeaderLabels(list(RESULT_COLUMNS))
+        tree.setHeaderLabels([_("Patient / description"), _("Date"), _("Modality"), _("Instances")])
         tree.selectionMode = qt.QAbstractItemView.ExtendedSelection
         tree.alternatingRowColors = True
         tree.indentation = 14
         tree.minimumHeight = 160
-        tree.toolTip = "Studies found on the server; expand a study to see its series"
+        tree.toolTip = _("Studies found on the server; expand a study to see its series")
         header = tree.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, qt.QHeaderView.Stretch)
@@ -208,12 +211,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.resultsTree = tree
 
         buttons = qt.QHBoxLayout()
-        self.retrieveButton = qt.QPushButton("Retrieve selected", self)
-        self.retrieveButton.toolTip = "Copy the selected studies or series into the local database"
+        self.retrieveButton = qt.QPushButton(_("Retrieve selected"), self)
+        self.retrieveButton.toolTip = _("Copy the selected studies or series into the local database")
         self.retrieveButton.connect("clicked(bool)", self.onRetrieve)
         buttons.addWidget(self.retrieveButton)
-        self.sendButton = qt.QPushButton("Send selected", self)
-        self.sendButton.toolTip = "Send the series selected in the local database to the server"
+        self.sendButton = qt.QPushButton(_("Send selected"), self)
+        self.sendButton.toolTip = _("Send the series selected in the local database to the server")
         self.sendButton.connect("clicked(bool)", self.onSend)
         buttons.addWidget(self.sendButton)
         layout.addLayout(buttons)
@@ -221,28 +224,28 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.statusLabel.wordWrap = True
         layout.addWidget(self.statusLabel)
 
-        listenerBox = qt.QGroupBox("Listener (receive from other nodes)", self)
+        listenerBox = qt.QGroupBox(_("Listener (receive from other nodes)"), self)
         listenerLayout = qt.QGridLayout(listenerBox)
-        self.listenerButton = qt.QPushButton("Start listener", listenerBox)
+        self.listenerButton = qt.QPushButton(_("Start listener"), listenerBox)
         self.listenerButton.checkable = True
-        self.listenerButton.toolTip = "Accept C-STORE from other nodes into the local database"
+        self.listenerButton.toolTip = _("Accept C-STORE from other nodes into the local database")
         self.listenerButton.connect("toggled(bool)", self.setListenerRunning)
         listenerLayout.addWidget(self.listenerButton, 0, 0, 1, 2)
-        self.autoLoadCheckBox = qt.QCheckBox("Auto-load", listenerBox)
-        self.autoLoadCheckBox.toolTip = "Load each series into the scene when it has arrived"
+        self.autoLoadCheckBox = qt.QCheckBox(_("Auto-load"), listenerBox)
+        self.autoLoadCheckBox.toolTip = _("Load each series into the scene when it has arrived")
         listenerLayout.addWidget(self.autoLoadCheckBox, 0, 2, 1, 2)
-        listenerLayout.addWidget(qt.QLabel("AE title:", listenerBox), 1, 0)
+        listenerLayout.addWidget(qt.QLabel(_("AE title:"), listenerBox), 1, 0)
         self.listenerAETitleEdit = qt.QLineEdit(listenerBox)
         self.listenerAETitleEdit.maxLength = 16
         listenerLayout.addWidget(self.listenerAETitleEdit, 1, 1)
-        listenerLayout.addWidget(qt.QLabel("Port:", listenerBox), 1, 2)
+        listenerLayout.addWidget(qt.QLabel(_("Port:"), listenerBox), 1, 2)
         self.listenerPortSpinBox = qt.QSpinBox(listenerBox)
         self.listenerPortSpinBox.minimum = 1
         self.listenerPortSpinBox.maximum = 65535
         listenerLayout.addWidget(self.listenerPortSpinBox, 1, 3)
         listenerLayout.setColumnStretch(1, 1)
         layout.addWidget(listenerBox)
-        self.listenerStatusLabel = qt.QLabel("Listener stopped", self)
+        self.listenerStatusLabel = qt.QLabel(_("Listener stopped"), self)
         self.listenerStatusLabel.wordWrap = True
         layout.addWidget(self.listenerStatusLabel)
 
@@ -326,7 +329,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             except Exception as exc:
                 self.echoLabel.text = str(exc)
         else:
-            self.echoLabel.text = "No server node yet: Add... one (name, AE title, host, port)."
+            self.echoLabel.text = _("No server node yet: Add... one (name, AE title, host, port).")
         self._updateButtons()
         self.nodeChanged.emit(name)
 
@@ -347,13 +350,16 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.nodeForm.show()
 
     def onSaveNode(self, *args):
+        """Save the form as a node; a wrong value is shown (error display and the label) and the
+        form stays open to fix it."""
         name = str(self.nodeNameEdit.text).strip()
-        try:
-            self.addNode(name, str(self.nodeAETitleEdit.text).strip(), str(self.nodeHostEdit.text).strip(),
-                         int(self.nodePortSpinBox.value), str(self.nodeMethodCombo.currentText))  # fmt: skip
-        except Exception as exc:
-            self.echoLabel.text = f"Cannot save the node: {exc}"
-            return
+        with slicer.util.tryWithErrorDisplay(_("Cannot save the server node.")):
+            try:
+                self.addNode(name, str(self.nodeAETitleEdit.text).strip(), str(self.nodeHostEdit.text).strip(),
+                             int(self.nodePortSpinBox.value), str(self.nodeMethodCombo.currentText))  # fmt: skip
+            except Exception as exc:
+                self.echoLabel.text = _("Cannot save the node: {error}").format(error=exc)
+                raise
         self.nodeForm.hide()
 
     def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET"):
@@ -369,10 +375,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if not name:
             return
         try:
-            self._logic.removeNode(name)
-        except Exception as exc:
-            self.echoLabel.text = str(exc)
-        self.refreshNodes()
+            with slicer.util.tryWithErrorDisplay(
+                _("Cannot remove the server node {node}.").format(node=name)
+            ):
+                self._logic.removeNode(name)
+        finally:
+            self.refreshNodes()
 
     # -- echo and query (engine jobs) ----------------------------------------------------------
     def onEcho(self, *args):
@@ -381,7 +389,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             return
         if not self._ensureDependencies(self.echoLabel):
             return
-        self.echoLabel.text = f"Echo {name}..."
+        self.echoLabel.text = _("Echo {node}...").format(node=name)
         self._run(("echo", name), lambda: self._logic.echo(name))
 
     def _ensureDependencies(self, label):
@@ -390,7 +398,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         try:
             self._logic.ensureNetworkDependencies()
         except Exception as exc:
-            label.text = f"The network needs packages that are not installed: {exc}"
+            label.text = _("The network needs packages that are not installed: {error}").format(error=exc)
             return False
         return True
 
@@ -418,7 +426,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
     def onQuery(self, *args):
         name = self.currentNode()
         if not name:
-            self.statusLabel.text = "Choose or add a server node first."
+            self.statusLabel.text = _("Choose or add a server node first.")
             return
         if not self._ensureDependencies(self.statusLabel):
             return
@@ -430,7 +438,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._queryNode = name
         self.resultsTree.clear()
         self._studyItems, self._seriesItems = {}, {}
-        self.statusLabel.text = f"Querying {name}..."
+        self.statusLabel.text = _("Querying {node}...").format(node=name)
         self._querying = True
         self._updateButtons()
         self._queryJob = self._run(
@@ -450,7 +458,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if item is None:
             return False
         placeholder = qt.QTreeWidgetItem(item)
-        placeholder.setText(0, "Querying series...")
+        placeholder.setText(0, _("Querying series..."))
         name = self._queryNode
         self._run(
             ("series", self._queryGeneration, studyUID),
@@ -476,14 +484,21 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         kind = key[0]
         if kind == "echo":
             if error is not None:
-                ok, message = False, f"Echo {key[1]} failed: {error}"
+                ok, message = False, _("Echo {node} failed: {error}").format(node=key[1], error=error)
             elif value.ok:
                 ok, message = (
                     True,
-                    f"Echo {key[1]} ({value.node.address}): OK in {value.seconds * 1000:.0f} ms",
+                    _("Echo {node} ({address}): OK in {ms} ms").format(
+                        node=key[1], address=value.node.address, ms=f"{value.seconds * 1000:.0f}"
+                    ),
                 )
             else:
-                ok, message = False, f"Echo {key[1]} ({value.node.address}) failed: {value.message}"
+                ok, message = (
+                    False,
+                    _("Echo {node} ({address}) failed: {error}").format(
+                        node=key[1], address=value.node.address, error=value.message
+                    ),
+                )
             self.echoLabel.text = message
             self.echoFinished.emit(ok, message)
         elif kind == "query":
@@ -491,14 +506,18 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 return
             self._querying = False
             if error is not None:
-                self.statusLabel.text = f"Query failed: {error}"
+                self.statusLabel.text = _("Query failed: {error}").format(error=error)
                 self.queryFinished.emit(-1)
                 return
             for study in value:
                 self._addStudy(study)
-            text = f"{len(value)} study(ies) on {self._queryNode}"
+            text = _("{studies} on {node}").format(
+                studies=T.count(len(value), _("study"), _("studies")), node=self._queryNode
+            )
             if len(value) >= self.QUERY_LIMIT:
-                text += f" (the first {self.QUERY_LIMIT}: narrow the query to see others)"
+                text += " " + _("(the first {limit}: narrow the query to see others)").format(
+                    limit=self.QUERY_LIMIT
+                )
             self.statusLabel.text = text
             self.queryFinished.emit(len(value))
         elif kind == "series":
@@ -508,7 +527,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             item.takeChildren()
             if error is not None:
                 failed = qt.QTreeWidgetItem(item)
-                failed.setText(0, f"Series query failed: {error}")
+                failed.setText(0, _("Series query failed: {error}").format(error=error))
                 item.setData(1, qt.Qt.UserRole, "")
                 return
             for series in value:
@@ -517,13 +536,20 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     def _addStudy(self, study):
         item = qt.QTreeWidgetItem(self.resultsTree)
-        description = _text(study.StudyDescription) or "(no description)"
-        item.setText(0, f"{_text(study.PatientName)} ({_text(study.PatientID)}): {description}")
+        item.setText(
+            0, f"{T.formatPersonName(study.PatientName) or _text(study.PatientID)}: {T.studyTitle(study)}"
+        )
         item.setText(1, _formatDate(study.StudyDate))
         item.setText(2, _text(getattr(study, "ModalitiesInStudy", "")))
         item.setText(3, _text(getattr(study, "NumberOfStudyRelatedInstances", "")))
         item.setToolTip(
-            0, f"{item.text(0)}\nAccession {_text(study.AccessionNumber)}\nStudy {study.StudyInstanceUID}"
+            0,
+            _("{title}\nPatient ID: {id}\nAccession number: {accession}\nStudy UID: {uid}").format(
+                title=item.text(0),
+                id=_text(study.PatientID),
+                accession=_text(study.AccessionNumber) or "-",
+                uid=study.StudyInstanceUID,
+            ),
         )
         item.setData(0, qt.Qt.UserRole, "study:" + study.StudyInstanceUID)
         item.setChildIndicatorPolicy(qt.QTreeWidgetItem.ShowIndicator)
@@ -532,12 +558,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
     def _addSeries(self, parentItem, series):
         item = qt.QTreeWidgetItem(parentItem)
         number = _text(series.SeriesNumber)
-        description = _text(series.SeriesDescription) or "(no description)"
+        description = T.seriesTitle(series)
         item.setText(0, f"{number}: {description}" if number else description)
         item.setText(1, _formatDate(getattr(series, "SeriesDate", "")))
         item.setText(2, _text(series.Modality))
         item.setText(3, _text(getattr(series, "NumberOfSeriesRelatedInstances", "")))
-        item.setToolTip(0, f"Series {series.SeriesInstanceUID}")
+        item.setToolTip(0, _("Series UID: {uid}").format(uid=series.SeriesInstanceUID))
         item.setData(0, qt.Qt.UserRole, "series:" + series.SeriesInstanceUID)
         self._seriesItems[series.SeriesInstanceUID] = item
 
@@ -591,27 +617,29 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             try:
                 job = self._logic.retrieve(self._queryNode, studyUID=studyUID, seriesUIDs=seriesUIDs)
             except Exception as exc:
-                self.statusLabel.text = f"Retrieve failed: {exc}"
+                self.statusLabel.text = _("Retrieve failed: {error}").format(error=exc)
                 continue
             jobs.append(job)
             self._track(job, lambda ended, uid=studyUID: self._onRetrieved(ended, uid))
         if jobs:
-            self.statusLabel.text = f"Retrieving {len(jobs)} study(ies) from {self._queryNode}..."
+            self.statusLabel.text = _("Retrieving {studies} from {node}...").format(
+                studies=T.count(len(jobs), _("study"), _("studies")), node=self._queryNode
+            )
         return jobs
 
     def _onRetrieved(self, job, studyUID):
         if job.error is not None:
-            self.statusLabel.text = f"Retrieve failed: {job.error}"
+            self.statusLabel.text = _("Retrieve failed: {error}").format(error=job.error)
             return
         report = job.result
         failed = len(getattr(report, "failed", {}) or {})
         done = len(getattr(report, "done", []) or [])
         skipped = len(getattr(report, "skipped", []) or [])
-        text = f"Retrieved {done} instance(s)"
+        text = _("Retrieved {count} instance(s)").format(count=done)
         if skipped:
-            text += f", {skipped} already here"
+            text += _(", {count} already here").format(count=skipped)
         if failed:
-            text += f", {failed} failed"
+            text += _(", {count} failed").format(count=failed)
         self.statusLabel.text = text
         self.retrieveFinished.emit(studyUID)
 
@@ -625,7 +653,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if entries is None:
             entries = self._localSelection() if self._localSelection is not None else []
         if not name or not entries:
-            self.statusLabel.text = "Select series in the local database and a server node to send to."
+            self.statusLabel.text = _("Select series in the local database and a server node to send to.")
             return []
         series = [key for level, key in entries if level == "series"]
         studies = [key for level, key in entries if level == "study"]
@@ -638,24 +666,24 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             try:
                 job = self._logic.send(name, **call)
             except Exception as exc:
-                self.statusLabel.text = f"Send failed: {exc}"
+                self.statusLabel.text = _("Send failed: {error}").format(error=exc)
                 continue
             jobs.append(job)
             self._track(job, lambda ended: self._onSent(ended, name))
         if jobs:
-            self.statusLabel.text = f"Sending to {name}..."
+            self.statusLabel.text = _("Sending to {node}...").format(node=name)
         return jobs
 
     def _onSent(self, job, name):
         if job.error is not None:
-            self.statusLabel.text = f"Send failed: {job.error}"
+            self.statusLabel.text = _("Send failed: {error}").format(error=job.error)
             return
         report = job.result
         failed = report.failed
-        text = f"Sent {report.sent} instance(s) to {name}"
+        text = _("Sent {count} instance(s) to {node}").format(count=report.sent, node=name)
         if failed:
-            text += (
-                f"; {len(failed)} failed: {failed[0].message if hasattr(failed[0], 'message') else failed[0]}"
+            text += _("; {count} failed: {error}").format(
+                count=len(failed), error=getattr(failed[0], "message", failed[0])
             )
         self.statusLabel.text = text
         self.sendFinished.emit(name)
@@ -688,19 +716,21 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                     autoLoad=bool(self.autoLoadCheckBox.checked),
                 )
             except Exception as exc:
-                self.listenerStatusLabel.text = f"Listener could not start: {exc}"
+                self.listenerStatusLabel.text = _("Listener could not start: {error}").format(error=exc)
                 running = False
             else:
-                self.listenerStatusLabel.text = f"Listening as {self.listenerAETitleEdit.text} on port {port}"
+                self.listenerStatusLabel.text = _("Listening as {aeTitle} on port {port}").format(
+                    aeTitle=self.listenerAETitleEdit.text, port=port
+                )
                 self._autoLoadTimer.start()
         elif not running and self._logic.listenerRunning():
             self._logic.stopListener()  # series still arriving are reported complete now
             self._autoLoadTimer.stop()
             self._drainAutoLoad()
-            self.listenerStatusLabel.text = "Listener stopped"
+            self.listenerStatusLabel.text = _("Listener stopped")
         self.listenerButton.blockSignals(True)
         self.listenerButton.checked = running
-        self.listenerButton.text = "Stop listener" if running else "Start listener"
+        self.listenerButton.text = _("Stop listener") if running else _("Start listener")
         self.listenerButton.blockSignals(False)
         for widget in (self.listenerPortSpinBox, self.listenerAETitleEdit, self.autoLoadCheckBox):
             widget.enabled = not running

@@ -13,7 +13,9 @@ MRML scene: the "Load" button only emits ``loadRequested``. The state lives in
 from __future__ import annotations
 
 import qt
+from slicer.i18n import tr as _
 
+from . import text as T
 from .imaging import toQImage
 from .previewmodel import CUSTOM, PreviewModel, frameKey
 from .signals import Signal
@@ -29,7 +31,8 @@ class DICOMPlusPreviewWidget(qt.QWidget):
     Signals (:class:`~DICOMPlusWidgets.signals.Signal`): ``seriesShown(str uid)`` (headers read,
     first slice on its way), ``sliceChanged(int k)``, ``timePointChanged(int t)``,
     ``windowLevelChanged(float width, float center)``, ``loadRequested(list entries)`` (the
-    Load button: ``[("series", uid)]``), ``failed(str message)``.
+    Load button: ``[("series", uid)]``), ``resampledLoadRequested(list entries)`` (the Load
+    resampled button, shown for a tilted or irregular series), ``failed(str message)``.
 
     Public methods: setDatabase, setSeries, seriesUID, clear, volumeCount, currentVolume,
     setCurrentVolume, volumeInfo, sliceCount, currentSlice, setCurrentSlice, timePointCount,
@@ -46,6 +49,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self.timePointChanged = Signal(int, name="timePointChanged")
         self.windowLevelChanged = Signal(float, float, name="windowLevelChanged")
         self.loadRequested = Signal(list, name="loadRequested")
+        self.resampledLoadRequested = Signal(list, name="resampledLoadRequested")
         self.failed = Signal(str, name="failed")
         self._source = source
         self._model = PreviewModel(cacheBytes)
@@ -71,13 +75,15 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._playButton = qt.QToolButton(self)
         self._playButton.checkable = True
         self._playButton.setToolButtonStyle(qt.Qt.ToolButtonTextBesideIcon)
-        self._playButton.toolTip = "Play through the slices (autoplay), or pause"
+        self._playButton.toolTip = _("Play through the slices (autoplay), or pause")
         self._playButton.connect("toggled(bool)", self._onPlayToggled)
         self._sliceSlider, self._sliceLabel = self._sliderRow(layout, self._playButton, self.setCurrentSlice)
-        self._sliceSlider.toolTip = "Slice, in geometric order (as loaded); the mouse wheel in the view too"
-        timeTitle = qt.QLabel("Time", self)
+        self._sliceSlider.toolTip = _(
+            "Slice, in geometric order (as loaded); the mouse wheel in the view too"
+        )
+        timeTitle = qt.QLabel(_("Time"), self)
         self._timeSlider, self._timeLabel = self._sliderRow(layout, timeTitle, self.setCurrentTimePoint)
-        self._timeSlider.toolTip = "Time point (4D series)"
+        self._timeSlider.toolTip = _("Time point (4D series)")
         self._timeRow = self._timeSlider.parentWidget()
 
         controls = qt.QHBoxLayout()
@@ -86,34 +92,34 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._speedBox.maximum = 60
         self._speedBox.value = 8
         self._speedBox.suffix = " fps"
-        self._speedBox.toolTip = "Autoplay speed, frames per second"
+        self._speedBox.toolTip = _("Autoplay speed, frames per second")
         self._speedBox.connect("valueChanged(int)", self.setSpeed)
         controls.addWidget(self._speedBox)
         self._playAxisBox = qt.QComboBox(self)
-        self._playAxisBox.addItem("Slices")
-        self._playAxisBox.addItem("Time")
-        self._playAxisBox.toolTip = "Autoplay through the slices or through the time points"
+        self._playAxisBox.addItem(_("Slices"))
+        self._playAxisBox.addItem(_("Time"))
+        self._playAxisBox.toolTip = _("Autoplay through the slices or through the time points")
         self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
         controls.addWidget(self._playAxisBox)
         self._presetBox = qt.QComboBox(self)
-        self._presetBox.toolTip = "Window/level preset (drag with the left button in the view to adjust)"
+        self._presetBox.toolTip = _("Window/level preset (drag with the left button in the view to adjust)")
         self._presetBox.setSizeAdjustPolicy(qt.QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self._presetBox.minimumContentsLength = 8
         self._presetBox.connect("currentIndexChanged(int)", self._onPresetChosen)
         controls.addWidget(self._presetBox, 1)
         self._fitButton = qt.QToolButton(self)
-        self._fitButton.text = "Fit"
-        self._fitButton.toolTip = "Fit the image to the view (double-click in the view does too)"
+        self._fitButton.text = _("Fit")
+        self._fitButton.toolTip = _("Fit the image to the view (double-click in the view does too)")
         self._fitButton.connect("clicked(bool)", self.resetView)
         controls.addWidget(self._fitButton)
-        self._loadButton = qt.QPushButton("Load series", self)
-        self._loadButton.toolTip = "Load this series into the scene"
+        self._loadButton = qt.QPushButton(_("Load series"), self)
+        self._loadButton.toolTip = _("Load this series into the scene")
         self._loadButton.connect("clicked(bool)", self._onLoadClicked)
         controls.addWidget(self._loadButton)
         layout.addLayout(controls)
 
         self._volumeBox = qt.QComboBox(self)
-        self._volumeBox.toolTip = "This series holds several volumes (orientations, localizers...)"
+        self._volumeBox.toolTip = _("This series holds several volumes (orientations, localizers...)")
         self._volumeBox.connect("currentIndexChanged(int)", self.setCurrentVolume)
         layout.addWidget(self._volumeBox)
 
@@ -126,6 +132,13 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             " border-radius: 3px; padding: 4px; }"
         )
         layout.addWidget(self._warningsLabel)
+        self._resampleButton = qt.QPushButton(_("Load resampled"), self)
+        self._resampleButton.toolTip = _(
+            "Load this series resampled onto a regular grid, for tools that need one"
+        )
+        self._resampleButton.connect("clicked(bool)", self._onLoadResampledClicked)
+        self._resampleButton.visible = False
+        layout.addWidget(self._resampleButton)
         self._updatePlayButton()
 
     def _sliderRow(self, layout, leading, slot):
@@ -139,7 +152,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         slider.maximum = 0
         slider.connect("valueChanged(int)", slot)
         rowLayout.addWidget(slider, 1)
-        label = qt.QLabel("-", row)
+        label = qt.QLabel(_("-"), row)
         label.minimumWidth = qt.QFontMetrics(label.font).horizontalAdvance("0000 / 0000")
         label.alignment = qt.Qt.AlignRight | qt.Qt.AlignVCenter
         rowLayout.addWidget(label)
@@ -179,14 +192,16 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             except Exception as error:
                 ready, reason = False, str(error)
             else:
-                reason = "declined earlier in this session"
+                reason = _("declined earlier in this session")
             if not ready:
-                message = f"Cannot preview this series: the decoder it needs is not installed ({reason})"
+                message = _(
+                    "Cannot preview this series: the decoder it needs is not installed ({reason})"
+                ).format(reason=reason)
                 self._view.setMessage(message)
                 self._showWarnings([message])
                 self.failed.emit(message)
                 return
-        self._view.setMessage("Reading the headers...")
+        self._view.setMessage(_("Reading the headers..."))
         self._loadButton.enabled = True
         database = self._database()
         self._queue.put(
@@ -200,13 +215,13 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._queue.discard()
         self._model.reset()
         self._view.setImage(None)
-        self._view.setMessage("Select a series to preview")
+        self._view.setMessage(_("Select a series to preview"))
         self._view.setOrientationLetters("", "", "", "")
         self._view.resetView()
         self._updateCorners()
         self._setRange(self._sliceSlider, 0)
         self._setRange(self._timeSlider, 0)
-        self._sliceLabel.text = "-"
+        self._sliceLabel.text = _("-")
         self._timeRow.visible = False
         self._volumeBox.visible = False
         self._playAxisBox.visible = False
@@ -352,7 +367,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._playButton.blockSignals(blocked)
         icon = qt.QStyle.SP_MediaPause if playing else qt.QStyle.SP_MediaPlay
         self._playButton.setIcon(self.style().standardIcon(icon))
-        self._playButton.text = "Pause" if playing else "Play"
+        self._playButton.text = _("Pause") if playing else _("Play")
 
     # -- window/level ----------------------------------------------------------------------------
     def windowLevel(self):
@@ -454,7 +469,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             if key[1] != model.seriesUID:
                 return
             if error is not None:
-                message = f"Cannot preview this series: {error}"
+                message = _("Cannot preview this series: {error}").format(error=error)
                 self._view.setMessage(message)
                 self._showWarnings([message])
                 self.failed.emit(message)
@@ -488,7 +503,8 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._timeRow.visible = model.timePointCount() > 1
         self._playAxisBox.visible = model.timePointCount() > 1
         self._setPresetItems()
-        self._showWarnings([f"{w.code}: {w.message}" for w in model.info.warnings])
+        self._showWarnings([T.warningText(w) for w in model.info.warnings])
+        self._resampleButton.visible = T.offersResample(model.info.warnings)
         self._view.setOrientationLetters(*model.orientation())
         self._view.resetView()
         self._updateEnabled()
@@ -513,7 +529,9 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         if image is None:
             error = model.errors.get(frameKey(frame))
             self._view.setImage(None)
-            self._view.setMessage(f"Cannot decode this slice: {error}" if error else "Decoding...")
+            self._view.setMessage(
+                _("Cannot decode this slice: {error}").format(error=error) if error else _("Decoding...")
+            )
         else:
             dy, dx = frame.pixel_spacing or (1.0, 1.0)
             self._view.setMessage("")
@@ -554,6 +572,14 @@ class DICOMPlusPreviewWidget(qt.QWidget):
     def _onLoadClicked(self, *args):
         if self._model.seriesUID:
             self.loadRequested.emit([("series", self._model.seriesUID)])
+
+    def _onLoadResampledClicked(self, *args):
+        if self._model.seriesUID:
+            self.resampledLoadRequested.emit([("series", self._model.seriesUID)])
+
+    def resampleButton(self):
+        """The "Load resampled" button, shown when a warning says resampling gives a better volume."""
+        return self._resampleButton
 
     def cleanup(self):
         """Stop autoplay and the engine requests, drop the decoded slices; call when the host goes away."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import collections
 
+from slicer.i18n import tr as _
+
 from DICOMPlusLib.loading.preview import FROM_TAGS
 
 from .imaging import CT_PRESETS, autoWindow, colorToUint8, orientationLetters, windowToUint8
 
-AUTOMATIC = "Automatic (1st to 99th percentile)"
-CUSTOM = "Custom"
+AUTOMATIC = _("Automatic (1st to 99th percentile)")
+CUSTOM = _("Custom")
 
 
 def frameKey(frame):
@@ -217,22 +219,25 @@ class PreviewModel:
         info, frame = self.info, self.frame()
         if info is None or frame is None:
             return {"topLeft": [], "topRight": [], "bottomLeft": [], "bottomRight": []}
-        title = (self.record.SeriesDescription if self.record is not None else "") or info.label or "Series"
+        title = (
+            (self.record.SeriesDescription if self.record is not None else "") or info.label or _("Series")
+        )
         if len(title) > 30:
             title = title[:29] + "\u2026"
-        where = f"Slice {self.slice + 1} of {self.sliceCount()}"
+        where = _("Slice {k} of {count}").format(k=self.slice + 1, count=self.sliceCount())
         if self.timePointCount() > 1:
-            where += f", time {self.time + 1} of {self.timePointCount()}"
+            where += _(", time {t} of {count}").format(t=self.time + 1, count=self.timePointCount())
         window = f"W {self.windowCW[1]:.6g}  L {self.windowCW[0]:.6g}" if self.windowCW else ""
         position = "LPS " + ", ".join(f"{x:.1f}" for x in frame.position) if frame.position else ""
         return {
             "topLeft": [title, where],
             "topRight": [info.modality, f"{frame.columns} x {frame.rows}"],
             "bottomLeft": [window],
-            "bottomRight": [f"Zoom {zoom * 100:.0f}%", position],
+            "bottomRight": [_("Zoom {percent}%").format(percent=f"{zoom * 100:.0f}"), position],
         }
 
     @staticmethod
     def volumeTitle(index, info):
         dims = " x ".join(str(d) for d in info.dims)
-        return f"Volume {index + 1}: {dims}" + (" (localizer)" if info.localizer else "")
+        title = _("Volume {index}: {dims}").format(index=index + 1, dims=dims)
+        return title + " " + _("(localizer)") if info.localizer else title

@@ -52,7 +52,7 @@ class DICOMPlusSliceView(qt.QWidget):
         self._corners = {"topLeft": [], "topRight": [], "bottomLeft": [], "bottomRight": []}
         self._letters = ("", "", "", "")  # left, right, top, bottom
         self._message = ""
-        self.setMinimumSize(200, 240)
+        self.setMinimumSize(200, 160)  # the panel must fit a 1080p screen with the browser above
         self.setMouseTracking(True)
         self.setFocusPolicy(qt.Qt.StrongFocus)
         self.setSizePolicy(qt.QSizePolicy.Expanding, qt.QSizePolicy.Expanding)
