@@ -146,8 +146,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.ui.loadButton.connect("clicked(bool)", lambda: self.loadEntries(self.selectedEntries()))
         self.ui.deleteButton.connect("clicked(bool)", self.onDeleteButton)
-        self.ui.exportVolumeSelector.setMRMLScene(slicer.mrmlScene)
-        self.ui.exportVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onExportVolumeChanged)
+        self.exportSection = DICOMPlusWidgets.ExportSection(self)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundleButton)
         self.activity.setStatus(_("Idle (DICOMPlusLib {version})").format(version=DICOMPlusLib.__version__))
@@ -312,63 +311,12 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshBrowser()
         self.updateButtonStates()
 
-    # -- export and Data Bundle ------------------------------------------------------------------
+    # -- export and Data Bundle (DICOMPlusWidgets.ExportSection) ---------------------------------
     def onExportButton(self, *args):
-        """Export the chosen volume as a new series of the selected study."""
-        node, studyUID = self.ui.exportVolumeSelector.currentNode(), self.selectedStudyUID()
-        if node is None or studyUID is None:
-            self.showMessages(
-                [_("Choose a volume, and select a study (or one of its series) in the browser.")]
-            )
-            return None
-        modality = self.ui.exportModalityCombo.currentText
-        description = self.ui.exportDescriptionEdit.text.strip() or self._defaultExportDescription(node)
-        number = self.ui.exportSeriesNumberSpinBox.value or None  # 0 shows "Next"
-        result = self._tryLibrary(
-            lambda: self.logic.exportVolume(
-                node, studyUID, modality=modality, seriesDescription=description, seriesNumber=number
-            )
-        )
-        if result is not None:
-            self.activity.setStatus(
-                _("Exported {name} as {count} file(s) into the study").format(
-                    name=node.GetName(), count=len(result.files)
-                )
-            )
-            self.refreshBrowser()
-        return result
-
-    def onExportVolumeChanged(self, node):
-        self.ui.exportDescriptionEdit.text = self._defaultExportDescription(node) if node else ""
-
-    def _defaultExportDescription(self, node):
-        """The description of the series the volume was loaded from (not its node name, which
-        starts with the old series number), else the node name."""
-        uid = node.GetAttribute("DICOMPlus.SeriesInstanceUID")
-        records = self.logic.search("series", {"SeriesInstanceUID": uid}) if uid else []
-        if records and records[0].SeriesDescription:
-            return records[0].SeriesDescription
-        return node.GetName() or _("Exported volume")
+        return self.exportSection.export()
 
     def onSaveBundleButton(self, *args):
-        """Save the scene as a Data Bundle into the selected study."""
-        studyUID = self.selectedStudyUID()
-        if studyUID is None:
-            self.showMessages([_("Select a study (or one of its series) in the browser first.")])
-            return None
-        info = self._tryLibrary(lambda: self.logic.saveDataBundle(studyUID))
-        if info is not None:
-            self.activity.setStatus(_("Saved the scene as a Data Bundle into the study"))
-            self.refreshBrowser()
-        return info
-
-    def _tryLibrary(self, func):
-        """``func()``, or None with the library's message shown in the panel."""
-        try:
-            return func()
-        except DICOMPlusLib.DICOMPlusError as error:
-            self.showMessages([str(error)])
-            return None
+        return self.exportSection.saveBundle()
 
 
 class DICOMPlusLogic(
@@ -427,41 +375,10 @@ class DICOMPlusLogic(
         return job
 
     def addLoadedSeries(self, loaded):
-        """Nodes for what the engine decoded (main thread): [(series UID, [VolumeFile] or
-        LoadError)] -> (nodes, [(name, LoadWarning or LoadError)]). A failed series is reported,
-        the others load; the voxel files are removed once copied into the scene."""
-        import shutil
-
-        nodes, warnings, folders = [], [], set()
+        """Nodes for what the engine decoded (main thread; see DICOMPlusMRML.addLoadedSeries):
+        (nodes, [(name, LoadWarning or LoadError)]). Setting ``DICOMPlus/LoadDiffusionAsDWI``."""
         asDWI = str(qt.QSettings().value("DICOMPlus/LoadDiffusionAsDWI", "true")).lower() == "true"
-        from DICOMPlusLib.loading.seg import layout_of
-
-        # a segmentation after the series it segments, so that it can reference that node
-        isSeg = lambda item: not isinstance(item[1], Exception) and any(layout_of(v.info) for v in item[1])  # noqa: E731
-        for seriesUID, volumes in sorted(loaded, key=isSeg):
-            [series] = self.search("series", {"SeriesInstanceUID": seriesUID}) or [None]
-            [study] = (
-                self.search("study", {"StudyInstanceUID": series.StudyInstanceUID}) if series else [None]
-            )
-            if isinstance(volumes, Exception):  # maybe an object Slicer's own DICOM plugins load
-                files = [[r.path for r in self.database.instances(seriesUID)]]
-                handed, problems = DICOMPlusMRML.loadWithSlicerPlugins(files) if files[0] else ([], [])
-                if not handed:
-                    warnings.append((series.SeriesDescription if series else seriesUID, volumes))
-                warnings += [(what or seriesUID, message) for what, message in problems if handed]
-                continue
-            for index, volumeFile in enumerate(volumes):
-                folders.add(os.path.dirname(volumeFile.path))
-                volume = volumeFile.open()
-                name = DICOMPlusMRML.volumeName(series, volume, index, len(volumes))
-                node = DICOMPlusMRML.addNodeForVolume(volume, name, DICOMPlusMRML.addVolumeNode, asDWI)
-                header = self.database.header(volume.sop_uids[0])  # stored bytes: no file read
-                DICOMPlusMRML.placeInSubjectHierarchy(node, volume, study, series, header=header)
-                warnings += [(name, warning) for warning in volume.warnings]
-                nodes.append(node)
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
-        return nodes, warnings
+        return DICOMPlusMRML.addLoadedSeries(self.database, loaded, asDWI=asDWI)
 
     def load(self, entries, resample=False):
         """Load [(level, key)] and wait (a console convenience; the panel does not wait). Returns
@@ -504,8 +421,12 @@ class DICOMPlusLogic(
         return DICOMPlusMRML.loadDataBundle(self.database, bundle, replace)
 
 
-class DICOMPlusTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer (Reload and Test, or ctest) and under pytest (Testing/test_module_generic.py)."""
+class DICOMPlusTest(ScriptedLoadableModuleTest, DICOMPlusWidgets.SelfTest):
+    """Runs in Slicer (Reload and Test, or ctest) and under pytest (Testing/test_module_generic.py):
+    the engine, the panel and the network end to end (scenarios in DICOMPlusWidgets/selftest.py)."""
+
+    Logic = DICOMPlusLogic
+    Widget = DICOMPlusWidget
 
     def setUp(self):
         slicer.mrmlScene.Clear(0)
@@ -514,112 +435,3 @@ class DICOMPlusTest(ScriptedLoadableModuleTest):
         for test in (self.test_Logic, self.test_Widget, self.test_Network):
             self.setUp()
             test()
-
-    def _folder(self):
-        import tempfile
-
-        return tempfile.mkdtemp(prefix="DICOMPlusSelfTest-", dir=slicer.app.temporaryPath)
-
-    def test_Logic(self):
-        """The engine answers, imports and decodes; a failed task reports its error."""
-        import shutil
-
-        folder = self._folder()
-        try:
-            logic = DICOMPlusLogic(databasePath=os.path.join(folder, "db", "dicomplus.sqlite"))
-            self.assertEqual(logic.engine.call("ping")["version"], DICOMPlusLib.__version__)
-            with self.assertRaises(DICOMPlusLib.DICOMPlusError):
-                logic.engine.call("fail", {"message": "on purpose"})
-            report = logic.importFolder([self._writeSample(folder)]).get(60)
-            self.assertEqual((report.added, len(report.skipped)), (60, 0))
-            [series] = logic.search("series", {"SeriesDescription": "T1 axial"})
-            [node] = logic.loadSeries(series.SeriesInstanceUID)
-            self.assertEqual(node.GetImageData().GetDimensions()[2], 16)
-            logic.close()
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def test_Widget(self):
-        """The panel: import in the engine, browse, search, preview, load."""
-        import shutil
-
-        folder = self._folder()
-        widget = None
-        try:
-            widget = DICOMPlusWidget()
-            widget.setLogic(DICOMPlusLogic(databasePath=os.path.join(folder, "db", "dicomplus.sqlite")))
-            self.assertIn(DICOMPlusLib.__version__, widget.activity.status())
-            job = widget.importPaths([self._writeSample(folder)])
-            self._waitFor(lambda: widget.activeJob is None, "the import")
-            self.assertEqual(job.result.added, 60)
-            [mr] = widget.logic.search("series", {"Modality": "MR"})
-            self.assertEqual(len(widget.browser.entries("series")), 3)
-            self.assertTrue(widget.browser.selectSeries(mr.SeriesInstanceUID))
-            self.assertTrue(widget.ui.loadButton.enabled and widget.ui.deleteButton.enabled)
-            self._waitFor(widget.preview.isSliceReady, "the first slice of the preview")
-            self.assertEqual(widget.preview.sliceCount(), 16)
-            widget.browser.setSearchText("no such patient")
-            self.assertEqual(widget.browser.entries("series"), [])
-            widget.browser.setSearchText("")
-            widget.loadEntries([("series", mr.SeriesInstanceUID)])
-            self._waitFor(lambda: widget.activeJob is None, "loading the series")
-            self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), 1)
-        finally:
-            if widget is not None:
-                widget.cleanup()
-                widget.parent.deleteLater()
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def test_Network(self):
-        """Against a sample PACS started here (127.0.0.1 only): node, echo,
-        query, retrieve one series by C-GET, load it."""
-        import shutil
-
-        folder = self._folder()
-        logic = DICOMPlusLogic(
-            os.path.join(folder, "db", "dicomplus.sqlite"), os.path.join(folder, "nodes.json")
-        )
-        try:
-            logic.ensureNetworkDependencies()
-            from DICOMPlusLib.network.qrscp import QRConfig
-
-            # the sample PACS runs in the engine too: a Python thread here would starve
-            config = QRConfig(ae_title="SELFTESTPACS", port=0, host="127.0.0.1")
-            pacsDB = os.path.join(folder, "pacs", "pacs.sqlite")
-            port = logic.engine.call("pacs", {"db": pacsDB, "config": config, "sample": True}, timeout=60)
-            logic.addNode("Self-test PACS", "SELFTESTPACS", "127.0.0.1", port)
-            self.assertTrue(logic.echo("Self-test PACS").get(30).ok)
-            [study] = logic.query("Self-test PACS", "study", {"PatientID": "DPLUS-002"}).get(30)
-            [series] = logic.query(
-                "Self-test PACS", "series", {"StudyInstanceUID": study.StudyInstanceUID}
-            ).get(30)
-            logic.retrieve("Self-test PACS", study.StudyInstanceUID, [series.SeriesInstanceUID]).get(60)
-            self.assertEqual(len(logic.database.instances(series.SeriesInstanceUID)), 20)
-            self.assertEqual(len(logic.loadSeries(series.SeriesInstanceUID)), 1)
-        finally:
-            logic.engine.call("pacs_stop")
-            logic.close()
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def _waitFor(self, condition, what, timeout=60.0):
-        """Let the event loop run (engine output, timers) until ``condition()`` (tests only)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            slicer.app.processEvents()
-            time.sleep(0.01)
-
-    @staticmethod
-    def _writeSample(folder):
-        """The sample PACS's 60 instances (two patients, CT and MR, made with pydicom) as files."""
-        from DICOMPlusLib.network.sample import sample_files
-
-        out = os.path.join(folder, "sample")
-        os.makedirs(out, exist_ok=True)
-        for index, data in enumerate(sample_files()):
-            with open(os.path.join(out, f"{index:03d}.dcm"), "wb") as f:
-                f.write(data)
-        return out

@@ -293,10 +293,12 @@ from .exchange import (  # noqa: E402
     saveDataBundle,
 )
 from .plugins import examineWithSlicerPlugins, loadWithSlicerPlugins  # noqa: E402
+from .scene import addLoadedSeries  # noqa: E402
 from .segmentations import addSegmentationNode, findSeriesNode  # noqa: E402
 
 __all__ += [
     "addColourVolumeNode",
+    "addLoadedSeries",
     "addNodeForVolume",
     "addSegmentationNode",
     "examineWithSlicerPlugins",

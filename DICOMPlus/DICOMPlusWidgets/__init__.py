@@ -44,9 +44,11 @@ not a top-level .py file, so Slicer does not take it for a module of its own.
 from . import compat, engine, text
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
+from .exportsection import ExportSection
 from .logic import DatabaseLogic, EngineLogic
 from .network import DICOMPlusNetworkWidget
 from .preview import DICOMPlusPreviewWidget
+from .selftest import SelfTest
 from .signals import Signal
 from .sliceview import DICOMPlusSliceView
 
@@ -58,6 +60,8 @@ __all__ = [
     "DICOMPlusSliceView",
     "DatabaseLogic",
     "EngineLogic",
+    "ExportSection",
+    "SelfTest",
     "Signal",
     "compat",
     "engine",

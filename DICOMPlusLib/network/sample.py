@@ -160,6 +160,17 @@ def sample_files() -> list[bytes]:
     return [_instance(spec, k) for spec in SAMPLE for k in range(spec.slices)]
 
 
+def write_sample_files(folder) -> str:
+    """Write every sample instance into ``folder`` (created) as ``NNN.dcm``; returns the folder."""
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    for index, data in enumerate(sample_files()):
+        with open(os.path.join(folder, f"{index:03d}.dcm"), "wb") as f:
+            f.write(data)
+    return str(folder)
+
+
 def make_sample_data(db: Database) -> dict[str, int]:
     """Add the sample patients to ``db`` (nothing is added twice); returns the counts added."""
     from DICOMPlusLib.database.database import DuplicatePolicy

@@ -1,0 +1,79 @@
+"""The Export section of the DICOMPlus panel: a volume into the selected study, the scene as a
+Data Bundle. The widgets are the .ui's (``exportVolumeSelector``, ``exportModalityCombo``,
+``exportDescriptionEdit``, ``exportSeriesNumberSpinBox``, ``exportButton``, ``saveBundleButton``);
+this class reads them, calls the panel's Logic and says what happened in the panel."""
+
+import slicer
+from slicer.i18n import tr as _
+
+import DICOMPlusLib
+
+
+class ExportSection:
+    """``panel`` is the DICOMPlusWidget (its ``ui``, ``logic``, ``activity``, ``showMessages``,
+    ``selectedStudyUID`` and ``refreshBrowser``)."""
+
+    def __init__(self, panel):
+        self.panel = panel
+        ui = panel.ui
+        ui.exportVolumeSelector.setMRMLScene(slicer.mrmlScene)
+        ui.exportVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onVolumeChanged)
+
+    def export(self):
+        """Export the chosen volume as a new series of the selected study; the ExportResult."""
+        panel, ui = self.panel, self.panel.ui
+        node, studyUID = ui.exportVolumeSelector.currentNode(), panel.selectedStudyUID()
+        if node is None or studyUID is None:
+            panel.showMessages(
+                [_("Choose a volume, and select a study (or one of its series) in the browser.")]
+            )
+            return None
+        modality = ui.exportModalityCombo.currentText
+        description = ui.exportDescriptionEdit.text.strip() or self.defaultDescription(node)
+        number = ui.exportSeriesNumberSpinBox.value or None  # 0 shows "Next"
+        result = self._try(
+            lambda: panel.logic.exportVolume(
+                node, studyUID, modality=modality, seriesDescription=description, seriesNumber=number
+            )
+        )
+        if result is not None:
+            panel.activity.setStatus(
+                _("Exported {name} as {count} file(s) into the study").format(
+                    name=node.GetName(), count=len(result.files)
+                )
+            )
+            panel.refreshBrowser()
+        return result
+
+    def saveBundle(self):
+        """Save the scene as a Data Bundle into the selected study; the BundleInfo."""
+        panel = self.panel
+        studyUID = panel.selectedStudyUID()
+        if studyUID is None:
+            panel.showMessages([_("Select a study (or one of its series) in the browser first.")])
+            return None
+        info = self._try(lambda: panel.logic.saveDataBundle(studyUID))
+        if info is not None:
+            panel.activity.setStatus(_("Saved the scene as a Data Bundle into the study"))
+            panel.refreshBrowser()
+        return info
+
+    def onVolumeChanged(self, node):
+        self.panel.ui.exportDescriptionEdit.text = self.defaultDescription(node) if node else ""
+
+    def defaultDescription(self, node):
+        """The description of the series the volume was loaded from (not its node name, which
+        starts with the old series number), else the node name."""
+        uid = node.GetAttribute("DICOMPlus.SeriesInstanceUID")
+        records = self.panel.logic.search("series", {"SeriesInstanceUID": uid}) if uid else []
+        if records and records[0].SeriesDescription:
+            return records[0].SeriesDescription
+        return node.GetName() or _("Exported volume")
+
+    def _try(self, func):
+        """``func()``, or None with the library's message shown in the panel."""
+        try:
+            return func()
+        except DICOMPlusLib.DICOMPlusError as error:
+            self.panel.showMessages([str(error)])
+            return None
