@@ -150,6 +150,8 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundleButton)
         self.activity.setStatus(_("Idle (DICOMPlusLib {version})").format(version=DICOMPlusLib.__version__))
+        self.logic.engine.exited.connect(self.activity.setStatus)  # a crash says so (and restarts)
+        self.logic.listenerStopped.connect(self.onListenerStopped)
         self.logic.engine.start()  # returns at once; warm for the first task
         self.refreshBrowser()
         self.updateButtonStates()
@@ -169,9 +171,14 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.browser.setDatabase(logic)
         self.preview.setDatabase(logic)
         self.network.setLogic(logic)
+        logic.listenerStopped.connect(self.onListenerStopped)
         if previous is not None and previous is not logic:
             previous.close()
         self.updateButtonStates()
+
+    def onListenerStopped(self, reason):
+        """The listener ended (stopped, or the engine crashed: ``reason`` says so)."""
+        self.network.setListenerRunning(False)
 
     def refreshBrowser(self):
         self.browser.refresh()

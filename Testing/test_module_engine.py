@@ -55,3 +55,21 @@ def test_the_gui_never_waits_for_the_engine(dicomplus_module, qtbot, tmp_path):
     job.on_finished(ended.append)
     wait_for(qtbot, lambda: ended)
     assert ended == [job] and job.result.added == 0
+
+
+def test_the_panel_says_when_the_engine_crashed_and_its_listener_stopped(dicomplus_module, qtbot, tmp_path):
+    from dicomplus_testing.util import free_port
+
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite"))
+    try:
+        widget.network.listenerPortSpinBox.value = free_port()
+        widget.network.setListenerRunning(True)
+        assert widget.logic.listenerRunning() and widget.network.listenerButton.checked
+        os.kill(widget.logic.engine.pid(), signal.SIGKILL)
+        wait_for(qtbot, lambda: "stopped unexpectedly" in widget.activity.status())
+        assert not widget.logic.listenerRunning() and not widget.network.listenerButton.checked
+        assert widget.logic.engine.call("ping")["pid"]  # and the next task starts a new engine
+    finally:
+        widget.cleanup()
