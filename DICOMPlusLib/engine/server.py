@@ -199,6 +199,7 @@ class Engine:
     def serve(self) -> int:
         """Serve until stdin closes; returns the exit code."""
         self.send({"event": "ready", "pid": os.getpid(), "version": DICOMPlusLib.__version__})
+        warm_imports()  # requests wait in the pipe meanwhile
         try:
             for line in iter(self._in.readline, b""):
                 if not line.strip():
@@ -246,6 +247,26 @@ class Engine:
         server, self.pacs = self.pacs, None
         if server is not None:
             server.stop()
+
+
+def warm_imports() -> None:
+    """Import what the operations use, once, on this thread, before any task thread runs.
+
+    Tasks run in threads; two of them importing pydicom (or a decoder plugin) for the first time at
+    once can see a partially initialised module ("cannot import name 'Dataset' from partially
+    initialized module 'pydicom.dataset'"), since pydicom's modules import each other."""
+    with contextlib.suppress(Exception):  # a missing optional package is the operation's to report
+        import numpy  # noqa: F401
+        import pydicom.dataset
+        import pydicom.pixels  # noqa: F401
+
+        from DICOMPlusLib.loading import api  # noqa: F401
+        from DICOMPlusLib.loading.decoders import available_plugins, refresh_plugins
+        from DICOMPlusLib.loading.pixels import PLUGINS
+
+        refresh_plugins()
+        for transfer_syntax in PLUGINS:  # imports each decoder plugin's module
+            available_plugins(transfer_syntax)
 
 
 def die_with_parent() -> None:
