@@ -150,7 +150,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundleButton)
         self.activity.setStatus(_("Idle (DICOMPlusLib {version})").format(version=DICOMPlusLib.__version__))
-        self.logic.engine.exited.connect(self.activity.setStatus)  # a crash says so (and restarts)
+        self.logic.engine.exited.connect(self.onEngineExited)  # a crash says so (and restarts)
         self.logic.listenerStopped.connect(self.onListenerStopped)
         self.logic.engine.start()  # returns at once; warm for the first task
         self.refreshBrowser()
@@ -159,6 +159,8 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         """Called when the module is unloaded or the application exits."""
         self.removeObservers()
+        if self.logic is not None:  # the engine outlives this panel
+            self.logic.engine.exited.disconnect(self.onEngineExited)
         for widget in (self.browser, self.preview, self.network, self.activity):
             if widget is not None:
                 widget.cleanup()
@@ -175,6 +177,12 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if previous is not None and previous is not logic:
             previous.close()
         self.updateButtonStates()
+
+    def onEngineExited(self, reason):
+        try:
+            self.activity.setStatus(reason)
+        except (RuntimeError, ValueError):  # this panel's widgets are gone (deleted without cleanup)
+            DICOMPlusWidgets.engine.engine().exited.disconnect(self.onEngineExited)
 
     def onListenerStopped(self, reason):
         """The listener ended (stopped, or the engine crashed: ``reason`` says so)."""

@@ -257,7 +257,6 @@ class EngineLogic:
         if self._listenerPort:
             self._listenerPort = 0
             self.engine.call("unlisten", timeout=60)
-            self.listenerStopped.emit("")
 
     def listenerRunning(self):
         return bool(self._listenerPort)
