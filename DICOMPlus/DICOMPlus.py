@@ -385,7 +385,7 @@ class DICOMPlusLogic(
         self.ensureDecoders(seriesUIDs)
         folder = tempfile.mkdtemp(prefix="DICOMPlusLoad-", dir=slicer.app.temporaryPath)
         args = {"db": self.databasePath(), "series": seriesUIDs, "resample": bool(resample), "folder": folder}
-        job = self.engine.submit("load", args, _("Load {count} series").format(count=len(seriesUIDs)))
+        job = self.submit("load", args, _("Load {count} series").format(count=len(seriesUIDs)))
         job.on_finished(lambda ended: ended.error is None or shutil.rmtree(folder, ignore_errors=True))
         return job
 

@@ -73,3 +73,19 @@ def test_the_panel_says_when_the_engine_crashed_and_its_listener_stopped(dicompl
         assert widget.logic.engine.call("ping")["pid"]  # and the next task starts a new engine
     finally:
         widget.cleanup()
+
+
+def test_closing_a_logic_cancels_its_own_jobs_only(dicomplus_module, qtbot, tmp_path):
+    """Panels and embedded widgets share the session's engine: closing one Logic leaves the
+    others' work running."""
+    from dicomplus_testing.synthetic import make_series
+
+    folders = [make_series(tmp_path / f"s{i}", n=60, rows=64, cols=64, seed=i).folder for i in range(4)]
+    mine = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "a" / "dicomplus.sqlite")
+    other = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "b" / "dicomplus.sqlite")
+    theirs = other.importFolder(folders)
+    ours = mine.importFolder(folders)
+    mine.close()
+    wait_for(qtbot, lambda: theirs.finished and ours.finished, timeout=60_000)
+    assert theirs.error is None and theirs.result.added == 240 and not theirs.result.cancelled
+    assert mine._jobs == [] and other._jobs == []

@@ -61,8 +61,9 @@ class DatabaseLogic:
             self._database = None
 
     def close(self):
-        """Cancel this logic's running jobs and close its database (the engine stays)."""
-        for job in self.engine.pending():
+        """Cancel this logic's running jobs (not other panels' on the shared engine) and close its
+        database (the engine stays)."""
+        for job in list(self._jobs):
             job.cancel()
         self.closeDatabase()
 
@@ -94,6 +95,7 @@ class EngineLogic:
         self._nodesPath = nodesPath
         self._readyPurposes = set()
         self._declinedDecoders = set()
+        self._jobs = []  # what this logic started in the engine and has not seen end
         self._listenerPort = 0
         self.aeTitle = "DICOMPLUS"  # our calling AE title (and the listener's by default)
         self.autoLoad = False
@@ -103,6 +105,13 @@ class EngineLogic:
         self.engine = _engine.engine()
         self.engine.subscribe("series_complete", self._onSeriesComplete)
         self.engine.exited.connect(self._onEngineExited)
+
+    def submit(self, op, args, name):
+        """Start ``op`` in the engine for this logic; :meth:`close` cancels it if still running."""
+        job = self.engine.submit(op, args, name)
+        self._jobs.append(job)
+        job.on_finished(self._jobs.remove)
+        return job
 
     # -- packages ---------------------------------------------------------------------------
     def ensurePackages(self, purpose, names=None):
@@ -157,7 +166,7 @@ class EngineLogic:
         """Import files or folders in the engine; returns the job (result: ImportReport)."""
         paths = [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
         name = _("Import {count} item(s)").format(count=len(paths))
-        return self.engine.submit("import", {"db": self.databasePath(), "paths": paths, "link": link}, name)
+        return self.submit("import", {"db": self.databasePath(), "paths": paths, "link": link}, name)
 
     # -- network ------------------------------------------------------------------------------
     def ensureNetworkDependencies(self):
@@ -197,7 +206,7 @@ class EngineLogic:
         self.ensureNetworkDependencies()
         node = self.node(nodeName)
         args.update(node=node, calling_ae_title=self.aeTitle)
-        return self.engine.submit(op, args, name.format(node=node.name))
+        return self.submit(op, args, name.format(node=node.name))
 
     def echo(self, nodeName, timeout=10.0):
         """C-ECHO (PS3.7 9.1.5) in the engine; the job's result is an EchoResult."""

@@ -92,9 +92,6 @@ class EngineQueue:
         so nothing here is using it)."""
         self.discard()
 
-    def wait(self, timeout=None):
-        """Nothing to wait for: no thread of ours runs (kept for callers of the old queue)."""
-
     def _send(self):
         while len(self._running) < self.depth and not self._closed:
             ready = [key for key in self._pending if key not in self._running]  # one per key at a time
