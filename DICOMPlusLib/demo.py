@@ -67,10 +67,10 @@ def run_demo(out_dir: str | Path, *, say: Callable[[str], None] = print) -> Demo
     from DICOMPlusLib.loading.preview import contact_sheet, thumbnail_image
     from DICOMPlusLib.loading.writers import write_volume
     from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
-    from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
     from DICOMPlusLib.network.query import query
     from DICOMPlusLib.network.retrieve import retrieve
-    from DICOMPlusLib.network.sample import make_sample_data
     from DICOMPlusLib.network.send import send_paths
 
     started = time.monotonic()
@@ -199,7 +199,7 @@ def run_demo(out_dir: str | Path, *, say: Callable[[str], None] = print) -> Demo
 
 
 def cmd_demo(args) -> int:
-    from DICOMPlusLib.cli import print_json
+    from DICOMPlusLib.cli.app import print_json
 
     say = (lambda text: None) if args.json else print
     summary = run_demo(args.out, say=say)

@@ -23,7 +23,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.cli import Exit, main
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 
 
 def code_of(capsys, *args) -> tuple[int, str, str]:

@@ -31,7 +31,7 @@ from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 
 COUNT = 2000
 RETRIEVED = 600

@@ -33,9 +33,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicomplus_testing.peers import LOOPBACK, OUR_AET, OrthancServer, PeerFactory
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.sample import sample_uid
 from DICOMPlusLib.network.query import QueryReport, query
-from DICOMPlusLib.network.sample import sample_uid
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 PACS_AET = "DICOMPLUSPACS"
@@ -389,7 +389,7 @@ def test_qido_query_strings_are_rfc3986_and_readable_by_orthanc():
     commas, no percent-escape in matching values, full time bounds, lists with wildcards split."""
     import re
 
-    from DICOMPlusLib.network.qido import qido_split, query_string
+    from DICOMPlusLib.network.web.qido import qido_split, query_string
 
     sent = query_string({
         "PatientName": "Wang^XiaoDong=王^小東=",

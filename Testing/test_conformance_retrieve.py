@@ -26,7 +26,7 @@ import pytest
 from dicomplus_testing.peers import LOOPBACK
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.nodes import RemoteNode
-from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve
 
 PACS_AET = "DICOMPLUSPACS"
@@ -175,7 +175,7 @@ def test_move_to_a_known_but_unreachable_destination_says_so(tmp_path):
     from pynetdicom import AE
 
     from dicomplus_testing.util import free_port
-    from DICOMPlusLib.network.sample import make_sample_data, sample_files
+    from DICOMPlusLib.network.pacs.sample import make_sample_data, sample_files
 
     db = Database(tmp_path / "db")
     make_sample_data(db)

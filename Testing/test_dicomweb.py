@@ -15,7 +15,7 @@ from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel
-from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint
+from DICOMPlusLib.network.web.client import DicomwebClient, DicomwebEndpoint
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from test_export_series import rotation
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.cli import main
+from DICOMPlusLib.cli.export import read_volume
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import ExportError
-from DICOMPlusLib.export.commands import read_volume
 from DICOMPlusLib.export.nifti import choose_ijk_to_lps, read_header
 from DICOMPlusLib.loading import plan_series
 

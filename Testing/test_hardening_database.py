@@ -19,8 +19,8 @@ from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
-from DICOMPlusLib.network.sample import make_sample_data, sample_files
+from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.sample import make_sample_data, sample_files
 
 
 def dicomplus(*args: str, cwd: Path) -> subprocess.CompletedProcess:

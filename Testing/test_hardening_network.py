@@ -23,7 +23,8 @@ from dicomplus_testing.peers import LOOPBACK, port_accepts
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network import dimse, scu, ul
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network import dimse, ul
-from DICOMPlusLib.network.acceptor import AcceptorPolicy, StorageAssociation, negotiate
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, StorageAssociation, negotiate
 from DICOMPlusLib.network.storage import DatabaseSink
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -153,7 +154,7 @@ def sink(tmp_path_factory):
 @given(raw=st.one_of(mutated(_RQ + _PDATA + ul.RELEASE_RQ), st.binary(max_size=300)))
 def test_acceptor_never_reaches_its_catch_all_handler(sink, raw):
     failures = _Failures()
-    logger = logging.getLogger("DICOMPlusLib.network.acceptor")
+    logger = logging.getLogger("DICOMPlusLib.network.dimse.acceptor")
     logger.addHandler(failures)
     a, b = socket.socketpair()
     try:
@@ -195,7 +196,7 @@ class _Chunks:
 )
 def test_multipart_parts_come_out_whole_wherever_the_chunks_split(sink, parts, boundary, cuts):
     from DICOMPlusLib.errors import RetrieveError
-    from DICOMPlusLib.network.web_response import spool_multipart
+    from DICOMPlusLib.network.web.response import spool_multipart
 
     delimiter = b"--" + boundary.encode()
     if any(delimiter in p or p.endswith(b"\r") for p in parts):

@@ -24,7 +24,7 @@ from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.cli import main
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import QueryError, RetrieveError
-from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint
+from DICOMPlusLib.network.web.client import DicomwebClient, DicomwebEndpoint
 
 STUDY = "1.2.826.0.1.3680043.10.1137.100"
 SERIES = "1.2.826.0.1.3680043.10.1137.101"
@@ -330,7 +330,7 @@ def test_a_large_instance_is_spooled_to_disk_not_held_in_memory(server, tmp_path
     script = (
         "import sys\n"
         "from DICOMPlusLib.database import Database\n"
-        "from DICOMPlusLib.network.dicomweb import DicomwebClient\n"
+        "from DICOMPlusLib.network.web.client import DicomwebClient\n"
         "db = Database(sys.argv[2])\n"
         f"report = DicomwebClient(sys.argv[1]).retrieve(db, {STUDY!r}, {SERIES!r})\n"
         # VmHWM, not ru_maxrss: Linux carries the parent's peak into ru_maxrss across exec

@@ -28,8 +28,8 @@ def forget_network_settings(slicer_app):
 def pacs(tmp_path):
     """The sample PACS (C-FIND, C-GET, C-STORE) on a free port, with its database."""
     from DICOMPlusLib.database import Database
-    from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
-    from DICOMPlusLib.network.sample import make_sample_data
+    from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
 
     db = Database(tmp_path / "pacs" / "pacs.sqlite")
     make_sample_data(db)
@@ -231,8 +231,8 @@ def test_retrieve_with_c_move_to_the_panel_listener(panel, qtbot, tmp_path):
     """A node set to C-MOVE sends to the listener started in the panel (its AE title is the move
     destination the sample PACS knows)."""
     from DICOMPlusLib.database import Database
-    from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
-    from DICOMPlusLib.network.sample import make_sample_data
+    from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
 
     port = free_port()
     db = Database(tmp_path / "pacs" / "pacs.sqlite")

@@ -29,7 +29,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port, missing
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import NetworkError
-from DICOMPlusLib.network import scu, ul
+from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.echo import EchoProblem, echo
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
 from DICOMPlusLib.network.nodes import RemoteNode, TLSSettings
@@ -406,7 +406,7 @@ def test_peer_abort_mid_transfer_leaves_nothing_and_listener_goes_on(listener, d
         assoc = _assoc_rq(listener.port)
         cx = next(iter(assoc.contexts.values()))
         payload = data_set(series.files[0])
-        from DICOMPlusLib.network import dimse
+        from DICOMPlusLib.network.dimse import messages as dimse
 
         command = dimse.store_request(1, CT, str(pydicom.dcmread(series.files[0]).SOPInstanceUID))
         half = payload[: len(payload) // 2]
@@ -479,7 +479,7 @@ def test_stop_aborts_a_stuck_association_and_removes_its_partial_file(db, tmp_pa
     lst = start_listener(db)
     assoc = _assoc_rq(lst.port)
     cx = next(iter(assoc.contexts.values()))
-    from DICOMPlusLib.network import dimse
+    from DICOMPlusLib.network.dimse import messages as dimse
 
     command = dimse.store_request(1, CT, "1.2.3.4")
     half = data_set(series.files[0])[:10000]

@@ -12,8 +12,9 @@ import pytest
 
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.errors import NetworkError
-from DICOMPlusLib.network import dimse, ul
-from DICOMPlusLib.network.acceptor import AcceptorPolicy, is_storage_class, negotiate
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, is_storage_class, negotiate
 from DICOMPlusLib.network.nodes import NodeStore, RemoteNode, RetrieveMethod, TLSSettings, default_nodes_path
 from DICOMPlusLib.network.storage import ReceiveMeta, file_meta_bytes
 

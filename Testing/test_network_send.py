@@ -20,7 +20,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.jobs import CancelToken
-from DICOMPlusLib.network import dimse
+from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.send import (
@@ -298,7 +298,7 @@ def test_send_runs_in_a_job_thread(listener, db, tmp_path):
 def test_a_lost_association_is_reopened_and_its_file_retried(db, tmp_path, monkeypatch):
     """The receiver aborts the association while storing the 4th file (once): the sender opens a
     new association for the rest, and the retry sends the 4th again."""
-    from DICOMPlusLib.network import acceptor, ul
+    from DICOMPlusLib.network.dimse import acceptor, ul
 
     series = make_series(tmp_path / "s", n=8, rows=16, cols=16, seed=36)
     victim = sorted(series.files)[3]

@@ -19,8 +19,8 @@ from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.echo import echo
 from DICOMPlusLib.network.nodes import RemoteNode
-from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
-from DICOMPlusLib.network.sample import make_sample_data, sample_files
+from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.sample import make_sample_data, sample_files
 
 AET = "DICOMPLUSPACS"
 

@@ -167,7 +167,7 @@ def test_requirements_match_pyproject():
     decoders = _requirement_lines("requirements-decoders.txt")
     assert "pynetdicom" in network and "python-gdcm" in decoders
     assert not set(network) & set(decoders), "a requirement is in both files"
-    command_line_only = {"rich", "argcomplete"}  # imported by cli.py and *commands.py only
+    command_line_only = {"rich", "argcomplete"}  # imported by DICOMPlusLib/cli only
     assert set(network) | set(decoders) == set(declared) - bundled_by_slicer - command_line_only
     for name, requirement in {**network, **decoders}.items():
         assert requirement == declared[name], f"{name}: Resources/ and pyproject.toml disagree"

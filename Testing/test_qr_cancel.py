@@ -20,7 +20,7 @@ from DICOMPlusLib.database import Database
 from DICOMPlusLib.jobs import CancelToken, JobState
 from DICOMPlusLib.network.listener import ListenerConfig
 from DICOMPlusLib.network.nodes import RemoteNode
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve, retrieve_job, set_node_limit
 
 BIG = 320

@@ -22,7 +22,7 @@ from dicomplus_testing.util import REPO_ROOT, require_executable
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import QueryError
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
-from DICOMPlusLib.network.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.query import QueryResults, query
 from DICOMPlusLib.network.retrieve import retrieve
 
@@ -255,7 +255,7 @@ def test_errors_say_what_to_fix(orthanc_session):
 
 
 def test_a_failure_status_becomes_a_query_error(sample_pacs):
-    from DICOMPlusLib.network import qrscu
+    from DICOMPlusLib.network.dimse import qrscu
     from DICOMPlusLib.network.query import open_for_query
 
     assoc = open_for_query(sample_pacs.node, "DICOMPLUS", [qrscu.STUDY_ROOT_FIND], 10)

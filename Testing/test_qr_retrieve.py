@@ -26,7 +26,7 @@ from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import RetrieveError
 from DICOMPlusLib.network.listener import ListenerConfig
 from DICOMPlusLib.network.nodes import RemoteNode
-from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve
 
 

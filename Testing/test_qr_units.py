@@ -17,8 +17,8 @@ from dicomplus_testing.util import free_port
 from DICOMPlusLib.errors import QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel, SeriesRecord, StudyRecord
-from DICOMPlusLib.network import dimse, qrscu
-from DICOMPlusLib.network.dicomweb import TransferReport
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
 from DICOMPlusLib.network.query import (
     QueryResults,
@@ -45,6 +45,7 @@ from DICOMPlusLib.network.retrieve_dimse import (
     move_setup_hint,
     storage_context_groups,
 )
+from DICOMPlusLib.network.web.client import TransferReport
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"

@@ -70,7 +70,8 @@ def _instance(sender: int, k: int, rows: int) -> tuple[str, bytes]:
 def _sender(sender: int, count: int, port: int, rows: int, calling: str, called: str, out: str) -> None:
     """Send ``count`` instances; reconnect and resend after a failure. Writes JSON to ``out``."""
     sys.path.insert(0, str(REPO))
-    from DICOMPlusLib.network import dimse, scu
+    from DICOMPlusLib.network.dimse import messages as dimse
+    from DICOMPlusLib.network.dimse import scu
 
     acked, latencies, failures = [], [], 0
     assoc = None

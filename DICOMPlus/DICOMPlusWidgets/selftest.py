@@ -21,7 +21,7 @@ class SelfTest:
     @staticmethod
     def _writeSample(folder):
         """The sample PACS's 60 instances (two patients, CT and MR, made with pydicom) as files."""
-        from DICOMPlusLib.network.sample import write_sample_files
+        from DICOMPlusLib.network.pacs.sample import write_sample_files
 
         return write_sample_files(os.path.join(folder, "sample"))
 
@@ -89,7 +89,7 @@ class SelfTest:
         logic = self.Logic(os.path.join(folder, "db", "dicomplus.sqlite"), os.path.join(folder, "nodes.json"))
         try:
             logic.ensureNetworkDependencies()
-            from DICOMPlusLib.network.qrscp import QRConfig
+            from DICOMPlusLib.network.pacs.qrscp import QRConfig
 
             # the sample PACS runs in the engine too: a Python thread here would starve
             config = QRConfig(ae_title="SELFTESTPACS", port=0, host="127.0.0.1")

@@ -162,7 +162,7 @@ def send(task: Task):
     studies, series = list(task.args.get("studies") or ()), list(task.args.get("series") or ())
     if node.retrieve_method.value == "DICOMweb":
         from DICOMPlusLib.database.selection import series_of
-        from DICOMPlusLib.network.dicomweb import client_for
+        from DICOMPlusLib.network.web.client import client_for
 
         uids = series_of(db, [("study", s) for s in studies] + [("series", s) for s in series])
         files = [r.path for uid in uids for r in db.instances(uid)]
@@ -216,8 +216,8 @@ def pacs(task: Task) -> int:
     """Start a Query/Retrieve SCP over ``db`` (``config``: a QRConfig; ``sample``: add the sample
     patients first), the sample PACS of the panel and of the module's self-test; returns its
     port. One per engine: a second call replaces the first."""
-    from DICOMPlusLib.network.qrscp import QueryRetrieveSCP
-    from DICOMPlusLib.network.sample import make_sample_data
+    from DICOMPlusLib.network.pacs.qrscp import QueryRetrieveSCP
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
 
     engine = task.engine
     engine.stop_pacs()

@@ -1,12 +1,15 @@
-"""DICOM networking: server nodes, echo, the C-STORE listener, send, query and retrieve, and the
-sample PACS (DIMSE); DICOMweb lives in :mod:`dicomweb`.
+"""DICOM networking, in layers (each imports only from the layers below it):
 
-The functions ``echo.echo``, ``send.send``, ``query.query`` and ``retrieve.retrieve`` share their
-modules' names and are imported from there. Names are imported lazily so that ``import DICOMPlusLib.network.dicomweb`` (or the CLI) does not
-pay for pynetdicom. Bulk C-STORE traffic (listener, send, echo) uses a direct, blocking
-implementation of the Upper Layer protocol (:mod:`ul`, :mod:`scu`, :mod:`acceptor`), and so do
-query and retrieve (:mod:`qrscu`: C-FIND, C-GET, C-MOVE, C-CANCEL); the Query/Retrieve SCP of
-the sample PACS uses pynetdicom (:mod:`qrscp`).
+- transports: :mod:`dimse` (our Upper Layer and DIMSE stack: PDUs, messages, status table, SCU,
+  acceptor, Q/R SCU) and :mod:`web` (the DICOMweb client: QIDO-RS, WADO-RS, STOW-RS);
+- :mod:`pacs`: the sample PACS (``dicomplus serve``; its Q/R SCP uses pynetdicom);
+- services on top: :mod:`nodes` (server nodes), :mod:`echo`, :mod:`send`, :mod:`query`,
+  :mod:`retrieve` (with :mod:`retrieve_plan`, :mod:`retrieve_dimse`, :mod:`retrieve_web`),
+  :mod:`listener` and :mod:`storage` (received instances into the database), :mod:`sources`
+  (one query interface over a database, a DIMSE node and a DICOMweb node).
+
+The command line for all of it lives in :mod:`DICOMPlusLib.cli`. Names are exported lazily, so
+that importing the package (or the CLI) pays for neither pydicom nor pynetdicom.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ _EXPORTS = {
     "SendItem": "send",
     "SendReport": "send",
     "FileResult": "send",
-    "QueryRetrieveSCP": "qrscp",
-    "QRConfig": "qrscp",
-    "make_sample_data": "sample",
+    "QueryRetrieveSCP": "pacs.qrscp",
+    "QRConfig": "pacs.qrscp",
+    "make_sample_data": "pacs.sample",
     "QueryResults": "query",
     "Selection": "query",
     "QuerySource": "sources",

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from DICOMPlusLib.errors import NetworkError
-from DICOMPlusLib.network import scu, ul
+from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
 
 
@@ -140,7 +140,7 @@ def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
     """A QIDO-RS probe (``GET {url}/studies?limit=1``) with the node's credentials, diagnosed."""
     import requests
 
-    from DICOMPlusLib.network.dicomweb import client_for
+    from DICOMPlusLib.network.web.client import client_for
 
     url = node.dicomweb_url.rstrip("/")
     start = time.monotonic()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError
-from DICOMPlusLib.network import ul
+from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT, TLSSettings, check_ae_title
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier, Subscription
 
@@ -234,7 +234,7 @@ class Listener:
 
     # -- direct engine -----------------------------------------------------------------------
     def _start_direct(self) -> None:
-        from DICOMPlusLib.network.pynetdicom_glue import bind_error
+        from DICOMPlusLib.network.pacs.pynetdicom_glue import bind_error
 
         cfg = self.config
         try:
@@ -245,7 +245,7 @@ class Listener:
         self._port = sock.getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._ssl = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
-        from DICOMPlusLib.network.acceptor import AcceptorPolicy
+        from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy
 
         self._policy = AcceptorPolicy(
             ae_title=cfg.ae_title,
@@ -351,7 +351,7 @@ class Listener:
         return None
 
     def _run_association(self, connection: _Connection) -> None:
-        from DICOMPlusLib.network.acceptor import StorageAssociation
+        from DICOMPlusLib.network.dimse.acceptor import StorageAssociation
 
         conn = connection.sock
         deadline = connection.since + self.config.acse_timeout
@@ -392,7 +392,7 @@ class Listener:
     def _start_pynetdicom(self) -> None:
         from pynetdicom import AE, evt
 
-        from DICOMPlusLib.network.pynetdicom_glue import (
+        from DICOMPlusLib.network.pacs.pynetdicom_glue import (
             add_storage_contexts,
             nodelay_handler,
             rejection_handler,

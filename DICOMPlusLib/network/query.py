@@ -15,7 +15,7 @@ with the character set they declare.
 Every answer is re-checked against the criteria with the matching rules of local search
 (:mod:`DICOMPlusLib.database.matching`): peers ignore keys they do not index (dcmqrscp answers a
 ``SeriesDescription=*T1*`` query with every series), and a DICOMweb query may ask a superset
-(see :func:`DICOMPlusLib.network.qido.qido_split`). What was left out is counted in a
+(see :func:`DICOMPlusLib.network.web.qido.qido_split`). What was left out is counted in a
 :class:`~DICOMPlusLib.network.answers.QueryReport` and logged.
 """
 
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import NetworkError, QueryError
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
-from DICOMPlusLib.network import qrscu
 from DICOMPlusLib.network.answers import QueryReport, checked
+from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, RetrieveMethod, check_ae_title
 
 if TYPE_CHECKING:
@@ -219,11 +219,11 @@ def record_from_identifier(level: QueryLevel, ds: Dataset, extra_keys: Iterable[
 def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str] | None = None, *,
                     limit: int | None = None, report: QueryReport | None = None) -> Iterator[Record]:  # fmt: skip
     """QIDO-RS records matching ``criteria`` exactly: asked in as many requests as it takes
-    (:func:`~DICOMPlusLib.network.qido.qido_split`), each entity once, every answer
+    (:func:`~DICOMPlusLib.network.web.qido.qido_split`), each entity once, every answer
     re-checked (the requests may ask a superset, see
-    :func:`~DICOMPlusLib.network.qido.qido_split`); ``client`` is a
-    :class:`~DICOMPlusLib.network.dicomweb.DicomwebClient`."""
-    from DICOMPlusLib.network.qido import qido_split
+    :func:`~DICOMPlusLib.network.web.qido.qido_split`); ``client`` is a
+    :class:`~DICOMPlusLib.network.web.client.DicomwebClient`."""
+    from DICOMPlusLib.network.web.qido import qido_split
 
     level = _level(level)
     criteria = dict(criteria or {})
@@ -347,7 +347,7 @@ def open_for_query(
     node: RemoteNode, calling: str, sop_classes: list[str], timeout: float
 ) -> qrscu.QRAssociation:
     """An association proposing the C-FIND models ``sop_classes`` (QueryError when it fails)."""
-    from DICOMPlusLib.network import scu
+    from DICOMPlusLib.network.dimse import scu
 
     tls = node.tls_settings.client_context(node.host) if node.tls else None
     try:

@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, Job, ProgressCallback
-from DICOMPlusLib.network import qrscu, scu
-from DICOMPlusLib.network.dicomweb import TransferReport
+from DICOMPlusLib.network.dimse import qrscu, scu
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, RetrieveMethod, check_ae_title
 from DICOMPlusLib.network.retrieve_dimse import (
     RunState,
@@ -51,6 +50,7 @@ from DICOMPlusLib.network.retrieve_plan import (
     make_plan,
     make_units,
 )
+from DICOMPlusLib.network.web.client import TransferReport
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
@@ -82,7 +82,7 @@ class RetrieveReport(TransferReport):
     """What a retrieve did: ``done`` (SOP Instance UIDs received), ``skipped`` (already in the
     database), ``failed`` (SOP Instance UID -> reason), ``expected`` (from the plan),
     ``cancelled``; ``complete`` when everything expected is here. The same shape as the DICOMweb
-    :class:`~DICOMPlusLib.network.dicomweb.TransferReport`, plus how it went."""
+    :class:`~DICOMPlusLib.network.web.client.TransferReport`, plus how it went."""
 
     node: str = ""
     method: str = ""

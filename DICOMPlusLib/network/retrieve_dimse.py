@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError, RetrieveError
-from DICOMPlusLib.network import qrscu, ul
+from DICOMPlusLib.network.dimse import qrscu, ul
 from DICOMPlusLib.network.nodes import DEFAULT_PORT, RemoteNode
 
 if TYPE_CHECKING:

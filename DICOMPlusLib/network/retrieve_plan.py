@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from DICOMPlusLib.errors import NetworkError, QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel
-from DICOMPlusLib.network import qrscu
+from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.retrieve_dimse import Unit
 

@@ -1,6 +1,6 @@
 """Retrieve through DICOMweb WADO-RS (PS3.18 10.4) for nodes whose preferred method is DICOMweb:
 the same selection and report as the DIMSE retrieve, done by
-:meth:`DICOMPlusLib.network.dicomweb.DicomwebClient.retrieve` series by series."""
+:meth:`DICOMPlusLib.network.web.client.DicomwebClient.retrieve` series by series."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def retrieve_dicomweb(node: RemoteNode, db: Database, report: RetrieveReport, *,
                       series_uids: list[str], sop_uids: list[str], resume: bool,
                       progress: ProgressCallback | None, cancel: CancelToken, timeout: float) -> None:  # fmt: skip
     """Fill ``report`` with a WADO-RS retrieve of the study or of each series."""
-    from DICOMPlusLib.network.dicomweb import client_for
+    from DICOMPlusLib.network.web.client import client_for
 
     if not node.dicomweb_url:
         raise RetrieveError(f"node {node.name!r} has no DICOMweb URL: add one, or retrieve with get or move")

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DICOMPlusError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
-from DICOMPlusLib.network import dimse, scu
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import scu
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
 from DICOMPlusLib.network.storage import valid_uid_text
 

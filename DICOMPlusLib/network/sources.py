@@ -65,7 +65,7 @@ class DicomwebSource:
     are the distinct patients of the matching studies."""
 
     def __init__(self, node: RemoteNode | str, *, timeout: float = 30.0) -> None:
-        from DICOMPlusLib.network.dicomweb import DicomwebClient, DicomwebEndpoint, client_for
+        from DICOMPlusLib.network.web.client import DicomwebClient, DicomwebEndpoint, client_for
 
         if isinstance(node, str):
             self.name = node

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DatabaseError, DICOMPlusError
-from DICOMPlusLib.network import dimse, ul
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import ul
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database

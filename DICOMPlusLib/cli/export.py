@@ -4,7 +4,7 @@
 
 The study must be in the database (its stored header gives the patient and study modules).
 The volume is read with SimpleITK, whose physical space is LPS like the library's.
-Also registers the ``bundle`` commands (:mod:`DICOMPlusLib.bundle.commands`).
+Also registers the ``bundle`` commands (:mod:`DICOMPlusLib.cli.bundle`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli import ProgressBar, open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import ProgressBar, open_database, print_json, require_paths
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 
 if TYPE_CHECKING:
@@ -197,6 +197,6 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
-    from DICOMPlusLib.bundle.commands import add_commands as add_bundle_commands
+    from DICOMPlusLib.cli.bundle import add_commands as add_bundle_commands
 
     add_bundle_commands(sub)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from DICOMPlusLib.cli import (
+from DICOMPlusLib.cli.app import (
     Exit,
     ProgressBar,
     UsageError,
@@ -165,7 +165,7 @@ class _RejectionReporter(logging.Handler):
 
 @contextlib.contextmanager
 def _report_rejections(args, config):
-    log = logging.getLogger("DICOMPlusLib.network.acceptor")
+    log = logging.getLogger("DICOMPlusLib.network.dimse.acceptor")
     handler = _RejectionReporter(args, config)
     level = log.level
     log.addHandler(handler)
@@ -248,7 +248,7 @@ def _cancelled(done: int, total: int, sent: int) -> int:
 def _send_stow(args, node, bar, token) -> int:
     """Send to a DICOMweb node with STOW-RS."""
     from DICOMPlusLib.database.indexer import iter_files
-    from DICOMPlusLib.network.dicomweb import client_for
+    from DICOMPlusLib.network.web.client import client_for
 
     if args.paths:
         files = list(iter_files(args.paths))
@@ -368,9 +368,9 @@ def default_sample_database() -> Path:
 
 
 def cmd_serve(args) -> int:
-    from DICOMPlusLib.network.qrscp import Destination
-    from DICOMPlusLib.network.sample import make_sample_data
-    from DICOMPlusLib.network.serve import instructions, make_server
+    from DICOMPlusLib.network.pacs.qrscp import Destination
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
+    from DICOMPlusLib.network.pacs.serve import instructions, make_server
 
     if args.sample:
         if args.db is None:
@@ -413,7 +413,7 @@ def cmd_serve(args) -> int:
 
 def add_commands(sub) -> None:
     from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
-    from DICOMPlusLib.network.qrscp import SAMPLE_AE_TITLE, SAMPLE_PORT
+    from DICOMPlusLib.network.pacs.qrscp import SAMPLE_AE_TITLE, SAMPLE_PORT
 
     nodes_help = NODES_HELP
     require_called_help = (

@@ -10,7 +10,7 @@ stores; return keys the database has no column for are read from the stored head
 
 Built on pynetdicom (``start_server(block=False)``, event handlers). The retrieve
 sub-operations send the stored bytes, or decode a losslessly compressed instance for a requester
-that accepts only uncompressed syntaxes (:mod:`~DICOMPlusLib.network.qrscp_send`).
+that accepts only uncompressed syntaxes (:mod:`~DICOMPlusLib.network.pacs.qrscp_send`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
-from DICOMPlusLib.network import qrscp_send
-from DICOMPlusLib.network.dimse import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
+from DICOMPlusLib.network.dimse.messages import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
@@ -33,6 +32,7 @@ from DICOMPlusLib.network.dimse import (  # the Q/R information models (PS3.4 C.
     STUDY_ROOT_MOVE,
 )
 from DICOMPlusLib.network.nodes import TLSSettings, check_ae_title, check_port
+from DICOMPlusLib.network.pacs import qrscp_send
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class QueryRetrieveSCP:
     def start(self) -> QueryRetrieveSCP:
         from pynetdicom import AE, build_context, evt
 
-        from DICOMPlusLib.network.pynetdicom_glue import (
+        from DICOMPlusLib.network.pacs.pynetdicom_glue import (
             nodelay_handler,
             rejection_handler,
             start_server,

@@ -26,7 +26,8 @@ from io import BytesIO
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError
-from DICOMPlusLib.network import dimse, scu, ul
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, StoreOutcome, valid_uid_text
 
 if TYPE_CHECKING:

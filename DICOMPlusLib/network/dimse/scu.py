@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from DICOMPlusLib.errors import AssociationError
-from DICOMPlusLib.network import dimse, ul
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import ul
 
 #: Our Maximum Length Received for P-DATA-TF PDUs (PS3.8 D.1): large PDUs cost fewer headers.
 DEFAULT_MAX_PDU = 256 * 1024

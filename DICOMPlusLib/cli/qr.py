@@ -11,7 +11,7 @@ import argparse
 import sys
 import threading
 
-from DICOMPlusLib.cli import (
+from DICOMPlusLib.cli.app import (
     Exit,
     ProgressBar,
     UsageError,
@@ -22,8 +22,8 @@ from DICOMPlusLib.cli import (
     print_json,
     print_table,
 )
+from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
-from DICOMPlusLib.network.commands import ae_title, method_word, node_spec, retrieve_method
 
 _COLUMNS = {
     "patient": ["PatientID", "PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies"],

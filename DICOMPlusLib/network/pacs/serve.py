@@ -14,7 +14,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
-from DICOMPlusLib.network.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database

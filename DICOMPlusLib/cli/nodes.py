@@ -10,8 +10,8 @@ from __future__ import annotations
 import getpass
 import os
 
-from DICOMPlusLib.cli import Exit, UsageError, print_json
-from DICOMPlusLib.network.commands import NODES_HELP, method_word, node_spec, node_store, retrieve_method
+from DICOMPlusLib.cli.app import Exit, UsageError, print_json
+from DICOMPlusLib.cli.network import NODES_HELP, method_word, node_spec, node_store, retrieve_method
 
 
 def _secret(args, what: str) -> str:

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from DICOMPlusLib.cli import ProgressBar, UsageError, open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import ProgressBar, UsageError, open_database, print_json, require_paths
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.loading.naming import DEFAULT_TEMPLATE
 

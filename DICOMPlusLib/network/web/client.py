@@ -26,8 +26,8 @@ from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
-from DICOMPlusLib.network import web_response
-from DICOMPlusLib.network.qido import query_string as _query_string
+from DICOMPlusLib.network.web import response as web_response
+from DICOMPlusLib.network.web.qido import query_string as _query_string
 
 if TYPE_CHECKING:
     import requests

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from DICOMPlusLib.network import dimse, ul
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, valid_uid_text
 
 logger = logging.getLogger(__name__)

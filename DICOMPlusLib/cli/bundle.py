@@ -4,7 +4,7 @@
     dicomplus bundle extract FILE.dcm --out SCENE.zip [--max-size BYTES] [--no-verify]
     dicomplus bundle info FILE.dcm [--json]
 
-Registered by :mod:`DICOMPlusLib.export.commands`.
+Registered by :mod:`DICOMPlusLib.cli.export`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli import open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import open_database, print_json, require_paths
 from DICOMPlusLib.errors import BundleError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 
 from DICOMPlusLib.errors import NetworkError
-from DICOMPlusLib.network import ul
+from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.storage import DatabaseSink, ReceiveMeta
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ def transfer_syntaxes_preferred() -> list[str]:
     """Every standard transfer syntax, compressed ones first: pynetdicom picks the acceptor's
     first match, and a compressed original is kept as it is rather than decompressed by the
     sender."""
-    from DICOMPlusLib.network.acceptor import known_transfer_syntaxes
+    from DICOMPlusLib.network.dimse.acceptor import known_transfer_syntaxes
 
     compressed = sorted(t for t in known_transfer_syntaxes() if t not in _UNCOMPRESSED_LAST)
     return compressed + list(_UNCOMPRESSED_LAST)
 
 
 def storage_sop_classes() -> list[str]:
-    from DICOMPlusLib.network.acceptor import _known_storage_classes
+    from DICOMPlusLib.network.dimse.acceptor import _known_storage_classes
 
     return sorted(_known_storage_classes())
 
@@ -118,7 +118,7 @@ def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
 def rejection_handler(ae_title: str, allowed_calling_aets, require_called_ae: bool):
     """An ``evt.EVT_REJECTED`` handler that logs each rejected association with its reason and
     what to change on our side (the same words as the direct engine)."""
-    from DICOMPlusLib.network.acceptor import AcceptorPolicy, Rejection, log_rejection, rejection_remedy
+    from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, Rejection, log_rejection, rejection_remedy
 
     policy = AcceptorPolicy(ae_title, frozenset(allowed_calling_aets), require_called_ae)
 

@@ -1,12 +1,12 @@
 # PYTHON_ARGCOMPLETE_OK
-"""The ``dicomplus`` command line.
+"""The ``dicomplus`` command line: global options, the parser, exit codes and output helpers.
 
 Shapes relied on by users and checks (see README): ``import``, ``info --json``, ``search
 [--level L] [KEYWORD=VALUE ...] --json`` (a list of objects keyed by DICOM keyword), ``delete``.
 ``--db PATH`` or ``$DICOMPLUS_DB`` choose the database; see :func:`default_database_path`.
 Errors print one line ``dicomplus: error: ...``; the exit codes are :class:`Exit`.
 
-Only this module and the ``*commands.py`` modules may import ``rich`` and ``argcomplete``
+Only the modules of :mod:`DICOMPlusLib.cli` may import ``rich`` and ``argcomplete``
 (lazily, so that start-up stays fast); the library proper never does: stock Slicer lacks them.
 """
 
@@ -31,12 +31,12 @@ from DICOMPlusLib.errors import DICOMPlusError
 #: ``func`` (a callable taking the parsed arguments and returning the exit code). Only the
 #: module of the command being run is imported (start-up time); ``--help`` imports them all.
 COMMAND_MODULES = {
-    "DICOMPlusLib.database.commands": ("import", "info", "search", "delete"),
-    "DICOMPlusLib.loading.commands": ("inspect", "convert"),
-    "DICOMPlusLib.export.commands": ("export", "bundle"),
-    "DICOMPlusLib.network.commands": ("echo", "listen", "send", "serve"),
-    "DICOMPlusLib.network.node_commands": ("nodes",),
-    "DICOMPlusLib.network.qr_commands": ("query", "retrieve"),
+    "DICOMPlusLib.cli.database": ("import", "info", "search", "delete"),
+    "DICOMPlusLib.cli.loading": ("inspect", "convert"),
+    "DICOMPlusLib.cli.export": ("export", "bundle"),
+    "DICOMPlusLib.cli.network": ("echo", "listen", "send", "serve"),
+    "DICOMPlusLib.cli.nodes": ("nodes",),
+    "DICOMPlusLib.cli.qr": ("query", "retrieve"),
     "DICOMPlusLib.demo": ("demo",),
 }
 
@@ -488,11 +488,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ndicomplus: interrupted", file=sys.stderr)
         return Exit.INTERRUPTED
-
-
-if __name__ == "__main__":
-    # ``python -m DICOMPlusLib.cli``: run the imported module's main, whose exception classes are
-    # the ones the command modules raise (this file also runs as ``__main__``).
-    from DICOMPlusLib.cli import main as _main
-
-    sys.exit(_main())

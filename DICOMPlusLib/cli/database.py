@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from DICOMPlusLib.cli import (
+from DICOMPlusLib.cli.app import (
     Exit,
     ProgressBar,
     cancel_on_interrupt,

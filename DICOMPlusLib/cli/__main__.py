@@ -1,0 +1,7 @@
+"""``python -m DICOMPlusLib.cli``: the ``dicomplus`` command."""
+
+import sys
+
+from DICOMPlusLib.cli.app import main
+
+sys.exit(main())
