@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STOCK_VENV ?= .venv-stock
-APT_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools hyperfine cmake g++ \
+APT_PACKAGES := dcmtk orthanc orthanc-dicomweb dicom3tools hyperfine cmake g++ postgresql \
 	libgl1 libegl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libdbus-1-3 fonts-dejavu-core
 
 .PHONY: test test-stock stock-venv demo deps system-deps venv lint format bench clean

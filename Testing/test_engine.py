@@ -136,9 +136,9 @@ def test_stdout_carries_only_the_protocol(tmp_path):
     code = textwrap.dedent(
         """
         import sys
-        from DICOMPlusLib.engine import server
+        from DICOMPlusLib.engine import server, tasks
 
-        @server.operation("shout")
+        @tasks.operation("shout")
         def shout(task):
             print("hello from a library")
             return "ok"

@@ -273,7 +273,7 @@ def test_seg_thumbnail_shows_the_middle_slice_in_segment_colours(tmp_path):
 
 def test_preview_reads_a_binary_frame(tmp_path):
     """The browser's preview decodes frames one by one: a 1-bit SEG frame gives 0/1."""
-    from DICOMPlusLib.loading.pixels import read_frame
+    from DICOMPlusLib.loading.preview import read_frame
 
     series = make_series(tmp_path / "ct", n=3, rows=5, cols=7)  # 35 bits per frame: unaligned
     masks = np.zeros((3, 5, 7, 1), bool)

@@ -4,7 +4,7 @@ The slices are shown in the loader's geometric order: ``DICOMPlusLib.loading.pla
 the volumes of the series with their frames in array order (time major, then k by increasing
 position along the slice normal), exactly what ``loadSeries`` would put in the scene, so what
 the preview shows as slice k is slice k of the loaded volume. Headers are planned and pixels
-decoded (``DICOMPlusLib.loading.pixels.read_frame``) in the DICOMPlus engine process, the slice asked for
+decoded (``DICOMPlusLib.loading.preview.read_frame``) in the DICOMPlus engine process, the slice asked for
 first and then its neighbours; decoded slices are kept in an LRU cache. Nothing is added to the
 MRML scene: the "Load" button only emits ``loadRequested``. The state lives in
 :class:`~DICOMPlusWidgets.previewmodel.PreviewModel`; this file is the Qt side.

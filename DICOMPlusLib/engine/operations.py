@@ -12,7 +12,7 @@ import tempfile
 
 import DICOMPlusLib
 from DICOMPlusLib.engine.protocol import VolumeFile
-from DICOMPlusLib.engine.server import Task, operation
+from DICOMPlusLib.engine.tasks import Task, operation
 from DICOMPlusLib.errors import DICOMPlusError, LoadError
 
 
@@ -82,7 +82,7 @@ def preview_plan(task: Task):
 def frame(task: Task):
     """The output values of one ``frame`` (a loading Frame): a 2D (or RGB) array."""
     from DICOMPlusLib.loading.decoders import refresh_plugins
-    from DICOMPlusLib.loading.pixels import read_frame
+    from DICOMPlusLib.loading.preview import read_frame
 
     refresh_plugins()
     return read_frame(task.args["frame"])

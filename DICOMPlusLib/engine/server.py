@@ -14,121 +14,22 @@ protocol (:mod:`DICOMPlusLib.engine.protocol`); stray prints and logs go to stde
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import IO, Any
 
 import DICOMPlusLib
 from DICOMPlusLib.engine import protocol
-from DICOMPlusLib.errors import CancelledError, DICOMPlusError
-from DICOMPlusLib.jobs import CancelToken
+from DICOMPlusLib.engine.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-#: Progress events per task are sent at most this often (seconds); the last one always is.
-PROGRESS_INTERVAL = 0.05
 #: On stdin EOF, how long running tasks get to notice the cancel before the engine exits.
 SHUTDOWN_GRACE = 5.0
-
-Operation = Callable[["Task"], Any]
-OPERATIONS: dict[str, Operation] = {}
-
-
-def operation(name: str) -> Callable[[Operation], Operation]:
-    """Register ``func(task) -> result`` as the engine operation ``name``."""
-
-    def register(func: Operation) -> Operation:
-        OPERATIONS[name] = func
-        return func
-
-    return register
-
-
-_site_stamp: tuple = ()
-
-
-def refresh_import_paths() -> None:
-    """Make packages the host installed since this engine started importable: forget the import
-    system's directory caches and, when a site folder changed (a new .pth file, as ``pip install
-    --prefix`` setups and some installers write), read its .pth files again."""
-    global _site_stamp
-    import site
-
-    importlib.invalidate_caches()
-    folders = [f for f in site.getsitepackages() if os.path.isdir(f)]
-    stamp = tuple(os.stat(f).st_mtime_ns for f in folders)
-    if stamp != _site_stamp:
-        _site_stamp = stamp
-        for folder in folders:
-            site.addsitedir(folder)
-
-
-class Task:
-    """One request being served: its arguments, a throttled progress callback, a cancel token."""
-
-    def __init__(self, engine: Engine, ident: int, op: str, args: dict) -> None:
-        self.engine = engine
-        self.id = ident
-        self.op = op
-        self.args = {key: protocol.decode_value(value) for key, value in args.items()}
-        self.cancel = CancelToken()
-        self._last_progress = 0.0
-
-    def progress(self, done: int, total: int, current: str = "") -> None:
-        now = time.monotonic()
-        last = bool(total) and done >= total
-        if not last and now - self._last_progress < PROGRESS_INTERVAL:
-            return
-        self._last_progress = now
-        self.engine.send(
-            {
-                "id": self.id,
-                "event": "progress",
-                "done": int(done),
-                "total": int(total),
-                "current": str(current),
-            }
-        )
-
-    def log(self, message: str) -> None:
-        self.engine.send({"id": self.id, "event": "log", "message": str(message)})
-
-    def database(self, key: str = "db"):
-        return self.engine.database(self.args[key])
-
-    def run(self) -> None:
-        func = OPERATIONS.get(self.op)
-        try:
-            if func is None:
-                raise DICOMPlusError(f"the DICOMPlus engine has no operation {self.op!r}")
-            refresh_import_paths()  # packages installed since the engine started are found
-            result = func(self)
-        except CancelledError as exc:
-            self.engine.send({"id": self.id, "event": "cancelled", "message": str(exc)})
-        except BaseException as exc:
-            if not isinstance(exc, DICOMPlusError):
-                logger.exception("engine operation %s failed", self.op)
-            self.engine.send({"id": self.id, "event": "failed", "error": protocol.encode_error(exc)})
-        else:
-            if self.cancel.cancelled and getattr(result, "cancelled", False):
-                self.engine.send(
-                    {
-                        "id": self.id,
-                        "event": "cancelled",
-                        "message": "Cancelled by the user; completed work was kept.",
-                        "result": protocol.encode_value(result),
-                    }
-                )
-            else:
-                self.engine.send({"id": self.id, "event": "done", "result": protocol.encode_value(result)})
-        finally:
-            self.engine.finished(self)
 
 
 class Engine:

@@ -407,12 +407,8 @@ def _read_all(info: VolumeInfo, dtype: np.dtype, check: bool, workers, progress,
 
 
 def read_frame(f: Frame, dtype: np.dtype | None = None) -> np.ndarray:
-    """One frame's output values (for previews): rows x columns[, samples]. A 1-bit frame (a
-    binary SEG's) gives 0 and 1."""
-    if f.bits_allocated == 1:
-        from DICOMPlusLib.loading.seg import frame_values
-
-        return frame_values(f).astype(dtype or np.int16)
+    """One frame's output values: rows x columns[, samples]. 1-bit frames (a binary SEG's) are
+    read by :func:`DICOMPlusLib.loading.preview.read_frame`, which takes any frame."""
     dtype = dtype or choose_dtype([f])[0]
     components = output_components(f)
     shape = (1, f.rows, f.columns) + ((components,) if components > 1 else ())

@@ -18,8 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from DICOMPlusLib.loading.models import VolumeInfo
-from DICOMPlusLib.loading.pixels import read_frame
+from DICOMPlusLib.loading import pixels, seg
+from DICOMPlusLib.loading.models import Frame, VolumeInfo
+
+
+def read_frame(frame: Frame, dtype: np.dtype | None = None) -> np.ndarray:
+    """One frame's output values, for previews: rows x columns[, samples]; a 1-bit frame (a
+    binary SEG's) gives 0 and 1."""
+    if frame.bits_allocated == 1:
+        return seg.frame_values(frame).astype(dtype or np.int16)
+    return pixels.read_frame(frame, dtype)
+
 
 DEFAULT_SIZE = 128
 

@@ -18,11 +18,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
+
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import diffusion, mosaic, multiframe, rtdose
 from DICOMPlusLib.loading.models import Frame, LoadWarning
-from DICOMPlusLib.loading.pixels import DEFLATED
 from DICOMPlusLib.loading.unindexed import image_without_series
 
 if TYPE_CHECKING:

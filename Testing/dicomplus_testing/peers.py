@@ -228,6 +228,10 @@ class PeerProcess:
     def _ready(self) -> bool:
         raise NotImplementedError
 
+    def _popen_kwargs(self) -> dict:
+        """Extra ``subprocess.Popen`` arguments (e.g. another user to run as)."""
+        return {}
+
     # lifecycle
     @property
     def pid(self) -> int | None:
@@ -268,6 +272,7 @@ class PeerProcess:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # setsid: own process group, stopped as a group
+                    **self._popen_kwargs(),
                 )
             _RUNNING.add(self)
             deadline = time.monotonic() + self.start_timeout
