@@ -25,6 +25,7 @@ from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
+from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -91,12 +92,12 @@ def test_deeply_nested_data_set_is_refused_and_the_association_goes_on(db, dcmtk
         answer = assoc.store(
             cx, "1.2.826.0.1.3680043.10.1137.3", nested_data_set(2000, "1.2.826.0.1.3680043.10.1137.3")
         )
-        assert answer.get(dimse.STATUS) == dimse.CANNOT_UNDERSTAND
+        assert answer.get(dimse.STATUS) == Status.CANNOT_UNDERSTAND
         # the same association still works: a shallow nesting is stored
         answer = assoc.store(
             cx, "1.2.826.0.1.3680043.10.1137.4", nested_data_set(3, "1.2.826.0.1.3680043.10.1137.4")
         )
-        assert answer.get(dimse.STATUS) == dimse.SUCCESS
+        assert answer.get(dimse.STATUS) == Status.SUCCESS
         assoc.release()
         assert not list(db.store.root.rglob(".incoming-*"))
         storescu(dcmtk, lst.port, good.files)  # and the listener serves the next sender

@@ -15,6 +15,7 @@ from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, is_storage_class, negotiate
+from DICOMPlusLib.network.dimse.status import Category, category, describe
 from DICOMPlusLib.network.nodes import NodeStore, RemoteNode, RetrieveMethod, TLSSettings, default_nodes_path
 from DICOMPlusLib.network.storage import ReceiveMeta, file_meta_bytes
 
@@ -195,11 +196,16 @@ def test_file_meta_reads_with_pydicom():
 
 
 def test_status_categories():
-    assert dimse.status_category(0) == "success"
-    assert dimse.status_category(0xB000) == "warning"
-    assert dimse.status_category(0xA700) == dimse.status_category(0xC000) == "failure"
-    assert dimse.status_category(None) == "failure"
-    assert "out of resources" in dimse.status_text(0xA701)
+    assert category(0) is Category.SUCCESS
+    assert category(0xB000) is category(0xB007) is Category.WARNING
+    assert category(0xA700) is category(0xC000) is category(0xC123) is Category.FAILURE
+    assert category(0xFF01) is Category.PENDING and category(0xFE00) is Category.CANCEL
+    assert category(None) is Category.FAILURE
+    assert "out of resources" in describe(0xA701)
+    assert describe(0xB000) == "warning: coercion of data elements"
+    assert describe(0xB000, "qr").startswith("warning: sub-operations complete")
+    assert describe(0xC123, "qr") == "error: unable to process (0xC123)"
+    assert describe(0xA801, "qr") == "refused: move destination unknown"
 
 
 # -- negotiation -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.send import (
@@ -187,7 +188,7 @@ def test_retry_of_transient_failures(db, tmp_path, monkeypatch):
         if sop in series.sop_uids[::2] and sop not in refused_once:
             refused_once.add(sop)
             incoming.discard()
-            return StoreOutcome(dimse.OUT_OF_RESOURCES, "busy, try again")
+            return StoreOutcome(Status.OUT_OF_RESOURCES, "busy, try again")
         return real_finish(self, incoming)
 
     monkeypatch.setattr(DatabaseSink, "finish", finish)

@@ -72,6 +72,7 @@ def _sender(sender: int, count: int, port: int, rows: int, calling: str, called:
     sys.path.insert(0, str(REPO))
     from DICOMPlusLib.network.dimse import messages as dimse
     from DICOMPlusLib.network.dimse import scu
+    from DICOMPlusLib.network.dimse.status import Status
 
     acked, latencies, failures = [], [], 0
     assoc = None
@@ -94,7 +95,7 @@ def _sender(sender: int, count: int, port: int, rows: int, calling: str, called:
             assoc = None
             time.sleep(0.1)
             continue
-        if status == dimse.SUCCESS:
+        if status == Status.SUCCESS:
             acked.append(sop)
             latencies.append(latency)
             k += 1

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError, RetrieveError
 from DICOMPlusLib.network.dimse import qrscu, ul
+from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.nodes import DEFAULT_PORT, RemoteNode
 
 if TYPE_CHECKING:
@@ -368,9 +369,9 @@ class RunState:
         """Sub-operation failures and warnings of a final response into the report."""
         status = response.status
         subs = response.suboperations
-        if status == qrscu.CANCELLED or status == 0:
+        if status == Status.CANCEL or status == 0:
             return
-        reason = f"{what} sub-operation failed (final status 0x{status:04X}: {qrscu.status_text(status)})"
+        reason = f"{what} sub-operation failed (final status 0x{status:04X}: {describe(status, 'qr')})"
         failed = response.failed_sop_instances
         out.suboperation_failures += subs.failed + subs.warning or len(failed) or 1
         for sop in failed:
@@ -390,7 +391,7 @@ def _failed_without_data(state: RunState, what: str, unit: Unit, response: qrscu
     comment = f" ({response.comment})" if response.comment else ""
     return (
         f"{state.node.name} ({state.node.address}) answered the {what} of {unit.describe()} with "
-        f"0x{response.status:04X}: {qrscu.status_text(response.status)}{comment}"
+        f"0x{response.status:04X}: {describe(response.status, 'qr')}{comment}"
     )
 
 
@@ -485,7 +486,7 @@ def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -
                                        on_pending=lambda r, b=base: state.on_pending(r, b),
                                        cancel=state.cancel, grace=state.grace)  # fmt: skip
                     arrived = state.collect_from_db(unit)
-                    if response.status == 0xA801:
+                    if response.status == Status.MOVE_DESTINATION_UNKNOWN:
                         raise MoveDestinationUnknown(
                             f"{state.node.name} ({state.node.address}) does not know the move destination "
                             f"{destination} (status 0xA801). {hint}"

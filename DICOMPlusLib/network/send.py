@@ -26,6 +26,8 @@ from DICOMPlusLib.errors import DICOMPlusError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu
+from DICOMPlusLib.network.dimse.status import Status, describe
+from DICOMPlusLib.network.dimse.status import category as status_category
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
 from DICOMPlusLib.network.storage import valid_uid_text
 
@@ -399,10 +401,10 @@ class _Worker:
         except NetworkError as exc:
             return result("failure", None, f"association lost: {exc}"), False
         status = int(response.get(dimse.STATUS, -1))
-        category = dimse.status_category(status)
+        category = status_category(status).value
         if category not in ("success", "warning"):
             category = "failure"
-        message = dimse.status_text(status)
+        message = describe(status)
         comment = response.get(dimse.ERROR_COMMENT)
         if comment:
             message += f" ({comment})"
@@ -414,7 +416,7 @@ def _retryable(r: FileResult) -> bool:
         ("not sent", "cannot read", "the peer refused", "the peer accepted no")
     ):
         return False
-    return r.status is None or (r.status & 0xFF00) == 0xA700
+    return r.status is None or (r.status & 0xFF00) == Status.OUT_OF_RESOURCES
 
 
 def send(

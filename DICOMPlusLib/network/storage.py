@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DatabaseError, DICOMPlusError
-from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.dimse.status import Status
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
@@ -201,13 +201,13 @@ class DatabaseSink:
 
     def refuse(self, exc: BaseException) -> StoreOutcome:
         if is_space_error(exc):
-            return StoreOutcome(dimse.OUT_OF_RESOURCES, "out of disk space")
-        return StoreOutcome(dimse.OUT_OF_RESOURCES, f"cannot write: {getattr(exc, 'strerror', None) or exc}")
+            return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
+        return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {getattr(exc, 'strerror', None) or exc}")
 
     def store_bytes(self, meta: ReceiveMeta, data: bytes | memoryview) -> StoreOutcome:
         """The whole path for a data set received in memory (the pynetdicom engine)."""
         if not valid_uid_text(meta.sop_instance_uid) or not valid_uid_text(meta.sop_class_uid):
-            return StoreOutcome(dimse.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
+            return StoreOutcome(Status.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
         try:
             incoming = self.begin(meta)
         except OSError as exc:
@@ -233,16 +233,16 @@ class DatabaseSink:
             return self.refuse(exc)
         except DICOMPlusError as exc:
             incoming.discard()
-            return StoreOutcome(dimse.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
+            return StoreOutcome(Status.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
         except RecursionError:
             incoming.discard()
             logger.info("%s: data set of %s nested too deeply; answered 0xC000", incoming.meta.peer,
                         incoming.meta.sop_instance_uid)  # fmt: skip
-            return StoreOutcome(dimse.CANNOT_UNDERSTAND, "data set nested too deeply")
+            return StoreOutcome(Status.CANNOT_UNDERSTAND, "data set nested too deeply")
         except Exception as exc:  # a parser bug on one data set must not end the association
             incoming.discard()
             logger.exception("%s: cannot parse %s", incoming.meta.peer, incoming.meta.sop_instance_uid)
-            return StoreOutcome(dimse.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
+            return StoreOutcome(Status.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
         parsed.source = ""  # not an import: no source path to remember
         parsed.data = None
         parsed.stored_tmp = tmp
@@ -276,7 +276,7 @@ class DatabaseSink:
         )
         if self.notifier is not None:
             self.notifier.publish(instance)
-        return StoreOutcome(dimse.SUCCESS, "", instance)
+        return StoreOutcome(Status.SUCCESS, "", instance)
 
     def cleanup_after_failed_commit(self, tmp: str, sop: str) -> None:
         """Remove the temporary file, or the file already moved into place when no committed

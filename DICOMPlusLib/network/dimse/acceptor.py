@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, valid_uid_text
 
 logger = logging.getLogger(__name__)
@@ -331,10 +332,10 @@ class StorageAssociation:
             sop_instance = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
             if abstract == ul.VERIFICATION:
                 self._incoming = _Discard()
-                self._pending_status = (dimse.SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
+                self._pending_status = (Status.SOP_CLASS_NOT_SUPPORTED, "C-STORE on the Verification context")
             elif not valid_uid_text(sop_instance) or not valid_uid_text(sop_class):
                 self._incoming = _Discard()
-                self._pending_status = (dimse.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
+                self._pending_status = (Status.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
             else:
                 meta = ReceiveMeta(
                     sop_class_uid=sop_class,
@@ -357,9 +358,9 @@ class StorageAssociation:
         # anything else: read its data set (if any) and answer "unrecognized operation"
         if command.has_data_set:
             self._incoming = _Discard()
-            self._pending_status = (dimse.UNRECOGNIZED_OPERATION, "")
+            self._pending_status = (Status.UNRECOGNIZED_OPERATION, "")
             return ctx, command
-        self._respond(ctx, dimse.generic_response(command, dimse.UNRECOGNIZED_OPERATION))
+        self._respond(ctx, dimse.generic_response(command, Status.UNRECOGNIZED_OPERATION))
         return None
 
     def _on_data_set_end(self, ctx: int, command: dimse.Command) -> None:
@@ -370,7 +371,7 @@ class StorageAssociation:
         else:
             outcome = incoming.finish()
             status, comment = outcome.status, outcome.comment
-        if status == dimse.SUCCESS:
+        if status == Status.SUCCESS:
             self.stored += 1
         else:
             self.failed += 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from DICOMPlusLib.network.dimse.status import Status
+
 # Query/Retrieve information models (PS3.4 C.6.1, C.6.2)
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
@@ -59,66 +61,9 @@ _US = {COMMAND_FIELD, MESSAGE_ID, MESSAGE_ID_BEING_RESPONDED_TO, PRIORITY, COMMA
 _TEXT = {AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID, MOVE_ORIGINATOR_AET, ERROR_COMMENT,
          MOVE_DESTINATION}  # fmt: skip
 
-# Status codes used by the storage and verification services (PS3.4 B.2.3, PS3.7 C)
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATA_SET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-CANNOT_UNDERSTAND_DECODE = 0xC210
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-NOT_AUTHORIZED = 0x0124
-UNRECOGNIZED_OPERATION = 0x0211
-PROCESSING_FAILURE = 0x0110
-MOVE_DESTINATION_UNKNOWN = 0xA801
-
-_WARNINGS = {0xB000, 0xB006, 0xB007, 0x0107, 0x0116}
-
 
 class CommandError(ValueError):
     """A received command set cannot be decoded."""
-
-
-def status_category(status: int | None) -> str:
-    """``success``, ``warning``, ``failure``, ``pending`` or ``cancel`` (PS3.7 C.1-C.6,
-    PS3.4 B.2.3: 0xB000/0xB006/0xB007 are warnings; 0xA7xx, 0xA9xx, 0xCxxx failures)."""
-    if status is None:
-        return "failure"
-    if status == SUCCESS:
-        return "success"
-    if status in _WARNINGS or (status & 0xF000) == 0xB000:
-        return "warning"
-    if status in (0xFF00, 0xFF01):
-        return "pending"
-    if status == 0xFE00:
-        return "cancel"
-    return "failure"
-
-
-def status_text(status: int | None) -> str:
-    """A short English meaning of a status code, for reports."""
-    if status is None:
-        return "no response"
-    known = {
-        SUCCESS: "success",
-        0xB000: "warning: coercion of data elements",
-        0xB006: "warning: elements discarded",
-        0xB007: "warning: data set does not match SOP class",
-        SOP_CLASS_NOT_SUPPORTED: "refused: SOP class not supported",
-        NOT_AUTHORIZED: "refused: not authorized",
-        UNRECOGNIZED_OPERATION: "unrecognized operation",
-        PROCESSING_FAILURE: "processing failure",
-        MOVE_DESTINATION_UNKNOWN: "refused: move destination unknown",
-    }
-    if status in known:
-        return known[status]
-    high = status & 0xFF00
-    if high == 0xA700:
-        return "refused: out of resources"
-    if high == 0xA900:
-        return "error: data set does not match SOP class"
-    if (status & 0xF000) == 0xC000:
-        return "error: cannot understand"
-    return f"status 0x{status:04X}"
 
 
 def _text_value(value: str) -> bytes:
@@ -237,7 +182,7 @@ def store_response(request: Command, status: int, comment: str = "") -> bytes:
         STATUS: status,
         AFFECTED_SOP_INSTANCE_UID: str(request.get(AFFECTED_SOP_INSTANCE_UID, "")),
     }
-    if comment and status != SUCCESS:
+    if comment and status != Status.SUCCESS:
         elements[ERROR_COMMENT] = comment[:64]
     return encode_command(elements)
 
@@ -286,7 +231,7 @@ def echo_request(message_id: int) -> bytes:
     )
 
 
-def echo_response(request: Command, status: int = SUCCESS) -> bytes:
+def echo_response(request: Command, status: int = Status.SUCCESS) -> bytes:
     """C-ECHO-RSP (PS3.7 9.3.5.2)."""
     return encode_command(
         {

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
+from DICOMPlusLib.network.dimse.status import Category, Status, category, describe
 from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, StoreOutcome, valid_uid_text
 
 if TYPE_CHECKING:
@@ -57,39 +58,12 @@ MODELS = {
     ("study", "get"): STUDY_ROOT_GET,
 }
 
-PENDING = (0xFF00, 0xFF01)
-CANCELLED = 0xFE00
 _FIELDS = {dimse.C_FIND_RQ: "C-FIND", dimse.C_GET_RQ: "C-GET", dimse.C_MOVE_RQ: "C-MOVE"}
 _RESPONSE = {
     dimse.C_FIND_RQ: dimse.C_FIND_RSP,
     dimse.C_GET_RQ: dimse.C_GET_RSP,
     dimse.C_MOVE_RQ: dimse.C_MOVE_RSP,
 }
-
-
-def status_text(status: int | None) -> str:
-    """The meaning of a Query/Retrieve status (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4)."""
-    if status is None:
-        return "no response"
-    known = {
-        0x0000: "success",
-        0xFF00: "pending",
-        0xFF01: "pending (optional keys not supported)",
-        0xFE00: "cancelled",
-        0xA700: "refused: out of resources",
-        0xA701: "refused: out of resources (unable to calculate the number of matches)",
-        0xA702: "refused: out of resources (unable to perform sub-operations)",
-        0xA801: "refused: move destination unknown",
-        0xA900: "error: identifier does not match SOP class",
-        0xB000: "warning: sub-operations complete, one or more failures or warnings",
-        0x0122: "refused: SOP class not supported",
-        0x0124: "refused: not authorized",
-    }
-    if status in known:
-        return known[status]
-    if (status & 0xF000) == 0xC000:
-        return f"error: unable to process (0x{status:04X})"
-    return dimse.status_text(status)
 
 
 @dataclass(frozen=True)
@@ -118,11 +92,11 @@ class Response:
 
     @property
     def pending(self) -> bool:
-        return self.status in PENDING
+        return category(self.status) is Category.PENDING
 
     @property
     def category(self) -> str:
-        return dimse.status_category(self.status)
+        return category(self.status).value
 
     @property
     def comment(self) -> str:
@@ -366,11 +340,11 @@ class QRAssociation:
         return bool(ready)
 
     def _raise_for_final(self, response: Response, what: str) -> None:
-        if response.status in (0x0000, CANCELLED):
+        if response.status in (Status.SUCCESS, Status.CANCEL):
             return
         comment = f" ({response.comment})" if response.comment else ""
         raise _FinalStatus(
-            f"{what} failed with status 0x{response.status:04X}: {status_text(response.status)}{comment}",
+            f"{what} failed with status 0x{response.status:04X}: {describe(response.status, 'qr')}{comment}",
             response,
         )
 
@@ -480,7 +454,7 @@ class QRAssociation:
                                     return
                             else:
                                 self._reply(
-                                    ctx, dimse.generic_response(command, dimse.UNRECOGNIZED_OPERATION)
+                                    ctx, dimse.generic_response(command, Status.UNRECOGNIZED_OPERATION)
                                 )
         except (ul.ProtocolError, dimse.CommandError) as exc:
             self.assoc.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
@@ -512,9 +486,9 @@ class QRAssociation:
         sop_instance = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
         accepted = self.assoc.contexts.get(ctx)
         if sink is None or accepted is None:
-            return _Refused(dimse.UNRECOGNIZED_OPERATION, "C-STORE not expected here")
+            return _Refused(Status.UNRECOGNIZED_OPERATION, "C-STORE not expected here")
         if not valid_uid_text(sop_instance) or not valid_uid_text(sop_class):
-            return _Refused(dimse.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
+            return _Refused(Status.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
         meta = ReceiveMeta(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
@@ -533,7 +507,7 @@ class QRAssociation:
 
     def _finish_store(self, ctx: int, command: dimse.Command, incoming) -> StoreOutcome:
         outcome = incoming.finish() if isinstance(incoming, IncomingFile) else incoming.outcome()
-        if outcome.status == dimse.SUCCESS:
+        if outcome.status == Status.SUCCESS:
             self.stored += 1
         else:
             logger.info("%s: C-STORE sub-operation %s answered 0x%04X %s", self.peer,

@@ -31,6 +31,7 @@ from DICOMPlusLib.network.dimse.messages import (  # the Q/R information models 
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
+from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.nodes import TLSSettings, check_ae_title, check_port
 from DICOMPlusLib.network.pacs import qrscp_send
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier
@@ -53,10 +54,6 @@ _SKIP = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "Insta
          "TimezoneOffsetFromUTC"}  # fmt: skip
 
 # Status codes of the Query/Retrieve service (PS3.4 C.4.1.1.4, C.4.2.1.5)
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
-PENDING = 0xFF00
-CANCEL = 0xFE00
 
 
 @dataclass(frozen=True)
@@ -255,7 +252,7 @@ class QueryRetrieveSCP:
         model = str(event.request.AffectedSOPClassUID)
         level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
         if level not in _LEVELS or (level == "PATIENT" and model not in _PATIENT_ROOT):
-            yield IDENTIFIER_DOES_NOT_MATCH, None
+            yield Status.DATA_SET_DOES_NOT_MATCH, None
             return
         criteria, wanted = [], []
         for elem in identifier:
@@ -279,11 +276,11 @@ class QueryRetrieveSCP:
             records = self._read(self.db.search, _LEVELS[level], criteria)
         except DICOMPlusError as exc:
             logger.info("C-FIND refused: %s", exc)
-            yield UNABLE_TO_PROCESS, None
+            yield Status.CANNOT_UNDERSTAND, None
             return
         for record in records:
             if event.is_cancelled:
-                yield CANCEL, None
+                yield Status.CANCEL, None
                 return
             values = record.to_dict()
             answer = Dataset()
@@ -308,7 +305,7 @@ class QueryRetrieveSCP:
             ):
                 answer.SpecificCharacterSet = "ISO_IR 192"
             answer.RetrieveAETitle = self.config.ae_title
-            yield PENDING, answer
+            yield Status.PENDING, answer
 
     def _representative_header(self, level: str, values: dict):
         """The stored header of one instance under the matched entity (for return keys the
@@ -401,26 +398,26 @@ class QueryRetrieveSCP:
         commented = False
         for record in records:
             if event.is_cancelled:
-                yield CANCEL, None
+                yield Status.CANCEL, None
                 return
             assoc = self._store_associations.get(id(event))
             if assoc is None or not getattr(assoc, "_dicomplus_sender", False):
                 try:  # no sender on that association: pynetdicom encodes the dataset
-                    yield PENDING, pydicom.dcmread(record.path)
+                    yield Status.PENDING, pydicom.dcmread(record.path)
                 except (OSError, pydicom.errors.InvalidDicomError) as exc:
                     logger.warning("cannot read %s for a retrieve: %s", record.path, exc)
                     failed = pydicom.Dataset()
                     failed.FailedSOPInstanceUIDList = record.SOPInstanceUID
-                    yield UNABLE_TO_PROCESS, failed
+                    yield Status.CANNOT_UNDERSTAND, failed
                     return
                 continue
-            status = PENDING
+            status = Status.PENDING
             if not commented and qrscp_send.needs_decoding(
                 assoc, record.SOPClassUID, record.TransferSyntaxUID
             ):
                 # the comment stays on this and every later response of the operation, the final one included
                 status = pydicom.Dataset()
-                status.Status = PENDING
+                status.Status = Status.PENDING
                 status.ErrorComment = qrscp_send.DECOMPRESSED_COMMENT
                 commented = True
             yield (
@@ -429,10 +426,6 @@ class QueryRetrieveSCP:
                     record.path, record.SOPClassUID, record.SOPInstanceUID, record.TransferSyntaxUID
                 ),
             )
-
-
-SUB_OPERATIONS_FAILED = 0xA702
-MOVE_DESTINATION_UNKNOWN = 0xA801
 
 
 def _explain_unreachable(event, destination: Destination, count: int, timeout: float):
@@ -452,12 +445,12 @@ def _explain_unreachable(event, destination: Destination, count: int, timeout: f
     def send_msg(primitive, context_id):
         if (
             isinstance(primitive, C_MOVE)
-            and primitive.Status == MOVE_DESTINATION_UNKNOWN
+            and primitive.Status == Status.MOVE_DESTINATION_UNKNOWN
             and primitive.MessageIDBeingRespondedTo == message_id
         ):
             reason = _why_unreachable(destination, min(timeout, 5.0))
             logger.info("C-MOVE to %s failed: %s", destination, reason)
-            primitive.Status = SUB_OPERATIONS_FAILED
+            primitive.Status = Status.OUT_OF_RESOURCES_SUB_OPERATIONS
             primitive.ErrorComment = reason[:64]
             primitive.NumberOfRemainingSuboperations = None
             primitive.NumberOfFailedSuboperations = count
