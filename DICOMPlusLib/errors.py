@@ -6,6 +6,8 @@ them as they are.
 
 from __future__ import annotations
 
+import enum
+
 
 class DICOMPlusError(Exception):
     """Root of every error raised on purpose by DICOMPlusLib."""
@@ -19,6 +21,14 @@ class ImportFileError(DatabaseError):
     """One file could not be imported (not DICOM, truncated, no SOPInstanceUID...)."""
 
 
+class SearchKeyError(DatabaseError):
+    """A search key the user typed is neither in DICOM form nor in a form that can be read."""
+
+
+class ScanError(DICOMPlusError, ValueError):
+    """The bytes cannot be walked by the fast header scanner (not necessarily invalid DICOM)."""
+
+
 class NetworkError(DICOMPlusError):
     """Anything that goes wrong talking to another DICOM node."""
 
@@ -27,12 +37,85 @@ class AssociationError(NetworkError):
     """The association could not be established (refused, rejected, timed out)."""
 
 
+class AssociationFailure(str, enum.Enum):
+    """Which step of establishing an association failed (:attr:`AssociationFailed.kind`)."""
+
+    REFUSED = "refused"  # nothing listens on the port
+    UNREACHABLE = "unreachable"  # no route, no such host
+    TIMEOUT = "timeout"  # no answer
+    CLOSED = "closed"  # the connection dropped without an answer
+    TLS = "tls"  # the TLS handshake failed
+    REJECTED = "rejected"  # A-ASSOCIATE-RJ
+    ABORTED = "aborted"  # A-ABORT
+    PROTOCOL = "protocol"  # the peer does not speak DICOM
+
+
+class AssociationFailed(AssociationError):
+    """No association; ``kind`` (:class:`AssociationFailure`) says which step failed. For
+    ``REJECTED``: ``result``, ``source``, ``reason`` as in PS3.8 Table 9-21."""
+
+    def __init__(
+        self,
+        kind: AssociationFailure | str,
+        message: str,
+        *,
+        result: int = 0,
+        source: int = 0,
+        reason: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.kind = AssociationFailure(kind)
+        self.result, self.source, self.reason = result, source, reason
+
+
+class ProtocolError(NetworkError):
+    """The peer sent something the DICOM Upper Layer protocol does not allow."""
+
+
+class CommandError(ProtocolError, ValueError):
+    """A received DIMSE command set cannot be decoded."""
+
+
+class ConnectionClosed(NetworkError):
+    """The TCP connection closed (or failed) while a PDU was expected."""
+
+
+class NetworkTimeout(NetworkError, TimeoutError):
+    """A peer did not answer, or sent too slowly, within the time allowed."""
+
+
+class PDUTooSlow(NetworkTimeout):
+    """A PDU started but did not arrive whole within the deadline for one PDU (a trickling peer)."""
+
+
+class OperationAborted(NetworkError):
+    """The association ended before the final response (cancel grace expired, peer abort,
+    timeout, lost connection). ``cancelled`` tells a cancel apart from a failure."""
+
+    def __init__(self, message: str, *, cancelled: bool = False) -> None:
+        super().__init__(message)
+        self.cancelled = cancelled
+
+
 class QueryError(NetworkError):
     """A C-FIND or QIDO-RS query failed."""
 
 
 class RetrieveError(NetworkError):
     """A C-GET, C-MOVE or WADO-RS retrieve failed."""
+
+
+class MoveDestinationUnknown(RetrieveError):
+    """The PACS does not know (or cannot reach) our listener as a C-MOVE destination."""
+
+
+class StreamCut(NetworkError):
+    """A multipart (WADO-RS) body ended inside a part (a connection closed mid-instance)."""
+
+
+class DecodeRefused(NetworkError):
+    """An instance is compressed, the requester accepted no syntax it could be sent in as it is,
+    and decoding it is not allowed (lossy) or not possible (no decoder)."""
 
 
 class SendError(NetworkError):
@@ -49,6 +132,10 @@ class ExportError(DICOMPlusError):
 
 class BundleError(DICOMPlusError):
     """A Slicer Data Bundle cannot be written or read."""
+
+
+class UsageError(DICOMPlusError):
+    """The command line asks for something that cannot be (exit code 2)."""
 
 
 class CancelledError(DICOMPlusError):

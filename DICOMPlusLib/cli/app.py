@@ -25,7 +25,10 @@ import time
 from pathlib import Path
 
 from DICOMPlusLib import __version__
-from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.errors import (
+    DICOMPlusError,
+    UsageError,
+)
 
 #: Each module adds its subcommands with ``add_commands(subparsers)``; a subparser sets
 #: ``func`` (a callable taking the parsed arguments and returning the exit code). Only the
@@ -64,10 +67,6 @@ EXIT_CODES_HELP = (
     + "\n".join(f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items())
     + f"\n  ({SERVERS_NOTE})"
 )
-
-
-class UsageError(DICOMPlusError):
-    """The command line asks for something that cannot be (exit code 2)."""
 
 
 # -- global options ------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 
+from DICOMPlusLib.errors import ScanError
+
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -37,10 +39,6 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
-
-
-class ScanError(ValueError):
-    """The bytes cannot be walked by the fast scanner (not necessarily invalid DICOM)."""
 
 
 class TruncatedError(ScanError):

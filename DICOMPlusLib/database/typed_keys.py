@@ -24,7 +24,9 @@ from __future__ import annotations
 import datetime
 import re
 
-from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.errors import (
+    SearchKeyError,
+)
 
 DATE_FORMS = (
     "a date like 20200315, 2020-03-15, 2020 (the year), 2020-03 (the month), today or yesterday, "
@@ -38,10 +40,6 @@ _CS = re.compile(r"^[A-Z0-9 _*?\\]*$")
 _TIME = re.compile(r"^\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?$")
 
 _keywords: dict[str, str] | None = None
-
-
-class SearchKeyError(DatabaseError):
-    """A search key the user typed is neither in DICOM form nor in a form that can be read."""
 
 
 def parse_typed_keys(items: list[str]) -> list[tuple[str, str]]:

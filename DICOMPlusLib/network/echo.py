@@ -15,7 +15,7 @@ import enum
 import time
 from dataclasses import dataclass
 
-from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.errors import NetworkError, NetworkTimeout
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
 
@@ -126,7 +126,7 @@ def echo(
         status = assoc.echo()
     except (NetworkError, OSError) as exc:
         assoc.abort()
-        problem = EchoProblem.TIMEOUT if "no response" in str(exc) else EchoProblem.FAILED
+        problem = EchoProblem.TIMEOUT if isinstance(exc, NetworkTimeout) else EchoProblem.FAILED
         return result(False, problem=problem, message=f"{node.address}: {exc}")
     assoc.release(timeout)
     if status != 0:

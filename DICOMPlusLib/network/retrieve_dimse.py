@@ -23,7 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.errors import NetworkError, RetrieveError
+from DICOMPlusLib.errors import (
+    MoveDestinationUnknown,
+    NetworkError,
+    RetrieveError,
+)
 from DICOMPlusLib.network.dimse import qrscu, ul
 from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.nodes import DEFAULT_PORT, RemoteNode
@@ -158,10 +162,6 @@ class WorkerOutcome:
 # --------------------------------------------------------------------------------------------
 # C-MOVE destination
 # --------------------------------------------------------------------------------------------
-
-
-class MoveDestinationUnknown(RetrieveError):
-    """The PACS does not know (or cannot reach) our listener as a C-MOVE destination."""
 
 
 def move_setup_hint(node: RemoteNode, ae_title: str, host: str, port: int) -> str:

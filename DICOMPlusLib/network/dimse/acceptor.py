@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+from DICOMPlusLib.errors import PDUTooSlow
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status
@@ -215,7 +216,7 @@ class StorageAssociation:
         except TimeoutError as exc:
             if not self.established:
                 why = f"no complete A-ASSOCIATE-RQ within {self.policy.acse_timeout:g} s"
-            elif "too slowly" in str(exc):
+            elif isinstance(exc, PDUTooSlow):
                 why = f"a PDU took longer than {self.policy.pdu_timeout:g} s to arrive"
             else:
                 why = f"idle for {self.policy.network_timeout:g} s"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from DICOMPlusLib.errors import CommandError
 from DICOMPlusLib.network.dimse.status import Status
 
 # Query/Retrieve information models (PS3.4 C.6.1, C.6.2)
@@ -60,10 +61,6 @@ _US = {COMMAND_FIELD, MESSAGE_ID, MESSAGE_ID_BEING_RESPONDED_TO, PRIORITY, COMMA
        NUMBER_OF_WARNING_SUBOPERATIONS}  # fmt: skip
 _TEXT = {AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID, MOVE_ORIGINATOR_AET, ERROR_COMMENT,
          MOVE_DESTINATION}  # fmt: skip
-
-
-class CommandError(ValueError):
-    """A received command set cannot be decoded."""
 
 
 def _text_value(value: str) -> bytes:

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.errors import (
+    NetworkError,
+    OperationAborted,
+)
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.dimse.status import Category, Status, category, describe
@@ -124,15 +127,6 @@ class Response:
         if isinstance(value, str):
             return [v for v in value.split("\\") if v]
         return [str(v) for v in value]
-
-
-class OperationAborted(NetworkError):
-    """The association ended before the final response (cancel grace expired, peer abort,
-    timeout, lost connection). ``cancelled`` tells a cancel apart from a failure."""
-
-    def __init__(self, message: str, *, cancelled: bool = False) -> None:
-        super().__init__(message)
-        self.cancelled = cancelled
 
 
 # --------------------------------------------------------------------------------------------

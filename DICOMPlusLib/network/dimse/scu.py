@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from DICOMPlusLib.errors import AssociationError
+from DICOMPlusLib.errors import AssociationError, AssociationFailed, NetworkTimeout
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 
@@ -25,18 +25,6 @@ DEFAULT_MAX_PDU = 256 * 1024
 #: Bytes gathered before one sendmsg call (several PDUs per system call).
 _SEND_BATCH = 256 * 1024
 _READ_BLOCK = 1 << 20
-
-
-class AssociationFailed(AssociationError):
-    """No association. ``kind``: ``refused`` (nothing listens), ``unreachable`` (no route, no
-    such host), ``timeout`` (no answer), ``closed`` (connection dropped without an answer),
-    ``tls`` (TLS handshake failed), ``rejected`` (A-ASSOCIATE-RJ; ``result``, ``source``,
-    ``reason`` as in PS3.8 Table 9-21), ``aborted`` (A-ABORT), ``protocol`` (not DICOM)."""
-
-    def __init__(self, kind: str, message: str, *, result: int = 0, source: int = 0, reason: int = 0) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.result, self.source, self.reason = result, source, reason
 
 
 @dataclass(frozen=True)
@@ -135,7 +123,7 @@ class ClientAssociation:
                 pdu_type, body = self.stream.read_pdu(self.dimse_timeout)
             except TimeoutError:
                 self.abort()
-                raise AssociationError(
+                raise NetworkTimeout(
                     f"no response within {self.dimse_timeout:g} s; association aborted"
                 ) from None
             except ul.NetworkError:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from DICOMPlusLib import __version__
-from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.errors import ConnectionClosed, NetworkError, PDUTooSlow, ProtocolError
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1 DICOM Application Context Name
 #: Implementation Class UID of DICOMPlus (a UUID-derived UID, PS3.5 B.2).
@@ -69,14 +69,6 @@ RJ_CALLED_AE_NOT_RECOGNIZED = 7
 RJ_PROTOCOL_VERSION_NOT_SUPPORTED = 2  # source 2
 RJ_TEMPORARY_CONGESTION = 1  # source 3
 RJ_LOCAL_LIMIT_EXCEEDED = 2  # source 3
-
-
-class ProtocolError(NetworkError):
-    """The peer sent something the Upper Layer protocol does not allow."""
-
-
-class ConnectionClosed(NetworkError):
-    """The TCP connection closed (or failed) while a PDU was expected."""
 
 
 class PeerAborted(NetworkError):
@@ -376,13 +368,13 @@ class PDUStream:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError("a PDU arrived too slowly (deadline for a whole PDU passed)")
+                    raise PDUTooSlow("a PDU arrived too slowly (deadline for a whole PDU passed)")
                 self.sock.settimeout(left)
             try:
                 n = recv_into(view[got:], need - got)
             except TimeoutError:
                 if deadline is not None:
-                    raise TimeoutError("a PDU arrived too slowly (deadline for a whole PDU passed)") from None
+                    raise PDUTooSlow("a PDU arrived too slowly (deadline for a whole PDU passed)") from None
                 raise
             except OSError as exc:
                 raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from exc

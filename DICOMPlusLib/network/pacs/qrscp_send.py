@@ -25,6 +25,8 @@ import logging
 import threading
 from pathlib import Path
 
+from DICOMPlusLib.errors import DecodeRefused
+
 logger = logging.getLogger(__name__)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -83,11 +85,6 @@ def stored_instance(path: str | Path, sop_class: str, sop_instance: str, transfe
     )
     ds._dicomplus_path = str(path)
     return ds
-
-
-class DecodeRefused(Exception):
-    """The instance is compressed, the requester accepted no syntax it could be sent in as
-    it is, and decoding it is not allowed (lossy) or not possible (no decoder)."""
 
 
 def _accepted(assoc, sop_class: str) -> set[str]:

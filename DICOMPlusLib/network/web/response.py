@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from DICOMPlusLib.errors import StreamCut
+
 if TYPE_CHECKING:
     import requests
 
@@ -114,10 +116,6 @@ def stow_failures(answer, server: str, error: type[Exception]) -> dict[str, str]
     except (AttributeError, TypeError, ValueError, IndexError):
         raise wrong from None
     return failed
-
-
-class StreamCut(Exception):
-    """The multipart body ended inside a part (a connection closed mid-instance)."""
 
 
 def _boundary(response: requests.Response, server: str, error: type[Exception]) -> bytes:
