@@ -127,3 +127,20 @@ def test_the_database_package_has_no_import_cycle():
         if name not in state:
             visit(name, [name])
     assert not cycles, f"import cycles in DICOMPlusLib/database/: {cycles}"
+
+
+def test_database_open_chooses_the_back_end_by_url(tmp_path):
+    import pytest
+
+    from DICOMPlusLib.database import Database, DatabaseProtocol, open_database
+    from DICOMPlusLib.errors import DatabaseError
+
+    for given in (tmp_path / "a", f"sqlite:///{tmp_path}/b/dicomplus.sqlite"):
+        db = open_database(given)
+        try:
+            assert isinstance(db, Database) and isinstance(db, DatabaseProtocol)
+            assert db.info()["instances"] == 0 and db.path.parent.is_dir()
+        finally:
+            db.close()
+    with pytest.raises(DatabaseError, match="no database back end for postgresql"):
+        Database.open("postgresql://localhost/dicom")
