@@ -52,7 +52,7 @@ def test_import_shared_series_matches_pydicom(tmp_path, shared_series, monkeypat
     assert report.duplicates == sum(1 for r in reasons.values() if r.startswith("duplicate"))
     assert report.duplicates > 0
     # every stored file lives in the store under a hashed name and is byte-identical to its source
-    rows = db.reader().execute("SELECT path, source FROM instances").fetchall()
+    rows = db._reader().execute("SELECT path, source FROM instances").fetchall()
     for path, source in rows:
         assert db.store.contains(path)
         assert Path(path).read_bytes() == Path(source).read_bytes()
@@ -127,7 +127,7 @@ def test_hostile_uids_and_names_stay_in_the_store(tmp_path):
     db = Database(tmp_path / "db")
     report = db.import_paths([series.folder])
     assert report.added == 3, report.skipped
-    for (path,) in db.reader().execute("SELECT path FROM instances"):
+    for (path,) in db._reader().execute("SELECT path FROM instances"):
         assert db.store.contains(path)
         assert os.path.basename(path).endswith(".dcm") and "/" not in os.path.relpath(path, db.store.root)[6:]
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
@@ -138,7 +138,7 @@ def test_link_mode_indexes_in_place(tmp_path):
     series = make_series(tmp_path / "s", n=3)
     db = Database(tmp_path / "db")
     db.import_paths([series.folder], link=True)
-    paths = sorted(r[0] for r in db.reader().execute("SELECT path FROM instances"))
+    paths = sorted(r[0] for r in db._reader().execute("SELECT path FROM instances"))
     assert paths == sorted(str(p) for p in series.files)
     assert not any(db.store.root.rglob("*.dcm"))
 
@@ -194,7 +194,7 @@ def test_progress_and_cancel_keep_only_committed_records(tmp_path):
     assert all(total == 600 for _, total in calls)
     info = db.info()
     assert info["instances"] == report.added
-    for (path,) in db.reader().execute("SELECT path FROM instances"):
+    for (path,) in db._reader().execute("SELECT path FROM instances"):
         assert os.path.isfile(path)
     assert not list((db.store.root / ".incoming").iterdir()), "temporary files left behind"
     stored = [p for p in db.store.root.rglob("*.dcm")]
@@ -225,7 +225,7 @@ def test_temporary_database_leaves_nothing(tmp_path):
         folder = db.path.parent
         db.import_paths([series.folder])
         assert db.info()["instances"] == 2
-        assert db.reader().execute("SELECT linked FROM instances").fetchone()[0] == 1
+        assert db._reader().execute("SELECT linked FROM instances").fetchone()[0] == 1
     assert not folder.exists()
     assert all(p.exists() for p in series.files)
 

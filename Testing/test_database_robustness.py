@@ -16,6 +16,7 @@ import pytest
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
+from DICOMPlusLib.database.ingest import POLICY, IngestSource
 
 
 def assert_consistent(db_path: Path) -> None:
@@ -127,7 +128,7 @@ def test_import_search_delete_and_receive_at_once(tmp_path):
 
     def receiver():
         for path in incoming.files:
-            db.add_bytes(path.read_bytes())
+            assert db.ingest.commit_bytes(path.read_bytes(), POLICY[IngestSource.LISTENER]).ok
         return len(incoming.files)
 
     threads = [

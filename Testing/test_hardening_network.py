@@ -102,7 +102,7 @@ def test_deeply_nested_data_set_is_refused_and_the_association_goes_on(db, dcmtk
         assert not list(db.store.root.rglob(".incoming-*"))
         storescu(dcmtk, lst.port, good.files)  # and the listener serves the next sender
     assert db.info()["instances"] == 3
-    stored = {r[0] for r in db.reader().execute("SELECT SOPInstanceUID FROM instances")}
+    stored = {r[0] for r in db._reader().execute("SELECT SOPInstanceUID FROM instances")}
     assert "1.2.826.0.1.3680043.10.1137.3" not in stored
 
 

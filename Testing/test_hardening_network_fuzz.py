@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import socket
 import struct
 
@@ -211,9 +210,9 @@ def test_multipart_parts_come_out_whole_wherever_the_chunks_split(sink, parts, b
     chunks = [body[a:b] for a, b in itertools.pairwise(points)]
     response = _Chunks(f'multipart/related; type="application/dicom"; boundary="{boundary}"', chunks)
     got = []
-    for path in spool_multipart(response, sink.db, "http://127.0.0.1:1/dicom-web", RetrieveError):
-        with open(path, "rb") as f:
+    for incoming in spool_multipart(response, sink.db, "http://127.0.0.1:1/dicom-web", RetrieveError):
+        with open(incoming.path, "rb") as f:
             got.append(f.read())
-        os.unlink(path)
+        incoming.discard()
     assert got == parts
     assert not list(sink.db.store.root.glob(".incoming-*"))

@@ -140,6 +140,24 @@ def test_storescu_push_is_stored_indexed_and_notified(listener, db, dcmtk, tmp_p
     assert_consistent(db)
 
 
+def test_an_instance_received_again_is_notified_with_the_path_of_its_row(listener, db, dcmtk, tmp_path):
+    """Issue #15: the replacement is stored under a new, unique name; the notification must
+    carry that name (it carried the first file's, which the replacement had removed)."""
+    series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=8)
+    arrived = []
+    listener.subscribe(arrived.append)
+    storescu(dcmtk, listener.port, series.files)
+    storescu(dcmtk, listener.port, series.files[:1])
+    assert wait_until(lambda: len(arrived) == 3)
+    first, again = arrived[0], arrived[2]
+    assert again.sop_instance_uid == first.sop_instance_uid and again.status == "replaced"
+    row = db.instance(again.sop_instance_uid)
+    assert again.path == row.path and again.path != first.path
+    assert os.path.exists(again.path) and not os.path.exists(first.path)
+    assert str(pydicom.dcmread(again.path, stop_before_pixels=True).SOPInstanceUID) == again.sop_instance_uid
+    assert_consistent(db)
+
+
 def test_orthanc_pushes_a_study(orthanc_factory, db, tmp_path):
     port = free_port()
     orthanc = orthanc_factory(dicomplus_port=port)
@@ -388,7 +406,7 @@ def test_16_concurrent_associations_lose_nothing(listener, db, dcmtk, tmp_path):
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
     assert db.info()["instances"] == 800
-    conn = db.reader()
+    conn = db._reader()
     assert {r[0] for r in conn.execute("SELECT SOPInstanceUID FROM instances")} == uids
     assert assert_consistent(db) == 800
 

@@ -300,6 +300,24 @@ def test_move_to_a_listener_given_that_accepts_only_the_pacs(orthanc_peer, data,
     assert set(arrived) == set(data.mr.sop_uids)  # the application's own subscribers heard them too
 
 
+def test_c_get_arrivals_are_announced_to_the_listener_of_the_database(sample_peer, data, db):
+    """C-GET arrivals enter through the same ingest as C-MOVE ones, so the subscribers of a
+    listener storing into the database hear of them alike, with the path of their row."""
+    from DICOMPlusLib.network.listener import Listener
+
+    with Listener(db, ListenerConfig(port=0, host=LOOPBACK, series_idle=0.2)) as listener:
+        arrived, completes = [], []
+        listener.subscribe(arrived.append, completes.append)
+        report = retrieve(
+            sample_peer.node, db, series_uids=data.mr.series_uid, method="get", listener=listener
+        )
+        assert report.complete
+    # stop() delivered every notification and reported the open series
+    assert {i.sop_instance_uid for i in arrived} == set(data.mr.sop_uids)
+    assert all(i.path == db.instance(i.sop_instance_uid).path for i in arrived)
+    assert [c.series_instance_uid for c in completes] == [data.mr.series_uid]
+
+
 def test_a_pacs_that_does_not_know_our_calling_ae(orthanc_peer, data, db):
     with pytest.raises(RetrieveError, match=r"STRANGER.*DicomModalities"):
         retrieve(orthanc_peer.node, db, study_uid=data.ct.study_uid, method="get", calling_ae_title="STRANGER",

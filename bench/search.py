@@ -1,7 +1,7 @@
 """Search: study-level queries on a 1,000,000-instance database (name wildcard + date range + modality).
 
 The database (20,000 studies, 40,000 series, 1,000,000 instances; synthetic rows written by SQL,
-see bench/search_data.py) is built once under bench/_work/search. Each candidate runs the same 100
+see DICOMPlusLib/database/synthetic.py) is built once under bench/_work/search. Each candidate runs the same 100
 queries, drawn at random once: a PatientName wildcard, a StudyDate range (closed or open) and a
 modality, at study level, with paging (limit 100). ``dicomplus`` is DICOMPlus's search;
 ``sql-floor`` runs a hand-written SQL query with the same conditions on the same connection (the
@@ -39,32 +39,17 @@ def make_queries(seed: int = 3) -> list[dict[str, str]]:
 
 def benchmark(work_dir: Path) -> Benchmark:
     from DICOMPlusLib.database import Database
-    from DICOMPlusLib.database.matching import Criterion
+    from DICOMPlusLib.database.synthetic import hand_written_study_search
 
     build(work_dir / "db", INSTANCES, per_series=25, series_per_study=2)
     db = Database(work_dir / "db")
     queries = make_queries()
-    conn = db.reader()
 
     def dicomplus() -> None:
         for q in queries:
             db.search("study", q, limit=100)
 
-    floor_sql = []
-    for q in queries:
-        name_sql, name_params = Criterion.parse("PatientName", q["PatientName"]).sql("p.PatientNameNorm")
-        date_sql, date_params = Criterion.parse("StudyDate", q["StudyDate"]).sql("st.StudyDate")
-        floor_sql.append(
-            (
-                "SELECT st.* FROM studies st JOIN patients p ON p.id = st.patient"
-                f" WHERE {name_sql} AND {date_sql} AND st.ModalitiesInStudy = ? LIMIT 100",
-                [*name_params, *date_params, q["ModalitiesInStudy"]],
-            )
-        )
-
-    def sql_floor() -> None:
-        for sql, params in floor_sql:
-            conn.execute(sql, params).fetchall()
+    sql_floor = hand_written_study_search(db, queries)
 
     latencies = []
     for q in queries:

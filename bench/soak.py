@@ -212,8 +212,8 @@ def soak(work: Path, *, total: int, senders: int, kill_every: float, rows: int, 
     acked = {sop for r in results for sop in r["acked"]}
     db = Database(db_dir)
     try:
-        rows_db = db.reader().execute("SELECT SOPInstanceUID, path FROM instances").fetchall()
-        store_root = db.store.root
+        rows_db = list(db.instance_paths().items())
+        store_root = db.store_root
     finally:
         db.close()
     stored = {sop for sop, _ in rows_db}

@@ -72,7 +72,7 @@ def cmd_info(args) -> int:
         print_json(info)
     else:
         print(f"database: {db.path}")
-        print(f"store:    {db.store.root}")
+        print(f"store:    {db.store_root}")
         for key, value in info.items():
             print(f"{key:10s}{value}")
     return Exit.OK
@@ -114,14 +114,8 @@ COLUMNS = {
 
 def _count(db, level: str, keys, text) -> int:
     """How many records match in all (-1 when header keys would make counting a full scan)."""
-    from DICOMPlusLib.database.matching import parse_criteria
-    from DICOMPlusLib.database.search import build_query
-    from DICOMPlusLib.models import QueryLevel
-
-    sql, params, header = build_query(QueryLevel.parse(level), parse_criteria(keys), text)
-    if header:
-        return -1
-    return db.reader().execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+    total = db.count(level, keys, text=text)
+    return -1 if total is None else total
 
 
 def _with_study(db, rows: list[dict]) -> None:

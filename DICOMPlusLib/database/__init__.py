@@ -13,7 +13,9 @@ from DICOMPlusLib._lazy import lazy_getattr
 
 _EXPORTS = {
     "Database": "database",
-    "DuplicatePolicy": "database",
+    "DuplicatePolicy": "ingest",
+    "DatabaseProtocol": "protocol",
+    "open_database": "database",
     "TemporaryDatabase": "database",
     "default_database_path": "database",
     "import_paths": "indexer",
@@ -25,21 +27,25 @@ _EXPORTS = {
 __all__ = [
     "Criterion",
     "Database",
+    "DatabaseProtocol",
     "DuplicatePolicy",
     "MatchKind",
     "TemporaryDatabase",
     "default_database_path",
     "import_paths",
     "iter_files",
+    "open_database",
 ]
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database.database import (
         Database,
-        DuplicatePolicy,
         TemporaryDatabase,
         default_database_path,
+        open_database,
     )
     from DICOMPlusLib.database.indexer import import_paths, iter_files
+    from DICOMPlusLib.database.ingest import DuplicatePolicy
     from DICOMPlusLib.database.matching import Criterion, MatchKind
+    from DICOMPlusLib.database.protocol import DatabaseProtocol

@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database import schema
+from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn
-from DICOMPlusLib.database.parsing import ParsedFile, parse_bytes
+from DICOMPlusLib.database.parsing import ParsedFile
+from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
+from DICOMPlusLib.database.rows import instance_record
+from DICOMPlusLib.database.search import count, search
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import DeleteReport, InstanceRecord
@@ -48,22 +52,10 @@ def default_database_path() -> Path:
     return base / "dicomplus" / DB_FILE_NAME
 
 
-class DuplicatePolicy:
-    """What happens when a SOPInstanceUID that is already stored arrives again.
-
-    ``keep`` (default): the stored instance stays; the newcomer is reported as a duplicate and its
-    file is not stored. The one exception is a file imported again from the *same source path*
-    after it changed (size or mtime): that replaces the stored copy. ``replace``: the newcomer
-    always replaces the stored instance (what a listener receiving a corrected object wants).
-    """
-
-    KEEP = "keep"
-    REPLACE = "replace"
-
-
 class Database:
-    """Open (or create) the database at ``path``; files are stored in ``store_dir``
-    (default: ``store/`` beside the database file)."""
+    """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
+    at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
+    :meth:`open` chooses the back end by URL."""
 
     #: Whether imports link files in place instead of copying them, when not told otherwise.
     default_link: bool = False
@@ -91,7 +83,26 @@ class Database:
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         self._writer = conn
+        #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
+        self.ingest = Ingest(self)
         self.store.sweep()  # temporary files of writers that died (kill -9, power loss)
+
+    @classmethod
+    def open(
+        cls, url: str | os.PathLike | None = None, *, store_dir: str | os.PathLike | None = None
+    ) -> DatabaseProtocol:
+        """The database at ``url``: a path or a ``sqlite:///`` URL opens SQLite (the default,
+        embedded); other schemes get their back end here (PostgreSQL: issue #20)."""
+        scheme, location = parse_url(url if url is not None else default_database_path())
+        if scheme == "sqlite":
+            return cls(location, store_dir=store_dir)
+        raise DatabaseError(
+            f"no database back end for {scheme}: URLs yet: give a file path or a sqlite:/// URL"
+        )
+
+    @property
+    def store_root(self) -> Path:
+        return self.store.root
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -111,8 +122,10 @@ class Database:
             self._connections.append(conn)
         return conn
 
-    def reader(self) -> sqlite3.Connection:
-        """This thread's read connection (readers never block on the writer in WAL)."""
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (readers never block on the writer in WAL). Private:
+        callers outside ``database/`` use the methods of :class:`~.protocol.DatabaseProtocol`,
+        so that another back end can serve them."""
         if self._closed:
             raise DatabaseError("the database is closed")
         conn = getattr(self._local, "conn", None)
@@ -165,7 +178,7 @@ class Database:
 
     # -- facts ---------------------------------------------------------------------------------
     def info(self) -> dict[str, int]:
-        conn = self.reader()
+        conn = self._reader()
         out = {}
         for key, table in (
             ("patients", "patients"),
@@ -177,7 +190,7 @@ class Database:
         return out
 
     def schema_version(self) -> int:
-        return self.reader().execute("PRAGMA user_version").fetchone()[0]
+        return self._reader().execute("PRAGMA user_version").fetchone()[0]
 
     # -- writing -------------------------------------------------------------------------------
     def commit_parsed(
@@ -185,113 +198,154 @@ class Database:
         items: Sequence[ParsedFile],
         *,
         link: bool = False,
-        on_duplicate: str = DuplicatePolicy.KEEP,
-    ) -> list[str]:
-        """Store and index a batch in one transaction.
+        on_duplicate: DuplicatePolicy | str = DuplicatePolicy.KEEP,
+    ) -> list[StoredInstance]:
+        """Store and index a batch in one transaction; one :class:`StoredInstance` per item
+        (``STORED``, ``REPLACED`` or ``KEPT_EXISTING``), whose record has the file's real path.
 
-        Returns one status per item: ``added``, ``replaced`` or ``duplicate``.
-        Files are moved into the store before the commit; a crash in between leaves at most an
-        unreferenced file in the store, never a row without its file.
+        Callers go through :class:`~DICOMPlusLib.database.ingest.Ingest` (``self.ingest``).
+        Files are moved into the store before the commit; when the commit fails, the files this
+        batch moved into place are removed again (no committed row can point to them: a
+        replacement goes to a new, unique name), so a failure leaves nothing behind and a crash
+        in between at most an unreferenced file, never a row without its file.
         """
-        statuses: list[str] = []
+        results: list[StoredInstance] = []
         if not items:
-            return statuses
+            return results
+        replace_always = DuplicatePolicy(on_duplicate) is DuplicatePolicy.REPLACE
         now = time.time()
         touched_series: set[str] = set()
         touched_studies: set[str] = set()
         leftovers: list[str] = []
-        with self.write() as conn:
-            for item in items:
-                v = item.values
-                sop = str(v["SOPInstanceUID"])
-                existing = conn.execute(
-                    "SELECT path, linked, source, SeriesInstanceUID FROM instances WHERE SOPInstanceUID=?",
-                    (sop,),
-                ).fetchone()
-                replace = False
-                if existing is not None:
-                    same_source = bool(item.source) and existing["source"] == item.source
-                    if on_duplicate != DuplicatePolicy.REPLACE and not same_source:
-                        statuses.append("duplicate")
-                        if item.stored_tmp:
-                            leftovers.append(item.stored_tmp)
-                        self._record_source(conn, item, sop, "duplicate SOPInstanceUID (already stored)")
-                        continue
-                    replace = True
-                    touched_series.add(existing["SeriesInstanceUID"])
-                # A replacement goes to a new name: the current file stays valid until the commit.
-                path, linked = self._place_file(item, sop, link, unique=replace)
-                patient = self._upsert_patient(conn, v)
-                study = str(v["StudyInstanceUID"])
-                series = str(v["SeriesInstanceUID"])
-                conn.execute(
-                    "INSERT OR IGNORE INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
-                    " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        study,
-                        patient,
-                        v["StudyDate"],
-                        v["StudyTime"],
-                        v["StudyDescription"],
-                        v["AccessionNumber"],
-                        v["StudyID"],
-                        v["ReferringPhysicianName"],
-                        normalize_pn(str(v["ReferringPhysicianName"])),
-                        now,
-                    ),
-                )
-                conn.execute(
-                    "INSERT OR IGNORE INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
-                    " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
-                    " VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        series,
-                        study,
-                        v["Modality"],
-                        v["SeriesNumber"],
-                        v["SeriesDescription"],
-                        v["SeriesDate"],
-                        v["SeriesTime"],
-                        v["BodyPartExamined"],
-                        now,
-                    ),
-                )
-                if replace and existing["path"] != path and not existing["linked"]:
-                    leftovers.append(existing["path"])
-                conn.execute(
-                    "INSERT OR REPLACE INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID,"
-                    " TransferSyntaxUID, InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime,"
-                    " pixel_offset, pixel_length, header, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        sop,
-                        series,
-                        v["SOPClassUID"],
-                        item.transfer_syntax,
-                        v["InstanceNumber"],
-                        v["NumberOfFrames"],
-                        v["Rows"],
-                        v["Columns"],
-                        path,
-                        int(linked),
-                        item.size,
-                        item.mtime,
-                        item.pixel_offset,
-                        item.pixel_length,
-                        item.header,
-                        item.source,
-                        now,
-                    ),
-                )
-                self._record_source(conn, item, sop, "")
-                touched_series.add(series)
-                touched_studies.add(study)
-                statuses.append("replaced" if replace else "added")
-            self._refresh_counts(conn, touched_series, touched_studies)
+        placed: list[str] = []
+        try:
+            with self.write() as conn:
+                for item in items:
+                    v = item.values
+                    sop = str(v["SOPInstanceUID"])
+                    existing = conn.execute(
+                        "SELECT path, linked, source, SeriesInstanceUID FROM instances WHERE SOPInstanceUID=?",
+                        (sop,),
+                    ).fetchone()
+                    replace = False
+                    if existing is not None:
+                        same_source = bool(item.source) and existing["source"] == item.source
+                        if not replace_always and not same_source:
+                            results.append(
+                                StoredInstance(
+                                    StoreStatus.KEPT_EXISTING, sop, path=existing["path"], source=item.source
+                                )
+                            )
+                            if item.stored_tmp:
+                                leftovers.append(item.stored_tmp)
+                            self._record_source(conn, item, sop, "duplicate SOPInstanceUID (already stored)")
+                            continue
+                        replace = True
+                        touched_series.add(existing["SeriesInstanceUID"])
+                    # A replacement goes to a new name: the current file stays valid until the commit.
+                    path, linked = self._place_file(item, sop, link, unique=replace)
+                    if not linked:
+                        placed.append(path)
+                    record = self._index(conn, item, sop, path, linked, now)
+                    if replace and existing["path"] != path and not existing["linked"]:
+                        leftovers.append(existing["path"])
+                    self._record_source(conn, item, sop, "")
+                    touched_series.add(record.SeriesInstanceUID)
+                    touched_studies.add(record.StudyInstanceUID)
+                    status = StoreStatus.REPLACED if replace else StoreStatus.STORED
+                    results.append(StoredInstance(status, sop, record, path, source=item.source))
+                self._refresh_counts(conn, touched_series, touched_studies)
+        except BaseException:
+            for path in placed:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
         for path in leftovers:
             if path and self.store.contains(path):
                 self.store.remove(path)
-        return statuses
+        return results
+
+    def _index(
+        self, conn: sqlite3.Connection, item: ParsedFile, sop: str, path: str, linked: bool, now: float
+    ) -> InstanceRecord:
+        """The patient, study, series and instance rows of one placed file; its record."""
+        v = item.values
+        patient = self._upsert_patient(conn, v)
+        study = str(v["StudyInstanceUID"])
+        series = str(v["SeriesInstanceUID"])
+        conn.execute(
+            "INSERT OR IGNORE INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
+            " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                study,
+                patient,
+                v["StudyDate"],
+                v["StudyTime"],
+                v["StudyDescription"],
+                v["AccessionNumber"],
+                v["StudyID"],
+                v["ReferringPhysicianName"],
+                normalize_pn(str(v["ReferringPhysicianName"])),
+                now,
+            ),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
+            " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                series,
+                study,
+                v["Modality"],
+                v["SeriesNumber"],
+                v["SeriesDescription"],
+                v["SeriesDate"],
+                v["SeriesTime"],
+                v["BodyPartExamined"],
+                now,
+            ),
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID,"
+            " TransferSyntaxUID, InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime,"
+            " pixel_offset, pixel_length, header, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                sop,
+                series,
+                v["SOPClassUID"],
+                item.transfer_syntax,
+                v["InstanceNumber"],
+                v["NumberOfFrames"],
+                v["Rows"],
+                v["Columns"],
+                path,
+                int(linked),
+                item.size,
+                item.mtime,
+                item.pixel_offset,
+                item.pixel_length,
+                item.header,
+                item.source,
+                now,
+            ),
+        )
+        return InstanceRecord(
+            SOPInstanceUID=sop,
+            SeriesInstanceUID=series,
+            StudyInstanceUID=study,
+            PatientID=str(v["PatientID"]),  # as _upsert_patient stores it
+            SOPClassUID=str(v.get("SOPClassUID") or ""),
+            TransferSyntaxUID=item.transfer_syntax,
+            InstanceNumber=v["InstanceNumber"],  # type: ignore[arg-type]
+            NumberOfFrames=v["NumberOfFrames"],  # type: ignore[arg-type]
+            Rows=v["Rows"],  # type: ignore[arg-type]
+            Columns=v["Columns"],  # type: ignore[arg-type]
+            path=path,
+            size=item.size,
+            pixel_offset=item.pixel_offset,
+            pixel_length=item.pixel_length,
+        )
 
     def _place_file(
         self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False
@@ -363,19 +417,10 @@ class Database:
                 (uid, uid, uid, uid),
             )
 
-    def add_bytes(self, data: bytes, *, on_duplicate: str = DuplicatePolicy.REPLACE) -> InstanceRecord:
-        """Store and index one instance received as bytes (a whole Part 10 file).
-
-        Used by the listener and retrieve: the record is committed before this returns.
-        """
-        parsed = parse_bytes(data)
-        self.commit_parsed([parsed], on_duplicate=on_duplicate)
-        return self.instance(str(parsed.values["SOPInstanceUID"]))
-
     # -- reading -------------------------------------------------------------------------------
     def instance(self, sop_instance_uid: str) -> InstanceRecord:
         row = (
-            self.reader()
+            self._reader()
             .execute(
                 "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
                 " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
@@ -391,7 +436,7 @@ class Database:
 
     def instances(self, series_instance_uid: str) -> list[InstanceRecord]:
         rows = (
-            self.reader()
+            self._reader()
             .execute(
                 "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
                 " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
@@ -410,7 +455,7 @@ class Database:
         The bytes are the file's own encoding up to the pixel data (a Part 10 prefix), which the
         fast scanner reads without pydicom.
         """
-        rows = self.reader().execute(
+        rows = self._reader().execute(
             "SELECT SOPInstanceUID, header FROM instances WHERE SeriesInstanceUID=?", (series_instance_uid,)
         )
         return {sop: bytes(blob) for sop, blob in rows}
@@ -420,7 +465,7 @@ class Database:
         import pydicom
 
         row = (
-            self.reader()
+            self._reader()
             .execute("SELECT header FROM instances WHERE SOPInstanceUID=?", (sop_instance_uid,))
             .fetchone()
         )
@@ -428,14 +473,40 @@ class Database:
             raise DatabaseError(f"no instance {sop_instance_uid} in the database")
         return pydicom.dcmread(BytesIO(row[0]), force=True)
 
+    def present(self, sop_instance_uids: Iterable[str]) -> set[str]:
+        """The instances of ``sop_instance_uids`` the database holds (one query per 500)."""
+        sops = list(dict.fromkeys(sop_instance_uids))
+        found: set[str] = set()
+        conn = self._reader()
+        for chunk in _chunks(sops, 500):
+            rows = conn.execute(
+                f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def sop_classes(self) -> set[str]:
+        """Every SOP Class UID of the stored instances."""
+        return {uid for (uid,) in self._reader().execute("SELECT DISTINCT SOPClassUID FROM instances") if uid}
+
+    def instance_paths(self) -> dict[str, str]:
+        """{SOPInstanceUID: path} of every stored instance (checks and benchmarks)."""
+        return dict(self._reader().execute("SELECT SOPInstanceUID, path FROM instances").fetchall())
+
     def search(self, level="study", criteria=None, *, text=None, limit=None, offset=0):
         """Search the database; see :func:`DICOMPlusLib.database.search.search`."""
-        from DICOMPlusLib.database.search import search
-
         return search(self, level, criteria or {}, text=text, limit=limit, offset=offset)
+
+    def count(self, level="study", criteria=None, *, text=None) -> int | None:
+        """How many records a search would find in all; None when header keys would make
+        counting a full scan. See :func:`DICOMPlusLib.database.search.count`."""
+        return count(self, level, criteria or {}, text=text)
 
     def import_paths(self, paths, **kwargs):
         """Import files and folders; see :func:`DICOMPlusLib.database.indexer.import_paths`."""
+        # Imported here to keep start-up fast: the indexer brings multiprocessing and
+        # concurrent.futures, which a search or a load never needs.
         from DICOMPlusLib.database.indexer import import_paths
 
         return import_paths(self, paths, **kwargs)
@@ -463,7 +534,7 @@ class Database:
             raise DatabaseError("delete needs exactly one of patient, study, series or instance")
         report = DeleteReport(dry_run=dry_run)
         with contextlib.ExitStack() as stack:
-            conn = self.reader() if dry_run else stack.enter_context(self.write())
+            conn = self._reader() if dry_run else stack.enter_context(self.write())
             # Decide everything first, from the state before the delete; then apply it.
             where, params = _delete_scope(patient, study, series, instance)
             rows = conn.execute(
@@ -632,26 +703,6 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def instance_record(row: sqlite3.Row) -> InstanceRecord:
-    """An instances row (joined with its series and patient) as a record."""
-    return InstanceRecord(
-        SOPInstanceUID=row["SOPInstanceUID"],
-        SeriesInstanceUID=row["SeriesInstanceUID"],
-        StudyInstanceUID=row["StudyInstanceUID"],
-        PatientID=row["PatientID"],
-        SOPClassUID=row["SOPClassUID"],
-        TransferSyntaxUID=row["TransferSyntaxUID"],
-        InstanceNumber=row["InstanceNumber"],
-        NumberOfFrames=row["NumberOfFrames"],
-        Rows=row["Rows"],
-        Columns=row["Columns"],
-        path=row["path"],
-        size=row["size"],
-        pixel_offset=row["pixel_offset"],
-        pixel_length=row["pixel_length"],
-    )
-
-
 @contextlib.contextmanager
 def TemporaryDatabase(*, link: bool = True) -> Iterator[Database]:
     """A throw-away database in a temporary folder, for "open this folder without touching my
@@ -664,3 +715,7 @@ def TemporaryDatabase(*, link: bool = True) -> Iterator[Database]:
     finally:
         db.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+#: ``open_database(url)``: the back end chosen by URL (see :meth:`Database.open`).
+open_database = Database.open

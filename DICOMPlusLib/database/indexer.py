@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib.database.ingest import POLICY, DuplicatePolicy, IngestSource, StoreStatus
 from DICOMPlusLib.database.parsing import ParsedFile, parse_fd
 from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
 from DICOMPlusLib.errors import CancelledError, ImportFileError
@@ -173,7 +174,7 @@ def import_paths(
     processes: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-    on_duplicate: str = "keep",
+    on_duplicate: DuplicatePolicy | str = POLICY[IngestSource.IMPORT],
     force: bool = False,
 ) -> ImportReport:
     """Import files and folders into ``db``.
@@ -210,12 +211,14 @@ def import_paths(
     def flush() -> None:
         if not pending:
             return
-        statuses = db.commit_parsed(pending, link=link, on_duplicate=on_duplicate)
-        report.added += statuses.count("added")
-        report.replaced += statuses.count("replaced")
-        report.duplicates += statuses.count("duplicate")
-        for item, status in zip(pending, statuses, strict=True):
-            if status == "duplicate":
+        results = db.ingest.commit_batch(pending, DuplicatePolicy(on_duplicate), link=link)
+        for item, result in zip(pending, results, strict=True):
+            if result.status is StoreStatus.STORED:
+                report.added += 1
+            elif result.status is StoreStatus.REPLACED:
+                report.replaced += 1
+            else:
+                report.duplicates += 1
                 report.skipped.append(SkippedFile(item.source, "duplicate SOPInstanceUID (already stored)"))
         pending.clear()
 
@@ -302,7 +305,7 @@ def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
 
 def _changed_files(db: Database, files: list[str], report: ImportReport) -> list[str]:
     """Files whose (size, mtime) differ from the last import of the same path."""
-    conn = db.reader()
+    conn = db._reader()
     todo: list[str] = []
     for start in range(0, len(files), 500):
         chunk = files[start : start + 500]

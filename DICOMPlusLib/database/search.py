@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, SequenceCriterion, parse_criteria
+from DICOMPlusLib.database.rows import instance_record
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import PatientRecord, QueryLevel, SeriesRecord, StudyRecord
 
@@ -269,8 +270,6 @@ def _record(lv: str, row: sqlite3.Row):
             BodyPartExamined=row["BodyPartExamined"],
             NumberOfSeriesRelatedInstances=row["NumberOfSeriesRelatedInstances"],
         )
-    from DICOMPlusLib.database.database import instance_record
-
     return instance_record(row)
 
 
@@ -295,7 +294,7 @@ def search(
     except ValueError as exc:
         raise DatabaseError(f"bad search value: {exc}") from exc
     sql, params, header = build_query(level, parsed, text)
-    conn = db.reader()
+    conn = db._reader()
     lv = _LEVEL_ALIAS[level]
     if not header:
         if limit is not None:
@@ -321,3 +320,22 @@ def search(
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def count(
+    db: Database,
+    level: QueryLevel | str,
+    criteria: dict[str, str] | list[tuple[str, str]],
+    *,
+    text: str | None = None,
+) -> int | None:
+    """How many records :func:`search` finds in all (without a limit); None when header keys
+    would make counting a full scan of the stored headers."""
+    try:
+        parsed = parse_criteria(criteria)
+    except ValueError as exc:
+        raise DatabaseError(f"bad search value: {exc}") from exc
+    sql, params, header = build_query(QueryLevel.parse(level), parsed, text)
+    if header:
+        return None
+    return db._reader().execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]

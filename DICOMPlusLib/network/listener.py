@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
 
 logger = logging.getLogger(__name__)
-
-STALE_TEMPORARY_AGE = 3600.0  # seconds; older ".incoming-*" files are leftovers of a crash
 
 
 @dataclass(frozen=True)
@@ -95,20 +92,6 @@ class ListenerConfig:
             raise NetworkError(f"invalid port {self.port}")
 
 
-def sweep_stale_temporaries(store_root: Path, max_age: float = STALE_TEMPORARY_AGE) -> int:
-    """Remove temporary files a crash left in the store (never a file in use: they are old)."""
-    removed = 0
-    now = time.time()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(store_root):
-            if entry.name.startswith(".incoming-") and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime > max_age:
-                        os.unlink(entry.path)
-                        removed += 1
-    return removed
-
-
 @dataclass(eq=False)
 class _Connection:
     """A TCP connection of the direct engine, before and after association negotiation."""
@@ -130,7 +113,8 @@ class Listener:
         self.db = db
         self.config = config or ListenerConfig()
         self.notifier = notifier or Notifier(self.config.series_idle)
-        self.sink = DatabaseSink(db, self.notifier, fsync=self.config.fsync)
+        self.sink = DatabaseSink(db, fsync=self.config.fsync)
+        self._detach: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -161,15 +145,17 @@ class Listener:
     def start(self) -> Listener:
         if self.running:
             return self
-        sweep_stale_temporaries(self.db.store.root)
         self._stopping.clear()
         self.notifier.start()
+        # Every C-STORE into this database (ours, and a C-GET retrieve's) is announced here.
+        self._detach = self.notifier.attach(self.sink.ingest)
         try:
             if self.config.engine == "pynetdicom":
                 self._start_pynetdicom()
             else:
                 self._start_direct()
         except BaseException:
+            self._detach()
             self.notifier.stop()
             raise
         logger.info("listening as %s on %s:%d (%s engine)", self.config.ae_title, self.config.host or "*",
@@ -213,6 +199,9 @@ class Listener:
                     with contextlib.suppress(OSError):
                         s.close()
             self._sock = self._wake_r = self._wake_w = None
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
         self.notifier.stop()
 
     def __enter__(self) -> Listener:

@@ -267,18 +267,8 @@ def echo_on(assoc: qrscu.QRAssociation) -> str:
 
 
 def present_in_db(db: Database, sops: Iterable[str]) -> set[str]:
-    """The SOP instances of ``sops`` the database holds (one query per 500)."""
-    sops = list(dict.fromkeys(sops))
-    found: set[str] = set()
-    conn = db.reader()
-    for i in range(0, len(sops), 500):
-        chunk = sops[i : i + 500]
-        rows = conn.execute(
-            f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        found.update(r[0] for r in rows)
-    return found
+    """The SOP instances of ``sops`` the database holds."""
+    return db.present(sops)
 
 
 class RunState:
@@ -401,9 +391,11 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
     contexts = [(qrscu.STUDY_ROOT_GET, qrscu.UNCOMPRESSED), (ul.VERIFICATION, qrscu.UNCOMPRESSED)]
     contexts += [(c, list(ts)) for c, ts in group.contexts]
     roles = {c: (False, True) for c in group.sop_classes}
+    from DICOMPlusLib.database.ingest import IngestSource
     from DICOMPlusLib.network.storage import DatabaseSink
 
-    sink = DatabaseSink(state.db)
+    # Arrivals are announced to the subscribers of a listener over this database (see Notifier.attach).
+    sink = DatabaseSink(state.db, source=IngestSource.C_GET)
     try:
         with slot:
             qa = _open(state, contexts, roles)

@@ -5,11 +5,13 @@ one path, in this order, *before* the C-STORE response is sent (PS3.4 B.2.3: suc
 SCP has taken responsibility for the instance):
 
 1. the Part 10 file (preamble, file meta built from the C-STORE request, PS3.10 7.1, and the
-   data set bytes exactly as received) is streamed into a temporary file inside the store;
-2. its header is parsed and the file is moved atomically into its final place, whose name is a
-   hash of the SOP Instance UID (never the UID itself, never a name from the sender);
-3. the index rows are committed (one transaction);
-4. subscribers are told (on the notifier's own thread, never the network thread).
+   data set bytes exactly as received) is streamed into an incoming file of the database's
+   ingest (:mod:`DICOMPlusLib.database.ingest`, seen here only as its ``Sink`` protocol);
+2. the ingest parses its header, moves it atomically into the store, commits the index rows (one
+   transaction) with the duplicate policy of the source (``REPLACE`` for C-STORE) and tells its
+   subscribers, with the path the file really has;
+3. a :class:`Notifier` attached to the ingest (a listener's, a Q/R SCP's) turns that into a
+   :class:`ReceivedInstance` on the notifier's own thread, never the network thread.
 
 Out of disk space (or any write error) answers 0xA700 "Refused: Out of Resources" and leaves no
 partial file; an unreadable data set answers 0xC000 "Error: Cannot understand".
@@ -17,12 +19,8 @@ partial file; an unreadable data set answers 0xC000 "Error: Cannot understand".
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
 import queue
-import sqlite3
 import struct
 import threading
 import time
@@ -30,7 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.errors import DatabaseError, DICOMPlusError
+from DICOMPlusLib.database.ingest import (
+    POLICY,
+    IngestSource,
+    Sink,
+    StoredInstance,
+    StoreStatus,
+    is_space_error,
+)
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status
 
@@ -38,8 +43,6 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
 
 logger = logging.getLogger(__name__)
-
-_SPACE_ERRORS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name)}
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,6 @@ class StoreOutcome:
     instance: ReceivedInstance | None = None
 
 
-def is_space_error(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in _SPACE_ERRORS:
-        return True
-    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
-
-
 def _pad(value: bytes, pad: bytes) -> bytes:
     return value + pad if len(value) % 2 else value
 
@@ -138,26 +135,27 @@ def valid_uid_text(value: str) -> bool:
 
 
 class IncomingFile:
-    """A temporary file inside the store being written by one association."""
+    """One instance being received by one association: a temporary file of the database's
+    :class:`~DICOMPlusLib.database.ingest.Sink`, starting with the file meta built from the
+    C-STORE request."""
 
     def __init__(self, sink: DatabaseSink, meta: ReceiveMeta) -> None:
         self.meta = meta
         self.sink = sink
-        self.fd, self.path = sink.db.store.temporary_file()
-        self.size = 0
+        self.file = sink.ingest.incoming()
         self.error: BaseException | None = None
         try:
-            self.write(file_meta_bytes(meta))
+            self.file.write(file_meta_bytes(meta))
         except BaseException:
             self.discard()
             raise
 
+    @property
+    def size(self) -> int:
+        return self.file.size
+
     def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-            self.size += n
+        self.file.write(data)
 
     def write_safely(self, data: bytes | memoryview) -> None:
         """Write, remembering (instead of raising) the first error: the rest of the message
@@ -165,34 +163,30 @@ class IncomingFile:
         if self.error is not None:
             return
         try:
-            self.write(data)
+            self.file.write(data)
         except OSError as exc:
             self.error = exc
-            self._close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-
-    def _close(self) -> None:
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
+            self.file.discard()
 
     def discard(self) -> None:
-        self._close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        self.file.discard()
 
     def finish(self) -> StoreOutcome:
         return self.sink.finish(self)
 
 
 class DatabaseSink:
-    """Stores received instances in a :class:`Database` and tells a :class:`Notifier`."""
+    """Answers C-STOREs by handing each received instance to the database's ingest
+    (:class:`~DICOMPlusLib.database.ingest.Sink`) with the policy of ``source``, and mapping
+    the outcome to a DIMSE status. Notifications come from the ingest's subscribers (see
+    :meth:`Notifier.attach`), so every way in announces alike."""
 
-    def __init__(self, db: Database, notifier: Notifier | None = None, *, fsync: bool = False) -> None:
+    def __init__(
+        self, db: Database, *, fsync: bool = False, source: IngestSource = IngestSource.LISTENER
+    ) -> None:
         self.db = db
-        self.notifier = notifier
+        self.ingest: Sink = db.ingest
+        self.policy = POLICY[source]
         self.fsync = fsync
 
     def begin(self, meta: ReceiveMeta) -> IncomingFile:
@@ -216,81 +210,46 @@ class DatabaseSink:
         return self.finish(incoming)
 
     def finish(self, incoming: IncomingFile) -> StoreOutcome:
-        """Parse, move into place, index, notify. Never raises; the outcome carries the status."""
-        from DICOMPlusLib.database.database import DuplicatePolicy
-        from DICOMPlusLib.database.parsing import parse_path
-
+        """Parse, move into place, index, notify (all in the ingest). Never raises; the outcome
+        carries the status."""
         if incoming.error is not None:
             return self.refuse(incoming.error)
-        tmp = incoming.path
-        try:
-            if self.fsync:
-                os.fsync(incoming.fd)
-            incoming._close()
-            parsed = parse_path(tmp, keep_data=False)
-        except OSError as exc:
-            incoming.discard()
-            return self.refuse(exc)
-        except DICOMPlusError as exc:
-            incoming.discard()
-            return StoreOutcome(Status.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
-        except RecursionError:
-            incoming.discard()
-            logger.info("%s: data set of %s nested too deeply; answered 0xC000", incoming.meta.peer,
-                        incoming.meta.sop_instance_uid)  # fmt: skip
-            return StoreOutcome(Status.CANNOT_UNDERSTAND, "data set nested too deeply")
-        except Exception as exc:  # a parser bug on one data set must not end the association
-            incoming.discard()
-            logger.exception("%s: cannot parse %s", incoming.meta.peer, incoming.meta.sop_instance_uid)
-            return StoreOutcome(Status.CANNOT_UNDERSTAND, f"cannot understand the data set: {exc}"[:64])
-        parsed.source = ""  # not an import: no source path to remember
-        parsed.data = None
-        parsed.stored_tmp = tmp
-        sop = str(parsed.values["SOPInstanceUID"])
-        try:
-            statuses = self.db.commit_parsed([parsed], on_duplicate=DuplicatePolicy.REPLACE)
-        except (OSError, sqlite3.Error, DatabaseError) as exc:
-            self.cleanup_after_failed_commit(tmp, sop)
-            logger.warning("cannot store received instance %s: %s", sop, exc)
-            return self.refuse(exc)
-        except BaseException:
-            self.cleanup_after_failed_commit(tmp, sop)
-            raise
         meta = incoming.meta
-        values = parsed.values
-        instance = ReceivedInstance(
-            sop_instance_uid=sop,
-            sop_class_uid=str(values.get("SOPClassUID") or meta.sop_class_uid),
-            series_instance_uid=str(values["SeriesInstanceUID"]),
-            study_instance_uid=str(values["StudyInstanceUID"]),
-            patient_id=str(values.get("PatientID") or ""),
-            transfer_syntax=parsed.transfer_syntax or meta.transfer_syntax,
-            path=str(self.db.store.path_for(sop)),
-            size=parsed.size,
-            status=statuses[0] if statuses else "added",
-            calling_ae=meta.calling_ae,
-            peer=meta.peer,
-            move_originator_aet=meta.move_originator_aet,
-            move_originator_message_id=meta.move_originator_message_id,
-            received_at=time.time(),
-        )
-        if self.notifier is not None:
-            self.notifier.publish(instance)
-        return StoreOutcome(Status.SUCCESS, "", instance)
+        result = self.ingest.commit(incoming.file, self.policy, context=meta, fsync=self.fsync)
+        if result.status is StoreStatus.UNREADABLE:
+            logger.info("%s: cannot understand %s (%s); answered 0xC000", meta.peer, meta.sop_instance_uid,
+                        result.reason)  # fmt: skip
+            return StoreOutcome(
+                Status.CANNOT_UNDERSTAND, f"cannot understand the data set: {result.reason}"[:64]
+            )
+        if result.status is StoreStatus.FAILED:
+            if result.out_of_space:
+                return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
+            return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {result.reason}")
+        return StoreOutcome(Status.SUCCESS, "", received_instance(result, meta))
 
-    def cleanup_after_failed_commit(self, tmp: str, sop: str) -> None:
-        """Remove the temporary file, or the file already moved into place when no committed
-        row points to it: a failed commit leaves nothing behind."""
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        final = self.db.store.path_for(sop)
-        try:
-            row = self.db.reader().execute("SELECT 1 FROM instances WHERE path=?", (str(final),)).fetchone()
-        except (sqlite3.Error, DatabaseError):
-            row = True  # cannot tell: keep the file rather than lose a committed instance
-        if row is None:
-            with contextlib.suppress(OSError):
-                final.unlink()
+
+def received_instance(result: StoredInstance, meta: ReceiveMeta) -> ReceivedInstance:
+    """The notification for a stored instance: the committed record (its real path) and what
+    the C-STORE request said."""
+    record = result.record
+    assert record is not None  # a stored or replaced instance has its record
+    return ReceivedInstance(
+        sop_instance_uid=record.SOPInstanceUID,
+        sop_class_uid=record.SOPClassUID or meta.sop_class_uid,
+        series_instance_uid=record.SeriesInstanceUID,
+        study_instance_uid=record.StudyInstanceUID,
+        patient_id=record.PatientID,
+        transfer_syntax=record.TransferSyntaxUID or meta.transfer_syntax,
+        path=record.path,
+        size=record.size or 0,
+        status="replaced" if result.status is StoreStatus.REPLACED else "added",
+        calling_ae=meta.calling_ae,
+        peer=meta.peer,
+        move_originator_aet=meta.move_originator_aet,
+        move_originator_message_id=meta.move_originator_message_id,
+        received_at=time.time(),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,6 +325,16 @@ class Notifier:
 
     def publish(self, instance: ReceivedInstance) -> None:
         self._queue.put(instance)
+
+    def attach(self, sink: Sink) -> Callable[[], None]:
+        """Announce the instances that arrive over DICOM (C-STORE: listener, C-MOVE, C-GET) into
+        ``sink``'s database, whichever association brought them; returns the detach."""
+
+        def on_ingested(result: StoredInstance, context: object) -> None:
+            if isinstance(context, ReceiveMeta):
+                self.publish(received_instance(result, context))
+
+        return sink.subscribe(on_ingested)
 
     def start(self) -> None:
         if self._thread is None:

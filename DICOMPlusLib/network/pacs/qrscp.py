@@ -115,7 +115,8 @@ class QueryRetrieveSCP:
         self.db = db
         self.config = config or QRConfig()
         self.notifier = notifier or Notifier()
-        self.sink = DatabaseSink(db, self.notifier)
+        self.sink = DatabaseSink(db)
+        self._detach = None
         self._server = None
         self._ae = None
         self._destinations = {d.ae_title: d for d in self.config.destinations}
@@ -186,6 +187,7 @@ class QueryRetrieveSCP:
         qrscp_send.use_stored_bytes(True)
         self._stored_bytes = True
         self.notifier.start()
+        self._detach = self.notifier.attach(self.sink.ingest)
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dicomplus-qr-db")
         try:
             self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
@@ -202,9 +204,8 @@ class QueryRetrieveSCP:
         standard classes are those pynetdicom knows as storage classes."""
         from pydicom.uid import UID
 
-        sql = "SELECT DISTINCT SOPClassUID FROM instances"
-        rows = self._read(lambda: self.db.reader().execute(sql).fetchall())
-        return {str(uid) for (uid,) in rows if uid and UID(uid).is_private}
+        classes = self._read(self.db.sop_classes)
+        return {str(uid) for uid in classes if uid and UID(uid).is_private}
 
     def stop(self) -> None:
         if self._server is not None:
@@ -216,6 +217,9 @@ class QueryRetrieveSCP:
         if self._stored_bytes:
             self._stored_bytes = False
             qrscp_send.use_stored_bytes(False)
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
         self.notifier.stop()
 
     def __enter__(self) -> QueryRetrieveSCP:

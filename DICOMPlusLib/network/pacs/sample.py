@@ -173,9 +173,10 @@ def write_sample_files(folder) -> str:
 
 def make_sample_data(db: Database) -> dict[str, int]:
     """Add the sample patients to ``db`` (nothing is added twice); returns the counts added."""
-    from DICOMPlusLib.database.database import DuplicatePolicy
+    from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
     from DICOMPlusLib.database.parsing import parse_bytes
 
     parsed = [parse_bytes(data) for data in sample_files()]
-    statuses = db.commit_parsed(parsed, on_duplicate=DuplicatePolicy.KEEP)
-    return {"added": statuses.count("added"), "already there": statuses.count("duplicate")}
+    results = db.ingest.commit_batch(parsed, POLICY[IngestSource.SAMPLE])
+    added = sum(1 for r in results if r.status is StoreStatus.STORED)
+    return {"added": added, "already there": len(results) - added}

@@ -10,9 +10,7 @@ store as they stream in (and moved into place once complete), never held whole i
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -24,6 +22,7 @@ if TYPE_CHECKING:
     import requests
 
     from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database.ingest import Incoming
 
 #: Largest JSON answer read (a QIDO-RS page of 200 results is well under 1 MiB).
 MAX_JSON_BYTES = 32 << 20
@@ -142,10 +141,10 @@ def _check_part_headers(block: bytes, n: int, server: str, error: type[Exception
 
 def spool_multipart(
     response: requests.Response, db: Database, base: str, error: type[Exception], *, chunk_size: int = 1 << 20
-) -> Iterator[str]:
-    """Yield, one by one, temporary files in ``db``'s store each holding one complete part of a
-    multipart/related response (RFC 2046 5.1.1). The caller takes ownership of each file (moves
-    or removes it); a file of a part cut short is removed here and :class:`StreamCut` raised."""
+) -> Iterator[Incoming]:
+    """Yield, one by one, incoming files of ``db``'s ingest each holding one complete part of a
+    multipart/related response (RFC 2046 5.1.1). The caller takes ownership of each (commits or
+    discards it); a file of a part cut short is removed here and :class:`StreamCut` raised."""
     server = who(response, base)
     delimiter = b"\r\n--" + _boundary(response, server, error)
     keep = len(delimiter) + 1
@@ -153,7 +152,7 @@ def spool_multipart(
     state = "preamble"
     seen = 0  # bytes dropped before the first delimiter
     parts = 0
-    fd, path = -1, ""
+    incoming: Incoming | None = None
     try:
         for chunk in response.iter_content(chunk_size=chunk_size):
             buf += chunk
@@ -196,18 +195,19 @@ def spool_multipart(
                     parts += 1
                     _check_part_headers(block, parts, server, error)
                     del buf[:skip]
-                    fd, path = db.store.temporary_file()
+                    incoming = db.ingest.incoming()
                     state = "body"
                 else:  # body
                     at = buf.find(delimiter)
                     upto = at if at >= 0 else max(0, len(buf) - keep)
-                    _write_all(fd, memoryview(buf)[:upto])
+                    assert incoming is not None
+                    incoming.write(memoryview(buf)[:upto])
                     if at < 0:
                         del buf[:upto]
                         break
                     del buf[: at + len(delimiter)]
-                    os.close(fd)
-                    fd, done, path = -1, path, ""
+                    incoming.close()
+                    done, incoming = incoming, None
                     state = "delimiter"
                     yield done
         if state == "body":
@@ -215,44 +215,20 @@ def spool_multipart(
         if state == "preamble":
             raise error(f"{server} sent no multipart part (the boundary it announced never came)")
     finally:
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if path:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        if incoming is not None:
+            incoming.discard()
 
 
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
+def store_spooled(db: Database, incoming: Incoming, n: int, server: str, error: type[Exception]) -> str:
+    """Commit a spooled part through the database's ingest (policy of WADO-RS: an instance
+    already there is kept); returns its SOP Instance UID. The temporary file never outlives
+    this call; a part that is not DICOM, or cannot be stored, raises ``error``."""
+    from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
 
-
-def store_spooled(db: Database, path: str, n: int, server: str, error: type[Exception]) -> str:
-    """Parse a spooled part, move it into the store and index it (an instance already there is
-    kept); returns its SOP Instance UID. The temporary file never outlives this call."""
-    from DICOMPlusLib.database.database import DuplicatePolicy
-    from DICOMPlusLib.database.parsing import parse_path
-    from DICOMPlusLib.errors import DICOMPlusError
-    from DICOMPlusLib.network.storage import DatabaseSink
-
-    try:
-        try:
-            parsed = parse_path(path, keep_data=False)
-        except RecursionError:
-            raise error(f"part {n} from {server} is not usable DICOM: nested too deeply") from None
-        except DICOMPlusError as exc:
-            raise error(f"part {n} from {server} is not DICOM: {exc}") from None
-        parsed.source = ""
-        parsed.data = None
-        parsed.stored_tmp = path
-        sop = str(parsed.values["SOPInstanceUID"])
-        try:
-            db.commit_parsed([parsed], on_duplicate=DuplicatePolicy.KEEP)
-        except BaseException:
-            DatabaseSink(db).cleanup_after_failed_commit(path, sop)
-            raise
-        return sop
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)  # gone already when it was moved into place
+    result = db.ingest.commit(incoming, POLICY[IngestSource.WADO_RS])
+    if result.status is StoreStatus.UNREADABLE:
+        raise error(f"part {n} from {server} is not DICOM: {result.reason}")
+    if result.status is StoreStatus.FAILED:
+        what = "out of disk space" if result.out_of_space else result.reason
+        raise error(f"cannot store part {n} from {server}: {what}")
+    return result.sop_instance_uid

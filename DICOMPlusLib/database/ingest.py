@@ -1,0 +1,312 @@
+"""The one way in: every instance that enters the database passes here.
+
+Sources and their duplicate policy (what happens when the SOP Instance UID is already stored):
+
+============================  ===========  =====================================================
+source                        policy       why
+============================  ===========  =====================================================
+folder import (indexer)       ``KEEP``     the user's files: the first of two copies wins, so an
+                                           import is the same every time; a file imported again
+                                           from the same path after it changed replaces its copy
+listener (C-STORE SCP)        ``REPLACE``  a sender that sends an instance again sends what it
+                                           now holds (a corrected object, PS3.4 B.2.3 leaves it
+                                           to the SCP); the newest copy wins
+C-MOVE arrivals               ``REPLACE``  they are C-STOREs to our listener (same path)
+C-GET arrivals                ``REPLACE``  C-STORE sub-operations on our association: as above
+WADO-RS (DICOMweb retrieve)   ``KEEP``     a retrieve fills gaps; what is already here stays
+sample data                   ``KEEP``     adding the sample patients twice adds nothing
+export-and-index              ``KEEP``     an export makes new UIDs (and refuses an existing
+                                           series), so a duplicate is never expected
+============================  ===========  =====================================================
+
+The table is :data:`POLICY`; callers pass ``POLICY[IngestSource.X]`` so that the choice is read
+here, in one place.
+
+:class:`Ingest` owns the temporary file inside the store (:meth:`Ingest.incoming`), the atomic
+move into place, indexing and the commit (:meth:`Database.commit_parsed`, one transaction per
+batch), and tells its subscribers about every instance it stored. A commit answers with a
+:class:`StoredInstance`: a :class:`StoreStatus` and the record as committed, with the path the
+file really has (a replacement is stored under a new, unique name until the old file goes).
+
+``network/`` sees only :class:`Sink` (a ``typing.Protocol``): open an incoming file, commit it,
+subscribe. It never sees sqlite3, file-store names or temporary-file sweeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.models import InstanceRecord
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database.database import Database
+    from DICOMPlusLib.database.parsing import ParsedFile
+
+logger = logging.getLogger(__name__)
+
+_SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name)}
+
+
+class DuplicatePolicy(str, enum.Enum):
+    """What happens when a SOPInstanceUID that is already stored arrives again.
+
+    ``KEEP``: the stored instance stays; the newcomer is reported as ``KEPT_EXISTING`` and its
+    file is not stored. The one exception is a file imported again from the *same source path*
+    after it changed (size or mtime): that replaces the stored copy. ``REPLACE``: the newcomer
+    always replaces the stored instance. A ``str`` enum: ``"keep"`` and ``"replace"`` (the
+    command line's words) are accepted wherever a policy is.
+    """
+
+    KEEP = "keep"
+    REPLACE = "replace"
+
+
+class IngestSource(enum.Enum):
+    """Where an instance comes from; :data:`POLICY` gives each its duplicate policy."""
+
+    IMPORT = "import"
+    LISTENER = "listener"
+    C_MOVE = "c-move"
+    C_GET = "c-get"
+    WADO_RS = "wado-rs"
+    SAMPLE = "sample"
+    EXPORT = "export"
+
+
+#: The duplicate policy of each source (the module documentation says why).
+POLICY: dict[IngestSource, DuplicatePolicy] = {
+    IngestSource.IMPORT: DuplicatePolicy.KEEP,
+    IngestSource.LISTENER: DuplicatePolicy.REPLACE,
+    IngestSource.C_MOVE: DuplicatePolicy.REPLACE,
+    IngestSource.C_GET: DuplicatePolicy.REPLACE,
+    IngestSource.WADO_RS: DuplicatePolicy.KEEP,
+    IngestSource.SAMPLE: DuplicatePolicy.KEEP,
+    IngestSource.EXPORT: DuplicatePolicy.KEEP,
+}
+
+
+class StoreStatus(enum.Enum):
+    """What a commit did with one instance."""
+
+    STORED = "stored"  # new in the database
+    REPLACED = "replaced"  # was there; the newcomer replaced it
+    KEPT_EXISTING = "kept-existing"  # was there; kept, the newcomer dropped (policy KEEP)
+    UNREADABLE = "unreadable"  # not usable DICOM: nothing stored
+    FAILED = "failed"  # could not be written or committed (disk full, database error)
+
+    @property
+    def ok(self) -> bool:
+        """The instance is in the database (the newcomer's copy or the one kept)."""
+        return self in (StoreStatus.STORED, StoreStatus.REPLACED, StoreStatus.KEPT_EXISTING)
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """The answer of a commit for one instance.
+
+    ``record`` is the row as committed (for ``STORED`` and ``REPLACED``): its ``path`` is where
+    the file really is. For ``KEPT_EXISTING``, ``path`` is the kept instance's file; for
+    failures, ``reason`` says what went wrong and ``out_of_space`` whether the disk (or the
+    database) is full.
+    """
+
+    status: StoreStatus
+    sop_instance_uid: str = ""
+    record: InstanceRecord | None = None
+    path: str = ""
+    reason: str = ""
+    out_of_space: bool = False
+    source: str = ""  # the imported file it came from ("" when received)
+
+    @property
+    def ok(self) -> bool:
+        return self.status.ok
+
+
+def is_space_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means "no room": a full disk or quota, or SQLite's "database or disk is
+    full" (recognised by its message: sqlite3 has no error code attribute before Python 3.11)."""
+    if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+        return True
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+
+
+def failure(exc: BaseException, sop: str = "") -> StoredInstance:
+    """A ``FAILED`` answer for an error while writing or committing."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return StoredInstance(StoreStatus.FAILED, sop, reason=reason, out_of_space=is_space_error(exc))
+
+
+class Incoming:
+    """A temporary file inside the store, owned by this writer, being filled by a caller (one
+    received instance). :meth:`Ingest.commit` moves it into place or removes it; :meth:`discard`
+    removes it when the caller gives up. Raises OSError from :meth:`write`."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.size += n
+
+    def fsync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+#: A subscriber: called (on the committing thread, after the commit) with each instance stored
+#: or replaced and the ``context`` the caller gave the commit (e.g. the C-STORE request's).
+Subscriber = Callable[[StoredInstance, object], object]
+
+
+class Sink(Protocol):
+    """What a transport needs to put instances into a database (network/ depends on this only)."""
+
+    def incoming(self) -> Incoming:
+        """A new temporary file inside the store (raises OSError when even that is impossible)."""
+        ...
+
+    def commit(
+        self, incoming: Incoming, policy: DuplicatePolicy, *, context: object = None, fsync: bool = False
+    ) -> StoredInstance:
+        """Parse, move into place, index, commit, tell subscribers; never raises for the data."""
+        ...
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber`` for every instance stored from now on; returns the unsubscribe."""
+        ...
+
+
+class Ingest:
+    """The :class:`Sink` of one database (``db.ingest``), and the batch path of imports."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    # -- subscribers -----------------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def _announce(self, results: Sequence[StoredInstance], context: object) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for result in results:
+            if result.status not in (StoreStatus.STORED, StoreStatus.REPLACED):
+                continue
+            for subscriber in subscribers:
+                try:
+                    subscriber(result, context)
+                except Exception:  # one bad subscriber must not fail a stored instance
+                    logger.exception("ingest subscriber failed")
+
+    # -- one file at a time (network receives) -------------------------------------------------
+    def incoming(self) -> Incoming:
+        fd, path = self.db.store.temporary_file()
+        return Incoming(fd, path)
+
+    def commit(
+        self, incoming: Incoming, policy: DuplicatePolicy, *, context: object = None, fsync: bool = False
+    ) -> StoredInstance:
+        """Parse ``incoming``, move it into the store, index and commit it (one transaction).
+
+        Never raises for a bad data set or a failed write: the status says so (``UNREADABLE``,
+        ``FAILED`` with ``out_of_space``), and nothing is left behind: neither the temporary
+        file nor a file moved into place without its committed row.
+        """
+        from DICOMPlusLib.database.parsing import parse_path
+
+        try:
+            if fsync:
+                incoming.fsync()
+            incoming.close()
+            parsed = parse_path(incoming.path, keep_data=False)
+        except OSError as exc:
+            incoming.discard()
+            return failure(exc)
+        except DICOMPlusError as exc:
+            incoming.discard()
+            return StoredInstance(StoreStatus.UNREADABLE, reason=str(exc))
+        except RecursionError:
+            incoming.discard()
+            return StoredInstance(StoreStatus.UNREADABLE, reason="nested too deeply")
+        except Exception as exc:  # a parser bug on one data set must not end a transfer
+            incoming.discard()
+            logger.exception("cannot parse %s", incoming.path)
+            return StoredInstance(StoreStatus.UNREADABLE, reason=f"{type(exc).__name__}: {exc}")
+        parsed.source = ""  # not an import: no source path to remember
+        parsed.data = None
+        parsed.stored_tmp = incoming.path
+        return self.commit_one(parsed, policy, context=context)
+
+    def commit_bytes(self, data: bytes, policy: DuplicatePolicy, *, context: object = None) -> StoredInstance:
+        """A whole Part 10 file held in memory (raises ImportFileError when it is not DICOM)."""
+        from DICOMPlusLib.database.parsing import parse_bytes
+
+        return self.commit_one(parse_bytes(data), policy, context=context)
+
+    def commit_one(
+        self, parsed: ParsedFile, policy: DuplicatePolicy, *, context: object = None
+    ) -> StoredInstance:
+        sop = str(parsed.values.get("SOPInstanceUID") or "")
+        try:
+            (result,) = self.db.commit_parsed([parsed], on_duplicate=policy)
+        except Exception as exc:
+            logger.warning("cannot store instance %s: %s", sop, exc)
+            return failure(exc, sop)
+        finally:
+            if parsed.stored_tmp:  # moved into place already, unless the commit failed or kept
+                with contextlib.suppress(OSError):
+                    os.unlink(parsed.stored_tmp)
+        self._announce([result], context)
+        return result
+
+    # -- batches (folder import, sample data) --------------------------------------------------
+    def commit_batch(
+        self,
+        items: Sequence[ParsedFile],
+        policy: DuplicatePolicy,
+        *,
+        link: bool = False,
+        context: object = None,
+    ) -> list[StoredInstance]:
+        """Store and index ``items`` in one transaction (raises on a database error: an import
+        reports it; nothing of the batch is committed then)."""
+        results = self.db.commit_parsed(items, link=link, on_duplicate=policy)
+        if self._subscribers:
+            self._announce(results, context)
+        return results
