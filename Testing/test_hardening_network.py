@@ -83,10 +83,9 @@ def _client(port: int, calling: str = "HOSTILE", called: str = "DICOMPLUS") -> s
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ["direct", "pynetdicom"])
-def test_deeply_nested_data_set_is_refused_and_the_association_goes_on(db, dcmtk, tmp_path, engine):
+def test_deeply_nested_data_set_is_refused_and_the_association_goes_on(db, dcmtk, tmp_path):
     good = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=161)
-    with start_listener(db, engine=engine) as lst:
+    with start_listener(db) as lst:
         assoc = _client(lst.port)
         cx = next(iter(assoc.contexts.values()))
         answer = assoc.store(
@@ -230,14 +229,13 @@ def wait_until(predicate, timeout: float) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("engine", ["direct", "pynetdicom"])
-def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path, caplog, engine):
+def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
     series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=163)
-    with start_listener(db, engine=engine) as lst:  # off by default, like DCMTK and Orthanc
+    with start_listener(db) as lst:  # off by default, like DCMTK and Orthanc
         storescu(dcmtk, lst.port, series.files[:1], aec="ANYTHING")
     assert db.info()["instances"] == 1
-    with start_listener(db, engine=engine, require_called_ae=True) as lst:
+    with start_listener(db, require_called_ae=True) as lst:
         refused = storescu(dcmtk, lst.port, series.files[1:], aec="WRONG", check=False)
         assert refused.returncode != 0 and "Called AE Title Not Recognized" in refused.stderr
         assert db.info()["instances"] == 1
@@ -250,7 +248,7 @@ def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path
     assert rejections[0].reject == (1, 1, 7) and "--require-called-ae" in rejections[0].remedy
     assert "restart with --ae-title WRONG, or without --require-called-ae" in caplog.text
     caplog.clear()
-    with start_listener(db, engine=engine, allowed_calling_aets=("FRIEND",)) as lst:
+    with start_listener(db, allowed_calling_aets=("FRIEND",)) as lst:
         storescu(dcmtk, lst.port, series.files[:1], check=False)
     assert (
         "calling AE title not recognized" in caplog.text

@@ -91,14 +91,9 @@ def start_listener(db, **kwargs) -> Listener:
     return Listener(db, ListenerConfig(**kwargs)).start()
 
 
-@pytest.fixture(params=["direct", "pynetdicom"])
-def engine(request):
-    return request.param
-
-
 @pytest.fixture
-def listener(db, engine):
-    lst = start_listener(db, engine=engine)
+def listener(db):
+    lst = start_listener(db)
     yield lst
     lst.stop()
 
@@ -201,9 +196,8 @@ def test_port_in_use_is_a_clear_error(db):
         s.bind((LOOPBACK, 0))
         s.listen()
         port = s.getsockname()[1]
-        for engine in ("direct", "pynetdicom"):
-            with pytest.raises(NetworkError, match="already in use"):
-                Listener(db, ListenerConfig(port=port, host=LOOPBACK, engine=engine)).start()
+        with pytest.raises(NetworkError, match="already in use"):
+            Listener(db, ListenerConfig(port=port, host=LOOPBACK)).start()
 
 
 def test_tls_listener(db, dcmtk, tmp_path):
@@ -235,9 +229,9 @@ def test_tls_listener(db, dcmtk, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_unknown_calling_ae_is_rejected_with_the_allow_list(db, dcmtk, engine, tmp_path):
+def test_unknown_calling_ae_is_rejected_with_the_allow_list(db, dcmtk, tmp_path):
     series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=9)
-    with start_listener(db, allowed_calling_aets=("GOODAE",), engine=engine) as lst:
+    with start_listener(db, allowed_calling_aets=("GOODAE",)) as lst:
         bad = storescu(dcmtk, lst.port, series.files, aet="BADAE", check=False)
         assert bad.returncode != 0
         assert "reject" in (bad.stdout + bad.stderr).lower()

@@ -6,8 +6,8 @@ Nagle off as DICOMPlus does). Candidates:
 * ``listen``: storescu -> ``dicomplus listen`` (a separate process), each instance written,
   moved into the store and indexed in the database before its response (receive with indexing);
 * ``listen-4``: four storescu processes at once (125 files each) -> the same listener;
-* ``listen-pynetdicom``: storescu -> the listener on pynetdicom's ``start_server`` (engine
-  ``pynetdicom``, documented settings: raw bytes written, TCP_NODELAY, 256 KiB PDUs);
+* ``listen-pynetdicom``: storescu -> a plain pynetdicom storage SCP (``bench/pynetdicom_scp.py``,
+  documented settings: raw bytes written to files, TCP_NODELAY, 256 KiB PDUs; no database);
 * ``send``: ``send_paths`` in this process (the library already imported, as in Slicer) ->
   storescp, one association;
 * ``send-2``, ``send-4``: the same with 2 and 4 associations at once, to ``storescp --fork`` (a
@@ -112,6 +112,7 @@ def benchmark(work_dir: Path) -> Benchmark:
         shutil.rmtree(path, ignore_errors=True)
     received.mkdir(parents=True)
     received_fork.mkdir(parents=True)
+    dbs["pynetdicom"].mkdir(parents=True)
 
     scp_port, fork_port = _free_port(), _free_port()
     ports = {"direct": _free_port(), "pynetdicom": _free_port()}
@@ -122,19 +123,17 @@ def benchmark(work_dir: Path) -> Benchmark:
         subprocess.Popen(scp_argv, env=env, **quiet),
         subprocess.Popen(fork_argv, env=env, start_new_session=True, **quiet),  # stopped as a group
     ]
-    for engine, port in ports.items():
-        argv = [
-            sys.executable,
-            "-m",
-            "DICOMPlusLib.cli",
-            "--db",
-            str(dbs[engine]),
-            "listen",
-            "--port",
-            str(port),
-        ]
-        argv += ["--host", LOOPBACK, "--engine", engine, "--idle", "3600"]
-        servers.append(subprocess.Popen(argv, cwd=REPO, **quiet))
+    listen_argv = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(dbs["direct"]), "listen", "--port",
+                   str(ports["direct"]), "--host", LOOPBACK, "--idle", "3600"]  # fmt: skip
+    servers.append(subprocess.Popen(listen_argv, cwd=REPO, **quiet))
+    pynetdicom_argv = [
+        sys.executable,
+        "-m",
+        "bench.pynetdicom_scp",
+        str(ports["pynetdicom"]),
+        str(dbs["pynetdicom"]),
+    ]
+    servers.append(subprocess.Popen(pynetdicom_argv, cwd=REPO, **quiet))
     try:
         _wait_port(scp_port, servers[0])
         _wait_port(fork_port, servers[1])
@@ -200,8 +199,8 @@ def benchmark(work_dir: Path) -> Benchmark:
                   before=empty_db("direct"), label="storescu -> dicomplus listen (stored + indexed)"),
         Candidate("listen-4", command=f"{four} & wait", shell=True, env=env, before=empty_db("direct"),
                   label="4 storescu at once (125 files each) -> dicomplus listen"),
-        Candidate("listen-pynetdicom", command=storescu(ports["pynetdicom"], "DICOMPLUS", names), env=env,
-                  before=empty_db("pynetdicom"), label="storescu -> dicomplus listen --engine pynetdicom"),
+        Candidate("listen-pynetdicom", command=storescu(ports["pynetdicom"], "PYNETDICOM", names), env=env,
+                  before=empty(dbs["pynetdicom"]), label="storescu -> plain pynetdicom storage SCP (files only)"),
         Candidate("send", function=send(1, scp_port), before=empty_received,
                   label="send_paths -> storescp, 1 association"),
         Candidate("dcmtk-fork", command=storescu(fork_port, "STORESCP", names), env=env, before=empty(received_fork),

@@ -189,7 +189,6 @@ def cmd_listen(args) -> int:
         allowed_calling_aets=_split_aes(args.allow),
         require_called_ae=args.require_called_ae,
         series_idle=args.idle,
-        engine=args.engine,
     )
     listener = Listener(db, config)
 
@@ -450,7 +449,6 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument("--idle", type=float, default=5.0, help="seconds without data before a series is complete")
-    p.add_argument("--engine", choices=("direct", "pynetdicom"), default="direct", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
     p.set_defaults(func=cmd_listen)
 

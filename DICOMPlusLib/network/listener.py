@@ -7,14 +7,15 @@ with :meth:`Listener.subscribe` hear about each stored instance and about series
 on a notifier thread of their own. Retrieves reuse a running listener: a C-MOVE to our AE title
 lands here, and a subscription with ``match=`` on the move originator picks out its instances.
 
-Two engines serve the same storage path: ``direct`` (default) blocks on each association's socket
-and streams data fragments to disk (:mod:`acceptor`); ``pynetdicom`` is pynetdicom's
-``start_server`` with an ``EVT_C_STORE`` handler (each data set held in memory).
+Each association is served on its own thread by our DIMSE stack (:mod:`..dimse.acceptor`), which
+streams data fragments to disk as they arrive, never holding a data set in memory. (An engine on
+pynetdicom's ``start_server`` was removed: docs/performance.md, "Why our own DIMSE stack".)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import selectors
 import socket
@@ -48,7 +49,7 @@ class ListenerConfig:
     (PS3.15 B.1). ``fsync`` flushes each file to the disk before answering (slower; protects
     against power loss, not needed against crashes).
 
-    Limits that keep slow or hostile peers from shutting others out (direct engine):
+    Limits that keep slow or hostile peers from shutting others out:
     ``acse_timeout`` bounds the time from the TCP connection to a complete A-ASSOCIATE-RQ (TLS
     handshake included); ``pdu_timeout`` the time from the first to the last byte of any PDU;
     ``network_timeout`` how long an association may stay idle. Connections that have not yet
@@ -77,7 +78,6 @@ class ListenerConfig:
     tls: TLSSettings | None = None
     require_client_certificate: bool = False
     fsync: bool = False
-    engine: str = "direct"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "listener AE title"))
@@ -86,15 +86,13 @@ class ListenerConfig:
             "allowed_calling_aets",
             tuple(check_ae_title(a, "allowed calling AE title") for a in self.allowed_calling_aets),
         )
-        if self.engine not in ("direct", "pynetdicom"):
-            raise NetworkError(f"unknown listener engine {self.engine!r}: use direct or pynetdicom")
         if not 0 <= int(self.port) < 65536:
             raise NetworkError(f"invalid port {self.port}")
 
 
 @dataclass(eq=False)
 class _Connection:
-    """A TCP connection of the direct engine, before and after association negotiation."""
+    """A TCP connection, before and after association negotiation."""
 
     sock: socket.socket
     host: str
@@ -124,7 +122,6 @@ class Listener:
         self._pending: set[_Connection] = set()  # not yet accepted by association negotiation
         self._established: set[_Connection] = set()
         self._threads: set[threading.Thread] = set()
-        self._server = None  # pynetdicom engine
         self._port = 0
         self.associations = 0
 
@@ -136,7 +133,7 @@ class Listener:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None or self._server is not None
+        return self._thread is not None
 
     def subscribe(self, on_instance=None, on_series_complete=None, *, match=None) -> Subscription:
         """See :meth:`Notifier.subscribe`; callbacks run on the notifier thread."""
@@ -150,24 +147,17 @@ class Listener:
         # Every C-STORE into this database (ours, and a C-GET retrieve's) is announced here.
         self._detach = self.notifier.attach(self.sink.ingest)
         try:
-            if self.config.engine == "pynetdicom":
-                self._start_pynetdicom()
-            else:
-                self._start_direct()
+            self._start_direct()
         except BaseException:
             self._detach()
             self.notifier.stop()
             raise
-        logger.info("listening as %s on %s:%d (%s engine)", self.config.ae_title, self.config.host or "*",
-                    self._port, self.config.engine)  # fmt: skip
+        logger.info("listening as %s on %s:%d", self.config.ae_title, self.config.host or "*", self._port)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, let running associations finish for up to ``timeout`` seconds, abort
         the rest (their partial files are removed), then deliver the last notifications."""
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.shutdown()
         if self._thread is not None:
             self._stopping.set()
             with contextlib.suppress(OSError):
@@ -218,13 +208,10 @@ class Listener:
             "port": self._port,
             "tls": self.config.tls is not None,
             "allowed_calling_aets": list(self.config.allowed_calling_aets),
-            "engine": self.config.engine,
         }
 
-    # -- direct engine -----------------------------------------------------------------------
+    # -- serving -----------------------------------------------------------------------------
     def _start_direct(self) -> None:
-        from DICOMPlusLib.network.pacs.pynetdicom_glue import bind_error
-
         cfg = self.config
         try:
             sock = socket.create_server((cfg.host, cfg.port), backlog=64, reuse_port=False)
@@ -377,37 +364,18 @@ class Listener:
                 self._established.discard(connection)
                 self._threads.discard(threading.current_thread())
 
-    # -- pynetdicom engine -------------------------------------------------------------------
-    def _start_pynetdicom(self) -> None:
-        from pynetdicom import AE, evt
 
-        from DICOMPlusLib.network.pacs.pynetdicom_glue import (
-            add_storage_contexts,
-            nodelay_handler,
-            rejection_handler,
-            start_server,
-            store_handler,
+def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
+    """The error for a port that cannot be bound, saying what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return NetworkError(
+            f"port {port} is already in use on {host or 'all interfaces'} (another DICOM listener, or a "
+            f"previous one still running?); choose another port with --port, or stop that program"
         )
-
-        cfg = self.config
-        ae = AE(ae_title=cfg.ae_title)
-        ae.maximum_pdu_size = cfg.max_pdu
-        ae.maximum_associations = cfg.max_associations
-        ae.acse_timeout = cfg.acse_timeout
-        ae.network_timeout = cfg.network_timeout
-        ae.dimse_timeout = cfg.network_timeout
-        ae.require_called_aet = cfg.require_called_ae
-        if cfg.allowed_calling_aets:
-            ae.require_calling_aet = list(cfg.allowed_calling_aets)
-        add_storage_contexts(ae)
-        handlers = [
-            (evt.EVT_CONN_OPEN, nodelay_handler),
-            (evt.EVT_C_STORE, store_handler(self.sink)),
-            (
-                evt.EVT_REJECTED,
-                rejection_handler(cfg.ae_title, cfg.allowed_calling_aets, cfg.require_called_ae),
-            ),
-        ]
-        ssl_context = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
-        self._server = start_server(ae, cfg.host, cfg.port, handlers, ssl_context)
-        self._port = self._server.server_address[1]
+    if exc.errno == errno.EACCES:
+        return NetworkError(
+            f"no permission to listen on port {port} (ports below 1024 need root); use e.g. 11112"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return NetworkError(f"cannot listen on {host}: not an address of this machine")
+    return NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

@@ -9,12 +9,11 @@ call :func:`nodelay_association` after ``associate()``.
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Iterable
 
-from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.listener import bind_error
 from DICOMPlusLib.network.storage import DatabaseSink, ReceiveMeta
 
 logger = logging.getLogger(__name__)
@@ -98,21 +97,6 @@ def start_server(ae, host: str, port: int, handlers: list, ssl_context=None):
         return ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=ssl_context)
     except OSError as exc:
         raise bind_error(host, port, exc) from exc
-
-
-def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
-    if exc.errno == errno.EADDRINUSE:
-        return NetworkError(
-            f"port {port} is already in use on {host or 'all interfaces'} (another DICOM listener, or a "
-            f"previous one still running?); choose another port with --port, or stop that program"
-        )
-    if exc.errno == errno.EACCES:
-        return NetworkError(
-            f"no permission to listen on port {port} (ports below 1024 need root); use e.g. 11112"
-        )
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return NetworkError(f"cannot listen on {host}: not an address of this machine")
-    return NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def rejection_handler(ae_title: str, allowed_calling_aets, require_called_ae: bool):
