@@ -117,3 +117,21 @@ def test_only_command_line_code_imports_rich_and_argcomplete():
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not {n.split(".")[0] for n in names} & {"rich", "argcomplete"}, path
+
+
+def test_loading_a_classic_series_never_imports_pydicom(tmp_path):
+    """Loading single-frame images from a folder reads headers with the fast scanner and pixels at
+    their offsets: pydicom (its data dictionary and every decoder plugin it finds) is never
+    imported, so a load as a process does not pay for it."""
+    series = make_series(tmp_path / "s", n=3, rows=8, cols=8)
+    code = (
+        "import sys\n"
+        "from DICOMPlusLib.loading import load_folder\n"
+        f"(volume,) = load_folder({str(series.folder)!r})\n"
+        "assert volume.array.shape == (3, 8, 8), volume.array.shape\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydicom', 'gdcm', 'pylibjpeg', 'SimpleITK')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -18,13 +18,14 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
-
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import diffusion, mosaic, multiframe, rtdose
 from DICOMPlusLib.loading.models import Frame, LoadWarning
 from DICOMPlusLib.loading.unindexed import image_without_series
+
+#: Deflated Explicit VR Little Endian (pydicom.uid's name; pydicom is not imported here: start-up).
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 if TYPE_CHECKING:
     import pydicom
