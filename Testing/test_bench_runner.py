@@ -136,3 +136,19 @@ def test_cli_lists_the_floor_benchmark():
     )
     assert listing.returncode == 0, listing.stderr
     assert any(line.split()[0] == "floor" for line in listing.stdout.splitlines())
+
+
+def test_pairs_compare_a_candidate_with_its_own_peer(runner):
+    """A benchmark can compare a process with the peer's process besides everyone with the
+    reference; a pair naming an unknown candidate is refused."""
+    log: list[str] = []
+    bench = _fast_and_slow(runner, log)
+    bench.candidates.append(runner.Candidate("slower", function=_sleeper(0.040, "slower", log)))
+    bench.pairs = [("slower", "slow")]
+    result = runner.run(bench, repeat=5, warmup=0)
+    pair = [c for c in result.comparisons if (c.name, c.reference) == ("slower", "slow")]
+    assert len(pair) == 1 and 1.3 < pair[0].time_ratio < 3.5  # ~2x
+    assert {(c.name, c.reference) for c in result.comparisons} >= {("slow", "fast"), ("slower", "fast")}
+    bench.pairs = [("slower", "nobody")]
+    with pytest.raises(runner.BenchError, match="unknown candidate"):
+        runner.run(bench, repeat=5, warmup=0)

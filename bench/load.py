@@ -9,8 +9,12 @@ Candidates, alternating in one run (reference: SimpleITK's ImageSeriesReader):
 * ``dcm2niix``: ``dcm2niix -z n -b n`` to an uncompressed NIfTI (its "time to a volume" includes
   writing it), a child process;
 * ``floor``: read every byte of the 300 files (page cache), in this process;
-* ``dicomplus-process`` / ``simpleitk-process``: the same loads in a fresh interpreter, for their
-  peak resident memory (``ru_maxrss``) next to the volume's size.
+* ``dicomplus-process`` / ``simpleitk-process``: the same loads in a fresh interpreter (start-up,
+  imports and load, as a user's command pays them), with their peak resident memory;
+* ``dicomplus-folder-process``: ``load_folder`` in a fresh interpreter, compared with
+  ``simpleitk-process`` (both read the folder);
+* ``dicomplus-folder-cold`` / ``simpleitk-cold``: the two processes after the files' pages were
+  evicted from the page cache (``posix_fadvise(DONTNEED)``), compared with each other.
 
 Before timing, it checks that DICOMPlus and SimpleITK give the same voxels and geometry, and
 prints the memory figures (peak RSS of a child that loads the volume, of a child that only
@@ -19,6 +23,7 @@ imports the same modules, and the volume's bytes) to stderr.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -37,6 +42,12 @@ db = Database(sys.argv[1])
 {body}
 """
 LOAD_BODY = "(v,) = load_series(db, sys.argv[2]); assert v.array.shape == (300, 512, 512), v.array.shape"
+FOLDER_CHILD = """
+import sys
+from DICOMPlusLib.loading import load_folder
+(v,) = load_folder(sys.argv[1])
+assert v.array.shape == (300, 512, 512), v.array.shape
+"""
 SITK_CHILD = """
 import sys
 import SimpleITK as sitk
@@ -151,6 +162,14 @@ def benchmark(work_dir: Path) -> Benchmark:
     def floor() -> None:
         assert read_all(files) == total
 
+    def evict() -> None:
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
     return Benchmark(
         name="load",
         description=f"{N} CT slices {ROWS}x{COLS} int16 ({total / 1e6:.1f} MB of files) to one volume",
@@ -177,8 +196,33 @@ def benchmark(work_dir: Path) -> Benchmark:
                 cwd=REPO,
                 label="SimpleITK in a fresh python (start-up, imports, load)",
             ),
+            Candidate(
+                "dicomplus-folder-process",
+                command=python_command(FOLDER_CHILD, str(folder)),
+                cwd=REPO,
+                label="load_folder in a fresh python (start-up, imports, header scan, load)",
+            ),
+            Candidate(
+                "simpleitk-cold",
+                command=python_command(SITK_CHILD.format(body=SITK_BODY), str(folder)),
+                cwd=REPO,
+                before=evict,
+                label="SimpleITK in a fresh python, files evicted from the page cache",
+            ),
+            Candidate(
+                "dicomplus-folder-cold",
+                command=python_command(FOLDER_CHILD, str(folder)),
+                cwd=REPO,
+                before=evict,
+                label="load_folder in a fresh python, files evicted from the page cache",
+            ),
         ],
         reference="simpleitk",
+        pairs=[
+            ("dicomplus-process", "simpleitk-process"),
+            ("dicomplus-folder-process", "simpleitk-process"),
+            ("dicomplus-folder-cold", "simpleitk-cold"),
+        ],
         work={"files": N, "MB": total / 1e6},
         cleanup=db.close,
     )

@@ -190,6 +190,9 @@ class Benchmark:
     reference: str  # name of the candidate the others are compared with
     work: dict[str, float] = field(default_factory=dict)  # e.g. {"files": 300, "MB": 157.3}
     cleanup: Callable[[], object] | None = None
+    #: Further (candidate, its own reference) comparisons, e.g. a whole process against the peer's
+    #: whole process, besides every candidate against ``reference``.
+    pairs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -408,21 +411,22 @@ def run(
             what = "warm-up" if not kept else f"round {round_index - warmup + 1}/{repeat}"
             progress(f"{benchmark.name}: {what} done")
 
-    ref = timings[reference]
-    comparisons = []
-    for name, timing in timings.items():
-        if name == reference:
-            continue
+    def compare(name: str, against: str) -> Comparison:
+        timing, ref = timings[name], timings[against]
         paired = [a / b for a, b in zip(timing.seconds, ref.seconds, strict=True) if b > 0]
-        comparisons.append(
-            Comparison(
-                name=name,
-                reference=reference,
-                time_ratio=timing.median / ref.median if ref.median > 0 else float("inf"),
-                paired_min=min(paired, default=float("nan")),
-                paired_max=max(paired, default=float("nan")),
-            )
+        return Comparison(
+            name=name,
+            reference=against,
+            time_ratio=timing.median / ref.median if ref.median > 0 else float("inf"),
+            paired_min=min(paired, default=float("nan")),
+            paired_max=max(paired, default=float("nan")),
         )
+
+    comparisons = [compare(name, reference) for name in timings if name != reference]
+    for name, against in benchmark.pairs:
+        if name not in timings or against not in timings:
+            raise BenchError(f"{benchmark.name}: pair {name!r} / {against!r} names an unknown candidate")
+        comparisons.append(compare(name, against))
     return Result(
         benchmark=benchmark.name,
         description=benchmark.description,
