@@ -16,6 +16,7 @@ _EXPORTS = {
     "DuplicatePolicy": "database",
     "TemporaryDatabase": "database",
     "default_database_path": "database",
+    "open_database": "backends",
     "import_paths": "indexer",
     "iter_files": "indexer",
     "Criterion": "matching",
@@ -31,10 +32,12 @@ __all__ = [
     "default_database_path",
     "import_paths",
     "iter_files",
+    "open_database",
 ]
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from DICOMPlusLib.database.backends import open_database
     from DICOMPlusLib.database.database import (
         Database,
         DuplicatePolicy,

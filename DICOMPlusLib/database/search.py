@@ -12,6 +12,7 @@ import dataclasses
 import sqlite3
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, SequenceCriterion, parse_criteria
 from DICOMPlusLib.errors import DatabaseError
@@ -115,9 +116,15 @@ _ORDER = {
 
 
 def build_query(
-    level: QueryLevel, criteria: list[Criterion], text: str | None
+    level: QueryLevel,
+    criteria: list[Criterion],
+    text: str | None,
+    dialect: Dialect = SQLITE,
+    also: tuple[str, list[object]] | None = None,
 ) -> tuple[str, list[object], list[Criterion]]:
-    """SQL for the column keys; returns (sql, params, header_criteria)."""
+    """SQL for the column keys; returns (sql, params, header_criteria).
+
+    ``also`` is one more WHERE condition with its parameters (PostgreSQL's header keys)."""
     lv = _LEVEL_ALIAS[level]
     depth = _LEVEL_ORDER[lv]
     joins = []
@@ -138,11 +145,11 @@ def build_query(
             continue
         table, column = COLUMNS[c.keyword]
         if _LEVEL_ORDER[table] <= depth:
-            sql, p = c.sql(f"{table}.{column}")
+            sql, p = c.sql(f"{table}.{column}", dialect)
             where.append(sql)
             params.extend(p)
         else:
-            sql, p = c.sql(f"{_BELOW_ALIAS[table]}.{column}")
+            sql, p = c.sql(f"{_BELOW_ALIAS[table]}.{column}", dialect)
             below.append((sql, p))
             deepest = max(deepest, _LEVEL_ORDER[table])
     if below:
@@ -168,7 +175,7 @@ def build_query(
         for table, cols in _TEXT_COLUMNS.items():
             for col in cols:
                 if _LEVEL_ORDER[table] <= depth:
-                    ors.append(f"instr(lower({col}), ?) > 0")
+                    ors.append(dialect.contains(col))
                     params.append(needle)
         if depth < 2:
             ors.append(
@@ -178,10 +185,13 @@ def build_query(
                     if lv == "st"
                     else "(SELECT StudyInstanceUID FROM studies WHERE patient = p.id)"
                 )
-                + " AND instr(lower(se3.SeriesDescription), ?) > 0)"
+                + f" AND {dialect.contains('se3.SeriesDescription')})"
             )
             params.append(needle)
         where.append("(" + " OR ".join(ors) + ")")
+    if also is not None:
+        where.append(also[0])
+        params.extend(also[1])
     sql = f"{_select(lv)} FROM {_FROM[lv]} {' '.join(joins)}"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -294,6 +304,11 @@ def search(
         parsed = parse_criteria(criteria)
     except ValueError as exc:
         raise DatabaseError(f"bad search value: {exc}") from exc
+    dialect = getattr(db, "dialect", SQLITE)
+    if dialect is not SQLITE:  # the server matches header keys too (database.pg_search)
+        from DICOMPlusLib.database.pg_search import search_in_server
+
+        return search_in_server(db, level, parsed, text, limit, offset)
     sql, params, header = build_query(level, parsed, text)
     conn = db.reader()
     lv = _LEVEL_ALIAS[level]
@@ -302,7 +317,7 @@ def search(
             sql += " LIMIT ? OFFSET ?"
             params = [*params, int(limit), int(offset)]
         elif offset:
-            sql += " LIMIT -1 OFFSET ?"
+            sql += f" LIMIT {dialect.no_limit} OFFSET ?"
             params = [*params, int(offset)]
         try:
             return [_record(lv, row) for row in conn.execute(sql, params)]
