@@ -51,7 +51,7 @@ def test_missing_permissions_are_a_clear_error(postgres_server, postgres_url, tm
     url = postgres_url.replace("//dicomplus@", "//reader_only@")
     with PostgresDatabase(url) as db:
         assert db.info()["instances"] == 1  # reading is allowed
-        with pytest.raises(DatabaseError, match="permission denied .*INSERT"):
+        with pytest.raises(DatabaseError, match=r"permission denied .*INSERT"):
             db.import_paths([make_series(tmp_path / "t", n=1, seed=3).folder])
 
 
