@@ -71,7 +71,7 @@ def cmd_info(args) -> int:
     if args.json:
         print_json(info)
     else:
-        print(f"database: {db.path}")
+        print(f"database: {getattr(db, 'display_url', db.path)}")
         print(f"store:    {db.store.root}")
         for key, value in info.items():
             print(f"{key:10s}{value}")
@@ -114,14 +114,16 @@ COLUMNS = {
 
 def _count(db, level: str, keys, text) -> int:
     """How many records match in all (-1 when header keys would make counting a full scan)."""
+    from DICOMPlusLib.database.dialect import SQLITE
     from DICOMPlusLib.database.matching import parse_criteria
     from DICOMPlusLib.database.search import build_query
     from DICOMPlusLib.models import QueryLevel
 
-    sql, params, header = build_query(QueryLevel.parse(level), parse_criteria(keys), text)
+    dialect = getattr(db, "dialect", SQLITE)
+    sql, params, header = build_query(QueryLevel.parse(level), parse_criteria(keys), text, dialect)
     if header:
         return -1
-    return db.reader().execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+    return db.reader().execute(f"SELECT COUNT(*) FROM ({sql}) AS matched", params).fetchone()[0]
 
 
 def _with_study(db, rows: list[dict]) -> None:
