@@ -10,4 +10,5 @@ pytest_plugins = [
     "dicomplus_testing.peers",
     "dicomplus_testing.harness",
     "dicomplus_testing.postgres",
+    "dicomplus_testing.backends",
 ]

@@ -12,10 +12,10 @@ import warnings
 
 import pytest
 
+from dicomplus_testing.backends import BACKENDS, database_for
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.cli import Exit, main
-from DICOMPlusLib.database import Database
 from DICOMPlusLib.database.typed_keys import SearchKeyError, parse_typed_keys
 
 
@@ -28,8 +28,9 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return int(code), out, err
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, tmp_path_factory):
+    """What ``--db`` names: an SQLite folder or a PostgreSQL URL (its store recorded in it)."""
     root = tmp_path_factory.mktemp("search")
     today = datetime.date.today().strftime("%Y%m%d")
     made = [
@@ -44,9 +45,9 @@ def db(tmp_path_factory):
         warnings.simplefilter("ignore")  # pydicom warns about the invalid date, on purpose
         made.append(make_series(root / "d", n=1, rows=4, cols=4, patient_id="BAD1", study_date="***"))
     path = root / "db"
-    with Database(path) as database:
+    with database_for(request, request.param, path) as database:
         database.import_paths([m.folder for m in made], jobs=1)
-    return str(path)
+        return getattr(database, "url", str(path))
 
 
 def ids(capsys, db, *args) -> list[str]:

@@ -1,4 +1,5 @@
-"""Import: counts against pydicom, skipped files with reasons, re-import, bad input, store paths."""
+"""Import: counts against pydicom, skipped files with reasons, re-import, bad input, store paths;
+on both back ends (``open_db``), except what is SQLite's own (its file, ``PRAGMA user_version``)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def pydicom_counts(root: Path) -> dict[str, int]:
     }
 
 
-def test_import_shared_series_matches_pydicom(tmp_path, shared_series, monkeypatch):
-    db = Database(tmp_path / "db")
+def test_import_shared_series_matches_pydicom(tmp_path, shared_series, monkeypatch, open_db):
+    db = open_db(tmp_path / "db")
     report = db.import_paths([shared_series])
     assert db.info() == pydicom_counts(shared_series)
     reasons = {Path(s.path).relative_to(shared_series).as_posix(): s.reason for s in report.skipped}
@@ -68,9 +69,9 @@ def test_import_shared_series_matches_pydicom(tmp_path, shared_series, monkeypat
     assert db.info() == pydicom_counts(shared_series)
 
 
-def test_every_header_element_is_kept(tmp_path):
+def test_every_header_element_is_kept(tmp_path, open_db):
     series = make_series(tmp_path / "s", n=2, fat_header=True)
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     db.import_paths([series.folder])
     for path in series.files:
         original = pydicom.dcmread(path, stop_before_pixels=True)
@@ -91,7 +92,7 @@ def original_pixels(path):
     return pydicom.dcmread(path).PixelData
 
 
-def test_bad_files_are_reported_and_lose_nothing(tmp_path):
+def test_bad_files_are_reported_and_lose_nothing(tmp_path, open_db):
     series = make_series(tmp_path / "good", n=3)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -104,7 +105,7 @@ def test_bad_files_are_reported_and_lose_nothing(tmp_path):
     del ds.SOPInstanceUID
     ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3"
     ds.save_as(bad / "no_uid.dcm")
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     report = db.import_paths([series.folder, bad])
     reasons = {Path(s.path).name: s.reason for s in report.skipped}
     assert "not a DICOM file" in reasons["notes.txt"]
@@ -116,7 +117,7 @@ def test_bad_files_are_reported_and_lose_nothing(tmp_path):
     assert db.info()["instances"] == 3
 
 
-def test_hostile_uids_and_names_stay_in_the_store(tmp_path):
+def test_hostile_uids_and_names_stay_in_the_store(tmp_path, open_db):
     names = ["a file with spaces.dcm", "Ünïcödé-名前.dcm", "dots..in..name.dcm"]
     series = make_series(
         tmp_path / "in dir with spaces",
@@ -124,7 +125,7 @@ def test_hostile_uids_and_names_stay_in_the_store(tmp_path):
         file_names=names,
         sop_uids=["../../x", "/etc/passwd", "1.2.3/../../../y"],
     )
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     report = db.import_paths([series.folder])
     assert report.added == 3, report.skipped
     for (path,) in db._reader().execute("SELECT path FROM instances"):
@@ -134,18 +135,18 @@ def test_hostile_uids_and_names_stay_in_the_store(tmp_path):
     assert db.instance("../../x").path.startswith(str(db.store.root))
 
 
-def test_link_mode_indexes_in_place(tmp_path):
+def test_link_mode_indexes_in_place(tmp_path, open_db):
     series = make_series(tmp_path / "s", n=3)
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     db.import_paths([series.folder], link=True)
     paths = sorted(r[0] for r in db._reader().execute("SELECT path FROM instances"))
     assert paths == sorted(str(p) for p in series.files)
     assert not any(db.store.root.rglob("*.dcm"))
 
 
-def test_changed_file_at_same_path_replaces_and_other_duplicates_are_kept(tmp_path):
+def test_changed_file_at_same_path_replaces_and_other_duplicates_are_kept(tmp_path, open_db):
     series = make_series(tmp_path / "s", n=2)
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     db.import_paths([series.folder])
     target = series.files[0]
     ds = pydicom.dcmread(target)
@@ -165,20 +166,20 @@ def test_changed_file_at_same_path_replaces_and_other_duplicates_are_kept(tmp_pa
     assert db.header(ds.SOPInstanceUID).SeriesDescription == "changed"
 
 
-def test_parallel_and_serial_import_agree(tmp_path):
+def test_parallel_and_serial_import_agree(tmp_path, open_db):
     folders = [make_series(tmp_path / f"s{i}", n=120, rows=8, cols=8, seed=i).folder for i in range(4)]
-    serial = Database(tmp_path / "serial")
+    serial = open_db(tmp_path / "serial")
     serial.import_paths(folders, jobs=1)
-    parallel = Database(tmp_path / "parallel")
+    parallel = open_db(tmp_path / "parallel")
     report = parallel.import_paths(folders, jobs=2)
     assert report.added == 480
     assert serial.info() == parallel.info() == {"patients": 1, "studies": 4, "series": 4, "instances": 480}
     assert not list((parallel.store.root / ".incoming").iterdir())
 
 
-def test_progress_and_cancel_keep_only_committed_records(tmp_path):
+def test_progress_and_cancel_keep_only_committed_records(tmp_path, open_db):
     folder = make_series(tmp_path / "s", n=600, rows=8, cols=8).folder
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     token = CancelToken()
     calls = []
 
@@ -204,7 +205,7 @@ def test_progress_and_cancel_keep_only_committed_records(tmp_path):
     assert db.info()["instances"] == 600 and not again.cancelled
 
 
-def test_dicomdir_expands_to_referenced_files(tmp_path):
+def test_dicomdir_expands_to_referenced_files(tmp_path, open_db):
     from pydicom.fileset import FileSet
 
     series = make_series(tmp_path / "src", n=3)
@@ -213,7 +214,7 @@ def test_dicomdir_expands_to_referenced_files(tmp_path):
         fs.add(path)
     out = tmp_path / "media"
     fs.write(out)
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     report = db.import_paths([out / "DICOMDIR"])
     assert report.added == 3
     assert any("media storage directory" in s.reason for s in report.skipped)
@@ -304,9 +305,9 @@ def test_scanner_reads_implicit_and_big_endian(tmp_path):
         )
 
 
-def test_copies_survive_source_removal(tmp_path):
+def test_copies_survive_source_removal(tmp_path, open_db):
     series = make_series(tmp_path / "s", n=2)
-    db = Database(tmp_path / "db")
+    db = open_db(tmp_path / "db")
     db.import_paths([series.folder])
     shutil.rmtree(series.folder)
     for record in db.instances(series.series_uid):

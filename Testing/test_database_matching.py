@@ -1,16 +1,18 @@
-"""PS3.4 C.2.2.2 matching rules, on columns (SQL) and on header-only tags (Python), one test per rule."""
+"""PS3.4 C.2.2.2 matching rules, on columns (SQL) and on header-only tags (Python on SQLite, the
+server's JSONB on PostgreSQL), one test per rule, on both back ends."""
 
 from __future__ import annotations
 
 import pytest
 
+from dicomplus_testing.backends import BACKENDS, database_for
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Criterion, Database, MatchKind
 from DICOMPlusLib.errors import DatabaseError
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("matching")
     specs = [
         dict(
@@ -46,7 +48,7 @@ def db(tmp_path_factory):
             series_description="venous",
         ),
     ]
-    database = Database(root / "db")
+    database = database_for(request, request.param, root / "db")
     series = []
     for i, spec in enumerate(specs):
         s = make_series(root / f"s{i}", n=2, rows=4, cols=4, seed=i, **spec)
@@ -218,7 +220,6 @@ def test_version_2_person_names_are_normalised_again_on_open(tmp_path):
     import sqlite3
 
     from dicomplus_testing.synthetic import make_series
-    from DICOMPlusLib.database import Database
     from DICOMPlusLib.database.matching import normalize_pn
 
     series = make_series(tmp_path / "s", n=1, rows=4, cols=4, patient_name="Doe^John^^^=")

@@ -142,5 +142,17 @@ def test_database_open_chooses_the_back_end_by_url(tmp_path):
             assert db.info()["instances"] == 0 and db.path.parent.is_dir()
         finally:
             db.close()
-    with pytest.raises(DatabaseError, match="no database back end for postgresql"):
-        Database.open("postgresql://localhost/dicom")
+    with pytest.raises(DatabaseError, match="no database back end for mysql"):
+        Database.open("mysql://localhost/dicom")
+
+
+def test_database_open_serves_postgresql_urls(postgres_url, tmp_path):
+    from DICOMPlusLib.database import Database, DatabaseProtocol
+    from DICOMPlusLib.database.postgres import PostgresDatabase
+
+    db = Database.open(postgres_url, store_dir=tmp_path / "store")
+    try:
+        assert isinstance(db, PostgresDatabase) and isinstance(db, DatabaseProtocol)
+        assert db.info()["instances"] == 0 and db.store_root == tmp_path / "store"
+    finally:
+        db.close()

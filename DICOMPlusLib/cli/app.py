@@ -75,15 +75,23 @@ GLOBAL_OPTIONS = (
     (
         ("--db",),
         dict(
-            metavar="PATH",
-            help="database file or folder (default: $DICOMPLUS_DB, else "
+            metavar="PATH|URL",
+            help="database file or folder, or a postgresql:// URL (default: $DICOMPLUS_DB, else "
             "~/.local/share/dicomplus/dicomplus.sqlite)",
+        ),
+    ),
+    (
+        ("--store",),
+        dict(
+            metavar="PATH",
+            help="folder of the stored files (default: store/ beside an SQLite file; for PostgreSQL, "
+            "the folder the database records, given once)",
         ),
     ),
     (("-v", "--verbose"), dict(action="store_true", help="say more (and log to stderr)")),
     (("--json",), dict(action="store_true", help="print JSON instead of text")),
 )
-_GLOBAL_DEFAULTS = {"db": None, "verbose": False, "json": False}
+_GLOBAL_DEFAULTS = {"db": None, "store": None, "verbose": False, "json": False}
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -115,9 +123,14 @@ def database_file(path: str | os.PathLike | None) -> Path:
 def open_database(args, *, create: bool = False):
     """The database of ``--db``. Only commands that store something (``create=True``) may
     create it: a typo in ``--db`` must not silently make an empty database."""
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database.backends import is_url
+    from DICOMPlusLib.database.backends import open_database as open_backend
 
     path = getattr(args, "db", None)
+    if path is None and is_url(os.environ.get("DICOMPLUS_DB")):
+        path = os.environ["DICOMPLUS_DB"]
+    if is_url(path):  # the server says whether it exists; a new one gets its tables
+        return open_backend(path, store=getattr(args, "store", None))
     if not create:
         target = database_file(path)
         if not target.is_file() and path is None:
@@ -130,7 +143,7 @@ def open_database(args, *, create: bool = False):
                 f"no database at {path}; check --db (or $DICOMPLUS_DB), or create one with "
                 f"dicomplus --db {path} import PATH"
             )
-    return Database(path)
+    return open_backend(path, store=getattr(args, "store", None))
 
 
 def require_paths(*paths) -> None:

@@ -71,7 +71,7 @@ def cmd_info(args) -> int:
     if args.json:
         print_json(info)
     else:
-        print(f"database: {db.path}")
+        print(f"database: {getattr(db, 'display_url', db.path)}")
         print(f"store:    {db.store_root}")
         for key, value in info.items():
             print(f"{key:10s}{value}")

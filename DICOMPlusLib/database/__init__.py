@@ -15,9 +15,9 @@ _EXPORTS = {
     "Database": "database",
     "DuplicatePolicy": "ingest",
     "DatabaseProtocol": "protocol",
-    "open_database": "database",
     "TemporaryDatabase": "database",
     "default_database_path": "database",
+    "open_database": "backends",
     "import_paths": "indexer",
     "iter_files": "indexer",
     "Criterion": "matching",
@@ -39,11 +39,11 @@ __all__ = [
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from DICOMPlusLib.database.backends import open_database
     from DICOMPlusLib.database.database import (
         Database,
         TemporaryDatabase,
         default_database_path,
-        open_database,
     )
     from DICOMPlusLib.database.indexer import import_paths, iter_files
     from DICOMPlusLib.database.ingest import DuplicatePolicy

@@ -9,6 +9,7 @@ one transaction, so a crash leaves only complete, committed records.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -52,6 +53,14 @@ def default_database_path() -> Path:
     return base / "dicomplus" / DB_FILE_NAME
 
 
+#: Back ends other than SQLite, by URL scheme: "module:class", loaded when a URL names them. A new
+#: back end is one module implementing :class:`~.protocol.DatabaseProtocol` and a line here.
+BACKENDS = {
+    "postgresql": "DICOMPlusLib.database.postgres:PostgresDatabase",
+    "postgres": "DICOMPlusLib.database.postgres:PostgresDatabase",
+}
+
+
 class Database:
     """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
     at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
@@ -92,12 +101,19 @@ class Database:
         cls, url: str | os.PathLike | None = None, *, store_dir: str | os.PathLike | None = None
     ) -> DatabaseProtocol:
         """The database at ``url``: a path or a ``sqlite:///`` URL opens SQLite (the default,
-        embedded); other schemes get their back end here (PostgreSQL: issue #20)."""
+        embedded); a ``postgresql://`` URL opens :class:`~.postgres.PostgresDatabase`."""
         scheme, location = parse_url(url if url is not None else default_database_path())
         if scheme == "sqlite":
             return cls(location, store_dir=store_dir)
+        backend = BACKENDS.get(scheme)
+        if backend is not None:
+            # Loaded by name: a back end's driver (psycopg) is an optional extra, imported only
+            # when its URL is used; and the back end builds on this module (no import cycle).
+            module, _, name = backend.partition(":")
+            return getattr(importlib.import_module(module), name)(location, store_dir=store_dir)
         raise DatabaseError(
-            f"no database back end for {scheme}: URLs yet: give a file path or a sqlite:/// URL"
+            f"no database back end for {scheme}: URLs: give a file path, a sqlite:/// URL or a "
+            "postgresql:// URL"
         )
 
     @property
@@ -715,7 +731,3 @@ def TemporaryDatabase(*, link: bool = True) -> Iterator[Database]:
     finally:
         db.close()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-#: ``open_database(url)``: the back end chosen by URL (see :meth:`Database.open`).
-open_database = Database.open

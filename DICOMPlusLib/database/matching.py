@@ -30,6 +30,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
+from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.errors import DatabaseError
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
@@ -134,8 +135,8 @@ class Criterion:
         return cls(keyword, vr, MatchKind.SINGLE, value=text)
 
     # -- SQL ---------------------------------------------------------------------------------
-    def sql(self, column: str) -> tuple[str, list[object]]:
-        """A WHERE fragment over ``column`` and its parameters.
+    def sql(self, column: str, dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
+        """A WHERE fragment over ``column`` and its parameters, in ``dialect``'s SQL.
 
         For PN, ``column`` must hold the case-folded name (see :func:`normalize_pn`).
         """
@@ -145,7 +146,7 @@ class Criterion:
         if k is MatchKind.MULTIPLE:
             parts, params = [], []
             for alternative in self.alternatives:
-                sql, p = alternative.sql(column)
+                sql, p = alternative.sql(column, dialect)
                 parts.append(sql)
                 params.extend(p)
             return "(" + " OR ".join(parts) + ")", params
@@ -154,23 +155,21 @@ class Criterion:
         if k is MatchKind.RANGE:
             parts, params = [], []
             if self.low:
-                parts.append(f"{column} >= ?")
+                parts.append(f"{dialect.text(column)} >= ?")
                 params.append(self.low)
             if self.high:
-                parts.append(f"{column} <= ?")
+                parts.append(f"{dialect.text(column)} <= ?")
                 params.append(self._upper())
             # only values that are dates/times at all: a malformed stored value ('***', 'unknown')
             # sorts before digits and would fall into every open lower range
-            parts.append(f"{column} GLOB '[0-9]*'")
+            parts.append(dialect.starts_with_digit(column))
             return "(" + " AND ".join(parts) + ")", params
         value = self.value
         if k is MatchKind.SINGLE:
-            if self.vr in ("IS", "DS"):
-                return f"CAST({column} AS REAL) = ?", [_number(self.keyword, value)]
+            if self.vr in _NUMERIC_VRS:
+                return f"{dialect.number(column)} = ?", [_number(self.keyword, value)]
             return f"{column} = ?", [value]
-        # Wildcards: GLOB is case-sensitive and treats only * ? [ specially; escape '['.
-        pattern = value.replace("[", "[[]")
-        return f"{column} GLOB ?", [pattern]
+        return dialect.wildcard(column, value)
 
     # -- Python ------------------------------------------------------------------------------
     def matches(self, stored: object) -> bool:

@@ -12,6 +12,7 @@ import dataclasses
 import sqlite3
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, SequenceCriterion, parse_criteria
 from DICOMPlusLib.database.rows import instance_record
@@ -116,9 +117,15 @@ _ORDER = {
 
 
 def build_query(
-    level: QueryLevel, criteria: list[Criterion], text: str | None
+    level: QueryLevel,
+    criteria: list[Criterion],
+    text: str | None,
+    dialect: Dialect = SQLITE,
+    also: tuple[str, list[object]] | None = None,
 ) -> tuple[str, list[object], list[Criterion]]:
-    """SQL for the column keys; returns (sql, params, header_criteria)."""
+    """SQL for the column keys; returns (sql, params, header_criteria).
+
+    ``also`` is one more WHERE condition with its parameters (PostgreSQL's header keys)."""
     lv = _LEVEL_ALIAS[level]
     depth = _LEVEL_ORDER[lv]
     joins = []
@@ -139,11 +146,11 @@ def build_query(
             continue
         table, column = COLUMNS[c.keyword]
         if _LEVEL_ORDER[table] <= depth:
-            sql, p = c.sql(f"{table}.{column}")
+            sql, p = c.sql(f"{table}.{column}", dialect)
             where.append(sql)
             params.extend(p)
         else:
-            sql, p = c.sql(f"{_BELOW_ALIAS[table]}.{column}")
+            sql, p = c.sql(f"{_BELOW_ALIAS[table]}.{column}", dialect)
             below.append((sql, p))
             deepest = max(deepest, _LEVEL_ORDER[table])
     if below:
@@ -169,7 +176,7 @@ def build_query(
         for table, cols in _TEXT_COLUMNS.items():
             for col in cols:
                 if _LEVEL_ORDER[table] <= depth:
-                    ors.append(f"instr(lower({col}), ?) > 0")
+                    ors.append(dialect.contains(col))
                     params.append(needle)
         if depth < 2:
             ors.append(
@@ -179,10 +186,13 @@ def build_query(
                     if lv == "st"
                     else "(SELECT StudyInstanceUID FROM studies WHERE patient = p.id)"
                 )
-                + " AND instr(lower(se3.SeriesDescription), ?) > 0)"
+                + f" AND {dialect.contains('se3.SeriesDescription')})"
             )
             params.append(needle)
         where.append("(" + " OR ".join(ors) + ")")
+    if also is not None:
+        where.append(also[0])
+        params.extend(also[1])
     sql = f"{_select(lv)} FROM {_FROM[lv]} {' '.join(joins)}"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -301,7 +311,7 @@ def search(
             sql += " LIMIT ? OFFSET ?"
             params = [*params, int(limit), int(offset)]
         elif offset:
-            sql += " LIMIT -1 OFFSET ?"
+            sql += f" LIMIT {SQLITE.no_limit} OFFSET ?"
             params = [*params, int(offset)]
         try:
             return [_record(lv, row) for row in conn.execute(sql, params)]
@@ -335,7 +345,8 @@ def count(
         parsed = parse_criteria(criteria)
     except ValueError as exc:
         raise DatabaseError(f"bad search value: {exc}") from exc
-    sql, params, header = build_query(QueryLevel.parse(level), parsed, text)
+    dialect = getattr(db, "dialect", SQLITE)
+    sql, params, header = build_query(QueryLevel.parse(level), parsed, text, dialect)
     if header:
         return None
-    return db._reader().execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+    return db._reader().execute(f"SELECT COUNT(*) FROM ({sql}) AS matched", params).fetchone()[0]

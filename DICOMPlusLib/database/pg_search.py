@@ -1,0 +1,193 @@
+"""Keys on any tag, matched by the PostgreSQL server.
+
+SQLite's search tests a key on a tag that is not a column by scanning the stored headers of the
+candidates in Python (:func:`DICOMPlusLib.database.search._header_matches`). On PostgreSQL every
+instance carries ``elements``, a JSONB object written once at ingest by :func:`header_elements`:
+
+    {"RepetitionTime": ["500"], "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+     "PatientName": ["doe^john"], "ProcedureCodeSequence": [{"CodeValue": ["CTCHEST"], ...}]}
+
+Each value is stored as :meth:`Criterion.matches` compares it (a multi-valued element split at
+its backslashes, person names normalised, times without colons), so the same PS3.4 C.2.2.2 rules
+become SQL over it: an exact value is a containment test (``@>``, served by the GIN index), other
+rules test the array's elements, sequence keys (C.2.2.2.6) walk the items. The values echoed into
+``extra`` come from the one matching instance's stored header, read as SQLite's search reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import re
+from io import BytesIO
+
+from DICOMPlusLib.database.dialect import POSTGRES
+from DICOMPlusLib.database.headerscan import ScanError, scan
+from DICOMPlusLib.database.matching import (
+    _NUMERIC_VRS,
+    _SINGLE_TEXT_VRS,
+    Criterion,
+    MatchKind,
+    SequenceCriterion,
+    normalize_pn,
+)
+from DICOMPlusLib.database.search import _DOWN, _LEVEL_ALIAS, COLUMNS, _record, build_query
+from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.models import QueryLevel
+
+logger = logging.getLogger(__name__)
+
+#: VRs whose values are not searchable text or numbers (bulk data, tags).
+_SKIPPED_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "AT"})
+#: Sequences nested deeper than this are not indexed (real objects stay far below).
+_MAX_DEPTH = 8
+
+
+def header_elements(header: bytes) -> dict:
+    """The ``elements`` object of a stored header (``{}`` when pydicom cannot read it: its
+    instance then matches no key on a header-only tag, as in SQLite's scan)."""
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(BytesIO(header), force=True, stop_before_pixels=True)
+            return _dataset_elements(ds, 0)
+    except Exception as exc:  # a header pydicom cannot read or decode
+        logger.debug("header not indexed for any-tag search: %s", exc)
+        return {}
+
+
+def _dataset_elements(ds, depth: int) -> dict:
+    out: dict = {}
+    for elem in ds:
+        keyword = elem.keyword
+        if not keyword or elem.VR in _SKIPPED_VRS or elem.tag.group == 0x0002:
+            continue
+        if elem.VR == "SQ":
+            if depth < _MAX_DEPTH:
+                out[keyword] = [_dataset_elements(item, depth + 1) for item in elem.value or ()]
+            continue
+        out[keyword] = _values(elem.VR, elem.value)
+    return out
+
+
+def _values(vr: str, value) -> list[str]:
+    """One element's values as the matching rules compare them."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, bytes):
+        return []
+    items = (
+        list(value) if type(value).__name__ == "MultiValue" or isinstance(value, list | tuple) else [value]
+    )
+    out = []
+    for item in items:
+        text = _clean(str(item).strip())
+        parts = [text] if vr in _SINGLE_TEXT_VRS else [p.strip() for p in text.split("\\")]
+        for part in parts:
+            if vr == "PN":
+                part = normalize_pn(part)
+            elif vr == "TM":
+                part = part.replace(":", "")
+            out.append(part)
+    return out
+
+
+def _clean(text: str) -> str:
+    """Text JSONB accepts: no NUL, no lone surrogate."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+# -- SQL ---------------------------------------------------------------------------------------
+def key_condition(key: Criterion | SequenceCriterion, obj: str, names=None) -> tuple[str, list[object]]:
+    """SQL testing one key against the JSONB object ``obj`` (an instance's elements or an item)."""
+    names = names if names is not None else itertools.count()
+    if isinstance(key, SequenceCriterion):
+        if not key.items:
+            return "TRUE", []
+        item = f"item{next(names)}"
+        parts, params = [], []
+        for sub in key.items:
+            sql, p = key_condition(sub, item, names)
+            parts.append(sql)
+            params.extend(p)
+        return (
+            f"EXISTS (SELECT 1 FROM jsonb_array_elements({obj} -> ?) AS {item} WHERE {' AND '.join(parts)})",
+            [key.keyword, *params],
+        )
+    if key.kind is MatchKind.UNIVERSAL:
+        return "TRUE", []
+    if key.kind is MatchKind.SINGLE and key.vr not in _NUMERIC_VRS:
+        return f"{obj} @> CAST(? AS jsonb)", [json.dumps({key.keyword: [key.value]})]
+    value = f"v{next(names)}"
+    sql, params = key.sql(value, POSTGRES)
+    return (
+        f"EXISTS (SELECT 1 FROM jsonb_array_elements_text({obj} -> ?) AS {value} WHERE {sql})",
+        [key.keyword, *params],
+    )
+
+
+_KEY = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}
+
+
+def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, limit, offset) -> list:
+    """:func:`DICOMPlusLib.database.search.search` on PostgreSQL, header keys included."""
+    lv = _LEVEL_ALIAS[level]
+    keys = [c for c in criteria if c.kind is not MatchKind.UNIVERSAL and c.keyword not in COLUMNS]
+    conds: list[str] = []
+    cparams: list[object] = []
+    names = itertools.count()
+    for key in keys:
+        sql, p = key_condition(key, "i2.elements", names)
+        conds.append(sql)
+        cparams.extend(p)
+    source, link = _DOWN[lv]
+    also = None
+    if keys:
+        also = (f"EXISTS (SELECT 1 FROM {source} WHERE {link} AND {' AND '.join(conds)})", cparams)
+    sql, params, _ = build_query(level, criteria, text, POSTGRES, also)
+    if keys:
+        inner, _, order = sql.rpartition(" ORDER BY ")
+        link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
+        order_q = re.sub(rf"\b{lv}\.", "q.", order)
+        sql = (
+            f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
+            f" AS dicomplus_match FROM ({inner}) AS q ORDER BY {order_q}"
+        )
+        params = [*cparams, *params]
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params = [*params, int(limit), int(offset)]
+    elif offset:
+        sql += " OFFSET ?"
+        params = [*params, int(offset)]
+    rows = db._reader().execute(sql, params).fetchall()
+    if not keys:
+        return [_record(lv, row) for row in rows]
+    return [dataclasses.replace(_record(lv, row), extra=_echo(row["dicomplus_match"], keys)) for row in rows]
+
+
+def _echo(header: bytes | None, keys: list) -> dict[str, object]:
+    """The header keys' values in the matching instance, as SQLite's search echoes them."""
+    from pydicom.datadict import tag_for_keyword
+
+    plain = [k for k in keys if isinstance(k, Criterion)]
+    if header is None:
+        raise DatabaseError("a matching instance went away during the search; search again")
+    try:
+        values = scan(
+            bytes(header), frozenset(tag_for_keyword(k.keyword) for k in plain), complete=True
+        ).values
+    except ScanError:
+        values = {}
+    return {k.keyword: values.get(tag_for_keyword(k.keyword)) for k in plain}
