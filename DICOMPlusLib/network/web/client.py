@@ -26,6 +26,7 @@ from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.network.endpoints import DicomwebEndpoint
 from DICOMPlusLib.network.web import response as web_response
 from DICOMPlusLib.network.web.qido import query_string as _query_string
 
@@ -95,23 +96,6 @@ _FIELDS = {
 }
 RETRYABLE = frozenset({408, 429, 502, 503, 504})
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
-
-
-@dataclass(frozen=True)
-class DicomwebEndpoint:
-    """Where a DICOMweb service lives and how to authenticate.
-
-    ``url`` is the service root (e.g. ``http://127.0.0.1:8042/dicom-web``). ``token`` is sent as
-    ``Authorization: Bearer``; ``username``/``password`` as HTTP basic. ``verify`` is TLS
-    certificate verification (on by default; a path to a CA bundle also works).
-    """
-
-    url: str
-    token: str = ""
-    username: str = ""
-    password: str = ""
-    verify: bool | str = True
-    timeout: float = 30.0
 
 
 @dataclass
@@ -542,18 +526,13 @@ class DicomwebClient:
 
 
 def client_for(node, *, timeout: float = 30.0) -> DicomwebClient:
-    """The DicomwebClient of a RemoteNode (its URL and credentials)."""
-    if not getattr(node, "dicomweb_url", ""):
+    """The DicomwebClient of a RemoteNode's DICOMweb endpoint (its URL and credentials)."""
+    import dataclasses
+
+    web = getattr(node, "web", None)
+    if web is None:
         raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
-    return DicomwebClient(
-        DicomwebEndpoint(
-            node.dicomweb_url,
-            token=node.dicomweb_token,
-            username=node.dicomweb_user,
-            password=node.dicomweb_password,
-            timeout=timeout,
-        )
-    )
+    return DicomwebClient(dataclasses.replace(web, timeout=timeout))
 
 
 def _never_connected(exc: BaseException) -> bool:
