@@ -44,6 +44,15 @@ def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
             return result(
                 False, problem=EchoProblem.REFUSED, message=f"nothing listens at {url} (connection refused)"
             )
+        if any(
+            k in text for k in ("NameResolutionError", "Name or service not known", "getaddrinfo", "nodename")
+        ):
+            host = node.require_web().host_port[0]
+            return result(
+                False,
+                problem=EchoProblem.UNREACHABLE,
+                message=f"cannot resolve the host {host} of {url}: check the URL",
+            )
         return result(False, problem=EchoProblem.UNREACHABLE, message=f"cannot reach {url}: {text}")
     finally:
         client.session.close()
