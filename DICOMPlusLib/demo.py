@@ -66,7 +66,7 @@ def run_demo(out_dir: str | Path, *, say: Callable[[str], None] = print) -> Demo
     from DICOMPlusLib.loading import load_series, plan_series
     from DICOMPlusLib.loading.preview import contact_sheet, thumbnail_image
     from DICOMPlusLib.loading.writers import write_volume
-    from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+    from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode, RetrieveMethod
     from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
     from DICOMPlusLib.network.pacs.sample import make_sample_data
     from DICOMPlusLib.network.query import query
@@ -97,7 +97,9 @@ def run_demo(out_dir: str | Path, *, say: Callable[[str], None] = print) -> Demo
         contents = make_sample_data(pacs_db)
         server = QueryRetrieveSCP(pacs_db, QRConfig(ae_title="DEMOPACS", port=0, host="127.0.0.1")).start()
         node = RemoteNode(
-            "demo-pacs", "DEMOPACS", "127.0.0.1", server.port, retrieve_method=RetrieveMethod.C_GET
+            "demo-pacs",
+            DimseEndpoint("DEMOPACS", "127.0.0.1", server.port),
+            retrieve_method=RetrieveMethod.C_GET,
         )
         summary.pacs = f"DEMOPACS@127.0.0.1:{server.port}"
         say(f"1. sample PACS {summary.pacs} is up with {contents}")

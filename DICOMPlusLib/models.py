@@ -157,3 +157,28 @@ class DeleteReport:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class TransferReport:
+    """Per-instance outcome of a retrieve or a send."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already present (resume)
+    failed: dict[str, str] = field(default_factory=dict)  # SOPInstanceUID (or file) -> reason
+    expected: int = 0
+    cancelled: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return not self.cancelled and not self.failed and len(self.done) + len(self.skipped) >= self.expected
+
+    def to_dict(self) -> dict:
+        return {
+            "done": len(self.done),
+            "skipped": len(self.skipped),
+            "failed": self.failed,
+            "expected": self.expected,
+            "cancelled": self.cancelled,
+            "complete": self.complete,
+        }

@@ -191,7 +191,7 @@ def test_nodes_one_vocabulary_urls_and_no_secrets(tmp_path, capsys, monkeypatch)
     for shown in (text, listed):
         assert "pa55-from-env" not in shown and "t0ken-on-the-line" not in shown
     by_name = {n["name"]: n for n in json.loads(listed)}
-    assert by_name["web"]["dicomweb_password"] == "(set)" and by_name["a"]["retrieve_method"] == "move"
+    assert by_name["web"]["dicomweb"]["password"] == "(set)" and by_name["a"]["retrieve_method"] == "move"
     stored = json.loads((tmp_path / "nodes.json").read_text())  # what is used to connect is kept
     assert "pa55-from-env" in json.dumps(stored) and "t0ken-on-the-line" in json.dumps(stored)
 

@@ -9,14 +9,11 @@ import sys
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.network.echo import EchoProblem, echo
-from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+from DICOMPlusLib.network.nodes import RemoteNode
 
 
-def web_node(url: str, **credentials) -> RemoteNode:
-    # the DIMSE address is Orthanc's HTTP port: a DIMSE echo there would be "not a DICOM peer"
-    port = int(url.split(":")[2].split("/")[0])
-    return RemoteNode("web", "ORTHANC", LOOPBACK, port, retrieve_method=RetrieveMethod.DICOMWEB,
-                      dicomweb_url=url, **credentials)  # fmt: skip
+def web_node(url: str, user: str = "", password: str = "") -> RemoteNode:
+    return RemoteNode.dicomweb("web", url, user=user, password=password)
 
 
 def test_echo_a_dicomweb_node_is_a_qido_probe(orthanc_session):
@@ -35,11 +32,11 @@ def test_echo_a_dicomweb_node_diagnoses_what_fails(orthanc_factory):
         and anonymous.problem is EchoProblem.UNAUTHORIZED
         and "no credentials" in anonymous.message
     )
-    wrong = echo(web_node(secured.dicomweb_url, dicomweb_user="alice", dicomweb_password="wrong"))
+    wrong = echo(web_node(secured.dicomweb_url, user="alice", password="wrong"))
     assert wrong.problem is EchoProblem.UNAUTHORIZED and "check them" in wrong.message
-    good = echo(web_node(secured.dicomweb_url, dicomweb_user="alice", dicomweb_password="secret"))
+    good = echo(web_node(secured.dicomweb_url, user="alice", password="secret"))
     assert good.ok, good.message
-    not_root = echo(web_node(secured.url + "/system", dicomweb_user="alice", dicomweb_password="secret"))
+    not_root = echo(web_node(secured.url + "/system", user="alice", password="secret"))
     assert not not_root.ok and not_root.problem is EchoProblem.NOT_DICOMWEB
 
 

@@ -32,7 +32,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomplus_testing.peers import LOOPBACK, OUR_AET, OrthancServer, PeerFactory
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+from DICOMPlusLib.network.nodes import DicomwebEndpoint, DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.pacs.sample import sample_uid
 from DICOMPlusLib.network.query import QueryReport, query
@@ -170,9 +170,8 @@ class Answerers:
     def __init__(self, database, pacs, orthanc, dcmtk, tmp_path: Path) -> None:
         self.database, self.pacs, self.orthanc, self.dcmtk = database, pacs, orthanc, dcmtk
         self.tmp_path = tmp_path
-        self.dimse_node = RemoteNode("orthanc", orthanc.aet, LOOPBACK, orthanc.dicom_port)
-        self.web_node = RemoteNode("orthanc-web", orthanc.aet, LOOPBACK, orthanc.dicom_port,
-                                   retrieve_method=RetrieveMethod.DICOMWEB, dicomweb_url=orthanc.dicomweb_url)  # fmt: skip
+        self.dimse_node = RemoteNode("orthanc", DimseEndpoint(orthanc.aet, LOOPBACK, orthanc.dicom_port))
+        self.web_node = RemoteNode("orthanc-web", web=DicomwebEndpoint(orthanc.dicomweb_url))
         self._n = 0
 
     def _out(self) -> Path:
@@ -362,7 +361,7 @@ def test_sequence_and_private_return_keys(ask):
 def test_query_leaves_out_answers_that_do_not_match_and_counts_them(orthanc_peer):
     """Orthanc answers a sequence matching key with every study; ``query`` re-checks the
     sequence it returns and keeps the one study that matches."""
-    node = RemoteNode("orthanc", orthanc_peer.aet, LOOPBACK, orthanc_peer.dicom_port)
+    node = RemoteNode("orthanc", DimseEndpoint(orthanc_peer.aet, LOOPBACK, orthanc_peer.dicom_port))
     report = QueryReport()
     found = {
         r.PatientID

@@ -18,7 +18,7 @@ import pytest
 from dicomplus_testing.peers import LOOPBACK, OUR_AET
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.query import QueryReport, query
 
 DESCRIPTIONS = ("T1 axial", "T2 axial", "FLAIR", "T1 post contrast", "DWI")
@@ -53,7 +53,7 @@ def dcmqrscp_factory_module(tmp_path_factory):
 
 def test_answers_a_peer_could_not_match_are_reported(loaded):
     server, study, by_series = loaded
-    node = RemoteNode("dcmqr", server.aet, LOOPBACK, server.port)
+    node = RemoteNode("dcmqr", DimseEndpoint(server.aet, LOOPBACK, server.port))
     keys = {"StudyInstanceUID": study, "SeriesDescription": "*T1*"}
     report = QueryReport()
     found = {

@@ -25,7 +25,7 @@ import pytest
 
 from dicomplus_testing.peers import LOOPBACK
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve
 
@@ -114,7 +114,7 @@ def test_get_is_byte_identical_for_every_shared_file(dcmtk, shared_folders, tmp_
                         "private" if private else str(ds.file_meta.TransferSyntaxUID),
                     )
                     series.setdefault(key, []).append(path)
-                node = RemoteNode("pacs", PACS_AET, LOOPBACK, pacs.port)
+                node = RemoteNode("pacs", DimseEndpoint(PACS_AET, LOOPBACK, pacs.port))
                 for i, ((series_uid, syntax), paths) in enumerate(sorted(series.items())):
                     out = tmp_path / f"get{n}_{i}"
                     if syntax == GETSCU_SYNTAX:

@@ -368,7 +368,7 @@ def test_query_error_type_is_kept(server):
 @pytest.mark.parametrize(
     ("behaviour", "code", "message"),
     [
-        (_json(b""), 0, "1 stored, not DICOM 0, failed 0"),
+        (_json(b""), 0, "sent 1 of 1"),
         (lambda h: h.answer(200, "text/html", b"<html>login</html>"), 1, "answered an HTML page"),
         (_json(b'{"00081198": "oops"}'), 1, "JSON of the wrong shape (not a Store Instances Response)"),
         (_json(b'{"00081198": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["X"]}}'), 1,

@@ -16,7 +16,7 @@ from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.echo import EchoProblem, echo
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 
 
 @pytest.fixture
@@ -62,46 +62,52 @@ def tcp_server(behaviour: str):
 
 
 def test_echo_ok_against_our_listener_and_orthanc(listener, orthanc_session):
-    ours = echo(RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port))
+    ours = echo(RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)))
     assert ours.ok and ours.status == 0 and ours.problem is None
-    theirs = echo(RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
+    theirs = echo(
+        RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
+    )
     assert theirs.ok, theirs.message
 
 
 def test_connection_refused():
-    result = echo(RemoteNode("nobody", "X", LOOPBACK, free_port()))
+    result = echo(RemoteNode("nobody", DimseEndpoint("X", LOOPBACK, free_port())))
     assert not result.ok and result.problem is EchoProblem.REFUSED
     assert "nothing listens" in result.message
 
 
 def test_calling_ae_not_allowed(listener):
-    result = echo(RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port), calling_ae_title="STRANGER")
+    result = echo(
+        RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)), calling_ae_title="STRANGER"
+    )
     assert result.problem is EchoProblem.REJECTED_CALLING_AE
     assert "STRANGER" in result.message and "calling AE title not recognized" in result.message
-    assert echo(RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port), calling_ae_title="FRIEND").ok
+    assert echo(
+        RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)), calling_ae_title="FRIEND"
+    ).ok
 
 
 def test_called_ae_not_recognised_by_orthanc(orthanc_session):
-    result = echo(RemoteNode("orthanc", "WRONGAE", LOOPBACK, orthanc_session.dicom_port))
+    result = echo(RemoteNode("orthanc", DimseEndpoint("WRONGAE", LOOPBACK, orthanc_session.dicom_port)))
     assert result.problem is EchoProblem.REJECTED_CALLED_AE
     assert "WRONGAE" in result.message
 
 
 def test_timeout_when_nothing_answers():
     with tcp_server("silent") as port:
-        result = echo(RemoteNode("mute", "X", LOOPBACK, port), timeout=0.5)
+        result = echo(RemoteNode("mute", DimseEndpoint("X", LOOPBACK, port)), timeout=0.5)
     assert result.problem is EchoProblem.TIMEOUT
     assert "did not answer" in result.message
 
 
 def test_connection_closed_without_an_answer():
     with tcp_server("close") as port:
-        result = echo(RemoteNode("rude", "X", LOOPBACK, port), timeout=5)
+        result = echo(RemoteNode("rude", DimseEndpoint("X", LOOPBACK, port)), timeout=5)
     assert result.problem is EchoProblem.CLOSED
 
 
 def test_unresolvable_host():
-    result = echo(RemoteNode("ghost", "X", "no-such-host.invalid", 104), timeout=5)
+    result = echo(RemoteNode("ghost", DimseEndpoint("X", "no-such-host.invalid", 104)), timeout=5)
     assert result.problem is EchoProblem.UNREACHABLE
 
 

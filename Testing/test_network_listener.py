@@ -32,8 +32,8 @@ from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.echo import EchoProblem, echo
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
-from DICOMPlusLib.network.nodes import RemoteNode, TLSSettings
-from DICOMPlusLib.network.send import data_set_offset, send_paths
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode, TLSSettings
+from DICOMPlusLib.network.send import SendOptions, data_set_offset, send_paths
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -213,11 +213,14 @@ def test_tls_listener(db, dcmtk, tmp_path):
     tls = TLSSettings(cert_file=str(cert), key_file=str(key))
     with start_listener(db, tls=tls) as lst:
         node = RemoteNode(
-            "tls", "DICOMPLUS", LOOPBACK, lst.port, tls=True, tls_settings=TLSSettings(ca_file=str(cert))
+            "tls",
+            DimseEndpoint(
+                "DICOMPLUS", LOOPBACK, lst.port, tls=True, tls_settings=TLSSettings(ca_file=str(cert))
+            ),
         )
         report = send_paths(node, [series.files[0]])
         assert report.ok and report.sent == 1
-        plain = RemoteNode("plain", "DICOMPLUS", LOOPBACK, lst.port)
+        plain = RemoteNode("plain", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port))
         assert not echo(plain, timeout=5).ok  # plain DICOM to a TLS port does not work
         # DCMTK with anonymous TLS, trusting our certificate
         storescu(dcmtk, lst.port, series.files[1:], extra=["+tla", "+cf", str(cert)])
@@ -236,7 +239,9 @@ def test_unknown_calling_ae_is_rejected_with_the_allow_list(db, dcmtk, tmp_path)
         assert bad.returncode != 0
         assert "reject" in (bad.stdout + bad.stderr).lower()
         assert db.info()["instances"] == 0
-        result = echo(RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port), calling_ae_title="BADAE")
+        result = echo(
+            RemoteNode("me", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port)), calling_ae_title="BADAE"
+        )
         assert result.problem is EchoProblem.REJECTED_CALLING_AE
         storescu(dcmtk, lst.port, series.files, aet="GOODAE")
         assert db.info()["instances"] == 2
@@ -309,14 +314,18 @@ def test_full_disk_answers_out_of_resources(tmp_path, monkeypatch, where):
         try:
             with start_listener(database) as lst:
                 report = send_paths(
-                    RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port), [series.folder], retries=0
+                    RemoteNode("me", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port)),
+                    [series.folder],
+                    SendOptions(retries=0),
                 )
                 statuses = [r.status for r in report.results]
                 assert 0xA700 in statuses, statuses
                 assert all(s in (0x0000, 0xA700) for s in statuses), statuses
                 stored = assert_consistent(database)
                 assert stored == statuses.count(0x0000) >= 1
-                assert echo(RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port)).ok  # still serving
+                assert echo(
+                    RemoteNode("me", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port))
+                ).ok  # still serving
         finally:
             database.close()
 
@@ -539,9 +548,11 @@ def test_too_many_associations_are_rejected_for_now(db):
     with start_listener(db, max_associations=1) as lst:
         first = _assoc_rq(lst.port)
         try:
-            result = echo(RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port))
+            result = echo(RemoteNode("me", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port)))
             assert result.problem is EchoProblem.REJECTED
             assert "transient" in result.message and "too many associations" in result.message
         finally:
             first.release()
-        assert wait_until(lambda: echo(RemoteNode("me", "DICOMPLUS", LOOPBACK, lst.port)).ok, timeout=10)
+        assert wait_until(
+            lambda: echo(RemoteNode("me", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port))).ok, timeout=10
+        )

@@ -16,7 +16,16 @@ from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, is_storage_class, negotiate
 from DICOMPlusLib.network.dimse.status import Category, category, describe
-from DICOMPlusLib.network.nodes import NodeStore, RemoteNode, RetrieveMethod, TLSSettings, default_nodes_path
+from DICOMPlusLib.network.nodes import (
+    DicomwebEndpoint,
+    DimseEndpoint,
+    EndpointKind,
+    NodeStore,
+    RemoteNode,
+    RetrieveMethod,
+    TLSSettings,
+    default_nodes_path,
+)
 from DICOMPlusLib.network.storage import ReceiveMeta, file_meta_bytes
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -43,7 +52,29 @@ def test_parse_node_addresses():
         with pytest.raises(NetworkError):
             RemoteNode.parse(bad)
     with pytest.raises(NetworkError, match="DICOMweb URL"):
-        RemoteNode("web", "X", "h", 1, retrieve_method=RetrieveMethod.DICOMWEB)
+        RemoteNode("web", DimseEndpoint("X", "h", 1), retrieve_method=RetrieveMethod.DICOMWEB)
+    with pytest.raises(NetworkError, match="no endpoint"):
+        RemoteNode("nothing")
+    with pytest.raises(NetworkError, match="AE@HOST:PORT"):
+        RemoteNode("web", web=DicomwebEndpoint("http://h/dicom-web"), retrieve_method=RetrieveMethod.C_MOVE)
+    with pytest.raises(NetworkError, match="not a DICOMweb URL"):
+        RemoteNode.dicomweb("web", "ftp://h/dicom-web")
+
+
+def test_a_node_is_its_endpoints():
+    """Echo, query and send go to the preferred endpoint: DIMSE when there is one, unless the
+    node prefers DICOMweb; a DICOMweb-only node has no DIMSE fields to read by mistake."""
+    web = RemoteNode.dicomweb("web", "http://127.0.0.1:8042/dicom-web", user="u", password="s3cret")
+    assert web.dimse is None and web.preferred is EndpointKind.DICOMWEB
+    assert web.retrieve_method is RetrieveMethod.DICOMWEB and web.address == "http://127.0.0.1:8042/dicom-web"
+    with pytest.raises(NetworkError, match="DICOMweb only"):
+        _ = web.port
+    both = RemoteNode("both", DimseEndpoint("PACS", "h", 104), DicomwebEndpoint("http://h/dicom-web"))
+    assert both.preferred is EndpointKind.DIMSE and both.retrieve_method is RetrieveMethod.C_GET
+    assert both.address == "PACS@h:104"
+    prefers_web = RemoteNode("both", both.dimse, both.web, prefer="DICOMweb")
+    assert prefers_web.preferred is EndpointKind.DICOMWEB and prefers_web.address == "http://h/dicom-web"
+    assert "s3cret" not in repr(web)  # secrets stay out of logs and tracebacks
 
 
 def test_retrieve_method_names():
@@ -57,9 +88,12 @@ def test_retrieve_method_names():
 def test_node_store_round_trip(tmp_path):
     store = NodeStore(tmp_path / "cfg" / "nodes.json")
     assert store.list() == []
-    pacs = RemoteNode("pacs", "PACS", "10.0.0.5", 104, retrieve_method="C-MOVE", description="main archive")
-    web = RemoteNode("web", "ORTHANC", "127.0.0.1", 4242, tls=True, retrieve_method=RetrieveMethod.DICOMWEB,
-                     dicomweb_url="http://127.0.0.1:8042/dicom-web", tls_settings=TLSSettings(ca_file="/ca.pem"))  # fmt: skip
+    pacs = RemoteNode(
+        "pacs", DimseEndpoint("PACS", "10.0.0.5", 104), retrieve_method="C-MOVE", description="main archive"
+    )
+    web = RemoteNode("web", DimseEndpoint("ORTHANC", "127.0.0.1", 4242, tls=True, tls_settings=TLSSettings(ca_file="/ca.pem")),
+                     DicomwebEndpoint("http://127.0.0.1:8042/dicom-web", token="tok"),
+                     retrieve_method=RetrieveMethod.DICOMWEB, prefer=EndpointKind.DICOMWEB)  # fmt: skip
     store.add(pacs)
     store.add(web)
     with pytest.raises(NetworkError, match="exists"):
@@ -68,16 +102,57 @@ def test_node_store_round_trip(tmp_path):
     assert again.list() == [pacs, web]
     assert again.get("web").tls_settings.ca_file == "/ca.pem"
     data = json.loads(store.path.read_text())
-    assert data["version"] == 1 and data["nodes"][0]["retrieve_method"] == "C-MOVE"
+    assert data["version"] == 2 and data["nodes"][0]["retrieve_method"] == "C-MOVE"
+    assert data["nodes"][1]["dimse"]["port"] == 4242 and data["nodes"][1]["dicomweb"]["token"] == "tok"
     assert again.resolve("pacs") == pacs
     assert again.resolve("X@h:1").ae_title == "X"
     with pytest.raises(NetworkError, match="nodes add"):
         again.resolve("nosuch")
-    store.add(RemoteNode("pacs", "PACS2", "10.0.0.6", 104), replace_existing=True)
+    store.add(RemoteNode("pacs", DimseEndpoint("PACS2", "10.0.0.6", 104)), replace_existing=True)
     assert again.get("pacs").ae_title == "PACS2"
     assert again.remove("pacs").ae_title == "PACS2"
     assert [n.name for n in again.list()] == ["web"]
     assert not list(store.path.parent.glob(".nodes-*"))  # no temporary file left
+
+
+def test_node_files_of_version_1_are_read(tmp_path):
+    """A node file written before endpoints existed: flat AE/host/port, and for a DICOMweb-only
+    node the placeholder AE title DICOMWEB with the URL's host and port. It reads as endpoints;
+    the next change rewrites it as version 2."""
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps({"version": 1, "nodes": [
+        {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104, "tls": True,
+         "retrieve_method": "C-MOVE", "dicomweb_url": "", "tls_settings": {"ca_file": "/ca.pem", "cert_file": "",
+                                                                          "key_file": "", "verify": True}},
+        {"name": "web", "ae_title": "DICOMWEB", "host": "127.0.0.1", "port": 8042, "tls": False,
+         "retrieve_method": "DICOMweb", "dicomweb_url": "http://127.0.0.1:8042/dicom-web",
+         "dicomweb_user": "alice", "dicomweb_password": "secret"},
+        {"name": "orthanc", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": 4242, "tls": False,
+         "retrieve_method": "DICOMweb", "dicomweb_url": "http://127.0.0.1:8042/dicom-web"},
+        {"name": "plain", "ae_title": "P", "host": "h", "port": 11112, "tls": False, "retrieve_method": "C-GET",
+         "dicomweb_url": "http://h/dicom-web"},
+    ]}))  # fmt: skip
+    store = NodeStore(path)
+    pacs, web, orthanc, plain = store.list()
+    assert pacs.dimse == DimseEndpoint(
+        "PACS", "10.0.0.5", 104, tls=True, tls_settings=TLSSettings(ca_file="/ca.pem")
+    )
+    assert pacs.web is None and pacs.retrieve_method is RetrieveMethod.C_MOVE
+    assert web.dimse is None and web.web == DicomwebEndpoint("http://127.0.0.1:8042/dicom-web", username="alice",
+                                                             password="secret")  # fmt: skip
+    # a real DIMSE address that retrieved by DICOMweb was queried by QIDO-RS: it still is
+    assert orthanc.dimse.address == "ORTHANC@127.0.0.1:4242" and orthanc.preferred is EndpointKind.DICOMWEB
+    assert plain.preferred is EndpointKind.DIMSE and plain.web.url == "http://h/dicom-web"
+    store.add(RemoteNode.parse("X@h:1", name="new"))
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and [n["name"] for n in data["nodes"]] == [
+        "pacs",
+        "web",
+        "orthanc",
+        "plain",
+        "new",
+    ]
+    assert NodeStore(path).list()[:4] == [pacs, web, orthanc, plain]
 
 
 def test_default_nodes_path(monkeypatch, tmp_path):
@@ -109,10 +184,22 @@ def test_cli_nodes(tmp_path):
     duplicate = cli("add", "pacs", "PACS@10.1.2.3:104")
     assert duplicate.returncode == 2 and "exists" in duplicate.stderr and "--replace" in duplicate.stderr
     listed = json.loads(cli("list", "--json").stdout)
-    assert [(n["name"], n["ae_title"], n["port"], n["retrieve_method"]) for n in listed] == [
+    assert [
+        (n["name"], n["dimse"]["ae_title"], n["dimse"]["port"], n["retrieve_method"]) for n in listed
+    ] == [
         ("pacs", "PACS", 104, "move"),
         ("web", "ORTHANC", 4242, "get"),
     ]
+    assert listed[1]["dicomweb"]["url"] == "http://x/dicom-web" and listed[1]["transport"] == "DIMSE"
+    assert cli("add", "w2", "--dicomweb", "http://y/dicom-web").returncode == 0
+    assert (
+        cli("add", "both", "B@h:1", "--dicomweb", "http://y/dicom-web", "--prefer", "dicomweb").returncode
+        == 0
+    )
+    shown = {n["name"]: n for n in json.loads(cli("list", "--json").stdout)}
+    assert "dimse" not in shown["w2"] and shown["w2"]["retrieve_method"] == "dicomweb"
+    assert shown["both"]["transport"] == "DICOMweb" and shown["both"]["retrieve_method"] == "get"
+    assert cli("remove", "w2").returncode == 0 and cli("remove", "both").returncode == 0
     assert "PACS@10.1.2.3:104" in cli("list").stdout
     assert cli("remove", "pacs").returncode == 0
     assert cli("remove", "pacs").returncode == 1

@@ -23,17 +23,16 @@ from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.listener import Listener, ListenerConfig
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.send import (
-    MAX_CONTEXTS,
     SendItem,
-    contexts_for,
+    SendOptions,
     data_set_offset,
     send,
     send_from_database,
     send_paths,
-    split_by_contexts,
 )
+from DICOMPlusLib.network.send_dimse import MAX_CONTEXTS, contexts_for, split_by_contexts
 from DICOMPlusLib.network.storage import DatabaseSink, StoreOutcome
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -65,7 +64,7 @@ def listener(db):
 
 
 def node_of(server, ae: str | None = None) -> RemoteNode:
-    return RemoteNode("peer", ae or server.aet, LOOPBACK, server.port)
+    return RemoteNode("peer", DimseEndpoint(ae or server.aet, LOOPBACK, server.port))
 
 
 def test_send_to_storescp_one_association_bytes_unchanged(storescp, tmp_path):
@@ -87,12 +86,12 @@ def test_send_to_storescp_one_association_bytes_unchanged(storescp, tmp_path):
 
 def test_send_to_orthanc(orthanc_session, tmp_path):
     series = make_series(tmp_path / "s", n=12, rows=32, cols=32, patient_id="SENDORTH", seed=23)
-    node = RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)
+    node = RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
     report = send_paths(node, [series.folder])
     assert report.ok and report.sent == 12
     series_id = orthanc_session.resource_id(series.series_uid)
     assert len(orthanc_session.get(f"/series/{series_id}/instances")) == 12
-    wrong = RemoteNode("orthanc", "NOTORTHANC", LOOPBACK, orthanc_session.dicom_port)
+    wrong = RemoteNode("orthanc", DimseEndpoint("NOTORTHANC", LOOPBACK, orthanc_session.dicom_port))
     refused = send_paths(wrong, [series.files[0]])
     assert not refused.ok and "called AE title not recognized" in refused.results[0].message
 
@@ -143,7 +142,11 @@ def test_more_than_128_contexts_use_several_associations(storescp, tmp_path):
 def test_parallel_associations(listener, db, tmp_path):
     series = make_series(tmp_path / "s", n=60, rows=32, cols=32, seed=27)
     before = listener.associations
-    report = send_paths(RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port), [series.folder], parallel=3)
+    report = send_paths(
+        RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)),
+        [series.folder],
+        SendOptions(parallel=3),
+    )
     assert report.ok and report.sent == 60 and report.associations == 3
     assert listener.associations - before == 3
     assert {r.SOPInstanceUID for r in db.instances(series.series_uid)} == set(series.sop_uids)
@@ -167,7 +170,7 @@ def test_cancel_stops_between_files(listener, db, tmp_path):
         if done >= 5:
             token.cancel()
 
-    report = send_paths(RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port), [series.folder], progress=progress,
+    report = send_paths(RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)), [series.folder], progress=progress,
                         cancel=token)  # fmt: skip
     assert report.cancelled and not report.ok
     sent = [r for r in report.results if r.category == "success"]
@@ -193,15 +196,15 @@ def test_retry_of_transient_failures(db, tmp_path, monkeypatch):
 
     monkeypatch.setattr(DatabaseSink, "finish", finish)
     with Listener(db, ListenerConfig(port=0, host=LOOPBACK)) as lst:
-        node = RemoteNode("us", "DICOMPLUS", LOOPBACK, lst.port)
-        report = send_paths(node, [series.folder], retries=1, retry_delay=0.05)
+        node = RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port))
+        report = send_paths(node, [series.folder], SendOptions(retries=1, retry_delay=0.05))
         assert report.ok and report.sent == 10
         attempts = {r.sop_instance_uid: r.attempts for r in report.results}
         assert {s for s, a in attempts.items() if a == 2} == set(series.sop_uids[::2])
         assert db.info()["instances"] == 10
         refused_once.clear()
         db.delete(series=series.series_uid)
-        report = send_paths(node, [series.folder], retries=0)
+        report = send_paths(node, [series.folder], SendOptions(retries=0))
         assert len(report.failed) == 5 and all(r.status == 0xA700 for r in report.failed)
         assert "busy, try again" in report.failed[0].message
 
@@ -228,7 +231,9 @@ def test_refused_original_transfer_syntax_is_converted(tmp_path):
     ae.add_supported_context(CT, [IMPLICIT])
     server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
-        report = send_paths(RemoteNode("picky", "PICKY", LOOPBACK, server.server_address[1]), [rle])
+        report = send_paths(
+            RemoteNode("picky", DimseEndpoint("PICKY", LOOPBACK, server.server_address[1])), [rle]
+        )
     finally:
         server.shutdown()
     assert report.ok and report.results[0].converted
@@ -240,7 +245,11 @@ def test_refused_original_transfer_syntax_is_converted(tmp_path):
 def test_rejected_association_reports_every_file(db, tmp_path):
     series = make_series(tmp_path / "s", n=3, rows=16, cols=16, seed=32)
     with Listener(db, ListenerConfig(port=0, host=LOOPBACK, allowed_calling_aets=("OTHER",))) as lst:
-        report = send_paths(RemoteNode("us", "DICOMPLUS", LOOPBACK, lst.port), [series.folder], retries=0)
+        report = send_paths(
+            RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port)),
+            [series.folder],
+            SendOptions(retries=0),
+        )
     assert len(report.failed) == 3
     assert all("calling AE title not recognized" in r.message for r in report.failed)
 
@@ -251,7 +260,7 @@ def test_send_items_without_context_fail_alone(listener, db, tmp_path):
     items.append(
         SendItem(str(series.files[0]), "1.2.840.10008.5.1.4.1.2.2.1", "9.9.9", EXPLICIT)
     )  # a FIND class
-    report = send(RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port), items)
+    report = send(RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)), items)
     assert report.sent == 2 and len(report.failed) == 1
     assert "no presentation context" in report.failed[0].message
 
@@ -285,7 +294,7 @@ def test_send_runs_in_a_job_thread(listener, db, tmp_path):
     from DICOMPlusLib.jobs import Job, JobState
 
     series = make_series(tmp_path / "s", n=8, rows=16, cols=16, seed=35)
-    node = RemoteNode("us", "DICOMPLUS", LOOPBACK, listener.port)
+    node = RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port))
     job = Job(
         "send", lambda progress, cancel: send_paths(node, [series.folder], progress=progress, cancel=cancel)
     )
@@ -316,7 +325,9 @@ def test_a_lost_association_is_reopened_and_its_file_retried(db, tmp_path, monke
     monkeypatch.setattr(acceptor.StorageAssociation, "_on_data_set_end", on_data_set_end)
     with Listener(db, ListenerConfig(port=0, host=LOOPBACK)) as lst:
         report = send_paths(
-            RemoteNode("us", "DICOMPLUS", LOOPBACK, lst.port), sorted(series.files), retry_delay=0.05
+            RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port)),
+            sorted(series.files),
+            SendOptions(retry_delay=0.05),
         )
     assert aborted == [victim_sop]
     assert report.ok and report.sent == 8

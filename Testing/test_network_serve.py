@@ -18,7 +18,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.echo import echo
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.pacs.sample import make_sample_data, sample_files
 
@@ -213,7 +213,7 @@ def test_cli_serve_prints_what_to_configure(tmp_path):
         assert f"Port:                 {port}" in text
         assert "VIEWER -> 127.0.0.1:11119" in text and "DICOMPLUS -> 127.0.0.1:11112" in text
         assert "2 patients" in text and "0xA801" in text
-        assert echo(RemoteNode("pacs", AET, LOOPBACK, port)).ok
+        assert echo(RemoteNode("pacs", DimseEndpoint(AET, LOOPBACK, port))).ok
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

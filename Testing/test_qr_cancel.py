@@ -19,7 +19,8 @@ from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.jobs import CancelToken, JobState
 from DICOMPlusLib.network.listener import ListenerConfig
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.models import RetrieveOptions
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve, retrieve_job, set_node_limit
 
@@ -60,12 +61,12 @@ def _cancel_after(count: int):
 
 @pytest.mark.parametrize("method", ["get", "move"])
 def test_cancel_a_large_study_then_resume(big_study, orthanc_session, tmp_path, method):
-    node = RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)
+    node = RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
     listener = ListenerConfig(port=orthanc_session.dicomplus_port, host=LOOPBACK)
     db = Database(tmp_path / "db")
     token, marks, progress = _cancel_after(40)
     report = retrieve(node, db, study_uid=big_study.study_uid, method=method, cancel=token, progress=progress,
-                      listener_config=listener)  # fmt: skip
+                      options=RetrieveOptions(listener_config=listener))  # fmt: skip
     stopped = time.monotonic() - marks["cancel"]
     print(
         f"\n{method}: retrieve returned {stopped * 1000:.0f} ms after the cancel, {len(report.done)} of {BIG} stored"
@@ -77,7 +78,13 @@ def test_cancel_a_large_study_then_resume(big_study, orthanc_session, tmp_path, 
     _whole(db, ROWS)
     time.sleep(1.0)  # the transfer has stopped: nothing more arrives
     assert _stored(db) == stored
-    resumed = retrieve(node, db, study_uid=big_study.study_uid, method=method, listener_config=listener)
+    resumed = retrieve(
+        node,
+        db,
+        study_uid=big_study.study_uid,
+        method=method,
+        options=RetrieveOptions(listener_config=listener),
+    )
     assert resumed.complete and set(resumed.skipped) == stored
     assert set(resumed.done) == set(big_study.sop_uids) - stored
     db.close()
@@ -97,11 +104,11 @@ def test_cancel_aborts_when_the_pacs_ignores_c_cancel(tmp_path):
     pacs = Database(tmp_path / "pacs")
     pacs.import_paths([str(f) for f in series.files])
     with StubbornSCP(pacs, QRConfig(ae_title="STUBBORN", port=0, host=LOOPBACK)) as server:
-        node = RemoteNode("stubborn", "STUBBORN", LOOPBACK, server.port)
+        node = RemoteNode("stubborn", DimseEndpoint("STUBBORN", LOOPBACK, server.port))
         db = Database(tmp_path / "db")
         token, marks, progress = _cancel_after(10)
         report = retrieve(node, db, study_uid=series.study_uid, method="get", cancel=token, progress=progress,
-                          grace=0.5)  # fmt: skip
+                          options=RetrieveOptions(grace=0.5))  # fmt: skip
         print(
             f"\nstubborn PACS: returned {(time.monotonic() - marks['cancel']) * 1000:.0f} ms after the cancel"
         )
@@ -125,7 +132,7 @@ def two_series_pacs(tmp_path, request):
     server = QueryRetrieveSCP(pacs, QRConfig(ae_title="QRJOBS", port=0, host=LOOPBACK)).start()
     request.addfinalizer(pacs.close)
     request.addfinalizer(server.stop)
-    return RemoteNode("jobs", "QRJOBS", LOOPBACK, server.port), ct, mr
+    return RemoteNode("jobs", DimseEndpoint("QRJOBS", LOOPBACK, server.port)), ct, mr
 
 
 def test_retrieve_as_a_job(two_series_pacs, tmp_path):
@@ -143,11 +150,11 @@ def test_retrieve_as_a_job(two_series_pacs, tmp_path):
 def test_parallel_associations_share_the_work_within_the_node_cap(two_series_pacs, tmp_path):
     node, ct, mr = two_series_pacs
     db = Database(tmp_path / "db")
-    report = retrieve(node, db, study_uid=ct.study_uid, method="get", parallel=2)
+    report = retrieve(node, db, study_uid=ct.study_uid, method="get", options=RetrieveOptions(parallel=2))
     assert report.complete and report.associations == 2
     set_node_limit(node, 1)  # two workers, one slot: they take turns
     db2 = Database(tmp_path / "db2")
-    report = retrieve(node, db2, study_uid=ct.study_uid, method="get", parallel=2)
+    report = retrieve(node, db2, study_uid=ct.study_uid, method="get", options=RetrieveOptions(parallel=2))
     assert report.complete and report.associations == 2
     assert _stored(db2) == set(ct.sop_uids) | set(mr.sop_uids)
     db.close()

@@ -21,7 +21,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, require_executable
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import QueryError
-from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+from DICOMPlusLib.network.nodes import DicomwebEndpoint, DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.query import QueryResults, query
 from DICOMPlusLib.network.retrieve import retrieve
@@ -64,7 +64,7 @@ def sample_pacs(tmp_path_factory, data):
     db = Database(tmp_path_factory.mktemp("qr-query-pacs") / "db")
     db.import_paths([str(f) for f in data.files])
     server = QueryRetrieveSCP(db, QRConfig(ae_title="QRPACS", port=0, host=LOOPBACK)).start()
-    yield Peer("sample", RemoteNode("sample", "QRPACS", LOOPBACK, server.port), server)
+    yield Peer("sample", RemoteNode("sample", DimseEndpoint("QRPACS", LOOPBACK, server.port)), server)
     server.stop()
     db.close()
 
@@ -72,7 +72,7 @@ def sample_pacs(tmp_path_factory, data):
 @pytest.fixture(scope="module")
 def orthanc_peer(orthanc_session, data):
     orthanc_session.upload(data.files)
-    return Peer("orthanc", RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port),
+    return Peer("orthanc", RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)),
                 orthanc_session)  # fmt: skip
 
 
@@ -83,7 +83,9 @@ def dcmqrscp_peer(tmp_path_factory, data):
     server.start()
     try:
         server.load(data.files)
-        yield Peer("dcmqrscp", RemoteNode("dcmqrscp", server.aet, LOOPBACK, server.port), server)
+        yield Peer(
+            "dcmqrscp", RemoteNode("dcmqrscp", DimseEndpoint(server.aet, LOOPBACK, server.port)), server
+        )
     finally:
         server.stop()
 
@@ -219,19 +221,19 @@ def _check_names(node, files):
 def test_utf8_names_dcmqrscp(dcmqrscp_factory, utf8_files):
     server = dcmqrscp_factory()
     server.load([f for _, f in utf8_files.values()])
-    _check_names(RemoteNode("q", server.aet, LOOPBACK, server.port), utf8_files)
+    _check_names(RemoteNode("q", DimseEndpoint(server.aet, LOOPBACK, server.port)), utf8_files)
 
 
 def test_utf8_names_orthanc(orthanc_factory, utf8_files):
     server = orthanc_factory(config={"DefaultEncoding": "Utf8"})
     server.upload([f for _, f in utf8_files.values()])
-    _check_names(RemoteNode("o", server.aet, LOOPBACK, server.dicom_port), utf8_files)
+    _check_names(RemoteNode("o", DimseEndpoint(server.aet, LOOPBACK, server.dicom_port)), utf8_files)
 
 
 def test_latin1_answers_of_a_default_orthanc_are_decoded(orthanc_session, utf8_files):
     pid, (name, path) = next(iter(utf8_files.items()))  # Müller: representable in Latin-1
     orthanc_session.upload([path])
-    (study,) = query(RemoteNode("o", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port), "study",
+    (study,) = query(RemoteNode("o", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)), "study",
                      {"PatientID": pid})  # fmt: skip
     assert study.PatientName == name
 
@@ -240,16 +242,16 @@ def test_utf8_names_sample_pacs(tmp_path, utf8_files):
     db = Database(tmp_path / "db")
     db.import_paths([str(f) for _, f in utf8_files.values()])
     with QueryRetrieveSCP(db, QRConfig(ae_title="QRPACS", port=0, host=LOOPBACK)) as server:
-        _check_names(RemoteNode("p", "QRPACS", LOOPBACK, server.port), utf8_files)
+        _check_names(RemoteNode("p", DimseEndpoint("QRPACS", LOOPBACK, server.port)), utf8_files)
     db.close()
 
 
 # -- errors --------------------------------------------------------------------------------------
 def test_errors_say_what_to_fix(orthanc_session):
-    node = RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)
+    node = RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
     with pytest.raises(QueryError, match=r"our AE title STRANGER"):
         list(query(node, "study", calling_ae_title="STRANGER", timeout=5))
-    wrong = RemoteNode("orthanc", "NOTORTHANC", LOOPBACK, orthanc_session.dicom_port)
+    wrong = RemoteNode("orthanc", DimseEndpoint("NOTORTHANC", LOOPBACK, orthanc_session.dicom_port))
     with pytest.raises(QueryError, match="called AE title not recognized"):
         list(query(wrong, "study"))
 
@@ -287,8 +289,7 @@ def test_query_results_expand_lazily_and_retrieve_the_selection(sample_pacs, dat
 
 def test_dicomweb_node_queries_and_retrieves_with_qido_and_wado(orthanc_peer, data, tmp_path):
     server = orthanc_peer.server
-    node = RemoteNode("web", server.aet, LOOPBACK, server.dicom_port, retrieve_method=RetrieveMethod.DICOMWEB,
-                      dicomweb_url=server.dicomweb_url)  # fmt: skip
+    node = RemoteNode("web", web=DicomwebEndpoint(server.dicomweb_url))
     assert {s.StudyInstanceUID for s in query(node, "study", {"PatientID": data.pid})} == {data.ct.study_uid}
     assert {s.SeriesInstanceUID for s in query(node, "series", {"StudyInstanceUID": data.ct.study_uid})} == {
         data.ct.series_uid, data.mr.series_uid,

@@ -25,7 +25,8 @@ from dicomplus_testing.util import REPO_ROOT, free_port, require_executable
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import RetrieveError
 from DICOMPlusLib.network.listener import ListenerConfig
-from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.models import RetrieveOptions
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 from DICOMPlusLib.network.retrieve import retrieve
 
@@ -64,7 +65,7 @@ def sample_peer(tmp_path_factory, data):
         ae_title="QRPACS", port=0, host=LOOPBACK, destinations=(Destination("DICOMPLUS", LOOPBACK, port),)
     )
     server = QueryRetrieveSCP(db, config).start()
-    yield Peer("sample", RemoteNode("sample", "QRPACS", LOOPBACK, server.port), port)
+    yield Peer("sample", RemoteNode("sample", DimseEndpoint("QRPACS", LOOPBACK, server.port)), port)
     server.stop()
     db.close()
 
@@ -72,7 +73,7 @@ def sample_peer(tmp_path_factory, data):
 @pytest.fixture(scope="module")
 def orthanc_peer(orthanc_session, data):
     orthanc_session.upload(data.files)
-    node = RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)
+    node = RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
     return Peer("orthanc", node, orthanc_session.dicomplus_port)
 
 
@@ -84,7 +85,9 @@ def dcmqrscp_peer(tmp_path_factory, data):
     try:
         server.load(data.files)
         yield Peer(
-            "dcmqrscp", RemoteNode("dcmqrscp", server.aet, LOOPBACK, server.port), server.dicomplus_port
+            "dcmqrscp",
+            RemoteNode("dcmqrscp", DimseEndpoint(server.aet, LOOPBACK, server.port)),
+            server.dicomplus_port,
         )
     finally:
         server.stop()
@@ -122,7 +125,7 @@ def _same_pixels(db: Database, files) -> None:
 def test_one_series_and_only_that_series(peer, data, db, method):
     progress = []
     report = retrieve(peer.node, db, study_uid=data.ct.study_uid, series_uids=[data.mr.series_uid], method=method,
-                      listener_config=_listener(peer), progress=lambda d, t, c: progress.append((d, t)))  # fmt: skip
+                      options=RetrieveOptions(listener_config=_listener(peer)), progress=lambda d, t, c: progress.append((d, t)))  # fmt: skip
     assert report.complete, report.to_dict()
     assert set(report.done) == set(data.mr.sop_uids) and report.expected == len(data.mr.sop_uids)
     assert _stored(db) == set(data.mr.sop_uids)  # not a single CT instance of the same study
@@ -133,11 +136,19 @@ def test_one_series_and_only_that_series(peer, data, db, method):
 @pytest.mark.parametrize("method", ["get", "move"])
 def test_whole_study_then_nothing_to_do(peer, data, db, method):
     report = retrieve(
-        peer.node, db, study_uid=data.ct.study_uid, method=method, listener_config=_listener(peer)
+        peer.node,
+        db,
+        study_uid=data.ct.study_uid,
+        method=method,
+        options=RetrieveOptions(listener_config=_listener(peer)),
     )
     assert report.complete and _stored(db) == set(data.ct.sop_uids) | set(data.mr.sop_uids)
     again = retrieve(
-        peer.node, db, study_uid=data.ct.study_uid, method=method, listener_config=_listener(peer)
+        peer.node,
+        db,
+        study_uid=data.ct.study_uid,
+        method=method,
+        options=RetrieveOptions(listener_config=_listener(peer)),
     )
     assert again.complete and not again.done and len(again.skipped) == len(data.files)
     assert again.associations == 0  # resumed: nothing was missing, no retrieve association
@@ -157,10 +168,10 @@ def test_series_without_its_study_and_selected_instances(sample_peer, data, db):
 def test_resume_fetches_only_the_missing_instances(orthanc_peer, data, db, method):
     first = data.ct.sop_uids[:3]
     retrieve(orthanc_peer.node, db, study_uid=data.ct.study_uid, series_uids=[data.ct.series_uid],
-             sop_instance_uids=first, method=method, listener_config=_listener(orthanc_peer))  # fmt: skip
+             sop_instance_uids=first, method=method, options=RetrieveOptions(listener_config=_listener(orthanc_peer)))  # fmt: skip
     before = {sop: os.stat(db.instance(sop).path) for sop in first}
     report = retrieve(orthanc_peer.node, db, study_uid=data.ct.study_uid, method=method,
-                      listener_config=_listener(orthanc_peer))  # fmt: skip
+                      options=RetrieveOptions(listener_config=_listener(orthanc_peer)))  # fmt: skip
     assert report.complete
     assert sorted(report.skipped) == sorted(first)
     assert sorted(report.done) == sorted(set(data.ct.sop_uids + data.mr.sop_uids) - set(first))
@@ -173,7 +184,13 @@ def test_unknown_move_destination_names_the_fix(peer, data, db):
     port = free_port()
     config = ListenerConfig(ae_title="NOWHERE", port=port, host=LOOPBACK)
     with pytest.raises(RetrieveError) as info:
-        retrieve(peer.node, db, study_uid=data.ct.study_uid, method="move", listener_config=config)
+        retrieve(
+            peer.node,
+            db,
+            study_uid=data.ct.study_uid,
+            method="move",
+            options=RetrieveOptions(listener_config=config),
+        )
     message = str(info.value)
     for text in ("NOWHERE", LOOPBACK, str(port), "DicomModalities", "HostTable", "C-GET"):
         assert text in message, message
@@ -184,7 +201,7 @@ def test_unknown_move_destination_names_the_fix(peer, data, db):
 
 def test_compressed_studies_by_c_get_arrive_as_stored(orthanc_factory, manifest, tmp_path):
     orthanc = orthanc_factory()
-    node = RemoteNode("orthanc", orthanc.aet, LOOPBACK, orthanc.dicom_port)
+    node = RemoteNode("orthanc", DimseEndpoint(orthanc.aet, LOOPBACK, orthanc.dicom_port))
     for key in ("dev_mr_jpeg2000", "dev_mr_jpegls"):
         files = sorted(p for p in manifest[key]["folder"].iterdir() if p.is_file())
         (syntax,) = manifest[key]["transfer_syntaxes"]
@@ -219,14 +236,14 @@ def test_more_storage_classes_than_one_association_holds(kind, tmp_path, orthanc
     series, classes = _many_classes(tmp_path / "many", 40, f"QRC{uuid.uuid4().hex[:8].upper()}")
     if kind == "orthanc":
         orthanc_session.upload(series.files)
-        node = RemoteNode("orthanc", orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port)
+        node = RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))
         server = None
     else:
         pacs = Database(tmp_path / "pacs")
         pacs.import_paths([str(f) for f in series.files])
         server = QueryRetrieveSCP(pacs, QRConfig(ae_title="QRPACS", port=0, host=LOOPBACK)).start()
         request.addfinalizer(server.stop)
-        node = RemoteNode("sample", "QRPACS", LOOPBACK, server.port)
+        node = RemoteNode("sample", DimseEndpoint("QRPACS", LOOPBACK, server.port))
     db = Database(tmp_path / "local")
     report = retrieve(node, db, study_uid=series.study_uid, method="get")
     assert report.complete, report.to_dict()
@@ -277,8 +294,8 @@ def test_instances_the_pacs_cannot_send_are_reported_not_raised(tmp_path, reques
     server = QueryRetrieveSCP(pacs, QRConfig(ae_title="QRPACS", port=0, host=LOOPBACK)).start()
     request.addfinalizer(server.stop)
     db = Database(tmp_path / "local")
-    report = retrieve(RemoteNode("sample", "QRPACS", LOOPBACK, server.port), db, study_uid=series.study_uid,
-                      method="get", backoff=0.01)  # fmt: skip
+    report = retrieve(RemoteNode("sample", DimseEndpoint("QRPACS", LOOPBACK, server.port)), db, study_uid=series.study_uid,
+                      method="get", options=RetrieveOptions(backoff=0.01))  # fmt: skip
     assert not report.complete and set(report.failed) == {str(ds.SOPInstanceUID)}
     assert _stored(db) == set(series.sop_uids) - {str(ds.SOPInstanceUID)}
     assert report.attempts == 2 and report.warnings
@@ -294,7 +311,7 @@ def test_move_to_a_listener_given_that_accepts_only_the_pacs(orthanc_peer, data,
         arrived = []
         listener.subscribe(lambda i: arrived.append(i.sop_instance_uid))
         report = retrieve(orthanc_peer.node, db, study_uid=data.mr.study_uid, series_uids=[data.mr.series_uid],
-                          method="move", listener=listener)  # fmt: skip
+                          method="move", options=RetrieveOptions(listener=listener))  # fmt: skip
         assert listener.running  # given, so left running
     assert report.complete and _stored(db) == set(data.mr.sop_uids)
     assert set(arrived) == set(data.mr.sop_uids)  # the application's own subscribers heard them too
@@ -320,6 +337,6 @@ def test_c_get_arrivals_are_announced_to_the_listener_of_the_database(sample_pee
 
 def test_a_pacs_that_does_not_know_our_calling_ae(orthanc_peer, data, db):
     with pytest.raises(RetrieveError, match=r"STRANGER.*DicomModalities"):
-        retrieve(orthanc_peer.node, db, study_uid=data.ct.study_uid, method="get", calling_ae_title="STRANGER",
-                 timeout=5)  # fmt: skip
+        retrieve(orthanc_peer.node, db, study_uid=data.ct.study_uid, method="get",
+                 options=RetrieveOptions(calling_ae_title="STRANGER", timeout=5))  # fmt: skip
     assert not _stored(db)

@@ -19,7 +19,7 @@ from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel, SeriesRecord, StudyRecord
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import qrscu
-from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode, RetrieveMethod
 from DICOMPlusLib.network.query import (
     QueryResults,
     Selection,
@@ -252,7 +252,7 @@ def test_query_results_selection_and_patient_selection():
             return iter([SeriesRecord("X1"), SeriesRecord("X2")])
 
     source = Source()
-    results = QueryResults(RemoteNode("n", "AE", "127.0.0.1", 104), source=source)
+    results = QueryResults(RemoteNode("n", DimseEndpoint("AE", "127.0.0.1", 104)), source=source)
     assert results.studies() == studies and results.studies() == studies
     results.series("S3")
     results.series("S3")
@@ -273,7 +273,7 @@ def test_query_results_selection_and_patient_selection():
 
 # -- methods, caps, reports ------------------------------------------------------------------------
 def test_resolve_method():
-    node = RemoteNode("n", "AE", "127.0.0.1", 104, retrieve_method=RetrieveMethod.C_MOVE)
+    node = RemoteNode("n", DimseEndpoint("AE", "127.0.0.1", 104), retrieve_method=RetrieveMethod.C_MOVE)
     assert resolve_method(None, node) is RetrieveMethod.C_MOVE
     assert resolve_method("get", node) is RetrieveMethod.C_GET
     assert resolve_method("C-MOVE", node) is RetrieveMethod.C_MOVE
@@ -283,7 +283,7 @@ def test_resolve_method():
 
 
 def test_node_slots_cap_parallel_associations():
-    node = RemoteNode("capped", "CAP", "127.0.0.1", free_port())
+    node = RemoteNode("capped", DimseEndpoint("CAP", "127.0.0.1", free_port()))
     set_node_limit(node, 2)
     assert node_limit(node) == 2
     token = CancelToken()
@@ -325,14 +325,16 @@ def test_report_shape_and_merge():
 
 
 def test_move_hint_names_everything_to_configure():
-    hint = move_setup_hint(RemoteNode("pacs", "PACS", "10.0.0.5", 104), "DICOMPLUS", "10.0.0.9", 11112)
+    hint = move_setup_hint(
+        RemoteNode("pacs", DimseEndpoint("PACS", "10.0.0.5", 104)), "DICOMPLUS", "10.0.0.9", 11112
+    )
     for text in ("DICOMPLUS", "10.0.0.9", "11112", "DicomModalities", "HostTable", "C-GET"):
         assert text in hint
 
 
 # -- errors without a PACS -------------------------------------------------------------------------
 def test_query_refused_when_nothing_listens():
-    node = RemoteNode("nobody", "NOBODY", "127.0.0.1", free_port())
+    node = RemoteNode("nobody", DimseEndpoint("NOBODY", "127.0.0.1", free_port()))
     with pytest.raises(QueryError, match="nothing listens"):
         list(query(node, "study"))
 
@@ -343,7 +345,7 @@ def test_query_to_a_mute_peer_times_out_with_a_clear_message():
     thread = threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True)
     thread.start()
     try:
-        node = RemoteNode("mute", "MUTE", "127.0.0.1", server.getsockname()[1])
+        node = RemoteNode("mute", DimseEndpoint("MUTE", "127.0.0.1", server.getsockname()[1]))
         with pytest.raises(QueryError, match="did not answer the association request"):
             list(query(node, "study", timeout=0.5))
     finally:
@@ -354,7 +356,7 @@ def test_query_to_a_mute_peer_times_out_with_a_clear_message():
 
 
 def test_query_rejects_bad_arguments():
-    node = RemoteNode("n", "AE", "127.0.0.1", free_port())
+    node = RemoteNode("n", DimseEndpoint("AE", "127.0.0.1", free_port()))
     with pytest.raises(QueryError, match="unknown level"):
         list(query(node, "frame"))
     with pytest.raises(QueryError, match="information model"):

@@ -75,7 +75,8 @@ def benchmark(work_dir: Path) -> Benchmark:
     from dicomplus_testing.util import free_port
     from DICOMPlusLib.database import Database
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
-    from DICOMPlusLib.network.nodes import RemoteNode
+    from DICOMPlusLib.network.models import RetrieveOptions
+    from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
     from DICOMPlusLib.network.retrieve import retrieve
 
     one, four = make_studies(work_dir)
@@ -101,7 +102,7 @@ def benchmark(work_dir: Path) -> Benchmark:
 
     try:
         orthanc.upload(one, four)
-        node = RemoteNode("orthanc", orthanc.aet, LOOPBACK, orthanc.dicom_port)
+        node = RemoteNode("orthanc", DimseEndpoint(orthanc.aet, LOOPBACK, orthanc.dicom_port))
         address = f"{orthanc.aet}@{LOOPBACK}:{orthanc.dicom_port}"
         out_get, out_move = work_dir / "out-get", work_dir / "out-move"
         paths = {name: work_dir / name for name in ("db-get", "db-move", "db-cli", "db-4t", "db-4p")}
@@ -137,7 +138,8 @@ def benchmark(work_dir: Path) -> Benchmark:
 
     def ours(name: str, method: str, study: str, parallel: int = 1, **kwargs):
         def run() -> None:
-            report = retrieve(node, dbs[name], study_uid=study, method=method, parallel=parallel, **kwargs)
+            options = RetrieveOptions(parallel=parallel, **kwargs)
+            report = retrieve(node, dbs[name], study_uid=study, method=method, options=options)
             assert report.complete and len(report.done) == FILES, report.to_dict()
 
         return run

@@ -98,7 +98,8 @@ def _pynetdicom_send(files: list[Path], port: int) -> None:
 def benchmark(work_dir: Path) -> Benchmark:
     sys.path.insert(0, str(REPO))
     from DICOMPlusLib.database import Database
-    from DICOMPlusLib.network.nodes import RemoteNode
+    from DICOMPlusLib.network.models import SendOptions
+    from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
     from DICOMPlusLib.network.send import send_paths
 
     files = make_source(work_dir / "ct500")
@@ -165,10 +166,10 @@ def benchmark(work_dir: Path) -> Benchmark:
         return run
 
     def send(parallel: int, port: int):
-        node = RemoteNode("storescp", "STORESCP", LOOPBACK, port)
+        node = RemoteNode("storescp", DimseEndpoint("STORESCP", LOOPBACK, port))
 
         def run() -> None:
-            report = send_paths(node, names, parallel=parallel)
+            report = send_paths(node, names, SendOptions(parallel=parallel))
             assert report.ok and report.sent == FILES, report.to_dict()["failed"]
 
         return run

@@ -192,11 +192,21 @@ class EngineLogic:
         return self.nodeStore().resolve(nodeName)
 
     def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET", dicomwebURL="", replace=True):
-        """Add (or with ``replace`` update) a server node; returns the RemoteNode."""
+        """Add (or with ``replace`` update) a server node reached by DIMSE at ``aeTitle@host:port``
+        (and by DICOMweb at ``dicomwebURL`` when given); returns the RemoteNode."""
+        from DICOMPlusLib.network.nodes import DicomwebEndpoint, DimseEndpoint, RemoteNode
+
+        web = DicomwebEndpoint(str(dicomwebURL)) if dicomwebURL else None
+        node = RemoteNode(str(name), DimseEndpoint(str(aeTitle), str(host), int(port)), web,
+                          retrieve_method=retrieveMethod)  # fmt: skip
+        return self.nodeStore().add(node, replace_existing=replace)
+
+    def addDicomwebNode(self, name, url, user="", password="", token="", replace=True):
+        """Add (or with ``replace`` update) a node reached by DICOMweb only: echo is a QIDO-RS
+        probe, query QIDO-RS, send STOW-RS, retrieve WADO-RS. Returns the RemoteNode."""
         from DICOMPlusLib.network.nodes import RemoteNode
 
-        node = RemoteNode(name=str(name), ae_title=str(aeTitle), host=str(host), port=int(port),
-                          retrieve_method=retrieveMethod, dicomweb_url=dicomwebURL or "")  # fmt: skip
+        node = RemoteNode.dicomweb(str(name), str(url), token=token, user=user, password=password)
         return self.nodeStore().add(node, replace_existing=replace)
 
     def removeNode(self, name):
@@ -209,7 +219,8 @@ class EngineLogic:
         return self.submit(op, args, name.format(node=node.name))
 
     def echo(self, nodeName, timeout=10.0):
-        """C-ECHO (PS3.7 9.1.5) in the engine; the job's result is an EchoResult."""
+        """Echo the node in the engine (C-ECHO, PS3.7 9.1.5, or a QIDO-RS probe for a DICOMweb
+        node); the job's result is an EchoResult."""
         return self._network("echo", nodeName, _("Echo {node}"), timeout=timeout)
 
     def query(self, nodeName, level="study", criteria=None, limit=None):
@@ -227,7 +238,8 @@ class EngineLogic:
                              db=self.databasePath(), study=studyUID, series=seriesUIDs, method=method)  # fmt: skip
 
     def send(self, nodeName, study=None, series=None):
-        """Send a local study (UID or list) and/or series (UID or list) as one job (SendReport)."""
+        """Send a local study (UID or list) and/or series (UID or list) as one job, by C-STORE or
+        STOW-RS as the node is reached (SendReport)."""
         studies = [study] if isinstance(study, str) else list(study or ())
         seriesList = [series] if isinstance(series, str) else list(series or ())
         return self._network("send", nodeName, _("Send to {node}"), db=self.databasePath(),

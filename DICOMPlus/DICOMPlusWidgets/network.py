@@ -342,9 +342,10 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             except Exception:
                 node = None
         self.nodeNameEdit.text = node.name if node else ""
-        self.nodeAETitleEdit.text = node.ae_title if node else ""
-        self.nodeHostEdit.text = node.host if node else "127.0.0.1"
-        self.nodePortSpinBox.value = node.port if node else 104
+        dimse = node.dimse if node else None  # a DICOMweb-only node has none: the form starts empty
+        self.nodeAETitleEdit.text = dimse.ae_title if dimse else ""
+        self.nodeHostEdit.text = dimse.host if dimse else "127.0.0.1"
+        self.nodePortSpinBox.value = dimse.port if dimse else 104
         method = node.retrieve_method.value if node else "C-GET"
         self.nodeMethodCombo.currentIndex = max(0, self.nodeMethodCombo.findText(method))
         self.nodeForm.show()

@@ -71,7 +71,7 @@ def _send(args, files: list[Path]) -> dict:
     """C-STORE the exported files to ``--send NODE`` (a configured name or AE@HOST:PORT)."""
     try:
         from DICOMPlusLib.network.nodes import NodeStore
-        from DICOMPlusLib.network.send import send_paths
+        from DICOMPlusLib.network.send import SendOptions, send_paths
     except ImportError:  # pragma: no cover - a build without the network package
         raise DICOMPlusError(
             "--send is not available in this build (no DICOMPlusLib.network); use --out DIR"
@@ -79,7 +79,9 @@ def _send(args, files: list[Path]) -> dict:
     node = NodeStore(args.nodes).resolve(args.send)
     bar = ProgressBar("send", not args.json)
     try:
-        report = send_paths(node, [str(f) for f in files], calling_ae_title=args.calling_ae, progress=bar)
+        report = send_paths(
+            node, [str(f) for f in files], SendOptions(calling_ae_title=args.calling_ae), progress=bar
+        )
     finally:
         bar.close()
     if not report.ok:

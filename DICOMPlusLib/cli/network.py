@@ -1,4 +1,4 @@
-"""``dicomplus`` subcommands for DIMSE networking: echo, listen, send, serve (``nodes`` is in
+"""``dicomplus`` subcommands for networking: echo, listen, send, serve (``nodes`` is in
 :mod:`node_commands`, ``query`` and ``retrieve`` in :mod:`qr_commands`).
 
 NODE is a configured node name (``dicomplus nodes add``) or ``AE@HOST:PORT``. The node list is
@@ -244,47 +244,10 @@ def _cancelled(done: int, total: int, sent: int) -> int:
     return Exit.INTERRUPTED
 
 
-def _send_stow(args, node, bar, token) -> int:
-    """Send to a DICOMweb node with STOW-RS."""
-    from DICOMPlusLib.database.indexer import iter_files
-    from DICOMPlusLib.network.web.client import client_for
-
-    if args.paths:
-        files = list(iter_files(args.paths))
-    else:
-        db = open_database(args)
-        series = (
-            [args.series]
-            if args.series
-            else [s.SeriesInstanceUID for s in db.search("series", {"StudyInstanceUID": args.study})]
-        )
-        files = [r.path for uid in series for r in db.instances(uid)]
-    with cancel_on_interrupt(token):
-        try:
-            report = client_for(node).store(files, progress=bar, cancel=token)
-        finally:
-            bar.close()
-    failed = {what: reason for what, reason in report.failed.items() if not not_dicom(reason)}
-    ignored = {what: reason for what, reason in report.failed.items() if not_dicom(reason)}
-    if args.json:
-        print_json(report.to_dict())
-    else:
-        print(
-            f"STOW-RS to {node.name}: {len(report.done)} stored, not DICOM {len(ignored)}, failed {len(failed)}"
-        )
-        for what, reason in failed.items():
-            print(f"  failed {what}: {reason}")
-        if args.verbose:
-            for what, reason in ignored.items():
-                print(f"  skipped {what}: {reason}")
-    if report.cancelled:
-        return _cancelled(bar.done, bar.total or len(files), len(report.done))
-    return Exit.FAILED if failed else Exit.OK
-
-
 def cmd_send(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network import send as sending
+    from DICOMPlusLib.network.models import SendOptions
 
     if bool(args.paths) == bool(args.study or args.series):
         raise UsageError("give either --study UID, --series UID, or files and folders to send")
@@ -292,22 +255,22 @@ def cmd_send(args) -> int:
     node = node_store(args).resolve(args.node)
     bar = ProgressBar("send", not args.json)
     token = CancelToken()
-    options = dict(
-        calling_ae_title=args.calling_ae,
-        parallel=args.parallel,
-        retries=args.retries,
-        progress=bar,
-        cancel=token,
-    )
-    if node.retrieve_method.value == "DICOMweb":
-        return _send_stow(args, node, bar, token)
+    options = SendOptions(calling_ae_title=args.calling_ae, parallel=args.parallel, retries=args.retries)
     db = None if args.paths else open_database(args)
     with cancel_on_interrupt(token):
         try:
             if args.paths:
-                report = sending.send_paths(node, args.paths, **options)
+                report = sending.send_paths(node, args.paths, options, progress=bar, cancel=token)
             else:
-                report = sending.send_from_database(db, node, study=args.study, series=args.series, **options)
+                report = sending.send_from_database(
+                    db,
+                    node,
+                    study=args.study,
+                    series=args.series,
+                    options=options,
+                    progress=bar,
+                    cancel=token,
+                )
         finally:
             bar.close()
     failed = [r for r in report.failed if not not_dicom(r.message)]
@@ -316,9 +279,13 @@ def cmd_send(args) -> int:
         print_json(report.to_dict())
     else:
         total = len(report.results) - len(ignored)
+        how = (
+            f"{report.associations} association{'s' if report.associations != 1 else ''}"
+            if report.transport == "DIMSE"
+            else "STOW-RS"
+        )
         print(
-            f"sent {report.sent} of {total} to {node.address} in {report.seconds:.2f} s "
-            f"({report.associations} association{'s' if report.associations != 1 else ''})"
+            f"sent {report.sent} of {total} to {node.address} in {report.seconds:.2f} s ({how})"
             + (f", {report.warnings} with warnings" if report.warnings else "")
             + (f", not DICOM {len(ignored)}" if ignored else "")
             + (", cancelled" if report.cancelled else "")
@@ -420,7 +387,9 @@ def add_commands(sub) -> None:
         "Orthanc); each rejection is logged with its reason"
     )
 
-    p = sub.add_parser("echo", help="C-ECHO a node and diagnose what fails")
+    p = sub.add_parser(
+        "echo", help="C-ECHO a node (a QIDO-RS probe for a DICOMweb node) and diagnose what fails"
+    )
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument(
         "--calling-ae",
@@ -452,7 +421,9 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
     p.set_defaults(func=cmd_listen)
 
-    p = sub.add_parser("send", help="send files or stored studies/series to a node (C-STORE)")
+    p = sub.add_parser(
+        "send", help="send files or stored studies/series to a node (C-STORE, or STOW-RS for a DICOMweb node)"
+    )
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
     p.add_argument("--study", help="send this stored study (StudyInstanceUID)")

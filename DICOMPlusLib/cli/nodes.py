@@ -37,34 +37,25 @@ def _check_new_node(store, args) -> None:
 
 
 def cmd_nodes_add(args) -> int:
-    from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+    import dataclasses
+
+    from DICOMPlusLib.network.nodes import DicomwebEndpoint, RemoteNode, RetrieveMethod
 
     store = node_store(args)
     _check_new_node(store, args)
     token, password = _secret(args, "token"), _secret(args, "password")
-    if args.address is None:
-        if not args.dicomweb_url:
-            raise UsageError("give AE@HOST:PORT, or --dicomweb URL for a DICOMweb node")
-        node = RemoteNode.dicomweb(
-            args.name, args.dicomweb_url, token=token, user=args.user or "", password=password
-        )
-    else:
-        parsed = RemoteNode.parse(args.address)
-        node = RemoteNode(
-            name=args.name,
-            ae_title=parsed.ae_title,
-            host=parsed.host,
-            port=parsed.port,
-            tls=args.tls,
-            retrieve_method=RetrieveMethod.parse(
-                {"get": "C-GET", "move": "C-MOVE"}.get(args.retrieve, args.retrieve)
-            ),
-            dicomweb_url=args.dicomweb_url or "",
-            description=args.description or "",
-            dicomweb_token=token,
-            dicomweb_user=args.user or "",
-            dicomweb_password=password,
-        )
+    if args.address is None and not args.dicomweb_url:
+        raise UsageError("give AE@HOST:PORT, or --dicomweb URL for a DICOMweb node")
+    dimse = web = None
+    if args.address is not None:
+        dimse = dataclasses.replace(RemoteNode.parse(args.address).require_dimse(), tls=args.tls)
+    if args.dicomweb_url:
+        web = DicomwebEndpoint(args.dicomweb_url, token=token, username=args.user or "", password=password)
+    method = None
+    if args.retrieve is not None:
+        method = RetrieveMethod.parse({"get": "C-GET", "move": "C-MOVE"}.get(args.retrieve, args.retrieve))
+    node = RemoteNode(args.name, dimse, web, retrieve_method=method, prefer=args.prefer,
+                      description=args.description or "")  # fmt: skip
     store.add(node, replace_existing=args.replace)
     if args.json:
         print_json(public_node(node))
@@ -73,23 +64,19 @@ def cmd_nodes_add(args) -> int:
     return Exit.OK
 
 
-def _web_only(node) -> bool:
-    return method_word(node.retrieve_method) == "dicomweb" and bool(node.dicomweb_url)
-
-
 def node_location(node) -> str:
-    """``AE@HOST:PORT``, or the URL of a node reached by DICOMweb (its AE title and port are
-    placeholders)."""
-    return node.dicomweb_url if _web_only(node) else node.address
+    """Where echo, query and send go: ``AE@HOST:PORT`` or the DICOMweb URL."""
+    return node.address
 
 
 def public_node(node) -> dict:
     """A node as printed: secrets say only that they are set."""
     out = node.to_dict()
-    for key in ("dicomweb_token", "dicomweb_password"):
-        if out.get(key):
-            out[key] = "(set)"
+    for key in ("token", "password"):
+        if out.get("dicomweb", {}).get(key):
+            out["dicomweb"][key] = "(set)"
     out["retrieve_method"] = method_word(node.retrieve_method)
+    out["transport"] = node.preferred.value
     return out
 
 
@@ -103,11 +90,12 @@ def cmd_nodes_list(args) -> int:
         print(f"no nodes configured ({store.path}); add one with: dicomplus nodes add NAME AE@HOST:PORT")
         return Exit.OK
     for n in nodes:
-        extra = " tls" if n.tls else ""
-        web = f" {n.dicomweb_url}" if n.dicomweb_url and not _web_only(n) else ""
-        auth = (
-            " (token)" if n.dicomweb_token else " (user " + n.dicomweb_user + ")" if n.dicomweb_user else ""
-        )
+        extra = " tls" if n.dimse is not None and n.dimse.tls else ""
+        other = [e for e in (n.dimse and n.dimse.address, n.web and n.web.url) if e and e != n.address]
+        web = f" (also {other[0]})" if other else ""
+        auth = ""
+        if n.web is not None:
+            auth = " (token)" if n.web.token else f" (user {n.web.username})" if n.web.username else ""
         print(f"{n.name:16s} {node_location(n):40s} {method_word(n.retrieve_method)}{extra}{web}{auth}")
     return Exit.OK
 
@@ -131,20 +119,28 @@ def add_commands(sub) -> None:
         type=node_spec,
         metavar="AE@HOST:PORT",
         nargs="?",
-        help="omit for a DICOMweb-only node (--dicomweb)",
+        help="the DIMSE endpoint; omit for a DICOMweb-only node (--dicomweb)",
     )
     a.add_argument("--tls", action="store_true", help="connect with TLS")
     a.add_argument(
         "--retrieve",
         type=retrieve_method,
-        default="get",
-        help="how studies are fetched from it: get (C-GET, default), move (C-MOVE) or dicomweb",
+        default=None,
+        help="how studies are fetched from it: get (C-GET), move (C-MOVE) or dicomweb "
+        "(default: get with AE@HOST:PORT, else dicomweb)",
+    )
+    a.add_argument(
+        "--prefer",
+        type=str.lower,
+        choices=("dimse", "dicomweb"),
+        default=None,
+        help="with both endpoints: which one echo, query and send use (default dimse)",
     )
     a.add_argument(
         "--dicomweb",
         "--dicomweb-url",
         dest="dicomweb_url",
-        help="DICOMweb service root, e.g. http://host:8042/dicom-web",
+        help="the DICOMweb endpoint: its service root, e.g. http://host:8042/dicom-web",
     )
     a.add_argument("--token", help="DICOMweb bearer token (visible in the shell history: see --token-env)")
     a.add_argument("--token-env", metavar="NAME", help="read the bearer token from this environment variable")

@@ -86,6 +86,7 @@ def cmd_query(args) -> int:
 def cmd_retrieve(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network.listener import ListenerConfig
+    from DICOMPlusLib.network.models import RetrieveOptions
     from DICOMPlusLib.network.retrieve import retrieve
 
     if not (args.study or args.series or args.instance):
@@ -99,6 +100,9 @@ def cmd_retrieve(args) -> int:
             port=11112 if args.listener_port is None else args.listener_port,
             host=args.listener_host or "",
         )
+    options = RetrieveOptions(calling_ae_title=args.calling_ae, listener_config=listener_config,
+                              resume=not args.no_resume, timeout=args.timeout, retries=args.retries,
+                              parallel=args.parallel)  # fmt: skip
     bar = ProgressBar("retrieve", not args.json)
     token = CancelToken()
     outcome: dict = {}
@@ -107,9 +111,7 @@ def cmd_retrieve(args) -> int:
         try:
             outcome["report"] = retrieve(
                 node, db, study_uid=args.study, series_uids=args.series or (), sop_instance_uids=args.instance or (),
-                method=args.method, listener_config=listener_config, calling_ae_title=args.calling_ae,
-                resume=not args.no_resume, progress=bar, cancel=token, timeout=args.timeout,
-                retries=args.retries, parallel=args.parallel,
+                method=args.method, options=options, progress=bar, cancel=token,
             )  # fmt: skip
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc

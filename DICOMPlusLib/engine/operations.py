@@ -102,7 +102,7 @@ def thumbnail(task: Task) -> bytes:
 
 @operation("echo")
 def echo(task: Task):
-    """C-ECHO ``node`` (a RemoteNode): EchoResult."""
+    """Echo ``node`` (a RemoteNode; C-ECHO or a QIDO-RS probe): EchoResult."""
     from DICOMPlusLib.network.echo import echo as run_echo
 
     return run_echo(
@@ -135,17 +135,21 @@ def query(task: Task) -> list:
 def retrieve(task: Task):
     """Retrieve ``study``/``series`` from ``node`` into ``db`` (``method``: get, move, dicomweb or
     the node's own); C-MOVE goes to the engine's running listener. RetrieveReport."""
+    from DICOMPlusLib.network.models import RetrieveOptions
     from DICOMPlusLib.network.retrieve import retrieve as run_retrieve
 
     listener = task.engine.listener
+    options = RetrieveOptions(
+        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        listener=listener if listener is not None and listener.running else None,
+    )
     return run_retrieve(
         task.args["node"],
         task.database(),
         study_uid=task.args.get("study"),
         series_uids=list(task.args.get("series") or ()),
         method=task.args.get("method"),
-        listener=listener if listener is not None and listener.running else None,
-        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        options=options,
         progress=task.progress,
         cancel=task.cancel,
     )
@@ -153,23 +157,15 @@ def retrieve(task: Task):
 
 @operation("send")
 def send(task: Task):
-    """Send ``studies`` and ``series`` of ``db`` to ``node`` (DIMSE C-STORE, or STOW-RS for a
-    DICOMweb node): SendReport (or the DICOMweb TransferReport)."""
+    """Send ``studies`` and ``series`` of ``db`` to ``node`` (C-STORE, or STOW-RS for a DICOMweb
+    node): SendReport."""
+    from DICOMPlusLib.network.models import SendOptions
     from DICOMPlusLib.network.send import send_selection
 
-    node = task.args["node"]
-    db = task.database()
-    studies, series = list(task.args.get("studies") or ()), list(task.args.get("series") or ())
-    if node.retrieve_method.value == "DICOMweb":
-        from DICOMPlusLib.database.selection import series_of
-        from DICOMPlusLib.network.web.client import client_for
-
-        uids = series_of(db, [("study", s) for s in studies] + [("series", s) for s in series])
-        files = [r.path for uid in uids for r in db.instances(uid)]
-        return client_for(node).store(files, progress=task.progress, cancel=task.cancel)
     return send_selection(
-        db, node, studies=studies, series=series,
-        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        task.database(), task.args["node"], studies=list(task.args.get("studies") or ()),
+        series=list(task.args.get("series") or ()),
+        options=SendOptions(calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS")),
         progress=task.progress, cancel=task.cancel,
     )  # fmt: skip
 

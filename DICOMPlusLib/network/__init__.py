@@ -3,10 +3,16 @@
 - transports: :mod:`dimse` (our Upper Layer and DIMSE stack: PDUs, messages, status table, SCU,
   acceptor, Q/R SCU) and :mod:`web` (the DICOMweb client: QIDO-RS, WADO-RS, STOW-RS);
 - :mod:`pacs`: the sample PACS (``dicomplus serve``; its Q/R SCP uses pynetdicom);
-- services on top: :mod:`nodes` (server nodes), :mod:`echo`, :mod:`send`, :mod:`query`,
-  :mod:`retrieve` (with :mod:`retrieve_plan`, :mod:`retrieve_dimse`, :mod:`retrieve_web`),
-  :mod:`listener` and :mod:`storage` (received instances into the database), :mod:`sources`
-  (one query interface over a database, a DIMSE node and a DICOMweb node).
+- :mod:`endpoints` and :mod:`nodes` (a node is a name and its DIMSE and/or DICOMweb endpoints),
+  :mod:`models` (what the services return and the options they take);
+- what each transport does: :mod:`echo_dimse`, :mod:`echo_web`, :mod:`find` (C-FIND, QIDO-RS),
+  :mod:`send_dimse` (C-STORE SCU), :mod:`retrieve_qr` (C-GET/C-MOVE, with :mod:`retrieve_plan`
+  and :mod:`retrieve_dimse`), :mod:`retrieve_web` (WADO-RS), gathered by :mod:`transports`
+  (one protocol, one transport per kind of endpoint, a registry);
+- services on top, which ask :mod:`transports` for the node's transport: :mod:`echo`,
+  :mod:`send`, :mod:`query`, :mod:`retrieve`, :mod:`sources` (one query interface over a
+  database, a DIMSE node and a DICOMweb node); :mod:`listener` and :mod:`storage` (received
+  instances into the database).
 
 The command line for all of it lives in :mod:`DICOMPlusLib.cli`. Names are exported lazily, so
 that importing the package (or the CLI) pays for neither pydicom nor pynetdicom.
@@ -21,9 +27,15 @@ _EXPORTS = {
     "NodeStore": "nodes",
     "RetrieveMethod": "nodes",
     "TLSSettings": "nodes",
+    "DimseEndpoint": "endpoints",
+    "DicomwebEndpoint": "endpoints",
+    "EndpointKind": "endpoints",
+    "Transport": "transports",
+    "SendOptions": "models",
+    "RetrieveOptions": "models",
     "default_nodes_path": "nodes",
-    "EchoResult": "echo",
-    "EchoProblem": "echo",
+    "EchoResult": "models",
+    "EchoProblem": "models",
     "Listener": "listener",
     "ListenerConfig": "listener",
     "ReceivedInstance": "storage",
@@ -31,20 +43,20 @@ _EXPORTS = {
     "Subscription": "storage",
     "send_paths": "send",
     "send_from_database": "send",
-    "SendItem": "send",
-    "SendReport": "send",
-    "FileResult": "send",
+    "SendItem": "models",
+    "SendReport": "models",
+    "FileResult": "models",
     "QueryRetrieveSCP": "pacs.qrscp",
     "QRConfig": "pacs.qrscp",
     "make_sample_data": "pacs.sample",
     "QueryResults": "query",
-    "Selection": "query",
+    "Selection": "models",
     "QuerySource": "sources",
     "DatabaseSource": "sources",
     "DimseSource": "sources",
     "DicomwebSource": "sources",
     "source_for": "sources",
-    "RetrieveReport": "retrieve",
+    "RetrieveReport": "models",
     "retrieve_job": "retrieve",
     "retrieve_selection": "retrieve",
     "set_node_limit": "retrieve",

@@ -1,15 +1,19 @@
 """Remote DICOM nodes (PACS, workstations, DICOMweb services) and where they are kept.
 
-A :class:`RemoteNode` says how to reach another application entity: its AE title, host and
-port (PS3.8 7.1.1: the called AE title, the address the TCP connection goes to), whether the
-connection is TLS (PS3.15 B.1), how studies are preferably retrieved from it (C-GET, C-MOVE or
-DICOMweb WADO-RS) and, for DICOMweb, its service root URL.
+A :class:`RemoteNode` is a name and its endpoints: a DIMSE endpoint (AE title, host, port,
+TLS: PS3.8 7.1.1, PS3.15 B.1), a DICOMweb endpoint (service root URL and credentials,
+PS3.18), or both. Which transport answers echo, query and send is the node's ``prefer``red
+endpoint (by default DIMSE when it has one); how studies are retrieved is its
+``retrieve_method`` (C-GET, C-MOVE, DICOMweb WADO-RS), which needs the matching endpoint. The
+transports themselves are in :mod:`DICOMPlusLib.network.transports`.
 
 Nodes are kept by :class:`NodeStore` in one JSON file, by default
 ``$DICOMPLUS_NODES``, else ``$XDG_CONFIG_HOME/dicomplus/nodes.json``
 (``~/.config/dicomplus/nodes.json``). The file is rewritten atomically (temporary file, then
-rename), so a crash never leaves half a configuration. The Slicer module maps its own settings
-onto the same objects; nothing here reads QSettings.
+rename), so a crash never leaves half a configuration. Files written before endpoints existed
+(version 1: flat ``ae_title``/``host``/``port`` with placeholders for DICOMweb-only nodes) are
+read as before. The Slicer module maps its own settings onto the same objects; nothing here
+reads QSettings.
 
 On the command line a node is either a configured name or ``AE@HOST:PORT``
 (:meth:`NodeStore.resolve`).
@@ -24,15 +28,40 @@ import os
 import re
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network.endpoints import (
+    DicomwebEndpoint,
+    DimseEndpoint,
+    EndpointKind,
+    TLSSettings,
+    check_ae_title,
+    check_port,
+)
+
+__all__ = [
+    "DEFAULT_AE_TITLE",
+    "DEFAULT_PORT",
+    "DicomwebEndpoint",
+    "DimseEndpoint",
+    "EndpointKind",
+    "NodeStore",
+    "RemoteNode",
+    "RetrieveMethod",
+    "TLSSettings",
+    "check_ae_title",
+    "check_port",
+    "default_nodes_path",
+]
 
 #: The AE title DICOMPlus uses for itself unless told otherwise (listener and calling AE).
 DEFAULT_AE_TITLE = "DICOMPLUS"
 #: The registered DICOM port (PS3.8 G.1) needs root; 11112 is the customary unprivileged one.
 DEFAULT_PORT = 11112
+#: The AE title version 1 files gave a DICOMweb-only node (its host and port came from the URL).
+_PLACEHOLDER_AE = "DICOMWEB"
 
 _NODE_SPEC = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+):(?P<port>\d{1,5})$")
 
@@ -54,97 +83,112 @@ class RetrieveMethod(enum.Enum):
                 return member
         raise NetworkError(f"unknown retrieve method {value!r}: use C-GET, C-MOVE or DICOMweb")
 
-
-def check_ae_title(value: str, what: str = "AE title") -> str:
-    """An AE title as PS3.5 6.2 allows it: 1-16 characters, no backslash or control
-    characters, not only spaces. Leading and trailing spaces are not significant."""
-    text = str(value).strip()
-    if not text or len(text) > 16 or "\\" in text or any(ord(c) < 32 or ord(c) > 126 for c in text):
-        raise NetworkError(
-            f"invalid {what} {value!r}: use 1 to 16 printable ASCII characters without backslash"
-        )
-    return text
-
-
-def check_port(value: int | str) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise NetworkError(f"invalid port {value!r}: use a number from 1 to 65535") from None
-    if not 0 < port < 65536:
-        raise NetworkError(f"invalid port {value!r}: use a number from 1 to 65535")
-    return port
-
-
-@dataclass(frozen=True)
-class TLSSettings:
-    """TLS for one connection (PS3.15 B.1, "The Basic TLS Secure Transport Connection Profile").
-
-    ``ca_file`` verifies the peer's certificate (system defaults when empty); ``cert_file`` and
-    ``key_file`` are our own certificate, needed when the peer asks for client certificates (and
-    always on a TLS listener). ``verify`` off accepts any certificate: tests only.
-    """
-
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    verify: bool = True
-
-    def client_context(self, host: str):
-        import ssl
-
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file or None)
-        if not self.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file or None)
-        return ctx
-
-    def server_context(self, require_client_certificate: bool = False):
-        import ssl
-
-        if not self.cert_file:
-            raise NetworkError("a TLS listener needs a certificate (cert_file) and its key (key_file)")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.ca_file or None)
-        ctx.load_cert_chain(self.cert_file, self.key_file or None)
-        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_certificate else ssl.CERT_NONE
-        return ctx
+    @property
+    def endpoint(self) -> EndpointKind:
+        """The endpoint a retrieve by this method goes to."""
+        return EndpointKind.DICOMWEB if self is RetrieveMethod.DICOMWEB else EndpointKind.DIMSE
 
 
 @dataclass(frozen=True)
 class RemoteNode:
-    """One remote application entity. ``name`` is how users refer to it; ``ae_title`` is the
-    called AE title sent in A-ASSOCIATE-RQ (PS3.8 9.3.2)."""
+    """One remote application: ``name`` is how users refer to it; ``dimse`` and ``web`` are its
+    endpoints (at least one). ``prefer`` chooses the endpoint of echo, query and send (None:
+    DIMSE when there is one); ``retrieve_method`` None means C-GET with a DIMSE endpoint, else
+    DICOMweb.
+
+    ``RemoteNode("pacs", DimseEndpoint("PACS", "10.0.0.5", 104))``,
+    ``RemoteNode("web", web=DicomwebEndpoint("http://host:8042/dicom-web"))``.
+    """
 
     name: str
-    ae_title: str
-    host: str
-    port: int
-    tls: bool = False
-    retrieve_method: RetrieveMethod = RetrieveMethod.C_GET
-    dicomweb_url: str = ""
-    tls_settings: TLSSettings = field(default_factory=TLSSettings)
+    dimse: DimseEndpoint | None = None
+    web: DicomwebEndpoint | None = None
+    retrieve_method: RetrieveMethod | None = None
+    prefer: EndpointKind | None = None
     description: str = ""
-    #: DICOMweb credentials: a bearer token, or a user name and password (HTTP basic). They are
-    #: stored in the node file, which is written readable by its owner only.
-    dicomweb_token: str = field(default="", repr=False)
-    dicomweb_user: str = ""
-    dicomweb_password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "called AE title"))
-        object.__setattr__(self, "port", check_port(self.port))
-        object.__setattr__(self, "retrieve_method", RetrieveMethod.parse(self.retrieve_method))
-        if not str(self.host).strip():
-            raise NetworkError(f"node {self.name!r} has no host")
-        if self.retrieve_method is RetrieveMethod.DICOMWEB and not self.dicomweb_url:
-            raise NetworkError(f"node {self.name!r} retrieves with DICOMweb but has no DICOMweb URL")
+        if self.dimse is None and self.web is None:
+            raise NetworkError(f"node {self.name!r} has no endpoint: give AE@HOST:PORT or a DICOMweb URL")
+        if self.web is not None:
+            self.web.check()
+        method = self.retrieve_method
+        if method is None:
+            method = RetrieveMethod.C_GET if self.dimse is not None else RetrieveMethod.DICOMWEB
+        method = RetrieveMethod.parse(method)
+        object.__setattr__(self, "retrieve_method", method)
+        if self.endpoint(method.endpoint) is None:
+            what = "a DICOMweb URL" if method is RetrieveMethod.DICOMWEB else "an AE@HOST:PORT address"
+            raise NetworkError(f"node {self.name!r} retrieves with {method.value} but has no {what}")
+        prefer = EndpointKind.parse(self.prefer) if self.prefer is not None else None
+        if prefer is not None and self.endpoint(prefer) is None:
+            raise NetworkError(
+                f"node {self.name!r} prefers {prefer.value} but has no {prefer.value} endpoint"
+            )
+        object.__setattr__(self, "prefer", prefer)
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def endpoint(self, kind: EndpointKind) -> DimseEndpoint | DicomwebEndpoint | None:
+        return self.dimse if kind is EndpointKind.DIMSE else self.web
+
+    @property
+    def kinds(self) -> tuple[EndpointKind, ...]:
+        """The kinds of endpoint the node has."""
+        return tuple(k for k in EndpointKind if self.endpoint(k) is not None)
+
+    @property
+    def preferred(self) -> EndpointKind:
+        """The endpoint of echo, query and send."""
+        if self.prefer is not None:
+            return self.prefer
+        return EndpointKind.DIMSE if self.dimse is not None else EndpointKind.DICOMWEB
+
+    def require_dimse(self) -> DimseEndpoint:
+        if self.dimse is None:
+            raise NetworkError(
+                f"node {self.name!r} is reached by DICOMweb only ({self.web.url if self.web else ''}): "
+                "it has no AE title, host and port for DIMSE"
+            )
+        return self.dimse
+
+    def require_web(self) -> DicomwebEndpoint:
+        if self.web is None:
+            raise NetworkError(f"node {self.name!r} has no DICOMweb URL: add one (--dicomweb URL)")
+        return self.web
+
+    # The DIMSE endpoint's fields, read through the node (NetworkError for a DICOMweb-only node).
+    @property
+    def ae_title(self) -> str:
+        return self.require_dimse().ae_title
+
+    @property
+    def host(self) -> str:
+        return self.require_dimse().host
+
+    @property
+    def port(self) -> int:
+        return self.require_dimse().port
+
+    @property
+    def tls(self) -> bool:
+        return self.require_dimse().tls
+
+    @property
+    def tls_settings(self) -> TLSSettings:
+        return self.require_dimse().tls_settings
+
+    @property
+    def dicomweb_url(self) -> str:
+        return self.web.url if self.web is not None else ""
 
     @property
     def address(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+        """Where the preferred endpoint is: ``AE@HOST:PORT`` or the DICOMweb URL."""
+        if self.preferred is EndpointKind.DIMSE:
+            return self.require_dimse().address
+        return self.require_web().url
 
+    # -- construction --------------------------------------------------------------------------
     @classmethod
     def parse(cls, spec: str, name: str = "") -> RemoteNode:
         """``AE@HOST:PORT`` (IPv6 hosts in brackets: ``AE@[::1]:104``)."""
@@ -154,75 +198,98 @@ class RemoteNode:
                 f"cannot read node {spec!r}: give a configured node name or AE@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242"
             )
         host = match["host"].strip("[]")
-        return cls(name=name or spec.strip(), ae_title=match["ae"], host=host, port=int(match["port"]))
-
-    def to_dict(self) -> dict:
-        out = {
-            "name": self.name,
-            "ae_title": self.ae_title,
-            "host": self.host,
-            "port": self.port,
-            "tls": self.tls,
-            "retrieve_method": self.retrieve_method.value,
-            "dicomweb_url": self.dicomweb_url,
-        }
-        if self.tls_settings != TLSSettings():
-            out["tls_settings"] = {
-                "ca_file": self.tls_settings.ca_file,
-                "cert_file": self.tls_settings.cert_file,
-                "key_file": self.tls_settings.key_file,
-                "verify": self.tls_settings.verify,
-            }
-        if self.description:
-            out["description"] = self.description
-        for key in ("dicomweb_token", "dicomweb_user", "dicomweb_password"):
-            if getattr(self, key):
-                out[key] = getattr(self, key)
-        return out
+        return cls(name=name or spec.strip(), dimse=DimseEndpoint(match["ae"], host, int(match["port"])))
 
     @classmethod
     def dicomweb(
-        cls, name: str, url: str, *, token: str = "", user: str = "", password: str = ""
+        cls,
+        name: str,
+        url: str,
+        *,
+        token: str = "",
+        user: str = "",
+        password: str = "",
+        description: str = "",
     ) -> RemoteNode:
         """A DICOMweb-only node: queried with QIDO-RS, retrieved with WADO-RS, sent to with
-        STOW-RS. Its AE title, host and port are only placeholders derived from the URL."""
-        from urllib.parse import urlsplit
+        STOW-RS, echoed with a QIDO-RS probe."""
+        web = DicomwebEndpoint(url, token=token, username=user, password=password).check()
+        return cls(name=name, web=web, description=description)
 
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise NetworkError(f"not a DICOMweb URL: {url!r} (expected http(s)://host[:port]/path)")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(
-            name=name,
-            ae_title="DICOMWEB",
-            host=parts.hostname,
-            port=port,
-            retrieve_method=RetrieveMethod.DICOMWEB,
-            dicomweb_url=url,
-            dicomweb_token=token,
-            dicomweb_user=user,
-            dicomweb_password=password,
-        )
+    # -- the node file ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out: dict = {"name": self.name, "retrieve_method": self.retrieve_method.value}
+        if self.prefer is not None:
+            out["prefer"] = self.prefer.value
+        if self.dimse is not None:
+            d = self.dimse
+            out["dimse"] = {"ae_title": d.ae_title, "host": d.host, "port": d.port, "tls": d.tls}
+            if d.tls_settings != TLSSettings():
+                s = d.tls_settings
+                out["dimse"]["tls_settings"] = {"ca_file": s.ca_file, "cert_file": s.cert_file,
+                                                "key_file": s.key_file, "verify": s.verify}  # fmt: skip
+        if self.web is not None:
+            out["dicomweb"] = {"url": self.web.url}
+            for key in ("token", "username", "password"):
+                if getattr(self.web, key):
+                    out["dicomweb"][key] = getattr(self.web, key)
+            if self.web.verify is not True:
+                out["dicomweb"]["verify"] = self.web.verify
+        if self.description:
+            out["description"] = self.description
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> RemoteNode:
         try:
-            return cls(
-                name=str(data["name"]),
-                ae_title=str(data["ae_title"]),
-                host=str(data["host"]),
-                port=int(data["port"]),
-                tls=bool(data.get("tls", False)),
-                retrieve_method=RetrieveMethod.parse(data.get("retrieve_method", "C-GET")),
-                dicomweb_url=str(data.get("dicomweb_url", "")),
-                tls_settings=TLSSettings(**data.get("tls_settings", {})),
-                description=str(data.get("description", "")),
-                dicomweb_token=str(data.get("dicomweb_token", "")),
-                dicomweb_user=str(data.get("dicomweb_user", "")),
-                dicomweb_password=str(data.get("dicomweb_password", "")),
-            )
+            if "ae_title" in data:  # version 1: flat, with placeholders for DICOMweb-only nodes
+                return cls._from_flat(data)
+            dimse = web = None
+            if data.get("dimse"):
+                d = dict(data["dimse"])
+                d["tls_settings"] = TLSSettings(**d.get("tls_settings", {}))
+                dimse = DimseEndpoint(**d)
+            if data.get("dicomweb"):
+                web = DicomwebEndpoint(**data["dicomweb"])
+            return cls(name=str(data["name"]), dimse=dimse, web=web,
+                       retrieve_method=data.get("retrieve_method"), prefer=data.get("prefer"),
+                       description=str(data.get("description", "")))  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
-            raise NetworkError(f"invalid node entry {data!r}: {exc}") from exc
+            raise NetworkError(f"invalid node entry {_public(data)!r}: {exc}") from exc
+
+    @classmethod
+    def _from_flat(cls, data: dict) -> RemoteNode:
+        """A version 1 entry. A DICOMweb node had the placeholder AE title ``DICOMWEB`` and its
+        URL's host and port: it becomes a DICOMweb-only node. A node with a real address that
+        retrieved by DICOMweb was queried and echoed by DICOMweb too: it keeps both endpoints and
+        prefers DICOMweb."""
+        method = RetrieveMethod.parse(data.get("retrieve_method", "C-GET"))
+        url = str(data.get("dicomweb_url", ""))
+        web = None
+        if url:
+            web = DicomwebEndpoint(url, token=str(data.get("dicomweb_token", "")),
+                                   username=str(data.get("dicomweb_user", "")),
+                                   password=str(data.get("dicomweb_password", "")))  # fmt: skip
+        dimse = DimseEndpoint(str(data["ae_title"]), str(data["host"]), int(data["port"]),
+                              tls=bool(data.get("tls", False)),
+                              tls_settings=TLSSettings(**data.get("tls_settings", {})))  # fmt: skip
+        prefer = None
+        if method is RetrieveMethod.DICOMWEB and web is not None:
+            placeholder = dimse.ae_title == _PLACEHOLDER_AE and (dimse.host, dimse.port) == web.host_port
+            dimse = None if placeholder else dimse
+            prefer = EndpointKind.DICOMWEB
+        return cls(name=str(data["name"]), dimse=dimse, web=web, retrieve_method=method,
+                   prefer=prefer if dimse is not None else None,
+                   description=str(data.get("description", "")))  # fmt: skip
+
+
+def _public(data: dict) -> dict:
+    """An entry as it may appear in a message: without its secrets."""
+    hidden = {"password", "token", "dicomweb_password", "dicomweb_token"}
+    out = {k: ("(set)" if k in hidden else v) for k, v in data.items()}
+    if isinstance(out.get("dicomweb"), dict):
+        out["dicomweb"] = _public(out["dicomweb"])
+    return out
 
 
 def default_nodes_path() -> Path:
@@ -235,9 +302,10 @@ def default_nodes_path() -> Path:
 
 
 class NodeStore:
-    """The configured nodes, kept in a JSON file (``{"version": 1, "nodes": [...]}``)."""
+    """The configured nodes, kept in a JSON file (``{"version": 2, "nodes": [...]}``; version 1
+    files are read, and rewritten as version 2 by the next change)."""
 
-    VERSION = 1
+    VERSION = 2
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else default_nodes_path()

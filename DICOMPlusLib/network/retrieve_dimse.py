@@ -30,7 +30,7 @@ from DICOMPlusLib.errors import (
 )
 from DICOMPlusLib.network.dimse import qrscu, ul
 from DICOMPlusLib.network.dimse.status import Status, describe
-from DICOMPlusLib.network.nodes import DEFAULT_PORT, RemoteNode
+from DICOMPlusLib.network.nodes import DEFAULT_PORT, DimseEndpoint, RemoteNode
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
@@ -240,10 +240,11 @@ def advertised_host(listener: Listener, assoc: qrscu.QRAssociation | None) -> st
 
 def check_listener(listener: Listener, calling_ae: str, timeout: float = 5.0) -> None:
     """Pre-flight: our listener answers C-ECHO (the direction the PACS will use)."""
-    from DICOMPlusLib.network.echo import EchoProblem, echo
+    from DICOMPlusLib.network.echo_dimse import echo_dimse as echo
+    from DICOMPlusLib.network.models import EchoProblem
 
     host = listener.config.host if listener.config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    me = RemoteNode("listener", listener.config.ae_title, host, listener.port)
+    me = RemoteNode("listener", DimseEndpoint(listener.config.ae_title, host, listener.port))
     result = echo(me, calling_ae_title=calling_ae, timeout=timeout)
     if not result.ok and result.problem is not EchoProblem.REJECTED_CALLING_AE:  # that one answers: alive
         raise RetrieveError(f"our C-MOVE destination {me.address} does not answer C-ECHO: {result.message}")

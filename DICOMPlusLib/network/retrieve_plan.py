@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from DICOMPlusLib.errors import NetworkError, QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network.answers import QueryReport
 from DICOMPlusLib.network.dimse import qrscu
+from DICOMPlusLib.network.find import find_dimse, normalize_criteria, open_for_query
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.retrieve_dimse import Unit
 
@@ -55,12 +57,10 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
               calling_ae: str, timeout: float, cancel: CancelToken, parallel: int = 1) -> Plan:  # fmt: skip
     """Find the series (and study) of the selection, then its instances (image-level C-FIND;
     the series are listed over up to ``parallel`` associations at once)."""
-    from DICOMPlusLib.network.query import query
 
-    def ask(level, criteria, **kw):
-        found = list(
-            query(node, level, criteria, calling_ae_title=calling_ae, timeout=timeout, cancel=cancel, **kw)
-        )
+    def ask(level: QueryLevel, criteria: dict[str, str]) -> list:
+        found = list(find_dimse(node, level, normalize_criteria(level, criteria), calling_ae_title=calling_ae,
+                                timeout=timeout, cancel=cancel, report=QueryReport()))  # fmt: skip
         if cancel.cancelled:  # a cancelled C-FIND says nothing about what the node holds
             raise _Cancelled("cancelled while finding the selection")
         return found
@@ -136,8 +136,6 @@ def _list_instances(node: RemoteNode, series: dict[str, str], calling_ae: str, t
     """Image-level C-FIND of each series on one association, asking only what the plan needs
     (SOP Instance UID and SOP Class UID, C.6.2.1.5)."""
     from pydicom import Dataset
-
-    from DICOMPlusLib.network.query import open_for_query
 
     assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
     out: list[PlannedInstance] = []

@@ -4,25 +4,29 @@ the same selection and report as the DIMSE retrieve, done by
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import QueryError, RetrieveError
 from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, RetrieveRequest
+from DICOMPlusLib.network.nodes import RetrieveMethod
+from DICOMPlusLib.network.web.client import client_for
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
     from DICOMPlusLib.network.nodes import RemoteNode
-    from DICOMPlusLib.network.retrieve import RetrieveReport
 
 
-def retrieve_dicomweb(node: RemoteNode, db: Database, report: RetrieveReport, *, study_uid: str | None,
-                      series_uids: list[str], sop_uids: list[str], resume: bool,
-                      progress: ProgressCallback | None, cancel: CancelToken, timeout: float) -> None:  # fmt: skip
-    """Fill ``report`` with a WADO-RS retrieve of the study or of each series."""
-    from DICOMPlusLib.network.web.client import client_for
-
-    if not node.dicomweb_url:
+def retrieve_dicomweb(node: RemoteNode, db: Database, request: RetrieveRequest, options: RetrieveOptions, *,
+                      progress: ProgressCallback | None, cancel: CancelToken) -> RetrieveReport:  # fmt: skip
+    """A WADO-RS retrieve of the study or of each series."""
+    started = time.monotonic()
+    report = RetrieveReport(node=node.name, method=RetrieveMethod.DICOMWEB.value)
+    study_uid, series_uids, sop_uids = request.study_uid, request.series_uids, request.sop_uids
+    resume, timeout = options.resume, options.timeout
+    if node.web is None:
         raise RetrieveError(f"node {node.name!r} has no DICOMweb URL: add one, or retrieve with get or move")
     if sop_uids:
         raise RetrieveError(
@@ -56,3 +60,5 @@ def retrieve_dicomweb(node: RemoteNode, db: Database, report: RetrieveReport, *,
         if part.cancelled:
             break
     report.cancelled = report.cancelled or cancel.cancelled
+    report.seconds = time.monotonic() - started
+    return report

@@ -12,8 +12,13 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from DICOMPlusLib.errors import QueryError
-from DICOMPlusLib.models import PatientRecord, QueryLevel
-from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode
+from DICOMPlusLib.models import QueryLevel
+from DICOMPlusLib.network.answers import QueryReport
+from DICOMPlusLib.network.endpoints import EndpointKind
+from DICOMPlusLib.network.find import dicomweb_search, find_dimse, normalize_criteria
+from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DicomwebEndpoint, RemoteNode
+from DICOMPlusLib.network.transports.web import patients_of_studies
+from DICOMPlusLib.network.web.client import DicomwebClient, client_for
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
@@ -41,7 +46,7 @@ class DatabaseSource:
 
 
 class DimseSource:
-    """A DIMSE node queried with C-FIND (:func:`DICOMPlusLib.network.query.query`)."""
+    """A node's DIMSE endpoint queried with C-FIND."""
 
     def __init__(self, node: RemoteNode, *, calling_ae_title: str = DEFAULT_AE_TITLE, timeout: float = 30.0,
                  model: str = "study") -> None:  # fmt: skip
@@ -52,12 +57,11 @@ class DimseSource:
         self.model = model
 
     def search(self, level, criteria=None, *, limit=None) -> Iterator:
-        from DICOMPlusLib.network.query import query
-
         level = QueryLevel.parse(level)
         model = "patient" if level is QueryLevel.PATIENT else self.model
-        yield from query(self.node, level, criteria, model=model, calling_ae_title=self.calling_ae_title,
-                         limit=limit, timeout=self.timeout)  # fmt: skip
+        yield from find_dimse(self.node, level, normalize_criteria(level, criteria), model=model,
+                              calling_ae_title=self.calling_ae_title, limit=limit, timeout=self.timeout,
+                              report=QueryReport())  # fmt: skip
 
 
 class DicomwebSource:
@@ -65,8 +69,6 @@ class DicomwebSource:
     are the distinct patients of the matching studies."""
 
     def __init__(self, node: RemoteNode | str, *, timeout: float = 30.0) -> None:
-        from DICOMPlusLib.network.web.client import DicomwebClient, DicomwebEndpoint, client_for
-
         if isinstance(node, str):
             self.name = node
             self.client = DicomwebClient(DicomwebEndpoint(node, timeout=timeout))
@@ -75,31 +77,18 @@ class DicomwebSource:
             self.client = client_for(node, timeout=timeout)
 
     def search(self, level, criteria=None, *, limit=None) -> Iterator:
-        from DICOMPlusLib.network.query import dicomweb_search
-
         level = QueryLevel.parse(level)
-        criteria = dict(criteria or {})
-        if level is not QueryLevel.PATIENT:
+        criteria = normalize_criteria(level, criteria)
+        if level is QueryLevel.PATIENT:
+            yield from patients_of_studies(self.client, criteria, limit)
+        else:
             yield from dicomweb_search(self.client, level, criteria, limit=limit)
-            return
-        seen: set[str] = set()
-        for study in dicomweb_search(self.client, QueryLevel.STUDY, criteria):
-            if study.PatientID in seen:
-                continue
-            seen.add(study.PatientID)
-            yield PatientRecord(PatientID=study.PatientID, PatientName=study.PatientName,
-                                PatientBirthDate=study.PatientBirthDate, PatientSex=study.PatientSex)  # fmt: skip
-            if limit is not None and len(seen) >= limit:
-                return
 
 
 def source_for(where, *, calling_ae_title: str = DEFAULT_AE_TITLE, timeout: float = 30.0) -> QuerySource:
-    """The query source for a node (DICOMweb when its preferred retrieve is DICOMweb), or for
-    a database."""
-    from DICOMPlusLib.network.query import uses_dicomweb
-
+    """The query source for a node (its preferred endpoint's), or for a database."""
     if isinstance(where, RemoteNode):
-        if uses_dicomweb(where):
+        if where.preferred is EndpointKind.DICOMWEB:
             return DicomwebSource(where, timeout=timeout)
         return DimseSource(where, calling_ae_title=calling_ae_title, timeout=timeout)
     from DICOMPlusLib.database import Database

@@ -1,255 +1,37 @@
-"""Where received instances go: the managed store and the database, then notifications.
+"""Notifications of received instances: a :class:`Notifier` attached to a database's ingest (a
+listener's, a Q/R SCP's) turns each stored instance into a :class:`ReceivedInstance` on its own
+thread, never the network thread, and reports series that went idle (:class:`SeriesComplete`).
 
-Every instance received by C-STORE (listener, sample PACS, a C-GET or C-MOVE retrieve) follows
-one path, in this order, *before* the C-STORE response is sent (PS3.4 B.2.3: success means the
-SCP has taken responsibility for the instance):
-
-1. the Part 10 file (preamble, file meta built from the C-STORE request, PS3.10 7.1, and the
-   data set bytes exactly as received) is streamed into an incoming file of the database's
-   ingest (:mod:`DICOMPlusLib.database.ingest`, seen here only as its ``Sink`` protocol);
-2. the ingest parses its header, moves it atomically into the store, commits the index rows (one
-   transaction) with the duplicate policy of the source (``REPLACE`` for C-STORE) and tells its
-   subscribers, with the path the file really has;
-3. a :class:`Notifier` attached to the ingest (a listener's, a Q/R SCP's) turns that into a
-   :class:`ReceivedInstance` on the notifier's own thread, never the network thread.
-
-Out of disk space (or any write error) answers 0xA700 "Refused: Out of Resources" and leaves no
-partial file; an unreadable data set answers 0xC000 "Error: Cannot understand".
+The receiving path itself (C-STORE data set -> ingest) is :mod:`DICOMPlusLib.network.dimse.receive`;
+its names are re-exported here for the services that use both.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.database.ingest import (
-    POLICY,
-    IngestSource,
-    Sink,
-    StoredInstance,
-    StoreStatus,
-    is_space_error,
+from DICOMPlusLib.network.dimse.receive import (  # noqa: F401  (re-exported)
+    DatabaseSink,
+    IncomingFile,
+    ReceivedInstance,
+    ReceiveMeta,
+    SeriesComplete,
+    StoreOutcome,
+    file_meta_bytes,
+    received_instance,
+    valid_uid_text,
 )
-from DICOMPlusLib.network.dimse import ul
-from DICOMPlusLib.network.dimse.status import Status
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database.ingest import Sink, StoredInstance
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReceiveMeta:
-    """What the C-STORE request and the association say about an incoming instance."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax: str
-    calling_ae: str = ""
-    called_ae: str = ""
-    peer: str = ""  # "host:port"
-    move_originator_aet: str = ""
-    move_originator_message_id: int | None = None
-
-
-@dataclass(frozen=True)
-class ReceivedInstance:
-    """An instance that is stored and indexed (the notification ``on_instance`` receives)."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    patient_id: str
-    transfer_syntax: str
-    path: str
-    size: int
-    status: str  # "added" or "replaced"
-    calling_ae: str = ""
-    peer: str = ""
-    move_originator_aet: str = ""
-    move_originator_message_id: int | None = None
-    received_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class SeriesComplete:
-    """No instance of the series arrived for the listener's idle time (or the listener stopped):
-    a good moment to load it. ``count`` is how many instances arrived in this burst."""
-
-    series_instance_uid: str
-    study_instance_uid: str
-    patient_id: str
-    count: int
-    calling_ae: str
-    first_at: float
-    last_at: float
-    reason: str = "idle"  # or "stopped"
-
-
-@dataclass(frozen=True)
-class StoreOutcome:
-    status: int
-    comment: str = ""
-    instance: ReceivedInstance | None = None
-
-
-def _pad(value: bytes, pad: bytes) -> bytes:
-    return value + pad if len(value) % 2 else value
-
-
-def _element(tag: int, vr: bytes, value: bytes) -> bytes:
-    if vr in (b"OB", b"UN"):
-        return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
-
-
-def file_meta_bytes(meta: ReceiveMeta) -> bytes:
-    """Preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1) for a received data
-    set, in Explicit VR Little Endian as PS3.10 requires."""
-    elements = [
-        _element(0x00020001, b"OB", b"\x00\x01"),
-        _element(0x00020002, b"UI", _pad(meta.sop_class_uid.encode("ascii"), b"\0")),
-        _element(0x00020003, b"UI", _pad(meta.sop_instance_uid.encode("ascii"), b"\0")),
-        _element(0x00020010, b"UI", _pad(meta.transfer_syntax.encode("ascii"), b"\0")),
-        _element(0x00020012, b"UI", _pad(ul.IMPLEMENTATION_CLASS_UID.encode("ascii"), b"\0")),
-        _element(0x00020013, b"SH", _pad(ul.IMPLEMENTATION_VERSION_NAME.encode("ascii"), b" ")),
-    ]
-    if meta.calling_ae:
-        elements.append(_element(0x00020016, b"AE", _pad(meta.calling_ae.encode("ascii", "replace"), b" ")))
-    body = b"".join(elements)
-    return bytes(128) + b"DICM" + _element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
-
-
-def valid_uid_text(value: str) -> bool:
-    """A value we are willing to write into the file meta: at most 64 printable characters.
-    (Not a conformance check: ``../../x`` passes, and is stored under a hashed name.)"""
-    return 0 < len(value) <= 64 and all(32 < ord(c) < 127 for c in value)
-
-
-class IncomingFile:
-    """One instance being received by one association: a temporary file of the database's
-    :class:`~DICOMPlusLib.database.ingest.Sink`, starting with the file meta built from the
-    C-STORE request."""
-
-    def __init__(self, sink: DatabaseSink, meta: ReceiveMeta) -> None:
-        self.meta = meta
-        self.sink = sink
-        self.file = sink.ingest.incoming()
-        self.error: BaseException | None = None
-        try:
-            self.file.write(file_meta_bytes(meta))
-        except BaseException:
-            self.discard()
-            raise
-
-    @property
-    def size(self) -> int:
-        return self.file.size
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.file.write(data)
-
-    def write_safely(self, data: bytes | memoryview) -> None:
-        """Write, remembering (instead of raising) the first error: the rest of the message
-        still has to be read off the connection before the failure can be answered."""
-        if self.error is not None:
-            return
-        try:
-            self.file.write(data)
-        except OSError as exc:
-            self.error = exc
-            self.file.discard()
-
-    def discard(self) -> None:
-        self.file.discard()
-
-    def finish(self) -> StoreOutcome:
-        return self.sink.finish(self)
-
-
-class DatabaseSink:
-    """Answers C-STOREs by handing each received instance to the database's ingest
-    (:class:`~DICOMPlusLib.database.ingest.Sink`) with the policy of ``source``, and mapping
-    the outcome to a DIMSE status. Notifications come from the ingest's subscribers (see
-    :meth:`Notifier.attach`), so every way in announces alike."""
-
-    def __init__(
-        self, db: Database, *, fsync: bool = False, source: IngestSource = IngestSource.LISTENER
-    ) -> None:
-        self.db = db
-        self.ingest: Sink = db.ingest
-        self.policy = POLICY[source]
-        self.fsync = fsync
-
-    def begin(self, meta: ReceiveMeta) -> IncomingFile:
-        """Open the temporary file (raises OSError when even that is impossible)."""
-        return IncomingFile(self, meta)
-
-    def refuse(self, exc: BaseException) -> StoreOutcome:
-        if is_space_error(exc):
-            return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
-        return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {getattr(exc, 'strerror', None) or exc}")
-
-    def store_bytes(self, meta: ReceiveMeta, data: bytes | memoryview) -> StoreOutcome:
-        """The whole path for a data set received in memory (the pynetdicom engine)."""
-        if not valid_uid_text(meta.sop_instance_uid) or not valid_uid_text(meta.sop_class_uid):
-            return StoreOutcome(Status.CANNOT_UNDERSTAND, "invalid Affected SOP Class/Instance UID")
-        try:
-            incoming = self.begin(meta)
-        except OSError as exc:
-            return self.refuse(exc)
-        incoming.write_safely(data)
-        return self.finish(incoming)
-
-    def finish(self, incoming: IncomingFile) -> StoreOutcome:
-        """Parse, move into place, index, notify (all in the ingest). Never raises; the outcome
-        carries the status."""
-        if incoming.error is not None:
-            return self.refuse(incoming.error)
-        meta = incoming.meta
-        result = self.ingest.commit(incoming.file, self.policy, context=meta, fsync=self.fsync)
-        if result.status is StoreStatus.UNREADABLE:
-            logger.info("%s: cannot understand %s (%s); answered 0xC000", meta.peer, meta.sop_instance_uid,
-                        result.reason)  # fmt: skip
-            return StoreOutcome(
-                Status.CANNOT_UNDERSTAND, f"cannot understand the data set: {result.reason}"[:64]
-            )
-        if result.status is StoreStatus.FAILED:
-            if result.out_of_space:
-                return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
-            return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {result.reason}")
-        return StoreOutcome(Status.SUCCESS, "", received_instance(result, meta))
-
-
-def received_instance(result: StoredInstance, meta: ReceiveMeta) -> ReceivedInstance:
-    """The notification for a stored instance: the committed record (its real path) and what
-    the C-STORE request said."""
-    record = result.record
-    assert record is not None  # a stored or replaced instance has its record
-    return ReceivedInstance(
-        sop_instance_uid=record.SOPInstanceUID,
-        sop_class_uid=record.SOPClassUID or meta.sop_class_uid,
-        series_instance_uid=record.SeriesInstanceUID,
-        study_instance_uid=record.StudyInstanceUID,
-        patient_id=record.PatientID,
-        transfer_syntax=record.TransferSyntaxUID or meta.transfer_syntax,
-        path=record.path,
-        size=record.size or 0,
-        status="replaced" if result.status is StoreStatus.REPLACED else "added",
-        calling_ae=meta.calling_ae,
-        peer=meta.peer,
-        move_originator_aet=meta.move_originator_aet,
-        move_originator_message_id=meta.move_originator_message_id,
-        received_at=time.time(),
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from functools import lru_cache
 from DICOMPlusLib.errors import PDUTooSlow
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.dimse.receive import DatabaseSink, IncomingFile, ReceiveMeta, valid_uid_text
 from DICOMPlusLib.network.dimse.status import Status
-from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, valid_uid_text
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,14 @@ from DICOMPlusLib.errors import (
 )
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
+from DICOMPlusLib.network.dimse.receive import (
+    DatabaseSink,
+    IncomingFile,
+    ReceiveMeta,
+    StoreOutcome,
+    valid_uid_text,
+)
 from DICOMPlusLib.network.dimse.status import Category, Status, category, describe
-from DICOMPlusLib.network.storage import DatabaseSink, IncomingFile, ReceiveMeta, StoreOutcome, valid_uid_text
 
 if TYPE_CHECKING:
     from pydicom import Dataset

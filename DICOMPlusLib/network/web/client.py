@@ -17,7 +17,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -25,7 +24,15 @@ from urllib.parse import quote
 from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
-from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.models import (
+    InstanceRecord,
+    PatientRecord,
+    QueryLevel,
+    SeriesRecord,
+    StudyRecord,
+    TransferReport,
+)
+from DICOMPlusLib.network.endpoints import DicomwebEndpoint
 from DICOMPlusLib.network.web import response as web_response
 from DICOMPlusLib.network.web.qido import query_string as _query_string
 
@@ -95,48 +102,6 @@ _FIELDS = {
 }
 RETRYABLE = frozenset({408, 429, 502, 503, 504})
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"'
-
-
-@dataclass(frozen=True)
-class DicomwebEndpoint:
-    """Where a DICOMweb service lives and how to authenticate.
-
-    ``url`` is the service root (e.g. ``http://127.0.0.1:8042/dicom-web``). ``token`` is sent as
-    ``Authorization: Bearer``; ``username``/``password`` as HTTP basic. ``verify`` is TLS
-    certificate verification (on by default; a path to a CA bundle also works).
-    """
-
-    url: str
-    token: str = ""
-    username: str = ""
-    password: str = ""
-    verify: bool | str = True
-    timeout: float = 30.0
-
-
-@dataclass
-class TransferReport:
-    """Per-instance outcome of a retrieve or a send."""
-
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # already present (resume)
-    failed: dict[str, str] = field(default_factory=dict)  # SOPInstanceUID (or file) -> reason
-    expected: int = 0
-    cancelled: bool = False
-
-    @property
-    def complete(self) -> bool:
-        return not self.cancelled and not self.failed and len(self.done) + len(self.skipped) >= self.expected
-
-    def to_dict(self) -> dict:
-        return {
-            "done": len(self.done),
-            "skipped": len(self.skipped),
-            "failed": self.failed,
-            "expected": self.expected,
-            "cancelled": self.cancelled,
-            "complete": self.complete,
-        }
 
 
 def _value(item: dict, keyword: str):
@@ -542,18 +507,13 @@ class DicomwebClient:
 
 
 def client_for(node, *, timeout: float = 30.0) -> DicomwebClient:
-    """The DicomwebClient of a RemoteNode (its URL and credentials)."""
-    if not getattr(node, "dicomweb_url", ""):
+    """The DicomwebClient of a RemoteNode's DICOMweb endpoint (its URL and credentials)."""
+    import dataclasses
+
+    web = getattr(node, "web", None)
+    if web is None:
         raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
-    return DicomwebClient(
-        DicomwebEndpoint(
-            node.dicomweb_url,
-            token=node.dicomweb_token,
-            username=node.dicomweb_user,
-            password=node.dicomweb_password,
-            timeout=timeout,
-        )
-    )
+    return DicomwebClient(dataclasses.replace(web, timeout=timeout))
 
 
 def _never_connected(exc: BaseException) -> bool:

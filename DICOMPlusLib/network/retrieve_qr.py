@@ -1,0 +1,274 @@
+"""Retrieve by Query/Retrieve (C-GET, C-MOVE) from a node's DIMSE endpoint into the database.
+
+1. **Plan** (PS3.4 C.4.1): an image-level C-FIND of the selection says which instances (and
+   SOP classes) to expect; instances already in the database are skipped (**resume**).
+2. **Transfer** by C-GET (instances come back on our association and are stored by the
+   listener's path) or C-MOVE (to our own listener, started when needed, after a pre-flight
+   check): whole series when nothing of them is here yet, else exactly the missing instances (a
+   list of UIDs at the image level). ``parallel`` associations share the work.
+3. **Check** the result against the plan: what did not arrive is reported as failed; transient
+   failures (a lost association, a timeout) are retried with back-off, fetching only what is
+   still missing.
+
+Progress comes from the instances stored (and from the sub-operation counts when the plan is
+unknown); cancel sends C-CANCEL and aborts after a short grace period, so a retrieve stops within
+about a second and leaves only complete instances. Each association to a node takes a slot of a
+per-node cap (:func:`set_node_limit`), so parallel retrieves do not swamp a PACS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.errors import NetworkError, RetrieveError
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback
+from DICOMPlusLib.network.dimse import qrscu, scu
+from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, RetrieveRequest
+from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod, check_ae_title
+from DICOMPlusLib.network.retrieve_dimse import (
+    RunState,
+    Unit,
+    move_listener,
+    present_in_db,
+    run_get,
+    run_move,
+    storage_context_groups,
+)
+from DICOMPlusLib.network.retrieve_plan import (
+    IMAGE_CHUNK,
+    Plan,
+    _Cancelled,
+    _distribute,
+    make_plan,
+    make_units,
+)
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database import Database
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NODE_LIMIT = 4
+
+
+# --------------------------------------------------------------------------------------------
+# Per-node cap on parallel associations
+# --------------------------------------------------------------------------------------------
+
+_LIMITS: dict[str, int] = {}
+_SEMAPHORES: dict[str, threading.BoundedSemaphore] = {}
+_LIMITS_LOCK = threading.Lock()
+
+
+def _node_key(node: RemoteNode) -> str:
+    return f"{node.ae_title}@{node.host}:{node.port}"
+
+
+def set_node_limit(node: RemoteNode, limit: int) -> None:
+    """At most ``limit`` retrieve associations to ``node`` at once in this process (default 4)."""
+    if limit < 1:
+        raise RetrieveError("the per-node limit must be at least 1")
+    with _LIMITS_LOCK:
+        _LIMITS[_node_key(node)] = limit
+        _SEMAPHORES[_node_key(node)] = threading.BoundedSemaphore(limit)
+
+
+def node_limit(node: RemoteNode) -> int:
+    with _LIMITS_LOCK:
+        return _LIMITS.get(_node_key(node), DEFAULT_NODE_LIMIT)
+
+
+@contextlib.contextmanager
+def node_slot(node: RemoteNode, cancel: CancelToken):
+    """Hold one of the node's association slots (waiting, but not past a cancel)."""
+    with _LIMITS_LOCK:
+        key = _node_key(node)
+        semaphore = _SEMAPHORES.get(key)
+        if semaphore is None:
+            semaphore = _SEMAPHORES[key] = threading.BoundedSemaphore(_LIMITS.get(key, DEFAULT_NODE_LIMIT))
+    while not semaphore.acquire(timeout=0.1):
+        if cancel.cancelled:
+            raise _Cancelled("cancelled while waiting for a free association slot")
+    try:
+        yield
+    finally:
+        semaphore.release()
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, RetrieveError | _Cancelled):
+        return False
+    if isinstance(exc, scu.AssociationFailed):
+        return exc.kind != "rejected"
+    return isinstance(exc, NetworkError | OSError)
+
+
+def retrieve_qr(node: RemoteNode, db: Database, request: RetrieveRequest, how: RetrieveMethod,
+                options: RetrieveOptions, *, progress: ProgressCallback | None,
+                cancel: CancelToken) -> RetrieveReport:  # fmt: skip
+    """Plan, transfer and check a C-GET or C-MOVE retrieve of ``request``; see the module
+    documentation."""
+    started = time.monotonic()
+    calling = check_ae_title(options.calling_ae_title, "calling AE title")
+    study_uid, series_uids, sop_uids = request.study_uid, list(request.series_uids), list(request.sop_uids)
+    timeout, resume, parallel = options.timeout, options.resume, options.parallel
+    report = RetrieveReport(node=node.name, method=how.value)
+    try:
+        if cancel.cancelled:
+            raise _Cancelled("cancelled before it started")
+        plan = make_plan(node, study_uid=study_uid, series_uids=series_uids, sop_uids=sop_uids,
+                         calling_ae=calling, timeout=timeout, cancel=cancel, parallel=parallel)  # fmt: skip
+    except _Cancelled:
+        report.cancelled = True
+        report.seconds = time.monotonic() - started
+        return report
+    report.warnings += plan.warnings
+    expected = [i.sop for i in plan.instances] if plan.instances is not None else []
+    if plan.instances is not None:
+        report.expected = len(expected)
+        found = set(expected)
+        for sop in plan.requested_sops:
+            if sop not in found:
+                report.failed[sop] = f"not found on {node.name}"
+    present = present_in_db(db, expected) if expected else set()
+    report.skipped = [s for s in expected if s in present] if resume else []
+    if progress is not None:
+        progress(len(report.skipped), report.expected, "")
+    state = RunState(node, db, report, calling_ae=calling, progress=progress, cancel=cancel, timeout=timeout,
+                     grace=options.grace, present_before=present, expected=set(expected))  # fmt: skip
+    state.plan = plan
+    with contextlib.ExitStack() as stack:
+        destination = None
+        if how is RetrieveMethod.C_MOVE:
+            destination = stack.enter_context(
+                move_listener(db, options.listener, options.listener_config, calling)
+            )
+            stack.enter_context(destination.subscribe(state.on_arrival, match=state.matches_arrival))
+        _transfer(
+            state, plan, set(report.skipped), how, destination, options.retries, options.backoff, parallel
+        )
+    report.cancelled = report.cancelled or cancel.cancelled
+    if plan.instances is not None:
+        have = set(report.done) | set(report.skipped)
+        for sop in expected:
+            if sop not in have and sop not in report.failed:
+                report.failed[sop] = "cancelled before it arrived" if report.cancelled else "did not arrive"
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMethod, destination,
+              retries: int, backoff: float, parallel: int) -> None:  # fmt: skip
+    """The attempts: run the units, retry what is still missing after a transient failure."""
+    report = state.report
+    last_error: BaseException | None = None
+    for attempt in range(1, retries + 2):
+        report.attempts = attempt
+        units = make_units(plan, skipped | state.done, parallel=parallel)
+        if not units:
+            return
+        outcomes = _run_units(state, units, how, destination, parallel)
+        report.associations += sum(o.associations for o in outcomes)
+        for o in outcomes:
+            report.warnings += o.warnings
+        errors = [o.error for o in outcomes if o.error is not None]
+        aborted = [e for e in errors if isinstance(e, qrscu.OperationAborted) and e.cancelled]
+        report.warnings += [str(e) for e in aborted]
+        if aborted or state.cancel.cancelled or any(isinstance(e, _Cancelled) for e in errors):
+            report.cancelled = True
+            return
+        fatal = next((e for e in errors if not _transient(e)), None)
+        if fatal is not None:
+            if isinstance(fatal, RetrieveError):
+                raise fatal
+            raise RetrieveError(f"retrieve from {state.node.name} failed: {fatal}") from fatal
+        last_error = errors[0] if errors else None
+        if last_error is not None:
+            logger.info("retrieve from %s, attempt %d: %s", state.node.name, attempt, last_error)
+            report.warnings.append(f"attempt {attempt}: {last_error}")
+        if plan.instances is None:
+            break
+        missing = [i.sop for i in plan.instances if i.sop not in skipped and i.sop not in state.done]
+        if not missing:
+            return
+        failures = sum(o.suboperation_failures for o in outcomes)
+        if last_error is None and not failures:
+            break  # the PACS said all went well: asking again would bring the same
+        if attempt <= retries and state.cancel.wait(backoff * 2 ** (attempt - 1)):
+            report.cancelled = True
+            return
+    if last_error is not None and not report.done:
+        hint = ""
+        if "aborted the association" in str(last_error):
+            hint = (
+                f". A server aborts like this when it does not allow retrieves from our AE title "
+                f"{state.calling_ae} (Orthanc: the AE title must be in its DicomModalities)"
+            )
+        raise RetrieveError(
+            f"retrieve from {state.node.name} ({state.node.address}) failed after {report.attempts} attempt(s): "
+            f"{last_error}{hint}"
+        ) from last_error
+    if last_error is not None:
+        for i in plan.instances or []:
+            if i.sop not in skipped and i.sop not in state.done:
+                report.failed.setdefault(i.sop, f"not received: {last_error}")
+
+
+def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destination, parallel: int) -> list:
+    """Run the units on ``parallel`` associations (threads), each holding a node slot."""
+    jobs: list[tuple] = []
+    if how is RetrieveMethod.C_GET:
+        groups = storage_context_groups({c for u in units for c in u.sop_classes})
+        for group in groups:
+            mine = [
+                u for u in units if not u.sop_classes or u.sop_classes & group.sop_classes or group.default
+            ]
+            if len(groups) > 1:
+                mine = _split_by_classes(state, mine, group)
+            for part in _distribute(mine, parallel):
+                jobs.append((run_get, part, group))
+    else:
+        for part in _distribute(units, parallel):
+            jobs.append((run_move, part, destination))
+    if len(jobs) == 1:
+        func, part, extra = jobs[0]
+        return [func(state, part, extra, node_slot(state.node, state.cancel))]
+    results: list = [None] * len(jobs)
+    limit = threading.Semaphore(max(1, parallel))
+
+    def work(k: int, func, part, extra) -> None:
+        with limit:
+            try:
+                results[k] = func(state, part, extra, node_slot(state.node, state.cancel))
+            finally:
+                state.db.release_reader()
+
+    threads = [threading.Thread(target=work, args=(k, *job), name=f"dicomplus-retrieve-{k}", daemon=True)
+               for k, job in enumerate(jobs)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _split_by_classes(state: RunState, units: list[Unit], group) -> list[Unit]:
+    """Image-level units holding only the instances of ``group``'s classes (when the classes of
+    a retrieve need several associations; the plan knows every instance's class then)."""
+    keep = {i.sop: i for i in state.plan.instances or [] if i.sop_class in group.sop_classes}
+    out = []
+    for u in units:
+        by_series: dict[tuple[str, str], list[str]] = {}
+        for sop in u.expected:
+            if sop in keep:
+                by_series.setdefault((keep[sop].study, keep[sop].series), []).append(sop)
+        for (study, series), sops in by_series.items():
+            for k in range(0, len(sops), IMAGE_CHUNK):
+                chunk = tuple(sops[k : k + IMAGE_CHUNK])
+                classes = frozenset(keep[s].sop_class for s in chunk)
+                out.append(Unit("IMAGE", study, (series,), chunk, chunk, classes))
+    return out

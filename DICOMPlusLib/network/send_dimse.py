@@ -1,0 +1,366 @@
+"""C-STORE SCU (PS3.4 Annex B): send files to a node's DIMSE endpoint.
+
+One association carries many files. Its presentation contexts come from the files' own SOP
+classes and transfer syntaxes (PS3.8 9.3.2.2): each (SOP class, transfer syntax) pair gets a
+context of its own, so the peer can accept the file as it is and its bytes go on the wire
+unchanged; a second context per SOP class offers the uncompressed syntaxes, used only when the
+peer refuses the original (the file is then decoded and re-encoded). At most 128 contexts fit
+in one association: more SOP classes are split over several associations. ``parallel`` opens
+that many associations at once. Each file gets its own status in the
+:class:`~DICOMPlusLib.network.models.SendReport`; failures that may be transient (no response,
+lost association, 0xA7xx out of resources) are retried ``retries`` times; a
+:class:`~DICOMPlusLib.jobs.CancelToken` stops between files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Sequence
+
+from DICOMPlusLib.errors import NetworkError, SendError
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import scu
+from DICOMPlusLib.network.dimse.status import Status, describe
+from DICOMPlusLib.network.dimse.status import category as status_category
+from DICOMPlusLib.network.models import FileResult, SendItem, SendOptions, SendReport
+from DICOMPlusLib.network.nodes import RemoteNode, check_ae_title
+from DICOMPlusLib.network.storage import valid_uid_text
+
+logger = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
+MAX_CONTEXTS = 128
+
+
+def data_set_offset(head: bytes) -> int:
+    """Where the data set starts in a file beginning with ``head`` (PS3.10 7.1: 128-byte
+    preamble, ``DICM``, then group 0002 in Explicit VR LE); 0 for a file without file meta."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return 0
+    pos = 132
+    if head[pos : pos + 4] == b"\x02\x00\x00\x00" and head[pos + 4 : pos + 6] == b"UL":
+        length = struct.unpack_from("<I", head, pos + 8)[0]
+        end = pos + 12 + length
+        # trust the group length only if the next element is outside group 0002
+        if len(head) >= end + 2 and struct.unpack_from("<H", head, end)[0] != 2:
+            return end
+    while pos + 8 <= len(head):
+        group, _element = struct.unpack_from("<HH", head, pos)
+        if group != 2:
+            return pos
+        vr = head[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length = struct.unpack_from("<I", head, pos + 8)[0]
+            pos += 12 + length
+        else:
+            length = struct.unpack_from("<H", head, pos + 6)[0]
+            pos += 8 + length
+    raise SendError("the file meta information is longer than expected")
+
+
+# --------------------------------------------------------------------------------------------
+# Planning associations
+# --------------------------------------------------------------------------------------------
+
+
+def contexts_for(items: Sequence[SendItem]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts for ``items``: one per (SOP class, transfer syntax), plus one per
+    SOP class with the uncompressed syntaxes not proposed on their own (conversion fallback)."""
+    by_class: dict[str, list[str]] = {}
+    for item in items:
+        syntaxes = by_class.setdefault(item.sop_class_uid, [])
+        if item.transfer_syntax not in syntaxes:
+            syntaxes.append(item.transfer_syntax)
+    contexts: list[tuple[str, list[str]]] = []
+    for sop_class, syntaxes in by_class.items():
+        contexts.extend((sop_class, [ts]) for ts in syntaxes)
+        fallback = [ts for ts in UNCOMPRESSED if ts not in syntaxes]
+        if fallback:
+            contexts.append((sop_class, fallback))
+    return contexts
+
+
+def split_by_contexts(items: Sequence[SendItem], limit: int = MAX_CONTEXTS) -> list[list[SendItem]]:
+    """Groups of items whose contexts fit in one association each (PS3.8: at most 128)."""
+    by_class: dict[str, list[SendItem]] = {}
+    for item in items:
+        by_class.setdefault(item.sop_class_uid, []).append(item)
+    groups: list[list[SendItem]] = []
+    current: list[SendItem] = []
+    used = 0
+    for members in by_class.values():
+        need = len(contexts_for(members))
+        if need > limit:
+            raise SendError(
+                f"SOP class {members[0].sop_class_uid} needs {need} presentation contexts (> {limit})"
+            )
+        if used + need > limit and current:
+            groups.append(current)
+            current, used = [], 0
+        current.extend(members)
+        used += need
+    if current:
+        groups.append(current)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# Sending
+# --------------------------------------------------------------------------------------------
+
+
+def _convert(path: str, transfer_syntax: str) -> bytes:
+    """Decode a file and encode its data set in an uncompressed transfer syntax."""
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = pydicom.dcmread(path)
+    if (
+        ds.file_meta.get("TransferSyntaxUID")
+        and pydicom.uid.UID(ds.file_meta.TransferSyntaxUID).is_compressed
+    ):
+        ds.decompress()
+    buf = DicomBytesIO()
+    buf.is_little_endian = True
+    buf.is_implicit_VR = transfer_syntax == IMPLICIT_LE
+    write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+class _Worker:
+    """Sends a list of items over one association (reconnecting if it breaks)."""
+
+    def __init__(self, node: RemoteNode, options: dict, cancel: CancelToken, record) -> None:
+        self.node = node
+        self.options = options
+        self.cancel = cancel
+        self._record = record  # callback(FileResult)
+        self._recorded: set[tuple[str, str]] = set()
+        self.associations = 0
+
+    def record(self, result: FileResult) -> None:
+        self._recorded.add((result.path, result.sop_instance_uid))
+        self._record(result)
+
+    def run_safely(self, items: Sequence[SendItem], attempt: int) -> None:
+        """:meth:`run`, turning an unexpected error into failures of the files not done."""
+        try:
+            self.run(items, attempt)
+        except Exception as exc:
+            logger.exception("send worker failed")
+            for item in items:
+                if (item.path, item.sop_instance_uid) not in self._recorded:
+                    self.record(
+                        FileResult(
+                            item.path, item.sop_instance_uid, "failure", None, f"error: {exc}", attempt
+                        )
+                    )
+
+    def _associate(self, items: Sequence[SendItem]) -> scu.ClientAssociation:
+        endpoint, o = self.node.require_dimse(), self.options
+        self.associations += 1
+        return scu.associate(
+            endpoint.host,
+            endpoint.port,
+            called_ae=endpoint.ae_title,
+            calling_ae=o["calling_ae_title"],
+            contexts=contexts_for(items),
+            tls=endpoint.tls_context(),
+            connect_timeout=o["timeout"],
+            acse_timeout=o["timeout"],
+            dimse_timeout=o["dimse_timeout"],
+            max_pdu=o["max_pdu"],
+        )
+
+    def run(self, items: Sequence[SendItem], attempt: int) -> None:
+        pending = list(items)
+        fruitless = 0  # associations in a row that broke before storing anything
+        while pending:
+            if self.cancel.cancelled:
+                return
+            try:
+                assoc = self._associate(pending)
+            except scu.AssociationFailed as exc:
+                for item in pending:
+                    self.record(
+                        FileResult(item.path, item.sop_instance_uid, "failure", None, str(exc), attempt)
+                    )
+                return
+            broken, stored = False, 0
+            try:
+                while pending and not self.cancel.cancelled:
+                    item = pending.pop(0)
+                    result, alive = self._send_one(assoc, item, attempt)
+                    self.record(result)
+                    stored += result.category != "failure"
+                    if not alive:
+                        broken = True
+                        break
+            finally:
+                if assoc.established:
+                    assoc.release(self.options["timeout"])
+            if not broken:
+                return
+            fruitless = 0 if stored else fruitless + 1
+            if fruitless > self.options["reconnects"]:
+                for item in pending:
+                    message = "not sent: the peer ended every association without storing anything"
+                    self.record(
+                        FileResult(item.path, item.sop_instance_uid, "failure", None, message, attempt)
+                    )
+                return
+
+    def _send_one(
+        self, assoc: scu.ClientAssociation, item: SendItem, attempt: int
+    ) -> tuple[FileResult, bool]:
+        def result(category, status=None, message="", converted=False) -> FileResult:
+            return FileResult(item.path, item.sop_instance_uid, category, status, message, attempt, converted)
+
+        if not valid_uid_text(item.sop_instance_uid) or not valid_uid_text(item.sop_class_uid):
+            return result(
+                "failure", None, "not sent: invalid SOP Class or Instance UID (more than 64 characters?)"
+            ), True
+        cx = assoc.find_context(item.sop_class_uid, [item.transfer_syntax])
+        converted = False
+        try:
+            if cx is not None:
+                try:
+                    f = open(item.path, "rb", buffering=0)
+                    offset = data_set_offset(f.read(4096))
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(offset)
+                except (OSError, SendError) as exc:
+                    return result(
+                        "failure", None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+                    ), True
+                with f:
+                    try:
+                        response = assoc.store(cx, item.sop_instance_uid, f, size - offset)
+                    except OSError as exc:  # the file changed while being sent: the message is broken
+                        assoc.abort()
+                        return result("failure", None, f"cannot read: {exc.strerror or exc}"), False
+            else:
+                cx = assoc.find_context(item.sop_class_uid, UNCOMPRESSED)
+                if cx is None:
+                    message = f"the peer accepted no presentation context for SOP class {item.sop_class_uid}"
+                    return result("failure", None, message), True
+                try:
+                    data = _convert(item.path, cx.transfer_syntax)
+                except Exception as exc:
+                    message = (
+                        f"the peer refused transfer syntax {item.transfer_syntax} and the file cannot be "
+                        f"converted: {exc}"
+                    )
+                    return result("failure", None, message), True
+                converted = True
+                response = assoc.store(cx, item.sop_instance_uid, data)
+        except NetworkError as exc:
+            return result("failure", None, f"association lost: {exc}"), False
+        status = int(response.get(dimse.STATUS, -1))
+        category = status_category(status).value
+        if category not in ("success", "warning"):
+            category = "failure"
+        message = describe(status)
+        comment = response.get(dimse.ERROR_COMMENT)
+        if comment:
+            message += f" ({comment})"
+        return result(category, status, message, converted), True
+
+
+def _retryable(r: FileResult) -> bool:
+    if r.category != "failure" or r.message.startswith(
+        ("not sent", "cannot read", "the peer refused", "the peer accepted no")
+    ):
+        return False
+    return r.status is None or (r.status & 0xFF00) == Status.OUT_OF_RESOURCES
+
+
+def send_dimse(
+    node: RemoteNode,
+    items: Sequence[SendItem],
+    opts: SendOptions,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken,
+    failures: Sequence[FileResult] = (),
+) -> SendReport:
+    """C-STORE ``items`` to the node's DIMSE endpoint; one result per item (and ``failures``
+    found before sending, e.g. unreadable files). Never raises for a per-file problem."""
+    parallel, retries = opts.parallel, opts.retries
+    options = {
+        "calling_ae_title": check_ae_title(opts.calling_ae_title, "calling AE title"),
+        "timeout": opts.timeout,
+        "dimse_timeout": opts.dimse_timeout,
+        "max_pdu": opts.max_pdu,
+        "reconnects": 2,
+    }
+    start = time.monotonic()
+    report = SendReport(node=node.name)
+    final: dict[int, FileResult] = {}
+    by_key = {(item.path, item.sop_instance_uid): i for i, item in enumerate(items)}
+    lock = threading.Lock()
+    total = len(items) + len(failures)
+    done = [len(failures)]
+
+    def record(result: FileResult) -> None:
+        with lock:
+            i = by_key[(result.path, result.sop_instance_uid)]
+            first = i not in final
+            final[i] = result
+            if first:
+                done[0] += 1
+                count = done[0]
+            else:
+                count = None
+        if progress is not None and count is not None:
+            progress(count, total, result.path)
+
+    todo = list(items)
+    attempt = 1
+    while todo:
+        groups = split_by_contexts(todo)
+        chunks: list[list[SendItem]] = []
+        for group in groups:
+            n = max(1, min(parallel, len(group)))
+            chunks.extend(group[i::n] for i in range(n))
+        workers = [_Worker(node, options, cancel, record) for _ in chunks]
+        if len(chunks) == 1 or parallel <= 1:
+            for worker, chunk in zip(workers, chunks, strict=True):
+                worker.run_safely(chunk, attempt)
+        else:
+            threads = [
+                threading.Thread(
+                    target=w.run_safely, args=(c, attempt), name=f"dicomplus-send-{k}", daemon=True
+                )
+                for k, (w, c) in enumerate(zip(workers, chunks, strict=True))
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        report.associations += sum(w.associations for w in workers)
+        if cancel.cancelled or attempt > retries:
+            break
+        todo = [items[i] for i, r in sorted(final.items()) if _retryable(r)]
+        if todo:
+            attempt += 1
+            logger.info("retrying %d file(s) (attempt %d)", len(todo), attempt)
+            if cancel.wait(opts.retry_delay):
+                break
+    report.cancelled = cancel.cancelled
+    results = list(failures)
+    for i, item in enumerate(items):
+        results.append(
+            final.get(i) or FileResult(item.path, item.sop_instance_uid, "cancelled", None, "not sent")
+        )
+    report.results = results
+    report.seconds = time.monotonic() - start
+    return report
