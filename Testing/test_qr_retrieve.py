@@ -325,9 +325,8 @@ def test_c_get_arrivals_are_announced_to_the_listener_of_the_database(sample_pee
     with Listener(db, ListenerConfig(port=0, host=LOOPBACK, series_idle=0.2)) as listener:
         arrived, completes = [], []
         listener.subscribe(arrived.append, completes.append)
-        report = retrieve(
-            sample_peer.node, db, series_uids=data.mr.series_uid, method="get", listener=listener
-        )
+        report = retrieve(sample_peer.node, db, series_uids=data.mr.series_uid, method="get",
+                          options=RetrieveOptions(listener=listener))  # fmt: skip
         assert report.complete
     # stop() delivered every notification and reported the open series
     assert {i.sop_instance_uid for i in arrived} == set(data.mr.sop_uids)
