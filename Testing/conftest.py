@@ -9,4 +9,5 @@ pytest_plugins = [
     "dicomplus_testing.data",
     "dicomplus_testing.peers",
     "dicomplus_testing.harness",
+    "dicomplus_testing.isolation",
 ]
