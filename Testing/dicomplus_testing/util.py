@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,34 @@ def output_dir() -> Path:
     path = Path(os.environ.get("DICOMPLUS_TEST_OUTPUT", REPO_ROOT / "Testing" / "output"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``condition()`` until it is true; ``AssertionError`` naming ``what`` after ``timeout``
+    seconds. For "the event has happened" checks: a fixed sleep is either too short on a loaded
+    machine or wasted time on an idle one."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.02)
+
+
+# /proc/net/tcp states in which data can still flow: SYN_SENT, SYN_RECV, ESTABLISHED.
+_OPEN_STATES = {"01", "02", "03"}
+
+
+def open_connections(port: int) -> int:
+    """TCP connections on this machine with ``port`` at either end that can still carry data
+    (Linux /proc/net/tcp{,6}). Once it is 0 for a peer's port, nothing more can arrive from that
+    peer: the event-based form of "wait a second and check that nothing more arrived"."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, remote, state = fields[1], fields[2], fields[3]
+                ports = {int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)}
+                count += state in _OPEN_STATES and port in ports
+    return count
