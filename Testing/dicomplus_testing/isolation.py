@@ -9,6 +9,8 @@ that differs from run to run. So every test gets:
 * its own user folders: ``XDG_CONFIG_HOME`` and ``XDG_DATA_HOME`` point into a fresh tmp folder and
   ``DICOMPLUS_DB`` / ``DICOMPLUS_NODES`` are unset, so no test reads or writes the developer's node
   list or database (``~/.config/dicomplus``, ``~/.local/share/dicomplus``) or another test's;
+* no ``COLUMNS`` / ``LINES``: pytest-xdist's workers inherit COLUMNS=80 and LINES=24 from execnet,
+  and rich believes them over a pseudo-terminal's real size (a 160-column table came out 80 wide);
 * the per-node retrieve limits (``set_node_limit``) as they were before it;
 * the log handlers and levels of the root and ``DICOMPlusLib`` loggers as they were before it (the
   command line adds a stderr handler for servers and ``basicConfig`` for ``--verbose``; in-process
@@ -22,7 +24,7 @@ import sys
 
 import pytest
 
-_USER_ENV = ("DICOMPLUS_DB", "DICOMPLUS_NODES")
+_UNSET_ENV = ("DICOMPLUS_DB", "DICOMPLUS_NODES", "COLUMNS", "LINES")
 _LIBRARY_LOGGERS = ("DICOMPlusLib", "DICOMPlusLib.network", "DICOMPlusLib.network.dimse.acceptor")
 
 
@@ -31,7 +33,7 @@ def _own_user_folders(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    for name in _USER_ENV:
+    for name in _UNSET_ENV:
         monkeypatch.delenv(name, raising=False)
 
 

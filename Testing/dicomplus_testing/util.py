@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import time
@@ -36,11 +37,37 @@ def require_executable(path: str) -> str:
     return path
 
 
+# free_port hands out ports below Linux's ephemeral range (32768-60999, where bind(0) and every
+# outgoing connection take theirs), one block per pytest-xdist worker, starting at a random place
+# in the block: a port chosen now but bound later (a peer's DicomModalities entry for our listener)
+# is then not taken meanwhile by another worker's connection or by its own free_port.
+_PORT_BASE, _PORT_BLOCK = 12000, 2500
+_next_port: list[int] = []
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = _PORT_BASE + (index % 8) * _PORT_BLOCK
+    return range(start, start + _PORT_BLOCK)
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that is free on 127.0.0.1 right now, and that this process has not handed out
+    recently (it walks its worker's block: see above)."""
+    block = _port_block()
+    if not _next_port:
+        _next_port.append(block.start + random.randrange(len(block)))
+    for _ in range(len(block)):
+        port = _next_port[0]
+        _next_port[0] = block.start + (port + 1 - block.start) % len(block)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))  # as the peers bind: also fails if 127.0.0.1:port is taken
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free port in {block.start}-{block.stop - 1}")
 
 
 def output_dir() -> Path:
