@@ -15,6 +15,7 @@ import enum
 import time
 from dataclasses import dataclass
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
@@ -95,7 +96,7 @@ def echo(
             node.port,
             called_ae=node.ae_title,
             calling_ae=calling,
-            contexts=[(ul.VERIFICATION, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])],
+            contexts=[(ul.VERIFICATION, [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian])],
             tls=tls,
             connect_timeout=timeout,
             acse_timeout=timeout,

@@ -28,14 +28,15 @@ from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
 from DICOMPlusLib.network.storage import valid_uid_text
+from DICOMPlusLib.uids import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
 
 logger = logging.getLogger(__name__)
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = ExplicitVRLittleEndian
+IMPLICIT_LE = ImplicitVRLittleEndian
 UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
 MAX_CONTEXTS = 128
 
