@@ -4,4 +4,5 @@ import sys
 
 from DICOMPlusLib.cli.app import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing it (test_packaging imports every module) runs nothing
+    sys.exit(main())
