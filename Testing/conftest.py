@@ -11,4 +11,19 @@ pytest_plugins = [
     "dicomplus_testing.harness",
     "dicomplus_testing.postgres",
     "dicomplus_testing.backends",
+    "dicomplus_testing.isolation",
 ]
+
+# Whole files of timing-sensitive tests (GUI latency under 100 ms, thread starvation ratios): they
+# measure the machine, so they must not share it with other tests. ``make test`` runs
+# ``-m "not timing"`` in parallel workers, then ``-m timing`` alone. Single tests elsewhere carry
+# ``@pytest.mark.timing`` themselves.
+TIMING_FILES = {"test_module_pythonqt_runtime.py", "test_harness_pythonqt.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        if item.path.name in TIMING_FILES:
+            item.add_marker(pytest.mark.timing)

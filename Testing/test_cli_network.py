@@ -39,7 +39,8 @@ class Running:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -65,7 +66,7 @@ class Running:
             if self.proc.poll() is None:  # it did not stop: do not leave it running
                 self.proc.kill()
                 self.proc.wait()
-        time.sleep(0.1)
+        self.reader.join(10)  # it has read every line up to the end of the output
         while not self.lines.empty():
             self.seen.append(self.lines.get())
         return "\n".join(self.seen)

@@ -127,7 +127,7 @@ def test_search_table_in_a_terminal(tmp_path):
     code, text = run_in_terminal(["search", "--db", str(db)], interrupt_at=None)
     assert code == 0, text
     lines = [line for line in text.splitlines() if "Study number" in line]
-    assert len(lines) == 20
+    assert len(lines) == 20, text
     # aligned columns: every row has its description at the same column
     assert len({line.index("Study number") for line in lines}) == 1
     assert "showing 20 of 23" in text

@@ -234,16 +234,13 @@ def test_dicomweb_node_in_the_cli(orthanc_factory, tmp_path, capsys, monkeypatch
     run("nodes", "add", "web", "--dicomweb", secured.dicomweb_url, "--user", "alice", "--password", "secret",
         "--nodes", nodes)  # fmt: skip
     assert stat.S_IMODE(os.stat(nodes).st_mode) == 0o600  # credentials: owner only
-    os.environ["DICOMPLUS_NODES"] = nodes
-    try:
-        run("--db", db, "send", "web", str(s.folder))  # STOW-RS
-        studies = json.loads(run("query", "web", "PatientID=WEBCLI", "--json"))
-        assert [x["StudyInstanceUID"] for x in studies] == [s.study_uid]
-        report = json.loads(
-            run("--db", db, "retrieve", "web", "--series", s.series_uid, "--study", s.study_uid, "--json")
-        )
-        assert report["complete"] and report["done"] == 3
-        info = json.loads(run("--db", db, "info", "--json"))
-        assert info["instances"] == 3
-    finally:
-        del os.environ["DICOMPLUS_NODES"]
+    monkeypatch.setenv("DICOMPLUS_NODES", nodes)
+    run("--db", db, "send", "web", str(s.folder))  # STOW-RS
+    studies = json.loads(run("query", "web", "PatientID=WEBCLI", "--json"))
+    assert [x["StudyInstanceUID"] for x in studies] == [s.study_uid]
+    report = json.loads(
+        run("--db", db, "retrieve", "web", "--series", s.series_uid, "--study", s.study_uid, "--json")
+    )
+    assert report["complete"] and report["done"] == 3
+    info = json.loads(run("--db", db, "info", "--json"))
+    assert info["instances"] == 3

@@ -125,6 +125,7 @@ class Trickler:
             self.idle.append(socket.create_connection((LOOPBACK, port), timeout=5))
         self.every = every
         self.stop = threading.Event()
+        self.trickled = threading.Event()  # every trickling connection has sent one more byte
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -133,6 +134,7 @@ class Trickler:
             for s in self.socks:
                 with contextlib.suppress(OSError):
                     s.send(b"\x00")
+            self.trickled.set()
 
     def closed_by_listener(self) -> int:
         """How many of the connections the listener has closed (EOF or reset on read)."""
@@ -159,7 +161,9 @@ def test_trickling_and_idle_sockets_do_not_stop_a_real_sender(db, dcmtk, tmp_pat
     with start_listener(db) as lst:  # the default limits
         hostile = Trickler(lst.port, trickling=40, idle=40)
         try:
-            time.sleep(1.5)  # every hostile connection is in place and has trickled
+            # every hostile connection is in place (accepted) and has trickled
+            assert wait_until(lambda: lst.associations >= 80, timeout=10), lst.associations
+            assert hostile.trickled.wait(10)
             started = time.monotonic()
             storescu(dcmtk, lst.port, series.files, timeout=60)
             elapsed = time.monotonic() - started

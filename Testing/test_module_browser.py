@@ -427,6 +427,7 @@ def test_dicom_values_read_as_people_write_them(dicomplus_module):
     assert T.offersResample([other, tilt]) and not T.offersResample([other])
 
 
+@pytest.mark.timing  # GUI latency under 100 ms: make test runs it alone
 def test_grid_fills_in_under_the_pythonqt_gil_mode(panel, pythonqt_gil, latency_probe, tmp_path, capsys):
     """As in Slicer (the main thread keeps the GIL while idle): the grid's thumbnails come from
     the engine and the GUI timer never waits more than 100 ms while a 24-study grid fills in."""

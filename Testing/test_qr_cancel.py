@@ -16,6 +16,7 @@ import pytest
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import open_connections, wait_for
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.jobs import CancelToken, JobState
 from DICOMPlusLib.network.listener import ListenerConfig
@@ -76,7 +77,10 @@ def test_cancel_a_large_study_then_resume(big_study, orthanc_session, tmp_path, 
     assert set(report.done) == stored and 40 <= len(stored) < BIG
     assert len(report.failed) == BIG - len(stored)
     _whole(db, ROWS)
-    time.sleep(1.0)  # the transfer has stopped: nothing more arrives
+    # the transfer has stopped: once no connection to Orthanc (C-GET) or from it (C-MOVE) is
+    # open, nothing more can arrive
+    for port in (orthanc_session.dicom_port, orthanc_session.dicomplus_port):
+        wait_for(lambda port=port: open_connections(port) == 0, 30, f"closing the connections on port {port}")
     assert _stored(db) == stored
     resumed = retrieve(
         node,
@@ -116,7 +120,8 @@ def test_cancel_aborts_when_the_pacs_ignores_c_cancel(tmp_path):
         stored = _stored(db)
         assert set(report.done) == stored and 10 <= len(stored) < 120
         _whole(db, 16)
-        time.sleep(0.5)
+        # the PACS goes on sending into a dead association: once it is closed nothing more arrives
+        wait_for(lambda: open_connections(server.port) == 0, 30, "closing the aborted association")
         assert _stored(db) == stored
         db.close()
     pacs.close()

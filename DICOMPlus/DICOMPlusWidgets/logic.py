@@ -16,6 +16,8 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
+from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
+
 from . import engine as _engine
 from .signals import Signal
 
@@ -97,7 +99,7 @@ class EngineLogic:
         self._declinedDecoders = set()
         self._jobs = []  # what this logic started in the engine and has not seen end
         self._listenerPort = 0
-        self.aeTitle = "DICOMPLUS"  # our calling AE title (and the listener's by default)
+        self.aeTitle = DEFAULT_AE_TITLE  # our calling AE title (and the listener's by default)
         self.autoLoad = False
         self.completedSeries = []  # SeriesComplete events of the listener
         self.autoLoadQueue = queue.Queue()  # series UIDs to load, drained by the network widget
@@ -245,7 +247,7 @@ class EngineLogic:
         return self._network("send", nodeName, _("Send to {node}"), db=self.databasePath(),
                              studies=studies, series=seriesList)  # fmt: skip
 
-    def startListener(self, port=11112, aeTitle="DICOMPLUS", autoLoad=False, host=""):
+    def startListener(self, port=DEFAULT_PORT, aeTitle=DEFAULT_AE_TITLE, autoLoad=False, host=""):
         """Start the C-STORE listener (in the engine) into the local database; returns the
         bound port. ``DICOMPlus/ListenerRequireCalledAE`` (default off, as DCMTK and Orthanc) rejects
         associations addressed to another AE title. Completed series go to ``completedSeries`` and, with ``autoLoad``, to

@@ -17,6 +17,8 @@ import qt
 import slicer.util
 from slicer.i18n import tr as _
 
+from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
+
 from . import text as T
 from .activity import DICOMPlusActivityWidget
 from .signals import Signal
@@ -261,12 +263,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
     def _readSettings(self):
         settings = qt.QSettings()
         self.listenerAETitleEdit.text = str(
-            settings.value(SETTINGS + "ListenerAETitle", "DICOMPLUS") or "DICOMPLUS"
+            settings.value(SETTINGS + "ListenerAETitle", DEFAULT_AE_TITLE) or DEFAULT_AE_TITLE
         )
         try:
-            port = int(settings.value(SETTINGS + "ListenerPort", 11112))
+            port = int(settings.value(SETTINGS + "ListenerPort", DEFAULT_PORT))
         except (TypeError, ValueError):
-            port = 11112
+            port = DEFAULT_PORT
         self.listenerPortSpinBox.value = port
         self.autoLoadCheckBox.checked = str(settings.value(SETTINGS + "AutoLoad", "false")).lower() in (
             "1",
@@ -713,7 +715,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             try:
                 port = self._logic.startListener(
                     port=int(self.listenerPortSpinBox.value),
-                    aeTitle=str(self.listenerAETitleEdit.text).strip() or "DICOMPLUS",
+                    aeTitle=str(self.listenerAETitleEdit.text).strip() or DEFAULT_AE_TITLE,
                     autoLoad=bool(self.autoLoadCheckBox.checked),
                 )
             except Exception as exc:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.cli.app import ProgressBar, open_database, print_json, require_paths
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
+from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,7 +183,11 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--nodes", default=None, help="node list for --send (default: $DICOMPLUS_NODES or ~/.config)"
     )
-    p.add_argument("--calling-ae", default="DICOMPLUS", help="our AE title when sending (default DICOMPLUS)")
+    p.add_argument(
+        "--calling-ae",
+        default=DEFAULT_AE_TITLE,
+        help=f"our AE title when sending (default {DEFAULT_AE_TITLE})",
+    )
     p.add_argument("--description", default=None, help="SeriesDescription (default: the file name)")
     p.add_argument("--series-number", type=int, default=None, help="default: after the study's last series")
     p.add_argument("--series-uid", default=None, help="SeriesInstanceUID (default: a new one)")

@@ -24,6 +24,7 @@ from DICOMPlusLib.cli.app import (
 )
 from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
+from DICOMPlusLib.network.nodes import DEFAULT_PORT
 
 _COLUMNS = {
     "patient": ["PatientID", "PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies"],
@@ -97,7 +98,7 @@ def cmd_retrieve(args) -> int:
     if args.listener_port is not None or args.listener_ae or args.listener_host:
         listener_config = ListenerConfig(
             ae_title=args.listener_ae or args.calling_ae,
-            port=11112 if args.listener_port is None else args.listener_port,
+            port=DEFAULT_PORT if args.listener_port is None else args.listener_port,
             host=args.listener_host or "",
         )
     options = RetrieveOptions(calling_ae_title=args.calling_ae, listener_config=listener_config,
@@ -213,7 +214,10 @@ def add_commands(sub) -> None:
     p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
     p.add_argument("--retries", type=int, default=2, help="retries after a transient failure (default 2)")
     p.add_argument(
-        "--listener-port", type=int, default=None, help="C-MOVE: port of our listener (default 11112)"
+        "--listener-port",
+        type=int,
+        default=None,
+        help=f"C-MOVE: port of our listener (default {DEFAULT_PORT})",
     )
     p.add_argument(
         "--listener-ae",

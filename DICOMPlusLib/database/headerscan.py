@@ -22,6 +22,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import ScanError
 
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
@@ -35,10 +36,10 @@ _SEQ_DELIM = 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _TEXT_VRS = frozenset({b"SH", b"LO", b"ST", b"LT", b"UT", b"UC", b"PN"})
 
-IMPLICIT_LE = "1.2.840.10008.1.2"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
+IMPLICIT_LE = uids.ImplicitVRLittleEndian
+EXPLICIT_LE = uids.ExplicitVRLittleEndian
+DEFLATED_LE = uids.DeflatedExplicitVRLittleEndian
+EXPLICIT_BE = uids.ExplicitVRBigEndian
 
 
 class TruncatedError(ScanError):

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.database.headerscan import (
     DeflatedError,
     NeedMoreData,
@@ -23,9 +24,9 @@ from DICOMPlusLib.database.headerscan import (
 )
 from DICOMPlusLib.errors import ImportFileError
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
-MR_SPECTROSCOPY = "1.2.840.10008.5.1.4.1.1.4.2"
+MEDIA_STORAGE_DIRECTORY = uids.MediaStorageDirectoryStorage
+STORAGE_ROOT = uids.STORAGE_ROOT
+MR_SPECTROSCOPY = uids.MRSpectroscopyStorage
 SPECTROSCOPY_DATA = 0x56000020
 
 PATIENT_KEYS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
@@ -243,7 +244,7 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         raise ImportFileError("no SOPInstanceUID")
     ts = _meta_value(ds, "TransferSyntaxUID")
     if not ts:
-        ts = "1.2.840.10008.1.2" if ds.is_implicit_VR else "1.2.840.10008.1.2.1"
+        ts = uids.ImplicitVRLittleEndian if ds.is_implicit_VR else uids.ExplicitVRLittleEndian
     header_end = offset - (12 if offset > 0 and not ds.is_implicit_VR else 8) if offset > 0 else len(data)
     return ParsedFile(
         values=values,

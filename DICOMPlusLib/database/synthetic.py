@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.database.database import Database
 from DICOMPlusLib.database.matching import Criterion, normalize_pn
 
@@ -114,8 +115,8 @@ def build_rows(
                     (
                         f"{series_uid}.{k}",
                         series_uid,
-                        "1.2.840.10008.5.1.4.1.1.2",
-                        "1.2.840.10008.1.2.1",
+                        uids.CTImageStorage,
+                        uids.ExplicitVRLittleEndian,
                         k + 1,
                         f"/store/{sop:08x}.dcm",
                         header,

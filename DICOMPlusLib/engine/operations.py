@@ -14,6 +14,7 @@ import DICOMPlusLib
 from DICOMPlusLib.engine.protocol import VolumeFile
 from DICOMPlusLib.engine.tasks import Task, operation
 from DICOMPlusLib.errors import DICOMPlusError, LoadError
+from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
 
 @operation("ping")
@@ -107,7 +108,7 @@ def echo(task: Task):
 
     return run_echo(
         task.args["node"],
-        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        calling_ae_title=task.args.get("calling_ae_title", DEFAULT_AE_TITLE),
         timeout=float(task.args.get("timeout", 10.0)),
     )
 
@@ -122,7 +123,7 @@ def query(task: Task) -> list:
         task.args["node"],
         task.args.get("level", "study"),
         task.args.get("criteria") or {},
-        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        calling_ae_title=task.args.get("calling_ae_title", DEFAULT_AE_TITLE),
         limit=task.args.get("limit"),
         cancel=task.cancel,
     ):
@@ -140,7 +141,7 @@ def retrieve(task: Task):
 
     listener = task.engine.listener
     options = RetrieveOptions(
-        calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS"),
+        calling_ae_title=task.args.get("calling_ae_title", DEFAULT_AE_TITLE),
         listener=listener if listener is not None and listener.running else None,
     )
     return run_retrieve(
@@ -165,7 +166,7 @@ def send(task: Task):
     return send_selection(
         task.database(), task.args["node"], studies=list(task.args.get("studies") or ()),
         series=list(task.args.get("series") or ()),
-        options=SendOptions(calling_ae_title=task.args.get("calling_ae_title", "DICOMPLUS")),
+        options=SendOptions(calling_ae_title=task.args.get("calling_ae_title", DEFAULT_AE_TITLE)),
         progress=task.progress, cancel=task.cancel,
     )  # fmt: skip
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "LoadWarning": "models",
     "SpacingReport": "models",
     "Volume": "models",
+    "VolumeGeometry": "models",
     "VolumeInfo": "models",
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.loading.pixels import NATIVE, PLUGINS
 
 #: The distributions that provide each pydicom decoding plugin (pydicom's own and Pillow's need
@@ -23,7 +24,7 @@ PLUGIN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "pydicom": (),
 }
 
-DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFLATED = uids.DeflatedExplicitVRLittleEndian
 
 
 def available_plugins(transfer_syntax: str) -> tuple[str, ...]:

@@ -146,6 +146,84 @@ class SpacingReport:
 
 
 @dataclass(frozen=True, eq=False)
+class VolumeGeometry:
+    """Where a volume's voxels are: a validated 4x4 IJK->LPS affine and the grid size (highdicom's
+    ``Volume`` habit), the value that crosses the library's boundaries instead of a bare ndarray.
+
+    Column ``n`` of the affine is the step of index ``n`` (i along the row direction, j along the
+    column direction, k over slices), so its length is the spacing along that axis; the last column
+    is the LPS position of voxel (0, 0, 0), the first slice's ImagePositionPatient (PS3.3
+    C.7.6.2.1.1). The matrix may be sheared (a gantry tilt) but never singular. ``np.asarray``
+    gives the matrix, so functions that take an IJK->LPS matrix (export) take a geometry too.
+    """
+
+    ijk_to_lps: np.ndarray
+    dims: tuple[int, int, int]  # (i, j, k)
+
+    def __post_init__(self) -> None:
+        m = np.array(self.ijk_to_lps, dtype=float)  # a private copy: the value cannot change
+        if m.shape != (4, 4):
+            raise ValueError(f"an IJK->LPS matrix is 4x4, got shape {m.shape}")
+        if not np.all(np.isfinite(m)) or not np.array_equal(m[3], [0.0, 0.0, 0.0, 1.0]):
+            raise ValueError(f"not an affine IJK->LPS matrix (finite, last row 0 0 0 1): {m.tolist()}")
+        if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+            raise ValueError("the IJK->LPS matrix is singular: its axes do not span space")
+        dims = tuple(int(d) for d in self.dims)
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"dims are three positive sizes (i, j, k), got {self.dims}")
+        m.flags.writeable = False
+        object.__setattr__(self, "ijk_to_lps", m)
+        object.__setattr__(self, "dims", dims)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self.ijk_to_lps, dtype=dtype)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, VolumeGeometry):
+            return NotImplemented
+        return self.dims == other.dims and np.array_equal(self.ijk_to_lps, other.ijk_to_lps)
+
+    __hash__ = None  # mutable-looking contents: compare, do not hash
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Lengths of the three axis columns, mm."""
+        return tuple(float(x) for x in np.linalg.norm(self.ijk_to_lps[:3, :3], axis=0))
+
+    @property
+    def origin(self) -> np.ndarray:
+        """LPS position of voxel (0, 0, 0), mm."""
+        return self.ijk_to_lps[:3, 3].copy()
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3, the unit direction of i, j and k in its columns (LPS)."""
+        axes = self.ijk_to_lps[:3, :3]
+        return axes / np.linalg.norm(axes, axis=0)
+
+    @property
+    def ijk_to_ras(self) -> np.ndarray:
+        return LPS_TO_RAS @ self.ijk_to_lps
+
+    def ijk_to_lps_points(self, ijk) -> np.ndarray:
+        """LPS positions (n, 3) of voxel indices (n, 3) (or one (3,) index)."""
+        points = np.asarray(ijk, dtype=float)
+        return points @ self.ijk_to_lps[:3, :3].T + self.ijk_to_lps[:3, 3]
+
+    def lps_to_ijk_points(self, lps) -> np.ndarray:
+        """Continuous voxel indices of LPS positions: the inverse of ``ijk_to_lps_points``."""
+        points = np.asarray(lps, dtype=float) - self.ijk_to_lps[:3, 3]
+        return np.linalg.solve(self.ijk_to_lps[:3, :3], points.T).T
+
+    def to_dict(self) -> dict:
+        return {
+            "dims": list(self.dims),
+            "spacing": list(self.spacing),
+            "ijk_to_lps": _matrix(self.ijk_to_lps),
+        }
+
+
+@dataclass(frozen=True, eq=False)
 class VolumeInfo:
     """Everything about a volume but its voxels: what ``inspect`` prints and ``load`` reads.
 
@@ -188,6 +266,11 @@ class VolumeInfo:
     @property
     def ijk_to_ras(self) -> np.ndarray:
         return LPS_TO_RAS @ self.ijk_to_lps
+
+    @property
+    def geometry(self) -> VolumeGeometry:
+        """The voxel grid of one time point as a value object."""
+        return VolumeGeometry(self.ijk_to_lps, self.dims[:3])
 
     @property
     def sop_uids(self) -> tuple[str, ...]:
@@ -247,6 +330,10 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         return self.info.spacing
+
+    @property
+    def geometry(self) -> VolumeGeometry:
+        return self.info.geometry
 
     @property
     def warnings(self) -> tuple[LoadWarning, ...]:

@@ -30,31 +30,32 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CancelledError, LoadError
 from DICOMPlusLib.loading.models import Frame, VolumeInfo
 
 logger = logging.getLogger(__name__)
 
-IMPLICIT_LE = "1.2.840.10008.1.2"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
-NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE, EXPLICIT_BE})
-DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the data set is zlib-deflated
+IMPLICIT_LE = uids.ImplicitVRLittleEndian
+EXPLICIT_LE = uids.ExplicitVRLittleEndian
+EXPLICIT_BE = uids.ExplicitVRBigEndian
+NATIVE = uids.NATIVE_SYNTAXES
+DEFLATED = uids.DeflatedExplicitVRLittleEndian  # the data set is zlib-deflated
 
 #: Decoder plugins in order of preference per transfer syntax (first available wins).
 PLUGINS: dict[str, tuple[str, ...]] = {
-    "1.2.840.10008.1.2.4.50": ("gdcm", "pillow"),  # JPEG baseline
-    "1.2.840.10008.1.2.4.51": ("gdcm", "pillow"),  # JPEG extended
-    "1.2.840.10008.1.2.4.57": ("gdcm",),  # JPEG lossless
-    "1.2.840.10008.1.2.4.70": ("gdcm",),  # JPEG lossless SV1
-    "1.2.840.10008.1.2.4.80": ("pyjpegls", "gdcm"),  # JPEG-LS lossless
-    "1.2.840.10008.1.2.4.81": ("pyjpegls", "gdcm"),  # JPEG-LS near-lossless
-    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91": ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000
-    "1.2.840.10008.1.2.4.201": ("pylibjpeg",),  # HTJ2K lossless
-    "1.2.840.10008.1.2.4.202": ("pylibjpeg",),  # HTJ2K lossless RPCL
-    "1.2.840.10008.1.2.4.203": ("pylibjpeg",),  # HTJ2K
-    "1.2.840.10008.1.2.5": ("pylibjpeg", "pydicom"),  # RLE lossless
+    uids.JPEGBaseline8Bit: ("gdcm", "pillow"),  # JPEG baseline
+    uids.JPEGExtended12Bit: ("gdcm", "pillow"),  # JPEG extended
+    uids.JPEGLossless: ("gdcm",),  # JPEG lossless
+    uids.JPEGLosslessSV1: ("gdcm",),  # JPEG lossless SV1
+    uids.JPEGLSLossless: ("pyjpegls", "gdcm"),  # JPEG-LS lossless
+    uids.JPEGLSNearLossless: ("pyjpegls", "gdcm"),  # JPEG-LS near-lossless
+    uids.JPEG2000Lossless: ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000 lossless
+    uids.JPEG2000: ("pylibjpeg", "gdcm", "pillow"),  # JPEG 2000
+    uids.HTJ2KLossless: ("pylibjpeg",),  # HTJ2K lossless
+    uids.HTJ2KLosslessRPCL: ("pylibjpeg",),  # HTJ2K lossless RPCL
+    uids.HTJ2K: ("pylibjpeg",),  # HTJ2K
+    uids.RLELossless: ("pylibjpeg", "pydicom"),  # RLE lossless
 }
 
 _INT16_MIN, _INT16_MAX = -32768, 32767

@@ -17,9 +17,10 @@ import dataclasses
 
 import numpy as np
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.loading.models import Frame, LoadWarning
 
-RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+RT_DOSE_STORAGE = uids.RTDoseStorage
 #: |normal . z| above this makes a grid transverse (absolute offsets are z coordinates).
 _AXIAL = 1.0 - 1e-4
 

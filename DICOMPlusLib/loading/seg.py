@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import geometry as geo
 from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
     from DICOMPlusLib.loading.sources import InstanceSource
 
 #: Segmentation Storage and Label Map Segmentation Storage (PS3.4 B.5).
-SEGMENTATION_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"})
-NATIVE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+SEGMENTATION_CLASSES = frozenset({uids.SegmentationStorage, uids.LabelMapSegmentationStorage})
+NATIVE = uids.NATIVE_SYNTAXES
 EXTRA_KEY = "segmentation"
 
 
@@ -371,7 +372,7 @@ def _frames_pixels(frames: list[Frame]) -> Iterator[np.ndarray]:
                         data = handle.read(size * width)
                         if len(data) != size * width:
                             raise LoadError(f"{f.label}: truncated pixel data")
-                        order = ">" if f.transfer_syntax == "1.2.840.10008.1.2.2" else "<"
+                        order = ">" if f.transfer_syntax == uids.ExplicitVRBigEndian else "<"
                         yield np.frombuffer(data, f"{order}u{width}").reshape(rows, cols)
         except OSError as exc:
             raise LoadError(f"cannot read {f0.path}: {exc.strerror or exc}") from exc

@@ -18,6 +18,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import diffusion, mosaic, multiframe, rtdose
@@ -25,7 +26,7 @@ from DICOMPlusLib.loading.models import Frame, LoadWarning
 from DICOMPlusLib.loading.unindexed import image_without_series
 
 #: Deflated Explicit VR Little Endian (pydicom.uid's name; pydicom is not imported here: start-up).
-DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFLATED = uids.DeflatedExplicitVRLittleEndian
 
 if TYPE_CHECKING:
     import pydicom
@@ -108,16 +109,16 @@ _WANTED = frozenset(_TAGS)
 #: Multi-frame SOP classes whose geometry is in functional groups (PS3.4 B.5): parse with pydicom.
 ENHANCED_CLASSES = frozenset(
     {
-        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
-        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
-        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
-        "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color
-        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
-        "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
-        "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
-        "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA
-        "1.2.840.10008.5.1.4.1.1.12.2.1",  # Enhanced XRF
-        "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+        uids.EnhancedCTImageStorage,
+        uids.LegacyConvertedEnhancedCTImageStorage,
+        uids.EnhancedMRImageStorage,
+        uids.EnhancedMRColorImageStorage,
+        uids.LegacyConvertedEnhancedMRImageStorage,
+        uids.LegacyConvertedEnhancedPETImageStorage,
+        uids.EnhancedPETImageStorage,
+        uids.EnhancedXAImageStorage,
+        uids.EnhancedXRFImageStorage,
+        uids.SegmentationStorage,
     }
 )
 

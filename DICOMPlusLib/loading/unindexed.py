@@ -14,6 +14,7 @@ import os
 import uuid
 from dataclasses import dataclass
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.loading.models import LoadWarning
 
 _NAMESPACE = uuid.UUID("5f0b6a8e-2d43-4d0e-9a59-6c1f0d2b7e11")
@@ -65,7 +66,7 @@ def image_without_series(path: str) -> UnindexedImage | None:
     values = {wanted[tag]: str(value).strip() for tag, value in result.values.items() if value is not None}
     if values.get("SeriesInstanceUID") or result.pixel_offset < 0:
         return None
-    if result.media_sop_class == "1.2.840.10008.1.3.10":  # a DICOMDIR is never an image
+    if result.media_sop_class == uids.MediaStorageDirectoryStorage:  # a DICOMDIR is never an image
         return None
     if result.pixel_length >= 0 and result.pixel_offset + result.pixel_length > len(data):
         return None
@@ -83,7 +84,7 @@ def image_without_series(path: str) -> UnindexedImage | None:
         series_uid=generated_uid(
             "series", folder, values.get("StudyInstanceUID", ""), values.get("Modality", "")
         ),
-        transfer_syntax=result.transfer_syntax or "1.2.840.10008.1.2",
+        transfer_syntax=result.transfer_syntax or uids.ImplicitVRLittleEndian,
         pixel_offset=result.pixel_offset,
         pixel_length=result.pixel_length,
         header=bytes(data[: result.header_end]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import NetworkError, NetworkTimeout
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.models import EchoProblem, EchoResult
@@ -41,7 +42,7 @@ def echo_dimse(
             endpoint.port,
             called_ae=endpoint.ae_title,
             calling_ae=calling,
-            contexts=[(ul.VERIFICATION, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])],
+            contexts=[(ul.VERIFICATION, [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian])],
             tls=tls,
             connect_timeout=timeout,
             acse_timeout=timeout,

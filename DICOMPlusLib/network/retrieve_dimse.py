@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import (
     MoveDestinationUnknown,
     NetworkError,
@@ -43,32 +44,32 @@ EXPLICIT_LE, IMPLICIT_LE = qrscu.EXPLICIT_LE, qrscu.IMPLICIT_LE
 #: Transfer syntaxes proposed per storage class, richest first (PS3.5 Table A-1 / PS3.6 A-1).
 RICH_SYNTAXES = (
     EXPLICIT_LE, IMPLICIT_LE,
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",  # JPEG 2000 lossless, JPEG 2000
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",  # JPEG-LS lossless, near-lossless
-    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57",  # JPEG lossless SV1, JPEG lossless
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",  # JPEG baseline, extended
-    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",  # RLE lossless, deflated
-    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203",  # HTJ2K
+    uids.JPEG2000Lossless, uids.JPEG2000,  # JPEG 2000 lossless, JPEG 2000
+    uids.JPEGLSLossless, uids.JPEGLSNearLossless,  # JPEG-LS lossless, near-lossless
+    uids.JPEGLosslessSV1, uids.JPEGLossless,  # JPEG lossless SV1, JPEG lossless
+    uids.JPEGBaseline8Bit, uids.JPEGExtended12Bit,  # JPEG baseline, extended
+    uids.RLELossless, uids.DeflatedExplicitVRLittleEndian,  # RLE lossless, deflated
+    uids.HTJ2KLossless, uids.HTJ2KLosslessRPCL, uids.HTJ2K,  # HTJ2K
 )  # fmt: skip
-CORE_SYNTAXES = (*RICH_SYNTAXES[:4], "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.70",
-                 "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5")  # fmt: skip
-BASIC_SYNTAXES = (EXPLICIT_LE, IMPLICIT_LE, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90")
+CORE_SYNTAXES = (*RICH_SYNTAXES[:4], uids.JPEGLSLossless, uids.JPEGLosslessSV1,
+                 uids.JPEGBaseline8Bit, uids.RLELossless)  # fmt: skip
+BASIC_SYNTAXES = (EXPLICIT_LE, IMPLICIT_LE, uids.JPEGLosslessSV1, uids.JPEG2000Lossless)
 # When the PACS does not say which SOP classes are involved (dcmqrscp returns no SOPClassUID at
 # the image level): the common image classes with the common syntaxes, the rest uncompressed.
 _DEFAULT_IMAGE_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1",  # CT, Enhanced CT
-    "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1",  # MR, Enhanced MR
+    uids.CTImageStorage, uids.EnhancedCTImageStorage,  # CT, Enhanced CT
+    uids.MRImageStorage, uids.EnhancedMRImageStorage,  # MR, Enhanced MR
     "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1",  # CR, DX for presentation
     "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.6.1",  # MG for presentation, US
     "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.7",  # US multi-frame, SC
     "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.12.1",  # MF grayscale word SC, XA
     "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128",  # NM, PET
-    "1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.481.2",  # RT image, RT dose
+    "1.2.840.10008.5.1.4.1.1.481.1", uids.RTDoseStorage,  # RT image, RT dose
 )  # fmt: skip
-_DEFAULT_IMAGE_SYNTAXES = (EXPLICIT_LE, IMPLICIT_LE, "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90",
-                           "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.50")  # fmt: skip
+_DEFAULT_IMAGE_SYNTAXES = (EXPLICIT_LE, IMPLICIT_LE, uids.JPEGLosslessSV1, uids.JPEG2000Lossless,
+                           uids.JPEGLSLossless, uids.JPEGBaseline8Bit)  # fmt: skip
 _DEFAULT_OTHER_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3",  # SEG, RT structure set
+    uids.SegmentationStorage, "1.2.840.10008.5.1.4.1.1.481.3",  # SEG, RT structure set
     "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.88.11",  # RT plan, basic text SR
     "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",  # enhanced, comprehensive SR
     "1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.5.1.4.1.1.11.1",  # key objects, GSPS

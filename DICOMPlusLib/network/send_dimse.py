@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse
@@ -33,8 +34,8 @@ from DICOMPlusLib.network.storage import valid_uid_text
 
 logger = logging.getLogger(__name__)
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = uids.ExplicitVRLittleEndian
+IMPLICIT_LE = uids.ImplicitVRLittleEndian
 UNCOMPRESSED = (EXPLICIT_LE, IMPLICIT_LE)
 MAX_CONTEXTS = 128
 

@@ -1,4 +1,5 @@
-"""Synthetic CT/MR series with known geometry, written with pydicom, for fast unit tests.
+"""Synthetic CT/MR series with known geometry, for fast unit tests (the instances come from the
+library's one CT/MR builder, DICOMPlusLib.synthetic, which also makes the sample PACS data).
 
 Every series is consistent (patient, study, series, frame of reference, positions stepped along
 the slice normal) and its expected IJK->LPS matrix is returned, in the convention of
@@ -8,14 +9,15 @@ slices by increasing position along row x column, origin at the first slice.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
+
+from DICOMPlusLib.synthetic import SeriesHeader, SlicePlane, image_instance
 
 
 @dataclass
@@ -29,12 +31,6 @@ class SyntheticSeries:
     ijk_to_lps: np.ndarray
     pixels: np.ndarray  # stored values, shape (k, j, i) in geometric order
     extra: dict = field(default_factory=dict)
-
-
-def _ds(value: float) -> str:
-    """A DS string of at most 16 characters without '-0'."""
-    text = f"{round(value, 6) + 0.0:.6g}"
-    return text
 
 
 def make_series(
@@ -78,85 +74,33 @@ def make_series(
     c = np.asarray(col_cosine, float)
     normal = np.cross(r, c)
     o = np.asarray(origin, float)
-    sop_class = CTImageStorage if modality == "CT" else MRImageStorage
     pixels = rng.integers(0, 2000, size=(n, rows, cols), dtype=np.int16)
     order = list(range(n))
     if shuffle:
         rng.shuffle(order)
+    header = SeriesHeader(
+        modality=modality,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_uid=frame_uid,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_date=study_date,
+        accession="ACC" + patient_id,
+        study_description=study_description,
+        series_description=series_description,
+        series_number=series_number,
+        extra={} if modality == "CT" else {"ProtocolName": "Synthetic T1"},
+    )
     files: list[Path] = []
     uids: list[str] = []
-    now = datetime.datetime(2024, 1, 2, 10, 0, 0)
     for written, k in enumerate(order):
         sop_uid = sop_uids[k] if sop_uids else generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = study_date
-        ds.SeriesDate = study_date
-        ds.ContentDate = study_date
-        ds.StudyTime = now.strftime("%H%M%S")
-        ds.SeriesTime = ds.StudyTime
-        ds.ContentTime = ds.StudyTime
-        ds.AccessionNumber = "ACC" + patient_id
-        ds.Modality = modality
-        ds.Manufacturer = "DICOMPlus synthetic"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = study_description
-        ds.SeriesDescription = series_description
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.BodyPartExamined = "CHEST"
-        ds.PatientPosition = "HFS"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = series_number
-        ds.InstanceNumber = k + 1
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        position = o + k * slice_step * normal
-        ds.ImagePositionPatient = [_ds(x) for x in position]
-        ds.ImageOrientationPatient = [_ds(x) for x in (*r, *c)]
-        ds.SliceLocation = _ds(float(position @ normal))
-        ds.SliceThickness = _ds(slice_step)
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = rows
-        ds.Columns = cols
-        ds.PixelSpacing = [_ds(pixel_spacing[0]), _ds(pixel_spacing[1])]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        if modality == "CT":
-            ds.RescaleIntercept = "-1024"
-            ds.RescaleSlope = "1"
-            ds.RescaleType = "HU"
-            ds.KVP = "120"
-            ds.AcquisitionNumber = 1
-            ds.WindowCenter = "40"
-            ds.WindowWidth = "400"
-        else:
-            ds.ScanningSequence = "SE"
-            ds.SequenceVariant = "NONE"
-            ds.ScanOptions = ""
-            ds.MRAcquisitionType = "2D"
-            ds.RepetitionTime = "500"
-            ds.EchoTime = "15"
-            ds.EchoTrainLength = "1"
-            ds.ProtocolName = "Synthetic T1"
+        plane = SlicePlane(position=tuple(o + k * slice_step * normal), row_cosine=tuple(r), col_cosine=tuple(c),
+                           pixel_spacing=tuple(pixel_spacing), thickness=slice_step)  # fmt: skip
+        ds = image_instance(header, plane, pixels[k], sop_uid=sop_uid, instance_number=k + 1)
         if fat_header:
             _fatten(ds)
-        ds.PixelData = pixels[k].tobytes()
         name = file_names[written] if file_names else f"IM{written:05d}.dcm"
         path = folder / name
         ds.save_as(path, enforce_file_format=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -34,11 +37,37 @@ def require_executable(path: str) -> str:
     return path
 
 
+# free_port hands out ports below Linux's ephemeral range (32768-60999, where bind(0) and every
+# outgoing connection take theirs), one block per pytest-xdist worker, starting at a random place
+# in the block: a port chosen now but bound later (a peer's DicomModalities entry for our listener)
+# is then not taken meanwhile by another worker's connection or by its own free_port.
+_PORT_BASE, _PORT_BLOCK = 12000, 2500
+_next_port: list[int] = []
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = _PORT_BASE + (index % 8) * _PORT_BLOCK
+    return range(start, start + _PORT_BLOCK)
+
+
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that is free on 127.0.0.1 right now, and that this process has not handed out
+    recently (it walks its worker's block: see above)."""
+    block = _port_block()
+    if not _next_port:
+        _next_port.append(block.start + random.randrange(len(block)))
+    for _ in range(len(block)):
+        port = _next_port[0]
+        _next_port[0] = block.start + (port + 1 - block.start) % len(block)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))  # as the peers bind: also fails if 127.0.0.1:port is taken
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free port in {block.start}-{block.stop - 1}")
 
 
 def output_dir() -> Path:
@@ -46,3 +75,34 @@ def output_dir() -> Path:
     path = Path(os.environ.get("DICOMPLUS_TEST_OUTPUT", REPO_ROOT / "Testing" / "output"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``condition()`` until it is true; ``AssertionError`` naming ``what`` after ``timeout``
+    seconds. For "the event has happened" checks: a fixed sleep is either too short on a loaded
+    machine or wasted time on an idle one."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.02)
+
+
+# /proc/net/tcp states in which data can still flow: SYN_SENT, SYN_RECV, ESTABLISHED.
+_OPEN_STATES = {"01", "02", "03"}
+
+
+def open_connections(port: int) -> int:
+    """TCP connections on this machine with ``port`` at either end that can still carry data
+    (Linux /proc/net/tcp{,6}). Once it is 0 for a peer's port, nothing more can arrive from that
+    peer: the event-based form of "wait a second and check that nothing more arrived"."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, remote, state = fields[1], fields[2], fields[3]
+                ports = {int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)}
+                count += state in _OPEN_STATES and port in ports
+    return count

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import PDUTooSlow
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
@@ -55,7 +56,7 @@ def known_transfer_syntaxes() -> frozenset[str]:
 def is_storage_class(uid: str, accept_unknown: bool = True) -> bool:
     """A storage SOP class (PS3.4 B.5), any future one in the storage arc
     1.2.840.10008.5.1.4.1.1, and (when ``accept_unknown``) any private, non-DICOM-rooted UID."""
-    if uid in _known_storage_classes() or uid.startswith("1.2.840.10008.5.1.4.1.1."):
+    if uid in _known_storage_classes() or uid.startswith(uids.STORAGE_ROOT):
         return True
     return accept_unknown and not uid.startswith("1.2.840.10008.")
 

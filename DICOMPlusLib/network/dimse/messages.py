@@ -11,16 +11,17 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CommandError
 from DICOMPlusLib.network.dimse.status import Status
 
 # Query/Retrieve information models (PS3.4 C.6.1, C.6.2)
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_ROOT_FIND = uids.PatientRootQueryRetrieveInformationModelFind
+PATIENT_ROOT_MOVE = uids.PatientRootQueryRetrieveInformationModelMove
+PATIENT_ROOT_GET = uids.PatientRootQueryRetrieveInformationModelGet
+STUDY_ROOT_FIND = uids.StudyRootQueryRetrieveInformationModelFind
+STUDY_ROOT_MOVE = uids.StudyRootQueryRetrieveInformationModelMove
+STUDY_ROOT_GET = uids.StudyRootQueryRetrieveInformationModelGet
 
 # Command Field values (PS3.7 E.1-1)
 C_STORE_RQ = 0x0001
@@ -220,7 +221,7 @@ def echo_request(message_id: int) -> bytes:
     """C-ECHO-RQ (PS3.7 9.3.5.1)."""
     return encode_command(
         {
-            AFFECTED_SOP_CLASS_UID: "1.2.840.10008.1.1",
+            AFFECTED_SOP_CLASS_UID: uids.Verification,
             COMMAND_FIELD: C_ECHO_RQ,
             MESSAGE_ID: message_id,
             COMMAND_DATA_SET_TYPE: NO_DATA_SET,
@@ -232,7 +233,7 @@ def echo_response(request: Command, status: int = Status.SUCCESS) -> bytes:
     """C-ECHO-RSP (PS3.7 9.3.5.2)."""
     return encode_command(
         {
-            AFFECTED_SOP_CLASS_UID: str(request.get(AFFECTED_SOP_CLASS_UID, "1.2.840.10008.1.1")),
+            AFFECTED_SOP_CLASS_UID: str(request.get(AFFECTED_SOP_CLASS_UID, uids.Verification)),
             COMMAND_FIELD: C_ECHO_RSP,
             MESSAGE_ID_BEING_RESPONDED_TO: request.message_id,
             COMMAND_DATA_SET_TYPE: NO_DATA_SET,

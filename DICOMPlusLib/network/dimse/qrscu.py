@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import (
     NetworkError,
     OperationAborted,
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = uids.ExplicitVRLittleEndian
+IMPLICIT_LE = uids.ImplicitVRLittleEndian
 UNCOMPRESSED = [EXPLICIT_LE, IMPLICIT_LE]
 
 # Query/Retrieve information models (PS3.4 C.6.1, C.6.2), defined in dimse

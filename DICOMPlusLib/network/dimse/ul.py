@@ -18,14 +18,14 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from DICOMPlusLib import __version__
+from DICOMPlusLib import __version__, uids
 from DICOMPlusLib.errors import ConnectionClosed, NetworkError, PDUTooSlow, ProtocolError
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1 DICOM Application Context Name
 #: Implementation Class UID of DICOMPlus (a UUID-derived UID, PS3.5 B.2).
 IMPLEMENTATION_CLASS_UID = "2.25.46723555173053157896672213210748166122"
 IMPLEMENTATION_VERSION_NAME = ("DICOMPLUS_" + __version__.replace(".", ""))[:16]
-VERIFICATION = "1.2.840.10008.1.1"
+VERIFICATION = uids.Verification
 
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02

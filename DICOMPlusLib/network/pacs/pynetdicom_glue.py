@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.listener import bind_error
 from DICOMPlusLib.network.storage import DatabaseSink, ReceiveMeta
@@ -19,10 +20,10 @@ from DICOMPlusLib.network.storage import DatabaseSink, ReceiveMeta
 logger = logging.getLogger(__name__)
 
 _UNCOMPRESSED_LAST = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+    uids.ExplicitVRLittleEndian,  # Explicit VR Little Endian
+    uids.DeflatedExplicitVRLittleEndian,  # Deflated Explicit VR Little Endian
+    uids.ImplicitVRLittleEndian,  # Implicit VR Little Endian
+    uids.ExplicitVRBigEndian,  # Explicit VR Big Endian (retired)
 )
 
 
@@ -45,7 +46,7 @@ def storage_sop_classes() -> list[str]:
 def add_storage_contexts(ae, sop_classes: Iterable[str] | None = None) -> None:
     """Verification plus every storage SOP class, each with every transfer syntax."""
     syntaxes = transfer_syntaxes_preferred()
-    ae.add_supported_context(ul.VERIFICATION, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    ae.add_supported_context(ul.VERIFICATION, [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian])
     for uid in sop_classes if sop_classes is not None else storage_sop_classes():
         ae.add_supported_context(uid, syntaxes)
 

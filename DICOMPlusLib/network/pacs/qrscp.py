@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
 from DICOMPlusLib.network.dimse.messages import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
@@ -156,8 +157,8 @@ class QueryRetrieveSCP:
         if cfg.allowed_calling_aets:
             ae.require_calling_aet = list(cfg.allowed_calling_aets)
         ae.require_called_aet = cfg.require_called_ae
-        uncompressed = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
-        ae.add_supported_context("1.2.840.10008.1.1", uncompressed)
+        uncompressed = [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian]
+        ae.add_supported_context(uids.Verification, uncompressed)
         for uid in (
             PATIENT_ROOT_FIND,
             PATIENT_ROOT_MOVE,
@@ -341,10 +342,10 @@ class QueryRetrieveSCP:
     def _contexts_for(self, records) -> list:
         pairs = []
         for r in records:
-            pair = (r.SOPClassUID, r.TransferSyntaxUID or "1.2.840.10008.1.2")
+            pair = (r.SOPClassUID, r.TransferSyntaxUID or uids.ImplicitVRLittleEndian)
             if pair not in pairs:
                 pairs.append(pair)
-        contexts, uncompressed = [], ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+        contexts, uncompressed = [], [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian]
         for sop_class, ts in pairs:
             syntaxes = [ts] + [t for t in uncompressed if t != ts]
             contexts.append(self._build_context(sop_class, syntaxes))

@@ -25,22 +25,23 @@ import logging
 import threading
 from pathlib import Path
 
+from DICOMPlusLib import uids
 from DICOMPlusLib.errors import DecodeRefused
 
 logger = logging.getLogger(__name__)
 
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = uids.ExplicitVRLittleEndian
+IMPLICIT_LE = uids.ImplicitVRLittleEndian
 #: Transfer syntaxes whose decoding gives back exactly the pixels that were encoded.
 LOSSLESS = frozenset({
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (Process 14 SV1)
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
-    "1.2.840.10008.1.2.4.201",  # HTJ2K (Lossless Only)
-    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL Options (Lossless Only)
-    "1.2.840.10008.1.2.5",  # RLE Lossless
+    uids.DeflatedExplicitVRLittleEndian,  # Deflated Explicit VR Little Endian
+    uids.JPEGLossless,  # JPEG Lossless, Non-Hierarchical (Process 14)
+    uids.JPEGLosslessSV1,  # JPEG Lossless, First-Order Prediction (Process 14 SV1)
+    uids.JPEGLSLossless,  # JPEG-LS Lossless
+    uids.JPEG2000Lossless,  # JPEG 2000 (Lossless Only)
+    uids.HTJ2KLossless,  # HTJ2K (Lossless Only)
+    uids.HTJ2KLosslessRPCL,  # HTJ2K with RPCL Options (Lossless Only)
+    uids.RLELossless,  # RLE Lossless
 })  # fmt: skip
 DECOMPRESSED_COMMENT = "compressed instances sent decompressed (lossless)"
 
@@ -163,7 +164,7 @@ def install_sender(assoc) -> None:
         if pydicom.uid.UID(stored).is_compressed or stored not in (
             EXPLICIT_LE,
             IMPLICIT_LE,
-            "1.2.840.10008.1.2.2",
+            uids.ExplicitVRBigEndian,
         ):
             try:
                 decoded = _decoded(path, stored, accepted)

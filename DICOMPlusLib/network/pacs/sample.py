@@ -2,7 +2,7 @@
 
 The instances are complete enough for viewers and for dciodvfy (CT Image and MR Image IODs,
 PS3.3 A.3 and A.4: patient, study, series, frame of reference, equipment, image plane and pixel
-modules), and small (128 x 128 pixels) so that ``dicomplus serve --sample`` starts at once. The
+modules), and small (128 x 128 pixels; made by DICOMPlusLib.synthetic, the one CT/MR builder) so that ``dicomplus serve --sample`` starts at once. The
 UIDs are derived from fixed names (UUID-derived UIDs, PS3.5 B.2), so running it again adds
 nothing new.
 """
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
 
 _NAMESPACE = uuid.UUID("6f1c1a3e-5d2b-4a8e-9b77-2d6f0c3e8a51")
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def sample_uid(name: str) -> str:
@@ -75,84 +73,45 @@ def _phantom(spec: _SeriesSpec, k: int):
 
 
 def _instance(spec: _SeriesSpec, k: int):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    # Imported here: ``dicomplus serve`` without --sample should not pay for numpy and pydicom.
+    from DICOMPlusLib.synthetic import SeriesHeader, SlicePlane, image_instance
 
-    study_uid = sample_uid(f"study/{spec.study_key}")
-    series_uid = sample_uid(f"series/{spec.key}")
-    sop_uid = sample_uid(f"instance/{spec.key}/{k}")
-    sop_class = CT_IMAGE_STORAGE if spec.modality == "CT" else MR_IMAGE_STORAGE
-    pixels = _phantom(spec, k)
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL" if spec.modality == "CT" else "OTHER"]
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = spec.study_date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "093000"
-    ds.AccessionNumber = spec.accession
-    ds.Modality = spec.modality
-    ds.Manufacturer = "DICOMPlus"
-    ds.ManufacturerModelName = "Sample PACS phantom"
-    ds.InstitutionName = "DICOMPlus sample data"
-    ds.ReferringPhysicianName = "Smith^John"
-    ds.StudyDescription = spec.study_description
-    ds.SeriesDescription = spec.series_description
-    ds.PatientName = spec.patient_name
-    ds.PatientID = spec.patient_id
-    ds.PatientBirthDate = spec.birth_date
-    ds.PatientSex = spec.sex
-    ds.BodyPartExamined = spec.body_part
-    ds.SliceThickness = f"{spec.spacing:g}"
-    ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = spec.accession[-4:]
-    ds.SeriesNumber = spec.series_number
-    ds.AcquisitionNumber = 1
-    ds.InstanceNumber = k + 1
+    header = SeriesHeader(
+        modality=spec.modality,
+        study_uid=sample_uid(f"study/{spec.study_key}"),
+        series_uid=sample_uid(f"series/{spec.key}"),
+        frame_uid=sample_uid(f"for/{spec.study_key}"),
+        patient_id=spec.patient_id,
+        patient_name=spec.patient_name,
+        birth_date=spec.birth_date,
+        sex=spec.sex,
+        study_date=spec.study_date,
+        study_time="093000",
+        study_id=spec.accession[-4:],
+        accession=spec.accession,
+        study_description=spec.study_description,
+        series_description=spec.series_description,
+        series_number=spec.series_number,
+        body_part=spec.body_part,
+        manufacturer="DICOMPlus",
+        referring_physician="Smith^John",
+        image_type=("ORIGINAL", "PRIMARY", "AXIAL" if spec.modality == "CT" else "OTHER"),
+        extra=_MR_EXTRA if spec.modality == "MR" else _EXTRA,
+    )
     z = -((spec.slices - 1) / 2) * spec.spacing + k * spec.spacing
-    ds.ImagePositionPatient = ["-119.0625", "-119.0625", f"{z:g}"]
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.FrameOfReferenceUID = sample_uid(f"for/{spec.study_key}")
-    ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = f"{z:g}"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 128
-    ds.PixelSpacing = ["1.875", "1.875"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12 if spec.modality == "CT" else 16
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 0
-    if spec.modality == "CT":
-        ds.KVP = "120"
-        ds.RescaleIntercept = "-1024"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
-    else:
-        ds.ScanningSequence = "SE"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "2D"
-        ds.RepetitionTime = "500"
-        ds.EchoTime = "15"
-        ds.EchoTrainLength = 1
-        ds.MagneticFieldStrength = "1.5"
-        ds.ImagedNucleus = "1H"
-        ds.WindowCenter = "700"
-        ds.WindowWidth = "1400"
-    ds.PixelData = pixels.tobytes()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
+    plane = SlicePlane(
+        position=(-119.0625, -119.0625, z), pixel_spacing=(1.875, 1.875), thickness=spec.spacing
+    )
+    ds = image_instance(header, plane, _phantom(spec, k), sop_uid=sample_uid(f"instance/{spec.key}/{k}"),
+                        instance_number=k + 1, bits_stored=12 if spec.modality == "CT" else 16)  # fmt: skip
     buf = BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+_EXTRA = {"ManufacturerModelName": "Sample PACS phantom", "InstitutionName": "DICOMPlus sample data"}
+_MR_EXTRA = {**_EXTRA, "MagneticFieldStrength": "1.5", "ImagedNucleus": "1H", "WindowCenter": "700",
+             "WindowWidth": "1400"}  # fmt: skip
 
 
 def sample_files() -> list[bytes]:

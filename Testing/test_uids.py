@@ -1,0 +1,46 @@
+"""DICOMPlusLib.uids keeps the library's UIDs as plain strings (no pydicom import at start-up):
+each must equal the pydicom (or pynetdicom) constant of the same name, and the library must not
+spell a UID that is there as a literal elsewhere."""
+
+from __future__ import annotations
+
+import re
+
+import pydicom.uid
+import pynetdicom.sop_class
+
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib import uids
+
+#: Named here, not (yet) in the pydicom this suite runs with: checked against the Standard's value.
+NEWER_THAN_PYDICOM = {"LabelMapSegmentationStorage": "1.2.840.10008.5.1.4.1.1.66.7"}
+
+
+def _constants() -> dict[str, str]:
+    return {name: value for name, value in vars(uids).items() if name[0].isupper() and isinstance(value, str)}
+
+
+def test_every_uid_equals_pydicoms_constant_of_the_same_name():
+    constants = _constants()
+    assert len(constants) > 30
+    for name, value in constants.items():
+        if name == "STORAGE_ROOT":
+            assert pydicom.uid.CTImageStorage.startswith(value)
+            continue
+        expected = getattr(pydicom.uid, name, None) or getattr(pynetdicom.sop_class, name, None)
+        expected = expected or NEWER_THAN_PYDICOM.get(name)
+        assert expected == value, f"uids.{name} = {value!r}, pydicom/pynetdicom say {expected!r}"
+
+
+def test_no_named_uid_is_spelled_out_elsewhere_in_the_library():
+    named = set(_constants().values())
+    literal = re.compile(r"""["'](1\.2\.840\.10008\.[0-9.]+)["']""")
+    found = []
+    for path in (REPO_ROOT / "DICOMPlusLib").rglob("*.py"):
+        if path.name == "uids.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            found += [
+                f"{path.relative_to(REPO_ROOT)}:{number}: {m}" for m in literal.findall(line) if m in named
+            ]
+    assert not found, "use DICOMPlusLib.uids:\n" + "\n".join(found)
