@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-    from DICOMPlusLib.network.query import Record
+    from DICOMPlusLib.models import Record
 
 
 @dataclass

@@ -40,7 +40,7 @@ def _own_user_folders(monkeypatch, tmp_path_factory):
 def _node_limit_tables():
     """The retrieve module's per-node tables, if a test has imported it (never imported here:
     a test that does not retrieve should not pay for it)."""
-    module = sys.modules.get("DICOMPlusLib.network.retrieve")
+    module = sys.modules.get("DICOMPlusLib.network.retrieve_qr")
     if module is None:
         return None
     return module._LIMITS, module._SEMAPHORES
