@@ -17,18 +17,18 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database import schema
+from DICOMPlusLib.database.delete import delete
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
-from DICOMPlusLib.database.rows import instance_record
+from DICOMPlusLib.database.rows import chunks, instance_record
 from DICOMPlusLib.database.search import count, search
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
@@ -494,7 +494,7 @@ class Database:
         sops = list(dict.fromkeys(sop_instance_uids))
         found: set[str] = set()
         conn = self._reader()
-        for chunk in _chunks(sops, 500):
+        for chunk in chunks(sops, 500):
             rows = conn.execute(
                 f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -545,120 +545,16 @@ class Database:
         also removes files that were imported in place (never by default: they are the user's).
         ``dry_run`` reports what would go and changes nothing.
         """
-        given = [x for x in (patient, study, series, instance) if x is not None]
-        if len(given) != 1:
-            raise DatabaseError("delete needs exactly one of patient, study, series or instance")
-        report = DeleteReport(dry_run=dry_run)
-        with contextlib.ExitStack() as stack:
-            conn = self._reader() if dry_run else stack.enter_context(self.write())
-            # Decide everything first, from the state before the delete; then apply it.
-            where, params = _delete_scope(patient, study, series, instance)
-            rows = conn.execute(
-                "SELECT i.SOPInstanceUID, i.path, i.linked, i.SeriesInstanceUID FROM instances i"
-                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
-                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
-                f" JOIN patients p ON p.id=st.patient WHERE {where}",
-                params,
-            ).fetchall()
-            one = lambda sql, *args: conn.execute(sql, args).fetchone()  # noqa: E731
-            series_uids = {r["SeriesInstanceUID"] for r in rows}
-            if series is not None:
-                series_uids.add(series)
-            if study is not None:
-                series_uids |= {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT SeriesInstanceUID FROM series WHERE StudyInstanceUID=?", (study,)
-                    )
-                }
-            if patient is not None:
-                series_uids |= {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT se.SeriesInstanceUID FROM series se JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
-                        " JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
-                        (patient,),
-                    )
-                }
-            deleted_in = Counter(r["SeriesInstanceUID"] for r in rows)
-            gone_series = sorted(
-                uid
-                for uid in series_uids
-                if one("SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?", uid)[0] == deleted_in[uid]
-            )
-            study_of = {
-                uid: (one("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", uid) or [None])[0]
-                for uid in series_uids
-            }
-            study_uids = {s for s in study_of.values() if s}
-            if study is not None:
-                study_uids.add(study)
-            if patient is not None:
-                study_uids |= {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT st.StudyInstanceUID FROM studies st JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
-                        (patient,),
-                    )
-                }
-            gone_in = Counter(study_of[uid] for uid in gone_series)
-            gone_studies = sorted(
-                uid
-                for uid in study_uids
-                if one("SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?", uid)[0] == gone_in[uid]
-            )
-            patient_of = {
-                uid: (one("SELECT patient FROM studies WHERE StudyInstanceUID=?", uid) or [None])[0]
-                for uid in study_uids
-            }
-            patient_rows = {p for p in patient_of.values() if p is not None}
-            if patient is not None:
-                patient_rows |= {
-                    r[0] for r in conn.execute("SELECT id FROM patients WHERE PatientID=?", (patient,))
-                }
-            gone_in_patient = Counter(patient_of[uid] for uid in gone_studies)
-            gone_patients = sorted(
-                pid
-                for pid in patient_rows
-                if one("SELECT COUNT(*) FROM studies WHERE patient=?", pid)[0] == gone_in_patient[pid]
-            )
-            report.instances = len(rows)
-            report.series = gone_series
-            report.studies = gone_studies
-            report.patients = [
-                one("SELECT PatientID FROM patients WHERE id=?", pid)[0] for pid in gone_patients
-            ]
-            to_remove = [
-                r["path"]
-                for r in rows
-                if (r["linked"] and linked_files)
-                or (not r["linked"] and files and self.store.contains(r["path"]))
-            ]
-            removing = set(to_remove)
-            report.files_kept = [r["path"] for r in rows if r["path"] not in removing]
-            if dry_run:
-                report.files_removed = to_remove
-                return report
-            sops = [r["SOPInstanceUID"] for r in rows]
-            for chunk in _chunks(sops, 500):
-                marks = ",".join("?" * len(chunk))
-                conn.execute(f"DELETE FROM instances WHERE SOPInstanceUID IN ({marks})", chunk)
-                conn.execute(f"DELETE FROM sources WHERE SOPInstanceUID IN ({marks})", chunk)
-            for uid in gone_series:
-                conn.execute("DELETE FROM series WHERE SeriesInstanceUID=?", (uid,))
-            for uid in gone_studies:
-                conn.execute("DELETE FROM studies WHERE StudyInstanceUID=?", (uid,))
-            for pid in gone_patients:
-                conn.execute("DELETE FROM patients WHERE id=?", (pid,))
-            self._refresh_counts(conn, series_uids - set(gone_series), study_uids - set(gone_studies))
-        linked_paths = {r["path"] for r in rows if r["linked"]}
-        for path in to_remove:
-            if path in linked_paths:  # the user asked for their own files to go (--files)
-                removed = _remove_user_file(path)
-            else:  # a copy DICOMPlus made: removed only from inside the store, never elsewhere
-                removed = self.store.remove(path)
-            (report.files_removed if removed else report.files_kept).append(path)
-        return report
+        return delete(
+            self,
+            patient=patient,
+            study=study,
+            series=series,
+            instance=instance,
+            files=files,
+            linked_files=linked_files,
+            dry_run=dry_run,
+        )
 
 
 def record_source(
@@ -692,31 +588,6 @@ def _create_owner_only(path: Path) -> None:
     except OSError:
         return  # a read-only folder: sqlite3 reports it with the path
     os.close(fd)
-
-
-def _remove_user_file(path: str) -> bool:
-    try:
-        os.unlink(path)
-    except OSError:
-        return False
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(path))  # only succeeds when the folder is now empty
-    return True
-
-
-def _delete_scope(patient, study, series, instance) -> tuple[str, tuple]:
-    if patient is not None:
-        return "p.PatientID=?", (patient,)
-    if study is not None:
-        return "se.StudyInstanceUID=?", (study,)
-    if series is not None:
-        return "i.SeriesInstanceUID=?", (series,)
-    return "i.SOPInstanceUID=?", (instance,)
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 @contextlib.contextmanager
