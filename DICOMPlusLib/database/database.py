@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from DICOMPlusLib.database import schema
 from DICOMPlusLib.database.delete import delete
@@ -29,10 +29,22 @@ from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
 from DICOMPlusLib.database.rows import chunks, instance_record
-from DICOMPlusLib.database.search import count, search
+from DICOMPlusLib.database.search import Criteria, count, search
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import DeleteReport, InstanceRecord
+from DICOMPlusLib.models import (
+    DeleteReport,
+    InstanceLevel,
+    InstanceRecord,
+    PatientLevel,
+    PatientRecord,
+    QueryLevel,
+    Record,
+    SeriesLevel,
+    SeriesRecord,
+    StudyLevel,
+    StudyRecord,
+)
 
 if TYPE_CHECKING:
     import pydicom
@@ -61,6 +73,16 @@ BACKENDS = {
 }
 
 
+class Connection(Protocol):
+    """What the SQL shared by the back ends needs of a connection: ``sqlite3.Connection`` here,
+    :class:`~.postgres.PgConnection` (sqlite3's surface over psycopg) for PostgreSQL. Rows come
+    back readable by position and by column name."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class Database:
     """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
     at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
@@ -80,10 +102,10 @@ class Database:
         _create_owner_only(self.path)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
-        conn = self._connect()
+        conn = self._connect_sqlite()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -91,7 +113,7 @@ class Database:
             schema.migrate(conn, store_root=self.store.root)
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
-        self._writer = conn
+        self._writer: Connection = conn
         #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
         self.ingest = Ingest(self)
         self.store.sweep()  # temporary files of writers that died (kill -9, power loss)
@@ -121,7 +143,10 @@ class Database:
         return self.store.root
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Connection:
+        return self._connect_sqlite()
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -138,7 +163,7 @@ class Database:
             self._connections.append(conn)
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> Connection:
         """This thread's read connection (readers never block on the writer in WAL). Private:
         callers outside ``database/`` use the methods of :class:`~.protocol.DatabaseProtocol`,
         so that another back end can serve them."""
@@ -162,7 +187,7 @@ class Database:
                 conn.close()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Connection]:
         """One write transaction, serialised with every other writer of this process."""
         if self._closed:
             raise DatabaseError("the database is closed")
@@ -282,7 +307,7 @@ class Database:
         return results
 
     def _index(
-        self, conn: sqlite3.Connection, item: ParsedFile, sop: str, path: str, linked: bool, now: float
+        self, conn: Connection, item: ParsedFile, sop: str, path: str, linked: bool, now: float
     ) -> InstanceRecord:
         """The patient, study, series and instance rows of one placed file; its record."""
         v = item.values
@@ -384,7 +409,7 @@ class Database:
         raise DatabaseError(f"instance {sop} has neither data nor a source file")
 
     @staticmethod
-    def _record_source(conn: sqlite3.Connection, item: ParsedFile, sop: str | None, reason: str) -> None:
+    def _record_source(conn: Connection, item: ParsedFile, sop: str | None, reason: str) -> None:
         if item.source:
             record_source(conn, item.source, item.size, item.mtime, sop, reason)
 
@@ -395,7 +420,7 @@ class Database:
             record_source(conn, path, size, mtime, None, reason)
 
     @staticmethod
-    def _upsert_patient(conn: sqlite3.Connection, v: dict) -> int:
+    def _upsert_patient(conn: Connection, v: dict) -> int:
         key = (str(v["PatientID"]), str(v["PatientName"]))
         row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
         if row is not None:
@@ -408,7 +433,7 @@ class Database:
         return int(cur.lastrowid)
 
     @staticmethod
-    def _refresh_counts(conn: sqlite3.Connection, series: Iterable[str], studies: Iterable[str]) -> None:
+    def _refresh_counts(conn: Connection, series: Iterable[str], studies: Iterable[str]) -> None:
         series, studies = list(series), set(studies)
         for uid in series:
             conn.execute(
@@ -510,11 +535,77 @@ class Database:
         """{SOPInstanceUID: path} of every stored instance (checks and benchmarks)."""
         return dict(self._reader().execute("SELECT SOPInstanceUID, path FROM instances").fetchall())
 
-    def search(self, level="study", criteria=None, *, text=None, limit=None, offset=0):
-        """Search the database; see :func:`DICOMPlusLib.database.search.search`."""
-        return search(self, level, criteria or {}, text=text, limit=limit, offset=offset)
+    @overload
+    def search(
+        self,
+        level: PatientLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PatientRecord]: ...
+    @overload
+    def search(
+        self,
+        level: StudyLevel = ...,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StudyRecord]: ...
+    @overload
+    def search(
+        self,
+        level: SeriesLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SeriesRecord]: ...
+    @overload
+    def search(
+        self,
+        level: InstanceLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[InstanceRecord]: ...
+    @overload
+    def search(
+        self,
+        level: QueryLevel | str,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]: ...
+    def search(
+        self,
+        level: QueryLevel | str = "study",
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Any]:  # list[Record], narrowed by the overloads (a list is invariant)
+        """Records at ``level`` (of that level's record type) matching ``criteria``; see
+        :func:`DICOMPlusLib.database.search.search`."""
+        return self._search(QueryLevel.parse(level), criteria or {}, text, limit, offset)
 
-    def count(self, level="study", criteria=None, *, text=None) -> int | None:
+    def _search(
+        self, level: QueryLevel, criteria: Criteria, text: str | None, limit: int | None, offset: int
+    ) -> list[Record]:
+        return search(self, level, criteria, text=text, limit=limit, offset=offset)
+
+    def count(
+        self, level: QueryLevel | str = "study", criteria: Criteria | None = None, *, text: str | None = None
+    ) -> int | None:
         """How many records a search would find in all; None when header keys would make
         counting a full scan. See :func:`DICOMPlusLib.database.search.count`."""
         return count(self, level, criteria or {}, text=text)
@@ -557,9 +648,7 @@ class Database:
         )
 
 
-def record_source(
-    conn: sqlite3.Connection, path: str, size: int, mtime: float, sop: str | None, reason: str
-) -> None:
+def record_source(conn: Connection, path: str, size: int, mtime: float, sop: str | None, reason: str) -> None:
     """What an import saw at ``path`` (size and mtime decide "unchanged" next time)."""
     conn.execute(
         "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import NetworkError, QueryError
-from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, Record, SeriesRecord, StudyRecord
 from DICOMPlusLib.network.answers import QueryReport, checked
 from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Record = PatientRecord | StudyRecord | SeriesRecord | InstanceRecord
 _RECORD = {QueryLevel.PATIENT: PatientRecord, QueryLevel.STUDY: StudyRecord, QueryLevel.SERIES: SeriesRecord,
            QueryLevel.INSTANCE: InstanceRecord}  # fmt: skip
 
