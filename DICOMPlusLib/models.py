@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 class QueryLevel(enum.Enum):
@@ -111,6 +112,16 @@ class InstanceRecord(_Record):
     pixel_offset: int | None = None
     pixel_length: int | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+#: Any record a search or a query yields; which one is decided by the level asked for.
+Record = PatientRecord | StudyRecord | SeriesRecord | InstanceRecord
+#: The spellings of each level, for the ``typing.overload``\ s of searches and queries: a caller
+#: asking for ``"series"`` gets :class:`SeriesRecord`\ s, checked by mypy.
+PatientLevel = Literal[QueryLevel.PATIENT, "patient"]
+StudyLevel = Literal[QueryLevel.STUDY, "study"]
+SeriesLevel = Literal[QueryLevel.SERIES, "series"]
+InstanceLevel = Literal[QueryLevel.INSTANCE, "instance", "image"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,22 @@ Names are imported on first use (PEP 562), so the command line builds without py
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from DICOMPlusLib._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
+    from DICOMPlusLib.bundle.format import DEFAULT_MAX_BUNDLE_BYTES
+    from DICOMPlusLib.bundle.read import (
+        BundleInfo,
+        extract_bundle,
+        is_bundle,
+        is_bundle_dataset,
+        read_bundle,
+        read_bundle_info,
+    )
+    from DICOMPlusLib.bundle.write import placeholder_thumbnail, save_bundle_to_study, write_bundle
+
 
 _EXPORTS = {
     "DEFAULT_MAX_BUNDLE_BYTES": "format",

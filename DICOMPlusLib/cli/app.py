@@ -22,7 +22,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 from DICOMPlusLib import __version__
 from DICOMPlusLib.errors import (
@@ -71,7 +76,8 @@ EXIT_CODES_HELP = (
 
 # -- global options ------------------------------------------------------------------------------
 #: Options accepted before and after the subcommand: (flags, argparse keyword arguments).
-GLOBAL_OPTIONS = (
+#: (flags, add_argument keyword arguments) of the options every command takes.
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (
         ("--db",),
         dict(
@@ -237,7 +243,7 @@ def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) ->
 def print_table(
     rows: list[dict],
     columns: list[str],
-    keys: list[tuple[str, str]] = (),
+    keys: Sequence[tuple[str, str]] = (),
     *,
     chosen: str | None = None,
     total: int | None = None,
@@ -305,8 +311,8 @@ class ProgressBar:
         self.done = 0
         self.total = 0
         self._last = 0.0
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         self._lock = threading.Lock()
 
     def _start(self) -> None:
@@ -346,9 +352,11 @@ class ProgressBar:
             self._last = now
             if self._progress is None:
                 self._start()
+            progress, task = self._progress, self._task
+            assert progress is not None and task is not None  # _start set both
             name = Path(current).name[-40:] if current else ""
-            self._progress.update(self._task, completed=done, total=total or None, current=name)
-            self._progress.refresh()
+            progress.update(task, completed=done, total=total or None, current=name)
+            progress.refresh()
 
     def close(self) -> None:
         with self._lock:

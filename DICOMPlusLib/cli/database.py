@@ -122,7 +122,7 @@ def _with_study(db, rows: list[dict]) -> None:
     """Series rows get their study's date and description (a terminal table shows them)."""
     studies: dict[str, dict] = {}
     for row in rows:
-        uid = row.get("StudyInstanceUID")
+        uid = str(row.get("StudyInstanceUID") or "")
         if uid and uid not in studies:
             found = db.search("study", {"StudyInstanceUID": uid})
             studies[uid] = found[0].to_dict() if found else {}

@@ -78,7 +78,7 @@ def _log_warnings_to_stderr() -> None:
     if logging.getLogger().handlers or any(getattr(h, "dicomplus_cli", False) for h in network.handlers):
         return  # --verbose (already shown) or already added
     handler = logging.StreamHandler(sys.stderr)
-    handler.dicomplus_cli = True
+    handler.dicomplus_cli = True  # type: ignore[attr-defined]  # a mark to find our own handler again
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("dicomplus: %(message)s"))
     network.addHandler(handler)
@@ -95,7 +95,7 @@ def cmd_echo(args) -> int:
     elif result.ok:
         print(f"ok: {result.message} in {result.seconds * 1000:.0f} ms")
     else:
-        print(f"failed ({result.problem.value}): {result.message}")
+        print(f"failed ({result.problem.value if result.problem else 'unknown'}): {result.message}")
     return Exit.OK if result.ok else Exit.FAILED
 
 
@@ -262,6 +262,7 @@ def cmd_send(args) -> int:
             if args.paths:
                 report = sending.send_paths(node, args.paths, options, progress=bar, cancel=token)
             else:
+                assert db is not None  # opened above when no paths are given
                 report = sending.send_from_database(
                     db,
                     node,

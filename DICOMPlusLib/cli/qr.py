@@ -137,6 +137,7 @@ def cmd_retrieve(args) -> int:
         raise RetrieveError(f"{error}; choose another port with --listener-port N") from None
     if error is not None:
         raise error
+    assert report is not None  # run() sets either an error or a report
     if args.json:
         print_json({**report.to_dict(), "method": method_word(report.method)})
     else:

@@ -11,6 +11,15 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib._lazy import lazy_getattr
 
+if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
+    from DICOMPlusLib.database.backends import open_database
+    from DICOMPlusLib.database.database import Database, TemporaryDatabase, default_database_path
+    from DICOMPlusLib.database.indexer import import_paths, iter_files
+    from DICOMPlusLib.database.ingest import DuplicatePolicy
+    from DICOMPlusLib.database.matching import Criterion, MatchKind
+    from DICOMPlusLib.database.protocol import DatabaseProtocol
+
+
 _EXPORTS = {
     "Database": "database",
     "DuplicatePolicy": "ingest",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from DICOMPlusLib.database.database import Database
+from DICOMPlusLib.database.protocol import DatabaseProtocol
 
 
 def is_url(target: object) -> bool:
@@ -18,7 +19,7 @@ def is_url(target: object) -> bool:
 
 def open_database(
     target: str | os.PathLike | None = None, *, store: str | os.PathLike | None = None
-) -> Database:
+) -> DatabaseProtocol:
     """The database ``target`` names: :class:`~DICOMPlusLib.database.postgres.PostgresDatabase`
     for a ``postgresql://`` URL (``postgresql://`` alone: the ``PG*`` variables), else the SQLite
     :class:`~DICOMPlusLib.database.database.Database` at that path (default:

@@ -17,22 +17,34 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from DICOMPlusLib.database import schema
+from DICOMPlusLib.database.delete import delete
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
-from DICOMPlusLib.database.rows import instance_record
-from DICOMPlusLib.database.search import count, search
+from DICOMPlusLib.database.rows import chunks, instance_record
+from DICOMPlusLib.database.search import Criteria, count, search
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import DeleteReport, InstanceRecord
+from DICOMPlusLib.models import (
+    DeleteReport,
+    InstanceLevel,
+    InstanceRecord,
+    PatientLevel,
+    PatientRecord,
+    QueryLevel,
+    Record,
+    SeriesLevel,
+    SeriesRecord,
+    StudyLevel,
+    StudyRecord,
+)
 
 if TYPE_CHECKING:
     import pydicom
@@ -61,6 +73,16 @@ BACKENDS = {
 }
 
 
+class Connection(Protocol):
+    """What the SQL shared by the back ends needs of a connection: ``sqlite3.Connection`` here,
+    :class:`~.postgres.PgConnection` (sqlite3's surface over psycopg) for PostgreSQL. Rows come
+    back readable by position and by column name."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class Database:
     """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
     at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
@@ -80,10 +102,10 @@ class Database:
         _create_owner_only(self.path)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
-        conn = self._connect()
+        conn = self._connect_sqlite()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -91,7 +113,7 @@ class Database:
             schema.migrate(conn, store_root=self.store.root)
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
-        self._writer = conn
+        self._writer: Connection = conn
         #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
         self.ingest = Ingest(self)
         self.store.sweep()  # temporary files of writers that died (kill -9, power loss)
@@ -121,7 +143,10 @@ class Database:
         return self.store.root
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Connection:
+        return self._connect_sqlite()
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -138,7 +163,7 @@ class Database:
             self._connections.append(conn)
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> Connection:
         """This thread's read connection (readers never block on the writer in WAL). Private:
         callers outside ``database/`` use the methods of :class:`~.protocol.DatabaseProtocol`,
         so that another back end can serve them."""
@@ -162,7 +187,7 @@ class Database:
                 conn.close()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Connection]:
         """One write transaction, serialised with every other writer of this process."""
         if self._closed:
             raise DatabaseError("the database is closed")
@@ -282,7 +307,7 @@ class Database:
         return results
 
     def _index(
-        self, conn: sqlite3.Connection, item: ParsedFile, sop: str, path: str, linked: bool, now: float
+        self, conn: Connection, item: ParsedFile, sop: str, path: str, linked: bool, now: float
     ) -> InstanceRecord:
         """The patient, study, series and instance rows of one placed file; its record."""
         v = item.values
@@ -384,7 +409,7 @@ class Database:
         raise DatabaseError(f"instance {sop} has neither data nor a source file")
 
     @staticmethod
-    def _record_source(conn: sqlite3.Connection, item: ParsedFile, sop: str | None, reason: str) -> None:
+    def _record_source(conn: Connection, item: ParsedFile, sop: str | None, reason: str) -> None:
         if item.source:
             record_source(conn, item.source, item.size, item.mtime, sop, reason)
 
@@ -395,7 +420,7 @@ class Database:
             record_source(conn, path, size, mtime, None, reason)
 
     @staticmethod
-    def _upsert_patient(conn: sqlite3.Connection, v: dict) -> int:
+    def _upsert_patient(conn: Connection, v: dict) -> int:
         key = (str(v["PatientID"]), str(v["PatientName"]))
         row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
         if row is not None:
@@ -408,7 +433,7 @@ class Database:
         return int(cur.lastrowid)
 
     @staticmethod
-    def _refresh_counts(conn: sqlite3.Connection, series: Iterable[str], studies: Iterable[str]) -> None:
+    def _refresh_counts(conn: Connection, series: Iterable[str], studies: Iterable[str]) -> None:
         series, studies = list(series), set(studies)
         for uid in series:
             conn.execute(
@@ -494,7 +519,7 @@ class Database:
         sops = list(dict.fromkeys(sop_instance_uids))
         found: set[str] = set()
         conn = self._reader()
-        for chunk in _chunks(sops, 500):
+        for chunk in chunks(sops, 500):
             rows = conn.execute(
                 f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -510,11 +535,77 @@ class Database:
         """{SOPInstanceUID: path} of every stored instance (checks and benchmarks)."""
         return dict(self._reader().execute("SELECT SOPInstanceUID, path FROM instances").fetchall())
 
-    def search(self, level="study", criteria=None, *, text=None, limit=None, offset=0):
-        """Search the database; see :func:`DICOMPlusLib.database.search.search`."""
-        return search(self, level, criteria or {}, text=text, limit=limit, offset=offset)
+    @overload
+    def search(
+        self,
+        level: PatientLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PatientRecord]: ...
+    @overload
+    def search(
+        self,
+        level: StudyLevel = ...,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StudyRecord]: ...
+    @overload
+    def search(
+        self,
+        level: SeriesLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SeriesRecord]: ...
+    @overload
+    def search(
+        self,
+        level: InstanceLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[InstanceRecord]: ...
+    @overload
+    def search(
+        self,
+        level: QueryLevel | str,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]: ...
+    def search(
+        self,
+        level: QueryLevel | str = "study",
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Any]:  # list[Record], narrowed by the overloads (a list is invariant)
+        """Records at ``level`` (of that level's record type) matching ``criteria``; see
+        :func:`DICOMPlusLib.database.search.search`."""
+        return self._search(QueryLevel.parse(level), criteria or {}, text, limit, offset)
 
-    def count(self, level="study", criteria=None, *, text=None) -> int | None:
+    def _search(
+        self, level: QueryLevel, criteria: Criteria, text: str | None, limit: int | None, offset: int
+    ) -> list[Record]:
+        return search(self, level, criteria, text=text, limit=limit, offset=offset)
+
+    def count(
+        self, level: QueryLevel | str = "study", criteria: Criteria | None = None, *, text: str | None = None
+    ) -> int | None:
         """How many records a search would find in all; None when header keys would make
         counting a full scan. See :func:`DICOMPlusLib.database.search.count`."""
         return count(self, level, criteria or {}, text=text)
@@ -545,125 +636,19 @@ class Database:
         also removes files that were imported in place (never by default: they are the user's).
         ``dry_run`` reports what would go and changes nothing.
         """
-        given = [x for x in (patient, study, series, instance) if x is not None]
-        if len(given) != 1:
-            raise DatabaseError("delete needs exactly one of patient, study, series or instance")
-        report = DeleteReport(dry_run=dry_run)
-        with contextlib.ExitStack() as stack:
-            conn = self._reader() if dry_run else stack.enter_context(self.write())
-            # Decide everything first, from the state before the delete; then apply it.
-            where, params = _delete_scope(patient, study, series, instance)
-            rows = conn.execute(
-                "SELECT i.SOPInstanceUID, i.path, i.linked, i.SeriesInstanceUID FROM instances i"
-                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
-                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
-                f" JOIN patients p ON p.id=st.patient WHERE {where}",
-                params,
-            ).fetchall()
-            one = lambda sql, *args: conn.execute(sql, args).fetchone()  # noqa: E731
-            series_uids = {r["SeriesInstanceUID"] for r in rows}
-            if series is not None:
-                series_uids.add(series)
-            if study is not None:
-                series_uids |= {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT SeriesInstanceUID FROM series WHERE StudyInstanceUID=?", (study,)
-                    )
-                }
-            if patient is not None:
-                series_uids |= {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT se.SeriesInstanceUID FROM series se JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
-                        " JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
-                        (patient,),
-                    )
-                }
-            deleted_in = Counter(r["SeriesInstanceUID"] for r in rows)
-            gone_series = sorted(
-                uid
-                for uid in series_uids
-                if one("SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?", uid)[0] == deleted_in[uid]
-            )
-            study_of = {
-                uid: (one("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", uid) or [None])[0]
-                for uid in series_uids
-            }
-            study_uids = {s for s in study_of.values() if s}
-            if study is not None:
-                study_uids.add(study)
-            if patient is not None:
-                study_uids |= {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT st.StudyInstanceUID FROM studies st JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
-                        (patient,),
-                    )
-                }
-            gone_in = Counter(study_of[uid] for uid in gone_series)
-            gone_studies = sorted(
-                uid
-                for uid in study_uids
-                if one("SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?", uid)[0] == gone_in[uid]
-            )
-            patient_of = {
-                uid: (one("SELECT patient FROM studies WHERE StudyInstanceUID=?", uid) or [None])[0]
-                for uid in study_uids
-            }
-            patient_rows = {p for p in patient_of.values() if p is not None}
-            if patient is not None:
-                patient_rows |= {
-                    r[0] for r in conn.execute("SELECT id FROM patients WHERE PatientID=?", (patient,))
-                }
-            gone_in_patient = Counter(patient_of[uid] for uid in gone_studies)
-            gone_patients = sorted(
-                pid
-                for pid in patient_rows
-                if one("SELECT COUNT(*) FROM studies WHERE patient=?", pid)[0] == gone_in_patient[pid]
-            )
-            report.instances = len(rows)
-            report.series = gone_series
-            report.studies = gone_studies
-            report.patients = [
-                one("SELECT PatientID FROM patients WHERE id=?", pid)[0] for pid in gone_patients
-            ]
-            to_remove = [
-                r["path"]
-                for r in rows
-                if (r["linked"] and linked_files)
-                or (not r["linked"] and files and self.store.contains(r["path"]))
-            ]
-            removing = set(to_remove)
-            report.files_kept = [r["path"] for r in rows if r["path"] not in removing]
-            if dry_run:
-                report.files_removed = to_remove
-                return report
-            sops = [r["SOPInstanceUID"] for r in rows]
-            for chunk in _chunks(sops, 500):
-                marks = ",".join("?" * len(chunk))
-                conn.execute(f"DELETE FROM instances WHERE SOPInstanceUID IN ({marks})", chunk)
-                conn.execute(f"DELETE FROM sources WHERE SOPInstanceUID IN ({marks})", chunk)
-            for uid in gone_series:
-                conn.execute("DELETE FROM series WHERE SeriesInstanceUID=?", (uid,))
-            for uid in gone_studies:
-                conn.execute("DELETE FROM studies WHERE StudyInstanceUID=?", (uid,))
-            for pid in gone_patients:
-                conn.execute("DELETE FROM patients WHERE id=?", (pid,))
-            self._refresh_counts(conn, series_uids - set(gone_series), study_uids - set(gone_studies))
-        linked_paths = {r["path"] for r in rows if r["linked"]}
-        for path in to_remove:
-            if path in linked_paths:  # the user asked for their own files to go (--files)
-                removed = _remove_user_file(path)
-            else:  # a copy DICOMPlus made: removed only from inside the store, never elsewhere
-                removed = self.store.remove(path)
-            (report.files_removed if removed else report.files_kept).append(path)
-        return report
+        return delete(
+            self,
+            patient=patient,
+            study=study,
+            series=series,
+            instance=instance,
+            files=files,
+            linked_files=linked_files,
+            dry_run=dry_run,
+        )
 
 
-def record_source(
-    conn: sqlite3.Connection, path: str, size: int, mtime: float, sop: str | None, reason: str
-) -> None:
+def record_source(conn: Connection, path: str, size: int, mtime: float, sop: str | None, reason: str) -> None:
     """What an import saw at ``path`` (size and mtime decide "unchanged" next time)."""
     conn.execute(
         "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
@@ -692,31 +677,6 @@ def _create_owner_only(path: Path) -> None:
     except OSError:
         return  # a read-only folder: sqlite3 reports it with the path
     os.close(fd)
-
-
-def _remove_user_file(path: str) -> bool:
-    try:
-        os.unlink(path)
-    except OSError:
-        return False
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(path))  # only succeeds when the folder is now empty
-    return True
-
-
-def _delete_scope(patient, study, series, instance) -> tuple[str, tuple]:
-    if patient is not None:
-        return "p.PatientID=?", (patient,)
-    if study is not None:
-        return "se.StudyInstanceUID=?", (study,)
-    if series is not None:
-        return "i.SeriesInstanceUID=?", (series,)
-    return "i.SOPInstanceUID=?", (instance,)
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 @contextlib.contextmanager

@@ -57,6 +57,8 @@ def _entries() -> dict[str, tuple[int, str]]:
             raise ImportError("pydicom is not installed")
         path = Path(spec.origin).with_name("_dicom_dict.py")
         loader_spec = importlib.util.spec_from_file_location("_dicomplus_pydicom_dictionary", path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ImportError(f"cannot load pydicom's dictionary from {path}")
         module = importlib.util.module_from_spec(loader_spec)
         loader_spec.loader.exec_module(module)
         dictionary = module.DicomDictionary

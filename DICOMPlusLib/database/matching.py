@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
@@ -289,7 +290,9 @@ def _merge(criteria: list) -> list:
     return out
 
 
-def parse_criteria(items: dict[str, str] | list[tuple[str, str]]) -> list[Criterion | SequenceCriterion]:
-    pairs = items.items() if isinstance(items, dict) else items
+def parse_criteria(
+    items: Mapping[str, str] | Sequence[tuple[str, str]],
+) -> list[Criterion | SequenceCriterion]:
+    pairs = items.items() if isinstance(items, Mapping) else items
     parsed = [_sequence_criterion(k.split("."), v) if "." in k else Criterion.parse(k, v) for k, v in pairs]
     return _merge(parsed)

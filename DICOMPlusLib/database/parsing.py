@@ -229,7 +229,7 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         if isinstance(exc, InvalidDicomError):
             raise ImportFileError(f"unreadable DICOM: {exc}") from exc
         raise ImportFileError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
-    values = {}
+    values: dict[str, object] = {}
     for keyword in INDEX_KEYWORDS:
         try:
             value = ds.get(keyword)

@@ -184,10 +184,9 @@ def _echo(header: bytes | None, keys: list) -> dict[str, object]:
     plain = [k for k in keys if isinstance(k, Criterion)]
     if header is None:
         raise DatabaseError("a matching instance went away during the search; search again")
+    tags = {k.keyword: tag for k in plain if (tag := tag_for_keyword(k.keyword)) is not None}
     try:
-        values = scan(
-            bytes(header), frozenset(tag_for_keyword(k.keyword) for k in plain), complete=True
-        ).values
+        values = scan(bytes(header), frozenset(tags.values()), complete=True).values
     except ScanError:
         values = {}
-    return {k.keyword: values.get(tag_for_keyword(k.keyword)) for k in plain}
+    return {k.keyword: values.get(tags[k.keyword]) if k.keyword in tags else None for k in plain}

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar, overload
 
 from DICOMPlusLib.database import pg_schema
 from DICOMPlusLib.database.database import Database, DuplicatePolicy
@@ -37,11 +38,14 @@ from DICOMPlusLib.database.ingest import Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn, parse_criteria
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.pg_search import header_elements, search_in_server
+from DICOMPlusLib.database.search import Criteria
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import InstanceRecord, QueryLevel
+from DICOMPlusLib.models import InstanceRecord, QueryLevel, Record
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
@@ -59,10 +63,10 @@ def redact(url: str) -> str:
         parts = conninfo_to_dict(url)
     except Exception:  # a malformed URL: say only which scheme it had
         return url.split("://", 1)[0] + "://..."
-    user = parts.get("user") or os.environ.get("PGUSER", "")
-    host = parts.get("host") or os.environ.get("PGHOST", "localhost")
-    port = parts.get("port") or os.environ.get("PGPORT", "")
-    dbname = parts.get("dbname") or os.environ.get("PGDATABASE", "")
+    user = str(parts.get("user") or os.environ.get("PGUSER", ""))
+    host = str(parts.get("host") or os.environ.get("PGHOST", "localhost"))
+    port = str(parts.get("port") or os.environ.get("PGPORT", ""))
+    dbname = str(parts.get("dbname") or os.environ.get("PGDATABASE", ""))
     return f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}/{dbname}"
 
 
@@ -79,7 +83,7 @@ class Row(tuple):
     __slots__ = ()
     _names: dict[str, int] = {}
 
-    def __getitem__(self, key):  # type: ignore[override]
+    def __getitem__(self, key):
         if isinstance(key, str):
             return tuple.__getitem__(self, self._names[key.lower()])
         return tuple.__getitem__(self, key)
@@ -173,6 +177,12 @@ def _lock_key(kind: str, value: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+@overload
+def _text(value: str) -> str: ...
+@overload
+def _text(value: T) -> T: ...
+
+
 def _text(value: object) -> object:
     """A value PostgreSQL accepts in a text column: no NUL, no lone surrogate."""
     if isinstance(value, str):
@@ -190,6 +200,7 @@ class PostgresDatabase(Database):
     files live in ``store_dir``, else in the store recorded in the database."""
 
     dialect = POSTGRES
+    _writer: PgConnection
 
     def __init__(self, url: str, *, store_dir: str | os.PathLike | None = None):
         try:
@@ -202,19 +213,22 @@ class PostgresDatabase(Database):
         self.display_url = redact(url)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._connections: list[PgConnection] = []
+        self._connections = []
         self._connections_lock = threading.Lock()
         self._closed = False
         conn = self._connect()
         try:
             pg_schema.migrate(conn, self.display_url)
             stored = pg_schema.get_setting(conn, "store")
-            if store_dir is None and stored is None:
+            if store_dir is not None:
+                root = os.path.abspath(store_dir)
+            elif stored is not None:
+                root = stored
+            else:
                 raise DatabaseError(
                     f"{self.display_url} has no file store yet: give one with --store PATH "
                     "(a folder that every workstation and listener reaches at the same path)"
                 )
-            root = os.path.abspath(store_dir) if store_dir is not None else stored
             if stored is None:
                 pg_schema.set_setting(conn, "store", root)
         except BaseException:
@@ -232,7 +246,7 @@ class PostgresDatabase(Database):
         return f"PostgresDatabase({self.display_url!r}, store={str(self.store.root)!r})"
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self) -> PgConnection:  # type: ignore[override]
+    def _connect(self) -> PgConnection:
         import psycopg
 
         try:
@@ -250,7 +264,7 @@ class PostgresDatabase(Database):
             self._connections.append(conn)
         return conn
 
-    def _reader(self) -> PgConnection:  # type: ignore[override]
+    def _reader(self) -> PgConnection:
         """This thread's read connection (autocommit: each statement sees the latest commit)."""
         if self._closed:
             raise DatabaseError("the database is closed")
@@ -270,7 +284,7 @@ class PostgresDatabase(Database):
             conn.close()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[PgConnection]:  # type: ignore[override]
+    def write(self) -> Iterator[PgConnection]:
         """One write transaction on this process's writer connection."""
         if self._closed:
             raise DatabaseError("the database is closed")
@@ -298,14 +312,16 @@ class PostgresDatabase(Database):
             self._connections.clear()
 
     # -- search --------------------------------------------------------------------------------
-    def search(self, level="study", criteria=None, *, text=None, limit=None, offset=0):
+    def _search(
+        self, level: QueryLevel, criteria: Criteria, text: str | None, limit: int | None, offset: int
+    ) -> list[Record]:
         """Search as :func:`DICOMPlusLib.database.search.search` does, the server matching header
         keys too (:func:`~.pg_search.search_in_server`: the JSONB elements, no header scan)."""
         try:
-            parsed = parse_criteria(criteria or {})
+            parsed = parse_criteria(criteria)
         except ValueError as exc:
             raise DatabaseError(f"bad search value: {exc}") from exc
-        return search_in_server(self, QueryLevel.parse(level), parsed, text, limit, offset)
+        return search_in_server(self, level, parsed, text, limit, offset)
 
     # -- facts ---------------------------------------------------------------------------------
     def schema_version(self) -> int:
@@ -440,10 +456,10 @@ class PostgresDatabase(Database):
             PatientID=str(v["PatientID"]),
             SOPClassUID=str(v.get("SOPClassUID") or ""),
             TransferSyntaxUID=_text(item.transfer_syntax),
-            InstanceNumber=v["InstanceNumber"],  # type: ignore[arg-type]
-            NumberOfFrames=v["NumberOfFrames"],  # type: ignore[arg-type]
-            Rows=v["Rows"],  # type: ignore[arg-type]
-            Columns=v["Columns"],  # type: ignore[arg-type]
+            InstanceNumber=v["InstanceNumber"],
+            NumberOfFrames=v["NumberOfFrames"],
+            Rows=v["Rows"],
+            Columns=v["Columns"],
             path=_text(path),
             size=item.size,
             pixel_offset=item.pixel_offset,
@@ -453,7 +469,7 @@ class PostgresDatabase(Database):
         return StoredInstance(status, sop, record, _text(path), source=source)
 
     @staticmethod
-    def _upsert_patient(conn, v: dict) -> int:  # type: ignore[override]
+    def _upsert_patient(conn, v: dict) -> int:
         key = (str(v["PatientID"]), str(v["PatientName"]))
         row = conn.execute(
             "INSERT INTO patients (PatientID, PatientName, PatientNameNorm, PatientBirthDate, PatientSex)"
@@ -465,7 +481,7 @@ class PostgresDatabase(Database):
         return int(row[0])
 
     @staticmethod
-    def _refresh_counts(conn, series, studies) -> None:  # type: ignore[override]
+    def _refresh_counts(conn, series, studies) -> None:
         series, studies = list(series), set(studies)
         for uid in series:
             row = conn.execute(

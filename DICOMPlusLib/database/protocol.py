@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from DICOMPlusLib.errors import DatabaseError
@@ -25,7 +25,21 @@ if TYPE_CHECKING:
     import pydicom
 
     from DICOMPlusLib.database.ingest import Sink
-    from DICOMPlusLib.models import DeleteReport, ImportReport, InstanceRecord, QueryLevel
+    from DICOMPlusLib.database.search import Criteria
+    from DICOMPlusLib.models import (
+        DeleteReport,
+        ImportReport,
+        InstanceLevel,
+        InstanceRecord,
+        PatientLevel,
+        PatientRecord,
+        QueryLevel,
+        Record,
+        SeriesLevel,
+        SeriesRecord,
+        StudyLevel,
+        StudyRecord,
+    )
 
 #: URL schemes of the back ends (``Database.open`` dispatches on them).
 SQLITE_SCHEMES = ("", "file", "sqlite")
@@ -39,8 +53,11 @@ class DatabaseProtocol(Protocol):
     path: Path
     #: Whether imports index files in place instead of copying them, when not told otherwise.
     default_link: bool
-    #: The one way in for instances (network/ needs only this Sink).
-    ingest: Sink
+
+    @property
+    def ingest(self) -> Sink:
+        """The one way in for instances (network/ needs only this Sink)."""
+        ...
 
     @property
     def store_root(self) -> Path:
@@ -69,18 +86,59 @@ class DatabaseProtocol(Protocol):
     def header_bytes(self, series_instance_uid: str) -> dict[str, bytes]: ...
 
     # -- search --------------------------------------------------------------------------------
+    @overload
     def search(
         self,
-        level: QueryLevel | str = ...,
-        criteria: Any = None,
+        level: PatientLevel,
+        criteria: Criteria | None = None,
         *,
         text: str | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list: ...
+    ) -> list[PatientRecord]: ...
+    @overload
+    def search(
+        self,
+        level: StudyLevel = ...,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StudyRecord]: ...
+    @overload
+    def search(
+        self,
+        level: SeriesLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SeriesRecord]: ...
+    @overload
+    def search(
+        self,
+        level: InstanceLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[InstanceRecord]: ...
+    @overload
+    def search(
+        self,
+        level: QueryLevel | str,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]: ...
 
     def count(
-        self, level: QueryLevel | str = ..., criteria: Any = None, *, text: str | None = None
+        self, level: QueryLevel | str = ..., criteria: Criteria | None = None, *, text: str | None = None
     ) -> int | None:
         """How many records a search finds in all; None when counting would scan every header."""
         ...

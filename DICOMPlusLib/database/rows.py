@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from typing import TypeVar
 
 from DICOMPlusLib.models import InstanceRecord
+
+T = TypeVar("T")
 
 
 def instance_record(row: sqlite3.Row) -> InstanceRecord:
@@ -25,3 +29,9 @@ def instance_record(row: sqlite3.Row) -> InstanceRecord:
         pixel_offset=row["pixel_offset"],
         pixel_length=row["pixel_length"],
     )
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size`` (SQL ``IN (...)`` lists stay below bound-parameter limits)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

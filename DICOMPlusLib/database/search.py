@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
@@ -17,10 +18,13 @@ from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, SequenceCriterion, parse_criteria
 from DICOMPlusLib.database.rows import instance_record
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.models import PatientRecord, QueryLevel, Record, SeriesRecord, StudyRecord
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database.database import Database
+    from DICOMPlusLib.database.database import Connection, Database
+
+#: Search keys: {keyword: matching value} or (keyword, value) pairs (a keyword may repeat).
+Criteria = Mapping[str, str] | Sequence[tuple[str, str]]
 
 _LEVEL_ORDER = {"p": 0, "st": 1, "se": 2, "i": 3}
 _LEVEL_ALIAS = {
@@ -118,11 +122,11 @@ _ORDER = {
 
 def build_query(
     level: QueryLevel,
-    criteria: list[Criterion],
+    criteria: Sequence[Criterion | SequenceCriterion],
     text: str | None,
     dialect: Dialect = SQLITE,
     also: tuple[str, list[object]] | None = None,
-) -> tuple[str, list[object], list[Criterion]]:
+) -> tuple[str, list[object], list[Criterion | SequenceCriterion]]:
     """SQL for the column keys; returns (sql, params, header_criteria).
 
     ``also`` is one more WHERE condition with its parameters (PostgreSQL's header keys)."""
@@ -135,13 +139,13 @@ def build_query(
         alias = {"i": "se", "se": "st", "st": "p"}[alias]
     where: list[str] = []
     params: list[object] = []
-    header: list[Criterion] = []
+    header: list[Criterion | SequenceCriterion] = []
     below: list[tuple[str, list[object]]] = []
     deepest = depth
     for c in criteria:
         if c.kind is MatchKind.UNIVERSAL:
             continue
-        if c.keyword not in COLUMNS:
+        if isinstance(c, SequenceCriterion) or c.keyword not in COLUMNS:
             header.append(c)
             continue
         table, column = COLUMNS[c.keyword]
@@ -201,7 +205,7 @@ def build_query(
 
 
 def _header_matches(
-    conn: sqlite3.Connection, lv: str, row: sqlite3.Row, header: list[Criterion]
+    conn: Connection, lv: str, row: sqlite3.Row, header: list[Criterion | SequenceCriterion]
 ) -> dict[str, object] | None:
     """The header keys' values of the first instance under ``row`` that matches them all.
     Sequence keys (C.2.2.2.6) are matched on the header as pydicom reads it."""
@@ -211,8 +215,9 @@ def _header_matches(
     from pydicom.datadict import tag_for_keyword
 
     sequences = [c for c in header if isinstance(c, SequenceCriterion)]
-    header = [c for c in header if not isinstance(c, SequenceCriterion)]
-    wanted = frozenset(tag_for_keyword(c.keyword) for c in header)
+    plain = [c for c in header if isinstance(c, Criterion)]
+    tags = {c.keyword: tag for c in plain if (tag := tag_for_keyword(c.keyword)) is not None}
+    wanted = frozenset(tags.values())
     source, link = _DOWN[lv]
     key = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}[lv]
     link_sql = link.replace(
@@ -224,8 +229,8 @@ def _header_matches(
             values = scan(blob, wanted, complete=True).values
         except ScanError:
             continue
-        found = {c.keyword: values.get(tag_for_keyword(c.keyword)) for c in header}
-        if not all(c.matches(found[c.keyword]) for c in header):
+        found = {c.keyword: values.get(tags[c.keyword]) if c.keyword in tags else None for c in plain}
+        if not all(c.matches(found[c.keyword]) for c in plain):
             continue
         if sequences:
             try:
@@ -238,7 +243,7 @@ def _header_matches(
     return None
 
 
-def _record(lv: str, row: sqlite3.Row):
+def _record(lv: str, row: sqlite3.Row) -> Record:
     if lv == "p":
         return PatientRecord(
             PatientID=row["PatientID"],
@@ -286,12 +291,12 @@ def _record(lv: str, row: sqlite3.Row):
 def search(
     db: Database,
     level: QueryLevel | str,
-    criteria: dict[str, str] | list[tuple[str, str]],
+    criteria: Criteria,
     *,
     text: str | None = None,
     limit: int | None = None,
     offset: int = 0,
-) -> list:
+) -> list[Record]:
     """Records at ``level`` matching every key in ``criteria`` (and ``text`` anywhere in names,
     IDs, descriptions and accession numbers), ordered, paged with ``limit``/``offset``.
 
@@ -335,7 +340,7 @@ def search(
 def count(
     db: Database,
     level: QueryLevel | str,
-    criteria: dict[str, str] | list[tuple[str, str]],
+    criteria: Criteria,
     *,
     text: str | None = None,
 ) -> int | None:

@@ -9,6 +9,7 @@ thread, with no Python thread); tests and Python hosts without Qt do::
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -62,8 +63,9 @@ class SubprocessEngine(EngineConnection):
         self.process.stdin.flush()
 
     def _read(self) -> None:
-        assert self.process.stdout is not None
         stream = self.process.stdout
+        # A pipe with the default buffering is a BufferedReader: read1 returns what has arrived.
+        assert isinstance(stream, io.BufferedReader)
         while True:
             data = stream.read1(65536)
             if not data:

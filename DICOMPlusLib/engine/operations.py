@@ -204,8 +204,9 @@ def unlisten(task: Task) -> None:
 def listener_state(task: Task) -> dict:
     """{"running": bool, "port": int} of the engine's listener."""
     listener = task.engine.listener
-    running = listener is not None and listener.running
-    return {"running": running, "port": listener.port if running else 0}
+    if listener is None or not listener.running:
+        return {"running": False, "port": 0}
+    return {"running": True, "port": listener.port}
 
 
 @operation("pacs")

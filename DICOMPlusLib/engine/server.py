@@ -20,11 +20,16 @@ import signal
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import DICOMPlusLib
 from DICOMPlusLib.engine import protocol
 from DICOMPlusLib.engine.tasks import Task
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.network.listener import Listener
+    from DICOMPlusLib.network.pacs.qrscp import QueryRetrieveSCP
+    from DICOMPlusLib.network.storage import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +48,9 @@ class Engine:
         self._tasks: dict[int, Task] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._databases: dict[str, Any] = {}
-        self.listener = None
-        self._listener_subscription = None
-        self.pacs = None
+        self.listener: Listener | None = None
+        self._listener_subscription: Subscription | None = None
+        self.pacs: QueryRetrieveSCP | None = None
 
     # -- output ------------------------------------------------------------------------------
     def send(self, message: dict) -> None:

@@ -6,7 +6,25 @@ without importing pydicom. The SEG writer (:mod:`.seg`) also needs highdicom.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from DICOMPlusLib._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
+    from DICOMPlusLib.export.geometry import SliceGeometry, slice_geometry
+    from DICOMPlusLib.export.pixels import PixelEncoding, plan_encoding
+    from DICOMPlusLib.export.reference import copy_patient_and_study, study_reference
+    from DICOMPlusLib.export.seg import SegmentInfo, export_segmentation, export_segmentation_for_series
+    from DICOMPlusLib.export.series import ExportResult, SeriesMetadata, export_volume, export_volume_to_study
+    from DICOMPlusLib.export.uids import (
+        UIDGenerator,
+        ensure_series_is_new,
+        is_valid_uid,
+        new_uid,
+        validate_root,
+        validate_uid,
+    )
+
 
 _EXPORTS = {
     "SliceGeometry": "geometry",

@@ -6,7 +6,23 @@ to build its parser) does not pay for numpy when it only reads the database.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from DICOMPlusLib._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
+    from DICOMPlusLib.loading.api import (
+        inspect,
+        load,
+        load_folder,
+        load_many,
+        load_series,
+        plan_folder,
+        plan_paths,
+        plan_series,
+    )
+    from DICOMPlusLib.loading.models import Frame, LoadWarning, SpacingReport, Volume, VolumeInfo
+
 
 _EXPORTS = {
     "inspect": "api",

@@ -20,7 +20,46 @@ that importing the package (or the CLI) pays for neither pydicom nor pynetdicom.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from DICOMPlusLib._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
+    from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint, EndpointKind
+    from DICOMPlusLib.network.listener import Listener, ListenerConfig
+    from DICOMPlusLib.network.models import (
+        EchoProblem,
+        EchoResult,
+        FileResult,
+        RetrieveOptions,
+        RetrieveReport,
+        Selection,
+        SendItem,
+        SendOptions,
+        SendReport,
+    )
+    from DICOMPlusLib.network.nodes import (
+        NodeStore,
+        RemoteNode,
+        RetrieveMethod,
+        TLSSettings,
+        default_nodes_path,
+    )
+    from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
+    from DICOMPlusLib.network.query import QueryResults
+    from DICOMPlusLib.network.retrieve import retrieve_job, retrieve_selection, set_node_limit
+    from DICOMPlusLib.network.send import send_from_database, send_paths
+    from DICOMPlusLib.network.sources import (
+        DatabaseSource,
+        DicomwebSource,
+        DimseSource,
+        QuerySource,
+        source_for,
+    )
+    from DICOMPlusLib.network.storage import ReceivedInstance, SeriesComplete, Subscription
+    from DICOMPlusLib.network.transports import Transport
+
 
 _EXPORTS = {
     "RemoteNode": "nodes",

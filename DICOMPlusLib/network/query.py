@@ -18,14 +18,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 from DICOMPlusLib.errors import QueryError
-from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.models import (
+    InstanceLevel,
+    InstanceRecord,
+    PatientLevel,
+    PatientRecord,
+    QueryLevel,
+    Record,
+    SeriesLevel,
+    SeriesRecord,
+    StudyLevel,
+    StudyRecord,
+)
 from DICOMPlusLib.network.answers import QueryReport
 from DICOMPlusLib.network.find import (
     RETURN_KEYS,
-    Record,
     build_identifier,
     dicomweb_search,
     normalize_criteria,
@@ -59,6 +69,78 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@overload
+def query(
+    node: RemoteNode,
+    level: PatientLevel,
+    criteria: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+    *,
+    model: str = "study",
+    calling_ae_title: str = DEFAULT_AE_TITLE,
+    limit: int | None = None,
+    cancel: CancelToken | None = None,
+    timeout: float = 30.0,
+    return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
+) -> Iterator[PatientRecord]: ...
+@overload
+def query(
+    node: RemoteNode,
+    level: StudyLevel = ...,
+    criteria: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+    *,
+    model: str = "study",
+    calling_ae_title: str = DEFAULT_AE_TITLE,
+    limit: int | None = None,
+    cancel: CancelToken | None = None,
+    timeout: float = 30.0,
+    return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
+) -> Iterator[StudyRecord]: ...
+@overload
+def query(
+    node: RemoteNode,
+    level: SeriesLevel,
+    criteria: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+    *,
+    model: str = "study",
+    calling_ae_title: str = DEFAULT_AE_TITLE,
+    limit: int | None = None,
+    cancel: CancelToken | None = None,
+    timeout: float = 30.0,
+    return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
+) -> Iterator[SeriesRecord]: ...
+@overload
+def query(
+    node: RemoteNode,
+    level: InstanceLevel,
+    criteria: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+    *,
+    model: str = "study",
+    calling_ae_title: str = DEFAULT_AE_TITLE,
+    limit: int | None = None,
+    cancel: CancelToken | None = None,
+    timeout: float = 30.0,
+    return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
+) -> Iterator[InstanceRecord]: ...
+@overload
+def query(
+    node: RemoteNode,
+    level: QueryLevel | str,
+    criteria: Mapping[str, object] | Iterable[tuple[str, object]] | None = None,
+    *,
+    model: str = "study",
+    calling_ae_title: str = DEFAULT_AE_TITLE,
+    limit: int | None = None,
+    cancel: CancelToken | None = None,
+    timeout: float = 30.0,
+    return_keys: Iterable[str] = (),
+    report: QueryReport | None = None,
+) -> Iterator[Record]: ...
 
 
 def query(
@@ -256,7 +338,7 @@ def _inherit(series: SeriesRecord, study_uid: str, study: StudyRecord | None) ->
     no patient attributes, C.6.2.1.3)."""
     import dataclasses
 
-    changes = {}
+    changes: dict[str, Any] = {}
     if not series.StudyInstanceUID:
         changes["StudyInstanceUID"] = study_uid
     if study is not None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class QuerySource(Protocol):
     name: str
 
-    def search(self, level: QueryLevel | str, criteria: Mapping[str, str] | None = None, *,
+    def search(self, level: QueryLevel | str, criteria: Mapping[str, object] | None = None, *,
                limit: int | None = None) -> Iterator:  # fmt: skip
         """Records at ``level`` matching ``criteria`` (PS3.4 C.2.2.2 matching values)."""
         ...

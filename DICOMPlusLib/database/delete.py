@@ -1,0 +1,171 @@
+"""Deleting a patient, a study, a series or an instance, with the files DICOMPlus stored for it.
+
+Shared by both back ends (:class:`~.database.Database` and :class:`~.postgres.PostgresDatabase`
+run the same SQL through their connection). One transaction decides everything from the state
+before the delete (which series, studies and patients become empty) and then applies it; files
+go only after the commit, so a failed delete leaves every row with its file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from DICOMPlusLib.database.rows import chunks
+from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.models import DeleteReport
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database.database import Database
+
+
+def delete(
+    db: Database,
+    *,
+    patient: str | None = None,
+    study: str | None = None,
+    series: str | None = None,
+    instance: str | None = None,
+    files: bool = True,
+    linked_files: bool = False,
+    dry_run: bool = False,
+) -> DeleteReport:
+    """Delete a patient (by PatientID), a study, a series or an instance from ``db``; see
+    :meth:`DICOMPlusLib.database.database.Database.delete`."""
+    given = [x for x in (patient, study, series, instance) if x is not None]
+    if len(given) != 1:
+        raise DatabaseError("delete needs exactly one of patient, study, series or instance")
+    report = DeleteReport(dry_run=dry_run)
+    with contextlib.ExitStack() as stack:
+        conn = db._reader() if dry_run else stack.enter_context(db.write())
+        # Decide everything first, from the state before the delete; then apply it.
+        where, params = _delete_scope(patient, study, series, instance)
+        rows = conn.execute(
+            "SELECT i.SOPInstanceUID, i.path, i.linked, i.SeriesInstanceUID FROM instances i"
+            " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+            " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+            f" JOIN patients p ON p.id=st.patient WHERE {where}",
+            params,
+        ).fetchall()
+        one = lambda sql, *args: conn.execute(sql, args).fetchone()  # noqa: E731
+        series_uids = {r["SeriesInstanceUID"] for r in rows}
+        if series is not None:
+            series_uids.add(series)
+        if study is not None:
+            series_uids |= {
+                r[0]
+                for r in conn.execute(
+                    "SELECT SeriesInstanceUID FROM series WHERE StudyInstanceUID=?", (study,)
+                )
+            }
+        if patient is not None:
+            series_uids |= {
+                r[0]
+                for r in conn.execute(
+                    "SELECT se.SeriesInstanceUID FROM series se JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                    " JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
+                    (patient,),
+                )
+            }
+        deleted_in = Counter(r["SeriesInstanceUID"] for r in rows)
+        gone_series = sorted(
+            uid
+            for uid in series_uids
+            if one("SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?", uid)[0] == deleted_in[uid]
+        )
+        study_of = {
+            uid: (one("SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", uid) or [None])[0]
+            for uid in series_uids
+        }
+        study_uids = {s for s in study_of.values() if s}
+        if study is not None:
+            study_uids.add(study)
+        if patient is not None:
+            study_uids |= {
+                r[0]
+                for r in conn.execute(
+                    "SELECT st.StudyInstanceUID FROM studies st JOIN patients p ON p.id=st.patient WHERE p.PatientID=?",
+                    (patient,),
+                )
+            }
+        gone_in = Counter(study_of[uid] for uid in gone_series)
+        gone_studies = sorted(
+            uid
+            for uid in study_uids
+            if one("SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?", uid)[0] == gone_in[uid]
+        )
+        patient_of = {
+            uid: (one("SELECT patient FROM studies WHERE StudyInstanceUID=?", uid) or [None])[0]
+            for uid in study_uids
+        }
+        patient_rows = {p for p in patient_of.values() if p is not None}
+        if patient is not None:
+            patient_rows |= {
+                r[0] for r in conn.execute("SELECT id FROM patients WHERE PatientID=?", (patient,))
+            }
+        gone_in_patient = Counter(patient_of[uid] for uid in gone_studies)
+        gone_patients = sorted(
+            pid
+            for pid in patient_rows
+            if one("SELECT COUNT(*) FROM studies WHERE patient=?", pid)[0] == gone_in_patient[pid]
+        )
+        report.instances = len(rows)
+        report.series = gone_series
+        report.studies = gone_studies
+        report.patients = [one("SELECT PatientID FROM patients WHERE id=?", pid)[0] for pid in gone_patients]
+        to_remove = [
+            r["path"]
+            for r in rows
+            if (r["linked"] and linked_files) or (not r["linked"] and files and db.store.contains(r["path"]))
+        ]
+        removing = set(to_remove)
+        report.files_kept = [r["path"] for r in rows if r["path"] not in removing]
+        if dry_run:
+            report.files_removed = to_remove
+            return report
+        sops = [r["SOPInstanceUID"] for r in rows]
+        for chunk in chunks(sops, 500):
+            marks = ",".join("?" * len(chunk))
+            conn.execute(f"DELETE FROM instances WHERE SOPInstanceUID IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM sources WHERE SOPInstanceUID IN ({marks})", chunk)
+        for uid in gone_series:
+            conn.execute("DELETE FROM series WHERE SeriesInstanceUID=?", (uid,))
+        for uid in gone_studies:
+            conn.execute("DELETE FROM studies WHERE StudyInstanceUID=?", (uid,))
+        for pid in gone_patients:
+            conn.execute("DELETE FROM patients WHERE id=?", (pid,))
+        db._refresh_counts(conn, series_uids - set(gone_series), study_uids - set(gone_studies))
+    linked_paths = {r["path"] for r in rows if r["linked"]}
+    for path in to_remove:
+        if path in linked_paths:  # the user asked for their own files to go (--files)
+            removed = _remove_user_file(path)
+        else:  # a copy DICOMPlus made: removed only from inside the store, never elsewhere
+            removed = db.store.remove(path)
+        (report.files_removed if removed else report.files_kept).append(path)
+    return report
+
+
+def _remove_user_file(path: str) -> bool:
+    """Remove a file the user imported in place (asked for with ``linked_files``), and its folder
+    when that is now empty."""
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))  # only succeeds when the folder is now empty
+    return True
+
+
+def _delete_scope(
+    patient: str | None, study: str | None, series: str | None, instance: str | None
+) -> tuple[str, tuple[str | None]]:
+    if patient is not None:
+        return "p.PatientID=?", (patient,)
+    if study is not None:
+        return "se.StudyInstanceUID=?", (study,)
+    if series is not None:
+        return "i.SeriesInstanceUID=?", (series,)
+    return "i.SOPInstanceUID=?", (instance,)
