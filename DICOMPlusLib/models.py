@@ -193,7 +193,3 @@ class TransferReport:
             "cancelled": self.cancelled,
             "complete": self.complete,
         }
-
-
-#: A record of any level (what a search or a query returns).
-Record = PatientRecord | StudyRecord | SeriesRecord | InstanceRecord
