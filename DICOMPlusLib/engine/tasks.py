@@ -12,14 +12,40 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from DICOMPlusLib.engine import protocol
 from DICOMPlusLib.errors import CancelledError, DICOMPlusError
 from DICOMPlusLib.jobs import CancelToken
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.engine.server import Engine
+    from DICOMPlusLib.database.protocol import DatabaseProtocol
+    from DICOMPlusLib.network.listener import Listener
+    from DICOMPlusLib.network.pacs.qrscp import QueryRetrieveSCP
+    from DICOMPlusLib.network.storage import Subscription
+
+
+class TaskHost(Protocol):
+    """What a task and the operations see of the engine that runs them
+    (:class:`~DICOMPlusLib.engine.server.Engine`): written here, so that the registry does not
+    import the server that imports it."""
+
+    listener: Listener | None
+    _listener_subscription: Subscription | None
+    pacs: QueryRetrieveSCP | None
+
+    def send(self, message: dict) -> None: ...
+
+    def notify(self, topic: str, value: Any) -> None: ...
+
+    def database(self, path: str) -> DatabaseProtocol: ...
+
+    def finished(self, task: Task) -> None: ...
+
+    def stop_listener(self) -> None: ...
+
+    def stop_pacs(self) -> None: ...
+
 
 logger = logging.getLogger("DICOMPlusLib.engine.server")
 
@@ -62,7 +88,7 @@ def refresh_import_paths() -> None:
 class Task:
     """One request being served: its arguments, a throttled progress callback, a cancel token."""
 
-    def __init__(self, engine: Engine, ident: int, op: str, args: dict) -> None:
+    def __init__(self, engine: TaskHost, ident: int, op: str, args: dict) -> None:
         self.engine = engine
         self.id = ident
         self.op = op
