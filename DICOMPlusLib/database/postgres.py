@@ -173,36 +173,6 @@ def _lock_key(kind: str, value: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def lock_keys(conn: PgConnection, keys: Sequence[tuple[str, str]]) -> None:
-    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"``, ``"study"``,
-    ``"series"``, ``"sop"``), in one sorted order: every writer (ingest, migration) that touches a
-    key waits for the others, and none can deadlock on rows."""
-    locks = sorted({_lock_key(kind, value) for kind, value in keys})
-    conn.execute(
-        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS s",
-        (locks,),
-    )
-
-
-def recorded_store(url: str) -> str | None:
-    """The file store the database at ``url`` records (None: none yet, or no DICOMPlus tables),
-    read without creating anything."""
-    import psycopg
-
-    where = redact(url)
-    try:
-        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to the PostgreSQL database {where}: {str(exc).strip()}") from exc
-    conn = PgConnection(raw, where)
-    try:
-        if pg_schema.found_version(conn) == 0:
-            return None
-        return pg_schema.get_setting(conn, "store")
-    finally:
-        conn.close()
-
-
 def _text(value: object) -> object:
     """A value PostgreSQL accepts in a text column: no NUL, no lone surrogate."""
     if isinstance(value, str):
@@ -534,3 +504,33 @@ def _record_source(conn, path: str, size: int, mtime: float, sop: str | None, re
         " SOPInstanceUID=EXCLUDED.SOPInstanceUID, reason=EXCLUDED.reason",
         (_text(os.path.abspath(path)), size, mtime, _text(sop), _text(reason)),
     )
+
+
+def lock_keys(conn: PgConnection, keys: Sequence[tuple[str, str]]) -> None:
+    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"``, ``"study"``,
+    ``"series"``, ``"sop"``), in one sorted order: every writer (ingest, migration) that touches a
+    key waits for the others, and none can deadlock on rows."""
+    locks = sorted({_lock_key(kind, value) for kind, value in keys})
+    conn.execute(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS s",
+        (locks,),
+    )
+
+
+def recorded_store(url: str) -> str | None:
+    """The file store the database at ``url`` records (None: none yet, or no DICOMPlus tables),
+    read without creating anything."""
+    import psycopg
+
+    where = redact(url)
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to the PostgreSQL database {where}: {str(exc).strip()}") from exc
+    conn = PgConnection(raw, where)
+    try:
+        if pg_schema.found_version(conn) == 0:
+            return None
+        return pg_schema.get_setting(conn, "store")
+    finally:
+        conn.close()
