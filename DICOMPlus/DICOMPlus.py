@@ -384,7 +384,7 @@ class DICOMPlusLogic(
             return None
         self.ensureDecoders(seriesUIDs)
         folder = tempfile.mkdtemp(prefix="DICOMPlusLoad-", dir=slicer.app.temporaryPath)
-        args = {"db": self.databasePath(), "series": seriesUIDs, "resample": bool(resample), "folder": folder}
+        args = {**self.databaseArgs(), "series": seriesUIDs, "resample": bool(resample), "folder": folder}
         job = self.submit("load", args, _("Load {count} series").format(count=len(seriesUIDs)))
         job.on_finished(lambda ended: ended.error is None or shutil.rmtree(folder, ignore_errors=True))
         return job

@@ -30,6 +30,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomplus_testing.backends import BACKENDS, database_for
 from dicomplus_testing.peers import LOOPBACK, OUR_AET, OrthancServer, PeerFactory
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.nodes import DicomwebEndpoint, DimseEndpoint, RemoteNode
@@ -138,6 +139,17 @@ def pacs(database):
     server = QueryRetrieveSCP(database, QRConfig(port=0, host=LOOPBACK)).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def local_backend(request, corpus, tmp_path_factory):
+    """The corpus in a database of each back end, and our Query/Retrieve SCP serving it."""
+    db = database_for(request, request.param, tmp_path_factory.mktemp(f"conformance_{request.param}"))
+    db.import_paths([corpus])
+    server = QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK)).start()
+    yield db, server
+    server.stop()
+    db.close()
 
 
 @pytest.fixture(scope="module")
@@ -341,6 +353,17 @@ def test_matching_case_on_every_answerer(ask, case):
     got = ask.answers(case.keys)
     wrong = {name: sorted(ans) for name, ans in got.items() if ans != case.peers.get(name, case.expected)}
     assert not wrong, f"expected {sorted(case.expected)}, peers {case.peers}; got {wrong}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matching_case_on_the_local_database_of_each_back_end(local_backend, dcmtk, tmp_path, case):
+    """The same matching from SQLite and from PostgreSQL (its JSONB elements answer the keys that
+    are not columns), searched directly and through our C-FIND SCP."""
+    db, server = local_backend
+    local = {r.PatientID for r in db.search("study", case.keys)}
+    served = {str(d.PatientID) for d in _findscu(dcmtk, tmp_path / "find", PACS_AET, server.port, case.keys)}
+    assert local == case.peers.get("local", case.expected), sorted(local)
+    assert served == case.peers.get("serve", case.expected), sorted(served)
 
 
 def test_sequence_and_private_return_keys(ask):

@@ -171,6 +171,11 @@ def test_requirements_match_pyproject():
     assert set(network) | set(decoders) == set(declared) - bundled_by_slicer - command_line_only
     for name, requirement in {**network, **decoders}.items():
         assert requirement == declared[name], f"{name}: Resources/ and pyproject.toml disagree"
+    # The PostgreSQL back end is an optional extra (dicomplus[postgresql]), installed in Slicer
+    # before the first use of a postgresql:// URL.
+    postgresql = _requirement_lines("requirements-postgresql.txt")
+    extra = pyproject["project"]["optional-dependencies"]["postgresql"]
+    assert postgresql == {_requirement_name(r): r.replace(" ", "") for r in extra}
 
 
 def _requirement_name(requirement: str) -> str:

@@ -466,7 +466,15 @@ class DICOMPlusBrowserWidget(qt.QWidget):
                 continue
             database = database or self._database()
             self._queue.put(
-                uid, ("thumbnail", {"db": str(database.path), "series": uid, "size": THUMBNAIL_SIZE})
+                uid,
+                (
+                    "thumbnail",
+                    {
+                        "db": getattr(database, "url", None) or str(database.path),
+                        "series": uid,
+                        "size": THUMBNAIL_SIZE,
+                    },
+                ),
             )
         if database is not None:
             self._pump.kick()

@@ -28,9 +28,16 @@ class DatabaseLogic:
 
     # -- database ---------------------------------------------------------------------------
     def databasePath(self):
-        """The path given, else the ``DICOMPlus/DatabasePath`` setting, else a test database in
-        testing mode, else DICOMPlusLib's default (``$DICOMPLUS_DB`` or ~/.local/share/dicomplus)."""
-        configured = self._databasePath or qt.QSettings().value("DICOMPlus/DatabasePath", "")
+        """Which database: the path or URL given, else the ``DICOMPlus/DatabaseURL`` setting (a
+        ``postgresql://`` URL: a shared index), else the ``DICOMPlus/DatabasePath`` setting (an
+        SQLite file), else a test database in testing mode, else DICOMPlusLib's default
+        (``$DICOMPLUS_DB`` or ~/.local/share/dicomplus). The engine takes it as it is."""
+        settings = qt.QSettings()
+        configured = (
+            self._databasePath
+            or settings.value("DICOMPlus/DatabaseURL", "")
+            or settings.value("DICOMPlus/DatabasePath", "")
+        )
         if configured:
             return str(configured)
         if slicer.app.testingEnabled():  # tests never touch the user's database
@@ -39,19 +46,48 @@ class DatabaseLogic:
 
         return str(default_database_path())
 
-    def setDatabasePath(self, path):
-        """Use another database (closes the current one); remembered in the settings."""
+    def storePath(self):
+        """The file store of a PostgreSQL database (``DICOMPlus/StorePath``: a folder every
+        workstation reaches at the same path), needed only while the database records none;
+        None when not set."""
+        return str(qt.QSettings().value("DICOMPlus/StorePath", "") or "") or None
+
+    def setDatabasePath(self, path, store=None):
+        """Use another database (closes the current one); remembered in the settings: a
+        ``postgresql://`` URL as ``DICOMPlus/DatabaseURL`` (with ``store`` as
+        ``DICOMPlus/StorePath``), a path as ``DICOMPlus/DatabasePath``."""
+        from DICOMPlusLib.database.backends import is_url
+
         self.closeDatabase()
         self._databasePath = str(path)
-        qt.QSettings().setValue("DICOMPlus/DatabasePath", str(path))
+        settings = qt.QSettings()
+        if is_url(str(path)):
+            settings.setValue("DICOMPlus/DatabaseURL", str(path))
+            if store is not None:
+                settings.setValue("DICOMPlus/StorePath", str(store))
+        else:
+            settings.remove("DICOMPlus/DatabaseURL")  # else it would win over the path next time
+            settings.setValue("DICOMPlus/DatabasePath", str(path))
+
+    def databaseArgs(self):
+        """How the engine's operations name this database: ``db`` (path or URL) and ``store``."""
+        args = {"db": self.databasePath()}
+        if self.storePath() is not None:
+            args["store"] = self.storePath()
+        return args
 
     @property
     def database(self):
-        """The open DICOMPlusLib Database, for reads (opened on first use)."""
+        """The open DICOMPlusLib database, for reads (opened on first use). A ``postgresql://``
+        URL needs psycopg: Resources/requirements-postgresql.txt is installed first (pip_ensure
+        asks the user)."""
         if self._database is None:
-            from DICOMPlusLib.database import Database
+            from DICOMPlusLib.database.backends import is_url, open_database
 
-            self._database = Database(self.databasePath())
+            target = self.databasePath()
+            if is_url(target):
+                self.ensurePackages("postgresql")
+            self._database = open_database(target, store=self.storePath())
         return self._database
 
     def closeDatabase(self):
@@ -168,7 +204,7 @@ class EngineLogic:
         """Import files or folders in the engine; returns the job (result: ImportReport)."""
         paths = [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
         name = _("Import {count} item(s)").format(count=len(paths))
-        return self.submit("import", {"db": self.databasePath(), "paths": paths, "link": link}, name)
+        return self.submit("import", {**self.databaseArgs(), "paths": paths, "link": link}, name)
 
     # -- network ------------------------------------------------------------------------------
     def ensureNetworkDependencies(self):
@@ -237,14 +273,14 @@ class EngineLogic:
         seriesUIDs = [seriesUIDs] if isinstance(seriesUIDs, str) else list(seriesUIDs)
         what = _("{count} series").format(count=len(seriesUIDs)) if seriesUIDs else _("a study")
         return self._network("retrieve", nodeName, _("Retrieve {what} from {{node}}").format(what=what),
-                             db=self.databasePath(), study=studyUID, series=seriesUIDs, method=method)  # fmt: skip
+                             **self.databaseArgs(), study=studyUID, series=seriesUIDs, method=method)  # fmt: skip
 
     def send(self, nodeName, study=None, series=None):
         """Send a local study (UID or list) and/or series (UID or list) as one job, by C-STORE or
         STOW-RS as the node is reached (SendReport)."""
         studies = [study] if isinstance(study, str) else list(study or ())
         seriesList = [series] if isinstance(series, str) else list(series or ())
-        return self._network("send", nodeName, _("Send to {node}"), db=self.databasePath(),
+        return self._network("send", nodeName, _("Send to {node}"), **self.databaseArgs(),
                              studies=studies, series=seriesList)  # fmt: skip
 
     def startListener(self, port=DEFAULT_PORT, aeTitle=DEFAULT_AE_TITLE, autoLoad=False, host=""):
@@ -262,7 +298,7 @@ class EngineLogic:
         config = ListenerConfig(
             ae_title=aeTitle, port=int(port), host=host, require_called_ae=requireCalledAE
         )
-        self._listenerPort = self.engine.call("listen", {"db": self.databasePath(), "config": config})
+        self._listenerPort = self.engine.call("listen", {**self.databaseArgs(), "config": config})
         return self._listenerPort
 
     def _onSeriesComplete(self, data):

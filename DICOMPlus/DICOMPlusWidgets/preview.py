@@ -205,7 +205,12 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._loadButton.enabled = True
         database = self._database()
         self._queue.put(
-            ("plan", seriesUID), ("preview_plan", {"db": str(database.path), "series": seriesUID}), first=True
+            ("plan", seriesUID),
+            (
+                "preview_plan",
+                {"db": getattr(database, "url", None) or str(database.path), "series": seriesUID},
+            ),
+            first=True,
         )
         self._pump.kick()
 

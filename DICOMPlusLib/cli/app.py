@@ -39,7 +39,7 @@ from DICOMPlusLib.errors import (
 #: ``func`` (a callable taking the parsed arguments and returning the exit code). Only the
 #: module of the command being run is imported (start-up time); ``--help`` imports them all.
 COMMAND_MODULES = {
-    "DICOMPlusLib.cli.database": ("import", "info", "search", "delete"),
+    "DICOMPlusLib.cli.database": ("import", "info", "search", "db", "delete"),
     "DICOMPlusLib.cli.loading": ("inspect", "convert"),
     "DICOMPlusLib.cli.export": ("export", "bundle"),
     "DICOMPlusLib.cli.network": ("echo", "listen", "send", "serve"),

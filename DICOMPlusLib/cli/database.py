@@ -1,4 +1,4 @@
-"""``dicomplus`` subcommands for the local database: import, info, search, delete."""
+"""``dicomplus`` subcommands for the local database: import, info, search, delete, db migrate."""
 
 from __future__ import annotations
 
@@ -195,6 +195,50 @@ def cmd_delete(args) -> int:
     return Exit.OK
 
 
+def cmd_db_migrate(args) -> int:
+    from DICOMPlusLib.database.migrate import migrate
+    from DICOMPlusLib.database.postgres import is_postgres_url, redact
+    from DICOMPlusLib.errors import UsageError
+    from DICOMPlusLib.jobs import CancelToken
+
+    if not is_postgres_url(args.to):
+        raise UsageError(f"--to must be a postgresql:// URL, not {args.to!r}")
+    bar = ProgressBar("migrate", not args.json)
+    with cancel_on_interrupt(CancelToken()) as token:
+        try:
+            report = migrate(
+                args.source, args.to, store=args.store, move_files=args.move_files, progress=bar, cancel=token
+            )
+        finally:
+            bar.close()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        moved = f", files moved {report.files_moved}" if args.move_files else ""
+        print(
+            f"copied {report.copied}, already there {report.already}{moved}, sources {report.sources} "
+            f"in {report.seconds:.2f} s ({args.source} -> {redact(args.to)})"
+        )
+        if report.files_missing:
+            print(f"  {report.files_missing} instances have no file at their path (copied all the same)")
+    if report.cancelled:
+        kept = report.copied + report.already
+        print(cancelled_message(bar.done, bar.total, kept, "instances", "run the same command again to resume"),
+              file=sys.stderr)  # fmt: skip
+        return Exit.INTERRUPTED
+    return Exit.OK
+
+
+MIGRATE_HELP = """\
+Copies the patients, studies, series and instances (with their headers) and the import history of
+an SQLite database into a PostgreSQL database, which may already hold data (an instance it holds
+is left as it is). Resumable: run the same command again after a failure, a kill or Ctrl-C; it
+continues where the last committed batch ended. The SQLite database is only read.
+Files: --keep-files (default) leaves them where they are (the rows point at them; without --store,
+a new PostgreSQL database takes the SQLite store as its store); --move-files moves them into the
+PostgreSQL store (--store, or the one it records). Files imported with --link are never moved."""
+
+
 SEARCH_HELP = """\
 Matching (PS3.4 C.2.2.2), one KEYWORD=VALUE per attribute, all must match:
   keywords     any DICOM keyword, in any case (PatientName, studydate); columns or any stored tag
@@ -248,6 +292,30 @@ def add_commands(sub) -> None:
     p.add_argument("--offset", type=int, default=0, help="skip the first N results")
     p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("db", help="database administration: migrate an SQLite database to PostgreSQL")
+    db_sub = p.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    p = db_sub.add_parser(
+        "migrate",
+        help="copy an SQLite database into PostgreSQL (resumable, with progress)",
+        description="Copy an SQLite database into a PostgreSQL database.",
+        epilog=MIGRATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_db_migrate)
+    p.add_argument(
+        "--from", dest="source", required=True, metavar="SQLITE_PATH", help="dicomplus.sqlite or its folder"
+    )
+    p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host:port/dbname")
+    files = p.add_mutually_exclusive_group()
+    files.add_argument("--move-files", action="store_true", help="move the files into the PostgreSQL store")
+    files.add_argument(
+        "--keep-files",
+        dest="move_files",
+        action="store_false",
+        help="leave the files where they are (default)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = sub.add_parser("delete", help="delete a patient, study or series (and the files DICOMPlus copied)")
     p.set_defaults(func=cmd_delete)

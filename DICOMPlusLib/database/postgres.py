@@ -369,17 +369,14 @@ class PostgresDatabase(Database):
 
     @staticmethod
     def _lock(conn: PgConnection, items: Sequence[ParsedFile]) -> None:
-        keys: set[int] = set()
+        keys: list[tuple[str, str]] = []
         for item in items:
             v = item.values
-            keys.add(_lock_key("patient", f"{v['PatientID']}\\{v['PatientName']}"))
-            keys.add(_lock_key("study", str(v["StudyInstanceUID"])))
-            keys.add(_lock_key("series", str(v["SeriesInstanceUID"])))
-            keys.add(_lock_key("sop", str(v["SOPInstanceUID"])))
-        conn.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS s",
-            (sorted(keys),),
-        )
+            keys.append(("patient", f"{v['PatientID']}\\{v['PatientName']}"))
+            keys.append(("study", str(v["StudyInstanceUID"])))
+            keys.append(("series", str(v["SeriesInstanceUID"])))
+            keys.append(("sop", str(v["SOPInstanceUID"])))
+        lock_keys(conn, keys)
 
     def _commit_one(
         self, conn, item, elems, link, on_duplicate, now, touched_series, touched_studies, leftovers, placed
@@ -523,3 +520,33 @@ def _record_source(conn, path: str, size: int, mtime: float, sop: str | None, re
         " SOPInstanceUID=EXCLUDED.SOPInstanceUID, reason=EXCLUDED.reason",
         (_text(os.path.abspath(path)), size, mtime, _text(sop), _text(reason)),
     )
+
+
+def lock_keys(conn: PgConnection, keys: Sequence[tuple[str, str]]) -> None:
+    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"``, ``"study"``,
+    ``"series"``, ``"sop"``), in one sorted order: every writer (ingest, migration) that touches a
+    key waits for the others, and none can deadlock on rows."""
+    locks = sorted({_lock_key(kind, value) for kind, value in keys})
+    conn.execute(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS s",
+        (locks,),
+    )
+
+
+def recorded_store(url: str) -> str | None:
+    """The file store the database at ``url`` records (None: none yet, or no DICOMPlus tables),
+    read without creating anything."""
+    import psycopg
+
+    where = redact(url)
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to the PostgreSQL database {where}: {str(exc).strip()}") from exc
+    conn = PgConnection(raw, where)
+    try:
+        if pg_schema.found_version(conn) == 0:
+            return None
+        return pg_schema.get_setting(conn, "store")
+    finally:
+        conn.close()

@@ -1,6 +1,6 @@
 """What the engine can do: one function per operation, each a thin call into the library.
 
-Arguments arrive decoded (``task.args``); databases are named by path and opened once per engine
+Arguments arrive decoded (``task.args``); databases are named by path or ``postgresql://`` URL and opened once per engine
 (``task.database()``). Results are the library's own report and record types; the host gets them
 back as objects (:mod:`DICOMPlusLib.engine.protocol`).
 """
@@ -34,6 +34,19 @@ def import_paths(task: Task):
         link=task.args.get("link"),
         progress=task.progress,
         cancel=task.cancel,
+    )
+
+
+@operation("search")
+def search(task: Task) -> list:
+    """Search ``db`` at ``level`` (default study) with ``criteria`` (a dict of keyword -> value,
+    DICOM matching), ``text``, ``limit``: the records, as the database's search returns them."""
+    db = task.database()
+    return db.search(
+        task.args.get("level", "study"),
+        dict(task.args.get("criteria") or {}),
+        text=task.args.get("text"),
+        limit=task.args.get("limit"),
     )
 
 

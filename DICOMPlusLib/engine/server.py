@@ -66,15 +66,16 @@ class Engine:
         self.send({"event": "notify", "topic": topic, "data": protocol.encode_value(value)})
 
     # -- shared state ----------------------------------------------------------------------------
-    def database(self, path: str):
-        """The database at ``path``, opened once per engine (a writer; SQLite WAL lets the host
-        read at the same time)."""
-        from DICOMPlusLib.database import Database
+    def database(self, target: str, store: str | None = None):
+        """The database at ``target`` (an SQLite path or a ``postgresql://`` URL, with its file
+        ``store`` where the PostgreSQL database records none yet), opened once per engine (a
+        writer; SQLite WAL and PostgreSQL's MVCC let the host and other processes read meanwhile)."""
+        from DICOMPlusLib.database.backends import is_url, open_database
 
-        key = os.path.abspath(str(path))
+        key = str(target) if is_url(target) else os.path.abspath(str(target))
         with self._lock:
             if key not in self._databases:
-                self._databases[key] = Database(key)
+                self._databases[key] = open_database(key, store=store)
             return self._databases[key]
 
     def finished(self, task: Task) -> None:

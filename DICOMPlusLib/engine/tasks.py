@@ -116,7 +116,8 @@ class Task:
         self.engine.send({"id": self.id, "event": "log", "message": str(message)})
 
     def database(self, key: str = "db"):
-        return self.engine.database(self.args[key])
+        """The database named by argument ``key`` (a path or a URL; ``store``: its file store)."""
+        return self.engine.database(self.args[key], self.args.get("store"))
 
     def run(self) -> None:
         func = OPERATIONS.get(self.op)

@@ -37,6 +37,7 @@ LIBRARY_DIR = "DICOMPlusLib"
 REQUIREMENTS = (
     "Resources/requirements-network.txt",
     "Resources/requirements-decoders.txt",
+    "Resources/requirements-postgresql.txt",
 )
 # What a copy of the tree needs for CMake (see copy_source_tree).
 SOURCE_ENTRIES = ("CMakeLists.txt", MODULE_DIR, LIBRARY_DIR, "Resources", "README.md")
