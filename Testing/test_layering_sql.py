@@ -135,11 +135,16 @@ def test_database_open_chooses_the_back_end_by_url(tmp_path):
     from DICOMPlusLib.database import Database, DatabaseProtocol, open_database
     from DICOMPlusLib.errors import DatabaseError
 
-    for given in (tmp_path / "a", f"sqlite:///{tmp_path}/b/dicomplus.sqlite"):
+    for given, where in (
+        (tmp_path / "a", tmp_path / "a"),
+        (f"sqlite:///{tmp_path}/b/dicomplus.sqlite", tmp_path / "b" / "dicomplus.sqlite"),
+    ):
         db = open_database(given)
         try:
             assert isinstance(db, Database) and isinstance(db, DatabaseProtocol)
-            assert db.info()["instances"] == 0 and db.path.parent.is_dir()
+            assert db.info()["instances"] == 0
+            # the URL names a file under tmp_path, never a folder called "sqlite:" in the cwd
+            assert db.path == where or db.path.parent == where, (given, db.path)
         finally:
             db.close()
     with pytest.raises(DatabaseError, match="no database back end for mysql"):

@@ -22,12 +22,12 @@ def open_database(
 ) -> DatabaseProtocol:
     """The database ``target`` names: :class:`~DICOMPlusLib.database.postgres.PostgresDatabase`
     for a ``postgresql://`` URL (``postgresql://`` alone: the ``PG*`` variables), else the SQLite
-    :class:`~DICOMPlusLib.database.database.Database` at that path (default:
+    :class:`~DICOMPlusLib.database.database.Database` at that path or ``sqlite:///`` URL (default:
     :func:`~DICOMPlusLib.database.database.default_database_path`). ``store`` is the file store
     folder (for PostgreSQL, needed the first time unless the database already records one)."""
     if target is None:
         env = os.environ.get("DICOMPLUS_DB")
         target = env if env and is_url(env) else None
-    if is_url(target):
-        return Database.open(str(target), store_dir=store)
-    return Database(target, store_dir=store)
+    if target is None:
+        return Database(None, store_dir=store)
+    return Database.open(target, store_dir=store)  # a path, sqlite:///..., postgresql://...

@@ -180,6 +180,8 @@ def parse_url(url: str | os.PathLike) -> tuple[str, str]:
     scheme = parts.scheme.lower()
     if scheme in SQLITE_SCHEMES:
         location = unquote(parts.netloc + parts.path) if scheme == "sqlite" else unquote(parts.path)
+        if location.startswith("//"):  # sqlite:////abs/path (SQLAlchemy's spelling of an absolute path)
+            location = "/" + location.lstrip("/")
         if not location:
             raise DatabaseError(f"no database file in {text!r}: e.g. sqlite:///home/me/dicomplus.sqlite")
         return "sqlite", location
