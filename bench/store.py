@@ -222,6 +222,7 @@ def benchmark(work_dir: Path) -> Benchmark:
         f"{megabytes:.0f} MB) on loopback, {os.cpu_count()} cores",
         candidates=candidates,
         reference="dcmtk",
+        pairs=[("send-pynetdicom", "send"), ("listen-pynetdicom", "listen")],  # why our own DIMSE stack
         work={"files": FILES, "MB": megabytes},
         cleanup=cleanup,
     )
