@@ -124,6 +124,7 @@ def test_loading_a_classic_series_never_imports_pydicom(tmp_path):
     their offsets: pydicom (its data dictionary and every decoder plugin it finds) is never
     imported, so a load as a process does not pay for it."""
     series = make_series(tmp_path / "s", n=3, rows=8, cols=8)
+    (series.folder / "README.txt").write_text("not DICOM: skipped, without asking pydicom\n")
     code = (
         "import sys\n"
         "from DICOMPlusLib.loading import load_folder\n"
