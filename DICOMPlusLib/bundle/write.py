@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from DICOMPlusLib import __version__
 from DICOMPlusLib.bundle import format as fmt
@@ -111,6 +111,7 @@ class _ZipSource:
         if self.data is not None:
             out.write(self.data)
             return
+        assert self.path is not None, "__init__ sets the data or the path"
         with open(self.path, "rb") as f:
             copied = 0
             while chunk := f.read(_CHUNK):
@@ -140,7 +141,7 @@ def bundle_dataset(
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationVersionName = f"DICOMPLUS_{__version__}"[:16]
     ds.file_meta = meta
@@ -289,8 +290,12 @@ def save_bundle_to_study(
         raise BundleError(str(exc)) from None
     if out_path is None and not index:
         raise BundleError("nowhere to save the bundle: give an output file or index it")
-    temporary = tempfile.mkdtemp(prefix="dicomplus-bundle-") if out_path is None else None
-    target = Path(temporary) / "SlicerDataBundle.dcm" if temporary else Path(out_path)
+    temporary: str | None = None
+    if out_path is None:
+        temporary = tempfile.mkdtemp(prefix="dicomplus-bundle-")
+        target = Path(temporary) / "SlicerDataBundle.dcm"
+    else:
+        target = Path(out_path)
     try:
         info = write_bundle(
             zip_source,

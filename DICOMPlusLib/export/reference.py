@@ -15,10 +15,11 @@ import datetime
 import logging
 
 from pydicom import config
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 from pydicom.valuerep import PersonName, validate_value
 
 from DICOMPlusLib.errors import ExportError
@@ -176,7 +177,7 @@ def copy_patient_and_study(
         target.StudyTime = now.strftime("%H%M%S")
     for keyword in TYPE2_DEFAULTS:
         if keyword not in target:
-            target.add_new(tag_for_keyword(keyword), dictionary_VR(keyword), "")
+            target.add_new(Tag(keyword), dictionary_VR(keyword), "")
     return study_uid
 
 
@@ -188,7 +189,7 @@ def series_laterality(reference: Dataset | None, body_part: str) -> str | None:
     part, or another one, the laterality is unknown: present and empty, as the Standard allows.
     """
     ref_part = str(reference.get("BodyPartExamined") or "").upper() if reference is not None else ""
-    if body_part and body_part == ref_part:
+    if body_part and reference is not None and body_part == ref_part:
         value = reference.get("Laterality")
         if value is None:
             return None
@@ -217,6 +218,7 @@ def study_reference(db, study_uid: str, *, scan: int = 50) -> Dataset:
             first = header
         if header.get("FrameOfReferenceUID") and header.get("ImagePositionPatient") is not None:
             return header
+    assert first is not None, "records is not empty"
     return first
 
 

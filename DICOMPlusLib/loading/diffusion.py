@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from DICOMPlusLib.loading.models import Frame, LoadWarning
+from DICOMPlusLib.loading.models import Frame, LoadWarning, point3
 
 #: Below this b-value (s/mm2) a volume has no gradient (dcm2niix and FSL treat it as b=0).
 B0_THRESHOLD = 5.0
@@ -84,6 +84,7 @@ def decode(value: Any, vr: str) -> tuple[float, ...] | None:
             if count == 0:
                 return None
             return tuple(float(x) for x in struct.unpack("<" + code * count, bytes(value)[: count * size]))
+    parts: list[Any]
     if isinstance(value, str):
         parts = [p.strip() for p in value.replace("\x00", "").split("\\")]
     elif isinstance(value, int | float):
@@ -156,7 +157,7 @@ def read(get: Callable[[str], Any], orientation) -> tuple[float | None, tuple[fl
         return None, None
     if b <= B0_THRESHOLD or gradient is None:
         return float(b), None
-    return float(b), tuple(float(x) for x in gradient)  # type: ignore[return-value]
+    return float(b), point3(gradient)
 
 
 def _first(values) -> float | None:
@@ -259,7 +260,9 @@ def same_encoding(a: Frame, b: Frame) -> bool:
         return False
     if a.diffusion_b is None:
         return True
-    if abs(a.diffusion_b - b.diffusion_b) > max(B_TOLERANCE, 1e-6 * abs(a.diffusion_b)):  # type: ignore[operator]
+    if b.diffusion_b is None or abs(a.diffusion_b - b.diffusion_b) > max(
+        B_TOLERANCE, 1e-6 * abs(a.diffusion_b)
+    ):
         return False
     ga, gb = a.diffusion_gradient, b.diffusion_gradient
     if ga is None or gb is None:
@@ -318,8 +321,8 @@ def volume_encoding(
     no frame carries a b-value."""
     if not any(f.diffusion_b is not None for tp in time_points for f in tp):
         return None
-    bvals = []
-    gradients = []
+    bvals: list[float] = []
+    gradients: list[tuple[float, float, float]] = []
     for frames in time_points:
         f = frames[0]
         b = float(f.diffusion_b) if f.diffusion_b is not None else 0.0
@@ -329,8 +332,8 @@ def volume_encoding(
             else (0.0, 0.0, 0.0)
         )
         bvals.append(b)
-        gradients.append(tuple(float(x) for x in g))
-    return tuple(bvals), tuple(gradients)  # type: ignore[return-value]
+        gradients.append(point3(g))
+    return tuple(bvals), tuple(gradients)
 
 
 # -- FSL files --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from DICOMPlusLib.loading.models import MissingSlices, SpacingReport
+from DICOMPlusLib.loading.models import MissingSlices, SpacingReport, point3
 
 #: Positions closer than this along the normal are the same position (mm).
 POSITION_TOLERANCE_MM = 0.01
@@ -85,7 +85,7 @@ def _gap_tolerance(gap: float) -> float:
     return max(GAP_TOLERANCE_MM, GAP_RELATIVE_TOLERANCE * abs(gap))
 
 
-def spacing_report(distances: Sequence[float]) -> SpacingReport:
+def spacing_report(distances: Sequence[float] | np.ndarray) -> SpacingReport:
     """Classify every gap between consecutive sorted positions along the normal.
 
     The nominal gap is the median of the most frequent cluster of gaps (ties: the smallest).
@@ -189,7 +189,7 @@ def ijk_to_lps(
 def column_spacing(matrix: np.ndarray) -> tuple[float, float, float]:
     """Length of each of the three first columns: the spacing along i, j and k."""
     m = np.asarray(matrix, float)
-    return tuple(float(np.linalg.norm(m[:3, a])) for a in range(3))  # type: ignore[return-value]
+    return point3(float(np.linalg.norm(m[:3, a])) for a in range(3))
 
 
 def is_right_handed(matrix: np.ndarray) -> bool:

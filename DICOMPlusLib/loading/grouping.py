@@ -496,7 +496,9 @@ def _geometry_warnings(frames: list[Frame], report, tilt: float, matrix: np.ndar
                 files,
             )
         )
-    spread = geo.orientation_spread_deg(list(dict.fromkeys(f.orientation for f in frames)))
+    # every frame of a volume is placed (see `group`): the filter only tells the type checker
+    orientations = [f.orientation for f in frames if f.orientation is not None]
+    spread = geo.orientation_spread_deg(list(dict.fromkeys(orientations)))
     if spread > 0.001:
         out.append(
             LoadWarning(
@@ -505,11 +507,11 @@ def _geometry_warnings(frames: list[Frame], report, tilt: float, matrix: np.ndar
                 files,
             )
         )
-    if geo.orthogonality_error(frames[0].orientation) > 1e-3:
+    if geo.orthogonality_error(orientations[0]) > 1e-3:
         out.append(
             LoadWarning(
                 "orientation_not_orthogonal",
-                f"ImageOrientationPatient {_fmt(frames[0].orientation)} is not two orthogonal unit vectors",
+                f"ImageOrientationPatient {_fmt(orientations[0])} is not two orthogonal unit vectors",
                 files,
             )
         )

@@ -94,8 +94,8 @@ def _volume_order(members: list[Frame]) -> tuple:
     index most significant (as dcm2niix orders them); then the time of their first frame, then
     their smallest InstanceNumber."""
     first = min(members, key=time_order)
-    indices = [f.dimension_index for f in members]
-    dimension = min(tuple(reversed(i)) for i in indices) if all(indices) else ()
+    indices = [f.dimension_index for f in members if f.dimension_index]
+    dimension = min(tuple(reversed(i)) for i in indices) if len(indices) == len(members) else ()
     return (
         dimension,
         _key(first.temporal_position),

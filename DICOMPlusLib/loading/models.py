@@ -11,12 +11,20 @@ right-handed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 #: LPS -> RAS (and back): the two first axes change sign.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def point3(values: Iterable[float]) -> tuple[float, float, float]:
+    """Three floats as a 3-tuple (a position, a direction, three spacings): ``tuple(genexpr)``
+    has no length a type checker can see, and a value of any other length is a bug here."""
+    x, y, z = (float(v) for v in values)
+    return (x, y, z)
 
 
 @dataclass(frozen=True)
@@ -183,12 +191,14 @@ class VolumeGeometry:
             return NotImplemented
         return self.dims == other.dims and np.array_equal(self.ijk_to_lps, other.ijk_to_lps)
 
-    __hash__ = None  # mutable-looking contents: compare, do not hash
+    # mutable-looking contents: compare, do not hash (typeshed types object.__hash__ as a method;
+    # None is how Python spells "unhashable", the ignore mypy's docs give for it)
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Lengths of the three axis columns, mm."""
-        return tuple(float(x) for x in np.linalg.norm(self.ijk_to_lps[:3, :3], axis=0))
+        return point3(np.linalg.norm(self.ijk_to_lps[:3, :3], axis=0))
 
     @property
     def origin(self) -> np.ndarray:
@@ -270,7 +280,8 @@ class VolumeInfo:
     @property
     def geometry(self) -> VolumeGeometry:
         """The voxel grid of one time point as a value object."""
-        return VolumeGeometry(self.ijk_to_lps, self.dims[:3])
+        i, j, k = self.dims[:3]
+        return VolumeGeometry(self.ijk_to_lps, (i, j, k))
 
     @property
     def sop_uids(self) -> tuple[str, ...]:
@@ -291,7 +302,7 @@ class VolumeInfo:
     def to_dict(self) -> dict:
         """The ``inspect --json`` shape of one volume (plus what ``extra`` records add through
         their ``inspect_fields()``, e.g. a segmentation's segments)."""
-        out = {
+        out: dict[str, object] = {
             "series_uid": self.series_uid,
             "dims": list(self.dims),
             "spacing": [float(s) for s in self.spacing],

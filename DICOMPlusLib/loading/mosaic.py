@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo
+from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo, point3
 
 #: Private attributes read for mosaics: pseudo-keyword -> tag.
 PRIVATE: dict[str, int] = {
@@ -145,17 +145,19 @@ def _siemens(f: Frame, get) -> tuple[list[Frame], list[LoadWarning]]:
         count = int(values[0]) if values else None
     if not count or count < 1:
         return _unsplit(f, "NumberOfImagesInMosaic is in neither (0019,100A) nor the CSA header")
-    if not (f.has_geometry and f.pixel_spacing and f.rows and f.columns):
+    if not (
+        f.position is not None and f.orientation is not None and f.pixel_spacing and f.rows and f.columns
+    ):
         return _unsplit(f, "it has no ImagePositionPatient / ImageOrientationPatient / PixelSpacing")
     side = math.ceil(math.sqrt(count))
     if f.rows % side or f.columns % side:
         return _unsplit(f, f"its {f.columns}x{f.rows} pixels do not divide into {side}x{side} tiles")
     rows, cols = f.rows // side, f.columns // side
-    r = np.asarray(f.orientation[:3], float)  # type: ignore[index]
-    c = np.asarray(f.orientation[3:6], float)  # type: ignore[index]
+    r = np.asarray(f.orientation[:3], float)
+    c = np.asarray(f.orientation[3:6], float)
     n = np.cross(r, c)
     n /= np.linalg.norm(n)
-    dy, dx = f.pixel_spacing  # type: ignore[misc]
+    dy, dx = f.pixel_spacing
     first = np.asarray(f.position, float) + r * dx * (f.columns - cols) / 2 + c * dy * (f.rows - rows) / 2
     warnings: list[LoadWarning] = []
     normal = _floats(csa.get("SliceNormalVector"))
@@ -176,7 +178,7 @@ def _siemens(f: Frame, get) -> tuple[list[Frame], list[LoadWarning]]:
             f,
             rows=rows,
             columns=cols,
-            position=tuple(float(x) for x in first + sign * k * step * n),
+            position=point3(first + sign * k * step * n),
             mosaic=(f.rows, f.columns, k),
         )
         for k in range(count)
@@ -213,7 +215,7 @@ def _uih(f: Frame, get, ds) -> tuple[list[Frame], list[LoadWarning]]:
                 f,
                 rows=rows,
                 columns=cols,
-                position=tuple(float(x) for x in position[:3]),
+                position=point3(position[:3]),
                 mosaic=(f.rows, f.columns, k),
             )
         )

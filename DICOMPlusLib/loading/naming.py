@@ -157,8 +157,10 @@ def sidecar(ds, info: VolumeInfo, version: str) -> dict:
         out["AcquisitionTime"] = f"{time[0:2]}:{time[2:4]}:{time[4:]}"
     for name, (keyword, scale) in _NUMBERS.items():
         value = ds.get(keyword) if ds is not None else None
+        if value is None:
+            continue
         try:
-            number = float(value[0] if isinstance(value, list | tuple) else value)  # type: ignore[index,arg-type]
+            number = float(value[0] if isinstance(value, list | tuple) else value)
         except (TypeError, ValueError, IndexError):
             continue
         number *= scale

@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -203,7 +203,7 @@ class _Reader:
         if f.samples_per_pixel > 1 and f.planar_configuration == 1:
             shape = (f.samples_per_pixel, f.rows, f.columns)
         target = dst if direct else self.scratch(shape, stored)
-        view = memoryview(target).cast("B")
+        view = target.data.cast("B")
         got = handle.readinto(view)
         if got != size:
             raise LoadError(f"{f.label}: truncated pixel data ({got} of {size} bytes)")
@@ -238,6 +238,7 @@ class _Reader:
                     break
             indices = [f.frame for _, f in members]
             palette = _palette_header(path) if members[0][1].photometric == PALETTE else None
+            arrays: Iterable[np.ndarray]
             try:
                 if convert and ts in NATIVE:  # pydicom 3.0's iter_pixels mis-sizes native YBR_FULL_422
                     arrays = (pixel_array(path, index=i, raw=False) for i in indices)
@@ -386,7 +387,7 @@ def _read_all(info: VolumeInfo, dtype: np.dtype, check: bool, workers, progress,
         return block
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomplus-pixels") as pool:
-        pending = set()
+        pending: set[Future[list[tuple[int, Frame]]]] = set()
         queue = list(blocks)
         try:
             while queue or pending:
@@ -412,6 +413,8 @@ def read_frame(f: Frame, dtype: np.dtype | None = None) -> np.ndarray:
     read by :func:`DICOMPlusLib.loading.preview.read_frame`, which takes any frame."""
     dtype = dtype or choose_dtype([f])[0]
     components = output_components(f)
+    if f.rows is None or f.columns is None:
+        raise LoadError(f"{f.label}: no Rows / Columns, no pixels to read")
     shape = (1, f.rows, f.columns) + ((components,) if components > 1 else ())
     out = np.empty(shape, dtype)
     try:

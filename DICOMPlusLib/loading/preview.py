@@ -119,7 +119,7 @@ def thumbnail_image(info: VolumeInfo, *, size: int = DEFAULT_SIZE) -> np.ndarray
     frame = middle_frame(info)
     values = read_frame(frame)
     dy, dx = frame.pixel_spacing or (1.0, 1.0)
-    height, width = _fit(frame.rows, frame.columns, float(dy), float(dx), size)  # type: ignore[arg-type]
+    height, width = _fit(frame.rows, frame.columns, float(dy), float(dx), size)
     if values.ndim == 3:  # colour (RGB, YBR converted, palette applied)
         image = _resize(values.astype(np.float64), height, width)
         if values.dtype.itemsize > 1:

@@ -128,6 +128,7 @@ def resample_regular(volume: Volume) -> Volume:
     )
     if same:
         return volume
+    new_shape: tuple[int, ...]
     if volume.array.ndim == 4:
         array = np.stack(
             [_resample_3d(a, shape, offsets, w, targets, volume.array.dtype) for a in volume.array]

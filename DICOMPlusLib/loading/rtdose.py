@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from DICOMPlusLib import uids
-from DICOMPlusLib.loading.models import Frame, LoadWarning
+from DICOMPlusLib.loading.models import Frame, LoadWarning, point3
 
 RT_DOSE_STORAGE = uids.RTDoseStorage
 #: |normal . z| above this makes a grid transverse (absolute offsets are z coordinates).
@@ -57,7 +57,7 @@ def dose_frames(base: Frame, ds, count: int) -> tuple[list[Frame], list[LoadWarn
     if offsets is None and count == 1:  # the vector is required for multi-frame grids only
         offsets = [0.0]
     files = (base.path,)
-    if not base.has_geometry or offsets is None or len(offsets) != count:
+    if base.position is None or base.orientation is None or offsets is None or len(offsets) != count:
         found = "absent or unreadable" if offsets is None else f"{len(offsets)} values for {count} frames"
         warning = LoadWarning(
             "dose_grid_unplaced",
@@ -66,8 +66,8 @@ def dose_frames(base: Frame, ds, count: int) -> tuple[list[Frame], list[LoadWarn
             files,
         )
         return [dataclasses.replace(base, frame=i, position=None, **changes) for i in range(count)], [warning]
-    r = np.asarray(base.orientation[:3], float)  # type: ignore[index]
-    c = np.asarray(base.orientation[3:], float)  # type: ignore[index]
+    r = np.asarray(base.orientation[:3], float)
+    c = np.asarray(base.orientation[3:], float)
     n = np.cross(r, c)
     n /= np.linalg.norm(n)
     p0 = np.asarray(base.position, float)
@@ -87,7 +87,6 @@ def dose_frames(base: Frame, ds, count: int) -> tuple[list[Frame], list[LoadWarn
             )
         )
     frames = [
-        dataclasses.replace(base, frame=i, position=tuple(float(x) for x in p), **changes)
-        for i, p in enumerate(positions)
+        dataclasses.replace(base, frame=i, position=point3(p), **changes) for i, p in enumerate(positions)
     ]
     return frames, warnings

@@ -252,7 +252,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, compression: int = 6
             # a gzip member written chunk by chunk (RFC 1952), like gzip.GzipFile but without its copies
             packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
             f.write(packer.compress(header))
-            data = memoryview(array.reshape(-1).view(np.uint8))
+            data = array.reshape(-1).view(np.uint8).data
             for start in range(0, len(data), 1 << 22):
                 f.write(packer.compress(data[start : start + (1 << 22)]))
             f.write(packer.flush())
@@ -303,7 +303,7 @@ def write_dwi_nrrd(volume: Volume, path: str | os.PathLike, *, compression: int 
     with open(tmp, "wb") as f:
         f.write(header)
         packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
-        data = memoryview(array.reshape(-1).view(np.uint8))
+        data = array.reshape(-1).view(np.uint8).data
         for start in range(0, len(data), 1 << 22):
             f.write(packer.compress(data[start : start + (1 << 22)]))
         f.write(packer.flush())
