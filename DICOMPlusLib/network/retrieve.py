@@ -44,7 +44,7 @@ __all__ = [
 def resolve_method(method: str | RetrieveMethod | None, node: RemoteNode) -> RetrieveMethod:
     """``get``, ``move``, ``dicomweb`` (or the RetrieveMethod names); None: the node's own."""
     if method is None:
-        return node.retrieve_method
+        return node.method
     if isinstance(method, RetrieveMethod):
         return method
     text = str(method).strip().lower().replace("_", "-")
