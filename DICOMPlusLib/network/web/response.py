@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -141,7 +141,7 @@ def _check_part_headers(block: bytes, n: int, server: str, error: type[Exception
 
 def spool_multipart(
     response: requests.Response, db: Database, base: str, error: type[Exception], *, chunk_size: int = 1 << 20
-) -> Iterator[Incoming]:
+) -> Generator[Incoming, None, None]:
     """Yield, one by one, incoming files of ``db``'s ingest each holding one complete part of a
     multipart/related response (RFC 2046 5.1.1). The caller takes ownership of each (commits or
     discards it); a file of a part cut short is removed here and :class:`StreamCut` raised."""
