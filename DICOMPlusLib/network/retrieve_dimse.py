@@ -36,6 +36,7 @@ from DICOMPlusLib.network.nodes import DEFAULT_PORT, DimseEndpoint, RemoteNode
 if TYPE_CHECKING:
     from DICOMPlusLib.database import Database
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
+    from DICOMPlusLib.network.retrieve_plan import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class RunState:
         self.total_hint = 0  # from sub-operation counts when the plan is unknown
         self.preflight_done = False
         self.move_host = ""
-        self.plan = None  # the retrieve's Plan
+        self.plan: Plan | None = None
 
     # -- accounting ----------------------------------------------------------------------------
     def stored(self, sop: str, ok: bool = True, reason: str = "") -> None:

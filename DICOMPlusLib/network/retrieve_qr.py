@@ -259,7 +259,8 @@ def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destinat
 def _split_by_classes(state: RunState, units: list[Unit], group) -> list[Unit]:
     """Image-level units holding only the instances of ``group``'s classes (when the classes of
     a retrieve need several associations; the plan knows every instance's class then)."""
-    keep = {i.sop: i for i in state.plan.instances or [] if i.sop_class in group.sop_classes}
+    planned = (state.plan.instances if state.plan is not None else None) or []
+    keep = {i.sop: i for i in planned if i.sop_class in group.sop_classes}
     out = []
     for u in units:
         by_series: dict[tuple[str, str], list[str]] = {}

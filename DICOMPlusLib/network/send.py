@@ -92,7 +92,7 @@ def items_from_database(
     elif series is not None:
         records = db.search(QueryLevel.INSTANCE, {"SeriesInstanceUID": series})
     else:
-        records = [db.instance(uid) for uid in sop_instances]
+        records = [db.instance(uid) for uid in sop_instances or ()]  # not None: the check above
     if not records:
         what = f"study {study}" if study else f"series {series}" if series else "instances"
         raise SendError(f"no {what} in the database {db.path}")
