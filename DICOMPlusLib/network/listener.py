@@ -31,7 +31,7 @@ from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT, TLSSettin
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier, Subscription
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.network.dimse.acceptor import StorageAssociation
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class Listener:
     """A C-STORE SCP over a database. Use as a context manager or call start()/stop()."""
 
     def __init__(
-        self, db: Database, config: ListenerConfig | None = None, *, notifier: Notifier | None = None
+        self, db: DatabaseProtocol, config: ListenerConfig | None = None, *, notifier: Notifier | None = None
     ) -> None:
         self.db = db
         self.config = config or ListenerConfig()

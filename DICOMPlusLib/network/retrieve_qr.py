@@ -48,7 +48,7 @@ from DICOMPlusLib.network.retrieve_plan import (
 )
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, NetworkError | OSError)
 
 
-def retrieve_qr(node: RemoteNode, db: Database, request: RetrieveRequest, how: RetrieveMethod,
+def retrieve_qr(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest, how: RetrieveMethod,
                 options: RetrieveOptions, *, progress: ProgressCallback | None,
                 cancel: CancelToken) -> RetrieveReport:  # fmt: skip
     """Plan, transfer and check a C-GET or C-MOVE retrieve of ``request``; see the module

@@ -14,12 +14,12 @@ from DICOMPlusLib.network.nodes import RetrieveMethod
 from DICOMPlusLib.network.web.client import client_for
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
     from DICOMPlusLib.network.nodes import RemoteNode
 
 
-def retrieve_dicomweb(node: RemoteNode, db: Database, request: RetrieveRequest, options: RetrieveOptions, *,
+def retrieve_dicomweb(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest, options: RetrieveOptions, *,
                       progress: ProgressCallback | None, cancel: CancelToken) -> RetrieveReport:  # fmt: skip
     """A WADO-RS retrieve of the study or of each series."""
     started = time.monotonic()

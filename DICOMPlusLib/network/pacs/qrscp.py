@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from pynetdicom import AE
     from pynetdicom.transport import ThreadedAssociationServer
 
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class QueryRetrieveSCP:
     """The sample PACS as an object: ``start()``, ``stop()``, ``describe()``."""
 
     def __init__(
-        self, db: Database, config: QRConfig | None = None, *, notifier: Notifier | None = None
+        self, db: DatabaseProtocol, config: QRConfig | None = None, *, notifier: Notifier | None = None
     ) -> None:
         self.db = db
         self.config = config or QRConfig()

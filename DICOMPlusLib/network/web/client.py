@@ -39,7 +39,7 @@ from DICOMPlusLib.network.web.qido import query_string as _query_string
 if TYPE_CHECKING:
     import requests
 
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class DicomwebClient:
     # -- WADO-RS -----------------------------------------------------------------------------
     def retrieve(
         self,
-        db: Database,
+        db: DatabaseProtocol,
         study_uid: str,
         series_uid: str | None = None,
         *,
