@@ -224,7 +224,7 @@ def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str]
     criteria = dict(criteria or {})
     report = report if report is not None else QueryReport()
 
-    def answers():
+    def answers() -> Iterator[tuple[Record, None]]:
         variants = qido_split(criteria)
         seen: set[str] = set()
         for variant in variants:
