@@ -28,8 +28,9 @@ batch), and tells its subscribers about every instance it stored. A commit answe
 :class:`StoredInstance`: a :class:`StoreStatus` and the record as committed, with the path the
 file really has (a replacement is stored under a new, unique name until the old file goes).
 
-``network/`` sees only :class:`Sink` (a ``typing.Protocol``): open an incoming file, commit it,
-subscribe. It never sees sqlite3, file-store names or temporary-file sweeps.
+``network/`` sees only :class:`Sink` (a ``typing.Protocol``): open an incoming file, commit it
+(or a parsed batch, for the sample PACS), subscribe. It never sees sqlite3, file-store names or
+temporary-file sweeps.
 """
 
 from __future__ import annotations
@@ -196,6 +197,17 @@ class Sink(Protocol):
         self, incoming: Incoming, policy: DuplicatePolicy, *, context: object = None, fsync: bool = False
     ) -> StoredInstance:
         """Parse, move into place, index, commit, tell subscribers; never raises for the data."""
+        ...
+
+    def commit_batch(
+        self,
+        items: Sequence[ParsedFile],
+        policy: DuplicatePolicy,
+        *,
+        link: bool = False,
+        context: object = None,
+    ) -> list[StoredInstance]:
+        """Store and index already parsed files in one transaction (the sample PACS's data)."""
         ...
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:

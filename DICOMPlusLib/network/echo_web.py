@@ -18,7 +18,8 @@ def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
 
     from DICOMPlusLib.network.web.client import client_for
 
-    url = node.require_web().url.rstrip("/")
+    web = node.require_web()
+    url = web.url.rstrip("/")
     start = time.monotonic()
 
     def result(ok: bool, **kw) -> EchoResult:
@@ -47,7 +48,7 @@ def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
         if any(
             k in text for k in ("NameResolutionError", "Name or service not known", "getaddrinfo", "nodename")
         ):
-            host = node.require_web().host_port[0]
+            host = web.host_port[0]
             return result(
                 False,
                 problem=EchoProblem.UNREACHABLE,
@@ -58,7 +59,7 @@ def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
         client.session.close()
     code = response.status_code
     if code in (401, 403):
-        how = "no credentials given" if not (node.web.token or node.web.username) else "check them"
+        how = "no credentials given" if not (web.token or web.username) else "check them"
         return result(False, problem=EchoProblem.UNAUTHORIZED, message=f"{url} answered HTTP {code}: {how}")
     if code == 404:
         return result(

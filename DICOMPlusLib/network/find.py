@@ -56,13 +56,19 @@ _SKIP_EXTRA = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", 
 _INT_VRS = {"IS", "US", "UL", "SS", "SL", "UV", "SV"}
 
 
-def _keyword_vr(keyword: str) -> str:
-    from pydicom.datadict import dictionary_VR, tag_for_keyword
+def _keyword_tag(keyword: str) -> int:
+    from pydicom.datadict import tag_for_keyword
 
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise QueryError(f"unknown DICOM keyword {keyword!r}: use the keyword from PS3.6, e.g. PatientName")
-    return dictionary_VR(tag).split(" or ")[0]
+    return tag
+
+
+def _keyword_vr(keyword: str) -> str:
+    from pydicom.datadict import dictionary_VR
+
+    return dictionary_VR(_keyword_tag(keyword)).split(" or ")[0]
 
 
 def normalize_criteria(
@@ -94,7 +100,6 @@ def build_identifier(
     return keys (empty, C.2.2.1.2)."""
     from pydicom import Dataset
     from pydicom import config as pydicom_config
-    from pydicom.datadict import tag_for_keyword
     from pydicom.dataelem import DataElement
 
     ds = Dataset()
@@ -111,12 +116,13 @@ def build_identifier(
         target = ds
         for name in sequences:  # Sequence.Keyword: a key inside the sequence's one item (C.2.2.2.6)
             if name not in target or not target[name].value:
-                target.add(DataElement(tag_for_keyword(name), "SQ", [Dataset()]))
+                target.add(DataElement(_keyword_tag(name), "SQ", [Dataset()]))
             target = target[name].value[0]
         if leaf in target:
             continue
         vr = _keyword_vr(leaf)
         text = criteria.get(keyword, "")
+        value: object
         if vr == "SQ":
             value = []
         elif not text:
@@ -130,7 +136,7 @@ def build_identifier(
             value = _person_name_key(text)
         else:
             value = explicit_upper_bound(vr, text)  # peers that compare "-0930" as written miss 093000
-        target.add(DataElement(tag_for_keyword(leaf), vr, value, validation_mode=pydicom_config.IGNORE))
+        target.add(DataElement(_keyword_tag(leaf), vr, value, validation_mode=pydicom_config.IGNORE))
     return ds
 
 
@@ -218,7 +224,7 @@ def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str]
     criteria = dict(criteria or {})
     report = report if report is not None else QueryReport()
 
-    def answers():
+    def answers() -> Iterator[tuple[Record, None]]:
         variants = qido_split(criteria)
         seen: set[str] = set()
         for variant in variants:

@@ -31,7 +31,8 @@ from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT, TLSSettin
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier, Subscription
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
+    from DICOMPlusLib.network.dimse.acceptor import StorageAssociation
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class _Connection:
     host: str
     peer: str
     since: float
-    association: object = None  # the StorageAssociation serving it
+    association: StorageAssociation | None = None  # the one serving it
     dropped: bool = False
 
 
@@ -106,7 +107,7 @@ class Listener:
     """A C-STORE SCP over a database. Use as a context manager or call start()/stop()."""
 
     def __init__(
-        self, db: Database, config: ListenerConfig | None = None, *, notifier: Notifier | None = None
+        self, db: DatabaseProtocol, config: ListenerConfig | None = None, *, notifier: Notifier | None = None
     ) -> None:
         self.db = db
         self.config = config or ListenerConfig()
@@ -161,11 +162,13 @@ class Listener:
         if self._thread is not None:
             self._stopping.set()
             with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
+                if self._wake_w is not None:
+                    self._wake_w.send(b"x")
             self._thread.join(timeout)
             self._thread = None
             with contextlib.suppress(OSError):
-                self._sock.close()  # connections still queued are refused, not left hanging
+                if self._sock is not None:
+                    self._sock.close()  # connections still queued are refused, not left hanging
             with self._lock:
                 for connection in list(self._pending):  # nothing accepted on them yet
                     self._drop(connection)
@@ -219,7 +222,8 @@ class Listener:
             raise bind_error(cfg.host, cfg.port, exc) from exc
         self._sock = sock
         self._port = sock.getsockname()[1]
-        self._wake_r, self._wake_w = socket.socketpair()
+        wake, self._wake_w = socket.socketpair()
+        self._wake_r = wake
         self._ssl = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
         from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy
 
@@ -233,20 +237,23 @@ class Listener:
             network_timeout=cfg.network_timeout,
             pdu_timeout=cfg.pdu_timeout,
         )
-        self._thread = threading.Thread(target=self._accept_loop, name="dicomplus-listener", daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, args=(sock, wake), name="dicomplus-listener", daemon=True
+        )
         self._thread.start()
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, sock: socket.socket, wake: socket.socket) -> None:
+        """Accept on ``sock`` until :meth:`stop` writes to the other end of ``wake``."""
         selector = selectors.DefaultSelector()
-        selector.register(self._sock, selectors.EVENT_READ)
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        selector.register(sock, selectors.EVENT_READ)
+        selector.register(wake, selectors.EVENT_READ)
         try:
             while not self._stopping.is_set():
                 for key, _ in selector.select(timeout=1.0):
-                    if key.fileobj is self._wake_r or self._stopping.is_set():
+                    if key.fileobj is wake or self._stopping.is_set():
                         return
                     try:
-                        conn, addr = self._sock.accept()
+                        conn, addr = sock.accept()
                     except OSError:
                         continue
                     self._spawn(conn, addr)

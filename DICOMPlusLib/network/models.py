@@ -183,10 +183,10 @@ class Selection:
         for study, series in sorted(self.series.items()):
             if study not in self.studies and series:
                 out.append({"study_uid": study, "series_uids": sorted(series)})
-        for (study, series), sops in sorted(self.instances.items()):
-            if study in self.studies or series in self.series.get(study, ()):
+        for (study, series_uid), sops in sorted(self.instances.items()):
+            if study in self.studies or series_uid in self.series.get(study, ()):
                 continue
-            out.append({"study_uid": study, "series_uids": [series], "sop_instance_uids": sorted(sops)})
+            out.append({"study_uid": study, "series_uids": [series_uid], "sop_instance_uids": sorted(sops)})
         return out
 
 

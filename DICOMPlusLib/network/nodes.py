@@ -127,6 +127,13 @@ class RemoteNode:
             )
         object.__setattr__(self, "prefer", prefer)
 
+    @property
+    def method(self) -> RetrieveMethod:
+        """``retrieve_method`` as ``__post_init__`` resolved it: never None once the node exists
+        (the field is optional only as a constructor argument)."""
+        assert self.retrieve_method is not None
+        return self.retrieve_method
+
     # -- endpoints -----------------------------------------------------------------------------
     def endpoint(self, kind: EndpointKind) -> DimseEndpoint | DicomwebEndpoint | None:
         return self.dimse if kind is EndpointKind.DIMSE else self.web
@@ -218,7 +225,7 @@ class RemoteNode:
 
     # -- the node file ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        out: dict = {"name": self.name, "retrieve_method": self.retrieve_method.value}
+        out: dict = {"name": self.name, "retrieve_method": self.method.value}
         if self.prefer is not None:
             out["prefer"] = self.prefer.value
         if self.dimse is not None:
@@ -270,13 +277,16 @@ class RemoteNode:
             web = DicomwebEndpoint(url, token=str(data.get("dicomweb_token", "")),
                                    username=str(data.get("dicomweb_user", "")),
                                    password=str(data.get("dicomweb_password", "")))  # fmt: skip
-        dimse = DimseEndpoint(str(data["ae_title"]), str(data["host"]), int(data["port"]),
-                              tls=bool(data.get("tls", False)),
-                              tls_settings=TLSSettings(**data.get("tls_settings", {})))  # fmt: skip
+        address = DimseEndpoint(str(data["ae_title"]), str(data["host"]), int(data["port"]),
+                                tls=bool(data.get("tls", False)),
+                                tls_settings=TLSSettings(**data.get("tls_settings", {})))  # fmt: skip
+        dimse: DimseEndpoint | None = address
         prefer = None
         if method is RetrieveMethod.DICOMWEB and web is not None:
-            placeholder = dimse.ae_title == _PLACEHOLDER_AE and (dimse.host, dimse.port) == web.host_port
-            dimse = None if placeholder else dimse
+            placeholder = (
+                address.ae_title == _PLACEHOLDER_AE and (address.host, address.port) == web.host_port
+            )
+            dimse = None if placeholder else address
             prefer = EndpointKind.DICOMWEB
         return cls(name=str(data["name"]), dimse=dimse, web=web, retrieve_method=method,
                    prefer=prefer if dimse is not None else None,
@@ -286,7 +296,7 @@ class RemoteNode:
 def _public(data: dict) -> dict:
     """An entry as it may appear in a message: without its secrets."""
     hidden = {"password", "token", "dicomweb_password", "dicomweb_token"}
-    out = {k: ("(set)" if k in hidden else v) for k, v in data.items()}
+    out: dict = {k: ("(set)" if k in hidden else v) for k, v in data.items()}
     if isinstance(out.get("dicomweb"), dict):
         out["dicomweb"] = _public(out["dicomweb"])
     return out

@@ -22,7 +22,7 @@ from DICOMPlusLib.network.retrieve_qr import node_limit, node_slot, set_node_lim
 from DICOMPlusLib.network.transports import retrieve_transport
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 __all__ = [
     "Plan",
@@ -44,7 +44,7 @@ __all__ = [
 def resolve_method(method: str | RetrieveMethod | None, node: RemoteNode) -> RetrieveMethod:
     """``get``, ``move``, ``dicomweb`` (or the RetrieveMethod names); None: the node's own."""
     if method is None:
-        return node.retrieve_method
+        return node.method
     if isinstance(method, RetrieveMethod):
         return method
     text = str(method).strip().lower().replace("_", "-")
@@ -60,7 +60,7 @@ def resolve_method(method: str | RetrieveMethod | None, node: RemoteNode) -> Ret
 
 def retrieve(
     node: RemoteNode,
-    db: Database,
+    db: DatabaseProtocol,
     *,
     study_uid: str | None = None,
     series_uids: Iterable[str] | str = (),
@@ -87,7 +87,7 @@ def retrieve(
                                                   progress=progress, cancel=cancel or CancelToken())  # fmt: skip
 
 
-def retrieve_selection(node: RemoteNode, db: Database, selection: Selection, *,
+def retrieve_selection(node: RemoteNode, db: DatabaseProtocol, selection: Selection, *,
                        progress: ProgressCallback | None = None, **kwargs) -> RetrieveReport:  # fmt: skip
     """Retrieve every part of a :class:`~DICOMPlusLib.network.query.Selection`; one report."""
     requests = selection.requests()
@@ -110,7 +110,7 @@ def retrieve_selection(node: RemoteNode, db: Database, selection: Selection, *,
     return total
 
 
-def retrieve_job(node: RemoteNode, db: Database, *, name: str | None = None, **kwargs) -> Job:
+def retrieve_job(node: RemoteNode, db: DatabaseProtocol, *, name: str | None = None, **kwargs) -> Job:
     """The retrieve as a :class:`~DICOMPlusLib.jobs.Job` (not started): ``job.start()``, poll
     its progress, ``job.cancel()``, ``job.result`` is the :class:`RetrieveReport`."""
     what = kwargs.get("study_uid") or ", ".join(kwargs.get("series_uids") or ()) or "instances"

@@ -34,8 +34,9 @@ from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.nodes import DEFAULT_PORT, DimseEndpoint, RemoteNode
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
+    from DICOMPlusLib.network.retrieve_plan import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,9 @@ _LISTENERS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def move_listener(db: Database, listener: Listener | None, config: ListenerConfig | None, ae_title: str):
+def move_listener(
+    db: DatabaseProtocol, listener: Listener | None, config: ListenerConfig | None, ae_title: str
+):
     """The listener a C-MOVE sends to: the one given (started if needed), else one started for
     the retrieve on ``config`` (default: our AE title on port 11112) and shared by the retrieves
     of this process that need the same one; stopped when the last of them ends."""
@@ -268,7 +271,7 @@ def echo_on(assoc: qrscu.QRAssociation) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def present_in_db(db: Database, sops: Iterable[str]) -> set[str]:
+def present_in_db(db: DatabaseProtocol, sops: Iterable[str]) -> set[str]:
     """The SOP instances of ``sops`` the database holds."""
     return db.present(sops)
 
@@ -276,7 +279,7 @@ def present_in_db(db: Database, sops: Iterable[str]) -> set[str]:
 class RunState:
     """What the workers of one retrieve share: the report (under a lock), progress, cancel."""
 
-    def __init__(self, node: RemoteNode, db: Database, report, *, calling_ae: str, progress, cancel,
+    def __init__(self, node: RemoteNode, db: DatabaseProtocol, report, *, calling_ae: str, progress, cancel,
                  timeout: float, grace: float, present_before: set[str], expected: set[str]) -> None:  # fmt: skip
         self.node = node
         self.db = db
@@ -294,7 +297,7 @@ class RunState:
         self.total_hint = 0  # from sub-operation counts when the plan is unknown
         self.preflight_done = False
         self.move_host = ""
-        self.plan = None  # the retrieve's Plan
+        self.plan: Plan | None = None
 
     # -- accounting ----------------------------------------------------------------------------
     def stored(self, sop: str, ok: bool = True, reason: str = "") -> None:

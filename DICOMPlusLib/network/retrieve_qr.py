@@ -48,7 +48,7 @@ from DICOMPlusLib.network.retrieve_plan import (
 )
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, NetworkError | OSError)
 
 
-def retrieve_qr(node: RemoteNode, db: Database, request: RetrieveRequest, how: RetrieveMethod,
+def retrieve_qr(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest, how: RetrieveMethod,
                 options: RetrieveOptions, *, progress: ProgressCallback | None,
                 cancel: CancelToken) -> RetrieveReport:  # fmt: skip
     """Plan, transfer and check a C-GET or C-MOVE retrieve of ``request``; see the module
@@ -259,7 +259,8 @@ def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destinat
 def _split_by_classes(state: RunState, units: list[Unit], group) -> list[Unit]:
     """Image-level units holding only the instances of ``group``'s classes (when the classes of
     a retrieve need several associations; the plan knows every instance's class then)."""
-    keep = {i.sop: i for i in state.plan.instances or [] if i.sop_class in group.sop_classes}
+    planned = (state.plan.instances if state.plan is not None else None) or []
+    keep = {i.sop: i for i in planned if i.sop_class in group.sop_classes}
     out = []
     for u in units:
         by_series: dict[tuple[str, str], list[str]] = {}

@@ -14,12 +14,12 @@ from DICOMPlusLib.network.nodes import RetrieveMethod
 from DICOMPlusLib.network.web.client import client_for
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
     from DICOMPlusLib.network.nodes import RemoteNode
 
 
-def retrieve_dicomweb(node: RemoteNode, db: Database, request: RetrieveRequest, options: RetrieveOptions, *,
+def retrieve_dicomweb(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest, options: RetrieveOptions, *,
                       progress: ProgressCallback | None, cancel: CancelToken) -> RetrieveReport:  # fmt: skip
     """A WADO-RS retrieve of the study or of each series."""
     started = time.monotonic()
@@ -35,17 +35,19 @@ def retrieve_dicomweb(node: RemoteNode, db: Database, request: RetrieveRequest, 
     client = client_for(node, timeout=timeout)
     targets: list[tuple[str, str | None]] = []
     try:
-        for series in series_uids:
-            study = study_uid
-            if not study:
-                found = list(client.search(QueryLevel.SERIES, {"SeriesInstanceUID": series}, limit=1))
+        for series_uid in series_uids:
+            owner = study_uid
+            if not owner:
+                found = list(client.search(QueryLevel.SERIES, {"SeriesInstanceUID": series_uid}, limit=1))
                 if not found or not found[0].StudyInstanceUID:
-                    raise RetrieveError(f"{node.dicomweb_url} has no series {series}")
-                study = found[0].StudyInstanceUID
-            targets.append((study, series))
+                    raise RetrieveError(f"{node.dicomweb_url} has no series {series_uid}")
+                owner = found[0].StudyInstanceUID
+            targets.append((owner, series_uid))
     except QueryError as exc:
         raise RetrieveError(f"cannot find the series on {node.name}: {exc}") from None
     if not targets:
+        if not study_uid:  # retrieve() refuses an empty request before it comes here
+            raise RetrieveError("nothing to retrieve: give a study or series")
         targets = [(study_uid, None)]
     report.attempts = 1
     for study, series in targets:

@@ -20,7 +20,7 @@ from DICOMPlusLib.network.send_dimse import IMPLICIT_LE, data_set_offset
 from DICOMPlusLib.network.transports import transport_for
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 __all__ = [
     "FileResult",
@@ -76,7 +76,7 @@ def items_from_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[SendItem]
 
 
 def items_from_database(
-    db: Database,
+    db: DatabaseProtocol,
     *,
     study: str | None = None,
     series: str | None = None,
@@ -92,7 +92,7 @@ def items_from_database(
     elif series is not None:
         records = db.search(QueryLevel.INSTANCE, {"SeriesInstanceUID": series})
     else:
-        records = [db.instance(uid) for uid in sop_instances]
+        records = [db.instance(uid) for uid in sop_instances or ()]  # not None: the check above
     if not records:
         what = f"study {study}" if study else f"series {series}" if series else "instances"
         raise SendError(f"no {what} in the database {db.path}")
@@ -127,7 +127,7 @@ def send_paths(node: RemoteNode, paths: Iterable[str | os.PathLike], options: Se
 
 
 def send_from_database(
-    db: Database,
+    db: DatabaseProtocol,
     node: RemoteNode,
     *,
     study: str | None = None,
@@ -141,7 +141,7 @@ def send_from_database(
 
 
 def send_selection(
-    db: Database,
+    db: DatabaseProtocol,
     node: RemoteNode,
     *,
     studies: Sequence[str] = (),

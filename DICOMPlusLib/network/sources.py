@@ -21,7 +21,7 @@ from DICOMPlusLib.network.transports.web import patients_of_studies
 from DICOMPlusLib.network.web.client import DicomwebClient, client_for
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 
 @runtime_checkable
@@ -37,7 +37,7 @@ class QuerySource(Protocol):
 class DatabaseSource:
     """The local database."""
 
-    def __init__(self, db: Database, name: str = "local") -> None:
+    def __init__(self, db: DatabaseProtocol, name: str = "local") -> None:
         self.db = db
         self.name = name
 

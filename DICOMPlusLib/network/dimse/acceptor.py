@@ -263,6 +263,7 @@ class StorageAssociation:
                 rq, (ul.RJ_TRANSIENT, ul.RJ_SOURCE_PRESENTATION, ul.RJ_LOCAL_LIMIT_EXCEEDED), refusal
             )
             return False
+        assert result.ac is not None  # negotiate builds the A-ASSOCIATE-AC whenever it does not reject
         self.contexts = result.contexts or {}
         self.established = True
         self.stream.send(result.ac.encode())
@@ -303,7 +304,7 @@ class StorageAssociation:
                             command_buf.clear()
                             current = self._on_command(ctx, command)
                     else:  # data set fragment
-                        if current is None or ctx != current[0]:
+                        if current is None or ctx != current[0] or self._incoming is None:
                             raise ul.ProtocolError("a data set fragment without its command")
                         self._incoming.write_safely(data)
                         if control & 0x02:
@@ -367,10 +368,12 @@ class StorageAssociation:
 
     def _on_data_set_end(self, ctx: int, command: dimse.Command) -> None:
         incoming, self._incoming = self._incoming, None
+        assert incoming is not None  # _serve ends a data set only while it has somewhere to go
         if self._pending_status is not None:
             status, comment = self._pending_status
             incoming.discard()
         else:
+            assert isinstance(incoming, IncomingFile)  # no refusal pending: the sink began a file
             outcome = incoming.finish()
             status, comment = outcome.status, outcome.comment
         if status == Status.SUCCESS:

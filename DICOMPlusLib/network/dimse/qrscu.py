@@ -20,7 +20,7 @@ import logging
 import select
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
@@ -223,7 +223,7 @@ class QRAssociation:
 
     # -- operations --------------------------------------------------------------------------
     def find(self, sop_class: str, identifier: Dataset, *, cancel: CancelToken | None = None,
-             grace: float = 1.0) -> Iterator[Dataset]:  # fmt: skip
+             grace: float = 1.0) -> Generator[Dataset, None, None]:  # fmt: skip
         """Yield the identifier of every pending C-FIND response. Closing the generator early
         (``limit``, a ``break``) cancels the query: C-CANCEL, then the final response is awaited
         for ``grace`` seconds (else the association is aborted)."""

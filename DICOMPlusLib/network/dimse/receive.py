@@ -35,7 +35,7 @@ from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class DatabaseSink:
     :meth:`Notifier.attach`), so every way in announces alike."""
 
     def __init__(
-        self, db: Database, *, fsync: bool = False, source: IngestSource = IngestSource.LISTENER
+        self, db: DatabaseProtocol, *, fsync: bool = False, source: IngestSource = IngestSource.LISTENER
     ) -> None:
         self.db = db
         self.ingest: Sink = db.ingest

@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, NetworkTimeout
 from DICOMPlusLib.network.dimse import messages as dimse
@@ -25,6 +25,13 @@ DEFAULT_MAX_PDU = 256 * 1024
 #: Bytes gathered before one sendmsg call (several PDUs per system call).
 _SEND_BATCH = 256 * 1024
 _READ_BLOCK = 1 << 20
+
+
+class ReadableFile(Protocol):
+    """A binary file that C-STORE reads into a reused buffer (``open(path, "rb")``, buffered or
+    not); ``typing.BinaryIO`` has no ``readinto``."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ class ClientAssociation:
         self,
         cx: AcceptedContext,
         sop_instance: str,
-        data: bytes | memoryview | BinaryIO,
+        data: bytes | memoryview | ReadableFile,
         length: int | None = None,
         *,
         move_originator_aet: str = "",
@@ -340,7 +347,7 @@ def _batches(ctx: int, view: memoryview, size: int, *, final: bool):
         yield parts
 
 
-def _file_batches(ctx: int, f: BinaryIO, length: int, size: int):
+def _file_batches(ctx: int, f: ReadableFile, length: int, size: int):
     """Like :func:`_batches` for ``length`` bytes read from ``f`` into one reused buffer."""
     if length == 0:
         yield [ul.pdata_header(ctx, 0x02, 0)]

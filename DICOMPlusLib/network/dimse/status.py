@@ -73,12 +73,12 @@ def category(status: int | None) -> Category:
 
 
 #: Meanings that differ between services: (service, code) -> text.
-_BY_SERVICE = {
+_BY_SERVICE: dict[tuple[str, int], str] = {
     ("storage", Status.WARNING): "warning: coercion of data elements",
     ("qr", Status.WARNING): "warning: sub-operations complete, one or more failures or warnings",
     ("qr", Status.DATA_SET_DOES_NOT_MATCH): "error: identifier does not match SOP class",
 }
-_TEXT = {
+_TEXT: dict[int, str] = {
     Status.SUCCESS: "success",
     Status.PENDING: "pending",
     Status.PENDING_OPTIONAL_KEYS_UNSUPPORTED: "pending (optional keys not supported)",
@@ -101,7 +101,7 @@ def describe(status: int | None, service: str = "storage") -> str:
     C-ECHO) or ``qr`` (C-FIND, C-GET, C-MOVE)."""
     if status is None:
         return "no response"
-    text = _BY_SERVICE.get((service, status)) or _TEXT.get(status)  # type: ignore[call-overload]
+    text = _BY_SERVICE.get((service, status)) or _TEXT.get(status)
     if text:
         return text
     if (status & 0xFF00) == Status.OUT_OF_RESOURCES:

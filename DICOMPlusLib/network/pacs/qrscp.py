@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,10 @@ from DICOMPlusLib.network.pacs import qrscp_send
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from pynetdicom import AE
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +115,15 @@ class QueryRetrieveSCP:
     """The sample PACS as an object: ``start()``, ``stop()``, ``describe()``."""
 
     def __init__(
-        self, db: Database, config: QRConfig | None = None, *, notifier: Notifier | None = None
+        self, db: DatabaseProtocol, config: QRConfig | None = None, *, notifier: Notifier | None = None
     ) -> None:
         self.db = db
         self.config = config or QRConfig()
         self.notifier = notifier or Notifier()
         self.sink = DatabaseSink(db)
-        self._detach = None
-        self._server = None
-        self._ae = None
+        self._detach: Callable[[], None] | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self._ae: AE | None = None
         self._destinations = {d.ae_title: d for d in self.config.destinations}
         # Database reads run on two threads of our own: pynetdicom serves each association on a
         # new thread, and every thread that reads the database keeps a connection open.

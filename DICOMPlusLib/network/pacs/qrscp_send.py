@@ -75,12 +75,13 @@ def stored_instance(path: str | Path, sop_class: str, sop_instance: str, transfe
     the file, resolved by the sender installed with :func:`install_sender`."""
     from pydicom import Dataset
     from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID
 
     ds = Dataset()
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_instance
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax or IMPLICIT_LE
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax or IMPLICIT_LE)
     ds.set_original_encoding(
         ds.file_meta.TransferSyntaxUID.is_implicit_VR, ds.file_meta.TransferSyntaxUID.is_little_endian
     )
@@ -100,10 +101,11 @@ def _read(path: str, stored: str):
     """The stored instance as pydicom reads it; a bare data set (no File Meta Information, as
     some archives write) gets the transfer syntax the database recorded for it."""
     import pydicom
+    from pydicom.uid import UID
 
     ds = pydicom.dcmread(path, force=True)
     if "TransferSyntaxUID" not in ds.file_meta:
-        ds.file_meta.TransferSyntaxUID = stored
+        ds.file_meta.TransferSyntaxUID = UID(stored)
     return ds
 
 

@@ -15,7 +15,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 _NAMESPACE = uuid.UUID("6f1c1a3e-5d2b-4a8e-9b77-2d6f0c3e8a51")
 
@@ -130,7 +130,7 @@ def write_sample_files(folder) -> str:
     return str(folder)
 
 
-def make_sample_data(db: Database) -> dict[str, int]:
+def make_sample_data(db: DatabaseProtocol) -> dict[str, int]:
     """Add the sample patients to ``db`` (nothing is added twice); returns the counts added."""
     from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
     from DICOMPlusLib.database.parsing import parse_bytes

@@ -17,7 +17,7 @@ from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 #: A C-MOVE destination every DICOMPlus installation has: its own listener with default settings.
 LOCAL_LISTENER = Destination(DEFAULT_AE_TITLE, "127.0.0.1", DEFAULT_PORT)
@@ -73,7 +73,7 @@ def instructions(server: QueryRetrieveSCP, *, sample: bool = False) -> str:
 
 
 def make_server(
-    db: Database,
+    db: DatabaseProtocol,
     *,
     ae_title: str,
     port: int,

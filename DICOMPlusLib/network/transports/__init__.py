@@ -23,7 +23,7 @@ from DICOMPlusLib.errors import NetworkError, RetrieveError
 from DICOMPlusLib.network.endpoints import EndpointKind
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
     from DICOMPlusLib.models import QueryLevel
     from DICOMPlusLib.network.answers import QueryReport
@@ -65,7 +65,7 @@ class Transport(Protocol):
         """One result per item (plus ``failures`` found before sending); no raise per file."""
         ...
 
-    def retrieve(self, node: RemoteNode, db: Database, request: RetrieveRequest, method: RetrieveMethod,
+    def retrieve(self, node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest, method: RetrieveMethod,
                  options: RetrieveOptions, *, progress: ProgressCallback | None,
                  cancel: CancelToken) -> RetrieveReport:  # fmt: skip
         """Exactly ``request`` into ``db`` by ``method`` (one of ``retrieve_methods``)."""

@@ -5,15 +5,16 @@ WADO-RS retrieves on a node's DICOMweb endpoint
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 
-from DICOMPlusLib.models import PatientRecord, QueryLevel
+from DICOMPlusLib.models import PatientRecord, QueryLevel, StudyRecord
 from DICOMPlusLib.network.echo_web import echo_dicomweb
 from DICOMPlusLib.network.endpoints import EndpointKind
 from DICOMPlusLib.network.find import dicomweb_search
 from DICOMPlusLib.network.models import FileResult, SendReport
 from DICOMPlusLib.network.nodes import RetrieveMethod
 from DICOMPlusLib.network.retrieve_web import retrieve_dicomweb
-from DICOMPlusLib.network.web.client import client_for
+from DICOMPlusLib.network.web.client import DicomwebClient, client_for
 
 
 class DicomwebTransport:
@@ -61,10 +62,13 @@ class DicomwebTransport:
         return retrieve_dicomweb(node, db, request, options, progress=progress, cancel=cancel)
 
 
-def patients_of_studies(client, criteria, limit):
+def patients_of_studies(
+    client: DicomwebClient, criteria: Mapping[str, str], limit: int | None
+) -> Iterator[PatientRecord]:
     """QIDO-RS has no patient level: the distinct patients of the matching studies."""
     seen: set[str] = set()
     for study in dicomweb_search(client, QueryLevel.STUDY, criteria):
+        assert isinstance(study, StudyRecord)  # a study-level search yields StudyRecords
         if study.PatientID in seen:
             continue
         seen.add(study.PatientID)

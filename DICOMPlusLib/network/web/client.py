@@ -39,7 +39,7 @@ from DICOMPlusLib.network.web.qido import query_string as _query_string
 if TYPE_CHECKING:
     import requests
 
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class DicomwebClient:
     # -- WADO-RS -----------------------------------------------------------------------------
     def retrieve(
         self,
-        db: Database,
+        db: DatabaseProtocol,
         study_uid: str,
         series_uid: str | None = None,
         *,
@@ -425,8 +425,8 @@ class DicomwebClient:
     ) -> TransferReport:
         """Send Part 10 files with STOW-RS, in batches, and report the outcome of each instance."""
         cancel = cancel or CancelToken()
-        files = [Path(f) for f in files]
-        report = TransferReport(expected=len(files))
+        paths = [Path(f) for f in files]
+        report = TransferReport(expected=len(paths))
         path = "/studies" + (f"/{quote(study_uid)}" if study_uid else "")
         batch: list[tuple[Path, bytes]] = []
         size = 0
@@ -441,7 +441,7 @@ class DicomwebClient:
             if progress:
                 progress(len(report.done) + len(report.failed), report.expected, "")
 
-        for f in files:
+        for f in paths:
             if cancel.cancelled:
                 report.cancelled = True
                 break
@@ -522,7 +522,7 @@ def _never_connected(exc: BaseException) -> bool:
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
     seen = set()
-    stack = [exc]
+    stack: list[BaseException | None] = [exc]
     while stack:
         e = stack.pop()
         if e is None or id(e) in seen:

@@ -10,6 +10,7 @@ split into several requests. The requests may so ask a superset; the answers are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from DICOMPlusLib.database.matching import explicit_upper_bound
@@ -75,7 +76,7 @@ def _qido_value(key: str, value: object) -> str:
     return ",".join(dict.fromkeys(_qido_text(vr, p) for p in _qido_parts(vr, text)))
 
 
-def qido_split(criteria: dict[str, object]) -> list[dict[str, object]]:
+def qido_split(criteria: Mapping[str, object]) -> list[dict[str, object]]:
     """The criteria as the QIDO-RS requests that together ask them: one, unless a list has
     values with wildcards (or values that need them, see :func:`_qido_text`), which servers
     (Orthanc 1.10) do not apply inside a list; such a list becomes one request per value."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from DICOMPlusLib.errors import StreamCut
 if TYPE_CHECKING:
     import requests
 
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.database.ingest import Incoming
 
 #: Largest JSON answer read (a QIDO-RS page of 200 results is well under 1 MiB).
@@ -140,8 +140,13 @@ def _check_part_headers(block: bytes, n: int, server: str, error: type[Exception
 
 
 def spool_multipart(
-    response: requests.Response, db: Database, base: str, error: type[Exception], *, chunk_size: int = 1 << 20
-) -> Iterator[Incoming]:
+    response: requests.Response,
+    db: DatabaseProtocol,
+    base: str,
+    error: type[Exception],
+    *,
+    chunk_size: int = 1 << 20,
+) -> Generator[Incoming, None, None]:
     """Yield, one by one, incoming files of ``db``'s ingest each holding one complete part of a
     multipart/related response (RFC 2046 5.1.1). The caller takes ownership of each (commits or
     discards it); a file of a part cut short is removed here and :class:`StreamCut` raised."""
@@ -219,7 +224,9 @@ def spool_multipart(
             incoming.discard()
 
 
-def store_spooled(db: Database, incoming: Incoming, n: int, server: str, error: type[Exception]) -> str:
+def store_spooled(
+    db: DatabaseProtocol, incoming: Incoming, n: int, server: str, error: type[Exception]
+) -> str:
     """Commit a spooled part through the database's ingest (policy of WADO-RS: an instance
     already there is kept); returns its SOP Instance UID. The temporary file never outlives
     this call; a part that is not DICOM, or cannot be stored, raises ``error``."""
