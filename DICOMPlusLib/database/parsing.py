@@ -197,6 +197,7 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         raise ImportFileError("not a DICOM file (no 'DICM' prefix and no DICOM data set)")
     import pydicom
     from pydicom.errors import InvalidDicomError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

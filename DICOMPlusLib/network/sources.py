@@ -91,8 +91,8 @@ def source_for(where, *, calling_ae_title: str = DEFAULT_AE_TITLE, timeout: floa
         if where.preferred is EndpointKind.DICOMWEB:
             return DicomwebSource(where, timeout=timeout)
         return DimseSource(where, calling_ae_title=calling_ae_title, timeout=timeout)
-    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.database.protocol import DatabaseProtocol
 
-    if isinstance(where, Database):
+    if isinstance(where, DatabaseProtocol):  # any back end (SQLite, PostgreSQL)
         return DatabaseSource(where)
-    raise QueryError(f"cannot query {where!r}: give a RemoteNode or a Database")
+    raise QueryError(f"cannot query {where!r}: give a RemoteNode or a database")
