@@ -28,7 +28,7 @@ from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance
 from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
-from DICOMPlusLib.database.rows import chunks, instance_record
+from DICOMPlusLib.database.rows import chunks, instance_record, placed_record
 from DICOMPlusLib.database.search import Criteria, count, search
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
@@ -371,22 +371,7 @@ class Database:
                 now,
             ),
         )
-        return InstanceRecord(
-            SOPInstanceUID=sop,
-            SeriesInstanceUID=series,
-            StudyInstanceUID=study,
-            PatientID=str(v["PatientID"]),  # as _upsert_patient stores it
-            SOPClassUID=str(v.get("SOPClassUID") or ""),
-            TransferSyntaxUID=item.transfer_syntax,
-            InstanceNumber=v["InstanceNumber"],  # type: ignore[arg-type]
-            NumberOfFrames=v["NumberOfFrames"],  # type: ignore[arg-type]
-            Rows=v["Rows"],  # type: ignore[arg-type]
-            Columns=v["Columns"],  # type: ignore[arg-type]
-            path=path,
-            size=item.size,
-            pixel_offset=item.pixel_offset,
-            pixel_length=item.pixel_length,
-        )
+        return placed_record(v, item, item.transfer_syntax, path)
 
     def _place_file(
         self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False

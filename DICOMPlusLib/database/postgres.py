@@ -38,10 +38,11 @@ from DICOMPlusLib.database.ingest import Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn, parse_criteria
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.pg_search import header_elements, search_in_server
+from DICOMPlusLib.database.rows import placed_record
 from DICOMPlusLib.database.search import Criteria
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import InstanceRecord, QueryLevel, Record
+from DICOMPlusLib.models import QueryLevel, Record
 
 logger = logging.getLogger(__name__)
 
@@ -446,22 +447,7 @@ class PostgresDatabase(Database):
         self._pg_record_source(conn, item, sop, "")
         touched_series.add(series)
         touched_studies.add(study)
-        record = InstanceRecord(
-            SOPInstanceUID=sop,
-            SeriesInstanceUID=series,
-            StudyInstanceUID=study,
-            PatientID=str(v["PatientID"]),
-            SOPClassUID=str(v.get("SOPClassUID") or ""),
-            TransferSyntaxUID=_text(item.transfer_syntax),
-            InstanceNumber=v["InstanceNumber"],
-            NumberOfFrames=v["NumberOfFrames"],
-            Rows=v["Rows"],
-            Columns=v["Columns"],
-            path=_text(path),
-            size=item.size,
-            pixel_offset=item.pixel_offset,
-            pixel_length=item.pixel_length,
-        )
+        record = placed_record(v, item, _text(item.transfer_syntax), _text(path))
         status = StoreStatus.REPLACED if replace else StoreStatus.STORED
         return StoredInstance(status, sop, record, _text(path), source=source)
 
