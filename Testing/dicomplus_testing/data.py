@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, missing
 
 
@@ -41,4 +40,8 @@ def manifest(shared_series) -> dict:
 @pytest.fixture
 def synthetic_ct(tmp_path):
     """An 8-slice synthetic CT series (shuffled file order) with known geometry."""
+    # Imported here: the builder is DICOMPlusLib's, which the stock-Slicer tier (that loads this
+    # plugin too) has only from the install tree, once a test installs it.
+    from dicomplus_testing.synthetic import make_series
+
     return make_series(tmp_path / "ct", n=8)
