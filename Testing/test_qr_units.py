@@ -41,10 +41,10 @@ from DICOMPlusLib.network.retrieve import (
 from DICOMPlusLib.network.retrieve_dimse import (
     MAX_CONTEXTS,
     RICH_SYNTAXES,
-    Unit,
     move_setup_hint,
     storage_context_groups,
 )
+from DICOMPlusLib.network.retrieve_plan import Unit
 from DICOMPlusLib.network.web.client import TransferReport
 
 EXPLICIT = "1.2.840.10008.1.2.1"

@@ -32,11 +32,11 @@ from DICOMPlusLib.errors import (
 from DICOMPlusLib.network.dimse import qrscu, ul
 from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.nodes import DEFAULT_PORT, DimseEndpoint, RemoteNode
+from DICOMPlusLib.network.retrieve_plan import Plan, Unit
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
-    from DICOMPlusLib.network.retrieve_plan import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -117,37 +117,7 @@ def _group(classes: Sequence[str], syntaxes: Sequence[str]) -> ContextGroup:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One C-GET or C-MOVE request: a study, series (one or a list) or instances of a series."""
-
-    level: str  # STUDY, SERIES or IMAGE
-    study: str
-    series: tuple[str, ...] = ()
-    sops: tuple[str, ...] = ()
-    expected: tuple[str, ...] = ()  # the SOP instances it should bring (empty: not known)
-    sop_classes: frozenset[str] = frozenset()
-
-    def identifier(self):
-        """The retrieve identifier: unique keys of the level and above, a list of UIDs at the
-        level itself (PS3.4 C.4.2.2.1, C.4.3.2.1)."""
-        from pydicom import Dataset
-
-        ds = Dataset()
-        ds.QueryRetrieveLevel = self.level
-        ds.StudyInstanceUID = self.study
-        if self.level in ("SERIES", "IMAGE"):
-            ds.SeriesInstanceUID = "\\".join(self.series)
-        if self.level == "IMAGE":
-            ds.SOPInstanceUID = "\\".join(self.sops)
-        return ds
-
-    def describe(self) -> str:
-        if self.level == "STUDY":
-            return f"study {self.study}"
-        if self.level == "SERIES":
-            return f"series {', '.join(self.series)}"
-        return f"{len(self.sops)} instance(s) of series {self.series[0]}"
+# Unit (one C-GET or C-MOVE request) lives with the plan that makes the units (retrieve_plan).
 
 
 @dataclass

@@ -18,9 +18,41 @@ from DICOMPlusLib.network.answers import QueryReport
 from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.find import find_dimse, normalize_criteria, open_for_query
 from DICOMPlusLib.network.nodes import RemoteNode
-from DICOMPlusLib.network.retrieve_dimse import Unit
 
 IMAGE_CHUNK = 200  # SOP Instance UIDs per image-level request (a UI list stays well under 64 KiB)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One C-GET or C-MOVE request: a study, series (one or a list) or instances of a series."""
+
+    level: str  # STUDY, SERIES or IMAGE
+    study: str
+    series: tuple[str, ...] = ()
+    sops: tuple[str, ...] = ()
+    expected: tuple[str, ...] = ()  # the SOP instances it should bring (empty: not known)
+    sop_classes: frozenset[str] = frozenset()
+
+    def identifier(self):
+        """The retrieve identifier: unique keys of the level and above, a list of UIDs at the
+        level itself (PS3.4 C.4.2.2.1, C.4.3.2.1)."""
+        from pydicom import Dataset
+
+        ds = Dataset()
+        ds.QueryRetrieveLevel = self.level
+        ds.StudyInstanceUID = self.study
+        if self.level in ("SERIES", "IMAGE"):
+            ds.SeriesInstanceUID = "\\".join(self.series)
+        if self.level == "IMAGE":
+            ds.SOPInstanceUID = "\\".join(self.sops)
+        return ds
+
+    def describe(self) -> str:
+        if self.level == "STUDY":
+            return f"study {self.study}"
+        if self.level == "SERIES":
+            return f"series {', '.join(self.series)}"
+        return f"{len(self.sops)} instance(s) of series {self.series[0]}"
 
 
 class _Cancelled(NetworkError):

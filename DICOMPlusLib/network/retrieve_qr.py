@@ -31,7 +31,6 @@ from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, Retriev
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod, check_ae_title
 from DICOMPlusLib.network.retrieve_dimse import (
     RunState,
-    Unit,
     move_listener,
     present_in_db,
     run_get,
@@ -41,6 +40,7 @@ from DICOMPlusLib.network.retrieve_dimse import (
 from DICOMPlusLib.network.retrieve_plan import (
     IMAGE_CHUNK,
     Plan,
+    Unit,
     _Cancelled,
     _distribute,
     make_plan,
