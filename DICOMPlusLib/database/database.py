@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from DICOMPlusLib.database import schema
+from DICOMPlusLib.database.backend import Connection
 from DICOMPlusLib.database.delete import delete
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn
@@ -71,16 +72,6 @@ BACKENDS = {
     "postgresql": "DICOMPlusLib.database.postgres:PostgresDatabase",
     "postgres": "DICOMPlusLib.database.postgres:PostgresDatabase",
 }
-
-
-class Connection(Protocol):
-    """What the SQL shared by the back ends needs of a connection: ``sqlite3.Connection`` here,
-    :class:`~.postgres.PgConnection` (sqlite3's surface over psycopg) for PostgreSQL. Rows come
-    back readable by position and by column name."""
-
-    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 class Database:

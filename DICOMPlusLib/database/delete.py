@@ -18,11 +18,11 @@ from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import DeleteReport
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database.database import Database
+    from DICOMPlusLib.database.backend import Backend
 
 
 def delete(
-    db: Database,
+    db: Backend,
     *,
     patient: str | None = None,
     study: str | None = None,

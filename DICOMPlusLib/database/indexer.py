@@ -30,7 +30,7 @@ from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database.database import Database
+    from DICOMPlusLib.database.backend import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def import_paths(
-    db: Database,
+    db: Backend,
     paths: Iterable[str | os.PathLike],
     *,
     link: bool | None = None,
@@ -303,7 +303,7 @@ def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
                     os.unlink(item.stored_tmp)
 
 
-def _changed_files(db: Database, files: list[str], report: ImportReport) -> list[str]:
+def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[str]:
     """Files whose (size, mtime) differ from the last import of the same path."""
     conn = db._reader()
     todo: list[str] = []
@@ -332,7 +332,7 @@ def _changed_files(db: Database, files: list[str], report: ImportReport) -> list
     return todo
 
 
-def _remember_skipped(db: Database, item: SkippedFile) -> None:
+def _remember_skipped(db: Backend, item: SkippedFile) -> None:
     """Files skipped for what they are (not DICOM, a DICOMDIR) are not read again next time;
     files skipped for a passing reason (cannot read, cannot store) are."""
     if item.reason.startswith(("cannot", "unreadable")):

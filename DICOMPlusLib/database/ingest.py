@@ -50,7 +50,7 @@ from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import InstanceRecord
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database.database import Database
+    from DICOMPlusLib.database.backend import Backend
     from DICOMPlusLib.database.parsing import ParsedFile
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class Sink(Protocol):
 class Ingest:
     """The :class:`Sink` of one database (``db.ingest``), and the batch path of imports."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Backend) -> None:
         self.db = db
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()

@@ -21,7 +21,7 @@ from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import PatientRecord, QueryLevel, Record, SeriesRecord, StudyRecord
 
 if TYPE_CHECKING:
-    from DICOMPlusLib.database.database import Connection, Database
+    from DICOMPlusLib.database.backend import Backend, Connection
 
 #: Search keys: {keyword: matching value} or (keyword, value) pairs (a keyword may repeat).
 Criteria = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -289,7 +289,7 @@ def _record(lv: str, row: sqlite3.Row) -> Record:
 
 
 def search(
-    db: Database,
+    db: Backend,
     level: QueryLevel | str,
     criteria: Criteria,
     *,
@@ -338,7 +338,7 @@ def search(
 
 
 def count(
-    db: Database,
+    db: Backend,
     level: QueryLevel | str,
     criteria: Criteria,
     *,

@@ -1,0 +1,51 @@
+"""What the modules that serve both back ends (``indexer``, ``ingest``, ``delete``, ``search``) need
+of the back end they work for: its own surface beside the public
+:class:`~.protocol.DatabaseProtocol` (a connection to read, a write transaction, the file store).
+
+Written down here so that those modules refer to neither back end: the SQLite class imports them,
+and the PostgreSQL one builds on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.database.parsing import ParsedFile
+    from DICOMPlusLib.database.store import FileStore
+
+
+class Connection(Protocol):
+    """What the SQL shared by the back ends needs of a connection: ``sqlite3.Connection`` for
+    SQLite, :class:`~.postgres.PgConnection` (sqlite3's surface over psycopg) for PostgreSQL. Rows
+    come back readable by position and by column name."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A back end as the shared modules of database/ see it."""
+
+    path: Path
+    store: FileStore
+    default_link: bool
+
+    @property
+    def ingest(self) -> Any: ...  # its Ingest (typed Any here: ingest.py refers to this module)
+
+    def _reader(self) -> Connection: ...
+
+    def write(self) -> AbstractContextManager[Connection]: ...
+
+    def remember_source(self, path: str, size: int, mtime: float, reason: str) -> None: ...
+
+    def commit_parsed(
+        self, items: Sequence[ParsedFile], *, link: bool = ..., on_duplicate: Any = ...
+    ) -> list[Any]: ...
+
+    def _refresh_counts(self, conn: Connection, series: Iterable[str], studies: Iterable[str]) -> None: ...
