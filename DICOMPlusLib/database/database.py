@@ -161,10 +161,16 @@ class Database:
         if self._closed:
             raise DatabaseError("the database is closed")
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or self._broken(conn):
             conn = self._connect()
             self._local.conn = conn
         return conn
+
+    @staticmethod
+    def _broken(conn: Connection) -> bool:
+        """Whether a thread's read connection must be replaced (a server-side back end's can be
+        lost; a local SQLite file's cannot)."""
+        return False
 
     def release_reader(self) -> None:
         """Close this thread's read connection (for threads that end, e.g. network handlers)."""

@@ -265,24 +265,11 @@ class PostgresDatabase(Database):
             self._connections.append(conn)
         return conn
 
-    def _reader(self) -> PgConnection:
-        """This thread's read connection (autocommit: each statement sees the latest commit)."""
-        if self._closed:
-            raise DatabaseError("the database is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.broken:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
-    def release_reader(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._local.conn = None
-            with self._connections_lock:
-                if conn in self._connections:
-                    self._connections.remove(conn)
-            conn.close()
+    @staticmethod
+    def _broken(conn) -> bool:
+        """A read connection (autocommit: each statement sees the latest commit) whose server
+        went away is replaced on the next read."""
+        return bool(conn.broken)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
