@@ -374,3 +374,52 @@ def test_missing_network_packages_are_reported_on_the_main_thread(panel, qtbot, 
     assert "not installed" in network.echoText()
     click(qtbot, network.queryButton)
     assert calls == [True, True] and "not installed" in network.statusText()
+
+
+def test_a_dicomweb_only_node_from_the_form(panel, orthanc_session, qtbot, tmp_path, caplog, screenshot):
+    """The Add-server form takes a DICOMweb URL: with no AE title the node is reached by
+    DICOMweb only (echo is a QIDO-RS probe, query QIDO-RS, retrieve WADO-RS); choosing DICOMweb
+    retrieval without a URL is refused and the form stays open with the reason."""
+    import logging
+
+    from DICOMPlusLib.errors import NetworkError
+
+    series = make_series(tmp_path / "web", n=4, rows=10, cols=12, modality="MR", patient_id="WEB-FORM-1")
+    orthanc_session.upload(series.folder)
+    network = panel.network
+
+    click(qtbot, network.addButton)
+    network.nodeNameEdit.text = "No URL"
+    network.nodeAETitleEdit.text = "PACS"
+    network.nodeWebURLEdit.text = ""
+    network.nodeMethodCombo.currentIndex = network.nodeMethodCombo.findText("DICOMweb")
+    with caplog.at_level(logging.ERROR), pytest.raises(NetworkError, match="DICOMweb URL"):
+        network.onSaveNode()
+    assert network.nodeForm.visible and "Cannot save the node" in network.echoText()
+    assert "No URL" not in network.nodeNames()
+
+    network.nodeNameEdit.text = "Orthanc web"
+    network.nodeAETitleEdit.text = ""
+    network.nodeWebURLEdit.text = orthanc_session.dicomweb_url
+    panel.ui.previewCollapsibleButton.collapsed = True
+    panel.parent.resize(440, panel.parent.sizeHint.height())  # Slicer's panel scrolls: all of it
+    screenshot(network, "network_dicomweb_node")
+    click(qtbot, network.saveNodeButton)
+    assert not network.nodeForm.visible, network.echoText()
+    node = panel.logic.node("Orthanc web")
+    assert node.dimse is None and node.method.value == "DICOMweb"
+    assert node.dicomweb_url == orthanc_session.dicomweb_url
+
+    ok, message = echo(qtbot, network)
+    assert ok and orthanc_session.dicomweb_url in message, message  # the URL, not an AE address
+    network.patientIDEdit.text = "WEB-FORM-1"
+    assert query(qtbot, network) == 1
+    expand(qtbot, network, series.study_uid, [series.series_uid])
+    assert network.selectResult("series", series.series_uid)
+    click(qtbot, network.retrieveButton)
+    wait_for_jobs(qtbot, network)
+    assert panel.browser.entries("series") == [("series", series.series_uid)], network.statusText()
+
+    network.showNodeForm()  # editing shows what was saved
+    assert network.nodeWebURLEdit.text == orthanc_session.dicomweb_url
+    assert network.nodeAETitleEdit.text == "" and network.nodeMethodCombo.currentText == "DICOMweb"

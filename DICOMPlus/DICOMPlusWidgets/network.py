@@ -137,12 +137,20 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.nodePortSpinBox.maximum = 65535
         self.nodePortSpinBox.value = 104
         form.addRow(_("Port:"), self.nodePortSpinBox)
+        self.nodeWebURLEdit = qt.QLineEdit(self.nodeForm)
+        self.nodeWebURLEdit.placeholderText = _("optional, e.g. http://pacs:8042/dicom-web")
+        self.nodeWebURLEdit.toolTip = _(
+            "The server's DICOMweb root (QIDO-RS, WADO-RS, STOW-RS). Leave the AE title empty for a "
+            "server reached by DICOMweb only"
+        )
+        form.addRow(_("DICOMweb URL:"), self.nodeWebURLEdit)
         self.nodeMethodCombo = qt.QComboBox(self.nodeForm)
-        for method in ("C-GET", "C-MOVE"):
+        for method in ("C-GET", "C-MOVE", "DICOMweb"):
             self.nodeMethodCombo.addItem(method)
         self.nodeMethodCombo.toolTip = _(
             "C-GET brings the data back on the same connection; C-MOVE has the server send it to "
-            "our listener (start it below, and register its AE title, host and port on the server)"
+            "our listener (start it below, and register its AE title, host and port on the server); "
+            "DICOMweb fetches it over HTTP (WADO-RS) from the DICOMweb URL"
         )
         form.addRow(_("Retrieve with:"), self.nodeMethodCombo)
         formButtons = qt.QHBoxLayout()
@@ -348,7 +356,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.nodeAETitleEdit.text = dimse.ae_title if dimse else ""
         self.nodeHostEdit.text = dimse.host if dimse else "127.0.0.1"
         self.nodePortSpinBox.value = dimse.port if dimse else 104
-        method = node.retrieve_method.value if node else "C-GET"
+        self.nodeWebURLEdit.text = node.dicomweb_url if node else ""
+        method = node.method.value if node else "C-GET"
         self.nodeMethodCombo.currentIndex = max(0, self.nodeMethodCombo.findText(method))
         self.nodeForm.show()
 
@@ -359,17 +368,24 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         with slicer.util.tryWithErrorDisplay(_("Cannot save the server node.")):
             try:
                 self.addNode(name, str(self.nodeAETitleEdit.text).strip(), str(self.nodeHostEdit.text).strip(),
-                             int(self.nodePortSpinBox.value), str(self.nodeMethodCombo.currentText))  # fmt: skip
+                             int(self.nodePortSpinBox.value), str(self.nodeMethodCombo.currentText),
+                             dicomwebURL=str(self.nodeWebURLEdit.text).strip())  # fmt: skip
             except Exception as exc:
                 self.echoLabel.text = _("Cannot save the node: {error}").format(error=exc)
                 raise
         self.nodeForm.hide()
 
-    def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET"):
-        """Add (or update) a node through the Logic and make it current."""
+    def addNode(self, name, aeTitle, host, port, retrieveMethod="C-GET", dicomwebURL=""):
+        """Add (or update) a node through the Logic and make it current. Without an AE title and
+        with a DICOMweb URL, the node is reached by DICOMweb only (echo, query, retrieve, send)."""
         if not name:
             raise ValueError("give the node a name")
-        self._logic.addNode(name, aeTitle, host, port, retrieveMethod=retrieveMethod)
+        if not aeTitle and dicomwebURL:
+            self._logic.addDicomwebNode(name, dicomwebURL)
+        else:
+            self._logic.addNode(
+                name, aeTitle, host, port, retrieveMethod=retrieveMethod, dicomwebURL=dicomwebURL
+            )
         self.refreshNodes()
         self.setCurrentNode(name)
 
