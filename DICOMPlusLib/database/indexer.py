@@ -6,15 +6,17 @@ worker processes (or in this thread for small imports), which also write each fi
 temporary name in the store -> commit batches of entries in one transaction each, moving files
 into place just before the commit. Cancel is checked between chunks (each a few tens of
 milliseconds), so it stops within a second and leaves only complete, committed records.
+
+``concurrent.futures`` and ``multiprocessing`` are imported only when a pool is started: a small
+import, or an import again of unchanged files, does not pay for them (nor for the pickling and
+socket modules they pull in) in a command-line process.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import itertools
 import logging
-import multiprocessing
 import os
 import threading
 import time
@@ -30,6 +32,9 @@ from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
 
 if TYPE_CHECKING:
+    import concurrent.futures as cf
+    import multiprocessing.context
+
     from DICOMPlusLib.database.backend import Backend
 
 logger = logging.getLogger(__name__)
@@ -157,6 +162,8 @@ def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
 
 def _mp_context() -> multiprocessing.context.BaseContext:
     """fork is cheapest and safe while this process has one thread; otherwise forkserver."""
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
@@ -240,6 +247,8 @@ def import_paths(
     executor: cf.Executor | None = None
     futures: list[cf.Future] = []
     if jobs > 1 and len(todo) >= PARALLEL_THRESHOLD:
+        import concurrent.futures as cf
+
         if processes:
             executor = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context())
         else:
