@@ -12,9 +12,7 @@ import contextlib
 import importlib
 import logging
 import os
-import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -355,6 +353,8 @@ class Database:
         if item.data is not None:
             return str(self.store.write_bytes(sop, item.data, unique=unique)), False
         if item.source:
+            import shutil
+
             tmp = self.store.temporary_name()
             try:
                 shutil.copyfile(item.source, tmp)
@@ -635,6 +635,9 @@ def _create_owner_only(path: Path) -> None:
 def TemporaryDatabase(*, link: bool = True) -> Iterator[Database]:
     """A throw-away database in a temporary folder, for "open this folder without touching my
     database". Imports link files in place by default; everything is removed on exit."""
+    import shutil
+    import tempfile
+
     folder = tempfile.mkdtemp(prefix="dicomplus-tmpdb-")
     db = Database(Path(folder) / DB_FILE_NAME)
     db.default_link = link
