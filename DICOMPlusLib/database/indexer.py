@@ -210,7 +210,9 @@ def import_paths(
     done = total - len(todo)
     if progress and done:
         progress(done, total, "")
-    tmp_base = os.path.join(db.store.incoming_dir(), f"{TMP_PREFIX}{db.store.owner_token()}")
+    tmp_base = ""  # claiming a writer token makes a lock file: only for files to copy
+    if todo and not link:
+        tmp_base = os.path.join(db.store.incoming_dir(), f"{TMP_PREFIX}{db.store.owner_token()}")
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     jobs = max(1, jobs or os.cpu_count() or 1)
     pending: list[ParsedFile] = []
