@@ -41,7 +41,14 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 48  # files per worker task
 BATCH = 480  # entries per database transaction
-PARALLEL_THRESHOLD = 400  # below this many files, worker start-up costs more than it saves
+#: Below this many files to copy, starting workers costs more than it saves. A copying import
+#: spends most of its time in the kernel's copy (0.2-1 ms a 512 KB file), which workers share out.
+PARALLEL_THRESHOLD = 400
+#: The same for an import that copies nothing (--link): a header scan costs ~0.1 ms a file, so
+#: the pool (fork, pickling the results back: ~0.08 s of CPU) pays only for larger imports. Measured
+#: as processes on 1,008 CT files and 2 cores: --jobs 1 0.26 s wall and 0.22 s CPU, --jobs 2
+#: 0.31 s and 0.30 s, with another job on the machine (docs/performance.md, "Import").
+LINK_PARALLEL_THRESHOLD = 2500
 
 
 def iter_files(
@@ -248,7 +255,7 @@ def import_paths(
 
     executor: cf.Executor | None = None
     futures: list[cf.Future] = []
-    if jobs > 1 and len(todo) >= PARALLEL_THRESHOLD:
+    if jobs > 1 and len(todo) >= (LINK_PARALLEL_THRESHOLD if link else PARALLEL_THRESHOLD):
         import concurrent.futures as cf
 
         if processes:
