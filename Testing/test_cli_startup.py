@@ -136,3 +136,53 @@ def test_loading_a_classic_series_never_imports_pydicom(tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+#: Run ``dicomplus ARGS`` in a fresh interpreter and report which files it opened under a folder,
+#: whether it started a process, and which heavy or pool modules it imported (an audit hook sees
+#: every ``open``, ``os.fork``, ``os.posix_spawn`` and ``subprocess.Popen``).
+_WATCH = """
+import json, sys
+folder, args = sys.argv[1], sys.argv[2:]
+seen = {"opened": [], "processes": []}
+def hook(event, details):
+    if event == "open" and isinstance(details[0], str) and details[0].startswith(folder):
+        seen["opened"].append(details[0])
+    elif event in ("os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "subprocess.Popen"):
+        seen["processes"].append(event)
+sys.addaudithook(hook)
+from DICOMPlusLib.cli import main
+code = main(args)
+seen["modules"] = sorted({m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith(("concurrent", "multiprocessing"))})
+print(json.dumps(seen), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _watched(folder, *args: str) -> tuple[dict, dict]:
+    """(the CLI's JSON answer, what the audit hook saw)."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run([sys.executable, "-c", _WATCH, str(folder), *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
+    """An import reads headers with the scanner (no pydicom, numpy or decoders in the process);
+    importing the same unchanged files again decides from one query and a stat per file: it
+    opens none of them, starts no worker process and does not import the pool's modules."""
+    series = make_series(tmp_path / "s", n=6, rows=8, cols=8)
+    db = str(tmp_path / "db")
+    first, seen = _watched(series.folder, "--db", db, "import", str(series.folder), "--json")
+    assert first["added"] == 6
+    assert set(seen["modules"]) & set(HEAVY) == set()
+    assert len(seen["opened"]) >= 6  # the watch works: the first import read every file
+
+    again, seen = _watched(series.folder, "--db", db, "import", str(series.folder), "--json")
+    assert (again["added"], again["unchanged"]) == (0, 6)
+    assert seen["opened"] == [] and seen["processes"] == []
+    assert not [m for m in seen["modules"] if m.startswith(("multiprocessing", "concurrent"))]
+    assert set(seen["modules"]) & set(HEAVY) == set()

@@ -166,6 +166,24 @@ def test_changed_file_at_same_path_replaces_and_other_duplicates_are_kept(tmp_pa
     assert db.header(ds.SOPInstanceUID).SeriesDescription == "changed"
 
 
+def test_same_instance_twice_in_one_batch_keeps_the_first(tmp_path, open_db):
+    """Two files of one SOP Instance UID committed in the same transaction: the first in path
+    order is stored, the second is a duplicate whose copy is removed, and both paths are
+    remembered (an import again reads neither), as when they were committed one by one."""
+    series = make_series(tmp_path / "s", n=3)
+    ds = pydicom.dcmread(series.files[0])
+    ds.SeriesDescription = "second copy"
+    ds.save_as(series.folder / "zz-copy.dcm")
+    db = open_db(tmp_path / "db")
+    report = db.import_paths([series.folder], jobs=1)
+    assert (report.added, report.duplicates) == (3, 1)
+    assert db.header(ds.SOPInstanceUID).SeriesDescription != "second copy"
+    assert len(list(db.store.root.rglob("*.dcm"))) == 3
+    assert db.info()["instances"] == 3
+    again = db.import_paths([series.folder], jobs=1)
+    assert (again.unchanged, again.added, again.duplicates) == (4, 0, 0)
+
+
 def test_parallel_and_serial_import_agree(tmp_path, open_db):
     folders = [make_series(tmp_path / f"s{i}", n=120, rows=8, cols=8, seed=i).folder for i in range(4)]
     serial = open_db(tmp_path / "serial")

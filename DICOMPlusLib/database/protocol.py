@@ -17,7 +17,6 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
-from urllib.parse import unquote, urlsplit
 
 from DICOMPlusLib.errors import DatabaseError
 
@@ -176,6 +175,8 @@ def parse_url(url: str | os.PathLike) -> tuple[str, str]:
     text = os.fspath(url)
     if "://" not in text and not text.lower().startswith("sqlite:"):
         return "sqlite", text  # a path (also a Windows one, "C:\\...")
+    from urllib.parse import unquote, urlsplit  # only for a URL: a path costs no import
+
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme in SQLITE_SCHEMES:

@@ -1,14 +1,18 @@
-"""Rows of the SQLite back end as the records that cross the library's boundaries."""
+"""Rows of the SQLite back end as the records that cross the library's boundaries, and parsed
+files as the rows a batch commit writes (one ``executemany`` per table)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
+from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.models import InstanceRecord
 
 if TYPE_CHECKING:
+    from DICOMPlusLib.database.backend import Connection
     from DICOMPlusLib.database.parsing import ParsedFile
 
 T = TypeVar("T")
@@ -61,3 +65,93 @@ def placed_record(
         pixel_offset=item.pixel_offset,
         pixel_length=item.pixel_length,
     )
+
+
+INSERT_STUDY = (
+    "INSERT OR IGNORE INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
+    " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_SERIES = (
+    "INSERT OR IGNORE INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
+    " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+INSERT_INSTANCE = (
+    "INSERT OR REPLACE INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID,"
+    " TransferSyntaxUID, InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime,"
+    " pixel_offset, pixel_length, header, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_SOURCE = (
+    "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)"
+)
+
+
+def stored_instances(conn: Connection, sops: list[str]) -> dict[str, tuple[str, int, str, str]]:
+    """(path, linked, source, SeriesInstanceUID) of those of ``sops`` that are stored already."""
+    found: dict[str, tuple[str, int, str, str]] = {}
+    for chunk in chunks(sorted(set(sops)), 500):
+        for row in conn.execute(
+            "SELECT SOPInstanceUID, path, linked, source, SeriesInstanceUID FROM instances"
+            f" WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            found[row[0]] = (row[1], row[2], row[3], row[4])
+    return found
+
+
+def study_row(v: dict, study: str, patient: int, now: float) -> tuple:
+    return (
+        study,
+        patient,
+        v["StudyDate"],
+        v["StudyTime"],
+        v["StudyDescription"],
+        v["AccessionNumber"],
+        v["StudyID"],
+        v["ReferringPhysicianName"],
+        normalize_pn(str(v["ReferringPhysicianName"])),
+        now,
+    )
+
+
+def series_row(v: dict, series: str, study: str, now: float) -> tuple:
+    return (
+        series,
+        study,
+        v["Modality"],
+        v["SeriesNumber"],
+        v["SeriesDescription"],
+        v["SeriesDate"],
+        v["SeriesTime"],
+        v["BodyPartExamined"],
+        now,
+    )
+
+
+def instance_row(item: ParsedFile, sop: str, series: str, path: str, linked: bool, now: float) -> tuple:
+    v = item.values
+    return (
+        sop,
+        series,
+        v["SOPClassUID"],
+        item.transfer_syntax,
+        v["InstanceNumber"],
+        v["NumberOfFrames"],
+        v["Rows"],
+        v["Columns"],
+        path,
+        int(linked),
+        item.size,
+        item.mtime,
+        item.pixel_offset,
+        item.pixel_length,
+        item.header,
+        item.source,
+        now,
+    )
+
+
+def source_row(rows: list[tuple], item: ParsedFile, sop: str | None, reason: str) -> None:
+    """What an import saw at the item's source path (nothing for received data, which has none)."""
+    if item.source:
+        rows.append((os.path.abspath(item.source), item.size, item.mtime, sop, reason))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import itertools
 import os
 import re
@@ -55,6 +54,8 @@ class FileStore:
     def relative_path_for(self, sop_instance_uid: str, *, unique: bool = False) -> str:
         """``hh/<sha256>.dcm``; ``unique`` adds a random suffix (for a replacement written while
         the instance's current file must stay valid until the database commit)."""
+        import hashlib  # here: OpenSSL's start-up is paid by what stores a file, not by every open
+
         digest = hashlib.sha256(sop_instance_uid.encode("utf-8", "surrogateescape")).hexdigest()
         suffix = f"-{os.urandom(4).hex()}" if unique else ""
         return f"{digest[:2]}/{digest}{suffix}.dcm"
