@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -449,11 +450,10 @@ class PDUStream:
 
 
 def _is_ssl(sock) -> bool:
-    try:
-        import ssl
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(sock, ssl.SSLSocket)
+    """Without ``ssl`` imported no socket can be a TLS one: asking does not import it (7 ms of a
+    plain ``dicomplus send``)."""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)
 
 
 def set_nodelay(sock: socket.socket) -> None:
