@@ -1,4 +1,4 @@
-"""Network commands as whole processes (issue 19): what ``dicomplus send`` imports.
+"""Network commands as whole processes (issue 19): what ``dicomplus send`` and ``retrieve`` import.
 
 A send is a process of its own: it should pay for the C-STORE SCU and the header scan, not for
 pydicom (which imports numpy, GDCM and every pixel decoder it finds), nor for the C-FIND,
@@ -31,7 +31,7 @@ OTHER_OPERATIONS = {
 }
 
 
-def modules_imported(*args: str) -> set[str]:
+def modules_imported(*args: str, expect: str = "DICOMPlusLib.network.send_dimse") -> set[str]:
     """Every module ``python -m DICOMPlusLib.cli ARGS`` imported (full dotted names)."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "DICOMPlusLib.cli", *args],
@@ -42,7 +42,7 @@ def modules_imported(*args: str) -> set[str]:
         for line in proc.stderr.splitlines()
         if line.startswith("import time:") and line.count("|") == 2
     }
-    assert "DICOMPlusLib.network.send_dimse" in names  # the listing is there and the send ran
+    assert expect in names  # the listing is there and the operation ran
     return names
 
 
@@ -52,3 +52,17 @@ def test_send_command_imports_only_the_store_scu(storescp, tmp_path):
     assert len(storescp.wait_for(3)) == 3
     assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
     assert names & OTHER_OPERATIONS == set()
+
+
+def test_retrieve_command_does_not_import_pydicom(dcmqrscp, tmp_path):
+    """The C-FIND plan and the C-GET use plain identifiers (``dimse/identifiers.py``); the
+    received instances are indexed by the header scanner: no pydicom anywhere in the process."""
+    series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
+    dcmqrscp.load(series.folder)
+    names = modules_imported("--db", str(tmp_path / "db"), "retrieve", f"{dcmqrscp.aet}@127.0.0.1:{dcmqrscp.port}",
+                             "--study", series.study_uid, "--method", "get", expect="DICOMPlusLib.network.retrieve_dimse")  # fmt: skip
+    assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
+    from DICOMPlusLib.database import Database
+
+    with Database(tmp_path / "db") as db:
+        assert len(db.search("instance")) == 3

@@ -359,7 +359,7 @@ class PDUStream:
         self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
         self._buf = bytearray(64 * 1024)
         self._header = bytearray(6)
-        self._can_sendmsg = hasattr(sock, "sendmsg") and not _is_ssl(sock)
+        self._can_sendmsg = hasattr(sock, "sendmsg") and not is_tls(sock)
         self.closed = False
 
     def _fill(self, view: memoryview, deadline: float | None) -> None:
@@ -449,7 +449,7 @@ class PDUStream:
             self.sock.close()
 
 
-def _is_ssl(sock) -> bool:
+def is_tls(sock) -> bool:
     """Without ``ssl`` imported no socket can be a TLS one: asking does not import it (7 ms of a
     plain ``dicomplus send``)."""
     ssl = sys.modules.get("ssl")
