@@ -88,6 +88,9 @@ def _pynetdicom_send(files: list[Path], port: int) -> None:
 
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title="DICOMPLUS")
+    # Generous timeouts: under a load of 10 on 2 cores one run got no response within the 30 s
+    # default (an empty status) and the whole benchmark stopped; the work timed is the same.
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 300
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])
     assoc = ae.associate(LOOPBACK, port, ae_title="STORESCP")
     assert assoc.is_established
