@@ -88,15 +88,24 @@ def _pynetdicom_send(files: list[Path], port: int) -> None:
 
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title="DICOMPLUS")
-    # Generous timeouts: under a load of 10 on 2 cores one run got no response within the 30 s
-    # default (an empty status) and the whole benchmark stopped; the work timed is the same.
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 300
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])
-    assoc = ae.associate(LOOPBACK, port, ae_title="STORESCP")
-    assert assoc.is_established
-    assoc.dul.socket.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+
+    def associate():
+        assoc = ae.associate(LOOPBACK, port, ae_title="STORESCP")
+        assert assoc.is_established
+        assoc.dul.socket.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return assoc
+
+    # Under a load of 8-10 on the 2 cores pynetdicom twice lost a response mid-run (an empty
+    # status: its association ended) and stopped the whole benchmark; such a file is sent again
+    # on a new association, once (counted in the time: the run is pynetdicom's as it happened).
+    assoc = associate()
     for path in files:
         status = assoc.send_c_store(path)
+        if "Status" not in status:
+            assoc.abort()
+            assoc = associate()
+            status = assoc.send_c_store(path)
         assert status.Status == 0, status
     assoc.release()
 
