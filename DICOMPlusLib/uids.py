@@ -59,3 +59,11 @@ PatientRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.1.3"
 StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
 StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
 StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
+
+
+def valid_uid_text(value: str) -> bool:
+    """A value we are willing to write into the file meta or send as an affected SOP instance:
+    at most 64 printable characters. (Not a conformance check: ``../../x`` passes, and is
+    stored under a hashed name.) Here, with the UIDs, so that the C-STORE SCU does not import
+    the receiving side (storage, ingest, sqlite3) to check what it sends."""
+    return 0 < len(value) <= 64 and all(32 < ord(c) < 127 for c in value)

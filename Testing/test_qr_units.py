@@ -14,11 +14,11 @@ import pydicom
 import pytest
 
 from dicomplus_testing.util import free_port
-from DICOMPlusLib.errors import QueryError, RetrieveError
+from DICOMPlusLib.errors import ProtocolError, QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel, SeriesRecord, StudyRecord
+from DICOMPlusLib.network.dimse import identifiers, qrscu
 from DICOMPlusLib.network.dimse import messages as dimse
-from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode, RetrieveMethod
 from DICOMPlusLib.network.query import (
     QueryResults,
@@ -196,7 +196,7 @@ def test_units_for_a_selection_of_instances_never_grow_to_the_series():
     )
     (unit,) = make_units(plan, set())
     assert unit.level == "IMAGE" and unit.sops == ("1.2.3.1", "1.2.3.2")
-    ident = unit.identifier()
+    ident = _as_sent(unit)
     assert ident.QueryRetrieveLevel == "IMAGE" and ident.SeriesInstanceUID == "1.2.3"
     assert list(ident.SOPInstanceUID) == ["1.2.3.1", "1.2.3.2"]  # a list of UIDs (PS3.4 C.4.3.2.1)
 
@@ -212,10 +212,61 @@ def test_units_chunk_long_uid_lists_and_balance_parallel_work():
     )
 
 
-def test_unit_identifier_levels():
-    assert Unit("STUDY", "1.2").identifier().QueryRetrieveLevel == "STUDY"
-    ident = Unit("SERIES", "1.2", ("1.2.3", "1.2.4")).identifier()
+def _as_sent(unit: Unit, transfer_syntax: str = qrscu.IMPLICIT_LE) -> pydicom.Dataset:
+    """The unit's identifier as it goes on the wire (encoded without pydicom), read by pydicom."""
+    from io import BytesIO
+
+    from pydicom.filereader import read_dataset
+
+    data = identifiers.encode(unit.identifier(), transfer_syntax)
+    return read_dataset(BytesIO(data), transfer_syntax == qrscu.IMPLICIT_LE, True)
+
+
+@pytest.mark.parametrize("transfer_syntax", [qrscu.IMPLICIT_LE, qrscu.EXPLICIT_LE])
+def test_unit_identifier_levels(transfer_syntax):
+    assert _as_sent(Unit("STUDY", "1.2"), transfer_syntax).QueryRetrieveLevel == "STUDY"
+    ident = _as_sent(Unit("SERIES", "1.2", ("1.2.3", "1.2.4")), transfer_syntax)
     assert list(ident.SeriesInstanceUID) == ["1.2.3", "1.2.4"] and "SOPInstanceUID" not in ident
+    assert ident.StudyInstanceUID == "1.2" and ident.QueryRetrieveLevel == "SERIES"
+
+
+@pytest.mark.parametrize("transfer_syntax", [qrscu.IMPLICIT_LE, qrscu.EXPLICIT_LE])
+def test_plain_identifiers_are_read_past_sequences(transfer_syntax):
+    """A response identifier written by pydicom, with sequences of defined and undefined length
+    before and after the keys asked for: the plain decoder finds exactly those keys."""
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.CodeValue, item.CodeMeaning = "121", "x" * 33
+    inner = Dataset()
+    inner.ReferencedSOPInstanceUID = "1.2.9"
+    item.ReferencedSOPSequence = Sequence([inner])
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.ProcedureCodeSequence = Sequence([item, item])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.FailedSOPInstanceUIDList = ["1.2.7", "1.2.8"]
+    ds.RequestAttributesSequence = Sequence([item])
+    for undefined in (False, True):
+        for sequence in (ds.ProcedureCodeSequence, ds.RequestAttributesSequence, item.ReferencedSOPSequence):
+            sequence.is_undefined_length = undefined
+            for member in sequence:
+                member.is_undefined_length_sequence_item = undefined
+        buf = DicomBytesIO()
+        buf.is_little_endian, buf.is_implicit_VR = True, transfer_syntax == qrscu.IMPLICIT_LE
+        write_dataset(buf, ds)
+        keys = ("SOPInstanceUID", "SOPClassUID", "FailedSOPInstanceUIDList", "StudyInstanceUID")
+        assert identifiers.decode(buf.getvalue(), transfer_syntax, keys) == {
+            "SOPInstanceUID": "1.2.3.4.5",
+            "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+            "FailedSOPInstanceUIDList": "1.2.7\\1.2.8",
+        }
+    with pytest.raises(ProtocolError):
+        identifiers.decode(buf.getvalue()[:-3], transfer_syntax, keys)
 
 
 def test_selection_requests():

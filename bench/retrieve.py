@@ -1,9 +1,14 @@
-"""Retrieve: a 300-instance 512x512 CT study from Orthanc by C-GET and C-MOVE, DICOMPlus vs DCMTK.
+"""Retrieve: a 300-instance 512x512 CT study by C-GET (and C-MOVE) from Orthanc, DCMTK dcmqrscp and
+our own ``dicomplus serve``, DICOMPlus vs DCMTK, as a user runs the commands and in-process.
 
-Orthanc (Debian 1.10, started by the test fixture code with TCP_NODELAY=1) holds two studies of
-300 CT instances, 512x512 int16 (525 kB each, 157 MB): one single series, and one of 4 series of
-75. Reference: DCMTK ``getscu`` of the single-series study (one association, files written to a
-folder, TCP_NODELAY=1). Candidates:
+Three sources, each holding the single-series study of 300 CT instances, 512x512 int16 (525 kB
+each, 157 MB), all with TCP_NODELAY=1: Orthanc (Debian 1.10, started by the test fixture code; it
+also holds a study of 4 series of 75), DCMTK ``dcmqrscp`` (the test fixture's configuration, a
+process forked per association) and ``dicomplus serve`` (a separate process serving a database
+the study was imported into). The same work for every candidate of a source: the whole study by
+C-GET on one association, each instance written to disk (getscu: files in a folder; ours: stored
+into the database's store and indexed before its C-STORE response). Reference: DCMTK ``getscu``
+of the single-series study from Orthanc. Candidates:
 
 * ``dcmtk-move``: DCMTK ``movescu`` with its own storage SCP (``+P``) as the move destination;
 * ``get``: ``retrieve(method="get")`` in this process (library already imported, as in Slicer):
@@ -12,23 +17,35 @@ folder, TCP_NODELAY=1). Candidates:
 * ``move``: ``retrieve(method="move")`` to a DICOMPlus listener already running (as in Slicer),
   same storing path;
 * ``get-cli``: ``dicomplus retrieve --method get`` as a fresh process (includes starting Python);
+* ``qr-getscu``, ``qr-get``, ``qr-get-cli``: getscu, the in-process retrieve and the command,
+  from dcmqrscp; ``serve-getscu``, ``serve-get``, ``serve-get-cli``: the same from ``dicomplus
+  serve`` (the pairs ``qr-get-cli / qr-getscu`` and ``serve-get-cli / serve-getscu`` are the
+  issue's figures);
 * ``dcmtk-get-4s``: getscu of the 4-series study (DCMTK's single-association time for it);
-* ``get-4s-threads``: the 4-series study with ``parallel=4`` (4 associations, threads);
+* ``dcmtk-get-4x``: four getscu processes at once, one per series of the 4-series study
+  (SERIES-level C-GET each), each into its own folder: DCMTK's time for the same four parallel
+  associations, the reference of the ``*-4s-*`` candidates (pairs);
+* ``get-4s-threads``: the 4-series study with ``parallel=4`` in this process (4 associations);
+* ``get-4s-cli``: ``dicomplus retrieve --study ... --parallel 4`` as one fresh process;
 * ``get-4s-procs``: the 4-series study as 4 ``dicomplus retrieve --series`` processes at once,
   into the same database.
 
-Untimed before each run: the output folder or the database is emptied. Targets (issue 5): one
-association <= 3x DCMTK's time; the multi-series study over parallel associations <= 1.5x DCMTK's
-single-association time (``get-4s-*`` vs ``dcmtk-get-4s``).
+Untimed before each run: the output folder or the database is emptied. Before the rounds the
+repository's modules are compiled to bytecode, as an installed copy has them (bench/_installed.py).
+Targets (issue 19): ``dicomplus retrieve`` by C-GET <= 1.2x getscu's time from dcmqrscp and from
+``serve``; the 4 series over parallel associations <= 1.5x four getscu at once.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+from bench._installed import compile_bytecode
 from bench.runner import Benchmark, Candidate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +83,36 @@ def make_studies(work_dir: Path) -> tuple[list[Path], list[Path]]:
     return sorted(p for p in one.rglob("*") if p.is_file()), sorted(p for p in four.rglob("*") if p.is_file())
 
 
+def _serve(work_dir: Path, files: list[Path], port: int, aet: str) -> subprocess.Popen:
+    """``dicomplus serve`` as its own process over a database the files were imported into."""
+    db = work_dir / "serve-db"
+    shutil.rmtree(db, ignore_errors=True)
+    cli = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(db)]
+    subprocess.run([*cli, "import", str(files[0].parent)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    log = open(work_dir / "serve.log", "w")  # closed here: the child keeps its own copy
+    proc = subprocess.Popen([*cli, "serve", "--port", str(port), "--ae-title", aet], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    log.close()
+    _testing()
+    from dicomplus_testing.peers import port_accepts
+
+    deadline = time.monotonic() + 60
+    while not port_accepts(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(
+                f"dicomplus serve did not start: {(work_dir / 'serve.log').read_text()[-2000:]}"
+            )
+        time.sleep(0.05)
+    return proc
+
+
 def benchmark(work_dir: Path) -> Benchmark:
     sys.path.insert(0, str(REPO))
     _testing()
     import pydicom
 
-    from dicomplus_testing.peers import OrthancServer, tool_env
+    from dicomplus_testing.peers import DcmqrscpServer, OrthancServer, tool_env
     from dicomplus_testing.util import free_port
     from DICOMPlusLib.database import Database
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
@@ -79,6 +120,7 @@ def benchmark(work_dir: Path) -> Benchmark:
     from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
     from DICOMPlusLib.network.retrieve import retrieve
 
+    compile_bytecode()
     one, four = make_studies(work_dir)
     study1 = str(pydicom.dcmread(one[0], stop_before_pixels=True).StudyInstanceUID)
     study4 = str(pydicom.dcmread(four[0], stop_before_pixels=True).StudyInstanceUID)
@@ -86,30 +128,44 @@ def benchmark(work_dir: Path) -> Benchmark:
     megabytes = sum(f.stat().st_size for f in one) / 1e6
     env = tool_env()
 
-    listener_port, movescu_port = free_port(), free_port()
+    listener_port, movescu_port, serve_port = free_port(), free_port(), free_port()
     orthanc = OrthancServer(work_dir / "orthanc", dicomplus_port=listener_port,
                             modalities={"movescu": ("MOVESCU", movescu_port)})  # fmt: skip
     shutil.rmtree(orthanc.storage_dir, ignore_errors=True)
-    orthanc.start()
+    shutil.rmtree(work_dir / "dcmqrscp", ignore_errors=True)
+    qrscp = DcmqrscpServer(work_dir / "dcmqrscp")
     resources: list = []
+    db_names = ("db-get", "db-move", "db-cli", "db-4t", "db-4c", "db-4p", "db-qr", "db-qr-cli", "db-serve",
+                "db-serve-cli")  # fmt: skip
+    out_names = ("out-get", "out-move", "out-qr", "out-serve", *(f"out-4x-{k}" for k in range(SERIES_4)))
 
     def cleanup() -> None:
         for item in reversed(resources):
             item()
-        orthanc.stop()
-        for name in ("out-get", "out-move", "db-get", "db-move", "db-cli", "db-4t", "db-4p"):
+        for name in (*db_names, *out_names, "serve-db"):
             shutil.rmtree(work_dir / name, ignore_errors=True)
 
     try:
+        orthanc.start()
+        resources.append(orthanc.stop)
         orthanc.upload(one, four)
-        node = RemoteNode("orthanc", DimseEndpoint(orthanc.aet, LOOPBACK, orthanc.dicom_port))
-        address = f"{orthanc.aet}@{LOOPBACK}:{orthanc.dicom_port}"
-        out_get, out_move = work_dir / "out-get", work_dir / "out-move"
-        paths = {name: work_dir / name for name in ("db-get", "db-move", "db-cli", "db-4t", "db-4p")}
-        for path in (out_get, out_move, *paths.values()):
+        qrscp.start()
+        resources.append(qrscp.stop)
+        qrscp.load(one)
+        serve = _serve(work_dir, one, serve_port, "DICOMPLUSPACS")
+        resources.append(lambda: (serve.terminate(), serve.wait(30)))
+        nodes = {
+            "orthanc": RemoteNode("orthanc", DimseEndpoint(orthanc.aet, LOOPBACK, orthanc.dicom_port)),
+            "qr": RemoteNode("dcmqrscp", DimseEndpoint(qrscp.aet, LOOPBACK, qrscp.port)),
+            "serve": RemoteNode("serve", DimseEndpoint("DICOMPLUSPACS", LOOPBACK, serve_port)),
+        }
+        addresses = {k: f"{n.ae_title}@{LOOPBACK}:{n.port}" for k, n in nodes.items()}
+        outs = {name: work_dir / name for name in out_names}
+        paths = {name: work_dir / name for name in db_names}
+        for path in (*outs.values(), *paths.values()):
             shutil.rmtree(path, ignore_errors=True)
-        out_get.mkdir()
-        out_move.mkdir()
+        for path in outs.values():
+            path.mkdir()
         dbs = {name: Database(path) for name, path in paths.items()}
         resources += [db.close for db in dbs.values()]
         listener = Listener(
@@ -121,10 +177,11 @@ def benchmark(work_dir: Path) -> Benchmark:
         cleanup()
         raise
 
-    def empty_folder(folder: Path):
+    def empty_folders(*folders: Path):
         def run() -> None:
-            for entry in os.scandir(folder):
-                os.unlink(entry.path)
+            for folder in folders:
+                for entry in os.scandir(folder):
+                    os.unlink(entry.path)
 
         return run
 
@@ -136,53 +193,96 @@ def benchmark(work_dir: Path) -> Benchmark:
 
         return run
 
-    def ours(name: str, method: str, study: str, parallel: int = 1, **kwargs):
+    def ours(source: str, name: str, method: str, study: str, parallel: int = 1, **kwargs):
         def run() -> None:
             options = RetrieveOptions(parallel=parallel, **kwargs)
-            report = retrieve(node, dbs[name], study_uid=study, method=method, options=options)
+            report = retrieve(nodes[source], dbs[name], study_uid=study, method=method, options=options)
             assert report.complete and len(report.done) == FILES, report.to_dict()
 
         return run
 
-    def getscu(study: str, out: Path) -> list[str]:
-        return [GETSCU, "-S", "-aet", "DICOMPLUS", "-aec", orthanc.aet, "-k", "QueryRetrieveLevel=STUDY",
-                "-k", f"StudyInstanceUID={study}", "-od", str(out), LOOPBACK, str(orthanc.dicom_port)]  # fmt: skip
+    def getscu(source: str, out: Path, *keys: str) -> list[str]:
+        node = nodes[source]
+        keys = keys or ("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study1}")
+        return [GETSCU, "-S", "-aet", "DICOMPLUS", "-aec", node.ae_title, *(w for k in keys for w in ("-k", k)),
+                "-od", str(out), LOOPBACK, str(node.port)]  # fmt: skip
+
+    def cli(source: str, db: str, *words: str) -> list[str]:
+        return [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(paths[db]), "retrieve", addresses[source],
+                *(words or ("--study", study1)), "--method", "get"]  # fmt: skip
 
     movescu = [MOVESCU, "-S", "-aet", "DICOMPLUS", "-aec", orthanc.aet, "-aem", "MOVESCU", "+P", str(movescu_port),
-               "-od", str(out_move), "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study1}",
+               "-od", str(outs["out-move"]), "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study1}",
                LOOPBACK, str(orthanc.dicom_port)]  # fmt: skip
-    cli = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(paths["db-cli"]), "retrieve", address,
-           "--study", study1, "--method", "get"]  # fmt: skip
     procs = " & ".join(
-        f"{sys.executable} -m DICOMPlusLib.cli --db {paths['db-4p']} retrieve {address} --study {study4} "
+        f"{sys.executable} -m DICOMPlusLib.cli --db {paths['db-4p']} retrieve {addresses['orthanc']} --study {study4} "
         f"--series {s} --method get > /dev/null"
         for s in series4
     )
+    four_getscu = " & ".join(
+        " ".join(
+            getscu(
+                "orthanc",
+                outs[f"out-4x-{k}"],
+                "QueryRetrieveLevel=SERIES",
+                f"StudyInstanceUID={study4}",
+                f"SeriesInstanceUID={s}",
+            )
+        )
+        for k, s in enumerate(series4)
+    )
+    outs_4x = [outs[f"out-4x-{k}"] for k in range(SERIES_4)]
+    study4_keys = ("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study4}")
 
     candidates = [
-        Candidate("dcmtk-get", command=getscu(study1, out_get), env=env, before=empty_folder(out_get),
-                  label="getscu (DCMTK), one association, files into a folder"),
-        Candidate("dcmtk-move", command=movescu, env=env, before=empty_folder(out_move),
-                  label="movescu (DCMTK) with its own storage SCP (+P)"),
-        Candidate("get", function=ours("db-get", "get", study1), before=empty_db("db-get"),
-                  label="retrieve(method='get'): C-FIND plan, C-GET, stored + indexed"),
-        Candidate("move", function=ours("db-move", "move", study1, listener=listener), before=empty_db("db-move"),
-                  label="retrieve(method='move') to a running DICOMPlus listener, stored + indexed"),
-        Candidate("get-cli", command=cli, cwd=REPO, before=empty_db("db-cli"),
-                  label="dicomplus retrieve --method get (fresh process)"),
-        Candidate("dcmtk-get-4s", command=getscu(study4, out_get), env=env, before=empty_folder(out_get),
-                  label="getscu of the 4-series study (DCMTK, one association)"),
-        Candidate("get-4s-threads", function=ours("db-4t", "get", study4, parallel=SERIES_4),
-                  before=empty_db("db-4t"), label="retrieve(parallel=4) of the 4-series study (threads)"),
+        Candidate("dcmtk-get", command=getscu("orthanc", outs["out-get"]), env=env,
+                  before=empty_folders(outs["out-get"]), label="getscu (DCMTK) from Orthanc, one association"),
+        Candidate("dcmtk-move", command=movescu, env=env, before=empty_folders(outs["out-move"]),
+                  label="movescu (DCMTK) from Orthanc with its own storage SCP (+P)"),
+        Candidate("get", function=ours("orthanc", "db-get", "get", study1), before=empty_db("db-get"),
+                  label="retrieve(method='get') from Orthanc: C-FIND plan, C-GET, stored + indexed"),
+        Candidate("move", function=ours("orthanc", "db-move", "move", study1, listener=listener),
+                  before=empty_db("db-move"), label="retrieve(method='move') from Orthanc to a running listener"),
+        Candidate("get-cli", command=cli("orthanc", "db-cli"), cwd=REPO, before=empty_db("db-cli"),
+                  label="dicomplus retrieve --method get from Orthanc (fresh process)"),
+        Candidate("qr-getscu", command=getscu("qr", outs["out-qr"]), env=env, before=empty_folders(outs["out-qr"]),
+                  label="getscu (DCMTK) from dcmqrscp"),
+        Candidate("qr-get", function=ours("qr", "db-qr", "get", study1), before=empty_db("db-qr"),
+                  label="retrieve(method='get') from dcmqrscp, in this process"),
+        Candidate("qr-get-cli", command=cli("qr", "db-qr-cli"), cwd=REPO, before=empty_db("db-qr-cli"),
+                  label="dicomplus retrieve --method get from dcmqrscp (fresh process)"),
+        Candidate("serve-getscu", command=getscu("serve", outs["out-serve"]), env=env,
+                  before=empty_folders(outs["out-serve"]), label="getscu (DCMTK) from dicomplus serve"),
+        Candidate("serve-get", function=ours("serve", "db-serve", "get", study1), before=empty_db("db-serve"),
+                  label="retrieve(method='get') from dicomplus serve, in this process"),
+        Candidate("serve-get-cli", command=cli("serve", "db-serve-cli"), cwd=REPO, before=empty_db("db-serve-cli"),
+                  label="dicomplus retrieve --method get from dicomplus serve (fresh process)"),
+        Candidate("dcmtk-get-4s", command=getscu("orthanc", outs["out-get"], *study4_keys), env=env,
+                  before=empty_folders(outs["out-get"]), label="getscu of the 4-series study (one association)"),
+        Candidate("dcmtk-get-4x", command=f"{four_getscu} & wait", shell=True, env=env,
+                  before=empty_folders(*outs_4x), label="4 getscu at once, one series each (4 associations)"),
+        Candidate("get-4s-threads", function=ours("orthanc", "db-4t", "get", study4, parallel=SERIES_4),
+                  before=empty_db("db-4t"), label="retrieve(parallel=4) of the 4-series study, in this process"),
+        Candidate("get-4s-cli", command=cli("orthanc", "db-4c", "--study", study4, "--parallel", str(SERIES_4)),
+                  cwd=REPO, before=empty_db("db-4c"), label="dicomplus retrieve --parallel 4 (one fresh process)"),
         Candidate("get-4s-procs", command=f"{procs} & wait", shell=True, cwd=REPO, before=empty_db("db-4p"),
                   label="4 x dicomplus retrieve --series at once (processes), one database"),
     ]  # fmt: skip
     return Benchmark(
         name="retrieve",
         description=f"retrieve {FILES} CT instances {ROWS}x{COLS} ({megabytes / FILES * 1e3:.0f} kB each, "
-        f"{megabytes:.0f} MB) from Orthanc 1.10 on loopback, {os.cpu_count()} cores",
+        f"{megabytes:.0f} MB) from Orthanc 1.10, dcmqrscp and dicomplus serve on loopback, {os.cpu_count()} cores",
         candidates=candidates,
         reference="dcmtk-get",
+        pairs=[
+            ("qr-get-cli", "qr-getscu"),
+            ("qr-get", "qr-getscu"),
+            ("serve-get-cli", "serve-getscu"),
+            ("serve-get", "serve-getscu"),
+            ("get-4s-cli", "dcmtk-get-4x"),
+            ("get-4s-procs", "dcmtk-get-4x"),
+            ("get-4s-threads", "dcmtk-get-4x"),
+        ],
         work={"files": FILES, "MB": megabytes},
         cleanup=cleanup,
     )

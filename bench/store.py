@@ -17,9 +17,11 @@ Nagle off as DICOMPlus does). Candidates:
 * ``send-pynetdicom``: plain pynetdicom in this process with its documented settings
   (``STORE_SEND_CHUNKED_DATASET``, TCP_NODELAY, one association) -> storescp.
 
-Untimed before each run: the receiving folder or database is emptied. Targets (issue 4): one
-association >= 0.25x DCMTK's throughput for send and for receive-with-indexing, parallel send and
-receive >= 0.4x; then >= 0.5x per association.
+Untimed before each run: the receiving folder or database is emptied. Before the rounds the
+repository's modules are compiled to bytecode, as an installed copy has them (bench/_installed.py).
+Targets (issue 19): ``dicomplus send`` (``send-cli``) >= 1.0x storescu -> storescp; storescu ->
+``dicomplus listen`` (stored and indexed) >= 0.8x. Earlier (issue 4): one association >= 0.25x,
+parallel send and receive >= 0.4x.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench._installed import compile_bytecode
 from bench.runner import Benchmark, Candidate
 
 FILES = 500
@@ -86,11 +89,23 @@ def _pynetdicom_send(files: list[Path], port: int) -> None:
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title="DICOMPLUS")
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])
-    assoc = ae.associate(LOOPBACK, port, ae_title="STORESCP")
-    assert assoc.is_established
-    assoc.dul.socket.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+
+    def associate():
+        assoc = ae.associate(LOOPBACK, port, ae_title="STORESCP")
+        assert assoc.is_established
+        assoc.dul.socket.socket.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return assoc
+
+    # Under a load of 8-10 on the 2 cores pynetdicom twice lost a response mid-run (an empty
+    # status: its association ended) and stopped the whole benchmark; such a file is sent again
+    # on a new association, once (counted in the time: the run is pynetdicom's as it happened).
+    assoc = associate()
     for path in files:
         status = assoc.send_c_store(path)
+        if "Status" not in status:
+            assoc.abort()
+            assoc = associate()
+            status = assoc.send_c_store(path)
         assert status.Status == 0, status
     assoc.release()
 
@@ -102,6 +117,7 @@ def benchmark(work_dir: Path) -> Benchmark:
     from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
     from DICOMPlusLib.network.send import send_paths
 
+    compile_bytecode()
     files = make_source(work_dir / "ct500")
     names = [str(f) for f in files]
     megabytes = sum(f.stat().st_size for f in files) / 1e6

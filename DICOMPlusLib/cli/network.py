@@ -380,7 +380,7 @@ def cmd_serve(args) -> int:
 
 def add_commands(sub) -> None:
     from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
-    from DICOMPlusLib.network.pacs.qrscp import SAMPLE_AE_TITLE, SAMPLE_PORT
+    from DICOMPlusLib.network.pacs import SAMPLE_AE_TITLE, SAMPLE_PORT
 
     nodes_help = NODES_HELP
     require_called_help = (

@@ -282,7 +282,7 @@ def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, mod
     except qrscu.FinalStatusError as exc:
         raise QueryError(f"{node.address}: {exc}") from None
     except qrscu.OperationAborted as exc:
-        raise QueryError(_aborted_message(node, calling, exc, timeout)) from None
+        raise QueryError(aborted_message(node, calling, exc, timeout)) from None
     except NetworkError as exc:
         if isinstance(exc, QueryError):
             raise
@@ -316,7 +316,7 @@ def open_for_query(
     return assoc
 
 
-def _aborted_message(node: RemoteNode, calling: str, exc: Exception, timeout: float) -> str:
+def aborted_message(node: RemoteNode, calling: str, exc: Exception, timeout: float) -> str:
     text = f"query to {node.name} ({node.address}) failed: {exc}"
     if "aborted the association" in str(exc):
         text += (

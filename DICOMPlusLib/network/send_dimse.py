@@ -30,7 +30,6 @@ from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.dimse.status import category as status_category
 from DICOMPlusLib.network.models import FileResult, SendItem, SendOptions, SendReport
 from DICOMPlusLib.network.nodes import RemoteNode, check_ae_title
-from DICOMPlusLib.network.storage import valid_uid_text
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +224,7 @@ class _Worker:
         def result(category, status=None, message="", converted=False) -> FileResult:
             return FileResult(item.path, item.sop_instance_uid, category, status, message, attempt, converted)
 
-        if not valid_uid_text(item.sop_instance_uid) or not valid_uid_text(item.sop_class_uid):
+        if not uids.valid_uid_text(item.sop_instance_uid) or not uids.valid_uid_text(item.sop_class_uid):
             return result(
                 "failure", None, "not sent: invalid SOP Class or Instance UID (more than 64 characters?)"
             ), True

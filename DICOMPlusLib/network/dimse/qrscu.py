@@ -18,20 +18,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
-import ssl
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import (
     NetworkError,
     OperationAborted,
 )
+from DICOMPlusLib.network.dimse import identifiers, scu, ul
 from DICOMPlusLib.network.dimse import messages as dimse
-from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.dimse.receive import (
     DatabaseSink,
     IncomingFile,
@@ -98,7 +97,7 @@ class Response:
 
     status: int
     command: dimse.Command
-    identifier: Dataset | None = None
+    identifier: Dataset | Mapping[str, str] | None = None  # a mapping answers a plain request
 
     @property
     def pending(self) -> bool:
@@ -201,6 +200,9 @@ class QRAssociation:
         self.poll = 0.05  # seconds between checks of the cancel token while waiting
         self._drain_deadline: float | None = None
         self.stored = 0
+        #: The keys to read from response identifiers when the request was a plain mapping
+        #: (:mod:`.identifiers`, no pydicom); None: decode them as pydicom Datasets.
+        self._plain_keys: tuple[str, ...] | None = None
 
     # -- contexts and roles ------------------------------------------------------------------
     def context_for(self, abstract_syntax: str) -> scu.AcceptedContext | None:
@@ -222,8 +224,16 @@ class QRAssociation:
         return ""
 
     # -- operations --------------------------------------------------------------------------
+    @overload
     def find(self, sop_class: str, identifier: Dataset, *, cancel: CancelToken | None = None,
-             grace: float = 1.0) -> Generator[Dataset, None, None]:  # fmt: skip
+             grace: float = 1.0) -> Generator[Dataset, None, None]: ...  # fmt: skip
+
+    @overload
+    def find(self, sop_class: str, identifier: Mapping[str, str], *, cancel: CancelToken | None = None,
+             grace: float = 1.0) -> Generator[Mapping[str, str], None, None]: ...  # fmt: skip
+
+    def find(self, sop_class: str, identifier, *, cancel: CancelToken | None = None,
+             grace: float = 1.0) -> Generator[Any, None, None]:  # fmt: skip
         """Yield the identifier of every pending C-FIND response. Closing the generator early
         (``limit``, a ``break``) cancels the query: C-CANCEL, then the final response is awaited
         for ``grace`` seconds (else the association is aborted)."""
@@ -243,7 +253,7 @@ class QRAssociation:
                 self._cancel_and_drain(events, mid, cx, grace)
             events.close()
 
-    def get(self, sop_class: str, identifier: Dataset, *, sink: DatabaseSink, on_pending=None,
+    def get(self, sop_class: str, identifier: Dataset | Mapping[str, str], *, sink: DatabaseSink, on_pending=None,
             on_stored=None, cancel: CancelToken | None = None, grace: float = 1.0) -> Response:  # fmt: skip
         """C-GET: store every C-STORE sub-operation through ``sink``; returns the final
         response. ``on_pending(Response)`` hears each pending response, ``on_stored(sop_uid,
@@ -258,7 +268,7 @@ class QRAssociation:
                 on_stored(*item)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def move(self, sop_class: str, identifier: Dataset, destination: str, *, on_pending=None,
+    def move(self, sop_class: str, identifier: Dataset | Mapping[str, str], destination: str, *, on_pending=None,
              cancel: CancelToken | None = None, grace: float = 1.0) -> Response:  # fmt: skip
         """C-MOVE to ``destination`` (an AE title the SCP knows); returns the final response."""
         mid, cx = self._request(dimse.C_MOVE_RQ, sop_class, identifier, destination)
@@ -291,7 +301,9 @@ class QRAssociation:
             self.abort()
 
     # -- internals ---------------------------------------------------------------------------
-    def _request(self, field: int, sop_class: str, identifier: Dataset, destination: str = ""):
+    def _request(
+        self, field: int, sop_class: str, identifier: Dataset | Mapping[str, str], destination: str = ""
+    ):
         cx = self.context_for(sop_class)
         if cx is None:
             raise NetworkError(
@@ -299,7 +311,12 @@ class QRAssociation:
             )
         mid = self.assoc._next_id()
         command = dimse.query_request(field, mid, sop_class, move_destination=destination)
-        data = encode_identifier(identifier, cx.transfer_syntax)
+        if isinstance(identifier, Mapping):
+            data = identifiers.encode(identifier, cx.transfer_syntax)
+            self._plain_keys = (*identifier, "FailedSOPInstanceUIDList")
+        else:
+            data = encode_identifier(identifier, cx.transfer_syntax)
+            self._plain_keys = None
         parts = self.assoc._command_parts(cx.id, command)
         try:
             for batch in scu._batches(cx.id, memoryview(data), self.assoc._fragment_size(), final=True):
@@ -332,7 +349,7 @@ class QRAssociation:
 
     def _readable(self, timeout: float) -> bool:
         sock = self.stream.sock
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if ul.is_tls(sock) and sock.pending():  # type: ignore[attr-defined]  # an SSLSocket
             return True
         try:
             ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
@@ -472,10 +489,13 @@ class QRAssociation:
 
     def _response(self, command: dimse.Command, data: bytes | None, cx: scu.AcceptedContext):
         status = int(command.get(dimse.STATUS, -1))
-        identifier = None
+        identifier: Dataset | Mapping[str, str] | None = None
         if data:
             try:
-                identifier = decode_identifier(data, cx.transfer_syntax)
+                if self._plain_keys is not None:
+                    identifier = identifiers.decode(data, cx.transfer_syntax, self._plain_keys)
+                else:
+                    identifier = decode_identifier(data, cx.transfer_syntax)
             except Exception as exc:  # a broken identifier: keep the status, report it
                 logger.info("%s: cannot decode a response identifier: %s", self.peer, exc)
         response = Response(status, command, identifier)

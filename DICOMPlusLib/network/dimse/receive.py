@@ -33,6 +33,7 @@ from DICOMPlusLib.database.ingest import (
 )
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status
+from DICOMPlusLib.uids import valid_uid_text
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
@@ -121,12 +122,6 @@ def file_meta_bytes(meta: ReceiveMeta) -> bytes:
         elements.append(_element(0x00020016, b"AE", _pad(meta.calling_ae.encode("ascii", "replace"), b" ")))
     body = b"".join(elements)
     return bytes(128) + b"DICM" + _element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
-
-
-def valid_uid_text(value: str) -> bool:
-    """A value we are willing to write into the file meta: at most 64 printable characters.
-    (Not a conformance check: ``../../x`` passes, and is stored under a hashed name.)"""
-    return 0 < len(value) <= 64 and all(32 < ord(c) < 127 for c in value)
 
 
 class IncomingFile:

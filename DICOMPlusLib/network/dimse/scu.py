@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, NetworkTimeout
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
+
+if TYPE_CHECKING:
+    import ssl
 
 #: Our Maximum Length Received for P-DATA-TF PDUs (PS3.8 D.1): large PDUs cost fewer headers.
 DEFAULT_MAX_PDU = 256 * 1024
@@ -66,7 +68,7 @@ def connect_socket(host: str, port: int, timeout: float, tls: ssl.SSLContext | N
         try:
             sock.settimeout(timeout)
             sock = tls.wrap_socket(sock, server_hostname=host if tls.check_hostname else None)
-        except (ssl.SSLError, OSError) as exc:
+        except OSError as exc:  # ssl.SSLError is an OSError
             with contextlib.suppress(OSError):
                 sock.close()
             raise AssociationFailed("tls", f"TLS handshake with {where} failed: {exc}") from None

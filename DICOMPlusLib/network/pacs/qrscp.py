@@ -35,7 +35,7 @@ from DICOMPlusLib.network.dimse.messages import (  # the Q/R information models 
 )
 from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.nodes import TLSSettings, check_ae_title, check_port
-from DICOMPlusLib.network.pacs import qrscp_send
+from DICOMPlusLib.network.pacs import SAMPLE_AE_TITLE, SAMPLE_PORT, qrscp_send
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_AE_TITLE = "DICOMPLUSPACS"
-SAMPLE_PORT = 11113
 
 _PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
 _LEVELS = {"PATIENT": QueryLevel.PATIENT, "STUDY": QueryLevel.STUDY, "SERIES": QueryLevel.SERIES,

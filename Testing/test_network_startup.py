@@ -1,0 +1,68 @@
+"""Network commands as whole processes (issue 19): what ``dicomplus send`` and ``retrieve`` import.
+
+A send is a process of its own: it should pay for the C-STORE SCU and the header scan, not for
+pydicom (which imports numpy, GDCM and every pixel decoder it finds), nor for the C-FIND,
+retrieve or receiving code (storage, the sample PACS) or TLS when no TLS is asked for. Asserted
+on the modules ``python -X importtime`` lists while a real send to DCMTK storescp succeeds, not
+on the time (``python -m bench store`` has the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+
+#: Packages a plain send must not import at all.
+HEAVY_PACKAGES = {"pydicom", "numpy", "gdcm", "pylibjpeg", "pynetdicom", "requests", "rich", "ssl"}
+#: Our modules that belong to other operations.
+OTHER_OPERATIONS = {
+    "DICOMPlusLib.network.find",
+    "DICOMPlusLib.network.retrieve_qr",
+    "DICOMPlusLib.network.retrieve_dimse",
+    "DICOMPlusLib.network.storage",
+    "DICOMPlusLib.network.dimse.receive",
+    "DICOMPlusLib.network.dimse.qrscu",
+    "DICOMPlusLib.network.pacs.qrscp",
+    "DICOMPlusLib.network.echo_dimse",
+}
+
+
+def modules_imported(*args: str, expect: str = "DICOMPlusLib.network.send_dimse") -> set[str]:
+    """Every module ``python -m DICOMPlusLib.cli ARGS`` imported (full dotted names)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "DICOMPlusLib.cli", *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert expect in names  # the listing is there and the operation ran
+    return names
+
+
+def test_send_command_imports_only_the_store_scu(storescp, tmp_path):
+    series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
+    names = modules_imported("send", f"{storescp.aet}@127.0.0.1:{storescp.port}", str(series.folder))
+    assert len(storescp.wait_for(3)) == 3
+    assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
+    assert names & OTHER_OPERATIONS == set()
+
+
+def test_retrieve_command_does_not_import_pydicom(dcmqrscp, tmp_path):
+    """The C-FIND plan and the C-GET use plain identifiers (``dimse/identifiers.py``); the
+    received instances are indexed by the header scanner: no pydicom anywhere in the process."""
+    series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
+    dcmqrscp.load(series.folder)
+    names = modules_imported("--db", str(tmp_path / "db"), "retrieve", f"{dcmqrscp.aet}@127.0.0.1:{dcmqrscp.port}",
+                             "--study", series.study_uid, "--method", "get", expect="DICOMPlusLib.network.retrieve_dimse")  # fmt: skip
+    assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
+    from DICOMPlusLib.database import Database
+
+    with Database(tmp_path / "db") as db:
+        assert len(db.search("instance")) == 3
