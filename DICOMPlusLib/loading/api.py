@@ -1,4 +1,5 @@
-"""Entry points: describe (``plan_*``) or load (``load_*``) the volumes of a series or a folder."""
+"""Entry points: describe (``plan_*``) or load (``load_*``) the volumes of a series or a folder
+(``load_folder`` is in :mod:`DICOMPlusLib.loading.folder`, which imports no numpy before it starts)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from DICOMPlusLib.loading import seg
 from DICOMPlusLib.loading.grouping import build_volumes
 from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
 from DICOMPlusLib.loading.pixels import output_components, read_pixels
+from DICOMPlusLib.loading.prefetch import files_of
 from DICOMPlusLib.loading.sources import (
     InstanceSource,
     SkippedFile,
     frames_of,
     sources_from_database,
-    sources_from_paths,
+    sources_from_files,
 )
 from DICOMPlusLib.loading.unindexed import generated_series_warning
 
@@ -67,7 +69,12 @@ def plan_paths(
     of a series (DICOMDIR, non-DICOM...). Series are ordered by UID."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    series, skipped = sources_from_paths(paths)
+    return plan_files(files_of(paths))
+
+
+def plan_files(files: Iterable[str]) -> tuple[list[VolumeInfo], list[SkippedFile]]:
+    """:func:`plan_paths` for files already listed (see :func:`DICOMPlusLib.loading.folder.files_of`)."""
+    series, skipped = sources_from_files(files)
     if not series:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
         raise LoadError(f"no DICOM instances found{': ' + reasons if reasons else ''}")
@@ -75,7 +82,7 @@ def plan_paths(
     errors = []
     for uid in sorted(series):
         try:
-            volumes += plan_sources(uid, series[uid])
+            volumes += plan_sources(uid, series.pop(uid))  # each series' headers freed once planned
         except LoadError as exc:
             errors.append(str(exc))
     if not volumes:
@@ -119,13 +126,6 @@ def load_series(db, series_uid: str, *, resample: bool = False, progress=None, c
         load(info, resample=resample, progress=progress, cancel=cancel)
         for info in plan_series(db, series_uid)
     ]
-
-
-def load_folder(
-    path: str | os.PathLike, *, resample: bool = False, progress=None, cancel=None
-) -> list[Volume]:
-    """Every volume of every series in a folder, read directly (no database)."""
-    return [load(info, resample=resample, progress=progress, cancel=cancel) for info in plan_folder(path)]
 
 
 def inspect(items: Sequence[VolumeInfo | Volume]) -> dict:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib import uids
@@ -371,31 +370,16 @@ def sources_from_database(db, series_uid: str) -> list[InstanceSource]:
     return out
 
 
-def _walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    yield os.path.join(root, name)
-        elif path.exists():
-            yield str(path)
-        else:
-            raise LoadError(f"{path} does not exist")
-
-
-def sources_from_paths(
-    paths: Iterable[str | os.PathLike],
-) -> tuple[dict[str, list[InstanceSource]], list[SkippedFile]]:
-    """Scan files and folders directly (headers only, the same scan as a database import):
-    ``({series_uid: [sources]}, skipped files)``. Duplicate SOPInstanceUIDs keep the first file."""
+def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSource]], list[SkippedFile]]:
+    """Scan files directly (headers only, the same scan as a database import), listed by
+    :func:`DICOMPlusLib.loading.prefetch.files_of`: ``({series_uid: [sources]}, skipped files)``.
+    Duplicate SOPInstanceUIDs keep the first file."""
     from DICOMPlusLib.database.parsing import parse_path
 
     series: dict[str, list[InstanceSource]] = {}
     skipped: list[SkippedFile] = []
     seen: set[str] = set()
-    for path in _walk(paths):
+    for path in files:
         try:
             parsed = parse_path(path, keep_data=False, also=_WANTED)
         except ImportFileError as exc:

@@ -1,0 +1,97 @@
+"""A folder load as a process (issue 19): what it imports, when it queues its reads, what it
+holds. Asserted on mechanism (modules, calls, traced bytes), never on the time; the figures are
+in docs/performance.md (``python -m bench load``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.errors import LoadError
+from DICOMPlusLib.loading import geometry, prefetch
+
+#: Run in a fresh interpreter: records every posix_fadvise call with whether numpy was already
+#: imported at that moment, loads the folder, then lists the modules the load imported.
+CHILD = """
+import json, os, sys
+calls = []
+real = os.posix_fadvise
+def advise(fd, offset, length, advice):
+    calls.append([os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), length, advice,
+                  "numpy" in sys.modules])
+    return real(fd, offset, length, advice)
+os.posix_fadvise = advise
+from DICOMPlusLib.loading import load_folder
+(volume,) = load_folder(sys.argv[1])
+print(json.dumps({"calls": calls, "shape": list(volume.array.shape), "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "posix_fadvise") or not os.path.isdir("/proc/self/fd"), reason="Linux only"
+)
+def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
+    """Every file is asked for (WILLNEED, whole file) before numpy and the loader are imported,
+    so a cold folder is read by the disk while the process imports; and the load imports
+    neither pydicom nor numpy.ma (``np.median`` imports it: 12 ms and 0.5 MB for one median)."""
+    series = make_series(tmp_path / "s", n=6, rows=16, cols=16)
+    (series.folder / "notes.txt").write_text("not DICOM\n")
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(series.folder)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["shape"] == [6, 16, 16]
+    names = sorted(os.listdir(series.folder))
+    assert [c[0] for c in result["calls"]] == names  # each file once, in the load's order
+    assert all(c[2] == os.POSIX_FADV_WILLNEED for c in result["calls"])
+    assert [c[1] for c in result["calls"]] == [(series.folder / n).stat().st_size for n in names]
+    assert not any(c[3] for c in result["calls"]), "numpy was imported before the reads were queued"
+    modules = set(result["modules"])
+    assert "numpy" in modules and "DICOMPlusLib.loading.api" in modules  # the listing is real
+    assert not {m for m in modules if m.split(".")[0] == "pydicom" or m.split(".")[:2] == ["numpy", "ma"]}
+
+
+def test_prefetch_stops_at_its_budget(tmp_path, monkeypatch):
+    """A folder larger than the budget is asked for only up to it: the page cache is not flooded."""
+    files = []
+    for i in range(5):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(b"x" * 1000)
+        files.append(str(path))
+    calls = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, offset, length, advice: calls.append(length), raising=False
+    )
+    prefetch.prefetch([str(tmp_path / "missing"), *files], budget=2500)
+    assert calls == [1000, 1000, 500]  # an unreadable file is left to the load to report
+
+
+def test_files_of_lists_folders_in_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    for name in ("b/2", "b/1", "a/9", "z", "c"):
+        (tmp_path / name).write_text("")
+    expected = [str(tmp_path / n) for n in ("c", "z", "a/9", "b/1", "b/2")]
+    assert prefetch.files_of([tmp_path]) == expected
+    assert prefetch.files_of([tmp_path / "z", str(tmp_path / "a")]) == [
+        str(tmp_path / "z"),
+        str(tmp_path / "a/9"),
+    ]
+    with pytest.raises(LoadError, match="does not exist"):
+        prefetch.files_of([tmp_path / "nothing"])
+
+
+def test_median_is_numpys():
+    """The spacing's nominal gap is the median numpy would give (even counts: mean of the middle two)."""
+    rng = random.Random(19)
+    for n in range(1, 40):
+        values = sorted(rng.uniform(0.1, 5.0) for _ in range(n))
+        assert geometry._median(values) == float(np.median(values)), values
