@@ -16,7 +16,8 @@ import pytest
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.errors import LoadError
-from DICOMPlusLib.loading import geometry, prefetch
+from DICOMPlusLib.loading import geometry, pixels, plan_folder, prefetch
+from DICOMPlusLib.loading.pixels import read_pixels
 
 #: Run in a fresh interpreter: records every posix_fadvise call with whether numpy was already
 #: imported at that moment, loads the folder, then lists the modules the load imported.
@@ -41,7 +42,8 @@ print(json.dumps({"calls": calls, "shape": list(volume.array.shape), "modules": 
 def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
     """Every file is asked for (WILLNEED, whole file) before numpy and the loader are imported,
     so a cold folder is read by the disk while the process imports; and the load imports
-    neither pydicom nor numpy.ma (``np.median`` imports it: 12 ms and 0.5 MB for one median)."""
+    neither pydicom nor numpy.ma (``np.median`` imports it: 12 ms and 0.5 MB for one median) nor
+    the segmentation loader."""
     series = make_series(tmp_path / "s", n=6, rows=16, cols=16)
     (series.folder / "notes.txt").write_text("not DICOM\n")
     proc = subprocess.run([sys.executable, "-c", CHILD, str(series.folder)], cwd=REPO_ROOT, capture_output=True,
@@ -57,6 +59,7 @@ def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
     modules = set(result["modules"])
     assert "numpy" in modules and "DICOMPlusLib.loading.api" in modules  # the listing is real
     assert not {m for m in modules if m.split(".")[0] == "pydicom" or m.split(".")[:2] == ["numpy", "ma"]}
+    assert "DICOMPlusLib.loading.seg" not in modules  # only a series with a SEG in it needs it
 
 
 def test_prefetch_stops_at_its_budget(tmp_path, monkeypatch):
@@ -95,3 +98,18 @@ def test_median_is_numpys():
     for n in range(1, 40):
         values = sorted(rng.uniform(0.1, 5.0) for _ in range(n))
         assert geometry._median(values) == float(np.median(values)), values
+
+
+def test_a_large_volume_gives_the_free_heap_back_first(tmp_path, monkeypatch):
+    """Before a volume of _TRIM_BYTES or more is allocated, the heap's free pages are released
+    (they would otherwise count in the peak next to the volume); a small one does not pay for it."""
+    series = make_series(tmp_path / "s", n=4, rows=16, cols=16)
+    (info,) = plan_folder(series.folder)
+    calls = []
+    monkeypatch.setattr(pixels, "release_free_heap", lambda: calls.append(1))
+    read_pixels(info)
+    assert calls == []
+    monkeypatch.setattr(pixels, "_TRIM_BYTES", 4 * 16 * 16 * 2)
+    array = read_pixels(info)
+    assert calls == [1]
+    assert np.array_equal(array, series.pixels - 1024)

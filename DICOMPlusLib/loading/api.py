@@ -8,9 +8,15 @@ import os
 from collections.abc import Iterable, Sequence
 
 from DICOMPlusLib.errors import LoadError
-from DICOMPlusLib.loading import seg
 from DICOMPlusLib.loading.grouping import build_volumes
-from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
+from DICOMPlusLib.loading.models import (
+    SEGMENTATION_CLASSES,
+    SEGMENTATION_EXTRA,
+    Frame,
+    LoadWarning,
+    Volume,
+    VolumeInfo,
+)
 from DICOMPlusLib.loading.pixels import output_components, read_pixels
 from DICOMPlusLib.loading.prefetch import files_of
 from DICOMPlusLib.loading.sources import (
@@ -31,12 +37,19 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
     generated = [s.path for s in sources if s.generated_series_uid]
     if generated:
         warnings.append(generated_series_warning(series_uid, generated))
-    special = [s for s in sources if seg.is_segmentation(s)]
-    volumes = [seg.plan_segmentation(s) for s in special]
-    sources = [s for s in sources if not seg.is_segmentation(s)]
-    if volumes and not sources:
+    volumes = []
+    if any(s.sop_class in SEGMENTATION_CLASSES for s in sources):  # seg imports pydicom: only then
+        from DICOMPlusLib.loading import seg
+
+        volumes = [seg.plan_segmentation(s) for s in sources if seg.is_segmentation(s)]
+    # Popped as they are read: each source's header bytes and scanned values are freed before
+    # the next frames are made, so the plan never holds both for the whole series.
+    pending = [s for s in reversed(sources) if s.sop_class not in SEGMENTATION_CLASSES]
+    del sources
+    if volumes and not pending:
         return volumes
-    for source in sources:
+    while pending:
+        source = pending.pop()
         try:
             f, w = frames_of(source)
         except Exception as exc:  # a header pydicom cannot parse: report it, load the rest
@@ -96,7 +109,9 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
 
 def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
     """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
-    if seg.layout_of(info) is not None:
+    if info.extra.get(SEGMENTATION_EXTRA) is not None:  # a segmentation (see seg.layout_of)
+        from DICOMPlusLib.loading import seg
+
         if resample and info.tilt_deg > 0.1:
             note = LoadWarning(
                 "segmentation_not_resampled",

@@ -410,7 +410,10 @@ def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSou
                 number_of_frames=int(v["NumberOfFrames"] or 1),  # type: ignore[call-overload]
                 sop_class=str(v["SOPClassUID"]),
                 instance_number=v["InstanceNumber"],  # type: ignore[arg-type]
-                scanned=parsed.scanned,
+                # only the loader's tags: the index's UIDs and names are not kept per file
+                scanned=None
+                if parsed.scanned is None
+                else {t: v for t, v in parsed.scanned.items() if t in _TAGS},
             )
         )
     # the order the database uses, so both origins see the same order
