@@ -46,6 +46,8 @@ def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
     the segmentation loader."""
     series = make_series(tmp_path / "s", n=6, rows=16, cols=16)
     (series.folder / "notes.txt").write_text("not DICOM\n")
+    for path in series.folder.iterdir():  # cold: a cached file is not advised (see the next test)
+        _evict(path)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(series.folder)], cwd=REPO_ROOT, capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -62,19 +64,51 @@ def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
     assert "DICOMPlusLib.loading.seg" not in modules  # only a series with a SEG in it needs it
 
 
+def _evict(path) -> None:
+    """Drop a file's pages from the page cache (written back first: dirty pages stay)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _files(folder, count: int, size: int) -> list[str]:
+    files = []
+    for i in range(count):
+        path = folder / f"f{i}"
+        path.write_bytes(b"x" * size)
+        files.append(str(path))
+    return files
+
+
 def test_prefetch_stops_at_its_budget(tmp_path, monkeypatch):
     """A folder larger than the budget is asked for only up to it: the page cache is not flooded."""
-    files = []
-    for i in range(5):
-        path = tmp_path / f"f{i}"
-        path.write_bytes(b"x" * 1000)
-        files.append(str(path))
+    files = _files(tmp_path, 5, 1000)
     calls = []
     monkeypatch.setattr(
         os, "posix_fadvise", lambda fd, offset, length, advice: calls.append(length), raising=False
     )
+    monkeypatch.delattr(os, "RWF_NOWAIT", raising=False)  # no cache probe: every file is advised
     prefetch.prefetch([str(tmp_path / "missing"), *files], budget=2500)
     assert calls == [1000, 1000, 500]  # an unreadable file is left to the load to report
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT") or not os.path.isdir("/proc/self/fd"), reason="Linux only")
+def test_prefetch_skips_files_already_cached(tmp_path, monkeypatch):
+    """A warm folder costs no advice: only the files whose last page is not cached are advised."""
+    files = _files(tmp_path, 4, 64 * 1024)
+    _evict(files[1])
+    _evict(files[3])
+    calls = []
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, offset, length, advice: calls.append(os.readlink(f"/proc/self/fd/{fd}")),
+    )
+    prefetch.prefetch(files)
+    assert calls == [files[1], files[3]]
 
 
 def test_files_of_lists_folders_in_order(tmp_path):

@@ -129,6 +129,11 @@ def _floats(value: Any) -> tuple[float, ...] | None:
 
 
 def _float(value: Any) -> float | None:
+    if value.__class__ is str:  # the scanner's one-number text: a single float() (same result)
+        try:
+            return float(value)
+        except ValueError:
+            pass
     values = _floats(value)
     return values[0] if values else None
 
@@ -152,6 +157,8 @@ def _strs(value: Any) -> tuple[str, ...]:
 
 
 def _str(value: Any) -> str:
+    if value.__class__ is str:
+        return value.split("\\", 1)[0].strip()
     parts = _strs(value)
     return parts[0] if parts else ""
 
