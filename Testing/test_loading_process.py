@@ -5,6 +5,7 @@ in docs/performance.md (``python -m bench load``)."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import random
 import subprocess
@@ -136,7 +137,8 @@ def test_median_is_numpys():
 
 def test_a_large_volume_gives_the_free_heap_back_first(tmp_path, monkeypatch):
     """Before a volume of _TRIM_BYTES or more is allocated, the heap's free pages are released
-    (they would otherwise count in the peak next to the volume); a small one does not pay for it."""
+    (they would otherwise count in the peak next to the volume), and the volume gets its own
+    mapping (see pixels._volume_array); a small one pays for neither."""
     series = make_series(tmp_path / "s", n=4, rows=16, cols=16)
     (info,) = plan_folder(series.folder)
     calls = []
@@ -147,3 +149,8 @@ def test_a_large_volume_gives_the_free_heap_back_first(tmp_path, monkeypatch):
     array = read_pixels(info)
     assert calls == [1]
     assert np.array_equal(array, series.pixels - 1024)
+    if sys.platform.startswith("linux"):  # its own anonymous mapping: 4 KiB pages, not numpy's huge pages
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(getattr(base, "obj", base), mmap.mmap)  # numpy holds it through a memoryview

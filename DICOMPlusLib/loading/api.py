@@ -86,7 +86,7 @@ def plan_paths(
 
 
 def plan_files(files: Iterable[str]) -> tuple[list[VolumeInfo], list[SkippedFile]]:
-    """:func:`plan_paths` for files already listed (see :func:`DICOMPlusLib.loading.folder.files_of`)."""
+    """:func:`plan_paths` for files already listed (see :func:`DICOMPlusLib.loading.prefetch.files_of`)."""
     series, skipped = sources_from_files(files)
     if not series:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
