@@ -14,20 +14,20 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ import
     from DICOMPlusLib.loading.api import (
         inspect,
         load,
-        load_folder,
         load_many,
         load_series,
         plan_folder,
         plan_paths,
         plan_series,
     )
+    from DICOMPlusLib.loading.folder import load_folder
     from DICOMPlusLib.loading.models import Frame, LoadWarning, SpacingReport, Volume, VolumeInfo
 
 
 _EXPORTS = {
     "inspect": "api",
     "load": "api",
-    "load_folder": "api",
+    "load_folder": "folder",  # lists and prefetches the files before importing numpy
     "load_many": "api",
     "load_series": "api",
     "plan_folder": "api",

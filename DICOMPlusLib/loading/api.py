@@ -1,4 +1,5 @@
-"""Entry points: describe (``plan_*``) or load (``load_*``) the volumes of a series or a folder."""
+"""Entry points: describe (``plan_*``) or load (``load_*``) the volumes of a series or a folder
+(``load_folder`` is in :mod:`DICOMPlusLib.loading.folder`, which imports no numpy before it starts)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ import os
 from collections.abc import Iterable, Sequence
 
 from DICOMPlusLib.errors import LoadError
-from DICOMPlusLib.loading import seg
 from DICOMPlusLib.loading.grouping import build_volumes
-from DICOMPlusLib.loading.models import Frame, LoadWarning, Volume, VolumeInfo
+from DICOMPlusLib.loading.models import (
+    SEGMENTATION_CLASSES,
+    SEGMENTATION_EXTRA,
+    Frame,
+    LoadWarning,
+    Volume,
+    VolumeInfo,
+)
 from DICOMPlusLib.loading.pixels import output_components, read_pixels
+from DICOMPlusLib.loading.prefetch import files_of
 from DICOMPlusLib.loading.sources import (
     InstanceSource,
     SkippedFile,
     frames_of,
     sources_from_database,
-    sources_from_paths,
+    sources_from_files,
 )
 from DICOMPlusLib.loading.unindexed import generated_series_warning
 
@@ -29,12 +37,19 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
     generated = [s.path for s in sources if s.generated_series_uid]
     if generated:
         warnings.append(generated_series_warning(series_uid, generated))
-    special = [s for s in sources if seg.is_segmentation(s)]
-    volumes = [seg.plan_segmentation(s) for s in special]
-    sources = [s for s in sources if not seg.is_segmentation(s)]
-    if volumes and not sources:
+    volumes = []
+    if any(s.sop_class in SEGMENTATION_CLASSES for s in sources):  # seg imports pydicom: only then
+        from DICOMPlusLib.loading import seg
+
+        volumes = [seg.plan_segmentation(s) for s in sources if seg.is_segmentation(s)]
+    # Popped as they are read: each source's header bytes and scanned values are freed before
+    # the next frames are made, so the plan never holds both for the whole series.
+    pending = [s for s in reversed(sources) if s.sop_class not in SEGMENTATION_CLASSES]
+    del sources
+    if volumes and not pending:
         return volumes
-    for source in sources:
+    while pending:
+        source = pending.pop()
         try:
             f, w = frames_of(source)
         except Exception as exc:  # a header pydicom cannot parse: report it, load the rest
@@ -67,7 +82,12 @@ def plan_paths(
     of a series (DICOMDIR, non-DICOM...). Series are ordered by UID."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    series, skipped = sources_from_paths(paths)
+    return plan_files(files_of(paths))
+
+
+def plan_files(files: Iterable[str]) -> tuple[list[VolumeInfo], list[SkippedFile]]:
+    """:func:`plan_paths` for files already listed (see :func:`DICOMPlusLib.loading.prefetch.files_of`)."""
+    series, skipped = sources_from_files(files)
     if not series:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
         raise LoadError(f"no DICOM instances found{': ' + reasons if reasons else ''}")
@@ -75,7 +95,7 @@ def plan_paths(
     errors = []
     for uid in sorted(series):
         try:
-            volumes += plan_sources(uid, series[uid])
+            volumes += plan_sources(uid, series.pop(uid))  # each series' headers freed once planned
         except LoadError as exc:
             errors.append(str(exc))
     if not volumes:
@@ -89,7 +109,9 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
 
 def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
     """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
-    if seg.layout_of(info) is not None:
+    if info.extra.get(SEGMENTATION_EXTRA) is not None:  # a segmentation (see seg.layout_of)
+        from DICOMPlusLib.loading import seg
+
         if resample and info.tilt_deg > 0.1:
             note = LoadWarning(
                 "segmentation_not_resampled",
@@ -119,13 +141,6 @@ def load_series(db, series_uid: str, *, resample: bool = False, progress=None, c
         load(info, resample=resample, progress=progress, cancel=cancel)
         for info in plan_series(db, series_uid)
     ]
-
-
-def load_folder(
-    path: str | os.PathLike, *, resample: bool = False, progress=None, cancel=None
-) -> list[Volume]:
-    """Every volume of every series in a folder, read directly (no database)."""
-    return [load(info, resample=resample, progress=progress, cancel=cancel) for info in plan_folder(path)]
 
 
 def inspect(items: Sequence[VolumeInfo | Volume]) -> dict:

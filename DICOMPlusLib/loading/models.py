@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from DICOMPlusLib import uids
+
+#: Segmentation Storage and Label Map Segmentation Storage (PS3.4 B.5): loaded as labelmaps by
+#: :mod:`.seg`. Here, so that a load tells them apart without importing that module.
+SEGMENTATION_CLASSES = frozenset({uids.SegmentationStorage, uids.LabelMapSegmentationStorage})
+#: ``VolumeInfo.extra`` key of a segmentation's layout (see :func:`.seg.layout_of`).
+SEGMENTATION_EXTRA = "segmentation"
+
 #: LPS -> RAS (and back): the two first axes change sign.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -40,7 +48,7 @@ class LoadWarning:
         return {"code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 300-slice series holds 300 of them (0.4 MB less)
 class Frame:
     """One 2D image: a single-frame instance, or one frame of a multi-frame instance.
 

@@ -36,17 +36,21 @@ import numpy as np
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import geometry as geo
-from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo
+from DICOMPlusLib.loading.models import (
+    SEGMENTATION_CLASSES,
+    SEGMENTATION_EXTRA,
+    Frame,
+    LoadWarning,
+    VolumeInfo,
+)
 
 if TYPE_CHECKING:
     import pydicom
 
     from DICOMPlusLib.loading.sources import InstanceSource
 
-#: Segmentation Storage and Label Map Segmentation Storage (PS3.4 B.5).
-SEGMENTATION_CLASSES = frozenset({uids.SegmentationStorage, uids.LabelMapSegmentationStorage})
 NATIVE = uids.NATIVE_SYNTAXES
-EXTRA_KEY = "segmentation"
+EXTRA_KEY = SEGMENTATION_EXTRA
 
 
 @dataclass(frozen=True)

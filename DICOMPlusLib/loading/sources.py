@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib import uids
@@ -130,6 +129,11 @@ def _floats(value: Any) -> tuple[float, ...] | None:
 
 
 def _float(value: Any) -> float | None:
+    if value.__class__ is str:  # the scanner's one-number text: a single float() (same result)
+        try:
+            return float(value)
+        except ValueError:
+            pass
     values = _floats(value)
     return values[0] if values else None
 
@@ -153,6 +157,8 @@ def _strs(value: Any) -> tuple[str, ...]:
 
 
 def _str(value: Any) -> str:
+    if value.__class__ is str:
+        return value.split("\\", 1)[0].strip()
     parts = _strs(value)
     return parts[0] if parts else ""
 
@@ -371,31 +377,16 @@ def sources_from_database(db, series_uid: str) -> list[InstanceSource]:
     return out
 
 
-def _walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    yield os.path.join(root, name)
-        elif path.exists():
-            yield str(path)
-        else:
-            raise LoadError(f"{path} does not exist")
-
-
-def sources_from_paths(
-    paths: Iterable[str | os.PathLike],
-) -> tuple[dict[str, list[InstanceSource]], list[SkippedFile]]:
-    """Scan files and folders directly (headers only, the same scan as a database import):
-    ``({series_uid: [sources]}, skipped files)``. Duplicate SOPInstanceUIDs keep the first file."""
+def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSource]], list[SkippedFile]]:
+    """Scan files directly (headers only, the same scan as a database import), listed by
+    :func:`DICOMPlusLib.loading.prefetch.files_of`: ``({series_uid: [sources]}, skipped files)``.
+    Duplicate SOPInstanceUIDs keep the first file."""
     from DICOMPlusLib.database.parsing import parse_path
 
     series: dict[str, list[InstanceSource]] = {}
     skipped: list[SkippedFile] = []
     seen: set[str] = set()
-    for path in _walk(paths):
+    for path in files:
         try:
             parsed = parse_path(path, keep_data=False, also=_WANTED)
         except ImportFileError as exc:
@@ -426,7 +417,10 @@ def sources_from_paths(
                 number_of_frames=int(v["NumberOfFrames"] or 1),  # type: ignore[call-overload]
                 sop_class=str(v["SOPClassUID"]),
                 instance_number=v["InstanceNumber"],  # type: ignore[arg-type]
-                scanned=parsed.scanned,
+                # only the loader's tags: the index's UIDs and names are not kept per file
+                scanned=None
+                if parsed.scanned is None
+                else {t: v for t, v in parsed.scanned.items() if t in _TAGS},
             )
         )
     # the order the database uses, so both origins see the same order

@@ -11,13 +11,12 @@ and says so with a ``generated_series_uid`` warning. Everything else the index r
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.loading.models import LoadWarning
 
-_NAMESPACE = uuid.UUID("5f0b6a8e-2d43-4d0e-9a59-6c1f0d2b7e11")
+_NAMESPACE = "5f0b6a8e-2d43-4d0e-9a59-6c1f0d2b7e11"  # a uuid.UUID when used: uuid is imported then
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,9 @@ class UnindexedImage:
 
 def generated_uid(*parts: str) -> str:
     """A deterministic UID under the UUID root 2.25 (PS3.5 B.2) for ``parts``."""
-    return f"2.25.{uuid.uuid5(_NAMESPACE, '|'.join(parts)).int}"
+    import uuid
+
+    return f"2.25.{uuid.uuid5(uuid.UUID(_NAMESPACE), '|'.join(parts)).int}"
 
 
 def image_without_series(path: str) -> UnindexedImage | None:

@@ -1,0 +1,156 @@
+"""A folder load as a process (issue 19): what it imports, when it queues its reads, what it
+holds. Asserted on mechanism (modules, calls, traced bytes), never on the time; the figures are
+in docs/performance.md (``python -m bench load``)."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.errors import LoadError
+from DICOMPlusLib.loading import geometry, pixels, plan_folder, prefetch
+from DICOMPlusLib.loading.pixels import read_pixels
+
+#: Run in a fresh interpreter: records every posix_fadvise call with whether numpy was already
+#: imported at that moment, loads the folder, then lists the modules the load imported.
+CHILD = """
+import json, os, sys
+calls = []
+real = os.posix_fadvise
+def advise(fd, offset, length, advice):
+    calls.append([os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), length, advice,
+                  "numpy" in sys.modules])
+    return real(fd, offset, length, advice)
+os.posix_fadvise = advise
+from DICOMPlusLib.loading import load_folder
+(volume,) = load_folder(sys.argv[1])
+print(json.dumps({"calls": calls, "shape": list(volume.array.shape), "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "posix_fadvise") or not os.path.isdir("/proc/self/fd"), reason="Linux only"
+)
+def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
+    """Every file is asked for (WILLNEED, whole file) before numpy and the loader are imported,
+    so a cold folder is read by the disk while the process imports; and the load imports
+    neither pydicom nor numpy.ma (``np.median`` imports it: 12 ms and 0.5 MB for one median) nor
+    the segmentation loader."""
+    series = make_series(tmp_path / "s", n=6, rows=16, cols=16)
+    (series.folder / "notes.txt").write_text("not DICOM\n")
+    for path in series.folder.iterdir():  # cold: a cached file is not advised (see the next test)
+        _evict(path)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(series.folder)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["shape"] == [6, 16, 16]
+    names = sorted(os.listdir(series.folder))
+    assert [c[0] for c in result["calls"]] == names  # each file once, in the load's order
+    assert all(c[2] == os.POSIX_FADV_WILLNEED for c in result["calls"])
+    assert [c[1] for c in result["calls"]] == [(series.folder / n).stat().st_size for n in names]
+    assert not any(c[3] for c in result["calls"]), "numpy was imported before the reads were queued"
+    modules = set(result["modules"])
+    assert "numpy" in modules and "DICOMPlusLib.loading.api" in modules  # the listing is real
+    assert not {m for m in modules if m.split(".")[0] == "pydicom" or m.split(".")[:2] == ["numpy", "ma"]}
+    assert "DICOMPlusLib.loading.seg" not in modules  # only a series with a SEG in it needs it
+
+
+def _evict(path) -> None:
+    """Drop a file's pages from the page cache (written back first: dirty pages stay)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _files(folder, count: int, size: int) -> list[str]:
+    files = []
+    for i in range(count):
+        path = folder / f"f{i}"
+        path.write_bytes(b"x" * size)
+        files.append(str(path))
+    return files
+
+
+def test_prefetch_stops_at_its_budget(tmp_path, monkeypatch):
+    """A folder larger than the budget is asked for only up to it: the page cache is not flooded."""
+    files = _files(tmp_path, 5, 1000)
+    calls = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, offset, length, advice: calls.append(length), raising=False
+    )
+    monkeypatch.delattr(os, "RWF_NOWAIT", raising=False)  # no cache probe: every file is advised
+    prefetch.prefetch([str(tmp_path / "missing"), *files], budget=2500)
+    assert calls == [1000, 1000, 500]  # an unreadable file is left to the load to report
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT") or not os.path.isdir("/proc/self/fd"), reason="Linux only")
+def test_prefetch_skips_files_already_cached(tmp_path, monkeypatch):
+    """A warm folder costs no advice: only the files whose last page is not cached are advised."""
+    files = _files(tmp_path, 4, 64 * 1024)
+    _evict(files[1])
+    _evict(files[3])
+    calls = []
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, offset, length, advice: calls.append(os.readlink(f"/proc/self/fd/{fd}")),
+    )
+    prefetch.prefetch(files)
+    assert calls == [files[1], files[3]]
+
+
+def test_files_of_lists_folders_in_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    for name in ("b/2", "b/1", "a/9", "z", "c"):
+        (tmp_path / name).write_text("")
+    expected = [str(tmp_path / n) for n in ("c", "z", "a/9", "b/1", "b/2")]
+    assert prefetch.files_of([tmp_path]) == expected
+    assert prefetch.files_of([tmp_path / "z", str(tmp_path / "a")]) == [
+        str(tmp_path / "z"),
+        str(tmp_path / "a/9"),
+    ]
+    with pytest.raises(LoadError, match="does not exist"):
+        prefetch.files_of([tmp_path / "nothing"])
+
+
+def test_median_is_numpys():
+    """The spacing's nominal gap is the median numpy would give (even counts: mean of the middle two)."""
+    rng = random.Random(19)
+    for n in range(1, 40):
+        values = sorted(rng.uniform(0.1, 5.0) for _ in range(n))
+        assert geometry._median(values) == float(np.median(values)), values
+
+
+def test_a_large_volume_gives_the_free_heap_back_first(tmp_path, monkeypatch):
+    """Before a volume of _TRIM_BYTES or more is allocated, the heap's free pages are released
+    (they would otherwise count in the peak next to the volume), and the volume gets its own
+    mapping (see pixels._volume_array); a small one pays for neither."""
+    series = make_series(tmp_path / "s", n=4, rows=16, cols=16)
+    (info,) = plan_folder(series.folder)
+    calls = []
+    monkeypatch.setattr(pixels, "release_free_heap", lambda: calls.append(1))
+    read_pixels(info)
+    assert calls == []
+    monkeypatch.setattr(pixels, "_TRIM_BYTES", 4 * 16 * 16 * 2)
+    array = read_pixels(info)
+    assert calls == [1]
+    assert np.array_equal(array, series.pixels - 1024)
+    if sys.platform.startswith("linux"):  # its own anonymous mapping: 4 KiB pages, not numpy's huge pages
+        base = array
+        while isinstance(base, np.ndarray):
+            base = base.base
+        assert isinstance(getattr(base, "obj", base), mmap.mmap)  # numpy holds it through a memoryview
