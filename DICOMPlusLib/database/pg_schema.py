@@ -102,8 +102,17 @@ CREATE TABLE sources (
 );
 """
 
+# Version 2: study search at scale (issue 19), as SQLite's version 4 (:mod:`schema`): a study's
+# date, modalities and patient in one index, its patient, date and modalities in another.
+_V2 = """
+CREATE INDEX IF NOT EXISTS studies_date_modalities ON studies (StudyDate, ModalitiesInStudy, patient);
+CREATE INDEX IF NOT EXISTS studies_patient_date ON studies (patient, StudyDate, ModalitiesInStudy);
+DROP INDEX IF EXISTS studies_date;
+DROP INDEX IF EXISTS studies_patient
+"""
+
 Migration = str | Callable[..., None]
-MIGRATIONS: list[Migration] = [_V1]
+MIGRATIONS: list[Migration] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key of schema migrations (any constant; "DICOMPlus" in ASCII, truncated).
 _MIGRATION_LOCK = 0x4449434F4D506C

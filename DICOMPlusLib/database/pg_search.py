@@ -156,21 +156,23 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
     if keys:
         also = (f"EXISTS (SELECT 1 FROM {source} WHERE {link} AND {' AND '.join(conds)})", cparams)
     sql, params, _ = build_query(level, criteria, text, POSTGRES, also)
-    if keys:
-        inner, _, order = sql.rpartition(" ORDER BY ")
-        link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
-        order_q = re.sub(rf"\b{lv}\.", "q.", order)
-        sql = (
-            f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
-            f" AS dicomplus_match FROM ({inner}) AS q ORDER BY {order_q}"
-        )
-        params = [*cparams, *params]
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params = [*params, int(limit), int(offset)]
     elif offset:
         sql += " OFFSET ?"
         params = [*params, int(offset)]
+    if keys:
+        # The matching instance's header is fetched for the rows of this page only, after the
+        # ORDER BY and LIMIT (in the page's own query it was read for every matching row).
+        order = sql.rpartition(" ORDER BY ")[2].partition(" LIMIT ")[0].partition(" OFFSET ")[0]
+        link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
+        order_q = re.sub(rf"\b{lv}\.", "q.", order)
+        sql = (
+            f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
+            f" AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
+        )
+        params = [*cparams, *params]
     rows = db._reader().execute(sql, params).fetchall()
     if not keys:
         return [_record(lv, row) for row in rows]
