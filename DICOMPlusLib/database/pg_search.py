@@ -137,6 +137,16 @@ def key_condition(key: Criterion | SequenceCriterion, obj: str, names=None) -> t
     )
 
 
+def _term(key: Criterion | SequenceCriterion) -> str | None:
+    """The ``dicomplus_terms`` entry an exact key on a top-level text element must find (the
+    migration's function keeps values up to 200 characters), else None."""
+    if not isinstance(key, Criterion) or key.kind is not MatchKind.SINGLE or key.vr in _NUMERIC_VRS:
+        return None
+    if len(key.value) > 200:
+        return None
+    return f"{key.keyword}={key.value}"
+
+
 _KEY = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}
 
 
@@ -148,6 +158,10 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
     cparams: list[object] = []
     names = itertools.count()
     for key in keys:
+        if (term := _term(key)) is not None:
+            conds.append("dicomplus_terms(i2.elements) @> CAST(? AS text[])")
+            cparams.append([term])
+            continue
         sql, p = key_condition(key, "i2.elements", names)
         conds.append(sql)
         cparams.extend(p)
