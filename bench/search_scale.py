@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.runner import Benchmark, Candidate
+from bench.runner import BenchError, Benchmark, Candidate
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DICOMPLUS_REAL_DATA", "/work/shared/data"))
@@ -185,6 +185,10 @@ def benchmark(work_dir: Path) -> Benchmark:
     server = _postgres(work_dir)
     try:
         templates = templates_from(_folders())
+        if not templates:
+            raise BenchError(
+                f"no real DICOM series under {DATA} (series*/manifest.json): set DICOMPLUS_REAL_DATA"
+            )
         built = {}
         for label, spec, tmpl in (("A", spec_a, None), ("B", spec_b, templates)):
             folder = work_dir / f"{label.lower()}-sqlite"
