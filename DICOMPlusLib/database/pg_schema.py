@@ -116,7 +116,8 @@ DROP INDEX IF EXISTS studies_patient
 # GIN index: an array's containment needs no recheck against the row (the JSONB one detoasts
 # every candidate's elements), and ANALYZE keeps the terms' frequencies, so the planner knows a
 # common value (walk the studies by date, stop at the page) from a rare one (the index first).
-# An expression index: adding it rewrites no row.
+# An expression index: adding it rewrites no row. Its statistics exist only after an ANALYZE
+# (without them the planner takes any value for common).
 _V3 = """
 CREATE OR REPLACE FUNCTION dicomplus_terms(e jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
@@ -125,7 +126,8 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
        jsonb_array_elements(CASE WHEN jsonb_typeof(a) = 'array' THEN a ELSE '[]'::jsonb END) AS v
   WHERE jsonb_typeof(v) = 'string' AND length(v #>> '{}') <= 200
 $$;
-CREATE INDEX IF NOT EXISTS instances_terms ON instances USING gin (dicomplus_terms(elements))
+CREATE INDEX IF NOT EXISTS instances_terms ON instances USING gin (dicomplus_terms(elements));
+ANALYZE instances
 """
 
 Migration = str | Callable[..., None]

@@ -147,6 +147,12 @@ def _term(key: Criterion | SequenceCriterion) -> str | None:
     return f"{key.keyword}={key.value}"
 
 
+_BELOW_KEY = {
+    "p": "st2.patient",
+    "st": "se2.StudyInstanceUID",
+    "se": "i2.SeriesInstanceUID",
+    "i": "i2.SOPInstanceUID",
+}
 _KEY = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}
 
 
@@ -166,8 +172,14 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
         conds.append(sql)
         cparams.extend(p)
     source, link = _DOWN[lv]
-    also = None
-    if keys:
+    also: tuple[str, list[object]] | None = None
+    # Every key served by the terms index: the matching entities are found once from the index
+    # (a materialised CTE), rather than by testing the instances of each candidate in the order
+    # of the page, which evaluates the terms of every instance of every non-matching candidate.
+    indexed = bool(keys) and all(_term(k) is not None for k in keys)
+    if indexed:
+        also = (f"{lv}.{_KEY[lv]} IN (SELECT k FROM dicomplus_hits)", [])
+    elif keys:
         also = (f"EXISTS (SELECT 1 FROM {source} WHERE {link} AND {' AND '.join(conds)})", cparams)
     sql, params, _ = build_query(level, criteria, text, POSTGRES, also)
     if limit is not None:
@@ -182,10 +194,18 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
         order = sql.rpartition(" ORDER BY ")[2].partition(" LIMIT ")[0].partition(" OFFSET ")[0]
         link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
         order_q = re.sub(rf"\b{lv}\.", "q.", order)
-        sql = (
-            f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
-            f" AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
-        )
+        if indexed:  # the CTE names one matching instance of each entity
+            sql = (
+                f"WITH dicomplus_hits AS MATERIALIZED (SELECT DISTINCT ON (k) {_BELOW_KEY[lv]} AS k,"
+                f" i2.SOPInstanceUID AS sop FROM {source} WHERE {' AND '.join(conds)})"
+                " SELECT q.*, (SELECT i3.header FROM dicomplus_hits h JOIN instances i3 ON i3.SOPInstanceUID = h.sop"
+                f" WHERE h.k = q.{_KEY[lv]}) AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
+            )
+        else:
+            sql = (
+                f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
+                f" AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
+            )
         params = [*cparams, *params]
     rows = db._reader().execute(sql, params).fetchall()
     if not keys:
