@@ -263,7 +263,7 @@ def benchmark(work_dir: Path) -> Benchmark:
         Candidate("pg-instance", function=run(dbs["pg-a"], "instance", instance, None),
                   label=f"{QUERIES} instance queries by series, PostgreSQL, A"),
         Candidate("pg-anytag", function=run(dbs["pg-b"], "study", anytag[:ANYTAG_ROUND], 100),
-                  label=f"{ANYTAG_ROUND} any-tag study queries, PostgreSQL (JSONB), B"),
+                  label=f"{ANYTAG_ROUND} any-tag study queries, PostgreSQL (terms index), B"),
         Candidate("cli-sqlite", command=[*cli, "--db", str(work_dir / "a-sqlite"), "search", "--limit", "100",
                                          *keys], cwd=REPO, env=env,
                   label=f"dicomplus --db A.sqlite search --limit 100 {' '.join(keys)}"),
