@@ -20,7 +20,6 @@ from DICOMPlusLib.database.synthetic_scale import (
     templates_from,
 )
 
-DATA = Path("/work/shared/data")
 SMALL_A = Spec("A", studies=300, series_per_study=2, per_series=3)
 NEW_INDEXES = {"studies_date_modalities", "studies_patient_date"}
 OLD_INDEXES = {"studies_date", "studies_patient"}
@@ -115,9 +114,10 @@ def test_a_build_is_reused_until_the_builder_changes(tmp_path, monkeypatch):
     assert again["spec"] != first["spec"]
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="needs the shared real series")
-def test_real_headers_are_rewritten_per_instance_and_searchable_by_any_tag(tmp_path, postgres_url):
-    folders = sorted(p for p in DATA.glob("series*/dev_*") if p.is_dir())
+def test_real_headers_are_rewritten_per_instance_and_searchable_by_any_tag(
+    tmp_path, postgres_url, shared_series
+):
+    folders = sorted(p for p in shared_series.parent.glob("series*/dev_*") if p.is_dir())
     templates = templates_from(folders)
     assert len({t.modality for t in templates}) >= 3
     spec = Spec("B", studies=12, series_per_study=2, per_series=2)

@@ -6,7 +6,8 @@ version changes):
 
 - **A**: 200,000 studies / 400,000 series / 10,000,000 instances with stub headers;
 - **B**: 1,000,000 instances with real headers (one real file's header a series, from every folder
-  of /work/shared/data/series*/manifest.json, UIDs, names, IDs and dates rewritten).
+  of ../shared/data/series*/manifest.json beside the repository, or $DICOMPLUS_REAL_DATA; UIDs,
+  names, IDs and dates rewritten).
 
 Every candidate of a kind runs the same queries, drawn at random once, through the library's own
 search (``Database.search``, what the CLI and Slicer call), in this process:
@@ -39,7 +40,7 @@ from pathlib import Path
 from bench.runner import BenchError, Benchmark, Candidate
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DICOMPLUS_REAL_DATA", "/work/shared/data"))
+DATA = Path(os.environ.get("DICOMPLUS_REAL_DATA") or REPO.parent / "shared" / "data")
 QUERIES = 100
 ANYTAG_ROUND = 20
 #: SQLite's any-tag search reads the stored headers in Python (seconds a query on B): it is
