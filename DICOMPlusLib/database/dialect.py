@@ -37,6 +37,10 @@ class Dialect:
         """Case-insensitive substring test against one lower-case parameter."""
         return f"instr(lower({column}), ?) > 0"
 
+    def contains_exactly(self, column: str) -> str:
+        """Case-sensitive substring test against one parameter."""
+        return f"instr({column}, ?) > 0"
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -63,6 +67,9 @@ class PostgresDialect(Dialect):
 
     def contains(self, column: str) -> str:
         return f"strpos(lower({column}), ?) > 0"
+
+    def contains_exactly(self, column: str) -> str:
+        return f"strpos({column}, ?) > 0"
 
 
 SQLITE = Dialect()

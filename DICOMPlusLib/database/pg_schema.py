@@ -102,8 +102,36 @@ CREATE TABLE sources (
 );
 """
 
+# Version 2: study search at scale (issue 19), as SQLite's version 4 (:mod:`schema`): a study's
+# date, modalities and patient in one index, its patient, date and modalities in another.
+_V2 = """
+CREATE INDEX IF NOT EXISTS studies_date_modalities ON studies (StudyDate, ModalitiesInStudy, patient);
+CREATE INDEX IF NOT EXISTS studies_patient_date ON studies (patient, StudyDate, ModalitiesInStudy);
+DROP INDEX IF EXISTS studies_date;
+DROP INDEX IF EXISTS studies_patient
+"""
+
+# Version 3: any-tag search at scale (issue 20). An exact key on a top-level text element is a
+# test on ``dicomplus_terms(elements)``, the element's values as 'Keyword=value' strings, under a
+# GIN index: an array's containment needs no recheck against the row (the JSONB one detoasts
+# every candidate's elements), and ANALYZE keeps the terms' frequencies, so the planner knows a
+# common value (walk the studies by date, stop at the page) from a rare one (the index first).
+# An expression index: adding it rewrites no row. Its statistics exist only after an ANALYZE
+# (without them the planner takes any value for common).
+_V3 = """
+CREATE OR REPLACE FUNCTION dicomplus_terms(e jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT coalesce(array_agg(DISTINCT k || '=' || (v #>> '{}')), '{}')
+  FROM jsonb_each(e) AS t(k, a),
+       jsonb_array_elements(CASE WHEN jsonb_typeof(a) = 'array' THEN a ELSE '[]'::jsonb END) AS v
+  WHERE jsonb_typeof(v) = 'string' AND length(v #>> '{}') <= 200
+$$;
+CREATE INDEX IF NOT EXISTS instances_terms ON instances USING gin (dicomplus_terms(elements));
+ANALYZE instances
+"""
+
 Migration = str | Callable[..., None]
-MIGRATIONS: list[Migration] = [_V1]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key of schema migrations (any constant; "DICOMPlus" in ASCII, truncated).
 _MIGRATION_LOCK = 0x4449434F4D506C

@@ -137,6 +137,22 @@ def key_condition(key: Criterion | SequenceCriterion, obj: str, names=None) -> t
     )
 
 
+def _term(key: Criterion | SequenceCriterion) -> str | None:
+    """The ``dicomplus_terms`` entry an exact key on a top-level text element must find (the
+    migration's function keeps values up to 200 characters), else None."""
+    if not isinstance(key, Criterion) or key.kind is not MatchKind.SINGLE or key.vr in _NUMERIC_VRS:
+        return None
+    if len(key.value) > 200:
+        return None
+    return f"{key.keyword}={key.value}"
+
+
+_BELOW_KEY = {
+    "p": "st2.patient",
+    "st": "se2.StudyInstanceUID",
+    "se": "i2.SeriesInstanceUID",
+    "i": "i2.SOPInstanceUID",
+}
 _KEY = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}
 
 
@@ -148,29 +164,49 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
     cparams: list[object] = []
     names = itertools.count()
     for key in keys:
+        if (term := _term(key)) is not None:
+            conds.append("dicomplus_terms(i2.elements) @> CAST(? AS text[])")
+            cparams.append([term])
+            continue
         sql, p = key_condition(key, "i2.elements", names)
         conds.append(sql)
         cparams.extend(p)
     source, link = _DOWN[lv]
-    also = None
-    if keys:
+    also: tuple[str, list[object]] | None = None
+    # Every key served by the terms index: the matching entities are found once from the index
+    # (a materialised CTE), rather than by testing the instances of each candidate in the order
+    # of the page, which evaluates the terms of every instance of every non-matching candidate.
+    indexed = bool(keys) and all(_term(k) is not None for k in keys)
+    if indexed:
+        also = (f"{lv}.{_KEY[lv]} IN (SELECT k FROM dicomplus_hits)", [])
+    elif keys:
         also = (f"EXISTS (SELECT 1 FROM {source} WHERE {link} AND {' AND '.join(conds)})", cparams)
     sql, params, _ = build_query(level, criteria, text, POSTGRES, also)
-    if keys:
-        inner, _, order = sql.rpartition(" ORDER BY ")
-        link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
-        order_q = re.sub(rf"\b{lv}\.", "q.", order)
-        sql = (
-            f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
-            f" AS dicomplus_match FROM ({inner}) AS q ORDER BY {order_q}"
-        )
-        params = [*cparams, *params]
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params = [*params, int(limit), int(offset)]
     elif offset:
         sql += " OFFSET ?"
         params = [*params, int(offset)]
+    if keys:
+        # The matching instance's header is fetched for the rows of this page only, after the
+        # ORDER BY and LIMIT (in the page's own query it was read for every matching row).
+        order = sql.rpartition(" ORDER BY ")[2].partition(" LIMIT ")[0].partition(" OFFSET ")[0]
+        link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
+        order_q = re.sub(rf"\b{lv}\.", "q.", order)
+        if indexed:  # the CTE names one matching instance of each entity
+            sql = (
+                f"WITH dicomplus_hits AS MATERIALIZED (SELECT DISTINCT ON (k) {_BELOW_KEY[lv]} AS k,"
+                f" i2.SOPInstanceUID AS sop FROM {source} WHERE {' AND '.join(conds)})"
+                " SELECT q.*, (SELECT i3.header FROM dicomplus_hits h JOIN instances i3 ON i3.SOPInstanceUID = h.sop"
+                f" WHERE h.k = q.{_KEY[lv]}) AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
+            )
+        else:
+            sql = (
+                f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
+                f" AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
+            )
+        params = [*cparams, *params]
     rows = db._reader().execute(sql, params).fetchall()
     if not keys:
         return [_record(lv, row) for row in rows]

@@ -128,8 +128,19 @@ def _v3_person_names_normalised_again(conn: sqlite3.Connection, store_root: Path
         )
 
 
+# Version 4: study search at scale (issue 19). A study's date, modalities and patient in one
+# index (walked in date order, the modality tested in the index: a row is read only when it
+# matches), and its patient, date and modalities in another (a search by name starts from the
+# patients and filters the rest in the index). They cover the old single-column indexes.
+_V4 = """
+CREATE INDEX IF NOT EXISTS studies_date_modalities ON studies (StudyDate, ModalitiesInStudy, patient);
+CREATE INDEX IF NOT EXISTS studies_patient_date ON studies (patient, StudyDate, ModalitiesInStudy);
+DROP INDEX IF EXISTS studies_date;
+DROP INDEX IF EXISTS studies_patient
+"""
+
 Migration = str | Callable[[sqlite3.Connection, Path], None]
-MIGRATIONS: list[Migration] = [_V1, _v2_absolute_store_paths, _v3_person_names_normalised_again]
+MIGRATIONS: list[Migration] = [_V1, _v2_absolute_store_paths, _v3_person_names_normalised_again, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
