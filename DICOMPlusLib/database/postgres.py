@@ -11,11 +11,16 @@ sqlite3's small surface (``execute`` with ``?`` placeholders, rows by name or po
 differs is written here: the write path and the schema (:mod:`pg_schema`).
 
 Concurrency model: readers use autocommit connections and never wait for writers (MVCC). A
-writer's transaction first takes transaction-scoped advisory locks on every patient, study,
-series and SOP Instance UID it is about to touch, in one sorted order, so that two writers
-that share a key run one after the other and no two writers can deadlock on rows; a SOP
-Instance UID arriving at two listeners at once therefore ends as one row and one file (the
-second sees the first's committed row and applies the duplicate policy).
+writer's transaction first takes transaction-scoped advisory locks (:func:`lock_keys`) on the
+keys it touches, all at once and in one sorted order, so no two writers deadlock on them:
+
+- ingest takes each SOP Instance UID exclusively (a SOP Instance UID arriving at two listeners at
+  once ends as one row and one file: the second sees the first's committed row and applies the
+  duplicate policy) and the patient, study and series shared, those it stores into and those a
+  replaced instance leaves: listeners storing into one study do not wait for each other; rows
+  are upserted (``ON CONFLICT``) in one order and counts change by deltas, so they stay exact;
+- a delete takes the patients, studies and series in its scope exclusively
+  (:mod:`.delete`): it waits for the writers into them, and they for it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
 
@@ -316,6 +322,12 @@ class PostgresDatabase(Database):
         return pg_schema.found_version(self._reader())
 
     # -- writing -------------------------------------------------------------------------------
+    #: Other processes write at once: writers take advisory locks (:func:`lock_keys`).
+    exclusive_writer = False
+
+    def _lock_keys(self, conn, keys: Iterable[tuple[str, str]]) -> None:
+        lock_keys(conn, keys)
+
     def commit_parsed(
         self,
         items: Sequence[ParsedFile],
@@ -326,55 +338,76 @@ class PostgresDatabase(Database):
         """Store and index a batch in one transaction (see :meth:`Database.commit_parsed`); one
         :class:`StoredInstance` per item, whose record has the file's real path.
 
-        Files are moved into the store inside the transaction, while its locks are held; if the
-        transaction fails, the files it placed are removed before its locks are released, so no
-        other writer can have committed a row pointing at them."""
-        statuses: list[StoredInstance] = []
+        Locks (:func:`ingest_keys`): the SOP Instance UIDs exclusively; the patients, studies and
+        series shared (those the items name and those a replaced instance leaves), so writers into
+        one study run at once while a delete of it waits for them and they for it. Which series
+        a replaced instance leaves is known only by reading, so the first pass reads and the
+        second locks first (and confirms). Counts change by deltas (``n = n + 1``), which
+        PostgreSQL applies to the newest version of the row, so two writers of one series both
+        count. Files are moved into the store while the locks are held; if the transaction
+        fails, the files it placed are removed and those it replaced put back before the locks
+        go, so no other writer can have committed a row that names them."""
         if not items:
-            return statuses
+            return []
         on_duplicate = DuplicatePolicy(on_duplicate)
         elements = [header_elements(item.header) for item in items]  # CPU work, before the locks
-        now = time.time()
-        touched_series: set[str] = set()
-        touched_studies: set[str] = set()
-        leftovers: list[str] = []
+        # One order for the rows of every batch, so that two batches cannot deadlock on them.
+        order = sorted(range(len(items)), key=lambda i: _hierarchy(items[i].values))
+        sops = [str(item.values["SOPInstanceUID"]) for item in items]
+        held: set[tuple[str, str]] = set()
         placed: list[str] = []
-        with self.write() as conn:
-            try:
-                self._lock(conn, items)
-                for item, elems in zip(items, elements, strict=True):
-                    touched = (touched_series, touched_studies, leftovers, placed)
-                    statuses.append(self._commit_one(conn, item, elems, link, on_duplicate, now, *touched))
-                self._refresh_counts(conn, touched_series, touched_studies)
-            except BaseException:
-                for path in placed:
-                    self.store.remove(path)
-                raise
-        for path in leftovers:
-            if path and self.store.contains(path):
+        retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
+        try:
+            while True:
+                with self.write() as conn:
+                    if held:
+                        lock_keys(conn, held, shared_kinds=SHARED_KINDS)
+                    existing = _existing(conn, sops)
+                    keys = ingest_keys([item.values for item in items], existing.values())
+                    if keys <= held:
+                        statuses = self._commit_locked(
+                            conn, items, order, elements, existing, link, on_duplicate, placed, retired
+                        )
+                        break
+                held |= keys  # nothing written: the next pass takes every lock first
+        except BaseException:
+            for tmp, path in retired:
+                self.store.restore(tmp, path)
+            for path in placed:
                 self.store.remove(path)
+            raise
+        for tmp, path in retired:
+            self.store.discard(tmp, path)
         return statuses
 
-    @staticmethod
-    def _lock(conn: PgConnection, items: Sequence[ParsedFile]) -> None:
-        keys: list[tuple[str, str]] = []
-        for item in items:
-            v = item.values
-            keys.append(("patient", f"{v['PatientID']}\\{v['PatientName']}"))
-            keys.append(("study", str(v["StudyInstanceUID"])))
-            keys.append(("series", str(v["SeriesInstanceUID"])))
-            keys.append(("sop", str(v["SOPInstanceUID"])))
-        lock_keys(conn, keys)
+    def _commit_locked(
+        self, conn, items, order, elements, existing, link, on_duplicate, placed, retired
+    ) -> list[StoredInstance]:
+        now = time.time()
+        counts = _Counts()
+        leftovers: list[str] = []
+        statuses: dict[int, StoredInstance] = {}
+        for i in order:
+            statuses[i] = self._commit_one(
+                conn, items[i], elements[i], existing, link, on_duplicate, now, counts, leftovers, placed
+            )
+        counts.apply(conn)
+        # A replaced file leaves its name under the locks: a writer that stores the instance
+        # anew after a delete may reuse that name once this commit is done.
+        for path in leftovers:
+            if path and self.store.contains(path):
+                tmp = self.store.retire(path)
+                if tmp is not None:
+                    retired.append((tmp, path))
+        return [statuses[i] for i in range(len(items))]
 
     def _commit_one(
-        self, conn, item, elems, link, on_duplicate, now, touched_series, touched_studies, leftovers, placed
+        self, conn, item, elems, existing_rows, link, on_duplicate, now, counts, leftovers, placed
     ) -> StoredInstance:
         v = {k: _text(x) for k, x in item.values.items()}
         sop = str(v["SOPInstanceUID"])
         source = _text(item.source)
-        existing = conn.execute(
-            "SELECT path, linked, source, SeriesInstanceUID FROM instances WHERE SOPInstanceUID=?", (sop,)
-        ).fetchone()
+        existing = existing_rows.get(sop)
         replace = False
         if existing is not None:
             same_source = bool(source) and existing["source"] == source
@@ -384,7 +417,6 @@ class PostgresDatabase(Database):
                 self._pg_record_source(conn, item, sop, "duplicate SOPInstanceUID (already stored)")
                 return StoredInstance(StoreStatus.KEPT_EXISTING, sop, path=existing["path"], source=source)
             replace = True
-            touched_series.add(existing["SeriesInstanceUID"])
         # A replacement goes to a new name: the current file stays valid until the commit.
         path, linked = self._place_file(item, sop, link, unique=replace)
         if not linked and (existing is None or existing["path"] != path):
@@ -401,20 +433,23 @@ class PostgresDatabase(Database):
                 v["StudyID"], v["ReferringPhysicianName"], normalize_pn(str(v["ReferringPhysicianName"])), now,
             ),
         )  # fmt: skip
-        conn.execute(
+        new_series = conn.execute(
             "INSERT INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
             " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (SeriesInstanceUID) DO NOTHING",
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (SeriesInstanceUID) DO NOTHING"
+            " RETURNING StudyInstanceUID, Modality",
             (
                 series, study, v["Modality"], v["SeriesNumber"], v["SeriesDescription"], v["SeriesDate"],
                 v["SeriesTime"], v["BodyPartExamined"], now,
             ),
-        )  # fmt: skip
+        ).fetchone()  # fmt: skip
+        if new_series is not None:
+            counts.new_series(new_series[0], new_series[1])
         if replace and existing["path"] != path and not existing["linked"]:
             leftovers.append(existing["path"])
         from psycopg.types.json import Jsonb
 
-        conn.execute(
+        row = conn.execute(
             "INSERT INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID, TransferSyntaxUID,"
             " InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime, pixel_offset,"
             " pixel_length, header, elements, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -424,16 +459,22 @@ class PostgresDatabase(Database):
             " Columns=EXCLUDED.Columns, path=EXCLUDED.path, linked=EXCLUDED.linked, size=EXCLUDED.size,"
             " mtime=EXCLUDED.mtime, pixel_offset=EXCLUDED.pixel_offset, pixel_length=EXCLUDED.pixel_length,"
             " header=EXCLUDED.header, elements=EXCLUDED.elements, source=EXCLUDED.source,"
-            " inserted=EXCLUDED.inserted",
+            " inserted=EXCLUDED.inserted"
+            " RETURNING (SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?)",
             (
                 sop, series, v["SOPClassUID"], _text(item.transfer_syntax), v["InstanceNumber"],
                 v["NumberOfFrames"], v["Rows"], v["Columns"], _text(path), int(linked), item.size, item.mtime,
-                item.pixel_offset, item.pixel_length, item.header, Jsonb(elems), source, now,
+                item.pixel_offset, item.pixel_length, item.header, Jsonb(elems), source, now, series,
             ),
-        )  # fmt: skip
+        ).fetchone()  # fmt: skip
+        if existing is not None:
+            counts.instance(existing["SeriesInstanceUID"], existing["StudyInstanceUID"], -1)
+        counts.instance(series, row[0], +1)
+        existing_rows[sop] = {
+            "path": _text(path), "linked": int(linked), "source": source, "SeriesInstanceUID": series,
+            "StudyInstanceUID": row[0], "PatientID": v["PatientID"],
+        }  # fmt: skip
         self._pg_record_source(conn, item, sop, "")
-        touched_series.add(series)
-        touched_studies.add(study)
         record = placed_record(v, item, _text(item.transfer_syntax), _text(path))
         status = StoreStatus.REPLACED if replace else StoreStatus.STORED
         return StoredInstance(status, sop, record, _text(path), source=source)
@@ -495,15 +536,120 @@ def _record_source(conn, path: str, size: int, mtime: float, sop: str | None, re
     )
 
 
-def lock_keys(conn: PgConnection, keys: Sequence[tuple[str, str]]) -> None:
-    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"``, ``"study"``,
-    ``"series"``, ``"sop"``), in one sorted order: every writer (ingest, migration) that touches a
-    key waits for the others, and none can deadlock on rows."""
-    locks = sorted({_lock_key(kind, value) for kind, value in keys})
+#: Kinds of keys a writer that adds instances locks shared (it only needs them to stay): a delete,
+#: which removes them, takes them exclusively.
+SHARED_KINDS = frozenset({"patient", "study", "series"})
+
+
+def lock_keys(
+    conn: PgConnection, keys: Iterable[tuple[str, str]], *, shared_kinds: frozenset[str] = frozenset()
+) -> None:
+    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"`` by
+    PatientID, ``"study"``, ``"series"``, ``"sop"``), those of ``shared_kinds`` shared and the
+    others exclusive, in one sorted order. Every writer takes all its locks at its start, in
+    that order, so none can deadlock with another on them; ingest takes the patient, study and
+    series shared (writers into one study do not wait for each other) and a delete takes them
+    exclusively (it waits for those writers, and they for it)."""
+    shared: dict[int, bool] = {}
+    for kind, value in keys:
+        key = _lock_key(kind, value)
+        shared[key] = shared.get(key, True) and kind in shared_kinds
+    ordered = sorted(shared)
     conn.execute(
-        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS s",
-        (locks,),
+        "SELECT count(CASE WHEN s THEN pg_advisory_xact_lock_shared(k) ELSE pg_advisory_xact_lock(k) END)"
+        " FROM (SELECT k, s FROM unnest(CAST(? AS bigint[]), CAST(? AS boolean[])) AS u(k, s) ORDER BY k) AS t",
+        (ordered, [shared[k] for k in ordered]),
     )
+
+
+def ingest_keys(values: Iterable[dict], existing: Iterable[dict]) -> set[tuple[str, str]]:
+    """The keys a batch of instances (their ``values``) locks: each one's SOP Instance UID,
+    series, study and patient, and the series, study and patient of the stored instances they
+    replace (``existing``, rows of :func:`_existing`)."""
+    keys: set[tuple[str, str]] = set()
+    for v in values:
+        keys.add(("sop", str(v["SOPInstanceUID"])))
+        keys.add(("series", str(v["SeriesInstanceUID"])))
+        keys.add(("study", str(v["StudyInstanceUID"])))
+        keys.add(("patient", str(v["PatientID"])))
+    for row in existing:
+        for kind, column in (
+            ("series", "SeriesInstanceUID"),
+            ("study", "StudyInstanceUID"),
+            ("patient", "PatientID"),
+        ):
+            if row[column] is not None:
+                keys.add((kind, str(row[column])))
+    return keys
+
+
+def _existing(conn: PgConnection, sops: Sequence[str]) -> dict[str, dict]:
+    """{SOPInstanceUID: its stored row} of the instances of ``sops`` already stored, with the
+    study and patient their series belongs to (what a replacement leaves)."""
+    rows = conn.execute(
+        "SELECT i.SOPInstanceUID, i.path, i.linked, i.source, i.SeriesInstanceUID, se.StudyInstanceUID,"
+        " p.PatientID FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+        " LEFT JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID LEFT JOIN patients p ON p.id=st.patient"
+        " WHERE i.SOPInstanceUID = ANY(CAST(? AS text[]))",
+        (list(sops),),
+    ).fetchall()
+    names = ("path", "linked", "source", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
+    return {r[0]: dict(zip(names, tuple(r)[1:], strict=True)) for r in rows}
+
+
+def _hierarchy(v: dict) -> tuple[str, str, str, str]:
+    return (
+        str(v["PatientID"]),
+        str(v["StudyInstanceUID"]),
+        str(v["SeriesInstanceUID"]),
+        str(v["SOPInstanceUID"]),
+    )
+
+
+class _Counts:
+    """What a batch changes in the counts of series and studies, applied at its end as deltas
+    (``n = n + d``: PostgreSQL applies an UPDATE to the newest version of a row, waiting for a
+    writer that holds it, so concurrent writers of one series all count, where a recount in the
+    same statement would read an older snapshot), series then studies, each in sorted order."""
+
+    def __init__(self) -> None:
+        self.series: Counter[str] = Counter()
+        self.study_instances: Counter[str] = Counter()
+        self.study_series: Counter[str] = Counter()
+        self.modalities: dict[str, set[str]] = {}
+
+    def instance(self, series: str, study: str | None, n: int) -> None:
+        self.series[series] += n
+        if study is not None:
+            self.study_instances[study] += n
+
+    def new_series(self, study: str, modality: str) -> None:
+        self.study_series[study] += 1
+        if modality:
+            self.modalities.setdefault(study, set()).add(modality)
+
+    def apply(self, conn: PgConnection) -> None:
+        for uid in sorted(self.series):
+            if self.series[uid]:
+                conn.execute(
+                    "UPDATE series SET NumberOfSeriesRelatedInstances=NumberOfSeriesRelatedInstances+?"
+                    " WHERE SeriesInstanceUID=?",
+                    (self.series[uid], uid),
+                )
+        for uid in sorted(set(self.study_instances) | set(self.study_series)):
+            added = sorted(self.modalities.get(uid, ()))
+            if not (self.study_instances[uid] or self.study_series[uid] or added):
+                continue
+            conn.execute(
+                "UPDATE studies SET NumberOfStudyRelatedSeries=NumberOfStudyRelatedSeries+?,"
+                " NumberOfStudyRelatedInstances=NumberOfStudyRelatedInstances+?,"
+                " ModalitiesInStudy=CASE WHEN cardinality(CAST(? AS text[]))=0 THEN ModalitiesInStudy ELSE"
+                "  (SELECT COALESCE(string_agg(m, '\\' ORDER BY m COLLATE \"C\"), '') FROM (SELECT DISTINCT m"
+                "   FROM unnest(string_to_array(ModalitiesInStudy, '\\') || CAST(? AS text[])) AS u(m)"
+                "   WHERE m <> '') AS d) END"
+                " WHERE StudyInstanceUID=?",
+                (self.study_series[uid], self.study_instances[uid], added, added, uid),
+            )
 
 
 def recorded_store(url: str) -> str | None:
