@@ -121,14 +121,62 @@ class PgConnection:
     def __init__(self, conn, where: str) -> None:
         self.raw = conn
         self.where = where
+        self._begin = False  # a transaction is asked for: BEGIN goes with the first statement
+        self._deferred: list[tuple[str, tuple]] = []
 
     def execute(self, sql: str, params: Sequence | None = ()):
         cur = self.raw.cursor(row_factory=_row_factory)
         try:
-            cur.execute(translate(sql), tuple(params) if params is not None else ())
+            if self._begin:
+                self._begin = False
+                if self.raw.pgconn.pipeline_status:  # in a pipeline already: it goes along
+                    self.raw.execute("BEGIN")
+                    cur.execute(translate(sql), tuple(params) if params is not None else ())
+                else:
+                    with self.raw.pipeline():
+                        self.raw.execute("BEGIN")
+                        cur.execute(translate(sql), tuple(params) if params is not None else ())
+            else:
+                cur.execute(translate(sql), tuple(params) if params is not None else ())
         except Exception as exc:
             raise _database_error(self.where, exc) from exc
         return cur
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """The statements executed inside go to the server together, in one round trip (their
+        rows are read after the block); an error in one is raised at the end of the block, and
+        the statements after it are not run (the transaction is then aborted)."""
+        try:
+            with self.raw.pipeline():
+                yield
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
+
+    def begin(self) -> None:
+        """Start a transaction with the next statement (no round trip of its own)."""
+        self._begin = True
+        self._deferred = []
+
+    def defer(self, sql: str, params: Sequence = ()) -> None:
+        """Run ``sql`` at the commit, in the same round trip: for statements whose answer the
+        transaction does not need, and whose row locks are then held for the shortest time."""
+        self._deferred.append((translate(sql), tuple(params)))
+
+    def commit(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        if self._begin:  # nothing was executed: no transaction to end
+            self._begin = False
+            return
+        try:
+            with self.raw.pipeline():
+                for sql, params in deferred:
+                    self.raw.execute(sql, params)
+                self.raw.execute("COMMIT")
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
 
     def executemany(self, sql: str, seq) -> None:
         try:
@@ -138,6 +186,10 @@ class PgConnection:
             raise _database_error(self.where, exc) from exc
 
     def rollback(self) -> None:
+        self._deferred = []
+        if self._begin:
+            self._begin = False
+            return
         with contextlib.suppress(Exception):
             self.raw.execute("ROLLBACK")
 
@@ -207,7 +259,6 @@ class PostgresDatabase(Database):
     files live in ``store_dir``, else in the store recorded in the database."""
 
     dialect = POSTGRES
-    _writer: PgConnection
 
     def __init__(self, url: str, *, store_dir: str | os.PathLike | None = None):
         try:
@@ -219,7 +270,7 @@ class PostgresDatabase(Database):
         self.url = url
         self.display_url = redact(url)
         self._local = threading.local()
-        self._write_lock = threading.RLock()
+        self._idle_writers: list[PgConnection] = []
         self._connections = []
         self._connections_lock = threading.Lock()
         self._closed = False
@@ -244,7 +295,7 @@ class PostgresDatabase(Database):
         self.store = FileStore(root)
         # Where per-machine caches (thumbnails) go: beside the files, as beside an SQLite file.
         self.path = Path(root) / ".dicomplus-postgresql"
-        self._writer = conn
+        self._idle_writers.append(conn)
         #: The one way in for instances, as for SQLite (see :mod:`.ingest`).
         self.ingest = Ingest(self)
         self.store.sweep()
@@ -279,21 +330,28 @@ class PostgresDatabase(Database):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
-        """One write transaction on this process's writer connection."""
+        """One write transaction, on a writer connection of this process that no other thread
+        is using: threads of one process (a listener's associations) write at once, as other
+        processes do, and wait only for the locks of what they share (:func:`lock_keys`). The
+        connections are kept for the next transaction: as many as writers ran at once."""
         if self._closed:
             raise DatabaseError("the database is closed")
-        with self._write_lock:
-            if self._writer.broken:  # the server restarted: a new connection, not a dead process
-                self._writer = self._connect()
-            conn = self._writer
-            conn.execute("BEGIN")
+        with self._connections_lock:
+            conn = self._idle_writers.pop() if self._idle_writers else None
+        if conn is None or conn.broken:  # none idle, or the server restarted: a new connection
+            conn = self._connect()
+        try:
+            conn.begin()
             try:
                 yield conn
+                conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
-            else:
-                conn.execute("COMMIT")
+        finally:
+            with self._connections_lock:
+                if not self._closed:
+                    self._idle_writers.append(conn)
 
     def close(self) -> None:
         self._closed = True
@@ -304,6 +362,7 @@ class PostgresDatabase(Database):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+            self._idle_writers.clear()
 
     # -- search --------------------------------------------------------------------------------
     def _search(
@@ -341,8 +400,8 @@ class PostgresDatabase(Database):
         Locks (:func:`ingest_keys`): the SOP Instance UIDs exclusively; the patients, studies and
         series shared (those the items name and those a replaced instance leaves), so writers into
         one study run at once while a delete of it waits for them and they for it. Which series
-        a replaced instance leaves is known only by reading, so the first pass reads and the
-        second locks first (and confirms). Counts change by deltas (``n = n + 1``), which
+        a replaced instance leaves is known only by reading, under the SOP's lock: when it is
+        not one already locked, the transaction ends unwritten and the next takes it too. Counts change by deltas (``n = n + 1``), which
         PostgreSQL applies to the newest version of the row, so two writers of one series both
         count. Files are moved into the store while the locks are held; if the transaction
         fails, the files it placed are removed and those it replaced put back before the locks
@@ -354,22 +413,24 @@ class PostgresDatabase(Database):
         # One order for the rows of every batch, so that two batches cannot deadlock on them.
         order = sorted(range(len(items)), key=lambda i: _hierarchy(items[i].values))
         sops = [str(item.values["SOPInstanceUID"]) for item in items]
-        held: set[tuple[str, str]] = set()
+        values = [item.values for item in items]
+        held = ingest_keys(values, ())
         placed: list[str] = []
         retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
         try:
             while True:
                 with self.write() as conn:
-                    if held:
+                    with conn.pipeline():  # BEGIN, the locks and the read: one round trip
                         lock_keys(conn, held, shared_kinds=SHARED_KINDS)
-                    existing = _existing(conn, sops)
-                    keys = ingest_keys([item.values for item in items], existing.values())
+                        found = _existing(conn, sops)
+                    existing = _existing_rows(found)
+                    keys = ingest_keys(values, existing.values())
                     if keys <= held:
                         statuses = self._commit_locked(
                             conn, items, order, elements, existing, link, on_duplicate, placed, retired
                         )
                         break
-                held |= keys  # nothing written: the next pass takes every lock first
+                held |= keys  # a replacement leaves another series: nothing written, lock it too
         except BaseException:
             for tmp, path in retired:
                 self.store.restore(tmp, path)
@@ -424,49 +485,52 @@ class PostgresDatabase(Database):
         patient = self._upsert_patient(conn, v)
         study = str(v["StudyInstanceUID"])
         series = str(v["SeriesInstanceUID"])
-        conn.execute(
-            "INSERT INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
-            " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (StudyInstanceUID) DO NOTHING",
-            (
-                study, patient, v["StudyDate"], v["StudyTime"], v["StudyDescription"], v["AccessionNumber"],
-                v["StudyID"], v["ReferringPhysicianName"], normalize_pn(str(v["ReferringPhysicianName"])), now,
-            ),
-        )  # fmt: skip
-        new_series = conn.execute(
-            "INSERT INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
-            " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (SeriesInstanceUID) DO NOTHING"
-            " RETURNING StudyInstanceUID, Modality",
-            (
-                series, study, v["Modality"], v["SeriesNumber"], v["SeriesDescription"], v["SeriesDate"],
-                v["SeriesTime"], v["BodyPartExamined"], now,
-            ),
-        ).fetchone()  # fmt: skip
-        if new_series is not None:
-            counts.new_series(new_series[0], new_series[1])
-        if replace and existing["path"] != path and not existing["linked"]:
-            leftovers.append(existing["path"])
         from psycopg.types.json import Jsonb
 
-        row = conn.execute(
-            "INSERT INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID, TransferSyntaxUID,"
-            " InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime, pixel_offset,"
-            " pixel_length, header, elements, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (SOPInstanceUID) DO UPDATE SET SeriesInstanceUID=EXCLUDED.SeriesInstanceUID,"
-            " SOPClassUID=EXCLUDED.SOPClassUID, TransferSyntaxUID=EXCLUDED.TransferSyntaxUID,"
-            " InstanceNumber=EXCLUDED.InstanceNumber, NumberOfFrames=EXCLUDED.NumberOfFrames, Rows=EXCLUDED.Rows,"
-            " Columns=EXCLUDED.Columns, path=EXCLUDED.path, linked=EXCLUDED.linked, size=EXCLUDED.size,"
-            " mtime=EXCLUDED.mtime, pixel_offset=EXCLUDED.pixel_offset, pixel_length=EXCLUDED.pixel_length,"
-            " header=EXCLUDED.header, elements=EXCLUDED.elements, source=EXCLUDED.source,"
-            " inserted=EXCLUDED.inserted"
-            " RETURNING (SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?)",
-            (
-                sop, series, v["SOPClassUID"], _text(item.transfer_syntax), v["InstanceNumber"],
-                v["NumberOfFrames"], v["Rows"], v["Columns"], _text(path), int(linked), item.size, item.mtime,
-                item.pixel_offset, item.pixel_length, item.header, Jsonb(elems), source, now, series,
-            ),
-        ).fetchone()  # fmt: skip
+        with conn.pipeline():  # the study, series and instance rows: one round trip
+            conn.execute(
+                "INSERT INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
+                " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (StudyInstanceUID) DO NOTHING",
+                (
+                    study, patient, v["StudyDate"], v["StudyTime"], v["StudyDescription"], v["AccessionNumber"],
+                    v["StudyID"], v["ReferringPhysicianName"], normalize_pn(str(v["ReferringPhysicianName"])), now,
+                ),
+            )  # fmt: skip
+            series_row = conn.execute(
+                "INSERT INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
+                " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (SeriesInstanceUID) DO NOTHING"
+                " RETURNING StudyInstanceUID, Modality",
+                (
+                    series, study, v["Modality"], v["SeriesNumber"], v["SeriesDescription"], v["SeriesDate"],
+                    v["SeriesTime"], v["BodyPartExamined"], now,
+                ),
+            )  # fmt: skip
+            instance_row = conn.execute(
+                "INSERT INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID, TransferSyntaxUID,"
+                " InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime, pixel_offset,"
+                " pixel_length, header, elements, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (SOPInstanceUID) DO UPDATE SET SeriesInstanceUID=EXCLUDED.SeriesInstanceUID,"
+                " SOPClassUID=EXCLUDED.SOPClassUID, TransferSyntaxUID=EXCLUDED.TransferSyntaxUID,"
+                " InstanceNumber=EXCLUDED.InstanceNumber, NumberOfFrames=EXCLUDED.NumberOfFrames, Rows=EXCLUDED.Rows,"
+                " Columns=EXCLUDED.Columns, path=EXCLUDED.path, linked=EXCLUDED.linked, size=EXCLUDED.size,"
+                " mtime=EXCLUDED.mtime, pixel_offset=EXCLUDED.pixel_offset, pixel_length=EXCLUDED.pixel_length,"
+                " header=EXCLUDED.header, elements=EXCLUDED.elements, source=EXCLUDED.source,"
+                " inserted=EXCLUDED.inserted"
+                " RETURNING (SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?)",
+                (
+                    sop, series, v["SOPClassUID"], _text(item.transfer_syntax), v["InstanceNumber"],
+                    v["NumberOfFrames"], v["Rows"], v["Columns"], _text(path), int(linked), item.size, item.mtime,
+                    item.pixel_offset, item.pixel_length, item.header, Jsonb(elems), source, now, series,
+                ),
+            )  # fmt: skip
+        new_series = series_row.fetchone()
+        if new_series is not None:
+            counts.new_series(new_series[0], new_series[1])
+        row = instance_row.fetchone()
+        if replace and existing["path"] != path and not existing["linked"]:
+            leftovers.append(existing["path"])
         if existing is not None:
             counts.instance(existing["SeriesInstanceUID"], existing["StudyInstanceUID"], -1)
         counts.instance(series, row[0], +1)
@@ -482,11 +546,13 @@ class PostgresDatabase(Database):
     @staticmethod
     def _upsert_patient(conn, v: dict) -> int:
         key = (str(v["PatientID"]), str(v["PatientName"]))
-        row = conn.execute(
-            "INSERT INTO patients (PatientID, PatientName, PatientNameNorm, PatientBirthDate, PatientSex)"
-            " VALUES (?,?,?,?,?) ON CONFLICT (PatientID, PatientName) DO NOTHING RETURNING id",
-            (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
-        ).fetchone()
+        row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
+        if row is None:  # new: insert it, or find the row another writer has just inserted
+            row = conn.execute(
+                "INSERT INTO patients (PatientID, PatientName, PatientNameNorm, PatientBirthDate, PatientSex)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (PatientID, PatientName) DO NOTHING RETURNING id",
+                (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
+            ).fetchone()
         if row is None:
             row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
         return int(row[0])
@@ -583,18 +649,22 @@ def ingest_keys(values: Iterable[dict], existing: Iterable[dict]) -> set[tuple[s
     return keys
 
 
-def _existing(conn: PgConnection, sops: Sequence[str]) -> dict[str, dict]:
-    """{SOPInstanceUID: its stored row} of the instances of ``sops`` already stored, with the
-    study and patient their series belongs to (what a replacement leaves)."""
-    rows = conn.execute(
+def _existing(conn: PgConnection, sops: Sequence[str]):
+    """The stored rows of the instances of ``sops`` (a cursor for :func:`_existing_rows`), with
+    the study and patient their series belongs to (what a replacement leaves)."""
+    return conn.execute(
         "SELECT i.SOPInstanceUID, i.path, i.linked, i.source, i.SeriesInstanceUID, se.StudyInstanceUID,"
         " p.PatientID FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
         " LEFT JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID LEFT JOIN patients p ON p.id=st.patient"
         " WHERE i.SOPInstanceUID = ANY(CAST(? AS text[]))",
         (list(sops),),
-    ).fetchall()
+    )
+
+
+def _existing_rows(cursor) -> dict[str, dict]:
+    """{SOPInstanceUID: row} of :func:`_existing`'s answer."""
     names = ("path", "linked", "source", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
-    return {r[0]: dict(zip(names, tuple(r)[1:], strict=True)) for r in rows}
+    return {r[0]: dict(zip(names, tuple(r)[1:], strict=True)) for r in cursor.fetchall()}
 
 
 def _hierarchy(v: dict) -> tuple[str, str, str, str]:
@@ -610,7 +680,9 @@ class _Counts:
     """What a batch changes in the counts of series and studies, applied at its end as deltas
     (``n = n + d``: PostgreSQL applies an UPDATE to the newest version of a row, waiting for a
     writer that holds it, so concurrent writers of one series all count, where a recount in the
-    same statement would read an older snapshot), series then studies, each in sorted order."""
+    same statement would read an older snapshot), series then studies, each in sorted order.
+    They go with the COMMIT (:meth:`PgConnection.defer`): the rows every writer of a study
+    updates are locked for one round trip only."""
 
     def __init__(self) -> None:
         self.series: Counter[str] = Counter()
@@ -631,7 +703,7 @@ class _Counts:
     def apply(self, conn: PgConnection) -> None:
         for uid in sorted(self.series):
             if self.series[uid]:
-                conn.execute(
+                conn.defer(
                     "UPDATE series SET NumberOfSeriesRelatedInstances=NumberOfSeriesRelatedInstances+?"
                     " WHERE SeriesInstanceUID=?",
                     (self.series[uid], uid),
@@ -640,7 +712,7 @@ class _Counts:
             added = sorted(self.modalities.get(uid, ()))
             if not (self.study_instances[uid] or self.study_series[uid] or added):
                 continue
-            conn.execute(
+            conn.defer(
                 "UPDATE studies SET NumberOfStudyRelatedSeries=NumberOfStudyRelatedSeries+?,"
                 " NumberOfStudyRelatedInstances=NumberOfStudyRelatedInstances+?,"
                 " ModalitiesInStudy=CASE WHEN cardinality(CAST(? AS text[]))=0 THEN ModalitiesInStudy ELSE"
