@@ -11,7 +11,7 @@ sqlite3's small surface (``execute`` with ``?`` placeholders, rows by name or po
 differs is written here: the write path and the schema (:mod:`pg_schema`).
 
 Concurrency model: readers use autocommit connections and never wait for writers (MVCC). A
-writer's transaction first takes transaction-scoped advisory locks (:func:`lock_keys`) on the
+writer's transaction first takes transaction-scoped advisory locks (:func:`~.pg_locks.lock_keys`) on the
 keys it touches, all at once and in one sorted order, so no two writers deadlock on them:
 
 - ingest takes each SOP Instance UID exclusively (a SOP Instance UID arriving at two listeners at
@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
@@ -43,6 +41,15 @@ from DICOMPlusLib.database.dialect import POSTGRES
 from DICOMPlusLib.database.ingest import Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn, parse_criteria
 from DICOMPlusLib.database.parsing import ParsedFile
+from DICOMPlusLib.database.pg_locks import (
+    SHARED_KINDS,
+    Counts,
+    existing_rows,
+    hierarchy,
+    ingest_keys,
+    lock_keys,
+    select_existing,
+)
 from DICOMPlusLib.database.pg_search import header_elements, search_in_server
 from DICOMPlusLib.database.rows import placed_record
 from DICOMPlusLib.database.search import Criteria
@@ -230,12 +237,6 @@ def _numeric_loader():
     return NumericLoader
 
 
-def _lock_key(kind: str, value: str) -> int:
-    """A signed 64-bit advisory-lock key for one patient, study, series or instance."""
-    digest = hashlib.blake2b(f"{kind}\0{value}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 @overload
 def _text(value: str) -> str: ...
 @overload
@@ -332,7 +333,7 @@ class PostgresDatabase(Database):
     def write(self) -> Iterator[PgConnection]:
         """One write transaction, on a writer connection of this process that no other thread
         is using: threads of one process (a listener's associations) write at once, as other
-        processes do, and wait only for the locks of what they share (:func:`lock_keys`). The
+        processes do, and wait only for the locks of what they share (:func:`~.pg_locks.lock_keys`). The
         connections are kept for the next transaction: as many as writers ran at once."""
         if self._closed:
             raise DatabaseError("the database is closed")
@@ -381,7 +382,7 @@ class PostgresDatabase(Database):
         return pg_schema.found_version(self._reader())
 
     # -- writing -------------------------------------------------------------------------------
-    #: Other processes write at once: writers take advisory locks (:func:`lock_keys`).
+    #: Other processes write at once: writers take advisory locks (:func:`~.pg_locks.lock_keys`).
     exclusive_writer = False
 
     def _lock_keys(self, conn, keys: Iterable[tuple[str, str]]) -> None:
@@ -397,7 +398,7 @@ class PostgresDatabase(Database):
         """Store and index a batch in one transaction (see :meth:`Database.commit_parsed`); one
         :class:`StoredInstance` per item, whose record has the file's real path.
 
-        Locks (:func:`ingest_keys`): the SOP Instance UIDs exclusively; the patients, studies and
+        Locks (:func:`~.pg_locks.ingest_keys`): the SOP Instance UIDs exclusively; the patients, studies and
         series shared (those the items name and those a replaced instance leaves), so writers into
         one study run at once while a delete of it waits for them and they for it. Which series
         a replaced instance leaves is known only by reading, under the SOP's lock: when it is
@@ -411,7 +412,7 @@ class PostgresDatabase(Database):
         on_duplicate = DuplicatePolicy(on_duplicate)
         elements = [header_elements(item.header) for item in items]  # CPU work, before the locks
         # One order for the rows of every batch, so that two batches cannot deadlock on them.
-        order = sorted(range(len(items)), key=lambda i: _hierarchy(items[i].values))
+        order = sorted(range(len(items)), key=lambda i: hierarchy(items[i].values))
         sops = [str(item.values["SOPInstanceUID"]) for item in items]
         values = [item.values for item in items]
         held = ingest_keys(values, ())
@@ -422,8 +423,8 @@ class PostgresDatabase(Database):
                 with self.write() as conn:
                     with conn.pipeline():  # BEGIN, the locks and the read: one round trip
                         lock_keys(conn, held, shared_kinds=SHARED_KINDS)
-                        found = _existing(conn, sops)
-                    existing = _existing_rows(found)
+                        found = select_existing(conn, sops)
+                    existing = existing_rows(found)
                     keys = ingest_keys(values, existing.values())
                     if keys <= held:
                         statuses = self._commit_locked(
@@ -445,7 +446,7 @@ class PostgresDatabase(Database):
         self, conn, items, order, elements, existing, link, on_duplicate, placed, retired
     ) -> list[StoredInstance]:
         now = time.time()
-        counts = _Counts()
+        counts = Counts()
         leftovers: list[str] = []
         statuses: dict[int, StoredInstance] = {}
         for i in order:
@@ -600,128 +601,6 @@ def _record_source(conn, path: str, size: int, mtime: float, sop: str | None, re
         " SOPInstanceUID=EXCLUDED.SOPInstanceUID, reason=EXCLUDED.reason",
         (_text(os.path.abspath(path)), size, mtime, _text(sop), _text(reason)),
     )
-
-
-#: Kinds of keys a writer that adds instances locks shared (it only needs them to stay): a delete,
-#: which removes them, takes them exclusively.
-SHARED_KINDS = frozenset({"patient", "study", "series"})
-
-
-def lock_keys(
-    conn: PgConnection, keys: Iterable[tuple[str, str]], *, shared_kinds: frozenset[str] = frozenset()
-) -> None:
-    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"`` by
-    PatientID, ``"study"``, ``"series"``, ``"sop"``), those of ``shared_kinds`` shared and the
-    others exclusive, in one sorted order. Every writer takes all its locks at its start, in
-    that order, so none can deadlock with another on them; ingest takes the patient, study and
-    series shared (writers into one study do not wait for each other) and a delete takes them
-    exclusively (it waits for those writers, and they for it)."""
-    shared: dict[int, bool] = {}
-    for kind, value in keys:
-        key = _lock_key(kind, value)
-        shared[key] = shared.get(key, True) and kind in shared_kinds
-    ordered = sorted(shared)
-    conn.execute(
-        "SELECT count(CASE WHEN s THEN pg_advisory_xact_lock_shared(k) ELSE pg_advisory_xact_lock(k) END)"
-        " FROM (SELECT k, s FROM unnest(CAST(? AS bigint[]), CAST(? AS boolean[])) AS u(k, s) ORDER BY k) AS t",
-        (ordered, [shared[k] for k in ordered]),
-    )
-
-
-def ingest_keys(values: Iterable[dict], existing: Iterable[dict]) -> set[tuple[str, str]]:
-    """The keys a batch of instances (their ``values``) locks: each one's SOP Instance UID,
-    series, study and patient, and the series, study and patient of the stored instances they
-    replace (``existing``, rows of :func:`_existing`)."""
-    keys: set[tuple[str, str]] = set()
-    for v in values:
-        keys.add(("sop", str(v["SOPInstanceUID"])))
-        keys.add(("series", str(v["SeriesInstanceUID"])))
-        keys.add(("study", str(v["StudyInstanceUID"])))
-        keys.add(("patient", str(v["PatientID"])))
-    for row in existing:
-        for kind, column in (
-            ("series", "SeriesInstanceUID"),
-            ("study", "StudyInstanceUID"),
-            ("patient", "PatientID"),
-        ):
-            if row[column] is not None:
-                keys.add((kind, str(row[column])))
-    return keys
-
-
-def _existing(conn: PgConnection, sops: Sequence[str]):
-    """The stored rows of the instances of ``sops`` (a cursor for :func:`_existing_rows`), with
-    the study and patient their series belongs to (what a replacement leaves)."""
-    return conn.execute(
-        "SELECT i.SOPInstanceUID, i.path, i.linked, i.source, i.SeriesInstanceUID, se.StudyInstanceUID,"
-        " p.PatientID FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
-        " LEFT JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID LEFT JOIN patients p ON p.id=st.patient"
-        " WHERE i.SOPInstanceUID = ANY(CAST(? AS text[]))",
-        (list(sops),),
-    )
-
-
-def _existing_rows(cursor) -> dict[str, dict]:
-    """{SOPInstanceUID: row} of :func:`_existing`'s answer."""
-    names = ("path", "linked", "source", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
-    return {r[0]: dict(zip(names, tuple(r)[1:], strict=True)) for r in cursor.fetchall()}
-
-
-def _hierarchy(v: dict) -> tuple[str, str, str, str]:
-    return (
-        str(v["PatientID"]),
-        str(v["StudyInstanceUID"]),
-        str(v["SeriesInstanceUID"]),
-        str(v["SOPInstanceUID"]),
-    )
-
-
-class _Counts:
-    """What a batch changes in the counts of series and studies, applied at its end as deltas
-    (``n = n + d``: PostgreSQL applies an UPDATE to the newest version of a row, waiting for a
-    writer that holds it, so concurrent writers of one series all count, where a recount in the
-    same statement would read an older snapshot), series then studies, each in sorted order.
-    They go with the COMMIT (:meth:`PgConnection.defer`): the rows every writer of a study
-    updates are locked for one round trip only."""
-
-    def __init__(self) -> None:
-        self.series: Counter[str] = Counter()
-        self.study_instances: Counter[str] = Counter()
-        self.study_series: Counter[str] = Counter()
-        self.modalities: dict[str, set[str]] = {}
-
-    def instance(self, series: str, study: str | None, n: int) -> None:
-        self.series[series] += n
-        if study is not None:
-            self.study_instances[study] += n
-
-    def new_series(self, study: str, modality: str) -> None:
-        self.study_series[study] += 1
-        if modality:
-            self.modalities.setdefault(study, set()).add(modality)
-
-    def apply(self, conn: PgConnection) -> None:
-        for uid in sorted(self.series):
-            if self.series[uid]:
-                conn.defer(
-                    "UPDATE series SET NumberOfSeriesRelatedInstances=NumberOfSeriesRelatedInstances+?"
-                    " WHERE SeriesInstanceUID=?",
-                    (self.series[uid], uid),
-                )
-        for uid in sorted(set(self.study_instances) | set(self.study_series)):
-            added = sorted(self.modalities.get(uid, ()))
-            if not (self.study_instances[uid] or self.study_series[uid] or added):
-                continue
-            conn.defer(
-                "UPDATE studies SET NumberOfStudyRelatedSeries=NumberOfStudyRelatedSeries+?,"
-                " NumberOfStudyRelatedInstances=NumberOfStudyRelatedInstances+?,"
-                " ModalitiesInStudy=CASE WHEN cardinality(CAST(? AS text[]))=0 THEN ModalitiesInStudy ELSE"
-                "  (SELECT COALESCE(string_agg(m, '\\' ORDER BY m COLLATE \"C\"), '') FROM (SELECT DISTINCT m"
-                "   FROM unnest(string_to_array(ModalitiesInStudy, '\\') || CAST(? AS text[])) AS u(m)"
-                "   WHERE m <> '') AS d) END"
-                " WHERE StudyInstanceUID=?",
-                (self.study_series[uid], self.study_instances[uid], added, added, uid),
-            )
 
 
 def recorded_store(url: str) -> str | None:
