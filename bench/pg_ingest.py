@@ -90,8 +90,10 @@ def benchmark(work_dir: Path) -> Benchmark:
         parts = []
         for k in range(SENDERS):
             chunk = " ".join(f"'{n}'" for n in names[k::SENDERS])
-            parts.append(f"{STORESCU} -aec DICOMPLUS {LOOPBACK} {ports[k % len(ports)]} {chunk}")
-        return " & ".join(parts) + " & wait"
+            parts.append(f"{STORESCU} -aec DICOMPLUS {LOOPBACK} {ports[k % len(ports)]} {chunk} & p{k}=$!")
+        # Every sender's exit status is checked: a failed sender fails the run (a C-STORE not
+        # acknowledged), rather than showing up later as "lost" instances.
+        return "; ".join(parts) + "; " + "; ".join(f"wait $p{k} || exit 1" for k in range(SENDERS))
 
     def check_and_empty(target: str, **kwargs):
         state = {"runs": 0}

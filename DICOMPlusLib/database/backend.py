@@ -36,6 +36,7 @@ class Backend(Protocol):
     path: Path
     store: FileStore
     default_link: bool
+    exclusive_writer: bool  # a write transaction excludes every other writer (no locks needed)
 
     @property
     def ingest(self) -> Any: ...  # its Ingest (typed Any here: ingest.py refers to this module)
@@ -43,6 +44,8 @@ class Backend(Protocol):
     def _reader(self) -> Connection: ...
 
     def write(self) -> AbstractContextManager[Connection]: ...
+
+    def _lock_keys(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None: ...
 
     def remember_source(self, path: str, size: int, mtime: float, reason: str) -> None: ...
 

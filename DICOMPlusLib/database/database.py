@@ -242,6 +242,14 @@ class Database:
         return self._reader().execute("PRAGMA user_version").fetchone()[0]
 
     # -- writing -------------------------------------------------------------------------------
+    #: Whether a write transaction excludes every other writer (SQLite's one writer at a time,
+    #: across processes too): then a delete needs no locks of its own (:meth:`_lock_keys`).
+    exclusive_writer = True
+
+    def _lock_keys(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+        """Lock ``(kind, uid)`` keys for the transaction on ``conn`` (a back end whose writers
+        run at once does; here the transaction already holds the only write lock)."""
+
     def commit_parsed(
         self,
         items: Sequence[ParsedFile],

@@ -167,7 +167,7 @@ def _copy_batch(src: Database, dst, rows: list, move_files: bool, report: Migrat
     paths = [_file_for(dst, r, move_files, report) for r in rows]
     keys = [("sop", r["SOPInstanceUID"]) for r in rows]
     keys += [("series", uid) for uid in series_uids] + [("study", uid) for uid in study_uids]
-    keys += [("patient", f"{s['PatientID']}\\{s['PatientName']}") for s in studies.values()]
+    keys += [("patient", str(s["PatientID"])) for s in studies.values()]
     with dst.write() as conn:
         lock_keys(conn, keys)
         for uid in study_uids:

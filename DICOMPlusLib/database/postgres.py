@@ -11,23 +11,27 @@ sqlite3's small surface (``execute`` with ``?`` placeholders, rows by name or po
 differs is written here: the write path and the schema (:mod:`pg_schema`).
 
 Concurrency model: readers use autocommit connections and never wait for writers (MVCC). A
-writer's transaction first takes transaction-scoped advisory locks on every patient, study,
-series and SOP Instance UID it is about to touch, in one sorted order, so that two writers
-that share a key run one after the other and no two writers can deadlock on rows; a SOP
-Instance UID arriving at two listeners at once therefore ends as one row and one file (the
-second sees the first's committed row and applies the duplicate policy).
+writer's transaction first takes transaction-scoped advisory locks (:func:`~.pg_locks.lock_keys`) on the
+keys it touches, all at once and in one sorted order, so no two writers deadlock on them:
+
+- ingest takes each SOP Instance UID exclusively (a SOP Instance UID arriving at two listeners at
+  once ends as one row and one file: the second sees the first's committed row and applies the
+  duplicate policy) and the patient, study and series shared, those it stores into and those a
+  replaced instance leaves: listeners storing into one study do not wait for each other; rows
+  are upserted (``ON CONFLICT``) in one order and counts change by deltas, so they stay exact;
+- a delete takes the patients, studies and series in its scope exclusively
+  (:mod:`.delete`): it waits for the writers into them, and they for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
 
@@ -37,6 +41,15 @@ from DICOMPlusLib.database.dialect import POSTGRES
 from DICOMPlusLib.database.ingest import Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn, parse_criteria
 from DICOMPlusLib.database.parsing import ParsedFile
+from DICOMPlusLib.database.pg_locks import (
+    SHARED_KINDS,
+    Counts,
+    existing_rows,
+    hierarchy,
+    ingest_keys,
+    lock_keys,
+    select_existing,
+)
 from DICOMPlusLib.database.pg_search import header_elements, search_in_server
 from DICOMPlusLib.database.rows import placed_record
 from DICOMPlusLib.database.search import Criteria
@@ -115,14 +128,62 @@ class PgConnection:
     def __init__(self, conn, where: str) -> None:
         self.raw = conn
         self.where = where
+        self._begin = False  # a transaction is asked for: BEGIN goes with the first statement
+        self._deferred: list[tuple[str, tuple]] = []
 
     def execute(self, sql: str, params: Sequence | None = ()):
         cur = self.raw.cursor(row_factory=_row_factory)
         try:
-            cur.execute(translate(sql), tuple(params) if params is not None else ())
+            if self._begin:
+                self._begin = False
+                if self.raw.pgconn.pipeline_status:  # in a pipeline already: it goes along
+                    self.raw.execute("BEGIN")
+                    cur.execute(translate(sql), tuple(params) if params is not None else ())
+                else:
+                    with self.raw.pipeline():
+                        self.raw.execute("BEGIN")
+                        cur.execute(translate(sql), tuple(params) if params is not None else ())
+            else:
+                cur.execute(translate(sql), tuple(params) if params is not None else ())
         except Exception as exc:
             raise _database_error(self.where, exc) from exc
         return cur
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """The statements executed inside go to the server together, in one round trip (their
+        rows are read after the block); an error in one is raised at the end of the block, and
+        the statements after it are not run (the transaction is then aborted)."""
+        try:
+            with self.raw.pipeline():
+                yield
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
+
+    def begin(self) -> None:
+        """Start a transaction with the next statement (no round trip of its own)."""
+        self._begin = True
+        self._deferred = []
+
+    def defer(self, sql: str, params: Sequence = ()) -> None:
+        """Run ``sql`` at the commit, in the same round trip: for statements whose answer the
+        transaction does not need, and whose row locks are then held for the shortest time."""
+        self._deferred.append((translate(sql), tuple(params)))
+
+    def commit(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        if self._begin:  # nothing was executed: no transaction to end
+            self._begin = False
+            return
+        try:
+            with self.raw.pipeline():
+                for sql, params in deferred:
+                    self.raw.execute(sql, params)
+                self.raw.execute("COMMIT")
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
 
     def executemany(self, sql: str, seq) -> None:
         try:
@@ -132,6 +193,10 @@ class PgConnection:
             raise _database_error(self.where, exc) from exc
 
     def rollback(self) -> None:
+        self._deferred = []
+        if self._begin:
+            self._begin = False
+            return
         with contextlib.suppress(Exception):
             self.raw.execute("ROLLBACK")
 
@@ -172,12 +237,6 @@ def _numeric_loader():
     return NumericLoader
 
 
-def _lock_key(kind: str, value: str) -> int:
-    """A signed 64-bit advisory-lock key for one patient, study, series or instance."""
-    digest = hashlib.blake2b(f"{kind}\0{value}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 @overload
 def _text(value: str) -> str: ...
 @overload
@@ -201,7 +260,6 @@ class PostgresDatabase(Database):
     files live in ``store_dir``, else in the store recorded in the database."""
 
     dialect = POSTGRES
-    _writer: PgConnection
 
     def __init__(self, url: str, *, store_dir: str | os.PathLike | None = None):
         try:
@@ -213,7 +271,7 @@ class PostgresDatabase(Database):
         self.url = url
         self.display_url = redact(url)
         self._local = threading.local()
-        self._write_lock = threading.RLock()
+        self._idle_writers: list[PgConnection] = []
         self._connections = []
         self._connections_lock = threading.Lock()
         self._closed = False
@@ -238,7 +296,7 @@ class PostgresDatabase(Database):
         self.store = FileStore(root)
         # Where per-machine caches (thumbnails) go: beside the files, as beside an SQLite file.
         self.path = Path(root) / ".dicomplus-postgresql"
-        self._writer = conn
+        self._idle_writers.append(conn)
         #: The one way in for instances, as for SQLite (see :mod:`.ingest`).
         self.ingest = Ingest(self)
         self.store.sweep()
@@ -273,21 +331,28 @@ class PostgresDatabase(Database):
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
-        """One write transaction on this process's writer connection."""
+        """One write transaction, on a writer connection of this process that no other thread
+        is using: threads of one process (a listener's associations) write at once, as other
+        processes do, and wait only for the locks of what they share (:func:`~.pg_locks.lock_keys`). The
+        connections are kept for the next transaction: as many as writers ran at once."""
         if self._closed:
             raise DatabaseError("the database is closed")
-        with self._write_lock:
-            if self._writer.broken:  # the server restarted: a new connection, not a dead process
-                self._writer = self._connect()
-            conn = self._writer
-            conn.execute("BEGIN")
+        with self._connections_lock:
+            conn = self._idle_writers.pop() if self._idle_writers else None
+        if conn is None or conn.broken:  # none idle, or the server restarted: a new connection
+            conn = self._connect()
+        try:
+            conn.begin()
             try:
                 yield conn
+                conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
-            else:
-                conn.execute("COMMIT")
+        finally:
+            with self._connections_lock:
+                if not self._closed:
+                    self._idle_writers.append(conn)
 
     def close(self) -> None:
         self._closed = True
@@ -298,6 +363,7 @@ class PostgresDatabase(Database):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+            self._idle_writers.clear()
 
     # -- search --------------------------------------------------------------------------------
     def _search(
@@ -316,6 +382,12 @@ class PostgresDatabase(Database):
         return pg_schema.found_version(self._reader())
 
     # -- writing -------------------------------------------------------------------------------
+    #: Other processes write at once: writers take advisory locks (:func:`~.pg_locks.lock_keys`).
+    exclusive_writer = False
+
+    def _lock_keys(self, conn, keys: Iterable[tuple[str, str]]) -> None:
+        lock_keys(conn, keys)
+
     def commit_parsed(
         self,
         items: Sequence[ParsedFile],
@@ -326,55 +398,78 @@ class PostgresDatabase(Database):
         """Store and index a batch in one transaction (see :meth:`Database.commit_parsed`); one
         :class:`StoredInstance` per item, whose record has the file's real path.
 
-        Files are moved into the store inside the transaction, while its locks are held; if the
-        transaction fails, the files it placed are removed before its locks are released, so no
-        other writer can have committed a row pointing at them."""
-        statuses: list[StoredInstance] = []
+        Locks (:func:`~.pg_locks.ingest_keys`): the SOP Instance UIDs exclusively; the patients, studies and
+        series shared (those the items name and those a replaced instance leaves), so writers into
+        one study run at once while a delete of it waits for them and they for it. Which series
+        a replaced instance leaves is known only by reading, under the SOP's lock: when it is
+        not one already locked, the transaction ends unwritten and the next takes it too. Counts change by deltas (``n = n + 1``), which
+        PostgreSQL applies to the newest version of the row, so two writers of one series both
+        count. Files are moved into the store while the locks are held; if the transaction
+        fails, the files it placed are removed and those it replaced put back before the locks
+        go, so no other writer can have committed a row that names them."""
         if not items:
-            return statuses
+            return []
         on_duplicate = DuplicatePolicy(on_duplicate)
         elements = [header_elements(item.header) for item in items]  # CPU work, before the locks
-        now = time.time()
-        touched_series: set[str] = set()
-        touched_studies: set[str] = set()
-        leftovers: list[str] = []
+        # One order for the rows of every batch, so that two batches cannot deadlock on them.
+        order = sorted(range(len(items)), key=lambda i: hierarchy(items[i].values))
+        sops = [str(item.values["SOPInstanceUID"]) for item in items]
+        values = [item.values for item in items]
+        held = ingest_keys(values, ())
         placed: list[str] = []
-        with self.write() as conn:
-            try:
-                self._lock(conn, items)
-                for item, elems in zip(items, elements, strict=True):
-                    touched = (touched_series, touched_studies, leftovers, placed)
-                    statuses.append(self._commit_one(conn, item, elems, link, on_duplicate, now, *touched))
-                self._refresh_counts(conn, touched_series, touched_studies)
-            except BaseException:
-                for path in placed:
-                    self.store.remove(path)
-                raise
-        for path in leftovers:
-            if path and self.store.contains(path):
+        retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
+        try:
+            while True:
+                with self.write() as conn:
+                    with conn.pipeline():  # BEGIN, the locks and the read: one round trip
+                        lock_keys(conn, held, shared_kinds=SHARED_KINDS)
+                        found = select_existing(conn, sops)
+                    existing = existing_rows(found)
+                    keys = ingest_keys(values, existing.values())
+                    if keys <= held:
+                        statuses = self._commit_locked(
+                            conn, items, order, elements, existing, link, on_duplicate, placed, retired
+                        )
+                        break
+                held |= keys  # a replacement leaves another series: nothing written, lock it too
+        except BaseException:
+            for tmp, path in retired:
+                self.store.restore(tmp, path)
+            for path in placed:
                 self.store.remove(path)
+            raise
+        for tmp, path in retired:
+            self.store.discard(tmp, path)
         return statuses
 
-    @staticmethod
-    def _lock(conn: PgConnection, items: Sequence[ParsedFile]) -> None:
-        keys: list[tuple[str, str]] = []
-        for item in items:
-            v = item.values
-            keys.append(("patient", f"{v['PatientID']}\\{v['PatientName']}"))
-            keys.append(("study", str(v["StudyInstanceUID"])))
-            keys.append(("series", str(v["SeriesInstanceUID"])))
-            keys.append(("sop", str(v["SOPInstanceUID"])))
-        lock_keys(conn, keys)
+    def _commit_locked(
+        self, conn, items, order, elements, existing, link, on_duplicate, placed, retired
+    ) -> list[StoredInstance]:
+        now = time.time()
+        counts = Counts()
+        leftovers: list[str] = []
+        statuses: dict[int, StoredInstance] = {}
+        for i in order:
+            statuses[i] = self._commit_one(
+                conn, items[i], elements[i], existing, link, on_duplicate, now, counts, leftovers, placed
+            )
+        counts.apply(conn)
+        # A replaced file leaves its name under the locks: a writer that stores the instance
+        # anew after a delete may reuse that name once this commit is done.
+        for path in leftovers:
+            if path and self.store.contains(path):
+                tmp = self.store.retire(path)
+                if tmp is not None:
+                    retired.append((tmp, path))
+        return [statuses[i] for i in range(len(items))]
 
     def _commit_one(
-        self, conn, item, elems, link, on_duplicate, now, touched_series, touched_studies, leftovers, placed
+        self, conn, item, elems, existing_rows, link, on_duplicate, now, counts, leftovers, placed
     ) -> StoredInstance:
         v = {k: _text(x) for k, x in item.values.items()}
         sop = str(v["SOPInstanceUID"])
         source = _text(item.source)
-        existing = conn.execute(
-            "SELECT path, linked, source, SeriesInstanceUID FROM instances WHERE SOPInstanceUID=?", (sop,)
-        ).fetchone()
+        existing = existing_rows.get(sop)
         replace = False
         if existing is not None:
             same_source = bool(source) and existing["source"] == source
@@ -384,7 +479,6 @@ class PostgresDatabase(Database):
                 self._pg_record_source(conn, item, sop, "duplicate SOPInstanceUID (already stored)")
                 return StoredInstance(StoreStatus.KEPT_EXISTING, sop, path=existing["path"], source=source)
             replace = True
-            touched_series.add(existing["SeriesInstanceUID"])
         # A replacement goes to a new name: the current file stays valid until the commit.
         path, linked = self._place_file(item, sop, link, unique=replace)
         if not linked and (existing is None or existing["path"] != path):
@@ -392,48 +486,60 @@ class PostgresDatabase(Database):
         patient = self._upsert_patient(conn, v)
         study = str(v["StudyInstanceUID"])
         series = str(v["SeriesInstanceUID"])
-        conn.execute(
-            "INSERT INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
-            " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (StudyInstanceUID) DO NOTHING",
-            (
-                study, patient, v["StudyDate"], v["StudyTime"], v["StudyDescription"], v["AccessionNumber"],
-                v["StudyID"], v["ReferringPhysicianName"], normalize_pn(str(v["ReferringPhysicianName"])), now,
-            ),
-        )  # fmt: skip
-        conn.execute(
-            "INSERT INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
-            " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
-            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (SeriesInstanceUID) DO NOTHING",
-            (
-                series, study, v["Modality"], v["SeriesNumber"], v["SeriesDescription"], v["SeriesDate"],
-                v["SeriesTime"], v["BodyPartExamined"], now,
-            ),
-        )  # fmt: skip
-        if replace and existing["path"] != path and not existing["linked"]:
-            leftovers.append(existing["path"])
         from psycopg.types.json import Jsonb
 
-        conn.execute(
-            "INSERT INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID, TransferSyntaxUID,"
-            " InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime, pixel_offset,"
-            " pixel_length, header, elements, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (SOPInstanceUID) DO UPDATE SET SeriesInstanceUID=EXCLUDED.SeriesInstanceUID,"
-            " SOPClassUID=EXCLUDED.SOPClassUID, TransferSyntaxUID=EXCLUDED.TransferSyntaxUID,"
-            " InstanceNumber=EXCLUDED.InstanceNumber, NumberOfFrames=EXCLUDED.NumberOfFrames, Rows=EXCLUDED.Rows,"
-            " Columns=EXCLUDED.Columns, path=EXCLUDED.path, linked=EXCLUDED.linked, size=EXCLUDED.size,"
-            " mtime=EXCLUDED.mtime, pixel_offset=EXCLUDED.pixel_offset, pixel_length=EXCLUDED.pixel_length,"
-            " header=EXCLUDED.header, elements=EXCLUDED.elements, source=EXCLUDED.source,"
-            " inserted=EXCLUDED.inserted",
-            (
-                sop, series, v["SOPClassUID"], _text(item.transfer_syntax), v["InstanceNumber"],
-                v["NumberOfFrames"], v["Rows"], v["Columns"], _text(path), int(linked), item.size, item.mtime,
-                item.pixel_offset, item.pixel_length, item.header, Jsonb(elems), source, now,
-            ),
-        )  # fmt: skip
+        with conn.pipeline():  # the study, series and instance rows: one round trip
+            conn.execute(
+                "INSERT INTO studies (StudyInstanceUID, patient, StudyDate, StudyTime, StudyDescription,"
+                " AccessionNumber, StudyID, ReferringPhysicianName, ReferringPhysicianNameNorm, inserted)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (StudyInstanceUID) DO NOTHING",
+                (
+                    study, patient, v["StudyDate"], v["StudyTime"], v["StudyDescription"], v["AccessionNumber"],
+                    v["StudyID"], v["ReferringPhysicianName"], normalize_pn(str(v["ReferringPhysicianName"])), now,
+                ),
+            )  # fmt: skip
+            series_row = conn.execute(
+                "INSERT INTO series (SeriesInstanceUID, StudyInstanceUID, Modality, SeriesNumber,"
+                " SeriesDescription, SeriesDate, SeriesTime, BodyPartExamined, inserted)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (SeriesInstanceUID) DO NOTHING"
+                " RETURNING StudyInstanceUID, Modality",
+                (
+                    series, study, v["Modality"], v["SeriesNumber"], v["SeriesDescription"], v["SeriesDate"],
+                    v["SeriesTime"], v["BodyPartExamined"], now,
+                ),
+            )  # fmt: skip
+            instance_row = conn.execute(
+                "INSERT INTO instances (SOPInstanceUID, SeriesInstanceUID, SOPClassUID, TransferSyntaxUID,"
+                " InstanceNumber, NumberOfFrames, Rows, Columns, path, linked, size, mtime, pixel_offset,"
+                " pixel_length, header, elements, source, inserted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (SOPInstanceUID) DO UPDATE SET SeriesInstanceUID=EXCLUDED.SeriesInstanceUID,"
+                " SOPClassUID=EXCLUDED.SOPClassUID, TransferSyntaxUID=EXCLUDED.TransferSyntaxUID,"
+                " InstanceNumber=EXCLUDED.InstanceNumber, NumberOfFrames=EXCLUDED.NumberOfFrames, Rows=EXCLUDED.Rows,"
+                " Columns=EXCLUDED.Columns, path=EXCLUDED.path, linked=EXCLUDED.linked, size=EXCLUDED.size,"
+                " mtime=EXCLUDED.mtime, pixel_offset=EXCLUDED.pixel_offset, pixel_length=EXCLUDED.pixel_length,"
+                " header=EXCLUDED.header, elements=EXCLUDED.elements, source=EXCLUDED.source,"
+                " inserted=EXCLUDED.inserted"
+                " RETURNING (SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?)",
+                (
+                    sop, series, v["SOPClassUID"], _text(item.transfer_syntax), v["InstanceNumber"],
+                    v["NumberOfFrames"], v["Rows"], v["Columns"], _text(path), int(linked), item.size, item.mtime,
+                    item.pixel_offset, item.pixel_length, item.header, Jsonb(elems), source, now, series,
+                ),
+            )  # fmt: skip
+        new_series = series_row.fetchone()
+        if new_series is not None:
+            counts.new_series(new_series[0], new_series[1])
+        row = instance_row.fetchone()
+        if replace and existing["path"] != path and not existing["linked"]:
+            leftovers.append(existing["path"])
+        if existing is not None:
+            counts.instance(existing["SeriesInstanceUID"], existing["StudyInstanceUID"], -1)
+        counts.instance(series, row[0], +1)
+        existing_rows[sop] = {
+            "path": _text(path), "linked": int(linked), "source": source, "SeriesInstanceUID": series,
+            "StudyInstanceUID": row[0], "PatientID": v["PatientID"],
+        }  # fmt: skip
         self._pg_record_source(conn, item, sop, "")
-        touched_series.add(series)
-        touched_studies.add(study)
         record = placed_record(v, item, _text(item.transfer_syntax), _text(path))
         status = StoreStatus.REPLACED if replace else StoreStatus.STORED
         return StoredInstance(status, sop, record, _text(path), source=source)
@@ -441,11 +547,13 @@ class PostgresDatabase(Database):
     @staticmethod
     def _upsert_patient(conn, v: dict) -> int:
         key = (str(v["PatientID"]), str(v["PatientName"]))
-        row = conn.execute(
-            "INSERT INTO patients (PatientID, PatientName, PatientNameNorm, PatientBirthDate, PatientSex)"
-            " VALUES (?,?,?,?,?) ON CONFLICT (PatientID, PatientName) DO NOTHING RETURNING id",
-            (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
-        ).fetchone()
+        row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
+        if row is None:  # new: insert it, or find the row another writer has just inserted
+            row = conn.execute(
+                "INSERT INTO patients (PatientID, PatientName, PatientNameNorm, PatientBirthDate, PatientSex)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (PatientID, PatientName) DO NOTHING RETURNING id",
+                (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
+            ).fetchone()
         if row is None:
             row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
         return int(row[0])
@@ -492,17 +600,6 @@ def _record_source(conn, path: str, size: int, mtime: float, sop: str | None, re
         " ON CONFLICT (path) DO UPDATE SET size=EXCLUDED.size, mtime=EXCLUDED.mtime,"
         " SOPInstanceUID=EXCLUDED.SOPInstanceUID, reason=EXCLUDED.reason",
         (_text(os.path.abspath(path)), size, mtime, _text(sop), _text(reason)),
-    )
-
-
-def lock_keys(conn: PgConnection, keys: Sequence[tuple[str, str]]) -> None:
-    """Take the transaction's advisory locks on ``(kind, uid)`` keys (``"patient"``, ``"study"``,
-    ``"series"``, ``"sop"``), in one sorted order: every writer (ingest, migration) that touches a
-    key waits for the others, and none can deadlock on rows."""
-    locks = sorted({_lock_key(kind, value) for kind, value in keys})
-    conn.execute(
-        "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(? AS bigint[])) AS k ORDER BY k) AS s",
-        (locks,),
     )
 
 

@@ -229,6 +229,37 @@ class FileStore:
                 pass
         return True
 
+    def retire(self, path: str | Path) -> str | None:
+        """Move a stored file out of its name, to a temporary name of this writer, while the
+        database transaction that drops its row still holds its locks: once that commits, another
+        writer may store the same instance under the same name, and removing it by that name
+        then would remove the new file. Returns the temporary name (None: the file is gone).
+        :meth:`discard` removes it after the commit; :meth:`restore` puts it back otherwise;
+        a crash in between leaves a temporary file that :meth:`sweep` removes."""
+        tmp = self.temporary_name()
+        try:
+            os.replace(path, tmp)
+        except FileNotFoundError:
+            return None
+        return tmp
+
+    def restore(self, tmp: str, path: str | Path) -> None:
+        """Put a retired file back under its name (its transaction did not commit)."""
+        with contextlib.suppress(OSError):
+            os.replace(tmp, path)
+
+    def discard(self, tmp: str, path: str | Path) -> None:
+        """Remove a retired file, and the fan-out folder its name was in when that is now empty."""
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        parent = Path(path).parent
+        if parent.parent == self.root and len(parent.name) == 2:
+            try:
+                parent.rmdir()
+                self._dirs.discard(parent)
+            except OSError:
+                pass
+
 
 def copy_into(src_fd: int, size: int, tmp_path: str) -> None:
     """Copy the first ``size`` bytes of an open file into a new file ``tmp_path`` (owner-only),
