@@ -100,19 +100,10 @@ def _folders() -> list[Path]:
 
 
 def study_queries(spec, seed: int = 3) -> list[dict[str, str]]:
-    from DICOMPlusLib.database.synthetic import FAMILY, MODALITIES
+    """The same study-level queries as ``bench search`` (name wildcard, date range, modality)."""
+    from bench.search import make_queries
 
-    rng = random.Random(seed)
-    out = []
-    for _ in range(QUERIES):
-        family = rng.choice(FAMILY)
-        name = rng.choice(
-            [family[:3] + "*", family + "*", "*" + family[-3:] + "*", family[0] + "?" + family[2:4] + "*"]
-        )
-        lo = rng.randint(2005, 2024)
-        date = rng.choice([f"{lo}0101-{lo + rng.randint(0, 4)}1231", f"{lo}0101-", f"-{lo}1231"])
-        out.append({"PatientName": name, "StudyDate": date, "ModalitiesInStudy": rng.choice(MODALITIES)})
-    return out
+    return make_queries(seed)
 
 
 def instance_queries(spec, seed: int = 4) -> list[dict[str, str]]:
