@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from DICOMPlusLib.database.dialect import Dialect
     from DICOMPlusLib.database.parsing import ParsedFile
     from DICOMPlusLib.database.store import FileStore
 
@@ -37,6 +38,7 @@ class Backend(Protocol):
     store: FileStore
     default_link: bool
     exclusive_writer: bool  # a write transaction excludes every other writer (no locks needed)
+    dialect: Dialect  # the SQL spellings that differ between back ends
 
     @property
     def ingest(self) -> Any: ...  # its Ingest (typed Any here: ingest.py refers to this module)

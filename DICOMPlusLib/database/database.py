@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 from DICOMPlusLib.database import schema
 from DICOMPlusLib.database.backend import Connection
 from DICOMPlusLib.database.delete import delete
+from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
@@ -92,6 +93,8 @@ class Database:
 
     #: Whether imports link files in place instead of copying them, when not told otherwise.
     default_link: bool = False
+    #: The SQL spellings that differ between back ends (search, and the counts' refresh).
+    dialect: Dialect = SQLITE
 
     def __init__(self, path: str | os.PathLike | None = None, *, store_dir: str | os.PathLike | None = None):
         # Absolute from here on: a relative --db must not make stored paths depend on the folder
@@ -392,8 +395,7 @@ class Database:
         )
         return int(cur.lastrowid)
 
-    @staticmethod
-    def _refresh_counts(conn: Connection, series: Iterable[str], studies: Iterable[str]) -> None:
+    def _refresh_counts(self, conn: Connection, series: Iterable[str], studies: Iterable[str]) -> None:
         series, studies = list(series), set(studies)
         for uid in series:
             conn.execute(
@@ -412,8 +414,7 @@ class Database:
                 " NumberOfStudyRelatedSeries=(SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?),"
                 " NumberOfStudyRelatedInstances=(SELECT COALESCE(SUM(NumberOfSeriesRelatedInstances),0)"
                 "   FROM series WHERE StudyInstanceUID=?),"
-                " ModalitiesInStudy=(SELECT COALESCE(group_concat(Modality, '\\'),'') FROM"
-                "   (SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID=? AND Modality!='' ORDER BY Modality))"
+                f" ModalitiesInStudy={self.dialect.modalities_of_study()}"
                 " WHERE StudyInstanceUID=?",
                 (uid, uid, uid, uid),
             )

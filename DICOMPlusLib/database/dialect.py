@@ -41,6 +41,14 @@ class Dialect:
         """Case-sensitive substring test against one parameter."""
         return f"instr({column}, ?) > 0"
 
+    def modalities_of_study(self) -> str:
+        """The study's distinct series modalities, sorted and joined by ``\\`` (its
+        ModalitiesInStudy), for one StudyInstanceUID parameter."""
+        return (
+            "(SELECT COALESCE(group_concat(Modality, '\\'),'') FROM"
+            " (SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID=? AND Modality!='' ORDER BY Modality))"
+        )
+
 
 class PostgresDialect(Dialect):
     name = "postgresql"
@@ -70,6 +78,12 @@ class PostgresDialect(Dialect):
 
     def contains_exactly(self, column: str) -> str:
         return f"strpos({column}, ?) > 0"
+
+    def modalities_of_study(self) -> str:
+        return (
+            "(SELECT COALESCE(string_agg(Modality, '\\' ORDER BY Modality),'') FROM"
+            " (SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID=? AND Modality!='') AS m)"
+        )
 
 
 SQLITE = Dialect()

@@ -37,7 +37,7 @@ from typing import TypeVar, overload
 
 from DICOMPlusLib.database import pg_schema
 from DICOMPlusLib.database.database import Database, DuplicatePolicy
-from DICOMPlusLib.database.dialect import POSTGRES
+from DICOMPlusLib.database.dialect import POSTGRES, Dialect
 from DICOMPlusLib.database.ingest import Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn, parse_criteria
 from DICOMPlusLib.database.parsing import ParsedFile
@@ -259,7 +259,7 @@ class PostgresDatabase(Database):
     """Open the DICOMPlus database at a ``postgresql://`` URL (creating its tables if it has none);
     files live in ``store_dir``, else in the store recorded in the database."""
 
-    dialect = POSTGRES
+    dialect: Dialect = POSTGRES
 
     def __init__(self, url: str, *, store_dir: str | os.PathLike | None = None):
         try:
@@ -557,30 +557,6 @@ class PostgresDatabase(Database):
         if row is None:
             row = conn.execute("SELECT id FROM patients WHERE PatientID=? AND PatientName=?", key).fetchone()
         return int(row[0])
-
-    @staticmethod
-    def _refresh_counts(conn, series, studies) -> None:
-        series, studies = list(series), set(studies)
-        for uid in series:
-            row = conn.execute(
-                "UPDATE series SET NumberOfSeriesRelatedInstances="
-                "(SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?) WHERE SeriesInstanceUID=?"
-                " RETURNING StudyInstanceUID",
-                (uid, uid),
-            ).fetchone()
-            if row is not None:
-                studies.add(row[0])
-        for uid in studies:
-            conn.execute(
-                "UPDATE studies SET"
-                " NumberOfStudyRelatedSeries=(SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?),"
-                " NumberOfStudyRelatedInstances=(SELECT COALESCE(SUM(NumberOfSeriesRelatedInstances),0)"
-                "   FROM series WHERE StudyInstanceUID=?),"
-                " ModalitiesInStudy=(SELECT COALESCE(string_agg(Modality, '\\' ORDER BY Modality),'') FROM"
-                "   (SELECT DISTINCT Modality FROM series WHERE StudyInstanceUID=? AND Modality!='') AS m)"
-                " WHERE StudyInstanceUID=?",
-                (uid, uid, uid, uid),
-            )
 
     @staticmethod
     def _pg_record_source(conn, item: ParsedFile, sop: str | None, reason: str) -> None:

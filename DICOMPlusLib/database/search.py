@@ -371,8 +371,7 @@ def count(
         parsed = parse_criteria(criteria)
     except ValueError as exc:
         raise DatabaseError(f"bad search value: {exc}") from exc
-    dialect = getattr(db, "dialect", SQLITE)
-    sql, params, header = build_query(QueryLevel.parse(level), parsed, text, dialect)
+    sql, params, header = build_query(QueryLevel.parse(level), parsed, text, db.dialect)
     if header:
         return None
     return db._reader().execute(f"SELECT COUNT(*) FROM ({sql}) AS matched", params).fetchone()[0]
