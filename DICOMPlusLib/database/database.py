@@ -611,10 +611,7 @@ class Database:
 
 def record_source(conn: Connection, path: str, size: int, mtime: float, sop: str | None, reason: str) -> None:
     """What an import saw at ``path`` (size and mtime decide "unchanged" next time)."""
-    conn.execute(
-        "INSERT OR REPLACE INTO sources (path, size, mtime, SOPInstanceUID, reason) VALUES (?,?,?,?,?)",
-        (os.path.abspath(path), size, mtime, sop, reason),
-    )
+    conn.execute(INSERT_SOURCE, (os.path.abspath(path), size, mtime, sop, reason))
 
 
 def _create_owner_only(path: Path) -> None:
