@@ -186,3 +186,23 @@ def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
     assert seen["opened"] == [] and seen["processes"] == []
     assert not [m for m in seen["modules"] if m.startswith(("multiprocessing", "concurrent"))]
     assert set(seen["modules"]) & set(HEAVY) == set()
+
+
+def test_copying_import_copies_in_threads_not_processes(tmp_path):
+    """A copying import large enough for workers (``PARALLEL_THRESHOLD``) copies in threads: the
+    kernel's copy releases the GIL, so threads overlap it with the scans and commits, and the
+    process forks nothing and imports neither ``multiprocessing`` nor the process pool."""
+    from DICOMPlusLib.database.indexer import PARALLEL_THRESHOLD
+
+    n = PARALLEL_THRESHOLD + 10
+    series = make_series(tmp_path / "s", n=n, rows=8, cols=8)
+    db = str(tmp_path / "db")
+    report, seen = _watched(series.folder, "--db", db, "import", "--jobs", "2", str(series.folder), "--json")
+    assert report["added"] == n and not report["skipped"]
+    assert len(seen["opened"]) >= n
+    assert seen["processes"] == []
+    assert "concurrent.futures.thread" in seen["modules"]  # the workers ran
+    assert not [m for m in seen["modules"] if m.startswith(("multiprocessing", "concurrent.futures.process"))]
+    with Database(db) as opened:
+        assert opened.info()["instances"] == n
+        assert not list((opened.store.root / ".incoming").iterdir())
