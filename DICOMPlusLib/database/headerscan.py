@@ -35,6 +35,8 @@ _ITEM_DELIM = 0xFFFEE00D
 _SEQ_DELIM = 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _TEXT_VRS = frozenset({b"SH", b"LO", b"ST", b"LT", b"UT", b"UC", b"PN"})
+#: Every other well-formed VR (two upper-case letters, PS3.5 6.2): a 2-byte length in explicit VR.
+_SHORT_VRS = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 91)) - _LONG_VRS
 
 IMPLICIT_LE = uids.ImplicitVRLittleEndian
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
@@ -80,30 +82,31 @@ _LENGTH_LE = struct.Struct("<I")
 _LENGTH_BE = struct.Struct(">I")
 
 
+#: Binary number VRs -> their struct code (PS3.5 Table 6.2-1).
+_NUMBER_CODES = {b"US": "H", b"SS": "h", b"UL": "I", b"SL": "i", b"FL": "f", b"FD": "d", b"AT": "I"}
+#: Text VRs whose leading spaces are significant (PS3.5 6.2: ST, LT, UT; a PN keeps its own).
+_KEEP_LEADING = frozenset({b"ST", b"LT", b"UT", b"PN"})
+
+
 def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
-    if vr in (b"US", b"SS", b"UL", b"SL", b"FL", b"FD", b"AT"):
-        code = {b"US": "H", b"SS": "h", b"UL": "I", b"SL": "i", b"FL": "f", b"FD": "d", b"AT": "I"}[vr]
+    code = _NUMBER_CODES.get(vr)
+    if code is not None:
         size = struct.calcsize(code)
         count = len(raw) // size
         if count == 0:
             return None
         nums = struct.unpack(("<" if little else ">") + code * count, raw[: count * size])
         return nums[0] if count == 1 else nums
-    if vr in _TEXT_VRS:
-        if charsets:
-            single = _PLAIN_CODECS.get(charsets[0]) if len(charsets) == 1 else None
-            if single is not None and 0x1B not in raw:  # no code extensions: the codec alone
-                text = raw.decode(single, "replace")
-            else:
-                text = _decode_extended(raw, vr, charsets)
+    if charsets and vr in _TEXT_VRS:
+        single = _PLAIN_CODECS.get(charsets[0]) if len(charsets) == 1 else None
+        if single is not None and 0x1B not in raw:  # no code extensions: the codec alone
+            text = raw.decode(single, "replace")
         else:
-            text = raw.decode("latin-1")
+            text = _decode_extended(raw, vr, charsets)
     else:
         text = raw.decode("latin-1")
     text = text.rstrip("\x00 ")
-    if vr not in (b"ST", b"LT", b"UT"):
-        text = text.lstrip(" ") if vr != b"PN" else text
-    return text
+    return text if vr in _KEEP_LEADING else text.lstrip(" ")
 
 
 # Defined terms of SpecificCharacterSet without code extensions (PS3.3 C.12.1.1.2) that decode
@@ -276,10 +279,13 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     little = ts != EXPLICIT_BE
     result = ScanResult(transfer_syntax=ts, media_sop_class=media_class, values=values)
     charsets: list[str] = []
-    # One unpack per element header (this loop is most of an import's CPU time).
+    # One unpack per element header (this loop is most of an import's CPU time, so what it
+    # touches per element is in locals, and the VR check is one set lookup).
     head = _IMPLICIT_HEAD if implicit else _EXPLICIT_HEAD_LE if little else _EXPLICIT_HEAD_BE
     long_length = _LENGTH_LE if little else _LENGTH_BE
+    long_vrs, short_vrs, undefined = _LONG_VRS, _SHORT_VRS, _UNDEFINED
     vr = b""
+    tag = 0
     while pos < end:
         if pos + 8 > end:
             if complete:
@@ -290,38 +296,40 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             value_pos = pos + 8
         else:
             group, elem, vr, length = head.unpack_from(buf, pos)
-            if vr in _LONG_VRS:
+            if vr in short_vrs:
+                value_pos = pos + 8
+            elif vr in long_vrs:
                 if pos + 12 > end:
                     raise NeedMoreData("element header past the end of the buffer")
                 (length,) = long_length.unpack_from(buf, pos + 8)
                 value_pos = pos + 12
-            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
-                value_pos = pos + 8
             else:
                 raise ScanError(f"invalid VR {vr!r} at offset {pos}")
         tag = (group << 16) | elem
-        result.last_tag = tag
-        if tag in _PIXEL_TAGS:
+        if group == 0x7FE0 and tag in _PIXEL_TAGS:
+            result.last_tag = tag
             result.header_end = pos
             result.pixel_tag = tag
             result.pixel_offset = value_pos
-            result.pixel_length = -1 if length == _UNDEFINED else length
-            if length != _UNDEFINED and complete and value_pos + length > end:
+            result.pixel_length = -1 if length == undefined else length
+            if length != undefined and complete and value_pos + length > end:
                 raise TruncatedError("pixel data runs past the end of the file")
             return result
-        if length == _UNDEFINED:
+        if length == undefined:
             pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
             continue
-        if value_pos + length > end:
+        pos = value_pos + length
+        if pos > end:
             if complete:
                 raise TruncatedError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
             raise NeedMoreData("element value")
-        if tag == 0x00080005:
-            charsets = [
-                c.strip() for c in buf[value_pos : value_pos + length].decode("ascii", "replace").split("\\")
-            ]
-            charsets = [c for c in charsets if c] or []
-        if tag in wanted:
+        if tag in wanted or tag == 0x00080005:
+            raw = buf[value_pos:pos]
+            if tag == 0x00080005:
+                charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
+                charsets = [c for c in charsets if c] or []
+                if tag not in wanted:
+                    continue
             if implicit:
                 from pydicom.datadict import dictionary_VR
 
@@ -331,12 +339,12 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
                     vr = b"UN"
             if group & 1 and vr in (b"UN", b"OB", b"OW"):
                 # a private element whose VR the file does not say: its bytes, for the caller to decode
-                result.values[tag] = bytes(buf[value_pos : value_pos + length])
+                result.values[tag] = bytes(raw)
             else:
-                result.values[tag] = _decode(buf[value_pos : value_pos + length], vr, little, charsets)
-        pos = value_pos + length
+                result.values[tag] = _decode(raw, vr, little, charsets)
     if not complete:
         raise NeedMoreData("no pixel data yet")
+    result.last_tag = tag
     result.header_end = end
     return result
 
