@@ -330,3 +330,57 @@ def test_copies_survive_source_removal(tmp_path, open_db):
     shutil.rmtree(series.folder)
     for record in db.instances(series.series_uid):
         assert pydicom.dcmread(record.path).SeriesInstanceUID == series.series_uid
+
+
+def test_batches_commit_in_order_on_the_committer_thread(tmp_path, open_db, monkeypatch):
+    """An import scanned in this thread hands every batch but the last to a committer thread
+    (its commits run beside the next scans) and commits the last itself once those are in;
+    the outcome is the serial one, and the thread is gone afterwards."""
+    import threading
+
+    from DICOMPlusLib.database import indexer
+
+    monkeypatch.setattr(indexer, "CHUNK", 10)
+    monkeypatch.setattr(indexer, "BATCH", 20)
+    folder = make_series(tmp_path / "s", n=70, rows=8, cols=8).folder
+    db = open_db(tmp_path / "db")
+    threads = []
+    db.ingest.subscribe(lambda result, context: threads.append(threading.current_thread().name))
+    report = db.import_paths([folder], jobs=1)
+    assert (report.added, report.skipped) == (70, [])
+    assert db.info()["instances"] == 70
+    assert threads.count("dicomplus-import-commit") == 60  # three full batches
+    assert threads[60:] == [threading.current_thread().name] * 10  # the last one, here
+    assert "dicomplus-import-commit" not in [t.name for t in threading.enumerate()]
+    assert not list((db.store.root / ".incoming").iterdir())
+
+
+def test_a_failing_commit_is_raised_and_leaves_no_temporary_file(tmp_path, open_db, monkeypatch):
+    """A commit that fails on the committer thread is raised by the import; what was committed
+    before stays, nothing after it is, and no temporary copy is left in the store."""
+    import threading
+
+    from DICOMPlusLib.database import indexer
+
+    monkeypatch.setattr(indexer, "CHUNK", 10)
+    monkeypatch.setattr(indexer, "BATCH", 20)
+    folder = make_series(tmp_path / "s", n=70, rows=8, cols=8).folder
+    db = open_db(tmp_path / "db")
+    real = db.ingest.commit_batch
+    calls = []
+
+    def commit_batch(items, *args, **kwargs):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(db.ingest, "commit_batch", commit_batch)
+    with pytest.raises(OSError, match="No space left"):
+        db.import_paths([folder], jobs=1)
+    assert db.info()["instances"] == 20
+    assert "dicomplus-import-commit" not in [t.name for t in threading.enumerate()]
+    assert not list((db.store.root / ".incoming").iterdir())
+    assert len(list(db.store.root.rglob("*.dcm"))) == 20
+    monkeypatch.setattr(db.ingest, "commit_batch", real)
+    assert db.import_paths([folder]).added == 50  # the next import completes the job
