@@ -434,6 +434,8 @@ def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
 def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[str]:
     """Files whose (size, mtime) differ from the last import of the same path."""
     conn = db._reader()
+    if not files or conn.execute("SELECT 1 FROM sources LIMIT 1").fetchone() is None:
+        return list(files)  # nothing was ever imported (a first import): no path to look up
     todo: list[str] = []
     for start in range(0, len(files), 500):
         chunk = files[start : start + 500]
