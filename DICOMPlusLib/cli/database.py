@@ -261,7 +261,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_import)
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--link", action="store_true", help="index files where they are instead of copying them")
-    p.add_argument("--jobs", type=int, default=None, help="parallel header parsers (default: CPU count)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="parallel workers reading and copying files (default: CPU count; threads, or processes "
+        "for a --link import of 2,500 files or more)",
+    )
     p.add_argument("--json", action="store_true", help="print the import report as JSON")
 
     p = sub.add_parser("info", help="counts of patients, studies, series and instances")
