@@ -13,6 +13,8 @@ Candidates, each a whole process as typed at a shell unless said otherwise:
 - ``cp``: ``cp -r`` alone, the floor of a copying import: the kernel's copy of the bytes, which
   ``dcmdump`` never spends (ext4 has no reflinks).
 - ``dicomplus``: ``dicomplus import DIR`` into an empty database (files copied into the store).
+- ``jobs1``: the same with ``--jobs 1`` (no worker threads: the scans and copies in the importing
+  thread, the commits beside them), to tell what the worker threads gain on this machine.
 - ``in-process``: the same import called from Python in this (already started) process.
 - ``link``: ``dicomplus import --link DIR`` (indexed in place, nothing copied).
 - ``reimport``: ``dicomplus import DIR`` again into the full database (unchanged files skipped);
@@ -180,6 +182,12 @@ def benchmark(work_dir: Path) -> Benchmark:
                 label="dicomplus import DIR (copy into the store)",
             ),
             Candidate(
+                "jobs1",
+                command=[dicomplus, "--db", str(fresh), "import", "--jobs", "1", str(src), "--json"],
+                before=empty(fresh),
+                label="dicomplus import --jobs 1 DIR (no worker threads)",
+            ),
+            Candidate(
                 "in-process",
                 function=import_in_process,
                 before=empty(inproc),
@@ -221,6 +229,7 @@ def benchmark(work_dir: Path) -> Benchmark:
             ),
         ],
         reference="dcmdump",
+        pairs=[("dicomplus", "jobs1")],
         work={"files": files, "MB": round(megabytes, 1)},
         cleanup=lambda: [shutil.rmtree(p, ignore_errors=True) for p in (fresh, linked, full, inproc, copied)],
     )
