@@ -16,11 +16,13 @@ each run: the previous run is checked (every instance found once, in the databas
 "lost" must stay 0) and the databases are emptied; after the last round, the last run on each
 database is checked the same way. A failed sender fails the run once every sender has ended
 (never with senders still storing), and a run that stopped early is not checked again: its
-last round is partial, and the instances its senders never sent are not lost. A failed check
-names the missing SOP Instance UIDs, whether their files are in the store, the listeners' state
-and the end of their logs (``logs/`` in the work folder). The PostgreSQL server is a throwaway
-cluster started here (Debian's ``postgresql``; ``initdb`` in the work folder, stopped by PID), as
-the tests do; ``fsync`` stays on here, unlike in the tests, so the figures are a real server's.
+last round is partial, and the instances its senders never sent are not lost. A failed sender
+shows what the listeners logged that is not routine, and a failed check names the missing SOP
+Instance UIDs, whether their files are in the store, the listeners' state and the end of their
+logs (``logs/`` in the work folder; the listeners run with ``-v`` for that, their per-instance
+lines on standard output dropped). The PostgreSQL server is a throwaway cluster started here
+(Debian's ``postgresql``; ``initdb`` in the work folder, stopped by PID), as the tests do;
+``fsync`` stays on here, unlike in the tests, so the figures are a real server's.
 """
 
 from __future__ import annotations
@@ -74,9 +76,12 @@ def benchmark(work_dir: Path) -> Benchmark:
         argv = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", db, *extra, "listen", "--port", str(port),
                 "--host", LOOPBACK, "--idle", "3600"]  # fmt: skip
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"PGOPTIONS": pgoptions} if pgoptions else {})}
-        # Its warnings (a store that failed, a dropped connection) and rejections, for a failed check.
+        # Its log (-v: associations accepted, released, aborted and why; warnings), for a failed
+        # sender or check; its standard output (-v: a line per instance) is dropped.
         with open(logs / f"listen-{port}.log", "wb") as log:
-            return subprocess.Popen(argv, cwd=REPO, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [*argv, "-v"], cwd=REPO, env=child_env, stdout=subprocess.DEVNULL, stderr=log
+            )
 
     sqlite_port = _free_port()
     pg_ports = [_free_port() for _ in range(LISTENERS)]
@@ -108,7 +113,10 @@ def benchmark(work_dir: Path) -> Benchmark:
         waits = "; ".join(
             f'wait $p{k} || {{ echo "sender {k} exited with $?" >&2; failed=1; }}' for k in range(SENDERS)
         )
-        return "failed=0; " + "; ".join(parts) + f"; {waits}; exit $failed"
+        # On a failure, what the listeners said that is not routine (aborts and why, warnings).
+        said = " ".join(f"'{logs / f'listen-{port}.log'}'" for port in ports)
+        unusual = f"grep -h -v -e 'accepted (' -e 'released (' {said} | tail -n 25 >&2"
+        return "failed=0; " + "; ".join(parts) + f"; {waits}; [ $failed = 0 ] || {unusual}; exit $failed"
 
     def check_and_empty(target: str, listeners: list[subprocess.Popen], **kwargs):
         state = {"runs": 0}
