@@ -152,3 +152,34 @@ def test_pairs_compare_a_candidate_with_its_own_peer(runner):
     bench.pairs = [("slower", "nobody")]
     with pytest.raises(runner.BenchError, match="unknown candidate"):
         runner.run(bench, repeat=5, warmup=0)
+
+
+def test_verify_runs_after_a_complete_run_only(runner):
+    """``verify`` checks what the last round left, so it runs once after every round completed,
+    never after a run that stopped early (its last round is partial: a check would report the
+    work that never ran as lost, and hide why the run stopped)."""
+    log: list[str] = []
+    bench = _fast_and_slow(runner, log)
+    verified: list[int] = []
+    bench.verify = lambda: verified.append(len(log))
+    runner.run(bench, repeat=5, warmup=1)
+    assert verified == [12]  # once, after the 6 rounds of 2 candidates
+
+    verified.clear()
+    log.clear()
+    bench.candidates[1] = runner.Candidate("slow", command=["false"], before=lambda: None)
+    with pytest.raises(runner.BenchError) as failed:
+        runner.run(bench, repeat=5, warmup=0)
+    assert verified == []
+    assert str(failed.value).startswith("slow, round 1: false exited with 1")
+
+
+def test_a_failed_command_is_named_short(runner):
+    """A command with hundreds of arguments is cut in the error, so that its exit status and the
+    child's own error output stay readable."""
+    words = ["sh", "-c", "echo the child said why >&2; exit 5", *[f"file{i:04}.dcm" for i in range(2000)]]
+    with pytest.raises(runner.BenchError) as failed:
+        runner.measure_command(words)
+    message = str(failed.value)
+    assert "exited with 5" in message and "the child said why" in message
+    assert len(message) < 1000 and "characters)" in message

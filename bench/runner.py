@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -124,8 +125,15 @@ def measure_command(
         returncode=int(returncode),
     )
     if check and measurement.returncode != 0:
-        raise BenchError(f"{command!r} exited with {measurement.returncode}:\n{tail}")
+        raise BenchError(f"{_shorten(command)} exited with {measurement.returncode}:\n{tail}")
     return measurement
+
+
+def _shorten(command: Sequence[str] | str, limit: int = 300) -> str:
+    """The command for an error message: a long one (hundreds of file names) would bury the
+    exit status and the child's own error output that follow it."""
+    text = command if isinstance(command, str) else shlex.join(str(word) for word in command)
+    return text if len(text) <= limit else f"{text[:limit]} ... ({len(text)} characters)"
 
 
 def python_command(code: str, *args: str) -> list[str]:
@@ -189,7 +197,11 @@ class Benchmark:
     candidates: list[Candidate]
     reference: str  # name of the candidate the others are compared with
     work: dict[str, float] = field(default_factory=dict)  # e.g. {"files": 300, "MB": 157.3}
-    cleanup: Callable[[], object] | None = None
+    #: Checks what the last run of each candidate left (e.g. every instance stored), called once
+    #: after the last round when every round completed; not after a run that stopped early,
+    #: whose last round is partial. A BenchError from it fails the benchmark.
+    verify: Callable[[], object] | None = None
+    cleanup: Callable[[], object] | None = None  # always called, also after a failure
     #: Further (candidate, its own reference) comparisons, e.g. a whole process against the peer's
     #: whole process, besides every candidate against ``reference``.
     pairs: list[tuple[str, str]] = field(default_factory=list)
@@ -400,7 +412,10 @@ def run(
     for round_index in range(warmup + repeat):
         kept = round_index >= warmup
         for candidate in benchmark.candidates:
-            seconds, cpu, rss = candidate.run_once()
+            try:
+                seconds, cpu, rss = candidate.run_once()
+            except BenchError as error:
+                raise BenchError(f"{candidate.name}, round {round_index + 1}: {error}") from error
             if kept:
                 timing = timings[candidate.name]
                 timing.seconds.append(seconds)
@@ -422,6 +437,8 @@ def run(
             paired_max=max(paired, default=float("nan")),
         )
 
+    if benchmark.verify is not None:
+        benchmark.verify()
     comparisons = [compare(name, reference) for name in timings if name != reference]
     for name, against in benchmark.pairs:
         if name not in timings or against not in timings:

@@ -215,6 +215,9 @@ class Listener:
 
     # -- serving -----------------------------------------------------------------------------
     def _start_direct(self) -> None:
+        from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, prepare
+
+        prepare()  # the imports its threads need, here: never two threads importing pydicom at once
         cfg = self.config
         try:
             sock = socket.create_server((cfg.host, cfg.port), backlog=64, reuse_port=False)
@@ -225,8 +228,6 @@ class Listener:
         wake, self._wake_w = socket.socketpair()
         self._wake_r = wake
         self._ssl = cfg.tls.server_context(cfg.require_client_certificate) if cfg.tls else None
-        from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy
-
         self._policy = AcceptorPolicy(
             ae_title=cfg.ae_title,
             allowed_calling_aets=frozenset(cfg.allowed_calling_aets),

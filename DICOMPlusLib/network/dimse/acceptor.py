@@ -53,6 +53,16 @@ def known_transfer_syntaxes() -> frozenset[str]:
     return frozenset(uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax")
 
 
+def prepare() -> None:
+    """Load, on the calling thread, what negotiation looks up (pydicom's UID dictionary, which
+    imports pydicom, and pynetdicom's storage contexts), before a server takes associations on
+    threads of its own. Imported there instead, by two associations at once, pydicom (whose
+    modules import each other) could come out partially initialised for one of them: an
+    association aborted, or a C-STORE refused ("partially initialized module 'pydicom'")."""
+    _known_storage_classes()
+    known_transfer_syntaxes()
+
+
 def is_storage_class(uid: str, accept_unknown: bool = True) -> bool:
     """A storage SOP class (PS3.4 B.5), any future one in the storage arc
     1.2.840.10008.5.1.4.1.1, and (when ``accept_unknown``) any private, non-DICOM-rooted UID."""
