@@ -22,43 +22,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 from dicomplus_testing.peers import LOOPBACK, tool_env
+from dicomplus_testing.slow_imports import SLOW_PYDICOM
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import open_database
 
 SENDERS = 8
-
-# Runs the command line with pydicom.dataset's import a second longer (while it holds the import
-# locks of pydicom and pydicom.dataset), and says when that import ran.
-_SLOW_PYDICOM = textwrap.dedent(
-    """
-    import importlib.abc, sys, threading, time
-
-    class Slow(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name != "pydicom.dataset":
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(name)
-            run = spec.loader.exec_module
-
-            def exec_module(module):
-                print("importing pydicom.dataset on", threading.current_thread().name, file=sys.stderr, flush=True)
-                time.sleep(1.0)
-                run(module)
-
-            spec.loader.exec_module = exec_module
-            return spec
-
-    import importlib.util
-    sys.meta_path.insert(0, Slow())
-    from DICOMPlusLib.cli.app import main
-    sys.exit(main(sys.argv[1:]))
-    """
-)
 
 
 def test_a_fresh_listener_takes_a_burst_of_associations(dcmtk, tmp_path):
@@ -69,7 +40,7 @@ def test_a_fresh_listener_takes_a_burst_of_associations(dcmtk, tmp_path):
         [
             sys.executable,
             "-c",
-            _SLOW_PYDICOM,
+            SLOW_PYDICOM,
             "--db",
             str(db_path),
             "listen",

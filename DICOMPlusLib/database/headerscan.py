@@ -23,6 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._lazy import import_pydicom
 from DICOMPlusLib.errors import ScanError
 
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
@@ -131,6 +132,7 @@ _PLAIN_CODECS = {
 
 
 def _decode_extended(raw: bytes, vr: bytes, charsets: list[str]) -> str:
+    import_pydicom()  # this scan runs on worker threads
     from pydicom.charset import decode_bytes
 
     try:
@@ -146,6 +148,7 @@ def _decode_extended(raw: bytes, vr: bytes, charsets: list[str]) -> str:
 @functools.lru_cache(maxsize=64)
 def _python_codecs(terms: tuple[str, ...]) -> list[str]:
     """SpecificCharacterSet defined terms (PS3.3 C.12.1.1.2) -> Python codec names."""
+    import_pydicom()
     from pydicom.charset import convert_encodings
 
     with warnings.catch_warnings():
@@ -331,6 +334,7 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
                 if tag not in wanted:
                     continue
             if implicit:
+                import_pydicom()
                 from pydicom.datadict import dictionary_VR
 
                 try:

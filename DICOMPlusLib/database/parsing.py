@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._lazy import import_pydicom
 from DICOMPlusLib.database.headerscan import (
     DeflatedError,
     NeedMoreData,
@@ -195,6 +196,7 @@ def _parse_with_pydicom(data: bytes, *, source: str, size: int | None, mtime: fl
         # Told apart before pydicom is imported (~0.4 s): a folder with a README in it must not
         # cost a load or an import that pays for pydicom.
         raise ImportFileError("not a DICOM file (no 'DICM' prefix and no DICOM data set)")
+    import_pydicom()  # on an import's worker threads: one thread at a time
     import pydicom
     from pydicom.errors import InvalidDicomError
 
