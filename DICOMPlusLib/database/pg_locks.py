@@ -40,10 +40,11 @@ def lock_keys(
     others exclusive, in one sorted order. Every writer takes all its locks at its start, in
     that order, so none can deadlock with another on them; ingest takes the patient, study and
     series shared (writers into one study do not wait for each other) and a delete takes them
-    exclusively (it waits for those writers, and they for it)."""
+    exclusively (it waits for those writers, and they for it). A kind ending in ``!`` is the
+    same lock as the kind without it, taken exclusively (:func:`replaced_keys`)."""
     shared: dict[int, bool] = {}
     for kind, value in keys:
-        key = _lock_key(kind, value)
+        key = _lock_key(kind.rstrip("!"), value)
         shared[key] = shared.get(key, True) and kind in shared_kinds
     ordered = sorted(shared)
     conn.execute(
@@ -71,6 +72,27 @@ def ingest_keys(values: Iterable[dict], existing: Iterable[dict]) -> set[tuple[s
         ):
             if row[column] is not None:
                 keys.add((kind, str(row[column])))
+    return keys
+
+
+def replaced_keys(items: Sequence[tuple[str, str, str]], existing: dict[str, dict], replace_all: bool):
+    """The series an ingest batch recomputes the terms of (:func:`.pg_terms.recompute`), as
+    ``("series!", uid)`` keys, locked exclusively: those of the stored instances it replaces
+    (``replace_all``, else those from the same source) and of a SOP Instance UID it holds twice.
+    ``items`` are (SOP Instance UID, series, source) of the batch."""
+    keys: set[tuple[str, str]] = set()
+    seen: dict[str, str] = {}
+    for sop, series, source in items:
+        row = existing.get(sop)
+        if (
+            row is not None
+            and row["SeriesInstanceUID"]
+            and (replace_all or (source and row["source"] == source))
+        ):
+            keys.add(("series!", str(row["SeriesInstanceUID"])))
+        if sop in seen:
+            keys |= {("series!", seen[sop]), ("series!", series)}
+        seen[sop] = series
     return keys
 
 
