@@ -180,9 +180,11 @@ def test_writers_into_one_study_keep_its_counts_exact(open_db, tmp_path):
 
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_replacements_changing_terms_race_writers_into_their_series(open_db, tmp_path):
-    """One process sends the same instances again and again with another StationName each time
-    (policy REPLACE: the series' terms are recomputed, its lock taken exclusively) while two
-    others store new instances, with StationNames of their own, into the same series."""
+    """One process sends the same instances again and again with other values each time (policy
+    REPLACE: the series' terms are recomputed, its lock taken exclusively) while two others store
+    new instances into the same series, with a value of their own and a value new to the series
+    that the first sends at about the same time (without the exclusive lock, a recompute and an
+    insert of the same new term waited for each other: a deadlock, or a term lost)."""
     import pydicom
 
     target, store = _target(open_db, tmp_path / "db")
@@ -198,6 +200,7 @@ def test_replacements_changing_terms_race_writers_into_their_series(open_db, tmp
             for path in made.files:
                 ds = pydicom.dcmread(path)
                 ds.StationName = f"S{w}R{r}"
+                ds.AdditionalPatientHistory = f"R{r}"  # new to the series in every writer at once
                 ds.save_as(path)
             files += [str(p) for p in made.files]
         batches.append(files)
