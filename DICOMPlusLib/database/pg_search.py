@@ -9,9 +9,11 @@ instance carries ``elements``, a JSONB object written once at ingest by :func:`h
 
 Each value is stored as :meth:`Criterion.matches` compares it (a multi-valued element split at
 its backslashes, person names normalised, times without colons), so the same PS3.4 C.2.2.2 rules
-become SQL over it: an exact value is a containment test (``@>``, served by the GIN index), other
-rules test the array's elements, sequence keys (C.2.2.2.6) walk the items. The values echoed into
-``extra`` come from the one matching instance's stored header, read as SQLite's search reads it.
+become SQL over it: an exact value is a containment test (``@>``), other rules test the array's
+elements, sequence keys (C.2.2.2.6) walk the items. An exact key on a text element first finds
+the series that have its term (:mod:`.pg_terms`), and only their instances are tested. The values
+echoed into ``extra`` come from one matching instance's stored header, read as SQLite's search
+reads it.
 """
 
 from __future__ import annotations
