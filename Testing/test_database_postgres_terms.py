@@ -6,12 +6,16 @@ version 4 migration alike."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import psycopg
 import pydicom
 import pytest
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import pg_terms
+from DICOMPlusLib.database.pg_locks import _lock_key
 from DICOMPlusLib.database.postgres import PostgresDatabase
 
 
@@ -108,9 +112,16 @@ def test_the_terms_are_those_of_the_stored_instances(postgres_url, tmp_path, mix
         db.delete(instance=a.sop_uids[0])
         assert ("StationName=LONE", a.series_uid) not in _table(postgres_url)
         assert _table(postgres_url) == _recomputed(postgres_url)
-        _set(a.files[1], InstitutionName="GAMMA")
+        db.import_paths([a.files[1]], on_duplicate="replace", force=True)  # unchanged: nothing moves
+        assert _table(postgres_url) == _recomputed(postgres_url)
+        _set(a.files[1], InstitutionName="GAMMA", StationName="NEW")
         db.import_paths([a.files[1]], on_duplicate="replace", force=True)
-        assert ("InstitutionName=ALPHA", a.series_uid) not in _table(postgres_url)
+        kept = _table(postgres_url)
+        assert ("InstitutionName=ALPHA", a.series_uid) not in kept and (
+            "InstitutionName=GAMMA",
+            a.series_uid,
+        ) in kept
+        assert ("StationName=CT01", a.series_uid) in kept  # the other instances still have it
         assert _table(postgres_url) == _recomputed(postgres_url)
         db.delete(series=b.series_uid)
         assert {s for _, s in _table(postgres_url)} == {a.series_uid}
@@ -129,3 +140,35 @@ def test_the_version_4_migration_fills_the_terms_from_the_instances(postgres_url
     assert _table(postgres_url) == kept
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('instances_terms')").fetchone()[0] is None
+
+
+def _waiting_for_an_advisory_lock(url: str) -> bool:
+    """Whether some session waits for an advisory lock, asked until one does (60 s at most)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(600):
+            sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            if conn.execute(sql).fetchone()[0]:
+                return True
+            time.sleep(0.1)
+    return False
+
+
+def test_a_replacement_that_takes_terms_away_waits_for_the_writers_of_its_series(
+    postgres_url, tmp_path, mixed
+):
+    """Taking a term away while another writer adds it could lose it: such a replacement takes
+    its series' lock exclusively, which a writer into the series holds shared. An instance sent
+    again unchanged takes it shared, as every writer does."""
+    a, b = mixed
+    again = {"on_duplicate": "replace", "force": True, "processes": False}
+    with PostgresDatabase(postgres_url, store_dir=tmp_path / "store") as db:
+        db.import_paths([a.folder, b.folder])
+        with psycopg.connect(postgres_url) as writer, ThreadPoolExecutor(1) as pool:
+            writer.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_lock_key("series", a.series_uid),))
+            assert pool.submit(db.import_paths, [a.files[1]], **again).result(timeout=60).replaced == 1
+            _set(a.files[1], StationName="NEW")
+            replacing = pool.submit(db.import_paths, [a.files[1]], **again)
+            assert _waiting_for_an_advisory_lock(postgres_url) and not replacing.done()
+            writer.rollback()
+            assert replacing.result(timeout=60).replaced == 1
+        assert ("StationName=NEW", a.series_uid) in _table(postgres_url)

@@ -75,21 +75,26 @@ def ingest_keys(values: Iterable[dict], existing: Iterable[dict]) -> set[tuple[s
     return keys
 
 
-def replaced_keys(items: Sequence[tuple[str, str, str]], existing: dict[str, dict], replace_all: bool):
-    """The series an ingest batch recomputes the terms of (:func:`.pg_terms.recompute`), as
-    ``("series!", uid)`` keys, locked exclusively: those of the stored instances it replaces
-    (``replace_all``, else those from the same source) and of a SOP Instance UID it holds twice.
-    ``items`` are (SOP Instance UID, series, source) of the batch."""
+def replaced_keys(
+    items: Sequence[tuple[str, str, str, set[str]]], existing: dict[str, dict], replace_all: bool
+):
+    """The series whose terms an ingest batch may take away (:func:`.pg_terms.remove_gone`), as
+    ``("series!", uid)`` keys, locked exclusively: those an instance it replaces (``replace_all``,
+    else those from the same source) leaves or has a term in that its new version lacks, and
+    those of a SOP Instance UID it holds twice. An instance sent again unchanged takes none.
+    ``items`` are (SOP Instance UID, series, source, terms) of the batch; ``existing`` has the
+    stored instances' ``terms``."""
     keys: set[tuple[str, str]] = set()
     seen: dict[str, str] = {}
-    for sop, series, source in items:
+    for sop, series, source, terms in items:
         row = existing.get(sop)
         if (
             row is not None
             and row["SeriesInstanceUID"]
             and (replace_all or (source and row["source"] == source))
         ):
-            keys.add(("series!", str(row["SeriesInstanceUID"])))
+            if row["SeriesInstanceUID"] != series or not row["terms"] <= terms:
+                keys.add(("series!", str(row["SeriesInstanceUID"])))
         if sop in seen:
             keys |= {("series!", seen[sop]), ("series!", series)}
         seen[sop] = series
@@ -101,7 +106,7 @@ def select_existing(conn: Connection, sops: Sequence[str]):
     the study and patient their series belongs to (what a replacement leaves)."""
     return conn.execute(
         "SELECT i.SOPInstanceUID, i.path, i.linked, i.source, i.SeriesInstanceUID, se.StudyInstanceUID,"
-        " p.PatientID FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+        " p.PatientID, i.elements FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
         " LEFT JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID LEFT JOIN patients p ON p.id=st.patient"
         " WHERE i.SOPInstanceUID = ANY(CAST(? AS text[]))",
         (list(sops),),
@@ -109,9 +114,16 @@ def select_existing(conn: Connection, sops: Sequence[str]):
 
 
 def existing_rows(cursor) -> dict[str, dict]:
-    """{SOPInstanceUID: row} of :func:`select_existing`'s answer."""
+    """{SOPInstanceUID: row} of :func:`select_existing`'s answer, with the stored instance's
+    ``terms`` (:func:`.pg_terms.instance_terms`) in place of its elements."""
+    from DICOMPlusLib.database.pg_terms import instance_terms
+
     names = ("path", "linked", "source", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
-    return {r[0]: dict(zip(names, tuple(r)[1:], strict=True)) for r in cursor.fetchall()}
+    out = {}
+    for r in cursor.fetchall():
+        out[r[0]] = dict(zip(names, tuple(r)[1:7], strict=True))
+        out[r[0]]["terms"] = instance_terms(r[7] or {})
+    return out
 
 
 def hierarchy(v: dict) -> tuple[str, str, str, str]:

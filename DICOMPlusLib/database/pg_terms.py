@@ -13,10 +13,12 @@ with one key needs no instance check at series level and above. Every writer kee
 - ingest and the SQLite-to-PostgreSQL migration add the terms of the instances they store
   (:func:`add_terms`: one statement a transaction, in one sorted order, so that writers into one
   series, which hold its lock shared, never deadlock on these rows);
-- a delete that leaves some instances of a series, and a replacement that changes an instance or
-  moves it to another series, recompute the series' terms from the instances left
-  (:func:`recompute`), holding the series' lock exclusively, so that no writer adds a term
-  meanwhile; a series deleted whole takes its terms with it (``ON DELETE CASCADE``).
+- a delete that leaves some instances of a series recomputes the series' terms from the
+  instances left (:func:`recompute`); a replacement whose old version had terms its new one
+  lacks, or was in another series, takes away those no instance has now (:func:`remove_gone`).
+  Both hold the series' lock exclusively, so that no writer adds a term meanwhile (an instance
+  sent again unchanged, the common replacement, takes no such lock and changes nothing); a
+  series deleted whole takes its terms with it (``ON DELETE CASCADE``).
 
 Terms of numeric elements and of the columns' elements are not kept: no any-tag key looks for
 them (a numeric key compares numbers, a column's key is a test on the column).
@@ -86,6 +88,21 @@ _TERMS_OF = (
     " unnest(dicomplus_terms(i.elements)) AS t(term)"
     " WHERE split_part(t.term, '=', 1) NOT IN (SELECT unnest(CAST(? AS text[])))"
 )
+
+
+def remove_gone(conn: Connection, series: str, terms: Iterable[str]) -> None:
+    """Take away those of ``terms`` that no instance of ``series`` has now (a replacement's old
+    terms its new version lacks: each is looked for among the series' instances, usually found
+    in the first). The caller holds the series' lock exclusively."""
+    terms = sorted(set(terms))
+    if not terms:
+        return
+    conn.execute(
+        "DELETE FROM series_terms st WHERE st.series = ? AND st.term = ANY(CAST(? AS text[]))"
+        " AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.SeriesInstanceUID = st.series AND i.elements @>"
+        " jsonb_build_object(split_part(st.term, '=', 1), jsonb_build_array(substr(st.term, strpos(st.term, '=') + 1))))",
+        (series, terms),
+    )
 
 
 def recompute(conn: Connection, series: Iterable[str]) -> None:

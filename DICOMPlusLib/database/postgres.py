@@ -52,7 +52,7 @@ from DICOMPlusLib.database.pg_locks import (
     select_existing,
 )
 from DICOMPlusLib.database.pg_search import header_elements, search_in_server
-from DICOMPlusLib.database.pg_terms import add_terms, instance_terms, recompute
+from DICOMPlusLib.database.pg_terms import add_terms, instance_terms, recompute, remove_gone
 from DICOMPlusLib.database.rows import placed_record
 from DICOMPlusLib.database.search import Criteria
 from DICOMPlusLib.database.store import FileStore
@@ -427,8 +427,8 @@ class PostgresDatabase(Database):
         sops = [str(item.values["SOPInstanceUID"]) for item in items]
         values = [item.values for item in items]
         batch = [
-            (sop, _text(str(item.values["SeriesInstanceUID"])), _text(item.source))
-            for sop, item in zip(sops, items, strict=True)
+            (sop, _text(str(item.values["SeriesInstanceUID"])), _text(item.source), t)
+            for sop, item, t in zip(sops, items, terms, strict=True)
         ]
         held = ingest_keys(values, ())
         placed: list[str] = []
@@ -465,20 +465,27 @@ class PostgresDatabase(Database):
         counts = Counts()
         leftovers: list[str] = []
         statuses: dict[int, StoredInstance] = {}
-        left: set[str] = set()  # series a replaced instance was in: their terms are recomputed
+        gone: dict[str, set[str]] = {}  # series -> terms a replaced instance's old version had
         pairs: set[tuple[str, str]] = set()
         for i in order:
-            before = existing.get(str(_text(items[i].values["SOPInstanceUID"])))
+            sop = str(_text(items[i].values["SOPInstanceUID"]))
+            before = existing.get(sop)
             statuses[i] = self._commit_one(
                 conn, items[i], elements[i], existing, link, on_duplicate, now, counts, leftovers, placed
             )
             if statuses[i].status is StoreStatus.KEPT_EXISTING:
                 continue
-            if before is not None:
-                left.add(before["SeriesInstanceUID"])
             series = _text(str(items[i].values["SeriesInstanceUID"]))
+            if before is not None:
+                lost = (
+                    before["terms"] - terms[i] if before["SeriesInstanceUID"] == series else before["terms"]
+                )
+                if lost:
+                    gone.setdefault(before["SeriesInstanceUID"], set()).update(lost)
+            existing[sop]["terms"] = terms[i]
             pairs |= {(t, series) for t in terms[i]}
-        recompute(conn, left)  # under the exclusive locks of replaced_keys
+        for uid in sorted(gone):  # under the exclusive locks of replaced_keys
+            remove_gone(conn, uid, gone[uid])
         add_terms(conn, pairs)
         counts.apply(conn)
         # A replaced file leaves its name under the locks: a writer that stores the instance
