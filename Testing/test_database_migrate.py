@@ -42,6 +42,10 @@ def _rows(db) -> dict[str, tuple]:
     }
 
 
+def _keys(records) -> list[str]:
+    return sorted(r.SeriesInstanceUID for r in records)
+
+
 def _studies(db) -> list[dict]:
     return sorted((s.to_dict() for s in db.search("study")), key=lambda d: d["StudyInstanceUID"])
 
@@ -49,6 +53,7 @@ def _studies(db) -> list[dict]:
 def test_keep_files_copies_rows_headers_and_sources(postgres_url, tmp_path):
     src, (a, b, c) = _sqlite(tmp_path, linked=True)
     expected_rows, expected_studies, expected_paths = _rows(src), _studies(src), src.instance_paths()
+    expected_exact = _keys(src.search("series", {"ImageType": "ORIGINAL"}))
     src.close()
     report = migrate(tmp_path / "sqlite", postgres_url, batch=4)
     assert (report.total, report.copied, report.already, report.files_moved) == (16, 16, 0, 0)
@@ -63,6 +68,9 @@ def test_keep_files_copies_rows_headers_and_sources(postgres_url, tmp_path):
         )
         # The JSONB elements were computed: a non-column tag is matched by the server.
         assert len(dst.search("instance", {"RepetitionTime": "5*"})) == 5
+        # The terms of each series too: an exact key finds what SQLite's header scan found.
+        exact = {"ImageType": "ORIGINAL"}
+        assert _keys(dst.search("series", exact)) == expected_exact != []
         assert dst.header(b.sop_uids[0]).PatientID == "P2"
         # The import history came along: importing the same folders again adds nothing.
         again = dst.import_paths([a.folder, c.folder])

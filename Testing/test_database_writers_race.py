@@ -15,7 +15,7 @@ import time
 import pytest
 
 from dicomplus_testing.synthetic import make_series
-from DICOMPlusLib.database import Database
+from DICOMPlusLib.database import Database, pg_terms
 from DICOMPlusLib.database.ingest import DuplicatePolicy, StoreStatus
 
 WRITERS = 3
@@ -94,6 +94,10 @@ def _check_consistent(target: str, store: str) -> dict:
             assert st.NumberOfStudyRelatedSeries == len(series)
             assert st.NumberOfStudyRelatedInstances == sum(s.NumberOfSeriesRelatedInstances for s in series)
             assert st.ModalitiesInStudy == "\\".join(sorted({s.Modality for s in series if s.Modality}))
+        if target.startswith("postgresql"):  # each series has exactly the terms of its instances
+            kept = set(map(tuple, conn.execute("SELECT term, series FROM series_terms")))
+            now = conn.execute(pg_terms._TERMS_OF, (sorted(pg_terms.skipped_keywords()),)).fetchall()
+            assert kept == set(map(tuple, now))
         return db.info()
     finally:
         db.close()
@@ -172,3 +176,38 @@ def test_writers_into_one_study_keep_its_counts_exact(open_db, tmp_path):
     assert {s for r in results for s, _ in r} == {StoreStatus.STORED.value}
     info = _check_consistent(target, store)
     assert info == {"patients": 1, "studies": 1, "series": 18, "instances": 72}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_replacements_changing_terms_race_writers_into_their_series(open_db, tmp_path):
+    """One process sends the same instances again and again with other values each time (policy
+    REPLACE: the series' terms are recomputed, its lock taken exclusively) while two others store
+    new instances into the same series, with a value of their own and a value new to the series
+    that the first sends at about the same time (without the exclusive lock, a recompute and an
+    insert of the same new term waited for each other: a deadlock, or a term lost)."""
+    import pydicom
+
+    target, store = _target(open_db, tmp_path / "db")
+    study = "1.2.826.0.1.3680043.8.498.80"
+    series = f"{study}.1"
+    batches = []
+    for w in range(3):
+        files: list[str] = []
+        for r in range(10):
+            sops = [f"{study}.9.{w}.{i}" for i in range(3)] if w == 0 else None
+            made = make_series(tmp_path / f"w{w}r{r}", n=3, rows=4, cols=4, study_uid=study,
+                               series_uid=series, sop_uids=sops, seed=10 * w + r, shuffle=False)  # fmt: skip
+            for path in made.files:
+                ds = pydicom.dcmread(path)
+                ds.StationName = f"S{w}R{r}"
+                ds.AdditionalPatientHistory = f"R{r}"  # new to the series in every writer at once
+                ds.save_as(path)
+            files += [str(p) for p in made.files]
+        batches.append(files)
+    results, _ = _race(target, store, batches, lambda db: [])
+    assert {s for r in results for s, _ in r} <= {StoreStatus.STORED.value, StoreStatus.REPLACED.value}
+    info = _check_consistent(target, store)
+    assert info["instances"] == 3 + 2 * 30
+    with Database.open(target, store_dir=store) as db:
+        assert len(db.search("instance", {"StationName": "S0R9"})) == 3
+        assert db.search("series", {"StationName": "S0R0"}) == []

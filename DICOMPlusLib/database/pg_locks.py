@@ -40,10 +40,11 @@ def lock_keys(
     others exclusive, in one sorted order. Every writer takes all its locks at its start, in
     that order, so none can deadlock with another on them; ingest takes the patient, study and
     series shared (writers into one study do not wait for each other) and a delete takes them
-    exclusively (it waits for those writers, and they for it)."""
+    exclusively (it waits for those writers, and they for it). A kind ending in ``!`` is the
+    same lock as the kind without it, taken exclusively (:func:`replaced_keys`)."""
     shared: dict[int, bool] = {}
     for kind, value in keys:
-        key = _lock_key(kind, value)
+        key = _lock_key(kind.rstrip("!"), value)
         shared[key] = shared.get(key, True) and kind in shared_kinds
     ordered = sorted(shared)
     conn.execute(
@@ -74,12 +75,38 @@ def ingest_keys(values: Iterable[dict], existing: Iterable[dict]) -> set[tuple[s
     return keys
 
 
+def replaced_keys(
+    items: Sequence[tuple[str, str, str, set[str]]], existing: dict[str, dict], replace_all: bool
+):
+    """The series whose terms an ingest batch may take away (:func:`.pg_terms.remove_gone`), as
+    ``("series!", uid)`` keys, locked exclusively: those an instance it replaces (``replace_all``,
+    else those from the same source) leaves or has a term in that its new version lacks, and
+    those of a SOP Instance UID it holds twice. An instance sent again unchanged takes none.
+    ``items`` are (SOP Instance UID, series, source, terms) of the batch; ``existing`` has the
+    stored instances' ``terms``."""
+    keys: set[tuple[str, str]] = set()
+    seen: dict[str, str] = {}
+    for sop, series, source, terms in items:
+        row = existing.get(sop)
+        if (
+            row is not None
+            and row["SeriesInstanceUID"]
+            and (replace_all or (source and row["source"] == source))
+        ):
+            if row["SeriesInstanceUID"] != series or not row["terms"] <= terms:
+                keys.add(("series!", str(row["SeriesInstanceUID"])))
+        if sop in seen:
+            keys |= {("series!", seen[sop]), ("series!", series)}
+        seen[sop] = series
+    return keys
+
+
 def select_existing(conn: Connection, sops: Sequence[str]):
     """The stored rows of the instances of ``sops`` (a cursor for :func:`_existing_rows`), with
     the study and patient their series belongs to (what a replacement leaves)."""
     return conn.execute(
         "SELECT i.SOPInstanceUID, i.path, i.linked, i.source, i.SeriesInstanceUID, se.StudyInstanceUID,"
-        " p.PatientID FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+        " p.PatientID, i.elements FROM instances i LEFT JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
         " LEFT JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID LEFT JOIN patients p ON p.id=st.patient"
         " WHERE i.SOPInstanceUID = ANY(CAST(? AS text[]))",
         (list(sops),),
@@ -87,9 +114,16 @@ def select_existing(conn: Connection, sops: Sequence[str]):
 
 
 def existing_rows(cursor) -> dict[str, dict]:
-    """{SOPInstanceUID: row} of :func:`select_existing`'s answer."""
+    """{SOPInstanceUID: row} of :func:`select_existing`'s answer, with the stored instance's
+    ``terms`` (:func:`.pg_terms.instance_terms`) in place of its elements."""
+    from DICOMPlusLib.database.pg_terms import instance_terms
+
     names = ("path", "linked", "source", "SeriesInstanceUID", "StudyInstanceUID", "PatientID")
-    return {r[0]: dict(zip(names, tuple(r)[1:], strict=True)) for r in cursor.fetchall()}
+    out = {}
+    for r in cursor.fetchall():
+        out[r[0]] = dict(zip(names, tuple(r)[1:7], strict=True))
+        out[r[0]]["terms"] = instance_terms(r[7] or {})
+    return out
 
 
 def hierarchy(v: dict) -> tuple[str, str, str, str]:

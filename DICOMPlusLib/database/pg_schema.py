@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from DICOMPlusLib.database import pg_terms
 from DICOMPlusLib.errors import DatabaseError
 
 _T = "text COLLATE \"C\" NOT NULL DEFAULT ''"
@@ -131,7 +132,8 @@ ANALYZE instances
 """
 
 Migration = str | Callable[..., None]
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
+# Version 4: the terms of each series (:mod:`pg_terms`) replace the instances' terms index.
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, pg_terms.migrate_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key of schema migrations (any constant; "DICOMPlus" in ASCII, truncated).
 _MIGRATION_LOCK = 0x4449434F4D506C

@@ -9,9 +9,11 @@ instance carries ``elements``, a JSONB object written once at ingest by :func:`h
 
 Each value is stored as :meth:`Criterion.matches` compares it (a multi-valued element split at
 its backslashes, person names normalised, times without colons), so the same PS3.4 C.2.2.2 rules
-become SQL over it: an exact value is a containment test (``@>``, served by the GIN index), other
-rules test the array's elements, sequence keys (C.2.2.2.6) walk the items. The values echoed into
-``extra`` come from the one matching instance's stored header, read as SQLite's search reads it.
+become SQL over it: an exact value is a containment test (``@>``), other rules test the array's
+elements, sequence keys (C.2.2.2.6) walk the items. An exact key on a text element first finds
+the series that have its term (:mod:`.pg_terms`), and only their instances are tested. The values
+echoed into ``extra`` come from one matching instance's stored header, read as SQLite's search
+reads it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from DICOMPlusLib.database.matching import (
     SequenceCriterion,
     normalize_pn,
 )
+from DICOMPlusLib.database.pg_terms import MAX_TERM_VALUE, kept
 from DICOMPlusLib.database.search import _DOWN, _LEVEL_ALIAS, COLUMNS, _record, build_query
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import QueryLevel
@@ -138,22 +141,23 @@ def key_condition(key: Criterion | SequenceCriterion, obj: str, names=None) -> t
 
 
 def _term(key: Criterion | SequenceCriterion) -> str | None:
-    """The ``dicomplus_terms`` entry an exact key on a top-level text element must find (the
-    migration's function keeps values up to 200 characters), else None."""
+    """The ``series_terms`` entry (:mod:`.pg_terms`) an exact key on a top-level text element
+    must find, else None."""
     if not isinstance(key, Criterion) or key.kind is not MatchKind.SINGLE or key.vr in _NUMERIC_VRS:
         return None
-    if len(key.value) > 200:
+    if len(key.value) > MAX_TERM_VALUE or not kept(key.keyword):
         return None
     return f"{key.keyword}={key.value}"
 
 
-_BELOW_KEY = {
-    "p": "st2.patient",
-    "st": "se2.StudyInstanceUID",
-    "se": "i2.SeriesInstanceUID",
-    "i": "i2.SOPInstanceUID",
-}
 _KEY = {"p": "id", "st": "StudyInstanceUID", "se": "SeriesInstanceUID", "i": "SOPInstanceUID"}
+#: The entities at each level above the instances that hold a series of ``dicomplus_series``.
+_OF_SERIES = {
+    "p": "SELECT st2.patient FROM dicomplus_series c JOIN series se2 ON se2.SeriesInstanceUID = c.series"
+    " JOIN studies st2 ON st2.StudyInstanceUID = se2.StudyInstanceUID",
+    "st": "SELECT se2.StudyInstanceUID FROM dicomplus_series c JOIN series se2 ON se2.SeriesInstanceUID = c.series",
+    "se": "SELECT series FROM dicomplus_series",
+}
 
 
 def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, limit, offset) -> list:
@@ -164,21 +168,36 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
     cparams: list[object] = []
     names = itertools.count()
     for key in keys:
-        if (term := _term(key)) is not None:
-            conds.append("dicomplus_terms(i2.elements) @> CAST(? AS text[])")
-            cparams.append([term])
-            continue
         sql, p = key_condition(key, "i2.elements", names)
         conds.append(sql)
         cparams.extend(p)
+    terms = sorted({t for k in keys if (t := _term(k)) is not None})
     source, link = _DOWN[lv]
     also: tuple[str, list[object]] | None = None
-    # Every key served by the terms index: the matching entities are found once from the index
-    # (a materialised CTE), rather than by testing the instances of each candidate in the order
-    # of the page, which evaluates the terms of every instance of every non-matching candidate.
-    indexed = bool(keys) and all(_term(k) is not None for k in keys)
-    if indexed:
-        also = (f"{lv}.{_KEY[lv]} IN (SELECT k FROM dicomplus_hits)", [])
+    series_cte: tuple[str, list[object]] | None = None
+    if terms:
+        # The series holding every term (series_terms, :mod:`.pg_terms`): a few index entries a
+        # series, where the matching instances are up to all of them. The table is exact, so
+        # one key at series level or above needs no more; otherwise (keys that must hold in one
+        # instance, an instance's own match) the instances of those series only are checked.
+        found = " INTERSECT ".join(["SELECT series FROM series_terms WHERE term = ?"] * len(terms))
+        check = lv == "i" or len(keys) > 1
+        if check and lv != "i":
+            found = (
+                f"SELECT c.series FROM ({found}) AS c WHERE EXISTS (SELECT 1 FROM instances i2"
+                f" WHERE i2.SeriesInstanceUID = c.series AND {' AND '.join(conds)})"
+            )
+            series_cte = (f"dicomplus_series AS MATERIALIZED ({found})", [*terms, *cparams])
+        else:
+            series_cte = (f"dicomplus_series AS MATERIALIZED ({found})", list(terms))
+        if lv == "i":
+            also = (
+                "i.SeriesInstanceUID IN (SELECT series FROM dicomplus_series)"
+                f" AND EXISTS (SELECT 1 FROM {source} WHERE {link} AND {' AND '.join(conds)})",
+                cparams,
+            )
+        else:
+            also = (f"{lv}.{_KEY[lv]} IN ({_OF_SERIES[lv]})", [])
     elif keys:
         also = (f"EXISTS (SELECT 1 FROM {source} WHERE {link} AND {' AND '.join(conds)})", cparams)
     sql, params, _ = build_query(level, criteria, text, POSTGRES, also)
@@ -190,23 +209,20 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
         params = [*params, int(offset)]
     if keys:
         # The matching instance's header is fetched for the rows of this page only, after the
-        # ORDER BY and LIMIT (in the page's own query it was read for every matching row).
+        # ORDER BY and LIMIT (in the page's own query it was read for every matching row), from
+        # the matching series only when some are known.
         order = sql.rpartition(" ORDER BY ")[2].partition(" LIMIT ")[0].partition(" OFFSET ")[0]
         link_q = link.replace(f"{lv}.{_KEY[lv]}", f"q.{_KEY[lv]}")
         order_q = re.sub(rf"\b{lv}\.", "q.", order)
-        if indexed:  # the CTE names one matching instance of each entity
-            sql = (
-                f"WITH dicomplus_hits AS MATERIALIZED (SELECT DISTINCT ON (k) {_BELOW_KEY[lv]} AS k,"
-                f" i2.SOPInstanceUID AS sop FROM {source} WHERE {' AND '.join(conds)})"
-                " SELECT q.*, (SELECT i3.header FROM dicomplus_hits h JOIN instances i3 ON i3.SOPInstanceUID = h.sop"
-                f" WHERE h.k = q.{_KEY[lv]}) AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
-            )
-        else:
-            sql = (
-                f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q} AND {' AND '.join(conds)} LIMIT 1)"
-                f" AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
-            )
+        within = " AND i2.SeriesInstanceUID IN (SELECT series FROM dicomplus_series)" if series_cte else ""
+        sql = (
+            f"SELECT q.*, (SELECT i2.header FROM {source} WHERE {link_q}{within} AND {' AND '.join(conds)} LIMIT 1)"
+            f" AS dicomplus_match FROM ({sql}) AS q ORDER BY {order_q}"
+        )
         params = [*cparams, *params]
+        if series_cte is not None:
+            sql = f"WITH {series_cte[0]} {sql}"
+            params = [*series_cte[1], *params]
     rows = db._reader().execute(sql, params).fetchall()
     if not keys:
         return [_record(lv, row) for row in rows]

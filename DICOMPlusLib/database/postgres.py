@@ -48,9 +48,11 @@ from DICOMPlusLib.database.pg_locks import (
     hierarchy,
     ingest_keys,
     lock_keys,
+    replaced_keys,
     select_existing,
 )
 from DICOMPlusLib.database.pg_search import header_elements, search_in_server
+from DICOMPlusLib.database.pg_terms import add_terms, instance_terms, recompute, remove_gone
 from DICOMPlusLib.database.rows import placed_record
 from DICOMPlusLib.database.search import Criteria
 from DICOMPlusLib.database.store import FileStore
@@ -382,6 +384,14 @@ class PostgresDatabase(Database):
         return pg_schema.found_version(self._reader())
 
     # -- writing -------------------------------------------------------------------------------
+    def _refresh_counts(self, conn, series, studies) -> None:
+        """The counts, and the terms (:mod:`.pg_terms`), of series and studies some instances left
+        or joined: a delete and the migration from SQLite call it holding the series' locks
+        exclusively."""
+        series = list(series)
+        super()._refresh_counts(conn, series, studies)
+        recompute(conn, series)
+
     #: Other processes write at once: writers take advisory locks (:func:`~.pg_locks.lock_keys`).
     exclusive_writer = False
 
@@ -411,10 +421,15 @@ class PostgresDatabase(Database):
             return []
         on_duplicate = DuplicatePolicy(on_duplicate)
         elements = [header_elements(item.header) for item in items]  # CPU work, before the locks
+        terms = [instance_terms(e) for e in elements]
         # One order for the rows of every batch, so that two batches cannot deadlock on them.
         order = sorted(range(len(items)), key=lambda i: hierarchy(items[i].values))
         sops = [str(item.values["SOPInstanceUID"]) for item in items]
         values = [item.values for item in items]
+        batch = [
+            (sop, _text(str(item.values["SeriesInstanceUID"])), _text(item.source), t)
+            for sop, item, t in zip(sops, items, terms, strict=True)
+        ]
         held = ingest_keys(values, ())
         placed: list[str] = []
         retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
@@ -426,9 +441,10 @@ class PostgresDatabase(Database):
                         found = select_existing(conn, sops)
                     existing = existing_rows(found)
                     keys = ingest_keys(values, existing.values())
+                    keys |= replaced_keys(batch, existing, on_duplicate is DuplicatePolicy.REPLACE)
                     if keys <= held:
                         statuses = self._commit_locked(
-                            conn, items, order, elements, existing, link, on_duplicate, placed, retired
+                            conn, items, order, elements, terms, existing, link, on_duplicate, placed, retired
                         )
                         break
                 held |= keys  # a replacement leaves another series: nothing written, lock it too
@@ -443,16 +459,34 @@ class PostgresDatabase(Database):
         return statuses
 
     def _commit_locked(
-        self, conn, items, order, elements, existing, link, on_duplicate, placed, retired
+        self, conn, items, order, elements, terms, existing, link, on_duplicate, placed, retired
     ) -> list[StoredInstance]:
         now = time.time()
         counts = Counts()
         leftovers: list[str] = []
         statuses: dict[int, StoredInstance] = {}
+        gone: dict[str, set[str]] = {}  # series -> terms a replaced instance's old version had
+        pairs: set[tuple[str, str]] = set()
         for i in order:
+            sop = str(_text(items[i].values["SOPInstanceUID"]))
+            before = existing.get(sop)
             statuses[i] = self._commit_one(
                 conn, items[i], elements[i], existing, link, on_duplicate, now, counts, leftovers, placed
             )
+            if statuses[i].status is StoreStatus.KEPT_EXISTING:
+                continue
+            series = _text(str(items[i].values["SeriesInstanceUID"]))
+            if before is not None:
+                lost = (
+                    before["terms"] - terms[i] if before["SeriesInstanceUID"] == series else before["terms"]
+                )
+                if lost:
+                    gone.setdefault(before["SeriesInstanceUID"], set()).update(lost)
+            existing[sop]["terms"] = terms[i]
+            pairs |= {(t, series) for t in terms[i]}
+        for uid in sorted(gone):  # under the exclusive locks of replaced_keys
+            remove_gone(conn, uid, gone[uid])
+        add_terms(conn, pairs)
         counts.apply(conn)
         # A replaced file leaves its name under the locks: a writer that stores the instance
         # anew after a delete may reuse that name once this commit is done.

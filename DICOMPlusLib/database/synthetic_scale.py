@@ -351,14 +351,16 @@ def build_postgres(url: str, spec: Spec, templates: list[Template] | None = None
     import psycopg
     from psycopg.types.json import Jsonb
 
-    from DICOMPlusLib.database.postgres import PostgresDatabase
+    from DICOMPlusLib.database import pg_terms
+    from DICOMPlusLib.database.postgres import PgConnection, PostgresDatabase
 
     with psycopg.connect(url, autocommit=True) as raw:
         recorded = _pg_recorded(raw)
         if recorded is not None and recorded["spec"] == spec.key():
             return recorded
         raw.execute(
-            "DROP TABLE IF EXISTS synthetic_build, sources, instances, series, studies, patients, settings"
+            "DROP TABLE IF EXISTS synthetic_build, sources, series_terms, instances, series, studies, patients,"
+            " settings"
         )
     PostgresDatabase(url, store_dir=store).close()  # the schema, at the current version
     templates = templates or []
@@ -415,6 +417,7 @@ def build_postgres(url: str, spec: Spec, templates: list[Template] | None = None
                 "SELECT setval(pg_get_serial_sequence('patients', 'id'), (SELECT max(id) FROM patients))"
             )
         raw.execute("SET session_replication_role = DEFAULT")
+        pg_terms.fill(PgConnection(raw, url))  # the terms of each series (schema v4), from the rows
         raw.execute("VACUUM ANALYZE")
         seconds = time.monotonic() - started
         info = {"seconds": round(seconds, 1), "instances": spec.instances, "studies": spec.studies,
