@@ -186,6 +186,20 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     assert len(expected) > 3 and len(writes) <= 3, writes  # A-ASSOCIATE-AC, A-RELEASE-RP
 
 
+def test_each_association_gets_its_own_copy_of_the_contexts(pacs):
+    """pynetdicom deep-copies the server's contexts per association; our cheap copy (lists of
+    UIDs copied, UIDs shared) is a plain, equal, independent PresentationContext."""
+    import copy
+
+    from pynetdicom.presentation import PresentationContext
+
+    contexts = pacs._server.contexts
+    copied = copy.deepcopy(contexts)
+    assert len(contexts) > 200 and {type(c) for c in copied} == {PresentationContext}
+    assert [vars(c) for c in copied] == [vars(c) for c in contexts]
+    assert all(c.transfer_syntax is not o.transfer_syntax for c, o in zip(copied, contexts, strict=True))
+
+
 def test_orthanc_queries_and_retrieves(orthanc_factory, pacs, samples):
     orthanc = orthanc_factory(modalities={"dplus": (AET, pacs.port)})
     pacs.add_destination(Destination(orthanc.aet, LOOPBACK, orthanc.dicom_port))
