@@ -365,3 +365,45 @@ def test_a_tls_handshake_fed_byte_by_byte_ends_at_the_negotiation_deadline(db, t
                 break
         sock.close()
     assert ended and time.monotonic() - started < 5
+
+
+class _CountingSocket:
+    """A socket that counts its receives (PDUStream only uses these attributes)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.receives = 0
+
+    def recv_into(self, buffer, nbytes=0):
+        self.receives += 1
+        return self.sock.recv_into(buffer, nbytes)
+
+    def settimeout(self, value) -> None:
+        self.sock.settimeout(value)
+
+
+def test_pdu_stream_reads_ahead_and_returns_each_pdu_whole():
+    """Several PDUs waiting in the socket take one receive each buffer-full, not three receives
+    per PDU (type byte, rest of the header, body); one larger than the buffer grows it."""
+    bodies = [bytes([1]) * 100, bytes(range(256)) * 280, bytes([7]) * (300 << 10)]
+    a, b = socket.socketpair()
+    try:
+        for s in (a, b):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        a.sendall(b"".join(struct.pack(">BBI", ul.P_DATA_TF, 0, len(body)) + body for body in bodies))
+        a.sendall(ul.RELEASE_RP)
+        a.shutdown(socket.SHUT_WR)
+        counting = _CountingSocket(b)
+        stream = ul.PDUStream(counting, timeout=5.0)  # type: ignore[arg-type]
+        for body in bodies:
+            pdu_type, got = stream.read_pdu()
+            assert (pdu_type, bytes(got)) == (ul.P_DATA_TF, body)
+        assert stream.read_pdu()[0] == ul.A_RELEASE_RP
+        assert stream.buffered == 0
+        with pytest.raises(ul.ConnectionClosed):
+            stream.read_pdu()
+        assert counting.receives <= 6, counting.receives  # 13 without reading ahead
+    finally:
+        a.close()
+        b.close()

@@ -152,6 +152,54 @@ def test_get(dcmtk, pacs, samples, tmp_path):
     } == expected
 
 
+def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_path, monkeypatch):
+    """The C-STORE sub-operations and C-GET responses of a C-GET are written by the handler's
+    thread (qrscp_wire), not PDU by PDU by pynetdicom's DUL thread (4x dcmqrscp's time), and
+    what arrives is the stored data set byte for byte."""
+    from pynetdicom.transport import AssociationSocket
+
+    from DICOMPlusLib.network.pacs.qrscp_wire import data_set_offset
+
+    writes = []
+    original = AssociationSocket.send
+    monkeypatch.setattr(
+        AssociationSocket, "send", lambda self, data: (writes.append(len(data)), original(self, data))
+    )
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+
+    def data_set(path) -> bytes:
+        with open(path, "rb") as f:
+            offset = data_set_offset(f)
+            assert offset is not None
+            f.seek(offset)
+            return f.read()
+
+    stored = {r.SOPInstanceUID: r.path for r in pacs.db.search("instance", {"StudyInstanceUID": study})}
+    received = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in out.iterdir()}
+    assert set(received) == expected == set(stored)
+    assert all(data_set(received[uid]) == data_set(stored[uid]) for uid in expected)
+    assert len(expected) > 3 and len(writes) <= 3, writes  # A-ASSOCIATE-AC, A-RELEASE-RP
+
+
+def test_each_association_gets_its_own_copy_of_the_contexts(pacs):
+    """pynetdicom deep-copies the server's contexts per association; our cheap copy (lists of
+    UIDs copied, UIDs shared) is a plain, equal, independent PresentationContext."""
+    import copy
+
+    from pynetdicom.presentation import PresentationContext
+
+    contexts = pacs._server.contexts
+    copied = copy.deepcopy(contexts)
+    assert len(contexts) > 200 and {type(c) for c in copied} == {PresentationContext}
+    assert [vars(c) for c in copied] == [vars(c) for c in contexts]
+    assert all(c.transfer_syntax is not o.transfer_syntax for c, o in zip(copied, contexts, strict=True))
+
+
 def test_orthanc_queries_and_retrieves(orthanc_factory, pacs, samples):
     orthanc = orthanc_factory(modalities={"dplus": (AET, pacs.port)})
     pacs.add_destination(Destination(orthanc.aet, LOOPBACK, orthanc.dicom_port))

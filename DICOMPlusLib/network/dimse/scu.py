@@ -114,16 +114,10 @@ class ClientAssociation:
 
     # -- DIMSE -------------------------------------------------------------------------------
     def _fragment_size(self) -> int:
-        return (self.peer_max - 6) if self.peer_max and self.peer_max > 6 else _READ_BLOCK
+        return fragment_size(self.peer_max)
 
     def _command_parts(self, ctx: int, command: bytes) -> list[bytes | memoryview]:
-        size = self._fragment_size()
-        parts: list[bytes | memoryview] = []
-        for start in range(0, len(command), size):
-            chunk = command[start : start + size]
-            last = start + size >= len(command)
-            parts += [ul.pdata_header(ctx, 0x03 if last else 0x01, len(chunk)), chunk]
-        return parts
+        return command_parts(ctx, command, self._fragment_size())
 
     def _wait_response(self, message_id: int) -> dimse.Command:
         buf = bytearray()
@@ -206,7 +200,7 @@ class ClientAssociation:
         else:
             if length is None:
                 raise ValueError("length is needed when data is a file")
-            batches = _file_batches(cx.id, data, length, size)
+            batches = file_batches(cx.id, data, length, size)
         try:
             for parts in batches:
                 self.stream.send(*pending, *parts)  # the command shares the first system call
@@ -349,7 +343,22 @@ def _batches(ctx: int, view: memoryview, size: int, *, final: bool):
         yield parts
 
 
-def _file_batches(ctx: int, f: ReadableFile, length: int, size: int):
+def fragment_size(peer_max: int) -> int:
+    """The largest PDV fragment a PDU of the peer's Maximum Length Received holds (0: no limit)."""
+    return (peer_max - 6) if peer_max and peer_max > 6 else _READ_BLOCK
+
+
+def command_parts(ctx: int, command: bytes, size: int) -> list[bytes | memoryview]:
+    """(PDU header, fragment) parts of an encoded command, fragments of at most ``size`` bytes."""
+    parts: list[bytes | memoryview] = []
+    for start in range(0, len(command), size):
+        chunk = command[start : start + size]
+        last = start + size >= len(command)
+        parts += [ul.pdata_header(ctx, 0x03 if last else 0x01, len(chunk)), chunk]
+    return parts
+
+
+def file_batches(ctx: int, f: ReadableFile, length: int, size: int):
     """Like :func:`_batches` for ``length`` bytes read from ``f`` into one reused buffer."""
     if length == 0:
         yield [ul.pdata_header(ctx, 0x02, 0)]

@@ -333,6 +333,10 @@ def iter_pdvs(body: memoryview):
 # --------------------------------------------------------------------------------------------
 
 
+#: The receive buffer's size: a few PDUs of the common 16-64 KiB (it grows for larger ones).
+_READ_AHEAD = 256 * 1024
+
+
 class PDUStream:
     """Reads whole PDUs into one reusable buffer; sends byte strings and memoryviews.
 
@@ -343,6 +347,11 @@ class PDUStream:
     ``timeout`` is how long to wait for a PDU to *begin* (an idle peer); ``pdu_timeout`` is how
     long a PDU may take from its first byte to its last. Without the second, a peer sending one
     byte just before each receive times out would hold the connection forever.
+
+    Reads ahead: each ``recv_into`` takes whatever the socket holds (up to the buffer's free
+    space), so several PDUs often arrive in one system call and the next ``read_pdu`` needs none
+    (``strace -c`` of a C-GET of 300 CT instances: 3 receives and 3 polls per PDU before). A
+    caller that waits for the socket to become readable asks :attr:`buffered` first.
     """
 
     def __init__(
@@ -357,22 +366,45 @@ class PDUStream:
         self.timeout = timeout
         self.pdu_timeout = pdu_timeout
         self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
-        self._buf = bytearray(64 * 1024)
-        self._header = bytearray(6)
+        self._buf = bytearray(_READ_AHEAD)
+        self._start = 0  # the first byte not yet returned
+        self._end = 0  # the end of what was received
         self._can_sendmsg = hasattr(sock, "sendmsg") and not is_tls(sock)
         self.closed = False
 
-    def _fill(self, view: memoryview, deadline: float | None) -> None:
-        got, need = 0, len(view)
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned by :meth:`read_pdu`."""
+        return self._end - self._start
+
+    def _room(self, need: int) -> None:
+        """Make room for ``need`` bytes from ``_start``: move what is buffered to the front, or
+        into a larger buffer (the body returned before is no longer valid)."""
+        if self._start + need <= len(self._buf):
+            return
+        held = self._end - self._start
+        if need > len(self._buf):
+            buf = bytearray(max(need, 2 * len(self._buf)))
+            buf[:held] = self._buf[self._start : self._end]
+            self._buf = buf
+        else:
+            self._buf[:held] = self._buf[self._start : self._end]
+        self._start, self._end = 0, held
+
+    def _fill(self, need: int, deadline: float | None) -> None:
+        """Receive until ``need`` bytes from ``_start`` are buffered."""
+        self._room(need)
+        view = memoryview(self._buf)
         recv_into = self.sock.recv_into
-        while got < need:
+        target = self._start + need
+        while self._end < target:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PDUTooSlow("a PDU arrived too slowly (deadline for a whole PDU passed)")
                 self.sock.settimeout(left)
             try:
-                n = recv_into(view[got:], need - got)
+                n = recv_into(view[self._end :], len(view) - self._end)
             except TimeoutError:
                 if deadline is not None:
                     raise PDUTooSlow("a PDU arrived too slowly (deadline for a whole PDU passed)") from None
@@ -381,7 +413,7 @@ class PDUStream:
                 raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from exc
             if n == 0:
                 raise ConnectionClosed("the peer closed the connection")
-            got += n
+            self._end += n
 
     def read_pdu(
         self, timeout: float | None = -1.0, *, deadline: float | None = None
@@ -395,22 +427,23 @@ class PDUStream:
             left = max(deadline - time.monotonic(), 0.001)
             wait = left if wait is None else min(wait, left)
         self.sock.settimeout(wait)
-        header = memoryview(self._header)
-        self._fill(header[:1], None)
+        if self._start == self._end:
+            self._start = self._end = 0
+            self._fill(1, None)
         end = deadline
         if self.pdu_timeout is not None:
             whole = time.monotonic() + self.pdu_timeout
             end = whole if end is None else min(end, whole)
-        self._fill(header[1:], end)
-        pdu_type, _, length = struct.unpack(">BBI", header)
+        self._fill(6, end)
+        pdu_type, _, length = struct.unpack_from(">BBI", self._buf, self._start)
         if pdu_type not in PDU_NAMES:
             raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
         if length > self.limit:
             raise ProtocolError(f"{PDU_NAMES[pdu_type]} of {length} bytes exceeds the limit of {self.limit}")
-        if len(self._buf) < length:
-            self._buf = bytearray(max(length, 2 * len(self._buf)))
-        body = memoryview(self._buf)[:length]
-        self._fill(body, end)
+        self._fill(6 + length, end)
+        first = self._start + 6
+        body = memoryview(self._buf)[first : first + length]
+        self._start = first + length
         if end is not None:
             self.sock.settimeout(self.timeout)  # sends that follow get the usual time, not what was left
         return pdu_type, body

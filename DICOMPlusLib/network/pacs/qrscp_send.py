@@ -140,11 +140,58 @@ def needs_decoding(assoc, sop_class: str, transfer_syntax: str) -> bool:
     return stored not in accepted and stored in LOSSLESS and bool(accepted & {EXPLICIT_LE, IMPLICIT_LE})
 
 
+def _send_stored(assoc, wire, path: str, sop_class: str, sop_instance: str, stored: str, kwargs):
+    """The stored file sent by :class:`~DICOMPlusLib.network.pacs.qrscp_wire.Wire`: the status
+    Dataset pynetdicom's ``send_c_store`` returns, or None when the file is not one the wire
+    can send (no ``DICM``, or no context with the stored transfer syntax)."""
+    from pydicom import Dataset
+
+    from DICOMPlusLib.network.pacs import qrscp_wire
+
+    try:
+        context = assoc._get_valid_context(sop_class, stored, "scu", allow_conversion=False)
+    except ValueError:
+        return None
+    with open(path, "rb") as f:
+        offset = qrscp_wire.data_set_offset(f)
+        if offset is None:
+            return None
+        command = qrscp_wire.store_command(
+            kwargs["msg_id"], sop_class, sop_instance, kwargs["priority"],
+            kwargs["originator_aet"], kwargs["originator_id"],
+        )  # fmt: skip
+        rsp = wire.store(f, offset, context.context_id, command)
+    if rsp is None:  # the DIMSE timeout passed: pynetdicom aborts
+        assoc._handle_no_response()
+        return Dataset()
+    return assoc._check_received_status(rsp)
+
+
 def install_sender(assoc) -> None:
-    """Make ``assoc.send_c_store`` resolve the datasets of :func:`stored_instance`."""
+    """Make ``assoc.send_c_store`` resolve the datasets of :func:`stored_instance`; stored
+    bytes and the association's C-GET responses go on the wire directly
+    (:mod:`~DICOMPlusLib.network.pacs.qrscp_wire`)."""
     if getattr(assoc, "_dicomplus_sender", False):
         return
+    from pynetdicom.dimse_primitives import C_GET
+
+    from DICOMPlusLib.network.pacs.qrscp_wire import Wire
+
     original = assoc.send_c_store
+    # Only where the handler runs on the association's own reactor thread (a C-GET: we are the
+    # acceptor): on the association pynetdicom opens to a C-MOVE destination its reactor runs
+    # on another thread, and pausing it between two sends as quick as these is racy (it took a
+    # C-STORE response off the queue in test_network_serve).
+    wire = Wire(assoc) if assoc.is_acceptor else None
+    if wire is not None:
+        send_msg = assoc.dimse.send_msg
+
+        def send_get_response(primitive, context_id):
+            if isinstance(primitive, C_GET) and primitive.MessageIDBeingRespondedTo is not None:
+                return wire.send_msg(primitive, context_id)
+            return send_msg(primitive, context_id)
+
+        assoc.dimse.send_msg = send_get_response
 
     def send_c_store(dataset, msg_id=1, priority=2, originator_aet=None, originator_id=None):
         path = getattr(dataset, "_dicomplus_path", None)
@@ -158,6 +205,11 @@ def install_sender(assoc) -> None:
         stored = str(dataset.file_meta.TransferSyntaxUID)
         accepted = _accepted(assoc, str(dataset.SOPClassUID))
         if stored in accepted:
+            if wire is not None:
+                sop_class, sop_instance = str(dataset.SOPClassUID), str(dataset.SOPInstanceUID)
+                sent = _send_stored(assoc, wire, path, sop_class, sop_instance, stored, kwargs)
+                if sent is not None:
+                    return sent
             try:
                 return original(Path(path), **kwargs)
             except (AttributeError, pydicom.errors.InvalidDicomError):
