@@ -260,13 +260,16 @@ class Ingest:
         ``FAILED`` with ``out_of_space``), and nothing is left behind: neither the temporary
         file nor a file moved into place without its committed row.
         """
-        from DICOMPlusLib.database.parsing import parse_path
+        from DICOMPlusLib.database.parsing import parse_incoming, parse_path
 
         try:
             if fsync:
                 incoming.fsync()
-            incoming.close()
-            parsed = parse_path(incoming.path, keep_data=False)
+            if incoming.fd >= 0:  # read the header through the descriptor it was written by
+                parsed = parse_incoming(incoming.fd, incoming.path)
+                incoming.close()
+            else:  # the caller closed it already (a DICOMweb part)
+                parsed = parse_path(incoming.path, keep_data=False)
         except OSError as exc:
             incoming.discard()
             return failure(exc)
@@ -297,13 +300,18 @@ class Ingest:
         sop = str(parsed.values.get("SOPInstanceUID") or "")
         try:
             (result,) = self.db.commit_parsed([parsed], on_duplicate=policy)
-        except Exception as exc:
-            logger.warning("cannot store instance %s: %s", sop, exc)
-            return failure(exc, sop)
-        finally:
-            if parsed.stored_tmp:  # moved into place already, unless the commit failed or kept
+        except BaseException as exc:
+            if parsed.stored_tmp:  # not moved into place, or moved and taken back
                 with contextlib.suppress(OSError):
                     os.unlink(parsed.stored_tmp)
+            if not isinstance(exc, Exception):
+                raise
+            logger.warning("cannot store instance %s: %s", sop, exc)
+            return failure(exc, sop)
+        if parsed.stored_tmp and result.status not in (StoreStatus.STORED, StoreStatus.REPLACED):
+            with contextlib.suppress(OSError):  # kept (the backend removes it too) or unreadable
+                os.unlink(parsed.stored_tmp)
+        # STORED or REPLACED: the temporary name was renamed into place; no unlink (ENOENT) per file
         self._announce([result], context)
         return result
 

@@ -297,6 +297,16 @@ def parse_path(path: str, *, keep_data: bool, also: frozenset[int] = frozenset()
         os.close(fd)
 
 
+def parse_incoming(fd: int, path: str) -> ParsedFile:
+    """Index entry for a received file still open (readable) on ``fd``, the descriptor it was
+    written by: no second open and close of it per received instance. Raises as
+    :func:`parse_path` does (ImportFileError for unreadable data)."""
+    try:
+        return parse_fd(fd, os.fstat(fd), path)
+    except OSError as exc:
+        raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
+
+
 def _read_all(fd: int, size: int) -> bytes:
     data = os.pread(fd, size, 0)
     while len(data) < size:

@@ -384,12 +384,12 @@ class PostgresDatabase(Database):
         return pg_schema.found_version(self._reader())
 
     # -- writing -------------------------------------------------------------------------------
-    def _refresh_counts(self, conn, series, studies) -> None:
+    def _refresh_counts(self, conn, series, studies, *, modalities: bool = True) -> None:
         """The counts, and the terms (:mod:`.pg_terms`), of series and studies some instances left
         or joined: a delete and the migration from SQLite call it holding the series' locks
         exclusively."""
         series = list(series)
-        super()._refresh_counts(conn, series, studies)
+        super()._refresh_counts(conn, series, studies, modalities=modalities)
         recompute(conn, series)
 
     #: Other processes write at once: writers take advisory locks (:func:`~.pg_locks.lock_keys`).

@@ -109,10 +109,19 @@ class FileStore:
         return folder
 
     def temporary_file(self) -> tuple[int, str]:
-        """A new temporary file inside the store, opened for writing: (fd, path)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """A new temporary file inside the store, opened for reading and writing (the ingest
+        parses a received file's header from the descriptor it wrote it with): (fd, path).
+
+        The store's root is made by the writer's claim (:meth:`owner_token`), once: not one
+        ``mkdir`` (failing with EEXIST) per received file."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         path = self.temporary_name()
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileNotFoundError:  # the root was removed while this writer lived
+            self.release()  # its lock file went with it: claim anew (which makes the root)
+            path = self.temporary_name()
+            return os.open(path, flags, 0o600), path
 
     def sweep(self) -> int:
         """Remove the temporary files of writers that are gone; return how many were removed."""

@@ -1,0 +1,174 @@
+"""What storing one received instance costs (issue 19): file-system calls and SQL statements per
+file, counted, not timed. A retrieve of 300 files pays these 300 times; each test names the waste
+it guards against (a ``mkdir`` of the store's root failing with EEXIST, a second open of the file
+to parse it, an ``unlink`` of a name already renamed away, a lookup the UPDATE can return)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.database import database as database_module
+from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
+from DICOMPlusLib.database.store import TMP_PREFIX
+
+REPLACE = POLICY[IngestSource.C_GET]
+
+
+@pytest.fixture
+def received(tmp_path: Path) -> list[bytes]:
+    make_series(tmp_path / "src", n=7, rows=16, cols=16)
+    return [p.read_bytes() for p in sorted((tmp_path / "src").rglob("*")) if p.is_file()]
+
+
+def _receive(db: Database, data: bytes, policy=REPLACE):
+    incoming = db.ingest.incoming()
+    incoming.write(data)
+    return db.ingest.commit(incoming, policy)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, calls: Counter) -> None:
+    for name in ("open", "mkdir", "unlink"):
+        real = getattr(os, name)
+
+        def wrapper(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, wrapper)
+
+
+def test_a_received_file_costs_one_open_no_failing_mkdir_no_unlink(tmp_path, received, monkeypatch):
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        first = _receive(db, received[0])  # claims the writer's token, makes the root
+        assert first.status is StoreStatus.STORED
+        calls: Counter = Counter()
+        _counting(monkeypatch, calls)
+        results = [_receive(db, data) for data in received[1:]]
+        monkeypatch.undo()
+        assert [r.status for r in results] == [StoreStatus.STORED] * len(results)
+        fan_out = {Path(r.path).parent for r in results} - {Path(first.path).parent}
+        assert calls["open"] == len(results)  # the temporary file; parsed through the same descriptor
+        assert calls["unlink"] == 0  # the temporary name was renamed into place
+        assert calls["mkdir"] == len(fan_out)  # new fan-out folders only, never the root again
+        assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_a_received_file_costs_nine_statements_with_begin_and_commit(tmp_path, received):
+    """BEGIN, the stored-instance lookup, the patient, INSERT OR IGNORE study and series, the
+    instance, the series' recount returning its study, the study's recount, COMMIT: 9 in all
+    (10 before, when the series' study was a SELECT of its own)."""
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        _receive(db, received[0])
+        statements: list[str] = []
+        db._writer.set_trace_callback(statements.append)
+        try:
+            for data in received[1:]:
+                assert _receive(db, data).status is StoreStatus.STORED
+            assert _receive(db, received[1]).status is StoreStatus.REPLACED  # sent again
+        finally:
+            db._writer.set_trace_callback(None)
+        per_file = len(statements) / len(received)
+        assert per_file == (9 if database_module._RETURNING else 10), statements[:12]
+        with db.write() as conn:
+            series_count = [
+                tuple(r) for r in conn.execute("SELECT NumberOfSeriesRelatedInstances FROM series")
+            ]
+            study_count = [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT NumberOfStudyRelatedSeries, NumberOfStudyRelatedInstances, ModalitiesInStudy FROM studies"
+                )
+            ]
+        assert series_count == [(len(received),)]
+        assert study_count == [(1, len(received), "CT")]
+        assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_a_replacement_into_another_series_recounts_the_series_it_left(tmp_path, received):
+    """The study of the series a replaced instance leaves comes from the recount's RETURNING."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        for data in received:
+            _receive(db, data)
+        moved = tmp_path / "moved.dcm"
+        ds = pydicom.dcmread(next(p for p in sorted((tmp_path / "src").rglob("*")) if p.is_file()))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.save_as(moved)
+        assert _receive(db, moved.read_bytes()).status is StoreStatus.REPLACED
+        with db.write() as conn:
+            studies = [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT NumberOfStudyRelatedSeries, NumberOfStudyRelatedInstances FROM studies ORDER BY 2"
+                )
+            ]
+        assert studies == [(1, 1), (1, len(received) - 1)]
+
+
+def test_a_received_file_closed_by_its_writer_is_parsed_by_name(tmp_path, received):
+    """A DICOMweb part closes its temporary file before the commit: parsed through its path."""
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        incoming = db.ingest.incoming()
+        incoming.write(received[0])
+        incoming.close()
+        assert db.ingest.commit(incoming, REPLACE).status is StoreStatus.STORED
+
+
+def test_unreadable_received_data_leaves_no_temporary_file(tmp_path):
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        result = _receive(db, b"not DICOM at all" * 20)
+        assert result.status is StoreStatus.UNREADABLE
+        assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_a_store_root_removed_under_a_living_writer_is_made_again(tmp_path, received):
+    """The root is made once per writer, not per file: if it goes, the writer claims anew."""
+    import shutil
+
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        assert _receive(db, received[0]).ok
+        shutil.rmtree(tmp_path / "store")
+        assert _receive(db, received[1]).status is StoreStatus.STORED
+        assert len(list((tmp_path / "store").glob(".writer-*.lock"))) == 1
+
+
+def test_modalities_are_recomputed_only_when_a_series_is_new(tmp_path, received):
+    """Setting ModalitiesInStudy rewrites the two studies indexes that hold it (2 of a received
+    file's 8 WAL pages): a file into a series already stored leaves it; a new series sets it."""
+    import pydicom
+
+    study = str(
+        pydicom.dcmread(
+            next(p for p in sorted((tmp_path / "src").rglob("*")) if p.is_file())
+        ).StudyInstanceUID
+    )
+    make_series(tmp_path / "mr", n=2, rows=16, cols=16, modality="MR", study_uid=study, seed=9)
+    mr = [p.read_bytes() for p in sorted((tmp_path / "mr").rglob("*")) if p.is_file()]
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        _receive(db, received[0])
+        statements: list[str] = []
+        db._writer.set_trace_callback(statements.append)
+        try:
+            _receive(db, received[1])
+            steady = [s for s in statements if "ModalitiesInStudy" in s]
+            statements.clear()
+            _receive(db, mr[0])
+            new_series = [s for s in statements if "ModalitiesInStudy" in s]
+        finally:
+            db._writer.set_trace_callback(None)
+        assert steady == []
+        assert len(new_series) == 1
+        _receive(db, mr[1])
+        with db.write() as conn:
+            row = conn.execute(
+                "SELECT ModalitiesInStudy, NumberOfStudyRelatedSeries, NumberOfStudyRelatedInstances FROM studies"
+            ).fetchall()
+        assert [tuple(r) for r in row] == [("CT\\MR", 2, 4)]
