@@ -20,8 +20,17 @@ SQL = re.compile(
 RAW_READER = re.compile(r"\.(_?reader)\(\)")
 
 
+#: The benchmarks' scratch folder (git-ignored): scripts left there are nobody's code.
+SCRATCH = REPO_ROOT / "bench" / "_work"
+
+
 def _outside_database() -> list[Path]:
-    return [p for root in ROOTS for p in sorted(root.rglob("*.py")) if DATABASE not in p.parents]
+    return [
+        p
+        for root in ROOTS
+        for p in sorted(root.rglob("*.py"))
+        if DATABASE not in p.parents and SCRATCH not in p.parents
+    ]
 
 
 def _strings(path: Path) -> list[tuple[int, str]]:
