@@ -321,14 +321,9 @@ def build_sqlite(path: Path, spec: Spec, templates: list[Template] | None = None
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA journal_mode=WAL")
-    seconds = time.monotonic() - started
-    info = {"seconds": round(seconds, 1), "instances": spec.instances, "studies": spec.studies,
-            "series": spec.studies * spec.series_per_study, "templates": len(templates)}  # fmt: skip
-    conn.execute("CREATE TABLE IF NOT EXISTS synthetic_build (spec TEXT, info TEXT)")
-    conn.execute("DELETE FROM synthetic_build")
-    conn.execute("INSERT INTO synthetic_build VALUES (?, ?)", (spec.key(), json.dumps(info)))
+    built = _record_build(conn.execute, "?", spec, templates, started)
     conn.close()
-    return {"spec": spec.key(), **info}
+    return built
 
 
 def sqlite_size(path: Path) -> int:
@@ -419,13 +414,7 @@ def build_postgres(url: str, spec: Spec, templates: list[Template] | None = None
         raw.execute("SET session_replication_role = DEFAULT")
         pg_terms.fill(PgConnection(raw, url))  # the terms of each series (schema v4), from the rows
         raw.execute("VACUUM ANALYZE")
-        seconds = time.monotonic() - started
-        info = {"seconds": round(seconds, 1), "instances": spec.instances, "studies": spec.studies,
-                "series": spec.studies * spec.series_per_study, "templates": len(templates)}  # fmt: skip
-        raw.execute("CREATE TABLE IF NOT EXISTS synthetic_build (spec text, info text)")
-        raw.execute("DELETE FROM synthetic_build")
-        raw.execute("INSERT INTO synthetic_build VALUES (%s, %s)", (spec.key(), json.dumps(info)))
-    return {"spec": spec.key(), **info}
+        return _record_build(raw.execute, "%s", spec, templates, started)
 
 
 def postgres_size(url: str) -> int:
@@ -443,3 +432,15 @@ def create_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as raw:
         if raw.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             raw.execute(f'CREATE DATABASE "{name}"')
+
+
+def _record_build(execute, marker: str, spec: Spec, templates: list[Template], started: float) -> dict:
+    """Record a finished build in its database's ``synthetic_build`` table (what :func:`build`
+    compares with the spec next time); return the build's spec and figures. ``execute`` runs one
+    statement on either back end; ``marker`` is its parameter placeholder."""
+    info = {"seconds": round(time.monotonic() - started, 1), "instances": spec.instances, "studies": spec.studies,
+            "series": spec.studies * spec.series_per_study, "templates": len(templates)}  # fmt: skip
+    execute("CREATE TABLE IF NOT EXISTS synthetic_build (spec text, info text)")
+    execute("DELETE FROM synthetic_build")
+    execute(f"INSERT INTO synthetic_build VALUES ({marker}, {marker})", (spec.key(), json.dumps(info)))
+    return {"spec": spec.key(), **info}
