@@ -56,6 +56,36 @@ from DICOMPlusLib.loading import load_folder
 (v,) = load_folder(sys.argv[1])
 assert v.array.shape == (300, 512, 512), v.array.shape
 """
+#: The least a numpy loader of this folder does as a process: start python, import numpy, map
+#: the volume in 4 KiB pages as the loader does (``pixels._volume_array``), read each slice's
+#: pixel data at its offset (known beforehand: listed by the parent, in geometric order, with
+#: the rescale intercept) straight into it on two threads, apply the rescale in place, exit. No
+#: header is read or parsed and nothing of DICOMPlusLib is imported: what is left of a load once
+#: its own work is taken away.
+FLOOR_CHILD = """
+import mmap, sys, threading
+import numpy as np
+lines = open(sys.argv[1]).read().split("\\n")
+rows, cols, intercept = map(int, lines[0].split())
+slices = [line.split(" ", 1) for line in lines[1:] if line]
+size = rows * cols * 2
+memory = mmap.mmap(-1, len(slices) * size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+volume = np.frombuffer(memory, np.int16).reshape(len(slices), rows, cols)
+def read(first):
+    for i in range(first, len(slices), 2):
+        offset, path = slices[i]
+        with open(path, "rb", buffering=0) as f:
+            f.seek(int(offset))
+            assert f.readinto(volume[i].data.cast("B")) == size
+        u = volume[i].view(np.uint16)
+        np.add(u, np.uint16(intercept % 65536), out=u)
+threads = [threading.Thread(target=read, args=(k,)) for k in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert volume.shape == (300, 512, 512), volume.shape
+"""
 SITK_CHILD = """
 import sys
 import SimpleITK as sitk
@@ -113,6 +143,20 @@ def _check(db, uid: str, folder: Path) -> None:
     )
 
 
+def _floor_list(folder: Path, work_dir: Path) -> Path:
+    """The slices' pixel offsets in geometric order, for :data:`FLOOR_CHILD` (from the loader's plan)."""
+    from DICOMPlusLib.loading import plan_folder
+
+    (info,) = plan_folder(folder)
+    f0 = info.frames[0]
+    assert all(f.rescale_slope == 1 and f.rescale_intercept == f0.rescale_intercept for f in info.frames)
+    listing = work_dir / "floor_slices.txt"
+    lines = [f"{f0.rows} {f0.columns} {int(f0.rescale_intercept)}"]
+    lines += [f"{f.pixel_offset} {f.path}" for f in info.frames]
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
 def _memory(db_path: Path, uid: str, folder: Path, volume_bytes: int) -> None:
     def peak(code: str, *args: str) -> float:
         runs = [measure_command(python_command(code, *args), cwd=REPO).max_rss_kib for _ in range(5)]
@@ -161,6 +205,7 @@ def benchmark(work_dir: Path) -> Benchmark:
     volume_bytes = N * ROWS * COLS * 2
     _check(db, uid, folder)
     _memory(db.path, uid, folder, volume_bytes)
+    floor_list = _floor_list(folder, work_dir)
     dcm2niix = str(Path(sys.executable).parent / "dcm2niix")
     out = work_dir / "dcm2niix_out"
 
@@ -226,6 +271,12 @@ def benchmark(work_dir: Path) -> Benchmark:
                 label="load_folder in a fresh python (start-up, imports, header scan, load)",
             ),
             Candidate(
+                "floor-process",
+                command=python_command(FLOOR_CHILD, str(floor_list)),
+                cwd=REPO,
+                label="python + numpy + the pixel reads alone (offsets given), fresh python",
+            ),
+            Candidate(
                 "simpleitk-cold",
                 command=python_command(SITK_CHILD.format(body=SITK_BODY), str(folder)),
                 cwd=REPO,
@@ -244,6 +295,8 @@ def benchmark(work_dir: Path) -> Benchmark:
         pairs=[
             ("dicomplus-process", "simpleitk-process"),
             ("dicomplus-folder-process", "simpleitk-process"),
+            ("floor-process", "simpleitk-process"),
+            ("dicomplus-folder-process", "floor-process"),
             ("dicomplus-folder-cold", "simpleitk-cold"),
         ],
         work={"files": N, "MB": total / 1e6},
