@@ -14,7 +14,12 @@ Candidates, alternating in one run (reference: SimpleITK's ImageSeriesReader):
 * ``dicomplus-folder-process``: ``load_folder`` in a fresh interpreter, compared with
   ``simpleitk-process`` (both read the folder);
 * ``dicomplus-folder-cold`` / ``simpleitk-cold``: the two processes after the files' pages were
-  evicted from the page cache (``posix_fadvise(DONTNEED)``), compared with each other.
+  evicted from the page cache (``posix_fadvise(DONTNEED)``), compared with each other;
+* ``floor-process``: the least a numpy loader of this folder does as a process (python, numpy,
+  the volume mapped as the loader maps it, each slice's pixel data read at an offset listed
+  beforehand, on two threads, the rescale in place; no header read, nothing of DICOMPlusLib
+  imported), compared with ``simpleitk-process`` and with ``dicomplus-folder-process``: the
+  same voxels (checked before timing), without the loader's own work.
 
 Before timing, it checks that DICOMPlus and SimpleITK give the same voxels and geometry, and
 prints the memory figures to stderr: the peak RSS of a child that loads the volume from the
@@ -157,6 +162,29 @@ def _floor_list(folder: Path, work_dir: Path) -> Path:
     return listing
 
 
+def _check_floor(folder: Path, listing: Path) -> None:
+    """The floor child's volume has the loader's voxels (a digest of each, compared)."""
+    import hashlib
+    import subprocess
+
+    from DICOMPlusLib.loading import load_folder
+
+    digest = "\nimport hashlib\nprint(hashlib.sha256(volume.data).hexdigest())\n"
+    child = subprocess.run(
+        python_command(FLOOR_CHILD + digest, str(listing)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (v,) = load_folder(folder)
+    same = child.stdout.strip() == hashlib.sha256(v.array.data).hexdigest()
+    print(
+        f"load: check floor-process vs load_folder: voxels {'identical' if same else 'DIFFERENT'}",
+        file=sys.stderr,
+    )
+
+
 def _memory(db_path: Path, uid: str, folder: Path, volume_bytes: int) -> None:
     def peak(code: str, *args: str) -> float:
         runs = [measure_command(python_command(code, *args), cwd=REPO).max_rss_kib for _ in range(5)]
@@ -206,6 +234,7 @@ def benchmark(work_dir: Path) -> Benchmark:
     _check(db, uid, folder)
     _memory(db.path, uid, folder, volume_bytes)
     floor_list = _floor_list(folder, work_dir)
+    _check_floor(folder, floor_list)
     dcm2niix = str(Path(sys.executable).parent / "dcm2niix")
     out = work_dir / "dcm2niix_out"
 
