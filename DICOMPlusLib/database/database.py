@@ -270,8 +270,13 @@ class Database:
         Callers go through :class:`~DICOMPlusLib.database.ingest.Ingest` (``self.ingest``).
         Files are moved into the store before the commit; when the commit fails, the files this
         batch moved into place are removed again (no committed row can point to them: a
-        replacement goes to a new, unique name), so a failure leaves nothing behind and a crash
-        in between at most an unreferenced file, never a row without its file.
+        replacement goes to a new, unique name), so a failure leaves nothing behind.
+
+        A replaced file leaves its name inside the transaction (:meth:`FileStore.retire`), while
+        ``BEGIN IMMEDIATE`` holds the write lock of every process, and is removed after the
+        commit (put back if the commit fails). Removed by name after the commit instead, it could
+        be the file of another process that deleted the instance and stored it anew under that
+        name in between (``Testing/test_database_writers_race.py``).
 
         The batch costs one lookup of the instances already stored and one ``executemany`` per
         table, not five statements a file: the items are decided in order against what is stored
@@ -285,7 +290,9 @@ class Database:
         now = time.time()
         touched_series: set[str] = set()
         touched_studies: set[str] = set()
-        leftovers: list[str] = []
+        leftovers: list[str] = []  # temporary files of newcomers not stored (policy KEEP)
+        replaced: list[str] = []  # the files of the instances replaced
+        retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
         placed: list[str] = []
         patients: dict[tuple[str, str], int] = {}
         studies: dict[str, tuple] = {}
@@ -328,7 +335,7 @@ class Database:
                     instance_rows.append(instance_row(item, sop, series, path, linked, now))
                     stored[sop] = (path, int(linked), item.source, series)
                     if replace and existing is not None and existing[0] != path and not existing[1]:
-                        leftovers.append(existing[0])
+                        replaced.append(existing[0])
                     source_row(source_rows, item, sop, "")
                     touched_series.add(series)
                     touched_studies.add(study)
@@ -344,14 +351,22 @@ class Database:
                 conn.executemany(INSERT_INSTANCE, instance_rows)
                 conn.executemany(INSERT_SOURCE, source_rows)
                 self._refresh_counts(conn, touched_series, touched_studies, modalities=new_rows != 0)
+                for path in replaced:  # last: the shortest time out of its name before the commit
+                    tmp = self.store.retire(path) if path and self.store.contains(path) else None
+                    if tmp is not None:
+                        retired.append((tmp, path))
         except BaseException:
+            for tmp, path in retired:
+                self.store.restore(tmp, path)
             for path in placed:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
+        for tmp, path in retired:
+            self.store.discard(tmp, path)
         for path in leftovers:
-            if path and self.store.contains(path):
-                self.store.remove(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         return results
 
     def _patient_id(self, conn: Connection, known: dict[tuple[str, str], int], v: dict) -> int:
