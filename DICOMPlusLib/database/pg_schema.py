@@ -151,7 +151,7 @@ def found_version(conn) -> int:
 def migrate(conn, where: str) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION` in place; return the version found.
 
-    ``conn`` is an autocommit connection (:class:`~DICOMPlusLib.database.postgres.PgConnection`);
+    ``conn`` is an autocommit connection (:class:`~DICOMPlusLib.database.pg_connection.PgConnection`);
     ``where`` names the database in messages (its URL without password)."""
     found = found_version(conn)
     if found > SCHEMA_VERSION:
