@@ -13,7 +13,7 @@ import pytest
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.database import database as database_module
+from DICOMPlusLib.database.dialect import SQLITE
 from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
 from DICOMPlusLib.database.store import TMP_PREFIX
 
@@ -74,7 +74,7 @@ def test_a_received_file_costs_nine_statements_with_begin_and_commit(tmp_path, r
         finally:
             db._writer.set_trace_callback(None)
         per_file = len(statements) / len(received)
-        assert per_file == (9 if database_module._RETURNING else 10), statements[:12]
+        assert per_file == (9 if SQLITE.returning else 10), statements[:12]
         with db.write() as conn:
             series_count = [
                 tuple(r) for r in conn.execute("SELECT NumberOfSeriesRelatedInstances FROM series")

@@ -8,6 +8,7 @@ found or removed by exactly one delete."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -211,3 +212,66 @@ def test_replacements_changing_terms_race_writers_into_their_series(open_db, tmp
     with Database.open(target, store_dir=store) as db:
         assert len(db.search("instance", {"StationName": "S0R9"})) == 3
         assert db.search("series", {"StationName": "S0R0"}) == []
+
+
+def _replace_and_pause(target: str, store: str, path: str, ended, go) -> str:
+    """Send ``path`` again (policy REPLACE), as a listener does, pausing after each write
+    transaction it ends (on ``ended``) until told to go on (on ``go``): a pause that the scheduler
+    may give any process at that point. Returns the commit's status."""
+    db = Database.open(target, store_dir=store)
+    transaction = db.write
+
+    @contextlib.contextmanager
+    def write():
+        with transaction() as conn:
+            yield conn
+        ended.put(True)
+        go.get(timeout=60)
+
+    db.write = write  # type: ignore[method-assign]
+    try:
+        incoming = db.ingest.incoming()
+        with open(path, "rb") as f:
+            incoming.write(f.read())
+        return db.ingest.commit(incoming, DuplicatePolicy.REPLACE).status.value
+    finally:
+        db.close()
+
+
+def test_a_replacement_never_removes_the_file_another_process_stored_after_its_commit(open_db, tmp_path):
+    """A listener replaces an instance; after its commit, before it has removed the file it
+    replaced, another process deletes the instance and a third copy is stored anew, under the
+    instance's first name (the name of the replaced file). When the listener goes on, the row
+    must still have its file, and no other file may remain: the replaced file left its name
+    inside the replacing transaction, so the listener can no longer remove a file by a name
+    that someone else has since reused."""
+    target, store = _target(open_db, tmp_path / "db")
+    sop = "1.2.826.0.1.3680043.8.498.81.9.1"
+    copies = [
+        make_series(tmp_path / f"v{v}", n=1, rows=4, cols=4, study_uid="1.2.826.0.1.3680043.8.498.81",
+                    series_uid="1.2.826.0.1.3680043.8.498.81.1", sop_uids=[sop], seed=v).files[0]
+        for v in range(3)
+    ]  # fmt: skip
+    db = Database.open(target, store_dir=store)
+    try:
+        first = db.ingest.commit_bytes(copies[0].read_bytes(), DuplicatePolicy.REPLACE)
+        assert first.status is StoreStatus.STORED
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Manager() as manager:
+            ended, go = manager.Queue(), manager.Queue()
+            with ctx.Pool(1) as pool:
+                pending = pool.apply_async(_replace_and_pause, (target, store, str(copies[1]), ended, go))
+                # PostgreSQL may end a first transaction with the locks only (pg_locks.replaced_keys)
+                while ended.get(timeout=120) and db.instance(sop).path == first.path:
+                    go.put(True)
+                assert db.delete(instance=sop).instances == 1
+                again = db.ingest.commit_bytes(copies[2].read_bytes(), DuplicatePolicy.REPLACE)
+                assert (again.status, again.path) == (StoreStatus.STORED, first.path)  # the first name
+                go.put(True)
+                assert pending.get(timeout=120) == StoreStatus.REPLACED.value
+        assert db.instance(sop).path == first.path
+        assert open(first.path, "rb").read() == copies[2].read_bytes()  # the third copy, intact
+    finally:
+        db.close()
+    info = _check_consistent(target, store)
+    assert info["instances"] == 1

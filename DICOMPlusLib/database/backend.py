@@ -2,8 +2,8 @@
 of the back end they work for: its own surface beside the public
 :class:`~.protocol.DatabaseProtocol` (a connection to read, a write transaction, the file store).
 
-Written down here so that those modules refer to neither back end: the SQLite class imports them,
-and the PostgreSQL one builds on it.
+Written down here so that those modules refer to neither back end: both back ends build on
+:class:`~.base.BaseDatabase`, which imports them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class Connection(Protocol):
     """What the SQL shared by the back ends needs of a connection: ``sqlite3.Connection`` for
-    SQLite, :class:`~.postgres.PgConnection` (sqlite3's surface over psycopg) for PostgreSQL. Rows
+    SQLite, :class:`~.pg_connection.PgConnection` (sqlite3's surface over psycopg) for PostgreSQL. Rows
     come back readable by position and by column name."""
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...

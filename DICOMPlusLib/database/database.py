@@ -4,6 +4,10 @@ Concurrency model: WAL journal, one writer at a time (a lock in this process, SQ
 across processes, with a generous busy timeout), any number of readers that never wait for the
 writer. Every logical batch (a chunk of imported files, one received instance, one delete) is
 one transaction, so a crash leaves only complete, committed records.
+
+:class:`Database` brings SQLite's connections, schema (:mod:`.schema`) and write path (the SQL of
+:mod:`.rows`); the reads, search, import and delete it shares with PostgreSQL come from
+:class:`~.base.BaseDatabase`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database import schema
 from DICOMPlusLib.database.backend import Connection
-from DICOMPlusLib.database.delete import delete
+from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn
@@ -33,8 +36,6 @@ from DICOMPlusLib.database.rows import (
     INSERT_SERIES,
     INSERT_SOURCE,
     INSERT_STUDY,
-    chunks,
-    instance_record,
     instance_row,
     placed_record,
     series_row,
@@ -42,31 +43,13 @@ from DICOMPlusLib.database.rows import (
     stored_instances,
     study_row,
 )
-from DICOMPlusLib.database.search import Criteria, count, search
 from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
-from DICOMPlusLib.models import (
-    DeleteReport,
-    InstanceLevel,
-    InstanceRecord,
-    PatientLevel,
-    PatientRecord,
-    QueryLevel,
-    Record,
-    SeriesLevel,
-    SeriesRecord,
-    StudyLevel,
-    StudyRecord,
-)
 
 if TYPE_CHECKING:
-    import pydicom
+    pass
 
 logger = logging.getLogger(__name__)
-
-#: ``UPDATE ... RETURNING`` (SQLite 3.35, 2021; PostgreSQL always): older SQLite libraries (a
-#: Python built against one) look the series' study up in a second statement.
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 DB_FILE_NAME = "dicomplus.sqlite"
 BUSY_TIMEOUT_S = 60.0
@@ -90,14 +73,12 @@ BACKENDS = {
 }
 
 
-class Database:
+class Database(BaseDatabase):
     """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
     at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
-    :meth:`open` chooses the back end by URL."""
+    :meth:`open` chooses the back end by URL. What it shares with PostgreSQL is in
+    :class:`~.base.BaseDatabase`; the write path (its SQL) is its own."""
 
-    #: Whether imports link files in place instead of copying them, when not told otherwise.
-    default_link: bool = False
-    #: The SQL spellings that differ between back ends (search, and the counts' refresh).
     dialect: Dialect = SQLITE
 
     def __init__(self, path: str | os.PathLike | None = None, *, store_dir: str | os.PathLike | None = None):
@@ -109,11 +90,8 @@ class Database:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = FileStore(os.path.abspath(store_dir) if store_dir else self.path.parent / "store")
         _create_owner_only(self.path)
-        self._local = threading.local()
+        self._init_connections()
         self._write_lock = threading.RLock()
-        self._connections: list[Connection] = []
-        self._connections_lock = threading.Lock()
-        self._closed = False
         conn = self._connect_sqlite()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -139,17 +117,13 @@ class Database:
         backend = BACKENDS.get(scheme)
         if backend is not None:
             # Loaded by name: a back end's driver (psycopg) is an optional extra, imported only
-            # when its URL is used; and the back end builds on this module (no import cycle).
+            # when its URL is used.
             module, _, name = backend.partition(":")
             return getattr(importlib.import_module(module), name)(location, store_dir=store_dir)
         raise DatabaseError(
             f"no database back end for {scheme}: URLs: give a file path, a sqlite:/// URL or a "
             "postgresql:// URL"
         )
-
-    @property
-    def store_root(self) -> Path:
-        return self.store.root
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> Connection:
@@ -172,35 +146,6 @@ class Database:
             self._connections.append(conn)
         return conn
 
-    def _reader(self) -> Connection:
-        """This thread's read connection (readers never block on the writer in WAL). Private:
-        callers outside ``database/`` use the methods of :class:`~.protocol.DatabaseProtocol`,
-        so that another back end can serve them."""
-        if self._closed:
-            raise DatabaseError("the database is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._broken(conn):
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
-    @staticmethod
-    def _broken(conn: Connection) -> bool:
-        """Whether a thread's read connection must be replaced (a server-side back end's can be
-        lost; a local SQLite file's cannot)."""
-        return False
-
-    def release_reader(self) -> None:
-        """Close this thread's read connection (for threads that end, e.g. network handlers)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            self._local.conn = None
-            with self._connections_lock:
-                if conn in self._connections:
-                    self._connections.remove(conn)
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction, serialised with every other writer of this process."""
@@ -217,45 +162,15 @@ class Database:
             else:
                 conn.execute("COMMIT")
 
-    def close(self) -> None:
-        self._closed = True
-        self.store.release()
-        with self._connections_lock:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- facts ---------------------------------------------------------------------------------
-    def info(self) -> dict[str, int]:
-        conn = self._reader()
-        out = {}
-        for key, table in (
-            ("patients", "patients"),
-            ("studies", "studies"),
-            ("series", "series"),
-            ("instances", "instances"),
-        ):
-            out[key] = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-        return out
-
     def schema_version(self) -> int:
         return self._reader().execute("PRAGMA user_version").fetchone()[0]
 
     # -- writing -------------------------------------------------------------------------------
-    #: Whether a write transaction excludes every other writer (SQLite's one writer at a time,
-    #: across processes too): then a delete needs no locks of its own (:meth:`_lock_keys`).
+    #: One writer at a time, across processes too (``BEGIN IMMEDIATE``).
     exclusive_writer = True
 
     def _lock_keys(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
-        """Lock ``(kind, uid)`` keys for the transaction on ``conn`` (a back end whose writers
-        run at once does; here the transaction already holds the only write lock)."""
+        """Nothing to lock: the transaction already holds the only write lock."""
 
     def commit_parsed(
         self,
@@ -270,8 +185,13 @@ class Database:
         Callers go through :class:`~DICOMPlusLib.database.ingest.Ingest` (``self.ingest``).
         Files are moved into the store before the commit; when the commit fails, the files this
         batch moved into place are removed again (no committed row can point to them: a
-        replacement goes to a new, unique name), so a failure leaves nothing behind and a crash
-        in between at most an unreferenced file, never a row without its file.
+        replacement goes to a new, unique name), so a failure leaves nothing behind.
+
+        A replaced file leaves its name inside the transaction (:meth:`FileStore.retire`), while
+        ``BEGIN IMMEDIATE`` holds the write lock of every process, and is removed after the
+        commit (put back if the commit fails). Removed by name after the commit instead, it could
+        be the file of another process that deleted the instance and stored it anew under that
+        name in between (``Testing/test_database_writers_race.py``).
 
         The batch costs one lookup of the instances already stored and one ``executemany`` per
         table, not five statements a file: the items are decided in order against what is stored
@@ -285,7 +205,9 @@ class Database:
         now = time.time()
         touched_series: set[str] = set()
         touched_studies: set[str] = set()
-        leftovers: list[str] = []
+        leftovers: list[str] = []  # temporary files of newcomers not stored (policy KEEP)
+        replaced: list[str] = []  # the files of the instances replaced
+        retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
         placed: list[str] = []
         patients: dict[tuple[str, str], int] = {}
         studies: dict[str, tuple] = {}
@@ -328,7 +250,7 @@ class Database:
                     instance_rows.append(instance_row(item, sop, series, path, linked, now))
                     stored[sop] = (path, int(linked), item.source, series)
                     if replace and existing is not None and existing[0] != path and not existing[1]:
-                        leftovers.append(existing[0])
+                        replaced.append(existing[0])
                     source_row(source_rows, item, sop, "")
                     touched_series.add(series)
                     touched_studies.add(study)
@@ -344,14 +266,19 @@ class Database:
                 conn.executemany(INSERT_INSTANCE, instance_rows)
                 conn.executemany(INSERT_SOURCE, source_rows)
                 self._refresh_counts(conn, touched_series, touched_studies, modalities=new_rows != 0)
+                self._retire(replaced, retired)  # last: the shortest time out of its name
         except BaseException:
+            for tmp, path in retired:
+                self.store.restore(tmp, path)
             for path in placed:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
+        for tmp, path in retired:
+            self.store.discard(tmp, path)
         for path in leftovers:
-            if path and self.store.contains(path):
-                self.store.remove(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         return results
 
     def _patient_id(self, conn: Connection, known: dict[tuple[str, str], int], v: dict) -> int:
@@ -362,31 +289,7 @@ class Database:
             found = known[key] = self._upsert_patient(conn, v)
         return found
 
-    def _place_file(
-        self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False
-    ) -> tuple[str, bool]:
-        if link:
-            return os.path.abspath(item.source), True
-        if item.stored_tmp:
-            return str(self.store.adopt(sop, item.stored_tmp, unique=unique)), False
-        if item.data is not None:
-            return str(self.store.write_bytes(sop, item.data, unique=unique)), False
-        if item.source:
-            import shutil
-
-            tmp = self.store.temporary_name()
-            try:
-                shutil.copyfile(item.source, tmp)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-            return str(self.store.adopt(sop, tmp, unique=unique)), False
-        raise DatabaseError(f"instance {sop} has neither data nor a source file")
-
     def remember_source(self, path: str, size: int, mtime: float, reason: str) -> None:
-        """Remember a file that was seen and skipped (``reason``), so an unchanged copy of it is
-        not read again by the next import."""
         with self.write() as conn:
             record_source(conn, path, size, mtime, None, reason)
 
@@ -402,232 +305,6 @@ class Database:
             (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
         )
         return int(cur.lastrowid)
-
-    def _refresh_counts(
-        self, conn: Connection, series: Iterable[str], studies: Iterable[str], *, modalities: bool = True
-    ) -> None:
-        """Recount ``series``, ``studies`` and the studies of ``series``; ``modalities=False``: the
-        caller knows no series was added to or removed from them (ModalitiesInStudy stays)."""
-        series, studies = list(series), set(studies)
-        recount = (
-            "UPDATE series SET NumberOfSeriesRelatedInstances="
-            "(SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?) WHERE SeriesInstanceUID=?"
-        )
-        for uid in series:
-            if _RETURNING:  # the series' study in the same statement: one fewer per received file
-                rows = conn.execute(recount + " RETURNING StudyInstanceUID", (uid, uid)).fetchall()
-                row = rows[0] if rows else None
-            else:
-                conn.execute(recount, (uid, uid))
-                row = conn.execute(
-                    "SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", (uid,)
-                ).fetchone()
-            if row is not None:
-                studies.add(row[0])
-        counts = (
-            "UPDATE studies SET"
-            " NumberOfStudyRelatedSeries=(SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?),"
-            " NumberOfStudyRelatedInstances=(SELECT COALESCE(SUM(NumberOfSeriesRelatedInstances),0)"
-            "   FROM series WHERE StudyInstanceUID=?)"
-        )
-        for uid in studies:
-            if modalities:
-                conn.execute(
-                    counts
-                    + f", ModalitiesInStudy={self.dialect.modalities_of_study()} WHERE StudyInstanceUID=?",
-                    (uid, uid, uid, uid),
-                )
-            else:
-                conn.execute(counts + " WHERE StudyInstanceUID=?", (uid, uid, uid))
-
-    # -- reading -------------------------------------------------------------------------------
-    def instance(self, sop_instance_uid: str) -> InstanceRecord:
-        row = (
-            self._reader()
-            .execute(
-                "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
-                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
-                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
-                " JOIN patients p ON p.id=st.patient WHERE i.SOPInstanceUID=?",
-                (sop_instance_uid,),
-            )
-            .fetchone()
-        )
-        if row is None:
-            raise DatabaseError(f"no instance {sop_instance_uid} in the database")
-        return instance_record(row)
-
-    def instances(self, series_instance_uid: str) -> list[InstanceRecord]:
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
-                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
-                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
-                " JOIN patients p ON p.id=st.patient WHERE i.SeriesInstanceUID=?"
-                " ORDER BY i.InstanceNumber, i.SOPInstanceUID",
-                (series_instance_uid,),
-            )
-            .fetchall()
-        )
-        return [instance_record(r) for r in rows]
-
-    def header_bytes(self, series_instance_uid: str) -> dict[str, bytes]:
-        """{SOPInstanceUID: stored header bytes} of every instance of a series, in one query.
-
-        The bytes are the file's own encoding up to the pixel data (a Part 10 prefix), which the
-        fast scanner reads without pydicom.
-        """
-        rows = self._reader().execute(
-            "SELECT SOPInstanceUID, header FROM instances WHERE SeriesInstanceUID=?", (series_instance_uid,)
-        )
-        return {sop: bytes(blob) for sop, blob in rows}
-
-    def header(self, sop_instance_uid: str) -> pydicom.Dataset:
-        """The stored header of an instance as a pydicom Dataset (every element but pixel data)."""
-        import pydicom
-
-        row = (
-            self._reader()
-            .execute("SELECT header FROM instances WHERE SOPInstanceUID=?", (sop_instance_uid,))
-            .fetchone()
-        )
-        if row is None:
-            raise DatabaseError(f"no instance {sop_instance_uid} in the database")
-        return pydicom.dcmread(BytesIO(row[0]), force=True)
-
-    def present(self, sop_instance_uids: Iterable[str]) -> set[str]:
-        """The instances of ``sop_instance_uids`` the database holds (one query per 500)."""
-        sops = list(dict.fromkeys(sop_instance_uids))
-        found: set[str] = set()
-        conn = self._reader()
-        for chunk in chunks(sops, 500):
-            rows = conn.execute(
-                f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            found.update(r[0] for r in rows)
-        return found
-
-    def sop_classes(self) -> set[str]:
-        """Every SOP Class UID of the stored instances."""
-        return {uid for (uid,) in self._reader().execute("SELECT DISTINCT SOPClassUID FROM instances") if uid}
-
-    def instance_paths(self) -> dict[str, str]:
-        """{SOPInstanceUID: path} of every stored instance (checks and benchmarks)."""
-        return dict(self._reader().execute("SELECT SOPInstanceUID, path FROM instances").fetchall())
-
-    @overload
-    def search(
-        self,
-        level: PatientLevel,
-        criteria: Criteria | None = None,
-        *,
-        text: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[PatientRecord]: ...
-    @overload
-    def search(
-        self,
-        level: StudyLevel = ...,
-        criteria: Criteria | None = None,
-        *,
-        text: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[StudyRecord]: ...
-    @overload
-    def search(
-        self,
-        level: SeriesLevel,
-        criteria: Criteria | None = None,
-        *,
-        text: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[SeriesRecord]: ...
-    @overload
-    def search(
-        self,
-        level: InstanceLevel,
-        criteria: Criteria | None = None,
-        *,
-        text: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[InstanceRecord]: ...
-    @overload
-    def search(
-        self,
-        level: QueryLevel | str,
-        criteria: Criteria | None = None,
-        *,
-        text: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[Record]: ...
-    def search(
-        self,
-        level: QueryLevel | str = "study",
-        criteria: Criteria | None = None,
-        *,
-        text: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[Any]:  # list[Record], narrowed by the overloads (a list is invariant)
-        """Records at ``level`` (of that level's record type) matching ``criteria``; see
-        :func:`DICOMPlusLib.database.search.search`."""
-        return self._search(QueryLevel.parse(level), criteria or {}, text, limit, offset)
-
-    def _search(
-        self, level: QueryLevel, criteria: Criteria, text: str | None, limit: int | None, offset: int
-    ) -> list[Record]:
-        return search(self, level, criteria, text=text, limit=limit, offset=offset)
-
-    def count(
-        self, level: QueryLevel | str = "study", criteria: Criteria | None = None, *, text: str | None = None
-    ) -> int | None:
-        """How many records a search would find in all; None when header keys would make
-        counting a full scan. See :func:`DICOMPlusLib.database.search.count`."""
-        return count(self, level, criteria or {}, text=text)
-
-    def import_paths(self, paths, **kwargs):
-        """Import files and folders; see :func:`DICOMPlusLib.database.indexer.import_paths`."""
-        # Imported here to keep start-up fast: the indexer brings multiprocessing and
-        # concurrent.futures, which a search or a load never needs.
-        from DICOMPlusLib.database.indexer import import_paths
-
-        return import_paths(self, paths, **kwargs)
-
-    # -- deleting ------------------------------------------------------------------------------
-    def delete(
-        self,
-        *,
-        patient: str | None = None,
-        study: str | None = None,
-        series: str | None = None,
-        instance: str | None = None,
-        files: bool = True,
-        linked_files: bool = False,
-        dry_run: bool = False,
-    ) -> DeleteReport:
-        """Delete a patient (by PatientID), a study, a series or an instance.
-
-        ``files`` removes the files DICOMPlus copied into its store (default); ``linked_files``
-        also removes files that were imported in place (never by default: they are the user's).
-        ``dry_run`` reports what would go and changes nothing.
-        """
-        return delete(
-            self,
-            patient=patient,
-            study=study,
-            series=series,
-            instance=instance,
-            files=files,
-            linked_files=linked_files,
-            dry_run=dry_run,
-        )
 
 
 def record_source(conn: Connection, path: str, size: int, mtime: float, sop: str | None, reason: str) -> None:

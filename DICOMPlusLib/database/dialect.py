@@ -3,11 +3,13 @@
 Searching builds one SQL text for both back ends (:mod:`search`, :mod:`matching`); where the two
 servers spell a rule differently, the builder asks the dialect. Everything else is the same SQL,
 with ``?`` placeholders: the PostgreSQL connection rewrites them to psycopg's ``%s``
-(:func:`DICOMPlusLib.database.postgres.translate`), so no SQL fragment may contain a literal
+(:func:`DICOMPlusLib.database.pg_connection.translate`), so no SQL fragment may contain a literal
 ``?`` of its own (regular expressions below write ``{0,1}`` instead).
 """
 
 from __future__ import annotations
+
+import sqlite3
 
 
 class Dialect:
@@ -16,6 +18,10 @@ class Dialect:
     name = "sqlite"
     #: ``LIMIT`` value meaning "no limit" (with an ``OFFSET``).
     no_limit = "-1"
+    #: ``UPDATE ... RETURNING`` (SQLite 3.35, 2021; PostgreSQL always): with an older SQLite
+    #: library (a Python built against one) the counts' refresh looks a series' study up in a
+    #: second statement.
+    returning = sqlite3.sqlite_version_info >= (3, 35, 0)
 
     def wildcard(self, column: str, pattern: str) -> tuple[str, list[object]]:
         """``*``/``?`` matching (PS3.4 C.2.2.2.4), case-sensitive, every other character literal.
@@ -53,6 +59,7 @@ class Dialect:
 class PostgresDialect(Dialect):
     name = "postgresql"
     no_limit = "ALL"
+    returning = True
 
     def wildcard(self, column: str, pattern: str) -> tuple[str, list[object]]:
         escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 
 class Connection(Protocol):
-    """What these need of a :class:`~.postgres.PgConnection`."""
+    """What these need of a :class:`~.pg_connection.PgConnection`."""
 
     def execute(self, sql: str, params: Sequence | None = ..., /) -> Any: ...
 
@@ -140,7 +140,7 @@ class Counts:
     (``n = n + d``: PostgreSQL applies an UPDATE to the newest version of a row, waiting for a
     writer that holds it, so concurrent writers of one series all count, where a recount in the
     same statement would read an older snapshot), series then studies, each in sorted order.
-    They go with the COMMIT (:meth:`~.postgres.PgConnection.defer`): the rows every writer of a study
+    They go with the COMMIT (:meth:`~.pg_connection.PgConnection.defer`): the rows every writer of a study
     updates are locked for one round trip only."""
 
     def __init__(self) -> None:

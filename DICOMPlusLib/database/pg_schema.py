@@ -7,8 +7,9 @@ the same SQL reads both; the differences are PostgreSQL's types (``bytea``, ``do
 - every text column is ``COLLATE "C"``: comparisons and ranges go byte by byte as in SQLite,
   whatever locale the server's database was created with;
 - ``instances.elements`` is a JSONB object of the header's elements (keyword -> list of values as
-  they compare, nested for sequences; :mod:`pg_search`) under a GIN index, so a key on any tag is
-  matched by the server instead of by reading every header in Python.
+  they compare, nested for sequences; :mod:`pg_search`), so a key on any tag is matched by the
+  server instead of by reading every header in Python; an exact key finds its series first
+  through the terms of each series (``series_terms``, :mod:`pg_terms`).
 
 A new version appends a migration to :data:`MIGRATIONS`; opening an older database runs the
 missing ones in one transaction, under an advisory lock so that several processes opening it at
@@ -131,9 +132,18 @@ CREATE INDEX IF NOT EXISTS instances_terms ON instances USING gin (dicomplus_ter
 ANALYZE instances
 """
 
+# Version 5: the GIN index over the instances' elements (version 1) goes. Since version 4 an
+# exact key finds its series through series_terms; the planner still chose this index to check
+# the instances of those series, which made an instance- or series-level search 10-20 times
+# slower (it walks every instance holding a common value, where the series' own instances are a
+# few dozen), and every ingested instance paid for its entries (one per element value). What
+# only it made fast: an exact key whose value is longer than a term (200 characters), which now
+# checks every instance, as a wildcard key always did.
+_V5 = "DROP INDEX IF EXISTS instances_elements"
+
 Migration = str | Callable[..., None]
 # Version 4: the terms of each series (:mod:`pg_terms`) replace the instances' terms index.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3, pg_terms.migrate_v4]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, pg_terms.migrate_v4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: pg_advisory_xact_lock key of schema migrations (any constant; "DICOMPlus" in ASCII, truncated).
 _MIGRATION_LOCK = 0x4449434F4D506C
@@ -151,7 +161,7 @@ def found_version(conn) -> int:
 def migrate(conn, where: str) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION` in place; return the version found.
 
-    ``conn`` is an autocommit connection (:class:`~DICOMPlusLib.database.postgres.PgConnection`);
+    ``conn`` is an autocommit connection (:class:`~DICOMPlusLib.database.pg_connection.PgConnection`);
     ``where`` names the database in messages (its URL without password)."""
     found = found_version(conn)
     if found > SCHEMA_VERSION:

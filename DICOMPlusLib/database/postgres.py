@@ -5,10 +5,11 @@ Selected by URL (``postgresql://user@host:port/dbname``, or ``postgresql://`` wi
 :class:`~DICOMPlusLib.database.store.FileStore` folder that every writer reaches at the same path
 (``--store PATH``, remembered in the ``settings`` table on first use).
 
-It is the SQLite :class:`~DICOMPlusLib.database.database.Database` with another connection: the
-reads, the delete and the import share their SQL through :class:`PgConnection`, which speaks
-sqlite3's small surface (``execute`` with ``?`` placeholders, rows by name or position). What
-differs is written here: the write path and the schema (:mod:`pg_schema`).
+It builds, as the SQLite :class:`~DICOMPlusLib.database.database.Database` does, on
+:class:`~DICOMPlusLib.database.base.BaseDatabase`: the reads, the delete and the import run their
+shared SQL through :class:`~.pg_connection.PgConnection`, which speaks sqlite3's small surface
+(``execute`` with ``?`` placeholders, rows by name or position). What is PostgreSQL's own is
+written here: the connections, the write path and its locks, and the schema (:mod:`pg_schema`).
 
 Concurrency model: readers use autocommit connections and never wait for writers (MVCC). A
 writer's transaction first takes transaction-scoped advisory locks (:func:`~.pg_locks.lock_keys`) on the
@@ -26,21 +27,25 @@ keys it touches, all at once and in one sorted order, so no two writers deadlock
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
 
 from DICOMPlusLib.database import pg_schema
-from DICOMPlusLib.database.database import Database, DuplicatePolicy
+from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import POSTGRES, Dialect
-from DICOMPlusLib.database.ingest import Ingest, StoredInstance, StoreStatus
+from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
 from DICOMPlusLib.database.matching import normalize_pn, parse_criteria
 from DICOMPlusLib.database.parsing import ParsedFile
+from DICOMPlusLib.database.pg_connection import (
+    CONNECT_TIMEOUT_S,
+    PgConnection,
+    numeric_loader,
+    redact,
+)
 from DICOMPlusLib.database.pg_locks import (
     SHARED_KINDS,
     Counts,
@@ -64,179 +69,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 URL_SCHEMES = ("postgresql://", "postgres://")
-CONNECT_TIMEOUT_S = 10
 
 
 def is_postgres_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(URL_SCHEMES)
-
-
-def redact(url: str) -> str:
-    """The URL as it may be shown: no password, with what the ``PG*`` variables fill in."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        parts = conninfo_to_dict(url)
-    except Exception:  # a malformed URL: say only which scheme it had
-        return url.split("://", 1)[0] + "://..."
-    user = str(parts.get("user") or os.environ.get("PGUSER", ""))
-    host = str(parts.get("host") or os.environ.get("PGHOST", "localhost"))
-    port = str(parts.get("port") or os.environ.get("PGPORT", ""))
-    dbname = str(parts.get("dbname") or os.environ.get("PGDATABASE", ""))
-    return f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}/{dbname}"
-
-
-@functools.lru_cache(maxsize=2048)
-def translate(sql: str) -> str:
-    """sqlite3's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-class Row(tuple):
-    """A result row readable by position and, case-insensitively, by column name (PostgreSQL
-    folds unquoted names to lower case; the shared SQL reads ``row["SOPInstanceUID"]``)."""
-
-    __slots__ = ()
-    _names: dict[str, int] = {}
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return tuple.__getitem__(self, self._names[key.lower()])
-        return tuple.__getitem__(self, key)
-
-    def keys(self) -> list[str]:
-        return list(self._names)
-
-
-@functools.lru_cache(maxsize=256)
-def _row_class(names: tuple[str, ...]) -> type[Row]:
-    index: dict[str, int] = {}
-    for i, name in enumerate(names):
-        index.setdefault(name.lower(), i)
-    return type("Row", (Row,), {"__slots__": (), "_names": index})
-
-
-def _row_factory(cursor):
-    description = cursor.description
-    if description is None:
-        return tuple
-    return _row_class(tuple(d.name for d in description))
-
-
-class PgConnection:
-    """A psycopg connection with sqlite3's surface; every error is a DatabaseError naming the
-    database (without password)."""
-
-    def __init__(self, conn, where: str) -> None:
-        self.raw = conn
-        self.where = where
-        self._begin = False  # a transaction is asked for: BEGIN goes with the first statement
-        self._deferred: list[tuple[str, tuple]] = []
-
-    def execute(self, sql: str, params: Sequence | None = ()):
-        cur = self.raw.cursor(row_factory=_row_factory)
-        try:
-            if self._begin:
-                self._begin = False
-                if self.raw.pgconn.pipeline_status:  # in a pipeline already: it goes along
-                    self.raw.execute("BEGIN")
-                    cur.execute(translate(sql), tuple(params) if params is not None else ())
-                else:
-                    with self.raw.pipeline():
-                        self.raw.execute("BEGIN")
-                        cur.execute(translate(sql), tuple(params) if params is not None else ())
-            else:
-                cur.execute(translate(sql), tuple(params) if params is not None else ())
-        except Exception as exc:
-            raise _database_error(self.where, exc) from exc
-        return cur
-
-    @contextlib.contextmanager
-    def pipeline(self) -> Iterator[None]:
-        """The statements executed inside go to the server together, in one round trip (their
-        rows are read after the block); an error in one is raised at the end of the block, and
-        the statements after it are not run (the transaction is then aborted)."""
-        try:
-            with self.raw.pipeline():
-                yield
-        except DatabaseError:
-            raise
-        except Exception as exc:
-            raise _database_error(self.where, exc) from exc
-
-    def begin(self) -> None:
-        """Start a transaction with the next statement (no round trip of its own)."""
-        self._begin = True
-        self._deferred = []
-
-    def defer(self, sql: str, params: Sequence = ()) -> None:
-        """Run ``sql`` at the commit, in the same round trip: for statements whose answer the
-        transaction does not need, and whose row locks are then held for the shortest time."""
-        self._deferred.append((translate(sql), tuple(params)))
-
-    def commit(self) -> None:
-        deferred, self._deferred = self._deferred, []
-        if self._begin:  # nothing was executed: no transaction to end
-            self._begin = False
-            return
-        try:
-            with self.raw.pipeline():
-                for sql, params in deferred:
-                    self.raw.execute(sql, params)
-                self.raw.execute("COMMIT")
-        except Exception as exc:
-            raise _database_error(self.where, exc) from exc
-
-    def executemany(self, sql: str, seq) -> None:
-        try:
-            with self.raw.cursor() as cur:
-                cur.executemany(translate(sql), [tuple(p) for p in seq])
-        except Exception as exc:
-            raise _database_error(self.where, exc) from exc
-
-    def rollback(self) -> None:
-        self._deferred = []
-        if self._begin:
-            self._begin = False
-            return
-        with contextlib.suppress(Exception):
-            self.raw.execute("ROLLBACK")
-
-    @property
-    def broken(self) -> bool:
-        return bool(self.raw.closed or self.raw.broken)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.raw.close()
-
-
-def _database_error(where: str, exc: BaseException) -> DatabaseError:
-    import psycopg
-
-    if isinstance(exc, DatabaseError):
-        return exc
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return DatabaseError(
-            f"{where}: permission denied ({str(exc).strip()}); the database role needs SELECT, INSERT, "
-            "UPDATE and DELETE on the DICOMPlus tables (and CREATE on the schema for the first open)"
-        )
-    if isinstance(exc, psycopg.OperationalError):
-        return DatabaseError(f"{where}: the PostgreSQL server failed or went away: {str(exc).strip()}")
-    return DatabaseError(f"{where}: {str(exc).strip()}")
-
-
-@functools.lru_cache(maxsize=1)
-def _numeric_loader():
-    """numeric (what SUM of bigint gives) as int or float, as sqlite3 returns it, not Decimal."""
-    from psycopg.adapt import Loader
-
-    class NumericLoader(Loader):
-        def load(self, data) -> int | float:
-            text = bytes(data).decode("ascii")
-            return int(text) if text.lstrip("-").isdigit() else float(text)
-
-    return NumericLoader
 
 
 @overload
@@ -257,7 +93,7 @@ def _text(value: object) -> object:
     return value
 
 
-class PostgresDatabase(Database):
+class PostgresDatabase(BaseDatabase):
     """Open the DICOMPlus database at a ``postgresql://`` URL (creating its tables if it has none);
     files live in ``store_dir``, else in the store recorded in the database."""
 
@@ -272,11 +108,8 @@ class PostgresDatabase(Database):
             ) from None
         self.url = url
         self.display_url = redact(url)
-        self._local = threading.local()
+        self._init_connections()
         self._idle_writers: list[PgConnection] = []
-        self._connections = []
-        self._connections_lock = threading.Lock()
-        self._closed = False
         conn = self._connect()
         try:
             pg_schema.migrate(conn, self.display_url)
@@ -319,7 +152,7 @@ class PostgresDatabase(Database):
                 f"cannot connect to the PostgreSQL database {self.display_url}: {str(exc).strip()} "
                 "(is the server running and reachable? check the URL given with --db, or the PG* variables)"
             ) from exc
-        raw.adapters.register_loader("numeric", _numeric_loader())
+        raw.adapters.register_loader("numeric", numeric_loader())
         conn = PgConnection(raw, self.display_url)
         with self._connections_lock:
             self._connections.append(conn)
@@ -357,14 +190,8 @@ class PostgresDatabase(Database):
                     self._idle_writers.append(conn)
 
     def close(self) -> None:
-        self._closed = True
-        store = getattr(self, "store", None)
-        if store is not None:
-            store.release()
+        super().close()
         with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
             self._idle_writers.clear()
 
     # -- search --------------------------------------------------------------------------------
@@ -405,7 +232,7 @@ class PostgresDatabase(Database):
         link: bool = False,
         on_duplicate: DuplicatePolicy | str = DuplicatePolicy.KEEP,
     ) -> list[StoredInstance]:
-        """Store and index a batch in one transaction (see :meth:`Database.commit_parsed`); one
+        """Store and index a batch in one transaction (see :meth:`.database.Database.commit_parsed`); one
         :class:`StoredInstance` per item, whose record has the file's real path.
 
         Locks (:func:`~.pg_locks.ingest_keys`): the SOP Instance UIDs exclusively; the patients, studies and
@@ -490,11 +317,7 @@ class PostgresDatabase(Database):
         counts.apply(conn)
         # A replaced file leaves its name under the locks: a writer that stores the instance
         # anew after a delete may reuse that name once this commit is done.
-        for path in leftovers:
-            if path and self.store.contains(path):
-                tmp = self.store.retire(path)
-                if tmp is not None:
-                    retired.append((tmp, path))
+        self._retire(leftovers, retired)
         return [statuses[i] for i in range(len(items))]
 
     def _commit_one(
@@ -596,8 +419,6 @@ class PostgresDatabase(Database):
     def _pg_record_source(conn, item: ParsedFile, sop: str | None, reason: str) -> None:
         if item.source:
             _record_source(conn, item.source, item.size, item.mtime, sop, reason)
-
-    _record_source = _pg_record_source  # what the shared code calls
 
     def remember_source(self, path: str, size: int, mtime: float, reason: str) -> None:
         with self.write() as conn:

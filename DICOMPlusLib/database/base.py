@@ -1,0 +1,436 @@
+"""What the two back ends share: :class:`BaseDatabase`, the behaviour of a database that does
+not depend on the server behind it.
+
+:class:`~.database.Database` (SQLite) and :class:`~.postgres.PostgresDatabase` both build on it,
+and neither on the other: each brings its connections, its write transaction, its schema and its
+write path (:meth:`BaseDatabase.commit_parsed`, :meth:`BaseDatabase.remember_source`); the
+reads, the counts' refresh, search, import and delete are written once, here and in the modules
+that serve both (:mod:`.search`, :mod:`.delete`, :mod:`.indexer`, :mod:`.ingest`), in the SQL
+both servers speak through their connection (sqlite3's, or :class:`~.pg_connection.PgConnection`
+with sqlite3's surface); where the spellings differ the back end's :class:`~.dialect.Dialect`
+says how. Callers outside ``database/`` see neither class: they use
+:class:`~.protocol.DatabaseProtocol`, which both implement.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from DICOMPlusLib.database.delete import delete
+from DICOMPlusLib.database.rows import chunks, instance_record
+from DICOMPlusLib.database.search import Criteria, count, search
+from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.models import (
+    DeleteReport,
+    InstanceLevel,
+    InstanceRecord,
+    PatientLevel,
+    PatientRecord,
+    QueryLevel,
+    Record,
+    SeriesLevel,
+    SeriesRecord,
+    StudyLevel,
+    StudyRecord,
+)
+
+if TYPE_CHECKING:
+    import pydicom
+
+    from DICOMPlusLib.database.backend import Connection
+    from DICOMPlusLib.database.dialect import Dialect
+    from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance
+    from DICOMPlusLib.database.parsing import ParsedFile
+    from DICOMPlusLib.database.store import FileStore
+
+Self = TypeVar("Self", bound="BaseDatabase")
+
+
+class BaseDatabase(abc.ABC):
+    """A database (:class:`~.protocol.DatabaseProtocol`) whose back end supplies the connections
+    (:meth:`_connect`, :meth:`write`), the schema and the write path (:meth:`commit_parsed`,
+    :meth:`remember_source`, :meth:`_lock_keys`)."""
+
+    #: Where the database lives (the SQLite file; a folder beside the store for PostgreSQL).
+    path: Path
+    #: The copied files (:class:`~.store.FileStore`).
+    store: FileStore
+    #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
+    ingest: Ingest
+    #: Whether imports link files in place instead of copying them, when not told otherwise.
+    default_link: bool = False
+    #: The SQL spellings that differ between back ends (search, and the counts' refresh).
+    dialect: Dialect
+    #: Whether a write transaction excludes every other writer (SQLite's one writer at a time,
+    #: across processes too): then a delete needs no locks of its own (:meth:`_lock_keys`).
+    exclusive_writer: bool
+
+    def _init_connections(self) -> None:
+        """The per-thread readers and the list of every connection (closed by :meth:`close`)."""
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def store_root(self) -> Path:
+        return self.store.root
+
+    # -- connections -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _connect(self) -> Connection:
+        """A new connection, listed for :meth:`close`."""
+
+    def _reader(self) -> Connection:
+        """This thread's read connection (readers never wait for a writer: WAL, MVCC). Private:
+        callers outside ``database/`` use the methods of :class:`~.protocol.DatabaseProtocol`,
+        so that another back end can serve them."""
+        if self._closed:
+            raise DatabaseError("the database is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._broken(conn):
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @staticmethod
+    def _broken(conn: Connection) -> bool:
+        """Whether a thread's read connection must be replaced (a server-side back end's can be
+        lost; a local SQLite file's cannot)."""
+        return False
+
+    def release_reader(self) -> None:
+        """Close this thread's read connection (for threads that end, e.g. network handlers)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._connections_lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @abc.abstractmethod
+    def write(self) -> AbstractContextManager[Connection]:
+        """One write transaction: committed when the block ends, rolled back when it raises."""
+
+    def close(self) -> None:
+        self._closed = True
+        store = getattr(self, "store", None)  # None: the open failed before the store was known
+        if store is not None:
+            store.release()
+        with self._connections_lock:
+            for conn in self._connections:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._connections.clear()
+
+    def __enter__(self: Self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- facts ---------------------------------------------------------------------------------
+    def info(self) -> dict[str, int]:
+        conn = self._reader()
+        out = {}
+        for key, table in (
+            ("patients", "patients"),
+            ("studies", "studies"),
+            ("series", "series"),
+            ("instances", "instances"),
+        ):
+            out[key] = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return out
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    # -- writing -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _lock_keys(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+        """Lock ``(kind, uid)`` keys for the transaction on ``conn`` (:mod:`.delete`)."""
+
+    @abc.abstractmethod
+    def commit_parsed(
+        self,
+        items: Sequence[ParsedFile],
+        *,
+        link: bool = False,
+        on_duplicate: DuplicatePolicy | str = "keep",
+    ) -> list[StoredInstance]:
+        """Store and index a batch in one transaction; one :class:`~.ingest.StoredInstance` per
+        item (``STORED``, ``REPLACED`` or ``KEPT_EXISTING``), whose record has the file's real
+        path. Callers go through :class:`~.ingest.Ingest` (``self.ingest``)."""
+
+    @abc.abstractmethod
+    def remember_source(self, path: str, size: int, mtime: float, reason: str) -> None:
+        """Remember a file that was seen and skipped (``reason``), so an unchanged copy of it is
+        not read again by the next import."""
+
+    def _place_file(
+        self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False
+    ) -> tuple[str, bool]:
+        if link:
+            return os.path.abspath(item.source), True
+        if item.stored_tmp:
+            return str(self.store.adopt(sop, item.stored_tmp, unique=unique)), False
+        if item.data is not None:
+            return str(self.store.write_bytes(sop, item.data, unique=unique)), False
+        if item.source:
+            import shutil
+
+            tmp = self.store.temporary_name()
+            try:
+                shutil.copyfile(item.source, tmp)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            return str(self.store.adopt(sop, tmp, unique=unique)), False
+        raise DatabaseError(f"instance {sop} has neither data nor a source file")
+
+    def _retire(self, paths: Iterable[str], retired: list[tuple[str, str]]) -> None:
+        """Move the files of replaced instances out of their names (:meth:`~.store.FileStore.retire`)
+        inside the replacing transaction, while it excludes every writer that could store the
+        instance anew under such a name; adds (temporary name, name) to ``retired``: the caller
+        discards them after the commit and restores them when it fails."""
+        for path in paths:
+            tmp = self.store.retire(path) if path and self.store.contains(path) else None
+            if tmp is not None:
+                retired.append((tmp, path))
+
+    def _refresh_counts(
+        self, conn: Connection, series: Iterable[str], studies: Iterable[str], *, modalities: bool = True
+    ) -> None:
+        """Recount ``series``, ``studies`` and the studies of ``series``; ``modalities=False``: the
+        caller knows no series was added to or removed from them (ModalitiesInStudy stays)."""
+        series, studies = list(series), set(studies)
+        recount = (
+            "UPDATE series SET NumberOfSeriesRelatedInstances="
+            "(SELECT COUNT(*) FROM instances WHERE SeriesInstanceUID=?) WHERE SeriesInstanceUID=?"
+        )
+        for uid in series:
+            if self.dialect.returning:  # the series' study in the same statement: one fewer per received file
+                rows = conn.execute(recount + " RETURNING StudyInstanceUID", (uid, uid)).fetchall()
+                row = rows[0] if rows else None
+            else:
+                conn.execute(recount, (uid, uid))
+                row = conn.execute(
+                    "SELECT StudyInstanceUID FROM series WHERE SeriesInstanceUID=?", (uid,)
+                ).fetchone()
+            if row is not None:
+                studies.add(row[0])
+        counts = (
+            "UPDATE studies SET"
+            " NumberOfStudyRelatedSeries=(SELECT COUNT(*) FROM series WHERE StudyInstanceUID=?),"
+            " NumberOfStudyRelatedInstances=(SELECT COALESCE(SUM(NumberOfSeriesRelatedInstances),0)"
+            "   FROM series WHERE StudyInstanceUID=?)"
+        )
+        for uid in studies:
+            if modalities:
+                conn.execute(
+                    counts
+                    + f", ModalitiesInStudy={self.dialect.modalities_of_study()} WHERE StudyInstanceUID=?",
+                    (uid, uid, uid, uid),
+                )
+            else:
+                conn.execute(counts + " WHERE StudyInstanceUID=?", (uid, uid, uid))
+
+    # -- reading -------------------------------------------------------------------------------
+    def instance(self, sop_instance_uid: str) -> InstanceRecord:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
+                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                " JOIN patients p ON p.id=st.patient WHERE i.SOPInstanceUID=?",
+                (sop_instance_uid,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise DatabaseError(f"no instance {sop_instance_uid} in the database")
+        return instance_record(row)
+
+    def instances(self, series_instance_uid: str) -> list[InstanceRecord]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT i.*, se.StudyInstanceUID, p.PatientID FROM instances i"
+                " JOIN series se ON se.SeriesInstanceUID=i.SeriesInstanceUID"
+                " JOIN studies st ON st.StudyInstanceUID=se.StudyInstanceUID"
+                " JOIN patients p ON p.id=st.patient WHERE i.SeriesInstanceUID=?"
+                " ORDER BY i.InstanceNumber, i.SOPInstanceUID",
+                (series_instance_uid,),
+            )
+            .fetchall()
+        )
+        return [instance_record(r) for r in rows]
+
+    def header_bytes(self, series_instance_uid: str) -> dict[str, bytes]:
+        """{SOPInstanceUID: stored header bytes} of every instance of a series, in one query.
+
+        The bytes are the file's own encoding up to the pixel data (a Part 10 prefix), which the
+        fast scanner reads without pydicom.
+        """
+        rows = self._reader().execute(
+            "SELECT SOPInstanceUID, header FROM instances WHERE SeriesInstanceUID=?", (series_instance_uid,)
+        )
+        return {sop: bytes(blob) for sop, blob in rows}
+
+    def header(self, sop_instance_uid: str) -> pydicom.Dataset:
+        """The stored header of an instance as a pydicom Dataset (every element but pixel data)."""
+        import pydicom
+
+        row = (
+            self._reader()
+            .execute("SELECT header FROM instances WHERE SOPInstanceUID=?", (sop_instance_uid,))
+            .fetchone()
+        )
+        if row is None:
+            raise DatabaseError(f"no instance {sop_instance_uid} in the database")
+        return pydicom.dcmread(BytesIO(row[0]), force=True)
+
+    def present(self, sop_instance_uids: Iterable[str]) -> set[str]:
+        """The instances of ``sop_instance_uids`` the database holds (one query per 500)."""
+        sops = list(dict.fromkeys(sop_instance_uids))
+        found: set[str] = set()
+        conn = self._reader()
+        for chunk in chunks(sops, 500):
+            rows = conn.execute(
+                f"SELECT SOPInstanceUID FROM instances WHERE SOPInstanceUID IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def sop_classes(self) -> set[str]:
+        """Every SOP Class UID of the stored instances."""
+        return {uid for (uid,) in self._reader().execute("SELECT DISTINCT SOPClassUID FROM instances") if uid}
+
+    def instance_paths(self) -> dict[str, str]:
+        """{SOPInstanceUID: path} of every stored instance (checks and benchmarks)."""
+        return dict(self._reader().execute("SELECT SOPInstanceUID, path FROM instances").fetchall())
+
+    @overload
+    def search(
+        self,
+        level: PatientLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PatientRecord]: ...
+    @overload
+    def search(
+        self,
+        level: StudyLevel = ...,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[StudyRecord]: ...
+    @overload
+    def search(
+        self,
+        level: SeriesLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SeriesRecord]: ...
+    @overload
+    def search(
+        self,
+        level: InstanceLevel,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[InstanceRecord]: ...
+    @overload
+    def search(
+        self,
+        level: QueryLevel | str,
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Record]: ...
+    def search(
+        self,
+        level: QueryLevel | str = "study",
+        criteria: Criteria | None = None,
+        *,
+        text: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Any]:  # list[Record], narrowed by the overloads (a list is invariant)
+        """Records at ``level`` (of that level's record type) matching ``criteria``; see
+        :func:`DICOMPlusLib.database.search.search`."""
+        return self._search(QueryLevel.parse(level), criteria or {}, text, limit, offset)
+
+    def _search(
+        self, level: QueryLevel, criteria: Criteria, text: str | None, limit: int | None, offset: int
+    ) -> list[Record]:
+        return search(self, level, criteria, text=text, limit=limit, offset=offset)
+
+    def count(
+        self, level: QueryLevel | str = "study", criteria: Criteria | None = None, *, text: str | None = None
+    ) -> int | None:
+        """How many records a search would find in all; None when header keys would make
+        counting a full scan. See :func:`DICOMPlusLib.database.search.count`."""
+        return count(self, level, criteria or {}, text=text)
+
+    def import_paths(self, paths, **kwargs):
+        """Import files and folders; see :func:`DICOMPlusLib.database.indexer.import_paths`."""
+        # Imported here to keep start-up fast: the indexer brings multiprocessing and
+        # concurrent.futures, which a search or a load never needs.
+        from DICOMPlusLib.database.indexer import import_paths
+
+        return import_paths(self, paths, **kwargs)
+
+    # -- deleting ------------------------------------------------------------------------------
+    def delete(
+        self,
+        *,
+        patient: str | None = None,
+        study: str | None = None,
+        series: str | None = None,
+        instance: str | None = None,
+        files: bool = True,
+        linked_files: bool = False,
+        dry_run: bool = False,
+    ) -> DeleteReport:
+        """Delete a patient (by PatientID), a study, a series or an instance.
+
+        ``files`` removes the files DICOMPlus copied into its store (default); ``linked_files``
+        also removes files that were imported in place (never by default: they are the user's).
+        ``dry_run`` reports what would go and changes nothing.
+        """
+        return delete(
+            self,
+            patient=patient,
+            study=study,
+            series=series,
+            instance=instance,
+            files=files,
+            linked_files=linked_files,
+            dry_run=dry_run,
+        )

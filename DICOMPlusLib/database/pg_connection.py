@@ -1,0 +1,185 @@
+"""A PostgreSQL connection with sqlite3's small surface (:class:`PgConnection`): ``execute``
+with ``?`` placeholders, rows readable by position and by column name, every error a
+:class:`~DICOMPlusLib.errors.DatabaseError` naming the database (without its password). The SQL
+that both back ends share (:mod:`.base`, :mod:`.search`, :mod:`.delete`) runs through it
+unchanged; :mod:`.postgres` builds the back end on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator, Sequence
+
+from DICOMPlusLib.errors import DatabaseError
+
+CONNECT_TIMEOUT_S = 10
+
+
+def redact(url: str) -> str:
+    """The URL as it may be shown: no password, with what the ``PG*`` variables fill in."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(url)
+    except Exception:  # a malformed URL: say only which scheme it had
+        return url.split("://", 1)[0] + "://..."
+    user = str(parts.get("user") or os.environ.get("PGUSER", ""))
+    host = str(parts.get("host") or os.environ.get("PGHOST", "localhost"))
+    port = str(parts.get("port") or os.environ.get("PGPORT", ""))
+    dbname = str(parts.get("dbname") or os.environ.get("PGDATABASE", ""))
+    return f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}/{dbname}"
+
+
+@functools.lru_cache(maxsize=2048)
+def translate(sql: str) -> str:
+    """sqlite3's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Row(tuple):
+    """A result row readable by position and, case-insensitively, by column name (PostgreSQL
+    folds unquoted names to lower case; the shared SQL reads ``row["SOPInstanceUID"]``)."""
+
+    __slots__ = ()
+    _names: dict[str, int] = {}
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names[key.lower()])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        index.setdefault(name.lower(), i)
+    return type("Row", (Row,), {"__slots__": (), "_names": index})
+
+
+def _row_factory(cursor):
+    description = cursor.description
+    if description is None:
+        return tuple
+    return _row_class(tuple(d.name for d in description))
+
+
+class PgConnection:
+    """A psycopg connection with sqlite3's surface; every error is a DatabaseError naming the
+    database (without password)."""
+
+    def __init__(self, conn, where: str) -> None:
+        self.raw = conn
+        self.where = where
+        self._begin = False  # a transaction is asked for: BEGIN goes with the first statement
+        self._deferred: list[tuple[str, tuple]] = []
+
+    def execute(self, sql: str, params: Sequence | None = ()):
+        cur = self.raw.cursor(row_factory=_row_factory)
+        try:
+            if self._begin:
+                self._begin = False
+                if self.raw.pgconn.pipeline_status:  # in a pipeline already: it goes along
+                    self.raw.execute("BEGIN")
+                    cur.execute(translate(sql), tuple(params) if params is not None else ())
+                else:
+                    with self.raw.pipeline():
+                        self.raw.execute("BEGIN")
+                        cur.execute(translate(sql), tuple(params) if params is not None else ())
+            else:
+                cur.execute(translate(sql), tuple(params) if params is not None else ())
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
+        return cur
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """The statements executed inside go to the server together, in one round trip (their
+        rows are read after the block); an error in one is raised at the end of the block, and
+        the statements after it are not run (the transaction is then aborted)."""
+        try:
+            with self.raw.pipeline():
+                yield
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
+
+    def begin(self) -> None:
+        """Start a transaction with the next statement (no round trip of its own)."""
+        self._begin = True
+        self._deferred = []
+
+    def defer(self, sql: str, params: Sequence = ()) -> None:
+        """Run ``sql`` at the commit, in the same round trip: for statements whose answer the
+        transaction does not need, and whose row locks are then held for the shortest time."""
+        self._deferred.append((translate(sql), tuple(params)))
+
+    def commit(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        if self._begin:  # nothing was executed: no transaction to end
+            self._begin = False
+            return
+        try:
+            with self.raw.pipeline():
+                for sql, params in deferred:
+                    self.raw.execute(sql, params)
+                self.raw.execute("COMMIT")
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
+
+    def executemany(self, sql: str, seq) -> None:
+        try:
+            with self.raw.cursor() as cur:
+                cur.executemany(translate(sql), [tuple(p) for p in seq])
+        except Exception as exc:
+            raise _database_error(self.where, exc) from exc
+
+    def rollback(self) -> None:
+        self._deferred = []
+        if self._begin:
+            self._begin = False
+            return
+        with contextlib.suppress(Exception):
+            self.raw.execute("ROLLBACK")
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.raw.closed or self.raw.broken)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+
+def _database_error(where: str, exc: BaseException) -> DatabaseError:
+    import psycopg
+
+    if isinstance(exc, DatabaseError):
+        return exc
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return DatabaseError(
+            f"{where}: permission denied ({str(exc).strip()}); the database role needs SELECT, INSERT, "
+            "UPDATE and DELETE on the DICOMPlus tables (and CREATE on the schema for the first open)"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseError(f"{where}: the PostgreSQL server failed or went away: {str(exc).strip()}")
+    return DatabaseError(f"{where}: {str(exc).strip()}")
+
+
+@functools.lru_cache(maxsize=1)
+def numeric_loader():
+    """numeric (what SUM of bigint gives) as int or float, as sqlite3 returns it, not Decimal."""
+    from psycopg.adapt import Loader
+
+    class NumericLoader(Loader):
+        def load(self, data) -> int | float:
+            text = bytes(data).decode("ascii")
+            return int(text) if text.lstrip("-").isdigit() else float(text)
+
+    return NumericLoader
