@@ -181,7 +181,9 @@ def add_commands(sub) -> None:
     target.add_argument("--send", metavar="NODE", help="send the series to this configured node")
     p.add_argument("--index", action="store_true", help="also import the new series into the database")
     p.add_argument(
-        "--nodes", default=None, help="node list for --send (default: $DICOMPLUS_NODES or ~/.config)"
+        "--nodes",
+        default=None,
+        help="node list for --send (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)",
     )
     p.add_argument(
         "--calling-ae",

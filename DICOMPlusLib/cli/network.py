@@ -418,7 +418,9 @@ def add_commands(sub) -> None:
         "--allow", type=ae_titles, metavar="AE,...", help="accept only these calling AE titles (default: any)"
     )
     p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
-    p.add_argument("--idle", type=float, default=5.0, help="seconds without data before a series is complete")
+    p.add_argument(
+        "--idle", type=float, default=5.0, help="seconds without data before a series is complete (default 5)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
     p.set_defaults(func=cmd_listen)
 
