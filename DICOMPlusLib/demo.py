@@ -216,7 +216,9 @@ def cmd_demo(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("demo", help="run the whole workflow on loopback against a sample PACS (about 10 s)")
+    p = sub.add_parser(
+        "demo", help="run the whole workflow on loopback against a sample PACS (a few seconds)"
+    )
     p.add_argument("--out", default="dicomplus-demo", help="folder for the outputs (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_demo)
