@@ -7,10 +7,13 @@ and the sample PACS on loopback ports, and refused ports for the failures.
 
 from __future__ import annotations
 
+import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 
@@ -197,29 +200,44 @@ def test_nodes_commands(world, capsys):
     assert code_of(capsys, "demo", "--no-such-option")[0] == Exit.USAGE
 
 
-def _serving(args: list[str], port: int):
-    """Start a long-running command; the caller stops it with SIGTERM."""
-    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT,
+def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
+    """Start a long-running command on ``--port 0`` and wait for the line that announces its port.
+
+    Its own announcement, not a probe of a port chosen beforehand: another process (a parallel
+    test run on the shared machine) may hold that port, the probe then reaches that process and
+    the signal arrives while the command is still starting (it died of SIGTERM, exit -15).
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args, "--port", "0"], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     deadline = time.monotonic() + 30
+    seen = []
     while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as s:
-            if s.connect_ex((LOOPBACK, port)) == 0:
-                return proc
-        time.sleep(0.1)
+        try:
+            seen.append(lines.get(timeout=0.2))
+        except queue.Empty:
+            continue
+        found = re.search(r"(?:listening as \S+ on .* port |^  Port: +)(\d+)", seen[-1])
+        if found:
+            port = int(found.group(1))
+            with socket.socket() as s:
+                assert s.connect_ex((LOOPBACK, port)) == 0, (
+                    f"{args} announced port {port} but does not accept"
+                )
+            return proc, port
     proc.kill()
-    raise AssertionError(f"{args} did not listen: {proc.communicate()}")
+    raise AssertionError(f"{args} did not listen: {seen}, {proc.stderr.read() if proc.stderr else ''}")
 
 
 @pytest.mark.parametrize("command", ["listen", "serve"])
 def test_long_running_commands(world, command, tmp_path, capsys):
     db = str(tmp_path / "db") if command == "listen" else world["db"]
     for stop in (signal.SIGTERM, signal.SIGINT):  # both are a server's normal end
-        port = free_port()
-        proc = _serving(["--db", db, command, "--port", str(port), "--host", LOOPBACK], port)
+        proc, _ = _serving(["--db", db, command, "--host", LOOPBACK])
         try:
             proc.send_signal(stop)
-            assert proc.wait(30) == Exit.OK, proc.communicate()
+            assert proc.wait(30) == Exit.OK, proc.stderr.read() if proc.stderr else ""
         finally:
             if proc.poll() is None:  # it did not stop: do not leave it running
                 proc.kill()
