@@ -11,6 +11,7 @@ started is stopped before it returns, also on error or Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import shutil
@@ -201,8 +202,13 @@ def run_demo(out_dir: str | Path, *, say: Callable[[str], None] = print) -> Demo
 
 
 def cmd_demo(args) -> int:
-    from DICOMPlusLib.cli.app import print_json
+    from DICOMPlusLib.cli.app import UsageError, print_json
 
+    if args.db is not None or args.store is not None:
+        raise UsageError(
+            "demo keeps its own database in OUT/database and replaces it on each run, so it never "
+            "writes into yours: leave out --db/--store (--out chooses the folder)"
+        )
     say = (lambda text: None) if args.json else print
     summary = run_demo(args.out, say=say)
     if args.json:
@@ -219,6 +225,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "demo", help="run the whole workflow on loopback against a sample PACS (a few seconds)"
     )
-    p.add_argument("--out", default="dicomplus-demo", help="folder for the outputs (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default="dicomplus-demo",
+        help="folder for the outputs, its own local database among them (OUT/database; default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    # Not offered (its database is OUT/database, replaced on each run): taken here, hidden from
+    # the help, so that cmd_demo can say so instead of ignoring them.
+    p.add_argument("--db", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--store", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)

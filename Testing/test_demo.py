@@ -79,3 +79,20 @@ def test_dicomplus_demo_command(tmp_path):
         timeout=120,
     )
     assert again.returncode == 0, again.stderr
+
+
+def test_demo_refuses_a_database_of_the_users(tmp_path, capsys):
+    """The demo replaces OUT/database on each run: it does not offer --db (or --store), and says
+    so when given one rather than ignoring it; the user's database is not created or touched."""
+    from DICOMPlusLib.cli import Exit, main
+
+    mine = tmp_path / "mine"
+    for args in (["--db", mine, "demo"], ["demo", "--db", mine], ["demo", "--store", mine]):
+        assert main([str(a) for a in [*args, "--out", tmp_path / "out"]]) == Exit.USAGE
+        assert "leave out --db/--store" in capsys.readouterr().err
+    assert not mine.exists() and not (tmp_path / "out").exists()
+    try:
+        main(["demo", "--help"])
+    except SystemExit:
+        pass
+    assert "--db" not in capsys.readouterr().out
