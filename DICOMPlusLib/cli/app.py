@@ -126,6 +126,13 @@ def database_file(path: str | os.PathLike | None) -> Path:
     return target
 
 
+def location(db) -> str:
+    """The database as output names it (a PostgreSQL URL without its password, or the file)."""
+    from DICOMPlusLib.database.backends import location as db_location
+
+    return db_location(db)
+
+
 def open_database(args, *, create: bool = False):
     """The database of ``--db``. Only commands that store something (``create=True``) may
     create it: a typo in ``--db`` must not silently make an empty database."""

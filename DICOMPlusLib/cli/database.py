@@ -10,6 +10,7 @@ from DICOMPlusLib.cli.app import (
     ProgressBar,
     cancel_on_interrupt,
     cancelled_message,
+    location,
     not_dicom,
     open_database,
     parse_keys,
@@ -43,7 +44,7 @@ def cmd_import(args) -> int:
     else:
         print(
             f"added {report.added}, unchanged {report.unchanged}, duplicates {len(duplicates)}, "
-            f"not DICOM {len(ignored)}, failed {len(failed)} in {report.seconds:.2f} s ({db.path})"
+            f"not DICOM {len(ignored)}, failed {len(failed)} in {report.seconds:.2f} s ({location(db)})"
         )
         for skipped in failed + ignored + duplicates:
             if skipped in failed or args.verbose:
@@ -71,7 +72,7 @@ def cmd_info(args) -> int:
     if args.json:
         print_json(info)
     else:
-        print(f"database: {getattr(db, 'display_url', db.path)}")
+        print(f"database: {location(db)}")
         print(f"store:    {db.store_root}")
         for key, value in info.items():
             print(f"{key:10s}{value}")
@@ -169,7 +170,9 @@ def cmd_delete(args) -> int:
             if args.study is not None
             else f"series {args.series}"
         )
-        raise_nothing = f"nothing to delete: no {what} in {db.path} (dicomplus search finds what is there)"
+        raise_nothing = (
+            f"nothing to delete: no {what} in {location(db)} (dicomplus search finds what is there)"
+        )
         if args.json:
             print_json({"error": raise_nothing})
         print(f"dicomplus: error: {raise_nothing}", file=sys.stderr)

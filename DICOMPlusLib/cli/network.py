@@ -22,6 +22,7 @@ from DICOMPlusLib.cli.app import (
     UsageError,
     cancel_on_interrupt,
     cancelled_message,
+    location,
     not_dicom,
     open_database,
     print_json,
@@ -223,9 +224,9 @@ def cmd_listen(args) -> int:
             _emit(
                 args,
                 f"listening as {info['ae_title']} on {args.host or 'all interfaces'} port {info['port']} "
-                f"(accepting {allow}); storing into {db.path}; one line per series (-v: per instance); "
+                f"(accepting {allow}); storing into {location(db)}; one line per series (-v: per instance); "
                 "Ctrl-C to stop",
-                {"event": "listening", **info, "database": str(db.path)},
+                {"event": "listening", **info, "database": location(db)},
             )
             stop.wait()
         except KeyboardInterrupt:
@@ -346,7 +347,7 @@ def cmd_serve(args) -> int:
         added = make_sample_data(db)
         if not args.json:
             print(
-                f"sample data in {db.path}: {added['added']} instances added, "
+                f"sample data in {location(db)}: {added['added']} instances added, "
                 f"{added['already there']} already there (a database of its own; --db chooses another)",
                 flush=True,
             )

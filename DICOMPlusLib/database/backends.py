@@ -31,3 +31,9 @@ def open_database(
     if target is None:
         return Database(None, store_dir=store)
     return Database.open(target, store_dir=store)  # a path, sqlite:///..., postgresql://...
+
+
+def location(db: DatabaseProtocol) -> str:
+    """The database as output may name it: the SQLite file, or the PostgreSQL URL without its
+    password (a PostgreSQL database's ``path`` is a marker inside its store, not a place to look)."""
+    return str(getattr(db, "display_url", None) or db.path)

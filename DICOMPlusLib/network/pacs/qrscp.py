@@ -239,6 +239,8 @@ class QueryRetrieveSCP:
         return list(self._destinations.values())
 
     def describe(self) -> dict:
+        from DICOMPlusLib.database.backends import location
+
         return {
             "ae_title": self.config.ae_title,
             "host": self.config.host or "127.0.0.1",
@@ -247,7 +249,7 @@ class QueryRetrieveSCP:
             "tls": self.config.tls is not None,
             "calling_ae_titles": list(self.config.allowed_calling_aets) or "any",
             "destinations": [str(d) for d in self.destinations],
-            "database": str(self.db.path),
+            "database": location(self.db),
             "contents": self._read(self.db.info),
         }
 
