@@ -245,3 +245,29 @@ def test_send_failure_is_reported(tmp_path, env, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("dicomplus: error:") and "failed" in err, err
+
+
+def test_uid_root_from_the_environment_for_export_and_bundle_save(tmp_path, env, capsys, monkeypatch):
+    """``$DICOMPLUS_UID_ROOT`` is the UID root of everything the CLI writes, when --uid-root is
+    not given: the exported series and a saved Data Bundle alike (--uid-root still wins)."""
+    import zipfile
+
+    db, series = env
+    root = "1.2.826.0.1.3680043.10.999"
+    monkeypatch.setenv("DICOMPLUS_UID_ROOT", root)
+    write_image(tmp_path / "vol.nrrd", np.zeros((2, 3, 4), np.int16), np.eye(3), (1, 1, 1), (0, 0, 0))
+    scene = tmp_path / "scene.mrb"
+    with zipfile.ZipFile(scene, "w") as z:
+        z.writestr("scene/scene.mrml", "<MRML></MRML>")
+    capsys.readouterr()
+    study = ("--study", series.study_uid)
+    assert cli_main(["--db", db, "export", str(tmp_path / "vol.nrrd"), *study, "--out", str(tmp_path / "e"),
+                     "--json"]) == 0  # fmt: skip
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["SeriesInstanceUID"].startswith(root + "."), exported
+    for name, extra, expected in (("b1.dcm", [], root), ("b2.dcm", ["--uid-root", "1.2.3.4"], "1.2.3.4")):
+        out = tmp_path / name
+        assert cli_main(["--db", db, "bundle", "save", str(scene), *study, "--out", str(out), *extra]) == 0
+        saved = pydicom.dcmread(out, stop_before_pixels=True)
+        assert saved.SeriesInstanceUID.startswith(expected + "."), name
+        assert saved.SOPInstanceUID.startswith(expected + "."), name

@@ -419,6 +419,18 @@ def cancelled_message(done: int, total: int, kept: int, unit: str, resume: str) 
     return f"cancelled after {done}/{total} {unit}; {kept} kept; {resume}"
 
 
+# -- new UIDs ----------------------------------------------------------------------------------------
+UID_ROOT_HELP = "organisation UID root (default $DICOMPLUS_UID_ROOT, else 2.25 UUIDs)"
+
+
+def uid_generator(args):
+    """The UIDs of what a command writes (export, bundle save): under ``--uid-root``, else
+    ``$DICOMPLUS_UID_ROOT``, else 2.25 UUIDs; the same rule for every command that makes UIDs."""
+    from DICOMPlusLib.export.uids import UIDGenerator
+
+    return UIDGenerator(args.uid_root or os.environ.get("DICOMPLUS_UID_ROOT") or None)
+
+
 # -- search keys -------------------------------------------------------------------------------------
 def parse_keys(items: list[str]) -> list[tuple[str, str]]:
     """``KEYWORD=VALUE`` arguments checked and put in DICOM form (see

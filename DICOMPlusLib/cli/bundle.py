@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli.app import open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import UID_ROOT_HELP, open_database, print_json, require_paths, uid_generator
 from DICOMPlusLib.errors import BundleError
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ def _size(text: str) -> int:
 
 def cmd_save(args) -> int:
     from DICOMPlusLib.bundle.write import save_bundle_to_study
-    from DICOMPlusLib.export.uids import UIDGenerator
 
     require_paths(args.zip, args.thumbnail)
     if Path(args.out).exists():
@@ -61,7 +60,7 @@ def cmd_save(args) -> int:
         index=args.index,
         thumbnail=thumbnail,
         series_description=args.description,
-        uids=UIDGenerator(args.uid_root) if args.uid_root else None,
+        uids=uid_generator(args),
     )
     if args.json:
         print_json(info.to_dict())
@@ -121,7 +120,7 @@ def add_commands(sub) -> None:
     p.add_argument("--thumbnail", default=None, metavar="IMAGE", help="PNG/JPEG shown as the image")
     p.add_argument("--description", default=DEFAULT_SERIES_DESCRIPTION, help="SeriesDescription")
     p.add_argument("--index", action="store_true", help="also import the bundle into the database")
-    p.add_argument("--uid-root", default=None, help="organisation UID root (default: 2.25 UUIDs)")
+    p.add_argument("--uid-root", default=None, help=UID_ROOT_HELP)
     p.add_argument("--json", action="store_true")
 
     p = bundle_sub.add_parser("extract", help="write the zip (MRB) held by a Data Bundle file")

@@ -15,7 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli.app import ProgressBar, open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import (
+    UID_ROOT_HELP,
+    ProgressBar,
+    open_database,
+    print_json,
+    require_paths,
+    uid_generator,
+)
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
@@ -98,12 +105,11 @@ def _send(args, files: list[Path]) -> dict:
 
 def cmd_export(args) -> int:
     from DICOMPlusLib.export.series import SeriesMetadata, export_volume_to_study
-    from DICOMPlusLib.export.uids import UIDGenerator
 
     require_paths(args.volume)
     db = open_database(args)  # the database is checked before the volume is read
     array, matrix, notes = read_volume_with_notes(args.volume)
-    uids = UIDGenerator(args.uid_root or os.environ.get("DICOMPLUS_UID_ROOT") or None)
+    uids = uid_generator(args)
     metadata = SeriesMetadata(
         modality=args.modality,
         series_description=args.description
@@ -202,7 +208,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--uid-root",
         default=None,
-        help="organisation UID root (default $DICOMPLUS_UID_ROOT, else 2.25 UUIDs)",
+        help=UID_ROOT_HELP,
     )
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
