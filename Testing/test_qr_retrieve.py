@@ -192,7 +192,7 @@ def test_unknown_move_destination_names_the_fix(peer, data, db):
             options=RetrieveOptions(listener_config=config),
         )
     message = str(info.value)
-    for text in ("NOWHERE", LOOPBACK, str(port), "DicomModalities", "HostTable", "C-GET"):
+    for text in ("NOWHERE", LOOPBACK, str(port), "DicomModalities", "HostTable", "AE list > New AE", "C-GET"):
         assert text in message, message
     status = "0xC000" if peer.kind == "orthanc" else "0xA801"
     assert status in message

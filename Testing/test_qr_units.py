@@ -379,8 +379,12 @@ def test_move_hint_names_everything_to_configure():
     hint = move_setup_hint(
         RemoteNode("pacs", DimseEndpoint("PACS", "10.0.0.5", 104)), "DICOMPLUS", "10.0.0.9", 11112
     )
-    for text in ("DICOMPLUS", "10.0.0.9", "11112", "DicomModalities", "HostTable", "C-GET"):
+    for text in ("DICOMPLUS", "10.0.0.9", "11112", "DicomModalities", "HostTable", "AETable", "C-GET"):
         assert text in hint
+    assert (
+        "dcm4chee-arc: Configuration > AE list > New AE: AE title DICOMPLUS, hostname 10.0.0.9, port 11112"
+        in hint
+    )
 
 
 # -- errors without a PACS -------------------------------------------------------------------------

@@ -138,12 +138,16 @@ class WorkerOutcome:
 
 def move_setup_hint(node: RemoteNode, ae_title: str, host: str, port: int) -> str:
     """What to configure on the PACS so that it can send to our listener, in words a user can
-    paste (Orthanc ``DicomModalities``, DCMTK ``HostTable``)."""
+    paste: the README's line for each PACS it names (Orthanc ``DicomModalities``, dcm4chee-arc's
+    AE list, DCMTK ``HostTable`` and ``AETable``)."""
     return (
         f"Configure {node.name} ({node.address}) with a DICOM node (modality) for us: AE title {ae_title}, "
         f"host {host}, port {port}, allowed to receive C-STORE. "
         f'Orthanc: add "dicomplus": ["{ae_title}", "{host}", {port}] to DicomModalities and restart it; '
-        f"DCMTK dcmqrscp: add 'dicomplus = ({ae_title}, {host}, {port})' to its HostTable. "
+        f"dcm4chee-arc: Configuration > AE list > New AE: AE title {ae_title}, hostname {host}, port {port} "
+        "(an external, non-archive AE); "
+        f"DCMTK dcmqrscp: add 'dicomplus = ({ae_title}, {host}, {port})' to its HostTable and dicomplus to "
+        "the peers of its AETable line. "
         "Or retrieve with C-GET (--method get), which needs nothing configured on the PACS."
     )
 
