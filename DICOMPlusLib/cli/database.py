@@ -253,6 +253,8 @@ Matching (PS3.4 C.2.2.2), one KEYWORD=VALUE per attribute, all must match:
   date ranges  20200101-20201231, 2020-01-01..2020-12-31, 2020- (from), -2020 (until)
   times        StudyTime=0800-1200 (HHMMSS or HH:MM:SS)
   UID lists    SeriesInstanceUID='1.2.3\\1.2.4' (no wildcards in UIDs)
+  sequences    ProcedureCodeSequence.CodeValue='CT*': Sequence.Keyword matches an attribute of
+               the sequence's items (C.2.2.2.6); keys on one sequence match in one item
   universal    an empty value or * matches everything (and shows that column when it is one of
                the level's columns, e.g. PatientBirthDate=* at --level study)
 Values in another form are refused with the form expected.

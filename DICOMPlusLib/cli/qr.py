@@ -175,7 +175,8 @@ def add_commands(sub) -> None:
         "query",
         help="query a node (C-FIND, or QIDO-RS for a DICOMweb node)",
         epilog="KEYWORD=VALUE is read as by 'dicomplus search' (see its --help): keywords in any case, "
-        "dates as 2020, 2020-03-15 or 2020-01-01..2020-12-31, names as FAMILY^GIVEN; values in another "
+        "dates as 2020, 2020-03-15 or 2020-01-01..2020-12-31, names as FAMILY^GIVEN, "
+        "Sequence.Keyword (ProcedureCodeSequence.CodeValue=CT*) sent inside the sequence's item; values in another "
         "form are refused with the form expected, before anything is sent.",
     )
     p.__class__ = _IntermixedParser

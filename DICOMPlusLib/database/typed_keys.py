@@ -16,7 +16,8 @@ rejected with the form expected:
 - UI: digits and dots (a ``\\``-separated list for list matching, C.2.2.2.2); no wildcards;
 - numbers (IS, DS, US, ...): a number.
 
-An empty value or ``*`` is universal matching (C.2.2.2.3) for every VR.
+An empty value or ``*`` is universal matching (C.2.2.2.3) for every VR. A key inside a sequence
+is written ``Sequence.Keyword`` (C.2.2.2.6), its value checked by the last keyword's VR.
 """
 
 from __future__ import annotations
@@ -59,11 +60,18 @@ def typed_key(keyword: str, value: str) -> tuple[str, str]:
     """One key: the keyword as in PS3.6 and the value in DICOM form."""
     from DICOMPlusLib.database.keywords import vr_of
 
+    if "." in keyword:
+        return _sequence_key(keyword, value)
     keyword = canonical_keyword(keyword)
     vr = vr_of(keyword)
     text = value.strip()
     if text in ("", "*"):
         return keyword, text
+    if vr == "SQ":
+        raise SearchKeyError(
+            f"{keyword}={value}: {keyword} is a sequence; match an attribute of its items, e.g. "
+            f"{keyword}.CodeValue={value}"
+        )
     if vr == "DA":
         return keyword, _date_value(keyword, text)
     if vr == "TM":
@@ -88,6 +96,29 @@ def typed_key(keyword: str, value: str) -> tuple[str, str]:
     if vr in _NUMBER_VRS and not _NUMBER.match(text):
         raise SearchKeyError(f"{keyword}={value}: expected a number (e.g. {keyword}=3)")
     return keyword, value
+
+
+def _sequence_key(keyword: str, value: str) -> tuple[str, str]:
+    """``Sequence.Keyword`` (``ProcedureCodeSequence.CodeValue=CT*``): a key on an attribute of the
+    sequence's items (C.2.2.2.6), written as the library's search and C-FIND take it; each name
+    before the last is a sequence (SQ), the value is checked by the last one's VR."""
+    from DICOMPlusLib.database.keywords import vr_of
+
+    *names, leaf = [canonical_keyword(part) if part.strip() else "" for part in keyword.split(".")]
+    if not leaf or not all(names):
+        raise SearchKeyError(
+            f"{keyword.strip()!r}: a key inside a sequence is Sequence.Keyword, e.g. ProcedureCodeSequence.CodeValue"
+        )
+    for name in names:
+        if vr_of(name) != "SQ":
+            raise SearchKeyError(
+                f"{keyword.strip()}: {name} is not a sequence; a key inside a sequence is Sequence.Keyword, "
+                "e.g. ProcedureCodeSequence.CodeValue"
+            )
+    if vr_of(leaf) == "SQ":
+        raise SearchKeyError(f"{keyword.strip()}: {leaf} is a sequence; name an attribute of its items")
+    leaf, text = typed_key(leaf, value)
+    return ".".join((*names, leaf)), text
 
 
 def canonical_keyword(keyword: str) -> str:
