@@ -131,6 +131,52 @@ def _with_study(db, rows: list[dict]) -> None:
             row.setdefault(key, studies.get(uid, {}).get(key, ""))
 
 
+#: The instance key of each level's record, to find one instance under it.
+_ONE_INSTANCE_BY = {"patient": "PatientID", "study": "StudyInstanceUID", "series": "SeriesInstanceUID"}
+
+
+def _header_return_keys(db, level: str, keys, records, rows: list[dict]) -> None:
+    """Universal keys on tags that are not columns (``RepetitionTime=*``) are return keys: each row
+    gets the value from the stored header of one instance under it (empty when it has none), as
+    a C-FIND of our Q/R SCP returns it (PS3.4 C.2.2.1.2). One header read per row shown."""
+    import dataclasses
+
+    from DICOMPlusLib.database.keywords import vr_of
+
+    wanted = [
+        k
+        for k, v in keys
+        if v in ("", "*") and "." not in k and vr_of(k) != "SQ"
+        and not any(k == f.name for f in dataclasses.fields(records[0]))
+    ]  # fmt: skip
+    if not wanted:
+        return
+    for record, row in zip(records, rows, strict=True):
+        sop = getattr(record, "SOPInstanceUID", None)
+        if level != "instance":
+            key = _ONE_INSTANCE_BY[level]
+            uid = getattr(record, key)  # a patient without an ID: an empty key would match all
+            found = db.search("instance", {key: uid}, limit=1) if uid else []
+            sop = found[0].SOPInstanceUID if found else None
+        header = db.header(sop) if sop else None
+        for keyword in wanted:
+            if keyword not in row:
+                row[keyword] = _plain(header[keyword]) if header is not None and keyword in header else ""
+
+
+def _plain(element) -> object:
+    """An element's value as search prints it: text (several values joined by a backslash, as
+    stored), a number for binary numeric VRs."""
+    value = element.value
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    if isinstance(value, int | float) and element.VR not in ("DS", "IS"):
+        return value
+    return str(value)
+
+
 def cmd_search(args) -> int:
     keys = parse_keys(args.keys)
     db = open_database(args)
@@ -142,6 +188,8 @@ def cmd_search(args) -> int:
         limit = None
     records = db.search(args.level, keys, text=args.text, limit=limit, offset=args.offset)
     rows = [r.to_dict() for r in records]
+    if records:
+        _header_return_keys(db, args.level, keys, records, rows)
     if args.json:
         print_json(rows)
         return Exit.OK
@@ -255,8 +303,9 @@ Matching (PS3.4 C.2.2.2), one KEYWORD=VALUE per attribute, all must match:
   UID lists    SeriesInstanceUID='1.2.3\\1.2.4' (no wildcards in UIDs)
   sequences    ProcedureCodeSequence.CodeValue='CT*': Sequence.Keyword matches an attribute of
                the sequence's items (C.2.2.2.6); keys on one sequence match in one item
-  universal    an empty value or * matches everything (and shows that column when it is one of
-               the level's columns, e.g. PatientBirthDate=* at --level study)
+  universal    an empty value or * matches everything and shows that attribute: a column of
+               the level (PatientBirthDate=* at --level study), or any other tag read from the
+               stored header of one instance under each row (RepetitionTime=*)
 Values in another form are refused with the form expected.
 On a terminal the first 20 matches are shown as a table (--limit 0 for all); piped, every match
 is printed tab-separated with a header line; --json prints a list of objects keyed by keyword."""

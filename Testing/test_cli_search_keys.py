@@ -1,9 +1,14 @@
-"""``Sequence.Keyword`` keys (PS3.4 C.2.2.2.6) in ``dicomplus search`` and ``dicomplus query``:
-the same matching as the library's search, on both back ends, and a C-FIND identifier with the
-key inside the sequence's item, answered by our Q/R SCP and by Orthanc.
+"""Keys beyond the columns in ``dicomplus search`` and ``dicomplus query``:
+
+- ``Sequence.Keyword`` keys (PS3.4 C.2.2.2.6): the same matching as the library's search, on
+  both back ends, and a C-FIND identifier with the key inside the sequence's item, answered by
+  our Q/R SCP and by Orthanc;
+- universal keys on tags that are not columns (``RepetitionTime=*``) are return keys: their
+  values, read from the stored header, are shown (table and --json) as C-FIND returns them.
 
 Data: three synthetic studies whose one series carries a ProcedureCodeSequence item (CTCHEST,
-CTHEAD, MRKNEE, coding scheme 99DPLUS).
+CTHEAD, MRKNEE, coding scheme 99DPLUS); the MR one also RepetitionTime 2000 and ScanningSequence
+SE\\IR (two values), which the CT ones do not have.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ def files(tmp_path_factory) -> list:
             item = pydicom.Dataset()
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "99DPLUS", code.title()
             ds.ProcedureCodeSequence = [item]
+            if code.startswith("MR"):
+                ds.RepetitionTime = "2000"
+                ds.ScanningSequence = ["SE", "IR"]
             ds.save_as(path)
             paths.append(path)
     return paths
@@ -125,3 +133,24 @@ def test_query_sends_the_key_inside_the_sequence_item(capsys, nodes, peer, tmp_p
                          "--json", *nodes_file)  # fmt: skip
     assert code == Exit.OK, err
     assert [r["Modality"] for r in json.loads(out)] == ["MR"], (out, err)
+
+
+def test_universal_keys_on_header_tags_show_their_values(capsys, db):
+    mr = {"SEQ3": ("2000", "SE\\IR")}
+    for level in ("patient", "study", "series", "instance"):
+        code, out, err = run(capsys, "--db", db, "search", "--level", level, "RepetitionTime=*",
+                             "ScanningSequence=", "--json")  # fmt: skip
+        assert code == Exit.OK, err
+        rows = json.loads(out)
+        assert len(rows) == 3, (level, rows)
+        for row in rows:
+            expected = mr.get(row["PatientID"], ("", ""))
+            assert (row["RepetitionTime"], row["ScanningSequence"]) == expected, (level, row)
+    # piped: a column with its keyword as heading
+    code, out, _ = run(capsys, "--db", db, "search", "--level", "series", "repetitiontime=*")
+    header, *lines = out.splitlines()
+    column = header.split("\t").index("RepetitionTime")
+    assert sorted(line.split("\t")[column] for line in lines) == ["", "", "2000"]
+    # a value still matches (and is shown) as before
+    code, out, _ = run(capsys, "--db", db, "search", "RepetitionTime=2000", "--json")
+    assert [(r["PatientID"], r["RepetitionTime"]) for r in json.loads(out)] == [("SEQ3", "2000")]
