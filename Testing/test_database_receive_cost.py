@@ -59,6 +59,26 @@ def test_a_received_file_costs_one_open_no_failing_mkdir_no_unlink(tmp_path, rec
         assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
+def test_a_study_received_again_after_its_delete_makes_no_folder(tmp_path, received):
+    """A delete leaves the fan-out folders (at most 256): the same study retrieved again (the
+    retrieve benchmark's rounds, a user's "delete, fetch again") makes none of them anew, each
+    in series with a C-STORE response; a file is renamed into a folder that exists without a
+    ``mkdir`` asking first."""
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        first = [_receive(db, data) for data in received]
+        study = first[0].record.StudyInstanceUID
+        assert db.delete(study=study).instances == len(received)
+        calls: Counter = Counter()
+        _counting(monkeypatch := pytest.MonkeyPatch(), calls)
+        try:
+            again = [_receive(db, data) for data in received]
+        finally:
+            monkeypatch.undo()
+        assert [r.status for r in again] == [StoreStatus.STORED] * len(received)
+        assert calls["mkdir"] == 0
+        assert calls["open"] == len(received)
+
+
 def test_a_received_file_costs_nine_statements_with_begin_and_commit(tmp_path, received):
     """BEGIN, the stored-instance lookup, the patient, INSERT OR IGNORE study and series, the
     instance, the series' recount returning its study, the study's recount, COMMIT: 9 in all

@@ -43,6 +43,7 @@ from DICOMPlusLib.network.dimse.status import Category, Status, category, descri
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+    from DICOMPlusLib.database.ingest import Incoming
     from DICOMPlusLib.jobs import CancelToken
 
 logger = logging.getLogger(__name__)
@@ -377,6 +378,7 @@ class QRAssociation:
         timeout = self.assoc.dimse_timeout
         command_buf = bytearray()
         current = None  # (kind, ctx id, command, IncomingFile | bytearray | None)
+        spare: Incoming | None = None  # the next sub-operation's temporary file, made ahead
         cancel_sent_at: float | None = None
         last_activity = time.monotonic()
         what = _FIELDS[field]
@@ -438,7 +440,10 @@ class QRAssociation:
                         command = dimse.decode_command(command_buf)
                         command_buf.clear()
                         if command.field == dimse.C_STORE_RQ and command.has_data_set:
-                            current = ("store", ctx, command, self._begin_store(ctx, command, sink))
+                            target = self._begin_store(ctx, command, sink, spare)
+                            if isinstance(target, IncomingFile) and target.file is spare:
+                                spare = None
+                            current = ("store", ctx, command, target)
                         elif (
                             command.field == expected_field
                             and command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == mid
@@ -466,7 +471,10 @@ class QRAssociation:
                             current = None
                             if kind == "store":
                                 sop = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
-                                yield "stored", (sop, self._finish_store(ctx, command, target))
+                                outcome = self._finish_store(ctx, command, target)
+                                if spare is None and sink is not None:  # the SCP now reads its next file
+                                    spare = sink.spare()
+                                yield "stored", (sop, outcome)
                             elif kind == "response":
                                 event = self._response(command, bytes(target), cx)
                                 yield event
@@ -488,6 +496,8 @@ class QRAssociation:
         finally:
             if current is not None and current[0] == "store" and current[3] is not None:
                 current[3].discard()  # an incomplete instance never reaches the database
+            if spare is not None:
+                spare.discard()
 
     def _response(self, command: dimse.Command, data: bytes | None, cx: scu.AcceptedContext):
         status = int(command.get(dimse.STATUS, -1))
@@ -504,7 +514,9 @@ class QRAssociation:
         return ("pending" if response.pending else "final"), response
 
     # -- C-STORE sub-operations (C-GET) ------------------------------------------------------
-    def _begin_store(self, ctx: int, command: dimse.Command, sink: DatabaseSink | None):
+    def _begin_store(
+        self, ctx: int, command: dimse.Command, sink: DatabaseSink | None, spare: Incoming | None = None
+    ):
         sop_class = str(command.get(dimse.AFFECTED_SOP_CLASS_UID, ""))
         sop_instance = str(command.get(dimse.AFFECTED_SOP_INSTANCE_UID, ""))
         accepted = self.assoc.contexts.get(ctx)
@@ -523,7 +535,7 @@ class QRAssociation:
             move_originator_message_id=command.get(dimse.MOVE_ORIGINATOR_MESSAGE_ID),
         )
         try:
-            return sink.begin(meta)
+            return sink.begin(meta, spare)
         except OSError as exc:
             outcome = sink.refuse(exc)
             return _Refused(outcome.status, outcome.comment)
