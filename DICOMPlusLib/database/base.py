@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.store import FileStore
 
 Self = TypeVar("Self", bound="BaseDatabase")
+logger = logging.getLogger(__name__)
 
 
 class BaseDatabase(abc.ABC):
@@ -208,6 +210,40 @@ class BaseDatabase(abc.ABC):
             tmp = self.store.retire(path) if path and self.store.contains(path) else None
             if tmp is not None:
                 retired.append((tmp, path))
+
+    #: What the settling of retired files adds to its SELECT: PostgreSQL locks the rows (``FOR
+    #: SHARE``), so that no delete or replacement moves them between the look and the put-back.
+    _ROW_LOCK = ""
+
+    def _sweep_store(self) -> None:
+        """Remove dead writers' temporary files; settle their retired ones (:meth:`_settle_retired`)."""
+        self.store.sweep(settle=self._settle_retired)
+
+    def _settle_retired(self, retired: list[tuple[str, str]]) -> None:
+        """Put back the retired files of writers killed before their commit, remove the others.
+
+        A writer moves a replaced or deleted instance's file to a temporary name inside its
+        transaction (:meth:`~.store.FileStore.retire`); killed before COMMIT, its transaction
+        rolls back and the row still points to the file's name, now empty. In a write
+        transaction, where the rows pointing to those names cannot change (SQLite: the write lock;
+        PostgreSQL: the rows locked), each file whose name a row still holds goes back under it
+        (unless a file is there), and every other one is removed. When the database cannot be
+        written (read-only), the files stay for a later sweep."""
+        try:
+            with self.write() as conn:
+                names = sorted({name for _, name in retired})
+                held: set[str] = set()
+                for part in chunks(names, 500):
+                    marks = ",".join("?" * len(part))
+                    sql = f"SELECT path FROM instances WHERE linked=0 AND path IN ({marks}){self._ROW_LOCK}"
+                    held.update(row[0] for row in conn.execute(sql, part).fetchall())
+                for tmp, name in retired:
+                    if name in held:
+                        self.store.reinstate(tmp, name)
+                    else:
+                        self.store.discard(tmp, name)
+        except (DatabaseError, OSError) as exc:
+            logger.warning("retired files of a stopped writer left for a later sweep: %s", exc)
 
     def _refresh_counts(
         self, conn: Connection, series: Iterable[str], studies: Iterable[str], *, modalities: bool = True
