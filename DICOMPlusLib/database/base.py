@@ -225,25 +225,58 @@ class BaseDatabase(abc.ABC):
         A writer moves a replaced or deleted instance's file to a temporary name inside its
         transaction (:meth:`~.store.FileStore.retire`); killed before COMMIT, its transaction
         rolls back and the row still points to the file's name, now empty. In a write
-        transaction, where the rows pointing to those names cannot change (SQLite: the write lock;
-        PostgreSQL: the rows locked), each file whose name a row still holds goes back under it
-        (unless a file is there), and every other one is removed. When the database cannot be
-        written (read-only), the files stay for a later sweep."""
+        transaction where those rows cannot change (SQLite: the write lock; PostgreSQL: each
+        instance's lock, which every writer of it holds from its start to its end, and the rows
+        locked against a delete), each file whose name a row still holds goes back under it
+        (unless a file is there), with the new files such a killed replacement had placed for the
+        instance (:meth:`_drop_placed`); every other one is removed. When the database cannot be
+        written, the files stay for a later sweep."""
+        names = sorted({name for _, name in retired})
+        held: set[tuple[str, str]] = set()
         try:
-            with self.write() as conn:
-                names = sorted({name for _, name in retired})
-                held: set[str] = set()
-                for part in chunks(names, 500):
-                    marks = ",".join("?" * len(part))
-                    sql = f"SELECT path FROM instances WHERE linked=0 AND path IN ({marks}){self._ROW_LOCK}"
-                    held.update(row[0] for row in conn.execute(sql, part).fetchall())
-                for tmp, name in retired:
-                    if name in held:
-                        self.store.reinstate(tmp, name)
-                    else:
-                        self.store.discard(tmp, name)
+            while True:
+                with self.write() as conn:
+                    if held:
+                        self._lock_keys(conn, held)
+                    rows = self._rows_at(conn, names, lock=bool(held) or self.exclusive_writer)
+                    keys = {("sop", str(sop)) for sop in rows.values()}
+                    if not self.exclusive_writer and not keys <= held:
+                        held |= keys
+                        continue
+                    for tmp, name in retired:
+                        if name in rows:
+                            self.store.reinstate(tmp, name)
+                            self._drop_placed(conn, name)
+                        else:
+                            self.store.discard(tmp, name)
+                    return
         except (DatabaseError, OSError) as exc:
             logger.warning("retired files of a stopped writer left for a later sweep: %s", exc)
+
+    def _rows_at(self, conn: Connection, paths: list[str], *, lock: bool) -> dict[str, str]:
+        """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked)."""
+        found: dict[str, str] = {}
+        for part in chunks(paths, 500):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT path, SOPInstanceUID FROM instances WHERE linked=0 AND path IN ({marks})"
+            found.update(
+                (row[0], row[1]) for row in conn.execute(sql + (self._ROW_LOCK if lock else ""), part)
+            )
+        return found
+
+    def _drop_placed(self, conn: Connection, name: str) -> None:
+        """Remove the instance's other files (``hh/<hash>-<suffix>.dcm``) no row points to: a
+        replacement killed before its commit had placed its new file under a new name. Only the
+        instance's own row can point to its hash's names, and no writer of it is running (its
+        lock is held by the caller)."""
+        path = Path(name)
+        digest = path.name.partition("-")[0].partition(".")[0]
+        others = [str(p) for p in path.parent.glob(f"{digest}*.dcm") if str(p) != name]
+        if others:
+            kept = self._rows_at(conn, others, lock=False)
+            for other in others:
+                if other not in kept:
+                    self.store.remove(other)
 
     def _refresh_counts(
         self, conn: Connection, series: Iterable[str], studies: Iterable[str], *, modalities: bool = True
