@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.store import FileStore
 
 Self = TypeVar("Self", bound="BaseDatabase")
+logger = logging.getLogger(__name__)
 
 
 class BaseDatabase(abc.ABC):
@@ -208,6 +210,73 @@ class BaseDatabase(abc.ABC):
             tmp = self.store.retire(path) if path and self.store.contains(path) else None
             if tmp is not None:
                 retired.append((tmp, path))
+
+    #: What the settling of retired files adds to its SELECT: PostgreSQL locks the rows (``FOR
+    #: SHARE``), so that no delete or replacement moves them between the look and the put-back.
+    _ROW_LOCK = ""
+
+    def _sweep_store(self) -> None:
+        """Remove dead writers' temporary files; settle their retired ones (:meth:`_settle_retired`)."""
+        self.store.sweep(settle=self._settle_retired)
+
+    def _settle_retired(self, retired: list[tuple[str, str]]) -> None:
+        """Put back the retired files of writers killed before their commit, remove the others.
+
+        A writer moves a replaced or deleted instance's file to a temporary name inside its
+        transaction (:meth:`~.store.FileStore.retire`); killed before COMMIT, its transaction
+        rolls back and the row still points to the file's name, now empty. In a write
+        transaction where those rows cannot change (SQLite: the write lock; PostgreSQL: each
+        instance's lock, which every writer of it holds from its start to its end, and the rows
+        locked against a delete), each file whose name a row still holds goes back under it
+        (unless a file is there), with the new files such a killed replacement had placed for the
+        instance (:meth:`_drop_placed`); every other one is removed. When the database cannot be
+        written, the files stay for a later sweep."""
+        names = sorted({name for _, name in retired})
+        held: set[tuple[str, str]] = set()
+        try:
+            while True:
+                with self.write() as conn:
+                    if held:
+                        self._lock_keys(conn, held)
+                    rows = self._rows_at(conn, names, lock=bool(held) or self.exclusive_writer)
+                    keys = {("sop", str(sop)) for sop in rows.values()}
+                    if not self.exclusive_writer and not keys <= held:
+                        held |= keys
+                        continue
+                    for tmp, name in retired:
+                        if name in rows:
+                            self.store.reinstate(tmp, name)
+                            self._drop_placed(conn, name)
+                        else:
+                            self.store.discard(tmp, name)
+                    return
+        except (DatabaseError, OSError) as exc:
+            logger.warning("retired files of a stopped writer left for a later sweep: %s", exc)
+
+    def _rows_at(self, conn: Connection, paths: list[str], *, lock: bool) -> dict[str, str]:
+        """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked)."""
+        found: dict[str, str] = {}
+        for part in chunks(paths, 500):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT path, SOPInstanceUID FROM instances WHERE linked=0 AND path IN ({marks})"
+            found.update(
+                (row[0], row[1]) for row in conn.execute(sql + (self._ROW_LOCK if lock else ""), part)
+            )
+        return found
+
+    def _drop_placed(self, conn: Connection, name: str) -> None:
+        """Remove the instance's other files (``hh/<hash>-<suffix>.dcm``) no row points to: a
+        replacement killed before its commit had placed its new file under a new name. Only the
+        instance's own row can point to its hash's names, and no writer of it is running (its
+        lock is held by the caller)."""
+        path = Path(name)
+        digest = path.name.partition("-")[0].partition(".")[0]
+        others = [str(p) for p in path.parent.glob(f"{digest}*.dcm") if str(p) != name]
+        if others:
+            kept = self._rows_at(conn, others, lock=False)
+            for other in others:
+                if other not in kept:
+                    self.store.remove(other)
 
     def _refresh_counts(
         self, conn: Connection, series: Iterable[str], studies: Iterable[str], *, modalities: bool = True

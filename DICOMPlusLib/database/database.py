@@ -103,7 +103,7 @@ class Database(BaseDatabase):
         self._writer: Connection = conn
         #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
         self.ingest = Ingest(self)
-        self.store.sweep()  # temporary files of writers that died (kill -9, power loss)
+        self._sweep_store()  # temporary files of writers that died (kill -9, power loss)
 
     @classmethod
     def open(

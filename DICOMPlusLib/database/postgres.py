@@ -98,6 +98,7 @@ class PostgresDatabase(BaseDatabase):
     files live in ``store_dir``, else in the store recorded in the database."""
 
     dialect: Dialect = POSTGRES
+    _ROW_LOCK = " FOR SHARE"  # see BaseDatabase._settle_retired
 
     def __init__(self, url: str, *, store_dir: str | os.PathLike | None = None):
         try:
@@ -134,7 +135,7 @@ class PostgresDatabase(BaseDatabase):
         self._idle_writers.append(conn)
         #: The one way in for instances, as for SQLite (see :mod:`.ingest`).
         self.ingest = Ingest(self)
-        self.store.sweep()
+        self._sweep_store()
 
     def __repr__(self) -> str:
         return f"PostgresDatabase({self.display_url!r}, store={str(self.store.root)!r})"

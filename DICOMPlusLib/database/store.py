@@ -12,6 +12,13 @@ long as it lives; its temporary files are named ``.incoming-<token>-...``. The k
 lock when the process dies, however it dies, so :meth:`FileStore.sweep` (run on every open of the
 database) removes exactly the temporary files whose writer is gone, at once, and never one that a
 running writer (this process or another) still owns.
+
+Retired files: a stored file that a transaction replaces or deletes leaves its name inside that
+transaction (:meth:`FileStore.retire`) for a temporary name that carries the name it had
+(``.incoming-<token>-...~retired~<hh>%2F<name>.dcm``). A writer killed before its COMMIT leaves
+rows that still point to that name; so the sweep does not remove a dead writer's retired file
+by itself: it hands them to the database (``settle``), which knows whether a row still points
+to the name and puts the file back (:meth:`FileStore.reinstate`) or removes it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 try:
@@ -33,6 +41,8 @@ except ImportError:  # Windows: no flock; the sweep then only removes old files
 TMP_PREFIX = ".incoming-"
 LOCK_PREFIX = ".writer-"
 INCOMING_DIR = ".incoming"
+#: Between a retired file's temporary name and the name it had (``/`` as ``%2F``).
+RETIRED_MARK = "~retired~"
 #: Temporary files without an owner token (written by DICOMPlus before tokens existed) are
 #: removed once they have not changed for this long.
 UNOWNED_AGE_S = 600.0
@@ -122,10 +132,17 @@ class FileStore:
             path = self.temporary_name()
             return os.open(path, flags, 0o600), path
 
-    def sweep(self) -> int:
-        """Remove the temporary files of writers that are gone; return how many were removed."""
+    def sweep(self, settle: Callable[[list[tuple[str, str]]], None] | None = None) -> int:
+        """Remove the temporary files of writers that are gone; return how many were removed.
+
+        A dead writer's retired files (:meth:`retire`) go to ``settle`` as (temporary name,
+        the name it had), which puts each back (:meth:`reinstate`) or removes it
+        (:meth:`discard`): only the database knows whether a row still points to that name (its
+        writer was killed before the commit). Without ``settle`` they stay for a sweep that has
+        one."""
         removed = 0
         alive: dict[str, bool] = {}
+        retired: list[tuple[str, str]] = []
         now = time.time()
         for folder in (self.root, self.root / INCOMING_DIR):
             try:
@@ -144,8 +161,14 @@ class FileStore:
                             continue
                     elif now - entry.stat(follow_symlinks=False).st_mtime < UNOWNED_AGE_S:
                         continue
+                    name = self._retired_name(entry.name)
+                    if name is not None:
+                        retired.append((entry.path, name))
+                        continue
                     os.unlink(entry.path)
                     removed += 1
+        if retired and settle is not None:
+            settle(retired)
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.root):  # locks of writers that died without temporaries
                 if entry.name.startswith(LOCK_PREFIX) and entry.name.endswith(".lock"):
@@ -239,8 +262,13 @@ class FileStore:
         writer may store the same instance under the same name, and removing it by that name
         then would remove the new file. Returns the temporary name (None: the file is gone).
         :meth:`discard` removes it after the commit; :meth:`restore` puts it back otherwise;
-        a crash in between leaves a temporary file that :meth:`sweep` removes."""
+        a writer killed in between leaves it to :meth:`sweep`, which finds in the temporary name
+        the name it had (a name outside the store's fan-out folders is not carried: such a file
+        is removed as any temporary)."""
         tmp = self.temporary_name()
+        relative = os.path.relpath(path, self.root)
+        if relative.count("/") == 1 and not relative.startswith("."):
+            tmp += RETIRED_MARK + relative.replace("%", "%25").replace("/", "%2F")
         try:
             os.replace(path, tmp)
         except FileNotFoundError:
@@ -251,6 +279,35 @@ class FileStore:
         """Put a retired file back under its name (its transaction did not commit)."""
         with contextlib.suppress(OSError):
             os.replace(tmp, path)
+
+    def _retired_name(self, temporary: str) -> str | None:
+        """The stored name a retired file had (None: not a retired file)."""
+        _, mark, relative = temporary.partition(RETIRED_MARK)
+        if not mark:
+            return None
+        relative = relative.replace("%2F", "/").replace("%25", "%")
+        if relative.count("/") != 1 or relative.startswith(".") or "\0" in relative:
+            return None
+        return str(self.root / relative)
+
+    def reinstate(self, tmp: str, path: str | Path) -> bool:
+        """Put a dead writer's retired file back under its name when that name is free (a row
+        still points to it: its transaction never committed); else remove it (the name holds
+        the file stored anew since). The link cannot replace a file that appears meanwhile."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            self.discard(tmp, path)
+            return False
+        except OSError as exc:  # a file system without hard links
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or os.path.lexists(path):
+                raise
+            os.replace(tmp, path)
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        return True
 
     def discard(self, tmp: str, path: str | Path) -> None:
         """Remove a retired file (its fan-out folder stays, as with :meth:`remove`)."""
