@@ -13,8 +13,8 @@ Candidates, each a whole process as typed at a shell unless said otherwise:
 - ``cp``: ``cp -r`` alone, the floor of a copying import: the kernel's copy of the bytes, which
   ``dcmdump`` never spends (ext4 has no reflinks).
 - ``dicomplus``: ``dicomplus import DIR`` into an empty database (files copied into the store).
-- ``jobs1``: the same with ``--jobs 1`` (no worker threads: the scans and copies in the importing
-  thread, the commits beside them), to tell what the worker threads gain on this machine.
+- ``jobs1``: the same with ``--jobs 1`` (no worker threads: the scans, copies and commits in the
+  importing thread), to tell what the worker threads gain on this machine.
 - ``in-process``: the same import called from Python in this (already started) process.
 - ``link``: ``dicomplus import --link DIR`` (indexed in place, nothing copied).
 - ``reimport``: ``dicomplus import DIR`` again into the full database (unchanged files skipped);

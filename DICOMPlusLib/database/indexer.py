@@ -12,7 +12,11 @@ Which workers: a copying import spends most of its time in the kernel's copy
 the commits on another core for no start-up, pickling or extra CPU (measured as processes on
 1,008 CT files: 0.51 s of CPU with two threads or none, 0.75 s with two worker processes). Worker
 processes are kept for what is all Python: scanning the headers of a large import that copies
-nothing (``--link``, from :data:`LINK_PARALLEL_THRESHOLD` files).
+nothing (``--link``, from :data:`LINK_PARALLEL_THRESHOLD` files). Below that, one forked scanner
+beside the committing process was measured not to pay on a 2-core VM: each copy-on-write page
+fault after the fork costs ~15-20 us there, and both processes take thousands (0.06-0.07 s of CPU
+more than one thread, 1.16-1.22x the time at load 2.6-4.3). The commits run in the importing
+thread: a committer thread beside the scans did not pay either (docs/performance.md, "Import").
 
 ``concurrent.futures`` is imported only when a pool is started, and ``multiprocessing`` only for a
 process pool: a small import, or an import again of unchanged files, does not pay for them (nor
@@ -27,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -244,26 +248,10 @@ def import_paths(
                 report.duplicates += 1
                 report.skipped.append(SkippedFile(item.source, "duplicate SOPInstanceUID (already stored)"))
 
-    committer: _Committer | None = None
-
-    def flush(*, last: bool = False) -> None:
-        """Commit what is pending: the last batch here, once the earlier ones are committed; the
-        others, when this thread scans too (no pool), by the committer thread meanwhile."""
-        nonlocal committer
-        if not pending:
-            if last and committer is not None:
-                committer.finish()
-            return
-        if last or executor is not None:
-            if committer is not None:
-                committer.finish()
+    def flush() -> None:
+        if pending:
             commit(pending)
             pending.clear()
-            return
-        if committer is None:
-            committer = _Committer(commit)
-        committer.put(pending[:])
-        pending.clear()
 
     def consume(results: list[ParsedFile | SkippedFile]) -> None:
         nonlocal done
@@ -314,16 +302,14 @@ def import_paths(
                             futures.insert(0, future)
                             raise CancelledError("import cancelled") from None
                 consume(results)
-        flush(last=True)
+        flush()
     except CancelledError:
         report.cancelled = True
-        flush(last=True)  # what was parsed completely is committed; nothing half-done is
+        flush()  # what was parsed completely is committed; nothing half-done is
         if executor is not None:
             _drain(executor, futures)
             executor = None
     finally:
-        if committer is not None:  # its thread ends (on an unexpected error: batches waiting go)
-            committer.abandon()
         if executor is not None:
             executor.shutdown(wait=True)
         _unlink_temporaries(pending)  # only on an unexpected error
@@ -331,81 +317,6 @@ def import_paths(
     if progress:
         progress(done, total, "")
     return report
-
-
-class _Committer:
-    """Commits batches in order on a thread of its own while the importing thread scans the next
-    files: a commit is mostly SQLite's own work and, every few thousand pages, a WAL checkpoint's
-    fsyncs, and sqlite3 releases the GIL for both. At most one batch waits while one commits.
-    A commit that fails is raised in the importing thread (by :meth:`put` or :meth:`finish`); the
-    batches after it are not committed and their temporary files are removed."""
-
-    def __init__(self, commit: Callable[[list[ParsedFile]], None]) -> None:
-        self._commit = commit
-        self._cond = threading.Condition()
-        self._batches: list[list[ParsedFile]] = []
-        self._busy = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="dicomplus-import-commit", daemon=True)
-        self._thread.start()
-
-    def put(self, batch: list[ParsedFile]) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._batches or self._error is not None)
-            if self._error is not None:
-                _unlink_temporaries(batch)
-                self._raise()
-            self._batches.append(batch)
-            self._cond.notify_all()
-
-    def finish(self) -> None:
-        """Wait until every batch given is committed (raises the first commit's error)."""
-        with self._cond:
-            self._cond.wait_for(lambda: (not self._batches and not self._busy) or self._error is not None)
-            if self._error is not None:
-                self._raise()
-
-    def abandon(self) -> None:
-        """Stop: the commit running ends, batches still waiting are dropped (temporaries removed)."""
-        with self._cond:
-            self._closed = True
-            dropped, self._batches = self._batches, []
-            self._cond.notify_all()
-        for batch in dropped:
-            _unlink_temporaries(batch)
-        self._thread.join()
-
-    def _raise(self) -> None:
-        error, self._error = self._error, None
-        self._closed = True
-        self._cond.notify_all()
-        assert error is not None
-        raise error
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._batches or self._closed)
-                if not self._batches:
-                    return
-                batch = self._batches.pop(0)
-                self._busy = True
-            try:
-                self._commit(batch)
-            except BaseException as exc:
-                _unlink_temporaries(batch)
-                with self._cond:
-                    self._busy = False
-                    self._error = exc
-                    dropped, self._batches = self._batches, []
-                    self._cond.notify_all()
-                for other in dropped:
-                    _unlink_temporaries(other)
-                return
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
 
 
 def _unlink_temporaries(items: Iterable[ParsedFile]) -> None:
