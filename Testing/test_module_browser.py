@@ -119,16 +119,49 @@ def test_grid_shows_series_as_thumbnails_under_each_study(panel, qtbot, tmp_path
     assert not browser.gridView().isStudyExpanded(c.study_uid)
     browser.selectSeries(b.series_uid)
     entries = browser.entries()
+    assert_browser_laid_out(panel)  # after a load: the Activity holds two rows, the preview is open
     screenshot(browser, "panel_browser_grid")
     browser.setViewMode("tree")
     assert browser.entries() == entries and browser.selectedEntries() == [("series", b.series_uid)]
     tree_texts = [browser.treeWidget().topLevelItem(i).text(0) for i in range(2)]
     assert sorted(tree_texts) == ["DOE, JANE", "Roe, Dr Richard"]
+    assert_browser_laid_out(panel)
     screenshot(browser, "panel_browser_list")
+    for width in (SLICER_PANEL_WIDTH, 440):  # Slicer's usual module panel, and the docs' width
+        panel.parent.resize(width, 860)
+        assert_browser_laid_out(panel)
     browser.setViewMode("grid")
     assert browser.selectedEntries() == [("series", b.series_uid)]
     with pytest.raises(ValueError, match="grid"):
         browser.setViewMode("icons")
+
+
+#: Width of Slicer's module panel as it opens on a 1080p screen (the dock beside the views).
+SLICER_PANEL_WIDTH = 340
+
+
+def assert_browser_laid_out(panel):
+    """The browser is not squeezed: it has at least its minimum height, its count line sits
+    under the list (not over it and its scroll bar), and the list shows a few rows. A panel
+    squeezed below its minimum (4d55952: the sections' minimum was the stub's header height)
+    drew the count line over the list."""
+    import qt
+    import slicer
+
+    for _round in range(3):  # layouts settle in posted events
+        slicer.app.processEvents()
+    browser = panel.browser
+    view = browser.gridView() if browser.viewMode() == "grid" else browser.treeWidget()
+    label = browser.findChild(qt.QLabel, "browserStatusLabel")
+    assert label is not None and label.isVisible() and view.isVisible()
+    assert browser.height >= browser.minimumSizeHint.height(), (browser.height, browser.minimumSizeHint)
+    viewRect = view.geometry
+    viewRect.moveTopLeft(view.mapTo(browser, qt.QPoint(0, 0)))
+    labelRect = label.geometry
+    labelRect.moveTopLeft(label.mapTo(browser, qt.QPoint(0, 0)))
+    assert not viewRect.intersects(labelRect), (viewRect, labelRect)
+    assert labelRect.bottom() < browser.height and viewRect.bottom() < browser.height
+    assert viewRect.height() >= 4 * browser.fontMetrics().height() + 100, viewRect  # rows, a tile
 
 
 def test_grid_of_the_shared_series_for_the_docs(dicomplus_module, qtbot, shared_db, screenshot):
