@@ -64,6 +64,7 @@ class DICOMPlusActivityWidget(qt.QWidget):
         self.jobEnded = Signal(object, name="jobEnded")
         self._rows = []
         self._status = ""
+        self._statusSets = 0  # setStatus calls: did the host say something about an ended task?
         layout = qt.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         header = qt.QHBoxLayout()
@@ -136,21 +137,33 @@ class DICOMPlusActivityWidget(qt.QWidget):
         return self._statusLabel.text
 
     def setStatus(self, text):
-        """The line above the jobs: a host puts its own message there ("" gives back the count
-        of running tasks, or "Idle")."""
+        """The host's message for the line above the jobs ("" gives back "Idle"). While a task
+        runs the line says what is running and how far it is: a message set before (the panel's
+        "Idle (DICOMPlusLib 0.1.0)") said Idle through a whole retrieve. The message shows again
+        when nothing runs; a task that ends without a new message leaves its outcome there."""
         self._status = text or ""
+        self._statusSets += 1
         self._updateStatus()
 
+    def _progressText(self, job):
+        snap = job.poll()
+        if snap.total:
+            return _("{name}: {done} of {total} ({percent}%)").format(
+                name=job.name, done=snap.done, total=snap.total, percent=100 * snap.done // snap.total
+            )
+        return f"{job.name}..."
+
     def _updateStatus(self):
-        running = len(self.runningJobs())
-        if self._status:
-            self._statusLabel.text = self._status
-        elif running:
-            self._statusLabel.text = _("{tasks} running").format(
-                tasks=T.count(running, _("task"), _("tasks"))
+        running = self.runningJobs()
+        if len(running) == 1:
+            self._statusLabel.text = _("Running: {task}").format(task=self._progressText(running[0]))
+        elif running:  # newest first, as the rows below
+            self._statusLabel.text = _("{tasks} running: {progress}").format(
+                tasks=T.count(len(running), _("task"), _("tasks")),
+                progress="; ".join(self._progressText(job) for job in running),
             )
         else:
-            self._statusLabel.text = _("Idle")
+            self._statusLabel.text = self._status or _("Idle")
 
     # -- polling ----------------------------------------------------------------------------------
     def _poll(self):
@@ -164,12 +177,17 @@ class DICOMPlusActivityWidget(qt.QWidget):
                 ended.append(row)
         if not self.runningJobs():
             self._timer.stop()
+        else:
+            self._updateStatus()  # the progress of what runs
         for row in ended:
+            sets = self._statusSets
             onDone, row.onDone = row.onDone, None  # a host's callback is not kept past its use
             if onDone is not None:
                 onDone(row.job)
             self.jobFinished.emit(row.job.name)
             self.jobEnded.emit(row.job)
+            if self._statusSets == sets:  # no host message about it: its outcome ("X: done in 2.1 s")
+                self._status = row.label.text
         if ended:
             for row in [r for r in self._rows if r.reported][self.KEEP_FINISHED :]:
                 self._removeRow(row)
