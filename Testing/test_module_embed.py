@@ -186,3 +186,21 @@ def test_activity_widget_runs_and_cancels_jobs(host, qtbot, screenshot):
     assert host.activity.status() == "Idle"
     host.activity.clearFinished()
     assert host.activity.jobs() == []
+
+
+def test_activity_rows_past_two_scroll(host, qtbot):
+    """Finished tasks (eight are kept) do not grow the Activity section: past two rows the list
+    scrolls, so the panel still fits a 1080p screen with the browser and the preview."""
+    import slicer
+
+    from DICOMPlusLib.jobs import Job
+
+    activity = host.activity
+    heights = []
+    for n in range(1, 6):
+        activity.addJob(Job(f"Job {n}", lambda progress, cancel: None).start())
+        qtbot.waitUntil(lambda n=n: len(host.finished) == n)
+        slicer.app.processEvents()
+        heights.append(activity.minimumSizeHint.height())
+    assert activity.rowsInView() == 2 and len(activity.jobs()) == 5
+    assert heights[0] < heights[1] == heights[2] == heights[4], heights

@@ -51,11 +51,12 @@ class DICOMPlusActivityWidget(qt.QWidget):
     ``jobEnded(object job)`` (the same, with the Job, for hosts that want its result or error).
 
     Public methods: addJob, jobs, runningJobs, cancelAll, clearFinished, progressOf, rowText,
-    cancelButtonFor, status, setStatus, cleanup.
+    cancelButtonFor, rowsInView, status, setStatus, cleanup.
     """
 
     POLL_MS = 100
     KEEP_FINISHED = 8  # rows of finished jobs kept (the newest)
+    ROWS_SHOWN = 2  # rows in view; the others scroll (the status line names every running task)
 
     def __init__(self, parent=None):
         qt.QWidget.__init__(self, parent)
@@ -76,9 +77,21 @@ class DICOMPlusActivityWidget(qt.QWidget):
         self._clearButton.connect("clicked(bool)", self.clearFinished)
         header.addWidget(self._clearButton)
         layout.addLayout(header)
-        self._rowsLayout = qt.QVBoxLayout()
+        # the rows scroll past ROWS_SHOWN: eight finished tasks in a column took 400 px from
+        # the browser and the preview of a panel that must fit a 1080p screen
+        self._rowsArea = qt.QScrollArea(self)
+        self._rowsArea.widgetResizable = True
+        self._rowsArea.frameShape = qt.QFrame.NoFrame
+        self._rowsArea.horizontalScrollBarPolicy = qt.Qt.ScrollBarAlwaysOff
+        self._rowsArea.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Fixed)
+        rowsWidget = qt.QWidget()
+        self._rowsLayout = qt.QVBoxLayout(rowsWidget)
+        self._rowsLayout.setContentsMargins(0, 0, 0, 0)
         self._rowsLayout.setSpacing(4)
-        layout.addLayout(self._rowsLayout)
+        self._rowsLayout.addStretch(1)  # rows stay at the top when the area is taller
+        self._rowsArea.setWidget(rowsWidget)
+        self._rowsArea.hide()  # no rows yet
+        layout.addWidget(self._rowsArea)
         self._timer = qt.QTimer(self)
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._poll)
@@ -88,10 +101,11 @@ class DICOMPlusActivityWidget(qt.QWidget):
     def addJob(self, job, onDone=None):
         """Show ``job`` (a started DICOMPlusLib Job); ``onDone(job)`` runs on the main thread when
         it ends, whatever the outcome (check ``job.error``). Returns the job."""
-        row = _JobRow(self, job, onDone)
+        row = _JobRow(self._rowsArea.widget(), job, onDone)
         self._rowsLayout.insertWidget(0, row.frame)
         self._rows.insert(0, row)
         self._updateRow(row)
+        self._fitRows()
         self._updateClearButton()
         self._updateStatus()
         self.jobStarted.emit(job.name)
@@ -232,6 +246,19 @@ class DICOMPlusActivityWidget(qt.QWidget):
         self._rowsLayout.removeWidget(row.frame)
         row.frame.hide()
         row.frame.deleteLater()
+        self._fitRows()
+
+    def _fitRows(self):
+        """The rows' area as tall as its first ROWS_SHOWN rows (hidden without rows)."""
+        shown = self._rows[: self.ROWS_SHOWN]
+        self._rowsArea.visible = bool(shown)
+        if shown:
+            spacing = self._rowsLayout.spacing * (len(shown) - 1)
+            self._rowsArea.setFixedHeight(sum(row.frame.sizeHint.height() for row in shown) + spacing)
+
+    def rowsInView(self):
+        """How many job rows the list shows without scrolling (the rest scroll)."""
+        return min(len(self._rows), self.ROWS_SHOWN)
 
     def _updateClearButton(self):
         self._clearButton.enabled = any(row.reported for row in self._rows)
