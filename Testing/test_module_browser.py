@@ -221,6 +221,33 @@ def assert_fits(panel, height):
             assert widget.height >= widget.minimumSizeHint.height(), (widget, widget.height, needed)
 
 
+def test_database_list_stays_usable_beside_the_preview_while_a_task_runs(
+    dicomplus_module, qtbot, tmp_path, screenshot
+):
+    """The panel as the runtime test shows it (not resized: as small as its layout lets it be),
+    Preview open, an import running: the browser's list keeps its rows (the Local database was
+    squeezed to a strip) and the status line says what runs (it said "Idle (DICOMPlusLib ...)")."""
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite"))
+    try:
+        widget.parent.show()
+        assert not widget.ui.previewCollapsibleButton.collapsed
+        folders = [make_series(tmp_path / f"s{i}", n=100, rows=64, cols=64, patient_id=f"RUN{i}").folder
+                   for i in range(4)]  # fmt: skip
+        job = widget.importPaths(folders)
+        qtbot.waitUntil(lambda: job.finished or 0 < job.poll().done < job.poll().total, timeout=TIMEOUT)
+        if not job.finished:
+            qtbot.waitUntil(lambda: " of 400 (" in widget.activity.status() or job.finished)
+            assert job.finished or widget.activity.status().startswith("Running: Import 4 items: ")
+        assert_browser_laid_out(widget)
+        screenshot(widget, "panel_import_running")
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=TIMEOUT)
+        assert widget.activity.status().startswith("Imported 400 instance"), widget.activity.status()
+    finally:
+        widget.cleanup()
+
+
 def test_layout_fits_1080p_with_network_and_export_folded(panel, qtbot, tmp_path):
     """A 1080p screen leaves Slicer's module panel about 860 px: the panel needs no more, the
     browser keeps most of it, Network and Export start folded, Send sits with the local buttons."""
