@@ -140,16 +140,34 @@ def test_grid_shows_series_as_thumbnails_under_each_study(panel, qtbot, tmp_path
 SLICER_PANEL_WIDTH = 340
 
 
+def settle(panel):
+    """Process events until the panel's layout stops changing: each nested layout posts its
+    change to its parent, and a window that grows to its new minimum does so last (a grab in
+    between shows sections squeezed for a moment)."""
+    import slicer
+
+    def geometry():
+        widgets = (panel.parent, panel.browser, panel.preview, panel.activity)
+        return [(w.geometry.getRect(), w.minimumSizeHint.height()) for w in widgets]
+
+    last = None
+    for _round in range(20):
+        slicer.app.processEvents()
+        now = geometry()
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"the panel's layout keeps changing: {last}")
+
+
 def assert_browser_laid_out(panel):
     """The browser is not squeezed: it has at least its minimum height, its count line sits
     under the list (not over it and its scroll bar), and the list shows a few rows. A panel
     squeezed below its minimum (4d55952: the sections' minimum was the stub's header height)
     drew the count line over the list."""
     import qt
-    import slicer
 
-    for _round in range(3):  # layouts settle in posted events
-        slicer.app.processEvents()
+    settle(panel)
     browser = panel.browser
     view = browser.gridView() if browser.viewMode() == "grid" else browser.treeWidget()
     label = browser.findChild(qt.QLabel, "browserStatusLabel")

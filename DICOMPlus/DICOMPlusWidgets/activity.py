@@ -207,6 +207,7 @@ class DICOMPlusActivityWidget(qt.QWidget):
                 self._removeRow(row)
             self._updateClearButton()
             self._updateStatus()
+        self._fitRows()  # a row's text changed: it may wrap to another line
 
     def _updateRow(self, row):
         job = row.job
@@ -253,8 +254,14 @@ class DICOMPlusActivityWidget(qt.QWidget):
         shown = self._rows[: self.ROWS_SHOWN]
         self._rowsArea.visible = bool(shown)
         if shown:
+            width = self._rowsArea.viewport().width
+
+            def height(frame):  # a long name wraps its label: the row's height at this width
+                wrapped = frame.heightForWidth(width) if width > 0 else -1
+                return max(wrapped, frame.sizeHint.height())
+
             spacing = self._rowsLayout.spacing * (len(shown) - 1)
-            self._rowsArea.setFixedHeight(sum(row.frame.sizeHint.height() for row in shown) + spacing)
+            self._rowsArea.setFixedHeight(sum(height(row.frame) for row in shown) + spacing)
 
     def rowsInView(self):
         """How many job rows the list shows without scrolling (the rest scroll)."""
