@@ -232,8 +232,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Show ``job`` (already started) in the Activity panel; ``onDone(job)`` runs on the main
         thread when it succeeds (a failure or a cancel is reported in the panel instead)."""
         self.activeJob = job
-        self.activity.addJob(job, lambda ended: self._onJobEnded(ended, onDone))
-        self.activity.setStatus(job.name + "...")
+        self.activity.addJob(job, lambda ended: self._onJobEnded(ended, onDone))  # says it runs
         self.updateButtonStates()
         return job
 

@@ -119,16 +119,67 @@ def test_grid_shows_series_as_thumbnails_under_each_study(panel, qtbot, tmp_path
     assert not browser.gridView().isStudyExpanded(c.study_uid)
     browser.selectSeries(b.series_uid)
     entries = browser.entries()
+    assert_browser_laid_out(panel)  # after a load: the Activity holds two rows, the preview is open
     screenshot(browser, "panel_browser_grid")
     browser.setViewMode("tree")
     assert browser.entries() == entries and browser.selectedEntries() == [("series", b.series_uid)]
     tree_texts = [browser.treeWidget().topLevelItem(i).text(0) for i in range(2)]
     assert sorted(tree_texts) == ["DOE, JANE", "Roe, Dr Richard"]
+    assert_browser_laid_out(panel)
     screenshot(browser, "panel_browser_list")
+    for width in (SLICER_PANEL_WIDTH, 440):  # Slicer's usual module panel, and the docs' width
+        panel.parent.resize(width, 860)
+        assert_browser_laid_out(panel)
     browser.setViewMode("grid")
     assert browser.selectedEntries() == [("series", b.series_uid)]
     with pytest.raises(ValueError, match="grid"):
         browser.setViewMode("icons")
+
+
+#: Width of Slicer's module panel as it opens on a 1080p screen (the dock beside the views).
+SLICER_PANEL_WIDTH = 340
+
+
+def settle(panel):
+    """Process events until the panel's layout stops changing: each nested layout posts its
+    change to its parent, and a window that grows to its new minimum does so last (a grab in
+    between shows sections squeezed for a moment)."""
+    import slicer
+
+    def geometry():
+        widgets = (panel.parent, panel.browser, panel.preview, panel.activity)
+        return [(w.geometry.getRect(), w.minimumSizeHint.height()) for w in widgets]
+
+    last = None
+    for _round in range(20):
+        slicer.app.processEvents()
+        now = geometry()
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"the panel's layout keeps changing: {last}")
+
+
+def assert_browser_laid_out(panel):
+    """The browser is not squeezed: it has at least its minimum height, its count line sits
+    under the list (not over it and its scroll bar), and the list shows a few rows. A panel
+    squeezed below its minimum (4d55952: the sections' minimum was the stub's header height)
+    drew the count line over the list."""
+    import qt
+
+    settle(panel)
+    browser = panel.browser
+    view = browser.gridView() if browser.viewMode() == "grid" else browser.treeWidget()
+    label = browser.findChild(qt.QLabel, "browserStatusLabel")
+    assert label is not None and label.isVisible() and view.isVisible()
+    assert browser.height >= browser.minimumSizeHint.height(), (browser.height, browser.minimumSizeHint)
+    viewRect = view.geometry
+    viewRect.moveTopLeft(view.mapTo(browser, qt.QPoint(0, 0)))
+    labelRect = label.geometry
+    labelRect.moveTopLeft(label.mapTo(browser, qt.QPoint(0, 0)))
+    assert not viewRect.intersects(labelRect), (viewRect, labelRect)
+    assert labelRect.bottom() < browser.height and viewRect.bottom() < browser.height
+    assert viewRect.height() >= 4 * browser.fontMetrics().height() + 100, viewRect  # rows, a tile
 
 
 def test_grid_of_the_shared_series_for_the_docs(dicomplus_module, qtbot, shared_db, screenshot):
@@ -186,6 +237,33 @@ def assert_fits(panel, height):
     for widget in (panel.browser, panel.preview):
         if widget.isVisible():
             assert widget.height >= widget.minimumSizeHint.height(), (widget, widget.height, needed)
+
+
+def test_database_list_stays_usable_beside_the_preview_while_a_task_runs(
+    dicomplus_module, qtbot, tmp_path, screenshot
+):
+    """The panel as the runtime test shows it (not resized: as small as its layout lets it be),
+    Preview open, an import running: the browser's list keeps its rows (the Local database was
+    squeezed to a strip) and the status line says what runs (it said "Idle (DICOMPlusLib ...)")."""
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite"))
+    try:
+        widget.parent.show()
+        assert not widget.ui.previewCollapsibleButton.collapsed
+        folders = [make_series(tmp_path / f"s{i}", n=100, rows=64, cols=64, patient_id=f"RUN{i}").folder
+                   for i in range(4)]  # fmt: skip
+        job = widget.importPaths(folders)
+        qtbot.waitUntil(lambda: job.finished or 0 < job.poll().done < job.poll().total, timeout=TIMEOUT)
+        if not job.finished:
+            qtbot.waitUntil(lambda: " of 400 (" in widget.activity.status() or job.finished)
+            assert job.finished or widget.activity.status().startswith("Running: Import 4 items: ")
+        assert_browser_laid_out(widget)
+        screenshot(widget, "panel_import_running")
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=TIMEOUT)
+        assert widget.activity.status().startswith("Imported 400 instance"), widget.activity.status()
+    finally:
+        widget.cleanup()
 
 
 def test_layout_fits_1080p_with_network_and_export_folded(panel, qtbot, tmp_path):

@@ -91,12 +91,36 @@ def test_event_loop_answers_while_1000_files_import(widget, qtbot, tmp_path, dic
     assert p95 < 0.100
 
 
+def test_status_says_what_runs_whoever_started_it(widget, qtbot):
+    """A task the Network section starts (a retrieve: added to the Activity list directly, not
+    through the panel's runJob) shows in the status line with its progress, over the panel's
+    "Idle (DICOMPlusLib ...)"; the line says Idle again, with the outcome, when it ends."""
+    from DICOMPlusLib.jobs import Job
+
+    assert widget.activity.status().startswith("Idle (DICOMPlusLib")
+
+    def retrieve(progress, cancel):
+        progress(15, 200, "15 of 200")
+        cancel.wait(60)  # holds until cancelled
+        cancel.raise_if_cancelled()
+
+    job = widget.activity.addJob(Job("Retrieve 1 series from Orthanc", retrieve).start())
+    qtbot.waitUntil(lambda: "15 of 200" in widget.activity.status())
+    assert widget.activity.status() == "Running: Retrieve 1 series from Orthanc: 15 of 200 (7%)"
+    job.cancel()
+    qtbot.waitUntil(lambda: not widget.activity.runningJobs())
+    assert widget.activity.status() == "Retrieve 1 series from Orthanc: cancelled"
+
+
 def test_cancel_button_stops_the_import(widget, qtbot, tmp_path):
     import qt
 
     folder = make_series(tmp_path / "big", n=800, rows=16, cols=16).folder
     job = widget.importPaths([folder])
     qtbot.waitUntil(lambda: widget.activeJob is None or widget.activeJob.poll().done > 0, timeout=30_000)
+    # the status line says what runs and how far (the panel's "Idle (DICOMPlusLib ...)" said Idle)
+    qtbot.waitUntil(lambda: " of 800 (" in widget.activity.status() or widget.activeJob is None)
+    assert widget.activeJob is None or widget.activity.status().startswith(f"Running: {job.name}: ")
     qtbot.mouseClick(widget.activity.cancelButtonFor(job), qt.Qt.LeftButton)
     wait_for_job(widget, qtbot)
     count = widget.logic.database.info()["instances"]

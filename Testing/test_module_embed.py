@@ -173,12 +173,34 @@ def test_activity_widget_runs_and_cancels_jobs(host, qtbot, screenshot):
     qtbot.waitUntil(lambda: host.activity.progressOf(slow)[0] >= 10)
     assert host.activity.progressOf(slow)[1] == 100 and "of 100" in host.activity.rowText(slow)
     assert host.activity.runningJobs() == [slow]
-    assert host.activity.status() == "1 task running"
+    # the status line says what runs and how far it is (not a count, not "Idle")
+    qtbot.waitUntil(lambda: host.activity.status().startswith("Running: Slow job: 1"))
+    assert host.activity.status() == f"Running: {host.activity.rowText(slow)} (10%)", host.activity.status()
     screenshot(host.activity, "embed_activity_running")
     qtbot.mouseClick(host.activity.cancelButtonFor(slow), qt.Qt.LeftButton)
     qtbot.waitUntil(lambda: host.finished == ["Quick job", "Slow job"])
     assert "cancelled" in host.activity.rowText(slow)
     assert not host.activity.cancelButtonFor(slow).enabled
+    assert host.activity.status() == "Slow job: cancelled"  # its outcome, as no host said more
+    host.activity.setStatus("")
     assert host.activity.status() == "Idle"
     host.activity.clearFinished()
     assert host.activity.jobs() == []
+
+
+def test_activity_rows_past_two_scroll(host, qtbot):
+    """Finished tasks (eight are kept) do not grow the Activity section: past two rows the list
+    scrolls, so the panel still fits a 1080p screen with the browser and the preview."""
+    import slicer
+
+    from DICOMPlusLib.jobs import Job
+
+    activity = host.activity
+    heights = []
+    for n in range(1, 6):
+        activity.addJob(Job(f"Job {n}", lambda progress, cancel: None).start())
+        qtbot.waitUntil(lambda n=n: len(host.finished) == n)
+        slicer.app.processEvents()
+        heights.append(activity.minimumSizeHint.height())
+    assert activity.rowsInView() == 2 and len(activity.jobs()) == 5
+    assert heights[0] < heights[1] == heights[2] == heights[4], heights

@@ -75,8 +75,9 @@ def test_widget_shows_and_accepts_a_scene(dicomplus_module, slicer, qtbot, scree
     ui.DICOMPlus.setMRMLScene(slicer.mrmlScene)
     widget.parent.setMRMLScene(slicer.mrmlScene)
 
-    # as in Slicer's module panel: a scroll area gives the panel its preferred height
-    height = widget.parent.sizeHint.height()
+    # as in Slicer's module panel: a scroll area gives the panel its preferred height, never
+    # less than its minimum (the browser's list takes what is left: its own hint is small)
+    height = max(widget.parent.sizeHint.height(), widget.parent.minimumSizeHint.height())
     widget.parent.resize(420, height)
     path = screenshot(widget, "DICOMPlus_widget")
     assert path.is_file() and path.stat().st_size > 10_000

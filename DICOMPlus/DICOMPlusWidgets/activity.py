@@ -51,11 +51,12 @@ class DICOMPlusActivityWidget(qt.QWidget):
     ``jobEnded(object job)`` (the same, with the Job, for hosts that want its result or error).
 
     Public methods: addJob, jobs, runningJobs, cancelAll, clearFinished, progressOf, rowText,
-    cancelButtonFor, status, setStatus, cleanup.
+    cancelButtonFor, rowsInView, status, setStatus, cleanup.
     """
 
     POLL_MS = 100
     KEEP_FINISHED = 8  # rows of finished jobs kept (the newest)
+    ROWS_SHOWN = 2  # rows in view; the others scroll (the status line names every running task)
 
     def __init__(self, parent=None):
         qt.QWidget.__init__(self, parent)
@@ -64,6 +65,7 @@ class DICOMPlusActivityWidget(qt.QWidget):
         self.jobEnded = Signal(object, name="jobEnded")
         self._rows = []
         self._status = ""
+        self._statusSets = 0  # setStatus calls: did the host say something about an ended task?
         layout = qt.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         header = qt.QHBoxLayout()
@@ -75,9 +77,21 @@ class DICOMPlusActivityWidget(qt.QWidget):
         self._clearButton.connect("clicked(bool)", self.clearFinished)
         header.addWidget(self._clearButton)
         layout.addLayout(header)
-        self._rowsLayout = qt.QVBoxLayout()
+        # the rows scroll past ROWS_SHOWN: eight finished tasks in a column took 400 px from
+        # the browser and the preview of a panel that must fit a 1080p screen
+        self._rowsArea = qt.QScrollArea(self)
+        self._rowsArea.widgetResizable = True
+        self._rowsArea.frameShape = qt.QFrame.NoFrame
+        self._rowsArea.horizontalScrollBarPolicy = qt.Qt.ScrollBarAlwaysOff
+        self._rowsArea.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Fixed)
+        rowsWidget = qt.QWidget()
+        self._rowsLayout = qt.QVBoxLayout(rowsWidget)
+        self._rowsLayout.setContentsMargins(0, 0, 0, 0)
         self._rowsLayout.setSpacing(4)
-        layout.addLayout(self._rowsLayout)
+        self._rowsLayout.addStretch(1)  # rows stay at the top when the area is taller
+        self._rowsArea.setWidget(rowsWidget)
+        self._rowsArea.hide()  # no rows yet
+        layout.addWidget(self._rowsArea)
         self._timer = qt.QTimer(self)
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._poll)
@@ -87,10 +101,11 @@ class DICOMPlusActivityWidget(qt.QWidget):
     def addJob(self, job, onDone=None):
         """Show ``job`` (a started DICOMPlusLib Job); ``onDone(job)`` runs on the main thread when
         it ends, whatever the outcome (check ``job.error``). Returns the job."""
-        row = _JobRow(self, job, onDone)
+        row = _JobRow(self._rowsArea.widget(), job, onDone)
         self._rowsLayout.insertWidget(0, row.frame)
         self._rows.insert(0, row)
         self._updateRow(row)
+        self._fitRows()
         self._updateClearButton()
         self._updateStatus()
         self.jobStarted.emit(job.name)
@@ -136,21 +151,33 @@ class DICOMPlusActivityWidget(qt.QWidget):
         return self._statusLabel.text
 
     def setStatus(self, text):
-        """The line above the jobs: a host puts its own message there ("" gives back the count
-        of running tasks, or "Idle")."""
+        """The host's message for the line above the jobs ("" gives back "Idle"). While a task
+        runs the line says what is running and how far it is: a message set before (the panel's
+        "Idle (DICOMPlusLib 0.1.0)") said Idle through a whole retrieve. The message shows again
+        when nothing runs; a task that ends without a new message leaves its outcome there."""
         self._status = text or ""
+        self._statusSets += 1
         self._updateStatus()
 
+    def _progressText(self, job):
+        snap = job.poll()
+        if snap.total:
+            return _("{name}: {done} of {total} ({percent}%)").format(
+                name=job.name, done=snap.done, total=snap.total, percent=100 * snap.done // snap.total
+            )
+        return f"{job.name}..."
+
     def _updateStatus(self):
-        running = len(self.runningJobs())
-        if self._status:
-            self._statusLabel.text = self._status
-        elif running:
-            self._statusLabel.text = _("{tasks} running").format(
-                tasks=T.count(running, _("task"), _("tasks"))
+        running = self.runningJobs()
+        if len(running) == 1:
+            self._statusLabel.text = _("Running: {task}").format(task=self._progressText(running[0]))
+        elif running:  # newest first, as the rows below
+            self._statusLabel.text = _("{tasks} running: {progress}").format(
+                tasks=T.count(len(running), _("task"), _("tasks")),
+                progress="; ".join(self._progressText(job) for job in running),
             )
         else:
-            self._statusLabel.text = _("Idle")
+            self._statusLabel.text = self._status or _("Idle")
 
     # -- polling ----------------------------------------------------------------------------------
     def _poll(self):
@@ -164,17 +191,23 @@ class DICOMPlusActivityWidget(qt.QWidget):
                 ended.append(row)
         if not self.runningJobs():
             self._timer.stop()
+        else:
+            self._updateStatus()  # the progress of what runs
         for row in ended:
+            sets = self._statusSets
             onDone, row.onDone = row.onDone, None  # a host's callback is not kept past its use
             if onDone is not None:
                 onDone(row.job)
             self.jobFinished.emit(row.job.name)
             self.jobEnded.emit(row.job)
+            if self._statusSets == sets:  # no host message about it: its outcome ("X: done in 2.1 s")
+                self._status = row.label.text
         if ended:
             for row in [r for r in self._rows if r.reported][self.KEEP_FINISHED :]:
                 self._removeRow(row)
             self._updateClearButton()
             self._updateStatus()
+        self._fitRows()  # a row's text changed: it may wrap to another line
 
     def _updateRow(self, row):
         job = row.job
@@ -214,6 +247,25 @@ class DICOMPlusActivityWidget(qt.QWidget):
         self._rowsLayout.removeWidget(row.frame)
         row.frame.hide()
         row.frame.deleteLater()
+        self._fitRows()
+
+    def _fitRows(self):
+        """The rows' area as tall as its first ROWS_SHOWN rows (hidden without rows)."""
+        shown = self._rows[: self.ROWS_SHOWN]
+        self._rowsArea.visible = bool(shown)
+        if shown:
+            width = self._rowsArea.viewport().width
+
+            def height(frame):  # a long name wraps its label: the row's height at this width
+                wrapped = frame.heightForWidth(width) if width > 0 else -1
+                return max(wrapped, frame.sizeHint.height())
+
+            spacing = self._rowsLayout.spacing * (len(shown) - 1)
+            self._rowsArea.setFixedHeight(sum(height(row.frame) for row in shown) + spacing)
+
+    def rowsInView(self):
+        """How many job rows the list shows without scrolling (the rest scroll)."""
+        return min(len(self._rows), self.ROWS_SHOWN)
 
     def _updateClearButton(self):
         self._clearButton.enabled = any(row.reported for row in self._rows)

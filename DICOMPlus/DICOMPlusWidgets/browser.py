@@ -137,6 +137,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._tree = tree
 
         self._statusLabel = qt.QLabel(self)
+        self._statusLabel.objectName = "browserStatusLabel"  # hosts and tests find it by name
         self._statusLabel.wordWrap = True
         layout.addWidget(self._statusLabel)
 

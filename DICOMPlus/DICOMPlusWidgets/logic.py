@@ -19,6 +19,7 @@ from slicer.i18n import tr as _
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
 from . import engine as _engine
+from . import text as T
 from .signals import Signal
 
 
@@ -203,7 +204,7 @@ class EngineLogic:
     def importFolder(self, paths, link=False):
         """Import files or folders in the engine; returns the job (result: ImportReport)."""
         paths = [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-        name = _("Import {count} item(s)").format(count=len(paths))
+        name = _("Import {items}").format(items=T.count(len(paths), _("item"), _("items")))
         return self.submit("import", {**self.databaseArgs(), "paths": paths, "link": link}, name)
 
     # -- network ------------------------------------------------------------------------------

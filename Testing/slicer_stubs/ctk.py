@@ -78,7 +78,10 @@ class ctkCollapsibleButton(qt.QAbstractButton):
         self.setChecked(True)
         self.setSizePolicy(qt.QSizePolicy.Policy.Preferred, qt.QSizePolicy.Policy.Minimum)
         self.setContentsMargins(0, self._headerHeight(), 0, 0)
-        self.setMinimumHeight(self._headerHeight())
+        # No setMinimumHeight: in CTK the minimum is the minimumSizeHint (the header, and the
+        # contents' minimum when expanded; the layout's top margin is the header here). An
+        # explicit minimum overrides that hint in every layout, so a panel squeezed its sections'
+        # widgets over each other, which Slicer (its panel scrolls instead) never does.
         self.toggled.connect(self._onToggled)
 
     def _headerHeight(self):
@@ -93,6 +96,14 @@ class ctkCollapsibleButton(qt.QAbstractButton):
         if not self.isChecked():
             self._collapser.reapply(self)
         super().showEvent(event)
+
+    def event(self, event):
+        # Polish comes before the window's first layout (show() polishes, activates the layout,
+        # then sends show events): hidden here, a collapsed section's children never count in the
+        # window's first minimum size (which would enlarge the window for good)
+        if event.type() == qt.QEvent.Type.Polish and not self.isChecked():
+            self._collapser.reapply(self)
+        return super().event(event)
 
     def _getCollapsed(self):
         return not self.isChecked()
