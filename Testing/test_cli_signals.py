@@ -250,3 +250,41 @@ def test_handlers_only_while_a_command_runs(tmp_path, capsys):
     assert main(["--db", str(tmp_path / "db"), "info"]) == Exit.OK
     assert {s: signal.getsignal(s) for s in before} == before
     capsys.readouterr()
+
+
+@pytest.mark.peers
+def test_send_sigterm(instances, storescp):
+    folder, _ = instances
+    node = f"{storescp.aet}@{LOOPBACK}:{storescp.port}"
+    code, text = signalled_in_terminal(["send", node, str(folder)], at=100)
+    assert code == 143 and "cancelling on SIGTERM" in text, text
+    total, kept = account(text, "files")
+    assert total == COUNT and kept == len(list(Path(storescp.out_dir).rglob("*.*")))
+
+
+def test_convert_sigterm_leaves_no_partial_volume(tmp_path):
+    """Killed while it writes the NIfTI (under NAME.tmp until complete): neither the volume nor
+    its temporary is left; the same command then writes it."""
+    series = make_series(tmp_path / "ct", n=500, rows=256, cols=256, patient_id="SIG3", seed=93)
+    out = tmp_path / "out.nii.gz"
+    args = ["convert", str(series.folder), "--out", str(out), "--gz-level", "9", "--no-sidecar"]
+    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    partial = out.with_name(out.name + ".tmp")
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if partial.exists():
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.002)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "dicomplus: interrupted (SIGTERM)" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct"]
+    again = cli(*args)
+    assert again.returncode == 0 and out.exists() and not partial.exists(), again.stderr
