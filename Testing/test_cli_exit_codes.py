@@ -1,5 +1,6 @@
 """Exit codes of every command (DICOMPlusLib.cli.Exit): 0 ok, 1 failed or partial, 2 usage, 130
-interrupted (130 is exercised under a pseudo-terminal in test_cli_terminal.py).
+interrupted (130 is exercised under a pseudo-terminal in test_cli_terminal.py; 143 and 129, a
+kill and a closed terminal, in test_cli_signals.py).
 
 Each command is run for real: against a database built from synthetic files, DCMTK's storescp
 and the sample PACS on loopback ports, and refused ports for the failures.
@@ -233,7 +234,7 @@ def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
 @pytest.mark.parametrize("command", ["listen", "serve"])
 def test_long_running_commands(world, command, tmp_path, capsys):
     db = str(tmp_path / "db") if command == "listen" else world["db"]
-    for stop in (signal.SIGTERM, signal.SIGINT):  # both are a server's normal end
+    for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # each is a server's normal end
         proc, _ = _serving(["--db", db, command, "--host", LOOPBACK])
         try:
             proc.send_signal(stop)

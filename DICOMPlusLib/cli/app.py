@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 from DICOMPlusLib import __version__
+from DICOMPlusLib.cli.signals import (  # noqa: F401 - cancel_on_interrupt is used from here by the commands
+    ENDING_SIGNALS,
+    after_hangup,
+    cancel_on_interrupt,
+    ending_signals,
+    first_signal,
+    install_handlers,
+)
 from DICOMPlusLib.errors import (
     DICOMPlusError,
     UsageError,
@@ -56,17 +64,21 @@ class Exit(enum.IntEnum):
     OK = 0
     FAILED = 1
     USAGE = 2
+    HANGUP = 129
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 EXIT_MEANINGS = {
     Exit.OK: "ok",
     Exit.FAILED: "failed, or did only part of the work (some files not stored, sent or retrieved)",
     Exit.USAGE: "usage: a bad option or value, or a database or path that does not exist",
+    Exit.HANGUP: "its terminal closed (SIGHUP): ended as by Ctrl-C",
     Exit.INTERRUPTED: "interrupted by Ctrl-C; completed work is kept (run the same command again to resume)",
+    Exit.TERMINATED: "killed (SIGTERM: kill, a scheduler's time limit, a container stop): ended as by Ctrl-C",
 }
-#: ``listen`` and ``serve`` run until stopped: Ctrl-C or SIGTERM is their normal end.
-SERVERS_NOTE = "listen and serve run until stopped: Ctrl-C or SIGTERM ends them normally (0)"
+#: ``listen`` and ``serve`` run until stopped: Ctrl-C, SIGTERM or SIGHUP is their normal end.
+SERVERS_NOTE = "listen and serve run until stopped: Ctrl-C, SIGTERM or SIGHUP ends them normally (0)"
 EXIT_CODES_HELP = (
     "exit codes:\n"
     + "\n".join(f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items())
@@ -363,40 +375,26 @@ class ProgressBar:
             assert progress is not None and task is not None  # _start set both
             name = Path(current).name[-40:] if current else ""
             progress.update(task, completed=done, total=total or None, current=name)
-            progress.refresh()
+            try:
+                progress.refresh()
+            except OSError:  # the terminal closed (EIO): the work goes on, undrawn
+                self.enabled = False
 
     def close(self) -> None:
         with self._lock:
             if self._progress is not None:
-                self._progress.refresh()
-                self._progress.stop()
+                with contextlib.suppress(OSError):  # the terminal closed
+                    self._progress.refresh()
+                    self._progress.stop()
                 self._progress = None
 
 
-# -- Ctrl-C ----------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def cancel_on_interrupt(token):
-    """The first Ctrl-C cancels ``token`` (the work stops at its next safe point, keeps what is
-    complete and the command reports it); a second one stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield token
-        return
-
-    owner = os.getpid()
-
-    def handler(signum, frame):
-        if os.getpid() != owner:  # a worker forked by the command: the command decides
-            return
-        if token.cancelled:
-            raise KeyboardInterrupt
-        token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
-        os.write(sys.stderr.fileno(), b"\ncancelling (Ctrl-C again to stop at once)...\n")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield token
-    finally:
-        signal.signal(signal.SIGINT, previous)
+# -- Ctrl-C, kill and a closed terminal (signals.py) ---------------------------------------------
+def exit_code(code: int) -> int:
+    """A command that returned :attr:`Exit.INTERRUPTED` after a SIGTERM or SIGHUP exits 128 + it."""
+    if code == Exit.INTERRUPTED and first_signal():
+        return 128 + first_signal()
+    return code
 
 
 #: What import and send call a file that is not a DICOM instance: importing a CD or a folder with
@@ -512,9 +510,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return Exit.OK
     try:
+        with ending_signals():
+            return _run(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM or SIGHUP (Stopped), where no command caught it
+        signum = first_signal() or getattr(exc, "signum", signal.SIGINT)
+        name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        print(f"\ndicomplus: interrupted{name}", file=sys.stderr)
+        return 128 + signum
+
+
+def _run(args) -> int:
+    try:
         code = args.func(args)
         sys.stdout.flush()
-        return int(code)
+        return exit_code(int(code))
     except UsageError as exc:
         print(f"dicomplus: error: {exc}", file=sys.stderr)
         return Exit.USAGE
@@ -524,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return Exit.OK
-    except KeyboardInterrupt:
-        print("\ndicomplus: interrupted", file=sys.stderr)
-        return Exit.INTERRUPTED
+    except OSError:
+        if first_signal() != getattr(signal, "SIGHUP", None):
+            raise
+        return Exit.HANGUP  # a write to the closed terminal failed before its SIGHUP's handler ran

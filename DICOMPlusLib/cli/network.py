@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 
 from DICOMPlusLib.cli.app import (
+    ENDING_SIGNALS,
     Exit,
     ProgressBar,
     UsageError,
+    after_hangup,
     cancel_on_interrupt,
     cancelled_message,
+    install_handlers,
     location,
     not_dicom,
     open_database,
@@ -48,7 +51,7 @@ def _emit(args, text: str, data: dict) -> None:
 
 
 class _StopRequest:
-    """Set by SIGTERM (SIGINT raises KeyboardInterrupt as usual). A plain flag polled by
+    """Set by SIGTERM or SIGHUP (SIGINT raises KeyboardInterrupt as usual). A plain flag polled by
     :meth:`wait`: a signal handler must take no lock (an Event's could be held by the very code
     it interrupts, and that deadlocks)."""
 
@@ -63,11 +66,17 @@ class _StopRequest:
 @contextlib.contextmanager
 def _until_stopped():
     stop = _StopRequest()
-    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "requested", True))
+
+    def handler(signum, frame) -> None:
+        stop.requested = True
+        after_hangup(signum)
+
+    previous = install_handlers([s for s in ENDING_SIGNALS if s != signal.SIGINT], handler)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _log_warnings_to_stderr() -> None:

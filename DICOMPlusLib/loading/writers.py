@@ -10,6 +10,7 @@ resample (``resample=True``) for a file every reader agrees on.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
@@ -31,6 +32,20 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     raise LoadError(f"{path}: write .nrrd, .nhdr, .nii, .nii.gz, .mha or .mhd")
+
+
+@contextlib.contextmanager
+def _replacing(path: Path):
+    """The temporary file that becomes ``path`` when complete; removed if the writing stops
+    (an error, Ctrl-C, a ``kill``): never a half-written file, never a leftover ``.tmp``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def orthogonal_approximation(ijk_to_lps: np.ndarray) -> np.ndarray:
@@ -246,8 +261,7 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, compression: int = 6
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     header = nifti_header(volume, array.dtype, slope, intercept)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
         if path.name.lower().endswith(".gz"):
             # a gzip member written chunk by chunk (RFC 1952), like gzip.GzipFile but without its copies
             packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
@@ -259,7 +273,6 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, compression: int = 6
         else:
             f.write(header)
             f.write(array.tobytes())
-    os.replace(tmp, path)
 
 
 def write_dwi_nrrd(volume: Volume, path: str | os.PathLike, *, compression: int = 6) -> None:
@@ -299,15 +312,13 @@ def write_dwi_nrrd(volume: Volume, path: str | os.PathLike, *, compression: int 
         scale = float(np.sqrt(b / bmax)) if bmax > 0 and any(g) else 0.0
         lines.append(f"DWMRI_gradient_{index:04d}:={' '.join(f'{x * scale:.8f}' for x in g)}")
     header = ("\n".join(lines) + "\n\n").encode()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(header)
         packer = zlib.compressobj(compression, zlib.DEFLATED, 31)
         data = array.reshape(-1).view(np.uint8).data
         for start in range(0, len(data), 1 << 22):
             f.write(packer.compress(data[start : start + (1 << 22)]))
         f.write(packer.flush())
-    os.replace(tmp, path)
 
 
 def set_nifti_sform(path: str | os.PathLike, ijk_to_lps: np.ndarray) -> None:
@@ -322,9 +333,8 @@ def set_nifti_sform(path: str | os.PathLike, ijk_to_lps: np.ndarray) -> None:
         raise LoadError(f"{path}: not a little-endian NIfTI-1 file")
     struct.pack_into("<h", data, 254, 1)
     data[280:328] = packed
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(gzip.compress(bytes(data), 6) if compressed else bytes(data))
-    os.replace(tmp, path)
+    with _replacing(path) as tmp:
+        tmp.write_bytes(gzip.compress(bytes(data), 6) if compressed else bytes(data))
 
 
 def read_nifti_affine(path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, ...]]:
