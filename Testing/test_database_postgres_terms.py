@@ -66,6 +66,30 @@ def test_keys_match_instance_by_instance_on_both_back_ends(open_db, tmp_path, mi
     assert _studies(db, {"ProtocolName": "BETA", "StationName": "CT*"}) == [a.study_uid]
 
 
+def test_several_exact_keys_hold_together_in_one_instance_on_both_back_ends(open_db, tmp_path, mixed):
+    """PostgreSQL tests the exact keys as one containment (:func:`~.pg_search.conditions`):
+    values of one element and of several, with a wildcard key, answer as SQLite's scan does."""
+    a, b = mixed
+    _set(a.files[1], ImageType=["DERIVED", "SECONDARY", "AXIAL"])
+    _set(a.files[2], ImageType=["DERIVED", "SECONDARY", "LOCALIZER"])
+    db = open_db(tmp_path / "db")
+    db.import_paths([a.folder, b.folder])
+    both = [("ImageType", "AXIAL"), ("ImageType", "DERIVED")]  # the others are ORIGINAL, AXIAL
+    assert _sops(db, both) == [a.sop_uids[1]]
+    assert _sops(db, [("ImageType", "AXIAL"), ("ImageType", "LOCALIZER")]) == []
+    assert _sops(db, [*both, ("StationName", "CT01"), ("InstitutionName", "ALPHA")]) == [a.sop_uids[1]]
+    assert _sops(db, [*both, ("ProtocolName", "BETA")]) == []
+    assert _sops(db, [("ImageType", "DERIVED"), ("StationName", "CT*")]) == sorted(a.sop_uids[1:3])
+    found = db.search("series", [("ImageType", "LOCALIZER"), ("StationName", "CT01"), ("ProtocolName", "B*")])
+    assert [r.SeriesInstanceUID for r in found] == [a.series_uid]
+    assert found[0].extra == {
+        "ImageType": "DERIVED\\SECONDARY\\LOCALIZER",
+        "StationName": "CT01",
+        "ProtocolName": "BETA",
+    }
+    assert _studies(db, [("ImageType", "LOCALIZER"), ("InstitutionName", "ALPHA")]) == []
+
+
 def test_a_delete_of_some_instances_leaves_no_term_of_theirs(open_db, tmp_path, mixed):
     a, b = mixed
     db = open_db(tmp_path / "db")
