@@ -197,6 +197,28 @@ def test_retrieve_sigterm(instances, tmp_path):
         pacs_db.close()
 
 
+def _terminated_once(args: list[str], ready) -> None:
+    """Run ``dicomplus ARGS``, send one SIGTERM as soon as ``ready()`` (polled) says the command
+    is mid-write, and check that it ended as Ctrl-C would have ended it (143, the
+    interruption line, no traceback)."""
+    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ready():
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.002)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "dicomplus: interrupted (SIGTERM)" in err and "Traceback" not in err, err
+
+
 def test_export_sigterm_leaves_no_partial_series(tmp_path):
     """Export writes a new series file by file: killed in the middle, it removes what it wrote
     (a partial series in --out would look complete to whoever reads the folder)."""
@@ -219,22 +241,7 @@ def test_export_sigterm_leaves_no_partial_series(tmp_path):
         "--out",
         str(out),
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if out.is_dir() and len(list(out.iterdir())) >= 20:
-                proc.send_signal(signal.SIGTERM)
-                break
-            time.sleep(0.01)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
-    assert "dicomplus: interrupted (SIGTERM)" in err and "Traceback" not in err, err
+    _terminated_once(args, lambda: out.is_dir() and len(list(out.iterdir())) >= 20)
     assert list(out.iterdir()) == []
     again = cli(*args)
     assert again.returncode == 0, again.stderr
@@ -268,23 +275,8 @@ def test_convert_sigterm_leaves_no_partial_volume(tmp_path):
     series = make_series(tmp_path / "ct", n=500, rows=256, cols=256, patient_id="SIG3", seed=93)
     out = tmp_path / "out.nii.gz"
     args = ["convert", str(series.folder), "--out", str(out), "--gz-level", "9", "--no-sidecar"]
-    proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     partial = out.with_name(out.name + ".tmp")
-    try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if partial.exists():
-                proc.send_signal(signal.SIGTERM)
-                break
-            time.sleep(0.002)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
-    assert "dicomplus: interrupted (SIGTERM)" in err and "Traceback" not in err, err
+    _terminated_once(args, partial.exists)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct"]
     again = cli(*args)
     assert again.returncode == 0 and out.exists() and not partial.exists(), again.stderr

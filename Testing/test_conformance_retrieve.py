@@ -24,6 +24,7 @@ import pydicom
 import pytest
 
 from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.util import data_set_bytes
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
@@ -36,18 +37,6 @@ PACS_AET = "DICOMPLUSPACS"
 #: so is a file of a private SOP class.
 GETSCU_SYNTAX = "1.2.840.10008.1.2.1"
 COMPRESSED_FOLDERS = ("dev_mr_jpeg2000", "dev_mr_jpegls", "dev_mr_rle", "dev_mr_jpeg_lossless")
-
-
-def data_set_bytes(path: Path) -> bytes:
-    """The bytes after the preamble and File Meta Information (what travels in a C-STORE)."""
-    with open(path, "rb") as f:
-        f.seek(128)
-        assert f.read(4) == b"DICM", path
-        meta_start = f.tell()
-        f.seek(meta_start + 8)
-        group_length = int.from_bytes(f.read(4), "little")
-        f.seek(meta_start + 12 + group_length)
-        return f.read()
 
 
 def instances(folders: list[Path]) -> dict[Path, pydicom.Dataset]:

@@ -15,13 +15,12 @@ import pytest
 
 from dicomplus_testing.peers import LOOPBACK, DcmqrscpServer
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import require_executable
+from dicomplus_testing.util import data_set_bytes, require_executable
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.database.store import TMP_PREFIX
 from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.models import RetrieveOptions
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
-from DICOMPlusLib.network.pacs.qrscp_wire import data_set_offset
 from DICOMPlusLib.network.retrieve import retrieve
 
 FILES = 6
@@ -42,14 +41,6 @@ def dcmqrscp(tmp_path_factory, series):
         yield RemoteNode("dcmqrscp", DimseEndpoint(server.aet, LOOPBACK, server.port))
     finally:
         server.stop()
-
-
-def _data_set(path) -> bytes:
-    with open(path, "rb") as f:
-        offset = data_set_offset(f)
-        assert offset is not None, path
-        f.seek(offset)
-        return f.read()
 
 
 def test_next_temporary_file_is_made_before_its_c_store_arrives(dcmqrscp, series, tmp_path, monkeypatch):
@@ -79,5 +70,5 @@ def test_next_temporary_file_is_made_before_its_c_store_arrives(dcmqrscp, series
         assert not [p.name for p in db.store.root.iterdir() if p.name.startswith(TMP_PREFIX)]
         stored = {r.SOPInstanceUID: r.path for r in db.search("instance", {})}
     assert len(stored) == FILES
-    sources = sorted(_data_set(f) for f in series.files)
-    assert sorted(_data_set(p) for p in stored.values()) == sources  # byte-identical data sets
+    sources = sorted(data_set_bytes(f) for f in series.files)
+    assert sorted(data_set_bytes(p) for p in stored.values()) == sources  # byte-identical data sets

@@ -21,9 +21,8 @@ import textwrap
 
 from dicomplus_testing.peers import LOOPBACK, tool_env
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT, free_port
+from dicomplus_testing.util import REPO_ROOT, data_set_bytes, free_port
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.pacs.qrscp_wire import data_set_offset
 
 # Runs the command line and says, on stderr, which thread imports each module of ours, pydicom's
 # or pynetdicom's (an import found in sys.modules runs no finder: only real imports are told).
@@ -42,14 +41,6 @@ IMPORTS_BY_THREAD = textwrap.dedent(
     sys.exit(main(sys.argv[1:]))
     """
 )
-
-
-def _data_set(path) -> bytes:
-    with open(path, "rb") as f:
-        offset = data_set_offset(f)
-        assert offset is not None, path
-        f.seek(offset)
-        return f.read()
 
 
 def test_first_find_and_get_import_nothing_on_association_threads(dcmtk, tmp_path):
@@ -86,5 +77,5 @@ def test_first_find_and_get_import_nothing_on_association_threads(dcmtk, tmp_pat
     assert imports, log[-3000:]  # the hook ran
     elsewhere = [line for line in imports if not line.endswith(" on MainThread")]
     assert not elsewhere, elsewhere
-    received = sorted(_data_set(p) for p in out.iterdir())
-    assert received == sorted(_data_set(f) for f in series.files)  # every instance, byte for byte
+    received = sorted(data_set_bytes(p) for p in out.iterdir())
+    assert received == sorted(data_set_bytes(f) for f in series.files)  # every instance, byte for byte

@@ -106,3 +106,16 @@ def open_connections(port: int) -> int:
                 ports = {int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)}
                 count += state in _OPEN_STATES and port in ports
     return count
+
+
+def data_set_bytes(path: Path | str) -> bytes:
+    """The bytes after a Part 10 file's preamble and File Meta Information (what travels in a
+    C-STORE), found by reading the meta group's length, not by the library's own scanner."""
+    with open(path, "rb") as f:
+        f.seek(128)
+        assert f.read(4) == b"DICM", path
+        meta_start = f.tell()
+        f.seek(meta_start + 8)
+        group_length = int.from_bytes(f.read(4), "little")
+        f.seek(meta_start + 12 + group_length)
+        return f.read()
