@@ -32,7 +32,8 @@ def stored_bytes(db: Database, sop: str) -> bytes:
 
 
 def temporaries(store: Path) -> list[Path]:
-    return sorted(p for p in store.rglob(".incoming-*") if p.is_file())
+    """Every temporary left anywhere in the store, file or folder."""
+    return sorted(store.rglob(".incoming-*"))
 
 
 @pytest.mark.parametrize("link", [False, True], ids=["copy", "link"])
@@ -217,6 +218,45 @@ def test_leftovers_of_a_killed_writer_are_swept_on_open(tmp_path):
     db = Database(db_dir)  # any open by a writer sweeps
     assert temporaries(store) == []
     assert not list(store.glob(".writer-*.lock"))
+    db.close()
+
+
+KILLED_IMPORT = """
+import os, signal, sys
+from DICOMPlusLib.database import Database, indexer
+
+copied = []
+
+
+def copy_then_die(fd, size, tmp):  # SIGKILL in the middle of the copies, as `kill -9` would
+    real_copy(fd, size, tmp)
+    copied.append(tmp)
+    if len(copied) == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+real_copy, indexer.copy_into = indexer.copy_into, copy_then_die
+Database(sys.argv[1]).import_paths([sys.argv[2]], jobs=2)
+"""
+
+
+def test_an_import_killed_mid_way_leaves_no_temporary_after_the_next_open(tmp_path):
+    """Two copying threads, killed in the middle of their copies: the sweep of the next open
+    finds the copies in the store's ``.incoming`` and removes them all."""
+    series = make_series(tmp_path / "in", n=150, seed=21)
+    db_dir = tmp_path / "db"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-c", KILLED_IMPORT, str(db_dir), str(series.folder), "120"]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    store = db_dir / "store"
+    left = temporaries(store)
+    assert left and all(p.parent == store / ".incoming" and p.is_file() for p in left), left
+    db = Database(db_dir)  # any open by a writer sweeps
+    assert temporaries(store) == []
+    assert not list(store.glob(".writer-*.lock"))
+    assert db.info()["instances"] == 0  # killed before its first commit (480 files a batch)
+    assert not [p for p in store.rglob("*.dcm")]  # nothing moved into place without its row
     db.close()
 
 
