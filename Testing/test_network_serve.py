@@ -186,6 +186,30 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     assert len(expected) > 3 and len(writes) <= 3, writes  # A-ASSOCIATE-AC, A-RELEASE-RP
 
 
+def test_get_responses_are_read_by_the_handlers_thread(dcmtk, pacs, samples, tmp_path, monkeypatch):
+    """Each C-STORE-RSP of a C-GET is read by the thread that sent the sub-operation (qrscp_wire),
+    not by pynetdicom's DUL thread polling the socket every 0.1 ms while it is due: the DUL thread
+    reads only the association's own PDUs (A-ASSOCIATE-RQ, C-GET-RQ, A-RELEASE-RQ), and every
+    sub-operation still succeeds (the responses' statuses are checked as before)."""
+    from pynetdicom.transport import AssociationSocket
+
+    reads = []
+    original = AssociationSocket.recv
+    monkeypatch.setattr(AssociationSocket, "recv", lambda self, n: (reads.append(n), original(self, n))[1])
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    assert {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
+    } == expected
+    # A-ASSOCIATE-RQ, the C-GET-RQ's command and identifier, A-RELEASE-RQ (a header and a body
+    # each) and the closed connection: 9 reads, where reading the responses took 2 per file more
+    assert len(expected) > 3 and len(reads) <= 10, str(reads)
+
+
 def test_each_association_gets_its_own_copy_of_the_contexts(pacs):
     """pynetdicom deep-copies the server's contexts per association; our cheap copy (lists of
     UIDs copied, UIDs shared) is a plain, equal, independent PresentationContext."""
