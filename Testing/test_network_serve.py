@@ -210,6 +210,47 @@ def test_get_responses_are_read_by_the_handlers_thread(dcmtk, pacs, samples, tmp
     assert len(expected) > 3 and len(reads) <= 10, str(reads)
 
 
+def test_get_sub_operation_failures_and_warnings_are_counted(pacs, samples):
+    """C-STORE responses other than plain success (a failure with a comment, a warning) are not
+    taken for success on the handler's thread: the final C-GET response counts them and lists
+    the failed instances (pynetdicom as the C-GET SCU, answering by instance)."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    study = str(samples[0].StudyInstanceUID)
+    uids = sorted(str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study)
+    answer = {uid: (0xA700, 0xB000, 0x0000)[k % 3] for k, uid in enumerate(uids)}
+
+    def on_store(event):
+        status = pydicom.Dataset()
+        status.Status = answer[str(event.request.AffectedSOPInstanceUID)]
+        if status.Status == 0xA700:
+            status.ErrorComment = "no room"
+        return status
+
+    ae = AE(ae_title="CHECKER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(LOOPBACK, pacs.port, ae_title=AET, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])  # fmt: skip
+    assert assoc.is_established
+    try:
+        query = pydicom.Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study
+        final = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))[-1]
+    finally:
+        assoc.release()
+    status, identifier = final
+    failed = sorted(u for u, s in answer.items() if s == 0xA700)
+    assert len(uids) > 3 and status.Status == 0xB000  # some sub-operations failed
+    assert status.NumberOfFailedSuboperations == len(failed)
+    assert status.NumberOfWarningSuboperations == sum(1 for s in answer.values() if s == 0xB000)
+    assert status.NumberOfCompletedSuboperations == sum(1 for s in answer.values() if s == 0x0000)
+    listed = identifier.FailedSOPInstanceUIDList
+    assert sorted([listed] if isinstance(listed, str) else listed) == failed
+
+
 def test_each_association_gets_its_own_copy_of_the_contexts(pacs):
     """pynetdicom deep-copies the server's contexts per association; our cheap copy (lists of
     UIDs copied, UIDs shared) is a plain, equal, independent PresentationContext."""
