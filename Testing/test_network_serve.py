@@ -165,12 +165,7 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     monkeypatch.setattr(
         AssociationSocket, "send", lambda self, data: (writes.append(len(data)), original(self, data))
     )
-    study = str(samples[0].StudyInstanceUID)
-    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
-    out = tmp_path / "get"
-    out.mkdir()
-    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    study, expected, out = _getscu_study(dcmtk, pacs, samples, tmp_path)
 
     def data_set(path) -> bytes:
         with open(path, "rb") as f:
@@ -196,12 +191,7 @@ def test_get_responses_are_read_by_the_handlers_thread(dcmtk, pacs, samples, tmp
     reads = []
     original = AssociationSocket.recv
     monkeypatch.setattr(AssociationSocket, "recv", lambda self, n: (reads.append(n), original(self, n))[1])
-    study = str(samples[0].StudyInstanceUID)
-    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
-    out = tmp_path / "get"
-    out.mkdir()
-    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    _, expected, out = _getscu_study(dcmtk, pacs, samples, tmp_path)
     assert {
         str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
     } == expected
@@ -331,3 +321,15 @@ def test_cli_serve_prints_what_to_configure(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def _getscu_study(dcmtk, pacs, samples, tmp_path):
+    """getscu the first sample's study from ``pacs`` into a new folder: (study UID, the SOP
+    Instance UIDs it holds, the folder)."""
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    return study, expected, out
