@@ -165,7 +165,12 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     monkeypatch.setattr(
         AssociationSocket, "send", lambda self, data: (writes.append(len(data)), original(self, data))
     )
-    study, expected, out = _getscu_study(dcmtk, pacs, samples, tmp_path)
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
 
     def data_set(path) -> bytes:
         with open(path, "rb") as f:
@@ -179,66 +184,6 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     assert set(received) == expected == set(stored)
     assert all(data_set(received[uid]) == data_set(stored[uid]) for uid in expected)
     assert len(expected) > 3 and len(writes) <= 3, writes  # A-ASSOCIATE-AC, A-RELEASE-RP
-
-
-def test_get_responses_are_read_by_the_handlers_thread(dcmtk, pacs, samples, tmp_path, monkeypatch):
-    """Each C-STORE-RSP of a C-GET is read by the thread that sent the sub-operation (qrscp_wire),
-    not by pynetdicom's DUL thread polling the socket every 0.1 ms while it is due: the DUL thread
-    reads only the association's own PDUs (A-ASSOCIATE-RQ, C-GET-RQ, A-RELEASE-RQ), and every
-    sub-operation still succeeds (the responses' statuses are checked as before)."""
-    from pynetdicom.transport import AssociationSocket
-
-    reads = []
-    original = AssociationSocket.recv
-    monkeypatch.setattr(AssociationSocket, "recv", lambda self, n: (reads.append(n), original(self, n))[1])
-    _, expected, out = _getscu_study(dcmtk, pacs, samples, tmp_path)
-    assert {
-        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
-    } == expected
-    # A-ASSOCIATE-RQ, the C-GET-RQ's command and identifier, A-RELEASE-RQ (a header and a body
-    # each) and the closed connection: 9 reads, where reading the responses took 2 per file more
-    assert len(expected) > 3 and len(reads) <= 10, str(reads)
-
-
-def test_get_sub_operation_failures_and_warnings_are_counted(pacs, samples):
-    """C-STORE responses other than plain success (a failure with a comment, a warning) are not
-    taken for success on the handler's thread: the final C-GET response counts them and lists
-    the failed instances (pynetdicom as the C-GET SCU, answering by instance)."""
-    from pynetdicom import AE, build_role, evt
-    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
-
-    study = str(samples[0].StudyInstanceUID)
-    uids = sorted(str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study)
-    answer = {uid: (0xA700, 0xB000, 0x0000)[k % 3] for k, uid in enumerate(uids)}
-
-    def on_store(event):
-        status = pydicom.Dataset()
-        status.Status = answer[str(event.request.AffectedSOPInstanceUID)]
-        if status.Status == 0xA700:
-            status.ErrorComment = "no room"
-        return status
-
-    ae = AE(ae_title="CHECKER")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate(LOOPBACK, pacs.port, ae_title=AET, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])  # fmt: skip
-    assert assoc.is_established
-    try:
-        query = pydicom.Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = study
-        final = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))[-1]
-    finally:
-        assoc.release()
-    status, identifier = final
-    failed = sorted(u for u, s in answer.items() if s == 0xA700)
-    assert len(uids) > 3 and status.Status == 0xB000  # some sub-operations failed
-    assert status.NumberOfFailedSuboperations == len(failed)
-    assert status.NumberOfWarningSuboperations == sum(1 for s in answer.values() if s == 0xB000)
-    assert status.NumberOfCompletedSuboperations == sum(1 for s in answer.values() if s == 0x0000)
-    listed = identifier.FailedSOPInstanceUIDList
-    assert sorted([listed] if isinstance(listed, str) else listed) == failed
 
 
 def test_each_association_gets_its_own_copy_of_the_contexts(pacs):
@@ -321,15 +266,3 @@ def test_cli_serve_prints_what_to_configure(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert proc.returncode == 0
-
-
-def _getscu_study(dcmtk, pacs, samples, tmp_path):
-    """getscu the first sample's study from ``pacs`` into a new folder: (study UID, the SOP
-    Instance UIDs it holds, the folder)."""
-    study = str(samples[0].StudyInstanceUID)
-    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
-    out = tmp_path / "get"
-    out.mkdir()
-    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
-    return study, expected, out

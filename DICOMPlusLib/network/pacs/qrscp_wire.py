@@ -7,26 +7,15 @@ per file at getscu's 16 KiB, ~3.5 sleeps per file; 4x dcmqrscp's time). Here the
 of a stored file (the file as it is, after its File Meta Information) and the C-GET-RSPs are
 written by the thread that runs the retrieve handler, straight to the association's socket:
 a ``sendmsg`` per ~256 KiB of PDUs, as our own C-STORE SCU does
-(:func:`~DICOMPlusLib.network.dimse.scu.file_batches`). pynetdicom's DUL thread's own writes
-(A-ABORT, responses to anything else) take the same lock, so PDUs never interleave; a message is
-written whole under the lock.
-
-The C-STORE-RSP is read by the same thread: while it is due, the DUL thread does not look at
-the socket, and this thread waits in ``select`` for the response's P-DATA-TF, reads exactly that
-PDU and hands it to pynetdicom's DIMSE provider as the DUL thread would (``DT-2``: the same
-decoding, status checks, C-CANCEL bookkeeping); only a C-STORE-RSP of plain success to the
-request is recognised here without pynetdicom (no ``EVT_DIMSE_RECV`` for it: serve binds none). Waiting on the DUL thread instead cost a
-wake-up every 0.1 ms per file on a 2-core machine shared with the peer (py-spy of ``serve``
-during a getscu). Anything else that arrives first (A-ABORT, A-RELEASE-RQ, a closed connection,
-a TLS socket) is left in the socket for the DUL thread, and the response is awaited as before.
+(:func:`~DICOMPlusLib.network.dimse.scu.file_batches`). pynetdicom's DUL thread still reads
+every PDU (the C-STORE-RSP arrives through its queue as before, and so do C-CANCEL, A-ABORT and
+A-RELEASE), and its own writes (A-ABORT, responses to anything else) take the same lock, so
+PDUs never interleave; a message is written whole under the lock.
 """
 
 from __future__ import annotations
 
 import os
-import select
-import socket
-import struct
 import threading
 import time
 from typing import TYPE_CHECKING, BinaryIO
@@ -37,12 +26,6 @@ from DICOMPlusLib.network.dimse import scu, ul
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-#: What :meth:`Wire.store` returns for a C-STORE-RSP of plain success to its request (the
-#: only status Dataset pynetdicom would make of it is ``Status = 0``)
-SUCCESS = object()
-#: The elements of such a response (the group length is not kept by dimse.decode_command)
-_SUCCESS_ELEMENTS = frozenset({dimse.COMMAND_FIELD, dimse.MESSAGE_ID_BEING_RESPONDED_TO, dimse.COMMAND_DATA_SET_TYPE,
-                               dimse.STATUS, dimse.AFFECTED_SOP_CLASS_UID, dimse.AFFECTED_SOP_INSTANCE_UID})  # fmt: skip
 #: How often the DUL thread looks at the socket while a C-STORE response is due (seconds).
 _RESPONSE_POLL = 0.0001
 # Explicit VR elements whose length field is 4 bytes after 2 reserved ones (PS3.5 7.1.2)
@@ -86,18 +69,7 @@ class Wire:
         transport = assoc.dul.socket
         self.stream = ul.PDUStream(transport.socket, timeout=None)
         self.lock = threading.Lock()
-        self.sock = transport.socket
-        self.direct = not ul.is_tls(self.sock)
-        self.read_lock = threading.Lock()  # held by the DUL thread while it reads a PDU
-        self.reading = False  # this thread reads the socket: the DUL thread leaves it alone
         original = transport.send
-        transport_event = assoc.dul._is_transport_event
-
-        def is_transport_event() -> bool:  # the DUL thread's look at the socket
-            with self.read_lock:
-                return False if self.reading else transport_event()
-
-        assoc.dul._is_transport_event = is_transport_event
 
         def send(bytestream: bytes) -> None:  # the DUL thread's writes
             with self.lock:
@@ -116,10 +88,10 @@ class Wire:
             for parts in batches:
                 self.stream.send(*parts)
 
-    def store(self, f: BinaryIO, offset: int, context_id: int, command: bytes, message_id: int):
-        """Send C-STORE-RQ ``message_id`` whose data set is ``f`` from ``offset`` to its end, and
-        return its C-STORE-RSP as pynetdicom decodes it (None on the DIMSE timeout), as
-        pynetdicom's ``send_c_store`` does (reactor paused around it), or :data:`SUCCESS`."""
+    def store(self, f: BinaryIO, offset: int, context_id: int, command: bytes):
+        """Send a C-STORE-RQ whose data set is ``f`` from ``offset`` to its end, and return the
+        C-STORE-RSP the DUL thread receives (None on the DIMSE timeout), as pynetdicom's
+        ``send_c_store`` does (reactor paused around it)."""
         assoc = self.assoc
         size = self._size()
         length = os.fstat(f.fileno()).st_size - offset
@@ -137,19 +109,7 @@ class Wire:
         try:
             while not assoc._is_paused:
                 time.sleep(0.0001)
-            if self.direct:
-                # before the request goes out: the response is then this thread's to read
-                with self.read_lock:
-                    self.reading = True
-            try:
-                self._write(batches())
-                if self.direct:
-                    found, rsp = self._read_response(context_id, message_id)
-                    if found:
-                        return rsp
-            finally:
-                with self.read_lock:
-                    self.reading = False
+            self._write(batches())
             # the DUL thread sleeps _run_loop_delay (1 ms) between looks at the socket when
             # idle: shorter while the response is due, so that it is read when it arrives
             dul._run_loop_delay = _RESPONSE_POLL
@@ -158,59 +118,6 @@ class Wire:
             dul._run_loop_delay = idle
             assoc._reactor_checkpoint.set()
         return rsp
-
-    def _read_response(self, context_id: int, message_id: int) -> tuple[bool, object]:
-        """(True, the message) when a P-DATA-TF arrived first and was read here; (True, None) on
-        the DIMSE timeout or when the connection failed inside a PDU (the caller aborts: the
-        DUL thread could not read on from the middle of a PDU); (False, None) when the DUL
-        thread is to read what came. A response of plain success to ``message_id`` is
-        :data:`SUCCESS` (pynetdicom's decoding of it cost 0.25 ms a file); any other message,
-        status or element is pynetdicom's to decode and check."""
-        from pynetdicom.pdu import P_DATA_TF
-
-        assoc, sock = self.assoc, self.sock
-        timeout = assoc.dimse.dimse_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            dimse = assoc.dimse
-            if not (dimse.msg_queue.empty() and assoc.dul.event_queue.empty()) or dimse.message is not None:
-                return False, None  # the DUL thread read something first: it goes on
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([sock], [], [], left)[0]:
-                return True, None
-            try:
-                head = sock.recv(6, socket.MSG_PEEK)
-            except OSError:
-                return False, None
-            if len(head) < 6 or head[0] != 0x04:  # not a P-DATA-TF (or closed)
-                return False, None
-            data = self._recv_exactly(6 + struct.unpack_from(">I", head, 2)[0])
-            if data is None:
-                return True, None
-            assoc.dul._idle_timer.restart()
-            if _is_success(data, context_id, message_id):
-                return True, SUCCESS
-            pdu = P_DATA_TF()
-            pdu.decode(bytes(data))
-            assoc.dimse.receive_primitive(pdu.to_primitive())
-            if not assoc.dimse.msg_queue.empty():
-                return True, assoc.dimse.msg_queue.get_nowait()[1]
-            # a fragment of a longer message, or a C-CANCEL: wait for the next PDU
-
-    def _recv_exactly(self, size: int) -> bytearray | None:
-        """``size`` bytes from the socket (already announced by a PDU header); None when the
-        connection closes first."""
-        buf = bytearray(size)
-        view, got = memoryview(buf), 0
-        while got < size:
-            try:
-                n = self.sock.recv_into(view[got:], size - got)
-            except OSError:
-                return None
-            if n == 0:
-                return None
-            got += n
-        return buf
 
     def send_msg(self, primitive, context_id: int) -> None:
         """pynetdicom's ``DIMSEServiceProvider.send_msg`` without the DUL queue: the message is
@@ -233,26 +140,6 @@ class Wire:
             pdu.from_primitive(pdata)
             pdus.append(pdu.encode())
         self._write([pdus])
-
-
-def _is_success(pdu: bytearray, context_id: int, message_id: int) -> bool:
-    """Whether ``pdu`` is a whole C-STORE-RSP of status Success (0000H) to ``message_id`` on
-    ``context_id``, in one command PDV, with no element but those of :data:`_SUCCESS_ELEMENTS`."""
-    if len(pdu) < 12 or struct.unpack_from(">I", pdu, 6)[0] != len(pdu) - 10:
-        return False
-    if pdu[10] != context_id or pdu[11] != 0x03:  # one PDV: a command's last fragment
-        return False
-    try:
-        command = dimse.decode_command(memoryview(pdu)[12:])
-    except dimse.CommandError:
-        return False
-    return (
-        command.elements.keys() <= _SUCCESS_ELEMENTS
-        and command.field == dimse.C_STORE_RSP
-        and command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == message_id
-        and command.get(dimse.STATUS) == 0x0000
-        and not command.has_data_set
-    )
 
 
 def _get_response(primitive) -> bytes | None:
