@@ -26,7 +26,7 @@ import pytest
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
-from DICOMPlusLib.cli import main
+from dicomplus_testing.util import run_cli as run
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 
@@ -157,15 +157,6 @@ def test_listener_says_one_line_per_series_and_how_to_accept_a_rejected_peer(dcm
     finally:
         text = listening.stop()
     assert sum(line.startswith("stored ") for line in text.splitlines()) == 2  # -v: each instance
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return int(code), out, err
 
 
 def test_nodes_one_vocabulary_urls_and_no_secrets(tmp_path, capsys, monkeypatch):

@@ -15,17 +15,9 @@ import pytest
 from dicomplus_testing.backends import BACKENDS, database_for
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
-from DICOMPlusLib.cli import Exit, main
+from dicomplus_testing.util import run_cli as run
+from DICOMPlusLib.cli import Exit
 from DICOMPlusLib.database.typed_keys import SearchKeyError, parse_typed_keys
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return int(code), out, err
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

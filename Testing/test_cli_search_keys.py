@@ -21,19 +21,11 @@ import pytest
 from dicomplus_testing.backends import BACKENDS, database_for
 from dicomplus_testing.peers import LOOPBACK, OrthancServer, PeerFactory
 from dicomplus_testing.synthetic import make_series
-from DICOMPlusLib.cli import Exit, main
+from dicomplus_testing.util import run_cli as run
+from DICOMPlusLib.cli import Exit
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 
 CODES = {"SEQ1": "CTCHEST", "SEQ2": "CTHEAD", "SEQ3": "MRKNEE"}
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return int(code), out, err
 
 
 @pytest.fixture(scope="module")

@@ -119,3 +119,15 @@ def data_set_bytes(path: Path | str) -> bytes:
         group_length = int.from_bytes(f.read(4), "little")
         f.seek(meta_start + 12 + group_length)
         return f.read()
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``dicomplus ARGS`` through the CLI's ``main`` in this process: (exit code, stdout, stderr)."""
+    from DICOMPlusLib.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return int(code), out, err
