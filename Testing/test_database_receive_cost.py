@@ -5,6 +5,7 @@ to parse it, an ``unlink`` of a name already renamed away, a lookup the UPDATE c
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -192,3 +193,44 @@ def test_modalities_are_recomputed_only_when_a_series_is_new(tmp_path, received)
                 "SELECT ModalitiesInStudy, NumberOfStudyRelatedSeries, NumberOfStudyRelatedInstances FROM studies"
             ).fetchall()
         assert [tuple(r) for r in row] == [("CT\\MR", 2, 4)]
+
+
+def test_the_file_meta_goes_to_disk_with_the_first_fragment(tmp_path, received, monkeypatch):
+    """A C-STORE's file meta and its first data set fragment take one ``writev``, not a
+    ``write`` each: one system call (and GIL hand-off) fewer per received instance. The file is
+    byte for byte the file meta and the fragments; a data set that never sent a fragment still
+    gets its file meta (and is then refused as unreadable, with nothing left behind)."""
+    import pydicom
+
+    from DICOMPlusLib.network.dimse.receive import DatabaseSink, ReceiveMeta, file_meta_bytes
+
+    ds = pydicom.dcmread(io.BytesIO(received[0]))
+    dataset = received[0][
+        132 + 12 + ds.file_meta.FileMetaInformationGroupLength :
+    ]  # past the file's own meta
+    meta = ReceiveMeta(ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID, calling_ae="PEER")
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        sink = DatabaseSink(db)
+        calls: Counter = Counter()
+        for name in ("write", "writev"):
+            real = getattr(os, name)
+
+            def wrapper(*args, _real=real, _name=name, **kwargs):
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(os, name, wrapper)
+        incoming = sink.begin(meta)
+        half = len(dataset) // 2
+        incoming.write_safely(memoryview(dataset)[:half])
+        incoming.write_safely(memoryview(dataset)[half:])
+        written = Path(incoming.file.path).read_bytes()
+        outcome = incoming.finish()
+        empty = sink.begin(meta)
+        refused = empty.finish()
+        monkeypatch.undo()
+        assert (calls["writev"], calls["write"]) == (2, 1)  # the first fragment with the meta; the meta alone
+        assert written == file_meta_bytes(meta) + dataset
+        assert outcome.status == 0 and Path(outcome.instance.path).read_bytes() == written
+        assert refused.status == 0xC000  # the file meta alone: cannot understand, not a crash
+        assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]

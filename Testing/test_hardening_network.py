@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import struct
@@ -368,21 +369,73 @@ def test_a_tls_handshake_fed_byte_by_byte_ends_at_the_negotiation_deadline(db, t
 
 
 class _CountingSocket:
-    """A socket that counts its receives (PDUStream only uses these attributes)."""
+    """A socket that counts its receives and timeout changes (PDUStream only uses these
+    attributes); ``os.readv`` on its descriptor, PDUStream's read without a wait, is counted by
+    ``count_readv``."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.receives = 0
+        self.timeouts = 0
 
     def recv_into(self, buffer, nbytes=0):
         self.receives += 1
         return self.sock.recv_into(buffer, nbytes)
 
     def settimeout(self, value) -> None:
+        self.timeouts += 1
         self.sock.settimeout(value)
 
+    def gettimeout(self):
+        return self.sock.gettimeout()
 
-def test_pdu_stream_reads_ahead_and_returns_each_pdu_whole():
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def count_readv(self, monkeypatch) -> None:
+        real = os.readv
+
+        def readv(fd, buffers):
+            if fd == self.sock.fileno():
+                self.receives += 1
+            return real(fd, buffers)
+
+        monkeypatch.setattr(os, "readv", readv)
+
+
+def test_pdu_stream_takes_waiting_data_without_waiting(monkeypatch):
+    """Data already in the socket is read by one non-blocking ``readv`` per buffer-full: no
+    ``poll`` inside ``recv_into`` and no ``select`` before it (``receive_now``), and the socket's
+    timeout is not set again per PDU (each of these system calls hands the GIL to another
+    association's thread). An empty socket is not waited on; a closed one reads as the end."""
+    a, b = socket.socketpair()
+    try:
+        b.settimeout(5.0)  # as the association's socket has it (scu.associate)
+        counting = _CountingSocket(b)
+        counting.count_readv(monkeypatch)
+        stream = ul.PDUStream(counting, timeout=5.0)  # type: ignore[arg-type]
+        assert stream.receive_now() is False  # nothing sent yet: no wait
+        bodies = [bytes([k]) * (1000 + k) for k in range(5)]
+        a.sendall(b"".join(struct.pack(">BBI", ul.P_DATA_TF, 0, len(body)) + body for body in bodies))
+        assert stream.receive_now() is True
+        for body in bodies:
+            pdu_type, got = stream.read_pdu()
+            assert (pdu_type, bytes(got)) == (ul.P_DATA_TF, body)
+        assert counting.receives == 2  # the empty read above, then one read of all five PDUs
+        assert counting.timeouts == 0  # the socket has the stream's timeout: not set again per PDU
+        assert stream.receive_now() is False
+        a.sendall(ul.RELEASE_RQ)
+        a.shutdown(socket.SHUT_WR)
+        assert stream.read_pdu()[0] == ul.A_RELEASE_RQ
+        assert stream.receive_now() is True  # the peer closed: the read says so
+        with pytest.raises(ul.ConnectionClosed):
+            stream.read_pdu()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pdu_stream_reads_ahead_and_returns_each_pdu_whole(monkeypatch):
     """Several PDUs waiting in the socket take one receive each buffer-full, not three receives
     per PDU (type byte, rest of the header, body); one larger than the buffer grows it."""
     bodies = [bytes([1]) * 100, bytes(range(256)) * 280, bytes([7]) * (300 << 10)]
@@ -395,6 +448,7 @@ def test_pdu_stream_reads_ahead_and_returns_each_pdu_whole():
         a.sendall(ul.RELEASE_RP)
         a.shutdown(socket.SHUT_WR)
         counting = _CountingSocket(b)
+        counting.count_readv(monkeypatch)
         stream = ul.PDUStream(counting, timeout=5.0)  # type: ignore[arg-type]
         for body in bodies:
             pdu_type, got = stream.read_pdu()

@@ -165,6 +165,14 @@ class Incoming:
             view = view[n:]
             self.size += n
 
+    def writev(self, *parts: bytes | memoryview) -> None:
+        """Write ``parts`` one after another, in one system call when the kernel takes them all."""
+        total = sum(len(p) for p in parts)
+        n = os.writev(self.fd, parts)
+        self.size += n
+        if n < total:
+            self.write(memoryview(b"".join(parts))[n:])
+
     def fsync(self) -> None:
         if self.fd >= 0:
             os.fsync(self.fd)

@@ -349,7 +349,7 @@ class QRAssociation:
             self._drain_deadline = None
 
     def _readable(self, timeout: float) -> bool:
-        if self.stream.buffered:  # read ahead already: the socket may have nothing more
+        if self.stream.receive_now():  # read ahead already, or the socket held data: no select
             return True
         sock = self.stream.sock
         if ul.is_tls(sock) and sock.pending():  # type: ignore[attr-defined]  # an SSLSocket

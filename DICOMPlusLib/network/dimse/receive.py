@@ -128,25 +128,30 @@ def file_meta_bytes(meta: ReceiveMeta) -> bytes:
 class IncomingFile:
     """One instance being received by one association: a temporary file of the database's
     :class:`~DICOMPlusLib.database.ingest.Sink`, starting with the file meta built from the
-    C-STORE request."""
+    C-STORE request.
+
+    The file meta goes to the file with the first data set fragment, in one ``writev``: one
+    system call fewer per instance (and, with several associations' threads, one hand-off of
+    the GIL fewer). A write error surfaces at that first write and is answered as any other
+    (``write_safely``, then "Out of Resources")."""
 
     def __init__(self, sink: DatabaseSink, meta: ReceiveMeta, file: Incoming | None = None) -> None:
         self.meta = meta
         self.sink = sink
         self.file = file if file is not None else sink.ingest.incoming()
         self.error: BaseException | None = None
-        try:
-            self.file.write(file_meta_bytes(meta))
-        except BaseException:
-            self.discard()
-            raise
+        self._head: bytes | None = file_meta_bytes(meta)
 
     @property
     def size(self) -> int:
-        return self.file.size
+        return self.file.size + (len(self._head) if self._head is not None else 0)
 
     def write(self, data: bytes | memoryview) -> None:
-        self.file.write(data)
+        head, self._head = self._head, None
+        if head is None:
+            self.file.write(data)
+        else:
+            self.file.writev(head, data)
 
     def write_safely(self, data: bytes | memoryview) -> None:
         """Write, remembering (instead of raising) the first error: the rest of the message
@@ -154,7 +159,7 @@ class IncomingFile:
         if self.error is not None:
             return
         try:
-            self.file.write(data)
+            self.write(data)
         except OSError as exc:
             self.error = exc
             self.file.discard()
@@ -163,6 +168,8 @@ class IncomingFile:
         self.file.discard()
 
     def finish(self) -> StoreOutcome:
+        if self._head is not None:  # a data set without a fragment of data: the file meta alone
+            self.write_safely(b"")
         return self.sink.finish(self)
 
 
