@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 from DICOMPlusLib import uids
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.errors import ImportFileError, LoadError
-from DICOMPlusLib.loading import diffusion, mosaic, multiframe, rtdose
+from DICOMPlusLib.loading import diffusion, mosaic
 from DICOMPlusLib.loading.models import Frame, LoadWarning
-from DICOMPlusLib.loading.unindexed import image_without_series
 
 #: Deflated Explicit VR Little Endian (pydicom.uid's name; pydicom is not imported here: start-up).
 DEFLATED = uids.DeflatedExplicitVRLittleEndian
@@ -282,7 +281,7 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
     multi = (
         source.number_of_frames > 1
         or source.sop_class in ENHANCED_CLASSES
-        or source.sop_class == rtdose.RT_DOSE_STORAGE  # even one frame: DoseGridScaling
+        or source.sop_class == uids.RTDoseStorage  # even one frame: DoseGridScaling
     )
     if not multi:
         values = source.scanned
@@ -299,6 +298,9 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
                     return [frame], []
                 if not mosaic.needs_dataset(frame):
                     return mosaic.expand(frame, by_keyword.get)
+    # Only objects parsed by pydicom need these (a plain CT series as a process does not: start-up)
+    from DICOMPlusLib.loading import multiframe, rtdose
+
     ds = _dataset(source.header)
     count = int(_int(ds.get("NumberOfFrames")) or 1)
     if rtdose.is_dose_grid(ds) and not multiframe.is_enhanced(ds):
@@ -390,6 +392,8 @@ def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSou
         try:
             parsed = parse_path(path, keep_data=False, also=_WANTED)
         except ImportFileError as exc:
+            from DICOMPlusLib.loading.unindexed import image_without_series  # rare: imported then
+
             image = image_without_series(path)
             if image is None or image.sop_uid in seen:
                 skipped.append(SkippedFile(path, str(exc)))
