@@ -46,7 +46,7 @@ class InstanceSource:
     number_of_frames: int = 1
     sop_class: str = ""
     instance_number: int | None = None
-    scanned: dict[int, Any] | None = None  # the header's values for TAGS, when already scanned
+    scanned: dict[str, Any] | None = None  # the header's values for TAGS by keyword, when already scanned
     generated_series_uid: bool = False  # the file has none (see :mod:`unindexed`)
 
 
@@ -276,6 +276,12 @@ def _dataset_getter(ds: pydicom.Dataset) -> Callable[[str], Any]:
     return get
 
 
+def _by_keyword(values: dict[int, Any]) -> dict[str, Any]:
+    """A scan's values for TAGS, by keyword (made once per header: the frames read them by name)."""
+    keywords = _TAGS
+    return {keywords[t]: v for t, v in values.items() if t in keywords}
+
+
 def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
     """The frames of one instance, from its stored header bytes."""
     multi = (
@@ -284,14 +290,13 @@ def frames_of(source: InstanceSource) -> tuple[list[Frame], list[LoadWarning]]:
         or source.sop_class == uids.RTDoseStorage  # even one frame: DoseGridScaling
     )
     if not multi:
-        values = source.scanned
-        if values is None:
+        by_keyword = source.scanned
+        if by_keyword is None:
             try:
-                values = scan(source.header, _WANTED, complete=True).values
+                by_keyword = _by_keyword(scan(source.header, _WANTED, complete=True).values)
             except ScanError:
-                values = None
-        if values is not None:
-            by_keyword = {_TAGS[t]: v for t, v in values.items() if t in _TAGS}
+                by_keyword = None
+        if by_keyword is not None:
             if _int(by_keyword.get("NumberOfFrames")) in (None, 0, 1):
                 frame = _make_frame(source, by_keyword.get, 0, 1)
                 if not mosaic.is_mosaic(frame):
@@ -422,9 +427,7 @@ def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSou
                 sop_class=str(v["SOPClassUID"]),
                 instance_number=v["InstanceNumber"],  # type: ignore[arg-type]
                 # only the loader's tags: the index's UIDs and names are not kept per file
-                scanned=None
-                if parsed.scanned is None
-                else {t: v for t, v in parsed.scanned.items() if t in _TAGS},
+                scanned=None if parsed.scanned is None else _by_keyword(parsed.scanned),
             )
         )
     # the order the database uses, so both origins see the same order
