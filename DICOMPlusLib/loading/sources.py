@@ -395,7 +395,7 @@ def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSou
     seen: set[str] = set()
     for path in files:
         try:
-            parsed = parse_path(path, keep_data=False, also=_WANTED)
+            parsed = parse_path(path, keep_data=False, also=_WANTED, index=False)
         except ImportFileError as exc:
             from DICOMPlusLib.loading.unindexed import image_without_series  # rare: imported then
 
