@@ -122,12 +122,16 @@ ENHANCED_CLASSES = frozenset(
 
 
 # -- value normalisation (scanner values are str/int/float/tuple; pydicom values are elements) --
+# The getters below are called ~45 times per slice, for ~20 attributes a CT header does not have:
+# ``None`` returns at once rather than through the general decoding (~1.5 ms per 300 slices).
 def _floats(value: Any) -> tuple[float, ...] | None:
     """Numbers of a DS/IS value (text, numbers, or a sequence of them); None when there are none."""
-    return diffusion.decode(value, "DS")
+    return None if value is None else diffusion.decode(value, "DS")
 
 
 def _float(value: Any) -> float | None:
+    if value is None:
+        return None
     if value.__class__ is str:  # the scanner's one-number text: a single float() (same result)
         try:
             return float(value)
@@ -156,6 +160,8 @@ def _strs(value: Any) -> tuple[str, ...]:
 
 
 def _str(value: Any) -> str:
+    if value is None:
+        return ""
     if value.__class__ is str:
         return value.split("\\", 1)[0].strip()
     parts = _strs(value)
@@ -164,6 +170,8 @@ def _str(value: Any) -> str:
 
 def seconds_of_day(value: Any) -> float | None:
     """TM 'HHMMSS.FFFFFF' (or DT 'YYYYMMDDHHMMSS.F', date folded in) to seconds (PS3.5 6.2)."""
+    if value is None:
+        return None
     text = _str(value).split("+")[0].split("-")[0].replace(":", "")
     if not text:
         return None
