@@ -132,11 +132,14 @@ def _floats(value: Any) -> tuple[float, ...] | None:
 def _float(value: Any) -> float | None:
     if value is None:
         return None
-    if value.__class__ is str:  # the scanner's one-number text: a single float() (same result)
+    kind = value.__class__
+    if kind is str:  # the scanner's one-number text: a single float() (same result)
         try:
             return float(value)
         except ValueError:
             pass
+    elif kind is int or kind is float:  # the scanner's US/SS/FL...: Rows, BitsAllocated (same result)
+        return float(value)
     values = _floats(value)
     return values[0] if values else None
 
