@@ -296,3 +296,45 @@ def test_multiframe_without_functional_groups(tmp_path):
     assert "multiframe_geometry_assumed" in codes(v)
     assert np.array_equal(v.array, frames)
     assert pydicom.dcmread(series.files[0]).NumberOfFrames == 5
+
+
+def test_a_load_parses_files_as_an_import_does_without_the_index_values(tmp_path):
+    """``parse_path(..., index=False)`` (a folder load) refuses the same files with the same
+    reason as an import's parse, and gives the same identity, pixel place and loader values; only
+    the patient/study/series names and dates it does not decode differ."""
+    from DICOMPlusLib.database.parsing import LOAD_TAGS, parse_path
+    from DICOMPlusLib.errors import ImportFileError
+    from DICOMPlusLib.loading.sources import _WANTED
+
+    series = make(tmp_path / "s", n=6)
+    files = geometric_files(series)
+    edit(files[1:2], lambda ds, k: delattr(ds, "SeriesInstanceUID"))  # refused: no series
+    edit(files[2:3], lambda ds, k: setattr(ds, "SOPClassUID", "1.2.840.10008.1.3.10"))  # a DICOMDIR's class
+    edit(files[3:4], lambda ds, k: delattr(ds, "PixelData"))  # an image cut before its pixels
+    files[4].write_bytes(files[4].read_bytes()[:600])  # ends inside its header
+    (tmp_path / "s" / "notes.txt").write_text("not DICOM\n")
+    outcomes = []
+    for path in [*files, tmp_path / "s" / "notes.txt"]:
+        results = []
+        for index in (True, False):
+            try:
+                results.append(parse_path(str(path), keep_data=False, also=_WANTED, index=index))
+            except ImportFileError as exc:
+                results.append(str(exc))
+        full, lean = results
+        if isinstance(full, str):
+            assert lean == full, path
+            outcomes.append("refused")
+            continue
+        assert not isinstance(lean, str), (path, lean)
+        assert {k: lean.values[k] for k in LOAD_TAGS.values()} == {
+            k: full.values[k] for k in LOAD_TAGS.values()
+        }
+        assert full.values["PatientName"] and "PatientName" not in lean.values
+        assert (lean.header, lean.pixel_offset, lean.pixel_length, lean.transfer_syntax) == (
+            full.header, full.pixel_offset, full.pixel_length, full.transfer_syntax
+        )  # fmt: skip
+        loader = {t: v for t, v in (lean.scanned or {}).items() if t in _WANTED}
+        assert loader == {t: v for t, v in (full.scanned or {}).items() if t in _WANTED} and loader
+        outcomes.append("parsed")
+    assert outcomes == ["parsed", "refused", "refused", "refused", "refused", "parsed", "refused"]

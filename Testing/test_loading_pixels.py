@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 
 import numpy as np
@@ -152,6 +153,35 @@ def test_progress_and_cancel(tmp_path):
     token.cancel()
     with pytest.raises(CancelledError):
         load(info, cancel=token)
+
+
+def test_two_reader_threads_report_progress_cancel_and_errors_on_the_calling_thread(tmp_path):
+    """With two reader threads (what a large volume gets), progress is reported in order on the
+    calling thread (a UI's callback), a cancel stops the reads, an error in a thread is raised to
+    the caller, and no reader thread outlives the call."""
+    series = make(tmp_path / "s", n=60, rows=16, cols=16)
+    (info,) = plan_folder(series.folder)
+    before = threading.active_count()
+    caller = threading.get_ident()
+    seen = []
+
+    def progress(done, total, current):
+        assert threading.get_ident() == caller
+        seen.append((done, total))
+
+    array = read_pixels(info, workers=2, progress=progress)
+    assert np.array_equal(array, series.pixels - 1024)
+    assert seen[-1] == (60, 60) and seen == sorted(seen) and len(seen) == 3  # 24-frame blocks
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        read_pixels(info, workers=2, cancel=token)
+    victim = info.frames[40].path
+    with open(victim, "r+b") as f:
+        f.truncate(info.frames[40].pixel_offset + 100)
+    with pytest.raises(LoadError, match="truncated pixel data"):
+        read_pixels(info, workers=2)
+    assert threading.active_count() == before
 
 
 def test_truncated_stored_file_is_a_clear_error(tmp_path):

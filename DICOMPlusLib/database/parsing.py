@@ -8,6 +8,7 @@ searched on any tag with the fast scanner. Nothing here touches the database.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -82,13 +83,18 @@ INDEX_TAGS = {TAG_OF[k]: k for k in INDEX_KEYWORDS}
 _WANTED = frozenset(INDEX_TAGS)
 _INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
 _FIRST_READ = 16 * 1024  # most headers are 2-12 KiB; a longer one is read on
+#: What a load of files needs of an index entry (``parse_path(..., index=False)``): the instance's
+#: identity and what :func:`_check` and :func:`_check_pixels` judge. The patient, study and series
+#: names and dates are neither decoded nor converted (~10% of a folder load's header scan).
+LOAD_TAGS = {TAG_OF[k]: k for k in UID_KEYS + INSTANCE_KEYS}
+_LOAD_WANTED = frozenset(LOAD_TAGS)
 
 
 @dataclass
 class ParsedFile:
     """One file ready to be indexed."""
 
-    values: dict[str, object]  # keyword -> value for INDEX_KEYWORDS (str or int or None)
+    values: dict[str, object]  # keyword -> value for INDEX_KEYWORDS (str or int or None; see LOAD_TAGS)
     transfer_syntax: str
     header: bytes
     pixel_offset: int
@@ -112,9 +118,9 @@ def _as_int(value: object) -> int | None:
         return None
 
 
-def _finish(values: dict[int, object]) -> dict[str, object]:
+def _finish(values: dict[int, object], tags: dict[int, str] = INDEX_TAGS) -> dict[str, object]:
     out: dict[str, object] = {}
-    for tag, keyword in INDEX_TAGS.items():
+    for tag, keyword in tags.items():
         value = values.get(tag)
         if keyword in _INT_KEYS:
             out[keyword] = _as_int(value)
@@ -277,17 +283,21 @@ def _looks_like_raw_dataset(data: bytes) -> bool:
     return len(data) >= 8 and data[1] == 0 and data[0] in (0x02, 0x08) and data[3] in (0x00, 0x01)
 
 
-def parse_path(path: str, *, keep_data: bool, also: frozenset[int] = frozenset()) -> ParsedFile:
+def parse_path(
+    path: str, *, keep_data: bool, also: frozenset[int] = frozenset(), index: bool = True
+) -> ParsedFile:
     """Index entry for a file on disk. ``keep_data`` also keeps the whole file's bytes;
     otherwise only the header is read, in growing chunks. Tags in ``also`` are decoded in the
-    same walk of the header and returned in ``scanned`` (the loader's, so it walks each header once)."""
+    same walk of the header and returned in ``scanned`` (the loader's, so it walks each header once).
+    ``index=False`` (a load, not an import): ``values`` holds at least :data:`LOAD_TAGS`' keywords;
+    the files refused are the same."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)
-        parsed = parse_fd(fd, st, path, also)
+        parsed = parse_fd(fd, st, path, also, index)
         if keep_data:
             parsed.data = _read_all(fd, st.st_size)
         return parsed
@@ -317,7 +327,9 @@ def _read_all(fd: int, size: int) -> bytes:
     return data
 
 
-def parse_fd(fd: int, st: os.stat_result, path: str, also: frozenset[int] = frozenset()) -> ParsedFile:
+def parse_fd(
+    fd: int, st: os.stat_result, path: str, also: frozenset[int] = frozenset(), index: bool = True
+) -> ParsedFile:
     """Index entry for an open file whose ``fstat`` is ``st``, reading only its header (the
     first 64 KiB, more only when the header is longer). Raises ImportFileError with a reason,
     OSError when the file cannot be read."""
@@ -327,7 +339,7 @@ def parse_fd(fd: int, st: os.stat_result, path: str, also: frozenset[int] = froz
     data = os.pread(fd, min(size, _FIRST_READ), 0)
     while True:
         try:
-            return _scan_prefix(data, fd, st, path, also)
+            return _scan_prefix(data, fd, st, path, also, index)
         except NeedMoreData:
             more = os.pread(fd, max(len(data), _FIRST_READ), len(data))
             if not more:
@@ -337,12 +349,23 @@ def parse_fd(fd: int, st: os.stat_result, path: str, also: frozenset[int] = froz
             data += more
 
 
+@functools.lru_cache(maxsize=16)
+def _wanted(index: bool, also: frozenset[int]) -> frozenset[int]:
+    """The tags a scan decodes (made once per ``also``, not once per file)."""
+    return (_WANTED if index else _LOAD_WANTED) | also
+
+
 def _scan_prefix(
-    data: bytes, fd: int, st: os.stat_result, path: str, also: frozenset[int] = frozenset()
+    data: bytes,
+    fd: int,
+    st: os.stat_result,
+    path: str,
+    also: frozenset[int] = frozenset(),
+    index: bool = True,
 ) -> ParsedFile:
     size = st.st_size
     try:
-        result = scan(data, _WANTED | also if also else _WANTED, complete=len(data) >= size)
+        result = scan(data, _wanted(index, also), complete=len(data) >= size)
     except NeedMoreData:
         if len(data) >= size:
             raise ImportFileError("truncated: the file ends inside its header") from None
@@ -353,7 +376,7 @@ def _scan_prefix(
         return parsed
     if result.pixel_length >= 0 and result.pixel_offset + result.pixel_length > size:
         raise ImportFileError("truncated: pixel data runs past the end of the file")
-    values = _finish(result.values)
+    values = _finish(result.values, INDEX_TAGS if index else LOAD_TAGS)
     _check(values, result.media_sop_class, path)
     _check_pixels(values, result.pixel_tag, result.last_tag)
     return ParsedFile(

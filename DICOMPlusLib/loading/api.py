@@ -26,7 +26,6 @@ from DICOMPlusLib.loading.sources import (
     sources_from_database,
     sources_from_files,
 )
-from DICOMPlusLib.loading.unindexed import generated_series_warning
 
 
 def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[VolumeInfo]:
@@ -36,6 +35,8 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
     warnings: list[LoadWarning] = []
     generated = [s.path for s in sources if s.generated_series_uid]
     if generated:
+        from DICOMPlusLib.loading.unindexed import generated_series_warning
+
         warnings.append(generated_series_warning(series_uid, generated))
     volumes = []
     if any(s.sop_class in SEGMENTATION_CLASSES for s in sources):  # seg imports pydicom: only then
