@@ -10,6 +10,9 @@ import contextlib
 import multiprocessing
 import os
 import signal
+from pathlib import Path
+
+import pytest
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
@@ -36,7 +39,7 @@ def _pause_before_commit(target: str, store: str, action: str, payload: list[str
     def write():
         with transaction() as conn:
             yield conn
-            if moved:
+            if moved or action in ("store", "import"):
                 paused.put(list(moved))
                 multiprocessing.Event().wait()  # never set: SIGKILL ends this process here
 
@@ -44,6 +47,8 @@ def _pause_before_commit(target: str, store: str, action: str, payload: list[str
     db.write = write  # type: ignore[method-assign]
     if action == "delete":
         db.delete(study=payload[0])
+    elif action == "import":
+        db.import_paths(payload, jobs=1, link=False)
     else:
         for path in payload:
             incoming = db.ingest.incoming()
@@ -69,7 +74,7 @@ def _kill_inside(target: str, store: str, action: str, payload: list[str]) -> li
                 child.kill()
                 child.join()
     assert child.exitcode == -signal.SIGKILL
-    assert moved and all(os.path.exists(t) for t in moved)  # the files are out of their names
+    assert all(os.path.exists(t) for t in moved)  # the files are out of their names
     return moved
 
 
@@ -108,16 +113,31 @@ def _check(target: str, store: str, expected: dict[str, bytes]) -> set[str]:
 def test_a_delete_killed_before_its_commit_loses_no_file(open_db, tmp_path):
     target, store, copies = _stored(open_db, tmp_path / "db", 1)
     expected = {f"{STUDY}.9.{i}": p.read_bytes() for i, p in enumerate(copies[0])}
-    _kill_inside(target, store, "delete", [STUDY])
+    assert _kill_inside(target, store, "delete", [STUDY])
     assert _check(target, store, expected) == set()  # and no file without its row
 
 
 def test_a_replacement_killed_before_its_commit_loses_no_file(open_db, tmp_path):
     target, store, copies = _stored(open_db, tmp_path / "db", 2)
     expected = {f"{STUDY}.9.{i}": p.read_bytes() for i, p in enumerate(copies[0])}
-    _kill_inside(target, store, "replace", [str(p) for p in copies[1]])
+    assert _kill_inside(target, store, "replace", [str(p) for p in copies[1]])
     # and no file without its row: the new files the replacement had placed under new names
     # before the commit that never came are gone too
+    assert _check(target, store, expected) == set()
+
+
+@pytest.mark.parametrize("action", ["store", "import"])
+def test_new_instances_killed_before_their_commit_leave_no_file(open_db, tmp_path, action):
+    """A writer killed with NEW instances placed under their names and their rows not committed:
+    the next open removes those files (no orphan stays until the instance is stored again),
+    whether they came one by one (a listener's C-STOREs) or in an import's batch."""
+    target, store, copies = _stored(open_db, tmp_path / "db", 1)
+    expected = {f"{STUDY}.9.{i}": p.read_bytes() for i, p in enumerate(copies[0])}
+    new = make_series(tmp_path / "new", n=3, rows=4, cols=4, study_uid=STUDY, series_uid=f"{STUDY}.2",
+                      sop_uids=[f"{STUDY}.8.{i}" for i in range(3)], seed=5, shuffle=False).files  # fmt: skip
+    payload = [str(new[0])] if action == "store" else [str(tmp_path / "new")]
+    _kill_inside(target, store, action, payload)
+    assert len(list(Path(store).rglob("*.dcm"))) > len(expected)  # the killed writer had placed its files
     assert _check(target, store, expected) == set()
 
 

@@ -180,26 +180,33 @@ class BaseDatabase(abc.ABC):
         not read again by the next import."""
 
     def _place_file(
-        self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False
+        self, item: ParsedFile, sop: str, link: bool, in_flight: list[str], *, unique: bool = False
     ) -> tuple[str, bool]:
+        """Put the item's file under its stored name (:meth:`~.store.FileStore.place`) inside the
+        transaction that adds its row; adds its in-flight name to ``in_flight``, which the caller
+        removes (:meth:`~.store.FileStore.settled`) once the transaction is over."""
         if link:
             return os.path.abspath(item.source), True
         if item.stored_tmp:
-            return str(self.store.adopt(sop, item.stored_tmp, unique=unique)), False
-        if item.data is not None:
-            return str(self.store.write_bytes(sop, item.data, unique=unique)), False
-        if item.source:
+            final, tmp = self.store.place(sop, item.stored_tmp, unique=unique)
+        elif item.data is not None:
+            final, tmp = self.store.write_bytes(sop, item.data, unique=unique)
+        elif item.source:
             import shutil
 
-            tmp = self.store.temporary_name()
+            source_copy = self.store.temporary_name()
             try:
-                shutil.copyfile(item.source, tmp)
+                shutil.copyfile(item.source, source_copy)
+                final, tmp = self.store.place(sop, source_copy, unique=unique)
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    os.unlink(source_copy)
                 raise
-            return str(self.store.adopt(sop, tmp, unique=unique)), False
-        raise DatabaseError(f"instance {sop} has neither data nor a source file")
+        else:
+            raise DatabaseError(f"instance {sop} has neither data nor a source file")
+        if tmp is not None:
+            in_flight.append(tmp)
+        return str(final), False
 
     def _retire(self, paths: Iterable[str], retired: list[tuple[str, str]]) -> None:
         """Move the files of replaced instances out of their names (:meth:`~.store.FileStore.retire`)
@@ -216,11 +223,14 @@ class BaseDatabase(abc.ABC):
     _ROW_LOCK = ""
 
     def _sweep_store(self) -> None:
-        """Remove dead writers' temporary files; settle their retired ones (:meth:`_settle_retired`)."""
+        """Remove dead writers' temporary files; settle their retired and placed ones
+        (:meth:`_settle_retired`)."""
         self.store.sweep(settle=self._settle_retired)
 
-    def _settle_retired(self, retired: list[tuple[str, str]]) -> None:
-        """Put back the retired files of writers killed before their commit, remove the others.
+    def _settle_retired(self, retired: list[tuple[str, str]], placed: Sequence[str] = ()) -> None:
+        """Put back the retired files of writers killed before their commit, remove the others;
+        remove the files such writers had placed (``placed``: their in-flight names,
+        :meth:`~.store.FileStore.place`) under names no row points to.
 
         A writer moves a replaced or deleted instance's file to a temporary name inside its
         transaction (:meth:`~.store.FileStore.retire`); killed before COMMIT, its transaction
@@ -230,8 +240,21 @@ class BaseDatabase(abc.ABC):
         locked against a delete), each file whose name a row still holds goes back under it
         (unless a file is there), with the new files such a killed replacement had placed for the
         instance (:meth:`_drop_placed`); every other one is removed. When the database cannot be
-        written, the files stay for a later sweep."""
-        names = sorted({name for _, name in retired})
+        written, the files stay for a later sweep.
+
+        A placed file's names are found from the SOP Instance UID in its header, and its
+        instance's lock is held (PostgreSQL) while a name no row points to is removed: no
+        writer can be storing the instance under that name meanwhile."""
+        placed_at: list[tuple[str, list[str]]] = []  # (in-flight name, its stored names)
+        keys_placed: set[tuple[str, str]] = set()
+        for tmp in placed:
+            sop = _sop_instance_uid(tmp)
+            if sop is None:  # no readable header: removed as a temporary (its other link stays)
+                self.store.settled(tmp)
+                continue
+            placed_at.append((tmp, self.store.unsettled_names(tmp, sop)))
+            keys_placed.add(("sop", sop))
+        names = sorted({name for _, name in retired} | {n for _, found in placed_at for n in found})
         held: set[tuple[str, str]] = set()
         try:
             while True:
@@ -239,7 +262,7 @@ class BaseDatabase(abc.ABC):
                     if held:
                         self._lock_keys(conn, held)
                     rows = self._rows_at(conn, names, lock=bool(held) or self.exclusive_writer)
-                    keys = {("sop", str(sop)) for sop in rows.values()}
+                    keys = {("sop", str(sop)) for sop in rows.values()} | keys_placed
                     if not self.exclusive_writer and not keys <= held:
                         held |= keys
                         continue
@@ -249,9 +272,14 @@ class BaseDatabase(abc.ABC):
                             self._drop_placed(conn, name)
                         else:
                             self.store.discard(tmp, name)
+                    for tmp, found in placed_at:
+                        for name in found:
+                            if name not in rows and _same_file(name, tmp):
+                                self.store.remove(name)  # its transaction never committed
+                        self.store.settled(tmp)
                     return
         except (DatabaseError, OSError) as exc:
-            logger.warning("retired files of a stopped writer left for a later sweep: %s", exc)
+            logger.warning("files of a stopped writer left for a later sweep: %s", exc)
 
     def _rows_at(self, conn: Connection, paths: list[str], *, lock: bool) -> dict[str, str]:
         """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked)."""
@@ -503,3 +531,21 @@ class BaseDatabase(abc.ABC):
             linked_files=linked_files,
             dry_run=dry_run,
         )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _sop_instance_uid(path: str) -> str | None:
+    """The SOP Instance UID in the header of a file a writer had placed (None: unreadable)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+        return str(ds.SOPInstanceUID) or None
+    except Exception:  # a damaged file is a temporary like any other
+        return None
