@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -158,5 +159,45 @@ def test_the_sweep_removes_a_killed_writers_retired_file_once_its_delete_committ
             pass
         assert not any(os.path.exists(t) for t in moved if t)
         assert not any(os.path.exists(p) for p in paths)  # nothing put back
+    finally:
+        other.close()
+
+
+def test_settling_after_a_crash_finds_rows_by_uid_not_by_a_scan_of_instances(tmp_path, monkeypatch):
+    """SQLite: ``instances`` has no index on path (no query but this one needs it, and every
+    ingest would pay for it); the settling looks rows up by the SOP Instance UID in each retired
+    file's header (the primary key). Every statement the open runs on ``instances`` is asked for
+    its plan: none scans the table."""
+    db_file, store = tmp_path / "db.sqlite", tmp_path / "store"
+    series = make_series(tmp_path / "src", n=3, rows=4, cols=4, study_uid=STUDY, series_uid=f"{STUDY}.1")
+    other = Database(db_file, store_dir=store)
+    try:
+        for path in series.files:
+            other.ingest.commit_bytes(path.read_bytes(), DuplicatePolicy.REPLACE)
+        paths = [other.instance(sop).path for sop in series.sop_uids]
+        with other.write():  # a delete killed before its COMMIT: files out of their names, rows stay
+            moved = [other.store.retire(p) for p in paths]
+        other.store.release()
+        assert all(t is not None and os.path.exists(t) for t in moved)
+        statements: list[str] = []
+        connect = Database._connect_sqlite
+
+        def traced(self):
+            conn = connect(self)
+            conn.set_trace_callback(statements.append)
+            return conn
+
+        monkeypatch.setattr(Database, "_connect_sqlite", traced)
+        with Database(db_file, store_dir=store):  # the open sweeps and settles
+            pass
+        monkeypatch.undo()
+        assert all(open(p, "rb").read() for p in paths)  # put back
+        on_instances = [
+            s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM instances" in s
+        ]
+        assert on_instances  # the settling asked
+        with contextlib.closing(sqlite3.connect(db_file)) as conn:
+            plans = [" / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + s)) for s in on_instances]
+        assert not [p for p in plans if "SCAN instances" in p], plans
     finally:
         other.close()

@@ -255,13 +255,17 @@ class BaseDatabase(abc.ABC):
             placed_at.append((tmp, self.store.unsettled_names(tmp, sop)))
             keys_placed.add(("sop", sop))
         names = sorted({name for _, name in retired} | {n for _, found in placed_at for n in found})
+        # Looked up by the instances' SOP Instance UIDs (the primary key), read from the files:
+        # ``instances`` has no index on path, and a search by path reads every row.
+        sops = {sop for _, sop in keys_placed}
+        sops.update(filter(None, (_sop_instance_uid(tmp) for tmp, _ in retired)))
         held: set[tuple[str, str]] = set()
         try:
             while True:
                 with self.write() as conn:
                     if held:
                         self._lock_keys(conn, held)
-                    rows = self._rows_at(conn, names, lock=bool(held) or self.exclusive_writer)
+                    rows = self._rows_at(conn, names, sops, lock=bool(held) or self.exclusive_writer)
                     keys = {("sop", str(sop)) for sop in rows.values()} | keys_placed
                     if not self.exclusive_writer and not keys <= held:
                         held |= keys
@@ -269,7 +273,7 @@ class BaseDatabase(abc.ABC):
                     for tmp, name in retired:
                         if name in rows:
                             self.store.reinstate(tmp, name)
-                            self._drop_placed(conn, name)
+                            self._drop_placed(conn, name, rows[name])
                         else:
                             self.store.discard(tmp, name)
                     for tmp, found in placed_at:
@@ -281,27 +285,43 @@ class BaseDatabase(abc.ABC):
         except (DatabaseError, OSError) as exc:
             logger.warning("files of a stopped writer left for a later sweep: %s", exc)
 
-    def _rows_at(self, conn: Connection, paths: list[str], *, lock: bool) -> dict[str, str]:
-        """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked)."""
+    def _rows_at(
+        self, conn: Connection, paths: list[str], sops: Iterable[str], *, lock: bool
+    ) -> dict[str, str]:
+        """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked).
+
+        Looked up by ``sops``, the SOP Instance UIDs of the instances the paths may belong to
+        (a stored name is the hash of its instance's UID): ``instances`` is keyed by UID and has
+        no index on path, which no other query needs (every ingest would pay for one). A path of
+        none of ``sops`` (a file whose header did not say its UID) is looked up by path."""
         found: dict[str, str] = {}
-        for part in chunks(paths, 500):
+        wanted = set(paths)
+        by_uid = sorted(sops)
+        digests = {_digest(self.store.relative_path_for(sop)) for sop in by_uid}
+        rest = [p for p in paths if _digest(p) not in digests]
+        suffix = self._ROW_LOCK if lock else ""
+        for part in chunks(by_uid, 500):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT path, SOPInstanceUID, linked FROM instances WHERE SOPInstanceUID IN ({marks})"
+            found.update(
+                (row[0], row[1])
+                for row in conn.execute(sql + suffix, part)
+                if not row[2] and row[0] in wanted
+            )
+        for part in chunks(rest, 500):
             marks = ",".join("?" * len(part))
             sql = f"SELECT path, SOPInstanceUID FROM instances WHERE linked=0 AND path IN ({marks})"
-            found.update(
-                (row[0], row[1]) for row in conn.execute(sql + (self._ROW_LOCK if lock else ""), part)
-            )
+            found.update((row[0], row[1]) for row in conn.execute(sql + suffix, part))
         return found
 
-    def _drop_placed(self, conn: Connection, name: str) -> None:
+    def _drop_placed(self, conn: Connection, name: str, sop: str) -> None:
         """Remove the instance's other files (``hh/<hash>-<suffix>.dcm``) no row points to: a
         replacement killed before its commit had placed its new file under a new name. Only the
         instance's own row can point to its hash's names, and no writer of it is running (its
         lock is held by the caller)."""
-        path = Path(name)
-        digest = path.name.partition("-")[0].partition(".")[0]
-        others = [str(p) for p in path.parent.glob(f"{digest}*.dcm") if str(p) != name]
+        others = [str(p) for p in Path(name).parent.glob(f"{_digest(name)}*.dcm") if str(p) != name]
         if others:
-            kept = self._rows_at(conn, others, lock=False)
+            kept = self._rows_at(conn, others, [sop], lock=False)
             for other in others:
                 if other not in kept:
                     self.store.remove(other)
@@ -531,6 +551,11 @@ class BaseDatabase(abc.ABC):
             linked_files=linked_files,
             dry_run=dry_run,
         )
+
+
+def _digest(path: str) -> str:
+    """The hash a stored name starts with (``hh/<hash>[-<suffix>].dcm``)."""
+    return os.path.basename(path).partition("-")[0].partition(".")[0]
 
 
 def _same_file(a: str, b: str) -> bool:
