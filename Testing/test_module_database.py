@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from dicomplus_testing.harness import fit_panel
 from dicomplus_testing.synthetic import make_series
 
 
@@ -37,7 +38,7 @@ def test_import_shared_series_through_the_widget(widget, qtbot, shared_series, s
     value, maximum = widget.activity.progressOf(job)
     assert value == maximum > 0
     assert not widget.activity.cancelButtonFor(job).enabled
-    widget.parent.resize(420, widget.parent.sizeHint.height())
+    fit_panel(widget, 420)
     screenshot(widget.parent, "DICOMPlus_database_panel")
     browser.setSearchText("dicom2nifti")
     assert len(browser.entries("patient")) == 1
