@@ -262,7 +262,7 @@ def test_database_list_stays_usable_beside_the_preview_while_a_task_runs(
         assert_browser_laid_out(widget)
         screenshot(widget, "panel_import_running")
         qtbot.waitUntil(lambda: widget.activeJob is None, timeout=TIMEOUT)
-        assert widget.activity.status().startswith("Imported 400 instance"), widget.activity.status()
+        assert widget.activity.status().startswith("Imported 400 instances; "), widget.activity.status()
     finally:
         widget.cleanup()
 

@@ -144,4 +144,4 @@ def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_
     node = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetItemAsObject(before)
     assert node.GetName() == "1: Axial"
     assert slicer.util.arrayFromVolume(node).shape == (6, 16, 16)
-    assert "Loaded 1 volume" in widget.activity.status()
+    assert widget.activity.status() == "Loaded 1 volume", widget.activity.status()  # not "volume(s)"

@@ -151,7 +151,7 @@ def test_query_retrieve_load_send_and_listen(panel, pacs, qtbot, tmp_path, scree
     assert network.runningJobs() and panel.activity.runningJobs()
     wait_for_jobs(qtbot, network)
     assert retrieved == [chest.StudyInstanceUID], network.statusText()
-    assert "Retrieved 24 instance(s)" in network.statusText()
+    assert "Retrieved 24 instances" in network.statusText()
     assert panel.browser.entries("series") == [("series", series.SeriesInstanceUID)]
     assert len(panel.logic.database.instances(series.SeriesInstanceUID)) == len(
         pacs.db.instances(series.SeriesInstanceUID)
