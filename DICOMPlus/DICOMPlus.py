@@ -271,9 +271,11 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onImportDone(self, job):
         report = job.result
-        message = _("Imported {added} instance(s); {skipped} skipped, {unchanged} unchanged").format(
-            added=report.added, skipped=len(report.skipped), unchanged=report.unchanged
-        )
+        if report.added == 1:
+            message = _("Imported {added} instance; {skipped} skipped, {unchanged} unchanged")
+        else:
+            message = _("Imported {added} instances; {skipped} skipped, {unchanged} unchanged")
+        message = message.format(added=report.added, skipped=len(report.skipped), unchanged=report.unchanged)
         if report.cancelled:
             message = _("Cancelled. ") + message
         self.activity.setStatus(message)
@@ -296,7 +298,8 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Nodes for the decoded series; warnings in the user's words, and "Load resampled" when
         it gives a better volume."""
         nodes, warnings = self.logic.addLoadedSeries(job.result)
-        self.activity.setStatus(_("Loaded {count} volume(s)").format(count=len(nodes)))
+        loaded = _("Loaded {count} volume") if len(nodes) == 1 else _("Loaded {count} volumes")
+        self.activity.setStatus(loaded.format(count=len(nodes)))
         text = DICOMPlusWidgets.text
         self.showMessages([f"{name}: {text.warningText(w)}" for name, w in warnings])
         self._resampleEntries = list(entries)
@@ -311,8 +314,10 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onDeleteButton(self, *args):
         entries = self.selectedEntries()
         if entries and slicer.util.confirmYesNoDisplay(
-            _(
-                "Delete {count} selected item(s) from the DICOMPlus database, with the files it copied?"
+            (
+                _("Delete {count} selected item from the DICOMPlus database, with the files it copied?")
+                if len(entries) == 1
+                else _("Delete {count} selected items from the DICOMPlus database, with the files it copied?")
             ).format(count=len(entries))
         ):
             self.deleteEntries(entries)

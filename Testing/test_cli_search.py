@@ -14,8 +14,7 @@ import pytest
 
 from dicomplus_testing.backends import BACKENDS, database_for
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT
-from dicomplus_testing.util import run_cli as run
+from dicomplus_testing.util import REPO_ROOT, run_cli
 from DICOMPlusLib.cli import Exit
 from DICOMPlusLib.database.typed_keys import SearchKeyError, parse_typed_keys
 
@@ -43,7 +42,7 @@ def db(request, tmp_path_factory):
 
 
 def ids(capsys, db, *args) -> list[str]:
-    code, out, err = run(capsys, "--db", db, "search", *args, "--json")
+    code, out, err = run_cli(capsys, "--db", db, "search", *args, "--json")
     assert code == Exit.OK, err
     return sorted(r["PatientID"] for r in json.loads(out))
 
@@ -92,7 +91,7 @@ def test_forms_people_type(capsys, db, keys, expected):
     ],
 )
 def test_values_in_no_known_form_are_refused_with_the_form(capsys, db, key, says):
-    code, out, err = run(capsys, "--db", db, "search", key)
+    code, out, err = run_cli(capsys, "--db", db, "search", key)
     assert code == Exit.USAGE and says in err and out == ""
 
 
@@ -112,7 +111,7 @@ def test_typed_keys_are_put_in_dicom_form():
 
 
 def test_search_help_states_the_matching_rules(capsys):
-    code, out, _ = run(capsys, "search", "--help")
+    code, out, _ = run_cli(capsys, "search", "--help")
     assert code == 0
     for rule in ("wildcards", "FAMILY^GIVEN", "2020-01-01..2020-12-31", "case", "upper case", "universal"):
         assert rule in out
@@ -122,7 +121,7 @@ def test_no_default_database_yet(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.delenv("DICOMPLUS_DB", raising=False)
-    code, _, err = run(capsys, "search")
+    code, _, err = run_cli(capsys, "search")
     assert code == Exit.USAGE and "yet: import files first (dicomplus import PATH)" in err
     assert not (tmp_path / "home").exists()
 
@@ -139,26 +138,26 @@ def test_read_only_commands_never_create_a_database(capsys, tmp_path, db):
         ["export", REPO_ROOT / "pyproject.toml", "--study", "1.2.3", "--out", tmp_path / "e"],
         ["serve", "--port", "0"],
     ):
-        code, _, err = run(capsys, "--db", typo, *args)
+        code, _, err = run_cli(capsys, "--db", typo, *args)
         assert code == Exit.USAGE and f"no database at {typo}" in err, args
     assert not (tmp_path / "typo").exists()
 
 
 def test_global_options_after_the_subcommand(capsys, db, tmp_path):
-    code, out, _ = run(capsys, "search", "--db", db, "--json", "PatientID=DOE1")
+    code, out, _ = run_cli(capsys, "search", "--db", db, "--json", "PatientID=DOE1")
     assert code == 0 and json.loads(out)[0]["PatientID"] == "DOE1"
-    code, out, _ = run(capsys, "info", "--json", "--db", db)
+    code, out, _ = run_cli(capsys, "info", "--json", "--db", db)
     assert code == 0 and json.loads(out)["patients"] == 4
-    code, out, _ = run(capsys, "--json", "--db", db, "info")  # before it, as before
+    code, out, _ = run_cli(capsys, "--json", "--db", db, "info")  # before it, as before
     assert code == 0 and json.loads(out)["patients"] == 4
-    code, out, _ = run(capsys, "--db", tmp_path / "elsewhere", "search", "--db", db, "PatientID=ROE1")
+    code, out, _ = run_cli(capsys, "--db", tmp_path / "elsewhere", "search", "--db", db, "PatientID=ROE1")
     assert code == 0 and "ROE1" in out  # the one after the subcommand wins
-    code, out, _ = run(capsys, "nodes", "list", "-v", "--json", "--nodes", tmp_path / "n.json")
+    code, out, _ = run_cli(capsys, "nodes", "list", "-v", "--json", "--nodes", tmp_path / "n.json")
     assert code == 0 and json.loads(out) == []
 
 
 def test_piped_output_is_tab_separated_with_columns(capsys, db):
-    code, out, _ = run(capsys, "--db", db, "search", "--level", "series", "Modality=MR")
+    code, out, _ = run_cli(capsys, "--db", db, "search", "--level", "series", "Modality=MR")
     assert "\x1b" not in out  # no colour or styling unless on a terminal
     lines = out.splitlines()
     header = lines[0].split("\t")
@@ -166,13 +165,13 @@ def test_piped_output_is_tab_separated_with_columns(capsys, db):
     assert "NumberOfSeriesRelatedInstances" in header
     row = dict(zip(header, lines[1].split("\t"), strict=True))
     assert row["StudyDescription"] == "Knee" and row["NumberOfSeriesRelatedInstances"] == "3"
-    code, out, _ = run(capsys, "--db", db, "search", "PatientID=DOE1")
+    code, out, _ = run_cli(capsys, "--db", db, "search", "PatientID=DOE1")
     header, row = (line.split("\t") for line in out.splitlines())
     row = dict(zip(header, row, strict=True))
     assert row["NumberOfStudyRelatedSeries"] == "1" and row["NumberOfStudyRelatedInstances"] == "2"
-    code, out, _ = run(capsys, "--db", db, "search", "--columns", "studydate,PATIENTID", "--limit", "1")
+    code, out, _ = run_cli(capsys, "--db", db, "search", "--columns", "studydate,PATIENTID", "--limit", "1")
     assert out.splitlines()[0] == "StudyDate\tPatientID" and len(out.splitlines()) == 2
-    code, _, err = run(capsys, "--db", db, "search", "--columns", "Nope")
+    code, _, err = run_cli(capsys, "--db", db, "search", "--columns", "Nope")
     assert code == Exit.USAGE and "no column 'Nope'" in err
 
 

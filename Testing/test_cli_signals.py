@@ -6,6 +6,7 @@ is printed, no temporary or half-written file is left, the exit code is 128 + th
 Each command runs for real, as its own process, and gets the signal once its progress bar (on a
 pseudo-terminal, as in test_cli_terminal.py) or its first files show it is in the middle of the
 work, never after a fixed sleep. ``kill PID`` reaches the command only, not its process group.
+The retrieve runs once per way to stop it, Ctrl-C typed in its terminal and SIGTERM, in one test.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_cli_terminal import CANCELLED, COUNT, RETRIEVED, cli, leftovers, many_instances
+from test_cli_terminal import CANCELLED, COUNT, cli, leftovers, many_instances
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
@@ -33,6 +34,7 @@ from DICOMPlusLib.cli import Exit, main
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 
+RETRIEVED = 600  # instances the retrieve tests fetch by C-GET (slower than an import)
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
@@ -41,6 +43,8 @@ def signalled_in_terminal(args: list[str], at: int, *, signals=(signal.SIGTERM,)
     """Run ``dicomplus ARGS`` on a pseudo-terminal; once its progress bar shows ``at`` or more
     done, send it ``signals`` (each after the previous one's "cancelling" line) by ``kill``, or with
     ``hang_up`` close the terminal (the kernel sends SIGHUP to the command, the session leader).
+    SIGINT is typed, as Ctrl-C (``\\x03``): the terminal's line discipline sends it to the
+    command's whole process group, as a user's Ctrl-C does (test_cli_terminal.py).
     Returns (exit code, what the terminal showed until then)."""
     pid, fd = pty.fork()
     if pid == 0:
@@ -65,7 +69,11 @@ def signalled_in_terminal(args: list[str], at: int, *, signals=(signal.SIGTERM,)
                 os.close(fd)
                 open_fd = False
             elif pending and shown.count(b"cancelling") == len(signals) - len(pending):
-                kill(pid, pending.pop(0))
+                sent = pending.pop(0)
+                if sent == signal.SIGINT:
+                    os.write(fd, b"\x03")  # Ctrl-C, as typed
+                else:
+                    kill(pid, sent)
         while time.monotonic() < deadline:
             ended, status = os.waitpid(pid, os.WNOHANG)
             if ended:
@@ -171,17 +179,24 @@ def test_import_terminal_closed(instances, tmp_path):
     assert report["added"] == COUNT - kept and report["unchanged"] == kept
 
 
-def test_retrieve_sigterm(instances, tmp_path):
+@pytest.mark.parametrize(
+    ("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_retrieve_stopped(instances, tmp_path, stop, code):
+    """A C-GET retrieve stopped by Ctrl-C typed in its terminal or by SIGTERM: exit 128 + the
+    signal, one account, what arrived complete is in the database, no temporary file, and the
+    same command run again fetches only the rest."""
     folder, study = instances
     pacs_db = Database(tmp_path / "pacs")
-    pacs_db.import_paths([str(p) for p in sorted(folder.iterdir())[:RETRIEVED]])
+    pacs_db.import_paths([str(p) for p in sorted(folder.iterdir())[:RETRIEVED]])  # C-GET is slower
     server = QueryRetrieveSCP(pacs_db, QRConfig(port=0, host=LOOPBACK)).start()
     try:
         node = f"{server.config.ae_title}@{LOOPBACK}:{server.port}"
         db = tmp_path / "db"
         args = ["--db", str(db), "retrieve", node, "--study", study, "--method", "get"]
-        code, text = signalled_in_terminal(args, at=50)
-        assert code == 143 and "cancelling on SIGTERM" in text, text
+        exit_code, text = signalled_in_terminal(args, at=50, signals=(stop,))
+        assert exit_code == code, text
+        assert stop != signal.SIGTERM or "cancelling on SIGTERM" in text, text
         total, kept = account(text, "instances")
         assert total == RETRIEVED
         with Database(db) as database:

@@ -1,6 +1,6 @@
 """The CLI in a real terminal: a pseudo-terminal (``pty.fork``) whose line discipline turns a
 typed Ctrl-C (``\\x03``) into SIGINT for the command's whole process group, as a shell's terminal
-does. Checks the progress bar, and that Ctrl-C during ``import``, ``send`` and ``retrieve`` ends
+does. Checks the progress bar, and that Ctrl-C during ``import`` and ``send`` ends
 with one account ("cancelled after A/B ...; K kept; run the same command again ..."), exit code
 130, no traceback, no temporary file left, and that running the command again finishes the work.
 
@@ -31,10 +31,8 @@ from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
 
 COUNT = 2000
-RETRIEVED = 600
 CANCELLED = re.compile(r"cancelled after (\d+)/(\d+) (\w+); (\d+) kept; run the same command again")
 
 
@@ -175,28 +173,3 @@ def test_send_ctrl_c(instances, storescp):
     assert "send" in text and "━" in text
     _, total, kept = assert_cancelled(code, text, "files")
     assert total == COUNT and kept == len(list(Path(storescp.out_dir).rglob("*.*")))
-
-
-def test_retrieve_ctrl_c(instances, tmp_path):
-    folder, study = instances
-    pacs_db = Database(tmp_path / "pacs")
-    pacs_db.import_paths([str(p) for p in sorted(folder.iterdir())[:RETRIEVED]])  # C-GET is slower
-    server = QueryRetrieveSCP(pacs_db, QRConfig(port=0, host=LOOPBACK)).start()
-    try:
-        node = f"{server.config.ae_title}@{LOOPBACK}:{server.port}"
-        db = tmp_path / "db"
-        args = ["--db", str(db), "retrieve", node, "--study", study, "--method", "get"]
-        code, text = run_in_terminal(args, interrupt_at=50)
-        _, total, kept = assert_cancelled(code, text, "instances")
-        assert total == RETRIEVED
-        with Database(db) as database:
-            assert database.info()["instances"] == kept
-            store = database.store.root
-        assert leftovers(store) == []
-        again = cli(*args, "--json")
-        assert again.returncode == 0, again.stderr
-        report = json.loads(again.stdout)
-        assert report["complete"] and report["skipped"] == kept and report["done"] == RETRIEVED - kept
-    finally:
-        server.stop()
-        pacs_db.close()

@@ -10,6 +10,10 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
@@ -36,7 +40,7 @@ def _pause_before_commit(target: str, store: str, action: str, payload: list[str
     def write():
         with transaction() as conn:
             yield conn
-            if moved:
+            if moved or action in ("store", "import"):
                 paused.put(list(moved))
                 multiprocessing.Event().wait()  # never set: SIGKILL ends this process here
 
@@ -44,6 +48,8 @@ def _pause_before_commit(target: str, store: str, action: str, payload: list[str
     db.write = write  # type: ignore[method-assign]
     if action == "delete":
         db.delete(study=payload[0])
+    elif action == "import":
+        db.import_paths(payload, jobs=1, link=False)
     else:
         for path in payload:
             incoming = db.ingest.incoming()
@@ -69,7 +75,7 @@ def _kill_inside(target: str, store: str, action: str, payload: list[str]) -> li
                 child.kill()
                 child.join()
     assert child.exitcode == -signal.SIGKILL
-    assert moved and all(os.path.exists(t) for t in moved)  # the files are out of their names
+    assert all(os.path.exists(t) for t in moved)  # the files are out of their names
     return moved
 
 
@@ -108,16 +114,31 @@ def _check(target: str, store: str, expected: dict[str, bytes]) -> set[str]:
 def test_a_delete_killed_before_its_commit_loses_no_file(open_db, tmp_path):
     target, store, copies = _stored(open_db, tmp_path / "db", 1)
     expected = {f"{STUDY}.9.{i}": p.read_bytes() for i, p in enumerate(copies[0])}
-    _kill_inside(target, store, "delete", [STUDY])
+    assert _kill_inside(target, store, "delete", [STUDY])
     assert _check(target, store, expected) == set()  # and no file without its row
 
 
 def test_a_replacement_killed_before_its_commit_loses_no_file(open_db, tmp_path):
     target, store, copies = _stored(open_db, tmp_path / "db", 2)
     expected = {f"{STUDY}.9.{i}": p.read_bytes() for i, p in enumerate(copies[0])}
-    _kill_inside(target, store, "replace", [str(p) for p in copies[1]])
+    assert _kill_inside(target, store, "replace", [str(p) for p in copies[1]])
     # and no file without its row: the new files the replacement had placed under new names
     # before the commit that never came are gone too
+    assert _check(target, store, expected) == set()
+
+
+@pytest.mark.parametrize("action", ["store", "import"])
+def test_new_instances_killed_before_their_commit_leave_no_file(open_db, tmp_path, action):
+    """A writer killed with NEW instances placed under their names and their rows not committed:
+    the next open removes those files (no orphan stays until the instance is stored again),
+    whether they came one by one (a listener's C-STOREs) or in an import's batch."""
+    target, store, copies = _stored(open_db, tmp_path / "db", 1)
+    expected = {f"{STUDY}.9.{i}": p.read_bytes() for i, p in enumerate(copies[0])}
+    new = make_series(tmp_path / "new", n=3, rows=4, cols=4, study_uid=STUDY, series_uid=f"{STUDY}.2",
+                      sop_uids=[f"{STUDY}.8.{i}" for i in range(3)], seed=5, shuffle=False).files  # fmt: skip
+    payload = [str(new[0])] if action == "store" else [str(tmp_path / "new")]
+    _kill_inside(target, store, action, payload)
+    assert len(list(Path(store).rglob("*.dcm"))) > len(expected)  # the killed writer had placed its files
     assert _check(target, store, expected) == set()
 
 
@@ -138,5 +159,45 @@ def test_the_sweep_removes_a_killed_writers_retired_file_once_its_delete_committ
             pass
         assert not any(os.path.exists(t) for t in moved if t)
         assert not any(os.path.exists(p) for p in paths)  # nothing put back
+    finally:
+        other.close()
+
+
+def test_settling_after_a_crash_finds_rows_by_uid_not_by_a_scan_of_instances(tmp_path, monkeypatch):
+    """SQLite: ``instances`` has no index on path (no query but this one needs it, and every
+    ingest would pay for it); the settling looks rows up by the SOP Instance UID in each retired
+    file's header (the primary key). Every statement the open runs on ``instances`` is asked for
+    its plan: none scans the table."""
+    db_file, store = tmp_path / "db.sqlite", tmp_path / "store"
+    series = make_series(tmp_path / "src", n=3, rows=4, cols=4, study_uid=STUDY, series_uid=f"{STUDY}.1")
+    other = Database(db_file, store_dir=store)
+    try:
+        for path in series.files:
+            other.ingest.commit_bytes(path.read_bytes(), DuplicatePolicy.REPLACE)
+        paths = [other.instance(sop).path for sop in series.sop_uids]
+        with other.write():  # a delete killed before its COMMIT: files out of their names, rows stay
+            moved = [other.store.retire(p) for p in paths]
+        other.store.release()
+        assert all(t is not None and os.path.exists(t) for t in moved)
+        statements: list[str] = []
+        connect = Database._connect_sqlite
+
+        def traced(self):
+            conn = connect(self)
+            conn.set_trace_callback(statements.append)
+            return conn
+
+        monkeypatch.setattr(Database, "_connect_sqlite", traced)
+        with Database(db_file, store_dir=store):  # the open sweeps and settles
+            pass
+        monkeypatch.undo()
+        assert all(open(p, "rb").read() for p in paths)  # put back
+        on_instances = [
+            s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM instances" in s
+        ]
+        assert on_instances  # the settling asked
+        with contextlib.closing(sqlite3.connect(db_file)) as conn:
+            plans = [" / ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + s)) for s in on_instances]
+        assert not [p for p in plans if "SCAN instances" in p], plans
     finally:
         other.close()

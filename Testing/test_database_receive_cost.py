@@ -1,7 +1,7 @@
 """What storing one received instance costs (issue 19): file-system calls and SQL statements per
 file, counted, not timed. A retrieve of 300 files pays these 300 times; each test names the waste
 it guards against (a ``mkdir`` of the store's root failing with EEXIST, a second open of the file
-to parse it, an ``unlink`` of a name already renamed away, a lookup the UPDATE can return)."""
+to parse it, an ``unlink`` of a name already gone, a lookup the UPDATE can return)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _receive(db: Database, data: bytes, policy=REPLACE):
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, calls: Counter) -> None:
-    for name in ("open", "mkdir", "unlink"):
+    for name in ("open", "mkdir", "unlink", "link", "replace", "rename"):
         real = getattr(os, name)
 
         def wrapper(*args, _real=real, _name=name, **kwargs):
@@ -44,7 +44,7 @@ def _counting(monkeypatch: pytest.MonkeyPatch, calls: Counter) -> None:
         monkeypatch.setattr(os, name, wrapper)
 
 
-def test_a_received_file_costs_one_open_no_failing_mkdir_no_unlink(tmp_path, received, monkeypatch):
+def test_a_received_file_costs_one_open_one_link_one_unlink_no_failing_mkdir(tmp_path, received, monkeypatch):
     with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
         first = _receive(db, received[0])  # claims the writer's token, makes the root
         assert first.status is StoreStatus.STORED
@@ -55,7 +55,11 @@ def test_a_received_file_costs_one_open_no_failing_mkdir_no_unlink(tmp_path, rec
         assert [r.status for r in results] == [StoreStatus.STORED] * len(results)
         fan_out = {Path(r.path).parent for r in results} - {Path(first.path).parent}
         assert calls["open"] == len(results)  # the temporary file; parsed through the same descriptor
-        assert calls["unlink"] == 0  # the temporary name was renamed into place
+        # linked into place; its temporary (in-flight) name removed once its row committed, so
+        # that a writer killed before the commit leaves no file without its row (FileStore.place)
+        assert calls["link"] == len(results) + len(fan_out)  # a new fan-out folder: once more
+        assert calls["unlink"] == len(results)
+        assert calls["replace"] == calls["rename"] == 0
         assert calls["mkdir"] == len(fan_out)  # new fan-out folders only, never the root again
         assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]
 

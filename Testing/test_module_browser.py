@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from dicomplus_testing.harness import fit_panel
 from dicomplus_testing.synthetic import make_series
 
 TIMEOUT = 60_000
@@ -128,7 +129,7 @@ def test_grid_shows_series_as_thumbnails_under_each_study(panel, qtbot, tmp_path
     assert_browser_laid_out(panel)
     screenshot(browser, "panel_browser_list")
     for width in (SLICER_PANEL_WIDTH, 440):  # Slicer's usual module panel, and the docs' width
-        panel.parent.resize(width, 860)
+        fit_panel(panel, width, 860)
         assert_browser_laid_out(panel)
     browser.setViewMode("grid")
     assert browser.selectedEntries() == [("series", b.series_uid)]
@@ -261,7 +262,7 @@ def test_database_list_stays_usable_beside_the_preview_while_a_task_runs(
         assert_browser_laid_out(widget)
         screenshot(widget, "panel_import_running")
         qtbot.waitUntil(lambda: widget.activeJob is None, timeout=TIMEOUT)
-        assert widget.activity.status().startswith("Imported 400 instance"), widget.activity.status()
+        assert widget.activity.status().startswith("Imported 400 instances; "), widget.activity.status()
     finally:
         widget.cleanup()
 
@@ -318,7 +319,7 @@ def test_tilted_series_offers_load_resampled_in_the_panel(
         assert "gantry_tilt" not in messages and "convert --resample" not in messages, messages
         assert widget.ui.loadResampledButton.visible
         widget.ui.previewCollapsibleButton.collapsed = True
-        widget.parent.resize(440, 860)
+        fit_panel(widget, 440, 860)
         assert widget.browser.selectSeries(uid)  # the grid shows the tilted series' tile
         qtbot.waitUntil(lambda: widget.browser.hasThumbnail(uid), timeout=TIMEOUT)
         screenshot(widget, "panel_load_resampled")
@@ -396,7 +397,7 @@ def test_a_wrong_server_form_is_shown_and_stays_open(panel, qtbot, caplog, scree
     network.nodeHostEdit.text = "pacs.example.org"
     network.nodePortSpinBox.value = 11112
     panel.ui.previewCollapsibleButton.collapsed = True
-    panel.parent.resize(440, panel.parent.sizeHint.height())  # Slicer's panel scrolls: all of it
+    fit_panel(panel, 440)  # Slicer's panel scrolls: all of it
     screenshot(network, "network_add_server")
     network.onSaveNode()
     assert not network.nodeForm.visible and network.nodeNames() == ["Hospital PACS"]

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from dicomplus_testing.harness import fit_panel
 from dicomplus_testing.synthetic import make_series
 
 
@@ -37,7 +38,7 @@ def test_import_shared_series_through_the_widget(widget, qtbot, shared_series, s
     value, maximum = widget.activity.progressOf(job)
     assert value == maximum > 0
     assert not widget.activity.cancelButtonFor(job).enabled
-    widget.parent.resize(420, widget.parent.sizeHint.height())
+    fit_panel(widget, 420)
     screenshot(widget.parent, "DICOMPlus_database_panel")
     browser.setSearchText("dicom2nifti")
     assert len(browser.entries("patient")) == 1
@@ -143,4 +144,4 @@ def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_
     node = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetItemAsObject(before)
     assert node.GetName() == "1: Axial"
     assert slicer.util.arrayFromVolume(node).shape == (6, 16, 16)
-    assert "Loaded 1 volume" in widget.activity.status()
+    assert widget.activity.status() == "Loaded 1 volume", widget.activity.status()  # not "volume(s)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dicomplus_testing.harness import fit_panel
 from dicomplus_testing.synthetic import make_series
 
 
@@ -132,7 +133,7 @@ def test_export_and_bundle_buttons_in_the_panel(dicomplus_module, qtbot, tmp_pat
         assert not dicomplus_module.DICOMPlusMRML.isDataBundleSeries(widget.logic.database, source.series_uid)
         widget.ui.networkCollapsibleButton.collapsed = True
         widget.ui.previewCollapsibleButton.collapsed = True
-        widget.parent.resize(440, 900)
+        fit_panel(widget, 440, 900)
         screenshot(widget.parent, "panel_export")
         # loading the bundle series adds the scene back (one more copy of the volume)
         before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")

@@ -9,6 +9,7 @@ import socket
 import numpy as np
 import pytest
 
+from dicomplus_testing.harness import fit_panel
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 
@@ -150,7 +151,7 @@ def test_query_retrieve_load_send_and_listen(panel, pacs, qtbot, tmp_path, scree
     assert network.runningJobs() and panel.activity.runningJobs()
     wait_for_jobs(qtbot, network)
     assert retrieved == [chest.StudyInstanceUID], network.statusText()
-    assert "Retrieved 24 instance(s)" in network.statusText()
+    assert "Retrieved 24 instances" in network.statusText()
     assert panel.browser.entries("series") == [("series", series.SeriesInstanceUID)]
     assert len(panel.logic.database.instances(series.SeriesInstanceUID)) == len(
         pacs.db.instances(series.SeriesInstanceUID)
@@ -199,7 +200,7 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screensho
     assert port_open(port)
     assert str(port) in network.listenerStatusLabel.text
     panel.ui.previewCollapsibleButton.collapsed = True
-    panel.parent.resize(440, panel.parent.sizeHint.height())
+    fit_panel(panel, 440)
     screenshot(network, "network_listener")
 
     # something sent to it lands in the local database and is reported complete
@@ -402,7 +403,7 @@ def test_a_dicomweb_only_node_from_the_form(panel, orthanc_session, qtbot, tmp_p
     network.nodeAETitleEdit.text = ""
     network.nodeWebURLEdit.text = orthanc_session.dicomweb_url
     panel.ui.previewCollapsibleButton.collapsed = True
-    panel.parent.resize(440, panel.parent.sizeHint.height())  # Slicer's panel scrolls: all of it
+    fit_panel(panel, 440)  # Slicer's panel scrolls: all of it
     screenshot(network, "network_dicomweb_node")
     click(qtbot, network.saveNodeButton)
     assert not network.nodeForm.visible, network.echoText()

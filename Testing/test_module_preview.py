@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicomplus_testing.harness import fit_panel
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.loading import load_series
 
@@ -347,7 +348,7 @@ def test_module_panel_previews_the_selected_series(dicomplus_module, logic, qtbo
     widget = dicomplus_module.DICOMPlusWidget()
     qtbot.addWidget(widget.parent)
     widget.setLogic(logic)
-    widget.parent.resize(440, widget.parent.sizeHint.height())
+    fit_panel(widget, 440)
     gantry = series_uid_of(manifest["dev_ct_gantry_tilt"])
     assert widget.browser.selectSeries(gantry)
     qtbot.waitUntil(
@@ -359,7 +360,7 @@ def test_module_panel_previews_the_selected_series(dicomplus_module, logic, qtbo
     job = widget.importPaths([manifest["dev_mr_oblique"]["folder"]])
     qtbot.waitUntil(lambda: widget.activeJob is None, timeout=60_000)
     assert widget.activity.jobs() == [job]
-    widget.parent.resize(440, widget.parent.sizeHint.height())
+    fit_panel(widget, 440)
     screenshot(widget, "DICOMPlus_panel_with_preview")
     screenshot(widget.browser, "panel_browser")
     screenshot(widget.preview, "panel_preview")

@@ -84,7 +84,12 @@ def loadWithSlicerPlugins(fileLists, exclude=DEFAULT_EXCLUDE):
     covered = {path for _, _, loadable in choices for path in loadable.files}
     for files in fileLists:
         if files and not covered & {str(p) for p in files}:
-            problems.append(("", f"no Slicer DICOM plugin can load {len(files)} file(s) such as {files[0]}"))
+            problems.append(
+                (
+                    "",
+                    f"no Slicer DICOM plugin can load {len(files)} {'file' if len(files) == 1 else 'files'} such as {files[0]}",
+                )
+            )
     loaded = []
     for name, plugin, loadable in choices:
         try:

@@ -38,9 +38,11 @@ class ExportSection:
         )
         if result is not None:
             panel.activity.setStatus(
-                _("Exported {name} as {count} file(s) into the study").format(
-                    name=node.GetName(), count=len(result.files)
-                )
+                (
+                    _("Exported {name} as {count} file into the study")
+                    if len(result.files) == 1
+                    else _("Exported {name} as {count} files into the study")
+                ).format(name=node.GetName(), count=len(result.files))
             )
             panel.refreshBrowser()
         return result

@@ -654,7 +654,9 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         failed = len(getattr(report, "failed", {}) or {})
         done = len(getattr(report, "done", []) or [])
         skipped = len(getattr(report, "skipped", []) or [])
-        text = _("Retrieved {count} instance(s)").format(count=done)
+        text = (_("Retrieved {count} instance") if done == 1 else _("Retrieved {count} instances")).format(
+            count=done
+        )
         if skipped:
             text += _(", {count} already here").format(count=skipped)
         if failed:
@@ -699,7 +701,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             return
         report = job.result
         failed = report.failed
-        text = _("Sent {count} instance(s) to {node}").format(count=report.sent, node=name)
+        sent = (
+            _("Sent {count} instance to {node}")
+            if report.sent == 1
+            else _("Sent {count} instances to {node}")
+        )
+        text = sent.format(count=report.sent, node=name)
         if failed:
             text += _("; {count} failed: {error}").format(
                 count=len(failed), error=getattr(failed[0], "message", failed[0])

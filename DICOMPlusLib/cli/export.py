@@ -96,7 +96,8 @@ def _send(args, files: list[Path]) -> dict:
         failed = report.failed
         first = f"{failed[0].path}: {failed[0].message}" if failed else "cancelled"
         raise DICOMPlusError(
-            f"sending to {node.address} failed for {len(failed)} of {len(report.results)} file(s) "
+            f"sending to {node.address} failed for {len(failed)} of {len(report.results)} "
+            f"{'file' if len(report.results) == 1 else 'files'} "
             f"({first}); the series is {'in the database' if args.index else 'not kept'}: "
             "export with --out DIR (or --index) to keep it and send it again"
         )
@@ -154,7 +155,8 @@ def cmd_export(args) -> int:
     else:
         where = f"to {args.send}" if args.send else f"into {args.out}"
         print(
-            f"exported {len(result.sop_uids)} {result.modality} instance(s) {where}: series "
+            f"exported {len(result.sop_uids)} {result.modality} "
+            f"{'instance' if len(result.sop_uids) == 1 else 'instances'} {where}: series "
             f"{result.series_uid} (number {result.series_number}) in study {result.study_uid}"
         )
         if not result.encoding.exact:

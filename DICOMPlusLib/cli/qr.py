@@ -143,7 +143,7 @@ def cmd_retrieve(args) -> int:
     else:
         total = report.expected or len(report.done) + len(report.skipped)
         print(
-            f"retrieved {len(report.done)} of {total} instance(s) from {node.name} by {method_word(report.method)} in "
+            f"retrieved {len(report.done)} of {total} {'instance' if total == 1 else 'instances'} from {node.name} by {method_word(report.method)} in "
             f"{report.seconds:.2f} s"
             + (f" ({len(report.skipped)} already here)" if report.skipped else "")
             + (", cancelled" if report.cancelled else "")

@@ -180,26 +180,33 @@ class BaseDatabase(abc.ABC):
         not read again by the next import."""
 
     def _place_file(
-        self, item: ParsedFile, sop: str, link: bool, *, unique: bool = False
+        self, item: ParsedFile, sop: str, link: bool, in_flight: list[str], *, unique: bool = False
     ) -> tuple[str, bool]:
+        """Put the item's file under its stored name (:meth:`~.store.FileStore.place`) inside the
+        transaction that adds its row; adds its in-flight name to ``in_flight``, which the caller
+        removes (:meth:`~.store.FileStore.settled`) once the transaction is over."""
         if link:
             return os.path.abspath(item.source), True
         if item.stored_tmp:
-            return str(self.store.adopt(sop, item.stored_tmp, unique=unique)), False
-        if item.data is not None:
-            return str(self.store.write_bytes(sop, item.data, unique=unique)), False
-        if item.source:
+            final, tmp = self.store.place(sop, item.stored_tmp, unique=unique)
+        elif item.data is not None:
+            final, tmp = self.store.write_bytes(sop, item.data, unique=unique)
+        elif item.source:
             import shutil
 
-            tmp = self.store.temporary_name()
+            source_copy = self.store.temporary_name()
             try:
-                shutil.copyfile(item.source, tmp)
+                shutil.copyfile(item.source, source_copy)
+                final, tmp = self.store.place(sop, source_copy, unique=unique)
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    os.unlink(source_copy)
                 raise
-            return str(self.store.adopt(sop, tmp, unique=unique)), False
-        raise DatabaseError(f"instance {sop} has neither data nor a source file")
+        else:
+            raise DatabaseError(f"instance {sop} has neither data nor a source file")
+        if tmp is not None:
+            in_flight.append(tmp)
+        return str(final), False
 
     def _retire(self, paths: Iterable[str], retired: list[tuple[str, str]]) -> None:
         """Move the files of replaced instances out of their names (:meth:`~.store.FileStore.retire`)
@@ -216,11 +223,14 @@ class BaseDatabase(abc.ABC):
     _ROW_LOCK = ""
 
     def _sweep_store(self) -> None:
-        """Remove dead writers' temporary files; settle their retired ones (:meth:`_settle_retired`)."""
+        """Remove dead writers' temporary files; settle their retired and placed ones
+        (:meth:`_settle_retired`)."""
         self.store.sweep(settle=self._settle_retired)
 
-    def _settle_retired(self, retired: list[tuple[str, str]]) -> None:
-        """Put back the retired files of writers killed before their commit, remove the others.
+    def _settle_retired(self, retired: list[tuple[str, str]], placed: Sequence[str] = ()) -> None:
+        """Put back the retired files of writers killed before their commit, remove the others;
+        remove the files such writers had placed (``placed``: their in-flight names,
+        :meth:`~.store.FileStore.place`) under names no row points to.
 
         A writer moves a replaced or deleted instance's file to a temporary name inside its
         transaction (:meth:`~.store.FileStore.retire`); killed before COMMIT, its transaction
@@ -230,50 +240,88 @@ class BaseDatabase(abc.ABC):
         locked against a delete), each file whose name a row still holds goes back under it
         (unless a file is there), with the new files such a killed replacement had placed for the
         instance (:meth:`_drop_placed`); every other one is removed. When the database cannot be
-        written, the files stay for a later sweep."""
-        names = sorted({name for _, name in retired})
+        written, the files stay for a later sweep.
+
+        A placed file's names are found from the SOP Instance UID in its header, and its
+        instance's lock is held (PostgreSQL) while a name no row points to is removed: no
+        writer can be storing the instance under that name meanwhile."""
+        placed_at: list[tuple[str, list[str]]] = []  # (in-flight name, its stored names)
+        keys_placed: set[tuple[str, str]] = set()
+        for tmp in placed:
+            sop = _sop_instance_uid(tmp)
+            if sop is None:  # no readable header: removed as a temporary (its other link stays)
+                self.store.settled(tmp)
+                continue
+            placed_at.append((tmp, self.store.unsettled_names(tmp, sop)))
+            keys_placed.add(("sop", sop))
+        names = sorted({name for _, name in retired} | {n for _, found in placed_at for n in found})
+        # Looked up by the instances' SOP Instance UIDs (the primary key), read from the files:
+        # ``instances`` has no index on path, and a search by path reads every row.
+        sops = {sop for _, sop in keys_placed}
+        sops.update(filter(None, (_sop_instance_uid(tmp) for tmp, _ in retired)))
         held: set[tuple[str, str]] = set()
         try:
             while True:
                 with self.write() as conn:
                     if held:
                         self._lock_keys(conn, held)
-                    rows = self._rows_at(conn, names, lock=bool(held) or self.exclusive_writer)
-                    keys = {("sop", str(sop)) for sop in rows.values()}
+                    rows = self._rows_at(conn, names, sops, lock=bool(held) or self.exclusive_writer)
+                    keys = {("sop", str(sop)) for sop in rows.values()} | keys_placed
                     if not self.exclusive_writer and not keys <= held:
                         held |= keys
                         continue
                     for tmp, name in retired:
                         if name in rows:
                             self.store.reinstate(tmp, name)
-                            self._drop_placed(conn, name)
+                            self._drop_placed(conn, name, rows[name])
                         else:
                             self.store.discard(tmp, name)
+                    for tmp, found in placed_at:
+                        for name in found:
+                            if name not in rows and _same_file(name, tmp):
+                                self.store.remove(name)  # its transaction never committed
+                        self.store.settled(tmp)
                     return
         except (DatabaseError, OSError) as exc:
-            logger.warning("retired files of a stopped writer left for a later sweep: %s", exc)
+            logger.warning("files of a stopped writer left for a later sweep: %s", exc)
 
-    def _rows_at(self, conn: Connection, paths: list[str], *, lock: bool) -> dict[str, str]:
-        """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked)."""
+    def _rows_at(
+        self, conn: Connection, paths: list[str], sops: Iterable[str], *, lock: bool
+    ) -> dict[str, str]:
+        """{path: SOPInstanceUID} of the stored instances at ``paths`` (``lock``: rows locked).
+
+        Looked up by ``sops``, the SOP Instance UIDs of the instances the paths may belong to
+        (a stored name is the hash of its instance's UID): ``instances`` is keyed by UID and has
+        no index on path, which no other query needs (every ingest would pay for one). A path of
+        none of ``sops`` (a file whose header did not say its UID) is looked up by path."""
         found: dict[str, str] = {}
-        for part in chunks(paths, 500):
+        wanted = set(paths)
+        by_uid = sorted(sops)
+        digests = {_digest(self.store.relative_path_for(sop)) for sop in by_uid}
+        rest = [p for p in paths if _digest(p) not in digests]
+        suffix = self._ROW_LOCK if lock else ""
+        for part in chunks(by_uid, 500):
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT path, SOPInstanceUID, linked FROM instances WHERE SOPInstanceUID IN ({marks})"
+            found.update(
+                (row[0], row[1])
+                for row in conn.execute(sql + suffix, part)
+                if not row[2] and row[0] in wanted
+            )
+        for part in chunks(rest, 500):
             marks = ",".join("?" * len(part))
             sql = f"SELECT path, SOPInstanceUID FROM instances WHERE linked=0 AND path IN ({marks})"
-            found.update(
-                (row[0], row[1]) for row in conn.execute(sql + (self._ROW_LOCK if lock else ""), part)
-            )
+            found.update((row[0], row[1]) for row in conn.execute(sql + suffix, part))
         return found
 
-    def _drop_placed(self, conn: Connection, name: str) -> None:
+    def _drop_placed(self, conn: Connection, name: str, sop: str) -> None:
         """Remove the instance's other files (``hh/<hash>-<suffix>.dcm``) no row points to: a
         replacement killed before its commit had placed its new file under a new name. Only the
         instance's own row can point to its hash's names, and no writer of it is running (its
         lock is held by the caller)."""
-        path = Path(name)
-        digest = path.name.partition("-")[0].partition(".")[0]
-        others = [str(p) for p in path.parent.glob(f"{digest}*.dcm") if str(p) != name]
+        others = [str(p) for p in Path(name).parent.glob(f"{_digest(name)}*.dcm") if str(p) != name]
         if others:
-            kept = self._rows_at(conn, others, lock=False)
+            kept = self._rows_at(conn, others, [sop], lock=False)
             for other in others:
                 if other not in kept:
                     self.store.remove(other)
@@ -503,3 +551,26 @@ class BaseDatabase(abc.ABC):
             linked_files=linked_files,
             dry_run=dry_run,
         )
+
+
+def _digest(path: str) -> str:
+    """The hash a stored name starts with (``hh/<hash>[-<suffix>].dcm``)."""
+    return os.path.basename(path).partition("-")[0].partition(".")[0]
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _sop_instance_uid(path: str) -> str | None:
+    """The SOP Instance UID in the header of a file a writer had placed (None: unreadable)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+        return str(ds.SOPInstanceUID) or None
+    except Exception:  # a damaged file is a temporary like any other
+        return None

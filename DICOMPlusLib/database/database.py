@@ -209,6 +209,7 @@ class Database(BaseDatabase):
         replaced: list[str] = []  # the files of the instances replaced
         retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
         placed: list[str] = []
+        in_flight: list[str] = []  # the placed files' temporary names, until the commit
         patients: dict[tuple[str, str], int] = {}
         studies: dict[str, tuple] = {}
         series_rows: dict[str, tuple] = {}
@@ -238,7 +239,7 @@ class Database(BaseDatabase):
                         replace = True
                         touched_series.add(existing[3])
                     # A replacement goes to a new name: the current file stays valid until the commit.
-                    path, linked = self._place_file(item, sop, link, unique=replace)
+                    path, linked = self._place_file(item, sop, link, in_flight, unique=replace)
                     if not linked:
                         placed.append(path)
                     study, series = str(v["StudyInstanceUID"]), str(v["SeriesInstanceUID"])
@@ -273,7 +274,11 @@ class Database(BaseDatabase):
             for path in placed:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+            for tmp in in_flight:
+                self.store.settled(tmp)
             raise
+        for tmp in in_flight:
+            self.store.settled(tmp)
         for tmp, path in retired:
             self.store.discard(tmp, path)
         for path in leftovers:

@@ -319,7 +319,7 @@ class Ingest:
         if parsed.stored_tmp and result.status not in (StoreStatus.STORED, StoreStatus.REPLACED):
             with contextlib.suppress(OSError):  # kept (the backend removes it too) or unreadable
                 os.unlink(parsed.stored_tmp)
-        # STORED or REPLACED: the temporary name was renamed into place; no unlink (ENOENT) per file
+        # STORED or REPLACED: the backend removed the in-flight name after its commit (FileStore.place)
         self._announce([result], context)
         return result
 

@@ -260,6 +260,7 @@ class PostgresDatabase(BaseDatabase):
         ]
         held = ingest_keys(values, ())
         placed: list[str] = []
+        in_flight: list[str] = []  # the placed files' temporary names, until the commit
         retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
         try:
             while True:
@@ -272,7 +273,16 @@ class PostgresDatabase(BaseDatabase):
                     keys |= replaced_keys(batch, existing, on_duplicate is DuplicatePolicy.REPLACE)
                     if keys <= held:
                         statuses = self._commit_locked(
-                            conn, items, order, elements, terms, existing, link, on_duplicate, placed, retired
+                            conn,
+                            items,
+                            order,
+                            elements,
+                            terms,
+                            existing,
+                            link,
+                            on_duplicate,
+                            (placed, in_flight),
+                            retired,
                         )
                         break
                 held |= keys  # a replacement leaves another series: nothing written, lock it too
@@ -281,13 +291,17 @@ class PostgresDatabase(BaseDatabase):
                 self.store.restore(tmp, path)
             for path in placed:
                 self.store.remove(path)
+            for tmp in in_flight:
+                self.store.settled(tmp)
             raise
+        for tmp in in_flight:
+            self.store.settled(tmp)
         for tmp, path in retired:
             self.store.discard(tmp, path)
         return statuses
 
     def _commit_locked(
-        self, conn, items, order, elements, terms, existing, link, on_duplicate, placed, retired
+        self, conn, items, order, elements, terms, existing, link, on_duplicate, files, retired
     ) -> list[StoredInstance]:
         now = time.time()
         counts = Counts()
@@ -299,7 +313,7 @@ class PostgresDatabase(BaseDatabase):
             sop = str(_text(items[i].values["SOPInstanceUID"]))
             before = existing.get(sop)
             statuses[i] = self._commit_one(
-                conn, items[i], elements[i], existing, link, on_duplicate, now, counts, leftovers, placed
+                conn, items[i], elements[i], existing, link, on_duplicate, now, counts, leftovers, files
             )
             if statuses[i].status is StoreStatus.KEPT_EXISTING:
                 continue
@@ -322,8 +336,10 @@ class PostgresDatabase(BaseDatabase):
         return [statuses[i] for i in range(len(items))]
 
     def _commit_one(
-        self, conn, item, elems, existing_rows, link, on_duplicate, now, counts, leftovers, placed
+        self, conn, item, elems, existing_rows, link, on_duplicate, now, counts, leftovers, files
     ) -> StoredInstance:
+        """One item under its locks; ``files``: (the paths placed, their in-flight names)."""
+        placed, in_flight = files
         v = {k: _text(x) for k, x in item.values.items()}
         sop = str(v["SOPInstanceUID"])
         source = _text(item.source)
@@ -338,7 +354,7 @@ class PostgresDatabase(BaseDatabase):
                 return StoredInstance(StoreStatus.KEPT_EXISTING, sop, path=existing["path"], source=source)
             replace = True
         # A replacement goes to a new name: the current file stays valid until the commit.
-        path, linked = self._place_file(item, sop, link, unique=replace)
+        path, linked = self._place_file(item, sop, link, in_flight, unique=replace)
         if not linked and (existing is None or existing["path"] != path):
             placed.append(path)
         patient = self._upsert_patient(conn, v)

@@ -3,8 +3,15 @@
 File names never come from UIDs or from the sender: a file's name is a hash of its
 SOPInstanceUID, under two levels of fan-out folders, so a hostile UID such as ``../../x`` cannot
 leave the store and no folder grows too large. Files are written to a temporary name in the
-store and renamed into place (atomic on POSIX), so a crash never leaves a half-written file
+store and linked into place (atomic on POSIX), so a crash never leaves a half-written file
 under a final name.
+
+Placed files (:meth:`FileStore.place`): the temporary name stays, a second link of the file,
+until the transaction that adds its row has committed (the caller then calls
+:meth:`FileStore.settled`). A writer killed in between leaves a temporary file with two links:
+the sweep hands it to the database (``settle``), which removes the file under its name when no
+row points there (the commit never came), so no stored file outlives a transaction that did not
+commit, and a new instance's file does not stay without its row until it is stored again.
 
 Temporary files and crashes: every writer (a :class:`FileStore` that creates a temporary file)
 first claims an owner token and holds an exclusive ``flock`` on ``.writer-<token>.lock`` for as
@@ -49,6 +56,10 @@ UNOWNED_AGE_S = 600.0
 _TOKEN = re.compile(r"^\d+x[0-9a-f]{8}$")
 _FICLONE = 0x40049409  # ioctl(dst, FICLONE, src): share the source's blocks (btrfs, XFS)
 _COPY_CHUNK = 1 << 30
+
+#: What :meth:`FileStore.sweep` hands a dead writer's files to: (retired files as (temporary
+#: name, the name it had), placed files' in-flight names).
+Settle = Callable[[list[tuple[str, str]], list[str]], None]
 
 
 class FileStore:
@@ -132,17 +143,19 @@ class FileStore:
             path = self.temporary_name()
             return os.open(path, flags, 0o600), path
 
-    def sweep(self, settle: Callable[[list[tuple[str, str]]], None] | None = None) -> int:
+    def sweep(self, settle: Settle | None = None) -> int:
         """Remove the temporary files of writers that are gone; return how many were removed.
 
         A dead writer's retired files (:meth:`retire`) go to ``settle`` as (temporary name,
         the name it had), which puts each back (:meth:`reinstate`) or removes it
         (:meth:`discard`): only the database knows whether a row still points to that name (its
-        writer was killed before the commit). Without ``settle`` they stay for a sweep that has
-        one."""
+        writer was killed before the commit). Its placed files (:meth:`place`: a temporary
+        file with a second link) go to ``settle`` too, which removes the stored link when no row
+        points to it. Without ``settle`` they stay for a sweep that has one."""
         removed = 0
         alive: dict[str, bool] = {}
         retired: list[tuple[str, str]] = []
+        placed: list[str] = []
         now = time.time()
         for folder in (self.root, self.root / INCOMING_DIR):
             try:
@@ -165,10 +178,13 @@ class FileStore:
                     if name is not None:
                         retired.append((entry.path, name))
                         continue
+                    if entry.stat(follow_symlinks=False).st_nlink > 1:
+                        placed.append(entry.path)
+                        continue
                     os.unlink(entry.path)
                     removed += 1
-        if retired and settle is not None:
-            settle(retired)
+        if (retired or placed) and settle is not None:
+            settle(retired, placed)
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.root):  # locks of writers that died without temporaries
                 if entry.name.startswith(LOCK_PREFIX) and entry.name.endswith(".lock"):
@@ -213,8 +229,10 @@ class FileStore:
             self._token, self._lock_fd = "", -1
 
     # -- writing ---------------------------------------------------------------------------------
-    def write_bytes(self, sop_instance_uid: str, data: bytes | memoryview, *, unique: bool = False) -> Path:
-        """Write ``data`` atomically to the store; return the final path.
+    def write_bytes(
+        self, sop_instance_uid: str, data: bytes | memoryview, *, unique: bool = False
+    ) -> tuple[Path, str | None]:
+        """Write ``data`` to a temporary file and :meth:`place` it; return what ``place`` does.
 
         Raises OSError (e.g. ENOSPC) with no partial file left behind.
         """
@@ -222,23 +240,61 @@ class FileStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return self.adopt(sop_instance_uid, tmp, unique=unique)
+            return self.place(sop_instance_uid, tmp, unique=unique)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
 
-    def adopt(self, sop_instance_uid: str, tmp_path: str | Path, *, unique: bool = False) -> Path:
-        """Move a finished temporary file into its final place."""
+    def place(self, sop_instance_uid: str, tmp_path: str, *, unique: bool = False) -> tuple[Path, str | None]:
+        """Link a finished temporary file of this writer into its final place, inside the
+        transaction that adds its row; return (final path, in-flight name).
+
+        The in-flight name is the temporary name, kept as a second link until the caller's
+        commit: :meth:`settled` removes it then (and on a rollback the caller removes both).
+        A writer killed before that leaves it for the sweep, which tells the database to remove
+        the stored link unless a row points to it. A file already under a new instance's name is
+        an orphan (no row points to it: the caller holds the instance's lock) and is replaced.
+        Where the file system has no hard links, the file is renamed into place and the in-flight
+        name is None (a killed writer's file then stays until the instance is stored again)."""
         final = self.path_for(sop_instance_uid, unique=unique)
-        try:  # the fan-out folder is made when the rename says it is missing: once, ever
-            os.replace(tmp_path, final)
-        except FileNotFoundError:
-            if not os.path.exists(tmp_path):
-                raise
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_path, final)
-        return final
+        for _ in range(3):
+            try:
+                os.link(tmp_path, final)
+                return final, tmp_path
+            except FileNotFoundError:  # the fan-out folder is made when the link says it is missing
+                if not os.path.exists(tmp_path):
+                    raise
+                final.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(final)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise
+                break
+        os.replace(tmp_path, final)
+        return final, None
+
+    def settled(self, in_flight: str | None) -> None:
+        """Remove a placed file's in-flight name (:meth:`place`): its row has committed, or the
+        caller removed the placed file after a rollback."""
+        if in_flight:
+            with contextlib.suppress(OSError):
+                os.unlink(in_flight)
+
+    def unsettled_names(self, in_flight: str, sop_instance_uid: str) -> list[str]:
+        """The stored names of a dead writer's placed file (:meth:`place`) for the instance:
+        ``hh/<hash>.dcm`` or a replacement's ``hh/<hash>-<suffix>.dcm`` that is the same file."""
+        import hashlib
+
+        digest = hashlib.sha256(sop_instance_uid.encode("utf-8", "surrogateescape")).hexdigest()
+        found = []
+        for path in (self.root / digest[:2]).glob(f"{digest}*.dcm"):
+            with contextlib.suppress(OSError):
+                if os.path.samefile(path, in_flight):
+                    found.append(str(path))
+        return found
 
     def remove(self, path: str | Path) -> bool:
         """Delete a stored file.

@@ -12,7 +12,8 @@ fixtures, so tests that use neither pay nothing. It must be imported before anyt
 Fixtures: ``slicer_app`` (session), ``qapp`` (pytest-qt's, made to be ``slicer.app``),
 ``clean_scene``, ``dicomplus_module``, ``screenshot``, ``pythonqt_gil`` and ``latency_probe``.
 Functions for code outside fixtures: ``load_module(module_dir=None)``, ``unload_module(name)``,
-``screenshot(widget, name)``, ``wait_until(condition, timeout)`` and ``idle(ms)``.
+``screenshot(widget, name)``, ``fit_panel(widget, width, height)``, ``wait_until(condition,
+timeout)`` and ``idle(ms)``.
 
 The PythonQt GIL mode (Testing/slicer_stubs/pythonqt_gil.py). In Slicer the main thread keeps
 the GIL while the Qt event loop idles, so Python worker threads starve unless Python runs on the
@@ -102,6 +103,34 @@ def screenshot(widget, name: str) -> Path:
     if not qwidget.grab().save(str(path)):
         raise OSError(f"could not write {path}")
     return path
+
+
+def fit_panel(widget, width: int, height: int | None = None) -> tuple[int, int]:
+    """Size a module panel (a QWidget, or a ScriptedLoadableModuleWidget) as Slicer's module
+    panel does and return its size: the panel sits in a scroll area that gives it the viewport's
+    size (``width`` by ``height``; height None: its size hint, all of it shown), or its minimum
+    where that is larger (the panel then scrolls; it is never squeezed below its minimum).
+
+    A plain ``resize`` does not always hold: below the panel's minimum its layout grows it back
+    once it is shown, and right after a section was folded the layout still holds the larger
+    minimum it had (the export test asked for 900 and got 968): a test would say a size that it,
+    and its screenshot, do not have. This shows the panel, lets the layout catch up, and asserts
+    its size is the one the scroll area gives."""
+    slicer = import_slicer()
+    import qt
+
+    qwidget = widget if isinstance(widget, qt.QWidget) else widget.parent
+    asked = (width, qwidget.sizeHint.height() if height is None else height)
+    qwidget.resize(*asked)
+    if not qwidget.isVisible():
+        qwidget.show()
+    slicer.app.processEvents()
+    hint, kept = qwidget.minimumSizeHint, qwidget.minimumSize  # the layout's, or set by the panel
+    expected = (max(asked[0], hint.width(), kept.width()), max(asked[1], hint.height(), kept.height()))
+    qwidget.resize(*expected)
+    slicer.app.processEvents()
+    assert (qwidget.width, qwidget.height) == expected, (qwidget.width, qwidget.height, asked, expected)
+    return expected
 
 
 def idle(ms: float) -> None:
