@@ -201,6 +201,37 @@ def test_nodes_commands(world, capsys):
     assert code_of(capsys, "demo", "--no-such-option")[0] == Exit.USAGE
 
 
+def test_malformed_values_are_usage_errors(world, capsys, tmp_path):
+    """A malformed address, port, time or count is a usage error (2) named in one line, before
+    anything runs: --timeout 0 was a traceback from the socket layer (1), AE@HOST:99999 and an
+    AE@HOST without port were 1, a DICOMweb URL without http:// was 1."""
+    nodes = ("--nodes", tmp_path / "nodes.json")
+    cases = [
+        ("echo", "PACS@127.0.0.1:99999", *nodes),
+        ("echo", "PACS@127.0.0.1", *nodes),
+        ("echo", refused(), "--timeout", "0", *nodes),
+        ("echo", refused(), "--timeout", "-1", *nodes),
+        ("query", refused(), "--timeout", "nan", *nodes),
+        ("query", refused(), "--limit", "-1", *nodes),
+        ("--db", tmp_path / "r", "retrieve", refused(), "--study", "1.2", "--parallel", "0", *nodes),
+        ("--db", tmp_path / "r", "retrieve", refused(), "--study", "1.2", "--listener-port", "70000", *nodes),
+        ("send", refused(), world["ct"].folder, "--retries", "-1", *nodes),
+        ("--db", tmp_path / "l", "listen", "--port", "70000"),
+        ("--db", tmp_path / "l", "listen", "--idle", "0"),
+        ("--db", tmp_path / "i", "import", world["ct"].folder, "--jobs", "0"),
+        ("--db", world["db"], "search", "--limit", "-1"),
+        ("nodes", "add", "pacs", "127.0.0.1:104", *nodes),
+        ("nodes", "add", "pacs", "PACS@10.1.2.3:0", *nodes),
+        ("nodes", "add", "web", "--dicomweb", "pacs.example.org/dicom-web", *nodes),
+    ]
+    for args in cases:
+        code, _, err = code_of(capsys, *args)
+        assert code == Exit.USAGE and "Traceback" not in err and "error:" in err, (args, err)
+    assert not (tmp_path / "nodes.json").exists()  # no malformed node was written
+    assert not any((tmp_path / name).exists() for name in ("r", "l", "i"))  # nor a database made
+    assert code_of(capsys, "echo", refused(), "--timeout", "0.5")[0] == Exit.FAILED  # a fraction is fine
+
+
 def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
     """Start a long-running command on ``--port 0`` and wait for the line that announces its port.
 

@@ -17,6 +17,7 @@ import contextlib
 import enum
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -125,6 +126,42 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 _add_global_options(child)
+
+
+# -- numbers -----------------------------------------------------------------------------------------
+def number(kind: type = int, low: float = 0, high: float | None = None, *, above: bool = False):
+    """An argparse type for a number in a range: ``--timeout 0`` or ``--parallel 0`` is a usage
+    error (exit 2) that names the range, not a traceback or a hang deep inside a command.
+    ``above``: ``low`` itself is excluded (seconds must be more than 0)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or (value <= low if above else value < low)
+            or (high is not None and value > high)
+        ):
+            word = "a whole number" if kind is int else "a number"
+            bound = f"more than {low:g}" if above else f"{low:g} or more"
+            if high is not None:
+                bound = f"from {low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: use {word} {bound}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: Seconds to wait (a timeout, an idle time): a zero or negative one is refused by the sockets.
+seconds = number(float, 0, above=True)
+#: How many at once (workers, associations): at least one.
+count = number(int, 1)
+#: A port to listen on (0: any free port).
+listen_port = number(int, 0, 65535)
 
 
 # -- databases -------------------------------------------------------------------------------------

@@ -24,12 +24,16 @@ from DICOMPlusLib.cli.app import (
     after_hangup,
     cancel_on_interrupt,
     cancelled_message,
+    count,
     install_handlers,
+    listen_port,
     location,
     not_dicom,
+    number,
     open_database,
     print_json,
     require_paths,
+    seconds,
 )
 
 NODES_HELP = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
@@ -124,10 +128,26 @@ def ae_title(value: str) -> str:
 
 
 def node_spec(value: str) -> str:
-    """argparse type of NODE (a configured name or ``AE@HOST:PORT``): checks the AE title part."""
+    """argparse type of NODE (a configured name or ``AE@HOST:PORT``): an address is checked whole
+    here (AE title, a port from 1 to 65535), so a malformed one is a usage error (exit 2) like
+    any other malformed value."""
+    if "@" in value:
+        node_address(value)
+    return value
+
+
+def node_address(value: str) -> str:
+    """argparse type of ``AE@HOST:PORT`` (``nodes add``): the address must be whole."""
+    from DICOMPlusLib.errors import NetworkError
+    from DICOMPlusLib.network.nodes import RemoteNode
+
     ae, sep, _ = value.partition("@")
     if sep:
-        ae_title(ae)
+        ae_title(ae)  # its own message (how many characters)
+    try:
+        RemoteNode.parse(value)
+    except NetworkError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
@@ -408,14 +428,17 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait at each step (default 10)")
+    p.add_argument("--timeout", type=seconds, default=10.0, help="seconds to wait at each step (default 10)")
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_echo)
 
     p = sub.add_parser("listen", help="receive instances pushed by C-STORE into the database")
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)"
+        "--port",
+        type=listen_port,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0: any free port)",
     )
     p.add_argument(
         "--ae-title",
@@ -429,7 +452,10 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument(
-        "--idle", type=float, default=5.0, help="seconds without data before a series is complete (default 5)"
+        "--idle",
+        type=seconds,
+        default=5.0,
+        help="seconds without data before a series is complete (default 5)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
     p.set_defaults(func=cmd_listen)
@@ -441,8 +467,10 @@ def add_commands(sub) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
     p.add_argument("--study", help="send this stored study (StudyInstanceUID)")
     p.add_argument("--series", help="send this stored series (SeriesInstanceUID)")
-    p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
-    p.add_argument("--retries", type=int, default=1, help="retries of transient failures (default 1)")
+    p.add_argument("--parallel", type=count, default=1, help="associations at once (default 1)")
+    p.add_argument(
+        "--retries", type=number(int, 0), default=1, help="retries of transient failures (default 1)"
+    )
     p.add_argument(
         "--calling-ae",
         type=ae_title,
@@ -457,7 +485,10 @@ def add_commands(sub) -> None:
         "serve", help="serve a database as a PACS (Query/Retrieve SCP); --sample: the sample PACS"
     )
     p.add_argument(
-        "--port", type=int, default=SAMPLE_PORT, help=f"port (default {SAMPLE_PORT}; 0: any free port)"
+        "--port",
+        type=listen_port,
+        default=SAMPLE_PORT,
+        help=f"port (default {SAMPLE_PORT}; 0: any free port)",
     )
     p.add_argument(
         "--ae-title", type=ae_title, default=SAMPLE_AE_TITLE, help=f"its AE title (default {SAMPLE_AE_TITLE})"

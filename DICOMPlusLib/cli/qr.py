@@ -17,10 +17,13 @@ from DICOMPlusLib.cli.app import (
     UsageError,
     cancel_on_interrupt,
     cancelled_message,
+    count,
+    number,
     open_database,
     parse_keys,
     print_json,
     print_table,
+    seconds,
 )
 from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
@@ -188,7 +191,9 @@ def add_commands(sub) -> None:
                    help="matching keys, e.g. PatientName=DOE* StudyDate=20240101-20241231 Modality=CT")  # fmt: skip
     p.add_argument("--model", choices=["study", "patient"], default="study",
                    help="information model (default study root; the patient level uses patient root)")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="stop after N results (the rest is cancelled)")
+    p.add_argument(
+        "--limit", type=number(int, 0), default=None, help="stop after N results (the rest is cancelled)"
+    )
     p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument(
         "--calling-ae",
@@ -196,7 +201,7 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true", help="print a list of objects keyed by DICOM keyword")
     p.set_defaults(func=cmd_query)
@@ -213,11 +218,13 @@ def add_commands(sub) -> None:
     p.add_argument("--method", type=retrieve_method, default=None,
                    help="get (C-GET), move (C-MOVE to our listener) or dicomweb (default: the node's own)")  # fmt: skip
     p.add_argument("--no-resume", action="store_true", help="fetch instances already in the database again")
-    p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
-    p.add_argument("--retries", type=int, default=2, help="retries after a transient failure (default 2)")
+    p.add_argument("--parallel", type=count, default=1, help="associations at once (default 1)")
+    p.add_argument(
+        "--retries", type=number(int, 0), default=2, help="retries after a transient failure (default 2)"
+    )
     p.add_argument(
         "--listener-port",
-        type=int,
+        type=number(int, 1, 65535),
         default=None,
         help=f"C-MOVE: port of our listener (default {DEFAULT_PORT})",
     )
@@ -234,7 +241,7 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait at each step (default 30)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait at each step (default 30)")
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true", help="print the retrieve report as JSON")
     p.set_defaults(func=cmd_retrieve)
