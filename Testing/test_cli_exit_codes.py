@@ -201,6 +201,28 @@ def test_nodes_commands(world, capsys):
     assert code_of(capsys, "demo", "--no-such-option")[0] == Exit.USAGE
 
 
+def test_a_store_that_cannot_be_written(world, pacs, capsys, tmp_path):
+    """A --store that cannot be written (here a file; a read-only mount alike) fails (1) with one
+    line naming it before any work: import was a traceback, a DICOMweb retrieve too, and a C-GET
+    blamed the PACS ("answered 0xA702: out of resources") for our own refusals."""
+    store = tmp_path / "store-is-a-file"
+    store.write_text("not a folder")
+    commands = [
+        ("import", world["ct"].folder),
+        ("retrieve", pacs, "--study", world["ct"].study_uid, "--method", "get"),
+        ("listen", "--port", "0", "--host", LOOPBACK),
+    ]
+    for command in commands:
+        code, out, err = code_of(capsys, "--db", tmp_path / "db", "--store", store, *command)
+        assert code == Exit.FAILED and "Traceback" not in err, (command, err)
+        assert f"cannot write into the store {store}: it is a file, not a folder" in err, (command, err)
+        assert "listening" not in out and "retrieved" not in out
+    assert store.read_text() == "not a folder"
+    code, out, _ = code_of(capsys, "--db", tmp_path / "db", "--store", store, "import", "--link",
+                           world["ct"].folder)  # fmt: skip
+    assert code == Exit.OK and "added 4" in out  # in place: the store is not written
+
+
 def test_malformed_values_are_usage_errors(world, capsys, tmp_path):
     """A malformed address, port, time or count is a usage error (2) named in one line, before
     anything runs: --timeout 0 was a traceback from the socket layer (1), AE@HOST:99999 and an

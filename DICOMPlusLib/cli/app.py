@@ -185,6 +185,29 @@ def location(db) -> str:
 def open_database(args, *, create: bool = False):
     """The database of ``--db``. Only commands that store something (``create=True``) may
     create it: a typo in ``--db`` must not silently make an empty database."""
+    db = _open_database(args, create)
+    if create and not getattr(args, "link", False):
+        _check_store_writable(db)
+    return db
+
+
+def _check_store_writable(db) -> None:
+    """A command that copies files into the store (import, retrieve, listen) checks that it can
+    before it starts: a read-only or mistyped ``--store`` (a file, a read-only mount) was a
+    traceback from an import or a DICOMweb retrieve, and a listener or C-GET that answered every
+    instance 0xA700 without saying why."""
+    try:
+        db.store.owner_token()  # makes the store's folder and this writer's lock file in it
+    except OSError as exc:
+        db.close()
+        why = "it is a file, not a folder" if db.store.root.is_file() else exc.strerror or str(exc)
+        raise DICOMPlusError(
+            f"cannot write into the store {db.store.root}: {why}; choose a writable folder with "
+            "--store (or another --db)"
+        ) from None
+
+
+def _open_database(args, create: bool):
     from DICOMPlusLib.database.backends import is_url
     from DICOMPlusLib.database.backends import open_database as open_backend
 
