@@ -8,6 +8,7 @@ and the sample PACS on loopback ports, and refused ports for the failures.
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import signal
@@ -168,6 +169,9 @@ def test_network_client_commands(world, pacs, storescp, capsys, tmp_path):
     assert code_of(capsys, "echo", "SEVENTEEN_CHARS_X@127.0.0.1:104")[0] == Exit.USAGE
 
     assert code_of(capsys, "send", store, w["ct"].folder)[0] == Exit.OK
+    # an option between the node and the folders (argparse alone said "unrecognized arguments")
+    code, out, err = code_of(capsys, "send", store, "--parallel", "2", w["ct"].folder, "--json")
+    assert code == Exit.OK and json.loads(out)["sent"] == 4, err
     assert code_of(capsys, "send", refused(), w["ct"].folder, "--retries", "0")[0] == 1
     assert code_of(capsys, "send", store)[0] == Exit.USAGE  # nothing to send
     assert code_of(capsys, "send", store, tmp_path / "nothere")[0] == Exit.USAGE

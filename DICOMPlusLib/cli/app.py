@@ -128,6 +128,21 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
                 _add_global_options(child)
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets positionals follow options (``query NODE --level series K=V``, ``send NODE
+    --parallel 2 FOLDER``): argparse alone stops filling positionals once an option came between
+    them ("unrecognized arguments: FOLDER"). A subparser takes it with ``p.__class__ = ...``."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_intermixing", False):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 # -- numbers -----------------------------------------------------------------------------------------
 def number(kind: type = int, low: float = 0, high: float | None = None, *, above: bool = False):
     """An argparse type for a number in a range: ``--timeout 0`` or ``--parallel 0`` is a usage

@@ -19,6 +19,7 @@ from pathlib import Path
 from DICOMPlusLib.cli.app import (
     ENDING_SIGNALS,
     Exit,
+    IntermixedParser,
     ProgressBar,
     UsageError,
     after_hangup,
@@ -463,6 +464,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "send", help="send files or stored studies/series to a node (C-STORE, or STOW-RS for a DICOMweb node)"
     )
+    p.__class__ = IntermixedParser  # send NODE --parallel 2 FOLDER
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
     p.add_argument("--study", help="send this stored study (StudyInstanceUID)")

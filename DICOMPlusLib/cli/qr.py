@@ -7,12 +7,12 @@ DICOM keyword. ``retrieve --json`` prints the retrieve report.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 
 from DICOMPlusLib.cli.app import (
     Exit,
+    IntermixedParser,
     ProgressBar,
     UsageError,
     cancel_on_interrupt,
@@ -36,20 +36,6 @@ _COLUMNS = {
                "SeriesInstanceUID"],
     "instance": ["SeriesInstanceUID", "InstanceNumber", "SOPClassUID", "SOPInstanceUID"],
 }  # fmt: skip
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets matching keys follow options (``query NODE --level series K=V``): argparse alone
-    stops filling positionals once an option came between them."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        if getattr(self, "_intermixing", False):
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
 
 
 def _node(args):
@@ -182,7 +168,7 @@ def add_commands(sub) -> None:
         "Sequence.Keyword (ProcedureCodeSequence.CodeValue=CT*) sent inside the sequence's item; values in another "
         "form are refused with the form expected, before anything is sent.",
     )
-    p.__class__ = _IntermixedParser
+    p.__class__ = IntermixedParser
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument(
         "--level", type=str.lower, choices=["patient", "study", "series", "instance"], default="study"
