@@ -97,6 +97,25 @@ def test_cancel_keeps_complete_instances_and_resume_finishes(pacs, tmp_path):
     assert db.info()["instances"] == 12
 
 
+def test_retrieve_of_what_the_server_does_not_hold_fails(pacs, tmp_path):
+    """A study or series Orthanc does not hold is an error, as the DIMSE retrieve says it: it was
+    "retrieved 0 of 0 instances, complete" (exit 0), read as a success by a script."""
+    from DICOMPlusLib.network.nodes import RemoteNode
+    from DICOMPlusLib.network.retrieve import retrieve
+
+    orthanc, a, _b, _c = pacs
+    node = RemoteNode.dicomweb("web", orthanc.dicomweb_url)
+    db = Database(tmp_path / "db")
+    with pytest.raises(RetrieveError, match=r"has no study 1\.2\.3\.999"):
+        retrieve(node, db, study_uid="1.2.3.999")
+    with pytest.raises(RetrieveError, match=r"has no series 1\.2\.3\.998 in study"):
+        retrieve(node, db, study_uid=a.study_uid, series_uids=["1.2.3.998"])
+    assert db.info()["instances"] == 0
+    report = retrieve(node, db, study_uid=a.study_uid, series_uids=[a.series_uid])  # what it holds
+    assert report.complete and len(report.done) == 12
+    db.close()
+
+
 def test_send_a_series_and_query_it_back(orthanc_session, tmp_path):
     s = make_series(tmp_path / "s", n=4, rows=8, cols=8, patient_id="STOW1", seed=7)
     (tmp_path / "junk.dcm").write_text("not dicom")
