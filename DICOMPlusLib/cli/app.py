@@ -459,6 +459,8 @@ class ProgressBar:
         with self._lock:
             if self._progress is not None:
                 with contextlib.suppress(OSError):  # the terminal closed
+                    if self._task is not None:  # the last count, which the 0.1 s throttle may have skipped
+                        self._progress.update(self._task, completed=self.done, total=self.total or None)
                     self._progress.refresh()
                     self._progress.stop()
                 self._progress = None
