@@ -187,6 +187,7 @@ def test_retrieve_ctrl_c(instances, tmp_path):
         db = tmp_path / "db"
         args = ["--db", str(db), "retrieve", node, "--study", study, "--method", "get"]
         code, text = run_in_terminal(args, interrupt_at=50)
+        assert "finding the instances" in text  # drawn before the first instance: not a blank wait
         _, total, kept = assert_cancelled(code, text, "instances")
         assert total == RETRIEVED
         with Database(db) as database:

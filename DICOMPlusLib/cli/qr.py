@@ -94,6 +94,9 @@ def cmd_retrieve(args) -> int:
                               resume=not args.no_resume, timeout=args.timeout, retries=args.retries,
                               parallel=args.parallel)  # fmt: skip
     bar = ProgressBar("retrieve", not args.json)
+    # drawn at once: finding what the selection holds (a query per series) can take seconds on
+    # a large study, and a terminal that shows nothing then looks hung
+    bar(0, 0, "finding the instances")
     token = CancelToken()
     outcome: dict = {}
 
