@@ -189,6 +189,13 @@ def test_network_client_commands(world, pacs, storescp, capsys, tmp_path):
     assert code == Exit.OK and "by get" in out
     assert code_of(capsys, "--db", db, "retrieve", refused(), "--study", "1.2.3", "--retries", "0")[0] == 1
     assert code_of(capsys, "--db", db, "retrieve", pacs)[0] == Exit.USAGE
+    with socket.socket() as busy:  # our C-MOVE listener's port is taken: its own option, only it
+        busy.bind((LOOPBACK, 0))
+        busy.listen()
+        code, _, err = code_of(capsys, "--db", db, "retrieve", pacs, "--study", w["ct"].study_uid, "--method",
+                               "move", "--listener-port", busy.getsockname()[1], "--listener-host", LOOPBACK,
+                               "--no-resume")  # fmt: skip
+    assert code == Exit.FAILED and "(--listener-port N)" in err and "--port" not in err, err
     assert code_of(capsys, "--db", db, "retrieve", pacs, "--study", "1.2", "--method", "ftp")[0] == 2
 
 
@@ -306,6 +313,7 @@ def test_long_running_commands(world, command, tmp_path, capsys):
         taken = busy.getsockname()[1]
         code, _, err = code_of(capsys, "--db", db, command, "--port", taken, "--host", LOOPBACK)
         assert code == Exit.FAILED and str(taken) in err
+        assert "(--port N; 0: any free port)" in err, err  # the option that chooses another
     assert code_of(capsys, "--db", db, command, "--allow", "A" * 17)[0] == Exit.USAGE
     if command == "serve":  # serving a database that does not exist
         assert code_of(capsys, "--db", tmp_path / "none", "serve", "--port", "0")[0] == Exit.USAGE

@@ -209,6 +209,23 @@ def _report_rejections(args, config):
         log.setLevel(level)
 
 
+@contextlib.contextmanager
+def _port_option():
+    """A port in use names the option that chooses another (the library's message, shared with
+    the Slicer panel and retrieve's C-MOVE listener, names none)."""
+    import errno
+
+    from DICOMPlusLib.errors import NetworkError
+
+    try:
+        yield
+    except NetworkError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            raise NetworkError(f"{exc} (--port N; 0: any free port)") from None
+        raise
+
+
 def cmd_listen(args) -> int:
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
@@ -246,7 +263,8 @@ def cmd_listen(args) -> int:
     _log_warnings_to_stderr()
     with _until_stopped() as stop, _report_rejections(args, config):
         try:  # Ctrl-C once the port is open (even during the banner) is the normal end
-            listener.start()
+            with _port_option():
+                listener.start()
             info = listener.describe()
             allow = ", ".join(config.allowed_calling_aets) or "any calling AE title"
             if config.require_called_ae:
@@ -395,7 +413,8 @@ def cmd_serve(args) -> int:
     _log_warnings_to_stderr()
     with _until_stopped() as stop:
         try:  # Ctrl-C once the port is open (even during the banner) is the normal end
-            server.start()
+            with _port_option():
+                server.start()
             if args.json:
                 print_json({**server.describe(), "sample": args.sample})
                 sys.stdout.flush()

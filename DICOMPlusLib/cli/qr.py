@@ -126,7 +126,7 @@ def cmd_retrieve(args) -> int:
     if isinstance(error, CancelledError) or (report is None and token.cancelled):
         return _cancelled(bar, bar.done)
     if isinstance(error, RetrieveError) and "C-MOVE destination" in str(error):
-        raise RetrieveError(f"{error}; choose another port with --listener-port N") from None
+        raise RetrieveError(f"{error} (--listener-port N)") from None
     if error is not None:
         raise error
     assert report is not None  # run() sets either an error or a report
