@@ -306,7 +306,7 @@ def open_for_query(
             contexts=[(uid, qrscu.UNCOMPRESSED) for uid in sop_classes], tls=tls, timeout=timeout,
         )  # fmt: skip
     except scu.AssociationFailed as exc:
-        raise QueryError(f"cannot query {node.name} ({node.address}): {exc}") from None
+        raise QueryError(f"cannot query {node.label}: {exc}") from None
     if not any(assoc.context_for(uid) for uid in sop_classes):
         assoc.abort()
         raise QueryError(
@@ -317,7 +317,7 @@ def open_for_query(
 
 
 def aborted_message(node: RemoteNode, calling: str, exc: Exception, timeout: float) -> str:
-    text = f"query to {node.name} ({node.address}) failed: {exc}"
+    text = f"query to {node.label} failed: {exc}"
     if "aborted the association" in str(exc):
         text += (
             f". A server aborts like this when it does not allow C-FIND from our AE title {calling} "

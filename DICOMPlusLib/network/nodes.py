@@ -195,6 +195,16 @@ class RemoteNode:
             return self.require_dimse().address
         return self.require_web().url
 
+    @property
+    def label(self) -> str:
+        """How messages name it: ``name (address)``, or the address alone when the node was given
+        as one (``AE@HOST:PORT`` on the command line: not "A@h:1 (A@h:1)")."""
+        try:
+            where = self.address
+        except NetworkError:  # no endpoint: the name is all there is
+            where = ""
+        return f"{self.name} ({where})" if where and where != self.name else self.name or where
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def parse(cls, spec: str, name: str = "") -> RemoteNode:

@@ -141,7 +141,7 @@ def move_setup_hint(node: RemoteNode, ae_title: str, host: str, port: int) -> st
     paste: the README's line for each PACS it names (Orthanc ``DicomModalities``, dcm4chee-arc's
     AE list, DCMTK ``HostTable`` and ``AETable``)."""
     return (
-        f"Configure {node.name} ({node.address}) with a DICOM node (modality) for us: AE title {ae_title}, "
+        f"Configure {node.label} with a DICOM node (modality) for us: AE title {ae_title}, "
         f"host {host}, port {port}, allowed to receive C-STORE. "
         f'Orthanc: add "dicomplus": ["{ae_title}", "{host}", {port}] to DicomModalities and restart it; '
         f"dcm4chee-arc: Configuration > AE list > New AE: AE title {ae_title}, hostname {host}, port {port} "
