@@ -236,6 +236,18 @@ def test_a_store_that_cannot_be_written(world, pacs, capsys, tmp_path):
     assert code == Exit.OK and "added 4" in out  # in place: the store is not written
 
 
+def test_send_to_a_peer_that_never_answers_takes_a_timeout(world, capsys):
+    """send --timeout, as echo, query and retrieve have it: a peer that accepts the connection and
+    never answers held a send for 30 s per attempt with no way to shorten it."""
+    with socket.socket() as silent:  # the kernel completes the connection; nobody reads
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        node = f"SILENT@{LOOPBACK}:{silent.getsockname()[1]}"
+        code, out, err = code_of(capsys, "send", node, world["ct"].folder, "--timeout", "1", "--retries", "0")
+    assert code == Exit.FAILED, err
+    assert "sent 0 of 4" in out and "did not answer the association request within 1 s" in out, out
+
+
 def test_malformed_values_are_usage_errors(world, capsys, tmp_path):
     """A malformed address, port, time or count is a usage error (2) named in one line, before
     anything runs: --timeout 0 was a traceback from the socket layer (1), AE@HOST:99999 and an

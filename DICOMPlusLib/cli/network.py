@@ -304,7 +304,9 @@ def cmd_send(args) -> int:
     node = node_store(args).resolve(args.node)
     bar = ProgressBar("send", not args.json)
     token = CancelToken()
-    options = SendOptions(calling_ae_title=args.calling_ae, parallel=args.parallel, retries=args.retries)
+    options = SendOptions(
+        calling_ae_title=args.calling_ae, parallel=args.parallel, retries=args.retries, timeout=args.timeout
+    )
     db = None if args.paths else open_database(args)
     with cancel_on_interrupt(token):
         try:
@@ -491,6 +493,12 @@ def add_commands(sub) -> None:
     p.add_argument("--parallel", type=count, default=1, help="associations at once (default 1)")
     p.add_argument(
         "--retries", type=number(int, 0), default=1, help="retries of transient failures (default 1)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds to wait to connect and for the association to be accepted (default 30)",
     )
     p.add_argument(
         "--calling-ae",
