@@ -257,7 +257,7 @@ def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, mod
     identifiers = [build_identifier(level, v, model=model, return_keys=return_keys) for v in variants]
     extra_keys = list(crit) + [k for k in return_keys if k not in crit]
     sop_class = qrscu.MODELS[(model, "find")]
-    assoc = open_for_query(node, calling, [sop_class], timeout)
+    assoc = open_for_query(node, calling, [sop_class], timeout, cancel)
     count = 0
     seen: set[str] = set()
     unique = _unique_fields(level)[0]
@@ -293,7 +293,7 @@ def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, mod
 
 
 def open_for_query(
-    node: RemoteNode, calling: str, sop_classes: list[str], timeout: float
+    node: RemoteNode, calling: str, sop_classes: list[str], timeout: float, cancel: CancelToken | None = None
 ) -> qrscu.QRAssociation:
     """An association proposing the C-FIND models ``sop_classes`` (QueryError when it fails)."""
     from DICOMPlusLib.network.dimse import scu
@@ -304,6 +304,7 @@ def open_for_query(
         assoc = qrscu.open_association(
             endpoint.host, endpoint.port, called_ae=endpoint.ae_title, calling_ae=calling,
             contexts=[(uid, qrscu.UNCOMPRESSED) for uid in sop_classes], tls=tls, timeout=timeout,
+            cancel=cancel,
         )  # fmt: skip
     except scu.AssociationFailed as exc:
         raise QueryError(f"cannot query {node.label}: {exc}") from None

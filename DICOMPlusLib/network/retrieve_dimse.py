@@ -353,7 +353,8 @@ def _open(state: RunState, contexts, roles=None) -> qrscu.QRAssociation:
     node = state.node
     tls = node.tls_settings.client_context(node.host) if node.tls else None
     return qrscu.open_association(node.host, node.port, called_ae=node.ae_title, calling_ae=state.calling_ae,
-                                  contexts=contexts, roles=roles, tls=tls, timeout=state.timeout)  # fmt: skip
+                                  contexts=contexts, roles=roles, tls=tls, timeout=state.timeout,
+                                  cancel=state.cancel)  # fmt: skip
 
 
 def _failed_without_data(state: RunState, what: str, unit: Unit, response: qrscu.Response) -> str:

@@ -166,7 +166,7 @@ def _list_series(node: RemoteNode, study_uid: str, calling_ae: str, timeout: flo
                  cancel: CancelToken) -> list[str]:  # fmt: skip
     """Series-level C-FIND of the study (C.6.2.1.4), asking only the Series Instance UID: plain
     keys, no pydicom (a ``dicomplus retrieve`` process would spend 0.4 s importing it)."""
-    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
+    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout, cancel)
     found: list[str] = []
     try:
         identifier = {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study_uid, "SeriesInstanceUID": ""}
@@ -188,7 +188,7 @@ def _list_instances(node: RemoteNode, series: dict[str, str], calling_ae: str, t
                     cancel: CancelToken) -> list[PlannedInstance]:  # fmt: skip
     """Image-level C-FIND of each series on one association, asking only what the plan needs
     (SOP Instance UID and SOP Class UID, C.6.2.1.5), with plain keys (no pydicom)."""
-    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
+    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout, cancel)
     out: list[PlannedInstance] = []
     try:
         for series_uid, study_uid in series.items():
