@@ -405,6 +405,11 @@ class NodeStore:
                 return node
         if "@" in spec:
             return RemoteNode.parse(spec)
+        if spec.startswith(("http://", "https://")):
+            raise NetworkError(
+                f"a DICOMweb URL is given by the name of a node: add it with 'dicomplus nodes add NAME "
+                f"--dicomweb {spec}', then use NAME"
+            )
         raise NetworkError(
             f"no node named {spec!r} in {self.path}; give AE@HOST:PORT or add it with "
             f"'dicomplus nodes add {spec} AE@HOST:PORT'"
