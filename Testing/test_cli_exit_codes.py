@@ -91,6 +91,11 @@ def test_database_commands(world, capsys, tmp_path):
     assert code == Exit.FAILED and "failed 1" in out and "cut.dcm" in out  # partial
     assert code_of(capsys, "--db", new_db, "import")[0] == Exit.USAGE
 
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    code, _, err = code_of(capsys, "--db", not_a_folder / "db", "import", w["ct"].folder)  # was a traceback
+    assert code == Exit.FAILED and f"cannot create the database {not_a_folder}/db/" in err, err
+
     assert code_of(capsys, "--db", w["db"], "info")[0] == Exit.OK
     assert code_of(capsys, "--db", missing_db, "info")[0] == Exit.USAGE
 
