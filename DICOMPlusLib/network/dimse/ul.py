@@ -444,6 +444,11 @@ class PDUStream:
         self._fill(6, end)
         pdu_type, _, length = struct.unpack_from(">BBI", self._buf, self._start)
         if pdu_type not in PDU_NAMES:
+            if bytes(self._buf[self._start : self._start + 5]) == b"HTTP/":  # DICOM and web ports mixed up
+                raise ProtocolError(
+                    "it answered in HTTP: this is a web port (for DICOMweb, give the node its URL with "
+                    "--dicomweb; for DIMSE, the DICOM port, e.g. Orthanc's 4242 rather than 8042)"
+                )
             raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
         if length > self.limit:
             raise ProtocolError(f"{PDU_NAMES[pdu_type]} of {length} bytes exceeds the limit of {self.limit}")
