@@ -284,7 +284,7 @@ def test_malformed_values_are_usage_errors(world, capsys, tmp_path):
     assert code_of(capsys, "echo", refused(), "--timeout", "0.5")[0] == Exit.FAILED  # a fraction is fine
 
 
-def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
+def _serving(args: list[str]) -> tuple[subprocess.Popen, int, queue.Queue[str]]:
     """Start a long-running command on ``--port 0`` and wait for the line that announces its port.
 
     Its own announcement, not a probe of a port chosen beforehand: another process (a parallel
@@ -309,7 +309,7 @@ def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
                 assert s.connect_ex((LOOPBACK, port)) == 0, (
                     f"{args} announced port {port} but does not accept"
                 )
-            return proc, port
+            return proc, port, lines
     proc.kill()
     raise AssertionError(f"{args} did not listen: {seen}, {proc.stderr.read() if proc.stderr else ''}")
 
@@ -318,10 +318,16 @@ def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
 def test_long_running_commands(world, command, tmp_path, capsys):
     db = str(tmp_path / "db") if command == "listen" else world["db"]
     for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # each is a server's normal end
-        proc, _ = _serving(["--db", db, command, "--host", LOOPBACK])
+        proc, _, lines = _serving(["--db", db, command, "--host", LOOPBACK])
         try:
             proc.send_signal(stop)
             assert proc.wait(30) == Exit.OK, proc.stderr.read() if proc.stderr else ""
+            said = []
+            # both say they stopped (serve said nothing), on a line of its own (a Ctrl-C between the
+            # banner's text and its newline, two writes of print(), joined it to the banner's last line)
+            while not said or "stopped" not in said[-1]:
+                said.append(lines.get(timeout=30))
+            assert said[-1] == "stopped\n", said
         finally:
             if proc.poll() is None:  # it did not stop: do not leave it running
                 proc.kill()

@@ -47,12 +47,14 @@ def node_store(args):
 
 
 def _emit(args, text: str, data: dict) -> None:
+    """One line, written whole: print() writes the text and its newline apart, and a Ctrl-C
+    between the two joined the next line ("stopped") to it."""
     if getattr(args, "json", False):
         import json
 
-        print(json.dumps(data, ensure_ascii=False, default=str), flush=True)
-    else:
-        print(text, flush=True)
+        text = json.dumps(data, ensure_ascii=False, default=str)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 class _StopRequest:
@@ -421,12 +423,15 @@ def cmd_serve(args) -> int:
                 print_json({**server.describe(), "sample": args.sample})
                 sys.stdout.flush()
             else:
-                print(instructions(server, sample=args.sample), flush=True)
+                sys.stdout.write(instructions(server, sample=args.sample) + "\n")  # whole: see _emit
+                sys.stdout.flush()
             stop.wait()
         except KeyboardInterrupt:
             pass
         finally:
             server.stop()
+    if not args.json:  # as listen says it (--json prints the configuration alone: one JSON document)
+        _emit(args, "stopped", {})
     return Exit.OK
 
 
