@@ -63,7 +63,7 @@ def cmd_query(args) -> int:
         print(f"{node.name}: {report.message()}", file=sys.stderr)
     if args.json:
         print_json(rows)
-    else:
+    elif rows or not token.cancelled:  # a query cancelled before any answer matched nothing: no "no match"
         print_table(rows, _COLUMNS[args.level], keys, chosen=args.columns)
         if args.limit is not None and len(rows) >= args.limit:
             print(f"(stopped at --limit {args.limit})")
