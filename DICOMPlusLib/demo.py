@@ -103,7 +103,8 @@ def run_demo(out_dir: str | Path, *, say: Callable[[str], None] = print) -> Demo
             retrieve_method=RetrieveMethod.C_GET,
         )
         summary.pacs = f"DEMOPACS@127.0.0.1:{server.port}"
-        say(f"1. sample PACS {summary.pacs} is up with {contents}")
+        held = sum(contents.values())  # a fresh PACS database: every one was added
+        say(f"1. sample PACS {summary.pacs} is up with {held} sample instances")
         step("start sample PACS")
 
         studies = list(query(node, "study"))

@@ -8,6 +8,7 @@ and the sample PACS on loopback ports, and refused ports for the failures.
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import signal
@@ -90,6 +91,11 @@ def test_database_commands(world, capsys, tmp_path):
     assert code == Exit.FAILED and "failed 1" in out and "cut.dcm" in out  # partial
     assert code_of(capsys, "--db", new_db, "import")[0] == Exit.USAGE
 
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    code, _, err = code_of(capsys, "--db", not_a_folder / "db", "import", w["ct"].folder)  # was a traceback
+    assert code == Exit.FAILED and f"cannot create the database {not_a_folder}/db/" in err, err
+
     assert code_of(capsys, "--db", w["db"], "info")[0] == Exit.OK
     assert code_of(capsys, "--db", missing_db, "info")[0] == Exit.USAGE
 
@@ -168,6 +174,9 @@ def test_network_client_commands(world, pacs, storescp, capsys, tmp_path):
     assert code_of(capsys, "echo", "SEVENTEEN_CHARS_X@127.0.0.1:104")[0] == Exit.USAGE
 
     assert code_of(capsys, "send", store, w["ct"].folder)[0] == Exit.OK
+    # an option between the node and the folders (argparse alone said "unrecognized arguments")
+    code, out, err = code_of(capsys, "send", store, "--parallel", "2", w["ct"].folder, "--json")
+    assert code == Exit.OK and json.loads(out)["sent"] == 4, err
     assert code_of(capsys, "send", refused(), w["ct"].folder, "--retries", "0")[0] == 1
     assert code_of(capsys, "send", store)[0] == Exit.USAGE  # nothing to send
     assert code_of(capsys, "send", store, tmp_path / "nothere")[0] == Exit.USAGE
@@ -175,7 +184,9 @@ def test_network_client_commands(world, pacs, storescp, capsys, tmp_path):
     assert code == Exit.FAILED and "not DICOM 1" in out  # nothing sent
 
     assert code_of(capsys, "query", pacs, "PatientID=EXIT1")[0] == Exit.OK
-    assert code_of(capsys, "query", refused(), "--timeout", "3")[0] == Exit.FAILED
+    nobody = refused()
+    code, _, err = code_of(capsys, "query", nobody, "--timeout", "3")
+    assert code == Exit.FAILED and err.count(nobody) == 1, err  # not "cannot query A@h:p (A@h:p)"
     assert code_of(capsys, "query", pacs, "StudyDate=soon")[0] == Exit.USAGE
 
     db = str(tmp_path / "retrieved")
@@ -185,6 +196,13 @@ def test_network_client_commands(world, pacs, storescp, capsys, tmp_path):
     assert code == Exit.OK and "by get" in out
     assert code_of(capsys, "--db", db, "retrieve", refused(), "--study", "1.2.3", "--retries", "0")[0] == 1
     assert code_of(capsys, "--db", db, "retrieve", pacs)[0] == Exit.USAGE
+    with socket.socket() as busy:  # our C-MOVE listener's port is taken: its own option, only it
+        busy.bind((LOOPBACK, 0))
+        busy.listen()
+        code, _, err = code_of(capsys, "--db", db, "retrieve", pacs, "--study", w["ct"].study_uid, "--method",
+                               "move", "--listener-port", busy.getsockname()[1], "--listener-host", LOOPBACK,
+                               "--no-resume")  # fmt: skip
+    assert code == Exit.FAILED and "(--listener-port N)" in err and "--port" not in err, err
     assert code_of(capsys, "--db", db, "retrieve", pacs, "--study", "1.2", "--method", "ftp")[0] == 2
 
 
@@ -201,7 +219,72 @@ def test_nodes_commands(world, capsys):
     assert code_of(capsys, "demo", "--no-such-option")[0] == Exit.USAGE
 
 
-def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
+def test_a_store_that_cannot_be_written(world, pacs, capsys, tmp_path):
+    """A --store that cannot be written (here a file; a read-only mount alike) fails (1) with one
+    line naming it before any work: import was a traceback, a DICOMweb retrieve too, and a C-GET
+    blamed the PACS ("answered 0xA702: out of resources") for our own refusals."""
+    store = tmp_path / "store-is-a-file"
+    store.write_text("not a folder")
+    commands = [
+        ("import", world["ct"].folder),
+        ("retrieve", pacs, "--study", world["ct"].study_uid, "--method", "get"),
+        ("listen", "--port", "0", "--host", LOOPBACK),
+    ]
+    for command in commands:
+        code, out, err = code_of(capsys, "--db", tmp_path / "db", "--store", store, *command)
+        assert code == Exit.FAILED and "Traceback" not in err, (command, err)
+        assert f"cannot write into the store {store}: it is a file, not a folder" in err, (command, err)
+        assert "listening" not in out and "retrieved" not in out
+    assert store.read_text() == "not a folder"
+    code, out, _ = code_of(capsys, "--db", tmp_path / "db", "--store", store, "import", "--link",
+                           world["ct"].folder)  # fmt: skip
+    assert code == Exit.OK and "added 4" in out  # in place: the store is not written
+
+
+def test_send_to_a_peer_that_never_answers_takes_a_timeout(world, capsys):
+    """send --timeout, as echo, query and retrieve have it: a peer that accepts the connection and
+    never answers held a send for 30 s per attempt with no way to shorten it."""
+    with socket.socket() as silent:  # the kernel completes the connection; nobody reads
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        node = f"SILENT@{LOOPBACK}:{silent.getsockname()[1]}"
+        code, out, err = code_of(capsys, "send", node, world["ct"].folder, "--timeout", "1", "--retries", "0")
+    assert code == Exit.FAILED, err
+    assert "sent 0 of 4" in out and "did not answer the association request within 1 s" in out, out
+
+
+def test_malformed_values_are_usage_errors(world, capsys, tmp_path):
+    """A malformed address, port, time or count is a usage error (2) named in one line, before
+    anything runs: --timeout 0 was a traceback from the socket layer (1), AE@HOST:99999 and an
+    AE@HOST without port were 1, a DICOMweb URL without http:// was 1."""
+    nodes = ("--nodes", tmp_path / "nodes.json")
+    cases = [
+        ("echo", "PACS@127.0.0.1:99999", *nodes),
+        ("echo", "PACS@127.0.0.1", *nodes),
+        ("echo", refused(), "--timeout", "0", *nodes),
+        ("echo", refused(), "--timeout", "-1", *nodes),
+        ("query", refused(), "--timeout", "nan", *nodes),
+        ("query", refused(), "--limit", "-1", *nodes),
+        ("--db", tmp_path / "r", "retrieve", refused(), "--study", "1.2", "--parallel", "0", *nodes),
+        ("--db", tmp_path / "r", "retrieve", refused(), "--study", "1.2", "--listener-port", "70000", *nodes),
+        ("send", refused(), world["ct"].folder, "--retries", "-1", *nodes),
+        ("--db", tmp_path / "l", "listen", "--port", "70000"),
+        ("--db", tmp_path / "l", "listen", "--idle", "0"),
+        ("--db", tmp_path / "i", "import", world["ct"].folder, "--jobs", "0"),
+        ("--db", world["db"], "search", "--limit", "-1"),
+        ("nodes", "add", "pacs", "127.0.0.1:104", *nodes),
+        ("nodes", "add", "pacs", "PACS@10.1.2.3:0", *nodes),
+        ("nodes", "add", "web", "--dicomweb", "pacs.example.org/dicom-web", *nodes),
+    ]
+    for args in cases:
+        code, _, err = code_of(capsys, *args)
+        assert code == Exit.USAGE and "Traceback" not in err and "error:" in err, (args, err)
+    assert not (tmp_path / "nodes.json").exists()  # no malformed node was written
+    assert not any((tmp_path / name).exists() for name in ("r", "l", "i"))  # nor a database made
+    assert code_of(capsys, "echo", refused(), "--timeout", "0.5")[0] == Exit.FAILED  # a fraction is fine
+
+
+def _serving(args: list[str]) -> tuple[subprocess.Popen, int, queue.Queue[str]]:
     """Start a long-running command on ``--port 0`` and wait for the line that announces its port.
 
     Its own announcement, not a probe of a port chosen beforehand: another process (a parallel
@@ -226,7 +309,7 @@ def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
                 assert s.connect_ex((LOOPBACK, port)) == 0, (
                     f"{args} announced port {port} but does not accept"
                 )
-            return proc, port
+            return proc, port, lines
     proc.kill()
     raise AssertionError(f"{args} did not listen: {seen}, {proc.stderr.read() if proc.stderr else ''}")
 
@@ -235,10 +318,16 @@ def _serving(args: list[str]) -> tuple[subprocess.Popen, int]:
 def test_long_running_commands(world, command, tmp_path, capsys):
     db = str(tmp_path / "db") if command == "listen" else world["db"]
     for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # each is a server's normal end
-        proc, _ = _serving(["--db", db, command, "--host", LOOPBACK])
+        proc, _, lines = _serving(["--db", db, command, "--host", LOOPBACK])
         try:
             proc.send_signal(stop)
             assert proc.wait(30) == Exit.OK, proc.stderr.read() if proc.stderr else ""
+            said = []
+            # both say they stopped (serve said nothing), on a line of its own (a Ctrl-C between the
+            # banner's text and its newline, two writes of print(), joined it to the banner's last line)
+            while not said or "stopped" not in said[-1]:
+                said.append(lines.get(timeout=30))
+            assert said[-1] == "stopped\n", said
         finally:
             if proc.poll() is None:  # it did not stop: do not leave it running
                 proc.kill()
@@ -249,6 +338,7 @@ def test_long_running_commands(world, command, tmp_path, capsys):
         taken = busy.getsockname()[1]
         code, _, err = code_of(capsys, "--db", db, command, "--port", taken, "--host", LOOPBACK)
         assert code == Exit.FAILED and str(taken) in err
+        assert "(--port N; 0: any free port)" in err, err  # the option that chooses another
     assert code_of(capsys, "--db", db, command, "--allow", "A" * 17)[0] == Exit.USAGE
     if command == "serve":  # serving a database that does not exist
         assert code_of(capsys, "--db", tmp_path / "none", "serve", "--port", "0")[0] == Exit.USAGE

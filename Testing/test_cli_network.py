@@ -186,6 +186,10 @@ def test_nodes_one_vocabulary_urls_and_no_secrets(tmp_path, capsys, monkeypatch)
     assert by_name["web"]["dicomweb"]["password"] == "(set)" and by_name["a"]["retrieve_method"] == "move"
     stored = json.loads((tmp_path / "nodes.json").read_text())  # what is used to connect is kept
     assert "pa55-from-env" in json.dumps(stored) and "t0ken-on-the-line" in json.dumps(stored)
+    # a URL where a node goes: how to name it (it said "add it with 'nodes add URL AE@HOST:PORT'")
+    code, _, err = run(capsys, "query", "https://pacs.example.org/dicom-web", *nodes)
+    assert "dicomplus nodes add NAME --dicomweb https://pacs.example.org/dicom-web" in err, err
+    assert "AE@HOST:PORT" not in err
 
 
 def test_password_from_a_prompt(tmp_path):

@@ -197,6 +197,7 @@ def test_retrieve_stopped(instances, tmp_path, stop, code):
         exit_code, text = signalled_in_terminal(args, at=50, signals=(stop,))
         assert exit_code == code, text
         assert stop != signal.SIGTERM or "cancelling on SIGTERM" in text, text
+        assert "finding the instances" in text  # drawn before the first instance: not a blank wait
         total, kept = account(text, "instances")
         assert total == RETRIEVED
         with Database(db) as database:

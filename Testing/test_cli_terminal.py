@@ -18,6 +18,7 @@ import pty
 import re
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -173,3 +174,83 @@ def test_send_ctrl_c(instances, storescp):
     assert "send" in text and "━" in text
     _, total, kept = assert_cancelled(code, text, "files")
     assert total == COUNT and kept == len(list(Path(storescp.out_dir).rglob("*.*")))
+
+
+def test_the_bar_ends_on_the_last_count():
+    """The bar's last drawing shows the last count it was given, even one the 0.1 s throttle
+    skipped: a cancelled import drew 2448/2800 above "cancelled after 2544/2800 files"."""
+    code = (
+        "from DICOMPlusLib.cli.app import ProgressBar\n"
+        "bar = ProgressBar('import', True)\n"
+        "bar(1, 10, 'a')\n"
+        "bar(7, 10, 'b')\n"  # within 0.1 s of the first: not drawn then
+        "bar.close()\n"
+    )
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("NO_COLOR", None)
+    proc = subprocess.run([sys.executable, "-c", code], stdin=terminal, stdout=terminal, stderr=terminal,
+                          cwd=REPO_ROOT, env=env, timeout=60)  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    while select.select([controller], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: nothing more
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    text = shown.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert re.findall(r"(\d+)/10", text)[-1] == "7", text
+
+
+@pytest.mark.parametrize(
+    ("command", "account"),
+    [
+        (["query"], "cancelled after 0 results"),
+        (["retrieve", "--study", "1.2.3"], "cancelled after 0/0 instances"),
+    ],
+)
+def test_ctrl_c_while_a_peer_does_not_answer_the_association(command, account, tmp_path):
+    """Ctrl-C while a peer holds the association request unanswered ends the command (130) then,
+    not after --timeout: the query waited the whole timeout (30 s) and ended as a failure (1)."""
+    with socket.socket() as silent:  # accepts the connection, reads the request, never answers
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        silent.settimeout(60)
+        node = f"SILENT@{LOOPBACK}:{silent.getsockname()[1]}"
+        args = ["--db", str(tmp_path / "db"), command[0], node, *command[1:], "--timeout", "600"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.chdir(REPO_ROOT)
+            os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
+        shown = b""
+        try:
+            conn, _ = silent.accept()
+            with conn:
+                conn.settimeout(60)
+                assert conn.recv(1) == b"\x01"  # an A-ASSOCIATE-RQ: the command now waits for our answer
+                os.write(fd, b"\x03")  # Ctrl-C, as typed
+                deadline = time.monotonic() + 60  # far below --timeout 600
+                while time.monotonic() < deadline:
+                    if select.select([fd], [], [], 0.1)[0]:
+                        try:
+                            chunk = os.read(fd, 65536)
+                        except OSError:  # EIO: the command ended
+                            break
+                        if not chunk:
+                            break
+                        shown += chunk
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            _, status = os.waitpid(pid, 0)
+            os.close(fd)
+    text = shown.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    assert account in text and "Traceback" not in text and "no match" not in text, text

@@ -23,6 +23,7 @@ def test_demo_produces_what_it_names_and_stops_everything(tmp_path):
     lines = []
     summary = run_demo(tmp_path / "out", say=lines.append)
     assert len(lines) == 7 and lines[0].startswith("1. sample PACS")
+    assert lines[0].endswith("is up with 60 sample instances"), lines[0]  # not a dict
     assert summary.studies_found >= 2
     assert summary.instances_retrieved > 0 and summary.sent == summary.instances_retrieved
     # the volume on disk is the retrieved series

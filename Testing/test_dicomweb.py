@@ -97,6 +97,25 @@ def test_cancel_keeps_complete_instances_and_resume_finishes(pacs, tmp_path):
     assert db.info()["instances"] == 12
 
 
+def test_retrieve_of_what_the_server_does_not_hold_fails(pacs, tmp_path):
+    """A study or series Orthanc does not hold is an error, as the DIMSE retrieve says it: it was
+    "retrieved 0 of 0 instances, complete" (exit 0), read as a success by a script."""
+    from DICOMPlusLib.network.nodes import RemoteNode
+    from DICOMPlusLib.network.retrieve import retrieve
+
+    orthanc, a, _b, _c = pacs
+    node = RemoteNode.dicomweb("web", orthanc.dicomweb_url)
+    db = Database(tmp_path / "db")
+    with pytest.raises(RetrieveError, match=r"has no study 1\.2\.3\.999"):
+        retrieve(node, db, study_uid="1.2.3.999")
+    with pytest.raises(RetrieveError, match=r"has no series 1\.2\.3\.998 in study"):
+        retrieve(node, db, study_uid=a.study_uid, series_uids=["1.2.3.998"])
+    assert db.info()["instances"] == 0
+    report = retrieve(node, db, study_uid=a.study_uid, series_uids=[a.series_uid])  # what it holds
+    assert report.complete and len(report.done) == 12
+    db.close()
+
+
 def test_send_a_series_and_query_it_back(orthanc_session, tmp_path):
     s = make_series(tmp_path / "s", n=4, rows=8, cols=8, patient_id="STOW1", seed=7)
     (tmp_path / "junk.dcm").write_text("not dicom")
@@ -110,19 +129,23 @@ def test_send_a_series_and_query_it_back(orthanc_session, tmp_path):
 
 
 def test_wrong_url_and_401_are_clear(orthanc_factory, tmp_path):
-    with pytest.raises(QueryError, match="cannot connect"):
+    with pytest.raises(QueryError, match="cannot connect") as refused:
         list(DicomwebClient(f"http://127.0.0.1:{free_port()}/dicom-web").search("study"))
+    # the system's reason, not urllib3's account of the whole URL with its query
+    assert "/dicom-web: Connection refused (is the server running" in str(refused.value)
+    assert "includefield" not in str(refused.value) and "HTTPConnectionPool" not in str(refused.value)
     secured = orthanc_factory(config={"AuthenticationEnabled": True, "RegisteredUsers": {"alice": "secret"}})
     with pytest.raises(QueryError, match=r"HTTP 401.*authentication required"):
         list(DicomwebClient(secured.dicomweb_url).search("study"))
     ok = DicomwebClient(DicomwebEndpoint(secured.dicomweb_url, username="alice", password="secret"))
     assert list(ok.search("study")) == []
-    with pytest.raises(QueryError, match="HTTP 404"):
+    with pytest.raises(QueryError, match="HTTP 404") as missing:
         list(
             DicomwebClient(
                 DicomwebEndpoint(secured.url + "/not-dicom-web", username="alice", password="secret")
             ).search("study")
         )
+    assert f"HTTP 404 from {secured.url}/not-dicom-web/studies: not found" in str(missing.value)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

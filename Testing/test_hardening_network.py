@@ -259,6 +259,7 @@ def test_require_called_ae_rejects_other_titles_and_says_why(db, dcmtk, tmp_path
         "calling AE title not recognized" in caplog.text
         and "restart with --allow FRIEND,PUSHER" in caplog.text
     )
+    assert "the peer does not know" not in caplog.text  # we are the one who does not know it
 
 
 def _serve_cli(tmp_path, command: str, port: int, *extra: str) -> subprocess.Popen:
@@ -291,6 +292,8 @@ def test_require_called_ae_option_of_listen_and_serve(dcmtk, tmp_path, command, 
         err = _stop(proc)
     assert "rejected association from calling AE 'ECHOSCU' to called AE 'WRONG'" in err
     assert "called AE title not recognized" in err and "--require-called-ae" in err
+    # advice for our side only: "check the AE title configured for the node" is a requestor's
+    assert "configured for the node" not in err and "the peer's configuration" not in err
     proc = _serve_cli(tmp_path, command, port)  # without the option, any called AE title
     try:
         dcmtk.run("echoscu", "-aec", "WRONG", LOOPBACK, port)

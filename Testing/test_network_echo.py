@@ -93,6 +93,15 @@ def test_called_ae_not_recognised_by_orthanc(orthanc_session):
     assert "WRONGAE" in result.message
 
 
+def test_the_web_port_of_orthanc_instead_of_its_dicom_port(orthanc_session):
+    """A node given Orthanc's HTTP port (8042) instead of its DICOM port (4242): said in those
+    words, not "unrecognized PDU type 0x48" (the H of its "HTTP/1.1 400" answer)."""
+    result = echo(RemoteNode("orthanc", DimseEndpoint("ORTHANC", LOOPBACK, orthanc_session.http_port)))
+    assert not result.ok and result.problem is EchoProblem.PROTOCOL, result.message
+    assert "it answered in HTTP: this is a web port" in result.message and "--dicomweb" in result.message
+    assert "0x48" not in result.message
+
+
 def test_timeout_when_nothing_answers():
     with tcp_server("silent") as port:
         result = echo(RemoteNode("mute", DimseEndpoint("X", LOOPBACK, port)), timeout=0.5)

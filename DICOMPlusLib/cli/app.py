@@ -17,6 +17,7 @@ import contextlib
 import enum
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -127,6 +128,57 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
                 _add_global_options(child)
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets positionals follow options (``query NODE --level series K=V``, ``send NODE
+    --parallel 2 FOLDER``): argparse alone stops filling positionals once an option came between
+    them ("unrecognized arguments: FOLDER"). A subparser takes it with ``p.__class__ = ...``."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if getattr(self, "_intermixing", False):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+# -- numbers -----------------------------------------------------------------------------------------
+def number(kind: type = int, low: float = 0, high: float | None = None, *, above: bool = False):
+    """An argparse type for a number in a range: ``--timeout 0`` or ``--parallel 0`` is a usage
+    error (exit 2) that names the range, not a traceback or a hang deep inside a command.
+    ``above``: ``low`` itself is excluded (seconds must be more than 0)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)
+            or (value <= low if above else value < low)
+            or (high is not None and value > high)
+        ):
+            word = "a whole number" if kind is int else "a number"
+            bound = f"more than {low:g}" if above else f"{low:g} or more"
+            if high is not None:
+                bound = f"from {low:g} to {high:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: use {word} {bound}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: Seconds to wait (a timeout, an idle time): a zero or negative one is refused by the sockets.
+seconds = number(float, 0, above=True)
+#: How many at once (workers, associations): at least one.
+count = number(int, 1)
+#: A port to listen on (0: any free port).
+listen_port = number(int, 0, 65535)
+
+
 # -- databases -------------------------------------------------------------------------------------
 def database_file(path: str | os.PathLike | None) -> Path:
     """The sqlite file ``--db`` names (a folder or a suffix-less name holds ``dicomplus.sqlite``)."""
@@ -148,6 +200,29 @@ def location(db) -> str:
 def open_database(args, *, create: bool = False):
     """The database of ``--db``. Only commands that store something (``create=True``) may
     create it: a typo in ``--db`` must not silently make an empty database."""
+    db = _open_database(args, create)
+    if create and not getattr(args, "link", False):
+        _check_store_writable(db)
+    return db
+
+
+def _check_store_writable(db) -> None:
+    """A command that copies files into the store (import, retrieve, listen) checks that it can
+    before it starts: a read-only or mistyped ``--store`` (a file, a read-only mount) was a
+    traceback from an import or a DICOMweb retrieve, and a listener or C-GET that answered every
+    instance 0xA700 without saying why."""
+    try:
+        db.store.owner_token()  # makes the store's folder and this writer's lock file in it
+    except OSError as exc:
+        db.close()
+        why = "it is a file, not a folder" if db.store.root.is_file() else exc.strerror or str(exc)
+        raise DICOMPlusError(
+            f"cannot write into the store {db.store.root}: {why}; choose a writable folder with "
+            "--store (or another --db)"
+        ) from None
+
+
+def _open_database(args, create: bool):
     from DICOMPlusLib.database.backends import is_url
     from DICOMPlusLib.database.backends import open_database as open_backend
 
@@ -384,6 +459,8 @@ class ProgressBar:
         with self._lock:
             if self._progress is not None:
                 with contextlib.suppress(OSError):  # the terminal closed
+                    if self._task is not None:  # the last count, which the 0.1 s throttle may have skipped
+                        self._progress.update(self._task, completed=self.done, total=self.total or None)
                     self._progress.refresh()
                     self._progress.stop()
                 self._progress = None

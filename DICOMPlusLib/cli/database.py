@@ -10,8 +10,10 @@ from DICOMPlusLib.cli.app import (
     ProgressBar,
     cancel_on_interrupt,
     cancelled_message,
+    count,
     location,
     not_dicom,
+    number,
     open_database,
     parse_keys,
     print_json,
@@ -318,7 +320,7 @@ def add_commands(sub) -> None:
     p.add_argument("--link", action="store_true", help="index files where they are instead of copying them")
     p.add_argument(
         "--jobs",
-        type=int,
+        type=count,
         default=None,
         help="parallel workers reading and copying files (default: CPU count; threads, or processes "
         "for a --link import of 2,500 files or more)",
@@ -346,11 +348,11 @@ def add_commands(sub) -> None:
     p.add_argument("--text", default=None, help="free text in names, IDs, descriptions, accession numbers")
     p.add_argument(
         "--limit",
-        type=int,
+        type=number(int, 0),
         default=None,
         help="at most N results (default: 20 on a terminal, else all; 0: all)",
     )
-    p.add_argument("--offset", type=int, default=0, help="skip the first N results")
+    p.add_argument("--offset", type=number(int, 0), default=0, help="skip the first N results")
     p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument("--json", action="store_true")
 

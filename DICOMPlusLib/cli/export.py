@@ -44,10 +44,17 @@ def read_volume_with_notes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndar
 
     from DICOMPlusLib.export import nifti
 
+    # ITK's own warnings go straight to stderr ("WARNING: In /tmp/SimpleITK-build/...
+    # itkNiftiImageIO.cxx ... unexpected scales in sform", twice per read of a sheared NIfTI): what
+    # matters of them is in the notes below, said once in our words
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ExportError(f"cannot read {path}: {str(exc).strip().splitlines()[-1]}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ExportError(
             f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; export a scalar volume"

@@ -19,17 +19,22 @@ from pathlib import Path
 from DICOMPlusLib.cli.app import (
     ENDING_SIGNALS,
     Exit,
+    IntermixedParser,
     ProgressBar,
     UsageError,
     after_hangup,
     cancel_on_interrupt,
     cancelled_message,
+    count,
     install_handlers,
+    listen_port,
     location,
     not_dicom,
+    number,
     open_database,
     print_json,
     require_paths,
+    seconds,
 )
 
 NODES_HELP = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
@@ -42,12 +47,14 @@ def node_store(args):
 
 
 def _emit(args, text: str, data: dict) -> None:
+    """One line, written whole: print() writes the text and its newline apart, and a Ctrl-C
+    between the two joined the next line ("stopped") to it."""
     if getattr(args, "json", False):
         import json
 
-        print(json.dumps(data, ensure_ascii=False, default=str), flush=True)
-    else:
-        print(text, flush=True)
+        text = json.dumps(data, ensure_ascii=False, default=str)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 class _StopRequest:
@@ -124,10 +131,26 @@ def ae_title(value: str) -> str:
 
 
 def node_spec(value: str) -> str:
-    """argparse type of NODE (a configured name or ``AE@HOST:PORT``): checks the AE title part."""
+    """argparse type of NODE (a configured name or ``AE@HOST:PORT``): an address is checked whole
+    here (AE title, a port from 1 to 65535), so a malformed one is a usage error (exit 2) like
+    any other malformed value."""
+    if "@" in value:
+        node_address(value)
+    return value
+
+
+def node_address(value: str) -> str:
+    """argparse type of ``AE@HOST:PORT`` (``nodes add``): the address must be whole."""
+    from DICOMPlusLib.errors import NetworkError
+    from DICOMPlusLib.network.nodes import RemoteNode
+
     ae, sep, _ = value.partition("@")
     if sep:
-        ae_title(ae)
+        ae_title(ae)  # its own message (how many characters)
+    try:
+        RemoteNode.parse(value)
+    except NetworkError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 
@@ -188,6 +211,23 @@ def _report_rejections(args, config):
         log.setLevel(level)
 
 
+@contextlib.contextmanager
+def _port_option():
+    """A port in use names the option that chooses another (the library's message, shared with
+    the Slicer panel and retrieve's C-MOVE listener, names none)."""
+    import errno
+
+    from DICOMPlusLib.errors import NetworkError
+
+    try:
+        yield
+    except NetworkError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            raise NetworkError(f"{exc} (--port N; 0: any free port)") from None
+        raise
+
+
 def cmd_listen(args) -> int:
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
@@ -225,7 +265,8 @@ def cmd_listen(args) -> int:
     _log_warnings_to_stderr()
     with _until_stopped() as stop, _report_rejections(args, config):
         try:  # Ctrl-C once the port is open (even during the banner) is the normal end
-            listener.start()
+            with _port_option():
+                listener.start()
             info = listener.describe()
             allow = ", ".join(config.allowed_calling_aets) or "any calling AE title"
             if config.require_called_ae:
@@ -265,7 +306,9 @@ def cmd_send(args) -> int:
     node = node_store(args).resolve(args.node)
     bar = ProgressBar("send", not args.json)
     token = CancelToken()
-    options = SendOptions(calling_ae_title=args.calling_ae, parallel=args.parallel, retries=args.retries)
+    options = SendOptions(
+        calling_ae_title=args.calling_ae, parallel=args.parallel, retries=args.retries, timeout=args.timeout
+    )
     db = None if args.paths else open_database(args)
     with cancel_on_interrupt(token):
         try:
@@ -374,17 +417,21 @@ def cmd_serve(args) -> int:
     _log_warnings_to_stderr()
     with _until_stopped() as stop:
         try:  # Ctrl-C once the port is open (even during the banner) is the normal end
-            server.start()
+            with _port_option():
+                server.start()
             if args.json:
                 print_json({**server.describe(), "sample": args.sample})
                 sys.stdout.flush()
             else:
-                print(instructions(server, sample=args.sample), flush=True)
+                sys.stdout.write(instructions(server, sample=args.sample) + "\n")  # whole: see _emit
+                sys.stdout.flush()
             stop.wait()
         except KeyboardInterrupt:
             pass
         finally:
             server.stop()
+    if not args.json:  # as listen says it (--json prints the configuration alone: one JSON document)
+        _emit(args, "stopped", {})
     return Exit.OK
 
 
@@ -408,14 +455,17 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait at each step (default 10)")
+    p.add_argument("--timeout", type=seconds, default=10.0, help="seconds to wait at each step (default 10)")
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_echo)
 
     p = sub.add_parser("listen", help="receive instances pushed by C-STORE into the database")
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)"
+        "--port",
+        type=listen_port,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0: any free port)",
     )
     p.add_argument(
         "--ae-title",
@@ -429,7 +479,10 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--require-called-ae", action="store_true", help=require_called_help)
     p.add_argument(
-        "--idle", type=float, default=5.0, help="seconds without data before a series is complete (default 5)"
+        "--idle",
+        type=seconds,
+        default=5.0,
+        help="seconds without data before a series is complete (default 5)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
     p.set_defaults(func=cmd_listen)
@@ -437,12 +490,21 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "send", help="send files or stored studies/series to a node (C-STORE, or STOW-RS for a DICOMweb node)"
     )
+    p.__class__ = IntermixedParser  # send NODE --parallel 2 FOLDER
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
     p.add_argument("--study", help="send this stored study (StudyInstanceUID)")
     p.add_argument("--series", help="send this stored series (SeriesInstanceUID)")
-    p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
-    p.add_argument("--retries", type=int, default=1, help="retries of transient failures (default 1)")
+    p.add_argument("--parallel", type=count, default=1, help="associations at once (default 1)")
+    p.add_argument(
+        "--retries", type=number(int, 0), default=1, help="retries of transient failures (default 1)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds to wait to connect and for the association to be accepted (default 30)",
+    )
     p.add_argument(
         "--calling-ae",
         type=ae_title,
@@ -457,7 +519,10 @@ def add_commands(sub) -> None:
         "serve", help="serve a database as a PACS (Query/Retrieve SCP); --sample: the sample PACS"
     )
     p.add_argument(
-        "--port", type=int, default=SAMPLE_PORT, help=f"port (default {SAMPLE_PORT}; 0: any free port)"
+        "--port",
+        type=listen_port,
+        default=SAMPLE_PORT,
+        help=f"port (default {SAMPLE_PORT}; 0: any free port)",
     )
     p.add_argument(
         "--ae-title", type=ae_title, default=SAMPLE_AE_TITLE, help=f"its AE title (default {SAMPLE_AE_TITLE})"

@@ -11,7 +11,8 @@ import getpass
 import os
 
 from DICOMPlusLib.cli.app import Exit, UsageError, print_json
-from DICOMPlusLib.cli.network import NODES_HELP, method_word, node_spec, node_store, retrieve_method
+from DICOMPlusLib.cli.network import NODES_HELP, method_word, node_address, node_store, retrieve_method
+from DICOMPlusLib.errors import NetworkError
 
 
 def _secret(args, what: str) -> str:
@@ -50,7 +51,12 @@ def cmd_nodes_add(args) -> int:
     if args.address is not None:
         dimse = dataclasses.replace(RemoteNode.parse(args.address).require_dimse(), tls=args.tls)
     if args.dicomweb_url:
-        web = DicomwebEndpoint(args.dicomweb_url, token=token, username=args.user or "", password=password)
+        try:
+            web = DicomwebEndpoint(
+                args.dicomweb_url, token=token, username=args.user or "", password=password
+            ).check()
+        except NetworkError as exc:  # a malformed URL is a malformed value: exit 2
+            raise UsageError(str(exc)) from None
     method = None
     if args.retrieve is not None:
         method = RetrieveMethod.parse({"get": "C-GET", "move": "C-MOVE"}.get(args.retrieve, args.retrieve))
@@ -116,7 +122,7 @@ def add_commands(sub) -> None:
     a.add_argument("name")
     a.add_argument(
         "address",
-        type=node_spec,
+        type=node_address,
         metavar="AE@HOST:PORT",
         nargs="?",
         help="the DIMSE endpoint; omit for a DICOMweb-only node (--dicomweb)",

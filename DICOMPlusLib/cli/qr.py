@@ -7,20 +7,23 @@ DICOM keyword. ``retrieve --json`` prints the retrieve report.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 
 from DICOMPlusLib.cli.app import (
     Exit,
+    IntermixedParser,
     ProgressBar,
     UsageError,
     cancel_on_interrupt,
     cancelled_message,
+    count,
+    number,
     open_database,
     parse_keys,
     print_json,
     print_table,
+    seconds,
 )
 from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
@@ -33,20 +36,6 @@ _COLUMNS = {
                "SeriesInstanceUID"],
     "instance": ["SeriesInstanceUID", "InstanceNumber", "SOPClassUID", "SOPInstanceUID"],
 }  # fmt: skip
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets matching keys follow options (``query NODE --level series K=V``): argparse alone
-    stops filling positionals once an option came between them."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        if getattr(self, "_intermixing", False):
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
 
 
 def _node(args):
@@ -74,7 +63,7 @@ def cmd_query(args) -> int:
         print(f"{node.name}: {report.message()}", file=sys.stderr)
     if args.json:
         print_json(rows)
-    else:
+    elif rows or not token.cancelled:  # a query cancelled before any answer matched nothing: no "no match"
         print_table(rows, _COLUMNS[args.level], keys, chosen=args.columns)
         if args.limit is not None and len(rows) >= args.limit:
             print(f"(stopped at --limit {args.limit})")
@@ -105,6 +94,9 @@ def cmd_retrieve(args) -> int:
                               resume=not args.no_resume, timeout=args.timeout, retries=args.retries,
                               parallel=args.parallel)  # fmt: skip
     bar = ProgressBar("retrieve", not args.json)
+    # drawn at once: finding what the selection holds (a query per series) can take seconds on
+    # a large study, and a terminal that shows nothing then looks hung
+    bar(0, 0, "finding the instances")
     token = CancelToken()
     outcome: dict = {}
 
@@ -134,7 +126,7 @@ def cmd_retrieve(args) -> int:
     if isinstance(error, CancelledError) or (report is None and token.cancelled):
         return _cancelled(bar, bar.done)
     if isinstance(error, RetrieveError) and "C-MOVE destination" in str(error):
-        raise RetrieveError(f"{error}; choose another port with --listener-port N") from None
+        raise RetrieveError(f"{error} (--listener-port N)") from None
     if error is not None:
         raise error
     assert report is not None  # run() sets either an error or a report
@@ -179,7 +171,7 @@ def add_commands(sub) -> None:
         "Sequence.Keyword (ProcedureCodeSequence.CodeValue=CT*) sent inside the sequence's item; values in another "
         "form are refused with the form expected, before anything is sent.",
     )
-    p.__class__ = _IntermixedParser
+    p.__class__ = IntermixedParser
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
     p.add_argument(
         "--level", type=str.lower, choices=["patient", "study", "series", "instance"], default="study"
@@ -188,7 +180,9 @@ def add_commands(sub) -> None:
                    help="matching keys, e.g. PatientName=DOE* StudyDate=20240101-20241231 Modality=CT")  # fmt: skip
     p.add_argument("--model", choices=["study", "patient"], default="study",
                    help="information model (default study root; the patient level uses patient root)")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, help="stop after N results (the rest is cancelled)")
+    p.add_argument(
+        "--limit", type=number(int, 0), default=None, help="stop after N results (the rest is cancelled)"
+    )
     p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument(
         "--calling-ae",
@@ -196,7 +190,7 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true", help="print a list of objects keyed by DICOM keyword")
     p.set_defaults(func=cmd_query)
@@ -213,11 +207,13 @@ def add_commands(sub) -> None:
     p.add_argument("--method", type=retrieve_method, default=None,
                    help="get (C-GET), move (C-MOVE to our listener) or dicomweb (default: the node's own)")  # fmt: skip
     p.add_argument("--no-resume", action="store_true", help="fetch instances already in the database again")
-    p.add_argument("--parallel", type=int, default=1, help="associations at once (default 1)")
-    p.add_argument("--retries", type=int, default=2, help="retries after a transient failure (default 2)")
+    p.add_argument("--parallel", type=count, default=1, help="associations at once (default 1)")
+    p.add_argument(
+        "--retries", type=number(int, 0), default=2, help="retries after a transient failure (default 2)"
+    )
     p.add_argument(
         "--listener-port",
-        type=int,
+        type=number(int, 1, 65535),
         default=None,
         help=f"C-MOVE: port of our listener (default {DEFAULT_PORT})",
     )
@@ -234,7 +230,7 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait at each step (default 30)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait at each step (default 30)")
     p.add_argument("--nodes", help=nodes_help)
     p.add_argument("--json", action="store_true", help="print the retrieve report as JSON")
     p.set_defaults(func=cmd_retrieve)

@@ -87,9 +87,15 @@ class Database(BaseDatabase):
         self.path = Path(os.path.abspath(path if path is not None else default_database_path()))
         if self.path.is_dir() or self.path.suffix == "":
             self.path = self.path / DB_FILE_NAME
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = FileStore(os.path.abspath(store_dir) if store_dir else self.path.parent / "store")
-        _create_owner_only(self.path)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _create_owner_only(self.path)
+        except OSError as exc:  # a read-only disk, a path through a file: one line, not a traceback
+            raise DatabaseError(
+                f"cannot create the database {self.path}: {exc.strerror or exc} (choose another place with "
+                "--db or DICOMPLUS_DB)"
+            ) from None
         self._init_connections()
         self._write_lock = threading.RLock()
         conn = self._connect_sqlite()

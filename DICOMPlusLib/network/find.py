@@ -257,7 +257,7 @@ def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, mod
     identifiers = [build_identifier(level, v, model=model, return_keys=return_keys) for v in variants]
     extra_keys = list(crit) + [k for k in return_keys if k not in crit]
     sop_class = qrscu.MODELS[(model, "find")]
-    assoc = open_for_query(node, calling, [sop_class], timeout)
+    assoc = open_for_query(node, calling, [sop_class], timeout, cancel)
     count = 0
     seen: set[str] = set()
     unique = _unique_fields(level)[0]
@@ -293,7 +293,7 @@ def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, mod
 
 
 def open_for_query(
-    node: RemoteNode, calling: str, sop_classes: list[str], timeout: float
+    node: RemoteNode, calling: str, sop_classes: list[str], timeout: float, cancel: CancelToken | None = None
 ) -> qrscu.QRAssociation:
     """An association proposing the C-FIND models ``sop_classes`` (QueryError when it fails)."""
     from DICOMPlusLib.network.dimse import scu
@@ -304,9 +304,10 @@ def open_for_query(
         assoc = qrscu.open_association(
             endpoint.host, endpoint.port, called_ae=endpoint.ae_title, calling_ae=calling,
             contexts=[(uid, qrscu.UNCOMPRESSED) for uid in sop_classes], tls=tls, timeout=timeout,
+            cancel=cancel,
         )  # fmt: skip
     except scu.AssociationFailed as exc:
-        raise QueryError(f"cannot query {node.name} ({node.address}): {exc}") from None
+        raise QueryError(f"cannot query {node.label}: {exc}") from None
     if not any(assoc.context_for(uid) for uid in sop_classes):
         assoc.abort()
         raise QueryError(
@@ -317,7 +318,7 @@ def open_for_query(
 
 
 def aborted_message(node: RemoteNode, calling: str, exc: Exception, timeout: float) -> str:
-    text = f"query to {node.name} ({node.address}) failed: {exc}"
+    text = f"query to {node.label} failed: {exc}"
     if "aborted the association" in str(exc):
         text += (
             f". A server aborts like this when it does not allow C-FIND from our AE title {calling} "

@@ -378,7 +378,7 @@ def bind_error(host: str, port: int, exc: OSError) -> NetworkError:
     if exc.errno == errno.EADDRINUSE:
         return NetworkError(
             f"port {port} is already in use on {host or 'all interfaces'} (another DICOM listener, or a "
-            f"previous one still running?); choose another port with --port, or stop that program"
+            f"previous one still running?); choose another port, or stop that program"
         )
     if exc.errno == errno.EACCES:
         return NetworkError(

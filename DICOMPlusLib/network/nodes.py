@@ -195,6 +195,16 @@ class RemoteNode:
             return self.require_dimse().address
         return self.require_web().url
 
+    @property
+    def label(self) -> str:
+        """How messages name it: ``name (address)``, or the address alone when the node was given
+        as one (``AE@HOST:PORT`` on the command line: not "A@h:1 (A@h:1)")."""
+        try:
+            where = self.address
+        except NetworkError:  # no endpoint: the name is all there is
+            where = ""
+        return f"{self.name} ({where})" if where and where != self.name else self.name or where
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def parse(cls, spec: str, name: str = "") -> RemoteNode:
@@ -395,6 +405,11 @@ class NodeStore:
                 return node
         if "@" in spec:
             return RemoteNode.parse(spec)
+        if spec.startswith(("http://", "https://")):
+            raise NetworkError(
+                f"a DICOMweb URL is given by the name of a node: add it with 'dicomplus nodes add NAME "
+                f"--dicomweb {spec}', then use NAME"
+            )
         raise NetworkError(
             f"no node named {spec!r} in {self.path}; give AE@HOST:PORT or add it with "
             f"'dicomplus nodes add {spec} AE@HOST:PORT'"

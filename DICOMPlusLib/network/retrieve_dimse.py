@@ -141,7 +141,7 @@ def move_setup_hint(node: RemoteNode, ae_title: str, host: str, port: int) -> st
     paste: the README's line for each PACS it names (Orthanc ``DicomModalities``, dcm4chee-arc's
     AE list, DCMTK ``HostTable`` and ``AETable``)."""
     return (
-        f"Configure {node.name} ({node.address}) with a DICOM node (modality) for us: AE title {ae_title}, "
+        f"Configure {node.label} with a DICOM node (modality) for us: AE title {ae_title}, "
         f"host {host}, port {port}, allowed to receive C-STORE. "
         f'Orthanc: add "dicomplus": ["{ae_title}", "{host}", {port}] to DicomModalities and restart it; '
         f"dcm4chee-arc: Configuration > AE list > New AE: AE title {ae_title}, hostname {host}, port {port} "
@@ -353,7 +353,8 @@ def _open(state: RunState, contexts, roles=None) -> qrscu.QRAssociation:
     node = state.node
     tls = node.tls_settings.client_context(node.host) if node.tls else None
     return qrscu.open_association(node.host, node.port, called_ae=node.ae_title, calling_ae=state.calling_ae,
-                                  contexts=contexts, roles=roles, tls=tls, timeout=state.timeout)  # fmt: skip
+                                  contexts=contexts, roles=roles, tls=tls, timeout=state.timeout,
+                                  cancel=state.cancel)  # fmt: skip
 
 
 def _failed_without_data(state: RunState, what: str, unit: Unit, response: qrscu.Response) -> str:

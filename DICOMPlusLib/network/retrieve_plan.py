@@ -106,7 +106,7 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
             if cancel.cancelled:
                 raise _Cancelled("cancelled while finding the selection")
             if not series_of_study:
-                raise RetrieveError(f"{node.name} ({node.address}) has no study {study_uid}")
+                raise RetrieveError(f"{node.label} has no study {study_uid}")
             plan.series = dict.fromkeys(series_of_study, study_uid)
             if not sop_uids:
                 plan.whole_series = set(plan.series)
@@ -121,7 +121,7 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
                     )
                 plan.series.setdefault(r.SeriesInstanceUID, r.StudyInstanceUID)
             if not plan.series:
-                raise RetrieveError(f"{node.name} ({node.address}) has none of the instances asked for")
+                raise RetrieveError(f"{node.label} has none of the instances asked for")
     except QueryError as exc:
         raise RetrieveError(f"cannot find the selection on {node.name}: {exc}") from None
     wanted = set(sop_uids)
@@ -141,7 +141,7 @@ def make_plan(node: RemoteNode, *, study_uid: str | None, series_uids: Sequence[
         return plan
     plan.instances = instances
     if not instances and not wanted:
-        raise RetrieveError(f"{node.name} ({node.address}) holds no instance of the selection")
+        raise RetrieveError(f"{node.label} holds no instance of the selection")
     return plan
 
 
@@ -166,7 +166,7 @@ def _list_series(node: RemoteNode, study_uid: str, calling_ae: str, timeout: flo
                  cancel: CancelToken) -> list[str]:  # fmt: skip
     """Series-level C-FIND of the study (C.6.2.1.4), asking only the Series Instance UID: plain
     keys, no pydicom (a ``dicomplus retrieve`` process would spend 0.4 s importing it)."""
-    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
+    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout, cancel)
     found: list[str] = []
     try:
         identifier = {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study_uid, "SeriesInstanceUID": ""}
@@ -188,7 +188,7 @@ def _list_instances(node: RemoteNode, series: dict[str, str], calling_ae: str, t
                     cancel: CancelToken) -> list[PlannedInstance]:  # fmt: skip
     """Image-level C-FIND of each series on one association, asking only what the plan needs
     (SOP Instance UID and SOP Class UID, C.6.2.1.5), with plain keys (no pydicom)."""
-    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout)
+    assoc = open_for_query(node, calling_ae, [qrscu.STUDY_ROOT_FIND], timeout, cancel)
     out: list[PlannedInstance] = []
     try:
         for series_uid, study_uid in series.items():
@@ -213,7 +213,7 @@ def _study_of_series(ask, node: RemoteNode, series_uid: str) -> str:
     study = next((s.StudyInstanceUID for s in found if s.StudyInstanceUID), "")
     if not study:
         raise RetrieveError(
-            f"{node.name} ({node.address}) does not find series {series_uid} without its study: give the "
+            f"{node.label} does not find series {series_uid} without its study: give the "
             "study too (--study UID)"
         )
     return study

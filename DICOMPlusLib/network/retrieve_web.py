@@ -58,6 +58,10 @@ def retrieve_dicomweb(node: RemoteNode, db: DatabaseProtocol, request: RetrieveR
                 progress(_d + done, _e + expected, current)
 
         part = client.retrieve(db, study, series, resume=resume, progress=shifted, cancel=cancel)
+        if not part.expected and not part.cancelled:
+            # as the DIMSE retrieve says it: "0 of 0 instances, complete" (exit 0) read as a success
+            what = f"series {series} in study {study}" if series else f"study {study}"
+            raise RetrieveError(f"{node.name} ({node.dicomweb_url}) has no {what}")
         report.merge(part)
         if part.cancelled:
             break

@@ -147,7 +147,7 @@ class Rejection:
 
     @property
     def reason(self) -> str:
-        return ul.rejection_text(*self.reject)
+        return ul.rejection_text(*self.reject, ours=True)
 
 
 def log_rejection(rejection: Rejection) -> None:

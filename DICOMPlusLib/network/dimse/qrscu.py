@@ -594,8 +594,10 @@ def open_association(
     tls=None,
     timeout: float = 30.0,
     max_pdu: int = scu.DEFAULT_MAX_PDU,
+    cancel=None,
 ) -> QRAssociation:
-    """Associate (raises :class:`scu.AssociationFailed` with a diagnosis when it fails)."""
+    """Associate (raises :class:`scu.AssociationFailed` with a diagnosis when it fails;
+    CancelledError when ``cancel`` is cancelled before the peer answers)."""
     assoc = scu.associate(
         host,
         port,
@@ -608,5 +610,6 @@ def open_association(
         acse_timeout=timeout,
         dimse_timeout=timeout,
         max_pdu=max_pdu,
+        cancel=cancel,
     )
     return QRAssociation(assoc, calling_ae=calling_ae, peer=f"{host}:{port}")

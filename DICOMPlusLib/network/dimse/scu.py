@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from DICOMPlusLib.errors import AssociationError, AssociationFailed, NetworkTimeout
+from DICOMPlusLib.errors import AssociationError, AssociationFailed, CancelledError, NetworkTimeout
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 
@@ -259,9 +260,11 @@ def associate(
     acse_timeout: float = 30.0,
     dimse_timeout: float = 60.0,
     max_pdu: int = DEFAULT_MAX_PDU,
+    cancel: _Cancel | None = None,
 ) -> ClientAssociation:
     """Open an association proposing ``contexts`` [(abstract syntax, [transfer syntaxes])]
-    (at most 128, PS3.8 9.3.2.2: context IDs are the odd numbers 1-255)."""
+    (at most 128, PS3.8 9.3.2.2: context IDs are the odd numbers 1-255). ``cancel`` (a
+    :class:`~DICOMPlusLib.jobs.CancelToken`) ends the wait for the answer: CancelledError."""
     if not contexts:
         raise ValueError("propose at least one presentation context")
     if len(contexts) > 128:
@@ -278,7 +281,10 @@ def associate(
     where = f"{called_ae}@{host}:{port}"
     try:
         stream.send(rq.encode())
-        pdu_type, body = stream.read_pdu(acse_timeout)
+        pdu_type, body = _answer(stream, acse_timeout, cancel)
+    except CancelledError:
+        stream.abort()
+        raise
     except TimeoutError:
         stream.abort()
         raise AssociationFailed(
@@ -322,6 +328,37 @@ def associate(
     raise AssociationFailed(
         "protocol", f"{where} answered the association request with {ul.PDU_NAMES[pdu_type]}"
     )
+
+
+class _Cancel(Protocol):
+    @property
+    def cancelled(self) -> bool: ...
+
+
+#: How often the wait for an association's answer looks at its cancel token (Ctrl-C).
+CANCEL_POLL_S = 0.2
+
+
+def _answer(stream: ul.PDUStream, timeout: float, cancel: _Cancel | None) -> tuple[int, memoryview]:
+    """The PDU answering our A-ASSOCIATE-RQ, waited for in slices so that a cancel is seen: a
+    peer that accepts the connection and never answers held a Ctrl-C'd query for the whole
+    timeout (30 s), which then ended as a failure (1) instead of a cancel (130). Waking up mid-PDU
+    is harmless: the stream keeps what it buffered and the next read goes on from there."""
+    if cancel is None:
+        return stream.read_pdu(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        if cancel.cancelled:
+            raise CancelledError("cancelled while waiting for the association to be accepted")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        try:
+            return stream.read_pdu(min(left, CANCEL_POLL_S))
+        except ul.PDUTooSlow:
+            raise
+        except TimeoutError:
+            continue
 
 
 def _batches(ctx: int, view: memoryview, size: int, *, final: bool):

@@ -82,18 +82,25 @@ class PeerAborted(NetworkError):
         self.source, self.reason = source, reason
 
 
-def rejection_text(result: int, source: int, reason: int) -> str:
-    """The meaning of an A-ASSOCIATE-RJ in words a user can act on."""
+def rejection_text(result: int, source: int, reason: int, *, ours: bool = False) -> str:
+    """The meaning of an A-ASSOCIATE-RJ in words a user can act on. ``ours``: we rejected it (a
+    listener's log), so the advice for a requestor ("add our AE title to the peer") is left out:
+    the acceptor adds what to change on our side."""
     kind = "permanently" if result == RJ_PERMANENT else "for now (transient)"
     if source == RJ_SOURCE_USER:
         why = {
             RJ_NO_REASON: "no reason given",
             RJ_APPLICATION_CONTEXT_NOT_SUPPORTED: "application context name not supported",
-            RJ_CALLING_AE_NOT_RECOGNIZED: "calling AE title not recognized: the peer does not know (or does "
-            "not allow) our AE title; add it to the peer's configuration",
-            RJ_CALLED_AE_NOT_RECOGNIZED: "called AE title not recognized: check the AE title configured for "
-            "the node",
+            RJ_CALLING_AE_NOT_RECOGNIZED: "calling AE title not recognized",
+            RJ_CALLED_AE_NOT_RECOGNIZED: "called AE title not recognized",
         }.get(reason, f"reason {reason}")
+        advice = {
+            RJ_CALLING_AE_NOT_RECOGNIZED: ": the peer does not know (or does not allow) our AE title; add it "
+            "to the peer's configuration",
+            RJ_CALLED_AE_NOT_RECOGNIZED: ": check the AE title configured for the node",
+        }
+        if not ours:
+            why += advice.get(reason, "")
     elif source == RJ_SOURCE_ACSE:
         why = {1: "no reason given", 2: "protocol version not supported"}.get(reason, f"reason {reason}")
     else:
@@ -489,6 +496,11 @@ class PDUStream:
         self._fill(6, end)
         pdu_type, _, length = struct.unpack_from(">BBI", self._buf, self._start)
         if pdu_type not in PDU_NAMES:
+            if bytes(self._buf[self._start : self._start + 5]) == b"HTTP/":  # DICOM and web ports mixed up
+                raise ProtocolError(
+                    "it answered in HTTP: this is a web port (for DICOMweb, give the node its URL with "
+                    "--dicomweb; for DIMSE, the DICOM port, e.g. Orthanc's 4242 rather than 8042)"
+                )
             raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}")
         if length > self.limit:
             raise ProtocolError(f"{PDU_NAMES[pdu_type]} of {length} bytes exceeds the limit of {self.limit}")

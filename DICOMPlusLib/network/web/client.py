@@ -230,7 +230,8 @@ class DicomwebClient:
             except requests.exceptions.ConnectionError as exc:
                 if _never_connected(exc):
                     raise error(
-                        f"cannot connect to {self.base}: is the server running and the URL right? ({exc})"
+                        f"cannot connect to {self.base}: {_os_reason(exc)} (is the server running and the URL "
+                        "right?)"
                     ) from exc
                 raise error(
                     f"{self.base} closed the connection or answered something that is not HTTP ({exc})"
@@ -516,6 +517,25 @@ def client_for(node, *, timeout: float = 30.0) -> DicomwebClient:
     return DicomwebClient(dataclasses.replace(web, timeout=timeout))
 
 
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for why a connection failed ("Connection refused", "Name or
+    service not known"), found under the layers requests and urllib3 wrap it in; their own text
+    repeats the whole URL with its query ("HTTPConnectionPool(host=..., port=...): Max retries
+    exceeded with url: /dicom-web/studies?includefield=...")."""
+    seen = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror and type(e).__module__ in ("builtins", "socket"):
+            return e.strerror
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    return "no connection"
+
+
 def _never_connected(exc: BaseException) -> bool:
     """True when no TCP connection was made (refused, unknown host): as opposed to a server
     that connected and then closed or answered garbage."""
@@ -559,7 +579,7 @@ def _http_error_message(response, base: str) -> str:
         response.close()
     detail = head.decode(response.encoding or "utf-8", "replace")[:200].strip().replace("\n", " ")
     return (
-        f"HTTP {code} from {response.url}"
+        f"HTTP {code} from {response.url.split('?')[0]}"  # the query (includefield=...) is noise here
         + (f": {hint}" if hint else "")
         + (f" ({detail})" if detail else "")
     )
