@@ -48,9 +48,9 @@ def test_import_info_search_delete(tmp_path, capsys):
     assert sorted(r["SOPInstanceUID"] for r in json.loads(out)) == sorted(a.sop_uids)
 
     code, out, _ = run(capsys, "--db", db, "delete", "--study", a.study_uid, "--dry-run")
-    assert code == 0 and "would delete: 1 patients, 1 studies, 1 series, 3 instances" in out
+    assert code == 0 and "would delete: 1 patient, 1 study, 1 series, 3 instances" in out
     code, out, _ = run(capsys, "--db", db, "delete", "--patient", "DOE1")
-    assert "deleted: 1 patients" in out
+    assert "deleted: 1 patient, 1 study, 1 series, 3 instances" in out
     code, out, _ = run(capsys, "--db", db, "info", "--json")
     assert json.loads(out)["instances"] == 2
 

@@ -108,7 +108,7 @@ def test_database_commands(world, capsys, tmp_path):
     assert code_of(capsys, "--db", missing_db, "search")[0] == Exit.USAGE
 
     code, out, _ = code_of(capsys, "--db", w["db"], "delete", "--study", w["ct"].study_uid, "--dry-run")
-    assert code == Exit.OK and "would delete: 1 patients, 1 studies, 1 series, 4 instances" in out
+    assert code == Exit.OK and "would delete: 1 patient, 1 study, 1 series, 4 instances" in out
     for scope in (("--study", "1.2.3.4"), ("--series", "1.2.3.4"), ("--patient", "NOBODY")):
         code, out, err = code_of(capsys, "--db", w["db"], "delete", *scope, "--dry-run")
         assert code == Exit.FAILED and "nothing to delete" in err and "would delete" not in out

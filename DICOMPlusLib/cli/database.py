@@ -210,6 +210,10 @@ def _exists(db, args) -> bool:
     return bool(db.search("series", {"SeriesInstanceUID": args.series}, limit=1))
 
 
+def _counted(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def cmd_delete(args) -> int:
     db = open_database(args)
     if not _exists(db, args):
@@ -239,9 +243,14 @@ def cmd_delete(args) -> int:
         print_json(report.to_dict())
         return Exit.OK
     verb = "would delete" if args.dry_run else "deleted"
+    counts = (
+        _counted(len(report.patients), "patient", "patients"),
+        _counted(len(report.studies), "study", "studies"),
+        _counted(len(report.series), "series", "series"),
+        _counted(report.instances, "instance", "instances"),
+    )
     print(
-        f"{verb}: {len(report.patients)} patients, {len(report.studies)} studies, {len(report.series)} series, "
-        f"{report.instances} instances; files {'to remove' if args.dry_run else 'removed'}: {len(report.files_removed)}"
+        f"{verb}: {', '.join(counts)}; files {'to remove' if args.dry_run else 'removed'}: {len(report.files_removed)}"
     )
     if report.files_kept:
         print(f"files kept (imported in place; add --files to remove them): {len(report.files_kept)}")
