@@ -119,7 +119,8 @@ class Wire:
             if not self._dul_holds:
                 self.read_lock.acquire()
                 self._dul_holds = True
-            self._wrapped.set()
+            if not self._wrapped.is_set():
+                self._wrapped.set()
             try:
                 return False if self.reading else transport_event()
             finally:
