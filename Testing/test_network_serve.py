@@ -8,6 +8,7 @@ import collections
 import signal
 import subprocess
 import sys
+import time
 from io import BytesIO
 
 import pydicom
@@ -184,6 +185,150 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     assert set(received) == expected == set(stored)
     assert all(data_set(received[uid]) == data_set(stored[uid]) for uid in expected)
     assert len(expected) > 3 and len(writes) <= 3, writes  # A-ASSOCIATE-AC, A-RELEASE-RP
+
+
+def test_get_responses_are_read_by_the_handlers_thread(dcmtk, pacs, samples, tmp_path, monkeypatch):
+    """Each C-STORE-RSP of a C-GET is read by the thread that sent the sub-operation (qrscp_wire),
+    not by pynetdicom's DUL thread polling the socket every 0.1 ms while it is due: the DUL thread
+    reads only the association's own PDUs (A-ASSOCIATE-RQ, C-GET-RQ, A-RELEASE-RQ), and every
+    sub-operation still succeeds (the responses' statuses are checked as before)."""
+    from pynetdicom.transport import AssociationSocket
+
+    reads = []
+    original = AssociationSocket.recv
+    monkeypatch.setattr(AssociationSocket, "recv", lambda self, n: (reads.append(n), original(self, n))[1])
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    assert {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
+    } == expected
+    # A-ASSOCIATE-RQ, the C-GET-RQ's command and identifier, A-RELEASE-RQ (a header and a body
+    # each) and the closed connection: 9 reads, where reading the responses took 2 per file more
+    assert len(expected) > 3 and len(reads) <= 10, str(reads)
+
+
+def test_get_response_not_lost_when_the_dul_thread_was_already_looking(
+    dcmtk, pacs, samples, tmp_path, monkeypatch
+):
+    """The hand-over of the socket between pynetdicom's DUL thread and the C-GET handler loses no
+    C-STORE response (issue 19, sixth pass; a CI run saw a C-GET stall with two associations on a
+    loaded machine). Test hooks force the interleaving a preempted DUL thread can produce: the DUL
+    thread is inside its look at the socket (waiting there for data, as if preempted between its
+    check and its read) when the handler takes the socket for its first sub-operation, and the
+    handler waits on the socket only after the DUL thread has read whatever came. Taking the
+    socket without a word from the DUL thread let it read the response while the handler waited
+    on a socket that would bring nothing more: the C-GET stalled until the DIMSE timeout and was
+    aborted (or both threads read parts of one PDU). Every instance must arrive."""
+    import select
+    import threading
+
+    from pynetdicom.dul import DULServiceProvider
+    from pynetdicom.transport import AssociationSocket
+
+    from DICOMPlusLib.network.pacs import qrscp_send
+
+    ready, read_pdu, real_select = AssociationSocket.ready, DULServiceProvider._read_pdu_data, select.select
+    inside = threading.Event()  # the DUL thread is in its look now
+    waiting = threading.Event()  # the handler is about to wait on the socket
+    state = {"reads": 0, "handler": None, "sock": None}
+
+    def slow_ready(self):
+        assoc = self.assoc
+        if (
+            assoc.is_acceptor
+            and threading.current_thread() is assoc.dul
+            and not getattr(assoc, "_dicomplus_sender", False)
+            and assoc.is_established
+        ):
+            inside.set()  # data that comes now is the DUL thread's to read
+            if real_select([self.socket], [], [], 2.0)[0]:
+                waiting.wait(2.0)  # and it reads it once the handler is about to wait on the socket
+            inside.clear()
+        return ready.fget(self)
+
+    def counted_read(self):
+        read_pdu(self)
+        state["reads"] += 1
+
+    def install_while_the_dul_thread_looks(assoc):
+        assert inside.wait(10)  # the C-GET-RQ was read: this is the look after it
+        state.update(handler=threading.current_thread(), sock=assoc.dul.socket.socket, before=state["reads"])
+        install(assoc)
+
+    def late_select(rlist, wlist, xlist, timeout=None):
+        if threading.current_thread() is state["handler"] and state["sock"] in rlist and "late" not in state:
+            state["late"] = True  # once: wait until the DUL thread read something (or 2 s)
+            waiting.set()
+            end = time.monotonic() + 2.0
+            while state["reads"] == state["before"] and time.monotonic() < end:
+                time.sleep(0.001)
+        return real_select(rlist, wlist, xlist, timeout)
+
+    install = qrscp_send.install_sender
+    monkeypatch.setattr(AssociationSocket, "ready", property(slow_ready))
+    monkeypatch.setattr(DULServiceProvider, "_read_pdu_data", counted_read)
+    monkeypatch.setattr(select, "select", late_select)
+    monkeypatch.setattr(qrscp_send, "install_sender", install_while_the_dul_thread_looks)
+    series = collections.Counter(str(s.SeriesInstanceUID) for s in samples)
+    one = min((n, uid) for uid, n in series.items() if n >= 2)[1]
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.SeriesInstanceUID) == one}
+    server = QueryRetrieveSCP(pacs.db, QRConfig(port=0, host=LOOPBACK, timeout=5.0)).start()
+    try:
+        out = tmp_path / "get"
+        out.mkdir()
+        dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=SERIES", "-k", f"SeriesInstanceUID={one}",
+                  "-od", out, LOOPBACK, server.port, check=False)  # fmt: skip
+    finally:
+        server.stop()
+    assert state["handler"] is not None and state.get("late")  # the interleaving was forced
+    assert {
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
+    } == expected
+
+
+def test_get_sub_operation_failures_and_warnings_are_counted(pacs, samples):
+    """C-STORE responses other than plain success (a failure with a comment, a warning) are not
+    taken for success on the handler's thread: the final C-GET response counts them and lists
+    the failed instances (pynetdicom as the C-GET SCU, answering by instance)."""
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
+
+    study = str(samples[0].StudyInstanceUID)
+    uids = sorted(str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study)
+    answer = {uid: (0xA700, 0xB000, 0x0000)[k % 3] for k, uid in enumerate(uids)}
+
+    def on_store(event):
+        status = pydicom.Dataset()
+        status.Status = answer[str(event.request.AffectedSOPInstanceUID)]
+        if status.Status == 0xA700:
+            status.ErrorComment = "no room"
+        return status
+
+    ae = AE(ae_title="CHECKER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate(LOOPBACK, pacs.port, ae_title=AET, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])  # fmt: skip
+    assert assoc.is_established
+    try:
+        query = pydicom.Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study
+        final = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))[-1]
+    finally:
+        assoc.release()
+    status, identifier = final
+    failed = sorted(u for u, s in answer.items() if s == 0xA700)
+    assert len(uids) > 3 and status.Status == 0xB000  # some sub-operations failed
+    assert status.NumberOfFailedSuboperations == len(failed)
+    assert status.NumberOfWarningSuboperations == sum(1 for s in answer.values() if s == 0xB000)
+    assert status.NumberOfCompletedSuboperations == sum(1 for s in answer.values() if s == 0x0000)
+    listed = identifier.FailedSOPInstanceUIDList
+    assert sorted([listed] if isinstance(listed, str) else listed) == failed
 
 
 def test_each_association_gets_its_own_copy_of_the_contexts(pacs):

@@ -7,15 +7,35 @@ per file at getscu's 16 KiB, ~3.5 sleeps per file; 4x dcmqrscp's time). Here the
 of a stored file (the file as it is, after its File Meta Information) and the C-GET-RSPs are
 written by the thread that runs the retrieve handler, straight to the association's socket:
 a ``sendmsg`` per ~256 KiB of PDUs, as our own C-STORE SCU does
-(:func:`~DICOMPlusLib.network.dimse.scu.file_batches`). pynetdicom's DUL thread still reads
-every PDU (the C-STORE-RSP arrives through its queue as before, and so do C-CANCEL, A-ABORT and
-A-RELEASE), and its own writes (A-ABORT, responses to anything else) take the same lock, so
-PDUs never interleave; a message is written whole under the lock.
+(:func:`~DICOMPlusLib.network.dimse.scu.file_batches`). pynetdicom's DUL thread's own writes
+(A-ABORT, responses to anything else) take the same lock, so PDUs never interleave; a message is
+written whole under the lock.
+
+The C-STORE-RSP is read by the same thread, which takes the socket from pynetdicom's DUL
+thread only through a hand-over (:meth:`Wire._take`): the DUL thread holds ``read_lock`` from
+its look at the socket until what it read has been delivered (its event queue is empty: a
+P-DATA-TF is then in the DIMSE provider's queue or message, a C-CANCEL in its cancel list), and
+the handler's thread takes the socket under that lock, only after the DUL thread has looked
+through the wrapper once (so that it is not inside a look of its own begun before the wrapper
+was installed). A CI run found what a plain flag allowed: a DUL thread preempted inside its look
+read the response while the handler waited on the socket (``test_network_serve`` forces that
+interleaving). The handler's thread then waits on the socket and, every 50 ms, on the DIMSE
+provider's queue (where pynetdicom puts what ends an association), reads exactly the response's
+P-DATA-TF PDU(s) and hands them to the DIMSE provider as the DUL thread would (``DT-2``: the same
+decoding, status checks, C-CANCEL bookkeeping); only a C-STORE-RSP of plain success to the
+request is recognised here without pynetdicom (no ``EVT_DIMSE_RECV`` for it: serve binds none).
+Waiting on the DUL thread instead cost a wake-up every 0.1 ms per file on a 2-core machine shared
+with the peer (py-spy of ``serve`` during a getscu). Anything else that arrives first (A-ABORT,
+A-RELEASE-RQ, a closed connection) and a TLS socket are left to the DUL thread, and the response
+is awaited as pynetdicom does.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, BinaryIO
@@ -26,8 +46,17 @@ from DICOMPlusLib.network.dimse import scu, ul
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+#: What :meth:`Wire.store` returns for a C-STORE-RSP of plain success to its request (the
+#: only status Dataset pynetdicom would make of it is ``Status = 0``)
+SUCCESS = object()
+#: The elements of such a response (the group length is not kept by dimse.decode_command)
+_SUCCESS_ELEMENTS = frozenset({dimse.COMMAND_FIELD, dimse.MESSAGE_ID_BEING_RESPONDED_TO, dimse.COMMAND_DATA_SET_TYPE,
+                               dimse.STATUS, dimse.AFFECTED_SOP_CLASS_UID, dimse.AFFECTED_SOP_INSTANCE_UID})  # fmt: skip
 #: How often the DUL thread looks at the socket while a C-STORE response is due (seconds).
 _RESPONSE_POLL = 0.0001
+#: How often a thread waiting for the other looks at whether the DUL thread still runs, and the
+#: handler's thread at the DIMSE provider's queue while it waits on the socket (seconds).
+_CHECK = 0.05
 # Explicit VR elements whose length field is 4 bytes after 2 reserved ones (PS3.5 7.1.2)
 _LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -66,16 +95,92 @@ class Wire:
 
     def __init__(self, assoc) -> None:
         self.assoc = assoc
-        transport = assoc.dul.socket
+        dul = assoc.dul
+        transport = dul.socket
         self.stream = ul.PDUStream(transport.socket, timeout=None)
         self.lock = threading.Lock()
+        self.sock = transport.socket
+        self.direct = not ul.is_tls(self.sock)
+        #: held by the DUL thread from its look at the socket until what it read is delivered
+        self.read_lock = threading.Lock()
+        self.reading = False  # this thread reads the socket: the DUL thread leaves it alone
+        self._dul_holds = False  # the DUL thread holds read_lock (only the DUL thread uses it)
+        self._wrapped = threading.Event()  # the DUL thread has looked through the wrapper
         original = transport.send
+        transport_event = dul._is_transport_event
+        do_action = dul.state_machine.do_action
+
+        def release_when_delivered() -> None:  # on the DUL thread
+            if self._dul_holds and dul.event_queue.empty():
+                self._dul_holds = False
+                self.read_lock.release()
+
+        def is_transport_event() -> bool:  # the DUL thread's look at the socket
+            if not self._dul_holds:
+                self.read_lock.acquire()
+                self._dul_holds = True
+            if not self._wrapped.is_set():
+                self._wrapped.set()
+            try:
+                return False if self.reading else transport_event()
+            finally:
+                release_when_delivered()  # else held until the state machine took the PDU
+
+        def action(event) -> None:  # the DUL thread's state machine (DT-2 delivers a P-DATA-TF)
+            try:
+                do_action(event)
+            finally:
+                release_when_delivered()
+
+        dul._is_transport_event = is_transport_event
+        dul.state_machine.do_action = action
 
         def send(bytestream: bytes) -> None:  # the DUL thread's writes
             with self.lock:
                 original(bytestream)
 
         transport.send = send
+
+    def _lock_read(self, deadline: float) -> bool:
+        """``read_lock``, unless the DUL thread ends (or holds it past ``deadline``) first."""
+        dul = self.assoc.dul
+        while not self.read_lock.acquire(timeout=_CHECK):
+            if not dul.is_alive() or time.monotonic() > deadline:
+                return False
+        return True
+
+    def _take(self) -> bool:
+        """Take the socket from the DUL thread for one response: True when this thread is to
+        read it. The DUL thread must have looked through the wrapper once (a look it began
+        before is over) and delivered all it read; nothing of another message may be pending."""
+        assoc, dul = self.assoc, self.assoc.dul
+        timeout = assoc.dimse.dimse_timeout
+        deadline = time.monotonic() + (timeout if timeout is not None else 60.0)
+        while not self._wrapped.wait(_CHECK):  # once per association (the DUL thread polls every ms)
+            if not dul.is_alive() or time.monotonic() > deadline:
+                return False
+        if not self._lock_read(deadline):
+            return False
+        try:
+            dimse = assoc.dimse
+            if dimse.message is not None or not dimse.msg_queue.empty():
+                return False
+            if dul.state_machine.current_state != "Sta6":  # not (or no longer) an open association
+                return False
+            self.reading = True
+            return True
+        finally:
+            self.read_lock.release()
+
+    def _give_back(self) -> None:
+        """The socket back to the DUL thread (under ``read_lock``: its next look sees it)."""
+        if not self.reading:
+            return
+        if self._lock_read(time.monotonic() + 60.0):
+            self.reading = False
+            self.read_lock.release()
+        else:  # the DUL thread is gone: nobody reads any more
+            self.reading = False
 
     def _size(self) -> int:
         return scu.fragment_size(int(self.assoc.dimse.maximum_pdu_size or 0))
@@ -88,10 +193,10 @@ class Wire:
             for parts in batches:
                 self.stream.send(*parts)
 
-    def store(self, f: BinaryIO, offset: int, context_id: int, command: bytes):
-        """Send a C-STORE-RQ whose data set is ``f`` from ``offset`` to its end, and return the
-        C-STORE-RSP the DUL thread receives (None on the DIMSE timeout), as pynetdicom's
-        ``send_c_store`` does (reactor paused around it)."""
+    def store(self, f: BinaryIO, offset: int, context_id: int, command: bytes, message_id: int):
+        """Send C-STORE-RQ ``message_id`` whose data set is ``f`` from ``offset`` to its end, and
+        return its C-STORE-RSP as pynetdicom decodes it (None on the DIMSE timeout), as
+        pynetdicom's ``send_c_store`` does (reactor paused around it), or :data:`SUCCESS`."""
         assoc = self.assoc
         size = self._size()
         length = os.fstat(f.fileno()).st_size - offset
@@ -109,7 +214,16 @@ class Wire:
         try:
             while not assoc._is_paused:
                 time.sleep(0.0001)
-            self._write(batches())
+            # before the request goes out: the response is then this thread's to read
+            taken = self.direct and self._take()
+            try:
+                self._write(batches())
+                if taken:
+                    found, rsp = self._read_response(context_id, message_id)
+                    if found:
+                        return rsp
+            finally:
+                self._give_back()
             # the DUL thread sleeps _run_loop_delay (1 ms) between looks at the socket when
             # idle: shorter while the response is due, so that it is read when it arrives
             dul._run_loop_delay = _RESPONSE_POLL
@@ -118,6 +232,62 @@ class Wire:
             dul._run_loop_delay = idle
             assoc._reactor_checkpoint.set()
         return rsp
+
+    def _read_response(self, context_id: int, message_id: int) -> tuple[bool, object]:
+        """(True, the message) when the response was read here or is in the DIMSE provider's
+        queue; (True, None) on the DIMSE timeout, when the connection failed inside a PDU (the
+        caller aborts: the DUL thread could not read on from the middle of a PDU) or the DUL
+        thread ended; (False, None) when the DUL thread is to read what came. A response of
+        plain success to ``message_id`` is :data:`SUCCESS` (pynetdicom's decoding of it cost
+        0.25 ms a file); any other message, status or element is pynetdicom's to decode and
+        check."""
+        from pynetdicom.pdu import P_DATA_TF
+
+        assoc, sock = self.assoc, self.sock
+        dimse, dul = assoc.dimse, assoc.dul
+        timeout = dimse.dimse_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not dimse.msg_queue.empty():  # e.g. (None, None): pynetdicom ended the association
+                return True, dimse.msg_queue.get_nowait()[1]
+            left = _CHECK if deadline is None else min(_CHECK, deadline - time.monotonic())
+            if left <= 0:
+                return True, None
+            if not select.select([sock], [], [], left)[0]:
+                if not dul.is_alive():
+                    return True, None
+                continue
+            try:
+                head = sock.recv(6, socket.MSG_PEEK)
+            except OSError:
+                return False, None
+            if len(head) < 6 or head[0] != 0x04:  # not a P-DATA-TF (or closed, or a header in parts)
+                return False, None
+            data = self._recv_exactly(6 + struct.unpack_from(">I", head, 2)[0])
+            if data is None:
+                return True, None
+            dul._idle_timer.restart()
+            if _is_success(data, context_id, message_id):
+                return True, SUCCESS
+            pdu = P_DATA_TF()
+            pdu.decode(bytes(data))
+            dimse.receive_primitive(pdu.to_primitive())
+            # a whole message is in the queue (taken above); a fragment or a C-CANCEL: read on
+
+    def _recv_exactly(self, size: int) -> bytearray | None:
+        """``size`` bytes from the socket (already announced by a PDU header); None when the
+        connection closes first."""
+        buf = bytearray(size)
+        view, got = memoryview(buf), 0
+        while got < size:
+            try:
+                n = self.sock.recv_into(view[got:], size - got)
+            except OSError:
+                return None
+            if n == 0:
+                return None
+            got += n
+        return buf
 
     def send_msg(self, primitive, context_id: int) -> None:
         """pynetdicom's ``DIMSEServiceProvider.send_msg`` without the DUL queue: the message is
@@ -140,6 +310,26 @@ class Wire:
             pdu.from_primitive(pdata)
             pdus.append(pdu.encode())
         self._write([pdus])
+
+
+def _is_success(pdu: bytearray, context_id: int, message_id: int) -> bool:
+    """Whether ``pdu`` is a whole C-STORE-RSP of status Success (0000H) to ``message_id`` on
+    ``context_id``, in one command PDV, with no element but those of :data:`_SUCCESS_ELEMENTS`."""
+    if len(pdu) < 12 or struct.unpack_from(">I", pdu, 6)[0] != len(pdu) - 10:
+        return False
+    if pdu[10] != context_id or pdu[11] != 0x03:  # one PDV: a command's last fragment
+        return False
+    try:
+        command = dimse.decode_command(memoryview(pdu)[12:])
+    except dimse.CommandError:
+        return False
+    return (
+        command.elements.keys() <= _SUCCESS_ELEMENTS
+        and command.field == dimse.C_STORE_RSP
+        and command.get(dimse.MESSAGE_ID_BEING_RESPONDED_TO) == message_id
+        and command.get(dimse.STATUS) == 0x0000
+        and not command.has_data_set
+    )
 
 
 def _get_response(primitive) -> bytes | None:
