@@ -36,6 +36,7 @@ from DICOMPlusLib.database.rows import (
     INSERT_SERIES,
     INSERT_SOURCE,
     INSERT_STUDY,
+    absolute,
     instance_row,
     placed_record,
     series_row,
@@ -73,6 +74,13 @@ BACKENDS = {
 }
 
 
+#: The writer's page cache (KiB; SQLite's default is 2 MiB). A batch of an import writes 480
+#: headers of 2-16 KiB each: with 2 MiB the pager spills dirty pages to the WAL inside the
+#: transaction and reads them back (1,008 CT files: ~4,000 more ``pread``/``pwrite`` calls, 8,800
+#: writes and 5,400 reads against 6,700 and 3,200). Memory is taken only as pages are used.
+WRITER_CACHE_KIB = 16384
+
+
 class Database(BaseDatabase):
     """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
     at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
@@ -98,6 +106,7 @@ class Database(BaseDatabase):
             if mode.lower() != "wal":
                 logger.warning("database %s could not switch to WAL (mode %s)", self.path, mode)
             schema.migrate(conn, store_root=self.store.root)
+            conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         self._writer: Connection = conn
@@ -214,6 +223,7 @@ class Database(BaseDatabase):
         series_rows: dict[str, tuple] = {}
         instance_rows: list[tuple] = []
         source_rows: list[tuple] = []
+        cwd = os.getcwd()  # once a batch: relative source paths are made absolute against it
         try:
             with self.write() as conn:
                 # SOPInstanceUID -> (path, linked, source, SeriesInstanceUID), kept up to date below
@@ -233,12 +243,17 @@ class Database(BaseDatabase):
                             )
                             if item.stored_tmp:
                                 leftovers.append(item.stored_tmp)
-                            source_row(source_rows, item, sop, "duplicate SOPInstanceUID (already stored)")
+                            source_row(
+                                source_rows, item, sop, "duplicate SOPInstanceUID (already stored)", cwd
+                            )
                             continue
                         replace = True
                         touched_series.add(existing[3])
                     # A replacement goes to a new name: the current file stays valid until the commit.
-                    path, linked = self._place_file(item, sop, link, unique=replace)
+                    if link:  # as _place_file does, without a getcwd per file
+                        path, linked = absolute(item.source, cwd), True
+                    else:
+                        path, linked = self._place_file(item, sop, link, unique=replace)
                     if not linked:
                         placed.append(path)
                     study, series = str(v["StudyInstanceUID"]), str(v["SeriesInstanceUID"])
@@ -251,7 +266,7 @@ class Database(BaseDatabase):
                     stored[sop] = (path, int(linked), item.source, series)
                     if replace and existing is not None and existing[0] != path and not existing[1]:
                         replaced.append(existing[0])
-                    source_row(source_rows, item, sop, "")
+                    source_row(source_rows, item, sop, "", cwd)
                     touched_series.add(series)
                     touched_studies.add(study)
                     status = StoreStatus.REPLACED if replace else StoreStatus.STORED

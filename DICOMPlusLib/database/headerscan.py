@@ -228,6 +228,15 @@ def _element_header(buf: bytes, pos: int, implicit: bool, little: bool) -> tuple
     return pos, vr, length, pos + 8
 
 
+_CHARSET = 0x00080005  # SpecificCharacterSet: how the text values after it are decoded
+
+
+@functools.lru_cache(maxsize=32)
+def _watched(wanted: frozenset[int]) -> frozenset[int]:
+    """The tags a scan stops at: ``wanted`` and SpecificCharacterSet (one set lookup an element)."""
+    return wanted | {_CHARSET}
+
+
 def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = False) -> ScanResult:
     """Scan a whole Part 10 file (or at least its header) held in ``buf``.
 
@@ -287,6 +296,7 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     head = _IMPLICIT_HEAD if implicit else _EXPLICIT_HEAD_LE if little else _EXPLICIT_HEAD_BE
     long_length = _LENGTH_LE if little else _LENGTH_BE
     long_vrs, short_vrs, undefined = _LONG_VRS, _SHORT_VRS, _UNDEFINED
+    watched = _watched(wanted) if isinstance(wanted, frozenset) else wanted | {_CHARSET}
     vr = b""
     tag = 0
     while pos < end:
@@ -326,9 +336,9 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             if complete:
                 raise TruncatedError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
             raise NeedMoreData("element value")
-        if tag in wanted or tag == 0x00080005:
+        if tag in watched:  # a wanted tag, or SpecificCharacterSet
             raw = buf[value_pos:pos]
-            if tag == 0x00080005:
+            if tag == _CHARSET:
                 charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
                 charsets = [c for c in charsets if c] or []
                 if tag not in wanted:
