@@ -110,6 +110,10 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     return text if vr in _KEEP_LEADING else text.lstrip(" ")
 
 
+#: VRs that :func:`_decode` reads as latin-1 whatever the character set, stripped of trailing NULs
+#: and spaces and of leading spaces (UI, DA, TM, CS, IS, DS...): neither numbers nor text VRs.
+_LATIN1_VRS = (_SHORT_VRS | _LONG_VRS) - _TEXT_VRS - frozenset(_NUMBER_CODES)
+
 # Defined terms of SpecificCharacterSet without code extensions (PS3.3 C.12.1.1.2) that decode
 # with one Python codec; the others go through pydicom (ISO 2022 escapes, several terms).
 _PLAIN_CODECS = {
@@ -354,6 +358,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             if group & 1 and vr in (b"UN", b"OB", b"OW"):
                 # a private element whose VR the file does not say: its bytes, for the caller to decode
                 result.values[tag] = bytes(raw)
+            elif vr in _LATIN1_VRS:  # what _decode does with them, without the call (most index tags)
+                result.values[tag] = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ")
             else:
                 result.values[tag] = _decode(raw, vr, little, charsets)
     if not complete:
