@@ -74,13 +74,6 @@ BACKENDS = {
 }
 
 
-#: The writer's page cache (KiB; SQLite's default is 2 MiB). A batch of an import writes 480
-#: headers of 2-16 KiB each: with 2 MiB the pager spills dirty pages to the WAL inside the
-#: transaction and reads them back (1,008 CT files: ~4,000 more ``pread``/``pwrite`` calls, 8,800
-#: writes and 5,400 reads against 6,700 and 3,200). Memory is taken only as pages are used.
-WRITER_CACHE_KIB = 16384
-
-
 class Database(BaseDatabase):
     """The SQLite back end of :class:`~.protocol.DatabaseProtocol`: open (or create) the database
     at ``path``; files are stored in ``store_dir`` (default: ``store/`` beside the database file).
@@ -106,7 +99,6 @@ class Database(BaseDatabase):
             if mode.lower() != "wal":
                 logger.warning("database %s could not switch to WAL (mode %s)", self.path, mode)
             schema.migrate(conn, store_root=self.store.root)
-            conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         self._writer: Connection = conn
