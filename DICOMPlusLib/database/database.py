@@ -36,6 +36,7 @@ from DICOMPlusLib.database.rows import (
     INSERT_SERIES,
     INSERT_SOURCE,
     INSERT_STUDY,
+    absolute,
     instance_row,
     placed_record,
     series_row,
@@ -221,6 +222,7 @@ class Database(BaseDatabase):
         series_rows: dict[str, tuple] = {}
         instance_rows: list[tuple] = []
         source_rows: list[tuple] = []
+        cwd = os.getcwd()  # once a batch: relative source paths are made absolute against it
         try:
             with self.write() as conn:
                 # SOPInstanceUID -> (path, linked, source, SeriesInstanceUID), kept up to date below
@@ -240,12 +242,17 @@ class Database(BaseDatabase):
                             )
                             if item.stored_tmp:
                                 leftovers.append(item.stored_tmp)
-                            source_row(source_rows, item, sop, "duplicate SOPInstanceUID (already stored)")
+                            source_row(
+                                source_rows, item, sop, "duplicate SOPInstanceUID (already stored)", cwd
+                            )
                             continue
                         replace = True
                         touched_series.add(existing[3])
                     # A replacement goes to a new name: the current file stays valid until the commit.
-                    path, linked = self._place_file(item, sop, link, in_flight, unique=replace)
+                    if link:  # as _place_file does, without a getcwd per file
+                        path, linked = absolute(item.source, cwd), True
+                    else:
+                        path, linked = self._place_file(item, sop, link, in_flight, unique=replace)
                     if not linked:
                         placed.append(path)
                     study, series = str(v["StudyInstanceUID"]), str(v["SeriesInstanceUID"])
@@ -258,7 +265,7 @@ class Database(BaseDatabase):
                     stored[sop] = (path, int(linked), item.source, series)
                     if replace and existing is not None and existing[0] != path and not existing[1]:
                         replaced.append(existing[0])
-                    source_row(source_rows, item, sop, "")
+                    source_row(source_rows, item, sop, "", cwd)
                     touched_series.add(series)
                     touched_studies.add(study)
                     status = StoreStatus.REPLACED if replace else StoreStatus.STORED

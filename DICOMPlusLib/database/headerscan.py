@@ -110,6 +110,10 @@ def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     return text if vr in _KEEP_LEADING else text.lstrip(" ")
 
 
+#: VRs that :func:`_decode` reads as latin-1 whatever the character set, stripped of trailing NULs
+#: and spaces and of leading spaces (UI, DA, TM, CS, IS, DS...): neither numbers nor text VRs.
+_LATIN1_VRS = (_SHORT_VRS | _LONG_VRS) - _TEXT_VRS - frozenset(_NUMBER_CODES)
+
 # Defined terms of SpecificCharacterSet without code extensions (PS3.3 C.12.1.1.2) that decode
 # with one Python codec; the others go through pydicom (ISO 2022 escapes, several terms).
 _PLAIN_CODECS = {
@@ -228,6 +232,15 @@ def _element_header(buf: bytes, pos: int, implicit: bool, little: bool) -> tuple
     return pos, vr, length, pos + 8
 
 
+_CHARSET = 0x00080005  # SpecificCharacterSet: how the text values after it are decoded
+
+
+@functools.lru_cache(maxsize=32)
+def _watched(wanted: frozenset[int]) -> frozenset[int]:
+    """The tags a scan stops at: ``wanted`` and SpecificCharacterSet (one set lookup an element)."""
+    return wanted | {_CHARSET}
+
+
 def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = False) -> ScanResult:
     """Scan a whole Part 10 file (or at least its header) held in ``buf``.
 
@@ -287,6 +300,7 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     head = _IMPLICIT_HEAD if implicit else _EXPLICIT_HEAD_LE if little else _EXPLICIT_HEAD_BE
     long_length = _LENGTH_LE if little else _LENGTH_BE
     long_vrs, short_vrs, undefined = _LONG_VRS, _SHORT_VRS, _UNDEFINED
+    watched = _watched(wanted) if isinstance(wanted, frozenset) else wanted | {_CHARSET}
     vr = b""
     tag = 0
     while pos < end:
@@ -326,9 +340,9 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             if complete:
                 raise TruncatedError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
             raise NeedMoreData("element value")
-        if tag in wanted or tag == 0x00080005:
+        if tag in watched:  # a wanted tag, or SpecificCharacterSet
             raw = buf[value_pos:pos]
-            if tag == 0x00080005:
+            if tag == _CHARSET:
                 charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
                 charsets = [c for c in charsets if c] or []
                 if tag not in wanted:
@@ -344,6 +358,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             if group & 1 and vr in (b"UN", b"OB", b"OW"):
                 # a private element whose VR the file does not say: its bytes, for the caller to decode
                 result.values[tag] = bytes(raw)
+            elif vr in _LATIN1_VRS:  # what _decode does with them, without the call (most index tags)
+                result.values[tag] = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ")
             else:
                 result.values[tag] = _decode(raw, vr, little, charsets)
     if not complete:

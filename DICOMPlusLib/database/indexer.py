@@ -140,7 +140,7 @@ def _import_one(path: str, link: bool, tmp_base: str) -> ParsedFile:
             try:
                 parsed = parse_fd(fd, before, path)
             except ImportFileError:
-                if _unchanged(before, os.fstat(fd)) and _unchanged(before, os.stat(path)):
+                if _unchanged(before, os.stat(path)):
                     raise
                 continue  # read while it was being written: look again
             if not link:
@@ -152,7 +152,9 @@ def _import_one(path: str, link: bool, tmp_base: str) -> ParsedFile:
                     if _unchanged(before, os.fstat(fd)):
                         raise ImportFileError(f"cannot store: {exc.strerror or exc}") from exc
                     continue
-            if not (_unchanged(before, os.fstat(fd)) and _unchanged(before, os.stat(path))):
+            # The path's stat is enough: with the same device and inode as ``before`` it is the
+            # open file's, so an ``fstat`` of the descriptor would say the same (one call a file).
+            if not _unchanged(before, os.stat(path)):
                 continue
             parsed.stored_tmp, tmp = tmp, ""
             return parsed

@@ -108,6 +108,8 @@ class ParsedFile:
 
 
 def _as_int(value: object) -> int | None:
+    if value.__class__ is int:  # US, UL, SS, SL as scanned (Rows, Columns): nothing to convert
+        return value
     if value is None or value == "":
         return None
     if isinstance(value, tuple):
@@ -118,14 +120,27 @@ def _as_int(value: object) -> int | None:
         return None
 
 
+def _plan(tags: dict[int, str]) -> tuple[tuple[int, str, bool], ...]:
+    return tuple((tag, keyword, keyword in _INT_KEYS) for tag, keyword in tags.items())
+
+
+#: (tag, keyword, is an integer) of each index and load tag, made once (not per file).
+_PLANS = {id(INDEX_TAGS): _plan(INDEX_TAGS), id(LOAD_TAGS): _plan(LOAD_TAGS)}
+
+
 def _finish(values: dict[int, object], tags: dict[int, str] = INDEX_TAGS) -> dict[str, object]:
     out: dict[str, object] = {}
-    for tag, keyword in tags.items():
-        value = values.get(tag)
-        if keyword in _INT_KEYS:
+    get = values.get
+    for tag, keyword, is_int in _PLANS.get(id(tags)) or _plan(tags):
+        value = get(tag)
+        if is_int:
             out[keyword] = _as_int(value)
+        elif value is None:
+            out[keyword] = ""
+        elif value.__class__ is str:
+            out[keyword] = value.strip()
         else:
-            out[keyword] = "" if value is None else str(value).strip()
+            out[keyword] = str(value).strip()
     return out
 
 

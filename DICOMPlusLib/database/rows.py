@@ -151,7 +151,16 @@ def instance_row(item: ParsedFile, sop: str, series: str, path: str, linked: boo
     )
 
 
-def source_row(rows: list[tuple], item: ParsedFile, sop: str | None, reason: str) -> None:
+def absolute(path: str, cwd: str) -> str:
+    """``os.path.abspath(path)`` with the working folder ``cwd`` looked up once by the caller (a
+    batch), not once per file (``getcwd`` is a system call)."""
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(cwd, path))
+
+
+def source_row(
+    rows: list[tuple], item: ParsedFile, sop: str | None, reason: str, cwd: str | None = None
+) -> None:
     """What an import saw at the item's source path (nothing for received data, which has none)."""
     if item.source:
-        rows.append((os.path.abspath(item.source), item.size, item.mtime, sop, reason))
+        path = os.path.abspath(item.source) if cwd is None else absolute(item.source, cwd)
+        rows.append((path, item.size, item.mtime, sop, reason))

@@ -1,0 +1,60 @@
+"""What a folder import costs per file, counted (system calls, working-folder lookups), not timed:
+the import's own Python work per file is what bounds ``dicomplus import --link`` (issue 19)."""
+
+from __future__ import annotations
+
+import collections
+import os
+
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database import Database
+
+
+def count_calls(monkeypatch, names: tuple[str, ...]) -> collections.Counter:
+    """Count calls of the ``os`` functions ``names``: all of them, and (key ``name:file``) those
+    given a path of a ``.dcm`` file."""
+    calls: collections.Counter = collections.Counter()
+    for name in names:
+        real = getattr(os, name)
+
+        def counting(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            if args and isinstance(args[0], str) and args[0].endswith(".dcm"):
+                calls[f"{_name}:file"] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counting)
+    return calls
+
+
+def test_link_import_opens_reads_and_stats_each_file_once(tmp_path, monkeypatch):
+    """One ``open``, ``fstat``, header ``pread`` and ``stat`` a file: the ``stat`` of the path
+    after the scan tells a file replaced or rewritten meanwhile, and with the same inode it is
+    the open file's (a second ``fstat`` would say the same). A relative path is made absolute
+    against the working folder looked up once a batch, not once or twice a file."""
+    series = make_series(tmp_path / "s", n=12, rows=8, cols=8)
+    monkeypatch.chdir(tmp_path)
+    with Database(tmp_path / "db") as db:
+        calls = count_calls(monkeypatch, ("open", "fstat", "stat", "pread", "getcwd"))
+        report = db.import_paths(["s"], link=True, jobs=1)
+        monkeypatch.undo()
+        paths = sorted(row[0] for row in db._reader().execute("SELECT path FROM instances"))
+        sources = sorted(row[0] for row in db._reader().execute("SELECT path FROM sources"))
+    assert report.added == 12
+    assert paths == sources == sorted(str(p) for p in series.files)
+    assert (calls["open:file"], calls["fstat"], calls["pread"], calls["stat:file"]) == (12, 12, 12, 12)
+    assert calls["getcwd"] == 1
+
+
+def test_copying_import_stats_each_source_once(tmp_path, monkeypatch):
+    """The same for a copying import (``--jobs 1``): one ``fstat`` of each open source."""
+    make_series(tmp_path / "s", n=12, rows=8, cols=8)
+    with Database(tmp_path / "db") as db:
+        calls = count_calls(monkeypatch, ("open", "fstat", "stat"))
+        report = db.import_paths([tmp_path / "s"], jobs=1)
+        monkeypatch.undo()
+        stored = [row[0] for row in db._reader().execute("SELECT path FROM instances")]
+        assert all(db.store.contains(path) for path in stored)
+    assert report.added == len(stored) == 12
+    assert (calls["open:file"], calls["stat:file"]) == (12, 12)
+    assert calls["fstat"] == 12 + 1  # and the writer's lock file, once (FileStore._claim)
