@@ -174,3 +174,36 @@ def test_cancel_before_start_does_nothing(two_series_pacs, tmp_path):
     report = retrieve(node, db, study_uid=ct.study_uid, method="get", cancel=token)
     assert report.cancelled and not report.done and not _stored(db)
     db.close()
+
+
+class SilentlySkippingSCP(QueryRetrieveSCP):
+    """A PACS whose C-GET leaves out the last instance it matched yet answers success."""
+
+    def _sub_operations(self, event, records):
+        yield from super()._sub_operations(event, records[:-1])
+
+
+def test_a_study_held_nowhere_is_fetched_at_once_and_still_checked(two_series_pacs, tmp_path):
+    """Nothing of the study is in the database: the C-GET goes first and the instances are known
+    from its counts (resume then skips them all); a PACS that brings fewer than its C-GET matched
+    is caught by the image-level C-FIND after the transfer, which names the missing instance."""
+    node, ct, mr = two_series_pacs
+    db = Database(tmp_path / "db")
+    report = retrieve(node, db, study_uid=ct.study_uid, method="get")
+    assert report.complete and report.expected == 10 and _stored(db) == set(ct.sop_uids) | set(mr.sop_uids)
+    again = retrieve(node, db, study_uid=ct.study_uid, method="get")
+    assert again.complete and len(again.skipped) == 10 and not again.done
+    db.close()
+    series = make_series(tmp_path / "s", n=5, rows=16, cols=16, patient_id="QRSKIP", seed=55)
+    pacs = Database(tmp_path / "pacs-skip")
+    pacs.import_paths([str(f) for f in series.files])
+    with SilentlySkippingSCP(pacs, QRConfig(ae_title="SKIPPER", port=0, host=LOOPBACK)) as server:
+        node = RemoteNode("skipper", DimseEndpoint("SKIPPER", LOOPBACK, server.port))
+        db = Database(tmp_path / "db-skip")
+        report = retrieve(
+            node, db, study_uid=series.study_uid, method="get", options=RetrieveOptions(retries=0)
+        )
+        assert report.expected == 5 and len(report.done) == 4 and not report.complete
+        assert set(report.failed) == set(series.sop_uids) - _stored(db) and len(report.failed) == 1
+        db.close()
+    pacs.close()

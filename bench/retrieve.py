@@ -12,8 +12,9 @@ of the single-series study from Orthanc. Candidates:
 
 * ``dcmtk-move``: DCMTK ``movescu`` with its own storage SCP (``+P``) as the move destination;
 * ``get``: ``retrieve(method="get")`` in this process (library already imported, as in Slicer):
-  plan (series- and image-level C-FIND), C-GET, every instance stored and indexed in the database
-  before its C-STORE response;
+  plan (series-level C-FIND; the database holds nothing of the study, so the C-GET goes out
+  next and its counts give the expected list), C-GET, every instance stored and indexed in the
+  database before its C-STORE response;
 * ``move``: ``retrieve(method="move")`` to a DICOMPlus listener already running (as in Slicer),
   same storing path;
 * ``get-cli``: ``dicomplus retrieve --method get`` as a fresh process (includes starting Python);

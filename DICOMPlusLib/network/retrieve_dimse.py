@@ -272,6 +272,9 @@ class RunState:
         self.preflight_done = False
         self.move_host = ""
         self.plan: Plan | None = None
+        #: A deferred plan's C-GETs: (final response, the instances it brought) per unit done.
+        self.counted: list[tuple[qrscu.Response, list, int | None]] = []
+        self.unit_totals: dict[int, int] = {}  # a deferred plan's C-GETs: their sub-operation totals
 
     # -- accounting ----------------------------------------------------------------------------
     def stored(self, sop: str, ok: bool = True, reason: str = "") -> None:
@@ -311,6 +314,15 @@ class RunState:
             total = max(self.report.expected, self.total_hint, count)
         if self.progress is not None:
             self.progress(count, total, "")
+
+    def on_get_pending(self, key: int, response: qrscu.Response) -> None:
+        """A pending response of a deferred plan's C-GET: the total is the sum of every
+        request's sub-operations (the instances they match)."""
+        total = response.suboperations.total
+        if total:
+            with self.lock:
+                self.unit_totals[key] = total
+                self.total_hint = sum(self.unit_totals.values())
 
     def matches_arrival(self, instance) -> bool:
         if instance.sop_instance_uid in self.expected:
@@ -403,11 +415,25 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                 for unit in units:
                     if state.cancel.cancelled:
                         break
+                    arrived: list = []
+
+                    def on_stored(sop: str, outcome, arrived=arrived) -> None:
+                        if outcome.status == 0 and outcome.instance is not None:
+                            arrived.append(outcome.instance)
+                        state.on_stored(sop, outcome)
+
+                    deferred = state.plan is not None and state.plan.deferred
                     response = qa.get(qrscu.STUDY_ROOT_GET, unit.identifier(), sink=sink,
-                                      on_pending=state.on_pending, on_stored=state.on_stored,
+                                      on_pending=(lambda r, k=id(arrived): state.on_get_pending(k, r))
+                                      if deferred else state.on_pending,
+                                      on_stored=on_stored if deferred else state.on_stored,
                                       cancel=state.cancel, grace=state.grace)  # fmt: skip
+                    if deferred:
+                        with state.lock:
+                            state.counted.append((response, arrived, state.unit_totals.get(id(arrived))))
                     if (
                         response.category == "failure"
+                        and not deferred  # guessed classes: the C-FIND after it says which ones
                         and not response.suboperations.completed
                         and not any(s in state.done for s in unit.expected)
                     ):

@@ -1,7 +1,11 @@
 """Retrieve by Query/Retrieve (C-GET, C-MOVE) from a node's DIMSE endpoint into the database.
 
 1. **Plan** (PS3.4 C.4.1): an image-level C-FIND of the selection says which instances (and
-   SOP classes) to expect; instances already in the database are skipped (**resume**).
+   SOP classes) to expect; instances already in the database are skipped (**resume**). When
+   the database holds nothing of the selection (a local lookup) and it is fetched by C-GET,
+   the image level waits: the C-GETs go out after the series-level C-FIND (whose modalities
+   say which storage classes to propose), and their counts, or an image-level C-FIND after
+   them when the counts do not account for every instance, give the expected list.
 2. **Transfer** by C-GET (instances come back on our association and are stored by the
    listener's path) or C-MOVE (to our own listener, started when needed, after a pre-flight
    check): whole series when nothing of them is here yet, else exactly the missing instances (a
@@ -43,6 +47,8 @@ from DICOMPlusLib.network.retrieve_plan import (
     Unit,
     _Cancelled,
     _distribute,
+    from_arrivals,
+    list_instances,
     make_plan,
     make_units,
 )
@@ -120,27 +126,20 @@ def retrieve_qr(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest
     try:
         if cancel.cancelled:
             raise _Cancelled("cancelled before it started")
+        defer = how is RetrieveMethod.C_GET and not sop_uids and not _held(db, study_uid, series_uids)
         plan = make_plan(node, study_uid=study_uid, series_uids=series_uids, sop_uids=sop_uids,
-                         calling_ae=calling, timeout=timeout, cancel=cancel, parallel=parallel)  # fmt: skip
+                         calling_ae=calling, timeout=timeout, cancel=cancel, parallel=parallel,
+                         defer=defer)  # fmt: skip
     except _Cancelled:
         report.cancelled = True
         report.seconds = time.monotonic() - started
         return report
-    report.warnings += plan.warnings
-    expected = [i.sop for i in plan.instances] if plan.instances is not None else []
-    if plan.instances is not None:
-        report.expected = len(expected)
-        found = set(expected)
-        for sop in plan.requested_sops:
-            if sop not in found:
-                report.failed[sop] = f"not found on {node.name}"
-    present = present_in_db(db, expected) if expected else set()
-    report.skipped = [s for s in expected if s in present] if resume else []
+    state = RunState(node, db, report, calling_ae=calling, progress=progress, cancel=cancel, timeout=timeout,
+                     grace=options.grace, present_before=set(), expected=set())  # fmt: skip
+    state.plan = plan
+    _account(state, plan, resume)
     if progress is not None:
         progress(len(report.skipped), report.expected, "")
-    state = RunState(node, db, report, calling_ae=calling, progress=progress, cancel=cancel, timeout=timeout,
-                     grace=options.grace, present_before=present, expected=set(expected))  # fmt: skip
-    state.plan = plan
     with contextlib.ExitStack() as stack:
         destination = None
         if how is RetrieveMethod.C_MOVE:
@@ -152,6 +151,9 @@ def retrieve_qr(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest
             state, plan, set(report.skipped), how, destination, options.retries, options.backoff, parallel
         )
     report.cancelled = report.cancelled or cancel.cancelled
+    if plan.deferred:  # cancelled or failed before the C-GETs' counts were in
+        _resolve(state, plan, parallel)
+    expected = [i.sop for i in plan.instances] if plan.instances is not None else []
     if plan.instances is not None:
         have = set(report.done) | set(report.skipped)
         for sop in expected:
@@ -161,13 +163,85 @@ def retrieve_qr(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest
     return report
 
 
+def _held(db: DatabaseProtocol, study_uid: str | None, series_uids: list[str]) -> bool:
+    """Whether the database holds anything of the selection's series (or study): a local
+    lookup that decides whether the image-level plan must come before the transfer (to skip
+    what is held) or can wait."""
+    if series_uids:
+        return any(db.search("series", {"SeriesInstanceUID": uid}, limit=1) for uid in series_uids)
+    return bool(study_uid) and bool(db.search("study", {"StudyInstanceUID": study_uid or ""}, limit=1))
+
+
+def _account(state: RunState, plan: Plan, resume: bool) -> None:
+    """The report's and the run's view of a known plan: expected, not found, held (skipped)."""
+    report = state.report
+    report.warnings += [w for w in plan.warnings if w not in report.warnings]
+    if plan.instances is None:
+        return
+    expected = [i.sop for i in plan.instances]
+    report.expected = len(expected)
+    found = set(expected)
+    for sop in plan.requested_sops:
+        if sop not in found:
+            report.failed[sop] = f"not found on {state.node.name}"
+    present = present_in_db(state.db, expected) if expected else set()
+    state.present_before = present
+    report.skipped = [s for s in expected if s in present and s not in state.done] if resume else []
+    with state.lock:
+        state.expected = set(expected)
+
+
+def _resolve(state: RunState, plan: Plan, parallel: int) -> None:
+    """After a deferred plan's C-GETs: when each final response says it completed every
+    sub-operation it matched (as many as its pending responses announced) and exactly that
+    many instances arrived, the instances are known (the PACS's own count is the expected
+    one); otherwise the image-level C-FIND lists them (after the transfer, in a node slot), so
+    that the report names what is missing. After a cancel it is given ``grace`` seconds."""
+    counted = list(state.counted)
+    units = len(make_units(plan, set(), parallel=parallel))
+    proven = (
+        not state.cancel.cancelled
+        and len(counted) == units
+        and all(
+            r.status == 0 and not r.suboperations.failed and not r.suboperations.warning
+            and r.suboperations.completed == len(arrived) > 0 and total in (None, len(arrived))
+            for r, arrived, total in counted
+        )
+    )  # fmt: skip
+    if proven:
+        from_arrivals(plan, [i for _, arrived, _ in counted for i in arrived])
+    else:
+        token = state.cancel
+        timer = None
+        if state.cancel.cancelled:
+            token = CancelToken()
+            timer = threading.Timer(state.grace, token.cancel)
+            timer.daemon = True
+            timer.start()
+        try:
+            with node_slot(state.node, token):
+                list_instances(plan, state.node, state.calling_ae, state.timeout, token, parallel)
+        except (_Cancelled, RetrieveError) as exc:
+            if not state.cancel.cancelled and isinstance(exc, RetrieveError):
+                raise
+            plan.deferred = False
+            state.report.warnings.append(f"the instances of the selection are not known: {exc}")
+        finally:
+            if timer is not None:
+                timer.cancel()
+    _account(state, plan, True)
+
+
 def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMethod, destination,
               retries: int, backoff: float, parallel: int) -> None:  # fmt: skip
     """The attempts: run the units, retry what is still missing after a transient failure."""
     report = state.report
     last_error: BaseException | None = None
-    for attempt in range(1, retries + 2):
+    attempt, bonus = 0, 0
+    while attempt < retries + 1 + bonus:
+        attempt += 1
         report.attempts = attempt
+        blind = plan.deferred
         units = make_units(plan, skipped | state.done, parallel=parallel)
         if not units:
             return
@@ -176,6 +250,8 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         for o in outcomes:
             report.warnings += o.warnings
         errors = [o.error for o in outcomes if o.error is not None]
+        if plan.deferred and not state.cancel.cancelled and all(_transient(e) for e in errors):
+            _resolve(state, plan, parallel)
         aborted = [e for e in errors if isinstance(e, qrscu.OperationAborted) and e.cancelled]
         report.warnings += [str(e) for e in aborted]
         if aborted or state.cancel.cancelled or any(isinstance(e, _Cancelled) for e in errors):
@@ -195,6 +271,9 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         missing = [i.sop for i in plan.instances if i.sop not in skipped and i.sop not in state.done]
         if not missing:
             return
+        if blind and last_error is None and not bonus:
+            bonus = 1  # the C-GETs proposed guessed SOP classes: ask at once with the listed ones
+            continue
         failures = sum(o.suboperation_failures for o in outcomes)
         if last_error is None and not failures:
             break  # the PACS said all went well: asking again would bring the same
@@ -222,7 +301,10 @@ def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destinat
     """Run the units on ``parallel`` associations (threads), each holding a node slot."""
     jobs: list[tuple] = []
     if how is RetrieveMethod.C_GET:
-        groups = storage_context_groups({c for u in units for c in u.sop_classes})
+        plan = state.plan
+        deferred = plan is not None and plan.deferred
+        groups = storage_context_groups(plan.guessed_classes if plan is not None and deferred else
+                                        {c for u in units for c in u.sop_classes})  # fmt: skip
         for group in groups:
             mine = [
                 u for u in units if not u.sop_classes or u.sop_classes & group.sop_classes or group.default
