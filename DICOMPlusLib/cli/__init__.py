@@ -4,7 +4,8 @@ output helpers) and one module of subcommands per area (:mod:`database`, :mod:`l
 :mod:`export`, :mod:`bundle`, :mod:`network`, :mod:`nodes`, :mod:`qr`). Only the command modules
 import ``rich`` and ``argcomplete``, and only the module of the command being run is imported.
 
-``python -m DICOMPlusLib.cli`` runs :func:`main` (``__main__.py``).
+``python -m DICOMPlusLib.cli`` and the ``dicomplus`` console script run :func:`main` through
+:func:`~DICOMPlusLib.cli.entry.run`, which ends the process without the interpreter's teardown.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""``python -m DICOMPlusLib.cli``: the ``dicomplus`` command."""
+"""``python -m DICOMPlusLib.cli``: the ``dicomplus`` command (:mod:`~DICOMPlusLib.cli.entry`)."""
 
-import sys
-
-from DICOMPlusLib.cli.app import main
+from DICOMPlusLib.cli.entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
