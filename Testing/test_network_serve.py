@@ -153,6 +153,18 @@ def test_get(dcmtk, pacs, samples, tmp_path):
     } == expected
 
 
+def getscu_first_study(dcmtk, pacs, samples, tmp_path):
+    """getscu of the first sample's study from serve into a new folder: (study, its SOP
+    Instance UIDs, the folder)."""
+    study = str(samples[0].StudyInstanceUID)
+    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
+    out = tmp_path / "get"
+    out.mkdir()
+    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    return study, expected, out
+
+
 def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_path, monkeypatch):
     """The C-STORE sub-operations and C-GET responses of a C-GET are written by the handler's
     thread (qrscp_wire), not PDU by PDU by pynetdicom's DUL thread (4x dcmqrscp's time), and
@@ -166,12 +178,7 @@ def test_get_sub_operations_bypass_pynetdicoms_writer(dcmtk, pacs, samples, tmp_
     monkeypatch.setattr(
         AssociationSocket, "send", lambda self, data: (writes.append(len(data)), original(self, data))
     )
-    study = str(samples[0].StudyInstanceUID)
-    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
-    out = tmp_path / "get"
-    out.mkdir()
-    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    study, expected, out = getscu_first_study(dcmtk, pacs, samples, tmp_path)
 
     def data_set(path) -> bytes:
         with open(path, "rb") as f:
@@ -197,12 +204,7 @@ def test_get_responses_are_read_by_the_handlers_thread(dcmtk, pacs, samples, tmp
     reads = []
     original = AssociationSocket.recv
     monkeypatch.setattr(AssociationSocket, "recv", lambda self, n: (reads.append(n), original(self, n))[1])
-    study = str(samples[0].StudyInstanceUID)
-    expected = {str(s.SOPInstanceUID) for s in samples if str(s.StudyInstanceUID) == study}
-    out = tmp_path / "get"
-    out.mkdir()
-    dcmtk.run("getscu", "-S", "-aec", AET, "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              "-od", out, LOOPBACK, pacs.port)  # fmt: skip
+    _, expected, out = getscu_first_study(dcmtk, pacs, samples, tmp_path)
     assert {
         str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.iterdir()
     } == expected
