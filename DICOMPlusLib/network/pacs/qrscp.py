@@ -259,6 +259,10 @@ class QueryRetrieveSCP:
     def _on_find(self, event):
         from pydicom import Dataset
 
+        # the responses written by this thread, not queued PDU by PDU for pynetdicom's DUL
+        # thread, which took the GIL from this one only every switch interval (5 ms): an
+        # image-level C-FIND of 300 instances answered in bursts, 0.2 s (qrscp_wire)
+        qrscp_send.install_sender(event.assoc)
         identifier = event.identifier
         model = str(event.request.AffectedSOPClassUID)
         level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()

@@ -180,11 +180,11 @@ def _send_stored(assoc, wire, path: str, sop_class: str, sop_instance: str, stor
 
 def install_sender(assoc) -> None:
     """Make ``assoc.send_c_store`` resolve the datasets of :func:`stored_instance`; stored
-    bytes and the association's C-GET responses go on the wire directly
+    bytes and the association's C-GET and C-FIND responses go on the wire directly
     (:mod:`~DICOMPlusLib.network.pacs.qrscp_wire`)."""
     if getattr(assoc, "_dicomplus_sender", False):
         return
-    from pynetdicom.dimse_primitives import C_GET
+    from pynetdicom.dimse_primitives import C_FIND, C_GET
 
     from DICOMPlusLib.network.pacs.qrscp_wire import Wire
 
@@ -197,12 +197,12 @@ def install_sender(assoc) -> None:
     if wire is not None:
         send_msg = assoc.dimse.send_msg
 
-        def send_get_response(primitive, context_id):
-            if isinstance(primitive, C_GET) and primitive.MessageIDBeingRespondedTo is not None:
+        def send_response(primitive, context_id):
+            if isinstance(primitive, (C_GET, C_FIND)) and primitive.MessageIDBeingRespondedTo is not None:
                 return wire.send_msg(primitive, context_id)
             return send_msg(primitive, context_id)
 
-        assoc.dimse.send_msg = send_get_response
+        assoc.dimse.send_msg = send_response
 
     def send_c_store(dataset, msg_id=1, priority=2, originator_aet=None, originator_id=None):
         path = getattr(dataset, "_dicomplus_path", None)
