@@ -18,10 +18,11 @@ from DICOMPlusLib.network.answers import QueryReport
 from DICOMPlusLib.network.dimse import qrscu
 from DICOMPlusLib.network.find import aborted_message, find_dimse, normalize_criteria, open_for_query
 from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.uids import STORAGE_ROOT
 
 IMAGE_CHUNK = 200  # SOP Instance UIDs per image-level request (a UI list stays well under 64 KiB)
 
-_I = "1.2.840.10008.5.1.4.1.1."
+_I = STORAGE_ROOT
 #: The storage SOP classes a series of each modality (0008,0060, a required key of the
 #: series level) holds, PS3.3 A.1.4 / PS3.4 B.5: what a deferred plan's C-GET proposes, with
 #: every transfer syntax a known class gets. An instance of another class (a private one, a
