@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from DICOMPlusLib.database.delete import delete
-from DICOMPlusLib.database.rows import chunks, instance_record
+from DICOMPlusLib.database.rows import absolute, chunks, instance_record
 from DICOMPlusLib.database.search import Criteria, count, search
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import (
@@ -180,13 +180,22 @@ class BaseDatabase(abc.ABC):
         not read again by the next import."""
 
     def _place_file(
-        self, item: ParsedFile, sop: str, link: bool, in_flight: list[str], *, unique: bool = False
+        self,
+        item: ParsedFile,
+        sop: str,
+        link: bool,
+        in_flight: list[str],
+        *,
+        unique: bool = False,
+        cwd: str | None = None,
     ) -> tuple[str, bool]:
         """Put the item's file under its stored name (:meth:`~.store.FileStore.place`) inside the
         transaction that adds its row; adds its in-flight name to ``in_flight``, which the caller
-        removes (:meth:`~.store.FileStore.settled`) once the transaction is over."""
+        removes (:meth:`~.store.FileStore.settled`) once the transaction is over. A linked file
+        stays where it is, its path made absolute against ``cwd`` (a batch looks the working
+        folder up once: ``getcwd`` is a system call)."""
         if link:
-            return os.path.abspath(item.source), True
+            return absolute(item.source, cwd if cwd is not None else os.getcwd()), True
         if item.stored_tmp:
             final, tmp = self.store.place(sop, item.stored_tmp, unique=unique)
         elif item.data is not None:
@@ -319,7 +328,7 @@ class BaseDatabase(abc.ABC):
         replacement killed before its commit had placed its new file under a new name. Only the
         instance's own row can point to its hash's names, and no writer of it is running (its
         lock is held by the caller)."""
-        others = [str(p) for p in Path(name).parent.glob(f"{_digest(name)}*.dcm") if str(p) != name]
+        others = [str(p) for p in self.store.names_of(sop) if str(p) != name]
         if others:
             kept = self._rows_at(conn, others, [sop], lock=False)
             for other in others:

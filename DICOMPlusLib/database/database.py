@@ -36,7 +36,6 @@ from DICOMPlusLib.database.rows import (
     INSERT_SERIES,
     INSERT_SOURCE,
     INSERT_STUDY,
-    absolute,
     instance_row,
     placed_record,
     series_row,
@@ -249,10 +248,7 @@ class Database(BaseDatabase):
                         replace = True
                         touched_series.add(existing[3])
                     # A replacement goes to a new name: the current file stays valid until the commit.
-                    if link:  # as _place_file does, without a getcwd per file
-                        path, linked = absolute(item.source, cwd), True
-                    else:
-                        path, linked = self._place_file(item, sop, link, in_flight, unique=replace)
+                    path, linked = self._place_file(item, sop, link, in_flight, unique=replace, cwd=cwd)
                     if not linked:
                         placed.append(path)
                     study, series = str(v["StudyInstanceUID"]), str(v["SeriesInstanceUID"])

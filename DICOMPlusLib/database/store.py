@@ -283,14 +283,17 @@ class FileStore:
             with contextlib.suppress(OSError):
                 os.unlink(in_flight)
 
+    def names_of(self, sop_instance_uid: str) -> list[Path]:
+        """Every stored name of the instance: ``hh/<hash>.dcm`` and replacements'
+        ``hh/<hash>-<suffix>.dcm`` (:meth:`relative_path_for`), whichever exist."""
+        plain = self.path_for(sop_instance_uid)
+        return list(plain.parent.glob(f"{plain.stem}*.dcm"))
+
     def unsettled_names(self, in_flight: str, sop_instance_uid: str) -> list[str]:
         """The stored names of a dead writer's placed file (:meth:`place`) for the instance:
-        ``hh/<hash>.dcm`` or a replacement's ``hh/<hash>-<suffix>.dcm`` that is the same file."""
-        import hashlib
-
-        digest = hashlib.sha256(sop_instance_uid.encode("utf-8", "surrogateescape")).hexdigest()
+        those of :meth:`names_of` that are the same file."""
         found = []
-        for path in (self.root / digest[:2]).glob(f"{digest}*.dcm"):
+        for path in self.names_of(sop_instance_uid):
             with contextlib.suppress(OSError):
                 if os.path.samefile(path, in_flight):
                     found.append(str(path))
