@@ -195,7 +195,7 @@ class BaseDatabase(abc.ABC):
         stays where it is, its path made absolute against ``cwd`` (a batch looks the working
         folder up once: ``getcwd`` is a system call)."""
         if link:
-            return absolute(item.source, cwd if cwd is not None else os.getcwd()), True
+            return absolute(item.source, cwd), True
         if item.stored_tmp:
             final, tmp = self.store.place(sop, item.stored_tmp, unique=unique)
         elif item.data is not None:

@@ -124,14 +124,17 @@ def _plan(tags: dict[int, str]) -> tuple[tuple[int, str, bool], ...]:
     return tuple((tag, keyword, keyword in _INT_KEYS) for tag, keyword in tags.items())
 
 
-#: (tag, keyword, is an integer) of each index and load tag, made once (not per file).
-_PLANS = {id(INDEX_TAGS): _plan(INDEX_TAGS), id(LOAD_TAGS): _plan(LOAD_TAGS)}
+#: (tag, keyword, is an integer) of each index tag and of each load tag, made once (not per file).
+_INDEX_PLAN = _plan(INDEX_TAGS)
+_LOAD_PLAN = _plan(LOAD_TAGS)
 
 
-def _finish(values: dict[int, object], tags: dict[int, str] = INDEX_TAGS) -> dict[str, object]:
+def _finish(
+    values: dict[int, object], plan: tuple[tuple[int, str, bool], ...] = _INDEX_PLAN
+) -> dict[str, object]:
     out: dict[str, object] = {}
     get = values.get
-    for tag, keyword, is_int in _PLANS.get(id(tags)) or _plan(tags):
+    for tag, keyword, is_int in plan:
         value = get(tag)
         if is_int:
             out[keyword] = _as_int(value)
@@ -391,7 +394,7 @@ def _scan_prefix(
         return parsed
     if result.pixel_length >= 0 and result.pixel_offset + result.pixel_length > size:
         raise ImportFileError("truncated: pixel data runs past the end of the file")
-    values = _finish(result.values, INDEX_TAGS if index else LOAD_TAGS)
+    values = _finish(result.values, _INDEX_PLAN if index else _LOAD_PLAN)
     _check(values, result.media_sop_class, path)
     _check_pixels(values, result.pixel_tag, result.last_tag)
     return ParsedFile(

@@ -151,10 +151,12 @@ def instance_row(item: ParsedFile, sop: str, series: str, path: str, linked: boo
     )
 
 
-def absolute(path: str, cwd: str) -> str:
-    """``os.path.abspath(path)`` with the working folder ``cwd`` looked up once by the caller (a
-    batch), not once per file (``getcwd`` is a system call)."""
-    return os.path.normpath(path if os.path.isabs(path) else os.path.join(cwd, path))
+def absolute(path: str, cwd: str | None = None) -> str:
+    """``os.path.abspath(path)``, against the working folder ``cwd`` when the caller looked it up
+    once for a batch (``getcwd`` is a system call), else against the current one."""
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    return os.path.normpath(os.path.join(cwd if cwd is not None else os.getcwd(), path))
 
 
 def source_row(
@@ -162,5 +164,4 @@ def source_row(
 ) -> None:
     """What an import saw at the item's source path (nothing for received data, which has none)."""
     if item.source:
-        path = os.path.abspath(item.source) if cwd is None else absolute(item.source, cwd)
-        rows.append((path, item.size, item.mtime, sop, reason))
+        rows.append((absolute(item.source, cwd), item.size, item.mtime, sop, reason))
