@@ -64,8 +64,11 @@ def test_import_shared_series_matches_pydicom(tmp_path, shared_series, monkeypat
 
     monkeypatch.setattr("DICOMPlusLib.database.indexer.parse_fd", must_not_parse)
     again = db.import_paths([shared_series])
-    assert again.added == 0 and again.skipped == []
-    assert again.unchanged == again.files_seen
+    assert again.added == 0
+    # a file skipped for what it is (not DICOM, a DICOMDIR, a duplicate) is reported with the
+    # same reason again, not counted as an unchanged instance
+    assert {s.path: s.reason for s in again.skipped} == {s.path: s.reason for s in report.skipped}
+    assert again.unchanged == again.files_seen - len(report.skipped) == db.info()["instances"]
     assert db.info() == pydicom_counts(shared_series)
 
 
@@ -181,7 +184,8 @@ def test_same_instance_twice_in_one_batch_keeps_the_first(tmp_path, open_db):
     assert len(list(db.store.root.rglob("*.dcm"))) == 3
     assert db.info()["instances"] == 3
     again = db.import_paths([series.folder], jobs=1)
-    assert (again.unchanged, again.added, again.duplicates) == (4, 0, 0)
+    # the copy skipped as a duplicate is reported as one again (unread), not as unchanged
+    assert (again.unchanged, again.added, again.duplicates) == (3, 0, 1)
 
 
 def test_parallel_and_serial_import_agree(tmp_path, open_db):

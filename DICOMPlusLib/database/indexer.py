@@ -345,7 +345,9 @@ def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
 
 
 def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[str]:
-    """Files whose (size, mtime) differ from the last import of the same path."""
+    """Files whose (size, mtime) differ from the last import of the same path. An unchanged
+    file skipped last time for what it is (not DICOM, a DICOMDIR) is reported skipped again
+    with that reason, not as an unchanged instance."""
     conn = db._reader()
     if not files or conn.execute("SELECT 1 FROM sources LIMIT 1").fetchone() is None:
         return list(files)  # nothing was ever imported (a first import): no path to look up
@@ -354,9 +356,10 @@ def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[
         chunk = files[start : start + 500]
         absolute = [os.path.abspath(f) for f in chunk]
         known = {
-            row[0]: (row[1], row[2])
+            row[0]: (row[1], row[2], row[3])
             for row in conn.execute(
-                f"SELECT path, size, mtime FROM sources WHERE path IN ({','.join('?' * len(absolute))})",
+                "SELECT path, size, mtime, reason FROM sources"
+                f" WHERE path IN ({','.join('?' * len(absolute))})",
                 absolute,
             )
         }
@@ -369,7 +372,11 @@ def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[
                     todo.append(original)
                     continue
                 if st.st_size == seen[0] and st.st_mtime == seen[1]:
-                    report.unchanged += 1
+                    if seen[2]:  # skipped last time for what it is: say so again, unread
+                        report.skipped.append(SkippedFile(original, seen[2]))
+                        report.duplicates += seen[2].startswith("duplicate")
+                    else:
+                        report.unchanged += 1
                     continue
             todo.append(original)
     return todo
