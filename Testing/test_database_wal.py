@@ -22,6 +22,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.database import database as sqlite_backend
+from DICOMPlusLib.errors import DatabaseError
 
 FRAME = 4096 + 24  # a WAL frame: a page and its header (SQLite's default page size)
 
@@ -101,6 +102,8 @@ def test_an_import_leaves_its_pages_in_the_wal_below_its_limit(tmp_path, big):
             == sqlite_backend.WAL_CHECKPOINT_PAGES
         )
         assert db._bulk_depth == 0
+    with pytest.raises(DatabaseError, match="closed"):
+        db.import_paths([big], link=True, jobs=1)
     # Closing the last connection copies the WAL into the database file, as SQLite always did.
     assert os.path.getsize(db.path) > size
     conn = sqlite3.connect(db.path)

@@ -219,6 +219,8 @@ class Database(BaseDatabase):
         an OS crash or a power cut can lose is in docs/reliability.md. Set on the writer
         connection, under the write lock, and put back when the last import of this process ends.
         """
+        if self._closed:
+            raise DatabaseError("the database is closed")
         with self._write_lock:
             self._bulk_depth += 1
             if self._bulk_depth == 1:
