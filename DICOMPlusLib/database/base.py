@@ -530,7 +530,13 @@ class BaseDatabase(abc.ABC):
         # concurrent.futures, which a search or a load never needs.
         from DICOMPlusLib.database.indexer import import_paths
 
-        return import_paths(self, paths, **kwargs)
+        with self._bulk_writes():
+            return import_paths(self, paths, **kwargs)
+
+    def _bulk_writes(self) -> AbstractContextManager[None]:
+        """While an import commits its batches: a back end may write differently (SQLite's
+        checkpoints: :meth:`.database.Database._bulk_writes`). Nothing here."""
+        return contextlib.nullcontext()
 
     # -- deleting ------------------------------------------------------------------------------
     def delete(

@@ -53,6 +53,14 @@ logger = logging.getLogger(__name__)
 
 DB_FILE_NAME = "dicomplus.sqlite"
 BUSY_TIMEOUT_S = 60.0
+#: SQLite's own ``wal_autocheckpoint`` (pages): a commit that leaves more in the WAL copies them
+#: into the database file (a checkpoint, two ``fdatasync``). Every writer but an import uses it,
+#: and a writer that finds more at its first write checkpoints first (:meth:`Database._restart_a_large_wal`).
+WAL_CHECKPOINT_PAGES = 1000
+#: An import's ``wal_autocheckpoint`` (16 MiB of 4 KiB pages): its commits checkpoint only past
+#: this, so one import's WAL stays below it plus one transaction (docs/reliability.md "The
+#: database on disk" says what this trades).
+IMPORT_WAL_PAGES = 4096
 
 
 def default_database_path() -> Path:
@@ -107,6 +115,9 @@ class Database(BaseDatabase):
         except sqlite3.DatabaseError as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         self._writer: Connection = conn
+        self._bulk_depth = 0  # imports running in this process (:meth:`_bulk_writes`)
+        self._wal_checked = False  # :meth:`_restart_a_large_wal`, before the first write
+        conn.execute(f"PRAGMA journal_size_limit={_wal_bytes(WAL_CHECKPOINT_PAGES)}")
         #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
         self.ingest = Ingest(self)
         self._sweep_store()  # temporary files of writers that died (kill -9, power loss)
@@ -159,6 +170,9 @@ class Database(BaseDatabase):
             raise DatabaseError("the database is closed")
         with self._write_lock:
             conn = self._writer
+            if not self._wal_checked:
+                self._wal_checked = True
+                self._restart_a_large_wal(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -167,6 +181,58 @@ class Database(BaseDatabase):
                 raise
             else:
                 conn.execute("COMMIT")
+
+    def _restart_a_large_wal(self, conn: Connection) -> None:
+        """Before this database's first write: a WAL of more than :data:`WAL_CHECKPOINT_PAGES`
+        (left by another process: an import's, or any command line's) is copied into the database
+        file (a ``PASSIVE`` checkpoint: it waits for no reader), so that the write starts the WAL
+        over.
+
+        SQLite starts the WAL over only at a write that finds it wholly copied, and a process that
+        opens it after the last connection has gone rebuilds its index and forgets what a
+        checkpoint had copied. A command line process writes and leaves by ``os._exit`` (no
+        checkpoint at close): without this the WAL grew with every command, and every commit past
+        1,000 pages copied all of it again (30 imports of 28 files: 2,655 pages, 11 MB).
+        The file's size tells without reading it: ``journal_size_limit`` (the same size) cuts the
+        file back when the WAL starts over, so it is larger only when more was written since.
+        One ``stat`` a database, not a commit.
+        """
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size > _wal_bytes(WAL_CHECKPOINT_PAGES):
+            with contextlib.suppress(sqlite3.Error):  # a reader in the way: the next writer does it
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @contextlib.contextmanager
+    def _bulk_writes(self) -> Iterator[None]:
+        """An import checkpoints at most every :data:`IMPORT_WAL_PAGES`, not every 1,000 pages.
+
+        A checkpoint copies the WAL into the database file between two ``fdatasync``; an import
+        of 1,008 CT headers writes ~2,240 WAL pages, which took two checkpoints inside its commits
+        (and the pages every batch changes again, the indexes' upper levels, were copied at each).
+        With the larger limit it takes none: the next writer copies them before its first write
+        (:meth:`_restart_a_large_wal`, in any process), or the close of the last connection (the
+        library, Slicer); the command line leaves by ``os._exit`` and never closes. Nothing
+        committed depends on it: a reader reads the WAL, a killed process loses no commit; what
+        an OS crash or a power cut can lose is in docs/reliability.md. Set on the writer
+        connection, under the write lock, and put back when the last import of this process ends.
+        """
+        if self._closed:
+            raise DatabaseError("the database is closed")
+        with self._write_lock:
+            self._bulk_depth += 1
+            if self._bulk_depth == 1:
+                self._writer.execute(f"PRAGMA wal_autocheckpoint={IMPORT_WAL_PAGES}")
+        try:
+            yield
+        finally:
+            with self._write_lock:
+                self._bulk_depth -= 1
+                if self._bulk_depth == 0 and not self._closed:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
 
     def schema_version(self) -> int:
         return self._reader().execute("PRAGMA user_version").fetchone()[0]
@@ -319,6 +385,11 @@ class Database(BaseDatabase):
             (*key, normalize_pn(key[1]), v["PatientBirthDate"], v["PatientSex"]),
         )
         return int(cur.lastrowid)
+
+
+def _wal_bytes(pages: int) -> int:
+    """The size of a WAL of ``pages`` frames of 4 KiB pages (its header, a header a frame)."""
+    return 32 + pages * (4096 + 24)
 
 
 def record_source(conn: Connection, path: str, size: int, mtime: float, sop: str | None, reason: str) -> None:
