@@ -201,9 +201,23 @@ def open_database(args, *, create: bool = False):
     """The database of ``--db``. Only commands that store something (``create=True``) may
     create it: a typo in ``--db`` must not silently make an empty database."""
     db = _open_database(args, create)
+    read_only = getattr(db, "read_only", "")
+    if read_only and create:
+        db.close()
+        raise DICOMPlusError(
+            f"cannot write the database {db.path}: {read_only}; choose a writable one with --db "
+            "(or copy it to a writable folder)"
+        )
+    if read_only:  # reading works (search, info, inspect, convert, send, serve): one line says how
+        print(f"dicomplus: note: {read_only_note(db)}", file=sys.stderr)
     if create and not getattr(args, "link", False):
         _check_store_writable(db)
     return db
+
+
+def read_only_note(db) -> str:
+    """The line that says a database was opened for reading only, and why."""
+    return f"the database {db.path} is opened read-only ({db.read_only}): commands that change it will fail"
 
 
 def _check_store_writable(db) -> None:
