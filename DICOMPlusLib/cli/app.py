@@ -278,6 +278,11 @@ def _console(stream=None):
     return Console(file=stream or sys.stdout, highlight=False, soft_wrap=False)
 
 
+def counted(n: int, one: str, many: str) -> str:
+    """``n`` and the noun that goes with it: "1 study", "2 studies", "0 series"."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def print_json(value) -> None:
     import json
 

@@ -26,6 +26,7 @@ from DICOMPlusLib.cli.app import (
     cancel_on_interrupt,
     cancelled_message,
     count,
+    counted,
     install_handlers,
     listen_port,
     location,
@@ -255,7 +256,7 @@ def cmd_listen(args) -> int:
     def on_series(s) -> None:
         _emit(
             args,
-            f"received series {s.series_instance_uid}: {s.count} instance{'s' if s.count != 1 else ''} "
+            f"received series {s.series_instance_uid}: {counted(s.count, 'instance', 'instances')} "
             f"of patient {s.patient_id or '(no ID)'} from {s.calling_ae}",
             {"event": "series_complete", "SeriesInstanceUID": s.series_instance_uid,
              "StudyInstanceUID": s.study_instance_uid, "count": s.count, "reason": s.reason},
@@ -334,7 +335,7 @@ def cmd_send(args) -> int:
     else:
         total = len(report.results) - len(ignored)
         how = (
-            f"{report.associations} association{'s' if report.associations != 1 else ''}"
+            f"{counted(report.associations, 'association', 'associations')}"
             if report.transport == "DIMSE"
             else "STOW-RS"
         )

@@ -18,6 +18,7 @@ from DICOMPlusLib.cli.app import (
     cancel_on_interrupt,
     cancelled_message,
     count,
+    counted,
     number,
     open_database,
     parse_keys,
@@ -135,7 +136,7 @@ def cmd_retrieve(args) -> int:
     else:
         total = report.expected or len(report.done) + len(report.skipped)
         print(
-            f"retrieved {len(report.done)} of {total} {'instance' if total == 1 else 'instances'} from {node.name} by {method_word(report.method)} in "
+            f"retrieved {len(report.done)} of {counted(total, 'instance', 'instances')} from {node.name} by {method_word(report.method)} in "
             f"{report.seconds:.2f} s"
             + (f" ({len(report.skipped)} already here)" if report.skipped else "")
             + (", cancelled" if report.cancelled else "")
