@@ -256,10 +256,12 @@ def cmd_listen(args) -> int:
     def on_series(s) -> None:
         _emit(
             args,
-            f"received series {s.series_instance_uid}: {counted(s.count, 'instance', 'instances')} "
-            f"of patient {s.patient_id or '(no ID)'} from {s.calling_ae}",
+            f"received series {s.series_instance_uid}: {counted(s.count, 'instance', 'instances')}"
+            + (f" (and {counted(s.resent, 're-sent copy', 're-sent copies')})" if s.resent else "")
+            + f" of patient {s.patient_id or '(no ID)'} from {s.calling_ae}",
             {"event": "series_complete", "SeriesInstanceUID": s.series_instance_uid,
-             "StudyInstanceUID": s.study_instance_uid, "count": s.count, "reason": s.reason},
+             "StudyInstanceUID": s.study_instance_uid, "count": s.count, "resent": s.resent,
+             "reason": s.reason},
         )  # fmt: skip
 
     listener.subscribe(on_instance, on_series)
