@@ -226,14 +226,10 @@ def _check_store_writable(db) -> None:
     traceback from an import or a DICOMweb retrieve, and a listener or C-GET that answered every
     instance 0xA700 without saying why."""
     try:
-        db.store.owner_token()  # makes the store's folder and this writer's lock file in it
-    except OSError as exc:
+        db.store.check_writable()
+    except DICOMPlusError as exc:
         db.close()
-        why = "it is a file, not a folder" if db.store.root.is_file() else exc.strerror or str(exc)
-        raise DICOMPlusError(
-            f"cannot write into the store {db.store.root}: {why}; choose a writable folder with "
-            "--store (or another --db)"
-        ) from None
+        raise DICOMPlusError(f"{exc}; choose a writable folder with --store (or another --db)") from None
 
 
 def _open_database(args, create: bool):
