@@ -10,18 +10,14 @@ from DICOMPlusLib.cli.app import (
     ProgressBar,
     cancel_on_interrupt,
     cancelled_message,
-    count,
     counted,
-    location,
     not_dicom,
-    number,
-    open_database,
     parse_keys,
     print_json,
     print_table,
-    require_paths,
     stdout_is_terminal,
 )
+from DICOMPlusLib.cli.arguments import count, location, number, open_database, require_paths
 
 #: The page a terminal shows when --limit is not given.
 TERMINAL_PAGE = 20

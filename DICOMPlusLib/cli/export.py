@@ -15,16 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli.app import (
-    UID_ROOT_HELP,
-    ProgressBar,
-    counted,
-    location,
-    open_database,
-    print_json,
-    require_paths,
-    uid_generator,
-)
+from DICOMPlusLib.cli.app import UID_ROOT_HELP, ProgressBar, counted, print_json, uid_generator
+from DICOMPlusLib.cli.arguments import location, open_database, require_paths
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 

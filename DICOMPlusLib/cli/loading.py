@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from DICOMPlusLib.cli.app import ProgressBar, UsageError, open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import ProgressBar, UsageError, print_json
+from DICOMPlusLib.cli.arguments import open_database, require_paths
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.loading.naming import DEFAULT_TEMPLATE
 

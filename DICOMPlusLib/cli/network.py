@@ -19,21 +19,23 @@ from pathlib import Path
 from DICOMPlusLib.cli.app import (
     ENDING_SIGNALS,
     Exit,
-    IntermixedParser,
     ProgressBar,
     UsageError,
     after_hangup,
     cancel_on_interrupt,
     cancelled_message,
-    count,
     counted,
     install_handlers,
+    not_dicom,
+    print_json,
+)
+from DICOMPlusLib.cli.arguments import (
+    IntermixedParser,
+    count,
     listen_port,
     location,
-    not_dicom,
     number,
     open_database,
-    print_json,
     require_paths,
     seconds,
 )

@@ -12,20 +12,16 @@ import threading
 
 from DICOMPlusLib.cli.app import (
     Exit,
-    IntermixedParser,
     ProgressBar,
     UsageError,
     cancel_on_interrupt,
     cancelled_message,
-    count,
     counted,
-    number,
-    open_database,
     parse_keys,
     print_json,
     print_table,
-    seconds,
 )
+from DICOMPlusLib.cli.arguments import IntermixedParser, count, number, open_database, seconds
 from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
 from DICOMPlusLib.network.nodes import DEFAULT_PORT
