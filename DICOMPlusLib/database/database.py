@@ -138,11 +138,13 @@ class Database(BaseDatabase):
         """The ``file:`` URI of a database opened for reading only. In WAL mode SQLite reads
         through the ``-shm`` index beside the file and creates it when missing, which it cannot
         in a folder it cannot write ("unable to open database file"): with the ``-shm`` there,
-        ``mode=ro`` reads it (and the ``-wal`` committed changes); without it, ``immutable=1``
-        reads the file alone, as nobody can be writing it (https://sqlite.org/wal.html#readonly)."""
+        ``mode=ro`` reads it (and the ``-wal`` committed changes), as it does in a folder that can
+        be written (a read-only file: SQLite makes the ``-shm``); without either, ``immutable=1``
+        reads the file alone: no writer can be at work where no ``-shm`` can be made
+        (https://sqlite.org/wal.html#readonly)."""
         uri = self.path.as_uri()
-        shm = Path(f"{self.path}-shm")
-        return uri + ("?mode=ro" if shm.is_file() else "?immutable=1")
+        shared = Path(f"{self.path}-shm").is_file() or os.access(self.path.parent, os.W_OK)
+        return uri + ("?mode=ro" if shared else "?immutable=1")
 
     @classmethod
     def open(
