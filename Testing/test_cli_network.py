@@ -159,6 +159,37 @@ def test_listener_says_one_line_per_series_and_how_to_accept_a_rejected_peer(dcm
     assert sum(line.startswith("stored ") for line in text.splitlines()) == 2  # -v: each instance
 
 
+@pytest.mark.peers
+def test_listener_counts_distinct_instances_of_a_series(dcmtk, tmp_path):
+    """A sender that sends the same instances again (a retry, a study pushed twice) within the
+    idle time: the series line counts each instance once and says how many copies came again."""
+    series = make_series(tmp_path / "s", n=3, rows=8, cols=8, patient_id="LST3", seed=63)
+    port = free_port()
+    listening = Running(["--db", str(tmp_path / "db"), "listen", "--port", str(port), "--host", LOOPBACK,
+                         "--idle", "2", "--json"])  # fmt: skip
+    try:
+        listening.wait_for('"event"')
+        files = [*series.files, *series.files[:2]]  # two of them twice, in one association
+        dcmtk.run("storescu", "-aec", "DICOMPLUS", LOOPBACK, port, *files)
+        dcmtk.run("storescu", "-aec", "DICOMPLUS", LOOPBACK, port, series.files[0])  # and once more
+        event = json.loads(listening.wait_for("series_complete"))
+    finally:
+        listening.stop()
+    assert event["SeriesInstanceUID"] == series.series_uid
+    assert (event["count"], event["resent"]) == (3, 3), event
+
+    port = free_port()
+    listening = Running(["--db", str(tmp_path / "db"), "listen", "--port", str(port), "--host", LOOPBACK,
+                         "--idle", "2"])  # fmt: skip
+    try:
+        listening.wait_for("listening as DICOMPLUS")
+        dcmtk.run("storescu", "-aec", "DICOMPLUS", LOOPBACK, port, *series.files, series.files[1])
+        line = listening.wait_for("received series")
+    finally:
+        listening.stop()
+    assert "3 instances (and 1 re-sent copy) of patient LST3" in line, line
+
+
 def test_nodes_one_vocabulary_urls_and_no_secrets(tmp_path, capsys, monkeypatch):
     nodes = ("--nodes", tmp_path / "nodes.json")
     assert run(capsys, "nodes", "add", "a", "A@10.0.0.1:104", "--retrieve", "MOVE", *nodes)[0] == 0

@@ -254,3 +254,70 @@ def test_ctrl_c_while_a_peer_does_not_answer_the_association(command, account, t
     text = shown.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 130, text
     assert account in text and "Traceback" not in text and "no match" not in text, text
+
+
+def connecting_to(port: int) -> bool:
+    """Whether a connection to ``port`` waits in SYN-SENT (/proc/net/tcp state 02): its SYN is
+    dropped and the kernel retries it."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "02" and int(fields[2].partition(":")[2], 16) == port:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("command", "account"),
+    [
+        (["echo"], "dicomplus: interrupted"),
+        (["query"], "cancelled after 0 results"),
+        (["retrieve", "--study", "1.2.3"], "cancelled after 0/0 instances"),
+        (["send", "FILES"], "cancelled after 0/2 files; 0 kept"),
+    ],
+)
+def test_ctrl_c_while_connecting_to_a_host_that_drops_packets(command, account, tmp_path):
+    """Ctrl-C while the TCP connection waits for a host that drops packets (a firewall's DROP,
+    an address nothing answers; here a listening socket whose backlog is full, which drops every
+    further SYN) ends the command at once (130) with its one account: send and retrieve held it
+    in ``connect()`` for the whole --timeout."""
+    series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=91)
+    with socket.socket() as full, socket.socket() as filler:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        filler.connect(full.getsockname())  # fills the backlog, never accepted
+        port = full.getsockname()[1]
+        node = f"DROPS@{LOOPBACK}:{port}"
+        rest = [str(series.folder) if a == "FILES" else a for a in command[1:]]
+        args = ["--db", str(tmp_path / "db"), command[0], node, *rest, "--timeout", "600"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.chdir(REPO_ROOT)
+            os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
+        shown, typed_at = b"", None
+        try:
+            deadline = time.monotonic() + 60  # far below --timeout 600
+            while time.monotonic() < deadline:
+                if typed_at is None and connecting_to(port):
+                    time.sleep(0.3)  # well inside connect(), past any Python-level check
+                    os.write(fd, b"\x03")  # Ctrl-C, as typed
+                    typed_at = time.monotonic()
+                if select.select([fd], [], [], 0.05)[0]:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except OSError:  # EIO: the command ended
+                        break
+                    if not chunk:
+                        break
+                    shown += chunk
+            else:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            _, status = os.waitpid(pid, 0)
+            os.close(fd)
+    text = shown.decode(errors="replace")
+    assert typed_at is not None, f"the command never connected:\n{text}"
+    assert time.monotonic() - typed_at < 5, text  # at once, not after --timeout
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    assert account in text and "Traceback" not in text, text
+    assert "failed" not in text and "error" not in text, text  # a cancel, not files that failed

@@ -205,7 +205,7 @@ def test_delete_keeps_linked_files_unless_asked(three_patients):
     report = db.delete(patient="C", linked_files=True)
     assert len(report.files_removed) == 2
     assert not any(p.exists() for p in c.files)
-    assert not c.folder.exists()  # the emptied folder went too
+    assert c.folder.is_dir() and not any(c.folder.iterdir())  # the user's folder stays, empty
 
 
 def test_deleted_instances_can_be_imported_again(three_patients):

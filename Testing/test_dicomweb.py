@@ -267,3 +267,41 @@ def test_dicomweb_node_in_the_cli(orthanc_factory, tmp_path, capsys, monkeypatch
     assert report["complete"] and report["done"] == 3
     info = json.loads(run("--db", db, "info", "--json"))
     assert info["instances"] == 3
+
+
+def test_engine_retrieve_into_a_store_it_cannot_write_is_one_error(pacs, tmp_path, capsys, monkeypatch):
+    """A DICOMweb retrieve run by the engine into a store it cannot write (here a file where the
+    folder should be; a read-only mount alike) was a raw FileExistsError from the spooling: one
+    DatabaseError now says which store and why, before anything is fetched; the CLI says it in
+    one line (exit 1)."""
+    from DICOMPlusLib.cli import main
+    from DICOMPlusLib.engine.client import SubprocessEngine
+    from DICOMPlusLib.errors import DatabaseError
+    from DICOMPlusLib.network.nodes import RemoteNode
+
+    server, a, b, _c = pacs
+    Database(tmp_path / "db").close()
+    blocked = tmp_path / "store-is-a-file"
+    blocked.write_text("not a folder")
+    node = RemoteNode.dicomweb("web", server.dicomweb_url)
+    args = {"db": str(tmp_path / "db"), "store": str(blocked), "node": node, "study": a.study_uid,
+            "method": "dicomweb"}  # fmt: skip
+    with SubprocessEngine() as engine:
+        job = engine.submit("retrieve", args, "Retrieve")
+        with pytest.raises(DatabaseError, match=f"cannot write into the store {blocked}: it is a file"):
+            job.get(60)
+        # the engine is still there, and retrieves into a database whose store it can write
+        report = engine.submit(
+            "retrieve", {**args, "db": str(tmp_path / "ok"), "store": None}, "Retrieve"
+        ).get(120)
+        assert len(report.done) == len(a.files) + len(b.files)  # the study: both series
+    assert blocked.read_text() == "not a folder"
+
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
+    assert main(["nodes", "add", "web", "--dicomweb", server.dicomweb_url]) == 0
+    capsys.readouterr()
+    code = main(["--db", str(tmp_path / "db2"), "--store", str(blocked), "retrieve",
+                 "web", "--study", a.study_uid])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"dicomplus: error: cannot write into the store {blocked}: it is a file"), err

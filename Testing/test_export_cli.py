@@ -271,3 +271,19 @@ def test_uid_root_from_the_environment_for_export_and_bundle_save(tmp_path, env,
         saved = pydicom.dcmread(out, stop_before_pixels=True)
         assert saved.SeriesInstanceUID.startswith(expected + "."), name
         assert saved.SOPInstanceUID.startswith(expected + "."), name
+
+
+def test_export_index_says_what_it_added(tmp_path, env, capsys):
+    """``--index`` said nothing of it: the text output says how many instances went into which
+    database (and without --index, none)."""
+    db, series = env
+    write_image(tmp_path / "v.nrrd", np.zeros((3, 4, 5), np.int16), np.eye(3), (1, 1, 1), (0, 0, 0))
+    base = ["--db", db, "export", str(tmp_path / "v.nrrd"), "--study", series.study_uid, "--modality", "CT"]
+    capsys.readouterr()
+    assert cli_main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert "indexed" not in capsys.readouterr().out
+    assert cli_main([*base, "--out", str(tmp_path / "kept"), "--index"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  indexed: 3 instances added to {tmp_path / 'db' / 'dicomplus.sqlite'}" in lines, lines
+    assert cli_main(["--db", db, "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["instances"] == len(series.files) + 3

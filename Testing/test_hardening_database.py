@@ -148,3 +148,23 @@ def test_sample_pacs_c_get_from_a_database_made_in_another_folder(dcmtk, tmp_pat
     finally:
         server.stop()
         db.close()
+
+
+def test_delete_files_keeps_the_users_folders(tmp_path):
+    """``delete --files`` removes the files imported in place, never the user's folders they sat
+    in, even when that leaves them empty (a study folder, a mount point, a PACS's drop folder);
+    the store's own copies go as before, its folder stays."""
+    mine = tmp_path / "mine"
+    linked = make_series(mine / "study" / "series", n=3, seed=7)
+    copied = make_series(tmp_path / "copied", n=2, seed=8)
+    db = tmp_path / "db"
+    assert dicomplus("--db", str(db), "import", "--link", str(mine), cwd=tmp_path).returncode == 0
+    assert dicomplus("--db", str(db), "import", str(copied.folder), cwd=tmp_path).returncode == 0
+    result = dicomplus("--db", str(db), "delete", "--series", linked.series_uid, "--files", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not any(p.exists() for p in linked.files)
+    assert (mine / "study" / "series").is_dir()  # emptied, and still there
+    result = dicomplus("--db", str(db), "delete", "--series", copied.series_uid, "--files", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert all(p.exists() for p in copied.files)  # the originals of copies are never touched
+    assert stored_paths(db / "dicomplus.sqlite") == [] and (db / "store").is_dir()

@@ -104,6 +104,34 @@ def test_convert_resample_json(manifest, tmp_path, capsys):
     )
 
 
+def test_convert_out_says_file_or_folder(tmp_path, capsys):
+    """``--out x.txt`` made a folder named x.txt: a suffix that is no volume's, an existing file
+    in the way, or --format with a FILE (whose suffix says its type) is a usage error (exit 2)
+    before any work, and nothing is made; a folder with a dot in its name ends with /."""
+    series = make(tmp_path / "s", n=3)
+    for out, extra, said in (
+        ("x.txt", (), ".txt is not a volume file type"),
+        ("brain.nii.bz2", (), ".bz2 is not a volume file type"),
+        ("x.nrrd", ("--format", "nii"), "--format nii is the file type in an --out FOLDER"),
+        (str(series.files[0]), (), "is an existing file of no volume file type"),
+    ):
+        target = out if out.startswith("/") else str(tmp_path / out)
+        code, text, err = run(capsys, "convert", str(series.folder), "--out", target, *extra)
+        assert code == 2 and text == "", (out, text)
+        assert err.startswith("dicomplus: error: --") and said in err and err.count("\n") == 1, err
+        assert "FILE.nii.gz (.nii, .nrrd, .nhdr, .mha, .mhd) or a FOLDER" in err or "--format" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # nothing made
+    code, text, _ = run(capsys, "convert", str(series.folder), "--out", f"{tmp_path / 'results.v2'}/")
+    assert code == 0 and len(list((tmp_path / "results.v2").glob("*.nii.gz"))) == 1, text
+    code, text, _ = run(
+        capsys, "convert", str(series.folder), "--out", str(tmp_path / "plain"), "--format", "nrrd"
+    )
+    assert code == 0 and len(list((tmp_path / "plain").glob("*.nrrd"))) == 1, text
+    (tmp_path / "dir.nii.gz").mkdir()  # an existing folder stays a folder, whatever its name
+    code, text, _ = run(capsys, "convert", str(series.folder), "--out", str(tmp_path / "dir.nii.gz"))
+    assert code == 0 and len(list((tmp_path / "dir.nii.gz").glob("*.nii.gz"))) == 1, text
+
+
 def _decode_png(data: bytes) -> np.ndarray:
     """A minimal PNG reader for 8-bit grayscale, filter 0 (what the thumbnail writer produces)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,6 @@
 # PYTHON_ARGCOMPLETE_OK
 """The ``dicomplus`` command line: :mod:`app` (global options, the parser, exit codes, shared
-output helpers) and one module of subcommands per area (:mod:`database`, :mod:`loading`,
+output helpers), :mod:`arguments` (what option values mean: numbers, paths, the database) and one module of subcommands per area (:mod:`database`, :mod:`loading`,
 :mod:`export`, :mod:`bundle`, :mod:`network`, :mod:`nodes`, :mod:`qr`). Only the command modules
 import ``rich`` and ``argcomplete``, and only the module of the command being run is imported.
 

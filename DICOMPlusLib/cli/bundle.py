@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli.app import UID_ROOT_HELP, open_database, print_json, require_paths, uid_generator
+from DICOMPlusLib.cli.app import UID_ROOT_HELP, print_json, uid_generator
+from DICOMPlusLib.cli.arguments import open_database, require_paths
 from DICOMPlusLib.errors import BundleError
 
 if TYPE_CHECKING:

@@ -10,17 +10,14 @@ from DICOMPlusLib.cli.app import (
     ProgressBar,
     cancel_on_interrupt,
     cancelled_message,
-    count,
-    location,
+    counted,
     not_dicom,
-    number,
-    open_database,
     parse_keys,
     print_json,
     print_table,
-    require_paths,
     stdout_is_terminal,
 )
+from DICOMPlusLib.cli.arguments import count, location, number, open_database, require_paths
 
 #: The page a terminal shows when --limit is not given.
 TERMINAL_PAGE = 20
@@ -210,10 +207,6 @@ def _exists(db, args) -> bool:
     return bool(db.search("series", {"SeriesInstanceUID": args.series}, limit=1))
 
 
-def _counted(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def cmd_delete(args) -> int:
     db = open_database(args)
     if not _exists(db, args):
@@ -244,10 +237,10 @@ def cmd_delete(args) -> int:
         return Exit.OK
     verb = "would delete" if args.dry_run else "deleted"
     counts = (
-        _counted(len(report.patients), "patient", "patients"),
-        _counted(len(report.studies), "study", "studies"),
-        _counted(len(report.series), "series", "series"),
-        _counted(report.instances, "instance", "instances"),
+        counted(len(report.patients), "patient", "patients"),
+        counted(len(report.studies), "study", "studies"),
+        counted(len(report.series), "series", "series"),
+        counted(report.instances, "instance", "instances"),
     )
     print(
         f"{verb}: {', '.join(counts)}; files {'to remove' if args.dry_run else 'removed'}: {len(report.files_removed)}"

@@ -15,14 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.cli.app import (
-    UID_ROOT_HELP,
-    ProgressBar,
-    open_database,
-    print_json,
-    require_paths,
-    uid_generator,
-)
+from DICOMPlusLib.cli.app import UID_ROOT_HELP, ProgressBar, counted, print_json, uid_generator
+from DICOMPlusLib.cli.arguments import location, open_database, require_paths
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
@@ -103,9 +97,8 @@ def _send(args, files: list[Path]) -> dict:
         failed = report.failed
         first = f"{failed[0].path}: {failed[0].message}" if failed else "cancelled"
         raise DICOMPlusError(
-            f"sending to {node.address} failed for {len(failed)} of {len(report.results)} "
-            f"{'file' if len(report.results) == 1 else 'files'} "
-            f"({first}); the series is {'in the database' if args.index else 'not kept'}: "
+            f"sending to {node.address} failed for {len(failed)} of "
+            f"{counted(len(report.results), 'file', 'files')} ({first}); the series is {'in the database' if args.index else 'not kept'}: "
             "export with --out DIR (or --index) to keep it and send it again"
         )
     return report.to_dict()
@@ -162,10 +155,14 @@ def cmd_export(args) -> int:
     else:
         where = f"to {args.send}" if args.send else f"into {args.out}"
         print(
-            f"exported {len(result.sop_uids)} {result.modality} "
-            f"{'instance' if len(result.sop_uids) == 1 else 'instances'} {where}: series "
+            f"exported {counted(len(result.sop_uids), f'{result.modality} instance', f'{result.modality} instances')} "
+            f"{where}: series "
             f"{result.series_uid} (number {result.series_number}) in study {result.study_uid}"
         )
+        if result.indexed:  # --index: the series is in the database too, and can be found there
+            print(
+                f"  indexed: {counted(len(result.sop_uids), 'instance', 'instances')} added to {location(db)}"
+            )
         if not result.encoding.exact:
             print(
                 f"  values rescaled: slope {result.encoding.slope}, intercept {result.encoding.intercept}, "

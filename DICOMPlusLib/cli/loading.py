@@ -13,10 +13,12 @@ JSON sidecar and, for a diffusion series written as NIfTI, ``.bval``/``.bvec`` i
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-from DICOMPlusLib.cli.app import ProgressBar, UsageError, open_database, print_json, require_paths
+from DICOMPlusLib.cli.app import ProgressBar, UsageError, print_json
+from DICOMPlusLib.cli.arguments import open_database, require_paths
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.loading.naming import DEFAULT_TEMPLATE
 
@@ -79,6 +81,7 @@ def cmd_inspect(args) -> int:
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 FORMATS = ("nii.gz", "nii", "nrrd", "nhdr", "mha", "mhd")
+DEFAULT_FORMAT = "nii.gz"
 
 
 def _split_suffix(name: str) -> tuple[str, str] | None:
@@ -86,6 +89,32 @@ def _split_suffix(name: str) -> tuple[str, str] | None:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)], name[-len(suffix) :]
     return None
+
+
+def _check_out(args) -> None:
+    """``--out`` names a volume file (by its suffix) or a folder: a name whose suffix is no
+    volume's (``x.txt``, ``brain.nii.bz2``) made a folder of that name, and an existing file in
+    the way failed after the loading. Both are usage errors (exit 2), said before any work; a
+    folder with a dot in its name is written with a trailing ``/`` (``results.v2/``)."""
+    out = Path(args.out)
+    volume_file = _split_suffix(out.name) is not None
+    folder_meant = args.out.endswith(("/", os.sep)) or out.is_dir()
+    if out.is_file() and not volume_file:
+        raise _Usage(f"--out {args.out} is an existing file of no volume file type; {OUT_TAKES}")
+    if not volume_file and out.suffix and not folder_meant:
+        raise _Usage(
+            f"--out {args.out}: {out.suffix} is not a volume file type; {OUT_TAKES} (a folder "
+            f"whose name has a dot ends with /: {args.out}/)"
+        )
+    if volume_file and not folder_meant and args.format is not None:
+        raise _Usage(
+            f"--format {args.format} is the file type in an --out FOLDER; {args.out} is a file, whose "
+            "suffix says its type: drop --format, or give --out a folder"
+        )
+
+
+#: What ``--out`` takes, as its help and its errors say it.
+OUT_TAKES = "give FILE.nii.gz (.nii, .nrrd, .nhdr, .mha, .mhd) or a FOLDER"
 
 
 def _header(info):
@@ -117,7 +146,7 @@ def _outputs(args, infos, headers) -> list[Path]:
         for index, info in enumerate(infos[1:], 2):
             paths.append(out.with_name(f"{stem}_{volume_suffix(info, index)}{ext}"))
         return _unique(paths)
-    ext = "." + args.format
+    ext = "." + (args.format or DEFAULT_FORMAT)
     stems = [expand(args.name or DEFAULT_TEMPLATE, ds, info) for ds, info in zip(headers, infos, strict=True)]
     counts: dict[str, int] = {}
     for stem in stems:
@@ -164,6 +193,7 @@ def _convert(args) -> int:
     from DICOMPlusLib.loading.naming import check_template, sidecar
     from DICOMPlusLib.loading.writers import NIFTI_SUFFIXES, write_volume
 
+    _check_out(args)
     if args.name:
         try:
             check_template(args.name)
@@ -228,7 +258,8 @@ def add_commands(sub) -> None:
                 required=True,
                 metavar="FILE|FOLDER",
                 help="FILE.nii.gz (.nii, .nrrd, .nhdr, .mha, .mhd): the first volume there, others beside it with "
-                "a readable suffix; or a FOLDER: files named by --name",
+                "a readable suffix; or a FOLDER (made if missing; a name with a dot ends with /): files named "
+                "by --name",
             )
             p.add_argument(
                 "-f",
@@ -241,8 +272,7 @@ def add_commands(sub) -> None:
             p.add_argument(
                 "--format",
                 choices=FORMATS,
-                default="nii.gz",
-                help="file type in --out FOLDER (default nii.gz)",
+                help=f"file type in --out FOLDER (default {DEFAULT_FORMAT}; a FILE's suffix says its own)",
             )
             p.add_argument(
                 "--gz-level",

@@ -19,20 +19,23 @@ from pathlib import Path
 from DICOMPlusLib.cli.app import (
     ENDING_SIGNALS,
     Exit,
-    IntermixedParser,
     ProgressBar,
     UsageError,
     after_hangup,
     cancel_on_interrupt,
     cancelled_message,
-    count,
+    counted,
     install_handlers,
+    not_dicom,
+    print_json,
+)
+from DICOMPlusLib.cli.arguments import (
+    IntermixedParser,
+    count,
     listen_port,
     location,
-    not_dicom,
     number,
     open_database,
-    print_json,
     require_paths,
     seconds,
 )
@@ -255,10 +258,12 @@ def cmd_listen(args) -> int:
     def on_series(s) -> None:
         _emit(
             args,
-            f"received series {s.series_instance_uid}: {s.count} instance{'s' if s.count != 1 else ''} "
-            f"of patient {s.patient_id or '(no ID)'} from {s.calling_ae}",
+            f"received series {s.series_instance_uid}: {counted(s.count, 'instance', 'instances')}"
+            + (f" (and {counted(s.resent, 're-sent copy', 're-sent copies')})" if s.resent else "")
+            + f" of patient {s.patient_id or '(no ID)'} from {s.calling_ae}",
             {"event": "series_complete", "SeriesInstanceUID": s.series_instance_uid,
-             "StudyInstanceUID": s.study_instance_uid, "count": s.count, "reason": s.reason},
+             "StudyInstanceUID": s.study_instance_uid, "count": s.count, "resent": s.resent,
+             "reason": s.reason},
         )  # fmt: skip
 
     listener.subscribe(on_instance, on_series)
@@ -334,7 +339,7 @@ def cmd_send(args) -> int:
     else:
         total = len(report.results) - len(ignored)
         how = (
-            f"{report.associations} association{'s' if report.associations != 1 else ''}"
+            f"{counted(report.associations, 'association', 'associations')}"
             if report.transport == "DIMSE"
             else "STOW-RS"
         )

@@ -12,19 +12,16 @@ import threading
 
 from DICOMPlusLib.cli.app import (
     Exit,
-    IntermixedParser,
     ProgressBar,
     UsageError,
     cancel_on_interrupt,
     cancelled_message,
-    count,
-    number,
-    open_database,
+    counted,
     parse_keys,
     print_json,
     print_table,
-    seconds,
 )
+from DICOMPlusLib.cli.arguments import IntermixedParser, count, number, open_database, seconds
 from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
 from DICOMPlusLib.network.nodes import DEFAULT_PORT
@@ -135,7 +132,7 @@ def cmd_retrieve(args) -> int:
     else:
         total = report.expected or len(report.done) + len(report.skipped)
         print(
-            f"retrieved {len(report.done)} of {total} {'instance' if total == 1 else 'instances'} from {node.name} by {method_word(report.method)} in "
+            f"retrieved {len(report.done)} of {counted(total, 'instance', 'instances')} from {node.name} by {method_word(report.method)} in "
             f"{report.seconds:.2f} s"
             + (f" ({len(report.skipped)} already here)" if report.skipped else "")
             + (", cancelled" if report.cancelled else "")

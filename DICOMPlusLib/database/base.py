@@ -157,6 +157,12 @@ class BaseDatabase(abc.ABC):
     @abc.abstractmethod
     def schema_version(self) -> int: ...
 
+    def check_writable(self) -> None:
+        reason = getattr(self, "read_only", "")  # SQLite: opened for reading only, and why
+        if reason:
+            raise DatabaseError(f"cannot write the database {self.path}: {reason}")
+        self.store.check_writable()
+
     # -- writing -------------------------------------------------------------------------------
     @abc.abstractmethod
     def _lock_keys(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None:

@@ -96,6 +96,14 @@ class Database(BaseDatabase):
         if self.path.is_dir() or self.path.suffix == "":
             self.path = self.path / DB_FILE_NAME
         self.store = FileStore(os.path.abspath(store_dir) if store_dir else self.path.parent / "store")
+        #: Why this database can only be read (its file or folder cannot be written: a read-only
+        #: disk, a CD, a colleague's folder), or "" when it can be written. See :meth:`_read_only_uri`.
+        self.read_only = _read_only_reason(self.path)
+        self._init_connections()
+        self._write_lock = threading.RLock()
+        if self.read_only:
+            self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _create_owner_only(self.path)
@@ -104,8 +112,6 @@ class Database(BaseDatabase):
                 f"cannot create the database {self.path}: {exc.strerror or exc} (choose another place with "
                 "--db or DICOMPLUS_DB)"
             ) from None
-        self._init_connections()
-        self._write_lock = threading.RLock()
         conn = self._connect_sqlite()
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -121,6 +127,35 @@ class Database(BaseDatabase):
         #: The one way in for instances (imports, receives, retrieves): see :mod:`.ingest`.
         self.ingest = Ingest(self)
         self._sweep_store()  # temporary files of writers that died (kill -9, power loss)
+
+    def _open_read_only(self) -> None:
+        """Open for reading only: no WAL switch, no migration, no sweep of the store (each
+        writes). A schema older than this DICOMPlus cannot be upgraded here: said, not guessed."""
+        conn = self._connect_sqlite()
+        try:
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+        if found != schema.SCHEMA_VERSION:
+            raise DatabaseError(
+                f"cannot read the database {self.path}: its schema (version {found}) needs upgrading "
+                f"to {schema.SCHEMA_VERSION}, which needs writing, but {self.read_only}; open it once "
+                "where it can be written, or copy it to a writable folder"
+            )
+        self._writer = conn
+        self.ingest = Ingest(self)
+
+    def _read_only_uri(self) -> str:
+        """The ``file:`` URI of a database opened for reading only. In WAL mode SQLite reads
+        through the ``-shm`` index beside the file and creates it when missing, which it cannot
+        in a folder it cannot write ("unable to open database file"): with the ``-shm`` there,
+        ``mode=ro`` reads it (and the ``-wal`` committed changes), as it does in a folder that can
+        be written (a read-only file: SQLite makes the ``-shm``); without either, ``immutable=1``
+        reads the file alone: no writer can be at work where no ``-shm`` can be made
+        (https://sqlite.org/wal.html#readonly)."""
+        uri = self.path.as_uri()
+        shared = Path(f"{self.path}-shm").is_file() or os.access(self.path.parent, os.W_OK)
+        return uri + ("?mode=ro" if shared else "?immutable=1")
 
     @classmethod
     def open(
@@ -148,8 +183,9 @@ class Database(BaseDatabase):
 
     def _connect_sqlite(self) -> sqlite3.Connection:
         try:
+            target, uri = (self._read_only_uri(), True) if self.read_only else (str(self.path), False)
             conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=uri
             )
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
@@ -168,6 +204,10 @@ class Database(BaseDatabase):
         """One write transaction, serialised with every other writer of this process."""
         if self._closed:
             raise DatabaseError("the database is closed")
+        if self.read_only:
+            raise DatabaseError(
+                f"cannot write the database {self.path}: {self.read_only}; it was opened for reading only"
+            )
         with self._write_lock:
             conn = self._writer
             if not self._wal_checked:
@@ -395,6 +435,21 @@ def _wal_bytes(pages: int) -> int:
 def record_source(conn: Connection, path: str, size: int, mtime: float, sop: str | None, reason: str) -> None:
     """What an import saw at ``path`` (size and mtime decide "unchanged" next time)."""
     conn.execute(INSERT_SOURCE, (os.path.abspath(path), size, mtime, sop, reason))
+
+
+def _read_only_reason(path: Path) -> str:
+    """Why an existing database cannot be written ("" when it can, or does not exist yet): its
+    file, or its folder (where SQLite keeps the ``-wal`` and ``-shm`` files beside it)."""
+    if not path.is_file():
+        return ""
+    for what, place in (("its folder", path.parent), ("the file", path)):
+        if not os.access(place, os.W_OK):
+            try:
+                read_only_disk = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+            except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+                read_only_disk = False
+            return f"{what} is on a read-only disk" if read_only_disk else f"{what} cannot be written"
+    return ""
 
 
 def _create_owner_only(path: Path) -> None:

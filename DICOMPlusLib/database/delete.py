@@ -15,7 +15,6 @@ is left without its series, no file without its row.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -245,14 +244,13 @@ def _scope_keys(
 
 
 def _remove_user_file(path: str) -> bool:
-    """Remove a file the user imported in place (asked for with ``linked_files``), and its folder
-    when that is now empty."""
+    """Remove a file the user imported in place (asked for with ``linked_files``). Its folder
+    stays, even when now empty: it is the user's (a study folder they made, a mount point, a
+    folder a PACS or a script writes into), not one of the store's fan-out folders."""
     try:
         os.unlink(path)
     except OSError:
         return False
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(path))  # only succeeds when the folder is now empty
     return True
 
 

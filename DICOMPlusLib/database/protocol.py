@@ -63,6 +63,11 @@ class DatabaseProtocol(Protocol):
         """The folder of the managed file store."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise DatabaseError (what cannot be written, and why) unless instances can be stored:
+        said before a retrieve or a listener starts, not as an OSError from deep inside it."""
+        ...
+
     # -- facts and records ---------------------------------------------------------------------
     def info(self) -> dict[str, int]:
         """Counts of patients, studies, series and instances."""

@@ -40,6 +40,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from DICOMPlusLib.errors import DatabaseError
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; the sweep then only removes old files
@@ -98,6 +100,16 @@ class FileStore:
             if not self._token:
                 self._claim()
             return self._token
+
+    def check_writable(self) -> None:
+        """Raise DatabaseError unless files can be written into the store (it makes the folder
+        and this writer's lock file): a read-only or mistyped store (a file, a read-only mount)
+        was an OSError from deep inside an import or a retrieve."""
+        try:
+            self.owner_token()
+        except OSError as exc:
+            why = "it is a file, not a folder" if self.root.is_file() else exc.strerror or str(exc)
+            raise DatabaseError(f"cannot write into the store {self.root}: {why}") from None
 
     def _claim(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

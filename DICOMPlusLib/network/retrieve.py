@@ -82,6 +82,7 @@ def retrieve(
     if not (study_uid or series_uids or sop_uids):
         raise RetrieveError("nothing to retrieve: give a study, series or instances")
     how = resolve_method(method, node)
+    db.check_writable()  # a read-only database or store: one DatabaseError, before any transfer
     request = RetrieveRequest(study_uid, tuple(series_uids), tuple(sop_uids))
     return retrieve_transport(node, how).retrieve(node, db, request, how, options or RetrieveOptions(),
                                                   progress=progress, cancel=cancel or CancelToken())  # fmt: skip

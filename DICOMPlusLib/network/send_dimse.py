@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 
 from DICOMPlusLib import uids
-from DICOMPlusLib.errors import NetworkError, SendError
+from DICOMPlusLib.errors import CancelledError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu
@@ -178,6 +178,7 @@ class _Worker:
             acse_timeout=o["timeout"],
             dimse_timeout=o["dimse_timeout"],
             max_pdu=o["max_pdu"],
+            cancel=self.cancel,
         )
 
     def run(self, items: Sequence[SendItem], attempt: int) -> None:
@@ -188,6 +189,8 @@ class _Worker:
                 return
             try:
                 assoc = self._associate(pending)
+            except CancelledError:  # Ctrl-C while connecting: the files not sent are "cancelled"
+                return
             except scu.AssociationFailed as exc:
                 for item in pending:
                     self.record(

@@ -66,7 +66,10 @@ class _Burst:
     calling_ae: str
     first: float
     last: float
-    count: int = 0
+    #: The distinct instances of the burst: a sender that sends one again (a retry after a
+    #: timeout, a study pushed twice) must not make the series look bigger than it is.
+    sops: set[str] = field(default_factory=set)
+    received: int = 0
 
 
 class Notifier:
@@ -154,7 +157,8 @@ class Notifier:
             burst = _Burst(instance.study_instance_uid, instance.patient_id, instance.calling_ae, now, now)
             self._bursts[instance.series_instance_uid] = burst
         burst.last = now
-        burst.count += 1
+        burst.sops.add(instance.sop_instance_uid)
+        burst.received += 1
         with self._lock:
             subs = list(self._subscriptions)
         for sub in subs:
@@ -179,11 +183,12 @@ class Notifier:
                 series_instance_uid=uid,
                 study_instance_uid=b.study,
                 patient_id=b.patient,
-                count=b.count,
+                count=len(b.sops),
                 calling_ae=b.calling_ae,
                 first_at=wall - (now - b.first),
                 last_at=wall - (now - b.last),
                 reason="stopped" if everything and now - b.last < self.series_idle else "idle",
+                resent=b.received - len(b.sops),
             )
             for sub in subs:
                 if sub.on_series_complete is None:

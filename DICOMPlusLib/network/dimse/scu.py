@@ -9,7 +9,9 @@ GUI) can tell "nothing listens there" from "the peer does not know our AE title"
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import select
 import socket
 import time
 from collections.abc import Sequence
@@ -44,10 +46,16 @@ class AcceptedContext:
     transfer_syntax: str
 
 
-def connect_socket(host: str, port: int, timeout: float, tls: ssl.SSLContext | None) -> socket.socket:
+def connect_socket(
+    host: str, port: int, timeout: float, tls: ssl.SSLContext | None, cancel: _Cancel | None = None
+) -> socket.socket:
+    """A connected socket (TLS when ``tls``); ``cancel`` ends the wait for the connection."""
     where = f"{host}:{port}"
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        if cancel is None:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            sock = _connect_cancellable(host, port, timeout, cancel)
     except ConnectionRefusedError:
         raise AssociationFailed(
             "refused",
@@ -74,6 +82,57 @@ def connect_socket(host: str, port: int, timeout: float, tls: ssl.SSLContext | N
                 sock.close()
             raise AssociationFailed("tls", f"TLS handshake with {where} failed: {exc}") from None
     return sock
+
+
+#: connect_ex's answers while a non-blocking connection is on its way (Windows: WSAEWOULDBLOCK).
+_CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035}
+
+
+def _connect_cancellable(host: str, port: int, timeout: float, cancel: _Cancel) -> socket.socket:
+    """:func:`socket.create_connection` that looks at ``cancel`` while it waits: a host that
+    drops packets (a firewall, an address nothing answers) held a Ctrl-C'd send or retrieve in
+    ``connect()`` for the whole timeout (the signal handler only cancels; the system call goes
+    on). The connection is started non-blocking and waited for in slices of CANCEL_POLL_S, so
+    the SYN is sent once and retried by the kernel, as a blocking connect's would be."""
+    deadline = time.monotonic() + timeout
+    last: OSError | None = None
+    for family, kind, proto, _name, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            while code:
+                if code not in _CONNECTING:
+                    raise OSError(code, os.strerror(code))
+                if cancel.cancelled:
+                    raise CancelledError(f"cancelled while connecting to {host}:{port}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if _writable(sock, min(left, CANCEL_POLL_S)):
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if code:
+                        raise OSError(code, os.strerror(code))  # ConnectionRefusedError, ...
+            sock.settimeout(timeout)  # blocking with a timeout, as create_connection leaves it
+            return sock
+        except (CancelledError, TimeoutError):
+            sock.close()
+            raise
+        except OSError as exc:  # the next address (IPv4 after IPv6), as create_connection does
+            sock.close()
+            last = exc
+    raise last or OSError(f"no address for {host}")
+
+
+def _writable(sock: socket.socket, seconds: float) -> bool:
+    """Whether ``sock``'s connection attempt ended (connected or failed) within ``seconds``:
+    poll where there is one (select's descriptors stop at 1024 on Linux), select on Windows."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(seconds * 1000))
+    _, done, failed = select.select([], [sock], [sock], seconds)
+    return bool(done or failed)
 
 
 class ClientAssociation:
@@ -276,7 +335,7 @@ def associate(
         max_length=max_pdu,
         roles=dict(roles or {}),
     )
-    sock = connect_socket(host, port, connect_timeout, tls)
+    sock = connect_socket(host, port, connect_timeout, tls, cancel)
     stream = ul.PDUStream(sock, max_receive=max_pdu, timeout=dimse_timeout)
     where = f"{called_ae}@{host}:{port}"
     try:
