@@ -285,7 +285,7 @@ def test_layout_fits_1080p_with_network_and_export_folded(panel, qtbot, tmp_path
     source = make_series(tmp_path / "s", n=2, rows=8, cols=8, patient_id="SEND9")
     import_into(panel, qtbot, [source.folder])
     assert panel.browser.selectSeries(source.series_uid)
-    assert send.text == "Send to Hospital PACS" and send.enabled
+    assert send.fullText() == "Send to Hospital PACS" and send.enabled
 
 
 def series_uid_of(folder):
