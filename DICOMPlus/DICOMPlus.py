@@ -114,7 +114,12 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.networkFrameLayout.addWidget(self.network)
         self.network.setLocalSelectionProvider(self.selectedEntries)
         # "Send to <server>" sits with the local selection it sends; the server is the Network's
-        self.ui.databaseButtonsLayout.addWidget(self.network.sendButton)
+        # Slicer's module panel is ~340 px wide: the row's buttons are as wide as their labels
+        # (not the style's 80 px each), Send takes the rest and cuts the server's name to fit
+        DICOMPlusWidgets.fitting.fitToText(self.ui.importButton, self.ui.loadButton, self.ui.deleteButton)
+        self.ui.databaseButtonsLayout.addWidget(self.network.sendButton, 2)
+        for index in range(3):
+            self.ui.databaseButtonsLayout.setStretch(index, 1)
         self.network.nodeChanged.connect(self.updateButtonStates)
         self.network.retrieveFinished.connect(lambda studyUID: self.refreshBrowser())
         self.network.loadRequested.connect(self.loadEntries)
@@ -219,13 +224,17 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.importButton.enabled = idle
         self.ui.exportButton.enabled = self.ui.saveBundleButton.enabled = hasStudy and idle
         node = self.network.currentNode()
-        self.network.sendButton.text = _("Send to {node}").format(node=node) if node else _("Send...")
-        self.network.sendButton.enabled = hasSelection and bool(node)
-        self.network.sendButton.toolTip = (
-            _("Send the selected patients, studies or series to {node} (chosen in Network)").format(node=node)
-            if node
-            else _("Add a server in the Network section to send to it")
+        self.network.sendButton.setFullText(
+            _("Send to {node}").format(node=node) if node else _("Send..."),
+            (
+                _("Send the selected patients, studies or series to {node} (chosen in Network)").format(
+                    node=node
+                )
+                if node
+                else _("Add a server in the Network section to send to it")
+            ),
         )
+        self.network.sendButton.enabled = hasSelection and bool(node)
 
     # -- jobs -------------------------------------------------------------------------------------
     def runJob(self, job, onDone):

@@ -98,9 +98,10 @@ def _evict(path) -> None:
         os.close(fd)
 
 
-def _resident(fd: int) -> bool:
-    """Whether any page of the file is in the page cache (mincore on a mapping never touched)."""
-    size = os.fstat(fd).st_size
+def _resident(fd: int, last_page_only: bool = False, size: int | None = None) -> bool:
+    """Whether any page of the file (``last_page_only``: its last page) is in the page cache:
+    mincore(2) on a mapping never touched, so the check reads nothing and starts no readahead."""
+    size = os.fstat(fd).st_size if size is None else size
     if not size:
         return False
     with mmap.mmap(fd, size, access=mmap.ACCESS_COPY) as mapped:
@@ -111,7 +112,7 @@ def _resident(fd: int) -> bool:
         libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
         if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vec) != 0:
             raise OSError(ctypes.get_errno(), "mincore")
-        resident = any(v & 1 for v in vec)
+        resident = bool(vec[pages - 1] & 1) if last_page_only else any(v & 1 for v in vec)
         del address  # the buffer export ends before the mapping closes
         return resident
 
@@ -139,18 +140,44 @@ def test_prefetch_stops_at_its_budget(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT") or not os.path.isdir("/proc/self/fd"), reason="Linux only")
 def test_prefetch_skips_files_already_cached(tmp_path, monkeypatch):
-    """A warm folder costs no advice: only the files whose last page is not cached are advised."""
+    """A warm folder costs no advice: only the files whose last page is not cached are advised.
+
+    What is cached is measured with mincore(2) at the moment the prefetch probes each file (in
+    the ``fstat`` just before its probe), not assumed from the set-up: a run under heavy I/O once
+    failed with the set-up assumed. mincore on a mapping never touched reads nothing and starts
+    no readahead; an RWF_NOWAIT read, the prefetch's own probe, starts the readahead of the page
+    it asks about, so it cannot be the test's check too. The set-up is retried until the measure
+    finds it (files 1 and 3 cold, 0 and 2 warm); the prefetch must then advise exactly the cold."""
     files = _files(tmp_path, 4, 64 * 1024)
-    _evict(files[1])
-    _evict(files[3])
-    calls = []
-    monkeypatch.setattr(
-        os,
-        "posix_fadvise",
-        lambda fd, offset, length, advice: calls.append(os.readlink(f"/proc/self/fd/{fd}")),
-    )
-    prefetch.prefetch(files)
-    assert calls == [files[1], files[3]]
+    real_fstat = os.fstat
+    resident, calls = {}, []
+
+    def fstat(fd):
+        stat = real_fstat(fd)
+        resident[os.readlink(f"/proc/self/fd/{fd}")] = _resident(fd, True, stat.st_size)
+        return stat
+
+    def advise(fd, offset, length, advice):
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    for _attempt in range(5):
+        for path in files[1::2]:
+            _evict(path)
+        for path in files[0::2]:  # warm, whole: read them (a written page may have been evicted)
+            with open(path, "rb") as f:
+                f.read()
+        resident.clear()
+        calls.clear()
+        monkeypatch.setattr(os, "fstat", fstat)
+        monkeypatch.setattr(os, "posix_fadvise", advise)
+        prefetch.prefetch(files)
+        monkeypatch.undo()
+        assert sorted(resident) == files  # each file was probed, and measured just before
+        if [resident[path] for path in files] == [True, False, True, False]:
+            break
+    else:
+        raise AssertionError(f"the test could not make files 1 and 3 cold, 0 and 2 warm: {resident}")
+    assert calls == [path for path in files if not resident[path]]
 
 
 def test_files_of_lists_folders_in_order(tmp_path):

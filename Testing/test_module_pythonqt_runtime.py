@@ -79,20 +79,27 @@ def test_panel_import_keeps_pace_with_the_cli_and_the_gui_stays_responsive(
     panel, pythonqt_gil, latency_probe, tmp_path, capsys
 ):
     folders = thousand_files(tmp_path / "src")
-    cli, ours, worst, shot = [], [], 0.0, None
+    cli, ours, worst, shot, report = [], [], 0.0, None, ""
+    latency_probe.sample_ms = 5  # the worst gap says what the main thread ran in it (a 105 ms one did)
+
+    def measured(gap):
+        nonlocal worst, report
+        if gap > worst:
+            worst, report = gap, latency_probe.worst_report()
+
     for round in range(ROUNDS):
         cli.append(cli_import_seconds(tmp_path / f"cli{round}", folders))
         panel.logic.setDatabasePath(tmp_path / f"panel{round}" / "dicomplus.sqlite")
         latency_probe.start()
         job = panel.importPaths(folders)
         pythonqt_gil.wait_until(lambda job=job: job.finished or 0 < job.poll().done < job.poll().total, 60)
-        worst = max(worst, latency_probe.stop())
+        measured(latency_probe.stop())
         if shot is None and not job.finished:  # what a user sees meanwhile (grabbing is not timed)
             assert panel.activity.status().startswith("Running: Import 10 items"), panel.activity.status()
             shot = screenshot(panel, "panel-import-running")
         latency_probe.start()
         pythonqt_gil.wait_until(lambda: panel.activeJob is None, 300)
-        worst = max(worst, latency_probe.stop())
+        measured(latency_probe.stop())
         assert job.result.added == 1000, job.error
         ours.append(job.poll().elapsed)  # from the click to the result handled on the main thread
     ratio = statistics.median(cli) / statistics.median(ours)
@@ -100,7 +107,7 @@ def test_panel_import_keeps_pace_with_the_cli_and_the_gui_stays_responsive(
         print(f"\n[pythonqt] import 1000 files (median of {ROUNDS}): panel {statistics.median(ours):.2f} s, "
               f"CLI process {statistics.median(cli):.2f} s, throughput {ratio:.2f}x the CLI, "
               f"worst GUI timer gap {worst:.0f} ms")  # fmt: skip
-    assert worst < WORST_GUI_MS
+    assert worst < WORST_GUI_MS, report
     assert ratio >= 0.8
     assert shot is None or shot.is_file()
 

@@ -41,7 +41,7 @@ This package sits in the DICOMPlus module folder, which Slicer puts on sys.path;
 not a top-level .py file, so Slicer does not take it for a module of its own.
 """
 
-from . import compat, engine, text
+from . import compat, engine, fitting, text
 from .activity import DICOMPlusActivityWidget
 from .browser import DICOMPlusBrowserWidget
 from .exportsection import ExportSection
@@ -65,5 +65,6 @@ __all__ = [
     "Signal",
     "compat",
     "engine",
+    "fitting",
     "text",
 ]

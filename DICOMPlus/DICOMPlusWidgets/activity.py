@@ -225,6 +225,9 @@ class DICOMPlusActivityWidget(qt.QWidget):
                 row.label.text = f"{job.name}..."
             return
         row.cancelButton.enabled = False
+        # an ended job is one line (its outcome): the bar and Cancel say nothing more, and the
+        # panel after a load fits Slicer's module panel (340 x 860) without scrolling
+        row.cancelButton.visible = row.progressBar.visible = False
         state = snap.state.value
         if state == "done":
             row.label.text = _("{name}: done in {seconds} s").format(

@@ -67,6 +67,14 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._searchTimer.setSingleShot(True)
         self._searchTimer.setInterval(300)
         self._searchTimer.connect("timeout()", self.refresh)
+        # the thumbnails a refresh asks for, a few series per turn of the event loop: each is
+        # checked for its decoders first (a database read), ten at once after an import were
+        # part of a GUI gap past 100 ms on a loaded machine
+        self._thumbnailsToAsk = []
+        self._thumbnailTimer = qt.QTimer(self)
+        self._thumbnailTimer.setSingleShot(True)
+        self._thumbnailTimer.setInterval(0)
+        self._thumbnailTimer.connect("timeout()", self._askNextThumbnails)
         self._setupUi()
 
     def _setupUi(self):
@@ -285,9 +293,13 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             self._statusLabel.text = _('{counts} match "{text}"').format(counts=counts, text=text)
         else:
             self._statusLabel.text = counts
-        for level, key in self._entries:
-            if level == "study" and key in expanded:
-                self._queueThumbnails(self._seriesOfStudy(key))
+        self._thumbnailsToAsk = [
+            uid
+            for level, key in self._entries
+            if level == "study" and key in expanded
+            for uid in self._seriesOfStudy(key)
+        ]
+        self._askNextThumbnails()
         if self.selectedEntries() != selected:
             self._onSelectionChanged()
         self.refreshed.emit()
@@ -453,6 +465,18 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         """True once the series item shows its thumbnail."""
         return self._icons.get(seriesUID) is not None
 
+    #: Series whose thumbnails a refresh asks for per turn of the event loop.
+    THUMBNAILS_PER_TURN = 3
+
+    def _askNextThumbnails(self):
+        ask, self._thumbnailsToAsk = (
+            self._thumbnailsToAsk[: self.THUMBNAILS_PER_TURN],
+            self._thumbnailsToAsk[self.THUMBNAILS_PER_TURN :],
+        )
+        self._queueThumbnails(ask)
+        if self._thumbnailsToAsk:
+            self._thumbnailTimer.start()
+
     def _queueThumbnails(self, seriesUIDs):
         """Ask the engine for the thumbnails of ``seriesUIDs`` not asked for yet."""
         if not self._thumbnailsEnabled:
@@ -497,6 +521,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._pump.stop()
         followDatabaseClosing(self._queue, self._source, None)
         stopTimer(self._searchTimer)
+        self._thumbnailsToAsk = []
+        stopTimer(self._thumbnailTimer)
 
 
 def _count(value):

@@ -21,6 +21,7 @@ from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
 from . import text as T
 from .activity import DICOMPlusActivityWidget
+from .fitting import ElidedButton
 from .signals import Signal
 from .tasks import stopTimer
 
@@ -225,8 +226,11 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.retrieveButton.toolTip = _("Copy the selected studies or series into the local database")
         self.retrieveButton.connect("clicked(bool)", self.onRetrieve)
         buttons.addWidget(self.retrieveButton)
-        self.sendButton = qt.QPushButton(_("Send selected"), self)
-        self.sendButton.toolTip = _("Send the series selected in the local database to the server")
+        # its label may name the server (the module's "Send to <server>"): cut to fit, whole in the tooltip
+        self.sendButton = ElidedButton(_("Send selected"), _("Send..."), self)
+        self.sendButton.setFullText(
+            _("Send selected"), _("Send the series selected in the local database to the server")
+        )
         self.sendButton.connect("clicked(bool)", self.onSend)
         buttons.addWidget(self.sendButton)
         layout.addLayout(buttons)

@@ -16,6 +16,7 @@ import qt
 from slicer.i18n import tr as _
 
 from . import text as T
+from .fitting import fitToText
 from .imaging import toQImage
 from .previewmodel import CUSTOM, PreviewModel, frameKey
 from .signals import Signal
@@ -85,6 +86,14 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._timeSlider, self._timeLabel = self._sliderRow(layout, timeTitle, self.setCurrentTimePoint)
         self._timeSlider.toolTip = _("Time point (4D series)")
         self._timeRow = self._timeSlider.parentWidget()
+        # what autoplay plays sits on the time row (shown for 4D series only): the controls'
+        # row below stays narrow enough for Slicer's module panel (~300 px inside a section)
+        self._playAxisBox = qt.QComboBox(self._timeRow)
+        self._playAxisBox.addItem(_("Slices"))
+        self._playAxisBox.addItem(_("Time"))
+        self._playAxisBox.toolTip = _("Autoplay through the slices or through the time points")
+        self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
+        self._timeRow.layout().addWidget(self._playAxisBox)
 
         controls = qt.QHBoxLayout()
         self._speedBox = qt.QSpinBox(self)
@@ -95,16 +104,10 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._speedBox.toolTip = _("Autoplay speed, frames per second")
         self._speedBox.connect("valueChanged(int)", self.setSpeed)
         controls.addWidget(self._speedBox)
-        self._playAxisBox = qt.QComboBox(self)
-        self._playAxisBox.addItem(_("Slices"))
-        self._playAxisBox.addItem(_("Time"))
-        self._playAxisBox.toolTip = _("Autoplay through the slices or through the time points")
-        self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
-        controls.addWidget(self._playAxisBox)
         self._presetBox = qt.QComboBox(self)
         self._presetBox.toolTip = _("Window/level preset (drag with the left button in the view to adjust)")
         self._presetBox.setSizeAdjustPolicy(qt.QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self._presetBox.minimumContentsLength = 8
+        self._presetBox.minimumContentsLength = 6  # the row fits ~300 px; the list shows names whole
         self._presetBox.connect("currentIndexChanged(int)", self._onPresetChosen)
         controls.addWidget(self._presetBox, 1)
         self._fitButton = qt.QToolButton(self)
@@ -115,6 +118,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._loadButton = qt.QPushButton(_("Load series"), self)
         self._loadButton.toolTip = _("Load this series into the scene")
         self._loadButton.connect("clicked(bool)", self._onLoadClicked)
+        fitToText(self._loadButton)
         controls.addWidget(self._loadButton)
         layout.addLayout(controls)
 

@@ -43,10 +43,13 @@ Linux and macOS builds of PySide6 (the symbols are the Itanium C++ ABI names); e
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import PySide6
@@ -196,17 +199,29 @@ class LatencyProbe:
 
         with LatencyProbe() as probe:
             ...  # start the work, then wait_until(done)
-        assert probe.worst_ms < 100
+        assert probe.worst_ms < 100, probe.worst_report()
 
     ``worst_ms`` also counts the gap from the last tick to :meth:`stop`, so a main thread that
     is blocked until the end is not missed.
+
+    With ``sample_ms`` a thread takes the main thread's Python stack every ``sample_ms``
+    (``sys._current_frames``; it reads nothing else) and the probe keeps the stacks taken in the
+    worst gap: :meth:`worst_report` says what the main thread ran then. In the GIL mode the
+    sampler gets the GIL only when the main thread runs Python (it asks, and the main thread
+    hands it over at its next switch interval), so a gap with no sample is one where the main
+    thread ran no Python: C++ work, or the process not scheduled. The cost is a few microseconds
+    per sample, taken from the main thread only while it runs Python.
     """
 
-    def __init__(self, interval_ms: int = 20):
+    def __init__(self, interval_ms: int = 20, sample_ms: float | None = None):
         self.interval_ms = interval_ms
+        self.sample_ms = sample_ms
         self.ticks = 0
         self.worst_ms = 0.0
+        self.worst_samples: list[tuple[float, list[str]]] = []  # (ms into the gap, stack)
         self._last = None
+        self._samples: collections.deque = collections.deque(maxlen=4096)
+        self._stop_sampling: threading.Event | None = None
         self._timer = QtCore.QTimer()
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
@@ -214,12 +229,40 @@ class LatencyProbe:
     def _tick(self):
         now = time.monotonic()
         if self._last is not None:
-            self.worst_ms = max(self.worst_ms, 1000 * (now - self._last))
+            self._gap(self._last, now)
         self._last = now
         self.ticks += 1
 
+    def _gap(self, since: float, now: float) -> None:
+        gap = 1000 * (now - since)
+        if gap > self.worst_ms:
+            self.worst_ms = gap
+            if self.sample_ms:
+                kept = list(self._samples)  # one C call under the GIL: the sampler cannot interleave
+                self.worst_samples = [(1000 * (t - since), stack) for t, stack in kept if since < t <= now]
+
+    def _sample(self, main: int, stop: threading.Event) -> None:
+        while not stop.wait(self.sample_ms / 1000):
+            frame = sys._current_frames().get(main)
+            stack = (
+                []
+                if frame is None
+                else traceback.StackSummary.extract(traceback.walk_stack(frame), limit=40, lookup_lines=False)
+            )
+            self._samples.append((time.monotonic(), [f"{f.filename}:{f.lineno} {f.name}" for f in stack]))
+
     def start(self) -> LatencyProbe:
         self.ticks, self.worst_ms, self._last = 0, 0.0, time.monotonic()
+        self.worst_samples = []
+        if self.sample_ms and self._stop_sampling is None:
+            self._samples.clear()
+            self._stop_sampling = threading.Event()
+            threading.Thread(
+                target=self._sample,
+                args=(threading.main_thread().ident, self._stop_sampling),
+                name="LatencyProbe sampler",
+                daemon=True,
+            ).start()
         self._timer.start()
         return self
 
@@ -227,9 +270,27 @@ class LatencyProbe:
         """Stop; returns the worst interval in milliseconds."""
         self._timer.stop()
         if self._last is not None:
-            self.worst_ms = max(self.worst_ms, 1000 * (time.monotonic() - self._last))
+            self._gap(self._last, time.monotonic())
             self._last = None
+        if self._stop_sampling is not None:
+            self._stop_sampling.set()
+            self._stop_sampling = None
         return self.worst_ms
+
+    def worst_report(self, own: tuple[str, ...] = ("DICOMPlus",)) -> str:
+        """What the main thread ran in the worst gap: the stacks sampled then, innermost frame
+        first, the frames of files whose path contains one of ``own`` marked with ``>``."""
+        lines = [
+            f"worst gap {self.worst_ms:.0f} ms, {len(self.worst_samples)} samples of the main thread in it"
+        ]
+        if self.sample_ms is None:
+            lines.append("(no samples: LatencyProbe(sample_ms=...) records them)")
+        elif not self.worst_samples:
+            lines.append("no Python ran on the main thread in the gap (C++ work, or not scheduled)")
+        for at, stack in self.worst_samples:
+            lines.append(f"  at {at:.0f} ms:")
+            lines += [f"    {'>' if any(o in frame for o in own) else ' '} {frame}" for frame in stack[:25]]
+        return "\n".join(lines)
 
     def __enter__(self) -> LatencyProbe:
         return self.start()

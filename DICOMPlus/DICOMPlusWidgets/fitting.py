@@ -1,0 +1,71 @@
+"""Widths that fit Slicer's module panel: about 340 px wide, 300 px inside a section.
+
+The style gives every push button with text at least 80 px (Fusion, and Slicer's style on top of
+it), so four buttons in a row need 338 px whatever their labels: a row of short labels gets
+minimum widths from its text instead. A label that can be long (a server's name) is elided to
+the button's width, whole in the tooltip, so the row never widens the panel.
+"""
+
+import qt
+
+
+def textWidth(button, text=None):
+    """The width ``button`` needs to show ``text`` (default: its own) whole: the text, the
+    style's button margin and frame, and a space of slack for styles that pad more."""
+    style = button.style()
+    metrics = qt.QFontMetrics(button.font)
+    text = button.text if text is None else text
+    return (
+        metrics.horizontalAdvance(text + " ")
+        + style.pixelMetric(qt.QStyle.PM_ButtonMargin)
+        + 2 * style.pixelMetric(qt.QStyle.PM_DefaultFrameWidth)
+    )
+
+
+def fitToText(*buttons):
+    """Let each button shrink to its text (below the style's 80 px floor), never below it."""
+    for button in buttons:
+        button.minimumWidth = textWidth(button)
+
+
+class ElidedButton(qt.QPushButton):
+    """A push button whose label is cut to its width with an ellipsis ("Send to Hospital P...")
+    and whose tooltip starts with the whole label. It is at least as wide as ``shortText`` and
+    takes the room its row gives it (size policy Ignored: the label's length never widens the
+    row); :meth:`fullText` is the label as set."""
+
+    def __init__(self, text, shortText, parent=None):
+        qt.QPushButton.__init__(self, parent)
+        self._fullText = ""
+        self._detail = ""
+        self.setSizePolicy(qt.QSizePolicy.Ignored, qt.QSizePolicy.Fixed)
+        self.minimumWidth = textWidth(self, shortText)
+        self.setFullText(text)
+
+    def fullText(self):
+        return self._fullText
+
+    def setFullText(self, text, detail=None):
+        """Show ``text`` (elided if need be); the tooltip is ``detail`` (default: the one kept),
+        preceded by ``text`` when the label is cut."""
+        self._fullText = text
+        if detail is not None:
+            self._detail = detail
+        self._elide()
+
+    def resizeEvent(self, event):
+        try:
+            qt.QPushButton.resizeEvent(self, event)
+        except (AttributeError, TypeError):  # a binding that does not expose the protected base
+            pass
+        self._elide()
+
+    def _elide(self):
+        room = max(self.width - textWidth(self, ""), 0)
+        shown = qt.QFontMetrics(self.font).elidedText(self._fullText, qt.Qt.ElideRight, room)
+        if shown != self.text:
+            self.text = shown
+        cut = shown != self._fullText
+        tip = f"{self._fullText}: {self._detail}" if cut and self._detail else self._detail or self._fullText
+        if tip != self.toolTip:
+            self.toolTip = tip

@@ -1,0 +1,164 @@
+"""The panel fits Slicer's module panel: about 340 px wide on a 1080p screen (the dock beside the
+views), in a scroll area that scrolls sideways when the panel's minimum is wider. Opening the
+module must not widen Slicer's panel (a 400 px minimum did), and nothing in it may be cut off:
+every shown widget gets at least its minimum size inside its parent, every button its label (or
+an elided label, whole in its tooltip). Asserted on the layout's own minimums, not on pixels."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicomplus_testing.harness import fit_panel
+
+#: Width of Slicer's module panel as it opens on a 1080p screen.
+SLICER_PANEL_WIDTH = 340
+
+
+@pytest.fixture
+def panel(dicomplus_module, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))  # never the user's
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite"))
+    yield widget
+    widget.cleanup()
+
+
+def minimum_of(widget):
+    """The minimum a layout gives ``widget`` (qSmartMinSize): its minimum size where set, else
+    its minimum size hint (a size policy that cannot shrink: its size hint); a widget whose height
+    depends on its width (wrapped text) gets the height for the width it has; none more than
+    its maximum."""
+    import qt
+
+    hint, hintMin, kept = widget.sizeHint, widget.minimumSizeHint, widget.minimumSize
+    policy = widget.sizePolicy
+    sizes = []
+    for kept_, hint_, min_, direction in (
+        (kept.width(), hint.width(), hintMin.width(), policy.horizontalPolicy()),
+        (kept.height(), hint.height(), hintMin.height(), policy.verticalPolicy()),
+    ):
+        if kept_ > 0:
+            sizes.append(kept_)
+        elif direction == qt.QSizePolicy.Ignored:
+            sizes.append(0)
+        elif direction in (qt.QSizePolicy.Minimum, qt.QSizePolicy.Fixed):
+            sizes.append(max(hint_, 0))
+        else:
+            sizes.append(max(min_, 0))
+    if widget.hasHeightForWidth() and widget.heightForWidth(widget.width) > 0:
+        sizes[1] = min(sizes[1], widget.heightForWidth(widget.width))
+    return [min(sizes[0], widget.maximumWidth), min(sizes[1], widget.maximumHeight)]
+
+
+def laid_out(layout):
+    """The widgets a layout places, with those of its nested layouts."""
+    widgets = []
+    for index in range(layout.count() if layout is not None else 0):
+        item = layout.itemAt(index)
+        if item.widget() is not None:
+            widgets.append(item.widget())
+        elif item.layout() is not None:
+            widgets += laid_out(item.layout())
+    return widgets
+
+
+def clipped(top):
+    """Descriptions of the shown widgets under ``top`` that are cut off: smaller than their
+    minimum, reaching out of their parent, or a button narrower than its label."""
+    import qt
+    from DICOMPlusWidgets.fitting import ElidedButton, textWidth
+
+    found = []
+    for widget in top.findChildren(qt.QWidget):
+        if not widget.isVisibleTo(top) or widget.isWindow():
+            continue
+        parent = widget.parentWidget()
+        name = f"{type(widget).__name__} {widget.objectName or ''} {getattr(widget, 'text', '')!r}"
+        if widget not in laid_out(parent.layout()):
+            continue  # a spin box's line edit, a scroll area's viewport: placed by their owner
+        width, height = minimum_of(widget)
+        if widget.width < width or widget.height < height:
+            found.append(f"{name}: {widget.width}x{widget.height} < minimum {width}x{height}")
+        if not parent.rect.contains(widget.geometry):
+            found.append(f"{name}: {widget.geometry} outside its parent's {parent.rect}")
+        if isinstance(widget, qt.QPushButton) and widget.text:
+            if textWidth(widget, widget.text) > widget.width + 2:  # one space of slack in textWidth
+                found.append(f"{name}: {widget.width} px, its label needs {textWidth(widget)}")
+            if isinstance(widget, ElidedButton) and widget.text != widget.fullText():
+                if not widget.toolTip.startswith(widget.fullText()):
+                    found.append(f"{name}: cut, and its tooltip does not say {widget.fullText()!r}")
+    return found
+
+
+def open_everything(panel):
+    """Every section open, a server with a long name, its form shown, a load's warnings and
+    Load resampled: the widest the panel gets."""
+    ui = panel.ui
+    for name in ("localDatabase", "preview", "network", "export", "activity"):
+        getattr(ui, name + "CollapsibleButton").collapsed = False
+    panel.network.addNode("Hospital PACS of the university clinic", "PACS", "127.0.0.1", 104)
+    panel.network.showNodeForm()
+    panel.showMessages(
+        ["CT tilted: the slices are sheared (gantry tilt); Load resampled gives a regular grid"]
+    )
+    ui.loadResampledButton.visible = True
+    panel.updateButtonStates()
+
+
+def test_panel_fits_slicer_module_panel_width(panel):
+    """At 340 px the panel takes the width it is given (no sideways scroll bar), in each section,
+    and nothing in it is cut off; the Send button names its server, cut to fit."""
+    open_everything(panel)
+    assert panel.parent.minimumSizeHint.width() <= SLICER_PANEL_WIDTH, panel.parent.minimumSizeHint
+    width, _height = fit_panel(panel, SLICER_PANEL_WIDTH)
+    assert width == SLICER_PANEL_WIDTH
+    assert clipped(panel.parent) == []
+    send = panel.network.sendButton
+    assert send.fullText() == "Send to Hospital PACS of the university clinic"
+    assert send.text != send.fullText() and send.text.endswith("…"), send.text  # elided at 340 px
+    assert send.toolTip.startswith(send.fullText())
+    narrow = send.text
+    fit_panel(panel, 600)  # wider: more of the name, and still nothing cut off
+    assert len(send.text) > len(narrow) and send.fullText().startswith(send.text.rstrip("…"))
+    assert clipped(panel.parent) == []
+    panel.network.addNode("PACS", "PACS", "127.0.0.1", 105)
+    panel.network.nodeCombo.currentIndex = panel.network.nodeCombo.findText("PACS")
+    panel.updateButtonStates()
+    assert send.text == send.fullText() == "Send to PACS"  # a short name whole
+
+
+def test_panel_has_single_margins(panel):
+    """Slicer's module panel already has a margin: the .ui's own layout adds none, so the
+    sections line up with the panel's edge as in Slicer's other modules."""
+    margins = panel.ui.localDatabaseCollapsibleButton.parentWidget().layout().contentsMargins
+    assert (margins.left(), margins.top(), margins.right(), margins.bottom()) == (0, 0, 0, 0)
+    fit_panel(panel, SLICER_PANEL_WIDTH)
+    outer = panel.layout.contentsMargins
+    section = panel.ui.localDatabaseCollapsibleButton
+    left = section.mapTo(panel.parent, section.rect.topLeft()).x()
+    assert left == outer.left(), (left, outer.left())
+
+
+#: Height of Slicer's module panel on a 1080p screen (Testing/test_module_browser.py: assert_fits).
+SLICER_PANEL_HEIGHT = 860
+
+
+def test_panel_after_a_load_fits_slicer_module_panel_height(panel, qtbot):
+    """After a load (a finished job in Activity, its warning, Load resampled) the panel as it
+    opens (Network and Export folded) still fits 340 x 860 without scrolling (it needed ~900
+    px): the ended job is one line, the messages box scrolls its own lines past three, the
+    sections' margins are 4 px above and below."""
+    from DICOMPlusLib.jobs import Job
+
+    job = panel.activity.addJob(Job("Load 1 series", lambda progress, cancel: None).start())
+    qtbot.waitUntil(lambda: job.finished and not panel.activity.runningJobs(), timeout=10_000)
+    panel.showMessages(
+        ["201: STEREOTAXIS: The slices were acquired with a tilted gantry, so the volume is slanted. "
+         "It is shown in the right place; for tools that need a regular grid, use Load resampled."]
+    )  # fmt: skip
+    panel.ui.loadResampledButton.visible = True
+    assert panel.ui.networkCollapsibleButton.collapsed and panel.ui.exportCollapsibleButton.collapsed
+    width, height = fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)
+    assert (width, height) == (SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT), panel.parent.minimumSizeHint
+    assert clipped(panel.parent) == []
