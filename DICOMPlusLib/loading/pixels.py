@@ -179,9 +179,10 @@ class _Reader:
             for index, f in items:
                 if f.path != current:
                     if handle is not None:
-                        handle.close()
+                        _close(handle)
+                        handle = None
                     try:
-                        handle = open(f.path, "rb", buffering=0)
+                        handle = _open(f.path)
                     except OSError as exc:
                         raise LoadError(f"cannot read {f.path}: {exc.strerror or exc}") from exc
                     current = f.path
@@ -191,11 +192,10 @@ class _Reader:
                         f"{f.label}: pixel data holds {f.pixel_length} bytes, frame {f.frame + 1} needs "
                         f"{(f.frame + 1) * size} ({f.rows}x{f.columns}, {f.bits_allocated} bits): file is inconsistent"
                     )
-                handle.seek(f.pixel_offset + f.frame * size)  # type: ignore[union-attr]
                 self._native_frame(handle, index, f, size)
         finally:
             if handle is not None:
-                handle.close()
+                _close(handle)
 
     def _native_frame(self, handle, index: int, f: Frame, size: int) -> None:
         dst = self.flat[index]
@@ -206,7 +206,10 @@ class _Reader:
             shape = (f.samples_per_pixel, f.rows, f.columns)
         target = dst if direct else self.scratch(shape, stored)
         view = target.data.cast("B")
-        got = handle.readinto(view)
+        try:
+            got = _read_at(handle, view, f.pixel_offset + f.frame * size)
+        except OSError as exc:
+            raise LoadError(f"cannot read {f.path}: {exc.strerror or exc}") from exc
         if got != size:
             raise LoadError(f"{f.label}: truncated pixel data ({got} of {size} bytes)")
         if direct:
@@ -320,6 +323,32 @@ class _Reader:
             np.multiply(u, np.uint16(slope % 65536), out=u)
         if intercept:
             np.add(u, np.uint16(intercept % 65536), out=u)
+
+
+# A frame is read at its offset straight into the volume: with ``preadv`` that is one system
+# call (and one hand-over of the GIL) per frame between the file's open and close, where a
+# file object also calls fstat and lseek (5 calls a slice instead of 3). Elsewhere (Windows):
+# the file object's seek and readinto.
+_PREADV = hasattr(os, "preadv")
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open(path: str):
+    return os.open(path, _OPEN_FLAGS) if _PREADV else open(path, "rb", buffering=0)
+
+
+def _read_at(handle, view, offset: int) -> int:
+    if _PREADV:
+        return os.preadv(handle, [view], offset)
+    handle.seek(offset)
+    return handle.readinto(view)
+
+
+def _close(handle) -> None:
+    if _PREADV:
+        os.close(handle)
+    else:
+        handle.close()
 
 
 def _palette_header(path: str):
