@@ -1,4 +1,4 @@
-"""``dicomplus`` subcommands for the local database: import, info, search, delete, db migrate."""
+"""``dicomplus`` subcommands for the local database: import, info, search, delete, db backup/migrate."""
 
 from __future__ import annotations
 
@@ -284,6 +284,36 @@ def cmd_db_migrate(args) -> int:
     return Exit.OK
 
 
+def cmd_db_backup(args) -> int:
+    import os
+
+    from DICOMPlusLib.jobs import CancelToken
+
+    db = open_database(args)
+    bar = ProgressBar("backup", not args.json)
+    with cancel_on_interrupt(CancelToken()) as token:
+        try:
+            dest = db.backup(args.dest, progress=bar, cancel=token)
+        finally:
+            bar.close()
+    size = os.stat(dest).st_size
+    if args.json:
+        print_json({"database": location(db), "backup": str(dest), "bytes": size})
+    else:
+        print(
+            f"backed up {location(db)} to {dest} ({size / 1e6:.1f} MB); the stored files stay in {db.store_root}"
+        )
+    return Exit.OK
+
+
+BACKUP_HELP = """\
+A consistent copy of every patient, study, series and instance row and header, taken under one
+read transaction while imports, listeners or Slicer keep using the database. The .sqlite file
+alone can lack the last commits (they are in its -wal until a checkpoint): copy this instead.
+The copy is a new file (never overwritten), readable by its owner only; the stored files are not
+copied (back up the store folder beside it as files). Ctrl-C stops it and leaves no partial file."""
+
+
 MIGRATE_HELP = """\
 Copies the patients, studies, series and instances (with their headers) and the import history of
 an SQLite database into a PostgreSQL database, which may already hold data (an instance it holds
@@ -358,7 +388,9 @@ def add_commands(sub) -> None:
     p.add_argument("--columns", metavar="A,B,...", default=None, help="the columns to print (keywords)")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("db", help="database administration: migrate an SQLite database to PostgreSQL")
+    p = sub.add_parser(
+        "db", help="database administration: back up, migrate an SQLite database to PostgreSQL"
+    )
     db_sub = p.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     p = db_sub.add_parser(
         "migrate",
@@ -381,6 +413,20 @@ def add_commands(sub) -> None:
         help="leave the files where they are (default)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = db_sub.add_parser(
+        "backup",
+        help="a complete copy of the SQLite index in one new file, while it is in use",
+        description="Copy the database of --db into one new, self-contained SQLite file.",
+        epilog=BACKUP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_db_backup)
+    p.add_argument(
+        "dest",
+        metavar="DEST",
+        help="a new file, or a folder (a name without a suffix) to hold dicomplus.sqlite",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("delete", help="delete a patient, study or series (and the files DICOMPlus copied)")
     p.set_defaults(func=cmd_delete)

@@ -47,11 +47,13 @@ from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
 
 if TYPE_CHECKING:
-    pass
+    from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
 DB_FILE_NAME = "dicomplus.sqlite"
+#: Pages a backup copies between two looks at its cancel token and its progress (1 MiB).
+BACKUP_STEP_PAGES = 256
 BUSY_TIMEOUT_S = 60.0
 #: SQLite's own ``wal_autocheckpoint`` (pages): a commit that leaves more in the WAL copies them
 #: into the database file (a checkpoint, two ``fdatasync``). Every writer but an import uses it,
@@ -176,6 +178,78 @@ class Database(BaseDatabase):
             f"no database back end for {scheme}: URLs: give a file path, a sqlite:/// URL or a "
             "postgresql:// URL"
         )
+
+    # -- backup ------------------------------------------------------------------------------
+    def backup(
+        self,
+        dest: str | os.PathLike,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Path:
+        """A complete, consistent copy of the index in one file at ``dest`` (a new file, or a
+        folder to hold ``dicomplus.sqlite``: a name without a suffix, as ``--db`` reads it),
+        while anything else may read or write it.
+
+        The ``.sqlite`` file alone can lack every commit since the last checkpoint (they are in
+        its ``-wal``; docs/reliability.md "Copying or backing up the database"): this copies the
+        pages SQLite reads (``sqlite3_backup``) under one read transaction, so that writers of
+        other processes neither block it nor restart it, into a temporary name beside ``dest``,
+        then makes it a rollback-journal database (one self-contained file), syncs it and renames
+        it into place. The stored files are not copied: they stay in the store."""
+        target = Path(os.path.abspath(dest))
+        if target.is_dir() or target.suffix == "":  # a folder, as --db reads it
+            target = target / DB_FILE_NAME
+        if target.exists():
+            raise DatabaseError(f"{target} exists: a backup goes to a new file")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.incomplete")
+        conn = self._connect_sqlite()
+
+        def step(_status: int, remaining: int, total: int) -> None:
+            if progress is not None:
+                progress(total - remaining, total, "pages")
+            if cancel is not None:
+                cancel.raise_if_cancelled()  # raised here, sqlite3 stops the copy
+
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _create_owner_only(tmp)  # patient data: the copy as private as the database
+            copy = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot taken
+                conn.backup(copy, pages=BACKUP_STEP_PAGES, progress=step)
+                conn.execute("COMMIT")
+                copy.execute("PRAGMA journal_mode=DELETE")
+                (check,) = copy.execute("PRAGMA quick_check").fetchone()
+                if check != "ok":
+                    raise DatabaseError(f"the copy of {self.path} did not check out: {check}")
+            finally:
+                copy.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.rename(tmp, target)
+            with contextlib.suppress(OSError):
+                fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot back up {self.path} to {target}: {exc}") from exc
+        except OSError as exc:
+            raise DatabaseError(f"cannot back up {self.path} to {target}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            with self._connections_lock:
+                self._connections.remove(conn)
+            conn.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(f"{tmp}-journal")
+        return target
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> Connection:

@@ -140,6 +140,14 @@ class PostgresDatabase(BaseDatabase):
     def __repr__(self) -> str:
         return f"PostgresDatabase({self.display_url!r}, store={str(self.store.root)!r})"
 
+    # -- backup ------------------------------------------------------------------------------
+    def backup(self, dest: str | os.PathLike, *, progress=None, cancel=None) -> Path:
+        """A PostgreSQL database is backed up by PostgreSQL's own tools, which know its server."""
+        raise DatabaseError(
+            f"{self.display_url} is a PostgreSQL database: back it up with pg_dump "
+            "(e.g. pg_dump -Fc -f dicomplus.dump URL); the stored files are in its store folder"
+        )
+
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> PgConnection:
         import psycopg

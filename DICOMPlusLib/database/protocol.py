@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from DICOMPlusLib.database.ingest import Sink
     from DICOMPlusLib.database.search import Criteria
+    from DICOMPlusLib.jobs import CancelToken, ProgressCallback
     from DICOMPlusLib.models import (
         DeleteReport,
         ImportReport,
@@ -66,6 +67,17 @@ class DatabaseProtocol(Protocol):
     def check_writable(self) -> None:
         """Raise DatabaseError (what cannot be written, and why) unless instances can be stored:
         said before a retrieve or a listener starts, not as an OSError from deep inside it."""
+        ...
+
+    def backup(
+        self,
+        dest: str | os.PathLike,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Path:
+        """A complete, consistent copy of the index in one new file (SQLite; PostgreSQL says
+        to use ``pg_dump``): the stored files are not copied."""
         ...
 
     # -- facts and records ---------------------------------------------------------------------
