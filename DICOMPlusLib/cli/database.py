@@ -287,6 +287,7 @@ def cmd_db_migrate(args) -> int:
 def cmd_db_backup(args) -> int:
     import os
 
+    from DICOMPlusLib.errors import CancelledError
     from DICOMPlusLib.jobs import CancelToken
 
     db = open_database(args)
@@ -294,6 +295,9 @@ def cmd_db_backup(args) -> int:
     with cancel_on_interrupt(CancelToken()) as token:
         try:
             dest = db.backup(args.dest, progress=bar, cancel=token)
+        except CancelledError:
+            print("backup stopped: no file written", file=sys.stderr)
+            return Exit.INTERRUPTED
         finally:
             bar.close()
     size = os.stat(dest).st_size
