@@ -154,8 +154,9 @@ def test_a_cancelled_backup_leaves_no_file(tmp_path):
             token.cancel()
 
         with pytest.raises(CancelledError):
-            db.backup(tmp_path / "b.sqlite", progress=progress, cancel=token)
+            db.backup(tmp_path / "new" / "b.sqlite", progress=progress, cancel=token)
         assert seen and seen[0][0] < seen[0][1]  # stopped before the last step
+        # no partial file, and not the folder it made for the copy either
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
             ["ct", "dicomplus.sqlite", "dicomplus.sqlite-wal", "dicomplus.sqlite-shm", "store"]
         )

@@ -211,6 +211,8 @@ class Database(BaseDatabase):
             if cancel is not None:
                 cancel.raise_if_cancelled()  # raised here, sqlite3 stops the copy
 
+        made = not target.parent.exists()  # removed again if the backup does not finish
+        done = False
         try:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _create_owner_only(tmp)  # patient data: the copy as private as the database
@@ -229,6 +231,7 @@ class Database(BaseDatabase):
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.rename(tmp, target)
+            done = True
             with contextlib.suppress(OSError):
                 fd = os.open(target.parent, os.O_RDONLY)
                 try:
@@ -249,6 +252,9 @@ class Database(BaseDatabase):
                 os.unlink(tmp)
             with contextlib.suppress(OSError):
                 os.unlink(f"{tmp}-journal")
+            if made and not done:
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
         return target
 
     # -- connections -------------------------------------------------------------------------
