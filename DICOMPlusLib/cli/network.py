@@ -242,6 +242,7 @@ def cmd_listen(args) -> int:
         allowed_calling_aets=_split_aes(args.allow),
         require_called_ae=args.require_called_ae,
         series_idle=args.idle,
+        fsync=args.fsync,
     )
     listener = Listener(db, config)
 
@@ -488,6 +489,12 @@ def add_commands(sub) -> None:
         type=seconds,
         default=5.0,
         help="seconds without data before a series is complete (default 5)",
+    )
+    p.add_argument(
+        "--fsync",
+        action="store_true",
+        help="answer each instance only once its file, its row and its name are on the disk "
+        "(survives a power cut, not only a crash; slower)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line for every event")
     p.set_defaults(func=cmd_listen)

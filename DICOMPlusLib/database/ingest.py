@@ -294,7 +294,18 @@ class Ingest:
         parsed.source = ""  # not an import: no source path to remember
         parsed.data = None
         parsed.stored_tmp = incoming.path
-        return self.commit_one(parsed, policy, context=context)
+        result = self.commit_one(parsed, policy, context=context)
+        if (
+            fsync
+            and result.status in (StoreStatus.STORED, StoreStatus.REPLACED)
+            and result.record is not None
+        ):
+            try:  # answered only once its row and its name are on the disk too, not just its bytes
+                self.db.make_durable(result.record.path)
+            except OSError as exc:
+                logger.warning("cannot sync instance %s: %s", result.sop_instance_uid, exc)
+                return failure(exc, result.sop_instance_uid)
+        return result
 
     def commit_bytes(self, data: bytes, policy: DuplicatePolicy, *, context: object = None) -> StoredInstance:
         """A whole Part 10 file held in memory (raises ImportFileError when it is not DICOM)."""

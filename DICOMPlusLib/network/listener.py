@@ -47,8 +47,9 @@ class ListenerConfig:
     rejected with "calling AE title not recognized" (PS3.8 Table 9-21). ``require_called_ae``
     rejects associations addressed to another AE title. ``series_idle`` is the quiet time after
     which a series is reported complete. ``tls`` (with a certificate) makes it a TLS listener
-    (PS3.15 B.1). ``fsync`` flushes each file to the disk before answering (slower; protects
-    against power loss, not needed against crashes).
+    (PS3.15 B.1). ``fsync`` answers each instance only once its file, its index row and its
+    name in the store are on the disk (slower; protects against power loss, not needed against
+    crashes).
 
     Limits that keep slow or hostile peers from shutting others out:
     ``acse_timeout`` bounds the time from the TCP connection to a complete A-ASSOCIATE-RQ (TLS
