@@ -84,6 +84,26 @@ def test_send_to_storescp_one_association_bytes_unchanged(storescp, tmp_path):
     assert all(r.category == "success" and r.status == 0 and not r.converted for r in report.results)
 
 
+def test_files_read_ahead_keep_their_bytes_and_a_missing_one_fails_alone(storescp, tmp_path):
+    """Each file is read while the peer stores the one before, into one reused buffer: files of
+    2 MiB (read in two blocks) between 8 KiB ones all arrive byte for byte, and a file gone since
+    it was scanned fails alone on the same association, with nothing of it on the wire."""
+    big = make_series(tmp_path / "big", n=3, rows=1024, cols=1024, seed=23)
+    small = make_series(tmp_path / "small", n=3, rows=64, cols=64, seed=24)
+    files = [f for pair in zip(sorted(big.files), sorted(small.files), strict=True) for f in pair]
+    items = [SendItem(str(f), CT, sop_of(f), EXPLICIT) for f in files]
+    gone = SendItem(str(tmp_path / "gone.dcm"), CT, "1.2.3.4.5", EXPLICIT)
+    report = send(node_of(storescp), [*items[:3], gone, *items[3:]])
+    assert report.sent == 6 and report.associations == 1
+    (failed,) = report.failed
+    assert failed.path == gone.path and failed.message.startswith("cannot read")
+    received = storescp.wait_for(6)
+    originals = {sop_of(f): f for f in files}
+    assert sorted(map(sop_of, received)) == sorted(originals)
+    for path in received:
+        assert data_set(path) == data_set(originals[sop_of(path)])
+
+
 def test_send_to_orthanc(orthanc_session, tmp_path):
     series = make_series(tmp_path / "s", n=12, rows=32, cols=32, patient_id="SENDORTH", seed=23)
     node = RemoteNode("orthanc", DimseEndpoint(orthanc_session.aet, LOOPBACK, orthanc_session.dicom_port))

@@ -20,6 +20,8 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CancelledError, NetworkError, SendError
@@ -135,6 +137,33 @@ def _convert(path: str, transfer_syntax: str) -> bytes:
     return buf.getvalue()
 
 
+#: The read buffer each sender reuses for its files (a file's first block is read into it).
+_BUFFER = 1 << 20
+
+
+@dataclass
+class _Ready:
+    """A file's C-STORE-RQ read and framed, not yet sent; ``file`` still open when the file is
+    larger than the first block."""
+
+    item: SendItem
+    attempt: int
+    message: scu.PreparedStore
+    file: BinaryIO | None
+    converted: bool = False
+
+    def result(self, category: str, status: int | None, message: str) -> FileResult:
+        item = self.item
+        return FileResult(
+            item.path, item.sop_instance_uid, category, status, message, self.attempt, self.converted
+        )
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 class _Worker:
     """Sends a list of items over one association (reconnecting if it breaks)."""
 
@@ -145,6 +174,7 @@ class _Worker:
         self._record = record  # callback(FileResult)
         self._recorded: set[tuple[str, str]] = set()
         self.associations = 0
+        self._buffer: bytearray | None = None
 
     def record(self, result: FileResult) -> None:
         self._recorded.add((result.path, result.sop_instance_uid))
@@ -199,14 +229,7 @@ class _Worker:
                 return
             broken, stored = False, 0
             try:
-                while pending and not self.cancel.cancelled:
-                    item = pending.pop(0)
-                    result, alive = self._send_one(assoc, item, attempt)
-                    self.record(result)
-                    stored += result.category != "failure"
-                    if not alive:
-                        broken = True
-                        break
+                broken, stored = self._send_all(assoc, pending, attempt)
             finally:
                 if assoc.established:
                     assoc.release(self.options["timeout"])
@@ -221,52 +244,102 @@ class _Worker:
                     )
                 return
 
-    def _send_one(
-        self, assoc: scu.ClientAssociation, item: SendItem, attempt: int
-    ) -> tuple[FileResult, bool]:
-        def result(category, status=None, message="", converted=False) -> FileResult:
-            return FileResult(item.path, item.sop_instance_uid, category, status, message, attempt, converted)
+    def _send_all(
+        self, assoc: scu.ClientAssociation, pending: list[SendItem], attempt: int
+    ) -> tuple[bool, int]:
+        """Send ``pending`` (taking off it the items done) until it is empty, cancelled or the
+        association breaks; (broken, files stored). While the peer stores one file the next one
+        is read and framed (:meth:`_prepare`), so that its first bytes go out as soon as the
+        response comes: still one C-STORE outstanding at a time (PS3.7 10.1: storescp negotiates
+        no asynchronous operations), and the same bytes on the wire. A file read ahead but not
+        sent (the association broke, or a cancel came) goes back to the front of ``pending``."""
+        stored = 0
+        ahead: _Ready | FileResult | None = None
+        while True:
+            if ahead is None:
+                if not pending or self.cancel.cancelled:
+                    return False, stored
+                ahead = self._prepare(assoc, pending[0], attempt)
+            pending.pop(0)
+            if isinstance(ahead, FileResult):
+                self.record(ahead)
+                ahead = None
+                continue
+            current, ahead = ahead, None
+            result, alive = self._transmit(assoc, current)
+            if alive and pending and not self.cancel.cancelled:
+                ahead = self._prepare(assoc, pending[0], attempt)  # while the peer stores ``current``
+            if result is None:
+                result, alive = self._response(assoc, current)
+            self.record(result)
+            stored += result.category != "failure"
+            if ahead is not None and (not alive or self.cancel.cancelled):
+                if isinstance(ahead, _Ready):
+                    ahead.close()
+                ahead = None  # its item is still pending[0]
+            if not alive:
+                return True, stored
+
+    def _prepare(self, assoc: scu.ClientAssociation, item: SendItem, attempt: int) -> _Ready | FileResult:
+        """The item's C-STORE-RQ read and framed, or its result when it cannot be sent (that
+        leaves the association as it was)."""
+
+        def failure(message: str) -> FileResult:
+            return FileResult(item.path, item.sop_instance_uid, "failure", None, message, attempt)
 
         if not uids.valid_uid_text(item.sop_instance_uid) or not uids.valid_uid_text(item.sop_class_uid):
-            return result(
-                "failure", None, "not sent: invalid SOP Class or Instance UID (more than 64 characters?)"
-            ), True
+            return failure("not sent: invalid SOP Class or Instance UID (more than 64 characters?)")
         cx = assoc.find_context(item.sop_class_uid, [item.transfer_syntax])
-        converted = False
+        if cx is not None:
+            try:
+                f = open(item.path, "rb", buffering=0)
+            except OSError as exc:
+                return failure(f"cannot read: {exc.strerror or exc}")
+            try:
+                offset = data_set_offset(f.read(4096))
+                size = os.fstat(f.fileno()).st_size
+                f.seek(offset)
+                if self._buffer is None:
+                    self._buffer = bytearray(_BUFFER)
+                message = assoc.prepare_store(
+                    cx, item.sop_instance_uid, f, size - offset, buffer=self._buffer
+                )
+            except (OSError, SendError) as exc:
+                f.close()
+                return failure(f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+            return _Ready(item, attempt, message, f)
+        cx = assoc.find_context(item.sop_class_uid, UNCOMPRESSED)
+        if cx is None:
+            return failure(f"the peer accepted no presentation context for SOP class {item.sop_class_uid}")
         try:
-            if cx is not None:
-                try:
-                    f = open(item.path, "rb", buffering=0)
-                    offset = data_set_offset(f.read(4096))
-                    size = os.fstat(f.fileno()).st_size
-                    f.seek(offset)
-                except (OSError, SendError) as exc:
-                    return result(
-                        "failure", None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
-                    ), True
-                with f:
-                    try:
-                        response = assoc.store(cx, item.sop_instance_uid, f, size - offset)
-                    except OSError as exc:  # the file changed while being sent: the message is broken
-                        assoc.abort()
-                        return result("failure", None, f"cannot read: {exc.strerror or exc}"), False
-            else:
-                cx = assoc.find_context(item.sop_class_uid, UNCOMPRESSED)
-                if cx is None:
-                    message = f"the peer accepted no presentation context for SOP class {item.sop_class_uid}"
-                    return result("failure", None, message), True
-                try:
-                    data = _convert(item.path, cx.transfer_syntax)
-                except Exception as exc:
-                    message = (
-                        f"the peer refused transfer syntax {item.transfer_syntax} and the file cannot be "
-                        f"converted: {exc}"
-                    )
-                    return result("failure", None, message), True
-                converted = True
-                response = assoc.store(cx, item.sop_instance_uid, data)
+            data = _convert(item.path, cx.transfer_syntax)
+        except Exception as exc:
+            return failure(
+                f"the peer refused transfer syntax {item.transfer_syntax} and the file cannot be converted: {exc}"
+            )
+        return _Ready(
+            item, attempt, assoc.prepare_store(cx, item.sop_instance_uid, data), None, converted=True
+        )
+
+    def _transmit(self, assoc: scu.ClientAssociation, ready: _Ready) -> tuple[FileResult | None, bool]:
+        """Send a prepared message: (None, True) once on the wire, else its failure and False."""
+        try:
+            assoc.send_prepared(ready.message)
         except NetworkError as exc:
-            return result("failure", None, f"association lost: {exc}"), False
+            return ready.result("failure", None, f"association lost: {exc}"), False
+        except OSError as exc:  # the file changed while being sent: the message is broken
+            assoc.abort()
+            return ready.result("failure", None, f"cannot read: {exc.strerror or exc}"), False
+        finally:
+            ready.close()
+        return None, True
+
+    def _response(self, assoc: scu.ClientAssociation, ready: _Ready) -> tuple[FileResult, bool]:
+        """The sent file's result from the peer's response (False: the association is lost)."""
+        try:
+            response = assoc.response_to(ready.message)
+        except NetworkError as exc:
+            return ready.result("failure", None, f"association lost: {exc}"), False
         status = int(response.get(dimse.STATUS, -1))
         category = status_category(status).value
         if category not in ("success", "warning"):
@@ -275,7 +348,7 @@ class _Worker:
         comment = response.get(dimse.ERROR_COMMENT)
         if comment:
             message += f" ({comment})"
-        return result(category, status, message, converted), True
+        return ready.result(category, status, message), True
 
 
 def _retryable(r: FileResult) -> bool:

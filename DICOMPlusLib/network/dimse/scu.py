@@ -14,7 +14,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -37,6 +37,16 @@ class ReadableFile(Protocol):
     not); ``typing.BinaryIO`` has no ``readinto``."""
 
     def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class PreparedStore:
+    """A C-STORE-RQ framed and its first block read (:meth:`ClientAssociation.prepare_store`):
+    ``first`` the parts of the first system call, ``rest`` the batches still to read and send."""
+
+    message_id: int
+    first: list[bytes | memoryview]
+    rest: Iterator[list[bytes | memoryview]]
 
 
 @dataclass(frozen=True)
@@ -245,6 +255,41 @@ class ClientAssociation:
         """C-STORE (PS3.7 9.1.1) of an encoded data set: ``data`` bytes, or a binary file
         positioned at the data set's first byte with ``length`` bytes to send. The bytes go on
         the wire as they are. Returns the response command (``.get(dimse.STATUS)``)."""
+        prepared = self.prepare_store(
+            cx,
+            sop_instance,
+            data,
+            length,
+            move_originator_aet=move_originator_aet,
+            move_originator_id=move_originator_id,
+        )
+        self.send_prepared(prepared)
+        return self.response_to(prepared)
+
+    def prepare_store(
+        self,
+        cx: AcceptedContext,
+        sop_instance: str,
+        data: bytes | memoryview | ReadableFile,
+        length: int | None = None,
+        *,
+        move_originator_aet: str = "",
+        move_originator_id: int | None = None,
+        buffer: bytearray | None = None,
+    ) -> PreparedStore:
+        """A C-STORE-RQ ready to go, as :meth:`store` takes it: the data set's first block read
+        (``buffer``, reused, when given) and its PDUs framed, nothing sent yet. A sender prepares
+        the next file while the peer stores the previous one (one operation outstanding on the
+        association, PS3.7 10.1: only the reading overlaps, not the messages). Raises OSError
+        when the first block cannot be read: nothing went on the wire and no Message ID is used."""
+        size = self._fragment_size()
+        if isinstance(data, bytes | bytearray | memoryview):
+            batches = _batches(cx.id, memoryview(data), size, final=True)
+        else:
+            if length is None:
+                raise ValueError("length is needed when data is a file")
+            batches = file_batches(cx.id, data, length, size, buffer=buffer)
+        first = next(batches)  # the file's first block is read here
         mid = self._next_id()
         command = dimse.store_request(
             mid,
@@ -253,25 +298,24 @@ class ClientAssociation:
             move_originator_aet=move_originator_aet,
             move_originator_id=move_originator_id,
         )
-        size = self._fragment_size()
-        pending = self._command_parts(cx.id, command)
-        if isinstance(data, bytes | bytearray | memoryview):
-            batches = _batches(cx.id, memoryview(data), size, final=True)
-        else:
-            if length is None:
-                raise ValueError("length is needed when data is a file")
-            batches = file_batches(cx.id, data, length, size)
+        return PreparedStore(mid, [*self._command_parts(cx.id, command), *first], batches)
+
+    def send_prepared(self, prepared: PreparedStore) -> None:
+        """Put a prepared C-STORE-RQ on the wire (the command shares the first system call with
+        the data set's first batch). OSError: the rest of the file could not be read (the
+        message is then broken: the caller aborts); NetworkError: the association is lost."""
         try:
-            for parts in batches:
-                self.stream.send(*pending, *parts)  # the command shares the first system call
-                pending = []
-            if pending:
-                self.stream.send(*pending)
+            self.stream.send(*prepared.first)
+            for parts in prepared.rest:
+                self.stream.send(*parts)
         except ul.NetworkError:
             self.established = False
             self.stream.close()
             raise
-        return self._wait_response(mid)
+
+    def response_to(self, prepared: PreparedStore) -> dimse.Command:
+        """The response to a sent :class:`PreparedStore` (``.get(dimse.STATUS)``)."""
+        return self._wait_response(prepared.message_id)
 
     # -- ending ------------------------------------------------------------------------------
     def release(self, timeout: float = 10.0) -> None:
@@ -454,16 +498,18 @@ def command_parts(ctx: int, command: bytes, size: int) -> list[bytes | memoryvie
     return parts
 
 
-def file_batches(ctx: int, f: ReadableFile, length: int, size: int):
-    """Like :func:`_batches` for ``length`` bytes read from ``f`` into one reused buffer."""
+def file_batches(ctx: int, f: ReadableFile, length: int, size: int, *, buffer: bytearray | None = None):
+    """Like :func:`_batches` for ``length`` bytes read from ``f`` into one reused buffer
+    (``buffer`` when given and large enough: a sender's files then share one)."""
     if length == 0:
         yield [ul.pdata_header(ctx, 0x02, 0)]
         return
     block = max(size, _READ_BLOCK // size * size)
-    buf = bytearray(min(block, length))
+    want_size = min(block, length)
+    buf = buffer if buffer is not None and len(buffer) >= want_size else bytearray(want_size)
     done = 0
     while done < length:
-        want = min(len(buf), length - done)
+        want = min(want_size, length - done)
         view = memoryview(buf)[:want]
         got = 0
         while got < want:
