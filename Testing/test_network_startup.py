@@ -2,7 +2,8 @@
 
 A send is a process of its own: it should pay for the C-STORE SCU and the header scan, not for
 pydicom (which imports numpy, GDCM and every pixel decoder it finds), nor for the C-FIND,
-retrieve or receiving code (storage, the sample PACS) or TLS when no TLS is asked for. Asserted
+retrieve or receiving code (storage, the sample PACS), TLS when no TLS is asked for, or the
+database's import path and SQLite when it sends files (not stored instances). Asserted
 on the modules ``python -X importtime`` lists while a real send to DCMTK storescp succeeds, not
 on the time (``python -m bench store`` has the figures).
 """
@@ -29,6 +30,18 @@ OTHER_OPERATIONS = {
     "DICOMPlusLib.network.pacs.qrscp",
     "DICOMPlusLib.network.echo_dimse",
 }
+#: What a send of files (no database) has no use for: the database's import path and SQLite
+#: (the folder is walked by ``database.walk``), and the IDNA codec that a str host name costs
+#: ``getaddrinfo`` (stringprep, unicodedata).
+NOT_FOR_FILES = {
+    "sqlite3",
+    "DICOMPlusLib.database.indexer",
+    "DICOMPlusLib.database.ingest",
+    "DICOMPlusLib.database.store",
+    "encodings.idna",
+    "stringprep",
+    "unicodedata",
+}
 
 
 def modules_imported(*args: str, expect: str = "DICOMPlusLib.network.send_dimse") -> set[str]:
@@ -52,6 +65,8 @@ def test_send_command_imports_only_the_store_scu(storescp, tmp_path):
     assert len(storescp.wait_for(3)) == 3
     assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
     assert names & OTHER_OPERATIONS == set()
+    assert names & NOT_FOR_FILES == set()
+    assert "DICOMPlusLib.database.walk" in names  # the folder was walked
 
 
 def test_retrieve_command_does_not_import_pydicom(dcmqrscp, tmp_path):

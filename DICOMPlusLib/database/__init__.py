@@ -14,10 +14,11 @@ from DICOMPlusLib._lazy import lazy_getattr
 if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
     from DICOMPlusLib.database.backends import open_database
     from DICOMPlusLib.database.database import Database, TemporaryDatabase, default_database_path
-    from DICOMPlusLib.database.indexer import import_paths, iter_files
+    from DICOMPlusLib.database.indexer import import_paths
     from DICOMPlusLib.database.ingest import DuplicatePolicy
     from DICOMPlusLib.database.matching import Criterion, MatchKind
     from DICOMPlusLib.database.protocol import DatabaseProtocol
+    from DICOMPlusLib.database.walk import iter_files
 
 
 _EXPORTS = {
@@ -28,7 +29,7 @@ _EXPORTS = {
     "default_database_path": "database",
     "open_database": "backends",
     "import_paths": "indexer",
-    "iter_files": "indexer",
+    "iter_files": "walk",
     "Criterion": "matching",
     "MatchKind": "matching",
 }
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
         TemporaryDatabase,
         default_database_path,
     )
-    from DICOMPlusLib.database.indexer import import_paths, iter_files
+    from DICOMPlusLib.database.indexer import import_paths
     from DICOMPlusLib.database.ingest import DuplicatePolicy
     from DICOMPlusLib.database.matching import Criterion, MatchKind
     from DICOMPlusLib.database.protocol import DatabaseProtocol
+    from DICOMPlusLib.database.walk import iter_files

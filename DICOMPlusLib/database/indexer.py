@@ -31,13 +31,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database.ingest import POLICY, DuplicatePolicy, IngestSource, StoreStatus
 from DICOMPlusLib.database.parsing import ParsedFile, parse_fd
 from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
+from DICOMPlusLib.database.walk import iter_files
 from DICOMPlusLib.errors import CancelledError, ImportFileError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
@@ -60,47 +60,6 @@ PARALLEL_THRESHOLD = 2 * CHUNK
 #: as processes on 1,008 CT files and 2 cores: --jobs 1 0.26 s wall and 0.22 s CPU, --jobs 2
 #: 0.31 s and 0.30 s, with another job on the machine (docs/performance.md, "Import").
 LINK_PARALLEL_THRESHOLD = 2500
-
-
-def iter_files(
-    paths: Iterable[str | os.PathLike], *, unreadable: list[SkippedFile] | None = None
-) -> Iterator[str]:
-    """Every file under ``paths`` (recursively, sorted, hidden files skipped). A DICOMDIR given
-    explicitly expands to the files it references, as well as its folder's other files. Folders
-    that cannot be listed are appended to ``unreadable`` (with the reason) when it is given."""
-
-    def on_error(exc: OSError) -> None:
-        if unreadable is not None:
-            unreadable.append(SkippedFile(str(exc.filename), f"cannot read folder: {exc.strerror or exc}"))
-
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path, onerror=on_error):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        yield os.path.join(root, name)
-        elif path.name.upper() == "DICOMDIR" and path.is_file():
-            yield from _dicomdir_files(path)
-        else:
-            yield str(path)
-
-
-def _dicomdir_files(path: Path) -> Iterator[str]:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:
-        yield str(path)
-        return
-    yield str(path)  # reported as a media storage directory
-    for record in ds.get("DirectoryRecordSequence", []):
-        ref = record.get("ReferencedFileID")
-        if ref:
-            parts = [ref] if isinstance(ref, str) else list(ref)
-            yield str(path.parent.joinpath(*parts))
 
 
 def _work(paths: list[str], link: bool, tmp_base: str) -> list[ParsedFile | SkippedFile]:

@@ -48,7 +48,7 @@ def inspect_file(path: str | os.PathLike) -> SendItem:
     from DICOMPlusLib.database.parsing import parse_path
 
     try:
-        parsed = parse_path(str(path), keep_data=False)
+        parsed = parse_path(str(path), keep_data=False, index=False)
     except DICOMPlusError as exc:
         raise SendError(f"{path}: {exc}") from exc
     return SendItem(
@@ -61,7 +61,7 @@ def inspect_file(path: str | os.PathLike) -> SendItem:
 
 def items_from_paths(paths: Iterable[str | os.PathLike]) -> tuple[list[SendItem], list[FileResult]]:
     """Send items for files and folders (walked); files that cannot be sent become failures."""
-    from DICOMPlusLib.database.indexer import iter_files
+    from DICOMPlusLib.database.walk import iter_files
 
     items, bad = [], []
     for path in iter_files([str(p) for p in paths]):
