@@ -66,4 +66,6 @@ def valid_uid_text(value: str) -> bool:
     at most 64 printable characters. (Not a conformance check: ``../../x`` passes, and is
     stored under a hashed name.) Here, with the UIDs, so that the C-STORE SCU does not import
     the receiving side (storage, ingest, sqlite3) to check what it sends."""
-    return 0 < len(value) <= 64 and all(32 < ord(c) < 127 for c in value)
+    # characters 33-126, tested by C string methods (a send checks two UIDs a file; the generator
+    # over the characters was ~45,000 steps for 500 files): ASCII, printable, and not a space
+    return 0 < len(value) <= 64 and value.isascii() and value.isprintable() and " " not in value

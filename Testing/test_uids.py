@@ -44,3 +44,15 @@ def test_no_named_uid_is_spelled_out_elsewhere_in_the_library():
                 f"{path.relative_to(REPO_ROOT)}:{number}: {m}" for m in literal.findall(line) if m in named
             ]
     assert not found, "use DICOMPlusLib.uids:\n" + "\n".join(found)
+
+
+def test_valid_uid_text_takes_1_to_64_of_the_characters_33_to_126():
+    """Every character alone and inside a UID, against the rule as written (PS3.5 is stricter:
+    this only keeps what we write into a file meta or a command printable and bounded)."""
+    for code in range(0x3000):  # ASCII, Latin-1, and beyond (non-ASCII digits, spaces)
+        c = chr(code)
+        expected = 32 < code < 127
+        assert uids.valid_uid_text(c) is expected, hex(code)
+        assert uids.valid_uid_text(f"1.2.{c}.3") is expected, hex(code)
+    assert uids.valid_uid_text("1" * 64) and not uids.valid_uid_text("1" * 65)
+    assert not uids.valid_uid_text("")

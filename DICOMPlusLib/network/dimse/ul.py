@@ -515,7 +515,7 @@ class PDUStream:
     def send(self, *parts: bytes | memoryview) -> None:
         try:
             if self._can_sendmsg and len(parts) > 1:
-                total = sum(len(p) for p in parts)
+                total = sum(map(len, parts))
                 sent = self.sock.sendmsg(parts)
                 if sent < total:  # rare on blocking sockets: finish the rest
                     rest = b"".join(bytes(p) for p in parts)[sent:]
