@@ -41,6 +41,7 @@ NOT_FOR_FILES = {
     "encodings.idna",
     "stringprep",
     "unicodedata",
+    "tempfile",  # the node list is only read
 }
 
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,6 +336,8 @@ class NodeStore:
             return []
         except OSError as exc:
             raise NetworkError(f"cannot read the node list {self.path}: {exc.strerror or exc}") from exc
+        import json  # here: a command given AE@HOST:PORT and no node list does not import it
+
         try:
             data = json.loads(text) if text.strip() else {}
         except ValueError as exc:
@@ -347,6 +347,9 @@ class NodeStore:
         return [RemoteNode.from_dict(item) for item in data.get("nodes", [])]
 
     def _write(self, nodes: list[RemoteNode]) -> None:
+        import json
+        import tempfile  # only a change of the list writes it (random, hashlib: ~1 ms to import)
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": self.VERSION, "nodes": [n.to_dict() for n in nodes]}, indent=2)
         fd, tmp = tempfile.mkstemp(prefix=".nodes-", suffix=".json", dir=self.path.parent)
