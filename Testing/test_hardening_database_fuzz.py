@@ -17,7 +17,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database.headerscan import ScanError, scan
-from DICOMPlusLib.database.parsing import _WANTED, parse_bytes
+from DICOMPlusLib.database.parsing import _WANTED, parse_bytes, parse_path
 from DICOMPlusLib.errors import ImportFileError
 
 INTERESTING = [0, 1, 2, 7, 8, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF]
@@ -128,3 +128,58 @@ def test_deep_nesting_is_walked_or_a_scan_error(depth):
         assert result.pixel_tag == 0 and result.last_tag == 0x00081115
     with pytest.raises(ImportFileError):
         parse_bytes(_nested(depth))  # no UIDs at any depth: reported, never a crash
+
+
+def _part10(charset: str = "ISO_IR 192", name: str = "Müller^Jörg") -> bytes:
+    """A small Explicit VR LE Part 10 image (no pixels needed: not an image SOP class)."""
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR: no Rows/Columns, no pixels
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.10.1137.81"
+    ds.PatientName = name
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1137.82"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1137.83"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _group_length_skips_the_charset(data: bytes) -> bytes:
+    """Group length (0002,0000) made to end the meta group after SpecificCharacterSet, the data
+    set's first element: a walk trusting it never sees the character set."""
+    at = data.index(b"\x08\x00\x05\x00CS")  # the data set starts here: 144 + the group length
+    (charset_length,) = struct.unpack_from("<H", data, at + 6)
+    return data[:140] + struct.pack("<I", at + 8 + charset_length - 144) + data[144:]
+
+
+def _transfer_syntax_cut(data: bytes) -> bytes:
+    """The TransferSyntaxUID's length field set to 2 (found by fuzzing the fMRI series): the group
+    walk, as pydicom does it, ends inside the UID; only the group length still says where the data
+    set starts."""
+    at = data.index(b"\x02\x00\x10\x00UI")
+    return data[: at + 6] + struct.pack("<H", 2) + data[at + 8 :]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("mutate", [_group_length_skips_the_charset, _transfer_syntax_cut])
+def test_an_imported_header_says_what_pydicom_reads_back(tmp_path, mutate):
+    """The scanner once trusted the meta group length over its walk of the group: pydicom, which
+    reads the stored header back (loading, export, the DICOMweb and Q/R servers), walks and ignores
+    the length. A file must then be indexed as pydicom reads it, or refused."""
+    data = mutate(_part10())
+    path = tmp_path / "f.dcm"
+    path.write_bytes(data)
+    for parse in (lambda: parse_bytes(data), lambda: parse_path(str(path), keep_data=False)):
+        try:
+            parsed = parse()
+        except ImportFileError as exc:
+            assert "SOPInstanceUID" in str(exc)  # the cut syntax: pydicom finds no data set
+            assert mutate is _transfer_syntax_cut
+            continue
+        back = pydicom.dcmread(BytesIO(parsed.header), force=True)
+        assert parsed.values["PatientName"] == str(back.PatientName) == "Müller^Jörg"
+        assert parsed.values["SOPInstanceUID"] == back.SOPInstanceUID

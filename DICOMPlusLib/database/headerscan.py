@@ -285,8 +285,10 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if tag in wanted:
             values[tag] = _decode(raw, vr, True, [])
         pos = value_pos + length
-    if meta_end is not None and meta_end != pos and meta_end <= end:
-        pos = meta_end  # trust the group length when the walk and it disagree
+    if meta_end is not None and meta_end != pos and (complete or pos + 8 <= end):
+        # pydicom walks the group and ignores its length, and it is pydicom that reads the stored
+        # header back: a data set found where pydicom would not look is never indexed
+        raise ScanError(f"file meta group length says offset {meta_end}, its elements end at {pos}")
     if not ts:
         raise ScanError("no TransferSyntaxUID in the file meta information")
     if ts == DEFLATED_LE:
