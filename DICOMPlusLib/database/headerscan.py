@@ -36,8 +36,10 @@ _ITEM_DELIM = 0xFFFEE00D
 _SEQ_DELIM = 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _TEXT_VRS = frozenset({b"SH", b"LO", b"ST", b"LT", b"UT", b"UC", b"PN"})
-#: Every other well-formed VR (two upper-case letters, PS3.5 6.2): a 2-byte length in explicit VR.
-_SHORT_VRS = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 91)) - _LONG_VRS
+#: The VRs with a 2-byte length in explicit VR (PS3.5 Table 7.1-2). Any other VR at the top level
+#: sends the file to pydicom (which reads it, and fails on its value): two upper-case letters
+#: alone (an ``IW`` for InstanceNumber, found by fuzzing) indexed a value pydicom cannot give back.
+_SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
 
 IMPLICIT_LE = uids.ImplicitVRLittleEndian
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
@@ -345,6 +347,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if tag in watched:  # a wanted tag, or SpecificCharacterSet
             raw = buf[value_pos:pos]
             if tag == _CHARSET:
+                if vr not in (b"CS", b"UN") and not implicit:  # pydicom fails on any other (an int...)
+                    raise ScanError(f"SpecificCharacterSet of VR {vr!r}")
                 charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
                 charsets = [c for c in charsets if c] or []
                 if tag not in wanted:
