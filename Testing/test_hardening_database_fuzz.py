@@ -7,6 +7,7 @@ cases on every run, so CI is repeatable), well under a minute."""
 from __future__ import annotations
 
 import struct
+import zlib
 from io import BytesIO
 
 import pydicom
@@ -219,3 +220,22 @@ def test_an_imported_header_says_what_pydicom_reads_back(tmp_path, mutate):
         assert parsed.values["PatientName"] == back["PatientName"] == "Müller^Jörg"
         assert parsed.values["SOPInstanceUID"] == back["SOPInstanceUID"]
         assert parsed.values["InstanceNumber"] == back["InstanceNumber"]
+
+
+def test_a_deflated_header_that_runs_on_is_refused_after_a_few_scans(monkeypatch):
+    """A private OB element of 1 GiB of zeros deflates to 1 MiB. The header was inflated 1 MiB at
+    a time and scanned again from the start after each (64 scans and copies of up to 64 MiB: over
+    2 s for a 1 MiB file); it now inflates as much again as it has, and gives up past 64 MiB."""
+    from DICOMPlusLib.database import headerscan
+
+    syntax = pydicom.uid.DeflatedExplicitVRLittleEndian.encode() + b"\0"
+    meta = b"\x02\x00\x10\x00UI" + struct.pack("<H", len(syntax)) + syntax
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = deflate.compress(b"\x09\x00\x10\x10OB\x00\x00" + struct.pack("<I", 0xFFFFFFF0))
+    body += b"".join(deflate.compress(bytes(1 << 20)) for _ in range(1024)) + deflate.flush()
+    scans = []
+    real_scan = headerscan.scan
+    monkeypatch.setattr(headerscan, "scan", lambda *a, **k: scans.append(1) or real_scan(*a, **k))
+    with pytest.raises(ImportFileError, match="inflates past 64 MiB"):
+        parse_bytes(b"\0" * 128 + b"DICM" + meta + body)
+    assert len(scans) <= 10, len(scans)

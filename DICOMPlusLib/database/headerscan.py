@@ -406,7 +406,10 @@ def inflate_header(buf: bytes, wanted: frozenset[int] | set[int]) -> tuple[bytes
     pending = buf[pos:]
     while True:
         try:
-            prefix += inflater.decompress(pending, 1 << 20)
+            # as much again as inflated so far: a header that runs on (a private element of
+            # 1 GiB of zeros deflates to 1 MiB) is scanned again log(n) times, not once a MiB
+            want = max(1 << 20, min(len(prefix), MAX_INFLATED_HEADER + 1 - len(prefix)))
+            prefix += inflater.decompress(pending, want)
         except zlib.error as exc:
             raise ScanError(f"the deflated data set cannot be inflated: {exc}") from None
         pending = inflater.unconsumed_tail
