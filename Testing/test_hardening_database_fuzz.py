@@ -239,3 +239,21 @@ def test_a_deflated_header_that_runs_on_is_refused_after_a_few_scans(monkeypatch
     with pytest.raises(ImportFileError, match="inflates past 64 MiB"):
         parse_bytes(b"\0" * 128 + b"DICM" + meta + body)
     assert len(scans) <= 10, len(scans)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_an_item_longer_than_the_file_is_truncated_whichever_way_the_file_is_read(tmp_path):
+    """An item whose length field says 0xFFFFFEFF, in a file of a few KiB (found by fuzzing the
+    classic MR pair): the import from a path said "truncated"; the one from bytes (DICOMweb
+    retrieve) fell back to pydicom, which reads on to the item delimiter, and stored it. Both say
+    truncated now."""
+    element = b"\x08\x00\x50\x11UI\x04\x001.2\x00"
+    item = b"\xfe\xff\x00\xe0\xff\xfe\xff\xff" + element + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+    sequence = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + item + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    data = _part10() + sequence + b"\x40\x00\x31\xa7CS\x02\x00NO"
+    path = tmp_path / "f.dcm"
+    path.write_bytes(data)
+    with pytest.raises(ImportFileError, match="truncated"):
+        parse_bytes(data)
+    with pytest.raises(ImportFileError, match="truncated"):
+        parse_path(str(path), keep_data=False)
