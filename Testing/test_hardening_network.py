@@ -509,3 +509,35 @@ def test_a_64_kib_abstract_syntax_is_refused_not_taken_for_a_private_class():
     result = negotiate(rq, AcceptorPolicy("DICOMPLUS"))
     assert [cx.result for cx in result.ac.contexts] == [ul.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, ul.PC_ACCEPTANCE]
     assert list(result.contexts) == [3]  # a private SOP class of a valid UID is still accepted
+
+
+def test_serve_aborts_a_pdu_longer_than_its_limit_instead_of_holding_it(db, caplog):
+    """pynetdicom reads the length a PDU claims into memory before it looks at the PDU: a peer
+    announcing 4 GiB and sending it made ``serve`` hold all of it (and it answered an unknown PDU
+    type with nothing at all). Now both get an A-ABORT at once and one log line, and the server
+    goes on serving."""
+    from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    server = QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK, timeout=10)).start()
+    try:
+        for header in (struct.pack(">BBI", ul.A_ASSOCIATE_RQ, 0, 0xFFFFFFF0), b"\x09\x00\x00\x00\x00\x04"):
+            sock = socket.create_connection((LOOPBACK, server.port), timeout=5)
+            sent = 0
+            with contextlib.suppress(OSError):  # the server shuts the connection mid-stream
+                sock.sendall(header)
+                for _ in range(640):  # 10 MB if nothing stopped it
+                    sock.sendall(b"\0" * 16000)
+                    sent += 1
+            assert sock.recv(16)[:1] == bytes([ul.A_ABORT])
+            sock.close()
+            assert sent < 640
+        good = scu.associate(LOOPBACK, server.port, called_ae=server.config.ae_title, calling_ae="GOOD",
+                             contexts=[(ul.VERIFICATION, [EXPLICIT])])  # fmt: skip
+        assert good.echo() == Status.SUCCESS
+        good.release()
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().endswith("; aborting")]
+    assert len(lines) == 2, lines
+    assert "exceeds the limit" in lines[0] and "unrecognized PDU type 0x09" in lines[1]
