@@ -307,6 +307,10 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     watched = _watched(wanted) if isinstance(wanted, frozenset) else wanted | {_CHARSET}
     vr = b""
     tag = 0
+    if pos + 2 <= end and buf[pos : pos + 2] == b"\0\0":
+        # a data set that opens with group 0000: pydicom reads it as a command set (implicit VR
+        # little endian, whatever the file's syntax), so let pydicom read it
+        raise ScanError("the data set opens with a command group (0000) element")
     while pos < end:
         if pos + 8 > end:
             if complete:
