@@ -267,6 +267,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if group != 0x0002:
             break
         _p, vr, length, value_pos = _element_header(buf, pos, False, True)
+        if vr not in _SHORT_VRS and vr not in _LONG_VRS:  # pydicom cannot read the meta back
+            raise ScanError(f"invalid VR {vr!r} in the file meta information at offset {pos}")
         if length == _UNDEFINED or value_pos + length > end:
             if complete and value_pos + length > end and length != _UNDEFINED:
                 raise ScanError("file meta element runs past the end of the file")
@@ -331,15 +333,18 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             else:
                 raise ScanError(f"invalid VR {vr!r} at offset {pos}")
         tag = (group << 16) | elem
-        if group == 0x7FE0 and tag in _PIXEL_TAGS:
-            result.last_tag = tag
-            result.header_end = pos
-            result.pixel_tag = tag
-            result.pixel_offset = value_pos
-            result.pixel_length = -1 if length == undefined else length
-            if length != undefined and complete and value_pos + length > end:
-                raise TruncatedError("pixel data runs past the end of the file")
-            return result
+        if group >= 0x7FE0:  # one comparison for the common case
+            if tag in _PIXEL_TAGS:
+                result.last_tag = tag
+                result.header_end = pos
+                result.pixel_tag = tag
+                result.pixel_offset = value_pos
+                result.pixel_length = -1 if length == undefined else length
+                if length != undefined and complete and value_pos + length > end:
+                    raise TruncatedError("pixel data runs past the end of the file")
+                return result
+            if group == 0xFFFE:  # an item or a delimiter outside a sequence: pydicom ends the data set there
+                raise ScanError(f"({group:04X},{elem:04X}) outside any sequence at offset {pos}")
         if length == undefined:
             pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
             continue
