@@ -464,3 +464,80 @@ def test_pdu_stream_reads_ahead_and_returns_each_pdu_whole(monkeypatch):
     finally:
         a.close()
         b.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Found by hostile PDUs from a raw socket (s8 fuzzing)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_command_that_never_ends_is_aborted_before_it_fills_memory(db, caplog):
+    """Command fragments without the last one (control 0x01, never 0x03) were kept in memory for
+    as long as the peer kept sending them: each PDU within its limit, the command set without
+    one. Now: A-ABORT past 64 KiB, one log line, and the listener serves the next peer."""
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    with start_listener(db) as lst:
+        rq = ul.AssociateRQ("DICOMPLUS", "HOSTILE", [ul.ContextRQ(1, CT, [EXPLICIT])], max_length=16384)
+        sock = socket.create_connection((LOOPBACK, lst.port), timeout=10)
+        stream = ul.PDUStream(sock, max_receive=1 << 20, timeout=10)
+        stream.send(rq.encode())
+        assert stream.read_pdu()[0] == ul.A_ASSOCIATE_AC
+        fragment = b"\0" * 16000
+        sent = 0
+        with contextlib.suppress(OSError):  # the listener closes the connection mid-stream
+            for _ in range(640):  # 10 MB if nothing stopped it
+                sock.sendall(ul.pdata_header(1, 0x01, len(fragment)) + fragment)
+                sent += 1
+        assert stream.read_pdu()[0] == ul.A_ABORT
+        stream.close()
+        assert sent < 640
+        good = scu.associate(LOOPBACK, lst.port, called_ae="DICOMPLUS", calling_ae="GOOD",
+                             contexts=[(ul.VERIFICATION, [EXPLICIT])])  # fmt: skip
+        assert good.echo() == Status.SUCCESS
+        good.release()
+    lines = [r.getMessage() for r in caplog.records if "command set longer than" in r.getMessage()]
+    assert len(lines) == 1 and "aborting" in lines[0], lines
+
+
+def test_a_64_kib_abstract_syntax_is_refused_not_taken_for_a_private_class():
+    from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, negotiate
+
+    rq = ul.AssociateRQ(
+        "DICOMPLUS", "HOSTILE",
+        [ul.ContextRQ(1, "1." * 32000, [EXPLICIT]), ul.ContextRQ(3, "1.2.826.0.1.3680043.10.1137.5", [EXPLICIT])],
+    )  # fmt: skip
+    result = negotiate(rq, AcceptorPolicy("DICOMPLUS"))
+    assert [cx.result for cx in result.ac.contexts] == [ul.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED, ul.PC_ACCEPTANCE]
+    assert list(result.contexts) == [3]  # a private SOP class of a valid UID is still accepted
+
+
+def test_serve_aborts_a_pdu_longer_than_its_limit_instead_of_holding_it(db, caplog):
+    """pynetdicom reads the length a PDU claims into memory before it looks at the PDU: a peer
+    announcing 4 GiB and sending it made ``serve`` hold all of it (and it answered an unknown PDU
+    type with nothing at all). Now both get an A-ABORT at once and one log line, and the server
+    goes on serving."""
+    from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+
+    caplog.set_level(logging.INFO, logger="DICOMPlusLib.network")
+    server = QueryRetrieveSCP(db, QRConfig(port=0, host=LOOPBACK, timeout=10)).start()
+    try:
+        for header in (struct.pack(">BBI", ul.A_ASSOCIATE_RQ, 0, 0xFFFFFFF0), b"\x09\x00\x00\x00\x00\x04"):
+            sock = socket.create_connection((LOOPBACK, server.port), timeout=5)
+            sent = 0
+            with contextlib.suppress(OSError):  # the server shuts the connection mid-stream
+                sock.sendall(header)
+                for _ in range(640):  # 10 MB if nothing stopped it
+                    sock.sendall(b"\0" * 16000)
+                    sent += 1
+            assert sock.recv(16)[:1] == bytes([ul.A_ABORT])
+            sock.close()
+            assert sent < 640
+        good = scu.associate(LOOPBACK, server.port, called_ae=server.config.ae_title, calling_ae="GOOD",
+                             contexts=[(ul.VERIFICATION, [EXPLICIT])])  # fmt: skip
+        assert good.echo() == Status.SUCCESS
+        good.release()
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().endswith("; aborting")]
+    assert len(lines) == 2, lines
+    assert "exceeds the limit" in lines[0] and "unrecognized PDU type 0x09" in lines[1]

@@ -216,3 +216,23 @@ def test_multipart_parts_come_out_whole_wherever_the_chunks_split(sink, parts, b
         incoming.discard()
     assert got == parts
     assert not list(sink.db.store.root.glob(".incoming-*"))
+
+
+@pytest.mark.parametrize("cut", [b"Content-Type: appli", b"\r\nContent-Type: application/dicom\r", b"\r"])
+def test_a_multipart_body_cut_in_the_headers_of_a_part_is_a_cut_not_the_end(sink, cut):
+    """A body cut after a part's delimiter, inside the next part's headers (found by feeding the
+    splitter truncated bodies): the retrieve ended as if the server had sent everything. It is
+    StreamCut now ("retrieve again to fetch the rest"), after the whole parts before it."""
+    from DICOMPlusLib.errors import RetrieveError, StreamCut
+    from DICOMPlusLib.network.web.response import spool_multipart
+
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n--b" + cut
+    response = _Chunks('multipart/related; type="application/dicom"; boundary=b', [body])
+    got = []
+    with pytest.raises(StreamCut, match="headers of part 2"):
+        for incoming in spool_multipart(response, sink.db, "http://127.0.0.1:1/dicom-web", RetrieveError):
+            with open(incoming.path, "rb") as f:
+                got.append(f.read())
+            incoming.discard()
+    assert got == [b"first"]
+    assert not list(sink.db.store.root.glob(".incoming-*"))

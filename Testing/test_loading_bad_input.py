@@ -338,3 +338,20 @@ def test_a_load_parses_files_as_an_import_does_without_the_index_values(tmp_path
         assert loader == {t: v for t, v in (full.scanned or {}).items() if t in _WANTED} and loader
         outcomes.append("parsed")
     assert outcomes == ["parsed", "refused", "refused", "refused", "refused", "parsed", "refused"]
+
+
+def test_echo_given_by_some_images_at_the_same_positions_splits(tmp_path):
+    """Images with an EchoTime beside images without one, at the same positions (found by
+    fuzzing the Philips enhanced DWI): planning the series failed with a TypeError (formatting
+    the missing echo for the volume's label)."""
+    first = make(tmp_path / "s", n=3, modality="MR")
+    second = make(tmp_path / "s", n=3, modality="MR", series_uid=first.series_uid, study_uid=first.study_uid,
+                  file_names=[f"e{i}.dcm" for i in range(3)], seed=9)  # fmt: skip
+    edit(first.files, lambda ds, k: setattr(ds, "EchoTime", 30))
+    edit(
+        second.files,
+        lambda ds, k: [ds.pop(t, None) for t in ("EchoTime", "EchoNumbers", "EffectiveEchoTime")],
+    )
+    volumes = plan_folder(first.folder)
+    assert sorted(v.label for v in volumes) == ["echo 30", "echo none"]
+    assert all(v.dims == (32, 32, 3) for v in volumes)

@@ -9,6 +9,7 @@ from our reader.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pydicom
@@ -180,7 +181,12 @@ def test_highdicom_labelmap_seg(tmp_path):
     assert np.array_equal(_in_source_grid(load(info), series.ijk_to_lps, labels.shape), labels)
 
 
-def test_seg_referencing_an_undescribed_segment_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("number", "message"), [(7, r"segments \[7\]"), (None, "no ReferencedSegmentNumber")]
+)
+def test_seg_referencing_an_undescribed_segment_is_refused(tmp_path, capsys, number, message):
+    """An undescribed segment number, or an empty one (found by fuzzing the binary SEG of
+    series2: a TypeError), is a LoadError that names it."""
     series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
     masks = np.zeros((3, 8, 8, 1), bool)
     masks[1, 2:5, 2:5, 0] = True
@@ -188,12 +194,12 @@ def test_seg_referencing_an_undescribed_segment_is_refused(tmp_path, capsys):
     ds = pydicom.dcmread(path)
     for group in (*ds.SharedFunctionalGroupsSequence, *ds.PerFrameFunctionalGroupsSequence):
         if "SegmentIdentificationSequence" in group:
-            group.SegmentIdentificationSequence[0].ReferencedSegmentNumber = 7
+            group.SegmentIdentificationSequence[0].ReferencedSegmentNumber = number
     ds.save_as(path)
-    with pytest.raises(LoadError, match=r"segments \[7\]"):
+    with pytest.raises(LoadError, match=message):
         plan_folder(tmp_path / "seg")
     assert main(["inspect", str(tmp_path / "seg")]) != 0
-    assert "segments [7]" in capsys.readouterr().err
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_lab_to_rgb_matches_highdicom():

@@ -36,8 +36,10 @@ _ITEM_DELIM = 0xFFFEE00D
 _SEQ_DELIM = 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _TEXT_VRS = frozenset({b"SH", b"LO", b"ST", b"LT", b"UT", b"UC", b"PN"})
-#: Every other well-formed VR (two upper-case letters, PS3.5 6.2): a 2-byte length in explicit VR.
-_SHORT_VRS = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 91)) - _LONG_VRS
+#: The VRs with a 2-byte length in explicit VR (PS3.5 Table 7.1-2). Any other VR at the top level
+#: sends the file to pydicom (which reads it, and fails on its value): two upper-case letters
+#: alone (an ``IW`` for InstanceNumber, found by fuzzing) indexed a value pydicom cannot give back.
+_SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
 
 IMPLICIT_LE = uids.ImplicitVRLittleEndian
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
@@ -265,6 +267,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if group != 0x0002:
             break
         _p, vr, length, value_pos = _element_header(buf, pos, False, True)
+        if vr not in _SHORT_VRS and vr not in _LONG_VRS:  # pydicom cannot read the meta back
+            raise ScanError(f"invalid VR {vr!r} in the file meta information at offset {pos}")
         if length == _UNDEFINED or value_pos + length > end:
             if complete and value_pos + length > end and length != _UNDEFINED:
                 raise ScanError("file meta element runs past the end of the file")
@@ -285,8 +289,10 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if tag in wanted:
             values[tag] = _decode(raw, vr, True, [])
         pos = value_pos + length
-    if meta_end is not None and meta_end != pos and meta_end <= end:
-        pos = meta_end  # trust the group length when the walk and it disagree
+    if meta_end is not None and meta_end != pos and (complete or pos + 8 <= end):
+        # pydicom walks the group and ignores its length, and it is pydicom that reads the stored
+        # header back: a data set found where pydicom would not look is never indexed
+        raise ScanError(f"file meta group length says offset {meta_end}, its elements end at {pos}")
     if not ts:
         raise ScanError("no TransferSyntaxUID in the file meta information")
     if ts == DEFLATED_LE:
@@ -303,6 +309,10 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     watched = _watched(wanted) if isinstance(wanted, frozenset) else wanted | {_CHARSET}
     vr = b""
     tag = 0
+    if pos + 2 <= end and buf[pos : pos + 2] == b"\0\0":
+        # a data set that opens with group 0000: pydicom reads it as a command set (implicit VR
+        # little endian, whatever the file's syntax), so let pydicom read it
+        raise ScanError("the data set opens with a command group (0000) element")
     while pos < end:
         if pos + 8 > end:
             if complete:
@@ -323,15 +333,18 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
             else:
                 raise ScanError(f"invalid VR {vr!r} at offset {pos}")
         tag = (group << 16) | elem
-        if group == 0x7FE0 and tag in _PIXEL_TAGS:
-            result.last_tag = tag
-            result.header_end = pos
-            result.pixel_tag = tag
-            result.pixel_offset = value_pos
-            result.pixel_length = -1 if length == undefined else length
-            if length != undefined and complete and value_pos + length > end:
-                raise TruncatedError("pixel data runs past the end of the file")
-            return result
+        if group >= 0x7FE0:  # one comparison for the common case
+            if tag in _PIXEL_TAGS:
+                result.last_tag = tag
+                result.header_end = pos
+                result.pixel_tag = tag
+                result.pixel_offset = value_pos
+                result.pixel_length = -1 if length == undefined else length
+                if length != undefined and complete and value_pos + length > end:
+                    raise TruncatedError("pixel data runs past the end of the file")
+                return result
+            if group == 0xFFFE:  # an item or a delimiter outside a sequence: pydicom ends the data set there
+                raise ScanError(f"({group:04X},{elem:04X}) outside any sequence at offset {pos}")
         if length == undefined:
             pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
             continue
@@ -343,6 +356,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if tag in watched:  # a wanted tag, or SpecificCharacterSet
             raw = buf[value_pos:pos]
             if tag == _CHARSET:
+                if vr not in (b"CS", b"UN") and not implicit:  # pydicom fails on any other (an int...)
+                    raise ScanError(f"SpecificCharacterSet of VR {vr!r}")
                 charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
                 charsets = [c for c in charsets if c] or []
                 if tag not in wanted:
@@ -400,7 +415,10 @@ def inflate_header(buf: bytes, wanted: frozenset[int] | set[int]) -> tuple[bytes
     pending = buf[pos:]
     while True:
         try:
-            prefix += inflater.decompress(pending, 1 << 20)
+            # as much again as inflated so far: a header that runs on (a private element of
+            # 1 GiB of zeros deflates to 1 MiB) is scanned again log(n) times, not once a MiB
+            want = max(1 << 20, min(len(prefix), MAX_INFLATED_HEADER + 1 - len(prefix)))
+            prefix += inflater.decompress(pending, want)
         except zlib.error as exc:
             raise ScanError(f"the deflated data set cannot be inflated: {exc}") from None
         pending = inflater.unconsumed_tail

@@ -209,6 +209,8 @@ def parse_bytes(data: bytes, *, source: str = "", size: int | None = None, mtime
         )
     except TruncatedError as exc:
         raise ImportFileError(f"truncated: {exc}") from exc
+    except NeedMoreData:  # the whole file was given: as parse_path says it, not pydicom's guess
+        raise ImportFileError("truncated: the file ends inside its header") from None
     except ScanError:
         return _parse_with_pydicom(data, source=source, size=size, mtime=mtime)
 

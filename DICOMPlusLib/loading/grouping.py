@@ -275,7 +275,14 @@ def _resolve(frames, normal, warnings, localizer, label, depth) -> list[_Stack]:
         if len(parts) > 1:
             out = []
             for part in parts:
-                what = "\\".join(part[0].image_type) if name == "ImageType" else f"{part[0].echo:g}"
+                echo = part[0].echo  # None: the images that give no echo beside some that do
+                what = (
+                    "\\".join(part[0].image_type)
+                    if name == "ImageType"
+                    else f"{echo:g}"
+                    if echo is not None
+                    else "none"
+                )
                 w = [
                     *list(warnings),
                     LoadWarning(

@@ -165,19 +165,28 @@ def _code(item, keyword: str) -> tuple[str, str, str] | None:
     )
 
 
+def _segment_number(group) -> int | None:
+    """ReferencedSegmentNumber of a functional group; None when absent, empty or not a number
+    (an empty one, found by fuzzing, was a TypeError)."""
+    try:
+        return int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
 def _frame_segments(ds, count: int, labelmap: bool) -> list[int]:
     if labelmap:
         return [0] * count
     shared = ds.get("SharedFunctionalGroupsSequence")
     shared_number = None
     if shared and shared[0].get("SegmentIdentificationSequence"):
-        shared_number = int(shared[0].SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        shared_number = _segment_number(shared[0])
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     out = []
     for index in range(count):
         number = shared_number
         if index < len(per_frame) and per_frame[index].get("SegmentIdentificationSequence"):
-            number = int(per_frame[index].SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            number = _segment_number(per_frame[index])
         if number is None:
             raise LoadError(
                 f"SEG frame {index + 1} has no ReferencedSegmentNumber (SegmentIdentificationSequence)"

@@ -115,7 +115,10 @@ def negotiate(rq: ul.AssociateRQ, policy: AcceptorPolicy) -> Negotiated:
         seen.add(cx.id)
         if not (
             cx.abstract_syntax == ul.VERIFICATION
-            or is_storage_class(cx.abstract_syntax, policy.accept_unknown_sop_classes)
+            or (
+                valid_uid_text(cx.abstract_syntax)  # a 64 KiB "UID" is no private SOP class
+                and is_storage_class(cx.abstract_syntax, policy.accept_unknown_sop_classes)
+            )
         ):
             results.append(ul.ContextAC(cx.id, ul.PC_ABSTRACT_SYNTAX_NOT_SUPPORTED))
             continue
@@ -308,7 +311,7 @@ class StorageAssociation:
                         if command_buf and ctx != command_ctx:
                             raise ul.ProtocolError("command fragments on two presentation contexts")
                         command_ctx = ctx
-                        command_buf += data
+                        dimse.add_command_fragment(command_buf, data)
                         if control & 0x02:
                             command = dimse.decode_command(command_buf)
                             command_buf.clear()

@@ -111,6 +111,23 @@ class Command:
         return int(self.elements.get(MESSAGE_ID, 0))
 
 
+#: The longest command set taken from a peer: a C-STORE-RQ is about 200 bytes and the longest
+#: command of the services here (an N-GET's attribute list aside, which we do not serve) stays
+#: well under 1 KiB. Fragments past this are a peer that never sends the last one, whose bytes
+#: would otherwise be held in memory until the association times out (PS3.8 sets no limit).
+MAX_COMMAND_SET = 64 * 1024
+
+
+def add_command_fragment(buf: bytearray, data: bytes | memoryview) -> None:
+    """Append a command fragment to ``buf``; CommandError when the command set grows past
+    :data:`MAX_COMMAND_SET`."""
+    if len(buf) + len(data) > MAX_COMMAND_SET:
+        raise CommandError(
+            f"a command set longer than {MAX_COMMAND_SET} bytes (its last fragment never came)"
+        )
+    buf += data
+
+
 def decode_command(data: bytes | bytearray | memoryview) -> Command:
     """Decode an Implicit VR LE group 0000 command set."""
     data = memoryview(data)

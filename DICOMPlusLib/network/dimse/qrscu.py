@@ -434,7 +434,7 @@ class QRAssociation:
                     if control & 0x01:  # a command fragment
                         if current is not None:
                             raise ul.ProtocolError("a command arrived inside a data set")
-                        command_buf += data
+                        dimse.add_command_fragment(command_buf, data)
                         if not control & 0x02:
                             continue
                         command = dimse.decode_command(command_buf)

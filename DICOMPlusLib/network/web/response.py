@@ -217,6 +217,9 @@ def spool_multipart(
                     yield done
         if state == "body":
             raise StreamCut("the server closed the connection in the middle of an instance")
+        if state == "headers" or (state == "delimiter" and buf and not buf.startswith(b"-")):
+            # a part begun, or a delimiter line, cut short: the parts after it are lost, not absent
+            raise StreamCut(f"the server closed the connection in the headers of part {parts + 1}")
         if state == "preamble":
             raise error(f"{server} sent no multipart part (the boundary it announced never came)")
     finally:
