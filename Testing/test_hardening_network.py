@@ -541,3 +541,44 @@ def test_serve_aborts_a_pdu_longer_than_its_limit_instead_of_holding_it(db, capl
     lines = [r.getMessage() for r in caplog.records if r.getMessage().endswith("; aborting")]
     assert len(lines) == 2, lines
     assert "exceeds the limit" in lines[0] and "unrecognized PDU type 0x09" in lines[1]
+
+
+def test_our_scu_aborts_a_response_command_that_never_ends():
+    """The SCU side of the same limit: a peer that answers a C-ECHO with command fragments and
+    never the last one was read into memory for as long as it sent them. Now: past 64 KiB the
+    SCU aborts and says the response is malformed."""
+    from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, negotiate
+
+    server = socket.create_server((LOOPBACK, 0))
+    port = server.getsockname()[1]
+    outcome: dict[str, object] = {}
+
+    def hostile() -> None:
+        conn, _ = server.accept()
+        stream = ul.PDUStream(conn, max_receive=1 << 20, timeout=10)
+        pdu_type, body = stream.read_pdu()
+        assert pdu_type == ul.A_ASSOCIATE_RQ
+        stream.send(negotiate(ul.AssociateRQ.decode(body), AcceptorPolicy("HOSTILE")).ac.encode())
+        stream.read_pdu()  # the C-ECHO request
+        fragment = b"\0" * 16000
+        sent = 0
+        with contextlib.suppress(OSError):
+            for _ in range(640):  # 10 MB if nothing stopped it
+                conn.sendall(ul.pdata_header(1, 0x01, len(fragment)) + fragment)
+                sent += 1
+        outcome["sent"] = sent
+        with contextlib.suppress(OSError, ul.NetworkError):
+            outcome["last"] = stream.read_pdu()[0]
+        conn.close()
+
+    thread = threading.Thread(target=hostile, daemon=True)
+    thread.start()
+    try:
+        assoc = scu.associate(LOOPBACK, port, called_ae="HOSTILE", calling_ae="US",
+                              contexts=[(ul.VERIFICATION, [EXPLICIT])])  # fmt: skip
+        with pytest.raises(ul.ProtocolError, match="command set longer than"):
+            assoc.echo()
+        thread.join(30)
+    finally:
+        server.close()
+    assert outcome.get("last") == ul.A_ABORT or outcome.get("sent", 640) < 640, outcome

@@ -219,7 +219,7 @@ class ClientAssociation:
                     for _ctx, control, data in ul.iter_pdvs(body):
                         if not control & 0x01:
                             continue  # a data set fragment of a response we do not expect: ignore
-                        buf += data
+                        dimse.add_command_fragment(buf, data)
                         if control & 0x02:
                             command = dimse.decode_command(buf)
                             buf.clear()
