@@ -24,6 +24,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,16 @@ def many_instances(folder: Path, count: int) -> tuple[Path, str]:
 
 
 def run_in_terminal(
-    args: list[str], *, interrupt_at: int | None, timeout: float = 180, columns: int = 160
+    args: list[str],
+    *,
+    interrupt_at: int | None = None,
+    interrupt_when: Callable[[bytes], bool] | None = None,
+    timeout: float = 180,
+    columns: int = 160,
 ) -> tuple[int, str]:
     """Run ``dicomplus ARGS`` on a pseudo-terminal (``columns`` wide); type Ctrl-C once the progress
-    bar shows ``interrupt_at`` or more done. Returns (exit code, everything the terminal showed)."""
+    bar shows ``interrupt_at`` or more done, or once ``interrupt_when(what it showed)`` says so.
+    Returns (exit code, everything the terminal showed)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("NO_COLOR", None)
     pid, fd = pty.fork()
@@ -81,6 +88,9 @@ def run_in_terminal(
                 if done and max(done) >= interrupt_at:
                     os.write(fd, b"\x03")  # Ctrl-C, as typed
                     typed = True
+            if interrupt_when is not None and not typed and interrupt_when(shown):
+                os.write(fd, b"\x03")
+                typed = True
         else:
             os.kill(pid, signal.SIGKILL)
             raise AssertionError(f"{args} did not end in {timeout} s:\n{shown.decode(errors='replace')}")
@@ -88,7 +98,7 @@ def run_in_terminal(
         _, status = os.waitpid(pid, 0)
         os.close(fd)
     text = shown.decode(errors="replace")
-    if interrupt_at is not None:
+    if interrupt_at is not None or interrupt_when is not None:
         assert typed, f"the command ended before it could be interrupted:\n{text}"
     return os.waitstatus_to_exitcode(status), text
 
@@ -224,35 +234,20 @@ def test_ctrl_c_while_a_peer_does_not_answer_the_association(command, account, t
         silent.settimeout(60)
         node = f"SILENT@{LOOPBACK}:{silent.getsockname()[1]}"
         args = ["--db", str(tmp_path / "db"), command[0], node, *command[1:], "--timeout", "600"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.chdir(REPO_ROOT)
-            os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
-        shown = b""
-        try:
+        held = []
+
+        def requested(_shown: bytes) -> bool:  # an A-ASSOCIATE-RQ: the command now waits for our answer
             conn, _ = silent.accept()
-            with conn:
-                conn.settimeout(60)
-                assert conn.recv(1) == b"\x01"  # an A-ASSOCIATE-RQ: the command now waits for our answer
-                os.write(fd, b"\x03")  # Ctrl-C, as typed
-                deadline = time.monotonic() + 60  # far below --timeout 600
-                while time.monotonic() < deadline:
-                    if select.select([fd], [], [], 0.1)[0]:
-                        try:
-                            chunk = os.read(fd, 65536)
-                        except OSError:  # EIO: the command ended
-                            break
-                        if not chunk:
-                            break
-                        shown += chunk
-                else:
-                    os.kill(pid, signal.SIGKILL)
+            conn.settimeout(60)
+            held.append(conn)
+            return conn.recv(1) == b"\x01"
+
+        try:  # far below --timeout 600
+            code, text = run_in_terminal(args, interrupt_when=requested, timeout=60)
         finally:
-            _, status = os.waitpid(pid, 0)
-            os.close(fd)
-    text = shown.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 130, text
+            for conn in held:
+                conn.close()
+    assert code == 130, text
     assert account in text and "Traceback" not in text and "no match" not in text, text
 
 
@@ -289,35 +284,17 @@ def test_ctrl_c_while_connecting_to_a_host_that_drops_packets(command, account, 
         node = f"DROPS@{LOOPBACK}:{port}"
         rest = [str(series.folder) if a == "FILES" else a for a in command[1:]]
         args = ["--db", str(tmp_path / "db"), command[0], node, *rest, "--timeout", "600"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.chdir(REPO_ROOT)
-            os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
-        shown, typed_at = b"", None
-        try:
-            deadline = time.monotonic() + 60  # far below --timeout 600
-            while time.monotonic() < deadline:
-                if typed_at is None and connecting_to(port):
-                    time.sleep(0.3)  # well inside connect(), past any Python-level check
-                    os.write(fd, b"\x03")  # Ctrl-C, as typed
-                    typed_at = time.monotonic()
-                if select.select([fd], [], [], 0.05)[0]:
-                    try:
-                        chunk = os.read(fd, 65536)
-                    except OSError:  # EIO: the command ended
-                        break
-                    if not chunk:
-                        break
-                    shown += chunk
-            else:
-                os.kill(pid, signal.SIGKILL)
-        finally:
-            _, status = os.waitpid(pid, 0)
-            os.close(fd)
-    text = shown.decode(errors="replace")
-    assert typed_at is not None, f"the command never connected:\n{text}"
-    assert time.monotonic() - typed_at < 5, text  # at once, not after --timeout
-    assert os.waitstatus_to_exitcode(status) == 130, text
+        typed_at: list[float] = []
+
+        def connecting(_shown: bytes) -> bool:
+            if not connecting_to(port):
+                return False
+            time.sleep(0.3)  # well inside connect(), past any Python-level check
+            typed_at.append(time.monotonic())
+            return True
+
+        code, text = run_in_terminal(args, interrupt_when=connecting, timeout=60)  # far below --timeout 600
+    assert time.monotonic() - typed_at[0] < 5, text  # at once, not after --timeout
+    assert code == 130, text
     assert account in text and "Traceback" not in text, text
     assert "failed" not in text and "error" not in text, text  # a cancel, not files that failed
