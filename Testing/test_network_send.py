@@ -7,6 +7,7 @@ transfer syntax is refused, and the CLI.
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import threading
@@ -355,3 +356,23 @@ def test_a_lost_association_is_reopened_and_its_file_retried(db, tmp_path, monke
     assert attempts[victim_sop] == 2 and sum(attempts.values()) == 9
     assert report.associations == 3  # the first, its replacement, and the retry
     assert db.info()["instances"] == 8
+
+
+def test_a_meta_group_length_that_points_inside_an_element_is_not_trusted(listener, db, tmp_path):
+    """The group length of a file's meta said where the data set began; one pointing inside the
+    meta's last element (the next two bytes not of group 0002) sent the rest of the meta as the
+    data set (found by fuzzing). The meta is walked as pydicom reads it: the peer gets the data
+    set, byte for byte."""
+    series = make_series(tmp_path / "ct", n=1, rows=8, cols=8, seed=23)
+    data = bytearray(series.files[0].read_bytes())
+    assert data[132:138] == b"\x02\x00\x00\x00UL"
+    true_offset = 144 + struct.unpack_from("<I", data, 140)[0]
+    struct.pack_into("<I", data, 140, struct.unpack_from("<I", data, 140)[0] - 10)  # 10 bytes short
+    assert struct.unpack_from("<H", data, true_offset - 10)[0] != 2  # inside an element's value
+    lying = tmp_path / "lying.dcm"
+    lying.write_bytes(bytes(data))
+    assert data_set_offset(bytes(data[:4096])) == true_offset
+    report = send_paths(RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, listener.port)), [lying])
+    assert report.ok and report.sent == 1
+    stored = db.instance(series.sop_uids[0]).path
+    assert data_set(stored) == bytes(data[true_offset:])

@@ -43,16 +43,15 @@ MAX_CONTEXTS = 128
 
 def data_set_offset(head: bytes) -> int:
     """Where the data set starts in a file beginning with ``head`` (PS3.10 7.1: 128-byte
-    preamble, ``DICM``, then group 0002 in Explicit VR LE); 0 for a file without file meta."""
+    preamble, ``DICM``, then group 0002 in Explicit VR LE); 0 for a file without file meta.
+
+    The group's elements are walked to the first element of another group, as pydicom reads
+    them (and serve's ``qrscp_wire.data_set_offset``): the group length is not trusted, since
+    one that points inside an element sent the rest of the meta as the data set (found by
+    fuzzing); a walk is a few elements."""
     if len(head) < 132 or head[128:132] != b"DICM":
         return 0
     pos = 132
-    if head[pos : pos + 4] == b"\x02\x00\x00\x00" and head[pos + 4 : pos + 6] == b"UL":
-        length = struct.unpack_from("<I", head, pos + 8)[0]
-        end = pos + 12 + length
-        # trust the group length only if the next element is outside group 0002
-        if len(head) >= end + 2 and struct.unpack_from("<H", head, end)[0] != 2:
-            return end
     while pos + 8 <= len(head):
         group, _element = struct.unpack_from("<HH", head, pos)
         if group != 2:
@@ -60,6 +59,8 @@ def data_set_offset(head: bytes) -> int:
         vr = head[pos + 4 : pos + 6]
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
             length = struct.unpack_from("<I", head, pos + 8)[0]
+            if length == 0xFFFFFFFF:
+                raise SendError("the file meta information has an element of undefined length")
             pos += 12 + length
         else:
             length = struct.unpack_from("<H", head, pos + 6)[0]
