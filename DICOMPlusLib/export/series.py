@@ -222,17 +222,26 @@ def _as_volume(array) -> np.ndarray:
 
 
 class _Writer:
-    """Creates files that must not exist yet; removes them all if the export fails."""
+    """Creates files that must not exist yet; removes them all if the export fails.
+
+    A SIGTERM or Ctrl-C of the command line raises where the code happens to be: between the
+    creation of a file and the line that notes it too (a fresh-clone CI run left one file so).
+    The name being created is noted first (``pending``) and removed by :meth:`discard` unless a
+    file of that name was in the folder before this export began (then it is not ours)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.written: list[Path] = []
+        self.before = set(os.listdir(folder))
+        self.pending: Path | None = None
 
     def write(self, name: str, dataset: Dataset) -> Path:
         path = self.folder / name
+        self.pending = path
         try:
             with open(path, "xb") as f:
                 self.written.append(path)
+                self.pending = None
                 pydicom.dcmwrite(f, dataset, enforce_file_format=True)
         except FileExistsError:
             raise ExportError(f"{path} already exists; export into an empty folder") from None
@@ -241,10 +250,13 @@ class _Writer:
         return path
 
     def discard(self) -> None:
+        if self.pending is not None and self.pending.name not in self.before:
+            self.written.append(self.pending)
         for path in self.written:
             with contextlib.suppress(OSError):
                 path.unlink()
         self.written.clear()
+        self.pending = None
 
 
 def export_volume(
