@@ -243,6 +243,30 @@ def _watched(wanted: frozenset[int]) -> frozenset[int]:
     return wanted | {_CHARSET}
 
 
+def data_set_offset(head: bytes) -> int | None:
+    """Where the data set begins in a file whose first bytes are ``head``: after the 128-byte
+    preamble, ``DICM`` and the file meta (group 0002 in explicit VR little endian, PS3.10 7.1),
+    its elements walked to the first element of another group, as pydicom reads them. The group
+    length is not trusted: one pointing inside an element (found by fuzzing) would start the data
+    set in the middle of the meta. 0 for a file without ``DICM``; None when the walk meets an
+    element of undefined length or does not end inside ``head``. The one walk of the meta that a
+    send and serve's C-STORE sub-operations make of each file."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return 0
+    pos = 132
+    while pos + 8 <= len(head):
+        if head[pos : pos + 2] != b"\x02\x00":
+            return pos
+        if head[pos + 4 : pos + 6] in _LONG_VRS:
+            length = int.from_bytes(head[pos + 8 : pos + 12], "little")
+            if pos + 12 > len(head) or length == _UNDEFINED:
+                return None
+            pos += 12 + length
+        else:
+            pos += 8 + int.from_bytes(head[pos + 6 : pos + 8], "little")
+    return None
+
+
 def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = False) -> ScanResult:
     """Scan a whole Part 10 file (or at least its header) held in ``buf``.
 

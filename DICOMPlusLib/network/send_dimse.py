@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -42,30 +41,15 @@ MAX_CONTEXTS = 128
 
 
 def data_set_offset(head: bytes) -> int:
-    """Where the data set starts in a file beginning with ``head`` (PS3.10 7.1: 128-byte
-    preamble, ``DICM``, then group 0002 in Explicit VR LE); 0 for a file without file meta.
+    """Where the data set starts in a file beginning with ``head`` (0 for a file without file
+    meta): :func:`DICOMPlusLib.database.headerscan.data_set_offset`, which serve's
+    ``qrscp_wire`` uses too; SendError when the meta cannot be walked within ``head``."""
+    from DICOMPlusLib.database.headerscan import data_set_offset as walk_meta
 
-    The group's elements are walked to the first element of another group, as pydicom reads
-    them (and serve's ``qrscp_wire.data_set_offset``): the group length is not trusted, since
-    one that points inside an element sent the rest of the meta as the data set (found by
-    fuzzing); a walk is a few elements."""
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return 0
-    pos = 132
-    while pos + 8 <= len(head):
-        group, _element = struct.unpack_from("<HH", head, pos)
-        if group != 2:
-            return pos
-        vr = head[pos + 4 : pos + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
-            length = struct.unpack_from("<I", head, pos + 8)[0]
-            if length == 0xFFFFFFFF:
-                raise SendError("the file meta information has an element of undefined length")
-            pos += 12 + length
-        else:
-            length = struct.unpack_from("<H", head, pos + 6)[0]
-            pos += 8 + length
-    raise SendError("the file meta information is longer than expected")
+    offset = walk_meta(head)
+    if offset is None:
+        raise SendError("the file meta information is longer than expected or of undefined length")
+    return offset
 
 
 # --------------------------------------------------------------------------------------------

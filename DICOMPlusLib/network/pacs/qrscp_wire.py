@@ -61,37 +61,19 @@ _RESPONSE_POLL = 0.0001
 #: How often a thread waiting for the other looks at whether the DUL thread still runs, and the
 #: handler's thread at the DIMSE provider's queue while it waits on the socket (seconds).
 _CHECK = 0.05
-# Explicit VR elements whose length field is 4 bytes after 2 reserved ones (PS3.5 7.1.2)
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+#: The bytes of a stored file read to find its data set: the file meta of a stored instance is
+#: a few hundred bytes; one longer goes by pynetdicom's own path.
+_META_HEAD = 16384
 
 
 def data_set_offset(f: BinaryIO) -> int | None:
     """Where the data set of a Part 10 file begins (after the preamble, ``DICM`` and the File
     Meta Information, PS3.10 7.1), read from ``f``'s start; None when the file has no ``DICM``
-    or its group 0002 cannot be walked (then pynetdicom's own path sends it)."""
-    head = f.read(132)
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return None
-    pos = 132
-    while True:
-        elem = f.read(8)
-        if len(elem) < 8:
-            return None
-        if int.from_bytes(elem[0:2], "little") != 0x0002:
-            return pos
-        if elem[4:6] in _LONG_VRS:
-            more = f.read(4)
-            if len(more) < 4:
-                return None
-            length, size = int.from_bytes(more, "little"), 12
-        else:
-            length, size = int.from_bytes(elem[6:8], "little"), 8
-        if length == 0xFFFFFFFF:
-            return None
-        pos += size + length
-        f.seek(pos)
+    or its group 0002 cannot be walked (then pynetdicom's own path sends it). The walk is
+    :func:`DICOMPlusLib.database.headerscan.data_set_offset`, a send's too."""
+    from DICOMPlusLib.database.headerscan import data_set_offset as walk_meta
+
+    return walk_meta(f.read(_META_HEAD)) or None
 
 
 class Wire:
