@@ -161,15 +161,13 @@ class BaseDatabase(abc.ABC):
         """After a commit: the committed rows and the stored file's name survive an OS crash or
         a power cut (the listener's ``fsync`` setting; its bytes were synced before the commit).
         The folder entries of the file are synced here; the rows by :meth:`_sync_index`."""
+        from DICOMPlusLib.database.store import sync_path
+
         self._sync_index()
         folder = os.path.dirname(stored_path)
         for path in (folder, os.path.dirname(folder)):  # the fan-out folder may be new
             with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                sync_path(path)
 
     def _sync_index(self) -> None:  # noqa: B027 (a back end whose commit syncs has nothing to add)
         """The rows committed so far on the disk. A PostgreSQL commit is as durable as the

@@ -43,7 +43,7 @@ from DICOMPlusLib.database.rows import (
     stored_instances,
     study_row,
 )
-from DICOMPlusLib.database.store import FileStore
+from DICOMPlusLib.database.store import FileStore, sync_path
 from DICOMPlusLib.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -185,13 +185,9 @@ class Database(BaseDatabase):
         durable, as ``synchronous=FULL`` would at each commit, for the callers that ask."""
         for path in (f"{self.path}-wal", str(self.path)):
             try:
-                fd = os.open(path, os.O_RDONLY)
+                sync_path(path, data_only=True)
             except FileNotFoundError:
                 continue  # no WAL (a rollback-journal database): its commits synced the file
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
             return
 
     # -- backup ------------------------------------------------------------------------------
@@ -243,16 +239,11 @@ class Database(BaseDatabase):
                     raise DatabaseError(f"the copy of {self.path} did not check out: {check}")
             finally:
                 copy.close()
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
+            sync_path(tmp)
             os.rename(tmp, target)
             done = True
             with contextlib.suppress(OSError):
-                fd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                sync_path(target.parent)
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot back up {self.path} to {target}: {exc}") from exc
         except OSError as exc:

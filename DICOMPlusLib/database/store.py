@@ -386,6 +386,16 @@ class FileStore:
             os.unlink(tmp)
 
 
+def sync_path(path: str | os.PathLike, *, data_only: bool = False) -> None:
+    """Put what the kernel holds of ``path`` (a file, or a folder's entries) on the disk:
+    ``fsync``, or ``fdatasync`` with ``data_only``. OSError as the system calls raise it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (os.fdatasync if data_only else os.fsync)(fd)
+    finally:
+        os.close(fd)
+
+
 def copy_into(src_fd: int, size: int, tmp_path: str) -> None:
     """Copy the first ``size`` bytes of an open file into a new file ``tmp_path`` (owner-only),
     by the kernel: a reflink where the file system shares blocks (btrfs, XFS), else
