@@ -32,6 +32,7 @@ import numpy as np
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CancelledError, LoadError
+from DICOMPlusLib.loading import jpegls
 from DICOMPlusLib.loading.models import Frame, VolumeInfo
 
 logger = logging.getLogger(__name__)
@@ -242,6 +243,8 @@ class _Reader:
                     plugin = name
                     break
             indices = [f.frame for _, f in members]
+            if ts in jpegls.SYNTAXES:  # CharLS takes seconds to give up on a truncated scan
+                jpegls.check_frames(path, [f for _, f in members])
             palette = _palette_header(path) if members[0][1].photometric == PALETTE else None
             arrays: Iterable[np.ndarray]
             try:

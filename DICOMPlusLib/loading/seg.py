@@ -36,6 +36,7 @@ import numpy as np
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import geometry as geo
+from DICOMPlusLib.loading import jpegls
 from DICOMPlusLib.loading.models import (
     SEGMENTATION_CLASSES,
     SEGMENTATION_EXTRA,
@@ -392,6 +393,8 @@ def _frames_pixels(frames: list[Frame]) -> Iterator[np.ndarray]:
         return
     from pydicom.pixels import iter_pixels
 
+    if f0.transfer_syntax in jpegls.SYNTAXES:  # CharLS takes seconds to give up on a truncated scan
+        jpegls.check_frames(f0.path, frames)
     try:
         for array in iter_pixels(f0.path, indices=[f.frame for f in frames], raw=True):
             yield np.asarray(array).reshape(rows, cols)
