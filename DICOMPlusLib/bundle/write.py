@@ -32,6 +32,7 @@ from DICOMPlusLib import __version__
 from DICOMPlusLib.bundle import format as fmt
 from DICOMPlusLib.bundle.read import BundleInfo, read_bundle_info
 from DICOMPlusLib.errors import BundleError, DICOMPlusError
+from DICOMPlusLib.export.files import whole_or_none
 from DICOMPlusLib.export.reference import (
     copy_patient_and_study,
     next_series_number,
@@ -247,25 +248,20 @@ def write_bundle(
     path = Path(out_path)
     padded = source.size + (source.size & 1)
     try:
-        with open(path, "xb") as out:
-            try:
+        with whole_or_none(path.parent) as files:  # an error or a signal leaves no file
+            with files.create(path.name) as out:
                 pydicom.dcmwrite(out, dataset, enforce_file_format=True)
                 out.write(_ob_header(padded))
                 source.copy_to(out)
                 if padded != source.size:
                     out.write(b"\0")
-            except BaseException:
-                out.close()
-                path.unlink(missing_ok=True)
-                raise
+            info = read_bundle_info(path)
+            if info.zip_size != source.size or info.sha256 != source.sha256:
+                raise BundleError("internal error: the written bundle does not read back as written")
     except FileExistsError:
         raise BundleError(f"{path} already exists; choose another file name") from None
     except OSError as exc:
         raise BundleError(f"cannot write {path}: {exc}") from exc
-    info = read_bundle_info(path)
-    if info.zip_size != source.size or info.sha256 != source.sha256:
-        path.unlink(missing_ok=True)
-        raise BundleError("internal error: the written bundle does not read back as written")
     logger.info("wrote Data Bundle %s (%d bytes of zip)", path, source.size)
     return info
 
@@ -291,12 +287,12 @@ def save_bundle_to_study(
     if out_path is None and not index:
         raise BundleError("nowhere to save the bundle: give an output file or index it")
     temporary: str | None = None
-    if out_path is None:
-        temporary = tempfile.mkdtemp(prefix="dicomplus-bundle-")
-        target = Path(temporary) / "SlicerDataBundle.dcm"
-    else:
-        target = Path(out_path)
     try:
+        if out_path is None:
+            temporary = tempfile.mkdtemp(prefix="dicomplus-bundle-")
+            target = Path(temporary) / "SlicerDataBundle.dcm"
+        else:
+            target = Path(out_path)
         info = write_bundle(
             zip_source,
             target,

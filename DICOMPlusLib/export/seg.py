@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from DICOMPlusLib import __version__
 from DICOMPlusLib.errors import ExportError
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
+from DICOMPlusLib.export.files import whole_or_none
 from DICOMPlusLib.export.geometry import slice_geometry
 from DICOMPlusLib.export.reference import next_series_number
 from DICOMPlusLib.export.uids import UIDGenerator, ensure_series_is_new, new_uid, validate_uid
@@ -211,13 +212,8 @@ def export_segmentation(
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(path, "xb") as f:
-            try:
-                seg.save_as(f, enforce_file_format=True)
-            except BaseException:
-                f.close()
-                path.unlink(missing_ok=True)
-                raise
+        with whole_or_none(path.parent) as files, files.create(path.name) as f:
+            seg.save_as(f, enforce_file_format=True)
     except FileExistsError:
         raise ExportError(f"{path} already exists; choose another file name") from None
     except OSError as exc:

@@ -22,7 +22,6 @@ Only pydicom writes; no external tool runs.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
@@ -39,6 +38,7 @@ from pydicom.dataset import Dataset
 from DICOMPlusLib.errors import ExportError
 from DICOMPlusLib.export import iods
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
+from DICOMPlusLib.export.files import NewFiles, whole_or_none
 from DICOMPlusLib.export.geometry import SliceGeometry, slice_geometry
 from DICOMPlusLib.export.pixels import PixelEncoding, plan_encoding
 from DICOMPlusLib.export.reference import next_series_number, series_laterality, study_reference
@@ -221,42 +221,16 @@ def _as_volume(array) -> np.ndarray:
     return volume
 
 
-class _Writer:
-    """Creates files that must not exist yet; removes them all if the export fails.
-
-    A SIGTERM or Ctrl-C of the command line raises where the code happens to be: between the
-    creation of a file and the line that notes it too (a fresh-clone CI run left one file so).
-    The name being created is noted first (``pending``) and removed by :meth:`discard` unless a
-    file of that name was in the folder before this export began (then it is not ours)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.written: list[Path] = []
-        self.before = set(os.listdir(folder))
-        self.pending: Path | None = None
-
-    def write(self, name: str, dataset: Dataset) -> Path:
-        path = self.folder / name
-        self.pending = path
-        try:
-            with open(path, "xb") as f:
-                self.written.append(path)
-                self.pending = None
-                pydicom.dcmwrite(f, dataset, enforce_file_format=True)
-        except FileExistsError:
-            raise ExportError(f"{path} already exists; export into an empty folder") from None
-        except OSError as exc:
-            raise ExportError(f"cannot write {path}: {exc}") from exc
-        return path
-
-    def discard(self) -> None:
-        if self.pending is not None and self.pending.name not in self.before:
-            self.written.append(self.pending)
-        for path in self.written:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        self.written.clear()
-        self.pending = None
+def _write(files: NewFiles, name: str, dataset: Dataset) -> Path:
+    """One slice (or the multi-frame file) into a new file of the export's folder."""
+    try:
+        with files.create(name) as f:
+            pydicom.dcmwrite(f, dataset, enforce_file_format=True)
+    except FileExistsError:
+        raise ExportError(f"{files.folder / name} already exists; export into an empty folder") from None
+    except OSError as exc:
+        raise ExportError(f"cannot write {files.folder / name}: {exc}") from exc
+    return files.folder / name
 
 
 def export_volume(
@@ -292,16 +266,12 @@ def export_volume(
     base = iods.series_base(reference, ctx, encoding, volume.shape[1], volume.shape[2], uids=uids)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(folder)
     order = range(volume.shape[0] - 1, -1, -1) if geometry.flipped else range(volume.shape[0])
-    try:
+    with whole_or_none(folder) as writer:  # an error, a cancel or a signal leaves no file
         write = _write_multi_frame if ctx.kind == "SC" else _write_slices
         sop_uids, files, error = write(
             writer, base, geometry, volume, order, encoding, uids, progress, cancel
         )
-    except BaseException:
-        writer.discard()
-        raise
     logger.info("exported %d instances of series %s into %s", len(files), ctx.series_uid, folder)
     return ExportResult(
         study_uid=str(base.StudyInstanceUID),
@@ -330,7 +300,7 @@ def _write_slices(writer, base, geometry: SliceGeometry, volume, order, encoding
         stored, slice_error = encoding.encode_measured(volume[k])
         error = max(error, slice_error)
         dataset = iods.single_frame(base, geometry, written, sop_uid, stored)
-        files.append(writer.write(f"IMG{written + 1:05d}.dcm", dataset))
+        files.append(_write(writer, f"IMG{written + 1:05d}.dcm", dataset))
         sop_uids.append(sop_uid)
         if progress is not None:
             progress(written + 1, total, files[-1].name)
@@ -350,7 +320,7 @@ def _write_multi_frame(
     sop_uid = new_uid(uids)
     dataset = iods.multi_frame(base, geometry, sop_uid, stored.tobytes())
     del stored
-    path = writer.write("IMG00001.dcm", dataset)
+    path = _write(writer, "IMG00001.dcm", dataset)
     if progress is not None:
         progress(1, 1, path.name)
     return [sop_uid], [path], error
