@@ -104,6 +104,17 @@ def _log_warnings_to_stderr() -> None:
     network.addHandler(handler)
 
 
+def _python_warnings_to_log() -> None:
+    """pydicom warns (``warnings.warn``, two lines of source on stderr) about values it decodes
+    from what peers send: a garbled command set, a bad UI value in a C-FIND identifier. For a
+    server that is the peer's problem, answered already (one line of ours when the association is
+    aborted): the warnings go to the log (``py.warnings``), which --verbose shows."""
+    import logging
+
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(logging.NullHandler())
+
+
 # -- echo --------------------------------------------------------------------------------------
 def cmd_echo(args) -> int:
     from DICOMPlusLib.network.echo import echo
@@ -421,6 +432,7 @@ def cmd_serve(args) -> int:
         require_called_ae=args.require_called_ae,
     )
     _log_warnings_to_stderr()
+    _python_warnings_to_log()
     with _until_stopped() as stop:
         try:  # Ctrl-C once the port is open (even during the banner) is the normal end
             with _port_option():

@@ -9,9 +9,7 @@ call :func:`nodelay_association` after ``associate()``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 from collections.abc import Iterable
 
 from DICOMPlusLib import uids
@@ -94,52 +92,16 @@ def store_handler(sink: DatabaseSink):
     return handle
 
 
-def pdu_limit_handler(max_pdu: int):
-    """An ``evt.EVT_CONN_OPEN`` handler bounding what pynetdicom reads of one PDU.
-
-    pynetdicom reads the whole length a PDU header claims into memory before it looks at it: a
-    peer announcing a 4 GiB PDU and sending it made the server hold 4 GiB, per association. Past
-    the direct listener's limit (:class:`ul.PDUStream`), or for a PDU type that is none, the peer
-    gets an A-ABORT (pynetdicom sends none) and one log line, and the connection is shut down."""
-    limit = max(4 * max_pdu, 4 << 20) if max_pdu else 64 << 20
-
-    def handle(event) -> None:
-        sock = event.assoc.dul.socket
-        read = sock.recv
-        address = getattr(event, "address", None)
-        peer = f"{address[0]}:{address[1]}" if address else "peer"
-
-        refused: list[str] = []
-
-        def refuse(why: str) -> None:
-            refused.append(why)
-            logger.info("%s: %s; aborting", peer, why)
-            with contextlib.suppress(OSError, AttributeError):
-                sock.socket.sendall(ul.encode_abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_UNRECOGNIZED_PDU))
-                sock.socket.shutdown(socket.SHUT_RDWR)  # nothing more read: pynetdicom sees it closed
-
-        def recv(nr_bytes: int) -> bytearray:
-            if refused:  # what the peer sent after: not read
-                return bytearray()
-            if nr_bytes > limit:
-                refuse(f"a PDU of {nr_bytes} bytes exceeds the limit of {limit}")
-                return bytearray()
-            data = read(nr_bytes)
-            if nr_bytes == 6 and len(data) == 6 and data[0] not in ul.PDU_NAMES:  # a PDU header
-                refuse(f"unrecognized PDU type 0x{data[0]:02X}")
-            return data
-
-        sock.recv = recv
-
-    return handle
-
-
 def start_server(ae, host: str, port: int, handlers: list, ssl_context=None):
     """``ae.start_server(block=False)`` with a clear message when the port cannot be bound, and
-    the PDU length bounded (:func:`pdu_limit_handler`)."""
+    each connection guarded against peers that break the protocol
+    (:mod:`~DICOMPlusLib.network.pacs.pynetdicom_guard`: the PDU length bounded, one log line and
+    an A-ABORT for the rest)."""
     from pynetdicom import evt
 
-    handlers = [*handlers, (evt.EVT_CONN_OPEN, pdu_limit_handler(ae.maximum_pdu_size))]
+    from DICOMPlusLib.network.pacs.pynetdicom_guard import guard_handler
+
+    handlers = [*handlers, (evt.EVT_CONN_OPEN, guard_handler(ae.maximum_pdu_size))]
     try:
         server = ae.start_server((host, port), block=False, evt_handlers=handlers, ssl_context=ssl_context)
     except OSError as exc:
