@@ -10,6 +10,7 @@ through it) with a counter that calls the real one."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydicom.pixels.decoders.base import DecodeRunner
 from dicomplus_testing.series2 import series2_dir
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import load, load_folder, plan_folder
-from DICOMPlusLib.loading.jpegls import SYNTAXES
+from DICOMPlusLib.loading.jpegls import SYNTAXES, check_frames
 
 SERIES2 = series2_dir()
 
@@ -67,12 +68,12 @@ def _frames(path: Path) -> tuple[pydicom.Dataset, list[bytes]]:
     return ds, list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1))))
 
 
-def _rewrite(path: Path, index: int, change) -> bytes:
-    """Frame ``index`` of ``path`` replaced by ``change(frame bytes)``, one fragment a frame;
-    returns that frame as a decoder would get it."""
+def _rewrite(path: Path, index: int, change, *, offsets: bool = True) -> bytes:
+    """Frame ``index`` of ``path`` replaced by ``change(frame bytes)``, one fragment a frame
+    (``offsets``: with a Basic Offset Table); returns that frame as a decoder would get it."""
     ds, frames = _frames(path)
     frames[index] = change(frames[index])
-    ds.PixelData = encapsulate(frames)
+    ds.PixelData = encapsulate(frames, has_bot=offsets)
     ds.save_as(path)
     return _frames(path)[1][index]
 
@@ -111,9 +112,10 @@ def test_dcmcjpls_lossless_ct_decodes_identically(manifest, tmp_path, options, d
     _native(volume.array, source)
 
 
-def test_dcmcjpls_multiframe_decodes_identically(manifest, tmp_path):
+@pytest.mark.parametrize("table", ["+ot", "-ot"], ids=["offset-table", "no-offset-table"])
+def test_dcmcjpls_multiframe_decodes_identically(manifest, tmp_path, table):
     source = manifest["dev_mr_enhanced_small"]["folder"]
-    [volume] = load_folder(_dcmcjpls(source, tmp_path / "jls"))
+    [volume] = load_folder(_dcmcjpls(source, tmp_path / "jls", table))
     _native(volume.array, source)
 
 
@@ -173,10 +175,11 @@ def test_a_damaged_frame_is_a_load_error_before_any_decoding(manifest, tmp_path,
     assert len(decodes) < 4 and damaged not in decodes
 
 
-def test_a_damaged_frame_of_a_multiframe_file_is_named(manifest, tmp_path, decodes):
+@pytest.mark.parametrize("offsets", [True, False], ids=["offset-table", "no-offset-table"])
+def test_a_damaged_frame_of_a_multiframe_file_is_named(manifest, tmp_path, decodes, offsets):
     folder = _dcmcjpls(manifest["dev_mr_enhanced_small"]["folder"], tmp_path / "jls")
     [victim] = [p for p in folder.iterdir() if int(pydicom.dcmread(p).get("NumberOfFrames", 1)) > 3]
-    _rewrite(victim, 3, lambda b: b[: len(b) * 3 // 4])
+    _rewrite(victim, 3, lambda b: b[: len(b) * 3 // 4], offsets=offsets)
     with pytest.raises(LoadError, match="truncated") as caught:
         load_folder(folder)
     assert f"{victim}#4" in str(caught.value) and "frame 4 of" in str(caught.value)
@@ -209,3 +212,17 @@ def test_a_well_formed_but_wrong_scan_is_the_decoders_to_find(manifest, tmp_path
         load_folder(folder)
     assert str(victim) in str(caught.value)
     assert damaged in decodes
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 17], ids=["not-noted", "file-start", "stale"])
+def test_frames_are_found_when_the_noted_pixel_offset_is_missing_or_stale(manifest, tmp_path, offset):
+    """A frame planned from a database whose file changed since, or from a source that noted no
+    offset: the check finds the pixel data as pydicom does, and still tells good from damaged."""
+    folder = _copy(manifest["dev_mr_jpegls"]["folder"], tmp_path / "jls")
+    [info] = plan_folder(folder)
+    frames = [dataclasses.replace(f, pixel_offset=offset) for f in info.frames]
+    for f in frames:
+        check_frames(f.path, [f])
+    _rewrite(Path(frames[0].path), 0, lambda b: b[: len(b) // 2])
+    with pytest.raises(LoadError, match="truncated"):
+        check_frames(frames[0].path, [frames[0]])
