@@ -49,6 +49,9 @@ class Guard:
     """One connection's checks (see the module); ``limit``: the largest PDU read, in bytes."""
 
     def __init__(self, assoc, address, limit: int) -> None:
+        from pynetdicom.fsm import TRANSITION_TABLE
+
+        self.transitions = TRANSITION_TABLE
         self.assoc = assoc
         self.dul = assoc.dul
         self.address = f"{address[0]}:{address[1]}" if address else "peer"
@@ -114,11 +117,8 @@ class Guard:
 
     # -- the state machine, run by pynetdicom's DUL thread ---------------------------------------
     def _action(self, event: str) -> None:
-        from pynetdicom.fsm import TRANSITION_TABLE
-
-        fsm = self.dul.state_machine
-        state = fsm.current_state
-        if TRANSITION_TABLE.get((event, state)) in _ABORTS and event in _PEER_PDUS:
+        state = self.dul.state_machine.current_state
+        if self.transitions.get((event, state)) in _ABORTS and event in _PEER_PDUS:
             if event == "Evt19":  # a PDU not decoded, or a P-DATA-TF whose DIMSE message is not valid
                 message = "a P-DATA-TF whose DIMSE message is not valid" if self.last == ul.P_DATA_TF else ""
                 self.note(self.reason or message or _PEER_PDUS[event])
