@@ -234,15 +234,15 @@ class StorageAssociation:
                 why = f"a PDU took longer than {self.policy.pdu_timeout:g} s to arrive"
             else:
                 why = f"idle for {self.policy.network_timeout:g} s"
-            logger.info("%s: %s; aborting", self.peer, why)
+            logger.warning("%s: %s; aborting", self.peer, why)
             self.stream.abort(ul.ABORT_SERVICE_PROVIDER, 0)
         except ul.ProtocolError as exc:
-            logger.info("%s: protocol error (%s); aborting", self.peer, exc)
+            logger.warning("%s: protocol error (%s); aborting", self.peer, exc)
             self.stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_UNRECOGNIZED_PDU)
         except (ul.ConnectionClosed, ul.PeerAborted) as exc:
             logger.info("%s: %s", self.peer, exc)
         except dimse.CommandError as exc:
-            logger.info("%s: bad command set (%s); aborting", self.peer, exc)
+            logger.warning("%s: bad command set (%s); aborting", self.peer, exc)
             self.stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
         except Exception:
             logger.exception("%s: association failed", self.peer)
