@@ -87,6 +87,8 @@ _LENGTH_BE = struct.Struct(">I")
 
 #: Binary number VRs -> their struct code (PS3.5 Table 6.2-1).
 _NUMBER_CODES = {b"US": "H", b"SS": "h", b"UL": "I", b"SL": "i", b"FL": "f", b"FD": "d", b"AT": "I"}
+_ONE_NUMBER_LE = {vr: struct.Struct("<" + code) for vr, code in _NUMBER_CODES.items()}
+_ONE_NUMBER_BE = {vr: struct.Struct(">" + code) for vr, code in _NUMBER_CODES.items()}
 #: Text VRs whose leading spaces are significant (PS3.5 6.2: ST, LT, UT; a PN keeps its own).
 _KEEP_LEADING = frozenset({b"ST", b"LT", b"UT", b"PN"})
 
@@ -94,12 +96,14 @@ _KEEP_LEADING = frozenset({b"ST", b"LT", b"UT", b"PN"})
 def _decode(raw: bytes, vr: bytes, little: bool, charsets: list[str]) -> object:
     code = _NUMBER_CODES.get(vr)
     if code is not None:
-        size = struct.calcsize(code)
-        count = len(raw) // size
+        one = (_ONE_NUMBER_LE if little else _ONE_NUMBER_BE)[vr]
+        count = len(raw) // one.size
+        if count == 1:  # Rows, Columns...: one value, by a struct made once
+            return one.unpack_from(raw)[0]
         if count == 0:
             return None
-        nums = struct.unpack(("<" if little else ">") + code * count, raw[: count * size])
-        return nums[0] if count == 1 else nums
+        nums = struct.unpack(("<" if little else ">") + code * count, raw[: count * one.size])
+        return nums
     if charsets and vr in _TEXT_VRS:
         single = _PLAIN_CODECS.get(charsets[0]) if len(charsets) == 1 else None
         if single is not None and 0x1B not in raw:  # no code extensions: the codec alone
@@ -287,11 +291,19 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     end = len(buf)
     # File meta information: explicit VR little endian.
     while pos + 8 <= end:
-        group = struct.unpack_from("<H", buf, pos)[0]
+        group, elem, vr, length = _EXPLICIT_HEAD_LE.unpack_from(buf, pos)
         if group != 0x0002:
             break
-        _p, vr, length, value_pos = _element_header(buf, pos, False, True)
-        if vr not in _SHORT_VRS and vr not in _LONG_VRS:  # pydicom cannot read the meta back
+        if vr in _SHORT_VRS:
+            value_pos = pos + 8
+        elif vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise NeedMoreData("element header past the end of the buffer")
+            (length,) = _LENGTH_LE.unpack_from(buf, pos + 8)
+            value_pos = pos + 12
+        elif not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            raise ScanError(f"invalid VR {vr!r} at offset {pos}")
+        else:  # two capital letters that are no VR: pydicom cannot read the meta back
             raise ScanError(f"invalid VR {vr!r} in the file meta information at offset {pos}")
         if length == _UNDEFINED or value_pos + length > end:
             if complete and value_pos + length > end and length != _UNDEFINED:
@@ -301,18 +313,15 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
                 if length == _UNDEFINED
                 else NeedMoreData("meta")
             )
-        (elem,) = struct.unpack_from("<H", buf, pos + 2)
-        raw = buf[value_pos : value_pos + length]
-        if elem == 0x0010:
-            ts = raw.decode("ascii", "replace").rstrip("\x00 ")
-        elif elem == 0x0002:
-            media_class = raw.decode("ascii", "replace").rstrip("\x00 ")
-        elif elem == 0x0000:
-            meta_end = value_pos + length + struct.unpack_from("<I", raw)[0] if length == 4 else None
-        tag = (0x0002 << 16) | elem
-        if tag in wanted:
-            values[tag] = _decode(raw, vr, True, [])
         pos = value_pos + length
+        if elem == 0x0010:
+            ts = buf[value_pos:pos].decode("ascii", "replace").rstrip("\x00 ")
+        elif elem == 0x0002:
+            media_class = buf[value_pos:pos].decode("ascii", "replace").rstrip("\x00 ")
+        elif elem == 0x0000:
+            meta_end = pos + _LENGTH_LE.unpack_from(buf, value_pos)[0] if length == 4 else None
+        if (0x00020000 | elem) in wanted:
+            values[0x00020000 | elem] = _decode(buf[value_pos:pos], vr, True, [])
     if meta_end is not None and meta_end != pos and (complete or pos + 8 <= end):
         # pydicom walks the group and ignores its length, and it is pydicom that reads the stored
         # header back: a data set found where pydicom would not look is never indexed
@@ -337,8 +346,9 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         # a data set that opens with group 0000: pydicom reads it as a command set (implicit VR
         # little endian, whatever the file's syntax), so let pydicom read it
         raise ScanError("the data set opens with a command group (0000) element")
+    limit = end - 8  # the last offset an element header fits at
     while pos < end:
-        if pos + 8 > end:
+        if pos > limit:
             if complete:
                 raise TruncatedError(f"the file ends inside an element header at offset {pos}")
             raise NeedMoreData("element header")
@@ -372,12 +382,8 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
         if length == undefined:
             pos = _skip_undefined(buf, value_pos, implicit or vr == b"UN", little)
             continue
-        pos = value_pos + length
-        if pos > end:
-            if complete:
-                raise TruncatedError(f"element ({group:04X},{elem:04X}) runs past the end of the file")
-            raise NeedMoreData("element value")
-        if tag in watched:  # a wanted tag, or SpecificCharacterSet
+        pos = value_pos + length  # past ``end``: the loop ends, and says so below
+        if tag in watched and pos <= end:  # a wanted tag, or SpecificCharacterSet
             raw = buf[value_pos:pos]
             if tag == _CHARSET:
                 if vr not in (b"CS", b"UN") and not implicit:  # pydicom fails on any other (an int...)
@@ -401,6 +407,12 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
                 result.values[tag] = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ")
             else:
                 result.values[tag] = _decode(raw, vr, little, charsets)
+    if pos > end:  # the last element's value runs past the buffer
+        if complete:
+            raise TruncatedError(
+                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end of the file"
+            )
+        raise NeedMoreData("element value")
     if not complete:
         raise NeedMoreData("no pixel data yet")
     result.last_tag = tag
