@@ -48,8 +48,12 @@ class _Record:
         return out
 
 
+# Every dataclass here has a docstring: without one, @dataclass makes one from inspect.signature
+# as the module is imported (~0.15 ms a class, in every command's start-up).
 @dataclass(frozen=True)
 class PatientRecord(_Record):
+    """A patient as a search or a query at the PATIENT level answers it."""
+
     PatientID: str
     PatientName: str = ""
     PatientBirthDate: str = ""
@@ -62,6 +66,8 @@ class PatientRecord(_Record):
 
 @dataclass(frozen=True)
 class StudyRecord(_Record):
+    """A study as a search or a query at the STUDY level answers it."""
+
     StudyInstanceUID: str
     PatientID: str = ""
     PatientName: str = ""
@@ -81,6 +87,8 @@ class StudyRecord(_Record):
 
 @dataclass(frozen=True)
 class SeriesRecord(_Record):
+    """A series as a search or a query at the SERIES level answers it."""
+
     SeriesInstanceUID: str
     StudyInstanceUID: str = ""
     PatientID: str = ""
@@ -97,6 +105,9 @@ class SeriesRecord(_Record):
 
 @dataclass(frozen=True)
 class InstanceRecord(_Record):
+    """An instance as the database indexed it (``path``: its file; ``pixel_offset`` and
+    ``pixel_length``: where its pixel data is in that file)."""
+
     SOPInstanceUID: str
     SeriesInstanceUID: str = ""
     StudyInstanceUID: str = ""
@@ -126,6 +137,8 @@ InstanceLevel = Literal[QueryLevel.INSTANCE, "instance", "image"]
 
 @dataclass(frozen=True)
 class SkippedFile:
+    """A file an import, a load or a send did not take, and why."""
+
     path: str
     reason: str
 
@@ -158,6 +171,8 @@ class ImportReport:
 
 @dataclass
 class DeleteReport:
+    """What a delete removed (or, with ``dry_run``, would remove)."""
+
     patients: list[str] = field(default_factory=list)
     studies: list[str] = field(default_factory=list)
     series: list[str] = field(default_factory=list)

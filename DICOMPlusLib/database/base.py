@@ -25,9 +25,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from DICOMPlusLib.database.delete import delete
 from DICOMPlusLib.database.rows import absolute, chunks, instance_record
-from DICOMPlusLib.database.search import Criteria, count, search
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import (
     DeleteReport,
@@ -50,6 +48,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.dialect import Dialect
     from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance
     from DICOMPlusLib.database.parsing import ParsedFile
+    from DICOMPlusLib.database.search import Criteria
     from DICOMPlusLib.database.store import FileStore
 
 Self = TypeVar("Self", bound="BaseDatabase")
@@ -537,6 +536,10 @@ class BaseDatabase(abc.ABC):
     def _search(
         self, level: QueryLevel, criteria: Criteria, text: str | None, limit: int | None, offset: int
     ) -> list[Record]:
+        # .search, .matching and .delete are imported when used: an import of files, the
+        # commonest write, needs none of them (~3 ms of a command's start-up).
+        from DICOMPlusLib.database.search import search
+
         return search(self, level, criteria, text=text, limit=limit, offset=offset)
 
     def count(
@@ -544,6 +547,8 @@ class BaseDatabase(abc.ABC):
     ) -> int | None:
         """How many records a search would find in all; None when header keys would make
         counting a full scan. See :func:`DICOMPlusLib.database.search.count`."""
+        from DICOMPlusLib.database.search import count
+
         return count(self, level, criteria or {}, text=text)
 
     def import_paths(self, paths, **kwargs):
@@ -578,6 +583,8 @@ class BaseDatabase(abc.ABC):
         also removes files that were imported in place (never by default: they are the user's).
         ``dry_run`` reports what would go and changes nothing.
         """
+        from DICOMPlusLib.database.delete import delete
+
         return delete(
             self,
             patient=patient,

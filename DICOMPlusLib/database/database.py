@@ -28,7 +28,7 @@ from DICOMPlusLib.database.backend import Connection
 from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
-from DICOMPlusLib.database.matching import normalize_pn
+from DICOMPlusLib.database.names import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
 from DICOMPlusLib.database.rows import (

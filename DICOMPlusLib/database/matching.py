@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
+from DICOMPlusLib.database.names import normalize_pn as normalize_pn  # the importers' name for it
 from DICOMPlusLib.errors import DatabaseError
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})
@@ -59,14 +60,6 @@ def keyword_vr(keyword: str) -> str:
             f"unknown DICOM keyword {keyword!r}: use the keyword from PS3.6, e.g. PatientName"
         )
     return vr
-
-
-def normalize_pn(value: str) -> str:
-    """A person name as it compares: without case, without trailing empty components in each
-    component group and without trailing empty groups (PS3.5 6.2.1.1 lets a writer omit them,
-    so ``Doe^John^^=`` and ``Doe^John`` are one name)."""
-    groups = [g.rstrip("^ ") for g in str(value).split("=")]
-    return "=".join(groups).rstrip("=").casefold()
 
 
 def explicit_upper_bound(vr: str, value: str) -> str:

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from DICOMPlusLib.database.matching import normalize_pn
+from DICOMPlusLib.database.names import normalize_pn
 from DICOMPlusLib.models import InstanceRecord
 
 if TYPE_CHECKING:

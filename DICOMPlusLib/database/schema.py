@@ -115,7 +115,7 @@ def _v3_person_names_normalised_again(conn: sqlite3.Connection, store_root: Path
     in the normalised column that person-name matching reads, so it could not match the same name
     written without them. Every path now normalises alike (matching.normalize_pn): redo the
     stored column from the names themselves."""
-    from DICOMPlusLib.database.matching import normalize_pn
+    from DICOMPlusLib.database.names import normalize_pn
 
     for table, key, column in (
         ("patients", "id", "PatientName"),
