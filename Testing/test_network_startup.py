@@ -44,6 +44,22 @@ NOT_FOR_FILES = {
     "tempfile",  # the node list is only read
 }
 
+#: What a retrieve by C-GET has no use for: the listener (a C-MOVE's destination) and the
+#: notifications of received instances (a listener's subscribers), the other operations, and
+#: OpenSSL (``hashlib``: the store names its files by CPython's own SHA-256).
+NOT_FOR_GET = {
+    "DICOMPlusLib.network.listener",
+    "DICOMPlusLib.network.storage",
+    "DICOMPlusLib.network.send_dimse",
+    "DICOMPlusLib.network.echo_dimse",
+    "DICOMPlusLib.network.dimse.acceptor",
+    "DICOMPlusLib.network.pacs.qrscp",
+    "queue",
+    "hashlib",
+    "_hashlib",
+    "ssl",
+}
+
 
 def modules_imported(*args: str, expect: str = "DICOMPlusLib.network.send_dimse") -> set[str]:
     """Every module ``python -m DICOMPlusLib.cli ARGS`` imported (full dotted names)."""
@@ -72,12 +88,15 @@ def test_send_command_imports_only_the_store_scu(storescp, tmp_path):
 
 def test_retrieve_command_does_not_import_pydicom(dcmqrscp, tmp_path):
     """The C-FIND plan and the C-GET use plain identifiers (``dimse/identifiers.py``); the
-    received instances are indexed by the header scanner: no pydicom anywhere in the process."""
+    received instances are indexed by the header scanner: no pydicom anywhere in the process,
+    and nothing of a C-MOVE's listener, the other operations or OpenSSL (:data:`NOT_FOR_GET`)."""
     series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
     dcmqrscp.load(series.folder)
     names = modules_imported("--db", str(tmp_path / "db"), "retrieve", f"{dcmqrscp.aet}@127.0.0.1:{dcmqrscp.port}",
                              "--study", series.study_uid, "--method", "get", expect="DICOMPlusLib.network.retrieve_dimse")  # fmt: skip
     assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
+    assert names & NOT_FOR_GET == set()
+    assert "DICOMPlusLib.network.dimse.receive" in names  # the instances were received
     from DICOMPlusLib.database import Database
 
     with Database(tmp_path / "db") as db:

@@ -72,7 +72,6 @@ def cmd_query(args) -> int:
 
 def cmd_retrieve(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
-    from DICOMPlusLib.network.listener import ListenerConfig
     from DICOMPlusLib.network.models import RetrieveOptions
     from DICOMPlusLib.network.retrieve import retrieve
 
@@ -82,6 +81,8 @@ def cmd_retrieve(args) -> int:
     db = open_database(args, create=True)
     listener_config = None
     if args.listener_port is not None or args.listener_ae or args.listener_host:
+        from DICOMPlusLib.network.listener import ListenerConfig  # a C-MOVE's; a C-GET has no listener
+
         listener_config = ListenerConfig(
             ae_title=args.listener_ae or args.calling_ae,
             port=DEFAULT_PORT if args.listener_port is None else args.listener_port,

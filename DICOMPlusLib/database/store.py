@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import itertools
 import os
 import re
@@ -66,6 +67,25 @@ _COPY_CHUNK = 1 << 30
 Settle = Callable[[list[tuple[str, str]], list[str]], None]
 
 
+def _sha256_hex(data: bytes) -> str:
+    """SHA-256 of a stored file's name without OpenSSL: ``hashlib`` loads libcrypto (~4 ms, paid
+    by the first received file of every retrieve or listener process) where CPython's own module
+    (``_sha2`` from 3.12, ``_sha256`` before) gives the same digest; ``hashlib`` where a build has
+    neither."""
+    global _sha256
+    sha256 = _sha256
+    if sha256 is None:
+        for module in ("_sha2", "_sha256", "hashlib"):
+            with contextlib.suppress(ImportError, AttributeError):
+                sha256 = _sha256 = importlib.import_module(module).sha256
+                break
+    assert sha256 is not None  # hashlib always has it
+    return sha256(data).hexdigest()
+
+
+_sha256: Callable | None = None
+
+
 class FileStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -78,9 +98,7 @@ class FileStore:
     def relative_path_for(self, sop_instance_uid: str, *, unique: bool = False) -> str:
         """``hh/<sha256>.dcm``; ``unique`` adds a random suffix (for a replacement written while
         the instance's current file must stay valid until the database commit)."""
-        import hashlib  # here: OpenSSL's start-up is paid by what stores a file, not by every open
-
-        digest = hashlib.sha256(sop_instance_uid.encode("utf-8", "surrogateescape")).hexdigest()
+        digest = _sha256_hex(sop_instance_uid.encode("utf-8", "surrogateescape"))
         suffix = f"-{os.urandom(4).hex()}" if unique else ""
         return f"{digest[:2]}/{digest}{suffix}.dcm"
 

@@ -384,7 +384,7 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
     contexts += [(c, list(ts)) for c, ts in group.contexts]
     roles = {c: (False, True) for c in group.sop_classes}
     from DICOMPlusLib.database.ingest import IngestSource
-    from DICOMPlusLib.network.storage import DatabaseSink
+    from DICOMPlusLib.network.dimse.receive import DatabaseSink  # not storage's: no Notifier to import
 
     # Arrivals are announced to the subscribers of a listener over this database (see Notifier.attach).
     sink = DatabaseSink(state.db, source=IngestSource.C_GET)
