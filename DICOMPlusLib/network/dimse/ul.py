@@ -375,6 +375,7 @@ class PDUStream:
         self.pdu_timeout = pdu_timeout
         self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
         self._buf = bytearray(_READ_AHEAD)
+        self._other: bytearray | None = None  # the second buffer of _room, made when first needed
         self._start = 0  # the first byte not yet returned
         self._end = 0  # the end of what was received
         self._can_sendmsg = hasattr(sock, "sendmsg") and not is_tls(sock)
@@ -389,17 +390,23 @@ class PDUStream:
         return self._end - self._start
 
     def _room(self, need: int) -> None:
-        """Make room for ``need`` bytes from ``_start``: move what is buffered to the front, or
-        into a larger buffer (the body returned before is no longer valid)."""
+        """Make room for ``need`` bytes from ``_start``: copy what is buffered to the front of
+        the other buffer (of a larger one when ``need`` does not fit) and read into that one
+        from now on (the body returned before is no longer valid).
+
+        Two buffers, not a move within one: ``buf[:n] = buf[a:b]`` copies the slice into a new
+        bytearray first, and a C-GET moves ~130 KB so about once per received instance (the
+        partial PDU after a ``readv`` that ended in it): twice the bytes copied and an
+        allocation of that size, with the GIL held."""
         if self._start + need <= len(self._buf):
             return
         held = self._end - self._start
-        if need > len(self._buf):
-            buf = bytearray(max(need, 2 * len(self._buf)))
-            buf[:held] = self._buf[self._start : self._end]
-            self._buf = buf
-        else:
-            self._buf[:held] = self._buf[self._start : self._end]
+        size = max(need, 2 * len(self._buf)) if need > len(self._buf) else len(self._buf)
+        other = self._other
+        if other is None or len(other) != size:
+            other = bytearray(size)
+        other[:held] = memoryview(self._buf)[self._start : self._end]
+        self._buf, self._other = other, self._buf
         self._start, self._end = 0, held
 
     def _fill(self, need: int, deadline: float | None) -> None:
