@@ -199,7 +199,7 @@ def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
     assert not [m for m in seen["modules"] if m.startswith(("multiprocessing", "concurrent"))]
     assert set(seen["modules"]) & set(HEAVY) == set()
     assert set(seen["modules"]) & set(READING_ONLY) == set()
-    # argparse measures the terminal through shutil only to print help or an error (app._Parser)
+    # argparse measures the terminal through shutil only to print help or an error (cli.arguments.Parser)
     assert "shutil" not in seen["modules"]
 
 

@@ -45,8 +45,9 @@ NOT_FOR_FILES = {
 }
 
 #: What a retrieve by C-GET has no use for: the listener (a C-MOVE's destination) and the
-#: notifications of received instances (a listener's subscribers), the other operations, and
-#: OpenSSL (``hashlib``: the store names its files by CPython's own SHA-256).
+#: notifications of received instances (a listener's subscribers), the other operations,
+#: OpenSSL (``hashlib``: the store names its files by CPython's own SHA-256), and ``shutil``
+#: (argparse's help formatter asks it for the terminal's width: ``cli.arguments.Parser``).
 NOT_FOR_GET = {
     "DICOMPlusLib.network.listener",
     "DICOMPlusLib.network.storage",
@@ -58,6 +59,7 @@ NOT_FOR_GET = {
     "hashlib",
     "_hashlib",
     "ssl",
+    "shutil",
 }
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 from DICOMPlusLib import __version__
+from DICOMPlusLib.cli.arguments import Parser
 from DICOMPlusLib.cli.signals import (  # noqa: F401 - cancel_on_interrupt is used from here by the commands
     ENDING_SIGNALS,
     after_hangup,
@@ -415,38 +416,9 @@ def _modules_for(argv: list[str]) -> list[str]:
     return list(COMMAND_MODULES)
 
 
-class _Parser(argparse.ArgumentParser):
-    """The parser of ``dicomplus`` and of its commands (argparse makes a subparser of its
-    parent's class). While :func:`build_parser` builds them, argparse makes a help formatter for
-    every argument only to check its metavar, and each formatter asks ``shutil`` for the
-    terminal's width: importing ``shutil`` (with the archive modules it imports) was ~3 ms of
-    every command's start-up. Nothing is printed while building, so those formatters get a
-    width that wraps nothing; help, usage and errors, printed later, measure the terminal as
-    before."""
-
-    building = False
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        if _Parser.building:
-            formatter: Any = self.formatter_class  # a HelpFormatter class: it takes a width
-            return formatter(prog=self.prog, width=_BUILD_WIDTH)
-        return super()._get_formatter()
-
-
-_BUILD_WIDTH = 1000
-
-
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``argv``, only the part that command line needs."""
-    _Parser.building = True
-    try:
-        return _build_parser(argv)
-    finally:
-        _Parser.building = False
-
-
-def _build_parser(argv: list[str] | None) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="dicomplus",
         description="DICOMPlus: a DICOM database, network node and volume loader.",
         epilog=EXIT_CODES_HELP,
