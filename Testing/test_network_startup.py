@@ -11,11 +11,14 @@ on the time (``python -m bench store`` has the figures).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
+from dicomplus_testing.peers import port_accepts
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT
+from dicomplus_testing.util import REPO_ROOT, free_port
 
 #: Packages a plain send must not import at all.
 HEAVY_PACKAGES = {"pydicom", "numpy", "gdcm", "pylibjpeg", "pynetdicom", "requests", "rich", "ssl"}
@@ -99,6 +102,39 @@ def test_retrieve_command_does_not_import_pydicom(dcmqrscp, tmp_path):
     assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
     assert names & NOT_FOR_GET == set()
     assert "DICOMPlusLib.network.dimse.receive" in names  # the instances were received
+    from DICOMPlusLib.database import Database
+
+    with Database(tmp_path / "db") as db:
+        assert len(db.search("instance")) == 3
+
+
+def test_listen_command_imports_neither_pydicom_nor_pynetdicom(dcmtk, tmp_path):
+    """A listener negotiates with plain tables of storage classes and transfer syntaxes
+    (``uids.STORAGE_OUTSIDE_ROOT``, ``uids.TRANSFER_SYNTAXES``) and indexes what it receives with
+    the header scanner: its start imports neither pydicom (numpy, the pixel decoders) nor
+    pynetdicom, which it once did for those tables alone (~0.3-0.4 s)."""
+    series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "DICOMPlusLib.cli", "--db", str(tmp_path / "db"),
+                             "listen", "--port", str(port), "--host", "127.0.0.1"], cwd=REPO_ROOT, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not port_accepts(port):
+            assert proc.poll() is None and time.monotonic() < deadline, "dicomplus listen did not start"
+            time.sleep(0.05)
+        dcmtk.run("storescu", "-aec", "DICOMPLUS", "127.0.0.1", port, *sorted(map(str, series.files)))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert "DICOMPlusLib.network.dimse.acceptor" in names  # the listing is there and it listened
+    assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
     from DICOMPlusLib.database import Database
 
     with Database(tmp_path / "db") as db:

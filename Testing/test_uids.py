@@ -56,3 +56,22 @@ def test_valid_uid_text_takes_1_to_64_of_the_characters_33_to_126():
         assert uids.valid_uid_text(f"1.2.{c}.3") is expected, hex(code)
     assert uids.valid_uid_text("1" * 64) and not uids.valid_uid_text("1" * 65)
     assert not uids.valid_uid_text("")
+
+
+def test_the_tables_of_transfer_syntaxes_and_storage_classes_are_pydicoms():
+    """``TRANSFER_SYNTAXES`` and ``STORAGE_OUTSIDE_ROOT`` (a storage SCP's negotiation, without
+    importing pydicom) list what pydicom's UID dictionary and pynetdicom's storage contexts do: a
+    pydicom that knows a new one fails here (add it)."""
+    from pydicom._uid_dict import UID_dictionary
+    from pynetdicom.presentation import AllStoragePresentationContexts
+
+    syntaxes = {uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax"}
+    assert uids.TRANSFER_SYNTAXES == syntaxes
+    storage = {
+        uid
+        for uid, (name, kind, *_) in UID_dictionary.items()
+        if kind == "SOP Class" and "Storage" in name and "Commitment" not in name
+        and not uid.startswith(("1.2.840.10008.1.3.", "1.2.840.10008.5.1.1."))  # DICOMDIR, print
+    } | {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}  # fmt: skip
+    assert uids.STORAGE_OUTSIDE_ROOT == {uid for uid in storage if not uid.startswith(uids.STORAGE_ROOT)}
+    assert uids.CTImageStorage in storage and uids.ImplicitVRLittleEndian in uids.TRANSFER_SYNTAXES

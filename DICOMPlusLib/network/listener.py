@@ -216,9 +216,8 @@ class Listener:
 
     # -- serving -----------------------------------------------------------------------------
     def _start_direct(self) -> None:
-        from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, prepare
+        from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy
 
-        prepare()  # the imports its threads need, here: never two threads importing pydicom at once
         cfg = self.config
         try:
             sock = socket.create_server((cfg.host, cfg.port), backlog=64, reuse_port=False)

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def _known_storage_classes() -> frozenset[str]:
+    """Every storage SOP class pydicom's dictionary and pynetdicom's contexts name (the sample
+    PACS proposes them all; it imports both anyway). A storage SCP of ours needs no list: see
+    :func:`is_storage_class`."""
     from pydicom._uid_dict import UID_dictionary
 
     out = set()
@@ -45,28 +48,17 @@ def _known_storage_classes() -> frozenset[str]:
     return frozenset(out)
 
 
-@lru_cache(maxsize=1)
 def known_transfer_syntaxes() -> frozenset[str]:
     """Every transfer syntax of PS3.6 Table A-1 (uncompressed, deflated, compressed, video)."""
-    from pydicom._uid_dict import UID_dictionary
-
-    return frozenset(uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax")
-
-
-def prepare() -> None:
-    """Load, on the calling thread, what negotiation looks up (pydicom's UID dictionary, which
-    imports pydicom, and pynetdicom's storage contexts), before a server takes associations on
-    threads of its own. Imported there instead, by two associations at once, pydicom (whose
-    modules import each other) could come out partially initialised for one of them: an
-    association aborted, or a C-STORE refused ("partially initialized module 'pydicom'")."""
-    _known_storage_classes()
-    known_transfer_syntaxes()
+    return uids.TRANSFER_SYNTAXES
 
 
 def is_storage_class(uid: str, accept_unknown: bool = True) -> bool:
-    """A storage SOP class (PS3.4 B.5), any future one in the storage arc
-    1.2.840.10008.5.1.4.1.1, and (when ``accept_unknown``) any private, non-DICOM-rooted UID."""
-    if uid in _known_storage_classes() or uid.startswith(uids.STORAGE_ROOT):
+    """A storage SOP class (PS3.4 B.5: any in the storage arc 1.2.840.10008.5.1.4.1.1, future
+    ones too, and the few outside it) and (when ``accept_unknown``) any private, non-DICOM-rooted
+    UID. Plain tables (:mod:`DICOMPlusLib.uids`): negotiation imports nothing, so neither a
+    listener's start nor its association threads import pydicom for it."""
+    if uid.startswith(uids.STORAGE_ROOT) or uid in uids.STORAGE_OUTSIDE_ROOT:
         return True
     return accept_unknown and not uid.startswith("1.2.840.10008.")
 

@@ -450,8 +450,8 @@ def _import_what_associations_need() -> None:
     would otherwise import on its association's (or database reader's) thread: the wire of the
     sub-operations, the DIMSE encoder, the keyword dictionary of the database's matching, the
     prefetch. Each association then starts with its modules loaded, and no two threads import
-    one package at once (see :func:`DICOMPlusLib.network.dimse.acceptor.prepare` for what that
-    did to pydicom)."""
+    one package at once (see :func:`DICOMPlusLib._lazy.import_pydicom` for what that did to
+    pydicom)."""
     import DICOMPlusLib.database.keywords
     import DICOMPlusLib.loading.prefetch
     import DICOMPlusLib.network.pacs.qrscp_wire  # noqa: F401
