@@ -108,6 +108,21 @@ def test_retrieve_command_does_not_import_pydicom(dcmqrscp, tmp_path):
         assert len(db.search("instance")) == 3
 
 
+def test_retrieve_by_move_does_not_import_pydicom(dcmqrscp, tmp_path):
+    """A C-MOVE's listener, started in the retrieving process, negotiates with the plain tables
+    too: no pydicom, numpy or pynetdicom (it imported all three for them before)."""
+    series = make_series(tmp_path / "ct", n=3, rows=8, cols=8)
+    dcmqrscp.load(series.folder)
+    names = modules_imported("--db", str(tmp_path / "db"), "retrieve", f"{dcmqrscp.aet}@127.0.0.1:{dcmqrscp.port}",
+                             "--study", series.study_uid, "--method", "move", "--listener-port",
+                             str(dcmqrscp.dicomplus_port), expect="DICOMPlusLib.network.dimse.acceptor")  # fmt: skip
+    assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
+    from DICOMPlusLib.database import Database
+
+    with Database(tmp_path / "db") as db:
+        assert len(db.search("instance")) == 3
+
+
 def test_listen_command_imports_neither_pydicom_nor_pynetdicom(dcmtk, tmp_path):
     """A listener negotiates with plain tables of storage classes and transfer syntaxes
     (``uids.STORAGE_OUTSIDE_ROOT``, ``uids.TRANSFER_SYNTAXES``) and indexes what it receives with
