@@ -4,6 +4,8 @@ the engine's work (import) lands in the same database the panel reads."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dicomplus_testing.synthetic import make_series
@@ -79,6 +81,27 @@ def test_set_database_path_remembers_a_url_or_a_path(dicomplus_module, settings,
         assert fresh.databasePath() == str(tmp_path / "db.sqlite")
     finally:
         fresh.close()
+
+
+def test_an_sqlite_file_after_a_url_keeps_its_files_beside_it(
+    dicomplus_module, settings, postgres_url, tmp_path
+):
+    """``DICOMPlus/StorePath`` is the shared PostgreSQL store: it stays in the settings when a
+    path replaces the URL, and neither the panel nor the engine puts the SQLite file's files in it."""
+    logic = dicomplus_module.DICOMPlusLogic()
+    try:
+        logic.setDatabasePath(postgres_url, store=tmp_path / "shared")
+        logic.setDatabasePath(tmp_path / "local" / "dicomplus.sqlite")
+        assert settings.value("DICOMPlus/StorePath") == str(tmp_path / "shared")
+        assert logic.databaseArgs() == {"db": str(tmp_path / "local" / "dicomplus.sqlite")}
+        assert logic.database.store_root == tmp_path / "local" / "store"
+        series = make_series(tmp_path / "s", n=2, rows=4, cols=4)
+        assert logic.importFolder([series.folder]).get(60).added == 2  # in the engine
+        [one, two] = logic.search("instance")
+        assert {Path(one.path).parent.parent, Path(two.path).parent.parent} == {tmp_path / "local" / "store"}
+        assert not (tmp_path / "shared").exists()
+    finally:
+        logic.close()
 
 
 def test_declining_psycopg_opens_nothing(dicomplus_module, settings, monkeypatch, postgres_url, tmp_path):

@@ -496,6 +496,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
                     "thumbnail",
                     {
                         "db": getattr(database, "url", None) or str(database.path),
+                        "store": str(database.store_root),  # the engine opens it as the panel did
                         "series": uid,
                         "size": THUMBNAIL_SIZE,
                     },

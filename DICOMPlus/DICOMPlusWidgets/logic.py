@@ -50,7 +50,13 @@ class DatabaseLogic:
     def storePath(self):
         """The file store of a PostgreSQL database (``DICOMPlus/StorePath``: a folder every
         workstation reaches at the same path), needed only while the database records none;
-        None when not set."""
+        None when not set, and for an SQLite file, whose files go to ``store/`` beside it: the
+        setting stays when a path replaces the URL, and the files of the SQLite database must not
+        land in the shared PostgreSQL store."""
+        from DICOMPlusLib.database.backends import is_url
+
+        if not is_url(self.databasePath()):
+            return None
         return str(qt.QSettings().value("DICOMPlus/StorePath", "") or "") or None
 
     def setDatabasePath(self, path, store=None):

@@ -212,7 +212,11 @@ class DICOMPlusPreviewWidget(qt.QWidget):
             ("plan", seriesUID),
             (
                 "preview_plan",
-                {"db": getattr(database, "url", None) or str(database.path), "series": seriesUID},
+                {
+                    "db": getattr(database, "url", None) or str(database.path),
+                    "store": str(database.store_root),  # the engine opens it as the panel did
+                    "series": seriesUID,
+                },
             ),
             first=True,
         )

@@ -1,6 +1,7 @@
 """What the engine can do: one function per operation, each a thin call into the library.
 
-Arguments arrive decoded (``task.args``); databases are named by path or ``postgresql://`` URL and opened once per engine
+Arguments arrive decoded (``task.args``); databases are named by path or ``postgresql://`` URL
+(``db``) with their file store (``store``, optional) and opened once per engine and store
 (``task.database()``). Results are the library's own report and record types; the host gets them
 back as objects (:mod:`DICOMPlusLib.engine.protocol`).
 """

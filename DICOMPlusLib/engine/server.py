@@ -47,7 +47,7 @@ class Engine:
         self._lock = threading.Lock()
         self._tasks: dict[int, Task] = {}
         self._threads: dict[int, threading.Thread] = {}
-        self._databases: dict[str, Any] = {}
+        self._databases: dict[tuple[str, str | None], Any] = {}
         self.listener: Listener | None = None
         self._listener_subscription: Subscription | None = None
         self.pacs: QueryRetrieveSCP | None = None
@@ -67,16 +67,34 @@ class Engine:
 
     # -- shared state ----------------------------------------------------------------------------
     def database(self, target: str, store: str | None = None):
-        """The database at ``target`` (an SQLite path or a ``postgresql://`` URL, with its file
-        ``store`` where the PostgreSQL database records none yet), opened once per engine (a
-        writer; SQLite WAL and PostgreSQL's MVCC let the host and other processes read meanwhile)."""
+        """The database at ``target`` (an SQLite path or a ``postgresql://`` URL) with its files
+        in ``store`` (None: the database's own: ``store/`` beside an SQLite file, the folder a
+        PostgreSQL database records), opened once per engine and store (a writer; SQLite WAL and
+        PostgreSQL's MVCC let the host and other processes read meanwhile).
+
+        A request is what ``dicomplus --db TARGET --store STORE`` would open: the host may have
+        changed its store folder since the database was first opened here (the module's
+        ``DICOMPlus/StorePath``), and an import must then land in the folder asked for, not in
+        the one an earlier request named. The earlier opening stays for the work still using it
+        (a listener); requests that come to the same database and store share one opening."""
         from DICOMPlusLib.database.backends import is_url, open_database
 
-        key = str(target) if is_url(target) else os.path.abspath(str(target))
+        key = (
+            str(target) if is_url(target) else os.path.abspath(str(target)),
+            os.path.abspath(str(store)) if store else None,
+        )
         with self._lock:
-            if key not in self._databases:
-                self._databases[key] = open_database(key, store=store)
-            return self._databases[key]
+            db = self._databases.get(key)
+            if db is None:
+                db = open_database(key[0], store=key[1])
+                same = _identity(db)
+                for other in self._databases.values():
+                    if _identity(other) == same:  # e.g. no store named, then its own named
+                        db.close()
+                        db = other
+                        break
+                self._databases[key] = db
+            return db
 
     def finished(self, task: Task) -> None:
         with self._lock:
@@ -137,7 +155,7 @@ class Engine:
         self.stop_pacs()
         with self._lock:
             databases, self._databases = list(self._databases.values()), {}
-        for db in databases:
+        for db in {id(db): db for db in databases}.values():  # one store's opening has several keys
             with contextlib.suppress(Exception):
                 db.close()
 
@@ -154,6 +172,11 @@ class Engine:
         server, self.pacs = self.pacs, None
         if server is not None:
             server.stop()
+
+
+def _identity(db: Any) -> tuple[str, str]:
+    """Which database and store ``db`` is: its file (SQLite) or URL (PostgreSQL), its store."""
+    return str(getattr(db, "url", None) or db.path), str(db.store_root)
 
 
 def warm_imports() -> None:

@@ -1,0 +1,63 @@
+"""The engine opens a database with the store each request names, as ``dicomplus --db X --store Y``
+would: a host that changed its store folder (the module's ``DICOMPlus/StorePath``) after the
+engine first opened the database gets its files in the new folder, not silently in the first one;
+a request naming no store gets the database's own (SQLite: ``store/`` beside the file; PostgreSQL:
+the folder it records). Driven through the engine protocol, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.database import open_database
+from DICOMPlusLib.database.postgres import recorded_store
+from DICOMPlusLib.engine.client import SubprocessEngine
+
+
+def _import(engine: SubprocessEngine, db: str, folder: Path, store: Path | None = None) -> None:
+    args = {"db": db, "paths": [str(folder)]}
+    if store is not None:
+        args["store"] = str(store)
+    assert engine.call("import", args, timeout=60).added > 0
+
+
+def _stored_in(engine: SubprocessEngine, db: str, series_uid: str) -> set[Path]:
+    """The folders the instances of ``series_uid`` are stored under (their store's root)."""
+    found = engine.call(
+        "search", {"db": db, "level": "instance", "criteria": {"SeriesInstanceUID": series_uid}}
+    )
+    assert found
+    return {Path(record.path).parent.parent for record in found}  # <store>/hh/<sha256>.dcm
+
+
+def _three_series(tmp_path: Path):
+    return [make_series(tmp_path / f"s{i}", n=2, rows=4, cols=4) for i in range(3)]
+
+
+def test_sqlite_each_request_gets_the_store_it_names(tmp_path):
+    db = str(tmp_path / "db" / "dicomplus.sqlite")
+    first, second, third = _three_series(tmp_path)
+    with SubprocessEngine() as engine:
+        _import(engine, db, first.folder, store=tmp_path / "store-a")
+        _import(engine, db, second.folder, store=tmp_path / "store-b")  # the user changed it
+        _import(engine, db, third.folder)  # none named: store/ beside the file
+        assert _stored_in(engine, db, first.series_uid) == {tmp_path / "store-a"}
+        assert _stored_in(engine, db, second.series_uid) == {tmp_path / "store-b"}
+        assert _stored_in(engine, db, third.series_uid) == {tmp_path / "db" / "store"}
+        # The folder form of the same database, its own store named: the same opening's files.
+        found = engine.call("search", {"db": str(tmp_path / "db"), "store": str(tmp_path / "db" / "store")})
+        assert len(found) == 3
+
+
+def test_postgresql_each_request_gets_the_store_it_names(postgres_url, tmp_path):
+    first, second, third = _three_series(tmp_path)
+    with SubprocessEngine() as engine:
+        _import(engine, postgres_url, first.folder, store=tmp_path / "store-a")  # recorded: the first
+        _import(engine, postgres_url, second.folder, store=tmp_path / "store-b")
+        _import(engine, postgres_url, third.folder)  # none named: the one the database records
+        assert _stored_in(engine, postgres_url, first.series_uid) == {tmp_path / "store-a"}
+        assert _stored_in(engine, postgres_url, second.series_uid) == {tmp_path / "store-b"}
+        assert _stored_in(engine, postgres_url, third.series_uid) == {tmp_path / "store-a"}
+    assert recorded_store(postgres_url) == str(tmp_path / "store-a")
+    with open_database(postgres_url) as db:  # another workstation: every file where its row says
+        assert all(Path(r.path).is_file() for r in db.search("instance", {}))
