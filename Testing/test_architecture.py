@@ -109,13 +109,15 @@ def test_no_import_cycles():
 
 
 #: network/'s layers, bottom first; a module imports its own layer and those below it only:
-#: values (endpoints, nodes, reports and options), the two protocol stacks (dimse/, web/), the
+#: values (endpoints, nodes, reports and options), the cancellable TCP connect both stacks open
+#: their connections with (connect), the two protocol stacks (dimse/, web/), the
 #: implementations of each operation over a stack (echo_dimse, find, send_dimse, retrieve_qr,
 #: the listener...), the transports (transports/: one per endpoint kind, the protocol the
 #: services dispatch to), the services (echo, send, query, retrieve, sources) and the sample
 #: PACS (pacs/), an application of them.
 NETWORK_LAYERS = [
     ("values", {"endpoints", "nodes", "models", "answers"}),
+    ("sockets", {"connect"}),
     ("stacks", {"dimse", "web"}),
     ("implementations", {"echo_dimse", "echo_web", "find", "send_dimse", "retrieve_qr", "retrieve_plan",
                          "retrieve_dimse", "retrieve_web", "listener", "storage"}),

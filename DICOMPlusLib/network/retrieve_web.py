@@ -32,7 +32,7 @@ def retrieve_dicomweb(node: RemoteNode, db: DatabaseProtocol, request: RetrieveR
         raise RetrieveError(
             "DICOMweb retrieve of single instances is not supported here: retrieve their series"
         )
-    client = client_for(node, timeout=timeout)
+    client = client_for(node, timeout=timeout, cancel=cancel)
     targets: list[tuple[str, str | None]] = []
     try:
         for series_uid in series_uids:

@@ -9,9 +9,7 @@ GUI) can tell "nothing listens there" from "the peer does not know our AE title"
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import select
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, CancelledError, NetworkTimeout
+from DICOMPlusLib.network.connect import CANCEL_POLL_S, Cancel, connect_cancellable, lookup_name
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 
@@ -57,16 +56,16 @@ class AcceptedContext:
 
 
 def connect_socket(
-    host: str, port: int, timeout: float, tls: ssl.SSLContext | None, cancel: _Cancel | None = None
+    host: str, port: int, timeout: float, tls: ssl.SSLContext | None, cancel: Cancel | None = None
 ) -> socket.socket:
     """A connected socket (TLS when ``tls``); ``cancel`` ends the wait for the connection."""
     where = f"{host}:{port}"
     try:
         if cancel is None:
             # typeshed says str; create_connection hands the host to getaddrinfo, which takes bytes
-            sock = socket.create_connection((_lookup_name(host), port), timeout=timeout)  # type: ignore[arg-type]
+            sock = socket.create_connection((lookup_name(host), port), timeout=timeout)  # type: ignore[arg-type]
         else:
-            sock = _connect_cancellable(host, port, timeout, cancel)
+            sock = connect_cancellable(host, port, timeout, cancel)
     except ConnectionRefusedError:
         raise AssociationFailed(
             "refused",
@@ -93,67 +92,6 @@ def connect_socket(
                 sock.close()
             raise AssociationFailed("tls", f"TLS handshake with {where} failed: {exc}") from None
     return sock
-
-
-def _lookup_name(host: str) -> str | bytes:
-    """``host`` as getaddrinfo gets it. A str host is encoded there with the "idna" codec, whose
-    first use imports encodings.idna, stringprep and unicodedata (~1 ms of a ``dicomplus send``
-    process); an ASCII name or address is the same bytes (a malformed one then fails as "cannot
-    resolve")."""
-    return host.encode("ascii") if host.isascii() else host
-
-
-#: connect_ex's answers while a non-blocking connection is on its way (Windows: WSAEWOULDBLOCK).
-_CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035}
-
-
-def _connect_cancellable(host: str, port: int, timeout: float, cancel: _Cancel) -> socket.socket:
-    """:func:`socket.create_connection` that looks at ``cancel`` while it waits: a host that
-    drops packets (a firewall, an address nothing answers) held a Ctrl-C'd send or retrieve in
-    ``connect()`` for the whole timeout (the signal handler only cancels; the system call goes
-    on). The connection is started non-blocking and waited for in slices of CANCEL_POLL_S, so
-    the SYN is sent once and retried by the kernel, as a blocking connect's would be."""
-    deadline = time.monotonic() + timeout
-    last: OSError | None = None
-    for family, kind, proto, _name, address in socket.getaddrinfo(
-        _lookup_name(host), port, type=socket.SOCK_STREAM
-    ):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            code = sock.connect_ex(address)
-            while code:
-                if code not in _CONNECTING:
-                    raise OSError(code, os.strerror(code))
-                if cancel.cancelled:
-                    raise CancelledError(f"cancelled while connecting to {host}:{port}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                if _writable(sock, min(left, CANCEL_POLL_S)):
-                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if code:
-                        raise OSError(code, os.strerror(code))  # ConnectionRefusedError, ...
-            sock.settimeout(timeout)  # blocking with a timeout, as create_connection leaves it
-            return sock
-        except (CancelledError, TimeoutError):
-            sock.close()
-            raise
-        except OSError as exc:  # the next address (IPv4 after IPv6), as create_connection does
-            sock.close()
-            last = exc
-    raise last or OSError(f"no address for {host}")
-
-
-def _writable(sock: socket.socket, seconds: float) -> bool:
-    """Whether ``sock``'s connection attempt ended (connected or failed) within ``seconds``:
-    poll where there is one (select's descriptors stop at 1024 on Linux), select on Windows."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        return bool(poller.poll(seconds * 1000))
-    _, done, failed = select.select([], [sock], [sock], seconds)
-    return bool(done or failed)
 
 
 class ClientAssociation:
@@ -374,7 +312,7 @@ def associate(
     acse_timeout: float = 30.0,
     dimse_timeout: float = 60.0,
     max_pdu: int = DEFAULT_MAX_PDU,
-    cancel: _Cancel | None = None,
+    cancel: Cancel | None = None,
 ) -> ClientAssociation:
     """Open an association proposing ``contexts`` [(abstract syntax, [transfer syntaxes])]
     (at most 128, PS3.8 9.3.2.2: context IDs are the odd numbers 1-255). ``cancel`` (a
@@ -444,16 +382,7 @@ def associate(
     )
 
 
-class _Cancel(Protocol):
-    @property
-    def cancelled(self) -> bool: ...
-
-
-#: How often the wait for an association's answer looks at its cancel token (Ctrl-C).
-CANCEL_POLL_S = 0.2
-
-
-def _answer(stream: ul.PDUStream, timeout: float, cancel: _Cancel | None) -> tuple[int, memoryview]:
+def _answer(stream: ul.PDUStream, timeout: float, cancel: Cancel | None) -> tuple[int, memoryview]:
     """The PDU answering our A-ASSOCIATE-RQ, waited for in slices so that a cancel is seen: a
     peer that accepts the connection and never answers held a Ctrl-C'd query for the whole
     timeout (30 s), which then ended as a failure (1) instead of a cancel (130). Waking up mid-PDU

@@ -27,7 +27,7 @@ class DicomwebTransport:
     def query(
         self, node, level, criteria, *, model, calling_ae_title, limit, cancel, timeout, return_keys, report
     ):
-        client = client_for(node, timeout=timeout)
+        client = client_for(node, timeout=timeout, cancel=cancel)
         if level is not QueryLevel.PATIENT:
             yield from dicomweb_search(client, level, criteria, limit=limit, report=report)
             return
@@ -42,7 +42,7 @@ class DicomwebTransport:
             if progress is not None:
                 progress(len(failures) + count, total, current)
 
-        stored = client_for(node, timeout=options.timeout).store(
+        stored = client_for(node, timeout=options.timeout, cancel=cancel).store(
             [item.path for item in items], progress=counted, cancel=cancel
         )
         done_sops = set(stored.done)

@@ -190,7 +190,8 @@ def record_from_json(level: QueryLevel, item: dict):
 
 
 class DicomwebClient:
-    """QIDO-RS, WADO-RS and STOW-RS against one endpoint, with retry on 408/429/5xx."""
+    """QIDO-RS, WADO-RS and STOW-RS against one endpoint, with retry on 408/429/5xx. ``cancel``
+    (a CancelToken) ends a wait for a TCP connection with CancelledError (see :mod:`.connection`)."""
 
     def __init__(
         self,
@@ -199,15 +200,22 @@ class DicomwebClient:
         retries: int = 4,
         backoff: float = 0.5,
         session: requests.Session | None = None,
+        cancel: CancelToken | None = None,
     ) -> None:
         import requests
+
+        from DICOMPlusLib.network.web.connection import CancellableAdapter
 
         self.endpoint = DicomwebEndpoint(endpoint) if isinstance(endpoint, str) else endpoint
         self.base = self.endpoint.url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
         self.max_json_bytes = web_response.MAX_JSON_BYTES
+        self.cancel = cancel
         self.session = session or requests.Session()
+        if session is None:
+            for prefix in ("http://", "https://"):
+                self.session.mount(prefix, CancellableAdapter())
         self.session.trust_env = False  # loopback and hospital networks: no proxy surprises
         if self.endpoint.token:
             self.session.headers["Authorization"] = f"Bearer {self.endpoint.token}"
@@ -219,12 +227,15 @@ class DicomwebClient:
     def _request(self, method: str, path: str, *, error: type[Exception], **kwargs) -> requests.Response:
         import requests
 
+        from DICOMPlusLib.network.web.connection import cancelled_by
+
         url = self.base + path
         kwargs.setdefault("timeout", self.endpoint.timeout)
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
-                response = self.session.request(method, url, **kwargs)
+                with cancelled_by(self.cancel):
+                    response = self.session.request(method, url, **kwargs)
             except requests.exceptions.SSLError as exc:
                 raise error(f"TLS verification failed for {self.base}: {exc}") from exc
             except requests.exceptions.ConnectionError as exc:
@@ -371,7 +382,10 @@ class DicomwebClient:
                     f"/studies/{quote(study_uid)}/series/{quote(uid)}/instances/{quote(sop)}" for sop in only
                 ]
             for path in paths:
-                self._fetch(db, path, report, progress, cancel)
+                try:
+                    self._fetch(db, path, report, progress, cancel)
+                except CancelledError:  # while connecting: what arrived before is stored and counted
+                    report.cancelled = True
                 if report.cancelled:
                     return report
         return report
@@ -436,14 +450,18 @@ class DicomwebClient:
             nonlocal size
             if not batch:
                 return
-            self._stow(path, batch, report)
+            try:
+                self._stow(path, batch, report)
+            except CancelledError:  # while connecting: the batch was not sent
+                report.cancelled = True
+                return
             batch.clear()
             size = 0
             if progress:
                 progress(len(report.done) + len(report.failed), report.expected, "")
 
         for f in paths:
-            if cancel.cancelled:
+            if cancel.cancelled or report.cancelled:
                 report.cancelled = True
                 break
             try:
@@ -507,14 +525,15 @@ class DicomwebClient:
                 report.done.append(sop)
 
 
-def client_for(node, *, timeout: float = 30.0) -> DicomwebClient:
-    """The DicomwebClient of a RemoteNode's DICOMweb endpoint (its URL and credentials)."""
+def client_for(node, *, timeout: float = 30.0, cancel: CancelToken | None = None) -> DicomwebClient:
+    """The DicomwebClient of a RemoteNode's DICOMweb endpoint (its URL and credentials); ``cancel``
+    ends a wait for its connection."""
     import dataclasses
 
     web = getattr(node, "web", None)
     if web is None:
         raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
-    return DicomwebClient(dataclasses.replace(web, timeout=timeout))
+    return DicomwebClient(dataclasses.replace(web, timeout=timeout), cancel=cancel)
 
 
 def _os_reason(exc: BaseException) -> str:

@@ -1,0 +1,57 @@
+"""Ctrl-C in a real terminal while a DICOMweb (HTTP) connection waits for a host that drops
+packets: the command ends at once with its one account and exit code 130, as it does on a DIMSE
+node (test_cli_terminal.py), not after --timeout. ``requests`` connects with a blocking
+``connect()`` that the CLI's Ctrl-C handler (which only cancels) does not interrupt."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from test_cli_terminal import cli, connecting_to, run_in_terminal
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+
+
+@pytest.mark.parametrize(
+    ("command", "account"),
+    [
+        (["echo"], "dicomplus: interrupted"),
+        (["query"], "cancelled after 0 results"),
+        (["retrieve", "--study", "1.2.3"], "cancelled after 0/0 instances"),
+        (["send", "FILES"], "cancelled after 0/2 files; 0 kept"),
+    ],
+)
+def test_ctrl_c_while_connecting_to_a_dicomweb_host_that_drops_packets(
+    command, account, tmp_path, monkeypatch
+):
+    """The host drops every SYN (a listening socket whose backlog is full): Ctrl-C once the
+    connection waits in SYN-SENT ends the command within a few seconds, exit 130, one account."""
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
+    series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=92)
+    with socket.socket() as full, socket.socket() as filler:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        filler.connect(full.getsockname())  # fills the backlog, never accepted
+        port = full.getsockname()[1]
+        added = cli("nodes", "add", "DROPS", "--dicomweb", f"http://{LOOPBACK}:{port}/dicom-web")
+        assert added.returncode == 0, added.stderr
+        rest = [str(series.folder) if a == "FILES" else a for a in command[1:]]
+        args = ["--db", str(tmp_path / "db"), command[0], "DROPS", *rest, "--timeout", "600"]
+        typed_at: list[float] = []
+
+        def connecting(_shown: bytes) -> bool:
+            if not connecting_to(port):
+                return False
+            time.sleep(0.3)  # well inside connect(), past any Python-level check
+            typed_at.append(time.monotonic())
+            return True
+
+        code, text = run_in_terminal(args, interrupt_when=connecting, timeout=60)  # far below --timeout 600
+    assert time.monotonic() - typed_at[0] < 5, text  # at once, not after --timeout
+    assert code == 130, text
+    assert account in text and "Traceback" not in text, text
+    assert "failed" not in text and "error" not in text, text  # a cancel, not files that failed
+    assert text.count(account) == 1, text

@@ -1,0 +1,60 @@
+"""The engine's Cancel (the panel's Cancel button) ends a query, retrieve or send whose TCP
+connection waits for a host that drops packets, at once: on a DICOMweb node, ``requests`` held
+it in a blocking ``connect()`` for the whole timeout (30 s) before the cancel was seen; on a
+DIMSE node it is cut as it is in the CLI."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from test_cli_terminal import connecting_to
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.engine.client import SubprocessEngine
+from DICOMPlusLib.errors import CancelledError
+from DICOMPlusLib.jobs import JobState
+from DICOMPlusLib.network.endpoints import DicomwebEndpoint
+from DICOMPlusLib.network.nodes import RemoteNode
+
+
+@pytest.fixture
+def drops():
+    """A loopback port that drops every SYN: a listening socket whose backlog is full."""
+    with socket.socket() as full, socket.socket() as filler:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        filler.connect(full.getsockname())  # fills the backlog, never accepted
+        yield full.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["dicomweb", "dimse"])
+@pytest.mark.parametrize("op", ["query", "retrieve", "send"])
+def test_cancel_while_connecting_to_a_host_that_drops_packets(op, kind, drops, tmp_path):
+    if kind == "dicomweb":
+        node = RemoteNode("DROPS", web=DicomwebEndpoint(f"http://{LOOPBACK}:{drops}/dicom-web"))
+    else:
+        node = RemoteNode.parse(f"DROPS@{LOOPBACK}:{drops}")
+    series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=93)
+    db = str(tmp_path / "db")
+    args = {
+        "query": {"node": node, "level": "study", "criteria": {}},
+        "retrieve": {"db": db, "node": node, "study": series.study_uid},
+        "send": {"db": db, "node": node, "studies": [series.study_uid]},
+    }[op]
+    with SubprocessEngine() as engine:
+        engine.call("import", {"db": db, "paths": [str(series.folder)]}, timeout=60)
+        job = engine.submit(op, args)
+        deadline = time.monotonic() + 30
+        while not connecting_to(drops) and not job.finished and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert connecting_to(drops), job.error
+        time.sleep(0.3)  # well inside connect()
+        job.cancel()
+        assert job.wait(5), "the cancel was not seen while connecting"
+    assert job.state is JobState.CANCELLED, job.error
+    assert isinstance(job.error, CancelledError)
+    if job.result is not None:  # a send's report: every file "cancelled", none failed
+        assert job.result.cancelled and not job.result.sent
