@@ -184,6 +184,18 @@ def test_send_ctrl_c(instances, storescp):
     assert "send" in text and "━" in text
     _, total, kept = assert_cancelled(code, text, "files")
     assert total == COUNT and kept == len(list(Path(storescp.out_dir).rglob("*.*")))
+    assert_account_above_summary(text, "sent ")
+
+
+def assert_account_above_summary(text: str, summary: str) -> None:
+    """The one account of a cancel comes first, then the summary line starting with ``summary``
+    (which does not say "cancelled" again): read top down, why it stopped, then what it did."""
+    # splitlines() splits at the bar's carriage returns too; its escape sequences go
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in text.splitlines()]
+    account = [i for i, line in enumerate(lines) if CANCELLED.search(line)]
+    summaries = [i for i, line in enumerate(lines) if line.startswith(summary)]
+    assert len(account) == 1 and len(summaries) == 1 and account[0] < summaries[0], text
+    assert "cancelled" not in lines[summaries[0]], text
 
 
 def test_the_bar_ends_on_the_last_count():

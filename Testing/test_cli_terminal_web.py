@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from test_cli_terminal import cli, connecting_to, run_in_terminal
+from test_cli_terminal import assert_account_above_summary, cli, connecting_to, run_in_terminal
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
@@ -55,3 +55,5 @@ def test_ctrl_c_while_connecting_to_a_dicomweb_host_that_drops_packets(
     assert account in text and "Traceback" not in text, text
     assert "failed" not in text and "error" not in text, text  # a cancel, not files that failed
     assert text.count(account) == 1, text
+    if command[0] == "send":
+        assert_account_above_summary(text, "sent ")

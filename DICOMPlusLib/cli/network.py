@@ -305,11 +305,10 @@ def cmd_listen(args) -> int:
 
 
 # -- send --------------------------------------------------------------------------------------
-def _cancelled(done: int, total: int, sent: int) -> int:
-    """A cancelled send says how far it got (on stderr) and exits 130."""
+def _say_cancelled(done: int, total: int, sent: int) -> None:
+    """A cancelled send says how far it got (on stderr), above its summary, and exits 130."""
     resume = "run the same command again to send the rest (the node gets the first ones again)"
-    print(cancelled_message(done, total, sent, "files", resume), file=sys.stderr)
-    return Exit.INTERRUPTED
+    print(cancelled_message(done, total, sent, "files", resume), file=sys.stderr, flush=True)
 
 
 def cmd_send(args) -> int:
@@ -346,6 +345,8 @@ def cmd_send(args) -> int:
             bar.close()
     failed = [r for r in report.failed if not not_dicom(r.message)]
     ignored = [r for r in report.failed if not_dicom(r.message)]
+    if report.cancelled:  # why it stopped first, then what it did: the order it is read in
+        _say_cancelled(bar.done, bar.total or len(report.results), report.sent)
     if args.json:
         print_json(report.to_dict())
     else:
@@ -359,7 +360,6 @@ def cmd_send(args) -> int:
             f"sent {report.sent} of {total} to {node.address} in {report.seconds:.2f} s ({how})"
             + (f", {report.warnings} with warnings" if report.warnings else "")
             + (f", not DICOM {len(ignored)}" if ignored else "")
-            + (", cancelled" if report.cancelled else "")
         )
         for r in failed[:20]:
             print(f"  failed {r.path}: {r.message}")
@@ -368,7 +368,7 @@ def cmd_send(args) -> int:
         for r in ignored if args.verbose else ():
             print(f"  skipped {r.path}: {r.message}")
     if report.cancelled:
-        return _cancelled(bar.done, bar.total or len(report.results), report.sent)
+        return Exit.INTERRUPTED
     if failed:
         return Exit.FAILED
     if report.sent == 0:
