@@ -6,9 +6,14 @@ the folder it records). Driven through the engine protocol, on SQLite and on Pos
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import open_database
 from DICOMPlusLib.database.postgres import recorded_store
 from DICOMPlusLib.engine.client import SubprocessEngine
@@ -61,3 +66,31 @@ def test_postgresql_each_request_gets_the_store_it_names(postgres_url, tmp_path)
     assert recorded_store(postgres_url) == str(tmp_path / "store-a")
     with open_database(postgres_url) as db:  # another workstation: every file where its row says
         assert all(Path(r.path).is_file() for r in db.search("instance", {}))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_cli_and_the_engine_agree_on_the_store_when_none_is_given(backend, request, tmp_path):
+    """``dicomplus`` and the engine (the module's work) name the same database without a store:
+    both put its files in the same folder (docs/cli.md --store: ``store/`` beside an SQLite file;
+    for PostgreSQL the folder the database records, given once)."""
+    if backend == "sqlite":
+        db, once, expected = str(tmp_path / "db"), [], tmp_path / "db" / "store"
+    else:
+        db, once, expected = (
+            request.getfixturevalue("postgres_url"),
+            ["--store", str(tmp_path / "shared")],
+            tmp_path / "shared",
+        )
+    first, second, third = _three_series(tmp_path)
+    _cli("--db", db, *once, "import", str(first.folder))
+    with SubprocessEngine() as engine:
+        _import(engine, db, second.folder)
+        _cli("--db", db, "import", str(third.folder))  # while the engine has it open
+        for series in (first, second, third):
+            assert _stored_in(engine, db, series.series_uid) == {expected}
+
+
+def _cli(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
