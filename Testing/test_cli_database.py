@@ -71,3 +71,22 @@ def test_console_script_and_env_database(tmp_path):
     out = subprocess.run([exe, "info", "--json"], check=True, env=env, capture_output=True, text=True).stdout
     assert json.loads(out)["instances"] == 2
     assert (tmp_path / "envdb" / "dicomplus.sqlite").is_file()
+
+
+def test_a_tilde_the_shell_left_is_the_home_folder(tmp_path, capsys, monkeypatch):
+    """``--db=~/x`` and ``--store=~/x`` reach the command with their ``~`` (the shell expands it
+    only as a word's start): the import made a folder named "~" in the current one, where the
+    next command's check (which expanded it) did not find the database."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    series = make_series(tmp_path / "s", n=2)
+    code, _, err = run(capsys, "--db=~/mydb", "--store=~/files", "import", str(series.folder), "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "--db=~/mydb", "info", "--json")
+    assert code == 0 and json.loads(out)["instances"] == 2, err
+    assert (home / "mydb" / "dicomplus.sqlite").is_file()
+    assert len(list((home / "files").rglob("*.dcm"))) == 2
+    assert list(here.iterdir()) == []

@@ -158,10 +158,17 @@ def _open_database(args, create: bool):
     from DICOMPlusLib.database.backends import open_database as open_backend
 
     path = getattr(args, "db", None)
+    store = getattr(args, "store", None)
+    # The shell leaves the ~ of --db=~/x and --store=~/x (and of a quoted one) alone: the
+    # database was made in a folder named "~" here, where the next command did not look.
+    if path is not None and not is_url(path):
+        path = os.path.expanduser(path)
+    if store is not None:
+        store = os.path.expanduser(store)
     if path is None and is_url(os.environ.get("DICOMPLUS_DB")):
         path = os.environ["DICOMPLUS_DB"]
     if is_url(path):  # the server says whether it exists; a new one gets its tables
-        return open_backend(path, store=getattr(args, "store", None))
+        return open_backend(path, store=store)
     if not create:
         target = database_file(path)
         if not target.is_file() and path is None:
@@ -174,7 +181,7 @@ def _open_database(args, create: bool):
                 f"no database at {path}; check --db (or $DICOMPLUS_DB), or create one with "
                 f"dicomplus --db {path} import PATH"
             )
-    return open_backend(path, store=getattr(args, "store", None))
+    return open_backend(path, store=store)
 
 
 def require_paths(*paths) -> None:
