@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_cli_terminal import CANCELLED, COUNT, cli, leftovers, many_instances
+from test_cli_terminal import CANCELLED, COUNT, assert_account_above_summary, cli, leftovers, many_instances
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
@@ -200,6 +200,7 @@ def test_retrieve_stopped(instances, tmp_path, stop, code):
         assert "finding the instances" in text  # drawn before the first instance: not a blank wait
         total, kept = account(text, "instances")
         assert total == RETRIEVED
+        assert_account_above_summary(text, "retrieved ")
         with Database(db) as database:
             assert database.info()["instances"] == kept
             store = database.store.root

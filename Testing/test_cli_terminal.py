@@ -166,6 +166,7 @@ def test_import_progress_and_ctrl_c(instances, tmp_path):
     assert text.count("cancelling (Ctrl-C again to stop at once)") == 1, text
     _, total, kept = assert_cancelled(code, text, "files")
     assert total == COUNT
+    assert_account_above_summary(text, "added ")
     with Database(db) as database:
         assert database.info()["instances"] == kept
         store = database.store.root

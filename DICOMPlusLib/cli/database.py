@@ -38,6 +38,13 @@ def cmd_import(args) -> int:
     others = [s for s in report.skipped if not s.reason.startswith("duplicate")]
     ignored = [s for s in others if not_dicom(s.reason)]
     failed = [s for s in others if not not_dicom(s.reason)]
+    if report.cancelled:  # why it stopped first, then what it did: the order it is read in
+        kept = report.added + report.unchanged + report.replaced
+        print(
+            cancelled_message(bar.done, bar.total, kept, "files", "run the same command again to resume"),
+            file=sys.stderr,
+            flush=True,
+        )
     if args.json:
         print_json(report.to_dict())
     else:
@@ -51,11 +58,6 @@ def cmd_import(args) -> int:
         if (ignored or duplicates) and not args.verbose:
             print("  (-v lists the files that are not DICOM and the duplicates by name)")
     if report.cancelled:
-        kept = report.added + report.unchanged + report.replaced
-        print(
-            cancelled_message(bar.done, bar.total, kept, "files", "run the same command again to resume"),
-            file=sys.stderr,
-        )
         return Exit.INTERRUPTED
     if failed:
         return Exit.FAILED

@@ -128,6 +128,9 @@ def cmd_retrieve(args) -> int:
     if error is not None:
         raise error
     assert report is not None  # run() sets either an error or a report
+    cancelled = report.cancelled or token.cancelled
+    if cancelled:  # why it stopped first, then what it did: the order it is read in
+        _cancelled(bar, len(report.done) + len(report.skipped))
     if args.json:
         print_json({**report.to_dict(), "method": method_word(report.method)})
     else:
@@ -136,7 +139,6 @@ def cmd_retrieve(args) -> int:
             f"retrieved {len(report.done)} of {counted(total, 'instance', 'instances')} from {node.name} by {method_word(report.method)} in "
             f"{report.seconds:.2f} s"
             + (f" ({len(report.skipped)} already here)" if report.skipped else "")
-            + (", cancelled" if report.cancelled else "")
             + (", complete" if report.complete else "")
         )
         for sop, reason in list(report.failed.items())[:20]:
@@ -145,14 +147,14 @@ def cmd_retrieve(args) -> int:
             print(f"  ... and {len(report.failed) - 20} more (use --json for all)")
         for warning in report.warnings:
             print(f"  warning: {warning}")
-    if report.cancelled or token.cancelled:
-        return _cancelled(bar, len(report.done) + len(report.skipped))
+    if cancelled:
+        return Exit.INTERRUPTED
     return Exit.OK if report.complete else Exit.FAILED
 
 
 def _cancelled(bar: ProgressBar, kept: int) -> int:
     resume = "run the same command again to resume (instances already here are not fetched again)"
-    print(cancelled_message(bar.done, bar.total, kept, "instances", resume), file=sys.stderr)
+    print(cancelled_message(bar.done, bar.total, kept, "instances", resume), file=sys.stderr, flush=True)
     return Exit.INTERRUPTED
 
 
