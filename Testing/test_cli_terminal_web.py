@@ -57,3 +57,52 @@ def test_ctrl_c_while_connecting_to_a_dicomweb_host_that_drops_packets(
     assert text.count(account) == 1, text
     if command[0] == "send":
         assert_account_above_summary(text, "sent ")
+
+
+@pytest.mark.parametrize(
+    ("command", "account"),
+    [
+        (["query"], "cancelled after 0 results"),
+        (["retrieve", "--study", "1.2.3"], "cancelled after 0/0 instances"),
+        (["send", "FILES"], "cancelled after 0/2 files; 0 kept"),
+    ],
+)
+def test_ctrl_c_while_a_dicomweb_server_does_not_answer(command, account, tmp_path, monkeypatch):
+    """The server takes the HTTP request and never answers: Ctrl-C ends the command at once
+    (130, its one account), not after --timeout, as on a DIMSE peer that holds the association
+    request unanswered (test_cli_terminal.py)."""
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
+    series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=94)
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        silent.settimeout(60)
+        added = cli(
+            "nodes", "add", "SILENT", "--dicomweb", f"http://{LOOPBACK}:{silent.getsockname()[1]}/dicom-web"
+        )
+        assert added.returncode == 0, added.stderr
+        rest = [str(series.folder) if a == "FILES" else a for a in command[1:]]
+        args = ["--db", str(tmp_path / "db"), command[0], "SILENT", *rest, "--timeout", "600"]
+        held, typed_at = [], []
+
+        def requested(_shown: bytes) -> bool:  # the request arrived: the command now waits for the answer
+            conn, _ = silent.accept()
+            conn.settimeout(60)
+            held.append(conn)
+            if not conn.recv(4096).startswith((b"GET ", b"POST ")):
+                return False
+            time.sleep(0.3)  # well inside the wait for the answer
+            typed_at.append(time.monotonic())
+            return True
+
+        try:
+            code, text = run_in_terminal(
+                args, interrupt_when=requested, timeout=60
+            )  # far below --timeout 600
+        finally:
+            for conn in held:
+                conn.close()
+    assert time.monotonic() - typed_at[0] < 5, text
+    assert code == 130, text
+    assert account in text and "Traceback" not in text, text
+    assert "failed" not in text and "error" not in text, text

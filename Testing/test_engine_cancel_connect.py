@@ -58,3 +58,39 @@ def test_cancel_while_connecting_to_a_host_that_drops_packets(op, kind, drops, t
     assert isinstance(job.error, CancelledError)
     if job.result is not None:  # a send's report: every file "cancelled", none failed
         assert job.result.cancelled and not job.result.sent
+
+
+@pytest.mark.parametrize("kind", ["dicomweb", "dimse"])
+@pytest.mark.parametrize("op", ["query", "retrieve", "send"])
+def test_cancel_while_a_peer_does_not_answer(op, kind, tmp_path):
+    """The peer takes the request (an HTTP request, an A-ASSOCIATE-RQ) and never answers: the
+    Cancel ends the work at once, not after the timeout."""
+    with socket.socket() as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.listen()
+        silent.settimeout(30)
+        port = silent.getsockname()[1]
+        if kind == "dicomweb":
+            node = RemoteNode("SILENT", web=DicomwebEndpoint(f"http://{LOOPBACK}:{port}/dicom-web"))
+        else:
+            node = RemoteNode.parse(f"SILENT@{LOOPBACK}:{port}")
+        series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=95)
+        db = str(tmp_path / "db")
+        args = {
+            "query": {"node": node, "level": "study", "criteria": {}},
+            "retrieve": {"db": db, "node": node, "study": series.study_uid},
+            "send": {"db": db, "node": node, "studies": [series.study_uid]},
+        }[op]
+        with SubprocessEngine() as engine:
+            engine.call("import", {"db": db, "paths": [str(series.folder)]}, timeout=60)
+            job = engine.submit(op, args)
+            conn, _ = silent.accept()
+            with conn:
+                conn.settimeout(30)
+                assert conn.recv(1)  # the request arrived: the work now waits for the answer
+                time.sleep(0.3)
+                job.cancel()
+                assert job.wait(5), "the cancel was not seen while waiting for the answer"
+    assert job.state is JobState.CANCELLED, job.error
+    if job.result is not None:
+        assert job.result.cancelled and not job.result.sent

@@ -79,12 +79,32 @@ def connect_cancellable(host: str, port: int, timeout: float, cancel: Cancel) ->
     raise last or OSError(f"no address for {host}")
 
 
+def wait_readable(sock: socket.socket, timeout: float | None, cancel: Cancel, what: str) -> None:
+    """Wait until ``sock`` has something to read (or its peer closed it), looking at ``cancel``
+    every CANCEL_POLL_S: a peer that took the request and never answers held a cancelled query
+    for its whole timeout. CancelledError on a cancel, TimeoutError after ``timeout`` (None: no
+    limit); ``what`` says what was awaited."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted are not on the socket
+    while not (pending is not None and pending()) and not _ready(sock, False, CANCEL_POLL_S):
+        if cancel.cancelled:
+            raise CancelledError(f"cancelled while waiting for {what}")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+
+
 def _writable(sock: socket.socket, seconds: float) -> bool:
-    """Whether ``sock``'s connection attempt ended (connected or failed) within ``seconds``:
-    poll where there is one (select's descriptors stop at 1024 on Linux), select on Windows."""
+    """Whether ``sock``'s connection attempt ended (connected or failed) within ``seconds``."""
+    return _ready(sock, True, seconds)
+
+
+def _ready(sock: socket.socket, writing: bool, seconds: float) -> bool:
+    """Whether ``sock`` can be read (or written), or failed, within ``seconds``: poll where there
+    is one (select's descriptors stop at 1024 on Linux), select on Windows."""
     if hasattr(select, "poll"):
         poller = select.poll()
-        poller.register(sock, select.POLLOUT)
+        poller.register(sock, select.POLLOUT if writing else select.POLLIN)
         return bool(poller.poll(seconds * 1000))
-    _, done, failed = select.select([], [sock], [sock], seconds)
-    return bool(done or failed)
+    readers, writers = ([], [sock]) if writing else ([sock], [])
+    read, written, failed = select.select(readers, writers, [sock], seconds)
+    return bool(read or written or failed)

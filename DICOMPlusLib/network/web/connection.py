@@ -1,12 +1,14 @@
-"""HTTP connections whose TCP connect a cancel ends (Ctrl-C in the CLI, Cancel in the engine).
+"""HTTP connections whose waits a cancel ends (Ctrl-C in the CLI, Cancel in the engine).
 
-``requests`` connects through urllib3 with a blocking ``connect()``: to a host that drops
-packets, a cancelled DICOMweb query, retrieve or send waited for its whole timeout (a DIMSE
+``requests`` connects through urllib3 with a blocking ``connect()`` and reads the answer with a
+blocking read: to a host that drops packets, or a server that takes the request and never
+answers, a cancelled DICOMweb query, retrieve or send waited for its whole timeout (a DIMSE
 association request did not: :func:`~DICOMPlusLib.network.connect.connect_cancellable`). A
 session of :class:`~.client.DicomwebClient` mounts :class:`CancellableAdapter`, whose
-connections open their socket with that connect while :func:`cancelled_by` names a token;
-the failures are urllib3's own (NewConnectionError, ConnectTimeoutError), so ``requests`` maps
-them as it maps a blocking connect's, and a cancel comes out as CancelledError.
+connections, while :func:`cancelled_by` names a token, open their socket with that connect and
+wait for the answer's first bytes in slices; the failures are urllib3's own
+(NewConnectionError, ConnectTimeoutError, a read timeout), so ``requests`` maps them as before,
+and a cancel comes out as CancelledError. A body that stalls halfway is still read blockingly.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from DICOMPlusLib.network.connect import Cancel, connect_cancellable
+from DICOMPlusLib.network.connect import Cancel, connect_cancellable, wait_readable
 
 #: The cancel token of the request this thread (or task) is making; None: connect as urllib3 does.
 _CANCEL: contextvars.ContextVar[Cancel | None] = contextvars.ContextVar("dicomplus_web_cancel", default=None)
@@ -59,14 +61,33 @@ def _new_conn(conn: HTTPConnection) -> socket.socket | None:
     return sock
 
 
+def _await_answer(conn: HTTPConnection) -> None:
+    """Before urllib3 reads the answer's status line (a blocking read for the whole read
+    timeout): wait for it in slices while :func:`cancelled_by` names a token, so that a server
+    that took the request and never answers does not hold a cancelled query, retrieve or send."""
+    cancel = _CANCEL.get()
+    timeout = conn.timeout
+    if cancel is None or conn.sock is None or not (timeout is None or isinstance(timeout, int | float)):
+        return
+    wait_readable(conn.sock, timeout, cancel, f"the answer of {conn.host}:{conn.port}")
+
+
 class _HTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _new_conn(self) or super()._new_conn()
+
+    def getresponse(self):  # urllib3's own return type
+        _await_answer(self)
+        return super().getresponse()
 
 
 class _HTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         return _new_conn(self) or super()._new_conn()
+
+    def getresponse(self):
+        _await_answer(self)
+        return super().getresponse()
 
 
 class _HTTPConnectionPool(HTTPConnectionPool):
