@@ -5,7 +5,9 @@ node (test_cli_terminal.py), not after --timeout. ``requests`` connects with a b
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import time
 
 import pytest
@@ -106,3 +108,45 @@ def test_ctrl_c_while_a_dicomweb_server_does_not_answer(command, account, tmp_pa
     assert code == 130, text
     assert account in text and "Traceback" not in text, text
     assert "failed" not in text and "error" not in text, text
+
+
+def test_ctrl_c_while_waiting_for_a_busy_server(tmp_path, monkeypatch):
+    """A server that answers 503 with Retry-After: 30 is asked again after 30 s, four times:
+    Ctrl-C during that wait ends the query at once (130, its one account)."""
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
+    asked = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(time.monotonic())
+            self.send_response(503)
+            self.send_header("Retry-After", "30")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Busy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{LOOPBACK}:{server.server_address[1]}/dicom-web"
+        assert cli("nodes", "add", "BUSY", "--dicomweb", url).returncode == 0
+        typed_at = []
+
+        def waiting(_shown: bytes) -> bool:
+            if not asked or time.monotonic() - asked[0] < 0.5:
+                return False
+            typed_at.append(time.monotonic())
+            return True
+
+        code, text = run_in_terminal(
+            ["query", "BUSY", "--timeout", "600"], interrupt_when=waiting, timeout=60
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - typed_at[0] < 5 and len(asked) == 1, text
+    assert code == 130, text
+    assert "cancelled after 0 results" in text and "Traceback" not in text and "503" not in text, text

@@ -257,7 +257,10 @@ class DicomwebClient:
                 wait = _retry_after(response) or delay
                 logger.info("%s %s: HTTP %s, retrying in %.1f s", method, url, response.status_code, wait)
                 response.close()
-                time.sleep(wait)
+                if self.cancel is None:
+                    time.sleep(wait)
+                elif self.cancel.wait(wait):  # a busy server's Retry-After (up to 30 s, 4 times)
+                    raise CancelledError(f"cancelled while waiting to ask {self.base} again")
                 delay *= 2
                 continue
             if response.status_code >= 400:
