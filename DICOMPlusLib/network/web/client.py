@@ -227,7 +227,7 @@ class DicomwebClient:
     def _request(self, method: str, path: str, *, error: type[Exception], **kwargs) -> requests.Response:
         import requests
 
-        from DICOMPlusLib.network.web.connection import cancelled_by
+        from DICOMPlusLib.network.web.connection import cancelled_by, never_connected, os_reason
 
         url = self.base + path
         kwargs.setdefault("timeout", self.endpoint.timeout)
@@ -239,9 +239,9 @@ class DicomwebClient:
             except requests.exceptions.SSLError as exc:
                 raise error(f"TLS verification failed for {self.base}: {exc}") from exc
             except requests.exceptions.ConnectionError as exc:
-                if _never_connected(exc):
+                if never_connected(exc):
                     raise error(
-                        f"cannot connect to {self.base}: {_os_reason(exc)} (is the server running and the URL "
+                        f"cannot connect to {self.base}: {os_reason(exc)} (is the server running and the URL "
                         "right?)"
                     ) from exc
                 raise error(
@@ -537,44 +537,6 @@ def client_for(node, *, timeout: float = 30.0, cancel: CancelToken | None = None
     if web is None:
         raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
     return DicomwebClient(dataclasses.replace(web, timeout=timeout), cancel=cancel)
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The operating system's words for why a connection failed ("Connection refused", "Name or
-    service not known"), found under the layers requests and urllib3 wrap it in; their own text
-    repeats the whole URL with its query ("HTTPConnectionPool(host=..., port=...): Max retries
-    exceeded with url: /dicom-web/studies?includefield=...")."""
-    seen = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.strerror and type(e).__module__ in ("builtins", "socket"):
-            return e.strerror
-        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-    return "no connection"
-
-
-def _never_connected(exc: BaseException) -> bool:
-    """True when no TCP connection was made (refused, unknown host): as opposed to a server
-    that connected and then closed or answered garbage."""
-    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-
-    seen = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, NewConnectionError | ConnectTimeoutError):
-            return True
-        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-    return False
 
 
 def _retry_after(response) -> float | None:

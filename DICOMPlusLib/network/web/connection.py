@@ -9,6 +9,8 @@ connections, while :func:`cancelled_by` names a token, open their socket with th
 wait for the answer's first bytes in slices; the failures are urllib3's own
 (NewConnectionError, ConnectTimeoutError, a read timeout), so ``requests`` maps them as before,
 and a cancel comes out as CancelledError. A body that stalls halfway is still read blockingly.
+:func:`never_connected` and :func:`os_reason` read a failed connection's cause back out of the
+layers ``requests`` and urllib3 wrap it in.
 """
 
 from __future__ import annotations
@@ -104,3 +106,39 @@ class CancellableAdapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+
+
+def os_reason(exc: BaseException) -> str:
+    """The operating system's words for why a connection failed ("Connection refused", "Name or
+    service not known"), found under the layers requests and urllib3 wrap it in; their own text
+    repeats the whole URL with its query ("HTTPConnectionPool(host=..., port=...): Max retries
+    exceeded with url: /dicom-web/studies?includefield=...")."""
+    seen = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror and type(e).__module__ in ("builtins", "socket"):
+            return e.strerror
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    return "no connection"
+
+
+def never_connected(exc: BaseException) -> bool:
+    """True when no TCP connection was made (refused, unknown host): as opposed to a server
+    that connected and then closed or answered garbage."""
+    seen = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, NewConnectionError | ConnectTimeoutError):
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    return False
