@@ -188,6 +188,16 @@ def test_send_ctrl_c(instances, storescp):
     assert_account_above_summary(text, "sent ")
 
 
+def test_migrate_ctrl_c(instances, postgres_url, tmp_path):
+    folder, _ = instances
+    source = tmp_path / "source"
+    assert cli("--db", str(source), "import", str(folder)).returncode == 0
+    args = ["db", "migrate", "--from", str(source), "--to", postgres_url]
+    code, text = run_in_terminal(args, interrupt_at=100)
+    assert_cancelled(code, text, "instances")
+    assert_account_above_summary(text, "copied ")
+
+
 def assert_account_above_summary(text: str, summary: str) -> None:
     """The one account of a cancel comes first, then the summary line starting with ``summary``
     (which does not say "cancelled" again): read top down, why it stopped, then what it did."""

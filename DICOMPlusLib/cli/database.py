@@ -268,6 +268,10 @@ def cmd_db_migrate(args) -> int:
             )
         finally:
             bar.close()
+    if report.cancelled:  # why it stopped first, then what it did: the order it is read in
+        kept = report.copied + report.already
+        print(cancelled_message(bar.done, bar.total, kept, "instances", "run the same command again to resume"),
+              file=sys.stderr, flush=True)  # fmt: skip
     if args.json:
         print_json(report.to_dict())
     else:
@@ -279,9 +283,6 @@ def cmd_db_migrate(args) -> int:
         if report.files_missing:
             print(f"  {report.files_missing} instances have no file at their path (copied all the same)")
     if report.cancelled:
-        kept = report.copied + report.already
-        print(cancelled_message(bar.done, bar.total, kept, "instances", "run the same command again to resume"),
-              file=sys.stderr)  # fmt: skip
         return Exit.INTERRUPTED
     return Exit.OK
 
