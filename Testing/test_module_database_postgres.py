@@ -104,6 +104,30 @@ def test_an_sqlite_file_after_a_url_keeps_its_files_beside_it(
         logic.close()
 
 
+def test_a_url_in_dicomplus_db_is_the_default_as_for_the_cli(
+    dicomplus_module, settings, monkeypatch, postgres_url, tmp_path
+):
+    """Without a setting, ``$DICOMPLUS_DB`` chooses the database, a ``postgresql://`` URL too, as
+    ``dicomplus`` takes it: made a path, it became an SQLite file named ``postgresql:/...``."""
+    import slicer
+
+    monkeypatch.setenv("DICOMPLUS_DB", postgres_url)
+    for key in ("DICOMPlus/DatabaseURL", "DICOMPlus/DatabasePath"):  # no setting (others' tests leave one)
+        settings.remove(key)
+    settings.setValue("DICOMPlus/StorePath", str(tmp_path / "store"))
+    slicer.app.setTestingEnabled(False)  # else the module's test database is the default
+    logic = dicomplus_module.DICOMPlusLogic()
+    try:
+        assert logic.databasePath() == postgres_url
+        series = make_series(tmp_path / "s", n=2, rows=4, cols=4)
+        assert logic.importFolder([series.folder]).get(60).added == 2  # in the engine, by URL
+        assert [s.SeriesInstanceUID for s in logic.search("series")] == [series.series_uid]
+        assert logic.database.store_root == tmp_path / "store"
+    finally:
+        slicer.app.setTestingEnabled(True)
+        logic.close()
+
+
 def test_declining_psycopg_opens_nothing(dicomplus_module, settings, monkeypatch, postgres_url, tmp_path):
     import slicer.packaging
 

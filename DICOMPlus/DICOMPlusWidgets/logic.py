@@ -44,7 +44,10 @@ class DatabaseLogic:
         if slicer.app.testingEnabled():  # tests never touch the user's database
             return os.path.join(slicer.app.temporaryPath, "DICOMPlusTestDatabase", "dicomplus.sqlite")
         from DICOMPlusLib.database import default_database_path
+        from DICOMPlusLib.database.backends import is_url
 
+        if is_url(os.environ.get("DICOMPLUS_DB")):  # as dicomplus takes it (a path would mangle it)
+            return os.environ["DICOMPLUS_DB"]
         return str(default_database_path())
 
     def storePath(self):
