@@ -6,12 +6,15 @@ the folder it records). Driven through the engine protocol, on SQLite and on Pos
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import open_database
@@ -94,3 +97,22 @@ def _cli(*args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_the_engine_answers_while_a_database_opens(tmp_path):
+    """A PostgreSQL server that drops packets holds the opening of its database for the connect
+    timeout (10 s): meanwhile the engine still answers other requests and Cancels (they wait for
+    the engine's lock, which the opening held)."""
+    with socket.socket() as full, socket.socket() as filler:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        filler.connect(full.getsockname())  # fills the backlog: every further SYN is dropped
+        url = f"postgresql://dicomplus@{LOOPBACK}:{full.getsockname()[1]}/nowhere"
+        with SubprocessEngine() as engine:
+            engine.call("ping", timeout=30)  # started and ready
+            opening = engine.submit("search", {"db": url, "store": str(tmp_path / "store")})
+            time.sleep(0.5)  # inside the connect
+            started = time.monotonic()
+            assert engine.call("ping", timeout=30)["pid"] == engine.pid
+            assert time.monotonic() - started < 2
+            assert opening.wait(30) and opening.error is not None  # the connect timed out

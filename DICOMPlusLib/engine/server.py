@@ -76,7 +76,10 @@ class Engine:
         changed its store folder since the database was first opened here (the module's
         ``DICOMPlus/StorePath``), and an import must then land in the folder asked for, not in
         the one an earlier request named. The earlier opening stays for the work still using it
-        (a listener); requests that come to the same database and store share one opening."""
+        (a listener); requests that come to the same database and store share one opening.
+
+        The opening happens outside the engine's lock: every request and Cancel takes it, and a
+        PostgreSQL server that does not answer holds an opening for its connect timeout."""
         from DICOMPlusLib.database.backends import is_url, open_database
 
         key = (
@@ -85,16 +88,18 @@ class Engine:
         )
         with self._lock:
             db = self._databases.get(key)
-            if db is None:
-                db = open_database(key[0], store=key[1])
-                same = _identity(db)
-                for other in self._databases.values():
-                    if _identity(other) == same:  # e.g. no store named, then its own named
-                        db.close()
-                        db = other
-                        break
-                self._databases[key] = db
+        if db is not None:
             return db
+        opened = open_database(key[0], store=key[1])
+        same = _identity(opened)
+        with self._lock:  # another task may have opened it meanwhile, under this key or another
+            db = self._databases.get(key) or next(
+                (other for other in self._databases.values() if _identity(other) == same), opened
+            )
+            self._databases[key] = db
+        if db is not opened:
+            opened.close()
+        return db
 
     def finished(self, task: Task) -> None:
         with self._lock:
