@@ -449,10 +449,12 @@ def _import_what_associations_need() -> None:
     """Import, on the thread that starts the server, what the first C-GET, C-MOVE or C-FIND
     would otherwise import on its association's (or database reader's) thread: the wire of the
     sub-operations, the DIMSE encoder, the keyword dictionary of the database's matching, the
-    prefetch. Each association then starts with its modules loaded, and no two threads import
-    one package at once (see :func:`DICOMPlusLib._lazy.import_pydicom` for what that did to
-    pydicom)."""
+    prefetch, the database's search (which a database imports when it first searches: an
+    import does not need it). Each association then starts with its modules loaded, and no two
+    threads import one package at once (see :func:`DICOMPlusLib._lazy.import_pydicom` for what
+    that did to pydicom)."""
     import DICOMPlusLib.database.keywords
+    import DICOMPlusLib.database.search
     import DICOMPlusLib.loading.prefetch
     import DICOMPlusLib.network.pacs.qrscp_wire  # noqa: F401
 
