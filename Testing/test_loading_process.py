@@ -77,6 +77,7 @@ def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
     assert "numpy" in modules and "DICOMPlusLib.loading.api" in modules  # the listing is real
     assert not {m for m in modules if m.split(".")[0] == "pydicom" or m.split(".")[:2] == ["numpy", "ma"]}
     assert "DICOMPlusLib.loading.seg" not in modules  # only a series with a SEG in it needs it
+    assert "DICOMPlusLib.loading.unindexed" not in modules  # notes.txt is no Part 10 file: no image
     # the pixels' reader threads are plain threads: concurrent.futures (with queue, heapq) is ~2 ms
     assert not {m for m in modules if m.split(".")[0] == "concurrent"}
 

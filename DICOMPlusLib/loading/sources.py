@@ -287,6 +287,26 @@ def _dataset_getter(ds: pydicom.Dataset) -> Callable[[str], Any]:
     return get
 
 
+def _part10(path: str) -> bool:
+    """Whether ``path`` has the Part 10 prefix (``DICM`` at offset 128), as
+    :func:`DICOMPlusLib.loading.unindexed.image_without_series` requires first."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        return os.pread(fd, 4, 128) == b"DICM" if hasattr(os, "pread") else _head(fd) == b"DICM"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _head(fd: int) -> bytes:
+    os.lseek(fd, 128, os.SEEK_SET)
+    return os.read(fd, 4)
+
+
 def _by_keyword(values: dict[int, Any]) -> dict[str, Any]:
     """A scan's values for TAGS, by keyword (made once per header: the frames read them by name)."""
     keywords = _TAGS
@@ -408,9 +428,13 @@ def sources_from_files(files: Iterable[str]) -> tuple[dict[str, list[InstanceSou
         try:
             parsed = parse_path(path, keep_data=False, also=_WANTED, index=False)
         except ImportFileError as exc:
-            from DICOMPlusLib.loading.unindexed import image_without_series  # rare: imported then
+            # Only a Part 10 file can be an image without a series; a README or a marker file
+            # (the bench's folder has one) costs no import of the unindexed loader (~1 ms).
+            image = None
+            if _part10(path):
+                from DICOMPlusLib.loading.unindexed import image_without_series  # rare: imported then
 
-            image = image_without_series(path)
+                image = image_without_series(path)
             if image is None or image.sop_uid in seen:
                 skipped.append(SkippedFile(path, str(exc)))
                 continue
