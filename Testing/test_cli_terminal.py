@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, connecting_to, port_that_drops
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
@@ -274,14 +274,19 @@ def test_ctrl_c_while_a_peer_does_not_answer_the_association(command, account, t
     assert account in text and "Traceback" not in text and "no match" not in text, text
 
 
-def connecting_to(port: int) -> bool:
-    """Whether a connection to ``port`` waits in SYN-SENT (/proc/net/tcp state 02): its SYN is
-    dropped and the kernel retries it."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "02" and int(fields[2].partition(":")[2], 16) == port:
-            return True
-    return False
+def interrupt_once_connecting(port: int, typed_at: list[float]):
+    """For :func:`run_in_terminal`'s ``interrupt_when``: Ctrl-C once a connection to ``port``
+    waits in SYN-SENT, 0.3 s later (well inside ``connect()``, past any Python-level check); the
+    time it is typed goes to ``typed_at``."""
+
+    def connecting(_shown: bytes) -> bool:
+        if not connecting_to(port):
+            return False
+        time.sleep(0.3)
+        typed_at.append(time.monotonic())
+        return True
+
+    return connecting
 
 
 @pytest.mark.parametrize(
@@ -299,23 +304,12 @@ def test_ctrl_c_while_connecting_to_a_host_that_drops_packets(command, account, 
     further SYN) ends the command at once (130) with its one account: send and retrieve held it
     in ``connect()`` for the whole --timeout."""
     series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=91)
-    with socket.socket() as full, socket.socket() as filler:
-        full.bind((LOOPBACK, 0))
-        full.listen(0)
-        filler.connect(full.getsockname())  # fills the backlog, never accepted
-        port = full.getsockname()[1]
+    with port_that_drops() as port:
         node = f"DROPS@{LOOPBACK}:{port}"
         rest = [str(series.folder) if a == "FILES" else a for a in command[1:]]
         args = ["--db", str(tmp_path / "db"), command[0], node, *rest, "--timeout", "600"]
         typed_at: list[float] = []
-
-        def connecting(_shown: bytes) -> bool:
-            if not connecting_to(port):
-                return False
-            time.sleep(0.3)  # well inside connect(), past any Python-level check
-            typed_at.append(time.monotonic())
-            return True
-
+        connecting = interrupt_once_connecting(port, typed_at)
         code, text = run_in_terminal(args, interrupt_when=connecting, timeout=60)  # far below --timeout 600
     assert time.monotonic() - typed_at[0] < 5, text  # at once, not after --timeout
     assert code == 130, text

@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
-from test_cli_terminal import assert_account_above_summary, cli, connecting_to, run_in_terminal
+from test_cli_terminal import assert_account_above_summary, cli, interrupt_once_connecting, run_in_terminal
 
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, port_that_drops
 from dicomplus_testing.synthetic import make_series
 
 
@@ -33,24 +33,13 @@ def test_ctrl_c_while_connecting_to_a_dicomweb_host_that_drops_packets(
     connection waits in SYN-SENT ends the command within a few seconds, exit 130, one account."""
     monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
     series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=92)
-    with socket.socket() as full, socket.socket() as filler:
-        full.bind((LOOPBACK, 0))
-        full.listen(0)
-        filler.connect(full.getsockname())  # fills the backlog, never accepted
-        port = full.getsockname()[1]
+    with port_that_drops() as port:
         added = cli("nodes", "add", "DROPS", "--dicomweb", f"http://{LOOPBACK}:{port}/dicom-web")
         assert added.returncode == 0, added.stderr
         rest = [str(series.folder) if a == "FILES" else a for a in command[1:]]
         args = ["--db", str(tmp_path / "db"), command[0], "DROPS", *rest, "--timeout", "600"]
         typed_at: list[float] = []
-
-        def connecting(_shown: bytes) -> bool:
-            if not connecting_to(port):
-                return False
-            time.sleep(0.3)  # well inside connect(), past any Python-level check
-            typed_at.append(time.monotonic())
-            return True
-
+        connecting = interrupt_once_connecting(port, typed_at)
         code, text = run_in_terminal(args, interrupt_when=connecting, timeout=60)  # far below --timeout 600
     assert time.monotonic() - typed_at[0] < 5, text  # at once, not after --timeout
     assert code == 130, text

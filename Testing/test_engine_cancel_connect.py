@@ -9,9 +9,8 @@ import socket
 import time
 
 import pytest
-from test_cli_terminal import connecting_to
 
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, connecting_to, port_that_drops
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.engine.client import SubprocessEngine
 from DICOMPlusLib.errors import CancelledError
@@ -22,21 +21,17 @@ from DICOMPlusLib.network.nodes import RemoteNode
 
 @pytest.fixture
 def drops():
-    """A loopback port that drops every SYN: a listening socket whose backlog is full."""
-    with socket.socket() as full, socket.socket() as filler:
-        full.bind((LOOPBACK, 0))
-        full.listen(0)
-        filler.connect(full.getsockname())  # fills the backlog, never accepted
-        yield full.getsockname()[1]
+    with port_that_drops() as port:
+        yield port
 
 
-@pytest.mark.parametrize("kind", ["dicomweb", "dimse"])
-@pytest.mark.parametrize("op", ["query", "retrieve", "send"])
-def test_cancel_while_connecting_to_a_host_that_drops_packets(op, kind, drops, tmp_path):
+def _submit(engine, op: str, kind: str, title: str, port: int, tmp_path):
+    """Import a small study into a fresh database, then start ``op`` (query, retrieve, send)
+    against the node ``title`` at ``port`` over ``kind`` (dicomweb, dimse): the started job."""
     if kind == "dicomweb":
-        node = RemoteNode("DROPS", web=DicomwebEndpoint(f"http://{LOOPBACK}:{drops}/dicom-web"))
+        node = RemoteNode(title, web=DicomwebEndpoint(f"http://{LOOPBACK}:{port}/dicom-web"))
     else:
-        node = RemoteNode.parse(f"DROPS@{LOOPBACK}:{drops}")
+        node = RemoteNode.parse(f"{title}@{LOOPBACK}:{port}")
     series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=93)
     db = str(tmp_path / "db")
     args = {
@@ -44,9 +39,15 @@ def test_cancel_while_connecting_to_a_host_that_drops_packets(op, kind, drops, t
         "retrieve": {"db": db, "node": node, "study": series.study_uid},
         "send": {"db": db, "node": node, "studies": [series.study_uid]},
     }[op]
+    engine.call("import", {"db": db, "paths": [str(series.folder)]}, timeout=60)
+    return engine.submit(op, args)
+
+
+@pytest.mark.parametrize("kind", ["dicomweb", "dimse"])
+@pytest.mark.parametrize("op", ["query", "retrieve", "send"])
+def test_cancel_while_connecting_to_a_host_that_drops_packets(op, kind, drops, tmp_path):
     with SubprocessEngine() as engine:
-        engine.call("import", {"db": db, "paths": [str(series.folder)]}, timeout=60)
-        job = engine.submit(op, args)
+        job = _submit(engine, op, kind, "DROPS", drops, tmp_path)
         deadline = time.monotonic() + 30
         while not connecting_to(drops) and not job.finished and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -70,20 +71,8 @@ def test_cancel_while_a_peer_does_not_answer(op, kind, tmp_path):
         silent.listen()
         silent.settimeout(30)
         port = silent.getsockname()[1]
-        if kind == "dicomweb":
-            node = RemoteNode("SILENT", web=DicomwebEndpoint(f"http://{LOOPBACK}:{port}/dicom-web"))
-        else:
-            node = RemoteNode.parse(f"SILENT@{LOOPBACK}:{port}")
-        series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=95)
-        db = str(tmp_path / "db")
-        args = {
-            "query": {"node": node, "level": "study", "criteria": {}},
-            "retrieve": {"db": db, "node": node, "study": series.study_uid},
-            "send": {"db": db, "node": node, "studies": [series.study_uid]},
-        }[op]
         with SubprocessEngine() as engine:
-            engine.call("import", {"db": db, "paths": [str(series.folder)]}, timeout=60)
-            job = engine.submit(op, args)
+            job = _submit(engine, op, kind, "SILENT", port, tmp_path)
             conn, _ = silent.accept()
             with conn:
                 conn.settimeout(30)

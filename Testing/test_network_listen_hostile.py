@@ -11,15 +11,12 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
-from dicomplus_testing.peers import LOOPBACK, port_accepts
+from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT, free_port
+from dicomplus_testing.util import free_port
 from DICOMPlusLib.network.dimse import ul
 
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -45,19 +42,10 @@ HOSTILE = {
 @pytest.fixture
 def listen(tmp_path):
     port = free_port()
-    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(tmp_path / "db"), "listen",
-           "--port", str(port), "--host", LOOPBACK]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not port_accepts(port) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
+    with dicomplus_server(
+        "--db", tmp_path / "db", "listen", "--port", port, "--host", LOOPBACK, port=port
+    ) as proc:
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_hostile_pdus_get_an_abort_and_one_line_each_and_listen_goes_on(listen, dcmtk, tmp_path):

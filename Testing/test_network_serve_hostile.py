@@ -13,14 +13,11 @@ import re
 import signal
 import socket
 import struct
-import subprocess
-import sys
-import time
 
 import pytest
 
-from dicomplus_testing.peers import LOOPBACK, port_accepts
-from dicomplus_testing.util import REPO_ROOT, free_port
+from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.util import free_port
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.messages import STUDY_ROOT_FIND
@@ -80,19 +77,10 @@ HOSTILE = {
 @pytest.fixture
 def serve(tmp_path):
     port = free_port()
-    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(tmp_path / "db"), "serve", "--sample",
-           "--port", str(port), "--host", LOOPBACK]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not port_accepts(port) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
+    with dicomplus_server(
+        "--db", tmp_path / "db", "serve", "--sample", "--port", port, "--host", LOOPBACK, port=port
+    ) as proc:
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_hostile_pdus_get_an_abort_and_one_line_each_and_serve_goes_on(serve, dcmtk):

@@ -146,6 +146,50 @@ def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def dicomplus_server(*args: str | os.PathLike, port: int, startup: float = 60.0):
+    """A ``dicomplus`` command that serves on ``port`` (``listen``, ``serve``) run as a user runs
+    it, with its stdout and stderr as text pipes: yielded once the port accepts; killed on the
+    way out if the test did not end it."""
+    import sys
+
+    from dicomplus_testing.util import REPO_ROOT
+
+    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + startup
+        while not port_accepts(port) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@contextlib.contextmanager
+def port_that_drops():
+    """A loopback port that drops every SYN, as a firewall's DROP or an address nothing answers
+    would: a listening socket whose backlog is full (a connection made to it, never accepted)."""
+    with socket.socket() as full, socket.socket() as filler:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)
+        filler.connect(full.getsockname())  # fills the backlog, never accepted
+        yield full.getsockname()[1]
+
+
+def connecting_to(port: int) -> bool:
+    """Whether a connection to ``port`` waits in SYN-SENT (/proc/net/tcp state 02): its SYN is
+    dropped and the kernel retries it."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "02" and int(fields[2].partition(":")[2], 16) == port:
+            return True
+    return False
+
+
 def port_listening(port: int) -> bool:
     """True if any socket of this machine LISTENs on TCP ``port`` (any address, IPv4 or IPv6),
     from /proc/net/tcp{,6} (TIME_WAIT connections do not count)."""
