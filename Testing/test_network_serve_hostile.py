@@ -106,3 +106,29 @@ def test_hostile_pdus_get_an_abort_and_one_line_each_and_serve_goes_on(serve, dc
     for name, (_, _, expected) in HOSTILE.items():
         [line] = [x for x in lines if re.search(rf"\b{LOOPBACK}:{sent[name]}\b", x)]
         assert expected in line and line.endswith("; aborting"), (name, line)
+
+
+def test_a_pynetdicom_without_the_guards_hooks_serves_unguarded_and_says_so_once(caplog):
+    """The guard replaces pynetdicom 3.0's internals (the DUL's PDU decoder, the state machine's
+    actions, the association's request dispatch); a pynetdicom without one of them must leave
+    each connection as pynetdicom made it (nothing replaced) and say so once, not fail every
+    connection."""
+    from types import SimpleNamespace
+
+    from DICOMPlusLib.network.pacs.pynetdicom_guard import _unguarded, guard_handler
+
+    _unguarded.clear()
+    recv = object()
+    transport = SimpleNamespace(recv=recv)
+    dul = SimpleNamespace(
+        socket=transport, _decode_pdu=object(), state_machine=SimpleNamespace(do_action=object())
+    )
+    assoc = SimpleNamespace(dul=dul, _serve_request=object())  # no _accepted_cx: another pynetdicom
+    handle = guard_handler(16384)
+    with caplog.at_level("WARNING", logger="DICOMPlusLib.network.pacs.pynetdicom_guard"):
+        handle(SimpleNamespace(assoc=assoc, address=(LOOPBACK, 1)))
+        handle(SimpleNamespace(assoc=assoc, address=(LOOPBACK, 2)))
+    assert transport.recv is recv  # nothing replaced
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "are not checked" in warned[0] and "_accepted_cx" in warned[0], warned
+    _unguarded.clear()

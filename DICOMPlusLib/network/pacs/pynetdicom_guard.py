@@ -60,14 +60,17 @@ class Guard:
         self.noted = False  # its one log line was written
         self.reason = ""  # why the last PDU could not be decoded
         self.last = 0  # the type of the last PDU decoded
+        # pynetdicom's internals (3.0): every one is looked up before any is replaced, so a
+        # pynetdicom without one of them leaves the connection as pynetdicom made it
         transport = self.dul.socket
         self._read = transport.recv
-        transport.recv = self._recv
         self._decode = self.dul._decode_pdu
-        self.dul._decode_pdu = self._decode_pdu
         self._do_action = self.dul.state_machine.do_action
-        self.dul.state_machine.do_action = self._action
         self._serve = assoc._serve_request
+        assoc._accepted_cx  # noqa: B018 - read by _serve_request
+        transport.recv = self._recv
+        self.dul._decode_pdu = self._decode_pdu
+        self.dul.state_machine.do_action = self._action
         assoc._serve_request = self._serve_request
 
     def peer(self) -> str:
@@ -203,6 +206,21 @@ def guard_handler(max_pdu: int):
     limit = max(4 * max_pdu, 4 << 20) if max_pdu else 64 << 20
 
     def handle(event) -> None:
-        Guard(event.assoc, getattr(event, "address", None), limit)
+        try:
+            Guard(event.assoc, getattr(event, "address", None), limit)
+        except (AttributeError, ImportError) as exc:  # another pynetdicom than the one this was written for
+            if not _unguarded:
+                _unguarded.append(exc)
+                logger.warning("pynetdicom %s: peers breaking the protocol are not checked (%s)",
+                               _pynetdicom_version(), exc)  # fmt: skip
 
     return handle
+
+
+_unguarded: list[Exception] = []  # said once a process
+
+
+def _pynetdicom_version() -> str:
+    import pynetdicom
+
+    return str(getattr(pynetdicom, "__version__", "?"))
