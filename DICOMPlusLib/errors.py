@@ -134,6 +134,40 @@ class BundleError(DICOMPlusError):
     """A Slicer Data Bundle cannot be written or read."""
 
 
+class DiskFullError(DICOMPlusError):
+    """A disk (or a quota) filled while a command wrote: ``path`` is what it was writing into,
+    ``done`` of ``total`` says how far it came (None: not counted). Everything reported done
+    before is kept and readable; nothing half-written is left, so the same command run again
+    after freeing space completes the job."""
+
+    def __init__(
+        self, path: str, done: int | None = None, total: int | None = None, what: str = "instances"
+    ) -> None:
+        self.path, self.done, self.total, self.what = str(path), done, total, what
+        head = f"stored {done} of {total} {what}; " if done is not None and total is not None else ""
+        super().__init__(
+            f"{head}the disk holding {path} is full: free space there and run the same command again"
+        )
+
+    def __reduce__(self):  # the engine sends it to the host pickled: rebuilt from its fields
+        return (type(self), (self.path, self.done, self.total, self.what))
+
+
+def space_error_in(exc: BaseException | None) -> OSError | None:
+    """The OSError of a full disk or quota in ``exc`` or its chain, or None. Libraries wrap it
+    (pydicom re-raises it without its errno, the traceback in the message): the message of a
+    wrapper is no message for a user. "No room": ENOSPC, EDQUOT (a quota), EFBIG (a size limit)."""
+    import errno
+
+    codes = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n)}
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in codes:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 class UsageError(DICOMPlusError):
     """The command line asks for something that cannot be (exit code 2)."""
 

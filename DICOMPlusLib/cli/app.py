@@ -42,6 +42,7 @@ from DICOMPlusLib.cli.signals import (  # noqa: F401 - cancel_on_interrupt is us
 from DICOMPlusLib.errors import (
     DICOMPlusError,
     UsageError,
+    space_error_in,
 )
 
 #: Each module adds its subcommands with ``add_commands(subparsers)``; a subparser sets
@@ -490,7 +491,14 @@ def _run(args) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return Exit.OK
-    except OSError:
-        if first_signal() != getattr(signal, "SIGHUP", None):
+    except OSError as exc:
+        if first_signal() == getattr(signal, "SIGHUP", None):
+            return Exit.HANGUP  # a write to the closed terminal failed before its SIGHUP's handler ran
+        full = space_error_in(exc)
+        if full is None:
             raise
-        return Exit.HANGUP  # a write to the closed terminal failed before its SIGHUP's handler ran
+        # A full disk that no command turned into a DiskFullError: one line, not a traceback.
+        where = f" holding {full.filename}" if full.filename else ""
+        print(f"dicomplus: error: the disk{where} is full ({full.strerror}): free space and run the "
+              "same command again", file=sys.stderr)  # fmt: skip
+        return Exit.FAILED
