@@ -15,7 +15,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database, TemporaryDatabase, parsing
-from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.errors import DatabaseError, DiskFullError
 from DICOMPlusLib.jobs import CancelToken
 
 
@@ -364,8 +364,9 @@ def test_batches_commit_in_order_in_the_importing_thread(tmp_path, open_db, monk
 
 
 def test_a_failing_commit_is_raised_and_leaves_no_temporary_file(tmp_path, open_db, monkeypatch):
-    """A commit that fails is raised by the import; what was committed before stays, nothing
-    after it is, and no temporary copy is left in the store."""
+    """A commit that fails is raised by the import (a full disk as a DiskFullError that says how
+    far it came); what was committed before stays, nothing after it is, and no temporary copy is
+    left in the store."""
     from DICOMPlusLib.database import indexer
 
     monkeypatch.setattr(indexer, "CHUNK", 10)
@@ -382,7 +383,9 @@ def test_a_failing_commit_is_raised_and_leaves_no_temporary_file(tmp_path, open_
         return real(items, *args, **kwargs)
 
     monkeypatch.setattr(db.ingest, "commit_batch", commit_batch)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        DiskFullError, match=f"^stored 20 of 70 files; the disk holding {db.store.root} is full"
+    ):
         db.import_paths([folder], jobs=1)
     assert db.info()["instances"] == 20
     assert not list((db.store.root / ".incoming").iterdir())

@@ -27,7 +27,7 @@ from DICOMPlusLib.database import schema
 from DICOMPlusLib.database.backend import Connection
 from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
-from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus
+from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus, is_space_error
 from DICOMPlusLib.database.names import normalize_pn
 from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
@@ -44,7 +44,7 @@ from DICOMPlusLib.database.rows import (
     study_row,
 )
 from DICOMPlusLib.database.store import FileStore, sync_path
-from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.errors import DatabaseError, DiskFullError
 
 if TYPE_CHECKING:
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
@@ -55,6 +55,9 @@ DB_FILE_NAME = "dicomplus.sqlite"
 #: Pages a backup copies between two looks at its cancel token and its progress (1 MiB).
 BACKUP_STEP_PAGES = 256
 BUSY_TIMEOUT_S = 60.0
+#: Free space below which an open that fails is taken for a full disk (the WAL and the
+#: shared-memory file, 32 KiB, must be made; SQLite then reports only "disk I/O error").
+OPEN_ROOM = 256 << 10
 #: SQLite's own ``wal_autocheckpoint`` (pages): a commit that leaves more in the WAL copies them
 #: into the database file (a checkpoint, two ``fdatasync``). Every writer but an import uses it,
 #: and a writer that finds more at its first write checkpoints first (:meth:`Database._restart_a_large_wal`).
@@ -121,7 +124,7 @@ class Database(BaseDatabase):
                 logger.warning("database %s could not switch to WAL (mode %s)", self.path, mode)
             schema.migrate(conn, store_root=self.store.root)
         except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+            raise self._open_failed(exc) from exc
         self._writer: Connection = conn
         self._bulk_depth = 0  # imports running in this process (:meth:`_bulk_writes`)
         self._wal_checked = False  # :meth:`_restart_a_large_wal`, before the first write
@@ -137,7 +140,7 @@ class Database(BaseDatabase):
         try:
             (found,) = conn.execute("PRAGMA user_version").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+            raise self._open_failed(exc) from exc
         if found != schema.SCHEMA_VERSION:
             raise DatabaseError(
                 f"cannot read the database {self.path}: its schema (version {found}) needs upgrading "
@@ -244,9 +247,11 @@ class Database(BaseDatabase):
             done = True
             with contextlib.suppress(OSError):
                 sync_path(target.parent)
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot back up {self.path} to {target}: {exc}") from exc
-        except OSError as exc:
+        except (sqlite3.Error, OSError) as exc:
+            if is_space_error(exc):  # the copy is removed below: nothing half-written stays
+                raise DiskFullError(str(target.parent)) from exc
+            if isinstance(exc, sqlite3.Error):
+                raise DatabaseError(f"cannot back up {self.path} to {target}: {exc}") from exc
             raise DatabaseError(f"cannot back up {self.path} to {target}: {exc.strerror or exc}") from exc
         finally:
             with contextlib.suppress(sqlite3.Error):
@@ -264,6 +269,18 @@ class Database(BaseDatabase):
         return target
 
     # -- connections -------------------------------------------------------------------------
+    def _open_failed(self, exc: sqlite3.Error, hint: str = "") -> DatabaseError | DiskFullError:
+        """The error of an open that failed. On a full disk SQLite cannot make its WAL and
+        shared-memory files and says "disk I/O error", not "full": with less than
+        :data:`OPEN_ROOM` free beside the database, that is what it means."""
+        room = OPEN_ROOM
+        with contextlib.suppress(OSError, AttributeError):
+            st = os.statvfs(self.path.parent)
+            room = st.f_bavail * st.f_frsize
+        if is_space_error(exc) or (not self.read_only and room < OPEN_ROOM):
+            return DiskFullError(str(self.path))
+        return DatabaseError(f"cannot open database {self.path}: {exc}{hint}")
+
     def _connect(self) -> Connection:
         return self._connect_sqlite()
 
@@ -277,9 +294,7 @@ class Database(BaseDatabase):
             conn.execute("PRAGMA foreign_keys=OFF")
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         except sqlite3.Error as exc:
-            raise DatabaseError(
-                f"cannot open database {self.path}: {exc} (choose another file with --db or DICOMPLUS_DB)"
-            ) from exc
+            raise self._open_failed(exc, " (choose another file with --db or DICOMPLUS_DB)") from exc
         conn.row_factory = sqlite3.Row
         with self._connections_lock:
             self._connections.append(conn)

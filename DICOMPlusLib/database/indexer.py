@@ -34,11 +34,18 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.database.ingest import POLICY, DuplicatePolicy, IngestSource, StoreStatus
+from DICOMPlusLib.database.ingest import (
+    POLICY,
+    DuplicatePolicy,
+    IngestSource,
+    StoreStatus,
+    full_path,
+    is_space_error,
+)
 from DICOMPlusLib.database.parsing import ParsedFile, parse_fd
 from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
 from DICOMPlusLib.database.walk import iter_files
-from DICOMPlusLib.errors import CancelledError, ImportFileError
+from DICOMPlusLib.errors import CancelledError, DiskFullError, ImportFileError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
 
@@ -79,6 +86,13 @@ def _work(paths: list[str], link: bool, tmp_base: str) -> list[ParsedFile | Skip
 
 _names = itertools.count()
 CHANGE_RETRIES = 3
+#: The reason of a file whose copy found the store's disk full: the import stops there (every
+#: later copy would fail too) and says so once, instead of once a file.
+FULL_REASON = "cannot store: the disk is full"
+
+
+class _Full(Exception):
+    """Inside :func:`import_paths`: the store or the database has no room left."""
 
 
 def _import_one(path: str, link: bool, tmp_base: str) -> ParsedFile:
@@ -108,6 +122,8 @@ def _import_one(path: str, link: bool, tmp_base: str) -> ParsedFile:
                     copy_into(fd, before.st_size, tmp)
                 except OSError as exc:
                     tmp = ""
+                    if is_space_error(exc):
+                        raise ImportFileError(f"{FULL_REASON} ({exc.strerror or exc})") from exc
                     if _unchanged(before, os.fstat(fd)):
                         raise ImportFileError(f"cannot store: {exc.strerror or exc}") from exc
                     continue
@@ -173,7 +189,9 @@ def import_paths(
     mtime are unchanged.
     ``progress(done, total, current)`` is called from this thread. ``cancel`` stops the import
     between chunks; what was committed stays. Raises nothing for bad files: they are listed in
-    ``report.skipped`` with a reason.
+    ``report.skipped`` with a reason. Raises :class:`DiskFullError` when the store's disk or the
+    database's fills: what was copied whole before is committed, nothing half-done is left, and
+    the same import again (after freeing space) completes the job.
     """
     link = db.default_link if link is None else link
     cancel = cancel or CancelToken()
@@ -197,9 +215,16 @@ def import_paths(
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     jobs = max(1, jobs or os.cpu_count() or 1)
     pending: list[ParsedFile] = []
+    full: list[str] = []  # what is full, once a copy or a commit found no room
 
     def commit(batch: list[ParsedFile]) -> None:
-        results = db.ingest.commit_batch(batch, DuplicatePolicy(on_duplicate), link=link)
+        try:
+            results = db.ingest.commit_batch(batch, DuplicatePolicy(on_duplicate), link=link)
+        except Exception as exc:
+            if not is_space_error(exc):
+                raise
+            full.append(full_path(db, exc))
+            raise _Full from exc
         for item, result in zip(batch, results, strict=True):
             if result.status is StoreStatus.STORED:
                 report.added += 1
@@ -218,11 +243,16 @@ def import_paths(
         nonlocal done
         for item in results:
             if isinstance(item, SkippedFile):
+                if item.reason.startswith(FULL_REASON):
+                    full.append(str(db.store.root))
+                    continue
                 report.skipped.append(item)
                 _remember_skipped(db, item)
             else:
                 pending.append(item)
         done += len(results)
+        if full:
+            raise _Full
         if len(pending) >= BATCH:
             flush()
         if progress and results:
@@ -270,6 +300,15 @@ def import_paths(
         if executor is not None:
             _drain(executor, futures)
             executor = None
+    except _Full as exc:
+        if exc.__cause__ is None:  # the store is full, not the database: commit what was copied
+            with contextlib.suppress(_Full):
+                flush()
+        if executor is not None:
+            _drain(executor, futures)
+            executor = None
+        kept = report.added + report.replaced + report.unchanged
+        raise DiskFullError(full[0], done=kept, total=report.files_seen, what="files") from exc.__cause__
     finally:
         if executor is not None:
             executor.shutdown(wait=True)

@@ -142,6 +142,14 @@ def is_space_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
 
 
+def full_path(db: Backend, exc: BaseException) -> str:
+    """What is full, for the message: the database (SQLite's "database or disk is full") or the
+    store (a file that could not be written)."""
+    if isinstance(exc, sqlite3.Error):
+        return str(getattr(db, "path", "") or db.store.root)
+    return str(db.store.root)
+
+
 def failure(exc: BaseException, sop: str = "") -> StoredInstance:
     """A ``FAILED`` answer for an error while writing or committing."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -197,6 +205,10 @@ Subscriber = Callable[[StoredInstance, object], object]
 class Sink(Protocol):
     """What a transport needs to put instances into a database (network/ depends on this only)."""
 
+    #: Writes that failed for lack of space so far, and what was full at the last (a path).
+    space_failures: int
+    full: str
+
     def incoming(self) -> Incoming:
         """A new temporary file inside the store (raises OSError when even that is impossible)."""
         ...
@@ -222,6 +234,10 @@ class Sink(Protocol):
         """Call ``subscriber`` for every instance stored from now on; returns the unsubscribe."""
         ...
 
+    def note_space(self, exc: BaseException) -> bool:
+        """Count ``exc`` when it means "no room" (a write of the caller's failed); whether it did."""
+        ...
+
 
 class Ingest:
     """The :class:`Sink` of one database (``db.ingest``), and the batch path of imports."""
@@ -230,6 +246,19 @@ class Ingest:
         self.db = db
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
+        #: Writes that failed for lack of space, and what was full at the last: a retrieve
+        #: compares the count before and after, to say "the disk is full" rather than what the
+        #: sender made of our refusals (0xA702 "out of resources", a C-MOVE that "brought nothing").
+        self.space_failures = 0
+        self.full = ""
+
+    def note_space(self, exc: BaseException) -> bool:
+        if not is_space_error(exc):
+            return False
+        with self._lock:
+            self.space_failures += 1
+            self.full = full_path(self.db, exc)
+        return True
 
     # -- subscribers -----------------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -280,6 +309,7 @@ class Ingest:
                 parsed = parse_path(incoming.path, keep_data=False)
         except OSError as exc:
             incoming.discard()
+            self.note_space(exc)
             return failure(exc)
         except DICOMPlusError as exc:
             incoming.discard()
@@ -304,6 +334,7 @@ class Ingest:
                 self.db.make_durable(result.record.path)
             except OSError as exc:
                 logger.warning("cannot sync instance %s: %s", result.sop_instance_uid, exc)
+                self.note_space(exc)
                 return failure(exc, result.sop_instance_uid)
         return result
 
@@ -326,6 +357,7 @@ class Ingest:
             if not isinstance(exc, Exception):
                 raise
             logger.warning("cannot store instance %s: %s", sop, exc)
+            self.note_space(exc)
             return failure(exc, sop)
         if parsed.stored_tmp and result.status not in (StoreStatus.STORED, StoreStatus.REPLACED):
             with contextlib.suppress(OSError):  # kept (the backend removes it too) or unreadable
