@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from DICOMPlusLib.errors import NetworkError, RetrieveError
+from DICOMPlusLib.errors import DiskFullError, NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, Job, ProgressCallback
 from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, RetrieveRequest, Selection
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
@@ -75,7 +75,9 @@ def retrieve(
     ``method``: ``"get"``, ``"move"``, ``"dicomweb"`` or None (the node's own). Raises
     :class:`RetrieveError` when nothing can be done (the selection is not on the node, the node
     rejects us, does not know our listener as a move destination: the message says what to
-    configure); otherwise the report says what arrived and what did not.
+    configure); :class:`DiskFullError` when the store or the database filled (what arrived
+    before stays, and the same retrieve again resumes); otherwise the report says what arrived
+    and what did not.
     """
     series_uids = [series_uids] if isinstance(series_uids, str) else list(series_uids)
     sop_uids = [sop_instance_uids] if isinstance(sop_instance_uids, str) else list(sop_instance_uids)
@@ -84,8 +86,30 @@ def retrieve(
     how = resolve_method(method, node)
     db.check_writable()  # a read-only database or store: one DatabaseError, before any transfer
     request = RetrieveRequest(study_uid, tuple(series_uids), tuple(sop_uids))
-    return retrieve_transport(node, how).retrieve(node, db, request, how, options or RetrieveOptions(),
-                                                  progress=progress, cancel=cancel or CancelToken())  # fmt: skip
+    ingest = db.ingest
+    failures_before = ingest.space_failures
+    seen = [0, 0]  # (done, expected) as last reported: how far a retrieve that fails came
+
+    def counted(done: int, expected: int, current: str) -> None:
+        seen[:] = [done, expected]
+        if progress is not None:
+            progress(done, expected, current)
+
+    try:
+        report = retrieve_transport(node, how).retrieve(node, db, request, how, options or RetrieveOptions(),
+                                                        progress=counted, cancel=cancel or CancelToken())  # fmt: skip
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not ingest.note_space(cause):  # a write of ours, wrapped or not
+            cause = cause.__cause__ or cause.__context__
+        if ingest.space_failures > failures_before:
+            raise DiskFullError(ingest.full, done=seen[0], total=seen[1]) from exc
+        raise
+    if ingest.space_failures > failures_before:
+        # Our refusals (0xA700) reach the report as the sender's failures: say what they were.
+        done = len(report.done) + len(report.skipped)
+        raise DiskFullError(ingest.full, done=done, total=max(report.expected, done))
+    return report
 
 
 def retrieve_selection(node: RemoteNode, db: DatabaseProtocol, selection: Selection, *,

@@ -30,7 +30,6 @@ from DICOMPlusLib.database.ingest import (
     Sink,
     StoredInstance,
     StoreStatus,
-    is_space_error,
 )
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status
@@ -208,7 +207,7 @@ class DatabaseSink:
             return None
 
     def refuse(self, exc: BaseException) -> StoreOutcome:
-        if is_space_error(exc):
+        if self.ingest.note_space(exc):
             return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
         return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {getattr(exc, 'strerror', None) or exc}")
 
