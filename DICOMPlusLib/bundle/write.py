@@ -31,7 +31,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorag
 from DICOMPlusLib import __version__
 from DICOMPlusLib.bundle import format as fmt
 from DICOMPlusLib.bundle.read import BundleInfo, read_bundle_info
-from DICOMPlusLib.errors import BundleError, DICOMPlusError
+from DICOMPlusLib.errors import BundleError, DICOMPlusError, DiskFullError, space_error_in
 from DICOMPlusLib.export.files import whole_or_none
 from DICOMPlusLib.export.reference import (
     copy_patient_and_study,
@@ -261,6 +261,8 @@ def write_bundle(
     except FileExistsError:
         raise BundleError(f"{path} already exists; choose another file name") from None
     except OSError as exc:
+        if space_error_in(exc) is not None:  # whole or none: nothing was kept
+            raise DiskFullError(str(path.parent)) from exc
         raise BundleError(f"cannot write {path}: {exc}") from exc
     logger.info("wrote Data Bundle %s (%d bytes of zip)", path, source.size)
     return info
@@ -304,10 +306,15 @@ def save_bundle_to_study(
         )
         if not index:
             return info
-        report = db.import_paths([str(target)], link=False)
-        if report.added != 1:
-            reasons = "; ".join(s.reason for s in report.skipped) or "unknown reason"
-            raise BundleError(f"the bundle could not be indexed: {reasons}")
+        try:
+            report = db.import_paths([str(target)], link=False)
+            if report.added != 1:
+                reasons = "; ".join(s.reason for s in report.skipped) or "unknown reason"
+                raise BundleError(f"the bundle could not be indexed: {reasons}")
+        except BaseException:  # whole or none: the same command again is not refused for the file
+            with contextlib.suppress(OSError):
+                target.unlink()
+            raise
         if temporary:
             return replace(info, path=Path(db.instance(info.sop_uid).path))
         return info

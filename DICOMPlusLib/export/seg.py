@@ -13,6 +13,7 @@ highdicom is imported on first use: exporting a SEG needs it installed, nothing 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from DICOMPlusLib import __version__
-from DICOMPlusLib.errors import ExportError
+from DICOMPlusLib.errors import DiskFullError, ExportError, space_error_in
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
 from DICOMPlusLib.export.files import whole_or_none
 from DICOMPlusLib.export.geometry import slice_geometry
@@ -217,6 +218,8 @@ def export_segmentation(
     except FileExistsError:
         raise ExportError(f"{path} already exists; choose another file name") from None
     except OSError as exc:
+        if space_error_in(exc) is not None:  # whole or none: nothing was kept
+            raise DiskFullError(str(path.parent)) from exc
         raise ExportError(f"cannot write {path}: {exc}") from exc
     return SegExportResult(
         study_uid=str(seg.StudyInstanceUID),
@@ -318,10 +321,15 @@ def export_segmentation_for_series(
         )
         if not index:
             return result
-        report = db.import_paths([str(result.path)], link=False)
-        if report.added != 1:
-            reasons = "; ".join(s.reason for s in report.skipped) or "unknown reason"
-            raise ExportError(f"the SEG could not be indexed: {reasons}")
+        try:
+            report = db.import_paths([str(result.path)], link=False)
+            if report.added != 1:
+                reasons = "; ".join(s.reason for s in report.skipped) or "unknown reason"
+                raise ExportError(f"the SEG could not be indexed: {reasons}")
+        except BaseException:  # whole or none: the same export again is not refused for the file
+            with contextlib.suppress(OSError):
+                Path(result.path).unlink()
+            raise
         path = Path(db.instance(result.sop_uid).path) if temporary else result.path
         return replace(result, path=path, indexed=True)
     finally:

@@ -22,6 +22,7 @@ Only pydicom writes; no external tool runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -35,7 +36,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from DICOMPlusLib.errors import ExportError
+from DICOMPlusLib.errors import DiskFullError, ExportError, space_error_in
 from DICOMPlusLib.export import iods
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
 from DICOMPlusLib.export.files import NewFiles, whole_or_none
@@ -229,6 +230,8 @@ def _write(files: NewFiles, name: str, dataset: Dataset) -> Path:
     except FileExistsError:
         raise ExportError(f"{files.folder / name} already exists; export into an empty folder") from None
     except OSError as exc:
+        if space_error_in(exc) is not None:  # the export is whole or none: nothing was kept
+            raise DiskFullError(str(files.folder)) from exc
         raise ExportError(f"cannot write {files.folder / name}: {exc}") from exc
     return files.folder / name
 
@@ -372,10 +375,21 @@ def export_volume_to_study(
         )
         if not index:
             return result
-        report = db.import_paths([str(f) for f in result.files], link=False)
-        if report.added != len(result.files):
-            reasons = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped) or "unknown reason"
-            raise ExportError(f"the exported series could not be indexed: {reasons}")
+        try:
+            report = db.import_paths([str(f) for f in result.files], link=False)
+            if report.added != len(result.files):
+                reasons = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped) or "unknown reason"
+                raise ExportError(f"the exported series could not be indexed: {reasons}")
+        except BaseException:
+            # Whole or none (a full store, a cancel): the new series (its UIDs are new, nobody
+            # else has it) leaves the database and its files the output folder, so that the
+            # same export again is not refused for files or a series it left behind.
+            with contextlib.suppress(Exception):
+                db.delete(series=result.series_uid)
+            for path in result.files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         files = result.files
         if temporary is not None:
             files = tuple(Path(db.instance(uid).path) for uid in result.sop_uids)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from DICOMPlusLib.errors import LoadError
+from DICOMPlusLib.errors import DiskFullError, LoadError, space_error_in
 from DICOMPlusLib.loading import geometry as geo
 from DICOMPlusLib.loading.models import LPS_TO_RAS, LoadWarning, Volume
 
@@ -46,6 +46,43 @@ def _replacing(path: Path):
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _write_sitk(sitk, image, path: Path, suffix: str, raw_bytes: int) -> None:
+    """``sitk.WriteImage`` without a half-written file: a one-file format is written to a
+    temporary name of the same suffix (ITK chooses the format by it) and renamed; the files of a
+    header-and-data pair (.nhdr, .mhd), which name each other, are removed if the writing fails.
+    ITK's errors carry no errno: a folder left with less room than the raw volume is taken
+    for a full disk (what ITK's "wrote only N bytes" means)."""
+    detached = suffix in (".nhdr", ".mhd")
+    folder = path.parent
+    before = set(os.listdir(folder))
+    target = path if detached else path.with_name(f".{path.name}.partial-{os.getpid()}{suffix}")
+    try:
+        sitk.WriteImage(image, str(target), useCompression=suffix in (".nrrd", ".mha"))
+        if not detached:
+            os.replace(target, path)
+    except BaseException as exc:
+        free = _free_bytes(folder)
+        made = set(os.listdir(folder)) - before
+        # the temporary file; or the header and its data file (named after it), nothing else
+        for name in {n for n in made if n.startswith(path.stem)} if detached else {target.name} & made:
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+        if not isinstance(exc, (OSError, RuntimeError)):
+            raise
+        if space_error_in(exc) is not None or (isinstance(exc, RuntimeError) and free < raw_bytes):
+            raise DiskFullError(str(folder)) from exc
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise LoadError(f"cannot write {path}: {why}") from exc
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows): not known to be full
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 def orthogonal_approximation(ijk_to_lps: np.ndarray) -> np.ndarray:
@@ -105,20 +142,21 @@ def write_volume(
         try:
             write_nifti(volume, path, compression=compression)
         except OSError as exc:
+            if space_error_in(exc) is not None:
+                raise DiskFullError(str(path.parent)) from exc
             raise LoadError(f"cannot write {path}: {exc.strerror or exc}") from exc
     elif suffix == ".nrrd" and volume.info.is_diffusion and volume.info.is_4d and volume.info.components == 1:
         try:
             write_dwi_nrrd(volume, path, compression=compression)
         except OSError as exc:
+            if space_error_in(exc) is not None:
+                raise DiskFullError(str(path.parent)) from exc
             raise LoadError(f"cannot write {path}: {exc.strerror or exc}") from exc
     else:
         import SimpleITK as sitk
 
         image = to_sitk(volume, orthogonal_approximation(volume.ijk_to_lps) if nifti and sheared else None)
-        try:
-            sitk.WriteImage(image, str(path), useCompression=suffix in (".nrrd", ".mha"))
-        except RuntimeError as exc:
-            raise LoadError(f"cannot write {path}: {exc}") from exc
+        _write_sitk(sitk, image, path, suffix, volume.array.nbytes)
         if nifti and sheared:
             set_nifti_sform(path, volume.ijk_to_lps)
     if nifti and sheared:
