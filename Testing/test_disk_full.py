@@ -1,0 +1,331 @@
+"""Full disks, for every command that writes: one line that says what is full and how far the
+command came, exit code 1, nothing lost, and the same command completes once there is room.
+
+The disk is real: a size-limited tmpfs mounted by the test (the CI runs as root). Where mounting
+is not allowed the tests fail and say so: a simulated ENOSPC cannot reach a ``dicomplus``
+process the way a full disk does (the listener's own test, test_network_listener.py, has the
+simulation for its in-process path). Each command is run as a user runs it (``python -m
+DICOMPlusLib.cli``) against real peers: the sample PACS's Q/R SCP (``dicomplus serve``'s
+engine) for C-GET and C-MOVE, Orthanc for DICOMweb.
+
+"Nothing lost": every instance reported stored is in the database, its file whole and readable;
+no temporary or unreferenced file is left in the store, nor a partial file in an output folder;
+``PRAGMA integrity_check`` says ok.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT, free_port
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
+
+N = 40  # instances of 128 KiB: 5 MiB, into a 2 MiB disk
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "2m"):
+    """A tmpfs of ``size`` at ``path``; :func:`grow` makes room (as freeing space would)."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"these tests need a real small file system, and mounting a tmpfs failed "
+                    f"({proc.stderr.strip()}): run them as root (the CI does)")  # fmt: skip
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def grow(path: Path, size: str = "32m") -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
+def fill(path: Path, leave: int) -> Path:
+    """A file that leaves ``leave`` bytes free on the disk of ``path``."""
+    st = os.statvfs(path)
+    filler = path / "filler"
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+def dicomplus(*args, timeout: float = 120) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_line_full(code: int, err: str, where: Path, what: str | None = None) -> int | None:
+    """Exit 1 and one line naming the disk; returns how many it says were stored (None: no count)."""
+    assert code == 1, err
+    # ITK's MetaImage writer says "file stream is fail after write" on std::cerr itself
+    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("MetaImage: "))
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    match = re.fullmatch(
+        rf"dicomplus: error: (?:stored (\d+) of (\d+) {what or '[a-z]+'}; )?the disk holding "
+        rf"{re.escape(str(where))} is full: free space there and run the same command again\n",
+        err,
+    )
+    assert match, err
+    return int(match.group(1)) if match.group(1) is not None else None
+
+
+def assert_consistent(db_file: Path, store: Path) -> int:
+    """Integrity check, every row's file whole and readable, no temporary or unreferenced file
+    in the store. Returns the number of instances."""
+    conn = sqlite3.connect(db_file)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT SOPInstanceUID, path, size FROM instances").fetchall()
+    finally:
+        conn.close()
+    for sop, path, size in rows:
+        assert os.path.getsize(path) == size, sop
+        assert str(pydicom.dcmread(path).SOPInstanceUID) == sop
+    stored = {os.path.realpath(p) for p in store.rglob("*.dcm")} if store.exists() else set()
+    inside = {os.path.realpath(p) for _, p, _ in rows if Path(p).is_relative_to(store)}
+    assert stored == inside
+    assert not list(store.rglob(".incoming-*")) if store.exists() else True
+    return len(rows)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return make_series(tmp_path_factory.mktemp("full") / "ct", n=N, rows=256, cols=256,
+                       patient_id="FULL1", seed=91)  # fmt: skip
+
+
+# -- import ---------------------------------------------------------------------------------------
+def test_import_into_a_full_store(series, tmp_path):
+    db = tmp_path / "db"
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        code, _, err = dicomplus("--db", db, "--store", store, "import", series.folder)
+        stored = assert_one_line_full(code, err, store, "files")
+        assert 0 < stored < N
+        assert assert_consistent(db / "dicomplus.sqlite", store) == stored
+        grow(disk)
+        code, out, err = dicomplus("--db", db, "--store", store, "import", series.folder)
+        assert code == 0, err
+        assert f"added {N - stored}, unchanged {stored}" in out
+        assert assert_consistent(db / "dicomplus.sqlite", store) == N
+
+
+def test_import_with_the_database_on_a_full_disk(series, tmp_path):
+    """SQLite's "database or disk is full", the store on another disk: the batch is not committed
+    and its copies leave the store."""
+    store = tmp_path / "store"
+    with small_disk(tmp_path / "small") as disk:
+        db = disk / "dicomplus.sqlite"
+        Database(db, store_dir=store).close()
+        filler = fill(disk, 160 << 10)  # the WAL fills it during the import
+        code, _, err = dicomplus("--db", db, "--store", store, "import", series.folder)
+        stored = assert_one_line_full(code, err, db, "files")
+        assert assert_consistent(db, store) == stored
+        filler.unlink()
+        filler = fill(disk, 8 << 10)  # no room to open it (SQLite: "disk I/O error")
+        code, _, err = dicomplus("--db", db, "--store", store, "import", series.folder)
+        assert assert_one_line_full(code, err, db) is None
+        filler.unlink()
+        assert assert_consistent(db, store) == stored
+        code, _, err = dicomplus("--db", db, "--store", store, "import", series.folder)
+        assert code == 0, err
+        assert assert_consistent(db, store) == N
+
+
+# -- retrieve -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pacs(series, tmp_path_factory):
+    """The Q/R SCP of ``dicomplus serve`` over the series, with our C-MOVE destination."""
+    root = tmp_path_factory.mktemp("pacs")
+    db = Database(root / "db")
+    db.import_paths([series.folder], jobs=1)
+    move_port = free_port()
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="FULLPACS", port=0, host=LOOPBACK,
+                                           destinations=(Destination("DICOMPLUS", LOOPBACK, move_port),)))  # fmt: skip
+    server.start()
+    yield f"FULLPACS@{LOOPBACK}:{server.port}", move_port
+    server.stop()
+    db.close()
+
+
+@pytest.mark.parametrize("method", ["get", "move"])
+def test_retrieve_into_a_full_store(series, pacs, tmp_path, method):
+    """The PACS hears our 0xA700 refusals and gives up (0xA702): the user hears that our disk is
+    full and how many arrived, not that the PACS is out of resources or lacks a destination."""
+    node, move_port = pacs
+    db = tmp_path / "db"
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        argv = ["--db", db, "--store", store, "retrieve", node, "--study", series.study_uid, "--method", method,
+                "--listener-port", move_port, "--listener-host", LOOPBACK, "--retries", 0]  # fmt: skip
+        code, _, err = dicomplus(*argv)
+        stored = assert_one_line_full(code, err, store, "instances")
+        assert 0 < stored < N
+        assert assert_consistent(db / "dicomplus.sqlite", store) == stored
+        grow(disk)
+        code, out, err = dicomplus(*argv)
+        assert code == 0, err
+        assert f"({stored} already here), complete" in out, out
+        assert assert_consistent(db / "dicomplus.sqlite", store) == N
+
+
+def test_dicomweb_retrieve_into_a_full_store(series, orthanc_session, tmp_path):
+    orthanc_session.upload(series.folder)
+    nodes = tmp_path / "nodes.json"
+    assert (
+        dicomplus("nodes", "add", "web", "--dicomweb", orthanc_session.dicomweb_url, "--nodes", nodes)[0] == 0
+    )
+    db = tmp_path / "db"
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        argv = ["--db", db, "--store", store, "retrieve", "web", "--study", series.study_uid, "--nodes", nodes,
+                "--retries", 0]  # fmt: skip
+        code, _, err = dicomplus(*argv)
+        stored = assert_one_line_full(code, err, store, "instances")
+        assert 0 < stored < N
+        assert assert_consistent(db / "dicomplus.sqlite", store) == stored
+        grow(disk)
+        code, _, err = dicomplus(*argv)
+        assert code == 0, err
+        assert assert_consistent(db / "dicomplus.sqlite", store) == N
+
+
+# -- files written: convert, export, bundle, backup -----------------------------------------------
+@pytest.fixture(scope="module")
+def study_db(series, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    with Database(root / "db") as db:
+        db.import_paths([series.folder], jobs=1)
+    volume = root / "volume.nrrd"
+    assert dicomplus("convert", series.folder, "--out", volume)[0] == 0
+    scene = root / "scene.mrb"
+    with zipfile.ZipFile(scene, "w") as z:
+        z.writestr("scene/scene.mrml", "<MRML></MRML>")
+        z.writestr("scene/Data/noise.bin", os.urandom(3 << 20))  # does not compress
+    return root / "db", volume, scene
+
+
+@pytest.mark.parametrize("out", ["vol.nrrd", "vol.nhdr", "vol.mha", "vol.nii.gz", "vol.nii", "folder/"])
+def test_convert_to_a_full_disk(series, tmp_path, out):
+    with small_disk(tmp_path / "small") as disk:
+        target = disk / out
+        code, _, err = dicomplus("convert", series.folder, "--out", target)
+        assert_one_line_full(code, err, target if out.endswith("/") else disk)
+        leftovers = [p for p in disk.rglob("*") if p.is_file()]
+        assert leftovers == [], leftovers  # no partial file, no temporary
+        grow(disk)
+        code, _, err = dicomplus("convert", series.folder, "--out", target)
+        assert code == 0, err
+
+
+def test_export_and_bundle_to_a_full_disk(series, study_db, tmp_path):
+    db, volume, scene = study_db
+    with small_disk(tmp_path / "small") as disk:
+        exported = disk / "export"
+        export = ["--db", db, "export", volume, "--study", series.study_uid, "--out", exported]
+        code, _, err = dicomplus(*export)
+        assert_one_line_full(code, err, exported)
+        assert list(exported.iterdir()) == []
+        bundle = ["--db", db, "bundle", "save", scene, "--study", series.study_uid, "--out", disk / "b.dcm"]
+        code, _, err = dicomplus(*bundle)
+        assert_one_line_full(code, err, disk)
+        assert not (disk / "b.dcm").exists()
+        grow(disk)
+        assert dicomplus(*export)[0] == 0
+        assert dicomplus(*bundle)[0] == 0
+
+
+def test_export_and_bundle_indexed_into_a_full_store(series, study_db, tmp_path):
+    """The files are written, then the store fills as they are indexed: the series leaves the
+    database and the output, so that the same command again is not refused for what it left."""
+    _, volume, scene = study_db
+    copy = tmp_path / "db"
+    with Database(copy) as linked:  # the study's files stay where they are: the store is for the new ones
+        linked.import_paths([series.folder], link=True, jobs=1)
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        exported = tmp_path / "export"
+        export = ["--db", copy, "--store", store, "export", volume, "--study", series.study_uid, "--out",
+                  exported, "--index"]  # fmt: skip
+        code, _, err = dicomplus(*export)
+        assert_one_line_full(code, err, store, "files")
+        assert list(exported.iterdir()) == []
+        bundle = ["--db", copy, "--store", store, "bundle", "save", scene, "--study", series.study_uid,
+                  "--out", tmp_path / "b.dcm", "--index"]  # fmt: skip
+        code, _, err = dicomplus(*bundle)
+        assert_one_line_full(code, err, store, "files")
+        assert not (tmp_path / "b.dcm").exists()
+        grow(disk)
+        code, _, err = dicomplus(*export)
+        assert code == 0, err
+        code, _, err = dicomplus(*bundle)
+        assert code == 0, err
+        instances = json.loads(dicomplus("--db", copy, "--store", store, "info", "--json")[1])["instances"]
+        assert assert_consistent(copy / "dicomplus.sqlite", store) == instances
+
+
+def test_backup_to_a_full_disk(study_db, tmp_path):
+    db, _, _ = study_db
+    with small_disk(tmp_path / "small") as disk:
+        filler = fill(disk, 32 << 10)
+        code, _, err = dicomplus("--db", db, "db", "backup", disk / "copy.sqlite")
+        assert_one_line_full(code, err, disk)
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+        filler.unlink()
+        code, _, err = dicomplus("--db", db, "db", "backup", disk / "copy.sqlite")
+        assert code == 0, err
+        conn = sqlite3.connect(disk / "copy.sqlite")
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+
+
+# -- the engine (what the Slicer panel calls) ---------------------------------------------------
+def test_engine_import_and_retrieve_into_a_full_store(series, pacs, tmp_path):
+    """The host gets one DiskFullError, message and fields, for an import and for a retrieve;
+    the engine goes on, and the same jobs complete once there is room."""
+    from DICOMPlusLib.engine.client import SubprocessEngine
+    from DICOMPlusLib.errors import DiskFullError
+    from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
+
+    address, _ = pacs
+    ae, host_port = address.split("@")
+    node = RemoteNode("pacs", DimseEndpoint(ae, LOOPBACK, int(host_port.rsplit(":", 1)[1])))
+    with small_disk(tmp_path / "small") as disk, SubprocessEngine() as engine:
+        imported = {"db": str(tmp_path / "a"), "store": str(disk / "a"), "paths": [str(series.folder)]}
+        with pytest.raises(DiskFullError) as caught:
+            engine.submit("import", imported, "Import").get(120)
+        error = caught.value
+        assert error.path == str(disk / "a") and error.total == N and 0 < error.done < N
+        assert "\n" not in str(error) and str(error).startswith(f"stored {error.done} of {N} files; the disk")
+        assert assert_consistent(tmp_path / "a" / "dicomplus.sqlite", disk / "a") == error.done
+
+        shutil.rmtree(disk / "a")  # room for the retrieve
+        retrieved = {"db": str(tmp_path / "b"), "store": str(disk / "b"), "node": node,
+                     "study": series.study_uid, "method": "get"}  # fmt: skip
+        with pytest.raises(DiskFullError) as caught:
+            engine.submit("retrieve", retrieved, "Retrieve").get(120)
+        error = caught.value
+        assert error.path == str(disk / "b") and error.total == N and 0 < error.done < N
+        assert assert_consistent(tmp_path / "b" / "dicomplus.sqlite", disk / "b") == error.done
+
+        grow(disk)
+        report = engine.submit("retrieve", retrieved, "Retrieve").get(120)
+        assert len(report.done) + len(report.skipped) == N and report.complete
+        assert assert_consistent(tmp_path / "b" / "dicomplus.sqlite", disk / "b") == N
