@@ -317,11 +317,23 @@ class Database(BaseDatabase):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and is_space_error(exc):
+                    raise DiskFullError(str(self.path)) from exc
                 raise
             else:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    # SQLite rolls back by itself after some failed COMMITs, not after all: a
+                    # transaction left open would refuse this connection's next BEGIN (and a
+                    # ROLLBACK with none open fails, harmlessly).
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    if is_space_error(exc):  # "database or disk is full": one line, not a traceback
+                        raise DiskFullError(str(self.path)) from exc
+                    raise
 
     def _restart_a_large_wal(self, conn: Connection) -> None:
         """Before this database's first write: a WAL of more than :data:`WAL_CHECKPOINT_PAGES`

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from DICOMPlusLib.errors import DICOMPlusError
+from DICOMPlusLib.errors import DICOMPlusError, DiskFullError
 from DICOMPlusLib.models import InstanceRecord
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class StoredInstance:
 def is_space_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "no room": a full disk or quota, or SQLite's "database or disk is
     full" (recognised by its message: sqlite3 has no error code attribute before Python 3.11)."""
-    if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
+    if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS):
         return True
     return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
 
@@ -145,6 +145,8 @@ def is_space_error(exc: BaseException) -> bool:
 def full_path(db: Backend, exc: BaseException) -> str:
     """What is full, for the message: the database (SQLite's "database or disk is full") or the
     store (a file that could not be written)."""
+    if isinstance(exc, DiskFullError):
+        return exc.path
     if isinstance(exc, sqlite3.Error):
         return str(getattr(db, "path", "") or db.store.root)
     return str(db.store.root)
