@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.errors import DiskFullError, NetworkError, space_error_in
 from DICOMPlusLib.network.endpoints import (
     DicomwebEndpoint,
     DimseEndpoint,
@@ -357,9 +357,11 @@ class NodeStore:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(payload + "\n")
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if space_error_in(exc) is not None:  # the list as it was stays
+                raise DiskFullError(str(self.path.parent)) from exc
             raise
 
     def list(self) -> list[RemoteNode]:
