@@ -329,3 +329,49 @@ def test_engine_import_and_retrieve_into_a_full_store(series, pacs, tmp_path):
         report = engine.submit("retrieve", retrieved, "Retrieve").get(120)
         assert len(report.done) + len(report.skipped) == N and report.complete
         assert assert_consistent(tmp_path / "b" / "dicomplus.sqlite", disk / "b") == N
+
+
+def test_delete_and_nodes_add_on_a_full_disk(series, tmp_path):
+    """A delete whose database cannot grow its WAL keeps every row and file; a node list that
+    cannot be written stays as it was."""
+    store = tmp_path / "store"
+    with small_disk(tmp_path / "small") as disk:
+        db = disk / "dicomplus.sqlite"
+        with Database(db, store_dir=store) as opened:
+            opened.import_paths([series.folder], jobs=1)
+        nodes = disk / "nodes.json"
+        assert dicomplus("nodes", "add", "pacs", f"PACS@{LOOPBACK}:104", "--nodes", nodes)[0] == 0
+        before = nodes.read_bytes()
+        filler = fill(disk, 0)
+        delete = ["--db", db, "--store", store, "delete", "--series", series.series_uid]
+        code, _, err = dicomplus(*delete)
+        assert assert_one_line_full(code, err, db) is None
+        code, _, err = dicomplus("nodes", "add", "other", f"OTHER@{LOOPBACK}:104", "--nodes", nodes)
+        assert assert_one_line_full(code, err, disk) is None
+        assert nodes.read_bytes() == before
+        assert not list(disk.glob(".nodes-*"))  # no temporary list left
+        filler.unlink()
+        assert assert_consistent(db, store) == N
+        code, _, err = dicomplus(*delete)
+        assert code == 0, err
+        assert assert_consistent(db, store) == 0
+
+
+def test_an_open_database_writes_again_once_there_is_room(series, tmp_path):
+    """A long-lived process (the engine, a listener): after the commit that found the disk full
+    (SQLite rolled it back; Database.write makes sure no transaction stays open), the same
+    connection writes again once there is room."""
+    from DICOMPlusLib.errors import DiskFullError
+
+    with (
+        small_disk(tmp_path / "small") as disk,
+        Database(disk / "dicomplus.sqlite", store_dir=tmp_path / "store") as db,
+    ):
+        filler = fill(disk, 16 << 10)
+        with pytest.raises(DiskFullError, match=f"the disk holding {disk / 'dicomplus.sqlite'} is full"):
+            db.import_paths([series.folder], jobs=1)
+        filler.unlink()
+        kept = db.info()["instances"]
+        assert db.import_paths([series.folder], jobs=1).added == N - kept
+        assert db.info()["instances"] == N
+        assert assert_consistent(disk / "dicomplus.sqlite", tmp_path / "store") == N
