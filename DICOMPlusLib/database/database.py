@@ -55,8 +55,7 @@ DB_FILE_NAME = "dicomplus.sqlite"
 #: Pages a backup copies between two looks at its cancel token and its progress (1 MiB).
 BACKUP_STEP_PAGES = 256
 BUSY_TIMEOUT_S = 60.0
-#: Free space below which an open that fails is taken for a full disk (the WAL and the
-#: shared-memory file, 32 KiB, must be made; SQLite then reports only "disk I/O error").
+#: Free space below which an open that fails with an I/O error is taken for a full disk.
 OPEN_ROOM = 256 << 10
 #: SQLite's own ``wal_autocheckpoint`` (pages): a commit that leaves more in the WAL copies them
 #: into the database file (a checkpoint, two ``fdatasync``). Every writer but an import uses it,
@@ -250,9 +249,8 @@ class Database(BaseDatabase):
         except (sqlite3.Error, OSError) as exc:
             if is_space_error(exc):  # the copy is removed below: nothing half-written stays
                 raise DiskFullError(str(target.parent)) from exc
-            if isinstance(exc, sqlite3.Error):
-                raise DatabaseError(f"cannot back up {self.path} to {target}: {exc}") from exc
-            raise DatabaseError(f"cannot back up {self.path} to {target}: {exc.strerror or exc}") from exc
+            why = exc if isinstance(exc, sqlite3.Error) else exc.strerror or exc
+            raise DatabaseError(f"cannot back up {self.path} to {target}: {why}") from exc
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.rollback()
@@ -271,13 +269,14 @@ class Database(BaseDatabase):
     # -- connections -------------------------------------------------------------------------
     def _open_failed(self, exc: sqlite3.Error, hint: str = "") -> DatabaseError | DiskFullError:
         """The error of an open that failed. On a full disk SQLite cannot make its WAL and
-        shared-memory files and says "disk I/O error", not "full": with less than
-        :data:`OPEN_ROOM` free beside the database, that is what it means."""
+        shared-memory files and says "disk I/O error": with less than :data:`OPEN_ROOM` free
+        beside the database, that is what it means."""
         room = OPEN_ROOM
         with contextlib.suppress(OSError, AttributeError):
             st = os.statvfs(self.path.parent)
             room = st.f_bavail * st.f_frsize
-        if is_space_error(exc) or (not self.read_only and room < OPEN_ROOM):
+        io = isinstance(exc, sqlite3.OperationalError) and ("I/O" in str(exc) or "unable to open" in str(exc))
+        if is_space_error(exc) or (io and not self.read_only and room < OPEN_ROOM):
             return DiskFullError(str(self.path))
         return DatabaseError(f"cannot open database {self.path}: {exc}{hint}")
 
@@ -326,9 +325,8 @@ class Database(BaseDatabase):
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    # SQLite rolls back by itself after some failed COMMITs, not after all: a
-                    # transaction left open would refuse this connection's next BEGIN (and a
-                    # ROLLBACK with none open fails, harmlessly).
+                    # SQLite rolls back after some failed COMMITs, not all: one left open would
+                    # refuse this connection's next BEGIN (a ROLLBACK with none fails, harmlessly)
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     if is_space_error(exc):  # "database or disk is full": one line, not a traceback
