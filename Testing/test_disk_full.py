@@ -375,3 +375,19 @@ def test_an_open_database_writes_again_once_there_is_room(series, tmp_path):
         assert db.import_paths([series.folder], jobs=1).added == N - kept
         assert db.info()["instances"] == N
         assert assert_consistent(disk / "dicomplus.sqlite", tmp_path / "store") == N
+
+
+def test_the_sample_pacs_on_a_full_disk(tmp_path):
+    """``serve --sample`` makes its database first: on a full disk it says so and starts
+    nothing; the sample data is one transaction, so nothing of it is left half there."""
+    from DICOMPlusLib.network.pacs.sample import make_sample_data
+
+    with small_disk(tmp_path / "small", "1m") as disk:
+        sample = disk / "sample"
+        code, _, err = dicomplus("serve", "--sample", "--db", sample, "--port", 0, timeout=60)
+        assert assert_one_line_full(code, err, sample / "store") is None
+        assert assert_consistent(sample / "dicomplus.sqlite", sample / "store") == 0
+        grow(disk)
+        with Database(sample) as db:
+            assert make_sample_data(db)["added"] > 0
+        assert assert_consistent(sample / "dicomplus.sqlite", sample / "store") > 0

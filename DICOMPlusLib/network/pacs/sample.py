@@ -134,8 +134,14 @@ def make_sample_data(db: DatabaseProtocol) -> dict[str, int]:
     """Add the sample patients to ``db`` (nothing is added twice); returns the counts added."""
     from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
     from DICOMPlusLib.database.parsing import parse_bytes
+    from DICOMPlusLib.errors import DiskFullError, space_error_in
 
     parsed = [parse_bytes(data) for data in sample_files()]
-    results = db.ingest.commit_batch(parsed, POLICY[IngestSource.SAMPLE])
+    try:
+        results = db.ingest.commit_batch(parsed, POLICY[IngestSource.SAMPLE])
+    except OSError as exc:  # one transaction: nothing of it was kept
+        if space_error_in(exc) is None:
+            raise
+        raise DiskFullError(str(db.store_root)) from exc
     added = sum(1 for r in results if r.status is StoreStatus.STORED)
     return {"added": added, "already there": len(results) - added}
