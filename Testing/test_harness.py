@@ -79,7 +79,6 @@ def test_settings_live_in_a_temporary_ini(slicer, qt):
     assert settings.fileName().endswith(".ini")
     assert not settings.fileName().startswith(os.path.expanduser("~"))
     assert slicer.util.settingsValue("DICOMPlus/harnessProbe", None) == "1"
-    settings.remove("DICOMPlus/harnessProbe")
 
 
 def test_mrml_scene_is_real_and_reads_mrb(slicer, tmp_path):

@@ -500,25 +500,18 @@ def test_the_panel_opens_in_the_mode_the_user_left(dicomplus_module, qtbot, tmp_
     import qt
 
     settings = qt.QSettings()
-    saved = settings.value("DICOMPlus/BrowserViewMode")
-    try:
-        settings.setValue("DICOMPlus/BrowserViewMode", "tree")
-        widget = dicomplus_module.DICOMPlusWidget()
-        qtbot.addWidget(widget.parent)
-        assert widget.browser.viewMode() == "tree"
-        widget.browser.setViewMode("grid")  # the Grid button does this
-        assert settings.value("DICOMPlus/BrowserViewMode") == "grid"
-        widget.cleanup()
-        settings.setValue("DICOMPlus/BrowserViewMode", "icons")  # not a mode: the grid
-        widget = dicomplus_module.DICOMPlusWidget()
-        qtbot.addWidget(widget.parent)
-        assert widget.browser.viewMode() == "grid"
-        widget.cleanup()
-    finally:
-        if saved is None:
-            settings.remove("DICOMPlus/BrowserViewMode")
-        else:
-            settings.setValue("DICOMPlus/BrowserViewMode", saved)
+    settings.setValue("DICOMPlus/BrowserViewMode", "tree")
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    assert widget.browser.viewMode() == "tree"
+    widget.browser.setViewMode("grid")  # the Grid button does this
+    assert settings.value("DICOMPlus/BrowserViewMode") == "grid"
+    widget.cleanup()
+    settings.setValue("DICOMPlus/BrowserViewMode", "icons")  # not a mode: the grid
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    assert widget.browser.viewMode() == "grid"
+    widget.cleanup()
 
 
 def test_dicom_values_read_as_people_write_them(dicomplus_module):

@@ -10,20 +10,13 @@ import pytest
 
 from dicomplus_testing.synthetic import make_series
 
-KEYS = ("DICOMPlus/DatabaseURL", "DICOMPlus/StorePath", "DICOMPlus/DatabasePath")
-
 
 @pytest.fixture
-def settings():
+def settings(slicer_app):
+    """The panel's settings: empty at the start of each test (dicomplus_testing.isolation)."""
     import qt
 
-    settings = qt.QSettings()
-    saved = {key: settings.value(key) for key in KEYS if settings.contains(key)}
-    yield settings
-    for key in KEYS:
-        settings.remove(key)
-    for key, value in saved.items():
-        settings.setValue(key, value)
+    return qt.QSettings()
 
 
 @pytest.fixture
@@ -112,8 +105,6 @@ def test_a_url_in_dicomplus_db_is_the_default_as_for_the_cli(
     import slicer
 
     monkeypatch.setenv("DICOMPLUS_DB", postgres_url)
-    for key in ("DICOMPlus/DatabaseURL", "DICOMPlus/DatabasePath"):  # no setting (others' tests leave one)
-        settings.remove(key)
     settings.setValue("DICOMPlus/StorePath", str(tmp_path / "store"))
     slicer.app.setTestingEnabled(False)  # else the module's test database is the default
     logic = dicomplus_module.DICOMPlusLogic()

@@ -16,15 +16,6 @@ from dicomplus_testing.util import free_port
 TIMEOUT = 60_000
 
 
-@pytest.fixture(autouse=True)
-def forget_network_settings(slicer_app):
-    """The panel stores its listener port, AE title and current node; other tests start clean."""
-    import qt
-
-    yield
-    qt.QSettings().remove("DICOMPlus/Network")
-
-
 @pytest.fixture
 def pacs(tmp_path):
     """The sample PACS (C-FIND, C-GET, C-STORE) on a free port, with its database."""
