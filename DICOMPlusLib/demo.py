@@ -226,9 +226,12 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "demo", help="run the whole workflow on loopback against a sample PACS (a few seconds)"
     )
+    from DICOMPlusLib.cli.arguments import user_path
+
     p.add_argument(
         "--out",
         default="dicomplus-demo",
+        type=user_path,
         help="folder for the outputs, its own local database among them (OUT/database; default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -90,3 +90,67 @@ def test_a_tilde_the_shell_left_is_the_home_folder(tmp_path, capsys, monkeypatch
     assert (home / "mydb" / "dicomplus.sqlite").is_file()
     assert len(list((home / "files").rglob("*.dcm"))) == 2
     assert list(here.iterdir()) == []
+
+
+def _path_actions():
+    """Every (command, action) of the parser that names a file or folder, by its metavar or
+    option: what a new path option will look like too."""
+    import argparse
+
+    from DICOMPlusLib.cli.app import build_parser
+
+    words = ("PATH", "FILE", "FOLDER", "DIR", "ZIP", "IMAGE", "VOLUME", "DEST")
+    options = {"--out", "--nodes", "--db", "--store", "--from"}
+
+    def walk(parser, command):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{command} {name}")
+            elif any(w in str(action.metavar or "") for w in words) or options & set(action.option_strings):
+                yield command, action
+
+    return list(walk(build_parser(), "dicomplus"))
+
+
+def test_every_path_option_takes_the_users_tilde():
+    """One helper (arguments.user_path) for every option and argument naming a file or folder,
+    new ones included: the ones the shell leaves a ``~`` in are not only ``--db`` and ``--store``."""
+    from DICOMPlusLib.cli.arguments import user_path
+
+    found = [
+        (command, action.option_strings[0] if action.option_strings else action.dest, action)
+        for command, action in _path_actions()
+    ]
+    named = {(command, name) for command, name, _ in found}
+    assert {("dicomplus db migrate", "--from"), ("dicomplus bundle save", "--thumbnail"),
+            ("dicomplus convert", "--out"), ("dicomplus import", "paths"), ("dicomplus demo", "--out"),
+            ("dicomplus send", "--nodes"), ("dicomplus", "--db")} <= named  # fmt: skip
+    hidden = {("dicomplus demo", "--db"), ("dicomplus demo", "--store")}  # refused, never opened
+    without = sorted(
+        f"{command} {name}"
+        for command, name, action in found
+        if action.type is not user_path and (command, name) not in hidden
+    )
+    assert without == [], f"path options that leave a ~ as it is: {without}"
+
+
+def test_a_tilde_in_any_path_option_is_the_home_folder(tmp_path, capsys, monkeypatch):
+    """``--nodes=~/n.json`` wrote the node list into a folder named "~" in the current one,
+    ``db backup "~/b.sqlite"`` and ``bundle extract --out=~/x`` theirs too: the shell leaves
+    the ``~`` of ``--option=~/x`` and of a quoted word."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    make_series(home / "series", n=2)
+    code, _, err = run(capsys, "--db=~/db", "import", "~/series", "--json")
+    assert code == 0, err
+    code, _, err = run(capsys, "nodes", "add", "pacs", "PACS@127.0.0.1:104", "--nodes=~/n.json")
+    assert code == 0 and (home / "n.json").is_file(), err
+    code, _, err = run(capsys, "--db=~/db", "db", "backup", "~/backup.sqlite")
+    assert code == 0 and (home / "backup.sqlite").is_file(), err
+    code, _, err = run(capsys, "db", "migrate", "--from=~/nothing", "--to=postgresql://u@127.0.0.1:1/x")
+    assert code != 0 and f"no SQLite database at {home / 'nothing'}" in err, err
+    assert list(here.iterdir()) == []

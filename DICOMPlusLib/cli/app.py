@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 from DICOMPlusLib import __version__
-from DICOMPlusLib.cli.arguments import Parser
+from DICOMPlusLib.cli.arguments import Parser, user_path
 from DICOMPlusLib.cli.signals import (  # noqa: F401 - cancel_on_interrupt is used from here by the commands
     ENDING_SIGNALS,
     after_hangup,
@@ -96,6 +96,7 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         ("--db",),
         dict(
             metavar="PATH|URL",
+            type=user_path,
             help="database file or folder, or a postgresql:// URL (default: $DICOMPLUS_DB, else "
             "~/.local/share/dicomplus/dicomplus.sqlite)",
         ),
@@ -104,6 +105,7 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         ("--store",),
         dict(
             metavar="PATH",
+            type=user_path,
             help="folder of the stored files (default: store/ beside an SQLite file; for PostgreSQL, "
             "the folder the database records, given once)",
         ),

@@ -100,6 +100,16 @@ count = number(int, 1)
 listen_port = number(int, 0, 65535)
 
 
+# -- paths -----------------------------------------------------------------------------------------
+def user_path(text: str) -> str:
+    """The ``type`` of every option and argument that names a file or folder: a leading ``~``
+    (``~user``) is the home folder. The shell expands it only at the start of a word, so the ``~``
+    of ``--from=~/x`` (or of a quoted ``"~/x"``) reached the command as it was: ``db migrate``
+    looked for a folder named "~" here, and an output went into one. A ``postgresql://`` URL is
+    left as it is (it never starts with ``~``)."""
+    return os.path.expanduser(text)
+
+
 # -- databases -------------------------------------------------------------------------------------
 def database_file(path: str | os.PathLike | None) -> Path:
     """The sqlite file ``--db`` names (a folder or a suffix-less name holds ``dicomplus.sqlite``)."""
@@ -159,12 +169,12 @@ def _open_database(args, create: bool):
 
     path = getattr(args, "db", None)
     store = getattr(args, "store", None)
-    # The shell leaves the ~ of --db=~/x and --store=~/x (and of a quoted one) alone: the
-    # database was made in a folder named "~" here, where the next command did not look.
+    # The parser's user_path expands --db=~/x and --store=~/x; again here for the namespaces made
+    # in code: the database was made in a folder named "~" here, where the next command did not look.
     if path is not None and not is_url(path):
-        path = os.path.expanduser(path)
+        path = user_path(path)
     if store is not None:
-        store = os.path.expanduser(store)
+        store = user_path(store)
     if path is None and is_url(os.environ.get("DICOMPLUS_DB")):
         path = os.environ["DICOMPLUS_DB"]
     if is_url(path):  # the server says whether it exists; a new one gets its tables

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.cli.app import UID_ROOT_HELP, print_json, uid_generator
-from DICOMPlusLib.cli.arguments import open_database, require_paths
+from DICOMPlusLib.cli.arguments import open_database, require_paths, user_path
 from DICOMPlusLib.errors import BundleError
 
 if TYPE_CHECKING:
@@ -113,12 +113,14 @@ def add_commands(sub) -> None:
 
     p = bundle_sub.add_parser("save", help="wrap a zip (MRB) into a DICOM file of a study")
     p.set_defaults(func=cmd_save)
-    p.add_argument("zip", metavar="ZIP", help="the scene as a zip (.mrb or .zip)")
+    p.add_argument("zip", metavar="ZIP", type=user_path, help="the scene as a zip (.mrb or .zip)")
     p.add_argument(
         "--study", required=True, metavar="UID", help="StudyInstanceUID of a study in the database"
     )
-    p.add_argument("--out", required=True, metavar="FILE.dcm")
-    p.add_argument("--thumbnail", default=None, metavar="IMAGE", help="PNG/JPEG shown as the image")
+    p.add_argument("--out", required=True, metavar="FILE.dcm", type=user_path)
+    p.add_argument(
+        "--thumbnail", default=None, metavar="IMAGE", type=user_path, help="PNG/JPEG shown as the image"
+    )
     p.add_argument("--description", default=DEFAULT_SERIES_DESCRIPTION, help="SeriesDescription")
     p.add_argument("--index", action="store_true", help="also import the bundle into the database")
     p.add_argument("--uid-root", default=None, help=UID_ROOT_HELP)
@@ -126,8 +128,8 @@ def add_commands(sub) -> None:
 
     p = bundle_sub.add_parser("extract", help="write the zip (MRB) held by a Data Bundle file")
     p.set_defaults(func=cmd_extract)
-    p.add_argument("file", metavar="FILE.dcm")
-    p.add_argument("--out", required=True, metavar="ZIP")
+    p.add_argument("file", metavar="FILE.dcm", type=user_path)
+    p.add_argument("--out", required=True, metavar="ZIP", type=user_path)
     p.add_argument(
         "--max-size",
         default=str(DEFAULT_MAX_BUNDLE_BYTES),
@@ -139,5 +141,5 @@ def add_commands(sub) -> None:
 
     p = bundle_sub.add_parser("info", help="what a Data Bundle file holds (no extraction)")
     p.set_defaults(func=cmd_info)
-    p.add_argument("file", metavar="FILE.dcm")
+    p.add_argument("file", metavar="FILE.dcm", type=user_path)
     p.add_argument("--json", action="store_true")

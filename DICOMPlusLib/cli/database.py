@@ -17,7 +17,7 @@ from DICOMPlusLib.cli.app import (
     print_table,
     stdout_is_terminal,
 )
-from DICOMPlusLib.cli.arguments import count, location, number, open_database, require_paths
+from DICOMPlusLib.cli.arguments import count, location, number, open_database, require_paths, user_path
 
 #: The page a terminal shows when --limit is not given.
 TERMINAL_PAGE = 20
@@ -355,7 +355,7 @@ is printed tab-separated with a header line; --json prints a list of objects key
 def add_commands(sub) -> None:
     p = sub.add_parser("import", help="import files, folders or DICOMDIRs into the database")
     p.set_defaults(func=cmd_import)
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH", type=user_path)
     p.add_argument("--link", action="store_true", help="index files where they are instead of copying them")
     p.add_argument(
         "--jobs",
@@ -408,7 +408,12 @@ def add_commands(sub) -> None:
     )
     p.set_defaults(func=cmd_db_migrate)
     p.add_argument(
-        "--from", dest="source", required=True, metavar="SQLITE_PATH", help="dicomplus.sqlite or its folder"
+        "--from",
+        dest="source",
+        required=True,
+        metavar="SQLITE_PATH",
+        type=user_path,
+        help="dicomplus.sqlite or its folder",
     )
     p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host:port/dbname")
     files = p.add_mutually_exclusive_group()
@@ -431,6 +436,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "dest",
         metavar="DEST",
+        type=user_path,
         help="a new file, or a folder (a name without a suffix) to hold dicomplus.sqlite",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")

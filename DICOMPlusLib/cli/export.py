@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.cli.app import UID_ROOT_HELP, ProgressBar, counted, print_json, uid_generator
-from DICOMPlusLib.cli.arguments import location, open_database, require_paths
+from DICOMPlusLib.cli.arguments import location, open_database, require_paths, user_path
 from DICOMPlusLib.errors import DICOMPlusError, ExportError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
@@ -178,7 +178,9 @@ def cmd_export(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("export", help="write a NRRD/NIfTI volume as a new DICOM series in a study")
     p.set_defaults(func=cmd_export)
-    p.add_argument("volume", metavar="VOLUME", help="a .nrrd, .nhdr, .nii, .nii.gz, .mha or .mhd file")
+    p.add_argument(
+        "volume", metavar="VOLUME", type=user_path, help="a .nrrd, .nhdr, .nii, .nii.gz, .mha or .mhd file"
+    )
     p.add_argument(
         "--study", required=True, metavar="UID", help="StudyInstanceUID of a study in the database"
     )
@@ -189,12 +191,13 @@ def add_commands(sub) -> None:
         help="CT or MR: CT/MR Image Storage; anything else (default OT): a multi-frame secondary capture",
     )
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out", metavar="DIR", help="write the files into this folder")
+    target.add_argument("--out", metavar="DIR", type=user_path, help="write the files into this folder")
     target.add_argument("--send", metavar="NODE", help="send the series to this configured node")
     p.add_argument("--index", action="store_true", help="also import the new series into the database")
     p.add_argument(
         "--nodes",
         default=None,
+        type=user_path,
         help="node list for --send (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)",
     )
     p.add_argument(

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from DICOMPlusLib.cli.app import ProgressBar, UsageError, print_json
-from DICOMPlusLib.cli.arguments import open_database, require_paths
+from DICOMPlusLib.cli.arguments import open_database, require_paths, user_path
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.loading.naming import DEFAULT_TEMPLATE
 
@@ -247,7 +247,7 @@ def add_commands(sub) -> None:
         ("convert", cmd_convert, "write the volumes of a folder or a database series as NRRD or NIfTI"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("paths", nargs="*", metavar="PATH", help="DICOM files or folders")
+        p.add_argument("paths", nargs="*", metavar="PATH", type=user_path, help="DICOM files or folders")
         p.add_argument("--series", metavar="UID", help="a series in the database (see --db)")
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "convert":
@@ -257,6 +257,7 @@ def add_commands(sub) -> None:
                 "--out",
                 required=True,
                 metavar="FILE|FOLDER",
+                type=user_path,
                 help="FILE.nii.gz (.nii, .nrrd, .nhdr, .mha, .mhd): the first volume there, others beside it with "
                 "a readable suffix; or a FOLDER (made if missing; a name with a dot ends with /): files named "
                 "by --name",

@@ -38,6 +38,7 @@ from DICOMPlusLib.cli.arguments import (
     open_database,
     require_paths,
     seconds,
+    user_path,
 )
 
 NODES_HELP = "node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)"
@@ -474,7 +475,7 @@ def add_commands(sub) -> None:
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--timeout", type=seconds, default=10.0, help="seconds to wait at each step (default 10)")
-    p.add_argument("--nodes", help=nodes_help)
+    p.add_argument("--nodes", type=user_path, help=nodes_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_echo)
 
@@ -516,7 +517,7 @@ def add_commands(sub) -> None:
     )
     p.__class__ = IntermixedParser  # send NODE --parallel 2 FOLDER
     p.add_argument("node", type=node_spec, help="configured node name or AE@HOST:PORT")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to send")
+    p.add_argument("paths", nargs="*", metavar="PATH", type=user_path, help="files or folders to send")
     p.add_argument("--study", help="send this stored study (StudyInstanceUID)")
     p.add_argument("--series", help="send this stored series (SeriesInstanceUID)")
     p.add_argument("--parallel", type=count, default=1, help="associations at once (default 1)")
@@ -535,7 +536,7 @@ def add_commands(sub) -> None:
         default=DEFAULT_AE_TITLE,
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
-    p.add_argument("--nodes", help=nodes_help)
+    p.add_argument("--nodes", type=user_path, help=nodes_help)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_send)
 
@@ -556,7 +557,9 @@ def add_commands(sub) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every interface)",
     )
-    p.add_argument("--db", default=argparse.SUPPRESS, help="database to serve (default: the global --db)")
+    p.add_argument(
+        "--db", default=argparse.SUPPRESS, type=user_path, help="database to serve (default: the global --db)"
+    )
     p.add_argument(
         "--sample",
         action="store_true",

@@ -11,6 +11,7 @@ import getpass
 import os
 
 from DICOMPlusLib.cli.app import Exit, UsageError, print_json
+from DICOMPlusLib.cli.arguments import user_path
 from DICOMPlusLib.cli.network import NODES_HELP, method_word, node_address, node_store, retrieve_method
 from DICOMPlusLib.errors import NetworkError
 
@@ -156,13 +157,13 @@ def add_commands(sub) -> None:
     a.add_argument("--ask-password", action="store_true", help="ask for the password (not echoed)")
     a.add_argument("--description")
     a.add_argument("--replace", action="store_true", help="replace a node of the same name")
-    a.add_argument("--nodes", help=NODES_HELP)
+    a.add_argument("--nodes", type=user_path, help=NODES_HELP)
     a.set_defaults(func=cmd_nodes_add)
     a = nodes_sub.add_parser("list", help="list the nodes")
     a.add_argument("--json", action="store_true")
-    a.add_argument("--nodes", help=NODES_HELP)
+    a.add_argument("--nodes", type=user_path, help=NODES_HELP)
     a.set_defaults(func=cmd_nodes_list)
     a = nodes_sub.add_parser("remove", help="remove a node")
     a.add_argument("name")
-    a.add_argument("--nodes", help=NODES_HELP)
+    a.add_argument("--nodes", type=user_path, help=NODES_HELP)
     a.set_defaults(func=cmd_nodes_remove)

@@ -21,7 +21,7 @@ from DICOMPlusLib.cli.app import (
     print_json,
     print_table,
 )
-from DICOMPlusLib.cli.arguments import IntermixedParser, count, number, open_database, seconds
+from DICOMPlusLib.cli.arguments import IntermixedParser, count, number, open_database, seconds, user_path
 from DICOMPlusLib.cli.network import ae_title, method_word, node_spec, retrieve_method
 from DICOMPlusLib.errors import CancelledError, RetrieveError
 from DICOMPlusLib.network.nodes import DEFAULT_PORT
@@ -191,7 +191,7 @@ def add_commands(sub) -> None:
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait for an answer (default 30)")
-    p.add_argument("--nodes", help=nodes_help)
+    p.add_argument("--nodes", type=user_path, help=nodes_help)
     p.add_argument("--json", action="store_true", help="print a list of objects keyed by DICOM keyword")
     p.set_defaults(func=cmd_query)
 
@@ -231,6 +231,6 @@ def add_commands(sub) -> None:
         help=f"our AE title (default {DEFAULT_AE_TITLE})",
     )
     p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait at each step (default 30)")
-    p.add_argument("--nodes", help=nodes_help)
+    p.add_argument("--nodes", type=user_path, help=nodes_help)
     p.add_argument("--json", action="store_true", help="print the retrieve report as JSON")
     p.set_defaults(func=cmd_retrieve)
