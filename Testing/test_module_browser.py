@@ -66,7 +66,7 @@ def visible_texts(browser):
         if level == "series":
             texts.append(grid.tileOf(key)[1].text())
         else:
-            texts.append(grid.headerOf(level, key).text)
+            texts.append(grid.headerOf(level, key).fullText())
     return texts
 
 
@@ -86,10 +86,10 @@ def test_grid_shows_series_as_thumbnails_under_each_study(panel, qtbot, tmp_path
     assert browser.statusText() == "2 patients   ·   2 studies   ·   3 series", browser.statusText()
     texts = visible_texts(browser)
     assert not [t for t in texts if "^" in t or "(no description)" in t or "(ies)" in t], texts
-    header = browser.gridView().headerOf("patient", "GRID1").text
+    header = browser.gridView().headerOf("patient", "GRID1").fullText()
     assert header.startswith("DOE, JANE") and "2 series" not in header and "1 study" in header
-    assert browser.gridView().headerOf("patient", "GRID2").text.startswith("Roe, Dr Richard")
-    study = browser.gridView().headerOf("study", a.study_uid).text
+    assert browser.gridView().headerOf("patient", "GRID2").fullText().startswith("Roe, Dr Richard")
+    study = browser.gridView().headerOf("study", a.study_uid).fullText()
     assert "CT study" in study and "2 series" in study and "7 images" in study, study
     tile = browser.gridView().tileOf(a.series_uid)[1].text()
     assert tile.splitlines() == ["CT series", "#3  4 images"], tile

@@ -162,3 +162,23 @@ def test_panel_after_a_load_fits_slicer_module_panel_height(panel, qtbot):
     width, height = fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)
     assert (width, height) == (SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT), panel.parent.minimumSizeHint
     assert clipped(panel.parent) == []
+
+
+def test_panel_after_loading_a_tilted_series_cuts_nothing_off(panel, qtbot, shared_series):
+    """Loading a tilted CT as a user does (import, select, Load) leaves its warning twice: in the
+    Preview (a wrapped label, five lines at 300 px) and under Activity. A wrapped label's height
+    depends on its width, which a layout's minimum leaves out: the panel's minimum was 40 px short
+    and the layout took them from the browser, below its own minimum, so the series tile was drawn
+    over the "1 patient · 1 study · 1 series" line. The panel may scroll; nothing may overlap. The
+    study's header ("2015-02-06 · 1A TRAUMA/PLAIN HEAD DM · 1 series · 54 images", 442 px in 244)
+    lost its counts without a sign: it ends in "…" and its tooltip starts with the whole line."""
+    panel.importPaths([str(shared_series / "dev_ct_gantry_tilt")])
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=60_000)
+    (series,) = panel.browser.entries("series")
+    panel.browser.selectSeries(series[1])
+    panel.ui.loadButton.click()
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=60_000)
+    qtbot.waitUntil(lambda: "tilted gantry" in panel.preview.warningsText(), timeout=10_000)
+    assert "tilted gantry" in panel.ui.messagesText.toPlainText()
+    fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)
+    assert clipped(panel.parent) == []

@@ -69,3 +69,29 @@ class ElidedButton(qt.QPushButton):
         tip = f"{self._fullText}: {self._detail}" if cut and self._detail else self._detail or self._fullText
         if tip != self.toolTip:
             self.toolTip = tip
+
+
+class WrappedLabel(qt.QLabel):
+    """A word-wrapped label whose minimum height is the height of its text at its width. A
+    layout's minimum leaves out a height that depends on the width (Qt asks it only when it
+    places the widgets), so a panel holding a five-line label came out 40 px short of what it
+    needed and its layout took them from a neighbour, below that one's minimum (a browser tile
+    drawn over the line under it). Call :meth:`fitHeight` after setting the text."""
+
+    def __init__(self, parent=None):
+        qt.QLabel.__init__(self, parent)
+        self.wordWrap = True
+
+    def resizeEvent(self, event):
+        try:
+            qt.QLabel.resizeEvent(self, event)
+        except (AttributeError, TypeError):  # a binding that does not expose the protected base
+            pass
+        self.fitHeight()
+
+    def fitHeight(self):
+        """Keep the minimum height at the text's height for the current width (none while the
+        label has no width yet: its first resize sets it)."""
+        needed = self.heightForWidth(self.width) if self.width > 0 and self.text else 0
+        if needed != self.minimumHeight:
+            self.minimumHeight = max(needed, 0)

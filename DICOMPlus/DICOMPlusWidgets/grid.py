@@ -15,6 +15,7 @@ import qt
 from slicer.i18n import tr as _
 
 from . import text as T
+from .fitting import ElidedButton
 
 TILE_ICON = 64
 TILE_SIZE = qt.QSize(124, 112)  # grid cell: the icon and two lines of text
@@ -162,12 +163,14 @@ class SeriesGrid(qt.QScrollArea):
         if patient.PatientID and patient.PatientID != parts[0]:
             parts.append(_("ID {id}").format(id=patient.PatientID))
         parts.append(T.count(studyCount, _("study"), _("studies")))
-        header.text = "   ·   ".join(parts)
         font = header.font
         font.setBold(True)
-        header.font = font
-        header.toolTip = _("Patient ID: {id}\nBirth date: {date}").format(
-            id=patient.PatientID, date=T.formatDate(getattr(patient, "PatientBirthDate", "")) or "-"
+        header.font = font  # before the text: the bold text is the one measured to fit
+        header.setFullText(
+            "   ·   ".join(parts),
+            _("Patient ID: {id}\nBirth date: {date}").format(
+                id=patient.PatientID, date=T.formatDate(getattr(patient, "PatientBirthDate", "")) or "-"
+            ),
         )
         return header
 
@@ -214,13 +217,12 @@ class SeriesGrid(qt.QScrollArea):
         return True
 
     def _header(self, parent, entry):
-        button = qt.QPushButton(parent)
+        # a long text is cut with "…" (whole in the tooltip), never widening the grid: at 340 px a
+        # study's date and description left no room for its counts, cut off without a sign
+        button = ElidedButton("", "", parent)
         button.checkable = True
         button.flat = True
         button.setStyleSheet(_HEADER_STYLE)
-        button.setSizePolicy(
-            qt.QSizePolicy.Ignored, qt.QSizePolicy.Fixed
-        )  # a long text is cut, not widening the grid
         button.minimumWidth = 80
         button.connect("clicked(bool)", lambda *args, entry=entry: self._onHeaderClicked(entry))
         self._headers[entry] = button
@@ -243,14 +245,14 @@ class SeriesGrid(qt.QScrollArea):
         parts = [T.formatDate(study.StudyDate), T.studyTitle(study)]
         parts.append(T.count(len(series), _("series"), _("series")))
         parts.append(T.count(images, _("image"), _("images")))
-        header.text = "   ·   ".join(p for p in parts if p)
-        header.toolTip = _(
-            "{title}\nModalities: {modalities}\nAccession number: {accession}\nStudy UID: {uid}"
-        ).format(
-            title=T.studyTitle(study),
-            modalities=study.ModalitiesInStudy or "-",
-            accession=study.AccessionNumber or "-",
-            uid=uid,
+        header.setFullText(
+            "   ·   ".join(p for p in parts if p),
+            _("{title}\nModalities: {modalities}\nAccession number: {accession}\nStudy UID: {uid}").format(
+                title=T.studyTitle(study),
+                modalities=study.ModalitiesInStudy or "-",
+                accession=study.AccessionNumber or "-",
+                uid=uid,
+            ),
         )
         row.addWidget(header, 1)
         return row

@@ -16,7 +16,7 @@ import qt
 from slicer.i18n import tr as _
 
 from . import text as T
-from .fitting import fitToText
+from .fitting import WrappedLabel, fitToText
 from .imaging import toQImage
 from .previewmodel import CUSTOM, PreviewModel, frameKey
 from .signals import Signal
@@ -127,8 +127,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._volumeBox.connect("currentIndexChanged(int)", self.setCurrentVolume)
         layout.addWidget(self._volumeBox)
 
-        self._warningsLabel = qt.QLabel(self)
-        self._warningsLabel.wordWrap = True
+        self._warningsLabel = WrappedLabel(self)  # its lines count in the panel's minimum
         self._warningsLabel.textFormat = qt.Qt.PlainText
         self._warningsLabel.textInteractionFlags = qt.Qt.TextSelectableByMouse
         self._warningsLabel.setStyleSheet(
@@ -474,6 +473,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
     def _showWarnings(self, lines):
         self._warningsLabel.text = "\n".join(lines)
         self._warningsLabel.visible = bool(lines)
+        self._warningsLabel.fitHeight()
 
     # -- results from the engine (main thread, from the pump's timer) -----------------------------
     def _onResult(self, key, value, error):
