@@ -149,3 +149,44 @@ def test_load_button_loads_selected_series_in_the_background(widget, qtbot, tmp_
     assert node.GetName() == "1: Axial"
     assert slicer.util.arrayFromVolume(node).shape == (6, 16, 16)
     assert widget.activity.status() == "Loaded 1 volume", widget.activity.status()  # not "volume(s)"
+
+
+def test_search_box_finds_wildcards_shown_names_and_dates(widget, qtbot, tmp_path):
+    """A user types in the search box what the browser shows them: a name with a wildcard
+    ("dicom*", "*RTDOSE"), a name as it is written there ("DOE, JANE" for DOE^JANE), a date as
+    it is shown (2016-03-09) or a range of dates. Each found nothing: the database's text search
+    takes "*" and "," literally, and dates are not among its texts."""
+    import qt
+
+    made = {
+        "jane": make_series(tmp_path / "jane", n=2, rows=8, cols=8, patient_id="P1", patient_name="DOE^JANE",
+                            study_date="20160309", series_description="Axial"),
+        "dose": make_series(tmp_path / "dose", n=2, rows=8, cols=8, patient_id="P2", patient_name="DEV^RTDOSE",
+                            study_date="20170102", series_description="Dose plan"),
+        "digits": make_series(tmp_path / "digits", n=2, rows=8, cols=8, patient_id="2016", patient_name="",
+                              study_date="20190101", series_description="Numbered"),
+    }  # fmt: skip
+    widget.importPaths([m.folder for m in made.values()])
+    wait_for_job(widget, qtbot)
+    browser = widget.browser
+
+    def typed(text):
+        """Type ``text`` into the search box as a user does; the series it then shows."""
+        box = browser.searchBox()
+        box.selectAll()
+        qtbot.keyClick(box, qt.Qt.Key_Delete)
+        qtbot.keyClicks(box, text)
+        qtbot.waitUntil(lambda: f'match "{text}"' in browser.statusText(), timeout=5_000)
+        return {uid for level, uid in browser.entries("series")}
+
+    assert typed("doe*") == {made["jane"].series_uid}
+    assert typed("*RTDOSE") == {made["dose"].series_uid}
+    assert typed("Dose pl?n") == {made["dose"].series_uid}
+    assert typed("DOE, JANE") == {made["jane"].series_uid}
+    assert typed("2016-03-09") == typed("20160309") == {made["jane"].series_uid}
+    assert typed("2016-01-01 - 2017-12-31") == {made["jane"].series_uid, made["dose"].series_uid}
+    assert typed("2017") == {made["dose"].series_uid}
+    # a number that reads as a year is still an ID too
+    assert typed("2016") == {made["jane"].series_uid, made["digits"].series_uid}
+    assert typed("dose") == {made["dose"].series_uid}  # words as before
+    assert typed("nobody*") == set() and browser.statusText().startswith("0 patients")

@@ -86,7 +86,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._searchBox.clearButtonEnabled = True
         self._searchBox.toolTip = _(
             "Search the local database: patients, studies and series whose name, ID, description "
-            "or accession number contains this text"
+            "or accession number contains this text. * and ? are wildcards (DOE*). A date or a "
+            "range finds the studies of those days: 2016, 2016-03-09, 2016-01-01 - 2016-06-30."
         )
         self._searchBox.connect("textChanged(QString)", self._onSearchTextChanged)
         self._searchBox.connect("returnPressed()", self.refresh)
@@ -196,6 +197,31 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     def _onSearchTextChanged(self, *args):
         self._searchTimer.start()  # restarts: the search runs 300 ms after the last key
 
+    @staticmethod
+    def _searchSeries(database, text, studies):
+        """The series the search box finds (text.searchQuery): words through the database's text
+        search; a date or a range of dates by study date, and as words too (an ID of digits is
+        still found); wildcards and a name as shown ("DOE, JANE") matched on each series."""
+        criteria, words, pattern = T.searchQuery(text)
+        if criteria:
+            found = {s.SeriesInstanceUID: s for s in database.search("series", criteria)}
+            for record in database.search("series", {}, text=text):
+                found.setdefault(record.SeriesInstanceUID, record)
+            return sorted(  # as the database orders them (a series without a number first, as NULL)
+                found.values(),
+                key=lambda s: (
+                    s.StudyInstanceUID,
+                    s.SeriesNumber is not None,
+                    s.SeriesNumber or 0,
+                    s.SeriesInstanceUID,
+                ),
+            )
+        series = database.search("series", {}, text=words)
+        if pattern is None:
+            return series
+        studyOf = {study.StudyInstanceUID: study for study in studies}
+        return [s for s in series if T.seriesMatches(pattern, s, studyOf.get(s.StudyInstanceUID))]
+
     # -- views ------------------------------------------------------------------------------------
     def viewMode(self):
         """ "grid" (series as thumbnails under each study) or "tree" (the compact list)."""
@@ -237,7 +263,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             database = self._database()
             patients = database.search("patient", {})
             studies = database.search("study", {})
-            series = database.search("series", {}, text=text or None)
+            series = self._searchSeries(database, text, studies)
         except Exception as error:  # a missing or locked database: say so, keep the widget usable
             self._statusLabel.text = _("Cannot read the database: {error}").format(error=error)
             return

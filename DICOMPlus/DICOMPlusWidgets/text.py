@@ -7,6 +7,9 @@ Pure functions over strings and records (no Qt), so they are easy to test and to
 
 from __future__ import annotations
 
+import fnmatch
+import re
+
 from slicer.i18n import tr as _
 
 
@@ -28,6 +31,78 @@ def formatDate(value):
     if len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     return value
+
+
+#: A date as people type it: 2016, 2016-03, 2016-03-09, 20160309, 2016.03.09 (year, month, day).
+_DATE = r"(\d{4})(?:[-./]?(\d{2})(?:[-./]?(\d{2}))?)?"
+_ONE_DATE = re.compile(_DATE)
+#: A range: two dates, or one with an open end ("2016-01-01 -", "- 2016"); " - " or "-" between.
+_DATE_RANGE = re.compile(rf"(?:{_DATE})?\s*(?:-|\.\.|\bto\b)\s*(?:{_DATE})?")
+
+
+def _dateBound(year, month, day, end):
+    """YYYYMMDD for the first (``end`` False) or last day a partial date covers (a month's last
+    day as 31: the bound compares as text with stored dates)."""
+    if year is None:
+        return ""
+    return year + (month or ("12" if end else "01")) + (day or ("31" if end else "01"))
+
+
+def _validDate(year, month, day):
+    return (month is None or "01" <= month <= "12") and (day is None or "01" <= day <= "31")
+
+
+def dateRange(text):
+    """A DICOM date range ("20160101-20161231", "20160309", "20160101-") for a date or a range of
+    dates as people type them, else None: the search box finds studies of those days. A year or a
+    month means all its days; an open end is allowed ("2016-01-01 -", "- 2016")."""
+    text = str(text or "").strip()
+    one = _ONE_DATE.fullmatch(text)
+    if one and _validDate(*one.groups()):
+        start, end = _dateBound(*one.groups(), end=False), _dateBound(*one.groups(), end=True)
+        return start if start == end else f"{start}-{end}"
+    both = _DATE_RANGE.fullmatch(text)
+    if not both or not _validDate(*both.groups()[:3]) or not _validDate(*both.groups()[3:]):
+        return None
+    start, end = _dateBound(*both.groups()[:3], end=False), _dateBound(*both.groups()[3:], end=True)
+    return f"{start}-{end}" if start or end else None
+
+
+def searchQuery(text):
+    """What the browser's search box asks: ``(criteria, text, pattern)`` for ``Database.search``
+    (``criteria`` and ``text``) and :func:`seriesMatches` (``pattern``, or None).
+
+    Plain words search names, IDs, descriptions and accession numbers (the database's ``text``);
+    a date or a range of dates, the study date; ``*`` and ``?`` are wildcards over a whole value
+    ("dicom*", "*RTDOSE"), and a name as the browser shows it ("DOE, JANE") finds the patient
+    stored as "DOE^JANE": both matched here, as the database's text search takes them literally."""
+    text = str(text or "").strip()
+    if not text:
+        return {}, None, None
+    dates = dateRange(text)
+    if dates is not None:
+        return {"StudyDate": dates}, None, None
+    if "*" in text or "?" in text:
+        return {}, None, text
+    if "," in text:
+        return {}, None, f"*{text}*"
+    return {}, text, None
+
+
+def seriesMatches(pattern, series, study=None):
+    """True when ``pattern`` (``*``/``?`` wildcards, case-insensitive) matches one of the series'
+    values: the patient's name (as stored and as shown), ID, the study's description and
+    accession number, the series' description."""
+    pattern = pattern.casefold().replace("[", "[[]")  # "[" is literal, as in DICOM matching
+    values = [
+        getattr(series, "PatientName", None),
+        formatPersonName(getattr(series, "PatientName", None)),
+        getattr(series, "PatientID", None),
+        getattr(series, "SeriesDescription", None),
+        getattr(study, "StudyDescription", None),
+        getattr(study, "AccessionNumber", None),
+    ]
+    return any(fnmatch.fnmatchcase(str(v).casefold(), pattern) for v in values if v)
 
 
 def count(n, one, many):
