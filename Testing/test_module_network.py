@@ -415,3 +415,34 @@ def test_a_dicomweb_only_node_from_the_form(panel, orthanc_session, qtbot, tmp_p
     network.showNodeForm()  # editing shows what was saved
     assert network.nodeWebURLEdit.text == orthanc_session.dicomweb_url
     assert network.nodeAETitleEdit.text == "" and network.nodeMethodCombo.currentText == "DICOMweb"
+
+
+def test_query_form_takes_dates_and_names_as_the_panel_shows_them(panel, orthanc_session, qtbot, tmp_path):
+    """The results and the browser show dates as 2024-01-02 and names as "WALK, ER"; typed back
+    into the query form they went to the server as written and found nothing ("0 studies", with
+    no hint why): only YYYYMMDD and DOE^JOHN matched. A value that is not a date is now said,
+    and no query is sent."""
+    series = make_series(tmp_path / "s", n=2, rows=8, cols=8, modality="MR", patient_id="WALK-FORM-1",
+                         patient_name="WALK^ER", study_date="20240102")  # fmt: skip
+    orthanc_session.upload(series.folder)
+    network = panel.network
+    add_node_through_form(qtbot, network, "Orthanc", orthanc_session.aet, orthanc_session.dicom_port)
+
+    def found(name="", first="", last=""):
+        network.patientIDEdit.text = "WALK-FORM-1"
+        network.patientNameEdit.text, network.dateFromEdit.text, network.dateToEdit.text = name, first, last
+        query(qtbot, network)
+        return [uid for _level, uid in network.results("study")]
+
+    study = [series.study_uid]
+    assert found(first="2024-01-02", last="2024-01-02") == study
+    assert found(first="2024", last="2024") == study  # a year: all its days
+    assert found(first="2024-01") == study and found(last="2023-12-31") == []
+    assert found(name="WALK, ER") == study
+    assert found(name="WALK, ER", first="20240102") == study  # as before
+    queried = []
+    network.queryFinished.connect(queried.append)
+    network.dateFromEdit.text = "last week"
+    click(qtbot, network.queryButton)
+    assert "not a date" in network.statusText() and "2024-01-31" in network.statusText()
+    assert queried == []

@@ -180,9 +180,11 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         queryForm.addRow(_("Patient ID:"), self.patientIDEdit)
         dates = qt.QHBoxLayout()
         self.dateFromEdit = qt.QLineEdit(queryBox)
-        self.dateFromEdit.placeholderText = _("from YYYYMMDD")
+        self.dateFromEdit.placeholderText = _("from")
         self.dateToEdit = qt.QLineEdit(queryBox)
-        self.dateToEdit.placeholderText = _("to YYYYMMDD")
+        self.dateToEdit.placeholderText = _("to")
+        for edit in (self.dateFromEdit, self.dateToEdit):  # any of these, as the results show dates
+            edit.toolTip = _("A date: 2024-01-31, 20240131, or 2024-01 or 2024 for all its days")
         dates.addWidget(self.dateFromEdit)
         dates.addWidget(self.dateToEdit)
         queryForm.addRow(_("Study date:"), dates)
@@ -429,18 +431,18 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         return self.echoLabel.text
 
     def criteria(self):
-        """The query form as DICOM matching criteria at study level."""
+        """The query form as DICOM matching criteria at study level (ValueError, in the user's
+        words, for a study date that is not a date)."""
         crit = {}
         values = {
-            "PatientName": _wildcard(self.patientNameEdit.text),
+            "PatientName": _wildcard(T.personNameQuery(self.patientNameEdit.text)),
             "PatientID": str(self.patientIDEdit.text).strip(),
             "ModalitiesInStudy": str(self.modalityEdit.text).strip().upper(),
             "StudyDescription": _wildcard(self.descriptionEdit.text),
             "AccessionNumber": str(self.accessionEdit.text).strip(),
         }
-        first, last = str(self.dateFromEdit.text).strip(), str(self.dateToEdit.text).strip()
-        if first or last:
-            values["StudyDate"] = first if first == last else f"{first}-{last}"
+        # dates as the results show them (2024-01-02) or a year/month: ValueError if not a date
+        values["StudyDate"] = T.studyDateRange(self.dateFromEdit.text, self.dateToEdit.text)
         for key, value in values.items():
             if value:
                 crit[key] = value
@@ -453,7 +455,11 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             return
         if not self._ensureDependencies(self.statusLabel):
             return
-        criteria = self.criteria()
+        try:
+            criteria = self.criteria()
+        except ValueError as error:
+            self.statusLabel.text = str(error)
+            return
         if self._queryJob is not None:
             self._queryJob.cancel()  # a new query replaces the one running
         limit = self.QUERY_LIMIT

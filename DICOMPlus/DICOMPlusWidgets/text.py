@@ -52,20 +52,64 @@ def _validDate(year, month, day):
     return (month is None or "01" <= month <= "12") and (day is None or "01" <= day <= "31")
 
 
-def dateRange(text):
-    """A DICOM date range ("20160101-20161231", "20160309", "20160101-") for a date or a range of
-    dates as people type them, else None: the search box finds studies of those days. A year or a
-    month means all its days; an open end is allowed ("2016-01-01 -", "- 2016")."""
+def dateBounds(text):
+    """(first, last): the YYYYMMDD days a date or a range of dates as people type it covers ("" for
+    an open end), else None. A year or a month means all its days: "2016" -> ("20160101",
+    "20161231"); "2016-01-01 -" -> ("20160101", "")."""
     text = str(text or "").strip()
     one = _ONE_DATE.fullmatch(text)
     if one and _validDate(*one.groups()):
-        start, end = _dateBound(*one.groups(), end=False), _dateBound(*one.groups(), end=True)
-        return start if start == end else f"{start}-{end}"
+        return _dateBound(*one.groups(), end=False), _dateBound(*one.groups(), end=True)
     both = _DATE_RANGE.fullmatch(text)
     if not both or not _validDate(*both.groups()[:3]) or not _validDate(*both.groups()[3:]):
         return None
     start, end = _dateBound(*both.groups()[:3], end=False), _dateBound(*both.groups()[3:], end=True)
-    return f"{start}-{end}" if start or end else None
+    return (start, end) if start or end else None
+
+
+def dateRange(text):
+    """A DICOM date range ("20160101-20161231", "20160309", "20160101-") for a date or a range of
+    dates as people type them (:func:`dateBounds`), else None."""
+    bounds = dateBounds(text)
+    if bounds is None:
+        return None
+    start, end = bounds
+    return start if start == end else f"{start}-{end}"
+
+
+def studyDateRange(first, last):
+    """The StudyDate matching value for a query form's "from" and "to" fields, each a date as
+    people write it (2024-01-02, 20240102, 2024.01.02, 2024-01 or 2024 for all its days), either
+    empty for an open end; "" when both are empty. ValueError, in the user's words, for a value
+    that is not a date: the server would take it literally and find nothing."""
+    bounds = []
+    for value, end in ((first, False), (last, True)):
+        value = str(value or "").strip()
+        if not value:
+            bounds.append("")
+            continue
+        found = _ONE_DATE.fullmatch(value)
+        if found is None or not _validDate(*found.groups()):
+            raise ValueError(
+                _(
+                    "Study date {value!r} is not a date: write it as 2024-01-31, 20240131, 2024-01 or 2024."
+                ).format(value=value)
+            )
+        bounds.append(_dateBound(*found.groups(), end=end))
+    start, stop = bounds
+    if not start and not stop:
+        return ""
+    return start if start == stop else f"{start}-{stop}"
+
+
+def personNameQuery(text):
+    """A patient name typed as the panel shows names ("DOE, JANE") as DICOM writes it
+    ("DOE^JANE"); other text unchanged."""
+    text = str(text or "").strip()
+    if "," in text and "^" not in text:
+        family, rest = text.split(",", 1)
+        return f"{family.strip()}^{rest.strip()}"
+    return text
 
 
 def searchQuery(text):
