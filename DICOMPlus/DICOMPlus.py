@@ -316,6 +316,11 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadResampledButton.visible = offer
         if nodes and nodes[0].IsA("vtkMRMLScalarVolumeNode") and slicer.app.layoutManager() is not None:
             slicer.util.setSliceViewerLayers(background=nodes[0], fit=True)
+        volumes = [node for node in nodes if node.IsA("vtkMRMLScalarVolumeNode")]
+        if volumes and self.ui.exportVolumeSelector.currentNode() is None:
+            # Export offers what was just loaded (its selector may be "None": Export then only
+            # said "Choose a volume"); a volume the user chose there stays chosen
+            self.ui.exportVolumeSelector.setCurrentNode(volumes[0])
 
     def onLoadResampledButton(self, *args):
         return self.loadEntries(self._resampleEntries, resample=True)

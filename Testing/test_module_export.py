@@ -141,3 +141,38 @@ def test_export_and_bundle_buttons_in_the_panel(dicomplus_module, qtbot, tmp_pat
         assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before + 1
     finally:
         widget.cleanup()
+
+
+def test_export_offers_the_volume_just_loaded(dicomplus_module, qtbot, tmp_path):
+    """A user loads a series with the panel's Load button, opens Export and clicks "Export into
+    study": the Volume box still said "None" (it may be empty, so it chose nothing when the
+    volume arrived) and the panel only answered "Choose a volume". It now offers the volume just
+    loaded, and keeps one the user chose."""
+    import qt
+    import slicer
+
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite"))
+    try:
+        first = make_series(tmp_path / "a", n=3, rows=8, cols=8, patient_id="OFFER1")
+        second = make_series(
+            tmp_path / "b", n=3, rows=8, cols=8, patient_id="OFFER1", study_uid=first.study_uid
+        )
+        widget.importPaths([first.folder, second.folder])
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=30_000)
+        ui = widget.ui
+        for source in (first, second):
+            widget.browser.selectSeries(source.series_uid)
+            qtbot.mouseClick(ui.loadButton, qt.Qt.LeftButton)
+            qtbot.waitUntil(lambda: widget.activeJob is None, timeout=30_000)
+            if source is first:
+                [loaded] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                assert ui.exportVolumeSelector.currentNode() is loaded
+        assert ui.exportVolumeSelector.currentNode() is loaded  # the user's (first) choice stays
+        ui.exportCollapsibleButton.collapsed = False
+        qtbot.mouseClick(ui.exportButton, qt.Qt.LeftButton)
+        assert widget.activity.status().startswith("Exported"), ui.messagesText.toPlainText()
+        assert len(widget.logic.search("series", {"StudyInstanceUID": first.study_uid})) == 3
+    finally:
+        widget.cleanup()
