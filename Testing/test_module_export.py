@@ -176,3 +176,64 @@ def test_export_offers_the_volume_just_loaded(dicomplus_module, qtbot, tmp_path)
         assert len(widget.logic.search("series", {"StudyInstanceUID": first.study_uid})) == 3
     finally:
         widget.cleanup()
+
+
+def test_export_a_segmentation_as_seg_from_the_panel(dicomplus_module, qtbot, tmp_path):
+    """Step 5 of a user's walk: a segmentation drawn on a loaded series, exported as DICOM SEG from
+    the Export section. The Volume box listed volumes only, so the panel could not do it (the
+    Python console could: logic.exportSegmentation). It lists segmentations now; one is written
+    as SEG beside the series it was drawn on; one drawn on nothing is refused in a sentence."""
+    import highdicom
+    import qt
+    import slicer
+
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite"))
+    try:
+        source = make_series(tmp_path / "src", n=6, rows=16, cols=16, patient_id="SEGPANEL")
+        widget.importPaths([source.folder])
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=30_000)
+        widget.browser.selectSeries(source.series_uid)
+        ui = widget.ui
+        qtbot.mouseClick(ui.loadButton, qt.Qt.LeftButton)
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=30_000)
+        [volume] = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+        labels = np.zeros((6, 16, 16), np.uint8)
+        labels[1:4, 2:8, 2:8] = 1
+        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+        slicer.util.updateVolumeFromArray(labelmap, labels)
+        import vtk
+
+        matrix = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(matrix)
+        labelmap.SetIJKToRASMatrix(matrix)
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Tumour")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)  # as the Segment Editor
+        assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+            labelmap, segmentation
+        )
+
+        ui.exportCollapsibleButton.collapsed = False
+        ui.exportVolumeSelector.setCurrentNode(segmentation)
+        assert ui.exportVolumeSelector.currentNode() is segmentation
+        assert ui.exportDescriptionEdit.text == "Tumour" and not ui.exportModalityCombo.enabled
+        qtbot.mouseClick(ui.exportButton, qt.Qt.LeftButton)
+        assert "DICOM SEG" in widget.activity.status(), ui.messagesText.toPlainText()
+        [seg] = [
+            s
+            for s in widget.logic.search("series", {"StudyInstanceUID": source.study_uid})
+            if s.Modality == "SEG"
+        ]
+        assert seg.SeriesDescription == "Tumour"
+        read = highdicom.seg.segread(widget.logic.database.instances(seg.SeriesInstanceUID)[0].path)
+        assert int((read.get_volume(combine_segments=True).array == 1).sum()) == int((labels == 1).sum())
+
+        drawnOnNothing = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Loose")
+        ui.exportVolumeSelector.setCurrentNode(drawnOnNothing)
+        qtbot.mouseClick(ui.exportButton, qt.Qt.LeftButton)
+        assert "Loose has no volume it was drawn on" in ui.messagesText.toPlainText()
+        ui.exportVolumeSelector.setCurrentNode(volume)
+        assert ui.exportModalityCombo.enabled
+    finally:
+        widget.cleanup()

@@ -1,5 +1,5 @@
-"""The Export section of the DICOMPlus panel: a volume into the selected study, the scene as a
-Data Bundle. The widgets are the .ui's (``exportVolumeSelector``, ``exportModalityCombo``,
+"""The Export section of the DICOMPlus panel: a volume into the selected study, a segmentation as
+DICOM SEG beside the series it was drawn on, the scene as a Data Bundle. The widgets are the .ui's (``exportVolumeSelector``, ``exportModalityCombo``,
 ``exportDescriptionEdit``, ``exportSeriesNumberSpinBox``, ``exportButton``, ``saveBundleButton``);
 this class reads them, calls the panel's Logic and says what happened in the panel."""
 
@@ -20,9 +20,12 @@ class ExportSection:
         ui.exportVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onVolumeChanged)
 
     def export(self):
-        """Export the chosen volume as a new series of the selected study; the ExportResult."""
+        """Export the chosen volume as a new series of the selected study (the ExportResult), or
+        the chosen segmentation as DICOM SEG (:meth:`exportSegmentation`)."""
         panel, ui = self.panel, self.panel.ui
         node, studyUID = ui.exportVolumeSelector.currentNode(), panel.selectedStudyUID()
+        if node is not None and node.IsA("vtkMRMLSegmentationNode"):
+            return self.exportSegmentation(node)
         if node is None or studyUID is None:
             panel.showMessages(
                 [_("Choose a volume, and select a study (or one of its series) in the browser.")]
@@ -47,6 +50,35 @@ class ExportSection:
             panel.refreshBrowser()
         return result
 
+    def exportSegmentation(self, node):
+        """Write ``node`` as DICOM SEG referencing the series of the volume it was drawn on (its
+        reference geometry, as the Segment Editor sets it), into that series' study: the
+        SegExportResult. The Python console had this (logic.exportSegmentation); the panel did
+        not list segmentations at all."""
+        panel = self.panel
+        role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+        reference = node.GetNodeReference(role)
+        if reference is None or not reference.IsA("vtkMRMLScalarVolumeNode"):
+            panel.showMessages(
+                [
+                    _(
+                        "{name} has no volume it was drawn on: choose its source volume in the "
+                        "Segment Editor, then export again."
+                    ).format(name=node.GetName())
+                ]
+            )
+            return None
+        description = panel.ui.exportDescriptionEdit.text.strip() or node.GetName()
+        result = self._try(lambda: panel.logic.exportSegmentation(node, reference, description))
+        if result is not None:
+            panel.activity.setStatus(
+                _("Exported {name} as DICOM SEG beside {volume}").format(
+                    name=node.GetName(), volume=reference.GetName()
+                )
+            )
+            panel.refreshBrowser()
+        return result
+
     def saveBundle(self):
         """Save the scene as a Data Bundle into the selected study; the BundleInfo."""
         panel = self.panel
@@ -61,11 +93,16 @@ class ExportSection:
         return info
 
     def onVolumeChanged(self, node):
-        self.panel.ui.exportDescriptionEdit.text = self.defaultDescription(node) if node else ""
+        ui = self.panel.ui
+        ui.exportDescriptionEdit.text = self.defaultDescription(node) if node else ""
+        volume = node is None or not node.IsA("vtkMRMLSegmentationNode")  # a SEG: its own modality
+        ui.exportModalityCombo.enabled = ui.exportSeriesNumberSpinBox.enabled = volume
 
     def defaultDescription(self, node):
         """The description of the series the volume was loaded from (not its node name, which
         starts with the old series number), else the node name."""
+        if node.IsA("vtkMRMLSegmentationNode"):
+            return node.GetName() or _("Segmentation")
         uid = node.GetAttribute("DICOMPlus.SeriesInstanceUID")
         records = self.panel.logic.search("series", {"SeriesInstanceUID": uid}) if uid else []
         if records and records[0].SeriesDescription:
