@@ -327,20 +327,51 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDeleteButton(self, *args):
         entries = self.selectedEntries()
-        if entries and slicer.util.confirmYesNoDisplay(
-            (
-                _("Delete {count} selected item from the DICOMPlus database, with the files it copied?")
-                if len(entries) == 1
-                else _("Delete {count} selected items from the DICOMPlus database, with the files it copied?")
-            ).format(count=len(entries))
-        ):
+        if entries and slicer.util.confirmYesNoDisplay(self.deleteQuestion(entries)):
             self.deleteEntries(entries)
 
+    def deleteQuestion(self, entries):
+        """What the Delete button asks: what goes, by name, and how many images (it said "Delete
+        1 selected item", whether a series or a patient of 3,000 images)."""
+        from DICOMPlusLib.database.selection import series_of
+
+        T = DICOMPlusWidgets.text
+        uids = series_of(self.logic.database, entries)
+        found = self.logic.search("series", {"SeriesInstanceUID": "\\".join(uids)}) if uids else []
+        images = sum(s.NumberOfSeriesRelatedInstances or 0 for s in found)
+        what = T.count(len(entries), _("selected item"), _("selected items"))
+        if len(entries) == 1:
+            level, key = entries[0]
+            keyword = {"patient": "PatientID", "study": "StudyInstanceUID", "series": "SeriesInstanceUID"}[
+                level
+            ]
+            records = self.logic.search(level, {keyword: key})
+            title = {"patient": T.patientTitle, "study": T.studyTitle, "series": T.seriesTitle}[level]
+            label = {"patient": _("the patient"), "study": _("the study"), "series": _("the series")}[level]
+            what = f"{label} {title(records[0])}" if records else what
+        return _(
+            "Delete {what} ({images}) from the DICOMPlus database, with the files it copied? "
+            "Files imported in place stay where they are."
+        ).format(what=what, images=T.count(images, _("image"), _("images")))
+
     def deleteEntries(self, entries):
-        """Delete [(level, key)] entries (as from selectedEntries) and refresh the browser."""
-        for level, key in entries:
-            self.logic.delete(**{level: key})
+        """Delete [(level, key)] entries (as from selectedEntries) in the engine, with the files
+        DICOMPlus copied: the Activity list shows it, the browser refreshes when it ends. Returns
+        the job."""
         self.preview.clear()
+        return self.runJob(self.logic.deleteEntries(entries), self.onDeleteDone)
+
+    def onDeleteDone(self, job):
+        reports = job.result or []
+        images = sum(report.instances for report in reports)
+        removed = sum(len(report.files_removed) for report in reports)
+        T = DICOMPlusWidgets.text
+        self.activity.setStatus(
+            _("Deleted {images}; {files} removed").format(
+                images=T.count(images, _("image"), _("images")),
+                files=T.count(removed, _("copied file"), _("copied files")),
+            )
+        )
         self.refreshBrowser()
         self.updateButtonStates()
 

@@ -216,6 +216,14 @@ class EngineLogic:
         name = _("Import {items}").format(items=T.count(len(paths), _("item"), _("items")))
         return self.submit("import", {**self.databaseArgs(), "paths": paths, "link": link}, name)
 
+    def deleteEntries(self, entries, files=True):
+        """Delete [(level, key)] (as the browser's selectedEntries) in the engine, with the files
+        DICOMPlus copied; returns the job (result: a DeleteReport per entry). ``delete`` does
+        the same and waits."""
+        entries = [(str(level), str(key)) for level, key in entries]
+        name = _("Delete {items}").format(items=T.count(len(entries), _("item"), _("items")))
+        return self.submit("delete", {**self.databaseArgs(), "entries": entries, "files": files}, name)
+
     # -- network ------------------------------------------------------------------------------
     def ensureNetworkDependencies(self):
         """Install what the network needs (pynetdicom) on first use; Slicer asks the user."""

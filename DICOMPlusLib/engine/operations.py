@@ -38,6 +38,24 @@ def import_paths(task: Task):
     )
 
 
+@operation("delete")
+def delete(task: Task) -> list:
+    """Delete ``entries`` ([(level, key)]: "patient" and a PatientID, "study" or "series" and a
+    UID) from ``db``, with the files it copied (``files``, default true): a DeleteReport each.
+    Here, not in the host: removing a study's files took the host's main thread 0.3 s per
+    thousand files. Cancel stops between entries (those done stay deleted)."""
+    db = task.database()
+    entries = [(str(level), str(key)) for level, key in task.args["entries"]]
+    files = bool(task.args.get("files", True))
+    reports = []
+    for index, (level, key) in enumerate(entries):
+        task.cancel.raise_if_cancelled()
+        task.progress(index, len(entries), f"{level} {key}")
+        reports.append(db.delete(**{level: key}, files=files))
+    task.progress(len(entries), len(entries))
+    return reports
+
+
 @operation("search")
 def search(task: Task) -> list:
     """Search ``db`` at ``level`` (default study) with ``criteria`` (a dict of keyword -> value,
