@@ -419,3 +419,21 @@ def test_preview_shows_what_loading_gives(dicomplus_module, qtbot, tmp_path, man
         assert np.array_equal(preview.currentSliceArray(), volume.array[k]), k
     preview.cleanup()
     logic.closeDatabase()
+
+
+def test_orientation_letters_clear_the_corner_texts_at_panel_width(preview, qtbot, manifest):
+    """At Slicer's panel width the preview is 300 px wide: the bottom orientation letter of the
+    tilted CT ("PF") was drawn into the patient position on the same line ("PFPS -123.5, -15.6,
+    742.3"). The letters move a line away from a corner text that reaches the centre; nothing
+    drawn over the image overlaps."""
+
+    preview.resize(300, 420)
+    show(preview, qtbot, series_uid_of(manifest["dev_ct_gantry_tilt"]))
+    view = preview._view
+    texts = view.overlayTexts()
+    letters = [t for t, _rect, bold in texts if bold]
+    assert len(letters) == 4 and any(len(t) > 1 for t in letters), letters  # oblique: two letters
+    assert any(t.startswith("LPS ") for t, _rect, _bold in texts)
+    overlaps = [(a[0], b[0]) for i, a in enumerate(texts) for b in texts[i + 1 :] if a[1].intersects(b[1])]
+    assert overlaps == [], overlaps
+    assert all(view.rect.contains(rect.toRect()) for _t, rect, _bold in texts)

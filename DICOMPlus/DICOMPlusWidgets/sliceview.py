@@ -157,46 +157,75 @@ class DICOMPlusSliceView(qt.QWidget):
         finally:
             painter.end()
 
-    def _paintOverlays(self, painter):
+    def _overlayFonts(self):
         font = qt.QFont(self.font)
         font.setPointSizeF(max(font.pointSizeF(), 9.0))
-        painter.setFont(font)
-        metrics = qt.QFontMetrics(font)
+        bold = qt.QFont(font)
+        bold.setBold(True)
+        return font, bold
+
+    def overlayTexts(self):
+        """What the view writes over the image: [(text, QRectF, bold)], the rectangle the text
+        takes (its advance by the font's height), corner texts first, then the orientation
+        letters and the message. A letter at the top or bottom centre moves in a line when a
+        corner text reaches it: at Slicer's panel width the bottom letter was drawn into the
+        patient position ("PFPS -123.5, ..." for P, F and LPS)."""
+        font, bold = self._overlayFonts()
+        metrics, boldMetrics = qt.QFontMetrics(font), qt.QFontMetrics(bold)
         lineHeight = metrics.height()
         width, height = self.width, self.height
         pad = 6
+        texts = []
         for corner, lines in self._corners.items():
             for index, line in enumerate(lines):
                 textWidth = metrics.horizontalAdvance(line)
                 x = pad if corner.endswith("Left") else width - pad - textWidth
                 if corner.startswith("top"):
-                    y = pad + metrics.ascent() + index * lineHeight
+                    top = pad + index * lineHeight
                 else:
-                    y = height - pad - metrics.descent() - (len(lines) - 1 - index) * lineHeight
-                self._shadowText(painter, x, y, line)
+                    top = height - pad - (len(lines) - index) * lineHeight
+                texts.append((line, qt.QRectF(x, top, textWidth, lineHeight), False))
+        corners = [rect for _text, rect, _bold in texts]
         left, right, top, bottom = self._letters
-        bold = qt.QFont(font)
-        bold.setBold(True)
-        painter.setFont(bold)
-        boldMetrics = qt.QFontMetrics(bold)
-        middleY = height / 2.0 + boldMetrics.ascent() / 2.0
-        self._shadowText(painter, pad, middleY, left, qt.QColor(255, 220, 120))
-        self._shadowText(
-            painter,
-            width - pad - boldMetrics.horizontalAdvance(right),
-            middleY,
-            right,
-            qt.QColor(255, 220, 120),
-        )
-        centreX = lambda text: width / 2.0 - boldMetrics.horizontalAdvance(text) / 2.0  # noqa: E731
-        self._shadowText(painter, centreX(top), pad + boldMetrics.ascent(), top, qt.QColor(255, 220, 120))
-        self._shadowText(
-            painter, centreX(bottom), height - pad - boldMetrics.descent(), bottom, qt.QColor(255, 220, 120)
-        )
+        letterHeight = boldMetrics.height()
+
+        def letter(text, x, y):
+            return text, qt.QRectF(x, y, boldMetrics.horizontalAdvance(text), letterHeight), True
+
+        def clear(text, y, step):
+            """The letter centred at ``y``, moved by ``step`` until no corner text is under it."""
+            for _line in range(8):
+                candidate = letter(text, width / 2.0 - boldMetrics.horizontalAdvance(text) / 2.0, y)
+                if not any(candidate[1].intersects(rect) for rect in corners):
+                    break
+                y += step
+            return candidate
+
+        middleY = height / 2.0 - boldMetrics.ascent() / 2.0  # the baseline half an ascent below the middle
+        for entry in (
+            letter(left, pad, middleY),
+            letter(right, width - pad - boldMetrics.horizontalAdvance(right), middleY),
+            clear(top, pad, lineHeight),
+            clear(bottom, height - pad - letterHeight, -lineHeight),
+        ):
+            if entry[0]:
+                texts.append(entry)
         if self._message:
-            painter.setFont(font)
             textWidth = metrics.horizontalAdvance(self._message)
-            self._shadowText(painter, (width - textWidth) / 2.0, height / 2.0, self._message)
+            rect = qt.QRectF(
+                (width - textWidth) / 2.0, height / 2.0 - metrics.ascent(), textWidth, lineHeight
+            )
+            texts.append((self._message, rect, False))
+        return texts
+
+    def _paintOverlays(self, painter):
+        font, bold = self._overlayFonts()
+        letters = set(self._letters)
+        for text, rect, isBold in self.overlayTexts():
+            painter.setFont(bold if isBold else font)
+            ascent = qt.QFontMetrics(bold if isBold else font).ascent()
+            colour = qt.QColor(255, 220, 120) if isBold and text in letters else None
+            self._shadowText(painter, rect.x(), rect.y() + ascent, text, colour)
 
     @staticmethod
     def _shadowText(painter, x, y, text, color=None):
