@@ -105,6 +105,9 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = DICOMPlusLogic()
         W = DICOMPlusWidgets
         self.browser = W.DICOMPlusBrowserWidget(self.logic, self.ui.browserFrame)
+        self.browser.emptyText = _(
+            "No DICOM data yet: Import... adds a folder, Network retrieves from a server."
+        )
         self.ui.browserFrameLayout.addWidget(self.browser)
         self.preview = W.DICOMPlusPreviewWidget(self.logic, self.ui.previewFrame)
         self.ui.previewFrameLayout.addWidget(self.preview)

@@ -132,7 +132,7 @@ def test_logic_closing_its_database_quiesces_the_widgets(dicomplus_module, widge
     assert logic.database is not None  # opens it
     logic.closeDatabase()  # emits; the widgets' queues quiesce (nothing running here)
     browser.refresh()  # and the database opens again on use
-    assert browser.statusText().startswith("0 patients")
+    assert browser.statusText() == "The database is empty."  # read, not "Cannot read the database"
     browser.cleanup()
     preview.cleanup()
     assert logic.databaseAboutToClose.receivers() == before

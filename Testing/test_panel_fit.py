@@ -182,3 +182,13 @@ def test_panel_after_loading_a_tilted_series_cuts_nothing_off(panel, qtbot, shar
     assert "tilted gantry" in panel.ui.messagesText.toPlainText()
     fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)
     assert clipped(panel.parent) == []
+
+
+def test_first_run_says_how_to_fill_the_database(panel):
+    """A new user opens the panel on an empty database: the browser was a blank box over
+    "0 patients · 0 studies · 0 series", nothing saying where data comes from. The count line
+    says it, whole at Slicer's panel width."""
+    fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)
+    status = panel.browser.statusText()
+    assert status == "No DICOM data yet: Import... adds a folder, Network retrieves from a server."
+    assert clipped(panel.parent) == []

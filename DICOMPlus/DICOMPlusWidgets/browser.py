@@ -14,6 +14,7 @@ import qt
 from slicer.i18n import tr as _
 
 from . import text as T
+from .fitting import WrappedLabel
 from .grid import SeriesGrid
 from .signals import Signal
 from .tasks import EngineQueue, QueuePump, followDatabaseClosing, stopTimer
@@ -43,6 +44,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
 
     #: Studies shown expanded when the view is first filled, if there are at most this many.
     EXPAND_STUDIES = 12
+    #: The count line while the database is empty; a host names its own way in.
+    emptyText = _("The database is empty.")
 
     def __init__(self, source=None, parent=None, thumbnails=True, viewMode="grid"):
         qt.QWidget.__init__(self, parent)
@@ -145,9 +148,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         layout.addWidget(self._stack, 1)
         self._tree = tree
 
-        self._statusLabel = qt.QLabel(self)
+        self._statusLabel = WrappedLabel(self)  # its lines count in the browser's minimum
         self._statusLabel.objectName = "browserStatusLabel"  # hosts and tests find it by name
-        self._statusLabel.wordWrap = True
         layout.addWidget(self._statusLabel)
 
     # -- accessors for hosts that style or test the widget --------------------------------------
@@ -317,6 +319,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         )
         if text:
             self._statusLabel.text = _('{counts} match "{text}"').format(counts=counts, text=text)
+        elif not groups:  # a first run: say what to do, not only "0 patients"
+            self._statusLabel.text = self.emptyText
         else:
             self._statusLabel.text = counts
         self._thumbnailsToAsk = [
