@@ -310,9 +310,19 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Nodes for the decoded series; warnings in the user's words, and "Load resampled" when
         it gives a better volume."""
         nodes, warnings = self.logic.addLoadedSeries(job.result)
-        loaded = _("Loaded {count} volume") if len(nodes) == 1 else _("Loaded {count} volumes")
-        self.activity.setStatus(loaded.format(count=len(nodes)))
         text = DICOMPlusWidgets.text
+        segmentations = sum(1 for node in nodes if node.IsA("vtkMRMLSegmentationNode"))
+        parts = [  # a SEG is a segmentation to the user, not "1 volume"
+            text.count(count, one, many)
+            for count, one, many in (
+                (len(nodes) - segmentations, _("volume"), _("volumes")),
+                (segmentations, _("segmentation"), _("segmentations")),
+            )
+            if count
+        ]
+        self.activity.setStatus(
+            _("Loaded {what}").format(what=_(" and ").join(parts) or text.count(0, _("volume"), _("volumes")))
+        )
         self.showMessages([f"{name}: {text.warningText(w)}" for name, w in warnings])
         self._resampleEntries = list(entries)
         offer = not resample and text.offersResample([w for _name, w in warnings])

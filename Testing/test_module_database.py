@@ -229,3 +229,18 @@ def test_delete_button_says_what_goes_and_keeps_the_panel_responsive(widget, qtb
     assert widget.deleteQuestion(widget.selectedEntries()).startswith(
         "Delete the series Synthetic series (2 images)"
     )
+
+
+def test_load_status_names_a_segmentation(widget, qtbot, shared_series):
+    """A CT and the SEG drawn on it (shared series2/dev_seg_binary, referencing
+    dev_ct_axial_plain), loaded together by selecting their patient: the status said "Loaded 2
+    volumes", as if the SEG were a second image."""
+    from dicomplus_testing.series2 import series2_dir
+
+    widget.importPaths([str(shared_series / "dev_ct_axial_plain"), str(series2_dir() / "dev_seg_binary")])
+    wait_for_job(widget, qtbot)
+    [(_level, patient)] = widget.browser.entries("patient")
+    widget.browser.selectEntry("patient", patient)
+    widget.ui.loadButton.click()
+    wait_for_job(widget, qtbot)
+    assert widget.activity.status() == "Loaded 1 volume and 1 segmentation", widget.activity.status()
