@@ -272,6 +272,26 @@ def test_failing_echo_says_why(panel, qtbot):
     assert network.nodeNames() == [] and panel.logic.nodes() == []
 
 
+def test_echo_rejected_for_its_called_ae_title_names_the_address_once(panel, qtbot, tmp_path):
+    """The library's message starts with the node's address, which the panel's line names
+    already: "Echo X (A@h:p) failed: A@h:p: association rejected ..." said it twice."""
+    from DICOMPlusLib.database import Database
+    from DICOMPlusLib.network.listener import Listener, ListenerConfig
+
+    db = Database(tmp_path / "scp.sqlite")
+    config = ListenerConfig(ae_title="RIGHTAE", port=0, host="127.0.0.1", require_called_ae=True)
+    scp = Listener(db, config).start()
+    try:
+        network = panel.network
+        network.addNode("Strict", "WRONGAE", "127.0.0.1", scp.port)
+        ok, message = echo(qtbot, network)
+    finally:
+        scp.stop()
+        db.close()
+    assert not ok and "called AE title not recognized" in message, message
+    assert message.count(f"127.0.0.1:{scp.port}") == 1, message
+
+
 def test_logic_network_calls_from_the_console(dicomplus_module, pacs, tmp_path, monkeypatch):
     import slicer.packaging
 

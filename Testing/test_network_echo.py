@@ -136,6 +136,8 @@ def test_cli_echo(listener, tmp_path):
     by_name = cli("echo", "mine", "--nodes", nodes, "--json")
     assert by_name.returncode == 0 and json.loads(by_name.stdout)["ok"] is True
     rejected = cli("echo", "mine", "--nodes", nodes, "--calling-ae", "STRANGER")
-    assert rejected.returncode == 1 and "calling AE title not recognized" in rejected.stdout
+    assert rejected.returncode == 1 and rejected.stdout.count("calling AE title not recognized") == 1, (
+        rejected.stdout
+    )
     unknown = cli("echo", "nosuchnode", "--nodes", nodes)
     assert unknown.returncode == 1 and "nodes add" in unknown.stderr

@@ -522,10 +522,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                     ),
                 )
             else:
+                # the library's message may start with the address the template names already
+                error = value.message.removeprefix(f"{value.node.address}: ")
                 ok, message = (
                     False,
                     _("Echo {node} ({address}) failed: {error}").format(
-                        node=key[1], address=value.node.address, error=value.message
+                        node=key[1], address=value.node.address, error=error
                     ),
                 )
             self.echoLabel.text = message
