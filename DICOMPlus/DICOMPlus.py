@@ -240,15 +240,17 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.network.sendButton.enabled = hasSelection and bool(node)
 
     # -- jobs -------------------------------------------------------------------------------------
-    def runJob(self, job, onDone):
+    def runJob(self, job, onDone, always=False):
         """Show ``job`` (already started) in the Activity panel; ``onDone(job)`` runs on the main
-        thread when it succeeds (a failure or a cancel is reported in the panel instead)."""
+        thread when it succeeds (a failure or a cancel is reported in the panel instead), and
+        also after a failure or a cancel when ``always`` (a job whose work done so far must be
+        shown, as a delete's)."""
         self.activeJob = job
-        self.activity.addJob(job, lambda ended: self._onJobEnded(ended, onDone))  # says it runs
+        self.activity.addJob(job, lambda ended: self._onJobEnded(ended, onDone, always))  # says it runs
         self.updateButtonStates()
         return job
 
-    def _onJobEnded(self, job, onDone):
+    def _onJobEnded(self, job, onDone, always=False):
         if job is self.activeJob:
             self.activeJob = None
         if job.error is not None and not isinstance(job.error, DICOMPlusLib.CancelledError):
@@ -256,7 +258,7 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.showMessages([str(job.error)])
         elif job.error is not None:
             self.activity.setStatus(_("{name}: cancelled").format(name=job.name))
-        if job.error is None or (job.result is not None and onDone is not None):
+        if job.error is None or always or (job.result is not None and onDone is not None):
             onDone(job)
         self.updateButtonStates()
 
@@ -372,9 +374,15 @@ class DICOMPlusWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         DICOMPlus copied: the Activity list shows it, the browser refreshes when it ends. Returns
         the job."""
         self.preview.clear()
-        return self.runJob(self.logic.deleteEntries(entries), self.onDeleteDone)
+        return self.runJob(self.logic.deleteEntries(entries), self.onDeleteDone, always=True)
 
     def onDeleteDone(self, job):
+        """After a delete, also one that failed or was cancelled between entries: the entries
+        deleted before are gone, and the browser must not offer them any more."""
+        if job.error is not None:  # the Activity panel says why
+            self.refreshBrowser()
+            self.updateButtonStates()
+            return
         reports = job.result or []
         images = sum(report.instances for report in reports)
         removed = sum(len(report.files_removed) for report in reports)

@@ -244,3 +244,20 @@ def test_load_status_names_a_segmentation(widget, qtbot, shared_series):
     widget.ui.loadButton.click()
     wait_for_job(widget, qtbot)
     assert widget.activity.status() == "Loaded 1 volume and 1 segmentation", widget.activity.status()
+
+
+def test_a_delete_that_fails_part_way_refreshes_the_browser(widget, qtbot, tmp_path):
+    """The engine deletes entry after entry (a Cancel stops between them: those done stay
+    deleted); when the job ended in an error or a cancel the browser was not refreshed and went
+    on offering the series already deleted. An entry the database cannot delete (an unknown
+    level) ends the job with an error after the first entry is gone."""
+    a = make_series(tmp_path / "a", n=2, rows=8, cols=8, patient_id="GONE2")
+    keep = make_series(tmp_path / "k", n=2, rows=8, cols=8, patient_id="KEEP2")
+    widget.importPaths([a.folder, keep.folder])
+    wait_for_job(widget, qtbot)
+    assert sorted(widget.browser.entries("patient")) == [("patient", "GONE2"), ("patient", "KEEP2")]
+    job = widget.deleteEntries([("patient", "GONE2"), ("nosuchlevel", "KEEP2")])
+    wait_for_job(widget, qtbot)
+    assert job.error is not None and "failed" in widget.activity.status(), widget.activity.status()
+    assert widget.logic.database.search("patient", {"PatientID": "GONE2"}) == []  # the first went
+    assert widget.browser.entries("patient") == [("patient", "KEEP2")]
