@@ -364,7 +364,8 @@ def test_query_shows_at_most_the_limit_and_says_so(panel, pacs, qtbot):
     network.addNode("Nowhere", "NOWHERE", "127.0.0.1", free_port())
     assert query(qtbot, network) == -1
     assert network.results("study") == []
-    assert network.statusText().startswith("Query failed"), network.statusText()
+    # named: the line stays when the user picks another server (it said "Query failed: ...")
+    assert network.statusText().startswith("Query of Nowhere failed: "), network.statusText()
 
 
 def test_missing_network_packages_are_reported_on_the_main_thread(panel, qtbot, monkeypatch):

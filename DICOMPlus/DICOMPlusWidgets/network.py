@@ -537,7 +537,10 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 return
             self._querying = False
             if error is not None:
-                self.statusLabel.text = _("Query failed: {error}").format(error=error)
+                # named: the line stays when the user picks another server
+                self.statusLabel.text = _("Query of {node} failed: {error}").format(
+                    node=self._queryNode, error=error
+                )
                 self.queryFinished.emit(-1)
                 return
             for study in value:
