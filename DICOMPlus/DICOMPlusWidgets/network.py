@@ -19,14 +19,12 @@ from slicer.i18n import tr as _
 
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
+from . import networkui
 from . import text as T
-from .activity import DICOMPlusActivityWidget
-from .fitting import ElidedButton
 from .signals import Signal
 from .tasks import stopTimer
 
 SETTINGS = "DICOMPlus/Network/"
-RESULT_COLUMNS = ("Patient / description", "Date", "Modality", "Instances")
 
 
 def _text(value):
@@ -94,184 +92,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     # -- UI -------------------------------------------------------------------------------------
     def _setupUi(self, activity):
-        layout = qt.QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-
-        server = qt.QGroupBox(_("Server"), self)
-        serverLayout = qt.QVBoxLayout(server)
-        row = qt.QHBoxLayout()
-        self.nodeCombo = qt.QComboBox(server)
-        self.nodeCombo.toolTip = _("The remote DICOM node (PACS) to query, retrieve from and send to")
-        self.nodeCombo.connect("currentIndexChanged(int)", self._onNodeChanged)
-        row.addWidget(self.nodeCombo, 1)
-        serverLayout.addLayout(row)
-        row = qt.QHBoxLayout()
-        self.echoButton = qt.QPushButton(_("Echo"), server)
-        self.echoButton.toolTip = _("Test the connection with a C-ECHO (DICOM ping)")
-        self.echoButton.connect("clicked(bool)", self.onEcho)
-        row.addWidget(self.echoButton)
-        self.addButton = qt.QPushButton(_("Add..."), server)
-        self.addButton.toolTip = _("Add a server node (or edit the one shown)")
-        self.addButton.connect("clicked(bool)", self.showNodeForm)
-        row.addWidget(self.addButton)
-        self.removeButton = qt.QPushButton(_("Remove"), server)
-        self.removeButton.toolTip = _("Forget the server node shown")
-        self.removeButton.connect("clicked(bool)", self.onRemoveNode)
-        row.addWidget(self.removeButton)
-        serverLayout.addLayout(row)
-
-        self.nodeForm = qt.QFrame(server)
-        self.nodeForm.frameShape = qt.QFrame.StyledPanel
-        form = qt.QFormLayout(self.nodeForm)
-        self.nodeNameEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeNameEdit.placeholderText = _("e.g. Hospital PACS")
-        form.addRow(_("Name:"), self.nodeNameEdit)
-        self.nodeAETitleEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeAETitleEdit.placeholderText = _("called AE title, e.g. ORTHANC")
-        self.nodeAETitleEdit.maxLength = 16
-        form.addRow(_("AE title:"), self.nodeAETitleEdit)
-        self.nodeHostEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeHostEdit.placeholderText = _("host name or address")
-        form.addRow(_("Host:"), self.nodeHostEdit)
-        self.nodePortSpinBox = qt.QSpinBox(self.nodeForm)
-        self.nodePortSpinBox.minimum = 1
-        self.nodePortSpinBox.maximum = 65535
-        self.nodePortSpinBox.value = 104
-        form.addRow(_("Port:"), self.nodePortSpinBox)
-        self.nodeWebURLEdit = qt.QLineEdit(self.nodeForm)
-        self.nodeWebURLEdit.placeholderText = _("optional, e.g. http://pacs:8042/dicom-web")
-        self.nodeWebURLEdit.toolTip = _(
-            "The server's DICOMweb root (QIDO-RS, WADO-RS, STOW-RS). Leave the AE title empty for a "
-            "server reached by DICOMweb only"
-        )
-        form.addRow(_("DICOMweb URL:"), self.nodeWebURLEdit)
-        self.nodeMethodCombo = qt.QComboBox(self.nodeForm)
-        for method in ("C-GET", "C-MOVE", "DICOMweb"):
-            self.nodeMethodCombo.addItem(method)
-        self.nodeMethodCombo.toolTip = _(
-            "C-GET brings the data back on the same connection; C-MOVE has the server send it to "
-            "our listener (start it below, and register its AE title, host and port on the server); "
-            "DICOMweb fetches it over HTTP (WADO-RS) from the DICOMweb URL"
-        )
-        form.addRow(_("Retrieve with:"), self.nodeMethodCombo)
-        formButtons = qt.QHBoxLayout()
-        self.saveNodeButton = qt.QPushButton(_("Save node"), self.nodeForm)
-        self.saveNodeButton.connect("clicked(bool)", self.onSaveNode)
-        formButtons.addWidget(self.saveNodeButton)
-        self.cancelNodeButton = qt.QPushButton(_("Cancel"), self.nodeForm)
-        self.cancelNodeButton.connect("clicked(bool)", lambda *args: self.nodeForm.hide())
-        formButtons.addWidget(self.cancelNodeButton)
-        form.addRow(formButtons)
-        serverLayout.addWidget(self.nodeForm)
-        self.nodeForm.hide()
-
-        self.echoLabel = qt.QLabel("", server)
-        self.echoLabel.wordWrap = True
-        self.echoLabel.textInteractionFlags = qt.Qt.TextSelectableByMouse
-        serverLayout.addWidget(self.echoLabel)
-        layout.addWidget(server)
-
-        queryBox = qt.QGroupBox(_("Query"), self)
-        queryForm = qt.QFormLayout(queryBox)
-        self.patientNameEdit = qt.QLineEdit(queryBox)
-        self.patientNameEdit.placeholderText = _("DOE^JOHN, or DOE* (a prefix matches)")
-        queryForm.addRow(_("Patient name:"), self.patientNameEdit)
-        self.patientIDEdit = qt.QLineEdit(queryBox)
-        queryForm.addRow(_("Patient ID:"), self.patientIDEdit)
-        dates = qt.QHBoxLayout()
-        self.dateFromEdit = qt.QLineEdit(queryBox)
-        self.dateFromEdit.placeholderText = _("from")
-        self.dateToEdit = qt.QLineEdit(queryBox)
-        self.dateToEdit.placeholderText = _("to")
-        for edit in (self.dateFromEdit, self.dateToEdit):  # any of these, as the results show dates
-            edit.toolTip = _("A date: 2024-01-31, 20240131, or 2024-01 or 2024 for all its days")
-        dates.addWidget(self.dateFromEdit)
-        dates.addWidget(self.dateToEdit)
-        queryForm.addRow(_("Study date:"), dates)
-        self.modalityEdit = qt.QLineEdit(queryBox)
-        self.modalityEdit.placeholderText = _("CT, MR, ...")
-        queryForm.addRow(_("Modality:"), self.modalityEdit)
-        self.descriptionEdit = qt.QLineEdit(queryBox)
-        queryForm.addRow(_("Description:"), self.descriptionEdit)
-        self.accessionEdit = qt.QLineEdit(queryBox)
-        queryForm.addRow(_("Accession:"), self.accessionEdit)
-        for edit in (self.patientNameEdit, self.patientIDEdit, self.dateFromEdit, self.dateToEdit,
-                     self.modalityEdit, self.descriptionEdit, self.accessionEdit):  # fmt: skip
-            edit.clearButtonEnabled = True
-            edit.connect("returnPressed()", self.onQuery)
-        self.queryButton = qt.QPushButton(_("Query"), queryBox)
-        self.queryButton.toolTip = _("Find the studies matching the form on the server (C-FIND)")
-        self.queryButton.connect("clicked(bool)", self.onQuery)
-        queryForm.addRow(self.queryButton)
-        layout.addWidget(queryBox)
-
-        tree = qt.QTreeWidget(self)
-        tree.columnCount = len(RESULT_COLUMNS)
-        tree.setHeaderLabels([_("Patient / description"), _("Date"), _("Modality"), _("Instances")])
-        tree.selectionMode = qt.QAbstractItemView.ExtendedSelection
-        tree.alternatingRowColors = True
-        tree.indentation = 14
-        tree.minimumHeight = 160
-        tree.toolTip = _("Studies found on the server; expand a study to see its series")
-        header = tree.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, qt.QHeaderView.Stretch)
-        for column in range(1, len(RESULT_COLUMNS)):
-            header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
-        tree.connect("itemExpanded(QTreeWidgetItem*)", self._onItemExpanded)
-        tree.connect("itemSelectionChanged()", self._updateButtons)
-        layout.addWidget(tree, 1)
-        self.resultsTree = tree
-
-        buttons = qt.QHBoxLayout()
-        self.retrieveButton = qt.QPushButton(_("Retrieve selected"), self)
-        self.retrieveButton.toolTip = _("Copy the selected studies or series into the local database")
-        self.retrieveButton.connect("clicked(bool)", self.onRetrieve)
-        buttons.addWidget(self.retrieveButton)
-        # its label may name the server (the module's "Send to <server>"): cut to fit, whole in the tooltip
-        self.sendButton = ElidedButton(_("Send selected"), _("Send..."), self)
-        self.sendButton.setFullText(
-            _("Send selected"), _("Send the series selected in the local database to the server")
-        )
-        self.sendButton.connect("clicked(bool)", self.onSend)
-        buttons.addWidget(self.sendButton)
-        layout.addLayout(buttons)
-        self.statusLabel = qt.QLabel("", self)
-        self.statusLabel.wordWrap = True
-        layout.addWidget(self.statusLabel)
-
-        listenerBox = qt.QGroupBox(_("Listener (receive from other nodes)"), self)
-        listenerLayout = qt.QGridLayout(listenerBox)
-        self.listenerButton = qt.QPushButton(_("Start listener"), listenerBox)
-        self.listenerButton.checkable = True
-        self.listenerButton.toolTip = _("Accept C-STORE from other nodes into the local database")
-        self.listenerButton.connect("toggled(bool)", self.setListenerRunning)
-        listenerLayout.addWidget(self.listenerButton, 0, 0, 1, 2)
-        self.autoLoadCheckBox = qt.QCheckBox(_("Auto-load"), listenerBox)
-        self.autoLoadCheckBox.toolTip = _("Load each series into the scene when it has arrived")
-        listenerLayout.addWidget(self.autoLoadCheckBox, 0, 2, 1, 2)
-        listenerLayout.addWidget(qt.QLabel(_("AE title:"), listenerBox), 1, 0)
-        self.listenerAETitleEdit = qt.QLineEdit(listenerBox)
-        self.listenerAETitleEdit.maxLength = 16
-        listenerLayout.addWidget(self.listenerAETitleEdit, 1, 1)
-        listenerLayout.addWidget(qt.QLabel(_("Port:"), listenerBox), 1, 2)
-        self.listenerPortSpinBox = qt.QSpinBox(listenerBox)
-        self.listenerPortSpinBox.minimum = 1
-        self.listenerPortSpinBox.maximum = 65535
-        listenerLayout.addWidget(self.listenerPortSpinBox, 1, 3)
-        listenerLayout.setColumnStretch(1, 1)
-        layout.addWidget(listenerBox)
-        self.listenerStatusLabel = qt.QLabel(_("Listener stopped"), self)
-        self.listenerStatusLabel.wordWrap = True
-        layout.addWidget(self.listenerStatusLabel)
-
-        if activity is None:
-            activity = DICOMPlusActivityWidget(self)
-            layout.addWidget(activity)
-            self._ownActivity = True
-        else:
-            self._ownActivity = False
-        self.activity = activity
+        networkui.setupUi(self, activity)
 
     # -- settings -------------------------------------------------------------------------------
     def _readSettings(self):
