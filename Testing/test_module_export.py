@@ -229,6 +229,20 @@ def test_export_a_segmentation_as_seg_from_the_panel(dicomplus_module, qtbot, tm
         read = highdicom.seg.segread(widget.logic.database.instances(seg.SeriesInstanceUID)[0].path)
         assert int((read.get_volume(combine_segments=True).array == 1).sum()) == int((labels == 1).sum())
 
+        # loaded back, the SEG's node is named "<series number>: Tumour": exported again, its
+        # description is the series' ("Tumour"), not the node name (it was "<number>: Tumour")
+        widget.browser.selectSeries(seg.SeriesInstanceUID)
+        qtbot.mouseClick(ui.loadButton, qt.Qt.LeftButton)
+        qtbot.waitUntil(lambda: widget.activeJob is None, timeout=30_000)
+        [loaded] = [
+            n
+            for n in slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
+            if n.GetAttribute("DICOMPlus.SeriesInstanceUID") == seg.SeriesInstanceUID
+        ]
+        assert loaded.GetName() != "Tumour", loaded.GetName()
+        ui.exportVolumeSelector.setCurrentNode(loaded)
+        assert ui.exportDescriptionEdit.text == "Tumour", ui.exportDescriptionEdit.text
+
         drawnOnNothing = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Loose")
         ui.exportVolumeSelector.setCurrentNode(drawnOnNothing)
         qtbot.mouseClick(ui.exportButton, qt.Qt.LeftButton)

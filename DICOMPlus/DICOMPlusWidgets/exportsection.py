@@ -68,7 +68,7 @@ class ExportSection:
                 ]
             )
             return None
-        description = panel.ui.exportDescriptionEdit.text.strip() or node.GetName()
+        description = panel.ui.exportDescriptionEdit.text.strip() or self.defaultDescription(node)
         result = self._try(lambda: panel.logic.exportSegmentation(node, reference, description))
         if result is not None:
             panel.activity.setStatus(
@@ -99,14 +99,14 @@ class ExportSection:
         ui.exportModalityCombo.enabled = ui.exportSeriesNumberSpinBox.enabled = volume
 
     def defaultDescription(self, node):
-        """The description of the series the volume was loaded from (not its node name, which
-        starts with the old series number), else the node name."""
-        if node.IsA("vtkMRMLSegmentationNode"):
-            return node.GetName() or _("Segmentation")
+        """The description of the series the volume or segmentation was loaded from (not its
+        node name, which starts with the old series number: "900: SEG"), else the node name."""
         uid = node.GetAttribute("DICOMPlus.SeriesInstanceUID")
         records = self.panel.logic.search("series", {"SeriesInstanceUID": uid}) if uid else []
         if records and records[0].SeriesDescription:
             return records[0].SeriesDescription
+        if node.IsA("vtkMRMLSegmentationNode"):
+            return node.GetName() or _("Segmentation")
         return node.GetName() or _("Exported volume")
 
     def _try(self, func):
