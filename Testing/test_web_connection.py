@@ -74,3 +74,13 @@ def test_an_unknown_certificate_is_still_refused(https_server):
     node = RemoteNode("TLS", web=DicomwebEndpoint(url))
     with pytest.raises(QueryError, match="TLS verification failed"):
         list(query(node, "study", {}, cancel=CancelToken(), timeout=10))
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_a_query_over_https_without_verification(https_server):
+    """verify=False (a test server, a self-signed certificate the user chose to accept): the
+    context the cancellable connection makes checks neither the certificate nor the name."""
+    url, _ = https_server
+    node = RemoteNode("TLS", web=DicomwebEndpoint(url, verify=False))
+    [study] = list(query(node, "study", {}, cancel=CancelToken(), timeout=10))
+    assert study.PatientID == "TLS1"

@@ -1,5 +1,6 @@
-"""A TCP connect that a cancel ends: the DIMSE stack's association requests and the DICOMweb
-client's HTTP connections both start with one (both stacks import it; neither imports the other).
+"""A TCP connect, and the waits on the connected socket, that a cancel ends: the DIMSE stack's
+association requests and the DICOMweb client's HTTP connections both start with one (both stacks
+import it; neither imports the other); :func:`in_slices` cuts a TLS handshake's and a read's wait.
 
 A host that drops packets (a firewall's DROP, an address nothing answers) holds a blocking
 ``connect()`` for the whole timeout, and neither the CLI's Ctrl-C handler (which only cancels:
@@ -9,12 +10,14 @@ retrieve then waited up to its --timeout before it ended.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
 import socket
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from DICOMPlusLib.errors import CancelledError
 
@@ -25,6 +28,8 @@ class Cancel(Protocol):
     @property
     def cancelled(self) -> bool: ...
 
+
+T = TypeVar("T")
 
 #: How often a wait (a connection, an association's answer) looks at its cancel token (Ctrl-C).
 CANCEL_POLL_S = 0.2
@@ -79,32 +84,39 @@ def connect_cancellable(host: str, port: int, timeout: float, cancel: Cancel) ->
     raise last or OSError(f"no address for {host}")
 
 
-def wait_readable(sock: socket.socket, timeout: float | None, cancel: Cancel, what: str) -> None:
-    """Wait until ``sock`` has something to read (or its peer closed it), looking at ``cancel``
-    every CANCEL_POLL_S: a peer that took the request and never answers held a cancelled query
-    for its whole timeout. CancelledError on a cancel, TimeoutError after ``timeout`` (None: no
-    limit); ``what`` says what was awaited."""
+def in_slices(sock: socket.socket, call: Callable[[], T], cancel: Cancel, what: str) -> T:
+    """``call()`` (a TLS handshake, a read) on ``sock`` with the socket's timeout cut into
+    slices of CANCEL_POLL_S, looking at ``cancel`` between them: a peer that never sends its
+    ServerHello, or stops halfway through a body, held a blocking call for the whole timeout.
+    A slice that times out is tried again where it stopped (OpenSSL keeps a handshake's state
+    and a record's bytes; a recv has taken nothing). CancelledError on a cancel, TimeoutError
+    once the socket's own timeout has passed with nothing; a non-blocking socket is not waited on."""
+    timeout = sock.gettimeout()
+    if timeout == 0:
+        return call()
     deadline = None if timeout is None else time.monotonic() + timeout
-    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted are not on the socket
-    while not (pending is not None and pending()) and not _ready(sock, False, CANCEL_POLL_S):
-        if cancel.cancelled:
-            raise CancelledError(f"cancelled while waiting for {what}")
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"no answer within {timeout:g} s")
+    try:
+        while True:
+            left = CANCEL_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{what}: nothing within {timeout:g} s")
+            sock.settimeout(min(left, CANCEL_POLL_S))
+            try:
+                return call()
+            except TimeoutError:  # socket.timeout, and ssl's "The read operation timed out"
+                if cancel.cancelled:
+                    raise CancelledError(f"cancelled while waiting for {what}") from None
+    finally:
+        with contextlib.suppress(OSError):  # closed by the call
+            sock.settimeout(timeout)
 
 
 def _writable(sock: socket.socket, seconds: float) -> bool:
-    """Whether ``sock``'s connection attempt ended (connected or failed) within ``seconds``."""
-    return _ready(sock, True, seconds)
-
-
-def _ready(sock: socket.socket, writing: bool, seconds: float) -> bool:
-    """Whether ``sock`` can be read (or written), or failed, within ``seconds``: poll where there
-    is one (select's descriptors stop at 1024 on Linux), select on Windows."""
+    """Whether ``sock``'s connection attempt ended (connected or failed) within ``seconds``:
+    poll where there is one (select's descriptors stop at 1024 on Linux), select on Windows."""
     if hasattr(select, "poll"):
         poller = select.poll()
-        poller.register(sock, select.POLLOUT if writing else select.POLLIN)
+        poller.register(sock, select.POLLOUT)
         return bool(poller.poll(seconds * 1000))
-    readers, writers = ([], [sock]) if writing else ([sock], [])
-    read, written, failed = select.select(readers, writers, [sock], seconds)
-    return bool(read or written or failed)
+    _, written, failed = select.select([], [sock], [sock], seconds)
+    return bool(written or failed)

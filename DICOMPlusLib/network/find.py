@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.database.matching import explicit_upper_bound
-from DICOMPlusLib.errors import NetworkError, QueryError
+from DICOMPlusLib.errors import CancelledError, NetworkError, QueryError
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, Record, SeriesRecord, StudyRecord
 from DICOMPlusLib.network.answers import QueryReport, checked
 from DICOMPlusLib.network.dimse import qrscu
@@ -282,6 +282,8 @@ def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, mod
     except qrscu.FinalStatusError as exc:
         raise QueryError(f"{node.address}: {exc}") from None
     except qrscu.OperationAborted as exc:
+        if exc.cancelled:  # the peer ignored C-CANCEL, or stopped inside a PDU: still a cancel (130)
+            raise CancelledError(f"{node.address}: {exc}") from None
         raise QueryError(aborted_message(node, calling, exc, timeout)) from None
     except NetworkError as exc:
         if isinstance(exc, QueryError):

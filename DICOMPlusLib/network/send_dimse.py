@@ -257,7 +257,7 @@ class _Worker:
             if result is None:
                 result, alive = self._response(assoc, current)
             self.record(result)
-            stored += result.category != "failure"
+            stored += result.category in ("success", "warning")
             if ahead is not None and (not alive or self.cancel.cancelled):
                 if isinstance(ahead, _Ready):
                     ahead.close()
@@ -325,6 +325,9 @@ class _Worker:
             response = assoc.response_to(ready.message)
         except NetworkError as exc:
             return ready.result("failure", None, f"association lost: {exc}"), False
+        except CancelledError:  # the peer took the file and has not answered: aborted, not waited for
+            message = "cancelled before the peer answered (it may have stored it)"
+            return ready.result("cancelled", None, message), False
         status = int(response.get(dimse.STATUS, -1))
         category = status_category(status).value
         if category not in ("success", "warning"):

@@ -408,9 +408,15 @@ class QRAssociation:
                             "association aborted"
                         )
                     continue
-                try:
-                    pdu_type, body = self.stream.read_pdu(timeout)
+                before = self.stream.buffered
+                try:  # with a cancel token, in slices: a peer that stops inside a PDU held a cancel
+                    pdu_type, body = self.stream.read_pdu(timeout if cancel is None else wait)
                 except TimeoutError:
+                    if cancel is not None and self.stream.buffered > before:
+                        last_activity = time.monotonic()  # the PDU is still arriving
+                        continue
+                    if cancel is not None and time.monotonic() - last_activity <= timeout:
+                        continue  # the top of the loop looks at the cancel (C-CANCEL, then the grace)
                     self.abort()
                     raise OperationAborted(f"{what}: the peer stopped in the middle of a message") from None
                 last_activity = time.monotonic()

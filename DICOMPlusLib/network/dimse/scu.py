@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, CancelledError, NetworkTimeout
-from DICOMPlusLib.network.connect import CANCEL_POLL_S, Cancel, connect_cancellable, lookup_name
+from DICOMPlusLib.network.connect import CANCEL_POLL_S, Cancel, connect_cancellable, in_slices, lookup_name
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Our Maximum Length Received for P-DATA-TF PDUs (PS3.8 D.1): large PDUs cost fewer headers.
 DEFAULT_MAX_PDU = 256 * 1024
+#: How long a peer has to answer our A-RELEASE-RQ once the work was cancelled (then: A-ABORT).
+RELEASE_AFTER_CANCEL_S = 1.0
 #: Bytes gathered before one sendmsg call (several PDUs per system call).
 _SEND_BATCH = 256 * 1024
 _READ_BLOCK = 1 << 20
@@ -58,7 +60,8 @@ class AcceptedContext:
 def connect_socket(
     host: str, port: int, timeout: float, tls: ssl.SSLContext | None, cancel: Cancel | None = None
 ) -> socket.socket:
-    """A connected socket (TLS when ``tls``); ``cancel`` ends the wait for the connection."""
+    """A connected socket (TLS when ``tls``); ``cancel`` ends the wait for the connection and
+    for the TLS handshake."""
     where = f"{host}:{port}"
     try:
         if cancel is None:
@@ -86,8 +89,16 @@ def connect_socket(
     if tls is not None:
         try:
             sock.settimeout(timeout)
-            sock = tls.wrap_socket(sock, server_hostname=host if tls.check_hostname else None)
-        except OSError as exc:  # ssl.SSLError is an OSError
+            hostname = host if tls.check_hostname else None
+            if cancel is None:
+                sock = tls.wrap_socket(sock, server_hostname=hostname)
+            else:  # a peer that accepts and never sends its ServerHello: the handshake in slices
+                sock = tls.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+                in_slices(sock, sock.do_handshake, cancel, f"the TLS handshake with {where}")
+        except CancelledError:
+            sock.close()
+            raise
+        except OSError as exc:  # ssl.SSLError is an OSError; TimeoutError
             with contextlib.suppress(OSError):
                 sock.close()
             raise AssociationFailed("tls", f"TLS handshake with {where} failed: {exc}") from None
@@ -98,9 +109,16 @@ class ClientAssociation:
     """An established association on which we are the requestor."""
 
     def __init__(
-        self, stream: ul.PDUStream, rq: ul.AssociateRQ, ac: ul.AssociateAC, *, dimse_timeout: float
+        self,
+        stream: ul.PDUStream,
+        rq: ul.AssociateRQ,
+        ac: ul.AssociateAC,
+        *,
+        dimse_timeout: float,
+        cancel: Cancel | None = None,
     ) -> None:
         self.stream = stream
+        self.cancel = cancel  # ends the wait for a response (CancelledError, the association aborted)
         self.rq, self.ac = rq, ac
         self.dimse_timeout = dimse_timeout
         proposed = {cx.id: cx.abstract_syntax for cx in rq.contexts}
@@ -142,7 +160,10 @@ class ClientAssociation:
         buf = bytearray()
         while True:
             try:
-                pdu_type, body = self.stream.read_pdu(self.dimse_timeout)
+                pdu_type, body = read_in_slices(self.stream, self.dimse_timeout, self.cancel, "the response")
+            except CancelledError:
+                self.abort()
+                raise
             except TimeoutError:
                 self.abort()
                 raise NetworkTimeout(
@@ -268,19 +289,24 @@ class ClientAssociation:
 
     # -- ending ------------------------------------------------------------------------------
     def release(self, timeout: float = 10.0) -> None:
-        """A-RELEASE (PS3.8 7.2); aborts if the peer does not answer in time."""
+        """A-RELEASE (PS3.8 7.2); aborts if the peer does not answer in time. After a cancel the
+        peer is given RELEASE_AFTER_CANCEL_S, not the whole timeout; a cancel that comes while
+        the release waits aborts it."""
         if not self.established:
             return
         self.established = False
+        cancel = self.cancel
+        if cancel is not None and cancel.cancelled:
+            timeout, cancel = min(timeout, RELEASE_AFTER_CANCEL_S), None
         try:
             self.stream.send(ul.RELEASE_RQ)
             while True:
-                pdu_type, _ = self.stream.read_pdu(timeout)
+                pdu_type, _ = read_in_slices(self.stream, timeout, cancel, "the A-RELEASE-RP")
                 if pdu_type in (ul.A_RELEASE_RP, ul.A_ABORT):
                     break
                 if pdu_type == ul.A_RELEASE_RQ:  # release collision (PS3.8 7.2.1.2)
                     self.stream.send(ul.RELEASE_RP)
-        except (TimeoutError, ul.NetworkError, OSError):
+        except (TimeoutError, CancelledError, ul.NetworkError, OSError):
             self.stream.abort()
             return
         self.stream.close()
@@ -333,7 +359,7 @@ def associate(
     where = f"{called_ae}@{host}:{port}"
     try:
         stream.send(rq.encode())
-        pdu_type, body = _answer(stream, acse_timeout, cancel)
+        pdu_type, body = read_in_slices(stream, acse_timeout, cancel, "the association to be accepted")
     except CancelledError:
         stream.abort()
         raise
@@ -362,7 +388,7 @@ def associate(
         except ul.ProtocolError as exc:
             stream.abort(ul.ABORT_SERVICE_PROVIDER, ul.ABORT_INVALID_PARAMETER)
             raise AssociationFailed("protocol", f"malformed A-ASSOCIATE-AC from {where}: {exc}") from None
-        return ClientAssociation(stream, rq, ac, dimse_timeout=dimse_timeout)
+        return ClientAssociation(stream, rq, ac, dimse_timeout=dimse_timeout, cancel=cancel)
     if pdu_type == ul.A_ASSOCIATE_RJ and len(body) >= 4:
         stream.close()
         result, source, reason = body[1], body[2], body[3]
@@ -382,26 +408,32 @@ def associate(
     )
 
 
-def _answer(stream: ul.PDUStream, timeout: float, cancel: Cancel | None) -> tuple[int, memoryview]:
-    """The PDU answering our A-ASSOCIATE-RQ, waited for in slices so that a cancel is seen: a
-    peer that accepts the connection and never answers held a Ctrl-C'd query for the whole
-    timeout (30 s), which then ended as a failure (1) instead of a cancel (130). Waking up mid-PDU
-    is harmless: the stream keeps what it buffered and the next read goes on from there."""
+def read_in_slices(stream: ul.PDUStream, timeout: float | None, cancel: Cancel | None, what: str):
+    """The next PDU, waited for in slices of CANCEL_POLL_S that look at ``cancel``: a peer that
+    accepts the connection and never answers the association request, or takes a C-STORE and
+    never sends its response, held a Ctrl-C'd command for the whole timeout (30 s, 60 s), which
+    then ended as a failure (1) instead of a cancel (130). Waking up mid-PDU is harmless: the
+    stream keeps what it buffered and the next read goes on from there. CancelledError on a
+    cancel (the caller aborts), TimeoutError after ``timeout`` (None: no limit). The socket is
+    left with the stream's own timeout, as a read without slices leaves it."""
     if cancel is None:
         return stream.read_pdu(timeout)
-    deadline = time.monotonic() + timeout
-    while True:
-        if cancel.cancelled:
-            raise CancelledError("cancelled while waiting for the association to be accepted")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        try:
-            return stream.read_pdu(min(left, CANCEL_POLL_S))
-        except ul.PDUTooSlow:
-            raise
-        except TimeoutError:
-            continue
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            left = CANCEL_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            try:
+                return stream.read_pdu(min(left, CANCEL_POLL_S))
+            except ul.PDUTooSlow:
+                raise
+            except TimeoutError:
+                if cancel.cancelled:
+                    raise CancelledError(f"cancelled while waiting for {what}") from None
+    finally:  # the sends that follow (a C-STORE's data set) get the stream's time, not a slice's
+        if not stream.closed and stream.sock.gettimeout() != stream.timeout:
+            stream.sock.settimeout(stream.timeout)
 
 
 def _batches(ctx: int, view: memoryview, size: int, *, final: bool):

@@ -6,9 +6,12 @@ answers, a cancelled DICOMweb query, retrieve or send waited for its whole timeo
 association request did not: :func:`~DICOMPlusLib.network.connect.connect_cancellable`). A
 session of :class:`~.client.DicomwebClient` mounts :class:`CancellableAdapter`, whose
 connections, while :func:`cancelled_by` names a token, open their socket with that connect and
-wait for the answer's first bytes in slices; the failures are urllib3's own
+do every wait on it in slices (:func:`~DICOMPlusLib.network.connect.in_slices`): the TLS
+handshake, the answer's first bytes and each block of its body (a server that stops halfway
+through a multipart retrieve or a QIDO-RS JSON answer). The socket carries the token, so the
+body read after ``requests`` returns is cut as well. The failures are urllib3's own
 (NewConnectionError, ConnectTimeoutError, a read timeout), so ``requests`` maps them as before,
-and a cancel comes out as CancelledError. A body that stalls halfway is still read blockingly.
+and a cancel comes out as CancelledError.
 :func:`never_connected` and :func:`os_reason` read a failed connection's cause back out of the
 layers ``requests`` and urllib3 wrap it in.
 """
@@ -17,15 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import socket
+import ssl
 from collections.abc import Iterator
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.ssl_ import create_urllib3_context, resolve_cert_reqs, resolve_ssl_version
 
-from DICOMPlusLib.network.connect import Cancel, connect_cancellable, wait_readable
+from DICOMPlusLib.network.connect import Cancel, connect_cancellable, in_slices
 
 #: The cancel token of the request this thread (or task) is making; None: connect as urllib3 does.
 _CANCEL: contextvars.ContextVar[Cancel | None] = contextvars.ContextVar("dicomplus_web_cancel", default=None)
@@ -60,36 +66,83 @@ def _new_conn(conn: HTTPConnection) -> socket.socket | None:
         raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
     for option in conn.socket_options or ():  # TCP_NODELAY, as urllib3 sets it
         sock.setsockopt(*option)
-    return sock
+    sliced = _SlicedSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    sliced.settimeout(float(timeout))
+    sliced.cancel = cancel
+    return sliced
 
 
-def _await_answer(conn: HTTPConnection) -> None:
-    """Before urllib3 reads the answer's status line (a blocking read for the whole read
-    timeout): wait for it in slices while :func:`cancelled_by` names a token, so that a server
-    that took the request and never answers does not hold a cancelled query, retrieve or send."""
-    cancel = _CANCEL.get()
-    timeout = conn.timeout
-    if cancel is None or conn.sock is None or not (timeout is None or isinstance(timeout, int | float)):
-        return
-    wait_readable(conn.sock, timeout, cancel, f"the answer of {conn.host}:{conn.port}")
+class _SlicedSocket(socket.socket):
+    """A plain HTTP connection's socket whose reads (the status line, the headers, every block
+    of the body) wait in slices that look at ``cancel`` (:func:`in_slices`)."""
+
+    cancel: Cancel
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        read = functools.partial(super().recv_into, buffer, nbytes, flags)
+        return in_slices(self, read, self.cancel, f"the answer of {_peer(self)}")
+
+
+class _SlicedTLSSocket(ssl.SSLSocket):
+    """An HTTPS connection's socket: the handshake and the reads in slices that look at the
+    cancel token its context carries (:func:`_tls_context`); a server that accepts the
+    connection and never sends its ServerHello held the handshake for the whole timeout."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        shake = functools.partial(super().do_handshake, block)
+        in_slices(self, shake, getattr(self.context, _TOKEN), f"the TLS handshake with {_peer(self)}")
+
+    def recv_into(self, buffer, nbytes: int | None = None, flags: int = 0) -> int:
+        read = functools.partial(super().recv_into, buffer, nbytes, flags)
+        return in_slices(self, read, getattr(self.context, _TOKEN), f"the answer of {_peer(self)}")
+
+
+#: The attribute of an SSLContext made by :func:`_tls_context` that holds the cancel token.
+_TOKEN = "dicomplus_cancel"
+
+
+def _peer(sock: socket.socket) -> str:
+    with contextlib.suppress(OSError):
+        host, port = sock.getpeername()[:2]
+        return f"{host}:{port}"
+    return "the server"
+
+
+def _tls_context(conn: HTTPSConnection, cancel: Cancel) -> ssl.SSLContext:
+    """The SSLContext urllib3 would make for ``conn`` (its own create_urllib3_context with the
+    connection's settings, the system's CAs when no bundle is named), whose sockets are
+    :class:`_SlicedTLSSocket` and carry ``cancel``: urllib3 wraps and shakes hands inside
+    ``connect()``, with no place to look at a cancel token in between."""
+    context = create_urllib3_context(
+        ssl_version=resolve_ssl_version(conn.ssl_version),
+        ssl_minimum_version=conn.ssl_minimum_version,
+        ssl_maximum_version=conn.ssl_maximum_version,
+        cert_reqs=resolve_cert_reqs(conn.cert_reqs),
+    )
+    if not (conn.ca_certs or conn.ca_cert_dir or conn.ca_cert_data):
+        context.load_default_certs()
+    context.sslsocket_class = _SlicedTLSSocket
+    setattr(context, _TOKEN, cancel)
+    return context
 
 
 class _HTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _new_conn(self) or super()._new_conn()
 
-    def getresponse(self):  # urllib3's own return type
-        _await_answer(self)
-        return super().getresponse()
-
 
 class _HTTPSConnection(HTTPSConnection):
+    _made_context = False
+
     def _new_conn(self) -> socket.socket:
         return _new_conn(self) or super()._new_conn()
 
-    def getresponse(self):
-        _await_answer(self)
-        return super().getresponse()
+    def connect(self) -> None:
+        cancel = _CANCEL.get()
+        if self._made_context or self.ssl_context is None:  # not a context a caller chose
+            self.ssl_context = None if cancel is None else _tls_context(self, cancel)
+            self._made_context = self.ssl_context is not None
+        super().connect()
 
 
 class _HTTPConnectionPool(HTTPConnectionPool):
