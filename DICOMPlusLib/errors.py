@@ -7,6 +7,7 @@ them as they are.
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class DICOMPlusError(Exception):
@@ -153,16 +154,17 @@ class DiskFullError(DICOMPlusError):
         return (type(self), (self.path, self.done, self.total, self.what))
 
 
+#: The errnos of "no room": ENOSPC, EDQUOT (a quota), EFBIG (a size limit).
+SPACE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
+
+
 def space_error_in(exc: BaseException | None) -> OSError | None:
     """The OSError of a full disk or quota in ``exc`` or its chain, or None. Libraries wrap it
     (pydicom re-raises it without its errno, the traceback in the message): the message of a
-    wrapper is no message for a user. "No room": ENOSPC, EDQUOT (a quota), EFBIG (a size limit)."""
-    import errno
-
-    codes = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n)}
+    wrapper is no message for a user. "No room": :data:`SPACE_ERRNOS`."""
     seen = 0
     while exc is not None and seen < 16:
-        if isinstance(exc, OSError) and exc.errno in codes:
+        if isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS:
             return exc
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import logging
 import os
 import sqlite3
@@ -46,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from DICOMPlusLib.errors import DICOMPlusError, DiskFullError
+from DICOMPlusLib.errors import SPACE_ERRNOS, DICOMPlusError, DiskFullError
 from DICOMPlusLib.models import InstanceRecord
 
 if TYPE_CHECKING:
@@ -54,8 +53,6 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.parsing import ParsedFile
 
 logger = logging.getLogger(__name__)
-
-_SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name)}
 
 
 class DuplicatePolicy(str, enum.Enum):
@@ -137,7 +134,7 @@ class StoredInstance:
 def is_space_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "no room": a full disk or quota, or SQLite's "database or disk is
     full" (recognised by its message: sqlite3 has no error code attribute before Python 3.11)."""
-    if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS):
+    if isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS):
         return True
     return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
 
