@@ -161,37 +161,34 @@ class CancellableAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
 
 
+def _causes(exc: BaseException):
+    """``exc`` and every exception under it, nearest first: the causes and contexts, urllib3's
+    ``reason``, exceptions passed as arguments (requests and urllib3 wrap a socket's error in
+    several layers of each); each once."""
+    seen = set()
+    queue: list[BaseException | None] = [exc]
+    while queue:
+        e = queue.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        queue += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        queue += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+
+
 def os_reason(exc: BaseException) -> str:
     """The operating system's words for why a connection failed ("Connection refused", "Name or
     service not known"), found under the layers requests and urllib3 wrap it in; their own text
     repeats the whole URL with its query ("HTTPConnectionPool(host=..., port=...): Max retries
     exceeded with url: /dicom-web/studies?includefield=...")."""
-    seen = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in _causes(exc):
         if isinstance(e, OSError) and e.strerror and type(e).__module__ in ("builtins", "socket"):
             return e.strerror
-        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
     return "no connection"
 
 
 def never_connected(exc: BaseException) -> bool:
     """True when no TCP connection was made (refused, unknown host): as opposed to a server
     that connected and then closed or answered garbage."""
-    seen = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, NewConnectionError | ConnectTimeoutError):
-            return True
-        stack += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-    return False
+    return any(isinstance(e, NewConnectionError | ConnectTimeoutError) for e in _causes(exc))
