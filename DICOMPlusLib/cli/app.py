@@ -199,21 +199,28 @@ DROP_FIRST = ("StudyDescription", "PatientBirthDate", "PatientName", "StudyDate"
 
 
 def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) -> tuple[list[str], list[str]]:
-    """The columns that fit ``width`` (text columns cut to _TEXT_WIDTH), and those left out."""
+    """The columns that fit ``width`` (text columns cut to _TEXT_WIDTH), and those left out
+    that have a value.
+
+    A column needs its heading whole too (rich cuts the other columns before a heading), and
+    one with no value in any row goes first: an empty SeriesDescription took 19 columns of a
+    120-column terminal, and rich cut "Modality" and "SeriesNumber" to make room for it."""
 
     def need(c: str) -> int:
         cells = max(len(_cell(row.get(c))) for row in rows)
         cells = min(cells, _TEXT_WIDTH) if c.endswith(_TEXT_COLUMNS) else cells
-        return max(cells, len(HEADINGS.get(c, c)) if not c.endswith(_TEXT_COLUMNS) else 4) + 2
+        return max(cells, len(HEADINGS.get(c, c))) + 2
 
     shown = list(columns)
     hidden: list[str] = []
-    for c in DROP_FIRST:
+    empty = [c for c in columns if not c.endswith("UID") and not any(_cell(row.get(c)) for row in rows)]
+    for c in [*empty, *(c for c in DROP_FIRST if c not in empty)]:
         if keep_all or sum(need(x) for x in shown) <= width:
             break
         if c in shown and len(shown) > 1:
             shown.remove(c)
-            hidden.append(c)
+            if c not in empty:  # an empty column hides nothing
+                hidden.append(c)
     return shown, hidden
 
 
