@@ -2,7 +2,8 @@
 views), in a scroll area that scrolls sideways when the panel's minimum is wider. Opening the
 module must not widen Slicer's panel (a 400 px minimum did), and nothing in it may be cut off:
 every shown widget gets at least its minimum size inside its parent, every button its label (or
-an elided label, whole in its tooltip). Asserted on the layout's own minimums, not on pixels."""
+an elided label, whole in its tooltip), every combo box the text of its current item. Asserted on
+the layout's own minimums and the style's text rectangles, not on pixels."""
 
 from __future__ import annotations
 
@@ -82,6 +83,10 @@ def clipped(top):
             found.append(f"{name}: {widget.width}x{widget.height} < minimum {width}x{height}")
         if not parent.rect.contains(widget.geometry):
             found.append(f"{name}: {widget.geometry} outside its parent's {parent.rect}")
+        if isinstance(widget, qt.QComboBox) and not widget.editable and widget.currentText:
+            room, needed = comboTextRoom(widget), textAdvance(widget, widget.currentText)
+            if needed > room:
+                found.append(f"{name}: shows {widget.currentText!r} in {room} px, it needs {needed}")
         if isinstance(widget, qt.QPushButton) and widget.text:
             if textWidth(widget, widget.text) > widget.width + 2:  # one space of slack in textWidth
                 found.append(f"{name}: {widget.width} px, its label needs {textWidth(widget)}")
@@ -89,6 +94,23 @@ def clipped(top):
                 if not widget.toolTip.startswith(widget.fullText()):
                     found.append(f"{name}: cut, and its tooltip does not say {widget.fullText()!r}")
     return found
+
+
+def comboTextRoom(combo):
+    """The width a combo box's style gives the current item's text (Fusion clips it there, with
+    no ellipsis)."""
+    import qt
+
+    option = qt.QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(qt.QStyle.CC_ComboBox, option, qt.QStyle.SC_ComboBoxEditField, combo)
+    return field.width()
+
+
+def textAdvance(widget, text):
+    import qt
+
+    return qt.QFontMetrics(widget.font).horizontalAdvance(text)
 
 
 def open_everything(panel):
@@ -192,3 +214,23 @@ def test_first_run_says_how_to_fill_the_database(panel):
     status = panel.browser.statusText()
     assert status == "No DICOM data yet: Import... adds a folder, Network retrieves from a server."
     assert clipped(panel.parent) == []
+
+
+@pytest.mark.parametrize("name", ["dev_mr_4d_fmri", "dev_ct_gantry_tilt"])
+def test_preview_controls_show_their_text_at_340(panel, qtbot, shared_series, name):
+    """A series previewed at Slicer's width: the window preset box showed "From the DIC" (the
+    speed box, the preset box, Fit and Load series shared ~300 px). Every preset the series
+    offers (from its tags, automatic, Slicer's CT presets) shows its whole name in the box, and
+    the 4D series' time row and the speed box beside Play are cut nowhere either."""
+    panel.importPaths([str(shared_series / name)])
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=60_000)
+    (series,) = panel.browser.entries("series")
+    panel.browser.selectSeries(series[1])
+    preview = panel.preview
+    qtbot.waitUntil(preview.isSliceReady, timeout=60_000)
+    assert fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)[0] == SLICER_PANEL_WIDTH
+    presets = [preset[0] for preset in preview.windowPresets()]
+    for preset in presets:
+        preview.applyWindowPreset(preset)
+        assert clipped(panel.parent) == [], preset
+    assert len(presets) == (6 if name.startswith("dev_ct") else 2), presets  # tags, automatic, CT

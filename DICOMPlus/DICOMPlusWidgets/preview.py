@@ -18,7 +18,7 @@ from slicer.i18n import tr as _
 from . import text as T
 from .fitting import WrappedLabel, fitToText
 from .imaging import toQImage
-from .previewmodel import CUSTOM, PreviewModel, frameKey
+from .previewmodel import CUSTOM, PRESET_TIP, PreviewModel, frameKey, presetTip
 from .signals import Signal
 from .sliceview import DICOMPlusSliceView
 from .tasks import EngineQueue, QueuePump, followDatabaseClosing, stopTimer
@@ -95,17 +95,21 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
         self._timeRow.layout().addWidget(self._playAxisBox)
 
-        controls = qt.QHBoxLayout()
-        self._speedBox = qt.QSpinBox(self)
+        # the speed sits beside Play, which it belongs to: the row below keeps its room for the
+        # window preset's name (with the speed there, "From the DICOM tags" showed as "From the
+        # DIC" at Slicer's 340 px panel)
+        self._speedBox = qt.QSpinBox(self._playButton.parentWidget())
         self._speedBox.minimum = 1
         self._speedBox.maximum = 60
         self._speedBox.value = 8
         self._speedBox.suffix = " fps"
         self._speedBox.toolTip = _("Autoplay speed, frames per second")
         self._speedBox.connect("valueChanged(int)", self.setSpeed)
-        controls.addWidget(self._speedBox)
+        self._playButton.parentWidget().layout().insertWidget(1, self._speedBox)
+
+        controls = qt.QHBoxLayout()
         self._presetBox = qt.QComboBox(self)
-        self._presetBox.toolTip = _("Window/level preset (drag with the left button in the view to adjust)")
+        self._presetBox.toolTip = PRESET_TIP
         self._presetBox.setSizeAdjustPolicy(qt.QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self._presetBox.minimumContentsLength = 6  # the row fits ~300 px; the list shows names whole
         self._presetBox.connect("currentIndexChanged(int)", self._onPresetChosen)
@@ -409,6 +413,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._presetBox.clear()
         for name, _center, _width in self._model.presets:
             self._presetBox.addItem(name)
+            self._presetBox.setItemData(self._presetBox.count - 1, presetTip(name), qt.Qt.ToolTipRole)
         self._presetBox.blockSignals(blocked)
 
     def _onPresetChosen(self, index):
@@ -427,6 +432,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         index = self._model.addCustomPreset()
         if self._presetBox.count <= index:
             self._presetBox.addItem(CUSTOM)
+            self._presetBox.setItemData(index, presetTip(CUSTOM), qt.Qt.ToolTipRole)
         blocked = self._presetBox.blockSignals(True)
         self._presetBox.currentIndex = index
         self._presetBox.blockSignals(blocked)

@@ -16,8 +16,22 @@ from DICOMPlusLib.loading.preview import FROM_TAGS
 
 from .imaging import CT_PRESETS, autoWindow, colorToUint8, orientationLetters, windowToUint8
 
-AUTOMATIC = _("Automatic (1st to 99th percentile)")
+# Preset names are short enough for the preset box at Slicer's 340 px panel (about 150 px of
+# text); each says the rest in its tooltip.
+AUTOMATIC = _("Automatic")
 CUSTOM = _("Custom")
+PRESET_TIP = _("Window/level preset (drag with the left button in the view to adjust)")
+
+
+def presetTip(name):
+    """The tooltip of the window preset ``name``: where its center and width come from."""
+    if name == AUTOMATIC:
+        return _("Automatic: the 1st to 99th percentile of the slice shown")
+    if name == CUSTOM:
+        return _("Custom: the window you dragged in the view")
+    if name.startswith(FROM_TAGS):
+        return _("{name}: WindowCenter and WindowWidth of the series' DICOM header").format(name=name)
+    return _("{name}: Slicer's preset of that name").format(name=name)
 
 
 def frameKey(frame):

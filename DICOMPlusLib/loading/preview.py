@@ -233,8 +233,10 @@ def series_thumbnail(
     return cache.get(main, size=size)
 
 
-#: Name of the window the DICOM tags give (a preset of the preview).
-FROM_TAGS = "From the DICOM tags"
+#: Name of the window the DICOM tags give (a preset of the preview; "DICOM tags (2)" and
+#: "DICOM tags: EXPLANATION" when the header gives several). Short: the preset box has about
+#: 150 px for it in Slicer's module panel.
+FROM_TAGS = "DICOM tags"
 
 
 def plan_preview(database, series_uid: str):
