@@ -216,18 +216,26 @@ def test_first_run_says_how_to_fill_the_database(panel):
     assert clipped(panel.parent) == []
 
 
-@pytest.mark.parametrize("name", ["dev_mr_4d_fmri", "dev_ct_gantry_tilt"])
+@pytest.mark.parametrize("name", ["dev_mr_4d_fmri", "dev_ct_gantry_tilt", "dev_mr_classic_pair_of_enhanced"])
 def test_preview_controls_show_their_text_at_340(panel, qtbot, shared_series, name):
     """A series previewed at Slicer's width: the window preset box showed "From the DIC" (the
     speed box, the preset box, Fit and Load series shared ~300 px). Every preset the series
     offers (from its tags, automatic, Slicer's CT presets) shows its whole name in the box, and
-    the 4D series' time row and the speed box beside Play are cut nowhere either."""
-    panel.importPaths([str(shared_series / name)])
+    the 4D series' time row and the speed box beside Play are cut nowhere either. The classic
+    pair's warning names ImageType ORIGINAL\\PRIMARY\\PERFUSION_FFE\\PERFUSION\\FFE, one word
+    for word wrap: it made the panel 374 px wide; it wraps at the backslashes now."""
+    folders = [shared_series / name]
+    if name == "dev_mr_classic_pair_of_enhanced":  # with its enhanced twin: one series, two ImageTypes
+        folders.append(shared_series / "dev_mr_enhanced_multiframe")
+    panel.importPaths([str(folder) for folder in folders])
     qtbot.waitUntil(lambda: panel.activeJob is None, timeout=60_000)
     (series,) = panel.browser.entries("series")
     panel.browser.selectSeries(series[1])
     preview = panel.preview
     qtbot.waitUntil(preview.isSliceReady, timeout=60_000)
+    if name == "dev_mr_classic_pair_of_enhanced":  # the text as the loader gave it
+        words = "ImageType ORIGINAL\\PRIMARY\\PERFUSION_FFE\\PERFUSION\\FFE)"
+        qtbot.waitUntil(lambda: words in preview.warningsText(), timeout=10_000)
     assert fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)[0] == SLICER_PANEL_WIDTH
     presets = [preset[0] for preset in preview.windowPresets()]
     for preset in presets:

@@ -71,6 +71,22 @@ class ElidedButton(qt.QPushButton):
             self.toolTip = tip
 
 
+#: A zero-width space: where a line may break inside a word.
+BREAK = "\u200b"
+
+
+def breakable(text):
+    """``text`` with a line break allowed after each backslash and slash. Word wrap breaks only
+    between words, so a value such as ImageType ORIGINAL\\PRIMARY\\PERFUSION_FFE\\PERFUSION\\FFE
+    (45 characters, 340 px) made a wrapped label's minimum width, and the panel, 374 px wide at
+    Slicer's 340. :func:`unbreakable` gives the text back as it was."""
+    return text.replace("\\", "\\" + BREAK).replace("/", "/" + BREAK)
+
+
+def unbreakable(text):
+    return text.replace(BREAK, "")
+
+
 class WrappedLabel(qt.QLabel):
     """A word-wrapped label whose minimum height is the height of its text at its width. A
     layout's minimum leaves out a height that depends on the width (Qt asks it only when it

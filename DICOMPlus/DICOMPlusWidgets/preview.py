@@ -16,7 +16,7 @@ import qt
 from slicer.i18n import tr as _
 
 from . import text as T
-from .fitting import WrappedLabel, fitToText
+from .fitting import WrappedLabel, breakable, fitToText, unbreakable
 from .imaging import toQImage
 from .previewmodel import CUSTOM, PRESET_TIP, PreviewModel, frameKey, presetTip
 from .signals import Signal
@@ -474,10 +474,10 @@ class DICOMPlusPreviewWidget(qt.QWidget):
 
     def warningsText(self):
         """The text of the warnings box beside the view ("" when it is hidden)."""
-        return self._warningsLabel.text if self._warningsLabel.visible else ""
+        return unbreakable(self._warningsLabel.text) if self._warningsLabel.visible else ""
 
     def _showWarnings(self, lines):
-        self._warningsLabel.text = "\n".join(lines)
+        self._warningsLabel.text = breakable("\n".join(lines))  # a long value never widens the panel
         self._warningsLabel.visible = bool(lines)
         self._warningsLabel.fitHeight()
 
