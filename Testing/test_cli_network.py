@@ -190,6 +190,25 @@ def test_listener_counts_distinct_instances_of_a_series(dcmtk, tmp_path):
     assert "3 instances (and 1 re-sent copy) of patient LST3" in line, line
 
 
+def test_a_malformed_address_says_what_it_lacks(tmp_path, capsys):
+    """``nodes add pacs PACS@10.0.0.1`` (no port) said "give a configured node name or
+    AE@HOST:PORT": nodes add takes no node name, and the user had typed an address. The message
+    names what is missing; a port out of range keeps its own message."""
+    nodes = ("--nodes", tmp_path / "nodes.json")
+    cases = {
+        ("nodes", "add", "pacs", "PACS@10.0.0.1"): "'PACS@10.0.0.1' has no port number: give AE@HOST:PORT",
+        ("nodes", "add", "pacs", "PACS@10.0.0.1:x"): "'PACS@10.0.0.1:x' has no port number",
+        ("nodes", "add", "pacs", "10.0.0.1:104"): "'10.0.0.1:104' has no AE title: give AE@HOST:PORT",
+        ("nodes", "add", "pacs", "PACS@:104"): "cannot read 'PACS@:104': give AE@HOST:PORT",
+        ("echo", "PACS@10.0.0.1"): "'PACS@10.0.0.1' has no port number",
+        ("echo", "PACS@10.0.0.1:70000"): "invalid port 70000: use a number from 1 to 65535",
+    }
+    for args, says in cases.items():
+        code, _, err = run(capsys, *args, *nodes)
+        assert code == 2 and says in err and "configured node name" not in err, (args, err)
+    assert not (tmp_path / "nodes.json").exists()
+
+
 def test_nodes_one_vocabulary_urls_and_no_secrets(tmp_path, capsys, monkeypatch):
     nodes = ("--nodes", tmp_path / "nodes.json")
     assert run(capsys, "nodes", "add", "a", "A@10.0.0.1:104", "--retrieve", "MOVE", *nodes)[0] == 0

@@ -161,13 +161,27 @@ def node_address(value: str) -> str:
     from DICOMPlusLib.errors import NetworkError
     from DICOMPlusLib.network.nodes import RemoteNode
 
-    ae, sep, _ = value.partition("@")
+    ae, sep, where = value.partition("@")
     if sep:
         ae_title(ae)  # its own message (how many characters)
     try:
         RemoteNode.parse(value)
     except NetworkError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        if not str(exc).startswith("cannot read node"):  # a port out of range: said as it is
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        # what is missing, in the words of the address (the library's message also offers "a
+        # configured node name", which nodes add does not take and an address with @ is not)
+        example = "e.g. ORTHANC@192.0.2.10:4242"
+        if not sep:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} has no AE title: give AE@HOST:PORT, {example}"
+            ) from None
+        if not where.rpartition(":")[2].isdigit() or where.endswith("]"):
+            raise argparse.ArgumentTypeError(
+                f"{value!r} has no port number: give AE@HOST:PORT, {example} (the server's DICOM "
+                "port; 104, 4242 and 11112 are common)"
+            ) from None
+        raise argparse.ArgumentTypeError(f"cannot read {value!r}: give AE@HOST:PORT, {example}") from None
     return value
 
 
