@@ -4,6 +4,7 @@ decoders (pynetdicom's PDU classes, pydicom); association negotiation rules."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from io import BytesIO
@@ -113,6 +114,23 @@ def test_node_store_round_trip(tmp_path):
     assert again.remove("pacs").ae_title == "PACS2"
     assert [n.name for n in again.list()] == ["web"]
     assert not list(store.path.parent.glob(".nodes-*"))  # no temporary file left
+
+
+def test_an_unknown_node_name_points_to_the_configured_ones(tmp_path):
+    """A typo ("pcas" for "pacs") said only "no node named 'pcas'": the message now offers the
+    closest configured name, else lists them, else says none is configured."""
+    store = NodeStore(tmp_path / "nodes.json")
+    with pytest.raises(NetworkError, match=r"no node named 'pacs' in .* \(no node is configured\)"):
+        store.resolve("pacs")
+    for name in ("pacs", "orthanc", "archive"):
+        store.add(RemoteNode(name, DimseEndpoint(name.upper(), "10.0.0.5", 104)))
+    for typed, hint in (("pcas", "did you mean 'pacs'?"), ("ORTHANC", "did you mean 'orthanc'?"),
+                        ("xyz", "configured: pacs, orthanc, archive")):  # fmt: skip
+        for call in (store.resolve, store.get, store.remove):
+            with pytest.raises(NetworkError, match=re.escape(f"no node named {typed!r}")) as raised:
+                call(typed)
+            assert f"({hint})" in str(raised.value), (call, str(raised.value))
+    assert [node.name for node in store.list()] == ["pacs", "orthanc", "archive"]
 
 
 def test_node_files_of_version_1_are_read(tmp_path):

@@ -369,11 +369,13 @@ class NodeStore:
             return self._read()
 
     def get(self, name: str) -> RemoteNode:
-        for node in self.list():
+        nodes = self.list()
+        for node in nodes:
             if node.name == name:
                 return node
         raise NetworkError(
-            f"no node named {name!r} in {self.path}; add it with: dicomplus nodes add {name} AE@HOST:PORT"
+            f"no node named {name!r} in {self.path}{_known(name, nodes)}; add it with: "
+            f"dicomplus nodes add {name} AE@HOST:PORT"
         )
 
     def add(self, node: RemoteNode, *, replace_existing: bool = False) -> RemoteNode:
@@ -399,13 +401,14 @@ class NodeStore:
                     del nodes[i]
                     self._write(nodes)
                     return node
-        raise NetworkError(f"no node named {name!r} in {self.path}")
+        raise NetworkError(f"no node named {name!r} in {self.path}{_known(name, nodes)}")
 
     def resolve(self, spec: str | RemoteNode) -> RemoteNode:
         """A configured node by name, else ``AE@HOST:PORT``."""
         if isinstance(spec, RemoteNode):
             return spec
-        for node in self.list():
+        nodes = self.list()
+        for node in nodes:
             if node.name == spec:
                 return node
         if "@" in spec:
@@ -416,6 +419,22 @@ class NodeStore:
                 f"--dicomweb {spec}', then use NAME"
             )
         raise NetworkError(
-            f"no node named {spec!r} in {self.path}; give AE@HOST:PORT or add it with "
-            f"'dicomplus nodes add {spec} AE@HOST:PORT'"
+            f"no node named {spec!r} in {self.path}{_known(spec, nodes)}; give AE@HOST:PORT or "
+            f"add it with 'dicomplus nodes add {spec} AE@HOST:PORT'"
         )
+
+
+def _known(name: str, nodes: list[RemoteNode]) -> str:
+    """What a message about an unknown node name adds: the configured name it is closest to (a
+    typo: "pcas" for "pacs"), else the configured names (up to 8), else nothing."""
+    names = [node.name for node in nodes]
+    if not names:
+        return " (no node is configured)"
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    close = close or [n for n in names if n.lower() == name.lower()]
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f" (configured: {shown})"
