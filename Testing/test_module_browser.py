@@ -388,18 +388,22 @@ def test_a_wrong_server_form_is_shown_and_stays_open(panel, qtbot, caplog, scree
     network = panel.network
     panel.ui.networkCollapsibleButton.collapsed = False
     network.showNodeForm()
-    network.nodeNameEdit.text = ""
+    network.nodeNameEdit.text = "Hospital PACS"
     network.nodeAETitleEdit.text = "PACS"
+    network.nodeHostEdit.text = "pacs.example.org"
+    network.nodePortSpinBox.value = 11112
+    panel.ui.previewCollapsibleButton.collapsed = True
+    fit_panel(panel, 440)  # Slicer's panel scrolls: all of it
+    # the docs' picture of the form as a user fills it in (it was taken after the failed save
+    # below: "Cannot save the node: give the node a name" under a form that had one)
+    assert "Cannot save" not in network.echoText()
+    screenshot(network, "network_add_server")
+    network.nodeNameEdit.text = ""
     with caplog.at_level(logging.ERROR), pytest.raises(ValueError, match="name"):
         network.onSaveNode()
     assert network.nodeForm.visible and "Cannot save the node" in network.echoText()
     assert network.nodeNames() == []
     network.nodeNameEdit.text = "Hospital PACS"
-    network.nodeHostEdit.text = "pacs.example.org"
-    network.nodePortSpinBox.value = 11112
-    panel.ui.previewCollapsibleButton.collapsed = True
-    fit_panel(panel, 440)  # Slicer's panel scrolls: all of it
-    screenshot(network, "network_add_server")
     network.onSaveNode()
     assert not network.nodeForm.visible and network.nodeNames() == ["Hospital PACS"]
 
