@@ -83,6 +83,8 @@ def clipped(top):
             found.append(f"{name}: {widget.width}x{widget.height} < minimum {width}x{height}")
         if not parent.rect.contains(widget.geometry):
             found.append(f"{name}: {widget.geometry} outside its parent's {parent.rect}")
+        if isinstance(widget, qt.QTreeView) and not widget.isHeaderHidden():
+            found += [f"{name}: {cut}" for cut in cut_headings(widget)]
         if isinstance(widget, qt.QComboBox) and not widget.editable and widget.currentText:
             room, needed = comboTextRoom(widget), textAdvance(widget, widget.currentText)
             if needed > room:
@@ -105,6 +107,24 @@ def comboTextRoom(combo):
     combo.initStyleOption(option)
     field = combo.style().subControlRect(qt.QStyle.CC_ComboBox, option, qt.QStyle.SC_ComboBoxEditField, combo)
     return field.width()
+
+
+def cut_headings(tree):
+    """The column headings of ``tree`` narrower than their text (Fusion cuts them, with no
+    ellipsis: "Patient / study / se")."""
+    import qt
+
+    header = tree.header()
+    margin = 2 * header.style().pixelMetric(qt.QStyle.PM_HeaderMargin)
+    cut = []
+    for column in range(header.count()):
+        if header.isSectionHidden(column):
+            continue
+        text = str(tree.model().headerData(column, qt.Qt.Horizontal, qt.Qt.DisplayRole) or "")
+        needed = textAdvance(header, text) + margin
+        if text and needed > header.sectionSize(column):
+            cut.append(f"heading {text!r} in {header.sectionSize(column)} px, it needs {needed}")
+    return cut
 
 
 def textAdvance(widget, text):
@@ -242,3 +262,18 @@ def test_preview_controls_show_their_text_at_340(panel, qtbot, shared_series, na
         preview.applyWindowPreset(preset)
         assert clipped(panel.parent) == [], preset
     assert len(presets) == (6 if name.startswith("dev_ct") else 2), presets  # tags, automatic, CT
+
+
+def test_list_mode_headings_are_whole_at_340(panel, qtbot, tmp_path):
+    """The browser's compact list at Slicer's width: its first heading read "Patient / study / se"
+    (145 px of text in a 130 px column). Every heading is whole, and nothing else is cut."""
+    from dicomplus_testing.synthetic import make_series
+
+    source = make_series(tmp_path / "s", n=2, rows=8, cols=8, patient_id="LIST1")
+    panel.importPaths([str(source.folder)])
+    qtbot.waitUntil(lambda: panel.activeJob is None, timeout=60_000)
+    panel.browser.setViewMode("tree")
+    panel.browser.treeWidget().expandAll()
+    fit_panel(panel, SLICER_PANEL_WIDTH, SLICER_PANEL_HEIGHT)
+    assert panel.browser.treeWidget().isVisible()
+    assert clipped(panel.parent) == []

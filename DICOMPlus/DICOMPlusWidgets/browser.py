@@ -121,7 +121,9 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._stack.addWidget(self._grid)
 
         tree = qt.QTreeWidget(self._stack)
-        columns = (_("Patient / study / series"), _("Date"), _("Mod."), _("Images"))
+        # short headings: the list fits Slicer's 340 px panel ("Patient / study / series" was
+        # cut to "Patient / study / se"); their tooltips say the rest
+        columns = (_("Name"), _("Date"), _("Mod."), _("Images"))
         tree.columnCount = len(columns)
         tree.setHeaderLabels(list(columns))
         tree.selectionMode = qt.QAbstractItemView.ExtendedSelection
@@ -130,6 +132,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         tree.iconSize = qt.QSize(ICON_SIZE, ICON_SIZE)
         tree.minimumHeight = 170
         tree.indentation = 14
+        tree.headerItem().setToolTip(0, _("Patient, study or series"))
         tree.headerItem().setToolTip(2, _("Modality (modalities in the study)"))
         tree.headerItem().setToolTip(3, _("Number of images"))
         tree.toolTip = _(
