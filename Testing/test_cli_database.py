@@ -73,6 +73,26 @@ def test_console_script_and_env_database(tmp_path):
     assert (tmp_path / "envdb" / "dicomplus.sqlite").is_file()
 
 
+def test_a_command_leaves_no_writer_lock_in_the_store(tmp_path, capsys):
+    """Every command that wrote (import, import again, delete) left its ``.writer-<token>.lock``
+    in the store until the next command swept it: the process leaves by ``os._exit`` without
+    closing its database. The console script (the real exit) and ``main`` in-process (once the
+    database is collected) leave none."""
+    import gc
+
+    series = make_series(tmp_path / "s", n=2)
+    db = tmp_path / "db"
+    exe = os.path.join(os.path.dirname(sys.executable), "dicomplus")
+    for args in (["import", str(series.folder)], ["import", str(series.folder)],
+                 ["delete", "--study", series.study_uid]):  # fmt: skip
+        done = subprocess.run([exe, "--db", str(db), *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert [p.name for p in (db / "store").iterdir() if p.name.startswith(".writer-")] == [], args
+    assert run(capsys, "--db", str(db), "import", str(series.folder))[0] == 0
+    gc.collect()
+    assert [p.name for p in (db / "store").iterdir() if p.name.startswith(".writer-")] == []
+
+
 def test_a_tilde_the_shell_left_is_the_home_folder(tmp_path, capsys, monkeypatch):
     """``--db=~/x`` and ``--store=~/x`` reach the command with their ``~`` (the shell expands it
     only as a word's start): the import made a folder named "~" in the current one, where the

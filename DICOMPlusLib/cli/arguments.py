@@ -143,7 +143,23 @@ def open_database(args, *, create: bool = False):
         print(f"dicomplus: note: {read_only_note(db)}", file=sys.stderr)
     if create and not getattr(args, "link", False):
         _check_store_writable(db)
+    _release_store_at_exit(db)
     return db
+
+
+def _release_store_at_exit(db) -> None:
+    """The store's writer token goes when the command ends. The command leaves by ``os._exit``
+    without closing its database (closing would checkpoint the WAL: cli/entry.py), so every
+    command that wrote left its ``.writer-<token>.lock`` in the store until the next command swept
+    it: a stray file in a folder users back up and count. A finalizer (run at exit by the entry's
+    atexit functions, or when ``db`` is collected in a caller that runs ``main`` in-process)
+    removes it; it holds no reference to ``db``."""
+    import weakref
+
+    store = getattr(db, "store", None)
+    release = getattr(store, "release", None)
+    if release is not None:
+        weakref.finalize(db, release)
 
 
 def read_only_note(db) -> str:
