@@ -161,29 +161,32 @@ def test_search_table_cuts_no_heading_and_no_count(tmp_path):
     """Series without a description, their 64-character UIDs, in a 120-column terminal: the empty
     SeriesDescription column took 19 columns and rich made room for its heading by cutting the
     others ("Modal…", "SeriesNum…", "Instan…", "dicom2ni…"). A shown column is whole (a long
-    name or description may end in "…"), and an empty column is left out without a note."""
+    name or description may end in "…"), and an empty column is left out without a note. At 80
+    columns the study table cut its counts ("Seri…  Instan…"): they give way too, last."""
     db = tmp_path / "db"
     uid = "1.2.826.0.1.3680043.8.498.1326472753970704619609599968845885622"  # 64 characters
     for i in range(3):
         make_series(tmp_path / f"s{i}", n=1, rows=4, cols=4, patient_id="dicom2nifti", seed=300 + i,
-                    series_description="", series_number=300 + i, series_uid=f"{uid[:-1]}{i}")  # fmt: skip
+                    series_description="", series_number=300 + i, series_uid=f"{uid[:-1]}{i}",
+                    study_uid=f"{uid[:-1]}{i + 5}")  # fmt: skip
     assert cli("--db", str(db), "import", *[str(tmp_path / f"s{i}") for i in range(3)]).returncode == 0
-    for columns in (80, 100, 120, 160):
-        code, text = run_in_terminal(["--db", str(db), "search", "--level", "series"], columns=columns)
+
+    def table(level: str, columns: int) -> list[str]:
+        code, text = run_in_terminal(["--db", str(db), "search", "--level", level], columns=columns)
         assert code == 0, text
         lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in text.splitlines()]
-        table = [line for line in lines if line.startswith(("PatientID", "Modality", "dicom2nifti", "CT"))]
-        assert len(table) == 4 and "…" not in "".join(table), (columns, text)
-        assert all(f"{uid[:-1]}{i}" in text for i in range(3)), text
+        rows = lines[: next(i for i, line in enumerate(lines) if not line.strip() or line.startswith("("))]
+        assert len(rows) == 4 and "…" not in "".join(rows), (level, columns, text)
+        assert all(f"{uid[:-1]}{i + (5 if level == 'study' else 0)}" in text for i in range(3)), text
         assert "SeriesDescription" not in text, text
+        return rows[0].split()
+
+    for columns in (80, 100, 120, 160):
+        heading = table("series", columns)
         if columns == 120:  # room for the counts and the number beside the UID
-            assert table[0].split() == [
-                "PatientID",
-                "Modality",
-                "SeriesNumber",
-                "Instances",
-                "SeriesInstanceUID",
-            ]
+            assert heading == ["PatientID", "Modality", "SeriesNumber", "Instances", "SeriesInstanceUID"]
+    assert table("study", 80) == ["Instances", "StudyInstanceUID"]
+    assert "Series" in table("study", 100)
 
 
 def test_import_progress_and_ctrl_c(instances, tmp_path):

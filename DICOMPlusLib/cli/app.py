@@ -195,7 +195,11 @@ _TEXT_COLUMNS = ("Name", "Description", "path")
 _TEXT_WIDTH = 32
 #: Which columns a narrow terminal hides first (UIDs never: they are what people copy).
 DROP_FIRST = ("StudyDescription", "PatientBirthDate", "PatientName", "StudyDate", "SeriesNumber",
-              "ModalitiesInStudy", "InstanceNumber", "SeriesDescription", "PatientID")  # fmt: skip
+              "ModalitiesInStudy", "InstanceNumber", "SeriesDescription", "PatientID",
+              # the counts last (at 80 columns a study's 64-character UID leaves room for one)
+              "NumberOfStudyRelatedSeries", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedStudies",
+              "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances",
+              "NumberOfPatientRelatedInstances")  # fmt: skip
 
 
 def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) -> tuple[list[str], list[str]]:
