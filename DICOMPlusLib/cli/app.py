@@ -335,7 +335,7 @@ class ProgressBar:
             return
         with self._lock:
             now = time.monotonic()
-            if now - self._last < 0.1 and done < total:
+            if now - self._last < 0.1 and (done < total or not total):  # the last count always drawn
                 return
             self._last = now
             if self._progress is None:
@@ -384,8 +384,8 @@ def not_dicom(reason: str) -> bool:
 
 
 def cancelled_message(done: int, total: int, kept: int, unit: str, resume: str) -> str:
-    """The one account a cancelled command prints."""
-    return f"cancelled after {done}/{total} {unit}; {kept} kept; {resume}"
+    """The one account a cancelled command prints (``total`` 0: not known yet)."""
+    return f"cancelled after {f'{done}/{total}' if total else done} {unit}; {kept} kept; {resume}"
 
 
 # -- new UIDs ----------------------------------------------------------------------------------------

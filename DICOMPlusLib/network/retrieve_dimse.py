@@ -288,9 +288,16 @@ class RunState:
             elif sop not in self.done:
                 self.report.failed[sop] = reason
             count = len(self.report.done) + len(self.report.skipped)
-            total = max(self.report.expected, self.total_hint, count)
+            total = self._total(count)
         if self.progress is not None:
             self.progress(count, total, sop)
+
+    def _total(self, count: int) -> int:
+        """The total to report beside ``count``: 0 (unknown) until the plan or a pending
+        response gave one. Orthanc sends a C-GET's first C-STORE before its first pending
+        response: a total of ``count`` then would say "1 of 1 (100%)"."""
+        known = max(self.report.expected, self.total_hint)
+        return max(known, count) if known else 0
 
     def on_stored(self, sop: str, outcome) -> None:
         if outcome.status == 0 and outcome.instance is not None:
@@ -311,7 +318,7 @@ class RunState:
             count = max(len(self.report.done), base + subs.completed + subs.warning) + len(
                 self.report.skipped
             )
-            total = max(self.report.expected, self.total_hint, count)
+            total = self._total(count)
         if self.progress is not None:
             self.progress(count, total, "")
 
