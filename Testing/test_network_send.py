@@ -275,6 +275,20 @@ def test_rejected_association_reports_every_file(db, tmp_path):
     assert all("calling AE title not recognized" in r.message for r in report.failed)
 
 
+def test_a_permanent_rejection_is_not_retried(db, tmp_path):
+    """A peer that rejects the association permanently (our AE title unknown to it) is not asked
+    again after the retry delay: a second try can only be rejected too."""
+    series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=33)
+    with Listener(db, ListenerConfig(port=0, host=LOOPBACK, allowed_calling_aets=("OTHER",))) as lst:
+        report = send_paths(
+            RemoteNode("us", DimseEndpoint("DICOMPLUS", LOOPBACK, lst.port)),
+            [series.folder],
+            SendOptions(retries=2, retry_delay=0.05),
+        )
+    assert len(report.failed) == 2 and all("rejected permanently" in r.message for r in report.failed)
+    assert {r.attempts for r in report.failed} == {1}, [r.attempts for r in report.failed]
+
+
 def test_send_items_without_context_fail_alone(listener, db, tmp_path):
     series = make_series(tmp_path / "s", n=2, rows=16, cols=16, seed=33)
     items = [SendItem(str(f), CT, sop_of(f), EXPLICIT) for f in series.files]

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from DICOMPlusLib import uids
-from DICOMPlusLib.errors import CancelledError, NetworkError, SendError
+from DICOMPlusLib.errors import AssociationFailure, CancelledError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse
-from DICOMPlusLib.network.dimse import scu
+from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.dimse.status import category as status_category
 from DICOMPlusLib.network.models import FileResult, SendItem, SendOptions, SendReport
@@ -207,9 +207,13 @@ class _Worker:
             except CancelledError:  # Ctrl-C while connecting: the files not sent are "cancelled"
                 return
             except scu.AssociationFailed as exc:
+                # A permanent rejection (our AE title unknown there, say) would only be rejected
+                # again: "not sent" is never retried (_retryable).
+                permanent = exc.kind is AssociationFailure.REJECTED and exc.result == ul.RJ_PERMANENT
+                message = f"not sent: {exc}" if permanent else str(exc)
                 for item in pending:
                     self.record(
-                        FileResult(item.path, item.sop_instance_uid, "failure", None, str(exc), attempt)
+                        FileResult(item.path, item.sop_instance_uid, "failure", None, message, attempt)
                     )
                 return
             broken, stored = False, 0
