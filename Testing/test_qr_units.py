@@ -381,10 +381,13 @@ def test_move_hint_names_everything_to_configure():
     )
     for text in ("DICOMPLUS", "10.0.0.9", "11112", "DicomModalities", "HostTable", "AETable", "C-GET"):
         assert text in hint
+    lines = hint.splitlines()
     assert (
-        "dcm4chee-arc: Configuration > AE list > New AE: AE title DICOMPLUS, hostname 10.0.0.9, port 11112"
-        in hint
+        "  dcm4chee-arc: Configuration > AE list > New AE: AE title DICOMPLUS, hostname 10.0.0.9, port 11112"
+        " (an external, non-archive AE)" in lines
     )
+    # one line per PACS, as the README shows them: a user reads and pastes the one for theirs
+    assert [line.split(":")[0] for line in lines[1:4]] == ["  Orthanc", "  dcm4chee-arc", "  DCMTK dcmqrscp"]
 
 
 # -- errors without a PACS -------------------------------------------------------------------------

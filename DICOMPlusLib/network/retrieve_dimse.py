@@ -139,15 +139,15 @@ class WorkerOutcome:
 def move_setup_hint(node: RemoteNode, ae_title: str, host: str, port: int) -> str:
     """What to configure on the PACS so that it can send to our listener, in words a user can
     paste: the README's line for each PACS it names (Orthanc ``DicomModalities``, dcm4chee-arc's
-    AE list, DCMTK ``HostTable`` and ``AETable``)."""
+    AE list, DCMTK ``HostTable`` and ``AETable``), one line each."""
     return (
         f"Configure {node.label} with a DICOM node (modality) for us: AE title {ae_title}, "
-        f"host {host}, port {port}, allowed to receive C-STORE. "
-        f'Orthanc: add "dicomplus": ["{ae_title}", "{host}", {port}] to DicomModalities and restart it; '
-        f"dcm4chee-arc: Configuration > AE list > New AE: AE title {ae_title}, hostname {host}, port {port} "
-        "(an external, non-archive AE); "
-        f"DCMTK dcmqrscp: add 'dicomplus = ({ae_title}, {host}, {port})' to its HostTable and dicomplus to "
-        "the peers of its AETable line. "
+        f"host {host}, port {port}, allowed to receive C-STORE:\n"
+        f'  Orthanc: add "dicomplus": ["{ae_title}", "{host}", {port}] to DicomModalities and restart it\n'
+        f"  dcm4chee-arc: Configuration > AE list > New AE: AE title {ae_title}, hostname {host}, port {port} "
+        "(an external, non-archive AE)\n"
+        f"  DCMTK dcmqrscp: add 'dicomplus = ({ae_title}, {host}, {port})' to its HostTable and dicomplus to "
+        "the peers of its AETable line\n"
         "Or retrieve with C-GET (--method get), which needs nothing configured on the PACS."
     )
 
@@ -494,7 +494,7 @@ def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -
                     if response.status == Status.MOVE_DESTINATION_UNKNOWN:
                         raise MoveDestinationUnknown(
                             f"{state.node.name} ({state.node.address}) does not know the move destination "
-                            f"{destination} (status 0xA801). {hint}"
+                            f"{destination} (status 0xA801).\n{hint}"
                         )
                     if (
                         response.category == "failure"
@@ -506,7 +506,7 @@ def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -
                             + f", and nothing arrived at our listener {destination} on port {listener.port}. "
                             "The most likely cause: the PACS does not know our AE title as a move destination "
                             "(Orthanc answers 0xC000 then), or cannot connect to us (firewall, wrong host or "
-                            f"port in its configuration). {hint}"
+                            f"port in its configuration).\n{hint}"
                         )
                     state.record_final("C-MOVE", unit, response, out)
                     out.units_done += 1
