@@ -281,3 +281,41 @@ def test_a_warm_folder_load_reads_each_file_once_for_its_header_and_once_for_its
         assert mine.count("pread") == 1 and mine.count("preadv") == 1, (name, mine)
         assert mine.count("open") == 3, (name, mine)  # the probe's, the header's, the pixels'
     assert sorted(entry[2] for entry in log if entry[0] == "preadv" and entry[2] > 1) == [16 * 16 * 2] * n
+
+
+#: A fresh interpreter: the value OpenBLAS finds in the environment when numpy is imported (an
+#: audit hook sees the import start), and what the environment holds after the loader's import.
+BLAS_CHILD = """
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+seen = []
+def hook(event, args):
+    if event == "import" and args[0] == "numpy" and not seen:
+        seen.append(libc.getenv(b"OPENBLAS_THREAD_TIMEOUT"))
+sys.addaudithook(hook)
+import DICOMPlusLib.loading.api
+print(json.dumps({"during": [v and v.decode() for v in seen],
+                  "after": libc.getenv(b"OPENBLAS_THREAD_TIMEOUT") and "set",
+                  "environ": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "unsetenv"), reason="needs os.unsetenv")
+@pytest.mark.parametrize("preset", [None, "9"], ids=["default", "user-set"])
+def test_numpy_is_imported_with_openblas_threads_that_sleep_at_once(preset):
+    """The loader imports numpy with OPENBLAS_THREAD_TIMEOUT=4 in the C environment (OpenBLAS's
+    workers then sleep instead of spinning ~0.1 s on the cores the load's threads need), removes it
+    afterwards (child processes do not inherit it) and leaves a value the user set alone."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    if preset:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    proc = subprocess.run([sys.executable, "-c", BLAS_CHILD], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    if preset:
+        assert result == {"during": [preset], "after": "set", "environ": preset}
+    else:
+        assert result == {"during": ["4"], "after": None, "environ": None}

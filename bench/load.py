@@ -15,10 +15,10 @@ Candidates, alternating in one run (reference: SimpleITK's ImageSeriesReader):
   ``simpleitk-process`` (both read the folder);
 * ``dicomplus-folder-cold`` / ``simpleitk-cold``: the two processes after the files' pages were
   evicted from the page cache (``posix_fadvise(DONTNEED)``), compared with each other;
-* ``floor-process``: the least a numpy loader of this folder does as a process (python, numpy,
-  the volume mapped as the loader maps it, each slice's pixel data read at an offset listed
-  beforehand, on two threads, the rescale in place; no header read, nothing of DICOMPlusLib
-  imported), compared with ``simpleitk-process`` and with ``dicomplus-folder-process``: the
+* ``floor-process``: the least a numpy loader of this folder does as a process (python, numpy
+  imported as the loader imports it, the volume mapped as the loader maps it, each slice's pixel
+  data read at an offset listed beforehand, on two threads, the rescale in place; no header
+  read, nothing of DICOMPlusLib imported), compared with ``simpleitk-process`` and with ``dicomplus-folder-process``: the
   same voxels (checked before timing), without the loader's own work.
 
 Before timing, it checks that DICOMPlus and SimpleITK give the same voxels and geometry, and
@@ -66,10 +66,13 @@ assert v.array.shape == (300, 512, 512), v.array.shape
 #: pixel data at its offset (known beforehand: listed by the parent, in geometric order, with
 #: the rescale intercept) straight into it on two threads, apply the rescale in place, exit. No
 #: header is read or parsed and nothing of DICOMPlusLib is imported: what is left of a load once
-#: its own work is taken away.
+#: its own work is taken away. numpy is imported as the loader imports it (see
+#: ``DICOMPlusLib/_numpy.py``: OpenBLAS's idle workers sleep at once, not spinning on a core).
 FLOOR_CHILD = """
-import mmap, sys, threading
+import mmap, os, sys, threading
+os.putenv("OPENBLAS_THREAD_TIMEOUT", "4")
 import numpy as np
+os.unsetenv("OPENBLAS_THREAD_TIMEOUT")
 lines = open(sys.argv[1]).read().split("\\n")
 rows, cols, intercept = map(int, lines[0].split())
 slices = [line.split(" ", 1) for line in lines[1:] if line]

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 
+from DICOMPlusLib import _numpy  # noqa: F401  (numpy first, without OpenBLAS's spinning threads)
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading.grouping import build_volumes
 from DICOMPlusLib.loading.models import (
