@@ -109,8 +109,9 @@ def plan_folder(path: str | os.PathLike) -> list[VolumeInfo]:
     return plan_paths(path)[0]
 
 
-def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None) -> Volume:
-    """Read the voxels of a described volume (optionally resampled onto a regular grid)."""
+def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None, memory=None) -> Volume:
+    """Read the voxels of a described volume (optionally resampled onto a regular grid).
+    ``memory``: see :func:`DICOMPlusLib.loading.pixels.read_pixels`."""
     if info.extra.get(SEGMENTATION_EXTRA) is not None:  # a segmentation (see seg.layout_of)
         from DICOMPlusLib.loading import seg
 
@@ -128,7 +129,7 @@ def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None
 
         array = read_tiles(info, read_pixels, progress=progress, cancel=cancel)
     else:
-        array = read_pixels(info, progress=progress, cancel=cancel)
+        array = read_pixels(info, progress=progress, cancel=cancel, memory=memory)
     volume = Volume(array, info)
     if resample:
         from DICOMPlusLib.loading.resample import resample_regular

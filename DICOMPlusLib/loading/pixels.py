@@ -378,23 +378,36 @@ def read_pixels(
     workers: int | None = None,
     progress=None,
     cancel=None,
+    memory=None,
 ) -> np.ndarray:
-    """The voxels of ``info`` as one array of ``info.shape`` (+ samples), in its frame order."""
+    """The voxels of ``info`` as one array of ``info.shape`` (+ samples), in its frame order.
+    ``memory``: an anonymous mapping to hold them when it is large enough (see
+    :mod:`DICOMPlusLib.loading.ahead`)."""
     frames = info.frames
     dtype, check = choose_dtype(frames)
     try:
-        return _read_all(info, dtype, check, workers, progress, cancel)
+        return _read_all(info, dtype, check, workers, progress, cancel, memory)
     except _Overflow as exc:
         logger.info("%s: values exceed int16, reading again as float32", exc)
         return _read_all(info, np.dtype(np.float32), False, workers, progress, cancel)
 
 
-def _read_all(info: VolumeInfo, dtype: np.dtype, check: bool, workers, progress, cancel) -> np.ndarray:
+def mapped_bytes(info: VolumeInfo) -> int:
+    """The bytes of the mapping :func:`read_pixels` makes for the voxels of ``info`` (unless
+    they turn out not to fit int16); 0 for a volume small enough for an ordinary array."""
+    if len(info.frames) * frame_bytes(info.frames[0]) < _TRIM_BYTES:
+        return 0
+    return int(np.prod(info.shape)) * info.components * choose_dtype(info.frames)[0].itemsize
+
+
+def _read_all(
+    info: VolumeInfo, dtype: np.dtype, check: bool, workers, progress, cancel, memory=None
+) -> np.ndarray:
     frames = info.frames
     shape = tuple(info.shape) + ((info.components,) if info.components > 1 else ())
     if len(frames) * frame_bytes(frames[0]) >= _TRIM_BYTES:
         release_free_heap()
-        out = _volume_array(shape, dtype)
+        out = _volume_array(shape, dtype, memory)
     else:
         out = np.empty(shape, dtype)
     per_frame = out.shape[-3:] if info.components > 1 else out.shape[-2:]
@@ -479,7 +492,7 @@ def _read_on_threads(flat: np.ndarray, check: bool, blocks: list, workers: int, 
             thread.join()
 
 
-def _volume_array(shape: tuple, dtype: np.dtype) -> np.ndarray:
+def _volume_array(shape: tuple, dtype: np.dtype, memory=None) -> np.ndarray:
     """An uninitialised array for a large volume, in ordinary 4 KiB pages on Linux.
 
     numpy asks for transparent huge pages (``MADV_HUGEPAGE``) for any large array. In a fresh
@@ -487,13 +500,16 @@ def _volume_array(shape: tuple, dtype: np.dtype) -> np.ndarray:
     system time for a 150 MiB volume while other jobs churn memory, against 0.12-0.16 s for 4 KiB
     pages (``python -m bench load``, same run; SimpleITK's malloc'd volume gets 4 KiB pages too).
     Huge pages only win when freed ones are at hand (a second load in the same process), which
-    saves ~60 ms: a loss bounded by that is taken over an unbounded one. Elsewhere: ``np.empty``."""
+    saves ~60 ms: a loss bounded by that is taken over an unbounded one. Elsewhere: ``np.empty``.
+    ``memory``: such a mapping made (and faulted in) ahead, used when it is large enough."""
+    count = int(np.prod(shape))
+    if memory is not None and len(memory) >= count * dtype.itemsize:
+        return np.frombuffer(memory, dtype, count).reshape(shape)
     if not sys.platform.startswith("linux"):
         return np.empty(shape, dtype)
     import mmap
 
-    size = int(np.prod(shape)) * dtype.itemsize
-    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    memory = mmap.mmap(-1, count * dtype.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(memory, dtype).reshape(shape)
 
 
