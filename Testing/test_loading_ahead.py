@@ -122,10 +122,11 @@ def test_a_folder_of_several_series_gives_each_volume_as_without_the_mapping(man
 
 
 @linux_only
-@pytest.mark.parametrize("factor", [0.5, 1, 3], ids=["too-small", "exact", "too-large"])
+@pytest.mark.parametrize("factor", [0.25, 1, 3], ids=["too-small", "exact", "too-large"])
 def test_a_wrong_guess_gives_the_same_volume(manifest, forced, monkeypatch, factor):
-    """A guess smaller than the volume drops the mapping (the volume gets its own); a larger one
-    is used and its pages beyond the volume are given back. The voxels are the same either way."""
+    """A mapping (twice the guess) smaller than the volume is dropped (the volume gets its own);
+    a larger one is used and its pages beyond the volume are given back. The voxels are the same
+    either way."""
     folder = manifest["dev_ct_gantry_tilt"]["folder"]
     expected = _plain(folder)
     needed = expected[0].array.nbytes
@@ -138,7 +139,20 @@ def test_a_wrong_guess_gives_the_same_volume(manifest, forced, monkeypatch, fact
         assert _mapping_of(volumes[0].array) is not None
     else:
         assert _mapping_of(volumes[0].array) is forced.given[0]
-        assert len(forced.given[0]) == int(needed * factor)
+        assert len(forced.given[0]) == 2 * int(needed * factor)
+
+
+@linux_only
+def test_float32_voxels_of_16_bit_data_fit_the_mapping(tmp_path, forced):
+    """A fractional rescale makes float32 voxels, twice the stored bytes the guess counts: the
+    mapping has room for them."""
+    series = make(tmp_path / "s", n=4)
+    files = geometric_files(series)
+    edit(files, lambda ds, k: (setattr(ds, "RescaleSlope", "0.5"), setattr(ds, "RescaleIntercept", "-0.25")))
+    (volume,) = load_folder(series.folder)
+    assert volume.array.dtype == np.float32
+    assert np.array_equal(volume.array, (series.pixels * 0.5 - 0.25).astype(np.float32))
+    assert _mapping_of(volume.array) is forced.given[0]
 
 
 @linux_only

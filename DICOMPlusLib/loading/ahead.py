@@ -1,19 +1,20 @@
 """A folder's volume memory, mapped and faulted in while the process imports and scans headers.
 
 A fresh process that loads a large volume spends ~0.12-0.16 s of system time faulting in the
-volume's pages (150 MiB: 38,400 pages, each allocated and zeroed by the kernel), and until now did
+volume's pages (150 MiB: 38,400 pages, each allocated and zeroed by the kernel), and used to do
 so after the imports and the header scan, while the second core waited. Here a thread does it
 first: it guesses the volume's size from the first image's pixel data and the number of files,
-maps that much anonymous memory (4 KiB pages, as :func:`DICOMPlusLib.loading.pixels._volume_array`
-does) and faults it in, chunk by chunk, by reading ``/dev/zero`` into it: each ``readv`` is one
-system call that holds neither the GIL nor the address space's lock for long (``MAP_POPULATE``
-and ``MADV_POPULATE_WRITE`` hold ``mmap_lock`` for the whole range, which stalls every ``mmap``
-of the imports on the other thread until they finish).
+maps twice that much anonymous memory (room for float32 voxels; 4 KiB pages, as
+:func:`DICOMPlusLib.loading.pixels._volume_array` maps a volume) and faults the guessed bytes in
+by reading ``/dev/zero`` into them, 8 MiB a call: each ``readv`` releases the GIL and holds no
+lock of the address space across the range (``MADV_POPULATE_WRITE`` does, and numpy's import,
+which maps its libraries, waited for it). It pays only while the second core is free: OpenBLAS's
+idle worker no longer spins on it after numpy's import (:mod:`DICOMPlusLib._numpy`).
 
 The guess decides nothing but whether this work is used: once the plan is made, the load says
-how many bytes its volume needs (:meth:`VolumeAhead.finish`); the thread stops at the next chunk,
-and the mapping is used as the volume when it is large enough (pages faulted beyond the volume
-are given back), dropped otherwise. The voxels are read into it exactly as into a fresh mapping.
+how many bytes its volume needs (:meth:`VolumeAhead.finish`); the thread stops after its current
+call, and the mapping is used as the volume when it is large enough (pages faulted beyond the
+volume are given back), dropped otherwise. The voxels are read into it as into a fresh mapping.
 
 Standard library only (see :mod:`DICOMPlusLib.loading.folder`).
 """
@@ -109,7 +110,9 @@ class VolumeAhead:
         except OSError:
             return
         try:
-            memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            # twice the stored bytes: room for float32 voxels of 16-bit data (a fractional
+            # rescale); address space only, the pages past ``size`` are faulted by the readers
+            memory = mmap.mmap(-1, 2 * size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         except OSError:
             os.close(zero)
             return
