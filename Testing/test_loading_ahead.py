@@ -32,6 +32,7 @@ class Record:
     def __init__(self):
         self.made: list[bool] = []
         self.given: list = []
+        self.faulted: list[int] = []  # bytes faulted in when the thread stopped
 
 
 @pytest.fixture
@@ -49,6 +50,7 @@ def forced(monkeypatch) -> Record:
     def given(self, needed):
         memory = finish(self, needed)
         record.given.append(memory)
+        record.faulted.append(self._faulted)
         return memory
 
     monkeypatch.setattr(ahead.VolumeAhead, "_fault_in", made)
@@ -140,6 +142,31 @@ def test_a_wrong_guess_gives_the_same_volume(manifest, forced, monkeypatch, fact
     else:
         assert _mapping_of(volumes[0].array) is forced.given[0]
         assert len(forced.given[0]) == 2 * int(needed * factor)
+
+
+@linux_only
+def test_no_more_than_max_bytes_are_faulted_in_ahead(manifest, forced, monkeypatch):
+    """A guess beyond MAX_BYTES (a folder of several series) is faulted in up to it only; the
+    mapping is still the volume's, the readers fault in the rest."""
+    folder = manifest["dev_ct_gantry_tilt"]["folder"]
+    expected = _plain(folder)
+    monkeypatch.setattr(ahead, "MAX_BYTES", ahead.CHUNK_BYTES)
+    monkeypatch.setattr(ahead.VolumeAhead, "finish", _waiting(ahead.VolumeAhead.finish))
+    volumes = load_folder(folder)
+    _assert_same(volumes, expected)
+    assert forced.faulted == [ahead.CHUNK_BYTES] < [expected[0].array.nbytes]
+    assert _mapping_of(volumes[0].array) is forced.given[0]
+
+
+def _waiting(finish):
+    """``finish`` once the thread has faulted in all it would (not stopped by the plan's end)."""
+
+    def wait(self, needed):
+        if self._thread is not None:
+            self._thread.join()
+        return finish(self, needed)
+
+    return wait
 
 
 @linux_only

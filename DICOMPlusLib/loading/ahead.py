@@ -33,8 +33,9 @@ CHUNK_BYTES = 8 * 1024 * 1024
 #: No mapping below this (a small volume's faults cost little); :mod:`.pixels` maps a volume
 #: of its own from the same size on.
 MIN_BYTES = 32 * 1024 * 1024
-#: Never more than this, nor more than half the memory that is free.
-MAX_BYTES = 1 << 30
+#: Never more than this is faulted in ahead, nor more than half the memory that is free: the
+#: guess counts every file, and a folder of several series holds more than its first volume.
+MAX_BYTES = 512 * 1024 * 1024
 _HEAD_BYTES = (16 * 1024, 256 * 1024)
 _LOOK_AT = 8  # files looked at for the first image (a README, a DICOMDIR may come first)
 _NATIVE_LE = frozenset({uids.ImplicitVRLittleEndian, uids.ExplicitVRLittleEndian})
@@ -102,8 +103,8 @@ class VolumeAhead:
     def _fault_in(self) -> None:
         size = guess_bytes(self.files)
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        size = min(size, MAX_BYTES, free // 2)
-        if size < MIN_BYTES:
+        ahead = min(size, MAX_BYTES, free // 2)
+        if ahead < MIN_BYTES:
             return
         try:
             zero = os.open("/dev/zero", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -111,7 +112,7 @@ class VolumeAhead:
             return
         try:
             # twice the stored bytes: room for float32 voxels of 16-bit data (a fractional
-            # rescale); address space only, the pages past ``size`` are faulted by the readers
+            # rescale); address space only, the pages past ``ahead`` are faulted by the readers
             memory = mmap.mmap(-1, 2 * size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         except OSError:
             os.close(zero)
@@ -122,7 +123,7 @@ class VolumeAhead:
             done = 0
             while True:
                 with self._lock:
-                    end = min(size, self._limit)
+                    end = min(ahead, self._limit)
                     self._faulted = done
                 if done >= end:
                     return
