@@ -73,6 +73,21 @@ def test_console_script_and_env_database(tmp_path):
     assert (tmp_path / "envdb" / "dicomplus.sqlite").is_file()
 
 
+def test_an_import_from_a_deleted_working_folder(tmp_path):
+    """A shell left in a folder that was since removed: absolute paths import as anywhere else
+    (a traceback from ``os.getcwd()`` at the first commit before)."""
+    series = make_series(tmp_path / "s", n=2)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    exe = os.path.join(os.path.dirname(sys.executable), "dicomplus")
+    command = (
+        f'cd "{gone}" && rmdir "{gone}" && exec "{exe}" --db "{tmp_path / "db"}" import "{series.folder}"'
+    )
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0 and "added 2," in done.stdout + done.stderr, done.stderr
+    assert not gone.exists()
+
+
 def test_a_command_leaves_no_writer_lock_in_the_store(tmp_path, capsys):
     """Every command that wrote (import, import again, delete) left its ``.writer-<token>.lock``
     in the store until the next command swept it: the process leaves by ``os._exit`` without

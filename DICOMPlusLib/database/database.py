@@ -42,6 +42,7 @@ from DICOMPlusLib.database.rows import (
     source_row,
     stored_instances,
     study_row,
+    working_folder,
 )
 from DICOMPlusLib.database.store import FileStore, sync_path
 from DICOMPlusLib.errors import DatabaseError, DiskFullError
@@ -438,7 +439,7 @@ class Database(BaseDatabase):
         series_rows: dict[str, tuple] = {}
         instance_rows: list[tuple] = []
         source_rows: list[tuple] = []
-        cwd = os.getcwd()  # once a batch: relative source paths are made absolute against it
+        cwd = working_folder()  # once a batch: relative source paths are made absolute against it
         try:
             with self.write() as conn:
                 # SOPInstanceUID -> (path, linked, source, SeriesInstanceUID), kept up to date below

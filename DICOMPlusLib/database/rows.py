@@ -151,6 +151,15 @@ def instance_row(item: ParsedFile, sop: str, series: str, path: str, linked: boo
     )
 
 
+def working_folder() -> str:
+    """The current folder, or "" when it was deleted (a shell left in a removed folder): absolute
+    paths still import there, and a relative one could not be opened anyway."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return ""
+
+
 def absolute(path: str, cwd: str | None = None) -> str:
     """``os.path.abspath(path)``, against the working folder ``cwd`` when the caller looked it up
     once for a batch (``getcwd`` is a system call), else against the current one."""
