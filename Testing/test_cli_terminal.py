@@ -103,6 +103,20 @@ def run_in_terminal(
     return os.waitstatus_to_exitcode(status), text
 
 
+def on_screen(text: str, columns: int = 160) -> list[str]:
+    """The lines a terminal ``columns`` wide shows after ``text`` (escape sequences applied, as
+    a user sees them), without the empty ones at the end."""
+    import pyte
+
+    screen = pyte.Screen(columns, 400)
+    stream = pyte.Stream(screen)
+    stream.feed(text.replace("\r\n", "\n").replace("\n", "\r\n"))  # the pty's output: \n is \r\n
+    lines = [line.rstrip() for line in screen.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -196,6 +210,12 @@ def test_import_progress_and_ctrl_c(instances, tmp_path):
     code, text = run_in_terminal(["--db", str(db), "import", str(folder), "--jobs", "2"], interrupt_at=100)
     assert "import" in text and "━" in text  # the progress bar was drawn
     assert text.count("cancelling (Ctrl-C again to stop at once)") == 1, text
+    # as the terminal shows it: the message on a line of its own, then the bar, once (the
+    # message's newline left the bar where it was, and the next refresh drew a second one)
+    lines = on_screen(text)
+    bars = [i for i, line in enumerate(lines) if "━" in line]
+    assert len(bars) == 1, "\n".join(lines)
+    assert lines[bars[0] - 1] == "cancelling (Ctrl-C again to stop at once)...", "\n".join(lines)
     _, total, kept = assert_cancelled(code, text, "files")
     assert total == COUNT
     assert_account_above_summary(text, "added ")

@@ -34,6 +34,7 @@ from DICOMPlusLib.cli.arguments import Parser, user_path
 from DICOMPlusLib.cli.signals import (  # noqa: F401 - cancel_on_interrupt is used from here by the commands
     ENDING_SIGNALS,
     after_hangup,
+    bar_on_screen,
     cancel_on_interrupt,
     ending_signals,
     first_signal,
@@ -328,6 +329,7 @@ class ProgressBar:
         )
         self._progress.start()
         self._task = self._progress.add_task(self.label, total=None, current="")
+        bar_on_screen[0] = True
 
     def __call__(self, done: int, total: int, current: str = "") -> None:
         self.done, self.total = done, total
@@ -358,6 +360,7 @@ class ProgressBar:
                     self._progress.refresh()
                     self._progress.stop()
                 self._progress = None
+                bar_on_screen[0] = False
 
 
 # -- Ctrl-C, kill and a closed terminal (signals.py) ---------------------------------------------

@@ -26,11 +26,18 @@ ENDING_SIGNALS = tuple(
 )
 #: What the first one prints (bytes made beforehand: a handler writes them with one system call).
 _CANCELLING = {
-    signum: b"\ncancelling (Ctrl-C again to stop at once)...\n"
+    signum: b"cancelling (Ctrl-C again to stop at once)...\n"
     if signum == signal.SIGINT
-    else f"\ncancelling on {signal.Signals(signum).name} (a second signal stops at once)...\n".encode()
+    else f"cancelling on {signal.Signals(signum).name} (a second signal stops at once)...\n".encode()
     for signum in ENDING_SIGNALS
 }
+#: Whether a progress bar is drawn on the terminal now (set by the CLI's ProgressBar; a plain
+#: list: the handler reads it without a lock). With one, the message replaces the bar's line
+#: (carriage return, erase line) and the bar's next refresh draws it again below: a newline
+#: instead left the old bar where it was, and the refresh erased the message's line for a
+#: second bar.
+bar_on_screen = [False]
+_ERASE_LINE = b"\r\x1b[2K"
 
 
 class Stopped(KeyboardInterrupt):
@@ -131,7 +138,7 @@ def cancel_on_interrupt(token):
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
         _note(signum)
         with contextlib.suppress(OSError, ValueError):
-            os.write(sys.stderr.fileno(), _CANCELLING[signum])
+            os.write(sys.stderr.fileno(), (_ERASE_LINE if bar_on_screen[0] else b"\n") + _CANCELLING[signum])
 
     previous = install_handlers(ENDING_SIGNALS, handler)
     try:
