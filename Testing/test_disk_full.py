@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pynetdicom import evt
 
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
@@ -160,7 +162,10 @@ def pacs(series, tmp_path_factory):
     server = QueryRetrieveSCP(db, QRConfig(ae_title="FULLPACS", port=0, host=LOOPBACK,
                                            destinations=(Destination("DICOMPLUS", LOOPBACK, move_port),)))  # fmt: skip
     server.start()
-    yield f"FULLPACS@{LOOPBACK}:{server.port}", move_port
+    requests: list[str] = []  # the C-GET and C-MOVE requests it was sent, as the PACS saw them
+    assert server._server is not None
+    server._server.bind(evt.EVT_DIMSE_RECV, lambda event: requests.append(type(event.message).__name__))
+    yield f"FULLPACS@{LOOPBACK}:{server.port}", move_port, requests
     server.stop()
     db.close()
 
@@ -168,16 +173,21 @@ def pacs(series, tmp_path_factory):
 @pytest.mark.parametrize("method", ["get", "move"])
 def test_retrieve_into_a_full_store(series, pacs, tmp_path, method):
     """The PACS hears our 0xA700 refusals and gives up (0xA702): the user hears that our disk is
-    full and how many arrived, not that the PACS is out of resources or lacks a destination."""
-    node, move_port = pacs
+    full and how many arrived, not that the PACS is out of resources or lacks a destination. A
+    full disk is no transient failure: with retries allowed (the default, 2) the PACS is asked
+    once, not again for what is missing."""
+    node, move_port, requests = pacs
     db = tmp_path / "db"
     with small_disk(tmp_path / "small") as disk:
         store = disk / "store"
         argv = ["--db", db, "--store", store, "retrieve", node, "--study", series.study_uid, "--method", method,
-                "--listener-port", move_port, "--listener-host", LOOPBACK, "--retries", 0]  # fmt: skip
+                "--listener-port", move_port, "--listener-host", LOOPBACK]  # fmt: skip
+        requests.clear()
         code, _, err = dicomplus(*argv)
         stored = assert_one_line_full(code, err, store, "instances")
         assert 0 < stored < N
+        asked = [r for r in requests if r in ("C_GET_RQ", "C_MOVE_RQ")]
+        assert asked == [f"C_{method.upper()}_RQ"], requests
         assert assert_consistent(db / "dicomplus.sqlite", store) == stored
         grow(disk)
         code, out, err = dicomplus(*argv)
@@ -204,6 +214,43 @@ def test_dicomweb_retrieve_into_a_full_store(series, orthanc_session, tmp_path):
         grow(disk)
         code, _, err = dicomplus(*argv)
         assert code == 0, err
+        assert assert_consistent(db / "dicomplus.sqlite", store) == N
+
+
+# -- receiving: listen, serve -------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["listen", "serve"])
+def test_a_server_whose_store_fills(series, dcmtk, tmp_path, command):
+    """A peer storing into ``listen`` or ``serve`` when the store fills: each instance that finds
+    no room is answered 0xA700 (out of resources), never success; the server says the disk is
+    full in one line, not one per refusal, goes on, and stores again once there is room."""
+    port = free_port()
+    db = tmp_path / "db"
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        if command == "listen":
+            argv = ["--db", db, "--store", store, "listen", "--port", port, "--host", LOOPBACK]
+        else:
+            Database(db, store_dir=store).close()  # serve wants a database that is there
+            argv = ["--store", store, "serve", "--db", db, "--port", port, "--host", LOOPBACK]
+        with dicomplus_server(*argv, port=port) as proc:
+            # --no-halt: go on after a refusal (storescu stops at the first by default)
+            sent = dcmtk.run(
+                "storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *series.files, check=False
+            )
+            answers = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
+            assert len(answers) == N, sent.stdout + sent.stderr
+            stored = answers.count("Success")
+            assert 0 < stored < N and answers[stored:] == ["Refused: OutOfResources"] * (N - stored), answers
+            assert assert_consistent(db / "dicomplus.sqlite", store) == stored
+            grow(disk)
+            sent = dcmtk.run("storescu", "-aec", "ANY", LOOPBACK, port, *series.files)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), err
+        assert err.splitlines() == [
+            f"dicomplus: the disk holding {store} is full: instances sent to us are refused (0xA700, out of "
+            "resources) until there is room; free space there"
+        ], err
         assert assert_consistent(db / "dicomplus.sqlite", store) == N
 
 
@@ -304,7 +351,7 @@ def test_engine_import_and_retrieve_into_a_full_store(series, pacs, tmp_path):
     from DICOMPlusLib.errors import DiskFullError
     from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 
-    address, _ = pacs
+    address, _, requests = pacs
     ae, host_port = address.split("@")
     node = RemoteNode("pacs", DimseEndpoint(ae, LOOPBACK, int(host_port.rsplit(":", 1)[1])))
     with small_disk(tmp_path / "small") as disk, SubprocessEngine() as engine:
@@ -319,8 +366,10 @@ def test_engine_import_and_retrieve_into_a_full_store(series, pacs, tmp_path):
         shutil.rmtree(disk / "a")  # room for the retrieve
         retrieved = {"db": str(tmp_path / "b"), "store": str(disk / "b"), "node": node,
                      "study": series.study_uid, "method": "get"}  # fmt: skip
+        requests.clear()
         with pytest.raises(DiskFullError) as caught:
             engine.submit("retrieve", retrieved, "Retrieve").get(120)
+        assert [r for r in requests if r == "C_GET_RQ"] == ["C_GET_RQ"], requests  # not retried
         error = caught.value
         assert error.path == str(disk / "b") and error.total == N and 0 < error.done < N
         assert assert_consistent(tmp_path / "b" / "dicomplus.sqlite", disk / "b") == error.done

@@ -275,6 +275,13 @@ class RunState:
         #: A deferred plan's C-GETs: (final response, the instances it brought) per unit done.
         self.counted: list[tuple[qrscu.Response, list, int | None]] = []
         self.unit_totals: dict[int, int] = {}  # a deferred plan's C-GETs: their sub-operation totals
+        self._space_failures = db.ingest.space_failures
+
+    @property
+    def disk_full(self) -> bool:
+        """Whether a write into the database's store or index found no room since the retrieve
+        began: not a transient failure, so no request goes out after it and none is retried."""
+        return self.db.ingest.space_failures > self._space_failures
 
     # -- accounting ----------------------------------------------------------------------------
     def stored(self, sop: str, ok: bool = True, reason: str = "") -> None:
@@ -420,7 +427,7 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                     )
                     return out
                 for unit in units:
-                    if state.cancel.cancelled:
+                    if state.cancel.cancelled or state.disk_full:
                         break
                     arrived: list = []
 
@@ -481,7 +488,7 @@ def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -
                     check_listener(listener, state.calling_ae)
                 hint = move_setup_hint(state.node, destination, state.move_host, listener.port)
                 for unit in units:
-                    if state.cancel.cancelled:
+                    if state.cancel.cancelled or state.disk_full:
                         break
                     mid = qa.next_message_id()
                     with state.lock:

@@ -12,7 +12,8 @@
    list of UIDs at the image level). ``parallel`` associations share the work.
 3. **Check** the result against the plan: what did not arrive is reported as failed; transient
    failures (a lost association, a timeout) are retried with back-off, fetching only what is
-   still missing.
+   still missing. A full store or database is not transient: no request goes out after it, and
+   :func:`~DICOMPlusLib.network.retrieve.retrieve` says so (``DiskFullError``).
 
 Progress comes from the instances stored (and from the sub-operation counts when the plan is
 unknown); cancel sends C-CANCEL and aborts after a short grace period, so a retrieve stops within
@@ -257,6 +258,8 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         if aborted or state.cancel.cancelled or any(isinstance(e, _Cancelled) for e in errors):
             report.cancelled = True
             return
+        if state.disk_full:
+            return  # our refusals (0xA700) made the PACS fail or give up: asking again brings the same
         fatal = next((e for e in errors if not _transient(e)), None)
         if fatal is not None:
             if isinstance(fatal, RetrieveError):

@@ -12,13 +12,15 @@ SCP has taken responsibility for the instance):
    subscribers, with the path the file really has (:class:`ReceivedInstance`).
 
 Out of disk space (or any write error) answers 0xA700 "Refused: Out of Resources" and leaves no
-partial file; an unreadable data set answers 0xC000 "Error: Cannot understand".
+partial file (a full disk is logged once, as a warning, until an instance is stored again); an
+unreadable data set answers 0xC000 "Error: Cannot understand".
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -187,6 +189,10 @@ class DatabaseSink:
         self.ingest: Sink = db.ingest
         self.policy = POLICY[source]
         self.fsync = fsync
+        #: Whether the full disk was said since the last instance stored: one line when it fills,
+        #: not one per refused instance (a sender may go on sending thousands).
+        self._full_said = False
+        self._said_lock = threading.Lock()
 
     def begin(self, meta: ReceiveMeta, spare: Incoming | None = None) -> IncomingFile:
         """Open the temporary file, or take ``spare`` (one :meth:`spare` made ahead); raises
@@ -208,8 +214,18 @@ class DatabaseSink:
 
     def refuse(self, exc: BaseException) -> StoreOutcome:
         if self.ingest.note_space(exc):
-            return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
+            return self._out_of_space()
         return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {getattr(exc, 'strerror', None) or exc}")
+
+    def _out_of_space(self) -> StoreOutcome:
+        """0xA700 for a store that found no room (PS3.4 Table GG.4-1: Refused, Out of Resources),
+        said once in the log until an instance is stored again."""
+        with self._said_lock:
+            said, self._full_said = self._full_said, True
+        if not said:
+            logger.warning("the disk holding %s is full: instances sent to us are refused (0xA700, out of "
+                           "resources) until there is room; free space there", self.ingest.full)  # fmt: skip
+        return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
 
     def store_bytes(self, meta: ReceiveMeta, data: bytes | memoryview) -> StoreOutcome:
         """The whole path for a data set received in memory (the pynetdicom engine)."""
@@ -237,8 +253,10 @@ class DatabaseSink:
             )
         if result.status is StoreStatus.FAILED:
             if result.out_of_space:
-                return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
+                return self._out_of_space()
             return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {result.reason}")
+        if self._full_said:
+            self._full_said = False  # room again: a disk that fills again is said again
         return StoreOutcome(Status.SUCCESS, "", received_instance(result, meta))
 
 
