@@ -6,6 +6,8 @@ the folder it records). Driven through the engine protocol, on SQLite and on Pos
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import open_database
 from DICOMPlusLib.database.postgres import recorded_store
 from DICOMPlusLib.engine.client import SubprocessEngine
+from DICOMPlusLib.network.listener import ListenerConfig
 
 
 def _import(engine: SubprocessEngine, db: str, folder: Path, store: Path | None = None) -> None:
@@ -116,3 +119,59 @@ def test_the_engine_answers_while_a_database_opens(tmp_path):
             assert engine.call("ping", timeout=30)["pid"] == engine.pid
             assert time.monotonic() - started < 2
             assert opening.wait(30) and opening.error is not None  # the connect timed out
+
+
+# -- openings no longer used are closed ---------------------------------------------------------
+def _open_under(pid: int, folder: Path) -> set[str]:
+    """The files under ``folder`` that process ``pid`` holds open (its /proc fd links)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith(f"{folder}{os.sep}"):
+                held.add(target)
+    return held
+
+
+def test_switching_databases_closes_the_one_left(tmp_path):
+    """A user switching the panel's database (or its store) leaves no file or SQLite connection
+    open behind in the engine; an opening still in use (the listener's) stays until its work ends."""
+    first, second, _ = _three_series(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    with SubprocessEngine() as engine:
+        _import(engine, str(a / "dicomplus.sqlite"), first.folder)
+        assert any(p.endswith("dicomplus.sqlite") for p in _open_under(engine.pid, a))
+        _import(engine, str(b / "dicomplus.sqlite"), second.folder)  # the user picked another
+        assert _open_under(engine.pid, a) == set()
+        assert _open_under(engine.pid, b) != set()
+
+        config = ListenerConfig(ae_title="SWITCH", port=0, host=LOOPBACK)
+        engine.call("listen", {"db": str(a / "dicomplus.sqlite"), "config": config})
+        engine.call("search", {"db": str(b / "dicomplus.sqlite")})  # the panel browses b meanwhile
+        assert _open_under(engine.pid, a) != set()  # the listener stores into a
+        engine.call("unlisten")
+        assert _open_under(engine.pid, a) == set()
+        # the same database with another store folder: one opening, the latest
+        engine.call("search", {"db": str(b / "dicomplus.sqlite"), "store": str(tmp_path / "elsewhere")})
+        engine.call("search", {"db": str(a / "dicomplus.sqlite")})
+        assert _open_under(engine.pid, b) == set()
+
+
+def test_switching_from_postgresql_closes_its_connections(postgres_server, postgres_url, tmp_path):
+    import psycopg
+
+    def connections() -> int:
+        with psycopg.connect(postgres_server.url("postgres"), autocommit=True) as conn:
+            name = postgres_url.rsplit("/", 1)[1]
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+            return row[0] if row else 0
+
+    first, _, _ = _three_series(tmp_path)
+    with SubprocessEngine() as engine:
+        _import(engine, postgres_url, first.folder, store=tmp_path / "store")
+        assert connections() > 0
+        engine.call("search", {"db": str(tmp_path / "local" / "dicomplus.sqlite")})
+        deadline = time.monotonic() + 30  # a server process ends a moment after its client closed
+        while connections() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert connections() == 0

@@ -48,6 +48,7 @@ class Engine:
         self._tasks: dict[int, Task] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._databases: dict[tuple[str, str | None], Any] = {}
+        self._current: Any = None  # the opening the latest request named
         self.listener: Listener | None = None
         self._listener_subscription: Subscription | None = None
         self.pacs: QueryRetrieveSCP | None = None
@@ -66,7 +67,7 @@ class Engine:
         self.send({"event": "notify", "topic": topic, "data": protocol.encode_value(value)})
 
     # -- shared state ----------------------------------------------------------------------------
-    def database(self, target: str, store: str | None = None):
+    def database(self, target: str, store: str | None = None, user: Task | None = None):
         """The database at ``target`` (an SQLite path or a ``postgresql://`` URL) with its files
         in ``store`` (None: the database's own: ``store/`` beside an SQLite file, the folder a
         PostgreSQL database records), opened once per engine and store (a writer; SQLite WAL and
@@ -75,8 +76,10 @@ class Engine:
         A request is what ``dicomplus --db TARGET --store STORE`` would open: the host may have
         changed its store folder since the database was first opened here (the module's
         ``DICOMPlus/StorePath``), and an import must then land in the folder asked for, not in
-        the one an earlier request named. The earlier opening stays for the work still using it
-        (a listener); requests that come to the same database and store share one opening.
+        the one an earlier request named. Requests that come to the same database and store
+        share one opening. An earlier opening stays while work uses it (``user``, a running task;
+        the listener; the sample PACS) and is closed once nothing does (:meth:`close_unused`): a
+        user switching databases leaves no file, SQLite or PostgreSQL connection open behind.
 
         The opening happens outside the engine's lock: every request and Cancel takes it, and a
         PostgreSQL server that does not answer holds an opening for its connect timeout."""
@@ -88,23 +91,47 @@ class Engine:
         )
         with self._lock:
             db = self._databases.get(key)
-        if db is not None:
-            return db
-        opened = open_database(key[0], store=key[1])
-        same = _identity(opened)
-        with self._lock:  # another task may have opened it meanwhile, under this key or another
-            db = self._databases.get(key) or next(
-                (other for other in self._databases.values() if _identity(other) == same), opened
-            )
-            self._databases[key] = db
-        if db is not opened:
-            opened.close()
+            if db is not None:
+                self._use(db, user)
+        if db is None:
+            opened = open_database(key[0], store=key[1])
+            same = _identity(opened)
+            with self._lock:  # another task may have opened it meanwhile, under this key or another
+                db = self._databases.get(key) or next(
+                    (other for other in self._databases.values() if _identity(other) == same), opened
+                )
+                self._databases[key] = db
+                self._use(db, user)
+            if db is not opened:
+                opened.close()
+        self.close_unused()
         return db
+
+    def _use(self, db: Any, user: Task | None) -> None:
+        """(Under the lock) ``db`` is the current opening, and ``user``'s until it ends."""
+        self._current = db
+        if user is not None:
+            user.databases.append(db)
+
+    def close_unused(self) -> None:
+        """Close every opening but the current one and those in use: by a running task, the
+        listener, the sample PACS."""
+        with self._lock:
+            used = {id(db) for task in self._tasks.values() for db in task.databases}
+            used |= {id(self._current)}
+            used |= {id(server.db) for server in (self.listener, self.pacs) if server is not None}
+            unused = {id(db): db for db in self._databases.values() if id(db) not in used}
+            self._databases = {key: db for key, db in self._databases.items() if id(db) in used}
+        for db in unused.values():  # one store's opening has several keys
+            logger.info("closing %s: no longer used", _identity(db)[0])
+            with contextlib.suppress(Exception):
+                db.close()
 
     def finished(self, task: Task) -> None:
         with self._lock:
             self._tasks.pop(task.id, None)
             self._threads.pop(task.id, None)
+        self.close_unused()
 
     # -- loop --------------------------------------------------------------------------------
     def handle(self, message: dict) -> None:
@@ -172,11 +199,14 @@ class Engine:
             listener.stop()
         if subscription is not None:
             subscription.close()
+        if listener is not None:
+            self.close_unused()
 
     def stop_pacs(self) -> None:
         server, self.pacs = self.pacs, None
         if server is not None:
             server.stop()
+            self.close_unused()
 
 
 def _identity(db: Any) -> tuple[str, str]:

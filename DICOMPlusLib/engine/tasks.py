@@ -38,7 +38,9 @@ class TaskHost(Protocol):
 
     def notify(self, topic: str, value: Any) -> None: ...
 
-    def database(self, target: str, store: str | None = None) -> DatabaseProtocol: ...
+    def database(
+        self, target: str, store: str | None = None, user: Task | None = None
+    ) -> DatabaseProtocol: ...
 
     def finished(self, task: Task) -> None: ...
 
@@ -95,6 +97,8 @@ class Task:
         self.args = {key: protocol.decode_value(value) for key, value in args.items()}
         self.cancel = CancelToken()
         self._last_progress = 0.0
+        #: The openings this task was given: the engine keeps them open until it ends.
+        self.databases: list[DatabaseProtocol] = []
 
     def progress(self, done: int, total: int, current: str = "") -> None:
         now = time.monotonic()
@@ -117,7 +121,7 @@ class Task:
 
     def database(self, key: str = "db"):
         """The database named by argument ``key`` (a path or a URL; ``store``: its file store)."""
-        return self.engine.database(self.args[key], self.args.get("store"))
+        return self.engine.database(self.args[key], self.args.get("store"), self)
 
     def run(self) -> None:
         func = OPERATIONS.get(self.op)
