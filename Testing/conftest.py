@@ -2,7 +2,8 @@
 
 Fixtures live in the ``dicomplus_testing`` package beside this file, one module per concern:
 ``data`` (shared series, synthetic series), ``peers`` (Orthanc, dcmqrscp, DCMTK tools,
-dciodvfy, free ports) and ``harness`` (the slicer-testing stubs: real MRML, real Qt).
+dciodvfy, free ports), ``harness`` (the slicer-testing stubs: real MRML, real Qt) and ``tls`` (a
+self-signed certificate).
 """
 
 pytest_plugins = [
@@ -12,6 +13,7 @@ pytest_plugins = [
     "dicomplus_testing.postgres",
     "dicomplus_testing.backends",
     "dicomplus_testing.isolation",
+    "dicomplus_testing.tls",
 ]
 
 # Whole files of timing-sensitive tests (GUI latency under 100 ms, thread starvation ratios): they

@@ -14,7 +14,6 @@ import contextlib
 import json
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -148,18 +147,11 @@ def c_find_cut_in_a_pdu(conn: socket.socket) -> None:
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
+def certificate(tls_certificate):
     """A self-signed certificate for 127.0.0.1 and the server context that shows it."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", f"/CN={LOOPBACK}", "-addext", f"subjectAltName=IP:{LOOPBACK}"],
-        capture_output=True, check=True,
-    )  # fmt: skip
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return cert, context
+    context.load_cert_chain(tls_certificate.cert, tls_certificate.key)
+    return tls_certificate.cert, context
 
 
 @contextlib.contextmanager

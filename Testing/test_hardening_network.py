@@ -329,17 +329,12 @@ def test_per_address_limit_leaves_room_for_other_addresses(db, caplog):
     assert "too many associations from 127.0.0.1: 2 are open (max_per_address)" in caplog.text
 
 
-def test_a_tls_handshake_fed_byte_by_byte_ends_at_the_negotiation_deadline(db, tmp_path):
+def test_a_tls_handshake_fed_byte_by_byte_ends_at_the_negotiation_deadline(db, tls_certificate):
     import ssl
 
     from DICOMPlusLib.network.nodes import TLSSettings
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=localhost"],
-        capture_output=True, check=True,
-    )  # fmt: skip
+    cert, key = tls_certificate.cert, tls_certificate.key
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()

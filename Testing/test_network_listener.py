@@ -26,7 +26,7 @@ import pytest
 
 from dicomplus_testing.peers import LOOPBACK, tool_env
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT, free_port, missing
+from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.dimse import scu, ul
@@ -200,15 +200,8 @@ def test_port_in_use_is_a_clear_error(db):
             Listener(db, ListenerConfig(port=port, host=LOOPBACK)).start()
 
 
-def test_tls_listener(db, dcmtk, tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    proc = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        missing(f"openssl ({proc.stderr.strip()[:200]})")
+def test_tls_listener(db, dcmtk, tmp_path, tls_certificate):
+    cert, key = tls_certificate.cert, tls_certificate.key
     series = make_series(tmp_path / "s", n=3, rows=16, cols=16, seed=8)
     tls = TLSSettings(cert_file=str(cert), key_file=str(key))
     with start_listener(db, tls=tls) as lst:

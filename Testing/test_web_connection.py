@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import ssl
-import subprocess
 import threading
 
 import pytest
@@ -26,16 +25,11 @@ STUDY = {
 
 
 @pytest.fixture
-def https_server(tmp_path):
+def https_server(tls_certificate):
     """A QIDO-RS server on HTTPS with a self-signed certificate for 127.0.0.1: (url, cert)."""
     import json
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", f"/CN={LOOPBACK}", "-addext", f"subjectAltName=IP:{LOOPBACK}"],
-        capture_output=True, check=True,
-    )  # fmt: skip
+    cert, key = tls_certificate.cert, tls_certificate.key
     body = json.dumps([STUDY]).encode()
 
     class Qido(http.server.BaseHTTPRequestHandler):
