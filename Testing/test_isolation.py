@@ -13,6 +13,9 @@ Before the settings had a folder per test, the default test failed when it ran s
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 
 def test_a_panel_remembers_the_database_it_was_given(dicomplus_module, tmp_path):
@@ -69,3 +72,19 @@ def test_the_default_nodes_file_starts_empty():
     from DICOMPlusLib.network.nodes import NodeStore
 
     assert NodeStore().list() == []
+
+
+def test_a_file_written_under_home(tmp_path_factory):
+    """As a test of ``--db=~/x`` would: a file under ``~``."""
+    home = Path.home()
+    assert home.is_relative_to(tmp_path_factory.getbasetemp())  # never the user's own home
+    (home / "leak.sqlite").write_bytes(b"left by another test")
+
+
+def test_home_is_a_fresh_folder_in_process_and_in_a_child(tmp_path_factory):
+    home = Path.home()
+    assert home.is_relative_to(tmp_path_factory.getbasetemp())
+    assert list(home.iterdir()) == []  # not another test's (test_a_file_written_under_home)
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.path.expanduser('~'))"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert child.stdout.strip() == str(home)

@@ -6,10 +6,11 @@ anything a test leaves in the process (an environment variable, a per-node assoc
 log handler on a closed capture stream) changes what later tests on that worker see, in an order
 that differs from run to run. So every test gets:
 
-* its own user folders: ``XDG_CONFIG_HOME`` and ``XDG_DATA_HOME`` point into a fresh tmp folder and
-  ``DICOMPLUS_DB`` / ``DICOMPLUS_NODES`` / ``DICOMPLUS_UID_ROOT`` are unset, so no test reads or
-  writes the developer's node list or database (``~/.config/dicomplus``,
-  ``~/.local/share/dicomplus``) or another test's; the ``DICOMPLUS_*`` variables are put back as
+* its own user folders: ``HOME``, ``XDG_CONFIG_HOME`` and ``XDG_DATA_HOME`` point into a fresh
+  tmp folder and ``DICOMPLUS_DB`` / ``DICOMPLUS_NODES`` / ``DICOMPLUS_UID_ROOT`` are unset, so no
+  test reads or writes the developer's node list or database (``~/.config/dicomplus``,
+  ``~/.local/share/dicomplus``), any other ``~`` path (``--db=~/x``, a default folder built from
+  ``Path.home()``), or another test's; the ``DICOMPLUS_*`` variables are put back as
   they were after it, also those a test set by hand (``os.environ[...] =``, which monkeypatch
   does not undo: its ``delenv`` above would even restore the leaked value at teardown);
 * its own Qt settings: once the slicer stubs made the application, ``QSettings`` (user and system
@@ -46,6 +47,8 @@ _LIBRARY_LOGGERS = ("DICOMPlusLib", "DICOMPlusLib.network", "DICOMPlusLib.networ
 @pytest.fixture(autouse=True)
 def _own_user_folders(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("user")
+    (home / "home").mkdir()
+    monkeypatch.setenv("HOME", str(home / "home"))  # os.path.expanduser, Path.home(), subprocesses
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     for name in _UNSET_ENV:
