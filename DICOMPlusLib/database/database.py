@@ -7,7 +7,7 @@ one transaction, so a crash leaves only complete, committed records.
 
 :class:`Database` brings SQLite's connections, schema (:mod:`.schema`) and write path (the SQL of
 :mod:`.rows`); the reads, search, import and delete it shares with PostgreSQL come from
-:class:`~.base.BaseDatabase`.
+:class:`~.base.BaseDatabase`; a copy while in use is :mod:`.backup`'s.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from DICOMPlusLib.database.rows import (
     study_row,
     working_folder,
 )
-from DICOMPlusLib.database.store import FileStore, sync_path
+from DICOMPlusLib.database.store import FileStore, create_owner_only, sync_path
 from DICOMPlusLib.errors import DatabaseError, DiskFullError
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DB_FILE_NAME = "dicomplus.sqlite"
-#: Pages a backup copies between two looks at its cancel token and its progress (1 MiB).
-BACKUP_STEP_PAGES = 256
 BUSY_TIMEOUT_S = 60.0
 #: Free space below which an open that fails with an I/O error is taken for a full disk.
 OPEN_ROOM = 256 << 10
@@ -111,7 +109,7 @@ class Database(BaseDatabase):
             return
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _create_owner_only(self.path)
+            create_owner_only(self.path)
         except OSError as exc:  # a read-only disk, a path through a file: one line, not a traceback
             raise DatabaseError(
                 f"cannot create the database {self.path}: {exc.strerror or exc} (choose another place with "
@@ -202,70 +200,21 @@ class Database(BaseDatabase):
         cancel: CancelToken | None = None,
     ) -> Path:
         """A complete, consistent copy of the index in one file at ``dest`` (a new file, or a
-        folder to hold ``dicomplus.sqlite``: a name without a suffix, as ``--db`` reads it),
-        while anything else may read or write it.
+        folder to hold ``dicomplus.sqlite``: a name without a suffix, as ``--db`` reads it), while
+        anything else may read or write it: :func:`.backup.backup`, through a connection of its
+        own."""
+        from DICOMPlusLib.database.backup import backup
 
-        The ``.sqlite`` file alone can lack every commit since the last checkpoint (they are in
-        its ``-wal``; docs/reliability.md "Copying or backing up the database"): this copies the
-        pages SQLite reads (``sqlite3_backup``) under one read transaction, so that writers of
-        other processes neither block it nor restart it, into a temporary name beside ``dest``,
-        then makes it a rollback-journal database (one self-contained file), syncs it and renames
-        it into place. The stored files are not copied: they stay in the store."""
         target = Path(os.path.abspath(dest))
         if target.is_dir() or target.suffix == "":  # a folder, as --db reads it
             target = target / DB_FILE_NAME
-        if target.exists():
-            raise DatabaseError(f"{target} exists: a backup goes to a new file")
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.incomplete")
         conn = self._connect_sqlite()
-
-        def step(_status: int, remaining: int, total: int) -> None:
-            if progress is not None:
-                progress(total - remaining, total, "pages")
-            if cancel is not None:
-                cancel.raise_if_cancelled()  # raised here, sqlite3 stops the copy
-
-        made = not target.parent.exists()  # removed again if the backup does not finish
-        done = False
         try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _create_owner_only(tmp)  # patient data: the copy as private as the database
-            copy = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.execute("BEGIN")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot taken
-                conn.backup(copy, pages=BACKUP_STEP_PAGES, progress=step)
-                conn.execute("COMMIT")
-                copy.execute("PRAGMA journal_mode=DELETE")
-                (check,) = copy.execute("PRAGMA quick_check").fetchone()
-                if check != "ok":
-                    raise DatabaseError(f"the copy of {self.path} did not check out: {check}")
-            finally:
-                copy.close()
-            sync_path(tmp)
-            os.rename(tmp, target)
-            done = True
-            with contextlib.suppress(OSError):
-                sync_path(target.parent)
-        except (sqlite3.Error, OSError) as exc:
-            if is_space_error(exc):  # the copy is removed below: nothing half-written stays
-                raise DiskFullError(str(target.parent)) from exc
-            why = exc if isinstance(exc, sqlite3.Error) else exc.strerror or exc
-            raise DatabaseError(f"cannot back up {self.path} to {target}: {why}") from exc
+            return backup(conn, self.path, target, progress=progress, cancel=cancel)
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.rollback()
             with self._connections_lock:
                 self._connections.remove(conn)
             conn.close()
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            with contextlib.suppress(OSError):
-                os.unlink(f"{tmp}-journal")
-            if made and not done:
-                with contextlib.suppress(OSError):
-                    target.parent.rmdir()
-        return target
 
     # -- connections -------------------------------------------------------------------------
     def _open_failed(self, exc: sqlite3.Error, hint: str = "") -> DatabaseError | DiskFullError:
@@ -562,29 +511,6 @@ def _read_only_reason(path: Path) -> str:
                 read_only_disk = False
             return f"{what} is on a read-only disk" if read_only_disk else f"{what} cannot be written"
     return ""
-
-
-def _create_owner_only(path: Path) -> None:
-    """The database holds every header (patient data): create it readable by its owner only.
-
-    SQLite gives the WAL and shared-memory files the mode of the database file, so they follow.
-    An existing database that anyone may read (as earlier versions created it, 0644) is tightened
-    too, when this user owns it; one shared with a group only (e.g. 0660) was set so on purpose
-    and is left alone.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with contextlib.suppress(OSError):
-            st = os.stat(path)
-            if st.st_mode & 0o007 and st.st_uid == os.geteuid():
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.chmod(f"{path}{suffix}", 0o600)
-        return
-    except OSError:
-        return  # a read-only folder: sqlite3 reports it with the path
-    os.close(fd)
 
 
 @contextlib.contextmanager

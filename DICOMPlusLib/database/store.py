@@ -406,6 +406,29 @@ class FileStore:
             os.unlink(tmp)
 
 
+def create_owner_only(path: Path) -> None:
+    """The database holds every header (patient data): create it readable by its owner only.
+
+    SQLite gives the WAL and shared-memory files the mode of the database file, so they follow.
+    An existing database that anyone may read (as earlier versions created it, 0644) is tightened
+    too, when this user owns it; one shared with a group only (e.g. 0660) was set so on purpose
+    and is left alone.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if st.st_mode & 0o007 and st.st_uid == os.geteuid():
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(f"{path}{suffix}", 0o600)
+        return
+    except OSError:
+        return  # a read-only folder: sqlite3 reports it with the path
+    os.close(fd)
+
+
 def sync_path(path: str | os.PathLike, *, data_only: bool = False) -> None:
     """Put what the kernel holds of ``path`` (a file, or a folder's entries) on the disk:
     ``fsync``, or ``fdatasync`` with ``data_only``. OSError as the system calls raise it."""
