@@ -197,6 +197,8 @@ def test_retrieve_into_a_full_store(series, pacs, tmp_path, method):
 
 
 def test_dicomweb_retrieve_into_a_full_store(series, orthanc_session, tmp_path):
+    """With the default --retries: WADO-RS has no association to retry, the part that found no
+    room ends the retrieve."""
     orthanc_session.upload(series.folder)
     nodes = tmp_path / "nodes.json"
     assert (
@@ -205,8 +207,18 @@ def test_dicomweb_retrieve_into_a_full_store(series, orthanc_session, tmp_path):
     db = tmp_path / "db"
     with small_disk(tmp_path / "small") as disk:
         store = disk / "store"
-        argv = ["--db", db, "--store", store, "retrieve", "web", "--study", series.study_uid, "--nodes", nodes,
-                "--retries", 0]  # fmt: skip
+        argv = [
+            "--db",
+            db,
+            "--store",
+            store,
+            "retrieve",
+            "web",
+            "--study",
+            series.study_uid,
+            "--nodes",
+            nodes,
+        ]
         code, _, err = dicomplus(*argv)
         stored = assert_one_line_full(code, err, store, "instances")
         assert 0 < stored < N
