@@ -116,7 +116,7 @@ def test_no_import_cycles():
 #: services dispatch to), the services (echo, send, query, retrieve, sources) and the sample
 #: PACS (pacs/), an application of them.
 NETWORK_LAYERS = [
-    ("values", {"endpoints", "nodes", "models", "answers"}),
+    ("values", {"ae", "endpoints", "nodes", "models", "echo_models", "send_models", "answers"}),
     ("sockets", {"connect"}),
     ("stacks", {"dimse", "web"}),
     ("implementations", {"echo_dimse", "echo_web", "find", "send_dimse", "retrieve_qr", "retrieve_plan",

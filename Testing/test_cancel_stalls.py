@@ -29,11 +29,12 @@ from DICOMPlusLib.errors import CancelledError
 from DICOMPlusLib.jobs import CancelToken, JobState
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint
-from DICOMPlusLib.network.models import RetrieveOptions, SendOptions
+from DICOMPlusLib.network.models import RetrieveOptions
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.query import query
 from DICOMPlusLib.network.retrieve import retrieve
 from DICOMPlusLib.network.send import send_paths
+from DICOMPlusLib.network.send_models import SendOptions
 
 STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
 #: How long after the peer went silent the cancel comes (well inside the wait), and how soon after

@@ -32,6 +32,10 @@ OTHER_OPERATIONS = {
     "DICOMPlusLib.network.dimse.qrscu",
     "DICOMPlusLib.network.pacs.qrscp",
     "DICOMPlusLib.network.echo_dimse",
+    # the other operations' value types (each module's ``@dataclass``\ es compile their methods
+    # as it is imported): echo's, and retrieve's
+    "DICOMPlusLib.network.echo_models",
+    "DICOMPlusLib.network.models",
 }
 #: What a send of files (no database) has no use for: the database's import path and SQLite
 #: (the folder is walked by ``database.walk``), and the IDNA codec that a str host name costs
@@ -49,13 +53,16 @@ NOT_FOR_FILES = {
 
 #: What a retrieve by C-GET has no use for: the listener (a C-MOVE's destination) and the
 #: notifications of received instances (a listener's subscribers), the other operations,
-#: OpenSSL (``hashlib``: the store names its files by CPython's own SHA-256), and ``shutil``
-#: (argparse's help formatter asks it for the terminal's width: ``cli.arguments.Parser``).
+#: OpenSSL (``hashlib``: the store names its files by CPython's own SHA-256), ``shutil``
+#: (argparse's help formatter asks it for the terminal's width: ``cli.arguments.Parser``), and
+#: echo's and send's value types.
 NOT_FOR_GET = {
     "DICOMPlusLib.network.listener",
     "DICOMPlusLib.network.storage",
     "DICOMPlusLib.network.send_dimse",
+    "DICOMPlusLib.network.send_models",
     "DICOMPlusLib.network.echo_dimse",
+    "DICOMPlusLib.network.echo_models",
     "DICOMPlusLib.network.dimse.acceptor",
     "DICOMPlusLib.network.pacs.qrscp",
     "queue",
@@ -63,6 +70,21 @@ NOT_FOR_GET = {
     "_hashlib",
     "ssl",
     "shutil",
+}
+
+#: What a listener has no use for: the nodes and their endpoints (it is given its AE title and
+#: port, from ``network.ae``, and reaches no node), the operations of a client, and the value
+#: types of echo, send and retrieve.
+NOT_FOR_LISTEN = {
+    "DICOMPlusLib.network.nodes",
+    "DICOMPlusLib.network.endpoints",
+    "DICOMPlusLib.network.dimse.scu",
+    "DICOMPlusLib.network.dimse.qrscu",
+    "DICOMPlusLib.network.find",
+    "DICOMPlusLib.network.echo_models",
+    "DICOMPlusLib.network.send_models",
+    "DICOMPlusLib.network.models",
+    "DICOMPlusLib.database.matching",
 }
 
 
@@ -150,6 +172,7 @@ def test_listen_command_imports_neither_pydicom_nor_pynetdicom(dcmtk, tmp_path):
     }
     assert "DICOMPlusLib.network.dimse.acceptor" in names  # the listing is there and it listened
     assert {name.split(".")[0] for name in names} & HEAVY_PACKAGES == set()
+    assert names & NOT_FOR_LISTEN == set()
     from DICOMPlusLib.database import Database
 
     with Database(tmp_path / "db") as db:

@@ -113,9 +113,9 @@ def _pynetdicom_send(files: list[Path], port: int) -> None:
 def benchmark(work_dir: Path) -> Benchmark:
     sys.path.insert(0, str(REPO))
     from DICOMPlusLib.database import Database
-    from DICOMPlusLib.network.models import SendOptions
     from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
     from DICOMPlusLib.network.send import send_paths
+    from DICOMPlusLib.network.send_models import SendOptions
 
     compile_bytecode()
     files = make_source(work_dir / "ct500")

@@ -331,7 +331,7 @@ def _say_cancelled(done: int, total: int, sent: int) -> None:
 def cmd_send(args) -> int:
     from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network import send as sending
-    from DICOMPlusLib.network.models import SendOptions
+    from DICOMPlusLib.network.send_models import SendOptions
 
     if bool(args.paths) == bool(args.study or args.series):
         raise UsageError("give either --study UID, --series UID, or files and folders to send")
@@ -471,7 +471,7 @@ def cmd_serve(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
+    from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT
     from DICOMPlusLib.network.pacs import SAMPLE_AE_TITLE, SAMPLE_PORT
 
     nodes_help = NODES_HELP

@@ -192,8 +192,8 @@ def retrieve(task: Task):
 def send(task: Task):
     """Send ``studies`` and ``series`` of ``db`` to ``node`` (C-STORE, or STOW-RS for a DICOMweb
     node): SendReport."""
-    from DICOMPlusLib.network.models import SendOptions
     from DICOMPlusLib.network.send import send_selection
+    from DICOMPlusLib.network.send_models import SendOptions
 
     return send_selection(
         task.database(), task.args["node"], studies=list(task.args.get("studies") or ()),

@@ -25,19 +25,10 @@ from typing import TYPE_CHECKING
 from DICOMPlusLib._lazy import lazy_getattr
 
 if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ imports them on first use
+    from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
     from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint, EndpointKind
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
-    from DICOMPlusLib.network.models import (
-        EchoProblem,
-        EchoResult,
-        FileResult,
-        RetrieveOptions,
-        RetrieveReport,
-        Selection,
-        SendItem,
-        SendOptions,
-        SendReport,
-    )
+    from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, Selection
     from DICOMPlusLib.network.nodes import (
         NodeStore,
         RemoteNode,
@@ -50,6 +41,7 @@ if TYPE_CHECKING:  # the names as mypy sees them; at run time __getattr__ import
     from DICOMPlusLib.network.query import QueryResults
     from DICOMPlusLib.network.retrieve import retrieve_job, retrieve_selection, set_node_limit
     from DICOMPlusLib.network.send import send_from_database, send_paths
+    from DICOMPlusLib.network.send_models import FileResult, SendItem, SendOptions, SendReport
     from DICOMPlusLib.network.sources import (
         DatabaseSource,
         DicomwebSource,
@@ -70,11 +62,11 @@ _EXPORTS = {
     "DicomwebEndpoint": "endpoints",
     "EndpointKind": "endpoints",
     "Transport": "transports",
-    "SendOptions": "models",
+    "SendOptions": "send_models",
     "RetrieveOptions": "models",
     "default_nodes_path": "nodes",
-    "EchoResult": "models",
-    "EchoProblem": "models",
+    "EchoResult": "echo_models",
+    "EchoProblem": "echo_models",
     "Listener": "listener",
     "ListenerConfig": "listener",
     "ReceivedInstance": "storage",
@@ -82,9 +74,9 @@ _EXPORTS = {
     "Subscription": "storage",
     "send_paths": "send",
     "send_from_database": "send",
-    "SendItem": "models",
-    "SendReport": "models",
-    "FileResult": "models",
+    "SendItem": "send_models",
+    "SendReport": "send_models",
+    "FileResult": "send_models",
     "QueryRetrieveSCP": "pacs.qrscp",
     "QRConfig": "pacs.qrscp",
     "make_sample_data": "pacs.sample",

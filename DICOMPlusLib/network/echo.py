@@ -7,8 +7,8 @@ DICOMweb one, whichever transport the node prefers (:mod:`DICOMPlusLib.network.t
 
 from __future__ import annotations
 
+from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
 from DICOMPlusLib.network.echo_web import echo_dicomweb
-from DICOMPlusLib.network.models import EchoProblem, EchoResult
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, EndpointKind, RemoteNode
 from DICOMPlusLib.network.transports import transport_for
 

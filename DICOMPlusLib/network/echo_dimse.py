@@ -1,6 +1,6 @@
 """C-ECHO (PS3.4 Annex A, Verification) of a node's DIMSE endpoint, with a diagnosis a user can
 act on: nothing listens, the peer rejected us and why, no answer. Never raises for a network
-problem: the :class:`~DICOMPlusLib.network.models.EchoResult` says what went wrong.
+problem: the :class:`~DICOMPlusLib.network.echo_models.EchoResult` says what went wrong.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import NetworkError, NetworkTimeout
 from DICOMPlusLib.network.dimse import scu, ul
-from DICOMPlusLib.network.models import EchoProblem, EchoResult
+from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
 
 _KIND = {

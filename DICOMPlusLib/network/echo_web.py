@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from DICOMPlusLib.network.models import EchoProblem, EchoResult
+from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
 from DICOMPlusLib.network.nodes import RemoteNode
 
 

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network.ae import check_ae_title, check_port
 
 
 class EndpointKind(enum.Enum):
@@ -29,27 +30,6 @@ class EndpointKind(enum.Enum):
             if member.value.lower() == text:
                 return member
         raise NetworkError(f"unknown endpoint {value!r}: use DIMSE or DICOMweb")
-
-
-def check_ae_title(value: str, what: str = "AE title") -> str:
-    """An AE title as PS3.5 6.2 allows it: 1-16 characters, no backslash or control
-    characters, not only spaces. Leading and trailing spaces are not significant."""
-    text = str(value).strip()
-    if not text or len(text) > 16 or "\\" in text or any(ord(c) < 32 or ord(c) > 126 for c in text):
-        raise NetworkError(
-            f"invalid {what} {value!r}: use 1 to 16 printable ASCII characters without backslash"
-        )
-    return text
-
-
-def check_port(value: int | str) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise NetworkError(f"invalid port {value!r}: use a number from 1 to 65535") from None
-    if not 0 < port < 65536:
-        raise NetworkError(f"invalid port {value!r}: use a number from 1 to 65535")
-    return port
 
 
 @dataclass(frozen=True)

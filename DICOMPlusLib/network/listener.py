@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title
 from DICOMPlusLib.network.dimse import ul
-from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT, TLSSettings, check_ae_title
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier, Subscription
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.network.dimse.acceptor import StorageAssociation
+    from DICOMPlusLib.network.endpoints import TLSSettings
 
 logger = logging.getLogger(__name__)
 

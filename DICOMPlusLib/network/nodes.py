@@ -30,14 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from DICOMPlusLib.errors import DiskFullError, NetworkError, space_error_in
-from DICOMPlusLib.network.endpoints import (
-    DicomwebEndpoint,
-    DimseEndpoint,
-    EndpointKind,
-    TLSSettings,
-    check_ae_title,
-    check_port,
-)
+from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title, check_port
+from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint, EndpointKind, TLSSettings
 
 __all__ = [
     "DEFAULT_AE_TITLE",
@@ -54,10 +48,6 @@ __all__ = [
     "default_nodes_path",
 ]
 
-#: The AE title DICOMPlus uses for itself unless told otherwise (listener and calling AE).
-DEFAULT_AE_TITLE = "DICOMPLUS"
-#: The registered DICOM port (PS3.8 G.1) needs root; 11112 is the customary unprivileged one.
-DEFAULT_PORT = 11112
 #: The AE title version 1 files gave a DICOMweb-only node (its host and port came from the URL).
 _PLACEHOLDER_AE = "DICOMWEB"
 

@@ -219,7 +219,7 @@ def advertised_host(listener: Listener, assoc: qrscu.QRAssociation | None) -> st
 def check_listener(listener: Listener, calling_ae: str, timeout: float = 5.0) -> None:
     """Pre-flight: our listener answers C-ECHO (the direction the PACS will use)."""
     from DICOMPlusLib.network.echo_dimse import echo_dimse as echo
-    from DICOMPlusLib.network.models import EchoProblem
+    from DICOMPlusLib.network.echo_models import EchoProblem
 
     host = listener.config.host if listener.config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
     me = RemoteNode("listener", DimseEndpoint(listener.config.ae_title, host, listener.port))

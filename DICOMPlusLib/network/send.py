@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib.errors import DICOMPlusError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
-from DICOMPlusLib.network.models import FileResult, SendItem, SendOptions, SendReport
 from DICOMPlusLib.network.nodes import EndpointKind, RemoteNode
 from DICOMPlusLib.network.send_dimse import IMPLICIT_LE, data_set_offset
+from DICOMPlusLib.network.send_models import FileResult, SendItem, SendOptions, SendReport
 from DICOMPlusLib.network.transports import transport_for
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ unchanged; a second context per SOP class offers the uncompressed syntaxes, used
 peer refuses the original (the file is then decoded and re-encoded). At most 128 contexts fit
 in one association: more SOP classes are split over several associations. ``parallel`` opens
 that many associations at once. Each file gets its own status in the
-:class:`~DICOMPlusLib.network.models.SendReport`; failures that may be transient (no response,
+:class:`~DICOMPlusLib.network.send_models.SendReport`; failures that may be transient (no response,
 lost association, 0xA7xx out of resources) are retried ``retries`` times; a
 :class:`~DICOMPlusLib.jobs.CancelToken` stops between files.
 """
@@ -29,8 +29,8 @@ from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.dimse.status import Status, describe
 from DICOMPlusLib.network.dimse.status import category as status_category
-from DICOMPlusLib.network.models import FileResult, SendItem, SendOptions, SendReport
 from DICOMPlusLib.network.nodes import RemoteNode, check_ae_title
+from DICOMPlusLib.network.send_models import FileResult, SendItem, SendOptions, SendReport
 
 logger = logging.getLogger(__name__)
 

@@ -27,17 +27,10 @@ if TYPE_CHECKING:
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
     from DICOMPlusLib.models import QueryLevel
     from DICOMPlusLib.network.answers import QueryReport
-    from DICOMPlusLib.network.models import (
-        EchoResult,
-        FileResult,
-        RetrieveOptions,
-        RetrieveReport,
-        RetrieveRequest,
-        SendItem,
-        SendOptions,
-        SendReport,
-    )
+    from DICOMPlusLib.network.echo_models import EchoResult
+    from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, RetrieveRequest
     from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod
+    from DICOMPlusLib.network.send_models import FileResult, SendItem, SendOptions, SendReport
 
 __all__ = ["TRANSPORTS", "Transport", "retrieve_transport", "transport", "transport_for"]
 

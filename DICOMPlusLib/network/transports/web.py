@@ -11,9 +11,9 @@ from DICOMPlusLib.models import PatientRecord, QueryLevel, StudyRecord
 from DICOMPlusLib.network.echo_web import echo_dicomweb
 from DICOMPlusLib.network.endpoints import EndpointKind
 from DICOMPlusLib.network.find import dicomweb_search
-from DICOMPlusLib.network.models import FileResult, SendReport
 from DICOMPlusLib.network.nodes import RetrieveMethod
 from DICOMPlusLib.network.retrieve_web import retrieve_dicomweb
+from DICOMPlusLib.network.send_models import FileResult, SendReport
 from DICOMPlusLib.network.web.client import DicomwebClient, client_for
 
 
