@@ -27,6 +27,8 @@ from DICOMPlusLib.errors import DICOMPlusError
 
 @dataclass
 class DemoSummary:
+    """What ``make demo`` did, for its closing summary."""
+
     out_dir: Path
     pacs: str = ""
     studies_found: int = 0

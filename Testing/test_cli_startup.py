@@ -119,6 +119,22 @@ def test_only_command_line_code_imports_rich_and_argcomplete():
             assert not {n.split(".")[0] for n in names} & {"rich", "argcomplete"}, path
 
 
+def test_every_dataclass_has_a_docstring():
+    """``@dataclass`` gives a class without a docstring one made from ``inspect.signature``, as its
+    module is imported: 0.05-0.15 ms a class in the start of every command that imports it."""
+    import ast
+
+    missing = []
+    for path in sorted((REPO_ROOT / "DICOMPlusLib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                "dataclass" in ast.unparse(d).split("(")[0] for d in node.decorator_list
+            ):
+                if ast.get_docstring(node) is None:
+                    missing.append(f"{path.relative_to(REPO_ROOT)}: {node.name}")
+    assert missing == []
+
+
 def test_loading_a_classic_series_never_imports_pydicom(tmp_path):
     """Loading single-frame images from a folder reads headers with the fast scanner and pixels at
     their offsets: pydicom (its data dictionary and every decoder plugin it finds) is never

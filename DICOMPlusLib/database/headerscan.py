@@ -59,7 +59,8 @@ class DeflatedError(ScanError):
     """The data set is deflated (PS3.5 A.5): inflate it with :func:`inflate_header` first."""
 
 
-@dataclass
+# eq=False: never compared; each generated method is compiled as the module is imported.
+@dataclass(eq=False)
 class ScanResult:
     """What the scanner found.
 

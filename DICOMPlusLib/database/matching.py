@@ -81,6 +81,10 @@ def _normalize_time(value: str) -> str:
 
 @dataclass(frozen=True)
 class Criterion:
+    """One key of a query as PS3.4 C.2.2.2 matches it: the attribute, its VR, the kind of matching
+    and its operands (``values`` of a UID list, ``low``/``high`` of a range, ``alternatives``:
+    one criterion per value of a list of values)."""
+
     keyword: str
     vr: str
     kind: MatchKind

@@ -90,7 +90,8 @@ LOAD_TAGS = {TAG_OF[k]: k for k in UID_KEYS + INSTANCE_KEYS}
 _LOAD_WANTED = frozenset(LOAD_TAGS)
 
 
-@dataclass
+# eq=False: never compared; each generated method is compiled as the module is imported.
+@dataclass(eq=False)
 class ParsedFile:
     """One file ready to be indexed."""
 

@@ -50,6 +50,9 @@ _STUB_HEADER = b"\0" * 128 + b"DICM"
 
 @dataclass(frozen=True)
 class Spec:
+    """The shape of a synthetic database at scale: kind, studies, series per study, instances
+    per series and the seed."""
+
     kind: str  # "A" (stub headers) or "B" (real headers)
     studies: int
     series_per_study: int
@@ -158,6 +161,8 @@ def _int(value) -> int | None:
 # -- the rows ----------------------------------------------------------------------------------
 @dataclass
 class _Plan:
+    """The rows to write, made once from a :class:`Spec`."""
+
     patients: list[tuple]
     studies: list[tuple]
     series: list[tuple]

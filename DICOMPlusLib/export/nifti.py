@@ -39,6 +39,8 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 @dataclass(frozen=True, eq=False)
 class NiftiGeometry:
+    """A NIfTI file's dimensions and its qform and sform (voxel -> RAS) with their codes."""
+
     dims: tuple[int, ...]
     qform: np.ndarray | None  # 4x4 voxel -> RAS, None when qform_code is 0
     sform: np.ndarray | None  # 4x4 voxel -> RAS, None when sform_code is 0

@@ -52,6 +52,8 @@ class SegmentInfo:
 
 @dataclass(frozen=True)
 class SegExportResult:
+    """What exporting a segmentation as DICOM SEG wrote, and whether it was indexed."""
+
     study_uid: str
     series_uid: str
     sop_uid: str

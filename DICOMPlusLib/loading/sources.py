@@ -52,6 +52,8 @@ class InstanceSource:
 
 @dataclass(frozen=True)
 class SkippedFile:
+    """A file the load did not take, and why."""
+
     path: str
     reason: str
 

@@ -79,7 +79,8 @@ _DEFAULT_OTHER_CLASSES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+# eq=False (here and below): never compared; each generated method is compiled as the module is imported.
+@dataclass(frozen=True, eq=False)
 class ContextGroup:
     """Storage contexts for the classes of one C-GET association."""
 
@@ -120,7 +121,7 @@ def _group(classes: Sequence[str], syntaxes: Sequence[str]) -> ContextGroup:
 # Unit (one C-GET or C-MOVE request) lives with the plan that makes the units (retrieve_plan).
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkerOutcome:
     """What one association's worth of units did: ``error`` ends the worker early."""
 

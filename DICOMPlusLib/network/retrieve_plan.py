@@ -47,7 +47,8 @@ MODALITY_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+# eq=False (here and below): never compared; each generated method is compiled as the module is imported.
+@dataclass(frozen=True, eq=False)
 class Unit:
     """One C-GET or C-MOVE request: a study, series (one or a list) or instances of a series."""
 
@@ -86,15 +87,17 @@ class _Cancelled(NetworkError):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PlannedInstance:
+    """An instance of the plan: its study, series, SOP Instance UID and SOP class."""
+
     study: str
     series: str
     sop: str
     sop_class: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Plan:
     """What the selection holds on the node. ``instances`` is None when the node could not be
     asked at the image level (then nothing can be skipped or checked)."""

@@ -61,6 +61,8 @@ class Subscription:
 
 @dataclass
 class _Burst:
+    """The instances of one series received close together, until the series is announced."""
+
     study: str
     patient: str
     calling_ae: str

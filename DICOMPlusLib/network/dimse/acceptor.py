@@ -65,6 +65,9 @@ def is_storage_class(uid: str, accept_unknown: bool = True) -> bool:
 
 @dataclass(frozen=True)
 class AcceptorPolicy:
+    """What an association acceptor accepts: its AE title, the calling AE titles, SOP classes,
+    the PDU size and its timeouts."""
+
     ae_title: str
     allowed_calling_aets: frozenset[str] = frozenset()  # empty: anyone
     require_called_ae: bool = False
@@ -75,8 +78,12 @@ class AcceptorPolicy:
     pdu_timeout: float = 10.0  # from the first byte of a PDU to its last
 
 
-@dataclass
+# eq=False: never compared; each generated method is compiled as the module is imported.
+@dataclass(eq=False)
 class Negotiated:
+    """The outcome of :func:`negotiate`: an A-ASSOCIATE-AC and its accepted contexts, or the
+    reason of a rejection."""
+
     ac: ul.AssociateAC | None
     reject: tuple[int, int, int] | None = None
     contexts: dict[int, tuple[str, str]] | None = None  # id -> (abstract syntax, transfer syntax)

@@ -89,7 +89,8 @@ def encode_command(elements: dict[int, int | str]) -> bytes:
     return struct.pack("<HHII", 0, 0, 4, len(body)) + bytes(body)
 
 
-@dataclass
+# eq=False: never compared; each generated method is compiled as the module is imported.
+@dataclass(eq=False)
 class Command:
     """A decoded command set: known elements by tag, as int (US/UL) or str (UI/AE/LO)."""
 

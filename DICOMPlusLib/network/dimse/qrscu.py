@@ -76,7 +76,8 @@ _RESPONSE = {
 }
 
 
-@dataclass(frozen=True)
+# eq=False (here and below): never compared; each generated method is compiled as the module is imported.
+@dataclass(frozen=True, eq=False)
 class SubOperations:
     """Sub-operation counts of a C-GET or C-MOVE response (PS3.4 C.4.2.1.4)."""
 
@@ -92,7 +93,7 @@ class SubOperations:
         return self.remaining + self.completed + self.failed + self.warning
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Response:
     """One C-FIND/C-GET/C-MOVE response: status, command, and identifier when one came with it."""
 

@@ -96,6 +96,8 @@ class SeriesComplete:
 
 @dataclass(frozen=True)
 class StoreOutcome:
+    """The answer to one C-STORE: its status, a comment, and the instance when it was stored."""
+
     status: int
     comment: str = ""
     instance: ReceivedInstance | None = None

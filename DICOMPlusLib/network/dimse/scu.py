@@ -40,7 +40,8 @@ class ReadableFile(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
-@dataclass(frozen=True)
+# eq=False (here and below): never compared; each generated method is compiled as the module is imported.
+@dataclass(frozen=True, eq=False)
 class PreparedStore:
     """A C-STORE-RQ framed and its first block read (:meth:`ClientAssociation.prepare_store`):
     ``first`` the parts of the first system call, ``rest`` the batches still to read and send."""
@@ -50,8 +51,10 @@ class PreparedStore:
     rest: Iterator[list[bytes | memoryview]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AcceptedContext:
+    """A presentation context the peer accepted: its ID, abstract and transfer syntax."""
+
     id: int
     abstract_syntax: str
     transfer_syntax: str

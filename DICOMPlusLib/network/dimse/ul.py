@@ -132,7 +132,8 @@ def _text(data: bytes | memoryview) -> str:
     return bytes(data).decode("ascii", "replace").strip("\0 ")
 
 
-@dataclass
+# eq=False (here and below): never compared; each generated method is compiled as the module is imported.
+@dataclass(eq=False)
 class ContextRQ:
     """A proposed presentation context (PS3.8 9.3.2.2)."""
 
@@ -141,7 +142,7 @@ class ContextRQ:
     transfer_syntaxes: list[str]
 
 
-@dataclass
+@dataclass(eq=False)
 class ContextAC:
     """The acceptor's answer for one presentation context (PS3.8 9.3.3.2)."""
 
@@ -151,8 +152,10 @@ class ContextAC:
     abstract_syntax: str = ""  # filled in by the requestor from its proposal
 
 
-@dataclass
+@dataclass(eq=False)
 class AssociateRQ:
+    """An A-ASSOCIATE-RQ PDU (PS3.8 9.3.2), as encoded and decoded here."""
+
     called_ae: str
     calling_ae: str
     contexts: list[ContextRQ]
@@ -252,8 +255,10 @@ def _items(data: memoryview):
         pos += length
 
 
-@dataclass
+@dataclass(eq=False)
 class AssociateAC:
+    """An A-ASSOCIATE-AC PDU (PS3.8 9.3.3), as encoded and decoded here."""
+
     called_ae: str
     calling_ae: str
     contexts: list[ContextAC]

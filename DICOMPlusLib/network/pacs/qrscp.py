@@ -81,6 +81,9 @@ class Destination:
 
 @dataclass(frozen=True)
 class QRConfig:
+    """How the sample PACS serves: its AE title and address, its C-MOVE destinations, whom it
+    accepts, and its limits."""
+
     ae_title: str = SAMPLE_AE_TITLE
     port: int = SAMPLE_PORT
     host: str = ""

@@ -26,6 +26,8 @@ def sample_uid(name: str) -> str:
 
 @dataclass(frozen=True)
 class _SeriesSpec:
+    """One series of the sample data and the patient and study it belongs to."""
+
     key: str
     patient_id: str
     patient_name: str
