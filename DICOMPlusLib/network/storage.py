@@ -21,7 +21,6 @@ from DICOMPlusLib.network.dimse.receive import (  # noqa: F401  (re-exported)
     IncomingFile,
     ReceivedInstance,
     ReceiveMeta,
-    SeriesComplete,
     StoreOutcome,
     file_meta_bytes,
     received_instance,
@@ -37,6 +36,23 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # Notifications
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesComplete:
+    """No instance of the series arrived for the listener's idle time (or the listener stopped):
+    a good moment to load it. ``count`` is how many distinct instances arrived in this burst;
+    ``resent``, how many copies of those arrived again (the same SOP Instance UID)."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    count: int
+    calling_ae: str
+    first_at: float
+    last_at: float
+    reason: str = "idle"  # or "stopped"
+    resent: int = 0
 
 
 @dataclass

@@ -78,23 +78,6 @@ class ReceivedInstance:
 
 
 @dataclass(frozen=True)
-class SeriesComplete:
-    """No instance of the series arrived for the listener's idle time (or the listener stopped):
-    a good moment to load it. ``count`` is how many distinct instances arrived in this burst;
-    ``resent``, how many copies of those arrived again (the same SOP Instance UID)."""
-
-    series_instance_uid: str
-    study_instance_uid: str
-    patient_id: str
-    count: int
-    calling_ae: str
-    first_at: float
-    last_at: float
-    reason: str = "idle"  # or "stopped"
-    resent: int = 0
-
-
-@dataclass(frozen=True)
 class StoreOutcome:
     """The answer to one C-STORE: its status, a comment, and the instance when it was stored."""
 
