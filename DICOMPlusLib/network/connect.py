@@ -84,28 +84,52 @@ def connect_cancellable(host: str, port: int, timeout: float, cancel: Cancel) ->
     raise last or OSError(f"no address for {host}")
 
 
+def wait_in_slices(
+    attempt: Callable[[float], T],
+    timeout: float | None,
+    cancel: Cancel,
+    what: str,
+    *,
+    final: tuple[type[BaseException], ...] = (),
+) -> T:
+    """``attempt(seconds)``, a wait that raises TimeoutError when nothing came within
+    ``seconds``, repeated in slices of CANCEL_POLL_S until it returns, looking at ``cancel``
+    after each slice: the one loop of every cancellable wait (a connection's TLS handshake and
+    reads, :func:`in_slices`; the next PDU, ``scu.read_in_slices``; what we send to a peer
+    that stopped reading; a name lookup). A slice that times out is tried again where it
+    stopped, so ``attempt`` must keep what it got. CancelledError on a cancel, TimeoutError
+    once ``timeout`` (None: no limit) has passed with nothing; the TimeoutErrors listed in
+    ``final`` (a deadline of the attempt's own) end the wait as they are."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = CANCEL_POLL_S if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{what}: nothing within {timeout:g} s")
+        try:
+            return attempt(min(left, CANCEL_POLL_S))
+        except final:
+            raise
+        except TimeoutError:  # socket.timeout, and ssl's "The read operation timed out"
+            if cancel.cancelled:
+                raise CancelledError(f"cancelled while waiting for {what}") from None
+
+
 def in_slices(sock: socket.socket, call: Callable[[], T], cancel: Cancel, what: str) -> T:
     """``call()`` (a TLS handshake, a read) on ``sock`` with the socket's timeout cut into
-    slices of CANCEL_POLL_S, looking at ``cancel`` between them: a peer that never sends its
-    ServerHello, or stops halfway through a body, held a blocking call for the whole timeout.
-    A slice that times out is tried again where it stopped (OpenSSL keeps a handshake's state
-    and a record's bytes; a recv has taken nothing). CancelledError on a cancel, TimeoutError
-    once the socket's own timeout has passed with nothing; a non-blocking socket is not waited on."""
+    slices (:func:`wait_in_slices`): a peer that never sends its ServerHello, or stops halfway
+    through a body, held a blocking call for the whole timeout. OpenSSL keeps a handshake's
+    state and a record's bytes across slices; a recv has taken nothing. A non-blocking socket
+    is not waited on."""
     timeout = sock.gettimeout()
     if timeout == 0:
         return call()
-    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def attempt(seconds: float) -> T:
+        sock.settimeout(seconds)
+        return call()
+
     try:
-        while True:
-            left = CANCEL_POLL_S if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{what}: nothing within {timeout:g} s")
-            sock.settimeout(min(left, CANCEL_POLL_S))
-            try:
-                return call()
-            except TimeoutError:  # socket.timeout, and ssl's "The read operation timed out"
-                if cancel.cancelled:
-                    raise CancelledError(f"cancelled while waiting for {what}") from None
+        return wait_in_slices(attempt, timeout, cancel, what)
     finally:
         with contextlib.suppress(OSError):  # closed by the call
             sock.settimeout(timeout)

@@ -11,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, CancelledError, NetworkTimeout
-from DICOMPlusLib.network.connect import CANCEL_POLL_S, Cancel, connect_cancellable, in_slices, lookup_name
+from DICOMPlusLib.network.connect import (
+    Cancel,
+    connect_cancellable,
+    in_slices,
+    lookup_name,
+    wait_in_slices,
+)
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 
@@ -421,19 +426,8 @@ def read_in_slices(stream: ul.PDUStream, timeout: float | None, cancel: Cancel |
     left with the stream's own timeout, as a read without slices leaves it."""
     if cancel is None:
         return stream.read_pdu(timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while True:
-            left = CANCEL_POLL_S if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            try:
-                return stream.read_pdu(min(left, CANCEL_POLL_S))
-            except ul.PDUTooSlow:
-                raise
-            except TimeoutError:
-                if cancel.cancelled:
-                    raise CancelledError(f"cancelled while waiting for {what}") from None
+        return wait_in_slices(stream.read_pdu, timeout, cancel, what, final=(ul.PDUTooSlow,))
     finally:  # the sends that follow (a C-STORE's data set) get the stream's time, not a slice's
         if not stream.closed and stream.sock.gettimeout() != stream.timeout:
             stream.sock.settimeout(stream.timeout)
