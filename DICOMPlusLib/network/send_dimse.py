@@ -258,10 +258,11 @@ class _Worker:
             result, alive = self._transmit(assoc, current)
             if alive and pending and not self.cancel.cancelled:
                 ahead = self._prepare(assoc, pending[0], attempt)  # while the peer stores ``current``
-            if result is None:
+            if result is None and alive:
                 result, alive = self._response(assoc, current)
-            self.record(result)
-            stored += result.category in ("success", "warning")
+            if result is not None:  # None: cancelled before the peer had it all (not sent)
+                self.record(result)
+                stored += result.category in ("success", "warning")
             if ahead is not None and (not alive or self.cancel.cancelled):
                 if isinstance(ahead, _Ready):
                     ahead.close()
@@ -311,9 +312,13 @@ class _Worker:
         )
 
     def _transmit(self, assoc: scu.ClientAssociation, ready: _Ready) -> tuple[FileResult | None, bool]:
-        """Send a prepared message: (None, True) once on the wire, else its failure and False."""
+        """Send a prepared message: (None, True) once on the wire, else its failure and False;
+        (None, False) when cancelled while the peer was not reading it (the association is
+        aborted; the peer cannot have stored part of a message, so the file stays "not sent")."""
         try:
             assoc.send_prepared(ready.message)
+        except CancelledError:
+            return None, False
         except NetworkError as exc:
             return ready.result("failure", None, f"association lost: {exc}"), False
         except OSError as exc:  # the file changed while being sent: the message is broken

@@ -281,11 +281,15 @@ class ClientAssociation:
     def send_prepared(self, prepared: PreparedStore) -> None:
         """Put a prepared C-STORE-RQ on the wire (the command shares the first system call with
         the data set's first batch). OSError: the rest of the file could not be read (the
-        message is then broken: the caller aborts); NetworkError: the association is lost."""
+        message is then broken: the caller aborts); NetworkError: the association is lost;
+        CancelledError: cancelled while the peer was not reading it (the association aborted)."""
         try:
             self.stream.send(*prepared.first)
             for parts in prepared.rest:
                 self.stream.send(*parts)
+        except CancelledError:
+            self.abort()
+            raise
         except ul.NetworkError:
             self.established = False
             self.stream.close()
@@ -363,7 +367,7 @@ def associate(
         roles=dict(roles or {}),
     )
     sock = connect_socket(host, port, connect_timeout, tls, cancel)
-    stream = ul.PDUStream(sock, max_receive=max_pdu, timeout=dimse_timeout)
+    stream = ul.PDUStream(sock, max_receive=max_pdu, timeout=dimse_timeout, cancel=cancel)
     where = f"{called_ae}@{host}:{port}"
     try:
         stream.send(rq.encode())

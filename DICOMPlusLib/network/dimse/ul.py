@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 
 from DICOMPlusLib import __version__, uids
-from DICOMPlusLib.errors import ConnectionClosed, NetworkError, PDUTooSlow, ProtocolError
+from DICOMPlusLib.errors import CancelledError, ConnectionClosed, NetworkError, PDUTooSlow, ProtocolError
+from DICOMPlusLib.network.connect import Cancel, wait_in_slices
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1 DICOM Application Context Name
 #: Implementation Class UID of DICOMPlus (a UUID-derived UID, PS3.5 B.2).
@@ -350,6 +351,10 @@ def iter_pdvs(body: memoryview):
 _READ_AHEAD = 256 * 1024
 
 
+#: The buffers one sendmsg takes at most (Linux's IOV_MAX is 1024).
+_IOV_MAX = 512
+
+
 class PDUStream:
     """Reads whole PDUs into one reusable buffer; sends byte strings and memoryviews.
 
@@ -374,8 +379,13 @@ class PDUStream:
         max_receive: int = 0,
         timeout: float | None = 60.0,
         pdu_timeout: float | None = None,
+        cancel: Cancel | None = None,
     ) -> None:
         self.sock = sock
+        #: Ends a send that waits for a peer that stopped reading (:meth:`send`).
+        self.cancel = cancel
+        #: A cancelled send had put part of its PDUs on the wire: no A-ABORT can follow them.
+        self.cut = False
         self.timeout = timeout
         self.pdu_timeout = pdu_timeout
         self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
@@ -525,6 +535,11 @@ class PDUStream:
         return pdu_type, body
 
     def send(self, *parts: bytes | memoryview) -> None:
+        """Send whole PDUs. With a cancel token the wait for a peer that stopped reading (its
+        receive window full) is cut into slices (:meth:`_send_in_slices`)."""
+        if self.cancel is not None and self.sock.gettimeout():
+            self._send_in_slices(parts)
+            return
         try:
             if self._can_sendmsg and len(parts) > 1:
                 total = sum(map(len, parts))
@@ -541,8 +556,53 @@ class PDUStream:
         except OSError as exc:
             raise ConnectionClosed(f"connection lost while sending: {exc.strerror or exc}") from exc
 
+    def _send_in_slices(self, parts: tuple[bytes | memoryview, ...]) -> None:
+        """:meth:`send` that looks at ``cancel`` every slice while the peer takes nothing: a
+        peer that accepts a C-STORE and stops reading held a cancelled send for the whole
+        timeout. Each slice's ``sendmsg`` (``send`` on TLS, whose record OpenSSL finishes on the
+        next call with the same bytes) either sends what fits or times out having sent nothing;
+        the timeout (the socket's) counts from the last byte the peer took. CancelledError on a
+        cancel (:attr:`cut` when part of these PDUs went out), ConnectionClosed when the
+        timeout passes."""
+        sock, timeout = self.sock, self.sock.gettimeout()
+        if self._can_sendmsg or len(parts) == 1:
+            views = [memoryview(p).cast("B") for p in parts if len(p)]
+        else:
+            views = [memoryview(b"".join(parts))]
+
+        def attempt(seconds: float) -> int:
+            if sock.gettimeout() != seconds:
+                sock.settimeout(seconds)
+            return sock.sendmsg(views[:_IOV_MAX]) if self._can_sendmsg else sock.send(views[0])
+
+        sent = 0
+        try:
+            while views:
+                n = wait_in_slices(attempt, timeout, self.cancel, "the peer to read what we send")  # type: ignore[arg-type]
+                sent += n
+                while n:
+                    if n >= len(views[0]):
+                        n -= len(views.pop(0))
+                    else:
+                        views[0], n = views[0][n:], 0
+        except CancelledError:
+            self.cut = sent > 0
+            raise
+        except TimeoutError:
+            raise ConnectionClosed("the peer stopped reading (send timed out)") from None
+        except OSError as exc:
+            raise ConnectionClosed(f"connection lost while sending: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                if sock.gettimeout() != timeout:
+                    sock.settimeout(timeout)
+
     def abort(self, source: int = ABORT_SERVICE_USER, reason: int = 0) -> None:
-        """Send A-ABORT (best effort) and close."""
+        """Send A-ABORT (best effort) and close; after a :attr:`cut` send only close (the peer
+        would read the A-ABORT as the rest of the PDU cut short)."""
+        if self.cut:
+            self.close()
+            return
         with contextlib.suppress(OSError, NetworkError):
             self.sock.settimeout(1.0)
             self.sock.sendall(encode_abort(source, reason))

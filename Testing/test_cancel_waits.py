@@ -1,0 +1,120 @@
+"""Ctrl-C and the engine's Cancel end the waits test_cancel_stalls.py left out: a peer that accepts
+the association and then stops reading (a C-STORE's data set fills its receive window and ours:
+the send waits) and a C-ECHO whose response never comes (the same peer: the C-ECHO-RQ is never
+read). Each peer is a real socket on loopback (:class:`~test_cancel_stalls.Stall`); the library
+is driven with a cancel token as the CLI and the engine drive it, then the engine's Cancel and
+Ctrl-C in a real terminal (exit 130, one account, no traceback)."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+import time
+
+import pytest
+from test_cancel_stalls import PROMPT, SETTLE, _cancel_when, stall
+from test_cli_terminal import cli, run_in_terminal
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from DICOMPlusLib.engine.client import SubprocessEngine
+from DICOMPlusLib.jobs import JobState
+from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.models import SendOptions
+from DICOMPlusLib.network.nodes import RemoteNode
+from DICOMPlusLib.network.send import send_paths
+
+#: Instances large enough (8 MiB of pixels each) that the peer's receive window and our send
+#: buffer (4 MiB at most on Linux: net.ipv4.tcp_wmem) fill long before the first is sent.
+SIDE = 2048
+#: What the peer lets arrive unread before it counts as stalled (a send is under way).
+UNREAD = 32 * 1024
+
+
+def _unread(conn: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def accept_then_stop_reading(at_least: int):
+    """A peer that accepts the association (every context, its first transfer syntax) and never
+    reads again; it counts as stalled once ``at_least`` bytes wait unread (0: at once)."""
+
+    def serve(conn: socket.socket) -> None:
+        stream = ul.PDUStream(conn, max_receive=1 << 20, timeout=30)
+        _, body = stream.read_pdu()
+        rq = ul.AssociateRQ.decode(body)
+        contexts = [ul.ContextAC(cx.id, ul.PC_ACCEPTANCE, cx.transfer_syntaxes[0]) for cx in rq.contexts]
+        stream.send(ul.AssociateAC(rq.called_ae, rq.calling_ae, contexts, max_length=1 << 16).encode())
+        deadline = time.monotonic() + 30
+        while _unread(conn) < at_least and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    return serve
+
+
+@pytest.fixture(scope="module")
+def large_series(tmp_path_factory):
+    return make_series(tmp_path_factory.mktemp("large"), n=2, rows=SIDE, cols=SIDE, seed=98)
+
+
+def test_a_send_to_a_peer_that_stops_reading(large_series):
+    with stall(accept_then_stop_reading(UNREAD)) as peer:
+        node = RemoteNode.parse(f"DEAF@{LOOPBACK}:{peer.port}")
+        token, at = _cancel_when(peer.stalled)
+        report = send_paths(
+            node, [large_series.folder], SendOptions(timeout=600, dimse_timeout=600), cancel=token
+        )
+        assert at and time.monotonic() - at[0] < PROMPT
+    assert report.cancelled and not report.sent, report
+    # the file cut short was not sent (the peer cannot have stored half a message), nor the other
+    assert [(r.category, r.message) for r in report.results] == [("cancelled", "not sent")] * 2, (
+        report.results
+    )
+
+
+@pytest.mark.parametrize("op", ["send"])
+def test_the_engines_cancel_ends_the_wait_at_once(op, large_series, tmp_path):
+    db = str(tmp_path / "db")
+    with stall(accept_then_stop_reading(UNREAD if op == "send" else 0)) as peer, SubprocessEngine() as engine:
+        node = RemoteNode.parse(f"STALL@{LOOPBACK}:{peer.port}")
+        if op == "send":
+            engine.call("import", {"db": db, "paths": [str(large_series.folder)]}, timeout=60)
+            job = engine.submit("send", {"db": db, "node": node, "studies": [large_series.study_uid]})
+        else:
+            job = engine.submit("echo", {"node": node, "timeout": 600})
+        assert peer.stalled.wait(30), job.error
+        time.sleep(SETTLE)
+        job.cancel()
+        assert job.wait(PROMPT), "the cancel was not seen while the peer was not reading"
+    assert job.state is JobState.CANCELLED, job.error
+    if job.result is not None:  # a send's report
+        assert job.result.cancelled and not job.result.sent, job.result
+
+
+@pytest.mark.parametrize("op", ["send"])
+def test_ctrl_c_ends_the_wait_at_once(op, large_series, tmp_path, monkeypatch):
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
+    with stall(accept_then_stop_reading(UNREAD if op == "send" else 0)) as peer:
+        added = cli("nodes", "add", "STALL", f"STALL@{LOOPBACK}:{peer.port}")
+        assert added.returncode == 0, added.stderr
+        typed_at: list[float] = []
+
+        def silent(_shown: bytes) -> bool:
+            if not peer.stalled.is_set():
+                return False
+            time.sleep(SETTLE)
+            typed_at.append(time.monotonic())
+            return True
+
+        rest = [str(large_series.folder)] if op == "send" else []
+        args = ["--db", str(tmp_path / "db"), op, "STALL", *rest, "--timeout", "600"]
+        code, text = run_in_terminal(args, interrupt_when=silent, timeout=60)
+    assert time.monotonic() - typed_at[0] < PROMPT, text
+    assert code == 130, text
+    assert "Traceback" not in text and "error" not in text, text
+    account = {
+        "send": "cancelled after 0/2 files; 0 kept",  # the file cut short was not sent
+    }[op]
+    assert text.count(account) == 1, text
