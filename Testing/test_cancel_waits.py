@@ -20,8 +20,10 @@ from test_cli_terminal import cli, run_in_terminal
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.engine.client import SubprocessEngine
+from DICOMPlusLib.errors import CancelledError
 from DICOMPlusLib.jobs import JobState
 from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.echo import echo
 from DICOMPlusLib.network.models import SendOptions
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.send import send_paths
@@ -74,7 +76,16 @@ def test_a_send_to_a_peer_that_stops_reading(large_series):
     )
 
 
-@pytest.mark.parametrize("op", ["send"])
+def test_a_c_echo_whose_response_never_comes():
+    with stall(accept_then_stop_reading(0)) as peer:
+        node = RemoteNode.parse(f"MUTE@{LOOPBACK}:{peer.port}")
+        token, at = _cancel_when(peer.stalled)
+        with pytest.raises(CancelledError):
+            echo(node, timeout=600, cancel=token)
+        assert at and time.monotonic() - at[0] < PROMPT
+
+
+@pytest.mark.parametrize("op", ["send", "echo"])
 def test_the_engines_cancel_ends_the_wait_at_once(op, large_series, tmp_path):
     db = str(tmp_path / "db")
     with stall(accept_then_stop_reading(UNREAD if op == "send" else 0)) as peer, SubprocessEngine() as engine:
@@ -93,7 +104,7 @@ def test_the_engines_cancel_ends_the_wait_at_once(op, large_series, tmp_path):
         assert job.result.cancelled and not job.result.sent, job.result
 
 
-@pytest.mark.parametrize("op", ["send"])
+@pytest.mark.parametrize("op", ["send", "echo"])
 def test_ctrl_c_ends_the_wait_at_once(op, large_series, tmp_path, monkeypatch):
     monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
     with stall(accept_then_stop_reading(UNREAD if op == "send" else 0)) as peer:
@@ -116,5 +127,6 @@ def test_ctrl_c_ends_the_wait_at_once(op, large_series, tmp_path, monkeypatch):
     assert "Traceback" not in text and "error" not in text, text
     account = {
         "send": "cancelled after 0/2 files; 0 kept",  # the file cut short was not sent
+        "echo": "dicomplus: interrupted",  # as when Ctrl-C stops it while connecting
     }[op]
     assert text.count(account) == 1, text

@@ -272,6 +272,27 @@ def test_failing_echo_says_why(panel, qtbot):
     assert network.nodeNames() == [] and panel.logic.nodes() == []
 
 
+def test_an_echo_left_unanswered_is_cancelled_from_the_activity_list(panel, qtbot):
+    """A server that associates and never answers the C-ECHO: the echo is a job in the activity
+    list, and its Cancel ends it at once (the timeout is 10 s: the end must come well before)."""
+    import qt
+    from test_cancel_stalls import stall
+    from test_cancel_waits import accept_then_stop_reading
+
+    network = panel.network
+    results = []
+    network.echoFinished.connect(lambda ok, message: results.append((ok, message)))
+    with stall(accept_then_stop_reading(0)) as peer:
+        network.addNode("Mute", "MUTE", "127.0.0.1", peer.port)
+        click(qtbot, network.echoButton)
+        qtbot.waitUntil(peer.stalled.is_set, timeout=TIMEOUT)
+        (job,) = panel.activity.runningJobs()
+        qtbot.mouseClick(panel.activity.cancelButtonFor(job), qt.Qt.LeftButton)
+        qtbot.waitUntil(lambda: bool(results), timeout=5_000)
+    assert results == [(False, "Echo Mute cancelled")], results
+    assert network.echoText() == "Echo Mute cancelled"
+
+
 def test_echo_rejected_for_its_called_ae_title_names_the_address_once(panel, qtbot, tmp_path):
     """The library's message starts with the node's address, which the panel's line names
     already: "Echo X (A@h:p) failed: A@h:p: association rejected ..." said it twice."""

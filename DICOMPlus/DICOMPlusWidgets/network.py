@@ -17,6 +17,7 @@ import qt
 import slicer.util
 from slicer.i18n import tr as _
 
+from DICOMPlusLib.errors import CancelledError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
 from . import networkui
@@ -236,7 +237,14 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if not self._ensureDependencies(self.echoLabel):
             return
         self.echoLabel.text = _("Echo {node}...").format(node=name)
-        self._run(("echo", name), lambda: self._logic.echo(name))
+        # shown in the activity list with its Cancel, as retrieve and send are: a server that
+        # associates and never answers holds the echo for its whole timeout
+        try:
+            job = self._logic.echo(name)
+        except Exception as exc:
+            self._onWorkDone(("echo", name), None, exc)
+            return
+        self._track(job, lambda ended: self._onWorkDone(("echo", name), ended.result, ended.error))
 
     def _ensureDependencies(self, label):
         """Install the network packages on first use, here on the main thread (Slicer asks the
@@ -333,7 +341,9 @@ class DICOMPlusNetworkWidget(qt.QWidget):
     def _onWorkDone(self, key, value, error):
         kind = key[0]
         if kind == "echo":
-            if error is not None:
+            if isinstance(error, CancelledError):
+                ok, message = False, _("Echo {node} cancelled").format(node=key[1])
+            elif error is not None:
                 ok, message = False, _("Echo {node} failed: {error}").format(node=key[1], error=error)
             elif value.ok:
                 ok, message = (

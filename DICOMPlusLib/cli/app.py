@@ -487,10 +487,15 @@ def main(argv: list[str] | None = None) -> int:
         with ending_signals():
             return _run(args)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM or SIGHUP (Stopped), where no command caught it
-        signum = first_signal() or getattr(exc, "signum", signal.SIGINT)
-        name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
-        print(f"\ndicomplus: interrupted{name}", file=sys.stderr)
-        return 128 + signum
+        return interrupted(first_signal() or getattr(exc, "signum", signal.SIGINT))
+
+
+def interrupted(signum: int) -> int:
+    """The account of a command that has nothing partial to report (echo, or any command the
+    signal stopped outside its own handling): one line; returns 128 + the signal."""
+    name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    print(f"\ndicomplus: interrupted{name}", file=sys.stderr)
+    return 128 + signum
 
 
 def _run(args) -> int:

@@ -25,7 +25,9 @@ from DICOMPlusLib.cli.app import (
     cancel_on_interrupt,
     cancelled_message,
     counted,
+    first_signal,
     install_handlers,
+    interrupted,
     not_dicom,
     print_json,
 )
@@ -118,10 +120,16 @@ def _python_warnings_to_log() -> None:
 
 # -- echo --------------------------------------------------------------------------------------
 def cmd_echo(args) -> int:
+    from DICOMPlusLib.errors import CancelledError
+    from DICOMPlusLib.jobs import CancelToken
     from DICOMPlusLib.network.echo import echo
 
     node = node_store(args).resolve(args.node)
-    result = echo(node, calling_ae_title=args.calling_ae, timeout=args.timeout)
+    with cancel_on_interrupt(CancelToken()) as token:
+        try:
+            result = echo(node, calling_ae_title=args.calling_ae, timeout=args.timeout, cancel=token)
+        except CancelledError:  # the association aborted; nothing else to report
+            return interrupted(first_signal() or signal.SIGINT)
     if args.json:
         print_json(result.to_dict())
     elif result.ok:

@@ -142,6 +142,7 @@ def echo(task: Task):
         task.args["node"],
         calling_ae_title=task.args.get("calling_ae_title", DEFAULT_AE_TITLE),
         timeout=float(task.args.get("timeout", 10.0)),
+        cancel=task.cancel,
     )
 
 

@@ -7,10 +7,15 @@ DICOMweb one, whichever transport the node prefers (:mod:`DICOMPlusLib.network.t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
 from DICOMPlusLib.network.echo_web import echo_dicomweb
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, EndpointKind, RemoteNode
 from DICOMPlusLib.network.transports import transport_for
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.jobs import CancelToken
 
 __all__ = ["EchoProblem", "EchoResult", "echo", "echo_dicomweb"]
 
@@ -21,6 +26,11 @@ def echo(
     calling_ae_title: str = DEFAULT_AE_TITLE,
     timeout: float = 10.0,
     endpoint: EndpointKind | None = None,
+    cancel: CancelToken | None = None,
 ) -> EchoResult:
-    """Echo the node's preferred endpoint (or ``endpoint``)."""
-    return transport_for(node, endpoint).echo(node, calling_ae_title=calling_ae_title, timeout=timeout)
+    """Echo the node's preferred endpoint (or ``endpoint``). ``cancel`` (a
+    :class:`~DICOMPlusLib.jobs.CancelToken`) ends every wait (the connection, the association,
+    the C-ECHO response, the QIDO-RS answer): CancelledError."""
+    return transport_for(node, endpoint).echo(
+        node, calling_ae_title=calling_ae_title, timeout=timeout, cancel=cancel
+    )

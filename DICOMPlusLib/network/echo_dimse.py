@@ -9,6 +9,7 @@ import time
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import NetworkError, NetworkTimeout
+from DICOMPlusLib.network.connect import Cancel
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, RemoteNode, check_ae_title
@@ -25,9 +26,15 @@ _KIND = {
 
 
 def echo_dimse(
-    node: RemoteNode, *, calling_ae_title: str = DEFAULT_AE_TITLE, timeout: float = 10.0
+    node: RemoteNode,
+    *,
+    calling_ae_title: str = DEFAULT_AE_TITLE,
+    timeout: float = 10.0,
+    cancel: Cancel | None = None,
 ) -> EchoResult:
-    """Associate with the node's DIMSE endpoint proposing Verification, send C-ECHO, release."""
+    """Associate with the node's DIMSE endpoint proposing Verification, send C-ECHO, release.
+    ``cancel`` ends the waits (the connection, the association, the C-ECHO response: a peer
+    that associates and never answers): CancelledError, the association aborted."""
     calling = check_ae_title(calling_ae_title, "calling AE title")
     endpoint = node.require_dimse()
     tls = endpoint.tls_context()
@@ -47,6 +54,7 @@ def echo_dimse(
             connect_timeout=timeout,
             acse_timeout=timeout,
             dimse_timeout=timeout,
+            cancel=cancel,
         )
     except scu.AssociationFailed as exc:
         if exc.kind == "rejected":

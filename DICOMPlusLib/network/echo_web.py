@@ -7,13 +7,20 @@ credentials are refused, the URL is not a DICOMweb service root, the server fail
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from DICOMPlusLib.network.echo_models import EchoProblem, EchoResult
 from DICOMPlusLib.network.nodes import RemoteNode
 
+if TYPE_CHECKING:
+    from DICOMPlusLib.jobs import CancelToken
 
-def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
-    """A QIDO-RS probe (``GET {url}/studies?limit=1``) with the node's credentials, diagnosed."""
+
+def echo_dicomweb(
+    node: RemoteNode, *, timeout: float = 10.0, cancel: CancelToken | None = None
+) -> EchoResult:
+    """A QIDO-RS probe (``GET {url}/studies?limit=1``) with the node's credentials, diagnosed.
+    ``cancel`` ends its waits (the client's sockets carry it): CancelledError."""
     import requests
 
     from DICOMPlusLib.network.web.client import client_for
@@ -25,7 +32,7 @@ def echo_dicomweb(node: RemoteNode, *, timeout: float = 10.0) -> EchoResult:
     def result(ok: bool, **kw) -> EchoResult:
         return EchoResult(node=node, ok=ok, seconds=time.monotonic() - start, **kw)
 
-    client = client_for(node, timeout=timeout)
+    client = client_for(node, timeout=timeout, cancel=cancel)
     try:
         response = client.session.get(
             client.base + "/studies",

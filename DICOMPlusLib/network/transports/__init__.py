@@ -41,9 +41,12 @@ class Transport(Protocol):
     kind: EndpointKind
     retrieve_methods: frozenset[RetrieveMethod]
 
-    def echo(self, node: RemoteNode, *, calling_ae_title: str, timeout: float) -> EchoResult:
+    def echo(
+        self, node: RemoteNode, *, calling_ae_title: str, timeout: float, cancel: CancelToken | None = None
+    ) -> EchoResult:
         """Is the endpoint there and willing? Never raises for a network problem: the result's
-        ``problem`` and ``message`` say what failed and what to check."""
+        ``problem`` and ``message`` say what failed and what to check. CancelledError when
+        ``cancel`` is cancelled while it waits."""
         ...
 
     def query(self, node: RemoteNode, level: QueryLevel, criteria: dict[str, str], *, model: str,

@@ -16,10 +16,10 @@ class DimseTransport:
     kind = EndpointKind.DIMSE
     retrieve_methods = frozenset({RetrieveMethod.C_GET, RetrieveMethod.C_MOVE})
 
-    def echo(self, node, *, calling_ae_title, timeout):
+    def echo(self, node, *, calling_ae_title, timeout, cancel=None):
         from DICOMPlusLib.network.echo_dimse import echo_dimse
 
-        return echo_dimse(node, calling_ae_title=calling_ae_title, timeout=timeout)
+        return echo_dimse(node, calling_ae_title=calling_ae_title, timeout=timeout, cancel=cancel)
 
     def query(self, node, level, criteria, **kwargs):
         from DICOMPlusLib.network.find import find_dimse

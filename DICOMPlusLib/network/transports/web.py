@@ -21,8 +21,8 @@ class DicomwebTransport:
     kind = EndpointKind.DICOMWEB
     retrieve_methods = frozenset({RetrieveMethod.DICOMWEB})
 
-    def echo(self, node, *, calling_ae_title, timeout):
-        return echo_dicomweb(node, timeout=timeout)
+    def echo(self, node, *, calling_ae_title, timeout, cancel=None):
+        return echo_dicomweb(node, timeout=timeout, cancel=cancel)
 
     def query(
         self, node, level, criteria, *, model, calling_ae_title, limit, cancel, timeout, return_keys, report
