@@ -446,7 +446,7 @@ class PDUStream:
                 if not direct:
                     self.sock.settimeout(left)
             if direct:
-                n = self._read_now(view)
+                n = self._read_now(view, need)
                 if n > 0:
                     continue
                 direct = False  # empty: wait below, with the timeout, for the rest of this PDU
@@ -461,10 +461,10 @@ class PDUStream:
             except OSError as exc:
                 raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from exc
             if n == 0:
-                raise ConnectionClosed("the peer closed the connection")
+                raise ConnectionClosed(self._closed(need))
             self._end += n
 
-    def _read_now(self, view: memoryview) -> int:
+    def _read_now(self, view: memoryview, need: int = 0) -> int:
         """One non-blocking read into the buffer's free space: the bytes read, 0 when the socket
         holds none. Raises ConnectionClosed when the peer closed the connection."""
         try:
@@ -476,9 +476,18 @@ class PDUStream:
         except OSError as exc:
             raise ConnectionClosed(f"connection lost: {exc.strerror or exc}") from exc
         if n == 0:
-            raise ConnectionClosed("the peer closed the connection")
+            raise ConnectionClosed(self._closed(need))
         self._end += n
         return n
+
+    def _closed(self, need: int) -> str:
+        """What a connection closed by the peer cut short: nothing, or a PDU (``need`` bytes
+        from ``_start``, 0: unknown) of which part arrived."""
+        held = self._end - self._start
+        if held <= 0:
+            return "the peer closed the connection"
+        of = f" of {need}" if need > held else ""
+        return f"the peer closed the connection in the middle of a PDU ({held}{of} bytes received)"
 
     def receive_now(self) -> bool:
         """Whether a PDU's bytes are buffered, after at most one non-blocking read (no wait, no
