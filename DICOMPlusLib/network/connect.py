@@ -15,6 +15,7 @@ import errno
 import os
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -54,9 +55,7 @@ def connect_cancellable(host: str, port: int, timeout: float, cancel: Cancel) ->
     create_connection's: socket.gaierror, TimeoutError, ConnectionRefusedError and other OSErrors."""
     deadline = time.monotonic() + timeout
     last: OSError | None = None
-    for family, kind, proto, _name, address in socket.getaddrinfo(
-        lookup_name(host), port, type=socket.SOCK_STREAM
-    ):
+    for family, kind, proto, _name, address in resolve(host, port, timeout, cancel):
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
@@ -82,6 +81,49 @@ def connect_cancellable(host: str, port: int, timeout: float, cancel: Cancel) ->
             sock.close()
             last = exc
     raise last or OSError(f"no address for {host}")
+
+
+def resolve(host: str, port: int, timeout: float, cancel: Cancel) -> list:
+    """``socket.getaddrinfo`` for a TCP connection to ``host``, which a cancel and ``timeout``
+    end: a name server that never answers holds getaddrinfo inside the C library (glibc: 5 s
+    per try and server, tries repeated; a VPN's or a dead server's configuration, much longer),
+    where neither Ctrl-C (a KeyboardInterrupt waits for the call to return) nor the cancel
+    token reaches it. An address is converted at once; a name is looked up in a daemon thread,
+    waited for in slices (:func:`wait_in_slices`), and left to finish on its own when the wait
+    ends. socket.gaierror as getaddrinfo raises it (EAI_AGAIN "no answer" after ``timeout``),
+    CancelledError."""
+    name = lookup_name(host)
+    try:
+        return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name, not an address
+    done = threading.Event()
+    box: list = []
+
+    def look_up() -> None:
+        try:
+            box.append(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting thread
+            box.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name=f"dicomplus-resolve-{host}", daemon=True).start()
+
+    def attempt(seconds: float) -> list:
+        if not done.wait(seconds):
+            raise TimeoutError
+        return box[0]
+
+    try:
+        found = wait_in_slices(attempt, timeout, cancel, f"the address of {host}")
+    except TimeoutError:
+        raise socket.gaierror(
+            socket.EAI_AGAIN, f"the name server did not answer within {timeout:g} s"
+        ) from None
+    if isinstance(found, BaseException):
+        raise found
+    return found
 
 
 def wait_in_slices(
