@@ -24,6 +24,7 @@ def echo_dicomweb(
     import requests
 
     from DICOMPlusLib.network.web.client import client_for
+    from DICOMPlusLib.network.web.connection import cancelled_by
 
     web = node.require_web()
     url = web.url.rstrip("/")
@@ -34,12 +35,13 @@ def echo_dicomweb(
 
     client = client_for(node, timeout=timeout, cancel=cancel)
     try:
-        response = client.session.get(
-            client.base + "/studies",
-            params={"limit": 1},
-            headers={"Accept": "application/dicom+json"},
-            timeout=timeout,
-        )
+        with cancelled_by(cancel):  # the connection and the answer's reads look at the token
+            response = client.session.get(
+                client.base + "/studies",
+                params={"limit": 1},
+                headers={"Accept": "application/dicom+json"},
+                timeout=timeout,
+            )
     except requests.exceptions.SSLError as exc:
         return result(False, problem=EchoProblem.TLS, message=f"TLS with {url} failed: {exc}")
     except requests.exceptions.Timeout:
