@@ -24,9 +24,9 @@ from DICOMPlusLib.errors import CancelledError
 from DICOMPlusLib.jobs import JobState
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.echo import echo
-from DICOMPlusLib.network.models import SendOptions
 from DICOMPlusLib.network.nodes import RemoteNode
 from DICOMPlusLib.network.send import send_paths
+from DICOMPlusLib.network.send_models import SendOptions
 
 #: Instances large enough (8 MiB of pixels each) that the peer's receive window and our send
 #: buffer (4 MiB at most on Linux: net.ipv4.tcp_wmem) fill long before the first is sent.
