@@ -270,6 +270,28 @@ def test_import_and_send_use_the_same_words(storescp, tmp_path, capsys):
     assert code == 0 and "sent 2 of 2" in out and "not DICOM 1" in out
 
 
+@pytest.mark.peers
+def test_a_dicomdir_is_counted_as_a_dicomdir_not_as_not_dicom(storescp, tmp_path, capsys):
+    """A DICOMDIR is DICOM (a media storage directory, PS3.10): the summaries name it, and the
+    "not DICOM" count is left to files that are not DICOM at all."""
+    from pydicom.fileset import FileSet
+
+    series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=65)
+    fs = FileSet()
+    for path in series.files:
+        fs.add(path)
+    media = tmp_path / "media"
+    fs.write(media)
+    (media / "README.txt").write_text("the viewer's notes")
+    code, out, _ = run(capsys, "--db", tmp_path / "db", "import", media)
+    assert code == 0 and "added 2" in out and "DICOMDIR 1, not DICOM 1, failed 0" in out, out
+    code, out, _ = run(capsys, "--db", tmp_path / "db2", "-v", "import", media / "DICOMDIR")
+    assert code == 0 and "added 2" in out and "DICOMDIR 1, not DICOM 0" in out, out
+    assert f"skipped {media / 'DICOMDIR'}: media storage directory" in out
+    code, out, _ = run(capsys, "send", f"{storescp.aet}@{LOOPBACK}:{storescp.port}", media)
+    assert code == 0 and "sent 2 of 2" in out and "DICOMDIR 1, not DICOM 1" in out, out
+
+
 def test_messages_name_the_option(tmp_path, capsys):
     """A C-MOVE destination port that is taken: the message names --listener-port."""
     series = make_series(tmp_path / "s", n=1, rows=4, cols=4, seed=64)

@@ -386,6 +386,12 @@ def not_dicom(reason: str) -> bool:
     return any(r in reason for r in NOT_DICOM_REASONS)
 
 
+def is_dicomdir(reason: str) -> bool:
+    """A DICOMDIR (a media storage directory, PS3.3 Annex F) is DICOM but holds no image: the
+    summaries count it apart from the files that are not DICOM at all."""
+    return "media storage directory" in reason
+
+
 def cancelled_message(done: int, total: int, kept: int, unit: str, resume: str) -> str:
     """The one account a cancelled command prints (``total`` 0: not known yet)."""
     return f"cancelled after {f'{done}/{total}' if total else done} {unit}; {kept} kept; {resume}"

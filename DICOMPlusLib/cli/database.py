@@ -11,6 +11,7 @@ from DICOMPlusLib.cli.app import (
     cancel_on_interrupt,
     cancelled_message,
     counted,
+    is_dicomdir,
     not_dicom,
     parse_keys,
     print_json,
@@ -38,6 +39,8 @@ def cmd_import(args) -> int:
     others = [s for s in report.skipped if not s.reason.startswith("duplicate")]
     ignored = [s for s in others if not_dicom(s.reason)]
     failed = [s for s in others if not not_dicom(s.reason)]
+    dicomdirs = [s for s in ignored if is_dicomdir(s.reason)]
+    ignored = [s for s in ignored if not is_dicomdir(s.reason)]
     if report.cancelled:  # why it stopped first, then what it did: the order it is read in
         kept = report.added + report.unchanged + report.replaced
         print(
@@ -50,13 +53,14 @@ def cmd_import(args) -> int:
     else:
         print(
             f"added {report.added}, unchanged {report.unchanged}, duplicates {len(duplicates)}, "
-            f"not DICOM {len(ignored)}, failed {len(failed)} in {report.seconds:.2f} s ({location(db)})"
+            + (f"DICOMDIR {len(dicomdirs)}, " if dicomdirs else "")
+            + f"not DICOM {len(ignored)}, failed {len(failed)} in {report.seconds:.2f} s ({location(db)})"
         )
-        for skipped in failed + ignored + duplicates:
+        for skipped in failed + dicomdirs + ignored + duplicates:
             if skipped in failed or args.verbose:
                 print(f"  skipped {skipped.path}: {skipped.reason}")
-        if (ignored or duplicates) and not args.verbose:
-            print("  (-v lists the files that are not DICOM and the duplicates by name)")
+        if (dicomdirs or ignored or duplicates) and not args.verbose:
+            print("  (-v lists the skipped files by name, with the reason)")
     if report.cancelled:
         return Exit.INTERRUPTED
     if failed:

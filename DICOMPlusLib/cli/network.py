@@ -28,6 +28,7 @@ from DICOMPlusLib.cli.app import (
     first_signal,
     install_handlers,
     interrupted,
+    is_dicomdir,
     not_dicom,
     print_json,
 )
@@ -370,6 +371,7 @@ def cmd_send(args) -> int:
             bar.close()
     failed = [r for r in report.failed if not not_dicom(r.message)]
     ignored = [r for r in report.failed if not_dicom(r.message)]
+    dicomdirs = [r for r in ignored if is_dicomdir(r.message)]
     if report.cancelled:  # why it stopped first, then what it did: the order it is read in
         _say_cancelled(bar.done, bar.total or len(report.results), report.sent)
     if args.json:
@@ -384,7 +386,8 @@ def cmd_send(args) -> int:
         print(
             f"sent {report.sent} of {total} to {node.address} in {report.seconds:.2f} s ({how})"
             + (f", {report.warnings} with warnings" if report.warnings else "")
-            + (f", not DICOM {len(ignored)}" if ignored else "")
+            + (f", DICOMDIR {len(dicomdirs)}" if dicomdirs else "")
+            + (f", not DICOM {len(ignored) - len(dicomdirs)}" if len(ignored) > len(dicomdirs) else "")
         )
         for r in failed[:20]:
             print(f"  failed {r.path}: {r.message}")
