@@ -189,3 +189,49 @@ def test_thumbnail_without_window_uses_percentiles(tmp_path):
     (info,) = plan_folder(series.folder)
     image = _decode_png(thumbnail(info, size=32))
     assert image.min() == 0 and image.max() == 255
+
+
+def test_convert_names_a_series_without_description_by_number_and_modality(tmp_path, capsys):
+    """Without --name a series with no description was written as ``3.nii.gz``: it is ``3_CT``
+    (series number and modality); one with a description keeps ``%s_%d``."""
+    from dicomplus_testing.synthetic import make_series
+
+    bare = make_series(tmp_path / "bare", n=3, rows=8, cols=8, series_number=3, series_description="")
+    named = make_series(
+        tmp_path / "named", n=3, rows=8, cols=8, series_number=4, series_description="Head CT"
+    )
+    out = tmp_path / "out"
+    for series in (bare, named):
+        code, _, err = run(capsys, "convert", str(series.folder), "--out", f"{out}/")
+        assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "3_CT.json",
+        "3_CT.nii.gz",
+        "4_Head_CT.json",
+        "4_Head_CT.nii.gz",
+    ]
+
+
+def test_convert_does_not_replace_another_files_sidecar(tmp_path, capsys):
+    """A series written as .nii.gz, then as .nrrd under the same name, replaced the NIfTI's JSON
+    sidecar without a word: a usage error (exit 2) before any work, naming the file and the way
+    out; the same command run again still replaces its own files, and --no-sidecar writes."""
+    from dicomplus_testing.synthetic import make_series
+
+    series = make_series(tmp_path / "s", n=3, rows=8, cols=8, series_number=3, series_description="T1")
+    out = tmp_path / "out"
+    assert run(capsys, "convert", str(series.folder), "--out", f"{out}/")[0] == 0
+    assert run(capsys, "convert", str(series.folder), "--out", f"{out}/")[0] == 0  # its own: replaced
+    sidecar = out / "3_T1.json"
+    assert json.loads(sidecar.read_text())["SeriesDescription"] == "T1"
+    sidecar.write_text('{"kept": true}\n')  # what a user may have added to it
+    code, text, err = run(capsys, "convert", str(series.folder), "--out", f"{out}/", "--format", "nrrd")
+    assert code == 2 and text == "" and err.count("\n") == 1, (text, err)
+    assert f"{sidecar} belongs to {out / '3_T1.nii.gz'}" in err and "--no-sidecar" in err, err
+    assert sidecar.read_text() == '{"kept": true}\n' and not (out / "3_T1.nrrd").exists()
+    code, _, err = run(capsys, "convert", str(series.folder), "--out", str(out / "3_T1.nrrd"))
+    assert code == 2 and "belongs to" in err  # --out FILE alike
+    code, _, err = run(
+        capsys, "convert", str(series.folder), "--out", f"{out}/", "--format", "nrrd", "--no-sidecar"
+    )
+    assert code == 0 and (out / "3_T1.nrrd").exists() and sidecar.read_text() == '{"kept": true}\n', err

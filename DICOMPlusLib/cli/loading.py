@@ -134,7 +134,7 @@ def _header(info):
 def _outputs(args, infos, headers) -> list[Path]:
     """One path per volume: ``--out FILE`` for the first and readable suffixes for the others,
     or ``--out FOLDER`` with names from the ``--name`` template."""
-    from DICOMPlusLib.loading.naming import clean, expand, volume_suffix
+    from DICOMPlusLib.loading.naming import clean, default_stem, expand, volume_suffix
 
     out = Path(args.out)
     split = _split_suffix(out.name)
@@ -147,7 +147,10 @@ def _outputs(args, infos, headers) -> list[Path]:
             paths.append(out.with_name(f"{stem}_{volume_suffix(info, index)}{ext}"))
         return _unique(paths)
     ext = "." + (args.format or DEFAULT_FORMAT)
-    stems = [expand(args.name or DEFAULT_TEMPLATE, ds, info) for ds, info in zip(headers, infos, strict=True)]
+    stems = [
+        expand(args.name, ds, info) if args.name else default_stem(ds, info)
+        for ds, info in zip(headers, infos, strict=True)
+    ]
     counts: dict[str, int] = {}
     for stem in stems:
         counts[stem] = counts.get(stem, 0) + 1
@@ -171,6 +174,37 @@ def _unique(paths: list[Path]) -> list[Path]:
             n += 1
         out.append(candidate)
     return out
+
+
+def _companions(args, info, path: Path) -> list[Path]:
+    """The files written beside the volume at ``path``: its JSON sidecar, a DWI's ``.bval`` and
+    ``.bvec`` (NIfTI only)."""
+    from DICOMPlusLib.loading.writers import NIFTI_SUFFIXES
+
+    stem, ext = _split_suffix(path.name) or (path.stem, path.suffix)
+    out = [] if args.no_sidecar else [path.with_name(stem + ".json")]
+    if info.bvals is not None and info.gradients_lps is not None and ext.lower() in NIFTI_SUFFIXES:
+        out += [path.with_name(stem + ".bval"), path.with_name(stem + ".bvec")]
+    return out
+
+
+def _check_companions(args, infos, outputs: list[Path]) -> None:
+    """A volume written again is replaced with its sidecar (the same command run twice gives
+    the same files); but ``3_CT.nrrd`` beside an earlier ``3_CT.nii.gz`` would replace the
+    NIfTI's ``3_CT.json`` (and ``.bval``/``.bvec``) with no word. That is refused before any
+    work, as a usage error (exit 2), like the other ``--out`` conflicts."""
+    for info, path in zip(infos, outputs, strict=True):
+        stem, ext = _split_suffix(path.name) or (path.stem, path.suffix)
+        taken = [p for p in _companions(args, info, path) if p.exists()]
+        if not taken:
+            continue
+        for suffix in SUFFIXES:
+            other = path.with_name(stem + suffix)
+            if suffix != ext.lower() and other.exists():
+                raise _Usage(
+                    f"{taken[0]} belongs to {other}, converted before; writing {path} would replace it: "
+                    "give another --out or --name, or --no-sidecar"
+                )
 
 
 class _Usage(DICOMPlusError):
@@ -204,6 +238,7 @@ def _convert(args) -> int:
         infos = [i for i in infos if not i.localizer] or infos
     headers = [_header(info) for info in infos]
     outputs = _outputs(args, infos, headers)
+    _check_companions(args, infos, outputs)
     token = CancelToken()
     written = []
     for info, ds, path in zip(infos, headers, outputs, strict=True):

@@ -86,6 +86,16 @@ def expand(template: str, ds, info: VolumeInfo) -> str:
     return stem or "volume"
 
 
+def default_stem(ds, info: VolumeInfo) -> str:
+    """The name a volume gets without ``--name``: :data:`DEFAULT_TEMPLATE` (``3_T1_MPRAGE``); a
+    series without a description is named by its series number and modality (``3_CT``), as
+    viewers list it, not by its bare number (``3``), which says nothing about what the file holds."""
+    if clean(_s(ds, "SeriesDescription")):
+        return expand(DEFAULT_TEMPLATE, ds, info)
+    stem = "_".join(part for part in (clean(_s(ds, "SeriesNumber")), clean(_s(ds, "Modality"))) if part)
+    return stem or "volume"
+
+
 def volume_suffix(info: VolumeInfo, index: int) -> str:
     """What tells a volume from the others of its series: its label (echo, image type,
     acquisition), ``localizer``, or its number."""
