@@ -174,6 +174,12 @@ class UsageError(DICOMPlusError):
     """The command line asks for something that cannot be (exit code 2)."""
 
 
+class UnknownNodeError(NetworkError, UsageError):
+    """A node name that is not in the node list (nor an ``AE@HOST:PORT``): a mistake in the
+    command line, like a database path that does not exist (exit code 2); still a
+    :class:`NetworkError` for the callers that catch those."""
+
+
 class CancelledError(DICOMPlusError):
     """The user cancelled the operation. Work committed before the cancel is kept."""
 

@@ -214,7 +214,7 @@ def test_nodes_commands(world, capsys):
     assert code_of(capsys, "nodes", "add", "pacs", "PACS@10.1.2.3:105", "--replace", *nodes)[0] == Exit.OK
     assert code_of(capsys, "nodes", "list", *nodes)[0] == Exit.OK
     assert code_of(capsys, "nodes", "remove", "pacs", *nodes)[0] == Exit.OK
-    assert code_of(capsys, "nodes", "remove", "pacs", *nodes)[0] == Exit.FAILED
+    assert code_of(capsys, "nodes", "remove", "pacs", *nodes)[0] == Exit.USAGE  # none of that name: usage
     assert code_of(capsys, "nodes", "frobnicate", *nodes)[0] == Exit.USAGE
     assert code_of(capsys, "demo", "--no-such-option")[0] == Exit.USAGE
 
@@ -282,6 +282,38 @@ def test_malformed_values_are_usage_errors(world, capsys, tmp_path):
     assert not (tmp_path / "nodes.json").exists()  # no malformed node was written
     assert not any((tmp_path / name).exists() for name in ("r", "l", "i"))  # nor a database made
     assert code_of(capsys, "echo", refused(), "--timeout", "0.5")[0] == Exit.FAILED  # a fraction is fine
+
+
+def test_an_unknown_node_name_is_a_usage_error_everywhere(world, capsys, tmp_path):
+    """A node name that is not configured is a mistake in the command line, as a database path
+    that does not exist is: exit 2 (was 1) from every command that takes a node, before any
+    work (export --send wrote its series first), with the closest configured name. ``--nodes``
+    is taken before the command too, as ``--db`` is."""
+    nodes = tmp_path / "nodes.json"
+    assert code_of(capsys, "--nodes", nodes, "nodes", "add", "pacs", "PACS@127.0.0.1:104")[0] == Exit.OK
+    assert nodes.exists()
+    cases = [
+        ("echo", "pcas"),
+        ("query", "pcas", "PatientID=X"),
+        ("--db", tmp_path / "r", "retrieve", "pcas", "--study", "1.2"),
+        ("send", "pcas", world["ct"].folder),
+        ("--db", world["db"], "send", "pcas", "--study", world["ct"].study_uid),
+        ("--db", world["db"], "export", world["volume"], "--study", world["ct"].study_uid, "--send", "pcas"),
+        ("nodes", "remove", "pcas"),
+    ]
+    before = Database(world["db"]).info()
+    for args in cases:
+        for where in ("before", "after"):
+            line = ("--nodes", nodes, *args) if where == "before" else (*args, "--nodes", nodes)
+            code, out, err = code_of(capsys, *line)
+            assert code == Exit.USAGE, (line, code, out, err)
+            assert (
+                "no node named 'pcas'" in err and "did you mean 'pacs'?" in err and "Traceback" not in err
+            ), err
+            assert not out, (line, out)
+    assert not (tmp_path / "r").exists() and Database(world["db"]).info() == before  # nothing done
+    code, out, err = code_of(capsys, "echo", "https://pacs.example.org/dicom-web", "--nodes", nodes)
+    assert code == Exit.USAGE and "nodes add NAME --dicomweb" in err, err
 
 
 def _serving(args: list[str]) -> tuple[subprocess.Popen, int, queue.Queue[str]]:

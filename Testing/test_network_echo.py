@@ -140,4 +140,4 @@ def test_cli_echo(listener, tmp_path):
         rejected.stdout
     )
     unknown = cli("echo", "nosuchnode", "--nodes", nodes)
-    assert unknown.returncode == 1 and "nodes add" in unknown.stderr
+    assert unknown.returncode == 2 and "nodes add" in unknown.stderr

@@ -220,7 +220,7 @@ def test_cli_nodes(tmp_path):
     assert cli("remove", "w2").returncode == 0 and cli("remove", "both").returncode == 0
     assert "PACS@10.1.2.3:104" in cli("list").stdout
     assert cli("remove", "pacs").returncode == 0
-    assert cli("remove", "pacs").returncode == 1
+    assert cli("remove", "pacs").returncode == 2  # gone: no node of that name (usage)
     assert [n["name"] for n in json.loads(cli("list", "--json").stdout)] == ["web"]
 
 

@@ -31,7 +31,9 @@ def render() -> str:
     out += [f"| {int(code)} | {text} |\n" for code, text in EXIT_MEANINGS.items()]
     out += [f"\n{SERVERS_NOTE[0].upper()}{SERVERS_NOTE[1:]}.\n"]
     out += [
-        "\nThe global options `--db`, `--store`, `-v` and `--json` are accepted before or after the command. "
+        "\nThe global options `--db`, `--store`, `-v` and `--json` are accepted before or after the command; "
+        "`--nodes` before the command, and after the commands that take a node (echo, send, query, retrieve, "
+        "nodes, export --send). "
         "Tables are aligned columns on a terminal and tab-separated (with a header line) when piped; "
         "colour and progress bars only on a terminal.\n\n"
         'Shell completion (bash, zsh): `eval "$(register-python-argcomplete dicomplus)"`.\n'

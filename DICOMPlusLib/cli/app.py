@@ -75,7 +75,7 @@ class Exit(enum.IntEnum):
 EXIT_MEANINGS = {
     Exit.OK: "ok",
     Exit.FAILED: "failed, or did only part of the work (some files not stored, sent or retrieved)",
-    Exit.USAGE: "usage: a bad option or value, or a database or path that does not exist",
+    Exit.USAGE: "usage: a bad option or value, or a database, path or node name that does not exist",
     Exit.HANGUP: "its terminal closed (SIGHUP): ended as by Ctrl-C",
     Exit.INTERRUPTED: "interrupted by Ctrl-C; completed work is kept (run the same command again to resume)",
     Exit.TERMINATED: "killed (SIGTERM: kill, a scheduler's time limit, a container stop): ended as by Ctrl-C",
@@ -114,17 +114,29 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("-v", "--verbose"), dict(action="store_true", help="say more (and log to stderr)")),
     (("--json",), dict(action="store_true", help="print JSON instead of text")),
 )
-_GLOBAL_DEFAULTS = {"db": None, "store": None, "verbose": False, "json": False}
+#: Options taken before any command and after the commands that use them (``--nodes``: echo,
+#: send, query, retrieve, nodes, export), as ``--db`` is before and after every command.
+SHARED_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--nodes",),
+        dict(
+            metavar="FILE",
+            type=user_path,
+            help="node list file (default $DICOMPLUS_NODES, else ~/.config/dicomplus/nodes.json)",
+        ),
+    ),
+)
+_GLOBAL_DEFAULTS = {"db": None, "store": None, "nodes": None, "verbose": False, "json": False}
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     """Let every subcommand (nested ones too) take the global options: they default to
     SUPPRESS there so that a value given before the subcommand is not overwritten."""
-    for flags, kwargs in GLOBAL_OPTIONS:
+    for flags, kwargs in GLOBAL_OPTIONS + SHARED_OPTIONS:
         existing = [parser._option_string_actions[f] for f in flags if f in parser._option_string_actions]
         if existing:
             existing[0].default = argparse.SUPPRESS
-        else:
+        elif (flags, kwargs) in GLOBAL_OPTIONS:
             parser.add_argument(*flags, **{**kwargs, "default": argparse.SUPPRESS})
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -425,7 +437,9 @@ def parse_keys(items: list[str]) -> list[tuple[str, str]]:
 def _modules_for(argv: list[str]) -> list[str]:
     """The command modules a command line needs: the one of its command, none for a bare
     ``--version``, all of them otherwise (help, completion, an unknown command)."""
-    takes_value = {flags[0] for flags, kwargs in GLOBAL_OPTIONS if kwargs.get("action") != "store_true"}
+    takes_value = {
+        flags[0] for flags, kwargs in GLOBAL_OPTIONS + SHARED_OPTIONS if kwargs.get("action") != "store_true"
+    }
     tokens = iter(argv)
     for token in tokens:
         if token in takes_value:
@@ -448,7 +462,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dicomplus {__version__}")
-    for flags, kwargs in GLOBAL_OPTIONS:
+    for flags, kwargs in GLOBAL_OPTIONS + SHARED_OPTIONS:
         parser.add_argument(*flags, **kwargs)
     parser.set_defaults(**_GLOBAL_DEFAULTS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -76,16 +76,22 @@ def read_volume_with_notes(path: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     return array, matrix, notes
 
 
-def _send(args, files: list[Path]) -> dict:
-    """C-STORE the exported files to ``--send NODE`` (a configured name or AE@HOST:PORT)."""
+def _send_node(args):
+    """The node of ``--send NODE`` (a configured name or AE@HOST:PORT), found before any work:
+    a mistyped name is a usage error (exit 2) with nothing exported."""
     try:
         from DICOMPlusLib.network.nodes import NodeStore
-        from DICOMPlusLib.network.send import SendOptions, send_paths
     except ImportError:  # pragma: no cover - a build without the network package
         raise DICOMPlusError(
             "--send is not available in this build (no DICOMPlusLib.network); use --out DIR"
         ) from None
-    node = NodeStore(args.nodes).resolve(args.send)
+    return NodeStore(args.nodes).resolve(args.send)
+
+
+def _send(args, node, files: list[Path]) -> dict:
+    """C-STORE the exported files to the node of ``--send``."""
+    from DICOMPlusLib.network.send import SendOptions, send_paths
+
     bar = ProgressBar("send", not args.json)
     try:
         report = send_paths(
@@ -109,6 +115,7 @@ def cmd_export(args) -> int:
 
     require_paths(args.volume)
     db = open_database(args)  # the database is checked before the volume is read
+    node = _send_node(args) if args.send else None
     array, matrix, notes = read_volume_with_notes(args.volume)
     uids = uid_generator(args)
     metadata = SeriesMetadata(
@@ -139,7 +146,7 @@ def cmd_export(args) -> int:
             progress=bar,
         )
         bar.close()
-        sent = _send(args, list(result.files)) if args.send else None
+        sent = _send(args, node, list(result.files)) if node is not None else None
     finally:
         bar.close()
         if temporary is not None:

@@ -118,6 +118,7 @@ def cmd_nodes_remove(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("nodes", help="configured DICOM nodes: add, list, remove")
+    p.add_argument("--nodes", type=user_path, help=NODES_HELP)
     nodes_sub = p.add_subparsers(dest="nodes_command", metavar="ACTION", required=True)
     a = nodes_sub.add_parser("add", help="add a node")
     a.add_argument("name")

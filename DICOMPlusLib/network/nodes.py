@@ -29,7 +29,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from DICOMPlusLib.errors import DiskFullError, NetworkError, space_error_in
+from DICOMPlusLib.errors import DiskFullError, NetworkError, UnknownNodeError, space_error_in
 from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title, check_port
 from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint, EndpointKind, TLSSettings
 
@@ -363,7 +363,7 @@ class NodeStore:
         for node in nodes:
             if node.name == name:
                 return node
-        raise NetworkError(
+        raise UnknownNodeError(
             f"no node named {name!r} in {self.path}{_known(name, nodes)}; add it with: "
             f"dicomplus nodes add {name} AE@HOST:PORT"
         )
@@ -391,7 +391,7 @@ class NodeStore:
                     del nodes[i]
                     self._write(nodes)
                     return node
-        raise NetworkError(f"no node named {name!r} in {self.path}{_known(name, nodes)}")
+        raise UnknownNodeError(f"no node named {name!r} in {self.path}{_known(name, nodes)}")
 
     def resolve(self, spec: str | RemoteNode) -> RemoteNode:
         """A configured node by name, else ``AE@HOST:PORT``."""
@@ -404,11 +404,11 @@ class NodeStore:
         if "@" in spec:
             return RemoteNode.parse(spec)
         if spec.startswith(("http://", "https://")):
-            raise NetworkError(
+            raise UnknownNodeError(
                 f"a DICOMweb URL is given by the name of a node: add it with 'dicomplus nodes add NAME "
                 f"--dicomweb {spec}', then use NAME"
             )
-        raise NetworkError(
+        raise UnknownNodeError(
             f"no node named {spec!r} in {self.path}{_known(spec, nodes)}; give AE@HOST:PORT or "
             f"add it with 'dicomplus nodes add {spec} AE@HOST:PORT'"
         )
