@@ -176,7 +176,10 @@ def test_search_table_cuts_no_heading_and_no_count(tmp_path):
     SeriesDescription column took 19 columns and rich made room for its heading by cutting the
     others ("Modal…", "SeriesNum…", "Instan…", "dicom2ni…"). A shown column is whole (a long
     name or description may end in "…"), and an empty column is left out without a note. At 80
-    columns the study table cut its counts ("Seri…  Instan…"): they give way too, last."""
+    columns the study table cut its counts ("Seri…  Instan…"): they give way too. At 120 columns
+    the study table left out PatientName and StudyDate and kept the counts: who and when are
+    what a user looks for, they give way last (and a narrow column the room left takes is put
+    back)."""
     db = tmp_path / "db"
     uid = "1.2.826.0.1.3680043.8.498.1326472753970704619609599968845885622"  # 64 characters
     for i in range(3):
@@ -197,10 +200,11 @@ def test_search_table_cuts_no_heading_and_no_count(tmp_path):
 
     for columns in (80, 100, 120, 160):
         heading = table("series", columns)
-        if columns == 120:  # room for the counts and the number beside the UID
-            assert heading == ["PatientID", "Modality", "SeriesNumber", "Instances", "SeriesInstanceUID"]
-    assert table("study", 80) == ["Instances", "StudyInstanceUID"]
-    assert "Series" in table("study", 100)
+        if columns == 120:  # who, when and which series beside the UID; the counts give way
+            assert heading == ["PatientName", "StudyDate", "Modality", "SeriesNumber", "SeriesInstanceUID"]
+    assert table("study", 80) == ["StudyDate", "StudyInstanceUID"]
+    assert table("study", 100) == ["PatientName", "StudyDate", "StudyInstanceUID"]
+    assert table("study", 120) == ["PatientID", "PatientName", "StudyDate", "Modalities", "StudyInstanceUID"]
 
 
 def test_import_progress_and_ctrl_c(instances, tmp_path):

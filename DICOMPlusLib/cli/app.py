@@ -206,13 +206,14 @@ HEADINGS = {
 
 _TEXT_COLUMNS = ("Name", "Description", "path")
 _TEXT_WIDTH = 32
-#: Which columns a narrow terminal hides first (UIDs never: they are what people copy).
-DROP_FIRST = ("StudyDescription", "PatientBirthDate", "PatientName", "StudyDate", "SeriesNumber",
-              "ModalitiesInStudy", "InstanceNumber", "SeriesDescription", "PatientID",
-              # the counts last (at 80 columns a study's 64-character UID leaves room for one)
-              "NumberOfStudyRelatedSeries", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedStudies",
+#: Which columns a narrow terminal hides first (UIDs never: they are what people copy). What
+#: tells who and when (PatientName, then the series' own number and description, the date)
+#: gives way last: a user looking for a patient needs the name more than the counts.
+DROP_FIRST = ("StudyDescription", "NumberOfStudyRelatedSeries", "NumberOfPatientRelatedSeries",
+              "PatientBirthDate", "InstanceNumber", "NumberOfPatientRelatedStudies",
               "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances",
-              "NumberOfPatientRelatedInstances")  # fmt: skip
+              "NumberOfPatientRelatedInstances", "ModalitiesInStudy", "PatientID", "StudyDate",
+              "SeriesDescription", "SeriesNumber", "PatientName")  # fmt: skip
 
 
 def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) -> tuple[list[str], list[str]]:
@@ -238,6 +239,11 @@ def _fit(rows: list[dict], columns: list[str], width: int, *, keep_all: bool) ->
             shown.remove(c)
             if c not in empty:  # an empty column hides nothing
                 hidden.append(c)
+    # the room a wide column left: the most wanted of the narrower hidden ones that fit it
+    for c in reversed(list(hidden)):
+        if sum(need(x) for x in shown) + need(c) <= width:
+            hidden.remove(c)
+            shown = [x for x in columns if x in shown or x == c]
     return shown, hidden
 
 
