@@ -181,3 +181,30 @@ def test_clear_errors(postgres_url, tmp_path):
     assert (
         main(["db", "migrate", "--from", str(tmp_path / "sqlite"), "--to", str(tmp_path / "x.sqlite")]) == 2
     )
+
+
+def test_move_files_into_another_store_than_the_recorded_one_says_so(postgres_url, tmp_path, capsys):
+    """``--store X --move-files`` into a database that records the store Y put the files in X
+    with no word: --store wins for the command (as on every command), and a note on stderr names
+    both before anything moves; the summary says where the files went."""
+    recorded, other = tmp_path / "recorded", tmp_path / "other"
+    assert main(["--db", postgres_url, "--store", str(recorded), "info"]) == 0
+    src, _ = _sqlite(tmp_path)
+    src.close()
+    capsys.readouterr()
+    code = main(["db", "migrate", "--from", str(tmp_path / "sqlite"), "--to", postgres_url,
+                 "--store", str(other), "--move-files"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"records the store {recorded}; --store moves these files into {other}" in err, err
+    assert f"files moved 16 into {other}" in out, out
+    with open_database(postgres_url) as dst:
+        assert str(dst.store.root) == str(recorded)  # the database still records its own
+        assert all(path.startswith(f"{other}/") for path in dst.instance_paths().values())
+    # the recorded store itself, or no --store: no note
+    src, _ = _sqlite(tmp_path / "again")
+    src.close()
+    code = main(["db", "migrate", "--from", str(tmp_path / "again" / "sqlite"), "--to", postgres_url,
+                 "--store", str(recorded), "--move-files", "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0 and "note:" not in err and json.loads(out)["store"] == str(recorded), err

@@ -264,6 +264,7 @@ def cmd_db_migrate(args) -> int:
 
     if not is_postgres_url(args.to):
         raise UsageError(f"--to must be a postgresql:// URL, not {args.to!r}")
+    _say_another_store(args)
     bar = ProgressBar("migrate", not args.json)
     with cancel_on_interrupt(CancelToken()) as token:
         try:
@@ -279,7 +280,7 @@ def cmd_db_migrate(args) -> int:
     if args.json:
         print_json(report.to_dict())
     else:
-        moved = f", files moved {report.files_moved}" if args.move_files else ""
+        moved = f", files moved {report.files_moved} into {report.store}" if args.move_files else ""
         print(
             f"copied {report.copied}, already there {report.already}{moved}, sources {report.sources} "
             f"in {report.seconds:.2f} s ({args.source} -> {redact(args.to)})"
@@ -289,6 +290,28 @@ def cmd_db_migrate(args) -> int:
     if report.cancelled:
         return Exit.INTERRUPTED
     return Exit.OK
+
+
+def _say_another_store(args) -> None:
+    """``--store X --move-files`` into a database that records the store Y moves the files into X,
+    as ``--store`` on any command overrides the recorded store for that command (docs/deployment.md);
+    the rows then point into X, which the workstations that use Y may not reach: said once on
+    stderr before anything moves, with the way to use Y."""
+    import os
+
+    from DICOMPlusLib.database.postgres import recorded_store, redact
+
+    if args.store is None or not args.move_files:
+        return
+    recorded = recorded_store(args.to)
+    chosen = os.path.abspath(args.store)
+    if recorded is not None and chosen != os.path.abspath(recorded):
+        print(
+            f"note: {redact(args.to)} records the store {recorded}; --store moves these files into {chosen}, "
+            f"where only the machines that reach {chosen} find them (without --store they go to {recorded})",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cmd_db_backup(args) -> int:
@@ -332,7 +355,8 @@ is left as it is). Resumable: run the same command again after a failure, a kill
 continues where the last committed batch ended. The SQLite database is only read.
 Files: --keep-files (default) leaves them where they are (the rows point at them; without --store,
 a new PostgreSQL database takes the SQLite store as its store); --move-files moves them into the
-PostgreSQL store (--store, or the one it records). Files imported with --link are never moved."""
+PostgreSQL store (--store, or the one it records; a --store other than the recorded one is used
+for this command, as on any command, and a note says so). Files imported with --link are never moved."""
 
 
 SEARCH_HELP = """\

@@ -71,6 +71,7 @@ class MigrateReport:
     sources: int = 0
     seconds: float = 0.0
     cancelled: bool = False
+    store: str = ""  # the PostgreSQL store this run used (where moved files went)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +115,7 @@ def migrate(
         if store is None and not move_files:
             store = recorded_store(target) or src.store_root
         dst = stack.enter_context(PostgresDatabase(target, store_dir=store))
+        report.store = str(dst.store.root)
         reader = src._reader()
         (report.total,) = reader.execute("SELECT COUNT(*) FROM instances").fetchone()
         done = 0
