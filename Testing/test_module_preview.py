@@ -184,6 +184,28 @@ def test_autoplay_through_time_for_4d(preview, qtbot, manifest):
     assert times[:3] == [1, 2, 3] and preview.currentSlice() == 7
 
 
+def test_the_slice_and_time_sliders_line_up(preview, qtbot, manifest):
+    """The slice slider started after Play and its speed, the time slider after the word "Time",
+    ~100 px to the left (docs/images/preview-4d.png): both start and end at the same x; a 3D
+    series shows no time row."""
+    import qt
+
+    show(preview, qtbot, series_uid_of(manifest["dev_mr_4d_fmri"]))
+    qt.QApplication.processEvents()
+    sliceSlider, timeSlider = preview.findChildren(qt.QSlider)
+    assert "Slice" in sliceSlider.toolTip and "Time" in timeSlider.toolTip
+    assert sliceSlider.visible and timeSlider.visible
+
+    def span(slider) -> tuple[int, int]:
+        left = slider.mapTo(preview, qt.QPoint(0, 0)).x()
+        return left, left + slider.width
+
+    assert span(sliceSlider) == span(timeSlider), (span(sliceSlider), span(timeSlider))
+    assert span(sliceSlider)[1] - span(sliceSlider)[0] > 100  # room to drag at 420 px
+    show(preview, qtbot, series_uid_of(manifest["dev_ct_gantry_tilt"]))
+    assert sliceSlider.visible and not timeSlider.visible
+
+
 def window_from_tags(entry):
     """(width, center) of the first WindowWidth/WindowCenter pair of the middle slice, by pydicom."""
     middle = pydicom.dcmread(files_at_slices(entry)[entry["expected"]["dims"][2] // 2][0])

@@ -73,39 +73,60 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._view.viewChanged.connect(self._updateCorners)
         layout.addWidget(self._view, 1)
 
-        self._playButton = qt.QToolButton(self)
+        # the slice and time sliders in one grid: both start at the same x, after the widest
+        # leading cell (Play and its speed), and end at the same x; in two rows of their own
+        # each slider started after its own leading widget, 100 px apart. What autoplay plays
+        # sits in the time row's leading cell (shown for 4D series only), which Play's width
+        # leaves room for: the sliders keep the rest of Slicer's ~300 px panel
+        sliders = qt.QWidget(self)
+        grid = qt.QGridLayout(sliders)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setColumnStretch(1, 1)
+        playCell = qt.QWidget(sliders)
+        playLayout = qt.QHBoxLayout(playCell)
+        playLayout.setContentsMargins(0, 0, 0, 0)
+        self._playButton = qt.QToolButton(playCell)
         self._playButton.checkable = True
         self._playButton.setToolButtonStyle(qt.Qt.ToolButtonTextBesideIcon)
         self._playButton.toolTip = _("Play through the slices (autoplay), or pause")
         self._playButton.connect("toggled(bool)", self._onPlayToggled)
-        self._sliceSlider, self._sliceLabel = self._sliderRow(layout, self._playButton, self.setCurrentSlice)
-        self._sliceSlider.toolTip = _(
-            "Slice, in geometric order (as loaded); the mouse wheel in the view too"
-        )
-        timeTitle = qt.QLabel(_("Time"), self)
-        self._timeSlider, self._timeLabel = self._sliderRow(layout, timeTitle, self.setCurrentTimePoint)
-        self._timeSlider.toolTip = _("Time point (4D series)")
-        self._timeRow = self._timeSlider.parentWidget()
-        # what autoplay plays sits on the time row (shown for 4D series only): the controls'
-        # row below stays narrow enough for Slicer's module panel (~300 px inside a section)
-        self._playAxisBox = qt.QComboBox(self._timeRow)
-        self._playAxisBox.addItem(_("Slices"))
-        self._playAxisBox.addItem(_("Time"))
-        self._playAxisBox.toolTip = _("Autoplay through the slices or through the time points")
-        self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
-        self._timeRow.layout().addWidget(self._playAxisBox)
-
+        playLayout.addWidget(self._playButton)
         # the speed sits beside Play, which it belongs to: the row below keeps its room for the
         # window preset's name (with the speed there, "From the DICOM tags" showed as "From the
         # DIC" at Slicer's 340 px panel)
-        self._speedBox = qt.QSpinBox(self._playButton.parentWidget())
+        self._speedBox = qt.QSpinBox(playCell)
         self._speedBox.minimum = 1
         self._speedBox.maximum = 60
         self._speedBox.value = 8
         self._speedBox.suffix = " fps"
         self._speedBox.toolTip = _("Autoplay speed, frames per second")
         self._speedBox.connect("valueChanged(int)", self.setSpeed)
-        self._playButton.parentWidget().layout().insertWidget(1, self._speedBox)
+        playLayout.addWidget(self._speedBox)
+        grid.addWidget(playCell, 0, 0)
+        self._sliceSlider, self._sliceLabel = self._slider(sliders, self.setCurrentSlice)
+        self._sliceSlider.toolTip = _(
+            "Slice, in geometric order (as loaded); the mouse wheel in the view too"
+        )
+        grid.addWidget(self._sliceSlider, 0, 1)
+        grid.addWidget(self._sliceLabel, 0, 2)
+        timeCell = qt.QWidget(sliders)
+        timeLayout = qt.QHBoxLayout(timeCell)
+        timeLayout.setContentsMargins(0, 0, 0, 0)
+        timeLayout.addWidget(qt.QLabel(_("Time"), timeCell))
+        self._playAxisBox = qt.QComboBox(timeCell)
+        self._playAxisBox.addItem(_("Play slices"))
+        self._playAxisBox.addItem(_("Play time"))
+        self._playAxisBox.toolTip = _("Autoplay through the slices or through the time points")
+        self._playAxisBox.connect("currentIndexChanged(int)", self._onPlayAxisChosen)
+        timeLayout.addWidget(self._playAxisBox)
+        timeLayout.addStretch(1)
+        grid.addWidget(timeCell, 1, 0)
+        self._timeSlider, self._timeLabel = self._slider(sliders, self.setCurrentTimePoint)
+        self._timeSlider.toolTip = _("Time point (4D series)")
+        grid.addWidget(self._timeSlider, 1, 1)
+        grid.addWidget(self._timeLabel, 1, 2)
+        self._timeRow = (timeCell, self._timeSlider, self._timeLabel)
+        layout.addWidget(sliders)
 
         controls = qt.QHBoxLayout()
         self._presetBox = qt.QComboBox(self)
@@ -148,23 +169,20 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         layout.addWidget(self._resampleButton)
         self._updatePlayButton()
 
-    def _sliderRow(self, layout, leading, slot):
-        row = qt.QWidget(self)
-        rowLayout = qt.QHBoxLayout(row)
-        rowLayout.setContentsMargins(0, 0, 0, 0)
-        leading.setParent(row)
-        rowLayout.addWidget(leading)
-        slider = qt.QSlider(qt.Qt.Horizontal, row)
+    def _slider(self, parent, slot):
+        """A slider and the label of its position ("8 / 15")."""
+        slider = qt.QSlider(qt.Qt.Horizontal, parent)
         slider.minimum = 0
         slider.maximum = 0
         slider.connect("valueChanged(int)", slot)
-        rowLayout.addWidget(slider, 1)
-        label = qt.QLabel(_("-"), row)
+        label = qt.QLabel(_("-"), parent)
         label.minimumWidth = qt.QFontMetrics(label.font).horizontalAdvance("0000 / 0000")
         label.alignment = qt.Qt.AlignRight | qt.Qt.AlignVCenter
-        rowLayout.addWidget(label)
-        layout.addWidget(row)
         return slider, label
+
+    def _showTimeRow(self, shown: bool) -> None:
+        for widget in self._timeRow:
+            widget.visible = shown
 
     # -- source and series -------------------------------------------------------------------------
     def setDatabase(self, source):
@@ -238,9 +256,8 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._setRange(self._sliceSlider, 0)
         self._setRange(self._timeSlider, 0)
         self._sliceLabel.text = _("-")
-        self._timeRow.visible = False
+        self._showTimeRow(False)
         self._volumeBox.visible = False
-        self._playAxisBox.visible = False
         self._setPresetItems()
         self._showWarnings([])
         self._updateEnabled()
@@ -519,8 +536,7 @@ class DICOMPlusPreviewWidget(qt.QWidget):
         self._setValue(self._volumeBox, index, "currentIndex")
         self._setRange(self._sliceSlider, model.sliceCount() - 1)
         self._setRange(self._timeSlider, model.timePointCount() - 1)
-        self._timeRow.visible = model.timePointCount() > 1
-        self._playAxisBox.visible = model.timePointCount() > 1
+        self._showTimeRow(model.timePointCount() > 1)
         self._setPresetItems()
         self._showWarnings([T.warningText(w) for w in model.info.warnings])
         self._resampleButton.visible = T.offersResample(model.info.warnings)
