@@ -3,6 +3,8 @@ signals, using only their public API: no findChildren, no private attributes."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from dicomplus_testing.synthetic import make_series
@@ -173,15 +175,31 @@ def test_activity_widget_runs_and_cancels_jobs(host, qtbot, screenshot):
     qtbot.waitUntil(lambda: host.activity.progressOf(slow)[0] >= 10)
     assert host.activity.progressOf(slow)[1] == 100 and "of 100" in host.activity.rowText(slow)
     assert host.activity.runningJobs() == [slow]
-    # the status line says what runs and how far it is (not a count, not "Idle")
-    qtbot.waitUntil(lambda: host.activity.status().startswith("Running: Slow job: 1"))
-    assert host.activity.status() == f"Running: {host.activity.rowText(slow)} (10%)", host.activity.status()
+    # the status line says what the rows do not: not "Idle", and not "Running: Slow job: 10 of
+    # 100 (10%)" above the row that says "Slow job: 10 of 100" with its bar
+    assert host.activity.status() == "1 task running", host.activity.status()
+    assert host.activity.rowsInView() == 2
     screenshot(host.activity, "embed_activity_running")
+    # two newer tasks push the slow one's row out of view: the line names it, with its progress
+    gates = [threading.Event(), threading.Event()]
+    newer = [host.activity.addJob(Job(f"Newer job {i}", lambda p, c, g=g: g.wait(60)).start())
+             for i, g in enumerate(gates)]  # fmt: skip
+    assert host.activity.status() == f"3 tasks running; below: {host.activity.rowText(slow)} (10%)", (
+        host.activity.status()
+    )
+    for gate in gates:
+        gate.set()
+    qtbot.waitUntil(lambda: all(job.finished for job in newer))
+    qtbot.waitUntil(
+        lambda: host.activity.status() == f"1 task running; below: {host.activity.rowText(slow)} (10%)"
+    )
     qtbot.mouseClick(host.activity.cancelButtonFor(slow), qt.Qt.LeftButton)
-    qtbot.waitUntil(lambda: host.finished == ["Quick job", "Slow job"])
+    qtbot.waitUntil(lambda: "Slow job" in host.finished)
     assert "cancelled" in host.activity.rowText(slow)
     assert not host.activity.cancelButtonFor(slow).enabled
-    assert host.activity.status() == "Slow job: cancelled"  # its outcome, as no host said more
+    assert host.activity.status() == "Idle"  # its row says its outcome, as no host said more
+    host.activity.setStatus("Imported 3 instances")
+    assert host.activity.status() == "Imported 3 instances"
     host.activity.setStatus("")
     assert host.activity.status() == "Idle"
     host.activity.clearFinished()

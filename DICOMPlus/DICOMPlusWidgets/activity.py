@@ -56,7 +56,7 @@ class DICOMPlusActivityWidget(qt.QWidget):
 
     POLL_MS = 100
     KEEP_FINISHED = 8  # rows of finished jobs kept (the newest)
-    ROWS_SHOWN = 2  # rows in view; the others scroll (the status line names every running task)
+    ROWS_SHOWN = 2  # rows in view; the others scroll (the status line names the running ones)
 
     def __init__(self, parent=None):
         qt.QWidget.__init__(self, parent)
@@ -152,9 +152,10 @@ class DICOMPlusActivityWidget(qt.QWidget):
 
     def setStatus(self, text):
         """The host's message for the line above the jobs ("" gives back "Idle"). While a task
-        runs the line says what is running and how far it is: a message set before (the panel's
-        "Idle (DICOMPlusLib 0.1.0)") said Idle through a whole retrieve. The message shows again
-        when nothing runs; a task that ends without a new message leaves its outcome there."""
+        runs the line says how many run (and how far those scrolled out of view are): a message
+        set before (the panel's "Idle (DICOMPlusLib 0.1.0)") said Idle through a whole retrieve.
+        The message shows again when nothing runs; a task that ends without a new message leaves
+        Idle (its row says its outcome; an older message would be stale)."""
         self._status = text or ""
         self._statusSets += 1
         self._updateStatus()
@@ -168,16 +169,22 @@ class DICOMPlusActivityWidget(qt.QWidget):
         return f"{job.name}..."
 
     def _updateStatus(self):
+        """The line says what the rows below do not: how many tasks run, and the progress of
+        those whose rows have scrolled out of view (newest first, as the rows); with every row
+        in view, "Running: Import 10 items: 240 of 1000 (24%)" above "Import 10 items: 240 of
+        1000" and its bar said the same thing twice. Nothing running: the host's message, or Idle."""
         running = self.runningJobs()
-        if len(running) == 1:
-            self._statusLabel.text = _("Running: {task}").format(task=self._progressText(running[0]))
-        elif running:  # newest first, as the rows below
-            self._statusLabel.text = _("{tasks} running: {progress}").format(
-                tasks=T.count(len(running), _("task"), _("tasks")),
-                progress="; ".join(self._progressText(job) for job in running),
-            )
-        else:
+        if not running:
             self._statusLabel.text = self._status or _("Idle")
+            return
+        inView = [row.job for row in self._rows[: self.ROWS_SHOWN]]
+        below = [job for job in running if not any(job is shown for shown in inView)]
+        text = _("{tasks} running").format(tasks=T.count(len(running), _("task"), _("tasks")))
+        if below:
+            text = _("{running}; below: {progress}").format(
+                running=text, progress="; ".join(self._progressText(job) for job in below)
+            )
+        self._statusLabel.text = text
 
     # -- polling ----------------------------------------------------------------------------------
     def _poll(self):
@@ -200,8 +207,8 @@ class DICOMPlusActivityWidget(qt.QWidget):
                 onDone(row.job)
             self.jobFinished.emit(row.job.name)
             self.jobEnded.emit(row.job)
-            if self._statusSets == sets:  # no host message about it: its outcome ("X: done in 2.1 s")
-                self._status = row.label.text
+            if self._statusSets == sets:  # no host message about it: its row says its outcome
+                self._status = ""
         if ended:
             for row in [r for r in self._rows if r.reported][self.KEEP_FINISHED :]:
                 self._removeRow(row)
