@@ -134,6 +134,10 @@ def test_export_and_bundle_buttons_in_the_panel(dicomplus_module, qtbot, tmp_pat
         widget.ui.networkCollapsibleButton.collapsed = True
         widget.ui.previewCollapsibleButton.collapsed = True
         fit_panel(widget, 440, 900)
+        # the exported series' tile as a user sees it a moment later: its thumbnail, not the grey
+        # placeholder it has until the thumbnail is made (the bundle has no image: "OT" is its tile)
+        exported = next(s for s in series if s.Modality == "CT" and s.SeriesInstanceUID != source.series_uid)
+        qtbot.waitUntil(lambda: widget.browser.hasThumbnail(exported.SeriesInstanceUID), timeout=30_000)
         screenshot(widget.parent, "panel_export")
         # loading the bundle series adds the scene back (one more copy of the volume)
         before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
