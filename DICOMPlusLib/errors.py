@@ -146,12 +146,23 @@ class DiskFullError(DICOMPlusError):
     ) -> None:
         self.path, self.done, self.total, self.what = str(path), done, total, what
         head = f"stored {done} of {total} {what}; " if done is not None and total is not None else ""
-        super().__init__(
-            f"{head}the disk holding {path} is full: free space there and run the same command again"
-        )
+        super().__init__(f"{head}{disk_holding(path)} is full: free space there and run the same command again")
 
     def __reduce__(self):  # the engine sends it to the host pickled: rebuilt from its fields
         return (type(self), (self.path, self.done, self.total, self.what))
+
+
+class DatabaseFullError(DiskFullError, DatabaseError):
+    """The disk of a database server filled (PostgreSQL's SQLSTATE 53100, disk_full): ``path``
+    is the database's URL, without its password. The server rolled the transaction back."""
+
+
+def disk_holding(path: str) -> str:
+    """How a message names the disk that filled: the one holding a file or folder, or, for a
+    ``postgresql://`` URL, the database server's (the user frees space on that machine)."""
+    if path.startswith("postgresql://"):
+        return f"the disk of the PostgreSQL server holding {path}"
+    return f"the disk holding {path}"
 
 
 #: The errnos of "no room": ENOSPC, EDQUOT (a quota), EFBIG (a size limit).

@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Iterator, Sequence
 
-from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.errors import DatabaseError, DatabaseFullError
 
 CONNECT_TIMEOUT_S = 10
 
@@ -157,11 +157,29 @@ class PgConnection:
             self.raw.close()
 
 
+#: PostgreSQL's SQLSTATE for a full disk (PostgreSQL Appendix A, class 53: insufficient resources).
+DISK_FULL = "53100"
+#: How the server's messages end when a write found no room but the SQLSTATE does not say so:
+#: PostgreSQL maps only ENOSPC to 53100 (an exceeded quota is XX000, internal_error, and a
+#: network file system may report ENOSPC late, as an I/O error, 58030).
+_NO_ROOM = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a psycopg error says the server's disk (or its quota) is full."""
+    if getattr(exc, "sqlstate", None) == DISK_FULL:
+        return True
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None) or ""
+    return getattr(exc, "sqlstate", None) is not None and primary.endswith(_NO_ROOM)
+
+
 def _database_error(where: str, exc: BaseException) -> DatabaseError:
     import psycopg
 
     if isinstance(exc, DatabaseError):
         return exc
+    if is_disk_full(exc):  # the transaction was rolled back; one line, as for a full local disk
+        return DatabaseFullError(where)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return DatabaseError(
             f"{where}: permission denied ({str(exc).strip()}); the database role needs SELECT, INSERT, "

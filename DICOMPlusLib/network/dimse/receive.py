@@ -33,6 +33,7 @@ from DICOMPlusLib.database.ingest import (
     StoredInstance,
     StoreStatus,
 )
+from DICOMPlusLib.errors import disk_holding
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.uids import valid_uid_text
@@ -208,8 +209,8 @@ class DatabaseSink:
         with self._said_lock:
             said, self._full_said = self._full_said, True
         if not said:
-            logger.warning("the disk holding %s is full: instances sent to us are refused (0xA700, out of "
-                           "resources) until there is room; free space there", self.ingest.full)  # fmt: skip
+            logger.warning("%s is full: instances sent to us are refused (0xA700, out of resources) until "
+                           "there is room; free space there", disk_holding(self.ingest.full))  # fmt: skip
         return StoreOutcome(Status.OUT_OF_RESOURCES, "out of disk space")
 
     def store_bytes(self, meta: ReceiveMeta, data: bytes | memoryview) -> StoreOutcome:

@@ -1,0 +1,192 @@
+"""A shared PostgreSQL index whose server's disk fills: ``import``, ``listen`` and ``retrieve``
+into a ``postgresql://`` database whose tables sit in a tablespace on a real, small tmpfs
+(mounted by the test as root, as test_disk_full.py does for the store and SQLite).
+
+PostgreSQL says "could not extend file ...: No space left on device" (SQLSTATE 53100, disk_full)
+and rolls the transaction back; the command says so in one line naming the database, exits 1
+(the listener answers 0xA700), keeps what was committed before, leaves no file in the store
+without its row, and completes once there is room again.
+
+Only the data files are on the small disk: a full WAL disk is not an error PostgreSQL returns to
+the client (it PANICs and restarts, docs/reliability.md "A full disk").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import evt
+
+from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import free_port
+from DICOMPlusLib.database import Database, open_database
+from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from test_disk_full import dicomplus, fill, grow
+
+N = 960  # two of the import's transactions (480 each); a row and its index entries take ~3.6 KiB
+
+
+@contextlib.contextmanager
+def small_tablespace(server, size: str = "4m"):
+    """A database on ``server`` whose tables go to a tablespace on a tmpfs of ``size`` (its
+    catalog and the server's WAL stay on the server's own disk); yields (url, mount point)."""
+    import psycopg
+
+    mount = Path(tempfile.mkdtemp(prefix="dicomplus-pgfull-"))  # /tmp: the server's user reaches it
+    os.chmod(mount, 0o755)
+    owner = [f"uid={server.user.pw_uid},gid={server.user.pw_gid}"] if server.user is not None else []
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", "mode=0700", *owner]),
+                           "tmpfs", str(mount)], capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        mount.rmdir()
+        pytest.fail(f"this test needs a real small file system, and mounting a tmpfs failed "
+                    f"({proc.stderr.strip()}): run it as root (the CI does)")  # fmt: skip
+    space = "t_" + uuid.uuid4().hex[:12]
+    url = server.create_database()
+    name = url.rsplit("/", 1)[1]
+    try:
+        (mount / "ts").mkdir()
+        if server.user is not None:
+            os.chown(mount / "ts", server.user.pw_uid, server.user.pw_gid)
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE TABLESPACE {space} LOCATION '{mount / 'ts'}'")
+            conn.execute(f'ALTER DATABASE "{name}" SET default_tablespace = {space}')
+        yield url, mount
+    finally:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f"DROP TABLESPACE IF EXISTS {space}")
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        with contextlib.suppress(OSError):
+            mount.rmdir()
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return make_series(tmp_path_factory.mktemp("pgfull") / "ct", n=N, rows=16, cols=16,
+                       patient_id="PGFULL1", seed=53)  # fmt: skip
+
+
+def assert_one_line_full(code: int, err: str, url: str, what: str | None = None) -> int | None:
+    """Exit 1 and one line naming the database's disk; returns how many it says were stored."""
+    assert code == 1, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    shown = re.escape(url.split("://", 1)[1])
+    match = re.fullmatch(
+        rf"dicomplus: error: (?:stored (\d+) of (\d+) {what or '[a-z]+'}; )?the disk of the PostgreSQL server "
+        rf"holding postgresql://{shown} is full: free space there and run the same command again\n",
+        err,
+    )
+    assert match, err
+    return int(match.group(1)) if match.group(1) is not None else None
+
+
+def assert_consistent(url: str, store: Path) -> int:
+    """Every row's file whole and readable, no file in the store without its row, no temporary
+    left. Returns the number of instances."""
+    with open_database(url, store=store) as db:
+        rows = db._reader().execute("SELECT SOPInstanceUID, path, size FROM instances").fetchall()
+    for sop, path, size in rows:
+        assert os.path.getsize(path) == size, sop
+        assert str(pydicom.dcmread(path).SOPInstanceUID) == sop
+    stored = {os.path.realpath(p) for p in store.rglob("*.dcm")}
+    inside = {os.path.realpath(p) for _, p, _ in rows}
+    assert stored == inside, sorted(stored ^ inside)
+    assert not [p for p in store.rglob("*") if p.is_file() and p.suffix != ".dcm" and "lock" not in p.name]
+    return len(rows)
+
+
+def test_import_into_a_full_database_server(postgres_server, series, tmp_path):
+    store = tmp_path / "store"
+    with small_tablespace(postgres_server) as (url, disk):
+        open_database(url, store=store).close()  # the tables, on the small disk
+        fill(disk, 2600 << 10)  # room for the first transaction, not the second
+        code, _, err = dicomplus("--db", url, "--store", store, "import", series.folder)
+        stored = assert_one_line_full(code, err, url, "files")
+        assert stored is not None and 0 < stored < N, stored
+        assert assert_consistent(url, store) == stored
+        grow(disk)  # the rolled-back rows' pages stay in the tables until a vacuum: more room than before
+        code, out, err = dicomplus("--db", url, "--store", store, "import", series.folder)
+        assert code == 0, err
+        assert f"added {N - stored}, unchanged {stored}" in out, out
+        assert assert_consistent(url, store) == N
+
+
+# -- receiving and retrieving: one instance per transaction ---------------------------------------
+@pytest.fixture(scope="module")
+def pacs(series, tmp_path_factory):
+    """The Q/R SCP of ``dicomplus serve`` over the series (an SQLite database of its own)."""
+    root = tmp_path_factory.mktemp("pgpacs")
+    db = Database(root / "db")
+    db.import_paths([series.folder], jobs=1)
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="FULLPACS", port=0, host=LOOPBACK,
+                                           destinations=(Destination("DICOMPLUS", LOOPBACK, free_port()),)))  # fmt: skip
+    server.start()
+    requests: list[str] = []
+    assert server._server is not None
+    server._server.bind(evt.EVT_DIMSE_RECV, lambda event: requests.append(type(event.message).__name__))
+    yield f"FULLPACS@{LOOPBACK}:{server.port}", requests
+    server.stop()
+    db.close()
+
+
+def test_retrieve_into_a_full_database_server(postgres_server, series, pacs, tmp_path):
+    """A C-GET whose instances the server cannot index: "stored N of M", the PACS asked once."""
+    node, requests = pacs
+    store = tmp_path / "store"
+    with small_tablespace(postgres_server) as (url, disk):
+        open_database(url, store=store).close()
+        filler = fill(disk, 320 << 10)
+        argv = ["--db", url, "--store", store, "retrieve", node, "--study", series.study_uid, "--method", "get"]
+        requests.clear()
+        code, _, err = dicomplus(*argv, timeout=300)
+        stored = assert_one_line_full(code, err, url, "instances")
+        assert stored is not None and 0 < stored < N, stored
+        assert [r for r in requests if r == "C_GET_RQ"] == ["C_GET_RQ"], requests
+        assert assert_consistent(url, store) == stored
+        filler.unlink()
+        code, out, err = dicomplus(*argv, timeout=300)
+        assert code == 0, err
+        assert f"({stored} already here), complete" in out, out
+        assert assert_consistent(url, store) == N
+
+
+def test_listen_into_a_full_database_server(postgres_server, series, dcmtk, tmp_path):
+    """storescu into ``listen``: 0xA700 for each instance the server cannot index, one line on
+    stderr naming the server's disk, every instance answered Success in the index and the store."""
+    port = free_port()
+    store = tmp_path / "store"
+    files = series.files[:200]
+    with small_tablespace(postgres_server) as (url, disk):
+        open_database(url, store=store).close()
+        filler = fill(disk, 320 << 10)
+        argv = ["--db", url, "--store", store, "listen", "--port", port, "--host", LOOPBACK]
+        with dicomplus_server(*argv, port=port) as proc:
+            sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
+            answers = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
+            assert len(answers) == len(files), sent.stdout + sent.stderr
+            stored = answers.count("Success")
+            assert 0 < stored < len(files), answers
+            assert answers[stored:] == ["Refused: OutOfResources"] * (len(files) - stored), answers
+            assert assert_consistent(url, store) == stored
+            filler.unlink()
+            dcmtk.run("storescu", "-aec", "ANY", LOOPBACK, port, *files)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), err
+        shown = url.split("://", 1)[1]
+        assert err.splitlines() == [
+            f"dicomplus: the disk of the PostgreSQL server holding postgresql://{shown} is full: instances sent "
+            "to us are refused (0xA700, out of resources) until there is room; free space there"
+        ], err
+        assert assert_consistent(url, store) == len(files)
