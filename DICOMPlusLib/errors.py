@@ -146,7 +146,9 @@ class DiskFullError(DICOMPlusError):
     ) -> None:
         self.path, self.done, self.total, self.what = str(path), done, total, what
         head = f"stored {done} of {total} {what}; " if done is not None and total is not None else ""
-        super().__init__(f"{head}{disk_holding(path)} is full: free space there and run the same command again")
+        super().__init__(
+            f"{head}{disk_holding(path)} is full: free space there and run the same command again"
+        )
 
     def __reduce__(self):  # the engine sends it to the host pickled: rebuilt from its fields
         return (type(self), (self.path, self.done, self.total, self.what))

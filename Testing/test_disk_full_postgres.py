@@ -3,12 +3,14 @@ into a ``postgresql://`` database whose tables sit in a tablespace on a real, sm
 (mounted by the test as root, as test_disk_full.py does for the store and SQLite).
 
 PostgreSQL says "could not extend file ...: No space left on device" (SQLSTATE 53100, disk_full)
-and rolls the transaction back; the command says so in one line naming the database, exits 1
-(the listener answers 0xA700), keeps what was committed before, leaves no file in the store
-without its row, and completes once there is room again.
+and rolls the transaction back; the command says so in one line naming the database's server,
+exits 1 (the listener answers 0xA700), keeps what was committed before, leaves no file in the
+store without its row, and completes once there is room again.
 
-Only the data files are on the small disk: a full WAL disk is not an error PostgreSQL returns to
-the client (it PANICs and restarts, docs/reliability.md "A full disk").
+A full WAL disk is not an error PostgreSQL returns: it PANICs, and its recovery, finding no room
+either, shuts the server down (docs/reliability.md "A full disk"). That case runs on a server of
+its own; and a connection lost just after the server committed (what such a crash can look like
+to the client) is made by a relay that drops the COMMIT's answer.
 """
 
 from __future__ import annotations
@@ -16,22 +18,27 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
 import pydicom
 import pytest
 from pynetdicom import evt
+from test_disk_full import dicomplus, fill, grow
 
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.postgres import SUPERUSER, PostgresServer, _server_user, postgres_bin
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 from DICOMPlusLib.database import Database, open_database
+from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
-from test_disk_full import dicomplus, fill, grow
 
 N = 960  # two of the import's transactions (480 each); a row and its index entries take ~3.6 KiB
 
@@ -40,17 +47,13 @@ N = 960  # two of the import's transactions (480 each); a row and its index entr
 def small_tablespace(server, size: str = "4m"):
     """A database on ``server`` whose tables go to a tablespace on a tmpfs of ``size`` (its
     catalog and the server's WAL stay on the server's own disk); yields (url, mount point)."""
+    with tmpfs(size, server.user) as mount:
+        yield from _in_tablespace(server, mount)
+
+
+def _in_tablespace(server, mount: Path):
     import psycopg
 
-    mount = Path(tempfile.mkdtemp(prefix="dicomplus-pgfull-"))  # /tmp: the server's user reaches it
-    os.chmod(mount, 0o755)
-    owner = [f"uid={server.user.pw_uid},gid={server.user.pw_gid}"] if server.user is not None else []
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", "mode=0700", *owner]),
-                           "tmpfs", str(mount)], capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        mount.rmdir()
-        pytest.fail(f"this test needs a real small file system, and mounting a tmpfs failed "
-                    f"({proc.stderr.strip()}): run it as root (the CI does)")  # fmt: skip
     space = "t_" + uuid.uuid4().hex[:12]
     url = server.create_database()
     name = url.rsplit("/", 1)[1]
@@ -66,6 +69,24 @@ def small_tablespace(server, size: str = "4m"):
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f"DROP TABLESPACE IF EXISTS {space}")
+
+
+@contextlib.contextmanager
+def tmpfs(size: str, user):
+    """A tmpfs of ``size`` under /tmp (the server's user reaches it; pytest's folders are root's
+    only), owned by ``user`` (a ``pwd`` entry; None: ourselves); unmounted on the way out."""
+    mount = Path(tempfile.mkdtemp(prefix="dicomplus-pgfull-"))
+    os.chmod(mount, 0o755)
+    owner = [f"uid={user.pw_uid},gid={user.pw_gid}"] if user is not None else []
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", "mode=0700", *owner]),
+                           "tmpfs", str(mount)], capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        mount.rmdir()
+        pytest.fail(f"this test needs a real small file system, and mounting a tmpfs failed "
+                    f"({proc.stderr.strip()}): run it as root (the CI does)")  # fmt: skip
+    try:
+        yield mount
+    finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
         with contextlib.suppress(OSError):
             mount.rmdir()
@@ -147,7 +168,18 @@ def test_retrieve_into_a_full_database_server(postgres_server, series, pacs, tmp
     with small_tablespace(postgres_server) as (url, disk):
         open_database(url, store=store).close()
         filler = fill(disk, 320 << 10)
-        argv = ["--db", url, "--store", store, "retrieve", node, "--study", series.study_uid, "--method", "get"]
+        argv = [
+            "--db",
+            url,
+            "--store",
+            store,
+            "retrieve",
+            node,
+            "--study",
+            series.study_uid,
+            "--method",
+            "get",
+        ]
         requests.clear()
         code, _, err = dicomplus(*argv, timeout=300)
         stored = assert_one_line_full(code, err, url, "instances")
@@ -190,3 +222,132 @@ def test_listen_into_a_full_database_server(postgres_server, series, dcmtk, tmp_
             "to us are refused (0xA700, out of resources) until there is room; free space there"
         ], err
         assert assert_consistent(url, store) == len(files)
+
+
+# -- the connection lost at the commit -----------------------------------------------------------
+class CutAfterCommit:
+    """A TCP relay to the server that, once armed, passes a COMMIT on, waits for the server's
+    answer that it committed, and closes the connection instead of passing the answer back:
+    what a client sees when the server crashes (a full WAL disk's PANIC) just after a commit."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((LOOPBACK, self.target))
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        cutting = False  # a COMMIT went to the server: its answers are held back
+        answer = b""
+        with client, server:
+            while True:
+                ready, _, _ = select.select([client, server], [], [])
+                if client in ready:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    server.sendall(data)
+                    if self.armed.is_set() and b"COMMIT\0" in data:
+                        self.armed.clear()
+                        cutting = True
+                if server in ready:
+                    data = server.recv(65536)
+                    if not data:
+                        return
+                    if not cutting:
+                        client.sendall(data)
+                        continue
+                    answer += data
+                    if b"COMMIT\0" in answer:  # the COMMIT's CommandComplete: it committed
+                        self.cut.set()
+                        return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_connection_lost_after_the_server_committed(postgres_server, series, tmp_path):
+    """The commit's answer never comes: the instance's row is committed, so its file stays in
+    the store (it was removed as a rolled-back transaction's, leaving a row without its file)."""
+    url = postgres_server.create_database()
+    relay = CutAfterCommit(postgres_server.port)
+    try:
+        through = url.replace(f":{postgres_server.port}/", f":{relay.port}/")
+        store = tmp_path / "store"
+        with open_database(through, store=store) as db:
+            relay.armed.set()
+            result = db.ingest.commit_bytes(series.files[0].read_bytes(), POLICY[IngestSource.LISTENER])
+            assert relay.cut.is_set()
+            assert result.status is StoreStatus.FAILED, result
+        assert assert_consistent(url, store) == 1
+    finally:
+        relay.close()
+
+
+# -- a full WAL disk: PostgreSQL stops --------------------------------------------------------------
+class WalOnSmallDisk(PostgresServer):
+    """A server of its own whose WAL (``pg_wal``, 1 MiB segments) is on ``wal`` and that syncs
+    its commits (``synchronous_commit=on``, the server's default): a commit it answered is on
+    the WAL's disk."""
+
+    def __init__(self, workdir: Path, wal: Path) -> None:
+        super().__init__(workdir, port=free_port())
+        self.wal = wal
+
+    def _prepare(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        proc = subprocess.run(
+            [postgres_bin("initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+             "--locale=C.UTF-8", "--no-sync", f"--waldir={self.wal / 'pg_wal'}", "--wal-segsize=1"],
+            capture_output=True, text=True, cwd=self.cluster, **self._as_user(),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+    def _argv(self) -> list[str]:
+        return [*super()._argv(), "-c", "synchronous_commit=on"]
+
+
+def test_import_when_the_servers_wal_disk_fills(series, tmp_path):
+    """PostgreSQL does not answer a full WAL disk with an error: the process writing the WAL
+    PANICs, the server restarts, and its recovery, finding no room either, shuts it down. The
+    import says the server went away (one line, exit 1); once there is room and the server is
+    started again, every committed row has its file and no file is without its row (the
+    batch's files were taken back, or are settled by the next command's sweep), and the same
+    import completes."""
+    with tmpfs("24m", _server_user()) as wal:
+        _fill_the_wal(WalOnSmallDisk(tmp_path / "pg", wal), series, tmp_path / "store")
+
+
+def _fill_the_wal(server: WalOnSmallDisk, series, store: Path) -> None:
+    try:
+        server.start()
+        url = server.create_database()
+        open_database(url, store=store).close()
+        filler = fill(server.wal, 1 << 20)
+        code, _, err = dicomplus("--db", url, "--store", store, "import", series.folder)
+        assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"dicomplus: error: {url}: the PostgreSQL server failed or went away: "), err
+        assert server._proc is not None
+        server._proc.wait(60)  # recovery found no room: the server shut itself down
+        assert "PANIC:" in server.log_text() and "No space left on device" in server.log_text()
+        filler.unlink()
+        server.start()
+        kept = assert_consistent(url, store)
+        code, out, err = dicomplus("--db", url, "--store", store, "import", series.folder)
+        assert code == 0, err
+        assert f"added {N - kept}, unchanged {kept}" in out, out
+        assert assert_consistent(url, store) == N
+    finally:
+        server.remove()

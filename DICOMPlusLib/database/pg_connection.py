@@ -160,8 +160,8 @@ class PgConnection:
 #: PostgreSQL's SQLSTATE for a full disk (PostgreSQL Appendix A, class 53: insufficient resources).
 DISK_FULL = "53100"
 #: How the server's messages end when a write found no room but the SQLSTATE does not say so:
-#: PostgreSQL maps only ENOSPC to 53100 (an exceeded quota is XX000, internal_error, and a
-#: network file system may report ENOSPC late, as an I/O error, 58030).
+#: PostgreSQL maps only ENOSPC to 53100 (errcode_for_file_access: an exceeded quota or a file
+#: too large is XX000, internal_error, with the system's message).
 _NO_ROOM = ("No space left on device", "Disk quota exceeded", "File too large")
 
 
@@ -185,8 +185,10 @@ def _database_error(where: str, exc: BaseException) -> DatabaseError:
             f"{where}: permission denied ({str(exc).strip()}); the database role needs SELECT, INSERT, "
             "UPDATE and DELETE on the DICOMPlus tables (and CREATE on the schema for the first open)"
         )
-    if isinstance(exc, psycopg.OperationalError):
-        return DatabaseError(f"{where}: the PostgreSQL server failed or went away: {str(exc).strip()}")
+    if isinstance(exc, psycopg.OperationalError):  # libpq's message has a line per hint: one line
+        return DatabaseError(
+            f"{where}: the PostgreSQL server failed or went away: {' '.join(str(exc).split())}"
+        )
     return DatabaseError(f"{where}: {str(exc).strip()}")
 
 

@@ -270,9 +270,11 @@ class PostgresDatabase(BaseDatabase):
         placed: list[str] = []
         in_flight: list[str] = []  # the placed files' temporary names, until the commit
         retired: list[tuple[str, str]] = []  # (temporary name, the name it had)
+        writer: list[PgConnection] = []
         try:
             while True:
                 with self.write() as conn:
+                    writer[:] = [conn]
                     with conn.pipeline():  # BEGIN, the locks and the read: one round trip
                         lock_keys(conn, held, shared_kinds=SHARED_KINDS)
                         found = select_existing(conn, sops)
@@ -295,6 +297,19 @@ class PostgresDatabase(BaseDatabase):
                         break
                 held |= keys  # a replacement leaves another series: nothing written, lock it too
         except BaseException:
+            if writer and writer[0].broken and len(in_flight) == len(placed):
+                # The connection broke (the server crashed or restarted, as after a full WAL
+                # disk): it may have committed before it went, and only its rows can say so.
+                # Settled as a dead writer's files are: a placed file stays where a row names
+                # it; the others, and the in-flight names, go. A server still away leaves them
+                # to the sweep of the next writer once this one ends, under in-flight names of
+                # their own: the caller removes the temporary names it gave (on any failure).
+                self._settle_retired(retired, in_flight)
+                for tmp in in_flight:
+                    with contextlib.suppress(OSError):
+                        if os.path.lexists(tmp):
+                            os.rename(tmp, f"{tmp}-unsettled")
+                raise
             for tmp, path in retired:
                 self.store.restore(tmp, path)
             for path in placed:
