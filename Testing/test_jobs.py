@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from DICOMPlusLib.errors import CancelledError
-from DICOMPlusLib.jobs import CancelToken, Job, JobState
+from DICOMPlusLib.jobs import CancelToken, Job, JobState, Pacer
 
 
 def test_job_reports_progress_and_result():
@@ -56,3 +56,26 @@ def test_cancel_token():
     assert token.cancelled
     with pytest.raises(CancelledError, match="completed work was kept"):
         token.raise_if_cancelled()
+
+
+def test_pacer_steps_end_when_the_budget_is_spent_not_after_a_count():
+    """Each step does units until the budget has passed (a clock the test turns: each unit
+    "takes" its cost), at least one however slow; all of them, in order, as if done at once."""
+    now = [0.0]
+    pacer = Pacer(budget=0.025, clock=lambda: now[0])
+    for cost, per_step in ((0.010, 3), (0.002, 13), (0.100, 1)):
+        todo, done = list(range(60)), []
+
+        def unit(cost=cost, todo=todo, done=done):
+            now[0] += cost
+            done.append(todo.pop(0))
+            return bool(todo)
+
+        pacer.steps.clear()
+        while pacer.step(unit):
+            pass
+        assert done == list(range(60))
+        units = [step.units for step in pacer.steps]
+        assert units[:-1] == [per_step] * (len(units) - 1) and 1 <= units[-1] <= per_step, units
+        assert all(step.seconds >= 0.025 or step is pacer.steps[-1] for step in pacer.steps)
+    assert not pacer.step(lambda: False) and pacer.steps[-1].units == 1  # the last unit ends it
