@@ -460,11 +460,19 @@ def test_a_large_database_opens_folded_and_pages(dicomplus_module, qtbot, tmp_pa
         db.close()
 
 
-def test_a_refresh_makes_unfolded_tiles_a_few_per_turn(dicomplus_module, qtbot, tmp_path):
-    """The tiles of unfolded studies are made after the refresh, TILES_PER_TURN studies per turn of
-    the event loop (the refresh after an import of ten studies made ten tile lists in one step:
-    110-180 ms on a loaded machine, a GUI gap past 100 ms), or at once when one is asked for."""
-    import itertools
+SLOW_TILE = 0.006  # seconds a slowed tile takes at least (time.sleep): a machine at load 11
+
+
+@pytest.mark.parametrize("studies", [7, 40])
+def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_path, studies):
+    """The tiles of unfolded studies are made after the refresh, a tile at a time in steps of at
+    most the pacer's budget, whatever the number of studies and however slow a tile is (a fixed
+    three studies per turn were a 142 ms GUI gap at load 11), or at once when one is asked for.
+
+    Each tile is slowed to at least SLOW_TILE, so a step of budget B makes at most
+    ceil(B / SLOW_TILE) tiles: counted per turn of the event loop, not timed."""
+    import math
+    import time
 
     import DICOMPlusWidgets
     import qt
@@ -473,7 +481,11 @@ def test_a_refresh_makes_unfolded_tiles_a_few_per_turn(dicomplus_module, qtbot, 
     from DICOMPlusLib.database import Database
 
     db = Database(tmp_path / "db" / "dicomplus.sqlite")
-    made = [make_series(tmp_path / f"s{i}", n=1, rows=8, cols=8, patient_id=f"TURN{i}") for i in range(7)]
+    made = [
+        make_series(tmp_path / f"s{i}-{k}", n=1, rows=8, cols=8, patient_id=f"TURN{i // 4}",
+                    study_uid=f"1.2.826.0.1.3680043.8.498.{i + 1}", series_number=k + 1)
+        for i in range(studies) for k in range(4)
+    ]  # fmt: skip
     db.import_paths([m.folder for m in made])
     browser = DICOMPlusWidgets.DICOMPlusBrowserWidget(db, thumbnails=False)
     qtbot.addWidget(browser)
@@ -482,20 +494,44 @@ def test_a_refresh_makes_unfolded_tiles_a_few_per_turn(dicomplus_module, qtbot, 
         browser.show()
         browser.refresh()
         grid = browser.gridView()
-        assert all(grid.isStudyExpanded(m.study_uid) for m in made)  # a small database: all unfolded
+        studyUIDs = [uid for _level, uid in browser.entries("study")]
+        assert len(studyUIDs) == studies
+        for uid in studyUIDs:  # what a user unfolding every study does; the refresh keeps them
+            grid.setStudyExpanded(uid, True)
+        turn, built = [0], []
+        addTile = grid._addTile
+
+        def slowTile(tiles, record, icon):
+            time.sleep(SLOW_TILE)
+            built.append((turn[0], record.SeriesInstanceUID))
+            addTile(tiles, record, icon)
+
+        grid._addTile = slowTile
+        grid.pacer.steps.clear()
+        browser.refresh()
 
         def lists():
             return len(grid.widget().findChildren(qt.QListWidget))
 
-        assert lists() == 0  # none made in the refresh itself
-        assert grid.tileOf(made[-1].series_uid) is not None and lists() == 1  # asked for: made now
-        counts = [lists()]
-        while counts[-1] < len(made) and len(counts) < 20:
+        assert lists() == 0 and not built  # none made in the refresh itself
+        first = made[4 * studies - 1]  # asked for: its study's tiles made now, at once
+        assert grid.tileOf(first.series_uid) is not None and lists() == 1 and len(built) == 4
+        while len(built) < 4 * studies and turn[0] < 1000:
+            turn[0] += 1
             slicer.app.processEvents()  # one turn of the event loop
-            counts.append(lists())
-        assert counts[-1] == len(made), counts
-        steps = [b - a for a, b in itertools.pairwise(counts)]
-        assert all(0 <= step <= grid.TILES_PER_TURN for step in steps), counts
+        perTurn = [sum(1 for t, _uid in built if t == n) for n in range(1, turn[0] + 1)]
+        limit = math.ceil(grid.pacer.budget / SLOW_TILE)
+        assert len(built) == 4 * studies and max(perTurn) <= limit, perTurn
+        steps = list(grid.pacer.steps)  # what the grid recorded: the same steps, counted
+        assert sum(step.units for step in steps) == 4 * (studies - 1)
+        assert all(1 <= step.units <= limit for step in steps), steps
+        # the same grid as if every tile were made at once: each study's series, in order
+        for uid in studyUIDs[: grid.PAGE_STUDIES]:
+            tiles = grid.tileOf(grid.seriesOfStudy(uid)[0])[0]
+            assert [str(tiles.item(i).data(qt.Qt.UserRole)) for i in range(tiles.count)] == [
+                "series:" + s for s in grid.seriesOfStudy(uid)
+            ]
+        assert sorted(uid for _turn, uid in built) == sorted(m.series_uid for m in made)
     finally:
         browser.cleanup()
         db.close()

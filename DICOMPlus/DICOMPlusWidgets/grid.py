@@ -14,6 +14,8 @@ import math
 import qt
 from slicer.i18n import tr as _
 
+from DICOMPlusLib.jobs import Pacer
+
 from . import text as T
 from .fitting import ElidedButton
 
@@ -73,10 +75,6 @@ class SeriesGrid(qt.QScrollArea):
 
     #: Studies built at once; "Show more" builds the next ones (a refresh stays well under 100 ms).
     PAGE_STUDIES = 40
-    #: Tile lists of unfolded studies built per turn of the event loop, after the refresh: the
-    #: refresh after an import of ten studies built their ten lists in one step, 110-180 ms on a
-    #: loaded machine (load ~7 on 2 cores), a GUI gap past 100 ms (test_module_pythonqt_runtime).
-    TILES_PER_TURN = 3
 
     def __init__(self, parent, onSelectionChanged, onActivated, onStudyExpanded):
         qt.QScrollArea.__init__(self, parent)
@@ -86,6 +84,10 @@ class SeriesGrid(qt.QScrollArea):
         self._onActivated = onActivated
         self._onStudyExpanded = onStudyExpanded
         self._placeholders = {}
+        # the tiles of unfolded studies are made after the refresh, one tile at a time, in steps
+        # of at most Pacer.BUDGET (then the event loop runs): ten tile lists in one step were
+        # 110-180 ms on a loaded machine, and three lists per turn still 142 ms at load 11
+        self.pacer = Pacer()
         self._tilesTimer = qt.QTimer(self)
         self._tilesTimer.setSingleShot(True)
         self._tilesTimer.setInterval(0)
@@ -182,30 +184,48 @@ class SeriesGrid(qt.QScrollArea):
         layout.setSpacing(0)
         layout.addLayout(self._studyRow(box, study, series, uid in self._expanded))
         self._boxes[uid] = box
-        if uid in self._expanded:  # its tiles a moment later (TILES_PER_TURN), or when asked for
+        if uid in self._expanded:  # its tiles a moment later (the pacer's steps), or when asked for
             self._pendingTiles.append(uid)
             self._tilesTimer.start()
         return box
 
     def _buildPendingTiles(self):
-        for uid in self._pendingTiles[: self.TILES_PER_TURN]:
-            self._makeTiles(uid).fitHeight()
-        if self._pendingTiles:
+        if self._pendingTiles and self.pacer.step(self._buildNextTile):
             self._tilesTimer.start()
 
-    def _makeTiles(self, studyUID):
-        if studyUID in self._pendingTiles:
-            self._pendingTiles.remove(studyUID)
+    def _buildNextTile(self):
+        """One unit of the pacer's work: the next tile of the first pending study (its list is
+        made with the first); True while tiles are left to make."""
+        uid = self._pendingTiles[0]
+        tiles = self._tileList(uid)
+        records = self._series.get(uid, [])
+        if tiles.count < len(records):
+            record = records[tiles.count]
+            self._addTile(tiles, record, self._icons.get(record.SeriesInstanceUID))
+        if tiles.count >= len(records):
+            self._pendingTiles.pop(0)
+            tiles.fitHeight()
+        return bool(self._pendingTiles)
+
+    def _tileList(self, studyUID):
+        """The (maybe partly filled) tile list of a study, made empty the first time."""
         tiles = self._lists.get(studyUID)
         if tiles is None:
             box = self._boxes[studyUID]
             tiles = _SeriesTiles(box)
             tiles.connect("itemSelectionChanged()", lambda tiles=tiles: self._onTilesSelection(tiles))
             tiles.connect("itemDoubleClicked(QListWidgetItem*)", self._onTileActivated)
-            for record in self._series.get(studyUID, []):
-                self._addTile(tiles, record, self._icons.get(record.SeriesInstanceUID))
             self._lists[studyUID] = tiles
             box.layout().addWidget(tiles)
+        return tiles
+
+    def _makeTiles(self, studyUID):
+        """Every tile of a study, now (the ones the pacer has not made yet)."""
+        if studyUID in self._pendingTiles:
+            self._pendingTiles.remove(studyUID)
+        tiles = self._tileList(studyUID)
+        for record in self._series.get(studyUID, [])[tiles.count :]:
+            self._addTile(tiles, record, self._icons.get(record.SeriesInstanceUID))
         return tiles
 
     def _ensureBuilt(self, studyUID):
