@@ -121,6 +121,49 @@ def test_engine_queue_quiesce_and_close(widgets, qtbot):
     assert queue.idle
 
 
+def test_queue_pump_hands_results_over_in_steps_bounded_by_time(widgets, qtbot):
+    """Results that piled up while the main thread was busy (thumbnails, slices: each made into
+    a QImage by the handler) are handed over in steps of at most the pump's budget, not all in
+    one turn; in order, and a discard between steps drops the rest (no stale result). The
+    handler is slowed to at least ``slow`` each: a step hands over at most ceil(budget / slow)."""
+    import math
+    import time
+
+    import slicer
+    from DICOMPlusWidgets.tasks import EngineQueue, QueuePump
+
+    slow = 0.006
+    queue = EngineQueue(depth=40)
+    for k in range(40):
+        queue.put(k, ("ping", {}))
+    qtbot.waitUntil(lambda: not queue._running and not queue._pending, timeout=30_000)
+    finished = [key for key, _value, _error in queue._results]  # in the order they finished
+    turn, handed = [0], []
+
+    def handler(key, value, error):
+        time.sleep(slow)
+        handed.append((turn[0], key))
+
+    pump = QueuePump(queue, handler, interval=0)
+    try:
+        pump.kick()
+        while len(handed) < 20 and turn[0] < 200:
+            turn[0] += 1
+            slicer.app.processEvents()  # one turn of the event loop
+        limit = math.ceil(pump.pacer.budget / slow)
+        perTurn = [sum(1 for t, _key in handed if t == n) for n in range(1, turn[0] + 1)]
+        assert 0 < max(perTurn) <= limit, perTurn
+        assert all(1 <= step.units <= limit for step in pump.pacer.steps)
+        assert [key for _turn, key in handed] == finished[: len(handed)]  # in order
+        queue.discard()  # the widget changed its subject: what is left is stale
+        count = len(handed)
+        for _ in range(5):
+            slicer.app.processEvents()
+        assert len(handed) == count and queue.idle and not pump.timer.isActive()
+    finally:
+        pump.stop()
+
+
 def test_logic_closing_its_database_quiesces_the_widgets(dicomplus_module, widgets, tmp_path, qtbot):
     logic = dicomplus_module.DICOMPlusLogic(databasePath=tmp_path / "db" / "dicomplus.sqlite")
     before = logic.databaseAboutToClose.receivers()

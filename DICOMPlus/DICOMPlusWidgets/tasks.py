@@ -15,6 +15,8 @@ import weakref
 
 import qt
 
+from DICOMPlusLib.jobs import Pacer
+
 
 class EngineQueue:
     """Run ``(op, args)`` requests in the engine for keys; :meth:`take` returns what finished.
@@ -77,6 +79,14 @@ class EngineQueue:
         self._results.clear()
         return out
 
+    def takeOne(self):
+        """(key, value, error) of the oldest finished request (call while :attr:`hasResults`)."""
+        return self._results.popleft()
+
+    @property
+    def hasResults(self):
+        return bool(self._results)
+
     @property
     def idle(self):
         """Nothing pending, nothing running, nothing to take."""
@@ -129,12 +139,15 @@ def followDatabaseClosing(queue, oldSource, newSource):
 class QueuePump:
     """Drain an :class:`EngineQueue` from a QTimer on the main thread.
 
-    ``handler(key, value, error)`` is called on the main thread for each finished call. The timer
-    runs only while the queue has work (:meth:`kick` after putting work starts it).
+    ``handler(key, value, error)`` is called on the main thread for each finished call, in steps
+    of at most ``Pacer.BUDGET`` (a thumbnail or a slice is decoded into a QImage there: results
+    that piled up while the main thread was busy are handed over in several turns, not one).
+    The timer runs only while the queue has work (:meth:`kick` after putting work starts it).
     """
 
     def __init__(self, queue, handler, parent=None, interval=25):
         self.queue = queue
+        self.pacer = Pacer()
         # weakly, so that the widget owning this pump and its handler form no reference cycle
         self._handler = (
             weakref.WeakMethod(handler) if isinstance(handler, types.MethodType) else (lambda: handler)
@@ -152,9 +165,15 @@ class QueuePump:
         if handler is None:  # the widget is gone
             self.stop()
             return
-        for key, value, error in self.queue.take():
-            handler(key, value, error)
-        if self.queue.idle:
+        queue = self.queue
+
+        def handOne():  # what is not handed over stays in the queue (its discard drops it)
+            handler(*queue.takeOne())
+            return queue.hasResults
+
+        if queue.hasResults:
+            self.pacer.step(handOne)
+        if queue.idle:
             self.timer.stop()
 
     def stop(self):
