@@ -537,6 +537,55 @@ def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_modul
         db.close()
 
 
+def test_a_refresh_asks_for_thumbnails_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_path):
+    """The thumbnails of the unfolded studies are asked for after the refresh in steps of at most
+    the pacer's budget (each series is checked for its decoders first, a database read): with
+    that check slowed to at least ``slow``, a step asks for at most ceil(budget / slow) series,
+    counted per turn of the event loop (three a turn before, whatever they cost)."""
+    import math
+    import time
+
+    import DICOMPlusWidgets
+    import slicer
+
+    from DICOMPlusLib.database import Database
+
+    slow = 0.02
+    db = Database(tmp_path / "db" / "dicomplus.sqlite")
+    made = [
+        make_series(tmp_path / f"s{i}-{k}", n=1, rows=8, cols=8, patient_id=f"THUMB{i}",
+                    study_uid=f"1.2.826.0.1.3680043.8.498.7{i}", series_number=k + 1)
+        for i in range(5) for k in range(3)
+    ]  # fmt: skip
+    db.import_paths([m.folder for m in made])
+    turn, asked = [0], []
+
+    class Source:  # the browser's source as the Logic is: a database and its decoder check
+        database = db
+
+        @staticmethod
+        def ensureDecoders(uids, ask=False):
+            time.sleep(slow)
+            asked.append((turn[0], uids[0]))
+            return False  # not installed: no thumbnail asked from the engine
+
+    browser = DICOMPlusWidgets.DICOMPlusBrowserWidget(Source())
+    qtbot.addWidget(browser)
+    try:
+        browser.refresh()
+        while len(asked) < len(made) and turn[0] < 200:
+            turn[0] += 1
+            slicer.app.processEvents()  # one turn of the event loop
+        limit = math.ceil(browser.thumbnailPacer.budget / slow)
+        perTurn = [sum(1 for t, _uid in asked if t == n) for n in range(turn[0] + 1)]
+        assert max(perTurn) <= limit, perTurn
+        assert sorted(uid for _turn, uid in asked) == sorted(m.series_uid for m in made)
+        assert not any(browser.hasThumbnail(m.series_uid) for m in made)
+    finally:
+        browser.cleanup()
+        db.close()
+
+
 def test_the_panel_opens_in_the_mode_the_user_left(dicomplus_module, qtbot, tmp_path):
     import qt
 

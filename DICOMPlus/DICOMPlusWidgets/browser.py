@@ -13,6 +13,8 @@ from __future__ import annotations
 import qt
 from slicer.i18n import tr as _
 
+from DICOMPlusLib.jobs import Pacer
+
 from . import text as T
 from .fitting import WrappedLabel
 from .grid import SeriesGrid
@@ -70,10 +72,11 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._searchTimer.setSingleShot(True)
         self._searchTimer.setInterval(300)
         self._searchTimer.connect("timeout()", self.refresh)
-        # the thumbnails a refresh asks for, a few series per turn of the event loop: each is
-        # checked for its decoders first (a database read), ten at once after an import were
-        # part of a GUI gap past 100 ms on a loaded machine
+        # the thumbnails a refresh asks for, in steps of at most Pacer.BUDGET (then the event
+        # loop runs): each series is checked for its decoders first (a database read), ten at
+        # once after an import were part of a GUI gap past 100 ms on a loaded machine
         self._thumbnailsToAsk = []
+        self.thumbnailPacer = Pacer()
         self._thumbnailTimer = qt.QTimer(self)
         self._thumbnailTimer.setSingleShot(True)
         self._thumbnailTimer.setInterval(0)
@@ -498,17 +501,14 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         """True once the series item shows its thumbnail."""
         return self._icons.get(seriesUID) is not None
 
-    #: Series whose thumbnails a refresh asks for per turn of the event loop.
-    THUMBNAILS_PER_TURN = 3
-
     def _askNextThumbnails(self):
-        ask, self._thumbnailsToAsk = (
-            self._thumbnailsToAsk[: self.THUMBNAILS_PER_TURN],
-            self._thumbnailsToAsk[self.THUMBNAILS_PER_TURN :],
-        )
-        self._queueThumbnails(ask)
-        if self._thumbnailsToAsk:
+        if self._thumbnailsToAsk and self.thumbnailPacer.step(self._askNextThumbnail):
             self._thumbnailTimer.start()
+
+    def _askNextThumbnail(self):
+        """One unit of the pacer's work; True while series are left to ask for."""
+        self._queueThumbnails([self._thumbnailsToAsk.pop(0)])
+        return bool(self._thumbnailsToAsk)
 
     def _queueThumbnails(self, seriesUIDs):
         """Ask the engine for the thumbnails of ``seriesUIDs`` not asked for yet."""
