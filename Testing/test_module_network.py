@@ -389,6 +389,42 @@ def test_query_shows_at_most_the_limit_and_says_so(panel, pacs, qtbot):
     assert network.statusText().startswith("Query of Nowhere failed: "), network.statusText()
 
 
+def test_query_results_become_rows_in_steps_bounded_by_time(panel, pacs, qtbot):
+    """A query's studies (up to QUERY_LIMIT, 500) become rows in steps of at most the pacer's
+    budget, the event loop running between them; queryFinished and the count once all are
+    there. A row slowed to at least ``slow``: a step adds at most ceil(budget / slow), counted
+    per turn of the event loop (a 0 ms timer's ticks), not timed."""
+    import math
+    import time
+
+    import qt
+
+    slow = 0.02
+    network = panel.network
+    network.addNode("Sample PACS", "SAMPLEPACS", "127.0.0.1", pacs.port)
+    turn, added = [0], []
+    addStudy = network._addStudy
+
+    def slowStudy(study):
+        time.sleep(slow)
+        added.append(turn[0])
+        addStudy(study)
+
+    network._addStudy = slowStudy
+    probe = qt.QTimer()
+    probe.setInterval(0)
+    probe.connect("timeout()", lambda: turn.append(turn.pop() + 1))
+    probe.start()
+    try:
+        assert query(qtbot, network) == 3  # the sample PACS has 3 studies
+    finally:
+        probe.stop()
+    limit = math.ceil(network.resultsPacer.budget / slow)
+    assert len(added) == 3 and max(added.count(t) for t in added) <= limit, added
+    assert len(network.results("study")) == 3 and network.statusText().startswith("3 studies on Sample PACS")
+    assert all(1 <= step.units <= limit for step in network.resultsPacer.steps)
+
+
 def test_missing_network_packages_are_reported_on_the_main_thread(panel, qtbot, monkeypatch):
     import threading
 

@@ -18,6 +18,7 @@ import slicer.util
 from slicer.i18n import tr as _
 
 from DICOMPlusLib.errors import CancelledError
+from DICOMPlusLib.jobs import Pacer
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
 from . import networkui
@@ -86,6 +87,15 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._autoLoadTimer = qt.QTimer(self)
         self._autoLoadTimer.setInterval(self.AUTOLOAD_MS)
         self._autoLoadTimer.connect("timeout()", self._drainAutoLoad)
+        # a query's studies (up to QUERY_LIMIT) become rows in steps of at most Pacer.BUDGET,
+        # the event loop running between them, as the browser's tiles do
+        self._studiesToAdd = []
+        self._studiesFound = 0
+        self.resultsPacer = Pacer()
+        self._resultsTimer = qt.QTimer(self)
+        self._resultsTimer.setSingleShot(True)
+        self._resultsTimer.setInterval(0)
+        self._resultsTimer.connect("timeout()", self._addNextStudies)
         self._setupUi(activity)
         self._readSettings()
         self.refreshNodes()
@@ -296,6 +306,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._queryNode = name
         self.resultsTree.clear()
         self._studyItems, self._seriesItems = {}, {}
+        self._studiesToAdd = []
+        self._resultsTimer.stop()
         self.statusLabel.text = _("Querying {node}...").format(node=name)
         self._querying = True
         self._updateButtons()
@@ -366,25 +378,17 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         elif kind == "query":
             if key[1] != self._queryGeneration:
                 return
-            self._querying = False
             if error is not None:
+                self._querying = False
                 # named: the line stays when the user picks another server
                 self.statusLabel.text = _("Query of {node} failed: {error}").format(
                     node=self._queryNode, error=error
                 )
                 self.queryFinished.emit(-1)
                 return
-            for study in value:
-                self._addStudy(study)
-            text = _("{studies} on {node}").format(
-                studies=T.count(len(value), _("study"), _("studies")), node=self._queryNode
-            )
-            if len(value) >= self.QUERY_LIMIT:
-                text += " " + _("(the first {limit}: narrow the query to see others)").format(
-                    limit=self.QUERY_LIMIT
-                )
-            self.statusLabel.text = text
-            self.queryFinished.emit(len(value))
+            # the rows now and in the next turns; queryFinished once they are all there
+            self._studiesToAdd, self._studiesFound = list(value), len(value)
+            self._addNextStudies()
         elif kind == "series":
             item = self._studyItems.get(key[2])
             if key[1] != self._queryGeneration or item is None:
@@ -398,6 +402,28 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             for series in value:
                 self._addSeries(item, series)
         self._updateButtons()
+
+    def _addNextStudies(self):
+        if self._studiesToAdd and self.resultsPacer.step(self._addNextStudy):
+            self._resultsTimer.start()
+            return
+        self._querying = False
+        found = self._studiesFound
+        text = _("{studies} on {node}").format(
+            studies=T.count(found, _("study"), _("studies")), node=self._queryNode
+        )
+        if found >= self.QUERY_LIMIT:
+            text += " " + _("(the first {limit}: narrow the query to see others)").format(
+                limit=self.QUERY_LIMIT
+            )
+        self.statusLabel.text = text
+        self.queryFinished.emit(found)
+        self._updateButtons()
+
+    def _addNextStudy(self):
+        """One unit of the pacer's work; True while studies are left to add."""
+        self._addStudy(self._studiesToAdd.pop(0))
+        return bool(self._studiesToAdd)
 
     def _addStudy(self, study):
         item = qt.QTreeWidgetItem(self.resultsTree)
@@ -632,6 +658,8 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         if self._queryJob is not None:
             self._queryJob.cancel()
         stopTimer(self._autoLoadTimer)
+        self._studiesToAdd = []
+        stopTimer(self._resultsTimer)
         if self._ownActivity:
             self.activity.cleanup()
         try:
