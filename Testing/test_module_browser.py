@@ -537,6 +537,82 @@ def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_modul
         db.close()
 
 
+def tree_rows(tree):
+    """What the list shows: each row's columns, data, expanded state and depth, in order."""
+    import qt
+
+    rows = []
+
+    def walk(item, depth):
+        rows.append((depth, [item.text(c) for c in range(4)], str(item.data(0, qt.Qt.UserRole)),
+                     item.isExpanded(), item.icon(0).isNull()))  # fmt: skip
+        for i in range(item.childCount()):
+            walk(item.child(i), depth + 1)
+
+    for i in range(tree.topLevelItemCount):
+        walk(tree.topLevelItem(i), 0)
+    return rows
+
+
+@pytest.mark.parametrize("studies", [5, 30])
+def test_the_list_is_made_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_path, studies):
+    """The list (tree mode) makes its rows in steps of at most the pacer's budget, the first in
+    the refresh, whatever the number of rows; with a row slowed to at least SLOW_TILE a step
+    makes at most ceil(budget / SLOW_TILE), counted per turn of the event loop (the whole list
+    was one step). The rows at the end are those of a list made at once; selecting a row not
+    made yet makes the rest at once."""
+    import math
+    import time
+
+    import DICOMPlusWidgets
+    import slicer
+
+    from DICOMPlusLib.database import Database
+
+    db = Database(tmp_path / "db" / "dicomplus.sqlite")
+    made = [
+        make_series(tmp_path / f"s{i}-{k}", n=1, rows=8, cols=8, patient_id=f"LIST{i // 3}",
+                    study_uid=f"1.2.826.0.1.3680043.8.498.9{i}", series_number=k + 1)
+        for i in range(studies) for k in range(2)
+    ]  # fmt: skip
+    db.import_paths([m.folder for m in made])
+    reference = DICOMPlusWidgets.DICOMPlusBrowserWidget(db, thumbnails=False, viewMode="tree")
+    browser = DICOMPlusWidgets.DICOMPlusBrowserWidget(db, thumbnails=False, viewMode="tree")
+    qtbot.addWidget(reference)
+    qtbot.addWidget(browser)
+    try:
+        reference.refresh()
+        expected = tree_rows(reference.treeWidget())
+        assert len(expected) == math.ceil(studies / 3) + 3 * studies  # patients, studies, series
+        turn, rows = [0], []
+        addItem = browser._addItem
+
+        def slowRow(parent, entry, columns, toolTip):
+            time.sleep(SLOW_TILE)
+            rows.append(turn[0])
+            return addItem(parent, entry, columns, toolTip)
+
+        browser._addItem = slowRow
+        browser.refresh()
+        while browser._treeRows is not None and turn[0] < 1000:
+            turn[0] += 1
+            slicer.app.processEvents()  # one turn of the event loop
+        limit = math.ceil(browser.treePacer.budget / SLOW_TILE)
+        perTurn = [rows.count(n) for n in range(turn[0] + 1)]
+        assert len(rows) == len(expected) and max(perTurn) <= limit, perTurn
+        assert tree_rows(browser.treeWidget()) == expected
+        # a refresh, then at once a selection far down: the rest is made for it
+        browser.refresh()
+        last = made[-1].series_uid
+        assert browser._treeRows is not None and browser.selectEntry("series", last)
+        assert browser.selectedEntries() == [("series", last)]
+        assert [row[2] for row in tree_rows(browser.treeWidget())] == [row[2] for row in expected]
+    finally:
+        browser.cleanup()
+        reference.cleanup()
+        db.close()
+
+
 def test_a_refresh_asks_for_thumbnails_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_path):
     """The thumbnails of the unfolded studies are asked for after the refresh in steps of at most
     the pacer's budget (each series is checked for its decoders first, a database read): with

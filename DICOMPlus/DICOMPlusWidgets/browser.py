@@ -81,6 +81,13 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._thumbnailTimer.setSingleShot(True)
         self._thumbnailTimer.setInterval(0)
         self._thumbnailTimer.connect("timeout()", self._askNextThumbnails)
+        # the list's rows: the first step in the refresh, the others in the next turns
+        self._treeRows = None
+        self.treePacer = Pacer()
+        self._treeTimer = qt.QTimer(self)
+        self._treeTimer.setSingleShot(True)
+        self._treeTimer.setInterval(0)
+        self._treeTimer.connect("timeout()", self._buildTreeStep)
         self._setupUi()
 
     def _setupUi(self):
@@ -162,6 +169,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     def treeWidget(self):
         """The QTreeWidget of the compact mode (read it, style it; do not add or remove items);
         it is filled while :meth:`viewMode` is "tree"."""
+        self._finishTree()  # every row, as the refresh made them
         return self._tree
 
     def searchBox(self):
@@ -309,7 +317,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
 
         if self._viewMode == "grid":
             self._grid.build(groups, self._icons, expanded)
-            self._items = {}
+            self._items, self._treeRows = {}, None
         else:
             self._grid.build([], {}, set())
             self._buildTree(groups, expanded)
@@ -329,11 +337,12 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             self._statusLabel.text = self.emptyText
         else:
             self._statusLabel.text = counts
-        self._thumbnailsToAsk = [
-            uid
-            for level, key in self._entries
-            if level == "study" and key in expanded
-            for uid in self._seriesOfStudy(key)
+        self._thumbnailsToAsk = [  # as _seriesOfStudy, without waiting for the list's rows
+            record.SeriesInstanceUID
+            for _patient, studyGroups in groups
+            for study, seriesList in studyGroups
+            if study.StudyInstanceUID in expanded
+            for record in seriesList
         ]
         self._askNextThumbnails()
         if self.selectedEntries() != selected:
@@ -341,10 +350,47 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self.refreshed.emit()
 
     def _buildTree(self, groups, expanded):
-        tree = self._tree
-        blocked = tree.blockSignals(True)
-        tree.clear()
+        """Rows from ``groups``: the first step now, the others in the next turns of the event
+        loop (the tree pacer's steps); :meth:`_finishTree` makes the rest at once."""
+        blocked = self._tree.blockSignals(True)
+        self._tree.clear()
+        self._tree.blockSignals(blocked)
         self._items = {}
+        self._treeRows = self._treeItems(groups, expanded)
+        self._buildTreeStep()
+
+    def _buildTreeStep(self):
+        if self._treeRows is None:
+            return
+        blocked = self._tree.blockSignals(True)  # rows made by the widget, not by the user
+        try:
+            more = self.treePacer.step(self._nextTreeRow)
+        finally:
+            self._tree.blockSignals(blocked)
+        if more:
+            self._treeTimer.start()
+
+    def _nextTreeRow(self):
+        """One unit of the tree pacer's work: the next row; True while rows are left."""
+        if self._treeRows is not None and next(self._treeRows, False) is not False:
+            return True
+        self._treeRows = None
+        return False
+
+    def _finishTree(self):
+        """Every row now (an entry is selected or read before its row's turn came)."""
+        if self._treeRows is not None:
+            blocked = self._tree.blockSignals(True)
+            try:
+                while self._nextTreeRow():
+                    pass
+            finally:
+                self._tree.blockSignals(blocked)
+        stopTimer(self._treeTimer)
+
+    def _treeItems(self, groups, expanded):
+        """Make the tree's rows, yielding True after each one."""
+        tree = self._tree
         for patient, studyGroups in groups:
             patientItem = self._addItem(
                 tree,
@@ -352,6 +398,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
                 [T.patientTitle(patient), "", "", _count(patient.NumberOfPatientRelatedInstances)],
                 _("Patient ID: {id}").format(id=patient.PatientID),
             )
+            yield True
             for study, seriesList in studyGroups:
                 studyItem = self._addItem(
                     patientItem,
@@ -366,6 +413,7 @@ class DICOMPlusBrowserWidget(qt.QWidget):
                         accession=study.AccessionNumber or "-", uid=study.StudyInstanceUID
                     ),
                 )
+                yield True
                 for record in seriesList:
                     number = "" if record.SeriesNumber is None else f"{record.SeriesNumber}: "
                     seriesItem = self._addItem(
@@ -384,13 +432,16 @@ class DICOMPlusBrowserWidget(qt.QWidget):
                     icon = self._icons.get(record.SeriesInstanceUID)
                     if icon is not None:
                         seriesItem.setIcon(0, icon)
+                    yield True
                 studyItem.setExpanded(study.StudyInstanceUID in expanded)
+                patientItem.setExpanded(True)  # once it has a row under it, as the study
+                yield True
             patientItem.setExpanded(True)
-        tree.blockSignals(blocked)
 
     def _seriesOfStudy(self, studyUID):
         if self._viewMode == "grid":
             return self._grid.seriesOfStudy(studyUID)
+        self._finishTree()
         item = self._items.get(("study", studyUID))
         if item is None:
             return []
@@ -426,6 +477,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
     def _select(self, entry, exclusive, notify):
         if self._viewMode == "grid":
             return self._grid.selectEntry(*entry, exclusive=exclusive, notify=notify)
+        if entry not in self._items:
+            self._finishTree()
         item = self._items.get(entry)
         if item is None:
             return False
@@ -557,6 +610,8 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         stopTimer(self._searchTimer)
         self._thumbnailsToAsk = []
         stopTimer(self._thumbnailTimer)
+        self._treeRows = None
+        stopTimer(self._treeTimer)
 
 
 def _count(value):
