@@ -73,7 +73,8 @@ class SeriesGrid(qt.QScrollArea):
     tiles of a study become visible (the browser then asks for their thumbnails).
     """
 
-    #: Studies built at once; "Show more" builds the next ones (a refresh stays well under 100 ms).
+    #: Studies a refresh shows; "Show more" adds the next ones. A page is built in the pacer's
+    #: steps too (the first in the refresh), so its size does not bound a turn's time.
     PAGE_STUDIES = 40
 
     def __init__(self, parent, onSelectionChanged, onActivated, onStudyExpanded):
@@ -84,14 +85,14 @@ class SeriesGrid(qt.QScrollArea):
         self._onActivated = onActivated
         self._onStudyExpanded = onStudyExpanded
         self._placeholders = {}
-        # the tiles of unfolded studies are made after the refresh, one tile at a time, in steps
-        # of at most Pacer.BUDGET (then the event loop runs): ten tile lists in one step were
-        # 110-180 ms on a loaded machine, and three lists per turn still 142 ms at load 11
+        # the studies of a page, then the tiles of unfolded studies, one at a time in steps of at
+        # most Pacer.BUDGET (then the event loop runs): ten tile lists in one step were 110-180
+        # ms on a loaded machine, and three lists per turn still 142 ms at load 11
         self.pacer = Pacer()
         self._tilesTimer = qt.QTimer(self)
         self._tilesTimer.setSingleShot(True)
         self._tilesTimer.setInterval(0)
-        self._tilesTimer.connect("timeout()", self._buildPendingTiles)
+        self._tilesTimer.connect("timeout()", self._buildPending)
         self._reset()
 
     def _reset(self):
@@ -105,6 +106,7 @@ class SeriesGrid(qt.QScrollArea):
         self._expanded = set()
         self._icons = {}
         self._todo = []  # [(patient, studies)] not built yet, in order
+        self._pageLeft = 0  # studies of the pages asked for ("Show more") not built yet
         self._pendingTiles = []  # unfolded studies whose tiles come in the next turns, in order
         self._tilesTimer.stop()
         self._layout = self._moreButton = None
@@ -137,24 +139,35 @@ class SeriesGrid(qt.QScrollArea):
         self.showMore()
 
     def showMore(self):
-        """Build the next :attr:`PAGE_STUDIES` studies; False when everything is shown."""
-        built = 0
-        while self._todo and built < self.PAGE_STUDIES:
-            patient, studies = self._todo[0]
-            if ("patient", patient.PatientID) not in self._headers:
-                self._insert(self._patientHeader(patient, len(studies)))
-            while studies and built < self.PAGE_STUDIES:
-                study, series = studies.pop(0)
-                self._insert(self._studyBox(study, series))
-                built += 1
-            if not studies:
-                self._todo.pop(0)
+        """Show the next :attr:`PAGE_STUDIES` studies (built in the pacer's steps, the first now);
+        False when no study is left beyond them."""
         left = sum(len(studies) for _patient, studies in self._todo)
+        self._pageLeft = min(left, self._pageLeft + self.PAGE_STUDIES)
+        left -= self._pageLeft
         self._moreButton.text = _("Show {count} more {what}").format(
             count=left, what=_("study") if left == 1 else _("studies")
         )
         self._moreButton.visible = bool(left)
+        self._buildPending()
         return bool(left)
+
+    def _buildNextStudy(self):
+        """The next study of the pages asked for (and its patient's header, the first time)."""
+        patient, studies = self._todo[0]
+        if ("patient", patient.PatientID) not in self._headers:
+            self._insert(self._patientHeader(patient, len(studies)))
+        study, series = studies.pop(0)
+        self._insert(self._studyBox(study, series))
+        self._pageLeft -= 1
+        if not studies:
+            self._todo.pop(0)
+
+    def _finishPage(self):
+        """The studies of the pages asked for, now (one is selected or read before its turn)."""
+        while self._pageLeft:
+            self._buildNextStudy()
+        if self._pendingTiles:  # the tiles of the unfolded ones in the next turns
+            self._tilesTimer.start()
 
     def _insert(self, widget):
         self._layout.insertWidget(self._layout.count() - 2, widget)  # before "Show more" and the stretch
@@ -186,16 +199,24 @@ class SeriesGrid(qt.QScrollArea):
         self._boxes[uid] = box
         if uid in self._expanded:  # its tiles a moment later (the pacer's steps), or when asked for
             self._pendingTiles.append(uid)
-            self._tilesTimer.start()
         return box
 
-    def _buildPendingTiles(self):
-        if self._pendingTiles and self.pacer.step(self._buildNextTile):
+    def _buildPending(self):
+        if (self._pageLeft or self._pendingTiles) and self.pacer.step(self._buildNext):
             self._tilesTimer.start()
 
+    def _buildNext(self):
+        """One unit of the pacer's work: the next study of a page, else the next tile; True while
+        there is more."""
+        if self._pageLeft:
+            self._buildNextStudy()
+        else:
+            self._buildNextTile()
+        return bool(self._pageLeft or self._pendingTiles)
+
     def _buildNextTile(self):
-        """One unit of the pacer's work: the next tile of the first pending study (its list is
-        made with the first); True while tiles are left to make."""
+        """The next tile of the first unfolded study whose tiles are not all made (its list is
+        made with the first)."""
         uid = self._pendingTiles[0]
         tiles = self._tileList(uid)
         records = self._series.get(uid, [])
@@ -205,7 +226,6 @@ class SeriesGrid(qt.QScrollArea):
         if tiles.count >= len(records):
             self._pendingTiles.pop(0)
             tiles.fitHeight()
-        return bool(self._pendingTiles)
 
     def _tileList(self, studyUID):
         """The (maybe partly filled) tile list of a study, made empty the first time."""
@@ -233,7 +253,9 @@ class SeriesGrid(qt.QScrollArea):
         while studyUID not in self._boxes:
             if not self._todo:
                 return False
-            self.showMore()
+            if not self._pageLeft:
+                self.showMore()
+            self._finishPage()
         return True
 
     def _header(self, parent, entry):
@@ -318,6 +340,7 @@ class SeriesGrid(qt.QScrollArea):
             tile[1].setIcon(icon)
 
     def isStudyExpanded(self, studyUID):
+        self._finishPage()
         return studyUID in self._expanded and studyUID in self._boxes
 
     def expandedStudies(self):
@@ -347,13 +370,16 @@ class SeriesGrid(qt.QScrollArea):
 
     def tileOf(self, seriesUID):
         """(QListWidget, QListWidgetItem) of a series tile (None until its study is unfolded)."""
+        self._finishPage()
         studyUID = self._studyOfSeries.get(seriesUID)
         if studyUID in self._pendingTiles:  # unfolded, its tiles not made yet: made now
             self._makeTiles(studyUID).fitHeight()
         return self._tiles.get(seriesUID)
 
     def headerOf(self, level, key):
-        """The checkable header button of a patient or study (None until it is built)."""
+        """The checkable header button of a patient or study (None while it is not shown: not in
+        the pages asked for)."""
+        self._finishPage()
         return self._headers.get((level, key))
 
     def moreButton(self):
@@ -399,8 +425,10 @@ class SeriesGrid(qt.QScrollArea):
             if level == "study":
                 self._ensureBuilt(key)
             elif level == "patient":
-                while ("patient", key) not in self._headers and self._todo:
-                    self.showMore()
+                while ("patient", key) not in self._headers and (self._todo or self._pageLeft):
+                    if not self._pageLeft:
+                        self.showMore()
+                    self._finishPage()
             button = self._headers.get((level, key))
             if button is None:
                 return False
