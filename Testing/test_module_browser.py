@@ -477,6 +477,7 @@ def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_modul
     import DICOMPlusWidgets
     import qt
     import slicer
+    from DICOMPlusWidgets.tasks import pacedWork
 
     from DICOMPlusLib.database import Database
 
@@ -507,7 +508,7 @@ def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_modul
             addTile(tiles, record, icon)
 
         grid._addTile = slowTile
-        grid.pacer.steps.clear()
+        pacedWork().pacer.steps.clear()
         browser.refresh()
 
         inRefresh = len(built)  # the refresh's own step: the page's studies, then tiles if time is left
@@ -518,10 +519,12 @@ def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_modul
             slicer.app.processEvents()  # one turn of the event loop
         perTurn = [sum(1 for t, _uid in built if t == n) for n in range(turn[0] + 1)]
         perTurn[0] -= 4  # the four asked for at once
-        limit = math.ceil(grid.pacer.budget / SLOW_TILE)
+        limit = math.ceil(pacedWork().pacer.budget / SLOW_TILE)
         assert len(built) == 4 * studies and max(perTurn) <= limit, perTurn
         # what the grid recorded: at least as many steps as the count bound needs
-        assert len(grid.pacer.steps) >= math.ceil(4 * (studies - 1) / limit), list(grid.pacer.steps)
+        assert len(pacedWork().pacer.steps) >= math.ceil(4 * (studies - 1) / limit), list(
+            pacedWork().pacer.steps
+        )
         # the same grid as if every tile were made at once: each study's series, in order
         for uid in studyUIDs[: grid.PAGE_STUDIES]:
             tiles = grid.tileOf(grid.seriesOfStudy(uid)[0])[0]
@@ -536,7 +539,7 @@ def test_a_refresh_makes_unfolded_tiles_in_steps_bounded_by_time(dicomplus_modul
 
 def test_a_page_of_studies_is_built_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_path):
     """The studies of a page (PAGE_STUDIES, the refresh's and each "Show more") are built in
-    the pacer's steps, the first in the refresh: with a study's row slowed to at least SLOW_TILE
+    paced steps (tasks.pacedWork), from the turn after the refresh: with a study's row slowed to at least SLOW_TILE
     a step builds at most ceil(budget / SLOW_TILE), counted per turn of the event loop (the
     whole page was one step); "Show N more" counts from the start; reading a header builds the
     rest of the page at once."""
@@ -545,6 +548,7 @@ def test_a_page_of_studies_is_built_in_steps_bounded_by_time(dicomplus_module, q
 
     import DICOMPlusWidgets
     import slicer
+    from DICOMPlusWidgets.tasks import pacedWork
 
     from DICOMPlusLib.database import Database
 
@@ -573,7 +577,7 @@ def test_a_page_of_studies_is_built_in_steps_bounded_by_time(dicomplus_module, q
         while len(rows) < page and turn[0] < 1000:
             turn[0] += 1
             slicer.app.processEvents()  # one turn of the event loop
-        limit = math.ceil(grid.pacer.budget / SLOW_TILE)
+        limit = math.ceil(pacedWork().pacer.budget / SLOW_TILE)
         perTurn = [rows.count(n) for n in range(turn[0] + 1)]
         assert len(rows) == page and max(perTurn) <= limit, perTurn
         studies = [uid for _level, uid in browser.entries("study")]
@@ -607,8 +611,8 @@ def tree_rows(tree):
 
 @pytest.mark.parametrize("studies", [5, 30])
 def test_the_list_is_made_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_path, studies):
-    """The list (tree mode) makes its rows in steps of at most the pacer's budget, the first in
-    the refresh, whatever the number of rows; with a row slowed to at least SLOW_TILE a step
+    """The list (tree mode) makes its rows in steps of at most the pacer's budget (tasks.pacedWork)
+    from the turn after the refresh, whatever the number of rows; with a row slowed to at least SLOW_TILE a step
     makes at most ceil(budget / SLOW_TILE), counted per turn of the event loop (the whole list
     was one step). The rows at the end are those of a list made at once; selecting a row not
     made yet makes the rest at once."""
@@ -617,6 +621,7 @@ def test_the_list_is_made_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_
 
     import DICOMPlusWidgets
     import slicer
+    from DICOMPlusWidgets.tasks import pacedWork
 
     from DICOMPlusLib.database import Database
 
@@ -648,7 +653,7 @@ def test_the_list_is_made_in_steps_bounded_by_time(dicomplus_module, qtbot, tmp_
         while browser._treeRows is not None and turn[0] < 1000:
             turn[0] += 1
             slicer.app.processEvents()  # one turn of the event loop
-        limit = math.ceil(browser.treePacer.budget / SLOW_TILE)
+        limit = math.ceil(pacedWork().pacer.budget / SLOW_TILE)
         perTurn = [rows.count(n) for n in range(turn[0] + 1)]
         assert len(rows) == len(expected) and max(perTurn) <= limit, perTurn
         assert tree_rows(browser.treeWidget()) == expected
@@ -674,6 +679,7 @@ def test_a_refresh_asks_for_thumbnails_in_steps_bounded_by_time(dicomplus_module
 
     import DICOMPlusWidgets
     import slicer
+    from DICOMPlusWidgets.tasks import pacedWork
 
     from DICOMPlusLib.database import Database
 
@@ -703,7 +709,7 @@ def test_a_refresh_asks_for_thumbnails_in_steps_bounded_by_time(dicomplus_module
         while len(asked) < len(made) and turn[0] < 200:
             turn[0] += 1
             slicer.app.processEvents()  # one turn of the event loop
-        limit = math.ceil(browser.thumbnailPacer.budget / slow)
+        limit = math.ceil(pacedWork().pacer.budget / slow)
         perTurn = [sum(1 for t, _uid in asked if t == n) for n in range(turn[0] + 1)]
         assert max(perTurn) <= limit, perTurn
         assert sorted(uid for _turn, uid in asked) == sorted(m.series_uid for m in made)

@@ -130,7 +130,7 @@ def test_queue_pump_hands_results_over_in_steps_bounded_by_time(widgets, qtbot):
     import time
 
     import slicer
-    from DICOMPlusWidgets.tasks import EngineQueue, QueuePump
+    from DICOMPlusWidgets.tasks import EngineQueue, QueuePump, pacedWork
 
     slow = 0.006
     queue = EngineQueue(depth=40)
@@ -145,15 +145,16 @@ def test_queue_pump_hands_results_over_in_steps_bounded_by_time(widgets, qtbot):
         handed.append((turn[0], key))
 
     pump = QueuePump(queue, handler, interval=0)
+    pacedWork().pacer.steps.clear()
     try:
         pump.kick()
         while len(handed) < 20 and turn[0] < 200:
             turn[0] += 1
             slicer.app.processEvents()  # one turn of the event loop
-        limit = math.ceil(pump.pacer.budget / slow)
+        limit = math.ceil(pacedWork().pacer.budget / slow)
         perTurn = [sum(1 for t, _key in handed if t == n) for n in range(1, turn[0] + 1)]
         assert 0 < max(perTurn) <= limit, perTurn
-        assert all(1 <= step.units <= limit for step in pump.pacer.steps)
+        assert all(1 <= step.units <= limit for step in pacedWork().pacer.steps)
         assert [key for _turn, key in handed] == finished[: len(handed)]  # in order
         queue.discard()  # the widget changed its subject: what is left is stale
         count = len(handed)
@@ -162,6 +163,50 @@ def test_queue_pump_hands_results_over_in_steps_bounded_by_time(widgets, qtbot):
         assert len(handed) == count and queue.idle and not pump.timer.isActive()
     finally:
         pump.stop()
+
+
+def test_paced_work_shares_one_budget_per_turn(widgets, monkeypatch):
+    """Works of several widgets share one pacer step per turn of the event loop (a step each
+    would add up to several budgets in one turn), take units in turn, start in the next turn,
+    and a work that raises goes to sys.excepthook and ends alone."""
+    import math
+    import time
+
+    import slicer
+    from DICOMPlusWidgets.tasks import pacedWork
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(kind))
+    slow = 0.006
+    turn, done = [0], []
+
+    def work(name, count):
+        left = [count]
+
+        def unit():
+            time.sleep(slow)
+            done.append((turn[0], name))
+            left[0] -= 1
+            return left[0] > 0
+
+        return unit
+
+    def broken():
+        raise RuntimeError("a deleted widget")
+
+    paced = pacedWork()
+    first, second = work("a", 12), work("b", 12)
+    for each in (first, broken, second):
+        paced.add(each)
+    assert not done  # nothing in the caller's turn
+    while paced.pending and turn[0] < 200:
+        turn[0] += 1
+        slicer.app.processEvents()  # one turn of the event loop
+    limit = math.ceil(paced.pacer.budget / slow)
+    perTurn = [sum(1 for t, _name in done if t == n) for n in range(turn[0] + 1)]
+    assert len(done) == 24 and max(perTurn) <= limit, perTurn
+    assert [name for _turn, name in done][:4] == ["a", "b", "a", "b"]  # in turn
+    assert seen == [RuntimeError]
 
 
 def test_logic_closing_its_database_quiesces_the_widgets(dicomplus_module, widgets, tmp_path, qtbot):

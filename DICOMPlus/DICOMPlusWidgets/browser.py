@@ -13,13 +13,11 @@ from __future__ import annotations
 import qt
 from slicer.i18n import tr as _
 
-from DICOMPlusLib.jobs import Pacer
-
 from . import text as T
 from .fitting import WrappedLabel
 from .grid import SeriesGrid
 from .signals import Signal
-from .tasks import EngineQueue, QueuePump, followDatabaseClosing, stopTimer
+from .tasks import EngineQueue, QueuePump, followDatabaseClosing, pacedWork, stopTimer
 
 THUMBNAIL_SIZE = 64  # pixels of the cached PNG; shown at ICON_SIZE in the tree, full in the grid
 ICON_SIZE = 40
@@ -72,22 +70,12 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         self._searchTimer.setSingleShot(True)
         self._searchTimer.setInterval(300)
         self._searchTimer.connect("timeout()", self.refresh)
-        # the thumbnails a refresh asks for, in steps of at most Pacer.BUDGET (then the event
-        # loop runs): each series is checked for its decoders first (a database read), ten at
-        # once after an import were part of a GUI gap past 100 ms on a loaded machine
+        # the thumbnails a refresh asks for and the list's rows are made in paced steps
+        # (tasks.pacedWork: then the event loop runs): each series is checked for its decoders
+        # first (a database read), ten at once after an import were part of a GUI gap past
+        # 100 ms on a loaded machine
         self._thumbnailsToAsk = []
-        self.thumbnailPacer = Pacer()
-        self._thumbnailTimer = qt.QTimer(self)
-        self._thumbnailTimer.setSingleShot(True)
-        self._thumbnailTimer.setInterval(0)
-        self._thumbnailTimer.connect("timeout()", self._askNextThumbnails)
-        # the list's rows: the first step in the refresh, the others in the next turns
         self._treeRows = None
-        self.treePacer = Pacer()
-        self._treeTimer = qt.QTimer(self)
-        self._treeTimer.setSingleShot(True)
-        self._treeTimer.setInterval(0)
-        self._treeTimer.connect("timeout()", self._buildTreeStep)
         self._setupUi()
 
     def _setupUi(self):
@@ -344,49 +332,38 @@ class DICOMPlusBrowserWidget(qt.QWidget):
             if study.StudyInstanceUID in expanded
             for record in seriesList
         ]
-        self._askNextThumbnails()
+        if self._thumbnailsToAsk:
+            pacedWork().add(self._askNextThumbnail)
         if self.selectedEntries() != selected:
             self._onSelectionChanged()
         self.refreshed.emit()
 
     def _buildTree(self, groups, expanded):
-        """Rows from ``groups``: the first step now, the others in the next turns of the event
-        loop (the tree pacer's steps); :meth:`_finishTree` makes the rest at once."""
+        """Rows from ``groups`` in paced steps from the next turn of the event loop;
+        :meth:`_finishTree` makes the rest at once."""
         blocked = self._tree.blockSignals(True)
         self._tree.clear()
         self._tree.blockSignals(blocked)
         self._items = {}
         self._treeRows = self._treeItems(groups, expanded)
-        self._buildTreeStep()
-
-    def _buildTreeStep(self):
-        if self._treeRows is None:
-            return
-        blocked = self._tree.blockSignals(True)  # rows made by the widget, not by the user
-        try:
-            more = self.treePacer.step(self._nextTreeRow)
-        finally:
-            self._tree.blockSignals(blocked)
-        if more:
-            self._treeTimer.start()
+        pacedWork().add(self._nextTreeRow)
 
     def _nextTreeRow(self):
-        """One unit of the tree pacer's work: the next row; True while rows are left."""
-        if self._treeRows is not None and next(self._treeRows, False) is not False:
-            return True
+        """One unit of paced work: the next row; True while rows are left."""
+        if self._treeRows is not None:
+            blocked = self._tree.blockSignals(True)  # rows made by the widget, not by the user
+            try:
+                if next(self._treeRows, False) is not False:
+                    return True
+            finally:
+                self._tree.blockSignals(blocked)
         self._treeRows = None
         return False
 
     def _finishTree(self):
         """Every row now (an entry is selected or read before its row's turn came)."""
-        if self._treeRows is not None:
-            blocked = self._tree.blockSignals(True)
-            try:
-                while self._nextTreeRow():
-                    pass
-            finally:
-                self._tree.blockSignals(blocked)
-        stopTimer(self._treeTimer)
+        while self._nextTreeRow():
+            pass
 
     def _treeItems(self, groups, expanded):
         """Make the tree's rows, yielding True after each one."""
@@ -554,13 +531,10 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         """True once the series item shows its thumbnail."""
         return self._icons.get(seriesUID) is not None
 
-    def _askNextThumbnails(self):
-        if self._thumbnailsToAsk and self.thumbnailPacer.step(self._askNextThumbnail):
-            self._thumbnailTimer.start()
-
     def _askNextThumbnail(self):
-        """One unit of the pacer's work; True while series are left to ask for."""
-        self._queueThumbnails([self._thumbnailsToAsk.pop(0)])
+        """One unit of paced work; True while series are left to ask for."""
+        if self._thumbnailsToAsk:
+            self._queueThumbnails([self._thumbnailsToAsk.pop(0)])
         return bool(self._thumbnailsToAsk)
 
     def _queueThumbnails(self, seriesUIDs):
@@ -609,9 +583,10 @@ class DICOMPlusBrowserWidget(qt.QWidget):
         followDatabaseClosing(self._queue, self._source, None)
         stopTimer(self._searchTimer)
         self._thumbnailsToAsk = []
-        stopTimer(self._thumbnailTimer)
         self._treeRows = None
-        stopTimer(self._treeTimer)
+        for work in (self._askNextThumbnail, self._nextTreeRow):
+            pacedWork().remove(work)
+        self._grid.cleanup()
 
 
 def _count(value):

@@ -14,10 +14,9 @@ import math
 import qt
 from slicer.i18n import tr as _
 
-from DICOMPlusLib.jobs import Pacer
-
 from . import text as T
 from .fitting import ElidedButton
+from .tasks import pacedWork
 
 TILE_ICON = 64
 TILE_SIZE = qt.QSize(124, 112)  # grid cell: the icon and two lines of text
@@ -73,8 +72,8 @@ class SeriesGrid(qt.QScrollArea):
     tiles of a study become visible (the browser then asks for their thumbnails).
     """
 
-    #: Studies a refresh shows; "Show more" adds the next ones. A page is built in the pacer's
-    #: steps too (the first in the refresh), so its size does not bound a turn's time.
+    #: Studies a refresh shows; "Show more" adds the next ones. A page is built in paced steps
+    #: too (tasks.pacedWork), so its size does not bound a turn's time.
     PAGE_STUDIES = 40
 
     def __init__(self, parent, onSelectionChanged, onActivated, onStudyExpanded):
@@ -85,14 +84,9 @@ class SeriesGrid(qt.QScrollArea):
         self._onActivated = onActivated
         self._onStudyExpanded = onStudyExpanded
         self._placeholders = {}
-        # the studies of a page, then the tiles of unfolded studies, one at a time in steps of at
-        # most Pacer.BUDGET (then the event loop runs): ten tile lists in one step were 110-180
-        # ms on a loaded machine, and three lists per turn still 142 ms at load 11
-        self.pacer = Pacer()
-        self._tilesTimer = qt.QTimer(self)
-        self._tilesTimer.setSingleShot(True)
-        self._tilesTimer.setInterval(0)
-        self._tilesTimer.connect("timeout()", self._buildPending)
+        # the studies of a page, then the tiles of unfolded studies, one at a time in paced
+        # steps (tasks.pacedWork: then the event loop runs): ten tile lists in one step were
+        # 110-180 ms on a loaded machine, and three lists per turn still 142 ms at load 11
         self._reset()
 
     def _reset(self):
@@ -108,7 +102,6 @@ class SeriesGrid(qt.QScrollArea):
         self._todo = []  # [(patient, studies)] not built yet, in order
         self._pageLeft = 0  # studies of the pages asked for ("Show more") not built yet
         self._pendingTiles = []  # unfolded studies whose tiles come in the next turns, in order
-        self._tilesTimer.stop()
         self._layout = self._moreButton = None
 
     # -- building ----------------------------------------------------------------------------------
@@ -139,7 +132,7 @@ class SeriesGrid(qt.QScrollArea):
         self.showMore()
 
     def showMore(self):
-        """Show the next :attr:`PAGE_STUDIES` studies (built in the pacer's steps, the first now);
+        """Show the next :attr:`PAGE_STUDIES` studies (built in paced steps from the next turn);
         False when no study is left beyond them."""
         left = sum(len(studies) for _patient, studies in self._todo)
         self._pageLeft = min(left, self._pageLeft + self.PAGE_STUDIES)
@@ -148,7 +141,8 @@ class SeriesGrid(qt.QScrollArea):
             count=left, what=_("study") if left == 1 else _("studies")
         )
         self._moreButton.visible = bool(left)
-        self._buildPending()
+        if self._pageLeft:
+            pacedWork().add(self._buildNext)
         return bool(left)
 
     def _buildNextStudy(self):
@@ -167,7 +161,7 @@ class SeriesGrid(qt.QScrollArea):
         while self._pageLeft:
             self._buildNextStudy()
         if self._pendingTiles:  # the tiles of the unfolded ones in the next turns
-            self._tilesTimer.start()
+            pacedWork().add(self._buildNext)
 
     def _insert(self, widget):
         self._layout.insertWidget(self._layout.count() - 2, widget)  # before "Show more" and the stretch
@@ -197,20 +191,16 @@ class SeriesGrid(qt.QScrollArea):
         layout.setSpacing(0)
         layout.addLayout(self._studyRow(box, study, series, uid in self._expanded))
         self._boxes[uid] = box
-        if uid in self._expanded:  # its tiles a moment later (the pacer's steps), or when asked for
+        if uid in self._expanded:  # its tiles a moment later (paced steps), or when asked for
             self._pendingTiles.append(uid)
         return box
 
-    def _buildPending(self):
-        if (self._pageLeft or self._pendingTiles) and self.pacer.step(self._buildNext):
-            self._tilesTimer.start()
-
     def _buildNext(self):
-        """One unit of the pacer's work: the next study of a page, else the next tile; True while
+        """One unit of paced work: the next study of a page, else the next tile; True while
         there is more."""
         if self._pageLeft:
             self._buildNextStudy()
-        else:
+        elif self._pendingTiles:
             self._buildNextTile()
         return bool(self._pageLeft or self._pendingTiles)
 
@@ -240,7 +230,7 @@ class SeriesGrid(qt.QScrollArea):
         return tiles
 
     def _makeTiles(self, studyUID):
-        """Every tile of a study, now (the ones the pacer has not made yet)."""
+        """Every tile of a study, now (the ones the paced steps have not made yet)."""
         if studyUID in self._pendingTiles:
             self._pendingTiles.remove(studyUID)
         tiles = self._tileList(studyUID)
@@ -330,6 +320,11 @@ class SeriesGrid(qt.QScrollArea):
             painter.end()
             self._placeholders[modality] = qt.QIcon(pixmap)
         return self._placeholders[modality]
+
+    def cleanup(self):
+        """Build nothing more (the host goes away)."""
+        self._todo, self._pageLeft, self._pendingTiles = [], 0, []
+        pacedWork().remove(self._buildNext)
 
     # -- state ---------------------------------------------------------------------------------------
     def setIcon(self, seriesUID, icon):

@@ -18,13 +18,12 @@ import slicer.util
 from slicer.i18n import tr as _
 
 from DICOMPlusLib.errors import CancelledError
-from DICOMPlusLib.jobs import Pacer
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
 from . import networkui
 from . import text as T
 from .signals import Signal
-from .tasks import stopTimer
+from .tasks import pacedWork, stopTimer
 
 SETTINGS = "DICOMPlus/Network/"
 
@@ -87,15 +86,10 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._autoLoadTimer = qt.QTimer(self)
         self._autoLoadTimer.setInterval(self.AUTOLOAD_MS)
         self._autoLoadTimer.connect("timeout()", self._drainAutoLoad)
-        # a query's studies (up to QUERY_LIMIT) become rows in steps of at most Pacer.BUDGET,
+        # a query's studies (up to QUERY_LIMIT) become rows in paced steps (tasks.pacedWork),
         # the event loop running between them, as the browser's tiles do
         self._studiesToAdd = []
         self._studiesFound = 0
-        self.resultsPacer = Pacer()
-        self._resultsTimer = qt.QTimer(self)
-        self._resultsTimer.setSingleShot(True)
-        self._resultsTimer.setInterval(0)
-        self._resultsTimer.connect("timeout()", self._addNextStudies)
         self._setupUi(activity)
         self._readSettings()
         self.refreshNodes()
@@ -307,7 +301,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.resultsTree.clear()
         self._studyItems, self._seriesItems = {}, {}
         self._studiesToAdd = []
-        self._resultsTimer.stop()
+        pacedWork().remove(self._addNextStudy)
         self.statusLabel.text = _("Querying {node}...").format(node=name)
         self._querying = True
         self._updateButtons()
@@ -386,9 +380,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 )
                 self.queryFinished.emit(-1)
                 return
-            # the rows now and in the next turns; queryFinished once they are all there
+            # the rows in the next turns; queryFinished once they are all there
             self._studiesToAdd, self._studiesFound = list(value), len(value)
-            self._addNextStudies()
+            if self._studiesToAdd:
+                pacedWork().add(self._addNextStudy)
+            else:
+                self._queryShown()
         elif kind == "series":
             item = self._studyItems.get(key[2])
             if key[1] != self._queryGeneration or item is None:
@@ -403,10 +400,17 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 self._addSeries(item, series)
         self._updateButtons()
 
-    def _addNextStudies(self):
-        if self._studiesToAdd and self.resultsPacer.step(self._addNextStudy):
-            self._resultsTimer.start()
-            return
+    def _addNextStudy(self):
+        """One unit of paced work: the next study's row (then the count, once all are there);
+        True while studies are left to add."""
+        if not self._studiesToAdd:
+            return False
+        self._addStudy(self._studiesToAdd.pop(0))
+        if not self._studiesToAdd:
+            self._queryShown()
+        return bool(self._studiesToAdd)
+
+    def _queryShown(self):
         self._querying = False
         found = self._studiesFound
         text = _("{studies} on {node}").format(
@@ -419,11 +423,6 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.statusLabel.text = text
         self.queryFinished.emit(found)
         self._updateButtons()
-
-    def _addNextStudy(self):
-        """One unit of the pacer's work; True while studies are left to add."""
-        self._addStudy(self._studiesToAdd.pop(0))
-        return bool(self._studiesToAdd)
 
     def _addStudy(self, study):
         item = qt.QTreeWidgetItem(self.resultsTree)
@@ -659,7 +658,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
             self._queryJob.cancel()
         stopTimer(self._autoLoadTimer)
         self._studiesToAdd = []
-        stopTimer(self._resultsTimer)
+        pacedWork().remove(self._addNextStudy)
         if self._ownActivity:
             self.activity.cleanup()
         try:

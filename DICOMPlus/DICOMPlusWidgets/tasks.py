@@ -10,6 +10,7 @@ and no Python thread is started.
 from __future__ import annotations
 
 import collections
+import sys
 import types
 import weakref
 
@@ -140,14 +141,13 @@ class QueuePump:
     """Drain an :class:`EngineQueue` from a QTimer on the main thread.
 
     ``handler(key, value, error)`` is called on the main thread for each finished call, in steps
-    of at most ``Pacer.BUDGET`` (a thumbnail or a slice is decoded into a QImage there: results
-    that piled up while the main thread was busy are handed over in several turns, not one).
+    of :func:`pacedWork` (a thumbnail or a slice is made into a QImage there: results that piled
+    up while the main thread was busy are handed over in several turns, not one)
     The timer runs only while the queue has work (:meth:`kick` after putting work starts it).
     """
 
     def __init__(self, queue, handler, parent=None, interval=25):
         self.queue = queue
-        self.pacer = Pacer()
         # weakly, so that the widget owning this pump and its handler form no reference cycle
         self._handler = (
             weakref.WeakMethod(handler) if isinstance(handler, types.MethodType) else (lambda: handler)
@@ -165,21 +165,87 @@ class QueuePump:
         if handler is None:  # the widget is gone
             self.stop()
             return
-        queue = self.queue
-
-        def handOne():  # what is not handed over stays in the queue (its discard drops it)
-            handler(*queue.takeOne())
-            return queue.hasResults
-
-        if queue.hasResults:
-            self.pacer.step(handOne)
-        if queue.idle:
+        if self.queue.hasResults:
+            pacedWork().add(self._handOne)
+        if self.queue.idle:
             self.timer.stop()
+
+    def _handOne(self):
+        """One unit of paced work: the oldest result to the handler (what is not handed over
+        stays in the queue, so its discard drops it); True while results are left."""
+        handler = self._handler()
+        if handler is None or not self.queue.hasResults:
+            return False
+        handler(*self.queue.takeOne())
+        return self.queue.hasResults
 
     def stop(self):
         """Stop for good: no more work."""
         self.queue.close()
+        pacedWork().remove(self._handOne)
         stopTimer(self.timer)
+
+
+class PacedWork:
+    """The widgets' own work on the main thread, in steps of one :class:`Pacer` budget per turn
+    of the event loop, whichever widget it is for.
+
+    ``add(work)``: ``work()`` does one unit (a tile, a row, a result handed over) and returns
+    True while it has more. A zero-interval timer runs one pacer step per turn; the works take
+    units in turn. One budget for them all: a step each (the grid's, the thumbnails', the
+    pump's) would add up to several budgets in the same turn. The first unit runs in the next
+    turn, never in the caller's (a refresh has its own database reads).
+    """
+
+    def __init__(self):
+        self.pacer = Pacer()
+        self._works = collections.deque()
+        self._timer = None
+
+    def add(self, work):
+        if work not in self._works:
+            self._works.append(work)
+        if self._timer is None:
+            self._timer = qt.QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.setInterval(0)
+            self._timer.connect("timeout()", self._step)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def remove(self, work):
+        """Forget ``work`` (its widget is going away)."""
+        while work in self._works:
+            self._works.remove(work)
+
+    @property
+    def pending(self):
+        return bool(self._works)
+
+    def _step(self):
+        if self._works and self.pacer.step(self._unit):
+            self._timer.start()
+
+    def _unit(self):
+        work = self._works.popleft()
+        try:
+            more = work()
+        except Exception:  # one widget's failure (or a widget deleted by its host) stops its work only
+            sys.excepthook(*sys.exc_info())
+            more = False
+        if more:
+            self._works.append(work)
+        return bool(self._works)
+
+
+_pacedWork = []
+
+
+def pacedWork():
+    """The one :class:`PacedWork` of this process (made on first use)."""
+    if not _pacedWork:
+        _pacedWork.append(PacedWork())
+    return _pacedWork[0]
 
 
 def stopTimer(timer):
