@@ -8,8 +8,9 @@ session of :class:`~.client.DicomwebClient` mounts :class:`CancellableAdapter`, 
 connections, while :func:`cancelled_by` names a token, open their socket with that connect and
 do every wait on it in slices (:func:`~DICOMPlusLib.network.connect.in_slices`): the TLS
 handshake, the answer's first bytes and each block of its body (a server that stops halfway
-through a multipart retrieve or a QIDO-RS JSON answer). The socket carries the token, so the
-body read after ``requests`` returns is cut as well. The failures are urllib3's own
+through a multipart retrieve or a QIDO-RS JSON answer), and every write of the request (a
+STOW-RS body that a server stops reading: its receive window and our send buffer full). The
+socket carries the token, so the body read after ``requests`` returns is cut as well. The failures are urllib3's own
 (NewConnectionError, ConnectTimeoutError, a read timeout), so ``requests`` maps them as before,
 and a cancel comes out as CancelledError.
 :func:`never_connected` and :func:`os_reason` read a failed connection's cause back out of the
@@ -23,7 +24,7 @@ import contextvars
 import functools
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -72,9 +73,31 @@ def _new_conn(conn: HTTPConnection) -> socket.socket | None:
     return sliced
 
 
+#: The most one write of a request's body hands to an HTTPS socket: OpenSSL writes the whole of
+#: what it is given before it returns (no partial writes), so the timeout of a write whose server
+#: reads slowly counts from the last block it took rather than from the start of the body.
+_TLS_WRITE = 256 * 1024
+
+
+def _send_all(
+    sock: socket.socket, send: Callable[[memoryview], int], data, cancel: Cancel, block: int
+) -> None:
+    """``sock.sendall(data)`` whose waits for a server that stopped reading are cut into slices
+    that look at ``cancel`` (:func:`in_slices`): a STOW-RS body to a server that takes the
+    request and never reads held a cancelled send until the timeout. Each slice's ``send``
+    either sends what fits or times out having sent nothing (OpenSSL keeps a record it began
+    and finishes it on the next call with the same bytes); the socket's timeout counts from
+    the last byte the server took. CancelledError, TimeoutError as a blocking sendall's."""
+    with memoryview(data) as view, view.cast("B") as left:
+        where = f"{_peer(sock)} to read what we send"
+        while len(left):
+            left = left[in_slices(sock, functools.partial(send, left[:block]), cancel, where) :]
+
+
 class _SlicedSocket(socket.socket):
     """A plain HTTP connection's socket whose reads (the status line, the headers, every block
-    of the body) wait in slices that look at ``cancel`` (:func:`in_slices`)."""
+    of the body) and writes (the request, its body) wait in slices that look at ``cancel``
+    (:func:`in_slices`)."""
 
     cancel: Cancel
 
@@ -82,10 +105,14 @@ class _SlicedSocket(socket.socket):
         read = functools.partial(super().recv_into, buffer, nbytes, flags)
         return in_slices(self, read, self.cancel, f"the answer of {_peer(self)}")
 
+    def sendall(self, data, flags: int = 0) -> None:
+        send = super().send
+        _send_all(self, lambda chunk: send(chunk, flags), data, self.cancel, 1 << 30)
+
 
 class _SlicedTLSSocket(ssl.SSLSocket):
-    """An HTTPS connection's socket: the handshake and the reads in slices that look at the
-    cancel token its context carries (:func:`_tls_context`); a server that accepts the
+    """An HTTPS connection's socket: the handshake, the reads and the writes in slices that look
+    at the cancel token its context carries (:func:`_tls_context`); a server that accepts the
     connection and never sends its ServerHello held the handshake for the whole timeout."""
 
     def do_handshake(self, block: bool = False) -> None:
@@ -95,6 +122,11 @@ class _SlicedTLSSocket(ssl.SSLSocket):
     def recv_into(self, buffer, nbytes: int | None = None, flags: int = 0) -> int:
         read = functools.partial(super().recv_into, buffer, nbytes, flags)
         return in_slices(self, read, getattr(self.context, _TOKEN), f"the answer of {_peer(self)}")
+
+    def sendall(self, data, flags: int = 0) -> None:
+        if flags:  # as SSLSocket refuses them
+            raise ValueError(f"non-zero flags not allowed in calls to sendall() on {self.__class__}")
+        _send_all(self, super().send, data, getattr(self.context, _TOKEN), _TLS_WRITE)
 
 
 #: The attribute of an SSLContext made by :func:`_tls_context` that holds the cancel token.
