@@ -1,5 +1,6 @@
 """What every pynetdicom AE of DICOMPlus shares: TCP_NODELAY, the C-STORE handler over the
-storage sink, supported storage contexts, and a clear error when the port is taken.
+storage sink, supported storage contexts, a clear error when the port is taken, and the end of
+a server's associations when it stops.
 
 pynetdicom never disables Nagle's algorithm; against DCMTK peers (and Orthanc, which uses DCMTK)
 each small response then waits for a delayed ACK: ~40 ms per C-STORE. The handler below sets
@@ -9,7 +10,11 @@ call :func:`nodelay_association` after ``associate()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
+import time
 from collections.abc import Iterable
 
 from DICOMPlusLib import uids
@@ -108,6 +113,48 @@ def start_server(ae, host: str, port: int, handlers: list, ssl_context=None):
         raise bind_error(host, port, exc) from exc
     _cheap_context_copies(server.contexts)
     return server
+
+
+def end_associations(ae, grace: float = 1.0) -> None:
+    """End every association of ``ae`` (the ones it accepted and the ones it requested: a
+    C-MOVE's to its destination) once its server stopped accepting: pynetdicom's server
+    ``shutdown()`` leaves them running, and its ``abort()`` waits for the DUL thread, which a
+    peer that stopped reading holds inside ``send`` for the network timeout (then again for the
+    A-ABORT behind it); its non-daemon DUL threads kept ``dicomplus serve`` alive that long
+    after Ctrl-C or SIGTERM, and the engine's PACS sending after the panel stopped it.
+
+    Each gets an A-ABORT (queued behind the PDU being sent, as PS3.8 wants it) and ``grace``
+    seconds to end; the connections of those still running are then closed under them: the
+    socket is shut down, which wakes a send or receive blocked on it at once, with SO_LINGER 0
+    so that the close resets the connection rather than leaving the kernel to push the unread
+    bytes at a peer that never takes them; whoever waits for a DIMSE message on them is woken."""
+    running = [a for a in ae.active_associations if a.ae is ae]
+    for assoc in running:
+        with contextlib.suppress(Exception):  # already ending
+            assoc.abort(block=False)
+    deadline = time.monotonic() + grace
+    for assoc in running:
+        assoc.join(max(0.0, deadline - time.monotonic()))
+    for assoc in running:
+        if not assoc.is_alive():
+            continue
+        logger.info("%s: ending an association that did not end on A-ABORT", assoc.name)
+        sock = getattr(assoc.dul.socket, "socket", None)
+        if sock is None:
+            continue
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    for assoc in running:  # a C-MOVE handler waiting for its destination's C-STORE response
+        # misses the end of that association at times and waited out the DIMSE timeout (60 s)
+        with contextlib.suppress(Exception):
+            assoc.dimse.msg_queue.put((None, None))
+    deadline = time.monotonic() + 5.0
+    for assoc in running:
+        for thread in (assoc, assoc.dul):
+            with contextlib.suppress(RuntimeError):  # never started
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _cheap_context_copies(contexts: list) -> None:

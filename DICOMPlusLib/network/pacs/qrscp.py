@@ -216,9 +216,15 @@ class QueryRetrieveSCP:
         return {str(uid) for uid in classes if uid and UID(uid).is_private}
 
     def stop(self) -> None:
+        """Stop accepting, then end the running associations (an A-ABORT, and after a second
+        the connection closed under them: a peer that stopped reading a C-GET's or C-MOVE's
+        C-STORE held them, and the process, for the network timeout)."""
         if self._server is not None:
+            from DICOMPlusLib.network.pacs.pynetdicom_glue import end_associations
+
             server, self._server = self._server, None
             server.shutdown()
+            end_associations(server.ae)
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
