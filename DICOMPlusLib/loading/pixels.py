@@ -395,9 +395,15 @@ def read_pixels(
 def mapped_bytes(info: VolumeInfo) -> int:
     """The bytes of the mapping :func:`read_pixels` makes for the voxels of ``info`` (unless
     they turn out not to fit int16); 0 for a volume small enough for an ordinary array."""
-    if len(info.frames) * frame_bytes(info.frames[0]) < _TRIM_BYTES:
+    if not _mapped(info.frames):
         return 0
     return int(np.prod(info.shape)) * info.components * choose_dtype(info.frames)[0].itemsize
+
+
+def _mapped(frames) -> bool:
+    """Whether the voxels of ``frames`` get a mapping of their own (:func:`_volume_array`), the
+    free heap released first: a volume of _TRIM_BYTES or more stored bytes."""
+    return len(frames) * frame_bytes(frames[0]) >= _TRIM_BYTES
 
 
 def _read_all(
@@ -405,7 +411,7 @@ def _read_all(
 ) -> np.ndarray:
     frames = info.frames
     shape = tuple(info.shape) + ((info.components,) if info.components > 1 else ())
-    if len(frames) * frame_bytes(frames[0]) >= _TRIM_BYTES:
+    if _mapped(frames):
         release_free_heap()
         out = _volume_array(shape, dtype, memory)
     else:
