@@ -389,6 +389,8 @@ def exit_code(code: int) -> int:
     return code
 
 
+#: What import and send call a DICOMDIR (or DIRFILE) they skip.
+DICOMDIR_REASON = "media storage directory"
 #: What import and send call a file that is not a DICOM instance: importing a CD or a folder with
 #: a viewer, a README or a DICOMDIR beside the images is not a partial failure.
 NOT_DICOM_REASONS = (
@@ -396,7 +398,7 @@ NOT_DICOM_REASONS = (
     "no SOPInstanceUID",
     "no SOP Class UID",
     "not a composite instance",
-    "media storage directory",
+    DICOMDIR_REASON,
 )
 
 
@@ -407,7 +409,7 @@ def not_dicom(reason: str) -> bool:
 def is_dicomdir(reason: str) -> bool:
     """A DICOMDIR (a media storage directory, PS3.3 Annex F) is DICOM but holds no image: the
     summaries count it apart from the files that are not DICOM at all."""
-    return "media storage directory" in reason
+    return DICOMDIR_REASON in reason
 
 
 def cancelled_message(done: int, total: int, kept: int, unit: str, resume: str) -> str:
