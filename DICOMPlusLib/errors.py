@@ -69,6 +69,28 @@ class AssociationFailed(AssociationError):
         self.result, self.source, self.reason = result, source, reason
 
 
+class NodeAddressProblem(str, enum.Enum):
+    """What an ``AE@HOST:PORT`` that cannot be read lacks (:attr:`NodeAddressError.problem`)."""
+
+    NO_AE_TITLE = "no-ae-title"  # no ``AE@`` before the host
+    NO_PORT = "no-port"  # no ``:PORT`` (digits) after the host
+    UNREADABLE = "unreadable"  # something else (no host, a character not allowed)
+
+
+class NodeAddressError(NetworkError):
+    """A node address that is not ``AE@HOST:PORT``; ``problem`` (:class:`NodeAddressProblem`)
+    says what it lacks, for a caller that words its own hint (the command line)."""
+
+    def __init__(
+        self, message: str, problem: NodeAddressProblem | str = NodeAddressProblem.UNREADABLE
+    ) -> None:
+        super().__init__(message)
+        self.problem = NodeAddressProblem(problem)
+
+    def __reduce__(self):  # the engine sends it to the host pickled: rebuilt with its problem
+        return (type(self), (str(self), self.problem))
+
+
 class ProtocolError(NetworkError):
     """The peer sent something the DICOM Upper Layer protocol does not allow."""
 

@@ -4,6 +4,7 @@ decoders (pynetdicom's PDU classes, pydicom); association negotiation rules."""
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from io import BytesIO
 import pytest
 
 from dicomplus_testing.util import REPO_ROOT
-from DICOMPlusLib.errors import NetworkError
+from DICOMPlusLib.errors import NetworkError, NodeAddressError, NodeAddressProblem
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.acceptor import AcceptorPolicy, is_storage_class, negotiate
@@ -36,6 +37,30 @@ J2K = "1.2.840.10008.1.2.4.90"
 
 
 # -- nodes -------------------------------------------------------------------------------------
+def test_an_unreadable_address_says_what_it_lacks():
+    """The parse error carries what the address lacks (the command line words its hint from it,
+    not from the message's text); kept when the engine pickles it to the host."""
+    cases = {
+        "ORTHANC": NodeAddressProblem.NO_AE_TITLE,
+        "127.0.0.1:104": NodeAddressProblem.NO_AE_TITLE,
+        "@host:1": NodeAddressProblem.NO_AE_TITLE,
+        "ORTHANC@host": NodeAddressProblem.NO_PORT,
+        "ORTHANC@host:x": NodeAddressProblem.NO_PORT,
+        "PACS@[::1]": NodeAddressProblem.NO_PORT,
+        "PACS@:104": NodeAddressProblem.UNREADABLE,
+        "WAYTOOLONGAETITLE17@h:1": NodeAddressProblem.UNREADABLE,
+    }
+    for spec, problem in cases.items():
+        with pytest.raises(NodeAddressError) as caught:
+            RemoteNode.parse(spec)
+        assert caught.value.problem is problem, spec
+        again = pickle.loads(pickle.dumps(caught.value))
+        assert (type(again), again.problem, str(again)) == (NodeAddressError, problem, str(caught.value))
+    with pytest.raises(NetworkError) as caught:  # a port out of range is read, and refused
+        RemoteNode.parse("A@h:70000")
+    assert not isinstance(caught.value, NodeAddressError)
+
+
 def test_parse_node_addresses():
     node = RemoteNode.parse("ORTHANC@127.0.0.1:4242")
     assert (node.ae_title, node.host, node.port) == ("ORTHANC", "127.0.0.1", 4242)

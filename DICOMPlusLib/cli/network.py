@@ -167,30 +167,30 @@ def node_spec(value: str) -> str:
 
 def node_address(value: str) -> str:
     """argparse type of ``AE@HOST:PORT`` (``nodes add``): the address must be whole."""
-    from DICOMPlusLib.errors import NetworkError
+    from DICOMPlusLib.errors import NetworkError, NodeAddressError, NodeAddressProblem
     from DICOMPlusLib.network.nodes import RemoteNode
 
-    ae, sep, where = value.partition("@")
+    ae, sep, _ = value.partition("@")
     if sep:
         ae_title(ae)  # its own message (how many characters)
     try:
         RemoteNode.parse(value)
-    except NetworkError as exc:
-        if not str(exc).startswith("cannot read node"):  # a port out of range: said as it is
-            raise argparse.ArgumentTypeError(str(exc)) from None
+    except NodeAddressError as exc:
         # what is missing, in the words of the address (the library's message also offers "a
         # configured node name", which nodes add does not take and an address with @ is not)
         example = "e.g. ORTHANC@192.0.2.10:4242"
-        if not sep:
+        if exc.problem is NodeAddressProblem.NO_AE_TITLE:
             raise argparse.ArgumentTypeError(
                 f"{value!r} has no AE title: give AE@HOST:PORT, {example}"
             ) from None
-        if not where.rpartition(":")[2].isdigit() or where.endswith("]"):
+        if exc.problem is NodeAddressProblem.NO_PORT:
             raise argparse.ArgumentTypeError(
                 f"{value!r} has no port number: give AE@HOST:PORT, {example} (the server's DICOM "
                 "port; 104, 4242 and 11112 are common)"
             ) from None
         raise argparse.ArgumentTypeError(f"cannot read {value!r}: give AE@HOST:PORT, {example}") from None
+    except NetworkError as exc:  # a port out of range: said as it is
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return value
 
 

@@ -29,7 +29,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from DICOMPlusLib.errors import DiskFullError, NetworkError, UnknownNodeError, space_error_in
+from DICOMPlusLib.errors import (
+    DiskFullError,
+    NetworkError,
+    NodeAddressError,
+    NodeAddressProblem,
+    UnknownNodeError,
+    space_error_in,
+)
 from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title, check_port
 from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint, EndpointKind, TLSSettings
 
@@ -52,6 +59,16 @@ __all__ = [
 _PLACEHOLDER_AE = "DICOMWEB"
 
 _NODE_SPEC = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[0-9A-Fa-f:.]+\]|[^:@\s]+):(?P<port>\d{1,5})$")
+
+
+def _address_problem(spec: str) -> NodeAddressProblem:
+    """What an address :data:`_NODE_SPEC` does not match lacks."""
+    ae, sep, where = spec.partition("@")
+    if not sep or not ae:
+        return NodeAddressProblem.NO_AE_TITLE
+    if not where.rpartition(":")[2].isdigit() or where.endswith("]"):
+        return NodeAddressProblem.NO_PORT
+    return NodeAddressProblem.UNREADABLE
 
 
 class RetrieveMethod(enum.Enum):
@@ -199,8 +216,9 @@ class RemoteNode:
         """``AE@HOST:PORT`` (IPv6 hosts in brackets: ``AE@[::1]:104``)."""
         match = _NODE_SPEC.match(spec.strip())
         if not match:
-            raise NetworkError(
-                f"cannot read node {spec!r}: give a configured node name or AE@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242"
+            raise NodeAddressError(
+                f"cannot read node {spec!r}: give a configured node name or AE@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242",
+                _address_problem(spec.strip()),
             )
         host = match["host"].strip("[]")
         return cls(name=name or spec.strip(), dimse=DimseEndpoint(match["ae"], host, int(match["port"])))
