@@ -33,7 +33,7 @@ def echo_dicomweb(
     def result(ok: bool, **kw) -> EchoResult:
         return EchoResult(node=node, ok=ok, seconds=time.monotonic() - start, **kw)
 
-    client = client_for(node, timeout=timeout, cancel=cancel)
+    client = client_for(node, timeout=timeout)  # the session with the node's credentials
     try:
         with cancelled_by(cancel):  # the connection and the answer's reads look at the token
             response = client.session.get(
