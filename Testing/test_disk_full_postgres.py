@@ -9,8 +9,10 @@ store without its row, and completes once there is room again.
 
 A full WAL disk is not an error PostgreSQL returns: it PANICs, and its recovery, finding no room
 either, shuts the server down (docs/reliability.md "A full disk"). That case runs on a server of
-its own; and a connection lost just after the server committed (what such a crash can look like
-to the client) is made by a relay that drops the COMMIT's answer.
+its own (``import`` and ``listen``); and a connection lost just after the server committed (what
+such a crash can look like to the client) is made by a relay that drops the COMMIT's answer. A
+server of its own is also stopped and started again under a running ``listen``: the write it
+cut short is settled by the listener's next commit, not left until the listener ends.
 """
 
 from __future__ import annotations
@@ -228,14 +230,19 @@ def test_listen_into_a_full_database_server(postgres_server, series, dcmtk, tmp_
 class CutAfterCommit:
     """A TCP relay to the server that, once armed, passes a COMMIT on, waits for the server's
     answer that it committed, and closes the connection instead of passing the answer back:
-    what a client sees when the server crashes (a full WAL disk's PANIC) just after a commit."""
+    what a client sees when the server crashes (a full WAL disk's PANIC) just after a commit.
+    The close waits for ``release`` (set from the start unless ``hold``); a connection made
+    while the server is down is closed at once, as a refused one."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, hold: bool = False) -> None:
         self.target = port
         self.listener = socket.create_server((LOOPBACK, 0))
         self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
         self.cut = threading.Event()
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -244,7 +251,11 @@ class CutAfterCommit:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection((LOOPBACK, self.target))
+            try:
+                server = socket.create_connection((LOOPBACK, self.target))
+            except OSError:
+                client.close()
+                continue
             threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
@@ -271,6 +282,7 @@ class CutAfterCommit:
                     answer += data
                     if b"COMMIT\0" in answer:  # the COMMIT's CommandComplete: it committed
                         self.cut.set()
+                        self.release.wait(60)
                         return
 
     def close(self) -> None:
@@ -293,6 +305,94 @@ def test_connection_lost_after_the_server_committed(postgres_server, series, tmp
         assert assert_consistent(url, store) == 1
     finally:
         relay.close()
+
+
+# -- the server stopped under a running listener ---------------------------------------------------
+def _stop_fast(server: PostgresServer) -> None:
+    """PostgreSQL's fast shutdown (SIGINT): every session ends, its transaction rolled back."""
+    assert server._proc is not None
+    server._proc.send_signal(signal.SIGINT)
+    server._proc.wait(60)
+
+
+def _unsettled(store: Path) -> list[Path]:
+    return [p for p in store.glob(".incoming-*") if p.name.endswith("-unsettled")]
+
+
+def _store_one(dcmtk, port: int, path: Path) -> str:
+    sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, path, check=False)
+    (answer,) = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
+    return answer
+
+
+def test_a_listener_settles_a_lost_write_once_the_server_is_back(series, dcmtk, tmp_path):
+    """A running ``listen`` whose PostgreSQL server stops in the middle of a write keeps that
+    write's file under an in-flight name while the server is away; the next instance it stores
+    once the server is back settles it, while it still runs: a file whose row the server never
+    committed is removed (and stored again when it is sent again), one it committed stays."""
+    server = PostgresServer(tmp_path / "pg", port=free_port())
+    relay = CutAfterCommit(server.port, hold=True)
+    try:
+        server.start()
+        url = server.create_database()
+        through = url.replace(f":{server.port}/", f":{relay.port}/")
+        store = tmp_path / "store"
+        open_database(url, store=store).close()
+        port = free_port()
+        files = series.files
+        with dicomplus_server("--db", through, "--store", store, "listen", "--port", port, "--host", LOOPBACK,
+                              port=port) as proc:  # fmt: skip
+            assert _store_one(dcmtk, port, files[0]) == "Success"
+            # 1. The server stops while the listener's INSERT waits for a lock: never committed.
+            import psycopg
+
+            blocker, watch = psycopg.connect(url), psycopg.connect(url, autocommit=True)
+            try:  # closed, not left by ``with``: the server ends them
+                blocker.execute("LOCK TABLE instances IN EXCLUSIVE MODE")
+                answers: list[str] = []
+                sending = threading.Thread(target=lambda: answers.append(_store_one(dcmtk, port, files[1])))
+                sending.start()
+                waiting = (
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'instances'::regclass"
+                )
+                while not watch.execute(waiting).fetchone()[0]:
+                    assert sending.is_alive(), answers
+                    threading.Event().wait(0.05)
+                _stop_fast(server)
+                sending.join(60)
+            finally:
+                blocker.close()
+                watch.close()
+            assert answers and answers[0] != "Success", answers
+            assert len(_unsettled(store)) == 1  # kept (the server may have committed it) until it can tell
+            server.start()
+            assert _store_one(dcmtk, port, files[2]) == "Success"
+            assert not _unsettled(store)
+            assert assert_consistent(url, store) == 2  # the first write's file is gone with its row
+            assert _store_one(dcmtk, port, files[1]) == "Success"  # sent again: stored
+            assert assert_consistent(url, store) == 3
+            # 2. The server commits, and stops before its answer comes: the row and its file stay.
+            relay.armed.set()
+            answers.clear()
+            sending = threading.Thread(target=lambda: answers.append(_store_one(dcmtk, port, files[3])))
+            sending.start()
+            assert relay.cut.wait(60)
+            _stop_fast(server)
+            relay.release.set()
+            sending.join(60)
+            assert answers and answers[0] != "Success", answers
+            assert len(_unsettled(store)) == 1
+            server.start()
+            assert _store_one(dcmtk, port, files[4]) == "Success"
+            assert not _unsettled(store)
+            assert assert_consistent(url, store) == 5  # the one whose answer was lost is indexed
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), err
+        assert "Traceback" not in err, err
+    finally:
+        relay.close()
+        server.remove()
 
 
 # -- a full WAL disk: PostgreSQL stops --------------------------------------------------------------
@@ -351,3 +451,45 @@ def _fill_the_wal(server: WalOnSmallDisk, series, store: Path) -> None:
         assert assert_consistent(url, store) == N
     finally:
         server.remove()
+
+
+def test_listen_when_the_servers_wal_disk_fills(series, dcmtk, tmp_path):
+    """``listen`` into a server whose WAL disk fills: PostgreSQL stops itself (PANIC, then a
+    recovery that finds no room); the instances sent meanwhile are refused, never answered
+    Success, and the listener runs on. Once there is room and the server is started again, the
+    same storescu stores every instance, and the write the server's stop cut short is settled by
+    the running listener: every row has its file, no file is without its row, no in-flight name
+    is left."""
+    with tmpfs("24m", _server_user()) as wal:
+        server = WalOnSmallDisk(tmp_path / "pg", wal)
+        try:
+            server.start()
+            url = server.create_database()
+            store = tmp_path / "store"
+            open_database(url, store=store).close()
+            filler = fill(server.wal, 1 << 20)
+            port = free_port()
+            files = series.files
+            argv = ["--db", url, "--store", store, "listen", "--port", port, "--host", LOOPBACK]
+            with dicomplus_server(*argv, port=port) as proc:
+                sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
+                answers = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
+                assert len(answers) == len(files), sent.stdout + sent.stderr
+                stored = answers.count("Success")
+                assert 0 < stored < len(files) and "Success" not in answers[stored:], answers
+                assert server._proc is not None
+                server._proc.wait(60)  # recovery found no room: the server shut itself down
+                assert "PANIC:" in server.log_text() and "No space left on device" in server.log_text()
+                assert proc.poll() is None, proc.communicate()
+                filler.unlink()
+                server.start()
+                again = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
+                answers = re.findall(r"Received Store Response \((.+?)\)", again.stdout + again.stderr)
+                assert answers == ["Success"] * len(files), again.stdout + again.stderr
+                assert assert_consistent(url, store) == len(files)  # settled while it runs
+                proc.send_signal(signal.SIGINT)
+                _, err = proc.communicate(timeout=60)
+            assert proc.returncode in (0, 130), err
+            assert "Traceback" not in err, err
+        finally:
+            server.remove()

@@ -257,7 +257,7 @@ class BaseDatabase(abc.ABC):
         (:meth:`_settle_retired`)."""
         self.store.sweep(settle=self._settle_retired)
 
-    def _settle_retired(self, retired: list[tuple[str, str]], placed: Sequence[str] = ()) -> None:
+    def _settle_retired(self, retired: list[tuple[str, str]], placed: Sequence[str] = ()) -> bool:
         """Put back the retired files of writers killed before their commit, remove the others;
         remove the files such writers had placed (``placed``: their in-flight names,
         :meth:`~.store.FileStore.place`) under names no row points to.
@@ -270,7 +270,7 @@ class BaseDatabase(abc.ABC):
         locked against a delete), each file whose name a row still holds goes back under it
         (unless a file is there), with the new files such a killed replacement had placed for the
         instance (:meth:`_drop_placed`); every other one is removed. When the database cannot be
-        written, the files stay for a later sweep.
+        written, the files stay for a later sweep, and this returns False (True: settled).
 
         A placed file's names are found from the SOP Instance UID in its header, and its
         instance's lock is held (PostgreSQL) while a name no row points to is removed: no
@@ -311,9 +311,10 @@ class BaseDatabase(abc.ABC):
                             if name not in rows and _same_file(name, tmp):
                                 self.store.remove(name)  # its transaction never committed
                         self.store.settled(tmp)
-                    return
+                    return True
         except (DatabaseError, OSError) as exc:
             logger.warning("files of a stopped writer left for a later sweep: %s", exc)
+            return False
 
     def _rows_at(
         self, conn: Connection, paths: list[str], sops: Iterable[str], *, lock: bool

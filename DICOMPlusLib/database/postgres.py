@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -111,6 +112,11 @@ class PostgresDatabase(BaseDatabase):
         self.display_url = redact(url)
         self._init_connections()
         self._idle_writers: list[PgConnection] = []
+        #: Files of transactions whose connection broke while the server was away (retired
+        #: files as (temporary name, the name it had); placed files' in-flight names): settled
+        #: by the next commit that succeeds (:meth:`_settle_unsettled`), not left until exit.
+        self._unsettled: tuple[list[tuple[str, str]], list[str]] = ([], [])
+        self._unsettled_lock = threading.Lock()
         conn = self._connect()
         try:
             pg_schema.migrate(conn, self.display_url)
@@ -302,13 +308,11 @@ class PostgresDatabase(BaseDatabase):
                 # disk): it may have committed before it went, and only its rows can say so.
                 # Settled as a dead writer's files are: a placed file stays where a row names
                 # it; the others, and the in-flight names, go. A server still away leaves them
-                # to the sweep of the next writer once this one ends, under in-flight names of
-                # their own: the caller removes the temporary names it gave (on any failure).
-                self._settle_retired(retired, in_flight)
-                for tmp in in_flight:
-                    with contextlib.suppress(OSError):
-                        if os.path.lexists(tmp):
-                            os.rename(tmp, f"{tmp}-unsettled")
+                # under in-flight names of their own (the caller removes the temporary names
+                # it gave, on any failure) to this database's next commit that succeeds, or, if
+                # this process ends first, to the sweep of the next writer.
+                if not self._settle_retired(retired, in_flight):
+                    self._leave_unsettled(retired, in_flight)
                 raise
             for tmp, path in retired:
                 self.store.restore(tmp, path)
@@ -321,7 +325,45 @@ class PostgresDatabase(BaseDatabase):
             self.store.settled(tmp)
         for tmp, path in retired:
             self.store.discard(tmp, path)
+        if self._unsettled[0] or self._unsettled[1]:  # the server is back: settle what it left
+            self._settle_unsettled()
         return statuses
+
+    def _leave_unsettled(self, retired: list[tuple[str, str]], in_flight: list[str]) -> None:
+        """Keep the files of a transaction whose outcome the server, away, cannot tell yet: the
+        in-flight names move to names of their own (``-unsettled``) and are remembered, with
+        the retired files, for :meth:`_settle_unsettled`."""
+        placed = []
+        for tmp in in_flight:
+            with contextlib.suppress(OSError):
+                if os.path.lexists(tmp):
+                    os.rename(tmp, f"{tmp}-unsettled")
+                    placed.append(f"{tmp}-unsettled")
+        with self._unsettled_lock:
+            self._unsettled[0].extend(pair for pair in retired if os.path.lexists(pair[0]))
+            self._unsettled[1].extend(placed)
+
+    def _settle_unsettled(self) -> None:
+        """Settle the files :meth:`_leave_unsettled` kept (:meth:`_settle_retired`: a placed file
+        stays where a row names it, a retired one goes back under a name a row still holds, the
+        others go), once a commit shows the server is back; kept for the next one if it is away
+        again. One thread settles them; the others go on."""
+        with self._unsettled_lock:
+            retired, placed = self._unsettled
+            if not retired and not placed:
+                return
+            self._unsettled = ([], [])
+        retired = [pair for pair in retired if os.path.lexists(pair[0])]
+        placed = [tmp for tmp in placed if os.path.lexists(tmp)]
+        try:
+            settled = self._settle_retired(retired, placed)
+        except Exception:  # the caller's commit is done: it must not be reported as failed
+            logger.exception("cannot settle the files of a write the server did not answer")
+            settled = False
+        if not settled:
+            with self._unsettled_lock:
+                self._unsettled[0].extend(retired)
+                self._unsettled[1].extend(placed)
 
     def _commit_locked(
         self, conn, items, order, elements, terms, existing, link, on_duplicate, files, retired

@@ -63,8 +63,8 @@ _FICLONE = 0x40049409  # ioctl(dst, FICLONE, src): share the source's blocks (bt
 _COPY_CHUNK = 1 << 30
 
 #: What :meth:`FileStore.sweep` hands a dead writer's files to: (retired files as (temporary
-#: name, the name it had), placed files' in-flight names).
-Settle = Callable[[list[tuple[str, str]], list[str]], None]
+#: name, the name it had), placed files' in-flight names); what it returns is not used.
+Settle = Callable[[list[tuple[str, str]], list[str]], object]
 
 
 def _sha256_hex(data: bytes) -> str:
