@@ -4,9 +4,10 @@ DICOMweb answer whose body stops (a QIDO-RS JSON answer, a WADO-RS multipart ret
 and HTTPS), a C-FIND answer that stops inside a PDU, a C-STORE whose response never comes.
 
 Each peer is a real socket on loopback that answers up to the chosen point and then keeps the
-connection open, silent (:class:`Stall`); the C-STORE peer is pynetdicom with a handler that does
-not return. The library is driven as the CLI and the engine drive it (the services, a cancel
-token), then the engine's Cancel and Ctrl-C in a real terminal (exit 130, one account)."""
+connection open, silent (:class:`~dicomplus_testing.stalls.Stall`); the C-STORE peer is
+pynetdicom with a handler that does not return. The library is driven as the CLI and the engine
+drive it (the services, a cancel token), then the engine's Cancel and Ctrl-C in a real terminal
+(exit 130, one account: :func:`~dicomplus_testing.stalls.ctrl_c_once_stalled`)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ import time
 from collections.abc import Callable
 
 import pytest
-from test_cli_terminal import cli, leftovers, run_in_terminal
+from test_cli_terminal import leftovers
 
 from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.stalls import PROMPT, SETTLE, cancel_when, ctrl_c_once_stalled, stall
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.engine.client import SubprocessEngine
 from DICOMPlusLib.errors import CancelledError
-from DICOMPlusLib.jobs import CancelToken, JobState
+from DICOMPlusLib.jobs import JobState
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.endpoints import DicomwebEndpoint, DimseEndpoint
 from DICOMPlusLib.network.models import RetrieveOptions
@@ -37,52 +39,6 @@ from DICOMPlusLib.network.send import send_paths
 from DICOMPlusLib.network.send_models import SendOptions
 
 STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
-#: How long after the peer went silent the cancel comes (well inside the wait), and how soon after
-#: it the work must have ended (the timeouts are 600 s).
-SETTLE, PROMPT = 0.3, 5.0
-
-
-class Stall:
-    """A loopback server whose connections ``serve(conn)`` answers up to the chosen point; then
-    the connection stays open and silent until the test ends. ``stalled`` is set once it is."""
-
-    def __init__(self, serve: Callable[[socket.socket], None], tls: ssl.SSLContext | None = None) -> None:
-        self.serve, self.tls = serve, tls
-        self.stalled = threading.Event()
-        self.held: list[socket.socket] = []
-        self.sock = socket.create_server((LOOPBACK, 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self.sock.accept()
-                self.held.append(conn)
-                threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-                self.held.append(conn)
-            self.serve(conn)
-            self.stalled.set()
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-
-@contextlib.contextmanager
-def stall(serve: Callable[[socket.socket], None], tls: ssl.SSLContext | None = None):
-    server = Stall(serve, tls)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def client_hello(conn: socket.socket) -> None:
@@ -178,22 +134,8 @@ def store_without_answer():
         server.shutdown()
 
 
-def _cancel_when(event: threading.Event) -> tuple[CancelToken, list[float]]:
-    """A token cancelled SETTLE seconds after ``event``; the time of the cancel goes in the list."""
-    token, at = CancelToken(), []
-
-    def later():
-        if event.wait(30):
-            time.sleep(SETTLE)
-            at.append(time.monotonic())
-            token.cancel()
-
-    threading.Thread(target=later, daemon=True).start()
-    return token, at
-
-
 def _query_is_cancelled(node: RemoteNode, event: threading.Event) -> None:
-    token, at = _cancel_when(event)
+    token, at = cancel_when(event)
     with pytest.raises(CancelledError):
         list(query(node, "study", {}, cancel=token, timeout=600))
     assert at and time.monotonic() - at[0] < PROMPT
@@ -222,7 +164,7 @@ def test_a_qido_answer_that_stops_halfway(scheme, certificate):
 def test_a_c_find_answer_that_stops_inside_a_pdu():
     with stall(c_find_cut_in_a_pdu) as peer:
         node = RemoteNode.parse(f"CUT@{LOOPBACK}:{peer.port}")
-        token, at = _cancel_when(peer.stalled)
+        token, at = cancel_when(peer.stalled)
         with pytest.raises(CancelledError):
             list(query(node, "study", {}, cancel=token, timeout=600))
         assert at and time.monotonic() - at[0] < PROMPT
@@ -236,7 +178,7 @@ def test_a_wado_retrieve_that_stops_inside_a_part(scheme, certificate, tmp_path)
             "CUT", web=DicomwebEndpoint(f"{scheme}://{LOOPBACK}:{peer.port}/dicom-web", verify=str(cert))
         )
         db = Database(tmp_path / "db")
-        token, at = _cancel_when(peer.stalled)
+        token, at = cancel_when(peer.stalled)
         report = retrieve(node, db, study_uid=STUDY, options=RetrieveOptions(timeout=600), cancel=token)
         assert at and time.monotonic() - at[0] < PROMPT
         assert report.cancelled and not report.done and report.expected == 2, report
@@ -248,7 +190,7 @@ def test_a_c_store_whose_response_never_comes(tmp_path):
     series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=95)
     with store_without_answer() as (port, arrived):
         node = RemoteNode.parse(f"HOLD@{LOOPBACK}:{port}")
-        token, at = _cancel_when(arrived)
+        token, at = cancel_when(arrived)
         options = SendOptions(timeout=600, dimse_timeout=600)
         report = send_paths(node, [series.folder], options, cancel=token)
         assert at and time.monotonic() - at[0] < PROMPT
@@ -316,31 +258,15 @@ def test_ctrl_c_ends_a_stalled_peer_at_once(name, tmp_path, monkeypatch):
     monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
     series = make_series(tmp_path / "s", n=2, rows=4, cols=4, seed=97)
     with stalled_peer(name) as (port, stalled):
-        where = (
+        node = (
             ["--dicomweb", f"{kind}://{LOOPBACK}:{port}/dicom-web"]
             if "http" in kind
-            else [f"STALL@{LOOPBACK}:{port}"]
+            else [f"STALL@{LOOPBACK}:{port}", *(["--tls"] if kind == "dimse-tls" else [])]
         )
-        added = cli("nodes", "add", "STALL", *where, *(["--tls"] if kind == "dimse-tls" else []))
-        assert added.returncode == 0, added.stderr
         rest = {"query": [], "retrieve": ["--study", STUDY], "send": [str(series.folder)]}[op]
-        typed_at: list[float] = []
-
-        def silent(_shown: bytes) -> bool:
-            if not stalled.is_set():
-                return False
-            time.sleep(SETTLE)
-            typed_at.append(time.monotonic())
-            return True
-
-        args = ["--db", str(tmp_path / "db"), op, "STALL", *rest, "--timeout", "600"]
-        code, text = run_in_terminal(args, interrupt_when=silent, timeout=60)
-    assert time.monotonic() - typed_at[0] < PROMPT, text
-    assert code == 130, text
-    assert "Traceback" not in text and "error" not in text, text
-    account = {
-        "query": "cancelled after 0 results",
-        "retrieve": "cancelled after 0/2 instances; 0 kept",
-        "send": "cancelled after 1/2 files; 0 kept",  # the file the peer took and never answered
-    }[op]
-    assert text.count(account) == 1, text
+        account = {
+            "query": "cancelled after 0 results",
+            "retrieve": "cancelled after 0/2 instances; 0 kept",
+            "send": "cancelled after 1/2 files; 0 kept",  # the file the peer took and never answered
+        }[op]
+        ctrl_c_once_stalled(stalled, node, [op, *rest], account, tmp_path / "db")

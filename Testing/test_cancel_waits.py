@@ -2,9 +2,10 @@
 the association and then stops reading (a C-STORE's data set fills its receive window and ours:
 the send waits), a C-ECHO whose response never comes (the same peer: the C-ECHO-RQ is never
 read) and a DICOMweb server that accepts the connection and never reads (a STOW-RS body, over
-HTTP and HTTPS, fills the windows the same way). Each peer is a real socket on loopback (:class:`~test_cancel_stalls.Stall`); the library
-is driven with a cancel token as the CLI and the engine drive it, then the engine's Cancel and
-Ctrl-C in a real terminal (exit 130, one account, no traceback)."""
+HTTP and HTTPS, fills the windows the same way). Each peer is a real socket on loopback
+(:class:`~dicomplus_testing.stalls.Stall`); the library is driven with a cancel token as the CLI
+and the engine drive it, then the engine's Cancel and Ctrl-C in a real terminal (exit 130, one
+account, no traceback: :func:`~dicomplus_testing.stalls.ctrl_c_once_stalled`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ import termios
 import time
 
 import pytest
-from test_cancel_stalls import PROMPT, SETTLE, _cancel_when, stall
-from test_cli_terminal import cli, run_in_terminal
 
 from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.stalls import PROMPT, SETTLE, cancel_when, ctrl_c_once_stalled, stall
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.engine.client import SubprocessEngine
 from DICOMPlusLib.errors import CancelledError
@@ -87,7 +87,7 @@ def large_series(tmp_path_factory):
 def test_a_send_to_a_peer_that_stops_reading(large_series):
     with stall(accept_then_stop_reading(UNREAD)) as peer:
         node = RemoteNode.parse(f"DEAF@{LOOPBACK}:{peer.port}")
-        token, at = _cancel_when(peer.stalled)
+        token, at = cancel_when(peer.stalled)
         report = send_paths(
             node, [large_series.folder], SendOptions(timeout=600, dimse_timeout=600), cancel=token
         )
@@ -105,7 +105,7 @@ def test_a_stow_to_a_server_that_stops_reading(scheme, large_series, https_serve
     with stall(never_read(UNREAD), context if scheme == "https" else None) as peer:
         url = f"{scheme}://{LOOPBACK}:{peer.port}/dicom-web"
         node = RemoteNode("DEAF", web=DicomwebEndpoint(url, verify=str(cert)))
-        token, at = _cancel_when(peer.stalled)
+        token, at = cancel_when(peer.stalled)
         report = send_paths(node, [large_series.folder], SendOptions(timeout=600), cancel=token)
         assert at and time.monotonic() - at[0] < PROMPT
     assert report.cancelled and not report.sent, report
@@ -117,7 +117,7 @@ def test_a_stow_to_a_server_that_stops_reading(scheme, large_series, https_serve
 def test_a_c_echo_whose_response_never_comes():
     with stall(accept_then_stop_reading(0)) as peer:
         node = RemoteNode.parse(f"MUTE@{LOOPBACK}:{peer.port}")
-        token, at = _cancel_when(peer.stalled)
+        token, at = cancel_when(peer.stalled)
         with pytest.raises(CancelledError):
             echo(node, timeout=600, cancel=token)
         assert at and time.monotonic() - at[0] < PROMPT
@@ -160,30 +160,14 @@ def test_ctrl_c_ends_the_wait_at_once(case, large_series, tmp_path, monkeypatch)
     op, serve = PEERS[case]
     monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
     with stall(serve()) as peer:
-        where = (
+        node = (
             ["--dicomweb", f"http://{LOOPBACK}:{peer.port}/dicom-web"]
             if case == "stow"
             else [f"STALL@{LOOPBACK}:{peer.port}"]
         )
-        added = cli("nodes", "add", "STALL", *where)
-        assert added.returncode == 0, added.stderr
-        typed_at: list[float] = []
-
-        def silent(_shown: bytes) -> bool:
-            if not peer.stalled.is_set():
-                return False
-            time.sleep(SETTLE)
-            typed_at.append(time.monotonic())
-            return True
-
         rest = [str(large_series.folder)] if op == "send" else []
-        args = ["--db", str(tmp_path / "db"), op, "STALL", *rest, "--timeout", "600"]
-        code, text = run_in_terminal(args, interrupt_when=silent, timeout=60)
-    assert time.monotonic() - typed_at[0] < PROMPT, text
-    assert code == 130, text
-    assert "Traceback" not in text and "error" not in text, text
-    account = {
-        "send": "cancelled after 0/2 files; 0 kept",  # the file cut short was not sent
-        "echo": "dicomplus: interrupted",  # as when Ctrl-C stops it while connecting
-    }[op]
-    assert text.count(account) == 1, text
+        account = {
+            "send": "cancelled after 0/2 files; 0 kept",  # the file cut short was not sent
+            "echo": "dicomplus: interrupted",  # as when Ctrl-C stops it while connecting
+        }[op]
+        ctrl_c_once_stalled(peer.stalled, node, [op, *rest], account, tmp_path / "db")
