@@ -23,7 +23,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -31,9 +30,10 @@ import pydicom
 import pytest
 from pynetdicom import evt
 
+from dicomplus_testing.full_disk import assert_one_line_full, dicomplus, fill, grow
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT, free_port
+from dicomplus_testing.util import free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 
@@ -53,39 +53,6 @@ def small_disk(path: Path, size: str = "2m"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def grow(path: Path, size: str = "32m") -> None:
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
-
-
-def fill(path: Path, leave: int) -> Path:
-    """A file that leaves ``leave`` bytes free on the disk of ``path``."""
-    st = os.statvfs(path)
-    filler = path / "filler"
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
-
-
-def dicomplus(*args, timeout: float = 120) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "DICOMPlusLib.cli", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def assert_one_line_full(code: int, err: str, where: Path, what: str | None = None) -> int | None:
-    """Exit 1 and one line naming the disk; returns how many it says were stored (None: no count)."""
-    assert code == 1, err
-    # ITK's MetaImage writer says "file stream is fail after write" on std::cerr itself
-    err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("MetaImage: "))
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    match = re.fullmatch(
-        rf"dicomplus: error: (?:stored (\d+) of (\d+) {what or '[a-z]+'}; )?the disk holding "
-        rf"{re.escape(str(where))} is full: free space there and run the same command again\n",
-        err,
-    )
-    assert match, err
-    return int(match.group(1)) if match.group(1) is not None else None
 
 
 def assert_consistent(db_file: Path, store: Path) -> int:

@@ -32,8 +32,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pynetdicom import evt
-from test_disk_full import dicomplus, fill, grow
 
+from dicomplus_testing.full_disk import assert_one_line_full, dicomplus, fill, grow
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.postgres import SUPERUSER, PostgresServer, _server_user, postgres_bin
 from dicomplus_testing.synthetic import make_series
@@ -98,20 +98,6 @@ def tmpfs(size: str, user):
 def series(tmp_path_factory):
     return make_series(tmp_path_factory.mktemp("pgfull") / "ct", n=N, rows=16, cols=16,
                        patient_id="PGFULL1", seed=53)  # fmt: skip
-
-
-def assert_one_line_full(code: int, err: str, url: str, what: str | None = None) -> int | None:
-    """Exit 1 and one line naming the database's disk; returns how many it says were stored."""
-    assert code == 1, err
-    assert "Traceback" not in err and err.count("\n") == 1, err
-    shown = re.escape(url.split("://", 1)[1])
-    match = re.fullmatch(
-        rf"dicomplus: error: (?:stored (\d+) of (\d+) {what or '[a-z]+'}; )?the disk of the PostgreSQL server "
-        rf"holding postgresql://{shown} is full: free space there and run the same command again\n",
-        err,
-    )
-    assert match, err
-    return int(match.group(1)) if match.group(1) is not None else None
 
 
 def assert_consistent(url: str, store: Path) -> int:
@@ -206,9 +192,7 @@ def test_listen_into_a_full_database_server(postgres_server, series, dcmtk, tmp_
         filler = fill(disk, 320 << 10)
         argv = ["--db", url, "--store", store, "listen", "--port", port, "--host", LOOPBACK]
         with dicomplus_server(*argv, port=port) as proc:
-            sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
-            answers = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
-            assert len(answers) == len(files), sent.stdout + sent.stderr
+            answers = _store(dcmtk, port, *files)
             stored = answers.count("Success")
             assert 0 < stored < len(files), answers
             assert answers[stored:] == ["Refused: OutOfResources"] * (len(files) - stored), answers
@@ -319,10 +303,23 @@ def _unsettled(store: Path) -> list[Path]:
     return [p for p in store.glob(".incoming-*") if p.name.endswith("-unsettled")]
 
 
+def _store(dcmtk, port: int, *files: Path) -> list[str]:
+    """DCMTK's storescu of ``files`` into the listener at ``port``: the status of each answer."""
+    sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
+    answers = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
+    assert len(answers) == len(files), sent.stdout + sent.stderr
+    return answers
+
+
 def _store_one(dcmtk, port: int, path: Path) -> str:
-    sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, path, check=False)
-    (answer,) = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
-    return answer
+    return _store(dcmtk, port, path)[0]
+
+
+def _stop_listener(proc) -> None:
+    """Ctrl-C: the listener ends without a traceback."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130) and "Traceback" not in err, err
 
 
 def test_a_listener_settles_a_lost_write_once_the_server_is_back(series, dcmtk, tmp_path):
@@ -386,10 +383,7 @@ def test_a_listener_settles_a_lost_write_once_the_server_is_back(series, dcmtk, 
             assert _store_one(dcmtk, port, files[4]) == "Success"
             assert not _unsettled(store)
             assert assert_consistent(url, store) == 5  # the one whose answer was lost is indexed
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-        assert proc.returncode in (0, 130), err
-        assert "Traceback" not in err, err
+            _stop_listener(proc)
     finally:
         relay.close()
         server.remove()
@@ -472,9 +466,7 @@ def test_listen_when_the_servers_wal_disk_fills(series, dcmtk, tmp_path):
             files = series.files
             argv = ["--db", url, "--store", store, "listen", "--port", port, "--host", LOOPBACK]
             with dicomplus_server(*argv, port=port) as proc:
-                sent = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
-                answers = re.findall(r"Received Store Response \((.+?)\)", sent.stdout + sent.stderr)
-                assert len(answers) == len(files), sent.stdout + sent.stderr
+                answers = _store(dcmtk, port, *files)
                 stored = answers.count("Success")
                 assert 0 < stored < len(files) and "Success" not in answers[stored:], answers
                 assert server._proc is not None
@@ -483,13 +475,9 @@ def test_listen_when_the_servers_wal_disk_fills(series, dcmtk, tmp_path):
                 assert proc.poll() is None, proc.communicate()
                 filler.unlink()
                 server.start()
-                again = dcmtk.run("storescu", "-v", "-nh", "-aec", "ANY", LOOPBACK, port, *files, check=False)
-                answers = re.findall(r"Received Store Response \((.+?)\)", again.stdout + again.stderr)
-                assert answers == ["Success"] * len(files), again.stdout + again.stderr
+                answers = _store(dcmtk, port, *files)
+                assert answers == ["Success"] * len(files), answers
                 assert assert_consistent(url, store) == len(files)  # settled while it runs
-                proc.send_signal(signal.SIGINT)
-                _, err = proc.communicate(timeout=60)
-            assert proc.returncode in (0, 130), err
-            assert "Traceback" not in err, err
+                _stop_listener(proc)
         finally:
             server.remove()
