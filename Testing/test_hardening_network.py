@@ -577,3 +577,129 @@ def test_our_scu_aborts_a_response_command_that_never_ends():
     finally:
         server.close()
     assert outcome.get("last") == ul.A_ABORT or outcome.get("sent", 640) < 640, outcome
+
+
+class _SendCountingSocket:
+    """A plain socket that counts what PDUStream's send path calls on it: a send through the
+    socket object (``poll`` first when it has a timeout) and a timeout change (an
+    ``ioctl(FIONBIO)``). The send without a wait goes through a duplicate descriptor."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.family, self.type, self.proto = sock.family, sock.type, sock.proto
+        self.sends = 0
+        self.timeouts = 0
+
+    def sendmsg(self, buffers, *args):
+        self.sends += 1
+        return self.sock.sendmsg(buffers, *args)
+
+    def sendall(self, data):
+        self.sends += 1
+        return self.sock.sendall(data)
+
+    def settimeout(self, value) -> None:
+        self.timeouts += 1
+        self.sock.settimeout(value)
+
+    def gettimeout(self):
+        return self.sock.gettimeout()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def shutdown(self, how) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = sock.recv(min(1 << 20, n - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def test_pdu_stream_sends_what_fits_without_a_wait_or_a_timeout_change():
+    """A C-STORE response (or any PDU the socket's buffer takes) goes in one ``sendmsg`` with
+    ``MSG_DONTWAIT`` on a duplicate descriptor: no ``poll`` before it (CPython's send on a socket
+    with a timeout) and, with a cancel token, no ``settimeout`` to a slice and back (two
+    ``ioctl``). Each of those system calls handed the GIL to another association's thread. What
+    does not fit (a peer that stopped reading) waits as before, in slices that look at the
+    cancel token; the bytes arrive whole and in order; a closed stream closes its duplicate."""
+    from DICOMPlusLib.jobs import CancelToken
+
+    a, b = socket.socketpair()
+    try:
+        b.settimeout(5.0)  # as the association's socket has it
+        counting = _SendCountingSocket(b)
+        stream = ul.PDUStream(counting, timeout=5.0, cancel=CancelToken(), send_now=True)  # type: ignore[arg-type]
+        response = [struct.pack(">BBI", ul.P_DATA_TF, 0, 160), bytes(range(160))]
+        for _ in range(20):
+            stream.send(*response)
+        assert _read_exactly(a, 20 * 166) == b"".join(response) * 20
+        assert (counting.sends, counting.timeouts) == (0, 0)
+
+        # more than the socket buffers take while the peer reads slowly: the rest waits (in slices)
+        big = os.urandom(8 << 20)
+        received: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: (time.sleep(0.3), received.append(_read_exactly(a, len(big))))
+        )
+        reader.start()
+        stream.send(big[:1000], memoryview(big)[1000:])
+        reader.join(10)
+        assert received == [big]
+        assert counting.sends >= 1  # the part that did not fit went the waiting way
+        assert b.gettimeout() == 5.0
+
+        duplicate = stream._nowait
+        assert isinstance(duplicate, socket.socket)
+        stream.close()
+        assert duplicate.fileno() == -1
+        a.settimeout(5.0)
+        assert a.recv(10) == b""  # the peer sees the connection end: no descriptor left open
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pdu_stream_of_a_socket_it_does_not_own_keeps_no_second_descriptor():
+    """serve's direct writes share pynetdicom's socket, which pynetdicom closes: a stream
+    without ``send_now`` never makes the duplicate descriptor (it would keep the connection
+    open after that close), and sends as before."""
+    a, b = socket.socketpair()
+    try:
+        b.settimeout(5.0)
+        counting = _SendCountingSocket(b)
+        stream = ul.PDUStream(counting, timeout=None)  # type: ignore[arg-type]
+        stream.send(ul.RELEASE_RQ, b"")
+        assert _read_exactly(a, len(ul.RELEASE_RQ)) == ul.RELEASE_RQ
+        assert stream._nowait is False and counting.sends == 1
+        b.close()  # its owner closes the socket: the peer sees the end at once
+        a.settimeout(5.0)
+        assert a.recv(10) == b""
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pdu_stream_send_to_a_closed_peer_raises_connection_closed():
+    """The send without a wait on a connection the peer closed raises ConnectionClosed (no
+    SIGPIPE: ``MSG_NOSIGNAL``), as the waiting send does."""
+    a, b = socket.socketpair()
+    try:
+        b.settimeout(5.0)
+        stream = ul.PDUStream(b, timeout=5.0, send_now=True)
+        a.close()
+        with pytest.raises(ul.ConnectionClosed):
+            for _ in range(3):  # the first may still land in the buffer of a socket pair
+                stream.send(ul.RELEASE_RQ, b"")
+    finally:
+        b.close()

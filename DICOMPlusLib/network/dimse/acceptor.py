@@ -209,7 +209,11 @@ class StorageAssociation:
         self.deadline = deadline if deadline is not None else time.monotonic() + policy.acse_timeout
         self.on_close = on_close
         self.stream = ul.PDUStream(
-            sock, max_receive=policy.max_pdu, timeout=policy.network_timeout, pdu_timeout=policy.pdu_timeout
+            sock,
+            max_receive=policy.max_pdu,
+            timeout=policy.network_timeout,
+            pdu_timeout=policy.pdu_timeout,
+            send_now=True,  # closed by this association's end (run's finally), never by another owner
         )
         self.calling_ae = ""
         self.called_ae = ""

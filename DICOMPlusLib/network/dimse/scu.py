@@ -367,7 +367,7 @@ def associate(
         roles=dict(roles or {}),
     )
     sock = connect_socket(host, port, connect_timeout, tls, cancel)
-    stream = ul.PDUStream(sock, max_receive=max_pdu, timeout=dimse_timeout, cancel=cancel)
+    stream = ul.PDUStream(sock, max_receive=max_pdu, timeout=dimse_timeout, cancel=cancel, send_now=True)
     where = f"{called_ae}@{host}:{port}"
     try:
         stream.send(rq.encode())
