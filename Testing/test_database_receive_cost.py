@@ -238,3 +238,74 @@ def test_the_file_meta_goes_to_disk_with_the_first_fragment(tmp_path, received, 
         assert outcome.status == 0 and Path(outcome.instance.path).read_bytes() == written
         assert refused.status == 0xC000  # the file meta alone: cannot understand, not a crash
         assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_a_received_header_is_scanned_from_the_bytes_written_not_read_back(tmp_path, received, monkeypatch):
+    """The start of a received file (file meta and the first fragment, as written) is kept in
+    memory and the commit scans the header from it: no ``pread`` of the file it just wrote, and
+    no ``getcwd`` (a received file has no source path to make absolute). Each is a system call,
+    and with several associations a hand-off of the GIL, in series with the C-STORE response.
+    The row is the one a scan of the stored file gives; a first fragment shorter than the
+    header scan's first read is read back as before (same row)."""
+    import pydicom
+
+    from DICOMPlusLib.database.parsing import parse_path
+    from DICOMPlusLib.network.dimse.receive import DatabaseSink, ReceiveMeta
+
+    def dataset_of(data: bytes) -> tuple[ReceiveMeta, bytes]:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        meta = ReceiveMeta(
+            ds.SOPClassUID, ds.SOPInstanceUID, ds.file_meta.TransferSyntaxUID, calling_ae="PEER"
+        )
+        return meta, data[132 + 12 + ds.file_meta.FileMetaInformationGroupLength :]
+
+    make_series(tmp_path / "large", n=1, rows=128, cols=128)
+    (large,) = [p.read_bytes() for p in (tmp_path / "large").rglob("*") if p.is_file()]
+    with Database(tmp_path / "db.sqlite", store_dir=tmp_path / "store") as db:
+        sink = DatabaseSink(db)
+        meta, dataset = dataset_of(received[0])
+        sink.finish(_fragments(sink, meta, dataset, len(dataset)))  # the writer's token, the root
+        calls: Counter = Counter()
+        for name in ("pread", "getcwd"):
+            real = getattr(os, name)
+
+            def wrapper(*args, _real=real, _name=name, **kwargs):
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(os, name, wrapper)
+        outcomes = []
+        for data in received[1:4]:  # the whole data set in one fragment
+            meta, dataset = dataset_of(data)
+            outcomes.append(sink.finish(_fragments(sink, meta, dataset, len(dataset))))
+        meta, dataset = dataset_of(large)  # 32 KiB of pixels: a first fragment of 20,000 bytes
+        outcomes.append(sink.finish(_fragments(sink, meta, dataset, 20_000)))
+        assert calls == Counter()
+        meta, dataset = dataset_of(received[4])
+        outcomes.append(sink.finish(_fragments(sink, meta, dataset, 100)))  # 100 bytes first: read back
+        monkeypatch.undo()
+        assert calls["pread"] >= 1 and calls["getcwd"] == 0
+        assert [o.status for o in outcomes] == [0] * 5
+        for outcome in outcomes:
+            stored = db.instance(outcome.instance.sop_instance_uid)
+            again = parse_path(outcome.instance.path, keep_data=False)
+            assert stored is not None and stored.path == outcome.instance.path
+            for key in (
+                "SOPInstanceUID",
+                "SeriesInstanceUID",
+                "StudyInstanceUID",
+                "PatientID",
+                "Rows",
+                "Columns",
+            ):
+                assert getattr(stored, key) == again.values[key]
+            assert stored.TransferSyntaxUID == again.transfer_syntax
+
+
+def _fragments(sink, meta, dataset: bytes, first: int):
+    incoming = sink.begin(meta)
+    view = memoryview(dataset)
+    incoming.write_safely(view[:first])
+    if first < len(dataset):
+        incoming.write_safely(view[first:])
+    return incoming

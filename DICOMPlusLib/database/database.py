@@ -388,7 +388,13 @@ class Database(BaseDatabase):
         series_rows: dict[str, tuple] = {}
         instance_rows: list[tuple] = []
         source_rows: list[tuple] = []
-        cwd = working_folder()  # once a batch: relative source paths are made absolute against it
+        # once a batch, and only for a batch that has a relative source path to make absolute: a
+        # received file has no source (getcwd is a system call, a GIL hand-off per received file)
+        cwd = (
+            working_folder()
+            if any(item.source and not os.path.isabs(item.source) for item in items)
+            else None
+        )
         try:
             with self.write() as conn:
                 # SOPInstanceUID -> (path, linked, source, SeriesInstanceUID), kept up to date below

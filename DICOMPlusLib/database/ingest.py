@@ -160,10 +160,26 @@ class Incoming:
     received instance). :meth:`Ingest.commit` moves it into place or removes it; :meth:`discard`
     removes it when the caller gives up. Raises OSError from :meth:`write`."""
 
+    #: How much of a file's start its writer keeps in memory (:attr:`prefix`): as much as the
+    #: header scan reads first (``parsing.FIRST_READ``; a shorter prefix is read back instead).
+    PREFIX = 16 * 1024
+
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
         self.path = path
         self.size = 0
+        #: The file's first bytes when the writer kept them (:meth:`keep_prefix`): its header is
+        #: then scanned from memory, not read back from the file.
+        self.prefix: bytes | None = None
+
+    def keep_prefix(self, *parts: bytes | memoryview) -> None:
+        """Keep the start of ``parts``, the first bytes written to the file (up to :attr:`PREFIX`)."""
+        kept = b""
+        for part in parts:
+            kept += bytes(memoryview(part)[: self.PREFIX - len(kept)])
+            if len(kept) >= self.PREFIX:
+                break
+        self.prefix = kept
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -302,7 +318,7 @@ class Ingest:
             if fsync:
                 incoming.fsync()
             if incoming.fd >= 0:  # read the header through the descriptor it was written by
-                parsed = parse_incoming(incoming.fd, incoming.path)
+                parsed = parse_incoming(incoming.fd, incoming.path, incoming.prefix)
                 incoming.close()
             else:  # the caller closed it already (a DICOMweb part)
                 parsed = parse_path(incoming.path, keep_data=False)

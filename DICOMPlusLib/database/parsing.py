@@ -82,7 +82,7 @@ TAG_OF = {
 INDEX_TAGS = {TAG_OF[k]: k for k in INDEX_KEYWORDS}
 _WANTED = frozenset(INDEX_TAGS)
 _INT_KEYS = frozenset({"SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows", "Columns"})
-_FIRST_READ = 16 * 1024  # most headers are 2-12 KiB; a longer one is read on
+FIRST_READ = 16 * 1024  # most headers are 2-12 KiB; a longer one is read on
 #: What a load of files needs of an index entry (``parse_path(..., index=False)``): the instance's
 #: identity and what :func:`_check` and :func:`_check_pixels` judge. The patient, study and series
 #: names and dates are neither decoded nor converted (~10% of a folder load's header scan).
@@ -328,12 +328,14 @@ def parse_path(
         os.close(fd)
 
 
-def parse_incoming(fd: int, path: str) -> ParsedFile:
+def parse_incoming(fd: int, path: str, prefix: bytes | None = None) -> ParsedFile:
     """Index entry for a received file still open (readable) on ``fd``, the descriptor it was
-    written by: no second open and close of it per received instance. Raises as
-    :func:`parse_path` does (ImportFileError for unreadable data)."""
+    written by: no second open and close of it per received instance. ``prefix``, when the
+    writer kept it, is the file's first bytes (:data:`FIRST_READ` of them, or the whole file):
+    the header is scanned from it without reading the file back. Raises as :func:`parse_path`
+    does (ImportFileError for unreadable data)."""
     try:
-        return parse_fd(fd, os.fstat(fd), path)
+        return parse_fd(fd, os.fstat(fd), path, prefix=prefix)
     except OSError as exc:
         raise ImportFileError(f"cannot read: {exc.strerror or exc}") from exc
 
@@ -349,20 +351,27 @@ def _read_all(fd: int, size: int) -> bytes:
 
 
 def parse_fd(
-    fd: int, st: os.stat_result, path: str, also: frozenset[int] = frozenset(), index: bool = True
+    fd: int,
+    st: os.stat_result,
+    path: str,
+    also: frozenset[int] = frozenset(),
+    index: bool = True,
+    prefix: bytes | None = None,
 ) -> ParsedFile:
     """Index entry for an open file whose ``fstat`` is ``st``, reading only its header (the
-    first 64 KiB, more only when the header is longer). Raises ImportFileError with a reason,
+    first 16 KiB, more only when the header is longer; none when ``prefix``, the file's first
+    bytes as its writer kept them, holds as many). Raises ImportFileError with a reason,
     OSError when the file cannot be read."""
     size = st.st_size
     if size == 0:
         raise ImportFileError("empty file")
-    data = os.pread(fd, min(size, _FIRST_READ), 0)
+    first = min(size, FIRST_READ)
+    data = prefix[:first] if prefix is not None and len(prefix) >= first else os.pread(fd, first, 0)
     while True:
         try:
             return _scan_prefix(data, fd, st, path, also, index)
         except NeedMoreData:
-            more = os.pread(fd, max(len(data), _FIRST_READ), len(data))
+            more = os.pread(fd, max(len(data), FIRST_READ), len(data))
             if not more:
                 parsed = parse_bytes(data, source=path, size=size, mtime=st.st_mtime)
                 parsed.data = None

@@ -122,7 +122,9 @@ class IncomingFile:
     The file meta goes to the file with the first data set fragment, in one ``writev``: one
     system call fewer per instance (and, with several associations' threads, one hand-off of
     the GIL fewer). A write error surfaces at that first write and is answered as any other
-    (``write_safely``, then "Out of Resources")."""
+    (``write_safely``, then "Out of Resources"). The file's first 16 KiB (file meta and the
+    start of the data set, as written) are kept: the commit scans the header from them instead
+    of reading it back (``Incoming.keep_prefix``)."""
 
     def __init__(self, sink: DatabaseSink, meta: ReceiveMeta, file: Incoming | None = None) -> None:
         self.meta = meta
@@ -141,6 +143,7 @@ class IncomingFile:
             self.file.write(data)
         else:
             self.file.writev(head, data)
+            self.file.keep_prefix(head, data)  # the header is scanned from it at the commit
 
     def write_safely(self, data: bytes | memoryview) -> None:
         """Write, remembering (instead of raising) the first error: the rest of the message
