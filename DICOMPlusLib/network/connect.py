@@ -133,27 +133,44 @@ def wait_in_slices(
     what: str,
     *,
     final: tuple[type[BaseException], ...] = (),
+    step: float = CANCEL_POLL_S,
+    on_cancel: Callable[[], float] | None = None,
+    progress: Callable[[], int] | None = None,
 ) -> T:
     """``attempt(seconds)``, a wait that raises TimeoutError when nothing came within
-    ``seconds``, repeated in slices of CANCEL_POLL_S until it returns, looking at ``cancel``
+    ``seconds``, repeated in slices of ``step`` until it returns, looking at ``cancel``
     after each slice: the one loop of every cancellable wait (a connection's TLS handshake and
-    reads, :func:`in_slices`; the next PDU, ``scu.read_in_slices``; what we send to a peer
-    that stopped reading; a name lookup). A slice that times out is tried again where it
-    stopped, so ``attempt`` must keep what it got. CancelledError on a cancel, TimeoutError
-    once ``timeout`` (None: no limit) has passed with nothing; the TimeoutErrors listed in
-    ``final`` (a deadline of the attempt's own) end the wait as they are."""
+    reads, :func:`in_slices`; the next PDU, ``scu.read_in_slices`` and the Q/R SCU's event loop;
+    what we send to a peer that stopped reading; a name lookup). A slice that times out is tried
+    again where it stopped, so ``attempt`` must keep what it got. CancelledError on a cancel,
+    TimeoutError once ``timeout`` (None: no limit) has passed with nothing; the TimeoutErrors
+    listed in ``final`` (a deadline of the attempt's own) end the wait as they are.
+
+    Two hooks make it the wait of an operation that a cancel asks the peer to end (a C-FIND,
+    C-GET or C-MOVE: PS3.7 9.3.2.3): ``on_cancel()`` is called whenever the token is seen
+    cancelled, before each slice too (so it must do its work once, a C-CANCEL, and then only
+    answer), and returns the ``time.monotonic()`` until which the wait goes on (the grace for
+    the final response); CancelledError once that has passed. ``progress()`` counts what has
+    arrived (a PDU's bytes): when it changed in a slice that timed out, ``timeout`` starts
+    again, an idle timeout rather than a deadline for the whole."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    seen = progress() if progress is not None else 0
     while True:
-        left = CANCEL_POLL_S if deadline is None else deadline - time.monotonic()
+        if on_cancel is not None and cancel.cancelled and time.monotonic() >= on_cancel():
+            raise CancelledError(f"cancelled while waiting for {what}")
+        left = step if deadline is None else deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"{what}: nothing within {timeout:g} s")
         try:
-            return attempt(min(left, CANCEL_POLL_S))
+            return attempt(min(left, step))
         except final:
             raise
         except TimeoutError:  # socket.timeout, and ssl's "The read operation timed out"
-            if cancel.cancelled:
+            if on_cancel is None and cancel.cancelled:
                 raise CancelledError(f"cancelled while waiting for {what}") from None
+            if progress is not None and deadline is not None and progress() != seen:
+                seen = progress()
+                deadline = time.monotonic() + timeout  # type: ignore[operator]  # not None with a deadline
 
 
 def in_slices(sock: socket.socket, call: Callable[[], T], cancel: Cancel, what: str) -> T:

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from DICOMPlusLib import uids
-from DICOMPlusLib.errors import (
-    NetworkError,
-    OperationAborted,
-)
+from DICOMPlusLib.errors import CancelledError, NetworkError, OperationAborted
+from DICOMPlusLib.network.connect import wait_in_slices
 from DICOMPlusLib.network.dimse import identifiers, scu, ul
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse.receive import (
@@ -349,17 +346,15 @@ class QRAssociation:
         finally:
             self._drain_deadline = None
 
-    def _readable(self, timeout: float) -> bool:
-        if self.stream.receive_now():  # read ahead already, or the socket held data: no select
-            return True
-        sock = self.stream.sock
-        if ul.is_tls(sock) and sock.pending():  # type: ignore[attr-defined]  # an SSLSocket
-            return True
-        try:
-            ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
-        except (OSError, ValueError):
-            return True  # let the read report the problem
-        return bool(ready)
+    def _timed_out(self, what: str, timeout: float) -> NoReturn:
+        """Abort after ``timeout`` seconds in which nothing of a PDU arrived (an idle peer), or
+        nothing more of one begun (a peer that stopped inside a message)."""
+        self.abort()
+        if self.stream.buffered:
+            raise OperationAborted(f"{what}: the peer stopped in the middle of a message") from None
+        raise OperationAborted(
+            f"no {what} response from {self.called_ae}@{self.peer} within {timeout:g} s; association aborted"
+        ) from None
 
     def _raise_for_final(self, response: Response, what: str) -> None:
         if response.status in (Status.SUCCESS, Status.CANCEL):
@@ -380,53 +375,40 @@ class QRAssociation:
         command_buf = bytearray()
         current = None  # (kind, ctx id, command, IncomingFile | bytearray | None)
         spare: Incoming | None = None  # the next sub-operation's temporary file, made ahead
-        cancel_sent_at: float | None = None
-        last_activity = time.monotonic()
         what = _FIELDS[field]
+        waiting = _Waiting(self, mid, cx, cancel, grace)
+        stream = self.stream
         try:
             while True:
-                now = time.monotonic()
-                if cancel is not None and cancel_sent_at is None and cancel.cancelled:
-                    self._send_cancel(mid, cx)
-                    cancel_sent_at = now
-                    logger.info("%s: C-CANCEL sent for message %d", self.peer, mid)
-                if cancel_sent_at is not None and now - cancel_sent_at > grace:
-                    self.abort()
-                    raise OperationAborted(
-                        f"{what} cancelled: no final response within {grace:g} s of C-CANCEL; "
-                        "association aborted", cancelled=True,
-                    )  # fmt: skip
-                deadline = self._drain_deadline
-                if deadline is not None and now > deadline:
-                    self.abort()
-                    raise OperationAborted(f"{what}: no final response in time; association aborted")
-                wait = self.poll if (cancel is not None or deadline is not None) else 1.0
-                if not self._readable(wait):
-                    if time.monotonic() - last_activity > timeout:
+                if cancel is None and self._drain_deadline is None:
+                    try:
+                        pdu_type, body = stream.read_pdu(timeout)
+                    except TimeoutError:
+                        self._timed_out(what, timeout)
+                else:  # in slices that look at the cancel: C-CANCEL, then the grace
+                    try:
+                        pdu_type, body = wait_in_slices(
+                            stream.read_pdu, timeout, waiting, f"the {what} response", step=self.poll,
+                            on_cancel=waiting.grace_end, progress=waiting.received,
+                        )  # fmt: skip
+                    except CancelledError:
                         self.abort()
+                        if waiting.cancel_sent_at is not None:
+                            raise OperationAborted(
+                                f"{what} cancelled: no final response within {grace:g} s of C-CANCEL; "
+                                "association aborted", cancelled=True,
+                            ) from None  # fmt: skip
                         raise OperationAborted(
-                            f"no {what} response from {self.called_ae}@{self.peer} within {timeout:g} s; "
-                            "association aborted"
-                        )
-                    continue
-                before = self.stream.buffered
-                try:  # with a cancel token, in slices: a peer that stops inside a PDU held a cancel
-                    pdu_type, body = self.stream.read_pdu(timeout if cancel is None else wait)
-                except TimeoutError:
-                    if cancel is not None and self.stream.buffered > before:
-                        last_activity = time.monotonic()  # the PDU is still arriving
-                        continue
-                    if cancel is not None and time.monotonic() - last_activity <= timeout:
-                        continue  # the top of the loop looks at the cancel (C-CANCEL, then the grace)
-                    self.abort()
-                    raise OperationAborted(f"{what}: the peer stopped in the middle of a message") from None
-                last_activity = time.monotonic()
+                            f"{what}: no final response in time; association aborted"
+                        ) from None
+                    except TimeoutError:
+                        self._timed_out(what, timeout)
                 if pdu_type == ul.A_ABORT:
                     self.assoc.established = False
                     self.stream.close()
                     raise OperationAborted(
                         str(ul.PeerAborted(body[2] if len(body) > 2 else 0, body[3] if len(body) > 3 else 0)),
-                        cancelled=cancel_sent_at is not None,
+                        cancelled=waiting.cancel_sent_at is not None,
                     )
                 if pdu_type == ul.A_RELEASE_RQ:
                     with contextlib.suppress(ul.NetworkError):
@@ -499,7 +481,7 @@ class QRAssociation:
         except ul.ConnectionClosed as exc:
             self.assoc.established = False
             self.stream.close()
-            raise OperationAborted(f"{what}: {exc}", cancelled=cancel_sent_at is not None) from None
+            raise OperationAborted(f"{what}: {exc}", cancelled=waiting.cancel_sent_at is not None) from None
         finally:
             if current is not None and current[0] == "store" and current[3] is not None:
                 current[3].discard()  # an incomplete instance never reaches the database
@@ -559,6 +541,38 @@ class QRAssociation:
 
     def _reply(self, ctx: int, command: bytes) -> None:
         self.stream.send(*self.assoc._command_parts(ctx, command))
+
+
+class _Waiting:
+    """What the event loop's waits look at (:func:`~DICOMPlusLib.network.connect.wait_in_slices`):
+    the caller's token, or a drain after the caller stopped reading (``_cancel_and_drain``, whose
+    C-CANCEL is out); the C-CANCEL a cancel sends, once, and the end of its grace."""
+
+    def __init__(self, qa: QRAssociation, mid: int, cx: scu.AcceptedContext, token: CancelToken | None,
+                 grace: float) -> None:  # fmt: skip
+        self.qa, self.mid, self.cx, self.token, self.grace = qa, mid, cx, token, grace
+        self.cancel_sent_at: float | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        token = self.token
+        return (token is not None and token.cancelled) or self.qa._drain_deadline is not None
+
+    def grace_end(self) -> float:
+        """The hook of a cancel: C-CANCEL the first time, then the end of its grace."""
+        if self.cancel_sent_at is None:
+            if self.token is None or not self.token.cancelled:  # a drain: its C-CANCEL is out
+                return self.qa._drain_deadline  # type: ignore[return-value]  # set when not cancelled
+            self.qa._send_cancel(self.mid, self.cx)
+            self.cancel_sent_at = time.monotonic()
+            logger.info("%s: C-CANCEL sent for message %d", self.qa.peer, self.mid)
+        end = self.cancel_sent_at + self.grace
+        drain = self.qa._drain_deadline
+        return end if drain is None else min(end, drain)
+
+    def received(self) -> int:
+        """Bytes of a PDU begun (what makes the idle timeout start again)."""
+        return self.qa.stream.buffered
 
 
 class _Refused:
