@@ -35,6 +35,7 @@ from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 from DICOMPlusLib.database import Database
+from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
 
 N = 40  # instances of 128 KiB: 5 MiB, into a 2 MiB disk
@@ -129,10 +130,20 @@ def pacs(series, tmp_path_factory):
     server = QueryRetrieveSCP(db, QRConfig(ae_title="FULLPACS", port=0, host=LOOPBACK,
                                            destinations=(Destination("DICOMPLUS", LOOPBACK, move_port),)))  # fmt: skip
     server.start()
-    requests: list[str] = []  # the C-GET and C-MOVE requests it was sent, as the PACS saw them
+    requests: list[str] = []  # the C-GET, C-MOVE and C-CANCEL requests it was sent, as the PACS saw them
     assert server._server is not None
     server._server.bind(evt.EVT_DIMSE_RECV, lambda event: requests.append(type(event.message).__name__))
-    yield f"FULLPACS@{LOOPBACK}:{server.port}", move_port, requests
+    offered: list[str] = []  # the instances its sub-operations sent (C-GET) or had sent (C-MOVE)
+    sub_operations = server._sub_operations
+
+    def counted(event, records):
+        for status, sent in sub_operations(event, records):
+            if sent is not None and status != Status.CANCEL:
+                offered.append("")
+            yield status, sent
+
+    server._sub_operations = counted  # type: ignore[method-assign]
+    yield f"FULLPACS@{LOOPBACK}:{server.port}", move_port, requests, offered
     server.stop()
     db.close()
 
@@ -142,25 +153,61 @@ def test_retrieve_into_a_full_store(series, pacs, tmp_path, method):
     """The PACS hears our 0xA700 refusals and gives up (0xA702): the user hears that our disk is
     full and how many arrived, not that the PACS is out of resources or lacks a destination. A
     full disk is no transient failure: with retries allowed (the default, 2) the PACS is asked
-    once, not again for what is missing."""
-    node, move_port, requests = pacs
+    once, not again for what is missing. After the first instance refused for want of room,
+    the PACS gets a C-CANCEL: it stops sending (before, it sent the other instances, each
+    refused 0xA700)."""
+    node, move_port, requests, offered = pacs
     db = tmp_path / "db"
     with small_disk(tmp_path / "small") as disk:
         store = disk / "store"
         argv = ["--db", db, "--store", store, "retrieve", node, "--study", series.study_uid, "--method", method,
                 "--listener-port", move_port, "--listener-host", LOOPBACK]  # fmt: skip
         requests.clear()
+        offered.clear()
         code, _, err = dicomplus(*argv)
         stored = assert_one_line_full(code, err, store, "instances")
-        assert 0 < stored < N
+        assert 0 < stored < N - 4
         asked = [r for r in requests if r in ("C_GET_RQ", "C_MOVE_RQ")]
         assert asked == [f"C_{method.upper()}_RQ"], requests
+        assert "C_CANCEL_RQ" in requests, requests
+        # the refused one, and at most two the PACS had under way when the C-CANCEL came
+        assert len(offered) <= stored + 3, (len(offered), stored)
         assert assert_consistent(db / "dicomplus.sqlite", store) == stored
         grow(disk)
         code, out, err = dicomplus(*argv)
         assert code == 0, err
         assert f"({stored} already here), complete" in out, out
         assert assert_consistent(db / "dicomplus.sqlite", store) == N
+
+
+@pytest.mark.parametrize("peer", ["dcmqrscp", "orthanc"])
+def test_a_c_get_from_dcmtk_and_orthanc_is_cancelled_when_the_store_fills(series, peer, request, tmp_path):
+    """DCMTK's dcmqrscp and Orthanc as the PACS: after the first instance refused for want of
+    room the C-GET is cancelled, so the instances our C-GET refused (each logged with
+    --verbose) are that one and at most two under way, not every one left (before: N minus
+    those stored); the one line, exit 1, and what was stored is kept."""
+    if peer == "orthanc":
+        server = request.getfixturevalue("orthanc_session")
+        server.upload(series.folder)
+        node = f"{server.aet}@{LOOPBACK}:{server.dicom_port}"
+    else:
+        server = request.getfixturevalue("dcmqrscp")
+        server.load(series.folder)
+        node = f"{server.aet}@{LOOPBACK}:{server.port}"
+    db = tmp_path / "db"
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        code, _, err = dicomplus("--db", db, "--store", store, "--verbose", "retrieve", node, "--study",
+                                 series.study_uid, "--method", "get")  # fmt: skip
+        lines = err.splitlines()
+        assert code == 1, err
+        assert_one_line_full(code, lines[-1] + "\n", store, "instances")
+        stored = int(re.search(r"stored (\d+) of", lines[-1]).group(1))  # type: ignore[union-attr]
+        assert 0 < stored < N - 4
+        refused = [line for line in lines if "C-STORE sub-operation" in line and "0xA700" in line]
+        assert 1 <= len(refused) <= 3, err
+        assert any("C-CANCEL sent" in line for line in lines), err
+        assert assert_consistent(db / "dicomplus.sqlite", store) == stored
 
 
 def test_dicomweb_retrieve_into_a_full_store(series, orthanc_session, tmp_path):

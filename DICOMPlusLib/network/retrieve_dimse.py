@@ -277,6 +277,8 @@ class RunState:
         self.counted: list[tuple[qrscu.Response, list, int | None]] = []
         self.unit_totals: dict[int, int] = {}  # a deferred plan's C-GETs: their sub-operation totals
         self._space_failures = db.ingest.space_failures
+        #: What a C-GET or C-MOVE looks at to send C-CANCEL: the caller's cancel, or a full disk.
+        self.stop = _StopWhenFull(self)
 
     @property
     def disk_full(self) -> bool:
@@ -376,6 +378,22 @@ class RunState:
             out.warnings.append(f"{what} of {unit.describe()}: {response.comment}")
 
 
+class _StopWhenFull:
+    """Cancelled when the retrieve is, or once an instance found no room in our store (a C-GET's
+    own sub-operation or one our listener took for a C-MOVE): the PACS would send the rest of
+    the request only to have each refused 0xA700, so the operation is asked to stop (C-CANCEL,
+    PS3.4 C.4.2.3.1 and C.4.3.3.1) and what was stored is kept."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state.cancel.cancelled or self.state.disk_full
+
+
 def _open(state: RunState, contexts, roles=None) -> qrscu.QRAssociation:
     node = state.node
     tls = node.tls_settings.client_context(node.host) if node.tls else None
@@ -442,7 +460,7 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                                       on_pending=(lambda r, k=id(arrived): state.on_get_pending(k, r))
                                       if deferred else state.on_pending,
                                       on_stored=on_stored if deferred else state.on_stored,
-                                      cancel=state.cancel, grace=state.grace)  # fmt: skip
+                                      cancel=state.stop, grace=state.grace)  # fmt: skip
                     if deferred:
                         with state.lock:
                             state.counted.append((response, arrived, state.unit_totals.get(id(arrived))))
@@ -497,7 +515,7 @@ def run_move(state: RunState, units: Sequence[Unit], listener: Listener, slot) -
                         base = len(state.report.done)
                     response = qa.move(qrscu.STUDY_ROOT_MOVE, unit.identifier(), destination,
                                        on_pending=lambda r, b=base: state.on_pending(r, b),
-                                       cancel=state.cancel, grace=state.grace)  # fmt: skip
+                                       cancel=state.stop, grace=state.grace)  # fmt: skip
                     arrived = state.collect_from_db(unit)
                     if response.status == Status.MOVE_DESTINATION_UNKNOWN:
                         raise MoveDestinationUnknown(

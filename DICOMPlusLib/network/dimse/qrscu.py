@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CancelledError, NetworkError, OperationAborted
-from DICOMPlusLib.network.connect import wait_in_slices
+from DICOMPlusLib.network.connect import Cancel, wait_in_slices
 from DICOMPlusLib.network.dimse import identifiers, scu, ul
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse.receive import (
@@ -253,7 +253,7 @@ class QRAssociation:
             events.close()
 
     def get(self, sop_class: str, identifier: Dataset | Mapping[str, str], *, sink: DatabaseSink, on_pending=None,
-            on_stored=None, cancel: CancelToken | None = None, grace: float = 1.0) -> Response:  # fmt: skip
+            on_stored=None, cancel: Cancel | None = None, grace: float = 1.0) -> Response:  # fmt: skip
         """C-GET: store every C-STORE sub-operation through ``sink``; returns the final
         response. ``on_pending(Response)`` hears each pending response, ``on_stored(sop_uid,
         StoreOutcome)`` each instance (stored or refused)."""
@@ -268,7 +268,7 @@ class QRAssociation:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def move(self, sop_class: str, identifier: Dataset | Mapping[str, str], destination: str, *, on_pending=None,
-             cancel: CancelToken | None = None, grace: float = 1.0) -> Response:  # fmt: skip
+             cancel: Cancel | None = None, grace: float = 1.0) -> Response:  # fmt: skip
         """C-MOVE to ``destination`` (an AE title the SCP knows); returns the final response."""
         mid, cx = self._request(dimse.C_MOVE_RQ, sop_class, identifier, destination)
         for kind, item in self._events(dimse.C_MOVE_RQ, mid, cx, cancel=cancel, grace=grace):
@@ -366,7 +366,7 @@ class QRAssociation:
         )
 
     def _events(self, field: int, mid: int, cx: scu.AcceptedContext, *, sink: DatabaseSink | None = None,
-                cancel: CancelToken | None = None, grace: float = 1.0):  # fmt: skip
+                cancel: Cancel | None = None, grace: float = 1.0):  # fmt: skip
         """Yield ("pending", Response), ("stored", (SOP UID, StoreOutcome)) and ("final", Response)
         for the operation with Message ID ``mid``. Raises OperationAborted when the association
         ends first (then it is closed)."""
@@ -548,7 +548,7 @@ class _Waiting:
     the caller's token, or a drain after the caller stopped reading (``_cancel_and_drain``, whose
     C-CANCEL is out); the C-CANCEL a cancel sends, once, and the end of its grace."""
 
-    def __init__(self, qa: QRAssociation, mid: int, cx: scu.AcceptedContext, token: CancelToken | None,
+    def __init__(self, qa: QRAssociation, mid: int, cx: scu.AcceptedContext, token: Cancel | None,
                  grace: float) -> None:  # fmt: skip
         self.qa, self.mid, self.cx, self.token, self.grace = qa, mid, cx, token, grace
         self.cancel_sent_at: float | None = None
