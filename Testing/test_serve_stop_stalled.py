@@ -1,21 +1,26 @@
-"""The sample PACS ends at once when it is stopped while a peer has stopped reading one of its
-C-STOREs: a C-GET requester that takes the C-GET-RQ's answer no further (the sub-operation's
-C-STORE fills its receive window and ours), or a C-MOVE destination that accepts the association
-and never reads. Before, pynetdicom's server shutdown left those associations running, each DUL
-thread inside ``send`` for the network timeout (60 s) and then again for the A-ABORT: ``dicomplus
-serve`` did not exit after SIGTERM or Ctrl-C (over 2 minutes), and the engine's PACS went on
-sending after the panel stopped it.
+"""Stopping the sample PACS: a retrieve under way gets ``STOP_GRACE`` (10 s, as ``dicomplus
+listen`` gives its associations) to finish, and a second signal ends ``dicomplus serve`` at once.
+
+A peer that has stopped reading one of its C-STOREs (a C-GET requester that takes the C-GET-RQ's
+answer no further: the sub-operation's C-STORE fills its receive window and ours; or a C-MOVE
+destination that accepts the association and never reads) cannot finish: after the grace, or at
+the second signal, its association is ended under it. Before, pynetdicom's server shutdown left
+those associations running, each DUL thread inside ``send`` for the network timeout (60 s) and
+then again for the A-ABORT: ``dicomplus serve`` did not exit after SIGTERM or Ctrl-C (over 2
+minutes), and the engine's PACS went on sending after the panel stopped it.
 
 The peers are real sockets on loopback (:func:`~test_cancel_waits.accept_then_stop_reading`, and
-our Q/R SCU's association that sends the C-GET-RQ and never reads again); ``serve`` is a real
-process, and the library's ``QueryRetrieveSCP.stop()`` (what the engine calls) is driven as the
-engine drives it."""
+our Q/R SCU's association that sends the C-GET-RQ and never reads again, or reads slowly);
+``serve`` is a real process, and the library's ``QueryRetrieveSCP.stop()`` (what the engine
+calls) is driven as the engine drives it."""
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pydicom
@@ -23,16 +28,36 @@ import pytest
 from test_cancel_stalls import PROMPT, SETTLE, stall
 from test_cancel_waits import UNREAD, _unread, accept_then_stop_reading
 
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, port_accepts
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
+from DICOMPlusLib.database.ingest import IngestSource
+from DICOMPlusLib.engine.server import Engine
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import qrscu
-from DICOMPlusLib.network.pacs.qrscp import Destination, QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.dimse.receive import DatabaseSink
+from DICOMPlusLib.network.dimse.status import Status
+from DICOMPlusLib.network.pacs.qrscp import STOP_GRACE, Destination, QRConfig, QueryRetrieveSCP
 
 #: Instances large enough (8 MiB each) that one C-STORE fills both sides' buffers.
 SIDE = 2048
+#: A retrieve that reads slowly: SLOW_N small instances, SLOW_S seconds after each (3 s in all,
+#: well inside the grace).
+SLOW_N, SLOW_S = 6, 0.5
+
+
+def _serve(db, port: int, *more: str) -> list[str]:
+    return [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(db), "serve", "--port", str(port),
+            "--host", LOOPBACK, "--ae-title", "PACS", *more]  # fmt: skip
+
+
+def _wait_ready(proc: subprocess.Popen) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Try it"):
+            return
+    raise AssertionError("serve did not start")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +102,7 @@ def _wait_stalled(method: str, qa: qrscu.QRAssociation, dest) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("method", ["get", "move"])
-def test_serve_ends_at_once_when_a_peer_stopped_reading(method, signum, pacs_db):
+def test_a_second_signal_ends_serve_at_once_when_a_peer_stopped_reading(method, signum, pacs_db):
     db, study_uid, sop_class = pacs_db
     port = free_port()
     with stall(accept_then_stop_reading(UNREAD)) as dest:
@@ -91,8 +116,10 @@ def test_serve_ends_at_once_when_a_peer_stopped_reading(method, signum, pacs_db)
                     break
             qa = _start_retrieve(port, method, study_uid, sop_class)
             _wait_stalled(method, qa, dest)
+            proc.send_signal(signum)  # the grace, for a retrieve that cannot finish
+            time.sleep(SETTLE)
             sent = time.monotonic()
-            proc.send_signal(signum)
+            proc.send_signal(signum)  # and at once
             try:
                 code = proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -102,9 +129,122 @@ def test_serve_ends_at_once_when_a_peer_stopped_reading(method, signum, pacs_db)
             proc.kill()
             _out, err = proc.communicate()
             qa.stream.close()
-    assert code == 0, f"serve did not end within 60 s of {signum.name}: {err}"
-    assert waited < PROMPT, f"serve ended {waited:.1f} s after {signum.name}"
+    assert code == 0, f"serve did not end within 60 s of a second {signum.name}: {err}"
+    assert waited < PROMPT, f"serve ended {waited:.1f} s after a second {signum.name}"
     assert "Traceback" not in err, err
+
+
+def test_serve_ends_after_the_grace_when_a_peer_stopped_reading(pacs_db):
+    """One SIGTERM: the C-GET that cannot finish is ended once the grace has passed."""
+    db, study_uid, sop_class = pacs_db
+    port = free_port()
+    proc = subprocess.Popen(
+        _serve(db, port), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_ready(proc)
+        qa = _start_retrieve(port, "get", study_uid, sop_class)
+        _wait_stalled("get", qa, None)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(STOP_GRACE + 60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        proc.kill()
+        _out, err = proc.communicate()
+        qa.stream.close()
+    assert code == 0, f"serve did not end within the grace and 60 s of SIGTERM: {err}"
+    assert "Traceback" not in err, err
+
+
+@pytest.fixture(scope="module")
+def small_pacs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small-pacs")
+    series = make_series(root / "s", n=SLOW_N, rows=64, cols=64, seed=98)
+    db = Database(root / "pacs")
+    db.import_paths([str(f) for f in series.files])
+    db.close()
+    sop_class = str(pydicom.dcmread(series.files[0], stop_before_pixels=True).SOPClassUID)
+    return root / "pacs", series.study_uid, sop_class
+
+
+def _slow_get(
+    port: int, study_uid: str, sop_class: str, ours: Database, first
+) -> tuple[qrscu.Response, list[int]]:
+    """A C-GET of the study by our Q/R SCU that reads slowly (SLOW_S after each instance, so the
+    transfer takes seconds); ``first()`` is called once the first instance is stored."""
+    qa = qrscu.open_association(
+        LOOPBACK, port, called_ae="PACS", calling_ae="ASKER", timeout=30,
+        contexts=[(qrscu.STUDY_ROOT_GET, qrscu.UNCOMPRESSED), (sop_class, qrscu.UNCOMPRESSED)],
+        roles={sop_class: (False, True)},
+    )  # fmt: skip
+    statuses: list[int] = []
+
+    def on_stored(_sop: str, outcome) -> None:
+        statuses.append(outcome.status)
+        if len(statuses) == 1:
+            first()
+        time.sleep(SLOW_S)
+
+    try:
+        sink = DatabaseSink(ours, source=IngestSource.C_GET)
+        identifier = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}
+        response = qa.get(qrscu.STUDY_ROOT_GET, identifier, sink=sink, on_stored=on_stored)
+        qa.release()
+    finally:
+        qa.stream.close()
+    return response, statuses
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_lets_a_retrieve_under_way_finish(signum, small_pacs, tmp_path):
+    """Stopped while a C-GET is under way, serve sends the rest (the requester gets every instance
+    and a final success), then exits 0. Before, the association was aborted at once."""
+    db, study_uid, sop_class = small_pacs
+    port = free_port()
+    proc = subprocess.Popen(
+        _serve(db, port), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    ours = Database(tmp_path / "ours")
+    try:
+        _wait_ready(proc)
+        response, statuses = _slow_get(port, study_uid, sop_class, ours, lambda: proc.send_signal(signum))
+        try:
+            code = proc.wait(STOP_GRACE + 60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        proc.kill()
+        _out, err = proc.communicate()
+        ours.close()
+    assert response.status == Status.SUCCESS, response
+    assert statuses == [Status.SUCCESS] * SLOW_N
+    assert code == 0, err
+    assert "Traceback" not in err, err
+
+
+def test_the_engines_stop_lets_a_retrieve_under_way_finish(small_pacs, tmp_path):
+    """What the panel's Stop runs in the engine (``Engine.stop_pacs``): it returns once the C-GET
+    under way has ended with every instance, and the PACS no longer accepts associations."""
+    db_path, study_uid, sop_class = small_pacs
+    db, ours = Database(db_path), Database(tmp_path / "ours")
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
+    port = server.port
+    engine = Engine(io.BytesIO(), io.BytesIO())
+    engine.pacs = server
+    stopper = threading.Thread(target=engine.stop_pacs)
+    try:
+        response, statuses = _slow_get(port, study_uid, sop_class, ours, stopper.start)
+        stopper.join(STOP_GRACE + 60)
+        assert not stopper.is_alive()
+        assert not port_accepts(port)
+    finally:
+        server.stop()
+        ours.close()
+        db.close()
+    assert response.status == Status.SUCCESS, response
+    assert statuses == [Status.SUCCESS] * SLOW_N
 
 
 @pytest.mark.parametrize("method", ["get", "move"])

@@ -71,6 +71,7 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signals = 0  # how many came: one more while stopping stops at once
 
     def wait(self) -> None:
         while not self.requested:
@@ -83,6 +84,7 @@ def _until_stopped():
 
     def handler(signum, frame) -> None:
         stop.requested = True
+        stop.signals += 1
         after_hangup(signum)
 
     previous = install_handlers([s for s in ENDING_SIGNALS if s != signal.SIGINT], handler)
@@ -433,7 +435,7 @@ def default_sample_database() -> Path:
 
 
 def cmd_serve(args) -> int:
-    from DICOMPlusLib.network.pacs.qrscp import Destination
+    from DICOMPlusLib.network.pacs.qrscp import STOP_GRACE, Destination
     from DICOMPlusLib.network.pacs.sample import make_sample_data
     from DICOMPlusLib.network.pacs.serve import instructions, make_server
 
@@ -475,7 +477,10 @@ def cmd_serve(args) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            server.stop()
+            # a retrieve under way gets STOP_GRACE to finish; a second Ctrl-C or SIGTERM ends it at once
+            first = stop.signals
+            with contextlib.suppress(KeyboardInterrupt):
+                server.stop(STOP_GRACE, at_once=lambda: stop.signals > first)
     if not args.json:  # as listen says it (--json prints the configuration alone: one JSON document)
         _emit(args, "stopped", {})
     return Exit.OK

@@ -263,7 +263,7 @@ def pacs(task: Task) -> int:
 
 @operation("pacs_stop")
 def pacs_stop(task: Task) -> None:
-    task.engine.stop_pacs()
+    task.engine.stop_pacs(at_once=lambda: task.cancel.cancelled)
 
 
 @operation("fail")

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 import DICOMPlusLib
@@ -202,10 +203,14 @@ class Engine:
         if listener is not None:
             self.close_unused()
 
-    def stop_pacs(self) -> None:
+    def stop_pacs(self, at_once: Callable[[], bool] | None = None) -> None:
+        """Stop the sample PACS; a retrieve under way gets its STOP_GRACE to finish (as the
+        listener's associations get theirs), cut short when ``at_once()`` turns true."""
         server, self.pacs = self.pacs, None
         if server is not None:
-            server.stop()
+            from DICOMPlusLib.network.pacs.qrscp import STOP_GRACE
+
+            server.stop(STOP_GRACE, at_once=at_once)
             self.close_unused()
 
 

@@ -15,7 +15,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.network.dimse import ul
@@ -113,6 +113,22 @@ def start_server(ae, host: str, port: int, handlers: list, ssl_context=None):
         raise bind_error(host, port, exc) from exc
     _cheap_context_copies(server.contexts)
     return server
+
+
+def let_associations_end(ae, grace: float, at_once: Callable[[], bool] | None = None) -> None:
+    """Wait up to ``grace`` seconds for every association of ``ae`` (the ones it accepted and
+    the ones it requested: a C-MOVE's to its destination) to end on its own, once its server
+    stopped accepting: a C-GET or C-MOVE under way finishes. Returns early when ``at_once()``
+    turns true (looked at every 0.1 s); a KeyboardInterrupt ends the wait as it is. A sleep, not
+    ``Thread.join``: a KeyboardInterrupt inside a join marks the thread stopped while it runs on
+    (Python 3.11's ``_wait_for_tstate_lock``), and :func:`end_associations` would skip it."""
+    deadline = time.monotonic() + grace
+    while not (at_once is not None and at_once()):
+        left = deadline - time.monotonic()
+        running = [a for a in ae.active_associations if a.ae is ae and a.is_alive()]
+        if not running or left <= 0:
+            return
+        time.sleep(min(left, 0.1))
 
 
 def end_associations(ae, grace: float = 1.0) -> None:

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: Seconds the running associations get to end on their own when the server is stopped (a
+#: retrieve under way finishes), as ``dicomplus listen`` gives its own.
+STOP_GRACE = 10.0
+
 _PATIENT_ROOT = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
 _LEVELS = {"PATIENT": QueryLevel.PATIENT, "STUDY": QueryLevel.STUDY, "SERIES": QueryLevel.SERIES,
            "IMAGE": QueryLevel.INSTANCE}  # fmt: skip
@@ -215,16 +219,29 @@ class QueryRetrieveSCP:
         classes = self._read(self.db.sop_classes)
         return {str(uid) for uid in classes if uid and UID(uid).is_private}
 
-    def stop(self) -> None:
-        """Stop accepting, then end the running associations (an A-ABORT, and after a second
-        the connection closed under them: a peer that stopped reading a C-GET's or C-MOVE's
-        C-STORE held them, and the process, for the network timeout)."""
+    def stop(self, grace: float = 0.0, *, at_once: Callable[[], bool] | None = None) -> None:
+        """Stop accepting; let the running associations (a C-GET or C-MOVE under way) end on
+        their own for up to ``grace`` seconds (``dicomplus serve`` and the panel give them
+        :data:`STOP_GRACE`, as ``dicomplus listen`` does), which ``at_once()`` turning true (a
+        second Ctrl-C or SIGTERM, a cancel) or a KeyboardInterrupt cuts short; then end those
+        left (an A-ABORT, and after a second the connection closed under them: a peer that
+        stopped reading a C-GET's or C-MOVE's C-STORE held them, and the process, for the
+        network timeout)."""
         if self._server is not None:
-            from DICOMPlusLib.network.pacs.pynetdicom_glue import end_associations
+            from DICOMPlusLib.network.pacs.pynetdicom_glue import end_associations, let_associations_end
 
             server, self._server = self._server, None
-            server.shutdown()
-            end_associations(server.ae)
+            try:  # a second Ctrl-C may come at any point: the associations are ended all the same
+                server.shutdown()
+                let_associations_end(server.ae, grace, at_once)
+            finally:
+                end_associations(server.ae)
+                self._stopped()
+        else:
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """What outlives the associations: the database readers, the notifier."""
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
