@@ -377,7 +377,7 @@ def test_engine_import_and_retrieve_into_a_full_store(series, pacs, tmp_path):
     from DICOMPlusLib.errors import DiskFullError
     from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 
-    address, _, requests = pacs
+    address, _, requests, _ = pacs
     ae, host_port = address.split("@")
     node = RemoteNode("pacs", DimseEndpoint(ae, LOOPBACK, int(host_port.rsplit(":", 1)[1])))
     with small_disk(tmp_path / "small") as disk, SubprocessEngine() as engine:
