@@ -385,6 +385,12 @@ class QRAssociation:
                         pdu_type, body = stream.read_pdu(timeout)
                     except TimeoutError:
                         self._timed_out(what, timeout)
+                elif stream.has_pdu() and not waiting.cancelled:
+                    # what arrived already, without a wait: the C-GET receive path takes most
+                    # PDUs this way (several come with each read); a call of the helper with its
+                    # hooks apiece (~3 us) added up over the ~10,000 PDUs of a C-GET of 300 CT
+                    # instances from Orthanc (16 KiB PDUs)
+                    pdu_type, body = stream.read_pdu(self.poll)
                 else:  # in slices that look at the cancel: C-CANCEL, then the grace
                     try:
                         pdu_type, body = wait_in_slices(

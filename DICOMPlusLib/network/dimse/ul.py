@@ -515,6 +515,12 @@ class PDUStream:
         of = f" of {need}" if need > held else ""
         return f"the peer closed the connection in the middle of a PDU ({held}{of} bytes received)"
 
+    def has_pdu(self) -> bool:
+        """Whether a whole PDU is buffered: :meth:`read_pdu` returns it without a wait or a
+        system call."""
+        held = self._end - self._start
+        return held >= 6 and held - 6 >= struct.unpack_from(">I", self._buf, self._start + 2)[0]
+
     def receive_now(self) -> bool:
         """Whether a PDU's bytes are buffered, after at most one non-blocking read (no wait, no
         ``select``): a reader that waits for the socket to become readable asks this first, so
