@@ -116,17 +116,19 @@ def start_server(ae, host: str, port: int, handlers: list, ssl_context=None):
 
 
 def let_associations_end(ae, grace: float, at_once: Callable[[], bool] | None = None) -> None:
-    """Wait up to ``grace`` seconds for every association of ``ae`` (the ones it accepted and
-    the ones it requested: a C-MOVE's to its destination) to end on its own, once its server
-    stopped accepting: a C-GET or C-MOVE under way finishes. Returns early when ``at_once()``
-    turns true (looked at every 0.1 s); a KeyboardInterrupt ends the wait as it is. A sleep, not
+    """Wait up to ``grace`` seconds for the requests under way on the associations of ``ae`` (a
+    C-GET or C-MOVE sending its instances, a C-FIND its matches: what the guard of
+    :mod:`.pynetdicom_guard` marks as serving, until its final response is sent) to end, once
+    its server stopped accepting. An association that serves nothing (a peer that keeps one
+    open between requests) is not waited for. Returns early when ``at_once()`` turns true
+    (looked at every 0.1 s); a KeyboardInterrupt ends the wait as it is. A sleep, not
     ``Thread.join``: a KeyboardInterrupt inside a join marks the thread stopped while it runs on
     (Python 3.11's ``_wait_for_tstate_lock``), and :func:`end_associations` would skip it."""
     deadline = time.monotonic() + grace
     while not (at_once is not None and at_once()):
         left = deadline - time.monotonic()
-        running = [a for a in ae.active_associations if a.ae is ae and a.is_alive()]
-        if not running or left <= 0:
+        serving = [a for a in ae.active_associations if a.ae is ae and getattr(a, "dicomplus_serving", False)]
+        if not serving or left <= 0:
             return
         time.sleep(min(left, 0.1))
 

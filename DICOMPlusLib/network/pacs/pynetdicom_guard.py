@@ -168,7 +168,12 @@ class Guard:
             )
             self.assoc.abort()
             return
-        self._serve(msg, context_id)
+        # a request under way (its final response included): stopping the server lets it finish
+        self.assoc.dicomplus_serving = True
+        try:
+            self._serve(msg, context_id)
+        finally:
+            self.assoc.dicomplus_serving = False
 
 
 def _named(uid) -> str:
