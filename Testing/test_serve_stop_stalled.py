@@ -224,6 +224,39 @@ def test_serve_lets_a_retrieve_under_way_finish(signum, small_pacs, tmp_path):
     assert "Traceback" not in err, err
 
 
+def test_an_association_open_between_requests_does_not_hold_serve(small_pacs):
+    """The grace is for requests under way: an association a client keeps open without one
+    (after a C-FIND, before its next request) is ended at once, not waited for."""
+    db, study_uid, _sop_class = small_pacs
+    port = free_port()
+    proc = subprocess.Popen(
+        _serve(db, port), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    qa = None
+    try:
+        _wait_ready(proc)
+        qa = qrscu.open_association(LOOPBACK, port, called_ae="PACS", calling_ae="IDLE", timeout=30,
+                                    contexts=[(qrscu.STUDY_ROOT_FIND, qrscu.UNCOMPRESSED)])  # fmt: skip
+        found = list(
+            qa.find(qrscu.STUDY_ROOT_FIND, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid})
+        )
+        assert len(found) == 1
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None
+        waited = time.monotonic() - sent
+    finally:
+        proc.kill()
+        _out, err = proc.communicate()
+        if qa is not None:
+            qa.stream.close()
+    assert code == 0, err
+    assert waited < PROMPT, f"serve ended {waited:.1f} s after SIGTERM"
+
+
 def test_the_engines_stop_lets_a_retrieve_under_way_finish(small_pacs, tmp_path):
     """What the panel's Stop runs in the engine (``Engine.stop_pacs``): it returns once the C-GET
     under way has ended with every instance, and the PACS no longer accepts associations."""
