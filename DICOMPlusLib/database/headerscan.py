@@ -334,19 +334,37 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
     implicit = ts == IMPLICIT_LE
     little = ts != EXPLICIT_BE
     result = ScanResult(transfer_syntax=ts, media_sop_class=media_class, values=values)
+    watched = _watched(wanted) if isinstance(wanted, frozenset) else wanted | {_CHARSET}
+    if pos + 2 <= end and buf[pos : pos + 2] == b"\0\0":
+        # a data set that opens with group 0000: pydicom reads it as a command set (implicit VR
+        # little endian, whatever the file's syntax), so let pydicom read it
+        raise ScanError("the data set opens with a command group (0000) element")
+    if little and not implicit:
+        return _scan_explicit_le(buf, pos, complete, result, wanted, watched)
+    return _scan_elements(buf, pos, complete, result, wanted, watched, implicit, little)
+
+
+def _scan_elements(
+    buf: bytes,
+    pos: int,
+    complete: bool,
+    result: ScanResult,
+    wanted: frozenset[int] | set[int],
+    watched: frozenset[int] | set[int],
+    implicit: bool,
+    little: bool,
+) -> ScanResult:
+    """The data set loop of :func:`scan` from ``pos``, any transfer syntax but deflated
+    (:func:`_scan_explicit_le` walks explicit VR little endian the same way, faster)."""
+    end = len(buf)
     charsets: list[str] = []
     # One unpack per element header (this loop is most of an import's CPU time, so what it
     # touches per element is in locals, and the VR check is one set lookup).
     head = _IMPLICIT_HEAD if implicit else _EXPLICIT_HEAD_LE if little else _EXPLICIT_HEAD_BE
     long_length = _LENGTH_LE if little else _LENGTH_BE
     long_vrs, short_vrs, undefined = _LONG_VRS, _SHORT_VRS, _UNDEFINED
-    watched = _watched(wanted) if isinstance(wanted, frozenset) else wanted | {_CHARSET}
     vr = b""
     tag = 0
-    if pos + 2 <= end and buf[pos : pos + 2] == b"\0\0":
-        # a data set that opens with group 0000: pydicom reads it as a command set (implicit VR
-        # little endian, whatever the file's syntax), so let pydicom read it
-        raise ScanError("the data set opens with a command group (0000) element")
     limit = end - 8  # the last offset an element header fits at
     while pos < end:
         if pos > limit:
@@ -408,6 +426,110 @@ def scan(buf: bytes, wanted: frozenset[int] | set[int], *, complete: bool = Fals
                 result.values[tag] = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ")
             else:
                 result.values[tag] = _decode(raw, vr, little, charsets)
+    if pos > end:  # the last element's value runs past the buffer
+        if complete:
+            raise TruncatedError(
+                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end of the file"
+            )
+        raise NeedMoreData("element value")
+    if not complete:
+        raise NeedMoreData("no pixel data yet")
+    result.last_tag = tag
+    result.header_end = end
+    return result
+
+
+#: Explicit VR little endian element headers read as numbers: the tag as one little-endian 32-bit
+#: number (its element number in the high half, its group in the low: no shift to put it
+#: together), the VR as a 16-bit number (a set of numbers hashes no bytes object) and the 16-bit
+#: length. The tags a scan watches are looked up in that form (:func:`_swapped`).
+_EXPLICIT_LE_NUMBERS = struct.Struct("<IHH")
+_VR_OF_CODE = {int.from_bytes(vr, "little"): vr for vr in _SHORT_VRS | _LONG_VRS}
+_SHORT_CODES = frozenset(int.from_bytes(vr, "little") for vr in _SHORT_VRS)
+_LONG_CODES = frozenset(int.from_bytes(vr, "little") for vr in _LONG_VRS)
+_UN_CODE = int.from_bytes(b"UN", "little")
+_LATIN1_CODES = frozenset(int.from_bytes(vr, "little") for vr in _LATIN1_VRS)
+_CHARSET_CODES = frozenset(int.from_bytes(vr, "little") for vr in (b"CS", b"UN"))
+_PRIVATE_BYTES_CODES = frozenset(int.from_bytes(vr, "little") for vr in (b"UN", b"OB", b"OW"))
+
+
+@functools.lru_cache(maxsize=32)
+def _swapped(watched: frozenset[int]) -> frozenset[int]:
+    """``watched`` as :data:`_EXPLICIT_LE_NUMBERS` reads tags: (element << 16) | group."""
+    return frozenset(((tag & 0xFFFF) << 16) | (tag >> 16) for tag in watched)
+
+
+def _scan_explicit_le(
+    buf: bytes,
+    pos: int,
+    complete: bool,
+    result: ScanResult,
+    wanted: frozenset[int] | set[int],
+    watched: frozenset[int] | set[int],
+) -> ScanResult:
+    """The data set loop of :func:`scan` for explicit VR little endian, nearly every file: the
+    same walk, checks, values and errors as the general loop, with less work an element (no
+    bytes object for its VR, no tag put together but for the elements it stops at)."""
+    end = len(buf)
+    unpack = _EXPLICIT_LE_NUMBERS.unpack_from
+    long_length = _LENGTH_LE.unpack_from
+    short_codes, long_codes, latin1_codes, undefined = _SHORT_CODES, _LONG_CODES, _LATIN1_CODES, _UNDEFINED
+    values = result.values
+    stops = _swapped(watched if isinstance(watched, frozenset) else frozenset(watched))
+    charsets: list[str] = []
+    key = 0
+    while pos < end:
+        try:
+            key, code, length = unpack(buf, pos)
+        except struct.error:  # fewer than 8 bytes left: the element header does not fit
+            if complete:
+                raise TruncatedError(f"the file ends inside an element header at offset {pos}") from None
+            raise NeedMoreData("element header") from None
+        if code in short_codes:
+            value_pos = pos + 8
+        elif code in long_codes:
+            if pos + 12 > end:
+                raise NeedMoreData("element header past the end of the buffer")
+            (length,) = long_length(buf, pos + 8)
+            value_pos = pos + 12
+        else:
+            raise ScanError(f"invalid VR {buf[pos + 4 : pos + 6]!r} at offset {pos}")
+        if (key & 0xFFFF) >= 0x7FE0:  # one comparison for the common case
+            group = key & 0xFFFF
+            tag = (group << 16) | (key >> 16)
+            if tag in _PIXEL_TAGS:
+                result.last_tag = tag
+                result.header_end = pos
+                result.pixel_tag = tag
+                result.pixel_offset = value_pos
+                result.pixel_length = -1 if length == undefined else length
+                if length != undefined and complete and value_pos + length > end:
+                    raise TruncatedError("pixel data runs past the end of the file")
+                return result
+            if group == 0xFFFE:  # an item or a delimiter outside a sequence: pydicom ends the data set there
+                raise ScanError(f"({group:04X},{key >> 16:04X}) outside any sequence at offset {pos}")
+        if length == undefined:
+            pos = _skip_undefined(buf, value_pos, code == _UN_CODE, True)
+            continue
+        pos = value_pos + length  # past ``end``: the loop ends, and says so below
+        if key in stops and pos <= end:  # a wanted tag, or SpecificCharacterSet
+            tag = ((key & 0xFFFF) << 16) | (key >> 16)
+            raw = buf[value_pos:pos]
+            if tag == _CHARSET:
+                if code not in _CHARSET_CODES:  # pydicom fails on any other VR (an int...)
+                    raise ScanError(f"SpecificCharacterSet of VR {_VR_OF_CODE[code]!r}")
+                charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
+                charsets = [c for c in charsets if c] or []
+                if tag not in wanted:
+                    continue
+            if key & 1 and code in _PRIVATE_BYTES_CODES:
+                # a private element whose VR the file does not say: its bytes, for the caller to decode
+                values[tag] = bytes(raw)
+            elif code in latin1_codes:  # what _decode does with them, without the call (most index tags)
+                values[tag] = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ")
+            else:
+                values[tag] = _decode(raw, _VR_OF_CODE[code], True, charsets)
+    tag = ((key & 0xFFFF) << 16) | (key >> 16)
     if pos > end:  # the last element's value runs past the buffer
         if complete:
             raise TruncatedError(
