@@ -58,3 +58,31 @@ def test_copying_import_stats_each_source_once(tmp_path, monkeypatch):
     assert report.added == len(stored) == 12
     assert (calls["open:file"], calls["stat:file"]) == (12, 12)
     assert calls["fstat"] == 12 + 1  # and the writer's lock file, once (FileStore._claim)
+
+
+def test_link_import_makes_each_source_path_absolute_once(tmp_path, monkeypatch):
+    """A linked file's stored path is its source's path made absolute, and so is its sources
+    row's: made once a file, not once for each row (a relative path given here, so the rows show
+    that both are the absolute one)."""
+    from DICOMPlusLib.database import base, rows
+
+    series = make_series(tmp_path / "s", n=12, rows=8, cols=8)
+    monkeypatch.chdir(tmp_path)
+    made: collections.Counter = collections.Counter()
+    real = rows.absolute
+
+    def counting(path, cwd=None):
+        made[path] += 1
+        return real(path, cwd)
+
+    with Database(tmp_path / "db") as db:
+        for module in (base, rows):
+            monkeypatch.setattr(module, "absolute", counting)
+        report = db.import_paths(["s"], link=True, jobs=1)
+        monkeypatch.undo()
+        instances = sorted(row[0] for row in db._reader().execute("SELECT path FROM instances"))
+        sources = sorted(row[0] for row in db._reader().execute("SELECT path FROM sources"))
+    assert report.added == 12
+    files = sorted(str(p) for p in series.files)
+    assert instances == sources == files
+    assert len(made) == 12 and set(made.values()) == {1}

@@ -434,7 +434,10 @@ class Database(BaseDatabase):
                     stored[sop] = (path, int(linked), item.source, series)
                     if replace and existing is not None and existing[0] != path and not existing[1]:
                         replaced.append(existing[0])
-                    source_row(source_rows, item, sop, "", cwd)
+                    if linked and item.source:  # its path is the source's, made absolute once
+                        source_rows.append((path, item.size, item.mtime, sop, ""))
+                    else:
+                        source_row(source_rows, item, sop, "", cwd)
                     touched_series.add(series)
                     touched_studies.add(study)
                     status = StoreStatus.REPLACED if replace else StoreStatus.STORED
