@@ -86,3 +86,30 @@ def test_link_import_makes_each_source_path_absolute_once(tmp_path, monkeypatch)
     files = sorted(str(p) for p in series.files)
     assert instances == sources == files
     assert len(made) == 12 and set(made.values()) == {1}
+
+
+def test_an_import_makes_records_only_for_its_subscribers(tmp_path, monkeypatch):
+    """An import reads only the statuses of its commits: no ``InstanceRecord`` is made for a
+    file while nobody subscribes to the database's new instances; a subscriber gets each stored
+    instance with its record, as committed."""
+    from DICOMPlusLib.database import database
+
+    made = []
+    real = database.placed_record
+
+    def counting(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(database, "placed_record", counting)
+    first = make_series(tmp_path / "a", n=12, rows=8, cols=8)
+    second = make_series(tmp_path / "b", n=5, rows=8, cols=8)
+    with Database(tmp_path / "db") as db:
+        assert db.import_paths([first.folder], link=True, jobs=1).added == 12
+        assert made == []
+        seen = []
+        db.ingest.subscribe(lambda result, context: seen.append(result))
+        assert db.import_paths([second.folder], link=True, jobs=1).added == 5
+    assert len(made) == 5
+    assert sorted(r.record.path for r in seen) == sorted(str(p) for p in second.files)
+    assert all(r.record.SOPInstanceUID == r.sop_instance_uid for r in seen)

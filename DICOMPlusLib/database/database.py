@@ -351,9 +351,11 @@ class Database(BaseDatabase):
         *,
         link: bool = False,
         on_duplicate: DuplicatePolicy | str = DuplicatePolicy.KEEP,
+        records: bool = True,
     ) -> list[StoredInstance]:
         """Store and index a batch in one transaction; one :class:`StoredInstance` per item
-        (``STORED``, ``REPLACED`` or ``KEPT_EXISTING``), whose record has the file's real path.
+        (``STORED``, ``REPLACED`` or ``KEPT_EXISTING``), whose record has the file's real path
+        (``records=False``: no record, for a caller that reads only statuses and paths).
 
         Callers go through :class:`~DICOMPlusLib.database.ingest.Ingest` (``self.ingest``).
         Files are moved into the store before the commit; when the commit fails, the files this
@@ -441,7 +443,7 @@ class Database(BaseDatabase):
                     touched_series.add(series)
                     touched_studies.add(study)
                     status = StoreStatus.REPLACED if replace else StoreStatus.STORED
-                    record = placed_record(v, item, item.transfer_syntax, path)
+                    record = placed_record(v, item, item.transfer_syntax, path) if records else None
                     results.append(StoredInstance(status, sop, record, path, source=item.source))
                 # A study's modalities change only when a study or series row is new: a commit
                 # never changes an existing series' Modality, and a series a replaced instance

@@ -389,10 +389,14 @@ class Ingest:
         *,
         link: bool = False,
         context: object = None,
+        records: bool = True,
     ) -> list[StoredInstance]:
         """Store and index ``items`` in one transaction (raises on a database error: an import
-        reports it; nothing of the batch is committed then)."""
-        results = self.db.commit_parsed(items, link=link, on_duplicate=policy)
-        if self._subscribers:
+        reports it; nothing of the batch is committed then). ``records=False``: the caller reads
+        only statuses and paths, so the results' ``record`` may be None, unless someone has
+        subscribed (their notifications carry the records)."""
+        announce = bool(self._subscribers)
+        results = self.db.commit_parsed(items, link=link, on_duplicate=policy, records=records or announce)
+        if announce:
             self._announce(results, context)
         return results
