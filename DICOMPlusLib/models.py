@@ -9,7 +9,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from DICOMPlusLib.record_base import DictRecord as _Record
+
+if TYPE_CHECKING:
+    from DICOMPlusLib.query_records import PatientRecord as PatientRecord
+    from DICOMPlusLib.query_records import SeriesRecord as SeriesRecord
+    from DICOMPlusLib.query_records import StudyRecord as StudyRecord
 
 
 class QueryLevel(enum.Enum):
@@ -36,73 +43,8 @@ class QueryLevel(enum.Enum):
         return {"patient": "PATIENT", "study": "STUDY", "series": "SERIES", "instance": "IMAGE"}[self.value]
 
 
-class _Record:
-    def to_dict(self) -> dict:
-        out = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.name == "extra":
-                out.update(value)
-            elif value is not None:
-                out[f.name] = value
-        return out
-
-
 # Every dataclass here has a docstring: without one, @dataclass makes one from inspect.signature
 # as the module is imported (~0.15 ms a class, in every command's start-up).
-@dataclass(frozen=True)
-class PatientRecord(_Record):
-    """A patient as a search or a query at the PATIENT level answers it."""
-
-    PatientID: str
-    PatientName: str = ""
-    PatientBirthDate: str = ""
-    PatientSex: str = ""
-    NumberOfPatientRelatedStudies: int | None = None
-    NumberOfPatientRelatedSeries: int | None = None
-    NumberOfPatientRelatedInstances: int | None = None
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class StudyRecord(_Record):
-    """A study as a search or a query at the STUDY level answers it."""
-
-    StudyInstanceUID: str
-    PatientID: str = ""
-    PatientName: str = ""
-    PatientBirthDate: str = ""
-    PatientSex: str = ""
-    StudyDate: str = ""
-    StudyTime: str = ""
-    StudyDescription: str = ""
-    AccessionNumber: str = ""
-    StudyID: str = ""
-    ReferringPhysicianName: str = ""
-    ModalitiesInStudy: str = ""
-    NumberOfStudyRelatedSeries: int | None = None
-    NumberOfStudyRelatedInstances: int | None = None
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class SeriesRecord(_Record):
-    """A series as a search or a query at the SERIES level answers it."""
-
-    SeriesInstanceUID: str
-    StudyInstanceUID: str = ""
-    PatientID: str = ""
-    PatientName: str = ""
-    Modality: str = ""
-    SeriesNumber: int | None = None
-    SeriesDescription: str = ""
-    SeriesDate: str = ""
-    SeriesTime: str = ""
-    BodyPartExamined: str = ""
-    NumberOfSeriesRelatedInstances: int | None = None
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
 @dataclass(frozen=True)
 class InstanceRecord(_Record):
     """An instance as the database indexed it (``path``: its file; ``pixel_offset`` and
@@ -125,8 +67,10 @@ class InstanceRecord(_Record):
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-#: Any record a search or a query yields; which one is decided by the level asked for.
-Record = PatientRecord | StudyRecord | SeriesRecord | InstanceRecord
+if TYPE_CHECKING:
+    #: Any record a search or a query yields; which one is decided by the level asked for (made
+    #: with the three query records, on first use: :func:`__getattr__`).
+    Record = PatientRecord | StudyRecord | SeriesRecord | InstanceRecord
 #: The spellings of each level, for the ``typing.overload``\ s of searches and queries: a caller
 #: asking for ``"series"`` gets :class:`SeriesRecord`\ s, checked by mypy.
 PatientLevel = Literal[QueryLevel.PATIENT, "patient"]
@@ -208,3 +152,22 @@ class TransferReport:
             "cancelled": self.cancelled,
             "complete": self.complete,
         }
+
+
+#: Made on first use, in :mod:`DICOMPlusLib.query_records`: what only a search or a query answers.
+_QUERY_RECORDS = frozenset({"PatientRecord", "StudyRecord", "SeriesRecord", "Record"})
+
+
+def __getattr__(name: str) -> object:
+    """``PatientRecord``, ``StudyRecord``, ``SeriesRecord`` and ``Record`` from
+    :mod:`DICOMPlusLib.query_records`, imported when first asked for: making a frozen dataclass
+    costs ~0.5-1 ms, and a command that only imports files or sends them never needs these three
+    (PEP 562)."""
+    if name in _QUERY_RECORDS:
+        from DICOMPlusLib import query_records  # on first use: what only a search or a query needs
+
+        made = {n: getattr(query_records, n) for n in ("PatientRecord", "StudyRecord", "SeriesRecord")}
+        made["Record"] = made["PatientRecord"] | made["StudyRecord"] | made["SeriesRecord"] | InstanceRecord
+        globals().update(made)
+        return made[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

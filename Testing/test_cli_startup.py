@@ -169,7 +169,7 @@ def hook(event, details):
 sys.addaudithook(hook)
 from DICOMPlusLib.cli import main
 code = main(args)
-seen["modules"] = sorted({m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith(("concurrent", "multiprocessing", "DICOMPlusLib.database."))})
+seen["modules"] = sorted({m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith(("concurrent", "multiprocessing", "DICOMPlusLib.database.", "DICOMPlusLib.query_records"))})
 print(json.dumps(seen), file=sys.stderr)
 sys.exit(code)
 """
@@ -181,6 +181,7 @@ READING_ONLY = (
     "DICOMPlusLib.database.matching",
     "DICOMPlusLib.database.search",
     "DICOMPlusLib.database.delete",
+    "DICOMPlusLib.query_records",  # the patient, study and series records (~2 ms of dataclasses)
 )
 
 
@@ -217,6 +218,22 @@ def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
     assert set(seen["modules"]) & set(READING_ONLY) == set()
     # argparse measures the terminal through shutil only to print help or an error (cli.arguments.Parser)
     assert "shutil" not in seen["modules"]
+
+
+def test_the_query_records_are_made_when_a_search_needs_them(tmp_path):
+    """The patient, study and series records are in their own module, which an import never
+    loads (the test above) and a search does; ``DICOMPlusLib.models`` still names them."""
+    from DICOMPlusLib import models, query_records
+
+    series = make_series(tmp_path / "s", n=2, rows=8, cols=8)
+    db = str(tmp_path / "db")
+    assert _watched(series.folder, "--db", db, "import", str(series.folder), "--json")[0]["added"] == 2
+    found, seen = _watched(series.folder, "--db", db, "search", "--level", "series", "--json")
+    assert len(found) == 1
+    assert "DICOMPlusLib.query_records" in seen["modules"]
+    records = (query_records.PatientRecord, query_records.StudyRecord, query_records.SeriesRecord)
+    assert (models.PatientRecord, models.StudyRecord, models.SeriesRecord) == records
+    assert models.Record == records[0] | records[1] | records[2] | models.InstanceRecord
 
 
 def test_copying_import_copies_in_threads_not_processes(tmp_path):

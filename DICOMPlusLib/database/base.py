@@ -32,13 +32,9 @@ from DICOMPlusLib.models import (
     InstanceLevel,
     InstanceRecord,
     PatientLevel,
-    PatientRecord,
     QueryLevel,
-    Record,
     SeriesLevel,
-    SeriesRecord,
     StudyLevel,
-    StudyRecord,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +46,9 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.parsing import ParsedFile
     from DICOMPlusLib.database.search import Criteria
     from DICOMPlusLib.database.store import FileStore
+
+    # annotations only: made when a search or a query first needs them (DICOMPlusLib.query_records)
+    from DICOMPlusLib.models import PatientRecord, Record, SeriesRecord, StudyRecord
 
 Self = TypeVar("Self", bound="BaseDatabase")
 logger = logging.getLogger(__name__)
