@@ -4,8 +4,6 @@ This package never imports slicer, qt, ctk or vtk: it runs in plain Python, insi
 behind the ``dicomplus`` command line.
 """
 
-import logging
-
 from DICOMPlusLib.errors import (
     AssociationError,
     BundleError,
@@ -22,8 +20,6 @@ from DICOMPlusLib.errors import (
 )
 
 __version__ = "0.1.0"
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AssociationError",

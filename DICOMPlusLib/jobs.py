@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import collections
 import enum
-import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import CancelledError
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
 

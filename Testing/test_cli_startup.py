@@ -254,3 +254,51 @@ def test_copying_import_copies_in_threads_not_processes(tmp_path):
     with Database(db) as opened:
         assert opened.info()["instances"] == n
         assert not list((opened.store.root / ".incoming").iterdir())
+
+
+def test_a_load_and_the_version_do_not_import_logging(tmp_path):
+    """``logging`` (with ``traceback``, ``string``, ``textwrap``: a few milliseconds) is imported
+    only by the modules that log: neither ``dicomplus --version`` nor a load from a folder does."""
+    assert "logging" not in imported("--version")
+    series = make_series(tmp_path / "s", n=3, rows=8, cols=8)
+    code = (
+        "import sys\n"
+        "from DICOMPlusLib.loading import load_folder\n"
+        f"(volume,) = load_folder({str(series.folder)!r})\n"
+        "assert volume.array.shape == (3, 8, 8), volume.array.shape\n"
+        "print('logging' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False", proc.stdout
+
+
+def test_every_library_logger_comes_with_the_null_handler():
+    """The library's ``NullHandler`` is on ``DICOMPlusLib`` before any of its loggers can emit a
+    record: every module that makes a logger makes it with ``_log.get_logger``, whose import adds
+    the handler (once), so a record nobody configured logging for never reaches Python's
+    last-resort handler (stderr)."""
+    import ast
+
+    makers = []
+    for path in sorted((REPO_ROOT / "DICOMPlusLib").rglob("*.py")):
+        if path.name == "_log.py" or "cli" in path.relative_to(REPO_ROOT).parts:
+            continue  # the command line configures handlers; it emits nothing of its own
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "getLogger":
+                makers.append(str(path.relative_to(REPO_ROOT)))
+    assert makers == []
+    code = (
+        "import logging, sys\n"
+        "import DICOMPlusLib.jobs, DICOMPlusLib.loading.pixels, DICOMPlusLib.database\n"
+        "from DICOMPlusLib.jobs import logger\n"
+        "logger.warning('not shown')\n"
+        "handlers = logging.getLogger('DICOMPlusLib').handlers\n"
+        "print([type(h).__name__ for h in handlers])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['NullHandler']", proc.stdout
+    assert proc.stderr == ""

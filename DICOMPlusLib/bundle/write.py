@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import hashlib
 import io
-import logging
 import os
 import shutil
 import struct
@@ -29,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from DICOMPlusLib import __version__
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.bundle import format as fmt
 from DICOMPlusLib.bundle.read import BundleInfo, read_bundle_info
 from DICOMPlusLib.errors import BundleError, DICOMPlusError, DiskFullError, space_error_in
@@ -41,7 +41,7 @@ from DICOMPlusLib.export.reference import (
 )
 from DICOMPlusLib.export.uids import UIDGenerator, ensure_series_is_new, new_uid
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _CHUNK = 1024 * 1024
 THUMBNAIL_MAX = 1024  # pixels per side

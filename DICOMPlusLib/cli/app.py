@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import enum
 import importlib
-import logging
 import os
 import signal
 import sys
@@ -507,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     _complete(parser)
     args = parser.parse_args(argv)  # a usage error exits 2 (SystemExit), --help and --version 0
     if args.verbose:
+        import logging
+
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
         parser.print_help()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.rows import absolute, chunks, instance_record
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import (
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.models import PatientRecord, Record, SeriesRecord, StudyRecord
 
 Self = TypeVar("Self", bound="BaseDatabase")
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class BaseDatabase(abc.ABC):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database import schema
 from DICOMPlusLib.database.backend import Connection
 from DICOMPlusLib.database.base import BaseDatabase
@@ -50,7 +50,7 @@ from DICOMPlusLib.errors import DatabaseError, DiskFullError
 if TYPE_CHECKING:
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DB_FILE_NAME = "dicomplus.sqlite"
 BUSY_TIMEOUT_S = 60.0

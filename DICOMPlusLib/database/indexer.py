@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.ingest import (
     POLICY,
     DuplicatePolicy,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from DICOMPlusLib.database.backend import Backend
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 CHUNK = 48  # files per worker task
 BATCH = 480  # entries per database transaction

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import os
 import sqlite3
 import threading
@@ -45,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import SPACE_ERRNOS, DICOMPlusError, DiskFullError
 from DICOMPlusLib.models import InstanceRecord
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.backend import Backend
     from DICOMPlusLib.database.parsing import ParsedFile
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class DuplicatePolicy(str, enum.Enum):

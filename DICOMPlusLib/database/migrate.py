@@ -24,7 +24,6 @@ copied by an earlier run) is left as it is.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import time
@@ -32,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.database import DB_FILE_NAME, Database
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.jobs import CancelToken
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Instances per transaction: large enough that a commit's round trips do not dominate, small
 #: enough that a killed run loses little and Ctrl-C answers within a second or two.

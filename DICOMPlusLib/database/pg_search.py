@@ -21,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import logging
 import re
 from io import BytesIO
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.dialect import POSTGRES
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import (
@@ -40,7 +40,7 @@ from DICOMPlusLib.database.search import _DOWN, _LEVEL_ALIAS, COLUMNS, _record, 
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import QueryLevel
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: VRs whose values are not searchable text or numbers (bulk data, tags).
 _SKIPPED_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "AT"})

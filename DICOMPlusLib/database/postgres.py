@@ -27,7 +27,6 @@ keys it touches, all at once and in one sorted order, so no two writers deadlock
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -35,6 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database import pg_schema
 from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import POSTGRES, Dialect
@@ -65,7 +65,7 @@ from DICOMPlusLib.database.store import FileStore
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.models import QueryLevel, Record
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 

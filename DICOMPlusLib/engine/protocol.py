@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import pickle
 import threading
 import time
@@ -36,10 +35,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from DICOMPlusLib import errors
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import CancelledError, DICOMPlusError, EngineError
 from DICOMPlusLib.jobs import JobSnapshot, JobState
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 PICKLE_KEY = "$pickle"
 

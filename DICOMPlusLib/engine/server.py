@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 import DICOMPlusLib
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.engine import protocol
 from DICOMPlusLib.engine.tasks import Task
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.network.pacs.qrscp import QueryRetrieveSCP
     from DICOMPlusLib.network.storage import Subscription
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: On stdin EOF, how long running tasks get to notice the cancel before the engine exits.
 SHUTDOWN_GRACE = 5.0

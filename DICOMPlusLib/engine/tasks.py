@@ -8,12 +8,12 @@ each other.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.engine import protocol
 from DICOMPlusLib.errors import CancelledError, DICOMPlusError
 from DICOMPlusLib.jobs import CancelToken
@@ -49,7 +49,7 @@ class TaskHost(Protocol):
     def stop_pacs(self, at_once: Callable[[], bool] | None = None) -> None: ...
 
 
-logger = logging.getLogger("DICOMPlusLib.engine.server")
+logger = get_logger("DICOMPlusLib.engine.server")
 
 #: Progress events per task are sent at most this often (seconds); the last one always is.
 PROGRESS_INTERVAL = 0.05

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import logging
 
 from pydicom import config
 from pydicom.datadict import dictionary_VR
@@ -22,10 +21,11 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.valuerep import PersonName, validate_value
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import ExportError
 from DICOMPlusLib.export.uids import UIDGenerator, new_uid, validate_uid
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: What we write: UTF-8 (PS3.3 C.12.1.1.2).
 CHARACTER_SET = "ISO_IR 192"

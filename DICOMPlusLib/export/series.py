@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import DiskFullError, ExportError, space_error_in
 from DICOMPlusLib.export import iods
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
@@ -46,7 +46,7 @@ from DICOMPlusLib.export.reference import next_series_number, series_laterality,
 from DICOMPlusLib.export.uids import UIDGenerator, ensure_series_is_new, new_uid, validate_uid
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 #: PS3.3 C.7.3.1.1.2 Patient Position defined terms.

@@ -22,7 +22,6 @@ never needed.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -34,8 +33,6 @@ from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CancelledError, LoadError
 from DICOMPlusLib.loading import jpegls
 from DICOMPlusLib.loading.models import Frame, VolumeInfo
-
-logger = logging.getLogger(__name__)
 
 IMPLICIT_LE = uids.ImplicitVRLittleEndian
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
@@ -388,7 +385,9 @@ def read_pixels(
     try:
         return _read_all(info, dtype, check, workers, progress, cancel, memory)
     except _Overflow as exc:
-        logger.info("%s: values exceed int16, reading again as float32", exc)
+        from DICOMPlusLib._log import get_logger  # only here: a load does not import logging
+
+        get_logger(__name__).info("%s: values exceed int16, reading again as float32", exc)
         return _read_all(info, np.dtype(np.float32), False, workers, progress, cancel)
 
 

@@ -9,7 +9,6 @@ objects, whose geometry lives in functional group sequences, are parsed with pyd
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -28,8 +27,6 @@ DEFLATED = uids.DeflatedExplicitVRLittleEndian
 
 if TYPE_CHECKING:
     import pydicom
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

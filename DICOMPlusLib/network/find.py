@@ -14,10 +14,10 @@ do not index, and a DICOMweb query may ask a superset
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import CancelledError, NetworkError, QueryError
 from DICOMPlusLib.models import InstanceRecord, PatientRecord, QueryLevel, Record, SeriesRecord, StudyRecord
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from DICOMPlusLib.jobs import CancelToken
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _RECORD = {QueryLevel.PATIENT: PatientRecord, QueryLevel.STUDY: StudyRecord, QueryLevel.SERIES: SeriesRecord,
            QueryLevel.INSTANCE: InstanceRecord}  # fmt: skip

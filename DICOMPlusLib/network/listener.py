@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import selectors
 import socket
 import threading
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title
 from DICOMPlusLib.network.dimse import ul
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.network.dimse.acceptor import StorageAssociation
     from DICOMPlusLib.network.endpoints import TLSSettings
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ user selected for retrieve.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import QueryError
 from DICOMPlusLib.models import (
     InstanceLevel,
@@ -68,7 +68,7 @@ __all__ = [
     "split_wildcard_lists",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @overload

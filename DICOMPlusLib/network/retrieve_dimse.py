@@ -16,7 +16,6 @@ title: our listener, started for the retrieve when none is given.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import (
     MoveDestinationUnknown,
     NetworkError,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MAX_CONTEXTS = 128
 EXPLICIT_LE, IMPLICIT_LE = qrscu.EXPLICIT_LE, qrscu.IMPLICIT_LE

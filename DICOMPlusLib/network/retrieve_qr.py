@@ -24,11 +24,11 @@ per-node cap (:func:`set_node_limit`), so parallel retrieves do not swamp a PACS
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import qrscu, scu
@@ -57,7 +57,7 @@ from DICOMPlusLib.network.retrieve_plan import (
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 DEFAULT_NODE_LIMIT = 4
 

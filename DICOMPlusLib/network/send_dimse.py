@@ -14,7 +14,6 @@ lost association, 0xA7xx out of resources) are retried ``retries`` times; a
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import AssociationFailure, CancelledError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse
@@ -32,7 +32,7 @@ from DICOMPlusLib.network.dimse.status import category as status_category
 from DICOMPlusLib.network.nodes import RemoteNode, check_ae_title
 from DICOMPlusLib.network.send_models import FileResult, SendItem, SendOptions, SendReport
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
 IMPLICIT_LE = uids.ImplicitVRLittleEndian

@@ -8,7 +8,6 @@ its names are re-exported here for the services that use both.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.network.dimse.receive import (  # noqa: F401  (re-exported)
     DatabaseSink,
     IncomingFile,
@@ -30,7 +30,7 @@ from DICOMPlusLib.network.dimse.receive import (  # noqa: F401  (re-exported)
 if TYPE_CHECKING:
     from DICOMPlusLib.database.ingest import Sink, StoredInstance
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,20 +12,20 @@ associations.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import PDUTooSlow
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.receive import DatabaseSink, IncomingFile, ReceiveMeta, valid_uid_text
 from DICOMPlusLib.network.dimse.status import Status
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,6 @@ was not complete when the association ended is discarded, never indexed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import CancelledError, NetworkError, OperationAborted
 from DICOMPlusLib.network.connect import Cancel, wait_in_slices
 from DICOMPlusLib.network.dimse import identifiers, scu, ul
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from DICOMPlusLib.database.ingest import Incoming
     from DICOMPlusLib.jobs import CancelToken
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
 IMPLICIT_LE = uids.ImplicitVRLittleEndian

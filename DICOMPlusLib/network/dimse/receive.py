@@ -18,13 +18,13 @@ unreadable data set answers 0xC000 "Error: Cannot understand".
 
 from __future__ import annotations
 
-import logging
 import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.ingest import (
     POLICY,
     Incoming,
@@ -41,7 +41,7 @@ from DICOMPlusLib.uids import valid_uid_text
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)

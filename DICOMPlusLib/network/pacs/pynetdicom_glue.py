@@ -11,18 +11,18 @@ call :func:`nodelay_association` after ``associate()``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.listener import bind_error
 from DICOMPlusLib.network.storage import DatabaseSink, ReceiveMeta
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _UNCOMPRESSED_LAST = (
     uids.ExplicitVRLittleEndian,  # Explicit VR Little Endian

@@ -26,13 +26,13 @@ line shows on stderr; the server goes on serving the others.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import struct
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.network.dimse import ul
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: The state machine's events for a PDU received from the peer (PS3.8 9.2).
 _PEER_PDUS = {"Evt3": "an A-ASSOCIATE-AC", "Evt4": "an A-ASSOCIATE-RJ", "Evt6": "an A-ASSOCIATE-RQ",

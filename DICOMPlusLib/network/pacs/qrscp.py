@@ -16,7 +16,6 @@ that accepts only uncompressed syntaxes (:mod:`~DICOMPlusLib.network.pacs.qrscp_
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
 from DICOMPlusLib.network.dimse.messages import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from DICOMPlusLib.database import DatabaseProtocol
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 #: Seconds the running associations get to end on their own when the server is stopped (a

@@ -21,14 +21,14 @@ pynetdicom itself swaps ``Association.abort`` while a handler runs.
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
 from DICOMPlusLib import uids
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import DecodeRefused
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
 IMPLICIT_LE = uids.ImplicitVRLittleEndian

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from DICOMPlusLib.database import DatabaseProtocol
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # DICOM JSON model (PS3.18 F.2) keys are the tags as 8 hex digits: the indexed attributes plus the
 # query-only ones a QIDO-RS answer carries.
