@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     import pydicom
 
 
-@dataclass(frozen=True)
+#: Not frozen, no generated __repr__ or __match_args__ (unused): one per file, made once and
+#: never changed; a frozen __init__ would set each field through object.__setattr__ (as Frame).
+@dataclass(repr=False, match_args=False)
 class InstanceSource:
     """One stored instance: enough to build its frames without opening the file."""
 
