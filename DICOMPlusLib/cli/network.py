@@ -271,7 +271,7 @@ def _port_option():
 
 
 def cmd_listen(args) -> int:
-    from DICOMPlusLib.network.listener import Listener, ListenerConfig
+    from DICOMPlusLib.network.listener import STOP_GRACE, Listener, ListenerConfig
 
     db = open_database(args, create=True)
     config = ListenerConfig(
@@ -327,7 +327,11 @@ def cmd_listen(args) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            listener.stop()
+            # the associations under way get STOP_GRACE to finish; a second Ctrl-C or SIGTERM
+            # aborts them at once (their partial files removed)
+            first = stop.signals
+            with contextlib.suppress(KeyboardInterrupt):
+                listener.stop(STOP_GRACE, at_once=lambda: stop.signals > first)
     _emit(args, "stopped", {"event": "stopped"})
     return Exit.OK
 

@@ -229,8 +229,9 @@ def listen(task: Task) -> int:
 
 @operation("unlisten")
 def unlisten(task: Task) -> None:
-    """Stop the listener (associations in progress finish; their series are announced)."""
-    task.engine.stop_listener()
+    """Stop the listener (associations in progress get its STOP_GRACE to finish; a cancel of
+    this task aborts them at once; their series are announced)."""
+    task.engine.stop_listener(at_once=lambda: task.cancel.cancelled)
 
 
 @operation("listener")

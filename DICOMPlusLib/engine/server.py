@@ -193,12 +193,16 @@ class Engine:
             with contextlib.suppress(Exception):
                 db.close()
 
-    def stop_listener(self) -> None:
-        """Stop the listener; the series it reports complete while stopping are announced."""
+    def stop_listener(self, at_once: Callable[[], bool] | None = None) -> None:
+        """Stop the listener; the associations under way get its STOP_GRACE to finish, cut
+        short when ``at_once()`` turns true (then aborted); the series it reports complete while
+        stopping are announced."""
         listener, self.listener = self.listener, None
         subscription, self._listener_subscription = self._listener_subscription, None
         if listener is not None:
-            listener.stop()
+            from DICOMPlusLib.network.listener import STOP_GRACE
+
+            listener.stop(STOP_GRACE, at_once=at_once)
         if subscription is not None:
             subscription.close()
         if listener is not None:

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
+#: Seconds the running associations get to finish when the listener is stopped (the first Ctrl-C
+#: or SIGTERM to ``dicomplus listen``, the panel's Stop); those still running then are aborted.
+STOP_GRACE = 10.0
+
 
 @dataclass(frozen=True)
 class ListenerConfig:
@@ -158,46 +162,86 @@ class Listener:
         logger.info("listening as %s on %s:%d", self.config.ae_title, self.config.host or "*", self._port)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting, let running associations finish for up to ``timeout`` seconds, abort
-        the rest (their partial files are removed), then deliver the last notifications."""
-        if self._thread is not None:
-            self._stopping.set()
-            with contextlib.suppress(OSError):
-                if self._wake_w is not None:
-                    self._wake_w.send(b"x")
-            self._thread.join(timeout)
-            self._thread = None
-            with contextlib.suppress(OSError):
-                if self._sock is not None:
-                    self._sock.close()  # connections still queued are refused, not left hanging
+    def stop(self, timeout: float = STOP_GRACE, *, at_once: Callable[[], bool] | None = None) -> None:
+        """Stop accepting, let the running associations finish for up to ``timeout`` seconds,
+        abort the rest (an A-ABORT; their partial files are removed, nothing partial is
+        indexed), then deliver the last notifications.
+
+        ``at_once()`` turning true (a second Ctrl-C or SIGTERM, a cancel; looked at every 0.1 s)
+        cuts the wait short, as does a KeyboardInterrupt (a second Ctrl-C), which goes on up
+        once the associations are aborted. The waits sleep in slices instead of joining the
+        threads: a KeyboardInterrupt inside ``Thread.join`` marks the thread stopped while it
+        runs on (Python 3.11's ``_wait_for_tstate_lock``), and it left the stop before any
+        association was aborted (the process then ended under a thread writing its file)."""
+        try:
+            if self._thread is not None:
+                try:
+                    self._stop_accepting(timeout, at_once)
+                    self._wait_for_associations(time.monotonic() + timeout, at_once)
+                finally:
+                    self._end_associations()
+        finally:
+            if self._detach is not None:
+                self._detach()
+                self._detach = None
+            self.notifier.stop()
+
+    def _stop_accepting(self, timeout: float, at_once: Callable[[], bool] | None) -> None:
+        """End the accept loop, refuse the connections still queued and drop those negotiating."""
+        thread = self._thread
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            if self._wake_w is not None:
+                self._wake_w.send(b"x")
+        deadline = time.monotonic() + timeout
+        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+            if at_once is not None and at_once():
+                break
+            time.sleep(0.02)
+        self._thread = None
+        with contextlib.suppress(OSError):
+            if self._sock is not None:
+                self._sock.close()  # connections still queued are refused, not left hanging
+        with self._lock:
+            for connection in list(self._pending):  # nothing accepted on them yet
+                self._drop(connection)
+
+    def _wait_for_associations(self, deadline: float, at_once: Callable[[], bool] | None = None) -> bool:
+        """Sleep until every association's thread has ended (each takes itself out of
+        ``_threads`` as it ends), ``deadline`` passes or ``at_once()`` turns true; whether they
+        all ended."""
+        while True:
             with self._lock:
-                for connection in list(self._pending):  # nothing accepted on them yet
-                    self._drop(connection)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                with self._lock:
-                    threads = list(self._threads)
-                if not threads:
-                    break
-                threads[0].join(max(0.0, deadline - time.monotonic()))
-            with self._lock:
-                leftover = [c.association for c in self._established if c.association is not None]
-            for association in leftover:
-                association.kill()
-            with self._lock:
-                threads = list(self._threads)
-            for t in threads:
-                t.join(5.0)
+                if not self._threads:
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0 or (at_once is not None and at_once()):
+                return False
+            time.sleep(min(left, 0.1))
+
+    def _end_associations(self) -> None:
+        """Abort the associations still running and wait (a few seconds) for their threads to
+        remove their partial files; close the listener's sockets."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            if self._sock is not None:
+                self._sock.close()
+        with self._lock:
+            for connection in list(self._pending):
+                self._drop(connection)
+            leftover = [c.association for c in self._established if c.association is not None]
+        for association in leftover:
+            association.kill()
+        self._thread = None
+        try:
+            if not self._wait_for_associations(time.monotonic() + 5.0):
+                logger.warning("%d associations did not end after their abort", len(self._threads))
+        finally:
             for s in (self._sock, self._wake_r, self._wake_w):
                 if s is not None:
                     with contextlib.suppress(OSError):
                         s.close()
             self._sock = self._wake_r = self._wake_w = None
-        if self._detach is not None:
-            self._detach()
-            self._detach = None
-        self.notifier.stop()
 
     def __enter__(self) -> Listener:
         return self.start()

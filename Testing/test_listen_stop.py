@@ -1,0 +1,219 @@
+"""Stopping the listener: the associations under way get ``STOP_GRACE`` (10 s) to finish; a
+second Ctrl-C or SIGTERM to ``dicomplus listen`` (a cancel of the engine's stop) aborts them at
+once: the peer gets an A-ABORT, the partial file is removed, nothing is indexed, and ``listen``
+exits 0 as after one signal.
+
+The peer is a real socket on loopback (our SCU's association) that sends a C-STORE-RQ and half
+of its data set, then nothing more, so the association can never finish on its own; ``listen``
+is a real process. Before, a second SIGTERM only set a flag while the stop waited out the whole
+grace, and a second Ctrl-C left the stop inside ``Thread.join`` (exit 130, the association never
+aborted, its partial file left behind by a process that ended under it)."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.stalls import PROMPT, SETTLE
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT, free_port
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.engine.server import Engine
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import scu, ul
+from DICOMPlusLib.network.listener import STOP_GRACE, Listener, ListenerConfig
+from DICOMPlusLib.network.send import data_set_offset
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture(scope="module")
+def half_a_data_set(tmp_path_factory) -> bytes:
+    series = make_series(tmp_path_factory.mktemp("listen-stop") / "s", n=1, rows=256, cols=256, seed=31)
+    data = Path(series.files[0]).read_bytes()
+    return data[data_set_offset(data[:4096]) :][:10000]
+
+
+def _stall_mid_store(port: int, half: bytes) -> scu.ClientAssociation:
+    """Associate, send a C-STORE-RQ and the first part of its data set; nothing more."""
+    assoc = scu.associate(
+        LOOPBACK, port, called_ae="DICOMPLUS", calling_ae="STALLER", contexts=[(CT, [EXPLICIT])]
+    )
+    cx = next(iter(assoc.contexts.values()))
+    command = dimse.store_request(1, CT, "1.2.826.0.1.3680043.8.498.31")
+    assoc.stream.send(
+        ul.pdata_header(cx.id, 0x03, len(command)), command, ul.pdata_header(cx.id, 0x00, len(half)), half
+    )
+    return assoc
+
+
+def _partial_files(store) -> list:
+    return list(store.rglob(".incoming-*"))
+
+
+def _until(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def _aborted(assoc: scu.ClientAssociation) -> bool:
+    """Whether what the listener sent last on the association is an A-ABORT."""
+    assoc.stream.sock.settimeout(PROMPT)
+    data = b""
+    try:
+        while chunk := assoc.stream.sock.recv(1 << 16):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return data[:1] == bytes([ul.A_ABORT])
+
+
+#: A sender that stores slowly: SLOW_N instances, SLOW_S seconds apart (3 s in all, well inside
+#: the grace).
+SLOW_N, SLOW_S = 6, 0.5
+
+
+def _listen(db_dir, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(db_dir), "listen", "--port", str(port),
+           "--host", LOOPBACK, "--json"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert '"listening"' in proc.stdout.readline()
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_one_signal_lets_an_association_under_way_finish(signum, tmp_path):
+    """Stopped after the first of a slow sender's instances, listen answers and stores the rest
+    on the same association (the grace), then exits 0."""
+    series = make_series(tmp_path / "s", n=SLOW_N, rows=32, cols=32, seed=32)
+    db_dir, port = tmp_path / "db", free_port()
+    proc = _listen(db_dir, port)
+    statuses = []
+    try:
+        with scu.associate(LOOPBACK, port, called_ae="DICOMPLUS", calling_ae="SLOW",
+                           contexts=[(CT, [EXPLICIT])]) as assoc:  # fmt: skip
+            cx = next(iter(assoc.contexts.values()))
+            for i, (path, sop) in enumerate(zip(series.files, series.sop_uids, strict=True)):
+                data = Path(path).read_bytes()
+                statuses.append(assoc.store(cx, sop, data[data_set_offset(data[:4096]) :]).get(dimse.STATUS))
+                if i == 0:
+                    proc.send_signal(signum)
+                time.sleep(SLOW_S)
+        try:
+            code = proc.wait(STOP_GRACE + 60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        proc.kill()
+        out, err = proc.communicate()
+    assert statuses == [0] * SLOW_N
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == '{"event": "stopped"}', out
+    db = Database(db_dir)
+    try:
+        assert db.info()["instances"] == SLOW_N
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_second_signal_aborts_listens_associations_at_once(signum, half_a_data_set, tmp_path):
+    db_dir, port = tmp_path / "db", free_port()
+    proc = _listen(db_dir, port)
+    assoc = None
+    try:
+        assoc = _stall_mid_store(port, half_a_data_set)
+        assert _until(lambda: _partial_files(db_dir)), "the C-STORE's file was never begun"
+        proc.send_signal(signum)  # the grace, for an association that cannot finish
+        time.sleep(SETTLE)
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signum)  # and at once
+        try:
+            code = proc.wait(STOP_GRACE + 60)
+        except subprocess.TimeoutExpired:
+            code = None
+        waited = time.monotonic() - sent
+        aborted = _aborted(assoc)
+    finally:
+        proc.kill()
+        out, err = proc.communicate()
+        if assoc is not None:
+            assoc.stream.close()
+    assert code == 0, f"listen ended with {code} after a second {signum.name}: {err}"
+    assert waited < PROMPT, f"listen ended {waited:.1f} s after a second {signum.name}"
+    assert aborted, "the stalled association got no A-ABORT"
+    assert out.strip().splitlines()[-1] == '{"event": "stopped"}', out
+    assert "Traceback" not in err, err
+    assert not _partial_files(db_dir)
+    db = Database(db_dir)
+    try:
+        assert db.info()["instances"] == 0
+    finally:
+        db.close()
+
+
+def test_the_engines_stop_aborts_at_once_when_cancelled(half_a_data_set, tmp_path):
+    """The panel's Stop (``Engine.stop_listener``, the ``unlisten`` task): a cancel of the stop
+    aborts the association that cannot finish instead of waiting out the grace."""
+    db = Database(tmp_path / "db")
+    listener = Listener(db, ListenerConfig(port=0, host=LOOPBACK)).start()
+    engine = Engine(io.BytesIO(), io.BytesIO())
+    engine.listener = listener
+    cancel = threading.Event()
+    stopper = threading.Thread(target=engine.stop_listener, kwargs={"at_once": cancel.is_set}, daemon=True)
+    assoc = _stall_mid_store(listener.port, half_a_data_set)
+    try:
+        assert _until(lambda: _partial_files(db.store.root))
+        stopper.start()
+        time.sleep(SETTLE)
+        assert stopper.is_alive()  # the grace
+        cancel.set()
+        stopper.join(PROMPT)
+        assert not stopper.is_alive(), "the cancelled stop waited on"
+        assert _aborted(assoc)
+        assert not _partial_files(db.store.root)
+        assert db.info()["instances"] == 0
+    finally:
+        assoc.stream.close()
+        listener.stop(0)
+        db.close()
+
+
+def test_ctrl_c_inside_the_stop_still_aborts_the_associations(half_a_data_set, tmp_path):
+    """A KeyboardInterrupt during :meth:`Listener.stop`'s wait (a second Ctrl-C in a program
+    that calls it) goes on up, but only after the association was aborted and its partial file
+    removed: the wait sleeps, so the interrupt never lands inside ``Thread.join`` (which, on
+    Python 3.11, marks the thread stopped while it runs on)."""
+    db = Database(tmp_path / "db")
+    listener = Listener(db, ListenerConfig(port=0, host=LOOPBACK)).start()
+    assoc = _stall_mid_store(listener.port, half_a_data_set)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(SETTLE, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT))
+    try:
+        assert _until(lambda: _partial_files(db.store.root))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            listener.stop(STOP_GRACE + 60)
+        assert not listener.running
+        assert _aborted(assoc)
+        assert not _partial_files(db.store.root)
+        assert db.info()["instances"] == 0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        assoc.stream.close()
+        listener.stop(0)
+        db.close()
