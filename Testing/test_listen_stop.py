@@ -11,7 +11,6 @@ aborted, its partial file left behind by a process that ended under it)."""
 
 from __future__ import annotations
 
-import io
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from dicomplus_testing.stalls import PROMPT, SETTLE
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.engine.server import Engine
+from DICOMPlusLib.engine.client import SubprocessEngine
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.listener import STOP_GRACE, Listener, ListenerConfig
@@ -166,30 +165,27 @@ def test_a_second_signal_aborts_listens_associations_at_once(signum, half_a_data
 
 
 def test_the_engines_stop_aborts_at_once_when_cancelled(half_a_data_set, tmp_path):
-    """The panel's Stop (``Engine.stop_listener``, the ``unlisten`` task): a cancel of the stop
-    aborts the association that cannot finish instead of waiting out the grace."""
-    db = Database(tmp_path / "db")
-    listener = Listener(db, ListenerConfig(port=0, host=LOOPBACK)).start()
-    engine = Engine(io.BytesIO(), io.BytesIO())
-    engine.listener = listener
-    cancel = threading.Event()
-    stopper = threading.Thread(target=engine.stop_listener, kwargs={"at_once": cancel.is_set}, daemon=True)
-    assoc = _stall_mid_store(listener.port, half_a_data_set)
-    try:
-        assert _until(lambda: _partial_files(db.store.root))
-        stopper.start()
-        time.sleep(SETTLE)
-        assert stopper.is_alive()  # the grace
-        cancel.set()
-        stopper.join(PROMPT)
-        assert not stopper.is_alive(), "the cancelled stop waited on"
-        assert _aborted(assoc)
-        assert not _partial_files(db.store.root)
+    """The panel's Stop (the ``unlisten`` task of a real engine process): it gives the
+    association the grace, and a cancel of the task aborts it at once instead of waiting the
+    grace out."""
+    db_path = tmp_path / "db.sqlite"
+    with SubprocessEngine() as engine:
+        config = ListenerConfig(port=0, host=LOOPBACK)
+        port = engine.call("listen", {"db": str(db_path), "config": config})
+        assoc = _stall_mid_store(port, half_a_data_set)
+        try:
+            assert _until(lambda: _partial_files(tmp_path))
+            job = engine.submit("unlisten")
+            time.sleep(SETTLE)
+            assert not job.finished  # the grace
+            job.cancel()
+            assert job.wait(PROMPT), "the cancelled stop waited on"
+            assert _aborted(assoc)
+            assert not _partial_files(tmp_path)
+        finally:
+            assoc.stream.close()
+    with Database(db_path) as db:
         assert db.info()["instances"] == 0
-    finally:
-        assoc.stream.close()
-        listener.stop(0)
-        db.close()
 
 
 def test_ctrl_c_inside_the_stop_still_aborts_the_associations(half_a_data_set, tmp_path):
