@@ -26,6 +26,10 @@ of the single-series study from Orthanc. Candidates:
 * ``dcmtk-get-4x``: four getscu processes at once, one per series of the 4-series study
   (SERIES-level C-GET each), each into its own folder: DCMTK's time for the same four parallel
   associations, the reference of the ``*-4s-*`` candidates (pairs);
+* ``dcmtk-find-get-4x``: the same work as ``get-4s-cli`` by DCMTK: ``findscu`` of the study's
+  series (SERIES level), then one getscu per series found, all at once, into one folder (the
+  four getscu of ``dcmtk-get-4x`` are given the series' UIDs by the bench; a user asking for a
+  study must find them first, as our command does with its series-level C-FIND);
 * ``get-4s-threads``: the 4-series study with ``parallel=4`` in this process (4 associations);
 * ``get-4s-cli``: ``dicomplus retrieve --study ... --parallel 4`` as one fresh process;
 * ``get-4s-procs``: the 4-series study as 4 ``dicomplus retrieve --series`` processes at once,
@@ -54,6 +58,7 @@ FILES = 300
 SERIES_4 = 4
 ROWS = COLS = 512
 GETSCU = "/usr/bin/getscu"
+FINDSCU = "/usr/bin/findscu"
 MOVESCU = "/usr/bin/movescu"
 LOOPBACK = "127.0.0.1"
 
@@ -138,7 +143,14 @@ def benchmark(work_dir: Path) -> Benchmark:
     resources: list = []
     db_names = ("db-get", "db-move", "db-cli", "db-4t", "db-4c", "db-4p", "db-qr", "db-qr-cli", "db-serve",
                 "db-serve-cli")  # fmt: skip
-    out_names = ("out-get", "out-move", "out-qr", "out-serve", *(f"out-4x-{k}" for k in range(SERIES_4)))
+    out_names = (
+        "out-get",
+        "out-move",
+        "out-qr",
+        "out-serve",
+        "out-4f",
+        *(f"out-4x-{k}" for k in range(SERIES_4)),
+    )
 
     def cleanup() -> None:
         for item in reversed(resources):
@@ -233,6 +245,24 @@ def benchmark(work_dir: Path) -> Benchmark:
         for k, s in enumerate(series4)
     )
     outs_4x = [outs[f"out-4x-{k}"] for k in range(SERIES_4)]
+    # The same work as `dicomplus retrieve --study --parallel 4` by DCMTK: the study's series
+    # found first (findscu, its answers' SeriesInstanceUID read from its verbose output), then
+    # one getscu per series, all at once (four getscu alone are given the UIDs by the bench).
+    one_getscu = " ".join(
+        getscu(
+            "orthanc",
+            outs["out-4f"],
+            "QueryRetrieveLevel=SERIES",
+            f"StudyInstanceUID={study4}",
+            "SeriesInstanceUID=$s",
+        )
+    )
+    find_then_get = (
+        f"{FINDSCU} -S -v -aet DICOMPLUS -aec {orthanc.aet} -k QueryRetrieveLevel=SERIES "
+        f"-k StudyInstanceUID={study4} -k SeriesInstanceUID {LOOPBACK} {orthanc.dicom_port} 2>&1 "
+        r"| sed -n 's/.*(0020,000e) UI \[\([0-9.]*\)\].*/\1/p' "
+        f"| {{ n=0; while read -r s; do {one_getscu} & n=$((n+1)); done; wait; test $n -eq {SERIES_4}; }}"
+    )
     study4_keys = ("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={study4}")
 
     candidates = [
@@ -262,6 +292,8 @@ def benchmark(work_dir: Path) -> Benchmark:
                   before=empty_folders(outs["out-get"]), label="getscu of the 4-series study (one association)"),
         Candidate("dcmtk-get-4x", command=f"{four_getscu} & wait", shell=True, env=env,
                   before=empty_folders(*outs_4x), label="4 getscu at once, one series each (4 associations)"),
+        Candidate("dcmtk-find-get-4x", command=find_then_get, shell=True, env=env, before=empty_folders(outs["out-4f"]),
+                  label="findscu of the study's series, then 4 getscu at once (what --study --parallel 4 does)"),
         Candidate("get-4s-threads", function=ours("orthanc", "db-4t", "get", study4, parallel=SERIES_4),
                   before=empty_db("db-4t"), label="retrieve(parallel=4) of the 4-series study, in this process"),
         Candidate("get-4s-cli", command=cli("orthanc", "db-4c", "--study", study4, "--parallel", str(SERIES_4)),
@@ -283,6 +315,7 @@ def benchmark(work_dir: Path) -> Benchmark:
             ("get-4s-cli", "dcmtk-get-4x"),
             ("get-4s-procs", "dcmtk-get-4x"),
             ("get-4s-threads", "dcmtk-get-4x"),
+            ("get-4s-cli", "dcmtk-find-get-4x"),
         ],
         work={"files": FILES, "MB": megabytes},
         cleanup=cleanup,
