@@ -188,6 +188,30 @@ def test_the_engines_stop_aborts_at_once_when_cancelled(half_a_data_set, tmp_pat
         assert db.info()["instances"] == 0
 
 
+def test_the_engine_ending_aborts_its_listeners_associations_at_once(half_a_data_set, tmp_path):
+    """The host closing the engine's stdin (Slicer quitting) stops the listener without the
+    grace: the host kills the engine a few seconds later (the module's EngineClient after 5 s),
+    and the grace ended in that kill, the peer never aborted and its partial file left behind."""
+    db_path = tmp_path / "db.sqlite"
+    engine = SubprocessEngine()
+    try:
+        port = engine.call("listen", {"db": str(db_path), "config": ListenerConfig(port=0, host=LOOPBACK)})
+        assoc = _stall_mid_store(port, half_a_data_set)
+        try:
+            assert _until(lambda: _partial_files(tmp_path))
+            code = engine.close(PROMPT)
+            aborted = _aborted(assoc)
+        finally:
+            assoc.stream.close()
+    finally:
+        engine.close(0)
+    assert code == 0, f"the engine was killed ({code}) instead of ending"
+    assert aborted, "the stalled association got no A-ABORT"
+    assert not _partial_files(tmp_path)
+    with Database(db_path) as db:
+        assert db.info()["instances"] == 0
+
+
 def test_ctrl_c_inside_the_stop_still_aborts_the_associations(half_a_data_set, tmp_path):
     """A KeyboardInterrupt during :meth:`Listener.stop`'s wait (a second Ctrl-C in a program
     that calls it) goes on up, but only after the association was aborted and its partial file

@@ -176,7 +176,11 @@ class Engine:
         return 0
 
     def shutdown(self) -> None:
-        """Cancel running tasks, stop the listener, close the databases."""
+        """Cancel running tasks, stop the listener and the sample PACS at once, close the
+        databases. No grace for their associations: the host is leaving (Slicer quits) and
+        kills the engine a few seconds after closing its stdin (EngineClient.stop: 5 s), so a
+        10 s grace ended in a kill, with the partial file of an instance under way left behind
+        and no A-ABORT to its sender."""
         with self._lock:
             tasks = list(self._tasks.values())
             threads = list(self._threads.values())
@@ -185,8 +189,8 @@ class Engine:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.stop_listener()
-        self.stop_pacs()
+        self.stop_listener(at_once=lambda: True)
+        self.stop_pacs(at_once=lambda: True)
         with self._lock:
             databases, self._databases = list(self._databases.values()), {}
         for db in {id(db): db for db in databases}.values():  # one store's opening has several keys
