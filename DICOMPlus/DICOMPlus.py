@@ -423,6 +423,7 @@ class DICOMPlusLogic(
         logic.retrieve("pacs", studyUID=found[0].StudyInstanceUID).get()
         logic.send("pacs", series=["1.2.3"]).get()
         logic.startListener(port=11112, aeTitle="DICOMPLUS")     # in the engine
+        logic.stopListener().get()     # a job: transfers under way get up to 10 s to finish
     """
 
     def __init__(self, databasePath=None, nodesPath=None):

@@ -207,9 +207,10 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screensho
     )
     assert qt.QSettings().value("DICOMPlus/Network/ListenerPort") in (port, str(port))
 
-    click(qtbot, network.listenerButton)
-    assert states == [True, False]
+    click(qtbot, network.listenerButton)  # the stop is a job: the line says stopping, then stopped
     assert not panel.logic.listenerRunning() and not network.listenerButton.checked
+    qtbot.waitUntil(lambda: states == [True, False], timeout=TIMEOUT)
+    assert network.listenerStatusLabel.text == "Listener stopped" and network.listenerButton.enabled
     assert not port_open(port)
     assert [e.series_instance_uid for e in panel.logic.completedSeries] == [series.series_uid]
     # auto-load: the completed series is loaded into the scene (main thread, from the queue)

@@ -16,6 +16,7 @@ import qt
 import slicer
 from slicer.i18n import tr as _
 
+from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE, DEFAULT_PORT
 
 from . import engine as _engine
@@ -101,19 +102,32 @@ class DatabaseLogic:
         return self._database
 
     def closeDatabase(self):
-        """Close the database (the next use opens it again); ``databaseAboutToClose`` first."""
-        self.stopListener()  # it stores into the database
+        """Close the database (the next use opens it again); ``databaseAboutToClose`` first.
+
+        The listener stores into this database: it is stopped first, and its stop (associations
+        under way get up to 10 s) is waited for with the event loop turning, so Slicer stays live
+        and the stop's Cancel in the Activity list ends it at once. A switch of database
+        (:meth:`setDatabasePath`) thus never leaves the listener storing into the old database
+        while the panel reads the new one."""
+        self.waitForJob(self.stopListener())
+        self._closeDatabase()
+
+    def _closeDatabase(self):
         if self._database is not None:
             self.databaseAboutToClose.emit()
             self._database.close()
             self._database = None
 
     def close(self):
-        """Cancel this logic's running jobs (not other panels' on the shared engine) and close its
-        database (the engine stays)."""
+        """Cancel this logic's running jobs (not other panels' on the shared engine), stop the
+        listener at once (associations under way are aborted: the logic is going away, as when
+        Slicer closes, and a sender sends them again as after any abort) and close its database
+        (the engine stays). Nothing is waited for: the engine aborts the associations on its own
+        threads, and its database connection is not this one."""
         for job in list(self._jobs):
             job.cancel()
-        self.closeDatabase()
+        self.stopListener(atOnce=True)
+        self._closeDatabase()
 
     def search(self, level="study", criteria=None, text=None, limit=None):
         """Search the local database with DICOM matching; returns frozen records."""
@@ -145,11 +159,14 @@ class EngineLogic:
         self._declinedDecoders = set()
         self._jobs = []  # what this logic started in the engine and has not seen end
         self._listenerPort = 0
+        self._listenerStop = None  # the running stop's job (listenerStopping)
         self.aeTitle = DEFAULT_AE_TITLE  # our calling AE title (and the listener's by default)
         self.autoLoad = False
         self.completedSeries = []  # SeriesComplete events of the listener
         self.autoLoadQueue = queue.Queue()  # series UIDs to load, drained by the network widget
         self.listenerStopped = Signal(str, name="listenerStopped")
+        # a stop of the listener began (its RemoteJob): the panel shows it, whoever asked for it
+        self.listenerStopStarted = Signal(object, name="listenerStopStarted")
         self.engine = _engine.engine()
         self.engine.subscribe("series_complete", self._onSeriesComplete)
         self.engine.exited.connect(self._onEngineExited)
@@ -305,7 +322,16 @@ class EngineLogic:
         """Start the C-STORE listener (in the engine) into the local database; returns the
         bound port. ``DICOMPlus/ListenerRequireCalledAE`` (default off, as DCMTK and Orthanc) rejects
         associations addressed to another AE title. Completed series go to ``completedSeries`` and, with ``autoLoad``, to
-        ``autoLoadQueue`` for the widget to load."""
+        ``autoLoadQueue`` for the widget to load. Refused (NetworkError) while the previous
+        listener's stop runs (:meth:`listenerStopping`): it still holds the port and may still
+        store into its database."""
+        if self._listenerStop is not None:  # refused: the port and the database are still its
+            raise NetworkError(
+                _(
+                    "The listener is still stopping (transfers under way are finishing): start it "
+                    "again once it has stopped, or Cancel its stop in the Activity list to end it now."
+                )
+            )
         self.ensureNetworkDependencies()
         from DICOMPlusLib.network.listener import ListenerConfig
 
@@ -329,14 +355,52 @@ class EngineLogic:
             self._listenerPort = 0
             self.listenerStopped.emit(reason)
 
-    def stopListener(self):
-        """Stop the listener (running associations finish first)."""
+    def stopListener(self, atOnce=False):
+        """Stop the listener; returns the stop's job at once (None when no listener runs or
+        stops). The listener stops accepting at once; the associations under way get up to
+        ``STOP_GRACE`` (10 s) to finish, and a cancel of the job (or ``atOnce``) aborts them
+        (A-ABORT; their partial instances are not kept). ``listenerStopStarted(job)`` is emitted
+        (the panel shows the job in its Activity list, whoever stopped the listener);
+        ``job.get()`` waits for it (console, tests). Called again while the stop runs, it returns
+        the same job (``atOnce`` cancels it)."""
+        job = self._listenerStop
         if self._listenerPort:
-            self._listenerPort = 0
-            self.engine.call("unlisten", timeout=60)
+            port, self._listenerPort = self._listenerPort, 0
+            if not self.engine.running():  # the engine is gone (Slicer quitting), its listener too
+                return None
+            job = self.submit("unlisten", {}, _("Stop the listener on port {port}").format(port=port))
+            self._listenerStop = job
+            job.on_finished(self._onListenerStopEnded)
+            job = self._listenerStop  # None if it could not even be sent (it ended at once)
+            if job is not None:
+                self.listenerStopStarted.emit(job)
+        if job is not None and atOnce:
+            job.cancel()
+        return job
+
+    def _onListenerStopEnded(self, job):
+        if self._listenerStop is job:
+            self._listenerStop = None
+
+    def waitForJob(self, job):
+        """Return once ``job`` (a RemoteJob, or None) has ended, the Qt event loop running
+        meanwhile (a nested loop: timers, painting, the engine's output and the job's Cancel all
+        go on); for the few calls that must not return before the engine's work has ended."""
+        if job is None or job.finished:
+            return
+        loop = qt.QEventLoop()
+        job.on_finished(lambda ended: loop.quit())
+        if not job.finished:
+            run = getattr(loop, "exec", None) or loop.exec_  # PythonQt may name it exec_
+            run()
 
     def listenerRunning(self):
+        """Whether the listener accepts associations (False as soon as its stop began)."""
         return bool(self._listenerPort)
+
+    def listenerStopping(self):
+        """Whether the listener's stop is under way (associations under way finishing)."""
+        return self._listenerStop is not None
 
     def listenerPort(self):
         return self._listenerPort

@@ -91,6 +91,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self._studiesToAdd = []
         self._studiesFound = 0
         self._setupUi(activity)
+        self._followLogic(None, logic)
         self._readSettings()
         self.refreshNodes()
         self._updateButtons()
@@ -123,8 +124,19 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     # -- nodes ----------------------------------------------------------------------------------
     def setLogic(self, logic):
+        self._followLogic(self._logic, logic)
         self._logic = logic
         self.refreshNodes()
+
+    def _followLogic(self, old, new):
+        """Show the listener stops of ``new`` (and no longer those of ``old``)."""
+        for logic, connect in ((old, False), (new, True)):
+            signal = getattr(logic, "listenerStopStarted", None)
+            if signal is not None:
+                if connect:
+                    signal.connect(self._onListenerStopStarted)
+                else:
+                    signal.disconnect(self._onListenerStopStarted)
 
     def setLocalSelectionProvider(self, provider):
         """``provider() -> [(level, key)]``: what Send selected sends (the local browser's
@@ -602,7 +614,12 @@ class DICOMPlusNetworkWidget(qt.QWidget):
 
     # -- listener -------------------------------------------------------------------------------
     def setListenerRunning(self, running):
-        """Start or stop the listener with the AE title, port and auto-load of the form."""
+        """Start or stop the listener with the AE title, port and auto-load of the form.
+
+        The stop returns at once: it is an engine job in the activity list (the associations
+        under way get up to 10 s to finish; its Cancel aborts them now), the line says the
+        listener is stopping, and the button waits for it; ``listenerChanged(False)`` when it has
+        ended. A start while a stop runs is refused (the line says why)."""
         running = bool(running)
         if running and not self._logic.listenerRunning():
             self._writeListenerSettings()
@@ -614,6 +631,9 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 )
             except Exception as exc:
                 self.listenerStatusLabel.text = _("Listener could not start: {error}").format(error=exc)
+                if self._logic.listenerStopping():  # refused: the stop's end says listenerChanged
+                    self._showListenerState()
+                    return
                 running = False
             else:
                 self.listenerStatusLabel.text = _("Listening as {aeTitle} on port {port}").format(
@@ -621,17 +641,56 @@ class DICOMPlusNetworkWidget(qt.QWidget):
                 )
                 self._autoLoadTimer.start()
         elif not running and self._logic.listenerRunning():
-            self._logic.stopListener()  # series still arriving are reported complete now
-            self._autoLoadTimer.stop()
-            self._drainAutoLoad()
+            if self._logic.stopListener() is None:  # else shown by _onListenerStopStarted
+                self._onListenerStopped(None)
+            return
+        self._showListenerState()
+        self.listenerChanged.emit(running)
+
+    def _onListenerStopStarted(self, job):
+        """The logic began stopping the listener (this panel's Stop, a switch of database, the
+        console): the job in the activity list with its Cancel, the line says it is stopping."""
+        # series still arriving are reported complete by the stop: auto-load goes on meanwhile
+        self.listenerStatusLabel.text = _(
+            "Listener stopping: transfers under way get up to {seconds} s to finish "
+            "(Cancel in Activity ends them now)"
+        ).format(seconds=f"{self.stopGrace():g}")
+        self._track(job, self._onListenerStopped)
+        self._showListenerState()
+
+    @staticmethod
+    def stopGrace():
+        """Seconds the associations under way get when the listener stops (STOP_GRACE)."""
+        from DICOMPlusLib.network.listener import STOP_GRACE
+
+        return STOP_GRACE
+
+    def _onListenerStopped(self, job):
+        """The stop ended (done, cancelled: aborted at once, or failed with the engine): the
+        listener is gone either way."""
+        stopTimer(self._autoLoadTimer)
+        self._drainAutoLoad()
+        if job is not None and job.error is not None and not isinstance(job.error, CancelledError):
+            self.listenerStatusLabel.text = _("Listener stopped: {error}").format(error=job.error)
+        else:
             self.listenerStatusLabel.text = _("Listener stopped")
+        self._showListenerState()
+        self.listenerChanged.emit(False)
+
+    def _showListenerState(self):
+        """The button and the form as the logic's listener is: running, stopping or stopped."""
+        running = self._logic.listenerRunning()
+        stopping = not running and self._logic.listenerStopping()
         self.listenerButton.blockSignals(True)
         self.listenerButton.checked = running
-        self.listenerButton.text = _("Stop listener") if running else _("Start listener")
+        if stopping:
+            self.listenerButton.text = _("Stopping listener...")
+        else:
+            self.listenerButton.text = _("Stop listener") if running else _("Start listener")
+        self.listenerButton.enabled = not stopping
         self.listenerButton.blockSignals(False)
         for widget in (self.listenerPortSpinBox, self.listenerAETitleEdit, self.autoLoadCheckBox):
-            widget.enabled = not running
-        self.listenerChanged.emit(running)
+            widget.enabled = not running and not stopping
 
     def _drainAutoLoad(self):
         queue = getattr(self._logic, "autoLoadQueue", None)
@@ -653,7 +712,7 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.sendButton.enabled = hasNode
 
     def cleanup(self):
-        """Stop the timers and the worker; stops the listener too."""
+        """Stop the timers and the worker; stops the listener at once (no grace)."""
         if self._queryJob is not None:
             self._queryJob.cancel()
         stopTimer(self._autoLoadTimer)
@@ -661,7 +720,10 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         pacedWork().remove(self._addNextStudy)
         if self._ownActivity:
             self.activity.cleanup()
+        self._followLogic(self._logic, None)
         try:
-            self._logic.stopListener()
+            # the panel is going away (module closed, Slicer quitting): no 10 s wait for a sender
+            # that may never finish; the engine aborts its associations, the sender sends again
+            self._logic.stopListener(atOnce=True)
         except Exception:
             pass
