@@ -80,7 +80,10 @@ EXIT_MEANINGS = {
     Exit.TERMINATED: "killed (SIGTERM: kill, a scheduler's time limit, a container stop): ended as by Ctrl-C",
 }
 #: ``listen`` and ``serve`` run until stopped: Ctrl-C, SIGTERM or SIGHUP is their normal end.
-SERVERS_NOTE = "listen and serve run until stopped: Ctrl-C, SIGTERM or SIGHUP ends them normally (0)"
+SERVERS_NOTE = (
+    "listen and serve run until stopped: Ctrl-C, SIGTERM or SIGHUP ends them normally (0) once the"
+    " transfers under way finish (up to 10 s; a second one ends them at once)"
+)
 EXIT_CODES_HELP = (
     "exit codes:\n"
     + "\n".join(f"  {int(code):<4d}{text}" for code, text in EXIT_MEANINGS.items())
