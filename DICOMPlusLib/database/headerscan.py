@@ -388,14 +388,7 @@ def _scan_elements(
         tag = (group << 16) | elem
         if group >= 0x7FE0:  # one comparison for the common case
             if tag in _PIXEL_TAGS:
-                result.last_tag = tag
-                result.header_end = pos
-                result.pixel_tag = tag
-                result.pixel_offset = value_pos
-                result.pixel_length = -1 if length == undefined else length
-                if length != undefined and complete and value_pos + length > end:
-                    raise TruncatedError("pixel data runs past the end of the file")
-                return result
+                return _at_pixel_data(result, tag, pos, value_pos, length, complete, end)
             if group == 0xFFFE:  # an item or a delimiter outside a sequence: pydicom ends the data set there
                 raise ScanError(f"({group:04X},{elem:04X}) outside any sequence at offset {pos}")
         if length == undefined:
@@ -407,8 +400,7 @@ def _scan_elements(
             if tag == _CHARSET:
                 if vr not in (b"CS", b"UN") and not implicit:  # pydicom fails on any other (an int...)
                     raise ScanError(f"SpecificCharacterSet of VR {vr!r}")
-                charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
-                charsets = [c for c in charsets if c] or []
+                charsets = _charsets(raw)
                 if tag not in wanted:
                     continue
             if implicit:
@@ -426,17 +418,7 @@ def _scan_elements(
                 result.values[tag] = raw.decode("latin-1").rstrip("\x00 ").lstrip(" ")
             else:
                 result.values[tag] = _decode(raw, vr, little, charsets)
-    if pos > end:  # the last element's value runs past the buffer
-        if complete:
-            raise TruncatedError(
-                f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end of the file"
-            )
-        raise NeedMoreData("element value")
-    if not complete:
-        raise NeedMoreData("no pixel data yet")
-    result.last_tag = tag
-    result.header_end = end
-    return result
+    return _past_the_buffer(result, tag, pos, end, complete)
 
 
 #: Explicit VR little endian element headers read as numbers: the tag as one little-endian 32-bit
@@ -498,14 +480,7 @@ def _scan_explicit_le(
             group = key & 0xFFFF
             tag = (group << 16) | (key >> 16)
             if tag in _PIXEL_TAGS:
-                result.last_tag = tag
-                result.header_end = pos
-                result.pixel_tag = tag
-                result.pixel_offset = value_pos
-                result.pixel_length = -1 if length == undefined else length
-                if length != undefined and complete and value_pos + length > end:
-                    raise TruncatedError("pixel data runs past the end of the file")
-                return result
+                return _at_pixel_data(result, tag, pos, value_pos, length, complete, end)
             if group == 0xFFFE:  # an item or a delimiter outside a sequence: pydicom ends the data set there
                 raise ScanError(f"({group:04X},{key >> 16:04X}) outside any sequence at offset {pos}")
         if length == undefined:
@@ -518,8 +493,7 @@ def _scan_explicit_le(
             if tag == _CHARSET:
                 if code not in _CHARSET_CODES:  # pydicom fails on any other VR (an int...)
                     raise ScanError(f"SpecificCharacterSet of VR {_VR_OF_CODE[code]!r}")
-                charsets = [c.strip() for c in raw.decode("ascii", "replace").split("\\")]
-                charsets = [c for c in charsets if c] or []
+                charsets = _charsets(raw)
                 if tag not in wanted:
                     continue
             if key & 1 and code in _PRIVATE_BYTES_CODES:
@@ -530,6 +504,33 @@ def _scan_explicit_le(
             else:
                 values[tag] = _decode(raw, _VR_OF_CODE[code], True, charsets)
     tag = ((key & 0xFFFF) << 16) | (key >> 16)
+    return _past_the_buffer(result, tag, pos, end, complete)
+
+
+def _at_pixel_data(
+    result: ScanResult, tag: int, pos: int, value_pos: int, length: int, complete: bool, end: int
+) -> ScanResult:
+    """``result`` at the pixel data element (tag at ``pos``, its value at ``value_pos``): where
+    both element loops stop."""
+    result.last_tag = tag
+    result.header_end = pos
+    result.pixel_tag = tag
+    result.pixel_offset = value_pos
+    result.pixel_length = -1 if length == _UNDEFINED else length
+    if length != _UNDEFINED and complete and value_pos + length > end:
+        raise TruncatedError("pixel data runs past the end of the file")
+    return result
+
+
+def _charsets(raw: bytes) -> list[str]:
+    """The terms of a SpecificCharacterSet value (empty ones dropped)."""
+    return [c for c in (c.strip() for c in raw.decode("ascii", "replace").split("\\")) if c]
+
+
+def _past_the_buffer(result: ScanResult, tag: int, pos: int, end: int, complete: bool) -> ScanResult:
+    """How both element loops end without reaching the pixel data: the last element (``tag``,
+    whose value ends at ``pos``) past the buffer, more of the file needed, or a data set with no
+    pixel data."""
     if pos > end:  # the last element's value runs past the buffer
         if complete:
             raise TruncatedError(
