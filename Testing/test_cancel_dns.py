@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cancel_stalls import PROMPT, SETTLE
 
+from dicomplus_testing.stalls import PROMPT, SETTLE
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 

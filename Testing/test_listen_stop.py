@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dicomplus_testing.peers import LOOPBACK
-from dicomplus_testing.stalls import PROMPT, SETTLE
+from dicomplus_testing.stalls import PROMPT, SETTLE, exit_code_within
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
@@ -110,10 +110,7 @@ def test_one_signal_lets_an_association_under_way_finish(signum, tmp_path):
                 if i == 0:
                     proc.send_signal(signum)
                 time.sleep(SLOW_S)
-        try:
-            code = proc.wait(STOP_GRACE + 60)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code_within(proc, STOP_GRACE + 60)
     finally:
         proc.kill()
         out, err = proc.communicate()
@@ -140,10 +137,7 @@ def test_a_second_signal_aborts_listens_associations_at_once(signum, half_a_data
         assert proc.poll() is None
         sent = time.monotonic()
         proc.send_signal(signum)  # and at once
-        try:
-            code = proc.wait(STOP_GRACE + 60)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code_within(proc, STOP_GRACE + 60)
         waited = time.monotonic() - sent
         aborted = _aborted(assoc)
     finally:

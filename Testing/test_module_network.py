@@ -277,8 +277,9 @@ def test_an_echo_left_unanswered_is_cancelled_from_the_activity_list(panel, qtbo
     """A server that associates and never answers the C-ECHO: the echo is a job in the activity
     list, and its Cancel ends it at once (the timeout is 10 s: the end must come well before)."""
     import qt
-    from test_cancel_stalls import stall
     from test_cancel_waits import accept_then_stop_reading
+
+    from dicomplus_testing.stalls import stall
 
     network = panel.network
     results = []

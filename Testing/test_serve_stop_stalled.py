@@ -25,10 +25,10 @@ import time
 
 import pydicom
 import pytest
-from test_cancel_stalls import PROMPT, SETTLE, stall
 from test_cancel_waits import UNREAD, _unread, accept_then_stop_reading
 
 from dicomplus_testing.peers import LOOPBACK, port_accepts
+from dicomplus_testing.stalls import PROMPT, SETTLE, exit_code_within, stall
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
@@ -120,10 +120,7 @@ def test_a_second_signal_ends_serve_at_once_when_a_peer_stopped_reading(method, 
             time.sleep(SETTLE)
             sent = time.monotonic()
             proc.send_signal(signum)  # and at once
-            try:
-                code = proc.wait(60)
-            except subprocess.TimeoutExpired:
-                code = None
+            code = exit_code_within(proc, 60)
             waited = time.monotonic() - sent
         finally:
             proc.kill()
@@ -146,10 +143,7 @@ def test_serve_ends_after_the_grace_when_a_peer_stopped_reading(pacs_db):
         qa = _start_retrieve(port, "get", study_uid, sop_class)
         _wait_stalled("get", qa, None)
         proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(STOP_GRACE + 60)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code_within(proc, STOP_GRACE + 60)
     finally:
         proc.kill()
         _out, err = proc.communicate()
@@ -210,10 +204,7 @@ def test_serve_lets_a_retrieve_under_way_finish(signum, small_pacs, tmp_path):
     try:
         _wait_ready(proc)
         response, statuses = _slow_get(port, study_uid, sop_class, ours, lambda: proc.send_signal(signum))
-        try:
-            code = proc.wait(STOP_GRACE + 60)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code_within(proc, STOP_GRACE + 60)
     finally:
         proc.kill()
         _out, err = proc.communicate()
@@ -243,10 +234,7 @@ def test_an_association_open_between_requests_does_not_hold_serve(small_pacs):
         assert len(found) == 1
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code_within(proc, 60)
         waited = time.monotonic() - sent
     finally:
         proc.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -106,3 +107,12 @@ def ctrl_c_once_stalled(
     assert "Traceback" not in text and "error" not in text, text
     assert text.count(account) == 1, text
     return text
+
+
+def exit_code_within(proc: subprocess.Popen, seconds: float) -> int | None:
+    """``proc``'s exit code once it has ended, or None when it has not ended within ``seconds``
+    (the caller kills it)."""
+    try:
+        return proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
