@@ -579,16 +579,16 @@ def test_our_scu_aborts_a_response_command_that_never_ends():
     assert outcome.get("last") == ul.A_ABORT or outcome.get("sent", 640) < 640, outcome
 
 
-class _SendCountingSocket:
-    """A plain socket that counts what PDUStream's send path calls on it: a send through the
-    socket object (``poll`` first when it has a timeout) and a timeout change (an
-    ``ioctl(FIONBIO)``). The send without a wait goes through a duplicate descriptor."""
+class _SendCountingSocket(_CountingSocket):
+    """A plain socket that also counts what PDUStream's send path calls on it: a send through
+    the socket object (``poll`` first when it has a timeout); the timeout changes (an
+    ``ioctl(FIONBIO)`` each) are counted by :class:`_CountingSocket`. The send without a wait
+    goes through a duplicate descriptor."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.family, self.type, self.proto = sock.family, sock.type, sock.proto
         self.sends = 0
-        self.timeouts = 0
 
     def sendmsg(self, buffers, *args):
         self.sends += 1
@@ -597,16 +597,6 @@ class _SendCountingSocket:
     def sendall(self, data):
         self.sends += 1
         return self.sock.sendall(data)
-
-    def settimeout(self, value) -> None:
-        self.timeouts += 1
-        self.sock.settimeout(value)
-
-    def gettimeout(self):
-        return self.sock.gettimeout()
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
 
     def shutdown(self, how) -> None:
         self.sock.shutdown(how)
