@@ -17,7 +17,6 @@ timer having fired meanwhile.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 from test_listen_stop import _aborted, _partial_files, _stall_mid_store
 
 from dicomplus_testing.harness import fit_panel, screenshot
+from dicomplus_testing.peers import port_accepts
 from dicomplus_testing.stalls import PROMPT, SETTLE
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
@@ -53,12 +53,6 @@ def panel(dicomplus_module, pythonqt_gil, tmp_path, qtbot):
     widget.logic.engine.call("ping")  # the engine is up before the listener starts
     yield widget
     widget.cleanup()
-
-
-def port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_and_stall(panel, pythonqt_gil, half, tmp_path, states):
@@ -94,7 +88,7 @@ def test_stop_returns_while_the_engine_lets_a_transfer_finish_and_cancel_aborts_
         assert not network.listenerButton.checked and not network.listenerPortSpinBox.enabled
         assert states == [True]
         ticks = latency_probe.ticks
-        pythonqt_gil.wait_until(lambda: not port_open(port), 30)  # it no longer accepts
+        pythonqt_gil.wait_until(lambda: not port_accepts(port, timeout=2), 30)  # it no longer accepts
         pythonqt_gil.idle(SETTLE * 1000)
         assert not job.finished, "the stop did not wait for the association under way"
         assert latency_probe.ticks > ticks, "the GUI timer did not fire while the stop ran"

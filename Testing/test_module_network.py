@@ -4,12 +4,11 @@ query, expand a study, retrieve one series, load it, send, the listener on and o
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
 from dicomplus_testing.harness import fit_panel
+from dicomplus_testing.peers import port_accepts
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 
@@ -168,12 +167,6 @@ def test_query_retrieve_load_send_and_listen(panel, pacs, qtbot, tmp_path, scree
     assert {i.SOPInstanceUID for i in pacs.db.instances(local.series_uid)} == set(local.sop_uids)
 
 
-def port_open(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screenshot):
     import slicer
 
@@ -188,7 +181,7 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screensho
     assert states == [True], network.listenerStatusLabel.text
     assert panel.logic.listenerRunning() and panel.logic.listenerPort() == port
     assert network.listenerButton.checked and not network.listenerPortSpinBox.enabled
-    assert port_open(port)
+    assert port_accepts(port, timeout=2)
     assert str(port) in network.listenerStatusLabel.text
     panel.ui.previewCollapsibleButton.collapsed = True
     fit_panel(panel, 440)
@@ -211,7 +204,7 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screensho
     assert not panel.logic.listenerRunning() and not network.listenerButton.checked
     qtbot.waitUntil(lambda: states == [True, False], timeout=TIMEOUT)
     assert network.listenerStatusLabel.text == "Listener stopped" and network.listenerButton.enabled
-    assert not port_open(port)
+    assert not port_accepts(port, timeout=2)
     assert [e.series_instance_uid for e in panel.logic.completedSeries] == [series.series_uid]
     # auto-load: the completed series is loaded into the scene (main thread, from the queue)
     qtbot.waitUntil(lambda: panel.activeJob is None, timeout=TIMEOUT)
