@@ -141,17 +141,11 @@ def test_loading_a_classic_series_never_imports_pydicom(tmp_path):
     imported, so a load as a process does not pay for it."""
     series = make_series(tmp_path / "s", n=3, rows=8, cols=8)
     (series.folder / "README.txt").write_text("not DICOM: skipped, without asking pydicom\n")
-    code = (
-        "import sys\n"
-        "from DICOMPlusLib.loading import load_folder\n"
-        f"(volume,) = load_folder({str(series.folder)!r})\n"
-        "assert volume.array.shape == (3, 8, 8), volume.array.shape\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydicom', 'gdcm', 'pylibjpeg', 'SimpleITK')))\n"
+    printed = _after_a_folder_load(
+        series.folder,
+        "sorted(m for m in sys.modules if m.split('.')[0] in ('pydicom', 'gdcm', 'pylibjpeg', 'SimpleITK'))",
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]", proc.stdout
+    assert printed == "[]", printed
 
 
 #: Run ``dicomplus ARGS`` in a fresh interpreter and report which files it opened under a folder,
@@ -261,17 +255,8 @@ def test_a_load_and_the_version_do_not_import_logging(tmp_path):
     only by the modules that log: neither ``dicomplus --version`` nor a load from a folder does."""
     assert "logging" not in imported("--version")
     series = make_series(tmp_path / "s", n=3, rows=8, cols=8)
-    code = (
-        "import sys\n"
-        "from DICOMPlusLib.loading import load_folder\n"
-        f"(volume,) = load_folder({str(series.folder)!r})\n"
-        "assert volume.array.shape == (3, 8, 8), volume.array.shape\n"
-        "print('logging' in sys.modules)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "False", proc.stdout
+    printed = _after_a_folder_load(series.folder, "'logging' in sys.modules")
+    assert printed == "False", printed
 
 
 def test_every_library_logger_comes_with_the_null_handler():
@@ -302,3 +287,19 @@ def test_every_library_logger_comes_with_the_null_handler():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['NullHandler']", proc.stdout
     assert proc.stderr == ""
+
+
+def _after_a_folder_load(folder, expression: str) -> str:
+    """What a fresh python prints of ``expression`` after ``load_folder(folder)`` (a series of
+    three 8x8 slices), as a user's process runs it."""
+    code = (
+        "import sys\n"
+        "from DICOMPlusLib.loading import load_folder\n"
+        f"(volume,) = load_folder({str(folder)!r})\n"
+        "assert volume.array.shape == (3, 8, 8), volume.array.shape\n"
+        f"print({expression})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
