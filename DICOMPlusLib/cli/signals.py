@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 
+from DICOMPlusLib.jobs import forget_held_back, raise_from_signal
+
 #: The signals that end a command as Ctrl-C does: SIGTERM (``kill``, a job scheduler's time limit,
 #: systemd, a container stop) and SIGHUP (its terminal closed). The exit code is 128 + the first
 #: one's number, as a shell reports a command killed by it (130, 143, 129). Windows has no SIGHUP.
@@ -108,7 +110,7 @@ def ending_signals():
         if os.getpid() != owner:
             _ended_by_default(signum)
         _note(signum)
-        raise Stopped(signum)
+        raise_from_signal(Stopped(signum))  # held back inside an ``uninterrupted`` section
 
     previous = install_handlers([s for s in ENDING_SIGNALS if s != signal.SIGINT], handler)
     try:
@@ -133,13 +135,15 @@ def cancel_on_interrupt(token):
             if signum != signal.SIGINT:  # which a terminal's Ctrl-C reaches too
                 _ended_by_default(signum)
             return
-        if token.cancelled:
-            raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+        if token.cancelled:  # held back inside an ``uninterrupted`` section (jobs.py says why)
+            raise_from_signal(KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum))
+            return
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
         _note(signum)
         with contextlib.suppress(OSError, ValueError):
             os.write(sys.stderr.fileno(), (_ERASE_LINE if bar_on_screen[0] else b"\n") + _CANCELLING[signum])
 
+    forget_held_back()
     previous = install_handlers(ENDING_SIGNALS, handler)
     try:
         yield token

@@ -30,7 +30,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
@@ -46,7 +46,7 @@ from DICOMPlusLib.database.parsing import ParsedFile, parse_fd
 from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
 from DICOMPlusLib.database.walk import iter_files
 from DICOMPlusLib.errors import CancelledError, DiskFullError, ImportFileError
-from DICOMPlusLib.jobs import CancelToken, ProgressCallback
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback, uninterrupted
 from DICOMPlusLib.models import ImportReport, SkippedFile
 
 if TYPE_CHECKING:
@@ -69,11 +69,17 @@ PARALLEL_THRESHOLD = 2 * CHUNK
 LINK_PARALLEL_THRESHOLD = 2500
 
 
-def _work(paths: list[str], link: bool, tmp_base: str) -> list[ParsedFile | SkippedFile]:
+def _work(
+    paths: list[str], link: bool, tmp_base: str, stop: Callable[[], bool] | None = None
+) -> list[ParsedFile | SkippedFile]:
     """Worker body: parse each file's header and, when copying, copy it by the kernel into a
-    temporary file of the store named ``<tmp_base>-<pid>-<n>``."""
+    temporary file of the store named ``<tmp_base>-<pid>-<n>``. ``stop()`` true (a cancel, an
+    error; threads and the serial loop only) ends the chunk after the file under way: what it
+    returns is complete, the rest is left for the next import."""
     out: list[ParsedFile | SkippedFile] = []
     for path in paths:
+        if stop is not None and stop():
+            break
         try:
             out.append(_import_one(path, link, tmp_base))
         except ImportFileError as exc:
@@ -261,59 +267,68 @@ def import_paths(
             progress(done, total, last.path if isinstance(last, SkippedFile) else last.source)
 
     executor: cf.Executor | None = None
-    futures: list[cf.Future] = []
+    futures: list[cf.Future] = []  # submitted and not yet consumed
+    halted = [False]  # set when the import ends early for any reason: the workers stop too
+
+    def stop() -> bool:
+        return halted[0] or cancel.cancelled
+
     if jobs > 1 and len(todo) >= (LINK_PARALLEL_THRESHOLD if link else PARALLEL_THRESHOLD):
         import concurrent.futures as cf
 
         if processes and link:
+            # its worker processes cannot see ``stop``; they copy nothing (no temporary is left)
             executor = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context())
+            worker_stop = None
         else:
             executor = cf.ThreadPoolExecutor(max_workers=jobs)
+            worker_stop = stop
     try:
         if executor is None:
             for chunk in chunks:
                 if cancel.cancelled:
                     raise CancelledError("import cancelled")
-                consume(_work(chunk, link, tmp_base))
+                consume(_work(chunk, link, tmp_base, stop))
         else:
+            # The pool's own calls run ``uninterrupted``: a second Ctrl-C raised inside one left
+            # a lock of the pool's held, and the import waiting for its workers forever.
             ahead = jobs * 3
             index = 0
             while index < len(chunks) or futures:
                 while index < len(chunks) and len(futures) < ahead and not cancel.cancelled:
-                    futures.append(executor.submit(_work, chunks[index], link, tmp_base))
+                    with uninterrupted:
+                        futures.append(executor.submit(_work, chunks[index], link, tmp_base, worker_stop))
                     index += 1
                 if cancel.cancelled:
                     raise CancelledError("import cancelled")
-                future = futures.pop(0)
                 while True:
                     try:
-                        results = future.result(timeout=0.2)
+                        with uninterrupted:
+                            results = futures[0].result(timeout=0.2)
                         break
                     except cf.TimeoutError:
                         if cancel.cancelled:
-                            futures.insert(0, future)
                             raise CancelledError("import cancelled") from None
-                consume(results)
+                consume(results)  # its temporaries are in ``pending`` or committed: then forgotten
+                futures.pop(0)
         flush()
     except CancelledError:
         report.cancelled = True
         flush()  # what was parsed completely is committed; nothing half-done is
-        if executor is not None:
-            _drain(executor, futures)
-            executor = None
     except _Full as exc:
         if exc.__cause__ is None:  # the store is full, not the database: commit what was copied
             with contextlib.suppress(_Full):
                 flush()
-        if executor is not None:
-            _drain(executor, futures)
-            executor = None
         kept = report.added + report.replaced + report.unchanged
         raise DiskFullError(full[0], done=kept, total=report.files_seen, what="files") from exc.__cause__
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True)
-        _unlink_temporaries(pending)  # only on an unexpected error
+        halted[0] = True
+        # uninterrupted too: the workers end the file under way (a second Ctrl-C waits that
+        # long), then every temporary nobody will commit is removed (pending: an unexpected error)
+        with uninterrupted:
+            if executor is not None:
+                _drain(executor, futures)
+            _unlink_temporaries(pending)
     report.seconds = time.monotonic() - started
     if progress:
         progress(done, total, "")
@@ -330,17 +345,15 @@ def _unlink_temporaries(items: Iterable[ParsedFile]) -> None:
 
 
 def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
-    """Stop workers after a cancel and delete the temporary files of chunks nobody will commit."""
+    """Stop the workers of an import that ends (its chunks not started are cancelled, those
+    under way end their file) and delete the temporary files of chunks nobody will commit."""
     for future in futures:
         future.cancel()
     executor.shutdown(wait=True, cancel_futures=True)
     for future in futures:
         if future.cancelled() or future.exception() is not None:
             continue
-        for item in future.result():
-            if isinstance(item, ParsedFile) and item.stored_tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(item.stored_tmp)
+        _unlink_temporaries(item for item in future.result() if isinstance(item, ParsedFile))
 
 
 def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[str]:

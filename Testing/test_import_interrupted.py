@@ -1,0 +1,148 @@
+"""A second Ctrl-C (or SIGTERM) stops an import at once without hanging it.
+
+The CLI's handler raises the "stop at once" KeyboardInterrupt in the main thread wherever that
+thread is. Once it was raised inside the thread pool's own code, right after ``Condition.__enter__``
+had taken a lock of the pool's (a handler runs after a C call returns): the lock stayed held, the
+workers waited for it forever and the import never ended (1 run in ~400 of
+test_cli_signals' second-SIGTERM test). The pool's calls now run ``uninterrupted``
+(DICOMPlusLib.jobs): a signal's exception waits for the end of the section.
+
+The scripts here put the second signal's exception exactly there, deterministically: a trace
+function of the main thread raises it, through the handler's own ``raise_from_signal``, at the
+return of the Nth ``Condition.__enter__`` after the first chunk is in (the pool's semaphore in
+``submit``, a future's condition in ``result``, ``cancel`` and the queue in ``shutdown``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from test_cli_terminal import cli, leftovers, many_instances
+
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.jobs import raise_from_signal, uninterrupted
+
+COUNT = 400  # files: above the parallel threshold, a few chunks
+SCRIPT = r"""
+import dis, json, sys, threading
+
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.jobs import CancelToken, raise_from_signal
+
+folder, db_path, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+token = CancelToken()
+armed, seen = [False], [0]
+enter = threading.Condition.__enter__.__code__
+returns = {i.offset for i in dis.get_instructions(enter) if i.opname == "RETURN_VALUE"}
+
+
+def local(frame, event, arg):
+    if event == "opcode" and armed[0] and frame.f_lasti in returns:  # the lock is held now
+        seen[0] += 1
+        if seen[0] == nth:
+            token.cancel_from_signal()  # the first Ctrl-C: cancel
+            raise_from_signal(KeyboardInterrupt())  # the second, as the CLI's handler raises it
+    return local
+
+
+def tracer(frame, event, arg):
+    if frame.f_code is enter:
+        frame.f_trace_opcodes = True
+        return local
+    return None
+
+
+def progress(done, total, current):
+    armed[0] = armed[0] or done > 0
+
+
+outcome = "returned"
+with Database(db_path) as db:
+    sys.settrace(tracer)
+    try:
+        db.import_paths([folder], jobs=2, progress=progress, cancel=token)
+    except KeyboardInterrupt:
+        outcome = "stopped"
+    finally:
+        sys.settrace(None)
+print(json.dumps({"outcome": outcome, "fired": seen[0] >= nth}))
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return many_instances(tmp_path_factory.mktemp("interrupted"), COUNT)[0]
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4, 6, 9])
+def test_second_signal_inside_the_pools_lock(folder, tmp_path, nth):
+    """Stopped inside the pool's lock: the import ends within seconds (it hung forever), no
+    temporary file is left, and importing again adds the rest."""
+    db = tmp_path / "db"
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(db), str(nth)], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
+    with Database(db) as database:
+        kept = database.info()["instances"]
+        store = database.store.root
+    assert kept < COUNT and leftovers(store) == []
+    again = cli("--db", str(db), "import", str(folder), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["added"] == COUNT - kept
+
+
+def test_uninterrupted_holds_a_signal_back_to_its_end():
+    """A real signal whose handler raises through ``raise_from_signal``: inside (nested)
+    sections the code goes on, the exception comes as the outermost one ends; outside, at once."""
+    reached = []
+
+    def handler(signum, frame):
+        raise_from_signal(KeyboardInterrupt())
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with uninterrupted:
+                with uninterrupted:
+                    signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # handled on return
+                    reached.append("inner")
+                reached.append("outer")
+            reached.append("after the sections: not reached")
+        with pytest.raises(KeyboardInterrupt):
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            reached.append("outside a section: not reached")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert reached == ["inner", "outer"]
+
+
+def test_uninterrupted_in_another_thread_holds_nothing_back():
+    """Handlers run in the main thread only: another thread's section neither holds back the
+    main thread's exception nor raises it at its own end."""
+    inside, leave, errors = threading.Event(), threading.Event(), []
+
+    def worker():
+        try:
+            with uninterrupted:
+                inside.set()
+                leave.wait(10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(KeyboardInterrupt):
+            raise_from_signal(KeyboardInterrupt())
+    finally:
+        leave.set()
+        thread.join(10)
+    assert errors == []
