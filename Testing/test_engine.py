@@ -77,7 +77,9 @@ def test_a_series_that_cannot_load_is_reported_and_the_others_load(engine, tmp_p
     db_path = str(tmp_path / "db.sqlite")
     engine.call("import", {"db": db_path, "paths": [good.folder]}, timeout=60)
     series = ["1.2.3.4.5.6.7", good.series_uid]
-    loaded = engine.call("load", {"db": db_path, "series": series, "folder": str(tmp_path / "vox")}, timeout=60)
+    loaded = engine.call(
+        "load", {"db": db_path, "series": series, "folder": str(tmp_path / "vox")}, timeout=60
+    )
     assert isinstance(loaded[0][1], LoadError) and "1.2.3.4.5.6.7" in str(loaded[0][1])
     assert len(loaded[1][1]) == 1
 
