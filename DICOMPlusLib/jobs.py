@@ -61,54 +61,6 @@ class CancelToken:
         return True
 
 
-#: How deep the main thread is in :data:`uninterrupted` sections, and the exception a signal
-#: handler held back meanwhile. Plain lists: a handler takes no lock.
-_depth = [0]
-_held_back: list[BaseException] = []
-
-
-class _Uninterrupted:
-    """``with uninterrupted:`` marks code of the main thread that an exception raised by a signal
-    handler must not cut in two. The standard library's thread pool takes locks of its own in
-    ``submit``, ``Future.result`` and ``shutdown``; a KeyboardInterrupt raised while one of them
-    is held leaves it held, and the pool's workers then wait for it forever (a second Ctrl-C
-    hung ``dicomplus import --jobs 2``). A handler raises through :func:`raise_from_signal`:
-    inside such a section the exception is raised as the outermost one ends. Keep the sections
-    short: they hold back a second Ctrl-C. Other threads pass through (Python runs signal
-    handlers in the main thread only)."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            _depth[0] += 1
-
-    def __exit__(self, *exc_info) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        _depth[0] -= 1
-        if not _depth[0] and _held_back:
-            raise _held_back.pop()
-
-
-uninterrupted = _Uninterrupted()
-
-
-def raise_from_signal(exc: BaseException) -> None:
-    """What a signal handler calls instead of ``raise exc``: raises it now, or, inside an
-    :data:`uninterrupted` section, as that section ends."""
-    if _depth[0]:
-        _held_back[:] = [exc]
-        return
-    raise exc
-
-
-def forget_held_back() -> None:
-    """Drop an exception held back for a command that is over (a caller running commands one
-    after another in one process, such as the tests)."""
-    _held_back.clear()
-
-
 class JobState(enum.Enum):
     PENDING = "pending"
     RUNNING = "running"

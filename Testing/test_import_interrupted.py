@@ -5,7 +5,7 @@ thread is. Once it was raised inside the thread pool's own code, right after ``C
 had taken a lock of the pool's (a handler runs after a C call returns): the lock stayed held, the
 workers waited for it forever and the import never ended (1 run in ~400 of
 test_cli_signals' second-SIGTERM test). The pool's calls now run ``uninterrupted``
-(DICOMPlusLib.jobs): a signal's exception waits for the end of the section.
+(DICOMPlusLib.uninterrupted): a signal's exception waits for the end of the section.
 
 The scripts here put the second signal's exception exactly there, deterministically: a trace
 function of the main thread raises it, through the handler's own ``raise_from_signal``, at the
@@ -26,14 +26,15 @@ from test_cli_terminal import cli, leftovers, many_instances
 
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.jobs import raise_from_signal, uninterrupted
+from DICOMPlusLib.uninterrupted import raise_from_signal, uninterrupted
 
 COUNT = 400  # files: above the parallel threshold, a few chunks
 SCRIPT = r"""
 import dis, json, sys, threading
 
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.jobs import CancelToken, raise_from_signal
+from DICOMPlusLib.jobs import CancelToken
+from DICOMPlusLib.uninterrupted import raise_from_signal
 
 folder, db_path, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 token = CancelToken()

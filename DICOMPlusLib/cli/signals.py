@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 
-from DICOMPlusLib.jobs import forget_held_back, raise_from_signal
+from DICOMPlusLib.uninterrupted import forget_held_back, raise_from_signal
 
 #: The signals that end a command as Ctrl-C does: SIGTERM (``kill``, a job scheduler's time limit,
 #: systemd, a container stop) and SIGHUP (its terminal closed). The exit code is 128 + the first
@@ -135,7 +135,7 @@ def cancel_on_interrupt(token):
             if signum != signal.SIGINT:  # which a terminal's Ctrl-C reaches too
                 _ended_by_default(signum)
             return
-        if token.cancelled:  # held back inside an ``uninterrupted`` section (jobs.py says why)
+        if token.cancelled:  # held back inside an ``uninterrupted`` section (uninterrupted.py says why)
             raise_from_signal(KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum))
             return
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one

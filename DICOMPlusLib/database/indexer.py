@@ -46,8 +46,9 @@ from DICOMPlusLib.database.parsing import ParsedFile, parse_fd
 from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
 from DICOMPlusLib.database.walk import iter_files
 from DICOMPlusLib.errors import CancelledError, DiskFullError, ImportFileError
-from DICOMPlusLib.jobs import CancelToken, ProgressCallback, uninterrupted
+from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 if TYPE_CHECKING:
     import concurrent.futures as cf
