@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -93,3 +94,37 @@ def test_the_console_script_and_python_m_use_the_entry():
     assert 'dicomplus = "DICOMPlusLib.cli.entry:run"' in pyproject
     main = (REPO_ROOT / "DICOMPlusLib" / "cli" / "__main__.py").read_text()
     assert "from DICOMPlusLib.cli.entry import run" in main and "run()" in main
+
+
+#: A signal that arrives as the command's exit clean-ups run (a second Ctrl-C or SIGTERM sent just
+#: as the command ended): the last atexit function registered runs first and sends it; the
+#: weakref finalisers (the store's writer lock is released by one) run next, with it pending.
+LATE_SIGNAL = """
+import atexit, os, sys, weakref
+from DICOMPlusLib.cli.entry import run
+
+class Kept:
+    pass
+
+kept = Kept()
+weakref.finalize(kept, lambda: None)  # weakref's atexit hook now runs after the kill below
+atexit.register(os.kill, os.getpid(), int(sys.argv[1]))
+sys.argv = ["dicomplus", *sys.argv[2:]]
+run()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_the_exit_clean_ups(tmp_path, signum):
+    """The command's code, no traceback, and the clean-ups done: the store's writer lock gone.
+    Before, a Ctrl-C printed a KeyboardInterrupt from inside weakref's atexit hook and a SIGTERM
+    killed the process (-15), each leaving the lock."""
+    series = make_series(tmp_path / "s", n=3, rows=4, cols=4)
+    db = tmp_path / "db"
+    proc = subprocess.run([sys.executable, "-c", LATE_SIGNAL, str(int(signum)), "--db", str(db), "import",
+                           str(series.folder)], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == Exit.OK, proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert "added 3" in proc.stdout
+    assert list((db / "store").glob(".writer-*.lock")) == []

@@ -13,6 +13,9 @@ clean-ups) and a flush of stdout and stderr. Two cases keep the normal exit:
   not be cut off);
 - stdout or stderr cannot be flushed (a closed pipe): the normal exit reports it as before.
 
+Once the command is over, Ctrl-C, SIGTERM and SIGHUP are ignored while the ``atexit`` functions
+run (milliseconds): a signal sent just as the command ended has nothing left to stop.
+
 :func:`main` stays importable and returns its code, so tests and other Python callers run the
 same command in-process without ending their own process.
 """
@@ -20,11 +23,14 @@ same command in-process without ending their own process.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import signal
 import sys
 import threading
 
 from DICOMPlusLib.cli.app import main
+from DICOMPlusLib.cli.signals import ENDING_SIGNALS
 
 
 def run() -> None:
@@ -32,6 +38,7 @@ def run() -> None:
     code = main()  # SystemExit (a usage error, --help, --version) leaves through the normal exit
     if not _can_end_now():
         sys.exit(code)
+    _ignore_ending_signals()
     atexit._run_exitfuncs()
     try:
         for stream in (sys.stdout, sys.stderr):
@@ -40,6 +47,18 @@ def run() -> None:
     except (OSError, ValueError):  # a closed pipe or stream: the normal exit reports it as it did
         sys.exit(code)
     os._exit(code)
+
+
+def _ignore_ending_signals() -> None:
+    """The command is over and has printed its account: a Ctrl-C or SIGTERM arriving now (a
+    second one sent just as the command ended) has nothing left to stop. The exit's clean-ups
+    (the ``atexit`` functions: the store's writer lock released, logging flushed) take
+    milliseconds and run to their end. Before, a Ctrl-C there printed a KeyboardInterrupt's
+    traceback from inside them and a SIGTERM killed the process (its default action again once
+    the command's handlers were gone), either way leaving the store's writer lock behind."""
+    for signum in ENDING_SIGNALS:
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _can_end_now() -> bool:
