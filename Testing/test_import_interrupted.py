@@ -8,7 +8,7 @@ test_cli_signals' second-SIGTERM test). The pool's calls now run ``uninterrupted
 (DICOMPlusLib.uninterrupted): a signal's exception waits for the end of the section.
 
 The scripts here put the second signal's exception exactly there, deterministically: a trace
-function of the main thread raises it, through the handler's own ``raise_from_signal``, at the
+function of the main thread (dicomplus_testing.interrupt_in_lock) raises it, through the handler's own ``raise_from_signal``, at the
 return of the Nth ``Condition.__enter__`` after the first chunk is in (the pool's semaphore in
 ``submit``, a future's condition in ``result``, ``cancel`` and the queue in ``shutdown``).
 """
@@ -17,62 +17,40 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
 from test_cli_terminal import cli, leftovers, many_instances
 
-from dicomplus_testing.util import REPO_ROOT
+from dicomplus_testing.interrupt_in_lock import run_script
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.uninterrupted import raise_from_signal, uninterrupted
 
 COUNT = 400  # files: above the parallel threshold, a few chunks
 SCRIPT = r"""
-import dis, json, sys, threading
+import json, sys
 
+from dicomplus_testing.interrupt_in_lock import InterruptInLock, second_ctrl_c
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.jobs import CancelToken
-from DICOMPlusLib.uninterrupted import raise_from_signal
 
 folder, db_path, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 token = CancelToken()
-armed, seen = [False], [0]
-enter = threading.Condition.__enter__.__code__
-returns = {i.offset for i in dis.get_instructions(enter) if i.opname == "RETURN_VALUE"}
-
-
-def local(frame, event, arg):
-    if event == "opcode" and armed[0] and frame.f_lasti in returns:  # the lock is held now
-        seen[0] += 1
-        if seen[0] == nth:
-            token.cancel_from_signal()  # the first Ctrl-C: cancel
-            raise_from_signal(KeyboardInterrupt())  # the second, as the CLI's handler raises it
-    return local
-
-
-def tracer(frame, event, arg):
-    if frame.f_code is enter:
-        frame.f_trace_opcodes = True
-        return local
-    return None
+trap = InterruptInLock(nth, second_ctrl_c(token))
 
 
 def progress(done, total, current):
-    armed[0] = armed[0] or done > 0
+    if done > 0:
+        trap.arm()
 
 
 outcome = "returned"
-with Database(db_path) as db:
-    sys.settrace(tracer)
+with Database(db_path) as db, trap:
     try:
         db.import_paths([folder], jobs=2, progress=progress, cancel=token)
     except KeyboardInterrupt:
         outcome = "stopped"
-    finally:
-        sys.settrace(None)
-print(json.dumps({"outcome": outcome, "fired": seen[0] >= nth}))
+print(json.dumps({"outcome": outcome, "fired": trap.fired}))
 """
 
 
@@ -86,8 +64,7 @@ def test_second_signal_inside_the_pools_lock(folder, tmp_path, nth):
     """Stopped inside the pool's lock: the import ends within seconds (it hung forever), no
     temporary file is left, and importing again adds the rest."""
     db = tmp_path / "db"
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(db), str(nth)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = run_script(SCRIPT, str(folder), str(db), str(nth))
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
     with Database(db) as database:

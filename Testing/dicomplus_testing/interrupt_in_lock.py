@@ -1,0 +1,134 @@
+"""A signal's exception raised exactly inside a lock of the standard library's, deterministically.
+
+Python runs a signal handler in the main thread as a C call returns. Inside
+``threading.Condition.__enter__`` that is just after the lock was taken, before any ``with`` block
+owns it: an exception raised there (the CLI's second Ctrl-C) leaves the lock held, and whoever
+needs it next (a worker, the exit's join) waits forever. Real signals land there about once in
+hundreds of runs; :class:`InterruptInLock` lands there every time: a trace of the main thread
+calls ``fire`` (what the handler does) at the return of the Nth call of a lock wrapper once the
+work is under way (:meth:`InterruptInLock.arm`, or ``arm_on``: the first call of a function).
+
+The code under test runs in a process of its own (:func:`run_script`, a timeout: a hang is a
+failure). A script uses it as::
+
+    from dicomplus_testing.interrupt_in_lock import InterruptInLock, second_ctrl_c
+
+    with InterruptInLock(nth=2, fire=second_ctrl_c(token)) as trap:
+        ...  # trap.arm() once the work is under way
+    print(trap.fired)
+"""
+
+from __future__ import annotations
+
+import dis
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import CodeType, FrameType
+
+from dicomplus_testing.util import REPO_ROOT
+
+#: ``threading.Condition.__enter__``: every Condition, Event, Semaphore, Barrier, ``queue.Queue``
+#: and ``concurrent.futures`` lock goes through it.
+CONDITION_ENTER = threading.Condition.__enter__.__code__
+
+
+def _returns(code: CodeType) -> frozenset[int]:
+    return frozenset(
+        i.offset for i in dis.get_instructions(code) if i.opname in ("RETURN_VALUE", "RETURN_CONST")
+    )
+
+
+class InterruptInLock:
+    """While active (``with``), the main thread's Nth return from one of ``codes`` after arming
+    calls ``fire()`` there, once; an exception ``fire`` raises is raised in that frame, as a
+    signal handler's is. ``arm_on``: armed at the first call of that code (else :meth:`arm`).
+    ``at_call``: at the Nth call of one of ``codes`` instead (a signal as a function begins:
+    Python looks for one there too)."""
+
+    def __init__(
+        self,
+        nth: int,
+        fire: Callable[[], None],
+        codes: Iterable[CodeType] = (CONDITION_ENTER,),
+        arm_on: CodeType | None = None,
+        at_call: bool = False,
+    ) -> None:
+        self.nth, self.fire_once = nth, fire
+        self.points = {code: _returns(code) for code in codes}
+        self.arm_on, self.at_call = arm_on, at_call
+        self.armed = False
+        self.seen = 0
+        self.fired = False
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def _count(self) -> None:
+        self.seen += 1
+        if self.seen == self.nth:
+            self.fired = True
+            self.fire_once()
+
+    def _local(self, frame: FrameType, event: str, arg) -> Callable | None:
+        if event == "opcode" and self.armed and not self.fired and frame.f_lasti in self.points[frame.f_code]:
+            self._count()  # the lock is held now
+        return self._local
+
+    def _tracer(self, frame: FrameType, event: str, arg) -> Callable | None:
+        if frame.f_code is self.arm_on:
+            self.armed = True
+        if self.at_call:
+            if frame.f_code in self.points and self.armed and not self.fired:
+                self._count()
+            return None
+        if frame.f_code in self.points and self.armed and not self.fired:
+            frame.f_trace_opcodes = True
+            return self._local
+        return None
+
+    def __enter__(self) -> InterruptInLock:
+        sys.settrace(self._tracer)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        sys.settrace(None)
+
+
+def second_ctrl_c(token) -> Callable[[], None]:
+    """What the CLI's handler does on a second Ctrl-C (the first cancelled ``token``)."""
+    from DICOMPlusLib.uninterrupted import raise_from_signal
+
+    def fire() -> None:
+        token.cancel_from_signal()
+        raise_from_signal(KeyboardInterrupt())
+
+    return fire
+
+
+def installed_handler(signum: int = signal.SIGINT, times: int = 1) -> Callable[[], None]:
+    """Runs the handler the command installed for ``signum``, ``times`` times in a row (a
+    first Ctrl-C, then a second), as the signal would: for a whole command run in-process."""
+
+    def fire() -> None:
+        handler = signal.getsignal(signum)
+        assert callable(handler), handler
+        for _ in range(times):
+            handler(signum, sys._getframe(1))
+
+    return fire
+
+
+def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``script`` in a Python process of its own (``dicomplus_testing`` importable), its output
+    captured; a hang past ``timeout`` raises ``subprocess.TimeoutExpired``."""
+    testing = str(Path(__file__).resolve().parents[1])
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([testing, str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
