@@ -231,3 +231,43 @@ def test_ctrl_c_inside_the_stop_still_aborts_the_associations(half_a_data_set, t
         assoc.stream.close()
         listener.stop(0)
         db.close()
+
+
+def test_a_third_ctrl_c_waits_for_the_abort(half_a_data_set, tmp_path, monkeypatch):
+    """One more Ctrl-C (a third, through the CLI's own handler) as the stop waits for the aborted
+    associations' threads: it goes on up once they ended and removed their partial file. It
+    left the wait at once, and ``listen`` ended under a thread still holding the file. (The
+    removal is made to take 0.3 s, so that a stop that does not wait sees the file.)"""
+    from dicomplus_testing.interrupt_in_lock import InterruptInLock, installed_handler
+    from DICOMPlusLib.cli.signals import ending_signals
+    from DICOMPlusLib.network.dimse.receive import IncomingFile
+
+    discard = IncomingFile.discard
+
+    def slow_discard(self) -> None:
+        time.sleep(0.3)
+        discard(self)
+
+    monkeypatch.setattr(IncomingFile, "discard", slow_discard)
+    db = Database(tmp_path / "db")
+    listener = Listener(db, ListenerConfig(port=0, host=LOOPBACK)).start()
+    assoc = _stall_mid_store(listener.port, half_a_data_set)
+    try:
+        assert _until(lambda: _partial_files(db.store.root))
+        wait = Listener._wait_for_associations.__code__
+        # its first call is the grace (cut short at once, as by a second signal), its second the abort's
+        with (
+            ending_signals(),
+            InterruptInLock(2, installed_handler(signal.SIGINT), [wait], at_call=True, armed=True) as trap,
+        ):
+            with pytest.raises(KeyboardInterrupt):
+                listener.stop(STOP_GRACE, at_once=lambda: True)
+            left = _partial_files(db.store.root), len(listener._threads)
+        assert trap.fired
+        assert left == ([], 0)
+        assert _aborted(assoc)
+        assert db.info()["instances"] == 0
+    finally:
+        assoc.stream.close()
+        listener.stop(0)
+        db.close()

@@ -98,7 +98,9 @@ def install_handlers(signums, handler) -> dict:
 def ending_signals():
     """SIGTERM and SIGHUP raise :class:`Stopped` while a command runs (``main`` only: the library
     used from Slicer or the engine, which has its own cancel protocol, never installs them), and
-    :func:`exit_code` reports which signal ended it."""
+    :func:`exit_code` reports which signal ended it. Ctrl-C raises KeyboardInterrupt as Python's
+    own handler does; all three through :func:`raise_from_signal`, so that every command's
+    ``uninterrupted`` sections hold them back (Python's handler raised inside them)."""
     _received[0] = 0
     _terminal_fds[:] = [fd for fd in (1, 2) if os.isatty(fd)]
     if threading.current_thread() is not threading.main_thread():
@@ -107,12 +109,15 @@ def ending_signals():
     owner = os.getpid()
 
     def handler(signum, frame):
+        if signum == signal.SIGINT:  # Python's own KeyboardInterrupt, but held back as the others are
+            raise_from_signal(KeyboardInterrupt())
+            return
         if os.getpid() != owner:
             _ended_by_default(signum)
         _note(signum)
         raise_from_signal(Stopped(signum))  # held back inside an ``uninterrupted`` section
 
-    previous = install_handlers([s for s in ENDING_SIGNALS if s != signal.SIGINT], handler)
+    previous = install_handlers(ENDING_SIGNALS, handler)
     try:
         yield
     finally:

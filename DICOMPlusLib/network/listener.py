@@ -29,6 +29,7 @@ from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier, Subscription
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
@@ -172,19 +173,25 @@ class Listener:
         once the associations are aborted. The waits sleep in slices instead of joining the
         threads: a KeyboardInterrupt inside ``Thread.join`` marks the thread stopped while it
         runs on (Python 3.11's ``_wait_for_tstate_lock``), and it left the stop before any
-        association was aborted (the process then ended under a thread writing its file)."""
+        association was aborted (the process then ended under a thread writing its file).
+
+        The abort and the last notifications run ``uninterrupted``: one more Ctrl-C or SIGTERM
+        (a third) waits for them, milliseconds (5 s at most, for threads slow to remove their
+        partial files), then goes on up; it ended the process with such a file still there."""
         try:
             if self._thread is not None:
                 try:
                     self._stop_accepting(timeout, at_once)
                     self._wait_for_associations(time.monotonic() + timeout, at_once)
                 finally:
-                    self._end_associations()
+                    with uninterrupted:
+                        self._end_associations()
         finally:
-            if self._detach is not None:
-                self._detach()
-                self._detach = None
-            self.notifier.stop()
+            with uninterrupted:
+                if self._detach is not None:
+                    self._detach()
+                    self._detach = None
+                self.notifier.stop()
 
     def _stop_accepting(self, timeout: float, at_once: Callable[[], bool] | None) -> None:
         """End the accept loop, refuse the connections still queued and drop those negotiating."""

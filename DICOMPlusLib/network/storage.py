@@ -26,6 +26,7 @@ from DICOMPlusLib.network.dimse.receive import (  # noqa: F401  (re-exported)
     received_instance,
     valid_uid_text,
 )
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database.ingest import Sink, StoredInstance
@@ -145,11 +146,17 @@ class Notifier:
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued, report open series as complete (reason "stopped"), end."""
+        """Deliver what is queued, report open series as complete (reason "stopped"), end.
+
+        ``uninterrupted``: a Ctrl-C meanwhile (the last of a ``listen`` stopped at once) waits
+        for the last notifications (milliseconds), then goes on up. Raised inside the queue's
+        lock it left the lock held, the notifier blocked on it; inside ``Thread.join`` it left
+        the stop while the notifier was still delivering: the last series were never reported."""
         if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+            with uninterrupted:
+                self._queue.put(None)
+                self._thread.join(timeout)
+                self._thread = None
 
     def _run(self) -> None:
         while True:

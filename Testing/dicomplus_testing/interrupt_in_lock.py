@@ -46,7 +46,8 @@ def _returns(code: CodeType) -> frozenset[int]:
 class InterruptInLock:
     """While active (``with``), the main thread's Nth return from one of ``codes`` after arming
     calls ``fire()`` there, once; an exception ``fire`` raises is raised in that frame, as a
-    signal handler's is. ``arm_on``: armed at the first call of that code (else :meth:`arm`).
+    signal handler's is. Armed at once (``armed``), at the first call of ``arm_on``, or by
+    :meth:`arm`.
     ``at_call``: at the Nth call of one of ``codes`` instead (a signal as a function begins:
     Python looks for one there too)."""
 
@@ -57,11 +58,12 @@ class InterruptInLock:
         codes: Iterable[CodeType] = (CONDITION_ENTER,),
         arm_on: CodeType | None = None,
         at_call: bool = False,
+        armed: bool = False,
     ) -> None:
         self.nth, self.fire_once = nth, fire
         self.points = {code: _returns(code) for code in codes}
         self.arm_on, self.at_call = arm_on, at_call
-        self.armed = False
+        self.armed = armed
         self.seen = 0
         self.fired = False
 

@@ -1,0 +1,127 @@
+"""A Ctrl-C (or SIGTERM) raised inside the standard library's locks, command by command.
+
+The CLI's handlers raise the "stop at once" KeyboardInterrupt in the main thread wherever it is.
+Raised just after ``Condition.__enter__`` took a lock (every Event, Queue, Semaphore and thread
+pool goes through it) the lock stays held and whoever needs it next waits forever; raised inside
+``Thread.join`` it leaves the join while the thread runs on (Python 3.11 marks it stopped). The
+scripts here put it exactly there (dicomplus_testing.interrupt_in_lock), in a process of their
+own with a timeout; the real-signal tests send the signal from the thread being waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import pytest
+
+from dicomplus_testing.interrupt_in_lock import run_script
+from DICOMPlusLib.network.storage import Notifier, ReceivedInstance
+from DICOMPlusLib.uninterrupted import forget_held_back, raise_from_signal
+
+INSTANCE = r"""
+from DICOMPlusLib.network.storage import ReceivedInstance
+
+def instance(series):
+    return ReceivedInstance(sop_instance_uid="1.2.3." + series, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                            series_instance_uid=series, study_instance_uid="1.2", patient_id="P",
+                            transfer_syntax="1.2.840.10008.1.2.1", path="x", size=1, status="added")
+"""
+
+
+def _instance(series: str) -> ReceivedInstance:
+    return ReceivedInstance(sop_instance_uid="1.2.3." + series, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                            series_instance_uid=series, study_instance_uid="1.2", patient_id="P",
+                            transfer_syntax="1.2.840.10008.1.2.1", path="x", size=1, status="added")  # fmt: skip
+
+
+NOTIFIER_SCRIPT = (
+    INSTANCE
+    + r"""
+import json
+
+from dicomplus_testing.interrupt_in_lock import InterruptInLock
+from DICOMPlusLib.network.storage import Notifier
+from DICOMPlusLib.uninterrupted import raise_from_signal
+
+reported = []
+notifier = Notifier(series_idle=60)
+notifier.subscribe(None, lambda s: reported.append(s.series_instance_uid))
+notifier.start()
+notifier.publish(instance("1.2.4"))
+
+
+def fire():
+    raise_from_signal(KeyboardInterrupt())
+
+
+outcome = "returned"
+with InterruptInLock(1, fire, arm_on=Notifier.stop.__code__) as trap:
+    try:
+        notifier.stop()
+    except KeyboardInterrupt:
+        outcome = "stopped"
+print(json.dumps({"outcome": outcome, "fired": trap.fired, "reported": reported}))
+"""
+)
+
+
+def test_notifier_stop_interrupted_inside_the_queues_lock():
+    """A Ctrl-C inside the queue's lock as the listener's notifier stops: the open series is
+    still reported, then the KeyboardInterrupt goes on up (the lock was left held and the
+    notifier blocked on it: the last "series complete" line was lost)."""
+    run = run_script(NOTIFIER_SCRIPT)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True, "reported": ["1.2.4"]}
+
+
+def test_notifier_stop_interrupted_in_its_join():
+    """A real signal while the stop waits for the notifier delivering the last series (sent by
+    that very callback): the stop waits for the delivery, then raises. Inside ``Thread.join``
+    it left the stop at once, the callback still running (the process then ended under it)."""
+    main = threading.get_ident()
+    seen_by_the_caller: list[list[str]] = []
+    checked = threading.Event()
+    reported: list[str] = []
+
+    def on_series(s) -> None:
+        signal.pthread_kill(main, signal.SIGUSR1)
+        checked.wait(1.0)  # the caller, left early, looks meanwhile (with the fix it cannot: 1 s)
+        reported.append(s.series_instance_uid)
+
+    def handler(signum, frame):
+        raise_from_signal(KeyboardInterrupt())
+
+    notifier = Notifier(series_idle=60)
+    notifier.subscribe(None, on_series)
+    notifier.start()
+    notifier.publish(_instance("1.2.5"))
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            notifier.stop()
+        seen_by_the_caller.append(list(reported))
+    finally:
+        checked.set()
+        signal.signal(signal.SIGUSR1, previous)
+        forget_held_back()
+    assert seen_by_the_caller == [["1.2.5"]]
+
+
+def test_every_commands_ctrl_c_is_held_back_inside_a_section():
+    """Commands without ``cancel_on_interrupt`` (listen, serve, export, convert...) get Ctrl-C
+    through the CLI's handler too, so their ``uninterrupted`` sections hold it back (Python's
+    own handler raised it inside them)."""
+    from DICOMPlusLib.cli.signals import ending_signals
+    from DICOMPlusLib.uninterrupted import uninterrupted
+
+    reached = []
+    with ending_signals():
+        with pytest.raises(KeyboardInterrupt):
+            with uninterrupted:
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                reached.append("inside")
+            reached.append("after the section: not reached")
+    assert reached == ["inside"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
