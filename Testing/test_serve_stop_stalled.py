@@ -300,3 +300,36 @@ def test_stop_ends_the_associations_a_peer_stopped_reading(method, pacs_db, tmp_
         finally:
             qa.stream.close()
             db.close()
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_another_ctrl_c_inside_the_end_of_the_associations(nth, pacs_db, tmp_path):
+    """One more Ctrl-C (a third: the grace was cut short already) as stop() ends the
+    associations, raised inside a lock of theirs (:mod:`dicomplus_testing.interrupt_in_lock`):
+    stop() still ends every one of them, then raises. Raised there it left the lock held and
+    the association's threads, which the process waits for, blocked on it: serve never exited."""
+    from dicomplus_testing.interrupt_in_lock import InterruptInLock
+    from DICOMPlusLib.network.pacs import pynetdicom_glue
+    from DICOMPlusLib.uninterrupted import raise_from_signal
+
+    def fire() -> None:
+        raise_from_signal(KeyboardInterrupt())
+
+    db_path, study_uid, sop_class = pacs_db
+    db = Database(db_path)
+    before = set(threading.enumerate())
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
+    qa = _start_retrieve(server.port, "get", study_uid, sop_class)
+    try:
+        _wait_stalled("get", qa, None)
+        with InterruptInLock(nth, fire, arm_on=pynetdicom_glue.end_associations.__code__) as trap:
+            with pytest.raises(KeyboardInterrupt):
+                server.stop()
+        assert trap.fired
+        left = [t for t in set(threading.enumerate()) - before if not t.daemon]
+        for thread in left:
+            thread.join(60)
+        assert [t.name for t in left if t.is_alive()] == []
+    finally:
+        qa.stream.close()
+        db.close()

@@ -38,6 +38,7 @@ from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.network.nodes import TLSSettings, check_ae_title, check_port
 from DICOMPlusLib.network.pacs import SAMPLE_AE_TITLE, SAMPLE_PORT, qrscp_send
 from DICOMPlusLib.network.storage import DatabaseSink, Notifier
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -235,8 +236,12 @@ class QueryRetrieveSCP:
                 server.shutdown()
                 let_associations_end(server.ae, grace, at_once)
             finally:
-                end_associations(server.ae)
-                self._stopped()
+                # uninterrupted: one more Ctrl-C waits for their end (a second or so). Raised
+                # inside a lock of an association's, it left the lock held and the association's
+                # DUL thread, which the process waits for at its exit, blocked on it for good.
+                with uninterrupted:
+                    end_associations(server.ae)
+                    self._stopped()
         else:
             self._stopped()
 
