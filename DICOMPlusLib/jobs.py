@@ -19,6 +19,7 @@ from typing import Any
 
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import CancelledError
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 logger = get_logger(__name__)
 
@@ -50,14 +51,20 @@ class CancelToken:
             raise CancelledError("Cancelled by the user; completed work was kept.")
 
     def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds; return True early when cancelled."""
+        """Sleep up to ``timeout`` seconds; return True early when cancelled.
+
+        Each slice runs ``uninterrupted``: a Ctrl-C raised inside the event's lock left it held,
+        and a later :meth:`cancel` (an ``except KeyboardInterrupt`` that cancels the token, as
+        ``convert``'s does) waited for it forever. A Ctrl-C held back meanwhile comes at the
+        slice's end (0.2 s at most)."""
         deadline = time.monotonic() + timeout
         while not self.cancelled:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self._event.wait(min(left, 0.2)):
-                return True
+            with uninterrupted:
+                if self._event.wait(min(left, 0.2)):
+                    return True
         return True
 
 

@@ -125,3 +125,77 @@ def test_every_commands_ctrl_c_is_held_back_inside_a_section():
             reached.append("after the section: not reached")
     assert reached == ["inside"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+PIXELS_SCRIPT = r"""
+import json, sys, threading
+
+from dicomplus_testing.interrupt_in_lock import InterruptInLock
+from DICOMPlusLib.loading import pixels
+from DICOMPlusLib.loading.folder import load_folder
+from DICOMPlusLib.uninterrupted import raise_from_signal
+
+
+def fire():
+    raise_from_signal(KeyboardInterrupt())
+
+
+outcome = "returned"
+with InterruptInLock(int(sys.argv[2]), fire, arm_on=pixels._read_on_threads.__code__) as trap:
+    try:
+        load_folder(sys.argv[1])
+    except KeyboardInterrupt:
+        outcome = "stopped"
+readers = [t.name for t in threading.enumerate() if t.name.startswith("dicomplus-pixels-")]
+print(json.dumps({"outcome": outcome, "fired": trap.fired, "readers": readers}))
+"""
+
+
+@pytest.fixture(scope="module")
+def large_series(tmp_path_factory):
+    """Large enough (12 MiB, four blocks of frames) to be read on two threads."""
+    from dicomplus_testing.synthetic import make_series
+
+    return make_series(tmp_path_factory.mktemp("pixels") / "s", n=96, rows=256, cols=256, seed=7).folder
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3, 4, 5])
+def test_ctrl_c_inside_the_pixel_readers_lock(large_series, nth):
+    """Ctrl-C (``convert`` and ``load`` cancel on the first) inside a lock of the volume's
+    pixel readers: the load ends (it hung, the readers blocked on the lock left held and the
+    load waiting for them) and no reader is left running."""
+    run = run_script(PIXELS_SCRIPT, str(large_series), str(nth))
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True, "readers": []}
+
+
+TOKEN_SCRIPT = r"""
+import json
+
+from dicomplus_testing.interrupt_in_lock import InterruptInLock
+from DICOMPlusLib.jobs import CancelToken
+from DICOMPlusLib.uninterrupted import raise_from_signal
+
+
+def fire():
+    raise_from_signal(KeyboardInterrupt())
+
+
+token = CancelToken()
+outcome = "returned"
+with InterruptInLock(1, fire, arm_on=CancelToken.wait.__code__) as trap:
+    try:
+        token.wait(30)  # a retry's delay, a busy server's Retry-After
+    except KeyboardInterrupt:
+        outcome = "stopped"
+token.cancel()  # what an ``except KeyboardInterrupt`` that passes the cancel on does
+print(json.dumps({"outcome": outcome, "fired": trap.fired, "cancelled": token.cancelled}))
+"""
+
+
+def test_a_token_interrupted_in_its_wait_can_still_be_cancelled():
+    """Ctrl-C inside the lock of a cancel token's event, as the token waits: the wait stops and
+    the token can still be cancelled (cancel() waited for the lock left held, forever)."""
+    run = run_script(TOKEN_SCRIPT, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True, "cancelled": True}

@@ -33,6 +33,7 @@ from DICOMPlusLib import uids
 from DICOMPlusLib.errors import CancelledError, LoadError
 from DICOMPlusLib.loading import jpegls
 from DICOMPlusLib.loading.models import Frame, VolumeInfo
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 IMPLICIT_LE = uids.ImplicitVRLittleEndian
 EXPLICIT_LE = uids.ExplicitVRLittleEndian
@@ -472,17 +473,22 @@ def _read_on_threads(flat: np.ndarray, check: bool, blocks: list, workers: int, 
     threads = [
         threading.Thread(target=work, name=f"dicomplus-pixels-{k}", daemon=True) for k in range(workers)
     ]
-    for thread in threads:
-        thread.start()
+    # The calling thread's uses of the condition (and Thread.start's of its own) run
+    # ``uninterrupted``: the CLI's Ctrl-C raised just after one had taken its lock left it held,
+    # the readers blocked on it and the join below waiting for them forever. The wait is in
+    # slices of 0.2 s, so that a Ctrl-C held back meanwhile comes within one.
     total = sum(len(block) for block in blocks)
     done = 0
     try:
+        with uninterrupted:
+            for thread in threads:
+                thread.start()
         while done < total:
             if cancel is not None and getattr(cancel, "cancelled", False):
                 raise CancelledError("Cancelled by the user while reading pixels.")
-            with state:
-                while not finished and not failed:
-                    state.wait()
+            with uninterrupted, state:
+                if not finished and not failed:
+                    state.wait(0.2)
                 if failed:
                     raise failed[0]
                 ready, finished[:] = finished[:], []
@@ -491,10 +497,12 @@ def _read_on_threads(flat: np.ndarray, check: bool, blocks: list, workers: int, 
                 if progress is not None:
                     progress(done, total, block[-1][1].path)
     finally:
-        with state:
-            stop = True
-        for thread in threads:
-            thread.join()
+        with uninterrupted:  # the readers end their block (the unit of work), then the interrupt goes on
+            with state:
+                stop = True
+            for thread in threads:
+                if thread.ident is not None:  # started
+                    thread.join()
 
 
 def _volume_array(shape: tuple, dtype: np.dtype, memory=None) -> np.ndarray:
