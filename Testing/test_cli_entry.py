@@ -38,6 +38,14 @@ if sys.argv[1] == "thread":
         time.sleep(1.0)
         sys.stderr.write("thread finished\\n")
     threading.Thread(target=late).start()
+if sys.argv[1] == "stuck":  # a thread that never ends, which sends SIGTERM once listen waits for it
+    import os, signal
+    def stuck():
+        while not getattr(signal.getsignal(signal.SIGTERM), "__qualname__", "").startswith("_until_stopped"):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait()
+    threading.Thread(target=stuck).start()
 sys.argv = ["dicomplus", *sys.argv[2:]]
 run()
 """
@@ -128,3 +136,13 @@ def test_a_signal_during_the_exit_clean_ups(tmp_path, signum):
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
     assert "added 3" in proc.stdout
     assert list((db / "store").glob(".writer-*.lock")) == []
+
+
+def test_a_thread_left_running_after_a_signal_does_not_hold_the_exit(tmp_path):
+    """A thread that is not a daemon and never ends, and a SIGTERM that ends ``listen``: the
+    command ends as usual (its account, exit 0, the atexit functions) and the process with it.
+    The normal exit waited for that thread: for ever."""
+    proc = entry("--db", str(tmp_path / "db"), "listen", "--port", "0", "--host", "127.0.0.1", mode="stuck")
+    assert proc.returncode == Exit.OK, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "stopped"
+    assert "atexit ran" in proc.stderr and "teardown" not in proc.stderr

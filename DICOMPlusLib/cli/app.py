@@ -38,6 +38,7 @@ from DICOMPlusLib.cli.signals import (  # noqa: F401 - cancel_on_interrupt is us
     ending_signals,
     first_signal,
     install_handlers,
+    note_signal,
 )
 from DICOMPlusLib.errors import (
     DICOMPlusError,

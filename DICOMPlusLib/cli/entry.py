@@ -10,7 +10,12 @@ exit: the ``atexit`` functions (logging's shutdown, ``weakref.finalize`` and ``t
 clean-ups) and a flush of stdout and stderr. Two cases keep the normal exit:
 
 - a thread that is not a daemon still runs: the interpreter would wait for it (its work must
-  not be cut off);
+  not be cut off), unless a signal (Ctrl-C, SIGTERM, SIGHUP) ended the command: what must be
+  finished it has waited for already (its ``uninterrupted`` sections, the aborts of ``listen``
+  and ``serve``), and a thread still running then is one it gave up on. Waiting for it made a
+  worker that never ends (a lock of the standard library's left held by an interrupt) a
+  process that never ends, whatever the number of signals; as after ``kill -9``, any
+  temporary such a thread leaves is swept by the next command;
 - stdout or stderr cannot be flushed (a closed pipe): the normal exit reports it as before.
 
 Once the command is over, Ctrl-C, SIGTERM and SIGHUP are ignored while the ``atexit`` functions
@@ -30,13 +35,13 @@ import sys
 import threading
 
 from DICOMPlusLib.cli.app import main
-from DICOMPlusLib.cli.signals import ENDING_SIGNALS
+from DICOMPlusLib.cli.signals import ENDING_SIGNALS, first_signal
 
 
 def run() -> None:
     """The console script's and ``python -m DICOMPlusLib.cli``'s entry point."""
     code = main()  # SystemExit (a usage error, --help, --version) leaves through the normal exit
-    if not _can_end_now():
+    if not _can_end_now() and not first_signal():
         sys.exit(code)
     _ignore_ending_signals()
     atexit._run_exitfuncs()

@@ -21,7 +21,6 @@ from DICOMPlusLib.cli.app import (
     Exit,
     ProgressBar,
     UsageError,
-    after_hangup,
     cancel_on_interrupt,
     cancelled_message,
     counted,
@@ -30,6 +29,7 @@ from DICOMPlusLib.cli.app import (
     interrupted,
     is_dicomdir,
     not_dicom,
+    note_signal,
     print_json,
 )
 from DICOMPlusLib.cli.arguments import (
@@ -85,7 +85,7 @@ def _until_stopped():
     def handler(signum, frame) -> None:
         stop.requested = True
         stop.signals += 1
-        after_hangup(signum)
+        note_signal(signum)  # and after SIGHUP, output to /dev/null
 
     previous = install_handlers([s for s in ENDING_SIGNALS if s != signal.SIGINT], handler)
     try:

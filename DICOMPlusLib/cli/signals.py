@@ -60,7 +60,9 @@ _received = [0]
 _terminal_fds: list[int] = []
 
 
-def _note(signum: int) -> None:
+def note_signal(signum: int) -> None:
+    """Record an ending signal the command received (:func:`first_signal`): a handler of a
+    command's own (``listen``'s, ``serve``'s) calls it too."""
     if not _received[0]:
         _received[0] = signum
     after_hangup(signum)
@@ -110,11 +112,12 @@ def ending_signals():
 
     def handler(signum, frame):
         if signum == signal.SIGINT:  # Python's own KeyboardInterrupt, but held back as the others are
+            note_signal(signum)
             raise_from_signal(KeyboardInterrupt())
             return
         if os.getpid() != owner:
             _ended_by_default(signum)
-        _note(signum)
+        note_signal(signum)
         raise_from_signal(Stopped(signum))  # held back inside an ``uninterrupted`` section
 
     previous = install_handlers(ENDING_SIGNALS, handler)
@@ -144,7 +147,7 @@ def cancel_on_interrupt(token):
             raise_from_signal(KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum))
             return
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
-        _note(signum)
+        note_signal(signum)
         with contextlib.suppress(OSError, ValueError):
             os.write(sys.stderr.fileno(), (_ERASE_LINE if bar_on_screen[0] else b"\n") + _CANCELLING[signum])
 
