@@ -333,3 +333,38 @@ def test_another_ctrl_c_inside_the_end_of_the_associations(nth, pacs_db, tmp_pat
     finally:
         qa.stream.close()
         db.close()
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_the_engines_sigterm_inside_the_end_of_the_pacs_associations(nth, pacs_db, tmp_path):
+    """The engine ending (its stdin closed: it stops its sample PACS at once) and a SIGTERM (its
+    parent gone, its host ending it) raised inside a lock of an association's, through the
+    engine's own handler: every thread still ends. Raised there it left the lock held and the
+    association's DUL thread blocked on it: the engine waited for it at its exit."""
+    from dicomplus_testing.interrupt_in_lock import InterruptInLock, installed_handler
+    from DICOMPlusLib.engine.server import end_on_sigterm
+    from DICOMPlusLib.network.pacs import pynetdicom_glue
+
+    db_path, study_uid, sop_class = pacs_db
+    db = Database(db_path)
+    before = set(threading.enumerate())
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
+    engine = Engine(io.BytesIO(), io.BytesIO())
+    engine.pacs = server
+    qa = _start_retrieve(server.port, "get", study_uid, sop_class)
+    previous = signal.signal(signal.SIGTERM, end_on_sigterm)
+    try:
+        _wait_stalled("get", qa, None)
+        fire = installed_handler(signal.SIGTERM)
+        with InterruptInLock(nth, fire, arm_on=pynetdicom_glue.end_associations.__code__) as trap:
+            with pytest.raises(SystemExit):
+                engine.shutdown()
+        assert trap.fired
+        left = [t for t in set(threading.enumerate()) - before if not t.daemon]
+        for thread in left:
+            thread.join(60)
+        assert [t.name for t in left if t.is_alive()] == []
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        qa.stream.close()
+        db.close()

@@ -27,6 +27,7 @@ import DICOMPlusLib
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.engine import protocol
 from DICOMPlusLib.engine.tasks import Task
+from DICOMPlusLib.uninterrupted import raise_from_signal
 
 if TYPE_CHECKING:
     from DICOMPlusLib.network.listener import Listener
@@ -248,6 +249,15 @@ def warm_imports() -> None:
             available_plugins(transfer_syntax)
 
 
+def end_on_sigterm(signum: int, frame: object) -> None:
+    """The engine's SIGTERM handler (its parent died, or its host ends it): SystemExit, through
+    ``raise_from_signal``, so that the stops that must not be cut in two hold it back (the
+    listener's abort, the sample PACS ending its associations: raised inside a lock of an
+    association's, it left the lock held and the engine waiting at its exit for a thread blocked
+    on it)."""
+    raise_from_signal(SystemExit(0))
+
+
 def die_with_parent() -> None:
     """Linux: get SIGTERM when the parent process dies, even if the pipe stays open elsewhere."""
     if not sys.platform.startswith("linux"):
@@ -274,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         format="dicomplus-engine %(levelname)s %(name)s: %(message)s",
     )
 
-    def on_term(signum, frame):
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, end_on_sigterm)
     if os.environ.get("DICOMPLUS_ENGINE_PARENT"):
         # Started by a host: Ctrl-C in the host's terminal is the host's to handle; the engine
         # ends with it (stdin EOF or parent death).
