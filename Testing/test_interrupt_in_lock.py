@@ -159,10 +159,11 @@ def large_series(tmp_path_factory):
     return make_series(tmp_path_factory.mktemp("pixels") / "s", n=96, rows=256, cols=256, seed=7).folder
 
 
-@pytest.mark.parametrize("nth", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("nth", [1, 2, 3, 4])
 def test_ctrl_c_inside_the_pixel_readers_lock(large_series, nth):
     """Ctrl-C (``convert`` and ``load`` cancel on the first) inside a lock of the volume's
-    pixel readers: the load ends (it hung, the readers blocked on the lock left held and the
+    pixel readers (the readers' two starts, then the calling thread's first wait, then its next
+    wait or its end: how many waits there are depends on the readers' pace): the load ends (it hung, the readers blocked on the lock left held and the
     load waiting for them) and no reader is left running."""
     run = run_script(PIXELS_SCRIPT, str(large_series), str(nth))
     assert run.returncode == 0, run.stderr
