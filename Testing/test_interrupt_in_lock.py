@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 
 import pytest
@@ -200,3 +201,48 @@ def test_a_token_interrupted_in_its_wait_can_still_be_cancelled():
     run = run_script(TOKEN_SCRIPT, timeout=30)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True, "cancelled": True}
+
+
+LOG_SCRIPT = r"""
+import json, logging, threading
+
+from dicomplus_testing.interrupt_in_lock import InterruptInLock
+from DICOMPlusLib.cli.network import _log_warnings_to_stderr
+from DICOMPlusLib.uninterrupted import raise_from_signal
+
+_log_warnings_to_stderr()  # listen's and serve's handler (--verbose's is the same)
+log = logging.getLogger("DICOMPlusLib.network.probe")
+
+
+def fire():
+    raise_from_signal(KeyboardInterrupt())
+
+
+outcome = "returned"
+with InterruptInLock(1, fire, codes=[logging.Handler.acquire.__code__], armed=True) as trap:
+    try:
+        log.warning("from the main thread")
+    except KeyboardInterrupt:
+        outcome = "stopped"
+logged = threading.Event()
+
+
+def worker():
+    log.warning("from a worker")
+    logged.set()
+
+
+threading.Thread(target=worker, daemon=True).start()
+print(json.dumps({"outcome": outcome, "fired": trap.fired, "worker logged": logged.wait(10)}))
+"""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="Handler.handle takes its lock by `with` from 3.12")
+def test_a_ctrl_c_inside_the_log_handlers_lock_leaves_it_free():
+    """Ctrl-C inside the lock of the CLI's log handler (Python 3.11 takes it in a Python
+    function): the main thread's record is written, the KeyboardInterrupt comes after it, and
+    another thread can still log (it waited for the lock left held, forever)."""
+    run = run_script(LOG_SCRIPT, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True, "worker logged": True}
+    assert "from the main thread" in run.stderr and "from a worker" in run.stderr

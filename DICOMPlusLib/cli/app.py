@@ -512,7 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        from DICOMPlusLib.cli.log_handler import StderrHandler
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", handlers=[StderrHandler()]
+        )
     if not args.command:
         parser.print_help()
         return Exit.OK

@@ -103,7 +103,9 @@ def _log_warnings_to_stderr() -> None:
     network = logging.getLogger("DICOMPlusLib.network")
     if logging.getLogger().handlers or any(getattr(h, "dicomplus_cli", False) for h in network.handlers):
         return  # --verbose (already shown) or already added
-    handler = logging.StreamHandler(sys.stderr)
+    from DICOMPlusLib.cli.log_handler import StderrHandler
+
+    handler = StderrHandler()
     handler.dicomplus_cli = True  # type: ignore[attr-defined]  # a mark to find our own handler again
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("dicomplus: %(message)s"))
