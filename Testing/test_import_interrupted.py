@@ -67,10 +67,63 @@ def test_second_signal_inside_the_pools_lock(folder, tmp_path, nth):
     run = run_script(SCRIPT, str(folder), str(db), str(nth))
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
+    # looked at before a Database opens it: opening sweeps a dead writer's temporaries
+    left = leftovers(db / "store")
     with Database(db) as database:
         kept = database.info()["instances"]
-        store = database.store.root
-    assert kept < COUNT and leftovers(store) == []
+    assert kept < COUNT and left == []
+    again = cli("--db", str(db), "import", str(folder), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["added"] == COUNT - kept
+
+
+#: The serial import (``--jobs 1``, or fewer files than the parallel threshold) copies in the
+#: main thread: stopped as the Nth copy begins, or as the Nth file's read returns with its copy.
+SERIAL = r"""
+import json, sys
+
+from dicomplus_testing.interrupt_in_lock import InterruptInLock, second_ctrl_c
+from DICOMPlusLib.database import Database, indexer
+from DICOMPlusLib.database.store import copy_into
+from DICOMPlusLib.jobs import CancelToken
+
+folder, db_path, nth, where = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+token = CancelToken()
+if where == "copy":
+    trap = InterruptInLock(nth, second_ctrl_c(token), codes=[copy_into.__code__], at_call=True)
+else:
+    trap = InterruptInLock(nth, second_ctrl_c(token), codes=[indexer._import_one.__code__])
+
+
+def progress(done, total, current):
+    if done > 0:
+        trap.arm()
+
+
+outcome = "returned"
+with Database(db_path) as db, trap:
+    try:
+        db.import_paths([folder], jobs=1, progress=progress, cancel=token)
+    except KeyboardInterrupt:
+        outcome = "stopped"
+print(json.dumps({"outcome": outcome, "fired": trap.fired}))
+"""
+
+
+@pytest.mark.parametrize(("where", "nth"), [("copy", 5), ("copy", 30), ("read", 1), ("read", 20)])
+def test_second_signal_in_the_serial_import(folder, tmp_path, where, nth):
+    """No temporary is left: those of the chunk under way were the loop's local list's (its
+    copies so far left in the store's incoming folder), and one whose read had returned with its
+    copy was nobody's."""
+    db = tmp_path / "db"
+    run = run_script(SERIAL, str(folder), str(db), str(nth), where)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
+    # looked at before a Database opens it: opening sweeps a dead writer's temporaries
+    left = leftovers(db / "store")
+    with Database(db) as database:
+        kept = database.info()["instances"]
+    assert kept < COUNT and left == []
     again = cli("--db", str(db), "import", str(folder), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["added"] == COUNT - kept

@@ -71,23 +71,33 @@ LINK_PARALLEL_THRESHOLD = 2500
 
 
 def _work(
-    paths: list[str], link: bool, tmp_base: str, stop: Callable[[], bool] | None = None
+    paths: list[str],
+    link: bool,
+    tmp_base: str,
+    stop: Callable[[], bool] | None = None,
+    out: list[ParsedFile | SkippedFile] | None = None,
 ) -> list[ParsedFile | SkippedFile]:
     """Worker body: parse each file's header and, when copying, copy it by the kernel into a
     temporary file of the store named ``<tmp_base>-<pid>-<n>``. ``stop()`` true (a cancel, an
     error; threads and the serial loop only) ends the chunk after the file under way: what it
-    returns is complete, the rest is left for the next import."""
-    out: list[ParsedFile | SkippedFile] = []
+    returns is complete, the rest is left for the next import. ``out``: the list to fill (the
+    serial loop passes its own: a second Ctrl-C that ends the chunk early leaves the copies
+    made so far in the caller's hands, which removes their temporaries)."""
+    out = [] if out is None else out
     for path in paths:
         if stop is not None and stop():
             break
-        try:
-            out.append(_import_one(path, link, tmp_base))
-        except ImportFileError as exc:
-            out.append(SkippedFile(path, str(exc)))
-        except Exception as exc:  # a parser bug on one file must not lose the others
-            logger.exception("unexpected error parsing %s", path)
-            out.append(SkippedFile(path, f"unreadable: {type(exc).__name__}: {exc}"))
+        # In the serial loop (the main thread) a second Ctrl-C waits for the file under way, so
+        # that its copy is in ``out`` (raised between the copy and the append, it left the
+        # temporary to nobody); in a worker thread this is a no-op.
+        with uninterrupted:
+            try:
+                out.append(_import_one(path, link, tmp_base))
+            except ImportFileError as exc:
+                out.append(SkippedFile(path, str(exc)))
+            except Exception as exc:  # a parser bug on one file must not lose the others
+                logger.exception("unexpected error parsing %s", path)
+                out.append(SkippedFile(path, f"unreadable: {type(exc).__name__}: {exc}"))
     return out
 
 
@@ -284,12 +294,15 @@ def import_paths(
         else:
             executor = cf.ThreadPoolExecutor(max_workers=jobs)
             worker_stop = stop
+    in_hand: list[ParsedFile | SkippedFile] = []  # the serial loop's chunk under way
     try:
         if executor is None:
             for chunk in chunks:
                 if cancel.cancelled:
                     raise CancelledError("import cancelled")
-                consume(_work(chunk, link, tmp_base, stop))
+                in_hand = []
+                consume(_work(chunk, link, tmp_base, stop, in_hand))
+                in_hand = []  # committed or in ``pending``
         else:
             # The pool's own calls run ``uninterrupted``: a second Ctrl-C raised inside one left
             # a lock of the pool's held, and the import waiting for its workers forever.
@@ -330,6 +343,7 @@ def import_paths(
             if executor is not None:
                 _drain(executor, futures)
             _unlink_temporaries(pending)
+            _unlink_temporaries(item for item in in_hand if not isinstance(item, SkippedFile))
     report.seconds = time.monotonic() - started
     if progress:
         progress(done, total, "")
