@@ -26,6 +26,8 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.engine.client import SubprocessEngine
+from DICOMPlusLib.errors import CancelledError
+from DICOMPlusLib.jobs import JobState
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import scu, ul
 from DICOMPlusLib.network.listener import STOP_GRACE, Listener, ListenerConfig
@@ -174,6 +176,9 @@ def test_the_engines_stop_aborts_at_once_when_cancelled(half_a_data_set, tmp_pat
             assert not job.finished  # the grace
             job.cancel()
             assert job.wait(PROMPT), "the cancelled stop waited on"
+            # cut short: the task says cancelled (it said done), and the listener is stopped
+            assert job.state is JobState.CANCELLED and isinstance(job.error, CancelledError), job.error
+            assert engine.call("listener") == {"running": False, "port": 0}
             assert _aborted(assoc)
             assert not _partial_files(tmp_path)
         finally:

@@ -16,6 +16,7 @@ calls) is driven as the engine drives it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.database.ingest import IngestSource
+from DICOMPlusLib.engine import operations, protocol, tasks
 from DICOMPlusLib.engine.server import Engine
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import qrscu
@@ -266,6 +268,49 @@ def test_the_engines_stop_lets_a_retrieve_under_way_finish(small_pacs, tmp_path)
         db.close()
     assert response.status == Status.SUCCESS, response
     assert statuses == [Status.SUCCESS] * SLOW_N
+
+
+def test_the_engines_stop_cancelled_ends_the_retrieve_and_says_cancelled(small_pacs, tmp_path):
+    """The engine's ``pacs_stop`` task (the sample PACS's stop) cancelled during the grace it
+    gives a C-GET under way: the C-GET is ended at once and the task ends cancelled, not done
+    (before, "done": a host's Activity list said the stop had run its course); the PACS is
+    stopped either way."""
+    db_path, study_uid, sop_class = small_pacs
+    db, ours = Database(db_path), Database(tmp_path / "ours")
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
+    port, out = server.port, io.BytesIO()
+    engine = Engine(io.BytesIO(), out)
+    engine.pacs = server
+    assert operations.pacs_stop is tasks.OPERATIONS["pacs_stop"]  # registered
+    task = tasks.Task(engine, 1, "pacs_stop", {})
+    runner = threading.Thread(target=task.run)
+    in_grace = []
+
+    def cancel():  # SETTLE into the stop: the C-GET still runs (SLOW_N x SLOW_S)
+        in_grace.append(runner.is_alive())
+        task.cancel.cancel()
+
+    canceller = threading.Timer(SETTLE, cancel)
+
+    def first():
+        runner.start()
+        canceller.start()
+
+    try:
+        with contextlib.suppress(Exception):  # the C-GET is cut off
+            _slow_get(port, study_uid, sop_class, ours, first)
+        runner.join(PROMPT)
+        assert not runner.is_alive(), "the cancelled stop waited on"
+        assert not port_accepts(port), out.getvalue()
+    finally:
+        canceller.cancel()
+        server.stop()
+        ours.close()
+        db.close()
+    assert in_grace == [True], "the stop did not give the C-GET under way its grace"
+    [event] = [e for e in map(protocol.loads, out.getvalue().splitlines()) if e.get("id") == 1]
+    assert event["event"] == "cancelled", event
+    assert "sample PACS stopped at once" in event["message"]
 
 
 @pytest.mark.parametrize("method", ["get", "move"])

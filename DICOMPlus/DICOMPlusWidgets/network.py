@@ -670,7 +670,11 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         listener is gone either way."""
         stopTimer(self._autoLoadTimer)
         self._drainAutoLoad()
-        if job is not None and job.error is not None and not isinstance(job.error, CancelledError):
+        if job is not None and isinstance(job.error, CancelledError):  # cut short: stopped all the same
+            self.listenerStatusLabel.text = _(
+                "Listener stopped (its stop was cancelled: transfers under way were aborted)"
+            )
+        elif job is not None and job.error is not None:
             self.listenerStatusLabel.text = _("Listener stopped: {error}").format(error=job.error)
         else:
             self.listenerStatusLabel.text = _("Listener stopped")

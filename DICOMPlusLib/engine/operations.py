@@ -14,7 +14,7 @@ import tempfile
 import DICOMPlusLib
 from DICOMPlusLib.engine.protocol import VolumeFile
 from DICOMPlusLib.engine.tasks import Task, operation
-from DICOMPlusLib.errors import DICOMPlusError, LoadError
+from DICOMPlusLib.errors import CancelledError, DICOMPlusError, LoadError
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
 
@@ -227,11 +227,31 @@ def listen(task: Task) -> int:
     return listener.port
 
 
+def _stop_cut_short(task: Task, what: str, stop) -> None:
+    """Run ``stop(at_once)`` (a server's stop with a grace); CancelledError if the task's cancel
+    cut the grace short (the associations under way were aborted: the server is stopped all the
+    same). A cancel that came once nothing was left to wait for leaves the task done."""
+    cut = []
+
+    def at_once() -> bool:
+        if task.cancel.cancelled:
+            cut.append(True)
+            return True
+        return False
+
+    stop(at_once)
+    if cut:
+        raise CancelledError(
+            f"Cancelled by the user: the {what} stopped at once (transfers under way, if any, "
+            "were aborted; their partial instances are not kept)."
+        )
+
+
 @operation("unlisten")
 def unlisten(task: Task) -> None:
     """Stop the listener (associations in progress get its STOP_GRACE to finish; a cancel of
-    this task aborts them at once; their series are announced)."""
-    task.engine.stop_listener(at_once=lambda: task.cancel.cancelled)
+    this task aborts them at once and ends it cancelled; their series are announced)."""
+    _stop_cut_short(task, "listener", lambda at_once: task.engine.stop_listener(at_once=at_once))
 
 
 @operation("listener")
@@ -264,7 +284,9 @@ def pacs(task: Task) -> int:
 
 @operation("pacs_stop")
 def pacs_stop(task: Task) -> None:
-    task.engine.stop_pacs(at_once=lambda: task.cancel.cancelled)
+    """Stop the sample PACS (a retrieve under way gets its STOP_GRACE; a cancel of this task
+    aborts it at once and ends it cancelled)."""
+    _stop_cut_short(task, "sample PACS", lambda at_once: task.engine.stop_pacs(at_once=at_once))
 
 
 @operation("fail")
