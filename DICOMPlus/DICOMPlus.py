@@ -422,7 +422,7 @@ class DICOMPlusLogic(
         found = logic.query("pacs", "study", {"PatientID": "123"}).get()
         logic.retrieve("pacs", studyUID=found[0].StudyInstanceUID).get()
         logic.send("pacs", series=["1.2.3"]).get()
-        logic.startListener(port=11112, aeTitle="DICOMPLUS")     # in the engine
+        logic.startListener(port=11112, aeTitle="DICOMPLUS").get()  # a job in the engine: the port
         logic.stopListener().get()     # a job: transfers under way get up to 10 s to finish
     """
 

@@ -66,7 +66,9 @@ def test_the_panel_says_when_the_engine_crashed_and_its_listener_stopped(dicompl
     try:
         widget.network.listenerPortSpinBox.value = free_port()
         widget.network.setListenerRunning(True)
-        assert widget.logic.listenerRunning() and widget.network.listenerButton.checked
+        wait_for(qtbot, widget.logic.listenerRunning)  # the start is a job
+        wait_for(qtbot, lambda: widget.network.listenerButton.text == "Stop listener")
+        assert widget.network.listenerButton.checked
         os.kill(widget.logic.engine.pid(), signal.SIGKILL)
         wait_for(qtbot, lambda: "stopped unexpectedly" in widget.activity.status())
         assert not widget.logic.listenerRunning() and not widget.network.listenerButton.checked

@@ -62,7 +62,8 @@ def start_and_stall(panel, pythonqt_gil, half, tmp_path, states):
     network.listenerPortSpinBox.value = port
     network.listenerAETitleEdit.text = "DICOMPLUS"
     network.listenerChanged.connect(states.append)
-    network.listenerButton.click()
+    network.listenerButton.click()  # the start is a job
+    pythonqt_gil.wait_until(lambda: states == [True], 30)
     assert panel.logic.listenerRunning(), network.listenerStatusLabel.text
     assoc = _stall_mid_store(port, half)
     pythonqt_gil.wait_until(lambda: bool(_partial_files(tmp_path)), 30)

@@ -177,8 +177,8 @@ def test_listener_on_and_off(panel, qtbot, tmp_path, dicomplus_module, screensho
     network.autoLoadCheckBox.checked = True
     states = []
     network.listenerChanged.connect(states.append)
-    click(qtbot, network.listenerButton)
-    assert states == [True], network.listenerStatusLabel.text
+    click(qtbot, network.listenerButton)  # the start is a job: the line says starting, then listening
+    qtbot.waitUntil(lambda: states == [True], timeout=TIMEOUT)
     assert panel.logic.listenerRunning() and panel.logic.listenerPort() == port
     assert network.listenerButton.checked and not network.listenerPortSpinBox.enabled
     assert port_accepts(port, timeout=2)
@@ -233,7 +233,7 @@ def test_retrieve_with_c_move_to_the_panel_listener(panel, qtbot, tmp_path):
         network.listenerPortSpinBox.value = port
         network.listenerAETitleEdit.text = "PANELMOVE"
         click(qtbot, network.listenerButton)
-        assert panel.logic.listenerRunning()
+        qtbot.waitUntil(panel.logic.listenerRunning, timeout=TIMEOUT)
         network.patientIDEdit.text = "DPLUS-002"
         assert query(qtbot, network) == 1
         [(_, studyUID)] = network.results("study")

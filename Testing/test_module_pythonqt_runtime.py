@@ -145,7 +145,7 @@ def test_listener_receives_500_from_storescu_while_the_gui_stays_responsive(
     panel, pythonqt_gil, latency_probe, tmp_path, capsys
 ):
     series = make_series(tmp_path / "incoming", n=500, rows=32, cols=32, patient_id="GIL-LISTEN")
-    port = panel.logic.startListener(port=free_port(), aeTitle="GILTEST")
+    port = panel.logic.startListener(port=free_port(), aeTitle="GILTEST").get(60)  # a job: the port
     try:
         started = time.perf_counter()
         with latency_probe:

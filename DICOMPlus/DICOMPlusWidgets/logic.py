@@ -106,10 +106,14 @@ class DatabaseLogic:
 
         The listener stores into this database: it is stopped first, and its stop (associations
         under way get up to 10 s) is waited for with the event loop turning, so Slicer stays live
-        and the stop's Cancel in the Activity list ends it at once. A switch of database
+        and the stop's Cancel in the Activity list ends it at once (a listener still starting is
+        cancelled, and stopped if it came up all the same). A switch of database
         (:meth:`setDatabasePath`) thus never leaves the listener storing into the old database
         while the panel reads the new one."""
-        self.waitForJob(self.stopListener())
+        job = self.stopListener()
+        while job is not None:  # a start whose cancel came too late is then stopped: wait for that too
+            self.waitForJob(job)
+            job = self.stopListener()
         self._closeDatabase()
 
     def _closeDatabase(self):
@@ -159,6 +163,8 @@ class EngineLogic:
         self._declinedDecoders = set()
         self._jobs = []  # what this logic started in the engine and has not seen end
         self._listenerPort = 0
+        self._listenerStart = None  # the running start's job (listenerStarting)
+        self._stopWhenStarted = None  # a stop asked for while it started: its atOnce
         self._listenerStop = None  # the running stop's job (listenerStopping)
         self.aeTitle = DEFAULT_AE_TITLE  # our calling AE title (and the listener's by default)
         self.autoLoad = False
@@ -320,17 +326,25 @@ class EngineLogic:
 
     def startListener(self, port=DEFAULT_PORT, aeTitle=DEFAULT_AE_TITLE, autoLoad=False, host=""):
         """Start the C-STORE listener (in the engine) into the local database; returns the
-        bound port. ``DICOMPlus/ListenerRequireCalledAE`` (default off, as DCMTK and Orthanc) rejects
-        associations addressed to another AE title. Completed series go to ``completedSeries`` and, with ``autoLoad``, to
-        ``autoLoadQueue`` for the widget to load. Refused (NetworkError) while the previous
-        listener's stop runs (:meth:`listenerStopping`): it still holds the port and may still
-        store into its database."""
+        start's job at once (its result: the bound port; ``job.get()`` waits for it). The engine
+        opens the database first, which takes seconds on a PostgreSQL server far away or a slow
+        disk: Slicer's main thread does not wait for it (:meth:`listenerStarting` meanwhile, then
+        :meth:`listenerRunning`). A port in use, or any other failure, is the job's error.
+        ``DICOMPlus/ListenerRequireCalledAE`` (default off, as DCMTK and Orthanc) rejects
+        associations addressed to another AE title. Completed series go to ``completedSeries``
+        and, with ``autoLoad``, to ``autoLoadQueue`` for the widget to load. Refused
+        (NetworkError) while the previous listener's stop runs (:meth:`listenerStopping`: it
+        still holds the port and may still store into its database) or while a start runs."""
         if self._listenerStop is not None:  # refused: the port and the database are still its
             raise NetworkError(
                 _(
                     "The listener is still stopping (transfers under way are finishing): start it "
                     "again once it has stopped, or Cancel its stop in the Activity list to end it now."
                 )
+            )
+        if self._listenerStart is not None:
+            raise NetworkError(
+                _("The listener is already starting: wait for it, or Cancel its start in the Activity list.")
             )
         self.ensureNetworkDependencies()
         from DICOMPlusLib.network.listener import ListenerConfig
@@ -342,8 +356,22 @@ class EngineLogic:
         config = ListenerConfig(
             ae_title=aeTitle, port=int(port), host=host, require_called_ae=requireCalledAE
         )
-        self._listenerPort = self.engine.call("listen", {**self.databaseArgs(), "config": config})
-        return self._listenerPort
+        self._listenerPort = 0  # the engine replaces a listener it runs
+        name = _("Start the listener on port {port}").format(port=int(port))
+        job = self.submit("listen", {**self.databaseArgs(), "config": config}, name)
+        self._listenerStart, self._stopWhenStarted = job, None
+        job.on_finished(self._onListenerStartEnded)
+        return job
+
+    def _onListenerStartEnded(self, job):
+        if self._listenerStart is not job:
+            return
+        self._listenerStart = None
+        stop, self._stopWhenStarted = self._stopWhenStarted, None
+        if job.error is None:
+            self._listenerPort = int(job.result)
+            if stop is not None:  # stopped while it started, and its cancel came too late
+                self.stopListener(atOnce=stop)
 
     def _onSeriesComplete(self, data):
         self.completedSeries.append(data)
@@ -362,7 +390,14 @@ class EngineLogic:
         (A-ABORT; their partial instances are not kept). ``listenerStopStarted(job)`` is emitted
         (the panel shows the job in its Activity list, whoever stopped the listener);
         ``job.get()`` waits for it (console, tests). Called again while the stop runs, it returns
-        the same job (``atOnce`` cancels it)."""
+        the same job (``atOnce`` cancels it). Called while the listener starts, it cancels the
+        start and returns the start's job; should the listener come up all the same (the cancel
+        reached the engine after it had started), it is stopped then, with ``atOnce`` as asked
+        (call again for that stop's job)."""
+        if self._listenerStart is not None:  # still starting: cancelled, or stopped once up
+            self._stopWhenStarted = bool(atOnce or self._stopWhenStarted)
+            self._listenerStart.cancel()
+            return self._listenerStart
         job = self._listenerStop
         if self._listenerPort:
             port, self._listenerPort = self._listenerPort, 0
@@ -394,8 +429,13 @@ class EngineLogic:
             run = getattr(loop, "exec", None) or loop.exec_  # PythonQt may name it exec_
             run()
 
+    def listenerStarting(self):
+        """Whether the listener's start is under way (the engine opening the database, binding)."""
+        return self._listenerStart is not None
+
     def listenerRunning(self):
-        """Whether the listener accepts associations (False as soon as its stop began)."""
+        """Whether the listener accepts associations (False while it starts, and as soon as its
+        stop began)."""
         return bool(self._listenerPort)
 
     def listenerStopping(self):

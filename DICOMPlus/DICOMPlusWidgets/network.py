@@ -616,36 +616,62 @@ class DICOMPlusNetworkWidget(qt.QWidget):
     def setListenerRunning(self, running):
         """Start or stop the listener with the AE title, port and auto-load of the form.
 
-        The stop returns at once: it is an engine job in the activity list (the associations
-        under way get up to 10 s to finish; its Cancel aborts them now), the line says the
-        listener is stopping, and the button waits for it; ``listenerChanged(False)`` when it has
-        ended. A start while a stop runs is refused (the line says why)."""
+        Neither waits. The start is an engine job in the activity list (the engine opens the
+        database and binds the port; its Cancel ends it): the line says the listener is
+        starting, the button waits, and ``listenerChanged(True)`` once it listens (a failure,
+        such as a port in use, is said on the line, with ``listenerChanged(False)``). The stop
+        is a job too (the associations under way get up to 10 s to finish; its Cancel aborts
+        them now): the line says the listener is stopping, the button waits for it, and
+        ``listenerChanged(False)`` when it has ended. A start while a stop runs is refused (the
+        line says why); a stop while the start runs cancels the start."""
         running = bool(running)
-        if running and not self._logic.listenerRunning():
+        logic = self._logic
+        if running and not logic.listenerRunning() and not logic.listenerStarting():
             self._writeListenerSettings()
+            port = int(self.listenerPortSpinBox.value)
             try:
-                port = self._logic.startListener(
-                    port=int(self.listenerPortSpinBox.value),
+                job = logic.startListener(
+                    port=port,
                     aeTitle=str(self.listenerAETitleEdit.text).strip() or DEFAULT_AE_TITLE,
                     autoLoad=bool(self.autoLoadCheckBox.checked),
                 )
-            except Exception as exc:
+            except Exception as exc:  # refused (a stop runs) or the network packages are missing
                 self.listenerStatusLabel.text = _("Listener could not start: {error}").format(error=exc)
-                if self._logic.listenerStopping():  # refused: the stop's end says listenerChanged
-                    self._showListenerState()
-                    return
-                running = False
-            else:
+                self._showListenerState()
+                if not logic.listenerStopping():  # else the stop's end says listenerChanged
+                    self.listenerChanged.emit(False)
+                return
+            self.listenerStatusLabel.text = _("Listener starting on port {port}...").format(port=port)
+            self._track(job, self._onListenerStartEnded)
+            self._showListenerState()
+        elif not running and (logic.listenerRunning() or logic.listenerStarting()):
+            if logic.stopListener() is None:  # else shown by _onListenerStopStarted or the start's end
+                self._onListenerStopped(None)
+        else:  # as asked already (or on its way: its end says listenerChanged)
+            self._showListenerState()
+            if not logic.listenerStarting() and not logic.listenerStopping():
+                self.listenerChanged.emit(logic.listenerRunning())
+
+    def _onListenerStartEnded(self, job):
+        """The start ended: listening, failed (the line says why), or cancelled. A listener
+        stopped while it started says so through its stop (the stop's line stands)."""
+        if job.error is None:
+            if self._logic.listenerRunning():
                 self.listenerStatusLabel.text = _("Listening as {aeTitle} on port {port}").format(
-                    aeTitle=self.listenerAETitleEdit.text, port=port
+                    aeTitle=self.listenerAETitleEdit.text, port=self._logic.listenerPort()
                 )
                 self._autoLoadTimer.start()
-        elif not running and self._logic.listenerRunning():
-            if self._logic.stopListener() is None:  # else shown by _onListenerStopStarted
-                self._onListenerStopped(None)
+                self._showListenerState()
+                self.listenerChanged.emit(True)
+            else:
+                self._showListenerState()
             return
+        if isinstance(job.error, CancelledError):
+            self.listenerStatusLabel.text = _("Listener not started: its start was cancelled")
+        else:
+            self.listenerStatusLabel.text = _("Listener could not start: {error}").format(error=job.error)
         self._showListenerState()
-        self.listenerChanged.emit(running)
+        self.listenerChanged.emit(False)
 
     def _onListenerStopStarted(self, job):
         """The logic began stopping the listener (this panel's Stop, a switch of database, the
@@ -682,19 +708,23 @@ class DICOMPlusNetworkWidget(qt.QWidget):
         self.listenerChanged.emit(False)
 
     def _showListenerState(self):
-        """The button and the form as the logic's listener is: running, stopping or stopped."""
+        """The button and the form as the logic's listener is: starting, running, stopping or
+        stopped. While it starts or stops the button waits (the job's Cancel is in Activity)."""
         running = self._logic.listenerRunning()
-        stopping = not running and self._logic.listenerStopping()
+        starting = not running and self._logic.listenerStarting()
+        stopping = not running and not starting and self._logic.listenerStopping()
         self.listenerButton.blockSignals(True)
-        self.listenerButton.checked = running
-        if stopping:
+        self.listenerButton.checked = running or starting
+        if starting:
+            self.listenerButton.text = _("Starting listener...")
+        elif stopping:
             self.listenerButton.text = _("Stopping listener...")
         else:
             self.listenerButton.text = _("Stop listener") if running else _("Start listener")
-        self.listenerButton.enabled = not stopping
+        self.listenerButton.enabled = not starting and not stopping
         self.listenerButton.blockSignals(False)
         for widget in (self.listenerPortSpinBox, self.listenerAETitleEdit, self.autoLoadCheckBox):
-            widget.enabled = not running and not stopping
+            widget.enabled = not running and not starting and not stopping
 
     def _drainAutoLoad(self):
         queue = getattr(self._logic, "autoLoadQueue", None)

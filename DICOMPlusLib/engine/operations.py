@@ -207,12 +207,20 @@ def send(task: Task):
 @operation("listen")
 def listen(task: Task) -> int:
     """Start the listener (``config``: a ListenerConfig) into ``db``; returns the bound port.
-    Each completed series is announced as a ``series_complete`` notification."""
+    Each completed series is announced as a ``series_complete`` notification.
+
+    A cancel (the host stops the listener while it starts: a Stop, a switch of database) is
+    honoured at each step: the previous listener's stop is cut short, a database that took its
+    time to open is not listened into, and a listener that came up meanwhile is stopped at once;
+    the task then ends cancelled with no listener running."""
     from DICOMPlusLib.network.listener import Listener
 
     engine = task.engine
-    engine.stop_listener()
-    listener = Listener(task.database(), task.args["config"])
+    engine.stop_listener(at_once=lambda: task.cancel.cancelled)
+    db = task.database()
+    if task.cancel.cancelled:
+        raise CancelledError("Cancelled by the user; the listener was not started.")
+    listener = Listener(db, task.args["config"])
 
     def on_series_complete(event) -> None:
         engine.notify("series_complete", event)
@@ -224,6 +232,9 @@ def listen(task: Task) -> int:
         subscription.close()
         raise
     engine.listener, engine._listener_subscription = listener, subscription
+    if task.cancel.cancelled:  # its Cancel came while it bound the port
+        engine.stop_listener(at_once=lambda: True)
+        raise CancelledError("Cancelled by the user; the listener was stopped as it started.")
     return listener.port
 
 
