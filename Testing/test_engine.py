@@ -8,6 +8,7 @@ without Qt.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -23,8 +24,9 @@ import pytest
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.database import Database
-from DICOMPlusLib.engine import protocol
+from DICOMPlusLib.engine import operations, protocol, tasks
 from DICOMPlusLib.engine.client import SubprocessEngine, engine_environment
+from DICOMPlusLib.engine.server import Engine
 from DICOMPlusLib.errors import CancelledError, DICOMPlusError, EngineError, LoadError
 from DICOMPlusLib.jobs import JobState
 from DICOMPlusLib.network.listener import ListenerConfig
@@ -109,6 +111,40 @@ def test_cancel_stops_an_import_and_keeps_what_was_committed(engine, tmp_path):
     assert report is not None and report.cancelled and report.added < 1200
     with Database(db_path) as db:
         assert db.info()["instances"] == report.added
+
+
+def test_a_load_cancelled_once_its_pixels_are_read_ends_cancelled(tmp_path):
+    """A cancel that comes once the series is read, while the engine writes the volume for the
+    host (seconds for a large one): the load ends cancelled and hands nothing over (before, done:
+    the host added to the scene the volume the user had cancelled). The engine's own task code
+    in this process; the cancel arrives with the last progress report (the series read), as a
+    host's Cancel clicked then does."""
+    series = make_series(tmp_path / "src", n=3, rows=16, cols=16)
+    db = tmp_path / "db" / "dicomplus.sqlite"
+    with Database(db) as opened:
+        assert opened.import_paths([series.folder]).added == 3
+    out = io.BytesIO()
+    engine = Engine(io.BytesIO(), out)
+    folder = tmp_path / "volumes"
+    task = tasks.Task(
+        engine, 1, "load", {"db": str(db), "series": [series.series_uid], "folder": str(folder)}
+    )
+    reported = task.progress
+
+    def progress(done: int, total: int, current: str = "") -> None:
+        reported(done, total, current)
+        if total and done >= total:
+            task.cancel.cancel()  # the user's Cancel, once the series is read
+
+    task.progress = progress  # type: ignore[method-assign]
+    try:
+        task.run()
+    finally:
+        engine.shutdown()
+    assert operations.load is tasks.OPERATIONS["load"]  # the engine's own operation ran
+    [event] = [e for e in map(protocol.loads, out.getvalue().splitlines()) if e.get("event") != "progress"]
+    assert event["event"] == "cancelled", event
+    assert "result" not in event or event["result"] is None
 
 
 def test_the_listener_announces_completed_series(engine, tmp_path, dcmtk):

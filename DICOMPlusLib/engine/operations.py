@@ -73,7 +73,11 @@ def search(task: Task) -> list:
 def load(task: Task) -> list[tuple[str, list[VolumeFile] | LoadError]]:
     """Decode ``series`` of ``db`` (``resample``); each volume's voxels go to a .npy file in
     ``folder`` (a new temporary folder when not given) for the host to memory-map. Returns
-    [(series UID, [VolumeFile] or LoadError)]; the host removes the files when it is done."""
+    [(series UID, [VolumeFile] or LoadError)]; the host removes the files when it is done.
+
+    A cancel ends it cancelled with nothing for the host, also one that comes once the pixels
+    are read, while the volumes are written (seconds for a large one): it ended done before, and
+    the host added to the scene what the user had cancelled."""
     import numpy as np
 
     from DICOMPlusLib.loading import load_many
@@ -95,12 +99,19 @@ def load(task: Task) -> list[tuple[str, list[VolumeFile] | LoadError]]:
             continue
         files = []
         for volume in volumes:
+            _raise_if_load_cancelled(task)
             path = os.path.join(folder, f"volume-{count}.npy")
             count += 1
             np.save(path, np.ascontiguousarray(volume.array), allow_pickle=False)
             files.append(VolumeFile(path, volume.info))
         out.append((uid, files))
+    _raise_if_load_cancelled(task)
     return out
+
+
+def _raise_if_load_cancelled(task: Task) -> None:
+    if task.cancel.cancelled:
+        raise CancelledError("Cancelled by the user; nothing was loaded.")
 
 
 @operation("preview_plan")
