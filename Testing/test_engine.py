@@ -226,7 +226,9 @@ def test_killing_the_slicer_side_leaves_no_engine(tmp_path):
             ),
         ],
         stdout=subprocess.PIPE,
-        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        # the stubs' application folder (slicer-testing-*) goes in tmp_path: the host is killed,
+        # so its atexit never removes it
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "TMPDIR": str(tmp_path)},
     )
     try:
         line = host.stdout.readline()
@@ -238,6 +240,9 @@ def test_killing_the_slicer_side_leaves_no_engine(tmp_path):
         while alive(engine_pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not alive(engine_pid), "the engine outlived the process that started it"
+        # killed, the host never ran its atexit: its application folder is left where the test
+        # put it (removed with tmp_path), not in the machine's temporary folder
+        assert list(tmp_path.glob("slicer-testing-*")), "the killed host's folder is not in tmp_path"
     finally:
         if host.poll() is None:
             host.kill()
