@@ -113,22 +113,28 @@ def test_cancel_stops_an_import_and_keeps_what_was_committed(engine, tmp_path):
         assert db.info()["instances"] == report.added
 
 
-def test_a_load_cancelled_once_its_pixels_are_read_ends_cancelled(tmp_path):
+@pytest.mark.parametrize("given", [True, False], ids=["host's folder", "engine's folder"])
+def test_a_load_cancelled_once_its_pixels_are_read_ends_cancelled(given, tmp_path, monkeypatch):
     """A cancel that comes once the series is read, while the engine writes the volume for the
     host (seconds for a large one): the load ends cancelled and hands nothing over (before, done:
     the host added to the scene the volume the user had cancelled). The engine's own task code
     in this process; the cancel arrives with the last progress report (the series read), as a
-    host's Cancel clicked then does."""
+    host's Cancel clicked then does. Without a folder from the host, the one the engine made is
+    removed (before, left in the temporary folder)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     series = make_series(tmp_path / "src", n=3, rows=16, cols=16)
     db = tmp_path / "db" / "dicomplus.sqlite"
     with Database(db) as opened:
         assert opened.import_paths([series.folder]).added == 3
     out = io.BytesIO()
     engine = Engine(io.BytesIO(), out)
-    folder = tmp_path / "volumes"
-    task = tasks.Task(
-        engine, 1, "load", {"db": str(db), "series": [series.series_uid], "folder": str(folder)}
-    )
+    args = {"db": str(db), "series": [series.series_uid]}
+    if given:
+        args["folder"] = str(tmp_path / "volumes")  # the host removes it (DICOMPlusLogic.loadEntries)
+    task = tasks.Task(engine, 1, "load", args)
     reported = task.progress
 
     def progress(done: int, total: int, current: str = "") -> None:
@@ -145,6 +151,7 @@ def test_a_load_cancelled_once_its_pixels_are_read_ends_cancelled(tmp_path):
     [event] = [e for e in map(protocol.loads, out.getvalue().splitlines()) if e.get("event") != "progress"]
     assert event["event"] == "cancelled", event
     assert "result" not in event or event["result"] is None
+    assert not list((tmp_path / "tmp").iterdir()), "the engine left a folder in the temporary folder"
 
 
 def test_the_listener_announces_completed_series(engine, tmp_path, dcmtk):

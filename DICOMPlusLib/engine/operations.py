@@ -9,6 +9,7 @@ back as objects (:mod:`DICOMPlusLib.engine.protocol`).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import DICOMPlusLib
@@ -73,19 +74,31 @@ def search(task: Task) -> list:
 def load(task: Task) -> list[tuple[str, list[VolumeFile] | LoadError]]:
     """Decode ``series`` of ``db`` (``resample``); each volume's voxels go to a .npy file in
     ``folder`` (a new temporary folder when not given) for the host to memory-map. Returns
-    [(series UID, [VolumeFile] or LoadError)]; the host removes the files when it is done.
+    [(series UID, [VolumeFile] or LoadError)]; the host removes the files when it is done, and
+    the folder it gave after a failure or a cancel (a folder made here is removed then, here).
 
     A cancel ends it cancelled with nothing for the host, also one that comes once the pixels
     are read, while the volumes are written (seconds for a large one): it ended done before, and
     the host added to the scene what the user had cancelled."""
-    import numpy as np
-
-    from DICOMPlusLib.loading import load_many
     from DICOMPlusLib.loading.decoders import refresh_plugins
 
     refresh_plugins()  # decoders the host installed since this engine started
     db = task.database()
-    folder = task.args.get("folder") or tempfile.mkdtemp(prefix="dicomplus-load-")
+    given = task.args.get("folder")
+    folder = given or tempfile.mkdtemp(prefix="dicomplus-load-")
+    try:
+        return _load_into(task, db, folder)
+    except BaseException:
+        if not given:  # nobody else knows of it
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _load_into(task: Task, db, folder: str) -> list[tuple[str, list[VolumeFile] | LoadError]]:
+    import numpy as np
+
+    from DICOMPlusLib.loading import load_many
+
     os.makedirs(folder, exist_ok=True)
     loaded = load_many(
         db, list(task.args["series"]), resample=bool(task.args.get("resample")),
