@@ -113,3 +113,19 @@ def test_an_import_makes_records_only_for_its_subscribers(tmp_path, monkeypatch)
     assert len(made) == 5
     assert sorted(r.record.path for r in seen) == sorted(str(p) for p in second.files)
     assert all(r.record.SOPInstanceUID == r.sop_instance_uid for r in seen)
+
+
+def test_import_again_looks_up_the_working_folder_once_a_folder(tmp_path, monkeypatch):
+    """Importing unchanged files again given a relative path: one ``stat`` a file, no file
+    opened, and the working folder looked up once for the folder, not once a file (a
+    ``getcwd`` system call each: 18 of the ~130 ms of an import again of 10,080 files)."""
+    series = make_series(tmp_path / "s", n=12, rows=8, cols=8)
+    monkeypatch.chdir(tmp_path)
+    with Database(tmp_path / "db") as db:
+        assert db.import_paths(["s"], link=True, jobs=1).added == 12
+        calls = count_calls(monkeypatch, ("open", "stat", "getcwd"))
+        again = db.import_paths(["s", "./s/../s/" + series.files[0].name], link=True, jobs=1)
+        monkeypatch.undo()
+    assert (again.unchanged, again.added, again.files_seen) == (13, 0, 13)
+    assert (calls["open:file"], calls["stat:file"]) == (0, 13)
+    assert calls["getcwd"] == 2  # "s" and "./s/../s"

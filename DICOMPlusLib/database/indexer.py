@@ -379,9 +379,10 @@ def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[
     if not files or conn.execute("SELECT 1 FROM sources LIMIT 1").fetchone() is None:
         return list(files)  # nothing was ever imported (a first import): no path to look up
     todo: list[str] = []
+    folders: dict[str, str] = {}
     for start in range(0, len(files), 500):
         chunk = files[start : start + 500]
-        absolute = [os.path.abspath(f) for f in chunk]
+        absolute = [_absolute(f, folders) for f in chunk]
         known = {
             row[0]: (row[1], row[2], row[3])
             for row in conn.execute(
@@ -407,6 +408,20 @@ def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[
                     continue
             todo.append(original)
     return todo
+
+
+def _absolute(path: str, folders: dict[str, str]) -> str:
+    """``os.path.abspath(path)``, with its folder made absolute once in ``folders``: the walk gives
+    the files of a folder under the same folder name, and a relative one costs a ``getcwd`` (a
+    system call) a file (an import again of 10,080 files given relative: 18 -> 3 ms here)."""
+    head, slash, name = path.rpartition("/")
+    if os.sep != "/" or name in ("", ".", ".."):
+        return os.path.abspath(path)
+    folder = head + slash  # "" (the working folder), "/" or "a/b/"
+    made = folders.get(folder)
+    if made is None:
+        made = folders[folder] = os.path.abspath(folder or ".")
+    return f"{made}{name}" if made.endswith("/") else f"{made}/{name}"
 
 
 def _remember_skipped(db: Backend, item: SkippedFile) -> None:
