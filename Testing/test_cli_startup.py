@@ -202,6 +202,7 @@ def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
     assert set(seen["modules"]) & set(HEAVY) == set()
     assert len(seen["opened"]) >= 6  # the watch works: the first import read every file
     assert "DICOMPlusLib.database.ingest" in seen["modules"]  # the listing names the database's modules
+    assert "DICOMPlusLib.database.parsing" in seen["modules"]
     assert set(seen["modules"]) & set(READING_ONLY) == set()
 
     again, seen = _watched(series.folder, "--db", db, "import", str(series.folder), "--json")
@@ -212,6 +213,15 @@ def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
     assert set(seen["modules"]) & set(READING_ONLY) == set()
     # argparse measures the terminal through shutil only to print help or an error (cli.arguments.Parser)
     assert "shutil" not in seen["modules"]
+    # nor what only reading a file needs: ~2 ms of a process (docs/performance.md)
+    assert set(seen["modules"]) & set(NOT_AGAIN) == set()
+
+
+#: Modules an import again of unchanged files does not need.
+NOT_AGAIN = (
+    "DICOMPlusLib.database.parsing",  # the header scanner: no file is read
+    "DICOMPlusLib.database.headerscan",
+)
 
 
 def test_the_query_records_are_made_when_a_search_needs_them(tmp_path):

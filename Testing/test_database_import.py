@@ -62,7 +62,7 @@ def test_import_shared_series_matches_pydicom(tmp_path, shared_series, monkeypat
     def must_not_parse(*args, **kwargs):
         raise AssertionError("an unchanged file was parsed again")
 
-    monkeypatch.setattr("DICOMPlusLib.database.indexer.parse_fd", must_not_parse)
+    monkeypatch.setattr("DICOMPlusLib.database.parsing.parse_fd", must_not_parse)
     again = db.import_paths([shared_series])
     assert again.added == 0
     # a file skipped for what it is (not DICOM, a DICOMDIR, a duplicate) is reported with the

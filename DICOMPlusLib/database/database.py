@@ -29,7 +29,6 @@ from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.ingest import DuplicatePolicy, Ingest, StoredInstance, StoreStatus, is_space_error
 from DICOMPlusLib.database.names import normalize_pn
-from DICOMPlusLib.database.parsing import ParsedFile
 from DICOMPlusLib.database.protocol import DatabaseProtocol, parse_url
 from DICOMPlusLib.database.rows import (
     INSERT_INSTANCE,
@@ -48,6 +47,7 @@ from DICOMPlusLib.database.store import FileStore, create_owner_only, sync_path
 from DICOMPlusLib.errors import DatabaseError, DiskFullError
 
 if TYPE_CHECKING:
+    from DICOMPlusLib.database.parsing import ParsedFile
     from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 
 logger = get_logger(__name__)
