@@ -1,7 +1,7 @@
 """Progress, cancel and thread-safe notifications shared by import, send, query and retrieve.
 
-A :class:`CancelToken` is checked by workers between units of work; a :class:`Progress`
-callback receives ``(done, total, current)``. :class:`Job` runs a function in a background
+A :class:`CancelToken` is checked by workers between units of work; a :data:`ProgressCallback`
+receives ``(done, total, current)`` (both in :mod:`.cancel`, and importable from here). :class:`Job` runs a function in a background
 thread and keeps state, progress, log and result so that a GUI can poll it from its own thread
 (the Slicer widget drains :meth:`Job.poll` from a QTimer; nothing here touches Qt).
 :class:`Pacer` splits work a GUI does on its own thread into steps bounded by time.
@@ -18,54 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.cancel import CancelToken, ProgressCallback
 from DICOMPlusLib.errors import CancelledError
-from DICOMPlusLib.uninterrupted import uninterrupted
 
 logger = get_logger(__name__)
-
-ProgressCallback = Callable[[int, int, str], None]
-
-
-class CancelToken:
-    """A flag a caller sets and a worker checks; cheap, thread-safe."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._requested = False  # set by a signal handler, which must take no lock
-
-    def cancel(self) -> None:
-        self._requested = True
-        self._event.set()
-
-    def cancel_from_signal(self) -> None:
-        """Cancel from a signal handler: no lock is taken (the interrupted thread may hold the
-        event's), so :attr:`cancelled` is true at once and :meth:`wait` notices within its poll."""
-        self._requested = True
-
-    @property
-    def cancelled(self) -> bool:
-        return self._requested or self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self.cancelled:
-            raise CancelledError("Cancelled by the user; completed work was kept.")
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds; return True early when cancelled.
-
-        Each slice runs ``uninterrupted``: a Ctrl-C raised inside the event's lock left it held,
-        and a later :meth:`cancel` (an ``except KeyboardInterrupt`` that cancels the token, as
-        ``convert``'s does) waited for it forever. A Ctrl-C held back meanwhile comes at the
-        slice's end (0.2 s at most)."""
-        deadline = time.monotonic() + timeout
-        while not self.cancelled:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            with uninterrupted:
-                if self._event.wait(min(left, 0.2)):
-                    return True
-        return True
 
 
 class JobState(enum.Enum):

@@ -25,7 +25,7 @@ TERMINAL_PAGE = 20
 
 
 def cmd_import(args) -> int:
-    from DICOMPlusLib.jobs import CancelToken
+    from DICOMPlusLib.cancel import CancelToken
 
     require_paths(*args.paths)
     db = open_database(args, create=True)

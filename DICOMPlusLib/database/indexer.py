@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.cancel import CancelToken, ProgressCallback
 from DICOMPlusLib.database.ingest import (
     POLICY,
     DuplicatePolicy,
@@ -45,7 +46,6 @@ from DICOMPlusLib.database.ingest import (
 from DICOMPlusLib.database.store import TMP_PREFIX, copy_into
 from DICOMPlusLib.database.walk import iter_files
 from DICOMPlusLib.errors import CancelledError, DiskFullError, ImportFileError
-from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.models import ImportReport, SkippedFile
 from DICOMPlusLib.uninterrupted import uninterrupted
 
