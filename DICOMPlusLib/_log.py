@@ -1,18 +1,69 @@
-"""The library's loggers, imported only by the modules that log.
+"""The library's loggers: ``logging`` is imported when a record is first logged, not before.
 
 The library adds a ``NullHandler`` to its ``DICOMPlusLib`` logger, so that a record nobody asked
-for does not reach Python's last-resort handler (stderr). It is added here, once, on the first
-import of this module, which every module that makes a logger imports: the handler is in place
-before any record can be emitted, and a command that logs nothing (``dicomplus --version``, a
-load from a folder) does not import ``logging`` (with ``traceback``, ``string`` and ``textwrap``,
-a few milliseconds of start-up).
+for does not reach Python's last-resort handler (stderr). It is added once, before the first
+record of any library logger can be emitted: every module that makes a logger makes it with
+:func:`get_logger`.
+
+Most command line processes log nothing: an import again of unchanged files, a search,
+``dicomplus --version``, a load from a folder. Where ``logging`` is not imported yet,
+:func:`get_logger` gives a stand-in that imports it (with ``traceback``, ``string`` and
+``textwrap``, 2-3 ms of a process's start) and adds the handler at its first use, then passes
+every call to the real logger. Where it is (Slicer, a test run, a program that configured
+logging), it gives the real logger and adds the handler at once, as before.
 """
 
-import logging
+from __future__ import annotations
 
-logging.getLogger("DICOMPlusLib").addHandler(logging.NullHandler())
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import logging
+
+_LIBRARY = "DICOMPlusLib"
+_handler_lock = threading.Lock()
+_handler_added = False
 
 
 def get_logger(name: str) -> logging.Logger:
     """The logger *name* (a module's ``__name__``, under ``DICOMPlusLib``)."""
+    if "logging" in sys.modules:
+        return _real_logger(name)
+    return cast("logging.Logger", _Logger(name))
+
+
+def _real_logger(name: str) -> logging.Logger:
+    import logging
+
+    global _handler_added
+    if not _handler_added:
+        with _handler_lock:  # two threads may log their first record at once: one handler
+            if not _handler_added:
+                logging.getLogger(_LIBRARY).addHandler(logging.NullHandler())
+                _handler_added = True
     return logging.getLogger(name)
+
+
+class _Logger:
+    """Stands for ``logging.getLogger(name)`` until first used (see the module's documentation)."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: logging.Logger | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        logger = self._logger
+        if logger is None:
+            logger = self._logger = _real_logger(self._name)
+        return getattr(logger, attribute)
+
+    def __repr__(self) -> str:
+        return (
+            f"<logger {self._name} (logging not imported yet)>"
+            if self._logger is None
+            else repr(self._logger)
+        )

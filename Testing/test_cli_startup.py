@@ -213,8 +213,8 @@ def test_import_imports_no_pixel_stack_and_import_again_opens_no_file(tmp_path):
     assert set(seen["modules"]) & set(READING_ONLY) == set()
     # argparse measures the terminal through shutil only to print help or an error (cli.arguments.Parser)
     assert "shutil" not in seen["modules"]
-    # nor what only reading a file needs, or the background jobs (an import needs the cancel
-    # flag only): ~3 ms of a process (docs/performance.md)
+    # nor what only reading a file needs, the background jobs (an import needs the cancel flag
+    # only) or logging (nothing is logged): ~5 ms of a process (docs/performance.md)
     assert set(seen["modules"]) & set(NOT_AGAIN) == set()
 
 
@@ -223,6 +223,7 @@ NOT_AGAIN = (
     "DICOMPlusLib.database.parsing",  # the header scanner: no file is read
     "DICOMPlusLib.database.headerscan",
     "DICOMPlusLib.jobs",  # Job, JobSnapshot, Pacer: their enum and dataclasses
+    "logging",  # with traceback, string, textwrap
 )
 
 
@@ -264,7 +265,8 @@ def test_copying_import_copies_in_threads_not_processes(tmp_path):
 
 def test_a_load_and_the_version_do_not_import_logging(tmp_path):
     """``logging`` (with ``traceback``, ``string``, ``textwrap``: a few milliseconds) is imported
-    only by the modules that log: neither ``dicomplus --version`` nor a load from a folder does."""
+    when a record is first logged: neither ``dicomplus --version`` nor a load from a folder does
+    (nor an import again, above)."""
     assert "logging" not in imported("--version")
     series = make_series(tmp_path / "s", n=3, rows=8, cols=8)
     printed = _after_a_folder_load(series.folder, "'logging' in sys.modules")
@@ -273,9 +275,9 @@ def test_a_load_and_the_version_do_not_import_logging(tmp_path):
 
 def test_every_library_logger_comes_with_the_null_handler():
     """The library's ``NullHandler`` is on ``DICOMPlusLib`` before any of its loggers can emit a
-    record: every module that makes a logger makes it with ``_log.get_logger``, whose import adds
-    the handler (once), so a record nobody configured logging for never reaches Python's
-    last-resort handler (stderr)."""
+    record: every module that makes a logger makes it with ``_log.get_logger``, which adds the
+    handler (once) before the first record, so a record nobody configured logging for never
+    reaches Python's last-resort handler (stderr)."""
     import ast
 
     makers = []
@@ -299,6 +301,35 @@ def test_every_library_logger_comes_with_the_null_handler():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['NullHandler']", proc.stdout
     assert proc.stderr == ""
+
+
+def test_a_logger_made_before_logging_is_imported_gets_the_null_handler_at_its_first_record():
+    """Where ``logging`` was not imported (a command line process), ``get_logger`` gives a
+    stand-in: nothing is imported until a record is logged; then the handler is added once,
+    even when two threads log their first records at the same time, and records reach the
+    handlers a program configures as before."""
+    code = (
+        "import sys, threading\n"
+        "from DICOMPlusLib.database import indexer, ingest\n"
+        "assert 'logging' not in sys.modules\n"
+        "start = threading.Barrier(2)\n"
+        "def first(logger):\n"
+        "    start.wait()\n"
+        "    logger.warning('not shown')\n"
+        "threads = [threading.Thread(target=first, args=(m.logger,)) for m in (indexer, ingest)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "import logging\n"
+        "print([type(h).__name__ for h in logging.getLogger('DICOMPlusLib').handlers])\n"
+        "logging.basicConfig(format='%(name)s %(message)s')\n"
+        "indexer.logger.warning('shown')\n"
+        "assert indexer.logger.getEffectiveLevel() == logging.WARNING\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['NullHandler']", proc.stdout
+    assert proc.stderr == "DICOMPlusLib.database.indexer shown\n"
 
 
 def _after_a_folder_load(folder, expression: str) -> str:
