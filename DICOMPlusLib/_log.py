@@ -47,9 +47,11 @@ def _real_logger(name: str) -> logging.Logger:
 
 
 class _Logger:
-    """Stands for ``logging.getLogger(name)`` until first used (see the module's documentation)."""
+    """Stands for ``logging.getLogger(name)`` until first used (see the module's documentation).
 
-    __slots__ = ("_logger", "_name")
+    A method taken from the real logger is kept on the stand-in, so that the next call finds it
+    at once (a record costs what it costs on the real logger); other attributes (``level``,
+    ``handlers``, ``disabled``) are read from the real logger every time."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -59,7 +61,10 @@ class _Logger:
         logger = self._logger
         if logger is None:
             logger = self._logger = _real_logger(self._name)
-        return getattr(logger, attribute)
+        value = getattr(logger, attribute)
+        if callable(value):
+            setattr(self, attribute, value)
+        return value
 
     def __repr__(self) -> str:
         return (
