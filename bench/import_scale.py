@@ -5,8 +5,8 @@ as a user runs it. At import_db's 1,008 files a first import takes ~0.3 s, so 20
 be ~15 ms, less than ``python -c pass`` takes on the project's machine: no command line process
 can meet it there, whatever it does. This benchmark measures the same commands where the
 interpreter's start no longer decides: 10,080 files (5.4 GB), made as import_db's are (360 copies
-of the real 28-slice 512x512 CT series ``/work/shared/data/series/dev_ct_axial_plain`` or
-``$DICOMPLUS_BENCH_CT``, every file's bytes as scanned with new Study/Series/SOP Instance UIDs),
+of import_db's real 28-slice 512x512 CT series, or ``$DICOMPLUS_BENCH_CT``, every file's bytes as
+scanned with new Study/Series/SOP Instance UIDs),
 written once into ``bench/_work/import_scale/src`` (git-ignored; ~45 s the first time).
 
 Candidates, each a whole process as typed at a shell unless said otherwise:
@@ -26,13 +26,15 @@ Candidates, each a whole process as typed at a shell unless said otherwise:
 - ``python``: ``python -c pass``, the floor of any command line process.
 
 Before each first import the previous one's database and store are removed and dirty pages
-flushed (untimed). DICOMPlusLib is byte-compiled first (untimed). The page cache is warm (the
-machine needs ~11 GB of free memory for the source and one store). One round takes ~15-25 s
-(mostly the two copying imports and removing their stores); ``python -m bench import_scale``
-(1 warm-up round and 5 rounds) ~2-3 min, plus ~1 min for the two databases imported again, made
-before the rounds. Disk: the source 5.4 GB, the two stores imported again into 5.4 GB and
-0.05 GB (the in-process one is linked: importing again reads no stored file), one first import's
-store 5.4 GB at a time.
+flushed (untimed). DICOMPlusLib is byte-compiled first (untimed). The page cache is warm for the
+source (the machine needs ~11 GB of free memory for it and one store); on the project's machine a
+copying first import's 5.4 GB are more than the kernel lets be dirty at once, so its time
+includes the disk's writeback, as for a user. Time: a round takes 40-90 s on the project's 2-core machine (the two
+copying imports and the removal of their stores are most of it); ``python -m bench
+import_scale`` (1 warm-up round and 5 rounds, the two databases imported again made before
+them) took 4 min 18 s at load 4-6 and 8 min at load 3-7. Disk: the source 5.4 GB, the database
+imported again by the process 5.4 GB (a copying import, as the user's first), the in-process one
+linked (importing again reads no stored file), one first import's store 5.4 GB at a time.
 """
 
 from __future__ import annotations
