@@ -32,7 +32,7 @@ copying first import's 5.4 GB are more than the kernel lets be dirty at once, so
 includes the disk's writeback, as for a user. Time: a round takes 40-90 s on the project's 2-core machine (the two
 copying imports and the removal of their stores are most of it); ``python -m bench
 import_scale`` (1 warm-up round and 5 rounds, the two databases imported again made before
-them) took 4 min 18 s at load 4-6 and 8 min at load 3-7. Disk: the source 5.4 GB, the database
+them) took 4 min 18 s at load 4-6, 5 min 38 s at load 2.5-8 and 8 min at load 3-7. Disk: the source 5.4 GB, the database
 imported again by the process 5.4 GB (a copying import, as the user's first), the in-process one
 linked (importing again reads no stored file), one first import's store 5.4 GB at a time.
 """
