@@ -15,6 +15,10 @@ importing nothing but ``threading``: every CLI command's handlers load it (start
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 #: How deep the main thread is in :data:`uninterrupted` sections, and the exception a signal
 #: handler held back meanwhile. Plain lists: a handler takes no lock.
@@ -43,15 +47,33 @@ class _Uninterrupted:
 
 
 uninterrupted = _Uninterrupted()
+_ENTER = _Uninterrupted.__enter__.__code__
 
 
-def raise_from_signal(exc: BaseException) -> None:
-    """What a signal handler calls instead of ``raise exc``: raises it now, or, inside an
-    :data:`uninterrupted` section, as that section ends."""
-    if _depth[0]:
+def raise_from_signal(exc: BaseException, frame: FrameType | None = None) -> None:
+    """What a signal handler calls instead of ``raise exc``, with the ``frame`` it was given:
+    raises it now, or, inside an :data:`uninterrupted` section, as that section ends.
+
+    A section being entered counts as entered: Python looks for signals as any function of its
+    begins, ``__enter__`` included, before that one has counted the section. Raised there, the
+    exception skipped the section whole, and a clean-up in a ``finally`` with it (an import's
+    workers were not drained, their copies left in the store)."""
+    if _depth[0] or _entering(frame):
         _held_back[:] = [exc]
         return
     raise exc
+
+
+def _entering(frame: FrameType | None) -> bool:
+    """Whether ``frame`` (or the two frames that called it: ``__enter__`` calls into
+    ``threading``) runs the main thread's ``__enter__`` of a section."""
+    for _ in range(3):
+        if frame is None:
+            return False
+        if frame.f_code is _ENTER:
+            return threading.current_thread() is threading.main_thread()
+        frame = frame.f_back
+    return False
 
 
 def forget_held_back() -> None:

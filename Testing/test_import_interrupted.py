@@ -129,6 +129,54 @@ def test_second_signal_in_the_serial_import(folder, tmp_path, where, nth):
     assert json.loads(again.stdout)["added"] == COUNT - kept
 
 
+#: The first Ctrl-C cancels once a chunk is in; the second comes as the import's clean-up enters
+#: its section (the first ``uninterrupted.__enter__`` of the main thread after the cancel), where
+#: Python looks for signals before ``__enter__`` has counted the section.
+AT_THE_DRAIN = r"""
+import json, sys
+
+from dicomplus_testing.interrupt_in_lock import InterruptInLock, second_ctrl_c
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.jobs import CancelToken
+from DICOMPlusLib.uninterrupted import uninterrupted
+
+folder, db_path = sys.argv[1], sys.argv[2]
+token = CancelToken()
+enter = type(uninterrupted).__enter__.__code__
+trap = InterruptInLock(1, second_ctrl_c(token), codes=[enter], at_call=True)
+
+
+def progress(done, total, current):
+    if done > 0 and not token.cancelled:
+        token.cancel_from_signal()  # the first Ctrl-C
+        trap.arm()
+
+
+outcome = "returned"
+with Database(db_path) as db, trap:
+    try:
+        db.import_paths([folder], jobs=2, progress=progress, cancel=token)
+    except KeyboardInterrupt:
+        outcome = "stopped"
+print(json.dumps({"outcome": outcome, "fired": trap.fired}))
+"""
+
+
+def test_second_signal_as_the_clean_up_begins(folder, tmp_path):
+    """The clean-up runs: the workers are drained and their copies removed. Before, the
+    exception skipped the section, the workers ran on (the exit waited for them) and their
+    copies stayed in the store's incoming folder."""
+    db = tmp_path / "db"
+    run = run_script(AT_THE_DRAIN, str(folder), str(db))
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
+    # looked at before a Database opens it: opening sweeps a dead writer's temporaries
+    left = leftovers(db / "store")
+    with Database(db) as database:
+        kept = database.info()["instances"]
+    assert kept < COUNT and left == []
+
+
 def test_uninterrupted_holds_a_signal_back_to_its_end():
     """A real signal whose handler raises through ``raise_from_signal``: inside (nested)
     sections the code goes on, the exception comes as the outermost one ends; outside, at once."""

@@ -113,12 +113,12 @@ def ending_signals():
     def handler(signum, frame):
         if signum == signal.SIGINT:  # Python's own KeyboardInterrupt, but held back as the others are
             note_signal(signum)
-            raise_from_signal(KeyboardInterrupt())
+            raise_from_signal(KeyboardInterrupt(), frame)
             return
         if os.getpid() != owner:
             _ended_by_default(signum)
         note_signal(signum)
-        raise_from_signal(Stopped(signum))  # held back inside an ``uninterrupted`` section
+        raise_from_signal(Stopped(signum), frame)  # held back inside an ``uninterrupted`` section
 
     previous = install_handlers(ENDING_SIGNALS, handler)
     try:
@@ -144,7 +144,7 @@ def cancel_on_interrupt(token):
                 _ended_by_default(signum)
             return
         if token.cancelled:  # held back inside an ``uninterrupted`` section (uninterrupted.py says why)
-            raise_from_signal(KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum))
+            raise_from_signal(KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum), frame)
             return
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one
         note_signal(signum)

@@ -30,6 +30,8 @@ from DICOMPlusLib.engine.tasks import Task
 from DICOMPlusLib.uninterrupted import raise_from_signal
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from DICOMPlusLib.network.listener import Listener
     from DICOMPlusLib.network.pacs.qrscp import QueryRetrieveSCP
     from DICOMPlusLib.network.storage import Subscription
@@ -249,13 +251,13 @@ def warm_imports() -> None:
             available_plugins(transfer_syntax)
 
 
-def end_on_sigterm(signum: int, frame: object) -> None:
+def end_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """The engine's SIGTERM handler (its parent died, or its host ends it): SystemExit, through
     ``raise_from_signal``, so that the stops that must not be cut in two hold it back (the
     listener's abort, the sample PACS ending its associations: raised inside a lock of an
     association's, it left the lock held and the engine waiting at its exit for a thread blocked
     on it)."""
-    raise_from_signal(SystemExit(0))
+    raise_from_signal(SystemExit(0), frame)
 
 
 def die_with_parent() -> None:

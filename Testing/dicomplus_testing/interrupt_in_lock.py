@@ -43,6 +43,10 @@ def _returns(code: CodeType) -> frozenset[int]:
     )
 
 
+#: The frame the firing point is in, while ``fire`` runs (a signal handler's ``frame``).
+at_frame: list[FrameType | None] = [None]
+
+
 class InterruptInLock:
     """While active (``with``), the main thread's Nth return from one of ``codes`` after arming
     calls ``fire()`` there, once; an exception ``fire`` raises is raised in that frame, as a
@@ -70,15 +74,19 @@ class InterruptInLock:
     def arm(self) -> None:
         self.armed = True
 
-    def _count(self) -> None:
+    def _count(self, frame: FrameType) -> None:
         self.seen += 1
         if self.seen == self.nth:
             self.fired = True
-            self.fire_once()
+            at_frame[0] = frame  # what a handler is given: the frame the signal found running
+            try:
+                self.fire_once()
+            finally:
+                at_frame[0] = None
 
     def _local(self, frame: FrameType, event: str, arg) -> Callable | None:
         if event == "opcode" and self.armed and not self.fired and frame.f_lasti in self.points[frame.f_code]:
-            self._count()  # the lock is held now
+            self._count(frame)  # the lock is held now
         return self._local
 
     def _tracer(self, frame: FrameType, event: str, arg) -> Callable | None:
@@ -86,7 +94,7 @@ class InterruptInLock:
             self.armed = True
         if self.at_call:
             if frame.f_code in self.points and self.armed and not self.fired:
-                self._count()
+                self._count(frame)
             return None
         if frame.f_code in self.points and self.armed and not self.fired:
             frame.f_trace_opcodes = True
@@ -107,7 +115,7 @@ def second_ctrl_c(token) -> Callable[[], None]:
 
     def fire() -> None:
         token.cancel_from_signal()
-        raise_from_signal(KeyboardInterrupt())
+        raise_from_signal(KeyboardInterrupt(), at_frame[0])
 
     return fire
 
@@ -120,7 +128,7 @@ def installed_handler(signum: int = signal.SIGINT, times: int = 1) -> Callable[[
         handler = signal.getsignal(signum)
         assert callable(handler), handler
         for _ in range(times):
-            handler(signum, sys._getframe(1))
+            handler(signum, at_frame[0])
 
     return fire
 
