@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 from test_cli_terminal import cli, leftovers, many_instances
@@ -27,6 +28,23 @@ from DICOMPlusLib.database import Database
 from DICOMPlusLib.uninterrupted import raise_from_signal, uninterrupted
 
 COUNT = 400  # files: above the parallel threshold, a few chunks
+#: How each script ends: an import of ``folder`` into ``db_path`` with ``jobs`` workers whose
+#: progress arms the script's ``trap`` once ``arm`` holds; the trap's second Ctrl-C stops it.
+RUN = r"""
+
+def progress(done, total, current):
+    if {arm}:
+        trap.arm()
+
+
+outcome = "returned"
+with Database(db_path) as db, trap:
+    try:
+        db.import_paths([folder], jobs={jobs}, progress=progress, cancel=token)
+    except KeyboardInterrupt:
+        outcome = "stopped"
+print(json.dumps({{"outcome": outcome, "fired": trap.fired}}))
+"""
 SCRIPT = r"""
 import json, sys
 
@@ -38,20 +56,24 @@ folder, db_path, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 token = CancelToken()
 trap = InterruptInLock(nth, second_ctrl_c(token))
 
-
-def progress(done, total, current):
-    if done > 0:
-        trap.arm()
+""" + RUN.format(jobs=2, arm="done > 0")
 
 
-outcome = "returned"
-with Database(db_path) as db, trap:
-    try:
-        db.import_paths([folder], jobs=2, progress=progress, cancel=token)
-    except KeyboardInterrupt:
-        outcome = "stopped"
-print(json.dumps({"outcome": outcome, "fired": trap.fired}))
-"""
+def stopped_import(db: Path, folder: Path, script: str, *args: str) -> None:
+    """Run ``script`` (an import of ``folder`` into ``db`` that its trap stops) and check: it
+    ended stopped, no temporary is left (looked at before a Database opens the store: opening
+    sweeps a dead writer's temporaries), what was committed is there, and importing again adds
+    the rest."""
+    run = run_script(script, str(folder), str(db), *args)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
+    left = leftovers(db / "store")
+    with Database(db) as database:
+        kept = database.info()["instances"]
+    assert kept < COUNT and left == []
+    again = cli("--db", str(db), "import", str(folder), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["added"] == COUNT - kept
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +85,7 @@ def folder(tmp_path_factory):
 def test_second_signal_inside_the_pools_lock(folder, tmp_path, nth):
     """Stopped inside the pool's lock: the import ends within seconds (it hung forever), no
     temporary file is left, and importing again adds the rest."""
-    db = tmp_path / "db"
-    run = run_script(SCRIPT, str(folder), str(db), str(nth))
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
-    # looked at before a Database opens it: opening sweeps a dead writer's temporaries
-    left = leftovers(db / "store")
-    with Database(db) as database:
-        kept = database.info()["instances"]
-    assert kept < COUNT and left == []
-    again = cli("--db", str(db), "import", str(folder), "--json")
-    assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["added"] == COUNT - kept
+    stopped_import(tmp_path / "db", folder, SCRIPT, str(nth))
 
 
 #: The serial import (``--jobs 1``, or fewer files than the parallel threshold) copies in the
@@ -94,20 +105,7 @@ if where == "copy":
 else:
     trap = InterruptInLock(nth, second_ctrl_c(token), codes=[indexer._import_one.__code__])
 
-
-def progress(done, total, current):
-    if done > 0:
-        trap.arm()
-
-
-outcome = "returned"
-with Database(db_path) as db, trap:
-    try:
-        db.import_paths([folder], jobs=1, progress=progress, cancel=token)
-    except KeyboardInterrupt:
-        outcome = "stopped"
-print(json.dumps({"outcome": outcome, "fired": trap.fired}))
-"""
+""" + RUN.format(jobs=1, arm="done > 0")
 
 
 @pytest.mark.parametrize(("where", "nth"), [("copy", 5), ("copy", 30), ("read", 1), ("read", 20)])
@@ -115,18 +113,7 @@ def test_second_signal_in_the_serial_import(folder, tmp_path, where, nth):
     """No temporary is left: those of the chunk under way were the loop's local list's (its
     copies so far left in the store's incoming folder), and one whose read had returned with its
     copy was nobody's."""
-    db = tmp_path / "db"
-    run = run_script(SERIAL, str(folder), str(db), str(nth), where)
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
-    # looked at before a Database opens it: opening sweeps a dead writer's temporaries
-    left = leftovers(db / "store")
-    with Database(db) as database:
-        kept = database.info()["instances"]
-    assert kept < COUNT and left == []
-    again = cli("--db", str(db), "import", str(folder), "--json")
-    assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["added"] == COUNT - kept
+    stopped_import(tmp_path / "db", folder, SERIAL, str(nth), where)
 
 
 #: The first Ctrl-C cancels once a chunk is in; the second comes as the import's clean-up enters
@@ -146,35 +133,18 @@ enter = type(uninterrupted).__enter__.__code__
 trap = InterruptInLock(1, second_ctrl_c(token), codes=[enter], at_call=True)
 
 
-def progress(done, total, current):
-    if done > 0 and not token.cancelled:
-        token.cancel_from_signal()  # the first Ctrl-C
-        trap.arm()
+def first_ctrl_c():
+    token.cancel_from_signal()
+    return True
 
-
-outcome = "returned"
-with Database(db_path) as db, trap:
-    try:
-        db.import_paths([folder], jobs=2, progress=progress, cancel=token)
-    except KeyboardInterrupt:
-        outcome = "stopped"
-print(json.dumps({"outcome": outcome, "fired": trap.fired}))
-"""
+""" + RUN.format(jobs=2, arm="done > 0 and first_ctrl_c()")
 
 
 def test_second_signal_as_the_clean_up_begins(folder, tmp_path):
     """The clean-up runs: the workers are drained and their copies removed. Before, the
     exception skipped the section, the workers ran on (the exit waited for them) and their
     copies stayed in the store's incoming folder."""
-    db = tmp_path / "db"
-    run = run_script(AT_THE_DRAIN, str(folder), str(db))
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == {"outcome": "stopped", "fired": True}, run.stdout
-    # looked at before a Database opens it: opening sweeps a dead writer's temporaries
-    left = leftovers(db / "store")
-    with Database(db) as database:
-        kept = database.info()["instances"]
-    assert kept < COUNT and left == []
+    stopped_import(tmp_path / "db", folder, AT_THE_DRAIN)
 
 
 def test_uninterrupted_holds_a_signal_back_to_its_end():

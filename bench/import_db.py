@@ -120,6 +120,23 @@ def emptied(*paths: Path, evict: Path | None = None) -> Callable[[], None]:
     return before
 
 
+def in_process_import(database: Path, src: Path, files: int, *, again: bool = False) -> Callable[[], None]:
+    """``Database.import_paths([src])`` into ``database`` in the benchmark's process; it must
+    add every file (``again``: find every file unchanged)."""
+
+    def run() -> None:
+        from DICOMPlusLib.database import Database
+
+        with Database(database) as db:
+            report = db.import_paths([src])
+        if again and report.unchanged != files:
+            raise BenchError(f"in-process import again: {report.unchanged} of {files} unchanged")
+        if not again and report.added != files:
+            raise BenchError(f"in-process import added {report.added} of {files}")
+
+    return run
+
+
 def imported_once(dicomplus: str, database: Path, src: Path, *options: str) -> None:
     """``dicomplus import`` of ``src`` into a new ``database``, as a user's first import (a
     process, which leaves its WAL for the next one to open)."""
@@ -154,22 +171,8 @@ def benchmark(work_dir: Path) -> Benchmark:
     def empty(*paths: Path, cold: bool = False):
         return emptied(*paths, evict=src if cold else None)
 
-    def import_in_process() -> None:
-        from DICOMPlusLib.database import Database
-
-        with Database(inproc) as db:
-            report = db.import_paths([src])
-        if report.added != files:
-            raise BenchError(f"in-process import added {report.added} of {files}")
-
-    def reimport_in_process() -> None:
-        from DICOMPlusLib.database import Database
-
-        with Database(full_inproc) as db:
-            report = db.import_paths([src])
-        if report.unchanged != files:
-            raise BenchError(f"in-process import again: {report.unchanged} of {files} unchanged")
-
+    import_in_process = in_process_import(inproc, src, files)
+    reimport_in_process = in_process_import(full_inproc, src, files, again=True)
     # Each import again has a database of its own: closing one in this process checkpoints its
     # WAL, which a command line process (ended by os._exit) never does; shared, every round
     # but the first would have timed the process on a database no user's second import meets.

@@ -43,8 +43,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.import_db import byte_compile, emptied, imported_once, make_source
-from bench.runner import BenchError, Benchmark, Candidate
+from bench.import_db import byte_compile, emptied, imported_once, in_process_import, make_source
+from bench.runner import Benchmark, Candidate
 
 SERIES = 360  # 10,080 files: ten times import_db's 36 series of 28
 
@@ -58,21 +58,8 @@ def benchmark(work_dir: Path) -> Benchmark:
     dicomplus = str(Path(sys.executable).with_name("dicomplus"))
     fresh, full, full_inproc = (work_dir / n for n in ("fresh", "full", "full-inproc"))
 
-    def import_in_process() -> None:
-        from DICOMPlusLib.database import Database
-
-        with Database(fresh) as db:
-            report = db.import_paths([src])
-        if report.added != files:
-            raise BenchError(f"in-process import added {report.added} of {files}")
-
-    def reimport_in_process() -> None:
-        from DICOMPlusLib.database import Database
-
-        with Database(full_inproc) as db:
-            report = db.import_paths([src])
-        if report.unchanged != files:
-            raise BenchError(f"in-process import again: {report.unchanged} of {files} unchanged")
+    import_in_process = in_process_import(fresh, src, files)
+    reimport_in_process = in_process_import(full_inproc, src, files, again=True)
 
     imported_once(dicomplus, full, src)
     imported_once(dicomplus, full_inproc, src, "--link")
