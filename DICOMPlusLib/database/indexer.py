@@ -306,9 +306,8 @@ def import_paths(
             for chunk in chunks:
                 if cancel.cancelled:
                     raise CancelledError("import cancelled")
-                in_hand = []
                 consume(_work(chunk, link, tmp_base, stop, in_hand))
-                in_hand = []  # committed or in ``pending``
+                in_hand = []  # committed or in ``pending``; the next chunk fills a new list
         else:
             # The pool's own calls run ``uninterrupted``: a second Ctrl-C raised inside one left
             # a lock of the pool's held, and the import waiting for its workers forever.
@@ -349,18 +348,18 @@ def import_paths(
             if executor is not None:
                 _drain(executor, futures)
             _unlink_temporaries(pending)
-            _unlink_temporaries(item for item in in_hand if not isinstance(item, SkippedFile))
+            _unlink_temporaries(in_hand)
     report.seconds = time.monotonic() - started
     if progress:
         progress(done, total, "")
     return report
 
 
-def _unlink_temporaries(items: Iterable[ParsedFile]) -> None:
+def _unlink_temporaries(items: Iterable[ParsedFile | SkippedFile]) -> None:
     """Remove the temporary copies of items that will not be committed (those moved into place
-    by a commit are gone from their temporary names already)."""
+    by a commit are gone from their temporary names already; a skipped file has none)."""
     for item in items:
-        if item.stored_tmp:
+        if not isinstance(item, SkippedFile) and item.stored_tmp:
             with contextlib.suppress(OSError):
                 os.unlink(item.stored_tmp)
 
@@ -374,7 +373,7 @@ def _drain(executor: cf.Executor, futures: list[cf.Future]) -> None:
     for future in futures:
         if future.cancelled() or future.exception() is not None:
             continue
-        _unlink_temporaries(item for item in future.result() if not isinstance(item, SkippedFile))
+        _unlink_temporaries(future.result())
 
 
 def _changed_files(db: Backend, files: list[str], report: ImportReport) -> list[str]:
