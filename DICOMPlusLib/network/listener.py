@@ -205,12 +205,19 @@ class Listener:
             if at_once is not None and at_once():
                 break
             time.sleep(0.02)
+        self._close_door()
+
+    def _close_door(self) -> None:
+        """Accept nothing more: the accept loop told to end, the listening socket closed
+        (connections still queued are refused, not left hanging), the connections still
+        negotiating dropped (nothing accepted on them yet)."""
+        self._stopping.set()
         self._thread = None
         with contextlib.suppress(OSError):
             if self._sock is not None:
-                self._sock.close()  # connections still queued are refused, not left hanging
+                self._sock.close()
         with self._lock:
-            for connection in list(self._pending):  # nothing accepted on them yet
+            for connection in list(self._pending):
                 self._drop(connection)
 
     def _wait_for_associations(self, deadline: float, at_once: Callable[[], bool] | None = None) -> bool:
@@ -228,18 +235,13 @@ class Listener:
 
     def _end_associations(self) -> None:
         """Abort the associations still running and wait (a few seconds) for their threads to
-        remove their partial files; close the listener's sockets."""
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            if self._sock is not None:
-                self._sock.close()
+        remove their partial files; close the listener's sockets (the door first, again: the
+        stop may have been cut short before it was closed)."""
+        self._close_door()
         with self._lock:
-            for connection in list(self._pending):
-                self._drop(connection)
             leftover = [c.association for c in self._established if c.association is not None]
         for association in leftover:
             association.kill()
-        self._thread = None
         try:
             if not self._wait_for_associations(time.monotonic() + 5.0):
                 logger.warning("%d associations did not end after their abort", len(self._threads))
