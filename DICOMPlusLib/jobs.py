@@ -1,9 +1,10 @@
 """Progress, cancel and thread-safe notifications shared by import, send, query and retrieve.
 
 A :class:`CancelToken` is checked by workers between units of work; a :data:`ProgressCallback`
-receives ``(done, total, current)`` (both in :mod:`.cancel`, and importable from here). :class:`Job` runs a function in a background
-thread and keeps state, progress, log and result so that a GUI can poll it from its own thread
-(the Slicer widget drains :meth:`Job.poll` from a QTimer; nothing here touches Qt).
+receives ``(done, total, current)`` (both in :mod:`.cancel`, and importable from here).
+:class:`Job` runs a function in a background thread and keeps state, progress, log and result so
+that a GUI can poll it from its own thread (the Slicer widget drains :meth:`Job.poll` from a
+QTimer; nothing here touches Qt).
 :class:`Pacer` splits work a GUI does on its own thread into steps bounded by time.
 """
 
