@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from dicomplus_testing.harness import fit_panel, screenshot
+from dicomplus_testing.harness import engine_panel, fit_panel, screenshot, single_shot
 from dicomplus_testing.peers import port_accepts
 from dicomplus_testing.stalls import PROMPT, SETTLE
 from dicomplus_testing.util import free_port
@@ -33,19 +33,14 @@ from DICOMPlusLib.errors import CancelledError, NetworkError
 START = 60  # seconds a start (the engine's first opening of a database) may take on a loaded machine
 
 
-def make_panel(dicomplus_module, qtbot, database, nodes):
-    widget = dicomplus_module.DICOMPlusWidget()
-    qtbot.addWidget(widget.parent)
-    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=database, nodesPath=nodes))
-    widget.ui.networkCollapsibleButton.collapsed = False
-    widget.logic.engine.call("ping")  # the engine is up before the listener starts
-    return widget
-
-
 @pytest.fixture
 def panel(dicomplus_module, pythonqt_gil, tmp_path, qtbot):
-    widget = make_panel(
-        dicomplus_module, qtbot, tmp_path / "db" / "dicomplus.sqlite", tmp_path / "nodes.json"
+    widget = engine_panel(
+        dicomplus_module,
+        qtbot,
+        tmp_path / "db" / "dicomplus.sqlite",
+        tmp_path / "nodes.json",
+        network_open=True,
     )
     yield widget
     widget.cleanup()
@@ -57,7 +52,7 @@ def pg_panel(dicomplus_module, pythonqt_gil, postgres_url, tmp_path, qtbot):
     import qt
 
     qt.QSettings().setValue("DICOMPlus/StorePath", str(tmp_path / "store"))
-    widget = make_panel(dicomplus_module, qtbot, postgres_url, tmp_path / "nodes.json")
+    widget = engine_panel(dicomplus_module, qtbot, postgres_url, tmp_path / "nodes.json", network_open=True)
     assert widget.logic.database.info()["instances"] == 0  # opened here, before the engine opens it
     yield widget
     widget.cleanup()
@@ -166,7 +161,6 @@ def test_a_database_switch_while_the_listener_starts_waits_and_leaves_none(
 ):
     """``setDatabasePath`` while the start runs: the start is cancelled and waited for in a
     nested event loop (the panel live), so no listener stores into the database being left."""
-    import qt
 
     panel = pg_panel
     network, states, port, seen = panel.network, [], free_port(), []
@@ -178,12 +172,8 @@ def test_a_database_switch_while_the_listener_starts_waits_and_leaves_none(
             seen.append((network.listenerStatusLabel.text, latency_probe.ticks, job.finished))
             release()
 
-        timer = qt.QTimer()
-        timer.setSingleShot(True)
-        timer.setInterval(int(SETTLE * 1000))
-        timer.connect("timeout()", release_the_database)
         latency_probe.start()
-        timer.start()
+        timer = single_shot(SETTLE, release_the_database)
         try:
             panel.logic.setDatabasePath(tmp_path / "other" / "dicomplus.sqlite")
         finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_listen_stop import _aborted, _partial_files, _stall_mid_store
 
-from dicomplus_testing.harness import fit_panel, screenshot
+from dicomplus_testing.harness import engine_panel, fit_panel, screenshot, single_shot
 from dicomplus_testing.peers import port_accepts
 from dicomplus_testing.stalls import PROMPT, SETTLE
 from dicomplus_testing.synthetic import make_series
@@ -42,15 +42,13 @@ def half_a_data_set(tmp_path_factory) -> bytes:
 
 @pytest.fixture
 def panel(dicomplus_module, pythonqt_gil, tmp_path, qtbot):
-    widget = dicomplus_module.DICOMPlusWidget()
-    qtbot.addWidget(widget.parent)
-    widget.setLogic(
-        dicomplus_module.DICOMPlusLogic(
-            databasePath=tmp_path / "db" / "dicomplus.sqlite", nodesPath=tmp_path / "nodes.json"
-        )
+    widget = engine_panel(
+        dicomplus_module,
+        qtbot,
+        tmp_path / "db" / "dicomplus.sqlite",
+        tmp_path / "nodes.json",
+        network_open=True,
     )
-    widget.ui.networkCollapsibleButton.collapsed = False
-    widget.logic.engine.call("ping")  # the engine is up before the listener starts
     yield widget
     widget.cleanup()
 
@@ -143,7 +141,6 @@ def test_a_database_switch_waits_for_the_stop_with_the_gui_running(
     """``setDatabasePath`` must not switch while the listener still stores into the old
     database: it waits for the stop in a nested event loop, where the panel shows the stop (the
     line, the Activity row) and its Cancel works."""
-    import qt
 
     network, activity, states = panel.network, panel.activity, []
     _port, assoc = start_and_stall(panel, pythonqt_gil, half_a_data_set, tmp_path, states)
@@ -154,12 +151,8 @@ def test_a_database_switch_waits_for_the_stop_with_the_gui_running(
         seen.append((job, network.listenerStatusLabel.text, latency_probe.ticks))
         activity.cancelButtonFor(job).click()
 
-    timer = qt.QTimer()
-    timer.setSingleShot(True)
-    timer.setInterval(int(SETTLE * 1000))
-    timer.connect("timeout()", cancel_the_stop)
     latency_probe.start()
-    timer.start()
+    timer = single_shot(SETTLE, cancel_the_stop)
     try:
         panel.logic.setDatabasePath(tmp_path / "other" / "dicomplus.sqlite")
         latency_probe.stop()

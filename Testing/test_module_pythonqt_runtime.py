@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from dicomplus_testing.harness import screenshot
+from dicomplus_testing.harness import engine_panel, screenshot
 from dicomplus_testing.peers import DCMTK, tool_env
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
@@ -41,14 +41,10 @@ def quiet_heap():
 
 @pytest.fixture
 def panel(dicomplus_module, pythonqt_gil, tmp_path, qtbot):
-    widget = dicomplus_module.DICOMPlusWidget()
-    qtbot.addWidget(widget.parent)
-    widget.setLogic(
-        dicomplus_module.DICOMPlusLogic(
-            databasePath=tmp_path / "db" / "dicomplus.sqlite", nodesPath=tmp_path / "nodes.json"
-        )
+    # the engine starts with the panel; not part of the figures
+    widget = engine_panel(
+        dicomplus_module, qtbot, tmp_path / "db" / "dicomplus.sqlite", tmp_path / "nodes.json"
     )
-    widget.logic.engine.call("ping")  # the engine starts with the panel; not part of the figures
     yield widget
     widget.cleanup()
 

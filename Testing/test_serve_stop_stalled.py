@@ -350,6 +350,15 @@ def test_stop_ends_the_associations_a_peer_stopped_reading(method, pacs_db, tmp_
             db.close()
 
 
+def assert_every_thread_ends(before: set[threading.Thread]) -> None:
+    """Each thread started since ``before`` that is not a daemon (those the process waits for
+    at its exit: an association's DUL thread) ends within a minute."""
+    left = [t for t in set(threading.enumerate()) - before if not t.daemon]
+    for thread in left:
+        thread.join(60)
+    assert [t.name for t in left if t.is_alive()] == []
+
+
 @pytest.mark.parametrize("nth", [1, 2])
 def test_another_ctrl_c_inside_the_end_of_the_associations(nth, pacs_db, tmp_path):
     """One more Ctrl-C (a third: the grace was cut short already) as stop() ends the
@@ -374,10 +383,7 @@ def test_another_ctrl_c_inside_the_end_of_the_associations(nth, pacs_db, tmp_pat
             with pytest.raises(KeyboardInterrupt):
                 server.stop()
         assert trap.fired
-        left = [t for t in set(threading.enumerate()) - before if not t.daemon]
-        for thread in left:
-            thread.join(60)
-        assert [t.name for t in left if t.is_alive()] == []
+        assert_every_thread_ends(before)
     finally:
         qa.stream.close()
         db.close()
@@ -408,10 +414,7 @@ def test_the_engines_sigterm_inside_the_end_of_the_pacs_associations(nth, pacs_d
             with pytest.raises(SystemExit):
                 engine.shutdown()
         assert trap.fired
-        left = [t for t in set(threading.enumerate()) - before if not t.daemon]
-        for thread in left:
-            thread.join(60)
-        assert [t.name for t in left if t.is_alive()] == []
+        assert_every_thread_ends(before)
     finally:
         signal.signal(signal.SIGTERM, previous)
         qa.stream.close()

@@ -133,6 +133,34 @@ def fit_panel(widget, width: int, height: int | None = None) -> tuple[int, int]:
     return expected
 
 
+def engine_panel(dicomplus_module, qtbot, database, nodes, *, network_open: bool = False):
+    """The module's panel on a logic of ``database`` and ``nodes``, its engine up (a ping
+    answered) so that a test's first figure or click does not pay its start; ``network_open``:
+    the Network section unfolded. The caller cleans it up (``widget.cleanup()``)."""
+    widget = dicomplus_module.DICOMPlusWidget()
+    qtbot.addWidget(widget.parent)
+    widget.setLogic(dicomplus_module.DICOMPlusLogic(databasePath=database, nodesPath=nodes))
+    if network_open:
+        widget.ui.networkCollapsibleButton.collapsed = False
+    widget.logic.engine.call("ping")
+    return widget
+
+
+def single_shot(seconds: float, callback):
+    """A started single-shot QTimer that calls ``callback`` in ``seconds`` (keep the timer and
+    ``stop()`` it afterwards): what a user does while the main thread runs something, if the
+    event loop turns meanwhile."""
+    import_slicer()
+    import qt
+
+    timer = qt.QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(int(seconds * 1000))
+    timer.connect("timeout()", callback)
+    timer.start()
+    return timer
+
+
 def idle(ms: float) -> None:
     """Let the Qt event loop idle for ``ms`` milliseconds, as Slicer's main thread does (the GIL
     stays with the main thread while the PythonQt GIL mode is on)."""
