@@ -234,6 +234,16 @@ class Sink(Protocol):
         """Parse, move into place, index, commit, tell subscribers; never raises for the data."""
         ...
 
+    def read_header(self, incoming: Incoming, *, fsync: bool = False) -> ParsedFile | StoredInstance:
+        """The first half of :meth:`commit`: the parsed header, or the failure to answer."""
+        ...
+
+    def commit_header(
+        self, parsed: ParsedFile, policy: DuplicatePolicy, *, context: object = None, fsync: bool = False
+    ) -> StoredInstance:
+        """The second half of :meth:`commit`: move into place, index, commit, tell subscribers."""
+        ...
+
     def commit_batch(
         self,
         items: Sequence[ParsedFile],
@@ -306,12 +316,22 @@ class Ingest:
     def commit(
         self, incoming: Incoming, policy: DuplicatePolicy, *, context: object = None, fsync: bool = False
     ) -> StoredInstance:
-        """Parse ``incoming``, move it into the store, index and commit it (one transaction).
+        """Parse ``incoming``, move it into the store, index and commit it (one transaction):
+        :meth:`read_header`, then :meth:`commit_header`.
 
         Never raises for a bad data set or a failed write: the status says so (``UNREADABLE``,
         ``FAILED`` with ``out_of_space``), and nothing is left behind: neither the temporary
         file nor a file moved into place without its committed row.
         """
+        parsed = self.read_header(incoming, fsync=fsync)
+        if isinstance(parsed, StoredInstance):
+            return parsed
+        return self.commit_header(parsed, policy, context=context, fsync=fsync)
+
+    def read_header(self, incoming: Incoming, *, fsync: bool = False) -> ParsedFile | StoredInstance:
+        """The parsed header of a whole ``incoming`` file, ready for :meth:`commit_header`, or
+        the failure to answer (``FAILED``: a sync that failed; ``UNREADABLE``: not usable
+        DICOM), its file then removed. With ``fsync``, the file's bytes are synced first."""
         from DICOMPlusLib.database.parsing import parse_incoming, parse_path
 
         try:
@@ -339,6 +359,15 @@ class Ingest:
         parsed.source = ""  # not an import: no source path to remember
         parsed.data = None
         parsed.stored_tmp = incoming.path
+        return parsed
+
+    def commit_header(
+        self, parsed: ParsedFile, policy: DuplicatePolicy, *, context: object = None, fsync: bool = False
+    ) -> StoredInstance:
+        """Move a received file :meth:`read_header` parsed into the store, index and commit it
+        (one transaction), tell the subscribers. Never raises for a failed write: the status
+        says so, and the file does not stay. With ``fsync``, its row and its name are synced
+        too before this returns."""
         result = self.commit_one(parsed, policy, context=context)
         if (
             fsync

@@ -312,6 +312,8 @@ class RunState:
     def on_stored(self, sop: str, outcome) -> None:
         if outcome.status == 0 and outcome.instance is not None:
             self.stored(outcome.instance.sop_instance_uid)
+        elif outcome.answered:  # a C-GET's sub-operation: answered success, then its commit failed
+            self.stored(sop, False, f"received, then not stored here: {outcome.comment}")
         else:
             self.stored(sop, False, f"refused here: 0x{outcome.status:04X} {outcome.comment}".strip())
 

@@ -7,9 +7,14 @@ SCP has taken responsibility for the instance):
 1. the Part 10 file (preamble, file meta built from the C-STORE request, PS3.10 7.1, and the
    data set bytes exactly as received) is streamed into an incoming file of the database's
    ingest (:mod:`DICOMPlusLib.database.ingest`, seen here only as its ``Sink`` protocol);
-2. the ingest parses its header, moves it atomically into the store, commits the index rows (one
-   transaction) with the duplicate policy of the source (``REPLACE`` for C-STORE) and tells its
-   subscribers, with the path the file really has (:class:`ReceivedInstance`).
+2. the ingest parses its header (:meth:`IncomingFile.read_header`), moves it atomically into the
+   store, commits the index rows (one transaction) with the duplicate policy of the source
+   (``REPLACE`` for C-STORE) and tells its subscribers, with the path the file really has
+   (:class:`ReceivedInstance`) (:meth:`IncomingFile.commit`).
+
+A C-GET's sub-operations (our SCU's :mod:`~DICOMPlusLib.network.dimse.qrscu`) are answered
+between the two steps of 2., once the header is read: the PACS keeps its copy, and what that
+order gains and what it changes are said there.
 
 Out of disk space (or any write error) answers 0xA700 "Refused: Out of Resources" and leaves no
 partial file (a full disk is logged once, as a warning, until an instance is stored again); an
@@ -40,6 +45,7 @@ from DICOMPlusLib.uids import valid_uid_text
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
+    from DICOMPlusLib.database.parsing import ParsedFile
 
 logger = get_logger(__name__)
 
@@ -80,11 +86,14 @@ class ReceivedInstance:
 
 @dataclass(frozen=True)
 class StoreOutcome:
-    """The answer to one C-STORE: its status, a comment, and the instance when it was stored."""
+    """The answer to one C-STORE: its status, a comment, and the instance when it was stored.
+    ``answered``: success was answered before the instance was committed (a C-GET's
+    sub-operation), and ``status`` is what its commit then found."""
 
     status: int
     comment: str = ""
     instance: ReceivedInstance | None = None
+    answered: bool = False
 
 
 def _pad(value: bytes, pad: bytes) -> bytes:
@@ -132,6 +141,7 @@ class IncomingFile:
         self.file = file if file is not None else sink.ingest.incoming()
         self.error: BaseException | None = None
         self._head: bytes | None = file_meta_bytes(meta)
+        self.parsed: ParsedFile | None = None  # its header, once read (read_header)
 
     @property
     def size(self) -> int:
@@ -160,9 +170,22 @@ class IncomingFile:
         self.file.discard()
 
     def finish(self) -> StoreOutcome:
+        """Store the whole instance (:meth:`read_header`, then :meth:`commit`): what the
+        listener does before its answer."""
         if self._head is not None:  # a data set without a fragment of data: the file meta alone
             self.write_safely(b"")
         return self.sink.finish(self)
+
+    def read_header(self) -> StoreOutcome | None:
+        """The refusal to answer (a write that failed, a data set that cannot be read; the file
+        is then gone), or None: the instance can be committed (:meth:`commit`)."""
+        if self._head is not None:
+            self.write_safely(b"")
+        return self.sink.read_header(self)
+
+    def commit(self) -> StoreOutcome:
+        """Move the instance :meth:`read_header` read into the store, index and commit it."""
+        return self.sink.commit(self)
 
 
 class DatabaseSink:
@@ -230,10 +253,28 @@ class DatabaseSink:
     def finish(self, incoming: IncomingFile) -> StoreOutcome:
         """Parse, move into place, index, notify (all in the ingest). Never raises; the outcome
         carries the status."""
+        return self.read_header(incoming) or self.commit(incoming)
+
+    def read_header(self, incoming: IncomingFile) -> StoreOutcome | None:
+        """The first half of :meth:`finish`: the header of the whole file read (``incoming.parsed``),
+        or the refusal to answer. Never raises."""
         if incoming.error is not None:
             return self.refuse(incoming.error)
-        meta = incoming.meta
-        result = self.ingest.commit(incoming.file, self.policy, context=meta, fsync=self.fsync)
+        parsed = self.ingest.read_header(incoming.file, fsync=self.fsync)
+        if isinstance(parsed, StoredInstance):
+            return self._outcome(parsed, incoming.meta)
+        incoming.parsed = parsed
+        return None
+
+    def commit(self, incoming: IncomingFile) -> StoreOutcome:
+        """The second half of :meth:`finish`: the instance :meth:`read_header` read moved into
+        place, indexed and committed, the subscribers told. Never raises."""
+        parsed, incoming.parsed = incoming.parsed, None
+        assert parsed is not None, "commit() before read_header()"
+        result = self.ingest.commit_header(parsed, self.policy, context=incoming.meta, fsync=self.fsync)
+        return self._outcome(result, incoming.meta)
+
+    def _outcome(self, result: StoredInstance, meta: ReceiveMeta) -> StoreOutcome:
         if result.status is StoreStatus.UNREADABLE:
             logger.info("%s: cannot understand %s (%s); answered 0xC000", meta.peer, meta.sop_instance_uid,
                         result.reason)  # fmt: skip
