@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import struct
 import threading
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ import pytest
 from test_disk_full import assert_consistent, dicomplus
 
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.relay import PduRelay, commands
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 from DICOMPlusLib.network.dimse import messages as dimse
@@ -30,71 +30,33 @@ from DICOMPlusLib.network.dimse import ul
 N = 4
 
 
-class CuttingProxy:
+class CuttingProxy(PduRelay):
     """Relays connections to ``target``; in the SCP's direction, once ``trigger(command)`` has
     been true for a command it relayed, the next P-DATA-TF PDU goes out half and both
     connections close (once: later connections are relayed whole)."""
 
     def __init__(self, target: int, trigger: Callable[[dimse.Command], bool]) -> None:
-        self.target, self.trigger = target, trigger
+        self.trigger = trigger
         self.cut = threading.Event()
-        self.sock = socket.create_server((LOOPBACK, 0))
-        self.port = self.sock.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._armed: set[int] = set()  # the SCP connections whose trigger was true (their id)
+        self._partial: dict[int, bytearray] = {}
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.sock.accept()
-                server = socket.create_connection((LOOPBACK, self.target))
-                self._conns += [client, server]
-                threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
-                threading.Thread(target=self._from_scp, args=(server, client), daemon=True).start()
-
-    @staticmethod
-    def _relay(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def _from_scp(self, src: socket.socket, dst: socket.socket) -> None:
-        pending, command, armed = b"", bytearray(), False
-        with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                pending += chunk
-                while len(pending) >= 6:
-                    pdu_type, _, length = struct.unpack_from(">BBI", pending)
-                    if len(pending) < 6 + length:
-                        break
-                    pdu, pending = pending[: 6 + length], pending[6 + length :]
-                    if pdu_type == ul.P_DATA_TF and armed and not self.cut.is_set():
-                        dst.sendall(pdu[: len(pdu) // 2])  # half a PDU, then nothing more
-                        self.cut.set()
-                        for sock in (dst, src):
-                            with contextlib.suppress(OSError):
-                                sock.shutdown(socket.SHUT_RDWR)
-                            sock.close()
-                        return
-                    dst.sendall(pdu)
-                    if pdu_type != ul.P_DATA_TF:
-                        continue
-                    for _ctx, control, data in ul.iter_pdvs(memoryview(pdu)[6:]):
-                        if control & 0x01:
-                            dimse.add_command_fragment(command, data)
-                            if control & 0x02:
-                                armed = armed or self.trigger(dimse.decode_command(command))
-                                command.clear()
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.sock.close()
-        for sock in self._conns:
-            with contextlib.suppress(OSError):
+    def from_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        key = id(src)
+        if pdu_type == ul.P_DATA_TF and key in self._armed and not self.cut.is_set():
+            dst.sendall(pdu[: len(pdu) // 2])  # half a PDU, then nothing more
+            self.cut.set()
+            for sock in (dst, src):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+            return False
+        dst.sendall(pdu)
+        for command in commands(pdu_type, pdu, self._partial.setdefault(key, bytearray())):
+            if self.trigger(command):
+                self._armed.add(key)
+        return True
 
 
 def second_c_store(counter: list[int]) -> Callable[[dimse.Command], bool]:

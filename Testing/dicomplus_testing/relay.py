@@ -1,0 +1,89 @@
+"""A loopback TCP relay between a DICOM requester and a real SCP that sees every whole PDU.
+
+A test puts it between the two (the requester connects to ``relay.port``, the relay to
+``target``) and watches or changes the traffic by overriding :meth:`PduRelay.from_scp` or
+:meth:`PduRelay.to_scp`: each is called with every whole PDU going that way and relays it unless
+told otherwise. :func:`commands` decodes the DIMSE commands a P-DATA-TF PDU completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+
+from dicomplus_testing.peers import LOOPBACK
+from DICOMPlusLib.network.dimse import messages as dimse
+from DICOMPlusLib.network.dimse import ul
+
+#: What a direction's hook is called with: the PDU's type, the whole PDU (header included), the
+#: connection it came from and the one it goes to; it returns False to stop relaying that way
+#: (after doing with both connections what it wants).
+PduHook = Callable[[int, bytes, socket.socket, socket.socket], bool]
+
+
+class PduRelay:
+    """Relays every connection made to :attr:`port` to ``target`` on loopback, PDU by PDU."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.sock = socket.create_server((LOOPBACK, 0))
+        self.port = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def from_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        """A PDU the SCP sent: relayed to the requester."""
+        dst.sendall(pdu)
+        return True
+
+    def to_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        """A PDU the requester sent: relayed to the SCP."""
+        dst.sendall(pdu)
+        return True
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.sock.accept()
+                server = socket.create_connection((LOOPBACK, self.target))
+                self._conns += [client, server]
+                threading.Thread(target=self._pump, args=(client, server, self.to_scp), daemon=True).start()
+                threading.Thread(target=self._pump, args=(server, client, self.from_scp), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, hook: PduHook) -> None:
+        pending = b""
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                pending += chunk
+                while len(pending) >= 6:
+                    pdu_type, _, length = struct.unpack_from(">BBI", pending)
+                    if len(pending) < 6 + length:
+                        break
+                    pdu, pending = pending[: 6 + length], pending[6 + length :]
+                    if not hook(pdu_type, pdu, src, dst):
+                        return
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+        for sock in self._conns:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def commands(pdu_type: int, pdu: bytes, partial: bytearray) -> Iterator[dimse.Command]:
+    """The DIMSE commands a PDU completes; ``partial`` (one per direction of a connection) holds
+    a command's fragments from one PDU to the next."""
+    if pdu_type != ul.P_DATA_TF:
+        return
+    for _ctx, control, data in ul.iter_pdvs(memoryview(pdu)[6:]):
+        if control & 0x01:
+            dimse.add_command_fragment(partial, data)
+            if control & 0x02:
+                yield dimse.decode_command(partial)
+                partial.clear()
