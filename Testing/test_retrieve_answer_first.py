@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import sqlite3
-import struct
 import threading
 import time
 
@@ -26,11 +25,11 @@ import pytest
 from test_disk_full import assert_consistent, dicomplus
 
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.relay import PduRelay, commands
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.network.dimse import messages as dimse
-from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.models import RetrieveOptions
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.retrieve import retrieve
@@ -39,73 +38,29 @@ N = 4
 AET = "ANSWERPACS"
 
 
-class WatchingProxy:
+class WatchingProxy(PduRelay):
     """Relays connections to ``target`` whole; records the status of every C-STORE-RSP the
     retrieve sends the SCP (``answers``, under ``changed``)."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
         self.answers: list[int] = []
         self.changed = threading.Condition()
-        self.sock = socket.create_server((LOOPBACK, 0))
-        self.port = self.sock.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._partial: dict[int, bytearray] = {}
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.sock.accept()
-                server = socket.create_connection((LOOPBACK, self.target))
-                self._conns += [client, server]
-                threading.Thread(target=self._relay, args=(server, client), daemon=True).start()
-                threading.Thread(target=self._from_retrieve, args=(client, server), daemon=True).start()
-
-    @staticmethod
-    def _relay(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def _from_retrieve(self, src: socket.socket, dst: socket.socket) -> None:
-        pending, command = b"", bytearray()
-        with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-                pending += chunk
-                while len(pending) >= 6:
-                    pdu_type, _, length = struct.unpack_from(">BBI", pending)
-                    if len(pending) < 6 + length:
-                        break
-                    pdu, pending = pending[: 6 + length], pending[6 + length :]
-                    if pdu_type != ul.P_DATA_TF:
-                        continue
-                    for _ctx, control, data in ul.iter_pdvs(memoryview(pdu)[6:]):
-                        if not control & 0x01:
-                            continue
-                        dimse.add_command_fragment(command, data)
-                        if control & 0x02:
-                            decoded = dimse.decode_command(command)
-                            command.clear()
-                            if decoded.field == dimse.C_STORE_RSP:
-                                with self.changed:
-                                    self.answers.append(int(decoded.get(dimse.STATUS, -1)))
-                                    self.changed.notify_all()
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+    def to_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        dst.sendall(pdu)
+        for command in commands(pdu_type, pdu, self._partial.setdefault(id(src), bytearray())):
+            if command.field == dimse.C_STORE_RSP:
+                with self.changed:
+                    self.answers.append(int(command.get(dimse.STATUS, -1)))
+                    self.changed.notify_all()
+        return True
 
     def wait_for_answers(self, count: int, timeout: float) -> list[int]:
         with self.changed:
             self.changed.wait_for(lambda: len(self.answers) >= count, timeout)
             return list(self.answers)
-
-    def close(self) -> None:
-        self.sock.close()
-        for sock in self._conns:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +92,9 @@ def test_the_answer_goes_out_while_the_commit_waits(pacs, proxy, tmp_path):
     db = Database(tmp_path / "db")
     holder = sqlite3.connect(tmp_path / "db" / "dicomplus.sqlite", isolation_level=None)
     outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(report=c_get(db, proxy, series.study_uid)))
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock: no commit of the retrieve can happen
-        worker = threading.Thread(target=lambda: outcome.update(report=c_get(db, proxy, series.study_uid)))
         worker.start()
         answers = proxy.wait_for_answers(1, timeout=20)
         # the first instance is answered success while its commit waits for the lock
@@ -150,10 +105,11 @@ def test_the_answer_goes_out_while_the_commit_waits(pacs, proxy, tmp_path):
         holder.execute("ROLLBACK")
         worker.join(60)
         assert not worker.is_alive()
-    finally:
+    finally:  # also when an assertion failed: the lock freed, the retrieve ended, then the close
         with contextlib.suppress(sqlite3.Error):
             holder.execute("ROLLBACK")
         holder.close()
+        worker.join(60)
         db.close()
     report = outcome["report"]
     assert report.complete and len(report.done) == N and not report.failed, report.to_dict()

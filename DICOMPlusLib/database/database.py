@@ -249,6 +249,20 @@ class Database(BaseDatabase):
             self._connections.append(conn)
         return conn
 
+    def close(self) -> None:
+        """Close every connection, once a write under way in another thread has ended (its
+        transaction committed or rolled back; SQLite's busy timeout bounds the wait): its
+        connection closed under it crashed the process (a segmentation fault inside SQLite), a
+        retrieve's commit after its answer being one such write."""
+        lock = getattr(self, "_write_lock", None)  # None: the open failed before it was made
+        if lock is None or not lock.acquire(timeout=BUSY_TIMEOUT_S + 5):
+            super().close()
+            return
+        try:
+            super().close()
+        finally:
+            lock.release()
+
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction, serialised with every other writer of this process."""
