@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -208,53 +207,6 @@ def _split_aes(text: str | None) -> tuple[str, ...]:
     return tuple(a.strip() for a in (text or "").split(",") if a.strip())
 
 
-class _RejectionReporter(logging.Handler):
-    """Says, for each association the listener rejects, what to change on our side.
-
-    It reads the acceptor's log records (their arguments, not their text):
-    ``(peer, calling AE, called AE, reason)``.
-    """
-
-    def __init__(self, args, config) -> None:
-        super().__init__(logging.INFO)
-        self.args, self.config = args, config
-
-    def emit(self, record: logging.LogRecord) -> None:
-        rejection = getattr(record, "rejection", None)  # the acceptor's Rejection, as data
-        if rejection is None or not getattr(self.args, "json", False):
-            return  # in text mode the acceptor's own warning (reason and remedy) is on stderr
-        peer, calling, called = rejection.peer, rejection.calling_ae, rejection.called_ae
-        allowed = self.config.allowed_calling_aets
-        if allowed and calling not in allowed:
-            fix = f"to accept it, restart with --allow {','.join((*allowed, calling))}"
-        elif called != self.config.ae_title:
-            fix = (
-                f"it called {called!r} but we are {self.config.ae_title!r}: restart with --ae-title {called}"
-            )
-        else:
-            fix = rejection.remedy or rejection.reason
-        _emit(
-            self.args,
-            f"rejected an association from {calling!r} at {peer}: {fix}",
-            {"event": "rejected", "peer": peer, "calling_ae": calling, "called_ae": called, "fix": fix},
-        )
-
-
-@contextlib.contextmanager
-def _report_rejections(args, config):
-    log = logging.getLogger("DICOMPlusLib.network.dimse.acceptor")
-    handler = _RejectionReporter(args, config)
-    level = log.level
-    log.addHandler(handler)
-    if log.getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-
-
 @contextlib.contextmanager
 def _port_option():
     """A port in use names the option that chooses another (the library's message, shared with
@@ -310,7 +262,9 @@ def cmd_listen(args) -> int:
 
     listener.subscribe(on_instance, on_series)
     _log_warnings_to_stderr()
-    with _until_stopped() as stop, _report_rejections(args, config):
+    from DICOMPlusLib.cli.log_handler import report_rejections
+
+    with _until_stopped() as stop, report_rejections(args, config, _emit):
         try:  # Ctrl-C once the port is open (even during the banner) is the normal end
             with _port_option():
                 listener.start()
