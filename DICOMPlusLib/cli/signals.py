@@ -144,6 +144,8 @@ def cancel_on_interrupt(token):
                 _ended_by_default(signum)
             return
         if token.cancelled:  # held back inside an ``uninterrupted`` section (uninterrupted.py says why)
+            if hasattr(token, "halt"):  # what the threads still wait for goes too (cancel.run_threads)
+                token.halt()
             raise_from_signal(KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum), frame)
             return
         token.cancel_from_signal()  # takes no lock: the interrupted code may hold one

@@ -19,10 +19,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import BinaryIO
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.cancel import run_threads
 from DICOMPlusLib.errors import AssociationFailure, CancelledError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse
@@ -219,6 +221,9 @@ class _Worker:
             broken, stored = False, 0
             try:
                 broken, stored = self._send_all(assoc, pending, attempt)
+            except KeyboardInterrupt:  # a second Ctrl-C in the main thread: the peer gets an A-ABORT
+                assoc.abort()
+                raise
             finally:
                 if assoc.established:
                     assoc.release(self.options["timeout"])
@@ -408,17 +413,9 @@ def send_dimse(
         if len(chunks) == 1 or parallel <= 1:
             for worker, chunk in zip(workers, chunks, strict=True):
                 worker.run_safely(chunk, attempt)
-        else:
-            threads = [
-                threading.Thread(
-                    target=w.run_safely, args=(c, attempt), name=f"dicomplus-send-{k}", daemon=True
-                )
-                for k, (w, c) in enumerate(zip(workers, chunks, strict=True))
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        else:  # a second Ctrl-C waits for each to abort its association (run_threads)
+            calls = [partial(w.run_safely, c, attempt) for w, c in zip(workers, chunks, strict=True)]
+            run_threads(calls, cancel, "dicomplus-send")
         report.associations += sum(w.associations for w in workers)
         if cancel.cancelled or attempt > retries:
             break

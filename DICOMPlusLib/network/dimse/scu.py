@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from DICOMPlusLib.cancel import halted
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, CancelledError, NetworkTimeout
 from DICOMPlusLib.network.connect import (
     Cancel,
@@ -306,10 +307,13 @@ class ClientAssociation:
         the release waits aborts it."""
         if not self.established:
             return
-        self.established = False
         cancel = self.cancel
+        if cancel is not None and halted(cancel):  # stop at once: nothing is waited for
+            self.abort()
+            return
+        self.established = False
         if cancel is not None and cancel.cancelled:
-            timeout, cancel = min(timeout, RELEASE_AFTER_CANCEL_S), None
+            timeout, cancel = min(timeout, RELEASE_AFTER_CANCEL_S), _Halt(cancel)
         try:
             self.stream.send(ul.RELEASE_RQ)
             while True:
@@ -318,8 +322,10 @@ class ClientAssociation:
                     break
                 if pdu_type == ul.A_RELEASE_RQ:  # release collision (PS3.8 7.2.1.2)
                     self.stream.send(ul.RELEASE_RP)
-        except (TimeoutError, CancelledError, ul.NetworkError, OSError):
-            self.stream.abort()
+        except (TimeoutError, CancelledError, ul.NetworkError, OSError, KeyboardInterrupt) as exc:
+            self.stream.abort()  # a second Ctrl-C in the main thread: the peer gets an A-ABORT too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             return
         self.stream.close()
 
@@ -372,7 +378,7 @@ def associate(
     try:
         stream.send(rq.encode())
         pdu_type, body = read_in_slices(stream, acse_timeout, cancel, "the association to be accepted")
-    except CancelledError:
+    except (CancelledError, KeyboardInterrupt):  # the second: a second Ctrl-C in the main thread
         stream.abort()
         raise
     except TimeoutError:
@@ -418,6 +424,20 @@ def associate(
     raise AssociationFailed(
         "protocol", f"{where} answered the association request with {ul.PDU_NAMES[pdu_type]}"
     )
+
+
+class _Halt:
+    """A cancelled token seen by a wait that a cancel leaves to run (the A-RELEASE-RP for a
+    second): cancelled once the token is halted (:meth:`~DICOMPlusLib.jobs.CancelToken.halt`)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Cancel) -> None:
+        self.token = token
+
+    @property
+    def cancelled(self) -> bool:
+        return halted(self.token)
 
 
 def read_in_slices(stream: ul.PDUStream, timeout: float | None, cancel: Cancel | None, what: str):

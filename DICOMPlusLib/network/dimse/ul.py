@@ -668,7 +668,7 @@ class PDUStream:
                         n -= len(views.pop(0))
                     else:
                         views[0], n = views[0][n:], 0
-        except CancelledError:
+        except (CancelledError, KeyboardInterrupt):  # the second: a second Ctrl-C in the main thread
             self.cut = sent > 0
             raise
         except TimeoutError:

@@ -1,0 +1,128 @@
+"""A second Ctrl-C or SIGTERM stops ``dicomplus retrieve`` and ``dicomplus send`` at once, and
+cleanly: exit 128 + the signal with one account and no traceback, what was committed kept, no
+``.incoming-*`` temporary left in the store, and every association still open aborted (the peer
+gets an A-ABORT, not a dropped connection).
+
+The first signal cancels: a C-GET sends C-CANCEL and gives the SCP a second for its final
+response, a send finishes the file under way and releases its association, giving the peer a
+second for its A-RELEASE-RP. The second comes inside that second. Before, the main thread left
+at once while the threads doing the work (the retrieve's, the associations of ``send --parallel``)
+ran on, and the process ended under them: the file being received stayed in the store (for the
+next command's sweep) and the peer saw its connection dropped; a single-association send left
+the release's wait on the KeyboardInterrupt without aborting.
+
+Real processes: ``dicomplus serve`` (C-GET) and DCMTK's storescp (send), each behind a
+:class:`~dicomplus_testing.pdu_relay.PDURelay` that records what the client sends and holds back
+what the test needs held (the rest of a C-STORE sub-operation's data set; the A-RELEASE-RP). The
+second signal is sent once the relay shows the command waiting there and the first signal's
+"cancelling" line is on stderr, never after a fixed sleep."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from dicomplus_testing.pdu_relay import PDURelay
+from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import REPO_ROOT
+from DICOMPlusLib.network.dimse import ul
+
+N = 4  # instances per series
+SIGNALS = {
+    "sigterm": (signal.SIGTERM, 143, "cancelling on SIGTERM"),
+    "ctrl-c": (signal.SIGINT, 130, "cancelling (Ctrl-C"),
+}
+
+
+class Command:
+    """``dicomplus ARGS`` as a process, its stderr read as it comes."""
+
+    def __init__(self, *args) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "DICOMPlusLib.cli", *map(str, args)], cwd=REPO_ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.err = ""
+        self.out = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := self.proc.stderr.read(1):
+            self.err += chunk
+
+    def wait_for(self, ready: Callable[[], bool], what: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            assert self.proc.poll() is None, f"ended before {what}: {self.err}"
+            assert time.monotonic() < deadline, f"no {what} within {seconds} s: {self.err}"
+            time.sleep(0.005)
+
+    def twice(self, signum: int, cancelling: str, ready: Callable[[], bool]) -> int:
+        """The first signal, its "cancelling" line, ``ready()``, the second signal; the exit code."""
+        self.proc.send_signal(signum)
+        self.wait_for(lambda: cancelling in self.err, "cancelling line")
+        self.wait_for(ready, "the wait of the cancel")
+        self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.out = self.proc.stdout.read()
+        return code
+
+
+def assert_one_account(err: str, signum: int) -> None:
+    assert "Traceback" not in err and "Exception" not in err, err
+    name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    assert err.count("dicomplus: interrupted") == 1 and f"dicomplus: interrupted{name}\n" in err, err
+
+
+def assert_aborted(connections: list[list[int]], count: int, before_abort: int) -> None:
+    """``count`` connections whose clients each ended with an A-ABORT after ``before_abort`` (a
+    PDU type): what a relay saw them send."""
+    assert len(connections) == count, connections
+    for seen in connections:
+        assert before_abort in seen and seen[-1] == ul.A_ABORT, seen
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return make_series(tmp_path_factory.mktemp("send") / "in", n=80, rows=32, cols=32, seed=5).folder
+
+
+@pytest.mark.parametrize(("parallel", "stop"), [(1, "sigterm"), (2, "sigterm"), (2, "ctrl-c")],
+                         ids=["one", "parallel", "parallel-ctrl-c"])  # fmt: skip
+def test_send_second_signal(files, storescp_factory, parallel, stop):
+    """A send between two files (each C-STORE response held back 20 ms, less than the 0.2 s
+    after which a cancelled wait for it ends): the first signal ends it after the file under way
+    and releases each association; the second comes while the peer's A-RELEASE-RP is held back."""
+    signum, code, cancelling = SIGNALS[stop]
+    storescp = storescp_factory(extra_args=["--fork"])  # an association each at once
+    relay = PDURelay(storescp.port, delay=0.02, hold_release_rp=True)
+    try:
+        cmd = Command("send", f"{storescp.aet}@{LOOPBACK}:{relay.port}", files, "--parallel", parallel)
+
+        def under_way() -> bool:
+            with relay.lock:
+                return len(relay.from_client) == parallel and all(
+                    seen.count(ul.P_DATA_TF) >= 3 for seen in relay.from_client
+                )
+
+        cmd.wait_for(under_way, "files under way")
+        exit_code = cmd.twice(signum, cancelling, lambda: relay.sent(ul.A_RELEASE_RQ) == parallel)
+        assert exit_code == code, (cmd.out, cmd.err)
+        assert_one_account(cmd.err, signum)
+        assert_aborted(relay.from_client, parallel, ul.A_RELEASE_RQ)
+    finally:
+        relay.close()
