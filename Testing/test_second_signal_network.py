@@ -27,11 +27,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from test_cli_terminal import leftovers
+from test_disk_full import assert_consistent, dicomplus
 
 from dicomplus_testing.pdu_relay import PDURelay
-from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT
+from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.network.dimse import ul
 
 N = 4  # instances per series
@@ -94,6 +96,47 @@ def assert_aborted(connections: list[list[int]], count: int, before_abort: int) 
     assert len(connections) == count, connections
     for seen in connections:
         assert before_abort in seen and seen[-1] == ul.A_ABORT, seen
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two series of one study (two associations with ``--parallel 2``) in a ``serve`` database."""
+    base = tmp_path_factory.mktemp("second")
+    first = make_series(base / "in" / "a", n=N, rows=256, cols=256, seed=3)
+    make_series(base / "in" / "b", n=N, rows=256, cols=256, seed=4, study_uid=first.study_uid)
+    code, _, err = dicomplus("--db", base / "pacs", "import", base / "in")
+    assert code == 0, err
+    return base / "pacs", first.study_uid
+
+
+@pytest.mark.parametrize(
+    ("parallel", "stop"),
+    [(1, "sigterm"), (2, "sigterm"), (2, "ctrl-c")],
+    ids=["one", "parallel", "parallel-ctrl-c"],
+)
+def test_retrieve_second_signal(study, tmp_path, parallel, stop):
+    """A C-GET halfway through a sub-operation's data set (the SCP's next PDU held back): the
+    first signal sends C-CANCEL, the second comes in the grace for its final response."""
+    signum, code, cancelling = SIGNALS[stop]
+    pacs_db, study_uid = study
+    port = free_port()
+    with dicomplus_server("--db", pacs_db, "serve", "--port", port, "--ae-title", "HALFPACS", port=port):
+        relay = PDURelay(port, stall_at_store=2)
+        try:
+            db, store = tmp_path / "db", tmp_path / "db" / "store"
+            cmd = Command("--db", db, "retrieve", f"HALFPACS@{LOOPBACK}:{relay.port}", "--study", study_uid,
+                          "--method", "get", "--parallel", parallel, "--retries", 0)  # fmt: skip
+            cmd.wait_for(lambda: len(relay.stalled) == parallel and leftovers(store), "C-STORE held halfway")
+            exit_code = cmd.twice(signum, cancelling, lambda: True)
+            assert exit_code == code, (cmd.out, cmd.err)
+            assert_one_account(cmd.err, signum)
+            # looked at before a Database opens the store: opening sweeps a dead writer's temporaries
+            assert leftovers(store) == []
+            assert_aborted(relay.stalled, parallel, ul.P_DATA_TF)
+            # the first instance of each association was answered and committed before the hold
+            assert assert_consistent(db / "dicomplus.sqlite", store) >= parallel
+        finally:
+            relay.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ DICOM keyword. ``retrieve --json`` prints the retrieve report.
 from __future__ import annotations
 
 import sys
-import threading
 
 from DICOMPlusLib.cli.app import (
     Exit,
@@ -71,7 +70,7 @@ def cmd_query(args) -> int:
 
 
 def cmd_retrieve(args) -> int:
-    from DICOMPlusLib.jobs import CancelToken
+    from DICOMPlusLib.cancel import CancelToken, run_threads
     from DICOMPlusLib.network.models import RetrieveOptions
     from DICOMPlusLib.network.retrieve import retrieve
 
@@ -110,13 +109,11 @@ def cmd_retrieve(args) -> int:
             db.release_reader()
 
     # The retrieve runs in a thread so that the main thread keeps receiving Ctrl-C: the first one
-    # cancels cleanly (C-CANCEL, then an abort after the grace period), a second one stops at once.
-    worker = threading.Thread(target=run, name="dicomplus-retrieve", daemon=True)
+    # cancels cleanly (C-CANCEL, then an abort after the grace period), a second one stops at
+    # once: each association aborted, the file being received removed (run_threads waits for that).
     with cancel_on_interrupt(token):
-        worker.start()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
+            run_threads([run], token, "dicomplus-retrieve")
         finally:
             bar.close()
     error = outcome.get("error")

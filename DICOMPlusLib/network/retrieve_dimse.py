@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.cancel import halted
 from DICOMPlusLib.errors import (
     MoveDestinationUnknown,
     NetworkError,
@@ -394,6 +395,11 @@ class _StopWhenFull:
     @property
     def cancelled(self) -> bool:
         return self.state.cancel.cancelled or self.state.disk_full
+
+    @property
+    def halted(self) -> bool:
+        """A second Ctrl-C: no grace for the final response (``cancel.halted``)."""
+        return halted(self.state.cancel)
 
 
 def _open(state: RunState, contexts, roles=None) -> qrscu.QRAssociation:

@@ -26,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.cancel import run_threads
 from DICOMPlusLib.errors import NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import qrscu, scu
@@ -332,12 +334,9 @@ def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destinat
             finally:
                 state.db.release_reader()
 
-    threads = [threading.Thread(target=work, args=(k, *job), name=f"dicomplus-retrieve-{k}", daemon=True)
-               for k, job in enumerate(jobs)]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # a second Ctrl-C in a caller's main thread waits for each to abort its association and
+    # remove the file it was receiving (run_threads)
+    run_threads([partial(work, k, *job) for k, job in enumerate(jobs)], state.cancel, "dicomplus-retrieve")
     return results
 
 

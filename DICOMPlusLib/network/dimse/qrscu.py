@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.cancel import halted
 from DICOMPlusLib.errors import CancelledError, NetworkError, OperationAborted
 from DICOMPlusLib.network.connect import Cancel, wait_in_slices
 from DICOMPlusLib.network.dimse import identifiers, scu, ul
@@ -588,7 +589,10 @@ class _Waiting:
         return (token is not None and token.cancelled) or self.qa._drain_deadline is not None
 
     def grace_end(self) -> float:
-        """The hook of a cancel: C-CANCEL the first time, then the end of its grace."""
+        """The hook of a cancel: C-CANCEL the first time, then the end of its grace; now when
+        the token is halted (a second Ctrl-C: the association is aborted at once)."""
+        if self.token is not None and halted(self.token):
+            return 0.0
         if self.cancel_sent_at is None:
             if self.token is None or not self.token.cancelled:  # a drain: its C-CANCEL is out
                 return self.qa._drain_deadline  # type: ignore[return-value]  # set when not cancelled
