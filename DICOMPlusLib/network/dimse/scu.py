@@ -304,7 +304,8 @@ class ClientAssociation:
     def release(self, timeout: float = 10.0) -> None:
         """A-RELEASE (PS3.8 7.2); aborts if the peer does not answer in time. After a cancel the
         peer is given RELEASE_AFTER_CANCEL_S, not the whole timeout; a cancel that comes while
-        the release waits aborts it."""
+        the release waits aborts it, and so does the token halted (a second Ctrl-C) during those
+        RELEASE_AFTER_CANCEL_S. A halted token aborts without a release."""
         if not self.established:
             return
         cancel = self.cancel
