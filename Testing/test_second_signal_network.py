@@ -12,7 +12,7 @@ next command's sweep) and the peer saw its connection dropped; a single-associat
 the release's wait on the KeyboardInterrupt without aborting.
 
 Real processes: ``dicomplus serve`` (C-GET) and DCMTK's storescp (send), each behind a
-:class:`~dicomplus_testing.pdu_relay.PDURelay` that records what the client sends and holds back
+:class:`~dicomplus_testing.relay.StallingRelay` that records what the client sends and holds back
 what the test needs held (the rest of a C-STORE sub-operation's data set; the A-RELEASE-RP). The
 second signal is sent once the relay shows the command waiting there and the first signal's
 "cancelling" line is on stderr, never after a fixed sleep."""
@@ -30,8 +30,8 @@ import pytest
 from test_cli_terminal import leftovers
 from test_disk_full import assert_consistent, dicomplus
 
-from dicomplus_testing.pdu_relay import PDURelay
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.relay import StallingRelay
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.network.dimse import ul
@@ -121,7 +121,7 @@ def test_retrieve_second_signal(study, tmp_path, parallel, stop):
     pacs_db, study_uid = study
     port = free_port()
     with dicomplus_server("--db", pacs_db, "serve", "--port", port, "--ae-title", "HALFPACS", port=port):
-        relay = PDURelay(port, stall_at_store=2)
+        relay = StallingRelay(port, stall_at_store=2)
         try:
             db, store = tmp_path / "db", tmp_path / "db" / "store"
             cmd = Command("--db", db, "retrieve", f"HALFPACS@{LOOPBACK}:{relay.port}", "--study", study_uid,
@@ -152,7 +152,7 @@ def test_send_second_signal(files, storescp_factory, parallel, stop):
     and releases each association; the second comes while the peer's A-RELEASE-RP is held back."""
     signum, code, cancelling = SIGNALS[stop]
     storescp = storescp_factory(extra_args=["--fork"])  # an association each at once
-    relay = PDURelay(storescp.port, delay=0.02, hold_release_rp=True)
+    relay = StallingRelay(storescp.port, delay=0.02, hold_release_rp=True)
     try:
         cmd = Command("send", f"{storescp.aet}@{LOOPBACK}:{relay.port}", files, "--parallel", parallel)
 

@@ -12,6 +12,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from dicomplus_testing.peers import LOOPBACK
@@ -87,3 +88,71 @@ def commands(pdu_type: int, pdu: bytes, partial: bytearray) -> Iterator[dimse.Co
             if control & 0x02:
                 yield dimse.decode_command(partial)
                 partial.clear()
+
+
+class StallingRelay(PduRelay):
+    """Records the PDU types each connection's requester sends (an A-ABORT, an A-RELEASE-RQ:
+    what the peer saw at the end) and holds back some of what the SCP sends:
+
+    - ``delay``: each P-DATA-TF waits that long first (the C-STORE responses of a send come
+      slowly: a sender is between two files when a test's signal comes);
+    - ``hold_release_rp``: an A-RELEASE-RP is never relayed (the requester waits for it);
+    - ``stall_at_store``: once the Nth C-STORE-RQ (a C-GET's sub-operation) was relayed on a
+      connection, the next P-DATA-TF (its data set) goes out half and nothing more of the SCP's
+      reaches that requester (what the SCP still sends is read and dropped: it is never stuck
+      sending).
+    """
+
+    def __init__(
+        self, target: int, *, delay: float = 0.0, hold_release_rp: bool = False, stall_at_store: int = 0
+    ) -> None:
+        self.delay, self.hold_release_rp, self.stall_at_store = delay, hold_release_rp, stall_at_store
+        #: Per connection, the PDU types its requester sent, in order.
+        self.from_client: list[list[int]] = []
+        #: What the requesters of the connections stalled sent (items of ``from_client``).
+        self.stalled: list[list[int]] = []
+        self.lock = threading.Lock()
+        self._seen: dict[int, list[int]] = {}  # by the requester's socket
+        self._scp: dict[int, list] = {}  # by the requester's socket: [C-STORE-RQs, stalled, partial]
+        super().__init__(target)
+
+    def _seen_by(self, requester: socket.socket) -> list[int]:
+        with self.lock:
+            seen = self._seen.get(id(requester))
+            if seen is None:
+                seen = self._seen[id(requester)] = []
+                self.from_client.append(seen)
+            return seen
+
+    def to_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        seen = self._seen_by(src)
+        with self.lock:
+            seen.append(pdu_type)
+        with contextlib.suppress(OSError):
+            dst.sendall(pdu)
+        return True
+
+    def from_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
+        state = self._scp.setdefault(id(dst), [0, False, bytearray()])
+        if state[1] or (pdu_type == ul.A_RELEASE_RP and self.hold_release_rp):
+            return True  # read and dropped
+        if pdu_type == ul.P_DATA_TF and self.stall_at_store and state[0] >= self.stall_at_store:
+            with contextlib.suppress(OSError):
+                dst.sendall(pdu[: len(pdu) // 2])
+            state[1] = True
+            seen = self._seen_by(dst)
+            with self.lock:
+                self.stalled.append(seen)
+            return True
+        if pdu_type == ul.P_DATA_TF and self.delay:
+            time.sleep(self.delay)
+        with contextlib.suppress(OSError):
+            dst.sendall(pdu)
+        if self.stall_at_store:
+            state[0] += sum(c.field == dimse.C_STORE_RQ for c in commands(pdu_type, pdu, state[2]))
+        return True
+
+    def sent(self, pdu_type: int) -> int:
+        """How many connections' requesters sent a PDU of ``pdu_type``."""
+        with self.lock:
+            return sum(1 for seen in self.from_client if pdu_type in seen)
