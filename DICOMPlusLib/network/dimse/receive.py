@@ -1,20 +1,21 @@
 """The C-STORE SCP's receiving path: a data set streamed into the database's ingest.
 
 Every instance received by C-STORE (listener, sample PACS, a C-GET or C-MOVE retrieve) follows
-one path, in this order, *before* the C-STORE response is sent (PS3.4 B.2.3: success means the
-SCP has taken responsibility for the instance):
+one path, in this order; the listener and the sample PACS (so also a C-MOVE's arrivals) go all
+the way *before* the C-STORE response is sent (PS3.4 B.2.3: success means the SCP has taken
+responsibility for the instance):
 
 1. the Part 10 file (preamble, file meta built from the C-STORE request, PS3.10 7.1, and the
    data set bytes exactly as received) is streamed into an incoming file of the database's
    ingest (:mod:`DICOMPlusLib.database.ingest`, seen here only as its ``Sink`` protocol);
-2. the ingest parses its header (:meth:`IncomingFile.read_header`), moves it atomically into the
-   store, commits the index rows (one transaction) with the duplicate policy of the source
-   (``REPLACE`` for C-STORE) and tells its subscribers, with the path the file really has
-   (:class:`ReceivedInstance`) (:meth:`IncomingFile.commit`).
+2. the ingest parses its header (:meth:`IncomingFile.read_header`);
+3. it moves the file atomically into the store, commits the index rows (one transaction) with the
+   duplicate policy of the source (``REPLACE`` for C-STORE) and tells its subscribers, with the
+   path the file really has, :class:`ReceivedInstance` (:meth:`IncomingFile.commit`).
 
 A C-GET's sub-operations (our SCU's :mod:`~DICOMPlusLib.network.dimse.qrscu`) are answered
-between the two steps of 2., once the header is read: the PACS keeps its copy, and what that
-order gains and what it changes are said there.
+between 2. and 3.: the PACS keeps its copy, and what that order gains and what it changes are
+said there.
 
 Out of disk space (or any write error) answers 0xA700 "Refused: Out of Resources" and leaves no
 partial file (a full disk is logged once, as a warning, until an instance is stored again); an
