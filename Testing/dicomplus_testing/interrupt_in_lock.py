@@ -102,11 +102,24 @@ class InterruptInLock:
         return None
 
     def __enter__(self) -> InterruptInLock:
+        if not self.at_call:
+            _allow_opcode_events()
         sys.settrace(self._tracer)
         return self
 
     def __exit__(self, *exc_info) -> None:
         sys.settrace(None)
+
+
+def _allow_opcode_events() -> None:
+    """Python 3.12 gives a frame's trace ``opcode`` events only if ``sys.settrace`` found some
+    frame's ``f_trace_opcodes`` set once already in the interpreter's life: setting it in the
+    trace function, as :class:`InterruptInLock` does, came too late and the trap never fired.
+    Setting it (and back) on this frame before ``settrace`` allows them; 3.11 needs nothing."""
+    frame = sys._getframe()
+    was = frame.f_trace_opcodes
+    frame.f_trace_opcodes = True
+    frame.f_trace_opcodes = was
 
 
 def second_ctrl_c(token) -> Callable[[], None]:
