@@ -93,7 +93,7 @@ def run_threads(calls: Sequence[Callable[[], object]], token: CancelToken, name:
     the file it was receiving. Before, the process ended under them: a peer saw its connection
     dropped without an A-ABORT, and the file a retrieve was receiving stayed in the store for
     the next command's sweep. The threads' own ends are counted (not ``Thread.join``: a
-    KeyboardInterrupt inside it marks the thread stopped while it runs on, Python 3.11)."""
+    KeyboardInterrupt inside it marks the thread stopped while it runs on, Python 3.11 and 3.12)."""
     ended: list[int] = []
 
     def run(k: int, call: Callable[[], object]) -> None:

@@ -215,7 +215,7 @@ def test_ctrl_c_inside_the_stop_still_aborts_the_associations(half_a_data_set, t
     """A KeyboardInterrupt during :meth:`Listener.stop`'s wait (a second Ctrl-C in a program
     that calls it) goes on up, but only after the association was aborted and its partial file
     removed: the wait sleeps, so the interrupt never lands inside ``Thread.join`` (which, on
-    Python 3.11, marks the thread stopped while it runs on)."""
+    Python 3.11 and 3.12, marks the thread stopped while it runs on)."""
     db = Database(tmp_path / "db")
     listener = Listener(db, ListenerConfig(port=0, host=LOOPBACK)).start()
     assoc = _stall_mid_store(listener.port, half_a_data_set)

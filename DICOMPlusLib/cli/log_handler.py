@@ -1,7 +1,7 @@
 """The command line's log handler: records go to stderr, each written ``uninterrupted``.
 
-Python 3.11's ``logging.Handler.handle`` takes the handler's lock in ``acquire``, a Python
-function, before its ``try``: a Ctrl-C raised by the CLI's handler just after the lock was taken
+Python 3.11's and 3.12's ``logging.Handler.handle`` take the handler's lock in ``acquire``, a
+Python function, before its ``try``: a Ctrl-C raised by the CLI's handler just after the lock was taken
 (a handler runs as a C call returns) left it held by the main thread, and every other thread's
 next record (a worker's, an association's with ``--verbose``) waited for it forever. Imported
 only by the commands that log to stderr (``--verbose``, ``listen`` and ``serve``): ``logging``

@@ -172,7 +172,7 @@ class Listener:
         cuts the wait short, as does a KeyboardInterrupt (a second Ctrl-C), which goes on up
         once the associations are aborted. The waits sleep in slices instead of joining the
         threads: a KeyboardInterrupt inside ``Thread.join`` marks the thread stopped while it
-        runs on (Python 3.11's ``_wait_for_tstate_lock``), and it left the stop before any
+        runs on (Python 3.11's and 3.12's ``_wait_for_tstate_lock``), and it left the stop before any
         association was aborted (the process then ended under a thread writing its file).
 
         The abort and the last notifications run ``uninterrupted``: one more Ctrl-C or SIGTERM

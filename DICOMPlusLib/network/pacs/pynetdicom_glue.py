@@ -123,7 +123,8 @@ def let_associations_end(ae, grace: float, at_once: Callable[[], bool] | None = 
     open between requests) is not waited for. Returns early when ``at_once()`` turns true
     (looked at every 0.1 s); a KeyboardInterrupt ends the wait as it is. A sleep, not
     ``Thread.join``: a KeyboardInterrupt inside a join marks the thread stopped while it runs on
-    (Python 3.11's ``_wait_for_tstate_lock``), and :func:`end_associations` would skip it."""
+    (Python 3.11's and 3.12's ``_wait_for_tstate_lock``), and :func:`end_associations` would
+    skip it."""
     deadline = time.monotonic() + grace
     while not (at_once is not None and at_once()):
         left = deadline - time.monotonic()
