@@ -280,6 +280,50 @@ def test_a_server_whose_store_fills(series, dcmtk, tmp_path, command):
         assert assert_consistent(db / "dicomplus.sqlite", store) == N
 
 
+#: The pynetdicom engine's C-STORE handler (``pynetdicom_glue.store_handler``): the data set goes
+#: to the store as a view of the request's buffer, ``BytesIO.getbuffer()``. Then nothing is left
+#: for the garbage collector: the BytesIO is freed as the call returns, and a collection finds
+#: nothing of it.
+REFUSED_SCRIPT = r"""
+import gc, io, json, sys, weakref
+
+from DICOMPlusLib.database import Database
+from DICOMPlusLib.network.dimse.receive import DatabaseSink, ReceiveMeta
+
+gc.disable()  # what reference counting alone frees; the collection below is the test's own
+db = Database(sys.argv[1], store_dir=sys.argv[2])
+sink = DatabaseSink(db)
+meta = ReceiveMeta(sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.4",
+                   transfer_syntax="1.2.840.10008.1.2.1")
+data = io.BytesIO(open(sys.argv[3], "rb").read())
+kept = weakref.ref(data)
+outcome = sink.store_bytes(meta, data.getbuffer())
+del data
+freed = kept() is None
+gc.collect()  # Python 3.12.1 crashed here on a BytesIO view in a reference cycle
+print(json.dumps({"status": outcome.status, "comment": outcome.comment, "freed": freed}))
+db.close()
+"""
+
+
+def test_a_refused_c_store_leaves_nothing_to_the_garbage_collector(series, tmp_path):
+    """A C-STORE the full store refuses (0xA700): the received data set is freed at once. The
+    write's error, kept for the answer, held it through its traceback's frames in a reference
+    cycle; only the garbage collector freed it, and on Python 3.12.1 the collector crashed on
+    the BytesIO view in that cycle (CPython gh-111049): ``serve`` died of a segmentation fault
+    at the first instance the full disk refused."""
+    from dicomplus_testing.interrupt_in_lock import run_script
+
+    db = tmp_path / "db"
+    with small_disk(tmp_path / "small") as disk:
+        store = disk / "store"
+        Database(db, store_dir=store).close()
+        fill(disk, leave=0)
+        run = run_script(REFUSED_SCRIPT, str(db), str(store), str(series.files[0]))
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"status": 0xA700, "comment": "out of disk space", "freed": True}
+
+
 # -- files written: convert, export, bundle, backup -----------------------------------------------
 @pytest.fixture(scope="module")
 def study_db(series, tmp_path_factory):

@@ -158,13 +158,18 @@ class IncomingFile:
 
     def write_safely(self, data: bytes | memoryview) -> None:
         """Write, remembering (instead of raising) the first error: the rest of the message
-        still has to be read off the connection before the failure can be answered."""
+        still has to be read off the connection before the failure can be answered.
+
+        The error is kept without its traceback: its frames hold ``self`` (a reference cycle)
+        and ``data``, a view of the received data set (the pynetdicom engine's
+        ``BytesIO.getbuffer()``), which only the garbage collector would then free; Python
+        3.12.1's collector crashes on such a view (CPython gh-111049)."""
         if self.error is not None:
             return
         try:
             self.write(data)
         except OSError as exc:
-            self.error = exc
+            self.error = exc.with_traceback(None)
             self.file.discard()
 
     def discard(self) -> None:
