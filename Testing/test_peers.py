@@ -7,7 +7,11 @@ read what an earlier test of this module recorded (pytest runs a module's tests 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -381,3 +385,28 @@ def test_dcmtk_dcmdump(dcmtk, tmp_path):
     out = dcmtk.run("dcmdump", "+P", "SOPInstanceUID", series.files[0]).stdout
     assert series.sop_uids[0] in out
     assert DCMTK.path("dcmdump") == "/usr/bin/dcmdump"
+
+
+def test_a_peer_dies_with_the_test_process_that_started_it(tmp_path):
+    """A test process that crashes runs no clean-up (a segmentation fault left ``dicomplus
+    serve`` processes behind): the peers it started get SIGKILL as it dies (``dying_with_us``)."""
+    script = (
+        "import os, signal, sys\n"
+        "from dicomplus_testing.peers import StorescpServer\n"
+        "server = StorescpServer(sys.argv[1]).start()\n"
+        "print(server.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # as a crash: no atexit, no fixture's finally\n"
+    )
+    testing = str(Path(__file__).resolve().parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([testing, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=60)  # fmt: skip
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    pid = int(run.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = pid_alive(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "storescp outlived the test process that started it"

@@ -33,9 +33,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -137,6 +140,21 @@ DCMTK = DcmtkTools()
 # --------------------------------------------------------------------------------------------
 
 
+def dying_with_us(argv: list[str]) -> list[str]:
+    """``argv`` run so that the child gets SIGKILL when the test process that starts it dies
+    (Linux's parent-death signal, set by util-linux's ``setpriv``, which then runs ``argv`` under
+    the same PID): a test process that crashes (a segmentation fault runs no clean-up) leaves no
+    server behind. Only from the main thread: the signal follows the thread that started the
+    child, and a peer started by a thread that ends would be killed with it."""
+    if (
+        sys.platform.startswith("linux")
+        and threading.current_thread() is threading.main_thread()
+        and shutil.which("setpriv")
+    ):
+        return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+    return argv
+
+
 def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
     """True if a TCP connection to host:port succeeds right now."""
     try:
@@ -151,11 +169,9 @@ def dicomplus_server(*args: str | os.PathLike, port: int, startup: float = 60.0)
     """A ``dicomplus`` command that serves on ``port`` (``listen``, ``serve``) run as a user runs
     it, with its stdout and stderr as text pipes: yielded once the port accepts; killed on the
     way out if the test did not end it."""
-    import sys
-
     from dicomplus_testing.util import REPO_ROOT
 
-    cmd = [sys.executable, "-m", "DICOMPlusLib.cli", *map(str, args)]
+    cmd = dying_with_us([sys.executable, "-m", "DICOMPlusLib.cli", *map(str, args)])
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + startup
@@ -309,7 +325,7 @@ class PeerProcess:
                 log.write(f"### {time.strftime('%H:%M:%S')} attempt {attempt}: {' '.join(argv)}\n")
                 log.flush()
                 self._proc = subprocess.Popen(
-                    argv,
+                    dying_with_us(argv),
                     cwd=self.workdir,
                     env=tool_env(),
                     stdin=subprocess.DEVNULL,
