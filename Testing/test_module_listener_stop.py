@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_listen_stop import _aborted, _partial_files, _stall_mid_store
 
-from dicomplus_testing.harness import engine_panel, fit_panel, screenshot, single_shot
+from dicomplus_testing.harness import fit_panel, screenshot, single_shot
 from dicomplus_testing.peers import port_accepts
 from dicomplus_testing.stalls import PROMPT, SETTLE
 from dicomplus_testing.synthetic import make_series
@@ -40,46 +40,33 @@ def half_a_data_set(tmp_path_factory) -> bytes:
     return data[data_set_offset(data[:4096]) :][:10000]
 
 
-@pytest.fixture
-def panel(dicomplus_module, pythonqt_gil, tmp_path, qtbot):
-    widget = engine_panel(
-        dicomplus_module,
-        qtbot,
-        tmp_path / "db" / "dicomplus.sqlite",
-        tmp_path / "nodes.json",
-        network_open=True,
-    )
-    yield widget
-    widget.cleanup()
-
-
-def start_and_stall(panel, pythonqt_gil, half, tmp_path, states):
+def start_and_stall(listener_panel, pythonqt_gil, half, tmp_path, states):
     """Start the listener from the panel and leave a sender halfway through a C-STORE."""
-    network = panel.network
+    network = listener_panel.network
     port = free_port()
     network.listenerPortSpinBox.value = port
     network.listenerAETitleEdit.text = "DICOMPLUS"
     network.listenerChanged.connect(states.append)
     network.listenerButton.click()  # the start is a job
     pythonqt_gil.wait_until(lambda: states == [True], 30)
-    assert panel.logic.listenerRunning(), network.listenerStatusLabel.text
+    assert listener_panel.logic.listenerRunning(), network.listenerStatusLabel.text
     assoc = _stall_mid_store(port, half)
     pythonqt_gil.wait_until(lambda: bool(_partial_files(tmp_path)), 30)
     return port, assoc
 
 
 def test_stop_returns_while_the_engine_lets_a_transfer_finish_and_cancel_aborts_it(
-    panel, pythonqt_gil, latency_probe, half_a_data_set, tmp_path, capsys
+    listener_panel, pythonqt_gil, latency_probe, half_a_data_set, tmp_path, capsys
 ):
-    network, activity, states = panel.network, panel.activity, []
-    port, assoc = start_and_stall(panel, pythonqt_gil, half_a_data_set, tmp_path, states)
+    network, activity, states = listener_panel.network, listener_panel.activity, []
+    port, assoc = start_and_stall(listener_panel, pythonqt_gil, half_a_data_set, tmp_path, states)
     try:
         latency_probe.start()
         network.listenerButton.click()  # Stop
         # back from the Stop with the engine's stop still running (the grace), the panel says so
         [job] = activity.runningJobs()
-        assert not job.finished and panel.logic.listenerStopping()
-        assert not panel.logic.listenerRunning()
+        assert not job.finished and listener_panel.logic.listenerStopping()
+        assert not listener_panel.logic.listenerRunning()
         assert network.listenerStatusLabel.text.startswith(
             "Listener stopping: transfers under way get up to 10 s"
         )
@@ -94,20 +81,20 @@ def test_stop_returns_while_the_engine_lets_a_transfer_finish_and_cancel_aborts_
         worst = latency_probe.stop()  # from the click through the grace so far (reported, not asserted)
         assert activity.status() == "1 task running"
         assert activity.rowText(job) == f"Stop the listener on port {port}..."
-        panel.ui.previewCollapsibleButton.collapsed = True
-        fit_panel(panel, 440)
+        listener_panel.ui.previewCollapsibleButton.collapsed = True
+        fit_panel(listener_panel, 440)
         assert screenshot(network, "network-listener-stopping").is_file()
-        assert screenshot(panel, "panel-listener-stopping").is_file()  # with the Activity row
+        assert screenshot(listener_panel, "panel-listener-stopping").is_file()  # with the Activity row
 
         # a start meanwhile is refused, and says why
         network.listenerButton.enabled = True  # as a host could; the logic refuses too
         network.setListenerRunning(True)
         assert "still stopping" in network.listenerStatusLabel.text, network.listenerStatusLabel.text
         assert states == [True]
-        assert not panel.logic.listenerRunning() and panel.logic.listenerStopping()
+        assert not listener_panel.logic.listenerRunning() and listener_panel.logic.listenerStopping()
         assert network.listenerButton.text == "Stopping listener..." and not network.listenerButton.enabled
         with pytest.raises(NetworkError, match="still stopping"):
-            panel.logic.startListener(port=free_port())
+            listener_panel.logic.startListener(port=free_port())
 
         activity.cancelButtonFor(job).click()  # Cancel: abort now
         pythonqt_gil.wait_until(lambda: states == [True, False], PROMPT)  # the event loop sends it
@@ -125,25 +112,25 @@ def test_stop_returns_while_the_engine_lets_a_transfer_finish_and_cancel_aborts_
         "Listener stopped (its stop was cancelled: transfers under way were aborted)"
     )
     assert network.listenerButton.text == "Start listener" and network.listenerButton.enabled
-    assert network.listenerPortSpinBox.enabled and not panel.logic.listenerStopping()
+    assert network.listenerPortSpinBox.enabled and not listener_panel.logic.listenerStopping()
     assert not _partial_files(tmp_path)
-    assert panel.logic.database.info()["instances"] == 0
-    assert panel.logic.engine.call("listener") == {"running": False, "port": 0}
+    assert listener_panel.logic.database.info()["instances"] == 0
+    assert listener_panel.logic.engine.call("listener") == {"running": False, "port": 0}
     # and it starts again
     network.listenerButton.click()
     pythonqt_gil.wait_until(lambda: states == [True, False, True], 30)
-    assert panel.logic.listenerRunning()
+    assert listener_panel.logic.listenerRunning()
 
 
 def test_a_database_switch_waits_for_the_stop_with_the_gui_running(
-    panel, pythonqt_gil, latency_probe, half_a_data_set, tmp_path
+    listener_panel, pythonqt_gil, latency_probe, half_a_data_set, tmp_path
 ):
     """``setDatabasePath`` must not switch while the listener still stores into the old
     database: it waits for the stop in a nested event loop, where the panel shows the stop (the
     line, the Activity row) and its Cancel works."""
 
-    network, activity, states = panel.network, panel.activity, []
-    _port, assoc = start_and_stall(panel, pythonqt_gil, half_a_data_set, tmp_path, states)
+    network, activity, states = listener_panel.network, listener_panel.activity, []
+    _port, assoc = start_and_stall(listener_panel, pythonqt_gil, half_a_data_set, tmp_path, states)
     seen = []
 
     def cancel_the_stop():  # a user clicking Cancel in the Activity list during the switch
@@ -154,7 +141,7 @@ def test_a_database_switch_waits_for_the_stop_with_the_gui_running(
     latency_probe.start()
     timer = single_shot(SETTLE, cancel_the_stop)
     try:
-        panel.logic.setDatabasePath(tmp_path / "other" / "dicomplus.sqlite")
+        listener_panel.logic.setDatabasePath(tmp_path / "other" / "dicomplus.sqlite")
         latency_probe.stop()
         aborted = _aborted(assoc)
     finally:
@@ -164,10 +151,10 @@ def test_a_database_switch_waits_for_the_stop_with_the_gui_running(
     job, text, ticks = seen[0]
     assert job.finished and ticks > 0, "the GUI timer did not fire while the switch waited"
     assert text.startswith("Listener stopping:"), text
-    assert not panel.logic.listenerStopping() and not panel.logic.listenerRunning()
-    assert panel.logic.engine.call("listener") == {"running": False, "port": 0}
+    assert not listener_panel.logic.listenerStopping() and not listener_panel.logic.listenerRunning()
+    assert listener_panel.logic.engine.call("listener") == {"running": False, "port": 0}
     assert aborted and not _partial_files(tmp_path)
-    assert panel.logic.databasePath() == str(tmp_path / "other" / "dicomplus.sqlite")
+    assert listener_panel.logic.databasePath() == str(tmp_path / "other" / "dicomplus.sqlite")
     pythonqt_gil.wait_until(lambda: states == [True, False], PROMPT)
     assert network.listenerStatusLabel.text.startswith("Listener stopped (its stop was cancelled"), (
         network.listenerStatusLabel.text
@@ -175,14 +162,14 @@ def test_a_database_switch_waits_for_the_stop_with_the_gui_running(
     assert isinstance(job.error, CancelledError) and activity.rowText(job).endswith(": cancelled")
 
 
-def test_cleanup_stops_at_once(panel, pythonqt_gil, half_a_data_set, tmp_path):
+def test_cleanup_stops_at_once(listener_panel, pythonqt_gil, half_a_data_set, tmp_path):
     """The module going away (Slicer quitting, a reload) gives no grace: the panel is back at
     once with the stop sent, and the engine aborts the association."""
     states = []
-    _port, assoc = start_and_stall(panel, pythonqt_gil, half_a_data_set, tmp_path, states)
-    logic = panel.logic
+    _port, assoc = start_and_stall(listener_panel, pythonqt_gil, half_a_data_set, tmp_path, states)
+    logic = listener_panel.logic
     try:
-        panel.cleanup()
+        listener_panel.cleanup()
         assert logic.listenerStopping(), "cleanup returned after the stop had ended: it waited"
         # the event loop sends the stop (in Slicer: it goes on, or the engine's stdin closes)
         pythonqt_gil.wait_until(lambda: not logic.listenerStopping(), PROMPT)

@@ -146,6 +146,21 @@ def engine_panel(dicomplus_module, qtbot, database, nodes, *, network_open: bool
     return widget
 
 
+@pytest.fixture
+def listener_panel(dicomplus_module, pythonqt_gil, tmp_path, qtbot):
+    """The panel in the PythonQt GIL mode on a database and nodes of the test's own, its engine
+    up and the Network section open: what the listener's Start and Stop tests click."""
+    widget = engine_panel(
+        dicomplus_module,
+        qtbot,
+        tmp_path / "db" / "dicomplus.sqlite",
+        tmp_path / "nodes.json",
+        network_open=True,
+    )
+    yield widget
+    widget.cleanup()
+
+
 def single_shot(seconds: float, callback):
     """A started single-shot QTimer that calls ``callback`` in ``seconds`` (keep the timer and
     ``stop()`` it afterwards): what a user does while the main thread runs something, if the
