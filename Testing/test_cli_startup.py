@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT
+from dicomplus_testing.util import REPO_ROOT, run_script
 from DICOMPlusLib.database import Database
 
 #: Top-level packages a start-up must not import: pixel decoders and GDCM, and what pulls them
@@ -296,8 +296,7 @@ def test_every_library_logger_comes_with_the_null_handler():
         "handlers = logging.getLogger('DICOMPlusLib').handlers\n"
         "print([type(h).__name__ for h in handlers])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    proc = run_script(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['NullHandler']", proc.stdout
     assert proc.stderr == ""
@@ -325,8 +324,7 @@ def test_a_logger_made_before_logging_is_imported_gets_the_null_handler_at_its_f
         "indexer.logger.warning('shown')\n"
         "assert indexer.logger.getEffectiveLevel() == logging.WARNING\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    proc = run_script(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['NullHandler']", proc.stdout
     assert proc.stderr == "DICOMPlusLib.database.indexer shown\n"
@@ -342,7 +340,6 @@ def _after_a_folder_load(folder, expression: str) -> str:
         "assert volume.array.shape == (3, 8, 8), volume.array.shape\n"
         f"print({expression})\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=60)  # fmt: skip
+    proc = run_script(code)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

@@ -312,7 +312,7 @@ def test_a_refused_c_store_leaves_nothing_to_the_garbage_collector(series, tmp_p
     cycle; only the garbage collector freed it, and on Python 3.12.1 the collector crashed on
     the BytesIO view in that cycle (CPython gh-111049): ``serve`` died of a segmentation fault
     at the first instance the full disk refused."""
-    from dicomplus_testing.interrupt_in_lock import run_script
+    from dicomplus_testing.util import run_script
 
     db = tmp_path / "db"
     with small_disk(tmp_path / "small") as disk:

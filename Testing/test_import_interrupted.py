@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_cli_terminal import cli, leftovers, many_instances
 
-from dicomplus_testing.interrupt_in_lock import run_script
+from dicomplus_testing.util import run_script
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.uninterrupted import raise_from_signal, uninterrupted
 

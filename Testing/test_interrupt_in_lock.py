@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from dicomplus_testing.interrupt_in_lock import run_script
+from dicomplus_testing.util import run_script
 from DICOMPlusLib.network.storage import Notifier, ReceivedInstance
 from DICOMPlusLib.uninterrupted import forget_held_back, raise_from_signal
 

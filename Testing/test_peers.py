@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +38,7 @@ from dicomplus_testing.peers import (
     port_listening,
 )
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import free_port
+from dicomplus_testing.util import free_port, run_script
 
 pytestmark = pytest.mark.peers
 
@@ -397,10 +395,7 @@ def test_a_peer_dies_with_the_test_process_that_started_it(tmp_path):
         "print(server.pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)  # as a crash: no atexit, no fixture's finally\n"
     )
-    testing = str(Path(__file__).resolve().parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([testing, os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                         env=env, timeout=60)  # fmt: skip
+    run = run_script(script, str(tmp_path))
     assert run.returncode == -signal.SIGKILL, run.stderr
     pid = int(run.stdout.split()[0])
     deadline = time.monotonic() + 10

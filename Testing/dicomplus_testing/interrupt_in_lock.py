@@ -8,7 +8,7 @@ hundreds of runs; :class:`InterruptInLock` lands there every time: a trace of th
 calls ``fire`` (what the handler does) at the return of the Nth call of a lock wrapper once the
 work is under way (:meth:`InterruptInLock.arm`, or ``arm_on``: the first call of a function).
 
-The code under test runs in a process of its own (:func:`run_script`, a timeout: a hang is a
+The code under test runs in a process of its own (:func:`~dicomplus_testing.util.run_script`, a timeout: a hang is a
 failure). A script uses it as::
 
     from dicomplus_testing.interrupt_in_lock import InterruptInLock, second_ctrl_c
@@ -21,16 +21,11 @@ failure). A script uses it as::
 from __future__ import annotations
 
 import dis
-import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from types import CodeType, FrameType
-
-from dicomplus_testing.util import REPO_ROOT
 
 #: ``threading.Condition.__enter__``: every Condition, Event, Semaphore, Barrier, ``queue.Queue``
 #: and ``concurrent.futures`` lock goes through it.
@@ -144,14 +139,3 @@ def installed_handler(signum: int = signal.SIGINT, times: int = 1) -> Callable[[
             handler(signum, at_frame[0])
 
     return fire
-
-
-def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``script`` in a Python process of its own (``dicomplus_testing`` importable), its output
-    captured; a hang past ``timeout`` raises ``subprocess.TimeoutExpired``."""
-    testing = str(Path(__file__).resolve().parents[1])
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([testing, str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip

@@ -7,6 +7,8 @@ import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -131,3 +133,14 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         code = exc.code
     out, err = capsys.readouterr()
     return int(code), out, err
+
+
+def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``script`` in a Python process of its own (``dicomplus_testing`` importable), its output
+    captured; a hang past ``timeout`` raises ``subprocess.TimeoutExpired``."""
+    testing = str(Path(__file__).resolve().parents[1])
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([testing, str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
