@@ -359,6 +359,23 @@ def assert_every_thread_ends(before: set[threading.Thread]) -> None:
     assert [t.name for t in left if t.is_alive()] == []
 
 
+@contextlib.contextmanager
+def a_c_get_stalled(pacs_db):
+    """The library's sample PACS (started here) with a C-GET requester that stopped reading
+    halfway through a C-STORE: yields (the server, the threads that ran before it)."""
+    db_path, study_uid, sop_class = pacs_db
+    db = Database(db_path)
+    before = set(threading.enumerate())
+    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
+    qa = _start_retrieve(server.port, "get", study_uid, sop_class)
+    try:
+        _wait_stalled("get", qa, None)
+        yield server, before
+    finally:
+        qa.stream.close()
+        db.close()
+
+
 @pytest.mark.parametrize("nth", [1, 2])
 def test_another_ctrl_c_inside_the_end_of_the_associations(nth, pacs_db, tmp_path):
     """One more Ctrl-C (a third: the grace was cut short already) as stop() ends the
@@ -372,21 +389,12 @@ def test_another_ctrl_c_inside_the_end_of_the_associations(nth, pacs_db, tmp_pat
     def fire() -> None:
         raise_from_signal(KeyboardInterrupt())
 
-    db_path, study_uid, sop_class = pacs_db
-    db = Database(db_path)
-    before = set(threading.enumerate())
-    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
-    qa = _start_retrieve(server.port, "get", study_uid, sop_class)
-    try:
-        _wait_stalled("get", qa, None)
+    with a_c_get_stalled(pacs_db) as (server, before):
         with InterruptInLock(nth, fire, arm_on=pynetdicom_glue.end_associations.__code__) as trap:
             with pytest.raises(KeyboardInterrupt):
                 server.stop()
         assert trap.fired
         assert_every_thread_ends(before)
-    finally:
-        qa.stream.close()
-        db.close()
 
 
 @pytest.mark.parametrize("nth", [1, 2])
@@ -399,23 +407,16 @@ def test_the_engines_sigterm_inside_the_end_of_the_pacs_associations(nth, pacs_d
     from DICOMPlusLib.engine.server import end_on_sigterm
     from DICOMPlusLib.network.pacs import pynetdicom_glue
 
-    db_path, study_uid, sop_class = pacs_db
-    db = Database(db_path)
-    before = set(threading.enumerate())
-    server = QueryRetrieveSCP(db, QRConfig(ae_title="PACS", port=0, host=LOOPBACK)).start()
-    engine = Engine(io.BytesIO(), io.BytesIO())
-    engine.pacs = server
-    qa = _start_retrieve(server.port, "get", study_uid, sop_class)
     previous = signal.signal(signal.SIGTERM, end_on_sigterm)
     try:
-        _wait_stalled("get", qa, None)
-        fire = installed_handler(signal.SIGTERM)
-        with InterruptInLock(nth, fire, arm_on=pynetdicom_glue.end_associations.__code__) as trap:
-            with pytest.raises(SystemExit):
-                engine.shutdown()
-        assert trap.fired
-        assert_every_thread_ends(before)
+        with a_c_get_stalled(pacs_db) as (server, before):
+            engine = Engine(io.BytesIO(), io.BytesIO())
+            engine.pacs = server
+            fire = installed_handler(signal.SIGTERM)
+            with InterruptInLock(nth, fire, arm_on=pynetdicom_glue.end_associations.__code__) as trap:
+                with pytest.raises(SystemExit):
+                    engine.shutdown()
+            assert trap.fired
+            assert_every_thread_ends(before)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        qa.stream.close()
-        db.close()
