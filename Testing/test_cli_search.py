@@ -88,6 +88,12 @@ def test_forms_people_type(capsys, db, keys, expected):
         ("StudyTime=noon", "expected a time like 1430"),
         ("Modality=C-T", "letters, digits, spaces and _"),
         ("PatientName", "expected KEYWORD=VALUE"),
+        (
+            "series",
+            "expected KEYWORD=VALUE, got 'series' (e.g. PatientName=DOE* or StudyDate=2020-); "
+            "to list series, give --level series",
+        ),
+        ("Images", "to list images, give --level instance"),
     ],
 )
 def test_values_in_no_known_form_are_refused_with_the_form(capsys, db, key, says):

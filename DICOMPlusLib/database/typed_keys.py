@@ -41,6 +41,17 @@ _CS = re.compile(r"^[A-Z0-9 _*?\\]*$")
 _TIME = re.compile(r"^\d{2}(:?\d{2}(:?\d{2}(\.\d{1,6})?)?)?$")
 
 _keywords: dict[str, str] | None = None
+#: A query level's name given where a key goes (``search series``): the --level it meant.
+_LEVEL_WORDS = {
+    word: level
+    for level, words in (
+        ("patient", ("patient", "patients")),
+        ("study", ("study", "studies")),
+        ("series", ("series",)),
+        ("instance", ("instance", "instances", "image", "images")),
+    )
+    for word in words
+}
 
 
 def parse_typed_keys(items: list[str]) -> list[tuple[str, str]]:
@@ -49,8 +60,10 @@ def parse_typed_keys(items: list[str]) -> list[tuple[str, str]]:
     for item in items:
         keyword, sep, value = item.partition("=")
         if not sep or not keyword.strip():
+            level = _LEVEL_WORDS.get(item.strip().lower()) if not sep else None
+            hint = f"; to list {item.strip().lower()}, give --level {level}" if level else ""
             raise SearchKeyError(
-                f"expected KEYWORD=VALUE, got {item!r} (e.g. PatientName=DOE* or StudyDate=2020-)"
+                f"expected KEYWORD=VALUE, got {item!r} (e.g. PatientName=DOE* or StudyDate=2020-){hint}"
             )
         keys.append(typed_key(keyword, value))
     return keys
