@@ -37,6 +37,7 @@ from DICOMPlusLib.network.retrieve_plan import Plan, Unit
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
+    from DICOMPlusLib.network.dimse.pump import ReceivePump
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
 logger = get_logger(__name__)
@@ -280,6 +281,8 @@ class RunState:
         self._space_failures = db.ingest.space_failures
         #: What a C-GET or C-MOVE looks at to send C-CANCEL: the caller's cancel, or a full disk.
         self.stop = _StopWhenFull(self)
+        #: Receives the C-GETs of several associations from one thread (set while they run).
+        self.pump: ReceivePump | None = None
 
     @property
     def disk_full(self) -> bool:
@@ -468,7 +471,7 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                                       on_pending=(lambda r, k=id(arrived): state.on_get_pending(k, r))
                                       if deferred else state.on_pending,
                                       on_stored=on_stored if deferred else state.on_stored,
-                                      cancel=state.stop, grace=state.grace)  # fmt: skip
+                                      cancel=state.stop, grace=state.grace, pump=state.pump)  # fmt: skip
                     if deferred:
                         with state.lock:
                             state.counted.append((response, arrived, state.unit_totals.get(id(arrived))))

@@ -326,6 +326,10 @@ def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destinat
         return [func(state, part, extra, node_slot(state.node, state.cancel))]
     results: list = [None] * len(jobs)
     limit = threading.Semaphore(max(1, parallel))
+    if how is RetrieveMethod.C_GET:  # the C-GETs' instances received by one thread (pump.py)
+        from DICOMPlusLib.network.dimse.pump import ReceivePump
+
+        state.pump = ReceivePump()
 
     def work(k: int, func, part, extra) -> None:
         with limit:
@@ -336,7 +340,14 @@ def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destinat
 
     # a second Ctrl-C in a caller's main thread waits for each to abort its association and
     # remove the file it was receiving (run_threads)
-    run_threads([partial(work, k, *job) for k, job in enumerate(jobs)], state.cancel, "dicomplus-retrieve")
+    try:
+        run_threads(
+            [partial(work, k, *job) for k, job in enumerate(jobs)], state.cancel, "dicomplus-retrieve"
+        )
+    finally:
+        if state.pump is not None:
+            state.pump.close()
+            state.pump = None
     return results
 
 

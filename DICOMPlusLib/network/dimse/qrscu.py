@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from DICOMPlusLib.database.ingest import Incoming
     from DICOMPlusLib.jobs import CancelToken
+    from DICOMPlusLib.network.dimse.pump import ReceivePump
 
 logger = get_logger(__name__)
 
@@ -263,18 +264,29 @@ class QRAssociation:
             events.close()
 
     def get(self, sop_class: str, identifier: Dataset | Mapping[str, str], *, sink: DatabaseSink, on_pending=None,
-            on_stored=None, cancel: Cancel | None = None, grace: float = 1.0) -> Response:  # fmt: skip
+            on_stored=None, cancel: Cancel | None = None, grace: float = 1.0,
+            pump: ReceivePump | None = None) -> Response:  # fmt: skip
         """C-GET: store every C-STORE sub-operation through ``sink``; returns the final
         response. ``on_pending(Response)`` hears each pending response, ``on_stored(sop_uid,
-        StoreOutcome)`` each instance (stored or refused)."""
+        StoreOutcome)`` each instance (stored or refused). With a ``pump`` (several C-GETs at
+        once), the pump's thread receives and stores the instances (and calls the two hooks)
+        while this thread waits; a TLS association is received here all the same."""
         mid, cx = self._request(dimse.C_GET_RQ, sop_class, identifier)
-        for kind, item in self._events(dimse.C_GET_RQ, mid, cx, sink=sink, cancel=cancel, grace=grace):
-            if kind == "final":
-                return item
+        pumped = pump is not None and self.stream.readable_directly
+        events = self._events(dimse.C_GET_RQ, mid, cx, sink=sink, cancel=cancel, grace=grace, pumped=pumped)
+
+        def hear(kind: str, item) -> None:
             if kind == "pending" and on_pending is not None:
                 on_pending(item)
             elif kind == "stored" and on_stored is not None:
                 on_stored(*item)
+
+        if pumped:
+            return pump.run(self.stream, events, hear)  # type: ignore[union-attr]  # pumped: not None
+        for kind, item in events:
+            if kind == "final":
+                return item
+            hear(kind, item)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def move(self, sop_class: str, identifier: Dataset | Mapping[str, str], destination: str, *, on_pending=None,
@@ -356,6 +368,16 @@ class QRAssociation:
         finally:
             self._drain_deadline = None
 
+    def _abort_cancelled(self, waiting: _Waiting, what: str, grace: float) -> NoReturn:
+        """Abort an operation whose cancel's grace passed (or that was halted)."""
+        self.abort()
+        if waiting.cancel_sent_at is not None:
+            raise OperationAborted(
+                f"{what} cancelled: no final response within {grace:g} s of C-CANCEL; association aborted",
+                cancelled=True,
+            ) from None
+        raise OperationAborted(f"{what}: no final response in time; association aborted") from None
+
     def _timed_out(self, what: str, timeout: float) -> NoReturn:
         """Abort after ``timeout`` seconds in which nothing of a PDU arrived (an idle peer), or
         nothing more of one begun (a peer that stopped inside a message)."""
@@ -376,10 +398,15 @@ class QRAssociation:
         )
 
     def _events(self, field: int, mid: int, cx: scu.AcceptedContext, *, sink: DatabaseSink | None = None,
-                cancel: Cancel | None = None, grace: float = 1.0):  # fmt: skip
+                cancel: Cancel | None = None, grace: float = 1.0, pumped: bool = False):  # fmt: skip
         """Yield ("pending", Response), ("stored", (SOP UID, StoreOutcome)) and ("final", Response)
         for the operation with Message ID ``mid``. Raises OperationAborted when the association
-        ends first (then it is closed)."""
+        ends first (then it is closed).
+
+        ``pumped``: never wait for the socket; yield ("wait", None) whenever no whole PDU is
+        buffered, for a driver that reads the socket when it is readable (:mod:`.pump`) and then
+        resumes this. The cancel (C-CANCEL, the grace) and the idle timeout are looked at then,
+        as the waits of the other mode look at them between their slices."""
         expected_field = _RESPONSE[field]
         timeout = self.assoc.dimse_timeout
         command_buf = bytearray()
@@ -388,9 +415,20 @@ class QRAssociation:
         what = _FIELDS[field]
         waiting = _Waiting(self, mid, cx, cancel, grace)
         stream = self.stream
+        idle = _Idle(stream, timeout) if pumped else None
         try:
             while True:
-                if cancel is None and self._drain_deadline is None:
+                if idle is not None:  # driven by a pump: never wait here
+                    if waiting.cancelled and time.monotonic() >= waiting.grace_end():
+                        self._abort_cancelled(waiting, what, grace)
+                    if not stream.has_pdu():
+                        if idle.expired():
+                            self._timed_out(what, timeout)
+                        yield "wait", None
+                        continue
+                    pdu_type, body = stream.read_pdu(self.poll)
+                    idle.seen = -1  # something arrived: the idle time starts again
+                elif cancel is None and self._drain_deadline is None:
                     try:
                         pdu_type, body = stream.read_pdu(timeout)
                     except TimeoutError:
@@ -408,15 +446,7 @@ class QRAssociation:
                             on_cancel=waiting.grace_end, progress=waiting.received,
                         )  # fmt: skip
                     except CancelledError:
-                        self.abort()
-                        if waiting.cancel_sent_at is not None:
-                            raise OperationAborted(
-                                f"{what} cancelled: no final response within {grace:g} s of C-CANCEL; "
-                                "association aborted", cancelled=True,
-                            ) from None  # fmt: skip
-                        raise OperationAborted(
-                            f"{what}: no final response in time; association aborted"
-                        ) from None
+                        self._abort_cancelled(waiting, what, grace)
                     except TimeoutError:
                         self._timed_out(what, timeout)
                 if pdu_type == ul.A_ABORT:
@@ -606,6 +636,29 @@ class _Waiting:
     def received(self) -> int:
         """Bytes of a PDU begun (what makes the idle timeout start again)."""
         return self.qa.stream.buffered
+
+
+class _Idle:
+    """The idle timeout of an operation driven by a pump: it runs out once ``timeout`` seconds
+    have passed in which no PDU and no byte of one arrived (as the waits of the other mode: an
+    idle timeout, not a deadline for the whole). ``seen`` is set to -1 when a PDU is read."""
+
+    __slots__ = ("seen", "since", "stream", "timeout")
+
+    def __init__(self, stream: ul.PDUStream, timeout: float | None) -> None:
+        self.stream, self.timeout = stream, timeout
+        self.seen = -1
+        self.since = time.monotonic()
+
+    def expired(self) -> bool:
+        if self.timeout is None:
+            return False
+        now = time.monotonic()
+        held = self.stream.buffered
+        if held != self.seen:
+            self.seen, self.since = held, now
+            return False
+        return now - self.since >= self.timeout
 
 
 class _Refused:

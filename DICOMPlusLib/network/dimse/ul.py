@@ -521,6 +521,33 @@ class PDUStream:
         held = self._end - self._start
         return held >= 6 and held - 6 >= struct.unpack_from(">I", self._buf, self._start + 2)[0]
 
+    @property
+    def readable_directly(self) -> bool:
+        """Whether :meth:`fill_available` can read this stream (a plain socket with a timeout,
+        whose descriptor is non-blocking; not TLS, whose object holds decrypted bytes)."""
+        return self._direct and not self.closed and self.sock.gettimeout() is not None
+
+    def fill_available(self) -> bool:
+        """Take what the socket holds now into the buffer, without a wait, and say whether a whole
+        PDU is buffered (or one :meth:`read_pdu` will refuse: its type or length is not DICOM's):
+        the read of a driver that serves several streams from one thread once ``select`` says a
+        socket is readable (:mod:`.pump`). Raises ConnectionClosed when the peer closed it."""
+        held = self._end - self._start
+        if held == 0:
+            self._start = self._end = 0
+        need = 6
+        if held >= 6:
+            pdu_type, _, length = struct.unpack_from(">BBI", self._buf, self._start)
+            if pdu_type not in PDU_NAMES or length > self.limit:
+                return True  # read_pdu says what is wrong
+            need += length
+        self._room(need)
+        view = memoryview(self._buf)
+        while self._end < len(view) and not self.has_pdu() and self._read_now(view, need) > 0:
+            if self._end - self._start >= 6 and need == 6:
+                return self.fill_available()  # the header is here: make room for the whole PDU
+        return self.has_pdu()
+
     def receive_now(self) -> bool:
         """Whether a PDU's bytes are buffered, after at most one non-blocking read (no wait, no
         ``select``): a reader that waits for the socket to become readable asks this first, so
