@@ -11,9 +11,10 @@ ran on, and the process ended under them: the file being received stayed in the 
 next command's sweep) and the peer saw its connection dropped; a single-association send left
 the release's wait on the KeyboardInterrupt without aborting.
 
-Real processes: ``dicomplus serve`` (C-GET) and DCMTK's storescp (send), each behind a
+Real processes: ``dicomplus serve`` (C-GET, C-MOVE) and DCMTK's storescp (send), each behind a
 :class:`~dicomplus_testing.relay.StallingRelay` that records what the client sends and holds back
-what the test needs held (the rest of a C-STORE sub-operation's data set; the A-RELEASE-RP). The
+what the test needs held (the rest of a C-STORE sub-operation's data set, on the C-GET's
+association or on the PACS's to our C-MOVE listener; the A-RELEASE-RP). The
 second signal is sent once the relay shows the command waiting there and the first signal's
 "cancelling" line is on stderr, never after a fixed sleep."""
 
@@ -34,6 +35,7 @@ from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.relay import StallingRelay
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
+from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 
 N = 4  # instances per series
@@ -169,3 +171,46 @@ def test_send_second_signal(files, storescp_factory, parallel, stop):
         assert_aborted(relay.from_client, parallel, ul.A_RELEASE_RQ)
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize(("parallel", "stop"), [(1, "sigterm"), (2, "sigterm"), (2, "ctrl-c")],
+                         ids=["one", "parallel", "parallel-ctrl-c"])  # fmt: skip
+def test_move_second_signal(study, tmp_path, parallel, stop):
+    """A C-MOVE whose PACS is halfway through storing a sub-operation's data set to our listener
+    (a relay between the PACS and the listener holds back the rest): the first signal sends
+    C-CANCEL (the PACS, waiting on its sub-operation, sends no final response), the second comes
+    in the grace for it. Our C-MOVE associations are aborted, the listener ends the PACS's
+    storing association and removes the file it was receiving."""
+    signum, code, cancelling = SIGNALS[stop]
+    pacs_db, study_uid = study
+    port, move_port = free_port(), free_port()
+    storing = StallingRelay(move_port, stall_requester_at_store=2)
+    serve = ["--db", pacs_db, "serve", "--port", port, "--ae-title", "MOVEPACS",
+             "--destination", f"DICOMPLUS@{LOOPBACK}:{storing.port}"]  # fmt: skip
+    try:
+        with dicomplus_server(*serve, port=port):
+            relay = StallingRelay(port)
+            try:
+                db, store = tmp_path / "db", tmp_path / "db" / "store"
+                cmd = Command("--db", db, "retrieve", f"MOVEPACS@{LOOPBACK}:{relay.port}", "--study", study_uid,
+                              "--method", "move", "--parallel", parallel, "--retries", 0,
+                              "--calling-ae", "DICOMPLUS", "--listener-port", move_port,
+                              "--listener-host", LOOPBACK)  # fmt: skip
+                cmd.wait_for(
+                    lambda: len(storing.stalled) == parallel and leftovers(store), "C-STORE held halfway"
+                )
+                exit_code = cmd.twice(signum, cancelling, lambda: True)
+                assert exit_code == code, (cmd.out, cmd.err)
+                assert_one_account(cmd.err, signum)
+                # looked at before a Database opens the store: opening sweeps a dead writer's temporaries
+                assert leftovers(store) == []
+                with relay.lock:  # the C-MOVEs' associations, not the plan's C-FINDs'
+                    moves = [seen for seen, asked in zip(relay.from_client, relay.commands_from_client, strict=True)
+                             if dimse.C_MOVE_RQ in asked]  # fmt: skip
+                assert_aborted(moves, parallel, ul.P_DATA_TF)
+                # the first instance of each storing association was answered and committed before the hold
+                assert assert_consistent(db / "dicomplus.sqlite", store) >= parallel
+            finally:
+                relay.close()
+    finally:
+        storing.close()

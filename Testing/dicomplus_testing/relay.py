@@ -100,36 +100,66 @@ class StallingRelay(PduRelay):
     - ``stall_at_store``: once the Nth C-STORE-RQ (a C-GET's sub-operation) was relayed on a
       connection, the next P-DATA-TF (its data set) goes out half and nothing more of the SCP's
       reaches that requester (what the SCP still sends is read and dropped: it is never stuck
-      sending).
+      sending);
+    - ``stall_requester_at_store``: the same the other way, for a requester that sends C-STOREs
+      (a PACS storing a C-MOVE's instances to its destination): once its Nth C-STORE-RQ was
+      relayed, half its next P-DATA-TF reaches the SCP and nothing more of the requester's does.
     """
 
     def __init__(
-        self, target: int, *, delay: float = 0.0, hold_release_rp: bool = False, stall_at_store: int = 0
+        self,
+        target: int,
+        *,
+        delay: float = 0.0,
+        hold_release_rp: bool = False,
+        stall_at_store: int = 0,
+        stall_requester_at_store: int = 0,
     ) -> None:
         self.delay, self.hold_release_rp, self.stall_at_store = delay, hold_release_rp, stall_at_store
+        self.stall_requester_at_store = stall_requester_at_store
         #: Per connection, the PDU types its requester sent, in order.
         self.from_client: list[list[int]] = []
+        #: Per connection (as in ``from_client``), the DIMSE commands its requester sent (their
+        #: Command Field: a C-MOVE-RQ tells a C-MOVE's association from a C-FIND's).
+        self.commands_from_client: list[list[int]] = []
         #: What the requesters of the connections stalled sent (items of ``from_client``).
         self.stalled: list[list[int]] = []
         self.lock = threading.Lock()
-        self._seen: dict[int, list[int]] = {}  # by the requester's socket
+        self._seen: dict[int, tuple[list[int], list[int]]] = {}  # by the requester's socket
         self._scp: dict[int, list] = {}  # by the requester's socket: [C-STORE-RQs, stalled, partial]
+        self._requester: dict[int, list] = {}  # by the requester's socket: [C-STORE-RQs, stalled, partial]
         super().__init__(target)
 
-    def _seen_by(self, requester: socket.socket) -> list[int]:
+    def _seen_by(self, requester: socket.socket) -> tuple[list[int], list[int]]:
+        """The items of ``from_client`` and ``commands_from_client`` of ``requester``'s connection."""
         with self.lock:
-            seen = self._seen.get(id(requester))
-            if seen is None:
-                seen = self._seen[id(requester)] = []
-                self.from_client.append(seen)
-            return seen
+            both = self._seen.get(id(requester))
+            if both is None:
+                both = self._seen[id(requester)] = ([], [])
+                self.from_client.append(both[0])
+                self.commands_from_client.append(both[1])
+            return both
 
     def to_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
-        seen = self._seen_by(src)
+        seen, asked = self._seen_by(src)
+        state = self._requester.setdefault(id(src), [0, False, bytearray()])
+        fields = [c.field for c in commands(pdu_type, pdu, state[2])]
         with self.lock:
             seen.append(pdu_type)
+            asked += fields
+        if state[1]:
+            return True  # read and dropped
+        limit = self.stall_requester_at_store
+        if pdu_type == ul.P_DATA_TF and limit and state[0] >= limit:
+            with contextlib.suppress(OSError):
+                dst.sendall(pdu[: len(pdu) // 2])
+            state[1] = True
+            with self.lock:
+                self.stalled.append(seen)
+            return True
         with contextlib.suppress(OSError):
             dst.sendall(pdu)
+        state[0] += fields.count(dimse.C_STORE_RQ)
         return True
 
     def from_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
@@ -140,7 +170,7 @@ class StallingRelay(PduRelay):
             with contextlib.suppress(OSError):
                 dst.sendall(pdu[: len(pdu) // 2])
             state[1] = True
-            seen = self._seen_by(dst)
+            seen, _ = self._seen_by(dst)
             with self.lock:
                 self.stalled.append(seen)
             return True
