@@ -21,6 +21,7 @@ second signal is sent once the relay shows the command waiting there and the fir
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -214,3 +215,57 @@ def test_move_second_signal(study, tmp_path, parallel, stop):
                 relay.close()
     finally:
         storing.close()
+
+
+def send_buffer_can_grow() -> bool:
+    """Whether a loopback connection's send buffer, as the kernel sizes it, can still be grown
+    by a process (``net.core.wmem_max``): what a cut send's A-ABORT needs (ul.PDUStream.abort).
+    Linux's default (208 KiB) lets it grow by half of that only, less than loopback starts with."""
+    with socket.create_server((LOOPBACK, 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            size = client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size + 65536)
+            return client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) > size
+
+
+@pytest.fixture(scope="module")
+def large_files(tmp_path_factory):
+    """Two instances of 8 MiB: more than the sender's socket holds (Linux's tcp_wmem: 4 MiB at most)."""
+    return make_series(tmp_path_factory.mktemp("large") / "in", n=2, rows=2048, cols=2048, seed=6).folder
+
+
+@pytest.mark.parametrize(("parallel", "stop"), [(1, "sigterm"), (1, "ctrl-c"), (2, "sigterm")],
+                         ids=["one", "ctrl-c", "parallel"])  # fmt: skip
+def test_send_cut_in_a_message_aborts(large_files, storescp_factory, parallel, stop):
+    """A send stopped in the middle of a C-STORE's data set, the peer not reading (a relay that
+    stops reading each connection in its first file, its receive buffer small): the command ends
+    at once, and once the peer reads again it gets the rest of the PDU under way and an A-ABORT
+    (PS3.8 9.3.8). Before, the connection was only closed: the peer read half a PDU, then the end."""
+    if not send_buffer_can_grow():
+        pytest.skip("the kernel lets no socket's send buffer grow here (net.core.wmem_max)")
+    signum, code, _ = SIGNALS[stop]
+    storescp = storescp_factory(extra_args=["--fork"])
+    relay = StallingRelay(storescp.port, hold_requester_at_store=1, rcvbuf=65536)
+    try:
+        cmd = Command("send", f"{storescp.aet}@{LOOPBACK}:{relay.port}", large_files, "--parallel", parallel)
+        cmd.wait_for(lambda: relay.held == parallel, "files held")
+        cmd.proc.send_signal(signum)  # the send waiting for the peer to read ends at the first
+        try:
+            exit_code = cmd.proc.wait(30)
+        finally:
+            if cmd.proc.poll() is None:
+                cmd.proc.kill()
+                cmd.proc.wait()
+        assert exit_code == code, cmd.err
+        relay.resume()  # the peer reads again: what our process left in its sockets arrives
+        deadline = time.monotonic() + 30
+        while relay.requesters_ended < parallel and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with relay.lock:
+            assert len(relay.from_client) == parallel, relay.from_client
+            # each message cut (its data set never whole), then the A-ABORT as the last PDU
+            assert relay.data_sets_from_client == [0] * parallel, relay.data_sets_from_client
+            for seen in relay.from_client:
+                assert seen[-1] == ul.A_ABORT, seen
+    finally:
+        relay.close()

@@ -28,11 +28,15 @@ PduHook = Callable[[int, bytes, socket.socket, socket.socket], bool]
 class PduRelay:
     """Relays every connection made to :attr:`port` to ``target`` on loopback, PDU by PDU."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, *, rcvbuf: int = 0) -> None:
         self.target = target
         self.sock = socket.create_server((LOOPBACK, 0))
+        if rcvbuf:  # the requesters' connections inherit it: what a stopped relay lets them send
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.port = self.sock.getsockname()[1]
         self._conns: list[socket.socket] = []
+        #: How many requesters ended their connection (what they sent all relayed).
+        self.requesters_ended = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def from_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
@@ -54,8 +58,7 @@ class PduRelay:
                 threading.Thread(target=self._pump, args=(client, server, self.to_scp), daemon=True).start()
                 threading.Thread(target=self._pump, args=(server, client, self.from_scp), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, hook: PduHook) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, hook: PduHook) -> None:
         pending = b""
         with contextlib.suppress(OSError):
             while chunk := src.recv(65536):
@@ -67,6 +70,8 @@ class PduRelay:
                     pdu, pending = pending[: 6 + length], pending[6 + length :]
                     if not hook(pdu_type, pdu, src, dst):
                         return
+        if hook == self.to_scp:
+            self.requesters_ended += 1
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
@@ -103,7 +108,11 @@ class StallingRelay(PduRelay):
       sending);
     - ``stall_requester_at_store``: the same the other way, for a requester that sends C-STOREs
       (a PACS storing a C-MOVE's instances to its destination): once its Nth C-STORE-RQ was
-      relayed, half its next P-DATA-TF reaches the SCP and nothing more of the requester's does.
+      relayed, half its next P-DATA-TF reaches the SCP and nothing more of the requester's does;
+    - ``hold_requester_at_store``: once a requester's Nth C-STORE-RQ was relayed, its next
+      P-DATA-TF waits, and the reading of its connection with it, until :meth:`resume`: a sender
+      blocked in the middle of its message (with a small ``rcvbuf``, once its socket's buffer is
+      full). :attr:`held` counts the connections held.
     """
 
     def __init__(
@@ -114,39 +123,70 @@ class StallingRelay(PduRelay):
         hold_release_rp: bool = False,
         stall_at_store: int = 0,
         stall_requester_at_store: int = 0,
+        hold_requester_at_store: int = 0,
+        rcvbuf: int = 0,
     ) -> None:
         self.delay, self.hold_release_rp, self.stall_at_store = delay, hold_release_rp, stall_at_store
         self.stall_requester_at_store = stall_requester_at_store
+        self.hold_requester_at_store = hold_requester_at_store
+        #: How many connections ``hold_requester_at_store`` holds (or held).
+        self.held = 0
+        self._resume = threading.Event()
         #: Per connection, the PDU types its requester sent, in order.
         self.from_client: list[list[int]] = []
         #: Per connection (as in ``from_client``), the DIMSE commands its requester sent (their
         #: Command Field: a C-MOVE-RQ tells a C-MOVE's association from a C-FIND's).
         self.commands_from_client: list[list[int]] = []
+        #: Per connection (as in ``from_client``), how many data sets its requester sent whole
+        #: (their last fragment relayed).
+        self.data_sets_from_client: list[int] = []
         #: What the requesters of the connections stalled sent (items of ``from_client``).
         self.stalled: list[list[int]] = []
         self.lock = threading.Lock()
-        self._seen: dict[int, tuple[list[int], list[int]]] = {}  # by the requester's socket
+        self._seen: dict[int, tuple[list[int], list[int], list[int]]] = {}  # by the requester's socket
         self._scp: dict[int, list] = {}  # by the requester's socket: [C-STORE-RQs, stalled, partial]
-        self._requester: dict[int, list] = {}  # by the requester's socket: [C-STORE-RQs, stalled, partial]
-        super().__init__(target)
+        self._requester: dict[
+            int, list
+        ] = {}  # by the requester's socket: [C-STORE-RQs, stalled, partial, held]
+        super().__init__(target, rcvbuf=rcvbuf)
 
-    def _seen_by(self, requester: socket.socket) -> tuple[list[int], list[int]]:
-        """The items of ``from_client`` and ``commands_from_client`` of ``requester``'s connection."""
+    def resume(self) -> None:
+        """Relay what ``hold_requester_at_store`` held, and all that follows."""
+        self._resume.set()
+
+    def _seen_by(self, requester: socket.socket) -> tuple[list[int], list[int], list[int]]:
+        """The items of ``from_client`` and ``commands_from_client`` of ``requester``'s
+        connection, and a list holding its item of ``data_sets_from_client``."""
         with self.lock:
-            both = self._seen.get(id(requester))
-            if both is None:
-                both = self._seen[id(requester)] = ([], [])
-                self.from_client.append(both[0])
-                self.commands_from_client.append(both[1])
-            return both
+            mine = self._seen.get(id(requester))
+            if mine is None:
+                mine = self._seen[id(requester)] = ([], [], [len(self.data_sets_from_client)])
+                self.from_client.append(mine[0])
+                self.commands_from_client.append(mine[1])
+                self.data_sets_from_client.append(0)
+            return mine
 
     def to_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
-        seen, asked = self._seen_by(src)
-        state = self._requester.setdefault(id(src), [0, False, bytearray()])
+        seen, asked, index = self._seen_by(src)
+        state = self._requester.setdefault(id(src), [0, False, bytearray(), False])
+        if (
+            pdu_type == ul.P_DATA_TF
+            and self.hold_requester_at_store
+            and state[0] >= self.hold_requester_at_store
+        ):
+            if not state[3]:
+                state[3] = True
+                with self.lock:
+                    self.held += 1
+            self._resume.wait()
         fields = [c.field for c in commands(pdu_type, pdu, state[2])]
         with self.lock:
             seen.append(pdu_type)
             asked += fields
+            if pdu_type == ul.P_DATA_TF:
+                self.data_sets_from_client[index[0]] += sum(
+                    1 for _, control, _ in ul.iter_pdvs(memoryview(pdu)[6:]) if control & 0x03 == 0x02
+                )
         if state[1]:
             return True  # read and dropped
         limit = self.stall_requester_at_store
@@ -170,7 +210,7 @@ class StallingRelay(PduRelay):
             with contextlib.suppress(OSError):
                 dst.sendall(pdu[: len(pdu) // 2])
             state[1] = True
-            seen, _ = self._seen_by(dst)
+            seen = self._seen_by(dst)[0]
             with self.lock:
                 self.stalled.append(seen)
             return True
@@ -181,6 +221,10 @@ class StallingRelay(PduRelay):
         if self.stall_at_store:
             state[0] += sum(c.field == dimse.C_STORE_RQ for c in commands(pdu_type, pdu, state[2]))
         return True
+
+    def close(self) -> None:
+        self._resume.set()
+        super().close()
 
     def sent(self, pdu_type: int) -> int:
         """How many connections' requesters sent a PDU of ``pdu_type``."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from DICOMPlusLib import __version__, uids
 from DICOMPlusLib.errors import CancelledError, ConnectionClosed, NetworkError, PDUTooSlow, ProtocolError
 from DICOMPlusLib.network.connect import Cancel, wait_in_slices
+from DICOMPlusLib.uninterrupted import uninterrupted
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1 DICOM Application Context Name
 #: Implementation Class UID of DICOMPlus (a UUID-derived UID, PS3.5 B.2).
@@ -373,6 +374,19 @@ def _after(parts: tuple[bytes | memoryview, ...], n: int) -> tuple[bytes | memor
     return tuple(rest)
 
 
+def _rest_of_pdu(parts: tuple[bytes | memoryview, ...], offset: int) -> bytes:
+    """The bytes of ``parts`` (whole PDUs) from ``offset`` to the end of the PDU it falls in;
+    empty when it falls between two PDUs."""
+    data = b"".join(parts)
+    start = 0
+    while start < offset and start + 6 <= len(data):
+        end = start + 6 + struct.unpack_from(">I", data, start + 2)[0]
+        if offset < end:
+            return data[offset:end]
+        start = end
+    return b""
+
+
 class PDUStream:
     """Reads whole PDUs into one reusable buffer; sends byte strings and memoryviews.
 
@@ -403,8 +417,10 @@ class PDUStream:
         self.sock = sock
         #: Ends a send that waits for a peer that stopped reading (:meth:`send`).
         self.cancel = cancel
-        #: A cancelled send had put part of its PDUs on the wire: no A-ABORT can follow them.
+        #: A cancelled send had put part of its PDUs on the wire: an A-ABORT can follow them only
+        #: after the rest of the PDU under way (:attr:`_tail`, :meth:`abort`).
         self.cut = False
+        self._tail = b""
         self.timeout = timeout
         self.pdu_timeout = pdu_timeout
         self.limit = max(4 * max_receive, 4 << 20) if max_receive else 64 << 20
@@ -606,6 +622,7 @@ class PDUStream:
         """Send whole PDUs. What the socket takes at once goes without a wait (:meth:`_send_now`);
         the rest waits as before. With a cancel token the wait for a peer that stopped reading
         (its receive window full) is cut into slices (:meth:`_send_in_slices`)."""
+        whole = parts
         sent = self._send_now(parts) if self._nowait is not False and len(parts) <= _IOV_MAX else 0
         if sent:
             total = sum(map(len, parts))
@@ -613,7 +630,7 @@ class PDUStream:
                 return
             parts = _after(parts, sent)
         if self.cancel is not None and self.sock.gettimeout():
-            self._send_in_slices(parts, sent)
+            self._send_in_slices(parts, sent, whole)
             return
         try:
             if self._can_sendmsg and len(parts) > 1:
@@ -667,15 +684,20 @@ class PDUStream:
                 return 0  # let the usual path report the closed stream
             raise ConnectionClosed(f"connection lost while sending: {exc.strerror or exc}") from exc
 
-    def _send_in_slices(self, parts: tuple[bytes | memoryview, ...], sent: int = 0) -> None:
+    def _send_in_slices(
+        self, parts: tuple[bytes | memoryview, ...], sent: int = 0, whole: tuple[bytes | memoryview, ...] = ()
+    ) -> None:
         """:meth:`send` that looks at ``cancel`` every slice while the peer takes nothing: a
         peer that accepts a C-STORE and stops reading held a cancelled send for the whole
         timeout. Each slice's ``sendmsg`` (``send`` on TLS, whose record OpenSSL finishes on the
         next call with the same bytes) either sends what fits or times out having sent nothing;
         the timeout (the socket's) counts from the last byte the peer took. CancelledError on a
-        cancel (:attr:`cut` when part of these PDUs went out), ConnectionClosed when the
-        timeout passes."""
+        cancel (:attr:`cut` when part of these PDUs went out, the rest of the one under way
+        kept for :meth:`abort`; ``whole``: the PDUs of which the first ``sent`` bytes went
+        before), ConnectionClosed when the timeout passes."""
         sock, timeout = self.sock, self.sock.gettimeout()
+        whole = whole or parts
+        done = [sent]
         if self._can_sendmsg or len(parts) == 1:
             views = [memoryview(p).cast("B") for p in parts if len(p)]
         else:
@@ -684,19 +706,25 @@ class PDUStream:
         def attempt(seconds: float) -> int:
             if sock.gettimeout() != seconds:
                 sock.settimeout(seconds)
-            return sock.sendmsg(views[:_IOV_MAX]) if self._can_sendmsg else sock.send(views[0])
+            # a second Ctrl-C in the main thread waits for the count (the slice's end at most):
+            # raised between the send and the count, it left the rest of the PDU unknown
+            with uninterrupted:
+                n = sock.sendmsg(views[:_IOV_MAX]) if self._can_sendmsg else sock.send(views[0])
+                done[0] += n
+            return n
 
         try:
             while views:
                 n = wait_in_slices(attempt, timeout, self.cancel, "the peer to read what we send")  # type: ignore[arg-type]
-                sent += n
                 while n:
                     if n >= len(views[0]):
                         n -= len(views.pop(0))
                     else:
                         views[0], n = views[0][n:], 0
         except (CancelledError, KeyboardInterrupt):  # the second: a second Ctrl-C in the main thread
-            self.cut = sent > 0
+            self.cut = done[0] > 0
+            if self.cut and not is_tls(sock):  # TLS: OpenSSL holds the record under way
+                self._tail = _rest_of_pdu(whole, done[0])
             raise
         except TimeoutError:
             raise ConnectionClosed("the peer stopped reading (send timed out)") from None
@@ -708,15 +736,35 @@ class PDUStream:
                     sock.settimeout(timeout)
 
     def abort(self, source: int = ABORT_SERVICE_USER, reason: int = 0) -> None:
-        """Send A-ABORT (best effort) and close; after a :attr:`cut` send only close (the peer
-        would read the A-ABORT as the rest of the PDU cut short)."""
+        """Send A-ABORT (best effort, PS3.8 9.3.8) and close.
+
+        After a :attr:`cut` send (a peer that stopped reading in the middle of a message) the
+        A-ABORT goes after the rest of the PDU under way (else the peer reads it as that rest),
+        both put in the socket's send buffer without waiting (:meth:`_queue`): the kernel
+        delivers them, then the connection's end, if the peer reads again, after we are gone.
+        Where they do not fit (the buffer may not grow past ``net.core.wmem_max``), or over
+        TLS, the connection is only closed, as before."""
         if self.cut:
+            if not is_tls(self.sock):
+                self._queue(self._tail + encode_abort(source, reason))
             self.close()
             return
         with contextlib.suppress(OSError, NetworkError):
             self.sock.settimeout(1.0)
             self.sock.sendall(encode_abort(source, reason))
         self.close()
+
+    def _queue(self, data: bytes) -> None:
+        """``data`` into the socket's send buffer without waiting, what it takes of it: the
+        buffer, full when the peer stopped reading, is grown by the size of ``data`` first."""
+        sock = self.sock
+        with contextlib.suppress(OSError, ValueError):
+            sock.settimeout(0.0)  # a send with a timeout waits for room first
+            size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size + len(data))
+            view = memoryview(data)
+            while view:
+                view = view[sock.send(view, _NOWAIT_FLAGS) :]
 
     def close(self) -> None:
         if self.closed:
