@@ -20,6 +20,7 @@ second signal is sent once the relay shows the command waiting there and the fir
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -267,5 +268,97 @@ def test_send_cut_in_a_message_aborts(large_files, storescp_factory, parallel, s
             assert relay.data_sets_from_client == [0] * parallel, relay.data_sets_from_client
             for seen in relay.from_client:
                 assert seen[-1] == ul.A_ABORT, seen
+    finally:
+        relay.close()
+
+
+class TricklingRelay:
+    """A loopback TCP relay to an HTTP server whose answer to a WADO-RS request (one that
+    accepts multipart/related) goes whole up to ``fast`` bytes, then a byte every 50 ms: a body
+    that never ends within a test, yet never stops long enough (a fifth of a second) for a wait
+    on it to look at a plain cancel."""
+
+    def __init__(self, target: int, fast: int) -> None:
+        self.target, self.fast = target, fast
+        self.trickling = threading.Event()
+        self.sock = socket.create_server((LOOPBACK, 0))
+        self.port = self.sock.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.sock.accept()
+                server = socket.create_connection((LOOPBACK, self.target))
+                self._conns += [client, server]
+                wado = threading.Event()  # a WADO-RS request went on this connection
+                threading.Thread(target=self._up, args=(client, server, wado), daemon=True).start()
+                threading.Thread(target=self._down, args=(server, client, wado), daemon=True).start()
+
+    @staticmethod
+    def _up(src: socket.socket, dst: socket.socket, wado: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                if b"multipart/related" in chunk.lower():
+                    wado.set()
+                dst.sendall(chunk)
+
+    def _down(self, src: socket.socket, dst: socket.socket, wado: threading.Event) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                if not wado.is_set():
+                    dst.sendall(chunk)
+                    continue
+                now = chunk[: max(0, self.fast - sent)]
+                dst.sendall(now)
+                sent += len(now)
+                for k in range(len(now), len(chunk)):
+                    self.trickling.set()
+                    dst.sendall(chunk[k : k + 1])
+                    time.sleep(0.05)
+
+    def close(self) -> None:
+        self.sock.close()
+        for sock in self._conns:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
+def test_dicomweb_retrieve_second_signal(orthanc_session, tmp_path, monkeypatch, stop):
+    """A WADO-RS retrieve (Orthanc's DICOMweb plugin) whose body trickles in the middle of its
+    second instance: the first signal lets the instance under way finish (it never does here),
+    the second ends the retrieve at once: exit 130/143, one account, the first instance kept and
+    no ``.incoming-*`` left. Before, the retrieve's thread read on while the main thread waited
+    its 5 s for it, and the process ended with the part's temporary file in the store."""
+    signum, code, cancelling = SIGNALS[stop]
+    series = make_series(tmp_path / "in", n=3, rows=512, cols=512, seed=7 if stop == "sigterm" else 8)
+    orthanc_session.upload(series.folder)
+    relay = TricklingRelay(orthanc_session.http_port, fast=(3 << 20) // 2)  # 1.5 MiB: in part 2 of 3
+    monkeypatch.setenv("DICOMPLUS_NODES", str(tmp_path / "nodes.json"))
+    try:
+        url = orthanc_session.dicomweb_url.replace(f":{orthanc_session.http_port}/", f":{relay.port}/")
+        assert dicomplus("nodes", "add", "TRICKLE", "--dicomweb", url)[0] == 0
+        db, store = tmp_path / "db", tmp_path / "db" / "store"
+        cmd = Command("--db", db, "retrieve", "TRICKLE", "--study", series.study_uid, "--method", "dicomweb")
+
+        def second_part() -> bool:
+            """The first part committed and the second's temporary begun after it (the retrieve
+            looked at the cancel in between): a stored file, and a temporary that is not the
+            second link the first part's keeps until its commit ends (store.place)."""
+            stored = [p for p in store.rglob("*") if p.is_file() and not p.name.startswith(".")]
+            with contextlib.suppress(OSError):  # a temporary committed meanwhile
+                return bool(stored) and any(p.stat().st_nlink == 1 for p in leftovers(store))
+            return False
+
+        cmd.wait_for(lambda: relay.trickling.is_set() and second_part(), "the second part trickling")
+        exit_code = cmd.twice(signum, cancelling, lambda: True)
+        assert exit_code == code, (cmd.out, cmd.err)
+        assert_one_account(cmd.err, signum)
+        # looked at before a Database opens the store: opening sweeps a dead writer's temporaries
+        assert leftovers(store) == []
+        assert assert_consistent(db / "dicomplus.sqlite", store) >= 1
     finally:
         relay.close()

@@ -178,7 +178,14 @@ def in_slices(sock: socket.socket, call: Callable[[], T], cancel: Cancel, what: 
     slices (:func:`wait_in_slices`): a peer that never sends its ServerHello, or stops halfway
     through a body, held a blocking call for the whole timeout. OpenSSL keeps a handshake's
     state and a record's bytes across slices; a recv has taken nothing. A non-blocking socket
-    is not waited on."""
+    is not waited on.
+
+    A halted token (a second Ctrl-C or SIGTERM, :meth:`~DICOMPlusLib.cancel.CancelToken.halt`)
+    ends it before the call: a cancel is only seen in a slice that brought nothing, and a body
+    that trickles in (a byte now and then) held a halted DICOMweb retrieve until its instance
+    was whole, past the CLI's wait for its thread (which left the part's file in the store)."""
+    if getattr(cancel, "halted", False):  # cancel.halted(), without importing the module
+        raise CancelledError(f"stopped while waiting for {what}")
     timeout = sock.gettimeout()
     if timeout == 0:
         return call()
