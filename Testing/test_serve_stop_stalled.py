@@ -26,6 +26,8 @@ import time
 
 import pydicom
 import pytest
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
 from test_cancel_waits import UNREAD, _unread, accept_then_stop_reading
 
 from dicomplus_testing.peers import LOOPBACK, port_accepts
@@ -322,6 +324,7 @@ def test_stop_ends_the_associations_a_peer_stopped_reading(method, pacs_db, tmp_
     with stall(accept_then_stop_reading(UNREAD)) as dest:
         config = QRConfig(ae_title="PACS", port=0, host=LOOPBACK,
                           destinations=(Destination("DEST", LOOPBACK, dest.port),))  # fmt: skip
+        before = set(threading.enumerate())
         server = QueryRetrieveSCP(db, config).start()
         qa = _start_retrieve(server.port, method, study_uid, sop_class)
         try:
@@ -329,9 +332,15 @@ def test_stop_ends_the_associations_a_peer_stopped_reading(method, pacs_db, tmp_
             started = time.monotonic()
             server.stop()
             # Within stop()'s own bound, not the network timeout (60 s) it waited before: a
-            # second of grace, then at most 5 s for the associations' threads to end (a loaded
-            # full suite has used those 5 s whole: 6.2 s, twice), and a margin.
+            # second of grace, then at most 5 s for the associations' threads to end, and a margin.
             assert time.monotonic() - started < 1.0 + 5.0 + PROMPT
+            # and those threads have ended: a C-MOVE's handler (on the thread of the association
+            # that asked for the move) waiting for its destination's C-STORE response outlived
+            # the 5 s at times (a loaded full suite: 6.2 s, twice), the end put in that queue for
+            # it taken by the destination association's reactor (pynetdicom_glue.end_associations)
+            ours = set(threading.enumerate()) - before
+            left = [t.name for t in ours if isinstance(t, Association | DULServiceProvider)]
+            assert left == [], "association threads outlived stop()"
             # the peer that was not reading finds its connection ended once it reads again
             conn = qa.stream.sock if method == "get" else dest.held[0]
             conn.settimeout(PROMPT)
