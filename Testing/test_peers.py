@@ -37,6 +37,7 @@ from dicomplus_testing.peers import (
     port_accepts,
     port_listening,
 )
+from dicomplus_testing.postgres import PostgresServer
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port, run_script
 
@@ -313,6 +314,51 @@ def test_explicit_stop_leaves_nothing(tmp_path):
         server.stop()
         _assert_gone(pid, ports)
         server.stop()  # idempotent
+
+
+def test_discard_leaves_nothing(tmp_path):
+    """discard() (what the fixtures' teardowns call: SIGKILL at once, no graceful stop) ends the
+    process group and frees the ports: Orthanc, and dcmqrscp with the child it forked for an
+    association still open."""
+    orthanc = OrthancServer(tmp_path / "orthanc").start()
+    pid, ports = orthanc.pid, orthanc.ports()
+    assert pid_alive(pid) and all(port_listening(p) for p in ports)
+    orthanc.discard()
+    _assert_gone(pid, ports)
+    orthanc.discard()  # idempotent
+    qr = DcmqrscpServer(tmp_path / "qr").start()
+    pid, ports = qr.pid, qr.ports()
+    with _associate(ports[0], qr.aet, Verification) as assoc:
+        assert assoc.is_established
+        deadline = time.monotonic() + 30  # dcmqrscp forks the association's child as it accepts
+        while len(group_members(pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(group_members(pid)) >= 2, group_members(pid)
+        qr.discard()
+    _assert_gone(pid, ports)
+
+
+def test_postgres_stop_does_not_wait_for_its_clients(tmp_path):
+    """The PostgreSQL peer's stop() is the server's fast shutdown (SIGINT): it ends the sessions
+    of clients still connected and shuts down cleanly. Its smart shutdown (SIGTERM) would wait
+    for the client to leave, and the stop would end in SIGKILL after its timeout."""
+    import psycopg
+
+    server = PostgresServer(tmp_path / "pg")
+    try:
+        server.start()
+        pid, ports = server.pid, server.ports()
+        client = psycopg.connect(server.url())
+        server.stop()
+        _assert_gone(pid, ports)
+        log = server.log_text()
+        assert "received fast shutdown request" in log, log[-2000:]
+        assert "database system is shut down" in log, log[-2000:]  # a clean end, not SIGKILL
+        with pytest.raises(psycopg.OperationalError):
+            client.execute("SELECT 1")
+        client.close()
+    finally:
+        server.remove()
 
 
 # ------------------------------------------------------------------------------------------

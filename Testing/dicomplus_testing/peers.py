@@ -7,8 +7,8 @@ Fixtures (all skip on a developer machine and fail in CI when the executable is 
 * ``orthanc_session`` (session): one Orthanc for tests that only read or only add data.
 * ``orthanc_factory`` (function): ``orthanc_factory(**OrthancServer kwargs) -> OrthancServer``,
   started; e.g. ``orthanc_factory(modalities={"storescp": ("STORESCP", port)})``.
-* ``orthanc`` (function): a fresh, empty Orthanc (``orthanc_factory()``). Costs ~3.3 s at teardown
-  (Orthanc's graceful stop), so prefer ``orthanc_session`` where isolation is not needed.
+* ``orthanc`` (function): a fresh, empty Orthanc (``orthanc_factory()``); prefer ``orthanc_session``
+  where isolation is not needed (a start costs a fresh folder and ~0.1-1 s).
 * ``dcmqrscp_factory`` / ``dcmqrscp`` (function): DCMTK Q/R SCP; the factory takes extra HostTable
   entries (C-MOVE destinations): ``dcmqrscp_factory(destinations={"store": ("STORESCP", port)})``.
 * ``storescp_factory`` / ``storescp`` (function): DCMTK storescp writing into a tmp folder.
@@ -18,7 +18,9 @@ Every server is a child started in its own session (``setsid``) with env ``TCP_N
 DCMTK, also inside Orthanc, keeps Nagle on otherwise: up to 40x slower C-STOREs), listens on free
 ports (it binds 0.0.0.0: neither Orthanc 1.10 nor DCMTK can bind loopback only, we only ever talk to
 127.0.0.1), writes its log into its tmp folder, and is stopped by PID (its process group:
-dcmqrscp forks a child per association) with SIGTERM, then SIGKILL after 10 s. A failing test gets
+dcmqrscp forks a child per association): ``stop()`` sends ``stop_signal`` (SIGTERM), then SIGKILL
+after 10 s; ``discard()``, what the fixtures' teardowns call, sends SIGKILL at once (the peer's
+state goes with its tmp folder, and Orthanc's graceful stop alone takes ~3.3 s). A failing test gets
 the log tails of the peers it used appended to its report; a safety net at session end stops any
 peer still running.
 
@@ -270,6 +272,8 @@ class PeerProcess:
     name = "peer"
     executable = ""
     start_timeout = 20.0
+    #: What ``stop()`` sends first: the peer's own graceful end.
+    stop_signal = signal.SIGTERM
 
     def __init__(self, workdir: str | os.PathLike) -> None:
         self.workdir = Path(workdir)
@@ -359,14 +363,24 @@ class PeerProcess:
         )
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM to the process group, wait up to ``timeout`` s, then SIGKILL. Also ends forked
-        children left in the group. Raises if anything survives SIGKILL. Idempotent."""
+        """``stop_signal`` (SIGTERM) to the process group, wait up to ``timeout`` s, then SIGKILL.
+        Also ends forked children left in the group. Raises if anything survives SIGKILL.
+        Idempotent."""
+        self._end(self.stop_signal, timeout)
+
+    def discard(self) -> None:
+        """SIGKILL to the process group at once, then as ``stop()``: for a peer whose state is
+        thrown away with its tmp folder (every fixture's teardown), where a graceful stop only
+        costs time (Orthanc's: ~3.3 s, PostgreSQL's: until its clients leave). Idempotent."""
+        self._end(signal.SIGKILL, 5.0)
+
+    def _end(self, first: signal.Signals, timeout: float) -> None:
         proc = self._proc
         if proc is None:
             return
         pgid = proc.pid  # setsid: the group id is the child's pid
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
+            os.killpg(pgid, first)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -947,10 +961,11 @@ class PeerFactory:
         return server.start()
 
     def stop_all(self) -> None:
+        """Discard (SIGKILL) every server it started: their state goes with their tmp folders."""
         errors = []
         for server in reversed(self.servers):
             try:
-                server.stop()
+                server.discard()
             except Exception as exc:  # stop every server even if one fails
                 errors.append(exc)
         if errors:
@@ -971,14 +986,14 @@ def orthanc_session(tmp_path_factory) -> OrthancServer:
     server = OrthancServer(tmp_path_factory.mktemp("orthanc_session"))
     server.start()
     yield server
-    server.stop()
+    server.discard()
 
 
 @pytest.fixture
 def orthanc_factory(tmp_path_factory):
     """``orthanc_factory(**kwargs) -> OrthancServer`` (started, empty), kwargs as in
     OrthancServer: modalities, dicomplus_port, aet, check_called_aet, dicomweb, http_port,
-    dicom_port, config, verbose. All stopped at teardown (~3.3 s each)."""
+    dicom_port, config, verbose. All discarded (SIGKILL) at teardown."""
     factory = PeerFactory(OrthancServer, tmp_path_factory)
     yield factory
     factory.stop_all()
