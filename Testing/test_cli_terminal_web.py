@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import socket
-import threading
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from test_cli_terminal import assert_account_above_summary, cli, interrupt_once_
 
 from dicomplus_testing.peers import LOOPBACK, port_that_drops
 from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.util import serve_in_thread
 
 
 @pytest.mark.parametrize(
@@ -117,8 +117,7 @@ def test_ctrl_c_while_waiting_for_a_busy_server(tmp_path, monkeypatch):
             pass
 
     server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Busy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_thread(server)
     try:
         url = f"http://{LOOPBACK}:{server.server_address[1]}/dicom-web"
         assert cli("nodes", "add", "BUSY", "--dicomweb", url).returncode == 0

@@ -5,12 +5,11 @@ from __future__ import annotations
 import http.server
 import json
 import socketserver
-import threading
 
 import pytest
 
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import free_port
+from dicomplus_testing.util import free_port, serve_in_thread
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
@@ -201,8 +200,7 @@ def broken_server(tmp_path):
     server.sops = s.sop_uids
     order = {uid: i for i, uid in enumerate(s.sop_uids)}
     server.parts = [f.read_bytes() for f in sorted(s.files, key=lambda f: order[_sop(f)])]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web", s
     server.shutdown()
     server.server_close()

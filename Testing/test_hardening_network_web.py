@@ -13,14 +13,13 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT
+from dicomplus_testing.util import REPO_ROOT, serve_in_thread
 from DICOMPlusLib.cli import main
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.errors import QueryError, RetrieveError
@@ -69,8 +68,7 @@ class HostileServer:
         self.httpd.daemon_threads = True
         self.httpd.seen = []
         self.httpd.behaviour = lambda h: h.answer(404, "text/plain", b"nothing here")
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_thread(self.httpd)
         self.root = f"http://{host}:{self.httpd.server_address[1]}"
         self.url = self.root + "/dicom-web"
 

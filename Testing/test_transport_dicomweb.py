@@ -9,13 +9,12 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
-from dicomplus_testing.util import REPO_ROOT, free_port
+from dicomplus_testing.util import REPO_ROOT, free_port, serve_in_thread
 from DICOMPlusLib.network.echo import EchoProblem, echo
 from DICOMPlusLib.network.nodes import DicomwebEndpoint, DimseEndpoint, EndpointKind, RemoteNode
 from DICOMPlusLib.network.query import query
@@ -69,8 +68,7 @@ class _HtmlPage(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def html_server():
     server = http.server.ThreadingHTTPServer((LOOPBACK, 0), _HtmlPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    thread = serve_in_thread(server)
     yield f"http://{LOOPBACK}:{server.server_address[1]}"
     server.shutdown()
     server.server_close()

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import http.server
 import ssl
-import threading
 
 import pytest
 
 from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.util import serve_in_thread
 from DICOMPlusLib.errors import QueryError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.network.endpoints import DicomwebEndpoint
@@ -47,8 +47,7 @@ def https_server(tls_certificate):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_thread(server)
     try:
         yield f"https://{LOOPBACK}:{server.server_address[1]}/dicom-web", cert
     finally:

@@ -7,8 +7,10 @@ import os
 import random
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,3 +146,12 @@ def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.Compl
     )
     return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
+    """Run ``server.serve_forever()`` on a daemon thread (started), checking for ``shutdown()``
+    every 50 ms: at socketserver's default of 0.5 s, every ``shutdown()`` (a test's teardown)
+    waited ~0.5 s for the loop to notice."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    return thread
