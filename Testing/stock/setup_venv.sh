@@ -11,7 +11,8 @@
 #
 # Usage: Testing/stock/setup_venv.sh [VENV_DIR]   (default: .venv-stock at the repository root)
 # Python: Slicer 5.12 runs CPython 3.12.10. $STOCK_PYTHON, else python3.12 on PATH, else pyenv's
-# 3.12.x; with none of them it stops (a different minor version is not Slicer's runtime).
+# 3.12.x (Testing/python312.sh); with none of them it stops (a different minor version is not
+# Slicer's runtime).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -20,7 +21,7 @@ constraints="$here/slicer-5.12.3.txt"
 stamp="$venv/.stock-installed"
 
 inputs_digest() {
-  cat "$0" "$constraints" "$repo/Resources/requirements-network.txt" \
+  cat "$0" "$here/../python312.sh" "$constraints" "$repo/Resources/requirements-network.txt" \
     "$repo/Resources/requirements-decoders.txt" | sha256sum | cut -d' ' -f1
 }
 
@@ -29,20 +30,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(inputs_digest)" ]; then
   exit 0
 fi
 
-is_312() { [ -n "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; }
-python=""
-for candidate in "${STOCK_PYTHON:-}" "$(command -v python3.12 || true)" \
-  $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12.*/bin/python3.12 2>/dev/null | sort -rV); do
-  if is_312 "$candidate"; then
-    python="$candidate"
-    break
-  fi
-done
-if [ -z "$python" ]; then
-  echo "setup_venv.sh: no Python 3.12 found (Slicer 5.12 runs CPython 3.12.10)." >&2
-  echo "Install it (e.g. pyenv install 3.12) or set STOCK_PYTHON=/path/to/python3.12." >&2
-  exit 1
-fi
+python="$("$here/../python312.sh")"
 echo "stock venv: $venv from $python ($("$python" -V))"
 
 rm -rf "$venv"
