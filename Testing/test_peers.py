@@ -301,7 +301,7 @@ def test_dcmqrscp_c_move_to_extra_destination(dcmqrscp_factory, storescp, tmp_pa
 
 
 def test_explicit_stop_leaves_nothing(tmp_path):
-    """stop() (what every fixture teardown calls) ends the process group and frees the ports,
+    """stop() (the graceful stop; teardowns call discard()) ends the process group and frees the ports,
     including dcmqrscp's forked per-association children."""
     for server in (
         DcmqrscpServer(tmp_path / "qr"),
