@@ -1,5 +1,9 @@
 """Cancel, resume, jobs and parallel associations.
 
+A C-GET over several associations is received by one thread (network/dimse/pump.py): the
+association threads wait while the pump's thread reads every socket and stores what comes, and
+each operation keeps its idle timeout and its cancel there (the last three tests).
+
 Cancel must stop a retrieve of a large study within about a second (C-CANCEL, then A-ABORT after
 the grace period when the PACS keeps sending) and leave only complete instances; how long it took
 is printed (never asserted: the machine is shared), what is asserted is that the transfer stopped
@@ -8,6 +12,7 @@ and that every stored file is whole. A resumed retrieve then fetches only what i
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -15,10 +20,13 @@ import pydicom
 import pytest
 
 from dicomplus_testing.peers import LOOPBACK
+from dicomplus_testing.relay import StallingRelay
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import open_connections, wait_for
 from DICOMPlusLib.database import Database
+from DICOMPlusLib.database.store import TMP_PREFIX
 from DICOMPlusLib.jobs import CancelToken, JobState
+from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.listener import ListenerConfig
 from DICOMPlusLib.network.models import RetrieveOptions
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
@@ -207,3 +215,102 @@ def test_a_study_held_nowhere_is_fetched_at_once_and_still_checked(two_series_pa
         assert set(report.failed) == set(series.sop_uids) - _stored(db) and len(report.failed) == 1
         db.close()
     pacs.close()
+
+
+def _via(node: RemoteNode, port: int) -> RemoteNode:
+    """``node`` reached through ``port`` (a relay in front of it)."""
+    return RemoteNode(node.name, DimseEndpoint(node.ae_title, LOOPBACK, port))
+
+
+def _in_a_thread(call, seconds: float = 60.0):
+    """``call()`` in a thread, joined for ``seconds`` (a retrieve that never ends fails the test
+    instead of holding the suite)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # handed to the test
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the retrieve did not end within {seconds:g} s"
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+def test_parallel_c_gets_are_received_by_one_thread(two_series_pacs, tmp_path):
+    node, ct, mr = two_series_pacs
+    receivers: set[str] = set()
+
+    def progress(done: int, total: int, current: str) -> None:
+        if done:
+            receivers.add(threading.current_thread().name)
+
+    with Database(tmp_path / "db") as db:
+        report = retrieve(node, db, study_uid=ct.study_uid, method="get", progress=progress,
+                          options=RetrieveOptions(parallel=2))  # fmt: skip
+        assert report.complete and report.associations == 2
+        assert _stored(db) == set(ct.sop_uids) | set(mr.sop_uids)
+    # both associations' instances were stored by the pump's thread, none by theirs
+    assert receivers == {"dicomplus-receive"}
+
+
+def test_a_stalled_association_times_out_on_the_pump(two_series_pacs, tmp_path):
+    """Both associations stall inside the data set of their third instance (a relay sends half
+    of that P-DATA-TF, then nothing): each times out on its own, the instances before stay, and
+    no partial file is left."""
+    node, ct, _ = two_series_pacs
+    relay = StallingRelay(node.port, stall_at_store=3)
+    try:
+        with Database(tmp_path / "db") as db:
+            options = RetrieveOptions(parallel=2, timeout=1.0, retries=0)
+            report = _in_a_thread(lambda: retrieve(_via(node, relay.port), db, study_uid=ct.study_uid, method="get",
+                                                   options=options))  # fmt: skip
+            stored = _stored(db)
+            assert not report.complete
+            assert len(relay.stalled) == 2 and len(stored) == 4  # two whole instances of each series
+            assert set(report.done) == stored
+            reasons = set(report.failed.values())
+            assert reasons and all("stopped in the middle of a message" in r for r in reasons), reasons
+            assert not [p for p in db.store.root.iterdir() if p.name.startswith(TMP_PREFIX)]
+        assert all(ul.A_ABORT in seen for seen in relay.stalled)  # each timed-out association aborted
+    finally:
+        relay.close()
+
+
+def test_a_cancel_reaches_the_operations_on_the_pump(two_series_pacs, tmp_path):
+    """A cancel while both associations are stalled: each sends C-CANCEL, the SCP's final
+    response cannot reach it (the relay holds everything), and after the grace each aborts; the
+    idle timeout (30 s) would have ended them otherwise, and the report would not say cancelled."""
+    node, ct, _ = two_series_pacs
+    relay = StallingRelay(node.port, stall_at_store=2)
+    token = CancelToken()
+    try:
+        with Database(tmp_path / "db") as db:
+            options = RetrieveOptions(parallel=2, timeout=30.0, retries=0, grace=0.5)
+
+            def run():
+                return retrieve(_via(node, relay.port), db, study_uid=ct.study_uid, method="get", options=options,
+                                cancel=token)  # fmt: skip
+
+            def cancel_when_stalled() -> None:
+                while len(relay.stalled) < 2:
+                    threading.Event().wait(0.02)
+                token.cancel()
+
+            threading.Thread(target=cancel_when_stalled, daemon=True).start()
+            report = _in_a_thread(run)  # the timeout (30 s) would end it otherwise: the cancel did
+            assert report.cancelled and len(_stored(db)) == 2  # the first instance of each series
+            # each sent C-CANCEL and aborted at the end of its grace (not at its idle timeout)
+            assert (
+                report.warnings
+                == ["C-GET cancelled: no final response within 0.5 s of C-CANCEL; association aborted"] * 2
+            )
+            assert not [p for p in db.store.root.iterdir() if p.name.startswith(TMP_PREFIX)]
+        assert all(ul.A_ABORT in seen for seen in relay.stalled)
+    finally:
+        relay.close()
