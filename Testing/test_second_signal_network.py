@@ -34,7 +34,7 @@ from test_cli_terminal import leftovers
 from test_disk_full import assert_consistent, dicomplus
 
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
-from dicomplus_testing.relay import StallingRelay
+from dicomplus_testing.relay import StallingRelay, TcpRelay
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import REPO_ROOT, free_port
 from DICOMPlusLib.network.dimse import messages as dimse
@@ -272,29 +272,21 @@ def test_send_cut_in_a_message_aborts(large_files, storescp_factory, parallel, s
         relay.close()
 
 
-class TricklingRelay:
+class TricklingRelay(TcpRelay):
     """A loopback TCP relay to an HTTP server whose answer to a WADO-RS request (one that
     accepts multipart/related) goes whole up to ``fast`` bytes, then a byte every 50 ms: a body
     that never ends within a test, yet never stops long enough (a fifth of a second) for a wait
     on it to look at a plain cancel."""
 
     def __init__(self, target: int, fast: int) -> None:
-        self.target, self.fast = target, fast
+        self.fast = fast
         self.trickling = threading.Event()
-        self.sock = socket.create_server((LOOPBACK, 0))
-        self.port = self.sock.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target)
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.sock.accept()
-                server = socket.create_connection((LOOPBACK, self.target))
-                self._conns += [client, server]
-                wado = threading.Event()  # a WADO-RS request went on this connection
-                threading.Thread(target=self._up, args=(client, server, wado), daemon=True).start()
-                threading.Thread(target=self._down, args=(server, client, wado), daemon=True).start()
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        wado = threading.Event()  # a WADO-RS request went on this connection
+        threading.Thread(target=self._up, args=(client, server, wado), daemon=True).start()
+        threading.Thread(target=self._down, args=(server, client, wado), daemon=True).start()
 
     @staticmethod
     def _up(src: socket.socket, dst: socket.socket, wado: threading.Event) -> None:
@@ -318,12 +310,6 @@ class TricklingRelay:
                     self.trickling.set()
                     dst.sendall(chunk[k : k + 1])
                     time.sleep(0.05)
-
-    def close(self) -> None:
-        self.sock.close()
-        for sock in self._conns:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])

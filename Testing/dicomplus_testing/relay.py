@@ -25,8 +25,10 @@ from DICOMPlusLib.network.dimse import ul
 PduHook = Callable[[int, bytes, socket.socket, socket.socket], bool]
 
 
-class PduRelay:
-    """Relays every connection made to :attr:`port` to ``target`` on loopback, PDU by PDU."""
+class TcpRelay:
+    """Relays every connection made to :attr:`port` to ``target`` on loopback: the listening
+    socket, the connections and their end; :meth:`_relay` (a subclass's) moves the bytes of one
+    connection pair, on threads of its own."""
 
     def __init__(self, target: int, *, rcvbuf: int = 0) -> None:
         self.target = target
@@ -35,9 +37,33 @@ class PduRelay:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.port = self.sock.getsockname()[1]
         self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.sock.accept()
+                server = socket.create_connection((LOOPBACK, self.target))
+                self._conns += [client, server]
+                self._relay(client, server)
+
+    def close(self) -> None:
+        self.sock.close()
+        for sock in self._conns:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class PduRelay(TcpRelay):
+    """Relays every connection made to :attr:`port` to ``target`` on loopback, PDU by PDU."""
+
+    def __init__(self, target: int, *, rcvbuf: int = 0) -> None:
         #: How many requesters ended their connection (what they sent all relayed).
         self.requesters_ended = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target, rcvbuf=rcvbuf)
 
     def from_scp(self, pdu_type: int, pdu: bytes, src: socket.socket, dst: socket.socket) -> bool:
         """A PDU the SCP sent: relayed to the requester."""
@@ -49,14 +75,9 @@ class PduRelay:
         dst.sendall(pdu)
         return True
 
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.sock.accept()
-                server = socket.create_connection((LOOPBACK, self.target))
-                self._conns += [client, server]
-                threading.Thread(target=self._pump, args=(client, server, self.to_scp), daemon=True).start()
-                threading.Thread(target=self._pump, args=(server, client, self.from_scp), daemon=True).start()
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        threading.Thread(target=self._pump, args=(client, server, self.to_scp), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, self.from_scp), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, hook: PduHook) -> None:
         pending = b""
@@ -74,12 +95,6 @@ class PduRelay:
             self.requesters_ended += 1
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.sock.close()
-        for sock in self._conns:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def commands(pdu_type: int, pdu: bytes, partial: bytearray) -> Iterator[dimse.Command]:
