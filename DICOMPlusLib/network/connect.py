@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from DICOMPlusLib.cancel import halted
 from DICOMPlusLib.errors import CancelledError
 
 
@@ -184,7 +185,7 @@ def in_slices(sock: socket.socket, call: Callable[[], T], cancel: Cancel, what: 
     ends it before the call: a cancel is only seen in a slice that brought nothing, and a body
     that trickles in (a byte now and then) held a halted DICOMweb retrieve until its instance
     was whole, past the CLI's wait for its thread (which left the part's file in the store)."""
-    if getattr(cancel, "halted", False):  # cancel.halted(), without importing the module
+    if halted(cancel):
         raise CancelledError(f"stopped while waiting for {what}")
     timeout = sock.gettimeout()
     if timeout == 0:
