@@ -73,6 +73,27 @@ class CancelToken:
         return True
 
 
+class GraceToken(CancelToken):
+    """A token for what a cancelled command still does for ``seconds`` (a retrieve listing what
+    it did not fetch, to name it in its report): cancelled once they have passed, and at once,
+    halted too, when ``parent`` is halted (the second Ctrl-C), which the work then ends as it
+    ends its parent's. A token of its own with a timer that cancels it was not halted by the
+    second signal: that work ran its grace, and a C-CANCEL's after it (~2 s)."""
+
+    def __init__(self, parent: CancelToken, seconds: float) -> None:
+        super().__init__()
+        self.parent = parent
+        self.deadline = time.monotonic() + seconds
+
+    @property
+    def cancelled(self) -> bool:
+        return super().cancelled or self.halted or time.monotonic() >= self.deadline
+
+    @property
+    def halted(self) -> bool:
+        return super().halted or halted(self.parent)
+
+
 def halted(token) -> bool:
     """Whether ``token`` (a :class:`CancelToken`, or any object with ``cancelled``) says to stop
     at once (:meth:`CancelToken.halt`)."""

@@ -26,6 +26,7 @@ from dicomplus_testing.util import open_connections, wait_for
 from DICOMPlusLib.database import Database
 from DICOMPlusLib.database.store import TMP_PREFIX
 from DICOMPlusLib.jobs import CancelToken, JobState
+from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.listener import ListenerConfig
 from DICOMPlusLib.network.models import RetrieveOptions
@@ -312,5 +313,33 @@ def test_a_cancel_reaches_the_operations_on_the_pump(two_series_pacs, tmp_path):
             )
             assert not [p for p in db.store.root.iterdir() if p.name.startswith(TMP_PREFIX)]
         assert all(ul.A_ABORT in seen for seen in relay.stalled)
+    finally:
+        relay.close()
+
+
+def test_a_halt_after_a_cancel_ends_the_listing_of_what_did_not_arrive(two_series_pacs, tmp_path):
+    """A study retrieved by C-GET with its plan deferred (its instances listed after the
+    transfer) and cancelled: the listing gets the retrieve's grace, but a halt (the second
+    Ctrl-C) ends it at once: no image-level C-FIND goes out after it. Before, the listing ran on a
+    token of its own that only a timer cancelled, and a second Ctrl-C waited for its grace and
+    a C-CANCEL's (~2 s)."""
+    node, ct, _ = two_series_pacs
+    relay = StallingRelay(node.port)
+    token = CancelToken()
+
+    def progress(done: int, total: int, current: str) -> None:
+        if done:  # the first instance is here: the first Ctrl-C, then the second
+            token.cancel()
+            token.halt()
+
+    try:
+        with Database(tmp_path / "db") as db:
+            report = _in_a_thread(lambda: retrieve(_via(node, relay.port), db, study_uid=ct.study_uid, method="get",
+                                                   progress=progress, cancel=token,
+                                                   options=RetrieveOptions(parallel=2, retries=0, grace=5.0)))  # fmt: skip
+            assert report.cancelled and report.done
+        with relay.lock:
+            finds = [c for commands in relay.commands_from_client for c in commands if c == dimse.C_FIND_RQ]
+        assert len(finds) == 1, relay.commands_from_client  # the series-level C-FIND of the plan, none after
     finally:
         relay.close()

@@ -30,8 +30,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
-from DICOMPlusLib.cancel import run_threads
-from DICOMPlusLib.errors import NetworkError, RetrieveError
+from DICOMPlusLib.cancel import GraceToken, run_threads
+from DICOMPlusLib.errors import CancelledError, NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import qrscu, scu
 from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, RetrieveRequest
@@ -199,7 +199,8 @@ def _resolve(state: RunState, plan: Plan, parallel: int) -> None:
     sub-operation it matched (as many as its pending responses announced) and exactly that
     many instances arrived, the instances are known (the PACS's own count is the expected
     one); otherwise the image-level C-FIND lists them (after the transfer, in a node slot), so
-    that the report names what is missing. After a cancel it is given ``grace`` seconds."""
+    that the report names what is missing. After a cancel it is given ``grace`` seconds, and none
+    after a halt (the second Ctrl-C: :class:`~DICOMPlusLib.cancel.GraceToken`)."""
     counted = list(state.counted)
     units = len(make_units(plan, set(), parallel=parallel))
     proven = (
@@ -214,24 +215,15 @@ def _resolve(state: RunState, plan: Plan, parallel: int) -> None:
     if proven:
         from_arrivals(plan, [i for _, arrived, _ in counted for i in arrived])
     else:
-        token = state.cancel
-        timer = None
-        if state.cancel.cancelled:
-            token = CancelToken()
-            timer = threading.Timer(state.grace, token.cancel)
-            timer.daemon = True
-            timer.start()
+        token = GraceToken(state.cancel, state.grace) if state.cancel.cancelled else state.cancel
         try:
             with node_slot(state.node, token):
                 list_instances(plan, state.node, state.calling_ae, state.timeout, token, parallel)
-        except (_Cancelled, RetrieveError) as exc:
+        except (_Cancelled, CancelledError, RetrieveError) as exc:  # CancelledError: its grace ended a wait
             if not state.cancel.cancelled and isinstance(exc, RetrieveError):
                 raise
             plan.deferred = False
             state.report.warnings.append(f"the instances of the selection are not known: {exc}")
-        finally:
-            if timer is not None:
-                timer.cancel()
     _account(state, plan, True)
 
 
