@@ -12,12 +12,14 @@ and that every stored file is whole. A resumed retrieve then fetches only what i
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
 
 import pydicom
 import pytest
+from test_disk_full import assert_consistent
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.relay import StallingRelay
@@ -27,7 +29,7 @@ from DICOMPlusLib.database import Database
 from DICOMPlusLib.database.store import TMP_PREFIX
 from DICOMPlusLib.jobs import CancelToken, JobState
 from DICOMPlusLib.network.dimse import messages as dimse
-from DICOMPlusLib.network.dimse import ul
+from DICOMPlusLib.network.dimse import qrscu, ul
 from DICOMPlusLib.network.listener import ListenerConfig
 from DICOMPlusLib.network.models import RetrieveOptions
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
@@ -260,11 +262,15 @@ def test_parallel_c_gets_are_received_by_one_thread(two_series_pacs, tmp_path):
     assert receivers == {"dicomplus-receive"}
 
 
-def test_a_stalled_association_times_out_on_the_pump(two_series_pacs, tmp_path):
+@pytest.mark.parametrize("window", [None, 3600.0], ids=["committed-before", "committed-at-the-end"])
+def test_a_stalled_association_times_out_on_the_pump(two_series_pacs, tmp_path, monkeypatch, window):
     """Both associations stall inside the data set of their third instance (a relay sends half
     of that P-DATA-TF, then nothing): each times out on its own, the instances before stay, and
-    no partial file is left."""
+    no partial file is left. With a commit window longer than the retrieve, the two instances
+    each answered are committed (and counted) only as its operation ends."""
     node, ct, _ = two_series_pacs
+    if window is not None:
+        monkeypatch.setattr(qrscu, "COMMIT_EVERY_S", window)
     relay = StallingRelay(node.port, stall_at_store=3)
     try:
         with Database(tmp_path / "db") as db:
@@ -343,3 +349,66 @@ def test_a_halt_after_a_cancel_ends_the_listing_of_what_did_not_arrive(two_serie
         assert len(finds) == 1, relay.commands_from_client  # the series-level C-FIND of the plan, none after
     finally:
         relay.close()
+
+
+def _counting_commits(db: Database) -> list[int]:
+    """The number of instances of each transaction ``db`` commits (its ``commit_parsed`` calls)."""
+    sizes: list[int] = []
+    commit_parsed = db.commit_parsed
+
+    def counted(items, *args, **kwargs):
+        sizes.append(len(items))
+        return commit_parsed(items, *args, **kwargs)
+
+    db.commit_parsed = counted  # type: ignore[method-assign]
+    return sizes
+
+
+def test_the_pump_commits_what_an_association_answered_together(two_series_pacs, tmp_path, monkeypatch):
+    """Instances answered on the pump are committed together: here (a window longer than the
+    retrieve) each association's whole series in one transaction at its final response, and with
+    at most two a transaction, in pairs; every instance heard of once, all stored."""
+    node, ct, mr = two_series_pacs
+    monkeypatch.setattr(qrscu, "COMMIT_EVERY_S", 3600.0)
+    for most, expected in ((64, [4, 6]), (2, [2, 2, 2, 2, 2])):
+        monkeypatch.setattr(qrscu, "COMMIT_MOST", most)
+        heard: list[str] = []
+        with Database(tmp_path / f"db-{most}") as db:
+            sizes = _counting_commits(db)
+            report = retrieve(node, db, study_uid=ct.study_uid, method="get",
+                              progress=lambda done, total, sop, heard=heard: heard.append(sop) if sop else None,
+                              options=RetrieveOptions(parallel=2))  # fmt: skip
+            assert report.complete and report.associations == 2
+            assert _stored(db) == set(ct.sop_uids) | set(mr.sop_uids) == set(report.done)
+        assert sorted(sizes) == expected, sizes
+        assert sorted(heard) == sorted(report.done)
+
+
+def test_a_transaction_that_fails_fails_the_instances_it_held_and_they_are_asked_for_again(
+    two_series_pacs, tmp_path, monkeypatch
+):
+    """One instance's row refused (a trigger): the transaction holding its association's answered
+    instances fails. Each was answered success, so the C-GET does not say; the retrieve asks
+    again for what is missing, and the others come then. The refused one is reported
+    "received, then not stored here"; no file of the failed transaction stays."""
+    node, ct, mr = two_series_pacs
+    monkeypatch.setattr(qrscu, "COMMIT_EVERY_S", 3600.0)
+    refused = ct.sop_uids[2]
+    db_folder = tmp_path / "db"
+    Database(db_folder).close()
+    conn = sqlite3.connect(db_folder / "dicomplus.sqlite")
+    with conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON instances WHEN NEW.SOPInstanceUID = "
+            f"'{refused}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    conn.close()
+    with Database(db_folder) as db:
+        sizes = _counting_commits(db)
+        report = retrieve(node, db, study_uid=ct.study_uid, method="get", options=RetrieveOptions(parallel=2))
+    assert 6 in sizes  # the CT series' transaction, which failed
+    assert sorted(report.done) == sorted(s for s in [*ct.sop_uids, *mr.sop_uids] if s != refused)
+    assert list(report.failed) == [refused], report.to_dict()
+    assert report.failed[refused].startswith("received, then not stored here: ")
+    assert "refused by the test" in report.failed[refused]
+    assert assert_consistent(db_folder / "dicomplus.sqlite", db_folder / "store") == 9

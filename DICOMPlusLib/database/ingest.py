@@ -244,6 +244,13 @@ class Sink(Protocol):
         """The second half of :meth:`commit`: move into place, index, commit, tell subscribers."""
         ...
 
+    def commit_headers(
+        self, items: Sequence[tuple[ParsedFile, object]], policy: DuplicatePolicy, *, fsync: bool = False
+    ) -> list[StoredInstance]:
+        """:meth:`commit_header` for several (parsed, context) in one transaction; one result
+        each, in order; never raises for the data."""
+        ...
+
     def commit_batch(
         self,
         items: Sequence[ParsedFile],
@@ -368,19 +375,27 @@ class Ingest:
         (one transaction), tell the subscribers. Never raises for a failed write: the status
         says so, and the file does not stay. With ``fsync``, its row and its name are synced
         too before this returns."""
-        result = self.commit_one(parsed, policy, context=context)
-        if (
-            fsync
-            and result.status in (StoreStatus.STORED, StoreStatus.REPLACED)
-            and result.record is not None
-        ):
-            try:  # answered only once its row and its name are on the disk too, not just its bytes
-                self.db.make_durable(result.record.path)
-            except OSError as exc:
-                logger.warning("cannot sync instance %s: %s", result.sop_instance_uid, exc)
-                self.note_space(exc)
-                return failure(exc, result.sop_instance_uid)
-        return result
+        return self.commit_headers([(parsed, context)], policy, fsync=fsync)[0]
+
+    def commit_headers(
+        self, items: Sequence[tuple[ParsedFile, object]], policy: DuplicatePolicy, *, fsync: bool = False
+    ) -> list[StoredInstance]:
+        """:meth:`commit_header` for several received files at once: one transaction (a retrieve
+        over several associations commits what they brought together: a commit per instance
+        was a quarter of its CPU, docs/performance.md), each file's subscribers told with its
+        own ``context``. When the transaction fails, every item gets the failure."""
+        results = self._commit_items(items, policy)
+        if fsync:
+            for i, result in enumerate(results):
+                if result.status not in (StoreStatus.STORED, StoreStatus.REPLACED) or result.record is None:
+                    continue
+                try:  # answered only once its row and its name are on the disk too, not just its bytes
+                    self.db.make_durable(result.record.path)
+                except OSError as exc:
+                    logger.warning("cannot sync instance %s: %s", result.sop_instance_uid, exc)
+                    self.note_space(exc)
+                    results[i] = failure(exc, result.sop_instance_uid)
+        return results
 
     def commit_bytes(self, data: bytes, policy: DuplicatePolicy, *, context: object = None) -> StoredInstance:
         """A whole Part 10 file held in memory (raises ImportFileError when it is not DICOM)."""
@@ -391,24 +406,35 @@ class Ingest:
     def commit_one(
         self, parsed: ParsedFile, policy: DuplicatePolicy, *, context: object = None
     ) -> StoredInstance:
-        sop = str(parsed.values.get("SOPInstanceUID") or "")
+        return self._commit_items([(parsed, context)], policy)[0]
+
+    def _commit_items(
+        self, items: Sequence[tuple[ParsedFile, object]], policy: DuplicatePolicy
+    ) -> list[StoredInstance]:
+        parsed_files = [parsed for parsed, _ in items]
         try:
-            (result,) = self.db.commit_parsed([parsed], on_duplicate=policy)
+            results = self.db.commit_parsed(parsed_files, on_duplicate=policy)
         except BaseException as exc:
-            if parsed.stored_tmp:  # not moved into place, or moved and taken back
-                with contextlib.suppress(OSError):
-                    os.unlink(parsed.stored_tmp)
+            for parsed in parsed_files:
+                if parsed.stored_tmp:  # not moved into place, or moved and taken back
+                    with contextlib.suppress(OSError):
+                        os.unlink(parsed.stored_tmp)
             if not isinstance(exc, Exception):
                 raise
-            logger.warning("cannot store instance %s: %s", sop, exc)
+            sops = [str(parsed.values.get("SOPInstanceUID") or "") for parsed in parsed_files]
+            logger.warning(
+                "cannot store instance%s %s: %s", "s" if len(sops) > 1 else "", ", ".join(sops), exc
+            )
             self.note_space(exc)
-            return failure(exc, sop)
-        if parsed.stored_tmp and result.status not in (StoreStatus.STORED, StoreStatus.REPLACED):
-            with contextlib.suppress(OSError):  # kept (the backend removes it too) or unreadable
-                os.unlink(parsed.stored_tmp)
+            return [failure(exc, sop) for sop in sops]
+        for parsed, result in zip(parsed_files, results, strict=True):
+            if parsed.stored_tmp and result.status not in (StoreStatus.STORED, StoreStatus.REPLACED):
+                with contextlib.suppress(OSError):  # kept (the backend removes it too) or unreadable
+                    os.unlink(parsed.stored_tmp)
         # STORED or REPLACED: the backend removed the in-flight name after its commit (FileStore.place)
-        self._announce([result], context)
-        return result
+        for (_, context), result in zip(items, results, strict=True):
+            self._announce([result], context)
+        return results
 
     # -- batches (folder import, sample data) --------------------------------------------------
     def commit_batch(

@@ -38,6 +38,7 @@ from DICOMPlusLib.network.retrieve_plan import Plan, Unit
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.network.dimse.pump import ReceivePump
+    from DICOMPlusLib.network.dimse.receive import DatabaseSink
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
 logger = get_logger(__name__)
@@ -283,6 +284,21 @@ class RunState:
         self.stop = _StopWhenFull(self)
         #: Receives the C-GETs of several associations from one thread (set while they run).
         self.pump: ReceivePump | None = None
+        self._sink: DatabaseSink | None = None
+
+    @property
+    def sink(self) -> DatabaseSink:
+        """What stores the instances of the C-GETs: one for the whole retrieve, whose
+        associations and attempts share what it learns (a transaction of several instances that
+        failed: it then commits each alone, and what is asked for again fails alone)."""
+        with self.lock:
+            if self._sink is None:
+                from DICOMPlusLib.database.ingest import IngestSource
+                from DICOMPlusLib.network.dimse.receive import DatabaseSink  # not storage's: no Notifier
+
+                # Arrivals are announced to the subscribers of a listener over this database (Notifier.attach).
+                self._sink = DatabaseSink(self.db, source=IngestSource.C_GET)
+            return self._sink
 
     @property
     def disk_full(self) -> bool:
@@ -427,11 +443,7 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
     contexts = [(qrscu.STUDY_ROOT_GET, qrscu.UNCOMPRESSED), (ul.VERIFICATION, qrscu.UNCOMPRESSED)]
     contexts += [(c, list(ts)) for c, ts in group.contexts]
     roles = {c: (False, True) for c in group.sop_classes}
-    from DICOMPlusLib.database.ingest import IngestSource
-    from DICOMPlusLib.network.dimse.receive import DatabaseSink  # not storage's: no Notifier to import
-
-    # Arrivals are announced to the subscribers of a listener over this database (see Notifier.attach).
-    sink = DatabaseSink(state.db, source=IngestSource.C_GET)
+    sink = state.sink
     try:
         with slot:
             qa = _open(state, contexts, roles)

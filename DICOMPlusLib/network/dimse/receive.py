@@ -45,6 +45,8 @@ from DICOMPlusLib.network.dimse.status import Status
 from DICOMPlusLib.uids import valid_uid_text
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from DICOMPlusLib.database import DatabaseProtocol
     from DICOMPlusLib.database.parsing import ParsedFile
 
@@ -211,6 +213,9 @@ class DatabaseSink:
         #: not one per refused instance (a sender may go on sending thousands).
         self._full_said = False
         self._said_lock = threading.Lock()
+        #: Whether a transaction of several instances failed (:meth:`commit_many`): the callers
+        #: that gather instances for one then commit each alone.
+        self.one_at_a_time = False
 
     def begin(self, meta: ReceiveMeta, spare: Incoming | None = None) -> IncomingFile:
         """Open the temporary file, or take ``spare`` (one :meth:`spare` made ahead); raises
@@ -275,10 +280,23 @@ class DatabaseSink:
     def commit(self, incoming: IncomingFile) -> StoreOutcome:
         """The second half of :meth:`finish`: the instance :meth:`read_header` read moved into
         place, indexed and committed, the subscribers told. Never raises."""
-        parsed, incoming.parsed = incoming.parsed, None
-        assert parsed is not None, "commit() before read_header()"
-        result = self.ingest.commit_header(parsed, self.policy, context=incoming.meta, fsync=self.fsync)
-        return self._outcome(result, incoming.meta)
+        return self.commit_many([incoming])[0]
+
+    def commit_many(self, incomings: Sequence[IncomingFile]) -> list[StoreOutcome]:
+        """:meth:`commit` for several instances whose headers are read, in one transaction."""
+        items = []
+        for incoming in incomings:
+            parsed, incoming.parsed = incoming.parsed, None
+            assert parsed is not None, "commit() before read_header()"
+            items.append((parsed, incoming.meta))
+        results = self.ingest.commit_headers(items, self.policy, fsync=self.fsync)
+        if len(items) > 1 and all(r.status is StoreStatus.FAILED and not r.out_of_space for r in results):
+            # one instance's row may have failed them all: from now on, one a transaction (what
+            # a retrieve asks for again then fails alone)
+            self.one_at_a_time = True
+        return [
+            self._outcome(result, incoming.meta) for result, incoming in zip(results, incomings, strict=True)
+        ]
 
     def _outcome(self, result: StoredInstance, meta: ReceiveMeta) -> StoreOutcome:
         if result.status is StoreStatus.UNREADABLE:
