@@ -183,3 +183,19 @@ def test_a_failed_command_is_named_short(runner):
     message = str(failed.value)
     assert "exited with 5" in message and "the child said why" in message
     assert len(message) < 1000 and "characters)" in message
+
+
+def test_before_and_after_run_untimed_around_every_run(runner):
+    """``before`` and ``after`` run around each run of their candidate, warm-up included, and
+    their time is not the run's (``after`` removes what a run wrote as soon as it is timed)."""
+    log: list[str] = []
+    bench = _fast_and_slow(runner, log)
+    bench.candidates[0] = runner.Candidate(
+        "fast",
+        function=_sleeper(0.001, "fast", log),
+        before=lambda: log.append("before"),
+        after=lambda: (log.append("after"), time.sleep(0.2)),
+    )
+    result = runner.run(bench, repeat=5, warmup=1)
+    assert log == ["before", "fast", "after", "slow"] * 6
+    assert result.timings["fast"].maximum < 0.2  # the 0.2 s of each ``after`` is not counted

@@ -146,7 +146,9 @@ def python_command(code: str, *args: str) -> list[str]:
 class Candidate:
     """Something to time: exactly one of ``command`` (argv list, or a string with ``shell``) or
     ``function`` (called with no arguments). ``before`` runs untimed before every run (e.g. to
-    empty an output folder)."""
+    empty an output folder), ``after`` untimed after it (e.g. to remove what it wrote: the page
+    cache's dirty data of every candidate's last output, kept, can pass the kernel's background
+    writeback threshold, which then writes it out during other candidates' timed runs)."""
 
     name: str
     command: Sequence[str] | str | None = None
@@ -155,6 +157,7 @@ class Candidate:
     cwd: str | os.PathLike | None = None
     env: Mapping[str, str] | None = None
     before: Callable[[], object] | None = None
+    after: Callable[[], object] | None = None
     label: str = ""  # how the candidate is described in reports (default: the command)
 
     def __post_init__(self) -> None:
@@ -180,12 +183,16 @@ class Candidate:
             self.before()
         if self.command is not None:
             m = measure_command(self.command, cwd=self.cwd, env=self.env, shell=self.shell)
-            return m.seconds, m.cpu, m.max_rss_kib
-        cpu_start = time.process_time()
-        start = time.perf_counter()
-        self.function()
-        seconds = time.perf_counter() - start
-        return seconds, time.process_time() - cpu_start, None
+            result = m.seconds, m.cpu, m.max_rss_kib
+        else:
+            cpu_start = time.process_time()
+            start = time.perf_counter()
+            self.function()
+            seconds = time.perf_counter() - start
+            result = seconds, time.process_time() - cpu_start, None
+        if self.after is not None:
+            self.after()
+        return result
 
 
 @dataclass
