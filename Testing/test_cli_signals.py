@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import select
 import signal
@@ -29,6 +28,7 @@ from test_cli_terminal import CANCELLED, COUNT, assert_account_above_summary, cl
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
+from dicomplus_testing.terminal import spawn_in_terminal
 from dicomplus_testing.util import REPO_ROOT
 from DICOMPlusLib.cli import Exit, main
 from DICOMPlusLib.database import Database
@@ -46,10 +46,7 @@ def signalled_in_terminal(args: list[str], at: int, *, signals=(signal.SIGTERM,)
     SIGINT is typed, as Ctrl-C (``\\x03``): the terminal's line discipline sends it to the
     command's whole process group, as a user's Ctrl-C does (test_cli_terminal.py).
     Returns (exit code, what the terminal showed until then)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(REPO_ROOT)
-        os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], ENV)
+    proc, fd = spawn_in_terminal([sys.executable, "-m", "DICOMPlusLib.cli", *args], env=ENV)
     shown, pending, open_fd = b"", [] if hang_up else list(signals), True
     deadline = time.monotonic() + timeout
     try:
@@ -73,22 +70,21 @@ def signalled_in_terminal(args: list[str], at: int, *, signals=(signal.SIGTERM,)
                 if sent == signal.SIGINT:
                     os.write(fd, b"\x03")  # Ctrl-C, as typed
                 else:
-                    kill(pid, sent)
+                    kill(proc.pid, sent)
         while time.monotonic() < deadline:
-            ended, status = os.waitpid(pid, os.WNOHANG)
-            if ended:
+            if proc.poll() is not None:
                 break
             time.sleep(0.05)
         else:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            proc.kill()
+            proc.wait()
             raise AssertionError(f"{args} did not end in {timeout} s:\n{shown.decode(errors='replace')}")
     finally:
         if open_fd:
             os.close(fd)
     text = shown.decode(errors="replace")
     assert not pending, f"the command ended before it was signalled:\n{text}"
-    return os.waitstatus_to_exitcode(status), text
+    return proc.returncode, text
 
 
 def account(text: str, unit: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The CLI in a real terminal: a pseudo-terminal (``pty.fork``) whose line discipline turns a
+"""The CLI in a real terminal: a pseudo-terminal (``spawn_in_terminal``) whose line discipline turns a
 typed Ctrl-C (``\\x03``) into SIGINT for the command's whole process group, as a shell's terminal
 does. Checks the progress bar, and that Ctrl-C during ``import`` and ``send`` ends
 with one account ("cancelled after A/B ...; K kept; run the same command again ..."), exit code

@@ -9,7 +9,6 @@ import os
 import pty
 import re
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -18,6 +17,34 @@ import time
 from collections.abc import Callable
 
 from dicomplus_testing.util import REPO_ROOT
+
+#: The child's first step: a session of its own whose controlling terminal is its stdin (the
+#: pseudo-terminal), then the command in the same process (``execv``): what ``pty.fork`` does,
+#: without running Python in a forked copy of this multi-threaded process (which may deadlock
+#: there, Python 3.12 warns).
+_TAKE_THE_TERMINAL = (
+    "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def spawn_in_terminal(argv: list[str], *, env: dict[str, str], columns: int = 160,
+                      rows: int = 40) -> tuple[subprocess.Popen, int]:  # fmt: skip
+    """Start ``argv`` on a new pseudo-terminal (``columns`` x ``rows``, set before it starts and
+    asks), as the leader of a session whose controlling terminal that is: a typed Ctrl-C
+    (``\\x03``) is SIGINT for its process group, closing the terminal SIGHUP for it. Returns the
+    process and the terminal's controlling side (the caller closes it)."""
+    controller, terminal = pty.openpty()
+    try:
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        proc = subprocess.Popen([sys.executable, "-c", _TAKE_THE_TERMINAL, *argv], stdin=terminal,
+                                stdout=terminal, stderr=terminal, cwd=REPO_ROOT, env=env)  # fmt: skip
+    except BaseException:
+        os.close(controller)
+        raise
+    finally:
+        os.close(terminal)
+    return proc, controller
 
 
 def run_in_terminal(
@@ -33,12 +60,7 @@ def run_in_terminal(
     Returns (exit code, everything the terminal showed)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("NO_COLOR", None)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a session of its own with the pty as controlling terminal
-        # its size is set here, before the command starts and asks for it
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-        os.chdir(REPO_ROOT)
-        os.execve(sys.executable, [sys.executable, "-m", "DICOMPlusLib.cli", *args], env)
+    proc, fd = spawn_in_terminal([sys.executable, "-m", "DICOMPlusLib.cli", *args], env=env, columns=columns)
     shown, typed = b"", False
     deadline = time.monotonic() + timeout
     try:
@@ -61,15 +83,15 @@ def run_in_terminal(
                 os.write(fd, b"\x03")
                 typed = True
         else:
-            os.kill(pid, signal.SIGKILL)
+            proc.kill()
             raise AssertionError(f"{args} did not end in {timeout} s:\n{shown.decode(errors='replace')}")
     finally:
-        _, status = os.waitpid(pid, 0)
+        code = proc.wait()
         os.close(fd)
     text = shown.decode(errors="replace")
     if interrupt_at is not None or interrupt_when is not None:
         assert typed, f"the command ended before it could be interrupted:\n{text}"
-    return os.waitstatus_to_exitcode(status), text
+    return code, text
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
