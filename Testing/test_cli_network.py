@@ -310,3 +310,28 @@ def test_messages_name_the_option(tmp_path, capsys):
     finally:
         server.stop()
         pacs_db.close()
+
+
+def test_the_retrieve_summary_after_a_cancel(capsys):
+    """After a cancel: the total when the selection's instances were listed, else only what
+    arrived (it said "retrieved 108 of 108 instances" when the listing was cut); what the cancel
+    kept from coming in one line, what failed otherwise by name."""
+    from DICOMPlusLib.cli.qr import print_retrieve_summary
+    from DICOMPlusLib.network.models import NOT_FETCHED_CANCELLED, RetrieveReport
+
+    listed = RetrieveReport(done=[f"1.2.{i}" for i in range(108)], expected=300, cancelled=True, method="C-GET",
+                            seconds=0.5, failed={f"1.3.{i}": NOT_FETCHED_CANCELLED for i in range(191)})  # fmt: skip
+    listed.failed["1.4.1"] = "refused here: 0xA700 out of disk space"
+    print_retrieve_summary(listed, "PACS")
+    assert capsys.readouterr().out.splitlines() == [
+        "retrieved 108 of 300 instances from PACS by get in 0.50 s",
+        "  missing 1.4.1: refused here: 0xA700 out of disk space",
+        f"  191 instances not fetched: {NOT_FETCHED_CANCELLED}",
+    ]
+    unlisted = RetrieveReport(done=[f"1.2.{i}" for i in range(108)], cancelled=True, method="C-GET", seconds=0.5,
+                              warnings=["the instances of the selection are not known: cancelled"])  # fmt: skip
+    print_retrieve_summary(unlisted, "PACS")
+    assert capsys.readouterr().out.splitlines() == [
+        "retrieved 108 instances from PACS by get in 0.50 s",
+        "  warning: the instances of the selection are not known: cancelled",
+    ]

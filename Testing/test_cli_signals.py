@@ -24,7 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_cli_terminal import CANCELLED, COUNT, assert_account_above_summary, cli, leftovers, many_instances
+from test_cli_terminal import (
+    CANCELLED,
+    COUNT,
+    assert_account_above_summary,
+    cli,
+    leftovers,
+    many_instances,
+    shown_lines,
+)
 
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
@@ -199,6 +207,13 @@ def test_retrieve_stopped(instances, tmp_path, stop, code):
         total, kept = account(text, "instances")
         assert total == RETRIEVED
         assert_account_above_summary(text, "retrieved ")
+        lines = shown_lines(text)
+        # what did not come is one line, not 20 "missing" ones; the bar shows no UID's tail
+        assert f"  {total - kept} instances not fetched: cancelled before it arrived" in lines, text
+        assert not [line for line in lines if line.startswith("  missing ")], text
+        assert not [line for line in lines if line.startswith("retrieve ") and re.search(r"\d{12}", line)], (
+            text
+        )
         # looked at before a Database opens it: opening sweeps a dead writer's temporaries
         left = leftovers(db / "store")
         with Database(db) as database:

@@ -197,11 +197,16 @@ def test_migrate_ctrl_c(instances, postgres_url, tmp_path):
     assert_account_above_summary(text, "copied ")
 
 
+def shown_lines(text: str) -> list[str]:
+    """The lines a terminal showed, without escape sequences; ``splitlines()`` splits at the
+    progress bar's carriage returns too, so each drawing of the bar is a line."""
+    return [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in text.splitlines()]
+
+
 def assert_account_above_summary(text: str, summary: str) -> None:
     """The one account of a cancel comes first, then the summary line starting with ``summary``
     (which does not say "cancelled" again): read top down, why it stopped, then what it did."""
-    # splitlines() splits at the bar's carriage returns too; its escape sequences go
-    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in text.splitlines()]
+    lines = shown_lines(text)
     account = [i for i, line in enumerate(lines) if CANCELLED.search(line)]
     summaries = [i for i, line in enumerate(lines) if line.startswith(summary)]
     assert len(account) == 1 and len(summaries) == 1 and account[0] < summaries[0], text

@@ -101,7 +101,8 @@ def cmd_retrieve(args) -> int:
         try:
             outcome["report"] = retrieve(
                 node, db, study_uid=args.study, series_uids=args.series or (), sop_instance_uids=args.instance or (),
-                method=args.method, options=options, progress=bar, cancel=token,
+                method=args.method, options=options, progress=lambda done, total, _sop: bar(done, total),
+                cancel=token,
             )  # fmt: skip
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
@@ -131,22 +132,37 @@ def cmd_retrieve(args) -> int:
     if args.json:
         print_json({**report.to_dict(), "method": method_word(report.method)})
     else:
-        total = report.expected or len(report.done) + len(report.skipped)
-        print(
-            f"retrieved {len(report.done)} of {counted(total, 'instance', 'instances')} from {node.name} by {method_word(report.method)} in "
-            f"{report.seconds:.2f} s"
-            + (f" ({len(report.skipped)} already here)" if report.skipped else "")
-            + (", complete" if report.complete else "")
-        )
-        for sop, reason in list(report.failed.items())[:20]:
-            print(f"  missing {sop}: {reason}")
-        if len(report.failed) > 20:
-            print(f"  ... and {len(report.failed) - 20} more (use --json for all)")
-        for warning in report.warnings:
-            print(f"  warning: {warning}")
+        print_retrieve_summary(report, node.name)
     if cancelled:
         return Exit.INTERRUPTED
     return Exit.OK if report.complete else Exit.FAILED
+
+
+def print_retrieve_summary(report, node_name: str) -> None:
+    """What a retrieve did, below the account a cancel printed first: how many arrived of how
+    many (when known), what failed instance by instance, what a cancel kept from coming in one
+    line (the account says how to resume), the warnings."""
+    from DICOMPlusLib.network.models import NOT_FETCHED_CANCELLED
+
+    if report.expected:
+        how_many = f"{len(report.done)} of {counted(report.expected, 'instance', 'instances')}"
+    else:  # not known: a cancel came before the selection's instances were listed
+        how_many = counted(len(report.done), "instance", "instances")
+    print(
+        f"retrieved {how_many} from {node_name} by {method_word(report.method)} in {report.seconds:.2f} s"
+        + (f" ({len(report.skipped)} already here)" if report.skipped else "")
+        + (", complete" if report.complete else "")
+    )
+    failed = [(sop, reason) for sop, reason in report.failed.items() if reason != NOT_FETCHED_CANCELLED]
+    for sop, reason in failed[:20]:
+        print(f"  missing {sop}: {reason}")
+    if len(failed) > 20:
+        print(f"  ... and {len(failed) - 20} more (use --json for all)")
+    not_fetched = len(report.failed) - len(failed)
+    if not_fetched:
+        print(f"  {counted(not_fetched, 'instance', 'instances')} not fetched: {NOT_FETCHED_CANCELLED}")
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
 
 
 def _cancelled(bar: ProgressBar, kept: int) -> int:

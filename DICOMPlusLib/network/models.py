@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from DICOMPlusLib.network.listener import Listener, ListenerConfig
 
 
+#: The reason a retrieve gives for each instance of its selection that a cancel kept from coming.
+NOT_FETCHED_CANCELLED = "cancelled before it arrived"
+
+
 @dataclass(frozen=True)
 class Selection:
     """What the user chose to retrieve: whole studies, series of a study, instances of a series."""

@@ -34,7 +34,12 @@ from DICOMPlusLib.cancel import GraceToken, run_threads
 from DICOMPlusLib.errors import CancelledError, NetworkError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import qrscu, scu
-from DICOMPlusLib.network.models import RetrieveOptions, RetrieveReport, RetrieveRequest
+from DICOMPlusLib.network.models import (
+    NOT_FETCHED_CANCELLED,
+    RetrieveOptions,
+    RetrieveReport,
+    RetrieveRequest,
+)
 from DICOMPlusLib.network.nodes import RemoteNode, RetrieveMethod, check_ae_title
 from DICOMPlusLib.network.retrieve_dimse import (
     RunState,
@@ -161,7 +166,7 @@ def retrieve_qr(node: RemoteNode, db: DatabaseProtocol, request: RetrieveRequest
         have = set(report.done) | set(report.skipped)
         for sop in expected:
             if sop not in have and sop not in report.failed:
-                report.failed[sop] = "cancelled before it arrived" if report.cancelled else "did not arrive"
+                report.failed[sop] = NOT_FETCHED_CANCELLED if report.cancelled else "did not arrive"
     report.seconds = time.monotonic() - started
     return report
 
