@@ -412,3 +412,35 @@ def test_a_transaction_that_fails_fails_the_instances_it_held_and_they_are_asked
     assert report.failed[refused].startswith("received, then not stored here: ")
     assert "refused by the test" in report.failed[refused]
     assert assert_consistent(db_folder / "dicomplus.sqlite", db_folder / "store") == 9
+
+
+def test_a_failed_transaction_is_asked_for_again_when_the_plan_is_known(
+    two_series_pacs, tmp_path, monkeypatch
+):
+    """As above, with the selection's instances listed before the transfer (an instance of the
+    study is held already, so the plan is not deferred): the PACS answers the C-GET with success
+    (every sub-operation was answered success), and the instances of the failed transaction are
+    asked for again all the same; only the refused one fails."""
+    node, ct, mr = two_series_pacs
+    monkeypatch.setattr(qrscu, "COMMIT_EVERY_S", 3600.0)
+    refused = ct.sop_uids[2]
+    db_folder = tmp_path / "db"
+    with Database(db_folder) as db:
+        db.import_paths([str(mr.files[0])])
+    conn = sqlite3.connect(db_folder / "dicomplus.sqlite")
+    with conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON instances WHEN NEW.SOPInstanceUID = "
+            f"'{refused}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    conn.close()
+    with Database(db_folder) as db:
+        sizes = _counting_commits(db)
+        report = retrieve(node, db, study_uid=ct.study_uid, method="get", options=RetrieveOptions(parallel=2))
+    assert 6 in sizes, sizes  # the CT series' transaction, which failed
+    assert report.expected == 10 and len(report.skipped) == 1
+    assert sorted(report.done) == sorted(
+        s for s in [*ct.sop_uids, *mr.sop_uids] if s not in (refused, *report.skipped)
+    )
+    assert list(report.failed) == [refused], report.to_dict()
+    assert assert_consistent(db_folder / "dicomplus.sqlite", db_folder / "store") == 9

@@ -301,6 +301,12 @@ class RunState:
             return self._sink
 
     @property
+    def commits_alone(self) -> bool:
+        """Whether a transaction of several received instances failed: the sink commits each
+        alone since, so that asking again for those instances fails only the one at fault."""
+        return self._sink is not None and self._sink.one_at_a_time
+
+    @property
     def disk_full(self) -> bool:
         """Whether a write into the database's store or index found no room since the retrieve
         began: not a transient failure, so no request goes out after it and none is retried."""

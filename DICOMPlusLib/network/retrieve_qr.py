@@ -241,7 +241,7 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
     while attempt < retries + 1 + bonus:
         attempt += 1
         report.attempts = attempt
-        blind = plan.deferred
+        blind, alone = plan.deferred, state.commits_alone
         units = make_units(plan, skipped | state.done, parallel=parallel)
         if not units:
             return
@@ -275,6 +275,11 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
             return
         if blind and last_error is None and not bonus:
             bonus = 1  # the C-GETs proposed guessed SOP classes: ask at once with the listed ones
+            continue
+        if last_error is None and state.commits_alone and not alone:
+            # a transaction of several instances failed them all, answered success each: asked
+            # for again, they are committed one at a time and only the one at fault fails
+            bonus += 1
             continue
         failures = sum(o.suboperation_failures for o in outcomes)
         if last_error is None and not failures:
