@@ -12,6 +12,7 @@ and that every stored file is whole. A resumed retrieve then fetches only what i
 
 from __future__ import annotations
 
+import selectors
 import sqlite3
 import threading
 import time
@@ -29,7 +30,7 @@ from DICOMPlusLib.database import Database
 from DICOMPlusLib.database.store import TMP_PREFIX
 from DICOMPlusLib.jobs import CancelToken, JobState
 from DICOMPlusLib.network.dimse import messages as dimse
-from DICOMPlusLib.network.dimse import qrscu, ul
+from DICOMPlusLib.network.dimse import pump, qrscu, ul
 from DICOMPlusLib.network.listener import ListenerConfig
 from DICOMPlusLib.network.models import RetrieveOptions
 from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
@@ -285,6 +286,47 @@ def test_a_stalled_association_times_out_on_the_pump(two_series_pacs, tmp_path, 
             assert reasons and all("stopped in the middle of a message" in r for r in reasons), reasons
             assert not [p for p in db.store.root.iterdir() if p.name.startswith(TMP_PREFIX)]
         assert all(ul.A_ABORT in seen for seen in relay.stalled)  # each timed-out association aborted
+    finally:
+        relay.close()
+
+
+def test_a_fault_of_the_pump_commits_what_it_answered(two_series_pacs, tmp_path, monkeypatch):
+    """The pump's thread fails (its ``select``, here) while both associations are stalled in
+    their third instance, two answered and not committed yet in each (a commit window longer
+    than the retrieve): each operation ends as a lost connection, the four answered instances
+    are committed and counted, no temporary file stays, and the retrieve reports what did not
+    come. Before, the operations were left as they were (the answered instances uncommitted,
+    their files in the store) and the retrieve failed on the worker's missing outcome."""
+    node, ct, _ = two_series_pacs
+    monkeypatch.setattr(qrscu, "COMMIT_EVERY_S", 3600.0)
+    fault = threading.Event()
+
+    class FailingSelector(selectors.DefaultSelector):
+        def select(self, timeout=None):
+            if fault.is_set():
+                raise OSError("the selector failed (the test)")
+            return super().select(timeout)
+
+    monkeypatch.setattr(pump.selectors, "DefaultSelector", FailingSelector)
+    relay = StallingRelay(node.port, stall_at_store=3)
+    try:
+        with Database(tmp_path / "db") as db:
+            options = RetrieveOptions(parallel=2, timeout=30.0, retries=0)
+            box: list = []
+            worker = threading.Thread(target=lambda: box.append(retrieve(
+                _via(node, relay.port), db, study_uid=ct.study_uid, method="get", options=options)), daemon=True)  # fmt: skip
+            worker.start()
+            # the third C-STORE-RQ came after our answer to the second: two answered in each
+            wait_for(lambda: len(relay.stalled) == 2, 30, "both associations stalled")
+            fault.set()
+            worker.join(60)
+            assert not worker.is_alive() and len(box) == 1, "the retrieve failed or did not end"
+            report = box[0]
+            stored = _stored(db)
+            assert len(stored) == 4 and set(report.done) == stored, report.to_dict()
+            assert all("the thread receiving the C-GETs failed" in r for r in report.failed.values()), report
+            assert len(report.failed) == 6
+            assert not [p for p in db.store.root.iterdir() if p.name.startswith(TMP_PREFIX)]
     finally:
         relay.close()
 

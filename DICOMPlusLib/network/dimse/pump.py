@@ -146,9 +146,15 @@ class ReceivePump:
                 self._thread = None
                 running += self._new
                 self._new = []
+            said = f"the thread receiving the C-GETs failed: {exc!r}"
             for op in running:
                 if not op.done.is_set():
-                    op.error = op.error or RuntimeError(f"the thread receiving the C-GETs failed: {exc!r}")
+                    if op.result is None and op.error is None:
+                        # ended as a lost connection: what it answered is committed and heard of,
+                        # its partial file removed, its association closed (not released)
+                        self._advance(op, ConnectionClosed(said))
+                    if op.result is None:
+                        op.error = op.error or RuntimeError(said)
                     op.done.set()
         finally:
             selector.close()
