@@ -1,9 +1,10 @@
 # PYTHON_ARGCOMPLETE_OK
 """The ``dicomplus`` process: :func:`main`, then an exit that skips the interpreter's teardown.
 
-When :func:`~DICOMPlusLib.cli.app.main` returns, the command is over: its databases are closed,
-its files written, its handlers restored. What a normal exit does then is free every module and
-object one by one, which costs a CLI command 15-25 ms on this project's machine (an
+When :func:`~DICOMPlusLib.cli.app.main` returns, the command is over: its transactions are
+committed, its files written, its handlers restored. Its databases stay open (held in
+``arguments.held``: closing the last connection would checkpoint the WAL, left to the next
+writer). What a normal exit does then is free every module and object one by one, which costs a CLI command 15-25 ms on this project's machine (an
 ``import --link`` of 1,008 files ~0.26 s, an import of unchanged files ~0.09 s: the budget of
 issue 19's goals). So the process ends with ``os._exit`` after doing what matters of a normal
 exit: the ``atexit`` functions (logging's shutdown, ``weakref.finalize`` and ``tempfile``
@@ -34,12 +35,14 @@ import signal
 import sys
 import threading
 
+from DICOMPlusLib.cli import arguments
 from DICOMPlusLib.cli.app import main
 from DICOMPlusLib.cli.signals import ENDING_SIGNALS, first_signal
 
 
 def run() -> None:
     """The console script's and ``python -m DICOMPlusLib.cli``'s entry point."""
+    arguments.held = []  # its databases stay open until os._exit: no collection closes one first
     code = main()  # SystemExit (a usage error, --help, --version) leaves through the normal exit
     if not _can_end_now() and not first_signal():
         sys.exit(code)
