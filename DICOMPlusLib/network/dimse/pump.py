@@ -168,6 +168,10 @@ class ReceivePump:
             while kind != "wait":
                 if kind == "final":
                     op.result = item
+                    # its clean-ups (the temporary file made ahead for a next instance) run now,
+                    # not when the generator is collected: an exception logged on its way keeps
+                    # its frames, and so the generator, alive in a handler that holds records
+                    events.close()
                     return True
                 op.hear(kind, item)
                 kind, item = next(events)

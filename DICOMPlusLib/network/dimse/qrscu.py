@@ -288,10 +288,13 @@ class QRAssociation:
 
         if pumped:
             return pump.run(self.stream, events, hear)  # type: ignore[union-attr]  # pumped: not None
-        for kind, item in events:
-            if kind == "final":
-                return item
-            hear(kind, item)
+        try:
+            for kind, item in events:
+                if kind == "final":
+                    return item
+                hear(kind, item)
+        finally:  # its clean-ups now, not when the generator is collected (see the pump)
+            events.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def move(self, sop_class: str, identifier: Dataset | Mapping[str, str], destination: str, *, on_pending=None,
