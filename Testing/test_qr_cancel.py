@@ -427,6 +427,23 @@ def test_the_pump_commits_what_an_association_answered_together(two_series_pacs,
         assert sorted(heard) == sorted(report.done)
 
 
+def _retrieve_refusing(node: RemoteNode, study: str, db_folder, refused: str):
+    """Retrieve ``study`` by C-GET over two associations into the database at ``db_folder``, whose
+    index refuses the row of ``refused`` (a trigger); (the report, the instances of each
+    transaction)."""
+    conn = sqlite3.connect(db_folder / "dicomplus.sqlite")
+    with conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON instances WHEN NEW.SOPInstanceUID = "
+            f"'{refused}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    conn.close()
+    with Database(db_folder) as db:
+        sizes = _counting_commits(db)
+        report = retrieve(node, db, study_uid=study, method="get", options=RetrieveOptions(parallel=2))
+    return report, sizes
+
+
 def test_a_transaction_that_fails_fails_the_instances_it_held_and_they_are_asked_for_again(
     two_series_pacs, tmp_path, monkeypatch
 ):
@@ -439,16 +456,7 @@ def test_a_transaction_that_fails_fails_the_instances_it_held_and_they_are_asked
     refused = ct.sop_uids[2]
     db_folder = tmp_path / "db"
     Database(db_folder).close()
-    conn = sqlite3.connect(db_folder / "dicomplus.sqlite")
-    with conn:
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON instances WHEN NEW.SOPInstanceUID = "
-            f"'{refused}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-        )
-    conn.close()
-    with Database(db_folder) as db:
-        sizes = _counting_commits(db)
-        report = retrieve(node, db, study_uid=ct.study_uid, method="get", options=RetrieveOptions(parallel=2))
+    report, sizes = _retrieve_refusing(node, ct.study_uid, db_folder, refused)
     assert 6 in sizes  # the CT series' transaction, which failed
     assert sorted(report.done) == sorted(s for s in [*ct.sop_uids, *mr.sop_uids] if s != refused)
     assert list(report.failed) == [refused], report.to_dict()
@@ -470,16 +478,7 @@ def test_a_failed_transaction_is_asked_for_again_when_the_plan_is_known(
     db_folder = tmp_path / "db"
     with Database(db_folder) as db:
         db.import_paths([str(mr.files[0])])
-    conn = sqlite3.connect(db_folder / "dicomplus.sqlite")
-    with conn:
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON instances WHEN NEW.SOPInstanceUID = "
-            f"'{refused}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-        )
-    conn.close()
-    with Database(db_folder) as db:
-        sizes = _counting_commits(db)
-        report = retrieve(node, db, study_uid=ct.study_uid, method="get", options=RetrieveOptions(parallel=2))
+    report, sizes = _retrieve_refusing(node, ct.study_uid, db_folder, refused)
     assert 6 in sizes, sizes  # the CT series' transaction, which failed
     assert report.expected == 10 and len(report.skipped) == 1
     assert sorted(report.done) == sorted(
