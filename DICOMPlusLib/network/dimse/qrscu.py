@@ -500,10 +500,7 @@ class QRAssociation:
                                 current = ("response", ctx, command, bytearray())
                             else:
                                 event = self._response(command, None, cx)
-                                if event[0] == "final" and answered is not None:
-                                    yield from self._commit_answered(answered)
-                                yield event
-                                if event[0] == "final":
+                                if (yield from self._deliver(event, answered)):
                                     return
                         elif command.has_data_set:
                             current = ("ignore", ctx, command, None)
@@ -528,10 +525,7 @@ class QRAssociation:
                                     yield "stored", (sop, outcome)
                             elif kind == "response":
                                 event = self._response(command, bytes(target), cx)
-                                if event[0] == "final" and answered is not None:
-                                    yield from self._commit_answered(answered)
-                                yield event
-                                if event[0] == "final":
+                                if (yield from self._deliver(event, answered)):
                                     return
                             else:
                                 self._reply(
@@ -625,6 +619,15 @@ class QRAssociation:
                     command.get(dimse.AFFECTED_SOP_INSTANCE_UID), outcome.status, outcome.comment)  # fmt: skip
         self._reply(ctx, dimse.store_response(command, outcome.status, outcome.comment))
         return outcome
+
+    def _deliver(self, event, answered: _Answered | None):
+        """Yield a response's event, after committing what ``answered`` holds when it is the final
+        one (its instances are counted before it); whether it was."""
+        final = event[0] == "final"
+        if final and answered is not None:
+            yield from self._commit_answered(answered)
+        yield event
+        return final
 
     def _committed(self, command: dimse.Command, outcome: StoreOutcome) -> StoreOutcome:
         """The outcome of an instance answered success, once its commit is done."""
