@@ -4,9 +4,9 @@
 When :func:`~DICOMPlusLib.cli.app.main` returns, the command is over: its transactions are
 committed, its files written, its handlers restored. Its databases stay open (held in
 ``arguments.held``: closing the last connection would checkpoint the WAL, left to the next
-writer). What a normal exit does then is free every module and object one by one, which costs a CLI command 15-25 ms on this project's machine (an
-``import --link`` of 1,008 files ~0.26 s, an import of unchanged files ~0.09 s: the budget of
-issue 19's goals). So the process ends with ``os._exit`` after doing what matters of a normal
+writer). What a normal exit does then is free every module and object one by one, which costs
+a CLI command 15-25 ms on this project's machine (an ``import --link`` of 1,008 files ~0.26 s,
+an import of unchanged files ~0.09 s: the budget of issue 19's goals). So the process ends with ``os._exit`` after doing what matters of a normal
 exit: the ``atexit`` functions (logging's shutdown, ``weakref.finalize`` and ``tempfile``
 clean-ups) and a flush of stdout and stderr. Two cases keep the normal exit:
 
