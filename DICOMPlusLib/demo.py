@@ -19,9 +19,9 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import DICOMPlusError
 
 

@@ -15,11 +15,11 @@ import enum
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.cancel import CancelToken, ProgressCallback
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import CancelledError
 
 logger = get_logger(__name__)

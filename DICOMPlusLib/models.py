@@ -6,11 +6,11 @@ the JSON the CLI prints (keyed by keyword) without a mapping table.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from DICOMPlusLib import dataclasses_lite
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.record_base import DictRecord as _Record
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class DeleteReport:
     dry_run: bool = False
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses_lite.asdict(self)
 
 
 @dataclass

@@ -9,8 +9,7 @@ does not make these frozen dataclasses as it starts. It imports nothing of ``mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.record_base import DictRecord as _Record
 
 # Every dataclass here has a docstring: without one, @dataclass makes one from inspect.signature

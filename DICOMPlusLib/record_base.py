@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from DICOMPlusLib import dataclasses_lite
 
 
 class DictRecord:
@@ -11,7 +11,7 @@ class DictRecord:
 
     def to_dict(self) -> dict:
         out = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses_lite.fields(self):
             value = getattr(self, f.name)
             if f.name == "extra":
                 out.update(value)

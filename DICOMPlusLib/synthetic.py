@@ -11,12 +11,13 @@ the CT image / MR image module. Callers choose the UIDs, so a builder run can be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 
 SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
 

@@ -10,7 +10,6 @@ through it) with a counter that calls the real one."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels.decoders.base import DecodeRunner
 
 from dicomplus_testing.series2 import series2_dir
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import load, load_folder, plan_folder
 from DICOMPlusLib.loading.jpegls import SYNTAXES, check_frames
@@ -220,7 +220,7 @@ def test_frames_are_found_when_the_noted_pixel_offset_is_missing_or_stale(manife
     offset: the check finds the pixel data as pydicom does, and still tells good from damaged."""
     folder = _copy(manifest["dev_mr_jpegls"]["folder"], tmp_path / "jls")
     [info] = plan_folder(folder)
-    frames = [dataclasses.replace(f, pixel_offset=offset) for f in info.frames]
+    frames = [dataclasses_lite.replace(f, pixel_offset=offset) for f in info.frames]
     for f in frames:
         check_frames(f.path, [f])
     _rewrite(Path(frames[0].path), 0, lambda b: b[: len(b) // 2])

@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -24,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from DICOMPlusLib.bundle import format as fmt
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import BundleError
 
 _CHUNK = 1024 * 1024

@@ -19,7 +19,6 @@ import shutil
 import struct
 import tempfile
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from DICOMPlusLib import __version__
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.bundle import format as fmt
 from DICOMPlusLib.bundle.read import BundleInfo, read_bundle_info
+from DICOMPlusLib.dataclasses_lite import replace
 from DICOMPlusLib.errors import BundleError, DICOMPlusError, DiskFullError, space_error_in
 from DICOMPlusLib.export.files import whole_or_none
 from DICOMPlusLib.export.reference import (

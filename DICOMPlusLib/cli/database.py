@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib.cli.app import (
     Exit,
     ProgressBar,
@@ -144,15 +145,13 @@ def _header_return_keys(db, level: str, keys, records, rows: list[dict]) -> None
     """Universal keys on tags that are not columns (``RepetitionTime=*``) are return keys: each row
     gets the value from the stored header of one instance under it (empty when it has none), as
     a C-FIND of our Q/R SCP returns it (PS3.4 C.2.2.1.2). One header read per row shown."""
-    import dataclasses
-
     from DICOMPlusLib.database.keywords import vr_of
 
     wanted = [
         k
         for k, v in keys
         if v in ("", "*") and "." not in k and vr_of(k) != "SQ"
-        and not any(k == f.name for f in dataclasses.fields(records[0]))
+        and not any(k == f.name for f in dataclasses_lite.fields(records[0]))
     ]  # fmt: skip
     if not wanted:
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib.cli.app import Exit, UsageError, print_json
 from DICOMPlusLib.cli.arguments import user_path
 from DICOMPlusLib.cli.network import NODES_HELP, method_word, node_address, node_store, retrieve_method
@@ -39,8 +40,6 @@ def _check_new_node(store, args) -> None:
 
 
 def cmd_nodes_add(args) -> int:
-    import dataclasses
-
     from DICOMPlusLib.network.nodes import DicomwebEndpoint, RemoteNode, RetrieveMethod
 
     store = node_store(args)
@@ -50,7 +49,7 @@ def cmd_nodes_add(args) -> int:
         raise UsageError("give AE@HOST:PORT, or --dicomweb URL for a DICOMweb node")
     dimse = web = None
     if args.address is not None:
-        dimse = dataclasses.replace(RemoteNode.parse(args.address).require_dimse(), tls=args.tls)
+        dimse = dataclasses_lite.replace(RemoteNode.parse(args.address).require_dimse(), tls=args.tls)
     if args.dicomweb_url:
         try:
             web = DicomwebEndpoint(

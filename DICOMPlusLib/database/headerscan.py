@@ -20,10 +20,10 @@ import functools
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass, field
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._lazy import import_pydicom
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import ScanError
 
 # VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).

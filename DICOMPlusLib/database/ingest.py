@@ -41,10 +41,10 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import SPACE_ERRNOS, DICOMPlusError, DiskFullError
 from DICOMPlusLib.models import InstanceRecord
 

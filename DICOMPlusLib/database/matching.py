@@ -29,10 +29,10 @@ import enum
 import fnmatch
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.names import normalize_pn as normalize_pn  # the importers' name for it
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import DatabaseError
 
 _RANGE_VRS = frozenset({"DA", "TM", "DT"})

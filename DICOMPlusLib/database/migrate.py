@@ -28,11 +28,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.database import DB_FILE_NAME, Database
+from DICOMPlusLib.dataclasses_lite import asdict, dataclass
 from DICOMPlusLib.errors import DatabaseError
 from DICOMPlusLib.jobs import CancelToken
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from dataclasses import dataclass
 from io import BytesIO
 
 from DICOMPlusLib import uids
@@ -24,6 +23,7 @@ from DICOMPlusLib.database.headerscan import (
     inflate_header,
     scan,
 )
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import ImportFileError
 
 MEDIA_STORAGE_DIRECTORY = uids.MediaStorageDirectoryStorage

@@ -18,12 +18,12 @@ reads it.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import re
 from io import BytesIO
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.dialect import POSTGRES
 from DICOMPlusLib.database.headerscan import ScanError, scan
@@ -257,7 +257,9 @@ def search_in_server(db, level: QueryLevel, criteria: list, text: str | None, li
     rows = db._reader().execute(sql, params).fetchall()
     if not keys:
         return [_record(lv, row) for row in rows]
-    return [dataclasses.replace(_record(lv, row), extra=_echo(row["dicomplus_match"], keys)) for row in rows]
+    return [
+        dataclasses_lite.replace(_record(lv, row), extra=_echo(row["dicomplus_match"], keys)) for row in rows
+    ]
 
 
 def _echo(header: bytes | None, keys: list) -> dict[str, object]:

@@ -8,11 +8,11 @@ matches when one of its instances matches every header key.
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib.database.dialect import SQLITE, Dialect
 from DICOMPlusLib.database.headerscan import ScanError, scan
 from DICOMPlusLib.database.matching import Criterion, MatchKind, SequenceCriterion, parse_criteria
@@ -352,7 +352,7 @@ def search(
         if skipped < offset:
             skipped += 1
             continue
-        out.append(dataclasses.replace(_record(lv, row), extra=found))
+        out.append(dataclasses_lite.replace(_record(lv, row), extra=found))
         if limit is not None and len(out) >= limit:
             break
     return out

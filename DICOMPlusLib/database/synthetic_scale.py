@@ -28,12 +28,12 @@ import random
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.database.matching import normalize_pn
 from DICOMPlusLib.database.synthetic import FAMILY, GIVEN, MODALITIES
+from DICOMPlusLib.dataclasses_lite import asdict, dataclass
 
 #: Bump when the rows a build writes change: cached bench databases are then rebuilt.
 BUILDER_VERSION = 1

@@ -31,11 +31,11 @@ import pickle
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from DICOMPlusLib import errors
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import CancelledError, DICOMPlusError, EngineError
 from DICOMPlusLib.jobs import JobSnapshot, JobState
 

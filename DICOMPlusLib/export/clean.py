@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from pydicom import config
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.valuerep import validate_value
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.export.reference import PATIENT_KEYWORDS, STUDY_KEYWORDS, TYPE2_DEFAULTS
 
 

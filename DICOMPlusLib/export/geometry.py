@@ -27,11 +27,11 @@ What DICOM images can and cannot say:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from pydicom.valuerep import format_number_as_ds
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import ExportError
 
 #: |row . column| above this is not perpendicular (about 0.006 degrees).

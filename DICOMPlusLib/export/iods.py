@@ -18,7 +18,6 @@ Derived images say so: ImageType DERIVED\\SECONDARY, a DerivationDescription.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -32,6 +31,7 @@ from pydicom.uid import (
 )
 
 from DICOMPlusLib import __version__
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.export.geometry import SliceGeometry, ds, ds_list
 from DICOMPlusLib.export.pixels import PixelEncoding
 from DICOMPlusLib.export.reference import copy_patient_and_study

@@ -23,11 +23,11 @@ import gzip
 import math
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import ExportError
 
 #: Origins closer than this are the same (mm).

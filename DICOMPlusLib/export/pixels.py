@@ -20,10 +20,9 @@ holds a second full-size copy of the volume in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import ExportError
 from DICOMPlusLib.export.geometry import ds
 

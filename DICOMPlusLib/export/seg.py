@@ -17,13 +17,13 @@ import contextlib
 import datetime
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from DICOMPlusLib import __version__
+from DICOMPlusLib.dataclasses_lite import dataclass, replace
 from DICOMPlusLib.errors import DiskFullError, ExportError, space_error_in
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values
 from DICOMPlusLib.export.files import whole_or_none

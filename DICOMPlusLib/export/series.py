@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass, field, replace
 from DICOMPlusLib.errors import DiskFullError, ExportError, space_error_in
 from DICOMPlusLib.export import iods
 from DICOMPlusLib.export.clean import ExportNote, clean_copied_values

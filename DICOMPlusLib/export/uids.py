@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import ExportError
 
 #: The UUID-derived root of PS3.5 B.2.

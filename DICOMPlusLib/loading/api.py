@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 
-from DICOMPlusLib import _numpy  # noqa: F401  (numpy first, without OpenBLAS's spinning threads)
+from DICOMPlusLib import (
+    _numpy,  # noqa: F401  (numpy first, without OpenBLAS's spinning threads)
+    dataclasses_lite,
+)
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading.grouping import build_volumes
 from DICOMPlusLib.loading.models import (
@@ -69,7 +71,7 @@ def plan_sources(series_uid: str, sources: Sequence[InstanceSource]) -> list[Vol
 def _with_output_components(info: VolumeInfo) -> VolumeInfo:
     """PALETTE COLOR images have one stored sample but load as RGB."""
     components = output_components(info.frames[0])
-    return info if components == info.components else dataclasses.replace(info, components=components)
+    return info if components == info.components else dataclasses_lite.replace(info, components=components)
 
 
 def plan_series(db, series_uid: str) -> list[VolumeInfo]:
@@ -122,7 +124,7 @@ def load(info: VolumeInfo, *, resample: bool = False, progress=None, cancel=None
                 "kept as it is",
                 info.files,
             )
-            info = dataclasses.replace(info, warnings=(*info.warnings, note))
+            info = dataclasses_lite.replace(info, warnings=(*info.warnings, note))
         return Volume(seg.read_labelmap(info, progress=progress, cancel=cancel), info)
     if info.mosaic:
         from DICOMPlusLib.loading.mosaic import read_tiles

@@ -12,11 +12,11 @@ right-handed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from DICOMPlusLib import uids
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 
 #: Segmentation Storage and Label Map Segmentation Storage (PS3.4 B.5): loaded as labelmaps by
 #: :mod:`.seg`. Here, so that a load tells them apart without importing that module.

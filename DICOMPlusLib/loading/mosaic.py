@@ -17,7 +17,6 @@ warning (never silently misplaced).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import struct
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib.loading.models import Frame, LoadWarning, VolumeInfo, point3
 
 #: Private attributes read for mosaics: pseudo-keyword -> tag.
@@ -174,7 +174,7 @@ def _siemens(f: Frame, get) -> tuple[list[Frame], list[LoadWarning]]:
         )
     step = f.spacing_between_slices or f.slice_thickness or 1.0
     tiles = [
-        dataclasses.replace(
+        dataclasses_lite.replace(
             f,
             rows=rows,
             columns=cols,
@@ -211,7 +211,7 @@ def _uih(f: Frame, get, ds) -> tuple[list[Frame], list[LoadWarning]]:
         if position is None or len(position) < 3:
             return _unsplit(f, f"slice {k + 1} of (0065,1051) has no ImagePositionPatient")
         tiles.append(
-            dataclasses.replace(
+            dataclasses_lite.replace(
                 f,
                 rows=rows,
                 columns=cols,
@@ -243,7 +243,7 @@ def read_tiles(info: VolumeInfo, read_pixels, **kwargs) -> np.ndarray:
         if key not in parents:
             parents[key] = len(stored)
             full_rows, full_cols, _ = f.mosaic if f.mosaic else (f.rows, f.columns, 0)
-            stored.append(dataclasses.replace(f, rows=full_rows, columns=full_cols, mosaic=None))
+            stored.append(dataclasses_lite.replace(f, rows=full_rows, columns=full_cols, mosaic=None))
     whole = VolumeInfo(
         series_uid=info.series_uid,
         frames=tuple(stored),

@@ -13,11 +13,11 @@ the acquired data get the volume's minimum. Integer volumes stay integer (rounde
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib.loading import geometry as geo
 from DICOMPlusLib.loading.models import LoadWarning, Volume
 
@@ -142,7 +142,7 @@ def resample_regular(volume: Volume) -> Volume:
         f"resampled onto a regular orthogonal grid ({shape[2]}x{shape[1]}x{shape[0]}, slice spacing "
         f"{float(np.linalg.norm(matrix[:3, 2])):.4g} mm) by linear interpolation",
     )
-    new_info = dataclasses.replace(
+    new_info = dataclasses_lite.replace(
         info,
         shape=tuple(new_shape),
         ijk_to_lps=matrix,

@@ -13,11 +13,9 @@ slope (an RT Dose has no Modality LUT of its own).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from DICOMPlusLib import uids
+from DICOMPlusLib import dataclasses_lite, uids
 from DICOMPlusLib.loading.models import Frame, LoadWarning, point3
 
 RT_DOSE_STORAGE = uids.RTDoseStorage
@@ -65,7 +63,9 @@ def dose_frames(base: Frame, ds, count: int) -> tuple[list[Frame], list[LoadWarn
             "frames cannot be placed",
             files,
         )
-        return [dataclasses.replace(base, frame=i, position=None, **changes) for i in range(count)], [warning]
+        return [dataclasses_lite.replace(base, frame=i, position=None, **changes) for i in range(count)], [
+            warning
+        ]
     r = np.asarray(base.orientation[:3], float)
     c = np.asarray(base.orientation[3:], float)
     n = np.cross(r, c)
@@ -87,6 +87,7 @@ def dose_frames(base: Frame, ds, count: int) -> tuple[list[Frame], list[LoadWarn
             )
         )
     frames = [
-        dataclasses.replace(base, frame=i, position=point3(p), **changes) for i, p in enumerate(positions)
+        dataclasses_lite.replace(base, frame=i, position=point3(p), **changes)
+        for i, p in enumerate(positions)
     ]
     return frames, warnings

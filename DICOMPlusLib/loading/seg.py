@@ -24,16 +24,15 @@ Only pydicom and numpy are used (no highdicom), so this runs in stock Slicer as 
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from DICOMPlusLib import uids
+from DICOMPlusLib import dataclasses_lite, uids
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import LoadError
 from DICOMPlusLib.loading import geometry as geo
 from DICOMPlusLib.loading import jpegls
@@ -292,7 +291,7 @@ def plan_segmentation(source: InstanceSource) -> VolumeInfo:
     # value 0 of a LABELMAP SEG is its background, not a segment, even when it is described
     numbers_seen = sorted((set(described) | set(counts)) - {0})
     segments = [_segment(n, described.get(n), *counts.get(n, (0, 0))) for n in numbers_seen]
-    layout = dataclasses.replace(layout, segments=tuple(segments), overlap_voxels=overlap)
+    layout = dataclasses_lite.replace(layout, segments=tuple(segments), overlap_voxels=overlap)
     notes = list(frame_warnings)
     if overlap:
         notes.append(
@@ -479,7 +478,7 @@ def iter_segment_masks(info: VolumeInfo) -> Iterator[tuple[Segment, np.ndarray]]
         return
     for segment in layout.segments:
         chosen = [i for i, n in enumerate(layout.frame_segment) if n == segment.number]
-        subset = dataclasses.replace(
+        subset = dataclasses_lite.replace(
             layout,
             frame_segment=tuple(layout.frame_segment[i] for i in chosen),
             frame_slice=tuple(layout.frame_slice[i] for i in chosen),
@@ -501,7 +500,7 @@ def labelmap_slice(info: VolumeInfo, k: int) -> np.ndarray:
     if layout is None:
         raise LoadError("not a segmentation")
     chosen = [i for i, kk in enumerate(layout.frame_slice) if kk == k]
-    subset = dataclasses.replace(
+    subset = dataclasses_lite.replace(
         layout,
         frame_segment=tuple(layout.frame_segment[i] for i in chosen),
         frame_slice=tuple(layout.frame_slice[i] for i in chosen),

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from DICOMPlusLib import uids
 from DICOMPlusLib.database.headerscan import ScanError, scan
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import ImportFileError, LoadError
 from DICOMPlusLib.loading import diffusion, mosaic
 from DICOMPlusLib.loading.models import Frame, LoadWarning
@@ -385,9 +385,9 @@ def _legacy_multiframe(source: InstanceSource, ds: pydicom.Dataset, count: int):
 
 
 def _replace(base: Frame, /, **changes) -> Frame:
-    import dataclasses
+    from DICOMPlusLib import dataclasses_lite
 
-    return dataclasses.replace(base, **changes)
+    return dataclasses_lite.replace(base, **changes)
 
 
 # -- the two origins ---------------------------------------------------------------------------

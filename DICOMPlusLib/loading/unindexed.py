@@ -11,9 +11,9 @@ and says so with a ``generated_series_uid`` warning. Everything else the index r
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from DICOMPlusLib import uids
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.loading.models import LoadWarning
 
 _NAMESPACE = "5f0b6a8e-2d43-4d0e-9a59-6c1f0d2b7e11"  # a uuid.UUID when used: uuid is imported then

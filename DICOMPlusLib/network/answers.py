@@ -11,8 +11,9 @@ an answer carries no value for is reported as not checked, in a :class:`QueryRep
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 
 if TYPE_CHECKING:
     from pydicom import Dataset

@@ -10,8 +10,8 @@ imported: 0.2-0.7 ms a class of every process's start).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.network.nodes import RemoteNode
 
 

@@ -8,8 +8,8 @@ stack and the DICOMweb client all read them, so this module sits below all of th
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.ae import check_ae_title, check_port
 

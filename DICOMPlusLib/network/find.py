@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.matching import explicit_upper_bound
 from DICOMPlusLib.errors import CancelledError, NetworkError, QueryError
@@ -192,10 +193,9 @@ def record_from_identifier(level: QueryLevel, ds: Dataset, extra_keys: Iterable[
     """A C-FIND response identifier as the record of ``level``. Attributes the peer did not
     return (dcmqrscp omits what it does not support) stay empty; ``extra_keys`` that are not
     record fields are echoed into ``extra``, as local search does for header keys."""
-    import dataclasses
 
     cls = _RECORD[level]
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name[0].isupper()}  # DICOM keywords
+    fields = {f.name: f for f in dataclasses_lite.fields(cls) if f.name[0].isupper()}  # DICOM keywords
     values = {}
     for name, f in fields.items():
         if name not in ds:
@@ -240,9 +240,8 @@ def dicomweb_search(client, level: QueryLevel | str, criteria: Mapping[str, str]
 
 
 def _unique_fields(level: QueryLevel) -> list[str]:
-    import dataclasses
 
-    return [f.name for f in dataclasses.fields(_RECORD[level]) if f.name[0].isupper()]
+    return [f.name for f in dataclasses_lite.fields(_RECORD[level]) if f.name[0].isupper()]
 
 
 def find_dimse(node: RemoteNode, level: QueryLevel, crit: dict[str, str], *, model: str = "study",

@@ -21,10 +21,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import NetworkError
 from DICOMPlusLib.network.ae import DEFAULT_AE_TITLE, DEFAULT_PORT, check_ae_title
 from DICOMPlusLib.network.dimse import ul

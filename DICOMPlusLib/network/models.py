@@ -8,9 +8,9 @@ so that a command defines only its own classes (each ``@dataclass`` compiles its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.models import TransferReport
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 

@@ -26,9 +26,9 @@ import enum
 import os
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import (
     DiskFullError,
     NetworkError,

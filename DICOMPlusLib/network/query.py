@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.errors import QueryError
 from DICOMPlusLib.models import (
@@ -336,7 +337,6 @@ class QueryResults:
 def _inherit(series: SeriesRecord, study_uid: str, study: StudyRecord | None) -> SeriesRecord:
     """A series record completed with what its study says (series-level C-FIND responses carry
     no patient attributes, C.6.2.1.3)."""
-    import dataclasses
 
     changes: dict[str, Any] = {}
     if not series.StudyInstanceUID:
@@ -346,4 +346,4 @@ def _inherit(series: SeriesRecord, study_uid: str, study: StudyRecord | None) ->
             changes["PatientID"] = study.PatientID
         if not series.PatientName:
             changes["PatientName"] = study.PatientName
-    return dataclasses.replace(series, **changes) if changes else series
+    return dataclasses_lite.replace(series, **changes) if changes else series

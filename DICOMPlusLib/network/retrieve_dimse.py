@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.cancel import halted
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import (
     MoveDestinationUnknown,
     NetworkError,

@@ -9,8 +9,8 @@ C.4.3.2.1), at most ``IMAGE_CHUNK`` at a time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import NetworkError, QueryError, RetrieveError
 from DICOMPlusLib.jobs import CancelToken
 from DICOMPlusLib.models import QueryLevel

@@ -18,13 +18,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import BinaryIO
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.cancel import run_threads
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import AssociationFailure, CancelledError, NetworkError, SendError
 from DICOMPlusLib.jobs import CancelToken, ProgressCallback
 from DICOMPlusLib.network.dimse import messages as dimse

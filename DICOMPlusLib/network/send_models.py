@@ -5,8 +5,7 @@ services and the transports, as :mod:`.models` says.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.network.nodes import DEFAULT_AE_TITLE
 
 #: The C-STORE SCU's default maximum PDU we receive (PS3.8 D.1); as dimse.scu.DEFAULT_MAX_PDU.

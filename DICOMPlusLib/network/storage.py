@@ -12,10 +12,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.network.dimse.receive import (  # noqa: F401  (re-exported)
     DatabaseSink,
     IncomingFile,

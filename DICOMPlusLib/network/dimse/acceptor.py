@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import PDUTooSlow
 from DICOMPlusLib.network.dimse import messages as dimse
 from DICOMPlusLib.network.dimse import ul

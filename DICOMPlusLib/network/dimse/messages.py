@@ -9,9 +9,9 @@ in a received command is kept as raw bytes.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from DICOMPlusLib import uids
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import CommandError
 from DICOMPlusLib.network.dimse.status import Status
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.cancel import halted
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import CancelledError, NetworkError, OperationAborted
 from DICOMPlusLib.network.connect import Cancel, wait_in_slices
 from DICOMPlusLib.network.dimse import identifiers, scu, ul

@@ -27,7 +27,6 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib._log import get_logger
@@ -39,6 +38,7 @@ from DICOMPlusLib.database.ingest import (
     StoredInstance,
     StoreStatus,
 )
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import disk_holding
 from DICOMPlusLib.network.dimse import ul
 from DICOMPlusLib.network.dimse.status import Status

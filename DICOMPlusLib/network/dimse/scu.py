@@ -12,10 +12,10 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from DICOMPlusLib.cancel import halted
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import AssociationError, AssociationFailed, CancelledError, NetworkTimeout
 from DICOMPlusLib.network.connect import (
     Cancel,

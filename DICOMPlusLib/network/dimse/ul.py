@@ -18,9 +18,9 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
 
 from DICOMPlusLib import __version__, uids
+from DICOMPlusLib.dataclasses_lite import dataclass, field
 from DICOMPlusLib.errors import CancelledError, ConnectionClosed, NetworkError, PDUTooSlow, ProtocolError
 from DICOMPlusLib.network.connect import Cancel, wait_in_slices
 from DICOMPlusLib.uninterrupted import uninterrupted

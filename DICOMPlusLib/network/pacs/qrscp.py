@@ -19,11 +19,11 @@ import concurrent.futures
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from DICOMPlusLib import uids
 from DICOMPlusLib._log import get_logger
+from DICOMPlusLib.dataclasses_lite import dataclass
 from DICOMPlusLib.errors import DICOMPlusError
 from DICOMPlusLib.models import QueryLevel
 from DICOMPlusLib.network.dimse.messages import (  # the Q/R information models (PS3.4 C.6.1, C.6.2)

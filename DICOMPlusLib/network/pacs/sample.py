@@ -10,9 +10,10 @@ nothing new.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
+
+from DICOMPlusLib.dataclasses_lite import dataclass
 
 if TYPE_CHECKING:
     from DICOMPlusLib.database import DatabaseProtocol

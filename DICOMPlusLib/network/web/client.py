@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from DICOMPlusLib import dataclasses_lite
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.parsing import TAG_OF
 from DICOMPlusLib.errors import CancelledError, QueryError, RetrieveError, SendError
@@ -531,12 +532,11 @@ class DicomwebClient:
 def client_for(node, *, timeout: float = 30.0, cancel: CancelToken | None = None) -> DicomwebClient:
     """The DicomwebClient of a RemoteNode's DICOMweb endpoint (its URL and credentials); ``cancel``
     ends a wait for its connection."""
-    import dataclasses
 
     web = getattr(node, "web", None)
     if web is None:
         raise QueryError(f"node {getattr(node, 'name', node)!r} has no DICOMweb URL")
-    return DicomwebClient(dataclasses.replace(web, timeout=timeout), cancel=cancel)
+    return DicomwebClient(dataclasses_lite.replace(web, timeout=timeout), cancel=cancel)
 
 
 def _retry_after(response) -> float | None:
