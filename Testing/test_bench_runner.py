@@ -199,3 +199,40 @@ def test_before_and_after_run_untimed_around_every_run(runner):
     result = runner.run(bench, repeat=5, warmup=1)
     assert log == ["before", "fast", "after", "slow"] * 6
     assert result.timings["fast"].maximum < 0.2  # the 0.2 s of each ``after`` is not counted
+
+
+def test_kernel_time_is_reported_apart(runner):
+    """The ``sys s`` column: of each candidate's CPU, the seconds in the kernel, for a command
+    (``os.wait4``) and in-process (``os.times``). A loop of system calls spends most of its CPU
+    there, a loop of arithmetic almost none."""
+    syscalls = "import os\nfor _ in range(60000): os.stat('/')"
+    arithmetic = "x = 0\nfor i in range(1000000): x += i * i"
+
+    def in_process_syscalls() -> None:
+        exec(syscalls, {})
+
+    bench = runner.Benchmark(
+        name="kernel",
+        description="system calls vs arithmetic",
+        candidates=[
+            runner.Candidate("calls", command=[sys.executable, "-c", syscalls]),
+            runner.Candidate("arithmetic", command=[sys.executable, "-c", arithmetic]),
+            runner.Candidate("calls-in-process", function=in_process_syscalls),
+        ],
+        reference="calls",
+    )
+    result = runner.run(bench, repeat=5, warmup=0)
+    calls, arithmetic_t, in_process = (result.timings[n] for n in ("calls", "arithmetic", "calls-in-process"))
+    assert 0.4 * calls.cpu_median < calls.system_median <= calls.cpu_median
+    assert arithmetic_t.system_median < 0.3 * arithmetic_t.cpu_median
+    assert 0.4 * in_process.cpu_median < in_process.system_median <= in_process.cpu_median + 0.01
+    assert result.report().splitlines()[3].split()[:6] == [
+        "candidate",
+        "median",
+        "s",
+        "[min-max]",
+        "s",
+        "CPU",
+    ]
+    assert "sys s" in result.report().splitlines()[3]
+    assert result.to_dict()["candidates"]["calls"]["system_median_s"] == calls.system_median

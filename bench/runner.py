@@ -177,19 +177,21 @@ class Candidate:
         shown = " ".join(words[:6]) + (f" ... (+{len(words) - 6} args)" if len(words) > 6 else "")
         return shown
 
-    def run_once(self) -> tuple[float, float, int | None]:
-        """(wall seconds, CPU seconds, peak RSS KiB or None)."""
+    def run_once(self) -> tuple[float, float, float, int | None]:
+        """(wall seconds, CPU seconds, of them in the kernel, peak RSS KiB or None)."""
         if self.before is not None:
             self.before()
         if self.command is not None:
             m = measure_command(self.command, cwd=self.cwd, env=self.env, shell=self.shell)
-            result = m.seconds, m.cpu, m.max_rss_kib
+            result = m.seconds, m.cpu, m.system, m.max_rss_kib
         else:
+            times_start = os.times()
             cpu_start = time.process_time()
             start = time.perf_counter()
             self.function()
             seconds = time.perf_counter() - start
-            result = seconds, time.process_time() - cpu_start, None
+            kernel = os.times().system - times_start.system
+            result = seconds, time.process_time() - cpu_start, kernel, None
         if self.after is not None:
             self.after()
         return result
@@ -221,6 +223,9 @@ class Timing:
     seconds: list[float]
     cpu: list[float]
     max_rss_kib: list[int]
+    #: Of ``cpu``, the seconds in the kernel (system calls: on this project's machine, creating a
+    #: file after many were deleted costs the kernel 0.1-0.5 ms, docs/performance.md)
+    system: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -237,6 +242,10 @@ class Timing:
     @property
     def cpu_median(self) -> float:
         return statistics.median(self.cpu)
+
+    @property
+    def system_median(self) -> float:
+        return statistics.median(self.system) if self.system else 0.0
 
     @property
     def peak_rss_kib(self) -> int | None:
@@ -301,6 +310,7 @@ class Result:
                     "min_s": t.minimum,
                     "max_s": t.maximum,
                     "cpu_median_s": t.cpu_median,
+                    "system_median_s": t.system_median,
                     "peak_rss_kib": t.peak_rss_kib,
                     "seconds": t.seconds,
                 }
@@ -327,13 +337,14 @@ class Result:
             f"method: {self.warmup} warm-up round(s) discarded, {self.repeat} rounds alternating "
             f"{' '.join(self.timings)}; median [min-max]",
         ]
-        header = ["candidate", "median s", "[min-max] s", "CPU s"]
+        header = ["candidate", "median s", "[min-max] s", "CPU s", "sys s"]
         header += [f"{unit}/s" for unit in self.work]
         header += ["peak RSS", "what"]
         rows = [header]
         for t in self.timings.values():
             name = t.name + (" (ref)" if t.name == self.reference else "")
             row = [name, f"{t.median:.4f}", f"[{t.minimum:.4f}-{t.maximum:.4f}]", f"{t.cpu_median:.3f}"]
+            row.append(f"{t.system_median:.3f}")
             row += [_format_rate(amount / t.median) for amount in self.work.values()]
             row += [_format_kib(t.peak_rss_kib), t.description]
             rows.append(row)
@@ -420,13 +431,14 @@ def run(
         kept = round_index >= warmup
         for candidate in benchmark.candidates:
             try:
-                seconds, cpu, rss = candidate.run_once()
+                seconds, cpu, system, rss = candidate.run_once()
             except BenchError as error:
                 raise BenchError(f"{candidate.name}, round {round_index + 1}: {error}") from error
             if kept:
                 timing = timings[candidate.name]
                 timing.seconds.append(seconds)
                 timing.cpu.append(cpu)
+                timing.system.append(system)
                 if rss is not None:
                     timing.max_rss_kib.append(rss)
         if progress is not None:
