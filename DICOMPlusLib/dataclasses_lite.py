@@ -24,7 +24,8 @@ The subset is what DICOMPlusLib's value types use, with the standard library's m
 - a frozen instance refuses ``setattr`` and ``delattr`` with :class:`FrozenInstanceError` (an
   ``AttributeError``, as the standard library's is);
 - :func:`fields`, :func:`replace` and :func:`asdict` for these classes (``asdict`` recurses into
-  these classes, lists, tuples and dicts, and copies nothing else, as the standard one does).
+  these classes, lists, tuples and dicts, as the standard one does; other values it returns as
+  they are, where the standard one deep-copies them: the package's are strings, numbers, enums).
 
 Not supported (the decorator refuses what it does not know rather than doing something else):
 ``order``, ``kw_only``, ``init=False``, ``unsafe_hash``, ``InitVar`` and ``field(init=False)``.
