@@ -181,8 +181,10 @@ def dataclass(
 
 
 def _is_classvar(annotation: Any) -> bool:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "_name", "") or ""
-    return text == "ClassVar" or text.startswith(("ClassVar[", "typing.ClassVar"))
+    """``ClassVar`` or ``ClassVar[...]``, written as a string (``from __future__ import
+    annotations``) or evaluated (``typing.ClassVar[int]`` shows as such in its ``repr``)."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return text.startswith(("ClassVar", "typing.ClassVar", "t.ClassVar"))
 
 
 def _process(cls: type, *, frozen: bool, eq: bool, repr: bool, slots: bool, match_args: bool) -> type:
@@ -191,6 +193,15 @@ def _process(cls: type, *, frozen: bool, eq: bool, repr: bool, slots: bool, matc
         for f in base.__dict__.get(_FIELDS, ()):
             inherited[f.name] = f
     own = getattr(cls, "__annotations__", {})  # the class's own (3.10+): inspect is not imported
+    for name, value in cls.__dict__.items():
+        if isinstance(value, Field) and name not in own:
+            raise TypeError(f"{name!r} is a field but has no type annotation")
+    frozen_bases = {
+        base.__setattr__ is _frozen_setattr for base in cls.__mro__[1:] if _FIELDS in base.__dict__
+    }
+    if frozen_bases and frozen_bases != {frozen}:
+        made = "frozen" if frozen else "non-frozen"
+        raise TypeError(f"cannot inherit {made} dataclass {cls.__name__} from a {'non-' * frozen}frozen one")
     all_fields = dict(inherited)
     for name, annotation in own.items():
         if _is_classvar(annotation):

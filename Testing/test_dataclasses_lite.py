@@ -372,3 +372,61 @@ def test_no_module_of_the_library_uses_the_standard_dataclasses():
             elif isinstance(node, ast.ImportFrom) and node.module == "dataclasses":
                 found.append(str(path.relative_to(REPO_ROOT)))
     assert found == []
+
+
+def test_what_the_standard_library_refuses_is_refused_too():
+    """A ``field()`` without an annotation, and a frozen class mixed with a mutable one by
+    inheritance, are errors for the standard library: the same errors here, not a class that
+    quietly behaves otherwise."""
+    for make in (dataclasses, lite):
+        with pytest.raises(TypeError, match="no type annotation"):
+
+            @make.dataclass
+            class NoAnnotation:
+                """No annotation."""
+
+                x = make.field(default=1)
+
+        @make.dataclass(frozen=True)
+        class Frozen:
+            """Frozen."""
+
+            a: int
+
+        @make.dataclass
+        class Mutable:
+            """Mutable."""
+
+            a: int
+
+        with pytest.raises(TypeError, match="cannot inherit non-frozen dataclass"):
+
+            @make.dataclass
+            class FromFrozen(Frozen):
+                """From frozen."""
+
+                b: int = 0
+
+        with pytest.raises(TypeError, match="cannot inherit frozen dataclass"):
+
+            @make.dataclass(frozen=True)
+            class FromMutable(Mutable):
+                """From mutable."""
+
+                b: int = 0
+
+
+def test_an_evaluated_classvar_is_not_a_field():
+    namespace: dict = {}
+    exec(
+        "import typing\n"
+        "from DICOMPlusLib.dataclasses_lite import dataclass\n"
+        "@dataclass\n"
+        "class Counted:\n"
+        "    '''Annotations evaluated: no __future__ import in this code.'''\n"
+        "    x: int\n"
+        "    total: typing.ClassVar[int] = 0\n",
+        namespace,
+    )
+    counted = namespace["Counted"]
+    assert [f.name for f in lite.fields(counted)] == ["x"] and counted(1).total == 0
