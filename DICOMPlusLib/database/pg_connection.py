@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Iterator, Sequence
 
 from DICOMPlusLib.errors import DatabaseError, DatabaseFullError
 
 CONNECT_TIMEOUT_S = 10
+
+# psycopg logs what it ignores while an error is on its way (WARNING "error ignored terminating
+# <psycopg.Pipeline [BAD]>: the connection is lost" when the server ends a session in a
+# pipeline), which Python's last-resort handler printed on a command's stderr beside the error
+# itself (raised as a DatabaseError): silent unless the application configures logging, as the
+# library's own loggers are.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 def redact(url: str) -> str:
@@ -94,7 +102,7 @@ class PgConnection:
             else:
                 cur.execute(translate(sql), tuple(params) if params is not None else ())
         except Exception as exc:
-            raise _database_error(self.where, exc) from exc
+            raise self._failed(exc) from exc
         return cur
 
     @contextlib.contextmanager
@@ -108,7 +116,7 @@ class PgConnection:
         except DatabaseError:
             raise
         except Exception as exc:
-            raise _database_error(self.where, exc) from exc
+            raise self._failed(exc) from exc
 
     def begin(self) -> None:
         """Start a transaction with the next statement (no round trip of its own)."""
@@ -131,14 +139,14 @@ class PgConnection:
                     self.raw.execute(sql, params)
                 self.raw.execute("COMMIT")
         except Exception as exc:
-            raise _database_error(self.where, exc) from exc
+            raise self._failed(exc) from exc
 
     def executemany(self, sql: str, seq) -> None:
         try:
             with self.raw.cursor() as cur:
                 cur.executemany(translate(sql), [tuple(p) for p in seq])
         except Exception as exc:
-            raise _database_error(self.where, exc) from exc
+            raise self._failed(exc) from exc
 
     def rollback(self) -> None:
         self._deferred = []
@@ -147,6 +155,17 @@ class PgConnection:
             return
         with contextlib.suppress(Exception):
             self.raw.execute("ROLLBACK")
+
+    def _failed(self, exc: BaseException) -> DatabaseError:
+        """The error to raise for ``exc``. A connection whose session ``exc`` leaves in doubt
+        (:func:`session_lost`) is closed first: psycopg may not know it is broken yet (libpq has
+        not read the end of the stream: "cannot exit pipeline mode while busy" after the server
+        ended the session in a pipeline), and its owner must neither use it again nor take its
+        transaction for rolled back (the server may have committed before it went; closed, the
+        server ends what it has not, and the locks go). :attr:`broken` is then true."""
+        if session_lost(exc):
+            self.close()
+        return _database_error(self.where, exc)
 
     @property
     def broken(self) -> bool:
@@ -171,6 +190,20 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     primary = getattr(getattr(exc, "diag", None), "message_primary", None) or ""
     return getattr(exc, "sqlstate", None) is not None and primary.endswith(_NO_ROOM)
+
+
+def session_lost(exc: BaseException | None) -> bool:
+    """Whether a psycopg error leaves the connection's session in doubt: libpq's own failures
+    (no SQLSTATE: a closed socket, a pipeline left busy by one), a connection exception (class
+    08) or the server ending the session (57P0x: a terminated backend, a shutdown, a crash, an
+    idle session timed out). A server error of a statement (a refused row, a full disk) leaves
+    it usable."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P0"))
 
 
 def _database_error(where: str, exc: BaseException) -> DatabaseError:
