@@ -17,6 +17,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import uuid
 from pathlib import Path
 
@@ -24,12 +25,17 @@ import pydicom
 import pytest
 from test_disk_full_postgres import CutAfterCommit, assert_consistent
 
+from dicomplus_testing.full_disk import dicomplus
 from dicomplus_testing.peers import LOOPBACK
 from dicomplus_testing.synthetic import make_series
 from DICOMPlusLib.database import Database, open_database
 from DICOMPlusLib.database.ingest import POLICY, IngestSource, StoreStatus
 from DICOMPlusLib.database.store import TMP_PREFIX
+from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.network.models import RetrieveOptions
+from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
 from DICOMPlusLib.network.pacs.qrscp import QRConfig, QueryRetrieveSCP
+from DICOMPlusLib.network.retrieve import retrieve
 
 pytest.importorskip("psycopg")
 
@@ -60,6 +66,54 @@ def study(tmp_path_factory):
     pacs.close()
 
 
+class Terminator:
+    """Ends every other backend of the database at ``url`` each time its ``instances`` table has
+    reached one of ``at`` rows (polled from a connection of its own). With ``refuse``, the last
+    time the database first stops taking connections (``ALLOW_CONNECTIONS false``, what a server
+    that stays away looks like) until :meth:`allow`."""
+
+    def __init__(self, url: str, at=CUTS, *, refuse: bool = False) -> None:
+        self.url, self.at, self.refuse = url, list(at), refuse
+        self.ended: list[tuple[int, int]] = []  # (rows seen, backends ended)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Terminator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while self.at and not self._stop.wait(0.002):
+                rows = conn.execute("SELECT count(*) FROM instances").fetchone()[0]
+                if rows < self.at[0]:
+                    continue
+                self.at.pop(0)
+                if self.refuse and not self.at:
+                    self._allow(False)
+                ended = conn.execute(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t"
+                ).fetchone()[0]
+                self.ended.append((rows, ended))
+
+    def _allow(self, allow: bool) -> None:
+        import psycopg
+
+        where, name = self.url.rsplit("/", 1)
+        with psycopg.connect(f"{where}/postgres", autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allow).lower()}')
+
+    def allow(self) -> None:
+        self._allow(True)
+
+
 def indexed(url: str, store: Path, *, unsettled: bool = False) -> set[str]:
     """The SOP Instance UIDs of the index; asserts that the store holds exactly the rows' files
     (each whole) and nothing else: no temporary, no file without its row. Read before a
@@ -80,6 +134,75 @@ def indexed(url: str, store: Path, *, unsettled: bool = False) -> set[str]:
     for path in left - held:
         assert any(os.path.samefile(path, tmp) for tmp in held), sorted(left)
     return {sop for sop, _, _ in rows}
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dicomplus: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["back", "away"])
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_a_command_whose_database_connections_are_ended(postgres_server, study, tmp_path, parallel, refuse):
+    """``back``: the server takes connections again at once (a restart, a failover): the
+    retrieve completes. ``away``: it does not (the last time): the command ends with one line
+    and exit 1; the same command completes once the database is back."""
+    server, study_uid, sops, _ = study
+    url = postgres_server.create_database()
+    store = tmp_path / "store"
+    open_database(url, store=store).close()
+    argv = ["--db", url, "--store", store, "retrieve", f"PGCUTPACS@{LOOPBACK}:{server.port}",
+            "--study", study_uid, "--method", "get", "--parallel", parallel]  # fmt: skip
+    with Terminator(url, refuse=refuse) as cut:
+        code, out, err = dicomplus(*argv, timeout=300)
+    print(cut.ended, code, out, err, sep="\n")
+    assert len(cut.ended) == len(CUTS) and all(ended for _, ended in cut.ended), cut.ended
+    cut.allow()  # for the check, which opens no database (no sweep)
+    have = indexed(url, store, unsettled=refuse)
+    assert have <= sops
+    if refuse:
+        assert code == 1 and have != sops, (code, err)
+        assert f"{url.split('://')[1]}" in _one_error_line(err), err
+    else:
+        assert code == 0 and not err and have == sops, (code, err)
+    code, out, err = dicomplus(*argv, timeout=300)
+    assert code == 0, err
+    assert indexed(url, store) == sops
+    assert f"({len(have)} already here), complete" in out, out
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["back", "away"])
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_the_api_whose_database_connections_are_ended(postgres_server, study, tmp_path, parallel, refuse):
+    server, study_uid, sops, _ = study
+    url = postgres_server.create_database()
+    store = tmp_path / "store"
+    node = RemoteNode("pgcut", DimseEndpoint("PGCUTPACS", LOOPBACK, server.port))
+    options = RetrieveOptions(parallel=parallel)
+    with open_database(url, store=store) as db:
+        with Terminator(url, refuse=refuse) as cut:
+            try:
+                report = retrieve(node, db, study_uid=study_uid, method="get", options=options)
+            except DatabaseError as exc:
+                report = exc
+        print(cut.ended, report, sep="\n")
+        assert len(cut.ended) == len(CUTS) and all(ended for _, ended in cut.ended), cut.ended
+        cut.allow()
+        have = indexed(url, store, unsettled=refuse)
+        assert have <= sops
+        if isinstance(report, DatabaseError):
+            assert refuse and url.split("://")[1] in str(report), report
+        else:
+            assert set(report.done) <= have, report.to_dict()
+            assert have | set(report.failed) == sops, report.to_dict()
+            assert report.complete == (have == sops) == (not refuse), report.to_dict()
+        again = retrieve(node, db, study_uid=study_uid, method="get", options=options)
+        assert again.complete, again.to_dict()
+        assert set(again.done) == sops - have and set(again.skipped) == have, again.to_dict()
+    open_database(url, store=store).close()  # its sweep: what the first left unsettled
+    assert indexed(url, store) == sops
 
 
 # -- the session ended just after the server committed -------------------------------------------

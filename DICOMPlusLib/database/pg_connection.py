@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from DICOMPlusLib.errors import DatabaseError, DatabaseFullError
 
@@ -81,13 +81,41 @@ class PgConnection:
     """A psycopg connection with sqlite3's surface; every error is a DatabaseError naming the
     database (without password)."""
 
-    def __init__(self, conn, where: str) -> None:
+    def __init__(self, conn, where: str, reopen: Callable[[], object] | None = None) -> None:
         self.raw = conn
         self.where = where
+        #: A new psycopg connection like this one's: a read outside a transaction whose session
+        #: the server had ended (a restart, a failover, ``pg_terminate_backend`` while the
+        #: connection was idle) is run again once on it (:meth:`execute`).
+        self._reopen = reopen
         self._begin = False  # a transaction is asked for: BEGIN goes with the first statement
         self._deferred: list[tuple[str, tuple]] = []
 
     def execute(self, sql: str, params: Sequence | None = ()):
+        alone = self._reopen is not None and self._alone(sql)
+        try:
+            return self._execute(sql, params)
+        except DatabaseError as exc:
+            if not (alone and self.raw.closed and session_lost(exc.__cause__)):
+                raise
+        self.raw = self._reopen()  # type: ignore[misc]  # alone: not None
+        return self._execute(sql, params)
+
+    def _alone(self, sql: str) -> bool:
+        """Whether ``sql`` is a read in a transaction of its own (autocommit, none begun or
+        open, no pipeline): lost with its session, it can run again on a new connection, since
+        nothing of it can have been committed."""
+        from psycopg.pq import TransactionStatus
+
+        return (
+            not self._begin
+            and sql.lstrip()[:6].upper() == "SELECT"
+            and " FOR " not in sql
+            and not self.raw.pgconn.pipeline_status
+            and self.raw.info.transaction_status == TransactionStatus.IDLE
+        )
+
+    def _execute(self, sql: str, params: Sequence | None):
         cur = self.raw.cursor(row_factory=_row_factory)
         try:
             if self._begin:

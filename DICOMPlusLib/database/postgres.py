@@ -156,6 +156,13 @@ class PostgresDatabase(BaseDatabase):
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> PgConnection:
+        conn = PgConnection(self._open(), self.display_url, reopen=self._open)
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _open(self):
+        """A new psycopg connection to the database."""
         import psycopg
 
         try:
@@ -168,10 +175,7 @@ class PostgresDatabase(BaseDatabase):
                 "(is the server running and reachable? check the URL given with --db, or the PG* variables)"
             ) from exc
         raw.adapters.register_loader("numeric", numeric_loader())
-        conn = PgConnection(raw, self.display_url)
-        with self._connections_lock:
-            self._connections.append(conn)
-        return conn
+        return raw
 
     @staticmethod
     def _broken(conn) -> bool:
