@@ -488,6 +488,43 @@ def test_a_failed_transaction_is_asked_for_again_when_the_plan_is_known(
     assert assert_consistent(db_folder / "dicomplus.sqlite", db_folder / "store") == 9
 
 
+class UnlistingSCP(QueryRetrieveSCP):
+    """A PACS that cannot list instances: an image-level C-FIND fails (0xA900)."""
+
+    def _on_find(self, event):
+        if str(event.identifier.get("QueryRetrieveLevel", "")).strip().upper() == "IMAGE":
+            yield 0xA900, None
+            return
+        yield from super()._on_find(event)
+
+
+def test_a_failed_transaction_is_asked_for_again_when_the_instances_are_never_known(
+    two_series_pacs, tmp_path, monkeypatch
+):
+    """As above, from a PACS that cannot list the selection's instances (the plan deferred, then
+    its image-level C-FIND fails): the instances of the failed transaction, named by their
+    sub-operations, are asked for again by their UIDs; only the refused one fails. Before, the
+    retrieve stopped after its first attempt and the five good instances stayed "received,
+    then not stored here"."""
+    node, ct, mr = two_series_pacs
+    monkeypatch.setattr(qrscu, "COMMIT_EVERY_S", 3600.0)
+    pacs = Database(tmp_path / "pacs-unlisting")
+    pacs.import_paths([str(f) for f in [*ct.files, *mr.files]])
+    refused = ct.sop_uids[2]
+    with UnlistingSCP(pacs, QRConfig(ae_title="UNLISTING", port=0, host=LOOPBACK)) as server:
+        node = RemoteNode("unlisting", DimseEndpoint("UNLISTING", LOOPBACK, server.port))
+        db_folder = tmp_path / "db"
+        Database(db_folder).close()
+        report, sizes = _retrieve_refusing(node, ct.study_uid, db_folder, refused)
+    pacs.close()
+    assert 6 in sizes, sizes  # the CT series' transaction, which failed
+    assert any("could not list the instances" in w for w in report.warnings), report.warnings
+    assert sorted(report.done) == sorted(s for s in [*ct.sop_uids, *mr.sop_uids] if s != refused)
+    assert list(report.failed) == [refused], report.to_dict()
+    assert not report.complete
+    assert assert_consistent(db_folder / "dicomplus.sqlite", db_folder / "store") == 9
+
+
 def test_the_pump_closes_an_operation_as_it_ends():
     """An operation that ends (its final event) is closed on the pump's thread before ``run``
     returns: its clean-ups (the temporary file made ahead for a next instance) do not wait for

@@ -133,6 +133,10 @@ class WorkerOutcome:
     suboperation_failures: int = 0
     associations: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Per unit of one series whose instances are not known (none listed), the instances it
+    #: brought that were answered success and then not stored (a failed transaction of
+    #: several): what asking again can bring, as an image-level unit of their own.
+    unstored: list[Unit] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,11 +489,24 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                         state.on_stored(sop, outcome)
 
                     deferred = state.plan is not None and state.plan.deferred
+                    unstored: list[str] = []
+                    hear = on_stored if deferred else state.on_stored
+                    if not unit.expected and len(unit.series) == 1:  # its instances not known
+
+                        def hear(sop: str, outcome, unstored=unstored, heard=hear) -> None:
+                            if outcome.answered and outcome.status != 0:
+                                unstored.append(sop)
+                            heard(sop, outcome)
+
                     response = qa.get(qrscu.STUDY_ROOT_GET, unit.identifier(), sink=sink,
                                       on_pending=(lambda r, k=id(arrived): state.on_get_pending(k, r))
                                       if deferred else state.on_pending,
-                                      on_stored=on_stored if deferred else state.on_stored,
+                                      on_stored=hear,
                                       cancel=state.stop, grace=state.grace, pump=state.pump)  # fmt: skip
+                    if unstored:
+                        out.unstored.append(
+                            Unit("IMAGE", unit.study, unit.series, tuple(unstored), tuple(unstored))
+                        )
                     if deferred:
                         with state.lock:
                             state.counted.append((response, arrived, state.unit_totals.get(id(arrived))))

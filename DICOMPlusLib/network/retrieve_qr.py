@@ -238,11 +238,12 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
     report = state.report
     last_error: BaseException | None = None
     attempt, bonus = 0, 0
+    again: list[Unit] = []  # what a failed transaction held, when the selection's instances are not known
     while attempt < retries + 1 + bonus:
         attempt += 1
         report.attempts = attempt
         blind, alone = plan.deferred, state.commits_alone
-        units = make_units(plan, skipped | state.done, parallel=parallel)
+        units, again = again or make_units(plan, skipped | state.done, parallel=parallel), []
         if not units:
             return
         outcomes = _run_units(state, units, how, destination, parallel)
@@ -269,6 +270,12 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
             logger.info("retrieve from %s, attempt %d: %s", state.node.name, attempt, last_error)
             report.warnings.append(f"attempt {attempt}: {last_error}")
         if plan.instances is None:
+            again = [u for o in outcomes for u in o.unstored]
+            if again and last_error is None and state.commits_alone and not alone:
+                # a transaction of several failed them all (see below); the PACS cannot list the
+                # selection's instances, but their sub-operations named them: asked for by UID
+                bonus += 1
+                continue
             break
         missing = [i.sop for i in plan.instances if i.sop not in skipped and i.sop not in state.done]
         if not missing:
