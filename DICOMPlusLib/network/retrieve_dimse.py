@@ -503,10 +503,13 @@ def run_get(state: RunState, units: Sequence[Unit], group: ContextGroup, slot) -
                                       if deferred else state.on_pending,
                                       on_stored=hear,
                                       cancel=state.stop, grace=state.grace, pump=state.pump)  # fmt: skip
-                    if unstored:
-                        out.unstored.append(
-                            Unit("IMAGE", unit.study, unit.series, tuple(unstored), tuple(unstored))
+                    if unstored:  # asked for with the classes this request proposed
+                        plan = state.plan
+                        classes = unit.sop_classes or (
+                            plan.guessed_classes if plan and deferred else frozenset()
                         )
+                        sops = tuple(unstored)
+                        out.unstored.append(Unit("IMAGE", unit.study, unit.series, sops, sops, classes))
                     if deferred:
                         with state.lock:
                             state.counted.append((response, arrived, state.unit_totals.get(id(arrived))))
