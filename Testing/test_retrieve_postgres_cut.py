@@ -43,7 +43,7 @@ SERIES = 4
 PER_SERIES = 40
 N = SERIES * PER_SERIES
 #: The index's sizes at which the retrieve's backends are ended.
-CUTS = (12, 50, 95)
+CUTS = (12, 45, 80)
 
 
 @pytest.fixture(scope="module")
