@@ -34,6 +34,21 @@ def get_logger(name: str) -> logging.Logger:
     return cast("logging.Logger", _Logger(name))
 
 
+def quiet_by_default(name: str) -> None:
+    """Give another package's logger *name* a ``NullHandler``, as the library's own have: for a
+    package whose records the library raises as errors of its own. psycopg logs what it ignores
+    while an error is on its way (WARNING "error ignored terminating <psycopg.Pipeline [BAD]>:
+    the connection is lost" when the server ends a session in a pipeline), which the last-resort
+    handler printed on a command's stderr beside the error itself. An application that
+    configures logging still sees them."""
+    import logging
+
+    logger = logging.getLogger(name)
+    with _handler_lock:
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
 def _real_logger(name: str) -> logging.Logger:
     import logging
 

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 
 from DICOMPlusLib.errors import DatabaseError, DatabaseFullError
 
 CONNECT_TIMEOUT_S = 10
-
-# psycopg logs what it ignores while an error is on its way (WARNING "error ignored terminating
-# <psycopg.Pipeline [BAD]>: the connection is lost" when the server ends a session in a
-# pipeline), which Python's last-resort handler printed on a command's stderr beside the error
-# itself (raised as a DatabaseError): silent unless the application configures logging, as the
-# library's own loggers are.
-logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 def redact(url: str) -> str:

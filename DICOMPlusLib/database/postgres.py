@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, overload
 
-from DICOMPlusLib._log import get_logger
+from DICOMPlusLib._log import get_logger, quiet_by_default
 from DICOMPlusLib.database import pg_schema
 from DICOMPlusLib.database.base import BaseDatabase
 from DICOMPlusLib.database.dialect import POSTGRES, Dialect
@@ -108,6 +108,7 @@ class PostgresDatabase(BaseDatabase):
             raise DatabaseError(
                 "a PostgreSQL database needs psycopg 3: pip install 'psycopg[binary]' (dicomplus[postgresql])"
             ) from None
+        quiet_by_default("psycopg")
         self.url = url
         self.display_url = redact(url)
         self._init_connections()
