@@ -264,10 +264,18 @@ class CutAfterCommit:
                         client.sendall(data)
                         continue
                     answer += data
-                    if b"COMMIT\0" in answer:  # the COMMIT's CommandComplete: it committed
-                        self.cut.set()
-                        self.release.wait(60)
+                    if self._answered(client, answer):
                         return
+
+    def _answered(self, client: socket.socket, answer: bytes) -> bool:
+        """What the relay does with the server's answers to the armed COMMIT, held back so far
+        (``answer``); True when it is done and closes. Here: once the COMMIT's CommandComplete
+        is among them (it committed), nothing is passed on, and the close waits for ``release``."""
+        if b"COMMIT\0" not in answer:
+            return False
+        self.cut.set()
+        self.release.wait(60)
+        return True
 
     def close(self) -> None:
         self.listener.close()

@@ -14,7 +14,6 @@ Query/Retrieve SCP on a real socket, over an SQLite database of its own.
 from __future__ import annotations
 
 import os
-import select
 import socket
 import struct
 import threading
@@ -217,39 +216,19 @@ class TerminatedAfterCommit(CutAfterCommit):
     ``pg_terminate_backend`` reaches the backend as it commits (it checks for the interrupt once
     the commit is done)."""
 
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
-        cutting = False
-        answer = b""
-        with client, server:
-            while True:
-                ready, _, _ = select.select([client, server], [], [])
-                if client in ready:
-                    data = client.recv(65536)
-                    if not data:
-                        return
-                    server.sendall(data)
-                    if self.armed.is_set() and b"COMMIT\0" in data:
-                        self.armed.clear()
-                        cutting = True
-                if server in ready:
-                    data = server.recv(65536)
-                    if not data:
-                        return
-                    if not cutting:
-                        client.sendall(data)
-                        continue
-                    answer += data
-                    at = 0
-                    while len(answer) - at >= 5:  # whole messages: a type byte, a length
-                        kind, size = answer[at : at + 1], struct.unpack("!I", answer[at + 1 : at + 5])[0]
-                        if len(answer) - at < 1 + size:
-                            break
-                        body, at = answer[at + 5 : at + 1 + size], at + 1 + size
-                        if kind == b"C" and body == b"COMMIT\0":
-                            fatal = b"E" + struct.pack("!I", 4 + len(ADMIN_SHUTDOWN)) + ADMIN_SHUTDOWN
-                            client.sendall(answer[:at] + fatal)
-                            self.cut.set()
-                            return
+    def _answered(self, client: socket.socket, answer: bytes) -> bool:
+        at = 0
+        while len(answer) - at >= 5:  # whole messages: a type byte, a length
+            kind, size = answer[at : at + 1], struct.unpack("!I", answer[at + 1 : at + 5])[0]
+            if len(answer) - at < 1 + size:
+                return False
+            body, at = answer[at + 5 : at + 1 + size], at + 1 + size
+            if kind == b"C" and body == b"COMMIT\0":
+                fatal = b"E" + struct.pack("!I", 4 + len(ADMIN_SHUTDOWN)) + ADMIN_SHUTDOWN
+                client.sendall(answer[:at] + fatal)
+                self.cut.set()
+                return True
+        return False
 
 
 def test_a_session_ended_as_it_committed(postgres_server, study, tmp_path):
