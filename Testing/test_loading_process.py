@@ -26,6 +26,19 @@ from DICOMPlusLib.loading.pixels import read_pixels
 #: imported at that moment, loads the folder, then lists the modules the load imported.
 CHILD = """
 import json, os, sys
+import threading, time
+# A busy machine: the prefetch thread's first system call comes late (its core is taken, or its
+# disk is slow). Without the load's wait for the first advice, the main thread went on and
+# began importing numpy first (seen in a fresh-clone CI run at load 4).
+late = float(os.environ.get("DICOMPLUS_TEST_LATE", "0"))
+real_open = os.open
+def slow_open(path, flags, *args, **kwargs):
+    global late
+    if late and threading.current_thread().name == "dicomplus-prefetch":
+        time.sleep(late)
+        late = 0
+    return real_open(path, flags, *args, **kwargs)
+os.open = slow_open
 calls = []
 real = os.posix_fadvise
 def advise(fd, offset, length, advice):
@@ -49,7 +62,8 @@ print(json.dumps({"calls": calls, "shape": list(volume.array.shape), "modules": 
 @pytest.mark.skipif(
     not hasattr(os, "posix_fadvise") or not os.path.isdir("/proc/self/fd"), reason="Linux only"
 )
-def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
+@pytest.mark.parametrize("late", ["0", "0.01"], ids=["prompt", "prefetch-thread-late"])
+def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path, late):
     """Every file is asked for (WILLNEED, whole file), from before numpy and the loader are
     imported, so a cold folder is read by the disk while the process imports; and the load imports
     neither pydicom nor numpy.ma (``np.median`` imports it: 12 ms and 0.5 MB for one median) nor
@@ -60,7 +74,7 @@ def test_a_folder_load_queues_every_read_before_importing_numpy(tmp_path):
         _evict(path)
     # ... and the probe is told so: on a busy machine a page evicted above could be back in the
     # cache when the child probes it (two fresh-clone CI runs found files skipped as cached)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), DICOMPLUS_TEST_COLD="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), DICOMPLUS_TEST_COLD="1", DICOMPLUS_TEST_LATE=late)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(series.folder)], cwd=REPO_ROOT, capture_output=True,
                           text=True, env=env, timeout=60)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

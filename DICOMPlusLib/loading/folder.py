@@ -18,6 +18,10 @@ from DICOMPlusLib.loading.prefetch import files_of, prefetch
 if TYPE_CHECKING:  # numpy is imported after the reads are queued, not before
     from DICOMPlusLib.loading.models import Volume
 
+#: The longest the imports wait for the first file's read to be asked for (a file system that
+#: blocks an ``open`` does not hold the load up longer than this).
+WAIT_FIRST_S = 0.1
+
 
 def load_folder(
     path: str | os.PathLike, *, resample: bool = False, progress=None, cancel=None
@@ -26,8 +30,14 @@ def load_folder(
     files = files_of([path])
     # The advice is a system call per file (~0.03 ms warm, longer when the disk queue is full):
     # a thread gives it while this one imports (an import holds the GIL; a system call does not).
-    queued = threading.Thread(target=prefetch, args=(files,), name="dicomplus-prefetch", daemon=True)
+    # The imports wait for its first file to be asked for (at most WAIT_FIRST_S): an import holds
+    # the GIL, and a thread just started could otherwise get it only once numpy is importing.
+    begun = threading.Event()
+    queued = threading.Thread(
+        target=prefetch, args=(files,), kwargs={"begun": begun}, name="dicomplus-prefetch", daemon=True
+    )
     queued.start()
+    begun.wait(WAIT_FIRST_S)
     # The first large volume's pages are faulted in on another thread meanwhile (see .ahead).
     ahead = VolumeAhead(files)
     ahead.start()

@@ -12,6 +12,7 @@ the time the pixels are read they are in the page cache. Warm, the advice costs 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 
 from DICOMPlusLib.errors import LoadError
@@ -38,7 +39,9 @@ def files_of(paths: Iterable[str | os.PathLike]) -> list[str]:
     return files
 
 
-def prefetch(files: Iterable[str], budget: int = PREFETCH_BYTES) -> None:
+def prefetch(
+    files: Iterable[str], budget: int = PREFETCH_BYTES, *, begun: threading.Event | None = None
+) -> None:
     """Ask the kernel to read ``files`` into the page cache, without waiting for it (Linux and
     other POSIX systems; elsewhere, or for a file that cannot be opened, nothing is done: the
     load itself reports what it cannot read).
@@ -46,7 +49,19 @@ def prefetch(files: Iterable[str], budget: int = PREFETCH_BYTES) -> None:
     A file whose last byte is already cached (a one-byte ``preadv`` with ``RWF_NOWAIT``, which
     fails rather than wait for the disk) is taken as cached whole and not advised: the kernel
     reads files front to back, and the advice on cached pages costs ~0.03 ms per 512 KB file,
-    10 ms for a warm CT series."""
+    10 ms for a warm CT series.
+
+    ``begun`` is set once the first file is decided (asked for, found cached, or not opened),
+    and in any case when this returns: a caller on another thread waits for it before it imports
+    (:mod:`.folder`), so that the disk is at work first."""
+    try:
+        _prefetch(files, budget, begun)
+    finally:
+        if begun is not None:
+            begun.set()
+
+
+def _prefetch(files: Iterable[str], budget: int, begun: threading.Event | None) -> None:
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
@@ -66,6 +81,8 @@ def prefetch(files: Iterable[str], budget: int = PREFETCH_BYTES) -> None:
             size = 0
         finally:
             os.close(fd)
+            if begun is not None:
+                begun.set()
         budget -= size
         if budget <= 0:
             return
