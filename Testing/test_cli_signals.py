@@ -208,8 +208,18 @@ def test_retrieve_stopped(instances, tmp_path, stop, code):
         assert total == RETRIEVED
         assert_account_above_summary(text, "retrieved ")
         lines = shown_lines(text)
-        # what did not come is one line, not 20 "missing" ones; the bar shows no UID's tail
-        assert f"  {total - kept} instances not fetched: cancelled before it arrived" in lines, text
+        # what did not come is one line, not 20 "missing" ones; the bar shows no UID's tail. When
+        # the stop came before the listing of the selection's instances (it runs beside the C-GET:
+        # seen on a loaded machine), which of them did not come is not known: the summary then
+        # says how many were retrieved, and why it cannot say more.
+        if (
+            "  warning: the instances of the selection are not known: cancelled while listing the instances"
+            in lines
+        ):
+            assert f"retrieved {kept} instances from {node} by get" in text, text
+            assert not [line for line in lines if "not fetched" in line], text
+        else:
+            assert f"  {total - kept} instances not fetched: cancelled before it arrived" in lines, text
         assert not [line for line in lines if line.startswith("  missing ")], text
         assert not [line for line in lines if line.startswith("retrieve ") and re.search(r"\d{12}", line)], (
             text
