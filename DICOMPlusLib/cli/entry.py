@@ -6,9 +6,10 @@ committed, its files written, its handlers restored. Its databases stay open (he
 ``arguments.held``: closing the last connection would checkpoint the WAL, left to the next
 writer). What a normal exit does then is free every module and object one by one, which costs
 a CLI command 15-25 ms on this project's machine (an ``import --link`` of 1,008 files ~0.26 s,
-an import of unchanged files ~0.09 s: the budget of issue 19's goals). So the process ends with ``os._exit`` after doing what matters of a normal
-exit: the ``atexit`` functions (logging's shutdown, ``weakref.finalize`` and ``tempfile``
-clean-ups) and a flush of stdout and stderr. Two cases keep the normal exit:
+an import of unchanged files ~0.09 s: the budget of issue 19's goals). So the process ends
+with ``os._exit`` after doing what matters of a normal exit: the ``atexit`` functions
+(logging's shutdown, ``weakref.finalize`` and ``tempfile`` clean-ups) and a flush of stdout and
+stderr. Two cases keep the normal exit:
 
 - a thread that is not a daemon still runs: the interpreter would wait for it (its work must
   not be cut off), unless a signal (Ctrl-C, SIGTERM, SIGHUP) ended the command: what must be
