@@ -269,11 +269,14 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         if last_error is not None:
             logger.info("retrieve from %s, attempt %d: %s", state.node.name, attempt, last_error)
             report.warnings.append(f"attempt {attempt}: {last_error}")
+        # In this attempt a transaction of several instances failed them all, answered success
+        # each: asked for again, they are committed one at a time and only the one at fault fails.
+        batch_failed = last_error is None and state.commits_alone and not alone
         if plan.instances is None:
             again = [u for o in outcomes for u in o.unstored]
-            if again and last_error is None and state.commits_alone and not alone:
-                # a transaction of several failed them all (see below); the PACS cannot list the
-                # selection's instances, but their sub-operations named them: asked for by UID
+            if again and batch_failed:
+                # the PACS cannot list the selection's instances, but their sub-operations named
+                # them: asked for by UID
                 bonus += 1
                 continue
             break
@@ -283,9 +286,7 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         if blind and last_error is None and not bonus:
             bonus = 1  # the C-GETs proposed guessed SOP classes: ask at once with the listed ones
             continue
-        if last_error is None and state.commits_alone and not alone:
-            # a transaction of several instances failed them all, answered success each: asked
-            # for again, they are committed one at a time and only the one at fault fails
+        if batch_failed:
             bonus += 1
             continue
         failures = sum(o.suboperation_failures for o in outcomes)
