@@ -236,3 +236,33 @@ def test_kernel_time_is_reported_apart(runner):
     ]
     assert "sys s" in result.report().splitlines()[3]
     assert result.to_dict()["candidates"]["calls"]["system_median_s"] == calls.system_median
+
+
+def test_outputs_set_aside_during_the_rounds_and_deleted_before_the_next_bench_waits(runner, tmp_path, monkeypatch):
+    """``SetAside`` moves a run's output away (an empty folder in its place) instead of deleting
+    it; ``remove`` deletes everything at the end and remembers when, and the next ``run`` waits
+    ``SETTLE_S`` after that deletion before its first round (this machine's file system makes a
+    file created soon after many were deleted cost more, docs/performance.md, session 17)."""
+    monkeypatch.setattr(runner, "_DELETED_AT", tmp_path / "deleted-at")
+    monkeypatch.setattr(runner, "SETTLE_S", 0.6)
+    out = tmp_path / "out"
+    out.mkdir()
+    aside = runner.SetAside(tmp_path / "aside")
+    assert not (tmp_path / "deleted-at").exists()  # nothing was there to delete
+    for k in range(3):
+        (out / f"file{k}").write_bytes(b"x" * 10)
+        aside.move(out, recreate=True)
+        assert out.is_dir() and not any(out.iterdir())
+    kept = sorted(p.relative_to(aside.root).as_posix() for p in aside.root.rglob("*") if p.is_file())
+    assert kept == ["1-out/file0", "2-out/file1", "3-out/file2"]  # nothing deleted during the rounds
+
+    messages: list[str] = []
+    assert runner.wait_for_deletions(messages.append) == 0.0
+    aside.remove()
+    assert not aside.root.exists()
+    start = time.monotonic()
+    result = runner.run(_fast_and_slow(runner, []), repeat=5, warmup=0, progress=messages.append)
+    assert time.monotonic() - start >= 0.5  # waited for the deletion before the first round
+    assert messages[0].startswith("sleep: waiting") and "after deleting files" in messages[0]
+    assert len(result.timings["fast"].seconds) == 5
+    assert runner.wait_for_deletions() == 0.0  # once the time has passed, no wait

@@ -28,8 +28,11 @@ Candidates, each a whole process as typed at a shell unless said otherwise:
   from the page cache (``posix_fadvise(DONTNEED)`` on each file: no root needed and nothing else
   on the machine is disturbed); every other candidate reads a warm cache.
 
-Before each import into an empty database the previous one is removed and dirty pages are
-flushed (untimed), so that no run pays for another's writes. DICOMPlusLib is byte-compiled first
+After each run its output (database and store, or the copy) is moved aside, the file system
+written out and the moved files dropped from the page cache (untimed), so that no run pays for
+another's writes; nothing is deleted until the benchmark ends (bench.runner.SetAside: this
+machine's file system makes a file created soon after thousands were deleted cost more to create,
+which the copying candidates paid for the bench's own deletions and ``dcmdump`` did not). DICOMPlusLib is byte-compiled first
 (untimed), as ``pip install`` leaves it: with ``PYTHONDONTWRITEBYTECODE`` set (as on the build
 machine) and no ``__pycache__``, every process would compile the modules it imports again. Goals (issue 19): copy >= 0.8x
 dcmdump's throughput, link >= 1.5x, importing again >= 20x faster than the first import (at
@@ -46,7 +49,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.runner import BenchError, Benchmark, Candidate
+from bench.runner import BenchError, Benchmark, Candidate, SetAside, remove_tree
 
 SERIES = 36
 DCMDUMP = "/usr/bin/dcmdump"
@@ -105,19 +108,24 @@ def _evict(folder: Path) -> None:
                 os.close(fd)
 
 
-def emptied(*paths: Path, evict: Path | None = None) -> Callable[[], None]:
-    """A candidate's untimed ``before``: remove the previous run's output and flush dirty pages
-    (``os.sync``), so that one run's writes are not paid for by the next (the kernel throttles a
-    writer while earlier dirty pages are written back); with ``evict``, drop that folder's pages."""
+def evicted(folder: Path) -> Callable[[], None]:
+    """A candidate's untimed ``before``: drop ``folder``'s pages from the page cache."""
 
     def before() -> None:
-        for path in paths:
-            shutil.rmtree(path, ignore_errors=True)
-        os.sync()
-        if evict is not None:
-            _evict(evict)
+        _evict(folder)
 
     return before
+
+
+def moved_aside(aside: SetAside, *paths: Path) -> Callable[[], None]:
+    """A candidate's untimed ``after``: its output moved aside (the file system written out, so
+    that one run's writes are not paid for by the next: the kernel throttles a writer while
+    earlier dirty pages are written back)."""
+
+    def after() -> None:
+        aside.move(*paths)
+
+    return after
 
 
 def in_process_import(database: Path, src: Path, files: int, *, again: bool = False) -> Callable[[], None]:
@@ -140,7 +148,7 @@ def in_process_import(database: Path, src: Path, files: int, *, again: bool = Fa
 def imported_once(dicomplus: str, database: Path, src: Path, *options: str) -> None:
     """``dicomplus import`` of ``src`` into a new ``database``, as a user's first import (a
     process, which leaves its WAL for the next one to open)."""
-    shutil.rmtree(database, ignore_errors=True)
+    remove_tree(database)
     subprocess.run(
         [dicomplus, "--db", str(database), "import", *options, str(src), "--json"],
         check=True,
@@ -168,8 +176,12 @@ def benchmark(work_dir: Path) -> Benchmark:
         work_dir / n for n in ("fresh", "linked", "full", "full-inproc", "inproc", "copied")
     )
 
-    def empty(*paths: Path, cold: bool = False):
-        return emptied(*paths, evict=src if cold else None)
+    for path in (fresh, linked, inproc, copied):
+        remove_tree(path)
+    aside = SetAside(work_dir / "set-aside")
+
+    def away(path: Path):
+        return moved_aside(aside, path)
 
     import_in_process = in_process_import(inproc, src, files)
     reimport_in_process = in_process_import(full_inproc, src, files, again=True)
@@ -193,37 +205,37 @@ def benchmark(work_dir: Path) -> Benchmark:
                 "cp+dcmdump",
                 command=f"cp -r {src} {copied} && {dump} {copied} > /dev/null",
                 shell=True,
-                before=empty(copied),
+                after=away(copied),
                 label="cp -r DIR COPY && dcmdump -q -M +sd +r COPY",
             ),
             Candidate(
                 "cp",
                 command=["cp", "-r", str(src), str(copied)],
-                before=empty(copied),
+                after=away(copied),
                 label="cp -r DIR COPY (the copy alone)",
             ),
             Candidate(
                 "dicomplus",
                 command=[dicomplus, "--db", str(fresh), "import", str(src), "--json"],
-                before=empty(fresh),
+                after=away(fresh),
                 label="dicomplus import DIR (copy into the store)",
             ),
             Candidate(
                 "jobs1",
                 command=[dicomplus, "--db", str(fresh), "import", "--jobs", "1", str(src), "--json"],
-                before=empty(fresh),
+                after=away(fresh),
                 label="dicomplus import --jobs 1 DIR (no worker threads)",
             ),
             Candidate(
                 "in-process",
                 function=import_in_process,
-                before=empty(inproc),
+                after=away(inproc),
                 label="Database.import_paths([DIR]) in the benchmark's process",
             ),
             Candidate(
                 "link",
                 command=[dicomplus, "--db", str(linked), "import", "--link", str(src), "--json"],
-                before=empty(linked),
+                after=away(linked),
                 label="dicomplus import --link DIR",
             ),
             Candidate(
@@ -245,13 +257,14 @@ def benchmark(work_dir: Path) -> Benchmark:
                 "dcmdump-cold",
                 command=f"{dump} {src} > /dev/null",
                 shell=True,
-                before=empty(cold=True),
+                before=evicted(src),
                 label="dcmdump, source evicted from the page cache",
             ),
             Candidate(
                 "dicomplus-cold",
                 command=[dicomplus, "--db", str(fresh), "import", str(src), "--json"],
-                before=empty(fresh, cold=True),
+                before=evicted(src),
+                after=away(fresh),
                 label="dicomplus import DIR, source evicted from the page cache",
             ),
         ],
@@ -259,6 +272,6 @@ def benchmark(work_dir: Path) -> Benchmark:
         pairs=[("dicomplus", "jobs1")],
         work={"files": files, "MB": round(megabytes, 1)},
         cleanup=lambda: [
-            shutil.rmtree(p, ignore_errors=True) for p in (fresh, linked, full, full_inproc, inproc, copied)
+            remove_tree(p) for p in (aside.root, fresh, linked, full, full_inproc, inproc, copied)
         ],
     )

@@ -35,7 +35,10 @@ of the single-series study from Orthanc. Candidates:
 * ``get-4s-procs``: the 4-series study as 4 ``dicomplus retrieve --series`` processes at once,
   into the same database.
 
-Untimed before each run: the output folder or the database is emptied. Before the rounds the
+Untimed after each run: its output folder or its database is moved aside (a new empty one put in
+its place), not deleted; everything is deleted when the benchmark ends (bench.runner.SetAside:
+this machine's file system makes a file created soon after thousands were deleted cost more to
+create, for every candidate that creates files). Before the rounds the
 repository's modules are compiled to bytecode, as an installed copy has them (bench/_installed.py).
 Targets (issue 19): ``dicomplus retrieve`` by C-GET <= 1.2x getscu's time from dcmqrscp and from
 ``serve``; the 4 series over parallel associations <= 1.5x four getscu at once.
@@ -43,7 +46,6 @@ Targets (issue 19): ``dicomplus retrieve`` by C-GET <= 1.2x getscu's time from d
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -52,7 +54,7 @@ import time
 from pathlib import Path
 
 from bench._installed import compile_bytecode
-from bench.runner import Benchmark, Candidate
+from bench.runner import Benchmark, Candidate, SetAside, remove_tree
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = 300
@@ -93,7 +95,7 @@ def make_studies(work_dir: Path) -> tuple[list[Path], list[Path]]:
 def _serve(work_dir: Path, files: list[Path], port: int, aet: str) -> subprocess.Popen:
     """``dicomplus serve`` as its own process over a database the files were imported into."""
     db = work_dir / "serve-db"
-    shutil.rmtree(db, ignore_errors=True)
+    remove_tree(db)
     cli = [sys.executable, "-m", "DICOMPlusLib.cli", "--db", str(db)]
     subprocess.run([*cli, "import", str(files[0].parent)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     log = open(work_dir / "serve.log", "w")  # closed here: the child keeps its own copy
@@ -138,8 +140,8 @@ def benchmark(work_dir: Path) -> Benchmark:
     listener_port, movescu_port, serve_port = free_port(), free_port(), free_port()
     orthanc = OrthancServer(work_dir / "orthanc", dicomplus_port=listener_port,
                             modalities={"movescu": ("MOVESCU", movescu_port)})  # fmt: skip
-    shutil.rmtree(orthanc.storage_dir, ignore_errors=True)
-    shutil.rmtree(work_dir / "dcmqrscp", ignore_errors=True)
+    remove_tree(orthanc.storage_dir)
+    remove_tree(work_dir / "dcmqrscp")
     qrscp = DcmqrscpServer(work_dir / "dcmqrscp")
     resources: list = []
     db_names = ("db-get", "db-move", "db-cli", "db-4t", "db-4c", "db-4p", "db-qr", "db-qr-cli", "db-serve",
@@ -153,11 +155,14 @@ def benchmark(work_dir: Path) -> Benchmark:
         *(f"out-4x-{k}" for k in range(SERIES_4)),
     )
 
+    aside = SetAside(work_dir / "set-aside")
+
     def cleanup() -> None:
         for item in reversed(resources):
             item()
+        aside.remove()
         for name in (*db_names, *out_names, "serve-db"):
-            shutil.rmtree(work_dir / name, ignore_errors=True)
+            remove_tree(work_dir / name)
 
     try:
         orthanc.start()
@@ -177,39 +182,51 @@ def benchmark(work_dir: Path) -> Benchmark:
         outs = {name: work_dir / name for name in out_names}
         paths = {name: work_dir / name for name in db_names}
         for path in (*outs.values(), *paths.values()):
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
         for path in outs.values():
             path.mkdir()
         dbs = {name: Database(path) for name, path in paths.items()}
-        resources += [db.close for db in dbs.values()]
-        listener = Listener(
-            dbs["db-move"], ListenerConfig(port=listener_port, host=LOOPBACK, series_idle=3600)
-        )
-        listener.start()
-        resources.append(listener.stop)
+        resources.append(lambda: [db.close() for db in dbs.values()])
+        listeners: list[Listener] = []
+
+        def listen() -> None:
+            config = ListenerConfig(port=listener_port, host=LOOPBACK, series_idle=3600)
+            listeners.append(Listener(dbs["db-move"], config))
+            listeners[-1].start()
+
+        listen()
+        resources.append(lambda: listeners[-1].stop())
     except BaseException:
         cleanup()
         raise
 
-    def empty_folders(*folders: Path):
+    def set_aside(*folders: Path):
         def run() -> None:
-            for folder in folders:
-                for entry in os.scandir(folder):
-                    os.unlink(entry.path)
+            aside.move(*folders, recreate=True)
 
         return run
 
-    def empty_db(name: str):
+    def new_db(name: str):
+        """The database moved aside and a new empty one in its place (the listener of ``move``
+        stopped and started again on it)."""
+
         def run() -> None:
-            db = dbs[name]
-            for study in {r.StudyInstanceUID for r in db.search("study")}:
-                db.delete(study=study)
+            moving = name == "db-move"
+            if moving:
+                listeners.pop().stop()
+            dbs[name].close()
+            aside.move(paths[name])
+            dbs[name] = Database(paths[name])
+            if moving:
+                listen()
 
         return run
 
-    def ours(source: str, name: str, method: str, study: str, parallel: int = 1, **kwargs):
+    def ours(source: str, name: str, method: str, study: str, parallel: int = 1):
         def run() -> None:
-            options = RetrieveOptions(parallel=parallel, **kwargs)
+            # a C-MOVE's destination: the listener running on this database (new after each run)
+            moving = {"listener": listeners[-1]} if method == "move" else {}
+            options = RetrieveOptions(parallel=parallel, **moving)
             report = retrieve(nodes[source], dbs[name], study_uid=study, method=method, options=options)
             assert report.complete and len(report.done) == FILES, report.to_dict()
 
@@ -268,45 +285,40 @@ def benchmark(work_dir: Path) -> Benchmark:
 
     candidates = [
         Candidate("dcmtk-get", command=getscu("orthanc", outs["out-get"]), env=env,
-                  before=empty_folders(outs["out-get"]), label="getscu (DCMTK) from Orthanc, one association"),
-        Candidate("dcmtk-move", command=movescu, env=env, before=empty_folders(outs["out-move"]),
+                  after=set_aside(outs["out-get"]), label="getscu (DCMTK) from Orthanc, one association"),
+        Candidate("dcmtk-move", command=movescu, env=env, after=set_aside(outs["out-move"]),
                   label="movescu (DCMTK) from Orthanc with its own storage SCP (+P)"),
-        Candidate("get", function=ours("orthanc", "db-get", "get", study1), before=empty_db("db-get"),
+        Candidate("get", function=ours("orthanc", "db-get", "get", study1), after=new_db("db-get"),
                   label="retrieve(method='get') from Orthanc: C-FIND plan, C-GET, stored + indexed"),
-        Candidate("move", function=ours("orthanc", "db-move", "move", study1, listener=listener),
-                  before=empty_db("db-move"), label="retrieve(method='move') from Orthanc to a running listener"),
-        Candidate("get-cli", command=cli("orthanc", "db-cli"), cwd=REPO, before=empty_db("db-cli"),
+        Candidate("move", function=ours("orthanc", "db-move", "move", study1),
+                  after=new_db("db-move"), label="retrieve(method='move') from Orthanc to a running listener"),
+        Candidate("get-cli", command=cli("orthanc", "db-cli"), cwd=REPO, after=new_db("db-cli"),
                   label="dicomplus retrieve --method get from Orthanc (fresh process)"),
-        Candidate("qr-getscu", command=getscu("qr", outs["out-qr"]), env=env, before=empty_folders(outs["out-qr"]),
+        Candidate("qr-getscu", command=getscu("qr", outs["out-qr"]), env=env, after=set_aside(outs["out-qr"]),
                   label="getscu (DCMTK) from dcmqrscp"),
-        Candidate("qr-get", function=ours("qr", "db-qr", "get", study1), before=empty_db("db-qr"),
+        Candidate("qr-get", function=ours("qr", "db-qr", "get", study1), after=new_db("db-qr"),
                   label="retrieve(method='get') from dcmqrscp, in this process"),
-        Candidate("qr-get-cli", command=cli("qr", "db-qr-cli"), cwd=REPO, before=empty_db("db-qr-cli"),
+        Candidate("qr-get-cli", command=cli("qr", "db-qr-cli"), cwd=REPO, after=new_db("db-qr-cli"),
                   label="dicomplus retrieve --method get from dcmqrscp (fresh process)"),
         Candidate("serve-getscu", command=getscu("serve", outs["out-serve"]), env=env,
-                  before=empty_folders(outs["out-serve"]), label="getscu (DCMTK) from dicomplus serve"),
-        Candidate("serve-get", function=ours("serve", "db-serve", "get", study1), before=empty_db("db-serve"),
+                  after=set_aside(outs["out-serve"]), label="getscu (DCMTK) from dicomplus serve"),
+        Candidate("serve-get", function=ours("serve", "db-serve", "get", study1), after=new_db("db-serve"),
                   label="retrieve(method='get') from dicomplus serve, in this process"),
-        Candidate("serve-get-cli", command=cli("serve", "db-serve-cli"), cwd=REPO, before=empty_db("db-serve-cli"),
+        Candidate("serve-get-cli", command=cli("serve", "db-serve-cli"), cwd=REPO, after=new_db("db-serve-cli"),
                   label="dicomplus retrieve --method get from dicomplus serve (fresh process)"),
         Candidate("dcmtk-get-4s", command=getscu("orthanc", outs["out-get"], *study4_keys), env=env,
-                  before=empty_folders(outs["out-get"]), label="getscu of the 4-series study (one association)"),
+                  after=set_aside(outs["out-get"]), label="getscu of the 4-series study (one association)"),
         Candidate("dcmtk-get-4x", command=f"{four_getscu} & wait", shell=True, env=env,
-                  before=empty_folders(*outs_4x), label="4 getscu at once, one series each (4 associations)"),
-        Candidate("dcmtk-find-get-4x", command=find_then_get, shell=True, env=env, before=empty_folders(outs["out-4f"]),
+                  after=set_aside(*outs_4x), label="4 getscu at once, one series each (4 associations)"),
+        Candidate("dcmtk-find-get-4x", command=find_then_get, shell=True, env=env, after=set_aside(outs["out-4f"]),
                   label="findscu of the study's series, then 4 getscu at once (what --study --parallel 4 does)"),
         Candidate("get-4s-threads", function=ours("orthanc", "db-4t", "get", study4, parallel=SERIES_4),
-                  before=empty_db("db-4t"), label="retrieve(parallel=4) of the 4-series study, in this process"),
+                  after=new_db("db-4t"), label="retrieve(parallel=4) of the 4-series study, in this process"),
         Candidate("get-4s-cli", command=cli("orthanc", "db-4c", "--study", study4, "--parallel", str(SERIES_4)),
-                  cwd=REPO, before=empty_db("db-4c"), label="dicomplus retrieve --parallel 4 (one fresh process)"),
-        Candidate("get-4s-procs", command=f"{procs} & wait", shell=True, cwd=REPO, before=empty_db("db-4p"),
+                  cwd=REPO, after=new_db("db-4c"), label="dicomplus retrieve --parallel 4 (one fresh process)"),
+        Candidate("get-4s-procs", command=f"{procs} & wait", shell=True, cwd=REPO, after=new_db("db-4p"),
                   label="4 x dicomplus retrieve --series at once (processes), one database"),
     ]  # fmt: skip
-    # Each run's output goes as soon as it is timed, not before the candidate's next run: kept,
-    # the 17 candidates' last outputs (~2.6 GB) passed the kernel's background writeback
-    # threshold (10% of this machine's memory), and the flusher wrote them out during the
-    # timed runs of the others (docs/performance.md, session 15).
-    candidates = [dataclasses.replace(c, after=c.before) for c in candidates]
     return Benchmark(
         name="retrieve",
         description=f"retrieve {FILES} CT instances {ROWS}x{COLS} ({megabytes / FILES * 1e3:.0f} kB each, "

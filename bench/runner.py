@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,105 @@ def measure_command(
     if check and measurement.returncode != 0:
         raise BenchError(f"{_shorten(command)} exited with {measurement.returncode}:\n{tail}")
     return measurement
+
+
+#: How long the file system is waited for after a benchmark deleted files (:func:`remove_tree`)
+#: before its rounds start: ext4 without a journal (this project's machine) counts an inode as
+#: recently freed for 60 s once its inode table block is written (``os.sync`` does that at once).
+SETTLE_S = 61.0
+_DELETED_AT = Path(tempfile.gettempdir()) / "dicomplus-bench-deleted-at"
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Delete ``path`` (a folder or a file, if it exists), write the deletion out (``os.sync``)
+    and remember when: :func:`run` starts its rounds :data:`SETTLE_S` after it (see
+    :class:`SetAside`)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    os.sync()
+    _DELETED_AT.write_text(repr(time.time()))
+
+
+def wait_for_deletions(progress: Callable[[str], object] | None = None, *, name: str = "") -> float:
+    """Sleep until :data:`SETTLE_S` after the last :func:`remove_tree` (of any benchmark run on
+    this machine); the seconds slept."""
+    try:
+        deleted_at = float(_DELETED_AT.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    left = deleted_at + SETTLE_S - time.time()
+    if left <= 0:
+        return 0.0
+    if progress is not None:
+        progress(
+            f"{name}: waiting {left:.0f} s after deleting files, before the first round (bench/runner.py SetAside)"
+        )
+    time.sleep(left)
+    return left
+
+
+class SetAside:
+    """Where the runs of a benchmark put what they wrote instead of deleting it: moved (renamed)
+    into ``root`` after being timed, deleted with ``root`` when the benchmark ends (:meth:`remove`).
+
+    Why not delete each run's output: on ext4 without a journal (this project's machine), a new
+    file's inode is taken only after the kernel has looked at every inode of the block group freed
+    in the last 60 s (360 s while its inode table block is dirty), and new files of a folder all
+    come from the first group of its flex group with a free inode. Deleting each run's 300 files
+    as soon as they were timed gave that group thousands of recently freed inodes within a few
+    rounds: the kernel time of a candidate that creates files grew run after run (a 4-series
+    retrieve's from 0.17 s to 0.37 s over four back-to-back runs of ``bench retrieve``, while its
+    user time stayed 0.18 s), more for one process creating them in one thread than for four at
+    once (docs/performance.md, session 17). Nobody's retrieve or import comes a few seconds after
+    the deletion of thousands of files; the bench's own deletions measured the file system.
+
+    After each move the file system is written out (``os.sync``: no dirty data piles up to the
+    kernel's background writeback threshold and is written during a later timed run) and the moved
+    files leave the page cache (``POSIX_FADV_DONTNEED``: the rounds' outputs, several GB, do not
+    push the inputs out of memory)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        remove_tree(self.root)
+        self.root.mkdir(parents=True)
+        self._count = 0
+
+    def move(self, *paths: str | os.PathLike, recreate: bool = False) -> None:
+        """Move each path (which must exist) into the set-aside folder; ``recreate``: make an
+        empty folder in its place."""
+        moved = []
+        for path in paths:
+            path = Path(path)
+            self._count += 1
+            target = self.root / f"{self._count}-{path.name}"
+            os.rename(path, target)
+            moved.append(target)
+            if recreate:
+                path.mkdir()
+        os.sync()
+        for target in moved:
+            _drop_from_cache(target)
+
+    def remove(self) -> None:
+        remove_tree(self.root)
+
+
+def _drop_from_cache(path: Path) -> None:
+    files = [path] if path.is_file() else (Path(d) / f for d, _, names in os.walk(path) for f in names)
+    for file in files:
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def _shorten(command: Sequence[str] | str, limit: int = 300) -> str:
@@ -424,6 +524,7 @@ def run(
     if reference not in names:
         raise BenchError(f"{benchmark.name}: reference {reference!r} is not one of {names}")
 
+    wait_for_deletions(progress, name=benchmark.name)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     machine = machine_info()
     timings = {c.name: Timing(c.name, c.describe(), [], [], []) for c in benchmark.candidates}

@@ -17,7 +17,10 @@ Nagle off as DICOMPlus does). Candidates:
 * ``send-pynetdicom``: plain pynetdicom in this process with its documented settings
   (``STORE_SEND_CHUNKED_DATASET``, TCP_NODELAY, one association) -> storescp.
 
-Untimed before each run: the receiving folder or database is emptied. Before the rounds the
+Untimed after each run: the receiving folder is moved aside (an empty one put in its place), or
+the listener is stopped, its database moved aside and a new listener started on a new database;
+nothing is deleted until the benchmark ends (bench.runner.SetAside: this machine's file system
+makes a file created soon after thousands were deleted cost more to create). Before the rounds the
 repository's modules are compiled to bytecode, as an installed copy has them (bench/_installed.py).
 Targets (issue 19): ``dicomplus send`` (``send-cli``) >= 1.0x storescu -> storescp; storescu ->
 ``dicomplus listen`` (stored and indexed) >= 0.8x. Earlier (issue 4): one association >= 0.25x,
@@ -36,7 +39,7 @@ import time
 from pathlib import Path
 
 from bench._installed import compile_bytecode
-from bench.runner import Benchmark, Candidate
+from bench.runner import Benchmark, Candidate, SetAside, remove_tree
 
 FILES = 500
 ROWS = COLS = 512
@@ -112,7 +115,6 @@ def _pynetdicom_send(files: list[Path], port: int) -> None:
 
 def benchmark(work_dir: Path) -> Benchmark:
     sys.path.insert(0, str(REPO))
-    from DICOMPlusLib.database import Database
     from DICOMPlusLib.network.nodes import DimseEndpoint, RemoteNode
     from DICOMPlusLib.network.send import send_paths
     from DICOMPlusLib.network.send_models import SendOptions
@@ -126,7 +128,8 @@ def benchmark(work_dir: Path) -> Benchmark:
     received_fork = work_dir / "storescp-fork-out"
     dbs = {"direct": work_dir / "db-direct", "pynetdicom": work_dir / "db-pynetdicom"}
     for path in (received, received_fork, *dbs.values()):
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
+    aside = SetAside(work_dir / "set-aside")
     received.mkdir(parents=True)
     received_fork.mkdir(parents=True)
     dbs["pynetdicom"].mkdir(parents=True)
@@ -161,25 +164,21 @@ def benchmark(work_dir: Path) -> Benchmark:
             proc.kill()
         raise
 
-    def empty(folder: Path):
+    def away(folder: Path):
         def run() -> None:
-            for entry in os.scandir(folder):
-                os.unlink(entry.path)
+            aside.move(folder, recreate=True)
 
         return run
 
-    empty_received = empty(received)
+    received_away = away(received)
 
-    def empty_db(engine: str):
-        def run() -> None:
-            db = Database(dbs[engine])
-            try:
-                for study in {r.StudyInstanceUID for r in db.search("study")}:
-                    db.delete(study=study)
-            finally:
-                db.close()
-
-        return run
+    def new_listener() -> None:
+        """The listener stopped, its database moved aside, a new listener on a new database."""
+        servers[2].terminate()
+        servers[2].wait(30)
+        aside.move(dbs["direct"])
+        servers[2] = subprocess.Popen(listen_argv, cwd=REPO, **quiet)
+        _wait_port(ports["direct"], servers[2])
 
     def send(parallel: int, port: int):
         node = RemoteNode("storescp", DimseEndpoint("STORESCP", LOOPBACK, port))
@@ -206,30 +205,30 @@ def benchmark(work_dir: Path) -> Benchmark:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for path in (received, received_fork, *dbs.values()):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in (aside.root, received, received_fork, *dbs.values()):
+            remove_tree(path)
 
     candidates = [
-        Candidate("dcmtk", command=storescu(scp_port, "STORESCP", names), env=env, before=empty_received,
+        Candidate("dcmtk", command=storescu(scp_port, "STORESCP", names), env=env, after=received_away,
                   label="storescu -> storescp (DCMTK, one association)"),
         Candidate("listen", command=storescu(ports["direct"], "DICOMPLUS", names), env=env,
-                  before=empty_db("direct"), label="storescu -> dicomplus listen (stored + indexed)"),
-        Candidate("listen-4", command=f"{four} & wait", shell=True, env=env, before=empty_db("direct"),
+                  after=new_listener, label="storescu -> dicomplus listen (stored + indexed)"),
+        Candidate("listen-4", command=f"{four} & wait", shell=True, env=env, after=new_listener,
                   label="4 storescu at once (125 files each) -> dicomplus listen"),
         Candidate("listen-pynetdicom", command=storescu(ports["pynetdicom"], "PYNETDICOM", names), env=env,
-                  before=empty(dbs["pynetdicom"]), label="storescu -> plain pynetdicom storage SCP (files only)"),
-        Candidate("send", function=send(1, scp_port), before=empty_received,
+                  after=away(dbs["pynetdicom"]), label="storescu -> plain pynetdicom storage SCP (files only)"),
+        Candidate("send", function=send(1, scp_port), after=received_away,
                   label="send_paths -> storescp, 1 association"),
-        Candidate("dcmtk-fork", command=storescu(fork_port, "STORESCP", names), env=env, before=empty(received_fork),
+        Candidate("dcmtk-fork", command=storescu(fork_port, "STORESCP", names), env=env, after=away(received_fork),
                   label="storescu -> storescp --fork"),
-        Candidate("send-2", function=send(2, fork_port), before=empty(received_fork),
+        Candidate("send-2", function=send(2, fork_port), after=away(received_fork),
                   label="send_paths parallel=2 -> storescp --fork"),
-        Candidate("send-4", function=send(4, fork_port), before=empty(received_fork),
+        Candidate("send-4", function=send(4, fork_port), after=away(received_fork),
                   label="send_paths parallel=4 -> storescp --fork"),
         Candidate("send-cli", command=[sys.executable, "-m", "DICOMPlusLib.cli", "send",
                                        f"STORESCP@{LOOPBACK}:{scp_port}", str(files[0].parent)],
-                  cwd=REPO, before=empty_received, label="dicomplus send (fresh process) -> storescp"),
-        Candidate("send-pynetdicom", function=lambda: _pynetdicom_send(files, scp_port), before=empty_received,
+                  cwd=REPO, after=received_away, label="dicomplus send (fresh process) -> storescp"),
+        Candidate("send-pynetdicom", function=lambda: _pynetdicom_send(files, scp_port), after=received_away,
                   label=PYNETDICOM_SEND),
     ]  # fmt: skip
     return Benchmark(
