@@ -238,7 +238,9 @@ def test_kernel_time_is_reported_apart(runner):
     assert result.to_dict()["candidates"]["calls"]["system_median_s"] == calls.system_median
 
 
-def test_outputs_set_aside_during_the_rounds_and_deleted_before_the_next_bench_waits(runner, tmp_path, monkeypatch):
+def test_outputs_set_aside_during_the_rounds_and_deleted_before_the_next_bench_waits(
+    runner, tmp_path, monkeypatch
+):
     """``SetAside`` moves a run's output away (an empty folder in its place) instead of deleting
     it; ``remove`` deletes everything at the end and remembers when, and the next ``run`` waits
     ``SETTLE_S`` after that deletion before its first round (this machine's file system makes a
