@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.database.rows import absolute, chunks, instance_record
@@ -38,6 +38,8 @@ from DICOMPlusLib.models import (
 )
 
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     import pydicom
 
     from DICOMPlusLib.database.backend import Connection
@@ -50,7 +52,10 @@ if TYPE_CHECKING:
     # annotations only: made when a search or a query first needs them (DICOMPlusLib.query_records)
     from DICOMPlusLib.models import PatientRecord, Record, SeriesRecord, StudyRecord
 
-Self = TypeVar("Self", bound="BaseDatabase")
+    # for the type checker only: at run time a bound given as a string is compiled (typing's
+    # ForwardRef), and a process's first compile() costs ~1 ms of every command's start
+    Self = TypeVar("Self", bound="BaseDatabase")
+
 logger = get_logger(__name__)
 
 
