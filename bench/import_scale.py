@@ -25,26 +25,28 @@ Candidates, each a whole process as typed at a shell unless said otherwise:
   checkpoints its WAL, which a command line process, ended by ``os._exit``, does not).
 - ``python``: ``python -c pass``, the floor of any command line process.
 
-Before each first import the previous one's database and store are removed and dirty pages
-flushed (untimed). DICOMPlusLib is byte-compiled first (untimed). The page cache is warm for the
-source (the machine needs ~11 GB of free memory for it and one store); on the project's machine a
-copying first import's 5.4 GB are more than the kernel lets be dirty at once, so its time
-includes the disk's writeback, as for a user. Time: a round takes 40-90 s on the project's 2-core machine (the two
-copying imports and the removal of their stores are most of it); ``python -m bench
-import_scale`` (1 warm-up round and 5 rounds, the two databases imported again made before
-them) took 4 min 18 s at load 4-6, 5 min 38 s at load 2.5-8 and 8 min at load 3-7. Disk: the source 5.4 GB, the database
+Each first import's database and store are removed after it is timed (and the file system written
+out); a copying first import starts only 61 s after the last removal (untimed, see
+bench.runner.SetAside: this machine's file system makes a file created soon after thousands were
+deleted cost more to create; the stores of 5.4 GB are too large to keep aside for the whole run).
+DICOMPlusLib is byte-compiled first (untimed). The page cache is warm for the source (the machine
+needs ~11 GB of free memory for it and one store); on the project's machine a copying first
+import's 5.4 GB are more than the kernel lets be dirty at once, so its time includes the disk's
+writeback, as for a user. Time: before session 17 (each first import's store removed right before
+the next, no wait) a round took 40-90 s on the project's 2-core machine and ``python -m bench
+import_scale`` (1 warm-up round and 5 rounds, the two databases imported again made before them)
+4-8 min; the two waits of 61 s a round add about 12 min. Disk: the source 5.4 GB, the database
 imported again by the process 5.4 GB (a copying import, as the user's first), the in-process one
 linked (importing again reads no stored file), one first import's store 5.4 GB at a time.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
-from bench.import_db import byte_compile, emptied, imported_once, in_process_import, make_source
-from bench.runner import Benchmark, Candidate
+from bench.import_db import byte_compile, imported_once, in_process_import, make_source
+from bench.runner import Benchmark, Candidate, remove_tree, wait_for_deletions
 
 SERIES = 360  # 10,080 files: ten times import_db's 36 series of 28
 
@@ -57,6 +59,13 @@ def benchmark(work_dir: Path) -> Benchmark:
     megabytes = sum(p.stat().st_size for p in src.rglob("*.dcm")) / 1e6
     dicomplus = str(Path(sys.executable).with_name("dicomplus"))
     fresh, full, full_inproc = (work_dir / n for n in ("fresh", "full", "full-inproc"))
+
+    def removed() -> None:
+        remove_tree(fresh)
+
+    def settled() -> None:
+        remove_tree(fresh)
+        wait_for_deletions()
 
     import_in_process = in_process_import(fresh, src, files)
     reimport_in_process = in_process_import(full_inproc, src, files, again=True)
@@ -73,19 +82,22 @@ def benchmark(work_dir: Path) -> Benchmark:
             Candidate(
                 "dicomplus",
                 command=[dicomplus, "--db", str(fresh), "import", str(src), "--json"],
-                before=emptied(fresh),
+                before=settled,
+                after=removed,
                 label="dicomplus import DIR (first import, copy into the store)",
             ),
             Candidate(
                 "link",
                 command=[dicomplus, "--db", str(fresh), "import", "--link", str(src), "--json"],
-                before=emptied(fresh),
+                before=removed,
+                after=removed,
                 label="dicomplus import --link DIR (first import, nothing copied)",
             ),
             Candidate(
                 "in-process",
                 function=import_in_process,
-                before=emptied(fresh),
+                before=settled,
+                after=removed,
                 label="Database.import_paths([DIR]) in the benchmark's process (first import, copy)",
             ),
             Candidate(
@@ -107,5 +119,5 @@ def benchmark(work_dir: Path) -> Benchmark:
         reference="dicomplus",
         pairs=[("reimport", "link"), ("reimport-in-process", "in-process")],
         work={"files": files, "MB": round(megabytes, 1)},
-        cleanup=lambda: [shutil.rmtree(p, ignore_errors=True) for p in (fresh, full, full_inproc)],
+        cleanup=lambda: [remove_tree(p) for p in (fresh, full, full_inproc)],
     )
