@@ -106,8 +106,7 @@ class BaseDatabase(abc.ABC):
             self._local.conn = conn
         return conn
 
-    @staticmethod
-    def _broken(conn: Connection) -> bool:
+    def _broken(self, conn: Connection) -> bool:
         """Whether a thread's read connection must be replaced (a server-side back end's can be
         lost; a local SQLite file's cannot)."""
         return False

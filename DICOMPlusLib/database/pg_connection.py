@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 from collections.abc import Callable, Iterator, Sequence
 
 from DICOMPlusLib.errors import DatabaseError, DatabaseFullError
@@ -191,9 +192,46 @@ class PgConnection:
     def broken(self) -> bool:
         return bool(self.raw.closed or self.raw.broken)
 
+    def ended_by_server(self) -> bool:
+        """Whether the server has ended this connection's session while it sat idle (a restart,
+        a failover, ``pg_terminate_backend``, ``idle_session_timeout``, a proxy closing idle
+        connections); such a connection is closed (:attr:`broken` is then true).
+
+        psycopg learns that a session ended only when it next sends a statement, which then
+        fails: the first write after a restart was refused. The server sends nothing
+        unprompted on an idle session except the FATAL message (57P01, 57P05) it ends it with,
+        then the end of the stream (no LISTEN here; a ParameterStatus comes with a
+        ReadyForQuery): its socket readable while no statement is in flight means the session
+        ended. One ``poll`` with no timeout, nothing sent; what came is read
+        (``PQconsumeInput``) so that the connection closes as lost. A connection inside a
+        transaction or a pipeline is its owner's and is not checked: its next statement says."""
+        raw = self.raw
+        if raw.closed or raw.broken:
+            return True
+        from psycopg.pq import TransactionStatus
+
+        pgconn = raw.pgconn
+        if self._begin or pgconn.pipeline_status or pgconn.transaction_status != TransactionStatus.IDLE:
+            return False
+        if not _readable(pgconn.socket):
+            return False
+        with contextlib.suppress(Exception):  # the end of the stream: "server closed the connection"
+            pgconn.consume_input()
+        self.close()
+        return True
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.raw.close()
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket ``fd`` has something to read (or was closed), without waiting."""
+    if hasattr(select, "poll"):  # not on Windows; select() there takes any socket number
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 #: PostgreSQL's SQLSTATE for a full disk (PostgreSQL Appendix A, class 53: insufficient resources).

@@ -178,11 +178,24 @@ class PostgresDatabase(BaseDatabase):
         raw.adapters.register_loader("numeric", numeric_loader())
         return raw
 
-    @staticmethod
-    def _broken(conn) -> bool:
+    def _broken(self, conn) -> bool:
         """A read connection (autocommit: each statement sees the latest commit) whose server
-        went away is replaced on the next read."""
-        return bool(conn.broken)
+        went away, or ended its session while it was idle (:meth:`~.PgConnection.ended_by_server`),
+        is replaced on the next read."""
+        return self._ended(conn)
+
+    def _ended(self, conn: PgConnection) -> bool:
+        """Whether ``conn``, taken from the pool for work, must be replaced: it broke, or the
+        server ended its session while it was idle (a restart, a failover, an idle timeout). It
+        is then closed and no longer listed."""
+        if not (conn.broken or conn.ended_by_server()):
+            return False
+        logger.debug("%s: the server had ended a connection's session; a new one is opened", self.display_url)
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        conn.close()
+        return True
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
@@ -194,7 +207,7 @@ class PostgresDatabase(BaseDatabase):
             raise DatabaseError("the database is closed")
         with self._connections_lock:
             conn = self._idle_writers.pop() if self._idle_writers else None
-        if conn is None or conn.broken:  # none idle, or the server restarted: a new connection
+        if conn is None or self._ended(conn):  # none idle, or the server ended it: a new one
             conn = self._connect()
         try:
             conn.begin()
