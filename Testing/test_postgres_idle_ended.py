@@ -252,3 +252,25 @@ def test_a_retrieve_after_the_server_ended_its_idle_sessions(postgres_url, pacs,
         assert second.attempts == 1 and not second.failed, second.to_dict()
         assert db.info()["instances"] == 10
     assert assert_consistent(postgres_url, tmp_path / "store") == 10
+
+
+def test_the_engine_after_the_server_ended_its_idle_sessions(postgres_url, series, tmp_path):
+    """The Slicer-side engine keeps its database open between tasks: after its sessions were
+    ended, its next search, import and delete work (the import failed: "the PostgreSQL server
+    failed or went away")."""
+    from DICOMPlusLib.engine.client import SubprocessEngine
+
+    db = {"db": postgres_url, "store": str(tmp_path / "store")}
+    with SubprocessEngine() as engine:
+        engine.call("import", {**db, "paths": [str(series.files[0])]}, timeout=60)
+        terminate(postgres_url)
+        [record] = engine.call("search", {**db, "level": "series"}, timeout=60)
+        assert record.NumberOfSeriesRelatedInstances == 1
+        terminate(postgres_url)
+        report = engine.call("import", {**db, "paths": [str(p) for p in series.files[1:3]]}, timeout=60)
+        assert report.added == 2 and not report.skipped, report
+        terminate(postgres_url)
+        [deleted] = engine.call("delete", {**db, "entries": [("series", series.series_uid)]}, timeout=60)
+        assert deleted.instances == 3, deleted
+        assert engine.call("search", {**db, "level": "series"}, timeout=60) == []
+    assert assert_consistent(postgres_url, tmp_path / "store") == 0
