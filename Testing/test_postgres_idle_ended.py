@@ -11,6 +11,7 @@ SCP on a real socket for the retrieve.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 
@@ -18,6 +19,7 @@ import pydicom
 import pytest
 from test_disk_full_postgres import assert_consistent
 
+from dicomplus_testing.full_disk import dicomplus
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
@@ -252,6 +254,36 @@ def test_a_retrieve_after_the_server_ended_its_idle_sessions(postgres_url, pacs,
         assert second.attempts == 1 and not second.failed, second.to_dict()
         assert db.info()["instances"] == 10
     assert assert_consistent(postgres_url, tmp_path / "store") == 10
+
+
+def test_a_retrieve_command_whose_sessions_end_after_its_plan(postgres_server, pacs, tmp_path):
+    """``dicomplus retrieve``: the server ends the command's sessions, idle since it opened the
+    database and planned the retrieve (C-FIND), when its first C-GET reaches the PACS, before
+    any instance arrives. The retrieve completes in one attempt (its first transaction failed,
+    and its instances were asked for again in a second)."""
+    from pynetdicom import evt
+
+    server, study_uid, _ = pacs
+    url = postgres_server.create_database()
+    store = tmp_path / "store"
+    open_database(url, store=store).close()
+    ended: list[int] = []
+
+    def on_message(event) -> None:
+        if type(event.message).__name__ == "C_GET_RQ" and not ended:
+            ended.append(terminate(url))
+
+    server._server.bind(evt.EVT_DIMSE_RECV, on_message)
+    try:
+        code, out, err = dicomplus("--db", url, "--store", store, "retrieve", f"PGIDLEPACS@{LOOPBACK}:{server.port}",
+                                   "--study", study_uid, "--method", "get", "--json", timeout=300)  # fmt: skip
+    finally:
+        server._server.unbind(evt.EVT_DIMSE_RECV, on_message)
+    assert ended and ended[0] >= 1, ended  # the command's sessions, ended before its first commit
+    assert code == 0 and not err, (code, out, err)
+    report = json.loads(out)
+    assert report["complete"] and report["done"] == 10 and report["attempts"] == 1, report
+    assert assert_consistent(url, store) == 10
 
 
 def test_the_engine_after_the_server_ended_its_idle_sessions(postgres_url, series, tmp_path):
