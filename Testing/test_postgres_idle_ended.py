@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import threading
 
 import pydicom
@@ -21,6 +22,7 @@ from test_disk_full_postgres import assert_consistent
 
 from dicomplus_testing.full_disk import dicomplus
 from dicomplus_testing.peers import LOOPBACK, dicomplus_server
+from dicomplus_testing.postgres import PostgresServer
 from dicomplus_testing.synthetic import make_series
 from dicomplus_testing.util import free_port
 from DICOMPlusLib.database import Database, open_database
@@ -219,6 +221,32 @@ def test_a_listener_after_the_server_ended_its_idle_sessions(postgres_url, serie
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and not err, err
     assert assert_consistent(postgres_url, store) == len(files)
+
+
+def test_a_listener_across_a_restart_of_the_server(series, dcmtk, tmp_path):
+    """PostgreSQL stopped (fast shutdown: every session ended) and started again, on its own
+    data and port, while ``listen`` waits: the next instance sent is stored."""
+    server = PostgresServer(tmp_path / "pg", port=free_port())
+    try:
+        server.start()
+        url = server.create_database()
+        store = tmp_path / "store"
+        open_database(url, store=store).close()
+        port = free_port()
+        argv = ["--db", url, "--store", store, "listen", "--port", port, "--host", LOOPBACK]
+        with dicomplus_server(*argv, port=port) as proc:
+            assert _store_one(dcmtk, port, series.files[0]) == "Success"
+            assert server._proc is not None
+            server._proc.send_signal(signal.SIGINT)  # fast shutdown
+            server._proc.wait(60)
+            server.start()
+            assert _store_one(dcmtk, port, series.files[1]) == "Success"
+            proc.terminate()
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and not err, err
+        assert assert_consistent(url, store) == 2
+    finally:
+        server.remove()
 
 
 # -- a retrieve, and the engine --------------------------------------------------------------------
