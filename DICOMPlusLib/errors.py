@@ -18,6 +18,13 @@ class DatabaseError(DICOMPlusError):
     """The local database cannot do what was asked (corrupt, locked, wrong schema, bad query)."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database server went away or could not be reached: a session it ended (a restart, a
+    failover, ``pg_terminate_backend``, a cut network) or a connection it did not take. What
+    failed can succeed a moment later on a new connection (a retrieve asks again for what it
+    could not commit); a refused row or a full disk is not this."""
+
+
 class ImportFileError(DatabaseError):
     """One file could not be imported (not DICOM, truncated, no SOPInstanceUID...)."""
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from DICOMPlusLib._log import get_logger
 from DICOMPlusLib.dataclasses_lite import dataclass
-from DICOMPlusLib.errors import SPACE_ERRNOS, DICOMPlusError, DiskFullError
+from DICOMPlusLib.errors import SPACE_ERRNOS, DatabaseUnavailableError, DICOMPlusError, DiskFullError
 from DICOMPlusLib.models import InstanceRecord
 
 if TYPE_CHECKING:
@@ -114,8 +114,10 @@ class StoredInstance:
 
     ``record`` is the row as committed (for ``STORED`` and ``REPLACED``): its ``path`` is where
     the file really is. For ``KEPT_EXISTING``, ``path`` is the kept instance's file; for
-    failures, ``reason`` says what went wrong and ``out_of_space`` whether the disk (or the
-    database) is full.
+    failures, ``reason`` says what went wrong, ``out_of_space`` whether the disk (or the
+    database) is full and ``transient`` whether the database server was away for the commit
+    (:class:`~DICOMPlusLib.errors.DatabaseUnavailableError`: the same commit may succeed a
+    moment later).
     """
 
     status: StoreStatus
@@ -125,6 +127,7 @@ class StoredInstance:
     reason: str = ""
     out_of_space: bool = False
     source: str = ""  # the imported file it came from ("" when received)
+    transient: bool = False
 
     @property
     def ok(self) -> bool:
@@ -152,7 +155,8 @@ def full_path(db: Backend, exc: BaseException) -> str:
 def failure(exc: BaseException, sop: str = "") -> StoredInstance:
     """A ``FAILED`` answer for an error while writing or committing."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return StoredInstance(StoreStatus.FAILED, sop, reason=reason, out_of_space=is_space_error(exc))
+    return StoredInstance(StoreStatus.FAILED, sop, reason=reason, out_of_space=is_space_error(exc),
+                          transient=isinstance(exc, DatabaseUnavailableError))  # fmt: skip
 
 
 class Incoming:

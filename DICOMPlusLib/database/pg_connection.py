@@ -13,7 +13,7 @@ import os
 import select
 from collections.abc import Callable, Iterator, Sequence
 
-from DICOMPlusLib.errors import DatabaseError, DatabaseFullError
+from DICOMPlusLib.errors import DatabaseError, DatabaseFullError, DatabaseUnavailableError
 
 CONNECT_TIMEOUT_S = 10
 
@@ -277,9 +277,8 @@ def _database_error(where: str, exc: BaseException) -> DatabaseError:
             "UPDATE and DELETE on the DICOMPlus tables (and CREATE on the schema for the first open)"
         )
     if isinstance(exc, psycopg.OperationalError):  # libpq's message has a line per hint: one line
-        return DatabaseError(
-            f"{where}: the PostgreSQL server failed or went away: {' '.join(str(exc).split())}"
-        )
+        kind = DatabaseUnavailableError if session_lost(exc) else DatabaseError
+        return kind(f"{where}: the PostgreSQL server failed or went away: {' '.join(str(exc).split())}")
     return DatabaseError(f"{where}: {str(exc).strip()}")
 
 

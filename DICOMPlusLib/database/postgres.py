@@ -62,7 +62,7 @@ from DICOMPlusLib.database.pg_terms import add_terms, instance_terms, recompute,
 from DICOMPlusLib.database.rows import placed_record
 from DICOMPlusLib.database.search import Criteria
 from DICOMPlusLib.database.store import FileStore
-from DICOMPlusLib.errors import DatabaseError
+from DICOMPlusLib.errors import DatabaseError, DatabaseUnavailableError
 from DICOMPlusLib.models import QueryLevel, Record
 
 logger = get_logger(__name__)
@@ -92,6 +92,18 @@ def _text(value: object) -> object:
         except UnicodeEncodeError:
             value = value.encode("utf-8", "replace").decode("utf-8")
     return value
+
+
+def _unreachable(exc: BaseException) -> type[DatabaseError]:
+    """The kind of error for a connection the server did not take: unavailable (it may take the
+    next one: down, restarting, not taking connections for now) unless the URL or the role is
+    wrong (SQLSTATE classes 28, invalid authorization, and 3D, no such database)."""
+    import psycopg
+
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.OperationalError) and not state.startswith(("28", "3D")):
+        return DatabaseUnavailableError
+    return DatabaseError
 
 
 class PostgresDatabase(BaseDatabase):
@@ -171,7 +183,7 @@ class PostgresDatabase(BaseDatabase):
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name="dicomplus"
             )
         except psycopg.Error as exc:
-            raise DatabaseError(
+            raise _unreachable(exc)(
                 f"cannot connect to the PostgreSQL database {self.display_url}: {str(exc).strip()} "
                 "(is the server running and reachable? check the URL given with --db, or the PG* variables)"
             ) from exc

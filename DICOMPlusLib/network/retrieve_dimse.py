@@ -289,6 +289,9 @@ class RunState:
         #: Receives the C-GETs of several associations from one thread (set while they run).
         self.pump: ReceivePump | None = None
         self._sink: DatabaseSink | None = None
+        #: The instances answered success whose commit failed because the database server was
+        #: away (a lost session, a refused connection), since :meth:`take_lost`: asked for again.
+        self._lost: set[str] = set()
 
     @property
     def sink(self) -> DatabaseSink:
@@ -343,9 +346,19 @@ class RunState:
         if outcome.status == 0 and outcome.instance is not None:
             self.stored(outcome.instance.sop_instance_uid)
         elif outcome.answered:  # a C-GET's sub-operation: answered success, then its commit failed
+            if outcome.transient:
+                with self.lock:
+                    self._lost.add(sop)
             self.stored(sop, False, f"received, then not stored here: {outcome.comment}")
         else:
             self.stored(sop, False, f"refused here: 0x{outcome.status:04X} {outcome.comment}".strip())
+
+    def take_lost(self) -> set[str]:
+        """The instances whose commit failed because the database was away since the last call
+        (not those stored since, by another association)."""
+        with self.lock:
+            lost, self._lost = self._lost - self.done, set()
+        return lost
 
     def on_pending(self, response: qrscu.Response, base: int | None = None) -> None:
         """A pending C-GET/C-MOVE response: its counts set the total when the plan is unknown,

@@ -239,6 +239,7 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
     last_error: BaseException | None = None
     attempt, bonus = 0, 0
     again: list[Unit] = []  # what a failed transaction held, when the selection's instances are not known
+    lost: set[str] = set()
     while attempt < retries + 1 + bonus:
         attempt += 1
         report.attempts = attempt
@@ -272,6 +273,11 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         # In this attempt a transaction of several instances failed them all, answered success
         # each: asked for again, they are committed one at a time and only the one at fault fails.
         batch_failed = last_error is None and state.commits_alone and not alone
+        # Instances answered success whose commit failed because the database server was away
+        # (a session it ended, a connection it did not take: a restart, a failover; not a full
+        # disk, not a refused row): asked for again as after a lost association, within the
+        # retries and after their back-off.
+        lost = state.take_lost()
         if plan.instances is None:
             again = [u for o in outcomes for u in o.unstored]
             if again and batch_failed:
@@ -279,8 +285,12 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
                 # them: asked for by UID
                 bonus += 1
                 continue
-            break
-        missing = [i.sop for i in plan.instances if i.sop not in skipped and i.sop not in state.done]
+            again = _only(again, lost)  # asked for by UID after the back-off
+            if not again:
+                break
+            missing = [sop for u in again for sop in u.expected]
+        else:
+            missing = [i.sop for i in plan.instances if i.sop not in skipped and i.sop not in state.done]
         if not missing:
             return
         if blind and last_error is None and not bonus:
@@ -290,11 +300,16 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
             bonus += 1
             continue
         failures = sum(o.suboperation_failures for o in outcomes)
-        if last_error is None and not failures:
+        if last_error is None and not failures and not lost:
             break  # the PACS said all went well: asking again would bring the same
         if attempt <= retries and state.cancel.wait(backoff * 2 ** (attempt - 1)):
             report.cancelled = True
             return
+    if lost:
+        report.warnings.append(
+            f"{len(lost)} instance(s) received but not stored: the database was unavailable at each of "
+            f"{report.attempts} attempt(s); the same retrieve once it is back fetches only what is missing"
+        )
     if last_error is not None and not report.done:
         hint = ""
         if "aborted the association" in str(last_error):
@@ -310,6 +325,16 @@ def _transfer(state: RunState, plan: Plan, skipped: set[str], how: RetrieveMetho
         for i in plan.instances or []:
             if i.sop not in skipped and i.sop not in state.done:
                 report.failed.setdefault(i.sop, f"not received: {last_error}")
+
+
+def _only(units: list[Unit], sops: set[str]) -> list[Unit]:
+    """Image-level units asking for the instances of ``units`` that are in ``sops``."""
+    out = []
+    for u in units:
+        keep = tuple(sop for sop in u.expected if sop in sops)
+        if keep:
+            out.append(Unit("IMAGE", u.study, u.series, keep, keep, u.sop_classes))
+    return out
 
 
 def _run_units(state: RunState, units: list[Unit], how: RetrieveMethod, destination, parallel: int) -> list:

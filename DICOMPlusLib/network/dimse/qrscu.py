@@ -636,7 +636,7 @@ class QRAssociation:
             return outcome
         logger.warning("%s: C-STORE sub-operation %s answered success, then not stored here: %s",
                        self.peer, command.get(dimse.AFFECTED_SOP_INSTANCE_UID), outcome.comment)  # fmt: skip
-        return StoreOutcome(outcome.status, outcome.comment, answered=True)
+        return StoreOutcome(outcome.status, outcome.comment, answered=True, transient=outcome.transient)
 
     def _commit_answered(self, answered: _Answered):
         """Commit the instances ``answered`` holds (one transaction); yield ("stored", ...) for each."""

@@ -91,12 +91,15 @@ class ReceivedInstance:
 class StoreOutcome:
     """The answer to one C-STORE: its status, a comment, and the instance when it was stored.
     ``answered``: success was answered before the instance was committed (a C-GET's
-    sub-operation), and ``status`` is what its commit then found."""
+    sub-operation), and ``status`` is what its commit then found. ``transient``: the commit
+    failed because the database server was away (``StoredInstance.transient``): asked for
+    again a moment later, the instance can be stored."""
 
     status: int
     comment: str = ""
     instance: ReceivedInstance | None = None
     answered: bool = False
+    transient: bool = False
 
 
 def _pad(value: bytes, pad: bytes) -> bytes:
@@ -308,7 +311,9 @@ class DatabaseSink:
         if result.status is StoreStatus.FAILED:
             if result.out_of_space:
                 return self._out_of_space()
-            return StoreOutcome(Status.OUT_OF_RESOURCES, f"cannot write: {result.reason}")
+            return StoreOutcome(
+                Status.OUT_OF_RESOURCES, f"cannot write: {result.reason}", transient=result.transient
+            )
         if self._full_said:
             self._full_said = False  # room again: a disk that fills again is said again
         return StoreOutcome(Status.SUCCESS, "", received_instance(result, meta))
