@@ -13,7 +13,8 @@ whose senders count on an answered instance being kept) made every instance wait
 (a third of a retrieve's time from ``dicomplus serve``). The PACS keeps its copy whatever we
 answer, so nothing is lost when a commit after the answer fails or the process is killed: the
 retrieve counts an instance done only once committed, reports one whose commit failed (the PACS
-counts it completed; a full disk still stops the retrieve), and a killed writer's placed file
+counts it completed; a full disk still stops the retrieve; one whose database server was away is
+asked for again), and a killed writer's placed file
 without its row is removed by the next command's sweep, to be fetched again by the same retrieve.
 
 Cancel (PS3.7 9.3.2.3): when the :class:`CancelToken` is set, a C-CANCEL-RQ goes out at once;
