@@ -12,7 +12,8 @@
    list of UIDs at the image level). ``parallel`` associations share the work.
 3. **Check** the result against the plan: what did not arrive is reported as failed; transient
    failures (a lost association, a timeout, a C-GET's instance whose commit found the database
-   server away) are retried with back-off, fetching only what is still missing. A full store or database is not transient: no request goes out after it, and
+   server away) are retried with back-off, fetching only what is still missing. A full store or
+   database is not transient: no request goes out after it, and
    :func:`~DICOMPlusLib.network.retrieve.retrieve` says so (``DiskFullError``).
 
 Progress comes from the instances stored (and from the sub-operation counts when the plan is

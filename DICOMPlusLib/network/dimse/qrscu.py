@@ -14,8 +14,8 @@ whose senders count on an answered instance being kept) made every instance wait
 answer, so nothing is lost when a commit after the answer fails or the process is killed: the
 retrieve counts an instance done only once committed, reports one whose commit failed (the PACS
 counts it completed; a full disk still stops the retrieve; one whose database server was away is
-asked for again), and a killed writer's placed file
-without its row is removed by the next command's sweep, to be fetched again by the same retrieve.
+asked for again), and a killed writer's placed file without its row is removed by the next
+command's sweep, to be fetched again by the same retrieve.
 
 Cancel (PS3.7 9.3.2.3): when the :class:`CancelToken` is set, a C-CANCEL-RQ goes out at once;
 the operation then has ``grace`` seconds to end with its final response, after which the
