@@ -26,6 +26,12 @@ that differs from run to run. So every test gets:
 
 And the whole run (each xdist worker) asserts at its end that nothing was written to the user's
 own dicomplus folders or Qt settings (:func:`_user_folders_untouched`).
+
+Before anything, the ending signals get their default handling back (:func:`pytest_configure`):
+a suite started under ``nohup`` (SIGHUP ignored) or as a background job of a non-interactive shell
+(``make test &``: SIGINT ignored) hands the ignored signal to every command it runs, and
+``dicomplus`` leaves an ignored signal ignored, as ``nohup`` asks; the tests that close a
+command's terminal or send it Ctrl-C then saw it run on (three failures, session 17).
 """
 
 from __future__ import annotations
@@ -38,6 +44,19 @@ from pathlib import Path
 import pytest
 
 _UNSET_ENV = ("DICOMPLUS_DB", "DICOMPLUS_NODES", "DICOMPLUS_UID_ROOT", "COLUMNS", "LINES")
+
+
+def pytest_configure(config) -> None:
+    """SIGHUP, SIGINT and SIGTERM handled as by default in this process and so in the commands
+    the tests start (see the module's docstring; a run under ``nohup`` then ends if its terminal
+    closes)."""
+    import signal
+
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+
 #: The Qt organisation of the slicer stubs' application (slicer_testing.py): the settings of that
 #: application only are redirected and cleared, never a QSettings of an unknown application.
 _STUBS_ORGANIZATION = "slicer-testing"
