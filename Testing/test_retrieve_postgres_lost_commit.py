@@ -18,11 +18,11 @@ import contextlib
 import select
 import socket
 import threading
-import time
 import uuid
 
 import pydicom
 import pytest
+from test_disk_full_postgres import CutAfterCommit
 from test_retrieve_postgres_cut import indexed
 
 from dicomplus_testing.full_disk import dicomplus
@@ -53,32 +53,22 @@ def series(tmp_path_factory):
     pacs.close()
 
 
-class EndsSessionAtCommit:
-    """A TCP relay to the PostgreSQL server at ``port`` that, ``times`` times, when a client
-    sends the COMMIT of a transaction that named ``sop`` (since its BEGIN), ends that client's
-    backend with ``pg_terminate_backend`` from a connection of its own (``url``, direct), waits
-    until it is gone, and only then passes the COMMIT on (and the server's answer, the FATAL
-    message of a terminated backend and the end of the stream, back)."""
+class EndsSessionAtCommit(CutAfterCommit):
+    """A TCP relay to the PostgreSQL server at ``port`` (:class:`CutAfterCommit`'s listener and
+    accept loop; it is never armed) that, ``times`` times, when a client sends the COMMIT of a
+    transaction that named ``sop`` (since its BEGIN), ends that client's backend with
+    ``pg_terminate_backend`` from a connection of its own (``url``, direct), waits until it is
+    gone, and only then passes the COMMIT on (and the server's answer, the FATAL message of a
+    terminated backend and the end of the stream, back)."""
 
     def __init__(self, port: int, url: str, sop: str, times: int) -> None:
-        self.target, self.url, self.sop, self.times = port, url, sop.encode("ascii"), times
+        self.url, self.sop, self.times = url, sop.encode("ascii"), times
         self.ended = 0
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.port = self.listener.getsockname()[1]
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(port)
 
     def through(self, url: str) -> str:
         return url.replace(f":{self.target}/", f":{self.port}/")
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection((LOOPBACK, self.target))
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         since = b""  # what the client sent since its last BEGIN
@@ -116,20 +106,14 @@ class EndsSessionAtCommit:
             return True
 
     def _terminate(self, client_port: int) -> None:
+        """End the backend of the client at ``client_port``; ``pg_terminate_backend`` with a
+        timeout returns once the backend is gone (true), or false after 30 s."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE client_port = %s",
-                                               (client_port,)).fetchall()]  # fmt: skip
-            assert len(pids) == 1, pids
-            assert conn.execute("SELECT pg_terminate_backend(%s)", (pids[0],)).fetchone()[0]
-            deadline = time.monotonic() + 30
-            while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pids[0],)).fetchone():
-                assert time.monotonic() < deadline, "the backend did not end"
-                time.sleep(0.01)
-
-    def close(self) -> None:
-        self.listener.close()
+            ended = conn.execute("SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity "
+                                 "WHERE client_port = %s", (client_port,)).fetchall()  # fmt: skip
+        assert ended == [(True,)], ended
 
 
 @pytest.fixture
