@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.runner import BenchError, Benchmark, Candidate, SetAside, remove_tree
+from bench.runner import BenchError, Benchmark, Candidate, SetAside, drop_from_cache, remove_tree
 
 SERIES = 36
 DCMDUMP = "/usr/bin/dcmdump"
@@ -97,15 +97,9 @@ def make_source(folder: Path, copies: int = SERIES) -> int:
 
 
 def _evict(folder: Path) -> None:
-    """Drop the files' clean pages from the page cache (the next read comes from the disk)."""
+    """Drop the files' pages from the page cache (the next read comes from the disk)."""
     os.sync()
-    for root, _, files in os.walk(folder):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+    drop_from_cache(folder)
 
 
 def evicted(folder: Path) -> Callable[[], None]:

@@ -210,13 +210,16 @@ class SetAside:
                 path.mkdir()
         os.sync()
         for target in moved:
-            _drop_from_cache(target)
+            drop_from_cache(target)
 
     def remove(self) -> None:
         remove_tree(self.root)
 
 
-def _drop_from_cache(path: Path) -> None:
+def drop_from_cache(path: Path) -> None:
+    """Drop the clean pages of ``path`` (a file, or every file under a folder) from the page cache
+    (``POSIX_FADV_DONTNEED``; dirty pages stay: ``os.sync()`` first); a file that cannot be
+    opened is passed over."""
     files = [path] if path.is_file() else (Path(d) / f for d, _, names in os.walk(path) for f in names)
     for file in files:
         try:
