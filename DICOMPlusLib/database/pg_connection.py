@@ -205,12 +205,11 @@ class PgConnection:
         ended. One ``poll`` with no timeout, nothing sent; what came is read
         (``PQconsumeInput``) so that the connection closes as lost. A connection inside a
         transaction or a pipeline is its owner's and is not checked: its next statement says."""
-        raw = self.raw
-        if raw.closed or raw.broken:
+        if self.broken:
             return True
         from psycopg.pq import TransactionStatus
 
-        pgconn = raw.pgconn
+        pgconn = self.raw.pgconn
         if self._begin or pgconn.pipeline_status or pgconn.transaction_status != TransactionStatus.IDLE:
             return False
         if not _readable(pgconn.socket):

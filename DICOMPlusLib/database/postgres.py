@@ -200,7 +200,7 @@ class PostgresDatabase(BaseDatabase):
         """Whether ``conn``, taken from the pool for work, must be replaced: it broke, or the
         server ended its session while it was idle (a restart, a failover, an idle timeout). It
         is then closed and no longer listed."""
-        if not (conn.broken or conn.ended_by_server()):
+        if not conn.ended_by_server():  # broken counts as ended
             return False
         logger.debug("%s: the server had ended a connection's session; a new one is opened", self.display_url)
         with self._connections_lock:
